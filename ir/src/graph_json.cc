@@ -1,1 +1,269 @@
-// placeholder
+#include "hetsynth/ir/graph_json.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "hetsynth/ir/status.h"
+
+namespace hetsynth::ir {
+namespace {
+
+using nlohmann::json;
+constexpr int kVersion = 1;
+
+const char* KindName(ValueKind k) {
+  return k == ValueKind::kInput ? "input" : k == ValueKind::kParameter ? "parameter" : "activation";
+}
+const char* InitName(Init::Kind k) {
+  switch (k) {
+    case Init::Kind::kZeros: return "zeros";
+    case Init::Kind::kOnes: return "ones";
+    case Init::Kind::kNormal: return "normal";
+    case Init::Kind::kUniform: return "uniform";
+  }
+  return "zeros";
+}
+
+json AttrToJson(const Attrs& a, std::string_view name) {
+  if (name == "axis") return a.axis;
+  if (name == "axis2") return a.axis2;
+  if (name == "start") return a.start;
+  if (name == "length") return a.length;
+  if (name == "shape") return a.shape;
+  if (name == "heads") return a.heads;
+  if (name == "causal") return a.causal;
+  if (name == "eps") return a.eps;
+  if (name == "p") return a.p;
+  if (name == "seed") return a.seed;
+  if (name == "kernel") return a.kernel;
+  if (name == "stride") return a.stride;
+  if (name == "padding") return a.padding;
+  if (name == "out_h") return a.out_h;
+  if (name == "out_w") return a.out_w;
+  if (name == "k") return a.k;
+  if (name == "experts") return a.experts;
+  if (name == "capacity") return a.capacity;
+  return nullptr;
+}
+
+// Sets attribute `name` from j; false when j has the wrong JSON type.
+bool AttrFromJson(const json& j, std::string_view name, Attrs* a) {
+  auto int_field = [&](int64_t* f) {
+    if (!j.is_number_integer()) return false;
+    *f = j.get<int64_t>();
+    return true;
+  };
+  if (name == "axis") return int_field(&a->axis);
+  if (name == "axis2") return int_field(&a->axis2);
+  if (name == "start") return int_field(&a->start);
+  if (name == "length") return int_field(&a->length);
+  if (name == "heads") return int_field(&a->heads);
+  if (name == "kernel") return int_field(&a->kernel);
+  if (name == "stride") return int_field(&a->stride);
+  if (name == "padding") return int_field(&a->padding);
+  if (name == "out_h") return int_field(&a->out_h);
+  if (name == "out_w") return int_field(&a->out_w);
+  if (name == "k") return int_field(&a->k);
+  if (name == "experts") return int_field(&a->experts);
+  if (name == "capacity") return int_field(&a->capacity);
+  if (name == "seed") {
+    if (!j.is_number_unsigned() && !(j.is_number_integer() && j.get<int64_t>() >= 0)) return false;
+    a->seed = j.get<uint64_t>();
+    return true;
+  }
+  if (name == "causal") {
+    if (!j.is_boolean()) return false;
+    a->causal = j.get<bool>();
+    return true;
+  }
+  if (name == "eps" || name == "p") {
+    if (!j.is_number()) return false;
+    (name == "eps" ? a->eps : a->p) = j.get<double>();
+    return true;
+  }
+  if (name == "shape") {
+    if (!j.is_array()) return false;
+    a->shape.clear();
+    for (const json& d : j) {
+      if (!d.is_number_integer()) return false;
+      a->shape.push_back(d.get<int64_t>());
+    }
+    return true;
+  }
+  return false;
+}
+
+class Reader {
+ public:
+  explicit Reader(std::string source) : source_(std::move(source)) {}
+
+  absl::Status Err(const std::string& where, const std::string& what) const {
+    return absl::InvalidArgumentError(StrCat("graph '", source_, "': ", where, ": ", what));
+  }
+
+  absl::StatusOr<Shape> ReadShape(const json& j, const std::string& where) const {
+    if (!j.is_array()) return Err(where, "'shape' must be an array of positive integers");
+    Shape s;
+    for (const json& d : j) {
+      if (!d.is_number_integer() || d.get<int64_t>() <= 0) {
+        return Err(where, StrCat("'shape' has ", d.dump(), "; expected positive integers"));
+      }
+      s.push_back(d.get<int64_t>());
+    }
+    return s;
+  }
+
+  absl::StatusOr<std::string> ReadName(const json& obj, const std::string& where) const {
+    if (!obj.contains("name") || !obj["name"].is_string()) return Err(where, "missing string field 'name'");
+    return obj["name"].get<std::string>();
+  }
+
+  absl::StatusOr<Graph> Read(const std::string& text) const {
+    json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (root.is_discarded()) return Err("document", "not valid JSON");
+    if (!root.is_object()) return Err("document", "expected a JSON object");
+    if (root.value("format", "") != "hetsynth-graph") {
+      return Err("field 'format'", "expected \"hetsynth-graph\"");
+    }
+    if (!root.contains("version") || root["version"] != kVersion) {
+      return Err("field 'version'", StrCat(root.contains("version") ? root["version"].dump() : "missing",
+                                           "; expected ", kVersion));
+    }
+    Graph g(root.value("name", "graph"));
+    if (!root.contains("values") || !root["values"].is_array()) return Err("field 'values'", "missing array");
+    for (size_t i = 0; i < root["values"].size(); ++i) {
+      const json& v = root["values"][i];
+      const std::string where = StrCat("values[", i, "]");
+      if (!v.is_object()) return Err(where, "expected an object");
+      HS_ASSIGN_OR_RETURN(std::string name, ReadName(v, where));
+      if (!v.contains("shape")) return Err(where, "missing field 'shape'");
+      HS_ASSIGN_OR_RETURN(Shape shape, ReadShape(v["shape"], where));
+      const std::string kind = v.value("kind", "");
+      absl::StatusOr<ValueId> id = absl::InternalError("unset");
+      if (kind == "input") {
+        id = g.AddInput(name, shape);
+      } else if (kind == "parameter") {
+        Init init;
+        if (v.contains("init")) {
+          const json& in = v["init"];
+          const std::string ik = in.is_object() ? in.value("kind", "") : "";
+          if (ik == "zeros") init = Init::Zeros();
+          else if (ik == "ones") init = Init::Ones();
+          else if ((ik == "normal" || ik == "uniform") && in.contains("scale") && in["scale"].is_number() &&
+                   in["scale"].get<double>() >= 0) {
+            const double sc = in["scale"].get<double>();
+            init = ik == "normal" ? Init::Normal(sc) : Init::Uniform(sc);
+          } else {
+            return Err(where, StrCat("'init' is ", in.dump(),
+                                     "; expected {\"kind\": zeros|ones} or {\"kind\": normal|uniform, "
+                                     "\"scale\": non-negative number}"));
+          }
+        }
+        id = g.AddParameter(name, shape, init);
+      } else {
+        return Err(where, StrCat("'kind' is '", kind, "'; expected \"input\" or \"parameter\""));
+      }
+      if (!id.ok()) return Err(where, std::string(id.status().message()));
+    }
+    if (!root.contains("nodes") || !root["nodes"].is_array()) return Err("field 'nodes'", "missing array");
+    for (size_t i = 0; i < root["nodes"].size(); ++i) {
+      const json& n = root["nodes"][i];
+      const std::string where = StrCat("nodes[", i, "]");
+      if (!n.is_object()) return Err(where, "expected an object");
+      HS_ASSIGN_OR_RETURN(std::string name, ReadName(n, where));
+      OpKind kind;
+      if (!n.contains("op") || !n["op"].is_string() || !ParseOpName(n["op"].get<std::string>(), &kind)) {
+        return Err(where, StrCat("'op' is ", n.contains("op") ? n["op"].dump() : "missing",
+                                 "; expected a known op name (see docs/graph-format.md)"));
+      }
+      std::vector<ValueId> inputs;
+      if (!n.contains("inputs") || !n["inputs"].is_array()) return Err(where, "missing array 'inputs'");
+      for (const json& in : n["inputs"]) {
+        const ValueId v = in.is_string() ? g.Find(in.get<std::string>()) : kNoValue;
+        if (v == kNoValue) {
+          return Err(where, StrCat("input ", in.dump(), " is not a value defined before this node"));
+        }
+        inputs.push_back(v);
+      }
+      Attrs attrs;
+      if (n.contains("attrs")) {
+        const json& aj = n["attrs"];
+        if (!aj.is_object()) return Err(where, "'attrs' must be an object");
+        const std::vector<std::string_view> allowed = AttrNames(kind);
+        for (auto it = aj.begin(); it != aj.end(); ++it) {
+          const bool known = std::find(allowed.begin(), allowed.end(), it.key()) != allowed.end();
+          if (!known || !AttrFromJson(it.value(), it.key(), &attrs)) {
+            return Err(where, StrCat("attribute '", it.key(), "'=", it.value().dump(),
+                                     known ? " has the wrong type" : " is not an attribute of this op"));
+          }
+        }
+      }
+      absl::StatusOr<ValueId> id = g.AddOp(name, kind, inputs, attrs);
+      if (!id.ok()) return Err(where, std::string(id.status().message()));
+    }
+    if (!root.contains("loss") || !root["loss"].is_string()) return Err("field 'loss'", "missing value name");
+    const ValueId loss = g.Find(root["loss"].get<std::string>());
+    if (loss == kNoValue) return Err("field 'loss'", StrCat("'", root["loss"].get<std::string>(), "' is not a value"));
+    absl::Status st = g.SetLoss(loss);
+    if (!st.ok()) return Err("field 'loss'", std::string(st.message()));
+    return g;
+  }
+
+ private:
+  std::string source_;
+};
+
+}  // namespace
+
+std::string GraphToJson(const Graph& graph) {
+  json root;
+  root["format"] = "hetsynth-graph";
+  root["version"] = kVersion;
+  root["name"] = graph.name();
+  json values = json::array();
+  for (const Value& v : graph.values()) {
+    if (v.kind == ValueKind::kActivation) continue;
+    json jv = {{"name", v.name}, {"kind", KindName(v.kind)}, {"shape", v.shape}};
+    if (v.kind == ValueKind::kParameter) {
+      jv["init"] = {{"kind", InitName(v.init.kind)}};
+      if (v.init.kind == Init::Kind::kNormal || v.init.kind == Init::Kind::kUniform) {
+        jv["init"]["scale"] = v.init.scale;
+      }
+    }
+    values.push_back(std::move(jv));
+  }
+  root["values"] = std::move(values);
+  json nodes = json::array();
+  for (const Node& n : graph.nodes()) {
+    json jn = {{"name", n.name}, {"op", std::string(OpName(n.kind))}};
+    json ins = json::array();
+    for (ValueId v : n.inputs) ins.push_back(graph.value(v).name);
+    jn["inputs"] = std::move(ins);
+    const auto names = AttrNames(n.kind);
+    if (!names.empty()) {
+      json attrs = json::object();
+      for (std::string_view a : names) attrs[std::string(a)] = AttrToJson(n.attrs, a);
+      jn["attrs"] = std::move(attrs);
+    }
+    nodes.push_back(std::move(jn));
+  }
+  root["nodes"] = std::move(nodes);
+  root["loss"] = graph.loss() == kNoValue ? json(nullptr) : json(graph.value(graph.loss()).name);
+  return root.dump(1) + "\n";
+}
+
+absl::StatusOr<Graph> GraphFromJson(const std::string& text, const std::string& source) {
+  return Reader(source).Read(text);
+}
+
+absl::StatusOr<Graph> ReadGraphFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(StrCat("graph '", path, "': cannot open file"));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return GraphFromJson(ss.str(), path);
+}
+
+}  // namespace hetsynth::ir

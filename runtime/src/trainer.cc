@@ -1,1 +1,207 @@
-// placeholder
+#include "hetsynth/runtime/trainer.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "absl/strings/str_join.h"
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/safetensors.h"
+
+namespace hetsynth::runtime {
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(ir::Graph graph, OptimizerConfig cfg,
+                                                         uint64_t seed) {
+  HS_RETURN_IF_ERROR(graph.Validate());
+  HS_RETURN_IF_ERROR(ValidateOptimizerConfig(cfg));
+  std::unique_ptr<Trainer> t(new Trainer(std::move(graph), cfg));
+  const ir::Graph& g = t->graph_;
+  for (ir::ValueId p : g.parameters()) t->params_[g.value(p).name] = InitParameter(g.value(p), seed);
+  t->needs_grad_.assign(g.values().size(), false);
+  for (ir::ValueId p : g.parameters()) t->needs_grad_[p] = true;
+  for (const ir::Node& n : g.nodes()) {
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      if (t->needs_grad_[n.inputs[i]] && Differentiable(n.kind, i)) t->needs_grad_[n.output] = true;
+    }
+  }
+  return t;
+}
+
+absl::StatusOr<float> Trainer::Forward(const Batch& batch) {
+  HS_RETURN_IF_ERROR(ValidateBatch(graph_, batch, "batch"));
+  const auto& vals = graph_.values();
+  values_.assign(vals.size(), Tensor());
+  saved_.assign(graph_.nodes().size(), SavedState());
+  for (size_t v = 0; v < vals.size(); ++v) {
+    if (vals[v].kind == ir::ValueKind::kInput) values_[v] = batch.at(vals[v].name);
+  }
+  auto value = [&](ir::ValueId v) -> const Tensor& {
+    return vals[v].kind == ir::ValueKind::kParameter ? params_.at(vals[v].name) : values_[v];
+  };
+  std::vector<const Tensor*> in;
+  for (size_t n = 0; n < graph_.nodes().size(); ++n) {
+    const ir::Node& node = graph_.nodes()[n];
+    in.clear();
+    for (ir::ValueId v : node.inputs) in.push_back(&value(v));
+    Tensor out(vals[node.output].shape);
+    runtime::Forward(node, ctx_, in, out, saved_[n]);
+    values_[node.output] = std::move(out);
+  }
+  return values_[graph_.loss()].data.at(0);
+}
+
+void Trainer::Backward(std::map<std::string, Tensor>* grads) {
+  const auto& vals = graph_.values();
+  std::vector<Tensor> g(vals.size());
+  g[graph_.loss()] = Tensor({}, 1.0f);
+  auto value = [&](ir::ValueId v) -> const Tensor& {
+    return vals[v].kind == ir::ValueKind::kParameter ? params_.at(vals[v].name) : values_[v];
+  };
+  std::vector<const Tensor*> in;
+  std::vector<Tensor> din_store;
+  std::vector<Tensor*> din;
+  for (size_t n = graph_.nodes().size(); n-- > 0;) {
+    const ir::Node& node = graph_.nodes()[n];
+    const ir::ValueId out = node.output;
+    if (!g[out].data.empty()) {
+      in.clear();
+      din_store.clear();
+      din_store.reserve(node.inputs.size());
+      din.clear();
+      for (size_t i = 0; i < node.inputs.size(); ++i) {
+        const ir::ValueId v = node.inputs[i];
+        in.push_back(&value(v));
+        const bool want = needs_grad_[v] && Differentiable(node.kind, i);
+        din_store.emplace_back(want ? value(v).shape : ir::Shape{});
+        din.push_back(want ? &din_store.back() : nullptr);
+      }
+      runtime::Backward(node, ctx_, in, values_[out], g[out], saved_[n], din);
+      for (size_t i = 0; i < node.inputs.size(); ++i) {
+        if (!din[i]) continue;
+        Tensor& acc = g[node.inputs[i]];
+        if (acc.data.empty()) {
+          acc = std::move(*din[i]);
+        } else {
+          for (int64_t e = 0; e < acc.numel(); ++e) acc.data[e] += din[i]->data[e];
+        }
+      }
+    }
+    // Nothing earlier in the graph reads this node's output, its gradient or its saved state.
+    g[out] = Tensor();
+    values_[out] = Tensor();
+    saved_[n] = SavedState();
+  }
+  grads->clear();
+  for (ir::ValueId p : graph_.parameters()) {
+    if (!g[p].data.empty()) (*grads)[vals[p].name] = std::move(g[p]);
+  }
+  values_.clear();
+}
+
+absl::StatusOr<float> Trainer::Gradients(const Batch& batch, std::map<std::string, Tensor>* grads) {
+  ctx_.step = step();
+  HS_ASSIGN_OR_RETURN(float loss, Forward(batch));
+  Backward(grads);
+  return loss;
+}
+
+absl::StatusOr<float> Trainer::Step(const Batch& batch) {
+  std::map<std::string, Tensor> grads;
+  HS_ASSIGN_OR_RETURN(float loss, Gradients(batch, &grads));
+  optimizer_.Step(params_, grads);
+  return loss;
+}
+
+absl::StatusOr<float> Trainer::Loss(const Batch& batch) {
+  ctx_.step = step();
+  HS_ASSIGN_OR_RETURN(float loss, Forward(batch));
+  values_.clear();
+  saved_.clear();
+  return loss;
+}
+
+std::string OptimizerStatePath(const std::string& checkpoint) {
+  const std::string ext = ".safetensors";
+  if (checkpoint.size() > ext.size() &&
+      checkpoint.compare(checkpoint.size() - ext.size(), ext.size(), ext) == 0) {
+    return checkpoint.substr(0, checkpoint.size() - ext.size()) + ".optim" + ext;
+  }
+  return checkpoint + ".optim.safetensors";
+}
+
+absl::Status Trainer::Save(const std::string& path, const std::string& model) const {
+  const std::map<std::string, std::string> meta = {
+      {"format", "hetsynth-checkpoint"},
+      {"model", model},
+      {"step", std::to_string(step())},
+      {"optimizer", OptimizerName(optimizer_.config().kind)},
+  };
+  HS_RETURN_IF_ERROR(WriteSafetensors(path, params_, meta));
+  const std::string state_path = OptimizerStatePath(path);
+  std::map<std::string, Tensor> state = optimizer_.StateTensors();
+  if (state.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(state_path, ec);  // a stale state file would be picked up by Load
+    return absl::OkStatus();
+  }
+  return WriteSafetensors(state_path, state, meta);
+}
+
+absl::Status Trainer::Load(const std::string& path) {
+  HS_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
+  const std::string where = StrCat("checkpoint '", path, "'");
+  std::vector<std::string> missing;
+  for (const auto& [name, t] : params_) {
+    if (!file.tensors.count(name)) missing.push_back(name);
+  }
+  if (!missing.empty()) {
+    if (missing.size() > 5) missing.resize(5), missing.push_back("...");
+    return absl::InvalidArgumentError(StrCat(where, ": missing parameters ", absl::StrJoin(missing, ", "),
+                                             "; was it saved from a different model?"));
+  }
+  for (const auto& [name, t] : params_) {
+    auto it = file.tensors.find(name);
+    if (it->second.shape != t.shape) {
+      return absl::InvalidArgumentError(StrCat(where, ": tensor '", name, "' has shape ",
+                                               ir::ShapeString(it->second.shape), "; the model expects ",
+                                               ir::ShapeString(t.shape)));
+    }
+  }
+  for (const auto& [name, t] : file.tensors) {
+    if (!params_.count(name)) {
+      return absl::InvalidArgumentError(
+          StrCat(where, ": tensor '", name, "' is not a parameter of the model; was it saved from a different model?"));
+    }
+  }
+  for (auto& [name, t] : params_) t = std::move(file.tensors.at(name));
+
+  int64_t steps = 0;
+  if (auto it = file.metadata.find("step"); it != file.metadata.end()) {
+    char* end = nullptr;
+    steps = std::strtoll(it->second.c_str(), &end, 10);
+    if (it->second.empty() || *end != '\0' || steps < 0) {
+      return absl::InvalidArgumentError(StrCat(where, ": metadata step='", it->second,
+                                               "'; expected a non-negative integer"));
+    }
+  }
+  std::map<std::string, Tensor> state;
+  const std::string state_path = OptimizerStatePath(path);
+  if (std::filesystem::exists(state_path)) {
+    HS_ASSIGN_OR_RETURN(SafetensorsFile sf, ReadSafetensors(state_path));
+    auto opt = sf.metadata.find("optimizer");
+    if (opt != sf.metadata.end() && opt->second == OptimizerName(optimizer_.config().kind)) {
+      for (auto& [key, t] : sf.tensors) {
+        const size_t dot = key.rfind('.');
+        const auto p = params_.find(key.substr(0, dot == std::string::npos ? 0 : dot));
+        if (p == params_.end() || p->second.shape != t.shape) {
+          return absl::InvalidArgumentError(StrCat("optimizer state '", state_path, "': tensor '", key,
+                                                   "' does not match a parameter of the model"));
+        }
+      }
+      state = std::move(sf.tensors);
+    }
+  }
+  optimizer_.RestoreState(std::move(state), steps);
+  return absl::OkStatus();
+}
+
+}  // namespace hetsynth::runtime

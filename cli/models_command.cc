@@ -1,0 +1,102 @@
+// `hetsynth models [NAME]`: the built-in models, their hyperparameters, inputs and parameters.
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "hetsynth/ir/graph_json.h"
+#include "hetsynth/ir/models.h"
+#include "hetsynth/ir/status.h"
+
+namespace hetsynth::cli {
+
+void ModelOptions::AddFlags(CLI::App& cmd) {
+  cmd.add_option("--model-arg", args,
+                 "hyperparameter override KEY=VALUE (repeatable); see 'hetsynth models NAME'")
+      ->type_name("KEY=VALUE");
+  cmd.add_option("--batch", batch, "global batch size (default: the model's, 32; 4-8 with --small)")
+      ->check(CLI::PositiveNumber);
+  cmd.add_flag("--small", small, "start from the model's small preset (for tests and demos)");
+}
+
+absl::StatusOr<ir::ModelSpec> ModelOptions::Resolve() const {
+  return ir::MakeModelSpec(name, args, batch, small ? ir::Preset::kSmall : ir::Preset::kDefault);
+}
+
+namespace {
+
+std::string Number(double v) { return fmt::format("{:g}", v); }
+
+std::string Human(double v) {
+  const char* units[] = {"", "K", "M", "G", "T", "P"};
+  int u = 0;
+  while (v >= 1000 && u < 5) v /= 1000, ++u;
+  return fmt::format("{:.3g}{}", v, units[u]);
+}
+
+void ListModels() {
+  fmt::print("built-in models (hetsynth models NAME for inputs and parameters):\n\n");
+  for (const ir::ModelInfo& m : ir::Models()) {
+    fmt::print("{}  —  {}\n", m.name, m.summary);
+    fmt::print("  {:<16} {:>10} {:>10}  {}\n", "hyperparameter", "default", "--small", "meaning");
+    for (const ir::HyperParam& p : m.params) {
+      fmt::print("  {:<16} {:>10} {:>10}  {}\n", p.name, Number(p.default_value),
+                 Number(p.small_value), p.help);
+    }
+    fmt::print("  {:<16} {:>10} {:>10}  {}\n\n", "(batch)", m.default_batch, m.small_batch,
+               "global batch size (--batch)");
+  }
+}
+
+absl::Status ShowModel(const ModelOptions& opts, const std::string& graph_out) {
+  HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, opts.Resolve());
+  HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
+  fmt::print("{}\n\ninputs:\n", spec.ToString());
+  for (ir::ValueId v : g.inputs()) {
+    fmt::print("  {:<28} {}\n", g.value(v).name, ir::ShapeString(g.value(v).shape));
+  }
+  fmt::print("\nparameters:\n");
+  for (ir::ValueId v : g.parameters()) {
+    fmt::print("  {:<28} {}\n", g.value(v).name, ir::ShapeString(g.value(v).shape));
+  }
+  const ir::Flops f = g.TotalFlops();
+  fmt::print("\n{} parameter tensors, {} parameters ({}B fp32); {} ops; {}FLOP forward, {}FLOP "
+             "backward per step\n",
+             g.parameters().size(), Human(static_cast<double>(g.NumParameterElements())),
+             Human(4.0 * static_cast<double>(g.NumParameterElements())), g.nodes().size(),
+             Human(f.forward), Human(f.backward));
+  if (!graph_out.empty()) {
+    std::ofstream out(graph_out, std::ios::binary);
+    out << ir::GraphToJson(g);
+    out.close();
+    if (!out) return absl::InvalidArgumentError(StrCat("--graph-out '", graph_out, "': cannot write the file"));
+    fmt::print("graph written to {}\n", graph_out);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Runner RegisterModels(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand(
+      "models", "List the built-in models, or show one model's inputs, parameters and FLOPs");
+  auto opts = std::make_shared<ModelOptions>();
+  auto graph_out = std::make_shared<std::string>();
+  cmd->add_option("name", opts->name, "model to show (" + ir::ModelNames() + ")");
+  opts->AddFlags(*cmd);
+  cmd->add_option("--graph-out", *graph_out, "also write the model's graph JSON to FILE")
+      ->type_name("FILE");
+  return [opts, graph_out]() -> absl::Status {
+    if (opts->name.empty()) {
+      if (!opts->args.empty() || !graph_out->empty()) {
+        return absl::InvalidArgumentError("--model-arg/--graph-out need a model NAME; known models: " +
+                                          ir::ModelNames());
+      }
+      ListModels();
+      return absl::OkStatus();
+    }
+    return ShowModel(*opts, *graph_out);
+  };
+}
+
+}  // namespace hetsynth::cli

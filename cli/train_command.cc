@@ -1,0 +1,126 @@
+// `hetsynth train`: train a built-in model on one CPU device.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/data.h"
+#include "hetsynth/runtime/trainer.h"
+
+namespace hetsynth::cli {
+namespace {
+
+struct TrainOptions {
+  ModelOptions model;
+  int64_t steps = 0;
+  std::string optimizer = "adam";
+  double lr = -1;  // <= 0: the optimizer's default
+  double momentum = 0;
+  double weight_decay = 0;
+  uint64_t seed = 0;
+  std::string data, load, save, metrics;
+  bool quiet = false;
+};
+
+absl::Status Train(const TrainOptions& o) {
+  HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, o.model.Resolve());
+  HS_ASSIGN_OR_RETURN(ir::Graph graph, ir::BuildModel(spec));
+  HS_ASSIGN_OR_RETURN(runtime::OptimizerKind kind, runtime::ParseOptimizerKind(o.optimizer));
+  runtime::OptimizerConfig cfg;
+  cfg.kind = kind;
+  cfg.lr = o.lr > 0 ? o.lr : (kind == runtime::OptimizerKind::kAdam ? 1e-3 : 1e-2);
+  if (o.lr == 0 || (o.lr < 0 && o.lr != -1)) {
+    return absl::InvalidArgumentError(StrCat("--lr ", o.lr, "; expected a positive number"));
+  }
+  cfg.momentum = o.momentum;
+  cfg.weight_decay = o.weight_decay;
+
+  runtime::DataSource data;
+  if (o.data.empty()) {
+    HS_ASSIGN_OR_RETURN(data, runtime::DataSource::Synthetic(spec, graph, o.seed));
+  } else {
+    HS_ASSIGN_OR_RETURN(data, runtime::DataSource::FromFile(o.data, graph));
+  }
+  std::ofstream metrics;
+  if (!o.metrics.empty()) {
+    metrics.open(o.metrics, std::ios::binary | std::ios::trunc);
+    if (!metrics) return absl::InvalidArgumentError(StrCat("--metrics '", o.metrics, "': cannot open for writing"));
+  }
+  HS_ASSIGN_OR_RETURN(auto trainer, runtime::Trainer::Create(std::move(graph), cfg, o.seed));
+  if (!o.load.empty()) HS_RETURN_IF_ERROR(trainer->Load(o.load));
+
+  const int64_t first = trainer->step();
+  fmt::print(stderr, "training {} on 1 CPU device: {} steps from step {}, {} lr {:g}, {}\n",
+             spec.ToString(), o.steps, first, o.optimizer, cfg.lr, data.description());
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const int64_t every = std::max<int64_t>(1, o.steps / 10);
+  float first_loss = NAN, last_loss = NAN;
+  double total_s = 0;
+  for (int64_t i = 0; i < o.steps; ++i) {
+    const int64_t step = trainer->step();
+    HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(step));
+    const auto t0 = std::chrono::steady_clock::now();
+    HS_ASSIGN_OR_RETURN(float loss, trainer->Step(batch));
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    total_s += dt;
+    if (i == 0) first_loss = loss;
+    last_loss = loss;
+    if (metrics.is_open()) {
+      metrics << fmt::format("{{\"step\": {}, \"loss\": {}, \"step_time_s\": {:.6f}}}\n", step + 1,
+                             std::isfinite(loss) ? fmt::format("{:.7g}", loss) : "null", dt);
+      metrics.flush();
+    }
+    if (o.quiet) continue;
+    const std::string line = fmt::format("step {:>5}/{}  loss {:.4f}  {:.3f} s/step", i + 1,
+                                         o.steps, loss, total_s / static_cast<double>(i + 1));
+    if (tty) {
+      fmt::print(stderr, "\r{}", line);
+      if (i + 1 == o.steps) fmt::print(stderr, "\n");
+    } else if ((i + 1) % every == 0 || i + 1 == o.steps || i == 0) {
+      fmt::print(stderr, "{}\n", line);
+    }
+    if (!std::isfinite(loss)) {
+      return absl::InvalidArgumentError(StrCat("loss became ", loss, " at step ", step + 1,
+                                               "; lower --lr (now ", cfg.lr, ")"));
+    }
+  }
+  if (!o.save.empty()) {
+    HS_RETURN_IF_ERROR(trainer->Save(o.save, spec.ToString()));
+    fmt::print(stderr, "checkpoint written to {}\n", o.save);
+  }
+  fmt::print("trained {} for {} steps: loss {:.4f} -> {:.4f}, {:.2f} ms/step\n", spec.name,
+             o.steps, first_loss, last_loss,
+             o.steps > 0 ? 1e3 * total_s / static_cast<double>(o.steps) : 0.0);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Runner RegisterTrain(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("train", "Train a built-in model on one CPU device");
+  auto o = std::make_shared<TrainOptions>();
+  cmd->add_option("--model", o->model.name, "model to train (" + ir::ModelNames() + ")")->required();
+  o->model.AddFlags(*cmd);
+  cmd->add_option("--steps", o->steps, "optimizer steps to run")->required()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--optimizer", o->optimizer, "sgd or adam (PyTorch semantics)")->capture_default_str();
+  cmd->add_option("--lr", o->lr, "learning rate (default: 1e-3 for adam, 1e-2 for sgd)");
+  cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
+  cmd->add_option("--weight-decay", o->weight_decay, "L2 weight decay")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "seed of initialization, synthetic data and dropout")->capture_default_str();
+  cmd->add_option("--data", o->data,
+                  "safetensors file with one tensor per model input, first dim a multiple of the "
+                  "batch (default: the model's synthetic task)")
+      ->type_name("FILE");
+  cmd->add_option("--load", o->load, "start from this safetensors checkpoint")->type_name("FILE");
+  cmd->add_option("--save", o->save, "write a safetensors checkpoint at the end")->type_name("FILE");
+  cmd->add_option("--metrics", o->metrics, "write one JSON line per step to FILE")->type_name("FILE");
+  cmd->add_flag("--quiet", o->quiet, "no progress lines");
+  return [o]() { return Train(*o); };
+}
+
+}  // namespace hetsynth::cli
