@@ -20,6 +20,18 @@ int main(int argc, char** argv) {
     hetsynth::cli::Runner run = reg(app);
     runners[app.get_subcommands({})[before]] = std::move(run);
   }
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (CLI::App* sub : app.get_subcommands({})) {
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+      known = known || sub->check_name(argv[1]);
+    }
+    if (!known) {
+      std::fprintf(stderr, "hetsynth: error: unknown subcommand '%s'; expected one of %s\n", argv[1], names.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

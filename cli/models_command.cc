@@ -14,7 +14,7 @@ void ModelOptions::AddFlags(CLI::App& cmd) {
   cmd.add_option("--model-arg", args,
                  "hyperparameter override KEY=VALUE (repeatable); see 'hetsynth models NAME'")
       ->type_name("KEY=VALUE");
-  cmd.add_option("--batch", batch, "global batch size (default: the model's, 32; 4-8 with --small)")
+  cmd.add_option("--batch", batch, "global batch size (default: the model's; see 'hetsynth models')")
       ->check(CLI::PositiveNumber);
   cmd.add_flag("--small", small, "start from the model's small preset (for tests and demos)");
 }

@@ -19,7 +19,8 @@ struct TrainOptions {
   ModelOptions model;
   int64_t steps = 0;
   std::string optimizer = "adam";
-  double lr = -1;  // <= 0: the optimizer's default
+  double lr = 0;          // used when lr_given; else the optimizer's default
+  bool lr_given = false;
   double momentum = 0;
   double weight_decay = 0;
   uint64_t seed = 0;
@@ -33,10 +34,7 @@ absl::Status Train(const TrainOptions& o) {
   HS_ASSIGN_OR_RETURN(runtime::OptimizerKind kind, runtime::ParseOptimizerKind(o.optimizer));
   runtime::OptimizerConfig cfg;
   cfg.kind = kind;
-  cfg.lr = o.lr > 0 ? o.lr : (kind == runtime::OptimizerKind::kAdam ? 1e-3 : 1e-2);
-  if (o.lr == 0 || (o.lr < 0 && o.lr != -1)) {
-    return absl::InvalidArgumentError(StrCat("--lr ", o.lr, "; expected a positive number"));
-  }
+  cfg.lr = o.lr_given ? o.lr : (kind == runtime::OptimizerKind::kAdam ? 1e-3 : 1e-2);
   cfg.momentum = o.momentum;
   cfg.weight_decay = o.weight_decay;
 
@@ -108,7 +106,7 @@ Runner RegisterTrain(CLI::App& app) {
   o->model.AddFlags(*cmd);
   cmd->add_option("--steps", o->steps, "optimizer steps to run")->required()->check(CLI::NonNegativeNumber);
   cmd->add_option("--optimizer", o->optimizer, "sgd or adam (PyTorch semantics)")->capture_default_str();
-  cmd->add_option("--lr", o->lr, "learning rate (default: 1e-3 for adam, 1e-2 for sgd)");
+  CLI::Option* lr = cmd->add_option("--lr", o->lr, "learning rate (default: 1e-3 for adam, 1e-2 for sgd)");
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
   cmd->add_option("--weight-decay", o->weight_decay, "L2 weight decay")->capture_default_str();
   cmd->add_option("--seed", o->seed, "seed of initialization, synthetic data and dropout")->capture_default_str();
@@ -120,7 +118,10 @@ Runner RegisterTrain(CLI::App& app) {
   cmd->add_option("--save", o->save, "write a safetensors checkpoint at the end")->type_name("FILE");
   cmd->add_option("--metrics", o->metrics, "write one JSON line per step to FILE")->type_name("FILE");
   cmd->add_flag("--quiet", o->quiet, "no progress lines");
-  return [o]() { return Train(*o); };
+  return [o, lr]() {
+    o->lr_given = lr->count() > 0;
+    return Train(*o);
+  };
 }
 
 }  // namespace hetsynth::cli

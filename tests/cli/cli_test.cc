@@ -1,1 +1,101 @@
+// The hetsynth binary end to end: exit codes and one-line messages for bad input.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct Result {
+  int code;
+  std::string output;  // stdout and stderr together
+};
+
+Result Hetsynth(const std::string& args) {
+  const std::string cmd = std::string(HETSYNTH_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+void ExpectError(const std::string& args, const std::string& needle) {
+  const Result r = Hetsynth(args);
+  EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+  EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
+  // One line, no crash trace.
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << args << "\n" << r.output;
+}
+
+std::string Tmp(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+
+TEST(Cli, ModelsListsTheZoo) {
+  const Result r = Hetsynth("models");
+  EXPECT_EQ(r.code, 0);
+  for (const char* m : {"mlp", "gpt", "vit", "vgg19", "moe"}) {
+    EXPECT_NE(r.output.find(std::string(m) + "  —"), std::string::npos) << m;
+  }
+  const Result one = Hetsynth("models gpt --small");
+  EXPECT_EQ(one.code, 0);
+  EXPECT_NE(one.output.find("layers.1.mlp.fc2.weight"), std::string::npos);
+  EXPECT_NE(one.output.find("tokens"), std::string::npos);
+}
+
+TEST(Cli, UnknownModelListsTheKnownOnes) {
+  ExpectError("train --model nosuch --steps 1", "unknown model 'nosuch'; known models: mlp, gpt, vit, vgg19, moe");
+  ExpectError("models nosuch", "known models: mlp, gpt, vit, vgg19, moe");
+}
+
+TEST(Cli, BadFlagsAndHyperparameters) {
+  ExpectError("train --model gpt --small --steps 1 --model-arg depth=3", "no hyperparameter 'depth'");
+  ExpectError("train --model gpt --small --steps 1 --model-arg heads=5", "heads=5 does not divide hidden=32");
+  ExpectError("train --model gpt --small", "--steps is required");
+  ExpectError("train --model gpt --small --steps 1 --frobnicate", "frobnicate");
+  ExpectError("train --model gpt --small --steps 1 --optimizer rmsprop", "expected sgd or adam");
+  ExpectError("train --model gpt --small --steps 1 --lr -1", "--lr -1; expected a positive number");
+  ExpectError("frob", "frob");
+}
+
+TEST(Cli, BadFilesAreNamed) {
+  ExpectError("train --model mlp --small --steps 1 --data /nonexistent/d.safetensors", "/nonexistent/d.safetensors");
+  ExpectError("train --model mlp --small --steps 1 --load /nonexistent/c.safetensors", "/nonexistent/c.safetensors");
+  const std::string garbage = Tmp("garbage.safetensors");
+  std::ofstream(garbage) << "this is not a safetensors file";
+  ExpectError("train --model mlp --small --steps 1 --load " + garbage, "garbage.safetensors");
+  const std::string mlp = Tmp("cli_mlp.safetensors");
+  ASSERT_EQ(Hetsynth("train --model mlp --small --steps 1 --quiet --save " + mlp).code, 0);
+  ExpectError("train --model gpt --small --steps 1 --load " + mlp, "missing parameters");
+  ExpectError("train --model mlp --small --steps 1 --data " + mlp, "no tensor 'labels'");
+}
+
+TEST(Cli, TrainWritesMetricsAndResumes) {
+  const std::string metrics = Tmp("m.jsonl"), ckpt = Tmp("cli_gpt.safetensors");
+  const Result r = Hetsynth("train --model gpt --small --steps 3 --metrics " + metrics + " --save " + ckpt);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("loss"), std::string::npos);
+  std::ifstream in(metrics);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    EXPECT_EQ(j.at("step").get<int>(), ++n);
+    EXPECT_GT(j.at("loss").get<double>(), 0);
+    EXPECT_GE(j.at("step_time_s").get<double>(), 0);
+  }
+  EXPECT_EQ(n, 3);
+  const Result resumed = Hetsynth("train --model gpt --small --steps 2 --metrics " + metrics + " --load " + ckpt);
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  std::ifstream in2(metrics);
+  std::getline(in2, line);
+  EXPECT_EQ(nlohmann::json::parse(line).at("step").get<int>(), 4);  // continues the step count
+}
+
+}  // namespace
