@@ -1,1 +1,571 @@
+// Tests of the dense, elementwise, normalization and layout CPU kernels: finite-difference
+// gradient checks for every op and broadcast variant, exact forward values for hand-computed
+// cases, the dropout stream, the add-into-din contract, and the programming-error checks.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
 #include <gtest/gtest.h>
+
+#include "hetsynth/ir/graph.h"
+#include "hetsynth/runtime/kernels.h"
+#include "runtime/gradcheck.h"
+
+namespace hetsynth::runtime {
+namespace {
+
+using ir::Attrs;
+using ir::OpKind;
+using ir::Shape;
+using testing::CheckGradients;
+using testing::GradCase;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+Tensor Make(Shape shape, std::vector<float> values) {
+  Tensor t(std::move(shape));
+  EXPECT_EQ(t.numel(), static_cast<int64_t>(values.size()));
+  t.data = std::move(values);
+  return t;
+}
+
+ir::Node MakeNode(OpKind kind, const Attrs& attrs) {
+  ir::Node node;
+  node.name = std::string(ir::OpName(kind));
+  node.kind = kind;
+  node.attrs = attrs;
+  return node;
+}
+
+// Runs the forward kernel on a zero-filled output of the inferred shape.
+Tensor RunForward(OpKind kind, const std::vector<Tensor>& inputs, const Attrs& attrs = {},
+                  int64_t step = 0, SavedState* saved_out = nullptr) {
+  std::vector<Shape> shapes;
+  std::vector<const Tensor*> ptrs;
+  for (const Tensor& t : inputs) {
+    shapes.push_back(t.shape);
+    ptrs.push_back(&t);
+  }
+  absl::StatusOr<Shape> shape = ir::InferShape(kind, shapes, attrs);
+  EXPECT_TRUE(shape.ok()) << shape.status();
+  Tensor out(shape.value_or(Shape{}));
+  SavedState saved;
+  Forward(MakeNode(kind, attrs), KernelContext{step}, ptrs, out, saved);
+  if (saved_out) *saved_out = std::move(saved);
+  return out;
+}
+
+Tensor Iota(Shape shape, float scale = 1.0f, float offset = 0.0f) {
+  Tensor t(std::move(shape));
+  for (int64_t i = 0; i < t.numel(); ++i) t.data[i] = offset + scale * static_cast<float>(i);
+  return t;
+}
+
+GradCase Case(OpKind kind, std::vector<Shape> shapes, const Attrs& attrs = {}) {
+  GradCase c{};
+  c.kind = kind;
+  c.shapes = std::move(shapes);
+  c.attrs = attrs;
+  return c;
+}
+
+Attrs AxisAttrs(int64_t axis, int64_t axis2 = -2) {
+  Attrs a;
+  a.axis = axis;
+  a.axis2 = axis2;
+  return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient checks
+
+TEST(DenseGradTest, LinearWithBias) { CheckGradients(Case(OpKind::kLinear, {{4, 5}, {3, 5}, {3}})); }
+TEST(DenseGradTest, LinearWithoutBias) { CheckGradients(Case(OpKind::kLinear, {{4, 5}, {3, 5}})); }
+TEST(DenseGradTest, LinearWith3dInput) {
+  CheckGradients(Case(OpKind::kLinear, {{2, 3, 5}, {4, 5}, {4}}));
+}
+
+TEST(DenseGradTest, MatMul2d) { CheckGradients(Case(OpKind::kMatMul, {{3, 4}, {4, 2}})); }
+TEST(DenseGradTest, MatMulSharedRhs) {
+  CheckGradients(Case(OpKind::kMatMul, {{2, 3, 4}, {4, 5}}));
+}
+TEST(DenseGradTest, MatMulBatched) {
+  CheckGradients(Case(OpKind::kMatMul, {{2, 2, 3, 4}, {2, 2, 4, 5}}));
+}
+
+class BroadcastGradTest : public ::testing::TestWithParam<OpKind> {};
+
+TEST_P(BroadcastGradTest, SameShape) { CheckGradients(Case(GetParam(), {{2, 3, 4}, {2, 3, 4}})); }
+TEST_P(BroadcastGradTest, TrailingVector) { CheckGradients(Case(GetParam(), {{2, 3, 4}, {4}})); }
+TEST_P(BroadcastGradTest, MiddleColumn) { CheckGradients(Case(GetParam(), {{2, 3, 4}, {3, 1}})); }
+TEST_P(BroadcastGradTest, InnerAndOuterBroadcast) {
+  CheckGradients(Case(GetParam(), {{2, 3, 4}, {2, 1, 4}}));
+}
+TEST_P(BroadcastGradTest, ScalarLikeOperand) { CheckGradients(Case(GetParam(), {{2, 3}, {1}})); }
+
+INSTANTIATE_TEST_SUITE_P(AddMul, BroadcastGradTest,
+                         ::testing::Values(OpKind::kAdd, OpKind::kMul),
+                         [](const auto& info) { return std::string(ir::OpName(info.param)); });
+
+TEST(ElementwiseGradTest, Relu) {
+  // Fixed values away from the kink at 0, where a finite difference is meaningless.
+  Tensor x({3, 8});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data[i] = (i % 2 ? 1.0f : -1.0f) * (0.1f + 0.07f * i);
+  GradCase c = Case(OpKind::kRelu, {{3, 8}});
+  c.fixed = {{0, x}};
+  CheckGradients(c);
+}
+
+TEST(ElementwiseGradTest, Gelu) { CheckGradients(Case(OpKind::kGelu, {{3, 7}})); }
+
+TEST(ElementwiseGradTest, DropoutWithFixedMask) {
+  Attrs a;
+  a.p = 0.3;
+  a.seed = 1234;
+  CheckGradients(Case(OpKind::kDropout, {{4, 25}}, a));
+}
+
+TEST(ElementwiseGradTest, DropoutIdentity) { CheckGradients(Case(OpKind::kDropout, {{3, 5}})); }
+
+TEST(ElementwiseGradTest, ExpandBatchDim) {
+  Attrs a;
+  a.shape = {3, 1, 6};
+  CheckGradients(Case(OpKind::kExpand, {{1, 1, 6}}, a));
+}
+
+TEST(ElementwiseGradTest, ExpandLowerRank) {
+  Attrs a;
+  a.shape = {2, 3, 6};
+  CheckGradients(Case(OpKind::kExpand, {{6}}, a));
+}
+
+TEST(ElementwiseGradTest, ExpandColumn) {
+  Attrs a;
+  a.shape = {2, 3, 4};
+  CheckGradients(Case(OpKind::kExpand, {{3, 1}}, a));
+}
+
+TEST(NormGradTest, LayerNorm) { CheckGradients(Case(OpKind::kLayerNorm, {{3, 8}, {8}, {8}})); }
+TEST(NormGradTest, LayerNorm3d) {
+  CheckGradients(Case(OpKind::kLayerNorm, {{2, 3, 6}, {6}, {6}}));
+}
+TEST(NormGradTest, Softmax) { CheckGradients(Case(OpKind::kSoftmax, {{2, 3, 7}})); }
+TEST(NormGradTest, LogSoftmax) { CheckGradients(Case(OpKind::kLogSoftmax, {{2, 3, 7}})); }
+
+TEST(NormGradTest, CrossEntropy) {
+  GradCase c = Case(OpKind::kCrossEntropy, {{4, 5}, {4}});
+  c.fixed = {{1, Make({4}, {0, 3, 1, 4})}};
+  c.no_grad = {1};
+  CheckGradients(c);
+}
+
+TEST(NormGradTest, CrossEntropy3d) {
+  GradCase c = Case(OpKind::kCrossEntropy, {{2, 3, 6}, {2, 3}});
+  c.fixed = {{1, Make({2, 3}, {5, 0, 2, 2, 1, 3})}};
+  c.no_grad = {1};
+  CheckGradients(c);
+}
+
+TEST(LayoutGradTest, EmbeddingWithRepeatedIds) {
+  GradCase c = Case(OpKind::kEmbedding, {{2, 3}, {5, 4}});
+  c.fixed = {{0, Make({2, 3}, {1, 4, 1, 0, 3, 1})}};
+  c.no_grad = {0};
+  CheckGradients(c);
+}
+
+TEST(LayoutGradTest, Flatten) {
+  Attrs a;
+  a.axis = 1;
+  CheckGradients(Case(OpKind::kFlatten, {{2, 3, 4}}, a));
+}
+
+TEST(LayoutGradTest, Reshape) {
+  Attrs a;
+  a.shape = {4, 6};
+  CheckGradients(Case(OpKind::kReshape, {{2, 3, 4}}, a));
+}
+
+TEST(LayoutGradTest, TransposeMiddleDims) {
+  CheckGradients(Case(OpKind::kTranspose, {{2, 3, 4, 5}}, AxisAttrs(1, 2)));
+}
+TEST(LayoutGradTest, TransposeOuterDims) {
+  CheckGradients(Case(OpKind::kTranspose, {{2, 3, 4, 5}}, AxisAttrs(0, -1)));
+}
+TEST(LayoutGradTest, TransposeLastTwoLarge) {
+  // Larger than one 32×32 tile in both dims, with ragged edges.
+  CheckGradients(Case(OpKind::kTranspose, {{2, 37, 45}}, AxisAttrs(-1, -2)));
+}
+
+TEST(LayoutGradTest, ConcatThreeInputs) {
+  CheckGradients(Case(OpKind::kConcat, {{2, 3, 4}, {2, 1, 4}, {2, 2, 4}}, AxisAttrs(1)));
+}
+TEST(LayoutGradTest, ConcatLastAxis) {
+  CheckGradients(Case(OpKind::kConcat, {{2, 3}, {2, 2}, {2, 1}}, AxisAttrs(-1)));
+}
+
+TEST(LayoutGradTest, Slice) {
+  Attrs a;
+  a.axis = 1;
+  a.start = 1;
+  a.length = 3;
+  CheckGradients(Case(OpKind::kSlice, {{2, 5, 3}}, a));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward adds into din instead of overwriting it.
+
+struct AccumCase {
+  OpKind kind;
+  std::vector<Shape> shapes;
+  Attrs attrs;
+};
+
+TEST(KernelContractTest, BackwardAddsIntoPrefilledGradients) {
+  Attrs expand;
+  expand.shape = {2, 3, 4};
+  Attrs drop;
+  drop.p = 0.5;
+  Attrs slice;
+  slice.axis = 0;
+  slice.start = 1;
+  slice.length = 1;
+  const std::vector<AccumCase> cases = {
+      {OpKind::kLinear, {{3, 4}, {2, 4}, {2}}, {}},
+      {OpKind::kMatMul, {{2, 3, 4}, {2, 4, 2}}, {}},
+      {OpKind::kAdd, {{2, 3, 4}, {3, 1}}, {}},
+      {OpKind::kMul, {{2, 3, 4}, {4}}, {}},
+      {OpKind::kRelu, {{5}}, {}},
+      {OpKind::kGelu, {{5}}, {}},
+      {OpKind::kDropout, {{50}}, drop},
+      {OpKind::kExpand, {{3, 1}}, expand},
+      {OpKind::kLayerNorm, {{2, 4}, {4}, {4}}, {}},
+      {OpKind::kSoftmax, {{2, 4}}, {}},
+      {OpKind::kLogSoftmax, {{2, 4}}, {}},
+      {OpKind::kTranspose, {{2, 3, 4}}, AxisAttrs(0, 2)},
+      {OpKind::kConcat, {{2, 3}, {2, 2}}, AxisAttrs(1)},
+      {OpKind::kSlice, {{2, 3}}, slice},
+  };
+  for (const AccumCase& c : cases) {
+    SCOPED_TRACE(ir::OpName(c.kind));
+    std::vector<Tensor> inputs;
+    for (const Shape& s : c.shapes) inputs.push_back(Iota(s, 0.37f, -1.1f));
+    SavedState saved;
+    const Tensor out = RunForward(c.kind, inputs, c.attrs, 0, &saved);
+    const Tensor dout = Iota(out.shape, -0.21f, 0.6f);
+    std::vector<const Tensor*> in;
+    for (const Tensor& t : inputs) in.push_back(&t);
+    const ir::Node node = MakeNode(c.kind, c.attrs);
+    std::vector<Tensor> zero, ones;
+    for (const Tensor& t : inputs) {
+      zero.emplace_back(t.shape, 0.0f);
+      ones.emplace_back(t.shape, 1.0f);
+    }
+    std::vector<Tensor*> dz, d1;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      dz.push_back(&zero[i]);
+      d1.push_back(&ones[i]);
+    }
+    Backward(node, KernelContext{}, in, out, dout, saved, dz);
+    Backward(node, KernelContext{}, in, out, dout, saved, d1);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      for (int64_t e = 0; e < inputs[i].numel(); ++e) {
+        EXPECT_NEAR(ones[i].data[e], zero[i].data[e] + 1.0f, 1e-5f) << "input " << i;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward values
+
+TEST(DenseForwardTest, LinearMatchesHandComputedValues) {
+  const Tensor x = Make({2, 2}, {1, 2, 3, 4});
+  const Tensor w = Make({3, 2}, {1, 0, 0, 1, 1, -1});
+  const Tensor b = Make({3}, {10, 20, 30});
+  const Tensor y = RunForward(OpKind::kLinear, {x, w, b});
+  EXPECT_EQ(y.shape, (Shape{2, 3}));
+  EXPECT_EQ(y.data, (std::vector<float>{11, 22, 29, 13, 24, 29}));
+}
+
+TEST(DenseForwardTest, MatMulBatchedAndSharedMatchNaive) {
+  const Tensor a = Iota({2, 3, 4}, 0.5f, -2.0f);
+  const Tensor bb = Iota({2, 4, 5}, 0.25f, -1.0f);
+  const Tensor bs = Iota({4, 5}, -0.5f, 3.0f);
+  const Tensor yb = RunForward(OpKind::kMatMul, {a, bb});
+  const Tensor ys = RunForward(OpKind::kMatMul, {a, bs});
+  for (int64_t i = 0; i < 2; ++i) {
+    for (int64_t m = 0; m < 3; ++m) {
+      for (int64_t n = 0; n < 5; ++n) {
+        float eb = 0, es = 0;
+        for (int64_t k = 0; k < 4; ++k) {
+          eb += a.at({i, m, k}) * bb.at({i, k, n});
+          es += a.at({i, m, k}) * bs.at({k, n});
+        }
+        EXPECT_NEAR(yb.at({i, m, n}), eb, 1e-4f);
+        EXPECT_NEAR(ys.at({i, m, n}), es, 1e-4f);
+      }
+    }
+  }
+}
+
+TEST(ElementwiseForwardTest, AddBroadcastsColumnAlongMiddleDim) {
+  const Tensor a = Iota({2, 3, 4});
+  const Tensor b = Make({3, 1}, {100, 200, 300});
+  const Tensor y = RunForward(OpKind::kAdd, {a, b});
+  for (int64_t i = 0; i < 2; ++i) {
+    for (int64_t j = 0; j < 3; ++j) {
+      for (int64_t k = 0; k < 4; ++k) {
+        EXPECT_EQ(y.at({i, j, k}), a.at({i, j, k}) + 100.0f * (j + 1));
+      }
+    }
+  }
+}
+
+TEST(ElementwiseForwardTest, MulBroadcastsTrailingVector) {
+  const Tensor a = Iota({2, 3});
+  const Tensor b = Make({3}, {1, -1, 2});
+  EXPECT_EQ(RunForward(OpKind::kMul, {a, b}).data, (std::vector<float>{0, -1, 4, 3, -4, 10}));
+}
+
+TEST(ElementwiseForwardTest, ReluZeroesNegatives) {
+  EXPECT_EQ(RunForward(OpKind::kRelu, {Make({4}, {-2, -0.0f, 0.5f, 3})}).data,
+            (std::vector<float>{0, 0, 0.5f, 3}));
+}
+
+TEST(ElementwiseForwardTest, GeluIsExactErfForm) {
+  const Tensor y = RunForward(OpKind::kGelu, {Make({3}, {0, 1, -1})});
+  EXPECT_EQ(y.data[0], 0.0f);
+  EXPECT_NEAR(y.data[1], 0.8413447460685429, 1e-6);
+  EXPECT_NEAR(y.data[2], -0.15865525393145707, 1e-6);
+}
+
+TEST(ElementwiseForwardTest, ExpandRepeatsAlongBroadcastDims) {
+  Attrs a;
+  a.shape = {2, 2, 3};
+  const Tensor y = RunForward(OpKind::kExpand, {Make({2, 1}, {5, 7})}, a);
+  EXPECT_EQ(y.data, (std::vector<float>{5, 5, 5, 7, 7, 7, 5, 5, 5, 7, 7, 7}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dropout stream
+
+// The documented stream, written out independently of the kernel:
+// u = (splitmix64(seed ^ splitmix64(step ^ splitmix64(j))) >> 40) · 2^-24; keep iff u >= p.
+uint64_t ReferenceSplitMix64(uint64_t x) {
+  uint64_t z = x + 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+bool ReferenceKept(uint64_t seed, uint64_t step, uint64_t j, double p) {
+  const double u = static_cast<double>(
+                       ReferenceSplitMix64(seed ^ ReferenceSplitMix64(step ^ ReferenceSplitMix64(j))) >>
+                       40) *
+                   std::ldexp(1.0, -24);
+  return u >= p;
+}
+
+Attrs DropoutAttrs(double p, uint64_t seed) {
+  Attrs a;
+  a.p = p;
+  a.seed = seed;
+  return a;
+}
+
+TEST(DropoutTest, ZeroProbabilityIsExactIdentity) {
+  const Tensor x = Iota({1000}, 0.013f, -5.0f);
+  EXPECT_EQ(RunForward(OpKind::kDropout, {x}, DropoutAttrs(0.0, 9), 3).data, x.data);
+}
+
+TEST(DropoutTest, MaskFollowsTheDocumentedStream) {
+  const double p = 0.3;
+  const Tensor x(Shape{20000}, 1.0f);
+  const Tensor y = RunForward(OpKind::kDropout, {x}, DropoutAttrs(p, 42), 7);
+  const float scale = static_cast<float>(1.0 / (1.0 - p));
+  int64_t kept = 0;
+  for (int64_t j = 0; j < x.numel(); ++j) {
+    const bool want = ReferenceKept(42, 7, static_cast<uint64_t>(j), p);
+    ASSERT_EQ(y.data[j], want ? scale : 0.0f) << "element " << j;
+    kept += want;
+  }
+  // 20000 Bernoulli(0.7) draws: the standard deviation of the kept fraction is 0.0032.
+  EXPECT_NEAR(static_cast<double>(kept) / x.numel(), 1.0 - p, 0.015);
+}
+
+TEST(DropoutTest, SameSeedAndStepGiveSameMask) {
+  const Tensor x = Iota({5000}, 0.01f, 1.0f);
+  EXPECT_EQ(RunForward(OpKind::kDropout, {x}, DropoutAttrs(0.5, 11), 4).data,
+            RunForward(OpKind::kDropout, {x}, DropoutAttrs(0.5, 11), 4).data);
+}
+
+TEST(DropoutTest, StepAndSeedChangeTheMask) {
+  const Tensor x(Shape{5000}, 1.0f);
+  const Tensor base = RunForward(OpKind::kDropout, {x}, DropoutAttrs(0.5, 11), 4);
+  const Tensor next_step = RunForward(OpKind::kDropout, {x}, DropoutAttrs(0.5, 11), 5);
+  const Tensor other_seed = RunForward(OpKind::kDropout, {x}, DropoutAttrs(0.5, 12), 4);
+  auto differing = [&](const Tensor& t) {
+    int64_t n = 0;
+    for (int64_t j = 0; j < x.numel(); ++j) n += (t.data[j] == 0.0f) != (base.data[j] == 0.0f);
+    return n;
+  };
+  // Independent masks with p = 0.5 disagree on half the elements.
+  EXPECT_GT(differing(next_step), 2000);
+  EXPECT_GT(differing(other_seed), 2000);
+}
+
+TEST(DropoutTest, BackwardUsesTheForwardMask) {
+  const Attrs a = DropoutAttrs(0.25, 77);
+  const Tensor x = Iota({300}, 0.1f, 0.05f);
+  const Tensor y = RunForward(OpKind::kDropout, {x}, a, 2);
+  const Tensor dy(Shape{300}, 1.0f);
+  Tensor dx(Shape{300});
+  const Tensor* in[] = {&x};
+  Tensor* din[] = {&dx};
+  Backward(MakeNode(OpKind::kDropout, a), KernelContext{2}, in, y, dy, SavedState{}, din);
+  for (int64_t j = 0; j < 300; ++j) {
+    EXPECT_EQ(dx.data[j] == 0.0f, y.data[j] == 0.0f) << "element " << j;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normalization values
+
+TEST(NormForwardTest, LayerNormOfKnownRow) {
+  Attrs a;
+  a.eps = 1e-5;
+  SavedState saved;
+  const Tensor y = RunForward(OpKind::kLayerNorm,
+                              {Make({2, 4}, {1, 2, 3, 4, 1, 2, 3, 4}), Make({4}, {1, 1, 2, 2}),
+                               Make({4}, {0, 0, 1, 1})},
+                              a, 0, &saved);
+  // mean 2.5, biased variance 1.25, rstd = 1/√1.25001.
+  const std::vector<double> want = {-1.3416354199689269, -0.447211806656309, 1.894423613312618,
+                                    3.6832708399378538};
+  for (int64_t r = 0; r < 2; ++r) {
+    for (int64_t j = 0; j < 4; ++j) EXPECT_NEAR(y.at({r, j}), want[j], 1e-5);
+  }
+  ASSERT_EQ(saved.tensors.size(), 2u);
+  EXPECT_FLOAT_EQ(saved.tensors[0].data[0], 2.5f);
+  EXPECT_NEAR(saved.tensors[1].data[0], 0.894423613, 1e-6);
+}
+
+TEST(NormForwardTest, SoftmaxRowsSumToOne) {
+  const Tensor x = Iota({3, 7}, 1.7f, -12.0f);
+  const Tensor y = RunForward(OpKind::kSoftmax, {x});
+  for (int64_t r = 0; r < 3; ++r) {
+    double s = 0;
+    for (int64_t j = 0; j < 7; ++j) s += y.at({r, j});
+    EXPECT_NEAR(s, 1.0, 1e-6);
+  }
+}
+
+TEST(NormForwardTest, SoftmaxIsStableForLargeLogits) {
+  const Tensor y = RunForward(OpKind::kSoftmax, {Make({1, 2}, {1000, 1000})});
+  EXPECT_EQ(y.data, (std::vector<float>{0.5f, 0.5f}));
+}
+
+TEST(NormForwardTest, SoftmaxAndLogSoftmaxHandleNegativeInfinity) {
+  const Tensor x = Make({2, 3}, {0, -kInf, 0, -kInf, 3, -kInf});
+  const Tensor y = RunForward(OpKind::kSoftmax, {x});
+  EXPECT_EQ(y.data, (std::vector<float>{0.5f, 0, 0.5f, 0, 1, 0}));
+  const Tensor ly = RunForward(OpKind::kLogSoftmax, {x});
+  EXPECT_NEAR(ly.data[0], -std::log(2.0), 1e-6);
+  EXPECT_EQ(ly.data[1], -kInf);
+  EXPECT_NEAR(ly.data[2], -std::log(2.0), 1e-6);
+  EXPECT_EQ(ly.data[4], 0.0f);
+
+  // The -inf entries get no gradient and the others stay finite.
+  const Tensor dy = Make({2, 3}, {1, 2, 3, 4, 5, 6});
+  Tensor dx({2, 3});
+  const Tensor* in[] = {&x};
+  Tensor* din[] = {&dx};
+  Backward(MakeNode(OpKind::kSoftmax, {}), KernelContext{}, in, y, dy, SavedState{}, din);
+  EXPECT_EQ(dx.data, (std::vector<float>{-0.5f, 0, 0.5f, 0, 0, 0}));
+}
+
+TEST(NormForwardTest, CrossEntropyOfKnown2x3Case) {
+  const Tensor logits = Make({2, 3}, {1, 2, 3, 1, 1, 1});
+  const Tensor labels = Make({2}, {2, 0});
+  SavedState saved;
+  const Tensor loss = RunForward(OpKind::kCrossEntropy, {logits, labels}, {}, 0, &saved);
+  ASSERT_EQ(loss.shape, Shape{});
+  ASSERT_EQ(loss.numel(), 1);
+  // ((log(e + e² + e³) − 3) + log 3) / 2
+  EXPECT_NEAR(loss.data[0], 0.753109126556245, 1e-6);
+  ASSERT_EQ(saved.tensors.size(), 1u);
+  EXPECT_EQ(saved.tensors[0].numel(), 2) << "only the per-row logsumexp is kept";
+
+  const Tensor dloss = Make({}, {2.0f});
+  Tensor dlogits({2, 3});
+  const Tensor* in[] = {&logits, &labels};
+  Tensor* din[] = {&dlogits, nullptr};
+  Backward(MakeNode(OpKind::kCrossEntropy, {}), KernelContext{}, in, loss, dloss, saved, din);
+  // (softmax − onehot) · dout / N with dout = 2, N = 2.
+  const std::vector<double> want = {0.09003057317038046, 0.24472847105479767,
+                                    0.6652409557748219 - 1, 1.0 / 3 - 1, 1.0 / 3, 1.0 / 3};
+  for (int64_t i = 0; i < 6; ++i) EXPECT_NEAR(dlogits.data[i], want[i], 1e-6) << i;
+}
+
+TEST(NormDeathTest, CrossEntropyRejectsOutOfRangeLabel) {
+  const Tensor logits = Make({2, 3}, {1, 2, 3, 1, 1, 1});
+  EXPECT_DEATH(RunForward(OpKind::kCrossEntropy, {logits, Make({2}, {0, 3})}), "label 3");
+  EXPECT_DEATH(RunForward(OpKind::kCrossEntropy, {logits, Make({2}, {-1, 0})}), "label -1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layout values
+
+TEST(LayoutForwardTest, EmbeddingGathersRows) {
+  const Tensor table = Iota({4, 2});
+  const Tensor y = RunForward(OpKind::kEmbedding, {Make({3}, {3, 0, 3}), table});
+  EXPECT_EQ(y.shape, (Shape{3, 2}));
+  EXPECT_EQ(y.data, (std::vector<float>{6, 7, 0, 1, 6, 7}));
+}
+
+TEST(LayoutDeathTest, EmbeddingRejectsOutOfRangeId) {
+  EXPECT_DEATH(RunForward(OpKind::kEmbedding, {Make({2}, {1, 4}), Iota({4, 2})}), "id 4");
+}
+
+TEST(LayoutForwardTest, TransposeLastTwoDimsMatchesNaive) {
+  const Tensor x = Iota({3, 37, 45});
+  const Tensor y = RunForward(OpKind::kTranspose, {x}, AxisAttrs(1, 2));
+  ASSERT_EQ(y.shape, (Shape{3, 45, 37}));
+  for (int64_t b = 0; b < 3; ++b) {
+    for (int64_t i = 0; i < 37; ++i) {
+      for (int64_t j = 0; j < 45; ++j) ASSERT_EQ(y.at({b, j, i}), x.at({b, i, j}));
+    }
+  }
+}
+
+TEST(LayoutForwardTest, TransposeOuterDimsWithInnerRunMatchesNaive) {
+  const Tensor x = Iota({2, 3, 4, 5});
+  const Tensor y = RunForward(OpKind::kTranspose, {x}, AxisAttrs(0, -2));
+  ASSERT_EQ(y.shape, (Shape{4, 3, 2, 5}));
+  for (int64_t a = 0; a < 2; ++a) {
+    for (int64_t b = 0; b < 3; ++b) {
+      for (int64_t c = 0; c < 4; ++c) {
+        for (int64_t d = 0; d < 5; ++d) ASSERT_EQ(y.at({c, b, a, d}), x.at({a, b, c, d}));
+      }
+    }
+  }
+}
+
+TEST(LayoutForwardTest, ConcatAndSliceInvertEachOther) {
+  const Tensor a = Iota({2, 2, 3});
+  const Tensor b = Iota({2, 1, 3}, 1.0f, 100.0f);
+  const Tensor cat = RunForward(OpKind::kConcat, {a, b}, AxisAttrs(1));
+  ASSERT_EQ(cat.shape, (Shape{2, 3, 3}));
+  Attrs s;
+  s.axis = 1;
+  s.start = 2;
+  s.length = 1;
+  EXPECT_EQ(RunForward(OpKind::kSlice, {cat}, s).data, b.data);
+  s.start = 0;
+  s.length = 2;
+  EXPECT_EQ(RunForward(OpKind::kSlice, {cat}, s).data, a.data);
+}
+
+}  // namespace
+}  // namespace hetsynth::runtime

@@ -1,1 +1,481 @@
+// CPU kernels for attention, convolution, pooling and mixture-of-experts routing: gradients
+// against finite differences, forward values against naive loops and hand-made examples.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
+
 #include <gtest/gtest.h>
+
+#include "hetsynth/ir/graph.h"
+#include "hetsynth/runtime/kernels.h"
+#include "runtime/gradcheck.h"
+
+namespace hetsynth::runtime {
+namespace {
+
+using ir::Attrs;
+using ir::OpKind;
+using ir::Shape;
+using testing::CheckGradients;
+using testing::GradCase;
+
+Tensor RandomTensor(Shape shape, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Tensor t(std::move(shape));
+  for (float& v : t.data) v = normal(rng);
+  return t;
+}
+
+// Distinct values 0.1 apart in a random order, so that a ±1e-2 perturbation never changes
+// which element of a pooling window is the largest.
+Tensor SeparatedTensor(Shape shape, uint32_t seed) {
+  Tensor t(std::move(shape));
+  std::vector<int> perm(t.data.size());
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937(seed));
+  for (size_t i = 0; i < perm.size(); ++i) t.data[i] = 0.1f * float(perm[i] - int(perm.size() / 2));
+  return t;
+}
+
+ir::Node MakeNode(OpKind kind, const Attrs& attrs) {
+  ir::Node node;
+  node.name = std::string(ir::OpName(kind));
+  node.kind = kind;
+  node.attrs = attrs;
+  return node;
+}
+
+// Runs Forward on shapes checked by ir::InferShape.
+Tensor RunForward(OpKind kind, const Attrs& attrs, std::vector<const Tensor*> in,
+                  SavedState* saved) {
+  std::vector<Shape> shapes;
+  for (const Tensor* t : in) shapes.push_back(t->shape);
+  absl::StatusOr<Shape> shape = ir::InferShape(kind, shapes, attrs);
+  EXPECT_TRUE(shape.ok()) << shape.status();
+  Tensor out(*shape);
+  Forward(MakeNode(kind, attrs), KernelContext{}, in, out, *saved);
+  return out;
+}
+
+Tensor RunForward(OpKind kind, const Attrs& attrs, std::vector<const Tensor*> in) {
+  SavedState saved;
+  return RunForward(kind, attrs, std::move(in), &saved);
+}
+
+Tensor MakeRoute(const std::vector<std::vector<std::array<float, 3>>>& entries) {
+  const auto tokens = static_cast<int64_t>(entries.size());
+  const auto k = static_cast<int64_t>(entries[0].size());
+  Tensor route({tokens, k, 3});
+  for (int64_t s = 0; s < tokens; ++s) {
+    for (int64_t j = 0; j < k; ++j) {
+      for (int64_t c = 0; c < 3; ++c) route.at({s, j, c}) = entries[s][j][c];
+    }
+  }
+  return route;
+}
+
+// Expert, slot and weight of every choice; slots go 0, 1 per expert with some choices dropped.
+Tensor FixedRoute() {
+  return MakeRoute({{{{0, 0, 0.6f}}, {{1, 0, 0.4f}}},
+                    {{{1, 1, 0.7f}}, {{2, 0, -0.3f}}},
+                    {{{0, 1, 0.5f}}, {{2, -1, 0.5f}}},
+                    {{{2, 1, 0.8f}}, {{0, -1, 0.2f}}},
+                    {{{1, -1, 0.9f}}, {{0, -1, 1.1f}}}});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+
+Attrs AttentionAttrs(int64_t heads, bool causal) {
+  Attrs a;
+  a.heads = heads;
+  a.causal = causal;
+  return a;
+}
+
+// softmax(q·kᵀ/√D + mask)·v per (batch, head), in double with plain loops.
+Tensor NaiveAttention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads,
+                      bool causal) {
+  const int64_t nb = q.dim(0), t = q.dim(1), c = q.dim(2), d = c / heads;
+  Tensor out(q.shape);
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < t; ++i) {
+        std::vector<double> p(t, 0.0);
+        double mx = -1e300, sum = 0;
+        const int64_t n = causal ? i + 1 : t;
+        for (int64_t j = 0; j < n; ++j) {
+          for (int64_t e = 0; e < d; ++e) p[j] += double(q.at({b, i, h * d + e})) * k.at({b, j, h * d + e});
+          p[j] /= std::sqrt(double(d));
+          mx = std::max(mx, p[j]);
+        }
+        for (int64_t j = 0; j < n; ++j) sum += p[j] = std::exp(p[j] - mx);
+        for (int64_t e = 0; e < d; ++e) {
+          double o = 0;
+          for (int64_t j = 0; j < n; ++j) o += p[j] / sum * v.at({b, j, h * d + e});
+          out.at({b, i, h * d + e}) = static_cast<float>(o);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+TEST(AttentionTest, MatchesNaiveLoops) {
+  for (int64_t heads : {1, 3}) {
+    for (bool causal : {false, true}) {
+      const Tensor q = RandomTensor({2, 5, 6}, 1), k = RandomTensor({2, 5, 6}, 2),
+                   v = RandomTensor({2, 5, 6}, 3);
+      const Tensor out = RunForward(OpKind::kAttention, AttentionAttrs(heads, causal), {&q, &k, &v});
+      const Tensor want = NaiveAttention(q, k, v, heads, causal);
+      for (int64_t i = 0; i < out.numel(); ++i) {
+        ASSERT_NEAR(out.data[i], want.data[i], 1e-5) << "heads=" << heads << " causal=" << causal
+                                                      << " element " << i;
+      }
+    }
+  }
+}
+
+TEST(AttentionTest, SinglePositionReturnsValues) {
+  const Tensor q = RandomTensor({3, 1, 6}, 4), k = RandomTensor({3, 1, 6}, 5),
+               v = RandomTensor({3, 1, 6}, 6);
+  for (bool causal : {false, true}) {
+    const Tensor out = RunForward(OpKind::kAttention, AttentionAttrs(2, causal), {&q, &k, &v});
+    for (int64_t i = 0; i < v.numel(); ++i) EXPECT_FLOAT_EQ(out.data[i], v.data[i]);
+  }
+}
+
+TEST(AttentionTest, CausalFirstPositionSeesOnlyItself) {
+  const Tensor q = RandomTensor({2, 4, 6}, 7), k = RandomTensor({2, 4, 6}, 8),
+               v = RandomTensor({2, 4, 6}, 9);
+  const Tensor out = RunForward(OpKind::kAttention, AttentionAttrs(3, true), {&q, &k, &v});
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t c = 0; c < 6; ++c) EXPECT_FLOAT_EQ(out.at({b, 0, c}), v.at({b, 0, c}));
+  }
+  // And a later position does mix positions, so the check above is not vacuous.
+  EXPECT_GT(std::abs(out.at({0, 3, 0}) - v.at({0, 3, 0})), 1e-4);
+}
+
+TEST(AttentionTest, GradientsMatchFiniteDifferences) {
+  for (int64_t heads : {1, 3}) {
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "heads=" << heads << " causal=" << causal);
+      GradCase c{.kind = OpKind::kAttention,
+                 .shapes = {{2, 4, 6}, {2, 4, 6}, {2, 4, 6}},
+                 .attrs = AttentionAttrs(heads, causal)};
+      CheckGradients(c);
+    }
+  }
+}
+
+TEST(CausalMaskTest, MasksAboveDiagonal) {
+  const Tensor s = RandomTensor({2, 3, 3}, 10);
+  const Tensor out = RunForward(OpKind::kCausalMask, {}, {&s});
+  for (int64_t n = 0; n < 2; ++n) {
+    for (int64_t i = 0; i < 3; ++i) {
+      for (int64_t j = 0; j < 3; ++j) {
+        if (j > i) {
+          EXPECT_EQ(out.at({n, i, j}), -std::numeric_limits<float>::infinity());
+        } else {
+          EXPECT_EQ(out.at({n, i, j}), s.at({n, i, j}));
+        }
+      }
+    }
+  }
+}
+
+TEST(CausalMaskTest, BackwardPassesOnlyUnmaskedEntries) {
+  const Tensor s = RandomTensor({2, 3, 3}, 11);
+  const Tensor dout = RandomTensor({2, 3, 3}, 12);
+  SavedState saved;
+  const Tensor out = RunForward(OpKind::kCausalMask, {}, {&s}, &saved);
+  Tensor ds(s.shape, 0.5f);  // gradients accumulate onto what is there
+  const Tensor* in[] = {&s};
+  Tensor* din[] = {&ds};
+  Backward(MakeNode(OpKind::kCausalMask, {}), KernelContext{}, in, out, dout, saved, din);
+  for (int64_t n = 0; n < 2; ++n) {
+    for (int64_t i = 0; i < 3; ++i) {
+      for (int64_t j = 0; j < 3; ++j) {
+        EXPECT_FLOAT_EQ(ds.at({n, i, j}), 0.5f + (j <= i ? dout.at({n, i, j}) : 0.0f));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolution and pooling
+
+Attrs ConvAttrs(int64_t kernel, int64_t stride, int64_t padding) {
+  Attrs a;
+  a.kernel = kernel;
+  a.stride = stride;
+  a.padding = padding;
+  return a;
+}
+
+Tensor NaiveConv(const Tensor& x, const Tensor& w, const Tensor* b, const Attrs& a) {
+  const int64_t nb = x.dim(0), ci = x.dim(1), h = x.dim(2), wd = x.dim(3), co = w.dim(0);
+  const int64_t k = a.kernel, ho = (h + 2 * a.padding - k) / a.stride + 1,
+                wo = (wd + 2 * a.padding - k) / a.stride + 1;
+  Tensor out({nb, co, ho, wo});
+  for (int64_t n = 0; n < nb; ++n) {
+    for (int64_t o = 0; o < co; ++o) {
+      for (int64_t oh = 0; oh < ho; ++oh) {
+        for (int64_t ow = 0; ow < wo; ++ow) {
+          double sum = b ? b->data[o] : 0.0;
+          for (int64_t c = 0; c < ci; ++c) {
+            for (int64_t kh = 0; kh < k; ++kh) {
+              for (int64_t kw = 0; kw < k; ++kw) {
+                const int64_t ih = oh * a.stride - a.padding + kh, iw = ow * a.stride - a.padding + kw;
+                if (ih < 0 || ih >= h || iw < 0 || iw >= wd) continue;
+                sum += double(x.at({n, c, ih, iw})) * w.at({o, c, kh, kw});
+              }
+            }
+          }
+          out.at({n, o, oh, ow}) = static_cast<float>(sum);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+TEST(Conv2dTest, MatchesNaiveLoops) {
+  struct Config {
+    int64_t kernel, stride, padding, h, w;
+    bool bias;
+  };
+  for (const Config& cfg : {Config{3, 1, 1, 5, 6, true}, Config{2, 2, 0, 7, 6, false},
+                            Config{3, 2, 2, 6, 5, true}, Config{1, 1, 0, 4, 3, true}}) {
+    SCOPED_TRACE(::testing::Message() << "kernel=" << cfg.kernel << " stride=" << cfg.stride
+                                      << " padding=" << cfg.padding);
+    const Attrs a = ConvAttrs(cfg.kernel, cfg.stride, cfg.padding);
+    const Tensor x = RandomTensor({2, 3, cfg.h, cfg.w}, 20);
+    const Tensor w = RandomTensor({4, 3, cfg.kernel, cfg.kernel}, 21);
+    const Tensor b = RandomTensor({4}, 22);
+    const Tensor out = cfg.bias ? RunForward(OpKind::kConv2d, a, {&x, &w, &b})
+                                : RunForward(OpKind::kConv2d, a, {&x, &w});
+    const Tensor want = NaiveConv(x, w, cfg.bias ? &b : nullptr, a);
+    ASSERT_EQ(out.shape, want.shape);
+    for (int64_t i = 0; i < out.numel(); ++i) ASSERT_NEAR(out.data[i], want.data[i], 1e-4) << i;
+  }
+}
+
+TEST(Conv2dTest, GradientsWithBiasStride1Pad1) {
+  CheckGradients(GradCase{.kind = OpKind::kConv2d,
+                          .shapes = {{2, 3, 5, 5}, {4, 3, 3, 3}, {4}},
+                          .attrs = ConvAttrs(3, 1, 1)});
+}
+
+TEST(Conv2dTest, GradientsWithoutBiasStride2Pad0) {
+  // Width and height 7 leave the last row and column outside every window: their gradient
+  // must be exactly zero, which the finite differences check.
+  CheckGradients(GradCase{.kind = OpKind::kConv2d,
+                          .shapes = {{2, 2, 7, 7}, {3, 2, 2, 2}},
+                          .attrs = ConvAttrs(2, 2, 0),
+                          .max_elems = 200});
+}
+
+TEST(Conv2dTest, GradientsPointwise) {
+  CheckGradients(GradCase{.kind = OpKind::kConv2d,
+                          .shapes = {{2, 3, 3, 4}, {2, 3, 1, 1}, {2}},
+                          .attrs = ConvAttrs(1, 1, 0)});
+}
+
+TEST(MaxPool2dTest, TiesPickFirstInWindowOrder) {
+  // One 2×2 window whose maximum 5 appears at (0,1) and (1,0): the gradient goes to (0,1).
+  Tensor x({1, 1, 2, 2});
+  x.data = {1.0f, 5.0f, 5.0f, 2.0f};
+  Attrs a = ConvAttrs(2, 2, 0);
+  SavedState saved;
+  const Tensor out = RunForward(OpKind::kMaxPool2d, a, {&x}, &saved);
+  ASSERT_EQ(out.shape, (Shape{1, 1, 1, 1}));
+  EXPECT_EQ(out.data[0], 5.0f);
+  Tensor dout(out.shape, 3.0f), dx(x.shape);
+  const Tensor* in[] = {&x};
+  Tensor* din[] = {&dx};
+  Backward(MakeNode(OpKind::kMaxPool2d, a), KernelContext{}, in, out, dout, saved, din);
+  EXPECT_EQ(dx.data, (std::vector<float>{0.0f, 3.0f, 0.0f, 0.0f}));
+}
+
+TEST(MaxPool2dTest, ForwardTakesWindowMaxima) {
+  Tensor x({1, 1, 3, 4});
+  x.data = {1, 9, 2, 0,  //
+            4, 3, 8, 7,  //
+            6, 5, 1, 2};
+  const Tensor out = RunForward(OpKind::kMaxPool2d, ConvAttrs(2, 1, 0), {&x});
+  EXPECT_EQ(out.data, (std::vector<float>{9, 9, 8, 6, 8, 8}));
+}
+
+TEST(MaxPool2dTest, GradientsNonOverlapping) {
+  const Tensor x = SeparatedTensor({2, 2, 6, 6}, 30);
+  CheckGradients(GradCase{.kind = OpKind::kMaxPool2d,
+                          .shapes = {x.shape},
+                          .attrs = ConvAttrs(2, 2, 0),
+                          .fixed = {{0, x}},
+                          .max_elems = 200});
+}
+
+TEST(MaxPool2dTest, GradientsOverlapping) {
+  const Tensor x = SeparatedTensor({1, 2, 7, 7}, 31);
+  CheckGradients(GradCase{.kind = OpKind::kMaxPool2d,
+                          .shapes = {x.shape},
+                          .attrs = ConvAttrs(3, 2, 0),
+                          .fixed = {{0, x}},
+                          .max_elems = 200});
+}
+
+Attrs PoolAttrs(int64_t out_h, int64_t out_w) {
+  Attrs a;
+  a.out_h = out_h;
+  a.out_w = out_w;
+  return a;
+}
+
+TEST(AdaptiveAvgPool2dTest, UsesPyTorchBins) {
+  // 5 rows into 2 bins: [0,3) and [2,5); 7 columns into 3 bins: [0,3), [2,5), [4,7).
+  const Tensor x = RandomTensor({2, 3, 5, 7}, 40);
+  const Tensor out = RunForward(OpKind::kAdaptiveAvgPool2d, PoolAttrs(2, 3), {&x});
+  ASSERT_EQ(out.shape, (Shape{2, 3, 2, 3}));
+  const int64_t rows[2][2] = {{0, 3}, {2, 5}};
+  const int64_t cols[3][2] = {{0, 3}, {2, 5}, {4, 7}};
+  for (int64_t n = 0; n < 2; ++n) {
+    for (int64_t c = 0; c < 3; ++c) {
+      for (int64_t i = 0; i < 2; ++i) {
+        for (int64_t j = 0; j < 3; ++j) {
+          double sum = 0;
+          for (int64_t r = rows[i][0]; r < rows[i][1]; ++r) {
+            for (int64_t q = cols[j][0]; q < cols[j][1]; ++q) sum += x.at({n, c, r, q});
+          }
+          EXPECT_NEAR(out.at({n, c, i, j}), sum / 9.0, 1e-5);
+        }
+      }
+    }
+  }
+}
+
+TEST(AdaptiveAvgPool2dTest, GradientsUnevenBins) {
+  CheckGradients(GradCase{.kind = OpKind::kAdaptiveAvgPool2d,
+                          .shapes = {{2, 3, 5, 7}},
+                          .attrs = PoolAttrs(2, 3),
+                          .max_elems = 210});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mixture of experts
+
+Attrs GateAttrs(int64_t k, int64_t capacity) {
+  Attrs a;
+  a.k = k;
+  a.capacity = capacity;
+  return a;
+}
+
+Attrs MoEAttrs(int64_t experts, int64_t capacity) {
+  Attrs a;
+  a.experts = experts;
+  a.capacity = capacity;
+  return a;
+}
+
+TEST(TopKGateTest, HandMadeExampleWithCapacityOne) {
+  // Logits are log-probabilities, so softmax returns these rows.
+  const float probs[4][3] = {{0.5f, 0.3f, 0.2f},   // 0 then 1
+                             {0.1f, 0.6f, 0.3f},   // 1 then 2
+                             {0.4f, 0.4f, 0.2f},   // tie: 0 then 1
+                             {0.7f, 0.1f, 0.2f}};  // 0 then 2
+  Tensor logits({4, 3});
+  for (int64_t s = 0; s < 4; ++s) {
+    for (int64_t e = 0; e < 3; ++e) logits.at({s, e}) = std::log(probs[s][e]);
+  }
+  const Tensor route = RunForward(OpKind::kTopKGate, GateAttrs(2, 1), {&logits});
+  ASSERT_EQ(route.shape, (Shape{4, 2, 3}));
+  // First choices claim slots in token order (token 2 and 3 find expert 0 full); then second
+  // choices: token 0's expert 1 was taken by token 1's first choice, token 1 gets expert 2's
+  // only slot, and token 3 comes too late for it.
+  const float want[4][2][3] = {{{0, 0, 0.625f}, {1, -1, 0.375f}},
+                               {{1, 0, 2.0f / 3}, {2, 0, 1.0f / 3}},
+                               {{0, -1, 0.5f}, {1, -1, 0.5f}},
+                               {{0, -1, 0.7f / 0.9f}, {2, -1, 0.2f / 0.9f}}};
+  for (int64_t s = 0; s < 4; ++s) {
+    for (int64_t j = 0; j < 2; ++j) {
+      SCOPED_TRACE(::testing::Message() << "token " << s << " choice " << j);
+      EXPECT_EQ(route.at({s, j, 0}), want[s][j][0]);
+      EXPECT_EQ(route.at({s, j, 1}), want[s][j][1]);
+      EXPECT_NEAR(route.at({s, j, 2}), want[s][j][2], 1e-6);
+    }
+  }
+}
+
+TEST(TopKGateTest, GradientsWithDroppedSlots) {
+  // Each row is a shuffled 0, 0.6, 1.2, 1.8 (plus a row offset), far from any tie.
+  const int64_t tokens = 6, experts = 4;
+  Tensor logits({tokens, experts});
+  std::mt19937 rng(50);
+  for (int64_t s = 0; s < tokens; ++s) {
+    std::vector<float> row = {0.0f, 0.6f, 1.2f, 1.8f};
+    std::shuffle(row.begin(), row.end(), rng);
+    for (int64_t e = 0; e < experts; ++e) logits.at({s, e}) = row[e] + 0.1f * float(s);
+  }
+  const Attrs a = GateAttrs(2, 2);
+  const Tensor route = RunForward(OpKind::kTopKGate, a, {&logits});
+  int dropped = 0;
+  for (int64_t s = 0; s < tokens; ++s) dropped += route.at({s, 1, 1}) < 0 || route.at({s, 0, 1}) < 0;
+  ASSERT_GT(dropped, 0) << "capacity 2 for 12 choices over 4 experts must drop some";
+  CheckGradients(GradCase{.kind = OpKind::kTopKGate,
+                          .shapes = {logits.shape},
+                          .attrs = a,
+                          .fixed = {{0, logits}}});
+}
+
+TEST(MoEDispatchTest, Gradients) {
+  CheckGradients(GradCase{.kind = OpKind::kMoEDispatch,
+                          .shapes = {{5, 4}, {5, 2, 3}},
+                          .attrs = MoEAttrs(3, 2),
+                          .fixed = {{1, FixedRoute()}}});
+}
+
+TEST(MoEDispatchTest, DroppedChoicesLeaveSlotsEmpty) {
+  const Tensor x = RandomTensor({5, 4}, 60);
+  const Tensor route = FixedRoute();
+  const Tensor out = RunForward(OpKind::kMoEDispatch, MoEAttrs(3, 3), {&x, &route});
+  // Slot 2 of every expert is unused by the route.
+  for (int64_t e = 0; e < 3; ++e) {
+    for (int64_t c = 0; c < 4; ++c) EXPECT_EQ(out.at({e, 2, c}), 0.0f);
+  }
+  for (int64_t c = 0; c < 4; ++c) {
+    EXPECT_EQ(out.at({1, 1, c}), x.at({1, c}));
+    EXPECT_EQ(out.at({2, 1, c}), x.at({3, c}));
+  }
+}
+
+TEST(MoECombineTest, Gradients) {
+  CheckGradients(GradCase{
+      .kind = OpKind::kMoECombine,
+      .shapes = {{3, 2, 4}, {5, 2, 3}},
+      .attrs = {},
+      .fixed = {{1, FixedRoute()}},
+      // Channels 0 and 1 of the route are indices; only the weights (channel 2) are checked.
+      .skip = [](size_t input, int64_t elem) { return input == 1 && elem % 3 != 2; }});
+}
+
+TEST(MoETest, DispatchCombineRoundTripReproducesTokens) {
+  // Capacity = tokens, so no expert can overflow; the gate's weights sum to 1 per token.
+  const int64_t tokens = 6, experts = 4, channels = 5;
+  const Tensor logits = RandomTensor({tokens, experts}, 70);
+  const Tensor x = RandomTensor({tokens, channels}, 71);
+  const Tensor route = RunForward(OpKind::kTopKGate, GateAttrs(2, tokens), {&logits});
+  for (int64_t i = 1; i < route.numel(); i += 3) ASSERT_GE(route.data[i], 0.0f);
+  const Tensor slots = RunForward(OpKind::kMoEDispatch, MoEAttrs(experts, tokens), {&x, &route});
+  const Tensor back = RunForward(OpKind::kMoECombine, {}, {&slots, &route});
+  ASSERT_EQ(back.shape, x.shape);
+  for (int64_t i = 0; i < x.numel(); ++i) EXPECT_NEAR(back.data[i], x.data[i], 1e-5);
+}
+
+}  // namespace
+}  // namespace hetsynth::runtime

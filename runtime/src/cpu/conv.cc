@@ -1,1 +1,272 @@
-// placeholder
+// 2-D convolution and pooling on NCHW tensors, with PyTorch's semantics.
+//
+// Conv2d lowers each image to a column matrix (im2col: one row per (input channel, kernel
+// row, kernel column), one column per output pixel) so that forward, dW and dx are each one
+// Gemm per image; the columns are rebuilt in backward rather than kept, because for a VGG
+// layer they are kernel² times the size of the input. A 1×1, stride-1, unpadded convolution
+// uses the image itself as its column matrix. Max pooling saves its argmax so that backward
+// routes each gradient to exactly the element forward picked.
+#include <algorithm>
+#include <vector>
+
+#include "cpu/ops.h"
+#include "hetsynth/ir/status.h"
+
+namespace hetsynth::runtime::cpu {
+namespace {
+
+// Sizes of one convolution; all from the tensors except stride and padding.
+struct ConvDims {
+  int64_t batch, ci, h, w;  // input [batch, ci, h, w]
+  int64_t co, k;            // weight [co, ci, k, k]
+  int64_t stride, pad;
+  int64_t ho, wo;           // output [batch, co, ho, wo]
+  int64_t rows() const { return ci * k * k; }  // column-matrix rows
+  int64_t pixels() const { return ho * wo; }   // column-matrix columns
+  bool identity_columns() const { return k == 1 && stride == 1 && pad == 0; }
+};
+
+ConvDims ReadConvDims(const ir::Node& node, In in, const Tensor& y) {
+  const Tensor &x = *in[0], &wt = *in[1];
+  HS_CHECK(x.rank() == 4 && wt.rank() == 4 && wt.dim(1) == x.dim(1) && wt.dim(2) == wt.dim(3),
+           StrCat("conv2d '", node.name, "': x ", ir::ShapeString(x.shape), " and weight ",
+                  ir::ShapeString(wt.shape), "; expected [B,Ci,H,W] and [Co,Ci,k,k]"));
+  ConvDims g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), wt.dim(0), wt.dim(2),
+             node.attrs.stride, node.attrs.padding, 0, 0};
+  g.ho = (g.h + 2 * g.pad - g.k) / g.stride + 1;
+  g.wo = (g.w + 2 * g.pad - g.k) / g.stride + 1;
+  HS_CHECK(y.shape == (ir::Shape{g.batch, g.co, g.ho, g.wo}),
+           StrCat("conv2d '", node.name, "': output has shape ", ir::ShapeString(y.shape),
+                  "; expected [", g.batch, ",", g.co, ",", g.ho, ",", g.wo, "]"));
+  if (in.size() > 2) {
+    HS_CHECK(in[2]->shape == ir::Shape{g.co},
+             StrCat("conv2d '", node.name, "': bias has shape ", ir::ShapeString(in[2]->shape),
+                    "; expected [", g.co, "]"));
+  }
+  return g;
+}
+
+// The output columns [lo, hi) whose input column ow·stride − pad + kw lies inside [0, w).
+void ValidColumns(const ConvDims& g, int64_t kw, int64_t* lo, int64_t* hi) {
+  const int64_t first = g.pad - kw;  // smallest ow·stride that lands on column 0
+  *lo = first <= 0 ? 0 : (first + g.stride - 1) / g.stride;
+  const int64_t last = g.w - 1 + g.pad - kw;  // largest ow·stride that stays inside
+  *hi = last < 0 ? 0 : std::min(g.wo, last / g.stride + 1);
+  *lo = std::min(*lo, *hi);
+}
+
+// col[rows, pixels] from one image x[ci, h, w]; padding reads as zero.
+void Im2Col(const ConvDims& g, const float* x, float* col) {
+  const int64_t np = g.pixels();
+  for (int64_t c = 0; c < g.ci; ++c) {
+    for (int64_t kh = 0; kh < g.k; ++kh) {
+      for (int64_t kw = 0; kw < g.k; ++kw) {
+        float* row = col + ((c * g.k + kh) * g.k + kw) * np;
+        int64_t lo, hi;
+        ValidColumns(g, kw, &lo, &hi);
+        for (int64_t oh = 0; oh < g.ho; ++oh) {
+          float* r = row + oh * g.wo;
+          const int64_t ih = oh * g.stride - g.pad + kh;
+          if (ih < 0 || ih >= g.h) {
+            std::fill(r, r + g.wo, 0.0f);
+            continue;
+          }
+          // May be negative; only base + ow·stride for ow in [lo, hi) is dereferenced.
+          const int64_t base = (c * g.h + ih) * g.w - g.pad + kw;
+          std::fill(r, r + lo, 0.0f);
+          for (int64_t ow = lo; ow < hi; ++ow) r[ow] = x[base + ow * g.stride];
+          std::fill(r + hi, r + g.wo, 0.0f);
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of Im2Col: adds every column entry back onto the input pixel it was read from.
+void Col2ImAdd(const ConvDims& g, const float* col, float* dx) {
+  const int64_t np = g.pixels();
+  for (int64_t c = 0; c < g.ci; ++c) {
+    for (int64_t kh = 0; kh < g.k; ++kh) {
+      for (int64_t kw = 0; kw < g.k; ++kw) {
+        const float* row = col + ((c * g.k + kh) * g.k + kw) * np;
+        int64_t lo, hi;
+        ValidColumns(g, kw, &lo, &hi);
+        for (int64_t oh = 0; oh < g.ho; ++oh) {
+          const int64_t ih = oh * g.stride - g.pad + kh;
+          if (ih < 0 || ih >= g.h) continue;
+          const float* r = row + oh * g.wo;
+          const int64_t base = (c * g.h + ih) * g.w - g.pad + kw;
+          for (int64_t ow = lo; ow < hi; ++ow) dx[base + ow * g.stride] += r[ow];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void Conv2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                   SavedState& saved) {
+  const ConvDims g = ReadConvDims(node, in, out);
+  const Tensor &x = *in[0], &wt = *in[1];
+  const int64_t np = g.pixels();
+  std::vector<float> col(g.identity_columns() ? 0 : g.rows() * np);
+  for (int64_t b = 0; b < g.batch; ++b) {
+    const float* xb = x.ptr() + b * g.ci * g.h * g.w;
+    const float* cols = xb;
+    if (!g.identity_columns()) {
+      Im2Col(g, xb, col.data());
+      cols = col.data();
+    }
+    float* yb = out.ptr() + b * g.co * np;
+    Gemm(false, false, g.co, np, g.rows(), 1.0f, wt.ptr(), cols, 0.0f, yb);
+    if (in.size() > 2) {
+      for (int64_t o = 0; o < g.co; ++o) {
+        const float bias = in[2]->data[o];
+        for (int64_t p = 0; p < np; ++p) yb[o * np + p] += bias;
+      }
+    }
+  }
+}
+
+void Conv2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                    const Tensor& dout, const SavedState& saved, DIn din) {
+  const ConvDims g = ReadConvDims(node, in, dout);
+  const Tensor &x = *in[0], &wt = *in[1];
+  Tensor* dx = din[0];
+  Tensor* dw = din[1];
+  Tensor* db = din.size() > 2 ? din[2] : nullptr;
+  const int64_t np = g.pixels();
+  const bool direct = g.identity_columns();
+  std::vector<float> col((dw && !direct) ? g.rows() * np : 0);
+  std::vector<float> dcol((dx && !direct) ? g.rows() * np : 0);
+  for (int64_t b = 0; b < g.batch; ++b) {
+    const float* gb = dout.ptr() + b * g.co * np;
+    const int64_t x_off = b * g.ci * g.h * g.w;
+    if (db) {
+      for (int64_t o = 0; o < g.co; ++o) {
+        double sum = 0;
+        for (int64_t p = 0; p < np; ++p) sum += gb[o * np + p];
+        db->data[o] += static_cast<float>(sum);
+      }
+    }
+    if (dw) {
+      const float* cols = x.ptr() + x_off;
+      if (!direct) {
+        Im2Col(g, cols, col.data());
+        cols = col.data();
+      }
+      Gemm(false, true, g.co, g.rows(), np, 1.0f, gb, cols, 1.0f, dw->ptr());
+    }
+    if (dx) {
+      if (direct) {
+        Gemm(true, false, g.rows(), np, g.co, 1.0f, wt.ptr(), gb, 1.0f, dx->ptr() + x_off);
+      } else {
+        Gemm(true, false, g.rows(), np, g.co, 1.0f, wt.ptr(), gb, 0.0f, dcol.data());
+        Col2ImAdd(g, dcol.data(), dx->ptr() + x_off);
+      }
+    }
+  }
+}
+
+// Saved: the argmax of each window as an index into its (batch, channel) plane of x, stored
+// as float (exact: a plane has far fewer than 2^24 pixels).
+void MaxPool2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                      SavedState& saved) {
+  const Tensor& x = *in[0];
+  const int64_t k = node.attrs.kernel, s = node.attrs.stride;
+  HS_CHECK(x.rank() == 4 && out.rank() == 4 && out.dim(2) == (x.dim(2) - k) / s + 1 &&
+               out.dim(3) == (x.dim(3) - k) / s + 1,
+           StrCat("max_pool2d '", node.name, "': x ", ir::ShapeString(x.shape), " and output ",
+                  ir::ShapeString(out.shape), " do not match kernel=", k, " stride=", s));
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t ho = out.dim(2), wo = out.dim(3);
+  saved.tensors.assign(1, Tensor(out.shape));
+  float* arg = saved.tensors[0].ptr();
+  for (int64_t n = 0; n < planes; ++n) {
+    const float* xp = x.ptr() + n * h * w;
+    for (int64_t oh = 0; oh < ho; ++oh) {
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        int64_t best = oh * s * w + ow * s;
+        for (int64_t i = oh * s; i < oh * s + k; ++i) {
+          for (int64_t j = ow * s; j < ow * s + k; ++j) {
+            // Strict > keeps the first maximum in row-major window order.
+            if (xp[i * w + j] > xp[best]) best = i * w + j;
+          }
+        }
+        const int64_t o = (n * ho + oh) * wo + ow;
+        out.data[o] = xp[best];
+        arg[o] = static_cast<float>(best);
+      }
+    }
+  }
+}
+
+void MaxPool2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                       const Tensor& dout, const SavedState& saved, DIn din) {
+  if (!din[0]) return;
+  HS_CHECK(saved.tensors.size() == 1 && saved.tensors[0].shape == dout.shape,
+           StrCat("max_pool2d '", node.name, "': backward without the argmax saved by forward"));
+  const Tensor& x = *in[0];
+  const int64_t plane = x.dim(2) * x.dim(3);
+  const int64_t per_plane = dout.dim(2) * dout.dim(3);
+  const float* arg = saved.tensors[0].ptr();
+  float* dx = din[0]->ptr();
+  for (int64_t o = 0; o < dout.numel(); ++o) {
+    dx[(o / per_plane) * plane + static_cast<int64_t>(arg[o])] += dout.data[o];
+  }
+}
+
+namespace {
+// PyTorch's adaptive pooling bin i of n over a dim of size len: [⌊i·len/n⌋, ⌈(i+1)·len/n⌉).
+int64_t BinStart(int64_t i, int64_t len, int64_t n) { return i * len / n; }
+int64_t BinEnd(int64_t i, int64_t len, int64_t n) { return ((i + 1) * len + n - 1) / n; }
+}  // namespace
+
+void AdaptiveAvgPool2dForward(const ir::Node& node, const KernelContext& ctx, In in,
+                              Tensor& out, SavedState& saved) {
+  const Tensor& x = *in[0];
+  HS_CHECK(x.rank() == 4 && out.rank() == 4 && out.dim(0) == x.dim(0) && out.dim(1) == x.dim(1),
+           StrCat("adaptive_avg_pool2d '", node.name, "': x ", ir::ShapeString(x.shape),
+                  " and output ", ir::ShapeString(out.shape), " do not match"));
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t ho = out.dim(2), wo = out.dim(3);
+  for (int64_t n = 0; n < planes; ++n) {
+    const float* xp = x.ptr() + n * h * w;
+    for (int64_t oh = 0; oh < ho; ++oh) {
+      const int64_t h0 = BinStart(oh, h, ho), h1 = BinEnd(oh, h, ho);
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        const int64_t w0 = BinStart(ow, w, wo), w1 = BinEnd(ow, w, wo);
+        double sum = 0;
+        for (int64_t i = h0; i < h1; ++i) {
+          for (int64_t j = w0; j < w1; ++j) sum += xp[i * w + j];
+        }
+        out.data[(n * ho + oh) * wo + ow] = static_cast<float>(sum / double((h1 - h0) * (w1 - w0)));
+      }
+    }
+  }
+}
+
+void AdaptiveAvgPool2dBackward(const ir::Node& node, const KernelContext& ctx, In in,
+                               const Tensor& out, const Tensor& dout, const SavedState& saved,
+                               DIn din) {
+  if (!din[0]) return;
+  const Tensor& x = *in[0];
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t ho = dout.dim(2), wo = dout.dim(3);
+  for (int64_t n = 0; n < planes; ++n) {
+    float* dxp = din[0]->ptr() + n * h * w;
+    for (int64_t oh = 0; oh < ho; ++oh) {
+      const int64_t h0 = BinStart(oh, h, ho), h1 = BinEnd(oh, h, ho);
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        const int64_t w0 = BinStart(ow, w, wo), w1 = BinEnd(ow, w, wo);
+        const float g = dout.data[(n * ho + oh) * wo + ow] / float((h1 - h0) * (w1 - w0));
+        for (int64_t i = h0; i < h1; ++i) {
+          for (int64_t j = w0; j < w1; ++j) dxp[i * w + j] += g;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace hetsynth::runtime::cpu

@@ -1,1 +1,337 @@
-// placeholder
+// Elementwise CPU kernels: add, mul, relu, gelu, dropout and expand.
+//
+// Add, mul and expand share one broadcast walker: the small operand's dims align with the
+// trailing dims of the large one, each equal or 1. The walker drops size-1 dims and merges
+// neighbouring dims that are broadcast alike, so the common cases (bias [C] onto [B, T, C],
+// a [T, 1] column) become a short loop over contiguous rows. Reductions over broadcast dims
+// accumulate in double because a bias gradient sums B·T values per element.
+//
+// Dropout draws no state: whether element j survives is a pure function of (seed, step, j),
+// so backward regenerates the mask instead of storing it, and any run can reproduce it.
+#include <cmath>
+#include <algorithm>
+#include <cstdint>
+#include <numbers>
+#include <vector>
+
+#include "cpu/ops.h"
+#include "hetsynth/ir/status.h"
+
+namespace hetsynth::runtime::cpu {
+namespace {
+
+// b broadcast onto a, with a's dims merged into runs along which b either follows a
+// (contiguously) or is constant (stride 0).
+struct BroadcastPlan {
+  std::vector<int64_t> dims;     // merged dims of a, outermost first; empty for one element
+  std::vector<int64_t> bstride;  // b's element stride along each merged dim (0: broadcast)
+};
+
+BroadcastPlan PlanBroadcast(const ir::Shape& a, const ir::Shape& b, const std::string& node) {
+  auto bad = [&] {
+    return StrCat("'", node, "': shape ", ir::ShapeString(b), " does not broadcast to ",
+                  ir::ShapeString(a));
+  };
+  HS_CHECK(b.size() <= a.size(), bad());
+  const size_t lead = a.size() - b.size();
+  BroadcastPlan plan;
+  std::vector<bool> bcast;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const int64_t ad = a[i], bd = i >= lead ? b[i - lead] : 1;
+    HS_CHECK(bd == ad || bd == 1, bad());
+    if (ad == 1) continue;
+    const bool bc = bd == 1;
+    if (!plan.dims.empty() && bcast.back() == bc) {
+      plan.dims.back() *= ad;
+    } else {
+      plan.dims.push_back(ad);
+      bcast.push_back(bc);
+    }
+  }
+  plan.bstride.resize(plan.dims.size());
+  int64_t s = 1;
+  for (size_t i = plan.dims.size(); i-- > 0;) {
+    plan.bstride[i] = bcast[i] ? 0 : s;
+    if (!bcast[i]) s *= plan.dims[i];
+  }
+  return plan;
+}
+
+// Calls fn(a_off, b_off, len, b_step) for each innermost run of the plan: a's elements
+// a_off .. a_off+len-1 pair with b's b_off + j·b_step.
+template <typename Fn>
+void ForEachRun(const BroadcastPlan& plan, Fn&& fn) {
+  const size_t r = plan.dims.size();
+  if (r == 0) {
+    fn(int64_t{0}, int64_t{0}, int64_t{1}, int64_t{0});
+    return;
+  }
+  const int64_t len = plan.dims[r - 1], step = plan.bstride[r - 1];
+  int64_t outer = 1;
+  for (size_t i = 0; i + 1 < r; ++i) outer *= plan.dims[i];
+  std::vector<int64_t> idx(r, 0);
+  int64_t b_off = 0;
+  for (int64_t o = 0; o < outer; ++o) {
+    fn(o * len, b_off, len, step);
+    // Odometer over the outer dims, keeping b's offset in step.
+    for (size_t i = r - 1; i-- > 0;) {
+      b_off += plan.bstride[i];
+      if (++idx[i] < plan.dims[i]) break;
+      b_off -= plan.bstride[i] * plan.dims[i];
+      idx[i] = 0;
+    }
+  }
+}
+
+enum class Shape2 { kSame, kSuffix, kGeneral };
+
+// kSame: b's dims are all of a's (a's extra leading dims, if any, are 1); kSuffix: b's dims are
+// exactly a's trailing dims; kGeneral: anything else, checked by PlanBroadcast.
+Shape2 Classify(const Tensor& a, const Tensor& b) {
+  const bool suffix = b.rank() <= a.rank() &&
+                      std::equal(b.shape.begin(), b.shape.end(), a.shape.end() - b.rank());
+  if (!suffix) return Shape2::kGeneral;
+  return a.numel() == b.numel() ? Shape2::kSame : Shape2::kSuffix;
+}
+
+// db += Σ over broadcast dims of g(i) where g(i) is the gradient for a's element i.
+template <typename G>
+void ReduceIntoB(const Tensor& a, const Tensor& b, Shape2 kind, const std::string& node,
+                 Tensor& db, G&& g) {
+  const int64_t n = a.numel(), nb = b.numel();
+  float* out = db.ptr();
+  if (kind == Shape2::kSame) {
+    for (int64_t i = 0; i < n; ++i) out[i] += static_cast<float>(g(i));
+    return;
+  }
+  std::vector<double> acc(static_cast<size_t>(nb), 0.0);
+  if (kind == Shape2::kSuffix) {
+    for (int64_t base = 0; base < n; base += nb) {
+      for (int64_t j = 0; j < nb; ++j) acc[j] += g(base + j);
+    }
+  } else {
+    ForEachRun(PlanBroadcast(a.shape, b.shape, node),
+               [&](int64_t ao, int64_t bo, int64_t len, int64_t step) {
+                 if (step == 0) {
+                   double s = 0;
+                   for (int64_t j = 0; j < len; ++j) s += g(ao + j);
+                   acc[bo] += s;
+                 } else {
+                   for (int64_t j = 0; j < len; ++j) acc[bo + j] += g(ao + j);
+                 }
+               });
+  }
+  for (int64_t j = 0; j < nb; ++j) out[j] += static_cast<float>(acc[j]);
+}
+
+// out[i] = op(a[i], b[broadcast(i)]).
+template <typename Op>
+void BroadcastBinary(const Tensor& a, const Tensor& b, const std::string& node, Tensor& out,
+                     Op op) {
+  const float* pa = a.ptr();
+  const float* pb = b.ptr();
+  float* po = out.ptr();
+  const int64_t n = a.numel(), nb = b.numel();
+  switch (Classify(a, b)) {
+    case Shape2::kSame:
+      for (int64_t i = 0; i < n; ++i) po[i] = op(pa[i], pb[i]);
+      return;
+    case Shape2::kSuffix:
+      for (int64_t base = 0; base < n; base += nb) {
+        for (int64_t j = 0; j < nb; ++j) po[base + j] = op(pa[base + j], pb[j]);
+      }
+      return;
+    case Shape2::kGeneral:
+      ForEachRun(PlanBroadcast(a.shape, b.shape, node),
+                 [&](int64_t ao, int64_t bo, int64_t len, int64_t step) {
+                   if (step == 0) {
+                     const float bv = pb[bo];
+                     for (int64_t j = 0; j < len; ++j) po[ao + j] = op(pa[ao + j], bv);
+                   } else {
+                     for (int64_t j = 0; j < len; ++j) po[ao + j] = op(pa[ao + j], pb[bo + j]);
+                   }
+                 });
+      return;
+  }
+}
+
+}  // namespace
+
+void AddForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                SavedState& saved) {
+  BroadcastBinary(*in[0], *in[1], node.name, out, [](float x, float y) { return x + y; });
+}
+
+void AddBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                 const Tensor& dout, const SavedState& saved, DIn din) {
+  const float* g = dout.ptr();
+  if (din[0]) {
+    float* da = din[0]->ptr();
+    for (int64_t i = 0; i < dout.numel(); ++i) da[i] += g[i];
+  }
+  if (din[1]) {
+    ReduceIntoB(*in[0], *in[1], Classify(*in[0], *in[1]), node.name, *din[1],
+                [g](int64_t i) { return g[i]; });
+  }
+}
+
+void MulForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                SavedState& saved) {
+  BroadcastBinary(*in[0], *in[1], node.name, out, [](float x, float y) { return x * y; });
+}
+
+void MulBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                 const Tensor& dout, const SavedState& saved, DIn din) {
+  const Tensor& a = *in[0];
+  const Tensor& b = *in[1];
+  const Shape2 kind = Classify(a, b);
+  const float* g = dout.ptr();
+  const float* pa = a.ptr();
+  const float* pb = b.ptr();
+  const int64_t nb = b.numel();
+  if (din[0]) {
+    float* da = din[0]->ptr();
+    switch (kind) {
+      case Shape2::kSame:
+        for (int64_t i = 0; i < a.numel(); ++i) da[i] += g[i] * pb[i];
+        break;
+      case Shape2::kSuffix:
+        for (int64_t base = 0; base < a.numel(); base += nb) {
+          for (int64_t j = 0; j < nb; ++j) da[base + j] += g[base + j] * pb[j];
+        }
+        break;
+      case Shape2::kGeneral:
+        ForEachRun(PlanBroadcast(a.shape, b.shape, node.name),
+                   [&](int64_t ao, int64_t bo, int64_t len, int64_t step) {
+                     for (int64_t j = 0; j < len; ++j) {
+                       da[ao + j] += g[ao + j] * pb[bo + j * step];
+                     }
+                   });
+        break;
+    }
+  }
+  if (din[1]) {
+    ReduceIntoB(a, b, kind, node.name, *din[1],
+                [g, pa](int64_t i) { return double(g[i]) * double(pa[i]); });
+  }
+}
+
+void ReluForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                 SavedState& saved) {
+  const float* x = in[0]->ptr();
+  float* y = out.ptr();
+  for (int64_t i = 0; i < out.numel(); ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void ReluBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                  const Tensor& dout, const SavedState& saved, DIn din) {
+  if (!din[0]) return;
+  const float* x = in[0]->ptr();
+  const float* g = dout.ptr();
+  float* dx = din[0]->ptr();
+  for (int64_t i = 0; i < dout.numel(); ++i) dx[i] += x[i] > 0.0f ? g[i] : 0.0f;
+}
+
+void GeluForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                 SavedState& saved) {
+  const float* x = in[0]->ptr();
+  float* y = out.ptr();
+  const float inv_sqrt2 = static_cast<float>(1.0 / std::numbers::sqrt2);
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * inv_sqrt2));
+  }
+}
+
+void GeluBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                  const Tensor& dout, const SavedState& saved, DIn din) {
+  if (!din[0]) return;
+  const float* x = in[0]->ptr();
+  const float* g = dout.ptr();
+  float* dx = din[0]->ptr();
+  const float inv_sqrt2 = static_cast<float>(1.0 / std::numbers::sqrt2);
+  const float inv_sqrt_2pi = static_cast<float>(std::numbers::inv_sqrtpi / std::numbers::sqrt2);
+  for (int64_t i = 0; i < dout.numel(); ++i) {
+    const float v = x[i];
+    const float cdf = 0.5f * (1.0f + std::erf(v * inv_sqrt2));
+    const float pdf = inv_sqrt_2pi * std::exp(-0.5f * v * v);
+    dx[i] += g[i] * (cdf + v * pdf);
+  }
+}
+
+namespace {
+
+// splitmix64 (Steele, Lea, Flood 2014), the finalizer of Java's SplittableRandom:
+//   z = x + 0x9e3779b97f4a7c15
+//   z = (z ^ (z >> 30)) · 0xbf58476d1ce4e5b9
+//   z = (z ^ (z >> 27)) · 0x94d049bb133111eb
+//   return z ^ (z >> 31)                         (all arithmetic mod 2^64)
+uint64_t SplitMix64(uint64_t x) {
+  uint64_t z = x + 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// The dropout stream, fixed so that masks are reproducible across runs and backends:
+//   u(seed, step, j) = (splitmix64(seed ^ splitmix64(step ^ splitmix64(j))) >> 40) · 2^-24
+// a uniform on the 2^24-point grid in [0, 1); element j (row-major index into the tensor the
+// kernel is given) is kept iff u >= p, and kept elements are scaled by 1/(1 − p).
+// u >= p  ⇔  (hash >> 40) >= ⌈p · 2^24⌉, so the test runs on integers.
+uint64_t DropThreshold(double p) { return static_cast<uint64_t>(std::ceil(p * 16777216.0)); }
+
+bool Kept(uint64_t seed, uint64_t step, uint64_t j, uint64_t threshold) {
+  return (SplitMix64(seed ^ SplitMix64(step ^ SplitMix64(j))) >> 40) >= threshold;
+}
+
+// y (+)= mask ⊙ x / (1 − p).
+void ApplyDropout(const ir::Node& node, const KernelContext& ctx, const float* x, float* y,
+                  int64_t n, bool accumulate) {
+  const double p = node.attrs.p;
+  HS_CHECK(p >= 0.0 && p < 1.0, StrCat("dropout '", node.name, "': p=", p,
+                                       "; expected 0 <= p < 1"));
+  if (p == 0.0) {
+    for (int64_t i = 0; i < n; ++i) y[i] = accumulate ? y[i] + x[i] : x[i];
+    return;
+  }
+  const float scale = static_cast<float>(1.0 / (1.0 - p));
+  const uint64_t threshold = DropThreshold(p);
+  const uint64_t seed = node.attrs.seed, step = static_cast<uint64_t>(ctx.step);
+  for (int64_t i = 0; i < n; ++i) {
+    if (!Kept(seed, step, static_cast<uint64_t>(i), threshold)) continue;
+    const float v = x[i] * scale;
+    y[i] = accumulate ? y[i] + v : v;
+  }
+}
+
+}  // namespace
+
+void DropoutForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                    SavedState& saved) {
+  ApplyDropout(node, ctx, in[0]->ptr(), out.ptr(), out.numel(), /*accumulate=*/false);
+}
+
+void DropoutBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                     const Tensor& dout, const SavedState& saved, DIn din) {
+  if (!din[0]) return;
+  ApplyDropout(node, ctx, dout.ptr(), din[0]->ptr(), dout.numel(), /*accumulate=*/true);
+}
+
+void ExpandForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                   SavedState& saved) {
+  const float* x = in[0]->ptr();
+  float* y = out.ptr();
+  ForEachRun(PlanBroadcast(out.shape, in[0]->shape, node.name),
+             [&](int64_t yo, int64_t xo, int64_t len, int64_t step) {
+               for (int64_t j = 0; j < len; ++j) y[yo + j] = x[xo + j * step];
+             });
+}
+
+void ExpandBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                    const Tensor& dout, const SavedState& saved, DIn din) {
+  if (!din[0]) return;
+  const float* g = dout.ptr();
+  ReduceIntoB(dout, *in[0], Classify(dout, *in[0]), node.name, *din[0],
+              [g](int64_t i) { return g[i]; });
+}
+
+}  // namespace hetsynth::runtime::cpu

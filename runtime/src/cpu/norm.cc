@@ -1,1 +1,244 @@
-// placeholder
+// Normalization CPU kernels over the last dim: layer norm, softmax, log-softmax, cross entropy.
+//
+// Every op works row by row on [R, C] where R is the product of the leading dims. Row sums
+// (moments, partition functions, the loss) accumulate in double: rows are as long as a
+// vocabulary (tens of thousands of entries) and the loss sums over every position of a batch.
+// Softmax-type rows subtract the row max before exponentiating, so -inf entries give exactly 0
+// as long as the row has one finite entry.
+//
+// Cross entropy keeps only the per-row logsumexp for backward and recomputes the softmax from
+// the logits: the full probability tensor would be as large as the logits themselves
+// (4096 × 33278 floats for a GPT-2-sized vocabulary and batch).
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu/ops.h"
+#include "hetsynth/ir/status.h"
+
+namespace hetsynth::runtime::cpu {
+namespace {
+
+// Rows and row length of a tensor normalized over its last dim.
+struct Rows {
+  int64_t count, len;
+};
+
+Rows RowsOf(const Tensor& x) {
+  const int64_t len = x.rank() == 0 ? 1 : x.dim(-1);
+  return {len == 0 ? 0 : x.numel() / len, len};
+}
+
+// max_j x[j] and log Σ_j exp(x[j] − max); the row's logsumexp is their sum.
+struct RowStats {
+  float max;
+  double log_sum;
+};
+
+RowStats SoftmaxStats(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+  double s = 0;
+  for (int64_t j = 0; j < n; ++j) s += std::exp(x[j] - m);
+  return {m, std::log(s)};
+}
+
+}  // namespace
+
+// saved.tensors = {mean[R], rstd[R]} with rstd = 1/√(var + eps).
+void LayerNormForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                      SavedState& saved) {
+  const Tensor& x = *in[0];
+  const float* gamma = in[1]->ptr();
+  const float* beta = in[2]->ptr();
+  const Rows r = RowsOf(x);
+  HS_CHECK(in[1]->numel() == r.len && in[2]->numel() == r.len,
+           StrCat("layer_norm '", node.name, "': gamma/beta have ", in[1]->numel(), "/",
+                  in[2]->numel(), " elements; expected ", r.len));
+  Tensor mean({r.count}), rstd({r.count});
+  const double eps = node.attrs.eps;
+  for (int64_t i = 0; i < r.count; ++i) {
+    const float* xi = x.ptr() + i * r.len;
+    float* yi = out.ptr() + i * r.len;
+    // Two passes: Σ(x − μ)² is not subject to the cancellation of Σx² − Cμ².
+    double s = 0;
+    for (int64_t j = 0; j < r.len; ++j) s += xi[j];
+    const double mu = s / static_cast<double>(r.len);
+    double v = 0;
+    for (int64_t j = 0; j < r.len; ++j) {
+      const double d = xi[j] - mu;
+      v += d * d;
+    }
+    const double rs = 1.0 / std::sqrt(v / static_cast<double>(r.len) + eps);
+    const float muf = static_cast<float>(mu), rsf = static_cast<float>(rs);
+    for (int64_t j = 0; j < r.len; ++j) yi[j] = (xi[j] - muf) * rsf * gamma[j] + beta[j];
+    mean.data[i] = muf;
+    rstd.data[i] = rsf;
+  }
+  saved.tensors = {std::move(mean), std::move(rstd)};
+}
+
+// With x̂ = (x − μ)·rstd and g = dy ⊙ γ:  dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂)).
+void LayerNormBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                       const Tensor& dout, const SavedState& saved, DIn din) {
+  const Tensor& x = *in[0];
+  const float* gamma = in[1]->ptr();
+  const Rows r = RowsOf(x);
+  HS_CHECK(saved.tensors.size() == 2 && saved.tensors[0].numel() == r.count,
+           StrCat("layer_norm '", node.name, "': backward without the forward's statistics"));
+  const float* mean = saved.tensors[0].ptr();
+  const float* rstd = saved.tensors[1].ptr();
+  std::vector<double> dgamma(din[1] ? r.len : 0, 0.0), dbeta(din[2] ? r.len : 0, 0.0);
+  std::vector<float> xhat(static_cast<size_t>(r.len));
+  for (int64_t i = 0; i < r.count; ++i) {
+    const float* xi = x.ptr() + i * r.len;
+    const float* gi = dout.ptr() + i * r.len;
+    double sum_g = 0, sum_gx = 0;
+    for (int64_t j = 0; j < r.len; ++j) {
+      xhat[j] = (xi[j] - mean[i]) * rstd[i];
+      const float g = gi[j] * gamma[j];
+      sum_g += g;
+      sum_gx += double(g) * xhat[j];
+    }
+    if (din[1]) {
+      for (int64_t j = 0; j < r.len; ++j) dgamma[j] += double(gi[j]) * xhat[j];
+    }
+    if (din[2]) {
+      for (int64_t j = 0; j < r.len; ++j) dbeta[j] += gi[j];
+    }
+    if (din[0]) {
+      const float mg = static_cast<float>(sum_g / static_cast<double>(r.len));
+      const float mgx = static_cast<float>(sum_gx / static_cast<double>(r.len));
+      float* dxi = din[0]->ptr() + i * r.len;
+      for (int64_t j = 0; j < r.len; ++j) {
+        dxi[j] += rstd[i] * (gi[j] * gamma[j] - mg - xhat[j] * mgx);
+      }
+    }
+  }
+  for (int64_t j = 0; j < static_cast<int64_t>(dgamma.size()); ++j) {
+    din[1]->data[j] += static_cast<float>(dgamma[j]);
+  }
+  for (int64_t j = 0; j < static_cast<int64_t>(dbeta.size()); ++j) {
+    din[2]->data[j] += static_cast<float>(dbeta[j]);
+  }
+}
+
+void SoftmaxForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                    SavedState& saved) {
+  const Rows r = RowsOf(*in[0]);
+  for (int64_t i = 0; i < r.count; ++i) {
+    const float* xi = in[0]->ptr() + i * r.len;
+    float* yi = out.ptr() + i * r.len;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < r.len; ++j) m = xi[j] > m ? xi[j] : m;
+    double s = 0;
+    for (int64_t j = 0; j < r.len; ++j) {
+      yi[j] = std::exp(xi[j] - m);
+      s += yi[j];
+    }
+    const float inv = static_cast<float>(1.0 / s);
+    for (int64_t j = 0; j < r.len; ++j) yi[j] *= inv;
+  }
+}
+
+// dx = y ⊙ (dy − Σ dy ⊙ y); the output is all backward needs.
+void SoftmaxBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                     const Tensor& dout, const SavedState& saved, DIn din) {
+  if (!din[0]) return;
+  const Rows r = RowsOf(out);
+  for (int64_t i = 0; i < r.count; ++i) {
+    const float* yi = out.ptr() + i * r.len;
+    const float* gi = dout.ptr() + i * r.len;
+    float* dxi = din[0]->ptr() + i * r.len;
+    double dot = 0;
+    for (int64_t j = 0; j < r.len; ++j) dot += double(gi[j]) * yi[j];
+    const float d = static_cast<float>(dot);
+    for (int64_t j = 0; j < r.len; ++j) dxi[j] += yi[j] * (gi[j] - d);
+  }
+}
+
+void LogSoftmaxForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                       SavedState& saved) {
+  const Rows r = RowsOf(*in[0]);
+  for (int64_t i = 0; i < r.count; ++i) {
+    const float* xi = in[0]->ptr() + i * r.len;
+    float* yi = out.ptr() + i * r.len;
+    const RowStats st = SoftmaxStats(xi, r.len);
+    const float lse = static_cast<float>(st.max + st.log_sum);
+    for (int64_t j = 0; j < r.len; ++j) yi[j] = xi[j] - lse;
+  }
+}
+
+// dx = dy − softmax · Σ dy, with softmax = exp(y).
+void LogSoftmaxBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                        const Tensor& dout, const SavedState& saved, DIn din) {
+  if (!din[0]) return;
+  const Rows r = RowsOf(out);
+  for (int64_t i = 0; i < r.count; ++i) {
+    const float* yi = out.ptr() + i * r.len;
+    const float* gi = dout.ptr() + i * r.len;
+    float* dxi = din[0]->ptr() + i * r.len;
+    double s = 0;
+    for (int64_t j = 0; j < r.len; ++j) s += gi[j];
+    const float sf = static_cast<float>(s);
+    for (int64_t j = 0; j < r.len; ++j) dxi[j] += gi[j] - std::exp(yi[j]) * sf;
+  }
+}
+
+namespace {
+
+// The class id held by labels[i], checked against [0, k).
+int64_t Label(const ir::Node& node, const float* labels, int64_t i, int64_t k) {
+  const float v = labels[i];
+  HS_CHECK(v >= 0.0f && v < static_cast<float>(k) && v == std::floor(v),
+           StrCat("cross_entropy '", node.name, "': label ", v, " at position ", i,
+                  " is not a class id in [0, ", k, ")"));
+  return static_cast<int64_t>(v);
+}
+
+}  // namespace
+
+// loss = (1/N) Σ_i (lse_i − logits[i, label_i]); saved.tensors = {lse[N]}.
+void CrossEntropyForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                         SavedState& saved) {
+  const Tensor& logits = *in[0];
+  const Rows r = RowsOf(logits);
+  HS_CHECK(in[1]->numel() == r.count,
+           StrCat("cross_entropy '", node.name, "': ", in[1]->numel(), " labels for ", r.count,
+                  " rows of logits"));
+  const float* labels = in[1]->ptr();
+  Tensor lse({r.count});
+  double loss = 0;
+  for (int64_t i = 0; i < r.count; ++i) {
+    const float* xi = logits.ptr() + i * r.len;
+    const int64_t y = Label(node, labels, i, r.len);
+    const RowStats st = SoftmaxStats(xi, r.len);
+    const double l = double(st.max) + st.log_sum;
+    lse.data[i] = static_cast<float>(l);
+    loss += l - double(xi[y]);
+  }
+  out.data[0] = static_cast<float>(loss / static_cast<double>(r.count));
+  saved.tensors = {std::move(lse)};
+}
+
+// dlogits = (softmax − onehot) · dout / N with softmax = exp(logits − lse).
+void CrossEntropyBackward(const ir::Node& node, const KernelContext& ctx, In in,
+                          const Tensor& out, const Tensor& dout, const SavedState& saved,
+                          DIn din) {
+  if (!din[0]) return;
+  const Tensor& logits = *in[0];
+  const Rows r = RowsOf(logits);
+  HS_CHECK(saved.tensors.size() == 1 && saved.tensors[0].numel() == r.count,
+           StrCat("cross_entropy '", node.name, "': backward without the forward's logsumexp"));
+  const float* labels = in[1]->ptr();
+  const float* lse = saved.tensors[0].ptr();
+  const float scale = static_cast<float>(double(dout.data[0]) / static_cast<double>(r.count));
+  for (int64_t i = 0; i < r.count; ++i) {
+    const float* xi = logits.ptr() + i * r.len;
+    float* dxi = din[0]->ptr() + i * r.len;
+    for (int64_t j = 0; j < r.len; ++j) dxi[j] += std::exp(xi[j] - lse[i]) * scale;
+    dxi[Label(node, labels, i, r.len)] -= scale;
+  }
+}
+
+}  // namespace hetsynth::runtime::cpu
