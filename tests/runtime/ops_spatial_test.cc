@@ -42,6 +42,15 @@ Tensor SeparatedTensor(Shape shape, uint32_t seed) {
   return t;
 }
 
+// A gradient check of `kind` on random inputs of these shapes; callers adjust the rest.
+GradCase Case(OpKind kind, std::vector<Shape> shapes, const Attrs& attrs) {
+  GradCase c{};
+  c.kind = kind;
+  c.shapes = std::move(shapes);
+  c.attrs = attrs;
+  return c;
+}
+
 ir::Node MakeNode(OpKind kind, const Attrs& attrs) {
   ir::Node node;
   node.name = std::string(ir::OpName(kind));
@@ -165,10 +174,8 @@ TEST(AttentionTest, GradientsMatchFiniteDifferences) {
   for (int64_t heads : {1, 3}) {
     for (bool causal : {false, true}) {
       SCOPED_TRACE(::testing::Message() << "heads=" << heads << " causal=" << causal);
-      GradCase c{.kind = OpKind::kAttention,
-                 .shapes = {{2, 4, 6}, {2, 4, 6}, {2, 4, 6}},
-                 .attrs = AttentionAttrs(heads, causal)};
-      CheckGradients(c);
+      CheckGradients(
+          Case(OpKind::kAttention, {{2, 4, 6}, {2, 4, 6}, {2, 4, 6}}, AttentionAttrs(heads, causal)));
     }
   }
 }
@@ -267,24 +274,19 @@ TEST(Conv2dTest, MatchesNaiveLoops) {
 }
 
 TEST(Conv2dTest, GradientsWithBiasStride1Pad1) {
-  CheckGradients(GradCase{.kind = OpKind::kConv2d,
-                          .shapes = {{2, 3, 5, 5}, {4, 3, 3, 3}, {4}},
-                          .attrs = ConvAttrs(3, 1, 1)});
+  CheckGradients(Case(OpKind::kConv2d, {{2, 3, 5, 5}, {4, 3, 3, 3}, {4}}, ConvAttrs(3, 1, 1)));
 }
 
 TEST(Conv2dTest, GradientsWithoutBiasStride2Pad0) {
   // Width and height 7 leave the last row and column outside every window: their gradient
   // must be exactly zero, which the finite differences check.
-  CheckGradients(GradCase{.kind = OpKind::kConv2d,
-                          .shapes = {{2, 2, 7, 7}, {3, 2, 2, 2}},
-                          .attrs = ConvAttrs(2, 2, 0),
-                          .max_elems = 200});
+  GradCase c = Case(OpKind::kConv2d, {{2, 2, 7, 7}, {3, 2, 2, 2}}, ConvAttrs(2, 2, 0));
+  c.max_elems = 200;
+  CheckGradients(c);
 }
 
 TEST(Conv2dTest, GradientsPointwise) {
-  CheckGradients(GradCase{.kind = OpKind::kConv2d,
-                          .shapes = {{2, 3, 3, 4}, {2, 3, 1, 1}, {2}},
-                          .attrs = ConvAttrs(1, 1, 0)});
+  CheckGradients(Case(OpKind::kConv2d, {{2, 3, 3, 4}, {2, 3, 1, 1}, {2}}, ConvAttrs(1, 1, 0)));
 }
 
 TEST(MaxPool2dTest, TiesPickFirstInWindowOrder) {
@@ -313,21 +315,17 @@ TEST(MaxPool2dTest, ForwardTakesWindowMaxima) {
 }
 
 TEST(MaxPool2dTest, GradientsNonOverlapping) {
-  const Tensor x = SeparatedTensor({2, 2, 6, 6}, 30);
-  CheckGradients(GradCase{.kind = OpKind::kMaxPool2d,
-                          .shapes = {x.shape},
-                          .attrs = ConvAttrs(2, 2, 0),
-                          .fixed = {{0, x}},
-                          .max_elems = 200});
+  GradCase c = Case(OpKind::kMaxPool2d, {{2, 2, 6, 6}}, ConvAttrs(2, 2, 0));
+  c.fixed[0] = SeparatedTensor({2, 2, 6, 6}, 30);
+  c.max_elems = 200;
+  CheckGradients(c);
 }
 
 TEST(MaxPool2dTest, GradientsOverlapping) {
-  const Tensor x = SeparatedTensor({1, 2, 7, 7}, 31);
-  CheckGradients(GradCase{.kind = OpKind::kMaxPool2d,
-                          .shapes = {x.shape},
-                          .attrs = ConvAttrs(3, 2, 0),
-                          .fixed = {{0, x}},
-                          .max_elems = 200});
+  GradCase c = Case(OpKind::kMaxPool2d, {{1, 2, 7, 7}}, ConvAttrs(3, 2, 0));
+  c.fixed[0] = SeparatedTensor({1, 2, 7, 7}, 31);
+  c.max_elems = 200;
+  CheckGradients(c);
 }
 
 Attrs PoolAttrs(int64_t out_h, int64_t out_w) {
@@ -360,10 +358,9 @@ TEST(AdaptiveAvgPool2dTest, UsesPyTorchBins) {
 }
 
 TEST(AdaptiveAvgPool2dTest, GradientsUnevenBins) {
-  CheckGradients(GradCase{.kind = OpKind::kAdaptiveAvgPool2d,
-                          .shapes = {{2, 3, 5, 7}},
-                          .attrs = PoolAttrs(2, 3),
-                          .max_elems = 210});
+  GradCase c = Case(OpKind::kAdaptiveAvgPool2d, {{2, 3, 5, 7}}, PoolAttrs(2, 3));
+  c.max_elems = 210;
+  CheckGradients(c);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -427,17 +424,15 @@ TEST(TopKGateTest, GradientsWithDroppedSlots) {
   int dropped = 0;
   for (int64_t s = 0; s < tokens; ++s) dropped += route.at({s, 1, 1}) < 0 || route.at({s, 0, 1}) < 0;
   ASSERT_GT(dropped, 0) << "capacity 2 for 12 choices over 4 experts must drop some";
-  CheckGradients(GradCase{.kind = OpKind::kTopKGate,
-                          .shapes = {logits.shape},
-                          .attrs = a,
-                          .fixed = {{0, logits}}});
+  GradCase c = Case(OpKind::kTopKGate, {logits.shape}, a);
+  c.fixed[0] = logits;
+  CheckGradients(c);
 }
 
 TEST(MoEDispatchTest, Gradients) {
-  CheckGradients(GradCase{.kind = OpKind::kMoEDispatch,
-                          .shapes = {{5, 4}, {5, 2, 3}},
-                          .attrs = MoEAttrs(3, 2),
-                          .fixed = {{1, FixedRoute()}}});
+  GradCase c = Case(OpKind::kMoEDispatch, {{5, 4}, {5, 2, 3}}, MoEAttrs(3, 2));
+  c.fixed[1] = FixedRoute();
+  CheckGradients(c);
 }
 
 TEST(MoEDispatchTest, DroppedChoicesLeaveSlotsEmpty) {
@@ -455,13 +450,11 @@ TEST(MoEDispatchTest, DroppedChoicesLeaveSlotsEmpty) {
 }
 
 TEST(MoECombineTest, Gradients) {
-  CheckGradients(GradCase{
-      .kind = OpKind::kMoECombine,
-      .shapes = {{3, 2, 4}, {5, 2, 3}},
-      .attrs = {},
-      .fixed = {{1, FixedRoute()}},
-      // Channels 0 and 1 of the route are indices; only the weights (channel 2) are checked.
-      .skip = [](size_t input, int64_t elem) { return input == 1 && elem % 3 != 2; }});
+  GradCase c = Case(OpKind::kMoECombine, {{3, 2, 4}, {5, 2, 3}}, {});
+  c.fixed[1] = FixedRoute();
+  // Channels 0 and 1 of the route are indices; only the weights (channel 2) are checked.
+  c.skip = [](size_t input, int64_t elem) { return input == 1 && elem % 3 != 2; };
+  CheckGradients(c);
 }
 
 TEST(MoETest, DispatchCombineRoundTripReproducesTokens) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpu/ops.h"
+#include "hetsynth/runtime/random.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
@@ -259,18 +260,6 @@ void GeluBackward(const ir::Node& node, const KernelContext& ctx, In in, const T
 }
 
 namespace {
-
-// splitmix64 (Steele, Lea, Flood 2014), the finalizer of Java's SplittableRandom:
-//   z = x + 0x9e3779b97f4a7c15
-//   z = (z ^ (z >> 30)) · 0xbf58476d1ce4e5b9
-//   z = (z ^ (z >> 27)) · 0x94d049bb133111eb
-//   return z ^ (z >> 31)                         (all arithmetic mod 2^64)
-uint64_t SplitMix64(uint64_t x) {
-  uint64_t z = x + 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 // The dropout stream, fixed so that masks are reproducible across runs and backends:
 //   u(seed, step, j) = (splitmix64(seed ^ splitmix64(step ^ splitmix64(j))) >> 40) · 2^-24

@@ -24,6 +24,9 @@ inline uint64_t Mix(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+// splitmix64 as a hash: Mix(x + golden gamma); the dropout masks use it (docs/models.md).
+inline uint64_t SplitMix64(uint64_t x) { return Mix(x + 0x9E3779B97F4A7C15ULL); }
+
 // 64-bit FNV-1a of a string: names parameters' streams.
 inline uint64_t Fnv1a(std::string_view s) {
   uint64_t h = 0xCBF29CE484222325ULL;
