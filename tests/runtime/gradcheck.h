@@ -1,5 +1,5 @@
-// Gradient check for one CPU kernel: analytic backward against central finite differences of
-// L = Σ out ⊙ R for a fixed random R.
+// Helpers for CPU kernel tests: run one op's forward on given tensors, and check its backward
+// against central finite differences of L = Σ out ⊙ R for a fixed random R.
 #pragma once
 
 #include <cmath>
@@ -30,6 +30,37 @@ struct GradCase {
   uint32_t seed = 1;
 };
 
+inline ir::Node MakeNode(ir::OpKind kind, const ir::Attrs& attrs) {
+  ir::Node node;
+  node.name = std::string(ir::OpName(kind));
+  node.kind = kind;
+  node.attrs = attrs;
+  return node;
+}
+
+// Runs the forward kernel on a zero-filled output of the shape ir::InferShape gives.
+inline Tensor RunForward(ir::OpKind kind, const ir::Attrs& attrs, std::vector<const Tensor*> in,
+                         int64_t step = 0, SavedState* saved_out = nullptr) {
+  std::vector<ir::Shape> shapes;
+  for (const Tensor* t : in) shapes.push_back(t->shape);
+  absl::StatusOr<ir::Shape> shape = ir::InferShape(kind, shapes, attrs);
+  EXPECT_TRUE(shape.ok()) << shape.status();
+  Tensor out(shape.value_or(ir::Shape{}));
+  SavedState saved;
+  Forward(MakeNode(kind, attrs), KernelContext{step}, in, out, saved);
+  if (saved_out) *saved_out = std::move(saved);
+  return out;
+}
+
+// A gradient check of `kind` on random inputs of these shapes; callers adjust the rest.
+inline GradCase Case(ir::OpKind kind, std::vector<ir::Shape> shapes, const ir::Attrs& attrs = {}) {
+  GradCase c{};
+  c.kind = kind;
+  c.shapes = std::move(shapes);
+  c.attrs = attrs;
+  return c;
+}
+
 inline double WeightedSum(const Tensor& out, const Tensor& r) {
   double s = 0;
   for (int64_t i = 0; i < out.numel(); ++i) s += double(out.data[i]) * double(r.data[i]);
@@ -50,21 +81,14 @@ inline void CheckGradients(const GradCase& c) {
     for (float& v : t.data) v = normal(rng);
     inputs.push_back(std::move(t));
   }
-  ir::Node node;
-  node.name = std::string(ir::OpName(c.kind));
-  node.kind = c.kind;
-  node.attrs = c.attrs;
+  const ir::Node node = MakeNode(c.kind, c.attrs);
   std::vector<ir::Shape> shapes;
   for (const Tensor& t : inputs) shapes.push_back(t.shape);
-  absl::StatusOr<ir::Shape> out_shape = ir::InferShape(c.kind, shapes, c.attrs);
-  ASSERT_TRUE(out_shape.ok()) << out_shape.status();
-
+  ASSERT_TRUE(ir::InferShape(c.kind, shapes, c.attrs).ok());
   auto forward = [&](SavedState& saved) {
     std::vector<const Tensor*> ptrs;
     for (const Tensor& t : inputs) ptrs.push_back(&t);
-    Tensor out(*out_shape);
-    Forward(node, KernelContext{}, ptrs, out, saved);
-    return out;
+    return RunForward(c.kind, c.attrs, ptrs, 0, &saved);
   };
   SavedState saved;
   Tensor out = forward(saved);

@@ -19,7 +19,9 @@ using ir::Attrs;
 using ir::OpKind;
 using ir::Shape;
 using testing::CheckGradients;
+using testing::Case;
 using testing::GradCase;
+using testing::MakeNode;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
@@ -30,44 +32,18 @@ Tensor Make(Shape shape, std::vector<float> values) {
   return t;
 }
 
-ir::Node MakeNode(OpKind kind, const Attrs& attrs) {
-  ir::Node node;
-  node.name = std::string(ir::OpName(kind));
-  node.kind = kind;
-  node.attrs = attrs;
-  return node;
-}
-
-// Runs the forward kernel on a zero-filled output of the inferred shape.
+// testing::RunForward on a list of tensors.
 Tensor RunForward(OpKind kind, const std::vector<Tensor>& inputs, const Attrs& attrs = {},
                   int64_t step = 0, SavedState* saved_out = nullptr) {
-  std::vector<Shape> shapes;
   std::vector<const Tensor*> ptrs;
-  for (const Tensor& t : inputs) {
-    shapes.push_back(t.shape);
-    ptrs.push_back(&t);
-  }
-  absl::StatusOr<Shape> shape = ir::InferShape(kind, shapes, attrs);
-  EXPECT_TRUE(shape.ok()) << shape.status();
-  Tensor out(shape.value_or(Shape{}));
-  SavedState saved;
-  Forward(MakeNode(kind, attrs), KernelContext{step}, ptrs, out, saved);
-  if (saved_out) *saved_out = std::move(saved);
-  return out;
+  for (const Tensor& t : inputs) ptrs.push_back(&t);
+  return testing::RunForward(kind, attrs, ptrs, step, saved_out);
 }
 
 Tensor Iota(Shape shape, float scale = 1.0f, float offset = 0.0f) {
   Tensor t(std::move(shape));
   for (int64_t i = 0; i < t.numel(); ++i) t.data[i] = offset + scale * static_cast<float>(i);
   return t;
-}
-
-GradCase Case(OpKind kind, std::vector<Shape> shapes, const Attrs& attrs = {}) {
-  GradCase c{};
-  c.kind = kind;
-  c.shapes = std::move(shapes);
-  c.attrs = attrs;
-  return c;
 }
 
 Attrs AxisAttrs(int64_t axis, int64_t axis2 = -2) {

@@ -21,7 +21,9 @@ using ir::Attrs;
 using ir::OpKind;
 using ir::Shape;
 using testing::CheckGradients;
+using testing::Case;
 using testing::GradCase;
+using testing::MakeNode;
 
 Tensor RandomTensor(Shape shape, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -42,38 +44,11 @@ Tensor SeparatedTensor(Shape shape, uint32_t seed) {
   return t;
 }
 
-// A gradient check of `kind` on random inputs of these shapes; callers adjust the rest.
-GradCase Case(OpKind kind, std::vector<Shape> shapes, const Attrs& attrs) {
-  GradCase c{};
-  c.kind = kind;
-  c.shapes = std::move(shapes);
-  c.attrs = attrs;
-  return c;
-}
 
-ir::Node MakeNode(OpKind kind, const Attrs& attrs) {
-  ir::Node node;
-  node.name = std::string(ir::OpName(kind));
-  node.kind = kind;
-  node.attrs = attrs;
-  return node;
-}
 
-// Runs Forward on shapes checked by ir::InferShape.
 Tensor RunForward(OpKind kind, const Attrs& attrs, std::vector<const Tensor*> in,
-                  SavedState* saved) {
-  std::vector<Shape> shapes;
-  for (const Tensor* t : in) shapes.push_back(t->shape);
-  absl::StatusOr<Shape> shape = ir::InferShape(kind, shapes, attrs);
-  EXPECT_TRUE(shape.ok()) << shape.status();
-  Tensor out(*shape);
-  Forward(MakeNode(kind, attrs), KernelContext{}, in, out, *saved);
-  return out;
-}
-
-Tensor RunForward(OpKind kind, const Attrs& attrs, std::vector<const Tensor*> in) {
-  SavedState saved;
-  return RunForward(kind, attrs, std::move(in), &saved);
+                  SavedState* saved = nullptr) {
+  return testing::RunForward(kind, attrs, std::move(in), 0, saved);
 }
 
 Tensor MakeRoute(const std::vector<std::vector<std::array<float, 3>>>& entries) {
