@@ -82,7 +82,7 @@ Runner RegisterModels(CLI::App& app) {
       "models", "List the built-in models, or show one model's inputs, parameters and FLOPs");
   auto opts = std::make_shared<ModelOptions>();
   auto graph_out = std::make_shared<std::string>();
-  cmd->add_option("name", opts->name, "model to show (" + ir::ModelNames() + ")");
+  cmd->add_option("name,--model", opts->name, "model to show (" + ir::ModelNames() + ")");
   opts->AddFlags(*cmd);
   cmd->add_option("--graph-out", *graph_out, "also write the model's graph JSON to FILE")
       ->type_name("FILE");
