@@ -1,0 +1,124 @@
+// The distributed instruction set, part 2: instructions, programs and plans — the contract
+// between the synthesizer (which writes plans) and the runtime (which runs them).
+//
+// A program is a sequence of instructions, each a Hoare triple {pre} instr {post} over the
+// properties of rules.h, that starts from the placements of the inputs and parameters and
+// reaches the goal Reduce(loss). Only the forward program is stored: backward runs every
+// compute instruction's local backward kernel and every collective's dual, in reverse.
+// Split groups give the integer shard length of every sharded tensor on every device.
+//
+//   absl::Status ok = CheckProgram(graph, program);   // re-derives every triple
+//   std::string json = PlanToJson(graph, plan);
+//   absl::StatusOr<Plan> back = PlanFromJson(graph_for(plan), text, "plan.json");
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "hetsynth/instr/rules.h"
+#include "hetsynth/ir/graph.h"
+
+namespace hetsynth::instr {
+
+enum class InstrKind : uint8_t {
+  kPlaceInput,      // {} → Identity(x) | Gather(x, d): every device reads (its rows of) an input
+  kPlaceParameter,  // {} → Identity(W): replicated, gradient all-reduced in backward (data
+                    //      parallel); {} → Gather(W, d): sharded, each device owns and updates
+                    //      its slice (tensor parallel; followed by an all-gather it is ZeRO-3)
+  kCompute,         // a compute rule of rules.h
+  kAllGather,       // {Gather(t, d)} → {Identity(t)};        dual: reduce-scatter(d)
+  kReduceScatter,   // {Reduce(t)} → {Gather(t, d)};          dual: all-gather(d)
+  kAllReduce,       // {Reduce(t)} → {Identity(t)};           dual: all-reduce
+  kAllToAll,        // {Gather(t, d)} → {Gather(t, d2)};      dual: all-to-all(d2 → d)
+  kSlice,           // {Identity(t)} → {Gather(t, d)}, local;  dual: zero-padded gradient
+};
+
+// How an uneven all-gather / reduce-scatter / all-to-all moves data (DESIGN §4).
+enum class CollImpl : uint8_t {
+  kNone,     // not a collective, or one with a single implementation (all-reduce: ring)
+  kPadded,   // every shard padded to the largest one; a standard ring collective
+  kGrouped,  // grouped point-to-point sends of the true shard sizes
+};
+
+std::string_view InstrKindName(InstrKind k);   // "place_input", "all_gather", ...
+std::string_view CollImplName(CollImpl c);     // "none", "padded", "grouped"
+
+struct Instruction {
+  InstrKind kind = InstrKind::kCompute;
+  ir::NodeId node = -1;            // compute: the graph node
+  std::string rule;                // compute: the rule's name (ShardingRules)
+  ir::ValueId tensor = ir::kNoValue;  // placements and collectives: the tensor moved
+  int dim = -1;                    // Gather dim of the pre (all-gather, all-to-all) or post
+  int dim2 = -1;                   // all-to-all: the Gather dim of the post
+  CollImpl impl = CollImpl::kNone;
+  int segment = 0;                 // whose ratios cut the tensors this instruction splits
+  std::vector<Property> pre;       // the triple, derived from the fields above
+  std::vector<Property> post;
+};
+
+// Sharded (tensor, dim) pairs that are cut identically: `atoms` equal units, of which device i
+// holds counts[i] contiguous ones in rank order (Σ counts = atoms; zero is allowed).
+struct SplitGroup {
+  std::vector<Property> members;   // Gather properties, sorted
+  int64_t atoms = 0;
+  int segment = 0;
+  std::vector<int64_t> counts;     // per device
+};
+
+struct Program {
+  int num_devices = 0;
+  std::vector<Instruction> instructions;
+  std::vector<std::vector<double>> ratios;  // [segment][device], each row sums to 1
+  std::vector<SplitGroup> groups;
+
+  // The group holding a Gather property; -1 if none.
+  int GroupOf(const Property& p) const;
+  // Per-device lengths of a Gather property's dim (sum = the dim's size).
+  std::vector<int64_t> ShardLengths(const ir::Graph& g, const Property& p) const;
+};
+
+// Derives the triple of an instruction from its kind and fields (compute: from the rule of
+// that name); an error when the fields do not describe a valid instruction.
+absl::Status DeriveTriple(const ir::Graph& g, Instruction& instr);
+
+// Builds the split groups of a program from its instructions (union of the split uses of
+// every compute rule, plus each collective's Gather operand) with atoms = gcd of the members'
+// limits, and assigns counts from the segment ratios by largest-remainder rounding.
+absl::Status BuildSplitGroups(const ir::Graph& g, Program& p);
+
+// Largest-remainder rounding of ratios·total to integers that sum to total exactly; ties go to
+// the lower index (deterministic).
+std::vector<int64_t> RoundShares(const std::vector<double>& ratios, int64_t total);
+
+// Re-verifies a program from the triples: every instruction's triple matches its definition,
+// every precondition holds where used, each node is computed at most once, each parameter is
+// placed exactly once, the goal Reduce(loss) (or Identity(loss)) is reached, split groups are
+// consistent and their counts sum to their atoms. The error names the instruction.
+absl::Status CheckProgram(const ir::Graph& g, const Program& p);
+
+// A plan: the program plus what it was made for and what it is predicted to cost.
+struct Plan {
+  std::string model;                     // built-in model name
+  std::map<std::string, double> model_args;
+  int64_t batch = 0;
+  std::string cluster;                   // cluster name
+  std::string cluster_fingerprint;       // costmodel::Cluster::Fingerprint()
+  std::vector<std::string> devices;      // device names in rank order
+  std::string strategy;                  // "synthesized", "dp-ev", "dp-cp", "tp-even", "zero-even"
+  Program program;
+  double predicted_step_time_s = 0;
+  double predicted_compute_s = 0;
+  double predicted_communication_s = 0;
+  std::vector<double> predicted_memory_bytes;  // per device
+  std::vector<double> memory_capacity_bytes;   // per device
+};
+
+std::string PlanToJson(const ir::Graph& g, const Plan& plan);
+// Model fields only (to build the graph before reading the program).
+absl::StatusOr<Plan> PlanHeaderFromJson(const std::string& text, const std::string& source);
+absl::StatusOr<Plan> PlanFromJson(const ir::Graph& g, const std::string& text, const std::string& source);
+
+}  // namespace hetsynth::instr

@@ -1,0 +1,222 @@
+// Plan files (docs/plan-format.md): the program in terms of node and tensor names, each
+// instruction with its triple spelled out for people; reading re-derives every triple and
+// refuses a file whose stated triples or split groups do not match.
+#include <nlohmann/json.hpp>
+
+#include "hetsynth/instr/program.h"
+#include "hetsynth/ir/status.h"
+
+namespace hetsynth::instr {
+namespace {
+
+using nlohmann::json;
+constexpr int kVersion = 1;
+
+json Props(const ir::Graph& g, const std::vector<Property>& ps) {
+  json out = json::array();
+  for (const Property& p : ps) out.push_back(PropertyString(g, p));
+  return out;
+}
+
+class Reader {
+ public:
+  explicit Reader(std::string source) : source_(std::move(source)) {}
+
+  absl::Status Err(const std::string& where, const std::string& what) const {
+    return absl::InvalidArgumentError(StrCat("plan '", source_, "': ", where, ": ", what));
+  }
+
+  absl::StatusOr<json> Parse(const std::string& text) const {
+    json root = json::parse(text, nullptr, false);
+    if (root.is_discarded() || !root.is_object()) return Err("document", "not a JSON object");
+    if (root.value("format", "") != "hetsynth-plan") return Err("field 'format'", "expected \"hetsynth-plan\"");
+    if (!root.contains("version") || root["version"] != kVersion) {
+      return Err("field 'version'", StrCat(root.contains("version") ? root["version"].dump() : "missing",
+                                           "; expected ", kVersion));
+    }
+    return root;
+  }
+
+  absl::StatusOr<Plan> Header(const json& root) const {
+    Plan plan;
+    if (!root.contains("model") || !root["model"].is_object()) return Err("field 'model'", "missing object");
+    const json& m = root["model"];
+    if (!m.contains("name") || !m["name"].is_string()) return Err("model.name", "missing string");
+    plan.model = m["name"].get<std::string>();
+    if (!m.contains("batch") || !m["batch"].is_number_integer() || m["batch"].get<int64_t>() <= 0) {
+      return Err("model.batch", "expected a positive integer");
+    }
+    plan.batch = m["batch"].get<int64_t>();
+    if (m.contains("args")) {
+      if (!m["args"].is_object()) return Err("model.args", "expected an object of numbers");
+      for (auto it = m["args"].begin(); it != m["args"].end(); ++it) {
+        if (!it.value().is_number()) return Err(StrCat("model.args.", it.key()), StrCat(it.value().dump(), "; expected a number"));
+        plan.model_args[it.key()] = it.value().get<double>();
+      }
+    }
+    if (!root.contains("cluster") || !root["cluster"].is_object()) return Err("field 'cluster'", "missing object");
+    const json& c = root["cluster"];
+    plan.cluster = c.value("name", "");
+    plan.cluster_fingerprint = c.value("fingerprint", "");
+    if (!c.contains("devices") || !c["devices"].is_array() || c["devices"].empty()) {
+      return Err("cluster.devices", "expected a non-empty array of device names");
+    }
+    for (const json& d : c["devices"]) {
+      if (!d.is_string()) return Err("cluster.devices", StrCat(d.dump(), "; expected a device name"));
+      plan.devices.push_back(d.get<std::string>());
+    }
+    plan.strategy = root.value("strategy", "");
+    if (root.contains("predicted")) {
+      const json& p = root["predicted"];
+      plan.predicted_step_time_s = p.value("step_time_s", 0.0);
+      plan.predicted_compute_s = p.value("compute_s", 0.0);
+      plan.predicted_communication_s = p.value("communication_s", 0.0);
+      if (p.contains("memory_bytes")) plan.predicted_memory_bytes = p["memory_bytes"].get<std::vector<double>>();
+      if (p.contains("memory_capacity_bytes")) plan.memory_capacity_bytes = p["memory_capacity_bytes"].get<std::vector<double>>();
+    }
+    return plan;
+  }
+
+  absl::StatusOr<Plan> Full(const ir::Graph& g, const json& root) const {
+    HS_ASSIGN_OR_RETURN(Plan plan, Header(root));
+    Program& prog = plan.program;
+    prog.num_devices = static_cast<int>(plan.devices.size());
+    if (!root.contains("ratios") || !root["ratios"].is_array()) return Err("field 'ratios'", "missing array");
+    for (const json& seg : root["ratios"]) {
+      if (!seg.is_array()) return Err("ratios", "expected one array of numbers per segment");
+      std::vector<double> row;
+      for (const json& r : seg) {
+        if (!r.is_number()) return Err("ratios", StrCat(r.dump(), "; expected a number"));
+        row.push_back(r.get<double>());
+      }
+      prog.ratios.push_back(std::move(row));
+    }
+    if (!root.contains("program") || !root["program"].is_array()) return Err("field 'program'", "missing array");
+    for (size_t i = 0; i < root["program"].size(); ++i) {
+      const json& j = root["program"][i];
+      const std::string where = StrCat("program[", i, "]");
+      if (!j.is_object()) return Err(where, "expected an object");
+      Instruction in;
+      const std::string op = j.value("op", "");
+      bool known = false;
+      for (InstrKind k : {InstrKind::kPlaceInput, InstrKind::kPlaceParameter, InstrKind::kCompute,
+                          InstrKind::kAllGather, InstrKind::kReduceScatter, InstrKind::kAllReduce,
+                          InstrKind::kAllToAll, InstrKind::kSlice}) {
+        if (InstrKindName(k) == op) in.kind = k, known = true;
+      }
+      if (!known) return Err(where, StrCat("'op' is \"", op, "\"; expected an instruction kind (docs/plan-format.md)"));
+      if (in.kind == InstrKind::kCompute) {
+        in.node = -1;
+        const std::string node = j.value("node", "");
+        const ir::ValueId v = g.Find(node);
+        if (v == ir::kNoValue || g.value(v).producer < 0) return Err(where, StrCat("'node' is \"", node, "\"; expected a node of the model"));
+        in.node = g.value(v).producer;
+        in.rule = j.value("rule", "");
+      } else {
+        const std::string t = j.value("tensor", "");
+        in.tensor = g.Find(t);
+        if (in.tensor == ir::kNoValue) return Err(where, StrCat("'tensor' is \"", t, "\"; expected a tensor of the model"));
+      }
+      if (j.contains("dim") && !j["dim"].is_number_integer()) return Err(where, "'dim' must be an integer");
+      if (j.contains("dim2") && !j["dim2"].is_number_integer()) return Err(where, "'dim2' must be an integer");
+      in.dim = j.value("dim", -1);
+      in.dim2 = j.value("dim2", -1);
+      const std::string impl = j.value("impl", "none");
+      if (impl == "padded") in.impl = CollImpl::kPadded;
+      else if (impl == "grouped") in.impl = CollImpl::kGrouped;
+      else if (impl != "none") return Err(where, StrCat("'impl' is \"", impl, "\"; expected padded, grouped or none"));
+      in.segment = j.value("segment", 0);
+      absl::Status st = DeriveTriple(g, in);
+      if (!st.ok()) return Err(where, std::string(st.message()));
+      if (j.value("pre", json::array()) != Props(g, in.pre) || j.value("post", json::array()) != Props(g, in.post)) {
+        return Err(where, StrCat("stated triple {", j.value("pre", json::array()).dump(), "} ",
+                                 op, " {", j.value("post", json::array()).dump(), "} does not match its definition {",
+                                 Props(g, in.pre).dump(), "} ", op, " {", Props(g, in.post).dump(), "}"));
+      }
+      prog.instructions.push_back(std::move(in));
+    }
+    if (prog.ratios.empty()) return Err("field 'ratios'", "expected at least one segment");
+    // Split groups: members and atoms must be what the instructions imply; counts come from
+    // the file (the synthesizer may have chosen them) and are checked by CheckProgram.
+    HS_RETURN_IF_ERROR(BuildSplitGroups(g, prog));
+    if (!root.contains("splits") || !root["splits"].is_array() || root["splits"].size() != prog.groups.size()) {
+      return Err("field 'splits'", StrCat("expected an array of ", prog.groups.size(), " split groups"));
+    }
+    for (size_t k = 0; k < prog.groups.size(); ++k) {
+      const json& s = root["splits"][k];
+      const std::string where = StrCat("splits[", k, "]");
+      if (!s.is_object() || s.value("members", json::array()) != Props(g, prog.groups[k].members) ||
+          s.value("atoms", int64_t{-1}) != prog.groups[k].atoms) {
+        return Err(where, StrCat("expected members ", Props(g, prog.groups[k].members).dump(), " with ",
+                                 prog.groups[k].atoms, " atoms"));
+      }
+      if (!s.contains("counts") || !s["counts"].is_array()) return Err(where, "missing array 'counts'");
+      prog.groups[k].counts.clear();
+      for (const json& c : s["counts"]) {
+        if (!c.is_number_integer()) return Err(where, StrCat("count ", c.dump(), "; expected an integer"));
+        prog.groups[k].counts.push_back(c.get<int64_t>());
+      }
+    }
+    absl::Status st = CheckProgram(g, prog);
+    if (!st.ok()) return Err("program", std::string(st.message()));
+    return plan;
+  }
+
+ private:
+  std::string source_;
+};
+
+}  // namespace
+
+std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
+  json root;
+  root["format"] = "hetsynth-plan";
+  root["version"] = kVersion;
+  root["strategy"] = plan.strategy;
+  root["model"] = {{"name", plan.model}, {"batch", plan.batch}, {"args", plan.model_args}};
+  root["cluster"] = {{"name", plan.cluster}, {"fingerprint", plan.cluster_fingerprint}, {"devices", plan.devices}};
+  root["predicted"] = {{"step_time_s", plan.predicted_step_time_s},
+                       {"compute_s", plan.predicted_compute_s},
+                       {"communication_s", plan.predicted_communication_s},
+                       {"memory_bytes", plan.predicted_memory_bytes},
+                       {"memory_capacity_bytes", plan.memory_capacity_bytes}};
+  root["ratios"] = plan.program.ratios;
+  json prog = json::array();
+  for (const Instruction& in : plan.program.instructions) {
+    json j = {{"op", std::string(InstrKindName(in.kind))}};
+    if (in.kind == InstrKind::kCompute) {
+      j["node"] = g.node(in.node).name;
+      j["rule"] = in.rule;
+    } else {
+      j["tensor"] = g.value(in.tensor).name;
+    }
+    if (in.dim >= 0) j["dim"] = in.dim;
+    if (in.dim2 >= 0) j["dim2"] = in.dim2;
+    if (in.impl != CollImpl::kNone) j["impl"] = std::string(CollImplName(in.impl));
+    if (in.segment != 0) j["segment"] = in.segment;
+    j["pre"] = Props(g, in.pre);
+    j["post"] = Props(g, in.post);
+    prog.push_back(std::move(j));
+  }
+  root["program"] = std::move(prog);
+  json splits = json::array();
+  for (const SplitGroup& s : plan.program.groups) {
+    splits.push_back({{"members", Props(g, s.members)}, {"atoms", s.atoms}, {"segment", s.segment}, {"counts", s.counts}});
+  }
+  root["splits"] = std::move(splits);
+  return root.dump(1) + "\n";
+}
+
+absl::StatusOr<Plan> PlanHeaderFromJson(const std::string& text, const std::string& source) {
+  Reader r(source);
+  HS_ASSIGN_OR_RETURN(json root, r.Parse(text));
+  return r.Header(root);
+}
+
+absl::StatusOr<Plan> PlanFromJson(const ir::Graph& g, const std::string& text, const std::string& source) {
+  Reader r(source);
+  HS_ASSIGN_OR_RETURN(json root, r.Parse(text));
+  return r.Full(g, root);
+}
+
+}  // namespace hetsynth::instr

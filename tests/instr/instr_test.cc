@@ -1,0 +1,191 @@
+#include <gtest/gtest.h>
+
+#include "hetsynth/instr/program.h"
+#include "hetsynth/instr/rules.h"
+#include "hetsynth/ir/models.h"
+
+namespace hetsynth::instr {
+namespace {
+
+using ir::ValueId;
+
+// x[8,4] -> fc1 (6) -> relu -> head (3) -> cross-entropy
+ir::Graph Tiny() {
+  ir::Builder b("tiny");
+  const ValueId x = b.Input("x", {8, 4});
+  const ValueId labels = b.Input("labels", {8});
+  const ValueId w1 = b.Parameter("fc1.weight", {6, 4}, ir::Init::Normal(0.1));
+  const ValueId b1 = b.Parameter("fc1.bias", {6}, ir::Init::Zeros());
+  const ValueId w2 = b.Parameter("head.weight", {3, 6}, ir::Init::Normal(0.1));
+  const ValueId b2 = b.Parameter("head.bias", {3}, ir::Init::Zeros());
+  const ValueId h = b.Relu("relu", b.Linear("fc1", x, w1, b1));
+  b.SetLoss(b.Op("loss", ir::OpKind::kCrossEntropy, {b.Linear("head", h, w2, b2), labels}));
+  return *std::move(b).Finish();
+}
+
+Instruction Place(const ir::Graph& g, const std::string& t, int dim = -1) {
+  Instruction in;
+  in.kind = g.value(g.Find(t)).kind == ir::ValueKind::kInput ? InstrKind::kPlaceInput : InstrKind::kPlaceParameter;
+  in.tensor = g.Find(t);
+  in.dim = dim;
+  EXPECT_TRUE(DeriveTriple(g, in).ok());
+  return in;
+}
+
+Instruction Compute(const ir::Graph& g, const std::string& node, const std::string& rule) {
+  Instruction in;
+  in.kind = InstrKind::kCompute;
+  in.node = g.value(g.Find(node)).producer;
+  in.rule = rule;
+  const absl::Status st = DeriveTriple(g, in);
+  EXPECT_TRUE(st.ok()) << st;
+  return in;
+}
+
+Instruction Collective(const ir::Graph& g, InstrKind kind, const std::string& t, int dim = -1) {
+  Instruction in;
+  in.kind = kind;
+  in.tensor = g.Find(t);
+  in.dim = dim;
+  EXPECT_TRUE(DeriveTriple(g, in).ok());
+  return in;
+}
+
+Program DataParallel(const ir::Graph& g, std::vector<double> ratios) {
+  Program p;
+  p.num_devices = static_cast<int>(ratios.size());
+  p.ratios = {std::move(ratios)};
+  p.instructions = {Place(g, "x", 0), Place(g, "labels", 0), Place(g, "fc1.weight"), Place(g, "fc1.bias"),
+                    Place(g, "head.weight"), Place(g, "head.bias"), Compute(g, "fc1", "batch0"),
+                    Compute(g, "relu", "split0"), Compute(g, "head", "batch0"), Compute(g, "loss", "batch0")};
+  EXPECT_TRUE(BuildSplitGroups(g, p).ok());
+  return p;
+}
+
+TEST(Rules, LinearHasReplicatedBatchColumnAndRowSplits) {
+  const ir::Graph g = Tiny();
+  std::vector<std::string> names;
+  for (const ComputeRule& r : ShardingRules(g, g.value(g.Find("fc1")).producer)) names.push_back(r.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"replicated", "batch0", "column", "row"}));
+  const ComputeRule row = ShardingRules(g, g.value(g.Find("head")).producer)[3];
+  EXPECT_EQ(PropertyString(g, row.post), "Reduce(head)");
+  EXPECT_TRUE(row.bias_once);
+  EXPECT_EQ(PropertyString(g, row.pre[0]), "Gather(relu, 1)");
+}
+
+TEST(Rules, AttentionHeadSplitCutsWholeHeads) {
+  const ir::Graph g = *ir::BuildModel(*ir::MakeModelSpec("gpt", {}, 0, ir::Preset::kSmall));
+  for (const ComputeRule& r : ShardingRules(g, g.value(g.Find("layers.0.attn")).producer)) {
+    if (r.name != "heads") continue;
+    ASSERT_EQ(r.split.size(), 4u);
+    for (const SplitUse& u : r.split) EXPECT_EQ(u.max_atoms, 4);  // 4 heads of the small gpt
+    return;
+  }
+  FAIL() << "no heads rule";
+}
+
+TEST(Rules, EveryNodeOfEveryModelHasTheReplicatedRuleFirst) {
+  for (const ir::ModelInfo& m : ir::Models()) {
+    const ir::Graph g = *ir::BuildModel(*ir::MakeModelSpec(m.name, {}, 0, ir::Preset::kSmall));
+    for (size_t n = 0; n < g.nodes().size(); ++n) {
+      const auto rules = ShardingRules(g, static_cast<ir::NodeId>(n));
+      ASSERT_FALSE(rules.empty());
+      EXPECT_EQ(rules[0].name, "replicated");
+      for (const ComputeRule& r : rules) EXPECT_EQ(r.pre.size(), g.node(static_cast<ir::NodeId>(n)).inputs.size());
+    }
+  }
+}
+
+TEST(RoundShares, SumsExactlyWithLargestRemainderAndLowIndexTies) {
+  EXPECT_EQ(RoundShares({0.5, 0.3, 0.2}, 7), (std::vector<int64_t>{4, 2, 1}));
+  EXPECT_EQ(RoundShares({1.0 / 3, 1.0 / 3, 1.0 / 3}, 4), (std::vector<int64_t>{2, 1, 1}));
+  EXPECT_EQ(RoundShares({0.9, 0.1, 0.0}, 2), (std::vector<int64_t>{2, 0, 0}));
+  EXPECT_EQ(RoundShares({0.25, 0.25, 0.25, 0.25}, 0), (std::vector<int64_t>{0, 0, 0, 0}));
+}
+
+TEST(Program, DataParallelChecksAndSplitsTheBatchByRatio) {
+  const ir::Graph g = Tiny();
+  const Program p = DataParallel(g, {0.5, 0.25, 0.25});
+  const absl::Status st = CheckProgram(g, p);
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_EQ(p.groups.size(), 1u);  // x, labels, fc1, relu, head: one batch split
+  EXPECT_EQ(p.groups[0].atoms, 8);
+  EXPECT_EQ(p.ShardLengths(g, Property::Gather(g.Find("relu"), 0)), (std::vector<int64_t>{4, 2, 2}));
+}
+
+TEST(Program, MegatronColumnThenRowReachesTheGoalWithOneAllReduce) {
+  const ir::Graph g = Tiny();
+  Program p;
+  p.num_devices = 2;
+  p.ratios = {{0.5, 0.5}};
+  p.instructions = {Place(g, "x"), Place(g, "labels"), Place(g, "fc1.weight", 0), Place(g, "fc1.bias", 0),
+                    Place(g, "head.weight", 1), Place(g, "head.bias"), Compute(g, "fc1", "column"),
+                    Compute(g, "relu", "split1"), Compute(g, "head", "row"),
+                    Collective(g, InstrKind::kAllReduce, "head"), Compute(g, "loss", "replicated")};
+  ASSERT_TRUE(BuildSplitGroups(g, p).ok());
+  const absl::Status st = CheckProgram(g, p);
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_EQ(p.groups.size(), 1u);
+  EXPECT_EQ(p.groups[0].atoms, 6);
+  EXPECT_EQ(p.ShardLengths(g, Property::Gather(g.Find("head.weight"), 1)), (std::vector<int64_t>{3, 3}));
+}
+
+TEST(Program, CheckerRejectsBrokenPrograms) {
+  const ir::Graph g = Tiny();
+  auto error = [&](const Program& p) {
+    const absl::Status st = CheckProgram(g, p);
+    EXPECT_FALSE(st.ok());
+    return std::string(st.message());
+  };
+  Program missing = DataParallel(g, {0.5, 0.5});
+  missing.instructions.erase(missing.instructions.begin() + 2);  // fc1.weight never placed
+  EXPECT_NE(error(missing).find("precondition Identity(fc1.weight) does not hold"), std::string::npos);
+
+  Program reordered = DataParallel(g, {0.5, 0.5});
+  std::swap(reordered.instructions[6], reordered.instructions[7]);  // relu before fc1
+  EXPECT_NE(error(reordered).find("instruction 6 (compute 'relu' (split0)): precondition Gather(fc1, 0)"),
+            std::string::npos);
+
+  Program twice = DataParallel(g, {0.5, 0.5});
+  twice.instructions.push_back(twice.instructions[9]);
+  EXPECT_NE(error(twice).find("computed twice"), std::string::npos);
+
+  Program lying = DataParallel(g, {0.5, 0.5});
+  lying.instructions[6].post = {Property::Identity(g.Find("fc1"))};
+  EXPECT_NE(error(lying).find("does not match its definition"), std::string::npos);
+
+  Program counts = DataParallel(g, {0.5, 0.5});
+  counts.groups[0].counts = {5, 4};
+  EXPECT_NE(error(counts).find("summing to 9; expected 2 summing to 8"), std::string::npos);
+
+  Program no_goal = DataParallel(g, {0.5, 0.5});
+  no_goal.instructions.pop_back();
+  EXPECT_NE(error(no_goal).find("never reaches the goal Reduce(loss)"), std::string::npos);
+}
+
+TEST(PlanJson, RoundTripsAndRefusesACorruptedTriple) {
+  const ir::Graph g = Tiny();
+  Plan plan;
+  plan.model = "tiny";
+  plan.batch = 8;
+  plan.cluster = "two";
+  plan.devices = {"a", "b"};
+  plan.strategy = "dp-cp";
+  plan.program = DataParallel(g, {0.75, 0.25});
+  plan.program.groups[0].counts = {5, 3};  // chosen counts survive the round trip
+  const std::string text = PlanToJson(g, plan);
+  absl::StatusOr<Plan> back = PlanFromJson(g, text, "p.json");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(PlanToJson(g, *back), text);
+  EXPECT_EQ(back->program.groups[0].counts, (std::vector<int64_t>{5, 3}));
+
+  std::string corrupt = text;
+  const std::string from = "\"Gather(fc1, 0)\"";
+  corrupt.replace(corrupt.find(from), from.size(), "\"Identity(fc1)\"");
+  absl::StatusOr<Plan> bad = PlanFromJson(g, corrupt, "p.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("plan 'p.json': program[6]: stated triple"), std::string::npos) << bad.status();
+}
+
+}  // namespace
+}  // namespace hetsynth::instr
