@@ -28,5 +28,8 @@ using Runner = std::function<absl::Status()>;
 
 Runner RegisterModels(CLI::App& app);
 Runner RegisterTrain(CLI::App& app);
+Runner RegisterSynth(CLI::App& app);
+Runner RegisterExplain(CLI::App& app);
+Runner RegisterCheck(CLI::App& app);
 
 }  // namespace hetsynth::cli

@@ -56,8 +56,11 @@ class Reader {
     }
     if (!root.contains("cluster") || !root["cluster"].is_object()) return Err("field 'cluster'", "missing object");
     const json& c = root["cluster"];
-    plan.cluster = c.value("name", "");
-    plan.cluster_fingerprint = c.value("fingerprint", "");
+    if (!c.value("name", json()).is_string() || !c.value("fingerprint", json()).is_string()) {
+      return Err("cluster", "expected string fields 'name' and 'fingerprint'");
+    }
+    plan.cluster = c["name"].get<std::string>();
+    plan.cluster_fingerprint = c["fingerprint"].get<std::string>();
     if (!c.contains("devices") || !c["devices"].is_array() || c["devices"].empty()) {
       return Err("cluster.devices", "expected a non-empty array of device names");
     }
@@ -65,14 +68,33 @@ class Reader {
       if (!d.is_string()) return Err("cluster.devices", StrCat(d.dump(), "; expected a device name"));
       plan.devices.push_back(d.get<std::string>());
     }
+    if (!root.value("strategy", json("")).is_string()) return Err("field 'strategy'", "expected a string");
     plan.strategy = root.value("strategy", "");
     if (root.contains("predicted")) {
       const json& p = root["predicted"];
-      plan.predicted_step_time_s = p.value("step_time_s", 0.0);
-      plan.predicted_compute_s = p.value("compute_s", 0.0);
-      plan.predicted_communication_s = p.value("communication_s", 0.0);
-      if (p.contains("memory_bytes")) plan.predicted_memory_bytes = p["memory_bytes"].get<std::vector<double>>();
-      if (p.contains("memory_capacity_bytes")) plan.memory_capacity_bytes = p["memory_capacity_bytes"].get<std::vector<double>>();
+      if (!p.is_object()) return Err("field 'predicted'", "expected an object");
+      auto number = [&](const char* field, double* out) -> absl::Status {
+        if (!p.contains(field)) return absl::OkStatus();
+        if (!p[field].is_number()) return Err(StrCat("predicted.", field), StrCat(p[field].dump(), "; expected a number"));
+        *out = p[field].get<double>();
+        return absl::OkStatus();
+      };
+      auto numbers = [&](const char* field, std::vector<double>* out) -> absl::Status {
+        if (!p.contains(field)) return absl::OkStatus();
+        if (!p[field].is_array()) return Err(StrCat("predicted.", field), "expected an array of numbers");
+        for (const json& x : p[field]) {
+          if (!x.is_number()) return Err(StrCat("predicted.", field), StrCat(x.dump(), "; expected a number"));
+          out->push_back(x.get<double>());
+        }
+        return absl::OkStatus();
+      };
+      HS_RETURN_IF_ERROR(number("step_time_s", &plan.predicted_step_time_s));
+      HS_RETURN_IF_ERROR(number("compute_s", &plan.predicted_compute_s));
+      HS_RETURN_IF_ERROR(number("communication_s", &plan.predicted_communication_s));
+      HS_RETURN_IF_ERROR(numbers("instruction_compute_s", &plan.instruction_compute_s));
+      HS_RETURN_IF_ERROR(numbers("instruction_communication_s", &plan.instruction_communication_s));
+      HS_RETURN_IF_ERROR(numbers("memory_bytes", &plan.predicted_memory_bytes));
+      HS_RETURN_IF_ERROR(numbers("memory_capacity_bytes", &plan.memory_capacity_bytes));
     }
     return plan;
   }
@@ -178,6 +200,8 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
   root["predicted"] = {{"step_time_s", plan.predicted_step_time_s},
                        {"compute_s", plan.predicted_compute_s},
                        {"communication_s", plan.predicted_communication_s},
+                       {"instruction_compute_s", plan.instruction_compute_s},
+                       {"instruction_communication_s", plan.instruction_communication_s},
                        {"memory_bytes", plan.predicted_memory_bytes},
                        {"memory_capacity_bytes", plan.memory_capacity_bytes}};
   root["ratios"] = plan.program.ratios;
@@ -207,16 +231,25 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
   return root.dump(1) + "\n";
 }
 
+// A field of the wrong JSON type makes nlohmann::json throw; that is bad input, not a crash.
 absl::StatusOr<Plan> PlanHeaderFromJson(const std::string& text, const std::string& source) {
   Reader r(source);
-  HS_ASSIGN_OR_RETURN(json root, r.Parse(text));
-  return r.Header(root);
+  try {
+    HS_ASSIGN_OR_RETURN(json root, r.Parse(text));
+    return r.Header(root);
+  } catch (const json::exception& e) {
+    return r.Err("document", StrCat("a field has the wrong type (", e.what(), ")"));
+  }
 }
 
 absl::StatusOr<Plan> PlanFromJson(const ir::Graph& g, const std::string& text, const std::string& source) {
   Reader r(source);
-  HS_ASSIGN_OR_RETURN(json root, r.Parse(text));
-  return r.Full(g, root);
+  try {
+    HS_ASSIGN_OR_RETURN(json root, r.Parse(text));
+    return r.Full(g, root);
+  } catch (const json::exception& e) {
+    return r.Err("document", StrCat("a field has the wrong type (", e.what(), ")"));
+  }
 }
 
 }  // namespace hetsynth::instr

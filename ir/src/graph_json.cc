@@ -255,7 +255,12 @@ std::string GraphToJson(const Graph& graph) {
 }
 
 absl::StatusOr<Graph> GraphFromJson(const std::string& text, const std::string& source) {
-  return Reader(source).Read(text);
+  Reader r(source);
+  try {
+    return r.Read(text);
+  } catch (const json::exception& e) {  // a field of the wrong JSON type: bad input, not a crash
+    return r.Err("document", StrCat("a field has the wrong type (", e.what(), ")"));
+  }
 }
 
 absl::StatusOr<Graph> ReadGraphFile(const std::string& path) {

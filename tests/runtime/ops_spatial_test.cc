@@ -20,8 +20,8 @@ namespace {
 using ir::Attrs;
 using ir::OpKind;
 using ir::Shape;
-using testing::CheckGradients;
 using testing::Case;
+using testing::CheckGradients;
 using testing::GradCase;
 using testing::MakeNode;
 
@@ -43,8 +43,6 @@ Tensor SeparatedTensor(Shape shape, uint32_t seed) {
   for (size_t i = 0; i < perm.size(); ++i) t.data[i] = 0.1f * float(perm[i] - int(perm.size() / 2));
   return t;
 }
-
-
 
 Tensor RunForward(OpKind kind, const Attrs& attrs, std::vector<const Tensor*> in,
                   SavedState* saved = nullptr) {
@@ -94,7 +92,8 @@ Tensor NaiveAttention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t
         double mx = -1e300, sum = 0;
         const int64_t n = causal ? i + 1 : t;
         for (int64_t j = 0; j < n; ++j) {
-          for (int64_t e = 0; e < d; ++e) p[j] += double(q.at({b, i, h * d + e})) * k.at({b, j, h * d + e});
+          for (int64_t e = 0; e < d; ++e)
+            p[j] += double(q.at({b, i, h * d + e})) * k.at({b, j, h * d + e});
           p[j] /= std::sqrt(double(d));
           mx = std::max(mx, p[j]);
         }
@@ -115,11 +114,12 @@ TEST(AttentionTest, MatchesNaiveLoops) {
     for (bool causal : {false, true}) {
       const Tensor q = RandomTensor({2, 5, 6}, 1), k = RandomTensor({2, 5, 6}, 2),
                    v = RandomTensor({2, 5, 6}, 3);
-      const Tensor out = RunForward(OpKind::kAttention, AttentionAttrs(heads, causal), {&q, &k, &v});
+      const Tensor out =
+          RunForward(OpKind::kAttention, AttentionAttrs(heads, causal), {&q, &k, &v});
       const Tensor want = NaiveAttention(q, k, v, heads, causal);
       for (int64_t i = 0; i < out.numel(); ++i) {
-        ASSERT_NEAR(out.data[i], want.data[i], 1e-5) << "heads=" << heads << " causal=" << causal
-                                                      << " element " << i;
+        ASSERT_NEAR(out.data[i], want.data[i], 1e-5)
+            << "heads=" << heads << " causal=" << causal << " element " << i;
       }
     }
   }
@@ -149,8 +149,8 @@ TEST(AttentionTest, GradientsMatchFiniteDifferences) {
   for (int64_t heads : {1, 3}) {
     for (bool causal : {false, true}) {
       SCOPED_TRACE(::testing::Message() << "heads=" << heads << " causal=" << causal);
-      CheckGradients(
-          Case(OpKind::kAttention, {{2, 4, 6}, {2, 4, 6}, {2, 4, 6}}, AttentionAttrs(heads, causal)));
+      CheckGradients(Case(OpKind::kAttention, {{2, 4, 6}, {2, 4, 6}, {2, 4, 6}},
+                          AttentionAttrs(heads, causal)));
     }
   }
 }
@@ -213,7 +213,8 @@ Tensor NaiveConv(const Tensor& x, const Tensor& w, const Tensor* b, const Attrs&
           for (int64_t c = 0; c < ci; ++c) {
             for (int64_t kh = 0; kh < k; ++kh) {
               for (int64_t kw = 0; kw < k; ++kw) {
-                const int64_t ih = oh * a.stride - a.padding + kh, iw = ow * a.stride - a.padding + kw;
+                const int64_t ih = oh * a.stride - a.padding + kh,
+                              iw = ow * a.stride - a.padding + kw;
                 if (ih < 0 || ih >= h || iw < 0 || iw >= wd) continue;
                 sum += double(x.at({n, c, ih, iw})) * w.at({o, c, kh, kw});
               }
@@ -227,17 +228,31 @@ Tensor NaiveConv(const Tensor& x, const Tensor& w, const Tensor* b, const Attrs&
   return out;
 }
 
+// The kernel lowers several small images into one Gemm and large ones (>= 256 output
+// pixels) one at a time, so the configurations cover both, and a batch that does not split
+// evenly into chunks.
+struct ConvConfig {
+  int64_t batch, kernel, stride, padding, h, w;
+  bool bias;
+};
+
+const ConvConfig kConvConfigs[] = {
+    {2, 3, 1, 1, 5, 6, true},     // chunks of 2 small images
+    {2, 2, 2, 0, 7, 6, false},    // stride 2 skips the last row
+    {2, 3, 2, 2, 6, 5, true},     // padding wider than a stride
+    {2, 1, 1, 0, 4, 3, true},     // pointwise, chunked
+    {3, 3, 1, 1, 16, 17, true},   // one image at a time
+    {3, 1, 1, 0, 16, 16, false},  // pointwise on the image itself
+    {4, 3, 1, 1, 10, 10, true},   // chunks of 3 then 1
+};
+
 TEST(Conv2dTest, MatchesNaiveLoops) {
-  struct Config {
-    int64_t kernel, stride, padding, h, w;
-    bool bias;
-  };
-  for (const Config& cfg : {Config{3, 1, 1, 5, 6, true}, Config{2, 2, 0, 7, 6, false},
-                            Config{3, 2, 2, 6, 5, true}, Config{1, 1, 0, 4, 3, true}}) {
-    SCOPED_TRACE(::testing::Message() << "kernel=" << cfg.kernel << " stride=" << cfg.stride
-                                      << " padding=" << cfg.padding);
+  for (const ConvConfig& cfg : kConvConfigs) {
+    SCOPED_TRACE(::testing::Message()
+                 << "batch=" << cfg.batch << " kernel=" << cfg.kernel << " stride=" << cfg.stride
+                 << " padding=" << cfg.padding << " image=" << cfg.h << "x" << cfg.w);
     const Attrs a = ConvAttrs(cfg.kernel, cfg.stride, cfg.padding);
-    const Tensor x = RandomTensor({2, 3, cfg.h, cfg.w}, 20);
+    const Tensor x = RandomTensor({cfg.batch, 3, cfg.h, cfg.w}, 20);
     const Tensor w = RandomTensor({4, 3, cfg.kernel, cfg.kernel}, 21);
     const Tensor b = RandomTensor({4}, 22);
     const Tensor out = cfg.bias ? RunForward(OpKind::kConv2d, a, {&x, &w, &b})
@@ -245,6 +260,17 @@ TEST(Conv2dTest, MatchesNaiveLoops) {
     const Tensor want = NaiveConv(x, w, cfg.bias ? &b : nullptr, a);
     ASSERT_EQ(out.shape, want.shape);
     for (int64_t i = 0; i < out.numel(); ++i) ASSERT_NEAR(out.data[i], want.data[i], 1e-4) << i;
+  }
+}
+
+TEST(Conv2dTest, GradientsInEveryConfiguration) {
+  for (const ConvConfig& cfg : kConvConfigs) {
+    SCOPED_TRACE(::testing::Message()
+                 << "batch=" << cfg.batch << " kernel=" << cfg.kernel << " stride=" << cfg.stride
+                 << " padding=" << cfg.padding << " image=" << cfg.h << "x" << cfg.w);
+    std::vector<Shape> shapes = {{cfg.batch, 2, cfg.h, cfg.w}, {3, 2, cfg.kernel, cfg.kernel}};
+    if (cfg.bias) shapes.push_back({3});
+    CheckGradients(Case(OpKind::kConv2d, shapes, ConvAttrs(cfg.kernel, cfg.stride, cfg.padding)));
   }
 }
 
@@ -258,10 +284,6 @@ TEST(Conv2dTest, GradientsWithoutBiasStride2Pad0) {
   GradCase c = Case(OpKind::kConv2d, {{2, 2, 7, 7}, {3, 2, 2, 2}}, ConvAttrs(2, 2, 0));
   c.max_elems = 200;
   CheckGradients(c);
-}
-
-TEST(Conv2dTest, GradientsPointwise) {
-  CheckGradients(Case(OpKind::kConv2d, {{2, 3, 3, 4}, {2, 3, 1, 1}, {2}}, ConvAttrs(1, 1, 0)));
 }
 
 TEST(MaxPool2dTest, TiesPickFirstInWindowOrder) {
@@ -397,7 +419,8 @@ TEST(TopKGateTest, GradientsWithDroppedSlots) {
   const Attrs a = GateAttrs(2, 2);
   const Tensor route = RunForward(OpKind::kTopKGate, a, {&logits});
   int dropped = 0;
-  for (int64_t s = 0; s < tokens; ++s) dropped += route.at({s, 1, 1}) < 0 || route.at({s, 0, 1}) < 0;
+  for (int64_t s = 0; s < tokens; ++s)
+    dropped += route.at({s, 1, 1}) < 0 || route.at({s, 0, 1}) < 0;
   ASSERT_GT(dropped, 0) << "capacity 2 for 12 choices over 4 experts must drop some";
   GradCase c = Case(OpKind::kTopKGate, {logits.shape}, a);
   c.fixed[0] = logits;
@@ -443,6 +466,57 @@ TEST(MoETest, DispatchCombineRoundTripReproducesTokens) {
   const Tensor back = RunForward(OpKind::kMoECombine, {}, {&slots, &route});
   ASSERT_EQ(back.shape, x.shape);
   for (int64_t i = 0; i < x.numel(); ++i) EXPECT_NEAR(back.data[i], x.data[i], 1e-5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward adds into din (a value read by several nodes collects all their gradients there):
+// starting from ones must give the gradient from zeros plus one, element by element.
+
+void ExpectBackwardAccumulates(OpKind kind, const Attrs& attrs, const std::vector<Tensor>& in) {
+  std::vector<const Tensor*> ptrs;
+  for (const Tensor& t : in) ptrs.push_back(&t);
+  SavedState saved;
+  const Tensor out = RunForward(kind, attrs, ptrs, &saved);
+  const Tensor dout = RandomTensor(out.shape, 80);
+  auto backward = [&](float start) {
+    std::vector<Tensor> grads;
+    for (const Tensor& t : in) grads.emplace_back(t.shape, start);
+    std::vector<Tensor*> din;
+    for (size_t i = 0; i < in.size(); ++i)
+      din.push_back(Differentiable(kind, i) ? &grads[i] : nullptr);
+    Backward(MakeNode(kind, attrs), KernelContext{}, ptrs, out, dout, saved, din);
+    return grads;
+  };
+  const std::vector<Tensor> from_zero = backward(0.0f), from_one = backward(1.0f);
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (!Differentiable(kind, i)) continue;
+    for (int64_t e = 0; e < in[i].numel(); ++e) {
+      ASSERT_NEAR(from_one[i].data[e], from_zero[i].data[e] + 1.0f, 1e-5)
+          << ir::OpName(kind) << " input " << i << " element " << e;
+    }
+  }
+}
+
+TEST(BackwardTest, AddsIntoExistingGradients) {
+  ExpectBackwardAccumulates(
+      OpKind::kAttention, AttentionAttrs(2, true),
+      {RandomTensor({2, 3, 4}, 1), RandomTensor({2, 3, 4}, 2), RandomTensor({2, 3, 4}, 3)});
+  for (const ConvConfig& cfg : kConvConfigs) {
+    SCOPED_TRACE(::testing::Message() << "conv batch=" << cfg.batch << " kernel=" << cfg.kernel
+                                      << " image=" << cfg.h << "x" << cfg.w);
+    ExpectBackwardAccumulates(
+        OpKind::kConv2d, ConvAttrs(cfg.kernel, cfg.stride, cfg.padding),
+        {RandomTensor({cfg.batch, 2, cfg.h, cfg.w}, 4),
+         RandomTensor({3, 2, cfg.kernel, cfg.kernel}, 5), RandomTensor({3}, 6)});
+  }
+  ExpectBackwardAccumulates(OpKind::kMaxPool2d, ConvAttrs(3, 2, 0),
+                            {SeparatedTensor({1, 2, 7, 7}, 7)});
+  ExpectBackwardAccumulates(OpKind::kAdaptiveAvgPool2d, PoolAttrs(2, 3),
+                            {RandomTensor({1, 2, 5, 7}, 8)});
+  ExpectBackwardAccumulates(OpKind::kTopKGate, GateAttrs(2, 2), {RandomTensor({6, 4}, 9)});
+  ExpectBackwardAccumulates(OpKind::kMoEDispatch, MoEAttrs(3, 2),
+                            {RandomTensor({5, 4}, 10), FixedRoute()});
+  ExpectBackwardAccumulates(OpKind::kMoECombine, {}, {RandomTensor({3, 2, 4}, 11), FixedRoute()});
 }
 
 }  // namespace

@@ -1,11 +1,11 @@
 // 2-D convolution and pooling on NCHW tensors, with PyTorch's semantics.
 //
-// Conv2d lowers each image to a column matrix (im2col: one row per (input channel, kernel
-// row, kernel column), one column per output pixel) so that forward, dW and dx are each one
-// Gemm per image; the columns are rebuilt in backward rather than kept, because for a VGG
-// layer they are kernel² times the size of the input. A 1×1, stride-1, unpadded convolution
-// uses the image itself as its column matrix. Max pooling saves its argmax so that backward
-// routes each gradient to exactly the element forward picked.
+// Conv2d lowers images to a column matrix (im2col: one row per (input channel, kernel row,
+// kernel column), one column per output pixel) so that forward, dW and dx are each one Gemm
+// per chunk of images. The columns are rebuilt in backward rather than kept, because for a
+// VGG layer they are kernel² times the size of the input. A 1×1, stride-1, unpadded
+// convolution of a large image uses the image itself as its column matrix. Max pooling saves
+// its argmax so that backward routes each gradient to exactly the element forward picked.
 #include <algorithm>
 #include <vector>
 
@@ -111,19 +111,23 @@ int64_t ImagesPerChunk(const ConvDims& g) {
   return std::clamp<int64_t>((kMinColumns + g.pixels() - 1) / g.pixels(), 1, g.batch);
 }
 
-// Copies [co, pixels] blocks of `m` images between NCHW (`nchw`) and one [co, m·pixels]
-// matrix (`mat`), in the direction given by `to_mat`.
-void Interleave(const ConvDims& g, int64_t m, float* nchw, float* mat, bool to_mat) {
-  const int64_t np = g.pixels(), ld = m * np;
+// Gathers the [co, pixels] outputs of `m` consecutive NCHW images into one [co, m·pixels]
+// matrix, image i in columns [i·pixels, (i+1)·pixels).
+void ImagesToMatrix(const ConvDims& g, int64_t m, const float* nchw, float* mat) {
+  const int64_t np = g.pixels();
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t o = 0; o < g.co; ++o) {
-      float* a = nchw + (i * g.co + o) * np;
-      float* b = mat + o * ld + i * np;
-      if (to_mat) {
-        std::copy_n(a, np, b);
-      } else {
-        std::copy_n(b, np, a);
-      }
+      std::copy_n(nchw + (i * g.co + o) * np, np, mat + o * m * np + i * np);
+    }
+  }
+}
+
+// The inverse of ImagesToMatrix.
+void MatrixToImages(const ConvDims& g, int64_t m, const float* mat, float* nchw) {
+  const int64_t np = g.pixels();
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t o = 0; o < g.co; ++o) {
+      std::copy_n(mat + o * m * np + i * np, np, nchw + (i * g.co + o) * np);
     }
   }
 }
@@ -153,7 +157,7 @@ void Conv2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor
       Gemm(false, false, g.co, np, g.rows(), 1.0f, wt.ptr(), cols, 0.0f, yb);
     } else {
       Gemm(false, false, g.co, ld, g.rows(), 1.0f, wt.ptr(), cols, 0.0f, y.data());
-      Interleave(g, m, yb, y.data(), /*to_mat=*/false);
+      MatrixToImages(g, m, y.data(), yb);
     }
   }
   if (in.size() > 2) {
@@ -196,7 +200,7 @@ void Conv2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const
     // dout of these images as one [co, m·pixels] matrix.
     const float* gb = dout.ptr() + b0 * y_size;
     if (m > 1) {
-      Interleave(g, m, const_cast<float*>(gb), gmat.data(), /*to_mat=*/true);
+      ImagesToMatrix(g, m, gb, gmat.data());
       gb = gmat.data();
     }
     if (dw) {

@@ -37,9 +37,10 @@ RouteEntry ReadRoute(const ir::Node& node, const Tensor& route, int64_t s, int64
   // Range-check as floats first: casting NaN or a huge value to an integer is undefined.
   const bool ok = r[0] >= 0.0f && r[0] < static_cast<float>(experts) && r[0] == std::floor(r[0]) &&
                   r[1] >= -1.0f && r[1] < static_cast<float>(capacity) && r[1] == std::floor(r[1]);
-  HS_CHECK(ok, StrCat(ir::OpName(node.kind), " '", node.name, "': route[", s, "][", j,
-                      "] = (expert ", r[0], ", slot ", r[1], "); expected an integer expert in [0, ",
-                      experts, ") and an integer slot in [-1, ", capacity, ")"));
+  HS_CHECK(ok,
+           StrCat(ir::OpName(node.kind), " '", node.name, "': route[", s, "][", j, "] = (expert ",
+                  r[0], ", slot ", r[1], "); expected an integer expert in [0, ", experts,
+                  ") and an integer slot in [-1, ", capacity, ")"));
   return {static_cast<int64_t>(r[0]), static_cast<int64_t>(r[1]), r[2]};
 }
 
@@ -118,8 +119,8 @@ void TopKGateBackward(const ir::Node& node, const KernelContext& ctx, In in, con
   if (!din[0]) return;
   const int64_t ns = in[0]->dim(0), ne = in[0]->dim(1), nk = out.dim(1);
   HS_CHECK(saved.tensors.size() == 1 && saved.tensors[0].shape == in[0]->shape,
-           StrCat("top_k_gate '", node.name, "': backward without the probabilities saved by "
-                  "forward"));
+           StrCat("top_k_gate '", node.name,
+                  "': backward without the probabilities saved by forward"));
   const float* probs = saved.tensors[0].ptr();
   std::vector<double> dp(ne);
   for (int64_t s = 0; s < ns; ++s) {
@@ -166,9 +167,8 @@ void MoEDispatchForward(const ir::Node& node, const KernelContext& ctx, In in, T
   }
 }
 
-void MoEDispatchBackward(const ir::Node& node, const KernelContext& ctx, In in,
-                         const Tensor& out, const Tensor& dout, const SavedState& saved,
-                         DIn din) {
+void MoEDispatchBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                         const Tensor& dout, const SavedState& saved, DIn din) {
   if (!din[0]) return;
   const Tensor& route = *in[1];
   const int64_t ns = in[0]->dim(0), c = in[0]->dim(1), nk = route.dim(1);

@@ -112,6 +112,8 @@ struct Plan {
   double predicted_step_time_s = 0;
   double predicted_compute_s = 0;
   double predicted_communication_s = 0;
+  std::vector<double> instruction_compute_s;        // per instruction, slowest device
+  std::vector<double> instruction_communication_s;  // per instruction (forward + backward)
   std::vector<double> predicted_memory_bytes;  // per device
   std::vector<double> memory_capacity_bytes;   // per device
 };

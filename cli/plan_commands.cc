@@ -1,0 +1,229 @@
+// `hetsynth synth`, `hetsynth explain`, `hetsynth check`: make a plan for a cluster, show it,
+// and re-verify it.
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "absl/strings/str_join.h"
+#include "commands.h"
+#include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/instr/program.h"
+#include "hetsynth/ir/status.h"
+#include "hetsynth/synth/synthesize.h"
+
+namespace hetsynth::cli {
+namespace {
+
+absl::StatusOr<std::string> ReadText(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(StrCat(what, " '", path, "': cannot open file"));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string Ms(double s) { return fmt::format("{:.2f} ms", s * 1e3); }
+std::string Gb(double b) { return fmt::format("{:.2f} GB", b / 1e9); }
+
+instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, const synth::SynthResult& r) {
+  instr::Plan plan;
+  plan.model = spec.name;
+  plan.model_args = spec.args;
+  plan.batch = spec.batch;
+  plan.cluster = c.name;
+  plan.cluster_fingerprint = c.Fingerprint();
+  for (const costmodel::Device& d : c.devices) {
+    plan.devices.push_back(d.name);
+    plan.memory_capacity_bytes.push_back(d.memory_bytes);
+  }
+  plan.strategy = r.strategy;
+  plan.program = r.program;
+  plan.predicted_step_time_s = r.estimate.step_s;
+  plan.predicted_compute_s = r.estimate.compute_s;
+  plan.predicted_communication_s = r.estimate.communication_s;
+  plan.instruction_compute_s = r.estimate.instruction_compute_s;
+  plan.instruction_communication_s = r.estimate.instruction_communication_s;
+  plan.predicted_memory_bytes = r.estimate.memory_bytes;
+  return plan;
+}
+
+// The model a plan was made for, rebuilt from its header.
+absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& path) {
+  HS_ASSIGN_OR_RETURN(std::string text, ReadText(path, "plan"));
+  HS_ASSIGN_OR_RETURN(instr::Plan header, instr::PlanHeaderFromJson(text, path));
+  std::vector<std::string> args;
+  for (const auto& [k, v] : header.model_args) args.push_back(fmt::format("{}={}", k, v));
+  absl::StatusOr<ir::ModelSpec> spec = ir::MakeModelSpec(header.model, args, header.batch);
+  if (!spec.ok()) return absl::InvalidArgumentError(StrCat("plan '", path, "': model: ", spec.status().message()));
+  absl::StatusOr<ir::Graph> g = ir::BuildModel(*spec);
+  if (!g.ok()) return absl::InvalidArgumentError(StrCat("plan '", path, "': model: ", g.status().message()));
+  HS_ASSIGN_OR_RETURN(instr::Plan plan, instr::PlanFromJson(*g, text, path));
+  return std::make_pair(std::move(plan), std::move(*g));
+}
+
+struct SynthFlags {
+  ModelOptions model;
+  std::string cluster, out, baseline;
+  double time_limit = 60;
+  bool no_memory_limits = false;
+};
+
+absl::Status RunSynth(const SynthFlags& f) {
+  HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
+  HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
+  HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
+  if (f.time_limit <= 0) return absl::InvalidArgumentError(StrCat("--time-limit ", f.time_limit, "; expected seconds > 0"));
+  synth::SynthOptions o;
+  o.time_limit_s = f.time_limit;
+  o.memory_limits = !f.no_memory_limits;
+  const std::string chosen = f.baseline.empty() ? "synthesized" : f.baseline;
+  HS_RETURN_IF_ERROR(synth::StrategyByName(chosen).status());
+  fmt::print(stderr, "synthesizing {} for cluster '{}' ({} devices, {} classes)\n", spec.ToString(), cluster.name,
+             cluster.size(), cluster.Classes().size());
+  std::vector<std::string> names = {"synthesized"};
+  for (const std::string& b : synth::BaselineNames()) names.push_back(b);
+  std::map<std::string, synth::SynthResult> results;
+  std::map<std::string, std::string> failures;
+  for (const std::string& name : names) {
+    const synth::Strategy s = *synth::StrategyByName(name);
+    absl::StatusOr<synth::SynthResult> r = synth::Synthesize(g, cluster, s, o);
+    if (r.ok()) {
+      results.emplace(name, std::move(*r));
+    } else if (name == chosen) {
+      return r.status();
+    } else {
+      failures[name] = std::string(r.status().message());
+    }
+  }
+  const synth::SynthResult& mine = results.at(chosen);
+  const std::string text = instr::PlanToJson(g, MakePlan(spec, cluster, mine));
+  std::ofstream out(f.out, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return absl::InvalidArgumentError(StrCat("-o '", f.out, "': cannot write the plan"));
+
+  double best_baseline = 0;
+  for (const std::string& b : synth::BaselineNames()) {
+    if (results.count(b) && (best_baseline == 0 || results.at(b).estimate.step_s < best_baseline)) {
+      best_baseline = results.at(b).estimate.step_s;
+    }
+  }
+  const double dp_ev = results.count("dp-ev") ? results.at("dp-ev").estimate.step_s : 0;
+  fmt::print("{:<12} {:>14} {:>12} {:>12} {:>11} {:>10}\n", "plan", "predicted/step", "compute", "comm", "vs dp-ev",
+             "synth time");
+  for (const std::string& name : names) {
+    if (!results.count(name)) {
+      fmt::print("{:<12} {}\n", name, "infeasible: " + failures[name]);
+      continue;
+    }
+    const synth::SynthResult& r = results.at(name);
+    fmt::print("{:<12} {:>14} {:>12} {:>12} {:>10.2f}x {:>9.2f}s\n", name, Ms(r.estimate.step_s), Ms(r.estimate.compute_s),
+               Ms(r.estimate.communication_s), dp_ev > 0 ? dp_ev / r.estimate.step_s : 0.0, r.seconds);
+  }
+  if (best_baseline > 0 && chosen == "synthesized") {
+    fmt::print("synthesized plan: {:.2f}x faster than the best baseline (predicted)\n", best_baseline / mine.estimate.step_s);
+  }
+  fmt::print("wrote {} ({}, {} instructions); see 'hetsynth explain {}'\n", f.out, chosen,
+             mine.program.instructions.size(), f.out);
+  return absl::OkStatus();
+}
+
+absl::Status RunExplain(const std::string& path) {
+  HS_ASSIGN_OR_RETURN(auto loaded, LoadPlan(path));
+  const auto& [plan, g] = loaded;
+  const instr::Program& p = plan.program;
+  fmt::print("plan '{}': {} for {} (batch {}) on cluster '{}' ({} devices, fingerprint {})\n", path, plan.strategy,
+             plan.model, plan.batch, plan.cluster, plan.devices.size(), plan.cluster_fingerprint);
+  fmt::print("predicted step {} = compute {} + communication {}\n\n", Ms(plan.predicted_step_time_s),
+             Ms(plan.predicted_compute_s), Ms(plan.predicted_communication_s));
+  // Devices with identical ratios print as one column.
+  std::vector<size_t> shown;
+  for (size_t i = 0; i < plan.devices.size(); ++i) {
+    bool seen = false;
+    for (size_t j : shown) seen = seen || p.ratios[0][j] == p.ratios[0][i];
+    if (!seen) shown.push_back(i);
+  }
+  fmt::print("ratios (segment 0):");
+  for (size_t i : shown) fmt::print("  {}={:.4f}", plan.devices[i], p.ratios[0][i]);
+  fmt::print("\n\n{:>4}  {:<62} {:>9} {:>9}  {}\n", "#", "instruction {pre} → {post}", "compute", "comm", "shards");
+  for (size_t k = 0; k < p.instructions.size(); ++k) {
+    const instr::Instruction& in = p.instructions[k];
+    std::string head = in.kind == instr::InstrKind::kCompute
+                           ? fmt::format("{} '{}' [{}]", instr::InstrKindName(in.kind), g.node(in.node).name, in.rule)
+                           : fmt::format("{} '{}'", instr::InstrKindName(in.kind), g.value(in.tensor).name);
+    if (in.impl != instr::CollImpl::kNone) head += fmt::format(" ({})", instr::CollImplName(in.impl));
+    std::vector<std::string> pre, post;
+    for (const auto& q : in.pre) pre.push_back(instr::PropertyString(g, q));
+    for (const auto& q : in.post) post.push_back(instr::PropertyString(g, q));
+    std::string shards;
+    for (const auto& q : in.post) {
+      if (q.kind != instr::PropKind::kGather) continue;
+      const std::vector<int64_t> len = p.ShardLengths(g, q);
+      std::vector<std::string> parts;
+      for (size_t i : shown) parts.push_back(std::to_string(len[i]));
+      shards = absl::StrJoin(parts, "/");
+    }
+    const double comp = k < plan.instruction_compute_s.size() ? plan.instruction_compute_s[k] : 0;
+    const double comm = k < plan.instruction_communication_s.size() ? plan.instruction_communication_s[k] : 0;
+    fmt::print("{:>4}  {:<62} {:>9} {:>9}  {}\n", k, head, comp > 0 ? Ms(comp) : "", comm > 0 ? Ms(comm) : "", shards);
+    fmt::print("      {{{}}} → {{{}}}\n", absl::StrJoin(pre, ", "), absl::StrJoin(post, ", "));
+  }
+  fmt::print("\nmemory per device (predicted / capacity):\n");
+  for (size_t i = 0; i < plan.devices.size() && i < plan.predicted_memory_bytes.size(); ++i) {
+    const double cap = i < plan.memory_capacity_bytes.size() ? plan.memory_capacity_bytes[i] : 0;
+    fmt::print("  {:<16} {:>10} / {:>10}  ({:.0f}%)\n", plan.devices[i], Gb(plan.predicted_memory_bytes[i]), Gb(cap),
+               cap > 0 ? 100.0 * plan.predicted_memory_bytes[i] / cap : 0.0);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunCheck(const std::string& path, const std::string& cluster_path) {
+  HS_ASSIGN_OR_RETURN(auto loaded, LoadPlan(path));  // re-derives and checks every triple
+  const instr::Plan& plan = loaded.first;
+  if (!cluster_path.empty()) {
+    HS_ASSIGN_OR_RETURN(costmodel::Cluster c, costmodel::ReadClusterFile(cluster_path));
+    if (c.Fingerprint() != plan.cluster_fingerprint || static_cast<size_t>(c.size()) != plan.devices.size()) {
+      return absl::InvalidArgumentError(StrCat("plan '", path, "' was made for cluster '", plan.cluster, "' (fingerprint ",
+                                               plan.cluster_fingerprint, ", ", plan.devices.size(), " devices), not for '",
+                                               cluster_path, "' (fingerprint ", c.Fingerprint(), ", ", c.size(), " devices)"));
+    }
+  }
+  fmt::print("plan '{}' is valid: {} instructions reach Reduce(loss); every parameter placed once; {} split groups with "
+             "exact shard lengths\n",
+             path, plan.program.instructions.size(), plan.program.groups.size());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Runner RegisterSynth(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("synth", "Synthesize a training plan for a model on a cluster, next to the baselines");
+  auto f = std::make_shared<SynthFlags>();
+  cmd->add_option("--model", f->model.name, "model (" + ir::ModelNames() + ")")->required();
+  f->model.AddFlags(*cmd);
+  cmd->add_option("--cluster", f->cluster, "cluster file (docs/cluster-format.md)")->required()->type_name("FILE");
+  cmd->add_option("-o,--out", f->out, "where to write the plan (JSON)")->required()->type_name("PLAN");
+  cmd->add_option("--baseline", f->baseline, "write this baseline's plan instead: dp-ev, dp-cp, tp-even, zero-even");
+  cmd->add_option("--time-limit", f->time_limit, "seconds allowed per strategy")->capture_default_str();
+  cmd->add_flag("--no-memory-limits", f->no_memory_limits, "ignore device memory capacities");
+  return [f]() { return RunSynth(*f); };
+}
+
+Runner RegisterExplain(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("explain", "Show a plan: instructions with their triples, ratios, shards, memory");
+  auto path = std::make_shared<std::string>();
+  cmd->add_option("plan", *path, "plan file")->required()->type_name("PLAN");
+  return [path]() { return RunExplain(*path); };
+}
+
+Runner RegisterCheck(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("check", "Re-verify a plan's Hoare logic (and, with --cluster, that it fits the cluster)");
+  auto path = std::make_shared<std::string>();
+  auto cluster = std::make_shared<std::string>();
+  cmd->add_option("plan", *path, "plan file")->required()->type_name("PLAN");
+  cmd->add_option("--cluster", *cluster, "also check the plan was made for this cluster")->type_name("FILE");
+  return [path, cluster]() { return RunCheck(*path, *cluster); };
+}
+
+}  // namespace hetsynth::cli

@@ -1,0 +1,96 @@
+// What a program costs on a cluster: time per training step and memory per device.
+//
+// A program is priced as a list of terms, each linear in the devices' shares of a split (the
+// fraction of a split dim a device holds) or in the maximum share, so the synthesizer can both
+// evaluate a program for given shares and hand the same terms to its ratio LP:
+//   compute  flops·share_i / F_i  (GEMM-class)  or  bytes·share_i / BW_i  (memory-bound),
+//            share_i = 1 for replicated work; a step time adds the slowest device per term;
+//   collectives (α–β over the slowest link of the group, forward + backward dual):
+//            padded all-gather / reduce-scatter  (n−1)·(α + β·B·max_i share_i)
+//            grouped (true sizes)                n·α + β·B·max_i max(1 − share_i, (n−1)·share_i)
+//            all-to-all                          (n−1)·α + β·B·max_i share_i
+//            all-reduce (ring)                   2(n−1)·α + 2(n−1)/n·β·B
+//   a replicated parameter's gradient all-reduce once per step (its placement's dual);
+//   memory  Σ bytes·share_i (or full bytes) of parameters × optimizer factor and activations.
+// Compute and communication add (no overlap), as in the reference system (DESIGN §4).
+//
+//   ProgramCost pc = DescribeCost(graph, program, cluster, CostOptions{});
+//   Estimate e = Evaluate(pc, ProgramShares(program), cluster);
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/instr/program.h"
+#include "hetsynth/ir/graph.h"
+
+namespace hetsynth::costmodel {
+
+struct CostOptions {
+  // Bytes kept per parameter byte: value + gradient + optimizer state (Adam: 4, SGD: 2).
+  double parameter_state_factor = 4.0;
+};
+
+enum class TermKind : uint8_t {
+  kComputeSplit,      // coefficient · share_i / speed_i
+  kComputeFull,       // coefficient / speed_i
+  kGatherPadded,      // all-gather / reduce-scatter, padded
+  kGatherGrouped,     // all-gather / reduce-scatter, grouped point-to-point
+  kAllToAll,
+  kAllReduce,
+  kFree,
+};
+
+struct Term {
+  TermKind kind = TermKind::kFree;
+  int instruction = -1;     // index in the program (or -1 during search)
+  int group = -1;           // split group whose shares it uses (-1: none)
+  double coefficient = 0;   // compute: FLOPs or bytes of the whole op, forward + backward
+  bool memory_bound = false;  // compute: priced by memory bandwidth instead of FLOP/s
+  double bytes = 0;         // collectives: bytes of the whole tensor
+  double times = 1;         // collectives: how often per step (2 = forward + backward dual)
+};
+
+struct MemoryTerm {
+  double bytes = 0;  // of the whole tensor (parameters: × the state factor)
+  int group = -1;    // -1: every device holds all of it
+};
+
+struct ProgramCost {
+  std::vector<Term> terms;
+  std::vector<MemoryTerm> memory;
+};
+
+// Shares by split group: shares[g][i] = counts_i / atoms.
+using Shares = std::vector<std::vector<double>>;
+Shares ProgramShares(const instr::Program& p);
+
+// Whether an op is better priced by bytes / memory bandwidth than by FLOPs / FLOP/s on the
+// cluster's average device.
+bool MemoryBound(double flops, double bytes, const Cluster& c);
+
+// The compute term of running `node` under rule `rule` (forward + backward).
+Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& rule, const Cluster& c);
+// The term of a collective instruction (its implementation decides padded or grouped).
+Term CollectiveTerm(const ir::Graph& g, const instr::Instruction& in);
+// A replicated parameter's gradient all-reduce.
+Term GradientAllReduceTerm(const ir::Graph& g, ir::ValueId param);
+
+// Time of one term on the cluster when the split it uses has these per-device shares.
+double TermTime(const Term& t, const std::vector<double>& shares, const Cluster& c);
+
+ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Cluster& c, const CostOptions& o);
+
+struct Estimate {
+  double step_s = 0;
+  double compute_s = 0;
+  double communication_s = 0;
+  std::vector<double> instruction_compute_s;        // per instruction
+  std::vector<double> instruction_communication_s;  // per instruction
+  std::vector<double> memory_bytes;                 // per device
+};
+
+Estimate Evaluate(const ProgramCost& pc, const Shares& shares, const Cluster& c, size_t num_instructions);
+
+}  // namespace hetsynth::costmodel

@@ -1,0 +1,119 @@
+// The ratio LP (DESIGN §3): for a fixed program, the device-class ratios that minimize the
+// predicted step time, subject to Σ ratios = 1 and every class's memory capacity. It is kept
+// small by collapsing per-instruction maxima into one variable per kind of maximum:
+//   zF ≥ r_c·Fmax/F_c    (split GEMM-class compute:  Σ FLOPs · zF / Fmax)
+//   zB ≥ r_c·BWmax/BW_c  (split memory-bound compute)
+//   y  ≥ r_c             (padded collectives and all-to-all: max share)
+//   w  ≥ 1 − r_c, w ≥ (n−1)·r_c   (grouped collectives)
+// so it has O(classes) rows whatever the program's length. Z3 solves it exactly; coefficients
+// are rounded to a few significant digits in milliseconds and gigabytes first.
+#include <z3++.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "hetsynth/ir/status.h"
+#include "hetsynth/synth/synthesize.h"
+
+namespace hetsynth::synth {
+namespace {
+
+// A Z3 rational close to x (7 significant digits, fixed notation).
+z3::expr Q(z3::context& ctx, double x) {
+  if (x == 0 || !std::isfinite(x)) return ctx.real_val(0);
+  const int digits = std::max(0, 7 - static_cast<int>(std::floor(std::log10(std::abs(x)))) - 1);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", std::min(digits, 18), x);
+  return ctx.real_val(buf);
+}
+
+double Value(const z3::model& m, const z3::expr& e) {
+  std::string s = m.eval(e, true).get_decimal_string(17);
+  if (!s.empty() && s.back() == '?') s.pop_back();
+  return std::stod(s);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const costmodel::Cluster& c,
+                                                   const instr::Program& p, const SynthOptions& o) {
+  using costmodel::TermKind;
+  const int n = c.size();
+  if (n == 1) return std::vector<double>{1.0};
+  const costmodel::ProgramCost pc = costmodel::DescribeCost(g, p, c, o.cost);
+  double fmax = 0, bwmax = 0;
+  for (const costmodel::Device& d : c.devices) fmax = std::max(fmax, d.flops), bwmax = std::max(bwmax, d.memory_bandwidth);
+  const costmodel::Link link = c.WorldLink();
+  const double beta = 1.0 / link.bandwidth;
+  // Objective coefficients in milliseconds.
+  double a_f = 0, a_b = 0, a_y = 0, a_w = 0;
+  for (const costmodel::Term& t : pc.terms) {
+    switch (t.kind) {
+      case TermKind::kComputeSplit: (t.memory_bound ? a_b : a_f) += 1e3 * t.coefficient / (t.memory_bound ? bwmax : fmax); break;
+      case TermKind::kGatherPadded:
+      case TermKind::kAllToAll: a_y += 1e3 * t.times * beta * t.bytes * (t.kind == TermKind::kGatherPadded ? n - 1.0 : 1.0); break;
+      case TermKind::kGatherGrouped: a_w += 1e3 * t.times * beta * t.bytes; break;
+      default: break;  // independent of the ratios
+    }
+  }
+  // Memory per device, in GB: fixed + split · r.
+  double mem_fixed = 0, mem_split = 0;
+  for (const costmodel::MemoryTerm& m : pc.memory) (m.group >= 0 ? mem_split : mem_fixed) += m.bytes * 1e-9;
+
+  z3::context ctx;
+  z3::optimize opt(ctx);
+  const std::vector<costmodel::DeviceClass> classes = c.Classes();
+  std::vector<z3::expr> r;
+  z3::expr zf = ctx.real_const("zF"), zb = ctx.real_const("zB"), y = ctx.real_const("y"), w = ctx.real_const("w");
+  z3::expr total = ctx.real_val(0);
+  for (size_t k = 0; k < classes.size(); ++k) {
+    const costmodel::Device& d = c.devices[static_cast<size_t>(classes[k].devices.front())];
+    r.push_back(ctx.real_const(StrCat("r", k).c_str()));
+    const z3::expr& rk = r.back();
+    opt.add(rk >= 0);
+    opt.add(zf >= rk * Q(ctx, fmax / d.flops));
+    opt.add(zb >= rk * Q(ctx, bwmax / d.memory_bandwidth));
+    opt.add(y >= rk);
+    opt.add(w >= 1 - rk);
+    opt.add(w >= rk * Q(ctx, n - 1.0));
+    if (o.memory_limits) {
+      // 1% headroom for rounding shares to whole atoms.
+      opt.add(Q(ctx, mem_fixed) + Q(ctx, mem_split) * rk <= Q(ctx, 0.99e-9 * d.memory_bytes));
+    }
+    total = total + rk * ctx.real_val(static_cast<int>(classes[k].devices.size()));
+  }
+  opt.add(total == 1);
+  opt.minimize(Q(ctx, a_f) * zf + Q(ctx, a_b) * zb + Q(ctx, a_y) * y + Q(ctx, a_w) * w);
+  z3::check_result res;
+  try {
+    res = opt.check();
+  } catch (const z3::exception& e) {
+    return absl::InternalError(StrCat("z3: ", e.msg()));
+  }
+  if (res != z3::sat) {
+    // Name the device class that is furthest from fitting at any ratio.
+    const costmodel::Device& d = c.devices[static_cast<size_t>(classes.front().devices.front())];
+    double worst_need = 0, worst_cap = d.memory_bytes;
+    std::string worst = d.name;
+    for (const costmodel::DeviceClass& k : classes) {
+      const costmodel::Device& dev = c.devices[static_cast<size_t>(k.devices.front())];
+      const double need = mem_fixed * 1e9;  // even at ratio 0
+      if (need / dev.memory_bytes > worst_need / worst_cap) worst_need = need, worst_cap = dev.memory_bytes, worst = dev.name;
+    }
+    return absl::ResourceExhaustedError(StrCat("no ratios fit this program in memory: device '", worst, "' needs at least ",
+                                               static_cast<int64_t>(worst_need), " bytes for the replicated part alone and has ",
+                                               static_cast<int64_t>(worst_cap)));
+  }
+  const z3::model m = opt.get_model();
+  std::vector<double> out(static_cast<size_t>(n), 0.0);
+  double sum = 0;
+  for (size_t k = 0; k < classes.size(); ++k) {
+    const double v = std::max(0.0, Value(m, r[k]));
+    for (costmodel::DeviceId d : classes[k].devices) out[static_cast<size_t>(d)] = v, sum += v;
+  }
+  for (double& v : out) v /= sum;  // exact rationals printed to 17 digits: renormalize the last bits
+  return out;
+}
+
+}  // namespace hetsynth::synth

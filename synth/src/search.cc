@@ -1,0 +1,346 @@
+// A* search for the forward program at fixed ratios (see synthesize.h).
+//
+// Nodes are taken in graph order, so a search state is (next node, the properties held for
+// every live tensor); a tensor is live from its first use until its last consumer has run. One
+// step picks a compute rule for the next node and fuses in what its preconditions need:
+// placements of parameters and inputs on first use and at most one collective per tensor
+// (local slices are free and always allowed). g is the predicted time so far; h, the sum over
+// the remaining nodes of their cheapest rule's compute time, never overestimates.
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <queue>
+
+#include "hetsynth/ir/status.h"
+#include "hetsynth/synth/synthesize.h"
+
+namespace hetsynth::synth {
+namespace {
+
+using costmodel::Cluster;
+using costmodel::Term;
+using instr::CollImpl;
+using instr::ComputeRule;
+using instr::Instruction;
+using instr::InstrKind;
+using instr::PropKind;
+using instr::Property;
+
+using Forms = std::vector<Property>;  // sorted, at most two
+using Live = std::map<ir::ValueId, Forms>;
+
+struct SearchNode {
+  int idx = 0;  // next graph node to run
+  Live live;
+  double g = 0;
+  std::vector<double> memory;  // bytes per device so far
+  int parent = -1;
+  std::vector<Instruction> actions;
+};
+
+class Search {
+ public:
+  Search(const ir::Graph& g, const Cluster& c, const std::vector<double>& r, const Strategy& s,
+         const SynthOptions& o)
+      : g_(g), c_(c), r_(r), s_(s), o_(o), n_(c.size()) {}
+
+  absl::StatusOr<instr::Program> Run(int64_t* expanded);
+
+ private:
+  double Bytes(ir::ValueId v) const { return 4.0 * static_cast<double>(ir::NumElements(g_.value(v).shape)); }
+  bool RuleAllowed(ir::NodeId k, const ComputeRule& r) const;
+  void AddMemory(std::vector<double>& mem, double bytes, bool split) const {
+    for (int i = 0; i < n_; ++i) mem[static_cast<size_t>(i)] += split ? bytes * r_[static_cast<size_t>(i)] : bytes;
+  }
+  bool Fits(const std::vector<double>& mem) const {
+    if (!o_.memory_limits) return true;
+    for (int i = 0; i < n_; ++i) {
+      if (mem[static_cast<size_t>(i)] > c_.devices[static_cast<size_t>(i)].memory_bytes) return false;
+    }
+    return true;
+  }
+  double Time(const Term& t) const { return costmodel::TermTime(t, r_, c_); }
+  // A collective instruction with the cheaper implementation where there is a choice.
+  Instruction Collective(InstrKind kind, ir::ValueId t, int dim, int dim2, double* cost) const;
+  // Ways to make `q` hold given the partial successor; each appends to `out`.
+  struct Partial {
+    Live live;
+    double cost = 0;
+    std::vector<double> memory;
+    std::vector<Instruction> actions;
+  };
+  void Satisfy(const Property& q, const Partial& p, std::vector<Partial>& out) const;
+  std::vector<int64_t> Key(int idx, const Live& live) const;
+
+  const ir::Graph& g_;
+  const Cluster& c_;
+  const std::vector<double>& r_;
+  const Strategy& s_;
+  const SynthOptions& o_;
+  const int n_;
+  std::vector<int> last_use_;
+};
+
+bool Search::RuleAllowed(ir::NodeId k, const ComputeRule& r) const {
+  const bool is_loss = g_.node(k).output == g_.loss();
+  std::vector<Property> props = r.pre;
+  props.push_back(r.post);
+  for (const Property& p : props) {
+    const bool param = g_.value(p.tensor).kind == ir::ValueKind::kParameter;
+    if (s_.only_dim0_splits) {
+      if (p.kind == PropKind::kGather && p.dim != 0) return false;
+      if (p.kind == PropKind::kReduce && !is_loss) return false;
+      if (p.kind == PropKind::kGather && param) return false;
+    }
+    if (s_.inputs_replicated && p.kind == PropKind::kGather && p.dim == 0 && !param) return false;
+  }
+  return true;
+}
+
+Instruction Search::Collective(InstrKind kind, ir::ValueId t, int dim, int dim2, double* cost) const {
+  Instruction in;
+  in.kind = kind;
+  in.tensor = t;
+  in.dim = dim;
+  in.dim2 = dim2;
+  if (kind == InstrKind::kAllGather || kind == InstrKind::kReduceScatter) {
+    in.impl = CollImpl::kPadded;
+    const double padded = Time(costmodel::CollectiveTerm(g_, in));
+    in.impl = CollImpl::kGrouped;
+    const double grouped = Time(costmodel::CollectiveTerm(g_, in));
+    if (padded <= grouped) in.impl = CollImpl::kPadded;
+    *cost = std::min(padded, grouped);
+  } else {
+    *cost = Time(costmodel::CollectiveTerm(g_, in));
+  }
+  HS_CHECK(instr::DeriveTriple(g_, in).ok(), "search built an invalid collective");
+  return in;
+}
+
+void Search::Satisfy(const Property& q, const Partial& p, std::vector<Partial>& out) const {
+  const ir::ValueId v = q.tensor;
+  const ir::Value& val = g_.value(v);
+  auto it = p.live.find(v);
+  auto push = [&](Partial next, Property got) {
+    Forms& f = next.live[v];
+    f.push_back(got);
+    std::sort(f.begin(), f.end());
+    f.erase(std::unique(f.begin(), f.end()), f.end());
+    out.push_back(std::move(next));
+  };
+  auto place = [&](Partial next, int dim) {
+    Instruction in;
+    in.kind = val.kind == ir::ValueKind::kInput ? InstrKind::kPlaceInput : InstrKind::kPlaceParameter;
+    in.tensor = v;
+    in.dim = dim;
+    HS_CHECK(instr::DeriveTriple(g_, in).ok(), "search built an invalid placement");
+    next.actions.push_back(in);
+    return next;
+  };
+  if (it == p.live.end()) {
+    if (val.kind == ir::ValueKind::kActivation) return;  // consumed after its last use: impossible
+    if (val.kind == ir::ValueKind::kInput) {
+      if (q.kind == PropKind::kReduce) return;
+      const bool replicate = q.kind == PropKind::kIdentity || s_.inputs_replicated;
+      Partial next = place(p, replicate ? -1 : q.dim);
+      AddMemory(next.memory, Bytes(v), !replicate);
+      if (replicate && q.kind == PropKind::kGather) {
+        next.live[v] = {Property::Identity(v)};
+        Instruction sl;
+        sl.kind = InstrKind::kSlice;
+        sl.tensor = v;
+        sl.dim = q.dim;
+        HS_CHECK(instr::DeriveTriple(g_, sl).ok(), "bad slice");
+        next.actions.push_back(sl);
+      }
+      push(std::move(next), q);
+      return;
+    }
+    // A parameter's first use decides its placement.
+    const double state = o_.cost.parameter_state_factor * Bytes(v);
+    if (q.kind == PropKind::kGather && s_.allow_sharded_params) {
+      Partial next = place(p, q.dim);
+      AddMemory(next.memory, state, true);
+      push(std::move(next), q);
+    }
+    if (q.kind == PropKind::kIdentity && s_.allow_replicated_params) {
+      Partial next = place(p, -1);
+      AddMemory(next.memory, state, false);
+      if (n_ > 1) next.cost += Time(costmodel::GradientAllReduceTerm(g_, v));
+      push(std::move(next), q);
+    }
+    if (q.kind == PropKind::kIdentity && s_.allow_zero_params && n_ > 1) {
+      // ZeRO-3: stored as slices of dim 0, all-gathered for use (the gradient reduce-scattered).
+      Partial next = place(p, 0);
+      AddMemory(next.memory, state, true);
+      AddMemory(next.memory, Bytes(v), false);  // the gathered copy
+      double cost = 0;
+      next.actions.push_back(Collective(InstrKind::kAllGather, v, 0, -1, &cost));
+      next.cost += cost;
+      next.live[v] = {Property::Gather(v, 0)};
+      push(std::move(next), q);
+    }
+    return;
+  }
+  const Forms& have = it->second;
+  if (std::find(have.begin(), have.end(), q) != have.end()) {
+    out.push_back(p);
+    return;
+  }
+  const bool has_identity = std::find(have.begin(), have.end(), Property::Identity(v)) != have.end();
+  if (q.kind == PropKind::kGather && has_identity) {  // a local slice: free, always allowed
+    Partial next = p;
+    Instruction sl;
+    sl.kind = InstrKind::kSlice;
+    sl.tensor = v;
+    sl.dim = q.dim;
+    HS_CHECK(instr::DeriveTriple(g_, sl).ok(), "bad slice");
+    next.actions.push_back(sl);
+    push(std::move(next), q);
+    return;
+  }
+  if (have.size() != 1) return;  // communicated once already
+  const Property& f = have[0];
+  double cost = 0;
+  Instruction in;
+  bool split_result = false;
+  if (f.kind == PropKind::kGather && q.kind == PropKind::kIdentity) {
+    in = Collective(InstrKind::kAllGather, v, f.dim, -1, &cost);
+  } else if (f.kind == PropKind::kGather && q.kind == PropKind::kGather) {
+    in = Collective(InstrKind::kAllToAll, v, f.dim, q.dim, &cost);
+    split_result = true;
+  } else if (f.kind == PropKind::kReduce && q.kind == PropKind::kIdentity) {
+    in = Collective(InstrKind::kAllReduce, v, -1, -1, &cost);
+  } else if (f.kind == PropKind::kReduce && q.kind == PropKind::kGather) {
+    in = Collective(InstrKind::kReduceScatter, v, q.dim, -1, &cost);
+    split_result = true;
+  } else {
+    return;  // Identity/Gather -> Reduce has no instruction
+  }
+  Partial next = p;
+  next.cost += cost;
+  next.actions.push_back(in);
+  AddMemory(next.memory, Bytes(v), split_result);
+  push(std::move(next), q);
+}
+
+std::vector<int64_t> Search::Key(int idx, const Live& live) const {
+  std::vector<int64_t> key = {idx};
+  for (const auto& [v, forms] : live) {
+    key.push_back(v);
+    for (const Property& p : forms) key.push_back(static_cast<int64_t>(p.kind) * 64 + p.dim + 1);
+    key.push_back(-1);
+  }
+  return key;
+}
+
+absl::StatusOr<instr::Program> Search::Run(int64_t* expanded) {
+  const auto start = std::chrono::steady_clock::now();
+  const int num_nodes = static_cast<int>(g_.nodes().size());
+  last_use_.assign(g_.values().size(), -1);
+  for (int k = 0; k < num_nodes; ++k) {
+    for (ir::ValueId v : g_.node(k).inputs) last_use_[static_cast<size_t>(v)] = k;
+  }
+  last_use_[static_cast<size_t>(g_.loss())] = num_nodes;
+  // Allowed rules, their compute time, and the heuristic suffix sums.
+  std::vector<std::vector<ComputeRule>> rules(static_cast<size_t>(num_nodes));
+  std::vector<std::vector<double>> rule_time(static_cast<size_t>(num_nodes));
+  std::vector<double> h(static_cast<size_t>(num_nodes) + 1, 0.0);
+  for (int k = 0; k < num_nodes; ++k) {
+    for (ComputeRule& r : instr::ShardingRules(g_, k)) {
+      if (!RuleAllowed(k, r)) continue;
+      rule_time[static_cast<size_t>(k)].push_back(Time(costmodel::ComputeTerm(g_, k, r, c_)));
+      rules[static_cast<size_t>(k)].push_back(std::move(r));
+    }
+  }
+  for (int k = num_nodes - 1; k >= 0; --k) {
+    const auto& t = rule_time[static_cast<size_t>(k)];
+    h[static_cast<size_t>(k)] = h[static_cast<size_t>(k) + 1] + (t.empty() ? 0.0 : *std::min_element(t.begin(), t.end()));
+  }
+
+  std::vector<SearchNode> arena;
+  arena.push_back(SearchNode{0, {}, 0.0, std::vector<double>(static_cast<size_t>(n_), 0.0), -1, {}});
+  using Entry = std::tuple<double, int64_t, int>;  // f, insertion order, arena index
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> open;
+  int64_t seq = 0;
+  open.push({h[0], seq++, 0});
+  std::map<std::vector<int64_t>, double> best;
+  best[Key(0, {})] = 0;
+  int64_t count = 0;
+  while (!open.empty()) {
+    const auto [f, order, id] = open.top();
+    open.pop();
+    const SearchNode cur = arena[static_cast<size_t>(id)];
+    if (cur.g > best[Key(cur.idx, cur.live)]) continue;  // a cheaper duplicate was expanded
+    if (cur.idx == num_nodes) {
+      const Forms& loss = cur.live.at(g_.loss());
+      if (std::find(loss.begin(), loss.end(), Property::Reduce(g_.loss())) == loss.end() &&
+          std::find(loss.begin(), loss.end(), Property::Identity(g_.loss())) == loss.end()) {
+        continue;
+      }
+      instr::Program prog;
+      prog.num_devices = n_;
+      prog.ratios = {r_};
+      std::vector<const SearchNode*> path;
+      for (int at = id; at >= 0; at = arena[static_cast<size_t>(at)].parent) path.push_back(&arena[static_cast<size_t>(at)]);
+      for (auto it = path.rbegin(); it != path.rend(); ++it) {
+        for (const Instruction& in : (*it)->actions) prog.instructions.push_back(in);
+      }
+      if (expanded) *expanded = count;
+      return prog;
+    }
+    if (++count % 1024 == 0 &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > o_.time_limit_s) {
+      return absl::DeadlineExceededError(StrCat("search exceeded the time limit of ", o_.time_limit_s, " s after ",
+                                                count, " states; raise --time-limit"));
+    }
+    const ir::Node& node = g_.node(cur.idx);
+    const auto& node_rules = rules[static_cast<size_t>(cur.idx)];
+    for (size_t ri = 0; ri < node_rules.size(); ++ri) {
+      const ComputeRule& rule = node_rules[ri];
+      std::vector<Partial> partials = {Partial{cur.live, rule_time[static_cast<size_t>(cur.idx)][ri], cur.memory, {}}};
+      for (const Property& q : rule.pre) {
+        std::vector<Partial> next;
+        for (const Partial& p : partials) Satisfy(q, p, next);
+        partials = std::move(next);
+      }
+      for (Partial& p : partials) {
+        Instruction in;
+        in.kind = InstrKind::kCompute;
+        in.node = cur.idx;
+        in.rule = rule.name;
+        in.pre = rule.pre;
+        in.post = {rule.post};
+        p.actions.push_back(in);
+        p.live[node.output] = {rule.post};
+        AddMemory(p.memory, Bytes(node.output), rule.post.kind == PropKind::kGather);
+        for (auto it = p.live.begin(); it != p.live.end();) {
+          it = last_use_[static_cast<size_t>(it->first)] <= cur.idx ? p.live.erase(it) : std::next(it);
+        }
+        if (!Fits(p.memory)) continue;
+        const double g = cur.g + p.cost;
+        const std::vector<int64_t> key = Key(cur.idx + 1, p.live);
+        auto [bit, fresh] = best.try_emplace(key, g);
+        if (!fresh) {
+          if (g >= bit->second) continue;
+          bit->second = g;
+        }
+        arena.push_back(SearchNode{cur.idx + 1, std::move(p.live), g, std::move(p.memory), id, std::move(p.actions)});
+        open.push({g + h[static_cast<size_t>(cur.idx) + 1], seq++, static_cast<int>(arena.size()) - 1});
+      }
+    }
+  }
+  if (expanded) *expanded = count;
+  return absl::ResourceExhaustedError("no program fits every device's memory at these ratios");
+}
+
+}  // namespace
+
+absl::StatusOr<instr::Program> SearchProgram(const ir::Graph& g, const costmodel::Cluster& c,
+                                             const std::vector<double>& ratios, const Strategy& s,
+                                             const SynthOptions& o, int64_t* states_expanded) {
+  Search search(g, c, ratios, s, o);
+  return search.Run(states_expanded);
+}
+
+}  // namespace hetsynth::synth
