@@ -146,8 +146,11 @@ ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Clus
       // The split whose shares decide the volume: the Gather side of the collective.
       const instr::Property& split = in.pre[0].kind == instr::PropKind::kGather ? in.pre[0] : in.post[0];
       t.group = group_of(split);
-      if (in.kind != instr::InstrKind::kSlice) {
-        pc.memory.push_back({TensorBytes(g, in.tensor), group_of(in.post[0])});  // the new copy
+      // The new copy of an activation stays until backward; a gathered parameter (ZeRO) is
+      // transient, freed after use and gathered again for backward.
+      const bool param = g.value(in.tensor).kind == ir::ValueKind::kParameter;
+      if (in.kind != instr::InstrKind::kSlice && !param) {
+        pc.memory.push_back({TensorBytes(g, in.tensor), group_of(in.post[0])});
       }
     }
     t.instruction = static_cast<int>(i);

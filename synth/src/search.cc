@@ -7,6 +7,8 @@
 // (local slices are free and always allowed). g is the predicted time so far; h, the sum over
 // the remaining nodes of their cheapest rule's compute time, never overestimates.
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <chrono>
 #include <map>
 #include <queue>
@@ -45,6 +47,12 @@ class Search {
       : g_(g), c_(c), r_(r), s_(s), o_(o), n_(c.size()) {}
 
   absl::StatusOr<instr::Program> Run(int64_t* expanded);
+  // Adds weight · (peak memory fraction) to g, so that states merged by the best-g table keep
+  // the leaner path; the sum over a path telescopes to weight · its final peak fraction.
+  void set_memory_weight(double w) { memory_weight_ = w; }
+  double lower_bound() { Prepare(); return h_[0]; }
+  // The cheapest goal cost over every choice sequence (no pruning; tests only).
+  absl::StatusOr<double> Exhaustive();
 
  private:
   double Bytes(ir::ValueId v) const { return 4.0 * static_cast<double>(ir::NumElements(g_.value(v).shape)); }
@@ -59,6 +67,14 @@ class Search {
     }
     return true;
   }
+  double MemoryFraction(const std::vector<double>& mem) const {
+    if (!o_.memory_limits) return 0;
+    double worst = 0;
+    for (int i = 0; i < n_; ++i) {
+      worst = std::max(worst, mem[static_cast<size_t>(i)] / c_.devices[static_cast<size_t>(i)].memory_bytes);
+    }
+    return worst;
+  }
   double Time(const Term& t) const { return costmodel::TermTime(t, r_, c_); }
   // A collective instruction with the cheaper implementation where there is a choice.
   Instruction Collective(InstrKind kind, ir::ValueId t, int dim, int dim2, double* cost) const;
@@ -71,6 +87,10 @@ class Search {
   };
   void Satisfy(const Property& q, const Partial& p, std::vector<Partial>& out) const;
   std::vector<int64_t> Key(int idx, const Live& live) const;
+  void Prepare();
+  std::vector<SearchNode> Successors(const SearchNode& cur, int id) const;
+  bool Goal(const SearchNode& n) const;
+  instr::Program Build(const std::vector<SearchNode>& arena, int id) const;
 
   const ir::Graph& g_;
   const Cluster& c_;
@@ -78,7 +98,11 @@ class Search {
   const Strategy& s_;
   const SynthOptions& o_;
   const int n_;
-  std::vector<int> last_use_;
+  std::vector<int> last_use_;                       // per value: its last consumer
+  std::vector<std::vector<ComputeRule>> rules_;      // per node: the allowed rules
+  std::vector<std::vector<double>> rule_time_;       // per node and rule: compute time
+  std::vector<double> h_;                            // heuristic: cheapest compute from node k on
+  double memory_weight_ = 0;                         // seconds per unit of peak memory fraction
 };
 
 bool Search::RuleAllowed(ir::NodeId k, const ComputeRule& r) const {
@@ -172,8 +196,7 @@ void Search::Satisfy(const Property& q, const Partial& p, std::vector<Partial>& 
     if (q.kind == PropKind::kIdentity && s_.allow_zero_params && n_ > 1) {
       // ZeRO-3: stored as slices of dim 0, all-gathered for use (the gradient reduce-scattered).
       Partial next = place(p, 0);
-      AddMemory(next.memory, state, true);
-      AddMemory(next.memory, Bytes(v), false);  // the gathered copy
+      AddMemory(next.memory, state, true);  // the gathered copy is transient: freed after use
       double cost = 0;
       next.actions.push_back(Collective(InstrKind::kAllGather, v, 0, -1, &cost));
       next.cost += cost;
@@ -234,104 +257,136 @@ std::vector<int64_t> Search::Key(int idx, const Live& live) const {
   return key;
 }
 
-absl::StatusOr<instr::Program> Search::Run(int64_t* expanded) {
-  const auto start = std::chrono::steady_clock::now();
+void Search::Prepare() {
   const int num_nodes = static_cast<int>(g_.nodes().size());
   last_use_.assign(g_.values().size(), -1);
   for (int k = 0; k < num_nodes; ++k) {
     for (ir::ValueId v : g_.node(k).inputs) last_use_[static_cast<size_t>(v)] = k;
   }
   last_use_[static_cast<size_t>(g_.loss())] = num_nodes;
-  // Allowed rules, their compute time, and the heuristic suffix sums.
-  std::vector<std::vector<ComputeRule>> rules(static_cast<size_t>(num_nodes));
-  std::vector<std::vector<double>> rule_time(static_cast<size_t>(num_nodes));
-  std::vector<double> h(static_cast<size_t>(num_nodes) + 1, 0.0);
+  // Allowed rules, their compute time, and the heuristic's suffix sums.
+  rules_.assign(static_cast<size_t>(num_nodes), {});
+  rule_time_.assign(static_cast<size_t>(num_nodes), {});
+  h_.assign(static_cast<size_t>(num_nodes) + 1, 0.0);
   for (int k = 0; k < num_nodes; ++k) {
     for (ComputeRule& r : instr::ShardingRules(g_, k)) {
       if (!RuleAllowed(k, r)) continue;
-      rule_time[static_cast<size_t>(k)].push_back(Time(costmodel::ComputeTerm(g_, k, r, c_)));
-      rules[static_cast<size_t>(k)].push_back(std::move(r));
+      rule_time_[static_cast<size_t>(k)].push_back(Time(costmodel::ComputeTerm(g_, k, r, c_)));
+      rules_[static_cast<size_t>(k)].push_back(std::move(r));
     }
   }
   for (int k = num_nodes - 1; k >= 0; --k) {
-    const auto& t = rule_time[static_cast<size_t>(k)];
-    h[static_cast<size_t>(k)] = h[static_cast<size_t>(k) + 1] + (t.empty() ? 0.0 : *std::min_element(t.begin(), t.end()));
+    const auto& t = rule_time_[static_cast<size_t>(k)];
+    h_[static_cast<size_t>(k)] = h_[static_cast<size_t>(k) + 1] + (t.empty() ? 0.0 : *std::min_element(t.begin(), t.end()));
   }
+}
 
+std::vector<SearchNode> Search::Successors(const SearchNode& cur, int id) const {
+  std::vector<SearchNode> out;
+  const ir::Node& node = g_.node(cur.idx);
+  const auto& node_rules = rules_[static_cast<size_t>(cur.idx)];
+  for (size_t ri = 0; ri < node_rules.size(); ++ri) {
+    const ComputeRule& rule = node_rules[ri];
+    std::vector<Partial> partials = {Partial{cur.live, rule_time_[static_cast<size_t>(cur.idx)][ri], cur.memory, {}}};
+    for (const Property& q : rule.pre) {
+      std::vector<Partial> next;
+      for (const Partial& p : partials) Satisfy(q, p, next);
+      partials = std::move(next);
+    }
+    for (Partial& p : partials) {
+      Instruction in;
+      in.kind = InstrKind::kCompute;
+      in.node = cur.idx;
+      in.rule = rule.name;
+      in.pre = rule.pre;
+      in.post = {rule.post};
+      p.actions.push_back(in);
+      p.live[node.output] = {rule.post};
+      AddMemory(p.memory, Bytes(node.output), rule.post.kind == PropKind::kGather);
+      for (auto it = p.live.begin(); it != p.live.end();) {
+        it = last_use_[static_cast<size_t>(it->first)] <= cur.idx ? p.live.erase(it) : std::next(it);
+      }
+      if (!Fits(p.memory)) continue;
+      const double penalty = memory_weight_ > 0 ? memory_weight_ * (MemoryFraction(p.memory) - MemoryFraction(cur.memory)) : 0;
+      out.push_back(SearchNode{cur.idx + 1, std::move(p.live), cur.g + p.cost + penalty, std::move(p.memory), id,
+                               std::move(p.actions)});
+    }
+  }
+  return out;
+}
+
+bool Search::Goal(const SearchNode& n) const {
+  if (n.idx != static_cast<int>(g_.nodes().size())) return false;
+  const Forms& loss = n.live.at(g_.loss());
+  return std::find(loss.begin(), loss.end(), Property::Reduce(g_.loss())) != loss.end() ||
+         std::find(loss.begin(), loss.end(), Property::Identity(g_.loss())) != loss.end();
+}
+
+instr::Program Search::Build(const std::vector<SearchNode>& arena, int id) const {
+  instr::Program prog;
+  prog.num_devices = n_;
+  prog.ratios = {r_};
+  std::vector<const SearchNode*> path;
+  for (int at = id; at >= 0; at = arena[static_cast<size_t>(at)].parent) path.push_back(&arena[static_cast<size_t>(at)]);
+  for (auto it = path.rbegin(); it != path.rend(); ++it) {
+    for (const Instruction& in : (*it)->actions) prog.instructions.push_back(in);
+  }
+  return prog;
+}
+
+absl::StatusOr<instr::Program> Search::Run(int64_t* expanded) {
+  const auto start = std::chrono::steady_clock::now();
+  Prepare();
   std::vector<SearchNode> arena;
   arena.push_back(SearchNode{0, {}, 0.0, std::vector<double>(static_cast<size_t>(n_), 0.0), -1, {}});
-  using Entry = std::tuple<double, int64_t, int>;  // f, insertion order, arena index
+  using Entry = std::tuple<double, int64_t, int>;  // f, insertion order (ties), arena index
   std::priority_queue<Entry, std::vector<Entry>, std::greater<>> open;
   int64_t seq = 0;
-  open.push({h[0], seq++, 0});
-  std::map<std::vector<int64_t>, double> best;
-  best[Key(0, {})] = 0;
+  open.push({h_[0], seq++, 0});
+  std::map<std::vector<int64_t>, double> best;  // the best g per state
   int64_t count = 0;
   while (!open.empty()) {
-    const auto [f, order, id] = open.top();
+    const int id = std::get<2>(open.top());
     open.pop();
-    const SearchNode cur = arena[static_cast<size_t>(id)];
-    if (cur.g > best[Key(cur.idx, cur.live)]) continue;  // a cheaper duplicate was expanded
-    if (cur.idx == num_nodes) {
-      const Forms& loss = cur.live.at(g_.loss());
-      if (std::find(loss.begin(), loss.end(), Property::Reduce(g_.loss())) == loss.end() &&
-          std::find(loss.begin(), loss.end(), Property::Identity(g_.loss())) == loss.end()) {
-        continue;
-      }
-      instr::Program prog;
-      prog.num_devices = n_;
-      prog.ratios = {r_};
-      std::vector<const SearchNode*> path;
-      for (int at = id; at >= 0; at = arena[static_cast<size_t>(at)].parent) path.push_back(&arena[static_cast<size_t>(at)]);
-      for (auto it = path.rbegin(); it != path.rend(); ++it) {
-        for (const Instruction& in : (*it)->actions) prog.instructions.push_back(in);
-      }
+    if (arena[static_cast<size_t>(id)].idx == static_cast<int>(g_.nodes().size())) {
+      if (!Goal(arena[static_cast<size_t>(id)])) continue;
       if (expanded) *expanded = count;
-      return prog;
+      return Build(arena, id);
     }
     if (++count % 1024 == 0 &&
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > o_.time_limit_s) {
       return absl::DeadlineExceededError(StrCat("search exceeded the time limit of ", o_.time_limit_s, " s after ",
                                                 count, " states; raise --time-limit"));
     }
-    const ir::Node& node = g_.node(cur.idx);
-    const auto& node_rules = rules[static_cast<size_t>(cur.idx)];
-    for (size_t ri = 0; ri < node_rules.size(); ++ri) {
-      const ComputeRule& rule = node_rules[ri];
-      std::vector<Partial> partials = {Partial{cur.live, rule_time[static_cast<size_t>(cur.idx)][ri], cur.memory, {}}};
-      for (const Property& q : rule.pre) {
-        std::vector<Partial> next;
-        for (const Partial& p : partials) Satisfy(q, p, next);
-        partials = std::move(next);
+    for (SearchNode& next : Successors(arena[static_cast<size_t>(id)], id)) {
+      auto [bit, fresh] = best.try_emplace(Key(next.idx, next.live), next.g);
+      if (!fresh) {
+        if (next.g >= bit->second) continue;
+        bit->second = next.g;
       }
-      for (Partial& p : partials) {
-        Instruction in;
-        in.kind = InstrKind::kCompute;
-        in.node = cur.idx;
-        in.rule = rule.name;
-        in.pre = rule.pre;
-        in.post = {rule.post};
-        p.actions.push_back(in);
-        p.live[node.output] = {rule.post};
-        AddMemory(p.memory, Bytes(node.output), rule.post.kind == PropKind::kGather);
-        for (auto it = p.live.begin(); it != p.live.end();) {
-          it = last_use_[static_cast<size_t>(it->first)] <= cur.idx ? p.live.erase(it) : std::next(it);
-        }
-        if (!Fits(p.memory)) continue;
-        const double g = cur.g + p.cost;
-        const std::vector<int64_t> key = Key(cur.idx + 1, p.live);
-        auto [bit, fresh] = best.try_emplace(key, g);
-        if (!fresh) {
-          if (g >= bit->second) continue;
-          bit->second = g;
-        }
-        arena.push_back(SearchNode{cur.idx + 1, std::move(p.live), g, std::move(p.memory), id, std::move(p.actions)});
-        open.push({g + h[static_cast<size_t>(cur.idx) + 1], seq++, static_cast<int>(arena.size()) - 1});
-      }
+      const double f = next.g + h_[static_cast<size_t>(next.idx)];
+      arena.push_back(std::move(next));
+      open.push({f, seq++, static_cast<int>(arena.size()) - 1});
     }
   }
   if (expanded) *expanded = count;
   return absl::ResourceExhaustedError("no program fits every device's memory at these ratios");
+}
+
+absl::StatusOr<double> Search::Exhaustive() {
+  Prepare();
+  double best = std::numeric_limits<double>::infinity();
+  std::vector<SearchNode> stack;
+  stack.push_back(SearchNode{0, {}, 0.0, std::vector<double>(static_cast<size_t>(n_), 0.0), -1, {}});
+  while (!stack.empty()) {
+    SearchNode cur = std::move(stack.back());
+    stack.pop_back();
+    if (Goal(cur)) best = std::min(best, cur.g);
+    if (cur.idx == static_cast<int>(g_.nodes().size())) continue;
+    for (SearchNode& next : Successors(cur, -1)) stack.push_back(std::move(next));
+  }
+  if (!std::isfinite(best)) return absl::ResourceExhaustedError("no program");
+  return best;
 }
 
 }  // namespace
@@ -339,8 +394,31 @@ absl::StatusOr<instr::Program> Search::Run(int64_t* expanded) {
 absl::StatusOr<instr::Program> SearchProgram(const ir::Graph& g, const costmodel::Cluster& c,
                                              const std::vector<double>& ratios, const Strategy& s,
                                              const SynthOptions& o, int64_t* states_expanded) {
+  // The best-g table merges states that differ only in memory, which is fast but can drop the
+  // only path that fits. When nothing fits, search again with memory priced into g, each time
+  // dearer (a memory-saving pass), until a program fits.
+  absl::StatusOr<instr::Program> result = absl::ResourceExhaustedError("no search ran");
+  int64_t total = 0;
+  const double scale = Search(g, c, ratios, s, o).lower_bound();
+  for (double weight : {0.0, 0.3, 3.0, 30.0, 300.0}) {
+    if (weight > 0 && !o.memory_limits) break;
+    Search search(g, c, ratios, s, o);
+    search.set_memory_weight(weight * scale);
+    int64_t expanded = 0;
+    result = search.Run(&expanded);
+    total += expanded;
+    if (!absl::IsResourceExhausted(result.status())) break;
+  }
+  if (states_expanded) *states_expanded = total;
+  return result;
+}
+
+
+double ExhaustiveSearchCost(const ir::Graph& g, const costmodel::Cluster& c, const std::vector<double>& ratios,
+                            const Strategy& s, const SynthOptions& o) {
   Search search(g, c, ratios, s, o);
-  return search.Run(states_expanded);
+  absl::StatusOr<double> cost = search.Exhaustive();
+  return cost.ok() ? *cost : std::numeric_limits<double>::infinity();
 }
 
 }  // namespace hetsynth::synth

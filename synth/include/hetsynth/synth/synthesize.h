@@ -68,6 +68,11 @@ absl::StatusOr<instr::Program> SearchProgram(const ir::Graph& g, const costmodel
                                              const std::vector<double>& ratios, const Strategy& s,
                                              const SynthOptions& o, int64_t* states_expanded = nullptr);
 
+// The cost of the best program found by trying every choice with no pruning (exponential:
+// tests compare it with SearchProgram on small graphs). Infinity when there is none.
+double ExhaustiveSearchCost(const ir::Graph& g, const costmodel::Cluster& c, const std::vector<double>& ratios,
+                            const Strategy& s, const SynthOptions& o);
+
 // Ratios minimizing the step time of a fixed program (Z3 LP over device classes, memory rows
 // when o.memory_limits); an error when no ratios fit the memory.
 absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const costmodel::Cluster& c,

@@ -1,0 +1,175 @@
+#include <cmath>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/instr/program.h"
+#include "hetsynth/ir/status.h"
+#include "hetsynth/ir/models.h"
+#include "hetsynth/synth/synthesize.h"
+
+namespace hetsynth::synth {
+namespace {
+
+using costmodel::Cluster;
+
+// One node; device i has flops[i] FLOP/s and memory[i] bytes.
+Cluster MakeCluster(const std::vector<double>& flops, const std::vector<double>& memory,
+                    double bandwidth = 1e10, double latency = 1e-6) {
+  std::string devices;
+  for (size_t i = 0; i < flops.size(); ++i) {
+    devices += StrCat(i ? "," : "", "{\"name\": \"d", i, "\", \"type\": \"t", i, "\", \"node\": \"n0\", \"flops\": ", flops[i],
+                      ", \"memory_bytes\": ", memory[i], ", \"memory_bandwidth\": ", flops[i] / 10, "}");
+  }
+  const std::string link = StrCat("{\"bandwidth\": ", bandwidth, ", \"latency\": ", latency, "}");
+  const std::string text = StrCat("{\"format\": \"hetsynth-cluster\", \"version\": 1, \"name\": \"test\", \"nodes\": [{\"name\": \"n0\"}], ",
+                                  "\"devices\": [", devices, "], \"links\": {\"intra_node\": ", link, ", \"inter_node\": ", link, "}}");
+  absl::StatusOr<Cluster> c = costmodel::ParseCluster(text, "test");
+  EXPECT_TRUE(c.ok()) << c.status();
+  return *c;
+}
+
+ir::Graph Model(const std::string& name, std::vector<std::string> args = {}, int64_t batch = 0,
+                ir::Preset preset = ir::Preset::kSmall) {
+  return *ir::BuildModel(*ir::MakeModelSpec(name, args, batch, preset));
+}
+
+// A random chain: linear / relu / gelu / add-residual / layer-norm over [B, W] activations.
+ir::Graph RandomGraph(std::mt19937& rng) {
+  ir::Builder b("random");
+  std::uniform_int_distribution<int> len(2, 5), width_pick(0, 2), op(0, 3);
+  const int64_t widths[] = {8, 12, 16};
+  const int64_t batch = 8;
+  int64_t w = widths[width_pick(rng)];
+  ir::ValueId h = b.Input("x", {batch, w});
+  const int n = len(rng);
+  for (int i = 0; i < n; ++i) {
+    const std::string p = StrCat("l", i);
+    switch (op(rng)) {
+      case 0: {
+        const int64_t out = widths[width_pick(rng)];
+        h = b.Linear(p, h, b.Parameter(p + ".w", {out, w}, ir::Init::Normal(0.1)), b.Parameter(p + ".b", {out}, ir::Init::Zeros()));
+        w = out;
+        break;
+      }
+      case 1: h = b.Relu(p, h); break;
+      case 2: h = b.Add(p, h, b.Gelu(p + ".g", h)); break;
+      default: {
+        ir::Attrs a;
+        h = b.Op(p, ir::OpKind::kLayerNorm, {h, b.Parameter(p + ".gamma", {w}, ir::Init::Ones()),
+                                             b.Parameter(p + ".beta", {w}, ir::Init::Zeros())}, a);
+      }
+    }
+  }
+  const ir::ValueId logits = b.Linear("head", h, b.Parameter("head.w", {4, w}, ir::Init::Normal(0.1)));
+  b.SetLoss(b.Op("loss", ir::OpKind::kCrossEntropy, {logits, b.Input("labels", {batch})}));
+  return *std::move(b).Finish();
+}
+
+TEST(Search, AStarEqualsExhaustiveEnumerationOnRandomGraphs) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> speed(1e9, 4e9);
+  for (int trial = 0; trial < 24; ++trial) {
+    const ir::Graph g = RandomGraph(rng);
+    const int n = 2 + trial % 2;
+    std::vector<double> flops, mem(static_cast<size_t>(n), 1e12), ratios;
+    for (int i = 0; i < n; ++i) flops.push_back(speed(rng));
+    const Cluster c = MakeCluster(flops, mem, trial % 3 == 0 ? 1e8 : 1e10);
+    double total = 0;
+    for (double f : flops) total += f;
+    for (double f : flops) ratios.push_back(f / total);
+    const Strategy s;
+    const SynthOptions o;
+    absl::StatusOr<instr::Program> p = SearchProgram(g, c, ratios, s, o);
+    ASSERT_TRUE(p.ok()) << p.status();
+    const double exhaustive = ExhaustiveSearchCost(g, c, ratios, s, o);
+    // The A* program's cost at the search's (continuous) shares.
+    instr::Program prog = *p;
+    prog.ratios = {ratios};
+    ASSERT_TRUE(instr::BuildSplitGroups(g, prog).ok());
+    ASSERT_TRUE(instr::CheckProgram(g, prog).ok());
+    const costmodel::ProgramCost pc = costmodel::DescribeCost(g, prog, c, o.cost);
+    costmodel::Shares shares(prog.groups.size(), ratios);
+    const double astar = costmodel::Evaluate(pc, shares, c, prog.instructions.size()).step_s;
+    EXPECT_NEAR(astar, exhaustive, 1e-9 * exhaustive) << "trial " << trial << " with " << g.nodes().size() << " nodes";
+  }
+}
+
+TEST(RatioLp, TwoDevicesWithoutCommunicationSplitInProportionToSpeed) {
+  // One device, no communication: the closed-form optimum of max(r0/F0, r1/F1) is r ∝ F.
+  const ir::Graph g = Model("mlp");
+  const Cluster c = MakeCluster({3e12, 1e12}, {1e12, 1e12});
+  absl::StatusOr<SynthResult> dp = Synthesize(g, c, *StrategyByName("dp-cp"), SynthOptions{});
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  absl::StatusOr<std::vector<double>> r = OptimizeRatios(g, c, dp->program, SynthOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NEAR((*r)[0], 0.75, 1e-6);
+  EXPECT_NEAR((*r)[1], 0.25, 1e-6);
+}
+
+TEST(RatioLp, MemoryCapacityCapsTheShareOfASmallDevice) {
+  // Equal speeds would split evenly; device 1's memory allows at most the share where
+  // fixed + split·r = 0.99·capacity.
+  const ir::Graph g = Model("mlp", {"hidden=256"}, 512);
+  const Cluster roomy = MakeCluster({1e12, 1e12}, {1e12, 1e12});
+  absl::StatusOr<SynthResult> dp = Synthesize(g, roomy, *StrategyByName("dp-ev"), SynthOptions{});
+  ASSERT_TRUE(dp.ok());
+  const costmodel::ProgramCost pc = costmodel::DescribeCost(g, dp->program, roomy, SynthOptions{}.cost);
+  double fixed = 0, split = 0;
+  for (const auto& m : pc.memory) (m.group >= 0 ? split : fixed) += m.bytes;
+  const double cap = fixed + 0.3 * split / 0.99;  // room for a 30% share
+  const Cluster tight = MakeCluster({1e12, 1e12}, {1e12, cap});
+  absl::StatusOr<std::vector<double>> r = OptimizeRatios(g, tight, dp->program, SynthOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  const double expected = (0.99 * cap - fixed) / split;  // the LP keeps 1% headroom for rounding
+  EXPECT_LT(expected, 0.5);
+  EXPECT_NEAR((*r)[1], expected, 1e-4);
+  EXPECT_NEAR((*r)[0], 1 - expected, 1e-4);
+}
+
+TEST(Synthesize, NeverWorseThanABaselineAndDeterministic) {
+  const ir::Graph g = Model("gpt");
+  absl::StatusOr<Cluster> c = costmodel::ReadClusterFile(std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/mixed-4.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  absl::StatusOr<SynthResult> a = Synthesize(g, *c, Strategy{}, SynthOptions{});
+  absl::StatusOr<SynthResult> b = Synthesize(g, *c, Strategy{}, SynthOptions{});
+  ASSERT_TRUE(a.ok() && b.ok());
+  instr::Plan pa, pb;
+  pa.program = a->program;
+  pb.program = b->program;
+  EXPECT_EQ(instr::PlanToJson(g, pa), instr::PlanToJson(g, pb));
+  for (const std::string& name : BaselineNames()) {
+    absl::StatusOr<SynthResult> base = Synthesize(g, *c, *StrategyByName(name), SynthOptions{});
+    if (!base.ok()) continue;
+    EXPECT_LE(a->estimate.step_s, base->estimate.step_s * (1 + 1e-9)) << name;
+  }
+}
+
+TEST(Synthesize, SmallMemoryDeviceIsNeverOverCapacity) {
+  // Default-size gpt with Adam needs ~2 GB per replica; quarter0 has 1 GiB.
+  const ir::Graph g = Model("gpt", {}, 0, ir::Preset::kDefault);
+  absl::StatusOr<Cluster> c = costmodel::ReadClusterFile(std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/mixed-4.json");
+  ASSERT_TRUE(c.ok());
+  absl::StatusOr<SynthResult> r = Synthesize(g, *c, Strategy{}, SynthOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (size_t i = 0; i < c->devices.size(); ++i) {
+    EXPECT_LE(r->estimate.memory_bytes[i], c->devices[i].memory_bytes) << c->devices[i].name;
+  }
+  // Data parallel cannot fit a replica on quarter0.
+  absl::StatusOr<SynthResult> dp = Synthesize(g, *c, *StrategyByName("dp-ev"), SynthOptions{});
+  ASSERT_FALSE(dp.ok());
+  EXPECT_NE(dp.status().message().find("device 'quarter0' needs"), std::string::npos) << dp.status();
+}
+
+TEST(Synthesize, InfeasibleProblemNamesDeviceAndBytes) {
+  const ir::Graph g = Model("gpt", {}, 0, ir::Preset::kDefault);
+  const Cluster tiny = MakeCluster({1e12, 1e12}, {1e6, 1e6});
+  absl::StatusOr<SynthResult> r = Synthesize(g, tiny, Strategy{}, SynthOptions{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("fits nowhere"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("has 1000000"), std::string::npos) << r.status();
+}
+
+}  // namespace
+}  // namespace hetsynth::synth
