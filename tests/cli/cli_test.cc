@@ -31,8 +31,12 @@ void ExpectError(const std::string& args, const std::string& needle) {
   const Result r = Hetsynth(args);
   EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
   EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
-  // One line, no crash trace.
-  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << args << "\n" << r.output;
+  // One error line, last (progress lines may precede it), no crash trace.
+  size_t errors = 0;
+  for (size_t at = r.output.find("error:"); at != std::string::npos; at = r.output.find("error:", at + 1)) ++errors;
+  EXPECT_EQ(errors, 1u) << args << "\n" << r.output;
+  const size_t last = r.output.rfind('\n', r.output.size() - 2);
+  EXPECT_EQ(r.output.compare(last == std::string::npos ? 0 : last + 1, 16, "hetsynth: error:"), 0) << r.output;
 }
 
 std::string Tmp(const std::string& name) { return ::testing::TempDir() + "/" + name; }
@@ -96,6 +100,60 @@ TEST(Cli, TrainWritesMetricsAndResumes) {
   std::ifstream in2(metrics);
   std::getline(in2, line);
   EXPECT_EQ(nlohmann::json::parse(line).at("step").get<int>(), 4);  // continues the step count
+}
+
+}  // namespace
+
+namespace {
+
+const std::string kMixed4 = std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/mixed-4.json";
+
+TEST(CliPlans, SynthWritesAPlanThatChecksAndExplains) {
+  const std::string plan = Tmp("mlp-plan.json");
+  const Result r = Hetsynth("synth --model mlp --small --cluster " + kMixed4 + " -o " + plan);
+  ASSERT_EQ(r.code, 0) << r.output;
+  for (const char* row : {"synthesized", "dp-ev", "dp-cp", "tp-even", "zero-even"}) {
+    EXPECT_NE(r.output.find(row), std::string::npos) << row;
+  }
+  const Result check = Hetsynth("check " + plan + " --cluster " + kMixed4);
+  EXPECT_EQ(check.code, 0) << check.output;
+  EXPECT_NE(check.output.find("is valid"), std::string::npos);
+  const Result explain = Hetsynth("explain " + plan);
+  EXPECT_EQ(explain.code, 0) << explain.output;
+  EXPECT_NE(explain.output.find("memory per device"), std::string::npos);
+  EXPECT_NE(explain.output.find("→"), std::string::npos);
+}
+
+TEST(CliPlans, CheckRejectsAHandCorruptedPlan) {
+  const std::string plan = Tmp("mlp-plan2.json");
+  ASSERT_EQ(Hetsynth("synth --model mlp --small --cluster " + kMixed4 + " -o " + plan).code, 0);
+  std::ifstream in(plan);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Drop the first compute instruction's output property: its triple no longer matches.
+  nlohmann::json j = nlohmann::json::parse(text);
+  for (auto& ins : j["program"]) {
+    if (ins["op"] == "compute") {
+      ins["rule"] = "replicated";
+      break;
+    }
+  }
+  const std::string bad = Tmp("corrupt-plan.json");
+  std::ofstream(bad) << j.dump(1);
+  ExpectError("check " + bad, "corrupt-plan.json");
+  ExpectError("check " + plan + " --cluster " + std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/homogeneous-8.json",
+              "was made for cluster 'mixed-4'");
+  std::ofstream(Tmp("garbage-plan.json")) << "{\"format\": \"hetsynth-plan\", \"version\": 1, \"model\": 3}";
+  ExpectError("check " + Tmp("garbage-plan.json"), "model");
+}
+
+TEST(CliPlans, BadClusterAndInfeasibleProblemsExitTwo) {
+  std::ofstream(Tmp("bad-cluster.json")) << "{\"format\": \"hetsynth-cluster\", \"version\": 1}";
+  ExpectError("synth --model mlp --small --cluster " + Tmp("bad-cluster.json") + " -o " + Tmp("x.json"), "bad-cluster.json");
+  ExpectError("synth --model mlp --small --cluster " + kMixed4 + " -o " + Tmp("x.json") + " --baseline nosuch",
+              "unknown strategy 'nosuch'");
+  // A default-size gpt replica (~3 GB with Adam and activations) cannot fit quarter0's 1 GiB.
+  ExpectError("synth --model gpt --cluster " + kMixed4 + " -o " + Tmp("x.json") + " --baseline dp-ev",
+              "device 'quarter0' needs");
 }
 
 }  // namespace
