@@ -1,6 +1,7 @@
 // Tests of the dense, elementwise, normalization and layout CPU kernels: finite-difference
 // gradient checks for every op and broadcast variant, exact forward values for hand-computed
 // cases, the dropout stream, the add-into-din contract, and the programming-error checks.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -128,10 +129,20 @@ TEST(NormGradTest, LayerNorm3d) {
 }
 TEST(NormGradTest, Softmax) { CheckGradients(Case(OpKind::kSoftmax, {{2, 3, 7}})); }
 TEST(NormGradTest, LogSoftmax) { CheckGradients(Case(OpKind::kLogSoftmax, {{2, 3, 7}})); }
+// Rows longer than the kernels' 8-lane reductions, with a ragged tail.
+TEST(NormGradTest, SoftmaxLongRows) { CheckGradients(Case(OpKind::kSoftmax, {{3, 19}})); }
+TEST(NormGradTest, LogSoftmaxLongRows) { CheckGradients(Case(OpKind::kLogSoftmax, {{3, 19}})); }
 
 TEST(NormGradTest, CrossEntropy) {
   GradCase c = Case(OpKind::kCrossEntropy, {{4, 5}, {4}});
   c.fixed = {{1, Make({4}, {0, 3, 1, 4})}};
+  c.no_grad = {1};
+  CheckGradients(c);
+}
+
+TEST(NormGradTest, CrossEntropyManyClasses) {
+  GradCase c = Case(OpKind::kCrossEntropy, {{3, 21}, {3}});
+  c.fixed = {{1, Make({3}, {20, 0, 9})}};
   c.no_grad = {1};
   CheckGradients(c);
 }
@@ -316,6 +327,16 @@ TEST(ElementwiseForwardTest, GeluIsExactErfForm) {
   EXPECT_NEAR(y.data[2], -0.15865525393145707, 1e-6);
 }
 
+TEST(ElementwiseForwardTest, GeluKeepsRelativeAccuracyInBothTails) {
+  // Float 1 + erf(x/√2) cancels to 0 near x = −6; the kernel must not.
+  const std::vector<float> xs = {-9, -6, -3, -0.5f, 0.5f, 3, 10};
+  const Tensor y = RunForward(OpKind::kGelu, {Make({7}, xs)});
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double want = xs[i] * 0.5 * std::erfc(-double(xs[i]) / std::sqrt(2.0));
+    EXPECT_NEAR(y.data[i], want, 1e-4 * std::abs(want)) << "x = " << xs[i];
+  }
+}
+
 TEST(ElementwiseForwardTest, ExpandRepeatsAlongBroadcastDims) {
   Attrs a;
   a.shape = {2, 2, 3};
@@ -437,9 +458,42 @@ TEST(NormForwardTest, SoftmaxRowsSumToOne) {
   }
 }
 
+TEST(NormForwardTest, SoftmaxOfLongMaskedRowMatchesDoubleReference) {
+  Tensor x({2, 37});
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    x.data[i] = i % 3 == 1 ? -kInf : std::sin(0.7f * static_cast<float>(i)) * 6.0f;
+  }
+  const Tensor y = RunForward(OpKind::kSoftmax, {x});
+  const Tensor ly = RunForward(OpKind::kLogSoftmax, {x});
+  for (int64_t r = 0; r < 2; ++r) {
+    const float* xr = x.ptr() + r * 37;
+    double m = -kInf, s = 0;
+    for (int64_t j = 0; j < 37; ++j) m = std::max(m, double(xr[j]));
+    for (int64_t j = 0; j < 37; ++j) s += std::exp(double(xr[j]) - m);
+    for (int64_t j = 0; j < 37; ++j) {
+      const double want = std::exp(double(xr[j]) - m) / s;
+      if (std::isinf(xr[j])) {
+        EXPECT_EQ(y.at({r, j}), 0.0f);
+        EXPECT_EQ(ly.at({r, j}), -kInf);
+        continue;
+      }
+      EXPECT_NEAR(y.at({r, j}), want, 1e-6 * want) << r << "," << j;
+      EXPECT_NEAR(ly.at({r, j}), std::log(want), 1e-5) << r << "," << j;
+    }
+  }
+}
+
 TEST(NormForwardTest, SoftmaxIsStableForLargeLogits) {
   const Tensor y = RunForward(OpKind::kSoftmax, {Make({1, 2}, {1000, 1000})});
   EXPECT_EQ(y.data, (std::vector<float>{0.5f, 0.5f}));
+  // The same in a long row whose max sits in the vectorized part, not the tail.
+  Tensor x({1, 21});
+  x.data[3] = 1000;
+  const Tensor ly = RunForward(OpKind::kLogSoftmax, {x});
+  EXPECT_EQ(ly.data[3], 0.0f);
+  EXPECT_EQ(ly.data[0], -1000.0f);
+  const Tensor ce = RunForward(OpKind::kCrossEntropy, {x, Make({1}, {3})});
+  EXPECT_EQ(ce.data[0], 0.0f);
 }
 
 TEST(NormForwardTest, SoftmaxAndLogSoftmaxHandleNegativeInfinity) {
@@ -482,6 +536,12 @@ TEST(NormForwardTest, CrossEntropyOfKnown2x3Case) {
   const std::vector<double> want = {0.09003057317038046, 0.24472847105479767,
                                     0.6652409557748219 - 1, 1.0 / 3 - 1, 1.0 / 3, 1.0 / 3};
   for (int64_t i = 0; i < 6; ++i) EXPECT_NEAR(dlogits.data[i], want[i], 1e-6) << i;
+}
+
+TEST(NormForwardTest, CrossEntropyIsStableForLargeLogits) {
+  const Tensor logits = Make({2, 3}, {1000, 0, -1000, 1000, 0, -1000});
+  const Tensor loss = RunForward(OpKind::kCrossEntropy, {logits, Make({2}, {0, 1})});
+  EXPECT_NEAR(loss.data[0], 500.0, 1e-3);  // (0 + 1000) / 2
 }
 
 TEST(NormDeathTest, CrossEntropyRejectsOutOfRangeLabel) {
