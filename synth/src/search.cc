@@ -78,6 +78,14 @@ class Search {
   double Time(const Term& t) const { return costmodel::TermTime(t, r_, c_); }
   // A collective instruction with the cheaper implementation where there is a choice.
   Instruction Collective(InstrKind kind, ir::ValueId t, int dim, int dim2, double* cost) const;
+  Instruction LocalSlice(ir::ValueId t, int dim) const {
+    Instruction sl;
+    sl.kind = InstrKind::kSlice;
+    sl.tensor = t;
+    sl.dim = dim;
+    HS_CHECK(instr::DeriveTriple(g_, sl).ok(), "search built an invalid slice");
+    return sl;
+  }
   // Ways to make `q` hold given the partial successor; each appends to `out`.
   struct Partial {
     Live live;
@@ -170,12 +178,7 @@ void Search::Satisfy(const Property& q, const Partial& p, std::vector<Partial>& 
       AddMemory(next.memory, Bytes(v), !replicate);
       if (replicate && q.kind == PropKind::kGather) {
         next.live[v] = {Property::Identity(v)};
-        Instruction sl;
-        sl.kind = InstrKind::kSlice;
-        sl.tensor = v;
-        sl.dim = q.dim;
-        HS_CHECK(instr::DeriveTriple(g_, sl).ok(), "bad slice");
-        next.actions.push_back(sl);
+        next.actions.push_back(LocalSlice(v, q.dim));
       }
       push(std::move(next), q);
       return;
@@ -213,12 +216,7 @@ void Search::Satisfy(const Property& q, const Partial& p, std::vector<Partial>& 
   const bool has_identity = std::find(have.begin(), have.end(), Property::Identity(v)) != have.end();
   if (q.kind == PropKind::kGather && has_identity) {  // a local slice: free, always allowed
     Partial next = p;
-    Instruction sl;
-    sl.kind = InstrKind::kSlice;
-    sl.tensor = v;
-    sl.dim = q.dim;
-    HS_CHECK(instr::DeriveTriple(g_, sl).ok(), "bad slice");
-    next.actions.push_back(sl);
+    next.actions.push_back(LocalSlice(v, q.dim));
     push(std::move(next), q);
     return;
   }
