@@ -118,8 +118,9 @@ absl::Status RunSynth(const SynthFlags& f) {
       continue;
     }
     const synth::SynthResult& r = results.at(name);
-    fmt::print("{:<12} {:>14} {:>12} {:>12} {:>10.2f}x {:>9.2f}s\n", name, Ms(r.estimate.step_s), Ms(r.estimate.compute_s),
-               Ms(r.estimate.communication_s), dp_ev > 0 ? dp_ev / r.estimate.step_s : 0.0, r.seconds);
+    const std::string vs = dp_ev > 0 ? fmt::format("{:.2f}x", dp_ev / r.estimate.step_s) : "n/a";
+    fmt::print("{:<12} {:>14} {:>12} {:>12} {:>11} {:>9.2f}s\n", name, Ms(r.estimate.step_s), Ms(r.estimate.compute_s),
+               Ms(r.estimate.communication_s), vs, r.seconds);
   }
   if (best_baseline > 0 && chosen == "synthesized") {
     fmt::print("synthesized plan: {:.2f}x faster than the best baseline (predicted)\n", best_baseline / mine.estimate.step_s);
