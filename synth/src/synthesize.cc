@@ -55,6 +55,15 @@ std::vector<double> InitialRatios(const costmodel::Cluster& c, bool even) {
   return r;
 }
 
+// Ratios ∝ memory capacity: a start from which memory-tight devices can still fit.
+std::vector<double> MemoryRatios(const costmodel::Cluster& c) {
+  double total = 0;
+  for (const costmodel::Device& d : c.devices) total += d.memory_bytes;
+  std::vector<double> r;
+  for (const costmodel::Device& d : c.devices) r.push_back(d.memory_bytes / total);
+  return r;
+}
+
 bool Fits(const costmodel::Estimate& e, const costmodel::Cluster& c) {
   for (size_t i = 0; i < e.memory_bytes.size(); ++i) {
     if (e.memory_bytes[i] > c.devices[i].memory_bytes) return false;
@@ -148,7 +157,8 @@ absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Clus
     r.seconds = elapsed();
     return r;
   }
-  // The alternation is a local search: start it from ratios ∝ FLOP/s and from even ratios, and
+  // The alternation is a local search: start it from ratios ∝ FLOP/s, from even ratios and from
+  // ratios ∝ memory (where a small device may only fit a small share), and
   // also re-optimize the ratios of every baseline's program (each is in the search space), so
   // the result is never worse than the best baseline under the cost model.
   std::optional<SynthResult> best;
@@ -172,7 +182,8 @@ absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Clus
   };
   const double budget = o.time_limit_s;
   consider(Alternate(g, c, s, o, InitialRatios(c, false), 0.4 * budget, start));
-  consider(Alternate(g, c, s, o, InitialRatios(c, true), 0.7 * budget, start));
+  consider(Alternate(g, c, s, o, InitialRatios(c, true), 0.6 * budget, start));
+  if (o.memory_limits) consider(Alternate(g, c, s, o, MemoryRatios(c), 0.8 * budget, start));
   for (const std::string& name : BaselineNames()) {
     if (elapsed() > budget) break;
     const Strategy b = *StrategyByName(name);
