@@ -96,6 +96,35 @@ TEST(Search, AStarEqualsExhaustiveEnumerationOnRandomGraphs) {
   }
 }
 
+TEST(Search, TinyGraphOptimumSplitsAllWorkEvenlyAtExactlyHalfTheFlops) {
+  // x[4,8] -> linear (W[2,8]) -> cross-entropy on two equal devices with free communication and
+  // unlimited memory bandwidth: the optimum does every op's work half on each device, so its
+  // cost is exactly (total forward + backward FLOPs) / (2 F).
+  ir::Builder b("tiny");
+  const ir::ValueId x = b.Input("x", {4, 8});
+  const ir::ValueId logits = b.Linear("fc", x, b.Parameter("fc.weight", {2, 8}, ir::Init::Normal(0.1)));
+  b.SetLoss(b.Op("loss", ir::OpKind::kCrossEntropy, {logits, b.Input("labels", {4})}));
+  const ir::Graph g = *std::move(b).Finish();
+  const std::string dev = R"({"type": "t", "node": "n0", "flops": 1e9, "memory_bytes": 1e12, "memory_bandwidth": 1e30})";
+  const std::string text = StrCat(R"({"format": "hetsynth-cluster", "version": 1, "name": "two", "nodes": [{"name": "n0"}], "devices": [)",
+                                  R"({"name": "a", )", dev.substr(1), R"(, {"name": "b", )", dev.substr(1),
+                                  R"(], "links": {"intra_node": {"bandwidth": 1e30, "latency": 0}, "inter_node": {"bandwidth": 1e30, "latency": 0}}})");
+  absl::StatusOr<Cluster> c = costmodel::ParseCluster(text, "two");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::vector<double> half = {0.5, 0.5};
+  absl::StatusOr<instr::Program> p = SearchProgram(g, *c, half, Strategy{}, SynthOptions{});
+  ASSERT_TRUE(p.ok()) << p.status();
+  absl::StatusOr<costmodel::Estimate> e = ApplyRatios(g, *c, *p, half, SynthOptions{});
+  ASSERT_TRUE(e.ok()) << e.status();
+  const ir::Flops f = g.TotalFlops();
+  EXPECT_DOUBLE_EQ(e->compute_s, (f.forward + f.backward) / 2e9);
+  EXPECT_LT(e->communication_s, 1e-15);
+  for (const instr::Instruction& in : p->instructions) {
+    if (in.kind == instr::InstrKind::kCompute) EXPECT_NE(in.rule, "replicated") << g.node(in.node).name;
+  }
+  EXPECT_EQ(ExhaustiveSearchCost(g, *c, half, Strategy{}, SynthOptions{}), e->step_s);
+}
+
 TEST(RatioLp, TwoDevicesWithoutCommunicationSplitInProportionToSpeed) {
   // One device, no communication: the closed-form optimum of max(r0/F0, r1/F1) is r ∝ F.
   const ir::Graph g = Model("mlp");
