@@ -15,6 +15,7 @@
 
 #include "hetsynth/ir/status.h"
 #include "hetsynth/synth/synthesize.h"
+#include "memory_oracle.h"
 
 namespace hetsynth::synth {
 namespace {
@@ -114,6 +115,53 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
   }
   for (double& v : out) v /= sum;  // exact rationals printed to 17 digits: renormalize the last bits
   return out;
+}
+
+}  // namespace hetsynth::synth
+
+namespace hetsynth::synth {
+
+struct MemoryOracle::Solver {
+  z3::context ctx;
+  z3::solver solver{ctx};
+  std::vector<z3::expr> ratios;      // per device class
+  std::vector<int64_t> capacity_mib;  // per device class
+};
+
+MemoryOracle::MemoryOracle(const costmodel::Cluster& c) : c_(c), z3_(std::make_unique<Solver>()) {
+  z3::expr total = z3_->ctx.real_val(0);
+  int k = 0;
+  for (const costmodel::DeviceClass& cls : c_.Classes()) {
+    const costmodel::Device& d = c_.devices[static_cast<size_t>(cls.devices.front())];
+    z3_->ratios.push_back(z3_->ctx.real_const(StrCat("r", k++).c_str()));
+    z3_->solver.add(z3_->ratios.back() >= 0);
+    // The same 1% headroom as the ratio LP, so that what the search keeps the LP can place.
+    z3_->capacity_mib.push_back(static_cast<int64_t>(std::floor(0.99 * d.memory_bytes / 1048576.0)));
+    total = total + z3_->ratios.back() * z3_->ctx.real_val(static_cast<int>(cls.devices.size()));
+  }
+  z3_->solver.add(total == 1);
+}
+
+MemoryOracle::~MemoryOracle() = default;
+
+bool MemoryOracle::AnyRatioFits(double fixed_bytes, double split_bytes) {
+  constexpr double kUnit = 4.0 * 1048576.0;
+  const std::pair<int64_t, int64_t> key = {static_cast<int64_t>(std::ceil(fixed_bytes / kUnit)),
+                                           static_cast<int64_t>(std::ceil(split_bytes / kUnit))};
+  auto it = cache_.find(key);
+  if (it != cache_.end()) return it->second;
+  ++calls_;
+  z3::context& ctx = z3_->ctx;
+  z3_->solver.push();
+  for (size_t k = 0; k < z3_->ratios.size(); ++k) {
+    // In MiB: fixed + split · r ≤ capacity.
+    z3_->solver.add(ctx.real_val(key.first * 4) + ctx.real_val(key.second * 4) * z3_->ratios[k] <=
+                    ctx.real_val(z3_->capacity_mib[k]));
+  }
+  const bool fits = z3_->solver.check() == z3::sat;
+  z3_->solver.pop();
+  cache_[key] = fits;
+  return fits;
 }
 
 }  // namespace hetsynth::synth

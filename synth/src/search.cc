@@ -15,6 +15,7 @@
 
 #include "hetsynth/ir/status.h"
 #include "hetsynth/synth/synthesize.h"
+#include "memory_oracle.h"
 
 namespace hetsynth::synth {
 namespace {
@@ -35,7 +36,9 @@ struct SearchNode {
   int idx = 0;  // next graph node to run
   Live live;
   double g = 0;
-  std::vector<double> memory;  // bytes per device so far
+  std::vector<double> memory;  // bytes per device so far, at the current ratios
+  double fixed = 0;            // bytes every device holds whatever the ratios
+  double split = 0;            // bytes a device holds in proportion to its ratio
   int parent = -1;
   std::vector<Instruction> actions;
 };
@@ -44,7 +47,7 @@ class Search {
  public:
   Search(const ir::Graph& g, const Cluster& c, const std::vector<double>& r, const Strategy& s,
          const SynthOptions& o)
-      : g_(g), c_(c), r_(r), s_(s), o_(o), n_(c.size()) {}
+      : g_(g), c_(c), r_(r), s_(s), o_(o), n_(c.size()), oracle_(c) {}
 
   absl::StatusOr<instr::Program> Run(int64_t* expanded);
   // Adds weight · (peak memory fraction) to g, so that states merged by the best-g table keep
@@ -57,8 +60,10 @@ class Search {
  private:
   double Bytes(ir::ValueId v) const { return 4.0 * static_cast<double>(ir::NumElements(g_.value(v).shape)); }
   bool RuleAllowed(ir::NodeId k, const ComputeRule& r) const;
-  void AddMemory(std::vector<double>& mem, double bytes, bool split) const {
-    for (int i = 0; i < n_; ++i) mem[static_cast<size_t>(i)] += split ? bytes * r_[static_cast<size_t>(i)] : bytes;
+  template <typename T>  // Partial or SearchNode
+  void AddMemory(T& at, double bytes, bool split) const {
+    for (int i = 0; i < n_; ++i) at.memory[static_cast<size_t>(i)] += split ? bytes * r_[static_cast<size_t>(i)] : bytes;
+    (split ? at.split : at.fixed) += bytes;
   }
   bool Fits(const std::vector<double>& mem) const {
     if (!o_.memory_limits) return true;
@@ -92,6 +97,7 @@ class Search {
     double cost = 0;
     std::vector<double> memory;
     std::vector<Instruction> actions;
+    double fixed = 0, split = 0;
   };
   void Satisfy(const Property& q, const Partial& p, std::vector<Partial>& out) const;
   std::vector<int64_t> Key(int idx, const Live& live) const;
@@ -111,6 +117,7 @@ class Search {
   std::vector<std::vector<double>> rule_time_;       // per node and rule: compute time
   std::vector<double> h_;                            // heuristic: cheapest compute from node k on
   double memory_weight_ = 0;                         // seconds per unit of peak memory fraction
+  mutable MemoryOracle oracle_;                      // Z3: can any ratios fit this memory?
 };
 
 bool Search::RuleAllowed(ir::NodeId k, const ComputeRule& r) const {
@@ -175,7 +182,7 @@ void Search::Satisfy(const Property& q, const Partial& p, std::vector<Partial>& 
       if (q.kind == PropKind::kReduce) return;
       const bool replicate = q.kind == PropKind::kIdentity || s_.inputs_replicated;
       Partial next = place(p, replicate ? -1 : q.dim);
-      AddMemory(next.memory, Bytes(v), !replicate);
+      AddMemory(next, Bytes(v), !replicate);
       if (replicate && q.kind == PropKind::kGather) {
         next.live[v] = {Property::Identity(v)};
         next.actions.push_back(LocalSlice(v, q.dim));
@@ -187,19 +194,19 @@ void Search::Satisfy(const Property& q, const Partial& p, std::vector<Partial>& 
     const double state = o_.cost.parameter_state_factor * Bytes(v);
     if (q.kind == PropKind::kGather && s_.allow_sharded_params) {
       Partial next = place(p, q.dim);
-      AddMemory(next.memory, state, true);
+      AddMemory(next, state, true);
       push(std::move(next), q);
     }
     if (q.kind == PropKind::kIdentity && s_.allow_replicated_params) {
       Partial next = place(p, -1);
-      AddMemory(next.memory, state, false);
+      AddMemory(next, state, false);
       if (n_ > 1) next.cost += Time(costmodel::GradientAllReduceTerm(g_, v));
       push(std::move(next), q);
     }
     if (q.kind == PropKind::kIdentity && s_.allow_zero_params && n_ > 1) {
       // ZeRO-3: stored as slices of dim 0, all-gathered for use (the gradient reduce-scattered).
       Partial next = place(p, 0);
-      AddMemory(next.memory, state, true);  // the gathered copy is transient: freed after use
+      AddMemory(next, state, true);  // the gathered copy is transient: freed after use
       double cost = 0;
       next.actions.push_back(Collective(InstrKind::kAllGather, v, 0, -1, &cost));
       next.cost += cost;
@@ -241,7 +248,7 @@ void Search::Satisfy(const Property& q, const Partial& p, std::vector<Partial>& 
   Partial next = p;
   next.cost += cost;
   next.actions.push_back(in);
-  AddMemory(next.memory, Bytes(v), split_result);
+  AddMemory(next, Bytes(v), split_result);
   push(std::move(next), q);
 }
 
@@ -285,7 +292,8 @@ std::vector<SearchNode> Search::Successors(const SearchNode& cur, int id) const 
   const auto& node_rules = rules_[static_cast<size_t>(cur.idx)];
   for (size_t ri = 0; ri < node_rules.size(); ++ri) {
     const ComputeRule& rule = node_rules[ri];
-    std::vector<Partial> partials = {Partial{cur.live, rule_time_[static_cast<size_t>(cur.idx)][ri], cur.memory, {}}};
+    std::vector<Partial> partials = {
+        Partial{cur.live, rule_time_[static_cast<size_t>(cur.idx)][ri], cur.memory, {}, cur.fixed, cur.split}};
     for (const Property& q : rule.pre) {
       std::vector<Partial> next;
       for (const Partial& p : partials) Satisfy(q, p, next);
@@ -300,14 +308,16 @@ std::vector<SearchNode> Search::Successors(const SearchNode& cur, int id) const 
       in.post = {rule.post};
       p.actions.push_back(in);
       p.live[node.output] = {rule.post};
-      AddMemory(p.memory, Bytes(node.output), rule.post.kind == PropKind::kGather);
+      AddMemory(p, Bytes(node.output), rule.post.kind == PropKind::kGather);
       for (auto it = p.live.begin(); it != p.live.end();) {
         it = last_use_[static_cast<size_t>(it->first)] <= cur.idx ? p.live.erase(it) : std::next(it);
       }
-      if (!Fits(p.memory)) continue;
+      // Over capacity at these ratios: with a ratio LP to come, prune only when Z3 finds that
+      // no ratios fit; with fixed ratios (baselines), prune now.
+      if (!Fits(p.memory) && (!s_.optimize_ratios || !oracle_.AnyRatioFits(p.fixed, p.split))) continue;
       const double penalty = memory_weight_ > 0 ? memory_weight_ * (MemoryFraction(p.memory) - MemoryFraction(cur.memory)) : 0;
-      out.push_back(SearchNode{cur.idx + 1, std::move(p.live), cur.g + p.cost + penalty, std::move(p.memory), id,
-                               std::move(p.actions)});
+      out.push_back(SearchNode{cur.idx + 1, std::move(p.live), cur.g + p.cost + penalty, std::move(p.memory), p.fixed,
+                               p.split, id, std::move(p.actions)});
     }
   }
   return out;
@@ -336,7 +346,7 @@ absl::StatusOr<instr::Program> Search::Run(int64_t* expanded) {
   const auto start = std::chrono::steady_clock::now();
   Prepare();
   std::vector<SearchNode> arena;
-  arena.push_back(SearchNode{0, {}, 0.0, std::vector<double>(static_cast<size_t>(n_), 0.0), -1, {}});
+  arena.push_back(SearchNode{0, {}, 0.0, std::vector<double>(static_cast<size_t>(n_), 0.0), 0, 0, -1, {}});
   using Entry = std::tuple<double, int64_t, int>;  // f, insertion order (ties), arena index
   std::priority_queue<Entry, std::vector<Entry>, std::greater<>> open;
   int64_t seq = 0;
@@ -375,7 +385,7 @@ absl::StatusOr<double> Search::Exhaustive() {
   Prepare();
   double best = std::numeric_limits<double>::infinity();
   std::vector<SearchNode> stack;
-  stack.push_back(SearchNode{0, {}, 0.0, std::vector<double>(static_cast<size_t>(n_), 0.0), -1, {}});
+  stack.push_back(SearchNode{0, {}, 0.0, std::vector<double>(static_cast<size_t>(n_), 0.0), 0, 0, -1, {}});
   while (!stack.empty()) {
     SearchNode cur = std::move(stack.back());
     stack.pop_back();

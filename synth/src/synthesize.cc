@@ -123,9 +123,15 @@ absl::StatusOr<SynthResult> Alternate(const ir::Graph& g, const costmodel::Clust
       if (lp.ok()) next = *lp;
     }
     HS_ASSIGN_OR_RETURN(costmodel::Estimate e, ApplyRatios(g, c, *prog, next, o));
-    if (o.memory_limits && !Fits(e, c)) {
-      // The LP's continuous ratios fit; rounding to whole atoms did not. Keep the search's ratios.
-      next = ratios;
+    // The LP's continuous ratios fit; rounding shares to whole atoms can push a small device
+    // over. Shrink the ratios of devices over capacity until the rounded shares fit.
+    for (int repair = 0; o.memory_limits && !Fits(e, c) && repair < 16; ++repair) {
+      for (size_t i = 0; i < next.size(); ++i) {
+        if (e.memory_bytes[i] > c.devices[i].memory_bytes) next[i] *= 0.9;
+      }
+      double sum = 0;
+      for (double r : next) sum += r;
+      for (double& r : next) r /= sum;
       HS_ASSIGN_OR_RETURN(e, ApplyRatios(g, c, *prog, next, o));
     }
     best.log.push_back(StrCat("round ", round + 1, ": ", prog->instructions.size(), " instructions, ", expanded,
@@ -158,7 +164,8 @@ absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Clus
     return r;
   }
   // The alternation is a local search: start it from ratios ∝ FLOP/s, from even ratios and from
-  // ratios ∝ memory (where a small device may only fit a small share), and
+  // ratios ∝ memory when neither found a plan that fits (a small device may only fit a small
+  // share), and
   // also re-optimize the ratios of every baseline's program (each is in the search space), so
   // the result is never worse than the best baseline under the cost model.
   std::optional<SynthResult> best;
@@ -183,7 +190,7 @@ absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Clus
   const double budget = o.time_limit_s;
   consider(Alternate(g, c, s, o, InitialRatios(c, false), 0.4 * budget, start));
   consider(Alternate(g, c, s, o, InitialRatios(c, true), 0.6 * budget, start));
-  if (o.memory_limits) consider(Alternate(g, c, s, o, MemoryRatios(c), 0.8 * budget, start));
+  if (o.memory_limits && !best) consider(Alternate(g, c, s, o, MemoryRatios(c), 0.8 * budget, start));
   for (const std::string& name : BaselineNames()) {
     if (elapsed() > budget) break;
     const Strategy b = *StrategyByName(name);
