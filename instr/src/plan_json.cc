@@ -70,6 +70,12 @@ class Reader {
     }
     if (!root.value("strategy", json("")).is_string()) return Err("field 'strategy'", "expected a string");
     plan.strategy = root.value("strategy", "");
+    if (root.contains("predicted_step_time_s")) {
+      if (!root["predicted_step_time_s"].is_number()) {
+        return Err("field 'predicted_step_time_s'", StrCat(root["predicted_step_time_s"].dump(), "; expected seconds"));
+      }
+      plan.predicted_step_time_s = root["predicted_step_time_s"].get<double>();
+    }
     if (root.contains("predicted")) {
       const json& p = root["predicted"];
       if (!p.is_object()) return Err("field 'predicted'", "expected an object");
@@ -88,7 +94,6 @@ class Reader {
         }
         return absl::OkStatus();
       };
-      HS_RETURN_IF_ERROR(number("step_time_s", &plan.predicted_step_time_s));
       HS_RETURN_IF_ERROR(number("compute_s", &plan.predicted_compute_s));
       HS_RETURN_IF_ERROR(number("communication_s", &plan.predicted_communication_s));
       HS_RETURN_IF_ERROR(numbers("instruction_compute_s", &plan.instruction_compute_s));
@@ -197,8 +202,8 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
   root["strategy"] = plan.strategy;
   root["model"] = {{"name", plan.model}, {"batch", plan.batch}, {"args", plan.model_args}};
   root["cluster"] = {{"name", plan.cluster}, {"fingerprint", plan.cluster_fingerprint}, {"devices", plan.devices}};
-  root["predicted"] = {{"step_time_s", plan.predicted_step_time_s},
-                       {"compute_s", plan.predicted_compute_s},
+  root["predicted_step_time_s"] = plan.predicted_step_time_s;
+  root["predicted"] = {{"compute_s", plan.predicted_compute_s},
                        {"communication_s", plan.predicted_communication_s},
                        {"instruction_compute_s", plan.instruction_compute_s},
                        {"instruction_communication_s", plan.instruction_communication_s},
