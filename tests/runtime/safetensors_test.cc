@@ -175,6 +175,28 @@ TEST(SafetensorsTest, WrittenHeaderPutsMetadataFirstAndTensorsInNameOrder) {
   EXPECT_EQ(bytes.substr(8 + n), Floats({5.0f, 1.0f, 2.0f}));
 }
 
+// The layouts the reference implementation's own serialization tests expect
+// (huggingface/safetensors, safetensors/src/tensor.rs: test_serialization,
+// test_serialization_forced_alignement, test_empty), so its readers accept our files.
+TEST(SafetensorsTest, WrittenFilesMatchTheReferenceImplementationLayouts) {
+  const std::string dir = TestDir();
+  Tensor t({1, 2, 3});
+  t.data = {0, 1, 2, 3, 4, 5};
+  const std::string data = Floats({0, 1, 2, 3, 4, 5});
+
+  ASSERT_TRUE(WriteSafetensors(dir + "/a.safetensors", {{"attn.0", t}}).ok());
+  EXPECT_EQ(ReadBytes(dir + "/a.safetensors"),
+            FileBytes(R"({"attn.0":{"dtype":"F32","shape":[1,2,3],"data_offsets":[0,24]}})", data));
+
+  t.shape = {1, 1, 2, 3};
+  ASSERT_TRUE(WriteSafetensors(dir + "/b.safetensors", {{"attn0", t}}).ok());
+  EXPECT_EQ(ReadBytes(dir + "/b.safetensors"),
+            FileBytes(R"({"attn0":{"dtype":"F32","shape":[1,1,2,3],"data_offsets":[0,24]}}       )", data));
+
+  ASSERT_TRUE(WriteSafetensors(dir + "/c.safetensors", {}, {{"framework", "pt"}}).ok());
+  EXPECT_EQ(ReadBytes(dir + "/c.safetensors"), FileBytes(R"({"__metadata__":{"framework":"pt"}}     )", ""));
+}
+
 TEST(SafetensorsTest, WriteReplacesAnExistingFileAndLeavesNoTemporaryFile) {
   const std::string dir = TestDir();
   const std::string path = dir + "/ckpt.safetensors";
