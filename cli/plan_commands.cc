@@ -145,8 +145,12 @@ absl::Status RunExplain(const std::string& path) {
     for (size_t j : shown) seen = seen || p.ratios[0][j] == p.ratios[0][i];
     if (!seen) shown.push_back(i);
   }
-  fmt::print("ratios (segment 0):");
-  for (size_t i : shown) fmt::print("  {}={:.4f}", plan.devices[i], p.ratios[0][i]);
+  fmt::print("ratios (segment 0; devices with equal ratios shown once, shard columns in this order):");
+  for (size_t i : shown) {
+    int same = 0;
+    for (double r : p.ratios[0]) same += r == p.ratios[0][i];
+    fmt::print("  {}{}={:.4f}", plan.devices[i], same > 1 ? fmt::format(" (x{})", same) : "", p.ratios[0][i]);
+  }
   fmt::print("\n\n{:>4}  {:<62} {:>9} {:>9}  {}\n", "#", "instruction {pre} → {post}", "compute", "comm", "shards");
   for (size_t k = 0; k < p.instructions.size(); ++k) {
     const instr::Instruction& in = p.instructions[k];
