@@ -1,0 +1,27 @@
+// Slices of a tensor along one dim: what a rank holds under Gather(t, d), and the way back.
+//
+//   std::vector<int64_t> lengths = {3, 0, 5};          // per rank, sums to full.dim(d)
+//   Tensor mine = Slice(full, d, Offset(lengths, rank), lengths[rank]);
+//   Place(mine, d, Offset(lengths, rank), full);        // writes it back into full
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "hetsynth/runtime/tensor.h"
+
+namespace hetsynth::runtime {
+
+// Σ lengths[0..rank).
+int64_t Offset(const std::vector<int64_t>& lengths, int rank);
+
+// x[..., start:start+length, ...] along dim (length may be 0).
+Tensor Slice(const Tensor& x, int dim, int64_t start, int64_t length);
+
+// Writes `part` into `full` at [start, start + part.dim(dim)) along dim.
+void Place(const Tensor& part, int dim, int64_t start, Tensor& full);
+
+// The slices of every rank concatenated in rank order along dim (inverse of slicing by lengths).
+Tensor Concat(const std::vector<Tensor>& parts, int dim);
+
+}  // namespace hetsynth::runtime

@@ -1,0 +1,70 @@
+#include "hetsynth/runtime/shard.h"
+
+#include <algorithm>
+
+#include "hetsynth/ir/status.h"
+
+namespace hetsynth::runtime {
+namespace {
+
+// A tensor seen as [outer, dim, inner] around one dim.
+struct Around {
+  int64_t outer = 1, len = 1, inner = 1;
+};
+
+Around Split(const ir::Shape& s, int dim) {
+  Around a;
+  for (int i = 0; i < dim; ++i) a.outer *= s[static_cast<size_t>(i)];
+  a.len = s[static_cast<size_t>(dim)];
+  for (size_t i = static_cast<size_t>(dim) + 1; i < s.size(); ++i) a.inner *= s[i];
+  return a;
+}
+
+}  // namespace
+
+int64_t Offset(const std::vector<int64_t>& lengths, int rank) {
+  int64_t off = 0;
+  for (int r = 0; r < rank; ++r) off += lengths[static_cast<size_t>(r)];
+  return off;
+}
+
+Tensor Slice(const Tensor& x, int dim, int64_t start, int64_t length) {
+  HS_CHECK(dim >= 0 && dim < x.rank() && start >= 0 && length >= 0 && start + length <= x.dim(dim),
+           StrCat("slice [", start, ", ", start + length, ") of dim ", dim, " of ", ir::ShapeString(x.shape)));
+  ir::Shape shape = x.shape;
+  shape[static_cast<size_t>(dim)] = length;
+  Tensor out(shape);
+  const Around a = Split(x.shape, dim);
+  for (int64_t o = 0; o < a.outer; ++o) {
+    const float* src = x.ptr() + (o * a.len + start) * a.inner;
+    std::copy(src, src + length * a.inner, out.ptr() + o * length * a.inner);
+  }
+  return out;
+}
+
+void Place(const Tensor& part, int dim, int64_t start, Tensor& full) {
+  const Around a = Split(full.shape, dim);
+  const int64_t length = part.dim(dim);
+  HS_CHECK(start >= 0 && start + length <= a.len && part.numel() == a.outer * length * a.inner,
+           StrCat("place ", ir::ShapeString(part.shape), " at ", start, " of dim ", dim, " in ", ir::ShapeString(full.shape)));
+  for (int64_t o = 0; o < a.outer; ++o) {
+    const float* src = part.ptr() + o * length * a.inner;
+    std::copy(src, src + length * a.inner, full.ptr() + (o * a.len + start) * a.inner);
+  }
+}
+
+Tensor Concat(const std::vector<Tensor>& parts, int dim) {
+  HS_CHECK(!parts.empty(), "concat of no parts");
+  ir::Shape shape = parts.front().shape;
+  shape[static_cast<size_t>(dim)] = 0;
+  for (const Tensor& p : parts) shape[static_cast<size_t>(dim)] += p.dim(dim);
+  Tensor full(shape);
+  int64_t start = 0;
+  for (const Tensor& p : parts) {
+    Place(p, dim, start, full);
+    start += p.dim(dim);
+  }
+  return full;
+}
+
+}  // namespace hetsynth::runtime
