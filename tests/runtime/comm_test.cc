@@ -1,0 +1,390 @@
+// The in-process communicator against direct single-threaded computation: every collective,
+// both implementations, 1–4 ranks, uneven counts with zeros. Sums are compared bit for bit,
+// since both sides add in rank order.
+#include <bit>
+#include <chrono>
+#include <cstdint>
+#include <iomanip>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/comm.h"
+
+namespace hetsynth::runtime {
+namespace {
+
+using Buffers = std::vector<std::vector<float>>;  // one buffer per rank
+
+std::vector<float> Random(std::mt19937& rng, int64_t n) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+// Counts per rank in [0, max_count], about a third of them zero.
+std::vector<int64_t> RandomCounts(std::mt19937& rng, int n, int64_t max_count) {
+  std::vector<int64_t> c(n);
+  for (int64_t& x : c) {
+    x = std::uniform_int_distribution<int>(0, 2)(rng) == 0
+            ? 0
+            : std::uniform_int_distribution<int64_t>(0, max_count)(rng);
+  }
+  return c;
+}
+
+int64_t Sum(const std::vector<int64_t>& v) {
+  int64_t s = 0;
+  for (int64_t x : v) s += x;
+  return s;
+}
+
+// ((x₀ + x₁) + x₂) + … for each element.
+std::vector<float> RankOrderSum(const Buffers& in) {
+  std::vector<float> out = in[0];
+  for (size_t k = 1; k < in.size(); ++k) {
+    for (size_t i = 0; i < out.size(); ++i) out[i] += in[k][i];
+  }
+  return out;
+}
+
+// Element-by-element bit equality, reporting the first difference.
+::testing::AssertionResult SameBits(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) {
+    return ::testing::AssertionFailure() << "size " << got.size() << ", expected " << want.size();
+  }
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::bit_cast<uint32_t>(got[i]) != std::bit_cast<uint32_t>(want[i])) {
+      return ::testing::AssertionFailure() << std::setprecision(9) << "element " << i << " is "
+                                           << got[i] << ", expected " << want[i];
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Runs fn on n thread ranks and fails the test when the run fails.
+void RunOk(int n, const std::function<absl::Status(Communicator&)>& fn) {
+  absl::Status s = RunThreadRanks(n, fn, /*timeout_s=*/30);
+  ASSERT_TRUE(s.ok()) << s;
+}
+
+// Count patterns for n ranks: random uneven ones, all zero, one rank holding everything.
+std::vector<std::vector<int64_t>> CountCases(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<int64_t>> cases;
+  for (int t = 0; t < 6; ++t) cases.push_back(RandomCounts(rng, n, t < 3 ? 5 : 300));
+  cases.push_back(std::vector<int64_t>(n, 0));
+  std::vector<int64_t> one(n, 0);
+  one[n - 1] = 7;
+  cases.push_back(one);
+  return cases;
+}
+
+class Collectives : public ::testing::TestWithParam<std::tuple<int, CommImpl>> {
+ protected:
+  int n() const { return std::get<0>(GetParam()); }
+  CommImpl impl() const { return std::get<1>(GetParam()); }
+};
+
+TEST_P(Collectives, AllGatherVConcatenatesShardsInRankOrder) {
+  for (const std::vector<int64_t>& counts : CountCases(n(), 1)) {
+    std::mt19937 rng(2);
+    Buffers shards(n());
+    std::vector<float> want;
+    for (int r = 0; r < n(); ++r) {
+      shards[r] = Random(rng, counts[r]);
+      want.insert(want.end(), shards[r].begin(), shards[r].end());
+    }
+    Buffers got(n(), std::vector<float>(Sum(counts), -7.0f));
+    RunOk(n(), [&](Communicator& c) {
+      return c.AllGatherV(shards[c.rank()].data(), got[c.rank()].data(), counts, impl());
+    });
+    for (int r = 0; r < n(); ++r) EXPECT_TRUE(SameBits(got[r], want)) << "rank " << r;
+  }
+}
+
+TEST_P(Collectives, AllGatherVWorksInPlace) {
+  const std::vector<int64_t> counts = CountCases(n(), 3)[0];
+  std::mt19937 rng(4);
+  const std::vector<float> want = Random(rng, Sum(counts));
+  Buffers got(n(), std::vector<float>(want.size(), 0.0f));
+  RunOk(n(), [&](Communicator& c) {
+    int64_t at = 0;
+    for (int k = 0; k < c.rank(); ++k) at += counts[k];
+    float* mine = got[c.rank()].data() + at;
+    std::copy(want.begin() + at, want.begin() + at + counts[c.rank()], mine);
+    return c.AllGatherV(mine, got[c.rank()].data(), counts, impl());
+  });
+  for (int r = 0; r < n(); ++r) EXPECT_TRUE(SameBits(got[r], want)) << "rank " << r;
+}
+
+TEST_P(Collectives, ReduceScatterVGivesEachRankTheRankOrderSumOfItsSegment) {
+  for (const std::vector<int64_t>& counts : CountCases(n(), 5)) {
+    std::mt19937 rng(6);
+    Buffers inputs(n());
+    for (int r = 0; r < n(); ++r) inputs[r] = Random(rng, Sum(counts));
+    const std::vector<float> sum = RankOrderSum(inputs);
+    Buffers got(n());
+    for (int r = 0; r < n(); ++r) got[r].assign(counts[r], -7.0f);
+    RunOk(n(), [&](Communicator& c) {
+      return c.ReduceScatterV(inputs[c.rank()].data(), got[c.rank()].data(), counts, impl());
+    });
+    int64_t at = 0;
+    for (int r = 0; r < n(); ++r) {
+      const std::vector<float> want(sum.begin() + at, sum.begin() + at + counts[r]);
+      EXPECT_TRUE(SameBits(got[r], want)) << "rank " << r;
+      at += counts[r];
+    }
+  }
+}
+
+// All-reduce, all-to-all and broadcast have one implementation each.
+class SingleImplCollectives : public ::testing::TestWithParam<int> {
+ protected:
+  int n() const { return GetParam(); }
+};
+
+TEST_P(SingleImplCollectives, AllReduceGivesEveryRankTheSameRankOrderSum) {
+  for (int64_t count : {0, 1, 2, 3, 5, 17, 1000}) {
+    std::mt19937 rng(7);
+    Buffers data(n());
+    for (int r = 0; r < n(); ++r) data[r] = Random(rng, count);
+    const std::vector<float> want = RankOrderSum(data);
+    RunOk(n(), [&](Communicator& c) { return c.AllReduce(data[c.rank()].data(), count); });
+    for (int r = 0; r < n(); ++r) EXPECT_TRUE(SameBits(data[r], want)) << "rank " << r << ", count " << count;
+  }
+}
+
+TEST_P(SingleImplCollectives, AllToAllVDeliversEachBlockToItsRank) {
+  for (int t = 0; t < 5; ++t) {
+    std::mt19937 rng(8 + t);
+    // sends[j][k]: elements rank j sends to rank k (all zero in the last round).
+    std::vector<std::vector<int64_t>> sends(n());
+    for (int j = 0; j < n(); ++j) sends[j] = t == 4 ? std::vector<int64_t>(n(), 0) : RandomCounts(rng, n(), 6);
+    std::vector<std::vector<int64_t>> recvs(n(), std::vector<int64_t>(n()));
+    for (int j = 0; j < n(); ++j) {
+      for (int k = 0; k < n(); ++k) recvs[k][j] = sends[j][k];
+    }
+    Buffers in(n()), got(n()), want(n());
+    for (int j = 0; j < n(); ++j) in[j] = Random(rng, Sum(sends[j]));
+    for (int k = 0; k < n(); ++k) {
+      for (int j = 0; j < n(); ++j) {
+        int64_t at = 0;
+        for (int i = 0; i < k; ++i) at += sends[j][i];
+        want[k].insert(want[k].end(), in[j].begin() + at, in[j].begin() + at + sends[j][k]);
+      }
+      got[k].assign(want[k].size(), -7.0f);
+    }
+    RunOk(n(), [&](Communicator& c) {
+      const int r = c.rank();
+      return c.AllToAllV(in[r].data(), sends[r], got[r].data(), recvs[r]);
+    });
+    for (int r = 0; r < n(); ++r) EXPECT_TRUE(SameBits(got[r], want[r])) << "rank " << r << ", round " << t;
+  }
+}
+
+TEST_P(SingleImplCollectives, BroadcastCopiesTheRootsData) {
+  for (int root = 0; root < n(); ++root) {
+    std::mt19937 rng(9 + root);
+    Buffers data(n());
+    for (int r = 0; r < n(); ++r) data[r] = Random(rng, 13);
+    const std::vector<float> want = data[root];
+    RunOk(n(), [&](Communicator& c) {
+      HS_RETURN_IF_ERROR(c.Broadcast(data[c.rank()].data(), 13, root));
+      return c.Broadcast(nullptr, 0, root);
+    });
+    for (int r = 0; r < n(); ++r) EXPECT_TRUE(SameBits(data[r], want)) << "rank " << r;
+  }
+}
+
+TEST_P(Collectives, ManyCollectivesInARowKeepTheirOrder) {
+  // Back-to-back calls reuse each rank's scratch; a rank running ahead must not disturb them.
+  const std::vector<int64_t> counts = CountCases(n(), 10)[1];
+  std::mt19937 rng(11);
+  Buffers shards(n());
+  std::vector<float> gathered;
+  for (int r = 0; r < n(); ++r) {
+    shards[r] = Random(rng, counts[r]);
+    gathered.insert(gathered.end(), shards[r].begin(), shards[r].end());
+  }
+  Buffers sums(n(), gathered);
+  for (float& x : sums[0]) x = 0;  // rank 0 contributes zeros, the others the gathered data
+  std::vector<float> want_sum = RankOrderSum(sums);
+  RunOk(n(), [&](Communicator& c) -> absl::Status {
+    for (int i = 0; i < 50; ++i) {
+      std::vector<float> full(Sum(counts), -1.0f);
+      HS_RETURN_IF_ERROR(c.AllGatherV(shards[c.rank()].data(), full.data(), counts, impl()));
+      if (full != gathered) return absl::InternalError(StrCat("iteration ", i, ": wrong all-gather"));
+      if (c.rank() == 0) std::fill(full.begin(), full.end(), 0.0f);
+      HS_RETURN_IF_ERROR(c.AllReduce(full.data(), static_cast<int64_t>(full.size())));
+      if (!SameBits(full, want_sum)) return absl::InternalError(StrCat("iteration ", i, ": wrong sum"));
+      HS_RETURN_IF_ERROR(c.Barrier());
+    }
+    return absl::OkStatus();
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    RanksAndImpls, Collectives,
+    ::testing::Combine(::testing::Values(1, 2, 3, 4),
+                       ::testing::Values(CommImpl::kPadded, CommImpl::kGrouped)),
+    [](const auto& info) {
+      return StrCat(std::get<0>(info.param), "ranks_", CommImplName(std::get<1>(info.param)));
+    });
+
+INSTANTIATE_TEST_SUITE_P(Ranks, SingleImplCollectives, ::testing::Values(1, 2, 3, 4),
+                         [](const auto& info) { return StrCat(info.param, "ranks"); });
+
+TEST(ThreadRanks, ReportRankSizeAndName) {
+  std::vector<int> seen(3, -1);
+  RunOk(3, [&](Communicator& c) {
+    EXPECT_EQ(c.size(), 3);
+    EXPECT_EQ(c.name(), "threads");
+    seen[c.rank()] = c.rank();
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(seen, (std::vector<int>{0, 1, 2}));
+}
+
+TEST(ThreadRanks, RejectBadArgumentsOfTheRunItself) {
+  auto ok = [](Communicator&) { return absl::OkStatus(); };
+  EXPECT_EQ(RunThreadRanks(0, ok).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RunThreadRanks(2, ok, 0.0).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ThreadRanks, ARankFailingBeforeACollectiveFailsTheOthersPromptly) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<absl::Status> got(3);
+  absl::Status s = RunThreadRanks(
+      3,
+      [&](Communicator& c) -> absl::Status {
+        if (c.rank() == 1) return absl::NotFoundError("rank 1 could not load its shard");
+        std::vector<float> x(4, 1.0f);
+        got[c.rank()] = c.AllReduce(x.data(), 4);
+        return got[c.rank()];
+      },
+      /*timeout_s=*/2);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;  // the cause, not its consequences
+  EXPECT_EQ(got[0].code(), absl::StatusCode::kAborted) << got[0];
+  EXPECT_EQ(got[2].code(), absl::StatusCode::kAborted) << got[2];
+  EXPECT_NE(got[0].message().find("could not load its shard"), std::string::npos) << got[0];
+  EXPECT_LT(seconds, 1.5) << "the abort flag, not the 2 s timeout, should end the wait";
+}
+
+TEST(ThreadRanks, ARankReturningEarlyFailsTheOthersInsteadOfHanging) {
+  std::vector<absl::Status> got(2);
+  absl::Status s = RunThreadRanks(
+      2,
+      [&](Communicator& c) -> absl::Status {
+        if (c.rank() == 0) return absl::OkStatus();  // skips the barrier
+        got[1] = c.Barrier();
+        return got[1];
+      },
+      /*timeout_s=*/2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+  EXPECT_NE(s.message().find("rank 0 returned"), std::string::npos) << s;
+}
+
+TEST(ThreadRanks, AStuckRankMakesTheOthersTimeOut) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status s = RunThreadRanks(
+      2,
+      [&](Communicator& c) -> absl::Status {
+        if (c.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+        return c.Barrier();
+      },
+      /*timeout_s=*/0.3);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_NE(s.message().find("for ranks [1]"), std::string::npos) << s;
+  EXPECT_LT(seconds, 1.8);
+}
+
+// Runs fn on n ranks with a short timeout and returns every rank's status.
+std::vector<absl::Status> StatusesOf(int n, const std::function<absl::Status(Communicator&)>& fn) {
+  std::vector<absl::Status> got(n);
+  RunThreadRanks(n, [&](Communicator& c) { return got[c.rank()] = fn(c); }, /*timeout_s=*/2)
+      .IgnoreError();  // the per-rank statuses are what is checked
+  return got;
+}
+
+void ExpectAllInvalid(const std::vector<absl::Status>& got, const std::string& phrase) {
+  for (size_t r = 0; r < got.size(); ++r) {
+    EXPECT_EQ(got[r].code(), absl::StatusCode::kInvalidArgument) << "rank " << r << ": " << got[r];
+    EXPECT_NE(got[r].message().find(phrase), std::string::npos) << "rank " << r << ": " << got[r];
+  }
+}
+
+TEST(ThreadRanks, MismatchedCountsFailOnEveryRank) {
+  for (CommImpl impl : {CommImpl::kPadded, CommImpl::kGrouped}) {
+    ExpectAllInvalid(StatusesOf(2,
+                                [&](Communicator& c) {
+                                  const std::vector<int64_t> counts = {1, c.rank() == 0 ? 2 : 3};
+                                  std::vector<float> send(counts[c.rank()]), recv(5);
+                                  return c.AllGatherV(send.data(), recv.data(), counts, impl);
+                                }),
+                     "rank 1 passed counts [1, 3] but rank 0 passed [1, 2]");
+    ExpectAllInvalid(StatusesOf(3,
+                                [&](Communicator& c) {
+                                  const std::vector<int64_t> counts =
+                                      c.rank() == 2 ? std::vector<int64_t>{1, 1} : std::vector<int64_t>{1, 1, 1};
+                                  std::vector<float> send(3), recv(1);
+                                  return c.ReduceScatterV(send.data(), recv.data(), counts, impl);
+                                }),
+                     "rank 2: counts has 2 entries; expected one per rank (3)");
+  }
+  ExpectAllInvalid(StatusesOf(2,
+                              [](Communicator& c) {
+                                std::vector<float> x(4);
+                                return c.AllReduce(x.data(), c.rank() == 0 ? 4 : 3);
+                              }),
+                   "rank 1 passed count 3 but rank 0 passed 4");
+  ExpectAllInvalid(StatusesOf(2,
+                              [](Communicator& c) {
+                                std::vector<float> send(4), recv(4);
+                                // rank 0 sends 2 to rank 1, which expects 1 from rank 0.
+                                const std::vector<int64_t> sends = {1, 2}, recvs = {1, 1};
+                                return c.AllToAllV(send.data(), sends, recv.data(), recvs);
+                              }),
+                   "rank 0 sends 2 elements to rank 1 (send_counts[1]) but rank 1 expects 1");
+  ExpectAllInvalid(StatusesOf(2,
+                              [](Communicator& c) {
+                                std::vector<float> x(4);
+                                return c.rank() == 0 ? c.AllReduce(x.data(), 4) : c.Barrier();
+                              }),
+                   "rank 0 called AllReduce but rank 1 called Barrier");
+  ExpectAllInvalid(StatusesOf(2,
+                              [](Communicator& c) {
+                                std::vector<float> x(4);
+                                return c.Broadcast(x.data(), 4, 2);
+                              }),
+                   "root = 2; expected a rank in [0, 2)");
+}
+
+TEST(ThreadRanks, RanksStayUsableAfterAMismatchIsReported) {
+  RunOk(2, [](Communicator& c) -> absl::Status {
+    std::vector<float> x = {1.0f, 2.0f};
+    if (c.AllReduce(x.data(), c.rank() == 0 ? 2 : 1).ok()) {
+      return absl::InternalError("the mismatch went unnoticed");
+    }
+    HS_RETURN_IF_ERROR(c.AllReduce(x.data(), 2));
+    if (x != std::vector<float>{2.0f, 4.0f}) return absl::InternalError("wrong sum after the error");
+    return absl::OkStatus();
+  });
+}
+
+TEST(Mpi, WithoutMpiTheWorldIsAFailedPrecondition) {
+  if (MpiAvailable()) GTEST_SKIP() << "built with MPI: comm_mpi (ctest) checks it under mpirun";
+  EXPECT_EQ(MpiWorld().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace hetsynth::runtime
