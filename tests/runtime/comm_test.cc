@@ -14,44 +14,16 @@
 
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/comm.h"
+#include "runtime/comm_reference.h"
 
 namespace hetsynth::runtime {
 namespace {
 
-using Buffers = std::vector<std::vector<float>>;  // one buffer per rank
-
-std::vector<float> Random(std::mt19937& rng, int64_t n) {
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = u(rng);
-  return v;
-}
-
-// Counts per rank in [0, max_count], about a third of them zero.
-std::vector<int64_t> RandomCounts(std::mt19937& rng, int n, int64_t max_count) {
-  std::vector<int64_t> c(n);
-  for (int64_t& x : c) {
-    x = std::uniform_int_distribution<int>(0, 2)(rng) == 0
-            ? 0
-            : std::uniform_int_distribution<int64_t>(0, max_count)(rng);
-  }
-  return c;
-}
-
-int64_t Sum(const std::vector<int64_t>& v) {
-  int64_t s = 0;
-  for (int64_t x : v) s += x;
-  return s;
-}
-
-// ((x₀ + x₁) + x₂) + … for each element.
-std::vector<float> RankOrderSum(const Buffers& in) {
-  std::vector<float> out = in[0];
-  for (size_t k = 1; k < in.size(); ++k) {
-    for (size_t i = 0; i < out.size(); ++i) out[i] += in[k][i];
-  }
-  return out;
-}
+using comm_testing::Buffers;
+using comm_testing::Random;
+using comm_testing::RandomCounts;
+using comm_testing::RankOrderSum;
+using comm_testing::Sum;
 
 // Element-by-element bit equality, reporting the first difference.
 ::testing::AssertionResult SameBits(const std::vector<float>& got, const std::vector<float>& want) {
