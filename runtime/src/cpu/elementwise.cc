@@ -11,7 +11,9 @@
 // vectorize, which std::erf/std::exp do not without -ffast-math (gelu runs on [B, T, 4C]).
 //
 // Dropout draws no state: whether element j survives is a pure function of (seed, step, j),
-// so backward regenerates the mask instead of storing it, and any run can reproduce it.
+// so backward regenerates the mask instead of storing it, and any run can reproduce it. A
+// kernel given a piece of a split tensor (ctx.shard) indexes the stream by each element's
+// index in the full tensor, so the pieces together drop what the single-device run drops.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -294,7 +296,8 @@ namespace {
 // (splitmix64 as in random.h: the finalizer applied to x + 0x9E3779B97F4A7C15):
 //   u(seed, step, j) = (splitmix64(seed ^ splitmix64(step ^ splitmix64(j))) >> 40) · 2^-24
 // a uniform on the 2^24-point grid in [0, 1); element j (row-major index into the tensor the
-// kernel is given) is kept iff u >= p, and kept elements are scaled by 1/(1 − p).
+// kernel is given, or into the full tensor when ctx.shard says it is given a piece) is kept
+// iff u >= p, and kept elements are scaled by 1/(1 − p).
 // u >= p  ⇔  (hash >> 40) >= ⌈p · 2^24⌉, so the test runs on integers.
 uint64_t DropThreshold(double p) { return static_cast<uint64_t>(std::ceil(p * 16777216.0)); }
 
@@ -302,12 +305,29 @@ bool Kept(uint64_t seed, uint64_t step, uint64_t j, uint64_t threshold) {
   return (SplitMix64(seed ^ SplitMix64(step ^ SplitMix64(j))) >> 40) >= threshold;
 }
 
-// y (+)= mask ⊙ x / (1 − p).
-void ApplyDropout(const ir::Node& node, const KernelContext& ctx, const float* x, float* y,
-                  int64_t n, bool accumulate) {
+// y (+)= mask ⊙ x / (1 − p), for a tensor of shape `shape`. With ctx.shard the tensor is a
+// piece of a larger one and the mask index of each element is its index in the full tensor:
+// local (o, k, q) in [outer, len, inner] is global (o · full[dim] + start + k) · inner + q.
+void ApplyDropout(const ir::Node& node, const KernelContext& ctx, const ir::Shape& shape,
+                  const float* x, float* y, bool accumulate) {
   const double p = node.attrs.p;
   HS_CHECK(p >= 0.0 && p < 1.0, StrCat("dropout '", node.name, "': p=", p,
                                        "; expected 0 <= p < 1"));
+  const int64_t n = ir::NumElements(shape);
+  // The piece as [outer, len, inner] rows of `inner` contiguous elements; a whole tensor is
+  // one row of n at global offset 0.
+  int64_t outer = 1, len = 1, inner = n, full_len = 1, start = 0;
+  if (ctx.shard) {
+    CheckShard(StrCat("dropout '", node.name, "'"), *ctx.shard, shape);
+    const size_t d = static_cast<size_t>(ctx.shard->dim);
+    outer = 1;
+    inner = 1;
+    for (size_t i = 0; i < d; ++i) outer *= shape[i];
+    for (size_t i = d + 1; i < shape.size(); ++i) inner *= shape[i];
+    len = shape[d];
+    full_len = ctx.shard->full[d];
+    start = ctx.shard->start;
+  }
   if (p == 0.0) {
     for (int64_t i = 0; i < n; ++i) y[i] = accumulate ? y[i] + x[i] : x[i];
     return;
@@ -315,10 +335,16 @@ void ApplyDropout(const ir::Node& node, const KernelContext& ctx, const float* x
   const float scale = static_cast<float>(1.0 / (1.0 - p));
   const uint64_t threshold = DropThreshold(p);
   const uint64_t seed = node.attrs.seed, step = static_cast<uint64_t>(ctx.step);
-  for (int64_t i = 0; i < n; ++i) {
-    if (!Kept(seed, step, static_cast<uint64_t>(i), threshold)) continue;
-    const float v = x[i] * scale;
-    y[i] = accumulate ? y[i] + v : v;
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t k = 0; k < len; ++k) {
+      const int64_t local = (o * len + k) * inner;
+      const int64_t global = (o * full_len + start + k) * inner;
+      for (int64_t q = 0; q < inner; ++q) {
+        if (!Kept(seed, step, static_cast<uint64_t>(global + q), threshold)) continue;
+        const float v = x[local + q] * scale;
+        y[local + q] = accumulate ? y[local + q] + v : v;
+      }
+    }
   }
 }
 
@@ -326,13 +352,13 @@ void ApplyDropout(const ir::Node& node, const KernelContext& ctx, const float* x
 
 void DropoutForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                     SavedState& saved) {
-  ApplyDropout(node, ctx, in[0]->ptr(), out.ptr(), out.numel(), /*accumulate=*/false);
+  ApplyDropout(node, ctx, out.shape, in[0]->ptr(), out.ptr(), /*accumulate=*/false);
 }
 
 void DropoutBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
                      const Tensor& dout, const SavedState& saved, DIn din) {
   if (!din[0]) return;
-  ApplyDropout(node, ctx, dout.ptr(), din[0]->ptr(), dout.numel(), /*accumulate=*/true);
+  ApplyDropout(node, ctx, dout.shape, dout.ptr(), din[0]->ptr(), /*accumulate=*/true);
 }
 
 void ExpandForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,

@@ -31,32 +31,58 @@ int64_t Product(const ir::Shape& s, int64_t begin, int64_t end) {
   return p;
 }
 
+// The rows [first, first + count) of the full table that the kernel's table holds, and the
+// full vocabulary: the whole table, or the piece ctx.shard describes (split on dim 0).
+struct TableRows {
+  int64_t first, count, vocab;
+};
+
+TableRows GetTableRows(const ir::Node& node, const KernelContext& ctx, const Tensor& table) {
+  if (!ctx.shard) return {0, table.dim(0), table.dim(0)};
+  const std::string what = StrCat("embedding '", node.name, "' table");
+  CheckShard(what, *ctx.shard, table.shape);
+  HS_CHECK(ctx.shard->dim == 0, StrCat(what, ": shard dim ", ctx.shard->dim,
+                                       "; a table piece must be split on dim 0 (rows)"));
+  return {ctx.shard->start, table.dim(0), ctx.shard->full[0]};
+}
+
 }  // namespace
 
-// out[n, :] = table[ids[n], :].
+// out[n, :] = table[ids[n], :]; with a table piece, rows the piece lacks stay zero.
 void EmbeddingForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                       SavedState& saved) {
   const Tensor& ids = *in[0];
   const Tensor& table = *in[1];
-  const int64_t v = table.dim(0), c = table.dim(1);
+  const TableRows rows = GetTableRows(node, ctx, table);
+  const int64_t c = table.dim(1);
   for (int64_t n = 0; n < ids.numel(); ++n) {
     const float id = ids.data[n];
-    HS_CHECK(id >= 0.0f && id < static_cast<float>(v) && id == std::floor(id),
+    HS_CHECK(id >= 0.0f && id < static_cast<float>(rows.vocab) && id == std::floor(id),
              StrCat("embedding '", node.name, "': id ", id, " at position ", n,
-                    " is not a row index in [0, ", v, ")"));
-    const float* row = table.ptr() + static_cast<int64_t>(id) * c;
-    std::copy(row, row + c, out.ptr() + n * c);
+                    " is not a row index in [0, ", rows.vocab, ")"));
+    const int64_t r = static_cast<int64_t>(id) - rows.first;
+    float* dst = out.ptr() + n * c;
+    if (r < 0 || r >= rows.count) {
+      std::fill(dst, dst + c, 0.0f);
+      continue;
+    }
+    const float* row = table.ptr() + r * c;
+    std::copy(row, row + c, dst);
   }
 }
 
-// Scatter-add: a token that occurs twice gets both rows' gradients.
+// Scatter-add: a token that occurs twice gets both rows' gradients; with a table piece, only
+// the ids among its rows get one.
 void EmbeddingBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
                        const Tensor& dout, const SavedState& saved, DIn din) {
   if (!din[1]) return;
   const Tensor& ids = *in[0];
+  const TableRows rows = GetTableRows(node, ctx, *in[1]);
   const int64_t c = in[1]->dim(1);
   for (int64_t n = 0; n < ids.numel(); ++n) {
-    AddInto(dout.ptr() + n * c, din[1]->ptr() + static_cast<int64_t>(ids.data[n]) * c, c);
+    const int64_t r = static_cast<int64_t>(ids.data[n]) - rows.first;
+    if (r < 0 || r >= rows.count) continue;
+    AddInto(dout.ptr() + n * c, din[1]->ptr() + r * c, c);
   }
 }
 

@@ -10,11 +10,14 @@
 //
 // Cross entropy keeps only the per-row logsumexp for backward and recomputes the softmax from
 // the logits: the full probability tensor would be as large as the logits themselves
-// (4096 × 33278 floats for a GPT-2-sized vocabulary and batch).
+// (4096 × 33278 floats for a GPT-2-sized vocabulary and batch). On a piece of the logits split
+// along a leading dim (ctx.shard) the loss still divides by the full row count, so the
+// per-rank losses and gradients sum to the single-device ones.
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "cpu/fast_math.h"
@@ -229,13 +232,32 @@ int64_t Label(const ir::Node& node, const float* labels, int64_t i, int64_t k) {
   return static_cast<int64_t>(v);
 }
 
+// N, the loss's divisor: the logits' row count, or with a logits piece (ctx.shard) the row
+// count of the full logits, so that the pieces' losses sum to the full loss.
+double LossDivisor(const ir::Node& node, const KernelContext& ctx, const Tensor& logits,
+                   const Rows& r) {
+  if (!ctx.shard) return static_cast<double>(r.count);
+  const std::string what = StrCat("cross_entropy '", node.name, "' logits");
+  CheckShard(what, *ctx.shard, logits.shape);
+  HS_CHECK(ctx.shard->dim != logits.rank() - 1,
+           StrCat(what, ": shard dim ", ctx.shard->dim,
+                  " is the class dim; a logits piece must be split on a leading dim"));
+  double n = 1;
+  for (size_t i = 0; i + 1 < ctx.shard->full.size(); ++i) {
+    n *= static_cast<double>(ctx.shard->full[i]);
+  }
+  return n;
+}
+
 }  // namespace
 
-// loss = (1/N) Σ_i (lse_i − logits[i, label_i]); saved.tensors = {lse[N]}.
+// loss = (1/N) Σ_i (lse_i − logits[i, label_i]); saved.tensors = {lse[rows]}. N is the row
+// count of the full logits (LossDivisor).
 void CrossEntropyForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                          SavedState& saved) {
   const Tensor& logits = *in[0];
   const Rows r = RowsOf(logits);
+  const double divisor = LossDivisor(node, ctx, logits, r);
   HS_CHECK(in[1]->numel() == r.count,
            StrCat("cross_entropy '", node.name, "': ", in[1]->numel(), " labels for ", r.count,
                   " rows of logits"));
@@ -250,7 +272,7 @@ void CrossEntropyForward(const ir::Node& node, const KernelContext& ctx, In in, 
     lse.data[i] = static_cast<float>(l);
     loss += l - double(xi[y]);
   }
-  out.data[0] = static_cast<float>(loss / static_cast<double>(r.count));
+  out.data[0] = static_cast<float>(loss / divisor);
   saved.tensors = {std::move(lse)};
 }
 
@@ -265,7 +287,8 @@ void CrossEntropyBackward(const ir::Node& node, const KernelContext& ctx, In in,
            StrCat("cross_entropy '", node.name, "': backward without the forward's logsumexp"));
   const float* labels = in[1]->ptr();
   const float* lse = saved.tensors[0].ptr();
-  const float scale = static_cast<float>(double(dout.data[0]) / static_cast<double>(r.count));
+  const double divisor = LossDivisor(node, ctx, logits, r);
+  const float scale = static_cast<float>(double(dout.data[0]) / divisor);
   for (int64_t i = 0; i < r.count; ++i) {
     const float* xi = logits.ptr() + i * r.len;
     float* dxi = din[0]->ptr() + i * r.len;

@@ -20,8 +20,32 @@
 
 namespace hetsynth::runtime {
 
+// Where the piece a kernel runs on sits in the full tensor of the single-device graph: the
+// piece is full[..., start : start + piece.dim(dim), ...] along `dim`.
+struct ShardInfo {
+  ir::Shape full;   // shape of the full tensor
+  int dim = -1;
+  int64_t start = 0;
+};
+
 struct KernelContext {
   int64_t step = 0;  // training step (0-based); dropout masks depend on it
+  // Set when the kernel runs on a piece of a tensor split across ranks; nullptr for a whole
+  // tensor. Only three kernels read it (the others ignore it), and each checks that it matches
+  // the piece it is given (same rank, dim in range, start + length <= full[dim], other dims
+  // equal):
+  //  - dropout: describes the output (= input) piece. Each element's keep/drop decision uses
+  //    its row-major index in the full tensor, so the pieces drop exactly the elements the
+  //    single-device run drops (forward and backward).
+  //  - embedding: describes the table (input 1) piece, split on dim 0: it holds rows
+  //    [start, start + table.dim(0)) of the full table. Ids are validated against the full
+  //    vocabulary full[0]; an id outside the piece's rows gives a zero output row and no
+  //    gradient, one inside uses row id − start. The pieces' outputs sum to the full output.
+  //  - cross_entropy: describes the logits piece, split on a dim other than the last. The loss
+  //    is the sum over the piece's rows divided by the full logits' row count (product of the
+  //    full dims except the last), and backward uses the same divisor, so the pieces' losses
+  //    sum to the single-device loss.
+  const ShardInfo* shard = nullptr;
 };
 
 // Tensors a forward kernel keeps for its backward.
