@@ -68,6 +68,18 @@ class Reader {
       if (!d.is_string()) return Err("cluster.devices", StrCat(d.dump(), "; expected a device name"));
       plan.devices.push_back(d.get<std::string>());
     }
+    if (c.contains("device_flops")) {
+      const json& f = c["device_flops"];
+      if (!f.is_array() || f.size() != plan.devices.size()) {
+        return Err("cluster.device_flops", StrCat("expected an array of ", plan.devices.size(), " FLOP/s, one per device"));
+      }
+      for (const json& x : f) {
+        if (!x.is_number() || !(x.get<double>() > 0)) {
+          return Err("cluster.device_flops", StrCat(x.dump(), "; expected a positive FLOP/s"));
+        }
+        plan.device_flops.push_back(x.get<double>());
+      }
+    }
     if (!root.value("strategy", json("")).is_string()) return Err("field 'strategy'", "expected a string");
     plan.strategy = root.value("strategy", "");
     if (root.contains("predicted_step_time_s")) {
@@ -202,6 +214,7 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
   root["strategy"] = plan.strategy;
   root["model"] = {{"name", plan.model}, {"batch", plan.batch}, {"args", plan.model_args}};
   root["cluster"] = {{"name", plan.cluster}, {"fingerprint", plan.cluster_fingerprint}, {"devices", plan.devices}};
+  if (!plan.device_flops.empty()) root["cluster"]["device_flops"] = plan.device_flops;
   root["predicted_step_time_s"] = plan.predicted_step_time_s;
   root["predicted"] = {{"compute_s", plan.predicted_compute_s},
                        {"communication_s", plan.predicted_communication_s},

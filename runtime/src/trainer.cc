@@ -128,16 +128,18 @@ std::string OptimizerStatePath(const std::string& checkpoint) {
   return checkpoint + ".optim.safetensors";
 }
 
-absl::Status Trainer::Save(const std::string& path, const std::string& model) const {
+absl::Status WriteCheckpoint(const std::string& path, const std::string& model,
+                             const std::map<std::string, Tensor>& params,
+                             const std::map<std::string, Tensor>& state, OptimizerKind optimizer,
+                             int64_t step) {
   const std::map<std::string, std::string> meta = {
       {"format", "hetsynth-checkpoint"},
       {"model", model},
-      {"step", std::to_string(step())},
-      {"optimizer", OptimizerName(optimizer_.config().kind)},
+      {"step", std::to_string(step)},
+      {"optimizer", OptimizerName(optimizer)},
   };
-  HS_RETURN_IF_ERROR(WriteSafetensors(path, params_, meta));
+  HS_RETURN_IF_ERROR(WriteSafetensors(path, params, meta));
   const std::string state_path = OptimizerStatePath(path);
-  std::map<std::string, Tensor> state = optimizer_.StateTensors();
   if (state.empty()) {
     std::error_code ec;
     std::filesystem::remove(state_path, ec);  // a stale state file would be picked up by Load
@@ -146,11 +148,13 @@ absl::Status Trainer::Save(const std::string& path, const std::string& model) co
   return WriteSafetensors(state_path, state, meta);
 }
 
-absl::Status Trainer::Load(const std::string& path) {
+absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path,
+                                          const std::map<std::string, ir::Shape>& shapes,
+                                          OptimizerKind optimizer) {
   HS_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
   const std::string where = StrCat("checkpoint '", path, "'");
   std::vector<std::string> missing;
-  for (const auto& [name, t] : params_) {
+  for (const auto& [name, shape] : shapes) {
     if (!file.tensors.count(name)) missing.push_back(name);
   }
   if (!missing.empty()) {
@@ -158,49 +162,59 @@ absl::Status Trainer::Load(const std::string& path) {
     return absl::InvalidArgumentError(StrCat(where, ": missing parameters ", absl::StrJoin(missing, ", "),
                                              "; was it saved from a different model?"));
   }
-  for (const auto& [name, t] : params_) {
+  for (const auto& [name, shape] : shapes) {
     auto it = file.tensors.find(name);
-    if (it->second.shape != t.shape) {
+    if (it->second.shape != shape) {
       return absl::InvalidArgumentError(StrCat(where, ": tensor '", name, "' has shape ",
                                                ir::ShapeString(it->second.shape), "; the model expects ",
-                                               ir::ShapeString(t.shape)));
+                                               ir::ShapeString(shape)));
     }
   }
   for (const auto& [name, t] : file.tensors) {
-    if (!params_.count(name)) {
+    if (!shapes.count(name)) {
       return absl::InvalidArgumentError(
           StrCat(where, ": tensor '", name, "' is not a parameter of the model; was it saved from a different model?"));
     }
   }
-  for (auto& [name, t] : params_) t = std::move(file.tensors.at(name));
-
-  int64_t steps = 0;
+  Checkpoint ck;
+  ck.params = std::move(file.tensors);
   if (auto it = file.metadata.find("step"); it != file.metadata.end()) {
     char* end = nullptr;
-    steps = std::strtoll(it->second.c_str(), &end, 10);
-    if (it->second.empty() || *end != '\0' || steps < 0) {
+    ck.step = std::strtoll(it->second.c_str(), &end, 10);
+    if (it->second.empty() || *end != '\0' || ck.step < 0) {
       return absl::InvalidArgumentError(StrCat(where, ": metadata step='", it->second,
                                                "'; expected a non-negative integer"));
     }
   }
-  std::map<std::string, Tensor> state;
   const std::string state_path = OptimizerStatePath(path);
   if (std::filesystem::exists(state_path)) {
     HS_ASSIGN_OR_RETURN(SafetensorsFile sf, ReadSafetensors(state_path));
     auto opt = sf.metadata.find("optimizer");
-    if (opt != sf.metadata.end() && opt->second == OptimizerName(optimizer_.config().kind)) {
+    if (opt != sf.metadata.end() && opt->second == OptimizerName(optimizer)) {
       for (auto& [key, t] : sf.tensors) {
         const size_t dot = key.rfind('.');
-        const auto p = params_.find(key.substr(0, dot == std::string::npos ? 0 : dot));
-        if (p == params_.end() || p->second.shape != t.shape) {
+        const auto p = shapes.find(key.substr(0, dot == std::string::npos ? 0 : dot));
+        if (p == shapes.end() || p->second != t.shape) {
           return absl::InvalidArgumentError(StrCat("optimizer state '", state_path, "': tensor '", key,
                                                    "' does not match a parameter of the model"));
         }
       }
-      state = std::move(sf.tensors);
+      ck.state = std::move(sf.tensors);
     }
   }
-  optimizer_.RestoreState(std::move(state), steps);
+  return ck;
+}
+
+absl::Status Trainer::Save(const std::string& path, const std::string& model) const {
+  return WriteCheckpoint(path, model, params_, optimizer_.StateTensors(), optimizer_.config().kind, step());
+}
+
+absl::Status Trainer::Load(const std::string& path) {
+  std::map<std::string, ir::Shape> shapes;
+  for (const auto& [name, t] : params_) shapes[name] = t.shape;
+  HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, shapes, optimizer_.config().kind));
+  params_ = std::move(ck.params);
+  optimizer_.RestoreState(std::move(ck.state), ck.step);
   return absl::OkStatus();
 }
 

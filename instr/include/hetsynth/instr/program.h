@@ -107,6 +107,8 @@ struct Plan {
   std::string cluster;                   // cluster name
   std::string cluster_fingerprint;       // costmodel::Cluster::Fingerprint()
   std::vector<std::string> devices;      // device names in rank order
+  std::vector<double> device_flops;      // their FLOP/s (empty in plans that predate it); the
+                                         // runtime emulates relative speeds from it
   std::string strategy;                  // "synthesized", "dp-ev", "dp-cp", "tp-even", "zero-even"
   Program program;
   double predicted_step_time_s = 0;

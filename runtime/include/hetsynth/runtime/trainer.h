@@ -71,4 +71,22 @@ class Trainer {
 // "ckpt.safetensors" -> "ckpt.optim.safetensors"; other names get ".optim.safetensors".
 std::string OptimizerStatePath(const std::string& checkpoint);
 
+// Checkpoints of full tensors, shared by single-device and multi-rank training (so one moves
+// freely between them): parameters in `path`, optimizer state (when any) in
+// OptimizerStatePath(path), metadata format/model/step/optimizer in both.
+struct Checkpoint {
+  std::map<std::string, Tensor> params;
+  std::map<std::string, Tensor> state;  // empty when absent or written by another optimizer
+  int64_t step = 0;
+};
+absl::Status WriteCheckpoint(const std::string& path, const std::string& model,
+                             const std::map<std::string, Tensor>& params,
+                             const std::map<std::string, Tensor>& state, OptimizerKind optimizer,
+                             int64_t step);
+// Every parameter of `shapes` must be present with its shape and nothing else; state tensors
+// must belong to a parameter of its shape.
+absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path,
+                                          const std::map<std::string, ir::Shape>& shapes,
+                                          OptimizerKind optimizer);
+
 }  // namespace hetsynth::runtime

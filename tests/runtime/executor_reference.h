@@ -1,0 +1,155 @@
+// Shared by the executor tests (threads, in executor_test.cc) and the MPI check
+// (executor_mpi_main.cc): a plan for a built-in model on the mixed-4 example cluster, training
+// it on one device (the reference) and across ranks, and comparing the two.
+#pragma once
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/ir/models.h"
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/comm.h"
+#include "hetsynth/runtime/data.h"
+#include "hetsynth/runtime/executor.h"
+#include "hetsynth/runtime/trainer.h"
+#include "hetsynth/synth/synthesize.h"
+
+namespace hetsynth::runtime::testing {
+
+struct PlanCase {
+  std::string model, strategy;
+  std::vector<std::string> args;  // model overrides on the small preset
+  std::string Name() const {
+    std::string n = model + "_" + strategy;
+    for (const std::string& a : args) n += "_" + a;
+    for (char& ch : n) {
+      if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+    }
+    return n;
+  }
+};
+
+struct Setup {
+  ir::ModelSpec spec;
+  ir::Graph graph;
+  instr::Plan plan;
+  DataSource data;
+  OptimizerConfig optimizer;
+  std::vector<double> slowdown;  // per rank: max flops / flops
+};
+
+inline absl::StatusOr<Setup> MakeSetup(const PlanCase& c) {
+  Setup s;
+  HS_ASSIGN_OR_RETURN(s.spec, ir::MakeModelSpec(c.model, c.args, 0, ir::Preset::kSmall));
+  HS_ASSIGN_OR_RETURN(s.graph, ir::BuildModel(s.spec));
+  HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster,
+                      costmodel::ReadClusterFile(std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/mixed-4.json"));
+  HS_ASSIGN_OR_RETURN(synth::Strategy strategy, synth::StrategyByName(c.strategy));
+  synth::SynthOptions o;
+  o.time_limit_s = 60;
+  HS_ASSIGN_OR_RETURN(synth::SynthResult r, synth::Synthesize(s.graph, cluster, strategy, o));
+  s.plan.model = s.spec.name;
+  s.plan.model_args = s.spec.args;
+  s.plan.batch = s.spec.batch;
+  s.plan.cluster = cluster.name;
+  s.plan.strategy = c.strategy;
+  s.plan.program = r.program;
+  double fastest = 0;
+  for (const costmodel::Device& d : cluster.devices) fastest = std::max(fastest, d.flops);
+  for (const costmodel::Device& d : cluster.devices) {
+    s.plan.devices.push_back(d.name);
+    s.slowdown.push_back(fastest / d.flops);
+  }
+  HS_ASSIGN_OR_RETURN(s.data, DataSource::Synthetic(s.spec, s.graph, 7));
+  // SGD with momentum: Adam divides each gradient by its own magnitude, so on gradients that
+  // are zero up to rounding (e.g. attention key biases) it turns rounding noise into ±lr steps;
+  // and at a larger learning rate a ReLU or max-pool decision that rounding tips the other way
+  // moves whole gradient entries (vgg19 at lr 0.05, step 5). Agreement here is ~4e-7.
+  s.optimizer.kind = OptimizerKind::kSgd;
+  s.optimizer.lr = 0.01;
+  s.optimizer.momentum = 0.9;
+  return s;
+}
+
+struct RunResult {
+  std::vector<float> losses;
+  std::map<std::string, Tensor> params;
+};
+
+inline absl::StatusOr<RunResult> TrainSingle(const Setup& s, int steps, const std::string& load = "",
+                                             const std::string& save = "") {
+  HS_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(s.graph, s.optimizer, 3));
+  if (!load.empty()) HS_RETURN_IF_ERROR(trainer->Load(load));
+  RunResult out;
+  for (int i = 0; i < steps; ++i) {
+    HS_ASSIGN_OR_RETURN(Batch batch, s.data.Get(trainer->step()));
+    HS_ASSIGN_OR_RETURN(float loss, trainer->Step(batch));
+    out.losses.push_back(loss);
+  }
+  if (!save.empty()) HS_RETURN_IF_ERROR(trainer->Save(save, s.spec.ToString()));
+  out.params = trainer->parameters();
+  return out;
+}
+
+inline absl::StatusOr<RunResult> TrainPlan(const Setup& s, Communicator& comm, int steps, const std::string& load = "",
+                                           const std::string& save = "") {
+  ExecutorOptions o;
+  o.optimizer = s.optimizer;
+  o.seed = 3;
+  o.slowdown = s.slowdown.at(static_cast<size_t>(comm.rank()));
+  HS_ASSIGN_OR_RETURN(auto ex, Executor::Create(s.graph, s.plan, comm, o));
+  if (!load.empty()) HS_RETURN_IF_ERROR(ex->Load(load));
+  RunResult out;
+  for (int i = 0; i < steps; ++i) {
+    HS_ASSIGN_OR_RETURN(Batch batch, s.data.Get(ex->step()));
+    HS_ASSIGN_OR_RETURN(StepMetrics m, ex->Step(batch));
+    out.losses.push_back(m.loss);
+  }
+  if (!save.empty()) HS_RETURN_IF_ERROR(ex->Save(save, s.spec.ToString()));
+  HS_ASSIGN_OR_RETURN(out.params, ex->FullParameters());
+  return out;
+}
+
+// "" when every parameter of `got` equals `ref` within tol relative to the tensor's largest
+// magnitude; else the worst offenders.
+inline std::string CompareParams(const std::map<std::string, Tensor>& ref, const std::map<std::string, Tensor>& got,
+                                 double tol) {
+  std::vector<std::string> bad;
+  for (const auto& [name, r] : ref) {
+    auto it = got.find(name);
+    if (it == got.end() || it->second.shape != r.shape) {
+      bad.push_back(name + ": missing or wrong shape");
+      continue;
+    }
+    double scale = 0, diff = 0;
+    for (int64_t i = 0; i < r.numel(); ++i) {
+      scale = std::max(scale, std::abs(double(r.data[i])));
+      diff = std::max(diff, std::abs(double(r.data[i]) - double(it->second.data[i])));
+    }
+    if (!(diff <= tol * std::max(scale, 1e-3))) bad.push_back(StrCat(name, ": max diff ", diff, " of max |x| ", scale));
+  }
+  if (got.size() != ref.size()) bad.push_back(StrCat(got.size(), " parameters instead of ", ref.size()));
+  return absl::StrJoin(bad, "; ");
+}
+
+inline std::string Compare(const RunResult& ref, const RunResult& got, double tol) {
+  std::vector<std::string> bad;
+  if (got.losses.size() != ref.losses.size()) bad.push_back("different number of steps");
+  for (size_t i = 0; i < std::min(ref.losses.size(), got.losses.size()); ++i) {
+    if (!(std::abs(ref.losses[i] - got.losses[i]) <= tol * std::abs(ref.losses[i]))) {
+      bad.push_back(StrCat("loss of step ", i + 1, ": ", got.losses[i], " vs ", ref.losses[i]));
+    }
+  }
+  const std::string p = CompareParams(ref.params, got.params, tol);
+  if (!p.empty()) bad.push_back(p);
+  return absl::StrJoin(bad, "; ");
+}
+
+}  // namespace hetsynth::runtime::testing
+
