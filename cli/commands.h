@@ -31,5 +31,6 @@ Runner RegisterTrain(CLI::App& app);
 Runner RegisterSynth(CLI::App& app);
 Runner RegisterExplain(CLI::App& app);
 Runner RegisterCheck(CLI::App& app);
+Runner RegisterProfile(CLI::App& app);
 
 }  // namespace hetsynth::cli

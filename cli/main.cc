@@ -10,13 +10,14 @@
 int main(int argc, char** argv) {
   CLI::App app{
       "hetsynth — training programs for mixed GPU clusters.\n"
-      "List models, train one on a CPU device, synthesize a plan for a cluster, explain and check plans."};
+      "List models, train one on a CPU device, synthesize a plan for a cluster, explain and check plans,\n"
+      "profile this host as a cluster file."};
   app.name("hetsynth");
   app.require_subcommand(1);
   app.set_version_flag("--version", "hetsynth 0.1.0");
   std::map<CLI::App*, hetsynth::cli::Runner> runners;
   for (auto reg : {&hetsynth::cli::RegisterModels, &hetsynth::cli::RegisterTrain, &hetsynth::cli::RegisterSynth,
-                   &hetsynth::cli::RegisterExplain, &hetsynth::cli::RegisterCheck}) {
+                   &hetsynth::cli::RegisterExplain, &hetsynth::cli::RegisterCheck, &hetsynth::cli::RegisterProfile}) {
     const size_t before = app.get_subcommands({}).size();
     hetsynth::cli::Runner run = reg(app);
     runners[app.get_subcommands({})[before]] = std::move(run);

@@ -1,0 +1,517 @@
+// `hetsynth profile`: measure this host and write a cluster file in which this host is the
+// fastest device, so that the cost model's predictions compare with the CPU emulation of a
+// mixed cluster (runtime/src/executor.cc: each rank's kernel thread CPU time stretched by
+// max_flops / flops_i, a collective on the threads communicator charged by the thread CPU time
+// it takes, virtual clocks synchronized before it). docs/cluster-format.md, "Profiling this host".
+//
+//   hetsynth profile --model gpt --small --like examples/clusters/mixed-4.json -o emulated.json
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/costmodel/cost.h"
+#include "hetsynth/instr/rules.h"
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/comm.h"
+#include "hetsynth/runtime/data.h"
+#include "hetsynth/runtime/kernels.h"
+#include "hetsynth/runtime/trainer.h"
+
+namespace hetsynth::cli {
+namespace {
+
+constexpr int kDefaultRanks = 4;          // without --like
+constexpr int kMaxDefaultRanks = 64;      // default --ranks from a --like cluster is capped here
+constexpr int kMaxRanks = 1024;
+constexpr int64_t kDefaultMaxBytes = int64_t{16} << 20;  // 4M floats
+constexpr int kMaxFixedPointRounds = 20;
+
+struct ProfileFlags {
+  ModelOptions model;
+  std::string like, out;
+  int ranks = 0;  // 0: the --like cluster's device count (at most kMaxDefaultRanks), else 4
+  int repeats = 5;
+  int64_t max_bytes = kDefaultMaxBytes;
+};
+
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+double PhysicalRamBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+}
+
+std::string Bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) b /= 1024, ++u;
+  return fmt::format("{:.4g} {}", b, units[u]);
+}
+
+// ---- 1. kernels ------------------------------------------------------------------------------
+
+struct NodeTimes {
+  std::vector<double> seconds;   // per node: median over the timed steps of forward + backward
+  std::vector<bool> backward;    // per node: whether its backward ran (its output got a gradient)
+};
+
+// Runs 1 warm-up + `repeats` timed training steps' worth of kernels on this thread exactly as
+// runtime::Trainer does (forward in order, backward in reverse, tensors freed as soon as nothing
+// reads them), timing each kernel call by this thread's CPU time. Parameters are not updated:
+// kernel times do not depend on the values.
+absl::StatusOr<NodeTimes> TimeKernels(const ir::ModelSpec& spec, const ir::Graph& g, int repeats) {
+  HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, /*seed=*/0));
+  const auto& vals = g.values();
+  const size_t num_nodes = g.nodes().size();
+  std::map<std::string, runtime::Tensor> params;
+  for (ir::ValueId p : g.parameters()) params[vals[p].name] = runtime::InitParameter(vals[p], 0);
+  std::vector<bool> needs_grad(vals.size(), false);
+  for (ir::ValueId p : g.parameters()) needs_grad[p] = true;
+  for (const ir::Node& n : g.nodes()) {
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      if (needs_grad[n.inputs[i]] && runtime::Differentiable(n.kind, i)) needs_grad[n.output] = true;
+    }
+  }
+  std::vector<std::vector<double>> samples(num_nodes);
+  NodeTimes result;
+  result.backward.assign(num_nodes, false);
+  for (int step = 0; step <= repeats; ++step) {  // step 0 warms up
+    HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(step));
+    HS_RETURN_IF_ERROR(runtime::ValidateBatch(g, batch, "synthetic batch"));
+    runtime::KernelContext ctx;
+    ctx.step = step;
+    std::vector<runtime::Tensor> values(vals.size());
+    std::vector<runtime::SavedState> saved(num_nodes);
+    std::vector<double> t(num_nodes, 0.0);
+    for (size_t v = 0; v < vals.size(); ++v) {
+      if (vals[v].kind == ir::ValueKind::kInput) values[v] = batch.at(vals[v].name);
+    }
+    auto value = [&](ir::ValueId v) -> const runtime::Tensor& {
+      return vals[v].kind == ir::ValueKind::kParameter ? params.at(vals[v].name) : values[v];
+    };
+    std::vector<const runtime::Tensor*> in;
+    for (size_t n = 0; n < num_nodes; ++n) {
+      const ir::Node& node = g.nodes()[n];
+      in.clear();
+      for (ir::ValueId v : node.inputs) in.push_back(&value(v));
+      runtime::Tensor out(vals[node.output].shape);
+      const double t0 = ThreadCpuSeconds();
+      runtime::Forward(node, ctx, in, out, saved[n]);
+      t[n] += ThreadCpuSeconds() - t0;
+      values[node.output] = std::move(out);
+    }
+    std::vector<runtime::Tensor> grad(vals.size());
+    grad[g.loss()] = runtime::Tensor({}, 1.0f);
+    std::vector<runtime::Tensor> din_store;
+    std::vector<runtime::Tensor*> din;
+    for (size_t n = num_nodes; n-- > 0;) {
+      const ir::Node& node = g.nodes()[n];
+      const ir::ValueId out = node.output;
+      if (!grad[out].data.empty()) {
+        result.backward[n] = true;
+        in.clear();
+        din_store.clear();
+        din_store.reserve(node.inputs.size());
+        din.clear();
+        for (size_t i = 0; i < node.inputs.size(); ++i) {
+          const ir::ValueId v = node.inputs[i];
+          in.push_back(&value(v));
+          const bool want = needs_grad[v] && runtime::Differentiable(node.kind, i);
+          din_store.emplace_back(want ? value(v).shape : ir::Shape{});
+          din.push_back(want ? &din_store.back() : nullptr);
+        }
+        const double t0 = ThreadCpuSeconds();
+        runtime::Backward(node, ctx, in, values[out], grad[out], saved[n], din);
+        t[n] += ThreadCpuSeconds() - t0;
+        for (size_t i = 0; i < node.inputs.size(); ++i) {
+          if (!din[i]) continue;
+          runtime::Tensor& acc = grad[node.inputs[i]];
+          if (acc.data.empty()) {
+            acc = std::move(*din[i]);
+          } else {
+            for (int64_t e = 0; e < acc.numel(); ++e) acc.data[e] += din[i]->data[e];
+          }
+        }
+      }
+      grad[out] = runtime::Tensor();
+      values[out] = runtime::Tensor();
+      saved[n] = runtime::SavedState();
+    }
+    if (step > 0) {
+      for (size_t n = 0; n < num_nodes; ++n) samples[n].push_back(t[n]);
+    }
+  }
+  for (size_t n = 0; n < num_nodes; ++n) result.seconds.push_back(Median(samples[n]));
+  return result;
+}
+
+// ---- 2. collectives --------------------------------------------------------------------------
+
+struct CommSample {
+  const char* op;   // "all_gather" (padded, equal counts) or "all_reduce"
+  double elements;  // of the whole tensor
+  double bytes;     // B of the cost model: bytes of the whole tensor
+  double seconds;   // median over repeats of the max over ranks
+  double a, b;      // model: seconds ≈ a·α + b·β
+};
+
+// For sizes 1, 4, 16, … ≤ max_bytes/4 elements: Barrier, then time a padded all-gather with
+// equal counts (each rank holds max(1, size/n) elements; B = 4·n·that) and, after another
+// Barrier, an all-reduce of `size` elements (B = 4·size); per size and op the median over
+// `repeats` (after one warm-up) of the slowest rank's time. Time is each rank's thread CPU
+// time, the clock the executor charges a collective with when it emulates devices on thread
+// ranks (runtime/src/executor.cc, Communicate): waiting for the other threads sleeps on a
+// condition variable and is not counted, the copying and summing a rank does is.
+absl::StatusOr<std::vector<CommSample>> TimeCollectives(int n, int repeats, int64_t max_bytes) {
+  std::vector<int64_t> sizes;
+  for (int64_t s = 1; 4 * s <= max_bytes; s *= 4) sizes.push_back(s);
+  const size_t num_sizes = sizes.size(), per_size = static_cast<size_t>(repeats + 1);
+  // seconds[((size · 2 + op) · per_size + rep) · n + rank], each rank writing its own slots.
+  std::vector<double> seconds(num_sizes * 2 * per_size * static_cast<size_t>(n), 0.0);
+  auto slot = [&](size_t s, int op, int rep, int rank) -> double& {
+    return seconds[((s * 2 + static_cast<size_t>(op)) * per_size + static_cast<size_t>(rep)) * n + rank];
+  };
+  HS_RETURN_IF_ERROR(runtime::RunThreadRanks(n, [&](runtime::Communicator& comm) -> absl::Status {
+    const int64_t largest = sizes.back();
+    const int64_t largest_shard = std::max<int64_t>(1, largest / n);
+    std::vector<float> send(static_cast<size_t>(largest_shard), 1.0f);
+    std::vector<float> recv(static_cast<size_t>(largest_shard) * n, 0.0f);
+    std::vector<float> data(static_cast<size_t>(largest), 0.0f);
+    for (size_t s = 0; s < num_sizes; ++s) {
+      const int64_t shard = std::max<int64_t>(1, sizes[s] / n);
+      const std::vector<int64_t> counts(static_cast<size_t>(n), shard);
+      for (int rep = 0; rep <= repeats; ++rep) {
+        HS_RETURN_IF_ERROR(comm.Barrier());
+        double t0 = ThreadCpuSeconds();
+        HS_RETURN_IF_ERROR(comm.AllGatherV(send.data(), recv.data(), counts, runtime::CommImpl::kPadded));
+        slot(s, 0, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+        HS_RETURN_IF_ERROR(comm.Barrier());
+        t0 = ThreadCpuSeconds();
+        HS_RETURN_IF_ERROR(comm.AllReduce(data.data(), sizes[s]));
+        slot(s, 1, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+      }
+    }
+    return absl::OkStatus();
+  }));
+  std::vector<CommSample> out;
+  const double nm1 = n - 1.0;
+  for (size_t s = 0; s < num_sizes; ++s) {
+    for (int op = 0; op < 2; ++op) {
+      std::vector<double> worst;
+      for (int rep = 1; rep <= repeats; ++rep) {  // rep 0 warms up
+        double w = 0;
+        for (int r = 0; r < n; ++r) w = std::max(w, slot(s, op, rep, r));
+        worst.push_back(w);
+      }
+      CommSample c;
+      c.op = op == 0 ? "all_gather" : "all_reduce";
+      const double shard = static_cast<double>(std::max<int64_t>(1, sizes[s] / n));
+      c.elements = op == 0 ? shard * n : static_cast<double>(sizes[s]);
+      c.bytes = 4.0 * c.elements;
+      c.seconds = std::max(Median(worst), 1e-9);  // a clock tick, never zero
+      // The cost model (costmodel/cost.h), equal shares 1/n:
+      //   padded all-gather (n−1)·(α + β·B/n); ring all-reduce 2(n−1)·α + 2(n−1)/n·β·B.
+      c.a = op == 0 ? nm1 : 2 * nm1;
+      c.b = op == 0 ? nm1 * c.bytes / n : 2 * nm1 / n * c.bytes;
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+struct LinkFit {
+  double alpha = 0, beta = 0;  // seconds, seconds per byte
+  double rms_relative = 0;     // root mean square of (predicted − measured) / measured
+};
+
+// Non-negative least squares of seconds ≈ a·α + b·β, each sample weighted by 1/seconds (relative
+// error), so that the small sizes that decide α count as much as the large ones that decide β.
+LinkFit FitLink(const std::vector<CommSample>& samples) {
+  auto solve = [&](bool use_alpha, bool use_beta) {
+    double aa = 0, ab = 0, bb = 0, at = 0, bt = 0;
+    for (const CommSample& c : samples) {
+      const double w = 1.0 / c.seconds, a = use_alpha ? c.a * w : 0, b = use_beta ? c.b * w : 0, t = 1.0;
+      aa += a * a, ab += a * b, bb += b * b, at += a * t, bt += b * t;
+    }
+    LinkFit f;
+    if (use_alpha && use_beta) {
+      const double det = aa * bb - ab * ab;
+      if (det > 0) f.alpha = (at * bb - bt * ab) / det, f.beta = (bt * aa - at * ab) / det;
+    } else if (use_alpha) {
+      f.alpha = aa > 0 ? at / aa : 0;
+    } else {
+      f.beta = bb > 0 ? bt / bb : 0;
+    }
+    return f;
+  };
+  LinkFit f = solve(true, true);
+  if (!(f.alpha >= 0 && f.beta > 0)) {
+    // The unconstrained optimum leaves the non-negative quadrant: the better of the two faces.
+    LinkFit only_beta = solve(false, true), only_alpha = solve(true, false);
+    auto err = [&](const LinkFit& x) {
+      double e = 0;
+      for (const CommSample& c : samples) e += std::pow((c.a * x.alpha + c.b * x.beta - c.seconds) / c.seconds, 2);
+      return e;
+    };
+    f = only_beta;
+    if (!(f.beta > 0) || (only_alpha.alpha > 0 && err(only_alpha) < err(only_beta))) {
+      // Time that does not grow with size: keep α and charge the largest sample's bytes at
+      // the bandwidth it achieved on top of α, so the link still has a finite bandwidth.
+      f = only_alpha;
+      const CommSample& big = *std::max_element(samples.begin(), samples.end(), [](const auto& x, const auto& y) {
+        return x.b < y.b;
+      });
+      f.beta = big.seconds / big.b;
+    }
+  }
+  double e = 0;
+  for (const CommSample& c : samples) e += std::pow((c.a * f.alpha + c.b * f.beta - c.seconds) / c.seconds, 2);
+  f.rms_relative = samples.empty() ? 0 : std::sqrt(e / static_cast<double>(samples.size()));
+  return f;
+}
+
+// ---- 3. the cluster --------------------------------------------------------------------------
+
+// This host as the fastest device: without `like`, `ranks` devices host0… of one type "host";
+// with it, like's devices, nodes and names, each device's flops and memory bandwidth = host ×
+// (its flops / like's largest flops), memory kept; every link = the measured one; like's
+// collective tables dropped (they describe the real cluster, not this host).
+costmodel::Cluster EmulatedCluster(const std::optional<costmodel::Cluster>& like, int ranks, double host_flops,
+                                   double host_bw, const costmodel::Link& link, double memory_per_device) {
+  costmodel::Cluster c;
+  if (!like) {
+    c.name = "host";
+    c.nodes.push_back({"n0", link});
+    for (int i = 0; i < ranks; ++i) {
+      c.devices.push_back({fmt::format("host{}", i), "host", 0, host_flops, memory_per_device, host_bw});
+    }
+  } else {
+    c = *like;
+    c.name = like->name + "-emulated";
+    c.collectives.clear();
+    double max_flops = 0;
+    for (const costmodel::Device& d : like->devices) max_flops = std::max(max_flops, d.flops);
+    for (costmodel::Device& d : c.devices) {
+      const double r = d.flops / max_flops;
+      d.flops = host_flops * r;
+      d.memory_bandwidth = host_bw * r;
+    }
+    for (costmodel::Node& n : c.nodes) n.intra = link;
+  }
+  c.inter_node = link;
+  return c;
+}
+
+struct HostCompute {
+  double flops_per_s = 0, bytes_per_s = 0;
+  double flops = 0, compute_s = 0, bytes = 0, memory_s = 0;  // sums over each class of nodes
+  int compute_nodes = 0, memory_nodes = 0, skipped = 0;
+  bool flops_fallback = false, bandwidth_fallback = false;
+};
+
+// The bytes the cost model charges a memory-bound node (costmodel/src/cost.cc, ComputeTerm).
+double NodeBytes(const ir::Graph& g, const ir::Node& n) {
+  double bytes = 4.0 * static_cast<double>(ir::NumElements(g.value(n.output).shape));
+  for (ir::ValueId v : n.inputs) bytes += 4.0 * static_cast<double>(ir::NumElements(g.value(v).shape));
+  return 3.0 * bytes;
+}
+
+// Classifies every node as the cost model does on `cluster` (ComputeTerm with the node's
+// replicated rule) and sums FLOPs or bytes and times per class. Nodes whose backward the
+// trainer does not run (no gradient reaches their output) are left out: their measured time
+// lacks the backward the cost model counts. With no (timed) node of a class, its rate falls back
+// to all timed nodes' FLOPs (or bytes) over all their time, a lower bound.
+HostCompute Rates(const ir::Graph& g, const NodeTimes& t, const costmodel::Cluster& cluster,
+                  std::vector<bool>* memory_bound) {
+  HostCompute h;
+  memory_bound->assign(g.nodes().size(), false);
+  double all_flops = 0, all_bytes = 0, all_s = 0;
+  for (size_t n = 0; n < g.nodes().size(); ++n) {
+    const ir::NodeId id = static_cast<ir::NodeId>(n);
+    const costmodel::Term term = costmodel::ComputeTerm(g, id, instr::ShardingRules(g, id)[0], cluster);
+    (*memory_bound)[n] = term.memory_bound;
+    if (!t.backward[n]) {
+      ++h.skipped;
+      continue;
+    }
+    const ir::Flops f = g.NodeFlops(id);
+    all_flops += f.forward + f.backward, all_bytes += NodeBytes(g, g.node(id)), all_s += t.seconds[n];
+    if (term.memory_bound) {
+      h.bytes += term.coefficient, h.memory_s += t.seconds[n], ++h.memory_nodes;
+    } else {
+      h.flops += term.coefficient, h.compute_s += t.seconds[n], ++h.compute_nodes;
+    }
+  }
+  h.flops_per_s = h.compute_s > 0 && h.flops > 0 ? h.flops / h.compute_s : 0;
+  h.bytes_per_s = h.memory_s > 0 && h.bytes > 0 ? h.bytes / h.memory_s : 0;
+  if (h.flops_per_s <= 0 && all_s > 0) h.flops_per_s = all_flops / all_s, h.flops_fallback = true;
+  if (h.bytes_per_s <= 0 && all_s > 0) h.bytes_per_s = all_bytes / all_s, h.bandwidth_fallback = true;
+  return h;
+}
+
+absl::Status RunProfile(const ProfileFlags& f) {
+  if (f.out.empty()) return absl::InvalidArgumentError("-o is required: the cluster file to write");
+  {
+    // Fail before minutes of measuring, not after.
+    const std::filesystem::path dir = std::filesystem::path(f.out).parent_path();
+    std::error_code ec;
+    if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) {
+      return absl::InvalidArgumentError(StrCat("-o '", f.out, "': directory '", dir.string(), "' does not exist"));
+    }
+  }
+  if (f.repeats < 1) return absl::InvalidArgumentError(StrCat("--repeats ", f.repeats, "; expected at least 1"));
+  if (f.max_bytes < 4) {
+    return absl::InvalidArgumentError(StrCat("--max-bytes ", f.max_bytes, "; expected at least 4 (one float)"));
+  }
+  HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
+  HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
+  std::optional<costmodel::Cluster> like;
+  if (!f.like.empty()) {
+    absl::StatusOr<costmodel::Cluster> c = costmodel::ReadClusterFile(f.like);
+    if (!c.ok()) return absl::InvalidArgumentError(StrCat("--like: ", c.status().message()));
+    like = std::move(*c);
+  }
+  int ranks = f.ranks;
+  if (ranks == 0) ranks = like ? std::clamp(like->size(), 2, kMaxDefaultRanks) : kDefaultRanks;
+  if (ranks < 2 || ranks > kMaxRanks) {
+    return absl::InvalidArgumentError(
+        StrCat("--ranks ", ranks, "; expected 2 to ", kMaxRanks, " (the collectives are timed over that many thread ranks)"));
+  }
+  const double ram = PhysicalRamBytes();
+  // Per rank the buffers of the largest size: all-gather send + receive + padded staging, the
+  // all-reduce data and its chunk (about 3.5 × --max-bytes); keep them within half the RAM.
+  const double comm_bytes = 4.0 * static_cast<double>(f.max_bytes) * ranks;
+  if (ram > 0 && comm_bytes > ram / 2) {
+    return absl::InvalidArgumentError(StrCat("--ranks ", ranks, " × --max-bytes ", f.max_bytes, " needs about ",
+                                             Bytes(comm_bytes), " for the collective buffers, more than half of this host's ",
+                                             Bytes(ram), "; lower --max-bytes or --ranks"));
+  }
+
+  // 1. Kernels.
+  fmt::print(stderr, "profile: timing the kernels of {} on 1 thread: 1 warm-up + {} training step{}\n",
+             spec.ToString(), f.repeats, f.repeats == 1 ? "" : "s");
+  HS_ASSIGN_OR_RETURN(NodeTimes times, TimeKernels(spec, g, f.repeats));
+  double total_s = 0;
+  for (double s : times.seconds) total_s += s;
+  if (!(total_s > 0)) {
+    return absl::InvalidArgumentError(StrCat("--model ", spec.name,
+                                             ": its kernels took no measurable CPU time; use a larger model or --batch"));
+  }
+  // The cost model classifies a node as memory-bound against the cluster's average device; in the
+  // emulated cluster every device is this host scaled by one factor, so that average has this
+  // host's FLOP/s : bandwidth ratio. Start from the whole model's FLOPs and bytes over its time
+  // and classify on the output cluster until the classification no longer changes.
+  HostCompute host;
+  {
+    double flops = 0, bytes = 0;
+    for (size_t n = 0; n < g.nodes().size(); ++n) {
+      const ir::Flops fl = g.NodeFlops(static_cast<ir::NodeId>(n));
+      flops += fl.forward + fl.backward, bytes += NodeBytes(g, g.nodes()[n]);
+    }
+    host.flops_per_s = flops > 0 ? flops / total_s : 1.0;
+    host.bytes_per_s = bytes > 0 ? bytes / total_s : 1.0;
+  }
+  const costmodel::Link provisional{1e9, 0};
+  const double memory_per_device = ram > 0 ? ram / ranks : 1.0;
+  std::vector<bool> classes, previous;
+  int rounds = 0;
+  bool stable = false;
+  while (rounds < kMaxFixedPointRounds && !stable) {
+    ++rounds;
+    const costmodel::Cluster c =
+        EmulatedCluster(like, ranks, host.flops_per_s, host.bytes_per_s, provisional, memory_per_device);
+    host = Rates(g, times, c, &classes);
+    stable = classes == previous;
+    previous = classes;
+  }
+  fmt::print(stderr, "profile: {} compute-bound and {} memory-bound nodes timed ({} without backward left out){}\n",
+             host.compute_nodes, host.memory_nodes, host.skipped,
+             stable ? "" : fmt::format("; classification still changing after {} rounds", rounds));
+
+  // 2. Collectives.
+  int64_t largest_bytes = 4;
+  while (largest_bytes <= f.max_bytes / 4) largest_bytes *= 4;
+  fmt::print(stderr, "profile: timing padded all-gather and all-reduce on {} thread ranks, 4 B to {}, 1 warm-up + {} "
+                     "repeat{} per size\n",
+             ranks, Bytes(static_cast<double>(largest_bytes)), f.repeats,
+             f.repeats == 1 ? "" : "s");
+  HS_ASSIGN_OR_RETURN(std::vector<CommSample> samples, TimeCollectives(ranks, f.repeats, f.max_bytes));
+  for (const CommSample& c : samples) {
+    fmt::print(stderr, "profile:   {:<10} {:>12}  {:>10.1f} us\n", c.op, Bytes(c.bytes), c.seconds * 1e6);
+  }
+  const LinkFit fit = FitLink(samples);
+  const costmodel::Link link{1.0 / fit.beta, fit.alpha};
+
+  // 3. The cluster file.
+  const costmodel::Cluster out = EmulatedCluster(like, ranks, host.flops_per_s, host.bytes_per_s, link, memory_per_device);
+  const std::string text = costmodel::ClusterToJson(out);
+  HS_RETURN_IF_ERROR(costmodel::ParseCluster(text, f.out).status());  // what we write must load
+  std::ofstream file(f.out, std::ios::binary | std::ios::trunc);
+  file << text;
+  file.close();
+  if (!file) return absl::InvalidArgumentError(StrCat("-o '", f.out, "': cannot write the cluster file"));
+
+  // 4. Summary.
+  fmt::print("host compute: {:.4g} GFLOP/s GEMM-class ({} compute-bound nodes, {:.3f} ms/step){}\n",
+             host.flops_per_s / 1e9, host.compute_nodes, host.compute_s * 1e3,
+             host.flops_fallback ? "; no compute-bound node: all nodes' FLOPs over their time" : "");
+  fmt::print("host memory:  {:.4g} GB/s ({} memory-bound nodes, {:.3f} ms/step){}\n", host.bytes_per_s / 1e9,
+             host.memory_nodes, host.memory_s * 1e3,
+             host.bandwidth_fallback ? "; no memory-bound node: all nodes' bytes over their time" : "");
+  fmt::print("link ({} thread ranks, {} samples): latency {:.3g} us, bandwidth {:.4g} GB/s (rms relative error {:.0f}%)\n",
+             ranks, samples.size(), fit.alpha * 1e6, 1.0 / fit.beta / 1e9, fit.rms_relative * 100);
+  if (like) {
+    for (const costmodel::DeviceClass& k : out.Classes()) {
+      const costmodel::Device& d = out.devices[static_cast<size_t>(k.devices.front())];
+      fmt::print("  {:<12} x{:<4} {:.4g} GFLOP/s  {:.4g} GB/s  ({:.3g} of this host)\n", d.type, k.devices.size(),
+                 d.flops / 1e9, d.memory_bandwidth / 1e9, d.flops / host.flops_per_s);
+    }
+  }
+  fmt::print("wrote {} (cluster '{}', {} devices, fingerprint {})\n", f.out, out.name, out.size(), out.Fingerprint());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Runner RegisterProfile(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand(
+      "profile", "Measure this host (kernels, thread collectives) and write a cluster file with it as the fastest device");
+  auto f = std::make_shared<ProfileFlags>();
+  cmd->add_option("--model", f->model.name, "model whose kernels are timed (" + ir::ModelNames() + ")")->required();
+  f->model.AddFlags(*cmd);
+  cmd->add_option("--like", f->like,
+                  "emulate this cluster: its devices and nodes, FLOP/s and bandwidth = this host × (flops / fastest "
+                  "flops) (default: one type 'host')")
+      ->type_name("CLUSTER.json");
+  cmd->add_option("--ranks", f->ranks,
+                  "thread ranks for the collectives and devices without --like (default: --like's device count, at "
+                  "most 64; else 4)");
+  cmd->add_option("--repeats", f->repeats, "timed training steps and timed repeats per collective size, after one warm-up")
+      ->capture_default_str();
+  cmd->add_option("--max-bytes", f->max_bytes, "largest collective timed, in bytes (sizes 4 B, 16 B, ... up to this)")
+      ->capture_default_str();
+  cmd->add_option("-o,--out", f->out, "cluster file to write")->required()->type_name("OUT.json");
+  return [f]() { return RunProfile(*f); };
+}
+
+}  // namespace hetsynth::cli

@@ -1,0 +1,114 @@
+// `hetsynth profile` end to end: the cluster file it writes loads, keeps the --like cluster's
+// devices and relative speeds, and bad input exits 2 with one line naming the flag or file.
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "hetsynth/costmodel/cluster.h"
+
+namespace {
+
+struct Result {
+  int code;
+  std::string output;  // stdout and stderr together
+};
+
+Result Hetsynth(const std::string& args) {
+  const std::string cmd = std::string(HETSYNTH_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+void ExpectError(const std::string& args, const std::string& needle) {
+  const Result r = Hetsynth(args);
+  EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+  EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
+  size_t errors = 0;
+  for (size_t at = r.output.find("error:"); at != std::string::npos; at = r.output.find("error:", at + 1)) ++errors;
+  EXPECT_EQ(errors, 1u) << args << "\n" << r.output;
+}
+
+std::string Tmp(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+
+const std::string kMixed4 = std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/mixed-4.json";
+// Small and quick: 2 timed steps, collectives up to 64 KiB.
+const std::string kQuick = " --repeats 2 --max-bytes 65536";
+
+bool PositiveFinite(double v) { return std::isfinite(v) && v > 0; }
+
+TEST(CliProfile, LikeMixed4KeepsDevicesAndRelativeSpeeds) {
+  const std::string out = Tmp("mixed-4-emulated.json");
+  const Result r = Hetsynth("profile --model mlp --small --like " + kMixed4 + kQuick + " -o " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("GFLOP/s"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("wrote " + out), std::string::npos) << r.output;
+
+  const absl::StatusOr<hetsynth::costmodel::Cluster> like = hetsynth::costmodel::ReadClusterFile(kMixed4);
+  ASSERT_TRUE(like.ok()) << like.status();
+  const absl::StatusOr<hetsynth::costmodel::Cluster> c = hetsynth::costmodel::ReadClusterFile(out);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->name, "mixed-4-emulated");
+  ASSERT_EQ(c->size(), 4);
+  ASSERT_EQ(c->nodes.size(), like->nodes.size());
+  const double ratios[] = {1, 1, 0.5, 0.25};
+  for (int i = 0; i < 4; ++i) {
+    const auto& d = c->devices[static_cast<size_t>(i)];
+    const auto& l = like->devices[static_cast<size_t>(i)];
+    EXPECT_EQ(d.name, l.name);
+    EXPECT_EQ(d.type, l.type);
+    EXPECT_EQ(d.node, l.node);
+    EXPECT_EQ(d.memory_bytes, l.memory_bytes) << d.name;
+    EXPECT_TRUE(PositiveFinite(d.flops)) << d.flops;
+    EXPECT_TRUE(PositiveFinite(d.memory_bandwidth)) << d.memory_bandwidth;
+    EXPECT_NEAR(d.flops / c->devices[0].flops, ratios[i], 1e-9) << d.name;
+    EXPECT_NEAR(d.memory_bandwidth / c->devices[0].memory_bandwidth, ratios[i], 1e-9) << d.name;
+  }
+  EXPECT_EQ(c->Classes().size(), like->Classes().size());
+  const hetsynth::costmodel::Link w = c->WorldLink();
+  EXPECT_TRUE(PositiveFinite(w.bandwidth)) << w.bandwidth;
+  EXPECT_TRUE(std::isfinite(w.latency) && w.latency >= 0) << w.latency;
+  EXPECT_EQ(c->inter_node, c->nodes[0].intra);
+  EXPECT_TRUE(c->collectives.empty());
+}
+
+TEST(CliProfile, WithoutLikeDescribesThisHost) {
+  const std::string out = Tmp("host.json");
+  const Result r = Hetsynth("profile --model mlp --small --ranks 2 --repeats 1 --max-bytes 4096 -o " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const absl::StatusOr<hetsynth::costmodel::Cluster> c = hetsynth::costmodel::ReadClusterFile(out);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->name, "host");
+  ASSERT_EQ(c->size(), 2);
+  EXPECT_EQ(c->devices[0].name, "host0");
+  EXPECT_EQ(c->devices[1].name, "host1");
+  EXPECT_EQ(c->Classes().size(), 1u);
+  for (const auto& d : c->devices) {
+    EXPECT_EQ(d.type, "host");
+    EXPECT_TRUE(PositiveFinite(d.flops));
+    EXPECT_TRUE(PositiveFinite(d.memory_bandwidth));
+    EXPECT_TRUE(PositiveFinite(d.memory_bytes));
+  }
+  EXPECT_TRUE(PositiveFinite(c->WorldLink().bandwidth));
+}
+
+TEST(CliProfile, BadInputExitsTwoNamingIt) {
+  ExpectError("profile --model mlp --small --like /nonexistent/cluster.json -o " + Tmp("x.json"),
+              "/nonexistent/cluster.json");
+  ExpectError("profile --model mlp --small --ranks 1 -o " + Tmp("x.json"), "--ranks 1");
+  ExpectError("profile --model mlp --small --repeats 0 -o " + Tmp("x.json"), "--repeats 0");
+  ExpectError("profile --model mlp --small --max-bytes 2 -o " + Tmp("x.json"), "--max-bytes 2");
+  ExpectError("profile --model nosuch -o " + Tmp("x.json"), "unknown model 'nosuch'");
+  ExpectError("profile --model mlp --small" + kQuick + " -o /nonexistent/dir/x.json", "/nonexistent/dir/x.json");
+  ExpectError("profile --model mlp --small", "-o");
+}
+
+}  // namespace
