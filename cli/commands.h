@@ -8,7 +8,9 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/status/statusor.h"
+#include "hetsynth/instr/program.h"
 #include "hetsynth/ir/models.h"
+#include "hetsynth/synth/synthesize.h"
 
 namespace hetsynth::cli {
 
@@ -26,7 +28,15 @@ struct ModelOptions {
 
 using Runner = std::function<absl::Status()>;
 
+// The whole of a text file; NotFound names `what` and the path.
+absl::StatusOr<std::string> ReadText(const std::string& path, const char* what);
+// A plan file and the model it was made for, rebuilt from its header.
+absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& path);
+// What a plan file records of a synthesis result.
+instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, const synth::SynthResult& r);
+
 Runner RegisterModels(CLI::App& app);
+Runner RegisterBench(CLI::App& app);
 Runner RegisterTrain(CLI::App& app);
 Runner RegisterSynth(CLI::App& app);
 Runner RegisterExplain(CLI::App& app);

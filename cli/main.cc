@@ -17,7 +17,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "hetsynth 0.1.0");
   std::map<CLI::App*, hetsynth::cli::Runner> runners;
   for (auto reg : {&hetsynth::cli::RegisterModels, &hetsynth::cli::RegisterTrain, &hetsynth::cli::RegisterSynth,
-                   &hetsynth::cli::RegisterExplain, &hetsynth::cli::RegisterCheck, &hetsynth::cli::RegisterProfile}) {
+                   &hetsynth::cli::RegisterExplain, &hetsynth::cli::RegisterCheck, &hetsynth::cli::RegisterProfile,
+                   &hetsynth::cli::RegisterBench}) {
     const size_t before = app.get_subcommands({}).size();
     hetsynth::cli::Runner run = reg(app);
     runners[app.get_subcommands({})[before]] = std::move(run);

@@ -15,52 +15,9 @@
 namespace hetsynth::cli {
 namespace {
 
-absl::StatusOr<std::string> ReadText(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(StrCat(what, " '", path, "': cannot open file"));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string Ms(double s) { return fmt::format("{:.2f} ms", s * 1e3); }
 std::string Gb(double b) { return fmt::format("{:.2f} GB", b / 1e9); }
 
-instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, const synth::SynthResult& r) {
-  instr::Plan plan;
-  plan.model = spec.name;
-  plan.model_args = spec.args;
-  plan.batch = spec.batch;
-  plan.cluster = c.name;
-  plan.cluster_fingerprint = c.Fingerprint();
-  for (const costmodel::Device& d : c.devices) {
-    plan.devices.push_back(d.name);
-    plan.memory_capacity_bytes.push_back(d.memory_bytes);
-  }
-  plan.strategy = r.strategy;
-  plan.program = r.program;
-  plan.predicted_step_time_s = r.estimate.step_s;
-  plan.predicted_compute_s = r.estimate.compute_s;
-  plan.predicted_communication_s = r.estimate.communication_s;
-  plan.instruction_compute_s = r.estimate.instruction_compute_s;
-  plan.instruction_communication_s = r.estimate.instruction_communication_s;
-  plan.predicted_memory_bytes = r.estimate.memory_bytes;
-  return plan;
-}
-
-// The model a plan was made for, rebuilt from its header.
-absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& path) {
-  HS_ASSIGN_OR_RETURN(std::string text, ReadText(path, "plan"));
-  HS_ASSIGN_OR_RETURN(instr::Plan header, instr::PlanHeaderFromJson(text, path));
-  std::vector<std::string> args;
-  for (const auto& [k, v] : header.model_args) args.push_back(fmt::format("{}={}", k, v));
-  absl::StatusOr<ir::ModelSpec> spec = ir::MakeModelSpec(header.model, args, header.batch);
-  if (!spec.ok()) return absl::InvalidArgumentError(StrCat("plan '", path, "': model: ", spec.status().message()));
-  absl::StatusOr<ir::Graph> g = ir::BuildModel(*spec);
-  if (!g.ok()) return absl::InvalidArgumentError(StrCat("plan '", path, "': model: ", g.status().message()));
-  HS_ASSIGN_OR_RETURN(instr::Plan plan, instr::PlanFromJson(*g, text, path));
-  return std::make_pair(std::move(plan), std::move(*g));
-}
 
 struct SynthFlags {
   ModelOptions model;
@@ -201,6 +158,52 @@ absl::Status RunCheck(const std::string& path, const std::string& cluster_path) 
 }
 
 }  // namespace
+
+instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, const synth::SynthResult& r) {
+  instr::Plan plan;
+  plan.model = spec.name;
+  plan.model_args = spec.args;
+  plan.batch = spec.batch;
+  plan.cluster = c.name;
+  plan.cluster_fingerprint = c.Fingerprint();
+  for (const costmodel::Device& d : c.devices) {
+    plan.devices.push_back(d.name);
+    plan.device_flops.push_back(d.flops);
+    plan.memory_capacity_bytes.push_back(d.memory_bytes);
+  }
+  plan.strategy = r.strategy;
+  plan.program = r.program;
+  plan.predicted_step_time_s = r.estimate.step_s;
+  plan.predicted_compute_s = r.estimate.compute_s;
+  plan.predicted_communication_s = r.estimate.communication_s;
+  plan.instruction_compute_s = r.estimate.instruction_compute_s;
+  plan.instruction_communication_s = r.estimate.instruction_communication_s;
+  plan.predicted_memory_bytes = r.estimate.memory_bytes;
+  return plan;
+}
+
+absl::StatusOr<std::string> ReadText(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(StrCat(what, " '", path, "': cannot open file"));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+
+absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& path) {
+  HS_ASSIGN_OR_RETURN(std::string text, ReadText(path, "plan"));
+  HS_ASSIGN_OR_RETURN(instr::Plan header, instr::PlanHeaderFromJson(text, path));
+  std::vector<std::string> args;
+  for (const auto& [k, v] : header.model_args) args.push_back(fmt::format("{}={}", k, v));
+  absl::StatusOr<ir::ModelSpec> spec = ir::MakeModelSpec(header.model, args, header.batch);
+  if (!spec.ok()) return absl::InvalidArgumentError(StrCat("plan '", path, "': model: ", spec.status().message()));
+  absl::StatusOr<ir::Graph> g = ir::BuildModel(*spec);
+  if (!g.ok()) return absl::InvalidArgumentError(StrCat("plan '", path, "': model: ", g.status().message()));
+  HS_ASSIGN_OR_RETURN(instr::Plan plan, instr::PlanFromJson(*g, text, path));
+  return std::make_pair(std::move(plan), std::move(*g));
+}
+
 
 Runner RegisterSynth(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("synth", "Synthesize a training plan for a model on a cluster, next to the baselines");

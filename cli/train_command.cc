@@ -8,35 +8,35 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "train.h"
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/trainer.h"
 
 namespace hetsynth::cli {
-namespace {
 
-struct TrainOptions {
-  ModelOptions model;
-  int64_t steps = 0;
-  std::string optimizer = "adam";
-  double lr = 0;          // used when lr_given; else the optimizer's default
-  bool lr_given = false;
-  double momentum = 0;
-  double weight_decay = 0;
-  uint64_t seed = 0;
-  std::string data, load, save, metrics;
-  bool quiet = false;
-};
-
-absl::Status Train(const TrainOptions& o) {
-  HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, o.model.Resolve());
-  HS_ASSIGN_OR_RETURN(ir::Graph graph, ir::BuildModel(spec));
-  HS_ASSIGN_OR_RETURN(runtime::OptimizerKind kind, runtime::ParseOptimizerKind(o.optimizer));
+absl::StatusOr<runtime::OptimizerConfig> TrainOptions::Optimizer() const {
+  HS_ASSIGN_OR_RETURN(runtime::OptimizerKind kind, runtime::ParseOptimizerKind(optimizer));
   runtime::OptimizerConfig cfg;
   cfg.kind = kind;
-  cfg.lr = o.lr_given ? o.lr : (kind == runtime::OptimizerKind::kAdam ? 1e-3 : 1e-2);
-  cfg.momentum = o.momentum;
-  cfg.weight_decay = o.weight_decay;
+  cfg.lr = lr_given ? lr : (kind == runtime::OptimizerKind::kAdam ? 1e-3 : 1e-2);
+  cfg.momentum = momentum;
+  cfg.weight_decay = weight_decay;
+  return cfg;
+}
+
+namespace {
+
+absl::Status Train(const TrainOptions& o) {
+  if (!o.plan.empty()) return TrainPlan(o);
+  if (o.model.name.empty()) return absl::InvalidArgumentError("train: give --model NAME (one device) or --plan PLAN (one rank per plan device)");
+  for (const auto& [flag, given] : {std::pair{"--ranks", o.ranks_given}, {"--cluster", !o.cluster.empty()},
+                                    {"--trace", !o.trace.empty()}, {"--no-emulate", o.no_emulate}}) {
+    if (given) return absl::InvalidArgumentError(StrCat(flag, " needs --plan (it is about running across ranks)"));
+  }
+  HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, o.model.Resolve());
+  HS_ASSIGN_OR_RETURN(ir::Graph graph, ir::BuildModel(spec));
+  HS_ASSIGN_OR_RETURN(runtime::OptimizerConfig cfg, o.Optimizer());
 
   runtime::DataSource data;
   if (o.data.empty()) {
@@ -100,9 +100,10 @@ absl::Status Train(const TrainOptions& o) {
 }  // namespace
 
 Runner RegisterTrain(CLI::App& app) {
-  CLI::App* cmd = app.add_subcommand("train", "Train a built-in model on one CPU device");
+  CLI::App* cmd = app.add_subcommand(
+      "train", "Train a built-in model on one CPU device (--model), or run a plan across ranks (--plan)");
   auto o = std::make_shared<TrainOptions>();
-  cmd->add_option("--model", o->model.name, "model to train (" + ir::ModelNames() + ")")->required();
+  cmd->add_option("--model", o->model.name, "model to train (" + ir::ModelNames() + "); with --plan, must match the plan's");
   o->model.AddFlags(*cmd);
   cmd->add_option("--steps", o->steps, "optimizer steps to run")->required()->check(CLI::NonNegativeNumber);
   cmd->add_option("--optimizer", o->optimizer, "sgd or adam (PyTorch semantics)")->capture_default_str();
@@ -118,7 +119,21 @@ Runner RegisterTrain(CLI::App& app) {
   cmd->add_option("--save", o->save, "write a safetensors checkpoint at the end")->type_name("FILE");
   cmd->add_option("--metrics", o->metrics, "write one JSON line per step to FILE")->type_name("FILE");
   cmd->add_flag("--quiet", o->quiet, "no progress lines");
-  return [o, lr]() {
+  cmd->add_option("--plan", o->plan,
+                  "run this plan (hetsynth synth -o) across ranks: threads here, or one process per rank "
+                  "under mpirun/srun")
+      ->type_name("PLAN");
+  CLI::Option* ranks = cmd->add_option("--ranks", o->ranks, "thread ranks (default: one per plan device)")
+                           ->check(CLI::PositiveNumber);
+  cmd->add_option("--cluster", o->cluster,
+                  "check the plan against this cluster file (fingerprint) and take device speeds from it")
+      ->type_name("FILE");
+  cmd->add_option("--trace", o->trace, "with --plan: write a Chrome trace of every rank (open in Perfetto)")
+      ->type_name("FILE");
+  cmd->add_flag("--no-emulate", o->no_emulate,
+                "with --plan: time with the wall clock instead of emulating each device's speed");
+  return [o, lr, ranks]() {
+    o->ranks_given = ranks->count() > 0;
     o->lr_given = lr->count() > 0;
     return Train(*o);
   };

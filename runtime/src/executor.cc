@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <mutex>
 #include <utility>
 
 #include "hetsynth/ir/status.h"
@@ -23,6 +24,13 @@ double ThreadCpuSeconds() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Thread ranks take turns computing (emulated timing): kernels then run alone on a core, as on
+// their own device, instead of sharing caches and memory bandwidth with the other ranks.
+std::mutex& ComputeTurn() {
+  static std::mutex turn;
+  return turn;
 }
 
 double WallSeconds() {
@@ -159,6 +167,8 @@ struct Executor::Impl {
   void Compute(const std::string& name, F&& f, const char* category = "compute") {
     double dt;
     if (opt.emulate) {
+      std::unique_lock<std::mutex> turn;
+      if (comm.name() == "threads") turn = std::unique_lock<std::mutex>(ComputeTurn());
       const double c0 = ThreadCpuSeconds();
       f();
       dt = (ThreadCpuSeconds() - c0) * opt.slowdown;

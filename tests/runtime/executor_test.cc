@@ -124,3 +124,30 @@ TEST(Executor, EmulatedTimesFollowSlowdown) {
 
 }  // namespace
 }  // namespace hetsynth::runtime
+
+namespace hetsynth::runtime {
+namespace {
+
+TEST(Executor, AdamLossesMatch) {
+  // Adam parameters can differ where gradients are zero up to rounding (docs/runtime.md); the
+  // losses must still agree.
+  for (const char* strategy : {"synthesized", "tp-even"}) {
+    auto setup = testing::MakeSetup({"gpt", strategy, {}});
+    ASSERT_TRUE(setup.ok()) << setup.status();
+    setup->optimizer = OptimizerConfig{};  // Adam, lr 1e-3
+    auto reference = testing::TrainSingle(*setup, 5);
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    testing::RunResult run;
+    ASSERT_TRUE(RunThreadRanks(4, [&](Communicator& comm) -> absl::Status {
+                  HS_ASSIGN_OR_RETURN(testing::RunResult r, testing::TrainPlan(*setup, comm, 5));
+                  if (comm.rank() == 0) run = std::move(r);
+                  return absl::OkStatus();
+                }).ok());
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_NEAR(run.losses[i], reference->losses[i], 1e-5 * std::abs(reference->losses[i])) << strategy << " step " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hetsynth::runtime

@@ -1,0 +1,268 @@
+// `hetsynth bench`: synthesize the plan and the baselines for a cluster, run each on (emulated)
+// ranks, and report measured against predicted step times, speedups over dp-ev and over the best
+// baseline, and the efficiency against the ideal bound.
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "commands.h"
+#include "hetsynth/costmodel/cost.h"
+#include "hetsynth/instr/rules.h"
+#include "hetsynth/ir/status.h"
+#include "train.h"
+
+namespace hetsynth::cli {
+namespace {
+
+struct BenchFlags {
+  ModelOptions model;
+  std::string cluster, out, baselines = "dp-ev,dp-cp,tp-even,zero-even", backend = "cpu";
+  int64_t steps = 10, warmup = 2;
+  int ranks = 0;
+  bool simulate = false;
+  double time_limit = 60;
+  uint64_t seed = 0;
+};
+
+struct Entry {
+  std::string name;
+  bool feasible = false;
+  std::string why;  // infeasible: the synthesizer's reason
+  instr::Plan plan;
+  double predicted = 0, measured = NAN;
+  double compute = NAN, communication = NAN, idle = NAN;  // measured means over ranks
+};
+
+std::string Ms(double s) { return std::isfinite(s) ? fmt::format("{:.2f}", s * 1e3) : "—"; }
+
+// Total work of one training step divided by the sum of the devices' throughputs: the step time
+// of a perfect split with free communication.
+double IdealStepTime(const ir::Graph& g, const costmodel::Cluster& c) {
+  double flops = 0, bandwidth = 0;
+  for (const costmodel::Device& d : c.devices) flops += d.flops, bandwidth += d.memory_bandwidth;
+  double t = 0;
+  for (size_t n = 0; n < g.nodes().size(); ++n) {
+    const ir::NodeId id = static_cast<ir::NodeId>(n);
+    const costmodel::Term term = costmodel::ComputeTerm(g, id, instr::ShardingRules(g, id).at(0), c);
+    t += term.coefficient / (term.memory_bound ? bandwidth : flops);
+  }
+  return t;
+}
+
+nlohmann::json Num(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); }
+
+absl::Status RunBench(const BenchFlags& f) {
+  HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
+  HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
+  HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
+  if (f.backend != "cpu") {
+    return absl::InvalidArgumentError(StrCat("--backend ", f.backend,
+                                             ": only the CPU backend runs plans in this build; expected cpu"));
+  }
+  if (f.steps < 1 || f.warmup < 0) {
+    return absl::InvalidArgumentError(StrCat("--steps ", f.steps, " --warmup ", f.warmup, "; expected steps >= 1, warmup >= 0"));
+  }
+  if (f.time_limit <= 0) return absl::InvalidArgumentError(StrCat("--time-limit ", f.time_limit, "; expected seconds > 0"));
+  std::vector<std::string> names = {"synthesized"};
+  const std::vector<std::string> known = synth::BaselineNames();
+  for (const std::string& b : std::vector<std::string>(absl::StrSplit(f.baselines, ',', absl::SkipEmpty()))) {
+    if (std::find(known.begin(), known.end(), b) == known.end()) {
+      return absl::InvalidArgumentError(StrCat("--baselines: unknown baseline '", b, "'; expected a comma-separated list of ",
+                                               absl::StrJoin(known, ", ")));
+    }
+    if (std::find(names.begin(), names.end(), b) == names.end()) names.push_back(b);
+  }
+  const bool lead = LauncherRank() == 0;
+  std::error_code ec;
+  std::filesystem::create_directories(f.out, ec);
+  if (ec || !std::filesystem::is_directory(f.out)) {
+    return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot create the directory (", ec.message(), ")"));
+  }
+
+  // Plans.
+  synth::SynthOptions so;
+  so.time_limit_s = f.time_limit;
+  std::vector<Entry> entries;
+  for (const std::string& name : names) {
+    if (lead) fmt::print(stderr, "synthesizing {} for {} on '{}' ...\n", name, spec.ToString(), cluster.name);
+    Entry e;
+    e.name = name;
+    absl::StatusOr<synth::SynthResult> r = synth::Synthesize(g, cluster, *synth::StrategyByName(name), so);
+    if (!r.ok()) {
+      if (name == "synthesized") return r.status();
+      e.why = std::string(r.status().message());
+    } else {
+      e.feasible = true;
+      e.plan = MakePlan(spec, cluster, *r);
+      e.predicted = r->estimate.step_s;
+      if (lead) {
+        std::ofstream out(f.out + "/" + name + ".plan.json", std::ios::binary | std::ios::trunc);
+        out << instr::PlanToJson(g, e.plan);
+        if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write ", name, ".plan.json"));
+      }
+    }
+    entries.push_back(std::move(e));
+  }
+
+  // Runs.
+  HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, f.seed));
+  std::vector<double> flops;
+  for (const costmodel::Device& d : cluster.devices) flops.push_back(d.flops);
+  if (!f.simulate) {
+    for (Entry& e : entries) {
+      if (!e.feasible) continue;
+      PlanRun p;
+      p.plan = &e.plan;
+      p.plan_path = f.out + "/" + e.name + ".plan.json";
+      p.graph = &g;
+      p.spec = spec;
+      p.flops = flops;
+      p.data = &data;
+      p.seed = f.seed;
+      p.steps = f.warmup + f.steps;
+      p.ranks = f.ranks;
+      p.trace = f.out + "/" + e.name + ".trace.json";
+      const bool tty = isatty(STDERR_FILENO) != 0;
+      p.on_step = [&](int64_t i, const runtime::StepMetrics& m) {
+        const std::string line = fmt::format("running {:<12} step {:>3}/{}{}  {} ms/step (emulated)", e.name, i + 1,
+                                             p.steps, i < f.warmup ? " (warm-up)" : "", Ms(m.step_time_s));
+        if (tty) {
+          fmt::print(stderr, "\r{}", line);
+          if (i + 1 == p.steps) fmt::print(stderr, "\n");
+        } else if (i + 1 == p.steps) {
+          fmt::print(stderr, "{}\n", line);
+        }
+      };
+      HS_ASSIGN_OR_RETURN(std::vector<runtime::StepMetrics> steps, RunPlan(p));
+      if (!lead) continue;
+      double t = 0, c = 0, x = 0, w = 0;
+      for (size_t i = static_cast<size_t>(f.warmup); i < steps.size(); ++i) {
+        t += steps[i].step_time_s;
+        for (const runtime::RankTimes& r : steps[i].ranks) c += r.compute_s, x += r.communication_s, w += r.idle_s;
+      }
+      const double n = static_cast<double>(f.steps), per = n * static_cast<double>(cluster.size());
+      e.measured = t / n, e.compute = c / per, e.communication = x / per, e.idle = w / per;
+    }
+  }
+  if (!lead) return absl::OkStatus();
+
+  // Results.
+  const double ideal = IdealStepTime(g, cluster);
+  auto time_of = [&](const std::string& name, bool measured) -> double {
+    for (const Entry& e : entries) {
+      if (e.name == name && e.feasible) return measured ? e.measured : e.predicted;
+    }
+    return NAN;
+  };
+  auto best_baseline = [&](bool measured) {
+    double best = NAN;
+    for (const Entry& e : entries) {
+      const double t = measured ? e.measured : e.predicted;
+      if (e.name != "synthesized" && e.feasible && std::isfinite(t) && !(best <= t)) best = t;
+    }
+    return best;
+  };
+  const double dp_pred = time_of("dp-ev", false), dp_meas = time_of("dp-ev", true);
+  const double best_pred = best_baseline(false), best_meas = best_baseline(true);
+  nlohmann::json plans = nlohmann::json::array();
+  for (const Entry& e : entries) {
+    nlohmann::json j = {{"plan", e.name}, {"feasible", e.feasible}};
+    if (!e.feasible) {
+      j["infeasible"] = e.why;
+      plans.push_back(j);
+      continue;
+    }
+    j["predicted_step_time_s"] = e.predicted;
+    j["measured_step_time_s"] = Num(e.measured);
+    j["measured_breakdown_s"] = {{"compute", Num(e.compute)}, {"communication", Num(e.communication)}, {"idle", Num(e.idle)}};
+    j["predicted_speedup_vs_dp_ev"] = Num(dp_pred / e.predicted);
+    j["measured_speedup_vs_dp_ev"] = Num(dp_meas / e.measured);
+    j["predicted_speedup_vs_best_baseline"] = Num(best_pred / e.predicted);
+    j["measured_speedup_vs_best_baseline"] = Num(best_meas / e.measured);
+    j["efficiency_predicted"] = ideal / e.predicted;
+    j["efficiency_measured"] = Num(ideal / e.measured);
+    j["prediction_error"] = Num(e.predicted / e.measured - 1);
+    j["plan_file"] = e.name + ".plan.json";
+    if (!f.simulate) j["trace_file"] = e.name + ".trace.json";
+    plans.push_back(j);
+  }
+  nlohmann::json root = {{"model", spec.ToString()},
+                         {"cluster", cluster.name},
+                         {"devices", cluster.size()},
+                         {"simulated", f.simulate},
+                         {"timing", f.simulate ? "predicted by the cost model" : "emulated on CPU ranks (docs/runtime.md)"},
+                         {"steps", f.steps},
+                         {"warmup", f.warmup},
+                         {"ideal_step_time_s", ideal},
+                         {"plans", plans}};
+  {
+    std::ofstream out(f.out + "/results.json", std::ios::binary | std::ios::trunc);
+    out << root.dump(1) << "\n";
+    if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write results.json"));
+  }
+
+  std::ostringstream md;
+  md << fmt::format("{} on cluster `{}` ({} devices); {}; ideal step (total work / Σ device throughput, no "
+                    "communication) {} ms\n\n",
+                    spec.ToString(), cluster.name, cluster.size(),
+                    f.simulate ? "**predicted** by the cost model (not run)"
+                               : fmt::format("measured over {} steps after {} warm-up on **emulated** CPU ranks", f.steps, f.warmup),
+                    Ms(ideal));
+  md << "| plan | predicted ms | measured ms | error | speedup vs dp-ev (pred / meas) | vs best baseline (pred / meas) | efficiency (meas) |\n";
+  md << "|---|---:|---:|---:|---:|---:|---:|\n";
+  for (const Entry& e : entries) {
+    if (!e.feasible) {
+      md << fmt::format("| {} | infeasible | | | | | |\n", e.name);
+      continue;
+    }
+    auto x = [](double v) { return std::isfinite(v) ? fmt::format("{:.2f}x", v) : std::string("—"); };
+    const double err = e.predicted / e.measured - 1;
+    md << fmt::format("| {} | {} | {} | {} | {} / {} | {} / {} | {} |\n", e.name, Ms(e.predicted), Ms(e.measured),
+                      std::isfinite(err) ? fmt::format("{:+.0f}%", 100 * err) : "—", x(dp_pred / e.predicted),
+                      x(dp_meas / e.measured), x(best_pred / e.predicted), x(best_meas / e.measured),
+                      std::isfinite(e.measured) ? fmt::format("{:.0f}%", 100 * ideal / e.measured) : "—");
+  }
+  for (const Entry& e : entries) {
+    if (!e.feasible) md << fmt::format("\n{} is infeasible: {}\n", e.name, e.why);
+  }
+  {
+    std::ofstream out(f.out + "/results.md", std::ios::binary | std::ios::trunc);
+    out << md.str();
+    if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write results.md"));
+  }
+  fmt::print("{}\n", md.str());
+  fmt::print("wrote {0}/results.json, {0}/results.md, plans{1} to {0}/\n", f.out, f.simulate ? "" : " and Chrome traces");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Runner RegisterBench(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "Synthesize a plan and the baselines for a cluster, run each on emulated ranks, compare measured, "
+               "predicted and ideal step times");
+  auto f = std::make_shared<BenchFlags>();
+  cmd->add_option("--model", f->model.name, "built-in model (" + ir::ModelNames() + ")")->required();
+  f->model.AddFlags(*cmd);
+  cmd->add_option("--cluster", f->cluster, "cluster file (docs/cluster-format.md)")->required()->type_name("FILE");
+  cmd->add_option("--baselines", f->baselines, "comma-separated baselines to compare with")->capture_default_str();
+  cmd->add_option("--steps", f->steps, "measured steps per plan")->capture_default_str();
+  cmd->add_option("--warmup", f->warmup, "unmeasured steps before them")->capture_default_str();
+  cmd->add_option("--backend", f->backend, "kernel backend (cpu)")->capture_default_str();
+  cmd->add_option("--ranks", f->ranks, "thread ranks (default: one per device)")->check(CLI::PositiveNumber);
+  cmd->add_flag("--simulate", f->simulate, "predict with the cost model only (clusters you do not have)");
+  cmd->add_option("--time-limit", f->time_limit, "synthesis budget per plan, seconds")->capture_default_str();
+  cmd->add_option("--seed", f->seed, "initialization and synthetic data seed")->capture_default_str();
+  cmd->add_option("--out", f->out, "directory for results.json, results.md, plans and traces")->required()->type_name("DIR");
+  return [f]() { return RunBench(*f); };
+}
+
+}  // namespace hetsynth::cli

@@ -1,0 +1,63 @@
+// `hetsynth train`: the flags shared by single-device training (train_command.cc) and running a
+// plan across ranks (train_plan.cc).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "commands.h"
+#include "hetsynth/runtime/data.h"
+#include "hetsynth/runtime/executor.h"
+#include "hetsynth/runtime/optimizer.h"
+
+namespace hetsynth::cli {
+
+struct TrainOptions {
+  ModelOptions model;
+  int64_t steps = 0;
+  std::string optimizer = "adam";
+  double lr = 0;          // used when lr_given; else the optimizer's default
+  bool lr_given = false;
+  double momentum = 0;
+  double weight_decay = 0;
+  uint64_t seed = 0;
+  std::string data, load, save, metrics;
+  bool quiet = false;
+  // Across ranks.
+  std::string plan, cluster, trace;
+  int ranks = 0;
+  bool ranks_given = false;
+  bool no_emulate = false;
+
+  absl::StatusOr<runtime::OptimizerConfig> Optimizer() const;
+};
+
+// Runs o.plan on thread ranks, or on MPI ranks when started by mpirun/srun.
+absl::Status TrainPlan(const TrainOptions& o);
+
+// One run of a plan: every rank executes it; rank 0 gets the metrics (on_step, and the result).
+struct PlanRun {
+  const instr::Plan* plan = nullptr;
+  std::string plan_path;           // for messages
+  const ir::Graph* graph = nullptr;
+  ir::ModelSpec spec;
+  std::vector<double> flops;       // per device, for the emulation (empty: all equal)
+  runtime::OptimizerConfig optimizer;
+  const runtime::DataSource* data = nullptr;
+  uint64_t seed = 0;
+  int64_t steps = 0;
+  bool emulate = true;
+  int ranks = 0;                   // 0: one per plan device
+  std::string load, save, trace;
+  std::function<void(int64_t index, const runtime::StepMetrics&)> on_step;  // rank 0
+};
+// Thread ranks, or MPI ranks under a launcher. Rank 0 returns every step's metrics; the others
+// return an empty list.
+absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& run);
+// Whether this process was started by mpirun / srun, and the rank it gave (0 when not).
+bool UnderMpiLauncher();
+int LauncherRank();
+
+}  // namespace hetsynth::cli

@@ -1,0 +1,343 @@
+// `hetsynth train --plan PLAN`: run a synthesized plan across ranks — in-process threads, or
+// one process per rank under mpirun / srun — with the flags of single-device training.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+
+#include <fmt/format.h>
+
+#include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/comm.h"
+#include "hetsynth/runtime/data.h"
+#include "hetsynth/runtime/executor.h"
+#include "train.h"
+
+namespace hetsynth::cli {
+namespace {
+
+// Set by mpirun (Open MPI), by MPICH/Intel MPI and by srun's PMI/PMIx plugins.
+bool LaunchedByMpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) {
+    if (std::getenv(var) != nullptr) return true;
+  }
+  return false;
+}
+
+// The rank the launcher gave this process (0 when not under one).
+int RankFromLauncher() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"}) {
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  }
+  return 0;
+}
+
+// The process count the launcher started (0 when unknown or not under one).
+int SizeFromLauncher() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}) {
+    if (const char* v = std::getenv(var); v != nullptr && LaunchedByMpi()) return std::atoi(v);
+  }
+  return 0;
+}
+
+std::string Ms(double s) { return fmt::format("{:.2f} ms", s * 1e3); }
+
+struct Mean {
+  double sum = 0;
+  int n = 0;
+  void Add(double x) { sum += x, ++n; }
+  double get() const { return n > 0 ? sum / n : 0; }
+};
+
+// Test hook: HETSYNTH_TEST_KILL_RANK=R[:STEP] makes rank R die in the middle of step STEP (default 2),
+// after its first collective — a rank that crashes or is killed mid-step.
+void MaybeDie(int rank, int64_t step, bool mpi) {
+  const char* spec = std::getenv("HETSYNTH_TEST_KILL_RANK");
+  if (spec == nullptr) return;
+  int r = -1;
+  long s = 2;
+  if (std::sscanf(spec, "%d:%ld", &r, &s) < 1 || r != rank || s != step) return;
+  fmt::print(stderr, "rank {}: HETSYNTH_TEST_KILL_RANK: dying in step {}\n", rank, step);
+  if (mpi) std::_Exit(3);
+  throw std::runtime_error("killed by HETSYNTH_TEST_KILL_RANK");
+}
+
+std::string EventsJson(const std::vector<runtime::TraceEvent>& events) {
+  std::string out;
+  for (const runtime::TraceEvent& e : events) {
+    out += fmt::format("{}\t{}\t{}\t{:.9f}\t{:.9f}\n", e.rank, e.category, e.name, e.start_s, e.duration_s);
+  }
+  return out;
+}
+
+std::vector<runtime::TraceEvent> ParseEvents(const std::string& text) {
+  std::vector<runtime::TraceEvent> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t end = text.find('\n', pos);
+    std::vector<std::string> f;
+    size_t a = pos;
+    for (size_t b; (b = text.find('\t', a)) < end;) f.push_back(text.substr(a, b - a)), a = b + 1;
+    f.push_back(text.substr(a, end - a));
+    if (f.size() == 5) out.push_back({f[2], f[1], std::atoi(f[0].c_str()), std::atof(f[3].c_str()), std::atof(f[4].c_str())});
+    pos = end + 1;
+  }
+  return out;
+}
+
+// Every rank's events at every rank: text carried as one float per byte.
+absl::StatusOr<std::vector<runtime::TraceEvent>> GatherEvents(runtime::Communicator& comm,
+                                                              const std::vector<runtime::TraceEvent>& mine) {
+  const std::string text = EventsJson(mine);
+  const float size[2] = {static_cast<float>(text.size() >> 20), static_cast<float>(text.size() & 0xfffff)};
+  std::vector<float> sizes(2 * static_cast<size_t>(comm.size()));
+  HS_RETURN_IF_ERROR(comm.AllGatherV(size, sizes.data(), std::vector<int64_t>(static_cast<size_t>(comm.size()), 2),
+                                     runtime::CommImpl::kGrouped));
+  std::vector<int64_t> counts;
+  int64_t total = 0;
+  for (int r = 0; r < comm.size(); ++r) {
+    counts.push_back((static_cast<int64_t>(sizes[2 * r]) << 20) + static_cast<int64_t>(sizes[2 * r + 1]));
+    total += counts.back();
+  }
+  std::vector<float> send(text.begin(), text.end()), recv(static_cast<size_t>(total));
+  for (size_t i = 0; i < text.size(); ++i) send[i] = static_cast<float>(static_cast<unsigned char>(text[i]));
+  HS_RETURN_IF_ERROR(comm.AllGatherV(send.data(), recv.data(), counts, runtime::CommImpl::kGrouped));
+  std::string all(recv.size(), '\0');
+  for (size_t i = 0; i < recv.size(); ++i) all[i] = static_cast<char>(static_cast<unsigned char>(recv[i]));
+  return ParseEvents(all);
+}
+
+}  // namespace
+
+bool UnderMpiLauncher() { return LaunchedByMpi(); }
+int LauncherRank() { return RankFromLauncher(); }
+
+absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
+  const instr::Plan& plan = *p.plan;
+  const size_t n_dev = plan.devices.size();
+  std::vector<double> flops = p.flops;
+  if (flops.empty()) flops.assign(n_dev, 1.0);
+  const double fastest = *std::max_element(flops.begin(), flops.end());
+  const bool mpi = LaunchedByMpi();
+  std::unique_ptr<runtime::Communicator> mpi_comm;
+  int ranks = p.ranks > 0 ? p.ranks : static_cast<int>(n_dev);
+  if (mpi) {
+    HS_ASSIGN_OR_RETURN(mpi_comm, runtime::MpiWorld());
+    if (p.ranks > 0 && p.ranks != mpi_comm->size()) {
+      return absl::InvalidArgumentError(StrCat("--ranks ", p.ranks, " but the MPI launcher started ", mpi_comm->size(),
+                                               " processes; drop --ranks under mpirun/srun"));
+    }
+    ranks = mpi_comm->size();
+  }
+  if (static_cast<size_t>(ranks) != n_dev) {
+    std::string names;
+    for (const std::string& d : plan.devices) names += (names.empty() ? "" : ", ") + d;
+    return absl::InvalidArgumentError(StrCat("plan '", p.plan_path, "' is for ", n_dev, " devices (", names, ") but ",
+                                             mpi ? "the MPI launcher started " : "--ranks asks for ", ranks,
+                                             mpi ? " processes" : " ranks", "; run one rank per device"));
+  }
+
+  std::mutex mu;
+  std::vector<runtime::TraceEvent> events;
+  std::vector<runtime::StepMetrics> out;
+  auto run = [&](runtime::Communicator& comm) -> absl::Status {
+    const int rank = comm.rank();
+    runtime::ExecutorOptions eo;
+    eo.optimizer = p.optimizer;
+    eo.seed = p.seed;
+    eo.emulate = p.emulate;
+    eo.slowdown = fastest / flops[static_cast<size_t>(rank)];
+    eo.trace = !p.trace.empty();
+    HS_ASSIGN_OR_RETURN(auto ex, runtime::Executor::Create(*p.graph, plan, comm, eo));
+    if (!p.load.empty()) HS_RETURN_IF_ERROR(ex->Load(p.load));
+    for (int64_t i = 0; i < p.steps; ++i) {
+      HS_ASSIGN_OR_RETURN(runtime::Batch batch, p.data->Get(ex->step()));
+      MaybeDie(rank, i + 1, mpi);
+      HS_ASSIGN_OR_RETURN(runtime::StepMetrics m, ex->Step(batch));
+      if (rank != 0) continue;
+      if (!std::isfinite(m.loss)) {
+        return absl::InvalidArgumentError(StrCat("loss became ", m.loss, " at step ", m.step, "; lower --lr (now ",
+                                                 p.optimizer.lr, ")"));
+      }
+      if (p.on_step) p.on_step(i, m);
+      out.push_back(std::move(m));
+    }
+    if (!p.save.empty()) HS_RETURN_IF_ERROR(ex->Save(p.save, p.spec.ToString()));
+    if (!p.trace.empty()) {
+      if (mpi) {
+        HS_ASSIGN_OR_RETURN(auto all, GatherEvents(comm, ex->TraceEvents()));
+        if (rank == 0) events = std::move(all);
+      } else {
+        std::lock_guard<std::mutex> lock(mu);
+        events.insert(events.end(), ex->TraceEvents().begin(), ex->TraceEvents().end());
+      }
+    }
+    return absl::OkStatus();
+  };
+
+  absl::Status st;
+  if (mpi) {
+    st = run(*mpi_comm);
+    if (!st.ok() && mpi_comm->rank() != 0) st = absl::Status(st.code(), StrCat("rank ", mpi_comm->rank(), ": ", st.message()));
+  } else {
+    st = runtime::RunThreadRanks(ranks, [&](runtime::Communicator& comm) -> absl::Status {
+      try {
+        return run(comm);
+      } catch (const std::exception& e) {
+        return absl::AbortedError(StrCat("rank ", comm.rank(), " died: ", e.what()));
+      }
+    }, /*timeout_s=*/600);
+  }
+  HS_RETURN_IF_ERROR(st);
+  if (!p.trace.empty() && (!mpi || mpi_comm->rank() == 0)) {
+    HS_RETURN_IF_ERROR(runtime::WriteChromeTrace(p.trace, events, plan.devices,
+                                                 StrCat(plan.strategy, " plan for ", p.spec.ToString())));
+  }
+  return out;
+}
+
+absl::Status TrainPlan(const TrainOptions& o) {
+  HS_ASSIGN_OR_RETURN(auto loaded, LoadPlan(o.plan));
+  const instr::Plan plan = std::move(loaded.first);
+  const ir::Graph graph = std::move(loaded.second);
+  const std::string where = StrCat("plan '", o.plan, "'");
+  if (!o.model.name.empty() && o.model.name != plan.model) {
+    return absl::InvalidArgumentError(StrCat("--model ", o.model.name, " but ", where, " is for model '", plan.model,
+                                             "'; drop --model or pick the plan for ", o.model.name));
+  }
+  if (!o.model.args.empty() || o.model.batch != 0 || o.model.small) {
+    return absl::InvalidArgumentError(StrCat(where, " fixes the model's hyperparameters and batch (", plan.batch,
+                                             "); drop --model-arg/--batch/--small, or synthesize a plan for them"));
+  }
+  std::vector<std::string> args;
+  for (const auto& [k, v] : plan.model_args) args.push_back(fmt::format("{}={}", k, v));
+  PlanRun p;
+  p.plan = &plan;
+  p.plan_path = o.plan;
+  p.graph = &graph;
+  HS_ASSIGN_OR_RETURN(p.spec, ir::MakeModelSpec(plan.model, args, plan.batch));
+
+  p.flops = plan.device_flops;
+  if (!o.cluster.empty()) {
+    HS_ASSIGN_OR_RETURN(costmodel::Cluster c, costmodel::ReadClusterFile(o.cluster));
+    if (c.Fingerprint() != plan.cluster_fingerprint || static_cast<size_t>(c.size()) != plan.devices.size()) {
+      return absl::InvalidArgumentError(StrCat(where, " was made for cluster '", plan.cluster, "' (fingerprint ",
+                                               plan.cluster_fingerprint, ", ", plan.devices.size(),
+                                               " devices), not for --cluster '", o.cluster, "' (fingerprint ",
+                                               c.Fingerprint(), ", ", c.size(), " devices)"));
+    }
+    p.flops.clear();
+    for (const costmodel::Device& d : c.devices) p.flops.push_back(d.flops);
+  }
+  const size_t n_dev = plan.devices.size();
+  if (p.flops.empty()) p.flops.assign(n_dev, 1.0);
+  const double fastest = *std::max_element(p.flops.begin(), p.flops.end());
+  const bool lead = !LaunchedByMpi() || RankFromLauncher() == 0;
+
+  HS_ASSIGN_OR_RETURN(p.optimizer, o.Optimizer());
+  runtime::DataSource data;
+  if (o.data.empty()) {
+    HS_ASSIGN_OR_RETURN(data, runtime::DataSource::Synthetic(p.spec, graph, o.seed));
+  } else {
+    HS_ASSIGN_OR_RETURN(data, runtime::DataSource::FromFile(o.data, graph));
+  }
+  p.data = &data;
+  p.seed = o.seed;
+  p.steps = o.steps;
+  p.emulate = !o.no_emulate;
+  p.ranks = o.ranks_given ? o.ranks : 0;
+  p.load = o.load;
+  p.save = o.save;
+  p.trace = o.trace;
+  const int ranks = LaunchedByMpi() ? SizeFromLauncher() : o.ranks_given ? o.ranks : static_cast<int>(n_dev);
+  if (ranks > 0 && static_cast<size_t>(ranks) != n_dev) {  // RunPlan checks again with the communicator
+    std::string names;
+    for (const std::string& d : plan.devices) names += (names.empty() ? "" : ", ") + d;
+    return absl::InvalidArgumentError(StrCat(where, " is for ", n_dev, " devices (", names, ") but ",
+                                             LaunchedByMpi() ? "the MPI launcher started " : "--ranks asks for ", ranks,
+                                             LaunchedByMpi() ? " processes" : " ranks", "; run one rank per device"));
+  }
+  std::ofstream metrics;
+  if (!o.metrics.empty() && lead) {
+    metrics.open(o.metrics, std::ios::binary | std::ios::trunc);
+    if (!metrics) return absl::InvalidArgumentError(StrCat("--metrics '", o.metrics, "': cannot open for writing"));
+  }
+  if (!o.trace.empty() && lead) {
+    std::ofstream probe(o.trace, std::ios::binary | std::ios::trunc);
+    if (!probe) return absl::InvalidArgumentError(StrCat("--trace '", o.trace, "': cannot open for writing"));
+  }
+
+  if (lead && !o.quiet) {
+    std::string devs;
+    for (size_t i = 0; i < n_dev; ++i) devs += fmt::format("{}{} x{:.2f}", i ? ", " : "", plan.devices[i], p.flops[i] / fastest);
+    fmt::print(stderr, "training {} with plan '{}' ({}, cluster '{}') on {} {} ranks: {} steps, {} lr {:g}, {}\n",
+               p.spec.ToString(), o.plan, plan.strategy, plan.cluster, ranks, LaunchedByMpi() ? "MPI" : "thread",
+               o.steps, o.optimizer, p.optimizer.lr, data.description());
+    if (o.no_emulate) {
+      fmt::print(stderr, "timing: wall clock (--no-emulate); devices: {}\n", devs);
+    } else {
+      fmt::print(stderr,
+                 "timing: EMULATED on this CPU — each rank's kernel CPU time is stretched by its device's "
+                 "relative speed ({}), clocks meet at every collective (docs/runtime.md)\n",
+                 devs);
+    }
+  }
+
+  Mean step_time, compute, comm_time, idle;
+  float first_loss = NAN, last_loss = NAN;
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const int64_t every = std::max<int64_t>(1, o.steps / 10);
+  p.on_step = [&](int64_t i, const runtime::StepMetrics& m) {
+    Mean c, x, w;
+    for (const runtime::RankTimes& t : m.ranks) c.Add(t.compute_s), x.Add(t.communication_s), w.Add(t.idle_s);
+    if (i == 0) first_loss = m.loss;
+    last_loss = m.loss;
+    if (i > 0 || o.steps == 1) {  // the first step warms caches and allocators
+      step_time.Add(m.step_time_s), compute.Add(c.get()), comm_time.Add(x.get()), idle.Add(w.get());
+    }
+    if (metrics.is_open()) {
+      std::string per_rank;
+      for (size_t r = 0; r < m.ranks.size(); ++r) {
+        per_rank += fmt::format("{}{{\"device\": \"{}\", \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, \"idle_s\": {:.6f}}}",
+                                r ? ", " : "", plan.devices[r], m.ranks[r].compute_s, m.ranks[r].communication_s,
+                                m.ranks[r].idle_s);
+      }
+      metrics << fmt::format(
+          "{{\"step\": {}, \"loss\": {:.7g}, \"step_time_s\": {:.6f}, \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, "
+          "\"idle_s\": {:.6f}, \"emulated\": {}, \"ranks\": [{}]}}\n",
+          m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), p.emulate ? "true" : "false", per_rank);
+      metrics.flush();
+    }
+    if (o.quiet) return;
+    const std::string line =
+        fmt::format("step {:>5}/{}  loss {:.4f}  {} /step (compute {}, comm {}, idle {}; mean over ranks)", i + 1,
+                    o.steps, m.loss, Ms(m.step_time_s), Ms(c.get()), Ms(x.get()), Ms(w.get()));
+    if (tty) {
+      fmt::print(stderr, "\r{}", line);
+      if (i + 1 == o.steps) fmt::print(stderr, "\n");
+    } else if ((i + 1) % every == 0 || i + 1 == o.steps || i == 0) {
+      fmt::print(stderr, "{}\n", line);
+    }
+  };
+  HS_RETURN_IF_ERROR(RunPlan(p).status());
+  if (!lead) return absl::OkStatus();
+  if (!o.save.empty() && !o.quiet) fmt::print(stderr, "checkpoint (full tensors) written to {}\n", o.save);
+  if (!o.trace.empty() && !o.quiet) {
+    fmt::print(stderr, "trace of {} ranks written to {} (open in https://ui.perfetto.dev)\n", ranks, o.trace);
+  }
+  fmt::print("trained {} with plan '{}' ({}) on {} ranks for {} steps: loss {:.4f} -> {:.4f}\n", p.spec.name, o.plan,
+             plan.strategy, ranks, o.steps, first_loss, last_loss);
+  if (o.steps > 0) {
+    fmt::print("step time {} {} (compute {}, communication {}, idle {}; mean over ranks{}); predicted {}\n",
+               Ms(step_time.get()), o.no_emulate ? "wall clock" : "emulated", Ms(compute.get()), Ms(comm_time.get()),
+               Ms(idle.get()), o.steps > 1 ? ", steps after the first" : "", Ms(plan.predicted_step_time_s));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace hetsynth::cli

@@ -1,0 +1,389 @@
+// `hetsynth train --plan PLAN` end to end: a synthesized plan for mixed-4 run on 4 thread ranks (and,
+// where this build has MPI, on 4 mpirun processes) — metrics, trace, losses equal to single-device
+// training, checkpoints that move between 4 ranks and one device, one-line errors, and dying ranks.
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+using nlohmann::json;
+
+const std::string kSource = HETSYNTH_SOURCE_DIR;
+const std::string kMixed4 = kSource + "/examples/clusters/mixed-4.json";
+const std::vector<std::string> kDevices = {"fast0", "fast1", "half0", "quarter0"};
+
+struct Result {
+  int code;  // exit status; 124 when `timeout` had to stop it; -1 when killed by a signal
+  std::string out, err;
+  double seconds;
+};
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class TrainPlan : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string tmpl = ::testing::TempDir() + "/train_plan_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << tmpl;
+    dir_ = tmpl;
+    plan_ = Path("mlp-plan.json");
+    const Result r = Hetsynth("synth --model mlp --small --cluster " + kMixed4 + " -o " + plan_);
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+  }
+  static void TearDownTestSuite() {
+    if (!dir_.empty() && !::testing::Test::HasFailure()) {
+      (void)std::system(("rm -rf '" + dir_ + "'").c_str());
+    }
+  }
+  void SetUp() override { ASSERT_FALSE(plan_.empty()) << "synth failed in SetUpTestSuite"; }
+
+  static std::string Path(const std::string& name) { return dir_ + "/" + name; }
+
+  // Runs `prefix BIN args` through the shell under `timeout`, stdout and stderr captured apart.
+  static Result Shell(const std::string& command, int timeout_s = 60) {
+    static int n = 0;
+    const std::string out = Path("out." + std::to_string(++n)), err = Path("err." + std::to_string(n));
+    const std::string cmd = "timeout -k 5 " + std::to_string(timeout_s) + " " + command + " >" + out + " 2>" + err +
+                            " </dev/null";
+    const auto t0 = std::chrono::steady_clock::now();
+    const int status = std::system(cmd.c_str());
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, Slurp(out), Slurp(err), s};
+  }
+  static Result Hetsynth(const std::string& args, const std::string& env = "", int timeout_s = 60) {
+    return Shell((env.empty() ? "" : "env " + env + " ") + HETSYNTH_BIN + " " + args, timeout_s);
+  }
+
+  // A baseline's plan (dp-ev, dp-cp, tp-even, zero-even) for the same model and cluster.
+  static std::string Baseline(const std::string& name) {
+    const std::string p = Path("mlp-" + name + ".json");
+    const Result r = Hetsynth("synth --model mlp --small --cluster " + kMixed4 + " --baseline " + name + " -o " + p);
+    EXPECT_EQ(r.code, 0) << name << "\n" << r.out << r.err;
+    return p;
+  }
+
+  // Every metrics line parsed; fails the test on a line that is not JSON.
+  static std::vector<json> Metrics(const std::string& path) {
+    std::vector<json> lines;
+    std::ifstream in(path);
+    EXPECT_TRUE(in.good()) << path;
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      try {
+        lines.push_back(json::parse(line));
+      } catch (const json::exception& e) {
+        ADD_FAILURE() << path << ": not JSON: " << line << "\n" << e.what();
+      }
+    }
+    return lines;
+  }
+  static std::vector<double> Losses(const std::string& path) {
+    std::vector<double> out;
+    for (const json& j : Metrics(path)) out.push_back(j.at("loss").get<double>());
+    return out;
+  }
+
+  static std::string dir_, plan_;
+};
+
+std::string TrainPlan::dir_, TrainPlan::plan_;
+
+void ExpectLossesNear(const std::vector<double>& got, const std::vector<double>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_TRUE(std::isfinite(got[i])) << what << " step " << i + 1;
+    EXPECT_LE(std::abs(got[i] - want[i]), 1e-5 * std::abs(want[i])) << what << " step " << i + 1 << ": " << got[i]
+                                                                     << " vs " << want[i];
+  }
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// Exit status 2 and exactly one error line, the last one on stderr, naming every needle.
+void ExpectError(const Result& r, const std::string& what, const std::vector<std::string>& needles) {
+  EXPECT_EQ(r.code, 2) << what << "\nstdout:\n" << r.out << "stderr:\n" << r.err;
+  const std::vector<std::string> lines = Lines(r.err);
+  size_t errors = 0;
+  for (const std::string& l : lines) errors += l.rfind("hetsynth: error:", 0) == 0;
+  EXPECT_EQ(errors, 1u) << what << "\n" << r.err;
+  EXPECT_EQ(r.err.find("error:"), r.err.rfind("error:")) << what << ": more than one error\n" << r.err;
+  ASSERT_FALSE(lines.empty()) << what;
+  const std::string& last = lines.back();
+  EXPECT_EQ(last.rfind("hetsynth: error:", 0), 0u) << what << "\n" << r.err;
+  for (const std::string& n : needles) EXPECT_NE(last.find(n), std::string::npos) << what << ": no '" << n << "' in\n" << last;
+  EXPECT_EQ(r.out.find("trained"), std::string::npos) << what << "\n" << r.out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST_F(TrainPlan, RunsFourRanksWithMetricsTraceAndCheckpoint) {
+  const std::string m = Path("run.jsonl"), t = Path("run-trace.json"), c = Path("run.safetensors");
+  const Result r = Hetsynth("train --plan " + plan_ + " --steps 5 --optimizer sgd --lr 0.01 --metrics " + m + " --trace " +
+                            t + " --save " + c);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+
+  const std::vector<json> lines = Metrics(m);
+  ASSERT_EQ(lines.size(), 5u) << Slurp(m);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const json& j = lines[i];
+    SCOPED_TRACE(j.dump());
+    EXPECT_EQ(j.at("step").get<int>(), static_cast<int>(i) + 1);
+    EXPECT_TRUE(std::isfinite(j.at("loss").get<double>()));
+    EXPECT_GT(j.at("loss").get<double>(), 0);
+    for (const char* k : {"step_time_s", "compute_s", "communication_s", "idle_s"}) {
+      ASSERT_TRUE(j.at(k).is_number()) << k;
+      EXPECT_GE(j.at(k).get<double>(), 0) << k;
+    }
+    EXPECT_GT(j.at("step_time_s").get<double>(), 0);
+    EXPECT_GT(j.at("compute_s").get<double>(), 0);
+    EXPECT_EQ(j.at("emulated"), json(true));
+    const json& ranks = j.at("ranks");
+    ASSERT_TRUE(ranks.is_array());
+    ASSERT_EQ(ranks.size(), 4u);
+    for (const char* f : {"compute_s", "communication_s", "idle_s"}) {  // the top-level times: means over ranks
+      double mean = 0;
+      for (const json& rk : ranks) mean += rk.at(f).get<double>() / 4;
+      EXPECT_NEAR(j.at(f).get<double>(), mean, 2e-6) << f;
+    }
+    for (size_t k = 0; k < ranks.size(); ++k) {
+      EXPECT_EQ(ranks[k].at("device").get<std::string>(), kDevices[k]);
+      for (const char* f : {"compute_s", "communication_s", "idle_s"}) EXPECT_GE(ranks[k].at(f).get<double>(), 0) << f;
+      EXPECT_GT(ranks[k].at("compute_s").get<double>(), 0);
+      // No rank's account exceeds the step (the slowest rank's time), give or take rounding.
+      const double sum = ranks[k].at("compute_s").get<double>() + ranks[k].at("communication_s").get<double>() +
+                         ranks[k].at("idle_s").get<double>();
+      EXPECT_LE(sum, j.at("step_time_s").get<double>() * 1.01 + 1e-5) << "rank " << k;
+    }
+  }
+
+  json trace;
+  ASSERT_NO_THROW(trace = json::parse(Slurp(t))) << Slurp(t).substr(0, 500);
+  ASSERT_TRUE(trace.contains("traceEvents") && trace["traceEvents"].is_array()) << trace.dump().substr(0, 500);
+  std::set<int> pids, compute_pids, comm_pids;
+  for (const json& e : trace["traceEvents"]) {
+    if (e.value("ph", "") != "X") continue;
+    const int pid = e.at("pid").get<int>();
+    pids.insert(pid);
+    const std::string cat = e.value("cat", "");
+    if (cat == "compute") compute_pids.insert(pid);
+    if (cat == "communication") comm_pids.insert(pid);
+    EXPECT_GE(e.at("dur").get<double>(), 0) << e.dump();
+  }
+  EXPECT_EQ(pids, (std::set<int>{0, 1, 2, 3}));
+  EXPECT_EQ(compute_pids, (std::set<int>{0, 1, 2, 3}));
+  EXPECT_FALSE(comm_pids.empty());
+
+  std::ifstream ckpt(c, std::ios::binary);
+  EXPECT_TRUE(ckpt.good()) << c;
+
+  EXPECT_NE(r.out.find("emulated"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("predicted"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("loss"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("EMULATED"), std::string::npos) << r.err;
+  for (const std::string& d : kDevices) EXPECT_NE(r.err.find(d), std::string::npos) << d << "\n" << r.err;
+}
+
+TEST_F(TrainPlan, LossesEqualSingleDeviceTraining) {
+  const std::string one = Path("one.jsonl");
+  const Result single = Hetsynth("train --model mlp --small --steps 5 --optimizer sgd --lr 0.01 --metrics " + one);
+  ASSERT_EQ(single.code, 0) << single.err;
+  const std::vector<double> want = Losses(one);
+  ASSERT_EQ(want.size(), 5u);
+
+  const std::string m = Path("eq.jsonl");
+  const Result r = Hetsynth("train --plan " + plan_ + " --steps 5 --optimizer sgd --lr 0.01 --quiet --metrics " + m);
+  ASSERT_EQ(r.code, 0) << r.err;
+  ExpectLossesNear(Losses(m), want, "synthesized plan");
+}
+
+TEST_F(TrainPlan, BaselinePlansEqualSingleDeviceTraining) {
+  const std::string one = Path("one-b.jsonl");
+  ASSERT_EQ(Hetsynth("train --model mlp --small --steps 3 --optimizer sgd --lr 0.01 --metrics " + one).code, 0);
+  const std::vector<double> want = Losses(one);
+  for (const char* b : {"dp-ev", "dp-cp", "tp-even", "zero-even"}) {
+    const std::string p = Baseline(b), m = Path(std::string(b) + ".jsonl");
+    const Result r = Hetsynth("train --plan " + p + " --steps 3 --optimizer sgd --lr 0.01 --quiet --metrics " + m);
+    ASSERT_EQ(r.code, 0) << b << "\n" << r.err;
+    ExpectLossesNear(Losses(m), want, b);
+  }
+}
+
+TEST_F(TrainPlan, CheckpointFromFourRanksResumesOnOneDevice) {
+  const std::string full = Path("full5.jsonl");
+  ASSERT_EQ(Hetsynth("train --model mlp --small --steps 5 --metrics " + full).code, 0);
+  const std::vector<double> all = Losses(full);
+  ASSERT_EQ(all.size(), 5u);
+
+  const std::string a = Path("ranks3.safetensors"), x = Path("resumed1.jsonl");
+  const Result save = Hetsynth("train --plan " + plan_ + " --steps 3 --quiet --save " + a);
+  ASSERT_EQ(save.code, 0) << save.err;
+  const Result resume = Hetsynth("train --model mlp --small --load " + a + " --steps 2 --metrics " + x);
+  ASSERT_EQ(resume.code, 0) << resume.err;
+  const std::vector<json> lines = Metrics(x);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].at("step").get<int>(), 4);  // the optimizer's step count came along
+  ExpectLossesNear(Losses(x), {all[3], all[4]}, "4 ranks -> 1 device");
+}
+
+TEST_F(TrainPlan, CheckpointFromOneDeviceResumesOnFourRanks) {
+  const std::string full = Path("full5b.jsonl");
+  ASSERT_EQ(Hetsynth("train --model mlp --small --steps 5 --metrics " + full).code, 0);
+  const std::vector<double> all = Losses(full);
+  ASSERT_EQ(all.size(), 5u);
+
+  const std::string a = Path("one3.safetensors"), x = Path("resumed4.jsonl");
+  const Result save = Hetsynth("train --model mlp --small --steps 3 --save " + a);
+  ASSERT_EQ(save.code, 0) << save.err;
+  const Result resume = Hetsynth("train --plan " + plan_ + " --load " + a + " --steps 2 --quiet --metrics " + x);
+  ASSERT_EQ(resume.code, 0) << resume.err;
+  const std::vector<json> lines = Metrics(x);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].at("step").get<int>(), 4);
+  ExpectLossesNear(Losses(x), {all[3], all[4]}, "1 device -> 4 ranks");
+}
+
+TEST_F(TrainPlan, BadCombinationsExitTwoWithOneLine) {
+  const std::string run = "train --plan " + plan_ + " --steps 1 ";
+  ExpectError(Hetsynth(run + "--ranks 2"), "--ranks 2", {"is for 4 devices", "2", plan_});
+  ExpectError(Hetsynth(run + "--model gpt"), "--model gpt", {"mlp", "gpt"});
+  ExpectError(Hetsynth(run + "--cluster " + kSource + "/examples/clusters/homogeneous-8.json"), "--cluster homogeneous-8",
+              {"not for", "homogeneous-8.json"});
+  ExpectError(Hetsynth(run + "--model-arg hidden=8"), "--model-arg with --plan", {plan_, "--model-arg"});
+  ExpectError(Hetsynth(run + "--small"), "--small with --plan", {plan_, "--small"});
+  ExpectError(Hetsynth("train --model mlp --small --steps 1 --trace " + Path("t.json")), "--trace without --plan",
+              {"--trace", "--plan"});
+  ExpectError(Hetsynth("train --model mlp --small --steps 1 --ranks 4"), "--ranks without --plan", {"--ranks", "--plan"});
+  ExpectError(Hetsynth("train --steps 1"), "neither --model nor --plan", {"--model", "--plan"});
+}
+
+TEST_F(TrainPlan, BadPlanFilesAreNamed) {
+  const std::string missing = Path("no-such-plan.json");
+  ExpectError(Hetsynth("train --plan " + missing + " --steps 1"), "missing plan", {missing});
+
+  const std::string text = Slurp(plan_);
+  ASSERT_GT(text.size(), 100u);
+  const std::string truncated = Path("truncated-plan.json");
+  std::ofstream(truncated) << text.substr(0, text.size() / 2);
+  ExpectError(Hetsynth("train --plan " + truncated + " --steps 1"), "truncated plan", {truncated});
+
+  // A ratio changed: the shard lengths no longer add up and the plan check fails.
+  json j = json::parse(text);
+  ASSERT_TRUE(j.contains("program")) << text.substr(0, 500);
+  json* ratios = nullptr;
+  if (j["program"].is_object() && j["program"].contains("ratios")) ratios = &j["program"]["ratios"];
+  if (ratios == nullptr && j.contains("ratios")) ratios = &j["ratios"];
+  ASSERT_NE(ratios, nullptr) << "where are the ratios? " << text.substr(0, 800);
+  ASSERT_TRUE(ratios->is_array() && !ratios->empty() && (*ratios)[0].is_array() && !(*ratios)[0].empty()) << ratios->dump();
+  (*ratios)[0][0] = (*ratios)[0][0].get<double>() + 0.25;
+  const std::string bad_ratio = Path("bad-ratio-plan.json");
+  std::ofstream(bad_ratio) << j.dump(1);
+  ExpectError(Hetsynth("train --plan " + bad_ratio + " --steps 1"), "plan with a changed ratio", {bad_ratio});
+}
+
+TEST_F(TrainPlan, CheckpointOfAnotherModelIsRefused) {
+  const std::string gpt = Path("gpt.safetensors");
+  ASSERT_EQ(Hetsynth("train --model gpt --small --steps 1 --quiet --save " + gpt).code, 0);
+  ExpectError(Hetsynth("train --plan " + plan_ + " --steps 1 --load " + gpt), "gpt checkpoint into an mlp plan", {gpt});
+  const std::string missing = Path("no-such.safetensors");
+  ExpectError(Hetsynth("train --plan " + plan_ + " --steps 1 --load " + missing), "missing checkpoint", {missing});
+}
+
+TEST_F(TrainPlan, ThreadRankThatDiesFailsTheRunQuickly) {
+  const std::string m = Path("die.jsonl");
+  const Result r = Hetsynth("train --plan " + plan_ + " --steps 5 --metrics " + m, "HETSYNTH_TEST_KILL_RANK=2:2");
+  EXPECT_NE(r.code, 0) << r.err;
+  EXPECT_NE(r.code, 124) << "timed out:\n" << r.err;
+  EXPECT_NE(r.code, -1) << "killed by a signal (crash?):\n" << r.err;
+  EXPECT_LT(r.seconds, 30) << r.err;
+  EXPECT_NE(r.err.find("rank 2"), std::string::npos) << r.err;
+  const std::vector<std::string> lines = Lines(r.err);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back().rfind("hetsynth: error:", 0), 0u) << r.err;
+  EXPECT_NE(lines.back().find("rank 2"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("trained"), std::string::npos) << r.out;
+  EXPECT_EQ(Metrics(m).size(), 1u) << "step 1 completes, step 2 does not";
+}
+
+// ---------------------------------------------------------------------------------------------
+// MPI: only where hetsynth was built with MPI and mpirun runs here.
+
+class TrainPlanMpi : public TrainPlan {
+ protected:
+  void SetUp() override {
+    TrainPlan::SetUp();
+#ifndef HETSYNTH_TEST_MPIEXEC
+    GTEST_SKIP() << "hetsynth was built without MPI";
+#else
+    mpirun_ = HETSYNTH_TEST_MPIEXEC;
+    if (mpirun_.empty()) mpirun_ = "mpirun";
+    const Result v = Shell(mpirun_ + " --version", 30);
+    if (v.code != 0) GTEST_SKIP() << "'" << mpirun_ << " --version' failed: " << v.out << v.err;
+#endif
+  }
+  Result Mpirun(const std::string& args, const std::string& extra_env = "", const std::string& pass = "",
+                int timeout_s = 120) {
+    return Shell("env OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 " + extra_env +
+                     " " + mpirun_ + " --oversubscribe --allow-run-as-root -np 4 " + pass + " " + HETSYNTH_BIN + " " +
+                     args,
+                 timeout_s);
+  }
+  std::string mpirun_;
+};
+
+TEST_F(TrainPlanMpi, MpiRanksTrainLikeThreadRanks) {
+  const std::string threads = Path("threads.jsonl");
+  const Result t = Hetsynth("train --plan " + plan_ + " --steps 5 --optimizer sgd --lr 0.01 --quiet --metrics " + threads);
+  ASSERT_EQ(t.code, 0) << t.err;
+
+  const std::string m = Path("mpi.jsonl"), trace = Path("mpi-trace.json");
+  const Result r = Mpirun("train --plan " + plan_ + " --steps 5 --optimizer sgd --lr 0.01 --metrics " + m + " --trace " + trace);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("MPI ranks"), std::string::npos) << r.err;
+  ExpectLossesNear(Losses(m), Losses(threads), "MPI vs threads");
+  // Printed once (rank 0), not by every process.
+  size_t trained = 0;
+  for (size_t at = r.out.find("trained"); at != std::string::npos; at = r.out.find("trained", at + 1)) ++trained;
+  EXPECT_EQ(trained, 1u) << r.out;
+
+  json j;
+  ASSERT_NO_THROW(j = json::parse(Slurp(trace)));
+  std::set<int> pids;
+  for (const json& e : j.at("traceEvents")) {
+    if (e.value("ph", "") == "X" && e.value("cat", "") == "compute") pids.insert(e.at("pid").get<int>());
+  }
+  EXPECT_EQ(pids, (std::set<int>{0, 1, 2, 3}));
+}
+
+TEST_F(TrainPlanMpi, MpiRankThatDiesFailsTheRun) {
+  const Result r = Mpirun("train --plan " + plan_ + " --steps 5", "HETSYNTH_TEST_KILL_RANK=2:2",
+                          "-x HETSYNTH_TEST_KILL_RANK", 90);
+  EXPECT_NE(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.code, 124) << "timed out:\n" << r.err;
+  EXPECT_LT(r.seconds, 60) << r.err;
+  EXPECT_NE(r.err.find("rank 2"), std::string::npos) << r.err;
+}
+
+}  // namespace
