@@ -73,6 +73,7 @@ std::string Bytes(double b) {
 struct NodeTimes {
   std::vector<double> seconds;   // per node: median over the timed steps of forward + backward
   std::vector<bool> backward;    // per node: whether its backward ran (its output got a gradient)
+  double optimizer_s = 0;        // median Adam update of every parameter (the cost model's optimizer term)
 };
 
 // Runs 1 warm-up + `repeats` timed training steps' worth of kernels on this thread exactly as
@@ -93,6 +94,8 @@ absl::StatusOr<NodeTimes> TimeKernels(const ir::ModelSpec& spec, const ir::Graph
     }
   }
   std::vector<std::vector<double>> samples(num_nodes);
+  std::vector<double> optimizer_samples;
+  runtime::Optimizer optimizer(runtime::OptimizerConfig{});  // Adam, the default
   NodeTimes result;
   result.backward.assign(num_nodes, false);
   for (int step = 0; step <= repeats; ++step) {  // step 0 warms up
@@ -157,11 +160,21 @@ absl::StatusOr<NodeTimes> TimeKernels(const ir::ModelSpec& spec, const ir::Graph
       values[out] = runtime::Tensor();
       saved[n] = runtime::SavedState();
     }
+    // The optimizer update, memory-bound work the cost model charges per parameter.
+    std::map<std::string, runtime::Tensor> grads;
+    for (ir::ValueId p : g.parameters()) {
+      if (!grad[p].data.empty()) grads[vals[p].name] = std::move(grad[p]);
+    }
+    const double o0 = ThreadCpuSeconds();
+    optimizer.Step(params, grads);
+    const double opt_s = ThreadCpuSeconds() - o0;
     if (step > 0) {
       for (size_t n = 0; n < num_nodes; ++n) samples[n].push_back(t[n]);
+      optimizer_samples.push_back(opt_s);
     }
   }
   for (size_t n = 0; n < num_nodes; ++n) result.seconds.push_back(Median(samples[n]));
+  result.optimizer_s = Median(optimizer_samples);
   return result;
 }
 
@@ -362,6 +375,10 @@ HostCompute Rates(const ir::Graph& g, const NodeTimes& t, const costmodel::Clust
       h.flops += term.coefficient, h.compute_s += t.seconds[n], ++h.compute_nodes;
     }
   }
+  // The optimizer update counts as memory-bound work (costmodel::OptimizerTerm).
+  double param_bytes = 0;
+  for (ir::ValueId p : g.parameters()) param_bytes += 4.0 * static_cast<double>(ir::NumElements(g.value(p).shape));
+  if (t.optimizer_s > 0) h.bytes += costmodel::CostOptions{}.optimizer_bytes_factor * param_bytes, h.memory_s += t.optimizer_s;
   h.flops_per_s = h.compute_s > 0 && h.flops > 0 ? h.flops / h.compute_s : 0;
   h.bytes_per_s = h.memory_s > 0 && h.bytes > 0 ? h.bytes / h.memory_s : 0;
   if (h.flops_per_s <= 0 && all_s > 0) h.flops_per_s = all_flops / all_s, h.flops_fallback = true;

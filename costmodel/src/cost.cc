@@ -76,6 +76,14 @@ Term GradientAllReduceTerm(const ir::Graph& g, ir::ValueId param) {
   return t;
 }
 
+Term OptimizerTerm(const ir::Graph& g, ir::ValueId param, bool sharded, const CostOptions& o) {
+  Term t;
+  t.kind = sharded ? TermKind::kComputeSplit : TermKind::kComputeFull;
+  t.memory_bound = true;
+  t.coefficient = o.optimizer_bytes_factor * TensorBytes(g, param);
+  return t;
+}
+
 double TermTime(const Term& t, const std::vector<double>& shares, const Cluster& c) {
   const int n = c.size();
   auto speed = [&](int i) {
@@ -139,6 +147,10 @@ ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Clus
       if (in.post[0].kind == instr::PropKind::kIdentity && p.num_devices > 1) {
         t = GradientAllReduceTerm(g, in.tensor);
       }
+      Term update = OptimizerTerm(g, in.tensor, in.post[0].kind == instr::PropKind::kGather, o);
+      update.group = group_of(in.post[0]);
+      update.instruction = static_cast<int>(i);
+      pc.terms.push_back(update);
     } else if (in.kind == instr::InstrKind::kPlaceInput) {
       pc.memory.push_back({TensorBytes(g, in.tensor), group_of(in.post[0])});
     } else {

@@ -195,11 +195,13 @@ void Search::Satisfy(const Property& q, const Partial& p, std::vector<Partial>& 
     if (q.kind == PropKind::kGather && s_.allow_sharded_params) {
       Partial next = place(p, q.dim);
       AddMemory(next, state, true);
+      next.cost += Time(costmodel::OptimizerTerm(g_, v, true, o_.cost));
       push(std::move(next), q);
     }
     if (q.kind == PropKind::kIdentity && s_.allow_replicated_params) {
       Partial next = place(p, -1);
       AddMemory(next, state, false);
+      next.cost += Time(costmodel::OptimizerTerm(g_, v, false, o_.cost));
       if (n_ > 1) next.cost += Time(costmodel::GradientAllReduceTerm(g_, v));
       push(std::move(next), q);
     }
@@ -207,6 +209,7 @@ void Search::Satisfy(const Property& q, const Partial& p, std::vector<Partial>& 
       // ZeRO-3: stored as slices of dim 0, all-gathered for use (the gradient reduce-scattered).
       Partial next = place(p, 0);
       AddMemory(next, state, true);  // the gathered copy is transient: freed after use
+      next.cost += Time(costmodel::OptimizerTerm(g_, v, true, o_.cost));
       double cost = 0;
       next.actions.push_back(Collective(InstrKind::kAllGather, v, 0, -1, &cost));
       next.cost += cost;

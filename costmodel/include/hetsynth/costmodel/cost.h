@@ -11,6 +11,7 @@
 //            all-to-all                          (n−1)·α + β·B·max_i share_i
 //            all-reduce (ring)                   2(n−1)·α + 2(n−1)/n·β·B
 //   a replicated parameter's gradient all-reduce once per step (its placement's dual);
+//   the optimizer update, bytes moved / memory bandwidth, per device holding the parameter;
 //   memory  Σ bytes·share_i (or full bytes) of parameters × optimizer factor and activations.
 // Compute and communication add (no overlap), as in the reference system (DESIGN §4).
 //
@@ -30,6 +31,9 @@ namespace hetsynth::costmodel {
 struct CostOptions {
   // Bytes kept per parameter byte: value + gradient + optimizer state (Adam: 4, SGD: 2).
   double parameter_state_factor = 4.0;
+  // Bytes the optimizer update moves per parameter byte, on the device holding the parameter
+  // (replicated: every device; sharded: by share). Adam reads p, g, m, v and writes p, m, v: 7.
+  double optimizer_bytes_factor = 7.0;
 };
 
 enum class TermKind : uint8_t {
@@ -76,6 +80,9 @@ Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& 
 Term CollectiveTerm(const ir::Graph& g, const instr::Instruction& in);
 // A replicated parameter's gradient all-reduce.
 Term GradientAllReduceTerm(const ir::Graph& g, ir::ValueId param);
+// The optimizer update of a parameter (memory-bound): on every device when replicated, by share
+// when sharded (the caller sets the group).
+Term OptimizerTerm(const ir::Graph& g, ir::ValueId param, bool sharded, const CostOptions& o);
 
 // Time of one term on the cluster when the split it uses has these per-device shares.
 double TermTime(const Term& t, const std::vector<double>& shares, const Cluster& c);
