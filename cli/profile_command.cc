@@ -19,8 +19,10 @@
 #include "commands.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/costmodel/cost.h"
+#include "hetsynth/instr/program.h"
 #include "hetsynth/instr/rules.h"
 #include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/kernels.h"
@@ -181,47 +183,58 @@ absl::StatusOr<NodeTimes> TimeKernels(const ir::ModelSpec& spec, const ir::Graph
 // ---- 2. collectives --------------------------------------------------------------------------
 
 struct CommSample {
-  const char* op;   // "all_gather" (padded, equal counts) or "all_reduce"
+  const char* op;   // "all_gather", "reduce_scatter" (grouped, uneven shares) or "all_reduce"
   double elements;  // of the whole tensor
   double bytes;     // B of the cost model: bytes of the whole tensor
   double seconds;   // median over repeats of the max over ranks
   double a, b;      // model: seconds ≈ a·α + b·β
 };
 
-// For sizes 1, 4, 16, … ≤ max_bytes/4 elements: Barrier, then time a padded all-gather with
-// equal counts (each rank holds max(1, size/n) elements; B = 4·n·that) and, after another
-// Barrier, an all-reduce of `size` elements (B = 4·size); per size and op the median over
-// `repeats` (after one warm-up) of the slowest rank's time. Time is each rank's thread CPU
-// time, the clock the executor charges a collective with when it emulates devices on thread
-// ranks (runtime/src/executor.cc, Communicate): waiting for the other threads sleeps on a
-// condition variable and is not counted, the copying and summing a rank does is.
-absl::StatusOr<std::vector<CommSample>> TimeCollectives(int n, int repeats, int64_t max_bytes) {
+// For sizes 1, 4, 16, … ≤ max_bytes/4 elements, split over the ranks in proportion to `shares`
+// (the plan ratios this cluster will get: like's relative speeds) as a plan's tensors are:
+// Barrier, then time through the executor's own code path (runtime/collectives.h, packing
+// included) a grouped all-gather, after another Barrier a grouped reduce-scatter, and after a
+// third an all-reduce of the whole size; per size and op the median over `repeats` (after one
+// warm-up) of the slowest rank's time. Time is each rank's thread CPU time, the clock the
+// executor charges a collective with when it emulates devices on thread ranks
+// (runtime/src/executor.cc, Communicate): waiting for the other threads sleeps on a condition
+// variable and is not counted, the copying and summing a rank does is.
+absl::StatusOr<std::vector<CommSample>> TimeCollectives(int n, int repeats, int64_t max_bytes,
+                                                        const std::vector<double>& shares) {
+  constexpr int kOps = 4;
+  const char* kNames[kOps] = {"all_gather", "reduce_scatter", "all_reduce", "all_gather_padded"};
   std::vector<int64_t> sizes;
-  for (int64_t s = 1; 4 * s <= max_bytes; s *= 4) sizes.push_back(s);
+  for (int64_t s = 4; 4 * s <= max_bytes; s *= 4) sizes.push_back(s);
+  if (sizes.empty()) sizes.push_back(1);
   const size_t num_sizes = sizes.size(), per_size = static_cast<size_t>(repeats + 1);
-  // seconds[((size · 2 + op) · per_size + rep) · n + rank], each rank writing its own slots.
-  std::vector<double> seconds(num_sizes * 2 * per_size * static_cast<size_t>(n), 0.0);
+  // seconds[((size · kOps + op) · per_size + rep) · n + rank], each rank writing its own slots.
+  std::vector<double> seconds(num_sizes * kOps * per_size * static_cast<size_t>(n), 0.0);
   auto slot = [&](size_t s, int op, int rep, int rank) -> double& {
-    return seconds[((s * 2 + static_cast<size_t>(op)) * per_size + static_cast<size_t>(rep)) * n + rank];
+    return seconds[((s * kOps + static_cast<size_t>(op)) * per_size + static_cast<size_t>(rep)) * n + rank];
   };
   HS_RETURN_IF_ERROR(runtime::RunThreadRanks(n, [&](runtime::Communicator& comm) -> absl::Status {
-    const int64_t largest = sizes.back();
-    const int64_t largest_shard = std::max<int64_t>(1, largest / n);
-    std::vector<float> send(static_cast<size_t>(largest_shard), 1.0f);
-    std::vector<float> recv(static_cast<size_t>(largest_shard) * n, 0.0f);
-    std::vector<float> data(static_cast<size_t>(largest), 0.0f);
     for (size_t s = 0; s < num_sizes; ++s) {
-      const int64_t shard = std::max<int64_t>(1, sizes[s] / n);
-      const std::vector<int64_t> counts(static_cast<size_t>(n), shard);
+      const std::vector<int64_t> lengths = instr::RoundShares(shares, sizes[s]);
+      const ir::Shape full = {sizes[s]};
+      runtime::Tensor piece({lengths[static_cast<size_t>(comm.rank())]}, 1.0f), whole(full, 1.0f);
       for (int rep = 0; rep <= repeats; ++rep) {
         HS_RETURN_IF_ERROR(comm.Barrier());
         double t0 = ThreadCpuSeconds();
-        HS_RETURN_IF_ERROR(comm.AllGatherV(send.data(), recv.data(), counts, runtime::CommImpl::kPadded));
+        HS_RETURN_IF_ERROR(runtime::AllGatherAlong(comm, piece, full, 0, lengths, runtime::CommImpl::kGrouped).status());
         slot(s, 0, rep, comm.rank()) = ThreadCpuSeconds() - t0;
         HS_RETURN_IF_ERROR(comm.Barrier());
         t0 = ThreadCpuSeconds();
-        HS_RETURN_IF_ERROR(comm.AllReduce(data.data(), sizes[s]));
+        HS_RETURN_IF_ERROR(runtime::ReduceScatterAlong(comm, whole, 0, lengths, runtime::CommImpl::kGrouped).status());
         slot(s, 1, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+        HS_RETURN_IF_ERROR(comm.Barrier());
+        runtime::Tensor data = whole;
+        t0 = ThreadCpuSeconds();
+        HS_RETURN_IF_ERROR(comm.AllReduce(data.ptr(), data.numel()));
+        slot(s, 2, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+        HS_RETURN_IF_ERROR(comm.Barrier());
+        t0 = ThreadCpuSeconds();
+        HS_RETURN_IF_ERROR(runtime::AllGatherAlong(comm, piece, full, 0, lengths, runtime::CommImpl::kPadded).status());
+        slot(s, 3, rep, comm.rank()) = ThreadCpuSeconds() - t0;
       }
     }
     return absl::OkStatus();
@@ -229,7 +242,14 @@ absl::StatusOr<std::vector<CommSample>> TimeCollectives(int n, int repeats, int6
   std::vector<CommSample> out;
   const double nm1 = n - 1.0;
   for (size_t s = 0; s < num_sizes; ++s) {
-    for (int op = 0; op < 2; ++op) {
+    const std::vector<int64_t> lengths = instr::RoundShares(shares, sizes[s]);
+    double grouped = 0, largest = 0;  // max_i max(1 − s_i, (n−1)·s_i); max_i s_i (rounded shares)
+    for (int64_t len : lengths) {
+      const double share = static_cast<double>(len) / static_cast<double>(sizes[s]);
+      grouped = std::max(grouped, std::max(1.0 - share, nm1 * share));
+      largest = std::max(largest, share);
+    }
+    for (int op = 0; op < kOps; ++op) {
       std::vector<double> worst;
       for (int rep = 1; rep <= repeats; ++rep) {  // rep 0 warms up
         double w = 0;
@@ -237,15 +257,15 @@ absl::StatusOr<std::vector<CommSample>> TimeCollectives(int n, int repeats, int6
         worst.push_back(w);
       }
       CommSample c;
-      c.op = op == 0 ? "all_gather" : "all_reduce";
-      const double shard = static_cast<double>(std::max<int64_t>(1, sizes[s] / n));
-      c.elements = op == 0 ? shard * n : static_cast<double>(sizes[s]);
+      c.op = kNames[op];
+      c.elements = static_cast<double>(sizes[s]);
       c.bytes = 4.0 * c.elements;
       c.seconds = std::max(Median(worst), 1e-9);  // a clock tick, never zero
-      // The cost model (costmodel/cost.h), equal shares 1/n:
-      //   padded all-gather (n−1)·(α + β·B/n); ring all-reduce 2(n−1)·α + 2(n−1)/n·β·B.
-      c.a = op == 0 ? nm1 : 2 * nm1;
-      c.b = op == 0 ? nm1 * c.bytes / n : 2 * nm1 / n * c.bytes;
+      // The cost model (costmodel/cost.h): grouped all-gather / reduce-scatter
+      // n·α + β·B·max_i max(1 − s_i, (n−1)·s_i); ring all-reduce 2(n−1)·α + 2(n−1)/n·β·B;
+      // padded all-gather (n−1)·(α + β·B·max_i s_i).
+      c.a = op < 2 ? static_cast<double>(n) : op == 2 ? 2 * nm1 : nm1;
+      c.b = op < 2 ? grouped * c.bytes : op == 2 ? 2 * nm1 / n * c.bytes : nm1 * largest * c.bytes;
       out.push_back(c);
     }
   }
@@ -468,11 +488,16 @@ absl::Status RunProfile(const ProfileFlags& f) {
   // 2. Collectives.
   int64_t largest_bytes = 4;
   while (largest_bytes <= f.max_bytes / 4) largest_bytes *= 4;
-  fmt::print(stderr, "profile: timing padded all-gather and all-reduce on {} thread ranks, 4 B to {}, 1 warm-up + {} "
-                     "repeat{} per size\n",
+  // Shards as plans for this cluster will cut them: in proportion to the devices' speeds.
+  std::vector<double> shares(static_cast<size_t>(ranks), 1.0);
+  if (like && like->size() == ranks) {
+    for (int i = 0; i < ranks; ++i) shares[static_cast<size_t>(i)] = like->devices[static_cast<size_t>(i)].flops;
+  }
+  fmt::print(stderr, "profile: timing grouped and padded all-gather, grouped reduce-scatter (shards by device speed) and all-reduce "
+                     "on {} thread ranks, 16 B to {}, 1 warm-up + {} repeat{} per size\n",
              ranks, Bytes(static_cast<double>(largest_bytes)), f.repeats,
              f.repeats == 1 ? "" : "s");
-  HS_ASSIGN_OR_RETURN(std::vector<CommSample> samples, TimeCollectives(ranks, f.repeats, f.max_bytes));
+  HS_ASSIGN_OR_RETURN(std::vector<CommSample> samples, TimeCollectives(ranks, f.repeats, f.max_bytes, shares));
   for (const CommSample& c : samples) {
     fmt::print(stderr, "profile:   {:<10} {:>12}  {:>10.1f} us\n", c.op, Bytes(c.bytes), c.seconds * 1e6);
   }

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/kernels.h"
 #include "hetsynth/runtime/shard.h"
 #include "hetsynth/runtime/trainer.h"
@@ -43,50 +44,6 @@ ir::Shape WithDim(ir::Shape s, int d, int64_t len) {
 }
 
 CommImpl ToComm(instr::CollImpl c) { return c == instr::CollImpl::kPadded ? CommImpl::kPadded : CommImpl::kGrouped; }
-
-// x seen as [outer, x.dim(d), inner].
-struct Around {
-  int64_t outer = 1, len = 1, inner = 1;
-};
-Around AroundDim(const ir::Shape& s, int d) {
-  Around a;
-  for (int i = 0; i < d; ++i) a.outer *= s[static_cast<size_t>(i)];
-  a.len = s[static_cast<size_t>(d)];
-  for (size_t i = static_cast<size_t>(d) + 1; i < s.size(); ++i) a.inner *= s[i];
-  return a;
-}
-
-// The slices of x along d by `lengths`, each made contiguous, concatenated in rank order.
-std::vector<float> PackAlong(const Tensor& x, int d, const std::vector<int64_t>& lengths) {
-  const Around a = AroundDim(x.shape, d);
-  std::vector<float> out(static_cast<size_t>(x.numel()));
-  float* dst = out.data();
-  int64_t off = 0;
-  for (int64_t len : lengths) {
-    for (int64_t o = 0; o < a.outer; ++o) {
-      const float* src = x.ptr() + (o * a.len + off) * a.inner;
-      dst = std::copy(src, src + len * a.inner, dst);
-    }
-    off += len;
-  }
-  return out;
-}
-
-// Inverse of PackAlong: a tensor of `shape` from its slices along d, concatenated in rank order.
-Tensor UnpackAlong(const float* packed, const ir::Shape& shape, int d, const std::vector<int64_t>& lengths) {
-  Tensor out(shape);
-  const Around a = AroundDim(shape, d);
-  const float* src = packed;
-  int64_t off = 0;
-  for (int64_t len : lengths) {
-    for (int64_t o = 0; o < a.outer; ++o) {
-      std::copy(src, src + len * a.inner, out.ptr() + (o * a.len + off) * a.inner);
-      src += len * a.inner;
-    }
-    off += len;
-  }
-  return out;
-}
 
 void AddInto(Tensor& acc, const Tensor& x) {
   for (int64_t i = 0; i < acc.numel(); ++i) acc.data[static_cast<size_t>(i)] += x.data[static_cast<size_t>(i)];
@@ -139,10 +96,18 @@ struct Executor::Impl {
   KernelContext ctx;
 
   // Timing.
+  // Held from a rank's first kernel after a collective to its next collective: a rank runs its
+  // whole stretch of local work alone (emulated thread ranks), keeping its caches warm as a
+  // device of its own would.
+  std::unique_lock<std::mutex> turn;
   double clock = 0;       // this rank's (virtual) time since the step started
   double run_offset = 0;  // start of this step since the first step
   RankTimes times;
   std::vector<TraceEvent> events;
+  std::vector<TraceEvent> pending_events;  // since the last Sync
+  bool has_pending_comm = false;           // a collective whose time the next Sync settles
+  double pending_comm = 0, pending_start = 0;
+  std::string pending_name;
 
   Impl(const ir::Graph& graph, instr::Plan p, Communicator& c, ExecutorOptions o)
       : g(graph), plan(std::move(p)), comm(c), opt(o), optimizer(o.optimizer), rank(c.rank()) {}
@@ -158,8 +123,10 @@ struct Executor::Impl {
   absl::Status Prepare();
   absl::Status PrepareCompute(Op& op);
 
+  // Events since the last synchronization wait there until the time of the collective before
+  // them is known (Sync), then move to `events`.
   void Record(const char* category, const std::string& name, double start, double dur) {
-    if (opt.trace && dur > 0) events.push_back({name, category, rank, run_offset + start, dur});
+    if (opt.trace && dur > 0) pending_events.push_back({name, category, rank, run_offset + start, dur});
   }
 
   // Runs local work and charges it to this rank's clock.
@@ -167,8 +134,7 @@ struct Executor::Impl {
   void Compute(const std::string& name, F&& f, const char* category = "compute") {
     double dt;
     if (opt.emulate) {
-      std::unique_lock<std::mutex> turn;
-      if (comm.name() == "threads") turn = std::unique_lock<std::mutex>(ComputeTurn());
+      if (comm.name() == "threads" && !turn.owns_lock()) turn = std::unique_lock<std::mutex>(ComputeTurn());
       const double c0 = ThreadCpuSeconds();
       f();
       dt = (ThreadCpuSeconds() - c0) * opt.slowdown;
@@ -182,22 +148,50 @@ struct Executor::Impl {
     times.compute_s += dt;
   }
 
-  // Emulated time: every rank waits for the slowest to arrive.
+  // Emulated time: every rank waits for the slowest to arrive. The last collective's time is
+  // settled here too: all ranks leave a collective together, after the median of the times the
+  // ranks measured for it (robust against one rank's scheduling hiccup — a thread's CPU time in
+  // an in-process collective has a heavy tail from wake-ups on a busy host).
   absl::Status Sync() {
-    if (!opt.emulate || comm.size() == 1) return absl::OkStatus();
-    const float mine = static_cast<float>(clock);
-    std::vector<float> all(static_cast<size_t>(comm.size()));
-    HS_RETURN_IF_ERROR(comm.AllGatherV(&mine, all.data(), std::vector<int64_t>(all.size(), 1), CommImpl::kGrouped));
-    const double latest = std::max<double>(clock, *std::max_element(all.begin(), all.end()));
-    Record("idle", "wait", clock, latest - clock);
+    if (turn.owns_lock()) turn.unlock();  // never hold the turn into a collective
+    if (!opt.emulate || comm.size() == 1) {
+      events.insert(events.end(), pending_events.begin(), pending_events.end());
+      pending_events.clear();
+      return absl::OkStatus();
+    }
+    const float mine[2] = {static_cast<float>(clock), static_cast<float>(pending_comm)};
+    std::vector<float> all(2 * static_cast<size_t>(comm.size()));
+    HS_RETURN_IF_ERROR(
+        comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(comm.size()), 2), CommImpl::kGrouped));
+    std::vector<double> measured;
+    double latest = clock;
+    for (int r = 0; r < comm.size(); ++r) {
+      latest = std::max<double>(latest, all[2 * static_cast<size_t>(r)]);
+      measured.push_back(all[2 * static_cast<size_t>(r) + 1]);
+    }
+    std::sort(measured.begin(), measured.end());
+    const size_t m = measured.size();
+    const double c = has_pending_comm ? (m % 2 ? measured[m / 2] : 0.5 * (measured[m / 2 - 1] + measured[m / 2])) : 0.0;
+    if (has_pending_comm) {
+      if (opt.trace && c > 0) events.push_back({pending_name, "communication", rank, run_offset + pending_start, c});
+      times.communication_s += c;
+    }
+    for (TraceEvent& e : pending_events) e.start_s += c;
+    events.insert(events.end(), pending_events.begin(), pending_events.end());
+    pending_events.clear();
+    clock += c;
+    latest += c;
+    has_pending_comm = false;
+    pending_comm = 0;
+    if (opt.trace && latest > clock) events.push_back({"wait", "idle", rank, run_offset + clock, latest - clock});
     times.idle_s += latest - clock;
     clock = latest;
     return absl::OkStatus();
   }
 
-  // Runs a collective (with its packing) and charges its time to the clock: emulated on thread
-  // ranks, the CPU time this rank spends moving data (waiting for other threads is idle time,
-  // already counted by Sync); otherwise (MPI, or no emulation) the wall time.
+  // Runs a collective (with its packing). Emulated on thread ranks: its time is the CPU time the
+  // ranks spend moving data (waiting for other threads is idle time, counted by Sync), settled at
+  // the next Sync; otherwise (MPI, or no emulation) this rank's wall time, at once.
   template <class F>
   absl::Status Communicate(const std::string& name, F&& f) {
     HS_RETURN_IF_ERROR(Sync());
@@ -205,48 +199,31 @@ struct Executor::Impl {
     const double t0 = cpu ? ThreadCpuSeconds() : WallSeconds();
     absl::Status st = f();
     const double dt = (cpu ? ThreadCpuSeconds() : WallSeconds()) - t0;
-    Record("communication", name, clock, dt);
-    clock += dt;
-    times.communication_s += dt;
+    if (opt.emulate && comm.size() > 1) {
+      has_pending_comm = true;
+      pending_comm = dt;
+      pending_name = name;
+      pending_start = clock;
+    } else {
+      Record("communication", name, clock, dt);
+      clock += dt;
+      times.communication_s += dt;
+    }
     return st;
   }
 
-  // Collectives on tensor pieces.
+  // Collectives on tensor pieces (collectives.h).
   absl::StatusOr<Tensor> AllGather(const Tensor& piece, const ir::Shape& full, int d,
                                    const std::vector<int64_t>& lengths, CommImpl impl) {
-    const Around a = AroundDim(full, d);
-    std::vector<int64_t> counts;
-    for (int64_t len : lengths) counts.push_back(len * a.outer * a.inner);
-    std::vector<float> recv(static_cast<size_t>(ir::NumElements(full)));
-    HS_RETURN_IF_ERROR(comm.AllGatherV(piece.ptr(), recv.data(), counts, impl));
-    return UnpackAlong(recv.data(), full, d, lengths);
+    return AllGatherAlong(comm, piece, full, d, lengths, impl);
   }
   absl::StatusOr<Tensor> ReduceScatter(const Tensor& whole, int d, const std::vector<int64_t>& lengths,
                                        CommImpl impl) {
-    const Around a = AroundDim(whole.shape, d);
-    std::vector<int64_t> counts;
-    for (int64_t len : lengths) counts.push_back(len * a.outer * a.inner);
-    const std::vector<float> send = PackAlong(whole, d, lengths);
-    Tensor out(WithDim(whole.shape, d, lengths[static_cast<size_t>(rank)]));
-    HS_RETURN_IF_ERROR(comm.ReduceScatterV(send.data(), out.ptr(), counts, impl));
-    return out;
+    return ReduceScatterAlong(comm, whole, d, lengths, impl);
   }
-  // Gather(t, d) → Gather(t, d2).
   absl::StatusOr<Tensor> AllToAll(const Tensor& piece, const ir::Shape& full, int d, const std::vector<int64_t>& ld,
                                   int d2, const std::vector<int64_t>& ld2) {
-    const std::vector<float> send = PackAlong(piece, d2, ld2);
-    const int64_t per_d2 = piece.numel() / std::max<int64_t>(1, full[static_cast<size_t>(d2)]);
-    const int64_t mine2 = ld2[static_cast<size_t>(rank)];
-    const ir::Shape out_shape = WithDim(full, d2, mine2);
-    const int64_t per_d = ir::NumElements(out_shape) / std::max<int64_t>(1, full[static_cast<size_t>(d)]);
-    std::vector<int64_t> send_counts, recv_counts;
-    for (size_t r = 0; r < ld.size(); ++r) {
-      send_counts.push_back(per_d2 * ld2[r]);
-      recv_counts.push_back(per_d * ld[r]);
-    }
-    std::vector<float> recv(static_cast<size_t>(ir::NumElements(out_shape)));
-    HS_RETURN_IF_ERROR(comm.AllToAllV(send.data(), send_counts, recv.data(), recv_counts));
-    return UnpackAlong(recv.data(), out_shape, d, ld);
+    return AllToAllAlong(comm, piece, full, d, ld, d2, ld2);
   }
 
   void AddGrad(const Property& p, Tensor&& t) {
@@ -609,6 +586,9 @@ absl::StatusOr<StepMetrics> Executor::Impl::Step(const Batch& b) {
   ctx.step = optimizer.steps();
   clock = 0;
   times = RankTimes();
+  has_pending_comm = false;
+  pending_comm = 0;
+  pending_events.clear();
   vals.clear();
   grads.clear();
   saved.assign(ops.size(), SavedState());
@@ -631,6 +611,7 @@ absl::StatusOr<StepMetrics> Executor::Impl::Step(const Batch& b) {
   std::map<std::string, Tensor> param_grads;
   if (st.ok()) st = Backward(&param_grads);
   if (!st.ok()) {
+    if (turn.owns_lock()) turn.unlock();
     vals.clear();
     return st;
   }

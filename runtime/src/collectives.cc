@@ -1,0 +1,99 @@
+#include "hetsynth/runtime/collectives.h"
+
+#include <algorithm>
+
+#include "hetsynth/ir/status.h"
+
+namespace hetsynth::runtime {
+namespace {
+
+ir::Shape WithDim(ir::Shape s, int d, int64_t len) {
+  s[static_cast<size_t>(d)] = len;
+  return s;
+}
+
+// x seen as [outer, x.dim(d), inner].
+struct Around {
+  int64_t outer = 1, len = 1, inner = 1;
+};
+Around AroundDim(const ir::Shape& s, int d) {
+  Around a;
+  for (int i = 0; i < d; ++i) a.outer *= s[static_cast<size_t>(i)];
+  a.len = s[static_cast<size_t>(d)];
+  for (size_t i = static_cast<size_t>(d) + 1; i < s.size(); ++i) a.inner *= s[i];
+  return a;
+}
+
+// The slices of x along d by `lengths`, each made contiguous, concatenated in rank order.
+std::vector<float> PackAlong(const Tensor& x, int d, const std::vector<int64_t>& lengths) {
+  const Around a = AroundDim(x.shape, d);
+  std::vector<float> out(static_cast<size_t>(x.numel()));
+  float* dst = out.data();
+  int64_t off = 0;
+  for (int64_t len : lengths) {
+    for (int64_t o = 0; o < a.outer; ++o) {
+      const float* src = x.ptr() + (o * a.len + off) * a.inner;
+      dst = std::copy(src, src + len * a.inner, dst);
+    }
+    off += len;
+  }
+  return out;
+}
+
+// Inverse of PackAlong: a tensor of `shape` from its slices along d, concatenated in rank order.
+Tensor UnpackAlong(const float* packed, const ir::Shape& shape, int d, const std::vector<int64_t>& lengths) {
+  Tensor out(shape);
+  const Around a = AroundDim(shape, d);
+  const float* src = packed;
+  int64_t off = 0;
+  for (int64_t len : lengths) {
+    for (int64_t o = 0; o < a.outer; ++o) {
+      std::copy(src, src + len * a.inner, out.ptr() + (o * a.len + off) * a.inner);
+      src += len * a.inner;
+    }
+    off += len;
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<Tensor> AllGatherAlong(Communicator& comm, const Tensor& piece, const ir::Shape& full, int d,
+                                      const std::vector<int64_t>& lengths, CommImpl impl) {
+  const Around a = AroundDim(full, d);
+  std::vector<int64_t> counts;
+  for (int64_t len : lengths) counts.push_back(len * a.outer * a.inner);
+  std::vector<float> recv(static_cast<size_t>(ir::NumElements(full)));
+  HS_RETURN_IF_ERROR(comm.AllGatherV(piece.ptr(), recv.data(), counts, impl));
+  return UnpackAlong(recv.data(), full, d, lengths);
+}
+
+absl::StatusOr<Tensor> ReduceScatterAlong(Communicator& comm, const Tensor& whole, int d,
+                                          const std::vector<int64_t>& lengths, CommImpl impl) {
+  const Around a = AroundDim(whole.shape, d);
+  std::vector<int64_t> counts;
+  for (int64_t len : lengths) counts.push_back(len * a.outer * a.inner);
+  const std::vector<float> send = PackAlong(whole, d, lengths);
+  Tensor out(WithDim(whole.shape, d, lengths[static_cast<size_t>(comm.rank())]));
+  HS_RETURN_IF_ERROR(comm.ReduceScatterV(send.data(), out.ptr(), counts, impl));
+  return out;
+}
+
+absl::StatusOr<Tensor> AllToAllAlong(Communicator& comm, const Tensor& piece, const ir::Shape& full, int d,
+                                     const std::vector<int64_t>& ld, int d2, const std::vector<int64_t>& ld2) {
+  const std::vector<float> send = PackAlong(piece, d2, ld2);
+  const int64_t per_d2 = piece.numel() / std::max<int64_t>(1, full[static_cast<size_t>(d2)]);
+  const int64_t mine2 = ld2[static_cast<size_t>(comm.rank())];
+  const ir::Shape out_shape = WithDim(full, d2, mine2);
+  const int64_t per_d = ir::NumElements(out_shape) / std::max<int64_t>(1, full[static_cast<size_t>(d)]);
+  std::vector<int64_t> send_counts, recv_counts;
+  for (size_t r = 0; r < ld.size(); ++r) {
+    send_counts.push_back(per_d2 * ld2[r]);
+    recv_counts.push_back(per_d * ld[r]);
+  }
+  std::vector<float> recv(static_cast<size_t>(ir::NumElements(out_shape)));
+  HS_RETURN_IF_ERROR(comm.AllToAllV(send.data(), send_counts, recv.data(), recv_counts));
+  return UnpackAlong(recv.data(), out_shape, d, ld);
+}
+
+}  // namespace hetsynth::runtime
