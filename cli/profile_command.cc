@@ -25,6 +25,7 @@
 #include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
+#include "hetsynth/runtime/executor.h"
 #include "hetsynth/runtime/kernels.h"
 #include "hetsynth/runtime/trainer.h"
 
@@ -277,46 +278,27 @@ struct LinkFit {
   double rms_relative = 0;     // root mean square of (predicted − measured) / measured
 };
 
-// Non-negative least squares of seconds ≈ a·α + b·β, each sample weighted by 1/seconds (relative
-// error), so that the small sizes that decide α count as much as the large ones that decide β.
+// α from the small collectives, where latency is all there is: the median of seconds / a over
+// samples of at most 4 KiB. β from the large ones, which carry the step's communication time:
+// least squares of (seconds − a·α) ≈ b·β over samples of at least 256 KiB (when there are none,
+// over all samples). A single relative fit over all sizes would let the many small sizes pull β
+// down and under-price the large transfers by half.
 LinkFit FitLink(const std::vector<CommSample>& samples) {
-  auto solve = [&](bool use_alpha, bool use_beta) {
-    double aa = 0, ab = 0, bb = 0, at = 0, bt = 0;
+  LinkFit f;
+  std::vector<double> latency;
+  for (const CommSample& c : samples) {
+    if (c.bytes <= 4096 && c.a > 0) latency.push_back(c.seconds / c.a);
+  }
+  f.alpha = latency.empty() ? 0 : Median(latency);
+  double bb = 0, bt = 0;
+  for (int pass = 0; pass < 2 && bb == 0; ++pass) {
     for (const CommSample& c : samples) {
-      const double w = 1.0 / c.seconds, a = use_alpha ? c.a * w : 0, b = use_beta ? c.b * w : 0, t = 1.0;
-      aa += a * a, ab += a * b, bb += b * b, at += a * t, bt += b * t;
-    }
-    LinkFit f;
-    if (use_alpha && use_beta) {
-      const double det = aa * bb - ab * ab;
-      if (det > 0) f.alpha = (at * bb - bt * ab) / det, f.beta = (bt * aa - at * ab) / det;
-    } else if (use_alpha) {
-      f.alpha = aa > 0 ? at / aa : 0;
-    } else {
-      f.beta = bb > 0 ? bt / bb : 0;
-    }
-    return f;
-  };
-  LinkFit f = solve(true, true);
-  if (!(f.alpha >= 0 && f.beta > 0)) {
-    // The unconstrained optimum leaves the non-negative quadrant: the better of the two faces.
-    LinkFit only_beta = solve(false, true), only_alpha = solve(true, false);
-    auto err = [&](const LinkFit& x) {
-      double e = 0;
-      for (const CommSample& c : samples) e += std::pow((c.a * x.alpha + c.b * x.beta - c.seconds) / c.seconds, 2);
-      return e;
-    };
-    f = only_beta;
-    if (!(f.beta > 0) || (only_alpha.alpha > 0 && err(only_alpha) < err(only_beta))) {
-      // Time that does not grow with size: keep α and charge the largest sample's bytes at
-      // the bandwidth it achieved on top of α, so the link still has a finite bandwidth.
-      f = only_alpha;
-      const CommSample& big = *std::max_element(samples.begin(), samples.end(), [](const auto& x, const auto& y) {
-        return x.b < y.b;
-      });
-      f.beta = big.seconds / big.b;
+      if (pass == 0 && c.bytes < 262144) continue;
+      const double rest = std::max(0.0, c.seconds - c.a * f.alpha);
+      bb += c.b * c.b, bt += c.b * rest;
     }
   }
+  f.beta = bb > 0 && bt > 0 ? bt / bb : 1e-12;
   double e = 0;
   for (const CommSample& c : samples) e += std::pow((c.a * f.alpha + c.b * f.beta - c.seconds) / c.seconds, 2);
   f.rms_relative = samples.empty() ? 0 : std::sqrt(e / static_cast<double>(samples.size()));
@@ -484,6 +466,57 @@ absl::Status RunProfile(const ProfileFlags& f) {
   fmt::print(stderr, "profile: {} compute-bound and {} memory-bound nodes timed ({} without backward left out){}\n",
              host.compute_nodes, host.memory_nodes, host.skipped,
              stable ? "" : fmt::format("; classification still changing after {} rounds", rounds));
+
+  // The executor charges a step more than its kernels' medians (it runs them among its own
+  // bookkeeping and tensors); scale both rates so that the cost model's single-device step is
+  // the executor's emulated compute time for that step, measured on one rank with the
+  // all-replicated plan.
+  double calibration = 1.0;
+  {
+    instr::Plan plan;
+    plan.devices = {"host"};
+    instr::Program& prog = plan.program;
+    prog.num_devices = 1;
+    prog.ratios = {{1.0}};
+    auto add = [&](instr::Instruction in) -> absl::Status {
+      HS_RETURN_IF_ERROR(instr::DeriveTriple(g, in));
+      prog.instructions.push_back(std::move(in));
+      return absl::OkStatus();
+    };
+    for (size_t v = 0; v < g.values().size(); ++v) {
+      const ir::ValueKind kind = g.values()[v].kind;
+      if (kind == ir::ValueKind::kActivation) continue;
+      instr::Instruction in;
+      in.kind = kind == ir::ValueKind::kInput ? instr::InstrKind::kPlaceInput : instr::InstrKind::kPlaceParameter;
+      in.tensor = static_cast<ir::ValueId>(v);
+      HS_RETURN_IF_ERROR(add(in));
+    }
+    for (size_t n = 0; n < g.nodes().size(); ++n) {
+      instr::Instruction in;
+      in.kind = instr::InstrKind::kCompute;
+      in.node = static_cast<ir::NodeId>(n);
+      in.rule = "replicated";
+      HS_RETURN_IF_ERROR(add(in));
+    }
+    HS_RETURN_IF_ERROR(instr::BuildSplitGroups(g, prog));
+    HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, /*seed=*/0));
+    std::vector<double> steps;
+    HS_RETURN_IF_ERROR(runtime::RunThreadRanks(1, [&](runtime::Communicator& comm) -> absl::Status {
+      HS_ASSIGN_OR_RETURN(auto ex, runtime::Executor::Create(g, plan, comm, runtime::ExecutorOptions{}));
+      for (int i = 0; i <= f.repeats; ++i) {
+        HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(i));
+        HS_ASSIGN_OR_RETURN(runtime::StepMetrics m, ex->Step(batch));
+        if (i > 0) steps.push_back(m.ranks.at(0).compute_s);  // step 0 warms up
+      }
+      return absl::OkStatus();
+    }));
+    const double kernels = total_s + times.optimizer_s;
+    calibration = Median(steps) / kernels;
+    fmt::print(stderr, "profile: the executor computes a step in {:.3f} ms, {:.2f}x its kernels' medians; rates scaled by that\n",
+               Median(steps) * 1e3, calibration);
+    host.flops_per_s /= calibration;
+    host.bytes_per_s /= calibration;
+  }
 
   // 2. Collectives.
   int64_t largest_bytes = 4;
