@@ -467,17 +467,17 @@ absl::Status RunProfile(const ProfileFlags& f) {
              host.compute_nodes, host.memory_nodes, host.skipped,
              stable ? "" : fmt::format("; classification still changing after {} rounds", rounds));
 
-  // The executor charges a step more than its kernels' medians (it runs them among its own
-  // bookkeeping and tensors); scale both rates so that the cost model's single-device step is
-  // the executor's emulated compute time for that step, measured on one rank with the
-  // all-replicated plan.
+  // The executor's kernels run among its own bookkeeping and among the other ranks' threads
+  // (collectives, wake-ups) on this host's few cores, which slows them down; scale both rates so
+  // that the cost model's single-device step is the executor's emulated compute time for it,
+  // measured on N ranks that each run the whole model (the all-replicated plan).
   double calibration = 1.0;
   {
     instr::Plan plan;
-    plan.devices = {"host"};
     instr::Program& prog = plan.program;
-    prog.num_devices = 1;
-    prog.ratios = {{1.0}};
+    prog.num_devices = ranks;
+    prog.ratios = {std::vector<double>(static_cast<size_t>(ranks), 1.0 / ranks)};
+    for (int r = 0; r < ranks; ++r) plan.devices.push_back(fmt::format("host{}", r));
     auto add = [&](instr::Instruction in) -> absl::Status {
       HS_RETURN_IF_ERROR(instr::DeriveTriple(g, in));
       prog.instructions.push_back(std::move(in));
@@ -501,19 +501,21 @@ absl::Status RunProfile(const ProfileFlags& f) {
     HS_RETURN_IF_ERROR(instr::BuildSplitGroups(g, prog));
     HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, /*seed=*/0));
     std::vector<double> steps;
-    HS_RETURN_IF_ERROR(runtime::RunThreadRanks(1, [&](runtime::Communicator& comm) -> absl::Status {
+    HS_RETURN_IF_ERROR(runtime::RunThreadRanks(ranks, [&](runtime::Communicator& comm) -> absl::Status {
       HS_ASSIGN_OR_RETURN(auto ex, runtime::Executor::Create(g, plan, comm, runtime::ExecutorOptions{}));
       for (int i = 0; i <= f.repeats; ++i) {
         HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(i));
         HS_ASSIGN_OR_RETURN(runtime::StepMetrics m, ex->Step(batch));
-        if (i > 0) steps.push_back(m.ranks.at(0).compute_s);  // step 0 warms up
+        // Step 0 warms up. Rank 0 runs the whole step (forward, backward, update); with a
+        // replicated loss the others have no gradient to run backward on.
+        if (i > 0 && comm.rank() == 0) steps.push_back(m.ranks.at(0).compute_s);
       }
       return absl::OkStatus();
     }));
     const double kernels = total_s + times.optimizer_s;
     calibration = Median(steps) / kernels;
-    fmt::print(stderr, "profile: the executor computes a step in {:.3f} ms, {:.2f}x its kernels' medians; rates scaled by that\n",
-               Median(steps) * 1e3, calibration);
+    fmt::print(stderr, "profile: the executor computes a step in {:.3f} ms on {} ranks, {:.2f}x its kernels' medians; rates scaled by that\n",
+               Median(steps) * 1e3, ranks, calibration);
     host.flops_per_s /= calibration;
     host.bytes_per_s /= calibration;
   }
