@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -59,6 +60,60 @@ double IdealStepTime(const ir::Graph& g, const costmodel::Cluster& c) {
 
 nlohmann::json Num(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); }
 
+// DIR/speedup.{png,svg} with gnuplot: per plan, predicted and measured step time side by side,
+// each labelled with its speedup over `reference` (whose times are dp_pred / dp_meas). False
+// when gnuplot is not installed.
+absl::StatusOr<bool> Plot(const std::string& dir, const std::vector<Entry>& entries, const std::string& title,
+                          bool simulated, double dp_pred, double dp_meas, const std::string& reference) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return false;
+  {
+    std::ofstream dat(dir + "/speedup.dat", std::ios::binary | std::ios::trunc);
+    dat << "# plan predicted_ms measured_ms predicted_speedup_vs_dp_ev measured_speedup_vs_dp_ev\n";
+    for (const Entry& e : entries) {
+      if (!e.feasible) continue;
+      auto num = [](double x) { return std::isfinite(x) ? fmt::format("{:.6g}", x) : std::string("?"); };
+      dat << fmt::format("\"{}\" {} {} {} {}\n", e.name, num(e.predicted * 1e3), num(e.measured * 1e3),
+                         num(dp_pred / e.predicted), num(dp_meas / e.measured));
+    }
+    if (!dat) return absl::InvalidArgumentError(StrCat("--out '", dir, "': cannot write speedup.dat"));
+  }
+  std::string quoted_title = title;
+  for (char& c : quoted_title) {
+    if (c == '"') c = '\'';
+  }
+  std::ostringstream gp;
+  gp << "set datafile missing '?'\n"
+     << "set style data histograms\nset style histogram clustered gap 1\n"
+     << "set style fill solid 0.9 border -1\nset boxwidth 0.9\n"
+     << "set grid ytics\nset yrange [0:*]\nset key top right\nset offsets 0, 0, graph 0.12, 0\n"
+     << "set ylabel 'step time (ms)'\n"
+     << "set title \"" << quoted_title << "\\n"
+     << (simulated ? "predicted by the cost model (not run)" : "predicted vs measured on emulated CPU ranks")
+     << "; labels: speedup over " << reference << "\" noenhanced\n";
+  const std::string data = "'" + dir + "/speedup.dat'";
+  std::string plot = "plot " + data + " using 2:xtic(1) title 'predicted' lc rgb '#9ecae1', " + data + " using ($0" +
+                     (simulated ? "" : "-0.17") + "):2:(sprintf('%.2fx', $4)) with labels offset 0,0.8 notitle";
+  if (!simulated) {
+    plot += ", " + data + " using 3 title 'measured (emulated)' lc rgb '#2b6ca3', " + data +
+            " using ($0+0.17):3:(sprintf('%.2fx', $5)) with labels offset 0,0.8 notitle";
+  }
+  gp << "set terminal pngcairo size 1000,560 font 'DejaVu Sans,11'\nset output '" << dir << "/speedup.png'\n"
+     << plot << "\n"
+     << "set terminal svg size 1000,560 font 'DejaVu Sans,11' dynamic\nset output '" << dir << "/speedup.svg'\n"
+     << plot << "\n";
+  const std::string script = dir + "/speedup.gp";
+  {
+    std::ofstream out(script, std::ios::binary | std::ios::trunc);
+    out << gp.str();
+    if (!out) return absl::InvalidArgumentError(StrCat("--out '", dir, "': cannot write speedup.gp"));
+  }
+  const std::string cmd = StrCat("gnuplot '", script, "' 2>'", dir, "/gnuplot.log'");
+  if (std::system(cmd.c_str()) != 0) {
+    return absl::InternalError(StrCat("gnuplot failed on ", script, "; see ", dir, "/gnuplot.log"));
+  }
+  return true;
+}
+
 absl::Status RunBench(const BenchFlags& f) {
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
@@ -71,6 +126,12 @@ absl::Status RunBench(const BenchFlags& f) {
     return absl::InvalidArgumentError(StrCat("--steps ", f.steps, " --warmup ", f.warmup, "; expected steps >= 1, warmup >= 0"));
   }
   if (f.time_limit <= 0) return absl::InvalidArgumentError(StrCat("--time-limit ", f.time_limit, "; expected seconds > 0"));
+  if (!f.simulate && !UnderMpiLauncher() && cluster.size() > 32) {
+    return absl::InvalidArgumentError(StrCat("--cluster '", f.cluster, "' has ", cluster.size(),
+                                             " devices: running it takes as many ranks, more than thread ranks on one host "
+                                             "should emulate; add --simulate for the cost model's answer, or run under "
+                                             "mpirun with ", cluster.size(), " processes"));
+  }
   std::vector<std::string> names = {"synthesized"};
   const std::vector<std::string> known = synth::BaselineNames();
   for (const std::string& b : std::vector<std::string>(absl::StrSplit(f.baselines, ',', absl::SkipEmpty()))) {
@@ -216,18 +277,28 @@ absl::Status RunBench(const BenchFlags& f) {
                     f.simulate ? "**predicted** by the cost model (not run)"
                                : fmt::format("measured over {} steps after {} warm-up on **emulated** CPU ranks", f.steps, f.warmup),
                     Ms(ideal));
-  md << "| plan | predicted ms | measured ms | error | speedup vs dp-ev (pred / meas) | vs best baseline (pred / meas) | efficiency (meas) |\n";
-  md << "|---|---:|---:|---:|---:|---:|---:|\n";
+  if (f.simulate) {
+    md << "| plan | predicted ms | speedup vs dp-ev | vs best baseline | efficiency |\n|---|---:|---:|---:|---:|\n";
+  } else {
+    md << "| plan | predicted ms | measured ms | error | speedup vs dp-ev (pred / meas) | vs best baseline (pred / meas) | "
+          "efficiency (pred / meas) |\n|---|---:|---:|---:|---:|---:|---:|\n";
+  }
   for (const Entry& e : entries) {
     if (!e.feasible) {
-      md << fmt::format("| {} | infeasible | | | | | |\n", e.name);
+      md << fmt::format("| {} | infeasible |{}\n", e.name, f.simulate ? " | | |" : " | | | | |");
       continue;
     }
     auto x = [](double v) { return std::isfinite(v) ? fmt::format("{:.2f}x", v) : std::string("—"); };
+    if (f.simulate) {
+      md << fmt::format("| {} | {} | {} | {} | {:.1f}% |\n", e.name, Ms(e.predicted), x(dp_pred / e.predicted),
+                        x(best_pred / e.predicted), 100 * ideal / e.predicted);
+      continue;
+    }
     const double err = e.predicted / e.measured - 1;
-    md << fmt::format("| {} | {} | {} | {} | {} / {} | {} / {} | {} |\n", e.name, Ms(e.predicted), Ms(e.measured),
+    md << fmt::format("| {} | {} | {} | {} | {} / {} | {} / {} | {:.0f}% / {} |\n", e.name, Ms(e.predicted), Ms(e.measured),
                       std::isfinite(err) ? fmt::format("{:+.0f}%", 100 * err) : "—", x(dp_pred / e.predicted),
                       x(dp_meas / e.measured), x(best_pred / e.predicted), x(best_meas / e.measured),
+                      100 * ideal / e.predicted,
                       std::isfinite(e.measured) ? fmt::format("{:.0f}%", 100 * ideal / e.measured) : "—");
   }
   for (const Entry& e : entries) {
@@ -239,7 +310,15 @@ absl::Status RunBench(const BenchFlags& f) {
     if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write results.md"));
   }
   fmt::print("{}\n", md.str());
-  fmt::print("wrote {0}/results.json, {0}/results.md, plans{1} to {0}/\n", f.out, f.simulate ? "" : " and Chrome traces");
+  // Bars are labelled with the speedup over dp-ev, or over the best baseline when dp-ev does not fit.
+  const bool over_dp = std::isfinite(dp_pred);
+  HS_ASSIGN_OR_RETURN(const bool plotted,
+                      Plot(f.out, entries, StrCat(spec.name, " (batch ", spec.batch, ") on ", cluster.name), f.simulate,
+                           over_dp ? dp_pred : best_pred, over_dp ? dp_meas : best_meas,
+                           over_dp ? "dp-ev" : "the best baseline (dp-ev does not fit)"));
+  fmt::print("wrote {0}/results.json, {0}/results.md{1}, plans{2} to {0}/\n", f.out,
+             plotted ? ", speedup.png, speedup.svg" : "", f.simulate ? "" : " and Chrome traces");
+  if (!plotted) fmt::print("gnuplot not found: no plots (scripts/install-deps installs gnuplot-nox)\n");
   return absl::OkStatus();
 }
 
