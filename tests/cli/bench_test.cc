@@ -1,0 +1,114 @@
+// `hetsynth bench` end to end: measured and simulated results (JSON fields, table, plans,
+// traces, plots), and bad input exiting 2 with one line.
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct Result {
+  int code;
+  std::string output;  // stdout and stderr together
+};
+
+Result Hetsynth(const std::string& args) {
+  const std::string cmd = std::string(HETSYNTH_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string Dir(const std::string& name) { return ::testing::TempDir() + "/bench_test_" + name; }
+const std::string kClusters = std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/";
+bool HaveGnuplot() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
+
+nlohmann::json Load(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+TEST(CliBench, MeasuresPlanAndBaselineOnEmulatedRanks) {
+  const std::string out = Dir("measured");
+  std::filesystem::remove_all(out);
+  const Result r = Hetsynth("bench --model mlp --small --cluster " + kClusters + "mixed-4.json --baselines dp-ev,tp-even " +
+                            "--steps 2 --warmup 1 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("emulated"), std::string::npos) << r.output;
+  const nlohmann::json j = Load(out + "/results.json");
+  EXPECT_EQ(j["simulated"], false);
+  ASSERT_EQ(j["plans"].size(), 3u);
+  EXPECT_GT(j["ideal_step_time_s"].get<double>(), 0);
+  for (const auto& p : j["plans"]) {
+    const std::string name = p["plan"];
+    ASSERT_TRUE(p["feasible"].get<bool>()) << name;
+    EXPECT_GT(p["predicted_step_time_s"].get<double>(), 0) << name;
+    EXPECT_GT(p["measured_step_time_s"].get<double>(), 0) << name;
+    EXPECT_TRUE(std::isfinite(p["measured_speedup_vs_dp_ev"].get<double>())) << name;
+    EXPECT_TRUE(std::isfinite(p["prediction_error"].get<double>())) << name;
+    EXPECT_GT(p["efficiency_measured"].get<double>(), 0) << name;
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + name + ".plan.json")) << name;
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + name + ".trace.json")) << name;
+  }
+  EXPECT_DOUBLE_EQ(j["plans"][1]["measured_speedup_vs_dp_ev"].get<double>(), 1.0);  // dp-ev itself
+  EXPECT_TRUE(std::filesystem::exists(out + "/results.md"));
+  if (HaveGnuplot()) {
+    EXPECT_GT(std::filesystem::file_size(out + "/speedup.png"), 1000u);
+    EXPECT_GT(std::filesystem::file_size(out + "/speedup.svg"), 1000u);
+  }
+  // A plan written by bench runs with train --plan.
+  const Result t = Hetsynth("train --plan " + out + "/synthesized.plan.json --steps 1 --quiet");
+  EXPECT_EQ(t.code, 0) << t.output;
+}
+
+TEST(CliBench, SimulatesTheReferenceCluster) {
+  const std::string out = Dir("simulated");
+  std::filesystem::remove_all(out);
+  const Result r = Hetsynth("bench --simulate --model gpt --small --batch 256 --cluster " + kClusters +
+                            "reference-64.json --out " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("predicted"), std::string::npos) << r.output;
+  const nlohmann::json j = Load(out + "/results.json");
+  EXPECT_EQ(j["simulated"], true);
+  EXPECT_EQ(j["devices"], 64);
+  ASSERT_EQ(j["plans"].size(), 5u);
+  for (const auto& p : j["plans"]) {
+    if (!p["feasible"].get<bool>()) continue;
+    EXPECT_TRUE(p["measured_step_time_s"].is_null()) << p.dump();
+    EXPECT_GT(p["predicted_speedup_vs_dp_ev"].get<double>(), 0) << p.dump();
+  }
+  // Never slower than the best baseline (synthesis keeps re-optimized baselines).
+  EXPECT_GE(j["plans"][0]["predicted_speedup_vs_best_baseline"].get<double>(), 1.0 - 1e-9);
+  EXPECT_FALSE(std::filesystem::exists(out + "/synthesized.trace.json"));
+}
+
+TEST(CliBench, BadInputExitsTwoWithOneLine) {
+  const std::string mixed = " --cluster " + kClusters + "mixed-4.json --out " + Dir("bad");
+  for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"bench --model mlp --small" + mixed + " --baselines dp-ev,nosuch", "unknown baseline 'nosuch'"},
+           {"bench --model mlp --small" + mixed + " --backend cuda", "--backend cuda"},
+           {"bench --model mlp --small" + mixed + " --steps 0", "--steps 0"},
+           {"bench --model mlp --small --cluster " + kClusters + "reference-64.json --out " + Dir("bad"), "--simulate"},
+           {"bench --model mlp --small --cluster /nonexistent.json --out " + Dir("bad"), "/nonexistent.json"},
+           {"bench --model nosuch" + mixed, "unknown model 'nosuch'"},
+       }) {
+    const Result r = Hetsynth(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
+    size_t errors = 0;
+    for (size_t at = r.output.find("error:"); at != std::string::npos; at = r.output.find("error:", at + 1)) ++errors;
+    EXPECT_EQ(errors, 1u) << args << "\n" << r.output;
+  }
+}
+
+}  // namespace
