@@ -10,8 +10,8 @@
 int main(int argc, char** argv) {
   CLI::App app{
       "hetsynth — training programs for mixed GPU clusters.\n"
-      "List models, train one on a CPU device, synthesize a plan for a cluster, explain and check plans,\n"
-      "profile this host as a cluster file."};
+      "List models, train on one CPU device, synthesize a plan for a cluster, explain and check plans,\n"
+      "run plans across ranks, profile this host as a cluster file, benchmark plans against baselines."};
   app.name("hetsynth");
   app.require_subcommand(1);
   app.set_version_flag("--version", "hetsynth 0.1.0");
