@@ -11,23 +11,13 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/run_hetsynth.h"
+
 namespace {
 
-struct Result {
-  int code;
-  std::string output;  // stdout and stderr together
-};
-
-Result Hetsynth(const std::string& args) {
-  const std::string cmd = std::string(HETSYNTH_BIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using hetsynth::cli_testing::ExpectError;
+using hetsynth::cli_testing::Hetsynth;
+using hetsynth::cli_testing::Result;
 
 std::string Dir(const std::string& name) { return ::testing::TempDir() + "/bench_test_" + name; }
 const std::string kClusters = std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/";
@@ -102,12 +92,7 @@ TEST(CliBench, BadInputExitsTwoWithOneLine) {
            {"bench --model mlp --small --cluster /nonexistent.json --out " + Dir("bad"), "/nonexistent.json"},
            {"bench --model nosuch" + mixed, "unknown model 'nosuch'"},
        }) {
-    const Result r = Hetsynth(args);
-    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
-    EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
-    size_t errors = 0;
-    for (size_t at = r.output.find("error:"); at != std::string::npos; at = r.output.find("error:", at + 1)) ++errors;
-    EXPECT_EQ(errors, 1u) << args << "\n" << r.output;
+    ExpectError(args, needle);
   }
 }
 

@@ -9,35 +9,13 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/run_hetsynth.h"
+
 namespace {
 
-struct Result {
-  int code;
-  std::string output;  // stdout and stderr together
-};
-
-Result Hetsynth(const std::string& args) {
-  const std::string cmd = std::string(HETSYNTH_BIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-void ExpectError(const std::string& args, const std::string& needle) {
-  const Result r = Hetsynth(args);
-  EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
-  EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
-  // One error line, last (progress lines may precede it), no crash trace.
-  size_t errors = 0;
-  for (size_t at = r.output.find("error:"); at != std::string::npos; at = r.output.find("error:", at + 1)) ++errors;
-  EXPECT_EQ(errors, 1u) << args << "\n" << r.output;
-  const size_t last = r.output.rfind('\n', r.output.size() - 2);
-  EXPECT_EQ(r.output.compare(last == std::string::npos ? 0 : last + 1, 16, "hetsynth: error:"), 0) << r.output;
-}
+using hetsynth::cli_testing::ExpectError;
+using hetsynth::cli_testing::Hetsynth;
+using hetsynth::cli_testing::Result;
 
 std::string Tmp(const std::string& name) { return ::testing::TempDir() + "/" + name; }
 
