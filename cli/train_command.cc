@@ -53,7 +53,7 @@ absl::Status Train(const TrainOptions& o) {
   if (!o.load.empty()) HS_RETURN_IF_ERROR(trainer->Load(o.load));
 
   const int64_t first = trainer->step();
-  fmt::print(stderr, "training {} on 1 CPU device: {} steps from step {}, {} lr {:g}, {}\n",
+  if (!o.quiet) fmt::print(stderr, "training {} on 1 CPU device: {} steps from step {}, {} lr {:g}, {}\n",
              spec.ToString(), o.steps, first, o.optimizer, cfg.lr, data.description());
   const bool tty = isatty(STDERR_FILENO) != 0;
   const int64_t every = std::max<int64_t>(1, o.steps / 10);
