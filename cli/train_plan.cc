@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <stdexcept>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -47,6 +47,15 @@ int SizeFromLauncher() {
 
 std::string Ms(double s) { return fmt::format("{:.2f} ms", s * 1e3); }
 
+// The plan needs one rank per device; `ranks` is what this run has.
+absl::Status RankCountError(const std::string& plan_path, const instr::Plan& plan, int ranks, bool mpi) {
+  std::string names;
+  for (const std::string& d : plan.devices) names += (names.empty() ? "" : ", ") + d;
+  return absl::InvalidArgumentError(StrCat("plan '", plan_path, "' is for ", plan.devices.size(), " devices (", names,
+                                           ") but ", mpi ? "the MPI launcher started " : "--ranks asks for ", ranks,
+                                           mpi ? " processes" : " ranks", "; run one rank per device"));
+}
+
 struct Mean {
   double sum = 0;
   int n = 0;
@@ -54,8 +63,8 @@ struct Mean {
   double get() const { return n > 0 ? sum / n : 0; }
 };
 
-// Test hook: HETSYNTH_TEST_KILL_RANK=R[:STEP] makes rank R die in the middle of step STEP (default 2),
-// after its first collective — a rank that crashes or is killed mid-step.
+// Test hook: HETSYNTH_TEST_KILL_RANK=R[:STEP] makes rank R die as step STEP (default 2) starts,
+// while the other ranks are already inside it — a rank that crashes or is killed mid-step.
 void MaybeDie(int rank, int64_t step, bool mpi) {
   const char* spec = std::getenv("HETSYNTH_TEST_KILL_RANK");
   if (spec == nullptr) return;
@@ -67,7 +76,8 @@ void MaybeDie(int rank, int64_t step, bool mpi) {
   throw std::runtime_error("killed by HETSYNTH_TEST_KILL_RANK");
 }
 
-std::string EventsJson(const std::vector<runtime::TraceEvent>& events) {
+// One line per event: rank, category, name, start, duration, tab-separated.
+std::string EventsText(const std::vector<runtime::TraceEvent>& events) {
   std::string out;
   for (const runtime::TraceEvent& e : events) {
     out += fmt::format("{}\t{}\t{}\t{:.9f}\t{:.9f}\n", e.rank, e.category, e.name, e.start_s, e.duration_s);
@@ -93,7 +103,7 @@ std::vector<runtime::TraceEvent> ParseEvents(const std::string& text) {
 // Every rank's events at every rank: text carried as one float per byte.
 absl::StatusOr<std::vector<runtime::TraceEvent>> GatherEvents(runtime::Communicator& comm,
                                                               const std::vector<runtime::TraceEvent>& mine) {
-  const std::string text = EventsJson(mine);
+  const std::string text = EventsText(mine);
   const float size[2] = {static_cast<float>(text.size() >> 20), static_cast<float>(text.size() & 0xfffff)};
   std::vector<float> sizes(2 * static_cast<size_t>(comm.size()));
   HS_RETURN_IF_ERROR(comm.AllGatherV(size, sizes.data(), std::vector<int64_t>(static_cast<size_t>(comm.size()), 2),
@@ -134,13 +144,7 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     }
     ranks = mpi_comm->size();
   }
-  if (static_cast<size_t>(ranks) != n_dev) {
-    std::string names;
-    for (const std::string& d : plan.devices) names += (names.empty() ? "" : ", ") + d;
-    return absl::InvalidArgumentError(StrCat("plan '", p.plan_path, "' is for ", n_dev, " devices (", names, ") but ",
-                                             mpi ? "the MPI launcher started " : "--ranks asks for ", ranks,
-                                             mpi ? " processes" : " ranks", "; run one rank per device"));
-  }
+  if (static_cast<size_t>(ranks) != n_dev) return RankCountError(p.plan_path, plan, ranks, mpi);
 
   std::mutex mu;
   std::vector<runtime::TraceEvent> events;
@@ -256,11 +260,7 @@ absl::Status TrainPlan(const TrainOptions& o) {
   p.trace = o.trace;
   const int ranks = LaunchedByMpi() ? SizeFromLauncher() : o.ranks_given ? o.ranks : static_cast<int>(n_dev);
   if (ranks > 0 && static_cast<size_t>(ranks) != n_dev) {  // RunPlan checks again with the communicator
-    std::string names;
-    for (const std::string& d : plan.devices) names += (names.empty() ? "" : ", ") + d;
-    return absl::InvalidArgumentError(StrCat(where, " is for ", n_dev, " devices (", names, ") but ",
-                                             LaunchedByMpi() ? "the MPI launcher started " : "--ranks asks for ", ranks,
-                                             LaunchedByMpi() ? " processes" : " ranks", "; run one rank per device"));
+    return RankCountError(o.plan, plan, ranks, LaunchedByMpi());
   }
   std::ofstream metrics;
   if (!o.metrics.empty() && lead) {
