@@ -3,61 +3,9 @@
 #include <algorithm>
 
 #include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/shard.h"
 
 namespace hetsynth::runtime {
-namespace {
-
-ir::Shape WithDim(ir::Shape s, int d, int64_t len) {
-  s[static_cast<size_t>(d)] = len;
-  return s;
-}
-
-// x seen as [outer, x.dim(d), inner].
-struct Around {
-  int64_t outer = 1, len = 1, inner = 1;
-};
-Around AroundDim(const ir::Shape& s, int d) {
-  Around a;
-  for (int i = 0; i < d; ++i) a.outer *= s[static_cast<size_t>(i)];
-  a.len = s[static_cast<size_t>(d)];
-  for (size_t i = static_cast<size_t>(d) + 1; i < s.size(); ++i) a.inner *= s[i];
-  return a;
-}
-
-// The slices of x along d by `lengths`, each made contiguous, concatenated in rank order.
-std::vector<float> PackAlong(const Tensor& x, int d, const std::vector<int64_t>& lengths) {
-  const Around a = AroundDim(x.shape, d);
-  std::vector<float> out(static_cast<size_t>(x.numel()));
-  float* dst = out.data();
-  int64_t off = 0;
-  for (int64_t len : lengths) {
-    for (int64_t o = 0; o < a.outer; ++o) {
-      const float* src = x.ptr() + (o * a.len + off) * a.inner;
-      dst = std::copy(src, src + len * a.inner, dst);
-    }
-    off += len;
-  }
-  return out;
-}
-
-// Inverse of PackAlong: a tensor of `shape` from its slices along d, concatenated in rank order.
-Tensor UnpackAlong(const float* packed, const ir::Shape& shape, int d, const std::vector<int64_t>& lengths) {
-  Tensor out(shape);
-  const Around a = AroundDim(shape, d);
-  const float* src = packed;
-  int64_t off = 0;
-  for (int64_t len : lengths) {
-    for (int64_t o = 0; o < a.outer; ++o) {
-      std::copy(src, src + len * a.inner, out.ptr() + (o * a.len + off) * a.inner);
-      src += len * a.inner;
-    }
-    off += len;
-  }
-  return out;
-}
-
-}  // namespace
-
 absl::StatusOr<Tensor> AllGatherAlong(Communicator& comm, const Tensor& piece, const ir::Shape& full, int d,
                                       const std::vector<int64_t>& lengths, CommImpl impl) {
   const Around a = AroundDim(full, d);

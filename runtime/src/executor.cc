@@ -38,11 +38,6 @@ double WallSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-ir::Shape WithDim(ir::Shape s, int d, int64_t len) {
-  s[static_cast<size_t>(d)] = len;
-  return s;
-}
-
 CommImpl ToComm(instr::CollImpl c) { return c == instr::CollImpl::kPadded ? CommImpl::kPadded : CommImpl::kGrouped; }
 
 void AddInto(Tensor& acc, const Tensor& x) {
@@ -118,6 +113,18 @@ struct Executor::Impl {
     const ir::Shape& full = g.value(p.tensor).shape;
     if (p.kind != PropKind::kGather) return full;
     return WithDim(full, p.dim, Lengths(p)[static_cast<size_t>(rank)]);
+  }
+
+  // This rank's piece of a whole tensor placed as `p`, and the whole tensor from the pieces
+  // (collective when p is a Gather).
+  Tensor PieceOf(const Property& p, Tensor whole) const {
+    if (p.kind != PropKind::kGather) return whole;
+    const std::vector<int64_t> len = Lengths(p);
+    return Slice(whole, p.dim, Offset(len, rank), len[static_cast<size_t>(rank)]);
+  }
+  absl::StatusOr<Tensor> WholeOf(const Property& p, const Tensor& piece) {
+    if (p.kind != PropKind::kGather) return piece;
+    return AllGatherAlong(comm, piece, g.value(p.tensor).shape, p.dim, Lengths(p), CommImpl::kGrouped);
   }
 
   absl::Status Prepare();
@@ -210,20 +217,6 @@ struct Executor::Impl {
       times.communication_s += dt;
     }
     return st;
-  }
-
-  // Collectives on tensor pieces (collectives.h).
-  absl::StatusOr<Tensor> AllGather(const Tensor& piece, const ir::Shape& full, int d,
-                                   const std::vector<int64_t>& lengths, CommImpl impl) {
-    return AllGatherAlong(comm, piece, full, d, lengths, impl);
-  }
-  absl::StatusOr<Tensor> ReduceScatter(const Tensor& whole, int d, const std::vector<int64_t>& lengths,
-                                       CommImpl impl) {
-    return ReduceScatterAlong(comm, whole, d, lengths, impl);
-  }
-  absl::StatusOr<Tensor> AllToAll(const Tensor& piece, const ir::Shape& full, int d, const std::vector<int64_t>& ld,
-                                  int d2, const std::vector<int64_t>& ld2) {
-    return AllToAllAlong(comm, piece, full, d, ld, d2, ld2);
   }
 
   void AddGrad(const Property& p, Tensor&& t) {
@@ -362,9 +355,7 @@ absl::Status Executor::Impl::Prepare() {
       if (in.kind == InstrKind::kPlaceParameter) {
         const ir::Value& v = g.value(in.tensor);
         param_prop[v.name] = in.post.at(0);
-        Tensor full = InitParameter(v, opt.seed);
-        params[v.name] = in.dim >= 0 ? Slice(full, in.dim, Offset(op.lengths, rank), op.lengths[static_cast<size_t>(rank)])
-                                     : std::move(full);
+        params[v.name] = PieceOf(param_prop[v.name], InitParameter(v, opt.seed));
       }
     }
     ops.push_back(std::move(op));
@@ -426,7 +417,7 @@ absl::Status Executor::Impl::Forward() {
         const Tensor& piece = vals.at(in.pre.at(0)).get();
         Slot s;
         HS_RETURN_IF_ERROR(Communicate(op.label, [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(s.value, AllGather(piece, op.full, in.dim, op.lengths, ToComm(in.impl)));
+          HS_ASSIGN_OR_RETURN(s.value, AllGatherAlong(comm, piece, op.full, in.dim, op.lengths, ToComm(in.impl)));
           return absl::OkStatus();
         }));
         vals[in.post.at(0)] = std::move(s);
@@ -436,7 +427,7 @@ absl::Status Executor::Impl::Forward() {
         const Tensor& whole = vals.at(in.pre.at(0)).get();
         Slot s;
         HS_RETURN_IF_ERROR(Communicate(op.label, [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(s.value, ReduceScatter(whole, in.dim, op.lengths, ToComm(in.impl)));
+          HS_ASSIGN_OR_RETURN(s.value, ReduceScatterAlong(comm, whole, in.dim, op.lengths, ToComm(in.impl)));
           return absl::OkStatus();
         }));
         vals[in.post.at(0)] = std::move(s);
@@ -453,7 +444,7 @@ absl::Status Executor::Impl::Forward() {
         const Tensor& piece = vals.at(in.pre.at(0)).get();
         Slot s;
         HS_RETURN_IF_ERROR(Communicate(op.label, [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(s.value, AllToAll(piece, op.full, in.dim, op.lengths, in.dim2, op.lengths2));
+          HS_ASSIGN_OR_RETURN(s.value, AllToAllAlong(comm, piece, op.full, in.dim, op.lengths, in.dim2, op.lengths2));
           return absl::OkStatus();
         }));
         vals[in.post.at(0)] = std::move(s);
@@ -529,7 +520,7 @@ absl::Status Executor::Impl::Backward(std::map<std::string, Tensor>* param_grads
         const Tensor grad = TakeGrad(in.post.at(0));
         Tensor piece;
         HS_RETURN_IF_ERROR(Communicate(StrCat("reduce_scatter(grad ", g.value(t).name, ")"), [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(piece, ReduceScatter(grad, in.dim, op.lengths, ToComm(in.impl)));
+          HS_ASSIGN_OR_RETURN(piece, ReduceScatterAlong(comm, grad, in.dim, op.lengths, ToComm(in.impl)));
           return absl::OkStatus();
         }));
         AddGrad(in.pre.at(0), std::move(piece));
@@ -540,7 +531,7 @@ absl::Status Executor::Impl::Backward(std::map<std::string, Tensor>* param_grads
         const Tensor grad = TakeGrad(in.post.at(0));
         Tensor whole;
         HS_RETURN_IF_ERROR(Communicate(StrCat("all_gather(grad ", g.value(t).name, ")"), [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(whole, AllGather(grad, op.full, in.dim, op.lengths, ToComm(in.impl)));
+          HS_ASSIGN_OR_RETURN(whole, AllGatherAlong(comm, grad, op.full, in.dim, op.lengths, ToComm(in.impl)));
           return absl::OkStatus();
         }));
         AddGrad(in.pre.at(0), std::move(whole));
@@ -559,7 +550,7 @@ absl::Status Executor::Impl::Backward(std::map<std::string, Tensor>* param_grads
         const Tensor grad = TakeGrad(in.post.at(0));
         Tensor piece;
         HS_RETURN_IF_ERROR(Communicate(StrCat("all_to_all(grad ", g.value(t).name, ")"), [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(piece, AllToAll(grad, op.full, in.dim2, op.lengths2, in.dim, op.lengths));
+          HS_ASSIGN_OR_RETURN(piece, AllToAllAlong(comm, grad, op.full, in.dim2, op.lengths2, in.dim, op.lengths));
           return absl::OkStatus();
         }));
         AddGrad(in.pre.at(0), std::move(piece));
@@ -667,12 +658,7 @@ absl::StatusOr<std::map<std::string, Tensor>> Executor::FullParameters() {
   Impl& m = *impl_;
   std::map<std::string, Tensor> out;
   for (const auto& [name, piece] : m.params) {
-    const Property& p = m.param_prop.at(name);
-    if (p.kind != PropKind::kGather) {
-      out[name] = piece;
-      continue;
-    }
-    HS_ASSIGN_OR_RETURN(out[name], m.AllGather(piece, m.g.value(p.tensor).shape, p.dim, m.Lengths(p), CommImpl::kGrouped));
+    HS_ASSIGN_OR_RETURN(out[name], m.WholeOf(m.param_prop.at(name), piece));
   }
   return out;
 }
@@ -681,13 +667,8 @@ absl::Status Executor::Save(const std::string& path, const std::string& model) {
   Impl& m = *impl_;
   HS_ASSIGN_OR_RETURN(auto params, FullParameters());
   std::map<std::string, Tensor> state;
-  for (auto& [key, piece] : m.optimizer.StateTensors()) {
-    const Property& p = m.param_prop.at(ParamOfState(key));
-    if (p.kind != PropKind::kGather) {
-      state[key] = std::move(piece);
-      continue;
-    }
-    HS_ASSIGN_OR_RETURN(state[key], m.AllGather(piece, m.g.value(p.tensor).shape, p.dim, m.Lengths(p), CommImpl::kGrouped));
+  for (const auto& [key, piece] : m.optimizer.StateTensors()) {
+    HS_ASSIGN_OR_RETURN(state[key], m.WholeOf(m.param_prop.at(ParamOfState(key)), piece));
   }
   // Rank 0 writes; every rank learns whether it worked.
   absl::Status st;
@@ -707,15 +688,9 @@ absl::Status Executor::Load(const std::string& path) {
   std::map<std::string, ir::Shape> shapes;
   for (const auto& [name, p] : m.param_prop) shapes[name] = m.g.value(p.tensor).shape;
   HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, shapes, m.optimizer.config().kind));
-  auto piece = [&](const std::string& name, const Tensor& full) {
-    const Property& p = m.param_prop.at(name);
-    if (p.kind != PropKind::kGather) return full;
-    const std::vector<int64_t> len = m.Lengths(p);
-    return Slice(full, p.dim, Offset(len, m.rank), len[static_cast<size_t>(m.rank)]);
-  };
-  for (auto& [name, t] : m.params) t = piece(name, ck.params.at(name));
+  for (auto& [name, t] : m.params) t = m.PieceOf(m.param_prop.at(name), std::move(ck.params.at(name)));
   std::map<std::string, Tensor> state;
-  for (const auto& [key, full] : ck.state) state[key] = piece(ParamOfState(key), full);
+  for (auto& [key, whole] : ck.state) state[key] = m.PieceOf(m.param_prop.at(ParamOfState(key)), std::move(whole));
   m.optimizer.RestoreState(std::move(state), ck.step);
   return absl::OkStatus();
 }

@@ -5,14 +5,13 @@
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime {
-namespace {
 
-// A tensor seen as [outer, dim, inner] around one dim.
-struct Around {
-  int64_t outer = 1, len = 1, inner = 1;
-};
+ir::Shape WithDim(ir::Shape s, int dim, int64_t len) {
+  s[static_cast<size_t>(dim)] = len;
+  return s;
+}
 
-Around Split(const ir::Shape& s, int dim) {
+Around AroundDim(const ir::Shape& s, int dim) {
   Around a;
   for (int i = 0; i < dim; ++i) a.outer *= s[static_cast<size_t>(i)];
   a.len = s[static_cast<size_t>(dim)];
@@ -20,7 +19,35 @@ Around Split(const ir::Shape& s, int dim) {
   return a;
 }
 
-}  // namespace
+std::vector<float> PackAlong(const Tensor& x, int d, const std::vector<int64_t>& lengths) {
+  const Around a = AroundDim(x.shape, d);
+  std::vector<float> out(static_cast<size_t>(x.numel()));
+  float* dst = out.data();
+  int64_t off = 0;
+  for (int64_t len : lengths) {
+    for (int64_t o = 0; o < a.outer; ++o) {
+      const float* src = x.ptr() + (o * a.len + off) * a.inner;
+      dst = std::copy(src, src + len * a.inner, dst);
+    }
+    off += len;
+  }
+  return out;
+}
+
+Tensor UnpackAlong(const float* packed, const ir::Shape& shape, int d, const std::vector<int64_t>& lengths) {
+  Tensor out(shape);
+  const Around a = AroundDim(shape, d);
+  const float* src = packed;
+  int64_t off = 0;
+  for (int64_t len : lengths) {
+    for (int64_t o = 0; o < a.outer; ++o) {
+      std::copy(src, src + len * a.inner, out.ptr() + (o * a.len + off) * a.inner);
+      src += len * a.inner;
+    }
+    off += len;
+  }
+  return out;
+}
 
 int64_t Offset(const std::vector<int64_t>& lengths, int rank) {
   int64_t off = 0;
@@ -34,7 +61,7 @@ Tensor Slice(const Tensor& x, int dim, int64_t start, int64_t length) {
   ir::Shape shape = x.shape;
   shape[static_cast<size_t>(dim)] = length;
   Tensor out(shape);
-  const Around a = Split(x.shape, dim);
+  const Around a = AroundDim(x.shape, dim);
   for (int64_t o = 0; o < a.outer; ++o) {
     const float* src = x.ptr() + (o * a.len + start) * a.inner;
     std::copy(src, src + length * a.inner, out.ptr() + o * length * a.inner);
@@ -43,7 +70,7 @@ Tensor Slice(const Tensor& x, int dim, int64_t start, int64_t length) {
 }
 
 void Place(const Tensor& part, int dim, int64_t start, Tensor& full) {
-  const Around a = Split(full.shape, dim);
+  const Around a = AroundDim(full.shape, dim);
   const int64_t length = part.dim(dim);
   HS_CHECK(start >= 0 && start + length <= a.len && part.numel() == a.outer * length * a.inner,
            StrCat("place ", ir::ShapeString(part.shape), " at ", start, " of dim ", dim, " in ", ir::ShapeString(full.shape)));

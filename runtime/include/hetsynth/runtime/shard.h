@@ -12,6 +12,21 @@
 
 namespace hetsynth::runtime {
 
+// `s` with dim's size set to `len`.
+ir::Shape WithDim(ir::Shape s, int dim, int64_t len);
+
+// A shape seen as [outer, s[dim], inner] around one dim.
+struct Around {
+  int64_t outer = 1, len = 1, inner = 1;
+};
+Around AroundDim(const ir::Shape& s, int dim);
+
+// The slices of x along dim by `lengths`, each made contiguous, concatenated in rank order (the
+// flat layout the communicators' v-collectives use).
+std::vector<float> PackAlong(const Tensor& x, int dim, const std::vector<int64_t>& lengths);
+// Inverse of PackAlong: a tensor of `shape` from its slices along dim, concatenated in rank order.
+Tensor UnpackAlong(const float* packed, const ir::Shape& shape, int dim, const std::vector<int64_t>& lengths);
+
 // Σ lengths[0..rank).
 int64_t Offset(const std::vector<int64_t>& lengths, int rank);
 
