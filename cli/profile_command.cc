@@ -26,7 +26,6 @@
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/executor.h"
-#include "hetsynth/runtime/kernels.h"
 #include "hetsynth/runtime/trainer.h"
 
 namespace hetsynth::cli {
@@ -79,97 +78,31 @@ struct NodeTimes {
   double optimizer_s = 0;        // median Adam update of every parameter (the cost model's optimizer term)
 };
 
-// Runs 1 warm-up + `repeats` timed training steps' worth of kernels on this thread exactly as
-// runtime::Trainer does (forward in order, backward in reverse, tensors freed as soon as nothing
-// reads them), timing each kernel call by this thread's CPU time. Parameters are not updated:
-// kernel times do not depend on the values.
+// Runs 1 warm-up + `repeats` timed training steps of runtime::Trainer on this thread, timing
+// each node's forward + backward kernel calls (Trainer::SetKernelTimer: thread CPU time) and the
+// Adam update of every parameter, and takes medians over the timed steps.
 absl::StatusOr<NodeTimes> TimeKernels(const ir::ModelSpec& spec, const ir::Graph& g, int repeats) {
   HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, /*seed=*/0));
-  const auto& vals = g.values();
-  const size_t num_nodes = g.nodes().size();
-  std::map<std::string, runtime::Tensor> params;
-  for (ir::ValueId p : g.parameters()) params[vals[p].name] = runtime::InitParameter(vals[p], 0);
-  std::vector<bool> needs_grad(vals.size(), false);
-  for (ir::ValueId p : g.parameters()) needs_grad[p] = true;
-  for (const ir::Node& n : g.nodes()) {
-    for (size_t i = 0; i < n.inputs.size(); ++i) {
-      if (needs_grad[n.inputs[i]] && runtime::Differentiable(n.kind, i)) needs_grad[n.output] = true;
-    }
-  }
-  std::vector<std::vector<double>> samples(num_nodes);
-  std::vector<double> optimizer_samples;
+  HS_ASSIGN_OR_RETURN(auto trainer, runtime::Trainer::Create(g, runtime::OptimizerConfig{}, /*seed=*/0));
   runtime::Optimizer optimizer(runtime::OptimizerConfig{});  // Adam, the default
+  const size_t num_nodes = g.nodes().size();
+  std::vector<double> t(num_nodes, 0.0);
   NodeTimes result;
   result.backward.assign(num_nodes, false);
+  trainer->SetKernelTimer([&](ir::NodeId node, bool backward, double seconds) {
+    t[static_cast<size_t>(node)] += seconds;
+    if (backward) result.backward[static_cast<size_t>(node)] = true;
+  });
+  std::vector<std::vector<double>> samples(num_nodes);
+  std::vector<double> optimizer_samples;
   for (int step = 0; step <= repeats; ++step) {  // step 0 warms up
     HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(step));
-    HS_RETURN_IF_ERROR(runtime::ValidateBatch(g, batch, "synthetic batch"));
-    runtime::KernelContext ctx;
-    ctx.step = step;
-    std::vector<runtime::Tensor> values(vals.size());
-    std::vector<runtime::SavedState> saved(num_nodes);
-    std::vector<double> t(num_nodes, 0.0);
-    for (size_t v = 0; v < vals.size(); ++v) {
-      if (vals[v].kind == ir::ValueKind::kInput) values[v] = batch.at(vals[v].name);
-    }
-    auto value = [&](ir::ValueId v) -> const runtime::Tensor& {
-      return vals[v].kind == ir::ValueKind::kParameter ? params.at(vals[v].name) : values[v];
-    };
-    std::vector<const runtime::Tensor*> in;
-    for (size_t n = 0; n < num_nodes; ++n) {
-      const ir::Node& node = g.nodes()[n];
-      in.clear();
-      for (ir::ValueId v : node.inputs) in.push_back(&value(v));
-      runtime::Tensor out(vals[node.output].shape);
-      const double t0 = ThreadCpuSeconds();
-      runtime::Forward(node, ctx, in, out, saved[n]);
-      t[n] += ThreadCpuSeconds() - t0;
-      values[node.output] = std::move(out);
-    }
-    std::vector<runtime::Tensor> grad(vals.size());
-    grad[g.loss()] = runtime::Tensor({}, 1.0f);
-    std::vector<runtime::Tensor> din_store;
-    std::vector<runtime::Tensor*> din;
-    for (size_t n = num_nodes; n-- > 0;) {
-      const ir::Node& node = g.nodes()[n];
-      const ir::ValueId out = node.output;
-      if (!grad[out].data.empty()) {
-        result.backward[n] = true;
-        in.clear();
-        din_store.clear();
-        din_store.reserve(node.inputs.size());
-        din.clear();
-        for (size_t i = 0; i < node.inputs.size(); ++i) {
-          const ir::ValueId v = node.inputs[i];
-          in.push_back(&value(v));
-          const bool want = needs_grad[v] && runtime::Differentiable(node.kind, i);
-          din_store.emplace_back(want ? value(v).shape : ir::Shape{});
-          din.push_back(want ? &din_store.back() : nullptr);
-        }
-        const double t0 = ThreadCpuSeconds();
-        runtime::Backward(node, ctx, in, values[out], grad[out], saved[n], din);
-        t[n] += ThreadCpuSeconds() - t0;
-        for (size_t i = 0; i < node.inputs.size(); ++i) {
-          if (!din[i]) continue;
-          runtime::Tensor& acc = grad[node.inputs[i]];
-          if (acc.data.empty()) {
-            acc = std::move(*din[i]);
-          } else {
-            for (int64_t e = 0; e < acc.numel(); ++e) acc.data[e] += din[i]->data[e];
-          }
-        }
-      }
-      grad[out] = runtime::Tensor();
-      values[out] = runtime::Tensor();
-      saved[n] = runtime::SavedState();
-    }
-    // The optimizer update, memory-bound work the cost model charges per parameter.
+    std::fill(t.begin(), t.end(), 0.0);
     std::map<std::string, runtime::Tensor> grads;
-    for (ir::ValueId p : g.parameters()) {
-      if (!grad[p].data.empty()) grads[vals[p].name] = std::move(grad[p]);
-    }
+    HS_RETURN_IF_ERROR(trainer->Gradients(batch, &grads).status());
+    // The optimizer update, memory-bound work the cost model charges per parameter.
     const double o0 = ThreadCpuSeconds();
-    optimizer.Step(params, grads);
+    optimizer.Step(trainer->parameters(), grads);
     const double opt_s = ThreadCpuSeconds() - o0;
     if (step > 0) {
       for (size_t n = 0; n < num_nodes; ++n) samples[n].push_back(t[n]);

@@ -1,5 +1,7 @@
 #include "hetsynth/runtime/trainer.h"
 
+#include <time.h>
+
 #include <cmath>
 #include <filesystem>
 
@@ -8,6 +10,15 @@
 #include "hetsynth/runtime/safetensors.h"
 
 namespace hetsynth::runtime {
+namespace {
+
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(ir::Graph graph, OptimizerConfig cfg,
                                                          uint64_t seed) {
@@ -43,7 +54,9 @@ absl::StatusOr<float> Trainer::Forward(const Batch& batch) {
     in.clear();
     for (ir::ValueId v : node.inputs) in.push_back(&value(v));
     Tensor out(vals[node.output].shape);
+    const double t0 = timer_ ? ThreadCpuSeconds() : 0;
     runtime::Forward(node, ctx_, in, out, saved_[n]);
+    if (timer_) timer_(static_cast<ir::NodeId>(n), false, ThreadCpuSeconds() - t0);
     values_[node.output] = std::move(out);
   }
   return values_[graph_.loss()].data.at(0);
@@ -74,7 +87,9 @@ void Trainer::Backward(std::map<std::string, Tensor>* grads) {
         din_store.emplace_back(want ? value(v).shape : ir::Shape{});
         din.push_back(want ? &din_store.back() : nullptr);
       }
+      const double t0 = timer_ ? ThreadCpuSeconds() : 0;
       runtime::Backward(node, ctx_, in, values_[out], g[out], saved_[n], din);
+      if (timer_) timer_(static_cast<ir::NodeId>(n), true, ThreadCpuSeconds() - t0);
       for (size_t i = 0; i < node.inputs.size(); ++i) {
         if (!din[i]) continue;
         Tensor& acc = g[node.inputs[i]];

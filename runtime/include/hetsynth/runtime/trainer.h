@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -40,6 +41,11 @@ class Trainer {
   // Forward only.
   absl::StatusOr<float> Loss(const Batch& batch);
 
+  // For profiling: called after every kernel call with its node, whether it was the backward,
+  // and the calling thread's CPU time it took (CLOCK_THREAD_CPUTIME_ID). Empty: no timing.
+  using KernelTimer = std::function<void(ir::NodeId node, bool backward, double cpu_seconds)>;
+  void SetKernelTimer(KernelTimer timer) { timer_ = std::move(timer); }
+
   const ir::Graph& graph() const { return graph_; }
   std::map<std::string, Tensor>& parameters() { return params_; }
   const Optimizer& optimizer() const { return optimizer_; }
@@ -66,6 +72,7 @@ class Trainer {
   std::vector<Tensor> values_;         // per value, during a step
   std::vector<SavedState> saved_;      // per node, during a step
   KernelContext ctx_;
+  KernelTimer timer_;
 };
 
 // "ckpt.safetensors" -> "ckpt.optim.safetensors"; other names get ".optim.safetensors".
