@@ -21,7 +21,6 @@
 // The slowest rank, not the median the executor settles collectives with, so skew shows.
 // MPI is never run here (thread ranks only), whether or not the build has it.
 #include <benchmark/benchmark.h>
-#include <time.h>
 
 #include <algorithm>
 #include <array>
@@ -38,6 +37,7 @@
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/comm.h"
+#include "hetsynth/runtime/cpu_time.h"
 
 namespace hetsynth::bench {
 namespace {
@@ -45,18 +45,13 @@ namespace {
 using runtime::CommImpl;
 using runtime::Communicator;
 using runtime::Tensor;
+using runtime::ThreadCpuSeconds;
 
 constexpr int kRanks = 4;
 // Seconds of manual time per benchmark. Wall time is several times the manual time (4 threads
 // on however few cores; at 64 KiB the ranks' wake-ups dominate), so these keep the whole suite
 // near 1 minute on 2 cores.
 double MinTime(int64_t bytes) { return bytes < (int64_t{1} << 20) ? 0.03 : 0.1; }
-
-double ThreadCpuSeconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
 
 double WallSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();

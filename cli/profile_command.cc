@@ -5,7 +5,6 @@
 // it takes, virtual clocks synchronized before it). docs/cluster-format.md, "Profiling this host".
 //
 //   hetsynth profile --model gpt --small --like examples/clusters/mixed-4.json -o emulated.json
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +23,7 @@
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/comm.h"
+#include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/executor.h"
 #include "hetsynth/runtime/trainer.h"
@@ -44,12 +44,6 @@ struct ProfileFlags {
   int repeats = 5;
   int64_t max_bytes = kDefaultMaxBytes;
 };
-
-double ThreadCpuSeconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
 
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -101,9 +95,9 @@ absl::StatusOr<NodeTimes> TimeKernels(const ir::ModelSpec& spec, const ir::Graph
     std::map<std::string, runtime::Tensor> grads;
     HS_RETURN_IF_ERROR(trainer->Gradients(batch, &grads).status());
     // The optimizer update, memory-bound work the cost model charges per parameter.
-    const double o0 = ThreadCpuSeconds();
+    const double o0 = runtime::ThreadCpuSeconds();
     optimizer.Step(trainer->parameters(), grads);
-    const double opt_s = ThreadCpuSeconds() - o0;
+    const double opt_s = runtime::ThreadCpuSeconds() - o0;
     if (step > 0) {
       for (size_t n = 0; n < num_nodes; ++n) samples[n].push_back(t[n]);
       optimizer_samples.push_back(opt_s);
@@ -153,22 +147,22 @@ absl::StatusOr<std::vector<CommSample>> TimeCollectives(int n, int repeats, int6
       runtime::Tensor piece({lengths[static_cast<size_t>(comm.rank())]}, 1.0f), whole(full, 1.0f);
       for (int rep = 0; rep <= repeats; ++rep) {
         HS_RETURN_IF_ERROR(comm.Barrier());
-        double t0 = ThreadCpuSeconds();
+        double t0 = runtime::ThreadCpuSeconds();
         HS_RETURN_IF_ERROR(runtime::AllGatherAlong(comm, piece, full, 0, lengths, runtime::CommImpl::kGrouped).status());
-        slot(s, 0, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+        slot(s, 0, rep, comm.rank()) = runtime::ThreadCpuSeconds() - t0;
         HS_RETURN_IF_ERROR(comm.Barrier());
-        t0 = ThreadCpuSeconds();
+        t0 = runtime::ThreadCpuSeconds();
         HS_RETURN_IF_ERROR(runtime::ReduceScatterAlong(comm, whole, 0, lengths, runtime::CommImpl::kGrouped).status());
-        slot(s, 1, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+        slot(s, 1, rep, comm.rank()) = runtime::ThreadCpuSeconds() - t0;
         HS_RETURN_IF_ERROR(comm.Barrier());
         runtime::Tensor data = whole;
-        t0 = ThreadCpuSeconds();
+        t0 = runtime::ThreadCpuSeconds();
         HS_RETURN_IF_ERROR(comm.AllReduce(data.ptr(), data.numel()));
-        slot(s, 2, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+        slot(s, 2, rep, comm.rank()) = runtime::ThreadCpuSeconds() - t0;
         HS_RETURN_IF_ERROR(comm.Barrier());
-        t0 = ThreadCpuSeconds();
+        t0 = runtime::ThreadCpuSeconds();
         HS_RETURN_IF_ERROR(runtime::AllGatherAlong(comm, piece, full, 0, lengths, runtime::CommImpl::kPadded).status());
-        slot(s, 3, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+        slot(s, 3, rep, comm.rank()) = runtime::ThreadCpuSeconds() - t0;
       }
     }
     return absl::OkStatus();

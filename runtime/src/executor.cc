@@ -1,7 +1,5 @@
 #include "hetsynth/runtime/executor.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -10,6 +8,7 @@
 
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/collectives.h"
+#include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/kernels.h"
 #include "hetsynth/runtime/shard.h"
 #include "hetsynth/runtime/trainer.h"
@@ -20,12 +19,6 @@ namespace {
 using instr::InstrKind;
 using instr::Property;
 using instr::PropKind;
-
-double ThreadCpuSeconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
 
 // Thread ranks take turns computing (emulated timing): kernels then run alone on a core, as on
 // their own device, instead of sharing caches and memory bandwidth with the other ranks.

@@ -1,24 +1,14 @@
 #include "hetsynth/runtime/trainer.h"
 
-#include <time.h>
-
 #include <cmath>
 #include <filesystem>
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/safetensors.h"
 
 namespace hetsynth::runtime {
-namespace {
-
-double ThreadCpuSeconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(ir::Graph graph, OptimizerConfig cfg,
                                                          uint64_t seed) {
