@@ -92,9 +92,20 @@ class Executor {
   // Events recorded so far on this rank (ExecutorOptions::trace).
   const std::vector<TraceEvent>& TraceEvents() const;
 
- private:
-  struct Impl;
+  // One rank's executor on some backend (runtime/src/executor_impl.h); Create makes the CPU one.
+  struct Impl {
+    virtual ~Impl() = default;
+    virtual absl::StatusOr<StepMetrics> Step(const Batch& batch) = 0;
+    virtual absl::StatusOr<std::map<std::string, Tensor>> FullParameters() = 0;
+    virtual absl::Status Save(const std::string& path, const std::string& model) = 0;
+    virtual absl::Status Load(const std::string& path) = 0;
+    virtual int64_t steps() const = 0;
+    virtual int rank_index() const = 0;
+    virtual const std::vector<TraceEvent>& trace_events() const = 0;
+  };
   explicit Executor(std::unique_ptr<Impl> impl);
+
+ private:
   std::unique_ptr<Impl> impl_;
 };
 
