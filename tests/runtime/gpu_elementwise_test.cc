@@ -1,4 +1,7 @@
 // GPU elementwise operators against the CPU kernels (gpu_op_check.h).
+#include <utility>
+#include <vector>
+
 #include "gpu/elementwise.h"
 #include "gpu_op_check.h"
 
@@ -9,10 +12,137 @@ template <class X>
 using GpuElementwiseTest = GpuOpTest<X>;
 TYPED_TEST_SUITE(GpuElementwiseTest, GpuExecutors);
 
+// (a, b) shape pairs for add and mul: same shape, b a suffix of a, b with size-1 dims (general
+// broadcast, including a's own size-1 dims and a scalar b), and a larger reduction.
+std::vector<std::pair<ir::Shape, ir::Shape>> BroadcastPairs() {
+  return {
+      {{5}, {5}},
+      {{3, 4, 7}, {3, 4, 7}},
+      {{2, 5, 6}, {6}},
+      {{2, 5, 6}, {5, 6}},
+      {{4, 3, 5}, {3, 1}},
+      {{4, 3, 5}, {4, 1, 5}},
+      {{2, 1, 3}, {1, 3}},
+      {{3, 1, 4}, {1, 4}},
+      {{5}, {1}},
+      {{1}, {1}},
+      {{3, 4}, {}},
+      {{2, 3, 4, 5}, {3, 1, 5}},
+      {{2, 1, 3, 1, 4}, {3, 1, 1}},
+      {{3, 2, 5, 4}, {1, 2, 1, 4}},
+      {{64, 33, 17}, {17}},
+      {{7, 9, 11}, {7, 1, 1}},
+  };
+}
+
 TYPED_TEST(GpuElementwiseTest, Relu) {
   using X = TypeParam;
   for (const ir::Shape& s : {ir::Shape{5}, ir::Shape{3, 4, 7}, ir::Shape{1}}) {
     ExpectMatchesCpu(this->x(), RandomCase(ir::OpKind::kRelu, {s}), &gpu::ReluForward<X>, &gpu::ReluBackward<X>);
+  }
+}
+
+TYPED_TEST(GpuElementwiseTest, Add) {
+  using X = TypeParam;
+  for (const auto& [a, b] : BroadcastPairs()) {
+    SCOPED_TRACE(ir::ShapeString(a) + " + " + ir::ShapeString(b));
+    ExpectMatchesCpu(this->x(), RandomCase(ir::OpKind::kAdd, {a, b}), &gpu::AddForward<X>, &gpu::AddBackward<X>);
+  }
+}
+
+TYPED_TEST(GpuElementwiseTest, Mul) {
+  using X = TypeParam;
+  for (const auto& [a, b] : BroadcastPairs()) {
+    SCOPED_TRACE(ir::ShapeString(a) + " * " + ir::ShapeString(b));
+    ExpectMatchesCpu(this->x(), RandomCase(ir::OpKind::kMul, {a, b}, {}, 3), &gpu::MulForward<X>, &gpu::MulBackward<X>);
+  }
+}
+
+TYPED_TEST(GpuElementwiseTest, Gelu) {
+  using X = TypeParam;
+  for (const ir::Shape& s : {ir::Shape{5}, ir::Shape{3, 4, 7}, ir::Shape{1}, ir::Shape{2, 1, 9}}) {
+    ExpectMatchesCpu(this->x(), RandomCase(ir::OpKind::kGelu, {s}), &gpu::GeluForward<X>, &gpu::GeluBackward<X>);
+  }
+  // A wide range: the far negative tail (where Φ goes through erfc) and saturation.
+  OpCase wide = RandomCase(ir::OpKind::kGelu, {{4, 257}});
+  wide.inputs[0] = RandomTensor({4, 257}, 11, -12.0f, 12.0f);
+  ExpectMatchesCpu(this->x(), wide, &gpu::GeluForward<X>, &gpu::GeluBackward<X>);
+  // Exact special points: 0, ±large, and the exp cut-off region.
+  OpCase special = RandomCase(ir::OpKind::kGelu, {{8}});
+  special.inputs[0].data = {0.0f, -0.0f, 1e-8f, -1e-8f, 30.0f, -30.0f, -13.2f, 100.0f};
+  ExpectMatchesCpu(this->x(), special, &gpu::GeluForward<X>, &gpu::GeluBackward<X>);
+}
+
+TYPED_TEST(GpuElementwiseTest, Dropout) {
+  using X = TypeParam;
+  for (double p : {0.0, 0.1, 0.5, 0.9}) {
+    for (const ir::Shape& s : {ir::Shape{1}, ir::Shape{257}, ir::Shape{3, 4, 7}, ir::Shape{2, 1, 5, 3}}) {
+      ir::Attrs attrs;
+      attrs.p = p;
+      attrs.seed = 1234;
+      OpCase c = RandomCase(ir::OpKind::kDropout, {s}, attrs);
+      c.step = 5;
+      SCOPED_TRACE(StrCat("p=", p, " on ", ir::ShapeString(s)));
+      ExpectMatchesCpu(this->x(), c, &gpu::DropoutForward<X>, &gpu::DropoutBackward<X>);
+    }
+  }
+  // Other seeds and steps (including a large step and seed).
+  for (auto [seed, step] : std::vector<std::pair<uint64_t, int64_t>>{{0, 0}, {7, 1}, {0xFFFFFFFFFFFFull, 123456789}}) {
+    ir::Attrs attrs;
+    attrs.p = 0.3;
+    attrs.seed = seed;
+    OpCase c = RandomCase(ir::OpKind::kDropout, {{6, 33}}, attrs);
+    c.step = step;
+    ExpectMatchesCpu(this->x(), c, &gpu::DropoutForward<X>, &gpu::DropoutBackward<X>);
+  }
+}
+
+// A piece of a split tensor indexes the mask by its elements' places in the full tensor.
+TYPED_TEST(GpuElementwiseTest, DropoutShard) {
+  using X = TypeParam;
+  struct Piece {
+    ir::Shape full;
+    int dim;
+    int64_t start, len;
+  };
+  for (const Piece& pc : {Piece{{8, 5, 6}, 0, 2, 3}, Piece{{8, 5, 6}, 1, 1, 4}, Piece{{8, 5, 6}, 2, 3, 3},
+                          Piece{{8, 5, 6}, 0, 0, 8}, Piece{{9}, 0, 4, 5}, Piece{{4, 7}, 1, 6, 1},
+                          Piece{{3, 1, 10}, 1, 0, 1}}) {
+    ir::Shape piece = pc.full;
+    piece[static_cast<size_t>(pc.dim)] = pc.len;
+    ir::Attrs attrs;
+    attrs.p = 0.4;
+    attrs.seed = 99;
+    OpCase c = RandomCase(ir::OpKind::kDropout, {piece}, attrs);
+    c.step = 3;
+    c.has_shard = true;
+    c.shard = ShardInfo{pc.full, pc.dim, pc.start};
+    SCOPED_TRACE(StrCat(ir::ShapeString(piece), " of ", ir::ShapeString(pc.full), " dim ", pc.dim, " at ", pc.start));
+    ExpectMatchesCpu(this->x(), c, &gpu::DropoutForward<X>, &gpu::DropoutBackward<X>);
+  }
+}
+
+TYPED_TEST(GpuElementwiseTest, Expand) {
+  using X = TypeParam;
+  const std::vector<std::pair<ir::Shape, ir::Shape>> cases = {
+      {{3, 1}, {2, 3, 4}}, {{4}, {3, 4}},       {{1}, {5, 2}},          {{2, 1, 3}, {2, 4, 3}},
+      {{2, 3}, {2, 3}},    {{1, 1}, {1, 1}},    {{5, 1, 1}, {2, 5, 3, 7}}, {{17}, {40, 9, 17}},
+  };
+  for (const auto& [from, to] : cases) {
+    ir::Attrs attrs;
+    attrs.shape = to;
+    SCOPED_TRACE(ir::ShapeString(from) + " -> " + ir::ShapeString(to));
+    ExpectMatchesCpu(this->x(), RandomCase(ir::OpKind::kExpand, {from}, attrs), &gpu::ExpandForward<X>,
+                     &gpu::ExpandBackward<X>);
+  }
+}
+
+TYPED_TEST(GpuElementwiseTest, CausalMask) {
+  using X = TypeParam;
+  for (const ir::Shape& s : {ir::Shape{4, 4}, ir::Shape{2, 3, 5, 5}, ir::Shape{1, 1}, ir::Shape{3, 1, 1},
+                             ir::Shape{2, 7, 7}}) {
+    ExpectMatchesCpu(this->x(), RandomCase(ir::OpKind::kCausalMask, {s}), &gpu::CausalMaskForward<X>,
+                     &gpu::CausalMaskBackward<X>);
   }
 }
 
