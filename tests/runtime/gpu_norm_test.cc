@@ -1,0 +1,229 @@
+// GPU normalization operators (layer norm, softmax, log-softmax, cross entropy) against the CPU
+// kernels (gpu_op_check.h), including cross entropy on logits pieces (ctx.shard) and its label
+// check.
+#include <limits>
+
+#include "gpu/norm.h"
+#include "gpu_op_check.h"
+
+namespace hetsynth::runtime::testing {
+namespace {
+
+template <class X>
+using GpuNormTest = GpuOpTest<X>;
+TYPED_TEST_SUITE(GpuNormTest, GpuExecutors);
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Labels for logits of `shape`: class ids spread over [0, K).
+Tensor Labels(const ir::Shape& logits_shape, int64_t mul = 5) {
+  const int64_t k = logits_shape.back();
+  Tensor labels(ir::Shape(logits_shape.begin(), logits_shape.end() - 1));
+  for (int64_t i = 0; i < labels.numel(); ++i) {
+    labels.data[static_cast<size_t>(i)] = static_cast<float>((i * mul + i / 3) % k);
+  }
+  return labels;
+}
+
+OpCase CrossEntropyCase(const ir::Shape& logits_shape, float scale = 1.0f, uint32_t seed = 1) {
+  OpCase c = RandomCase(ir::OpKind::kCrossEntropy, {logits_shape, {}}, {}, seed);
+  for (float& v : c.inputs[0].data) v *= scale;
+  c.inputs[1] = Labels(logits_shape);
+  return c;
+}
+
+TYPED_TEST(GpuNormTest, LayerNorm) {
+  using X = TypeParam;
+  for (const ir::Shape& s : {ir::Shape{5}, ir::Shape{3, 4, 7}, ir::Shape{1, 1}, ir::Shape{2, 1},
+                             ir::Shape{1, 33}, ir::Shape{6, 130}, ir::Shape{2, 1, 3, 9}}) {
+    for (double eps : {1e-5, 1e-2}) {
+      ir::Attrs a;
+      a.eps = eps;
+      OpCase c = RandomCase(ir::OpKind::kLayerNorm, {s, {s.back()}, {s.back()}}, a);
+      ExpectMatchesCpu(this->x(), c, &gpu::LayerNormForward<X>, &gpu::LayerNormBackward<X>);
+    }
+  }
+}
+
+// Rows far from zero (the two-pass variance) and of very different scales.
+TYPED_TEST(GpuNormTest, LayerNormOffsetRows) {
+  using X = TypeParam;
+  OpCase c = RandomCase(ir::OpKind::kLayerNorm, {{4, 17}, {17}, {17}}, {}, 3);
+  for (int64_t i = 0; i < 4 * 17; ++i) {
+    float& v = c.inputs[0].data[static_cast<size_t>(i)];
+    v = v * (i < 17 ? 1e-3f : i < 34 ? 100.0f : 1.0f) + (i >= 51 ? 1000.0f : 0.0f);
+  }
+  ExpectMatchesCpu(this->x(), c, &gpu::LayerNormForward<X>, &gpu::LayerNormBackward<X>);
+}
+
+TYPED_TEST(GpuNormTest, Softmax) {
+  using X = TypeParam;
+  for (const ir::Shape& s : {ir::Shape{5}, ir::Shape{3, 4, 7}, ir::Shape{1}, ir::Shape{2, 1},
+                             ir::Shape{1, 1, 1}, ir::Shape{4, 300}}) {
+    for (float scale : {1.0f, 40.0f}) {
+      OpCase c = RandomCase(ir::OpKind::kSoftmax, {s});
+      for (float& v : c.inputs[0].data) v *= scale;
+      ExpectMatchesCpu(this->x(), c, &gpu::SoftmaxForward<X>, &gpu::SoftmaxBackward<X>);
+    }
+  }
+}
+
+TYPED_TEST(GpuNormTest, LogSoftmax) {
+  using X = TypeParam;
+  for (const ir::Shape& s : {ir::Shape{5}, ir::Shape{3, 4, 7}, ir::Shape{1}, ir::Shape{2, 1},
+                             ir::Shape{1, 1, 1}, ir::Shape{4, 300}}) {
+    for (float scale : {1.0f, 40.0f}) {
+      OpCase c = RandomCase(ir::OpKind::kLogSoftmax, {s});
+      for (float& v : c.inputs[0].data) v *= scale;
+      ExpectMatchesCpu(this->x(), c, &gpu::LogSoftmaxForward<X>, &gpu::LogSoftmaxBackward<X>);
+    }
+  }
+}
+
+// -inf entries give exactly 0 (softmax) / -inf (log-softmax) while the row has a finite entry;
+// a row of only -inf gives NaN, as on the CPU; a NaN entry makes its row NaN.
+TYPED_TEST(GpuNormTest, SoftmaxSpecialValues) {
+  using X = TypeParam;
+  for (ir::OpKind kind : {ir::OpKind::kSoftmax, ir::OpKind::kLogSoftmax}) {
+    OpCase masked = RandomCase(kind, {{3, 6}});
+    for (int64_t i = 0; i < 18; ++i) {
+      if (i % 6 > i / 6 + 1) masked.inputs[0].data[static_cast<size_t>(i)] = -kInf;
+    }
+    OpCase special = masked;
+    for (int64_t j = 0; j < 6; ++j) special.inputs[0].data[static_cast<size_t>(j)] = -kInf;
+    special.inputs[0].data[8] = std::numeric_limits<float>::quiet_NaN();
+    for (const OpCase* c : {&masked, &special}) {
+      if (kind == ir::OpKind::kSoftmax) {
+        ExpectMatchesCpu(this->x(), *c, &gpu::SoftmaxForward<X>, &gpu::SoftmaxBackward<X>);
+      } else {
+        ExpectMatchesCpu(this->x(), *c, &gpu::LogSoftmaxForward<X>, &gpu::LogSoftmaxBackward<X>);
+      }
+    }
+  }
+}
+
+TYPED_TEST(GpuNormTest, CrossEntropy) {
+  using X = TypeParam;
+  // {600, 7}: more rows than one chunk of the loss's reduction (256), and not a multiple.
+  for (const ir::Shape& s : {ir::Shape{4, 5}, ir::Shape{2, 3, 6}, ir::Shape{1, 1}, ir::Shape{3, 21},
+                             ir::Shape{1, 40}, ir::Shape{600, 7}, ir::Shape{5, 1}, ir::Shape{3}}) {
+    for (float scale : {1.0f, 30.0f}) {
+      ExpectMatchesCpu(this->x(), CrossEntropyCase(s, scale), &gpu::CrossEntropyForward<X>,
+                       &gpu::CrossEntropyBackward<X>);
+    }
+  }
+}
+
+// -inf logits away from the label: their probability is exactly 0.
+TYPED_TEST(GpuNormTest, CrossEntropyMaskedLogits) {
+  using X = TypeParam;
+  OpCase c = CrossEntropyCase({4, 6});
+  for (int64_t i = 0; i < 4; ++i) {
+    for (int64_t j = 0; j < 6; ++j) {
+      if (j != static_cast<int64_t>(c.inputs[1].data[static_cast<size_t>(i)]) && (i + j) % 2 == 0) {
+        c.inputs[0].data[static_cast<size_t>(i * 6 + j)] = -kInf;
+      }
+    }
+  }
+  ExpectMatchesCpu(this->x(), c, &gpu::CrossEntropyForward<X>, &gpu::CrossEntropyBackward<X>);
+}
+
+// Rows [start, start + length) of `t` along `dim`.
+Tensor SliceOf(const Tensor& t, int dim, int64_t start, int64_t length) {
+  ir::Shape shape = t.shape;
+  shape[static_cast<size_t>(dim)] = length;
+  Tensor piece(shape);
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < dim; ++d) outer *= t.shape[static_cast<size_t>(d)];
+  for (size_t d = static_cast<size_t>(dim) + 1; d < t.shape.size(); ++d) inner *= t.shape[d];
+  const int64_t full = t.shape[static_cast<size_t>(dim)];
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t r = 0; r < length; ++r) {
+      for (int64_t k = 0; k < inner; ++k) {
+        piece.data[static_cast<size_t>((o * length + r) * inner + k)] =
+            t.data[static_cast<size_t>((o * full + start + r) * inner + k)];
+      }
+    }
+  }
+  return piece;
+}
+
+// A piece of the logits (split on a leading dim) divides by the full row count, like the CPU;
+// and the pieces' losses add up to the whole tensor's.
+TYPED_TEST(GpuNormTest, CrossEntropyShard) {
+  using X = TypeParam;
+  struct Split {
+    ir::Shape full;
+    int dim;
+    std::vector<int64_t> lengths;
+  };
+  for (const Split& sp : {Split{{6, 5}, 0, {2, 3, 1}}, Split{{7, 3, 4}, 0, {4, 1, 2}},
+                          Split{{2, 6, 5}, 1, {1, 2, 3}}, Split{{300, 9}, 0, {257, 43}}}) {
+    const OpCase whole = CrossEntropyCase(sp.full, 2.0f, 11);
+    ExpectMatchesCpu(this->x(), whole, &gpu::CrossEntropyForward<X>, &gpu::CrossEntropyBackward<X>);
+    X& x = this->x();
+    const ir::Node node = CaseNode(whole);
+    auto logits = x.Upload(whole.inputs[0]);
+    auto labels = x.Upload(whole.inputs[1]);
+    auto loss = x.Make({});
+    gpu::Saved<X> saved;
+    gpu::CrossEntropyForward<X>(x, node, KernelContext{}, std::vector<const typename X::Tensor*>{&logits, &labels},
+                                loss, saved);
+    const double full_loss = x.Download(loss).data[0];
+    double sum = 0;
+    int64_t start = 0;
+    for (int64_t len : sp.lengths) {
+      OpCase c = whole;
+      c.inputs = {SliceOf(whole.inputs[0], sp.dim, start, len), SliceOf(whole.inputs[1], sp.dim, start, len)};
+      c.has_shard = true;
+      c.shard = ShardInfo{sp.full, sp.dim, start};
+      ExpectMatchesCpu(x, c, &gpu::CrossEntropyForward<X>, &gpu::CrossEntropyBackward<X>);
+      KernelContext ctx;
+      ctx.shard = &c.shard;
+      auto lp = x.Upload(c.inputs[0]);
+      auto yp = x.Upload(c.inputs[1]);
+      auto piece_loss = x.Make({});
+      gpu::Saved<X> piece_saved;
+      gpu::CrossEntropyForward<X>(x, node, ctx, std::vector<const typename X::Tensor*>{&lp, &yp},
+                                  piece_loss, piece_saved);
+      sum += x.Download(piece_loss).data[0];
+      start += len;
+    }
+    EXPECT_NEAR(sum, full_loss, 1e-5 * std::max(1.0, std::fabs(full_loss))) << ir::ShapeString(sp.full);
+  }
+}
+
+// Labels that are not class ids abort with the CPU's message (HS_CHECK), also from the device.
+template <class X>
+void CrossEntropyOn(X& x, const Tensor& logits, const Tensor& labels) {
+  ir::Node node;
+  node.name = "loss";
+  node.kind = ir::OpKind::kCrossEntropy;
+  auto l = x.Upload(logits);
+  auto y = x.Upload(labels);
+  auto out = x.Make({});
+  gpu::Saved<X> saved;
+  gpu::CrossEntropyForward<X>(x, node, KernelContext{}, std::vector<const typename X::Tensor*>{&l, &y}, out,
+                              saved);
+}
+
+TYPED_TEST(GpuNormTest, CrossEntropyRejectsBadLabels) {
+  // Re-executes the binary for each death: a forked child cannot use the parent's CUDA context.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const Tensor logits = RandomTensor({5, 4}, 3);
+  Tensor labels(ir::Shape{5});
+  labels.data = {0, 1, 2, 3, 0};
+  CrossEntropyOn(this->x(), logits, labels);  // fine
+  for (auto [at, v, text] : {std::tuple{3, 4.0f, "label 4 at position 3"},
+                             std::tuple{0, -1.0f, "label -1 at position 0"},
+                             std::tuple{2, 1.5f, "label 1.5 at position 2"}}) {
+    Tensor bad = labels;
+    bad.data[static_cast<size_t>(at)] = v;
+    bad.data[4] = 9.0f;  // a later bad label: the message names the first
+    EXPECT_DEATH(CrossEntropyOn(this->x(), logits, bad),
+                 std::string("cross_entropy 'loss': ") + text + " is not a class id in \\[0, 4\\)");
+  }
+}
+
+}  // namespace
+}  // namespace hetsynth::runtime::testing
