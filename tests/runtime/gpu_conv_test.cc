@@ -1,0 +1,134 @@
+// GPU convolution and pooling operators against the CPU kernels (gpu_op_check.h).
+#include <cmath>
+
+#include "gpu/conv.h"
+#include "gpu_op_check.h"
+
+namespace hetsynth::runtime::testing {
+namespace {
+
+template <class X>
+using GpuConvTest = GpuOpTest<X>;
+TYPED_TEST_SUITE(GpuConvTest, GpuExecutors);
+
+ir::Attrs ConvAttrs(int64_t kernel, int64_t stride, int64_t padding) {
+  ir::Attrs a;
+  a.kernel = kernel;
+  a.stride = stride;
+  a.padding = padding;
+  return a;
+}
+
+// x [b, ci, h, w], weight [co, ci, k, k] and, when `bias`, bias [co].
+OpCase ConvCase(ir::Shape x, int64_t co, int64_t k, int64_t stride, int64_t padding, bool bias) {
+  std::vector<ir::Shape> shapes = {x, {co, x[1], k, k}};
+  if (bias) shapes.push_back({co});
+  return RandomCase(ir::OpKind::kConv2d, shapes, ConvAttrs(k, stride, padding));
+}
+
+template <class X>
+void CheckConv(X& x, const OpCase& c) {
+  ExpectMatchesCpu(x, c, &gpu::Conv2dForward<X>, &gpu::Conv2dBackward<X>);
+}
+
+TYPED_TEST(GpuConvTest, Conv2dStrideAndPadding) {
+  for (int64_t stride : {1, 2}) {
+    for (int64_t padding : {0, 1}) {
+      for (bool bias : {true, false}) {
+        SCOPED_TRACE(StrCat("stride=", stride, " padding=", padding, " bias=", bias));
+        CheckConv(this->x(), ConvCase({2, 3, 7, 7}, 4, 3, stride, padding, bias));
+      }
+    }
+  }
+}
+
+TYPED_TEST(GpuConvTest, Conv2dOddShapes) {
+  // Non-square images, stride larger than the kernel, padding wider than half the kernel.
+  CheckConv(this->x(), ConvCase({2, 3, 5, 8}, 4, 3, 2, 1, true));
+  CheckConv(this->x(), ConvCase({3, 2, 9, 6}, 5, 2, 3, 0, true));
+  CheckConv(this->x(), ConvCase({1, 3, 4, 5}, 2, 3, 1, 2, true));
+  // Size-1 dims: one image, one channel, a 1×1 image under a padded 3×3 kernel.
+  CheckConv(this->x(), ConvCase({1, 1, 1, 1}, 1, 3, 1, 1, true));
+  CheckConv(this->x(), ConvCase({1, 3, 3, 3}, 1, 3, 1, 0, false));
+  // Kernel as large as the image.
+  CheckConv(this->x(), ConvCase({2, 3, 7, 7}, 4, 7, 1, 0, true));
+}
+
+TYPED_TEST(GpuConvTest, Conv2dPointwise) {
+  // 1×1, stride 1, unpadded: the images are their own column matrices (batched Gemm path).
+  CheckConv(this->x(), ConvCase({2, 3, 7, 7}, 4, 1, 1, 0, true));
+  CheckConv(this->x(), ConvCase({3, 5, 4, 3}, 2, 1, 1, 0, false));
+  // 1×1 with stride or padding goes through the columns.
+  CheckConv(this->x(), ConvCase({2, 3, 7, 7}, 4, 1, 2, 0, true));
+  CheckConv(this->x(), ConvCase({2, 3, 7, 7}, 4, 1, 1, 1, true));
+}
+
+TYPED_TEST(GpuConvTest, Conv2dManyChunks) {
+  // 29 images of 144 × 4096 column entries: more than one chunk's worth of columns (2^24), so
+  // the images go in a chunk of 28 and a chunk of one.
+  OpCase c = ConvCase({29, 16, 64, 64}, 2, 3, 1, 1, true);
+  c.tol = 2e-5;  // dW sums 29 · 4096 products per entry, chunked differently from the CPU
+  CheckConv(this->x(), c);
+}
+
+ir::Attrs PoolAttrs(int64_t kernel, int64_t stride) {
+  ir::Attrs a;
+  a.kernel = kernel;
+  a.stride = stride;
+  return a;
+}
+
+template <class X>
+void CheckMaxPool(X& x, const OpCase& c) {
+  ExpectMatchesCpu(x, c, &gpu::MaxPool2dForward<X>, &gpu::MaxPool2dBackward<X>);
+}
+
+TYPED_TEST(GpuConvTest, MaxPool2d) {
+  struct Variant {
+    ir::Shape x;
+    int64_t kernel, stride;
+  };
+  for (const Variant& v : {Variant{{2, 3, 7, 7}, 3, 1}, Variant{{2, 3, 7, 7}, 3, 2}, Variant{{2, 3, 7, 7}, 2, 2},
+                           Variant{{2, 3, 7, 7}, 3, 3}, Variant{{2, 3, 7, 7}, 2, 3}, Variant{{1, 1, 5, 4}, 3, 1},
+                           Variant{{3, 2, 9, 5}, 5, 2}, Variant{{1, 1, 1, 1}, 1, 1}, Variant{{2, 1, 7, 7}, 7, 1}}) {
+    SCOPED_TRACE(StrCat("x=", ir::ShapeString(v.x), " kernel=", v.kernel, " stride=", v.stride));
+    CheckMaxPool(this->x(), RandomCase(ir::OpKind::kMaxPool2d, {v.x}, PoolAttrs(v.kernel, v.stride)));
+  }
+}
+
+TYPED_TEST(GpuConvTest, MaxPool2dTies) {
+  // Inputs of only three values: most windows hold several maxima, and overlapping windows pick
+  // the same element. Forward must take the first maximum in row-major window order and
+  // backward route every window's gradient to it.
+  for (int64_t stride : {1, 2}) {
+    OpCase c = RandomCase(ir::OpKind::kMaxPool2d, {{2, 3, 7, 7}}, PoolAttrs(3, stride));
+    for (float& v : c.inputs[0].data) v = std::round(v);
+    CheckMaxPool(this->x(), c);
+    for (float& v : c.inputs[0].data) v = 0.5f;  // all equal
+    CheckMaxPool(this->x(), c);
+  }
+}
+
+template <class X>
+void CheckAdaptive(X& x, const ir::Shape& in, int64_t out_h, int64_t out_w) {
+  SCOPED_TRACE(StrCat("x=", ir::ShapeString(in), " to ", out_h, "x", out_w));
+  ir::Attrs a;
+  a.out_h = out_h;
+  a.out_w = out_w;
+  ExpectMatchesCpu(x, RandomCase(ir::OpKind::kAdaptiveAvgPool2d, {in}, a), &gpu::AdaptiveAvgPool2dForward<X>,
+                   &gpu::AdaptiveAvgPool2dBackward<X>);
+}
+
+TYPED_TEST(GpuConvTest, AdaptiveAvgPool2d) {
+  CheckAdaptive(this->x(), {2, 3, 7, 7}, 1, 1);
+  CheckAdaptive(this->x(), {2, 3, 7, 7}, 2, 3);  // overlapping bins
+  CheckAdaptive(this->x(), {2, 3, 7, 7}, 7, 7);  // the identity
+  CheckAdaptive(this->x(), {2, 3, 7, 7}, 3, 5);
+  CheckAdaptive(this->x(), {1, 2, 5, 3}, 4, 2);
+  CheckAdaptive(this->x(), {2, 1, 8, 6}, 4, 3);  // bins that tile exactly
+  CheckAdaptive(this->x(), {1, 1, 1, 1}, 1, 1);
+  CheckAdaptive(this->x(), {2, 3, 9, 1}, 2, 1);
+}
+
+}  // namespace
+}  // namespace hetsynth::runtime::testing
