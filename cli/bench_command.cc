@@ -25,7 +25,8 @@ namespace {
 
 struct BenchFlags {
   ModelOptions model;
-  std::string cluster, out, baselines = "dp-ev,dp-cp,tp-even,zero-even", backend = "cpu";
+  std::string cluster, out, baselines = "dp-ev,dp-cp,tp-even,zero-even", backend = "cpu", precision = "fp32";
+  bool emulate_gpus = false;
   int64_t steps = 10, warmup = 2;
   int ranks = 0;
   bool simulate = false;
@@ -64,7 +65,8 @@ nlohmann::json Num(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlo
 // each labelled with its speedup over `reference` (whose times are dp_pred / dp_meas). False
 // when gnuplot is not installed.
 absl::StatusOr<bool> Plot(const std::string& dir, const std::vector<Entry>& entries, const std::string& title,
-                          bool simulated, double dp_pred, double dp_meas, const std::string& reference) {
+                          bool simulated, double dp_pred, double dp_meas, const std::string& reference,
+                          const std::string& measured_on) {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return false;
   {
     std::ofstream dat(dir + "/speedup.dat", std::ios::binary | std::ios::trunc);
@@ -88,13 +90,13 @@ absl::StatusOr<bool> Plot(const std::string& dir, const std::vector<Entry>& entr
      << "set grid ytics\nset yrange [0:*]\nset key top right\nset offsets 0, 0, graph 0.12, 0\n"
      << "set ylabel 'step time (ms)'\n"
      << "set title \"" << quoted_title << "\\n"
-     << (simulated ? "predicted by the cost model (not run)" : "predicted vs measured on emulated CPU ranks")
+     << (simulated ? "predicted by the cost model (not run)" : "predicted vs measured on " + measured_on)
      << "; labels: speedup over " << reference << "\" noenhanced\n";
   const std::string data = "'" + dir + "/speedup.dat'";
   std::string plot = "plot " + data + " using 2:xtic(1) title 'predicted' lc rgb '#9ecae1', " + data + " using ($0" +
                      (simulated ? "" : "-0.17") + "):2:(sprintf('%.2fx', $4)) with labels offset 0,0.8 notitle";
   if (!simulated) {
-    plot += ", " + data + " using 3 title 'measured (emulated)' lc rgb '#2b6ca3', " + data +
+    plot += ", " + data + " using 3 title 'measured' lc rgb '#2b6ca3', " + data +
             " using ($0+0.17):3:(sprintf('%.2fx', $5)) with labels offset 0,0.8 notitle";
   }
   gp << "set terminal pngcairo size 1000,560 font 'DejaVu Sans,11'\nset output '" << dir << "/speedup.png'\n"
@@ -118,10 +120,25 @@ absl::Status RunBench(const BenchFlags& f) {
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
-  if (f.backend != "cpu") {
-    return absl::InvalidArgumentError(StrCat("--backend ", f.backend,
-                                             ": only the CPU backend runs plans in this build; expected cpu"));
+  if (f.backend != "cpu" && f.backend != "cuda") {
+    return absl::InvalidArgumentError(StrCat("--backend ", f.backend, "; expected cpu or cuda"));
   }
+  const bool cuda = f.backend == "cuda";
+  if (f.emulate_gpus && !cuda) return absl::InvalidArgumentError("--emulate-gpus needs --backend cuda");
+  if (f.precision != "fp32" && !cuda) {
+    return absl::InvalidArgumentError(StrCat("--precision ", f.precision, " needs --backend cuda"));
+  }
+  if (cuda && !f.simulate && !UnderMpiLauncher() && !f.emulate_gpus && cluster.size() > 1) {
+    return absl::InvalidArgumentError(StrCat("--backend cuda with a ", cluster.size(), "-device cluster: run one process per "
+                                             "GPU (mpirun -np ", cluster.size(), " ...), or add --emulate-gpus to emulate "
+                                             "the devices on one GPU"));
+  }
+  if (cuda && !f.simulate) HS_RETURN_IF_ERROR(RequireGpu());
+  // How the runs are timed, for the output.
+  const std::string timing = cuda ? (f.emulate_gpus ? "wall clock on virtual GPUs (green contexts with SM shares by speed; "
+                                                      "EMULATED mixed cluster, links are the GPU's memory)"
+                                                    : "wall clock on GPUs (NCCL)")
+                                  : "emulated on CPU ranks (docs/runtime.md)";
   if (f.steps < 1 || f.warmup < 0) {
     return absl::InvalidArgumentError(StrCat("--steps ", f.steps, " --warmup ", f.warmup, "; expected steps >= 1, warmup >= 0"));
   }
@@ -191,10 +208,14 @@ absl::Status RunBench(const BenchFlags& f) {
       p.steps = f.warmup + f.steps;
       p.ranks = f.ranks;
       p.trace = f.out + "/" + e.name + ".trace.json";
+      p.backend = f.backend;
+      p.precision = f.precision;
+      p.emulate_gpus = f.emulate_gpus;
       const bool tty = isatty(STDERR_FILENO) != 0;
       p.on_step = [&](int64_t i, const runtime::StepMetrics& m) {
-        const std::string line = fmt::format("running {:<12} step {:>3}/{}{}  {} ms/step (emulated)", e.name, i + 1,
-                                             p.steps, i < f.warmup ? " (warm-up)" : "", Ms(m.step_time_s));
+        const std::string line = fmt::format("running {:<12} step {:>3}/{}{}  {} ms/step ({})", e.name, i + 1,
+                                             p.steps, i < f.warmup ? " (warm-up)" : "", Ms(m.step_time_s),
+                                             cuda ? "GPU wall clock" : "emulated");
         if (tty) {
           fmt::print(stderr, "\r{}", line);
           if (i + 1 == p.steps) fmt::print(stderr, "\n");
@@ -259,7 +280,7 @@ absl::Status RunBench(const BenchFlags& f) {
                          {"cluster", cluster.name},
                          {"devices", cluster.size()},
                          {"simulated", f.simulate},
-                         {"timing", f.simulate ? "predicted by the cost model" : "emulated on CPU ranks (docs/runtime.md)"},
+                         {"timing", f.simulate ? "predicted by the cost model" : timing},
                          {"steps", f.steps},
                          {"warmup", f.warmup},
                          {"ideal_step_time_s", ideal},
@@ -275,7 +296,7 @@ absl::Status RunBench(const BenchFlags& f) {
                     "communication) {} ms\n\n",
                     spec.ToString(), cluster.name, cluster.size(),
                     f.simulate ? "**predicted** by the cost model (not run)"
-                               : fmt::format("measured over {} steps after {} warm-up on **emulated** CPU ranks", f.steps, f.warmup),
+                               : fmt::format("measured over {} steps after {} warm-up, timing: {}", f.steps, f.warmup, timing),
                     Ms(ideal));
   if (f.simulate) {
     md << "| plan | predicted ms | speedup vs dp-ev | vs best baseline | efficiency |\n|---|---:|---:|---:|---:|\n";
@@ -315,7 +336,8 @@ absl::Status RunBench(const BenchFlags& f) {
   HS_ASSIGN_OR_RETURN(const bool plotted,
                       Plot(f.out, entries, StrCat(spec.name, " (batch ", spec.batch, ") on ", cluster.name), f.simulate,
                            over_dp ? dp_pred : best_pred, over_dp ? dp_meas : best_meas,
-                           over_dp ? "dp-ev" : "the best baseline (dp-ev does not fit)"));
+                           over_dp ? "dp-ev" : "the best baseline (dp-ev does not fit)",
+                           cuda ? (f.emulate_gpus ? "virtual GPUs (green contexts)" : "GPUs") : "emulated CPU ranks"));
   fmt::print("wrote {0}/results.json, {0}/results.md{1}, plans{2} to {0}/\n", f.out,
              plotted ? ", speedup.png, speedup.svg" : "", f.simulate ? "" : " and Chrome traces");
   if (!plotted) fmt::print("gnuplot not found: no plots (scripts/install-deps installs gnuplot-nox)\n");
@@ -335,7 +357,13 @@ Runner RegisterBench(CLI::App& app) {
   cmd->add_option("--baselines", f->baselines, "comma-separated baselines to compare with")->capture_default_str();
   cmd->add_option("--steps", f->steps, "measured steps per plan")->capture_default_str();
   cmd->add_option("--warmup", f->warmup, "unmeasured steps before them")->capture_default_str();
-  cmd->add_option("--backend", f->backend, "kernel backend (cpu)")->capture_default_str();
+  cmd->add_option("--backend", f->backend, "cpu, or cuda (GPUs: one per process under mpirun, or --emulate-gpus)")
+      ->capture_default_str();
+  cmd->add_option("--precision", f->precision, "with --backend cuda: GEMM arithmetic fp32, tf32 or bf16")
+      ->capture_default_str();
+  cmd->add_flag("--emulate-gpus", f->emulate_gpus,
+                "with --backend cuda: run the cluster's devices as green contexts of one GPU with SM shares "
+                "proportional to their speeds");
   cmd->add_option("--ranks", f->ranks, "thread ranks (default: one per device)")->check(CLI::PositiveNumber);
   cmd->add_flag("--simulate", f->simulate, "predict with the cost model only (clusters you do not have)");
   cmd->add_option("--time-limit", f->time_limit, "synthesis budget per plan, seconds")->capture_default_str();

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_join.h"
 #include "commands.h"
+#include "hetsynth/runtime/cuda.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/status.h"
@@ -190,6 +191,12 @@ absl::StatusOr<std::string> ReadText(const std::string& path, const char* what) 
   return ss.str();
 }
 
+
+absl::Status RequireGpu() {
+  const runtime::CudaInfo info = runtime::ProbeCuda();
+  if (info.devices > 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(StrCat("--backend cuda: no GPU: ", info.reason));
+}
 
 absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& path) {
   HS_ASSIGN_OR_RETURN(std::string text, ReadText(path, "plan"));

@@ -30,6 +30,10 @@ struct TrainOptions {
   int ranks = 0;
   bool ranks_given = false;
   bool no_emulate = false;
+  // Backend: "cpu" or "cuda"; GEMM precision on CUDA; --emulate-gpus: a plan's devices as
+  // green contexts of one GPU.
+  std::string backend = "cpu", precision = "fp32";
+  bool emulate_gpus = false;
 
   absl::StatusOr<runtime::OptimizerConfig> Optimizer() const;
 };
@@ -51,6 +55,10 @@ struct PlanRun {
   bool emulate = true;
   int ranks = 0;                   // 0: one per plan device
   std::string load, save, trace;
+  // "cuda": ranks are GPUs (NCCL under mpirun, or virtual GPUs with emulate_gpus).
+  std::string backend = "cpu", precision = "fp32";
+  bool emulate_gpus = false;
+  std::string* gpu_description = nullptr;  // filled with what the GPU ranks run on
   std::function<void(int64_t index, const runtime::StepMetrics&)> on_step;  // rank 0
 };
 // Thread ranks, or MPI ranks under a launcher. Rank 0 returns every step's metrics; the others

@@ -1,4 +1,4 @@
-// `hetsynth train`: train a built-in model on one CPU device.
+// `hetsynth train`: train a built-in model on one device (CPU, or a GPU with --backend cuda).
 #include <unistd.h>
 
 #include <chrono>
@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "train.h"
 #include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/cuda_backend.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/trainer.h"
 
@@ -28,10 +29,20 @@ absl::StatusOr<runtime::OptimizerConfig> TrainOptions::Optimizer() const {
 namespace {
 
 absl::Status Train(const TrainOptions& o) {
+  if (o.backend != "cpu" && o.backend != "cuda") {
+    return absl::InvalidArgumentError(StrCat("--backend ", o.backend, "; expected cpu or cuda"));
+  }
+  if (o.backend != "cuda" && o.precision != "fp32") {
+    return absl::InvalidArgumentError(StrCat("--precision ", o.precision, " needs --backend cuda (the CPU computes in fp32)"));
+  }
+  if (o.precision != "fp32" && o.precision != "tf32" && o.precision != "bf16") {
+    return absl::InvalidArgumentError(StrCat("--precision ", o.precision, "; expected fp32, tf32 or bf16"));
+  }
   if (!o.plan.empty()) return TrainPlan(o);
   if (o.model.name.empty()) return absl::InvalidArgumentError("train: give --model NAME (one device) or --plan PLAN (one rank per plan device)");
   for (const auto& [flag, given] : {std::pair{"--ranks", o.ranks_given}, {"--cluster", !o.cluster.empty()},
-                                    {"--trace", !o.trace.empty()}, {"--no-emulate", o.no_emulate}}) {
+                                    {"--trace", !o.trace.empty()}, {"--no-emulate", o.no_emulate},
+                                    {"--emulate-gpus", o.emulate_gpus}}) {
     if (given) return absl::InvalidArgumentError(StrCat(flag, " needs --plan (it is about running across ranks)"));
   }
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, o.model.Resolve());
@@ -49,21 +60,37 @@ absl::Status Train(const TrainOptions& o) {
     metrics.open(o.metrics, std::ios::binary | std::ios::trunc);
     if (!metrics) return absl::InvalidArgumentError(StrCat("--metrics '", o.metrics, "': cannot open for writing"));
   }
-  HS_ASSIGN_OR_RETURN(auto trainer, runtime::Trainer::Create(std::move(graph), cfg, o.seed));
-  if (!o.load.empty()) HS_RETURN_IF_ERROR(trainer->Load(o.load));
+  // One device: the CPU trainer, or the CUDA one (same initialization, data and checkpoints).
+  std::unique_ptr<runtime::Trainer> cpu;
+  std::unique_ptr<runtime::CudaTrainer> gpu;
+  std::string device = "1 CPU device";
+  if (o.backend == "cuda") {
+    runtime::CudaTrainOptions co;
+    co.precision = o.precision;
+    auto made = runtime::CudaTrainer::Create(std::move(graph), cfg, o.seed, co);
+    if (!made.ok() && made.status().code() == absl::StatusCode::kFailedPrecondition) {
+      return absl::InvalidArgumentError(StrCat("--backend cuda: ", made.status().message()));
+    }
+    HS_ASSIGN_OR_RETURN(gpu, std::move(made));
+    device = StrCat("GPU 0 (", gpu->device_name(), ", ", o.precision, ")");
+  } else {
+    HS_ASSIGN_OR_RETURN(cpu, runtime::Trainer::Create(std::move(graph), cfg, o.seed));
+  }
+  auto trainer_step = [&] { return cpu ? cpu->step() : gpu->step(); };
+  if (!o.load.empty()) HS_RETURN_IF_ERROR(cpu ? cpu->Load(o.load) : gpu->Load(o.load));
 
-  const int64_t first = trainer->step();
-  if (!o.quiet) fmt::print(stderr, "training {} on 1 CPU device: {} steps from step {}, {} lr {:g}, {}\n",
-             spec.ToString(), o.steps, first, o.optimizer, cfg.lr, data.description());
+  const int64_t first = trainer_step();
+  if (!o.quiet) fmt::print(stderr, "training {} on {}: {} steps from step {}, {} lr {:g}, {}\n",
+             spec.ToString(), device, o.steps, first, o.optimizer, cfg.lr, data.description());
   const bool tty = isatty(STDERR_FILENO) != 0;
   const int64_t every = std::max<int64_t>(1, o.steps / 10);
   float first_loss = NAN, last_loss = NAN;
   double total_s = 0;
   for (int64_t i = 0; i < o.steps; ++i) {
-    const int64_t step = trainer->step();
+    const int64_t step = trainer_step();
     HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(step));
     const auto t0 = std::chrono::steady_clock::now();
-    HS_ASSIGN_OR_RETURN(float loss, trainer->Step(batch));
+    HS_ASSIGN_OR_RETURN(float loss, cpu ? cpu->Step(batch) : gpu->Step(batch));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     total_s += dt;
     if (i == 0) first_loss = loss;
@@ -88,7 +115,7 @@ absl::Status Train(const TrainOptions& o) {
     }
   }
   if (!o.save.empty()) {
-    HS_RETURN_IF_ERROR(trainer->Save(o.save, spec.ToString()));
+    HS_RETURN_IF_ERROR(cpu ? cpu->Save(o.save, spec.ToString()) : gpu->Save(o.save, spec.ToString()));
     fmt::print(stderr, "checkpoint written to {}\n", o.save);
   }
   fmt::print("trained {} for {} steps: loss {:.4f} -> {:.4f}, {:.2f} ms/step\n", spec.name,
@@ -101,7 +128,7 @@ absl::Status Train(const TrainOptions& o) {
 
 Runner RegisterTrain(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
-      "train", "Train a built-in model on one CPU device (--model), or run a plan across ranks (--plan)");
+      "train", "Train a built-in model on one device (--model), or run a plan across ranks (--plan)");
   auto o = std::make_shared<TrainOptions>();
   cmd->add_option("--model", o->model.name, "model to train (" + ir::ModelNames() + "); with --plan, must match the plan's");
   o->model.AddFlags(*cmd);
@@ -130,6 +157,14 @@ Runner RegisterTrain(CLI::App& app) {
       ->type_name("FILE");
   cmd->add_option("--trace", o->trace, "with --plan: write a Chrome trace of every rank (open in Perfetto)")
       ->type_name("FILE");
+  cmd->add_option("--backend", o->backend, "cpu, or cuda (GPUs; needs a CUDA build and a visible GPU)")
+      ->capture_default_str();
+  cmd->add_option("--precision", o->precision,
+                  "with --backend cuda: GEMM arithmetic fp32, tf32 or bf16 (fp32 master weights)")
+      ->capture_default_str();
+  cmd->add_flag("--emulate-gpus", o->emulate_gpus,
+                "with --plan --backend cuda: run the plan's devices as green contexts of one GPU, each "
+                "with a share of the SMs proportional to its speed");
   cmd->add_flag("--no-emulate", o->no_emulate,
                 "with --plan: time with the wall clock instead of emulating each device's speed");
   return [o, lr, ranks]() {

@@ -15,6 +15,7 @@
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
+#include "hetsynth/runtime/cuda_backend.h"
 #include "hetsynth/runtime/executor.h"
 #include "train.h"
 
@@ -136,7 +137,8 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
   const bool mpi = LaunchedByMpi();
   std::unique_ptr<runtime::Communicator> mpi_comm;
   int ranks = p.ranks > 0 ? p.ranks : static_cast<int>(n_dev);
-  if (mpi) {
+  const bool cuda = p.backend == "cuda";
+  if (mpi && !cuda) {
     HS_ASSIGN_OR_RETURN(mpi_comm, runtime::MpiWorld());
     if (p.ranks > 0 && p.ranks != mpi_comm->size()) {
       return absl::InvalidArgumentError(StrCat("--ranks ", p.ranks, " but the MPI launcher started ", mpi_comm->size(),
@@ -144,12 +146,13 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     }
     ranks = mpi_comm->size();
   }
+  if (mpi && cuda) ranks = SizeFromLauncher();
   if (static_cast<size_t>(ranks) != n_dev) return RankCountError(p.plan_path, plan, ranks, mpi);
 
   std::mutex mu;
   std::vector<runtime::TraceEvent> events;
   std::vector<runtime::StepMetrics> out;
-  auto run = [&](runtime::Communicator& comm) -> absl::Status {
+  auto run = [&](runtime::Communicator& comm, const runtime::MakeExecutorFn& make) -> absl::Status {
     const int rank = comm.rank();
     runtime::ExecutorOptions eo;
     eo.optimizer = p.optimizer;
@@ -157,7 +160,7 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     eo.emulate = p.emulate;
     eo.slowdown = fastest / flops[static_cast<size_t>(rank)];
     eo.trace = !p.trace.empty();
-    HS_ASSIGN_OR_RETURN(auto ex, runtime::Executor::Create(*p.graph, plan, comm, eo));
+    HS_ASSIGN_OR_RETURN(auto ex, make(eo));
     if (!p.load.empty()) HS_RETURN_IF_ERROR(ex->Load(p.load));
     for (int64_t i = 0; i < p.steps; ++i) {
       HS_ASSIGN_OR_RETURN(runtime::Batch batch, p.data->Get(ex->step()));
@@ -173,7 +176,7 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     }
     if (!p.save.empty()) HS_RETURN_IF_ERROR(ex->Save(p.save, p.spec.ToString()));
     if (!p.trace.empty()) {
-      if (mpi) {
+      if (mpi) {  // (under CUDA, the NCCL communicator moves these host buffers over MPI)
         HS_ASSIGN_OR_RETURN(auto all, GatherEvents(comm, ex->TraceEvents()));
         if (rank == 0) events = std::move(all);
       } else {
@@ -184,21 +187,34 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     return absl::OkStatus();
   };
 
+  auto cpu_executor = [&](runtime::Communicator& comm) -> runtime::MakeExecutorFn {
+    return [&p, &plan, &comm](runtime::ExecutorOptions eo) { return runtime::Executor::Create(*p.graph, plan, comm, eo); };
+  };
   absl::Status st;
-  if (mpi) {
-    st = run(*mpi_comm);
+  if (cuda) {
+    runtime::CudaPlanOptions co;
+    co.precision = p.precision;
+    co.emulate_gpus = p.emulate_gpus;
+    co.speeds = flops;
+    co.description = p.gpu_description;
+    st = runtime::RunCudaRanks(*p.graph, plan, co, run);
+    if (st.code() == absl::StatusCode::kFailedPrecondition) {
+      return absl::InvalidArgumentError(StrCat("--backend cuda: ", st.message()));
+    }
+  } else if (mpi) {
+    st = run(*mpi_comm, cpu_executor(*mpi_comm));
     if (!st.ok() && mpi_comm->rank() != 0) st = absl::Status(st.code(), StrCat("rank ", mpi_comm->rank(), ": ", st.message()));
   } else {
     st = runtime::RunThreadRanks(ranks, [&](runtime::Communicator& comm) -> absl::Status {
       try {
-        return run(comm);
+        return run(comm, cpu_executor(comm));
       } catch (const std::exception& e) {
         return absl::AbortedError(StrCat("rank ", comm.rank(), " died: ", e.what()));
       }
     }, /*timeout_s=*/600);
   }
   HS_RETURN_IF_ERROR(st);
-  if (!p.trace.empty() && (!mpi || mpi_comm->rank() == 0)) {
+  if (!p.trace.empty() && (!mpi || LauncherRank() == 0)) {
     HS_RETURN_IF_ERROR(runtime::WriteChromeTrace(p.trace, events, plan.devices,
                                                  StrCat(plan.strategy, " plan for ", p.spec.ToString())));
   }
@@ -255,6 +271,25 @@ absl::Status TrainPlan(const TrainOptions& o) {
   p.steps = o.steps;
   p.emulate = !o.no_emulate;
   p.ranks = o.ranks_given ? o.ranks : 0;
+  p.backend = o.backend;
+  p.precision = o.precision;
+  p.emulate_gpus = o.emulate_gpus;
+  if (o.backend == "cuda" && !LaunchedByMpi() && !o.emulate_gpus && n_dev > 1) {
+    return absl::InvalidArgumentError(StrCat(where, " has ", n_dev, " devices: with --backend cuda run one process per GPU "
+                                             "(mpirun -np ", n_dev, " ...), or add --emulate-gpus to emulate them on one GPU"));
+  }
+  if (o.emulate_gpus && o.backend != "cuda") return absl::InvalidArgumentError("--emulate-gpus needs --backend cuda");
+  if (o.emulate_gpus && LaunchedByMpi()) {
+    return absl::InvalidArgumentError("--emulate-gpus runs every plan device in one process; do not start it with mpirun/srun");
+  }
+  if (o.backend == "cuda" && (o.ranks_given || o.no_emulate)) {
+    return absl::InvalidArgumentError(StrCat(o.ranks_given ? "--ranks" : "--no-emulate",
+                                             " is for CPU ranks; GPU ranks are one per plan device and always wall-clock timed"));
+  }
+  if (o.backend == "cuda") HS_RETURN_IF_ERROR(RequireGpu());
+  std::string gpu_description;
+  p.gpu_description = &gpu_description;
+  const bool cuda = o.backend == "cuda";
   p.load = o.load;
   p.save = o.save;
   p.trace = o.trace;
@@ -275,10 +310,19 @@ absl::Status TrainPlan(const TrainOptions& o) {
   if (lead && !o.quiet) {
     std::string devs;
     for (size_t i = 0; i < n_dev; ++i) devs += fmt::format("{}{} x{:.2f}", i ? ", " : "", plan.devices[i], p.flops[i] / fastest);
+    const std::string kind = o.backend == "cuda" ? (o.emulate_gpus ? "virtual GPU" : "GPU (NCCL)")
+                             : LaunchedByMpi()    ? "MPI"
+                                                  : "thread";
     fmt::print(stderr, "training {} with plan '{}' ({}, cluster '{}') on {} {} ranks: {} steps, {} lr {:g}, {}\n",
-               p.spec.ToString(), o.plan, plan.strategy, plan.cluster, ranks, LaunchedByMpi() ? "MPI" : "thread",
-               o.steps, o.optimizer, p.optimizer.lr, data.description());
-    if (o.no_emulate) {
+               p.spec.ToString(), o.plan, plan.strategy, plan.cluster, ranks, kind, o.steps, o.optimizer,
+               p.optimizer.lr, data.description());
+    if (o.backend == "cuda") {
+      fmt::print(stderr, "timing: wall clock on the GPU{}; devices: {}\n",
+                 o.emulate_gpus ? "s (EMULATED mixed cluster: green contexts with SM shares by speed; "
+                                  "links are the GPU's own memory)"
+                                : "",
+                 devs);
+    } else if (o.no_emulate) {
       fmt::print(stderr, "timing: wall clock (--no-emulate); devices: {}\n", devs);
     } else {
       fmt::print(stderr,
@@ -310,7 +354,7 @@ absl::Status TrainPlan(const TrainOptions& o) {
       metrics << fmt::format(
           "{{\"step\": {}, \"loss\": {:.7g}, \"step_time_s\": {:.6f}, \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, "
           "\"idle_s\": {:.6f}, \"emulated\": {}, \"ranks\": [{}]}}\n",
-          m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), p.emulate ? "true" : "false", per_rank);
+          m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), p.emulate && !cuda ? "true" : "false", per_rank);
       metrics.flush();
     }
     if (o.quiet) return;
@@ -326,6 +370,7 @@ absl::Status TrainPlan(const TrainOptions& o) {
   };
   HS_RETURN_IF_ERROR(RunPlan(p).status());
   if (!lead) return absl::OkStatus();
+  if (!gpu_description.empty() && !o.quiet) fmt::print(stderr, "ran on {}\n", gpu_description);
   if (!o.save.empty() && !o.quiet) fmt::print(stderr, "checkpoint (full tensors) written to {}\n", o.save);
   if (!o.trace.empty() && !o.quiet) {
     fmt::print(stderr, "trace of {} ranks written to {} (open in https://ui.perfetto.dev)\n", ranks, o.trace);
@@ -334,7 +379,7 @@ absl::Status TrainPlan(const TrainOptions& o) {
              plan.strategy, ranks, o.steps, first_loss, last_loss);
   if (o.steps > 0) {
     fmt::print("step time {} {} (compute {}, communication {}, idle {}; mean over ranks{}); predicted {}\n",
-               Ms(step_time.get()), o.no_emulate ? "wall clock" : "emulated", Ms(compute.get()), Ms(comm_time.get()),
+               Ms(step_time.get()), o.no_emulate || cuda ? "wall clock" : "emulated", Ms(compute.get()), Ms(comm_time.get()),
                Ms(idle.get()), o.steps > 1 ? ", steps after the first" : "", Ms(plan.predicted_step_time_s));
   }
   return absl::OkStatus();

@@ -86,7 +86,9 @@ TEST(CliBench, BadInputExitsTwoWithOneLine) {
   const std::string mixed = " --cluster " + kClusters + "mixed-4.json --out " + Dir("bad");
   for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
            {"bench --model mlp --small" + mixed + " --baselines dp-ev,nosuch", "unknown baseline 'nosuch'"},
-           {"bench --model mlp --small" + mixed + " --backend cuda", "--backend cuda"},
+           {"bench --model mlp --small" + mixed + " --backend cuda", "--emulate-gpus"},
+           {"bench --model mlp --small" + mixed + " --backend tpu", "--backend tpu"},
+           {"bench --model mlp --small" + mixed + " --emulate-gpus", "--emulate-gpus needs --backend cuda"},
            {"bench --model mlp --small" + mixed + " --steps 0", "--steps 0"},
            {"bench --model mlp --small --cluster " + kClusters + "reference-64.json --out " + Dir("bad"), "--simulate"},
            {"bench --model mlp --small --cluster /nonexistent.json --out " + Dir("bad"), "/nonexistent.json"},

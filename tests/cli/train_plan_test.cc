@@ -16,6 +16,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "hetsynth/runtime/cuda.h"
+
 namespace {
 
 using nlohmann::json;
@@ -277,6 +279,24 @@ TEST_F(TrainPlan, BadCombinationsExitTwoWithOneLine) {
               {"--trace", "--plan"});
   ExpectError(Hetsynth("train --model mlp --small --steps 1 --ranks 4"), "--ranks without --plan", {"--ranks", "--plan"});
   ExpectError(Hetsynth("train --steps 1"), "neither --model nor --plan", {"--model", "--plan"});
+  // The CUDA backend's flags.
+  ExpectError(Hetsynth(run + "--backend tpu"), "unknown backend", {"--backend tpu", "cpu or cuda"});
+  ExpectError(Hetsynth(run + "--emulate-gpus"), "--emulate-gpus without cuda", {"--emulate-gpus", "--backend cuda"});
+  ExpectError(Hetsynth(run + "--precision tf32"), "--precision on the CPU", {"--precision tf32", "--backend cuda"});
+  ExpectError(Hetsynth(run + "--backend cuda --precision fp8"), "bad precision", {"fp8", "fp32, tf32 or bf16"});
+  ExpectError(Hetsynth(run + "--backend cuda"), "4 GPUs without mpirun", {"mpirun -np 4", "--emulate-gpus"});
+  ExpectError(Hetsynth(run + "--backend cuda --emulate-gpus --ranks 4"), "--ranks on GPUs", {"--ranks", "GPU ranks"});
+  ExpectError(Hetsynth("train --model mlp --small --steps 1 --emulate-gpus"), "--emulate-gpus without a plan",
+              {"--emulate-gpus", "--plan"});
+}
+
+// Without a GPU, the CUDA backend says so and exits 2 (the GPU runs are in gpu_executor_test).
+TEST_F(TrainPlan, CudaWithoutAGpuExitsTwo) {
+  const hetsynth::runtime::CudaInfo info = hetsynth::runtime::ProbeCuda();
+  if (info.devices > 0) GTEST_SKIP() << "a GPU is visible: " << info.first_name;
+  ExpectError(Hetsynth("train --plan " + plan_ + " --steps 1 --backend cuda --emulate-gpus"), "plan on virtual GPUs",
+              {"--backend cuda:", info.reason});
+  ExpectError(Hetsynth("train --model mlp --small --steps 1 --backend cuda"), "one GPU", {"--backend cuda:", info.reason});
 }
 
 TEST_F(TrainPlan, BadPlanFilesAreNamed) {

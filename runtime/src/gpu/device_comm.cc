@@ -585,7 +585,8 @@ absl::Status RunVirtualGpus(const std::vector<double>& speeds,
   }
   for (int r = 0; r < n; ++r) {
     HS_ASSIGN_OR_RETURN(std::unique_ptr<GpuExec> x,
-                        GpuExec::Create({.device = opt.device, .precision = opt.precision, .stream = streams[r]}));
+                        GpuExec::Create({.device = opt.device, .precision = opt.precision, .stream = streams[r],
+                                         .sm_count = layout.green ? layout.sm_counts[static_cast<size_t>(r)] : 0}));
     v.execs.push_back(std::move(x));
   }
   v.shared = Shared(n);

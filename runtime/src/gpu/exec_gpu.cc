@@ -161,8 +161,10 @@ absl::StatusOr<std::unique_ptr<GpuExec>> GpuExec::Create(GpuExecOptions options)
   HS_CUDA_RETURN(cublasCreate(&h));
   x->cublas_ = h;
   HS_CUDA_RETURN(cublasSetStream(h, S(x->stream_)));
-  // Tensor-core math only where the precision asks for it (the compute type decides per call).
-  HS_CUDA_RETURN(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH));
+  // Default math: with CUBLAS_COMPUTE_32F no TF32 down-conversion happens; the compute type of
+  // each call (Precision) is what allows tensor cores.
+  HS_CUDA_RETURN(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+  if (options.sm_count > 0) HS_CUDA_RETURN(cublasSetSmCountTarget(h, options.sm_count));
   x->alloc_ = std::make_unique<CachingAllocator>(options.device);
   return x;
 }

@@ -93,6 +93,9 @@ struct GpuExecOptions {
   Precision precision = Precision::kFp32;
   // A stream to run on (a cudaStream_t, e.g. one created in a green context); null: create one.
   void* stream = nullptr;
+  // SMs this executor may use (a green context's share), so cuBLAS sizes its kernels for them
+  // (cublasSetSmCountTarget); 0: the whole device.
+  int sm_count = 0;
 };
 
 class GpuExec {

@@ -10,6 +10,7 @@
 //   float Read(const float* p);               // one element to the host
 //   Tensor Upload(const runtime::Tensor& t);  runtime::Tensor Download(const Tensor& t);
 //   Tensor Clone(const Tensor& t);
+//   absl::Status status(); absl::Status Synchronize();   // first error; wait for queued work
 // GpuExec (exec_gpu.h) implements it with CUDA streams, cuBLAS and the caching allocator;
 // HostExec implements it with host memory, plain loops and the CPU GEMM. HostExec is not a
 // backend users choose: it exists so that the GPU operators' arithmetic and indexing run and
@@ -19,6 +20,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/status/status.h"
 #include "gpu/gemm_args.h"
 #include "hetsynth/runtime/kernels.h"
 #include "hetsynth/runtime/tensor.h"
@@ -49,6 +51,8 @@ class HostExec {
   Tensor Upload(const runtime::Tensor& t) { return t; }
   runtime::Tensor Download(const Tensor& t) { return t; }
   Tensor Clone(const Tensor& t) { return t; }
+  absl::Status status() const { return absl::OkStatus(); }
+  absl::Status Synchronize() { return absl::OkStatus(); }
 };
 
 }  // namespace hetsynth::runtime::gpu
