@@ -24,6 +24,8 @@
 #include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/cpu_time.h"
+#include "hetsynth/runtime/cuda.h"
+#include "hetsynth/runtime/cuda_backend.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/executor.h"
 #include "hetsynth/runtime/trainer.h"
@@ -40,6 +42,8 @@ constexpr int kMaxFixedPointRounds = 20;
 struct ProfileFlags {
   ModelOptions model;
   std::string like, out;
+  std::string backend = "cpu";  // cpu | cuda
+  std::string precision;        // cuda only; empty: fp32
   int ranks = 0;  // 0: the --like cluster's device count (at most kMaxDefaultRanks), else 4
   int repeats = 5;
   int64_t max_bytes = kDefaultMaxBytes;
@@ -118,8 +122,45 @@ struct CommSample {
   double a, b;      // model: seconds ≈ a·α + b·β
 };
 
-// For sizes 1, 4, 16, … ≤ max_bytes/4 elements, split over the ranks in proportion to `shares`
-// (the plan ratios this cluster will get: like's relative speeds) as a plan's tensors are:
+constexpr int kCommOps = 4;
+const char* const kCommOpNames[kCommOps] = {"all_gather", "reduce_scatter", "all_reduce", "all_gather_padded"};
+
+// The tensor sizes timed: 4, 16, 64, … elements up to max_bytes (1 when max_bytes < 16).
+std::vector<int64_t> CollectiveSizes(int64_t max_bytes) {
+  std::vector<int64_t> sizes;
+  for (int64_t s = 4; 4 * s <= max_bytes; s *= 4) sizes.push_back(s);
+  if (sizes.empty()) sizes.push_back(1);
+  return sizes;
+}
+
+// A sample of collective kCommOpNames[op] over a tensor cut into shards of `lengths` elements
+// (one per rank) that took `seconds`, with the cost model's coefficients (costmodel/cost.h):
+// grouped all-gather / reduce-scatter n·α + β·B·max_i max(1 − s_i, (n−1)·s_i); ring all-reduce
+// 2(n−1)·α + 2(n−1)/n·β·B; padded all-gather (n−1)·(α + β·B·max_i s_i), with the rounded shares.
+// Both backends' samples go through here.
+CommSample MakeSample(int op, const std::vector<int64_t>& lengths, double seconds) {
+  const int n = static_cast<int>(lengths.size());
+  const double nm1 = n - 1.0;
+  int64_t total = 0;
+  for (int64_t len : lengths) total += len;
+  double grouped = 0, largest = 0;  // max_i max(1 − s_i, (n−1)·s_i); max_i s_i
+  for (int64_t len : lengths) {
+    const double share = static_cast<double>(len) / static_cast<double>(total);
+    grouped = std::max(grouped, std::max(1.0 - share, nm1 * share));
+    largest = std::max(largest, share);
+  }
+  CommSample c;
+  c.op = kCommOpNames[op];
+  c.elements = static_cast<double>(total);
+  c.bytes = 4.0 * c.elements;
+  c.seconds = std::max(seconds, 1e-9);  // a clock tick, never zero
+  c.a = op < 2 ? static_cast<double>(n) : op == 2 ? 2 * nm1 : nm1;
+  c.b = op < 2 ? grouped * c.bytes : op == 2 ? 2 * nm1 / n * c.bytes : nm1 * largest * c.bytes;
+  return c;
+}
+
+// For each size of CollectiveSizes, split over the ranks in proportion to `shares` (the plan
+// ratios this cluster will get: like's relative speeds) as a plan's tensors are:
 // Barrier, then time through the executor's own code path (runtime/collectives.h, packing
 // included) a grouped all-gather, after another Barrier a grouped reduce-scatter, and after a
 // third an all-reduce of the whole size; per size and op the median over `repeats` (after one
@@ -129,11 +170,8 @@ struct CommSample {
 // variable and is not counted, the copying and summing a rank does is.
 absl::StatusOr<std::vector<CommSample>> TimeCollectives(int n, int repeats, int64_t max_bytes,
                                                         const std::vector<double>& shares) {
-  constexpr int kOps = 4;
-  const char* kNames[kOps] = {"all_gather", "reduce_scatter", "all_reduce", "all_gather_padded"};
-  std::vector<int64_t> sizes;
-  for (int64_t s = 4; 4 * s <= max_bytes; s *= 4) sizes.push_back(s);
-  if (sizes.empty()) sizes.push_back(1);
+  constexpr int kOps = kCommOps;
+  const std::vector<int64_t> sizes = CollectiveSizes(max_bytes);
   const size_t num_sizes = sizes.size(), per_size = static_cast<size_t>(repeats + 1);
   // seconds[((size · kOps + op) · per_size + rep) · n + rank], each rank writing its own slots.
   std::vector<double> seconds(num_sizes * kOps * per_size * static_cast<size_t>(n), 0.0);
@@ -168,15 +206,8 @@ absl::StatusOr<std::vector<CommSample>> TimeCollectives(int n, int repeats, int6
     return absl::OkStatus();
   }));
   std::vector<CommSample> out;
-  const double nm1 = n - 1.0;
   for (size_t s = 0; s < num_sizes; ++s) {
     const std::vector<int64_t> lengths = instr::RoundShares(shares, sizes[s]);
-    double grouped = 0, largest = 0;  // max_i max(1 − s_i, (n−1)·s_i); max_i s_i (rounded shares)
-    for (int64_t len : lengths) {
-      const double share = static_cast<double>(len) / static_cast<double>(sizes[s]);
-      grouped = std::max(grouped, std::max(1.0 - share, nm1 * share));
-      largest = std::max(largest, share);
-    }
     for (int op = 0; op < kOps; ++op) {
       std::vector<double> worst;
       for (int rep = 1; rep <= repeats; ++rep) {  // rep 0 warms up
@@ -184,17 +215,7 @@ absl::StatusOr<std::vector<CommSample>> TimeCollectives(int n, int repeats, int6
         for (int r = 0; r < n; ++r) w = std::max(w, slot(s, op, rep, r));
         worst.push_back(w);
       }
-      CommSample c;
-      c.op = kNames[op];
-      c.elements = static_cast<double>(sizes[s]);
-      c.bytes = 4.0 * c.elements;
-      c.seconds = std::max(Median(worst), 1e-9);  // a clock tick, never zero
-      // The cost model (costmodel/cost.h): grouped all-gather / reduce-scatter
-      // n·α + β·B·max_i max(1 − s_i, (n−1)·s_i); ring all-reduce 2(n−1)·α + 2(n−1)/n·β·B;
-      // padded all-gather (n−1)·(α + β·B·max_i s_i).
-      c.a = op < 2 ? static_cast<double>(n) : op == 2 ? 2 * nm1 : nm1;
-      c.b = op < 2 ? grouped * c.bytes : op == 2 ? 2 * nm1 / n * c.bytes : nm1 * largest * c.bytes;
-      out.push_back(c);
+      out.push_back(MakeSample(op, lengths, Median(worst)));
     }
   }
   return out;
@@ -234,18 +255,19 @@ LinkFit FitLink(const std::vector<CommSample>& samples) {
 
 // ---- 3. the cluster --------------------------------------------------------------------------
 
-// This host as the fastest device: without `like`, `ranks` devices host0… of one type "host";
-// with it, like's devices, nodes and names, each device's flops and memory bandwidth = host ×
+// This host (or GPU) as the fastest device: without `like`, `ranks` devices <base>0… of one
+// type <base> in a cluster named <base> (base: "host" or "gpu"); with it, like's devices, nodes and names, each device's flops and memory bandwidth = host ×
 // (its flops / like's largest flops), memory kept; every link = the measured one; like's
 // collective tables dropped (they describe the real cluster, not this host).
 costmodel::Cluster EmulatedCluster(const std::optional<costmodel::Cluster>& like, int ranks, double host_flops,
-                                   double host_bw, const costmodel::Link& link, double memory_per_device) {
+                                   double host_bw, const costmodel::Link& link, double memory_per_device,
+                                   const std::string& base) {
   costmodel::Cluster c;
   if (!like) {
-    c.name = "host";
+    c.name = base;
     c.nodes.push_back({"n0", link});
     for (int i = 0; i < ranks; ++i) {
-      c.devices.push_back({fmt::format("host{}", i), "host", 0, host_flops, memory_per_device, host_bw});
+      c.devices.push_back({fmt::format("{}{}", base, i), base, 0, host_flops, memory_per_device, host_bw});
     }
   } else {
     c = *like;
@@ -315,58 +337,14 @@ HostCompute Rates(const ir::Graph& g, const NodeTimes& t, const costmodel::Clust
   return h;
 }
 
-absl::Status RunProfile(const ProfileFlags& f) {
-  if (f.out.empty()) return absl::InvalidArgumentError("-o is required: the cluster file to write");
-  {
-    // Fail before minutes of measuring, not after.
-    const std::filesystem::path dir = std::filesystem::path(f.out).parent_path();
-    std::error_code ec;
-    if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) {
-      return absl::InvalidArgumentError(StrCat("-o '", f.out, "': directory '", dir.string(), "' does not exist"));
-    }
-  }
-  if (f.repeats < 1) return absl::InvalidArgumentError(StrCat("--repeats ", f.repeats, "; expected at least 1"));
-  if (f.max_bytes < 4) {
-    return absl::InvalidArgumentError(StrCat("--max-bytes ", f.max_bytes, "; expected at least 4 (one float)"));
-  }
-  HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
-  HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
-  std::optional<costmodel::Cluster> like;
-  if (!f.like.empty()) {
-    absl::StatusOr<costmodel::Cluster> c = costmodel::ReadClusterFile(f.like);
-    if (!c.ok()) return absl::InvalidArgumentError(StrCat("--like: ", c.status().message()));
-    like = std::move(*c);
-  }
-  int ranks = f.ranks;
-  if (ranks == 0) ranks = like ? std::clamp(like->size(), 2, kMaxDefaultRanks) : kDefaultRanks;
-  if (ranks < 2 || ranks > kMaxRanks) {
-    return absl::InvalidArgumentError(
-        StrCat("--ranks ", ranks, "; expected 2 to ", kMaxRanks, " (the collectives are timed over that many thread ranks)"));
-  }
-  const double ram = PhysicalRamBytes();
-  // Per rank the buffers of the largest size: all-gather send + receive + padded staging, the
-  // all-reduce data and its chunk (about 3.5 × --max-bytes); keep them within half the RAM.
-  const double comm_bytes = 4.0 * static_cast<double>(f.max_bytes) * ranks;
-  if (ram > 0 && comm_bytes > ram / 2) {
-    return absl::InvalidArgumentError(StrCat("--ranks ", ranks, " × --max-bytes ", f.max_bytes, " needs about ",
-                                             Bytes(comm_bytes), " for the collective buffers, more than half of this host's ",
-                                             Bytes(ram), "; lower --max-bytes or --ranks"));
-  }
-
-  // 1. Kernels.
-  fmt::print(stderr, "profile: timing the kernels of {} on 1 thread: 1 warm-up + {} training step{}\n",
-             spec.ToString(), f.repeats, f.repeats == 1 ? "" : "s");
-  HS_ASSIGN_OR_RETURN(NodeTimes times, TimeKernels(spec, g, f.repeats));
-  double total_s = 0;
-  for (double s : times.seconds) total_s += s;
-  if (!(total_s > 0)) {
-    return absl::InvalidArgumentError(StrCat("--model ", spec.name,
-                                             ": its kernels took no measurable CPU time; use a larger model or --batch"));
-  }
-  // The cost model classifies a node as memory-bound against the cluster's average device; in the
-  // emulated cluster every device is this host scaled by one factor, so that average has this
-  // host's FLOP/s : bandwidth ratio. Start from the whole model's FLOPs and bytes over its time
-  // and classify on the output cluster until the classification no longer changes.
+// The cost model classifies a node as memory-bound against the cluster's average device; in the
+// emulated cluster every device is the measured one scaled by one factor, so that average has its
+// FLOP/s : bandwidth ratio. Start from the whole model's FLOPs and bytes over its time and
+// classify on the output cluster until the classification no longer changes. Both backends'
+// node times go through here.
+HostCompute Classify(const ir::Graph& g, const NodeTimes& times, double total_s,
+                     const std::optional<costmodel::Cluster>& like, int ranks, double memory_per_device,
+                     const std::string& base) {
   HostCompute host;
   {
     double flops = 0, bytes = 0;
@@ -378,14 +356,13 @@ absl::Status RunProfile(const ProfileFlags& f) {
     host.bytes_per_s = bytes > 0 ? bytes / total_s : 1.0;
   }
   const costmodel::Link provisional{1e9, 0};
-  const double memory_per_device = ram > 0 ? ram / ranks : 1.0;
   std::vector<bool> classes, previous;
   int rounds = 0;
   bool stable = false;
   while (rounds < kMaxFixedPointRounds && !stable) {
     ++rounds;
     const costmodel::Cluster c =
-        EmulatedCluster(like, ranks, host.flops_per_s, host.bytes_per_s, provisional, memory_per_device);
+        EmulatedCluster(like, ranks, host.flops_per_s, host.bytes_per_s, provisional, memory_per_device, base);
     host = Rates(g, times, c, &classes);
     stable = classes == previous;
     previous = classes;
@@ -393,6 +370,59 @@ absl::Status RunProfile(const ProfileFlags& f) {
   fmt::print(stderr, "profile: {} compute-bound and {} memory-bound nodes timed ({} without backward left out){}\n",
              host.compute_nodes, host.memory_nodes, host.skipped,
              stable ? "" : fmt::format("; classification still changing after {} rounds", rounds));
+  return host;
+}
+
+// What a backend measured, in the form the shared code below writes the cluster file from.
+struct Measured {
+  HostCompute compute;  // the device's rates (classified; CPU: calibrated against the executor)
+  std::vector<CommSample> samples;
+  double memory_per_device = 0;  // without --like
+  std::string base;              // "host" or "gpu": cluster, device and type names without --like
+  std::string label;             // the summary's name for the device: "host" or "GPU"
+  std::string ranks_label;       // e.g. "4 thread ranks", "4 virtual GPUs"
+  std::string extra;             // one more summary line, or empty
+};
+
+// Shards as plans for this cluster will cut them: in proportion to the devices' speeds (like's
+// FLOP/s when it has `ranks` devices, else equal).
+std::vector<double> Shares(const std::optional<costmodel::Cluster>& like, int ranks) {
+  std::vector<double> shares(static_cast<size_t>(ranks), 1.0);
+  if (like && like->size() == ranks) {
+    for (int i = 0; i < ranks; ++i) shares[static_cast<size_t>(i)] = like->devices[static_cast<size_t>(i)].flops;
+  }
+  return shares;
+}
+
+absl::StatusOr<Measured> MeasureCpu(const ProfileFlags& f, const ir::ModelSpec& spec, const ir::Graph& g,
+                                    const std::optional<costmodel::Cluster>& like, int ranks) {
+  const double ram = PhysicalRamBytes();
+  // Per rank the buffers of the largest size: all-gather send + receive + padded staging, the
+  // all-reduce data and its chunk (about 3.5 × --max-bytes); keep them within half the RAM.
+  const double comm_bytes = 4.0 * static_cast<double>(f.max_bytes) * ranks;
+  if (ram > 0 && comm_bytes > ram / 2) {
+    return absl::InvalidArgumentError(StrCat("--ranks ", ranks, " × --max-bytes ", f.max_bytes, " needs about ",
+                                             Bytes(comm_bytes), " for the collective buffers, more than half of this host's ",
+                                             Bytes(ram), "; lower --max-bytes or --ranks"));
+  }
+  Measured m;
+  m.base = "host";
+  m.label = "host";
+  m.ranks_label = fmt::format("{} thread ranks", ranks);
+  m.memory_per_device = ram > 0 ? ram / ranks : 1.0;
+
+  // 1. Kernels.
+  fmt::print(stderr, "profile: timing the kernels of {} on 1 thread: 1 warm-up + {} training step{}\n",
+             spec.ToString(), f.repeats, f.repeats == 1 ? "" : "s");
+  HS_ASSIGN_OR_RETURN(NodeTimes times, TimeKernels(spec, g, f.repeats));
+  double total_s = 0;
+  for (double s : times.seconds) total_s += s;
+  if (!(total_s > 0)) {
+    return absl::InvalidArgumentError(StrCat("--model ", spec.name,
+                                             ": its kernels took no measurable CPU time; use a larger model or --batch"));
+  }
+  HostCompute& host = m.compute;
+  host = Classify(g, times, total_s, like, ranks, m.memory_per_device, m.base);
 
   // The executor's kernels run among its own bookkeeping and among the other ranks' threads
   // (collectives, wake-ups) on this host's few cores, which slows them down; scale both rates so
@@ -432,10 +462,10 @@ absl::Status RunProfile(const ProfileFlags& f) {
       HS_ASSIGN_OR_RETURN(auto ex, runtime::Executor::Create(g, plan, comm, runtime::ExecutorOptions{}));
       for (int i = 0; i <= f.repeats; ++i) {
         HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(i));
-        HS_ASSIGN_OR_RETURN(runtime::StepMetrics m, ex->Step(batch));
+        HS_ASSIGN_OR_RETURN(runtime::StepMetrics sm, ex->Step(batch));
         // Step 0 warms up. Rank 0 runs the whole step (forward, backward, update); with a
         // replicated loss the others have no gradient to run backward on.
-        if (i > 0 && comm.rank() == 0) steps.push_back(m.ranks.at(0).compute_s);
+        if (i > 0 && comm.rank() == 0) steps.push_back(sm.ranks.at(0).compute_s);
       }
       return absl::OkStatus();
     }));
@@ -450,24 +480,127 @@ absl::Status RunProfile(const ProfileFlags& f) {
   // 2. Collectives.
   int64_t largest_bytes = 4;
   while (largest_bytes <= f.max_bytes / 4) largest_bytes *= 4;
-  // Shards as plans for this cluster will cut them: in proportion to the devices' speeds.
-  std::vector<double> shares(static_cast<size_t>(ranks), 1.0);
-  if (like && like->size() == ranks) {
-    for (int i = 0; i < ranks; ++i) shares[static_cast<size_t>(i)] = like->devices[static_cast<size_t>(i)].flops;
-  }
   fmt::print(stderr, "profile: timing grouped and padded all-gather, grouped reduce-scatter (shards by device speed) and all-reduce "
                      "on {} thread ranks, 16 B to {}, 1 warm-up + {} repeat{} per size\n",
              ranks, Bytes(static_cast<double>(largest_bytes)), f.repeats,
              f.repeats == 1 ? "" : "s");
-  HS_ASSIGN_OR_RETURN(std::vector<CommSample> samples, TimeCollectives(ranks, f.repeats, f.max_bytes, shares));
-  for (const CommSample& c : samples) {
+  HS_ASSIGN_OR_RETURN(m.samples, TimeCollectives(ranks, f.repeats, f.max_bytes, Shares(like, ranks)));
+  return m;
+}
+
+// The GPU: runtime::ProfileCuda on GPU 0 — per node forward + backward wall-clock seconds of the
+// GPU trainer (waiting for the GPU around each operator), the optimizer update, a device-to-device
+// copy, and the collectives on `ranks` virtual GPUs of this GPU (SM shares and shards by device
+// speed) — then the same classification and samples as the CPU's. No executor calibration: the
+// GPU plan executor, too, charges wall clock after waiting for the GPU around each instruction.
+absl::StatusOr<Measured> MeasureCuda(const ProfileFlags& f, const ir::ModelSpec& spec, const ir::Graph& g,
+                                     const std::optional<costmodel::Cluster>& like, int ranks) {
+  runtime::CudaProfileOptions o;
+  o.device = 0;
+  o.precision = f.precision.empty() ? "fp32" : f.precision;
+  o.repeats = f.repeats;
+  o.speeds = Shares(like, ranks);
+  const std::vector<int64_t> sizes = CollectiveSizes(f.max_bytes);
+  for (int64_t size : sizes) o.collectives.push_back(instr::RoundShares(o.speeds, size));
+  HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, /*seed=*/0));
+  HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(0));
+
+  fmt::print(stderr, "profile: timing on GPU 0 ({}, {}) the kernels of {}: 1 warm-up + {} training step{}; the optimizer "
+                     "update; a device-to-device copy of up to {}\n",
+             runtime::ProbeCuda().first_name, o.precision, spec.ToString(), f.repeats, f.repeats == 1 ? "" : "s",
+             Bytes(static_cast<double>(o.copy_bytes)));
+  fmt::print(stderr, "profile: then grouped and padded all-gather, grouped reduce-scatter and all-reduce on {} virtual GPUs "
+                     "(SMs and shards by device speed), {} to {}, 1 warm-up + {} repeat{} per size\n",
+             ranks, Bytes(4.0 * static_cast<double>(sizes.front())), Bytes(4.0 * static_cast<double>(sizes.back())),
+             f.repeats, f.repeats == 1 ? "" : "s");
+  absl::StatusOr<runtime::CudaProfile> p = runtime::ProfileCuda(g, batch, o);
+  if (!p.ok() && p.status().code() == absl::StatusCode::kFailedPrecondition) {
+    return absl::InvalidArgumentError(StrCat("--backend cuda: ", p.status().message()));
+  }
+  HS_RETURN_IF_ERROR(p.status());
+
+  Measured m;
+  m.base = "gpu";
+  m.label = "GPU";
+  m.ranks_label = fmt::format("{} virtual GPUs", ranks);
+  m.memory_per_device = p->memory_bytes / ranks;  // the virtual GPUs share the one GPU's memory
+  m.extra = fmt::format("GPU copy:     {:.4g} GB/s device-to-device (bytes read + written; {})", p->copy_bytes_per_s / 1e9,
+                        p->device_name);
+  NodeTimes times;
+  times.seconds = p->node_seconds;
+  times.backward = p->node_backward;
+  times.optimizer_s = p->optimizer_s;
+  double total_s = 0;
+  for (double s : times.seconds) total_s += s;
+  if (!(total_s > 0)) {
+    return absl::InvalidArgumentError(StrCat("--model ", spec.name, ": its kernels took no measurable time on the GPU"));
+  }
+  m.compute = Classify(g, times, total_s, like, ranks, m.memory_per_device, m.base);
+  fmt::print(stderr, "profile: collectives on {}\n", p->comm_description);
+  for (const runtime::CudaCollectiveTime& c : p->collectives) {
+    int op = 0;
+    while (op < kCommOps && c.op != kCommOpNames[op]) ++op;
+    if (op == kCommOps) return absl::InternalError(StrCat("ProfileCuda timed an unknown collective '", c.op, "'"));
+    m.samples.push_back(MakeSample(op, c.lengths, c.seconds));
+  }
+  return m;
+}
+
+absl::Status RunProfile(const ProfileFlags& f) {
+  if (f.out.empty()) return absl::InvalidArgumentError("-o is required: the cluster file to write");
+  if (f.backend != "cpu" && f.backend != "cuda") {
+    return absl::InvalidArgumentError(StrCat("--backend ", f.backend, "; expected cpu or cuda"));
+  }
+  const bool cuda = f.backend == "cuda";
+  if (!f.precision.empty() && !cuda) {
+    return absl::InvalidArgumentError(StrCat("--precision ", f.precision, " needs --backend cuda (the CPU computes in fp32)"));
+  }
+  if (!f.precision.empty() && f.precision != "fp32" && f.precision != "tf32" && f.precision != "bf16") {
+    return absl::InvalidArgumentError(StrCat("--precision ", f.precision, "; expected fp32, tf32 or bf16"));
+  }
+  {
+    // Fail before minutes of measuring, not after.
+    const std::filesystem::path dir = std::filesystem::path(f.out).parent_path();
+    std::error_code ec;
+    if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) {
+      return absl::InvalidArgumentError(StrCat("-o '", f.out, "': directory '", dir.string(), "' does not exist"));
+    }
+  }
+  if (f.repeats < 1) return absl::InvalidArgumentError(StrCat("--repeats ", f.repeats, "; expected at least 1"));
+  if (f.max_bytes < 4) {
+    return absl::InvalidArgumentError(StrCat("--max-bytes ", f.max_bytes, "; expected at least 4 (one float)"));
+  }
+  if (cuda) {
+    const runtime::CudaInfo info = runtime::ProbeCuda();
+    if (info.devices == 0) return absl::InvalidArgumentError(StrCat("--backend cuda: no GPU: ", info.reason));
+  }
+  HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
+  HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
+  std::optional<costmodel::Cluster> like;
+  if (!f.like.empty()) {
+    absl::StatusOr<costmodel::Cluster> c = costmodel::ReadClusterFile(f.like);
+    if (!c.ok()) return absl::InvalidArgumentError(StrCat("--like: ", c.status().message()));
+    like = std::move(*c);
+  }
+  int ranks = f.ranks;
+  if (ranks == 0) ranks = like ? std::clamp(like->size(), 2, kMaxDefaultRanks) : kDefaultRanks;
+  const int max_ranks = cuda ? kMaxDefaultRanks : kMaxRanks;  // virtual GPUs: at most 64
+  if (ranks < 2 || ranks > max_ranks) {
+    return absl::InvalidArgumentError(StrCat("--ranks ", ranks, "; expected 2 to ", max_ranks, " (the collectives are timed over that many ",
+                                             cuda ? "virtual GPUs" : "thread ranks", ")"));
+  }
+
+  HS_ASSIGN_OR_RETURN(const Measured m, cuda ? MeasureCuda(f, spec, g, like, ranks) : MeasureCpu(f, spec, g, like, ranks));
+  const HostCompute& host = m.compute;
+  for (const CommSample& c : m.samples) {
     fmt::print(stderr, "profile:   {:<10} {:>12}  {:>10.1f} us\n", c.op, Bytes(c.bytes), c.seconds * 1e6);
   }
-  const LinkFit fit = FitLink(samples);
+  const LinkFit fit = FitLink(m.samples);
   const costmodel::Link link{1.0 / fit.beta, fit.alpha};
 
   // 3. The cluster file.
-  const costmodel::Cluster out = EmulatedCluster(like, ranks, host.flops_per_s, host.bytes_per_s, link, memory_per_device);
+  const costmodel::Cluster out =
+      EmulatedCluster(like, ranks, host.flops_per_s, host.bytes_per_s, link, m.memory_per_device, m.base);
   const std::string text = costmodel::ClusterToJson(out);
   HS_RETURN_IF_ERROR(costmodel::ParseCluster(text, f.out).status());  // what we write must load
   std::ofstream file(f.out, std::ios::binary | std::ios::trunc);
@@ -476,19 +609,20 @@ absl::Status RunProfile(const ProfileFlags& f) {
   if (!file) return absl::InvalidArgumentError(StrCat("-o '", f.out, "': cannot write the cluster file"));
 
   // 4. Summary.
-  fmt::print("host compute: {:.4g} GFLOP/s GEMM-class ({} compute-bound nodes, {:.3f} ms/step){}\n",
+  fmt::print("{:<13} {:.4g} GFLOP/s GEMM-class ({} compute-bound nodes, {:.3f} ms/step){}\n", m.label + " compute:",
              host.flops_per_s / 1e9, host.compute_nodes, host.compute_s * 1e3,
              host.flops_fallback ? "; no compute-bound node: all nodes' FLOPs over their time" : "");
-  fmt::print("host memory:  {:.4g} GB/s ({} memory-bound nodes, {:.3f} ms/step){}\n", host.bytes_per_s / 1e9,
+  fmt::print("{:<13} {:.4g} GB/s ({} memory-bound nodes, {:.3f} ms/step){}\n", m.label + " memory:", host.bytes_per_s / 1e9,
              host.memory_nodes, host.memory_s * 1e3,
              host.bandwidth_fallback ? "; no memory-bound node: all nodes' bytes over their time" : "");
-  fmt::print("link ({} thread ranks, {} samples): latency {:.3g} us, bandwidth {:.4g} GB/s (rms relative error {:.0f}%)\n",
-             ranks, samples.size(), fit.alpha * 1e6, 1.0 / fit.beta / 1e9, fit.rms_relative * 100);
+  if (!m.extra.empty()) fmt::print("{}\n", m.extra);
+  fmt::print("link ({}, {} samples): latency {:.3g} us, bandwidth {:.4g} GB/s (rms relative error {:.0f}%)\n",
+             m.ranks_label, m.samples.size(), fit.alpha * 1e6, 1.0 / fit.beta / 1e9, fit.rms_relative * 100);
   if (like) {
     for (const costmodel::DeviceClass& k : out.Classes()) {
       const costmodel::Device& d = out.devices[static_cast<size_t>(k.devices.front())];
-      fmt::print("  {:<12} x{:<4} {:.4g} GFLOP/s  {:.4g} GB/s  ({:.3g} of this host)\n", d.type, k.devices.size(),
-                 d.flops / 1e9, d.memory_bandwidth / 1e9, d.flops / host.flops_per_s);
+      fmt::print("  {:<12} x{:<4} {:.4g} GFLOP/s  {:.4g} GB/s  ({:.3g} of this {})\n", d.type, k.devices.size(),
+                 d.flops / 1e9, d.memory_bandwidth / 1e9, d.flops / host.flops_per_s, m.label);
     }
   }
   fmt::print("wrote {} (cluster '{}', {} devices, fingerprint {})\n", f.out, out.name, out.size(), out.Fingerprint());
@@ -499,7 +633,9 @@ absl::Status RunProfile(const ProfileFlags& f) {
 
 Runner RegisterProfile(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
-      "profile", "Measure this host (kernels, thread collectives) and write a cluster file with it as the fastest device");
+      "profile",
+      "Measure this host (kernels, thread collectives) or a GPU (--backend cuda) and write a cluster file with it as "
+      "the fastest device");
   auto f = std::make_shared<ProfileFlags>();
   cmd->add_option("--model", f->model.name, "model whose kernels are timed (" + ir::ModelNames() + ")")->required();
   f->model.AddFlags(*cmd);
@@ -514,6 +650,11 @@ Runner RegisterProfile(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--max-bytes", f->max_bytes, "largest collective timed, in bytes (sizes 4 B, 16 B, ... up to this)")
       ->capture_default_str();
+  cmd->add_option("--backend", f->backend,
+                  "cpu: this host's kernels and thread collectives; cuda: GPU 0's kernels and collectives among "
+                  "virtual GPUs of it (needs a CUDA build and a visible GPU)")
+      ->capture_default_str();
+  cmd->add_option("--precision", f->precision, "with --backend cuda: GEMM arithmetic fp32 (default), tf32 or bf16");
   cmd->add_option("-o,--out", f->out, "cluster file to write")->required()->type_name("OUT.json");
   return [f]() { return RunProfile(*f); };
 }

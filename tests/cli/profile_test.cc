@@ -1,5 +1,7 @@
 // `hetsynth profile` end to end: the cluster file it writes loads, keeps the --like cluster's
 // devices and relative speeds, and bad input exits 2 with one line naming the flag or file.
+// --backend cuda: without a GPU (or CUDA) one clear error line; with one (skipped otherwise)
+// the file loads and `hetsynth synth` plans on it.
 #include <sys/wait.h>
 
 #include <cmath>
@@ -9,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/runtime/cuda.h"
 
 #include "cli/run_hetsynth.h"
 
@@ -90,6 +93,73 @@ TEST(CliProfile, BadInputExitsTwoNamingIt) {
   ExpectError("profile --model nosuch -o " + Tmp("x.json"), "unknown model 'nosuch'");
   ExpectError("profile --model mlp --small" + kQuick + " -o /nonexistent/dir/x.json", "/nonexistent/dir/x.json");
   ExpectError("profile --model mlp --small", "-o");
+}
+
+TEST(CliProfile, BadBackendOrPrecisionExitsTwoNamingIt) {
+  ExpectError("profile --backend tpu --model mlp --small -o " + Tmp("x.json"), "--backend tpu; expected cpu or cuda");
+  ExpectError("profile --precision tf32 --model mlp --small -o " + Tmp("x.json"), "--precision tf32 needs --backend cuda");
+  ExpectError("profile --backend cpu --precision fp32 --model mlp --small -o " + Tmp("x.json"),
+              "--precision fp32 needs --backend cuda");
+  // Checked before looking for a GPU: the same error with or without one.
+  ExpectError("profile --backend cuda --precision fp16 --model mlp --small -o " + Tmp("x.json"),
+              "--precision fp16; expected fp32, tf32 or bf16");
+}
+
+TEST(CliProfile, CudaWithoutGpuExitsTwoWithTheReason) {
+  const hetsynth::runtime::CudaInfo info = hetsynth::runtime::ProbeCuda();
+  if (info.devices > 0) GTEST_SKIP() << "a GPU is visible (" << info.first_name << "); this checks the error without one";
+  ExpectError("profile --backend cuda --model mlp --small" + kQuick + " -o " + Tmp("x.json"),
+              "--backend cuda: no GPU: " + info.reason);
+  ExpectError("profile --backend cuda --precision bf16 --model mlp --small --like " + kMixed4 + kQuick + " -o " +
+                  Tmp("x.json"),
+              "--backend cuda: no GPU: ");
+}
+
+TEST(CliProfile, CudaProfileLoadsAndSynthPlansOnIt) {
+  const hetsynth::runtime::CudaInfo info = hetsynth::runtime::ProbeCuda();
+  if (info.devices == 0) GTEST_SKIP() << "no GPU: " << info.reason;
+
+  // Without --like: N identical devices "gpu0"... of type "gpu".
+  const std::string plain = Tmp("gpu.json");
+  Result r = Hetsynth("profile --backend cuda --model mlp --small --ranks 2" + kQuick + " -o " + plain);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("GPU compute:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("virtual GPUs"), std::string::npos) << r.output;
+  absl::StatusOr<hetsynth::costmodel::Cluster> c = hetsynth::costmodel::ReadClusterFile(plain);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->name, "gpu");
+  ASSERT_EQ(c->size(), 2);
+  EXPECT_EQ(c->devices[0].name, "gpu0");
+  EXPECT_EQ(c->Classes().size(), 1u);
+  for (const auto& d : c->devices) {
+    EXPECT_EQ(d.type, "gpu");
+    EXPECT_TRUE(PositiveFinite(d.flops)) << d.flops;
+    EXPECT_TRUE(PositiveFinite(d.memory_bandwidth)) << d.memory_bandwidth;
+    EXPECT_TRUE(PositiveFinite(d.memory_bytes)) << d.memory_bytes;
+  }
+  EXPECT_TRUE(PositiveFinite(c->WorldLink().bandwidth));
+
+  // With --like (and another precision): like's devices, speeds relative to the GPU.
+  const std::string emulated = Tmp("gpu-mixed-4.json");
+  r = Hetsynth("profile --backend cuda --precision tf32 --model mlp --small --like " + kMixed4 + kQuick + " -o " + emulated);
+  ASSERT_EQ(r.code, 0) << r.output;
+  c = hetsynth::costmodel::ReadClusterFile(emulated);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->name, "mixed-4-emulated");
+  ASSERT_EQ(c->size(), 4);
+  const double ratios[] = {1, 1, 0.5, 0.25};
+  for (int i = 0; i < 4; ++i) {
+    const auto& d = c->devices[static_cast<size_t>(i)];
+    EXPECT_TRUE(PositiveFinite(d.flops)) << d.flops;
+    EXPECT_NEAR(d.flops / c->devices[0].flops, ratios[i], 1e-9) << d.name;
+    EXPECT_NEAR(d.memory_bandwidth / c->devices[0].memory_bandwidth, ratios[i], 1e-9) << d.name;
+  }
+
+  // `hetsynth synth` plans on both.
+  for (const std::string& cluster : {plain, emulated}) {
+    const Result s = Hetsynth("synth --model mlp --small --cluster " + cluster + " -o " + Tmp("gpu-plan.json"));
+    EXPECT_EQ(s.code, 0) << cluster << "\n" << s.output;
+  }
 }
 
 }  // namespace
