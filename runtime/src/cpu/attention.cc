@@ -13,6 +13,7 @@
 
 #include <Eigen/Core>
 
+#include "cpu/checks.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
@@ -48,27 +49,31 @@ void SoftmaxRows(float* s, int64_t t, bool causal) {
   }
 }
 
-struct AttentionDims {
-  int64_t b, t, c, h, d;
-};
+}  // namespace
 
-AttentionDims ReadDims(const ir::Node& node, const Tensor& q, const Tensor& k, const Tensor& v) {
-  HS_CHECK(q.rank() == 3 && k.shape == q.shape && v.shape == q.shape,
-           StrCat("attention '", node.name, "': q, k, v have shapes ", ir::ShapeString(q.shape),
-                  ", ", ir::ShapeString(k.shape), ", ", ir::ShapeString(v.shape),
+AttentionDims ReadAttentionDims(const ir::Node& node, const ir::Shape& q, const ir::Shape& k,
+                                const ir::Shape& v) {
+  HS_CHECK(q.size() == 3 && k == q && v == q,
+           StrCat("attention '", node.name, "': q, k, v have shapes ", ir::ShapeString(q),
+                  ", ", ir::ShapeString(k), ", ", ir::ShapeString(v),
                   "; expected three equal [B,T,C] shapes"));
   const int64_t heads = node.attrs.heads;
-  HS_CHECK(heads > 0 && q.dim(2) % heads == 0,
-           StrCat("attention '", node.name, "': heads=", heads, " does not divide C=", q.dim(2)));
-  return {q.dim(0), q.dim(1), q.dim(2), heads, q.dim(2) / heads};
+  HS_CHECK(heads > 0 && q[2] % heads == 0,
+           StrCat("attention '", node.name, "': heads=", heads, " does not divide C=", q[2]));
+  return {q[0], q[1], q[2], heads, q[2] / heads};
 }
 
-}  // namespace
+void CheckCausalMaskInput(const ir::Node& node, const ir::Shape& s) {
+  const size_t r = s.size();
+  HS_CHECK(r >= 2 && s[r - 1] == s[r - 2],
+           StrCat("causal_mask '", node.name, "': input has shape ", ir::ShapeString(s),
+                  "; expected [..., T, T]"));
+}
 
 void AttentionForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                       SavedState& saved) {
   const Tensor &q = *in[0], &k = *in[1], &v = *in[2];
-  const auto [nb, t, c, nh, d] = ReadDims(node, q, k, v);
+  const auto [nb, t, c, nh, d] = ReadAttentionDims(node, q.shape, k.shape, v.shape);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const ir::Shape p_shape = {nb, nh, t, t};
   // Reuse last step's buffer: every entry is overwritten, and at GPT sizes it is tens of MB.
@@ -96,10 +101,8 @@ void AttentionForward(const ir::Node& node, const KernelContext& ctx, In in, Ten
 void AttentionBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
                        const Tensor& dout, const SavedState& saved, DIn din) {
   const Tensor &q = *in[0], &k = *in[1], &v = *in[2];
-  const auto [nb, t, c, nh, d] = ReadDims(node, q, k, v);
-  HS_CHECK(saved.tensors.size() == 1 && saved.tensors[0].shape == (ir::Shape{nb, nh, t, t}),
-           StrCat("attention '", node.name, "': backward without the probabilities saved by "
-                  "forward"));
+  const auto [nb, t, c, nh, d] = ReadAttentionDims(node, q.shape, k.shape, v.shape);
+  CheckAttentionSaved(node, {nb, t, c, nh, d}, saved.tensors);
   const Tensor& probs = saved.tensors[0];
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   Tensor *dq = din[0], *dk = din[1], *dv = din[2];
@@ -143,9 +146,7 @@ void AttentionBackward(const ir::Node& node, const KernelContext& ctx, In in, co
 void CausalMaskForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                        SavedState& saved) {
   const Tensor& s = *in[0];
-  HS_CHECK(s.rank() >= 2 && s.dim(-1) == s.dim(-2),
-           StrCat("causal_mask '", node.name, "': input has shape ", ir::ShapeString(s.shape),
-                  "; expected [..., T, T]"));
+  CheckCausalMaskInput(node, s.shape);
   const int64_t t = s.dim(-1);
   const int64_t blocks = s.numel() / (t * t);
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();

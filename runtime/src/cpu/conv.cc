@@ -9,41 +9,57 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu/checks.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
+
+ConvShape ReadConvShape(const ir::Node& node, const ir::Shape& x, const ir::Shape& wt,
+                        const ir::Shape& y, const ir::Shape* bias) {
+  HS_CHECK(x.size() == 4 && wt.size() == 4 && wt[1] == x[1] && wt[2] == wt[3],
+           StrCat("conv2d '", node.name, "': x ", ir::ShapeString(x), " and weight ",
+                  ir::ShapeString(wt), "; expected [B,Ci,H,W] and [Co,Ci,k,k]"));
+  ConvShape g{x[0], x[1], x[2], x[3], wt[0], wt[2], node.attrs.stride, node.attrs.padding, 0, 0};
+  g.ho = (g.h + 2 * g.pad - g.k) / g.stride + 1;
+  g.wo = (g.w + 2 * g.pad - g.k) / g.stride + 1;
+  HS_CHECK(y == (ir::Shape{g.batch, g.co, g.ho, g.wo}),
+           StrCat("conv2d '", node.name, "': output has shape ", ir::ShapeString(y),
+                  "; expected [", g.batch, ",", g.co, ",", g.ho, ",", g.wo, "]"));
+  if (bias) {
+    HS_CHECK(*bias == ir::Shape{g.co},
+             StrCat("conv2d '", node.name, "': bias has shape ", ir::ShapeString(*bias),
+                    "; expected [", g.co, "]"));
+  }
+  return g;
+}
+
+void CheckMaxPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out) {
+  const int64_t k = node.attrs.kernel, s = node.attrs.stride;
+  HS_CHECK(x.size() == 4 && out.size() == 4 && out[2] == (x[2] - k) / s + 1 &&
+               out[3] == (x[3] - k) / s + 1,
+           StrCat("max_pool2d '", node.name, "': x ", ir::ShapeString(x), " and output ",
+                  ir::ShapeString(out), " do not match kernel=", k, " stride=", s));
+}
+
+void CheckAdaptiveAvgPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out) {
+  HS_CHECK(x.size() == 4 && out.size() == 4 && out[0] == x[0] && out[1] == x[1],
+           StrCat("adaptive_avg_pool2d '", node.name, "': x ", ir::ShapeString(x),
+                  " and output ", ir::ShapeString(out), " do not match"));
+}
+
 namespace {
 
-// Sizes of one convolution; all from the tensors except stride and padding.
-struct ConvDims {
-  int64_t batch, ci, h, w;  // input [batch, ci, h, w]
-  int64_t co, k;            // weight [co, ci, k, k]
-  int64_t stride, pad;
-  int64_t ho, wo;           // output [batch, co, ho, wo]
+// ConvShape with the column-matrix sizes.
+struct ConvDims : ConvShape {
   int64_t rows() const { return ci * k * k; }  // column-matrix rows
   int64_t pixels() const { return ho * wo; }   // column-matrix columns
   bool identity_columns() const { return k == 1 && stride == 1 && pad == 0; }
 };
 
 ConvDims ReadConvDims(const ir::Node& node, In in, const Tensor& y) {
-  const Tensor &x = *in[0], &wt = *in[1];
-  HS_CHECK(x.rank() == 4 && wt.rank() == 4 && wt.dim(1) == x.dim(1) && wt.dim(2) == wt.dim(3),
-           StrCat("conv2d '", node.name, "': x ", ir::ShapeString(x.shape), " and weight ",
-                  ir::ShapeString(wt.shape), "; expected [B,Ci,H,W] and [Co,Ci,k,k]"));
-  ConvDims g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), wt.dim(0), wt.dim(2),
-             node.attrs.stride, node.attrs.padding, 0, 0};
-  g.ho = (g.h + 2 * g.pad - g.k) / g.stride + 1;
-  g.wo = (g.w + 2 * g.pad - g.k) / g.stride + 1;
-  HS_CHECK(y.shape == (ir::Shape{g.batch, g.co, g.ho, g.wo}),
-           StrCat("conv2d '", node.name, "': output has shape ", ir::ShapeString(y.shape),
-                  "; expected [", g.batch, ",", g.co, ",", g.ho, ",", g.wo, "]"));
-  if (in.size() > 2) {
-    HS_CHECK(in[2]->shape == ir::Shape{g.co},
-             StrCat("conv2d '", node.name, "': bias has shape ", ir::ShapeString(in[2]->shape),
-                    "; expected [", g.co, "]"));
-  }
-  return g;
+  return {ReadConvShape(node, in[0]->shape, in[1]->shape, y.shape,
+                        in.size() > 2 ? &in[2]->shape : nullptr)};
 }
 
 // The output columns [lo, hi) whose input column ow·stride − pad + kw lies inside [0, w).
@@ -231,10 +247,7 @@ void MaxPool2dForward(const ir::Node& node, const KernelContext& ctx, In in, Ten
                       SavedState& saved) {
   const Tensor& x = *in[0];
   const int64_t k = node.attrs.kernel, s = node.attrs.stride;
-  HS_CHECK(x.rank() == 4 && out.rank() == 4 && out.dim(2) == (x.dim(2) - k) / s + 1 &&
-               out.dim(3) == (x.dim(3) - k) / s + 1,
-           StrCat("max_pool2d '", node.name, "': x ", ir::ShapeString(x.shape), " and output ",
-                  ir::ShapeString(out.shape), " do not match kernel=", k, " stride=", s));
+  CheckMaxPool2d(node, x.shape, out.shape);
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const int64_t ho = out.dim(2), wo = out.dim(3);
   saved.tensors.assign(1, Tensor(out.shape));
@@ -261,8 +274,7 @@ void MaxPool2dForward(const ir::Node& node, const KernelContext& ctx, In in, Ten
 void MaxPool2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
                        const Tensor& dout, const SavedState& saved, DIn din) {
   if (!din[0]) return;
-  HS_CHECK(saved.tensors.size() == 1 && saved.tensors[0].shape == dout.shape,
-           StrCat("max_pool2d '", node.name, "': backward without the argmax saved by forward"));
+  CheckMaxPool2dSaved(node, saved.tensors, dout.shape);
   const Tensor& x = *in[0];
   const int64_t plane = x.dim(2) * x.dim(3);
   const int64_t per_plane = dout.dim(2) * dout.dim(3);
@@ -282,9 +294,7 @@ int64_t BinEnd(int64_t i, int64_t len, int64_t n) { return ((i + 1) * len + n - 
 void AdaptiveAvgPool2dForward(const ir::Node& node, const KernelContext& ctx, In in,
                               Tensor& out, SavedState& saved) {
   const Tensor& x = *in[0];
-  HS_CHECK(x.rank() == 4 && out.rank() == 4 && out.dim(0) == x.dim(0) && out.dim(1) == x.dim(1),
-           StrCat("adaptive_avg_pool2d '", node.name, "': x ", ir::ShapeString(x.shape),
-                  " and output ", ir::ShapeString(out.shape), " do not match"));
+  CheckAdaptiveAvgPool2d(node, x.shape, out.shape);
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const int64_t ho = out.dim(2), wo = out.dim(3);
   for (int64_t n = 0; n < planes; ++n) {

@@ -6,10 +6,17 @@
 // zero-filled din" contract asks for and saves a temporary per input.
 #include <vector>
 
+#include "cpu/checks.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
+
+void CheckLinear(const ir::Node& node, const ir::Shape& x, int64_t k) {
+  HS_CHECK(!x.empty() && x.back() == k,
+           StrCat("linear '", node.name, "': x last dim ", x.empty() ? 0 : x.back(),
+                  " != weight in ", k));
+}
 
 // x[M, in] · W[out, in]ᵀ (+ b) with M the product of x's leading dims.
 void LinearForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
@@ -17,9 +24,7 @@ void LinearForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor
   const Tensor& x = *in[0];
   const Tensor& w = *in[1];
   const int64_t k = w.dim(1), n = w.dim(0);
-  HS_CHECK(x.rank() >= 1 && x.dim(-1) == k,
-           StrCat("linear '", node.name, "': x last dim ", x.rank() ? x.dim(-1) : 0,
-                  " != weight in ", k));
+  CheckLinear(node, x.shape, k);
   const int64_t m = x.numel() / k;
   Gemm(false, true, m, n, k, 1.0f, x.ptr(), w.ptr(), 0.0f, out.ptr());
   if (in.size() > 2 && in[2] != nullptr) {
@@ -53,38 +58,28 @@ void LinearBackward(const ir::Node& node, const KernelContext& ctx, In in, const
   }
 }
 
-namespace {
-
-// Sizes of a[..., m, k] × b[..., k, n]; `shared` when b is 2-D and used by every batch.
-struct MatMulDims {
-  int64_t batch, m, k, n;
-  bool shared;
-};
-
-MatMulDims GetMatMulDims(const ir::Node& node, const Tensor& a, const Tensor& b) {
-  HS_CHECK(a.rank() >= 2 && b.rank() >= 2 && a.dim(-1) == b.dim(-2) &&
-               (b.rank() == 2 || b.rank() == a.rank()),
-           StrCat("matmul '", node.name, "': cannot multiply ", ir::ShapeString(a.shape), " by ",
-                  ir::ShapeString(b.shape)));
+MatMulDims GetMatMulDims(const ir::Node& node, const ir::Shape& a, const ir::Shape& b) {
+  const size_t ra = a.size(), rb = b.size();
+  HS_CHECK(ra >= 2 && rb >= 2 && a[ra - 1] == b[rb - 2] && (rb == 2 || rb == ra),
+           StrCat("matmul '", node.name, "': cannot multiply ", ir::ShapeString(a), " by ",
+                  ir::ShapeString(b)));
   MatMulDims d;
-  d.m = a.dim(-2);
-  d.k = a.dim(-1);
-  d.n = b.dim(-1);
-  d.batch = a.numel() / (d.m * d.k);
-  d.shared = b.rank() == 2;
-  HS_CHECK(d.shared || b.numel() == d.batch * d.k * d.n,
-           StrCat("matmul '", node.name, "': batch dims of ", ir::ShapeString(a.shape), " and ",
-                  ir::ShapeString(b.shape), " differ"));
+  d.m = a[ra - 2];
+  d.k = a[ra - 1];
+  d.n = b[rb - 1];
+  d.batch = d.m * d.k == 0 ? 0 : ir::NumElements(a) / (d.m * d.k);
+  d.shared = rb == 2;
+  HS_CHECK(d.shared || ir::NumElements(b) == d.batch * d.k * d.n,
+           StrCat("matmul '", node.name, "': batch dims of ", ir::ShapeString(a), " and ",
+                  ir::ShapeString(b), " differ"));
   return d;
 }
-
-}  // namespace
 
 void MatMulForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                    SavedState& saved) {
   const Tensor& a = *in[0];
   const Tensor& b = *in[1];
-  const MatMulDims d = GetMatMulDims(node, a, b);
+  const MatMulDims d = GetMatMulDims(node, a.shape, b.shape);
   if (d.shared) {
     Gemm(false, false, d.batch * d.m, d.n, d.k, 1.0f, a.ptr(), b.ptr(), 0.0f, out.ptr());
     return;
@@ -99,7 +94,7 @@ void MatMulBackward(const ir::Node& node, const KernelContext& ctx, In in, const
                     const Tensor& dout, const SavedState& saved, DIn din) {
   const Tensor& a = *in[0];
   const Tensor& b = *in[1];
-  const MatMulDims d = GetMatMulDims(node, a, b);
+  const MatMulDims d = GetMatMulDims(node, a.shape, b.shape);
   const float* dc = dout.ptr();
   if (d.shared) {
     const int64_t rows = d.batch * d.m;

@@ -19,14 +19,59 @@
 #include <cmath>
 #include <cstdint>
 #include <numbers>
+#include <utility>
 #include <vector>
 
+#include "cpu/checks.h"
 #include "cpu/fast_math.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/random.h"
 
 namespace hetsynth::runtime::cpu {
+
+MergedBroadcast MergeBroadcast(const ir::Shape& a, const ir::Shape& b, const std::string& node) {
+  auto bad = [&] {
+    return StrCat("'", node, "': shape ", ir::ShapeString(b), " does not broadcast to ",
+                  ir::ShapeString(a));
+  };
+  HS_CHECK(b.size() <= a.size(), bad());
+  const size_t lead = a.size() - b.size();
+  MergedBroadcast m;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const int64_t ad = a[i], bd = i >= lead ? b[i - lead] : 1;
+    HS_CHECK(bd == ad || bd == 1, bad());
+    if (ad == 1) continue;
+    const bool bc = bd == 1;
+    if (!m.dims.empty() && m.bcast.back() == bc) {
+      m.dims.back() *= ad;
+    } else {
+      m.dims.push_back(ad);
+      m.bcast.push_back(bc);
+    }
+  }
+  return m;
+}
+
+DropoutPiece GetDropoutPiece(const ir::Node& node, const KernelContext& ctx, const ir::Shape& shape) {
+  const double p = node.attrs.p;
+  HS_CHECK(p >= 0.0 && p < 1.0, StrCat("dropout '", node.name, "': p=", p,
+                                       "; expected 0 <= p < 1"));
+  DropoutPiece piece;
+  piece.inner = ir::NumElements(shape);
+  if (ctx.shard) {
+    CheckShard(StrCat("dropout '", node.name, "'"), *ctx.shard, shape);
+    const size_t d = static_cast<size_t>(ctx.shard->dim);
+    piece.inner = 1;
+    for (size_t i = 0; i < d; ++i) piece.outer *= shape[i];
+    for (size_t i = d + 1; i < shape.size(); ++i) piece.inner *= shape[i];
+    piece.len = shape[d];
+    piece.full_len = ctx.shard->full[d];
+    piece.start = ctx.shard->start;
+  }
+  return piece;
+}
+
 namespace {
 
 // b broadcast onto a, with a's dims merged into runs along which b either follows a
@@ -37,26 +82,10 @@ struct BroadcastPlan {
 };
 
 BroadcastPlan PlanBroadcast(const ir::Shape& a, const ir::Shape& b, const std::string& node) {
-  auto bad = [&] {
-    return StrCat("'", node, "': shape ", ir::ShapeString(b), " does not broadcast to ",
-                  ir::ShapeString(a));
-  };
-  HS_CHECK(b.size() <= a.size(), bad());
-  const size_t lead = a.size() - b.size();
+  MergedBroadcast merged = MergeBroadcast(a, b, node);
+  const std::vector<bool>& bcast = merged.bcast;
   BroadcastPlan plan;
-  std::vector<bool> bcast;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const int64_t ad = a[i], bd = i >= lead ? b[i - lead] : 1;
-    HS_CHECK(bd == ad || bd == 1, bad());
-    if (ad == 1) continue;
-    const bool bc = bd == 1;
-    if (!plan.dims.empty() && bcast.back() == bc) {
-      plan.dims.back() *= ad;
-    } else {
-      plan.dims.push_back(ad);
-      bcast.push_back(bc);
-    }
-  }
+  plan.dims = std::move(merged.dims);
   plan.bstride.resize(plan.dims.size());
   int64_t s = 1;
   for (size_t i = plan.dims.size(); i-- > 0;) {
@@ -311,23 +340,10 @@ bool Kept(uint64_t seed, uint64_t step, uint64_t j, uint64_t threshold) {
 void ApplyDropout(const ir::Node& node, const KernelContext& ctx, const ir::Shape& shape,
                   const float* x, float* y, bool accumulate) {
   const double p = node.attrs.p;
-  HS_CHECK(p >= 0.0 && p < 1.0, StrCat("dropout '", node.name, "': p=", p,
-                                       "; expected 0 <= p < 1"));
   const int64_t n = ir::NumElements(shape);
   // The piece as [outer, len, inner] rows of `inner` contiguous elements; a whole tensor is
   // one row of n at global offset 0.
-  int64_t outer = 1, len = 1, inner = n, full_len = 1, start = 0;
-  if (ctx.shard) {
-    CheckShard(StrCat("dropout '", node.name, "'"), *ctx.shard, shape);
-    const size_t d = static_cast<size_t>(ctx.shard->dim);
-    outer = 1;
-    inner = 1;
-    for (size_t i = 0; i < d; ++i) outer *= shape[i];
-    for (size_t i = d + 1; i < shape.size(); ++i) inner *= shape[i];
-    len = shape[d];
-    full_len = ctx.shard->full[d];
-    start = ctx.shard->start;
-  }
+  const auto [outer, len, inner, full_len, start] = GetDropoutPiece(node, ctx, shape);
   if (p == 0.0) {
     for (int64_t i = 0; i < n; ++i) y[i] = accumulate ? y[i] + x[i] : x[i];
     return;

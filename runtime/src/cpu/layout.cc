@@ -7,17 +7,12 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cpu/checks.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
-namespace {
 
-void AddInto(const float* src, float* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
-}
-
-// A possibly negative axis of a rank-`rank` tensor, checked.
 int64_t NormAxis(const ir::Node& node, int64_t axis, int64_t rank) {
   const int64_t a = axis < 0 ? axis + rank : axis;
   HS_CHECK(a >= 0 && a < rank, StrCat("'", node.name, "': axis ", axis,
@@ -31,19 +26,37 @@ int64_t Product(const ir::Shape& s, int64_t begin, int64_t end) {
   return p;
 }
 
-// The rows [first, first + count) of the full table that the kernel's table holds, and the
-// full vocabulary: the whole table, or the piece ctx.shard describes (split on dim 0).
-struct TableRows {
-  int64_t first, count, vocab;
-};
-
-TableRows GetTableRows(const ir::Node& node, const KernelContext& ctx, const Tensor& table) {
-  if (!ctx.shard) return {0, table.dim(0), table.dim(0)};
+TableRows GetTableRows(const ir::Node& node, const KernelContext& ctx, const ir::Shape& table) {
+  if (!ctx.shard) return {0, table[0], table[0]};
   const std::string what = StrCat("embedding '", node.name, "' table");
-  CheckShard(what, *ctx.shard, table.shape);
+  CheckShard(what, *ctx.shard, table);
   HS_CHECK(ctx.shard->dim == 0, StrCat(what, ": shard dim ", ctx.shard->dim,
                                        "; a table piece must be split on dim 0 (rows)"));
-  return {ctx.shard->start, table.dim(0), ctx.shard->full[0]};
+  return {ctx.shard->start, table[0], ctx.shard->full[0]};
+}
+
+void CheckConcatFill(const ir::Node& node, int64_t offset, int64_t row, const ir::Shape& out) {
+  HS_CHECK(offset == row, StrCat("concat '", node.name, "': inputs fill ", offset, " of ", row,
+                                 " elements per row of ", ir::ShapeString(out)));
+}
+
+SliceDims GetSliceDims(const ir::Node& node, const ir::Shape& x, const ir::Shape& y) {
+  const int64_t rank = static_cast<int64_t>(x.size());
+  const int64_t axis = NormAxis(node, node.attrs.axis, rank);
+  const int64_t size = x[static_cast<size_t>(axis)];
+  const int64_t start = node.attrs.start, length = y[static_cast<size_t>(axis)];
+  HS_CHECK(start >= 0 && start + length <= size,
+           StrCat("slice '", node.name, "': [", start, ", ", start + length,
+                  ") out of range for dim of size ", size));
+  const int64_t outer = Product(x, 0, axis);
+  const int64_t inner = Product(x, axis + 1, rank);
+  return {outer, size * inner, start * inner, length * inner};
+}
+
+namespace {
+
+void AddInto(const float* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
 }  // namespace
@@ -53,7 +66,7 @@ void EmbeddingForward(const ir::Node& node, const KernelContext& ctx, In in, Ten
                       SavedState& saved) {
   const Tensor& ids = *in[0];
   const Tensor& table = *in[1];
-  const TableRows rows = GetTableRows(node, ctx, table);
+  const TableRows rows = GetTableRows(node, ctx, table.shape);
   const int64_t c = table.dim(1);
   for (int64_t n = 0; n < ids.numel(); ++n) {
     const float id = ids.data[n];
@@ -77,7 +90,7 @@ void EmbeddingBackward(const ir::Node& node, const KernelContext& ctx, In in, co
                        const Tensor& dout, const SavedState& saved, DIn din) {
   if (!din[1]) return;
   const Tensor& ids = *in[0];
-  const TableRows rows = GetTableRows(node, ctx, *in[1]);
+  const TableRows rows = GetTableRows(node, ctx, in[1]->shape);
   const int64_t c = in[1]->dim(1);
   for (int64_t n = 0; n < ids.numel(); ++n) {
     const int64_t r = static_cast<int64_t>(ids.data[n]) - rows.first;
@@ -191,8 +204,7 @@ void ConcatForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor
     }
     offset += chunk;
   }
-  HS_CHECK(offset == row, StrCat("concat '", node.name, "': inputs fill ", offset, " of ", row,
-                                 " elements per row of ", ir::ShapeString(out.shape)));
+  CheckConcatFill(node, offset, row, out.shape);
 }
 
 void ConcatBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
@@ -212,29 +224,9 @@ void ConcatBackward(const ir::Node& node, const KernelContext& ctx, In in, const
   }
 }
 
-namespace {
-
-// x viewed as [outer, n, inner]; the slice is [outer, start : start + length, inner].
-struct SliceDims {
-  int64_t outer, x_row, begin, len;  // len = out's elements per outer index
-};
-
-SliceDims GetSliceDims(const ir::Node& node, const Tensor& x, const Tensor& y) {
-  const int64_t axis = NormAxis(node, node.attrs.axis, x.rank());
-  const int64_t start = node.attrs.start, length = y.dim(axis);
-  HS_CHECK(start >= 0 && start + length <= x.dim(axis),
-           StrCat("slice '", node.name, "': [", start, ", ", start + length,
-                  ") out of range for dim of size ", x.dim(axis)));
-  const int64_t outer = Product(x.shape, 0, axis);
-  const int64_t inner = Product(x.shape, axis + 1, x.rank());
-  return {outer, x.dim(axis) * inner, start * inner, length * inner};
-}
-
-}  // namespace
-
 void SliceForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                   SavedState& saved) {
-  const SliceDims d = GetSliceDims(node, *in[0], out);
+  const SliceDims d = GetSliceDims(node, in[0]->shape, out.shape);
   for (int64_t o = 0; o < d.outer; ++o) {
     const float* s = in[0]->ptr() + o * d.x_row + d.begin;
     std::copy(s, s + d.len, out.ptr() + o * d.len);
@@ -244,7 +236,7 @@ void SliceForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor&
 void SliceBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
                    const Tensor& dout, const SavedState& saved, DIn din) {
   if (!din[0]) return;
-  const SliceDims d = GetSliceDims(node, *in[0], dout);
+  const SliceDims d = GetSliceDims(node, in[0]->shape, dout.shape);
   for (int64_t o = 0; o < d.outer; ++o) {
     AddInto(dout.ptr() + o * d.len, din[0]->ptr() + o * d.x_row + d.begin, d.len);
   }

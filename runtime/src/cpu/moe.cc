@@ -11,10 +11,44 @@
 #include <numeric>
 #include <vector>
 
+#include "cpu/checks.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
+
+void CheckRouteShape(const ir::Node& node, const ir::Shape& route, int64_t tokens) {
+  HS_CHECK(route.size() == 3 && route[0] == tokens && route[2] == 3,
+           StrCat(ir::OpName(node.kind), " '", node.name, "': route has shape ",
+                  ir::ShapeString(route), "; expected [", tokens, ", k, 3]"));
+}
+
+void CheckTopKGate(const ir::Node& node, const ir::Shape& logits, const ir::Shape& route) {
+  HS_CHECK(logits.size() == 2 && route.size() == 3 && route[0] == logits[0] &&
+               route[1] <= logits[1] && route[2] == 3,
+           StrCat("top_k_gate '", node.name, "': logits ", ir::ShapeString(logits),
+                  " and route ", ir::ShapeString(route), "; expected [S,E] and [S,k<=E,3]"));
+  const int64_t capacity = node.attrs.capacity;
+  HS_CHECK(capacity > 0, StrCat("top_k_gate '", node.name, "': capacity=", capacity,
+                                "; expected a positive number"));
+}
+
+void CheckMoEDispatch(const ir::Node& node, const ir::Shape& x, const ir::Shape& route,
+                      const ir::Shape& out) {
+  HS_CHECK(x.size() == 2 && out.size() == 3 && out[2] == x[1],
+           StrCat("moe_dispatch '", node.name, "': x ", ir::ShapeString(x), " and output ",
+                  ir::ShapeString(out), "; expected [S,C] and [E,P,C]"));
+  CheckRouteShape(node, route, x[0]);
+}
+
+void CheckMoECombine(const ir::Node& node, const ir::Shape& y, const ir::Shape& route,
+                     const ir::Shape& out) {
+  HS_CHECK(y.size() == 3 && out.size() == 2 && out[1] == y[2],
+           StrCat("moe_combine '", node.name, "': y ", ir::ShapeString(y), " and output ",
+                  ir::ShapeString(out), "; expected [E,P,C] and [S,C]"));
+  CheckRouteShape(node, route, out[0]);
+}
+
 namespace {
 
 // One decoded route entry; slot is −1 when the choice was dropped.
@@ -23,12 +57,6 @@ struct RouteEntry {
   int64_t slot;
   float weight;
 };
-
-void CheckRouteShape(const ir::Node& node, const Tensor& route, int64_t tokens) {
-  HS_CHECK(route.rank() == 3 && route.dim(0) == tokens && route.dim(2) == 3,
-           StrCat(ir::OpName(node.kind), " '", node.name, "': route has shape ",
-                  ir::ShapeString(route.shape), "; expected [", tokens, ", k, 3]"));
-}
 
 // Entry (s, j) of a route, checked against `experts` experts of `capacity` slots each.
 RouteEntry ReadRoute(const ir::Node& node, const Tensor& route, int64_t s, int64_t j,
@@ -67,14 +95,9 @@ RouteEntry ReadRoute(const ir::Node& node, const Tensor& route, int64_t s, int64
 void TopKGateForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                      SavedState& saved) {
   const Tensor& logits = *in[0];
-  HS_CHECK(logits.rank() == 2 && out.rank() == 3 && out.dim(0) == logits.dim(0) &&
-               out.dim(1) <= logits.dim(1) && out.dim(2) == 3,
-           StrCat("top_k_gate '", node.name, "': logits ", ir::ShapeString(logits.shape),
-                  " and route ", ir::ShapeString(out.shape), "; expected [S,E] and [S,k<=E,3]"));
+  CheckTopKGate(node, logits.shape, out.shape);
   const int64_t ns = logits.dim(0), ne = logits.dim(1), nk = out.dim(1);
   const int64_t capacity = node.attrs.capacity;
-  HS_CHECK(capacity > 0, StrCat("top_k_gate '", node.name, "': capacity=", capacity,
-                                "; expected a positive number"));
 
   saved.tensors.assign(1, Tensor({ns, ne}));
   float* probs = saved.tensors[0].ptr();
@@ -118,9 +141,7 @@ void TopKGateBackward(const ir::Node& node, const KernelContext& ctx, In in, con
                       const Tensor& dout, const SavedState& saved, DIn din) {
   if (!din[0]) return;
   const int64_t ns = in[0]->dim(0), ne = in[0]->dim(1), nk = out.dim(1);
-  HS_CHECK(saved.tensors.size() == 1 && saved.tensors[0].shape == in[0]->shape,
-           StrCat("top_k_gate '", node.name,
-                  "': backward without the probabilities saved by forward"));
+  CheckTopKGateSaved(node, saved.tensors, in[0]->shape);
   const float* probs = saved.tensors[0].ptr();
   std::vector<double> dp(ne);
   for (int64_t s = 0; s < ns; ++s) {
@@ -146,10 +167,7 @@ void TopKGateBackward(const ir::Node& node, const KernelContext& ctx, In in, con
 void MoEDispatchForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                         SavedState& saved) {
   const Tensor &x = *in[0], &route = *in[1];
-  HS_CHECK(x.rank() == 2 && out.rank() == 3 && out.dim(2) == x.dim(1),
-           StrCat("moe_dispatch '", node.name, "': x ", ir::ShapeString(x.shape), " and output ",
-                  ir::ShapeString(out.shape), "; expected [S,C] and [E,P,C]"));
-  CheckRouteShape(node, route, x.dim(0));
+  CheckMoEDispatch(node, x.shape, route.shape, out.shape);
   const int64_t ns = x.dim(0), c = x.dim(1), nk = route.dim(1);
   const int64_t ne = out.dim(0), cap = out.dim(1);
   // Two choices landing in one slot would silently overwrite a token.
@@ -187,10 +205,7 @@ void MoEDispatchBackward(const ir::Node& node, const KernelContext& ctx, In in, 
 void MoECombineForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                        SavedState& saved) {
   const Tensor &y = *in[0], &route = *in[1];
-  HS_CHECK(y.rank() == 3 && out.rank() == 2 && out.dim(1) == y.dim(2),
-           StrCat("moe_combine '", node.name, "': y ", ir::ShapeString(y.shape), " and output ",
-                  ir::ShapeString(out.shape), "; expected [E,P,C] and [S,C]"));
-  CheckRouteShape(node, route, out.dim(0));
+  CheckMoECombine(node, y.shape, route.shape, out.shape);
   const int64_t ns = out.dim(0), c = out.dim(1), nk = route.dim(1);
   const int64_t ne = y.dim(0), cap = y.dim(1);
   for (int64_t s = 0; s < ns; ++s) {

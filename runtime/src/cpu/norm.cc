@@ -20,23 +20,50 @@
 #include <string>
 #include <vector>
 
+#include "cpu/checks.h"
 #include "cpu/fast_math.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
-namespace {
 
-// Rows and row length of a tensor normalized over its last dim.
-struct Rows {
-  int64_t count, len;
-};
-
-Rows RowsOf(const Tensor& x) {
-  const int64_t len = x.rank() == 0 ? 1 : x.dim(-1);
-  return {len == 0 ? 0 : x.numel() / len, len};
+NormRows NormRowsOf(const ir::Shape& x) {
+  const int64_t len = x.empty() ? 1 : x.back();
+  return {len == 0 ? 0 : ir::NumElements(x) / len, len};
 }
 
+void CheckLayerNormParams(const ir::Node& node, int64_t gamma_numel, int64_t beta_numel,
+                          int64_t len) {
+  HS_CHECK(gamma_numel == len && beta_numel == len,
+           StrCat("layer_norm '", node.name, "': gamma/beta have ", gamma_numel, "/", beta_numel,
+                  " elements; expected ", len));
+}
+
+void CheckCrossEntropyLabels(const ir::Node& node, int64_t labels, int64_t rows) {
+  HS_CHECK(labels == rows, StrCat("cross_entropy '", node.name, "': ", labels, " labels for ",
+                                  rows, " rows of logits"));
+}
+
+double CrossEntropyDivisor(const ir::Node& node, const KernelContext& ctx, const ir::Shape& logits,
+                           int64_t rows) {
+  if (!ctx.shard) return static_cast<double>(rows);
+  const std::string what = StrCat("cross_entropy '", node.name, "' logits");
+  CheckShard(what, *ctx.shard, logits);
+  HS_CHECK(ctx.shard->dim != static_cast<int64_t>(logits.size()) - 1,
+           StrCat(what, ": shard dim ", ctx.shard->dim,
+                  " is the class dim; a logits piece must be split on a leading dim"));
+  double n = 1;
+  for (size_t i = 0; i + 1 < ctx.shard->full.size(); ++i) {
+    n *= static_cast<double>(ctx.shard->full[i]);
+  }
+  return n;
+}
+
+namespace {
+
+using Rows = NormRows;
+
+Rows RowsOf(const Tensor& x) { return NormRowsOf(x.shape); }
 
 constexpr int kLanes = 8;
 
@@ -97,9 +124,7 @@ void LayerNormForward(const ir::Node& node, const KernelContext& ctx, In in, Ten
   const float* gamma = in[1]->ptr();
   const float* beta = in[2]->ptr();
   const Rows r = RowsOf(x);
-  HS_CHECK(in[1]->numel() == r.len && in[2]->numel() == r.len,
-           StrCat("layer_norm '", node.name, "': gamma/beta have ", in[1]->numel(), "/",
-                  in[2]->numel(), " elements; expected ", r.len));
+  CheckLayerNormParams(node, in[1]->numel(), in[2]->numel(), r.len);
   Tensor mean({r.count}), rstd({r.count});
   const double eps = node.attrs.eps;
   for (int64_t i = 0; i < r.count; ++i) {
@@ -129,8 +154,7 @@ void LayerNormBackward(const ir::Node& node, const KernelContext& ctx, In in, co
   const Tensor& x = *in[0];
   const float* gamma = in[1]->ptr();
   const Rows r = RowsOf(x);
-  HS_CHECK(saved.tensors.size() == 2 && saved.tensors[0].numel() == r.count,
-           StrCat("layer_norm '", node.name, "': backward without the forward's statistics"));
+  CheckLayerNormSaved(node, saved.tensors, r.count);
   const float* mean = saved.tensors[0].ptr();
   const float* rstd = saved.tensors[1].ptr();
   std::vector<double> dgamma(din[1] ? r.len : 0, 0.0), dbeta(din[2] ? r.len : 0, 0.0);
@@ -232,35 +256,16 @@ int64_t Label(const ir::Node& node, const float* labels, int64_t i, int64_t k) {
   return static_cast<int64_t>(v);
 }
 
-// N, the loss's divisor: the logits' row count, or with a logits piece (ctx.shard) the row
-// count of the full logits, so that the pieces' losses sum to the full loss.
-double LossDivisor(const ir::Node& node, const KernelContext& ctx, const Tensor& logits,
-                   const Rows& r) {
-  if (!ctx.shard) return static_cast<double>(r.count);
-  const std::string what = StrCat("cross_entropy '", node.name, "' logits");
-  CheckShard(what, *ctx.shard, logits.shape);
-  HS_CHECK(ctx.shard->dim != logits.rank() - 1,
-           StrCat(what, ": shard dim ", ctx.shard->dim,
-                  " is the class dim; a logits piece must be split on a leading dim"));
-  double n = 1;
-  for (size_t i = 0; i + 1 < ctx.shard->full.size(); ++i) {
-    n *= static_cast<double>(ctx.shard->full[i]);
-  }
-  return n;
-}
-
 }  // namespace
 
 // loss = (1/N) Σ_i (lse_i − logits[i, label_i]); saved.tensors = {lse[rows]}. N is the row
-// count of the full logits (LossDivisor).
+// count of the full logits (CrossEntropyDivisor).
 void CrossEntropyForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                          SavedState& saved) {
   const Tensor& logits = *in[0];
   const Rows r = RowsOf(logits);
-  const double divisor = LossDivisor(node, ctx, logits, r);
-  HS_CHECK(in[1]->numel() == r.count,
-           StrCat("cross_entropy '", node.name, "': ", in[1]->numel(), " labels for ", r.count,
-                  " rows of logits"));
+  const double divisor = CrossEntropyDivisor(node, ctx, logits.shape, r.count);
+  CheckCrossEntropyLabels(node, in[1]->numel(), r.count);
   const float* labels = in[1]->ptr();
   Tensor lse({r.count});
   std::vector<float> scratch(static_cast<size_t>(r.len));
@@ -283,11 +288,10 @@ void CrossEntropyBackward(const ir::Node& node, const KernelContext& ctx, In in,
   if (!din[0]) return;
   const Tensor& logits = *in[0];
   const Rows r = RowsOf(logits);
-  HS_CHECK(saved.tensors.size() == 1 && saved.tensors[0].numel() == r.count,
-           StrCat("cross_entropy '", node.name, "': backward without the forward's logsumexp"));
+  CheckCrossEntropySaved(node, saved.tensors, r.count);
   const float* labels = in[1]->ptr();
   const float* lse = saved.tensors[0].ptr();
-  const double divisor = LossDivisor(node, ctx, logits, r);
+  const double divisor = CrossEntropyDivisor(node, ctx, logits.shape, r.count);
   const float scale = static_cast<float>(double(dout.data[0]) / divisor);
   for (int64_t i = 0; i < r.count; ++i) {
     const float* xi = logits.ptr() + i * r.len;

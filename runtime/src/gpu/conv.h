@@ -10,6 +10,7 @@
 
 #include <algorithm>
 
+#include "cpu/checks.h"
 #include "gpu/conv_kernels.h"
 #include "gpu/gemm_args.h"
 #include "gpu/ops.h"
@@ -34,32 +35,22 @@ struct ConvDims {
   }
 };
 
-// cpu/conv.cc's ReadConvDims: the same checks and messages.
+// cpu::ReadConvShape's checks and sizes, as ConvGeom.
 template <class T>
 ConvDims ReadConvDims(const ir::Node& node, std::span<const T* const> in, const T& y) {
-  const T &x = *in[0], &wt = *in[1];
-  HS_CHECK(x.rank() == 4 && wt.rank() == 4 && wt.dim(1) == x.dim(1) && wt.dim(2) == wt.dim(3),
-           StrCat("conv2d '", node.name, "': x ", ir::ShapeString(x.shape), " and weight ",
-                  ir::ShapeString(wt.shape), "; expected [B,Ci,H,W] and [Co,Ci,k,k]"));
+  const cpu::ConvShape c = cpu::ReadConvShape(node, in[0]->shape, in[1]->shape, y.shape,
+                                              in.size() > 2 ? &in[2]->shape : nullptr);
   ConvDims d;
-  d.batch = x.dim(0);
-  d.g.ci = x.dim(1);
-  d.g.h = x.dim(2);
-  d.g.w = x.dim(3);
-  d.g.co = wt.dim(0);
-  d.g.k = wt.dim(2);
-  d.g.stride = node.attrs.stride;
-  d.g.pad = node.attrs.padding;
-  d.g.ho = (d.g.h + 2 * d.g.pad - d.g.k) / d.g.stride + 1;
-  d.g.wo = (d.g.w + 2 * d.g.pad - d.g.k) / d.g.stride + 1;
-  HS_CHECK(y.shape == (ir::Shape{d.batch, d.g.co, d.g.ho, d.g.wo}),
-           StrCat("conv2d '", node.name, "': output has shape ", ir::ShapeString(y.shape),
-                  "; expected [", d.batch, ",", d.g.co, ",", d.g.ho, ",", d.g.wo, "]"));
-  if (in.size() > 2) {
-    HS_CHECK(in[2]->shape == ir::Shape{d.g.co},
-             StrCat("conv2d '", node.name, "': bias has shape ", ir::ShapeString(in[2]->shape),
-                    "; expected [", d.g.co, "]"));
-  }
+  d.batch = c.batch;
+  d.g.ci = c.ci;
+  d.g.h = c.h;
+  d.g.w = c.w;
+  d.g.co = c.co;
+  d.g.k = c.k;
+  d.g.stride = c.stride;
+  d.g.pad = c.pad;
+  d.g.ho = c.ho;
+  d.g.wo = c.wo;
   return d;
 }
 
@@ -152,10 +143,7 @@ void MaxPool2dForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<
                       Saved<X>& saved) {
   const auto& xin = *in[0];
   const int64_t k = node.attrs.kernel, s = node.attrs.stride;
-  HS_CHECK(xin.rank() == 4 && out.rank() == 4 && out.dim(2) == (xin.dim(2) - k) / s + 1 &&
-               out.dim(3) == (xin.dim(3) - k) / s + 1,
-           StrCat("max_pool2d '", node.name, "': x ", ir::ShapeString(xin.shape), " and output ",
-                  ir::ShapeString(out.shape), " do not match kernel=", k, " stride=", s));
+  cpu::CheckMaxPool2d(node, xin.shape, out.shape);
   saved.tensors.clear();
   saved.tensors.push_back(x.Make(out.shape));
   x.For(out.numel(), MaxPoolFwd{xin.dim(2), xin.dim(3), out.dim(2), out.dim(3), k, s, xin.ptr(), out.ptr(),
@@ -166,8 +154,7 @@ template <class X>
 void MaxPool2dBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, const typename X::Tensor& out,
                        const typename X::Tensor& dout, const Saved<X>& saved, TDIn<X> din) {
   if (!din[0]) return;
-  HS_CHECK(saved.tensors.size() == 1 && saved.tensors[0].shape == dout.shape,
-           StrCat("max_pool2d '", node.name, "': backward without the argmax saved by forward"));
+  cpu::CheckMaxPool2dSaved(node, saved.tensors, dout.shape);
   const auto& xin = *in[0];
   x.For(xin.numel(), MaxPoolBwd{xin.dim(2), xin.dim(3), dout.dim(2), dout.dim(3), node.attrs.kernel,
                                 node.attrs.stride, dout.ptr(), saved.tensors[0].ptr(), din[0]->ptr()});
@@ -177,9 +164,7 @@ template <class X>
 void AdaptiveAvgPool2dForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
                               typename X::Tensor& out, Saved<X>& saved) {
   const auto& xin = *in[0];
-  HS_CHECK(xin.rank() == 4 && out.rank() == 4 && out.dim(0) == xin.dim(0) && out.dim(1) == xin.dim(1),
-           StrCat("adaptive_avg_pool2d '", node.name, "': x ", ir::ShapeString(xin.shape), " and output ",
-                  ir::ShapeString(out.shape), " do not match"));
+  cpu::CheckAdaptiveAvgPool2d(node, xin.shape, out.shape);
   x.For(out.numel(), AdaptiveAvgPoolFwd{xin.dim(2), xin.dim(3), out.dim(2), out.dim(3), xin.ptr(), out.ptr()});
 }
 

@@ -11,6 +11,7 @@
 
 #include <cmath>
 
+#include "cpu/checks.h"
 #include "gpu/dense_kernels.h"
 #include "gpu/gemm_args.h"
 #include "gpu/ops.h"
@@ -37,46 +38,6 @@ inline GemmArgs Mm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alph
   return g;
 }
 
-// Sizes of a[..., m, k] × b[..., k, n]; `shared` when b is 2-D and used by every batch.
-struct MatMulDims {
-  int64_t batch, m, k, n;
-  bool shared;
-};
-
-template <class T>
-MatMulDims GetMatMulDims(const ir::Node& node, const T& a, const T& b) {
-  HS_CHECK(a.rank() >= 2 && b.rank() >= 2 && a.dim(-1) == b.dim(-2) &&
-               (b.rank() == 2 || b.rank() == a.rank()),
-           StrCat("matmul '", node.name, "': cannot multiply ", ir::ShapeString(a.shape), " by ",
-                  ir::ShapeString(b.shape)));
-  MatMulDims d;
-  d.m = a.dim(-2);
-  d.k = a.dim(-1);
-  d.n = b.dim(-1);
-  d.batch = d.m * d.k == 0 ? 0 : a.numel() / (d.m * d.k);
-  d.shared = b.rank() == 2;
-  HS_CHECK(d.shared || b.numel() == d.batch * d.k * d.n,
-           StrCat("matmul '", node.name, "': batch dims of ", ir::ShapeString(a.shape), " and ",
-                  ir::ShapeString(b.shape), " differ"));
-  return d;
-}
-
-struct AttentionDims {
-  int64_t b, t, c, h, d;
-};
-
-template <class T>
-AttentionDims ReadAttentionDims(const ir::Node& node, const T& q, const T& k, const T& v) {
-  HS_CHECK(q.rank() == 3 && k.shape == q.shape && v.shape == q.shape,
-           StrCat("attention '", node.name, "': q, k, v have shapes ", ir::ShapeString(q.shape),
-                  ", ", ir::ShapeString(k.shape), ", ", ir::ShapeString(v.shape),
-                  "; expected three equal [B,T,C] shapes"));
-  const int64_t heads = node.attrs.heads;
-  HS_CHECK(heads > 0 && q.dim(2) % heads == 0,
-           StrCat("attention '", node.name, "': heads=", heads, " does not divide C=", q.dim(2)));
-  return {q.dim(0), q.dim(1), q.dim(2), heads, q.dim(2) / heads};
-}
-
 }  // namespace dense_internal
 
 // ---- linear: y = x[M, in] · W[out, in]ᵀ (+ b), M the product of x's leading dims ----
@@ -87,9 +48,7 @@ void LinearForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> 
   const auto& xt = *in[0];
   const auto& w = *in[1];
   const int64_t k = w.dim(1), n = w.dim(0);
-  HS_CHECK(xt.rank() >= 1 && xt.dim(-1) == k,
-           StrCat("linear '", node.name, "': x last dim ", xt.rank() ? xt.dim(-1) : 0,
-                  " != weight in ", k));
+  cpu::CheckLinear(node, xt.shape, k);
   const int64_t m = k == 0 ? out.numel() / (n == 0 ? 1 : n) : xt.numel() / k;
   x.Gemm(dense_internal::Mm(false, true, m, n, k, 1.0f, 0.0f), xt.ptr(), w.ptr(), out.ptr());
   // The executor drops the bias input on ranks that do not hold it (in.size() == 2).
@@ -120,7 +79,7 @@ void MatMulForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> 
                    typename X::Tensor& out, Saved<X>& saved) {
   const auto& a = *in[0];
   const auto& b = *in[1];
-  const dense_internal::MatMulDims d = dense_internal::GetMatMulDims(node, a, b);
+  const cpu::MatMulDims d = cpu::GetMatMulDims(node, a.shape, b.shape);
   using dense_internal::Mm;
   if (d.shared) {
     x.Gemm(Mm(false, false, d.batch * d.m, d.n, d.k, 1.0f, 0.0f), a.ptr(), b.ptr(), out.ptr());
@@ -136,7 +95,7 @@ void MatMulBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X>
                     const Saved<X>& saved, TDIn<X> din) {
   const auto& a = *in[0];
   const auto& b = *in[1];
-  const dense_internal::MatMulDims d = dense_internal::GetMatMulDims(node, a, b);
+  const cpu::MatMulDims d = cpu::GetMatMulDims(node, a.shape, b.shape);
   const float* dc = dout.ptr();
   using dense_internal::Mm;
   if (d.shared) {
@@ -164,7 +123,7 @@ template <class X>
 void AttentionForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
                       typename X::Tensor& out, Saved<X>& saved) {
   const auto &q = *in[0], &k = *in[1], &v = *in[2];
-  const auto [nb, t, c, nh, d] = dense_internal::ReadAttentionDims(node, q, k, v);
+  const auto [nb, t, c, nh, d] = cpu::ReadAttentionDims(node, q.shape, k.shape, v.shape);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const ir::Shape p_shape = {nb, nh, t, t};
   // Reuse last step's buffer: every entry is overwritten (the score GEMM with beta = 0, then the
@@ -197,10 +156,8 @@ void AttentionBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn
                        const typename X::Tensor& out, const typename X::Tensor& dout,
                        const Saved<X>& saved, TDIn<X> din) {
   const auto &q = *in[0], &k = *in[1], &v = *in[2];
-  const auto [nb, t, c, nh, d] = dense_internal::ReadAttentionDims(node, q, k, v);
-  HS_CHECK(saved.tensors.size() == 1 && saved.tensors[0].shape == (ir::Shape{nb, nh, t, t}),
-           StrCat("attention '", node.name, "': backward without the probabilities saved by "
-                  "forward"));
+  const auto [nb, t, c, nh, d] = cpu::ReadAttentionDims(node, q.shape, k.shape, v.shape);
+  cpu::CheckAttentionSaved(node, {nb, t, c, nh, d}, saved.tensors);
   const auto& probs = saved.tensors[0];
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   auto *dq = din[0], *dk = din[1], *dv = din[2];

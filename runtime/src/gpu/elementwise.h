@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/ops.h"
+#include "cpu/checks.h"
 #include "gpu/elementwise_kernels.h"
 #include "gpu/ops.h"
 #include "hetsynth/ir/status.h"
@@ -32,25 +32,9 @@ struct BroadcastWalks {
 };
 
 inline BroadcastWalks PlanBroadcast(const ir::Shape& a, const ir::Shape& b, const std::string& node) {
-  auto bad = [&] {
-    return StrCat("'", node, "': shape ", ir::ShapeString(b), " does not broadcast to ", ir::ShapeString(a));
-  };
-  HS_CHECK(b.size() <= a.size(), bad());
-  const size_t lead = a.size() - b.size();
-  std::vector<int64_t> dims;
-  std::vector<bool> bcast;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const int64_t ad = a[i], bd = i >= lead ? b[i - lead] : 1;
-    HS_CHECK(bd == ad || bd == 1, bad());
-    if (ad == 1) continue;
-    const bool bc = bd == 1;
-    if (!dims.empty() && bcast.back() == bc) {
-      dims.back() *= ad;
-    } else {
-      dims.push_back(ad);
-      bcast.push_back(bc);
-    }
-  }
+  const cpu::MergedBroadcast merged = cpu::MergeBroadcast(a, b, node);
+  const std::vector<int64_t>& dims = merged.dims;
+  const std::vector<bool>& bcast = merged.bcast;
   // Merged dims alternate between broadcast and not, so there are at most rank of them.
   HS_CHECK(dims.size() <= static_cast<size_t>(kMaxDims),
            StrCat("'", node, "': broadcast of ", ir::ShapeString(b), " onto ", ir::ShapeString(a), " has ",
@@ -155,25 +139,16 @@ template <class X>
 void ApplyDropout(X& x, const ir::Node& node, const KernelContext& ctx, const ir::Shape& shape, const float* src,
                   float* y, bool accumulate) {
   const double p = node.attrs.p;
-  HS_CHECK(p >= 0.0 && p < 1.0, StrCat("dropout '", node.name, "': p=", p, "; expected 0 <= p < 1"));
+  const cpu::DropoutPiece piece = cpu::GetDropoutPiece(node, ctx, shape);
   const int64_t n = ir::NumElements(shape);
   DropoutFn f{};
   f.x = src;
   f.y = y;
   f.accumulate = accumulate;
-  f.len = 1;
-  f.inner = n;
-  f.full_len = 1;
-  f.start = 0;
-  if (ctx.shard) {
-    cpu::CheckShard(StrCat("dropout '", node.name, "'"), *ctx.shard, shape);
-    const size_t d = static_cast<size_t>(ctx.shard->dim);
-    f.inner = 1;
-    for (size_t i = d + 1; i < shape.size(); ++i) f.inner *= shape[i];
-    f.len = shape[d];
-    f.full_len = ctx.shard->full[d];
-    f.start = ctx.shard->start;
-  }
+  f.len = piece.len;
+  f.inner = piece.inner;
+  f.full_len = piece.full_len;
+  f.start = piece.start;
   f.keep_all = p == 0.0;
   f.scale = static_cast<float>(1.0 / (1.0 - p));
   f.threshold = static_cast<uint64_t>(std::ceil(p * 16777216.0));
@@ -215,9 +190,7 @@ template <class X>
 void CausalMaskForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
                        Saved<X>& saved) {
   const auto& s = *in[0];
-  HS_CHECK(s.rank() >= 2 && s.dim(-1) == s.dim(-2),
-           StrCat("causal_mask '", node.name, "': input has shape ", ir::ShapeString(s.shape),
-                  "; expected [..., T, T]"));
+  cpu::CheckCausalMaskInput(node, s.shape);
   x.For(out.numel(), CausalMaskFwd{s.ptr(), out.ptr(), s.dim(-1)});
 }
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <utility>
 
-#include "cpu/ops.h"
+#include "cpu/checks.h"
 #include "gpu/layout_kernels.h"
 #include "gpu/ops.h"
 #include "hetsynth/ir/status.h"
@@ -23,34 +23,16 @@
 namespace hetsynth::runtime::gpu {
 namespace layout_detail {
 
-// A possibly negative axis of a rank-`rank` tensor, checked.
-inline int64_t NormAxis(const ir::Node& node, int64_t axis, int64_t rank) {
-  const int64_t a = axis < 0 ? axis + rank : axis;
-  HS_CHECK(a >= 0 && a < rank, StrCat("'", node.name, "': axis ", axis, " out of range for rank ", rank));
-  return a;
-}
+using cpu::NormAxis;
+using cpu::Product;
+using cpu::SliceDims;
+using cpu::TableRows;
 
-inline int64_t Product(const ir::Shape& s, int64_t begin, int64_t end) {
-  int64_t p = 1;
-  for (int64_t i = begin; i < end; ++i) p *= s[static_cast<size_t>(i)];
-  return p;
-}
-
-// The rows [first, first + count) of the full table that the kernel's table holds, and the
-// full vocabulary: the whole table, or the piece ctx.shard describes (split on dim 0).
-struct TableRows {
-  int64_t first, count, vocab;
-};
-
+// cpu::GetTableRows, for a table checked to be rank 2 first.
 inline TableRows GetTableRows(const ir::Node& node, const KernelContext& ctx, const ir::Shape& table) {
   HS_CHECK(table.size() == 2, StrCat("embedding '", node.name, "': table has shape ", ir::ShapeString(table),
                                      "; expected rank 2"));
-  if (!ctx.shard) return {0, table[0], table[0]};
-  const std::string what = StrCat("embedding '", node.name, "' table");
-  cpu::CheckShard(what, *ctx.shard, table);
-  HS_CHECK(ctx.shard->dim == 0, StrCat(what, ": shard dim ", ctx.shard->dim,
-                                       "; a table piece must be split on dim 0 (rows)"));
-  return {ctx.shard->start, table[0], ctx.shard->full[0]};
+  return cpu::GetTableRows(node, ctx, table);
 }
 
 // Whether EmbeddingForward reads back the ids check (see the top of this file).
@@ -88,23 +70,12 @@ inline Walk SwapWalk(const SwapDims& d) {
   return w;
 }
 
-// x viewed as [outer, n, inner]; the slice is [outer, start : start + length, inner].
-struct SliceDims {
-  int64_t outer, x_row, begin, len;  // len = out's elements per outer index
-};
-
+// cpu::GetSliceDims, for an output checked to have the input's rank first.
 inline SliceDims GetSliceDims(const ir::Node& node, const ir::Shape& x, const ir::Shape& y) {
-  const int64_t rank = static_cast<int64_t>(x.size());
-  const int64_t axis = NormAxis(node, node.attrs.axis, rank);
+  NormAxis(node, node.attrs.axis, static_cast<int64_t>(x.size()));
   HS_CHECK(y.size() == x.size(), StrCat("slice '", node.name, "': output ", ir::ShapeString(y), " for input ",
                                         ir::ShapeString(x)));
-  const int64_t size = x[static_cast<size_t>(axis)];
-  const int64_t start = node.attrs.start, length = y[static_cast<size_t>(axis)];
-  HS_CHECK(start >= 0 && start + length <= size, StrCat("slice '", node.name, "': [", start, ", ", start + length,
-                                                        ") out of range for dim of size ", size));
-  const int64_t outer = Product(x, 0, axis);
-  const int64_t inner = Product(x, axis + 1, rank);
-  return {outer, size * inner, start * inner, length * inner};
+  return cpu::GetSliceDims(node, x, y);
 }
 
 template <class X>
@@ -212,8 +183,7 @@ void ConcatForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> 
   const int64_t row = out.numel() / outer;  // out's elements per outer index
   int64_t offset = 0;
   for (const auto* t : in) offset += t->numel() / outer;
-  HS_CHECK(offset == row, StrCat("concat '", node.name, "': inputs fill ", offset, " of ", row,
-                                 " elements per row of ", ir::ShapeString(out.shape)));
+  cpu::CheckConcatFill(node, offset, row, out.shape);
   offset = 0;
   for (const auto* t : in) {
     const int64_t chunk = t->numel() / outer;

@@ -9,6 +9,7 @@
 // (the functors also skip invalid entries, so it stays in bounds regardless).
 #pragma once
 
+#include "cpu/checks.h"
 #include "gpu/moe_kernels.h"
 #include "gpu/ops.h"
 #include "hetsynth/ir/op.h"
@@ -16,13 +17,6 @@
 
 namespace hetsynth::runtime::gpu {
 namespace moe_internal {
-
-template <class T>
-void CheckRouteShape(const ir::Node& node, const T& route, int64_t tokens) {
-  HS_CHECK(route.rank() == 3 && route.dim(0) == tokens && route.dim(2) == 3,
-           StrCat(ir::OpName(node.kind), " '", node.name, "': route has shape ", ir::ShapeString(route.shape),
-                  "; expected [", tokens, ", k, 3]"));
-}
 
 // Aborts like cpu/moe.cc's ReadRoute (and dispatch's reused-slot check when `unique_slots`)
 // on the first bad entry of `route` for `experts` experts of `capacity` slots each.
@@ -61,13 +55,9 @@ template <class X>
 void TopKGateForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
                      Saved<X>& saved) {
   const auto& logits = *in[0];
-  HS_CHECK(logits.rank() == 2 && out.rank() == 3 && out.dim(0) == logits.dim(0) && out.dim(1) <= logits.dim(1) &&
-               out.dim(2) == 3,
-           StrCat("top_k_gate '", node.name, "': logits ", ir::ShapeString(logits.shape), " and route ",
-                  ir::ShapeString(out.shape), "; expected [S,E] and [S,k<=E,3]"));
+  cpu::CheckTopKGate(node, logits.shape, out.shape);
   const int64_t ns = logits.dim(0), ne = logits.dim(1), nk = out.dim(1);
   const int64_t capacity = node.attrs.capacity;
-  HS_CHECK(capacity > 0, StrCat("top_k_gate '", node.name, "': capacity=", capacity, "; expected a positive number"));
 
   saved.tensors.clear();
   saved.tensors.push_back(x.Make({ns, ne}));
@@ -80,8 +70,7 @@ void TopKGateBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<
                       const typename X::Tensor& dout, const Saved<X>& saved, TDIn<X> din) {
   if (!din[0]) return;
   const int64_t ne = in[0]->dim(1), nk = out.dim(1);
-  HS_CHECK(saved.tensors.size() == 1 && saved.tensors[0].shape == in[0]->shape,
-           StrCat("top_k_gate '", node.name, "': backward without the probabilities saved by forward"));
+  cpu::CheckTopKGateSaved(node, saved.tensors, in[0]->shape);
   x.For(in[0]->numel(), TopKGateBwd{saved.tensors[0].ptr(), out.ptr(), dout.ptr(), din[0]->ptr(), ne, nk});
 }
 
@@ -90,10 +79,7 @@ template <class X>
 void MoEDispatchForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
                         Saved<X>& saved) {
   const auto &xs = *in[0], &route = *in[1];
-  HS_CHECK(xs.rank() == 2 && out.rank() == 3 && out.dim(2) == xs.dim(1),
-           StrCat("moe_dispatch '", node.name, "': x ", ir::ShapeString(xs.shape), " and output ",
-                  ir::ShapeString(out.shape), "; expected [S,C] and [E,P,C]"));
-  moe_internal::CheckRouteShape(node, route, xs.dim(0));
+  cpu::CheckMoEDispatch(node, xs.shape, route.shape, out.shape);
   const int64_t c = xs.dim(1), nk = route.dim(1), ne = out.dim(0), cap = out.dim(1);
   moe_internal::CheckRoute(x, node, route, ne, cap, /*unique_slots=*/true);
   x.For(route.dim(0) * nk * c, MoeDispatchFwd{xs.ptr(), route.ptr(), out.ptr(), nk, c, ne, cap});
@@ -115,10 +101,7 @@ template <class X>
 void MoECombineForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
                        Saved<X>& saved) {
   const auto &y = *in[0], &route = *in[1];
-  HS_CHECK(y.rank() == 3 && out.rank() == 2 && out.dim(1) == y.dim(2),
-           StrCat("moe_combine '", node.name, "': y ", ir::ShapeString(y.shape), " and output ",
-                  ir::ShapeString(out.shape), "; expected [E,P,C] and [S,C]"));
-  moe_internal::CheckRouteShape(node, route, out.dim(0));
+  cpu::CheckMoECombine(node, y.shape, route.shape, out.shape);
   const int64_t c = out.dim(1), nk = route.dim(1), ne = y.dim(0), cap = y.dim(1);
   moe_internal::CheckRoute(x, node, route, ne, cap, /*unique_slots=*/false);
   x.For(out.numel(), MoeCombineFwd{y.ptr(), route.ptr(), out.ptr(), nk, c, ne, cap});

@@ -13,22 +13,18 @@
 
 #include <string>
 
-#include "cpu/ops.h"
+#include "cpu/checks.h"
 #include "gpu/norm_kernels.h"
 #include "gpu/ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::gpu {
 
-// Rows and row length of a tensor normalized over its last dim (cpu/norm.cc's RowsOf).
-struct NormRows {
-  int64_t count, len;
-};
+using cpu::NormRows;
 
 template <class T>
 NormRows NormRowsOf(const T& x) {
-  const int64_t len = x.rank() == 0 ? 1 : x.dim(-1);
-  return {len == 0 ? 0 : x.numel() / len, len};
+  return cpu::NormRowsOf(x.shape);
 }
 
 // ---- layer norm ----------------------------------------------------------------------------
@@ -39,9 +35,7 @@ void LayerNormForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<
                       typename X::Tensor& out, Saved<X>& saved) {
   const auto& xin = *in[0];
   const NormRows r = NormRowsOf(xin);
-  HS_CHECK(in[1]->numel() == r.len && in[2]->numel() == r.len,
-           StrCat("layer_norm '", node.name, "': gamma/beta have ", in[1]->numel(), "/",
-                  in[2]->numel(), " elements; expected ", r.len));
+  cpu::CheckLayerNormParams(node, in[1]->numel(), in[2]->numel(), r.len);
   typename X::Tensor mean = x.Make({r.count}), rstd = x.Make({r.count});
   x.For(r.count, LayerNormStats{xin.ptr(), r.len, node.attrs.eps, mean.ptr(), rstd.ptr()});
   x.For(r.count * r.len, LayerNormOut{xin.ptr(), in[1]->ptr(), in[2]->ptr(), mean.ptr(),
@@ -60,8 +54,7 @@ void LayerNormBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn
   const auto& xin = *in[0];
   const float* gamma = in[1]->ptr();
   const NormRows r = NormRowsOf(xin);
-  HS_CHECK(saved.tensors.size() == 2 && saved.tensors[0].numel() == r.count,
-           StrCat("layer_norm '", node.name, "': backward without the forward's statistics"));
+  cpu::CheckLayerNormSaved(node, saved.tensors, r.count);
   const float* mean = saved.tensors[0].ptr();
   const float* rstd = saved.tensors[1].ptr();
   if (din[1] || din[2]) {
@@ -125,34 +118,14 @@ void LogSoftmaxBackward(X& x, const ir::Node& node, const KernelContext& ctx, TI
 
 // ---- cross entropy -------------------------------------------------------------------------
 
-// N, the loss's divisor: the logits' row count, or with a logits piece (ctx.shard) the row
-// count of the full logits, so that the pieces' losses sum to the full loss.
-template <class T>
-double CrossEntropyDivisor(const ir::Node& node, const KernelContext& ctx, const T& logits,
-                           const NormRows& r) {
-  if (!ctx.shard) return static_cast<double>(r.count);
-  const std::string what = StrCat("cross_entropy '", node.name, "' logits");
-  cpu::CheckShard(what, *ctx.shard, logits.shape);
-  HS_CHECK(ctx.shard->dim != logits.rank() - 1,
-           StrCat(what, ": shard dim ", ctx.shard->dim,
-                  " is the class dim; a logits piece must be split on a leading dim"));
-  double n = 1;
-  for (size_t i = 0; i + 1 < ctx.shard->full.size(); ++i) {
-    n *= static_cast<double>(ctx.shard->full[i]);
-  }
-  return n;
-}
-
 // loss = (1/N) Σ_i (lse_i − logits[i, label_i]); saved.tensors = {lse[rows]}.
 template <class X>
 void CrossEntropyForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
                          typename X::Tensor& out, Saved<X>& saved) {
   const auto& logits = *in[0];
   const NormRows r = NormRowsOf(logits);
-  const double divisor = CrossEntropyDivisor(node, ctx, logits, r);
-  HS_CHECK(in[1]->numel() == r.count,
-           StrCat("cross_entropy '", node.name, "': ", in[1]->numel(), " labels for ", r.count,
-                  " rows of logits"));
+  const double divisor = cpu::CrossEntropyDivisor(node, ctx, logits.shape, r.count);
+  cpu::CheckCrossEntropyLabels(node, in[1]->numel(), r.count);
   const float* labels = in[1]->ptr();
   typename X::Tensor lse = x.Make({r.count});
   // Per-row terms, then two chunked passes down to one (hi, lo, bad) triple.
@@ -186,9 +159,8 @@ void CrossEntropyBackward(X& x, const ir::Node& node, const KernelContext& ctx, 
   if (!din[0]) return;
   const auto& logits = *in[0];
   const NormRows r = NormRowsOf(logits);
-  HS_CHECK(saved.tensors.size() == 1 && saved.tensors[0].numel() == r.count,
-           StrCat("cross_entropy '", node.name, "': backward without the forward's logsumexp"));
-  const double divisor = CrossEntropyDivisor(node, ctx, logits, r);
+  cpu::CheckCrossEntropySaved(node, saved.tensors, r.count);
+  const double divisor = cpu::CrossEntropyDivisor(node, ctx, logits.shape, r.count);
   x.For(r.count * r.len, CrossEntropyBwd{logits.ptr(), in[1]->ptr(), saved.tensors[0].ptr(),
                                          dout.ptr(), divisor, r.len, din[0]->ptr()});
 }
