@@ -15,7 +15,6 @@
 #include <climits>
 #include <cstring>
 #include <mutex>
-#include <numeric>
 
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/comm.h"
@@ -24,10 +23,17 @@
 namespace hetsynth::runtime {
 namespace {
 
-using comm_internal::CheckCounts;
+using comm_internal::CheckAllGatherV;
+using comm_internal::CheckAllReduce;
+using comm_internal::CheckAllToAllV;
+using comm_internal::CheckBroadcast;
+using comm_internal::CheckReduceScatterV;
+using comm_internal::FingerprintsDisagree;
+using comm_internal::HashCounts;
 using comm_internal::Join;
 using comm_internal::Op;
 using comm_internal::OpName;
+using comm_internal::VSizes;
 
 absl::Status MpiError(const char* call, int code, const char* file, int line) {
   char text[MPI_MAX_ERROR_STRING];
@@ -52,8 +58,6 @@ std::string CheckIntRange(int64_t largest, const char* what) {
                 "; split the collective into smaller ones");
 }
 
-int64_t Sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
-
 // Exclusive prefix sums as ints (callers have checked the range).
 std::vector<int> Displacements(const std::vector<int64_t>& counts) {
   std::vector<int> d(counts.size());
@@ -66,23 +70,6 @@ std::vector<int> Displacements(const std::vector<int64_t>& counts) {
 }
 
 std::vector<int> ToInt(const std::vector<int64_t>& v) { return std::vector<int>(v.begin(), v.end()); }
-
-bool Overlap(const float* a, int64_t na, const float* b, int64_t nb) {
-  if (na == 0 || nb == 0) return false;
-  std::less<const float*> lt;
-  return lt(a, b + nb) && lt(b, a + na);
-}
-
-uint64_t HashCounts(const std::vector<int64_t>& v) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a over the values' bytes
-  for (int64_t x : v) {
-    for (int b = 0; b < 8; ++b) {
-      h ^= static_cast<uint64_t>(x >> (8 * b)) & 0xff;
-      h *= 1099511628211ull;
-    }
-  }
-  return h;
-}
 
 // A non-null address for zero-length buffers.
 float* NonNull(float* p) {
@@ -134,22 +121,12 @@ class MpiComm final : public Communicator {
   absl::Status AllGatherV(const float* send, float* recv, const std::vector<int64_t>& counts,
                           CommImpl impl) override {
     const int n = size_;
-    std::string error = CheckCounts(counts, n, "counts");
-    int64_t m = 0, total = 0, mine = 0, at = 0;
+    VSizes sz;
+    std::string error = CheckAllGatherV(send, recv, counts, n, rank_, &sz);
+    const int64_t m = sz.max, total = sz.total, mine = sz.mine, at = sz.offset;
     if (error.empty()) {
-      m = *std::max_element(counts.begin(), counts.end());
-      total = Sum(counts);
-      mine = counts[rank_];
-      at = std::accumulate(counts.begin(), counts.begin() + rank_, int64_t{0});
-      if (mine > 0 && send == nullptr) error = "send is null but counts[rank] > 0";
-      if (total > 0 && recv == nullptr) error = "recv is null but the counts sum to > 0";
-      if (error.empty() && send != recv + at && Overlap(send, mine, recv, total)) {
-        error = "send overlaps recv (only exactly in place, at recv + offset of this rank, is allowed)";
-      }
-      if (error.empty()) {
-        error = CheckIntRange(impl == CommImpl::kPadded ? m : total,
-                              impl == CommImpl::kPadded ? "max(counts)" : "sum(counts)");
-      }
+      error = CheckIntRange(impl == CommImpl::kPadded ? m : total,
+                            impl == CommImpl::kPadded ? "max(counts)" : "sum(counts)");
     }
     HS_RETURN_IF_ERROR(Agree(Op::kAllGatherV, impl, counts, 0, 0, error));
     if (impl == CommImpl::kGrouped) {
@@ -175,20 +152,13 @@ class MpiComm final : public Communicator {
   absl::Status ReduceScatterV(const float* send, float* recv, const std::vector<int64_t>& counts,
                               CommImpl impl) override {
     const int n = size_;
-    std::string error = CheckCounts(counts, n, "counts");
-    int64_t m = 0, total = 0, mine = 0;
+    VSizes sz;
+    std::string error = CheckReduceScatterV(send, recv, counts, n, rank_, &sz);
+    const int64_t m = sz.max, total = sz.total, mine = sz.mine;
     if (error.empty()) {
-      m = *std::max_element(counts.begin(), counts.end());
-      total = Sum(counts);
-      mine = counts[rank_];
-      if (total > 0 && send == nullptr) error = "send is null but the counts sum to > 0";
-      if (mine > 0 && recv == nullptr) error = "recv is null but counts[rank] > 0";
-      if (error.empty() && Overlap(send, total, recv, mine)) error = "send overlaps recv";
-      if (error.empty()) {
-        error = impl == CommImpl::kPadded
-                    ? CheckIntRange(m, "max(counts)")
-                    : CheckIntRange(std::max(total, n * m), "sum(counts) or ranks * max(counts)");
-      }
+      error = impl == CommImpl::kPadded
+                  ? CheckIntRange(m, "max(counts)")
+                  : CheckIntRange(std::max(total, n * m), "sum(counts) or ranks * max(counts)");
     }
     HS_RETURN_IF_ERROR(Agree(Op::kReduceScatterV, impl, counts, 0, 0, error));
     // contributions[k·stride, k·stride + mine) = rank k's segment for this rank.
@@ -224,9 +194,7 @@ class MpiComm final : public Communicator {
   // all-gather of the reduced chunks: the bandwidth of a ring all-reduce, deterministic bits.
   absl::Status AllReduce(float* data, int64_t count) override {
     const int n = size_;
-    std::string error;
-    if (count < 0) error = StrCat("count = ", count, "; expected >= 0");
-    if (count > 0 && data == nullptr) error = "data is null but count > 0";
+    std::string error = CheckAllReduce(data, count);
     const int64_t chunk = count > 0 ? (count + n - 1) / n : 0;
     if (error.empty()) error = CheckIntRange(chunk, "count / ranks");
     HS_RETURN_IF_ERROR(Agree(Op::kAllReduce, CommImpl::kGrouped, {}, count, 0, error));
@@ -246,15 +214,9 @@ class MpiComm final : public Communicator {
   absl::Status AllToAllV(const float* send, const std::vector<int64_t>& send_counts, float* recv,
                          const std::vector<int64_t>& recv_counts) override {
     const int n = size_;
-    std::string error = CheckCounts(send_counts, n, "send_counts");
-    if (error.empty()) error = CheckCounts(recv_counts, n, "recv_counts");
-    if (error.empty()) {
-      const int64_t nsend = Sum(send_counts), nrecv = Sum(recv_counts);
-      if (nsend > 0 && send == nullptr) error = "send is null but send_counts sum to > 0";
-      if (nrecv > 0 && recv == nullptr) error = "recv is null but recv_counts sum to > 0";
-      if (error.empty() && Overlap(send, nsend, recv, nrecv)) error = "send overlaps recv";
-      if (error.empty()) error = CheckIntRange(std::max(nsend, nrecv), "sum(send_counts or recv_counts)");
-    }
+    int64_t nsend = 0, nrecv = 0;
+    std::string error = CheckAllToAllV(send, send_counts, recv, recv_counts, n, &nsend, &nrecv);
+    if (error.empty()) error = CheckIntRange(std::max(nsend, nrecv), "sum(send_counts or recv_counts)");
     HS_RETURN_IF_ERROR(Agree(Op::kAllToAllV, CommImpl::kGrouped, {}, 0, 0, error));
     // What every rank means to send here must be what this rank expects to receive.
     std::vector<int64_t> incoming(n);
@@ -284,10 +246,7 @@ class MpiComm final : public Communicator {
   }
 
   absl::Status Broadcast(float* data, int64_t count, int root) override {
-    std::string error;
-    if (count < 0) error = StrCat("count = ", count, "; expected >= 0");
-    if (count > 0 && data == nullptr) error = "data is null but count > 0";
-    if (root < 0 || root >= size_) error = StrCat("root = ", root, "; expected a rank in [0, ", size_, ")");
+    const std::string error = CheckBroadcast(data, count, root, size_);
     HS_RETURN_IF_ERROR(Agree(Op::kBroadcast, CommImpl::kGrouped, {}, count, root, error));
     for (int64_t at = 0; at < count; at += INT_MAX) {  // MPI counts are ints
       const int len = static_cast<int>(std::min<int64_t>(INT_MAX, count - at));
@@ -329,31 +288,7 @@ class MpiComm final : public Communicator {
     std::vector<int64_t> all(static_cast<size_t>(size_) * kFields);
     HS_MPI(MPI_Allgather, mine, kFields, MPI_INT64_T, all.data(), kFields, MPI_INT64_T, comm_);
     auto field = [&](int r, int f) { return all[r * kFields + f]; };
-    std::string why;
-    for (int r = 0; r < size_ && why.empty(); ++r) {
-      if (field(r, 5) == 0) continue;
-      why = r == rank_ ? error
-                       : StrCat("rank ", r, " passed invalid arguments (its own error says which)");
-    }
-    for (int r = 1; r < size_ && why.empty(); ++r) {
-      const Op op0 = static_cast<Op>(field(0, 0)), opr = static_cast<Op>(field(r, 0));
-      if (opr != op0) {
-        why = StrCat("rank 0 called ", OpName(op0), " but rank ", r, " called ", OpName(opr),
-                     "; every rank must call the same collectives in the same order");
-      } else if (field(r, 2) != field(0, 2)) {
-        why = StrCat("rank ", r, " passed other counts than rank 0 (this rank: ", Join(counts), ")",
-                     "; every rank must pass the same counts");
-      } else if (field(r, 1) != field(0, 1)) {
-        why = StrCat("rank ", r, " and rank 0 asked for different implementations (padded vs "
-                     "grouped); every rank must use the same");
-      } else if (field(r, 3) != field(0, 3)) {
-        why = StrCat("rank ", r, " passed count ", field(r, 3), " but rank 0 passed ", field(0, 3),
-                     "; every rank must pass the same count");
-      } else if (field(r, 4) != field(0, 4)) {
-        why = StrCat("rank ", r, " passed root ", field(r, 4), " but rank 0 passed ", field(0, 4),
-                     "; every rank must pass the same root");
-      }
-    }
+    const std::string why = FingerprintsDisagree(size_, rank_, field, error, counts, "; every rank must use the same");
     if (why.empty()) return absl::OkStatus();
     return absl::InvalidArgumentError(StrCat(Where(op), why));
   }

@@ -15,7 +15,6 @@
 #include <exception>
 #include <functional>
 #include <mutex>
-#include <numeric>
 #include <thread>
 #include <utility>
 
@@ -31,10 +30,17 @@ const char* CommImplName(CommImpl impl) {
 
 namespace {
 
-using comm_internal::CheckCounts;
+using comm_internal::CallsDisagree;
+using comm_internal::CheckAllGatherV;
+using comm_internal::CheckAllReduce;
+using comm_internal::CheckAllToAllV;
+using comm_internal::CheckBroadcast;
+using comm_internal::CheckReduceScatterV;
 using comm_internal::Join;
+using comm_internal::Offset;
 using comm_internal::Op;
 using comm_internal::OpName;
+using comm_internal::VSizes;
 
 // What one rank passed to the current collective. Written by its owner before the opening
 // barrier, read by every rank between the opening and the closing barrier.
@@ -49,20 +55,6 @@ struct Call {
   const float* send = nullptr;       // the rank's input (AllReduce / Broadcast: its data)
   const float* scratch = nullptr;    // the rank's staging buffer (padded shards, partial sums)
 };
-
-// Checks the arguments one rank can check alone; "" when they are fine.
-
-int64_t Sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
-
-int64_t Offset(const std::vector<int64_t>& v, int upto) {
-  return std::accumulate(v.begin(), v.begin() + upto, int64_t{0});
-}
-
-bool Overlap(const float* a, int64_t na, const float* b, int64_t nb) {
-  if (na == 0 || nb == 0) return false;
-  std::less<const float*> lt;
-  return lt(a, b + nb) && lt(b, a + na);
-}
 
 // The state all ranks share: the barrier, the published Calls, and how the run is going.
 class SharedState {
@@ -194,19 +186,9 @@ class ThreadComm final : public Communicator {
     call.impl = impl;
     call.counts = counts;
     call.send = send;
-    call.error = CheckCounts(counts, n, "counts");
-    int64_t m = 0, total = 0, mine = 0;
-    if (call.error.empty()) {
-      m = *std::max_element(counts.begin(), counts.end());
-      total = Sum(counts);
-      mine = counts[rank_];
-      const float* in_place = recv ? recv + Offset(counts, rank_) : nullptr;
-      if (mine > 0 && send == nullptr) call.error = "send is null but counts[rank] > 0";
-      if (total > 0 && recv == nullptr) call.error = "recv is null but the counts sum to > 0";
-      if (call.error.empty() && send != in_place && Overlap(send, mine, recv, total)) {
-        call.error = "send overlaps recv (only exactly in place, at recv + offset of this rank, is allowed)";
-      }
-    }
+    VSizes sz;
+    call.error = CheckAllGatherV(send, recv, counts, n, rank_, &sz);
+    const int64_t m = sz.max, mine = sz.mine;
     if (call.error.empty() && impl == CommImpl::kPadded) {
       scratch_.assign(m, 0.0f);
       if (mine > 0) std::memcpy(scratch_.data(), send, mine * sizeof(float));
@@ -247,16 +229,9 @@ class ThreadComm final : public Communicator {
     call.impl = impl;
     call.counts = counts;
     call.send = send;
-    call.error = CheckCounts(counts, n, "counts");
-    int64_t m = 0, total = 0, mine = 0;
-    if (call.error.empty()) {
-      m = *std::max_element(counts.begin(), counts.end());
-      total = Sum(counts);
-      mine = counts[rank_];
-      if (total > 0 && send == nullptr) call.error = "send is null but the counts sum to > 0";
-      if (mine > 0 && recv == nullptr) call.error = "recv is null but counts[rank] > 0";
-      if (call.error.empty() && Overlap(send, total, recv, mine)) call.error = "send overlaps recv";
-    }
+    VSizes sz;
+    call.error = CheckReduceScatterV(send, recv, counts, n, rank_, &sz);
+    const int64_t m = sz.max, mine = sz.mine;
     if (call.error.empty() && impl == CommImpl::kPadded) {
       scratch_.assign(static_cast<size_t>(n) * m, 0.0f);
       const float* in = send;
@@ -289,8 +264,7 @@ class ThreadComm final : public Communicator {
     call.op = Op::kAllReduce;
     call.count = count;
     call.send = data;
-    if (count < 0) call.error = StrCat("count = ", count, "; expected >= 0");
-    if (count > 0 && data == nullptr) call.error = "data is null but count > 0";
+    call.error = CheckAllReduce(data, count);
     // Rank r reduces elements [Chunk(r), Chunk(r+1)) into its scratch; all then copy every chunk.
     auto chunk = [&](int r) { return count * r / n; };
     if (call.error.empty()) {
@@ -324,14 +298,7 @@ class ThreadComm final : public Communicator {
     call.counts = send_counts;
     call.recv_counts = recv_counts;
     call.send = send;
-    call.error = CheckCounts(send_counts, n, "send_counts");
-    if (call.error.empty()) call.error = CheckCounts(recv_counts, n, "recv_counts");
-    if (call.error.empty()) {
-      const int64_t nsend = Sum(send_counts), nrecv = Sum(recv_counts);
-      if (nsend > 0 && send == nullptr) call.error = "send is null but send_counts sum to > 0";
-      if (nrecv > 0 && recv == nullptr) call.error = "recv is null but recv_counts sum to > 0";
-      if (call.error.empty() && Overlap(send, nsend, recv, nrecv)) call.error = "send overlaps recv";
-    }
+    call.error = CheckAllToAllV(send, send_counts, recv, recv_counts, n);
     HS_RETURN_IF_ERROR(Enter(std::move(call)));
     const std::vector<Call>& calls = state_->calls();
     float* out = recv;
@@ -351,11 +318,7 @@ class ThreadComm final : public Communicator {
     call.count = count;
     call.root = root;
     call.send = data;
-    if (count < 0) call.error = StrCat("count = ", count, "; expected >= 0");
-    if (count > 0 && data == nullptr) call.error = "data is null but count > 0";
-    if (root < 0 || root >= size()) {
-      call.error = StrCat("root = ", root, "; expected a rank in [0, ", size(), ")");
-    }
+    call.error = CheckBroadcast(data, count, root, size());
     HS_RETURN_IF_ERROR(Enter(std::move(call)));
     if (rank_ != root && count > 0) {
       std::memcpy(data, state_->calls()[root].send, count * sizeof(float));
@@ -397,53 +360,7 @@ class ThreadComm final : public Communicator {
     for (int r = 0; r < n; ++r) {
       if (!calls[r].error.empty()) return StrCat("rank ", r, ": ", calls[r].error);
     }
-    const Call& c0 = calls[0];
-    for (int r = 1; r < n; ++r) {
-      const Call& c = calls[r];
-      if (c.op != c0.op) {
-        return StrCat("rank 0 called ", OpName(c0.op), " but rank ", r, " called ", OpName(c.op),
-                      "; every rank must call the same collectives in the same order");
-      }
-      switch (c0.op) {
-        case Op::kAllGatherV:
-        case Op::kReduceScatterV:
-          if (c.counts != c0.counts) {
-            return StrCat("rank ", r, " passed counts ", Join(c.counts), " but rank 0 passed ",
-                          Join(c0.counts), "; every rank must pass the same counts");
-          }
-          if (c.impl != c0.impl) {
-            return StrCat("rank ", r, " asked for ", CommImplName(c.impl), " but rank 0 for ",
-                          CommImplName(c0.impl), "; every rank must use the same implementation");
-          }
-          break;
-        case Op::kAllReduce:
-        case Op::kBroadcast:
-          if (c.count != c0.count) {
-            return StrCat("rank ", r, " passed count ", c.count, " but rank 0 passed ", c0.count,
-                          "; every rank must pass the same count");
-          }
-          if (c.root != c0.root) {
-            return StrCat("rank ", r, " passed root ", c.root, " but rank 0 passed ", c0.root,
-                          "; every rank must pass the same root");
-          }
-          break;
-        case Op::kAllToAllV:
-        case Op::kBarrier:
-          break;
-      }
-    }
-    if (c0.op == Op::kAllToAllV) {
-      for (int j = 0; j < n; ++j) {
-        for (int k = 0; k < n; ++k) {
-          if (calls[j].counts[k] != calls[k].recv_counts[j]) {
-            return StrCat("rank ", j, " sends ", calls[j].counts[k], " elements to rank ", k,
-                          " (send_counts[", k, "]) but rank ", k, " expects ",
-                          calls[k].recv_counts[j], " (recv_counts[", j, "])");
-          }
-        }
-      }
-    }
-    return "";
+    return CallsDisagree(calls);
   }
 
   SharedState* state_;

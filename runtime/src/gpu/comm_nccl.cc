@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <numeric>
 
 #include "comm/common.h"
 #include "gpu/check.h"
@@ -43,31 +42,21 @@ absl::StatusOr<std::unique_ptr<Communicator>> NcclSingle(GpuExec& x) { return Nc
 
 namespace {
 
+using comm_internal::Buffer;
+using comm_internal::CheckAllGatherV;
+using comm_internal::CheckAllReduce;
+using comm_internal::CheckAllToAllV;
+using comm_internal::CheckBroadcast;
 using comm_internal::CheckCounts;
+using comm_internal::CheckReduceScatterV;
+using comm_internal::FingerprintsDisagree;
+using comm_internal::HashCounts;
 using comm_internal::Join;
+using comm_internal::Mem;
+using comm_internal::Offset;
 using comm_internal::Op;
 using comm_internal::OpName;
-
-int64_t Sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
-int64_t Offset(const std::vector<int64_t>& v, int upto) {
-  return std::accumulate(v.begin(), v.begin() + upto, int64_t{0});
-}
-bool Overlap(const float* a, int64_t na, const float* b, int64_t nb) {
-  if (na == 0 || nb == 0) return false;
-  std::less<const float*> lt;
-  return lt(a, b + nb) && lt(b, a + na);
-}
-
-uint64_t HashCounts(const std::vector<int64_t>& v) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a over the values' bytes
-  for (int64_t x : v) {
-    for (int b = 0; b < 8; ++b) {
-      h ^= static_cast<uint64_t>(x >> (8 * b)) & 0xff;
-      h *= 1099511628211ull;
-    }
-  }
-  return h;
-}
+using comm_internal::VSizes;
 
 // 64-bit values through a float communicator, exactly: four 16-bit pieces per value.
 constexpr int kFloatsPerInt = 4;
@@ -81,22 +70,7 @@ int64_t Decode(const float* in) {
   return static_cast<int64_t>(u);
 }
 
-enum class Mem : int64_t { kNone, kHost, kDevice, kMixed };
-
-struct Buffer {
-  const void* p;
-  int64_t n;
-};
-Mem Classify(std::initializer_list<Buffer> buffers) {
-  Mem m = Mem::kNone;
-  for (const Buffer& b : buffers) {
-    if (b.p == nullptr || b.n <= 0) continue;
-    const Mem k = IsDeviceMemory(b.p) ? Mem::kDevice : Mem::kHost;
-    if (m == Mem::kNone) m = k;
-    if (m != k) return Mem::kMixed;
-  }
-  return m;
-}
+Mem Classify(std::initializer_list<Buffer> buffers) { return comm_internal::ClassifyMemory(buffers, IsDeviceMemory); }
 
 absl::Status NcclError(const std::string& where, const char* call, ncclResult_t rc, ncclComm_t comm,
                        const char* file, int line) {
@@ -174,19 +148,9 @@ class NcclComm final : public Communicator {
 
   absl::Status AllGatherV(const float* send, float* recv, const std::vector<int64_t>& counts,
                           CommImpl impl) override {
-    std::string error = CheckCounts(counts, n_, "counts");
-    int64_t m = 0, total = 0, mine = 0, at = 0;
-    if (error.empty()) {
-      m = *std::max_element(counts.begin(), counts.end());
-      total = Sum(counts);
-      mine = counts[rank_];
-      at = Offset(counts, rank_);
-      if (mine > 0 && send == nullptr) error = "send is null but counts[rank] > 0";
-      if (total > 0 && recv == nullptr) error = "recv is null but the counts sum to > 0";
-      if (error.empty() && send != recv + at && Overlap(send, mine, recv, total)) {
-        error = "send overlaps recv (only exactly in place, at recv + offset of this rank, is allowed)";
-      }
-    }
+    VSizes sz;
+    const std::string error = CheckAllGatherV(send, recv, counts, n_, rank_, &sz);
+    const int64_t m = sz.max, total = sz.total, mine = sz.mine, at = sz.offset;
     const Mem mem = Classify({{send, mine}, {recv, total}});
     bool device = false;
     HS_RETURN_IF_ERROR(Agree(Op::kAllGatherV, impl, counts, 0, 0, error, mem, &device));
@@ -218,16 +182,9 @@ class NcclComm final : public Communicator {
 
   absl::Status ReduceScatterV(const float* send, float* recv, const std::vector<int64_t>& counts,
                               CommImpl impl) override {
-    std::string error = CheckCounts(counts, n_, "counts");
-    int64_t m = 0, total = 0, mine = 0;
-    if (error.empty()) {
-      m = *std::max_element(counts.begin(), counts.end());
-      total = Sum(counts);
-      mine = counts[rank_];
-      if (total > 0 && send == nullptr) error = "send is null but the counts sum to > 0";
-      if (mine > 0 && recv == nullptr) error = "recv is null but counts[rank] > 0";
-      if (error.empty() && Overlap(send, total, recv, mine)) error = "send overlaps recv";
-    }
+    VSizes sz;
+    const std::string error = CheckReduceScatterV(send, recv, counts, n_, rank_, &sz);
+    const int64_t m = sz.max, total = sz.total, mine = sz.mine;
     const Mem mem = Classify({{send, total}, {recv, mine}});
     bool device = false;
     HS_RETURN_IF_ERROR(Agree(Op::kReduceScatterV, impl, counts, 0, 0, error, mem, &device));
@@ -257,9 +214,7 @@ class NcclComm final : public Communicator {
   }
 
   absl::Status AllReduce(float* data, int64_t count) override {
-    std::string error;
-    if (count < 0) error = StrCat("count = ", count, "; expected >= 0");
-    if (count > 0 && data == nullptr) error = "data is null but count > 0";
+    const std::string error = CheckAllReduce(data, count);
     bool device = false;
     HS_RETURN_IF_ERROR(Agree(Op::kAllReduce, CommImpl::kGrouped, {}, count, 0, error, Classify({{data, count}}), &device));
     if (!device) return host_->AllReduce(data, count);
@@ -270,16 +225,8 @@ class NcclComm final : public Communicator {
 
   absl::Status AllToAllV(const float* send, const std::vector<int64_t>& send_counts, float* recv,
                          const std::vector<int64_t>& recv_counts) override {
-    std::string error = CheckCounts(send_counts, n_, "send_counts");
-    if (error.empty()) error = CheckCounts(recv_counts, n_, "recv_counts");
     int64_t nsend = 0, nrecv = 0;
-    if (error.empty()) {
-      nsend = Sum(send_counts);
-      nrecv = Sum(recv_counts);
-      if (nsend > 0 && send == nullptr) error = "send is null but send_counts sum to > 0";
-      if (nrecv > 0 && recv == nullptr) error = "recv is null but recv_counts sum to > 0";
-      if (error.empty() && Overlap(send, nsend, recv, nrecv)) error = "send overlaps recv";
-    }
+    const std::string error = CheckAllToAllV(send, send_counts, recv, recv_counts, n_, &nsend, &nrecv);
     const Mem mem = Classify({{send, nsend}, {recv, nrecv}});
     bool device = false;
     HS_RETURN_IF_ERROR(Agree(Op::kAllToAllV, CommImpl::kGrouped, {}, 0, 0, error, mem, &device));
@@ -316,10 +263,7 @@ class NcclComm final : public Communicator {
   }
 
   absl::Status Broadcast(float* data, int64_t count, int root) override {
-    std::string error;
-    if (count < 0) error = StrCat("count = ", count, "; expected >= 0");
-    if (count > 0 && data == nullptr) error = "data is null but count > 0";
-    if (root < 0 || root >= n_) error = StrCat("root = ", root, "; expected a rank in [0, ", n_, ")");
+    const std::string error = CheckBroadcast(data, count, root, n_);
     bool device = false;
     HS_RETURN_IF_ERROR(Agree(Op::kBroadcast, CommImpl::kGrouped, {}, count, root, error, Classify({{data, count}}), &device));
     if (!device) return host_->Broadcast(data, count, root);
@@ -377,29 +321,7 @@ class NcclComm final : public Communicator {
     HS_RETURN_IF_ERROR(Local(host_->AllGatherV(mine.data(), all.data(), std::vector<int64_t>(n_, kWidth),
                                                CommImpl::kGrouped)));
     auto field = [&](int r, int f) { return Decode(all.data() + r * kWidth + f * kFloatsPerInt); };
-    std::string why;
-    for (int r = 0; r < n_ && why.empty(); ++r) {
-      if (field(r, 5) == 0) continue;
-      why = r == rank_ ? error : StrCat("rank ", r, " passed invalid arguments (its own error says which)");
-    }
-    for (int r = 1; r < n_ && why.empty(); ++r) {
-      const Op op0 = static_cast<Op>(field(0, 0)), opr = static_cast<Op>(field(r, 0));
-      if (opr != op0) {
-        why = StrCat("rank 0 called ", OpName(op0), " but rank ", r, " called ", OpName(opr),
-                     "; every rank must call the same collectives in the same order");
-      } else if (field(r, 2) != field(0, 2)) {
-        why = StrCat("rank ", r, " passed other counts than rank 0 (this rank: ", Join(counts),
-                     "); every rank must pass the same counts");
-      } else if (field(r, 1) != field(0, 1)) {
-        why = StrCat("rank ", r, " and rank 0 asked for different implementations (padded vs grouped)");
-      } else if (field(r, 3) != field(0, 3)) {
-        why = StrCat("rank ", r, " passed count ", field(r, 3), " but rank 0 passed ", field(0, 3),
-                     "; every rank must pass the same count");
-      } else if (field(r, 4) != field(0, 4)) {
-        why = StrCat("rank ", r, " passed root ", field(r, 4), " but rank 0 passed ", field(0, 4),
-                     "; every rank must pass the same root");
-      }
-    }
+    std::string why = FingerprintsDisagree(n_, rank_, field, error, counts, "");
     int host_rank = -1, device_rank = -1;
     for (int r = 0; r < n_ && why.empty(); ++r) {
       const Mem m = static_cast<Mem>(field(r, 6));

@@ -22,7 +22,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <numeric>
 #include <thread>
 
 #include "comm/common.h"
@@ -36,13 +35,19 @@
 namespace hetsynth::runtime::gpu {
 namespace {
 
-using comm_internal::CheckCounts;
+using comm_internal::Buffer;
+using comm_internal::CallsDisagree;
+using comm_internal::CheckAllGatherV;
+using comm_internal::CheckAllReduce;
+using comm_internal::CheckAllToAllV;
+using comm_internal::CheckBroadcast;
+using comm_internal::CheckReduceScatterV;
 using comm_internal::Join;
+using comm_internal::Mem;
+using comm_internal::Offset;
 using comm_internal::Op;
 using comm_internal::OpName;
-
-// Which memory a call's buffers are in.
-enum class Mem : uint8_t { kNone, kHost, kDevice, kMixed };
+using comm_internal::VSizes;
 
 const char* MemName(Mem m) {
   switch (m) {
@@ -54,31 +59,7 @@ const char* MemName(Mem m) {
   return "?";
 }
 
-struct Buffer {
-  const void* p;
-  int64_t n;  // elements; empty buffers are not looked at
-};
-
-Mem Classify(std::initializer_list<Buffer> buffers) {
-  Mem m = Mem::kNone;
-  for (const Buffer& b : buffers) {
-    if (b.p == nullptr || b.n <= 0) continue;
-    const Mem k = IsDeviceMemory(b.p) ? Mem::kDevice : Mem::kHost;
-    if (m == Mem::kNone) m = k;
-    if (m != k) return Mem::kMixed;
-  }
-  return m;
-}
-
-int64_t Sum(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
-int64_t Offset(const std::vector<int64_t>& v, int upto) {
-  return std::accumulate(v.begin(), v.begin() + upto, int64_t{0});
-}
-bool Overlap(const float* a, int64_t na, const float* b, int64_t nb) {
-  if (na == 0 || nb == 0) return false;
-  std::less<const float*> lt;
-  return lt(a, b + nb) && lt(b, a + na);
-}
+Mem Classify(std::initializer_list<Buffer> buffers) { return comm_internal::ClassifyMemory(buffers, IsDeviceMemory); }
 
 // What one rank passed to the current collective. Written by its owner before the opening
 // barrier, read by every rank until the closing one.
@@ -141,19 +122,9 @@ class DeviceComm final : public Communicator {
     s.impl = impl;
     s.counts = counts;
     s.send = send;
-    s.error = CheckCounts(counts, n_, "counts");
-    int64_t m = 0, total = 0, mine = 0;
-    if (s.error.empty()) {
-      m = *std::max_element(counts.begin(), counts.end());
-      total = Sum(counts);
-      mine = counts[rank_];
-      const float* in_place = recv ? recv + Offset(counts, rank_) : nullptr;
-      if (mine > 0 && send == nullptr) s.error = "send is null but counts[rank] > 0";
-      if (total > 0 && recv == nullptr) s.error = "recv is null but the counts sum to > 0";
-      if (s.error.empty() && send != in_place && Overlap(send, mine, recv, total)) {
-        s.error = "send overlaps recv (only exactly in place, at recv + offset of this rank, is allowed)";
-      }
-    }
+    VSizes sz;
+    s.error = CheckAllGatherV(send, recv, counts, n_, rank_, &sz);
+    const int64_t m = sz.max, total = sz.total, mine = sz.mine;
     s.mem = Classify({{send, mine}, {recv, total}});
     Staging padded;
     if (s.error.empty() && impl == CommImpl::kPadded) {
@@ -191,16 +162,9 @@ class DeviceComm final : public Communicator {
     s.impl = impl;
     s.counts = counts;
     s.send = send;
-    s.error = CheckCounts(counts, n_, "counts");
-    int64_t m = 0, total = 0, mine = 0;
-    if (s.error.empty()) {
-      m = *std::max_element(counts.begin(), counts.end());
-      total = Sum(counts);
-      mine = counts[rank_];
-      if (total > 0 && send == nullptr) s.error = "send is null but the counts sum to > 0";
-      if (mine > 0 && recv == nullptr) s.error = "recv is null but counts[rank] > 0";
-      if (s.error.empty() && Overlap(send, total, recv, mine)) s.error = "send overlaps recv";
-    }
+    VSizes sz;
+    s.error = CheckReduceScatterV(send, recv, counts, n_, rank_, &sz);
+    const int64_t m = sz.max, total = sz.total, mine = sz.mine;
     s.mem = Classify({{send, total}, {recv, mine}});
     Staging padded;
     if (s.error.empty() && impl == CommImpl::kPadded) {
@@ -231,8 +195,7 @@ class DeviceComm final : public Communicator {
     s.op = Op::kAllReduce;
     s.count = count;
     s.send = data;
-    if (count < 0) s.error = StrCat("count = ", count, "; expected >= 0");
-    if (count > 0 && data == nullptr) s.error = "data is null but count > 0";
+    s.error = CheckAllReduce(data, count);
     s.mem = Classify({{data, count}});
     // Rank r reduces elements [chunk(r), chunk(r+1)) into its scratch; then all copy every chunk.
     auto chunk = [&](int r) { return count * r / n_; };
@@ -266,16 +229,8 @@ class DeviceComm final : public Communicator {
     s.counts = send_counts;
     s.recv_counts = recv_counts;
     s.send = send;
-    s.error = CheckCounts(send_counts, n_, "send_counts");
-    if (s.error.empty()) s.error = CheckCounts(recv_counts, n_, "recv_counts");
     int64_t nsend = 0, nrecv = 0;
-    if (s.error.empty()) {
-      nsend = Sum(send_counts);
-      nrecv = Sum(recv_counts);
-      if (nsend > 0 && send == nullptr) s.error = "send is null but send_counts sum to > 0";
-      if (nrecv > 0 && recv == nullptr) s.error = "recv is null but recv_counts sum to > 0";
-      if (s.error.empty() && Overlap(send, nsend, recv, nrecv)) s.error = "send overlaps recv";
-    }
+    s.error = CheckAllToAllV(send, send_counts, recv, recv_counts, n_, &nsend, &nrecv);
     s.mem = Classify({{send, nsend}, {recv, nrecv}});
     HS_RETURN_IF_ERROR(Enter(std::move(s)));
     const std::vector<Slot>& slots = sh_->slots;
@@ -294,9 +249,7 @@ class DeviceComm final : public Communicator {
     s.count = count;
     s.root = root;
     s.send = data;
-    if (count < 0) s.error = StrCat("count = ", count, "; expected >= 0");
-    if (count > 0 && data == nullptr) s.error = "data is null but count > 0";
-    if (root < 0 || root >= n_) s.error = StrCat("root = ", root, "; expected a rank in [0, ", n_, ")");
+    s.error = CheckBroadcast(data, count, root, n_);
     s.mem = Classify({{data, count}});
     HS_RETURN_IF_ERROR(Enter(std::move(s)));
     WaitPeers(sh_->ready);
@@ -420,46 +373,8 @@ class DeviceComm final : public Communicator {
     for (int r = 0; r < n_; ++r) {
       if (!slots[r].error.empty()) return fail(slots[r].code, StrCat("rank ", r, ": ", slots[r].error));
     }
-    const Slot& c0 = slots[0];
-    for (int r = 1; r < n_; ++r) {
-      const Slot& c = slots[r];
-      if (c.op != c0.op) {
-        return fail(absl::StatusCode::kInvalidArgument,
-                    StrCat("rank 0 called ", OpName(c0.op), " but rank ", r, " called ", OpName(c.op),
-                           "; every rank must call the same collectives in the same order"));
-      }
-      if ((c0.op == Op::kAllGatherV || c0.op == Op::kReduceScatterV) && c.counts != c0.counts) {
-        return fail(absl::StatusCode::kInvalidArgument,
-                    StrCat("rank ", r, " passed counts ", Join(c.counts), " but rank 0 passed ", Join(c0.counts),
-                           "; every rank must pass the same counts"));
-      }
-      if ((c0.op == Op::kAllGatherV || c0.op == Op::kReduceScatterV) && c.impl != c0.impl) {
-        return fail(absl::StatusCode::kInvalidArgument,
-                    StrCat("rank ", r, " asked for ", CommImplName(c.impl), " but rank 0 for ", CommImplName(c0.impl),
-                           "; every rank must use the same implementation"));
-      }
-      if ((c0.op == Op::kAllReduce || c0.op == Op::kBroadcast) && c.count != c0.count) {
-        return fail(absl::StatusCode::kInvalidArgument,
-                    StrCat("rank ", r, " passed count ", c.count, " but rank 0 passed ", c0.count,
-                           "; every rank must pass the same count"));
-      }
-      if (c0.op == Op::kBroadcast && c.root != c0.root) {
-        return fail(absl::StatusCode::kInvalidArgument,
-                    StrCat("rank ", r, " passed root ", c.root, " but rank 0 passed ", c0.root,
-                           "; every rank must pass the same root"));
-      }
-    }
-    if (c0.op == Op::kAllToAllV) {
-      for (int j = 0; j < n_; ++j) {
-        for (int k = 0; k < n_; ++k) {
-          if (slots[j].counts[k] != slots[k].recv_counts[j]) {
-            return fail(absl::StatusCode::kInvalidArgument,
-                        StrCat("rank ", j, " sends ", slots[j].counts[k], " elements to rank ", k, " (send_counts[", k,
-                               "]) but rank ", k, " expects ", slots[k].recv_counts[j], " (recv_counts[", j, "])"));
-          }
-        }
-      }
-    }
+    const std::string why = CallsDisagree(slots);
+    if (!why.empty()) return fail(absl::StatusCode::kInvalidArgument, why);
     // Host or device: one kind of memory per collective, the same on every rank.
     int host_rank = -1, device_rank = -1;
     for (int r = 0; r < n_; ++r) {
@@ -480,7 +395,7 @@ class DeviceComm final : public Communicator {
                   StrCat("rank ", device_rank, " passed device buffers to a communicator without devices"));
     }
     // A barrier orders the streams whenever there are any.
-    path_ = device_rank >= 0 || (c0.op == Op::kBarrier && sh_->devices) ? Mem::kDevice : Mem::kHost;
+    path_ = device_rank >= 0 || (slots[0].op == Op::kBarrier && sh_->devices) ? Mem::kDevice : Mem::kHost;
     return absl::OkStatus();
   }
 
