@@ -514,9 +514,6 @@ absl::StatusOr<Measured> MeasureCuda(const ProfileFlags& f, const ir::ModelSpec&
              ranks, Bytes(4.0 * static_cast<double>(sizes.front())), Bytes(4.0 * static_cast<double>(sizes.back())),
              f.repeats, f.repeats == 1 ? "" : "s");
   absl::StatusOr<runtime::CudaProfile> p = runtime::ProfileCuda(g, batch, o);
-  if (!p.ok() && p.status().code() == absl::StatusCode::kFailedPrecondition) {
-    return absl::InvalidArgumentError(StrCat("--backend cuda: ", p.status().message()));
-  }
   HS_RETURN_IF_ERROR(p.status());
 
   Measured m;
@@ -571,8 +568,7 @@ absl::Status RunProfile(const ProfileFlags& f) {
     return absl::InvalidArgumentError(StrCat("--max-bytes ", f.max_bytes, "; expected at least 4 (one float)"));
   }
   if (cuda) {
-    const runtime::CudaInfo info = runtime::ProbeCuda();
-    if (info.devices == 0) return absl::InvalidArgumentError(StrCat("--backend cuda: no GPU: ", info.reason));
+    HS_RETURN_IF_ERROR(RequireGpu());
   }
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));

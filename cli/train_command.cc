@@ -65,13 +65,10 @@ absl::Status Train(const TrainOptions& o) {
   std::unique_ptr<runtime::CudaTrainer> gpu;
   std::string device = "1 CPU device";
   if (o.backend == "cuda") {
+    HS_RETURN_IF_ERROR(RequireGpu());
     runtime::CudaTrainOptions co;
     co.precision = o.precision;
-    auto made = runtime::CudaTrainer::Create(std::move(graph), cfg, o.seed, co);
-    if (!made.ok() && made.status().code() == absl::StatusCode::kFailedPrecondition) {
-      return absl::InvalidArgumentError(StrCat("--backend cuda: ", made.status().message()));
-    }
-    HS_ASSIGN_OR_RETURN(gpu, std::move(made));
+    HS_ASSIGN_OR_RETURN(gpu, runtime::CudaTrainer::Create(std::move(graph), cfg, o.seed, co));
     device = StrCat("GPU 0 (", gpu->device_name(), ", ", o.precision, ")");
   } else {
     HS_ASSIGN_OR_RETURN(cpu, runtime::Trainer::Create(std::move(graph), cfg, o.seed));

@@ -197,10 +197,7 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     co.emulate_gpus = p.emulate_gpus;
     co.speeds = flops;
     co.description = p.gpu_description;
-    st = runtime::RunCudaRanks(*p.graph, plan, co, run);
-    if (st.code() == absl::StatusCode::kFailedPrecondition) {
-      return absl::InvalidArgumentError(StrCat("--backend cuda: ", st.message()));
-    }
+    st = runtime::RunCudaRanks(*p.graph, plan, co, run);  // callers checked RequireGpu()
   } else if (mpi) {
     st = run(*mpi_comm, cpu_executor(*mpi_comm));
     if (!st.ok() && mpi_comm->rank() != 0) st = absl::Status(st.code(), StrCat("rank ", mpi_comm->rank(), ": ", st.message()));
