@@ -128,7 +128,8 @@ class EmulatedCluster {
   // Runs `command` on one rank per device under mpirun (inside the hub namespace), rank i in the
   // namespace of device i's node; stdin, stdout and stderr are this process's. Returns mpirun's
   // exit status, 128 + N when it died of signal N. Exports HETSYNTH_EMULATED_CLUSTER=<name> and
-  // HETSYNTH_DILATION=<K> to every rank.
+  // HETSYNTH_DILATION=<K> to every rank; defaults (unless set) OMPI_MCA_mpi_yield_when_idle=1 and
+  // OMPI_MCA_btl_vader_single_copy_mechanism=none.
   absl::StatusOr<int> Run(const std::vector<std::string>& command, const EmulatedRunOptions& options = {}) const;
   // The mpirun argument vector Run uses (for printing and tests).
   std::vector<std::string> MpirunArgv(const std::vector<std::string>& command, const EmulatedRunOptions& options) const;
