@@ -44,8 +44,9 @@ std::string Quote(const std::string& s) {
 }
 
 // After the cluster is torn down: die of the same signal, so that the caller sees it.
-[[noreturn]] void Reraise(int sig, const std::string& name, const char* what) {
-  fmt::print(stderr, "hetsynth: {}: interrupted by {}; emulated cluster '{}' is torn down\n", what, strsignal(sig), name);
+[[noreturn]] void Reraise(int sig, const std::string& name, const char* what, bool torn_down = true) {
+  fmt::print(stderr, "hetsynth: {}: interrupted by {}; emulated cluster '{}' {}\n", what, strsignal(sig), name,
+             torn_down ? "is torn down" : "stays up");
   std::fflush(nullptr);
   std::signal(sig, SIG_DFL);
   std::raise(sig);
@@ -128,7 +129,7 @@ absl::Status Run(const ClusterFlags& f) {
       if (!down.ok()) return down;
     }
   }
-  if (sig != 0) Reraise(sig, name, "cluster run");
+  if (sig != 0) Reraise(sig, name, "cluster run", /*torn_down=*/!f.cluster.empty());
   if (code != 0) {
     fmt::print(stderr, "hetsynth: cluster run: the command exited with status {}\n", code);
     std::fflush(nullptr);
@@ -196,7 +197,7 @@ Runner RegisterCluster(CLI::App& app) {
 
   CLI::App* run = cmd->add_subcommand(
       "run", "run CMD on one rank per device across an emulated cluster (mpirun); exits with CMD's status");
-  add_name(run, "the cluster that is up (default 'default'); with --cluster, the temporary cluster's name");
+  add_name(run, "the cluster that is up (default 'default'); with --cluster, the temporary cluster's (default r<pid>)");
   CLI::Option* cluster = run->add_option(
       "--cluster", f->cluster, "bring up a temporary cluster from FILE for this run and always tear it down")
                              ->type_name("FILE");
