@@ -45,5 +45,6 @@ Runner RegisterSynth(CLI::App& app);
 Runner RegisterExplain(CLI::App& app);
 Runner RegisterCheck(CLI::App& app);
 Runner RegisterProfile(CLI::App& app);
+Runner RegisterCluster(CLI::App& app);  // cluster_command.cc: emulated multi-node cluster
 
 }  // namespace hetsynth::cli
