@@ -17,7 +17,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "comm/common.h"
+#include "hetsynth/runtime/comm_common.h"
 #include "gpu/check.h"
 #include "hetsynth/ir/status.h"
 

@@ -24,7 +24,7 @@
 #include <cstring>
 #include <thread>
 
-#include "comm/common.h"
+#include "hetsynth/runtime/comm_common.h"
 #include "gpu/check.h"
 #include "gpu/comm_kernels.h"
 #include "gpu/gpu_comm.h"

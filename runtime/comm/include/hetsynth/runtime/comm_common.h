@@ -1,4 +1,6 @@
-// Private: what the communicators share — collective names for messages and argument checks.
+// For implementations of Communicator only (threads and MPI here; NCCL and the device
+// communicator in the CUDA backend): what they share — collective names for messages and
+// argument checks.
 #pragma once
 
 #include <algorithm>

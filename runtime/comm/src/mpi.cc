@@ -18,7 +18,7 @@
 
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/comm.h"
-#include "comm/common.h"
+#include "hetsynth/runtime/comm_common.h"
 
 namespace hetsynth::runtime {
 namespace {
