@@ -1,8 +1,9 @@
 // The CPU backend of the plan executor: host tensors, the CPU kernels, collectives.h.
 #include "hetsynth/runtime/executor.h"
 
-#include "executor_impl.h"
 #include "hetsynth/runtime/collectives.h"
+#include "hetsynth/runtime/executor_impl.h"
+#include "hetsynth/runtime/kernels.h"
 
 namespace hetsynth::runtime {
 namespace {

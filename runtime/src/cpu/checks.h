@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "hetsynth/ir/status.h"
-#include "hetsynth/runtime/kernels.h"
+#include "hetsynth/runtime/kernel_contract.h"
 
 namespace hetsynth::runtime::cpu {
 

@@ -84,15 +84,4 @@ void Backward(const ir::Node& node, const KernelContext& ctx, std::span<const Te
   Lookup(node.kind).backward(node, ctx, in, out, dout, saved, din);
 }
 
-bool Differentiable(ir::OpKind kind, size_t input) {
-  using K = ir::OpKind;
-  switch (kind) {
-    case K::kEmbedding: return input == 1;        // ids are integers
-    case K::kCrossEntropy: return input == 0;     // labels are integers
-    case K::kMoEDispatch: return input == 0;      // the route only selects slots
-    case K::kMoECombine: return true;             // route carries the gate weights
-    default: return true;
-  }
-}
-
 }  // namespace hetsynth::runtime

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "executor_impl.h"
+#include "hetsynth/runtime/executor_impl.h"
 #include "gpu/dispatch.h"
 #include "gpu/executor_kernels.h"
 #include "gpu/optim.h"

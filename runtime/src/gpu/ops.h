@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "hetsynth/ir/graph.h"
-#include "hetsynth/runtime/kernels.h"
+#include "hetsynth/runtime/kernel_contract.h"
 
 namespace hetsynth::runtime::gpu {
 

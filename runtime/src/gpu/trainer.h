@@ -15,7 +15,7 @@
 #include "gpu/optim.h"
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/data.h"
-#include "hetsynth/runtime/trainer.h"
+#include "hetsynth/runtime/training.h"
 
 namespace hetsynth::runtime::gpu {
 

@@ -1,6 +1,7 @@
 // Single-device training on the CPU backend: deterministic initialization, a tape-based
 // backward pass over the graph, an optimizer step, and safetensors checkpoints. This is the
-// reference every distributed run is compared with.
+// reference every distributed run is compared with. Initialization and checkpoints are
+// training.h's, shared with the plan executor and the CUDA backend.
 //
 //   HS_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(graph, OptimizerConfig{}, /*seed=*/0));
 //   for (int64_t i = 0; i < steps; ++i) {
@@ -22,12 +23,9 @@
 #include "hetsynth/runtime/kernels.h"
 #include "hetsynth/runtime/optimizer.h"
 #include "hetsynth/runtime/tensor.h"
+#include "hetsynth/runtime/training.h"
 
 namespace hetsynth::runtime {
-
-// The initial value of a parameter: its Init applied to the stream Rng(seed, Fnv1a(name)),
-// elements in row-major order (docs/models.md).
-Tensor InitParameter(const ir::Value& param, uint64_t seed);
 
 class Trainer {
  public:
@@ -74,26 +72,5 @@ class Trainer {
   KernelContext ctx_;
   KernelTimer timer_;
 };
-
-// "ckpt.safetensors" -> "ckpt.optim.safetensors"; other names get ".optim.safetensors".
-std::string OptimizerStatePath(const std::string& checkpoint);
-
-// Checkpoints of full tensors, shared by single-device and multi-rank training (so one moves
-// freely between them): parameters in `path`, optimizer state (when any) in
-// OptimizerStatePath(path), metadata format/model/step/optimizer in both.
-struct Checkpoint {
-  std::map<std::string, Tensor> params;
-  std::map<std::string, Tensor> state;  // empty when absent or written by another optimizer
-  int64_t step = 0;
-};
-absl::Status WriteCheckpoint(const std::string& path, const std::string& model,
-                             const std::map<std::string, Tensor>& params,
-                             const std::map<std::string, Tensor>& state, OptimizerKind optimizer,
-                             int64_t step);
-// Every parameter of `shapes` must be present with its shape and nothing else; state tensors
-// must belong to a parameter of its shape.
-absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path,
-                                          const std::map<std::string, ir::Shape>& shapes,
-                                          OptimizerKind optimizer);
 
 }  // namespace hetsynth::runtime

@@ -26,9 +26,9 @@
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/executor.h"
-#include "hetsynth/runtime/kernels.h"
+#include "hetsynth/runtime/kernel_contract.h"
 #include "hetsynth/runtime/shard.h"
-#include "hetsynth/runtime/trainer.h"
+#include "hetsynth/runtime/training.h"
 
 namespace hetsynth::runtime {
 namespace executor_detail {

@@ -1,18 +1,21 @@
-// CPU kernels: forward and backward of every IR operator, on whole tensors or on shards.
+// What every backend's kernels agree on: where a piece of a split tensor sits (ShardInfo), what
+// a kernel is told besides its tensors (KernelContext), what forward keeps for backward
+// (SavedState), and which inputs carry a gradient (Differentiable).
 //
-// Kernels take their shapes from the tensors they are given, not from the graph, so the same
-// kernel runs a full tensor on one device or a shard of it on one rank. Forward may keep
-// extra tensors in `saved` (softmax probabilities, normalization statistics, masks) for
-// backward.
+// The forward/backward contract, shared by the CPU kernels (hetsynth/runtime/kernels.h) and the
+// CUDA backend's operators: kernels take their shapes from the tensors they are given, not from
+// the graph, so the same kernel runs a full tensor on one device or a shard of it on one rank;
+// `out` arrives shaped and zero-filled; din[i] is nullptr when input i needs no gradient, else a
+// zero-filled tensor shaped like in[i] into which backward adds dLoss/d in[i].
 //
-//   SavedState saved;
-//   Tensor y(InferShape(node.kind, {x.shape, w.shape}, node.attrs).value());
-//   Forward(node, ctx, {&x, &w}, y, saved);
-//   Backward(node, ctx, {&x, &w}, y, dy, saved, {&dx, &dw});
+//   KernelContext ctx{.step = trainer_step};
+//   ShardInfo piece{.full = {8, 16}, .dim = 0, .start = 4};   // rows [4, 4 + rows) of [8, 16]
+//   ctx.shard = &piece;
+//   if (Differentiable(node.kind, i)) { /* input i gets a gradient */ }
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
-#include <span>
 #include <vector>
 
 #include "hetsynth/ir/graph.h"
@@ -53,23 +56,7 @@ struct SavedState {
   std::vector<Tensor> tensors;
 };
 
-// `out` is already shaped (ir::InferShape on the inputs' shapes) and zero-filled.
-void Forward(const ir::Node& node, const KernelContext& ctx, std::span<const Tensor* const> in,
-             Tensor& out, SavedState& saved);
-
-// din[i] is nullptr when input i needs no gradient (labels, ids, routes, inputs), else a
-// zero-filled tensor shaped like in[i]; the kernel adds dLoss/d in[i] into it.
-void Backward(const ir::Node& node, const KernelContext& ctx, std::span<const Tensor* const> in,
-              const Tensor& out, const Tensor& dout, const SavedState& saved,
-              std::span<Tensor* const> din);
-
 // Whether input i of an op of this kind can carry a gradient (false for labels, ids, routes).
 bool Differentiable(ir::OpKind kind, size_t input);
-
-// Row-major single-precision GEMM: C[m,n] = alpha · op(A) · op(B) + beta · C, where op(A) is
-// [m,k] (A stored [k,m] when trans_a) and op(B) is [k,n] (B stored [n,k] when trans_b).
-// beta must be 0 or 1.
-void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-          const float* a, const float* b, float beta, float* c);
 
 }  // namespace hetsynth::runtime
