@@ -13,7 +13,7 @@
 
 #include <Eigen/Core>
 
-#include "cpu/checks.h"
+#include "hetsynth/runtime/ops/checks.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
@@ -50,25 +50,6 @@ void SoftmaxRows(float* s, int64_t t, bool causal) {
 }
 
 }  // namespace
-
-AttentionDims ReadAttentionDims(const ir::Node& node, const ir::Shape& q, const ir::Shape& k,
-                                const ir::Shape& v) {
-  HS_CHECK(q.size() == 3 && k == q && v == q,
-           StrCat("attention '", node.name, "': q, k, v have shapes ", ir::ShapeString(q),
-                  ", ", ir::ShapeString(k), ", ", ir::ShapeString(v),
-                  "; expected three equal [B,T,C] shapes"));
-  const int64_t heads = node.attrs.heads;
-  HS_CHECK(heads > 0 && q[2] % heads == 0,
-           StrCat("attention '", node.name, "': heads=", heads, " does not divide C=", q[2]));
-  return {q[0], q[1], q[2], heads, q[2] / heads};
-}
-
-void CheckCausalMaskInput(const ir::Node& node, const ir::Shape& s) {
-  const size_t r = s.size();
-  HS_CHECK(r >= 2 && s[r - 1] == s[r - 2],
-           StrCat("causal_mask '", node.name, "': input has shape ", ir::ShapeString(s),
-                  "; expected [..., T, T]"));
-}
 
 void AttentionForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                       SavedState& saved) {

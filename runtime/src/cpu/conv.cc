@@ -9,44 +9,11 @@
 #include <algorithm>
 #include <vector>
 
-#include "cpu/checks.h"
+#include "hetsynth/runtime/ops/checks.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
-
-ConvShape ReadConvShape(const ir::Node& node, const ir::Shape& x, const ir::Shape& wt,
-                        const ir::Shape& y, const ir::Shape* bias) {
-  HS_CHECK(x.size() == 4 && wt.size() == 4 && wt[1] == x[1] && wt[2] == wt[3],
-           StrCat("conv2d '", node.name, "': x ", ir::ShapeString(x), " and weight ",
-                  ir::ShapeString(wt), "; expected [B,Ci,H,W] and [Co,Ci,k,k]"));
-  ConvShape g{x[0], x[1], x[2], x[3], wt[0], wt[2], node.attrs.stride, node.attrs.padding, 0, 0};
-  g.ho = (g.h + 2 * g.pad - g.k) / g.stride + 1;
-  g.wo = (g.w + 2 * g.pad - g.k) / g.stride + 1;
-  HS_CHECK(y == (ir::Shape{g.batch, g.co, g.ho, g.wo}),
-           StrCat("conv2d '", node.name, "': output has shape ", ir::ShapeString(y),
-                  "; expected [", g.batch, ",", g.co, ",", g.ho, ",", g.wo, "]"));
-  if (bias) {
-    HS_CHECK(*bias == ir::Shape{g.co},
-             StrCat("conv2d '", node.name, "': bias has shape ", ir::ShapeString(*bias),
-                    "; expected [", g.co, "]"));
-  }
-  return g;
-}
-
-void CheckMaxPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out) {
-  const int64_t k = node.attrs.kernel, s = node.attrs.stride;
-  HS_CHECK(x.size() == 4 && out.size() == 4 && out[2] == (x[2] - k) / s + 1 &&
-               out[3] == (x[3] - k) / s + 1,
-           StrCat("max_pool2d '", node.name, "': x ", ir::ShapeString(x), " and output ",
-                  ir::ShapeString(out), " do not match kernel=", k, " stride=", s));
-}
-
-void CheckAdaptiveAvgPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out) {
-  HS_CHECK(x.size() == 4 && out.size() == 4 && out[0] == x[0] && out[1] == x[1],
-           StrCat("adaptive_avg_pool2d '", node.name, "': x ", ir::ShapeString(x),
-                  " and output ", ir::ShapeString(out), " do not match"));
-}
 
 namespace {
 

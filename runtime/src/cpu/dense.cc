@@ -6,17 +6,11 @@
 // zero-filled din" contract asks for and saves a temporary per input.
 #include <vector>
 
-#include "cpu/checks.h"
+#include "hetsynth/runtime/ops/checks.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
-
-void CheckLinear(const ir::Node& node, const ir::Shape& x, int64_t k) {
-  HS_CHECK(!x.empty() && x.back() == k,
-           StrCat("linear '", node.name, "': x last dim ", x.empty() ? 0 : x.back(),
-                  " != weight in ", k));
-}
 
 // x[M, in] · W[out, in]ᵀ (+ b) with M the product of x's leading dims.
 void LinearForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
@@ -56,23 +50,6 @@ void LinearBackward(const ir::Node& node, const KernelContext& ctx, In in, const
     float* db = din[2]->ptr();
     for (int64_t j = 0; j < n; ++j) db[j] += static_cast<float>(acc[j]);
   }
-}
-
-MatMulDims GetMatMulDims(const ir::Node& node, const ir::Shape& a, const ir::Shape& b) {
-  const size_t ra = a.size(), rb = b.size();
-  HS_CHECK(ra >= 2 && rb >= 2 && a[ra - 1] == b[rb - 2] && (rb == 2 || rb == ra),
-           StrCat("matmul '", node.name, "': cannot multiply ", ir::ShapeString(a), " by ",
-                  ir::ShapeString(b)));
-  MatMulDims d;
-  d.m = a[ra - 2];
-  d.k = a[ra - 1];
-  d.n = b[rb - 1];
-  d.batch = d.m * d.k == 0 ? 0 : ir::NumElements(a) / (d.m * d.k);
-  d.shared = rb == 2;
-  HS_CHECK(d.shared || ir::NumElements(b) == d.batch * d.k * d.n,
-           StrCat("matmul '", node.name, "': batch dims of ", ir::ShapeString(a), " and ",
-                  ir::ShapeString(b), " differ"));
-  return d;
 }
 
 void MatMulForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,

@@ -22,55 +22,13 @@
 #include <utility>
 #include <vector>
 
-#include "cpu/checks.h"
-#include "cpu/fast_math.h"
+#include "hetsynth/runtime/ops/checks.h"
+#include "hetsynth/runtime/ops/fast_math.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/random.h"
 
 namespace hetsynth::runtime::cpu {
-
-MergedBroadcast MergeBroadcast(const ir::Shape& a, const ir::Shape& b, const std::string& node) {
-  auto bad = [&] {
-    return StrCat("'", node, "': shape ", ir::ShapeString(b), " does not broadcast to ",
-                  ir::ShapeString(a));
-  };
-  HS_CHECK(b.size() <= a.size(), bad());
-  const size_t lead = a.size() - b.size();
-  MergedBroadcast m;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const int64_t ad = a[i], bd = i >= lead ? b[i - lead] : 1;
-    HS_CHECK(bd == ad || bd == 1, bad());
-    if (ad == 1) continue;
-    const bool bc = bd == 1;
-    if (!m.dims.empty() && m.bcast.back() == bc) {
-      m.dims.back() *= ad;
-    } else {
-      m.dims.push_back(ad);
-      m.bcast.push_back(bc);
-    }
-  }
-  return m;
-}
-
-DropoutPiece GetDropoutPiece(const ir::Node& node, const KernelContext& ctx, const ir::Shape& shape) {
-  const double p = node.attrs.p;
-  HS_CHECK(p >= 0.0 && p < 1.0, StrCat("dropout '", node.name, "': p=", p,
-                                       "; expected 0 <= p < 1"));
-  DropoutPiece piece;
-  piece.inner = ir::NumElements(shape);
-  if (ctx.shard) {
-    CheckShard(StrCat("dropout '", node.name, "'"), *ctx.shard, shape);
-    const size_t d = static_cast<size_t>(ctx.shard->dim);
-    piece.inner = 1;
-    for (size_t i = 0; i < d; ++i) piece.outer *= shape[i];
-    for (size_t i = d + 1; i < shape.size(); ++i) piece.inner *= shape[i];
-    piece.len = shape[d];
-    piece.full_len = ctx.shard->full[d];
-    piece.start = ctx.shard->start;
-  }
-  return piece;
-}
 
 namespace {
 

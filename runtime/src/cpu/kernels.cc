@@ -5,29 +5,6 @@
 
 namespace hetsynth::runtime {
 
-namespace cpu {
-void CheckShard(const std::string& what, const ShardInfo& shard, const ir::Shape& piece) {
-  const int64_t rank = static_cast<int64_t>(piece.size());
-  auto where = [&] {
-    return StrCat(what, ": piece ", ir::ShapeString(piece), " at start ", shard.start,
-                  " of dim ", shard.dim, " of full tensor ", ir::ShapeString(shard.full));
-  };
-  HS_CHECK(static_cast<int64_t>(shard.full.size()) == rank,
-           StrCat(where(), ": shard rank ", shard.full.size(), " differs from piece rank ", rank));
-  HS_CHECK(shard.dim >= 0 && shard.dim < rank,
-           StrCat(where(), ": shard dim ", shard.dim, " out of range for rank ", rank));
-  const size_t d = static_cast<size_t>(shard.dim);
-  HS_CHECK(shard.start >= 0 && shard.start + piece[d] <= shard.full[d],
-           StrCat(where(), ": rows [", shard.start, ", ", shard.start + piece[d],
-                  ") do not fit in the full dim of size ", shard.full[d]));
-  for (size_t i = 0; i < piece.size(); ++i) {
-    HS_CHECK(i == d || piece[i] == shard.full[i],
-             StrCat(where(), ": dim ", i, " is ", piece[i], " in the piece but ", shard.full[i],
-                    " in the full tensor"));
-  }
-}
-}  // namespace cpu
-
 namespace {
 using ForwardFn = void (*)(const ir::Node&, const KernelContext&, cpu::In, Tensor&, SavedState&);
 using BackwardFn = void (*)(const ir::Node&, const KernelContext&, cpu::In, const Tensor&,

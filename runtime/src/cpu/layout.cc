@@ -7,51 +7,11 @@
 #include <algorithm>
 #include <cmath>
 
-#include "cpu/checks.h"
+#include "hetsynth/runtime/ops/checks.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
-
-int64_t NormAxis(const ir::Node& node, int64_t axis, int64_t rank) {
-  const int64_t a = axis < 0 ? axis + rank : axis;
-  HS_CHECK(a >= 0 && a < rank, StrCat("'", node.name, "': axis ", axis,
-                                      " out of range for rank ", rank));
-  return a;
-}
-
-int64_t Product(const ir::Shape& s, int64_t begin, int64_t end) {
-  int64_t p = 1;
-  for (int64_t i = begin; i < end; ++i) p *= s[static_cast<size_t>(i)];
-  return p;
-}
-
-TableRows GetTableRows(const ir::Node& node, const KernelContext& ctx, const ir::Shape& table) {
-  if (!ctx.shard) return {0, table[0], table[0]};
-  const std::string what = StrCat("embedding '", node.name, "' table");
-  CheckShard(what, *ctx.shard, table);
-  HS_CHECK(ctx.shard->dim == 0, StrCat(what, ": shard dim ", ctx.shard->dim,
-                                       "; a table piece must be split on dim 0 (rows)"));
-  return {ctx.shard->start, table[0], ctx.shard->full[0]};
-}
-
-void CheckConcatFill(const ir::Node& node, int64_t offset, int64_t row, const ir::Shape& out) {
-  HS_CHECK(offset == row, StrCat("concat '", node.name, "': inputs fill ", offset, " of ", row,
-                                 " elements per row of ", ir::ShapeString(out)));
-}
-
-SliceDims GetSliceDims(const ir::Node& node, const ir::Shape& x, const ir::Shape& y) {
-  const int64_t rank = static_cast<int64_t>(x.size());
-  const int64_t axis = NormAxis(node, node.attrs.axis, rank);
-  const int64_t size = x[static_cast<size_t>(axis)];
-  const int64_t start = node.attrs.start, length = y[static_cast<size_t>(axis)];
-  HS_CHECK(start >= 0 && start + length <= size,
-           StrCat("slice '", node.name, "': [", start, ", ", start + length,
-                  ") out of range for dim of size ", size));
-  const int64_t outer = Product(x, 0, axis);
-  const int64_t inner = Product(x, axis + 1, rank);
-  return {outer, size * inner, start * inner, length * inner};
-}
 
 namespace {
 

@@ -11,43 +11,11 @@
 #include <numeric>
 #include <vector>
 
-#include "cpu/checks.h"
+#include "hetsynth/runtime/ops/checks.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
-
-void CheckRouteShape(const ir::Node& node, const ir::Shape& route, int64_t tokens) {
-  HS_CHECK(route.size() == 3 && route[0] == tokens && route[2] == 3,
-           StrCat(ir::OpName(node.kind), " '", node.name, "': route has shape ",
-                  ir::ShapeString(route), "; expected [", tokens, ", k, 3]"));
-}
-
-void CheckTopKGate(const ir::Node& node, const ir::Shape& logits, const ir::Shape& route) {
-  HS_CHECK(logits.size() == 2 && route.size() == 3 && route[0] == logits[0] &&
-               route[1] <= logits[1] && route[2] == 3,
-           StrCat("top_k_gate '", node.name, "': logits ", ir::ShapeString(logits),
-                  " and route ", ir::ShapeString(route), "; expected [S,E] and [S,k<=E,3]"));
-  const int64_t capacity = node.attrs.capacity;
-  HS_CHECK(capacity > 0, StrCat("top_k_gate '", node.name, "': capacity=", capacity,
-                                "; expected a positive number"));
-}
-
-void CheckMoEDispatch(const ir::Node& node, const ir::Shape& x, const ir::Shape& route,
-                      const ir::Shape& out) {
-  HS_CHECK(x.size() == 2 && out.size() == 3 && out[2] == x[1],
-           StrCat("moe_dispatch '", node.name, "': x ", ir::ShapeString(x), " and output ",
-                  ir::ShapeString(out), "; expected [S,C] and [E,P,C]"));
-  CheckRouteShape(node, route, x[0]);
-}
-
-void CheckMoECombine(const ir::Node& node, const ir::Shape& y, const ir::Shape& route,
-                     const ir::Shape& out) {
-  HS_CHECK(y.size() == 3 && out.size() == 2 && out[1] == y[2],
-           StrCat("moe_combine '", node.name, "': y ", ir::ShapeString(y), " and output ",
-                  ir::ShapeString(out), "; expected [E,P,C] and [S,C]"));
-  CheckRouteShape(node, route, out[0]);
-}
 
 namespace {
 

@@ -20,44 +20,12 @@
 #include <string>
 #include <vector>
 
-#include "cpu/checks.h"
-#include "cpu/fast_math.h"
+#include "hetsynth/runtime/ops/checks.h"
+#include "hetsynth/runtime/ops/fast_math.h"
 #include "cpu/ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
-
-NormRows NormRowsOf(const ir::Shape& x) {
-  const int64_t len = x.empty() ? 1 : x.back();
-  return {len == 0 ? 0 : ir::NumElements(x) / len, len};
-}
-
-void CheckLayerNormParams(const ir::Node& node, int64_t gamma_numel, int64_t beta_numel,
-                          int64_t len) {
-  HS_CHECK(gamma_numel == len && beta_numel == len,
-           StrCat("layer_norm '", node.name, "': gamma/beta have ", gamma_numel, "/", beta_numel,
-                  " elements; expected ", len));
-}
-
-void CheckCrossEntropyLabels(const ir::Node& node, int64_t labels, int64_t rows) {
-  HS_CHECK(labels == rows, StrCat("cross_entropy '", node.name, "': ", labels, " labels for ",
-                                  rows, " rows of logits"));
-}
-
-double CrossEntropyDivisor(const ir::Node& node, const KernelContext& ctx, const ir::Shape& logits,
-                           int64_t rows) {
-  if (!ctx.shard) return static_cast<double>(rows);
-  const std::string what = StrCat("cross_entropy '", node.name, "' logits");
-  CheckShard(what, *ctx.shard, logits);
-  HS_CHECK(ctx.shard->dim != static_cast<int64_t>(logits.size()) - 1,
-           StrCat(what, ": shard dim ", ctx.shard->dim,
-                  " is the class dim; a logits piece must be split on a leading dim"));
-  double n = 1;
-  for (size_t i = 0; i + 1 < ctx.shard->full.size(); ++i) {
-    n *= static_cast<double>(ctx.shard->full[i]);
-  }
-  return n;
-}
 
 namespace {
 

@@ -12,11 +12,6 @@ namespace hetsynth::runtime::cpu {
 using In = std::span<const Tensor* const>;
 using DIn = std::span<Tensor* const>;
 
-// Checks (HS_CHECK) that `shard` places a piece of shape `piece` inside shard.full: same rank,
-// dim in range, 0 <= start, start + piece[dim] <= full[dim], every other dim equal. `what`
-// names the sharded operand in the message ("dropout 'd1' output").
-void CheckShard(const std::string& what, const ShardInfo& shard, const ir::Shape& piece);
-
 #define HS_DECLARE_KERNEL_PAIR(Op)                                                          \
   void Op##Forward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,       \
                    SavedState& saved);                                                        \

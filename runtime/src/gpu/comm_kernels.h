@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#include "gpu/hd.h"
+#include "hetsynth/runtime/ops/hd.h"
 
 namespace hetsynth::runtime::gpu {
 

@@ -10,7 +10,7 @@
 
 #include <algorithm>
 
-#include "cpu/checks.h"
+#include "hetsynth/runtime/ops/checks.h"
 #include "gpu/conv_kernels.h"
 #include "gpu/gemm_args.h"
 #include "gpu/ops.h"

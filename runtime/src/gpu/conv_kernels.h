@@ -6,7 +6,7 @@
 // element it writes, looping over what that element sums), so none needs atomics.
 #pragma once
 
-#include "gpu/hd.h"
+#include "hetsynth/runtime/ops/hd.h"
 
 namespace hetsynth::runtime::gpu {
 

@@ -11,7 +11,7 @@
 
 #include <cmath>
 
-#include "cpu/checks.h"
+#include "hetsynth/runtime/ops/checks.h"
 #include "gpu/dense_kernels.h"
 #include "gpu/gemm_args.h"
 #include "gpu/ops.h"

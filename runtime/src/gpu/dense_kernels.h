@@ -2,7 +2,7 @@
 // attention's head packing and row softmax (forward and backward). C++17; see hd.h.
 #pragma once
 
-#include "gpu/hd.h"
+#include "hetsynth/runtime/ops/hd.h"
 
 namespace hetsynth::runtime::gpu {
 

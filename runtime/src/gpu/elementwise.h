@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/checks.h"
+#include "hetsynth/runtime/ops/checks.h"
 #include "gpu/elementwise_kernels.h"
 #include "gpu/ops.h"
 #include "hetsynth/ir/status.h"

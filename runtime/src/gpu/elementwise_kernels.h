@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "gpu/hd.h"
+#include "hetsynth/runtime/ops/hd.h"
 
 namespace hetsynth::runtime::gpu {
 

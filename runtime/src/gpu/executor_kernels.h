@@ -3,7 +3,7 @@
 // routes for the "experts" rule.
 #pragma once
 
-#include "gpu/hd.h"
+#include "hetsynth/runtime/ops/hd.h"
 
 namespace hetsynth::runtime::gpu {
 

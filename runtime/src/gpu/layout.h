@@ -15,7 +15,7 @@
 #include <string>
 #include <utility>
 
-#include "cpu/checks.h"
+#include "hetsynth/runtime/ops/checks.h"
 #include "gpu/layout_kernels.h"
 #include "gpu/ops.h"
 #include "hetsynth/ir/status.h"

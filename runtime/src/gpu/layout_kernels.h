@@ -5,7 +5,7 @@
 // embedding's, which scatter-adds into the table because one row may be used by many ids.
 #pragma once
 
-#include "gpu/hd.h"
+#include "hetsynth/runtime/ops/hd.h"
 
 namespace hetsynth::runtime::gpu {
 

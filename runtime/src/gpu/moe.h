@@ -9,7 +9,7 @@
 // (the functors also skip invalid entries, so it stays in bounds regardless).
 #pragma once
 
-#include "cpu/checks.h"
+#include "hetsynth/runtime/ops/checks.h"
 #include "gpu/moe_kernels.h"
 #include "gpu/ops.h"
 #include "hetsynth/ir/op.h"

@@ -8,7 +8,7 @@
 // touch memory out of bounds; the operators check routes first and abort like the CPU kernels.
 #pragma once
 
-#include "gpu/hd.h"
+#include "hetsynth/runtime/ops/hd.h"
 
 namespace hetsynth::runtime::gpu {
 

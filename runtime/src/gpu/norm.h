@@ -13,7 +13,7 @@
 
 #include <string>
 
-#include "cpu/checks.h"
+#include "hetsynth/runtime/ops/checks.h"
 #include "gpu/norm_kernels.h"
 #include "gpu/ops.h"
 #include "hetsynth/ir/status.h"

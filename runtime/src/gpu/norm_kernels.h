@@ -12,7 +12,7 @@
 // skipped there and resurface through exp(NaN − max); a row of -inf gives NaN (−inf − −inf).
 #pragma once
 
-#include "gpu/hd.h"
+#include "hetsynth/runtime/ops/hd.h"
 
 namespace hetsynth::runtime::gpu {
 

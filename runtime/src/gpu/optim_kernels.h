@@ -3,7 +3,7 @@
 // gradient accumulation the trainer and executor use.
 #pragma once
 
-#include "gpu/hd.h"
+#include "hetsynth/runtime/ops/hd.h"
 
 namespace hetsynth::runtime::gpu {
 

@@ -1,5 +1,9 @@
-// Private: vectorizable float helpers shared by the CPU kernels (GCC does not vectorize
-// std::exp under the project's flags, nor float ternaries under -ftrapping-math).
+// Vectorizable float helpers of the CPU kernels (GCC does not vectorize std::exp under the
+// project's flags, nor float ternaries under -ftrapping-math). The CUDA backend's gelu computes
+// bit for bit the same ExpF (GeluExpF in backends/cuda/src/ops/elementwise_kernels.h: C++17 and
+// __host__ __device__, so it cannot include this C++20 header).
+//
+//   const float e = ExpF(x - row_max);   // within 2 ulp of e^x; 0 below -87
 #pragma once
 
 #include <bit>

@@ -1,9 +1,11 @@
-// Private: the shape and attribute checks, and the host-side planning built on them, that the
-// CPU kernels (cpu/<family>.cc) and the GPU operators (gpu/<family>.h) share, so that both
-// validate alike and abort with the same messages. Everything works on shapes (ir::Shape),
-// not tensors, because the GPU operators' tensors are their executor's type. Each function is
-// defined in the CPU kernel file of its family; the checks of what forward saved for backward
-// are templates over the saved tensors' type and live here.
+// The shape and attribute checks, and the host-side planning built on them, that the CPU
+// kernels (backends/cpu) and the CUDA backend's operators (backends/cuda/src/ops) share, so
+// that both validate alike and abort with the same messages. Everything works on shapes
+// (ir::Shape), not tensors, because the GPU operators' tensors are their executor's type. The
+// functions are defined in checks.cc; the checks of what forward saved for backward are
+// templates over the saved tensors' type and live here.
+//
+//   const cpu::MatMulDims d = cpu::GetMatMulDims(node, a.shape, b.shape);  // aborts on a mismatch
 #pragma once
 
 #include <cstdint>
@@ -15,7 +17,14 @@
 
 namespace hetsynth::runtime::cpu {
 
-// ---- elementwise.cc ------------------------------------------------------------------------
+// ---- shards --------------------------------------------------------------------------------
+
+// Checks (HS_CHECK) that `shard` places a piece of shape `piece` inside shard.full: same rank,
+// dim in range, 0 <= start, start + piece[dim] <= full[dim], every other dim equal. `what`
+// names the sharded operand in the message ("dropout 'd1' output").
+void CheckShard(const std::string& what, const ShardInfo& shard, const ir::Shape& piece);
+
+// ---- elementwise ---------------------------------------------------------------------------
 
 // b broadcast onto a (b's dims align with a's trailing dims, each equal or 1; HS_CHECK
 // otherwise): a's dims with its size-1 dims dropped and neighbouring dims that b follows alike
@@ -36,7 +45,7 @@ struct DropoutPiece {
 };
 DropoutPiece GetDropoutPiece(const ir::Node& node, const KernelContext& ctx, const ir::Shape& shape);
 
-// ---- norm.cc -------------------------------------------------------------------------------
+// ---- norm ----------------------------------------------------------------------------------
 
 // Rows and row length of a tensor normalized over its last dim.
 struct NormRows {
@@ -66,7 +75,7 @@ void CheckCrossEntropySaved(const ir::Node& node, const std::vector<T>& saved, i
            StrCat("cross_entropy '", node.name, "': backward without the forward's logsumexp"));
 }
 
-// ---- dense.cc ------------------------------------------------------------------------------
+// ---- dense ---------------------------------------------------------------------------------
 
 // linear: x's last dim must be the weight's in-features k.
 void CheckLinear(const ir::Node& node, const ir::Shape& x, int64_t k);
@@ -78,7 +87,7 @@ struct MatMulDims {
 };
 MatMulDims GetMatMulDims(const ir::Node& node, const ir::Shape& a, const ir::Shape& b);
 
-// ---- attention.cc --------------------------------------------------------------------------
+// ---- attention -----------------------------------------------------------------------------
 
 // q, k, v [B, T, C] with attrs.heads H dividing C, D = C / H.
 struct AttentionDims {
@@ -96,7 +105,7 @@ void CheckAttentionSaved(const ir::Node& node, const AttentionDims& d, const std
 
 void CheckCausalMaskInput(const ir::Node& node, const ir::Shape& s);
 
-// ---- conv.cc -------------------------------------------------------------------------------
+// ---- conv ----------------------------------------------------------------------------------
 
 // Sizes of one convolution; all from the shapes except stride and padding.
 struct ConvShape {
@@ -119,7 +128,7 @@ void CheckMaxPool2dSaved(const ir::Node& node, const std::vector<T>& saved, cons
 
 void CheckAdaptiveAvgPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out);
 
-// ---- layout.cc -----------------------------------------------------------------------------
+// ---- layout --------------------------------------------------------------------------------
 
 // A possibly negative axis of a rank-`rank` tensor, checked.
 int64_t NormAxis(const ir::Node& node, int64_t axis, int64_t rank);
@@ -144,7 +153,7 @@ struct SliceDims {
 };
 SliceDims GetSliceDims(const ir::Node& node, const ir::Shape& x, const ir::Shape& y);
 
-// ---- moe.cc --------------------------------------------------------------------------------
+// ---- moe -----------------------------------------------------------------------------------
 
 // A route [tokens, k, 3] (the message names the node's op).
 void CheckRouteShape(const ir::Node& node, const ir::Shape& route, int64_t tokens);
