@@ -22,7 +22,7 @@
 
 #include "hetsynth/runtime/ops/checks.h"
 #include "hetsynth/runtime/ops/fast_math.h"
-#include "cpu/ops.h"
+#include "ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {

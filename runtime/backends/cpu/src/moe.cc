@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "hetsynth/runtime/ops/checks.h"
-#include "cpu/ops.h"
+#include "ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {

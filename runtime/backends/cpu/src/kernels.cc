@@ -1,6 +1,6 @@
 #include "hetsynth/runtime/kernels.h"
 
-#include "cpu/ops.h"
+#include "ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime {

@@ -14,7 +14,7 @@
 #include <Eigen/Core>
 
 #include "hetsynth/runtime/ops/checks.h"
-#include "cpu/ops.h"
+#include "ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {

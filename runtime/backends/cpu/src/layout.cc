@@ -8,7 +8,7 @@
 #include <cmath>
 
 #include "hetsynth/runtime/ops/checks.h"
-#include "cpu/ops.h"
+#include "ops.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
