@@ -92,7 +92,7 @@ class Executor {
   // Events recorded so far on this rank (ExecutorOptions::trace).
   const std::vector<TraceEvent>& TraceEvents() const;
 
-  // One rank's executor on some backend (runtime/src/executor_impl.h); Create makes the CPU one.
+  // One rank's executor on some backend (executor_impl.h); Create makes the CPU one.
   struct Impl {
     virtual ~Impl() = default;
     virtual absl::StatusOr<StepMetrics> Step(const Batch& batch) = 0;

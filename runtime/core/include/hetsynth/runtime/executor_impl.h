@@ -1,13 +1,14 @@
 // The plan executor's algorithm (executor.h), written once over a backend B that owns the
-// tensors and their arithmetic: the CPU backend (executor.cc: host tensors, CPU kernels,
-// collectives.h) and the GPU backend (gpu/backend.h: an executor's device tensors, the GPU
-// operators, device-pointer collectives). B provides:
+// tensors and their arithmetic: the CPU backend (backends/cpu/src/executor.cc: host tensors, CPU
+// kernels, collectives.h) and the GPU backend (backends/cuda/src/executor/backend.h: an
+// executor's device tensors, the GPU operators, device-pointer collectives). For backends only;
+// everyone else uses Executor. B provides:
 //   using Tensor; using Saved; using Optimizer;      static constexpr bool kHostTensors;
 //   Tensor Make(shape) (zeros), FromHost(runtime::Tensor), Clone(const Tensor&);
 //   runtime::Tensor ToHost(const Tensor&);  float ReadScalar(const Tensor&);
 //   Slice(x, dim, start, len), Place(part, dim, start, full), AddInto(acc, x);
 //   AllGatherAlong / ReduceScatterAlong / AllToAllAlong (collectives.h's contracts);
-//   Forward / Backward (kernels.h's contracts);  RenumberRoutes(routes, offset, local);
+//   Forward / Backward (kernel_contract.h's contracts);  RenumberRoutes(routes, offset, local);
 //   MakeOptimizer(cfg), OptimizerStep(opt, params, grads), StateTensors(opt) (host),
 //   RestoreState(opt, host tensors, steps);  Wait() (finish queued work);  status().
 #pragma once

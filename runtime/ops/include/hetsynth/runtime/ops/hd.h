@@ -1,11 +1,14 @@
 // Code shared by the GPU kernels and their host execution (C++17, no CUDA headers needed).
 //
 // The CUDA backend's kernels are written once as small functors whose operator()(i) computes
-// element (or row) i. nvcc compiles them into grid-stride kernels (launch.cuh); the host
-// compiler runs the very same functors in a plain loop (HostExec, exec_host.h), which is how
-// the kernels' arithmetic and indexing are tested against the CPU backend on machines without
-// a GPU. Functors must therefore be trivially copyable structs of pointers and numbers, touch
-// only the memory they are given, and use the helpers below instead of CUDA intrinsics.
+// element (or row) i. nvcc compiles them into grid-stride kernels (exec/launch.cuh in
+// backends/cuda/src); the host compiler runs the very same functors in a plain loop (HostExec,
+// exec/exec_host.h), which is how the kernels' arithmetic and indexing are tested against the
+// CPU backend on machines without a GPU. Functors must therefore be trivially copyable structs
+// of pointers and numbers, touch only the memory they are given, and use the helpers below
+// instead of CUDA intrinsics.
+//
+//   struct Scale { float* y; float a; HS_HD void operator()(int64_t i) const { y[i] *= a; } };
 #pragma once
 
 #include <cmath>
