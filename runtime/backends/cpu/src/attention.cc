@@ -13,9 +13,9 @@
 
 #include <Eigen/Core>
 
+#include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops.h"
-#include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
 namespace {

@@ -9,9 +9,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops.h"
-#include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
 

@@ -6,9 +6,9 @@
 // zero-filled din" contract asks for and saves a temporary per input.
 #include <vector>
 
+#include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops.h"
-#include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
 

@@ -22,11 +22,11 @@
 #include <utility>
 #include <vector>
 
+#include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "hetsynth/runtime/ops/fast_math.h"
-#include "ops.h"
-#include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/random.h"
+#include "ops.h"
 
 namespace hetsynth::runtime::cpu {
 

@@ -1,7 +1,7 @@
 #include "hetsynth/runtime/kernels.h"
 
-#include "ops.h"
 #include "hetsynth/ir/status.h"
+#include "ops.h"
 
 namespace hetsynth::runtime {
 

@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops.h"
-#include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
 

@@ -11,9 +11,9 @@
 #include <numeric>
 #include <vector>
 
+#include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops.h"
-#include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
 

@@ -20,10 +20,10 @@
 #include <string>
 #include <vector>
 
+#include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "hetsynth/runtime/ops/fast_math.h"
 #include "ops.h"
-#include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime::cpu {
 
