@@ -69,21 +69,10 @@ struct CpuBackend {
 
 }  // namespace
 
-Executor::Executor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Executor::~Executor() = default;
-
 absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ir::Graph& graph, const instr::Plan& plan,
                                                            Communicator& comm, ExecutorOptions options) {
   HS_ASSIGN_OR_RETURN(auto impl, executor_detail::MakeExecutor(CpuBackend{}, graph, plan, comm, options));
   return std::make_unique<Executor>(std::move(impl));
 }
-
-absl::StatusOr<StepMetrics> Executor::Step(const Batch& batch) { return impl_->Step(batch); }
-int64_t Executor::step() const { return impl_->steps(); }
-int Executor::rank() const { return impl_->rank_index(); }
-const std::vector<TraceEvent>& Executor::TraceEvents() const { return impl_->trace_events(); }
-absl::StatusOr<std::map<std::string, Tensor>> Executor::FullParameters() { return impl_->FullParameters(); }
-absl::Status Executor::Save(const std::string& path, const std::string& model) { return impl_->Save(path, model); }
-absl::Status Executor::Load(const std::string& path) { return impl_->Load(path); }
 
 }  // namespace hetsynth::runtime
