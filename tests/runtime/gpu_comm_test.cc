@@ -1,8 +1,8 @@
-// The GPU communicators (runtime/src/gpu/gpu_comm.h): the SM apportioning of green contexts and
-// the rank-order sum functor (every build); the device communicator's protocol on host buffers
-// (CUDA builds, no GPU needed); virtual GPUs — green contexts and plain streams — and a one-rank
-// NCCL communicator on a GPU (skipped without one). Results are checked bit for bit against a
-// direct computation: concatenation in rank order, sums ((x₀ + x₁) + x₂) + … in float.
+// The GPU communicators (runtime/backends/cuda/src/comm/gpu_comm.h): the SM apportioning of green
+// contexts and the rank-order sum functor (every build); the device communicator's protocol on
+// host buffers (CUDA builds, no GPU needed); virtual GPUs — green contexts and plain streams — and
+// a one-rank NCCL communicator on a GPU (skipped without one). Results are checked bit for bit
+// against a direct computation: concatenation in rank order, sums ((x₀ + x₁) + x₂) + … in float.
 #include <algorithm>
 #include <bit>
 #include <chrono>
@@ -20,16 +20,16 @@
 
 #include <gtest/gtest.h>
 
+#include "comm/comm_kernels.h"
 #include "comm_reference.h"
-#include "gpu/comm_kernels.h"
-#include "gpu/green.h"
+#include "green.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/cuda.h"
 #if defined(HETSYNTH_HAVE_CUDA)
 #include <cuda_runtime.h>
 
-#include "gpu/exec_gpu.h"
-#include "gpu/gpu_comm.h"
+#include "comm/gpu_comm.h"
+#include "exec/exec_gpu.h"
 #endif
 
 namespace hetsynth::runtime::testing {

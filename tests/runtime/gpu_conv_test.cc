@@ -1,8 +1,8 @@
 // GPU convolution and pooling operators against the CPU kernels (gpu_op_check.h).
 #include <cmath>
 
-#include "gpu/conv.h"
 #include "gpu_op_check.h"
+#include "ops/conv.h"
 
 namespace hetsynth::runtime::testing {
 namespace {

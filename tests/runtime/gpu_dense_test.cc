@@ -2,8 +2,8 @@
 #include <utility>
 #include <vector>
 
-#include "gpu/dense.h"
 #include "gpu_op_check.h"
+#include "ops/dense.h"
 
 namespace hetsynth::runtime::testing {
 namespace {

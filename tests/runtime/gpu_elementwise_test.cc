@@ -2,8 +2,8 @@
 #include <utility>
 #include <vector>
 
-#include "gpu/elementwise.h"
 #include "gpu_op_check.h"
+#include "ops/elementwise.h"
 
 namespace hetsynth::runtime::testing {
 namespace {

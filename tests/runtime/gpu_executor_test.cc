@@ -6,9 +6,9 @@
 // shares 4:4:2:1 and the device communicator — against single-GPU training.
 #include <gtest/gtest.h>
 
+#include "exec/exec_host.h"
+#include "executor/backend.h"
 #include "executor_reference.h"
-#include "gpu/backend.h"
-#include "gpu/exec_host.h"
 #include "hetsynth/runtime/cuda.h"
 #include "hetsynth/runtime/cuda_backend.h"
 
@@ -40,7 +40,7 @@ TEST_P(GpuBackendExecutor, MatchesSingleDeviceTraining) {
   auto setup = testing::MakeSetup(GetParam());
   ASSERT_TRUE(setup.ok()) << setup.status();
   // vgg19: 2 steps. Its convolutions sum weight gradients over image chunks of another size than
-  // the CPU kernel's (gpu/conv.h) and the plan's uneven batch pieces change the chunks again; by
+  // the CPU kernel's (ops/conv.h) and the plan's uneven batch pieces change the chunks again; by
   // step 5 rounding has tipped ReLU/max-pool decisions (see executor_reference.h) and the
   // parameters differ by ~1e-5 absolute everywhere.
   const int steps = GetParam().model == "vgg19" ? 2 : 5;

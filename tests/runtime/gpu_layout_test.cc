@@ -1,8 +1,8 @@
 // GPU layout operators against the CPU kernels (gpu_op_check.h).
 #include <vector>
 
-#include "gpu/layout.h"
 #include "gpu_op_check.h"
+#include "ops/layout.h"
 
 namespace hetsynth::runtime::testing {
 namespace {

@@ -5,8 +5,8 @@
 // abort on bad routes.
 #include <array>
 
-#include "gpu/moe.h"
 #include "gpu_op_check.h"
+#include "ops/moe.h"
 
 namespace hetsynth::runtime::testing {
 namespace {

@@ -3,8 +3,8 @@
 // check.
 #include <limits>
 
-#include "gpu/norm.h"
 #include "gpu_op_check.h"
+#include "ops/norm.h"
 
 namespace hetsynth::runtime::testing {
 namespace {

@@ -1,4 +1,4 @@
-// Differential checks of the GPU operators (runtime/src/gpu) against the CPU kernels.
+// Differential checks of the GPU operators (runtime/backends/cuda/src/ops) against the CPU kernels.
 //
 // Every check runs twice, as a typed test over the two executors: HostExec (the operators'
 // functors in a host loop — runs everywhere, so the arithmetic and indexing are checked on
@@ -21,14 +21,14 @@
 
 #include <gtest/gtest.h>
 
-#include "gpu/exec_host.h"
-#include "gpu/ops.h"
+#include "exec/exec_host.h"
 #include "hetsynth/ir/graph.h"
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/cuda.h"
 #include "hetsynth/runtime/kernels.h"
+#include "ops/ops.h"
 #if defined(HETSYNTH_HAVE_CUDA)
-#include "gpu/exec_gpu.h"
+#include "exec/exec_gpu.h"
 #endif
 
 namespace hetsynth::runtime::testing {

@@ -5,7 +5,7 @@
 #include <map>
 #include <string>
 
-#include "gpu/trainer.h"
+#include "device_trainer.h"
 #include "gpu_op_check.h"
 #include "hetsynth/ir/models.h"
 #include "hetsynth/runtime/data.h"

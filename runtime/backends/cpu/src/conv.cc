@@ -1,0 +1,305 @@
+// 2-D convolution and pooling on NCHW tensors, with PyTorch's semantics.
+//
+// Conv2d lowers images to a column matrix (im2col: one row per (input channel, kernel row,
+// kernel column), one column per output pixel) so that forward, dW and dx are each one Gemm
+// per chunk of images. The columns are rebuilt in backward rather than kept, because for a
+// VGG layer they are kernel² times the size of the input. A 1×1, stride-1, unpadded
+// convolution of a large image uses the image itself as its column matrix. Max pooling saves
+// its argmax so that backward routes each gradient to exactly the element forward picked.
+#include <algorithm>
+#include <vector>
+
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/ops/checks.h"
+#include "ops.h"
+
+namespace hetsynth::runtime::cpu {
+
+namespace {
+
+// ConvShape with the column-matrix sizes.
+struct ConvDims : ConvShape {
+  int64_t rows() const { return ci * k * k; }  // column-matrix rows
+  int64_t pixels() const { return ho * wo; }   // column-matrix columns
+  bool identity_columns() const { return k == 1 && stride == 1 && pad == 0; }
+};
+
+ConvDims ReadConvDims(const ir::Node& node, In in, const Tensor& y) {
+  return {ReadConvShape(node, in[0]->shape, in[1]->shape, y.shape,
+                        in.size() > 2 ? &in[2]->shape : nullptr)};
+}
+
+// The output columns [lo, hi) whose input column ow·stride − pad + kw lies inside [0, w).
+void ValidColumns(const ConvDims& g, int64_t kw, int64_t* lo, int64_t* hi) {
+  const int64_t first = g.pad - kw;  // smallest ow·stride that lands on column 0
+  *lo = first <= 0 ? 0 : (first + g.stride - 1) / g.stride;
+  const int64_t last = g.w - 1 + g.pad - kw;  // largest ow·stride that stays inside
+  *hi = last < 0 ? 0 : std::min(g.wo, last / g.stride + 1);
+  *lo = std::min(*lo, *hi);
+}
+
+// Writes one image x[ci, h, w] as `pixels` columns of col (rows of length `ld`); padding
+// reads as zero.
+void Im2Col(const ConvDims& g, const float* x, float* col, int64_t ld) {
+  for (int64_t c = 0; c < g.ci; ++c) {
+    for (int64_t kh = 0; kh < g.k; ++kh) {
+      for (int64_t kw = 0; kw < g.k; ++kw) {
+        float* row = col + ((c * g.k + kh) * g.k + kw) * ld;
+        int64_t lo, hi;
+        ValidColumns(g, kw, &lo, &hi);
+        for (int64_t oh = 0; oh < g.ho; ++oh) {
+          float* r = row + oh * g.wo;
+          const int64_t ih = oh * g.stride - g.pad + kh;
+          if (ih < 0 || ih >= g.h) {
+            std::fill(r, r + g.wo, 0.0f);
+            continue;
+          }
+          // May be negative; only base + ow·stride for ow in [lo, hi) is dereferenced.
+          const int64_t base = (c * g.h + ih) * g.w - g.pad + kw;
+          std::fill(r, r + lo, 0.0f);
+          for (int64_t ow = lo; ow < hi; ++ow) r[ow] = x[base + ow * g.stride];
+          std::fill(r + hi, r + g.wo, 0.0f);
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of Im2Col: adds every column entry back onto the input pixel it was read from.
+void Col2ImAdd(const ConvDims& g, const float* col, int64_t ld, float* dx) {
+  for (int64_t c = 0; c < g.ci; ++c) {
+    for (int64_t kh = 0; kh < g.k; ++kh) {
+      for (int64_t kw = 0; kw < g.k; ++kw) {
+        const float* row = col + ((c * g.k + kh) * g.k + kw) * ld;
+        int64_t lo, hi;
+        ValidColumns(g, kw, &lo, &hi);
+        for (int64_t oh = 0; oh < g.ho; ++oh) {
+          const int64_t ih = oh * g.stride - g.pad + kh;
+          if (ih < 0 || ih >= g.h) continue;
+          const float* r = row + oh * g.wo;
+          const int64_t base = (c * g.h + ih) * g.w - g.pad + kw;
+          for (int64_t ow = lo; ow < hi; ++ow) dx[base + ow * g.stride] += r[ow];
+        }
+      }
+    }
+  }
+}
+
+// Images lowered together into one column matrix. Deep VGG layers on 32×32 inputs have 4×4
+// and 2×2 outputs, and a Gemm only 4 or 16 columns wide runs at a fraction of its speed, so
+// small images are batched until the matrix is about kMinColumns wide; large ones go alone
+// to keep the column buffer near the size of one image's.
+constexpr int64_t kMinColumns = 256;
+int64_t ImagesPerChunk(const ConvDims& g) {
+  return std::clamp<int64_t>((kMinColumns + g.pixels() - 1) / g.pixels(), 1, g.batch);
+}
+
+// Gathers the [co, pixels] outputs of `m` consecutive NCHW images into one [co, m·pixels]
+// matrix, image i in columns [i·pixels, (i+1)·pixels).
+void ImagesToMatrix(const ConvDims& g, int64_t m, const float* nchw, float* mat) {
+  const int64_t np = g.pixels();
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t o = 0; o < g.co; ++o) {
+      std::copy_n(nchw + (i * g.co + o) * np, np, mat + o * m * np + i * np);
+    }
+  }
+}
+
+// The inverse of ImagesToMatrix.
+void MatrixToImages(const ConvDims& g, int64_t m, const float* mat, float* nchw) {
+  const int64_t np = g.pixels();
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t o = 0; o < g.co; ++o) {
+      std::copy_n(mat + o * m * np + i * np, np, nchw + (i * g.co + o) * np);
+    }
+  }
+}
+
+}  // namespace
+
+void Conv2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                   SavedState& saved) {
+  const ConvDims g = ReadConvDims(node, in, out);
+  const Tensor &x = *in[0], &wt = *in[1];
+  const int64_t np = g.pixels(), x_size = g.ci * g.h * g.w, y_size = g.co * np;
+  const int64_t chunk = ImagesPerChunk(g);
+  const bool direct = g.identity_columns() && chunk == 1;
+  std::vector<float> col(direct ? 0 : g.rows() * chunk * np);
+  std::vector<float> y(chunk > 1 ? g.co * chunk * np : 0);
+  for (int64_t b0 = 0; b0 < g.batch; b0 += chunk) {
+    const int64_t m = std::min(chunk, g.batch - b0), ld = m * np;
+    const float* cols = x.ptr() + b0 * x_size;
+    if (!direct) {
+      for (int64_t i = 0; i < m; ++i) {
+        Im2Col(g, x.ptr() + (b0 + i) * x_size, col.data() + i * np, ld);
+      }
+      cols = col.data();
+    }
+    float* yb = out.ptr() + b0 * y_size;
+    if (m == 1) {
+      Gemm(false, false, g.co, np, g.rows(), 1.0f, wt.ptr(), cols, 0.0f, yb);
+    } else {
+      Gemm(false, false, g.co, ld, g.rows(), 1.0f, wt.ptr(), cols, 0.0f, y.data());
+      MatrixToImages(g, m, y.data(), yb);
+    }
+  }
+  if (in.size() > 2) {
+    for (int64_t b = 0; b < g.batch; ++b) {
+      for (int64_t o = 0; o < g.co; ++o) {
+        const float bias = in[2]->data[o];
+        float* yo = out.ptr() + b * y_size + o * np;
+        for (int64_t p = 0; p < np; ++p) yo[p] += bias;
+      }
+    }
+  }
+}
+
+void Conv2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                    const Tensor& dout, const SavedState& saved, DIn din) {
+  const ConvDims g = ReadConvDims(node, in, dout);
+  const Tensor &x = *in[0], &wt = *in[1];
+  Tensor* dx = din[0];
+  Tensor* dw = din[1];
+  Tensor* db = din.size() > 2 ? din[2] : nullptr;
+  const int64_t np = g.pixels(), x_size = g.ci * g.h * g.w, y_size = g.co * np;
+  if (db) {
+    for (int64_t o = 0; o < g.co; ++o) {
+      double sum = 0;
+      for (int64_t b = 0; b < g.batch; ++b) {
+        const float* go = dout.ptr() + b * y_size + o * np;
+        for (int64_t p = 0; p < np; ++p) sum += go[p];
+      }
+      db->data[o] += static_cast<float>(sum);
+    }
+  }
+  if (!dw && !dx) return;
+  const int64_t chunk = ImagesPerChunk(g);
+  const bool direct = g.identity_columns() && chunk == 1;
+  std::vector<float> col((dw && !direct) ? g.rows() * chunk * np : 0);
+  std::vector<float> dcol((dx && !direct) ? g.rows() * chunk * np : 0);
+  std::vector<float> gmat(chunk > 1 ? g.co * chunk * np : 0);
+  for (int64_t b0 = 0; b0 < g.batch; b0 += chunk) {
+    const int64_t m = std::min(chunk, g.batch - b0), ld = m * np;
+    // dout of these images as one [co, m·pixels] matrix.
+    const float* gb = dout.ptr() + b0 * y_size;
+    if (m > 1) {
+      ImagesToMatrix(g, m, gb, gmat.data());
+      gb = gmat.data();
+    }
+    if (dw) {
+      const float* cols = x.ptr() + b0 * x_size;
+      if (!direct) {
+        for (int64_t i = 0; i < m; ++i) {
+          Im2Col(g, x.ptr() + (b0 + i) * x_size, col.data() + i * np, ld);
+        }
+        cols = col.data();
+      }
+      Gemm(false, true, g.co, g.rows(), ld, 1.0f, gb, cols, 1.0f, dw->ptr());
+    }
+    if (dx) {
+      float* dxb = dx->ptr() + b0 * x_size;
+      if (direct) {
+        Gemm(true, false, g.rows(), np, g.co, 1.0f, wt.ptr(), gb, 1.0f, dxb);
+      } else {
+        Gemm(true, false, g.rows(), ld, g.co, 1.0f, wt.ptr(), gb, 0.0f, dcol.data());
+        for (int64_t i = 0; i < m; ++i) Col2ImAdd(g, dcol.data() + i * np, ld, dxb + i * x_size);
+      }
+    }
+  }
+}
+
+// Saved: the argmax of each window as an index into its (batch, channel) plane of x, stored
+// as float (exact: a plane has far fewer than 2^24 pixels).
+void MaxPool2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                      SavedState& saved) {
+  const Tensor& x = *in[0];
+  const int64_t k = node.attrs.kernel, s = node.attrs.stride;
+  CheckMaxPool2d(node, x.shape, out.shape);
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t ho = out.dim(2), wo = out.dim(3);
+  saved.tensors.assign(1, Tensor(out.shape));
+  float* arg = saved.tensors[0].ptr();
+  for (int64_t n = 0; n < planes; ++n) {
+    const float* xp = x.ptr() + n * h * w;
+    for (int64_t oh = 0; oh < ho; ++oh) {
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        int64_t best = oh * s * w + ow * s;
+        for (int64_t i = oh * s; i < oh * s + k; ++i) {
+          for (int64_t j = ow * s; j < ow * s + k; ++j) {
+            // Strict > keeps the first maximum in row-major window order.
+            if (xp[i * w + j] > xp[best]) best = i * w + j;
+          }
+        }
+        const int64_t o = (n * ho + oh) * wo + ow;
+        out.data[o] = xp[best];
+        arg[o] = static_cast<float>(best);
+      }
+    }
+  }
+}
+
+void MaxPool2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
+                       const Tensor& dout, const SavedState& saved, DIn din) {
+  if (!din[0]) return;
+  CheckMaxPool2dSaved(node, saved.tensors, dout.shape);
+  const Tensor& x = *in[0];
+  const int64_t plane = x.dim(2) * x.dim(3);
+  const int64_t per_plane = dout.dim(2) * dout.dim(3);
+  const float* arg = saved.tensors[0].ptr();
+  float* dx = din[0]->ptr();
+  for (int64_t o = 0; o < dout.numel(); ++o) {
+    dx[(o / per_plane) * plane + static_cast<int64_t>(arg[o])] += dout.data[o];
+  }
+}
+
+namespace {
+// PyTorch's adaptive pooling bin i of n over a dim of size len: [⌊i·len/n⌋, ⌈(i+1)·len/n⌉).
+int64_t BinStart(int64_t i, int64_t len, int64_t n) { return i * len / n; }
+int64_t BinEnd(int64_t i, int64_t len, int64_t n) { return ((i + 1) * len + n - 1) / n; }
+}  // namespace
+
+void AdaptiveAvgPool2dForward(const ir::Node& node, const KernelContext& ctx, In in,
+                              Tensor& out, SavedState& saved) {
+  const Tensor& x = *in[0];
+  CheckAdaptiveAvgPool2d(node, x.shape, out.shape);
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t ho = out.dim(2), wo = out.dim(3);
+  for (int64_t n = 0; n < planes; ++n) {
+    const float* xp = x.ptr() + n * h * w;
+    for (int64_t oh = 0; oh < ho; ++oh) {
+      const int64_t h0 = BinStart(oh, h, ho), h1 = BinEnd(oh, h, ho);
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        const int64_t w0 = BinStart(ow, w, wo), w1 = BinEnd(ow, w, wo);
+        double sum = 0;
+        for (int64_t i = h0; i < h1; ++i) {
+          for (int64_t j = w0; j < w1; ++j) sum += xp[i * w + j];
+        }
+        out.data[(n * ho + oh) * wo + ow] = static_cast<float>(sum / double((h1 - h0) * (w1 - w0)));
+      }
+    }
+  }
+}
+
+void AdaptiveAvgPool2dBackward(const ir::Node& node, const KernelContext& ctx, In in,
+                               const Tensor& out, const Tensor& dout, const SavedState& saved,
+                               DIn din) {
+  if (!din[0]) return;
+  const Tensor& x = *in[0];
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t ho = dout.dim(2), wo = dout.dim(3);
+  for (int64_t n = 0; n < planes; ++n) {
+    float* dxp = din[0]->ptr() + n * h * w;
+    for (int64_t oh = 0; oh < ho; ++oh) {
+      const int64_t h0 = BinStart(oh, h, ho), h1 = BinEnd(oh, h, ho);
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        const int64_t w0 = BinStart(ow, w, wo), w1 = BinEnd(ow, w, wo);
+        const float g = dout.data[(n * ho + oh) * wo + ow] / float((h1 - h0) * (w1 - w0));
+        for (int64_t i = h0; i < h1; ++i) {
+          for (int64_t j = w0; j < w1; ++j) dxp[i * w + j] += g;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace hetsynth::runtime::cpu

@@ -1,0 +1,57 @@
+// Private: the per-operator CPU kernels behind Forward/Backward (kernels.cc dispatches).
+// Each op has a <Op>Forward / <Op>Backward pair with the contracts of kernels.h.
+#pragma once
+
+#include <span>
+#include <string>
+
+#include "hetsynth/runtime/kernels.h"
+
+namespace hetsynth::runtime::cpu {
+
+using In = std::span<const Tensor* const>;
+using DIn = std::span<Tensor* const>;
+
+#define HS_DECLARE_KERNEL_PAIR(Op)                                                          \
+  void Op##Forward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,       \
+                   SavedState& saved);                                                        \
+  void Op##Backward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out, \
+                    const Tensor& dout, const SavedState& saved, DIn din);
+
+// dense.cc
+HS_DECLARE_KERNEL_PAIR(Linear)
+HS_DECLARE_KERNEL_PAIR(MatMul)
+// elementwise.cc
+HS_DECLARE_KERNEL_PAIR(Add)
+HS_DECLARE_KERNEL_PAIR(Mul)
+HS_DECLARE_KERNEL_PAIR(Relu)
+HS_DECLARE_KERNEL_PAIR(Gelu)
+HS_DECLARE_KERNEL_PAIR(Dropout)
+HS_DECLARE_KERNEL_PAIR(Expand)
+// norm.cc
+HS_DECLARE_KERNEL_PAIR(LayerNorm)
+HS_DECLARE_KERNEL_PAIR(Softmax)
+HS_DECLARE_KERNEL_PAIR(LogSoftmax)
+HS_DECLARE_KERNEL_PAIR(CrossEntropy)
+// layout.cc
+HS_DECLARE_KERNEL_PAIR(Embedding)
+HS_DECLARE_KERNEL_PAIR(Flatten)
+HS_DECLARE_KERNEL_PAIR(Reshape)
+HS_DECLARE_KERNEL_PAIR(Transpose)
+HS_DECLARE_KERNEL_PAIR(Concat)
+HS_DECLARE_KERNEL_PAIR(Slice)
+// attention.cc
+HS_DECLARE_KERNEL_PAIR(Attention)
+HS_DECLARE_KERNEL_PAIR(CausalMask)
+// conv.cc
+HS_DECLARE_KERNEL_PAIR(Conv2d)
+HS_DECLARE_KERNEL_PAIR(MaxPool2d)
+HS_DECLARE_KERNEL_PAIR(AdaptiveAvgPool2d)
+// moe.cc
+HS_DECLARE_KERNEL_PAIR(TopKGate)
+HS_DECLARE_KERNEL_PAIR(MoEDispatch)
+HS_DECLARE_KERNEL_PAIR(MoECombine)
+
+#undef HS_DECLARE_KERNEL_PAIR
+
+}  // namespace hetsynth::runtime::cpu

@@ -1,0 +1,171 @@
+// The plan executor's GPU backend (see executor_impl.h for the interface): tensors of an
+// executor X (GpuExec: device memory of one GPU or one green context; HostExec: host memory, for
+// testing the same code without a GPU), the GPU operators (dispatch.h), the device optimizer,
+// and collectives that hand device pointers to the communicator (NCCL, the in-process device
+// communicator — or, for HostExec, the thread communicator), packing strided slices with
+// SliceCopy/PlaceCopy.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "executor/executor_kernels.h"
+#include "hetsynth/runtime/executor_impl.h"
+#include "hetsynth/runtime/shard.h"
+#include "ops/dispatch.h"
+#include "ops/optim.h"
+
+namespace hetsynth::runtime::gpu {
+
+template <class X>
+struct GpuBackend {
+  using Tensor = typename X::Tensor;
+  using Saved = gpu::Saved<X>;
+  using Optimizer = DeviceOptimizer<X>;
+  static constexpr bool kHostTensors = false;  // batches are copied in, even on HostExec
+
+  X* x;
+
+  Tensor Make(ir::Shape shape) { return x->Make(std::move(shape)); }
+  Tensor FromHost(const runtime::Tensor& t) { return x->Upload(t); }
+  Tensor Clone(const Tensor& t) { return x->Clone(t); }
+  runtime::Tensor ToHost(const Tensor& t) { return x->Download(t); }
+  float ReadScalar(const Tensor& t) { return x->Read(t.ptr()); }
+
+  // x[..., start:start+len, ...] along dim, into `dst` (contiguous).
+  void SliceInto(const Tensor& src, int dim, int64_t start, int64_t len, float* dst) {
+    const Around a = AroundDim(src.shape, dim);
+    x->For(a.outer * len * a.inner, SliceCopy{src.ptr(), dst, len, a.len, a.inner, start});
+  }
+  // The contiguous piece `src` (len rows of dim) into `full` at rows [start, start + len).
+  void PlaceFrom(const float* src, int dim, int64_t start, int64_t len, Tensor& full) {
+    const Around a = AroundDim(full.shape, dim);
+    x->For(a.outer * len * a.inner, PlaceCopy{src, full.ptr(), len, a.len, a.inner, start, 0});
+  }
+
+  Tensor Slice(const Tensor& t, int dim, int64_t start, int64_t len) {
+    Tensor out = Make(WithDim(t.shape, dim, len));
+    SliceInto(t, dim, start, len, out.ptr());
+    return out;
+  }
+  void Place(const Tensor& part, int dim, int64_t start, Tensor& full) {
+    PlaceFrom(part.ptr(), dim, start, part.dim(dim), full);
+  }
+  void AddInto(Tensor& acc, const Tensor& t) { x->For(acc.numel(), Accumulate{acc.ptr(), t.ptr()}); }
+
+  // The contracts of collectives.h, on device pointers.
+  absl::StatusOr<Tensor> AllGatherAlong(Communicator& comm, const Tensor& piece, const ir::Shape& full, int d,
+                                        const std::vector<int64_t>& lengths, CommImpl impl) {
+    const Around a = AroundDim(full, d);
+    std::vector<int64_t> counts;
+    for (int64_t len : lengths) counts.push_back(len * a.outer * a.inner);
+    Tensor out = Make(full);
+    if (a.outer == 1) {
+      HS_RETURN_IF_ERROR(comm.AllGatherV(piece.ptr(), out.ptr(), counts, impl));
+      return out;
+    }
+    Tensor recv = Make({ir::NumElements(full)});
+    HS_RETURN_IF_ERROR(comm.AllGatherV(piece.ptr(), recv.ptr(), counts, impl));
+    int64_t at = 0;
+    for (size_t r = 0; r < lengths.size(); ++r) {
+      PlaceFrom(recv.ptr() + at, d, Offset(lengths, static_cast<int>(r)), lengths[r], out);
+      at += counts[r];
+    }
+    return out;
+  }
+
+  absl::StatusOr<Tensor> ReduceScatterAlong(Communicator& comm, const Tensor& whole, int d,
+                                            const std::vector<int64_t>& lengths, CommImpl impl) {
+    const Around a = AroundDim(whole.shape, d);
+    std::vector<int64_t> counts;
+    for (int64_t len : lengths) counts.push_back(len * a.outer * a.inner);
+    Tensor out = Make(WithDim(whole.shape, d, lengths[static_cast<size_t>(comm.rank())]));
+    if (a.outer == 1) {
+      HS_RETURN_IF_ERROR(comm.ReduceScatterV(whole.ptr(), out.ptr(), counts, impl));
+      return out;
+    }
+    Tensor send = Pack(whole, d, lengths);
+    HS_RETURN_IF_ERROR(comm.ReduceScatterV(send.ptr(), out.ptr(), counts, impl));
+    return out;
+  }
+
+  absl::StatusOr<Tensor> AllToAllAlong(Communicator& comm, const Tensor& piece, const ir::Shape& full, int d,
+                                       const std::vector<int64_t>& ld, int d2, const std::vector<int64_t>& ld2) {
+    Tensor packed;
+    const bool pack = AroundDim(piece.shape, d2).outer != 1;
+    if (pack) packed = Pack(piece, d2, ld2);
+    const float* send = pack ? packed.ptr() : piece.ptr();
+    const int64_t per_d2 = piece.numel() / std::max<int64_t>(1, full[static_cast<size_t>(d2)]);
+    const ir::Shape out_shape = WithDim(full, d2, ld2[static_cast<size_t>(comm.rank())]);
+    const int64_t per_d = ir::NumElements(out_shape) / std::max<int64_t>(1, full[static_cast<size_t>(d)]);
+    std::vector<int64_t> send_counts, recv_counts;
+    for (size_t r = 0; r < ld.size(); ++r) {
+      send_counts.push_back(per_d2 * ld2[r]);
+      recv_counts.push_back(per_d * ld[r]);
+    }
+    Tensor out = Make(out_shape);
+    if (AroundDim(out_shape, d).outer == 1) {
+      HS_RETURN_IF_ERROR(comm.AllToAllV(send, send_counts, out.ptr(), recv_counts));
+      return out;
+    }
+    Tensor recv = Make({ir::NumElements(out_shape)});
+    HS_RETURN_IF_ERROR(comm.AllToAllV(send, send_counts, recv.ptr(), recv_counts));
+    int64_t at = 0;
+    for (size_t r = 0; r < ld.size(); ++r) {
+      PlaceFrom(recv.ptr() + at, d, Offset(ld, static_cast<int>(r)), ld[r], out);
+      at += recv_counts[r];
+    }
+    return out;
+  }
+
+  void Forward(const ir::Node& node, const KernelContext& ctx, TIn<X> in, Tensor& out, Saved& saved) {
+    gpu::Forward<X>(*x, node, ctx, in, out, saved);
+  }
+  void Backward(const ir::Node& node, const KernelContext& ctx, TIn<X> in, const Tensor& out, const Tensor& dout,
+                const Saved& saved, TDIn<X> din) {
+    gpu::Backward<X>(*x, node, ctx, in, out, dout, saved, din);
+  }
+  void RenumberRoutes(Tensor& r, int64_t offset, int64_t local) {
+    x->For(r.numel() / 3, RenumberRoutesFn{r.ptr(), static_cast<float>(offset), static_cast<float>(local)});
+  }
+
+  Optimizer MakeOptimizer(const OptimizerConfig& cfg) { return Optimizer(cfg); }
+  void OptimizerStep(Optimizer& o, std::map<std::string, Tensor>& params, const std::map<std::string, Tensor>& grads) {
+    o.Step(*x, params, grads);
+  }
+  std::map<std::string, runtime::Tensor> StateTensors(const Optimizer& o) { return o.StateTensors(*x); }
+  void RestoreState(Optimizer& o, const std::map<std::string, runtime::Tensor>& state, int64_t steps) {
+    o.RestoreState(*x, state, steps);
+  }
+  void Wait() { (void)x->Synchronize(); }
+  absl::Status status() const { return x->status(); }
+
+ private:
+  // The slices of t along dim by `lengths`, concatenated in rank order (PackAlong's layout).
+  Tensor Pack(const Tensor& t, int dim, const std::vector<int64_t>& lengths) {
+    Tensor out = Make({t.numel()});
+    const int64_t per = t.numel() / std::max<int64_t>(1, t.dim(dim));
+    int64_t at = 0;
+    for (size_t r = 0; r < lengths.size(); ++r) {
+      SliceInto(t, dim, Offset(lengths, static_cast<int>(r)), lengths[r], out.ptr() + at);
+      at += per * lengths[r];
+    }
+    return out;
+  }
+};
+
+// One rank's plan executor on executor x (which must outlive it), exchanging through `comm`
+// (whose collectives must accept x's tensors' pointers). ExecutorOptions::emulate should be
+// false on real devices: times are then wall-clock, waiting for the device after every
+// instruction.
+template <class X>
+absl::StatusOr<std::unique_ptr<Executor>> CreateDeviceExecutor(X& x, const ir::Graph& graph, const instr::Plan& plan,
+                                                               Communicator& comm, ExecutorOptions options) {
+  HS_ASSIGN_OR_RETURN(auto impl,
+                      executor_detail::MakeExecutor(GpuBackend<X>{&x}, graph, plan, comm, options));
+  return std::make_unique<Executor>(std::move(impl));
+}
+
+}  // namespace hetsynth::runtime::gpu

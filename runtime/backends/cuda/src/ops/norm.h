@@ -1,0 +1,168 @@
+// GPU normalization operators over the last dim: layer norm, softmax, log-softmax, cross entropy
+// (contracts in ops.h; semantics exactly those of cpu/src/norm.cc, functors in norm_kernels.h).
+//
+// What forward saves matches the CPU: layer norm {mean[R], rstd[R]}; softmax and log-softmax
+// nothing (backward uses the output); cross entropy {lse[R]} only — backward recomputes the
+// softmax from the logits. With a logits piece (ctx.shard, split on a leading dim) the loss
+// divides by the full tensor's row count.
+//
+// Labels are validated as on the CPU (a class id in [0, K), HS_CHECK aborts with the first bad
+// position): the rows flag bad labels on the device and the forward reads one float back, which
+// waits for the stream — once per loss evaluation.
+#pragma once
+
+#include <string>
+
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/ops/checks.h"
+#include "ops/norm_kernels.h"
+#include "ops/ops.h"
+
+namespace hetsynth::runtime::gpu {
+
+using cpu::NormRows;
+
+template <class T>
+NormRows NormRowsOf(const T& x) {
+  return cpu::NormRowsOf(x.shape);
+}
+
+// ---- layer norm ----------------------------------------------------------------------------
+
+// saved.tensors = {mean[R], rstd[R]} with rstd = 1/√(var + eps).
+template <class X>
+void LayerNormForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
+                      typename X::Tensor& out, Saved<X>& saved) {
+  const auto& xin = *in[0];
+  const NormRows r = NormRowsOf(xin);
+  cpu::CheckLayerNormParams(node, in[1]->numel(), in[2]->numel(), r.len);
+  typename X::Tensor mean = x.Make({r.count}), rstd = x.Make({r.count});
+  x.For(r.count, LayerNormStats{xin.ptr(), r.len, node.attrs.eps, mean.ptr(), rstd.ptr()});
+  x.For(r.count * r.len, LayerNormOut{xin.ptr(), in[1]->ptr(), in[2]->ptr(), mean.ptr(),
+                                      rstd.ptr(), r.len, out.ptr()});
+  saved.tensors.clear();
+  saved.tensors.push_back(std::move(mean));
+  saved.tensors.push_back(std::move(rstd));
+}
+
+// With x̂ = (x − μ)·rstd and g = dy ⊙ γ:  dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂));
+// dγ = Σ_rows dy ⊙ x̂, dβ = Σ_rows dy.
+template <class X>
+void LayerNormBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
+                       const typename X::Tensor& out, const typename X::Tensor& dout,
+                       const Saved<X>& saved, TDIn<X> din) {
+  const auto& xin = *in[0];
+  const float* gamma = in[1]->ptr();
+  const NormRows r = NormRowsOf(xin);
+  cpu::CheckLayerNormSaved(node, saved.tensors, r.count);
+  const float* mean = saved.tensors[0].ptr();
+  const float* rstd = saved.tensors[1].ptr();
+  if (din[1] || din[2]) {
+    x.For(r.len, LayerNormBwdParams{xin.ptr(), dout.ptr(), mean, rstd, r.count, r.len,
+                                    din[1] ? din[1]->ptr() : nullptr,
+                                    din[2] ? din[2]->ptr() : nullptr});
+  }
+  if (din[0]) {
+    typename X::Tensor stats = x.Make({r.count, 2});
+    x.For(r.count, LayerNormBwdStats{xin.ptr(), dout.ptr(), gamma, mean, rstd, r.len, stats.ptr()});
+    x.For(r.count * r.len, LayerNormBwdX{xin.ptr(), dout.ptr(), gamma, mean, rstd, stats.ptr(),
+                                         r.len, din[0]->ptr()});
+  }
+}
+
+// ---- softmax -------------------------------------------------------------------------------
+
+template <class X>
+void SoftmaxForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
+                    typename X::Tensor& out, Saved<X>& saved) {
+  const NormRows r = NormRowsOf(*in[0]);
+  typename X::Tensor stats = x.Make({r.count, 2});
+  x.For(r.count, SoftmaxStats{in[0]->ptr(), r.len, stats.ptr()});
+  x.For(r.count * r.len, SoftmaxOut{in[0]->ptr(), stats.ptr(), r.len, out.ptr()});
+}
+
+// dx = y ⊙ (dy − Σ dy ⊙ y); the output is all backward needs.
+template <class X>
+void SoftmaxBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
+                     const typename X::Tensor& out, const typename X::Tensor& dout,
+                     const Saved<X>& saved, TDIn<X> din) {
+  if (!din[0]) return;
+  const NormRows r = NormRowsOf(out);
+  typename X::Tensor dot = x.Make({r.count});
+  x.For(r.count, RowDotStats{dout.ptr(), out.ptr(), r.len, dot.ptr()});
+  x.For(r.count * r.len, SoftmaxBwd{out.ptr(), dout.ptr(), dot.ptr(), r.len, din[0]->ptr()});
+}
+
+// ---- log-softmax ---------------------------------------------------------------------------
+
+template <class X>
+void LogSoftmaxForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
+                       typename X::Tensor& out, Saved<X>& saved) {
+  const NormRows r = NormRowsOf(*in[0]);
+  typename X::Tensor lse = x.Make({r.count});
+  x.For(r.count, LogSumExpRows{in[0]->ptr(), r.len, lse.ptr()});
+  x.For(r.count * r.len, LogSoftmaxOut{in[0]->ptr(), lse.ptr(), r.len, out.ptr()});
+}
+
+// dx = dy − softmax · Σ dy, with softmax = exp(y).
+template <class X>
+void LogSoftmaxBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
+                        const typename X::Tensor& out, const typename X::Tensor& dout,
+                        const Saved<X>& saved, TDIn<X> din) {
+  if (!din[0]) return;
+  const NormRows r = NormRowsOf(out);
+  typename X::Tensor sum = x.Make({r.count});
+  x.For(r.count, RowSumStats{dout.ptr(), r.len, sum.ptr()});
+  x.For(r.count * r.len, LogSoftmaxBwd{out.ptr(), dout.ptr(), sum.ptr(), r.len, din[0]->ptr()});
+}
+
+// ---- cross entropy -------------------------------------------------------------------------
+
+// loss = (1/N) Σ_i (lse_i − logits[i, label_i]); saved.tensors = {lse[rows]}.
+template <class X>
+void CrossEntropyForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
+                         typename X::Tensor& out, Saved<X>& saved) {
+  const auto& logits = *in[0];
+  const NormRows r = NormRowsOf(logits);
+  const double divisor = cpu::CrossEntropyDivisor(node, ctx, logits.shape, r.count);
+  cpu::CheckCrossEntropyLabels(node, in[1]->numel(), r.count);
+  const float* labels = in[1]->ptr();
+  typename X::Tensor lse = x.Make({r.count});
+  // Per-row terms, then two chunked passes down to one (hi, lo, bad) triple.
+  typename X::Tensor part = x.Make({r.count, 3});
+  x.For(r.count, CrossEntropyRows{logits.ptr(), labels, r.len, lse.ptr(), part.ptr()});
+  const int64_t chunks = (r.count + kCrossEntropyChunk - 1) / kCrossEntropyChunk;
+  typename X::Tensor mid = x.Make({chunks, 3});
+  x.For(chunks, CrossEntropyChunkSum{part.ptr(), r.count, mid.ptr()});
+  typename X::Tensor total = x.Make({1, 3});  // zeros when there are no rows
+  x.For(1, CrossEntropyChunkSum{mid.ptr(), chunks, total.ptr()});
+  typename X::Tensor bad = x.Make({1});
+  x.For(1, CrossEntropyLoss{total.ptr(), divisor, out.ptr(), bad.ptr()});
+  if (x.Read(bad.ptr()) > 0.0f) {
+    typename X::Tensor where = x.Make({3});
+    x.For(1, CrossEntropyFirstBad{labels, r.count, r.len, where.ptr()});
+    const int64_t i = static_cast<int64_t>(x.Read(where.ptr())) * (int64_t{1} << 24) +
+                      static_cast<int64_t>(x.Read(where.ptr() + 1));
+    const float v = x.Read(where.ptr() + 2);
+    HS_CHECK(false, StrCat("cross_entropy '", node.name, "': label ", v, " at position ", i,
+                           " is not a class id in [0, ", r.len, ")"));
+  }
+  saved.tensors.clear();
+  saved.tensors.push_back(std::move(lse));
+}
+
+// dlogits = (softmax − onehot) · dout / N with softmax = exp(logits − lse).
+template <class X>
+void CrossEntropyBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
+                          const typename X::Tensor& out, const typename X::Tensor& dout,
+                          const Saved<X>& saved, TDIn<X> din) {
+  if (!din[0]) return;
+  const auto& logits = *in[0];
+  const NormRows r = NormRowsOf(logits);
+  cpu::CheckCrossEntropySaved(node, saved.tensors, r.count);
+  const double divisor = cpu::CrossEntropyDivisor(node, ctx, logits.shape, r.count);
+  x.For(r.count * r.len, CrossEntropyBwd{logits.ptr(), in[1]->ptr(), saved.tensors[0].ptr(),
+                                         dout.ptr(), divisor, r.len, din[0]->ptr()});
+}
+
+}  // namespace hetsynth::runtime::gpu

@@ -1,0 +1,317 @@
+// The MPI communicator: one process per rank, over a duplicate of MPI_COMM_WORLD whose errors
+// are returned (MPI_ERRORS_RETURN) and turned into statuses here, where they enter our code.
+//
+// Before moving data, every collective agrees on its arguments: each rank contributes a small
+// fingerprint (collective, implementation, hash of the counts, count, root, whether its own
+// arguments were valid) to one MPI_Allgather, so mismatched calls fail on every rank alike
+// instead of truncating messages or hanging.
+//
+// Reductions never use MPI_SUM (its order is unspecified): contributions are moved with
+// MPI_Alltoall(v) and added here in rank order, which makes the bits equal to the threads
+// communicator's and the same on every rank.
+#include <mpi.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <mutex>
+
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/comm.h"
+#include "hetsynth/runtime/comm_common.h"
+
+namespace hetsynth::runtime {
+namespace {
+
+using comm_internal::CheckAllGatherV;
+using comm_internal::CheckAllReduce;
+using comm_internal::CheckAllToAllV;
+using comm_internal::CheckBroadcast;
+using comm_internal::CheckReduceScatterV;
+using comm_internal::FingerprintsDisagree;
+using comm_internal::HashCounts;
+using comm_internal::Join;
+using comm_internal::Op;
+using comm_internal::OpName;
+using comm_internal::VSizes;
+
+absl::Status MpiError(const char* call, int code, const char* file, int line) {
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  std::string what = MPI_Error_string(code, text, &len) == MPI_SUCCESS
+                         ? std::string(text, len)
+                         : StrCat("error code ", code);
+  return absl::InternalError(StrCat("mpi: ", call, " failed (", file, ":", line, "): ", what));
+}
+
+// Calls an MPI function and returns its error as a status naming it.
+#define HS_MPI(fn, ...)                                                      \
+  do {                                                                       \
+    const int hs_mpi_rc_ = fn(__VA_ARGS__);                                  \
+    if (hs_mpi_rc_ != MPI_SUCCESS) return MpiError(#fn, hs_mpi_rc_, __FILE__, __LINE__); \
+  } while (0)
+
+// "" when every value fits MPI's int counts and displacements.
+std::string CheckIntRange(int64_t largest, const char* what) {
+  if (largest <= INT_MAX) return "";
+  return StrCat(what, " = ", largest, " exceeds MPI's int limit ", INT_MAX,
+                "; split the collective into smaller ones");
+}
+
+// Exclusive prefix sums as ints (callers have checked the range).
+std::vector<int> Displacements(const std::vector<int64_t>& counts) {
+  std::vector<int> d(counts.size());
+  int64_t at = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    d[i] = static_cast<int>(at);
+    at += counts[i];
+  }
+  return d;
+}
+
+std::vector<int> ToInt(const std::vector<int64_t>& v) { return std::vector<int>(v.begin(), v.end()); }
+
+// A non-null address for zero-length buffers.
+float* NonNull(float* p) {
+  static float dummy;
+  return p ? p : &dummy;
+}
+const float* NonNull(const float* p) { return p ? p : NonNull(static_cast<float*>(nullptr)); }
+
+// Initializes MPI on first use and finalizes it at exit when we initialized it.
+struct MpiSession {
+  bool initialized_here = false;
+  ~MpiSession() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (initialized_here && !finalized) MPI_Finalize();
+  }
+};
+
+absl::Status EnsureMpi() {
+  static std::mutex mu;
+  static MpiSession session;
+  std::lock_guard<std::mutex> lock(mu);
+  int finalized = 0;
+  HS_MPI(MPI_Finalized, &finalized);
+  if (finalized) return absl::FailedPreconditionError("mpi: MPI was already finalized");
+  int initialized = 0;
+  HS_MPI(MPI_Initialized, &initialized);
+  if (!initialized) {
+    int provided = 0;
+    HS_MPI(MPI_Init_thread, nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+    session.initialized_here = true;
+  }
+  return absl::OkStatus();
+}
+
+class MpiComm final : public Communicator {
+ public:
+  MpiComm(MPI_Comm comm, int rank, int size) : comm_(comm), rank_(rank), size_(size) {}
+  ~MpiComm() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "mpi"; }
+
+  absl::Status AllGatherV(const float* send, float* recv, const std::vector<int64_t>& counts,
+                          CommImpl impl) override {
+    const int n = size_;
+    VSizes sz;
+    std::string error = CheckAllGatherV(send, recv, counts, n, rank_, &sz);
+    const int64_t m = sz.max, total = sz.total, mine = sz.mine, at = sz.offset;
+    if (error.empty()) {
+      error = CheckIntRange(impl == CommImpl::kPadded ? m : total,
+                            impl == CommImpl::kPadded ? "max(counts)" : "sum(counts)");
+    }
+    HS_RETURN_IF_ERROR(Agree(Op::kAllGatherV, impl, counts, 0, 0, error));
+    if (impl == CommImpl::kGrouped) {
+      const std::vector<int> icounts = ToInt(counts), displs = Displacements(counts);
+      const void* in = send == recv + at ? MPI_IN_PLACE : NonNull(send);
+      HS_MPI(MPI_Allgatherv, in, icounts[rank_], MPI_FLOAT, NonNull(recv), icounts.data(),
+             displs.data(), MPI_FLOAT, comm_);
+      return absl::OkStatus();
+    }
+    if (m == 0) return absl::OkStatus();
+    std::vector<float> padded(m, 0.0f), gathered(static_cast<size_t>(n) * m);
+    if (mine > 0) std::memcpy(padded.data(), send, mine * sizeof(float));
+    HS_MPI(MPI_Allgather, padded.data(), static_cast<int>(m), MPI_FLOAT, gathered.data(),
+           static_cast<int>(m), MPI_FLOAT, comm_);
+    float* out = recv;
+    for (int k = 0; k < n; ++k) {
+      if (counts[k] > 0) std::memcpy(out, gathered.data() + k * m, counts[k] * sizeof(float));
+      out += counts[k];
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ReduceScatterV(const float* send, float* recv, const std::vector<int64_t>& counts,
+                              CommImpl impl) override {
+    const int n = size_;
+    VSizes sz;
+    std::string error = CheckReduceScatterV(send, recv, counts, n, rank_, &sz);
+    const int64_t m = sz.max, total = sz.total, mine = sz.mine;
+    if (error.empty()) {
+      error = impl == CommImpl::kPadded
+                  ? CheckIntRange(m, "max(counts)")
+                  : CheckIntRange(std::max(total, n * m), "sum(counts) or ranks * max(counts)");
+    }
+    HS_RETURN_IF_ERROR(Agree(Op::kReduceScatterV, impl, counts, 0, 0, error));
+    // contributions[k·stride, k·stride + mine) = rank k's segment for this rank.
+    std::vector<float> contributions;
+    int64_t stride = 0;
+    if (impl == CommImpl::kGrouped) {
+      stride = mine;
+      contributions.resize(static_cast<size_t>(n) * mine);
+      const std::vector<int> scounts = ToInt(counts), sdispls = Displacements(counts);
+      const std::vector<int> rcounts(n, static_cast<int>(mine));
+      std::vector<int> rdispls(n);
+      for (int k = 0; k < n; ++k) rdispls[k] = static_cast<int>(k * mine);
+      HS_MPI(MPI_Alltoallv, NonNull(send), scounts.data(), sdispls.data(), MPI_FLOAT,
+             NonNull(contributions.data()), rcounts.data(), rdispls.data(), MPI_FLOAT, comm_);
+    } else {  // one equal-size all-to-all of the padded segments
+      if (m == 0) return absl::OkStatus();
+      stride = m;
+      std::vector<float> padded(static_cast<size_t>(n) * m, 0.0f);
+      const float* in = send;
+      for (int k = 0; k < n; ++k) {
+        if (counts[k] > 0) std::memcpy(padded.data() + k * m, in, counts[k] * sizeof(float));
+        in += counts[k];
+      }
+      contributions.resize(static_cast<size_t>(n) * m);
+      HS_MPI(MPI_Alltoall, padded.data(), static_cast<int>(m), MPI_FLOAT, contributions.data(),
+             static_cast<int>(m), MPI_FLOAT, comm_);
+    }
+    SumInRankOrder(contributions.data(), stride, mine, recv);
+    return absl::OkStatus();
+  }
+
+  // Reduce-scatter of equal chunks (all-to-all, then the rank-order sum here) followed by an
+  // all-gather of the reduced chunks: the bandwidth of a ring all-reduce, deterministic bits.
+  absl::Status AllReduce(float* data, int64_t count) override {
+    const int n = size_;
+    std::string error = CheckAllReduce(data, count);
+    const int64_t chunk = count > 0 ? (count + n - 1) / n : 0;
+    if (error.empty()) error = CheckIntRange(chunk, "count / ranks");
+    HS_RETURN_IF_ERROR(Agree(Op::kAllReduce, CommImpl::kGrouped, {}, count, 0, error));
+    if (count == 0) return absl::OkStatus();
+    std::vector<float> padded(static_cast<size_t>(n) * chunk, 0.0f);
+    std::memcpy(padded.data(), data, count * sizeof(float));
+    std::vector<float> contributions(padded.size()), reduced(chunk);
+    HS_MPI(MPI_Alltoall, padded.data(), static_cast<int>(chunk), MPI_FLOAT, contributions.data(),
+           static_cast<int>(chunk), MPI_FLOAT, comm_);
+    SumInRankOrder(contributions.data(), chunk, chunk, reduced.data());
+    HS_MPI(MPI_Allgather, reduced.data(), static_cast<int>(chunk), MPI_FLOAT, padded.data(),
+           static_cast<int>(chunk), MPI_FLOAT, comm_);
+    std::memcpy(data, padded.data(), count * sizeof(float));
+    return absl::OkStatus();
+  }
+
+  absl::Status AllToAllV(const float* send, const std::vector<int64_t>& send_counts, float* recv,
+                         const std::vector<int64_t>& recv_counts) override {
+    const int n = size_;
+    int64_t nsend = 0, nrecv = 0;
+    std::string error = CheckAllToAllV(send, send_counts, recv, recv_counts, n, &nsend, &nrecv);
+    if (error.empty()) error = CheckIntRange(std::max(nsend, nrecv), "sum(send_counts or recv_counts)");
+    HS_RETURN_IF_ERROR(Agree(Op::kAllToAllV, CommImpl::kGrouped, {}, 0, 0, error));
+    // What every rank means to send here must be what this rank expects to receive.
+    std::vector<int64_t> incoming(n);
+    HS_MPI(MPI_Alltoall, send_counts.data(), 1, MPI_INT64_T, incoming.data(), 1, MPI_INT64_T, comm_);
+    std::string mismatch;
+    for (int k = 0; k < n && mismatch.empty(); ++k) {
+      if (incoming[k] != recv_counts[k]) {
+        mismatch = StrCat("rank ", k, " sends ", incoming[k], " elements to rank ", rank_,
+                          " but rank ", rank_, " expects ", recv_counts[k], " (recv_counts[", k, "])");
+      }
+    }
+    std::vector<int> bad(n);
+    const int mine_bad = mismatch.empty() ? 0 : 1;
+    HS_MPI(MPI_Allgather, &mine_bad, 1, MPI_INT, bad.data(), 1, MPI_INT, comm_);
+    for (int k = 0; k < n; ++k) {
+      if (!bad[k]) continue;
+      return absl::InvalidArgumentError(StrCat(
+          Where(Op::kAllToAllV), k == rank_ ? mismatch
+                                             : StrCat("rank ", k, "'s recv_counts disagree with what "
+                                                      "the other ranks send it (see rank ", k, ")")));
+    }
+    const std::vector<int> scounts = ToInt(send_counts), sdispls = Displacements(send_counts);
+    const std::vector<int> rcounts = ToInt(recv_counts), rdispls = Displacements(recv_counts);
+    HS_MPI(MPI_Alltoallv, NonNull(send), scounts.data(), sdispls.data(), MPI_FLOAT, NonNull(recv),
+           rcounts.data(), rdispls.data(), MPI_FLOAT, comm_);
+    return absl::OkStatus();
+  }
+
+  absl::Status Broadcast(float* data, int64_t count, int root) override {
+    const std::string error = CheckBroadcast(data, count, root, size_);
+    HS_RETURN_IF_ERROR(Agree(Op::kBroadcast, CommImpl::kGrouped, {}, count, root, error));
+    for (int64_t at = 0; at < count; at += INT_MAX) {  // MPI counts are ints
+      const int len = static_cast<int>(std::min<int64_t>(INT_MAX, count - at));
+      HS_MPI(MPI_Bcast, data + at, len, MPI_FLOAT, root, comm_);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Barrier() override {
+    HS_RETURN_IF_ERROR(Agree(Op::kBarrier, CommImpl::kGrouped, {}, 0, 0, ""));
+    return absl::OkStatus();  // the fingerprint all-gather is itself a barrier
+  }
+
+ private:
+  // out[i] = ((c₀[i] + c₁[i]) + c₂[i]) + …, where c_k = contributions + k·stride.
+  void SumInRankOrder(const float* contributions, int64_t stride, int64_t len, float* out) const {
+    if (len == 0) return;
+    std::memcpy(out, contributions, len * sizeof(float));
+    for (int k = 1; k < size_; ++k) {
+      const float* in = contributions + k * stride;
+      for (int64_t i = 0; i < len; ++i) out[i] += in[i];
+    }
+  }
+
+  std::string Where(Op op) const {
+    return StrCat("mpi ", OpName(op), " (collective #", seq_, ", rank ", rank_, "): ");
+  }
+
+  // One MPI_Allgather of every rank's fingerprint; fails on every rank when the calls do not
+  // fit together (or some rank's own arguments are invalid: `error` non-empty).
+  absl::Status Agree(Op op, CommImpl impl, const std::vector<int64_t>& counts, int64_t count,
+                     int root, const std::string& error) {
+    ++seq_;
+    const uint64_t counts_hash = HashCounts(counts);
+    constexpr int kFields = 6;
+    const int64_t mine[kFields] = {static_cast<int64_t>(op), static_cast<int64_t>(impl),
+                                   static_cast<int64_t>(counts_hash), count, root,
+                                   error.empty() ? 0 : 1};
+    std::vector<int64_t> all(static_cast<size_t>(size_) * kFields);
+    HS_MPI(MPI_Allgather, mine, kFields, MPI_INT64_T, all.data(), kFields, MPI_INT64_T, comm_);
+    auto field = [&](int r, int f) { return all[r * kFields + f]; };
+    const std::string why = FingerprintsDisagree(size_, rank_, field, error, counts, "; every rank must use the same");
+    if (why.empty()) return absl::OkStatus();
+    return absl::InvalidArgumentError(StrCat(Where(op), why));
+  }
+
+  MPI_Comm comm_;
+  const int rank_;
+  const int size_;
+  int64_t seq_ = 0;  // collectives called so far, for messages
+};
+
+}  // namespace
+
+bool MpiAvailable() { return true; }
+
+absl::StatusOr<std::unique_ptr<Communicator>> MpiWorld() {
+  HS_RETURN_IF_ERROR(EnsureMpi());
+  MPI_Comm comm;
+  HS_MPI(MPI_Comm_dup, MPI_COMM_WORLD, &comm);
+  HS_MPI(MPI_Comm_set_errhandler, comm, MPI_ERRORS_RETURN);
+  int rank = 0, size = 0;
+  HS_MPI(MPI_Comm_rank, comm, &rank);
+  HS_MPI(MPI_Comm_size, comm, &size);
+  return std::unique_ptr<Communicator>(new MpiComm(comm, rank, size));
+}
+
+}  // namespace hetsynth::runtime

@@ -1,0 +1,722 @@
+// The plan executor's algorithm (executor.h), written once over a backend B that owns the
+// tensors and their arithmetic: the CPU backend (backends/cpu/src/executor.cc: host tensors, CPU
+// kernels, collectives.h) and the GPU backend (backends/cuda/src/executor/backend.h: an
+// executor's device tensors, the GPU operators, device-pointer collectives). For backends only;
+// everyone else uses Executor. B provides:
+//   using Tensor; using Saved; using Optimizer;      static constexpr bool kHostTensors;
+//   Tensor Make(shape) (zeros), FromHost(runtime::Tensor), Clone(const Tensor&);
+//   runtime::Tensor ToHost(const Tensor&);  float ReadScalar(const Tensor&);
+//   Slice(x, dim, start, len), Place(part, dim, start, full), AddInto(acc, x);
+//   AllGatherAlong / ReduceScatterAlong / AllToAllAlong (collectives.h's contracts);
+//   Forward / Backward (kernel_contract.h's contracts);  RenumberRoutes(routes, offset, local);
+//   MakeOptimizer(cfg), OptimizerStep(opt, params, grads), StateTensors(opt) (host),
+//   RestoreState(opt, host tensors, steps);  Wait() (finish queued work);  status().
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "hetsynth/instr/rules.h"
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/cpu_time.h"
+#include "hetsynth/runtime/executor.h"
+#include "hetsynth/runtime/kernel_contract.h"
+#include "hetsynth/runtime/shard.h"
+#include "hetsynth/runtime/training.h"
+
+namespace hetsynth::runtime {
+namespace executor_detail {
+
+using instr::InstrKind;
+using instr::Property;
+using instr::PropKind;
+
+// Thread ranks take turns computing (emulated timing): kernels then run alone on a core, as on
+// their own device, instead of sharing caches and memory bandwidth with the other ranks.
+inline std::mutex& ComputeTurn() {
+  static std::mutex turn;
+  return turn;
+}
+
+inline double WallSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+inline CommImpl ToComm(instr::CollImpl c) { return c == instr::CollImpl::kPadded ? CommImpl::kPadded : CommImpl::kGrouped; }
+
+// What one instruction needs at run time on this rank, worked out once.
+struct Op {
+  const instr::Instruction* instr = nullptr;
+  std::string label;  // for traces: node name or "all_gather(x)"
+  // compute
+  instr::ComputeRule rule;
+  ir::Node node;                 // the node with attributes for the local pieces
+  ir::Shape out_shape;           // this rank's piece of the output
+  size_t num_inputs = 0;         // inputs passed to the kernel (the bias dropped when not ours)
+  bool skip = false;             // an empty piece: nothing to compute (the output is zeros)
+  bool has_shard = false;
+  ShardInfo shard;
+  int route_input = -1;          // moe experts rule: this input's expert numbers are shifted
+  int64_t expert_offset = 0, local_experts = 0;
+  // collectives: shard lengths along dim (and dim2 for all-to-all)
+  std::vector<int64_t> lengths, lengths2;
+  ir::Shape full;
+};
+
+template <class B>
+struct ExecutorImpl final : Executor::Impl {
+  using T = typename B::Tensor;
+  B b;
+  const ir::Graph& g;
+  instr::Plan plan;
+  Communicator& comm;
+  ExecutorOptions opt;
+  typename B::Optimizer optimizer;
+  int rank = 0;
+  std::vector<Op> ops;
+  std::vector<bool> needs_grad;                 // per value
+  std::map<std::string, T> params;               // this rank's pieces
+  std::map<std::string, Property> param_prop;    // how each parameter is placed
+
+  // During a step.
+  struct Slot {
+    T value;
+    const T* alias = nullptr;  // parameters (and, on the host, inputs) are not copied
+    const T& get() const { return alias ? *alias : value; }
+  };
+  std::map<Property, Slot> vals;
+  std::map<Property, T> grads;
+  std::vector<typename B::Saved> saved;  // per op
+  std::vector<T> routes;                 // per op: shifted routes (moe experts rule)
+  const Batch* batch = nullptr;
+  KernelContext ctx;
+
+  // Timing.
+  // Held from a rank's first kernel after a collective to its next collective: a rank runs its
+  // whole stretch of local work alone (emulated thread ranks), keeping its caches warm as a
+  // device of its own would.
+  std::unique_lock<std::mutex> turn;
+  double clock = 0;       // this rank's (virtual) time since the step started
+  double run_offset = 0;  // start of this step since the first step
+  RankTimes times;
+  std::vector<TraceEvent> events;
+  std::vector<TraceEvent> pending_events;  // since the last Sync
+  bool has_pending_comm = false;           // a collective whose time the next Sync settles
+  double pending_comm = 0, pending_start = 0;
+  std::string pending_name;
+
+  ExecutorImpl(B backend, const ir::Graph& graph, instr::Plan p, Communicator& c, ExecutorOptions o)
+      : b(std::move(backend)), g(graph), plan(std::move(p)), comm(c), opt(o), optimizer(b.MakeOptimizer(o.optimizer)),
+        rank(c.rank()) {}
+
+  std::vector<int64_t> Lengths(const Property& p) const { return plan.program.ShardLengths(g, p); }
+
+  ir::Shape LocalShape(const Property& p) const {
+    const ir::Shape& full = g.value(p.tensor).shape;
+    if (p.kind != PropKind::kGather) return full;
+    return WithDim(full, p.dim, Lengths(p)[static_cast<size_t>(rank)]);
+  }
+
+  // This rank's piece of a whole tensor placed as `p`, and the whole tensor from the pieces
+  // (collective when p is a Gather).
+  // (Host tensors in and out: initialization, checkpoints.)
+  T PieceOf(const Property& p, Tensor whole) {
+    if (p.kind != PropKind::kGather) return b.FromHost(std::move(whole));
+    const std::vector<int64_t> len = Lengths(p);
+    return b.FromHost(Slice(whole, p.dim, Offset(len, rank), len[static_cast<size_t>(rank)]));
+  }
+  absl::StatusOr<Tensor> WholeOf(const Property& p, const T& piece) {
+    if (p.kind != PropKind::kGather) return b.ToHost(piece);
+    HS_ASSIGN_OR_RETURN(T whole, b.AllGatherAlong(comm, piece, g.value(p.tensor).shape, p.dim, Lengths(p), CommImpl::kGrouped));
+    return b.ToHost(whole);
+  }
+
+  absl::Status Prepare();
+  absl::Status PrepareCompute(Op& op);
+
+  // Events since the last synchronization wait there until the time of the collective before
+  // them is known (Sync), then move to `events`.
+  void Record(const char* category, const std::string& name, double start, double dur) {
+    if (opt.trace && dur > 0) pending_events.push_back({name, category, rank, run_offset + start, dur});
+  }
+
+  // Runs local work and charges it to this rank's clock.
+  template <class F>
+  void Compute(const std::string& name, F&& f, const char* category = "compute") {
+    double dt;
+    if (opt.emulate) {
+      if (comm.name() == "threads" && !turn.owns_lock()) turn = std::unique_lock<std::mutex>(ComputeTurn());
+      const double c0 = ThreadCpuSeconds();
+      f();
+      dt = (ThreadCpuSeconds() - c0) * opt.slowdown;
+    } else {
+      const double w0 = WallSeconds();
+      f();
+      b.Wait();  // device work is asynchronous: its time is up to its completion
+      dt = WallSeconds() - w0;
+    }
+    Record(category, name, clock, dt);
+    clock += dt;
+    times.compute_s += dt;
+  }
+
+  // Emulated time: every rank waits for the slowest to arrive. The last collective's time is
+  // settled here too: all ranks leave a collective together, after the median of the times the
+  // ranks measured for it (robust against one rank's scheduling hiccup — a thread's CPU time in
+  // an in-process collective has a heavy tail from wake-ups on a busy host).
+  absl::Status Sync() {
+    if (turn.owns_lock()) turn.unlock();  // never hold the turn into a collective
+    if (!opt.emulate || comm.size() == 1) {
+      events.insert(events.end(), pending_events.begin(), pending_events.end());
+      pending_events.clear();
+      return absl::OkStatus();
+    }
+    const float mine[2] = {static_cast<float>(clock), static_cast<float>(pending_comm)};
+    std::vector<float> all(2 * static_cast<size_t>(comm.size()));
+    HS_RETURN_IF_ERROR(
+        comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(comm.size()), 2), CommImpl::kGrouped));
+    std::vector<double> measured;
+    double latest = clock;
+    for (int r = 0; r < comm.size(); ++r) {
+      latest = std::max<double>(latest, all[2 * static_cast<size_t>(r)]);
+      measured.push_back(all[2 * static_cast<size_t>(r) + 1]);
+    }
+    std::sort(measured.begin(), measured.end());
+    const size_t m = measured.size();
+    const double c = has_pending_comm ? (m % 2 ? measured[m / 2] : 0.5 * (measured[m / 2 - 1] + measured[m / 2])) : 0.0;
+    if (has_pending_comm) {
+      if (opt.trace && c > 0) events.push_back({pending_name, "communication", rank, run_offset + pending_start, c});
+      times.communication_s += c;
+    }
+    for (TraceEvent& e : pending_events) e.start_s += c;
+    events.insert(events.end(), pending_events.begin(), pending_events.end());
+    pending_events.clear();
+    clock += c;
+    latest += c;
+    has_pending_comm = false;
+    pending_comm = 0;
+    if (opt.trace && latest > clock) events.push_back({"wait", "idle", rank, run_offset + clock, latest - clock});
+    times.idle_s += latest - clock;
+    clock = latest;
+    return absl::OkStatus();
+  }
+
+  // Runs a collective (with its packing). Emulated on thread ranks: its time is the CPU time the
+  // ranks spend moving data (waiting for other threads is idle time, counted by Sync), settled at
+  // the next Sync; otherwise (MPI, or no emulation) this rank's wall time, at once.
+  template <class F>
+  absl::Status Communicate(const std::string& name, F&& f) {
+    HS_RETURN_IF_ERROR(Sync());
+    const bool cpu = opt.emulate && comm.name() == "threads";
+    const double t0 = cpu ? ThreadCpuSeconds() : WallSeconds();
+    absl::Status st = f();
+    if (!cpu) b.Wait();
+    const double dt = (cpu ? ThreadCpuSeconds() : WallSeconds()) - t0;
+    if (opt.emulate && comm.size() > 1) {
+      has_pending_comm = true;
+      pending_comm = dt;
+      pending_name = name;
+      pending_start = clock;
+    } else {
+      Record("communication", name, clock, dt);
+      clock += dt;
+      times.communication_s += dt;
+    }
+    return st;
+  }
+
+  void AddGrad(const Property& p, T&& t) {
+    auto it = grads.find(p);
+    if (it == grads.end()) {
+      grads.emplace(p, std::move(t));
+    } else {
+      b.AddInto(it->second, t);
+    }
+  }
+  // The gradient of a piece, zeros when nothing reached it on this rank.
+  T TakeGrad(const Property& p) {
+    auto it = grads.find(p);
+    if (it == grads.end()) return b.Make(LocalShape(p));
+    T t = std::move(it->second);
+    grads.erase(it);
+    return t;
+  }
+
+  std::vector<const T*> Inputs(size_t i, const Op& op) const {
+    std::vector<const T*> in;
+    for (size_t k = 0; k < op.num_inputs; ++k) {
+      in.push_back(static_cast<int>(k) == op.route_input ? &routes[i] : &vals.at(op.rule.pre[k]).get());
+    }
+    return in;
+  }
+
+  absl::Status Forward();
+  absl::Status Backward(std::map<std::string, T>* param_grads);
+  absl::StatusOr<StepMetrics> Step(const Batch& batch) override;
+  int64_t steps() const override { return optimizer.steps(); }
+  int rank_index() const override { return rank; }
+  const std::vector<TraceEvent>& trace_events() const override { return events; }
+  absl::StatusOr<std::map<std::string, Tensor>> FullParameters() override;
+  absl::Status Save(const std::string& path, const std::string& model) override;
+  absl::Status Load(const std::string& path) override;
+};
+
+template <class B>
+absl::Status ExecutorImpl<B>::PrepareCompute(Op& op) {
+  const instr::Instruction& in = *op.instr;
+  const ir::Node& node = g.node(in.node);
+  bool found = false;
+  for (instr::ComputeRule& r : instr::ShardingRules(g, in.node)) {
+    if (r.name == in.rule) op.rule = std::move(r), found = true;
+  }
+  if (!found) return absl::InvalidArgumentError(StrCat("node '", node.name, "' has no rule '", in.rule, "'"));
+  op.node = node;
+  op.label = node.name;
+  op.out_shape = LocalShape(op.rule.post);
+  op.num_inputs = node.inputs.size();
+  for (const Property& p : op.rule.pre) {
+    if (p.kind == PropKind::kGather && ir::NumElements(LocalShape(p)) == 0) op.skip = true;
+  }
+  if (ir::NumElements(op.out_shape) == 0) op.skip = true;
+  if (op.rule.bias_once) {
+    // The device with the largest piece adds the bias (never an empty one).
+    const Property& split = op.rule.split.at(0).prop;
+    const std::vector<int64_t> len = Lengths(split);
+    const int owner = static_cast<int>(std::max_element(len.begin(), len.end()) - len.begin());
+    if (owner != rank) op.num_inputs = 2;
+  }
+  const Property& post = op.rule.post;
+  switch (node.kind) {
+    case ir::OpKind::kAttention:
+      if (post.kind == PropKind::kGather && post.dim == 2) {
+        const int64_t width = g.value(node.output).shape[2] / node.attrs.heads;
+        op.node.attrs.heads = op.out_shape[2] / width;
+      }
+      break;
+    case ir::OpKind::kReshape:
+    case ir::OpKind::kExpand:
+      op.node.attrs.shape = op.out_shape;
+      break;
+    case ir::OpKind::kDropout:
+      if (post.kind == PropKind::kGather) {
+        op.has_shard = true;
+        op.shard = {g.value(node.output).shape, post.dim, Offset(Lengths(post), rank)};
+      }
+      break;
+    case ir::OpKind::kEmbedding:
+      if (op.rule.pre[1].kind == PropKind::kGather && op.rule.pre[1].dim == 0) {
+        op.has_shard = true;
+        op.shard = {g.value(node.inputs[1]).shape, 0, Offset(Lengths(op.rule.pre[1]), rank)};
+      }
+      break;
+    case ir::OpKind::kCrossEntropy:
+      if (op.rule.pre[0].kind == PropKind::kGather) {
+        op.has_shard = true;
+        op.shard = {g.value(node.inputs[0]).shape, op.rule.pre[0].dim, Offset(Lengths(op.rule.pre[0]), rank)};
+      }
+      break;
+    case ir::OpKind::kMoEDispatch:
+    case ir::OpKind::kMoECombine:
+      if (op.rule.name == "experts") {
+        const Property& split = node.kind == ir::OpKind::kMoEDispatch ? post : op.rule.pre[0];
+        const std::vector<int64_t> len = Lengths(split);
+        op.route_input = 1;
+        op.expert_offset = Offset(len, rank);
+        op.local_experts = len[static_cast<size_t>(rank)];
+        if (node.kind == ir::OpKind::kMoEDispatch) op.node.attrs.experts = op.local_experts;
+      }
+      break;
+    default:
+      break;
+  }
+  return absl::OkStatus();
+}
+
+template <class B>
+absl::Status ExecutorImpl<B>::Prepare() {
+  const instr::Program& prog = plan.program;
+  if (prog.num_devices != comm.size()) {
+    std::string names;
+    for (const std::string& d : plan.devices) names += (names.empty() ? "" : ", ") + d;
+    return absl::InvalidArgumentError(StrCat("the plan is for ", prog.num_devices, " devices (", names,
+                                             ") but this run has ", comm.size(), " rank",
+                                             comm.size() == 1 ? "" : "s", "; run one rank per device"));
+  }
+  HS_RETURN_IF_ERROR(instr::CheckProgram(g, prog));
+  HS_RETURN_IF_ERROR(ValidateOptimizerConfig(opt.optimizer));
+  if (!(opt.slowdown >= 1.0 && std::isfinite(opt.slowdown))) {
+    return absl::InvalidArgumentError(StrCat("slowdown ", opt.slowdown, "; expected a finite number >= 1"));
+  }
+  needs_grad.assign(g.values().size(), false);
+  for (ir::ValueId p : g.parameters()) needs_grad[static_cast<size_t>(p)] = true;
+  for (const ir::Node& n : g.nodes()) {
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      if (needs_grad[static_cast<size_t>(n.inputs[i])] && Differentiable(n.kind, i)) {
+        needs_grad[static_cast<size_t>(n.output)] = true;
+      }
+    }
+  }
+  for (const instr::Instruction& in : prog.instructions) {
+    Op op;
+    op.instr = &in;
+    if (in.kind == InstrKind::kCompute) {
+      HS_RETURN_IF_ERROR(PrepareCompute(op));
+    } else {
+      op.full = g.value(in.tensor).shape;
+      op.label = StrCat(instr::InstrKindName(in.kind), "(", g.value(in.tensor).name, ")");
+      if (in.dim >= 0) op.lengths = Lengths(Property::Gather(in.tensor, in.dim));
+      if (in.dim2 >= 0) op.lengths2 = Lengths(Property::Gather(in.tensor, in.dim2));
+      if (in.kind == InstrKind::kPlaceParameter) {
+        const ir::Value& v = g.value(in.tensor);
+        param_prop[v.name] = in.post.at(0);
+        params[v.name] = PieceOf(param_prop[v.name], InitParameter(v, opt.seed));
+      }
+    }
+    ops.push_back(std::move(op));
+  }
+  return absl::OkStatus();
+}
+
+template <class B>
+absl::Status ExecutorImpl<B>::Forward() {
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const Op& op = ops[i];
+    const instr::Instruction& in = *op.instr;
+    const int me = rank;
+    switch (in.kind) {
+      case InstrKind::kPlaceInput: {
+        const Tensor& x = batch->at(g.value(in.tensor).name);
+        Slot s;
+        if (in.dim < 0) {
+          if constexpr (B::kHostTensors) {
+            s.alias = &x;
+          } else {
+            Compute(op.label, [&] { s.value = b.FromHost(x); });
+          }
+        } else {
+          Compute(op.label, [&] { s.value = b.FromHost(Slice(x, in.dim, Offset(op.lengths, me), op.lengths[static_cast<size_t>(me)])); });
+        }
+        vals[in.post.at(0)] = std::move(s);
+        break;
+      }
+      case InstrKind::kPlaceParameter: {
+        Slot s;
+        s.alias = &params.at(g.value(in.tensor).name);
+        vals[in.post.at(0)] = std::move(s);
+        break;
+      }
+      case InstrKind::kCompute: {
+        if (op.route_input >= 0 && !op.skip) {
+          // Routes name global experts: keep ours, renumbered from 0; drop the others.
+          routes[i] = b.Clone(vals.at(op.rule.pre[static_cast<size_t>(op.route_input)]).get());
+          b.RenumberRoutes(routes[i], op.expert_offset, op.local_experts);
+        }
+        T out = b.Make(op.out_shape);
+        if (!op.skip) {
+          const std::vector<const T*> inputs = Inputs(i, op);
+          KernelContext kc = ctx;
+          if (op.has_shard) kc.shard = &op.shard;
+          Compute(op.label, [&] { b.Forward(op.node, kc, inputs, out, saved[i]); });
+        }
+        Slot s;
+        s.value = std::move(out);
+        vals[op.rule.post] = std::move(s);
+        break;
+      }
+      case InstrKind::kAllGather: {
+        const T& piece = vals.at(in.pre.at(0)).get();
+        Slot s;
+        HS_RETURN_IF_ERROR(Communicate(op.label, [&]() -> absl::Status {
+          HS_ASSIGN_OR_RETURN(s.value, b.AllGatherAlong(comm, piece, op.full, in.dim, op.lengths, ToComm(in.impl)));
+          return absl::OkStatus();
+        }));
+        vals[in.post.at(0)] = std::move(s);
+        break;
+      }
+      case InstrKind::kReduceScatter: {
+        const T& whole = vals.at(in.pre.at(0)).get();
+        Slot s;
+        HS_RETURN_IF_ERROR(Communicate(op.label, [&]() -> absl::Status {
+          HS_ASSIGN_OR_RETURN(s.value, b.ReduceScatterAlong(comm, whole, in.dim, op.lengths, ToComm(in.impl)));
+          return absl::OkStatus();
+        }));
+        vals[in.post.at(0)] = std::move(s);
+        break;
+      }
+      case InstrKind::kAllReduce: {
+        Slot s;
+        s.value = b.Clone(vals.at(in.pre.at(0)).get());
+        HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return comm.AllReduce(s.value.ptr(), s.value.numel()); }));
+        vals[in.post.at(0)] = std::move(s);
+        break;
+      }
+      case InstrKind::kAllToAll: {
+        const T& piece = vals.at(in.pre.at(0)).get();
+        Slot s;
+        HS_RETURN_IF_ERROR(Communicate(op.label, [&]() -> absl::Status {
+          HS_ASSIGN_OR_RETURN(s.value, b.AllToAllAlong(comm, piece, op.full, in.dim, op.lengths, in.dim2, op.lengths2));
+          return absl::OkStatus();
+        }));
+        vals[in.post.at(0)] = std::move(s);
+        break;
+      }
+      case InstrKind::kSlice: {
+        const T& whole = vals.at(in.pre.at(0)).get();
+        Slot s;
+        Compute(op.label, [&] { s.value = b.Slice(whole, in.dim, Offset(op.lengths, me), op.lengths[static_cast<size_t>(me)]); });
+        vals[in.post.at(0)] = std::move(s);
+        break;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <class B>
+absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
+  const ir::ValueId loss = g.loss();
+  if (vals.count(Property::Identity(loss))) {
+    // Every rank holds the whole loss; rank 0's copy stands for it.
+    if (rank == 0) grads.emplace(Property::Identity(loss), b.FromHost(Tensor({}, 1.0f)));
+  } else {
+    grads.emplace(Property::Reduce(loss), b.FromHost(Tensor({}, 1.0f)));  // loss = Σ ranks' pieces
+  }
+  for (size_t i = ops.size(); i-- > 0;) {
+    const Op& op = ops[i];
+    const instr::Instruction& in = *op.instr;
+    const ir::ValueId t = in.tensor;
+    switch (in.kind) {
+      case InstrKind::kPlaceInput:
+        break;
+      case InstrKind::kPlaceParameter: {
+        const std::string& name = g.value(t).name;
+        T grad = TakeGrad(in.post.at(0));
+        if (in.dim < 0) {
+          // Replicated: every rank's contribution is part of the gradient.
+          HS_RETURN_IF_ERROR(Communicate(StrCat("all_reduce(grad ", name, ")"),
+                                         [&] { return comm.AllReduce(grad.ptr(), grad.numel()); }));
+        }
+        (*param_grads)[name] = std::move(grad);
+        break;
+      }
+      case InstrKind::kCompute: {
+        auto it = grads.find(op.rule.post);
+        if (it == grads.end() || op.skip) {
+          if (it != grads.end()) grads.erase(it);
+          break;
+        }
+        const T dout = std::move(it->second);
+        grads.erase(it);
+        const std::vector<const T*> inputs = Inputs(i, op);
+        std::vector<T> store(op.num_inputs);
+        std::vector<T*> din(op.num_inputs, nullptr);
+        for (size_t k = 0; k < op.num_inputs; ++k) {
+          if (needs_grad[static_cast<size_t>(op.node.inputs[k])] && Differentiable(op.node.kind, k)) {
+            store[k] = b.Make(inputs[k]->shape);
+            din[k] = &store[k];
+          }
+        }
+        KernelContext kc = ctx;
+        if (op.has_shard) kc.shard = &op.shard;
+        const T& out = vals.at(op.rule.post).get();
+        Compute(op.label, [&] { b.Backward(op.node, kc, inputs, out, dout, saved[i], din); });
+        saved[i] = typename B::Saved();
+        for (size_t k = 0; k < op.num_inputs; ++k) {
+          if (din[k]) AddGrad(op.rule.pre[k], std::move(store[k]));
+        }
+        break;
+      }
+      case InstrKind::kAllGather: {
+        if (!needs_grad[static_cast<size_t>(t)]) break;
+        const T grad = TakeGrad(in.post.at(0));
+        T piece;
+        HS_RETURN_IF_ERROR(Communicate(StrCat("reduce_scatter(grad ", g.value(t).name, ")"), [&]() -> absl::Status {
+          HS_ASSIGN_OR_RETURN(piece, b.ReduceScatterAlong(comm, grad, in.dim, op.lengths, ToComm(in.impl)));
+          return absl::OkStatus();
+        }));
+        AddGrad(in.pre.at(0), std::move(piece));
+        break;
+      }
+      case InstrKind::kReduceScatter: {
+        if (!needs_grad[static_cast<size_t>(t)]) break;
+        const T grad = TakeGrad(in.post.at(0));
+        T whole;
+        HS_RETURN_IF_ERROR(Communicate(StrCat("all_gather(grad ", g.value(t).name, ")"), [&]() -> absl::Status {
+          HS_ASSIGN_OR_RETURN(whole, b.AllGatherAlong(comm, grad, op.full, in.dim, op.lengths, ToComm(in.impl)));
+          return absl::OkStatus();
+        }));
+        AddGrad(in.pre.at(0), std::move(whole));
+        break;
+      }
+      case InstrKind::kAllReduce: {
+        if (!needs_grad[static_cast<size_t>(t)]) break;
+        T grad = TakeGrad(in.post.at(0));
+        HS_RETURN_IF_ERROR(Communicate(StrCat("all_reduce(grad ", g.value(t).name, ")"),
+                                       [&] { return comm.AllReduce(grad.ptr(), grad.numel()); }));
+        AddGrad(in.pre.at(0), std::move(grad));
+        break;
+      }
+      case InstrKind::kAllToAll: {
+        if (!needs_grad[static_cast<size_t>(t)]) break;
+        const T grad = TakeGrad(in.post.at(0));
+        T piece;
+        HS_RETURN_IF_ERROR(Communicate(StrCat("all_to_all(grad ", g.value(t).name, ")"), [&]() -> absl::Status {
+          HS_ASSIGN_OR_RETURN(piece, b.AllToAllAlong(comm, grad, op.full, in.dim2, op.lengths2, in.dim, op.lengths));
+          return absl::OkStatus();
+        }));
+        AddGrad(in.pre.at(0), std::move(piece));
+        break;
+      }
+      case InstrKind::kSlice: {
+        auto it = grads.find(in.post.at(0));
+        if (it == grads.end()) break;
+        T whole = b.Make(op.full);
+        Compute(op.label, [&] { b.Place(it->second, in.dim, Offset(op.lengths, rank), whole); });
+        grads.erase(it);
+        AddGrad(in.pre.at(0), std::move(whole));
+        break;
+      }
+    }
+  }
+  grads.clear();
+  return absl::OkStatus();
+}
+
+template <class B>
+absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
+  HS_RETURN_IF_ERROR(ValidateBatch(g, input, "batch"));
+  batch = &input;
+  ctx.step = optimizer.steps();
+  clock = 0;
+  times = RankTimes();
+  has_pending_comm = false;
+  pending_comm = 0;
+  pending_events.clear();
+  vals.clear();
+  grads.clear();
+  saved.clear();
+  saved.resize(ops.size());
+  routes.clear();
+  routes.resize(ops.size());
+
+  absl::Status st = Forward();
+  const ir::ValueId loss_id = g.loss();
+  float loss = 0;
+  bool loss_partial = false;
+  if (st.ok()) {
+    if (auto it = vals.find(Property::Identity(loss_id)); it != vals.end()) {
+      loss = b.ReadScalar(it->second.get());
+    } else if (auto r = vals.find(Property::Reduce(loss_id)); r != vals.end()) {
+      loss = b.ReadScalar(r->second.get());
+      loss_partial = true;
+    } else {
+      st = absl::InternalError("the plan does not reach the loss");
+    }
+  }
+  std::map<std::string, T> param_grads;
+  if (st.ok()) st = Backward(&param_grads);
+  if (!st.ok()) {
+    if (turn.owns_lock()) turn.unlock();
+    vals.clear();
+    return st;
+  }
+  Compute("optimizer", [&] { b.OptimizerStep(optimizer, params, param_grads); }, "optimizer");
+  HS_RETURN_IF_ERROR(b.status());
+  vals.clear();
+  routes.clear();
+  HS_RETURN_IF_ERROR(Sync());
+
+  // Reporting (not timed): the global loss and every rank's breakdown.
+  if (loss_partial) HS_RETURN_IF_ERROR(comm.AllReduce(&loss, 1));
+  const int n = comm.size();
+  const float mine[4] = {static_cast<float>(times.compute_s), static_cast<float>(times.communication_s),
+                         static_cast<float>(times.idle_s), static_cast<float>(clock)};
+  std::vector<float> all(static_cast<size_t>(4 * n));
+  HS_RETURN_IF_ERROR(comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(n), 4), CommImpl::kGrouped));
+  StepMetrics m;
+  m.step = optimizer.steps();
+  m.loss = loss;
+  for (int r = 0; r < n; ++r) {
+    const float* x = &all[static_cast<size_t>(4 * r)];
+    m.ranks.push_back({x[0], x[1], x[2]});
+    m.step_time_s = std::max<double>(m.step_time_s, x[3]);
+  }
+  run_offset += m.step_time_s;
+  return m;
+}
+
+
+// "layers.0.w.exp_avg" → "layers.0.w" when that is a parameter.
+inline std::string ParamOfState(const std::string& key) {
+  const size_t dot = key.rfind('.');
+  return dot == std::string::npos ? "" : key.substr(0, dot);
+}
+
+template <class B>
+absl::StatusOr<std::map<std::string, Tensor>> ExecutorImpl<B>::FullParameters() {
+  std::map<std::string, Tensor> out;
+  for (const auto& [name, piece] : params) {
+    HS_ASSIGN_OR_RETURN(out[name], WholeOf(param_prop.at(name), piece));
+  }
+  HS_RETURN_IF_ERROR(b.status());
+  return out;
+}
+
+template <class B>
+absl::Status ExecutorImpl<B>::Save(const std::string& path, const std::string& model) {
+  HS_ASSIGN_OR_RETURN(auto full, FullParameters());
+  std::map<std::string, Tensor> state;
+  for (auto& [key, piece] : b.StateTensors(optimizer)) {
+    HS_ASSIGN_OR_RETURN(state[key], WholeOf(param_prop.at(ParamOfState(key)), b.FromHost(std::move(piece))));
+  }
+  // Rank 0 writes; every rank learns whether it worked.
+  absl::Status st;
+  float ok = 1;
+  if (rank == 0) {
+    st = WriteCheckpoint(path, model, full, state, optimizer.config().kind, optimizer.steps());
+    ok = st.ok() ? 1.0f : 0.0f;
+  }
+  HS_RETURN_IF_ERROR(comm.Broadcast(&ok, 1, 0));
+  if (rank == 0) return st;
+  if (ok != 1.0f) return absl::AbortedError(StrCat("rank 0 could not write checkpoint '", path, "'"));
+  return absl::OkStatus();
+}
+
+template <class B>
+absl::Status ExecutorImpl<B>::Load(const std::string& path) {
+  std::map<std::string, ir::Shape> shapes;
+  for (const auto& [name, p] : param_prop) shapes[name] = g.value(p.tensor).shape;
+  HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, shapes, optimizer.config().kind));
+  for (auto& [name, t] : params) t = PieceOf(param_prop.at(name), std::move(ck.params.at(name)));
+  std::map<std::string, Tensor> state;
+  for (auto& [key, whole] : ck.state) {
+    const Property& p = param_prop.at(ParamOfState(key));
+    if (p.kind != PropKind::kGather) {
+      state[key] = std::move(whole);
+    } else {
+      const std::vector<int64_t> len = Lengths(p);
+      state[key] = Slice(whole, p.dim, Offset(len, rank), len[static_cast<size_t>(rank)]);
+    }
+  }
+  b.RestoreState(optimizer, std::move(state), ck.step);
+  return b.status();
+}
+
+// Checks the plan and makes this rank's executor on backend `b`.
+template <class B>
+absl::StatusOr<std::unique_ptr<Executor::Impl>> MakeExecutor(B b, const ir::Graph& graph, const instr::Plan& plan,
+                                                              Communicator& comm, ExecutorOptions options) {
+  auto impl = std::make_unique<ExecutorImpl<B>>(std::move(b), graph, plan, comm, options);
+  HS_RETURN_IF_ERROR(impl->Prepare());
+  return std::unique_ptr<Executor::Impl>(std::move(impl));
+}
+
+}  // namespace executor_detail
+}  // namespace hetsynth::runtime

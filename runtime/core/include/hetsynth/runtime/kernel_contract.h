@@ -1,0 +1,62 @@
+// What every backend's kernels agree on: where a piece of a split tensor sits (ShardInfo), what
+// a kernel is told besides its tensors (KernelContext), what forward keeps for backward
+// (SavedState), and which inputs carry a gradient (Differentiable).
+//
+// The forward/backward contract, shared by the CPU kernels (hetsynth/runtime/kernels.h) and the
+// CUDA backend's operators: kernels take their shapes from the tensors they are given, not from
+// the graph, so the same kernel runs a full tensor on one device or a shard of it on one rank;
+// `out` arrives shaped and zero-filled; din[i] is nullptr when input i needs no gradient, else a
+// zero-filled tensor shaped like in[i] into which backward adds dLoss/d in[i].
+//
+//   KernelContext ctx{.step = trainer_step};
+//   ShardInfo piece{.full = {8, 16}, .dim = 0, .start = 4};   // rows [4, 4 + rows) of [8, 16]
+//   ctx.shard = &piece;
+//   if (Differentiable(node.kind, i)) { /* input i gets a gradient */ }
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "hetsynth/ir/graph.h"
+#include "hetsynth/runtime/tensor.h"
+
+namespace hetsynth::runtime {
+
+// Where the piece a kernel runs on sits in the full tensor of the single-device graph: the
+// piece is full[..., start : start + piece.dim(dim), ...] along `dim`.
+struct ShardInfo {
+  ir::Shape full;   // shape of the full tensor
+  int dim = -1;
+  int64_t start = 0;
+};
+
+struct KernelContext {
+  int64_t step = 0;  // training step (0-based); dropout masks depend on it
+  // Set when the kernel runs on a piece of a tensor split across ranks; nullptr for a whole
+  // tensor. Only three kernels read it (the others ignore it), and each checks that it matches
+  // the piece it is given (same rank, dim in range, start + length <= full[dim], other dims
+  // equal):
+  //  - dropout: describes the output (= input) piece. Each element's keep/drop decision uses
+  //    its row-major index in the full tensor, so the pieces drop exactly the elements the
+  //    single-device run drops (forward and backward).
+  //  - embedding: describes the table (input 1) piece, split on dim 0: it holds rows
+  //    [start, start + table.dim(0)) of the full table. Ids are validated against the full
+  //    vocabulary full[0]; an id outside the piece's rows gives a zero output row and no
+  //    gradient, one inside uses row id − start. The pieces' outputs sum to the full output.
+  //  - cross_entropy: describes the logits piece, split on a dim other than the last. The loss
+  //    is the sum over the piece's rows divided by the full logits' row count (product of the
+  //    full dims except the last), and backward uses the same divisor, so the pieces' losses
+  //    sum to the single-device loss.
+  const ShardInfo* shard = nullptr;
+};
+
+// Tensors a forward kernel keeps for its backward.
+struct SavedState {
+  std::vector<Tensor> tensors;
+};
+
+// Whether input i of an op of this kind can carry a gradient (false for labels, ids, routes).
+bool Differentiable(ir::OpKind kind, size_t input);
+
+}  // namespace hetsynth::runtime

@@ -1,0 +1,47 @@
+// What every trainer shares — the CPU Trainer (trainer.h), the CUDA backend's device trainer
+// and the plan executor on any backend: the initial value of each parameter, and checkpoints of
+// full tensors, so that a run moves freely between one device and n ranks, CPU and GPU.
+//
+//   Tensor w = InitParameter(graph.value(p), /*seed=*/0);
+//   HS_RETURN_IF_ERROR(WriteCheckpoint("ckpt.safetensors", "mlp", params, state, OptimizerKind::kAdam, step));
+//   HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint("ckpt.safetensors", shapes, OptimizerKind::kAdam));
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "hetsynth/ir/graph.h"
+#include "hetsynth/runtime/optimizer.h"
+#include "hetsynth/runtime/tensor.h"
+
+namespace hetsynth::runtime {
+
+// The initial value of a parameter: its Init applied to the stream Rng(seed, Fnv1a(name)),
+// elements in row-major order (docs/models.md).
+Tensor InitParameter(const ir::Value& param, uint64_t seed);
+
+// "ckpt.safetensors" -> "ckpt.optim.safetensors"; other names get ".optim.safetensors".
+std::string OptimizerStatePath(const std::string& checkpoint);
+
+// Checkpoints of full tensors, shared by single-device and multi-rank training (so one moves
+// freely between them): parameters in `path`, optimizer state (when any) in
+// OptimizerStatePath(path), metadata format/model/step/optimizer in both.
+struct Checkpoint {
+  std::map<std::string, Tensor> params;
+  std::map<std::string, Tensor> state;  // empty when absent or written by another optimizer
+  int64_t step = 0;
+};
+absl::Status WriteCheckpoint(const std::string& path, const std::string& model,
+                             const std::map<std::string, Tensor>& params,
+                             const std::map<std::string, Tensor>& state, OptimizerKind optimizer,
+                             int64_t step);
+// Every parameter of `shapes` must be present with its shape and nothing else; state tensors
+// must belong to a parameter of its shape.
+absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path,
+                                          const std::map<std::string, ir::Shape>& shapes,
+                                          OptimizerKind optimizer);
+
+}  // namespace hetsynth::runtime

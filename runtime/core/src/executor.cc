@@ -1,0 +1,18 @@
+// Executor's members (executor.h), whatever the backend behind its Impl; Executor::Create, the
+// CPU one, is the CPU backend's (backends/cpu/src/executor.cc).
+#include "hetsynth/runtime/executor.h"
+
+namespace hetsynth::runtime {
+
+Executor::Executor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Executor::~Executor() = default;
+
+absl::StatusOr<StepMetrics> Executor::Step(const Batch& batch) { return impl_->Step(batch); }
+int64_t Executor::step() const { return impl_->steps(); }
+int Executor::rank() const { return impl_->rank_index(); }
+const std::vector<TraceEvent>& Executor::TraceEvents() const { return impl_->trace_events(); }
+absl::StatusOr<std::map<std::string, Tensor>> Executor::FullParameters() { return impl_->FullParameters(); }
+absl::Status Executor::Save(const std::string& path, const std::string& model) { return impl_->Save(path, model); }
+absl::Status Executor::Load(const std::string& path) { return impl_->Load(path); }
+
+}  // namespace hetsynth::runtime

@@ -1,9 +1,0 @@
-// Launch instantiations of the executor's functors (executor_kernels.h).
-#include "gpu/executor_kernels.h"
-#include "gpu/launch.cuh"
-
-namespace hetsynth::runtime::gpu {
-HS_GPU_FOR(SliceCopy)
-HS_GPU_FOR(PlaceCopy)
-HS_GPU_FOR(RenumberRoutesFn)
-}  // namespace hetsynth::runtime::gpu
