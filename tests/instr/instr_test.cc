@@ -1,8 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "hetsynth/instr/program.h"
 #include "hetsynth/instr/rules.h"
 #include "hetsynth/ir/models.h"
+#include "hetsynth/ir/op_table.h"
+#include "ir/op_samples.h"
 
 namespace hetsynth::instr {
 namespace {
@@ -32,7 +36,7 @@ Instruction Place(const ir::Graph& g, const std::string& t, int dim = -1) {
   return in;
 }
 
-Instruction Compute(const ir::Graph& g, const std::string& node, const std::string& rule) {
+Instruction Compute(const ir::Graph& g, const std::string& node, RuleId rule) {
   Instruction in;
   in.kind = InstrKind::kCompute;
   in.node = g.value(g.Find(node)).producer;
@@ -65,7 +69,7 @@ Program DataParallel(const ir::Graph& g, std::vector<double> ratios) {
 TEST(Rules, LinearHasReplicatedBatchColumnAndRowSplits) {
   const ir::Graph g = Tiny();
   std::vector<std::string> names;
-  for (const ComputeRule& r : ShardingRules(g, g.value(g.Find("fc1")).producer)) names.push_back(r.name);
+  for (const ComputeRule& r : ShardingRules(g, g.value(g.Find("fc1")).producer)) names.push_back(RuleName(r.id));
   EXPECT_EQ(names, (std::vector<std::string>{"replicated", "batch0", "column", "row"}));
   const ComputeRule row = ShardingRules(g, g.value(g.Find("head")).producer)[3];
   EXPECT_EQ(PropertyString(g, row.post), "Reduce(head)");
@@ -76,7 +80,7 @@ TEST(Rules, LinearHasReplicatedBatchColumnAndRowSplits) {
 TEST(Rules, AttentionHeadSplitCutsWholeHeads) {
   const ir::Graph g = *ir::BuildModel(*ir::MakeModelSpec("gpt", {}, 0, ir::Preset::kSmall));
   for (const ComputeRule& r : ShardingRules(g, g.value(g.Find("layers.0.attn")).producer)) {
-    if (r.name != "heads") continue;
+    if (r.id != RuleId(RuleFamily::kHeads)) continue;
     ASSERT_EQ(r.split.size(), 4u);
     for (const SplitUse& u : r.split) EXPECT_EQ(u.max_atoms, 4);  // 4 heads of the small gpt
     return;
@@ -90,8 +94,15 @@ TEST(Rules, EveryNodeOfEveryModelHasTheReplicatedRuleFirst) {
     for (size_t n = 0; n < g.nodes().size(); ++n) {
       const auto rules = ShardingRules(g, static_cast<ir::NodeId>(n));
       ASSERT_FALSE(rules.empty());
-      EXPECT_EQ(rules[0].name, "replicated");
-      for (const ComputeRule& r : rules) EXPECT_EQ(r.pre.size(), g.node(static_cast<ir::NodeId>(n)).inputs.size());
+      EXPECT_EQ(rules[0].id, RuleId(RuleFamily::kReplicated));
+      std::set<RuleId> ids;
+      for (const ComputeRule& r : rules) {
+        EXPECT_EQ(r.pre.size(), g.node(static_cast<ir::NodeId>(n)).inputs.size());
+        EXPECT_TRUE(ids.insert(r.id).second) << "two rules " << r.id << " of " << g.node(static_cast<ir::NodeId>(n)).name;
+        EXPECT_EQ(r.name, RuleName(r.id));
+        RuleId back;
+        EXPECT_TRUE(ParseRuleName(RuleName(r.id), &back) && back == r.id) << r.id;
+      }
     }
   }
 }
@@ -185,6 +196,86 @@ TEST(PlanJson, RoundTripsAndRefusesACorruptedTriple) {
   absl::StatusOr<Plan> bad = PlanFromJson(g, corrupt, "p.json");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("plan 'p.json': program[6]: stated triple"), std::string::npos) << bad.status();
+}
+
+TEST(RuleId, NamesRoundTripAndOnlyExactNamesParse) {
+  static_assert(RuleId("split1_2") == RuleId(RuleFamily::kSplit, 1, 2));
+  static_assert(RuleId("out_channels") == RuleId(RuleFamily::kOutChannels));
+  static_assert(RuleId("batch0") < RuleId("batch1") && RuleId("replicated") < RuleId("split0"));
+  for (const char* name : {"replicated", "partial", "batch", "batch0", "batch12", "split3", "split1_2", "column", "row",
+                           "rows", "columns", "inner", "heads", "hidden", "vocab", "out_channels", "in_channels",
+                           "experts", "tokens"}) {
+    RuleId id;
+    ASSERT_TRUE(ParseRuleName(name, &id)) << name;
+    EXPECT_EQ(RuleName(id), name);
+    EXPECT_EQ(StrCat(id), name);
+  }
+  for (const char* bad : {"", "frob", "Batch0", "batch01", "batch-1", "split_1", "split1_", "split1__2", "split1_2_3",
+                          "batch1234567", "heads "}) {
+    RuleId id(RuleFamily::kTokens, 7);
+    EXPECT_FALSE(ParseRuleName(bad, &id)) << bad;
+    EXPECT_EQ(id, RuleId(RuleFamily::kTokens, 7)) << "a failed parse leaves the id alone";
+  }
+}
+
+TEST(PlanJson, ARuleTheNodeLacksIsRefusedWithItsRules) {
+  const ir::Graph g = Tiny();
+  Plan plan;
+  plan.model = "tiny";
+  plan.batch = 8;
+  plan.cluster = "two";
+  plan.devices = {"a", "b"};
+  plan.program = DataParallel(g, {0.5, 0.5});
+  const std::string text = PlanToJson(g, plan);
+  const std::string from = "\"rule\": \"batch0\"";
+  ASSERT_NE(text.find(from), std::string::npos) << text;
+  for (const std::string rule : {"heads", "frob", "batch00"}) {
+    std::string bad = text;
+    bad.replace(bad.find(from), from.size(), StrCat("\"rule\": \"", rule, "\""));
+    absl::StatusOr<Plan> back = PlanFromJson(g, bad, "p.json");
+    ASSERT_FALSE(back.ok());
+    EXPECT_EQ(back.status().message(), StrCat("plan 'p.json': program[6]: node 'fc1' has no rule '", rule,
+                                              "'; its rules: replicated, batch0, column, row"));
+  }
+}
+
+// Ops of a family (ir::Sharding) get their rules from their op table entry, with no code of
+// their own in rules.cc: a new elementwise op (sigmoid, tanh) is sharded by its entry alone.
+TEST(Rules, FamilyOpsGetTheirRulesFromTheOpTable) {
+  int seen = 0;
+  for (const ir::OpDef& def : ir::OpTable()) {
+    using Family = ir::Sharding::Family;
+    if (def.sharding.family != Family::kKeepDims && def.sharding.family != Family::kReplicatedOnly) continue;
+    SCOPED_TRACE(std::string(def.name));
+    ++seen;
+    absl::StatusOr<ir::Graph> g = ir::testing::SampleGraph(def.kind);
+    ASSERT_TRUE(g.ok()) << g.status();
+    const ir::NodeId op = g->value(g->Find("op")).producer;
+    const ir::Node& n = g->node(op);
+    std::vector<ComputeRule> want(1);
+    want[0].id = RuleFamily::kReplicated;
+    for (ValueId v : n.inputs) want[0].pre.push_back(Property::Identity(v));
+    want[0].post = Property::Identity(n.output);
+    if (def.sharding.family == Family::kKeepDims) {
+      const int rank = static_cast<int>(g->value(n.output).shape.size());
+      for (int d = 0; d < rank - def.sharding.whole_trailing_dims; ++d) {
+        ComputeRule r;
+        r.id = RuleId(RuleFamily::kSplit, d);
+        r.pre = {Property::Gather(n.inputs[0], d)};
+        for (size_t i = 1; i < n.inputs.size(); ++i) r.pre.push_back(Property::Identity(n.inputs[i]));
+        r.post = Property::Gather(n.output, d);
+        want.push_back(r);
+      }
+    }
+    const std::vector<ComputeRule> got = ShardingRules(*g, op);
+    ASSERT_EQ(got.size(), want.size() + (def.sharding.partial != ir::Partial::kNone));
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(got[i].id, want[i].id);
+      EXPECT_EQ(got[i].pre, want[i].pre) << got[i].id;
+      EXPECT_EQ(got[i].post, want[i].post) << got[i].id;
+    }
+  }
+  EXPECT_GE(seen, 10);
 }
 
 }  // namespace
