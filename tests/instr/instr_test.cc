@@ -311,7 +311,9 @@ TEST(LocalCompute, EveryRuleOfEveryOpGivesPiecesItsKernelAccepts) {
         const LocalCompute lc = Local(*g, p, rank);
         EXPECT_EQ(lc.rule.id, rule.id);
         EXPECT_EQ(lc.out_shape, PieceShape(*g, p, rule.post, rank));
-        if (!rule.bias_once) EXPECT_EQ(lc.num_inputs, g->node(op).inputs.size());
+        if (!rule.bias_once) {
+          EXPECT_EQ(lc.num_inputs, g->node(op).inputs.size());
+        }
         std::vector<ir::Shape> pieces;
         for (size_t i = 0; i < lc.num_inputs; ++i) pieces.push_back(PieceShape(*g, p, rule.pre[i], rank));
         ASSERT_FALSE(lc.skip) << "rank " << rank << ": the sample's pieces are all non-empty";
