@@ -113,7 +113,7 @@ absl::Status RunExplain(const std::string& path) {
   for (size_t k = 0; k < p.instructions.size(); ++k) {
     const instr::Instruction& in = p.instructions[k];
     std::string head = in.kind == instr::InstrKind::kCompute
-                           ? fmt::format("{} '{}' [{}]", instr::InstrKindName(in.kind), g.node(in.node).name, in.rule)
+                           ? fmt::format("{} '{}' [{}]", instr::InstrKindName(in.kind), g.node(in.node).name, instr::RuleName(in.rule))
                            : fmt::format("{} '{}'", instr::InstrKindName(in.kind), g.value(in.tensor).name);
     if (in.impl != instr::CollImpl::kNone) head += fmt::format(" ({})", instr::CollImplName(in.impl));
     std::vector<std::string> pre, post;

@@ -136,7 +136,7 @@ ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Clus
     if (in.kind == instr::InstrKind::kCompute) {
       const std::vector<instr::ComputeRule> rules = instr::ShardingRules(g, in.node);
       const auto it = std::find_if(rules.begin(), rules.end(),
-                                   [&](const instr::ComputeRule& r) { return r.name == in.rule; });
+                                   [&](const instr::ComputeRule& r) { return r.id == in.rule; });
       HS_CHECK(it != rules.end(), "a checked program names an unknown rule");
       t = ComputeTerm(g, in.node, *it, c);
       if (!it->split.empty()) t.group = p.GroupOf(it->split.front().prop);

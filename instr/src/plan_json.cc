@@ -136,6 +136,8 @@ class Reader {
       const std::string where = StrCat("program[", i, "]");
       if (!j.is_object()) return Err(where, "expected an object");
       Instruction in;
+      std::string rule;         // compute: as the file names it
+      bool rule_known = true;   // compute: `rule` is the name of some RuleId
       const std::string op = j.value("op", "");
       bool known = false;
       for (InstrKind k : {InstrKind::kPlaceInput, InstrKind::kPlaceParameter, InstrKind::kCompute,
@@ -150,7 +152,8 @@ class Reader {
         const ir::ValueId v = g.Find(node);
         if (v == ir::kNoValue || g.value(v).producer < 0) return Err(where, StrCat("'node' is \"", node, "\"; expected a node of the model"));
         in.node = g.value(v).producer;
-        in.rule = j.value("rule", "");
+        rule = j.value("rule", "");
+        rule_known = ParseRuleName(rule, &in.rule);
       } else {
         const std::string t = j.value("tensor", "");
         in.tensor = g.Find(t);
@@ -165,7 +168,8 @@ class Reader {
       else if (impl == "grouped") in.impl = CollImpl::kGrouped;
       else if (impl != "none") return Err(where, StrCat("'impl' is \"", impl, "\"; expected padded, grouped or none"));
       in.segment = j.value("segment", 0);
-      absl::Status st = DeriveTriple(g, in);
+      // A name that is no rule's is reported like a rule the node lacks: with its rules.
+      absl::Status st = rule_known ? DeriveTriple(g, in) : NoRule(g, in.node, rule, ShardingRules(g, in.node));
       if (!st.ok()) return Err(where, std::string(st.message()));
       if (j.value("pre", json::array()) != Props(g, in.pre) || j.value("post", json::array()) != Props(g, in.post)) {
         return Err(where, StrCat("stated triple {", j.value("pre", json::array()).dump(), "} ",
@@ -228,7 +232,7 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
     json j = {{"op", std::string(InstrKindName(in.kind))}};
     if (in.kind == InstrKind::kCompute) {
       j["node"] = g.node(in.node).name;
-      j["rule"] = in.rule;
+      j["rule"] = RuleName(in.rule);
     } else {
       j["tensor"] = g.value(in.tensor).name;
     }

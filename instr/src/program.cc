@@ -81,6 +81,11 @@ int64_t DimSize(const ir::Graph& g, const Property& p) {
 
 }  // namespace
 
+absl::Status NoRule(const ir::Graph& g, ir::NodeId node, std::string_view rule,
+                    const std::vector<ComputeRule>& rules) {
+  return Bad(StrCat("node '", g.node(node).name, "' has no rule '", rule, "'; its rules: ", RuleNames(rules)));
+}
+
 std::string_view InstrKindName(InstrKind k) {
   switch (k) {
     case InstrKind::kPlaceInput: return "place_input";
@@ -149,16 +154,12 @@ absl::Status DeriveTriple(const ir::Graph& g, Instruction& in) {
     if (in.node < 0 || static_cast<size_t>(in.node) >= g.nodes().size()) {
       return Bad(StrCat("compute instruction names node ", in.node, " which does not exist"));
     }
-    for (const ComputeRule& r : ShardingRules(g, in.node)) {
-      if (r.name == in.rule) {
-        in.pre = r.pre;
-        in.post = {r.post};
-        return absl::OkStatus();
-      }
-    }
-    std::string names;
-    for (const ComputeRule& r : ShardingRules(g, in.node)) names += (names.empty() ? "" : ", ") + r.name;
-    return Bad(StrCat("node '", g.node(in.node).name, "' has no rule '", in.rule, "'; its rules: ", names));
+    const std::vector<ComputeRule> rules = ShardingRules(g, in.node);
+    const ComputeRule* r = FindRule(rules, in.rule);
+    if (r == nullptr) return NoRule(g, in.node, RuleName(in.rule), rules);
+    in.pre = r->pre;
+    in.post = {r->post};
+    return absl::OkStatus();
   }
   if (in.tensor < 0 || static_cast<size_t>(in.tensor) >= g.values().size()) {
     return Bad(StrCat(InstrKindName(in.kind), " names tensor ", in.tensor, " which does not exist"));
@@ -217,8 +218,8 @@ absl::Status BuildSplitGroups(const ir::Graph& g, Program& p) {
   for (const Instruction& in : p.instructions) {
     if (in.kind == InstrKind::kCompute) {
       const std::vector<ComputeRule> rules = ShardingRules(g, in.node);
-      auto it = std::find_if(rules.begin(), rules.end(), [&](const ComputeRule& r) { return r.name == in.rule; });
-      if (it == rules.end()) return Bad(StrCat("node '", g.node(in.node).name, "' has no rule '", in.rule, "'"));
+      const ComputeRule* it = FindRule(rules, in.rule);
+      if (it == nullptr) return Bad(StrCat("node '", g.node(in.node).name, "' has no rule '", in.rule, "'"));
       for (const SplitUse& u : it->split) {
         groups.Use(u.prop, u.max_atoms, in.segment);
         groups.Join(it->split.front().prop, u.prop);

@@ -2,6 +2,7 @@
 
 #include <numeric>
 
+#include "hetsynth/ir/op_table.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::instr {
@@ -9,6 +10,7 @@ namespace {
 
 using ir::OpKind;
 using ir::Shape;
+using F = RuleFamily;
 
 std::string KindName(PropKind k) {
   return k == PropKind::kIdentity ? "Identity" : k == PropKind::kGather ? "Gather" : "Reduce";
@@ -26,10 +28,11 @@ class RuleSet {
 
   // A rule with the given properties; every Gather operand joins one split group whose atom
   // count may not exceed its dim size (or `max_atoms` where given, for the output and inputs).
-  void Add(std::string name, std::vector<Property> pre, Property post, Work work,
+  void Add(RuleId id, std::vector<Property> pre, Property post, Work work,
            int64_t max_atoms = 0, bool bias_once = false) {
     ComputeRule r;
-    r.name = std::move(name);
+    r.id = id;
+    r.name = RuleName(id);
     r.pre = std::move(pre);
     r.post = post;
     r.work = work;
@@ -44,14 +47,13 @@ class RuleSet {
     rules_.push_back(std::move(r));
   }
 
-  // Per-element ops that keep a Gather on any dim below `limit` (all dims when limit < 0):
-  // input 0 split like the output, the other inputs replicated.
-  void KeepDims(int limit, const char* name = "split") {
-    const int r = static_cast<int>(out().size());
-    for (int d = 0; d < (limit < 0 ? r : limit); ++d) {
+  // Per-element ops that keep a Gather on any dim below `limit`: input 0 split like the
+  // output, the other inputs replicated.
+  void KeepDims(int limit) {
+    for (int d = 0; d < limit; ++d) {
       std::vector<Property> pre = {Property::Gather(x(0), d)};
       for (size_t i = 1; i < n_.inputs.size(); ++i) pre.push_back(Property::Identity(x(i)));
-      Add(StrCat(name, d), std::move(pre), Property::Gather(y(), d), Work::kProportional);
+      Add({F::kSplit, d}, std::move(pre), Property::Gather(y(), d), Work::kProportional);
     }
   }
 
@@ -59,6 +61,8 @@ class RuleSet {
 
  private:
   void Broadcasting();
+  void Partials(ir::Partial partial);
+  void Own();
   const ir::Graph& g_;
   const ir::Node& n_;
   std::vector<ComputeRule> rules_;
@@ -71,91 +75,108 @@ void RuleSet::Broadcasting() {
   for (int d = 0; d < ra; ++d) {
     const bool b_full = d >= off && in(1)[static_cast<size_t>(d - off)] == in(0)[static_cast<size_t>(d)] &&
                         in(0)[static_cast<size_t>(d)] != 1;
-    Add(StrCat("split", d),
+    Add({F::kSplit, d},
         {Property::Gather(x(0), d), b_full ? Property::Gather(x(1), d - off) : Property::Identity(x(1))},
         Property::Gather(y(), d), Work::kProportional);
   }
-  if (n_.kind == OpKind::kAdd && in(0) == in(1)) {
-    // Σ_i (a_i + b_i) = a + b: partial sums add.
-    Add("partial", {Property::Reduce(x(0)), Property::Reduce(x(1))}, Property::Reduce(y()), Work::kFull);
+}
+
+// Partial sums pass through an op that is linear in them.
+void RuleSet::Partials(ir::Partial partial) {
+  std::vector<Property> pre;
+  switch (partial) {
+    case ir::Partial::kNone:
+      return;
+    case ir::Partial::kSum:
+      // Σ_i (a_i + b_i) = a + b: partial sums add (of one shape: no broadcast of a partial).
+      for (size_t i = 0; i < n_.inputs.size(); ++i) {
+        if (in(i) != in(0)) return;
+        pre.push_back(Property::Reduce(x(i)));
+      }
+      break;
+    case ir::Partial::kFirst:
+      // Σ_i a_i ⊙ b = a ⊙ b: scaling a partial sum by a replicated tensor stays a partial sum.
+      pre.push_back(Property::Reduce(x(0)));
+      for (size_t i = 1; i < n_.inputs.size(); ++i) pre.push_back(Property::Identity(x(i)));
+      break;
   }
-  if (n_.kind == OpKind::kMul) {
-    // Σ_i a_i ⊙ b = a ⊙ b: scaling a partial sum by a replicated tensor stays a partial sum.
-    Add("partial", {Property::Reduce(x(0)), Property::Identity(x(1))}, Property::Reduce(y()), Work::kFull);
-  }
+  Add(F::kPartial, std::move(pre), Property::Reduce(y()), Work::kFull);
 }
 
 std::vector<ComputeRule> RuleSet::Build() {
   std::vector<Property> all_ident;
   for (ir::ValueId v : n_.inputs) all_ident.push_back(Property::Identity(v));
-  Add("replicated", all_ident, Property::Identity(y()), Work::kFull);
+  Add(F::kReplicated, all_ident, Property::Identity(y()), Work::kFull);
 
-  const int ro = static_cast<int>(out().size());
-  switch (n_.kind) {
-    case OpKind::kRelu:
-    case OpKind::kGelu:
-    case OpKind::kDropout:
-      KeepDims(-1);
+  const ir::Sharding& sharding = ir::DefOf(n_.kind).sharding;
+  switch (sharding.family) {
+    case ir::Sharding::Family::kReplicatedOnly:
       break;
-    case OpKind::kCausalMask:
-      KeepDims(ro - 2);
+    case ir::Sharding::Family::kKeepDims:
+      KeepDims(static_cast<int>(out().size()) - sharding.whole_trailing_dims);
       break;
-    case OpKind::kSoftmax:
-    case OpKind::kLogSoftmax:
-    case OpKind::kLayerNorm:  // gamma and beta replicated
-      KeepDims(ro - 1);
-      break;
-    case OpKind::kAdd:
-    case OpKind::kMul:
+    case ir::Sharding::Family::kBroadcasting:
       Broadcasting();
       break;
+    case ir::Sharding::Family::kOwn:
+      Own();
+      break;
+  }
+  Partials(sharding.partial);
+  return std::move(rules_);
+}
+
+// The rules of ops with a family of their own (ir::Sharding::Family::kOwn).
+void RuleSet::Own() {
+  const int ro = static_cast<int>(out().size());
+  switch (n_.kind) {
     case OpKind::kLinear: {
       const int rx = rank(0);
       const bool bias = n_.inputs.size() == 3;
       for (int d = 0; d < rx - 1; ++d) {
         std::vector<Property> pre = {Property::Gather(x(0), d), Property::Identity(x(1))};
         if (bias) pre.push_back(Property::Identity(x(2)));
-        Add(StrCat("batch", d), pre, Property::Gather(y(), d), Work::kProportional);
+        Add(RuleId(F::kBatch, d), pre, Property::Gather(y(), d), Work::kProportional);
       }
       std::vector<Property> col = {Property::Identity(x(0)), Property::Gather(x(1), 0)};
       if (bias) col.push_back(Property::Gather(x(2), 0));
-      Add("column", col, Property::Gather(y(), rx - 1), Work::kProportional);
+      Add(F::kColumn, col, Property::Gather(y(), rx - 1), Work::kProportional);
       std::vector<Property> row = {Property::Gather(x(0), rx - 1), Property::Gather(x(1), 1)};
       if (bias) row.push_back(Property::Identity(x(2)));
-      Add("row", row, Property::Reduce(y()), Work::kProportional, 0, bias);
+      Add(F::kRow, row, Property::Reduce(y()), Work::kProportional, 0, bias);
       break;
     }
     case OpKind::kMatMul: {
       const int ra = rank(0), rb = rank(1);
       for (int d = 0; d < ra - 2; ++d) {
-        Add(StrCat("batch", d),
+        Add(RuleId(F::kBatch, d),
             {Property::Gather(x(0), d), rb == 2 ? Property::Identity(x(1)) : Property::Gather(x(1), d)},
             Property::Gather(y(), d), Work::kProportional);
       }
-      Add("rows", {Property::Gather(x(0), ra - 2), Property::Identity(x(1))}, Property::Gather(y(), ra - 2),
+      Add(F::kRows, {Property::Gather(x(0), ra - 2), Property::Identity(x(1))}, Property::Gather(y(), ra - 2),
           Work::kProportional);
-      Add("columns", {Property::Identity(x(0)), Property::Gather(x(1), rb - 1)}, Property::Gather(y(), ra - 1),
+      Add(F::kColumns, {Property::Identity(x(0)), Property::Gather(x(1), rb - 1)}, Property::Gather(y(), ra - 1),
           Work::kProportional);
-      Add("inner", {Property::Gather(x(0), ra - 1), Property::Gather(x(1), rb - 2)}, Property::Reduce(y()),
+      Add(F::kInner, {Property::Gather(x(0), ra - 1), Property::Gather(x(1), rb - 2)}, Property::Reduce(y()),
           Work::kProportional);
       break;
     }
     case OpKind::kAttention:
-      Add("batch", {Property::Gather(x(0), 0), Property::Gather(x(1), 0), Property::Gather(x(2), 0)},
+      Add(F::kBatch, {Property::Gather(x(0), 0), Property::Gather(x(1), 0), Property::Gather(x(2), 0)},
           Property::Gather(y(), 0), Work::kProportional);
-      Add("heads", {Property::Gather(x(0), 2), Property::Gather(x(1), 2), Property::Gather(x(2), 2)},
+      Add(F::kHeads, {Property::Gather(x(0), 2), Property::Gather(x(1), 2), Property::Gather(x(2), 2)},
           Property::Gather(y(), 2), Work::kProportional, n_.attrs.heads);
       break;
     case OpKind::kEmbedding: {
       const int ri = rank(0);
       for (int d = 0; d < ri; ++d) {
-        Add(StrCat("batch", d), {Property::Gather(x(0), d), Property::Identity(x(1))}, Property::Gather(y(), d),
+        Add(RuleId(F::kBatch, d), {Property::Gather(x(0), d), Property::Identity(x(1))}, Property::Gather(y(), d),
             Work::kProportional);
       }
-      Add("hidden", {Property::Identity(x(0)), Property::Gather(x(1), 1)}, Property::Gather(y(), ri),
+      Add(F::kHidden, {Property::Identity(x(0)), Property::Gather(x(1), 1)}, Property::Gather(y(), ri),
           Work::kProportional);
       // Each device looks up the ids in its rows of the table and contributes zeros for the rest.
-      Add("vocab", {Property::Identity(x(0)), Property::Gather(x(1), 0)}, Property::Reduce(y()),
+      Add(F::kVocab, {Property::Identity(x(0)), Property::Gather(x(1), 0)}, Property::Reduce(y()),
           Work::kProportional);
       break;
     }
@@ -169,20 +190,16 @@ std::vector<ComputeRule> RuleSet::Build() {
         outc.push_back(Property::Gather(x(2), 0));
         inc.push_back(Property::Identity(x(2)));
       }
-      Add("batch", batch, Property::Gather(y(), 0), Work::kProportional);
-      Add("out_channels", outc, Property::Gather(y(), 1), Work::kProportional);
-      Add("in_channels", inc, Property::Reduce(y()), Work::kProportional, 0, bias);
+      Add(F::kBatch, batch, Property::Gather(y(), 0), Work::kProportional);
+      Add(F::kOutChannels, outc, Property::Gather(y(), 1), Work::kProportional);
+      Add(F::kInChannels, inc, Property::Reduce(y()), Work::kProportional, 0, bias);
       break;
     }
-    case OpKind::kMaxPool2d:
-    case OpKind::kAdaptiveAvgPool2d:
-      KeepDims(2);
-      break;
     case OpKind::kFlatten: {
       const int axis = static_cast<int>(n_.attrs.axis < 0 ? n_.attrs.axis + rank(0) : n_.attrs.axis);
       KeepDims(axis);
       // The first merged dim: its atoms are whole blocks of the merged dim.
-      Add(StrCat("split", axis), {Property::Gather(x(0), axis)}, Property::Gather(y(), axis), Work::kProportional,
+      Add(RuleId(F::kSplit, axis), {Property::Gather(x(0), axis)}, Property::Gather(y(), axis), Work::kProportional,
           in(0)[static_cast<size_t>(axis)]);
       break;
     }
@@ -196,7 +213,7 @@ std::vector<ComputeRule> RuleSet::Build() {
           if (px == py) {
             const int64_t atoms = std::gcd(in(0)[static_cast<size_t>(d)], out()[static_cast<size_t>(e)]);
             if (atoms > 1) {
-              Add(StrCat("split", d, "_", e), {Property::Gather(x(0), d)}, Property::Gather(y(), e),
+              Add(RuleId(F::kSplit, d, e), {Property::Gather(x(0), d)}, Property::Gather(y(), e),
                   Work::kProportional, atoms);
             }
           }
@@ -212,7 +229,7 @@ std::vector<ComputeRule> RuleSet::Build() {
       const int a2 = static_cast<int>(n_.attrs.axis2 < 0 ? n_.attrs.axis2 + r : n_.attrs.axis2);
       for (int d = 0; d < r; ++d) {
         const int e = d == a1 ? a2 : d == a2 ? a1 : d;
-        Add(StrCat("split", d), {Property::Gather(x(0), d)}, Property::Gather(y(), e), Work::kProportional);
+        Add(RuleId(F::kSplit, d), {Property::Gather(x(0), d)}, Property::Gather(y(), e), Work::kProportional);
       }
       break;
     }
@@ -224,7 +241,7 @@ std::vector<ComputeRule> RuleSet::Build() {
         if (d == axis) continue;
         std::vector<Property> pre;
         for (ir::ValueId v : n_.inputs) pre.push_back(Property::Gather(v, d));
-        Add(StrCat("split", d), pre, Property::Gather(y(), d), Work::kProportional);
+        Add(RuleId(F::kSplit, d), pre, Property::Gather(y(), d), Work::kProportional);
       }
       break;
     }
@@ -232,7 +249,7 @@ std::vector<ComputeRule> RuleSet::Build() {
       const int off = ro - rank(0);
       for (int e = 0; e < ro; ++e) {
         const bool from_x = e >= off && in(0)[static_cast<size_t>(e - off)] == out()[static_cast<size_t>(e)];
-        Add(StrCat("split", e), {from_x ? Property::Gather(x(0), e - off) : Property::Identity(x(0))},
+        Add(RuleId(F::kSplit, e), {from_x ? Property::Gather(x(0), e - off) : Property::Identity(x(0))},
             Property::Gather(y(), e), Work::kProportional);
       }
       break;
@@ -241,32 +258,30 @@ std::vector<ComputeRule> RuleSet::Build() {
       // The mean over all positions is a sum of per-device partial sums (each divided by the
       // global count), so batch-split logits give a partial loss: the goal Reduce(loss).
       for (int d = 0; d < rank(0) - 1; ++d) {
-        Add(StrCat("batch", d), {Property::Gather(x(0), d), Property::Gather(x(1), d)}, Property::Reduce(y()),
+        Add(RuleId(F::kBatch, d), {Property::Gather(x(0), d), Property::Gather(x(1), d)}, Property::Reduce(y()),
             Work::kProportional);
       }
       break;
-    case OpKind::kTopKGate:
-      // Slot assignment depends on every token in order, so the gate only runs replicated.
-      break;
     case OpKind::kMoEDispatch:
-      Add("experts", {Property::Identity(x(0)), Property::Identity(x(1))}, Property::Gather(y(), 0),
+      Add(F::kExperts, {Property::Identity(x(0)), Property::Identity(x(1))}, Property::Gather(y(), 0),
           Work::kProportional);
-      Add("hidden", {Property::Gather(x(0), 1), Property::Identity(x(1))}, Property::Gather(y(), 2),
+      Add(F::kHidden, {Property::Gather(x(0), 1), Property::Identity(x(1))}, Property::Gather(y(), 2),
           Work::kProportional);
       // Each device scatters its own tokens into a zero buffer; the buffers sum to the result.
-      Add("tokens", {Property::Gather(x(0), 0), Property::Gather(x(1), 0)}, Property::Reduce(y()),
+      Add(F::kTokens, {Property::Gather(x(0), 0), Property::Gather(x(1), 0)}, Property::Reduce(y()),
           Work::kProportional);
       break;
     case OpKind::kMoECombine:
-      Add("experts", {Property::Gather(x(0), 0), Property::Identity(x(1))}, Property::Reduce(y()),
+      Add(F::kExperts, {Property::Gather(x(0), 0), Property::Identity(x(1))}, Property::Reduce(y()),
           Work::kProportional);
-      Add("hidden", {Property::Gather(x(0), 2), Property::Identity(x(1))}, Property::Gather(y(), 1),
+      Add(F::kHidden, {Property::Gather(x(0), 2), Property::Identity(x(1))}, Property::Gather(y(), 1),
           Work::kProportional);
-      Add("tokens", {Property::Identity(x(0)), Property::Gather(x(1), 0)}, Property::Gather(y(), 0),
+      Add(F::kTokens, {Property::Identity(x(0)), Property::Gather(x(1), 0)}, Property::Gather(y(), 0),
           Work::kProportional);
       break;
+    default:
+      HS_CHECK(false, StrCat("op '", ir::OpName(n_.kind), "' is marked kOwn in the op table but has no rules in rules.cc"));
   }
-  return std::move(rules_);
 }
 
 }  // namespace
@@ -280,5 +295,30 @@ std::string PropertyString(const ir::Graph& g, const Property& p) {
 std::vector<ComputeRule> ShardingRules(const ir::Graph& g, ir::NodeId node) {
   return RuleSet(g, g.node(node)).Build();
 }
+
+const ComputeRule* FindRule(const std::vector<ComputeRule>& rules, const RuleId& id) {
+  for (const ComputeRule& r : rules) {
+    if (r.id == id) return &r;
+  }
+  return nullptr;
+}
+
+std::string RuleNames(const std::vector<ComputeRule>& rules) {
+  std::string names;
+  for (const ComputeRule& r : rules) names += (names.empty() ? "" : ", ") + RuleName(r.id);
+  return names;
+}
+
+std::string RuleName(const RuleId& id) {
+  std::string name(kRuleFamilyNames.at(static_cast<size_t>(id.family)));
+  if (id.dim >= 0) name += std::to_string(id.dim);
+  if (id.dim2 >= 0) {
+    name += '_';
+    name += std::to_string(id.dim2);
+  }
+  return name;
+}
+
+std::ostream& operator<<(std::ostream& os, const RuleId& id) { return os << RuleName(id); }
 
 }  // namespace hetsynth::instr

@@ -306,7 +306,7 @@ std::vector<SearchNode> Search::Successors(const SearchNode& cur, int id) const 
       Instruction in;
       in.kind = InstrKind::kCompute;
       in.node = cur.idx;
-      in.rule = rule.name;
+      in.rule = rule.id;
       in.pre = rule.pre;
       in.post = {rule.post};
       p.actions.push_back(in);

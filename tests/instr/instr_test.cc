@@ -1,8 +1,13 @@
 #include <gtest/gtest.h>
 
+#include <set>
+
+#include "hetsynth/instr/local_compute.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/instr/rules.h"
 #include "hetsynth/ir/models.h"
+#include "hetsynth/ir/op_table.h"
+#include "ir/op_samples.h"
 
 namespace hetsynth::instr {
 namespace {
@@ -32,7 +37,7 @@ Instruction Place(const ir::Graph& g, const std::string& t, int dim = -1) {
   return in;
 }
 
-Instruction Compute(const ir::Graph& g, const std::string& node, const std::string& rule) {
+Instruction Compute(const ir::Graph& g, const std::string& node, RuleId rule) {
   Instruction in;
   in.kind = InstrKind::kCompute;
   in.node = g.value(g.Find(node)).producer;
@@ -65,7 +70,7 @@ Program DataParallel(const ir::Graph& g, std::vector<double> ratios) {
 TEST(Rules, LinearHasReplicatedBatchColumnAndRowSplits) {
   const ir::Graph g = Tiny();
   std::vector<std::string> names;
-  for (const ComputeRule& r : ShardingRules(g, g.value(g.Find("fc1")).producer)) names.push_back(r.name);
+  for (const ComputeRule& r : ShardingRules(g, g.value(g.Find("fc1")).producer)) names.push_back(RuleName(r.id));
   EXPECT_EQ(names, (std::vector<std::string>{"replicated", "batch0", "column", "row"}));
   const ComputeRule row = ShardingRules(g, g.value(g.Find("head")).producer)[3];
   EXPECT_EQ(PropertyString(g, row.post), "Reduce(head)");
@@ -76,7 +81,7 @@ TEST(Rules, LinearHasReplicatedBatchColumnAndRowSplits) {
 TEST(Rules, AttentionHeadSplitCutsWholeHeads) {
   const ir::Graph g = *ir::BuildModel(*ir::MakeModelSpec("gpt", {}, 0, ir::Preset::kSmall));
   for (const ComputeRule& r : ShardingRules(g, g.value(g.Find("layers.0.attn")).producer)) {
-    if (r.name != "heads") continue;
+    if (r.id != RuleId(RuleFamily::kHeads)) continue;
     ASSERT_EQ(r.split.size(), 4u);
     for (const SplitUse& u : r.split) EXPECT_EQ(u.max_atoms, 4);  // 4 heads of the small gpt
     return;
@@ -90,8 +95,15 @@ TEST(Rules, EveryNodeOfEveryModelHasTheReplicatedRuleFirst) {
     for (size_t n = 0; n < g.nodes().size(); ++n) {
       const auto rules = ShardingRules(g, static_cast<ir::NodeId>(n));
       ASSERT_FALSE(rules.empty());
-      EXPECT_EQ(rules[0].name, "replicated");
-      for (const ComputeRule& r : rules) EXPECT_EQ(r.pre.size(), g.node(static_cast<ir::NodeId>(n)).inputs.size());
+      EXPECT_EQ(rules[0].id, RuleId(RuleFamily::kReplicated));
+      std::set<RuleId> ids;
+      for (const ComputeRule& r : rules) {
+        EXPECT_EQ(r.pre.size(), g.node(static_cast<ir::NodeId>(n)).inputs.size());
+        EXPECT_TRUE(ids.insert(r.id).second) << "two rules " << r.id << " of " << g.node(static_cast<ir::NodeId>(n)).name;
+        EXPECT_EQ(r.name, RuleName(r.id));
+        RuleId back;
+        EXPECT_TRUE(ParseRuleName(RuleName(r.id), &back) && back == r.id) << r.id;
+      }
     }
   }
 }
@@ -185,6 +197,278 @@ TEST(PlanJson, RoundTripsAndRefusesACorruptedTriple) {
   absl::StatusOr<Plan> bad = PlanFromJson(g, corrupt, "p.json");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("plan 'p.json': program[6]: stated triple"), std::string::npos) << bad.status();
+}
+
+TEST(RuleId, NamesRoundTripAndOnlyExactNamesParse) {
+  static_assert(RuleId("split1_2") == RuleId(RuleFamily::kSplit, 1, 2));
+  static_assert(RuleId("out_channels") == RuleId(RuleFamily::kOutChannels));
+  static_assert(RuleId("batch0") < RuleId("batch1") && RuleId("replicated") < RuleId("split0"));
+  for (const char* name : {"replicated", "partial", "batch", "batch0", "batch12", "split3", "split1_2", "column", "row",
+                           "rows", "columns", "inner", "heads", "hidden", "vocab", "out_channels", "in_channels",
+                           "experts", "tokens"}) {
+    RuleId id;
+    ASSERT_TRUE(ParseRuleName(name, &id)) << name;
+    EXPECT_EQ(RuleName(id), name);
+    EXPECT_EQ(StrCat(id), name);
+  }
+  for (const char* bad : {"", "frob", "Batch0", "batch01", "batch-1", "split_1", "split1_", "split1__2", "split1_2_3",
+                          "batch1234567", "heads "}) {
+    RuleId id(RuleFamily::kTokens, 7);
+    EXPECT_FALSE(ParseRuleName(bad, &id)) << bad;
+    EXPECT_EQ(id, RuleId(RuleFamily::kTokens, 7)) << "a failed parse leaves the id alone";
+  }
+}
+
+TEST(PlanJson, ARuleTheNodeLacksIsRefusedWithItsRules) {
+  const ir::Graph g = Tiny();
+  Plan plan;
+  plan.model = "tiny";
+  plan.batch = 8;
+  plan.cluster = "two";
+  plan.devices = {"a", "b"};
+  plan.program = DataParallel(g, {0.5, 0.5});
+  const std::string text = PlanToJson(g, plan);
+  const std::string from = "\"rule\": \"batch0\"";
+  ASSERT_NE(text.find(from), std::string::npos) << text;
+  for (const std::string rule : {"heads", "frob", "batch00"}) {
+    std::string bad = text;
+    bad.replace(bad.find(from), from.size(), StrCat("\"rule\": \"", rule, "\""));
+    absl::StatusOr<Plan> back = PlanFromJson(g, bad, "p.json");
+    ASSERT_FALSE(back.ok());
+    EXPECT_EQ(back.status().message(), StrCat("plan 'p.json': program[6]: node 'fc1' has no rule '", rule,
+                                              "'; its rules: replicated, batch0, column, row"));
+  }
+}
+
+// Ops of a family (ir::Sharding) get their rules from their op table entry, with no code of
+// their own in rules.cc: a new elementwise op (sigmoid, tanh) is sharded by its entry alone.
+TEST(Rules, FamilyOpsGetTheirRulesFromTheOpTable) {
+  int seen = 0;
+  for (const ir::OpDef& def : ir::OpTable()) {
+    using Family = ir::Sharding::Family;
+    if (def.sharding.family != Family::kKeepDims && def.sharding.family != Family::kReplicatedOnly) continue;
+    SCOPED_TRACE(std::string(def.name));
+    ++seen;
+    absl::StatusOr<ir::Graph> g = ir::testing::SampleGraph(def.kind);
+    ASSERT_TRUE(g.ok()) << g.status();
+    const ir::NodeId op = g->value(g->Find("op")).producer;
+    const ir::Node& n = g->node(op);
+    std::vector<ComputeRule> want(1);
+    want[0].id = RuleFamily::kReplicated;
+    for (ValueId v : n.inputs) want[0].pre.push_back(Property::Identity(v));
+    want[0].post = Property::Identity(n.output);
+    if (def.sharding.family == Family::kKeepDims) {
+      const int rank = static_cast<int>(g->value(n.output).shape.size());
+      for (int d = 0; d < rank - def.sharding.whole_trailing_dims; ++d) {
+        ComputeRule r;
+        r.id = RuleId(RuleFamily::kSplit, d);
+        r.pre = {Property::Gather(n.inputs[0], d)};
+        for (size_t i = 1; i < n.inputs.size(); ++i) r.pre.push_back(Property::Identity(n.inputs[i]));
+        r.post = Property::Gather(n.output, d);
+        want.push_back(r);
+      }
+    }
+    const std::vector<ComputeRule> got = ShardingRules(*g, op);
+    ASSERT_EQ(got.size(), want.size() + (def.sharding.partial != ir::Partial::kNone));
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(got[i].id, want[i].id);
+      EXPECT_EQ(got[i].pre, want[i].pre) << got[i].id;
+      EXPECT_EQ(got[i].post, want[i].post) << got[i].id;
+    }
+  }
+  EXPECT_GE(seen, 10);
+}
+
+// A program of one compute instruction (its split groups give the pieces).
+Program OneCompute(const ir::Graph& g, const std::string& node, RuleId rule, std::vector<double> ratios) {
+  Program p;
+  p.num_devices = static_cast<int>(ratios.size());
+  p.ratios = {std::move(ratios)};
+  p.instructions = {Compute(g, node, rule)};
+  const absl::Status st = BuildSplitGroups(g, p);
+  EXPECT_TRUE(st.ok()) << st;
+  return p;
+}
+
+LocalCompute Local(const ir::Graph& g, const Program& p, int rank) {
+  absl::StatusOr<LocalCompute> lc = LocalComputeOf(g, p, 0, rank);
+  EXPECT_TRUE(lc.ok()) << lc.status();
+  return lc.ok() ? *std::move(lc) : LocalCompute{};
+}
+
+// For every rule of every op on three uneven devices, the local node applied to the rank's
+// input pieces infers exactly the rank's output piece: the op table's LocalAttrs and the
+// rules agree, so a kernel can run on the pieces as on whole tensors.
+TEST(LocalCompute, EveryRuleOfEveryOpGivesPiecesItsKernelAccepts) {
+  for (const ir::OpDef& def : ir::OpTable()) {
+    absl::StatusOr<ir::Graph> g = ir::testing::SampleGraph(def.kind);
+    ASSERT_TRUE(g.ok()) << g.status();
+    const ir::NodeId op = g->value(g->Find("op")).producer;
+    for (const ComputeRule& rule : ShardingRules(*g, op)) {
+      SCOPED_TRACE(StrCat(def.name, " ", rule.id));
+      const Program p = OneCompute(*g, "op", rule.id, {0.5, 0.3, 0.2});
+      for (int rank = 0; rank < 3; ++rank) {
+        const LocalCompute lc = Local(*g, p, rank);
+        EXPECT_EQ(lc.rule.id, rule.id);
+        EXPECT_EQ(lc.out_shape, PieceShape(*g, p, rule.post, rank));
+        if (!rule.bias_once) {
+          EXPECT_EQ(lc.num_inputs, g->node(op).inputs.size());
+        }
+        std::vector<ir::Shape> pieces;
+        for (size_t i = 0; i < lc.num_inputs; ++i) pieces.push_back(PieceShape(*g, p, rule.pre[i], rank));
+        ASSERT_FALSE(lc.skip) << "rank " << rank << ": the sample's pieces are all non-empty";
+        absl::StatusOr<ir::Shape> inferred = ir::InferShape(def.kind, pieces, lc.node.attrs);
+        ASSERT_TRUE(inferred.ok()) << "rank " << rank << ": " << inferred.status();
+        EXPECT_EQ(*inferred, lc.out_shape) << "rank " << rank;
+      }
+    }
+  }
+}
+
+TEST(LocalCompute, AttentionSplitByHeadsGetsTheLocalHeadCount) {
+  ir::Builder b("att");
+  const ValueId q = b.Input("q", {2, 3, 8});
+  ir::Attrs a;
+  a.heads = 4;  // head width 2
+  b.SetLoss(b.Op("loss", ir::OpKind::kCrossEntropy, {b.Op("att", ir::OpKind::kAttention, {q, q, q}, a), b.Input("l", {2, 3})}));
+  const ir::Graph g = *std::move(b).Finish();
+  const Program heads = OneCompute(g, "att", "heads", {0.5, 0.25, 0.25});  // heads 2, 1, 1
+  EXPECT_EQ(Local(g, heads, 0).node.attrs.heads, 2);
+  EXPECT_EQ(Local(g, heads, 0).out_shape, (ir::Shape{2, 3, 4}));
+  EXPECT_EQ(Local(g, heads, 2).node.attrs.heads, 1);
+  EXPECT_EQ(Local(g, heads, 2).out_shape, (ir::Shape{2, 3, 2}));
+  const Program batch = OneCompute(g, "att", "batch", {0.5, 0.5});
+  EXPECT_EQ(Local(g, batch, 1).node.attrs.heads, 4);
+  EXPECT_EQ(Local(g, batch, 1).out_shape, (ir::Shape{1, 3, 8}));
+  EXPECT_FALSE(Local(g, batch, 1).shard.has_value());
+}
+
+TEST(LocalCompute, ReshapeAndExpandTargetTheOutputPiece) {
+  ir::Builder b("rs");
+  ir::Attrs rs, ex;
+  rs.shape = {4, 12, 4};
+  ex.shape = {4, 6, 8};
+  const ValueId y = b.Op("rs", ir::OpKind::kReshape, {b.Input("x", {4, 6, 8})}, rs);
+  const ValueId e = b.Op("ex", ir::OpKind::kExpand, {b.Input("c", {6, 1})}, ex);
+  b.SetLoss(b.Op("loss", ir::OpKind::kCrossEntropy, {b.Op("sum", ir::OpKind::kAdd, {y, b.Reshape("er", e, {4, 12, 4})}), b.Input("l", {4, 12})}));
+  const ir::Graph g = *std::move(b).Finish();
+  const Program p = OneCompute(g, "rs", "split1_1", {0.5, 1.0 / 3, 1.0 / 6});  // 6 atoms: 3, 2, 1 rows of x
+  EXPECT_EQ(Local(g, p, 0).node.attrs.shape, (ir::Shape{4, 6, 4}));
+  EXPECT_EQ(Local(g, p, 2).node.attrs.shape, (ir::Shape{4, 2, 4}));
+  const Program q = OneCompute(g, "ex", "split1", {0.5, 0.5});  // x's dim 0 follows y's dim 1
+  EXPECT_EQ(Local(g, q, 1).node.attrs.shape, (ir::Shape{4, 3, 8}));
+  EXPECT_EQ(Local(g, q, 1).out_shape, (ir::Shape{4, 3, 8}));
+}
+
+TEST(LocalCompute, DropoutEmbeddingAndCrossEntropyLocateTheirPiece) {
+  ir::Builder b("loc");
+  ir::Attrs drop;
+  drop.p = 0.1;
+  const ValueId emb = b.Op("emb", ir::OpKind::kEmbedding, {b.Input("ids", {4, 6}), b.Parameter("table", {10, 8}, ir::Init::Normal(1))});
+  const ValueId d = b.Op("drop", ir::OpKind::kDropout, {emb}, drop);
+  b.SetLoss(b.Op("loss", ir::OpKind::kCrossEntropy, {d, b.Input("labels", {4, 6})}));
+  const ir::Graph g = *std::move(b).Finish();
+
+  const Program dp = OneCompute(g, "drop", "split1", {0.5, 0.5});
+  ASSERT_TRUE(Local(g, dp, 1).shard.has_value());
+  EXPECT_EQ(Local(g, dp, 1).shard->full, (ir::Shape{4, 6, 8}));
+  EXPECT_EQ(Local(g, dp, 1).shard->dim, 1);
+  EXPECT_EQ(Local(g, dp, 1).shard->start, 3);
+  EXPECT_FALSE(Local(g, OneCompute(g, "drop", "replicated", {0.5, 0.5}), 1).shard.has_value());
+
+  const Program vocab = OneCompute(g, "emb", "vocab", {0.6, 0.4});  // table rows 6, 4
+  const LocalCompute v1 = Local(g, vocab, 1);
+  ASSERT_TRUE(v1.shard.has_value());
+  EXPECT_EQ(v1.shard->full, (ir::Shape{10, 8}));
+  EXPECT_EQ(v1.shard->dim, 0);
+  EXPECT_EQ(v1.shard->start, 6);
+  EXPECT_EQ(v1.out_shape, (ir::Shape{4, 6, 8}));  // a Reduce piece is whole
+  EXPECT_FALSE(Local(g, OneCompute(g, "emb", "hidden", {0.5, 0.5}), 1).shard.has_value());  // dim 1: not needed
+  EXPECT_FALSE(Local(g, OneCompute(g, "emb", "batch0", {0.5, 0.5}), 1).shard.has_value());
+
+  const Program rows = OneCompute(g, "loss", "batch0", {0.75, 0.25});
+  const LocalCompute c1 = Local(g, rows, 1);
+  ASSERT_TRUE(c1.shard.has_value());
+  EXPECT_EQ(c1.shard->full, (ir::Shape{4, 6, 8}));
+  EXPECT_EQ(c1.shard->dim, 0);
+  EXPECT_EQ(c1.shard->start, 3);
+  EXPECT_EQ(c1.out_shape, ir::Shape{});
+  const LocalCompute t1 = Local(g, OneCompute(g, "loss", "batch1", {0.5, 0.5}), 1);
+  ASSERT_TRUE(t1.shard.has_value());
+  EXPECT_EQ(t1.shard->dim, 1);
+  EXPECT_EQ(t1.shard->start, 3);
+}
+
+TEST(LocalCompute, MoEExpertSplitRenumbersRoutesToTheRanksExperts) {
+  ir::Builder b("moe");
+  ir::Attrs gate, disp;
+  gate.k = 2;
+  gate.capacity = 6;
+  disp.experts = 4;
+  disp.capacity = 6;
+  const ValueId x = b.Input("x", {12, 8});
+  const ValueId route = b.Op("gate", ir::OpKind::kTopKGate, {b.Input("logits", {12, 4})}, gate);
+  const ValueId buf = b.Op("dispatch", ir::OpKind::kMoEDispatch, {x, route}, disp);
+  const ValueId y = b.Op("combine", ir::OpKind::kMoECombine, {buf, route});
+  b.SetLoss(b.Op("loss", ir::OpKind::kCrossEntropy, {y, b.Input("labels", {12})}));
+  const ir::Graph g = *std::move(b).Finish();
+
+  const Program dispatch = OneCompute(g, "dispatch", "experts", {0.5, 0.25, 0.25});  // experts 2, 1, 1
+  const LocalCompute d2 = Local(g, dispatch, 2);
+  ASSERT_TRUE(d2.experts.has_value());
+  EXPECT_EQ(d2.experts->route_input, 1);
+  EXPECT_EQ(d2.experts->offset, 3);
+  EXPECT_EQ(d2.experts->count, 1);
+  EXPECT_EQ(d2.node.attrs.experts, 1);
+  EXPECT_EQ(d2.out_shape, (ir::Shape{1, 6, 8}));
+  EXPECT_EQ(Local(g, dispatch, 0).experts->count, 2);
+
+  const Program combine = OneCompute(g, "combine", "experts", {0.5, 0.25, 0.25});
+  const LocalCompute c1 = Local(g, combine, 1);
+  ASSERT_TRUE(c1.experts.has_value());
+  EXPECT_EQ(c1.experts->route_input, 1);
+  EXPECT_EQ(c1.experts->offset, 2);
+  EXPECT_EQ(c1.experts->count, 1);
+  EXPECT_EQ(c1.out_shape, (ir::Shape{12, 8}));
+
+  const LocalCompute tokens = Local(g, OneCompute(g, "dispatch", "tokens", {0.5, 0.5}), 1);
+  EXPECT_FALSE(tokens.experts.has_value());
+  EXPECT_EQ(tokens.node.attrs.experts, 4);
+  EXPECT_FALSE(Local(g, OneCompute(g, "combine", "hidden", {0.5, 0.5}), 1).experts.has_value());
+}
+
+TEST(LocalCompute, BiasOnceGoesToTheRankWithTheLargestPiece) {
+  const ir::Graph g = Tiny();  // fc1: x[8,4] · W[6,4]ᵀ + b[6]
+  const Program row = OneCompute(g, "fc1", "row", {0.25, 0.5, 0.25});  // x's 4 columns: 1, 2, 1
+  EXPECT_EQ(Local(g, row, 0).num_inputs, 2u);
+  EXPECT_EQ(Local(g, row, 1).num_inputs, 3u);
+  EXPECT_EQ(Local(g, row, 2).num_inputs, 2u);
+  const Program tie = OneCompute(g, "fc1", "row", {0.5, 0.5});  // 2, 2: the first of equals
+  EXPECT_EQ(Local(g, tie, 0).num_inputs, 3u);
+  EXPECT_EQ(Local(g, tie, 1).num_inputs, 2u);
+  EXPECT_EQ(Local(g, OneCompute(g, "fc1", "column", {0.5, 0.5}), 1).num_inputs, 3u);
+}
+
+TEST(LocalCompute, AnEmptyPieceIsSkipped) {
+  const ir::Graph g = Tiny();
+  const Program relu = OneCompute(g, "relu", "split0", {0.9, 0.1, 0.0});  // 8 rows: 7, 1, 0
+  EXPECT_FALSE(Local(g, relu, 1).skip);
+  EXPECT_TRUE(Local(g, relu, 2).skip);
+  EXPECT_EQ(Local(g, relu, 2).out_shape, (ir::Shape{0, 6}));
+  // An empty input piece with a whole (Reduce) output: nothing to compute, zeros out.
+  const Program row = OneCompute(g, "fc1", "row", {0.9, 0.1, 0.0});  // 4 columns: 4, 0, 0
+  EXPECT_FALSE(Local(g, row, 0).skip);
+  EXPECT_TRUE(Local(g, row, 1).skip);
+  EXPECT_EQ(Local(g, row, 1).out_shape, (ir::Shape{8, 6}));
+}
+
+TEST(LocalCompute, RefusesWhatIsNotAComputeInstructionOfTheProgram) {
+  const ir::Graph g = Tiny();
+  const Program p = DataParallel(g, {0.5, 0.5});
+  EXPECT_EQ(LocalComputeOf(g, p, 0, 0).status().message(), "instruction 0 is place_input; expected a compute instruction");
+  EXPECT_EQ(LocalComputeOf(g, p, 10, 0).status().message(), "instruction 10 does not exist; the program has 10 instructions");
+  EXPECT_EQ(LocalComputeOf(g, p, 6, 2).status().message(), "rank 2 is out of range; expected 0 <= rank < 2");
+  EXPECT_TRUE(LocalComputeOf(g, p, 6, 1).ok());
 }
 
 }  // namespace

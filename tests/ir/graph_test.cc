@@ -1,8 +1,13 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "hetsynth/ir/graph.h"
 #include "hetsynth/ir/graph_json.h"
 #include "hetsynth/ir/models.h"
+#include "hetsynth/ir/op_table.h"
+#include "ir/op_samples.h"
 
 namespace hetsynth::ir {
 namespace {
@@ -102,6 +107,106 @@ TEST(GraphJson, MalformedFilesNameTheFieldAndValue) {
   EXPECT_NE(err(head + R"("values":[{"name":"x","kind":"input","shape":[2]}],"nodes":[{"name":"y","op":"relu","inputs":["x"]}],"loss":"y"})")
                 .find("expected a scalar"),
             std::string::npos);
+}
+
+// The op table, walked: every kind has a complete entry, and an op that fails these checks
+// (a new op without its sample, arity, shape or FLOPs) fails here.
+TEST(OpTable, EveryOpKindHasACompleteEntry) {
+  ASSERT_EQ(OpTable().size(), static_cast<size_t>(kNumOpKinds));
+  for (int k = 0; k < kNumOpKinds; ++k) {
+    const auto kind = static_cast<OpKind>(k);
+    const OpDef& def = DefOf(kind);
+    SCOPED_TRACE(std::string(def.name));
+    EXPECT_EQ(def.kind, kind);
+    EXPECT_EQ(OpName(kind), def.name);
+    OpKind back;
+    ASSERT_TRUE(ParseOpName(def.name, &back));
+    EXPECT_EQ(back, kind);
+    EXPECT_FALSE(def.camel.empty());
+    EXPECT_TRUE(std::all_of(def.name.begin(), def.name.end(),
+                            [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'; }));
+    EXPECT_GE(def.min_inputs, 1);
+    EXPECT_TRUE(def.max_inputs == kVariadic || def.max_inputs >= def.min_inputs);
+    EXPECT_LE(def.min_inputs, 3);
+    ASSERT_NE(def.shape, nullptr);
+    ASSERT_NE(def.flops, nullptr);
+
+    // A sample node: its shape infers and its FLOPs are finite and non-negative (positive for
+    // GEMMs); the graph round-trips through JSON with its attributes.
+    absl::StatusOr<Graph> sample = testing::SampleGraph(kind);
+    ASSERT_TRUE(sample.ok()) << sample.status();
+    const NodeId op = sample->value(sample->Find("op")).producer;
+    const Flops f = sample->NodeFlops(op);
+    EXPECT_TRUE(std::isfinite(f.forward) && f.forward >= 0) << f.forward;
+    EXPECT_TRUE(std::isfinite(f.backward) && f.backward >= 0) << f.backward;
+    if (IsGemmLike(kind)) {
+      EXPECT_GT(f.forward, 0);
+    }
+    Graph g = *std::move(sample);
+    ValueId loss = g.Find("op");
+    const int64_t n = NumElements(g.value(loss).shape);
+    if (!g.value(loss).shape.empty()) {  // a loss over the output, as one-class logits [n, 1]
+      Attrs column;
+      column.shape = {n, 1};
+      loss = *g.AddOp("loss", OpKind::kCrossEntropy, {*g.AddOp("column", OpKind::kReshape, {loss}, column),
+                                                       *g.AddInput("labels", {n})});
+    }
+    ASSERT_TRUE(g.SetLoss(loss).ok());
+    absl::StatusOr<Graph> back_json = GraphFromJson(GraphToJson(g), "sample.json");
+    ASSERT_TRUE(back_json.ok()) << back_json.status();
+    EXPECT_EQ(back_json->node(op).attrs, g.node(op).attrs);
+
+    // The wrong number of inputs is refused, naming the node.
+    Graph h("arity");
+    const ValueId x = *h.AddInput("x", {4, 6, 8});
+    const size_t wrong = def.max_inputs == kVariadic ? static_cast<size_t>(def.min_inputs - 1)
+                                                     : static_cast<size_t>(def.max_inputs + 1);
+    const std::string msg = Error(h.AddOp("bad", kind, std::vector<ValueId>(wrong, x)));
+    EXPECT_NE(msg.find("node 'bad'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(StrCat(" but got ", wrong)), std::string::npos) << msg;
+  }
+}
+
+TEST(OpTable, ArityMessagesAreWorded) {
+  Graph g("t");
+  const ValueId x = *g.AddInput("x", {2, 3});
+  EXPECT_EQ(Error(g.AddOp("r", OpKind::kRelu, {x, x})), "node 'r' (relu of 'x', 'x'): takes 1 inputs but got 2");
+  EXPECT_EQ(Error(g.AddOp("l", OpKind::kLinear, {x})), "node 'l' (linear of 'x'): takes 2 to 3 inputs but got 1");
+  EXPECT_EQ(Error(g.AddOp("c", OpKind::kConcat, {})), "node 'c' (concat of ): takes at least 1 input but got 0");
+}
+
+TEST(OpTable, IntegerInputsGetNoGradientAndGemmsAreTheMatrixOps) {
+  EXPECT_FALSE(IsDifferentiableInput(OpKind::kEmbedding, 0));  // ids
+  EXPECT_TRUE(IsDifferentiableInput(OpKind::kEmbedding, 1));
+  EXPECT_TRUE(IsDifferentiableInput(OpKind::kCrossEntropy, 0));
+  EXPECT_FALSE(IsDifferentiableInput(OpKind::kCrossEntropy, 1));  // labels
+  EXPECT_TRUE(IsDifferentiableInput(OpKind::kMoEDispatch, 0));
+  EXPECT_FALSE(IsDifferentiableInput(OpKind::kMoEDispatch, 1));  // the route only selects
+  EXPECT_TRUE(IsDifferentiableInput(OpKind::kMoECombine, 1));    // the route carries gate weights
+  EXPECT_TRUE(IsDifferentiableInput(OpKind::kConcat, 40));
+  std::vector<OpKind> gemm;
+  for (const OpDef& def : OpTable()) {
+    if (IsGemmLike(def.kind)) gemm.push_back(def.kind);
+  }
+  EXPECT_EQ(gemm, (std::vector<OpKind>{OpKind::kLinear, OpKind::kMatMul, OpKind::kAttention, OpKind::kConv2d}));
+}
+
+// What an elementwise op needs besides its kernels is its entry: its shape, FLOPs, JSON name
+// and sharding family come from there (instr_test checks the rules that follow from it).
+TEST(OpTable, ElementwiseOpsAreDescribedByTheirEntryAlone) {
+  int seen = 0;
+  for (const OpDef& def : OpTable()) {
+    if (def.sharding.family != Sharding::Family::kKeepDims || def.sharding.whole_trailing_dims != 0) continue;
+    SCOPED_TRACE(std::string(def.name));
+    ++seen;
+    EXPECT_EQ(def.min_inputs, 1);
+    absl::StatusOr<testing::OpSample> s = testing::SampleOf(def.kind);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(InferShape(def.kind, s->inputs, s->attrs).value(), s->inputs[0]);
+    EXPECT_EQ(def.local_attrs, nullptr);
+    EXPECT_EQ(def.routes.input, kNoOperand);
+  }
+  EXPECT_GE(seen, 3);  // relu, gelu, dropout, ...
 }
 
 }  // namespace

@@ -120,7 +120,9 @@ TEST(Search, TinyGraphOptimumSplitsAllWorkEvenlyAtExactlyHalfTheFlops) {
   EXPECT_DOUBLE_EQ(e->compute_s, (f.forward + f.backward) / 2e9);
   EXPECT_LT(e->communication_s, 1e-15);
   for (const instr::Instruction& in : p->instructions) {
-    if (in.kind == instr::InstrKind::kCompute) EXPECT_NE(in.rule, "replicated") << g.node(in.node).name;
+    if (in.kind == instr::InstrKind::kCompute) {
+      EXPECT_NE(in.rule, instr::RuleId(instr::RuleFamily::kReplicated)) << g.node(in.node).name;
+    }
   }
   EXPECT_EQ(ExhaustiveSearchCost(g, *c, half, Strategy{}, SynthOptions{}), e->step_s);
 }

@@ -49,7 +49,7 @@ std::string_view CollImplName(CollImpl c);     // "none", "padded", "grouped"
 struct Instruction {
   InstrKind kind = InstrKind::kCompute;
   ir::NodeId node = -1;            // compute: the graph node
-  std::string rule;                // compute: the rule's name (ShardingRules)
+  RuleId rule;                     // compute: the rule (ShardingRules); named in plan files
   ir::ValueId tensor = ir::kNoValue;  // placements and collectives: the tensor moved
   int dim = -1;                    // Gather dim of the pre (all-gather, all-to-all) or post
   int dim2 = -1;                   // all-to-all: the Gather dim of the post
@@ -80,9 +80,14 @@ struct Program {
   std::vector<int64_t> ShardLengths(const ir::Graph& g, const Property& p) const;
 };
 
-// Derives the triple of an instruction from its kind and fields (compute: from the rule of
-// that name); an error when the fields do not describe a valid instruction.
+// Derives the triple of an instruction from its kind and fields (compute: from the node's rule
+// `rule`); an error when the fields do not describe a valid instruction.
 absl::Status DeriveTriple(const ir::Graph& g, Instruction& instr);
+
+// "node 'fc' has no rule 'heads'; its rules: replicated, batch0, column, row": the error for a
+// compute instruction whose rule (as named in a plan, or by RuleName) its node lacks.
+absl::Status NoRule(const ir::Graph& g, ir::NodeId node, std::string_view rule,
+                    const std::vector<ComputeRule>& rules);
 
 // Builds the split groups of a program from its instructions (union of the split uses of
 // every compute rule, plus each collective's Gather operand) with atoms = gcd of the members'

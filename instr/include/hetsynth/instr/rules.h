@@ -12,11 +12,22 @@
 // operator has the all-Identity rule; the others are the data, tensor, head, channel and
 // expert splits listed in docs/instructions.md.
 //
-//   for (const ComputeRule& r : ShardingRules(graph, node_id)) { ... r.pre[i], r.post ... }
+// A rule is named by a RuleId (a family and up to two dims); the names ("batch0", "column",
+// "split1_2") appear only in plan files, `explain` output and messages.
+//
+//   for (const ComputeRule& r : ShardingRules(graph, node_id)) { ... r.id, r.pre[i], r.post ... }
+//   RuleId id = RuleId(RuleFamily::kSplit, 1, 2);   // or, checked at compile time: "split1_2"
+//   RuleName(id);                                   // "split1_2"
+//   ParseRuleName("batch0", &id);                   // true: {kBatch, 0}
 #pragma once
 
+#include <array>
+#include <compare>
+#include <concepts>
 #include <cstdint>
+#include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "hetsynth/ir/graph.h"
@@ -39,6 +50,110 @@ struct Property {
 // "Gather(layers.0.attn.q, 2)", with the graph's value names.
 std::string PropertyString(const ir::Graph& g, const Property& p);
 
+// The families of compute rules, X(CamelName, "name"); docs/instructions.md lists which op has
+// which. A family's name is the stem of its rules' names.
+#define HETSYNTH_INSTR_RULE_FAMILIES(X)   \
+  X(Replicated, "replicated")             \
+  X(Split, "split")                       \
+  X(Partial, "partial")                   \
+  X(Batch, "batch")                       \
+  X(Column, "column")                     \
+  X(Row, "row")                           \
+  X(Rows, "rows")                         \
+  X(Columns, "columns")                   \
+  X(Inner, "inner")                       \
+  X(Heads, "heads")                       \
+  X(Hidden, "hidden")                     \
+  X(Vocab, "vocab")                       \
+  X(OutChannels, "out_channels")          \
+  X(InChannels, "in_channels")            \
+  X(Experts, "experts")                   \
+  X(Tokens, "tokens")
+
+enum class RuleFamily : uint8_t {
+#define HETSYNTH_INSTR_RULE_ENUM_(camel, name) k##camel,
+  HETSYNTH_INSTR_RULE_FAMILIES(HETSYNTH_INSTR_RULE_ENUM_)
+#undef HETSYNTH_INSTR_RULE_ENUM_
+};
+
+inline constexpr std::array<std::string_view, 0
+#define HETSYNTH_INSTR_RULE_COUNT_(camel, name) +1
+    HETSYNTH_INSTR_RULE_FAMILIES(HETSYNTH_INSTR_RULE_COUNT_)
+#undef HETSYNTH_INSTR_RULE_COUNT_
+    > kRuleFamilyNames = {
+#define HETSYNTH_INSTR_RULE_NAME_(camel, name) name,
+        HETSYNTH_INSTR_RULE_FAMILIES(HETSYNTH_INSTR_RULE_NAME_)
+#undef HETSYNTH_INSTR_RULE_NAME_
+};
+
+// Which rule of a node: a family and the dims its name carries. Ordered (family, dim, dim2),
+// so rules can key ordered containers.
+struct RuleId {
+  RuleFamily family = RuleFamily::kReplicated;
+  int dim = -1;   // the dim in the name ("batch1", "split2", the 1 of "split1_2"); -1: none
+  int dim2 = -1;  // reshape: the output dim ("split1_2"); -1: none
+
+  constexpr RuleId() = default;
+  constexpr RuleId(RuleFamily f, int d = -1, int d2 = -1) : family(f), dim(d), dim2(d2) {}
+  // A rule spelled as in plan files, parsed at compile time (a misspelt name does not
+  // compile): `in.rule = "replicated";`.
+  template <size_t N>
+  consteval RuleId(const char (&name)[N]);
+
+  auto operator<=>(const RuleId&) const = default;
+  bool operator==(const RuleId&) const = default;
+};
+
+// The rule's name in plan files and messages: the family's name, then dim and "_" dim2 when
+// set ("replicated", "batch0", "split1_2").
+std::string RuleName(const RuleId& id);
+std::ostream& operator<<(std::ostream& os, const RuleId& id);
+
+// Inverse of RuleName; false unless `name` is exactly the name of some RuleId (no leading
+// zeros, no stray characters). Whether a node has that rule is ShardingRules' business.
+constexpr bool ParseRuleName(std::string_view name, RuleId* id) {
+  size_t p = 0;
+  auto digit = [&](size_t i) { return i < name.size() && name[i] >= '0' && name[i] <= '9'; };
+  while (p < name.size() && !digit(p)) ++p;
+  const std::string_view stem = name.substr(0, p);
+  size_t f = 0;
+  while (f < kRuleFamilyNames.size() && kRuleFamilyNames[f] != stem) ++f;
+  if (f == kRuleFamilyNames.size()) return false;
+  // A dim: one to six digits, no leading zero.
+  auto number = [&](int* out) {
+    const size_t begin = p;
+    int v = 0;
+    while (digit(p) && p - begin < 6) v = 10 * v + (name[p++] - '0');
+    *out = v;
+    return p > begin && !digit(p) && (name[begin] != '0' || p == begin + 1);
+  };
+  RuleId parsed(static_cast<RuleFamily>(f));
+  if (p < name.size()) {
+    if (!number(&parsed.dim)) return false;
+    if (p < name.size()) {
+      if (name[p++] != '_' || !number(&parsed.dim2)) return false;
+    }
+  }
+  if (p != name.size()) return false;
+  *id = parsed;
+  return true;
+}
+
+template <size_t N>
+consteval RuleId::RuleId(const char (&name)[N]) {
+  // Reaching the throw makes the initialization not a constant expression: a compile error.
+  if (!ParseRuleName(std::string_view(name, N - 1), this)) throw "not a rule name (instr/rules.h)";
+}
+
+// Transitional, for runtime/ code that still matches rules by name (issue 11: it moves to
+// LocalComputeOf, then this goes): a rule against a std::string name. A string literal
+// converts to a RuleId at compile time instead.
+template <class S>
+  requires std::same_as<S, std::string>
+bool operator==(const RuleId& id, const S& name) {
+  return RuleName(id) == name;
+}
+
 // How much of the operator's work one device does under a rule.
 enum class Work : uint8_t {
   kFull,          // every device computes the whole op (all-Identity)
@@ -54,7 +169,10 @@ struct SplitUse {
 };
 
 struct ComputeRule {
-  std::string name;            // "batch", "column", "row", "heads", "experts", "replicated", ...
+  RuleId id;                   // which rule of the node (ShardingRules gives each a distinct id)
+  // RuleName(id). Transitional: only runtime/ reads it, until it takes its decisions from
+  // LocalComputeOf (issue 11); read `id` instead.
+  std::string name;
   std::vector<Property> pre;   // one per node input, in input order
   Property post;               // the output's property
   Work work = Work::kFull;
@@ -64,7 +182,14 @@ struct ComputeRule {
   bool bias_once = false;
 };
 
-// Every rule for one node, all-Identity first, then in a fixed order (deterministic).
+// Every rule for one node, all-Identity first, then in a fixed order (deterministic). Ops of a
+// family shared by several ops (ir::Sharding) get the family's rules from their op table
+// entry; the others have their own rules in rules.cc.
 std::vector<ComputeRule> ShardingRules(const ir::Graph& g, ir::NodeId node);
+
+// The rule `id` among a node's rules; nullptr when the node has no such rule.
+const ComputeRule* FindRule(const std::vector<ComputeRule>& rules, const RuleId& id);
+// "replicated, batch0, column, row": a node's rule names, for messages.
+std::string RuleNames(const std::vector<ComputeRule>& rules);
 
 }  // namespace hetsynth::instr
