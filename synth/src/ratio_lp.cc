@@ -50,13 +50,16 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
   // Objective coefficients in milliseconds.
   double a_f = 0, a_b = 0, a_y = 0, a_w = 0;
   for (const costmodel::Term& t : pc.terms) {
-    switch (t.kind) {
-      case TermKind::kComputeSplit: (t.memory_bound ? a_b : a_f) += 1e3 * t.coefficient / (t.memory_bound ? bwmax : fmax); break;
-      case TermKind::kGatherPadded:
-      case TermKind::kAllToAll: a_y += 1e3 * t.times * beta * t.bytes * (t.kind == TermKind::kGatherPadded ? n - 1.0 : 1.0); break;
-      case TermKind::kGatherGrouped: a_w += 1e3 * t.times * beta * t.bytes; break;
-      default: break;  // independent of the ratios
+    if (t.kind == TermKind::kComputeSplit) {
+      (t.memory_bound ? a_b : a_f) += 1e3 * t.coefficient / (t.memory_bound ? bwmax : fmax);
+      continue;
     }
+    // A collective's β part, rounds · volume · β·B per unit of its share measure (y or w);
+    // its α part and a ratio-independent volume are constants the LP can leave out.
+    const costmodel::CollectiveCoefficients k = costmodel::CollectiveCost(t.kind, n);
+    const double per_unit = 1e3 * t.times * beta * t.bytes * (k.rounds * k.volume);
+    if (k.measure == costmodel::ShareMeasure::kMaxShare) a_y += per_unit;
+    if (k.measure == costmodel::ShareMeasure::kGroupedMax) a_w += per_unit;
   }
   // Memory per device, in GB: fixed + split · r.
   double mem_fixed = 0, mem_split = 0;
