@@ -39,6 +39,7 @@ double Value(const z3::model& m, const z3::expr& e) {
 
 absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const costmodel::Cluster& c,
                                                    const instr::Program& p, const SynthOptions& o) {
+  HS_RETURN_IF_ERROR(ValidateSynthOptions(o));
   using costmodel::TermKind;
   const int n = c.size();
   if (n == 1) return std::vector<double>{1.0};

@@ -405,6 +405,7 @@ absl::StatusOr<double> Search::Exhaustive() {
 absl::StatusOr<instr::Program> SearchProgram(const ir::Graph& g, const costmodel::Cluster& c,
                                              const std::vector<double>& ratios, const Strategy& s,
                                              const SynthOptions& o, int64_t* states_expanded) {
+  HS_RETURN_IF_ERROR(ValidateSynthOptions(o));
   // The best-g table merges states that differ only in memory, which is fast but can drop the
   // only path that fits. When nothing fits, search again with memory priced into g, each time
   // dearer (a memory-saving pass), until a program fits.

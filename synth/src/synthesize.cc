@@ -2,12 +2,31 @@
 #include "hetsynth/synth/synthesize.h"
 
 #include <chrono>
+#include <cmath>
 #include <optional>
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::synth {
+
+absl::Status ValidateSynthOptions(const SynthOptions& o) {
+  auto positive = [](const char* field, double v, const char* meaning) -> absl::Status {
+    if (std::isfinite(v) && v > 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(StrCat("synth options: ", field, " is ", v, "; expected a finite number > 0 (",
+                                             meaning, ")"));
+  };
+  HS_RETURN_IF_ERROR(positive("time_limit_s", o.time_limit_s, "seconds of wall clock for the whole synthesis"));
+  if (o.max_rounds < 1) {
+    return absl::InvalidArgumentError(StrCat("synth options: max_rounds is ", o.max_rounds,
+                                             "; expected at least 1 (search ⇄ ratio rounds)"));
+  }
+  HS_RETURN_IF_ERROR(positive("cost.parameter_state_factor", o.cost.parameter_state_factor,
+                              "bytes kept per parameter byte; Adam: 4, SGD: 2"));
+  HS_RETURN_IF_ERROR(positive("cost.optimizer_bytes_factor", o.cost.optimizer_bytes_factor,
+                              "bytes the update moves per parameter byte; Adam: 7"));
+  return absl::OkStatus();
+}
 
 std::vector<std::string> BaselineNames() { return {"dp-ev", "dp-cp", "tp-even", "zero-even"}; }
 
@@ -156,6 +175,7 @@ absl::StatusOr<SynthResult> Alternate(const ir::Graph& g, const costmodel::Clust
 
 absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Cluster& c, const Strategy& s,
                                        const SynthOptions& o) {
+  HS_RETURN_IF_ERROR(ValidateSynthOptions(o));
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   if (!s.optimize_ratios) {
