@@ -100,6 +100,11 @@ std::string TightestDevice(const costmodel::Estimate& e, const costmodel::Cluste
                 " bytes and has ", static_cast<int64_t>(c.devices[worst].memory_bytes));
 }
 
+// A failure of the solver (a Z3 exception or an `unknown` answer, see ratio_lp.cc), which no
+// other round or start makes up for, unlike the outcomes "nothing fits" (ResourceExhausted) and
+// "out of time" (DeadlineExceeded).
+bool IsSolverFailure(const absl::Status& s) { return absl::IsInternal(s); }
+
 }  // namespace
 
 namespace {
@@ -118,7 +123,7 @@ absl::StatusOr<SynthResult> Alternate(const ir::Graph& g, const costmodel::Clust
     int64_t expanded = 0;
     absl::StatusOr<instr::Program> prog = SearchProgram(g, c, ratios, s, round_opts, &expanded);
     if (!prog.ok()) {
-      if (have) break;  // keep the best program of the earlier rounds
+      if (have && !IsSolverFailure(prog.status())) break;  // keep the best program of the earlier rounds
       if (absl::IsResourceExhausted(prog.status())) {
         // Explain with the cheapest memory-blind program.
         SynthOptions blind = round_opts;
@@ -140,6 +145,7 @@ absl::StatusOr<SynthResult> Alternate(const ir::Graph& g, const costmodel::Clust
     if (s.optimize_ratios) {
       absl::StatusOr<std::vector<double>> lp = OptimizeRatios(g, c, *prog, o);
       if (lp.ok()) next = *lp;
+      if (!lp.ok() && IsSolverFailure(lp.status())) return lp.status();  // else: no ratios fit; keep these
     }
     HS_ASSIGN_OR_RETURN(costmodel::Estimate e, ApplyRatios(g, c, *prog, next, o));
     // The LP's continuous ratios fit; rounding shares to whole atoms can push a small device
@@ -190,9 +196,11 @@ absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Clus
   // the result is never worse than the best baseline under the cost model.
   std::optional<SynthResult> best;
   absl::Status first_error = absl::OkStatus();
+  absl::Status solver_failure = absl::OkStatus();
   auto consider = [&](absl::StatusOr<SynthResult> r) {
     if (!r.ok()) {
       if (first_error.ok()) first_error = r.status();
+      if (solver_failure.ok() && IsSolverFailure(r.status())) solver_failure = r.status();
       return;
     }
     if (!best || r->estimate.step_s < best->estimate.step_s * (1 - 1e-9)) {
@@ -215,8 +223,10 @@ absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Clus
     if (elapsed() > budget) break;
     const Strategy b = *StrategyByName(name);
     absl::StatusOr<SynthResult> base = Alternate(g, c, b, o, InitialRatios(c, b.even_ratios), budget, start);
+    if (!base.ok() && IsSolverFailure(base.status())) return base.status();
     if (!base.ok()) continue;
     absl::StatusOr<std::vector<double>> lp = OptimizeRatios(g, c, base->program, o);
+    if (!lp.ok() && IsSolverFailure(lp.status())) return lp.status();
     if (!lp.ok()) continue;
     absl::StatusOr<costmodel::Estimate> e = ApplyRatios(g, c, base->program, *lp, o);
     if (!e.ok() || (o.memory_limits && !Fits(*e, c))) continue;
@@ -225,6 +235,7 @@ absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Clus
     base->log = {StrCat(name, "'s program with optimized ratios: predicted ", e->step_s * 1e3, " ms/step")};
     consider(std::move(base));
   }
+  if (!solver_failure.ok()) return solver_failure;
   if (!best) return first_error;
   best->seconds = elapsed();
   return std::move(*best);
