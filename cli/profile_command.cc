@@ -3,12 +3,13 @@
 // mixed cluster (runtime/src/executor.cc: each rank's kernel thread CPU time stretched by
 // max_flops / flops_i, a collective on the threads communicator charged by the thread CPU time
 // it takes, virtual clocks synchronized before it). docs/cluster-format.md, "Profiling this host".
+// This file measures, prints and writes; what the measurements mean for the cost model (the
+// classification of nodes, the α–β fit, the emulated cluster) is costmodel/calibrate.h.
 //
 //   hetsynth profile --model gpt --small --like examples/clusters/mixed-4.json -o emulated.json
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -16,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "hetsynth/costmodel/calibrate.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/instr/program.h"
@@ -37,7 +39,6 @@ constexpr int kDefaultRanks = 4;          // without --like
 constexpr int kMaxDefaultRanks = 64;      // default --ranks from a --like cluster is capped here
 constexpr int kMaxRanks = 1024;
 constexpr int64_t kDefaultMaxBytes = int64_t{16} << 20;  // 4M floats
-constexpr int kMaxFixedPointRounds = 20;
 
 struct ProfileFlags {
   ModelOptions model;
@@ -70,22 +71,16 @@ std::string Bytes(double b) {
 
 // ---- 1. kernels ------------------------------------------------------------------------------
 
-struct NodeTimes {
-  std::vector<double> seconds;   // per node: median over the timed steps of forward + backward
-  std::vector<bool> backward;    // per node: whether its backward ran (its output got a gradient)
-  double optimizer_s = 0;        // median Adam update of every parameter (the cost model's optimizer term)
-};
-
 // Runs 1 warm-up + `repeats` timed training steps of runtime::Trainer on this thread, timing
 // each node's forward + backward kernel calls (Trainer::SetKernelTimer: thread CPU time) and the
 // Adam update of every parameter, and takes medians over the timed steps.
-absl::StatusOr<NodeTimes> TimeKernels(const ir::ModelSpec& spec, const ir::Graph& g, int repeats) {
+absl::StatusOr<costmodel::KernelTimes> TimeKernels(const ir::ModelSpec& spec, const ir::Graph& g, int repeats) {
   HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, /*seed=*/0));
   HS_ASSIGN_OR_RETURN(auto trainer, runtime::Trainer::Create(g, runtime::OptimizerConfig{}, /*seed=*/0));
   runtime::Optimizer optimizer(runtime::OptimizerConfig{});  // Adam, the default
   const size_t num_nodes = g.nodes().size();
   std::vector<double> t(num_nodes, 0.0);
-  NodeTimes result;
+  costmodel::KernelTimes result;
   result.backward.assign(num_nodes, false);
   trainer->SetKernelTimer([&](ir::NodeId node, bool backward, double seconds) {
     t[static_cast<size_t>(node)] += seconds;
@@ -115,15 +110,21 @@ absl::StatusOr<NodeTimes> TimeKernels(const ir::ModelSpec& spec, const ir::Graph
 // ---- 2. collectives --------------------------------------------------------------------------
 
 struct CommSample {
-  const char* op;   // "all_gather", "reduce_scatter" (grouped, uneven shares) or "all_reduce"
-  double elements;  // of the whole tensor
-  double bytes;     // B of the cost model: bytes of the whole tensor
-  double seconds;   // median over repeats of the max over ranks
-  double a, b;      // model: seconds ≈ a·α + b·β
+  const char* op;                 // a kCommOps name
+  costmodel::LinkSample sample;   // seconds: median over repeats of the max over ranks
 };
 
+// The collectives timed, in this order, and how the cost model prices each (grouped all-gather
+// and reduce-scatter with uneven shares, ring all-reduce, padded all-gather).
+struct CommOp {
+  const char* name;
+  costmodel::TermKind kind;
+};
 constexpr int kCommOps = 4;
-const char* const kCommOpNames[kCommOps] = {"all_gather", "reduce_scatter", "all_reduce", "all_gather_padded"};
+constexpr CommOp kCommOpTable[kCommOps] = {{"all_gather", costmodel::TermKind::kGatherGrouped},
+                                           {"reduce_scatter", costmodel::TermKind::kGatherGrouped},
+                                           {"all_reduce", costmodel::TermKind::kAllReduce},
+                                           {"all_gather_padded", costmodel::TermKind::kGatherPadded}};
 
 // The tensor sizes timed: 4, 16, 64, … elements up to max_bytes (1 when max_bytes < 16).
 std::vector<int64_t> CollectiveSizes(int64_t max_bytes) {
@@ -133,30 +134,11 @@ std::vector<int64_t> CollectiveSizes(int64_t max_bytes) {
   return sizes;
 }
 
-// A sample of collective kCommOpNames[op] over a tensor cut into shards of `lengths` elements
-// (one per rank) that took `seconds`, with the cost model's coefficients (costmodel/cost.h):
-// grouped all-gather / reduce-scatter n·α + β·B·max_i max(1 − s_i, (n−1)·s_i); ring all-reduce
-// 2(n−1)·α + 2(n−1)/n·β·B; padded all-gather (n−1)·(α + β·B·max_i s_i), with the rounded shares.
-// Both backends' samples go through here.
+// A sample of collective kCommOpTable[op] over shards of `lengths` elements (one per rank), with
+// the cost model's coefficients for the rounded shares (costmodel::MakeLinkSample). Both
+// backends' samples go through here.
 CommSample MakeSample(int op, const std::vector<int64_t>& lengths, double seconds) {
-  const int n = static_cast<int>(lengths.size());
-  const double nm1 = n - 1.0;
-  int64_t total = 0;
-  for (int64_t len : lengths) total += len;
-  double grouped = 0, largest = 0;  // max_i max(1 − s_i, (n−1)·s_i); max_i s_i
-  for (int64_t len : lengths) {
-    const double share = static_cast<double>(len) / static_cast<double>(total);
-    grouped = std::max(grouped, std::max(1.0 - share, nm1 * share));
-    largest = std::max(largest, share);
-  }
-  CommSample c;
-  c.op = kCommOpNames[op];
-  c.elements = static_cast<double>(total);
-  c.bytes = 4.0 * c.elements;
-  c.seconds = std::max(seconds, 1e-9);  // a clock tick, never zero
-  c.a = op < 2 ? static_cast<double>(n) : op == 2 ? 2 * nm1 : nm1;
-  c.b = op < 2 ? grouped * c.bytes : op == 2 ? 2 * nm1 / n * c.bytes : nm1 * largest * c.bytes;
-  return c;
+  return {kCommOpTable[op].name, costmodel::MakeLinkSample(kCommOpTable[op].kind, lengths, seconds)};
 }
 
 // For each size of CollectiveSizes, split over the ranks in proportion to `shares` (the plan
@@ -221,168 +203,38 @@ absl::StatusOr<std::vector<CommSample>> TimeCollectives(int n, int repeats, int6
   return out;
 }
 
-struct LinkFit {
-  double alpha = 0, beta = 0;  // seconds, seconds per byte
-  double rms_relative = 0;     // root mean square of (predicted − measured) / measured
-};
-
-// α from the small collectives, where latency is all there is: the median of seconds / a over
-// samples of at most 4 KiB. β from the large ones, which carry the step's communication time:
-// least squares of (seconds − a·α) ≈ b·β over samples of at least 256 KiB (when there are none,
-// over all samples). A single relative fit over all sizes would let the many small sizes pull β
-// down and under-price the large transfers by half.
-LinkFit FitLink(const std::vector<CommSample>& samples) {
-  LinkFit f;
-  std::vector<double> latency;
-  for (const CommSample& c : samples) {
-    if (c.bytes <= 4096 && c.a > 0) latency.push_back(c.seconds / c.a);
-  }
-  f.alpha = latency.empty() ? 0 : Median(latency);
-  double bb = 0, bt = 0;
-  for (int pass = 0; pass < 2 && bb == 0; ++pass) {
-    for (const CommSample& c : samples) {
-      if (pass == 0 && c.bytes < 262144) continue;
-      const double rest = std::max(0.0, c.seconds - c.a * f.alpha);
-      bb += c.b * c.b, bt += c.b * rest;
-    }
-  }
-  f.beta = bb > 0 && bt > 0 ? bt / bb : 1e-12;
-  double e = 0;
-  for (const CommSample& c : samples) e += std::pow((c.a * f.alpha + c.b * f.beta - c.seconds) / c.seconds, 2);
-  f.rms_relative = samples.empty() ? 0 : std::sqrt(e / static_cast<double>(samples.size()));
-  return f;
-}
-
-// ---- 3. the cluster --------------------------------------------------------------------------
-
-// This host (or GPU) as the fastest device: without `like`, `ranks` devices <base>0… of one
-// type <base> in a cluster named <base> (base: "host" or "gpu"); with it, like's devices, nodes and names, each device's flops and memory bandwidth = host ×
-// (its flops / like's largest flops), memory kept; every link = the measured one; like's
-// collective tables dropped (they describe the real cluster, not this host).
-costmodel::Cluster EmulatedCluster(const std::optional<costmodel::Cluster>& like, int ranks, double host_flops,
-                                   double host_bw, const costmodel::Link& link, double memory_per_device,
-                                   const std::string& base) {
-  costmodel::Cluster c;
-  if (!like) {
-    c.name = base;
-    c.nodes.push_back({"n0", link});
-    for (int i = 0; i < ranks; ++i) {
-      c.devices.push_back({fmt::format("{}{}", base, i), base, 0, host_flops, memory_per_device, host_bw});
-    }
-  } else {
-    c = *like;
-    c.name = like->name + "-emulated";
-    c.collectives.clear();
-    double max_flops = 0;
-    for (const costmodel::Device& d : like->devices) max_flops = std::max(max_flops, d.flops);
-    for (costmodel::Device& d : c.devices) {
-      const double r = d.flops / max_flops;
-      d.flops = host_flops * r;
-      d.memory_bandwidth = host_bw * r;
-    }
-    for (costmodel::Node& n : c.nodes) n.intra = link;
-  }
-  c.inter_node = link;
-  return c;
-}
-
-struct HostCompute {
-  double flops_per_s = 0, bytes_per_s = 0;
-  double flops = 0, compute_s = 0, bytes = 0, memory_s = 0;  // sums over each class of nodes
-  int compute_nodes = 0, memory_nodes = 0, skipped = 0;
-  bool flops_fallback = false, bandwidth_fallback = false;
-};
-
-// The bytes the cost model charges a memory-bound node (costmodel/src/cost.cc, ComputeTerm).
-double NodeBytes(const ir::Graph& g, const ir::Node& n) {
-  double bytes = 4.0 * static_cast<double>(ir::NumElements(g.value(n.output).shape));
-  for (ir::ValueId v : n.inputs) bytes += 4.0 * static_cast<double>(ir::NumElements(g.value(v).shape));
-  return 3.0 * bytes;
-}
-
-// Classifies every node as the cost model does on `cluster` (ComputeTerm with the node's
-// replicated rule) and sums FLOPs or bytes and times per class. Nodes whose backward the
-// trainer does not run (no gradient reaches their output) are left out: their measured time
-// lacks the backward the cost model counts. With no (timed) node of a class, its rate falls back
-// to all timed nodes' FLOPs (or bytes) over all their time, a lower bound.
-HostCompute Rates(const ir::Graph& g, const NodeTimes& t, const costmodel::Cluster& cluster,
-                  std::vector<bool>* memory_bound) {
-  HostCompute h;
-  memory_bound->assign(g.nodes().size(), false);
-  double all_flops = 0, all_bytes = 0, all_s = 0;
-  for (size_t n = 0; n < g.nodes().size(); ++n) {
-    const ir::NodeId id = static_cast<ir::NodeId>(n);
-    const costmodel::Term term = costmodel::ComputeTerm(g, id, instr::ShardingRules(g, id)[0], cluster);
-    (*memory_bound)[n] = term.memory_bound;
-    if (!t.backward[n]) {
-      ++h.skipped;
-      continue;
-    }
-    const ir::Flops f = g.NodeFlops(id);
-    all_flops += f.forward + f.backward, all_bytes += NodeBytes(g, g.node(id)), all_s += t.seconds[n];
-    if (term.memory_bound) {
-      h.bytes += term.coefficient, h.memory_s += t.seconds[n], ++h.memory_nodes;
-    } else {
-      h.flops += term.coefficient, h.compute_s += t.seconds[n], ++h.compute_nodes;
-    }
-  }
-  // The optimizer update counts as memory-bound work (costmodel::OptimizerTerm).
-  double param_bytes = 0;
-  for (ir::ValueId p : g.parameters()) param_bytes += 4.0 * static_cast<double>(ir::NumElements(g.value(p).shape));
-  if (t.optimizer_s > 0) h.bytes += costmodel::CostOptions{}.optimizer_bytes_factor * param_bytes, h.memory_s += t.optimizer_s;
-  h.flops_per_s = h.compute_s > 0 && h.flops > 0 ? h.flops / h.compute_s : 0;
-  h.bytes_per_s = h.memory_s > 0 && h.bytes > 0 ? h.bytes / h.memory_s : 0;
-  if (h.flops_per_s <= 0 && all_s > 0) h.flops_per_s = all_flops / all_s, h.flops_fallback = true;
-  if (h.bytes_per_s <= 0 && all_s > 0) h.bytes_per_s = all_bytes / all_s, h.bandwidth_fallback = true;
-  return h;
-}
-
-// The cost model classifies a node as memory-bound against the cluster's average device; in the
-// emulated cluster every device is the measured one scaled by one factor, so that average has its
-// FLOP/s : bandwidth ratio. Start from the whole model's FLOPs and bytes over its time and
-// classify on the output cluster until the classification no longer changes. Both backends'
-// node times go through here.
-HostCompute Classify(const ir::Graph& g, const NodeTimes& times, double total_s,
-                     const std::optional<costmodel::Cluster>& like, int ranks, double memory_per_device,
-                     const std::string& base) {
-  HostCompute host;
-  {
-    double flops = 0, bytes = 0;
-    for (size_t n = 0; n < g.nodes().size(); ++n) {
-      const ir::Flops fl = g.NodeFlops(static_cast<ir::NodeId>(n));
-      flops += fl.forward + fl.backward, bytes += NodeBytes(g, g.nodes()[n]);
-    }
-    host.flops_per_s = flops > 0 ? flops / total_s : 1.0;
-    host.bytes_per_s = bytes > 0 ? bytes / total_s : 1.0;
-  }
-  const costmodel::Link provisional{1e9, 0};
-  std::vector<bool> classes, previous;
-  int rounds = 0;
-  bool stable = false;
-  while (rounds < kMaxFixedPointRounds && !stable) {
-    ++rounds;
-    const costmodel::Cluster c =
-        EmulatedCluster(like, ranks, host.flops_per_s, host.bytes_per_s, provisional, memory_per_device, base);
-    host = Rates(g, times, c, &classes);
-    stable = classes == previous;
-    previous = classes;
-  }
-  fmt::print(stderr, "profile: {} compute-bound and {} memory-bound nodes timed ({} without backward left out){}\n",
-             host.compute_nodes, host.memory_nodes, host.skipped,
-             stable ? "" : fmt::format("; classification still changing after {} rounds", rounds));
-  return host;
-}
-
 // What a backend measured, in the form the shared code below writes the cluster file from.
 struct Measured {
-  HostCompute compute;  // the device's rates (classified; CPU: calibrated against the executor)
+  costmodel::KernelRates compute;  // the device's rates (classified; CPU: calibrated against the executor)
   std::vector<CommSample> samples;
-  double memory_per_device = 0;  // without --like
-  std::string base;              // "host" or "gpu": cluster, device and type names without --like
+  costmodel::EmulationTarget target;  // --like or --ranks devices; base "host" or "gpu"
   std::string label;             // the summary's name for the device: "host" or "GPU"
   std::string ranks_label;       // e.g. "4 thread ranks", "4 virtual GPUs"
   std::string extra;             // one more summary line, or empty
 };
+
+// The cluster to write, but for the rates and the link: like's devices, or `ranks` devices of
+// `memory_per_device` bytes named after `base`.
+costmodel::EmulationTarget Target(const std::optional<costmodel::Cluster>& like, int ranks, double memory_per_device,
+                                  const std::string& base) {
+  costmodel::EmulationTarget t;
+  t.like = like ? &*like : nullptr;
+  t.ranks = ranks;
+  t.memory_per_device = memory_per_device;
+  t.base = base;
+  return t;
+}
+
+// The cost model's rates for the measured node times (costmodel::CalibrateRates), with a
+// progress line.
+absl::StatusOr<costmodel::KernelRates> Classify(const ir::Graph& g, const costmodel::KernelTimes& times,
+                                                const costmodel::EmulationTarget& target) {
+  HS_ASSIGN_OR_RETURN(costmodel::KernelRates rates, costmodel::CalibrateRates(g, times, target, costmodel::CostOptions{}));
+  fmt::print(stderr, "profile: {} compute-bound and {} memory-bound nodes timed ({} without backward left out){}\n",
+             rates.compute_nodes, rates.memory_nodes, rates.skipped,
+             rates.stable ? "" : fmt::format("; classification still changing after {} rounds", rates.rounds));
+  return rates;
+}
 
 // Shards as plans for this cluster will cut them: in proportion to the devices' speeds (like's
 // FLOP/s when it has `ranks` devices, else equal).
@@ -406,23 +258,22 @@ absl::StatusOr<Measured> MeasureCpu(const ProfileFlags& f, const ir::ModelSpec& 
                                              Bytes(ram), "; lower --max-bytes or --ranks"));
   }
   Measured m;
-  m.base = "host";
+  m.target = Target(like, ranks, ram > 0 ? ram / ranks : 1.0, "host");
   m.label = "host";
   m.ranks_label = fmt::format("{} thread ranks", ranks);
-  m.memory_per_device = ram > 0 ? ram / ranks : 1.0;
 
   // 1. Kernels.
   fmt::print(stderr, "profile: timing the kernels of {} on 1 thread: 1 warm-up + {} training step{}\n",
              spec.ToString(), f.repeats, f.repeats == 1 ? "" : "s");
-  HS_ASSIGN_OR_RETURN(NodeTimes times, TimeKernels(spec, g, f.repeats));
+  HS_ASSIGN_OR_RETURN(costmodel::KernelTimes times, TimeKernels(spec, g, f.repeats));
   double total_s = 0;
   for (double s : times.seconds) total_s += s;
   if (!(total_s > 0)) {
     return absl::InvalidArgumentError(StrCat("--model ", spec.name,
                                              ": its kernels took no measurable CPU time; use a larger model or --batch"));
   }
-  HostCompute& host = m.compute;
-  host = Classify(g, times, total_s, like, ranks, m.memory_per_device, m.base);
+  costmodel::KernelRates& host = m.compute;
+  HS_ASSIGN_OR_RETURN(host, Classify(g, times, m.target));
 
   // The executor's kernels run among its own bookkeeping and among the other ranks' threads
   // (collectives, wake-ups) on this host's few cores, which slows them down; scale both rates so
@@ -517,13 +368,12 @@ absl::StatusOr<Measured> MeasureCuda(const ProfileFlags& f, const ir::ModelSpec&
   HS_RETURN_IF_ERROR(p.status());
 
   Measured m;
-  m.base = "gpu";
+  m.target = Target(like, ranks, p->memory_bytes / ranks, "gpu");  // the virtual GPUs share the one GPU's memory
   m.label = "GPU";
   m.ranks_label = fmt::format("{} virtual GPUs", ranks);
-  m.memory_per_device = p->memory_bytes / ranks;  // the virtual GPUs share the one GPU's memory
   m.extra = fmt::format("GPU copy:     {:.4g} GB/s device-to-device (bytes read + written; {})", p->copy_bytes_per_s / 1e9,
                         p->device_name);
-  NodeTimes times;
+  costmodel::KernelTimes times;
   times.seconds = p->node_seconds;
   times.backward = p->node_backward;
   times.optimizer_s = p->optimizer_s;
@@ -532,11 +382,11 @@ absl::StatusOr<Measured> MeasureCuda(const ProfileFlags& f, const ir::ModelSpec&
   if (!(total_s > 0)) {
     return absl::InvalidArgumentError(StrCat("--model ", spec.name, ": its kernels took no measurable time on the GPU"));
   }
-  m.compute = Classify(g, times, total_s, like, ranks, m.memory_per_device, m.base);
+  HS_ASSIGN_OR_RETURN(m.compute, Classify(g, times, m.target));
   fmt::print(stderr, "profile: collectives on {}\n", p->comm_description);
   for (const runtime::CudaCollectiveTime& c : p->collectives) {
     int op = 0;
-    while (op < kCommOps && c.op != kCommOpNames[op]) ++op;
+    while (op < kCommOps && c.op != kCommOpTable[op].name) ++op;
     if (op == kCommOps) return absl::InternalError(StrCat("ProfileCuda timed an unknown collective '", c.op, "'"));
     m.samples.push_back(MakeSample(op, c.lengths, c.seconds));
   }
@@ -587,16 +437,16 @@ absl::Status RunProfile(const ProfileFlags& f) {
   }
 
   HS_ASSIGN_OR_RETURN(const Measured m, cuda ? MeasureCuda(f, spec, g, like, ranks) : MeasureCpu(f, spec, g, like, ranks));
-  const HostCompute& host = m.compute;
+  const costmodel::KernelRates& host = m.compute;
+  std::vector<costmodel::LinkSample> samples;
   for (const CommSample& c : m.samples) {
-    fmt::print(stderr, "profile:   {:<10} {:>12}  {:>10.1f} us\n", c.op, Bytes(c.bytes), c.seconds * 1e6);
+    fmt::print(stderr, "profile:   {:<10} {:>12}  {:>10.1f} us\n", c.op, Bytes(c.sample.bytes), c.sample.seconds * 1e6);
+    samples.push_back(c.sample);
   }
-  const LinkFit fit = FitLink(m.samples);
-  const costmodel::Link link{1.0 / fit.beta, fit.alpha};
+  const costmodel::LinkFit fit = costmodel::FitLink(samples);
 
   // 3. The cluster file.
-  const costmodel::Cluster out =
-      EmulatedCluster(like, ranks, host.flops_per_s, host.bytes_per_s, link, m.memory_per_device, m.base);
+  const costmodel::Cluster out = costmodel::EmulatedCluster(m.target, host.flops_per_s, host.bytes_per_s, fit.link());
   const std::string text = costmodel::ClusterToJson(out);
   HS_RETURN_IF_ERROR(costmodel::ParseCluster(text, f.out).status());  // what we write must load
   std::ofstream file(f.out, std::ios::binary | std::ios::trunc);

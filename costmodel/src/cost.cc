@@ -7,12 +7,6 @@
 namespace hetsynth::costmodel {
 namespace {
 
-constexpr double kBytes = 4.0;  // fp32
-
-double TensorBytes(const ir::Graph& g, ir::ValueId v) {
-  return kBytes * static_cast<double>(ir::NumElements(g.value(v).shape));
-}
-
 bool IsGemmClass(ir::OpKind k) {
   return k == ir::OpKind::kLinear || k == ir::OpKind::kMatMul || k == ir::OpKind::kAttention ||
          k == ir::OpKind::kConv2d;
@@ -32,18 +26,52 @@ Shares ProgramShares(const instr::Program& p) {
   return s;
 }
 
+double ValueBytes(const ir::Graph& g, ir::ValueId v) {
+  return kElementBytes * static_cast<double>(ir::NumElements(g.value(v).shape));
+}
+
+double NodeComputeBytes(const ir::Graph& g, ir::NodeId node) {
+  const ir::Node& n = g.node(node);
+  double bytes = ValueBytes(g, n.output);
+  for (ir::ValueId v : n.inputs) bytes += ValueBytes(g, v);
+  return bytes * 3.0;
+}
+
 bool MemoryBound(double flops, double bytes, const Cluster& c) {
   double f = 0, bw = 0;
   for (const Device& d : c.devices) f += d.flops, bw += d.memory_bandwidth;
   return bytes / bw > flops / f;
 }
 
+double MeasureShares(ShareMeasure m, int n, const std::vector<double>& shares) {
+  const double nm1 = n - 1.0;
+  double measure = m == ShareMeasure::kNone ? 1.0 : 0.0;
+  for (double s : shares) {
+    if (m == ShareMeasure::kMaxShare) measure = std::max(measure, s);
+    if (m == ShareMeasure::kGroupedMax) measure = std::max(measure, std::max(1.0 - s, nm1 * s));
+  }
+  return measure;
+}
+
+CollectiveCoefficients CollectiveCost(TermKind kind, int n) {
+  const double nm1 = n - 1.0;
+  switch (kind) {
+    case TermKind::kGatherPadded: return {nm1, 1.0, 1.0, ShareMeasure::kMaxShare};
+    case TermKind::kGatherGrouped: return {1.0, static_cast<double>(n), 1.0, ShareMeasure::kGroupedMax};
+    case TermKind::kAllToAll: return {1.0, nm1, 1.0, ShareMeasure::kMaxShare};
+    case TermKind::kAllReduce: return {1.0, 2 * nm1, 2 * nm1 / n, ShareMeasure::kNone};
+    default: return {};
+  }
+}
+
+double CollectiveSeconds(const CollectiveCoefficients& k, double measure, double alpha, double beta, double bytes) {
+  return k.rounds * (k.latencies * alpha + k.volume * beta * bytes * measure);
+}
+
 Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& rule, const Cluster& c) {
   const ir::Node& n = g.node(node);
   const ir::Flops f = g.NodeFlops(node);
-  double bytes = TensorBytes(g, n.output);
-  for (ir::ValueId v : n.inputs) bytes += TensorBytes(g, v);
-  bytes *= 3.0;  // forward reads the inputs and writes the output; backward about twice that
+  const double bytes = NodeComputeBytes(g, node);
   Term t;
   t.kind = rule.work == instr::Work::kFull ? TermKind::kComputeFull : TermKind::kComputeSplit;
   const double flops = f.forward + f.backward;
@@ -54,7 +82,7 @@ Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& 
 
 Term CollectiveTerm(const ir::Graph& g, const instr::Instruction& in) {
   Term t;
-  t.bytes = TensorBytes(g, in.tensor);
+  t.bytes = ValueBytes(g, in.tensor);
   t.times = 2;  // the forward collective and its backward dual move the same bytes
   switch (in.kind) {
     case instr::InstrKind::kAllGather:
@@ -71,7 +99,7 @@ Term CollectiveTerm(const ir::Graph& g, const instr::Instruction& in) {
 Term GradientAllReduceTerm(const ir::Graph& g, ir::ValueId param) {
   Term t;
   t.kind = TermKind::kAllReduce;
-  t.bytes = TensorBytes(g, param);
+  t.bytes = ValueBytes(g, param);
   t.times = 1;
   return t;
 }
@@ -80,7 +108,7 @@ Term OptimizerTerm(const ir::Graph& g, ir::ValueId param, bool sharded, const Co
   Term t;
   t.kind = sharded ? TermKind::kComputeSplit : TermKind::kComputeFull;
   t.memory_bound = true;
-  t.coefficient = o.optimizer_bytes_factor * TensorBytes(g, param);
+  t.coefficient = o.optimizer_bytes_factor * ValueBytes(g, param);
   return t;
 }
 
@@ -108,20 +136,8 @@ double TermTime(const Term& t, const std::vector<double>& shares, const Cluster&
   }
   if (n <= 1) return 0;
   const Link link = c.WorldLink();
-  const double alpha = link.latency, beta = 1.0 / link.bandwidth, nm1 = n - 1.0;
-  double max_share = 0, max_grouped = 0;
-  for (double s : shares) {
-    max_share = std::max(max_share, s);
-    max_grouped = std::max(max_grouped, std::max(1.0 - s, nm1 * s));
-  }
-  double once = 0;
-  switch (t.kind) {
-    case TermKind::kGatherPadded: once = nm1 * (alpha + beta * t.bytes * max_share); break;
-    case TermKind::kGatherGrouped: once = n * alpha + beta * t.bytes * max_grouped; break;
-    case TermKind::kAllToAll: once = nm1 * alpha + beta * t.bytes * max_share; break;
-    case TermKind::kAllReduce: once = 2 * nm1 * alpha + 2 * nm1 / n * beta * t.bytes; break;
-    default: break;
-  }
+  const CollectiveCoefficients k = CollectiveCost(t.kind, n);
+  const double once = CollectiveSeconds(k, MeasureShares(k.measure, n, shares), link.latency, 1.0 / link.bandwidth, t.bytes);
   return t.times * once;
 }
 
@@ -141,9 +157,9 @@ ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Clus
       t = ComputeTerm(g, in.node, *it, c);
       if (!it->split.empty()) t.group = p.GroupOf(it->split.front().prop);
       // The op's output stays on the device until backward.
-      pc.memory.push_back({TensorBytes(g, g.node(in.node).output), group_of(in.post[0])});
+      pc.memory.push_back({ValueBytes(g, g.node(in.node).output), group_of(in.post[0])});
     } else if (in.kind == instr::InstrKind::kPlaceParameter) {
-      pc.memory.push_back({o.parameter_state_factor * TensorBytes(g, in.tensor), group_of(in.post[0])});
+      pc.memory.push_back({o.parameter_state_factor * ValueBytes(g, in.tensor), group_of(in.post[0])});
       if (in.post[0].kind == instr::PropKind::kIdentity && p.num_devices > 1) {
         t = GradientAllReduceTerm(g, in.tensor);
       }
@@ -152,7 +168,7 @@ ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Clus
       update.instruction = static_cast<int>(i);
       pc.terms.push_back(update);
     } else if (in.kind == instr::InstrKind::kPlaceInput) {
-      pc.memory.push_back({TensorBytes(g, in.tensor), group_of(in.post[0])});
+      pc.memory.push_back({ValueBytes(g, in.tensor), group_of(in.post[0])});
     } else {
       t = CollectiveTerm(g, in);
       // The split whose shares decide the volume: the Gather side of the collective.
@@ -162,7 +178,7 @@ ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Clus
       // transient, freed after use and gathered again for backward.
       const bool param = g.value(in.tensor).kind == ir::ValueKind::kParameter;
       if (in.kind != instr::InstrKind::kSlice && !param) {
-        pc.memory.push_back({TensorBytes(g, in.tensor), group_of(in.post[0])});
+        pc.memory.push_back({ValueBytes(g, in.tensor), group_of(in.post[0])});
       }
     }
     t.instruction = static_cast<int>(i);

@@ -8,6 +8,7 @@
 #include <memory>
 #include <utility>
 
+#include "absl/status/statusor.h"
 #include "hetsynth/costmodel/cluster.h"
 
 namespace hetsynth::synth {
@@ -18,14 +19,16 @@ class MemoryOracle {
   ~MemoryOracle();
 
   // Whether some ratios r (r ≥ 0, Σ r = 1, equal within a device class) satisfy
-  // fixed + split · r_i ≤ capacity_i for every device. One solver holds the ratio constraints;
-  // each query pushes its memory rows and pops them. Answers are cached per 4 MiB, rounding the
-  // demand up (so a borderline branch may be pruned, never a hopeless one kept).
-  bool AnyRatioFits(double fixed_bytes, double split_bytes);
+  // fixed + split · r_i ≤ capacity_i for every device. One solver holds the ratio constraints
+  // (built on the first query); each query pushes its memory rows and pops them. Answers are
+  // cached per 4 MiB, rounding the demand up (so a borderline branch may be pruned, never a
+  // hopeless one kept). InternalError when Z3 throws or answers unknown: neither is "no".
+  absl::StatusOr<bool> AnyRatioFits(double fixed_bytes, double split_bytes);
   int64_t z3_calls() const { return calls_; }
 
  private:
   struct Solver;  // z3 stays out of this header
+  void BuildSolver();  // may throw z3::exception; AnyRatioFits catches it
   const costmodel::Cluster& c_;
   std::unique_ptr<Solver> z3_;
   std::map<std::pair<int64_t, int64_t>, bool> cache_;

@@ -118,6 +118,7 @@ class Search {
   std::vector<double> h_;                            // heuristic: cheapest compute from node k on
   double memory_weight_ = 0;                         // seconds per unit of peak memory fraction
   mutable MemoryOracle oracle_;                      // Z3: can any ratios fit this memory?
+  mutable absl::Status oracle_error_;                // its first failure, which ends the search
 };
 
 bool Search::RuleAllowed(ir::NodeId k, const ComputeRule& r) const {
@@ -317,7 +318,12 @@ std::vector<SearchNode> Search::Successors(const SearchNode& cur, int id) const 
       }
       // Over capacity at these ratios: with a ratio LP to come, prune only when Z3 finds that
       // no ratios fit; with fixed ratios (baselines), prune now.
-      if (!Fits(p.memory) && (!s_.optimize_ratios || !oracle_.AnyRatioFits(p.fixed, p.split))) continue;
+      if (!Fits(p.memory)) {
+        if (!s_.optimize_ratios) continue;
+        const absl::StatusOr<bool> any = oracle_.AnyRatioFits(p.fixed, p.split);
+        if (!any.ok() && oracle_error_.ok()) oracle_error_ = any.status();  // Run and Exhaustive return it
+        if (!any.ok() || !*any) continue;
+      }
       const double penalty = memory_weight_ > 0 ? memory_weight_ * (MemoryFraction(p.memory) - MemoryFraction(cur.memory)) : 0;
       out.push_back(SearchNode{cur.idx + 1, std::move(p.live), cur.g + p.cost + penalty, std::move(p.memory), p.fixed,
                                p.split, id, std::move(p.actions)});
@@ -379,6 +385,7 @@ absl::StatusOr<instr::Program> Search::Run(int64_t* expanded) {
       arena.push_back(std::move(next));
       open.push({f, seq++, static_cast<int>(arena.size()) - 1});
     }
+    HS_RETURN_IF_ERROR(oracle_error_);
   }
   if (expanded) *expanded = count;
   return absl::ResourceExhaustedError("no program fits every device's memory at these ratios");
@@ -396,6 +403,7 @@ absl::StatusOr<double> Search::Exhaustive() {
     if (cur.idx == static_cast<int>(g_.nodes().size())) continue;
     for (SearchNode& next : Successors(cur, -1)) stack.push_back(std::move(next));
   }
+  HS_RETURN_IF_ERROR(oracle_error_);
   if (!std::isfinite(best)) return absl::ResourceExhaustedError("no program");
   return best;
 }
@@ -405,6 +413,7 @@ absl::StatusOr<double> Search::Exhaustive() {
 absl::StatusOr<instr::Program> SearchProgram(const ir::Graph& g, const costmodel::Cluster& c,
                                              const std::vector<double>& ratios, const Strategy& s,
                                              const SynthOptions& o, int64_t* states_expanded) {
+  HS_RETURN_IF_ERROR(ValidateSynthOptions(o));
   // The best-g table merges states that differ only in memory, which is fast but can drop the
   // only path that fits. When nothing fits, search again with memory priced into g, each time
   // dearer (a memory-saving pass), until a program fits.

@@ -2,12 +2,31 @@
 #include "hetsynth/synth/synthesize.h"
 
 #include <chrono>
+#include <cmath>
 #include <optional>
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::synth {
+
+absl::Status ValidateSynthOptions(const SynthOptions& o) {
+  auto positive = [](const char* field, double v, const char* meaning) -> absl::Status {
+    if (std::isfinite(v) && v > 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(StrCat("synth options: ", field, " is ", v, "; expected a finite number > 0 (",
+                                             meaning, ")"));
+  };
+  HS_RETURN_IF_ERROR(positive("time_limit_s", o.time_limit_s, "seconds of wall clock for the whole synthesis"));
+  if (o.max_rounds < 1) {
+    return absl::InvalidArgumentError(StrCat("synth options: max_rounds is ", o.max_rounds,
+                                             "; expected at least 1 (search ⇄ ratio rounds)"));
+  }
+  HS_RETURN_IF_ERROR(positive("cost.parameter_state_factor", o.cost.parameter_state_factor,
+                              "bytes kept per parameter byte; Adam: 4, SGD: 2"));
+  HS_RETURN_IF_ERROR(positive("cost.optimizer_bytes_factor", o.cost.optimizer_bytes_factor,
+                              "bytes the update moves per parameter byte; Adam: 7"));
+  return absl::OkStatus();
+}
 
 std::vector<std::string> BaselineNames() { return {"dp-ev", "dp-cp", "tp-even", "zero-even"}; }
 
@@ -81,6 +100,11 @@ std::string TightestDevice(const costmodel::Estimate& e, const costmodel::Cluste
                 " bytes and has ", static_cast<int64_t>(c.devices[worst].memory_bytes));
 }
 
+// A failure of the solver (a Z3 exception or an `unknown` answer, see ratio_lp.cc), which no
+// other round or start makes up for, unlike the outcomes "nothing fits" (ResourceExhausted) and
+// "out of time" (DeadlineExceeded).
+bool IsSolverFailure(const absl::Status& s) { return absl::IsInternal(s); }
+
 }  // namespace
 
 namespace {
@@ -99,7 +123,7 @@ absl::StatusOr<SynthResult> Alternate(const ir::Graph& g, const costmodel::Clust
     int64_t expanded = 0;
     absl::StatusOr<instr::Program> prog = SearchProgram(g, c, ratios, s, round_opts, &expanded);
     if (!prog.ok()) {
-      if (have) break;  // keep the best program of the earlier rounds
+      if (have && !IsSolverFailure(prog.status())) break;  // keep the best program of the earlier rounds
       if (absl::IsResourceExhausted(prog.status())) {
         // Explain with the cheapest memory-blind program.
         SynthOptions blind = round_opts;
@@ -121,6 +145,7 @@ absl::StatusOr<SynthResult> Alternate(const ir::Graph& g, const costmodel::Clust
     if (s.optimize_ratios) {
       absl::StatusOr<std::vector<double>> lp = OptimizeRatios(g, c, *prog, o);
       if (lp.ok()) next = *lp;
+      if (!lp.ok() && IsSolverFailure(lp.status())) return lp.status();  // else: no ratios fit; keep these
     }
     HS_ASSIGN_OR_RETURN(costmodel::Estimate e, ApplyRatios(g, c, *prog, next, o));
     // The LP's continuous ratios fit; rounding shares to whole atoms can push a small device
@@ -156,6 +181,7 @@ absl::StatusOr<SynthResult> Alternate(const ir::Graph& g, const costmodel::Clust
 
 absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Cluster& c, const Strategy& s,
                                        const SynthOptions& o) {
+  HS_RETURN_IF_ERROR(ValidateSynthOptions(o));
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   if (!s.optimize_ratios) {
@@ -170,9 +196,11 @@ absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Clus
   // the result is never worse than the best baseline under the cost model.
   std::optional<SynthResult> best;
   absl::Status first_error = absl::OkStatus();
+  absl::Status solver_failure = absl::OkStatus();
   auto consider = [&](absl::StatusOr<SynthResult> r) {
     if (!r.ok()) {
       if (first_error.ok()) first_error = r.status();
+      if (solver_failure.ok() && IsSolverFailure(r.status())) solver_failure = r.status();
       return;
     }
     if (!best || r->estimate.step_s < best->estimate.step_s * (1 - 1e-9)) {
@@ -195,8 +223,10 @@ absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Clus
     if (elapsed() > budget) break;
     const Strategy b = *StrategyByName(name);
     absl::StatusOr<SynthResult> base = Alternate(g, c, b, o, InitialRatios(c, b.even_ratios), budget, start);
+    if (!base.ok() && IsSolverFailure(base.status())) return base.status();
     if (!base.ok()) continue;
     absl::StatusOr<std::vector<double>> lp = OptimizeRatios(g, c, base->program, o);
+    if (!lp.ok() && IsSolverFailure(lp.status())) return lp.status();
     if (!lp.ok()) continue;
     absl::StatusOr<costmodel::Estimate> e = ApplyRatios(g, c, base->program, *lp, o);
     if (!e.ok() || (o.memory_limits && !Fits(*e, c))) continue;
@@ -205,6 +235,7 @@ absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Clus
     base->log = {StrCat(name, "'s program with optimized ratios: predicted ", e->step_s * 1e3, " ms/step")};
     consider(std::move(base));
   }
+  if (!solver_failure.ok()) return solver_failure;
   if (!best) return first_error;
   best->seconds = elapsed();
   return std::move(*best);

@@ -1,4 +1,6 @@
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -200,6 +202,56 @@ TEST(Synthesize, InfeasibleProblemNamesDeviceAndBytes) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("fits nowhere"), std::string::npos) << r.status();
   EXPECT_NE(r.status().message().find("has 1000000"), std::string::npos) << r.status();
+}
+
+struct BadOption {
+  std::function<void(SynthOptions&)> set;
+  std::string message;
+};
+
+std::vector<BadOption> BadOptions() {
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  const std::string seconds = "; expected a finite number > 0 (seconds of wall clock for the whole synthesis)";
+  return {
+      {[](SynthOptions& o) { o.time_limit_s = 0; }, "synth options: time_limit_s is 0" + seconds},
+      {[](SynthOptions& o) { o.time_limit_s = -5; }, "synth options: time_limit_s is -5" + seconds},
+      {[=](SynthOptions& o) { o.time_limit_s = inf; }, "synth options: time_limit_s is inf" + seconds},
+      {[=](SynthOptions& o) { o.time_limit_s = nan; }, "synth options: time_limit_s is nan" + seconds},
+      {[](SynthOptions& o) { o.max_rounds = 0; },
+       "synth options: max_rounds is 0; expected at least 1 (search ⇄ ratio rounds)"},
+      {[](SynthOptions& o) { o.cost.parameter_state_factor = -1; },
+       "synth options: cost.parameter_state_factor is -1; expected a finite number > 0 (bytes kept per parameter "
+       "byte; Adam: 4, SGD: 2)"},
+      {[=](SynthOptions& o) { o.cost.optimizer_bytes_factor = inf; },
+       "synth options: cost.optimizer_bytes_factor is inf; expected a finite number > 0 (bytes the update moves per "
+       "parameter byte; Adam: 7)"},
+  };
+}
+
+TEST(ValidateSynthOptions, DefaultsAreValid) { EXPECT_TRUE(ValidateSynthOptions(SynthOptions{}).ok()); }
+
+TEST(ValidateSynthOptions, NamesTheFieldItsValueAndTheRange) {
+  for (const BadOption& bad : BadOptions()) {
+    SynthOptions o;
+    bad.set(o);
+    const absl::Status st = ValidateSynthOptions(o);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad.message;
+    EXPECT_EQ(st.message(), bad.message);
+  }
+}
+
+TEST(ValidateSynthOptions, SynthesizeSearchAndRatiosRejectBadOptionsUpFront) {
+  const ir::Graph g = Model("mlp");
+  const Cluster c = MakeCluster({2e12, 1e12}, {1e12, 1e12});
+  absl::StatusOr<SynthResult> dp = Synthesize(g, c, *StrategyByName("dp-cp"), SynthOptions{});
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  for (const BadOption& bad : BadOptions()) {
+    SynthOptions o;
+    bad.set(o);
+    EXPECT_EQ(Synthesize(g, c, Strategy{}, o).status().message(), bad.message);
+    EXPECT_EQ(SearchProgram(g, c, {0.5, 0.5}, Strategy{}, o).status().message(), bad.message);
+    EXPECT_EQ(OptimizeRatios(g, c, dp->program, o).status().message(), bad.message);
+  }
 }
 
 }  // namespace

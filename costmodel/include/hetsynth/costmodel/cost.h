@@ -5,7 +5,8 @@
 // evaluate a program for given shares and hand the same terms to its ratio LP:
 //   compute  flops·share_i / F_i  (GEMM-class)  or  bytes·share_i / BW_i  (memory-bound),
 //            share_i = 1 for replicated work; a step time adds the slowest device per term;
-//   collectives (α–β over the slowest link of the group, forward + backward dual):
+//   collectives (α–β over the slowest link of the group, forward + backward dual; one table,
+//   CollectiveCost, that TermTime, the ratio LP and the link calibration all read):
 //            padded all-gather / reduce-scatter  (n−1)·(α + β·B·max_i share_i)
 //            grouped (true sizes)                n·α + β·B·max_i max(1 − share_i, (n−1)·share_i)
 //            all-to-all                          (n−1)·α + β·B·max_i share_i
@@ -70,9 +71,43 @@ struct ProgramCost {
 using Shares = std::vector<std::vector<double>>;
 Shares ProgramShares(const instr::Program& p);
 
+// Bytes of one element: every tensor is priced as fp32.
+inline constexpr double kElementBytes = 4.0;
+// Bytes of a whole tensor of the graph (fp32).
+double ValueBytes(const ir::Graph& g, ir::ValueId v);
+// Bytes a memory-bound node moves, forward + backward: 3 × (its inputs' and output's bytes) —
+// forward reads the inputs and writes the output, backward about twice that. The one
+// definition ComputeTerm and the profile's calibration (calibrate.h) price nodes with.
+double NodeComputeBytes(const ir::Graph& g, ir::NodeId node);
+
 // Whether an op is better priced by bytes / memory bandwidth than by FLOPs / FLOP/s on the
 // cluster's average device.
 bool MemoryBound(double flops, double bytes, const Cluster& c);
+
+// What a collective's volume depends on in the shares s_i (i < n) of the split it uses.
+enum class ShareMeasure : uint8_t {
+  kNone,        // 1: a ring all-reduce of a whole tensor moves the same bytes whatever the split
+  kMaxShare,    // max_i s_i: every device waits for (or pads to) the largest shard
+  kGroupedMax,  // max_i max(1 − s_i, (n−1)·s_i): the busiest device's receives or sends when
+                // each device sends its own shard to every other one (grouped)
+};
+double MeasureShares(ShareMeasure m, int n, const std::vector<double>& shares);
+
+// How the α–β model prices one collective over n ≥ 2 devices, B bytes of the whole tensor:
+//   seconds = rounds · (latencies·α + volume·β·B·MeasureShares(measure, n, shares))
+// with α the link's latency (s) and β its seconds per byte. padded: n−1 rounds, each one α and
+// the largest shard; grouped: n·α and the busiest device's traffic; all-to-all: (n−1)·α and
+// the largest shard; ring all-reduce: 2(n−1)·α and 2(n−1)/n·B. Non-collective kinds: all zero.
+struct CollectiveCoefficients {
+  double rounds = 0;     // steps one after another, each priced as below
+  double latencies = 0;  // α per round
+  double volume = 0;     // multiples of B·measure per round, independent of the shares
+  ShareMeasure measure = ShareMeasure::kNone;
+};
+CollectiveCoefficients CollectiveCost(TermKind kind, int n);
+// Seconds of one collective under the coefficients: `measure` from MeasureShares, `alpha` in
+// seconds, `beta` in seconds per byte, `bytes` of the whole tensor.
+double CollectiveSeconds(const CollectiveCoefficients& k, double measure, double alpha, double beta, double bytes);
 
 // The compute term of running `node` under rule `rule` (forward + backward).
 Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& rule, const Cluster& c);

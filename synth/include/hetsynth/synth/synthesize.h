@@ -28,11 +28,15 @@
 namespace hetsynth::synth {
 
 struct SynthOptions {
-  costmodel::CostOptions cost;
-  double time_limit_s = 60;     // wall-clock budget for the whole synthesis
-  int max_rounds = 8;           // search ⇄ ratio rounds
+  costmodel::CostOptions cost;  // both factors finite and > 0
+  double time_limit_s = 60;     // wall-clock budget for the whole synthesis, seconds; finite, > 0
+  int max_rounds = 8;           // search ⇄ ratio rounds; >= 1
   bool memory_limits = true;    // enforce each device's memory capacity
 };
+
+// InvalidArgument naming the first bad field, its value and the range expected; OK otherwise.
+// Synthesize, SearchProgram and OptimizeRatios call it first.
+absl::Status ValidateSynthOptions(const SynthOptions& o);
 
 // What the search may use; the synthesized plan allows everything.
 struct Strategy {

@@ -1,0 +1,578 @@
+// The cost model priced by hand: every collective term (padded and grouped all-gather /
+// reduce-scatter with uneven shares, all-to-all, ring all-reduce), the gradient all-reduce, the
+// optimizer term, compute split and full (GEMM-class and memory-bound), MemoryBound, the memory
+// of a program (parameters × state factor, activations, ZeRO's transient gather), a single
+// device; and the calibration of calibrate.h (α–β fit, node classification, emulated cluster).
+// Each expected value is worked out in the comment beside it.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "hetsynth/costmodel/calibrate.h"
+#include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/costmodel/cost.h"
+#include "hetsynth/instr/program.h"
+#include "hetsynth/ir/graph.h"
+#include "hetsynth/ir/status.h"
+
+namespace hetsynth::costmodel {
+namespace {
+
+// |actual − expected| ≤ 1e-12 · |expected|: a few roundings of a sum of hand-computed terms.
+#define EXPECT_CLOSE(actual, expected) EXPECT_NEAR((actual), (expected), 1e-12 * std::abs(expected))
+
+struct DeviceSpec {
+  double flops;      // FLOP/s
+  double bandwidth;  // memory bytes/s
+};
+
+// One node whose devices d0, d1, … are linked by `link` (which is then also the world link).
+Cluster OneNode(const std::vector<DeviceSpec>& devices, Link link) {
+  Cluster c;
+  c.name = "test";
+  c.nodes.push_back({"n0", link});
+  c.inter_node = link;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    c.devices.push_back({StrCat("d", i), "t", 0, devices[i].flops, 1e12, devices[i].bandwidth});
+  }
+  return c;
+}
+
+Term Collective(TermKind kind, double bytes, double times = 1) {
+  Term t;
+  t.kind = kind;
+  t.bytes = bytes;
+  t.times = times;
+  return t;
+}
+
+// x[8,16] → fc (Linear, W[4,16], b[4]) → relu → cross-entropy with labels[8].
+//   fc:   32 outputs, 8 rows: matmul 2·8·(4·16) = 1024, bias 32 → forward 1056, backward
+//         2·1024 + 32 = 2080: 3136 FLOPs. Bytes 3·4·(32 + 128 + 64 + 4) = 2736.
+//   relu: forward 32 + backward 32 = 64 FLOPs. Bytes 3·4·(32 + 32) = 768.
+//   loss: 4·32 + 3·32 = 224 FLOPs. Bytes 3·4·(1 + 32 + 8) = 492.
+ir::Graph Tiny() {
+  ir::Builder b("tiny");
+  const ir::ValueId x = b.Input("x", {8, 16});
+  const ir::ValueId w = b.Parameter("fc.weight", {4, 16}, ir::Init::Normal(0.1));
+  const ir::ValueId bias = b.Parameter("fc.bias", {4}, ir::Init::Zeros());
+  const ir::ValueId h = b.Relu("relu", b.Linear("fc", x, w, bias));
+  b.SetLoss(b.Op("loss", ir::OpKind::kCrossEntropy, {h, b.Input("labels", {8})}));
+  absl::StatusOr<ir::Graph> g = std::move(b).Finish();
+  EXPECT_TRUE(g.ok()) << g.status();
+  return *std::move(g);
+}
+
+ir::NodeId NodeOf(const ir::Graph& g, const std::string& value) { return g.value(g.Find(value)).producer; }
+
+instr::Instruction Place(const ir::Graph& g, const std::string& t, int dim = -1) {
+  instr::Instruction in;
+  in.kind = g.value(g.Find(t)).kind == ir::ValueKind::kInput ? instr::InstrKind::kPlaceInput
+                                                             : instr::InstrKind::kPlaceParameter;
+  in.tensor = g.Find(t);
+  in.dim = dim;
+  EXPECT_TRUE(instr::DeriveTriple(g, in).ok()) << t;
+  return in;
+}
+
+instr::Instruction Compute(const ir::Graph& g, const std::string& node, const std::string& rule) {
+  instr::Instruction in;
+  in.kind = instr::InstrKind::kCompute;
+  in.node = NodeOf(g, node);
+  in.rule = rule;
+  const absl::Status st = instr::DeriveTriple(g, in);
+  EXPECT_TRUE(st.ok()) << st;
+  return in;
+}
+
+instr::Instruction Move(const ir::Graph& g, instr::InstrKind kind, const std::string& t, int dim,
+                        instr::CollImpl impl, int dim2 = -1) {
+  instr::Instruction in;
+  in.kind = kind;
+  in.tensor = g.Find(t);
+  in.dim = dim;
+  in.dim2 = dim2;
+  in.impl = impl;
+  const absl::Status st = instr::DeriveTriple(g, in);
+  EXPECT_TRUE(st.ok()) << st;
+  return in;
+}
+
+instr::Program Checked(const ir::Graph& g, instr::Program p) {
+  EXPECT_TRUE(instr::BuildSplitGroups(g, p).ok());
+  const absl::Status st = instr::CheckProgram(g, p);
+  EXPECT_TRUE(st.ok()) << st;
+  return p;
+}
+
+// ---- the collective table and the terms priced with it --------------------------------------
+
+// Four devices on a link of 1 GB/s (β = 1e-9 s/B) and 10 µs latency; a tensor of B = 4e6 bytes
+// cut 0.4 / 0.3 / 0.2 / 0.1.
+const Link kLink{1e9, 1e-5};
+const std::vector<double> kUneven = {0.4, 0.3, 0.2, 0.1};
+
+TEST(CollectiveCost, TableGivesRoundsLatenciesVolumeAndShareMeasurePerKind) {
+  const CollectiveCoefficients padded = CollectiveCost(TermKind::kGatherPadded, 4);
+  EXPECT_EQ(padded.rounds, 3);  // n − 1 shifts of the largest shard
+  EXPECT_EQ(padded.latencies, 1);
+  EXPECT_EQ(padded.volume, 1);
+  EXPECT_EQ(padded.measure, ShareMeasure::kMaxShare);
+  const CollectiveCoefficients grouped = CollectiveCost(TermKind::kGatherGrouped, 4);
+  EXPECT_EQ(grouped.rounds, 1);
+  EXPECT_EQ(grouped.latencies, 4);  // n
+  EXPECT_EQ(grouped.volume, 1);
+  EXPECT_EQ(grouped.measure, ShareMeasure::kGroupedMax);
+  const CollectiveCoefficients a2a = CollectiveCost(TermKind::kAllToAll, 4);
+  EXPECT_EQ(a2a.rounds, 1);
+  EXPECT_EQ(a2a.latencies, 3);  // n − 1
+  EXPECT_EQ(a2a.volume, 1);
+  EXPECT_EQ(a2a.measure, ShareMeasure::kMaxShare);
+  const CollectiveCoefficients ring = CollectiveCost(TermKind::kAllReduce, 4);
+  EXPECT_EQ(ring.rounds, 1);
+  EXPECT_EQ(ring.latencies, 6);    // 2(n − 1)
+  EXPECT_EQ(ring.volume, 1.5);     // 2(n − 1)/n
+  EXPECT_EQ(ring.measure, ShareMeasure::kNone);
+  for (TermKind k : {TermKind::kComputeSplit, TermKind::kComputeFull, TermKind::kFree}) {
+    const CollectiveCoefficients none = CollectiveCost(k, 4);
+    EXPECT_EQ(none.rounds, 0);
+    EXPECT_EQ(none.latencies, 0);
+    EXPECT_EQ(none.volume, 0);
+  }
+}
+
+TEST(CollectiveCost, ShareMeasuresOfUnevenShares) {
+  EXPECT_EQ(MeasureShares(ShareMeasure::kNone, 4, kUneven), 1.0);
+  EXPECT_EQ(MeasureShares(ShareMeasure::kMaxShare, 4, kUneven), 0.4);
+  // max over i of max(1 − s_i, 3·s_i): 0.4 → max(0.6, 1.2); 0.3 → 0.9; 0.2 → 0.8; 0.1 → 0.9.
+  EXPECT_DOUBLE_EQ(MeasureShares(ShareMeasure::kGroupedMax, 4, kUneven), 1.2);
+  // Even shares: every device receives as much as it sends, 3/4 of the tensor.
+  EXPECT_DOUBLE_EQ(MeasureShares(ShareMeasure::kGroupedMax, 4, {0.25, 0.25, 0.25, 0.25}), 0.75);
+}
+
+TEST(TermTime, PaddedGatherWaitsForTheLargestShardInEachOfNMinus1Rounds) {
+  const Cluster c = OneNode({{1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}}, kLink);
+  // (n−1)·(α + β·B·max s) = 3·(1e-5 + 1e-9·4e6·0.4) = 3·(1e-5 + 1.6e-3) = 4.83e-3 s.
+  EXPECT_DOUBLE_EQ(TermTime(Collective(TermKind::kGatherPadded, 4e6), kUneven, c), 4.83e-3);
+  // times = 2: the forward collective and its backward dual.
+  EXPECT_DOUBLE_EQ(TermTime(Collective(TermKind::kGatherPadded, 4e6, 2), kUneven, c), 9.66e-3);
+}
+
+TEST(TermTime, GroupedGatherPaysNLatenciesAndTheBusiestDevicesTraffic) {
+  const Cluster c = OneNode({{1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}}, kLink);
+  // n·α + β·B·1.2 = 4e-5 + 4e-3·1.2 = 4.84e-3 s: cheaper in bytes than padded (4.8e-3 vs
+  // 3·1.6e-3), dearer in latency.
+  EXPECT_DOUBLE_EQ(TermTime(Collective(TermKind::kGatherGrouped, 4e6), kUneven, c), 4.84e-3);
+  // Even shares: 4e-5 + 4e-3·0.75 = 3.04e-3 s.
+  EXPECT_DOUBLE_EQ(TermTime(Collective(TermKind::kGatherGrouped, 4e6), {0.25, 0.25, 0.25, 0.25}, c), 3.04e-3);
+}
+
+TEST(TermTime, AllToAllPaysNMinus1LatenciesAndTheLargestShard) {
+  const Cluster c = OneNode({{1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}}, kLink);
+  // (n−1)·α + β·B·max s = 3e-5 + 1.6e-3 = 1.63e-3 s.
+  EXPECT_DOUBLE_EQ(TermTime(Collective(TermKind::kAllToAll, 4e6), kUneven, c), 1.63e-3);
+}
+
+TEST(TermTime, RingAllReduceIgnoresTheShares) {
+  const Cluster c = OneNode({{1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}}, kLink);
+  // 2(n−1)·α + 2(n−1)/n·β·B = 6e-5 + 1.5·4e-3 = 6.06e-3 s, whatever the shares.
+  EXPECT_DOUBLE_EQ(TermTime(Collective(TermKind::kAllReduce, 4e6), kUneven, c), 6.06e-3);
+  EXPECT_DOUBLE_EQ(TermTime(Collective(TermKind::kAllReduce, 4e6), {0.25, 0.25, 0.25, 0.25}, c), 6.06e-3);
+}
+
+TEST(TermTime, CollectivesOnOneDeviceAreFree) {
+  const Cluster one = OneNode({{1e12, 1e11}}, kLink);
+  for (TermKind k : {TermKind::kGatherPadded, TermKind::kGatherGrouped, TermKind::kAllToAll, TermKind::kAllReduce}) {
+    EXPECT_EQ(TermTime(Collective(k, 4e6, 2), {1.0}, one), 0.0) << static_cast<int>(k);
+  }
+  EXPECT_EQ(TermTime(Term{}, {1.0}, one), 0.0);  // kFree
+}
+
+TEST(TermTime, CollectiveUsesTheSlowestLinkItCrosses) {
+  // Two nodes: NVLink-like inside (10 GB/s, 1 µs), a 1 GB/s, 10 µs network between. A ring
+  // all-reduce over both nodes crosses the network: 2·3·1e-5 + 1.5·1e-9·4e6 = 6.06e-3 s.
+  Cluster c = OneNode({{1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}}, Link{1e10, 1e-6});
+  c.nodes.push_back({"n1", Link{1e10, 1e-6}});
+  c.devices[2].node = c.devices[3].node = 1;
+  c.inter_node = kLink;
+  EXPECT_DOUBLE_EQ(TermTime(Collective(TermKind::kAllReduce, 4e6), kUneven, c), 6.06e-3);
+}
+
+TEST(TermTime, ComputeSplitIsTheSlowestDevicesShareAndFullTheSlowestDevice) {
+  // FLOP/s 4e12, 2e12, 1e12, 1e12; bandwidth a tenth of that.
+  const Cluster c = OneNode({{4e12, 4e11}, {2e12, 2e11}, {1e12, 1e11}, {1e12, 1e11}}, kLink);
+  Term t;
+  t.kind = TermKind::kComputeSplit;
+  t.coefficient = 1e12;  // FLOPs
+  // max(1e12·0.4/4e12, 1e12·0.3/2e12, 1e12·0.2/1e12, 1e12·0.1/1e12) = max(0.1, 0.15, 0.2, 0.1).
+  EXPECT_DOUBLE_EQ(TermTime(t, kUneven, c), 0.2);
+  t.kind = TermKind::kComputeFull;  // every device does it all: 1e12 / 1e12
+  EXPECT_DOUBLE_EQ(TermTime(t, kUneven, c), 1.0);
+  t.memory_bound = true;  // bytes over bandwidth: 1e12 / 1e11
+  EXPECT_DOUBLE_EQ(TermTime(t, kUneven, c), 10.0);
+  t.kind = TermKind::kComputeSplit;  // max(0.4/4e11, 0.3/2e11, 0.2/1e11, 0.1/1e11)·1e12
+  EXPECT_DOUBLE_EQ(TermTime(t, kUneven, c), 2.0);
+}
+
+// ---- terms of a graph ------------------------------------------------------------------------
+
+TEST(CostTerms, NodeComputeBytesIsThreeTimesInputsAndOutput) {
+  const ir::Graph g = Tiny();
+  EXPECT_EQ(ValueBytes(g, g.Find("fc.weight")), 256.0);  // 64 floats
+  EXPECT_EQ(NodeComputeBytes(g, NodeOf(g, "fc")), 2736.0);
+  EXPECT_EQ(NodeComputeBytes(g, NodeOf(g, "relu")), 768.0);
+  EXPECT_EQ(NodeComputeBytes(g, NodeOf(g, "loss")), 492.0);
+}
+
+TEST(CostTerms, MemoryBoundComparesBytesPerBandwidthWithFlopsPerSpeedOfTheAverageDevice) {
+  // Σ FLOP/s = 2e12, Σ bandwidth = 2e11: 100 FLOPs take 5e-11 s, 10 bytes too; strictly more
+  // bytes is memory-bound.
+  const Cluster c = OneNode({{1e12, 1e11}, {1e12, 1e11}}, kLink);
+  EXPECT_FALSE(MemoryBound(100, 10, c));
+  EXPECT_TRUE(MemoryBound(100, 11, c));
+  EXPECT_FALSE(MemoryBound(100, 9, c));
+}
+
+TEST(CostTerms, ComputeTermPricesGemmByFlopsAndOthersByWhatBindsThem) {
+  const ir::Graph g = Tiny();
+  const Cluster slow_memory = OneNode({{1e12, 1e11}, {1e12, 1e11}}, kLink);
+  const auto rules = [&](const std::string& n) { return instr::ShardingRules(g, NodeOf(g, n)); };
+  // fc is GEMM-class: FLOPs even though 2736 bytes / 2e11 > 3136 FLOPs / 2e12.
+  Term fc = ComputeTerm(g, NodeOf(g, "fc"), rules("fc")[0], slow_memory);
+  EXPECT_EQ(fc.kind, TermKind::kComputeFull);  // "replicated"
+  EXPECT_FALSE(fc.memory_bound);
+  EXPECT_EQ(fc.coefficient, 3136.0);
+  fc = ComputeTerm(g, NodeOf(g, "fc"), rules("fc")[1], slow_memory);  // "batch0"
+  EXPECT_EQ(fc.kind, TermKind::kComputeSplit);
+  // relu: 768 B / 2e11 = 3.84e-9 s > 64 FLOPs / 2e12 = 3.2e-11 s: memory-bound, priced in bytes.
+  const Term relu = ComputeTerm(g, NodeOf(g, "relu"), rules("relu")[0], slow_memory);
+  EXPECT_TRUE(relu.memory_bound);
+  EXPECT_EQ(relu.coefficient, 768.0);
+  // With memory 1e4 times faster: 768 / 2e15 = 3.84e-13 s < 3.2e-11 s: priced in FLOPs.
+  const Cluster fast_memory = OneNode({{1e12, 1e15}, {1e12, 1e15}}, kLink);
+  const Term relu_fast = ComputeTerm(g, NodeOf(g, "relu"), rules("relu")[0], fast_memory);
+  EXPECT_FALSE(relu_fast.memory_bound);
+  EXPECT_EQ(relu_fast.coefficient, 64.0);
+}
+
+TEST(CostTerms, CollectiveGradientAndOptimizerTerms) {
+  const ir::Graph g = Tiny();
+  Term t = CollectiveTerm(g, Move(g, instr::InstrKind::kAllGather, "relu", 0, instr::CollImpl::kGrouped));
+  EXPECT_EQ(t.kind, TermKind::kGatherGrouped);
+  EXPECT_EQ(t.bytes, 128.0);  // relu: 32 floats
+  EXPECT_EQ(t.times, 2.0);    // forward all-gather + backward reduce-scatter
+  t = CollectiveTerm(g, Move(g, instr::InstrKind::kReduceScatter, "relu", 0, instr::CollImpl::kPadded));
+  EXPECT_EQ(t.kind, TermKind::kGatherPadded);
+  t = CollectiveTerm(g, Move(g, instr::InstrKind::kAllToAll, "x", 0, instr::CollImpl::kGrouped, 1));
+  EXPECT_EQ(t.kind, TermKind::kAllToAll);
+  EXPECT_EQ(t.bytes, 512.0);
+  t = CollectiveTerm(g, Move(g, instr::InstrKind::kAllReduce, "relu", -1, instr::CollImpl::kNone));
+  EXPECT_EQ(t.kind, TermKind::kAllReduce);
+
+  const Term grad = GradientAllReduceTerm(g, g.Find("fc.weight"));
+  EXPECT_EQ(grad.kind, TermKind::kAllReduce);
+  EXPECT_EQ(grad.bytes, 256.0);
+  EXPECT_EQ(grad.times, 1.0);  // once per step, in backward
+
+  const CostOptions o;  // Adam: the update moves 7 bytes per parameter byte
+  Term update = OptimizerTerm(g, g.Find("fc.weight"), /*sharded=*/false, o);
+  EXPECT_EQ(update.kind, TermKind::kComputeFull);
+  EXPECT_TRUE(update.memory_bound);
+  EXPECT_EQ(update.coefficient, 7.0 * 256.0);
+  update = OptimizerTerm(g, g.Find("fc.weight"), /*sharded=*/true, CostOptions{4.0, 3.0});
+  EXPECT_EQ(update.kind, TermKind::kComputeSplit);
+  EXPECT_EQ(update.coefficient, 3.0 * 256.0);
+}
+
+// ---- a whole program -------------------------------------------------------------------------
+
+// Two devices: d0 2e9 FLOP/s and 1 GB/s, d1 1e9 FLOP/s and 0.5 GB/s; a 1 GB/s link with 1 µs
+// latency. Σ FLOP/s 3e9, Σ bandwidth 1.5e9: relu (768 B vs 64 FLOPs) and loss (492 B vs 224
+// FLOPs) are memory-bound (768/1.5e9 > 64/3e9, 492/1.5e9 > 224/3e9), fc is GEMM-class.
+Cluster TwoDevices() { return OneNode({{2e9, 1e9}, {1e9, 0.5e9}}, Link{1e9, 1e-6}); }
+
+TEST(DescribeCost, DataParallelStepAndMemoryByHand) {
+  const ir::Graph g = Tiny();
+  const Cluster c = TwoDevices();
+  instr::Program p;
+  p.num_devices = 2;
+  p.ratios = {{0.75, 0.25}};  // the batch of 8 rows: 6 and 2
+  p.instructions = {Place(g, "x", 0),         Place(g, "labels", 0),         Place(g, "fc.weight"),
+                    Place(g, "fc.bias"),      Compute(g, "fc", "batch0"),    Compute(g, "relu", "split0"),
+                    Compute(g, "loss", "batch0")};
+  p = Checked(g, p);
+  const ProgramCost pc = DescribeCost(g, p, c, CostOptions{});
+  const Estimate e = Evaluate(pc, ProgramShares(p), c, p.instructions.size());
+  // Compute, slowest device per term at shares 0.75 / 0.25:
+  //   fc    3136 FLOPs:   max(3136·0.75/2e9, 3136·0.25/1e9) = max(1.176e-6, 7.84e-7)  = 1.176e-6
+  //   relu  768 B:        max(768·0.75/1e9, 768·0.25/0.5e9) = max(5.76e-7, 3.84e-7)   = 5.76e-7
+  //   loss  492 B:        max(492·0.75/1e9, 492·0.25/0.5e9)                           = 3.69e-7
+  //   Adam of W, 7·256 B on every device: 1792/0.5e9                                  = 3.584e-6
+  //   Adam of b, 7·16 B:  112/0.5e9                                                   = 2.24e-7
+  EXPECT_CLOSE(e.compute_s, 1.176e-6 + 5.76e-7 + 3.69e-7 + 3.584e-6 + 2.24e-7);
+  // Gradient all-reduce of each replicated parameter, n = 2: 2α + 1·β·B.
+  //   W: 2e-6 + 256e-9 = 2.256e-6;  b: 2e-6 + 16e-9 = 2.016e-6.
+  EXPECT_CLOSE(e.communication_s, 2.256e-6 + 2.016e-6);
+  EXPECT_CLOSE(e.step_s, e.compute_s + e.communication_s);
+  EXPECT_CLOSE(e.instruction_compute_s[2], 3.584e-6);  // W's update is charged to its placement
+  EXPECT_CLOSE(e.instruction_communication_s[2], 2.256e-6);
+  EXPECT_CLOSE(e.instruction_compute_s[4], 1.176e-6);
+  EXPECT_EQ(e.instruction_communication_s[0], 0.0);
+  // Memory: W and b replicated × 4 (value, gradient, Adam m and v): 4·256 + 4·16 = 1088; the
+  // scalar loss on both (Reduce): 4; by share: x 512, labels 32, fc 128, relu 128 = 800.
+  //   d0: 1092 + 0.75·800 = 1692;  d1: 1092 + 0.25·800 = 1292.
+  ASSERT_EQ(e.memory_bytes.size(), 2u);
+  EXPECT_DOUBLE_EQ(e.memory_bytes[0], 1692.0);
+  EXPECT_DOUBLE_EQ(e.memory_bytes[1], 1292.0);
+  // SGD keeps value + gradient: 2 × parameters.
+  const Estimate sgd = Evaluate(DescribeCost(g, p, c, CostOptions{2.0, 3.0}), ProgramShares(p), c, p.instructions.size());
+  EXPECT_DOUBLE_EQ(sgd.memory_bytes[0], 2 * 272 + 4 + 0.75 * 800);
+}
+
+TEST(DescribeCost, ZeroGatherIsTransientAndAGatheredActivationIsKept) {
+  const ir::Graph g = Tiny();
+  const Cluster c = TwoDevices();
+  instr::Program p;
+  p.num_devices = 2;
+  p.ratios = {{0.75, 0.25}};  // batch 8 rows: 6 / 2; W's 4 rows: 3 / 1
+  p.instructions = {Place(g, "x", 0),
+                    Place(g, "labels"),
+                    Place(g, "fc.weight", 0),  // ZeRO-3: stored and updated sharded
+                    Move(g, instr::InstrKind::kAllGather, "fc.weight", 0, instr::CollImpl::kGrouped),
+                    Place(g, "fc.bias"),
+                    Compute(g, "fc", "batch0"),
+                    Compute(g, "relu", "split0"),
+                    Move(g, instr::InstrKind::kAllGather, "relu", 0, instr::CollImpl::kPadded),
+                    Compute(g, "loss", "replicated")};
+  p = Checked(g, p);
+  const Estimate e = Evaluate(DescribeCost(g, p, c, CostOptions{}), ProgramShares(p), c, p.instructions.size());
+  // Communication (n = 2, α = 1e-6, β = 1e-9), forward + backward (× 2) for the gathers:
+  //   all-gather W, grouped: 2α + β·256·max(max(0.25, 0.75), max(0.75, 0.25)) = 2e-6 + 1.92e-7,
+  //                          × 2 = 4.384e-6 (no gradient all-reduce: W is sharded)
+  //   all-reduce of b's gradient: 2α + β·16 = 2.016e-6
+  //   all-gather relu, padded: 1·(α + β·128·0.75) = 1.096e-6, × 2 = 2.192e-6
+  EXPECT_CLOSE(e.instruction_communication_s[3], 4.384e-6);
+  EXPECT_CLOSE(e.instruction_communication_s[7], 2.192e-6);
+  EXPECT_CLOSE(e.communication_s, 4.384e-6 + 2.016e-6 + 2.192e-6);
+  // Compute: Adam of W by share, max(1792·0.75/1e9, 1792·0.25/0.5e9) = 1.344e-6; of b
+  // 2.24e-7; fc 1.176e-6; relu 5.76e-7; loss replicated, 492/0.5e9 = 9.84e-7.
+  EXPECT_CLOSE(e.instruction_compute_s[2], 1.344e-6);
+  EXPECT_CLOSE(e.compute_s, 1.344e-6 + 2.24e-7 + 1.176e-6 + 5.76e-7 + 9.84e-7);
+  // Memory. Whole on both: labels 32, b 4·16 = 64, the gathered relu 128 (kept for backward),
+  // loss 4 = 228. By batch share: x 512 + fc 128 + relu 128 = 768. W by its share: 4·256 = 1024.
+  // The gathered W is transient (freed after use, gathered again for backward): nothing.
+  //   d0: 228 + 0.75·768 + 0.75·1024 = 1572;  d1: 228 + 192 + 256 = 676.
+  EXPECT_DOUBLE_EQ(e.memory_bytes[0], 1572.0);
+  EXPECT_DOUBLE_EQ(e.memory_bytes[1], 676.0);
+}
+
+TEST(DescribeCost, OneDeviceHasNoCommunication) {
+  const ir::Graph g = Tiny();
+  const Cluster c = OneNode({{2e9, 1e9}}, Link{1e9, 1e-6});
+  instr::Program p;
+  p.num_devices = 1;
+  p.ratios = {{1.0}};
+  p.instructions = {Place(g, "x", 0),      Place(g, "labels", 0),      Place(g, "fc.weight"),
+                    Place(g, "fc.bias"),   Compute(g, "fc", "batch0"), Compute(g, "relu", "split0"),
+                    Compute(g, "loss", "batch0")};
+  p = Checked(g, p);
+  const Estimate e = Evaluate(DescribeCost(g, p, c, CostOptions{}), ProgramShares(p), c, p.instructions.size());
+  EXPECT_EQ(e.communication_s, 0.0);
+  // On one device with 1 GB/s memory (Σ = the device): fc 3136/2e9 = 1.568e-6; relu 768/1e9;
+  // loss 492/1e9; Adam 1792/1e9 + 112/1e9.
+  EXPECT_CLOSE(e.compute_s, 1.568e-6 + 7.68e-7 + 4.92e-7 + 1.792e-6 + 1.12e-7);
+  EXPECT_DOUBLE_EQ(e.memory_bytes[0], 1092.0 + 800.0);
+}
+
+// ---- calibration -----------------------------------------------------------------------------
+
+TEST(MakeLinkSample, CoefficientsAreTheTablesForTheRoundedShares) {
+  // Two ranks, 6 + 2 floats: B = 32 bytes, shares 0.75 / 0.25.
+  LinkSample s = MakeLinkSample(TermKind::kGatherGrouped, {6, 2}, 1e-5);
+  EXPECT_EQ(s.bytes, 32.0);
+  EXPECT_EQ(s.seconds, 1e-5);
+  EXPECT_EQ(s.latencies, 2.0);           // n
+  EXPECT_EQ(s.volume, 0.75 * 32);        // max(1 − 0.25, 1·0.75)·B
+  s = MakeLinkSample(TermKind::kAllReduce, {6, 2}, 1e-5);
+  EXPECT_EQ(s.latencies, 2.0);           // 2(n − 1)
+  EXPECT_EQ(s.volume, 32.0);             // 2(n − 1)/n·B
+  // Three ranks, 6 + 1 + 1 floats: shares 0.75, 0.125, 0.125.
+  s = MakeLinkSample(TermKind::kGatherPadded, {6, 1, 1}, 1e-5);
+  EXPECT_EQ(s.latencies, 2.0);           // n − 1 rounds of one α
+  EXPECT_EQ(s.volume, 2 * 0.75 * 32);    // n − 1 rounds of the largest shard
+  s = MakeLinkSample(TermKind::kAllToAll, {6, 1, 1}, 0.0);
+  EXPECT_EQ(s.latencies, 2.0);           // n − 1
+  EXPECT_EQ(s.volume, 0.75 * 32);
+  EXPECT_EQ(s.seconds, 1e-9);            // a clock tick, never zero
+}
+
+// Samples on the model: seconds = latencies·α + volume·β, except that the small ones (≤ 4 KiB)
+// are pure latency, as the fit assumes.
+std::vector<LinkSample> OnTheModel(double alpha, double beta) {
+  std::vector<LinkSample> out;
+  const std::vector<double> shares = {0.5, 0.3, 0.2};
+  for (int64_t size = 4; size <= (int64_t{1} << 22); size *= 4) {
+    for (TermKind k : {TermKind::kGatherGrouped, TermKind::kAllReduce, TermKind::kGatherPadded}) {
+      LinkSample s = MakeLinkSample(k, instr::RoundShares(shares, size), 1.0);
+      s.seconds = s.latencies * alpha + (s.bytes <= kAlphaMaxBytes ? 0.0 : s.volume * beta);
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
+TEST(FitLink, RecoversAlphaFromSmallAndBetaFromLargeSamples) {
+  const LinkFit fit = FitLink(OnTheModel(5e-6, 1e-10));  // 5 µs, 10 GB/s
+  EXPECT_DOUBLE_EQ(fit.alpha, 5e-6);
+  EXPECT_CLOSE(fit.beta, 1e-10);
+  EXPECT_CLOSE(fit.link().bandwidth, 1e10);
+  EXPECT_EQ(fit.link().latency, fit.alpha);
+  // The small samples lie off the model by their β part, which the fit ignores: the rms error
+  // is not zero.
+  EXPECT_GT(fit.rms_relative, 0.0);
+}
+
+TEST(FitLink, WithoutLargeSamplesBetaComesFromAllOfThem) {
+  // Three small all-reduces on 2 ranks (latencies 2, volume B): two pure latency, one with
+  // 8e-7 s more. α = median(1e-6, 1e-6, (2e-6 + 8e-7)/2) = 1e-6; β = Σ volume·rest / Σ volume²
+  // with rest 0, 0, 8e-7: 64·8e-7 / (16² + 32² + 64²) = 5.12e-5 / 5376.
+  std::vector<LinkSample> s = {MakeLinkSample(TermKind::kAllReduce, {2, 2}, 2e-6),
+                               MakeLinkSample(TermKind::kAllReduce, {4, 4}, 2e-6),
+                               MakeLinkSample(TermKind::kAllReduce, {8, 8}, 2e-6 + 8e-7)};
+  const LinkFit fit = FitLink(s);
+  EXPECT_DOUBLE_EQ(fit.alpha, 1e-6);
+  EXPECT_NEAR(fit.beta, 5.12e-5 / 5376, 1e-9 * 5.12e-5 / 5376);
+}
+
+TEST(FitLink, NothingLeftAfterLatencyGivesTheTinyBeta) {
+  const std::vector<LinkSample> s = {MakeLinkSample(TermKind::kAllReduce, {2, 2}, 2e-6)};
+  const LinkFit fit = FitLink(s);
+  EXPECT_DOUBLE_EQ(fit.alpha, 1e-6);
+  EXPECT_EQ(fit.beta, 1e-12);
+}
+
+// Two identical devices of `flops` FLOP/s and `bandwidth` bytes/s.
+Cluster Pair(double flops, double bandwidth) { return OneNode({{flops, bandwidth}, {flops, bandwidth}}, kLink); }
+
+TEST(RatesOnCluster, SumsEachClassLeavesOutNodesWithoutBackwardAndAddsTheUpdate) {
+  const ir::Graph g = Tiny();  // nodes fc, relu, loss
+  ASSERT_EQ(g.nodes().size(), 3u);
+  KernelTimes t;
+  t.seconds = {2e-6, 1e-6, 1e-6};
+  t.backward = {true, true, false};  // loss left out
+  t.optimizer_s = 1e-6;
+  // Bandwidth : FLOP/s = 1: relu (768 B > 64 FLOPs) and loss are memory-bound, fc GEMM.
+  const KernelRates r = RatesOnCluster(g, t, Pair(1e9, 1e9), CostOptions{});
+  EXPECT_EQ(r.memory_bound, (std::vector<bool>{false, true, true}));
+  EXPECT_EQ(r.skipped, 1);
+  EXPECT_EQ(r.compute_nodes, 1);
+  EXPECT_EQ(r.memory_nodes, 1);
+  EXPECT_DOUBLE_EQ(r.flops_per_s, 3136 / 2e-6);  // fc
+  // relu 768 B + Adam 7·(256 + 16) = 1904 B, over 1e-6 + 1e-6 s.
+  EXPECT_DOUBLE_EQ(r.bytes, 768.0 + 1904.0);
+  EXPECT_DOUBLE_EQ(r.bytes_per_s, 2672 / 2e-6);
+  EXPECT_FALSE(r.flops_fallback);
+  EXPECT_FALSE(r.bandwidth_fallback);
+}
+
+TEST(RatesOnCluster, WithoutAComputeBoundNodeFlopsFallBackToAllTimedNodes) {
+  const ir::Graph g = Tiny();
+  KernelTimes t;
+  t.seconds = {2e-6, 1e-6, 1e-6};
+  t.backward = {false, true, true};  // fc, the only GEMM, left out
+  const KernelRates r = RatesOnCluster(g, t, Pair(1e9, 1e9), CostOptions{});
+  EXPECT_TRUE(r.flops_fallback);
+  EXPECT_DOUBLE_EQ(r.flops_per_s, (64.0 + 224.0) / 2e-6);  // relu + loss FLOPs over their time
+  EXPECT_DOUBLE_EQ(r.bytes_per_s, (768.0 + 492.0) / 2e-6);
+}
+
+TEST(CalibrateRates, ClassificationSettlesOnTheClusterItsRatesBuild) {
+  const ir::Graph g = Tiny();
+  KernelTimes t;
+  t.seconds = {1e-5, 4e-7, 4e-7};  // fc slow, relu and loss fast
+  t.backward = {true, true, true};
+  const EmulationTarget target{nullptr, 2, 1e9, "host"};
+  absl::StatusOr<KernelRates> r = CalibrateRates(g, t, target, CostOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  // A node is memory-bound when bytes / FLOPs > bandwidth / FLOP/s: relu 768/64 = 12, loss
+  // 492/224 ≈ 2.2 (fc is GEMM-class).
+  // Round 1, whole model over its time: 3996 B / 3424 FLOPs ≈ 1.17 → relu and loss memory-bound;
+  //   FLOP/s = 3136 / 1e-5, bandwidth = 1260 / 8e-7 → ratio ≈ 5.02.
+  // Round 2 at 5.02: loss (2.2) turns compute-bound, relu (12) stays; FLOP/s = 3360 / 1.04e-5,
+  //   bandwidth = 768 / 4e-7 → ratio ≈ 5.94.
+  // Round 3 at 5.94: the same classes: settled.
+  EXPECT_TRUE(r->stable);
+  EXPECT_EQ(r->rounds, 3);
+  EXPECT_EQ(r->memory_bound, (std::vector<bool>{false, true, false}));
+  EXPECT_EQ(r->compute_nodes, 2);
+  EXPECT_EQ(r->memory_nodes, 1);
+  EXPECT_DOUBLE_EQ(r->flops_per_s, 3360 / 1.04e-5);
+  EXPECT_DOUBLE_EQ(r->bytes_per_s, 768 / 4e-7);
+}
+
+TEST(CalibrateRates, OscillatingClassificationStopsAfterTheRoundLimit) {
+  const ir::Graph g = Tiny();
+  KernelTimes t;
+  t.seconds = {1e-5, 1e-7, 1e-7};
+  t.backward = {true, true, true};
+  // Round 1 at 1.17: relu, loss memory-bound; bandwidth 1260/2e-7 over FLOP/s 3136/1e-5 ≈ 20 →
+  // round 2: both compute-bound, no memory-bound node, bandwidth falls back to all bytes over
+  // all time: ratio 3996/3424 again → round 3 = round 1, and so on.
+  absl::StatusOr<KernelRates> r = CalibrateRates(g, t, EmulationTarget{nullptr, 2, 1e9, "host"}, CostOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->stable);
+  EXPECT_EQ(r->rounds, kMaxCalibrationRounds);
+}
+
+TEST(CalibrateRates, RejectsTimesThatDoNotMatchTheGraph) {
+  const ir::Graph g = Tiny();
+  KernelTimes t;
+  t.seconds = {1e-6, 1e-6};
+  t.backward = {true, true};
+  absl::StatusOr<KernelRates> r = CalibrateRates(g, t, EmulationTarget{nullptr, 2, 1e9, "host"}, CostOptions{});
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(),
+            "kernel times of graph 'tiny': 2 times and 2 backward flags for 3 nodes; expected one of each per node");
+  t.seconds = {0, 0, 0};
+  t.backward = {true, true, true};
+  r = CalibrateRates(g, t, EmulationTarget{nullptr, 2, 1e9, "host"}, CostOptions{});
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(), "kernel times of graph 'tiny': they add up to 0 s; expected a positive, finite time");
+}
+
+TEST(EmulatedCluster, WithoutLikeRanksCopiesOfTheMeasuredDevice) {
+  const Link link{5e9, 2e-6};
+  const Cluster c = EmulatedCluster(EmulationTarget{nullptr, 3, 8e9, "gpu"}, 1e12, 2e11, link);
+  EXPECT_EQ(c.name, "gpu");
+  ASSERT_EQ(c.size(), 3);
+  EXPECT_EQ(c.devices[2].name, "gpu2");
+  EXPECT_EQ(c.devices[2].type, "gpu");
+  EXPECT_EQ(c.devices[2].flops, 1e12);
+  EXPECT_EQ(c.devices[2].memory_bandwidth, 2e11);
+  EXPECT_EQ(c.devices[2].memory_bytes, 8e9);
+  EXPECT_EQ(c.WorldLink(), link);
+  EXPECT_TRUE(costmodel::ParseCluster(ClusterToJson(c), "emulated").ok());
+}
+
+TEST(EmulatedCluster, LikeKeepsDevicesAndScalesThemToTheFastest) {
+  Cluster like = OneNode({{4e12, 8e11}, {2e12, 1e11}, {1e12, 1e11}}, Link{1e11, 1e-7});
+  like.collectives.push_back({"all_reduce", "intra_node", {{1024, 1e-5}}});
+  const Link link{5e9, 2e-6};
+  const Cluster c = EmulatedCluster(EmulationTarget{&like, 99, 1.0, "host"}, 1e9, 1e8, link);
+  EXPECT_EQ(c.name, "test-emulated");
+  ASSERT_EQ(c.size(), 3);  // like's devices; ranks and memory_per_device play no part
+  // flops and bandwidth = measured × (flops / 4e12): 1, 0.5, 0.25.
+  EXPECT_EQ(c.devices[0].flops, 1e9);
+  EXPECT_EQ(c.devices[1].flops, 0.5e9);
+  EXPECT_EQ(c.devices[2].memory_bandwidth, 0.25e8);
+  EXPECT_EQ(c.devices[1].memory_bytes, like.devices[1].memory_bytes);
+  EXPECT_EQ(c.devices[1].name, "d1");
+  EXPECT_EQ(c.nodes[0].intra, link);
+  EXPECT_EQ(c.inter_node, link);
+  EXPECT_TRUE(c.collectives.empty());  // like's tables describe the real cluster
+}
+
+}  // namespace
+}  // namespace hetsynth::costmodel
