@@ -2,17 +2,10 @@
 
 #include <algorithm>
 
+#include "hetsynth/ir/op_table.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::costmodel {
-namespace {
-
-bool IsGemmClass(ir::OpKind k) {
-  return k == ir::OpKind::kLinear || k == ir::OpKind::kMatMul || k == ir::OpKind::kAttention ||
-         k == ir::OpKind::kConv2d;
-}
-
-}  // namespace
 
 Shares ProgramShares(const instr::Program& p) {
   Shares s;
@@ -75,7 +68,7 @@ Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& 
   Term t;
   t.kind = rule.work == instr::Work::kFull ? TermKind::kComputeFull : TermKind::kComputeSplit;
   const double flops = f.forward + f.backward;
-  t.memory_bound = !IsGemmClass(n.kind) && MemoryBound(flops, bytes, c);
+  t.memory_bound = !ir::IsGemmLike(n.kind) && MemoryBound(flops, bytes, c);
   t.coefficient = t.memory_bound ? bytes : flops;
   return t;
 }
