@@ -9,6 +9,9 @@
 // Split is MPI_Comm_split (after the same agreement); a split communicator may run on another
 // thread when MPI granted MPI_THREAD_MULTIPLE, which MpiWorld asks for.
 //
+// A process that exits with a failure status aborts the job (MPI_Abort), so peers waiting in a
+// collective of any communicator end at once instead of hanging (glibc; see AbortOnFailedExit).
+//
 // Reductions never use MPI_SUM (its order is unspecified): contributions are moved with
 // MPI_Alltoall(v) and added here in rank order, which makes the bits equal to the threads
 // communicator's and the same on every rank.
@@ -16,6 +19,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
@@ -97,6 +101,20 @@ MpiSession& Session() {
   return session;
 }
 
+// A process leaving with a failure status while its peers wait in a collective (of the world or
+// of any split) would hang in MPI_Finalize, which waits for them; MPI_Abort ends the whole job
+// instead, as a rank that dies does. Registered after MpiSession, so it runs before the
+// session's MPI_Finalize.
+void AbortOnFailedExit(int status, void*) {
+  if (status == 0) return;
+  int initialized = 0, finalized = 0, size = 1;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, status);
+}
+
 // MPI_THREAD_MULTIPLE lets split communicators run on their own threads (AsyncCollectives);
 // a library that grants less still serves one thread at a time, as before.
 absl::Status EnsureMpi() {
@@ -111,6 +129,9 @@ absl::Status EnsureMpi() {
   if (!initialized) {
     HS_MPI(MPI_Init_thread, nullptr, nullptr, MPI_THREAD_MULTIPLE, &session.provided);
     session.initialized_here = true;
+#if defined(__GLIBC__)
+    on_exit(AbortOnFailedExit, nullptr);  // glibc passes the exit status; elsewhere failures may hang
+#endif
   } else {
     HS_MPI(MPI_Query_thread, &session.provided);
   }
