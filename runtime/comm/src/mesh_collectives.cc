@@ -78,6 +78,19 @@ absl::StatusOr<std::unique_ptr<Communicator>> SplitByNode(Communicator& world, c
 
 namespace {
 
+// Scratch buffers kept per thread between calls, grow-only (like the thread communicator's
+// staging): fresh multi-MiB buffers page-fault anew on every call — measured, 16 MiB
+// all-reduces on 2+4 thread ranks then took up to 20× longer in some runs. One slot per buffer
+// that is live at the same time as another; the communication thread of AsyncCollectives has
+// its own.
+enum Slot { kChunk, kPartials, kReduced, kPack, kUnpack, kGathered, kSegment, kSlots };
+float* Scratch(Slot slot, int64_t n) {
+  thread_local std::vector<float> pool[kSlots];
+  std::vector<float>& v = pool[slot];
+  if (static_cast<int64_t>(v.size()) < n + 1) v.resize(static_cast<size_t>(n + 1));
+  return v.data();
+}
+
 // Element e of the m-th of k even sub-chunks of a length L starts here.
 int64_t Even(int64_t len, int k, int m) { return len * m / k; }
 
@@ -168,20 +181,32 @@ class Exchange {
     recv_counts_[peer] += len;
   }
 
-  // One AllToAllV: packs the sends by peer, unpacks the receives into their destinations.
+  // One AllToAllV: packs the sends by peer, unpacks the receives into their destinations —
+  // unless they already lie back to back in peer order, as they do when every peer gets one
+  // piece of one buffer (then the communicator reads and writes them in place).
   absl::Status Run() {
     std::stable_sort(sends_.begin(), sends_.end(), [](const Seg& a, const Seg& b) { return a.peer < b.peer; });
     std::stable_sort(recvs_.begin(), recvs_.end(), [](const Seg& a, const Seg& b) { return a.peer < b.peer; });
     const int64_t ns = comm_internal::Sum(send_counts_), nr = comm_internal::Sum(recv_counts_);
-    auto out = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(std::max<int64_t>(ns, 1)));
-    auto in = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(std::max<int64_t>(nr, 1)));
-    float* p = out.get();
-    for (const Seg& s : sends_) p = std::copy(s.src, s.src + s.len, p);
-    HS_RETURN_IF_ERROR(w_.AllToAllV(out.get(), send_counts_, in.get(), recv_counts_));
-    const float* q = in.get();
-    for (const Seg& s : recvs_) {
-      std::copy(q, q + s.len, s.dst);
-      q += s.len;
+    const float* send = Contiguous(sends_, [](const Seg& s) { return s.src; });
+    float* recv = const_cast<float*>(Contiguous(recvs_, [](const Seg& s) { return static_cast<const float*>(s.dst); }));
+    if (send == nullptr || (recv != nullptr && Overlap(send, ns, recv, nr))) {
+      float* out = Scratch(kPack, ns);
+      float* p = out;
+      for (const Seg& s : sends_) p = std::copy(s.src, s.src + s.len, p);
+      send = out;
+    }
+    const bool unpack = recv == nullptr;
+    if (unpack) {
+      recv = Scratch(kUnpack, nr);
+    }
+    HS_RETURN_IF_ERROR(w_.AllToAllV(send, send_counts_, recv, recv_counts_));
+    if (unpack) {
+      const float* q = recv;
+      for (const Seg& s : recvs_) {
+        std::copy(q, q + s.len, s.dst);
+        q += s.len;
+      }
     }
     return absl::OkStatus();
   }
@@ -193,6 +218,17 @@ class Exchange {
     float* dst;
     int64_t len;
   };
+  // The first segment's address when the segments lie back to back in order; else nullptr.
+  template <class Addr>
+  static const float* Contiguous(const std::vector<Seg>& segs, const Addr& addr) {
+    static const float kNothing = 0;
+    if (segs.empty()) return &kNothing;
+    for (size_t i = 1; i < segs.size(); ++i) {
+      if (addr(segs[i]) != addr(segs[i - 1]) + segs[i - 1].len) return nullptr;
+    }
+    return addr(segs[0]);
+  }
+
   Communicator& w_;
   std::vector<Seg> sends_, recvs_;
   std::vector<int64_t> send_counts_, recv_counts_;
@@ -304,25 +340,24 @@ absl::Status ReduceAcrossNodes(const MeshComms& c, float* piece, const std::vect
   for (size_t e = 0; e + 1 < iv.bounds.size(); ++e) {
     if (iv.holder[e][J] == l) held.push_back(e);
   }
-  // Reduce-scatter: every holder sends part p to node p's holder; the other nodes' partials of
-  // our part land in `partials` ([j] per node, one after another per interval).
+  // Reduce-scatter: every holder sends part p to node p's holder — our own part to ourselves,
+  // which keeps the sends and receives back to back (no packing) when we hold one interval —
+  // and the nodes' partials of our part land in `partials` ([j] per node, per interval).
   int64_t own_parts = 0;
   for (size_t e : held) own_parts += part(e, J).len;
-  std::vector<float> partials(static_cast<size_t>(own_parts) * N), reduced(static_cast<size_t>(own_parts));
+  float* partials = Scratch(kPartials, own_parts * N);
+  float* reduced = Scratch(kReduced, own_parts);
   {
     Exchange x(c.world);
     int64_t at = 0;
     for (size_t e : held) {
       for (int p = 0; p < N; ++p) {
         const Range r = part(e, p);
-        const int peer = mesh.first(p) + iv.holder[e][p];
-        if (p != J) {
-          x.Send(peer, piece + (r.start - mine), r.len);
-        }
+        x.Send(mesh.first(p) + iv.holder[e][p], piece + (r.start - mine), r.len);
       }
       const Range own = part(e, J);
       for (int j = 0; j < N; ++j) {
-        if (j != J) x.Recv(mesh.first(j) + iv.holder[e][j], partials.data() + (at * N + j * own.len), own.len);
+        x.Recv(mesh.first(j) + iv.holder[e][j], partials + (at * N + j * own.len), own.len);
       }
       at += own.len;
     }
@@ -333,31 +368,24 @@ absl::Status ReduceAcrossNodes(const MeshComms& c, float* piece, const std::vect
     int64_t at = 0;
     for (size_t e : held) {
       const Range own = part(e, J);
-      float* out = reduced.data() + at;
-      for (int j = 0; j < N; ++j) {
-        const float* v = j == J ? piece + (own.start - mine) : partials.data() + (at * N + j * own.len);
-        if (j == 0) {
-          std::copy(v, v + own.len, out);
-        } else {
-          for (int64_t i = 0; i < own.len; ++i) out[i] += v[i];
-        }
-      }
+      const float* slots = partials + at * N;
+      std::vector<const float*> in(static_cast<size_t>(N));
+      for (int j = 0; j < N; ++j) in[j] = slots + j * own.len;
+      comm_internal::SumInRankOrder(in.data(), N, reduced + at, own.len);
       at += own.len;
     }
   }
-  // All-gather: every holder sends its summed part to the other nodes' holders.
+  // All-gather: every holder sends its summed part to every node's holder (ourselves included).
   Exchange x(c.world);
   int64_t at = 0;
   for (size_t e : held) {
     const Range own = part(e, J);
     for (int p = 0; p < N; ++p) {
       const int peer = mesh.first(p) + iv.holder[e][p];
-      if (p == J) continue;
-      x.Send(peer, reduced.data() + at, own.len);
+      x.Send(peer, reduced + at, own.len);
       const Range r = part(e, p);
       x.Recv(peer, piece + (r.start - mine), r.len);
     }
-    std::copy(reduced.data() + at, reduced.data() + at + own.len, piece + (own.start - mine));
     at += own.len;
   }
   return x.Run();
@@ -402,10 +430,10 @@ absl::Status HierarchicalAllReduce(const MeshComms& c, float* data, int64_t coun
     in_node[r] = Even(count, kr, lr);
     counts[r] = Even(count, kr, lr + 1) - in_node[r];
   }
-  std::vector<float> chunk(static_cast<size_t>(node_counts[l]));
-  HS_RETURN_IF_ERROR(c.node.ReduceScatterV(data, chunk.data(), node_counts, CommImpl::kGrouped));
-  HS_RETURN_IF_ERROR(ReduceAcrossNodes(c, chunk.data(), counts, in_node, count));
-  return c.node.AllGatherV(chunk.data(), data, node_counts, CommImpl::kGrouped);
+  float* chunk = Scratch(kChunk, node_counts[l]);
+  HS_RETURN_IF_ERROR(c.node.ReduceScatterV(data, chunk, node_counts, CommImpl::kGrouped));
+  HS_RETURN_IF_ERROR(ReduceAcrossNodes(c, chunk, counts, in_node, count));
+  return c.node.AllGatherV(chunk, data, node_counts, CommImpl::kGrouped);
 }
 
 absl::Status AcrossNodesAllReduce(const MeshComms& c, float* piece, const std::vector<int64_t>& counts) {
@@ -445,8 +473,8 @@ absl::Status HierarchicalAllGatherV(const MeshComms& c, const float* send, float
   std::vector<int64_t> own(k);
   for (int m = 0; m < k; ++m) own[m] = counts[mesh.first(J) + m];
   const NodeLayout lay = LayoutOf(mesh, J, p.node_len, own);
-  std::vector<float> gathered(static_cast<size_t>(lay.total));
-  float* seg = gathered.data() + lay.seg_start[l];
+  float* gathered = Scratch(kGathered, lay.total);
+  float* seg = gathered + lay.seg_start[l];
   const int64_t lo = p.in_node[me], hi = lo + counts[me];
   // Across nodes: our piece, cut at node j's sub-chunk bounds, to node j's devices; from every
   // other node, the parts of our sub-chunk of its piece, from the devices holding them.
@@ -466,9 +494,9 @@ absl::Status HierarchicalAllGatherV(const MeshComms& c, const float* send, float
   }
   if (counts[me] > 0) std::copy(send, send + counts[me], seg);
   HS_RETURN_IF_ERROR(x.Run());
-  HS_RETURN_IF_ERROR(c.node.AllGatherV(seg, gathered.data(), lay.seg_counts, CommImpl::kGrouped));
+  HS_RETURN_IF_ERROR(c.node.AllGatherV(seg, gathered, lay.seg_counts, CommImpl::kGrouped));
   for (int m = 0; m < k; ++m) {
-    const float* s = gathered.data() + lay.seg_start[m];
+    const float* s = gathered + lay.seg_start[m];
     const int r = mesh.first(J) + m;
     std::copy(s, s + counts[r], recv + p.node_start[J] + p.in_node[r]);
     for (int j = 0; j < N; ++j) {
@@ -493,9 +521,9 @@ absl::Status HierarchicalReduceScatterV(const MeshComms& c, const float* send, f
   for (int m = 0; m < k; ++m) own[m] = counts[mesh.first(J) + m];
   const NodeLayout lay = LayoutOf(mesh, J, p.node_len, own);
   // The all-gather's scatter, transposed: gather `send` into the node layout.
-  std::vector<float> packed(static_cast<size_t>(lay.total));
+  float* packed = Scratch(kGathered, lay.total);
   for (int m = 0; m < k; ++m) {
-    float* s = packed.data() + lay.seg_start[m];
+    float* s = packed + lay.seg_start[m];
     const int r = mesh.first(J) + m;
     const float* from = send + p.node_start[J] + p.in_node[r];
     std::copy(from, from + counts[r], s);
@@ -505,12 +533,12 @@ absl::Status HierarchicalReduceScatterV(const MeshComms& c, const float* send, f
       std::copy(send + p.node_start[j] + a, send + p.node_start[j] + b, s + lay.block[m][j]);
     }
   }
-  std::vector<float> seg(static_cast<size_t>(lay.seg_counts[l]));
-  HS_RETURN_IF_ERROR(c.node.ReduceScatterV(packed.data(), seg.data(), lay.seg_counts, CommImpl::kGrouped));
+  float* seg = Scratch(kSegment, lay.seg_counts[l]);
+  HS_RETURN_IF_ERROR(c.node.ReduceScatterV(packed, seg, lay.seg_counts, CommImpl::kGrouped));
   // Across nodes: the node's partials of our sub-chunk of every other node's piece, to the
   // devices holding them; from every other node j, its partials of our own piece.
   const int64_t lo = p.in_node[me], hi = lo + counts[me];
-  std::vector<float> partials(static_cast<size_t>(counts[me]) * N);  // [j]: node j's partial of our piece
+  float* partials = Scratch(kPartials, counts[me] * N);  // [j]: node j's partial of our piece
   Exchange x(c.world);
   for (int j = 0; j < N; ++j) {
     if (j == J) continue;
@@ -518,18 +546,18 @@ absl::Status HierarchicalReduceScatterV(const MeshComms& c, const float* send, f
     for (int m = 0; m < mesh.size(j); ++m) {
       const int r = mesh.first(j) + m;
       const Range part = Intersect(p.in_node[r], p.in_node[r] + counts[r], sub_lo, sub_hi);
-      x.Send(r, seg.data() + lay.block[l][j] + (part.start - sub_lo), part.len);
+      x.Send(r, seg + lay.block[l][j] + (part.start - sub_lo), part.len);
     }
     for (int m = 0; m < mesh.size(j); ++m) {
       const Range r = Intersect(lo, hi, Even(p.node_len[J], mesh.size(j), m), Even(p.node_len[J], mesh.size(j), m + 1));
-      x.Recv(mesh.first(j) + m, partials.data() + j * counts[me] + (r.start - lo), r.len);
+      x.Recv(mesh.first(j) + m, partials + j * counts[me] + (r.start - lo), r.len);
     }
   }
   HS_RETURN_IF_ERROR(x.Run());
   // Node-order sum of the nodes' partials (ours: the start of our segment).
   const int64_t n = counts[me];
   for (int j = 0; j < N; ++j) {
-    const float* v = j == J ? seg.data() : partials.data() + j * n;
+    const float* v = j == J ? seg : partials + j * n;
     if (j == 0) {
       std::copy(v, v + n, recv);
     } else {
@@ -554,8 +582,8 @@ absl::Status NodesAllGatherV(const MeshComms& c, const float* piece, float* recv
   std::vector<int64_t> start(N);
   for (int j = 1; j < N; ++j) start[j] = start[j - 1] + node_counts[j - 1];
   const NodeLayout lay = LayoutOf(mesh, J, node_counts, std::vector<int64_t>(k, 0));
-  std::vector<float> gathered(static_cast<size_t>(lay.total));
-  float* seg = gathered.data() + lay.seg_start[l];
+  float* gathered = Scratch(kGathered, lay.total);
+  float* seg = gathered + lay.seg_start[l];
   Exchange x(c.world);
   for (int j = 0; j < N; ++j) {
     if (j == J) continue;
@@ -568,10 +596,10 @@ absl::Status NodesAllGatherV(const MeshComms& c, const float* piece, float* recv
     x.Recv(mesh.first(j) + l % mesh.size(j), seg + lay.block[l][j], Even(node_counts[j], k, l + 1) - Even(node_counts[j], k, l));
   }
   HS_RETURN_IF_ERROR(x.Run());
-  HS_RETURN_IF_ERROR(c.node.AllGatherV(seg, gathered.data(), lay.seg_counts, CommImpl::kGrouped));
+  HS_RETURN_IF_ERROR(c.node.AllGatherV(seg, gathered, lay.seg_counts, CommImpl::kGrouped));
   if (node_counts[J] > 0 && piece != recv + start[J]) std::copy(piece, piece + node_counts[J], recv + start[J]);
   for (int m = 0; m < k; ++m) {
-    const float* s = gathered.data() + lay.seg_start[m];
+    const float* s = gathered + lay.seg_start[m];
     for (int j = 0; j < N; ++j) {
       if (j == J) continue;
       const int64_t a = Even(node_counts[j], k, m), b = Even(node_counts[j], k, m + 1);
@@ -595,29 +623,28 @@ absl::Status NodesReduceScatterV(const MeshComms& c, const float* send, float* r
   std::vector<int64_t> start(N);
   for (int j = 1; j < N; ++j) start[j] = start[j - 1] + node_counts[j - 1];
   const NodeLayout lay = LayoutOf(mesh, J, node_counts, std::vector<int64_t>(k, 0));
-  std::vector<float> packed(static_cast<size_t>(lay.total));
+  float* packed = Scratch(kGathered, lay.total);
   for (int m = 0; m < k; ++m) {
-    float* s = packed.data() + lay.seg_start[m];
+    float* s = packed + lay.seg_start[m];
     for (int j = 0; j < N; ++j) {
       if (j == J) continue;
       const int64_t a = Even(node_counts[j], k, m), b = Even(node_counts[j], k, m + 1);
       std::copy(send + start[j] + a, send + start[j] + b, s + lay.block[m][j]);
     }
   }
-  std::vector<float> seg(static_cast<size_t>(lay.seg_counts[l]));
-  HS_RETURN_IF_ERROR(c.node.ReduceScatterV(packed.data(), seg.data(), lay.seg_counts, CommImpl::kGrouped));
+  float* seg = Scratch(kSegment, lay.seg_counts[l]);
+  HS_RETURN_IF_ERROR(c.node.ReduceScatterV(packed, seg, lay.seg_counts, CommImpl::kGrouped));
   // The node's partials go to the owner nodes; from each other node j we receive its partials of
   // the sub-chunks m (of k_j) of our node's piece with m mod k_J = l.
-  std::vector<std::vector<float>> partials(N);
+  float* partials = Scratch(kPartials, node_counts[J] * N);  // [j]: node j's partials, at their place
   Exchange x(c.world);
   for (int j = 0; j < N; ++j) {
     if (j == J) continue;
-    x.Send(mesh.first(j) + l % mesh.size(j), seg.data() + lay.block[l][j],
+    x.Send(mesh.first(j) + l % mesh.size(j), seg + lay.block[l][j],
            Even(node_counts[j], k, l + 1) - Even(node_counts[j], k, l));
-    partials[j].resize(static_cast<size_t>(node_counts[J]));
     for (int m = l; m < mesh.size(j); m += k) {
       const int64_t a = Even(node_counts[J], mesh.size(j), m), b = Even(node_counts[J], mesh.size(j), m + 1);
-      x.Recv(mesh.first(j) + m, partials[j].data() + a, b - a);
+      x.Recv(mesh.first(j) + m, partials + j * node_counts[J] + a, b - a);
     }
   }
   HS_RETURN_IF_ERROR(x.Run());
@@ -627,7 +654,8 @@ absl::Status NodesReduceScatterV(const MeshComms& c, const float* send, float* r
     if (j == J) continue;
     for (int m = l; m < mesh.size(j); m += k) {
       const int64_t a = Even(node_counts[J], mesh.size(j), m), b = Even(node_counts[J], mesh.size(j), m + 1);
-      for (int64_t i = a; i < b; ++i) recv[i] += partials[j][static_cast<size_t>(i)];
+      const float* v = partials + j * node_counts[J];
+      for (int64_t i = a; i < b; ++i) recv[i] += v[i];
     }
   }
   return absl::OkStatus();
