@@ -20,6 +20,13 @@
 // costs exactly one whole-tensor memcpy; all-to-all can exceed 1, each rank moves only its part).
 // The slowest rank, not the median the executor settles collectives with, so skew shows.
 // MPI is never run here (thread ranks only), whether or not the build has it.
+//
+// "MeshAllReduce/<mesh>/<size>/{flat,hierarchical}": Communicator::AllReduce against
+// HierarchicalAllReduce (mesh_collectives.h) on the mesh's thread ranks (2x2 = 2 nodes of 2,
+// 2x4, 4x2, 2+4), the same timing; of_flat = the flat all-reduce's time on the same ranks and
+// size, measured at startup in the same run, ÷ this one's (> 1: faster than flat). Thread
+// ranks share one memory: this measures the algorithm's own cost (more phases, packing for the
+// cross-node exchange), not what it saves on a NIC — the cost model prices that.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -38,6 +45,7 @@
 #include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/cpu_time.h"
+#include "hetsynth/runtime/mesh_collectives.h"
 
 namespace hetsynth::bench {
 namespace {
@@ -254,6 +262,98 @@ void BM_Collective(benchmark::State& state, const Case& c) {
                  std::to_string(c.skew.weights[2]) + ":" + std::to_string(c.skew.weights[3]));
 }
 
+// ---- hierarchical vs flat all-reduce on a mesh of thread ranks ---------------------------------
+
+struct MeshShape {
+  const char* name;
+  std::vector<int> sizes;  // ranks per node
+};
+const MeshShape kMeshes[] = {{"2x2", {2, 2}}, {"2x4", {4, 4}}, {"4x2", {2, 2, 2, 2}}, {"2+4", {2, 4}}};
+
+// Thread ranks running one all-reduce each in lockstep, as BM_Collective: `keep_going` (asked
+// on rank 0) decides each iteration; `record(cpu, wall)` gets the slowest rank's thread CPU
+// time and the wall time of each.
+absl::Status RunMeshLockstep(const std::vector<int>& sizes, int64_t bytes, bool hierarchical,
+                             const std::function<bool()>& keep_going,
+                             const std::function<void(double, double)>& record) {
+  HS_ASSIGN_OR_RETURN(runtime::Mesh mesh, runtime::Mesh::FromSizes(sizes));
+  const int n = mesh.ranks();
+  const int64_t count = bytes / static_cast<int64_t>(sizeof(float));
+  std::atomic<bool> go{false};
+  std::vector<double> cpu(n), start(n), end(n);
+  return runtime::RunThreadRanks(n, [&](Communicator& comm) -> absl::Status {
+    const int r = comm.rank();
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> node, runtime::SplitByNode(comm, mesh));
+    std::vector<float> data(static_cast<size_t>(count), 0.0f);  // zeros: sums stay finite
+    auto op = [&]() -> absl::Status {
+      if (!hierarchical) return comm.AllReduce(data.data(), count);
+      return runtime::HierarchicalAllReduce(runtime::MeshComms{comm, *node, mesh}, data.data(), count);
+    };
+    HS_RETURN_IF_ERROR(op());  // warm-up
+    while (true) {
+      if (r == 0) go.store(keep_going(), std::memory_order_relaxed);
+      HS_RETURN_IF_ERROR(comm.Barrier());
+      if (!go.load(std::memory_order_relaxed)) break;
+      start[r] = WallSeconds();
+      const double c0 = ThreadCpuSeconds();
+      HS_RETURN_IF_ERROR(op());
+      cpu[r] = ThreadCpuSeconds() - c0;
+      end[r] = WallSeconds();
+      HS_RETURN_IF_ERROR(comm.Barrier());
+      if (r == 0) {
+        record(*std::max_element(cpu.begin(), cpu.end()),
+               *std::max_element(end.begin(), end.end()) - *std::min_element(start.begin(), start.end()));
+      }
+    }
+    return absl::OkStatus();
+  });
+}
+
+// The same-run baseline: seconds per flat all-reduce on the mesh's ranks (the median of 5
+// rounds of ~0.1 s of manual time), measured once per (ranks, size) at startup.
+double FlatAllReduceSeconds(const std::vector<int>& sizes, int64_t bytes) {
+  static std::map<std::pair<int, int64_t>, double> cache;
+  int n = 0;
+  for (int k : sizes) n += k;
+  if (auto it = cache.find({n, bytes}); it != cache.end()) return it->second;
+  std::vector<double> rounds;
+  for (int round = 0; round < 5; ++round) {
+    double total = 0;
+    int64_t iters = 0;
+    const absl::Status s = RunMeshLockstep(
+        sizes, bytes, /*hierarchical=*/false, [&] { return total < MinTime(bytes); },
+        [&](double cpu, double) {
+          total += cpu;
+          ++iters;
+        });
+    if (!s.ok() || iters == 0) return 0;
+    rounds.push_back(total / static_cast<double>(iters));
+  }
+  std::sort(rounds.begin(), rounds.end());
+  return cache[{n, bytes}] = rounds[rounds.size() / 2];
+}
+
+void BM_MeshAllReduce(benchmark::State& state, const MeshShape& m, int64_t bytes, bool hierarchical) {
+  double cpu_total = 0, wall_total = 0;
+  const absl::Status status = RunMeshLockstep(
+      m.sizes, bytes, hierarchical, [&] { return state.KeepRunning(); },
+      [&](double cpu, double wall) {
+        state.SetIterationTime(cpu);
+        cpu_total += cpu;
+        wall_total += wall;
+      });
+  if (!status.ok()) {
+    state.SkipWithError(status.ToString().c_str());
+    return;
+  }
+  const double iters = static_cast<double>(state.iterations());
+  const double flat = FlatAllReduceSeconds(m.sizes, bytes);
+  state.SetBytesProcessed(state.iterations() * bytes);
+  state.counters["GBps"] = cpu_total > 0 ? iters * static_cast<double>(bytes) / cpu_total / 1e9 : 0.0;
+  state.counters["of_flat"] = cpu_total > 0 && flat > 0 ? flat / (cpu_total / iters) : 0.0;
+  state.counters["wall_GBps"] = wall_total > 0 ? iters * static_cast<double>(bytes) / wall_total / 1e9 : 0.0;
+}
+
 void Register() {
   const int64_t sizes[] = {int64_t{64} << 10, int64_t{1} << 20, int64_t{16} << 20};
   for (int64_t bytes : sizes) {
@@ -270,6 +370,21 @@ void Register() {
   };
   const OpName ops[] = {{Op::kAllGather, "AllGather"}, {Op::kReduceScatter, "ReduceScatter"},
                         {Op::kAllReduce, "AllReduce"}, {Op::kAllToAll, "AllToAll"}};
+  for (const MeshShape& m : kMeshes) {
+    for (int64_t bytes : {int64_t{1} << 20, int64_t{16} << 20}) {
+      FlatAllReduceSeconds(m.sizes, bytes);  // the baseline, before any benchmark runs
+      for (bool hierarchical : {false, true}) {
+        const std::string name = std::string("MeshAllReduce/") + m.name + "/" + SizeName(bytes) + "/" +
+                                 (hierarchical ? "hierarchical" : "flat");
+        benchmark::RegisterBenchmark(name.c_str(), [&m, bytes, hierarchical](benchmark::State& s) {
+          BM_MeshAllReduce(s, m, bytes, hierarchical);
+        })
+            ->UseManualTime()
+            ->MinTime(MinTime(bytes))
+            ->Unit(benchmark::kMicrosecond);
+      }
+    }
+  }
   for (Layer layer : {Layer::kComm, Layer::kAlong}) {
     for (const OpName& op : ops) {
       if (layer == Layer::kAlong && op.op == Op::kAllReduce) continue;  // no packing: the same call
@@ -302,7 +417,8 @@ void Register() {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("ranks", "4 threads (RunThreadRanks); manual time = slowest rank's thread CPU time");
+  benchmark::AddCustomContext("ranks", "4 threads (RunThreadRanks; MeshAllReduce: the mesh's ranks); manual time = "
+                                      "slowest rank's thread CPU time");
   benchmark::AddCustomContext("mpi", hetsynth::runtime::MpiAvailable()
                                          ? "built in, not run by this suite (thread ranks only)"
                                          : "not in this build (thread ranks only)");

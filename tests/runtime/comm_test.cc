@@ -353,6 +353,163 @@ TEST(ThreadRanks, RanksStayUsableAfterAMismatchIsReported) {
   });
 }
 
+// ---- Split ----------------------------------------------------------------------------------
+
+TEST(Split, GroupsRanksByColorAndOrdersThemByKey) {
+  // 5 ranks: colors 0, 1, 0, 1, 0; keys descending, so each group is in reverse rank order.
+  std::vector<int> sub_rank(5, -1), sub_size(5, -1);
+  Buffers sums(5);
+  RunOk(5, [&](Communicator& c) -> absl::Status {
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> sub, c.Split(c.rank() % 2, -c.rank()));
+    if (sub == nullptr) return absl::InternalError("no sub-communicator");
+    sub_rank[c.rank()] = sub->rank();
+    sub_size[c.rank()] = sub->size();
+    // Rank-order sum in the NEW order: ranks 4, 2, 0 (color 0), ranks 3, 1 (color 1).
+    std::vector<float> x = {static_cast<float>(c.rank()) * 0.1f + 1e-7f * static_cast<float>(sub->rank())};
+    std::vector<float> all(sub->size());
+    HS_RETURN_IF_ERROR(sub->AllGatherV(x.data(), all.data(), std::vector<int64_t>(sub->size(), 1), CommImpl::kGrouped));
+    sums[c.rank()] = all;
+    return sub->Barrier();
+  });
+  EXPECT_EQ(sub_rank, (std::vector<int>{2, 1, 1, 0, 0}));
+  EXPECT_EQ(sub_size, (std::vector<int>{3, 2, 3, 2, 3}));
+  auto v = [](int r, int sr) { return static_cast<float>(r) * 0.1f + 1e-7f * static_cast<float>(sr); };
+  for (int r : {0, 2, 4}) EXPECT_EQ(sums[r], (std::vector<float>{v(4, 0), v(2, 1), v(0, 2)})) << "rank " << r;
+  for (int r : {1, 3}) EXPECT_EQ(sums[r], (std::vector<float>{v(3, 0), v(1, 1)})) << "rank " << r;
+}
+
+TEST(Split, SumsInTheSubCommunicatorsRankOrder) {
+  std::mt19937 rng(21);
+  Buffers data(4);
+  for (auto& d : data) d = Random(rng, 101);
+  // Ranks 1 and 3 form one group, in the order 3, 1 (key = -rank).
+  const std::vector<float> want = RankOrderSum({data[3], data[1]});
+  Buffers got(4);
+  RunOk(4, [&](Communicator& c) -> absl::Status {
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> sub, c.Split(c.rank() % 2, -c.rank()));
+    got[c.rank()] = data[c.rank()];
+    return sub->AllReduce(got[c.rank()].data(), 101);
+  });
+  EXPECT_TRUE(SameBits(got[1], want));
+  EXPECT_TRUE(SameBits(got[3], want));
+}
+
+TEST(Split, NoColorGivesNoCommunicatorAndSplitsNest) {
+  std::vector<int> nested_size(6, -1);
+  RunOk(6, [&](Communicator& c) -> absl::Status {
+    // Rank 5 joins nothing; ranks 0-4 form one group, then split again into {0, 1, 2}, {3, 4}.
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> sub,
+                        c.Split(c.rank() == 5 ? Communicator::kNoColor : 7, c.rank()));
+    if (c.rank() == 5) {
+      if (sub != nullptr) return absl::InternalError("rank 5 got a sub-communicator");
+      return c.Barrier();
+    }
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> inner, sub->Split(sub->rank() < 3 ? 0 : 1, 0));
+    nested_size[c.rank()] = inner->size();
+    // The parent still works, interleaved with its splits.
+    float one = 1;
+    HS_RETURN_IF_ERROR(inner->AllReduce(&one, 1));
+    if (one != static_cast<float>(inner->size())) return absl::InternalError("wrong nested sum");
+    HS_RETURN_IF_ERROR(c.Barrier());
+    return sub->Barrier();
+  });
+  EXPECT_EQ(nested_size, (std::vector<int>{3, 3, 3, 2, 2, -1}));
+}
+
+TEST(Split, BadOrMismatchedCallsFailOnEveryRank) {
+  ExpectAllInvalid(StatusesOf(3, [](Communicator& c) { return c.Split(c.rank() == 1 ? -2 : 0, 0).status(); }),
+                   "rank 1: color = -2; expected >= 0, or kNoColor (-1)");
+  ExpectAllInvalid(StatusesOf(2,
+                              [](Communicator& c) {
+                                return c.rank() == 0 ? c.Split(0, 0).status() : c.Barrier();
+                              }),
+                   "rank 0 called Split but rank 1 called Barrier");
+}
+
+TEST(Split, ARankFailingAbortsItsPeersInASubCommunicatorPromptly) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<absl::Status> got(4);
+  absl::Status s = RunThreadRanks(
+      4,
+      [&](Communicator& c) -> absl::Status {
+        HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> pair, c.Split(c.rank() / 2, c.rank()));
+        if (c.rank() == 3) return absl::NotFoundError("rank 3 could not load its shard");
+        std::vector<float> x(4, 1.0f);
+        got[c.rank()] = pair->AllReduce(x.data(), 4);  // ranks 0, 1 finish; rank 2 waits for 3
+        if (!got[c.rank()].ok()) return got[c.rank()];
+        return got[c.rank()] = c.Barrier();             // ranks 0, 1 wait for 2 and 3
+      },
+      /*timeout_s=*/5);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  for (int r : {0, 1, 2}) {
+    EXPECT_EQ(got[r].code(), absl::StatusCode::kAborted) << "rank " << r << ": " << got[r];
+    EXPECT_NE(got[r].message().find("could not load its shard"), std::string::npos) << got[r];
+  }
+  EXPECT_NE(got[2].message().find("threads AllReduce"), std::string::npos) << got[2];
+  EXPECT_LT(seconds, 2.0) << "the abort, not the 5 s timeout, should end the waits";
+}
+
+TEST(Split, ARankReturningEarlyAbortsItsPeersInASubCommunicator) {
+  std::vector<absl::Status> got(4);
+  absl::Status s = RunThreadRanks(
+      4,
+      [&](Communicator& c) -> absl::Status {
+        HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> pair, c.Split(c.rank() / 2, c.rank()));
+        if (c.rank() == 3) return absl::OkStatus();  // skips the pair's barrier
+        if (c.rank() != 2) return absl::OkStatus();
+        return got[2] = pair->Barrier();
+      },
+      /*timeout_s=*/5);
+  EXPECT_EQ(got[2].code(), absl::StatusCode::kAborted) << got[2];
+  EXPECT_NE(got[2].message().find("rank 1 returned"), std::string::npos) << got[2];  // rank 3 is 1 in the pair
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+}
+
+TEST(Split, AStuckRankMakesItsSubCommunicatorPeersTimeOut) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<absl::Status> got(2);
+  RunThreadRanks(
+      2,
+      [&](Communicator& c) -> absl::Status {
+        HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> sub, c.Split(0, c.rank()));
+        if (c.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+        return got[c.rank()] = sub->Barrier();
+      },
+      /*timeout_s=*/0.3)
+      .IgnoreError();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(got[0].code(), absl::StatusCode::kDeadlineExceeded) << got[0];
+  EXPECT_NE(got[0].message().find("for ranks [1]"), std::string::npos) << got[0];
+  EXPECT_LT(seconds, 1.8);
+}
+
+TEST(Split, SubCommunicatorsRunOnTheirOwnThreadsSideBySide) {
+  // Each rank drives its world and a split of it from two threads at once: the two sequences
+  // of collectives are independent.
+  RunOk(3, [](Communicator& c) -> absl::Status {
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> side, c.Split(0, c.rank()));
+    HS_RETURN_IF_ERROR(c.CheckConcurrentUse());
+    absl::Status side_status;
+    std::thread t([&] {
+      for (int i = 0; i < 200 && side_status.ok(); ++i) {
+        float x = 1;
+        side_status = side->AllReduce(&x, 1);
+        if (side_status.ok() && x != 3) side_status = absl::InternalError("wrong side sum");
+      }
+    });
+    absl::Status main_status;
+    for (int i = 0; i < 200 && main_status.ok(); ++i) {
+      float x = 2;
+      main_status = c.AllReduce(&x, 1);
+      if (main_status.ok() && x != 6) main_status = absl::InternalError("wrong main sum");
+    }
+    t.join();
+    HS_RETURN_IF_ERROR(side_status);
+    return main_status;
+  });
+}
+
 TEST(Mpi, WithoutMpiTheWorldIsAFailedPrecondition) {
   if (MpiAvailable()) GTEST_SKIP() << "built with MPI: comm_mpi (ctest) checks it under mpirun";
   EXPECT_EQ(MpiWorld().status().code(), absl::StatusCode::kFailedPrecondition);

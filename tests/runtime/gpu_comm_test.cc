@@ -1,7 +1,9 @@
 // The GPU communicators (runtime/backends/cuda/src/comm/gpu_comm.h): the SM apportioning of green
 // contexts and the rank-order sum functor (every build); the device communicator's protocol on
-// host buffers (CUDA builds, no GPU needed); virtual GPUs — green contexts and plain streams — and
-// a one-rank NCCL communicator on a GPU (skipped without one). Results are checked bit for bit
+// host buffers — its splits, the mesh collectives on it and AsyncCollectives' synchronous
+// fallback included (CUDA builds, no GPU needed); virtual GPUs — green contexts and plain
+// streams, and their splits — and a one-rank NCCL communicator and its ncclCommSplit on a GPU
+// (skipped without one). Results are checked bit for bit
 // against a direct computation: concatenation in rank order, sums ((x₀ + x₁) + x₂) + … in float.
 #include <algorithm>
 #include <bit>
@@ -23,7 +25,9 @@
 #include "comm/comm_kernels.h"
 #include "comm_reference.h"
 #include "green.h"
+#include "hetsynth/runtime/async_collectives.h"
 #include "hetsynth/runtime/comm.h"
+#include "hetsynth/runtime/mesh_collectives.h"
 #include "hetsynth/runtime/cuda.h"
 #if defined(HETSYNTH_HAVE_CUDA)
 #include <cuda_runtime.h>
@@ -457,6 +461,80 @@ TEST(DeviceCommArguments, RunsRejectBadArguments) {
   EXPECT_EQ(gpu::RunVirtualGpus({1, 1}, vok, {.device = 1000}).code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(DeviceCommSplit, SubCommunicatorsRunTheSameProtocol) {
+  // 5 ranks: colors by parity, keys reversed; the script on each sub-communicator, and the
+  // parent still works afterwards.
+  const Script s2 = MakeScript(2, CommImpl::kPadded, CountCases(2)[0], 41);
+  const Script s3 = MakeScript(3, CommImpl::kGrouped, CountCases(3)[0], 42);
+  std::vector<std::vector<float>> got(5);
+  std::vector<int> sub_rank(5, -1);
+  absl::Status st = gpu::RunDeviceCommOnHost(5, [&](Communicator& c) -> absl::Status {
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> sub, c.Split(c.rank() % 2, -c.rank()));
+    if (sub->name() != "device") return absl::InternalError("the split is not a device communicator");
+    sub_rank[c.rank()] = sub->rank();
+    HostMemory mem;
+    HS_RETURN_IF_ERROR(RunScript(*sub, sub->size() == 2 ? s2 : s3, mem, &got[c.rank()]));
+    return c.Barrier();
+  });
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(sub_rank, (std::vector<int>{2, 1, 1, 0, 0}));
+  for (int r = 0; r < 5; ++r) {
+    EXPECT_TRUE(SameBits(got[r], Expected(r % 2 ? s2 : s3, sub_rank[r]))) << "rank " << r;
+  }
+}
+
+TEST(DeviceCommSplit, AFailingRankAbortsItsSubCommunicatorPeers) {
+  std::vector<absl::Status> got(4);
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status s = gpu::RunDeviceCommOnHost(
+      4,
+      [&](Communicator& c) -> absl::Status {
+        HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> pair, c.Split(c.rank() / 2, c.rank()));
+        if (c.rank() == 3) return absl::NotFoundError("rank 3 gave up");
+        std::vector<float> x(4, 1.0f);
+        return got[c.rank()] = c.rank() == 2 ? pair->AllReduce(x.data(), 4) : c.Barrier();
+      },
+      /*timeout_s=*/5);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  for (int r : {0, 1, 2}) EXPECT_EQ(got[r].code(), absl::StatusCode::kAborted) << "rank " << r << ": " << got[r];
+  EXPECT_NE(got[2].message().find("device AllReduce"), std::string::npos) << got[2];
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2.0);
+}
+
+TEST(DeviceCommSplit, MeshCollectivesRunOnTheDeviceProtocol) {
+  // Host buffers through the device communicator's host path: the same bits as on threads.
+  const std::vector<int> sizes = {1, 3};
+  std::mt19937 rng(43);
+  Buffers data(4);
+  for (auto& d : data) d = Random(rng, 1001);
+  const std::vector<float> want = comm_testing::MeshSum(data, sizes);
+  absl::Status st = gpu::RunDeviceCommOnHost(4, [&](Communicator& c) -> absl::Status {
+    HS_ASSIGN_OR_RETURN(Mesh mesh, Mesh::FromSizes(sizes));
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> node, SplitByNode(c, mesh));
+    return HierarchicalAllReduce(MeshComms{c, *node, mesh}, data[c.rank()].data(), 1001);
+  });
+  ASSERT_TRUE(st.ok()) << st;
+  for (int r = 0; r < 4; ++r) EXPECT_TRUE(SameBits(data[r], want)) << "rank " << r;
+}
+
+TEST(DeviceCommSplit, AsyncCollectivesRunSynchronouslyOnTheRanksThread) {
+  std::vector<int> overlapped(2, -1);
+  std::vector<std::string> why(2);
+  std::vector<std::vector<float>> data = {{1, 2}, {3, 4}};
+  absl::Status st = gpu::RunDeviceCommOnHost(2, [&](Communicator& c) -> absl::Status {
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<AsyncCollectives> async, AsyncCollectives::Create(c));
+    overlapped[c.rank()] = async->overlapped();
+    why[c.rank()] = std::string(async->why_synchronous().message());
+    return async->AllReduce(data[c.rank()].data(), 2).Wait();
+  });
+  ASSERT_TRUE(st.ok()) << st;
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(overlapped[r], 0);
+    EXPECT_NE(why[r].find("device: collectives enqueue work on the rank's stream"), std::string::npos) << why[r];
+    EXPECT_EQ(data[r], (std::vector<float>{4, 6}));
+  }
+}
+
 TEST(Nccl, WithoutAGpuOrNcclItIsAFailedPrecondition) {
   if (ProbeCuda().devices > 0) GTEST_SKIP() << "a GPU is visible: Nccl.* below run";
   // No GpuExec can be made without a device; NcclAvailable says whether the build has NCCL.
@@ -575,6 +653,26 @@ TEST(VirtualGpusFailures, AFailingRankAbortsTheOthers) {
   EXPECT_EQ(got[2].code(), absl::StatusCode::kAborted) << got[2];
 }
 
+TEST(VirtualGpus, SplitsRunTheScriptOnDeviceBuffersWithTheirOwnEvents) {
+  HS_SKIP_WITHOUT_GPU();
+  const Script s2 = MakeScript(2, CommImpl::kGrouped, CountCases(2)[0], 51);
+  std::vector<std::vector<float>> got(4);
+  std::vector<int> sub_rank(4, -1);
+  absl::Status st = gpu::RunVirtualGpus(
+      {1, 1, 1, 1},
+      [&](Communicator& c, gpu::GpuExec& x) -> absl::Status {
+        HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> pair, c.Split(c.rank() / 2, -c.rank()));
+        sub_rank[c.rank()] = pair->rank();
+        DeviceMemory mem(x);
+        HS_RETURN_IF_ERROR(RunScript(*pair, s2, mem, &got[c.rank()]));
+        return c.Barrier();
+      },
+      {.green = false, .timeout_s = 60});
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(sub_rank, (std::vector<int>{1, 0, 1, 0}));
+  for (int r = 0; r < 4; ++r) EXPECT_TRUE(SameBits(got[r], Expected(s2, sub_rank[r]))) << "rank " << r;
+}
+
 TEST(VirtualGpusFailures, HostAndDeviceBuffersInOneCallAreRejected) {
   HS_SKIP_WITHOUT_GPU();
   std::vector<absl::Status> got(2);
@@ -614,6 +712,22 @@ TEST(Nccl, OneRankCommunicatorRunsEveryCollective) {
       EXPECT_TRUE(SameBits(host, Expected(s, 0))) << CommImplName(impl);
     }
   }
+  // ncclCommSplit of the one rank, and kNoColor.
+  absl::StatusOr<std::unique_ptr<Communicator>> sub = (*comm)->Split(0, 0);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  ASSERT_NE(*sub, nullptr);
+  EXPECT_EQ((*sub)->name(), "nccl");
+  {
+    const Script s = MakeScript(1, CommImpl::kGrouped, CountCases(1)[0], 77);
+    std::vector<float> dev;
+    DeviceMemory dmem(**x);
+    absl::Status st = RunScript(**sub, s, dmem, &dev);
+    ASSERT_TRUE(st.ok()) << st;
+    EXPECT_TRUE(SameBits(dev, Expected(s, 0))) << "on the split";
+  }
+  absl::StatusOr<std::unique_ptr<Communicator>> none = (*comm)->Split(Communicator::kNoColor, 0);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, nullptr);
   std::vector<float> h(4);
   gpu::DeviceTensor t = (*x)->Make({4});
   // One rank: a bad argument still fails (InvalidArgument), and the communicator stays usable.

@@ -6,6 +6,12 @@
 // arguments were valid) to one MPI_Allgather, so mismatched calls fail on every rank alike
 // instead of truncating messages or hanging.
 //
+// Split is MPI_Comm_split (after the same agreement); a split communicator may run on another
+// thread when MPI granted MPI_THREAD_MULTIPLE, which MpiWorld asks for.
+//
+// A process that exits with a failure status aborts the job (MPI_Abort), so peers waiting in a
+// collective of any communicator end at once instead of hanging (glibc; see AbortOnFailedExit).
+//
 // Reductions never use MPI_SUM (its order is unspecified): contributions are moved with
 // MPI_Alltoall(v) and added here in rank order, which makes the bits equal to the threads
 // communicator's and the same on every rank.
@@ -13,6 +19,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
@@ -81,6 +88,7 @@ const float* NonNull(const float* p) { return p ? p : NonNull(static_cast<float*
 // Initializes MPI on first use and finalizes it at exit when we initialized it.
 struct MpiSession {
   bool initialized_here = false;
+  int provided = MPI_THREAD_SINGLE;  // the thread level MPI granted
   ~MpiSession() {
     int finalized = 0;
     MPI_Finalized(&finalized);
@@ -88,9 +96,30 @@ struct MpiSession {
   }
 };
 
+MpiSession& Session() {
+  static MpiSession session;
+  return session;
+}
+
+// A process leaving with a failure status while its peers wait in a collective (of the world or
+// of any split) would hang in MPI_Finalize, which waits for them; MPI_Abort ends the whole job
+// instead, as a rank that dies does. Registered after MpiSession, so it runs before the
+// session's MPI_Finalize.
+void AbortOnFailedExit(int status, void*) {
+  if (status == 0) return;
+  int initialized = 0, finalized = 0, size = 1;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, status);
+}
+
+// MPI_THREAD_MULTIPLE lets split communicators run on their own threads (AsyncCollectives);
+// a library that grants less still serves one thread at a time, as before.
 absl::Status EnsureMpi() {
   static std::mutex mu;
-  static MpiSession session;
+  MpiSession& session = Session();
   std::lock_guard<std::mutex> lock(mu);
   int finalized = 0;
   HS_MPI(MPI_Finalized, &finalized);
@@ -98,11 +127,25 @@ absl::Status EnsureMpi() {
   int initialized = 0;
   HS_MPI(MPI_Initialized, &initialized);
   if (!initialized) {
-    int provided = 0;
-    HS_MPI(MPI_Init_thread, nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+    HS_MPI(MPI_Init_thread, nullptr, nullptr, MPI_THREAD_MULTIPLE, &session.provided);
     session.initialized_here = true;
+#if defined(__GLIBC__)
+    on_exit(AbortOnFailedExit, nullptr);  // glibc passes the exit status; elsewhere failures may hang
+#endif
+  } else {
+    HS_MPI(MPI_Query_thread, &session.provided);
   }
   return absl::OkStatus();
+}
+
+const char* ThreadLevelName(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
+  }
+  return "an unknown thread level";
 }
 
 class MpiComm final : public Communicator {
@@ -258,6 +301,25 @@ class MpiComm final : public Communicator {
   absl::Status Barrier() override {
     HS_RETURN_IF_ERROR(Agree(Op::kBarrier, CommImpl::kGrouped, {}, 0, 0, ""));
     return absl::OkStatus();  // the fingerprint all-gather is itself a barrier
+  }
+
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
+    HS_RETURN_IF_ERROR(Agree(Op::kSplit, CommImpl::kGrouped, {}, 0, 0, comm_internal::CheckSplit(color)));
+    MPI_Comm sub = MPI_COMM_NULL;
+    HS_MPI(MPI_Comm_split, comm_, color == kNoColor ? MPI_UNDEFINED : color, key, &sub);
+    if (sub == MPI_COMM_NULL) return std::unique_ptr<Communicator>();
+    HS_MPI(MPI_Comm_set_errhandler, sub, MPI_ERRORS_RETURN);
+    int rank = 0, size = 0;
+    HS_MPI(MPI_Comm_rank, sub, &rank);
+    HS_MPI(MPI_Comm_size, sub, &size);
+    return std::unique_ptr<Communicator>(new MpiComm(sub, rank, size));
+  }
+
+  absl::Status CheckConcurrentUse() const override {
+    const int provided = Session().provided;
+    if (provided >= MPI_THREAD_MULTIPLE) return absl::OkStatus();
+    return absl::FailedPreconditionError(StrCat("mpi: the MPI library granted ", ThreadLevelName(provided),
+                                                ", not MPI_THREAD_MULTIPLE; communicators must stay on one thread"));
   }
 
  private:

@@ -7,6 +7,10 @@
 // calls fail on every rank alike instead of hanging inside NCCL. A failure inside NCCL after
 // that (a CUDA error on one rank) can still leave the others waiting in NCCL.
 //
+// Split is ncclCommSplit (NCCL >= 2.18) after a Split of the host communicator (MPI_Comm_split),
+// both ranking by (key, rank), so the two stay paired. Compiled here; it needs GPUs to run
+// (one rank per GPU), so only the one-rank case is tested (Nccl.* in gpu_comm_test, on a GPU).
+//
 // Sums: ncclAllReduce / ncclReduce / ncclReduceScatter add in an order NCCL chooses (rings,
 // trees; not rank order), so unlike the CPU and the in-process device communicators the bits
 // may differ from a rank-order sum (they are the same on every rank for AllReduce).
@@ -120,6 +124,12 @@ class SelfComm final : public Communicator {
     return AllReduce(data, count);
   }
   absl::Status Barrier() override { return absl::OkStatus(); }
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int) override {
+    HS_RETURN_IF_ERROR(Check(comm_internal::CheckSplit(color)));
+    if (color == kNoColor) return std::unique_ptr<Communicator>();
+    return std::unique_ptr<Communicator>(new SelfComm());
+  }
+  absl::Status CheckConcurrentUse() const override { return absl::OkStatus(); }
 
  private:
   static absl::Status Check(const std::string& error) {
@@ -276,6 +286,25 @@ class NcclComm final : public Communicator {
   absl::Status Barrier() override {
     bool device = false;
     return Agree(Op::kBarrier, CommImpl::kGrouped, {}, 0, 0, "", Mem::kNone, &device);
+  }
+
+  // Collective over every rank (ncclCommSplit includes the ranks passing NCCL_SPLIT_NOCOLOR).
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
+    bool device = false;
+    HS_RETURN_IF_ERROR(
+        Agree(Op::kSplit, CommImpl::kGrouped, {}, 0, 0, comm_internal::CheckSplit(color), Mem::kNone, &device));
+    absl::StatusOr<std::unique_ptr<Communicator>> host = host_->Split(color, key);
+    HS_RETURN_IF_ERROR(Local(host.status()));
+    ncclComm_t sub = nullptr;
+    HS_NCCL(ncclCommSplit(comm_, color == kNoColor ? NCCL_SPLIT_NOCOLOR : color, key, &sub, nullptr));
+    if (color == kNoColor) return std::unique_ptr<Communicator>();
+    return std::unique_ptr<Communicator>(new NcclComm(*std::move(host), x_, sub));
+  }
+
+  absl::Status CheckConcurrentUse() const override {
+    return absl::FailedPreconditionError(
+        "nccl: collectives enqueue work on the rank's stream and allocator (its GpuExec), which one thread uses at "
+        "a time; run them on the rank's thread");
   }
 
  private:

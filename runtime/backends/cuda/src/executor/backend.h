@@ -3,7 +3,7 @@
 // testing the same code without a GPU), the GPU operators (dispatch.h), the device optimizer,
 // and collectives that hand device pointers to the communicator (NCCL, the in-process device
 // communicator — or, for HostExec, the thread communicator), packing strided slices with
-// SliceCopy/PlaceCopy.
+// SliceCopy/PlaceCopy (collectives_along.h, shared with the CPU backend).
 #pragma once
 
 #include <map>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "executor/executor_kernels.h"
+#include "hetsynth/runtime/collectives_along.h"
 #include "hetsynth/runtime/executor_impl.h"
 #include "hetsynth/runtime/shard.h"
 #include "ops/dispatch.h"
@@ -55,69 +56,19 @@ struct GpuBackend {
   }
   void AddInto(Tensor& acc, const Tensor& t) { x->For(acc.numel(), Accumulate{acc.ptr(), t.ptr()}); }
 
-  // The contracts of collectives.h, on device pointers.
+  // The contracts of collectives.h, on device pointers: collectives_along.h's one definition,
+  // with this backend as the mover (SliceInto / PlaceFrom above).
   absl::StatusOr<Tensor> AllGatherAlong(Communicator& comm, const Tensor& piece, const ir::Shape& full, int d,
                                         const std::vector<int64_t>& lengths, CommImpl impl) {
-    const Around a = AroundDim(full, d);
-    std::vector<int64_t> counts;
-    for (int64_t len : lengths) counts.push_back(len * a.outer * a.inner);
-    Tensor out = Make(full);
-    if (a.outer == 1) {
-      HS_RETURN_IF_ERROR(comm.AllGatherV(piece.ptr(), out.ptr(), counts, impl));
-      return out;
-    }
-    Tensor recv = Make({ir::NumElements(full)});
-    HS_RETURN_IF_ERROR(comm.AllGatherV(piece.ptr(), recv.ptr(), counts, impl));
-    int64_t at = 0;
-    for (size_t r = 0; r < lengths.size(); ++r) {
-      PlaceFrom(recv.ptr() + at, d, Offset(lengths, static_cast<int>(r)), lengths[r], out);
-      at += counts[r];
-    }
-    return out;
+    return along::AllGatherAlong(*this, comm, piece, full, d, lengths, impl);
   }
-
   absl::StatusOr<Tensor> ReduceScatterAlong(Communicator& comm, const Tensor& whole, int d,
                                             const std::vector<int64_t>& lengths, CommImpl impl) {
-    const Around a = AroundDim(whole.shape, d);
-    std::vector<int64_t> counts;
-    for (int64_t len : lengths) counts.push_back(len * a.outer * a.inner);
-    Tensor out = Make(WithDim(whole.shape, d, lengths[static_cast<size_t>(comm.rank())]));
-    if (a.outer == 1) {
-      HS_RETURN_IF_ERROR(comm.ReduceScatterV(whole.ptr(), out.ptr(), counts, impl));
-      return out;
-    }
-    Tensor send = Pack(whole, d, lengths);
-    HS_RETURN_IF_ERROR(comm.ReduceScatterV(send.ptr(), out.ptr(), counts, impl));
-    return out;
+    return along::ReduceScatterAlong(*this, comm, whole, d, lengths, impl);
   }
-
   absl::StatusOr<Tensor> AllToAllAlong(Communicator& comm, const Tensor& piece, const ir::Shape& full, int d,
                                        const std::vector<int64_t>& ld, int d2, const std::vector<int64_t>& ld2) {
-    Tensor packed;
-    const bool pack = AroundDim(piece.shape, d2).outer != 1;
-    if (pack) packed = Pack(piece, d2, ld2);
-    const float* send = pack ? packed.ptr() : piece.ptr();
-    const int64_t per_d2 = piece.numel() / std::max<int64_t>(1, full[static_cast<size_t>(d2)]);
-    const ir::Shape out_shape = WithDim(full, d2, ld2[static_cast<size_t>(comm.rank())]);
-    const int64_t per_d = ir::NumElements(out_shape) / std::max<int64_t>(1, full[static_cast<size_t>(d)]);
-    std::vector<int64_t> send_counts, recv_counts;
-    for (size_t r = 0; r < ld.size(); ++r) {
-      send_counts.push_back(per_d2 * ld2[r]);
-      recv_counts.push_back(per_d * ld[r]);
-    }
-    Tensor out = Make(out_shape);
-    if (AroundDim(out_shape, d).outer == 1) {
-      HS_RETURN_IF_ERROR(comm.AllToAllV(send, send_counts, out.ptr(), recv_counts));
-      return out;
-    }
-    Tensor recv = Make({ir::NumElements(out_shape)});
-    HS_RETURN_IF_ERROR(comm.AllToAllV(send, send_counts, recv.ptr(), recv_counts));
-    int64_t at = 0;
-    for (size_t r = 0; r < ld.size(); ++r) {
-      PlaceFrom(recv.ptr() + at, d, Offset(ld, static_cast<int>(r)), ld[r], out);
-      at += recv_counts[r];
-    }
-    return out;
+    return along::AllToAllAlong(*this, comm, piece, full, d, ld, d2, ld2);
   }
 
   void Forward(const ir::Node& node, const KernelContext& ctx, TIn<X> in, Tensor& out, Saved& saved) {
@@ -141,19 +92,6 @@ struct GpuBackend {
   }
   void Wait() { (void)x->Synchronize(); }
   absl::Status status() const { return x->status(); }
-
- private:
-  // The slices of t along dim by `lengths`, concatenated in rank order (PackAlong's layout).
-  Tensor Pack(const Tensor& t, int dim, const std::vector<int64_t>& lengths) {
-    Tensor out = Make({t.numel()});
-    const int64_t per = t.numel() / std::max<int64_t>(1, t.dim(dim));
-    int64_t at = 0;
-    for (size_t r = 0; r < lengths.size(); ++r) {
-      SliceInto(t, dim, Offset(lengths, static_cast<int>(r)), lengths[r], out.ptr() + at);
-      at += per * lengths[r];
-    }
-    return out;
-  }
 };
 
 // One rank's plan executor on executor x (which must outlive it), exchanging through `comm`

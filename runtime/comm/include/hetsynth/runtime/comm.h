@@ -4,6 +4,11 @@
 // threads (tests, the embedded default; buffers are exchanged by pointer through shared memory)
 // and MPI (one process per rank, launched with mpirun or Slurm).
 //
+// Split makes sub-communicators (the ranks of one node; the same-position devices of every node;
+// a second communicator for a communication thread) with the same checks and failure behaviour;
+// mesh_collectives.h builds hierarchical collectives on them, async_collectives.h runs
+// collectives on a communication thread.
+//
 // Every rank calls the same collectives in the same order with the same counts. Arguments are
 // checked on every call and across ranks: a bad or mismatched argument on any rank makes the
 // call fail on every rank with the same kind of error, instead of corrupting memory or hanging.
@@ -18,6 +23,9 @@
 //     HS_RETURN_IF_ERROR(comm.AllGatherV(shard.data(), full.data(), counts, CommImpl::kGrouped));
 //     return comm.AllReduce(full.data(), full.size());
 //   });
+//
+//   // Ranks 0, 1 and ranks 2, 3 as two communicators of two ranks each.
+//   HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> half, comm.Split(comm.rank() / 2, comm.rank()));
 //
 //   // Under mpirun: one communicator over MPI_COMM_WORLD per process.
 //   HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm, MpiWorld());
@@ -76,6 +84,24 @@ class Communicator {
   virtual absl::Status Broadcast(float* data, int64_t count, int root) = 0;
 
   virtual absl::Status Barrier() = 0;
+
+  // Split's color for a rank that joins no sub-communicator.
+  static constexpr int kNoColor = -1;
+
+  // Splits the ranks into disjoint sub-communicators, like MPI_Comm_split: the ranks passing the
+  // same color (>= 0) form one, ranked by (key, rank here); a rank passing kNoColor gets nullptr.
+  // Collective: every rank calls it, in order with its other collectives. A sub-communicator is
+  // independent of its parent (its own sequence of collectives; it may run them on another
+  // thread when CheckConcurrentUse() is OK) and fails like it: bad or mismatched arguments fail
+  // on every rank of it; for in-process ranks a rank that fails or returns aborts the collectives
+  // its peers wait in — in every communicator it belongs to — and waits have the parent's
+  // deadline. It may outlive its parent. Unimplemented for communicators that cannot split.
+  virtual absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key);
+
+  // OK when a communicator made by Split may run collectives on another thread while this one
+  // (or another split) runs its own — what AsyncCollectives needs to overlap; otherwise
+  // FailedPrecondition saying why (e.g. MPI without MPI_THREAD_MULTIPLE).
+  virtual absl::Status CheckConcurrentUse() const;
 };
 
 // Runs fn(comm) on n threads, one in-process communicator each, and joins them all. Returns OK
@@ -91,10 +117,12 @@ absl::Status RunThreadRanks(int n, const std::function<absl::Status(Communicator
 bool MpiAvailable();
 
 // The communicator over MPI_COMM_WORLD (a duplicate of it, so user traffic on the world
-// communicator cannot interleave with ours). Calls MPI_Init_thread (MPI_THREAD_SERIALIZED) when
-// MPI is not yet initialized, and then MPI_Finalize at program exit. MPI errors are returned,
-// not fatal: statuses name the MPI call and carry MPI_Error_string. FailedPrecondition in a build
-// without MPI. Collective: every process calls it. Use a communicator from one thread at a time.
+// communicator cannot interleave with ours). Calls MPI_Init_thread asking for
+// MPI_THREAD_MULTIPLE when MPI is not yet initialized, and then MPI_Finalize at program exit.
+// MPI errors are returned, not fatal: statuses name the MPI call and carry MPI_Error_string.
+// FailedPrecondition in a build without MPI. Collective: every process calls it. Use each
+// communicator from one thread at a time; split communicators may run on different threads
+// when the library granted MPI_THREAD_MULTIPLE (CheckConcurrentUse says whether it did).
 // Run one process per rank (`mpirun -np 4 prog`); alone, it is a world of one.
 absl::StatusOr<std::unique_ptr<Communicator>> MpiWorld();
 

@@ -17,7 +17,7 @@
 namespace hetsynth::runtime::comm_internal {
 
 // The collectives; values are part of the MPI communicator's call fingerprint.
-enum class Op : int64_t { kAllGatherV = 1, kReduceScatterV, kAllReduce, kAllToAllV, kBroadcast, kBarrier };
+enum class Op : int64_t { kAllGatherV = 1, kReduceScatterV, kAllReduce, kAllToAllV, kBroadcast, kBarrier, kSplit };
 
 inline const char* OpName(Op op) {
   switch (op) {
@@ -27,6 +27,7 @@ inline const char* OpName(Op op) {
     case Op::kAllToAllV: return "AllToAllV";
     case Op::kBroadcast: return "Broadcast";
     case Op::kBarrier: return "Barrier";
+    case Op::kSplit: return "Split";
   }
   return "?";
 }
@@ -73,6 +74,24 @@ inline uint64_t HashCounts(const std::vector<int64_t>& v) {
     }
   }
   return h;
+}
+
+// out[i] = ((in[0][i] + in[1][i]) + in[2][i]) + … in float, k >= 1 inputs of len elements;
+// out may alias in[0] but no other input. Rank by rank over the whole length (the order of
+// each element's additions is what fixes the bits; this loop order vectorizes).
+inline void SumInRankOrder(const float* const* in, int k, float* out, int64_t len) {
+  if (len <= 0) return;
+  if (out != in[0]) std::copy(in[0], in[0] + len, out);
+  for (int r = 1; r < k; ++r) {
+    const float* x = in[r];
+    for (int64_t i = 0; i < len; ++i) out[i] += x[i];
+  }
+}
+
+// Split's argument check: "" or what is wrong with the color.
+inline std::string CheckSplit(int color) {
+  if (color >= 0 || color == Communicator::kNoColor) return "";
+  return StrCat("color = ", color, "; expected >= 0, or kNoColor (-1) for no sub-communicator");
 }
 
 // The argument checks one rank can make alone: "" when its arguments are valid, else what is
