@@ -203,7 +203,8 @@ class TrainerImpl : public Interface {
       if (has[out]) {
         const size_t k = node.inputs.size();
         in.clear();
-        din_store.assign(k, T());
+        din_store.clear();
+        din_store.resize(k);  // (device tensors move, never copy)
         din.assign(k, nullptr);
         for (size_t i = 0; i < k; ++i) {
           const ir::ValueId v = node.inputs[i];
