@@ -59,9 +59,9 @@ class CudaTrainer final : public SingleDeviceTrainer {
   std::unique_ptr<Impl> impl_;
 };
 
-// RankOptions::precision, emulate_gpus, green, device, speeds and description; `launched` and
-// `ranks` are not read: without emulate_gpus every process is one GPU (device = local rank mod
-// visible GPUs) of an NCCL world over MPI, which is a world of one without a launcher.
+// Of RankOptions, RunCudaRanks reads precision, emulate_gpus, green, device, speeds and
+// description, not `launched` or `ranks`: without emulate_gpus every process is one GPU (device =
+// local rank mod visible GPUs) of an NCCL world over MPI — a world of one without a launcher.
 using CudaPlanOptions = RankOptions;
 
 // Runs fn(comm, make) on every rank of `plan` and returns the first failure.
@@ -75,10 +75,10 @@ absl::Status RunCudaRanks(const ir::Graph& graph, const instr::Plan& plan, const
 //
 // Raw measurements on GPU `device`; the CLI (cli/profile_command.cc) turns them into a cluster
 // file exactly as it does the CPU's. Times are wall clock after waiting for the GPU, the clock
-// the GPU plan executor charges with.
-// ProfileOptions: speeds are the virtual GPUs' SM shares; CollectiveTime, DeviceProfile as the
-// backend interface has them (ProfileCuda fills device_name, memory_bytes, node_seconds,
-// node_backward, optimizer_s, copy_bytes_per_s, collectives and comm_description).
+// the GPU plan executor charges with. The options and results are the backend interface's
+// (backend.h): speeds are the virtual GPUs' SM shares; ProfileCuda fills device_name,
+// memory_bytes, node_seconds, node_backward, optimizer_s, copy_bytes_per_s, collectives and
+// comm_description (the "cuda" backend object adds label, cluster_type and clock).
 using CudaProfileOptions = ProfileOptions;
 using CudaCollectiveTime = CollectiveTime;
 using CudaProfile = DeviceProfile;
