@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "backend_flags.h"
 #include "commands.h"
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/instr/rules.h"
@@ -120,20 +121,22 @@ absl::Status RunBench(const BenchFlags& f) {
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
-  if (f.backend != "cpu" && f.backend != "cuda") {
-    return absl::InvalidArgumentError(StrCat("--backend ", f.backend, "; expected cpu or cuda"));
+  HS_ASSIGN_OR_RETURN(const runtime::Backend* backend, BackendFlag(f.backend));
+  const runtime::BackendCapabilities& caps = backend->capabilities();
+  // The texts below say how GPU ranks are timed when the backend times by the wall clock.
+  const bool cuda = !caps.emulated_timing;
+  if (f.emulate_gpus && !backend->supports_emulate_gpus()) {
+    return NeedsBackendFlag("--emulate-gpus", [](const runtime::Backend& b) { return b.supports_emulate_gpus(); });
   }
-  const bool cuda = f.backend == "cuda";
-  if (f.emulate_gpus && !cuda) return absl::InvalidArgumentError("--emulate-gpus needs --backend cuda");
-  if (f.precision != "fp32" && !cuda) {
-    return absl::InvalidArgumentError(StrCat("--precision ", f.precision, " needs --backend cuda"));
+  // --simulate runs nothing: a precision is only checked against the backend that will run it.
+  if (caps.precisions.size() == 1 || !f.simulate) HS_RETURN_IF_ERROR(CheckPrecisionFlag(*backend, f.precision, false));
+  if (!caps.thread_ranks && !f.simulate && !UnderMpiLauncher() && !f.emulate_gpus && cluster.size() > 1) {
+    return absl::InvalidArgumentError(StrCat("--backend ", backend->name(), " with a ", cluster.size(),
+                                             "-device cluster: run one process per ", caps.device, " (mpirun -np ",
+                                             cluster.size(), " ...), or add --emulate-gpus to emulate the devices on one ",
+                                             caps.device));
   }
-  if (cuda && !f.simulate && !UnderMpiLauncher() && !f.emulate_gpus && cluster.size() > 1) {
-    return absl::InvalidArgumentError(StrCat("--backend cuda with a ", cluster.size(), "-device cluster: run one process per "
-                                             "GPU (mpirun -np ", cluster.size(), " ...), or add --emulate-gpus to emulate "
-                                             "the devices on one GPU"));
-  }
-  if (cuda && !f.simulate) HS_RETURN_IF_ERROR(RequireGpu());
+  if (!f.simulate) HS_RETURN_IF_ERROR(RequireAvailable(*backend));
   // How the runs are timed, for the output.
   const std::string timing = cuda ? (f.emulate_gpus ? "wall clock on virtual GPUs (green contexts with SM shares by speed; "
                                                       "EMULATED mixed cluster, links are the GPU's memory)"
@@ -208,7 +211,7 @@ absl::Status RunBench(const BenchFlags& f) {
       p.steps = f.warmup + f.steps;
       p.ranks = f.ranks;
       p.trace = f.out + "/" + e.name + ".trace.json";
-      p.backend = f.backend;
+      p.backend = backend;
       p.precision = f.precision;
       p.emulate_gpus = f.emulate_gpus;
       const bool tty = isatty(STDERR_FILENO) != 0;

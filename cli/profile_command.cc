@@ -1,10 +1,11 @@
-// `hetsynth profile`: measure this host and write a cluster file in which this host is the
-// fastest device, so that the cost model's predictions compare with the CPU emulation of a
-// mixed cluster (runtime/src/executor.cc: each rank's kernel thread CPU time stretched by
-// max_flops / flops_i, a collective on the threads communicator charged by the thread CPU time
-// it takes, virtual clocks synchronized before it). docs/cluster-format.md, "Profiling this host".
-// This file measures, prints and writes; what the measurements mean for the cost model (the
-// classification of nodes, the α–β fit, the emulated cluster) is costmodel/calibrate.h.
+// `hetsynth profile`: measure a backend's device — this host, or a GPU — and write a cluster
+// file in which it is the fastest device, so that the cost model's predictions compare with the
+// emulation of a mixed cluster on it (on the CPU: each rank's kernel thread CPU time stretched by
+// max_flops / flops_i, a collective on the threads communicator charged by the thread CPU time it
+// takes, virtual clocks synchronized before it; on a GPU: virtual GPUs with SM shares by speed).
+// docs/cluster-format.md, "Profiling this host". The backend measures (Backend::Profile); this
+// file prints and writes; what the measurements mean for the cost model (the classification of
+// nodes, the α–β fit, the emulated cluster) is costmodel/calibrate.h.
 //
 //   hetsynth profile --model gpt --small --like examples/clusters/mixed-4.json -o emulated.json
 #include <unistd.h>
@@ -16,46 +17,32 @@
 
 #include <fmt/format.h>
 
+#include "backend_flags.h"
 #include "commands.h"
 #include "hetsynth/costmodel/calibrate.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/instr/program.h"
-#include "hetsynth/instr/rules.h"
 #include "hetsynth/ir/status.h"
-#include "hetsynth/runtime/collectives.h"
-#include "hetsynth/runtime/comm.h"
-#include "hetsynth/runtime/cpu_time.h"
-#include "hetsynth/runtime/cuda.h"
-#include "hetsynth/runtime/cuda_backend.h"
+#include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/data.h"
-#include "hetsynth/runtime/executor.h"
-#include "hetsynth/runtime/trainer.h"
 
 namespace hetsynth::cli {
 namespace {
 
 constexpr int kDefaultRanks = 4;          // without --like
 constexpr int kMaxDefaultRanks = 64;      // default --ranks from a --like cluster is capped here
-constexpr int kMaxRanks = 1024;
 constexpr int64_t kDefaultMaxBytes = int64_t{16} << 20;  // 4M floats
 
 struct ProfileFlags {
   ModelOptions model;
   std::string like, out;
-  std::string backend = "cpu";  // cpu | cuda
-  std::string precision;        // cuda only; empty: fp32
+  std::string backend = "cpu";  // a registered backend (runtime::FindBackend)
+  std::string precision;        // empty: the backend's default (only backends with a choice take the flag)
   int ranks = 0;  // 0: the --like cluster's device count (at most kMaxDefaultRanks), else 4
   int repeats = 5;
   int64_t max_bytes = kDefaultMaxBytes;
 };
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
-}
 
 double PhysicalRamBytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
@@ -69,45 +56,7 @@ std::string Bytes(double b) {
   return fmt::format("{:.4g} {}", b, units[u]);
 }
 
-// ---- 1. kernels ------------------------------------------------------------------------------
-
-// Runs 1 warm-up + `repeats` timed training steps of runtime::Trainer on this thread, timing
-// each node's forward + backward kernel calls (Trainer::SetKernelTimer: thread CPU time) and the
-// Adam update of every parameter, and takes medians over the timed steps.
-absl::StatusOr<costmodel::KernelTimes> TimeKernels(const ir::ModelSpec& spec, const ir::Graph& g, int repeats) {
-  HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, /*seed=*/0));
-  HS_ASSIGN_OR_RETURN(auto trainer, runtime::Trainer::Create(g, runtime::OptimizerConfig{}, /*seed=*/0));
-  runtime::Optimizer optimizer(runtime::OptimizerConfig{});  // Adam, the default
-  const size_t num_nodes = g.nodes().size();
-  std::vector<double> t(num_nodes, 0.0);
-  costmodel::KernelTimes result;
-  result.backward.assign(num_nodes, false);
-  trainer->SetKernelTimer([&](ir::NodeId node, bool backward, double seconds) {
-    t[static_cast<size_t>(node)] += seconds;
-    if (backward) result.backward[static_cast<size_t>(node)] = true;
-  });
-  std::vector<std::vector<double>> samples(num_nodes);
-  std::vector<double> optimizer_samples;
-  for (int step = 0; step <= repeats; ++step) {  // step 0 warms up
-    HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(step));
-    std::fill(t.begin(), t.end(), 0.0);
-    std::map<std::string, runtime::Tensor> grads;
-    HS_RETURN_IF_ERROR(trainer->Gradients(batch, &grads).status());
-    // The optimizer update, memory-bound work the cost model charges per parameter.
-    const double o0 = runtime::ThreadCpuSeconds();
-    optimizer.Step(trainer->parameters(), grads);
-    const double opt_s = runtime::ThreadCpuSeconds() - o0;
-    if (step > 0) {
-      for (size_t n = 0; n < num_nodes; ++n) samples[n].push_back(t[n]);
-      optimizer_samples.push_back(opt_s);
-    }
-  }
-  for (size_t n = 0; n < num_nodes; ++n) result.seconds.push_back(Median(samples[n]));
-  result.optimizer_s = Median(optimizer_samples);
-  return result;
-}
-
-// ---- 2. collectives --------------------------------------------------------------------------
+// ---- What the cost model makes of the timings ------------------------------------------------
 
 struct CommSample {
   const char* op;                 // a kCommOps name
@@ -139,68 +88,6 @@ std::vector<int64_t> CollectiveSizes(int64_t max_bytes) {
 // backends' samples go through here.
 CommSample MakeSample(int op, const std::vector<int64_t>& lengths, double seconds) {
   return {kCommOpTable[op].name, costmodel::MakeLinkSample(kCommOpTable[op].kind, lengths, seconds)};
-}
-
-// For each size of CollectiveSizes, split over the ranks in proportion to `shares` (the plan
-// ratios this cluster will get: like's relative speeds) as a plan's tensors are:
-// Barrier, then time through the executor's own code path (runtime/collectives.h, packing
-// included) a grouped all-gather, after another Barrier a grouped reduce-scatter, and after a
-// third an all-reduce of the whole size; per size and op the median over `repeats` (after one
-// warm-up) of the slowest rank's time. Time is each rank's thread CPU time, the clock the
-// executor charges a collective with when it emulates devices on thread ranks
-// (runtime/src/executor.cc, Communicate): waiting for the other threads sleeps on a condition
-// variable and is not counted, the copying and summing a rank does is.
-absl::StatusOr<std::vector<CommSample>> TimeCollectives(int n, int repeats, int64_t max_bytes,
-                                                        const std::vector<double>& shares) {
-  constexpr int kOps = kCommOps;
-  const std::vector<int64_t> sizes = CollectiveSizes(max_bytes);
-  const size_t num_sizes = sizes.size(), per_size = static_cast<size_t>(repeats + 1);
-  // seconds[((size · kOps + op) · per_size + rep) · n + rank], each rank writing its own slots.
-  std::vector<double> seconds(num_sizes * kOps * per_size * static_cast<size_t>(n), 0.0);
-  auto slot = [&](size_t s, int op, int rep, int rank) -> double& {
-    return seconds[((s * kOps + static_cast<size_t>(op)) * per_size + static_cast<size_t>(rep)) * n + rank];
-  };
-  HS_RETURN_IF_ERROR(runtime::RunThreadRanks(n, [&](runtime::Communicator& comm) -> absl::Status {
-    for (size_t s = 0; s < num_sizes; ++s) {
-      const std::vector<int64_t> lengths = instr::RoundShares(shares, sizes[s]);
-      const ir::Shape full = {sizes[s]};
-      runtime::Tensor piece({lengths[static_cast<size_t>(comm.rank())]}, 1.0f), whole(full, 1.0f);
-      for (int rep = 0; rep <= repeats; ++rep) {
-        HS_RETURN_IF_ERROR(comm.Barrier());
-        double t0 = runtime::ThreadCpuSeconds();
-        HS_RETURN_IF_ERROR(runtime::AllGatherAlong(comm, piece, full, 0, lengths, runtime::CommImpl::kGrouped).status());
-        slot(s, 0, rep, comm.rank()) = runtime::ThreadCpuSeconds() - t0;
-        HS_RETURN_IF_ERROR(comm.Barrier());
-        t0 = runtime::ThreadCpuSeconds();
-        HS_RETURN_IF_ERROR(runtime::ReduceScatterAlong(comm, whole, 0, lengths, runtime::CommImpl::kGrouped).status());
-        slot(s, 1, rep, comm.rank()) = runtime::ThreadCpuSeconds() - t0;
-        HS_RETURN_IF_ERROR(comm.Barrier());
-        runtime::Tensor data = whole;
-        t0 = runtime::ThreadCpuSeconds();
-        HS_RETURN_IF_ERROR(comm.AllReduce(data.ptr(), data.numel()));
-        slot(s, 2, rep, comm.rank()) = runtime::ThreadCpuSeconds() - t0;
-        HS_RETURN_IF_ERROR(comm.Barrier());
-        t0 = runtime::ThreadCpuSeconds();
-        HS_RETURN_IF_ERROR(runtime::AllGatherAlong(comm, piece, full, 0, lengths, runtime::CommImpl::kPadded).status());
-        slot(s, 3, rep, comm.rank()) = runtime::ThreadCpuSeconds() - t0;
-      }
-    }
-    return absl::OkStatus();
-  }));
-  std::vector<CommSample> out;
-  for (size_t s = 0; s < num_sizes; ++s) {
-    const std::vector<int64_t> lengths = instr::RoundShares(shares, sizes[s]);
-    for (int op = 0; op < kOps; ++op) {
-      std::vector<double> worst;
-      for (int rep = 1; rep <= repeats; ++rep) {  // rep 0 warms up
-        double w = 0;
-        for (int r = 0; r < n; ++r) w = std::max(w, slot(s, op, rep, r));
-        worst.push_back(w);
-      }
-      out.push_back(MakeSample(op, lengths, Median(worst)));
-    }
-  }
-  return out;
 }
 
 // What a backend measured, in the form the shared code below writes the cluster file from.
@@ -246,148 +133,63 @@ std::vector<double> Shares(const std::optional<costmodel::Cluster>& like, int ra
   return shares;
 }
 
-absl::StatusOr<Measured> MeasureCpu(const ProfileFlags& f, const ir::ModelSpec& spec, const ir::Graph& g,
-                                    const std::optional<costmodel::Cluster>& like, int ranks) {
-  const double ram = PhysicalRamBytes();
-  // Per rank the buffers of the largest size: all-gather send + receive + padded staging, the
-  // all-reduce data and its chunk (about 3.5 × --max-bytes); keep them within half the RAM.
-  const double comm_bytes = 4.0 * static_cast<double>(f.max_bytes) * ranks;
-  if (ram > 0 && comm_bytes > ram / 2) {
-    return absl::InvalidArgumentError(StrCat("--ranks ", ranks, " × --max-bytes ", f.max_bytes, " needs about ",
-                                             Bytes(comm_bytes), " for the collective buffers, more than half of this host's ",
-                                             Bytes(ram), "; lower --max-bytes or --ranks"));
-  }
-  Measured m;
-  m.target = Target(like, ranks, ram > 0 ? ram / ranks : 1.0, "host");
-  m.label = "host";
-  m.ranks_label = fmt::format("{} thread ranks", ranks);
-
-  // 1. Kernels.
-  fmt::print(stderr, "profile: timing the kernels of {} on 1 thread: 1 warm-up + {} training step{}\n",
-             spec.ToString(), f.repeats, f.repeats == 1 ? "" : "s");
-  HS_ASSIGN_OR_RETURN(costmodel::KernelTimes times, TimeKernels(spec, g, f.repeats));
-  double total_s = 0;
-  for (double s : times.seconds) total_s += s;
-  if (!(total_s > 0)) {
-    return absl::InvalidArgumentError(StrCat("--model ", spec.name,
-                                             ": its kernels took no measurable CPU time; use a larger model or --batch"));
-  }
-  costmodel::KernelRates& host = m.compute;
-  HS_ASSIGN_OR_RETURN(host, Classify(g, times, m.target));
-
-  // The executor's kernels run among its own bookkeeping and among the other ranks' threads
-  // (collectives, wake-ups) on this host's few cores, which slows them down; scale both rates so
-  // that the cost model's single-device step is the executor's emulated compute time for it,
-  // measured on N ranks that each run the whole model (the all-replicated plan).
-  double calibration = 1.0;
-  {
-    instr::Plan plan;
-    instr::Program& prog = plan.program;
-    prog.num_devices = ranks;
-    prog.ratios = {std::vector<double>(static_cast<size_t>(ranks), 1.0 / ranks)};
-    for (int r = 0; r < ranks; ++r) plan.devices.push_back(fmt::format("host{}", r));
-    auto add = [&](instr::Instruction in) -> absl::Status {
-      HS_RETURN_IF_ERROR(instr::DeriveTriple(g, in));
-      prog.instructions.push_back(std::move(in));
-      return absl::OkStatus();
-    };
-    for (size_t v = 0; v < g.values().size(); ++v) {
-      const ir::ValueKind kind = g.values()[v].kind;
-      if (kind == ir::ValueKind::kActivation) continue;
-      instr::Instruction in;
-      in.kind = kind == ir::ValueKind::kInput ? instr::InstrKind::kPlaceInput : instr::InstrKind::kPlaceParameter;
-      in.tensor = static_cast<ir::ValueId>(v);
-      HS_RETURN_IF_ERROR(add(in));
-    }
-    for (size_t n = 0; n < g.nodes().size(); ++n) {
-      instr::Instruction in;
-      in.kind = instr::InstrKind::kCompute;
-      in.node = static_cast<ir::NodeId>(n);
-      in.rule = "replicated";
-      HS_RETURN_IF_ERROR(add(in));
-    }
-    HS_RETURN_IF_ERROR(instr::BuildSplitGroups(g, prog));
-    HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, /*seed=*/0));
-    std::vector<double> steps;
-    HS_RETURN_IF_ERROR(runtime::RunThreadRanks(ranks, [&](runtime::Communicator& comm) -> absl::Status {
-      HS_ASSIGN_OR_RETURN(auto ex, runtime::Executor::Create(g, plan, comm, runtime::ExecutorOptions{}));
-      for (int i = 0; i <= f.repeats; ++i) {
-        HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(i));
-        HS_ASSIGN_OR_RETURN(runtime::StepMetrics sm, ex->Step(batch));
-        // Step 0 warms up. Rank 0 runs the whole step (forward, backward, update); with a
-        // replicated loss the others have no gradient to run backward on.
-        if (i > 0 && comm.rank() == 0) steps.push_back(sm.ranks.at(0).compute_s);
-      }
-      return absl::OkStatus();
-    }));
-    const double kernels = total_s + times.optimizer_s;
-    calibration = Median(steps) / kernels;
-    fmt::print(stderr, "profile: the executor computes a step in {:.3f} ms on {} ranks, {:.2f}x its kernels' medians; rates scaled by that\n",
-               Median(steps) * 1e3, ranks, calibration);
-    host.flops_per_s /= calibration;
-    host.bytes_per_s /= calibration;
-  }
-
-  // 2. Collectives.
-  int64_t largest_bytes = 4;
-  while (largest_bytes <= f.max_bytes / 4) largest_bytes *= 4;
-  fmt::print(stderr, "profile: timing grouped and padded all-gather, grouped reduce-scatter (shards by device speed) and all-reduce "
-                     "on {} thread ranks, 16 B to {}, 1 warm-up + {} repeat{} per size\n",
-             ranks, Bytes(static_cast<double>(largest_bytes)), f.repeats,
-             f.repeats == 1 ? "" : "s");
-  HS_ASSIGN_OR_RETURN(m.samples, TimeCollectives(ranks, f.repeats, f.max_bytes, Shares(like, ranks)));
-  return m;
-}
-
-// The GPU: runtime::ProfileCuda on GPU 0 — per node forward + backward wall-clock seconds of the
-// GPU trainer (waiting for the GPU around each operator), the optimizer update, a device-to-device
-// copy, and the collectives on `ranks` virtual GPUs of this GPU (SM shares and shards by device
-// speed) — then the same classification and samples as the CPU's. No executor calibration: the
-// GPU plan executor, too, charges wall clock after waiting for the GPU around each instruction.
-absl::StatusOr<Measured> MeasureCuda(const ProfileFlags& f, const ir::ModelSpec& spec, const ir::Graph& g,
-                                     const std::optional<costmodel::Cluster>& like, int ranks) {
-  runtime::CudaProfileOptions o;
+// Backend::Profile on device 0 — per node forward + backward times of its trainer, the
+// optimizer update, collectives on `ranks` of its in-process ranks (threads, or virtual GPUs
+// with SM shares) with shards by device speed — then the cost model's classification of the
+// nodes and the samples of the link fit.
+absl::StatusOr<Measured> Measure(const runtime::Backend& backend, const ProfileFlags& f, const ir::ModelSpec& spec,
+                                 const ir::Graph& g, const std::optional<costmodel::Cluster>& like, int ranks) {
+  const runtime::BackendCapabilities& caps = backend.capabilities();
+  runtime::ProfileOptions o;
   o.device = 0;
-  o.precision = f.precision.empty() ? "fp32" : f.precision;
+  o.precision = f.precision.empty() ? caps.precisions.front() : f.precision;
   o.repeats = f.repeats;
   o.speeds = Shares(like, ranks);
-  const std::vector<int64_t> sizes = CollectiveSizes(f.max_bytes);
-  for (int64_t size : sizes) o.collectives.push_back(instr::RoundShares(o.speeds, size));
+  for (int64_t size : CollectiveSizes(f.max_bytes)) o.collectives.push_back(instr::RoundShares(o.speeds, size));
+  o.model = spec.ToString();
+  o.progress = [](const std::string& line) { fmt::print(stderr, "{}\n", line); };
+  if (caps.host_memory) {
+    // Per rank the buffers of the largest size: all-gather send + receive + padded staging, the
+    // all-reduce data and its chunk (about 3.5 × --max-bytes); keep them within half the RAM.
+    const double ram = PhysicalRamBytes();
+    const double comm_bytes = 4.0 * static_cast<double>(f.max_bytes) * ranks;
+    if (ram > 0 && comm_bytes > ram / 2) {
+      return absl::InvalidArgumentError(StrCat("--ranks ", ranks, " × --max-bytes ", f.max_bytes, " needs about ",
+                                               Bytes(comm_bytes), " for the collective buffers, more than half of this host's ",
+                                               Bytes(ram), "; lower --max-bytes or --ranks"));
+    }
+  }
   HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, /*seed=*/0));
-  HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(0));
-
-  fmt::print(stderr, "profile: timing on GPU 0 ({}, {}) the kernels of {}: 1 warm-up + {} training step{}; the optimizer "
-                     "update; a device-to-device copy of up to {}\n",
-             runtime::ProbeCuda().first_name, o.precision, spec.ToString(), f.repeats, f.repeats == 1 ? "" : "s",
-             Bytes(static_cast<double>(o.copy_bytes)));
-  fmt::print(stderr, "profile: then grouped and padded all-gather, grouped reduce-scatter and all-reduce on {} virtual GPUs "
-                     "(SMs and shards by device speed), {} to {}, 1 warm-up + {} repeat{} per size\n",
-             ranks, Bytes(4.0 * static_cast<double>(sizes.front())), Bytes(4.0 * static_cast<double>(sizes.back())),
-             f.repeats, f.repeats == 1 ? "" : "s");
-  absl::StatusOr<runtime::CudaProfile> p = runtime::ProfileCuda(g, batch, o);
-  HS_RETURN_IF_ERROR(p.status());
+  HS_ASSIGN_OR_RETURN(const runtime::DeviceProfile p, backend.Profile(g, data, o));
 
   Measured m;
-  m.target = Target(like, ranks, p->memory_bytes / ranks, "gpu");  // the virtual GPUs share the one GPU's memory
-  m.label = "GPU";
-  m.ranks_label = fmt::format("{} virtual GPUs", ranks);
-  m.extra = fmt::format("GPU copy:     {:.4g} GB/s device-to-device (bytes read + written; {})", p->copy_bytes_per_s / 1e9,
-                        p->device_name);
+  // In-process ranks share the device's memory.
+  m.target = Target(like, ranks, p.memory_bytes > 0 ? p.memory_bytes / ranks : 1.0, p.cluster_type);
+  m.label = p.label;
+  m.ranks_label = fmt::format("{} {}", ranks, caps.profile_ranks);
+  if (p.copy_bytes_per_s > 0) {
+    m.extra = fmt::format("{:<13} {:.4g} GB/s device-to-device (bytes read + written; {})", p.label + " copy:",
+                          p.copy_bytes_per_s / 1e9, p.device_name);
+  }
   costmodel::KernelTimes times;
-  times.seconds = p->node_seconds;
-  times.backward = p->node_backward;
-  times.optimizer_s = p->optimizer_s;
+  times.seconds = p.node_seconds;
+  times.backward = p.node_backward;
+  times.optimizer_s = p.optimizer_s;
   double total_s = 0;
   for (double s : times.seconds) total_s += s;
   if (!(total_s > 0)) {
-    return absl::InvalidArgumentError(StrCat("--model ", spec.name, ": its kernels took no measurable time on the GPU"));
+    return absl::InvalidArgumentError(StrCat("--model ", spec.name, ": its kernels took no measurable ", p.clock,
+                                             "; use a larger model or --batch"));
   }
   HS_ASSIGN_OR_RETURN(m.compute, Classify(g, times, m.target));
-  fmt::print(stderr, "profile: collectives on {}\n", p->comm_description);
-  for (const runtime::CudaCollectiveTime& c : p->collectives) {
+  // Where the plan executor computes slower than the kernels alone, so do the emulated devices.
+  m.compute.flops_per_s /= p.compute_scale;
+  m.compute.bytes_per_s /= p.compute_scale;
+  if (!p.comm_description.empty()) fmt::print(stderr, "profile: collectives on {}\n", p.comm_description);
+  for (const runtime::CollectiveTime& c : p.collectives) {
     int op = 0;
     while (op < kCommOps && c.op != kCommOpTable[op].name) ++op;
-    if (op == kCommOps) return absl::InternalError(StrCat("ProfileCuda timed an unknown collective '", c.op, "'"));
+    if (op == kCommOps) return absl::InternalError(StrCat("the ", backend.name(), " backend timed an unknown collective '", c.op, "'"));
     m.samples.push_back(MakeSample(op, c.lengths, c.seconds));
   }
   return m;
@@ -395,16 +197,8 @@ absl::StatusOr<Measured> MeasureCuda(const ProfileFlags& f, const ir::ModelSpec&
 
 absl::Status RunProfile(const ProfileFlags& f) {
   if (f.out.empty()) return absl::InvalidArgumentError("-o is required: the cluster file to write");
-  if (f.backend != "cpu" && f.backend != "cuda") {
-    return absl::InvalidArgumentError(StrCat("--backend ", f.backend, "; expected cpu or cuda"));
-  }
-  const bool cuda = f.backend == "cuda";
-  if (!f.precision.empty() && !cuda) {
-    return absl::InvalidArgumentError(StrCat("--precision ", f.precision, " needs --backend cuda (the CPU computes in fp32)"));
-  }
-  if (!f.precision.empty() && f.precision != "fp32" && f.precision != "tf32" && f.precision != "bf16") {
-    return absl::InvalidArgumentError(StrCat("--precision ", f.precision, "; expected fp32, tf32 or bf16"));
-  }
+  HS_ASSIGN_OR_RETURN(const runtime::Backend* backend, BackendFlag(f.backend));
+  if (!f.precision.empty()) HS_RETURN_IF_ERROR(CheckPrecisionFlag(*backend, f.precision, /*given=*/true));
   {
     // Fail before minutes of measuring, not after.
     const std::filesystem::path dir = std::filesystem::path(f.out).parent_path();
@@ -417,9 +211,7 @@ absl::Status RunProfile(const ProfileFlags& f) {
   if (f.max_bytes < 4) {
     return absl::InvalidArgumentError(StrCat("--max-bytes ", f.max_bytes, "; expected at least 4 (one float)"));
   }
-  if (cuda) {
-    HS_RETURN_IF_ERROR(RequireGpu());
-  }
+  HS_RETURN_IF_ERROR(RequireAvailable(*backend));
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
   std::optional<costmodel::Cluster> like;
@@ -430,13 +222,13 @@ absl::Status RunProfile(const ProfileFlags& f) {
   }
   int ranks = f.ranks;
   if (ranks == 0) ranks = like ? std::clamp(like->size(), 2, kMaxDefaultRanks) : kDefaultRanks;
-  const int max_ranks = cuda ? kMaxDefaultRanks : kMaxRanks;  // virtual GPUs: at most 64
+  const int max_ranks = backend->capabilities().max_profile_ranks;
   if (ranks < 2 || ranks > max_ranks) {
     return absl::InvalidArgumentError(StrCat("--ranks ", ranks, "; expected 2 to ", max_ranks, " (the collectives are timed over that many ",
-                                             cuda ? "virtual GPUs" : "thread ranks", ")"));
+                                             backend->capabilities().profile_ranks, ")"));
   }
 
-  HS_ASSIGN_OR_RETURN(const Measured m, cuda ? MeasureCuda(f, spec, g, like, ranks) : MeasureCpu(f, spec, g, like, ranks));
+  HS_ASSIGN_OR_RETURN(const Measured m, Measure(*backend, f, spec, g, like, ranks));
   const costmodel::KernelRates& host = m.compute;
   std::vector<costmodel::LinkSample> samples;
   for (const CommSample& c : m.samples) {

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "commands.h"
+#include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/executor.h"
 #include "hetsynth/runtime/optimizer.h"
@@ -30,16 +31,16 @@ struct TrainOptions {
   int ranks = 0;
   bool ranks_given = false;
   bool no_emulate = false;
-  // Backend: "cpu" or "cuda"; GEMM precision on CUDA; --emulate-gpus: a plan's devices as
-  // green contexts of one GPU.
+  // --backend: a registered backend's name (runtime::FindBackend); --precision: GEMM arithmetic,
+  // one the backend offers; --emulate-gpus: a plan's devices as virtual GPUs of one GPU.
   std::string backend = "cpu", precision = "fp32";
   bool emulate_gpus = false;
 
   absl::StatusOr<runtime::OptimizerConfig> Optimizer() const;
 };
 
-// Runs o.plan on thread ranks, or on MPI ranks when started by mpirun/srun.
-absl::Status TrainPlan(const TrainOptions& o);
+// Runs o.plan on `backend`'s ranks: threads, or MPI ranks when started by mpirun/srun (cpu); GPUs.
+absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend);
 
 // One run of a plan: every rank executes it; rank 0 gets the metrics (on_step, and the result).
 struct PlanRun {
@@ -55,8 +56,9 @@ struct PlanRun {
   bool emulate = true;
   int ranks = 0;                   // 0: one per plan device
   std::string load, save, trace;
-  // "cuda": ranks are GPUs (NCCL under mpirun, or virtual GPUs with emulate_gpus).
-  std::string backend = "cpu", precision = "fp32";
+  // What the ranks run on (e.g. GPUs: NCCL under mpirun, or virtual GPUs with emulate_gpus).
+  const runtime::Backend* backend = nullptr;
+  std::string precision = "fp32";
   bool emulate_gpus = false;
   std::string* gpu_description = nullptr;  // filled with what the GPU ranks run on
   std::function<void(int64_t index, const runtime::StepMetrics&)> on_step;  // rank 0

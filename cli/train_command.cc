@@ -1,4 +1,5 @@
-// `hetsynth train`: train a built-in model on one device (CPU, or a GPU with --backend cuda).
+// `hetsynth train`: train a built-in model on one device of a backend (--backend: the CPU, or a
+// GPU with cuda), or run a plan across ranks (train_plan.cc).
 #include <unistd.h>
 
 #include <chrono>
@@ -7,12 +8,12 @@
 
 #include <fmt/format.h>
 
+#include "backend_flags.h"
 #include "commands.h"
 #include "train.h"
 #include "hetsynth/ir/status.h"
-#include "hetsynth/runtime/cuda_backend.h"
+#include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/data.h"
-#include "hetsynth/runtime/trainer.h"
 
 namespace hetsynth::cli {
 
@@ -29,16 +30,9 @@ absl::StatusOr<runtime::OptimizerConfig> TrainOptions::Optimizer() const {
 namespace {
 
 absl::Status Train(const TrainOptions& o) {
-  if (o.backend != "cpu" && o.backend != "cuda") {
-    return absl::InvalidArgumentError(StrCat("--backend ", o.backend, "; expected cpu or cuda"));
-  }
-  if (o.backend != "cuda" && o.precision != "fp32") {
-    return absl::InvalidArgumentError(StrCat("--precision ", o.precision, " needs --backend cuda (the CPU computes in fp32)"));
-  }
-  if (o.precision != "fp32" && o.precision != "tf32" && o.precision != "bf16") {
-    return absl::InvalidArgumentError(StrCat("--precision ", o.precision, "; expected fp32, tf32 or bf16"));
-  }
-  if (!o.plan.empty()) return TrainPlan(o);
+  HS_ASSIGN_OR_RETURN(runtime::Backend* backend, BackendFlag(o.backend));
+  HS_RETURN_IF_ERROR(CheckPrecisionFlag(*backend, o.precision, /*given=*/false));
+  if (!o.plan.empty()) return TrainPlan(o, *backend);
   if (o.model.name.empty()) return absl::InvalidArgumentError("train: give --model NAME (one device) or --plan PLAN (one rank per plan device)");
   for (const auto& [flag, given] : {std::pair{"--ranks", o.ranks_given}, {"--cluster", !o.cluster.empty()},
                                     {"--trace", !o.trace.empty()}, {"--no-emulate", o.no_emulate},
@@ -60,23 +54,16 @@ absl::Status Train(const TrainOptions& o) {
     metrics.open(o.metrics, std::ios::binary | std::ios::trunc);
     if (!metrics) return absl::InvalidArgumentError(StrCat("--metrics '", o.metrics, "': cannot open for writing"));
   }
-  // One device: the CPU trainer, or the CUDA one (same initialization, data and checkpoints).
-  std::unique_ptr<runtime::Trainer> cpu;
-  std::unique_ptr<runtime::CudaTrainer> gpu;
-  std::string device = "1 CPU device";
-  if (o.backend == "cuda") {
-    HS_RETURN_IF_ERROR(RequireGpu());
-    runtime::CudaTrainOptions co;
-    co.precision = o.precision;
-    HS_ASSIGN_OR_RETURN(gpu, runtime::CudaTrainer::Create(std::move(graph), cfg, o.seed, co));
-    device = StrCat("GPU 0 (", gpu->device_name(), ", ", o.precision, ")");
-  } else {
-    HS_ASSIGN_OR_RETURN(cpu, runtime::Trainer::Create(std::move(graph), cfg, o.seed));
-  }
-  auto trainer_step = [&] { return cpu ? cpu->step() : gpu->step(); };
-  if (!o.load.empty()) HS_RETURN_IF_ERROR(cpu ? cpu->Load(o.load) : gpu->Load(o.load));
+  // One device, on the backend's trainer (the same initialization, data and checkpoints on every backend).
+  HS_RETURN_IF_ERROR(RequireAvailable(*backend));
+  runtime::TrainerOptions to;
+  to.precision = o.precision;
+  HS_ASSIGN_OR_RETURN(std::unique_ptr<runtime::SingleDeviceTrainer> trainer,
+                      backend->MakeTrainer(std::move(graph), cfg, o.seed, to));
+  const std::string device = trainer->device();
+  if (!o.load.empty()) HS_RETURN_IF_ERROR(trainer->Load(o.load));
 
-  const int64_t first = trainer_step();
+  const int64_t first = trainer->step();
   if (!o.quiet) fmt::print(stderr, "training {} on {}: {} steps from step {}, {} lr {:g}, {}\n",
              spec.ToString(), device, o.steps, first, o.optimizer, cfg.lr, data.description());
   const bool tty = isatty(STDERR_FILENO) != 0;
@@ -84,10 +71,10 @@ absl::Status Train(const TrainOptions& o) {
   float first_loss = NAN, last_loss = NAN;
   double total_s = 0;
   for (int64_t i = 0; i < o.steps; ++i) {
-    const int64_t step = trainer_step();
+    const int64_t step = trainer->step();
     HS_ASSIGN_OR_RETURN(runtime::Batch batch, data.Get(step));
     const auto t0 = std::chrono::steady_clock::now();
-    HS_ASSIGN_OR_RETURN(float loss, cpu ? cpu->Step(batch) : gpu->Step(batch));
+    HS_ASSIGN_OR_RETURN(float loss, trainer->Step(batch));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     total_s += dt;
     if (i == 0) first_loss = loss;
@@ -112,7 +99,7 @@ absl::Status Train(const TrainOptions& o) {
     }
   }
   if (!o.save.empty()) {
-    HS_RETURN_IF_ERROR(cpu ? cpu->Save(o.save, spec.ToString()) : gpu->Save(o.save, spec.ToString()));
+    HS_RETURN_IF_ERROR(trainer->Save(o.save, spec.ToString()));
     fmt::print(stderr, "checkpoint written to {}\n", o.save);
   }
   fmt::print("trained {} for {} steps: loss {:.4f} -> {:.4f}, {:.2f} ms/step\n", spec.name,

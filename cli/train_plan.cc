@@ -1,5 +1,6 @@
-// `hetsynth train --plan PLAN`: run a synthesized plan across ranks — in-process threads, or
-// one process per rank under mpirun / srun — with the flags of single-device training.
+// `hetsynth train --plan PLAN`: run a synthesized plan across a backend's ranks — in-process
+// threads or virtual GPUs, or one process per rank under mpirun / srun — with the flags of
+// single-device training.
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,9 +14,10 @@
 
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/ir/status.h"
+#include "backend_flags.h"
+#include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
-#include "hetsynth/runtime/cuda_backend.h"
 #include "hetsynth/runtime/executor.h"
 #include "train.h"
 
@@ -135,19 +137,10 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
   if (flops.empty()) flops.assign(n_dev, 1.0);
   const double fastest = *std::max_element(flops.begin(), flops.end());
   const bool mpi = LaunchedByMpi();
-  std::unique_ptr<runtime::Communicator> mpi_comm;
-  int ranks = p.ranks > 0 ? p.ranks : static_cast<int>(n_dev);
-  const bool cuda = p.backend == "cuda";
-  if (mpi && !cuda) {
-    HS_ASSIGN_OR_RETURN(mpi_comm, runtime::MpiWorld());
-    if (p.ranks > 0 && p.ranks != mpi_comm->size()) {
-      return absl::InvalidArgumentError(StrCat("--ranks ", p.ranks, " but the MPI launcher started ", mpi_comm->size(),
-                                               " processes; drop --ranks under mpirun/srun"));
-    }
-    ranks = mpi_comm->size();
-  }
-  if (mpi && cuda) ranks = SizeFromLauncher();
-  if (static_cast<size_t>(ranks) != n_dev) return RankCountError(p.plan_path, plan, ranks, mpi);
+  HS_CHECK(p.backend != nullptr, "RunPlan: no backend");
+  const int ranks = p.ranks > 0 ? p.ranks : static_cast<int>(n_dev);
+  // In-process ranks are known now; a launcher's are known to the communicator (below).
+  if (!mpi && static_cast<size_t>(ranks) != n_dev) return RankCountError(p.plan_path, plan, ranks, mpi);
 
   std::mutex mu;
   std::vector<runtime::TraceEvent> events;
@@ -187,29 +180,34 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     return absl::OkStatus();
   };
 
-  auto cpu_executor = [&](runtime::Communicator& comm) -> runtime::MakeExecutorFn {
-    return [&p, &plan, &comm](runtime::ExecutorOptions eo) { return runtime::Executor::Create(*p.graph, plan, comm, eo); };
-  };
-  absl::Status st;
-  if (cuda) {
-    runtime::CudaPlanOptions co;
-    co.precision = p.precision;
-    co.emulate_gpus = p.emulate_gpus;
-    co.speeds = flops;
-    co.description = p.gpu_description;
-    st = runtime::RunCudaRanks(*p.graph, plan, co, run);  // callers checked RequireGpu()
-  } else if (mpi) {
-    st = run(*mpi_comm, cpu_executor(*mpi_comm));
-    if (!st.ok() && mpi_comm->rank() != 0) st = absl::Status(st.code(), StrCat("rank ", mpi_comm->rank(), ": ", st.message()));
-  } else {
-    st = runtime::RunThreadRanks(ranks, [&](runtime::Communicator& comm) -> absl::Status {
-      try {
-        return run(comm, cpu_executor(comm));
-      } catch (const std::exception& e) {
-        return absl::AbortedError(StrCat("rank ", comm.rank(), " died: ", e.what()));
+  runtime::RankOptions ro;
+  ro.ranks = ranks;
+  ro.launched = mpi;
+  ro.precision = p.precision;
+  ro.emulate_gpus = p.emulate_gpus;
+  ro.speeds = flops;
+  ro.description = p.gpu_description;
+  ro.timeout_s = 600;
+  absl::Status st = p.backend->RunRanks(*p.graph, plan, ro, [&](runtime::Communicator& comm,
+                                                                 const runtime::MakeExecutorFn& make) -> absl::Status {
+    if (mpi) {
+      // Every process finds the same mismatch and says it alike.
+      if (p.ranks > 0 && p.ranks != comm.size()) {
+        return absl::InvalidArgumentError(StrCat("--ranks ", p.ranks, " but the MPI launcher started ", comm.size(),
+                                                 " processes; drop --ranks under mpirun/srun"));
       }
-    }, /*timeout_s=*/600);
-  }
+      if (static_cast<size_t>(comm.size()) != n_dev) return RankCountError(p.plan_path, plan, comm.size(), mpi);
+      absl::Status s = run(comm, make);
+      // Each process prints its own failure: say which rank it is.
+      if (!s.ok() && comm.rank() != 0) s = absl::Status(s.code(), StrCat("rank ", comm.rank(), ": ", s.message()));
+      return s;
+    }
+    try {
+      return run(comm, make);
+    } catch (const std::exception& e) {
+      return absl::AbortedError(StrCat("rank ", comm.rank(), " died: ", e.what()));
+    }
+  });
   HS_RETURN_IF_ERROR(st);
   if (!p.trace.empty() && (!mpi || LauncherRank() == 0)) {
     HS_RETURN_IF_ERROR(runtime::WriteChromeTrace(p.trace, events, plan.devices,
@@ -218,7 +216,7 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
   return out;
 }
 
-absl::Status TrainPlan(const TrainOptions& o) {
+absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   HS_ASSIGN_OR_RETURN(auto loaded, LoadPlan(o.plan));
   const instr::Plan plan = std::move(loaded.first);
   const ir::Graph graph = std::move(loaded.second);
@@ -268,25 +266,31 @@ absl::Status TrainPlan(const TrainOptions& o) {
   p.steps = o.steps;
   p.emulate = !o.no_emulate;
   p.ranks = o.ranks_given ? o.ranks : 0;
-  p.backend = o.backend;
+  p.backend = &backend;
   p.precision = o.precision;
   p.emulate_gpus = o.emulate_gpus;
-  if (o.backend == "cuda" && !LaunchedByMpi() && !o.emulate_gpus && n_dev > 1) {
-    return absl::InvalidArgumentError(StrCat(where, " has ", n_dev, " devices: with --backend cuda run one process per GPU "
-                                             "(mpirun -np ", n_dev, " ...), or add --emulate-gpus to emulate them on one GPU"));
+  const runtime::BackendCapabilities& caps = backend.capabilities();
+  if (!caps.thread_ranks && !LaunchedByMpi() && !o.emulate_gpus && n_dev > 1) {
+    return absl::InvalidArgumentError(StrCat(where, " has ", n_dev, " devices: with --backend ", backend.name(),
+                                             " run one process per ", caps.device, " (mpirun -np ", n_dev,
+                                             " ...), or add --emulate-gpus to emulate them on one ", caps.device));
   }
-  if (o.emulate_gpus && o.backend != "cuda") return absl::InvalidArgumentError("--emulate-gpus needs --backend cuda");
+  if (o.emulate_gpus && !backend.supports_emulate_gpus()) {
+    return NeedsBackendFlag("--emulate-gpus", [](const runtime::Backend& b) { return b.supports_emulate_gpus(); });
+  }
   if (o.emulate_gpus && LaunchedByMpi()) {
     return absl::InvalidArgumentError("--emulate-gpus runs every plan device in one process; do not start it with mpirun/srun");
   }
-  if (o.backend == "cuda" && (o.ranks_given || o.no_emulate)) {
-    return absl::InvalidArgumentError(StrCat(o.ranks_given ? "--ranks" : "--no-emulate",
-                                             " is for CPU ranks; GPU ranks are one per plan device and always wall-clock timed"));
+  // Thread ranks can be counted and emulated; device ranks are one per device and wall-clock timed.
+  if ((!caps.thread_ranks && o.ranks_given) || (!caps.emulated_timing && o.no_emulate)) {
+    return absl::InvalidArgumentError(StrCat(o.ranks_given ? "--ranks" : "--no-emulate", " is for CPU ranks; ",
+                                             caps.device,
+                                             " ranks are one per plan device and always wall-clock timed"));
   }
-  if (o.backend == "cuda") HS_RETURN_IF_ERROR(RequireGpu());
+  HS_RETURN_IF_ERROR(RequireAvailable(backend));
   std::string gpu_description;
   p.gpu_description = &gpu_description;
-  const bool cuda = o.backend == "cuda";
+  const bool wall_clock = o.no_emulate || !caps.emulated_timing;
   p.load = o.load;
   p.save = o.save;
   p.trace = o.trace;
@@ -307,16 +311,17 @@ absl::Status TrainPlan(const TrainOptions& o) {
   if (lead && !o.quiet) {
     std::string devs;
     for (size_t i = 0; i < n_dev; ++i) devs += fmt::format("{}{} x{:.2f}", i ? ", " : "", plan.devices[i], p.flops[i] / fastest);
-    const std::string kind = o.backend == "cuda" ? (o.emulate_gpus ? "virtual GPU" : "GPU (NCCL)")
-                             : LaunchedByMpi()    ? "MPI"
-                                                  : "thread";
+    runtime::RankOptions ro;
+    ro.launched = LaunchedByMpi();
+    ro.emulate_gpus = o.emulate_gpus;
+    const std::string kind = backend.RankKind(ro);
     fmt::print(stderr, "training {} with plan '{}' ({}, cluster '{}') on {} {} ranks: {} steps, {} lr {:g}, {}\n",
                p.spec.ToString(), o.plan, plan.strategy, plan.cluster, ranks, kind, o.steps, o.optimizer,
                p.optimizer.lr, data.description());
-    if (o.backend == "cuda") {
-      fmt::print(stderr, "timing: wall clock on the GPU{}; devices: {}\n",
-                 o.emulate_gpus ? "s (EMULATED mixed cluster: green contexts with SM shares by speed; "
-                                  "links are the GPU's own memory)"
+    if (!caps.emulated_timing) {
+      fmt::print(stderr, "timing: wall clock on the {}{}; devices: {}\n", caps.device,
+                 o.emulate_gpus ? fmt::format("s (EMULATED mixed cluster: {}; links are the {}'s own memory)",
+                                              caps.virtual_devices, caps.device)
                                 : "",
                  devs);
     } else if (o.no_emulate) {
@@ -351,7 +356,7 @@ absl::Status TrainPlan(const TrainOptions& o) {
       metrics << fmt::format(
           "{{\"step\": {}, \"loss\": {:.7g}, \"step_time_s\": {:.6f}, \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, "
           "\"idle_s\": {:.6f}, \"emulated\": {}, \"ranks\": [{}]}}\n",
-          m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), p.emulate && !cuda ? "true" : "false", per_rank);
+          m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), wall_clock ? "false" : "true", per_rank);
       metrics.flush();
     }
     if (o.quiet) return;
@@ -376,7 +381,7 @@ absl::Status TrainPlan(const TrainOptions& o) {
              plan.strategy, ranks, o.steps, first_loss, last_loss);
   if (o.steps > 0) {
     fmt::print("step time {} {} (compute {}, communication {}, idle {}; mean over ranks{}); predicted {}\n",
-               Ms(step_time.get()), o.no_emulate || cuda ? "wall clock" : "emulated", Ms(compute.get()), Ms(comm_time.get()),
+               Ms(step_time.get()), wall_clock ? "wall clock" : "emulated", Ms(compute.get()), Ms(comm_time.get()),
                Ms(idle.get()), o.steps > 1 ? ", steps after the first" : "", Ms(plan.predicted_step_time_s));
   }
   return absl::OkStatus();

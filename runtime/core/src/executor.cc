@@ -1,8 +1,17 @@
-// Executor's members (executor.h), whatever the backend behind its Impl; Executor::Create, the
-// CPU one, is the CPU backend's (backends/cpu/src/executor.cc).
+// Executor's members (executor.h), whatever the backend behind its Impl; Executor::Create asks
+// the "cpu" backend object for its executor.
 #include "hetsynth/runtime/executor.h"
 
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/backend.h"
+
 namespace hetsynth::runtime {
+
+absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ir::Graph& graph, const instr::Plan& plan,
+                                                           Communicator& comm, ExecutorOptions options) {
+  HS_ASSIGN_OR_RETURN(const Backend* cpu, FindBackend("cpu"));
+  return cpu->MakeExecutor(graph, plan, comm, std::move(options));
+}
 
 Executor::Executor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Executor::~Executor() = default;

@@ -27,9 +27,11 @@ absl::StatusOr<std::unique_ptr<CudaTrainer>> CudaTrainer::Create(ir::Graph graph
   HS_ASSIGN_OR_RETURN(gpu::Precision precision, gpu::ParsePrecision(options.precision));
   auto impl = std::make_unique<Impl>();
   HS_ASSIGN_OR_RETURN(impl->x, gpu::GpuExec::Create({options.device, precision, nullptr}));
-  HS_ASSIGN_OR_RETURN(impl->t, gpu::DeviceTrainer<gpu::GpuExec>::Create(*impl->x, std::move(graph), cfg, seed));
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, options.device) == cudaSuccess) impl->name = prop.name;
+  HS_ASSIGN_OR_RETURN(impl->t, gpu::DeviceTrainer<gpu::GpuExec>::Create(
+                                   *impl->x, std::move(graph), cfg, seed,
+                                   StrCat("GPU ", options.device, " (", impl->name, ", ", options.precision, ")")));
   return std::unique_ptr<CudaTrainer>(new CudaTrainer(std::move(impl)));
 }
 
@@ -38,10 +40,16 @@ CudaTrainer::~CudaTrainer() {
   if (impl_) impl_->t.reset();  // tensors go back to the allocator before the executor goes
 }
 absl::StatusOr<float> CudaTrainer::Step(const Batch& batch) { return impl_->t->Step(batch); }
+absl::StatusOr<float> CudaTrainer::Gradients(const Batch& batch, std::map<std::string, Tensor>* grads) {
+  return impl_->t->Gradients(batch, grads);
+}
+absl::StatusOr<float> CudaTrainer::Loss(const Batch& batch) { return impl_->t->Loss(batch); }
 int64_t CudaTrainer::step() const { return impl_->t->step(); }
+const ir::Graph& CudaTrainer::graph() const { return impl_->t->graph(); }
 std::map<std::string, Tensor> CudaTrainer::Parameters() { return impl_->t->Parameters(); }
 absl::Status CudaTrainer::Save(const std::string& path, const std::string& model) { return impl_->t->Save(path, model); }
 absl::Status CudaTrainer::Load(const std::string& path) { return impl_->t->Load(path); }
+std::string CudaTrainer::device() const { return impl_->t->device(); }
 std::string CudaTrainer::device_name() const { return impl_->name; }
 size_t CudaTrainer::peak_memory_bytes() const { return impl_->x->allocator().peak_bytes_in_use(); }
 void CudaTrainer::SetKernelTimer(KernelTimer timer) { impl_->t->SetKernelTimer(std::move(timer)); }
@@ -57,7 +65,7 @@ int LocalRank() {
 }  // namespace
 
 absl::Status RunCudaRanks(const ir::Graph& graph, const instr::Plan& plan, const CudaPlanOptions& options,
-                          const std::function<absl::Status(Communicator&, const MakeExecutorFn&)>& fn) {
+                          const RankFn& fn) {
   const CudaInfo info = ProbeCuda();
   if (info.devices == 0) return absl::FailedPreconditionError(StrCat("no GPU: ", info.reason));
   HS_ASSIGN_OR_RETURN(gpu::Precision precision, gpu::ParsePrecision(options.precision));

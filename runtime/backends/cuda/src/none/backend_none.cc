@@ -13,19 +13,28 @@ absl::StatusOr<std::unique_ptr<CudaTrainer>> CudaTrainer::Create(ir::Graph, Opti
 }
 CudaTrainer::CudaTrainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CudaTrainer::~CudaTrainer() = default;
+// Create never succeeds in this build, so no CudaTrainer exists to call the members below.
 absl::StatusOr<float> CudaTrainer::Step(const Batch&) { return absl::FailedPreconditionError(ProbeCuda().reason); }
+absl::StatusOr<float> CudaTrainer::Gradients(const Batch&, std::map<std::string, Tensor>*) {
+  return absl::FailedPreconditionError(ProbeCuda().reason);
+}
+absl::StatusOr<float> CudaTrainer::Loss(const Batch&) { return absl::FailedPreconditionError(ProbeCuda().reason); }
 int64_t CudaTrainer::step() const { return 0; }
+const ir::Graph& CudaTrainer::graph() const {
+  static const ir::Graph* const none = new ir::Graph();
+  return *none;
+}
 std::map<std::string, Tensor> CudaTrainer::Parameters() { return {}; }
 absl::Status CudaTrainer::Save(const std::string&, const std::string&) {
   return absl::FailedPreconditionError(ProbeCuda().reason);
 }
 absl::Status CudaTrainer::Load(const std::string&) { return absl::FailedPreconditionError(ProbeCuda().reason); }
+std::string CudaTrainer::device() const { return ""; }
 std::string CudaTrainer::device_name() const { return ""; }
 size_t CudaTrainer::peak_memory_bytes() const { return 0; }
 void CudaTrainer::SetKernelTimer(KernelTimer) {}
 
-absl::Status RunCudaRanks(const ir::Graph&, const instr::Plan&, const CudaPlanOptions&,
-                          const std::function<absl::Status(Communicator&, const MakeExecutorFn&)>&) {
+absl::Status RunCudaRanks(const ir::Graph&, const instr::Plan&, const CudaPlanOptions&, const RankFn&) {
   return absl::FailedPreconditionError(ProbeCuda().reason);
 }
 

@@ -71,10 +71,10 @@ struct TraceEvent {
 
 class Executor {
  public:
-  // The executor on CPU ranks (defined by the CPU backend, hetsynth_backend_cpu; the CUDA
-  // backend's is RunCudaRanks). Checks that the plan fits the graph (CheckProgram) and the
-  // communicator (one rank per plan device), and materializes this rank's parameter pieces.
-  // Collective: every rank calls it.
+  // The executor on CPU ranks: the "cpu" backend object's MakeExecutor (backend.h), so the
+  // program must link hetsynth_backend_cpu; other backends make theirs in Backend::RunRanks.
+  // Checks that the plan fits the graph (CheckProgram) and the communicator (one rank per plan
+  // device), and materializes this rank's parameter pieces. Collective: every rank calls it.
   static absl::StatusOr<std::unique_ptr<Executor>> Create(const ir::Graph& graph, const instr::Plan& plan,
                                                          Communicator& comm, ExecutorOptions options);
   ~Executor();

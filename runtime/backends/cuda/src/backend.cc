@@ -1,0 +1,112 @@
+// The "cuda" backend object (backend.h) and its registration, in every build: built with CUDA it
+// reaches the entry points of cuda_backend.h; without CUDA those fail with the reason (src/none/),
+// and Available() says so first.
+#include <numeric>
+
+#include <fmt/format.h>
+
+#include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/backend.h"
+#include "hetsynth/runtime/cuda.h"
+#include "hetsynth/runtime/cuda_backend.h"
+
+namespace hetsynth::runtime {
+namespace {
+
+std::string Bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) b /= 1024, ++u;
+  return fmt::format("{:.4g} {}", b, units[u]);
+}
+
+class Cuda final : public Backend {
+ public:
+  Cuda() {
+    caps_.device = "GPU";
+    caps_.precisions = {"fp32", "tf32", "bf16"};  // gpu::ParsePrecision's names
+    caps_.emulate_gpus = true;
+    caps_.virtual_devices = "green contexts with SM shares by speed";
+    caps_.thread_ranks = false;
+    caps_.emulated_timing = false;
+    caps_.host_memory = false;
+    caps_.profile_ranks = "virtual GPUs";
+    caps_.max_profile_ranks = 64;  // gpu::kMaxCommRanks, the in-process device communicator's limit
+  }
+
+  std::string_view name() const override { return "cuda"; }
+  std::string_view description() const override {
+    return "NVIDIA GPUs: cuBLAS GEMMs and hetsynth's kernels; NCCL between processes, green contexts for virtual GPUs";
+  }
+  absl::Status Available() const override {
+    const CudaInfo info = ProbeCuda();
+    if (info.devices > 0) return absl::OkStatus();
+    return absl::FailedPreconditionError(StrCat("no GPU: ", info.reason));
+  }
+  const BackendCapabilities& capabilities() const override { return caps_; }
+
+  absl::StatusOr<std::unique_ptr<SingleDeviceTrainer>> MakeTrainer(ir::Graph graph, OptimizerConfig cfg, uint64_t seed,
+                                                                  const TrainerOptions& options) const override {
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<CudaTrainer> t, CudaTrainer::Create(std::move(graph), cfg, seed, options));
+    return std::unique_ptr<SingleDeviceTrainer>(std::move(t));
+  }
+
+  absl::Status RunRanks(const ir::Graph& graph, const instr::Plan& plan, const RankOptions& options,
+                        const RankFn& fn) const override {
+    return RunCudaRanks(graph, plan, options, fn);
+  }
+
+  std::string RankKind(const RankOptions& options) const override {
+    return options.emulate_gpus ? "virtual GPU" : "GPU (NCCL)";
+  }
+
+  absl::StatusOr<std::unique_ptr<Executor>> MakeExecutor(const ir::Graph&, const instr::Plan&, Communicator& comm,
+                                                         ExecutorOptions) const override {
+    return absl::FailedPreconditionError(StrCat("the cuda backend makes each rank's executor on its GPU in RunRanks, "
+                                                "with a communicator that moves device memory; not on communicator '",
+                                                comm.name(), "'"));
+  }
+
+  absl::StatusOr<DeviceProfile> Profile(const ir::Graph& graph, const DataSource& data,
+                                        const ProfileOptions& options) const override {
+    HS_RETURN_IF_ERROR(Available());
+    HS_ASSIGN_OR_RETURN(Batch batch, data.Get(0));
+    if (options.progress) {
+      options.progress(fmt::format("profile: timing on GPU {} ({}, {}) the kernels of {}: 1 warm-up + {} training "
+                                   "step{}; the optimizer update; a device-to-device copy of up to {}",
+                                   options.device, ProbeCuda().first_name, options.precision, options.model,
+                                   options.repeats, options.repeats == 1 ? "" : "s",
+                                   Bytes(static_cast<double>(options.copy_bytes))));
+      if (options.speeds.size() >= 2 && !options.collectives.empty()) {
+        auto bytes = [](const std::vector<int64_t>& lengths) {
+          return Bytes(4.0 * static_cast<double>(std::accumulate(lengths.begin(), lengths.end(), int64_t{0})));
+        };
+        options.progress(fmt::format("profile: then grouped and padded all-gather, grouped reduce-scatter and "
+                                     "all-reduce on {} virtual GPUs (SMs and shards by device speed), {} to {}, 1 "
+                                     "warm-up + {} repeat{} per size",
+                                     options.speeds.size(), bytes(options.collectives.front()),
+                                     bytes(options.collectives.back()), options.repeats,
+                                     options.repeats == 1 ? "" : "s"));
+      }
+    }
+    HS_ASSIGN_OR_RETURN(DeviceProfile p, ProfileCuda(graph, batch, options));
+    p.label = "GPU";
+    p.cluster_type = "gpu";
+    p.clock = "time on the GPU";
+    return p;
+  }
+
+ private:
+  BackendCapabilities caps_;
+};
+
+Cuda cuda_backend;
+
+}  // namespace
+}  // namespace hetsynth::runtime
+
+// Static libraries only contribute the object files a program references, and nothing references
+// a registration: the target's link option `-u hetsynth_backend_cuda_registered` (CMakeLists.txt)
+// keeps this object in every program that links the CUDA backend.
+extern "C" const bool hetsynth_backend_cuda_registered =
+    hetsynth::runtime::RegisterBackend(&hetsynth::runtime::cuda_backend);
