@@ -81,7 +81,7 @@ instr::Instruction Compute(const ir::Graph& g, const std::string& node, const st
   instr::Instruction in;
   in.kind = instr::InstrKind::kCompute;
   in.node = NodeOf(g, node);
-  in.rule = rule;
+  EXPECT_TRUE(instr::ParseRuleName(rule, &in.rule)) << rule;
   const absl::Status st = instr::DeriveTriple(g, in);
   EXPECT_TRUE(st.ok()) << st;
   return in;
