@@ -52,6 +52,9 @@ Instruction Collective(const ir::Graph& g, InstrKind kind, const std::string& t,
   in.kind = kind;
   in.tensor = g.Find(t);
   in.dim = dim;
+  in.impl = kind == InstrKind::kAllReduce ? CollImpl::kRing
+            : kind == InstrKind::kAllGather || kind == InstrKind::kReduceScatter ? CollImpl::kGrouped
+                                                                                  : CollImpl::kNone;
   EXPECT_TRUE(DeriveTriple(g, in).ok());
   return in;
 }
