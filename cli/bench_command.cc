@@ -33,7 +33,7 @@ struct BenchFlags {
   int64_t steps = 10, warmup = 2;
   int ranks = 0;
   bool simulate = false;
-  double time_limit = 60;
+  double time_limit = 600;
   uint64_t seed = 0;
 };
 

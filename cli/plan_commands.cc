@@ -24,9 +24,9 @@ std::string Gb(double b) { return fmt::format("{:.2f} GB", b / 1e9); }
 struct SynthFlags {
   ModelOptions model;
   std::string cluster, out, baseline;
-  double time_limit = 60;
+  double time_limit = 600;
   bool no_memory_limits = false;
-  bool flat = false, no_overlap = false;
+  bool flat = false, no_overlap = false, verbose = false;
 };
 
 absl::Status RunSynth(const SynthFlags& f) {
@@ -48,6 +48,10 @@ absl::Status RunSynth(const SynthFlags& f) {
   std::map<std::string, std::string> failures;
   for (auto& [name, r] : synth::SynthesizeAll(g, cluster, strategies, o)) {
     names.push_back(name);
+    if (r.ok() && f.verbose) {
+      fmt::print(stderr, "{}: {} states expanded\n", name, r->states_expanded);
+      for (const std::string& line : r->log) fmt::print(stderr, "  {}\n", line);
+    }
     if (r.ok()) {
       results.emplace(name, std::move(*r));
     } else if (name == chosen || absl::IsDeadlineExceeded(r.status()) || absl::IsInternal(r.status())) {
@@ -275,6 +279,7 @@ Runner RegisterSynth(CLI::App& app) {
   cmd->add_flag("--flat", f->flat, "synthesized plan: no hierarchical collectives");
   cmd->add_flag("--no-overlap", f->no_overlap,
                 "synthesized plan: every collective blocks compute, one all-reduce per gradient (no buckets)");
+  cmd->add_flag("--verbose", f->verbose, "print each plan's search rounds and states expanded to stderr");
   return [f]() { return RunSynth(*f); };
 }
 

@@ -13,6 +13,7 @@
 // an `unknown` answer from check() is an InternalError too, never read as sat or unsat.
 #include <z3++.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -200,13 +201,33 @@ class LpBuilder {
 
 }  // namespace
 
+struct Z3Session::Impl {
+  z3::context ctx;
+};
+
+Z3Session::Z3Session() = default;
+Z3Session::~Z3Session() = default;
+
+Z3Session::Impl& Z3Session::impl() {
+  if (!impl_) impl_ = std::make_unique<Impl>();
+  return *impl_;
+}
+
 absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const costmodel::Cluster& c,
                                                    const instr::Program& p, const SynthOptions& o) {
-  return OptimizeRatios(g, costmodel::ClusterModel(c), p, o);
+  Z3Session session;
+  return OptimizeRatiosIn(session, g, costmodel::ClusterModel(c), p, o);
 }
 
 absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const costmodel::ClusterModel& model,
                                                    const instr::Program& p, const SynthOptions& o) {
+  Z3Session session;
+  return OptimizeRatiosIn(session, g, model, p, o);
+}
+
+absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const ir::Graph& g,
+                                                     const costmodel::ClusterModel& model, const instr::Program& p,
+                                                     const SynthOptions& o) {
   HS_RETURN_IF_ERROR(ValidateSynthOptions(o));
   using costmodel::TermRole;
   const costmodel::Cluster& c = model.cluster();
@@ -225,6 +246,7 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
   // and the objective is T + the optimizer's time.
   Lin objective;
   std::vector<Lin> t_rows, f_rows;  // T ≥ row, F ≥ row
+  int f_var = -1, t_var = -1;
   const bool overlap = pc.overlap;
   std::vector<std::pair<Lin, Lin>> parts;
   for (const costmodel::Term& t : pc.terms) parts.push_back(lp.Parts(t));
@@ -248,13 +270,15 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
       }
     }
     f_rows.push_back(forward_all);
+    // Forward step parts after each gather: suffix sums from the end.
+    std::vector<Lin> after(pc.terms.size() + 1);
+    for (size_t k = pc.terms.size(); k-- > 0;) {
+      after[k] = after[k + 1];
+      if (pc.terms[k].role == TermRole::kStep) after[k].Add(parts[k].first);
+    }
     for (const auto& [a, at] : gather_at) {
       Lin row = a;
-      for (size_t k = at + 1; k < pc.terms.size(); ++k) {
-        const TermRole role = pc.terms[k].role;
-        if (role == TermRole::kStep) row.Add(parts[k].first);
-      }
-      f_rows.push_back(row);
+      f_rows.push_back(row.Add(after[at + 1]));
     }
     // Backward, in reverse: prefix sums of the compute stream and the syncs in order.
     Lin prefix;
@@ -268,8 +292,8 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
         prefix.Add(parts[k].second);
       }
     }
-    const int f_var = lp.NewVar("F");
-    const int t_var = lp.NewVar("T");
+    f_var = lp.NewVar("F");
+    t_var = lp.NewVar("T");
     Lin f_lin;
     f_lin.terms[f_var] = 1;
     Lin suffix;  // Σ_{m ≥ k} c_m, built from the last sync back
@@ -288,9 +312,6 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
     Lin chain = gathers;
     t_rows.push_back(chain.Add(suffix));
     objective.terms[t_var] += 1;
-    // F and T rows are added below with the others.
-    for (Lin& r : f_rows) r.terms[f_var] -= 1;  // 0 ≥ row − F
-    for (Lin& r : t_rows) r.terms[t_var] -= 1;
   }
   // Memory per device, in GB: fixed + split · r.
   double mem_fixed = 0, mem_split = 0;
@@ -299,7 +320,7 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
   std::vector<double> class_ratios(classes.size(), 0.0);
   const std::string what = StrCat("ratio lp over ", classes.size(), " device classes");
   try {
-    z3::context ctx;
+    z3::context& ctx = session.impl().ctx;
     z3::optimize opt(ctx);
     std::vector<z3::expr> vars;
     for (size_t k = 0; k < classes.size(); ++k) vars.push_back(ctx.real_const(StrCat("r", k).c_str()));
@@ -324,10 +345,64 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
     }
     opt.add(total == 1);
     for (const auto& [v, row] : lp.rows()) opt.add(vars[static_cast<size_t>(v)] >= expr(row));
-    for (const Lin& row : f_rows) opt.add(expr(row) <= 0);
-    for (const Lin& row : t_rows) opt.add(expr(row) <= 0);
     opt.minimize(expr(objective));
-    const z3::check_result res = opt.check();
+    // The critical-path rows (one per gather and per gradient sync, hundreds for ZeRO or small
+    // buckets) are added lazily: first those that bind at the current ratios, then, after each
+    // solve, those the solution violates, until none does. The optimum is that of all rows.
+    const size_t num_vars = vars.size();
+    auto eval = [](const Lin& l, const std::vector<double>& val) {
+      double v = l.constant;
+      for (const auto& [k, c] : l.terms) v += c * val[static_cast<size_t>(k)];
+      return v;
+    };
+    std::vector<double> val(num_vars, 0.0);
+    for (size_t k = 0; k < classes.size(); ++k) {
+      double sum = 0;
+      for (costmodel::DeviceId d : classes[k].devices) sum += current[static_cast<size_t>(d)];
+      val[k] = sum / static_cast<double>(classes[k].devices.size());
+    }
+    for (const auto& [v, row] : lp.rows()) val[static_cast<size_t>(v)] = std::max(val[static_cast<size_t>(v)], eval(row, val));
+    std::vector<std::vector<bool>> added = {std::vector<bool>(f_rows.size(), false), std::vector<bool>(t_rows.size(), false)};
+    const std::vector<Lin>* families[2] = {&f_rows, &t_rows};
+    const int family_var[2] = {f_var, t_var};
+    // Adds up to `limit` rows of a family, the largest first: at the start by value (F from the
+    // forward rows), after a solve by how far they exceed the solution's F or T.
+    auto add_rows = [&](int fam, size_t limit, bool violated_only) {
+      const std::vector<Lin>& rows = *families[fam];
+      std::vector<std::pair<double, size_t>> order;
+      for (size_t i = 0; i < rows.size(); ++i) {
+        if (added[fam][i]) continue;
+        const double v = eval(rows[i], val);
+        const double bound = val[static_cast<size_t>(family_var[fam])];
+        if (violated_only && !(v > bound + 1e-9 * std::max(1.0, std::abs(bound)))) continue;
+        order.push_back({-v, i});
+      }
+      std::sort(order.begin(), order.end());
+      size_t n_added = 0;
+      for (size_t k = 0; k < order.size() && k < limit; ++k, ++n_added) {
+        const size_t i = order[k].second;
+        added[fam][i] = true;
+        opt.add(vars[static_cast<size_t>(family_var[fam])] >= expr(rows[i]));
+      }
+      return n_added;
+    };
+    if (overlap) {
+      double f = 0;
+      for (const Lin& row : f_rows) f = std::max(f, eval(row, val));
+      val[static_cast<size_t>(f_var)] = f;
+      add_rows(0, 4, false);
+      add_rows(1, 6, false);
+    }
+    z3::check_result res = opt.check();
+    for (int round = 0; overlap && res == z3::sat; ++round) {
+      const z3::model mdl = opt.get_model();
+      for (size_t k = 0; k < num_vars; ++k) {
+        HS_ASSIGN_OR_RETURN(val[k], Value(mdl, vars[k]));
+      }
+      const size_t limit = round < 8 ? 8 : std::max(f_rows.size(), t_rows.size());
+      if (add_rows(0, limit, true) + add_rows(1, limit, true) == 0) break;
+      res = opt.check();
+    }
     if (res == z3::unknown) return Z3Unknown(what, Z3_optimize_get_reason_unknown(ctx, opt), __FILE__, __LINE__);
     if (res == z3::unsat) {
       // Name the device class that is furthest from fitting at any ratio.
@@ -365,18 +440,24 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
 namespace hetsynth::synth {
 
 struct MemoryOracle::Solver {
-  z3::context ctx;
-  z3::solver solver{ctx};
+  explicit Solver(z3::context& c) : ctx(c), solver(c) {}
+  z3::context& ctx;
+  z3::solver solver;
   std::vector<z3::expr> ratios;      // per device class
   std::vector<int64_t> capacity_mib;  // per device class
 };
 
-MemoryOracle::MemoryOracle(const costmodel::Cluster& c) : c_(c) {}
+MemoryOracle::MemoryOracle(const costmodel::Cluster& c, Z3Session* session) : c_(c), session_(session) {
+  if (!session_) {
+    own_session_ = std::make_unique<Z3Session>();
+    session_ = own_session_.get();
+  }
+}
 
 MemoryOracle::~MemoryOracle() = default;
 
 void MemoryOracle::BuildSolver() {
-  z3_ = std::make_unique<Solver>();
+  z3_ = std::make_unique<Solver>(session_->impl().ctx);
   z3::expr total = z3_->ctx.real_val(0);
   int k = 0;
   for (const costmodel::DeviceClass& cls : c_.Classes()) {

@@ -101,8 +101,9 @@ struct Partial {
 class Search {
  public:
   Search(const ir::Graph& g, const ClusterModel& m, const std::vector<double>& r, const Strategy& s,
-         const SynthOptions& o, double sync_weight)
-      : g_(g), m_(m), c_(m.cluster()), r_(r), s_(s), o_(o), n_(c_.size()), sync_weight_(sync_weight), oracle_(c_) {}
+         const SynthOptions& o, double sync_weight, Z3Session* session)
+      : g_(g), m_(m), c_(m.cluster()), r_(r), s_(s), o_(o), n_(c_.size()), sync_weight_(sync_weight),
+        oracle_(c_, session) {}
 
   absl::StatusOr<instr::Program> Run(int64_t* expanded);
   // Adds weight · (peak memory fraction) to g, so that states merged by the best-g table keep
@@ -623,16 +624,24 @@ absl::StatusOr<instr::Program> SearchProgram(const ir::Graph& g, const ClusterMo
                                              const std::vector<double>& ratios, const Strategy& s,
                                              const SynthOptions& o, int64_t* states_expanded,
                                              double gradient_sync_weight) {
+  Z3Session session;
+  return SearchProgramIn(&session, g, m, ratios, s, o, states_expanded, gradient_sync_weight);
+}
+
+absl::StatusOr<instr::Program> SearchProgramIn(Z3Session* session, const ir::Graph& g, const ClusterModel& m,
+                                               const std::vector<double>& ratios, const Strategy& s,
+                                               const SynthOptions& o, int64_t* states_expanded,
+                                               double gradient_sync_weight) {
   HS_RETURN_IF_ERROR(ValidateSynthOptions(o));
   // The best-g table merges states that differ only in memory, which is fast but can drop the
   // only path that fits. When nothing fits, search again with memory priced into g, each time
   // dearer (a memory-saving pass), until a program fits.
   absl::StatusOr<instr::Program> result = absl::ResourceExhaustedError("no search ran");
   int64_t total = 0;
-  const double scale = Search(g, m, ratios, s, o, gradient_sync_weight).lower_bound();
+  const double scale = Search(g, m, ratios, s, o, gradient_sync_weight, session).lower_bound();
   for (double weight : {0.0, 0.3, 3.0, 30.0, 300.0}) {
     if (weight > 0 && !(o.memory_limits && s.memory_rows)) break;
-    Search search(g, m, ratios, s, o, gradient_sync_weight);
+    Search search(g, m, ratios, s, o, gradient_sync_weight, session);
     search.set_memory_weight(weight * scale);
     int64_t expanded = 0;
     result = search.Run(&expanded);
@@ -646,7 +655,8 @@ absl::StatusOr<instr::Program> SearchProgram(const ir::Graph& g, const ClusterMo
 double ExhaustiveSearchCost(const ir::Graph& g, const costmodel::Cluster& c, const std::vector<double>& ratios,
                             const Strategy& s, const SynthOptions& o) {
   const ClusterModel m(c);
-  Search search(g, m, ratios, s, o, 1.0);
+  Z3Session session;
+  Search search(g, m, ratios, s, o, 1.0, &session);
   absl::StatusOr<double> cost = search.Exhaustive();
   return cost.ok() ? *cost : std::numeric_limits<double>::infinity();
 }

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/status.h"
+#include "z3_session.h"
 
 namespace hetsynth::synth {
 
@@ -209,6 +210,7 @@ struct Engine {
   costmodel::ClusterModel topology;
   costmodel::ClusterModel flat;
   std::chrono::steady_clock::time_point start;
+  mutable Z3Session z3;  // the LPs' and memory oracles' context
 
   Engine(const ir::Graph& graph, const costmodel::Cluster& cluster, const SynthOptions& opts)
       : g(graph), c(cluster), o(opts), topology(cluster), flat(cluster, costmodel::Pricing::kFlatWorldLink),
@@ -224,8 +226,8 @@ struct Engine {
     step.memory_limits = o.memory_limits && s.memory_rows;
     return step;
   }
-  absl::Status CheckClock() const {
-    if (Elapsed() <= o.time_limit_s) return absl::OkStatus();
+  absl::Status CheckClock() const { return Elapsed() < o.time_limit_s ? absl::OkStatus() : Timeout(); }
+  absl::Status Timeout() const {
     return absl::DeadlineExceededError(StrCat("synthesis exceeded the time limit of ", o.time_limit_s,
                                               " s (a safety stop: the plan must not depend on the machine's speed, "
                                               "so none is returned); raise --time-limit"));
@@ -301,16 +303,17 @@ absl::StatusOr<SynthResult> Alternate(const Engine& en, const Strategy& s, std::
     HS_RETURN_IF_ERROR(en.CheckClock());
     const SynthOptions step = en.StepOptions(s);
     int64_t expanded = 0;
-    absl::StatusOr<instr::Program> prog = SearchProgram(en.g, m, ratios, s, step, &expanded, sync_weight);
+    absl::StatusOr<instr::Program> prog = SearchProgramIn(&en.z3, en.g, m, ratios, s, step, &expanded, sync_weight);
     best.states_expanded += expanded;
     if (!prog.ok()) {
+      if (absl::IsDeadlineExceeded(prog.status())) return en.Timeout();  // names the whole budget
       if (IsFatal(prog.status())) return prog.status();
       if (have) break;  // keep the best program of the earlier rounds
       if (absl::IsResourceExhausted(prog.status()) && en.o.memory_limits && s.memory_rows) {
         // Explain with the cheapest memory-blind program.
         SynthOptions blind = step;
         blind.memory_limits = false;
-        absl::StatusOr<instr::Program> any = SearchProgram(en.g, m, ratios, s, blind, nullptr, sync_weight);
+        absl::StatusOr<instr::Program> any = SearchProgramIn(&en.z3, en.g, m, ratios, s, blind, nullptr, sync_weight);
         if (any.ok()) {
           absl::StatusOr<costmodel::Estimate> e = ApplyRatios(en.g, m, *any, ratios, en.o);
           if (e.ok()) {
@@ -325,7 +328,7 @@ absl::StatusOr<SynthResult> Alternate(const Engine& en, const Strategy& s, std::
     HS_ASSIGN_OR_RETURN(costmodel::Estimate e, Price(en, s, *prog, ratios));
     std::vector<double> next = ratios;
     if (s.optimize_ratios) {
-      absl::StatusOr<std::vector<double>> lp = OptimizeRatios(en.g, m, *prog, step);
+      absl::StatusOr<std::vector<double>> lp = OptimizeRatiosIn(en.z3, en.g, m, *prog, step);
       if (lp.ok()) next = *lp;
       if (!lp.ok() && IsFatal(lp.status())) return lp.status();  // else: no ratios fit; keep these
       HS_ASSIGN_OR_RETURN(e, Price(en, s, *prog, next));
@@ -398,7 +401,7 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
       if (!e.ok()) continue;
       Reimplement(en, s, p);
       if (optimize) {
-        absl::StatusOr<std::vector<double>> lp = OptimizeRatios(en.g, en.SearchModel(s), p, en.StepOptions(s));
+        absl::StatusOr<std::vector<double>> lp = OptimizeRatiosIn(en.z3, en.g, en.SearchModel(s), p, en.StepOptions(s));
         if (!lp.ok()) {
           if (IsFatal(lp.status())) fatal = lp.status();
           continue;
@@ -485,7 +488,7 @@ std::vector<std::pair<std::string, absl::StatusOr<SynthResult>>> SynthesizeAll(
       continue;
     }
     if (std::find(names.begin(), names.end(), s.name) != names.end()) {  // not reached: stopped by the clock
-      out.push_back({s.name, en.CheckClock()});
+      out.push_back({s.name, en.Timeout()});
       continue;
     }
     const bool seeded = s.optimize_ratios && !s.flat_world_link_pricing;

@@ -44,7 +44,7 @@ struct SynthOptions {
   costmodel::CostOptions cost;  // both factors finite and > 0
   // Safety stop, seconds of wall clock for one Synthesize call; finite, > 0. Exceeding it fails
   // with DeadlineExceeded (never a different plan): results do not depend on the clock.
-  double time_limit_s = 60;
+  double time_limit_s = 600;
   int max_rounds = 8;             // search ⇄ ratio rounds; >= 1
   int64_t max_states = 4000000;   // states one search may expand before it gives up; >= 1
   bool memory_limits = true;      // enforce each device's memory capacity
