@@ -312,6 +312,28 @@ TEST(ChooseBuckets, BandwidthBoundGradientsGoOneByOneToOverlapTheRestOfBackward)
               4.112e-6 + 6.88e-4, 1e-15);
 }
 
+TEST(RatioLp, TheOverlappedStepIsTheCriticalPathOverTheBuckets) {
+  // Devices of 3e9 and 1e9 FLOP/s, a 1 MB/s link without latency, one bucket per parameter.
+  // The step is b2's readiness (forward 2848 FLOPs + loss and fc2 backward 1152 FLOPs at the
+  // slower share) plus the four all-reduces back to back (688e-6 s, whatever the ratios): the
+  // optimum gives each device work ∝ its speed, 0.75 / 0.25, where a FLOP costs 2.5e-10 s:
+  // 4000 · 2.5e-10 + 6.88e-4.
+  const ir::Graph g = TwoLayer();
+  Cluster c = Pair(1e6, 0);
+  c.devices[0].flops = 3e9;
+  const costmodel::ClusterModel m(c);
+  instr::Program p = DataParallelTwoLayer(g);
+  p.buckets = MakeBuckets(g, m, Strategy{}, p, 0);
+  ASSERT_EQ(p.buckets.size(), 4u);
+  absl::StatusOr<std::vector<double>> r = OptimizeRatios(g, m, p, SynthOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NEAR((*r)[0], 0.75, 1e-9);
+  EXPECT_NEAR((*r)[1], 0.25, 1e-9);
+  absl::StatusOr<costmodel::Estimate> e = ApplyRatios(g, m, p, *r, SynthOptions{});
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_NEAR(e->step_s, 4000 * 2.5e-10 + 6.88e-4, 1e-15);
+}
+
 TEST(ChooseBuckets, NoBucketsWithoutOverlapSizesOrReplicatedParameters) {
   const ir::Graph g = TwoLayer();
   const Cluster c = Pair(1e9, 1e-3);
