@@ -536,8 +536,9 @@ absl::StatusOr<instr::Program> Search::Run(int64_t* expanded) {
     }
     if (++count > o_.max_states) {
       if (expanded) *expanded = count - 1;
-      return absl::ResourceExhaustedError(StrCat("search expanded its budget of ", o_.max_states,
-                                                 " states without reaching the goal"));
+      // OutOfRange, not ResourceExhausted: the budget, not memory, ended this search.
+      return absl::OutOfRangeError(StrCat("the search expanded its budget of ", o_.max_states,
+                                          " states (SynthOptions::max_states) without reaching the goal"));
     }
     if (count % 4096 == 0 &&
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > o_.time_limit_s) {

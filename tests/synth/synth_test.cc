@@ -443,6 +443,20 @@ TEST(Synthesize, TheSameInputsGiveTheSameBytesOnAMultiNodeCluster) {
   EXPECT_EQ(plans[0], plans[1]);
 }
 
+TEST(Search, TheStateBudgetEndsASearchDeterministically) {
+  const ir::Graph g = Model("gpt");
+  const Cluster c = MakeCluster({2e12, 1e12}, {1e12, 1e12});
+  SynthOptions o;
+  o.max_states = 10;
+  int64_t expanded = 0;
+  absl::StatusOr<instr::Program> p = SearchProgram(g, c, {0.5, 0.5}, Strategy{}, o, &expanded);
+  ASSERT_EQ(p.status().code(), absl::StatusCode::kOutOfRange) << p.status();
+  EXPECT_EQ(p.status().message(),
+            "the search expanded its budget of 10 states (SynthOptions::max_states) without reaching the goal");
+  EXPECT_EQ(expanded, 10);
+  EXPECT_EQ(Synthesize(g, c, Strategy{}, o).status().code(), absl::StatusCode::kOutOfRange);
+}
+
 struct BadOption {
   std::function<void(SynthOptions&)> set;
   std::string message;

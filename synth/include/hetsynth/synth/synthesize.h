@@ -46,7 +46,9 @@ struct SynthOptions {
   // with DeadlineExceeded (never a different plan): results do not depend on the clock.
   double time_limit_s = 600;
   int max_rounds = 8;             // search ⇄ ratio rounds; >= 1
-  int64_t max_states = 4000000;   // states one search may expand before it gives up; >= 1
+  // States one search may expand before it gives up (OutOfRange; the alternation keeps the
+  // best program of earlier rounds); >= 1. Deterministic, unlike a time budget.
+  int64_t max_states = 4000000;
   bool memory_limits = true;      // enforce each device's memory capacity
 };
 
