@@ -10,15 +10,17 @@
 //      "remaining compute at these ratios, with no communication". g adds every term's time —
 //      an additive guide, not the step: gradient synchronization, which the step overlaps with
 //      backward, is charged `gradient_sync_weight` × its time (bucket latency amortized), and the
-//      alternation runs with weights 1 and 0 (full price, fully hidden). States whose memory
+//      alternation runs with weights 1 and 0.1 (full price, mostly hidden). States whose memory
 //      exceeds a device's capacity at the current ratios are pruned when no ratios can fit them.
 //   2. Buckets and ratios: for the program found, the bucket size (one per parameter, 1, 4, 25
 //      or 100 MiB) and each bucket's implementation that give the shortest critical path
 //      (costmodel::Evaluate), then Z3 minimizes that critical path over the ratios of the device
 //      classes subject to every class's memory capacity.
-// starting from ratios ∝ FLOP/s and even ratios and stopping when the step time stops improving.
-// Baselines are the same search restricted to their strategy (synth::BaselineNames), at fixed
-// ratios. Every result is priced by the topology cost model, whatever a baseline searched with.
+// starting from ratios ∝ FLOP/s and even ratios and stopping when the step time stops improving;
+// every baseline's program is re-optimized too, and the best plan's largest parameters are tried
+// replicated ↔ ZeRO under the critical path. Baselines are the same search restricted to their
+// strategy (synth::BaselineNames, docs/baselines.md), at fixed ratios. Every result is priced by
+// the topology cost model (docs/topology.md), whatever a baseline searched with.
 //
 // Determinism: nothing depends on the clock. The search stops after `max_states` expansions
 // (deterministically); `time_limit_s` is only a safety stop that fails the whole synthesis.
