@@ -17,6 +17,7 @@
 #include "backend_flags.h"
 #include "commands.h"
 #include "hetsynth/costmodel/cost.h"
+#include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/rules.h"
 #include "hetsynth/ir/status.h"
 #include "train.h"
@@ -26,12 +27,14 @@ namespace {
 
 struct BenchFlags {
   ModelOptions model;
-  std::string cluster, out, baselines = "dp-ev,dp-cp,tp-even,zero-even", backend = "cpu", precision = "fp32";
+  std::string cluster, out, baselines = "ddp-ev,ddp-cp,fsdp-even,hap,dp-ev,dp-cp,tp-even,zero-even", backend = "cpu",
+                                  precision = "fp32";
   bool emulate_gpus = false;
+  bool flat = false, no_overlap = false;
   int64_t steps = 10, warmup = 2;
   int ranks = 0;
   bool simulate = false;
-  double time_limit = 60;
+  double time_limit = 600;
   uint64_t seed = 0;
 };
 
@@ -39,8 +42,9 @@ struct Entry {
   std::string name;
   bool feasible = false;
   std::string why;  // infeasible: the synthesizer's reason
+  std::string not_run;  // feasible but not run: why (instr::RuntimeSupports)
   instr::Plan plan;
-  double predicted = 0, measured = NAN;
+  double predicted = 0, measured = NAN, exposed = 0;
   double compute = NAN, communication = NAN, idle = NAN;  // measured means over ranks
 };
 
@@ -51,10 +55,11 @@ std::string Ms(double s) { return std::isfinite(s) ? fmt::format("{:.2f}", s * 1
 double IdealStepTime(const ir::Graph& g, const costmodel::Cluster& c) {
   double flops = 0, bandwidth = 0;
   for (const costmodel::Device& d : c.devices) flops += d.flops, bandwidth += d.memory_bandwidth;
+  const costmodel::ClusterModel m(c);
   double t = 0;
   for (size_t n = 0; n < g.nodes().size(); ++n) {
     const ir::NodeId id = static_cast<ir::NodeId>(n);
-    const costmodel::Term term = costmodel::ComputeTerm(g, id, instr::ShardingRules(g, id).at(0), c);
+    const costmodel::Term term = costmodel::ComputeTerm(g, id, instr::ShardingRules(g, id).at(0), m);
     t += term.coefficient / (term.memory_bound ? bandwidth : flops);
   }
   return t;
@@ -71,7 +76,7 @@ absl::StatusOr<bool> Plot(const std::string& dir, const std::vector<Entry>& entr
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return false;
   {
     std::ofstream dat(dir + "/speedup.dat", std::ios::binary | std::ios::trunc);
-    dat << "# plan predicted_ms measured_ms predicted_speedup_vs_dp_ev measured_speedup_vs_dp_ev\n";
+    dat << "# plan predicted_ms measured_ms predicted_speedup measured_speedup (over the reference)\n";
     for (const Entry& e : entries) {
       if (!e.feasible) continue;
       auto num = [](double x) { return std::isfinite(x) ? fmt::format("{:.6g}", x) : std::string("?"); };
@@ -171,19 +176,25 @@ absl::Status RunBench(const BenchFlags& f) {
   // Plans.
   synth::SynthOptions so;
   so.time_limit_s = f.time_limit;
+  std::vector<synth::Strategy> strategies = {SynthesizedStrategy(f.flat, f.no_overlap)};
+  for (size_t k = 1; k < names.size(); ++k) strategies.push_back(*synth::StrategyByName(names[k]));
+  if (lead) fmt::print(stderr, "synthesizing the plan and {} baselines for {} on '{}' ...\n", names.size() - 1,
+                       spec.ToString(), cluster.name);
   std::vector<Entry> entries;
-  for (const std::string& name : names) {
-    if (lead) fmt::print(stderr, "synthesizing {} for {} on '{}' ...\n", name, spec.ToString(), cluster.name);
+  for (auto& [name, r] : synth::SynthesizeAll(g, cluster, strategies, so)) {
     Entry e;
     e.name = name;
-    absl::StatusOr<synth::SynthResult> r = synth::Synthesize(g, cluster, *synth::StrategyByName(name), so);
     if (!r.ok()) {
-      if (name == "synthesized") return r.status();
+      if (name == "synthesized" || absl::IsDeadlineExceeded(r.status()) || absl::IsInternal(r.status())) return r.status();
       e.why = std::string(r.status().message());
     } else {
       e.feasible = true;
       e.plan = MakePlan(spec, cluster, *r);
       e.predicted = r->estimate.step_s;
+      e.exposed = r->estimate.exposed_communication_s;
+      if (!f.simulate) {
+        if (absl::Status st = instr::RuntimeSupports(e.plan.program); !st.ok()) e.not_run = std::string(st.message());
+      }
       if (lead) {
         std::ofstream out(f.out + "/" + name + ".plan.json", std::ios::binary | std::ios::trunc);
         out << instr::PlanToJson(g, e.plan);
@@ -199,7 +210,7 @@ absl::Status RunBench(const BenchFlags& f) {
   for (const costmodel::Device& d : cluster.devices) flops.push_back(d.flops);
   if (!f.simulate) {
     for (Entry& e : entries) {
-      if (!e.feasible) continue;
+      if (!e.feasible || !e.not_run.empty()) continue;
       PlanRun p;
       p.plan = &e.plan;
       p.plan_path = f.out + "/" + e.name + ".plan.json";
@@ -256,6 +267,8 @@ absl::Status RunBench(const BenchFlags& f) {
     return best;
   };
   const double dp_pred = time_of("dp-ev", false), dp_meas = time_of("dp-ev", true);
+  const double ddp_pred = time_of("ddp-ev", false), ddp_meas = time_of("ddp-ev", true);
+  const double hap_pred = time_of("hap", false), hap_meas = time_of("hap", true);
   const double best_pred = best_baseline(false), best_meas = best_baseline(true);
   nlohmann::json plans = nlohmann::json::array();
   for (const Entry& e : entries) {
@@ -266,8 +279,14 @@ absl::Status RunBench(const BenchFlags& f) {
       continue;
     }
     j["predicted_step_time_s"] = e.predicted;
+    j["predicted_exposed_communication_s"] = e.exposed;
     j["measured_step_time_s"] = Num(e.measured);
+    if (!e.not_run.empty()) j["not_run"] = e.not_run;
     j["measured_breakdown_s"] = {{"compute", Num(e.compute)}, {"communication", Num(e.communication)}, {"idle", Num(e.idle)}};
+    j["predicted_speedup_vs_ddp_ev"] = Num(ddp_pred / e.predicted);
+    j["measured_speedup_vs_ddp_ev"] = Num(ddp_meas / e.measured);
+    j["predicted_speedup_vs_hap"] = Num(hap_pred / e.predicted);
+    j["measured_speedup_vs_hap"] = Num(hap_meas / e.measured);
     j["predicted_speedup_vs_dp_ev"] = Num(dp_pred / e.predicted);
     j["measured_speedup_vs_dp_ev"] = Num(dp_meas / e.measured);
     j["predicted_speedup_vs_best_baseline"] = Num(best_pred / e.predicted);
@@ -276,12 +295,13 @@ absl::Status RunBench(const BenchFlags& f) {
     j["efficiency_measured"] = Num(ideal / e.measured);
     j["prediction_error"] = Num(e.predicted / e.measured - 1);
     j["plan_file"] = e.name + ".plan.json";
-    if (!f.simulate) j["trace_file"] = e.name + ".trace.json";
+    if (!f.simulate && e.not_run.empty()) j["trace_file"] = e.name + ".trace.json";
     plans.push_back(j);
   }
   nlohmann::json root = {{"model", spec.ToString()},
                          {"cluster", cluster.name},
                          {"devices", cluster.size()},
+                         {"mesh", costmodel::MeshOf(cluster).Describe()},
                          {"simulated", f.simulate},
                          {"timing", f.simulate ? "predicted by the cost model" : timing},
                          {"steps", f.steps},
@@ -295,38 +315,42 @@ absl::Status RunBench(const BenchFlags& f) {
   }
 
   std::ostringstream md;
-  md << fmt::format("{} on cluster `{}` ({} devices); {}; ideal step (total work / Σ device throughput, no "
+  md << fmt::format("{} on cluster `{}` ({} devices, {}); {}; ideal step (total work / Σ device throughput, no "
                     "communication) {} ms\n\n",
-                    spec.ToString(), cluster.name, cluster.size(),
+                    spec.ToString(), cluster.name, cluster.size(), costmodel::MeshOf(cluster).Describe(),
                     f.simulate ? "**predicted** by the cost model (not run)"
                                : fmt::format("measured over {} steps after {} warm-up, timing: {}", f.steps, f.warmup, timing),
                     Ms(ideal));
   if (f.simulate) {
-    md << "| plan | predicted ms | speedup vs dp-ev | vs best baseline | efficiency |\n|---|---:|---:|---:|---:|\n";
+    md << "| plan | predicted ms | exposed comm. ms | vs ddp-ev | vs hap | vs best baseline | efficiency |\n"
+          "|---|---:|---:|---:|---:|---:|---:|\n";
   } else {
-    md << "| plan | predicted ms | measured ms | error | speedup vs dp-ev (pred / meas) | vs best baseline (pred / meas) | "
-          "efficiency (pred / meas) |\n|---|---:|---:|---:|---:|---:|---:|\n";
+    md << "| plan | predicted ms | measured ms | error | vs ddp-ev (pred / meas) | vs hap (pred / meas) | "
+          "vs best baseline (pred / meas) | efficiency (pred / meas) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
   }
   for (const Entry& e : entries) {
     if (!e.feasible) {
-      md << fmt::format("| {} | infeasible |{}\n", e.name, f.simulate ? " | | |" : " | | | | |");
+      md << fmt::format("| {} | infeasible |{}\n", e.name, f.simulate ? " | | | | |" : " | | | | | |");
       continue;
     }
     auto x = [](double v) { return std::isfinite(v) ? fmt::format("{:.2f}x", v) : std::string("—"); };
     if (f.simulate) {
-      md << fmt::format("| {} | {} | {} | {} | {:.1f}% |\n", e.name, Ms(e.predicted), x(dp_pred / e.predicted),
-                        x(best_pred / e.predicted), 100 * ideal / e.predicted);
+      md << fmt::format("| {} | {} | {} | {} | {} | {} | {:.1f}% |\n", e.name, Ms(e.predicted), Ms(e.exposed),
+                        x(ddp_pred / e.predicted), x(hap_pred / e.predicted), x(best_pred / e.predicted),
+                        100 * ideal / e.predicted);
       continue;
     }
     const double err = e.predicted / e.measured - 1;
-    md << fmt::format("| {} | {} | {} | {} | {} / {} | {} / {} | {:.0f}% / {} |\n", e.name, Ms(e.predicted), Ms(e.measured),
-                      std::isfinite(err) ? fmt::format("{:+.0f}%", 100 * err) : "—", x(dp_pred / e.predicted),
-                      x(dp_meas / e.measured), x(best_pred / e.predicted), x(best_meas / e.measured),
-                      100 * ideal / e.predicted,
+    md << fmt::format("| {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {:.0f}% / {} |\n", e.name, Ms(e.predicted),
+                      e.not_run.empty() ? Ms(e.measured) : std::string("not run"),
+                      std::isfinite(err) ? fmt::format("{:+.0f}%", 100 * err) : "—", x(ddp_pred / e.predicted),
+                      x(ddp_meas / e.measured), x(hap_pred / e.predicted), x(hap_meas / e.measured),
+                      x(best_pred / e.predicted), x(best_meas / e.measured), 100 * ideal / e.predicted,
                       std::isfinite(e.measured) ? fmt::format("{:.0f}%", 100 * ideal / e.measured) : "—");
   }
   for (const Entry& e : entries) {
     if (!e.feasible) md << fmt::format("\n{} is infeasible: {}\n", e.name, e.why);
+    if (!e.not_run.empty()) md << fmt::format("\n{} was not run: {}\n", e.name, e.not_run);
   }
   {
     std::ofstream out(f.out + "/results.md", std::ios::binary | std::ios::trunc);
@@ -334,12 +358,13 @@ absl::Status RunBench(const BenchFlags& f) {
     if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write results.md"));
   }
   fmt::print("{}\n", md.str());
-  // Bars are labelled with the speedup over dp-ev, or over the best baseline when dp-ev does not fit.
-  const bool over_dp = std::isfinite(dp_pred);
+  // Bars are labelled with the speedup over ddp-ev (else dp-ev, else the best baseline).
+  const bool over_ddp = std::isfinite(ddp_pred), over_dp = std::isfinite(dp_pred);
   HS_ASSIGN_OR_RETURN(const bool plotted,
                       Plot(f.out, entries, StrCat(spec.name, " (batch ", spec.batch, ") on ", cluster.name), f.simulate,
-                           over_dp ? dp_pred : best_pred, over_dp ? dp_meas : best_meas,
-                           over_dp ? "dp-ev" : "the best baseline (dp-ev does not fit)",
+                           over_ddp ? ddp_pred : over_dp ? dp_pred : best_pred,
+                           over_ddp ? ddp_meas : over_dp ? dp_meas : best_meas,
+                           over_ddp ? "ddp-ev" : over_dp ? "dp-ev" : "the best baseline (dp-ev does not fit)",
                            cuda ? (f.emulate_gpus ? "virtual GPUs (green contexts)" : "GPUs") : "emulated CPU ranks"));
   fmt::print("wrote {0}/results.json, {0}/results.md{1}, plans{2} to {0}/\n", f.out,
              plotted ? ", speedup.png, speedup.svg" : "", f.simulate ? "" : " and Chrome traces");
@@ -369,7 +394,12 @@ Runner RegisterBench(CLI::App& app) {
                 "proportional to their speeds");
   cmd->add_option("--ranks", f->ranks, "thread ranks (default: one per device)")->check(CLI::PositiveNumber);
   cmd->add_flag("--simulate", f->simulate, "predict with the cost model only (clusters you do not have)");
-  cmd->add_option("--time-limit", f->time_limit, "synthesis budget per plan, seconds")->capture_default_str();
+  cmd->add_option("--time-limit", f->time_limit,
+                  "safety stop for synthesis, seconds: exceeding it fails (plans never depend on the clock)")
+      ->capture_default_str();
+  cmd->add_flag("--flat", f->flat, "synthesized plan: no hierarchical collectives");
+  cmd->add_flag("--no-overlap", f->no_overlap,
+                "synthesized plan: every collective blocks compute, one all-reduce per gradient (no buckets)");
   cmd->add_option("--seed", f->seed, "initialization and synthetic data seed")->capture_default_str();
   cmd->add_option("--out", f->out, "directory for results.json, results.md, plans and traces")->required()->type_name("DIR");
   return [f]() { return RunBench(*f); };

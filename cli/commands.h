@@ -35,6 +35,9 @@ absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& pa
 // For --backend cuda: OK when this build has CUDA and a GPU is visible; else the exit-2 error
 // "--backend cuda: no GPU: <reason>".
 absl::Status RequireGpu();
+// The synthesized strategy, restricted by --flat (no hierarchical collectives) and --no-overlap
+// (no communication stream, no buckets): what `synth` and `bench` plan with.
+synth::Strategy SynthesizedStrategy(bool flat, bool no_overlap);
 // What a plan file records of a synthesis result.
 instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, const synth::SynthResult& r);
 

@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "hetsynth/runtime/cuda.h"
 #include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/status.h"
 #include "hetsynth/synth/synthesize.h"
@@ -23,8 +24,9 @@ std::string Gb(double b) { return fmt::format("{:.2f} GB", b / 1e9); }
 struct SynthFlags {
   ModelOptions model;
   std::string cluster, out, baseline;
-  double time_limit = 60;
+  double time_limit = 600;
   bool no_memory_limits = false;
+  bool flat = false, no_overlap = false, verbose = false;
 };
 
 absl::Status RunSynth(const SynthFlags& f) {
@@ -37,18 +39,22 @@ absl::Status RunSynth(const SynthFlags& f) {
   o.memory_limits = !f.no_memory_limits;
   const std::string chosen = f.baseline.empty() ? "synthesized" : f.baseline;
   HS_RETURN_IF_ERROR(synth::StrategyByName(chosen).status());
-  fmt::print(stderr, "synthesizing {} for cluster '{}' ({} devices, {} classes)\n", spec.ToString(), cluster.name,
-             cluster.size(), cluster.Classes().size());
-  std::vector<std::string> names = {"synthesized"};
-  for (const std::string& b : synth::BaselineNames()) names.push_back(b);
+  fmt::print(stderr, "synthesizing {} for cluster '{}' ({} devices, {} classes; mesh {})\n", spec.ToString(), cluster.name,
+             cluster.size(), cluster.Classes().size(), costmodel::MeshOf(cluster).Describe());
+  std::vector<synth::Strategy> strategies = {SynthesizedStrategy(f.flat, f.no_overlap)};
+  for (const std::string& b : synth::BaselineNames()) strategies.push_back(*synth::StrategyByName(b));
+  std::vector<std::string> names;
   std::map<std::string, synth::SynthResult> results;
   std::map<std::string, std::string> failures;
-  for (const std::string& name : names) {
-    const synth::Strategy s = *synth::StrategyByName(name);
-    absl::StatusOr<synth::SynthResult> r = synth::Synthesize(g, cluster, s, o);
+  for (auto& [name, r] : synth::SynthesizeAll(g, cluster, strategies, o)) {
+    names.push_back(name);
+    if (r.ok() && f.verbose) {
+      fmt::print(stderr, "{}: {} states expanded\n", name, r->states_expanded);
+      for (const std::string& line : r->log) fmt::print(stderr, "  {}\n", line);
+    }
     if (r.ok()) {
       results.emplace(name, std::move(*r));
-    } else if (name == chosen) {
+    } else if (name == chosen || absl::IsDeadlineExceeded(r.status()) || absl::IsInternal(r.status())) {
       return r.status();
     } else {
       failures[name] = std::string(r.status().message());
@@ -67,18 +73,20 @@ absl::Status RunSynth(const SynthFlags& f) {
       best_baseline = results.at(b).estimate.step_s;
     }
   }
-  const double dp_ev = results.count("dp-ev") ? results.at("dp-ev").estimate.step_s : 0;
-  fmt::print("{:<12} {:>14} {:>12} {:>12} {:>11} {:>10}\n", "plan", "predicted/step", "compute", "comm", "vs dp-ev",
-             "synth time");
+  auto step_of = [&](const char* name) { return results.count(name) ? results.at(name).estimate.step_s : 0.0; };
+  const double ddp_ev = step_of("ddp-ev"), hap = step_of("hap");
+  fmt::print("{:<12} {:>14} {:>12} {:>12} {:>12} {:>10} {:>8} {:>10}\n", "plan", "predicted/step", "compute", "comm",
+             "exposed", "vs ddp-ev", "vs hap", "synth time");
   for (const std::string& name : names) {
     if (!results.count(name)) {
       fmt::print("{:<12} {}\n", name, "infeasible: " + failures[name]);
       continue;
     }
     const synth::SynthResult& r = results.at(name);
-    const std::string vs = dp_ev > 0 ? fmt::format("{:.2f}x", dp_ev / r.estimate.step_s) : "n/a";
-    fmt::print("{:<12} {:>14} {:>12} {:>12} {:>11} {:>9.2f}s\n", name, Ms(r.estimate.step_s), Ms(r.estimate.compute_s),
-               Ms(r.estimate.communication_s), vs, r.seconds);
+    auto vs = [&](double base) { return base > 0 ? fmt::format("{:.2f}x", base / r.estimate.step_s) : std::string("n/a"); };
+    fmt::print("{:<12} {:>14} {:>12} {:>12} {:>12} {:>10} {:>8} {:>9.2f}s\n", name, Ms(r.estimate.step_s),
+               Ms(r.estimate.compute_s), Ms(r.estimate.communication_s), Ms(r.estimate.exposed_communication_s), vs(ddp_ev),
+               vs(hap), r.seconds);
   }
   if (best_baseline > 0 && chosen == "synthesized") {
     fmt::print("synthesized plan: {:.2f}x faster than the best baseline (predicted)\n", best_baseline / mine.estimate.step_s);
@@ -94,8 +102,24 @@ absl::Status RunExplain(const std::string& path) {
   const instr::Program& p = plan.program;
   fmt::print("plan '{}': {} for {} (batch {}) on cluster '{}' ({} devices, fingerprint {})\n", path, plan.strategy,
              plan.model, plan.batch, plan.cluster, plan.devices.size(), plan.cluster_fingerprint);
-  fmt::print("predicted step {} = compute {} + communication {}\n\n", Ms(plan.predicted_step_time_s),
-             Ms(plan.predicted_compute_s), Ms(plan.predicted_communication_s));
+  if (p.overlap) {
+    fmt::print("predicted step {}: compute {}, communication {} of which {} exposed (not hidden by compute; a "
+               "communication stream overlaps backward)\n",
+               Ms(plan.predicted_step_time_s), Ms(plan.predicted_compute_s), Ms(plan.predicted_communication_s),
+               Ms(plan.predicted_exposed_communication_s));
+  } else {
+    fmt::print("predicted step {} = compute {} + communication {} (no overlap: every collective blocks)\n",
+               Ms(plan.predicted_step_time_s), Ms(plan.predicted_compute_s), Ms(plan.predicted_communication_s));
+  }
+  if (p.nodes.empty()) {
+    fmt::print("mesh: one node; every collective at level world\n\n");
+  } else {
+    std::vector<std::string> sizes;
+    for (const auto& node : p.nodes) sizes.push_back(std::to_string(node.size()));
+    fmt::print("mesh: {} with {} nodes of {} devices; every collective at level world\n\n",
+               instr::TwoLevelNodes(p.nodes, p.num_devices) ? "two-level" : "flat (ranks not node-major)", p.nodes.size(),
+               absl::StrJoin(sizes, "/"));
+  }
   // Devices with identical ratios print as one column.
   std::vector<size_t> shown;
   for (size_t i = 0; i < plan.devices.size(); ++i) {
@@ -115,7 +139,11 @@ absl::Status RunExplain(const std::string& path) {
     std::string head = in.kind == instr::InstrKind::kCompute
                            ? fmt::format("{} '{}' [{}]", instr::InstrKindName(in.kind), g.node(in.node).name, instr::RuleName(in.rule))
                            : fmt::format("{} '{}'", instr::InstrKindName(in.kind), g.value(in.tensor).name);
-    if (in.impl != instr::CollImpl::kNone) head += fmt::format(" ({})", instr::CollImplName(in.impl));
+    const bool collective = in.kind == instr::InstrKind::kAllGather || in.kind == instr::InstrKind::kReduceScatter ||
+                            in.kind == instr::InstrKind::kAllReduce || in.kind == instr::InstrKind::kAllToAll;
+    if (collective) {
+      head += in.impl != instr::CollImpl::kNone ? fmt::format(" ({}, world)", instr::CollImplName(in.impl)) : " (world)";
+    }
     std::vector<std::string> pre, post;
     for (const auto& q : in.pre) pre.push_back(instr::PropertyString(g, q));
     for (const auto& q : in.post) post.push_back(instr::PropertyString(g, q));
@@ -131,6 +159,21 @@ absl::Status RunExplain(const std::string& path) {
     const double comm = k < plan.instruction_communication_s.size() ? plan.instruction_communication_s[k] : 0;
     fmt::print("{:>4}  {:<62} {:>9} {:>9}  {}\n", k, head, comp > 0 ? Ms(comp) : "", comm > 0 ? Ms(comm) : "", shards);
     fmt::print("      {{{}}} → {{{}}}\n", absl::StrJoin(pre, ", "), absl::StrJoin(post, ", "));
+  }
+  if (!p.buckets.empty()) {
+    fmt::print("\ngradient buckets (all-reduced in this order as backward makes them ready{}):\n",
+               p.overlap ? ", on the communication stream" : "");
+    for (size_t b = 0; b < p.buckets.size(); ++b) {
+      double bytes = 0;
+      for (ir::ValueId v : p.buckets[b].params) bytes += 4.0 * static_cast<double>(ir::NumElements(g.value(v).shape));
+      const std::string first = g.value(p.buckets[b].params.front()).name;
+      const std::string last = g.value(p.buckets[b].params.back()).name;
+      fmt::print("  {:>3}  {:<12} {:>9.2f} MiB  {} parameters: {}{}\n", b, instr::CollImplName(p.buckets[b].impl),
+                 bytes / 1048576.0, p.buckets[b].params.size(), first,
+                 p.buckets[b].params.size() > 1 ? " ... " + last : "");
+    }
+  } else if (p.num_devices > 1) {
+    fmt::print("\ngradients: one blocking all-reduce per replicated parameter (no buckets)\n");
   }
   fmt::print("\nmemory per device (predicted / capacity):\n");
   for (size_t i = 0; i < plan.devices.size() && i < plan.predicted_memory_bytes.size(); ++i) {
@@ -160,6 +203,13 @@ absl::Status RunCheck(const std::string& path, const std::string& cluster_path) 
 
 }  // namespace
 
+synth::Strategy SynthesizedStrategy(bool flat, bool no_overlap) {
+  synth::Strategy s;
+  if (flat) s.allow_hierarchical = false;
+  if (no_overlap) s.overlap = false, s.bucket_bytes.clear();
+  return s;
+}
+
 instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, const synth::SynthResult& r) {
   instr::Plan plan;
   plan.model = spec.name;
@@ -177,6 +227,7 @@ instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, con
   plan.predicted_step_time_s = r.estimate.step_s;
   plan.predicted_compute_s = r.estimate.compute_s;
   plan.predicted_communication_s = r.estimate.communication_s;
+  plan.predicted_exposed_communication_s = r.estimate.exposed_communication_s;
   plan.instruction_compute_s = r.estimate.instruction_compute_s;
   plan.instruction_communication_s = r.estimate.instruction_communication_s;
   plan.predicted_memory_bytes = r.estimate.memory_bytes;
@@ -219,9 +270,16 @@ Runner RegisterSynth(CLI::App& app) {
   f->model.AddFlags(*cmd);
   cmd->add_option("--cluster", f->cluster, "cluster file (docs/cluster-format.md)")->required()->type_name("FILE");
   cmd->add_option("-o,--out", f->out, "where to write the plan (JSON)")->required()->type_name("PLAN");
-  cmd->add_option("--baseline", f->baseline, "write this baseline's plan instead: dp-ev, dp-cp, tp-even, zero-even");
-  cmd->add_option("--time-limit", f->time_limit, "seconds allowed per strategy")->capture_default_str();
+  cmd->add_option("--baseline", f->baseline,
+                  "write this baseline's plan instead: " + absl::StrJoin(synth::BaselineNames(), ", "));
+  cmd->add_option("--time-limit", f->time_limit,
+                  "safety stop, seconds: synthesis that takes longer fails (the plan never depends on the clock)")
+      ->capture_default_str();
   cmd->add_flag("--no-memory-limits", f->no_memory_limits, "ignore device memory capacities");
+  cmd->add_flag("--flat", f->flat, "synthesized plan: no hierarchical collectives");
+  cmd->add_flag("--no-overlap", f->no_overlap,
+                "synthesized plan: every collective blocks compute, one all-reduce per gradient (no buckets)");
+  cmd->add_flag("--verbose", f->verbose, "print each plan's search rounds and states expanded to stderr");
   return [f]() { return RunSynth(*f); };
 }
 

@@ -132,6 +132,10 @@ int LauncherRank() { return RankFromLauncher(); }
 
 absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
   const instr::Plan& plan = *p.plan;
+  // A plan the runtime would run differently from how it was planned is refused, not run.
+  if (absl::Status st = instr::RuntimeSupports(plan.program); !st.ok()) {
+    return absl::FailedPreconditionError(StrCat("plan '", p.plan_path, "': ", st.message()));
+  }
   const size_t n_dev = plan.devices.size();
   std::vector<double> flops = p.flops;
   if (flops.empty()) flops.assign(n_dev, 1.0);
@@ -218,6 +222,9 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
 
 absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   HS_ASSIGN_OR_RETURN(auto loaded, LoadPlan(o.plan));
+  if (absl::Status st = instr::RuntimeSupports(loaded.first.program); !st.ok()) {
+    return absl::FailedPreconditionError(StrCat("plan '", o.plan, "': ", st.message()));
+  }
   const instr::Plan plan = std::move(loaded.first);
   const ir::Graph graph = std::move(loaded.second);
   const std::string where = StrCat("plan '", o.plan, "'");

@@ -10,7 +10,16 @@ namespace hetsynth::instr {
 namespace {
 
 using nlohmann::json;
-constexpr int kVersion = 1;
+// Version 2 (issue 12): collective implementations ring and hierarchical, gradient buckets,
+// overlap, the mesh's nodes, predicted exposed communication. Version 1 plans still load: their
+// all-reduces are ring, an all-gather or reduce-scatter without impl is grouped.
+constexpr int kVersion = 2;
+
+double BucketBytes(const ir::Graph& g, const Bucket& b) {
+  double bytes = 0;
+  for (ir::ValueId v : b.params) bytes += 4.0 * static_cast<double>(ir::NumElements(g.value(v).shape));
+  return bytes;
+}
 
 json Props(const ir::Graph& g, const std::vector<Property>& ps) {
   json out = json::array();
@@ -30,9 +39,9 @@ class Reader {
     json root = json::parse(text, nullptr, false);
     if (root.is_discarded() || !root.is_object()) return Err("document", "not a JSON object");
     if (root.value("format", "") != "hetsynth-plan") return Err("field 'format'", "expected \"hetsynth-plan\"");
-    if (!root.contains("version") || root["version"] != kVersion) {
+    if (!root.contains("version") || (root["version"] != 1 && root["version"] != 2)) {
       return Err("field 'version'", StrCat(root.contains("version") ? root["version"].dump() : "missing",
-                                           "; expected ", kVersion));
+                                           "; expected 1 or 2"));
     }
     return root;
   }
@@ -108,6 +117,7 @@ class Reader {
       };
       HS_RETURN_IF_ERROR(number("compute_s", &plan.predicted_compute_s));
       HS_RETURN_IF_ERROR(number("communication_s", &plan.predicted_communication_s));
+      HS_RETURN_IF_ERROR(number("exposed_communication_s", &plan.predicted_exposed_communication_s));
       HS_RETURN_IF_ERROR(numbers("instruction_compute_s", &plan.instruction_compute_s));
       HS_RETURN_IF_ERROR(numbers("instruction_communication_s", &plan.instruction_communication_s));
       HS_RETURN_IF_ERROR(numbers("memory_bytes", &plan.predicted_memory_bytes));
@@ -118,8 +128,28 @@ class Reader {
 
   absl::StatusOr<Plan> Full(const ir::Graph& g, const json& root) const {
     HS_ASSIGN_OR_RETURN(Plan plan, Header(root));
+    const int version = root["version"].get<int>();
     Program& prog = plan.program;
     prog.num_devices = static_cast<int>(plan.devices.size());
+    if (root.contains("mesh")) {
+      const json& m = root["mesh"];
+      if (!m.is_object() || !m.contains("nodes") || !m["nodes"].is_array()) {
+        return Err("field 'mesh'", "expected an object with 'nodes': an array of arrays of ranks");
+      }
+      for (const json& node : m["nodes"]) {
+        if (!node.is_array()) return Err("mesh.nodes", StrCat(node.dump(), "; expected an array of ranks"));
+        std::vector<int> ranks;
+        for (const json& r : node) {
+          if (!r.is_number_integer()) return Err("mesh.nodes", StrCat(r.dump(), "; expected a rank"));
+          ranks.push_back(r.get<int>());
+        }
+        prog.nodes.push_back(std::move(ranks));
+      }
+    }
+    if (root.contains("overlap")) {
+      if (!root["overlap"].is_boolean()) return Err("field 'overlap'", StrCat(root["overlap"].dump(), "; expected true or false"));
+      prog.overlap = root["overlap"].get<bool>();
+    }
     if (!root.contains("ratios") || !root["ratios"].is_array()) return Err("field 'ratios'", "missing array");
     for (const json& seg : root["ratios"]) {
       if (!seg.is_array()) return Err("ratios", "expected one array of numbers per segment");
@@ -164,9 +194,18 @@ class Reader {
       in.dim = j.value("dim", -1);
       in.dim2 = j.value("dim2", -1);
       const std::string impl = j.value("impl", "none");
-      if (impl == "padded") in.impl = CollImpl::kPadded;
-      else if (impl == "grouped") in.impl = CollImpl::kGrouped;
-      else if (impl != "none") return Err(where, StrCat("'impl' is \"", impl, "\"; expected padded, grouped or none"));
+      if (!ParseCollImpl(impl, &in.impl)) {
+        return Err(where, StrCat("'impl' is \"", impl, "\"; expected padded, grouped, ring, hierarchical or none"));
+      }
+      if (version == 1 && in.kind == InstrKind::kAllReduce && in.impl == CollImpl::kNone) in.impl = CollImpl::kRing;
+      if (version == 1 && (in.kind == InstrKind::kAllGather || in.kind == InstrKind::kReduceScatter) &&
+          in.impl == CollImpl::kNone) {
+        in.impl = CollImpl::kGrouped;  // what the version-1 runtime ran
+      }
+      const std::string level = j.value("level", "world");
+      if (level != "world") {
+        return Err(where, StrCat("'level' is \"", level, "\"; expected world (this build has no mesh-level collectives)"));
+      }
       in.segment = j.value("segment", 0);
       // A name that is no rule's is reported like a rule the node lacks: with its rules.
       absl::Status st = rule_known ? DeriveTriple(g, in) : NoRule(g, in.node, rule, ShardingRules(g, in.node));
@@ -200,6 +239,35 @@ class Reader {
         prog.groups[k].counts.push_back(c.get<int64_t>());
       }
     }
+    if (root.contains("buckets")) {
+      if (!root["buckets"].is_array()) return Err("field 'buckets'", "expected an array of buckets");
+      for (size_t k = 0; k < root["buckets"].size(); ++k) {
+        const json& b = root["buckets"][k];
+        const std::string where = StrCat("buckets[", k, "]");
+        if (!b.is_object() || !b.contains("params") || !b["params"].is_array()) {
+          return Err(where, "expected an object with 'params': an array of parameter names");
+        }
+        const std::string kind = b.value("kind", "world");
+        if (kind != "world") return Err(where, StrCat("'kind' is \"", kind, "\"; expected world"));
+        Bucket bucket;
+        const std::string impl = b.value("impl", "ring");
+        if (!ParseCollImpl(impl, &bucket.impl) ||
+            (bucket.impl != CollImpl::kRing && bucket.impl != CollImpl::kHierarchical)) {
+          return Err(where, StrCat("'impl' is \"", impl, "\"; expected ring or hierarchical"));
+        }
+        for (const json& name : b["params"]) {
+          const ir::ValueId v = name.is_string() ? g.Find(name.get<std::string>()) : ir::kNoValue;
+          if (v == ir::kNoValue || g.value(v).kind != ir::ValueKind::kParameter) {
+            return Err(where, StrCat(name.dump(), "; expected a parameter of the model"));
+          }
+          bucket.params.push_back(v);
+        }
+        if (b.contains("bytes") && (!b["bytes"].is_number() || b["bytes"].get<double>() != BucketBytes(g, bucket))) {
+          return Err(where, StrCat("'bytes' is ", b["bytes"].dump(), "; its parameters hold ", BucketBytes(g, bucket)));
+        }
+        prog.buckets.push_back(std::move(bucket));
+      }
+    }
     absl::Status st = CheckProgram(g, prog);
     if (!st.ok()) return Err("program", std::string(st.message()));
     return plan;
@@ -222,10 +290,13 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
   root["predicted_step_time_s"] = plan.predicted_step_time_s;
   root["predicted"] = {{"compute_s", plan.predicted_compute_s},
                        {"communication_s", plan.predicted_communication_s},
+                       {"exposed_communication_s", plan.predicted_exposed_communication_s},
                        {"instruction_compute_s", plan.instruction_compute_s},
                        {"instruction_communication_s", plan.instruction_communication_s},
                        {"memory_bytes", plan.predicted_memory_bytes},
                        {"memory_capacity_bytes", plan.memory_capacity_bytes}};
+  if (!plan.program.nodes.empty()) root["mesh"] = {{"nodes", plan.program.nodes}};
+  root["overlap"] = plan.program.overlap;
   root["ratios"] = plan.program.ratios;
   json prog = json::array();
   for (const Instruction& in : plan.program.instructions) {
@@ -250,6 +321,14 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
     splits.push_back({{"members", Props(g, s.members)}, {"atoms", s.atoms}, {"segment", s.segment}, {"counts", s.counts}});
   }
   root["splits"] = std::move(splits);
+  json buckets = json::array();
+  for (const Bucket& b : plan.program.buckets) {
+    json names = json::array();
+    for (ir::ValueId v : b.params) names.push_back(g.value(v).name);
+    buckets.push_back({{"kind", "world"}, {"impl", std::string(CollImplName(b.impl))}, {"params", std::move(names)},
+                       {"bytes", BucketBytes(g, b)}});
+  }
+  root["buckets"] = std::move(buckets);
   return root.dump(1) + "\n";
 }
 

@@ -75,6 +75,17 @@ class Groups {
   std::vector<int> segment_;
 };
 
+std::string NodesString(const std::vector<std::vector<int>>& nodes) {
+  if (nodes.empty()) return "not given";
+  std::string out = "[";
+  for (size_t j = 0; j < nodes.size(); ++j) {
+    out += j ? ", [" : "[";
+    for (size_t k = 0; k < nodes[j].size(); ++k) out += StrCat(k ? ", " : "", nodes[j][k]);
+    out += "]";
+  }
+  return out + "]";
+}
+
 int64_t DimSize(const ir::Graph& g, const Property& p) {
   return g.value(p.tensor).shape[static_cast<size_t>(p.dim)];
 }
@@ -105,8 +116,77 @@ std::string_view CollImplName(CollImpl c) {
     case CollImpl::kNone: return "none";
     case CollImpl::kPadded: return "padded";
     case CollImpl::kGrouped: return "grouped";
+    case CollImpl::kRing: return "ring";
+    case CollImpl::kHierarchical: return "hierarchical";
   }
   return "?";
+}
+
+bool ParseCollImpl(std::string_view name, CollImpl* out) {
+  for (CollImpl c : {CollImpl::kNone, CollImpl::kPadded, CollImpl::kGrouped, CollImpl::kRing, CollImpl::kHierarchical}) {
+    if (CollImplName(c) == name) {
+      *out = c;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ImplAllowed(InstrKind kind, CollImpl impl) {
+  switch (kind) {
+    case InstrKind::kAllGather:
+    case InstrKind::kReduceScatter:
+      return impl == CollImpl::kPadded || impl == CollImpl::kGrouped || impl == CollImpl::kHierarchical;
+    case InstrKind::kAllReduce: return impl == CollImpl::kRing || impl == CollImpl::kHierarchical;
+    default: return impl == CollImpl::kNone;
+  }
+}
+
+std::vector<ir::ValueId> ReplicatedParametersInReadyOrder(const Program& p) {
+  std::vector<ir::ValueId> out;
+  for (auto it = p.instructions.rbegin(); it != p.instructions.rend(); ++it) {
+    if (it->kind == InstrKind::kPlaceParameter && it->dim < 0) out.push_back(it->tensor);
+  }
+  return out;
+}
+
+bool TwoLevelNodes(const std::vector<std::vector<int>>& nodes, int num_devices) {
+  if (nodes.size() < 2) return false;
+  int next = 0;
+  for (const std::vector<int>& node : nodes) {
+    if (node.empty()) return false;
+    for (int d : node) {
+      if (d != next++) return false;
+    }
+  }
+  return next == num_devices;
+}
+
+absl::Status RuntimeSupports(const Program& p) {
+  // What the runtime of this build executes: flat collectives (padded, grouped, ring), one
+  // blocking all-reduce per replicated gradient. The runtime's own work on issue 12 extends it.
+  const std::string hint =
+      "; this runtime cannot run it yet (synthesize with --flat --no-overlap for a plan it can run)";
+  for (size_t i = 0; i < p.instructions.size(); ++i) {
+    const Instruction& in = p.instructions[i];
+    if (in.impl == CollImpl::kHierarchical) {
+      return absl::FailedPreconditionError(StrCat("instruction ", i, " (", InstrKindName(in.kind),
+                                                  ") is implemented hierarchical", hint));
+    }
+  }
+  for (const Bucket& b : p.buckets) {
+    if (b.impl == CollImpl::kHierarchical) {
+      return absl::FailedPreconditionError(StrCat("a gradient bucket is all-reduced hierarchical", hint));
+    }
+  }
+  if (!p.buckets.empty()) {
+    return absl::FailedPreconditionError(StrCat("the gradients are all-reduced in ", p.buckets.size(),
+                                                p.buckets.size() == 1 ? " bucket" : " buckets", hint));
+  }
+  if (p.overlap) {
+    return absl::FailedPreconditionError(StrCat("communication overlaps compute (overlap: true)", hint));
+  }
+  return absl::OkStatus();
 }
 
 int Program::GroupOf(const Property& p) const {
@@ -257,6 +337,23 @@ absl::Status CheckProgram(const ir::Graph& g, const Program& p) {
                         p.num_devices, " summing to 1"));
     }
   }
+  if (!p.nodes.empty()) {
+    std::vector<int> seen(static_cast<size_t>(p.num_devices), 0);
+    for (const std::vector<int>& node : p.nodes) {
+      for (int d : node) {
+        if (d < 0 || d >= p.num_devices || seen[static_cast<size_t>(d)]++) {
+          return Bad(StrCat("mesh nodes ", NodesString(p.nodes), " do not list each of the ", p.num_devices,
+                            " devices exactly once"));
+        }
+      }
+      if (node.empty()) return Bad(StrCat("mesh nodes ", NodesString(p.nodes), " include an empty node"));
+    }
+    if (std::count(seen.begin(), seen.end(), 1) != p.num_devices) {
+      return Bad(StrCat("mesh nodes ", NodesString(p.nodes), " do not list each of the ", p.num_devices,
+                        " devices exactly once"));
+    }
+  }
+  const bool two_level = TwoLevelNodes(p.nodes, p.num_devices);
   std::set<Property> held;
   std::vector<int> computed(g.nodes().size(), 0), placed(g.values().size(), 0);
   for (size_t i = 0; i < p.instructions.size(); ++i) {
@@ -270,6 +367,17 @@ absl::Status CheckProgram(const ir::Graph& g, const Program& p) {
     }
     for (const Property& q : in.pre) {
       if (!held.count(q)) return Bad(StrCat(where, ": precondition ", PropertyString(g, q), " does not hold"));
+    }
+    if (!ImplAllowed(in.kind, in.impl)) {
+      return Bad(StrCat(where, ": implementation '", CollImplName(in.impl), "' is not one of ", InstrKindName(in.kind),
+                        "'s (", in.kind == InstrKind::kAllReduce ? "ring or hierarchical"
+                               : in.kind == InstrKind::kAllGather || in.kind == InstrKind::kReduceScatter
+                                   ? "padded, grouped or hierarchical"
+                                   : "none", ")"));
+    }
+    if (in.impl == CollImpl::kHierarchical && !two_level) {
+      return Bad(StrCat(where, ": hierarchical needs a two-level mesh (two or more nodes, ranks node-major); the "
+                        "program's nodes are ", NodesString(p.nodes)));
     }
     if (in.kind == InstrKind::kCompute && ++computed[static_cast<size_t>(in.node)] > 1) {
       return Bad(StrCat(where, ": node '", g.node(in.node).name, "' is computed twice"));
@@ -294,6 +402,36 @@ absl::Status CheckProgram(const ir::Graph& g, const Program& p) {
   const ir::ValueId loss = g.loss();
   if (!held.count(Property::Reduce(loss)) && !held.count(Property::Identity(loss))) {
     return Bad(StrCat("the program never reaches the goal Reduce(", g.value(loss).name, ")"));
+  }
+  if (!p.buckets.empty()) {
+    const std::vector<ir::ValueId> ready = ReplicatedParametersInReadyOrder(p);
+    size_t at = 0;
+    for (size_t b = 0; b < p.buckets.size(); ++b) {
+      const Bucket& bucket = p.buckets[b];
+      if (bucket.params.empty()) return Bad(StrCat("bucket ", b, " is empty; expected at least one parameter"));
+      if (bucket.impl != CollImpl::kRing && bucket.impl != CollImpl::kHierarchical) {
+        return Bad(StrCat("bucket ", b, " has implementation '", CollImplName(bucket.impl),
+                          "'; expected ring or hierarchical"));
+      }
+      if (bucket.impl == CollImpl::kHierarchical && !two_level) {
+        return Bad(StrCat("bucket ", b, " is hierarchical, which needs a two-level mesh; the program's nodes are ",
+                          NodesString(p.nodes)));
+      }
+      for (ir::ValueId v : bucket.params) {
+        const std::string name = v >= 0 && static_cast<size_t>(v) < g.values().size() ? g.value(v).name : StrCat("#", v);
+        if (at >= ready.size() || ready[at] != v) {
+          return Bad(StrCat("bucket ", b, " lists '", name, "' where ",
+                            at < ready.size() ? StrCat("'", g.value(ready[at]).name, "'") : std::string("no parameter"),
+                            " is expected: buckets must list every replicated parameter once, in the order their "
+                            "gradients become ready (reverse placement order)"));
+        }
+        ++at;
+      }
+    }
+    if (at != ready.size()) {
+      return Bad(StrCat("the buckets cover ", at, " of ", ready.size(), " replicated parameters; '",
+                        g.value(ready[at]).name, "' is in none"));
+    }
   }
   Program fresh = p;
   HS_RETURN_IF_ERROR(BuildSplitGroups(g, fresh));

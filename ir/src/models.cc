@@ -46,6 +46,7 @@ std::vector<ModelInfo> MakeModels() {
       {"vgg19",
        "VGG19: 16 conv3x3+relu with 5 max pools, adaptive pool, 3 FC",
        {{"width", 1, 0.125, false, "channel multiplier (64..512 at 1)"},
+        {"pool", 1, 1, true, "side of the adaptive average pool before the classifier (7: torchvision's 25088-wide one)"},
         {"hidden", 4096, 32, true, "width of the two hidden FC layers"},
         {"image", 32, 32, true, "image side (square, 3 channels; multiple of 32)"},
         {"classes", 10, 4, true, "output classes"}},
@@ -299,12 +300,15 @@ absl::StatusOr<Graph> BuildVgg19(const ModelSpec& s) {
     in = out;
   }
   Attrs ap;
-  ap.out_h = 1;
-  ap.out_w = 1;
+  const int64_t pool = s.Int("pool");
+  if (pool < 1) return Bad(StrCat("model 'vgg19': pool=", pool, "; expected a positive integer"));
+  ap.out_h = pool;
+  ap.out_w = pool;
   h = b.Op("avgpool", OpKind::kAdaptiveAvgPool2d, {h}, ap);
   Attrs fl;
   fl.axis = 1;
   h = b.Op("flatten", OpKind::kFlatten, {h}, fl);
+  in *= pool * pool;  // flatten: channels × pool × pool features
   const int64_t widths[] = {s.Int("hidden"), s.Int("hidden"), s.Int("classes")};
   for (int i = 0; i < 3; ++i) {
     const std::string p = StrCat("classifier.", i);

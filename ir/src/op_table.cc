@@ -181,9 +181,11 @@ absl::StatusOr<Shape> MaxPool2dShape(const std::vector<Shape>& in, const Attrs& 
 absl::StatusOr<Shape> AdaptiveAvgPool2dShape(const std::vector<Shape>& in, const Attrs& a) {
   HS_RETURN_IF_ERROR(WantRank(in[0], "x", 4));
   const Shape& x = in[0];
-  if (a.out_h <= 0 || a.out_w <= 0 || a.out_h > x[2] || a.out_w > x[3]) {
+  // An output larger than the input is allowed, as in PyTorch: the bins then overlap and
+  // repeat input elements (torchvision's VGG pools a 1×1 map of a 32×32 image to 7×7).
+  if (a.out_h <= 0 || a.out_w <= 0) {
     return Bad(StrCat("out_h=", a.out_h, " out_w=", a.out_w, " for x ", ShapeString(x),
-                      "; expected 0 < out_h <= H and 0 < out_w <= W"));
+                      "; expected out_h > 0 and out_w > 0"));
   }
   return Shape{x[0], x[1], a.out_h, a.out_w};
 }

@@ -10,12 +10,14 @@
 
 #include "absl/status/statusor.h"
 #include "hetsynth/costmodel/cluster.h"
+#include "z3_session.h"
 
 namespace hetsynth::synth {
 
 class MemoryOracle {
  public:
-  explicit MemoryOracle(const costmodel::Cluster& c);
+  // `session` (not owned, may be null: then the oracle has its own) provides the Z3 context.
+  MemoryOracle(const costmodel::Cluster& c, Z3Session* session);
   ~MemoryOracle();
 
   // Whether some ratios r (r ≥ 0, Σ r = 1, equal within a device class) satisfy
@@ -30,6 +32,8 @@ class MemoryOracle {
   struct Solver;  // z3 stays out of this header
   void BuildSolver();  // may throw z3::exception; AnyRatioFits catches it
   const costmodel::Cluster& c_;
+  Z3Session* session_;
+  std::unique_ptr<Z3Session> own_session_;
   std::unique_ptr<Solver> z3_;
   std::map<std::pair<int64_t, int64_t>, bool> cache_;
   int64_t calls_ = 0;

@@ -13,10 +13,13 @@
 // an `unknown` answer from check() is an InternalError too, never read as sat or unsat.
 #include <z3++.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <set>
 #include <string>
 
 #include "hetsynth/ir/status.h"
@@ -62,53 +65,278 @@ absl::StatusOr<double> Value(const z3::model& m, const z3::expr& e) {
 
 }  // namespace
 
+namespace {
+
+// A linear expression over the LP's variables (by index): constant + Σ coefficient · variable,
+// in milliseconds.
+struct Lin {
+  double constant = 0;
+  std::map<int, double> terms;
+  Lin& Add(const Lin& o, double scale = 1) {
+    constant += scale * o.constant;
+    for (const auto& [v, k] : o.terms) terms[v] += scale * k;
+    return *this;
+  }
+};
+
+// Builds the LP's variables and rows from a program's terms (see the header comment).
+class LpBuilder {
+ public:
+  LpBuilder(const costmodel::ClusterModel& m, const std::vector<costmodel::DeviceClass>& classes,
+            const std::vector<double>& current)
+      : m_(m), classes_(classes), current_(current) {
+    const costmodel::Cluster& c = m.cluster();
+    for (const costmodel::Device& d : c.devices) fmax_ = std::max(fmax_, d.flops), bwmax_ = std::max(bwmax_, d.memory_bandwidth);
+    class_of_.assign(static_cast<size_t>(c.size()), 0);
+    for (size_t k = 0; k < classes.size(); ++k) {
+      for (costmodel::DeviceId d : classes[k].devices) class_of_[static_cast<size_t>(d)] = static_cast<int>(k);
+    }
+    zf_ = NewVar("zF");
+    zb_ = NewVar("zB");
+    for (size_t k = 0; k < classes.size(); ++k) {
+      const costmodel::Device& d = c.devices[static_cast<size_t>(classes[k].devices.front())];
+      Lin a, b;
+      a.terms[static_cast<int>(k)] = fmax_ / d.flops;
+      b.terms[static_cast<int>(k)] = bwmax_ / d.memory_bandwidth;
+      rows_.push_back({zf_, a});
+      rows_.push_back({zb_, b});
+    }
+  }
+
+  // Variables 0..K−1 are the class ratios.
+  int NewVar(const std::string& name) {
+    names_.push_back(name);
+    return static_cast<int>(classes_.size() + names_.size()) - 1;
+  }
+
+  // The time of a term's forward and backward parts, in ms, as linear expressions: exact where
+  // the price is linear in the shares; a phase's latency taken as its largest piece's; the
+  // all-to-all's NIC exchange replaced by its tangent at the current shares (an upper bound).
+  std::pair<Lin, Lin> Parts(const costmodel::Term& t) {
+    using costmodel::TermKind;
+    Lin total;
+    double forward_fraction = 1;
+    if (t.kind == TermKind::kComputeSplit) {
+      const bool mb = t.memory_bound;
+      total.terms[mb ? zb_ : zf_] = 1e3 * t.coefficient / (mb ? bwmax_ : fmax_);
+      forward_fraction = t.forward_fraction;
+    } else if (t.kind == TermKind::kComputeFull) {
+      double slowest = 0;
+      for (const costmodel::Device& d : m_.cluster().devices) {
+        slowest = std::max(slowest, t.coefficient / (t.memory_bound ? d.memory_bandwidth : d.flops));
+      }
+      total.constant = 1e3 * slowest;
+      forward_fraction = t.forward_fraction;
+    } else if (costmodel::IsCollective(t.kind) && m_.size() > 1) {
+      Lin once;
+      if (const costmodel::CollectiveTable* table = m_.Table(t.op)) {
+        once.constant = 1e3 * costmodel::TableSeconds(*table, t.bytes);
+      } else {
+        const costmodel::CollectivePrice& price = m_.Price(t.kind);
+        for (size_t ph = 0; ph < price.phases.size(); ++ph) {
+          double latency = 0;
+          for (const costmodel::PricePiece& piece : price.phases[ph]) latency = std::max(latency, piece.latency);
+          once.constant += 1e3 * latency;
+          once.terms[PhaseVar(t.kind, ph)] += 1e3 * t.bytes;
+        }
+      }
+      if (t.role == costmodel::TermRole::kGradientSync || t.times == 1) return {Lin{}, once};
+      Lin back;
+      back.Add(once, t.times - 1);
+      return {once, back};
+    }
+    if (t.role == costmodel::TermRole::kOptimizer) forward_fraction = 0;
+    Lin fwd, bwd;
+    fwd.Add(total, forward_fraction);
+    bwd.Add(total, 1 - forward_fraction);
+    return {fwd, bwd};
+  }
+
+  const std::vector<std::pair<int, Lin>>& rows() const { return rows_; }  // variable ≥ Lin
+  const std::vector<std::string>& names() const { return names_; }
+
+ private:
+  // The variable bounding phase `ph` of kind's price per byte: ≥ every piece's per-byte part.
+  int PhaseVar(costmodel::TermKind kind, size_t ph) {
+    const auto key = std::make_pair(static_cast<int>(kind), ph);
+    if (auto it = phase_vars_.find(key); it != phase_vars_.end()) return it->second;
+    const int v = NewVar(StrCat("x", static_cast<int>(kind), "_", ph));
+    phase_vars_[key] = v;
+    std::set<std::vector<double>> seen;  // pieces equal after aggregating classes give one row
+    for (const costmodel::PricePiece& piece : m_.Price(kind).phases[ph]) {
+      Lin row;
+      if (piece.exchange_node >= 0) {
+        // S(1 − S) ≤ S0(1 − S0) + (1 − 2·S0)·(S − S0): its tangent at the current node share S0
+        // (the LP gives the result's split the same ratios as the source's).
+        const std::vector<costmodel::DeviceId>& devs = m_.mesh().nodes[static_cast<size_t>(piece.exchange_node)];
+        double s0 = 0;
+        for (costmodel::DeviceId i : devs) s0 += current_[static_cast<size_t>(i)];
+        for (costmodel::DeviceId i : devs) row.terms[class_of_[static_cast<size_t>(i)]] += piece.exchange * (1 - 2 * s0);
+        row.constant = piece.exchange * s0 * s0;
+      } else {
+        row.constant = piece.per_byte;
+        for (const auto& [i, k] : piece.shares) row.terms[class_of_[static_cast<size_t>(i)]] += k;
+      }
+      std::vector<double> key_row = {row.constant};
+      for (size_t k = 0; k < classes_.size(); ++k) {
+        const auto it = row.terms.find(static_cast<int>(k));
+        key_row.push_back(it == row.terms.end() ? 0.0 : it->second);
+      }
+      if (!seen.insert(key_row).second) continue;
+      rows_.push_back({v, row});
+    }
+    return v;
+  }
+
+  const costmodel::ClusterModel& m_;
+  const std::vector<costmodel::DeviceClass>& classes_;
+  const std::vector<double>& current_;
+  std::vector<int> class_of_;
+  double fmax_ = 0, bwmax_ = 0;
+  int zf_ = -1, zb_ = -1;
+  std::vector<std::string> names_;
+  std::map<std::pair<int, size_t>, int> phase_vars_;
+  std::vector<std::pair<int, Lin>> rows_;
+};
+
+}  // namespace
+
+struct Z3Session::Impl {
+  z3::context ctx;
+};
+
+Z3Session::Z3Session() = default;
+Z3Session::~Z3Session() = default;
+
+Z3Session::Impl& Z3Session::impl() {
+  if (!impl_) impl_ = std::make_unique<Impl>();
+  return *impl_;
+}
+
 absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const costmodel::Cluster& c,
                                                    const instr::Program& p, const SynthOptions& o) {
+  Z3Session session;
+  return OptimizeRatiosIn(session, g, costmodel::ClusterModel(c), p, o);
+}
+
+absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const costmodel::ClusterModel& model,
+                                                   const instr::Program& p, const SynthOptions& o) {
+  Z3Session session;
+  return OptimizeRatiosIn(session, g, model, p, o);
+}
+
+absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const ir::Graph& g,
+                                                     const costmodel::ClusterModel& model, const instr::Program& p,
+                                                     const SynthOptions& o) {
   HS_RETURN_IF_ERROR(ValidateSynthOptions(o));
-  using costmodel::TermKind;
+  using costmodel::TermRole;
+  const costmodel::Cluster& c = model.cluster();
   const int n = c.size();
   if (n == 1) return std::vector<double>{1.0};
-  const costmodel::ProgramCost pc = costmodel::DescribeCost(g, p, c, o.cost);
-  double fmax = 0, bwmax = 0;
-  for (const costmodel::Device& d : c.devices) fmax = std::max(fmax, d.flops), bwmax = std::max(bwmax, d.memory_bandwidth);
-  const costmodel::Link link = c.WorldLink();
-  const double beta = 1.0 / link.bandwidth;
-  // Objective coefficients in milliseconds.
-  double a_f = 0, a_b = 0, a_y = 0, a_w = 0;
-  for (const costmodel::Term& t : pc.terms) {
-    if (t.kind == TermKind::kComputeSplit) {
-      (t.memory_bound ? a_b : a_f) += 1e3 * t.coefficient / (t.memory_bound ? bwmax : fmax);
-      continue;
+  const costmodel::ProgramCost pc = costmodel::DescribeCost(g, p, model, o.cost);
+  const std::vector<costmodel::DeviceClass> classes = c.Classes();
+  std::vector<double> current = p.ratios.empty() ? std::vector<double>(static_cast<size_t>(n), 1.0 / n) : p.ratios[0];
+  LpBuilder lp(model, classes, current);
+
+  // The objective. Without overlap, every term adds. With it, the critical path of the two
+  // streams (costmodel::Evaluate), unrolled into rows that are linear in the variables:
+  //   F ≥ Σ forward parts;  F ≥ A_k + Σ forward parts after ZeRO gather k (A_k: gathers up to k)
+  //   T ≥ F + Σ backward parts;  T ≥ F + P_k + Σ_{m ≥ k} c_m for every gradient sync k
+  //   (P_k: backward parts before it, c_m: the syncs);  T ≥ A_last + Σ_m c_m
+  // and the objective is T + the optimizer's time.
+  Lin objective;
+  std::vector<Lin> t_rows, f_rows;  // T ≥ row, F ≥ row
+  int f_var = -1, t_var = -1;
+  const bool overlap = pc.overlap;
+  std::vector<std::pair<Lin, Lin>> parts;
+  for (const costmodel::Term& t : pc.terms) parts.push_back(lp.Parts(t));
+  if (!overlap) {
+    for (const auto& [f, b] : parts) objective.Add(f).Add(b);
+  } else {
+    Lin forward_all, gathers;
+    std::vector<std::pair<Lin, size_t>> gather_at;  // A_k and the term index of gather k
+    for (size_t k = 0; k < pc.terms.size(); ++k) {
+      const costmodel::Term& t = pc.terms[k];
+      if (t.role == TermRole::kOptimizer) {
+        objective.Add(parts[k].second);
+        continue;
+      }
+      if (t.role == TermRole::kGradientSync) continue;
+      if (t.role == TermRole::kParameterGather) {
+        gathers.Add(parts[k].first);
+        gather_at.push_back({gathers, k});
+      } else {
+        forward_all.Add(parts[k].first);
+      }
     }
-    // A collective's β part, rounds · volume · β·B per unit of its share measure (y or w);
-    // its α part and a ratio-independent volume are constants the LP can leave out.
-    const costmodel::CollectiveCoefficients k = costmodel::CollectiveCost(t.kind, n);
-    const double per_unit = 1e3 * t.times * beta * t.bytes * (k.rounds * k.volume);
-    if (k.measure == costmodel::ShareMeasure::kMaxShare) a_y += per_unit;
-    if (k.measure == costmodel::ShareMeasure::kGroupedMax) a_w += per_unit;
+    f_rows.push_back(forward_all);
+    // Forward step parts after each gather: suffix sums from the end.
+    std::vector<Lin> after(pc.terms.size() + 1);
+    for (size_t k = pc.terms.size(); k-- > 0;) {
+      after[k] = after[k + 1];
+      if (pc.terms[k].role == TermRole::kStep) after[k].Add(parts[k].first);
+    }
+    for (const auto& [a, at] : gather_at) {
+      Lin row = a;
+      f_rows.push_back(row.Add(after[at + 1]));
+    }
+    // Backward, in reverse: prefix sums of the compute stream and the syncs in order.
+    Lin prefix;
+    std::vector<std::pair<Lin, Lin>> syncs;  // (P_k, c_k)
+    for (size_t k = pc.terms.size(); k-- > 0;) {
+      const TermRole role = pc.terms[k].role;
+      if (role == TermRole::kOptimizer) continue;
+      if (role == TermRole::kGradientSync || role == TermRole::kParameterGather) {
+        syncs.push_back({prefix, parts[k].second});
+      } else {
+        prefix.Add(parts[k].second);
+      }
+    }
+    f_var = lp.NewVar("F");
+    t_var = lp.NewVar("T");
+    Lin f_lin;
+    f_lin.terms[f_var] = 1;
+    Lin suffix;  // Σ_{m ≥ k} c_m, built from the last sync back
+    std::vector<Lin> from_k(syncs.size());
+    for (size_t k = syncs.size(); k-- > 0;) {
+      suffix.Add(syncs[k].second);
+      from_k[k] = suffix;
+    }
+    Lin all = f_lin;
+    t_rows.push_back(all.Add(prefix));
+    for (size_t k = 0; k < syncs.size(); ++k) {
+      Lin row = f_lin;
+      row.Add(syncs[k].first).Add(from_k[k]);
+      t_rows.push_back(row);
+    }
+    Lin chain = gathers;
+    t_rows.push_back(chain.Add(suffix));
+    objective.terms[t_var] += 1;
   }
   // Memory per device, in GB: fixed + split · r.
   double mem_fixed = 0, mem_split = 0;
   for (const costmodel::MemoryTerm& m : pc.memory) (m.group >= 0 ? mem_split : mem_fixed) += m.bytes * 1e-9;
 
-  const std::vector<costmodel::DeviceClass> classes = c.Classes();
   std::vector<double> class_ratios(classes.size(), 0.0);
+  const std::string what = StrCat("ratio lp over ", classes.size(), " device classes");
   try {
-    z3::context ctx;
+    z3::context& ctx = session.impl().ctx;
     z3::optimize opt(ctx);
-    std::vector<z3::expr> r;
-    z3::expr zf = ctx.real_const("zF"), zb = ctx.real_const("zB"), y = ctx.real_const("y"), w = ctx.real_const("w");
+    std::vector<z3::expr> vars;
+    for (size_t k = 0; k < classes.size(); ++k) vars.push_back(ctx.real_const(StrCat("r", k).c_str()));
+    for (const std::string& name : lp.names()) vars.push_back(ctx.real_const(name.c_str()));
+    auto expr = [&](const Lin& l) {
+      z3::expr e = Q(ctx, l.constant);
+      for (const auto& [v, k] : l.terms) {
+        if (k != 0) e = e + Q(ctx, k) * vars[static_cast<size_t>(v)];
+      }
+      return e;
+    };
     z3::expr total = ctx.real_val(0);
     for (size_t k = 0; k < classes.size(); ++k) {
       const costmodel::Device& d = c.devices[static_cast<size_t>(classes[k].devices.front())];
-      r.push_back(ctx.real_const(StrCat("r", k).c_str()));
-      const z3::expr& rk = r.back();
+      const z3::expr& rk = vars[k];
       opt.add(rk >= 0);
-      opt.add(zf >= rk * Q(ctx, fmax / d.flops));
-      opt.add(zb >= rk * Q(ctx, bwmax / d.memory_bandwidth));
-      opt.add(y >= rk);
-      opt.add(w >= 1 - rk);
-      opt.add(w >= rk * Q(ctx, n - 1.0));
       if (o.memory_limits) {
         // 1% headroom for rounding shares to whole atoms.
         opt.add(Q(ctx, mem_fixed) + Q(ctx, mem_split) * rk <= Q(ctx, 0.99e-9 * d.memory_bytes));
@@ -116,12 +344,66 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
       total = total + rk * ctx.real_val(static_cast<int>(classes[k].devices.size()));
     }
     opt.add(total == 1);
-    opt.minimize(Q(ctx, a_f) * zf + Q(ctx, a_b) * zb + Q(ctx, a_y) * y + Q(ctx, a_w) * w);
-    const z3::check_result res = opt.check();
-    if (res == z3::unknown) {
-      return Z3Unknown(StrCat("ratio lp over ", classes.size(), " device classes"), Z3_optimize_get_reason_unknown(ctx, opt),
-                       __FILE__, __LINE__);
+    for (const auto& [v, row] : lp.rows()) opt.add(vars[static_cast<size_t>(v)] >= expr(row));
+    opt.minimize(expr(objective));
+    // The critical-path rows (one per gather and per gradient sync, hundreds for ZeRO or small
+    // buckets) are added lazily: first those that bind at the current ratios, then, after each
+    // solve, those the solution violates, until none does. The optimum is that of all rows.
+    const size_t num_vars = vars.size();
+    auto eval = [](const Lin& l, const std::vector<double>& val) {
+      double v = l.constant;
+      for (const auto& [k, c] : l.terms) v += c * val[static_cast<size_t>(k)];
+      return v;
+    };
+    std::vector<double> val(num_vars, 0.0);
+    for (size_t k = 0; k < classes.size(); ++k) {
+      double sum = 0;
+      for (costmodel::DeviceId d : classes[k].devices) sum += current[static_cast<size_t>(d)];
+      val[k] = sum / static_cast<double>(classes[k].devices.size());
     }
+    for (const auto& [v, row] : lp.rows()) val[static_cast<size_t>(v)] = std::max(val[static_cast<size_t>(v)], eval(row, val));
+    std::vector<std::vector<bool>> added = {std::vector<bool>(f_rows.size(), false), std::vector<bool>(t_rows.size(), false)};
+    const std::vector<Lin>* families[2] = {&f_rows, &t_rows};
+    const int family_var[2] = {f_var, t_var};
+    // Adds up to `limit` rows of a family, the largest first: at the start by value (F from the
+    // forward rows), after a solve by how far they exceed the solution's F or T.
+    auto add_rows = [&](int fam, size_t limit, bool violated_only) {
+      const std::vector<Lin>& rows = *families[fam];
+      std::vector<std::pair<double, size_t>> order;
+      for (size_t i = 0; i < rows.size(); ++i) {
+        if (added[fam][i]) continue;
+        const double v = eval(rows[i], val);
+        const double bound = val[static_cast<size_t>(family_var[fam])];
+        if (violated_only && !(v > bound + 1e-9 * std::max(1.0, std::abs(bound)))) continue;
+        order.push_back({-v, i});
+      }
+      std::sort(order.begin(), order.end());
+      size_t n_added = 0;
+      for (size_t k = 0; k < order.size() && k < limit; ++k, ++n_added) {
+        const size_t i = order[k].second;
+        added[fam][i] = true;
+        opt.add(vars[static_cast<size_t>(family_var[fam])] >= expr(rows[i]));
+      }
+      return n_added;
+    };
+    if (overlap) {
+      double f = 0;
+      for (const Lin& row : f_rows) f = std::max(f, eval(row, val));
+      val[static_cast<size_t>(f_var)] = f;
+      add_rows(0, 4, false);
+      add_rows(1, 6, false);
+    }
+    z3::check_result res = opt.check();
+    for (int round = 0; overlap && res == z3::sat; ++round) {
+      const z3::model mdl = opt.get_model();
+      for (size_t k = 0; k < num_vars; ++k) {
+        HS_ASSIGN_OR_RETURN(val[k], Value(mdl, vars[k]));
+      }
+      const size_t limit = round < 8 ? 8 : std::max(f_rows.size(), t_rows.size());
+      if (add_rows(0, limit, true) + add_rows(1, limit, true) == 0) break;
+      res = opt.check();
+    }
+    if (res == z3::unknown) return Z3Unknown(what, Z3_optimize_get_reason_unknown(ctx, opt), __FILE__, __LINE__);
     if (res == z3::unsat) {
       // Name the device class that is furthest from fitting at any ratio.
       const costmodel::Device& d = c.devices[static_cast<size_t>(classes.front().devices.front())];
@@ -136,13 +418,13 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
                                                  static_cast<int64_t>(worst_need), " bytes for the replicated part alone and has ",
                                                  static_cast<int64_t>(worst_cap)));
     }
-    const z3::model m = opt.get_model();
+    const z3::model mdl = opt.get_model();
     for (size_t k = 0; k < classes.size(); ++k) {
-      HS_ASSIGN_OR_RETURN(const double v, Value(m, r[k]));
+      HS_ASSIGN_OR_RETURN(const double v, Value(mdl, vars[k]));
       class_ratios[k] = std::max(0.0, v);
     }
   } catch (const z3::exception& e) {
-    return Z3Error(StrCat("ratio lp over ", classes.size(), " device classes"), e, __FILE__, __LINE__);
+    return Z3Error(what, e, __FILE__, __LINE__);
   }
   std::vector<double> out(static_cast<size_t>(n), 0.0);
   double sum = 0;
@@ -158,18 +440,24 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
 namespace hetsynth::synth {
 
 struct MemoryOracle::Solver {
-  z3::context ctx;
-  z3::solver solver{ctx};
+  explicit Solver(z3::context& c) : ctx(c), solver(c) {}
+  z3::context& ctx;
+  z3::solver solver;
   std::vector<z3::expr> ratios;      // per device class
   std::vector<int64_t> capacity_mib;  // per device class
 };
 
-MemoryOracle::MemoryOracle(const costmodel::Cluster& c) : c_(c) {}
+MemoryOracle::MemoryOracle(const costmodel::Cluster& c, Z3Session* session) : c_(c), session_(session) {
+  if (!session_) {
+    own_session_ = std::make_unique<Z3Session>();
+    session_ = own_session_.get();
+  }
+}
 
 MemoryOracle::~MemoryOracle() = default;
 
 void MemoryOracle::BuildSolver() {
-  z3_ = std::make_unique<Solver>();
+  z3_ = std::make_unique<Solver>(session_->impl().ctx);
   z3::expr total = z3_->ctx.real_val(0);
   int k = 0;
   for (const costmodel::DeviceClass& cls : c_.Classes()) {

@@ -1,12 +1,15 @@
-// The search ⇄ ratio-LP alternation and the baselines (see synthesize.h).
+// The search ⇄ ratio-LP alternation, bucket choice and the baselines (see synthesize.h).
 #include "hetsynth/synth/synthesize.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <optional>
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/status.h"
+#include "z3_session.h"
 
 namespace hetsynth::synth {
 
@@ -21,6 +24,10 @@ absl::Status ValidateSynthOptions(const SynthOptions& o) {
     return absl::InvalidArgumentError(StrCat("synth options: max_rounds is ", o.max_rounds,
                                              "; expected at least 1 (search ⇄ ratio rounds)"));
   }
+  if (o.max_states < 1) {
+    return absl::InvalidArgumentError(StrCat("synth options: max_states is ", o.max_states,
+                                             "; expected at least 1 (states one search may expand)"));
+  }
   HS_RETURN_IF_ERROR(positive("cost.parameter_state_factor", o.cost.parameter_state_factor,
                               "bytes kept per parameter byte; Adam: 4, SGD: 2"));
   HS_RETURN_IF_ERROR(positive("cost.optimizer_bytes_factor", o.cost.optimizer_bytes_factor,
@@ -28,13 +35,47 @@ absl::Status ValidateSynthOptions(const SynthOptions& o) {
   return absl::OkStatus();
 }
 
-std::vector<std::string> BaselineNames() { return {"dp-ev", "dp-cp", "tp-even", "zero-even"}; }
+std::vector<std::string> BaselineNames() {
+  return {"ddp-ev", "ddp-cp", "fsdp-even", "hap", "dp-ev", "dp-cp", "tp-even", "zero-even"};
+}
 
 absl::StatusOr<Strategy> StrategyByName(const std::string& name) {
   Strategy s;
   s.name = name;
   if (name == "synthesized") return s;
   s.optimize_ratios = false;
+  // docs/baselines.md says what each imitates and where its constants come from.
+  if (name == "ddp-ev" || name == "ddp-cp" || name == "fsdp-even") {
+    // PyTorch DDP over NCCL: replicated parameters, 25 MiB gradient buckets all-reduced on a
+    // communication stream during backward, ring or hierarchical as NCCL's topology detection
+    // would pick. FSDP (ZeRO-3): parameters sharded, all-gathered ahead of use on that stream.
+    s.even_ratios = name != "ddp-cp";
+    s.only_dim0_splits = true;
+    s.allow_sharded_params = false;
+    s.allow_replicated_params = name != "fsdp-even";
+    s.allow_zero_params = name == "fsdp-even";
+    s.bucket_bytes = name == "fsdp-even" ? std::vector<double>{} : std::vector<double>{25 << 20};
+    return s;
+  }
+  if (name == "hap") {
+    // The reference system's search space in our cost model: world forms, padded all-gather,
+    // no row-parallel / partial-sum rules, one ratio segment, no memory rows, no overlap, no
+    // buckets, collectives priced over the slowest link with one bandwidth.
+    s.optimize_ratios = true;
+    s.allow_reduce_rules = false;
+    s.allow_grouped = false;
+    s.allow_hierarchical = false;
+    s.overlap = false;
+    s.bucket_bytes = {};
+    s.flat_world_link_pricing = true;
+    s.memory_rows = false;
+    return s;
+  }
+  // Today's baselines, kept for continuity: every collective blocks, one all-reduce per
+  // gradient, flat collectives.
+  s.overlap = false;
+  s.bucket_bytes = {};
+  s.allow_hierarchical = false;
   if (name == "dp-ev" || name == "dp-cp" || name == "zero-even") {
     // Data parallel: every device trains on its slice of the batch with the whole model.
     s.even_ratios = name != "dp-cp";
@@ -51,6 +92,13 @@ absl::StatusOr<Strategy> StrategyByName(const std::string& name) {
     s.allow_zero_params = false;
     return s;
   }
+  if (name == "megatron") {
+    // The hook for the mesh-level work: Megatron needs tensor parallel inside each node × data
+    // parallel across nodes, i.e. properties over mesh levels (spec §2, the dp-nodes mode).
+    return absl::UnimplementedError(
+        "strategy 'megatron' (tensor parallel inside each node x data parallel across nodes) needs mesh-level "
+        "properties, which this build does not have yet");
+  }
   return absl::InvalidArgumentError(StrCat("unknown strategy '", name, "'; expected synthesized or one of ",
                                            absl::StrJoin(BaselineNames(), ", ")));
 }
@@ -58,11 +106,59 @@ absl::StatusOr<Strategy> StrategyByName(const std::string& name) {
 absl::StatusOr<costmodel::Estimate> ApplyRatios(const ir::Graph& g, const costmodel::Cluster& c,
                                                 instr::Program& p, const std::vector<double>& ratios,
                                                 const SynthOptions& o) {
+  return ApplyRatios(g, costmodel::ClusterModel(c), p, ratios, o);
+}
+
+absl::StatusOr<costmodel::Estimate> ApplyRatios(const ir::Graph& g, const costmodel::ClusterModel& m,
+                                                instr::Program& p, const std::vector<double>& ratios,
+                                                const SynthOptions& o) {
   p.ratios = {ratios};
   HS_RETURN_IF_ERROR(instr::BuildSplitGroups(g, p));
   HS_RETURN_IF_ERROR(instr::CheckProgram(g, p));
-  const costmodel::ProgramCost pc = costmodel::DescribeCost(g, p, c, o.cost);
-  return costmodel::Evaluate(pc, costmodel::ProgramShares(p), c, p.instructions.size());
+  const costmodel::ProgramCost pc = costmodel::DescribeCost(g, p, m, o.cost);
+  return costmodel::Evaluate(pc, costmodel::ProgramShares(p), m, p.instructions.size());
+}
+
+std::vector<instr::Bucket> MakeBuckets(const ir::Graph& g, const costmodel::ClusterModel& m, const Strategy& s,
+                                       const instr::Program& p, double bytes) {
+  std::vector<instr::Bucket> out;
+  double in_bucket = 0;
+  for (ir::ValueId v : instr::ReplicatedParametersInReadyOrder(p)) {
+    const double b = costmodel::ValueBytes(g, v);
+    if (out.empty() || bytes <= 0 || in_bucket + b > bytes) {
+      out.push_back({});
+      in_bucket = 0;
+    }
+    out.back().params.push_back(v);
+    in_bucket += b;
+  }
+  const bool hierarchical = s.allow_hierarchical && m.hierarchical();
+  for (instr::Bucket& b : out) {
+    b.impl = instr::CollImpl::kRing;
+    if (!hierarchical) continue;
+    const costmodel::Term ring = costmodel::BucketTerm(g, b);
+    instr::Bucket h = b;
+    h.impl = instr::CollImpl::kHierarchical;
+    const costmodel::Term hier = costmodel::BucketTerm(g, h);
+    const std::vector<double> even(static_cast<size_t>(m.size()), 1.0 / m.size());
+    if (costmodel::TermTime(hier, even, m) < costmodel::TermTime(ring, even, m)) b.impl = instr::CollImpl::kHierarchical;
+  }
+  return out;
+}
+
+void ChooseBuckets(const ir::Graph& g, const costmodel::ClusterModel& m, const Strategy& s, const SynthOptions& o,
+                   instr::Program& p) {
+  p.buckets.clear();
+  if (p.num_devices < 2 || s.bucket_bytes.empty() || instr::ReplicatedParametersInReadyOrder(p).empty()) return;
+  const costmodel::Shares shares = costmodel::ProgramShares(p);
+  double best = std::numeric_limits<double>::infinity();
+  std::vector<instr::Bucket> chosen;
+  for (double size : s.bucket_bytes) {
+    p.buckets = MakeBuckets(g, m, s, p, size);
+    const double step = costmodel::Evaluate(costmodel::DescribeCost(g, p, m, o.cost), shares, m, p.instructions.size()).step_s;
+    if (step < best * (1 - 1e-12)) best = step, chosen = p.buckets;
+  }
+  p.buckets = std::move(chosen);
 }
 
 namespace {
@@ -101,66 +197,146 @@ std::string TightestDevice(const costmodel::Estimate& e, const costmodel::Cluste
 }
 
 // A failure of the solver (a Z3 exception or an `unknown` answer, see ratio_lp.cc), which no
-// other round or start makes up for, unlike the outcomes "nothing fits" (ResourceExhausted) and
-// "out of time" (DeadlineExceeded).
-bool IsSolverFailure(const absl::Status& s) { return absl::IsInternal(s); }
+// other round or start makes up for, unlike the outcomes "nothing fits" (ResourceExhausted).
+// The safety stop (DeadlineExceeded) ends everything too.
+bool IsFatal(const absl::Status& s) { return absl::IsInternal(s) || absl::IsDeadlineExceeded(s); }
 
-}  // namespace
+// What one Synthesize call shares across its starts: the cluster's two price models and the
+// safety clock.
+struct Engine {
+  const ir::Graph& g;
+  const costmodel::Cluster& c;
+  const SynthOptions& o;
+  costmodel::ClusterModel topology;
+  costmodel::ClusterModel flat;
+  std::chrono::steady_clock::time_point start;
+  mutable Z3Session z3;  // the LPs' and memory oracles' context
 
-namespace {
+  Engine(const ir::Graph& graph, const costmodel::Cluster& cluster, const SynthOptions& opts)
+      : g(graph), c(cluster), o(opts), topology(cluster), flat(cluster, costmodel::Pricing::kFlatWorldLink),
+        start(std::chrono::steady_clock::now()) {}
 
-// One run of the alternation from the given initial ratios.
-absl::StatusOr<SynthResult> Alternate(const ir::Graph& g, const costmodel::Cluster& c, const Strategy& s,
-                                      const SynthOptions& o, std::vector<double> ratios, double deadline_s,
-                                      const std::chrono::steady_clock::time_point start) {
-  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  const costmodel::ClusterModel& SearchModel(const Strategy& s) const { return s.flat_world_link_pricing ? flat : topology; }
+  double Elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
+  // The options of one step: the safety stop is what is left of the whole budget; memory as
+  // the strategy sees it.
+  SynthOptions StepOptions(const Strategy& s) const {
+    SynthOptions step = o;
+    step.time_limit_s = std::max(1e-3, o.time_limit_s - Elapsed());
+    step.memory_limits = o.memory_limits && s.memory_rows;
+    return step;
+  }
+  absl::Status CheckClock() const { return Elapsed() < o.time_limit_s ? absl::OkStatus() : Timeout(); }
+  absl::Status Timeout() const {
+    return absl::DeadlineExceededError(StrCat("synthesis exceeded the time limit of ", o.time_limit_s,
+                                              " s (a safety stop: the plan must not depend on the machine's speed, "
+                                              "so none is returned); raise --time-limit"));
+  }
+};
+
+// Picks the cheapest allowed implementation of every collective at the program's ratios.
+void Reimplement(const Engine& en, const Strategy& s, instr::Program& p) {
+  const costmodel::ClusterModel& m = en.SearchModel(s);
+  const costmodel::Shares shares = costmodel::ProgramShares(p);
+  for (instr::Instruction& in : p.instructions) {
+    std::vector<instr::CollImpl> impls;
+    if (in.kind == instr::InstrKind::kAllGather || in.kind == instr::InstrKind::kReduceScatter) {
+      impls = {instr::CollImpl::kPadded};
+      if (s.allow_grouped) impls.push_back(instr::CollImpl::kGrouped);
+    } else if (in.kind == instr::InstrKind::kAllReduce) {
+      impls = {instr::CollImpl::kRing};
+    } else {
+      continue;
+    }
+    if (s.allow_hierarchical && m.hierarchical()) impls.push_back(instr::CollImpl::kHierarchical);
+    const instr::Property& split = in.pre[0].kind == instr::PropKind::kGather ? in.pre[0] : in.post[0];
+    const int group = split.kind == instr::PropKind::kGather ? p.GroupOf(split) : -1;
+    const std::vector<double> even(static_cast<size_t>(p.num_devices), 1.0 / p.num_devices);
+    const std::vector<double>& sh = group >= 0 ? shares[static_cast<size_t>(group)] : even;
+    // The first implementation with the least time (ties keep the simpler one).
+    double best = std::numeric_limits<double>::infinity();
+    instr::CollImpl chosen = impls.front();
+    for (instr::CollImpl impl : impls) {
+      in.impl = impl;
+      const double t = costmodel::TermTime(costmodel::CollectiveTerm(en.g, in), sh, m);
+      if (t < best) best = t, chosen = impl;
+    }
+    in.impl = chosen;
+  }
+}
+
+// Prices a program at `ratios` for the strategy: ratios applied, buckets chosen by the
+// strategy's model, estimated by that model (what the strategy's own decisions rest on).
+absl::StatusOr<costmodel::Estimate> Price(const Engine& en, const Strategy& s, instr::Program& p,
+                                          const std::vector<double>& ratios) {
+  const costmodel::ClusterModel& m = en.SearchModel(s);
+  p.ratios = {ratios};
+  HS_RETURN_IF_ERROR(instr::BuildSplitGroups(en.g, p));
+  ChooseBuckets(en.g, m, s, en.o, p);
+  return ApplyRatios(en.g, m, p, ratios, en.o);
+}
+
+// The memory repair: the LP's continuous ratios fit; rounding shares to whole atoms can push a
+// small device over. Shrink the ratios of devices over capacity until the rounded shares fit.
+absl::StatusOr<costmodel::Estimate> Repair(const Engine& en, const Strategy& s, instr::Program& p,
+                                           std::vector<double>& ratios, costmodel::Estimate e) {
+  for (int repair = 0; en.o.memory_limits && s.memory_rows && !Fits(e, en.c) && repair < 16; ++repair) {
+    for (size_t i = 0; i < ratios.size(); ++i) {
+      if (e.memory_bytes[i] > en.c.devices[i].memory_bytes) ratios[i] *= 0.9;
+    }
+    double sum = 0;
+    for (double r : ratios) sum += r;
+    for (double& r : ratios) r /= sum;
+    HS_ASSIGN_OR_RETURN(e, Price(en, s, p, ratios));
+  }
+  return e;
+}
+
+// One run of the alternation from the given initial ratios and gradient-sync weight.
+absl::StatusOr<SynthResult> Alternate(const Engine& en, const Strategy& s, std::vector<double> ratios,
+                                      double sync_weight) {
+  const costmodel::ClusterModel& m = en.SearchModel(s);
   SynthResult best;
   best.strategy = s.name;
   bool have = false;
-  SynthOptions round_opts = o;
-  for (int round = 0; round < (s.optimize_ratios ? o.max_rounds : 1); ++round) {
-    round_opts.time_limit_s = std::max(0.5, deadline_s - elapsed());
+  for (int round = 0; round < (s.optimize_ratios ? en.o.max_rounds : 1); ++round) {
+    HS_RETURN_IF_ERROR(en.CheckClock());
+    const SynthOptions step = en.StepOptions(s);
     int64_t expanded = 0;
-    absl::StatusOr<instr::Program> prog = SearchProgram(g, c, ratios, s, round_opts, &expanded);
+    absl::StatusOr<instr::Program> prog = SearchProgramIn(&en.z3, en.g, m, ratios, s, step, &expanded, sync_weight);
+    best.states_expanded += expanded;
     if (!prog.ok()) {
-      if (have && !IsSolverFailure(prog.status())) break;  // keep the best program of the earlier rounds
-      if (absl::IsResourceExhausted(prog.status())) {
+      if (absl::IsDeadlineExceeded(prog.status())) return en.Timeout();  // names the whole budget
+      if (IsFatal(prog.status())) return prog.status();
+      if (have) break;  // keep the best program of the earlier rounds
+      if (absl::IsResourceExhausted(prog.status()) && en.o.memory_limits && s.memory_rows) {
         // Explain with the cheapest memory-blind program.
-        SynthOptions blind = round_opts;
+        SynthOptions blind = step;
         blind.memory_limits = false;
-        absl::StatusOr<instr::Program> any = SearchProgram(g, c, ratios, s, blind);
+        absl::StatusOr<instr::Program> any = SearchProgramIn(&en.z3, en.g, m, ratios, s, blind, nullptr, sync_weight);
         if (any.ok()) {
-          absl::StatusOr<costmodel::Estimate> e = ApplyRatios(g, c, *any, ratios, o);
+          absl::StatusOr<costmodel::Estimate> e = ApplyRatios(en.g, m, *any, ratios, en.o);
           if (e.ok()) {
             return absl::ResourceExhaustedError(StrCat("the model fits nowhere: no ", s.name,
                                                        " program fits every device's memory; e.g. ",
-                                                       TightestDevice(*e, c)));
+                                                       TightestDevice(*e, en.c)));
           }
         }
       }
       return prog.status();
     }
-    best.states_expanded += expanded;
+    HS_ASSIGN_OR_RETURN(costmodel::Estimate e, Price(en, s, *prog, ratios));
     std::vector<double> next = ratios;
     if (s.optimize_ratios) {
-      absl::StatusOr<std::vector<double>> lp = OptimizeRatios(g, c, *prog, o);
+      absl::StatusOr<std::vector<double>> lp = OptimizeRatiosIn(en.z3, en.g, m, *prog, step);
       if (lp.ok()) next = *lp;
-      if (!lp.ok() && IsSolverFailure(lp.status())) return lp.status();  // else: no ratios fit; keep these
+      if (!lp.ok() && IsFatal(lp.status())) return lp.status();  // else: no ratios fit; keep these
+      HS_ASSIGN_OR_RETURN(e, Price(en, s, *prog, next));
+      HS_ASSIGN_OR_RETURN(e, Repair(en, s, *prog, next, e));
     }
-    HS_ASSIGN_OR_RETURN(costmodel::Estimate e, ApplyRatios(g, c, *prog, next, o));
-    // The LP's continuous ratios fit; rounding shares to whole atoms can push a small device
-    // over. Shrink the ratios of devices over capacity until the rounded shares fit.
-    for (int repair = 0; o.memory_limits && !Fits(e, c) && repair < 16; ++repair) {
-      for (size_t i = 0; i < next.size(); ++i) {
-        if (e.memory_bytes[i] > c.devices[i].memory_bytes) next[i] *= 0.9;
-      }
-      double sum = 0;
-      for (double r : next) sum += r;
-      for (double& r : next) r /= sum;
-      HS_ASSIGN_OR_RETURN(e, ApplyRatios(g, c, *prog, next, o));
-    }
-    best.log.push_back(StrCat("round ", round + 1, ": ", prog->instructions.size(), " instructions, ", expanded,
-                              " states, predicted ", e.step_s * 1e3, " ms/step"));
+    best.log.push_back(StrCat("round ", round + 1, " (sync weight ", sync_weight, "): ", prog->instructions.size(),
+                              " instructions, ", prog->buckets.size(), " buckets, ", expanded, " states, predicted ",
+                              e.step_s * 1e3, " ms/step"));
     const bool better = !have || e.step_s < best.estimate.step_s * (1 - 1e-9);
     if (better) {
       best.program = std::move(*prog);
@@ -168,13 +344,181 @@ absl::StatusOr<SynthResult> Alternate(const ir::Graph& g, const costmodel::Clust
       best.rounds = round + 1;
       have = true;
     }
-    if (!better || next == ratios || elapsed() > deadline_s) break;
+    if (!better || next == ratios) break;
     ratios = next;
   }
-  if (o.memory_limits && !Fits(best.estimate, c)) {
-    return absl::ResourceExhaustedError(StrCat("the model fits nowhere: ", TightestDevice(best.estimate, c)));
+  if (en.o.memory_limits && s.memory_rows && !Fits(best.estimate, en.c)) {
+    return absl::ResourceExhaustedError(StrCat("the model fits nowhere: ", TightestDevice(best.estimate, en.c)));
   }
   return best;
+}
+
+// Re-prices a result with the topology model (what every plan is reported in).
+absl::Status Reprice(const Engine& en, SynthResult& r) {
+  HS_ASSIGN_OR_RETURN(r.estimate, ApplyRatios(en.g, en.topology, r.program, r.program.ratios.at(0), en.o));
+  return absl::OkStatus();
+}
+
+// The search's second guess at how much of a gradient synchronization the overlapped step pays:
+// a tenth (measured on the reference workloads: 1 and 0.1 found the best plans; 0 makes every
+// parameter ZeRO, whose gathers then look free).
+constexpr double kHiddenSyncWeight = 0.1;
+
+// A local improvement the additive search cannot see: for the largest parameters, switch a
+// replicated one to ZeRO (sharded, all-gathered before use) or back, keep the switch when the
+// critical path shortens. Consumers still see Identity(W), so the rest of the program stays.
+// Deterministic: candidates by size, then value id; first improvement kept.
+absl::StatusOr<bool> RefinePlacements(const Engine& en, const Strategy& s, instr::Program& p,
+                                      costmodel::Estimate& e) {
+  if (!s.overlap || p.num_devices < 2 || !s.allow_replicated_params || !s.allow_zero_params) return false;
+  constexpr size_t kCandidates = 6;
+  std::vector<std::pair<double, ir::ValueId>> params;
+  for (const instr::Instruction& in : p.instructions) {
+    if (in.kind == instr::InstrKind::kPlaceParameter && (in.dim < 0 || in.dim == 0)) {
+      params.push_back({-costmodel::ValueBytes(en.g, in.tensor), in.tensor});
+    }
+  }
+  std::sort(params.begin(), params.end());
+  bool changed = false;
+  const std::vector<double> ratios = p.ratios.at(0);
+  for (size_t k = 0; k < params.size() && k < kCandidates; ++k) {
+    const ir::ValueId v = params[k].second;
+    instr::Program q = p;
+    size_t at = 0;
+    while (!(q.instructions[at].kind == instr::InstrKind::kPlaceParameter && q.instructions[at].tensor == v)) ++at;
+    const bool zero = at + 1 < q.instructions.size() && q.instructions[at + 1].kind == instr::InstrKind::kAllGather &&
+                      q.instructions[at + 1].tensor == v && q.instructions[at].dim == 0;
+    if (!zero && q.instructions[at].dim >= 0) continue;  // an owned shard (tensor parallel): not ours to change
+    if (zero) {
+      q.instructions.erase(q.instructions.begin() + static_cast<std::ptrdiff_t>(at) + 1);
+      q.instructions[at].dim = -1;
+    } else {
+      if (en.g.value(v).shape.empty()) continue;
+      q.instructions[at].dim = 0;
+      instr::Instruction gather;
+      gather.kind = instr::InstrKind::kAllGather;
+      gather.tensor = v;
+      gather.dim = 0;
+      gather.impl = instr::CollImpl::kPadded;
+      q.instructions.insert(q.instructions.begin() + static_cast<std::ptrdiff_t>(at) + 1, gather);
+    }
+    HS_RETURN_IF_ERROR(instr::DeriveTriple(en.g, q.instructions[at]));
+    if (!zero) HS_RETURN_IF_ERROR(instr::DeriveTriple(en.g, q.instructions[at + 1]));
+    q.ratios = {ratios};
+    HS_RETURN_IF_ERROR(instr::BuildSplitGroups(en.g, q));
+    Reimplement(en, s, q);
+    absl::StatusOr<costmodel::Estimate> qe = Price(en, s, q, ratios);
+    if (!qe.ok()) continue;
+    if (qe->step_s < e.step_s * (1 - 1e-9) && (!en.o.memory_limits || !s.memory_rows || Fits(*qe, en.c))) {
+      p = std::move(q);
+      e = *qe;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+// The synthesized plan: the alternation from several starts, and every baseline's program
+// re-implemented, re-bucketed and re-optimized (each is in the search space), keeping the best —
+// so the result is never worse than a baseline under the cost model.
+absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
+                                           const std::vector<std::pair<std::string, const SynthResult*>>& seeds) {
+  std::optional<SynthResult> best;
+  absl::Status first_error = absl::OkStatus();
+  absl::Status fatal = absl::OkStatus();
+  int64_t states = 0;
+  std::vector<std::string> log;
+  auto consider = [&](absl::StatusOr<SynthResult> r) {
+    if (!r.ok()) {
+      if (first_error.ok()) first_error = r.status();
+      if (fatal.ok() && IsFatal(r.status())) fatal = r.status();
+      return;
+    }
+    states += r->states_expanded;
+    log.insert(log.end(), r->log.begin(), r->log.end());
+    if (!best || r->estimate.step_s < best->estimate.step_s * (1 - 1e-9)) best = std::move(*r);
+  };
+  const std::vector<double> weights = s.overlap ? std::vector<double>{1.0, kHiddenSyncWeight} : std::vector<double>{1.0};
+  for (double w : weights) {
+    for (bool even : {false, true}) {
+      if (fatal.ok()) consider(Alternate(en, s, InitialRatios(en.c, even), w));
+    }
+  }
+  if (fatal.ok() && en.o.memory_limits && !best) consider(Alternate(en, s, MemoryRatios(en.c), 1.0));
+  for (const auto& [name, seed] : seeds) {
+    if (!fatal.ok() || seed == nullptr) continue;
+    // As it is (its ratios), and with the LP's ratios, with this strategy's implementations,
+    // overlap and buckets.
+    for (bool optimize : {false, true}) {
+      SynthResult r = *seed;
+      r.strategy = s.name;
+      r.states_expanded = 0;
+      instr::Program& p = r.program;
+      p.overlap = s.overlap && p.num_devices > 1;
+      std::vector<double> ratios = p.ratios.at(0);
+      absl::StatusOr<costmodel::Estimate> e = Price(en, s, p, ratios);
+      if (!e.ok()) continue;
+      Reimplement(en, s, p);
+      if (optimize) {
+        absl::StatusOr<std::vector<double>> lp = OptimizeRatiosIn(en.z3, en.g, en.SearchModel(s), p, en.StepOptions(s));
+        if (!lp.ok()) {
+          if (IsFatal(lp.status())) fatal = lp.status();
+          continue;
+        }
+        ratios = *lp;
+      }
+      e = Price(en, s, p, ratios);
+      if (!e.ok()) continue;
+      e = Repair(en, s, p, ratios, *e);
+      if (!e.ok() || (en.o.memory_limits && !Fits(*e, en.c))) continue;
+      r.estimate = *e;
+      r.log = {StrCat(name, "'s program", optimize ? " with optimized ratios" : "", ": predicted ", e->step_s * 1e3,
+                      " ms/step")};
+      consider(std::move(r));
+    }
+  }
+  if (!fatal.ok()) return fatal;
+  if (!best) return first_error;
+  // Refine the best plan's placements, then its ratios once more.
+  instr::Program p = best->program;
+  costmodel::Estimate e = best->estimate;
+  HS_ASSIGN_OR_RETURN(const bool refined, RefinePlacements(en, s, p, e));
+  if (refined) {
+    std::vector<double> ratios = p.ratios.at(0);
+    absl::StatusOr<std::vector<double>> lp = OptimizeRatiosIn(en.z3, en.g, en.SearchModel(s), p, en.StepOptions(s));
+    if (!lp.ok() && IsFatal(lp.status())) return lp.status();
+    if (lp.ok()) {
+      instr::Program q = p;
+      std::vector<double> next = *lp;
+      absl::StatusOr<costmodel::Estimate> qe = Price(en, s, q, next);
+      if (qe.ok()) qe = Repair(en, s, q, next, *qe);
+      if (qe.ok() && qe->step_s < e.step_s && (!en.o.memory_limits || Fits(*qe, en.c))) p = std::move(q), e = *qe;
+    }
+    log.push_back(StrCat("placements refined: predicted ", e.step_s * 1e3, " ms/step"));
+    best->program = std::move(p);
+    best->estimate = e;
+  }
+  best->states_expanded = states;
+  best->log = std::move(log);
+  return std::move(*best);
+}
+
+absl::StatusOr<SynthResult> RunStrategy(const Engine& en, const Strategy& s,
+                                        const std::vector<std::pair<std::string, const SynthResult*>>& seeds) {
+  const double started = en.Elapsed();
+  absl::StatusOr<SynthResult> r;
+  if (!s.optimize_ratios) {
+    r = Alternate(en, s, InitialRatios(en.c, s.even_ratios), 1.0);
+  } else if (s.name == "hap") {
+    // The reference system alternates from ratios ∝ FLOP/s with its own cost model.
+    r = Alternate(en, s, InitialRatios(en.c, false), 1.0);
+  } else {
+    r = SynthesizeFull(en, s, seeds);
+  }
+  if (!r.ok()) return r;
+  HS_RETURN_IF_ERROR(Reprice(en, *r));
+  r->seconds = en.Elapsed() - started;
+  return r;
 }
 
 }  // namespace
@@ -182,63 +526,53 @@ absl::StatusOr<SynthResult> Alternate(const ir::Graph& g, const costmodel::Clust
 absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Cluster& c, const Strategy& s,
                                        const SynthOptions& o) {
   HS_RETURN_IF_ERROR(ValidateSynthOptions(o));
-  const auto start = std::chrono::steady_clock::now();
-  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
-  if (!s.optimize_ratios) {
-    HS_ASSIGN_OR_RETURN(SynthResult r, Alternate(g, c, s, o, InitialRatios(c, s.even_ratios), o.time_limit_s, start));
-    r.seconds = elapsed();
-    return r;
+  const Engine en(g, c, o);
+  std::vector<std::pair<std::string, absl::StatusOr<SynthResult>>> bases;
+  std::vector<std::pair<std::string, const SynthResult*>> seeds;
+  if (s.optimize_ratios && !s.flat_world_link_pricing) {
+    for (const std::string& name : BaselineNames()) {
+      const Strategy b = *StrategyByName(name);
+      bases.push_back({name, RunStrategy(en, b, {})});
+      if (!bases.back().second.ok() && IsFatal(bases.back().second.status())) return bases.back().second.status();
+    }
+    for (const auto& [name, r] : bases) seeds.push_back({name, r.ok() ? &*r : nullptr});
   }
-  // The alternation is a local search: start it from ratios ∝ FLOP/s, from even ratios and from
-  // ratios ∝ memory when neither found a plan that fits (a small device may only fit a small
-  // share), and
-  // also re-optimize the ratios of every baseline's program (each is in the search space), so
-  // the result is never worse than the best baseline under the cost model.
-  std::optional<SynthResult> best;
-  absl::Status first_error = absl::OkStatus();
-  absl::Status solver_failure = absl::OkStatus();
-  auto consider = [&](absl::StatusOr<SynthResult> r) {
-    if (!r.ok()) {
-      if (first_error.ok()) first_error = r.status();
-      if (solver_failure.ok() && IsSolverFailure(r.status())) solver_failure = r.status();
-      return;
-    }
-    if (!best || r->estimate.step_s < best->estimate.step_s * (1 - 1e-9)) {
-      const int64_t states = best ? best->states_expanded : 0;
-      std::vector<std::string> log = best ? best->log : std::vector<std::string>{};
-      best = std::move(*r);
-      best->states_expanded += states;
-      log.insert(log.end(), best->log.begin(), best->log.end());
-      best->log = std::move(log);
-    } else {
-      best->states_expanded += r->states_expanded;
-      best->log.insert(best->log.end(), r->log.begin(), r->log.end());
-    }
-  };
-  const double budget = o.time_limit_s;
-  consider(Alternate(g, c, s, o, InitialRatios(c, false), 0.4 * budget, start));
-  consider(Alternate(g, c, s, o, InitialRatios(c, true), 0.6 * budget, start));
-  if (o.memory_limits && !best) consider(Alternate(g, c, s, o, MemoryRatios(c), 0.8 * budget, start));
-  for (const std::string& name : BaselineNames()) {
-    if (elapsed() > budget) break;
+  return RunStrategy(en, s, seeds);
+}
+
+std::vector<std::pair<std::string, absl::StatusOr<SynthResult>>> SynthesizeAll(
+    const ir::Graph& g, const costmodel::Cluster& c, const std::vector<Strategy>& strategies, const SynthOptions& o) {
+  std::vector<std::pair<std::string, absl::StatusOr<SynthResult>>> out;
+  const absl::Status valid = ValidateSynthOptions(o);
+  if (!valid.ok()) {
+    for (const Strategy& s : strategies) out.push_back({s.name, valid});
+    return out;
+  }
+  // Baselines first (each once), then every other strategy, seeded with all of them.
+  const Engine en(g, c, o);
+  std::vector<std::pair<std::string, absl::StatusOr<SynthResult>>> bases;
+  const std::vector<std::string> names = BaselineNames();
+  for (const std::string& name : names) {
     const Strategy b = *StrategyByName(name);
-    absl::StatusOr<SynthResult> base = Alternate(g, c, b, o, InitialRatios(c, b.even_ratios), budget, start);
-    if (!base.ok() && IsSolverFailure(base.status())) return base.status();
-    if (!base.ok()) continue;
-    absl::StatusOr<std::vector<double>> lp = OptimizeRatios(g, c, base->program, o);
-    if (!lp.ok() && IsSolverFailure(lp.status())) return lp.status();
-    if (!lp.ok()) continue;
-    absl::StatusOr<costmodel::Estimate> e = ApplyRatios(g, c, base->program, *lp, o);
-    if (!e.ok() || (o.memory_limits && !Fits(*e, c))) continue;
-    base->estimate = *e;
-    base->strategy = s.name;
-    base->log = {StrCat(name, "'s program with optimized ratios: predicted ", e->step_s * 1e3, " ms/step")};
-    consider(std::move(base));
+    bases.push_back({name, RunStrategy(en, b, {})});
+    if (!bases.back().second.ok() && absl::IsDeadlineExceeded(bases.back().second.status())) break;
   }
-  if (!solver_failure.ok()) return solver_failure;
-  if (!best) return first_error;
-  best->seconds = elapsed();
-  return std::move(*best);
+  std::vector<std::pair<std::string, const SynthResult*>> seeds;
+  for (const auto& [name, r] : bases) seeds.push_back({name, r.ok() ? &*r : nullptr});
+  for (const Strategy& s : strategies) {
+    const auto it = std::find_if(bases.begin(), bases.end(), [&](const auto& b) { return b.first == s.name; });
+    if (it != bases.end()) {
+      out.push_back({s.name, it->second});
+      continue;
+    }
+    if (std::find(names.begin(), names.end(), s.name) != names.end()) {  // not reached: stopped by the clock
+      out.push_back({s.name, en.Timeout()});
+      continue;
+    }
+    const bool seeded = s.optimize_ratios && !s.flat_world_link_pricing;
+    out.push_back({s.name, RunStrategy(en, s, seeded ? seeds : std::vector<std::pair<std::string, const SynthResult*>>{})});
+  }
+  return out;
 }
 
 }  // namespace hetsynth::synth

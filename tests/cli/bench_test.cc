@@ -32,7 +32,7 @@ TEST(CliBench, MeasuresPlanAndBaselineOnEmulatedRanks) {
   const std::string out = Dir("measured");
   std::filesystem::remove_all(out);
   const Result r = Hetsynth("bench --model mlp --small --cluster " + kClusters + "mixed-4.json --baselines dp-ev,tp-even " +
-                            "--steps 2 --warmup 1 --out " + out);
+                            "--flat --no-overlap --steps 2 --warmup 1 --out " + out);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("emulated"), std::string::npos) << r.output;
   const nlohmann::json j = Load(out + "/results.json");
@@ -71,13 +71,18 @@ TEST(CliBench, SimulatesTheReferenceCluster) {
   const nlohmann::json j = Load(out + "/results.json");
   EXPECT_EQ(j["simulated"], true);
   EXPECT_EQ(j["devices"], 64);
-  ASSERT_EQ(j["plans"].size(), 5u);
+  ASSERT_EQ(j["plans"].size(), 9u);  // synthesized and every baseline
+  EXPECT_EQ(j["mesh"], "two-level: 8 nodes x 8 devices");
   for (const auto& p : j["plans"]) {
     if (!p["feasible"].get<bool>()) continue;
     EXPECT_TRUE(p["measured_step_time_s"].is_null()) << p.dump();
-    EXPECT_GT(p["predicted_speedup_vs_dp_ev"].get<double>(), 0) << p.dump();
+    EXPECT_GT(p["predicted_speedup_vs_ddp_ev"].get<double>(), 0) << p.dump();
+    EXPECT_GT(p["predicted_speedup_vs_hap"].get<double>(), 0) << p.dump();
+    EXPECT_GE(p["predicted_exposed_communication_s"].get<double>(), 0) << p.dump();
   }
-  // Never slower than the best baseline (synthesis keeps re-optimized baselines).
+  EXPECT_EQ(j["plans"][1]["plan"], "ddp-ev");
+  EXPECT_DOUBLE_EQ(j["plans"][1]["predicted_speedup_vs_ddp_ev"].get<double>(), 1.0);
+  // Never slower than any baseline (synthesis keeps re-optimized baselines).
   EXPECT_GE(j["plans"][0]["predicted_speedup_vs_best_baseline"].get<double>(), 1.0 - 1e-9);
   EXPECT_FALSE(std::filesystem::exists(out + "/synthesized.trace.json"));
 }

@@ -90,7 +90,8 @@ TEST(CliPlans, SynthWritesAPlanThatChecksAndExplains) {
   const std::string plan = Tmp("mlp-plan.json");
   const Result r = Hetsynth("synth --model mlp --small --cluster " + kMixed4 + " -o " + plan);
   ASSERT_EQ(r.code, 0) << r.output;
-  for (const char* row : {"synthesized", "dp-ev", "dp-cp", "tp-even", "zero-even"}) {
+  for (const char* row : {"synthesized", "ddp-ev", "ddp-cp", "fsdp-even", "hap", "dp-ev", "dp-cp", "tp-even",
+                          "zero-even", "exposed", "vs hap"}) {
     EXPECT_NE(r.output.find(row), std::string::npos) << row;
   }
   const Result check = Hetsynth("check " + plan + " --cluster " + kMixed4);
@@ -100,6 +101,36 @@ TEST(CliPlans, SynthWritesAPlanThatChecksAndExplains) {
   EXPECT_EQ(explain.code, 0) << explain.output;
   EXPECT_NE(explain.output.find("memory per device"), std::string::npos);
   EXPECT_NE(explain.output.find("→"), std::string::npos);
+  EXPECT_NE(explain.output.find("exposed"), std::string::npos) << explain.output;
+  EXPECT_NE(explain.output.find("mesh: one node"), std::string::npos) << explain.output;
+}
+
+TEST(CliPlans, ExplainShowsImplementationsLevelsBucketsAndTheMesh) {
+  // Two nodes: the plan records them; DDP's gradients go in buckets with an implementation.
+  const std::string cluster = std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/two-node-mixed.json";
+  const std::string plan = Tmp("mlp-ddp.json");
+  const Result r = Hetsynth("synth --model mlp --small --cluster " + cluster + " --baseline ddp-ev -o " + plan);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const Result explain = Hetsynth("explain " + plan);
+  ASSERT_EQ(explain.code, 0) << explain.output;
+  EXPECT_NE(explain.output.find("mesh: two-level with 2 nodes of 2/4 devices"), std::string::npos) << explain.output;
+  EXPECT_NE(explain.output.find("gradient buckets"), std::string::npos) << explain.output;
+  EXPECT_NE(explain.output.find("of which"), std::string::npos) << explain.output;  // exposed communication
+  const bool impl = explain.output.find("  ring  ") != std::string::npos ||
+                    explain.output.find("  hierarchical  ") != std::string::npos;
+  EXPECT_TRUE(impl) << explain.output;
+  // A flat, non-overlapped plan lists one all-reduce per gradient and world-level collectives.
+  const std::string flat = Tmp("mlp-flat.json");
+  ASSERT_EQ(Hetsynth("synth --model mlp --small --cluster " + cluster + " --flat --no-overlap -o " + flat).code, 0);
+  const Result e2 = Hetsynth("explain " + flat);
+  EXPECT_NE(e2.output.find("no overlap"), std::string::npos) << e2.output;
+  EXPECT_EQ(e2.output.find("hierarchical"), std::string::npos) << e2.output;
+  // A plan of an unknown format version is refused with one line.
+  std::ifstream in(flat);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  text.replace(text.find("\"version\": 2"), 12, "\"version\": 9");
+  std::ofstream(Tmp("v9.json")) << text;
+  ExpectError("explain " + Tmp("v9.json"), "field 'version': 9; expected 1 or 2");
 }
 
 TEST(CliPlans, CheckRejectsAHandCorruptedPlan) {

@@ -46,7 +46,9 @@ class TrainPlan : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << tmpl;
     dir_ = tmpl;
     plan_ = Path("mlp-plan.json");
-    const Result r = Hetsynth("synth --model mlp --small --cluster " + kMixed4 + " -o " + plan_);
+    // --flat --no-overlap: a plan this runtime runs (instr::RuntimeSupports) until it executes
+    // buckets on a communication stream.
+    const Result r = Hetsynth("synth --model mlp --small --cluster " + kMixed4 + " --flat --no-overlap -o " + plan_);
     ASSERT_EQ(r.code, 0) << r.out << r.err;
   }
   static void TearDownTestSuite() {
@@ -265,6 +267,17 @@ TEST_F(TrainPlan, CheckpointFromOneDeviceResumesOnFourRanks) {
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0].at("step").get<int>(), 4);
   ExpectLossesNear(Losses(x), {all[3], all[4]}, "1 device -> 4 ranks");
+}
+
+TEST_F(TrainPlan, APlanWithBucketsTheRuntimeCannotRunYetIsRefused) {
+  // The default synthesized plan overlaps bucketed gradient all-reduces with backward; until the
+  // runtime executes that (instr::RuntimeSupports), train --plan refuses it instead of running
+  // it differently from how it was planned.
+  const std::string overlapped = Path("mlp-overlap.json");
+  const Result s = Hetsynth("synth --model mlp --small --cluster " + kMixed4 + " -o " + overlapped);
+  ASSERT_EQ(s.code, 0) << s.out << s.err;
+  ExpectError(Hetsynth("train --plan " + overlapped + " --steps 1"), "overlapped plan",
+              {overlapped, "cannot run it yet", "--flat --no-overlap"});
 }
 
 TEST_F(TrainPlan, BadCombinationsExitTwoWithOneLine) {

@@ -2,7 +2,10 @@
 // reduce-scatter with uneven shares, all-to-all, ring all-reduce), the gradient all-reduce, the
 // optimizer term, compute split and full (GEMM-class and memory-bound), MemoryBound, the memory
 // of a program (parameters × state factor, activations, ZeRO's transient gather), a single
-// device; and the calibration of calibrate.h (α–β fit, node classification, emulated cluster).
+// device; the topology (mesh, NIC terms on unequal two-node meshes, hierarchical collectives,
+// profiled tables, the reference system's flat pricing); the step as the critical path of two
+// streams (buckets, prefetched ZeRO gathers); and the calibration of calibrate.h (α–β fit, node
+// classification, emulated cluster).
 // Each expected value is worked out in the comment beside it.
 #include <gtest/gtest.h>
 
@@ -12,6 +15,8 @@
 
 #include "hetsynth/costmodel/calibrate.h"
 #include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/costmodel/cluster_model.h"
+#include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/graph.h"
@@ -384,6 +389,295 @@ TEST(DescribeCost, OneDeviceHasNoCommunication) {
   // loss 492/1e9; Adam 1792/1e9 + 112/1e9.
   EXPECT_CLOSE(e.compute_s, 1.568e-6 + 7.68e-7 + 4.92e-7 + 1.792e-6 + 1.12e-7);
   EXPECT_DOUBLE_EQ(e.memory_bytes[0], 1092.0 + 800.0);
+}
+
+// ---- topology: the mesh, NICs, hierarchical collectives, tables (cluster_model.h) -------------
+
+// Node a: d0, d1 on a 10 GB/s, 1 µs link (β_a = 1e-10 s/B); node b: d2..d5 on 5 GB/s, 2 µs
+// (β_b = 2e-10); every node's NIC 1 GB/s (β_net = 1e-9), 10 µs. n = 6 devices, N = 2 nodes,
+// k = (2, 4). The world link (slowest of everything crossed) is the NIC's: α = 1e-5.
+Cluster TwoNodes() {
+  Cluster c;
+  c.name = "two";
+  c.nodes = {{"a", Link{1e10, 1e-6}}, {"b", Link{5e9, 2e-6}}};
+  c.inter_node = Link{1e9, 1e-5};
+  for (int i = 0; i < 6; ++i) c.devices.push_back({StrCat("d", i), "t", i < 2 ? 0 : 1, 1e12, 1e12, 1e11});
+  return c;
+}
+// Shares 0.25, 0.25 on node a and 0.125 × 4 on node b: S_a = S_b = 0.5. B = 1e6 bytes.
+const std::vector<double> kTwoNodeShares = {0.25, 0.25, 0.125, 0.125, 0.125, 0.125};
+constexpr double kB = 1e6;
+
+TEST(MeshOf, NodeMajorRanksOnTwoOrMoreNodesAreTwoLevel) {
+  const Mesh m = MeshOf(TwoNodes());
+  EXPECT_TRUE(m.two_level);
+  EXPECT_EQ(m.nodes, (std::vector<std::vector<DeviceId>>{{0, 1}, {2, 3, 4, 5}}));
+  EXPECT_EQ(m.node_of, (std::vector<NodeId>{0, 0, 1, 1, 1, 1}));
+  EXPECT_EQ(m.Describe(), "two-level: 2 nodes (2, 4 devices)");
+  Cluster mixed = TwoNodes();
+  mixed.devices[1].node = 1;  // node a = {d0}, node b = {d1 … d5}: unequal, still node-major
+  EXPECT_TRUE(MeshOf(mixed).two_level);
+  mixed.devices[5].node = 0;  // node a = {0, 5}: not contiguous
+  EXPECT_FALSE(MeshOf(mixed).two_level);
+  EXPECT_EQ(MeshOf(mixed).Describe(), "flat: 2 nodes, ranks not node-major");
+  const Mesh one = MeshOf(OneNode({{1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}}, kLink));
+  EXPECT_FALSE(one.two_level);
+  EXPECT_EQ(one.Describe(), "flat: one node of 3 devices");
+}
+
+TEST(ClusterModel, FlatPaddedPaysTheSlowerOfDeviceLinkAndNicForTheLargestShard) {
+  const Cluster c = TwoNodes();
+  const ClusterModel m(c);
+  // (n−1)·α + (n−1)·max(β_dev, β_net)·B·max s = 5·1e-5 + 5·1e-9·1e6·0.25 = 5e-5 + 1.25e-3.
+  EXPECT_CLOSE(m.Seconds(TermKind::kGatherPadded, instr::InstrKind::kAllGather, kB, kTwoNodeShares, kTwoNodeShares),
+               1.3e-3);
+}
+
+TEST(ClusterModel, FlatGroupedPaysEveryShardThroughTheNicOfEachReceivingDevice) {
+  const Cluster c = TwoNodes();
+  const ClusterModel m(c);
+  // n·α = 6e-5, plus the larger of
+  //   device links: β_dev·B·max_i max(1 − s_i, 5·s_i) = 2e-10·1e6·1.25 = 2.5e-4 (d0: max(0.75, 1.25));
+  //   NICs: β_net·B·max_j max(S_j·(n − k_j), (1 − S_j)·k_j): a max(0.5·4, 0.5·2) = 2,
+  //         b max(0.5·2, 0.5·4) = 2 → 1e-9·1e6·2 = 2e-3.
+  EXPECT_CLOSE(m.Seconds(TermKind::kGatherGrouped, instr::InstrKind::kAllGather, kB, kTwoNodeShares, kTwoNodeShares),
+               2.06e-3);
+  // The same on one node is today's formula: no NIC.
+  const Cluster one = OneNode({{1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}, {1e12, 1e11}}, kLink);
+  EXPECT_DOUBLE_EQ(ClusterModel(one).Seconds(TermKind::kGatherGrouped, instr::InstrKind::kAllGather, 4e6, kUneven, kUneven),
+                   4.84e-3);
+}
+
+TEST(ClusterModel, FlatAllToAllPaysEachNodesOutsideExchange) {
+  const Cluster c = TwoNodes();
+  const ClusterModel m(c);
+  // After: 0.5 on d0, 0.1 elsewhere: S'_a = 0.6, S'_b = 0.4. (n−1)·α = 5e-5, plus the larger of
+  //   β_dev·B·max s = 2e-10·1e6·0.25 = 5e-5 and
+  //   β_net·B·max_j max(S_j(1 − S'_j), S'_j(1 − S_j)): a max(0.5·0.4, 0.6·0.5) = 0.3,
+  //   b max(0.5·0.6, 0.4·0.5) = 0.3 → 3e-4.
+  const std::vector<double> post = {0.5, 0.1, 0.1, 0.1, 0.1, 0.1};
+  EXPECT_CLOSE(m.Seconds(TermKind::kAllToAll, instr::InstrKind::kAllToAll, kB, kTwoNodeShares, post), 3.5e-4);
+  // As a term: forward and its dual (shares swapped, the same exchange).
+  Term t = Collective(TermKind::kAllToAll, kB, 2);
+  t.op = instr::InstrKind::kAllToAll;
+  const TermParts parts = TermSplit(t, kTwoNodeShares, post, m);
+  EXPECT_CLOSE(parts.forward, 3.5e-4);
+  EXPECT_CLOSE(parts.backward, 3.5e-4);
+}
+
+TEST(ClusterModel, RingAllReduceCrossesTheNicOncePerRingEdge) {
+  const Cluster c = TwoNodes();
+  const ClusterModel m(c);
+  // 2(n−1)·α + 2(n−1)/n·max(β_dev, β_net)·B = 1e-4 + (10/6)·1e-3.
+  EXPECT_CLOSE(m.Seconds(TermKind::kAllReduce, instr::InstrKind::kAllReduce, kB, kTwoNodeShares, kTwoNodeShares),
+               1e-4 + 10.0 / 6.0 * 1e-3);
+}
+
+TEST(ClusterModel, HierarchicalAllReduceIsTheSlowestNodeInsidePlusOneRingAcrossNodes) {
+  const Cluster c = TwoNodes();
+  const ClusterModel m(c);
+  ASSERT_TRUE(m.hierarchical());
+  // Inside: max_j 2[(k_j−1)·α_j + (k_j−1)/k_j·β_j·B]: a 2·1e-6 + 1·1e-10·1e6 = 1.02e-4,
+  //   b 2·3·2e-6 + 1.5·2e-10·1e6 = 1.2e-5 + 3e-4 = 3.12e-4;
+  // across: 2(N−1)·α_net + 2(N−1)/N·β_net·B = 2e-5 + 1e-3. Cheaper than the ring's 1.767e-3.
+  EXPECT_CLOSE(m.Seconds(TermKind::kAllReduceHierarchical, instr::InstrKind::kAllReduce, kB, kTwoNodeShares,
+                         kTwoNodeShares),
+               3.12e-4 + 1.02e-3);
+}
+
+TEST(ClusterModel, HierarchicalAllGatherGathersInsideExchangesNodePiecesAndGathersAgain) {
+  const Cluster c = TwoNodes();
+  const ClusterModel m(c);
+  // (1) inside, grouped, k_j·α_j + β_j·B·max_i max(S_j − s_i, (k_j−1)·s_i):
+  //     a 2e-6 + 1e-10·1e6·0.25 = 2.7e-5; b 8e-6 + 2e-10·1e6·0.375 = 8.3e-5 → 8.3e-5;
+  // (2) across, (N−1)·α_net + β_net·B·max_j max(S_j·(N−1), 1 − S_j) = 1e-5 + 1e-9·1e6·0.5 = 5.1e-4;
+  // (3) inside, (k_j−1)·α_j + (k_j−1)/k_j·β_j·(1 − S_j)·B: a 1e-6 + 0.5·1e-10·0.5·1e6 = 2.6e-5,
+  //     b 6e-6 + 0.75·2e-10·0.5·1e6 = 8.1e-5 → 8.1e-5.
+  EXPECT_CLOSE(m.Seconds(TermKind::kGatherHierarchical, instr::InstrKind::kAllGather, kB, kTwoNodeShares, kTwoNodeShares),
+               8.3e-5 + 5.1e-4 + 8.1e-5);
+  // The reduce-scatter is its transpose: the same time.
+  EXPECT_CLOSE(m.Seconds(TermKind::kGatherHierarchical, instr::InstrKind::kReduceScatter, kB, kTwoNodeShares,
+                         kTwoNodeShares),
+               6.74e-4);
+}
+
+TEST(ClusterModel, NoHierarchyOnAFlatMeshOrOneDevice) {
+  Cluster c = TwoNodes();
+  c.devices[5].node = 0;  // ranks not node-major
+  const ClusterModel m(c);
+  EXPECT_FALSE(m.hierarchical());
+  EXPECT_TRUE(m.Price(TermKind::kAllReduceHierarchical).phases.empty());
+  const Cluster one = OneNode({{1e12, 1e11}}, kLink);
+  EXPECT_EQ(ClusterModel(one).Seconds(TermKind::kAllReduce, instr::InstrKind::kAllReduce, kB, {1.0}, {1.0}), 0.0);
+}
+
+TEST(ClusterModel, FlatWorldLinkPricingIsOneAlphaBetaOverTheSlowestLink) {
+  const Cluster c = TwoNodes();
+  const ClusterModel m(c, Pricing::kFlatWorldLink);
+  EXPECT_FALSE(m.hierarchical());
+  // Grouped without NICs: n·α + β_world·B·1.25 = 6e-5 + 1e-9·1e6·1.25.
+  EXPECT_CLOSE(m.Seconds(TermKind::kGatherGrouped, instr::InstrKind::kAllGather, kB, kTwoNodeShares, kTwoNodeShares),
+               6e-5 + 1.25e-3);
+  // All-to-all: (n−1)·α + β_world·B·max s = 5e-5 + 2.5e-4.
+  EXPECT_CLOSE(m.Seconds(TermKind::kAllToAll, instr::InstrKind::kAllToAll, kB, kTwoNodeShares, kTwoNodeShares), 3e-4);
+}
+
+TEST(TableSeconds, InterpolatesBetweenSamplesFloorsBelowAndExtendsAbove) {
+  const CollectiveTable t{"all_reduce", "inter_node", {{1e6, 2e-3}, {4e6, 5e-3}}};
+  EXPECT_DOUBLE_EQ(TableSeconds(t, 1e6), 2e-3);
+  EXPECT_DOUBLE_EQ(TableSeconds(t, 2e6), 3e-3);   // 2e-3 + 3e-3 · (1e6 / 3e6)
+  EXPECT_DOUBLE_EQ(TableSeconds(t, 5e5), 2e-3);   // below the first sample: its time
+  EXPECT_DOUBLE_EQ(TableSeconds(t, 1e7), 1.1e-2);  // the last segment extended: 5e-3 + 1e-3 · 6
+  const CollectiveTable one{"all_gather", "intra_node", {{1e6, 1e-3}}};
+  EXPECT_DOUBLE_EQ(TableSeconds(one, 3e6), 3e-3);  // one sample: proportional above it
+  EXPECT_DOUBLE_EQ(TableSeconds(one, 1e3), 1e-3);
+}
+
+TEST(ClusterModel, AProfiledTableReplacesTheEstimateOfItsOpOnItsLinkClass) {
+  Cluster c = TwoNodes();
+  c.collectives = {{"all_reduce", "inter_node", {{1e6, 2e-3}, {4e6, 5e-3}}},
+                   {"all_gather", "intra_node", {{1e6, 1.0}}}};
+  const ClusterModel m(c);
+  // The devices span nodes: the inter_node table prices every all-reduce, ring or hierarchical.
+  EXPECT_DOUBLE_EQ(m.Seconds(TermKind::kAllReduce, instr::InstrKind::kAllReduce, 2e6, kTwoNodeShares, kTwoNodeShares),
+                   3e-3);
+  EXPECT_DOUBLE_EQ(
+      m.Seconds(TermKind::kAllReduceHierarchical, instr::InstrKind::kAllReduce, 2e6, kTwoNodeShares, kTwoNodeShares), 3e-3);
+  // The intra_node all-gather table does not describe a collective across nodes: the estimate.
+  EXPECT_CLOSE(m.Seconds(TermKind::kGatherPadded, instr::InstrKind::kAllGather, kB, kTwoNodeShares, kTwoNodeShares),
+               1.3e-3);
+  // On one node the intra_node table applies.
+  Cluster one = OneNode({{1e12, 1e11}, {1e12, 1e11}}, kLink);
+  one.collectives = c.collectives;
+  EXPECT_DOUBLE_EQ(ClusterModel(one).Seconds(TermKind::kGatherGrouped, instr::InstrKind::kAllGather, 2e6, {0.5, 0.5},
+                                             {0.5, 0.5}),
+                   2.0);
+  // The reference system's pricing never reads tables.
+  EXPECT_CLOSE(ClusterModel(c, Pricing::kFlatWorldLink)
+                   .Seconds(TermKind::kAllReduce, instr::InstrKind::kAllReduce, kB, kTwoNodeShares, kTwoNodeShares),
+               1e-4 + 10.0 / 6.0 * 1e-3);
+}
+
+// ---- the step as the critical path of two streams (Evaluate) --------------------------------
+
+// Two devices of 1e9 FLOP/s and 1e9 B/s on a 1 GB/s link without latency: a ring all-reduce of
+// B bytes takes 2·(1/2)·1e-9·B = B·1e-9 s, a padded all-gather at even shares (1)·1e-9·B·0.5.
+Cluster FreeLatencyPair() { return OneNode({{1e9, 1e9}, {1e9, 1e9}}, Link{1e9, 0}); }
+
+Term Work(int instruction, double seconds, double forward_fraction) {  // 1e9 FLOP/s: seconds·1e9 FLOPs
+  Term t;
+  t.kind = TermKind::kComputeFull;
+  t.instruction = instruction;
+  t.coefficient = seconds * 1e9;
+  t.forward_fraction = forward_fraction;
+  return t;
+}
+Term Update(int instruction, double seconds) {
+  Term t = Work(instruction, seconds, 0);
+  t.role = TermRole::kOptimizer;
+  t.memory_bound = true;
+  return t;
+}
+Term Sync(int instruction, double bytes) {
+  Term t = Collective(TermKind::kAllReduce, bytes);
+  t.role = TermRole::kGradientSync;
+  t.op = instr::InstrKind::kAllReduce;
+  t.instruction = instruction;
+  return t;
+}
+
+// Forward fc1 (1 µs) then fc2 (2 µs); backward fc2 (4 µs) then fc1 (2 µs). W2's bucket (placed
+// at 2, ready after fc2's backward) and W1's bucket (placed at 0, ready after fc1's).
+ProgramCost TwoLayerCost(double w2_bucket_bytes) {
+  ProgramCost pc;
+  pc.overlap = true;
+  pc.terms = {Update(0, 1e-6), Sync(0, 3000), Work(1, 3e-6, 1.0 / 3), Update(2, 1e-6), Sync(2, w2_bucket_bytes),
+              Work(3, 6e-6, 1.0 / 3)};
+  return pc;
+}
+
+TEST(Evaluate, BucketsOverlapTheBackwardThatFollowsThem) {
+  const Cluster c = FreeLatencyPair();
+  const ClusterModel m(c);
+  const Estimate e = Evaluate(TwoLayerCost(1000), {}, m, 4);
+  // Forward 1e-6 + 2e-6 = 3e-6. Backward: fc2 → 7e-6; W2's bucket (1e-6) on the communication
+  // stream from 7e-6 to 8e-6 while fc1 runs to 9e-6; W1's bucket (3e-6) from max(8e-6, 9e-6)
+  // to 1.2e-5; the optimizer (2e-6) after both streams: 1.4e-5.
+  EXPECT_CLOSE(e.step_s, 1.4e-5);
+  EXPECT_CLOSE(e.compute_s, 1.1e-5);        // 3e-6 + 6e-6 + 2e-6
+  EXPECT_CLOSE(e.communication_s, 4e-6);    // 3e-6 + 1e-6
+  EXPECT_CLOSE(e.exposed_communication_s, 3e-6);  // 1.4e-5 − 1.1e-5: W1's bucket cannot hide
+  EXPECT_CLOSE(e.instruction_communication_s[2], 1e-6);
+  EXPECT_CLOSE(e.instruction_compute_s[3], 6e-6);
+}
+
+TEST(Evaluate, ABucketWaitsForThePreviousOne) {
+  const Cluster c = FreeLatencyPair();
+  const ClusterModel m(c);
+  // W2's bucket now takes 5e-6: from 7e-6 to 1.2e-5; W1's waits for it: 1.2e-5 to 1.5e-5;
+  // step 1.5e-5 + 2e-6.
+  EXPECT_CLOSE(Evaluate(TwoLayerCost(5000), {}, m, 4).step_s, 1.7e-5);
+}
+
+TEST(Evaluate, WithoutOverlapEveryTermAdds) {
+  const Cluster c = FreeLatencyPair();
+  const ClusterModel m(c);
+  ProgramCost pc = TwoLayerCost(1000);
+  pc.overlap = false;
+  const Estimate e = Evaluate(pc, {}, m, 4);
+  EXPECT_CLOSE(e.step_s, 1.5e-5);  // 1.1e-5 compute + 4e-6 communication
+  EXPECT_CLOSE(e.exposed_communication_s, 4e-6);
+}
+
+TEST(Evaluate, ZeroGathersArePrefetchedAndTheirReduceScattersOverlap) {
+  const Cluster c = FreeLatencyPair();
+  const ClusterModel m(c);
+  // W2 is ZeRO: its padded all-gather of 4000 bytes at even shares takes 1e-9·4000·0.5 = 2e-6
+  // forward, its gradient's reduce-scatter 2e-6 in backward.
+  ProgramCost pc = TwoLayerCost(1000);
+  Term gather = Collective(TermKind::kGatherPadded, 4000, 2);
+  gather.op = instr::InstrKind::kAllGather;
+  gather.role = TermRole::kParameterGather;
+  gather.instruction = 2;
+  pc.terms[4] = gather;  // instead of W2's bucket
+  const Estimate e = Evaluate(pc, {}, m, 4);
+  // Forward: fc1 to 1e-6; the gather, prefetched from 0, ends at 2e-6; fc2 waits for it and
+  // ends at 4e-6. Backward: fc2 → 8e-6; the reduce-scatter from 8e-6 to 1e-5 beside fc1
+  // (→ 1e-5); W1's bucket from 1e-5 to 1.3e-5; optimizer: 1.5e-5.
+  EXPECT_CLOSE(e.step_s, 1.5e-5);
+  EXPECT_CLOSE(e.communication_s, 7e-6);  // 2e-6 + 2e-6 + 3e-6
+}
+
+TEST(DescribeCost, ABucketIsChargedToThePlacementOfTheParameterThatCompletesIt) {
+  const ir::Graph g = Tiny();
+  const Cluster c = TwoDevices();
+  instr::Program p;
+  p.num_devices = 2;
+  p.ratios = {{0.75, 0.25}};
+  p.instructions = {Place(g, "x", 0),    Place(g, "labels", 0),      Place(g, "fc.weight"),
+                    Place(g, "fc.bias"), Compute(g, "fc", "batch0"), Compute(g, "relu", "split0"),
+                    Compute(g, "loss", "batch0")};
+  p.overlap = true;
+  // Ready order: fc.bias (placed last), then fc.weight.
+  p.buckets = {{{g.Find("fc.bias"), g.Find("fc.weight")}, instr::CollImpl::kRing}};
+  p = Checked(g, p);
+  const ProgramCost pc = DescribeCost(g, p, c, CostOptions{});
+  int syncs = 0;
+  for (const Term& t : pc.terms) {
+    if (t.role != TermRole::kGradientSync) continue;
+    ++syncs;
+    EXPECT_EQ(t.instruction, 2);      // fc.weight's placement: its gradient is ready last
+    EXPECT_EQ(t.bytes, 256.0 + 16.0);  // both gradients in one all-reduce
+    EXPECT_EQ(t.kind, TermKind::kAllReduce);
+  }
+  EXPECT_EQ(syncs, 1);
+  const Estimate e = Evaluate(pc, ProgramShares(p), c, p.instructions.size());
+  // One all-reduce of 272 bytes on 2 devices: 2α + β·272 = 2e-6 + 2.72e-7 (two separate ones
+  // cost 2.256e-6 + 2.016e-6). Nothing follows it in backward, so all of it is exposed.
+  EXPECT_CLOSE(e.communication_s, 2.272e-6);
+  EXPECT_CLOSE(e.instruction_communication_s[2], 2.272e-6);
+  EXPECT_CLOSE(e.exposed_communication_s, 2.272e-6);
+  EXPECT_CLOSE(e.step_s, e.compute_s + 2.272e-6);
 }
 
 // ---- calibration -----------------------------------------------------------------------------

@@ -52,6 +52,9 @@ Instruction Collective(const ir::Graph& g, InstrKind kind, const std::string& t,
   in.kind = kind;
   in.tensor = g.Find(t);
   in.dim = dim;
+  in.impl = kind == InstrKind::kAllReduce ? CollImpl::kRing
+            : kind == InstrKind::kAllGather || kind == InstrKind::kReduceScatter ? CollImpl::kGrouped
+                                                                                  : CollImpl::kNone;
   EXPECT_TRUE(DeriveTriple(g, in).ok());
   return in;
 }
@@ -197,6 +200,141 @@ TEST(PlanJson, RoundTripsAndRefusesACorruptedTriple) {
   absl::StatusOr<Plan> bad = PlanFromJson(g, corrupt, "p.json");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("plan 'p.json': program[6]: stated triple"), std::string::npos) << bad.status();
+}
+
+// The replicated parameters of DataParallel in ready order: placed fc1.weight, fc1.bias,
+// head.weight, head.bias, so ready head.bias, head.weight, fc1.bias, fc1.weight.
+std::vector<ValueId> ReadyOrder(const ir::Graph& g) {
+  return {g.Find("head.bias"), g.Find("head.weight"), g.Find("fc1.bias"), g.Find("fc1.weight")};
+}
+
+TEST(Program, BucketsCoverTheReplicatedParametersOnceInReadyOrder) {
+  const ir::Graph g = Tiny();
+  Program p = DataParallel(g, {0.5, 0.5});
+  EXPECT_EQ(ReplicatedParametersInReadyOrder(p), ReadyOrder(g));
+  const std::vector<ValueId> r = ReadyOrder(g);
+  p.buckets = {{{r[0], r[1]}, CollImpl::kRing}, {{r[2], r[3]}, CollImpl::kRing}};
+  ASSERT_TRUE(CheckProgram(g, p).ok()) << CheckProgram(g, p);
+  auto error = [&](const Program& q) {
+    const absl::Status st = CheckProgram(g, q);
+    EXPECT_FALSE(st.ok());
+    return std::string(st.message());
+  };
+  Program swapped = p;
+  std::swap(swapped.buckets[0].params[0], swapped.buckets[0].params[1]);
+  EXPECT_NE(error(swapped).find("bucket 0 lists 'head.weight' where 'head.bias' is expected"), std::string::npos)
+      << error(swapped);
+  Program missing = p;
+  missing.buckets[1].params.pop_back();
+  EXPECT_NE(error(missing).find("the buckets cover 3 of 4 replicated parameters; 'fc1.weight' is in none"),
+            std::string::npos);
+  Program empty = p;
+  empty.buckets.push_back({});
+  EXPECT_NE(error(empty).find("bucket 2 is empty"), std::string::npos);
+  Program padded = p;
+  padded.buckets[0].impl = CollImpl::kPadded;
+  EXPECT_NE(error(padded).find("bucket 0 has implementation 'padded'; expected ring or hierarchical"), std::string::npos);
+  Program hierarchical = p;
+  hierarchical.buckets[0].impl = CollImpl::kHierarchical;  // one node, or none given
+  EXPECT_NE(error(hierarchical).find("needs a two-level mesh"), std::string::npos);
+}
+
+TEST(Program, HierarchicalNeedsTwoNodesWithNodeMajorRanks) {
+  const ir::Graph g = Tiny();
+  Program p;
+  p.num_devices = 2;
+  p.ratios = {{0.5, 0.5}};
+  p.instructions = {Place(g, "x"), Place(g, "labels"), Place(g, "fc1.weight", 0), Place(g, "fc1.bias", 0),
+                    Place(g, "head.weight", 1), Place(g, "head.bias"), Compute(g, "fc1", "column"),
+                    Compute(g, "relu", "split1"), Compute(g, "head", "row"),
+                    Collective(g, InstrKind::kAllReduce, "head"), Compute(g, "loss", "replicated")};
+  p.instructions[9].impl = CollImpl::kHierarchical;
+  ASSERT_TRUE(BuildSplitGroups(g, p).ok());
+  EXPECT_NE(CheckProgram(g, p).message().find("instruction 9 (all_reduce 'head'): hierarchical needs a two-level mesh"),
+            std::string::npos)
+      << CheckProgram(g, p);
+  p.nodes = {{0}, {1}};
+  EXPECT_TRUE(CheckProgram(g, p).ok()) << CheckProgram(g, p);
+  EXPECT_TRUE(TwoLevelNodes({{0, 1}, {2}}, 3));
+  EXPECT_FALSE(TwoLevelNodes({{0, 2}, {1}}, 3));  // not node-major
+  EXPECT_FALSE(TwoLevelNodes({{0, 1, 2}}, 3));    // one node
+  p.nodes = {{0}, {0}};
+  EXPECT_NE(CheckProgram(g, p).message().find("do not list each of the 2 devices exactly once"), std::string::npos);
+  p.nodes = {};
+  p.instructions[9].impl = CollImpl::kGrouped;  // not an all-reduce's
+  EXPECT_NE(CheckProgram(g, p).message().find("implementation 'grouped' is not one of all_reduce's (ring or hierarchical)"),
+            std::string::npos);
+}
+
+TEST(PlanJson, VersionTwoRoundTripsBucketsOverlapAndMeshAndVersionOneStillLoads) {
+  const ir::Graph g = Tiny();
+  Plan plan;
+  plan.model = "tiny";
+  plan.batch = 8;
+  plan.cluster = "two";
+  plan.devices = {"a", "b"};
+  plan.strategy = "ddp-ev";
+  plan.program = DataParallel(g, {0.5, 0.5});
+  const std::vector<ValueId> r = ReadyOrder(g);
+  plan.program.buckets = {{{r[0], r[1], r[2]}, CollImpl::kHierarchical}, {{r[3]}, CollImpl::kRing}};
+  plan.program.overlap = true;
+  plan.program.nodes = {{0}, {1}};
+  plan.predicted_exposed_communication_s = 0.25;
+  const std::string text = PlanToJson(g, plan);
+  EXPECT_NE(text.find("\"version\": 2"), std::string::npos);
+  // head.bias 3 + head.weight 18 + fc1.bias 6 floats: 108 bytes.
+  EXPECT_NE(text.find("\"bytes\": 108.0"), std::string::npos) << text;
+  absl::StatusOr<Plan> back = PlanFromJson(g, text, "p.json");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(PlanToJson(g, *back), text);
+  EXPECT_EQ(back->program.buckets.size(), 2u);
+  EXPECT_EQ(back->program.buckets[0].impl, CollImpl::kHierarchical);
+  EXPECT_TRUE(back->program.overlap);
+  EXPECT_EQ(back->predicted_exposed_communication_s, 0.25);
+
+  // Version 1: no buckets, an all-reduce without impl is ring, a gather without impl grouped.
+  Plan v1;
+  v1.model = "tiny";
+  v1.batch = 8;
+  v1.cluster = "two";
+  v1.devices = {"a", "b"};
+  v1.program.num_devices = 2;
+  v1.program.ratios = {{0.5, 0.5}};
+  v1.program.instructions = {Place(g, "x"), Place(g, "labels"), Place(g, "fc1.weight", 0), Place(g, "fc1.bias", 0),
+                             Place(g, "head.weight", 1), Place(g, "head.bias"), Compute(g, "fc1", "column"),
+                             Compute(g, "relu", "split1"), Compute(g, "head", "row"),
+                             Collective(g, InstrKind::kAllReduce, "head"), Compute(g, "loss", "replicated")};
+  ASSERT_TRUE(BuildSplitGroups(g, v1.program).ok());
+  std::string old = PlanToJson(g, v1);
+  old.replace(old.find("\"version\": 2"), 12, "\"version\": 1");
+  const size_t impl = old.find("\"impl\": \"ring\",");
+  ASSERT_NE(impl, std::string::npos) << old;
+  old.erase(impl, std::string("\"impl\": \"ring\",").size());
+  absl::StatusOr<Plan> loaded = PlanFromJson(g, old, "old.json");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->program.instructions[9].impl, CollImpl::kRing);
+  EXPECT_TRUE(loaded->program.buckets.empty());
+
+  std::string future = text;
+  future.replace(future.find("\"version\": 2"), 12, "\"version\": 3");
+  EXPECT_EQ(PlanFromJson(g, future, "new.json").status().message(), "plan 'new.json': field 'version': 3; expected 1 or 2");
+  EXPECT_EQ(PlanHeaderFromJson(future, "new.json").status().message(),
+            "plan 'new.json': field 'version': 3; expected 1 or 2");
+}
+
+TEST(RuntimeSupports, RefusesWhatThisRuntimeCannotRunYet) {
+  const ir::Graph g = Tiny();
+  Program p = DataParallel(g, {0.5, 0.5});
+  EXPECT_TRUE(RuntimeSupports(p).ok());
+  p.overlap = true;
+  EXPECT_EQ(RuntimeSupports(p).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(RuntimeSupports(p).message().find("overlaps"), std::string::npos);
+  const std::vector<ValueId> r = ReadyOrder(g);
+  p.buckets = {{{r[0], r[1], r[2], r[3]}, CollImpl::kRing}};
+  EXPECT_NE(RuntimeSupports(p).message().find("all-reduced in 1 bucket;"), std::string::npos) << RuntimeSupports(p);
+  EXPECT_NE(RuntimeSupports(p).message().find("--flat --no-overlap"), std::string::npos);
+  p.buckets[0].impl = CollImpl::kHierarchical;
+  EXPECT_NE(RuntimeSupports(p).message().find("hierarchical"), std::string::npos);
 }
 
 TEST(RuleId, NamesRoundTripAndOnlyExactNamesParse) {

@@ -49,6 +49,17 @@ TEST(Models, Vgg19HasSixteenConvsAndThreeLinears) {
   EXPECT_EQ(g.value(g.Find("features.15.weight")).shape, (Shape{512, 512, 3, 3}));
 }
 
+TEST(Models, Vgg19Pool7IsTorchvisionsClassifier) {
+  // AdaptiveAvgPool2d(7) on the 1×1 map of a 32×32 image repeats it: 512·49 = 25088 features.
+  const Graph g = *BuildModel(*MakeModelSpec("vgg19", {"pool=7"}, 0));
+  EXPECT_EQ(g.value(g.Find("avgpool")).shape, (Shape{32, 512, 7, 7}));
+  EXPECT_EQ(g.value(g.Find("classifier.0.weight")).shape, (Shape{4096, 25088}));
+  // Convolutions: Σ (9·in·out + out) over the VGG19 configuration = 20,024,384; the classifier
+  // 25088·4096 + 4096 + 4096·4096 + 4096 + 4096·10 + 10 = 119,586,826.
+  EXPECT_EQ(g.NumParameterElements(), 20024384 + 119586826);
+  EXPECT_FALSE(MakeModelSpec("vgg19", {"pool=0"}, 0).ok() && BuildModel(*MakeModelSpec("vgg19", {"pool=0"}, 0)).ok());
+}
+
 TEST(Models, MoeReplacesEveryOtherFfnWithExperts) {
   const Graph g = *BuildModel(*MakeModelSpec("moe", {"experts=4"}, 8, Preset::kSmall));
   EXPECT_NE(g.Find("layers.0.mlp.fc1.weight"), kNoValue);

@@ -69,6 +69,15 @@ ir::Graph RandomGraph(std::mt19937& rng) {
   return *std::move(b).Finish();
 }
 
+// Every term adds and each gradient is all-reduced alone: the search's g is then exactly the
+// step time Evaluate gives (with overlap, g is only a guide; see synthesize.h).
+Strategy Additive() {
+  Strategy s;
+  s.overlap = false;
+  s.bucket_bytes = {};
+  return s;
+}
+
 TEST(Search, AStarEqualsExhaustiveEnumerationOnRandomGraphs) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<double> speed(1e9, 4e9);
@@ -81,7 +90,7 @@ TEST(Search, AStarEqualsExhaustiveEnumerationOnRandomGraphs) {
     double total = 0;
     for (double f : flops) total += f;
     for (double f : flops) ratios.push_back(f / total);
-    const Strategy s;
+    const Strategy s = Additive();
     const SynthOptions o;
     absl::StatusOr<instr::Program> p = SearchProgram(g, c, ratios, s, o);
     ASSERT_TRUE(p.ok()) << p.status();
@@ -114,7 +123,7 @@ TEST(Search, TinyGraphOptimumSplitsAllWorkEvenlyAtExactlyHalfTheFlops) {
   absl::StatusOr<Cluster> c = costmodel::ParseCluster(text, "two");
   ASSERT_TRUE(c.ok()) << c.status();
   const std::vector<double> half = {0.5, 0.5};
-  absl::StatusOr<instr::Program> p = SearchProgram(g, *c, half, Strategy{}, SynthOptions{});
+  absl::StatusOr<instr::Program> p = SearchProgram(g, *c, half, Additive(), SynthOptions{});
   ASSERT_TRUE(p.ok()) << p.status();
   absl::StatusOr<costmodel::Estimate> e = ApplyRatios(g, *c, *p, half, SynthOptions{});
   ASSERT_TRUE(e.ok()) << e.status();
@@ -126,7 +135,7 @@ TEST(Search, TinyGraphOptimumSplitsAllWorkEvenlyAtExactlyHalfTheFlops) {
       EXPECT_NE(in.rule, instr::RuleId(instr::RuleFamily::kReplicated)) << g.node(in.node).name;
     }
   }
-  EXPECT_EQ(ExhaustiveSearchCost(g, *c, half, Strategy{}, SynthOptions{}), e->step_s);
+  EXPECT_EQ(ExhaustiveSearchCost(g, *c, half, Additive(), SynthOptions{}), e->step_s);
 }
 
 TEST(RatioLp, TwoDevicesWithoutCommunicationSplitInProportionToSpeed) {
@@ -204,6 +213,250 @@ TEST(Synthesize, InfeasibleProblemNamesDeviceAndBytes) {
   EXPECT_NE(r.status().message().find("has 1000000"), std::string::npos) << r.status();
 }
 
+// ---- buckets and implementations: tiny problems with their exact optima ----------------------
+
+// x[8,16] → fc1 (W1[8,16], b1[8]) → relu → fc2 (W2[4,8], b2[4]) → cross-entropy, data parallel
+// on two devices at even ratios. FLOPs (forward / backward): fc1 2112 / 4160, relu 64 / 64,
+// fc2 544 / 1056, loss 128 / 96; at 1e9 FLOP/s and share 0.5 each FLOP costs 5e-10 s.
+// Gradient bytes in ready order (reverse placement): b2 16, W2 128, b1 32, W1 512.
+ir::Graph TwoLayer() {
+  ir::Builder b("two_layer");
+  const ir::ValueId x = b.Input("x", {8, 16});
+  ir::ValueId h = b.Linear("fc1", x, b.Parameter("fc1.weight", {8, 16}, ir::Init::Normal(0.1)),
+                           b.Parameter("fc1.bias", {8}, ir::Init::Zeros()));
+  h = b.Relu("relu", h);
+  h = b.Linear("fc2", h, b.Parameter("fc2.weight", {4, 8}, ir::Init::Normal(0.1)),
+               b.Parameter("fc2.bias", {4}, ir::Init::Zeros()));
+  b.SetLoss(b.Op("loss", ir::OpKind::kCrossEntropy, {h, b.Input("labels", {8})}));
+  return *std::move(b).Finish();
+}
+
+// Two devices of 1e9 FLOP/s whose memory is never the bottleneck (1e30 B/s), on one link.
+Cluster Pair(double bandwidth, double latency) {
+  Cluster c;
+  c.name = "pair";
+  c.nodes = {{"n0", costmodel::Link{bandwidth, latency}}};
+  c.inter_node = c.nodes[0].intra;
+  for (int i = 0; i < 2; ++i) c.devices.push_back({StrCat("d", i), "t", 0, 1e9, 1e12, 1e30});
+  return c;
+}
+
+instr::Program DataParallelTwoLayer(const ir::Graph& g) {
+  instr::Program p;
+  p.num_devices = 2;
+  p.ratios = {{0.5, 0.5}};
+  p.overlap = true;
+  auto place = [&](const char* t, int dim) {
+    instr::Instruction in;
+    in.kind = g.value(g.Find(t)).kind == ir::ValueKind::kInput ? instr::InstrKind::kPlaceInput
+                                                                : instr::InstrKind::kPlaceParameter;
+    in.tensor = g.Find(t);
+    in.dim = dim;
+    EXPECT_TRUE(instr::DeriveTriple(g, in).ok()) << t;
+    return in;
+  };
+  auto compute = [&](const char* node, instr::RuleId rule) {
+    instr::Instruction in;
+    in.kind = instr::InstrKind::kCompute;
+    in.node = g.value(g.Find(node)).producer;
+    in.rule = rule;
+    EXPECT_TRUE(instr::DeriveTriple(g, in).ok()) << node;
+    return in;
+  };
+  p.instructions = {place("x", 0),           place("labels", 0),        place("fc1.weight", -1),
+                    place("fc1.bias", -1),   compute("fc1", "batch0"),  compute("relu", "split0"),
+                    place("fc2.weight", -1), place("fc2.bias", -1),     compute("fc2", "batch0"),
+                    compute("loss", "batch0")};
+  EXPECT_TRUE(instr::BuildSplitGroups(g, p).ok());
+  EXPECT_TRUE(instr::CheckProgram(g, p).ok());
+  return p;
+}
+
+TEST(ChooseBuckets, LatencyBoundGradientsShareOneBucket) {
+  const ir::Graph g = TwoLayer();
+  const Cluster c = Pair(1e9, 1e-3);
+  const costmodel::ClusterModel m(c);
+  instr::Program p = DataParallelTwoLayer(g);
+  ChooseBuckets(g, m, Strategy{}, SynthOptions{}, p);
+  // One bucket of all 688 bytes: 2α + 688·1e-9 = 2.000688e-3 s after backward ends, against at
+  // least 4 · 2α one per parameter. 1 MiB is the first size that holds them all.
+  ASSERT_EQ(p.buckets.size(), 1u);
+  EXPECT_EQ(p.buckets[0].params, (std::vector<ir::ValueId>{g.Find("fc2.bias"), g.Find("fc2.weight"),
+                                                           g.Find("fc1.bias"), g.Find("fc1.weight")}));
+  EXPECT_EQ(p.buckets[0].impl, instr::CollImpl::kRing);  // one node: no hierarchy
+  ASSERT_TRUE(instr::CheckProgram(g, p).ok());
+  const costmodel::Estimate e =
+      costmodel::Evaluate(costmodel::DescribeCost(g, p, m, SynthOptions{}.cost), costmodel::ProgramShares(p), m, 10);
+  // Compute: (6272 + 128 + 1600 + 224) FLOPs · 5e-10 s = 4.112e-6 s, then the bucket.
+  EXPECT_NEAR(e.step_s, 4.112e-6 + 2e-3 + 688e-9, 1e-15);
+}
+
+TEST(ChooseBuckets, BandwidthBoundGradientsGoOneByOneToOverlapTheRestOfBackward) {
+  const ir::Graph g = TwoLayer();
+  const Cluster c = Pair(1e6, 0);  // β = 1e-6 s/B, no latency
+  const costmodel::ClusterModel m(c);
+  instr::Program p = DataParallelTwoLayer(g);
+  ChooseBuckets(g, m, Strategy{}, SynthOptions{}, p);
+  // One per parameter: b2 is ready after forward (1.424e-6), loss and fc2 backward
+  // (4.8e-8 + 5.28e-7), at 2e-6; the four all-reduces follow back to back (16 + 128 + 32 +
+  // 512 bytes · 1e-6) and end at 2e-6 + 6.88e-4, while one bucket could only start when fc1's
+  // backward ends at 4.112e-6.
+  ASSERT_EQ(p.buckets.size(), 4u);
+  const costmodel::Estimate e =
+      costmodel::Evaluate(costmodel::DescribeCost(g, p, m, SynthOptions{}.cost), costmodel::ProgramShares(p), m, 10);
+  EXPECT_NEAR(e.step_s, 2e-6 + 6.88e-4, 1e-15);
+  p.buckets = MakeBuckets(g, m, Strategy{}, p, 1 << 20);
+  ASSERT_EQ(p.buckets.size(), 1u);
+  EXPECT_NEAR(costmodel::Evaluate(costmodel::DescribeCost(g, p, m, SynthOptions{}.cost), costmodel::ProgramShares(p), m, 10)
+                  .step_s,
+              4.112e-6 + 6.88e-4, 1e-15);
+}
+
+TEST(RatioLp, TheOverlappedStepIsTheCriticalPathOverTheBuckets) {
+  // Devices of 3e9 and 1e9 FLOP/s, a 1 MB/s link without latency, one bucket per parameter.
+  // The step is b2's readiness (forward 2848 FLOPs + loss and fc2 backward 1152 FLOPs at the
+  // slower share) plus the four all-reduces back to back (688e-6 s, whatever the ratios): the
+  // optimum gives each device work ∝ its speed, 0.75 / 0.25, where a FLOP costs 2.5e-10 s:
+  // 4000 · 2.5e-10 + 6.88e-4.
+  const ir::Graph g = TwoLayer();
+  Cluster c = Pair(1e6, 0);
+  c.devices[0].flops = 3e9;
+  const costmodel::ClusterModel m(c);
+  instr::Program p = DataParallelTwoLayer(g);
+  p.buckets = MakeBuckets(g, m, Strategy{}, p, 0);
+  ASSERT_EQ(p.buckets.size(), 4u);
+  absl::StatusOr<std::vector<double>> r = OptimizeRatios(g, m, p, SynthOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NEAR((*r)[0], 0.75, 1e-9);
+  EXPECT_NEAR((*r)[1], 0.25, 1e-9);
+  absl::StatusOr<costmodel::Estimate> e = ApplyRatios(g, m, p, *r, SynthOptions{});
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_NEAR(e->step_s, 4000 * 2.5e-10 + 6.88e-4, 1e-15);
+}
+
+TEST(ChooseBuckets, NoBucketsWithoutOverlapSizesOrReplicatedParameters) {
+  const ir::Graph g = TwoLayer();
+  const Cluster c = Pair(1e9, 1e-3);
+  const costmodel::ClusterModel m(c);
+  instr::Program p = DataParallelTwoLayer(g);
+  Strategy none;
+  none.bucket_bytes = {};
+  ChooseBuckets(g, m, none, SynthOptions{}, p);
+  EXPECT_TRUE(p.buckets.empty());
+}
+
+// Node a: d0, d1; node b: d2..d5; NIC 1 GB/s, 10 µs; inside the nodes `intra`.
+Cluster TwoNodes(costmodel::Link intra_a, costmodel::Link intra_b) {
+  Cluster c;
+  c.name = "two";
+  c.nodes = {{"a", intra_a}, {"b", intra_b}};
+  c.inter_node = costmodel::Link{1e9, 1e-5};
+  for (int i = 0; i < 6; ++i) c.devices.push_back({StrCat("d", i), "t", i < 2 ? 0 : 1, 1e12, 1e12, 1e12});
+  return c;
+}
+
+TEST(MakeBuckets, HierarchicalWhenTheNodesAreFastInsideRingWhenNot) {
+  // One bucket of W[250, 1000] (1e6 bytes). Fast nodes (10 and 5 GB/s): hierarchical
+  // 3.12e-4 + 1.02e-3 against ring 1e-4 + (10/6)·1e-3 (cost_test prices both).
+  ir::Builder b("one");
+  const ir::ValueId x = b.Input("x", {6, 1000});
+  b.SetLoss(b.Op("loss", ir::OpKind::kCrossEntropy,
+                 {b.Linear("fc", x, b.Parameter("fc.weight", {250, 1000}, ir::Init::Normal(0.1))), b.Input("labels", {6})}));
+  const ir::Graph g = *std::move(b).Finish();
+  instr::Program p;
+  p.num_devices = 6;
+  p.ratios = {std::vector<double>(6, 1.0 / 6)};
+  instr::Instruction place;
+  place.kind = instr::InstrKind::kPlaceParameter;
+  place.tensor = g.Find("fc.weight");
+  ASSERT_TRUE(instr::DeriveTriple(g, place).ok());
+  p.instructions = {place};
+  const Cluster fast = TwoNodes({1e10, 1e-6}, {5e9, 2e-6});
+  std::vector<instr::Bucket> buckets = MakeBuckets(g, costmodel::ClusterModel(fast), Strategy{}, p, 25 << 20);
+  ASSERT_EQ(buckets.size(), 1u);
+  EXPECT_EQ(buckets[0].impl, instr::CollImpl::kHierarchical);
+  // Inside as slow as the network (1 GB/s, 10 µs): hierarchical moves 2(k−1)/k + 2(N−1)/N =
+  // 1.5 + 1 tensor sizes through the slowest link against the ring's 2(n−1)/n = 5/3.
+  const Cluster slow = TwoNodes({1e9, 1e-5}, {1e9, 1e-5});
+  buckets = MakeBuckets(g, costmodel::ClusterModel(slow), Strategy{}, p, 25 << 20);
+  EXPECT_EQ(buckets[0].impl, instr::CollImpl::kRing);
+  // --flat: never hierarchical.
+  Strategy flat;
+  flat.allow_hierarchical = false;
+  EXPECT_EQ(MakeBuckets(g, costmodel::ClusterModel(fast), flat, p, 25 << 20)[0].impl, instr::CollImpl::kRing);
+}
+
+TEST(Search, AZeroGatherIsHierarchicalOnFastNodesAndPaddedOnSlowOnes) {
+  // x[6,1000] → fc (W[250, 1000], 1e6 bytes) → cross-entropy, ZeRO only, shares 0.25, 0.25 on
+  // node a and 0.125 × 4 on node b. Fast nodes: hierarchical 6.74e-4 < padded 1.3e-3 < grouped
+  // 2.06e-3 (cost_test). Nodes as slow as the network: padded 5·1e-5 + 5·1e-9·1e6·0.25 = 1.3e-3
+  // < hierarchical 4.15e-4 + 5.1e-4 + 4.05e-4 = 1.33e-3.
+  ir::Builder b("one");
+  const ir::ValueId x = b.Input("x", {8, 1000});
+  b.SetLoss(b.Op("loss", ir::OpKind::kCrossEntropy,
+                 {b.Linear("fc", x, b.Parameter("fc.weight", {250, 1000}, ir::Init::Normal(0.1))), b.Input("labels", {8})}));
+  const ir::Graph g = *std::move(b).Finish();
+  Strategy zero = *StrategyByName("zero-even");
+  zero.allow_hierarchical = true;
+  const std::vector<double> shares = {0.25, 0.25, 0.125, 0.125, 0.125, 0.125};
+  auto gather_impl = [&](const Cluster& c) {
+    absl::StatusOr<instr::Program> p = SearchProgram(g, c, shares, zero, SynthOptions{});
+    EXPECT_TRUE(p.ok()) << p.status();
+    for (const instr::Instruction& in : p->instructions) {
+      if (in.kind == instr::InstrKind::kAllGather) return in.impl;
+    }
+    return instr::CollImpl::kNone;
+  };
+  EXPECT_EQ(gather_impl(TwoNodes({1e10, 1e-6}, {5e9, 2e-6})), instr::CollImpl::kHierarchical);
+  EXPECT_EQ(gather_impl(TwoNodes({1e9, 1e-5}, {1e9, 1e-5})), instr::CollImpl::kPadded);
+}
+
+TEST(Strategies, BaselinesAreNamedAndMegatronSaysWhatItNeeds) {
+  EXPECT_EQ(BaselineNames(), (std::vector<std::string>{"ddp-ev", "ddp-cp", "fsdp-even", "hap", "dp-ev", "dp-cp",
+                                                       "tp-even", "zero-even"}));
+  const Strategy ddp = *StrategyByName("ddp-ev");
+  EXPECT_EQ(ddp.bucket_bytes, (std::vector<double>{25 << 20}));
+  EXPECT_TRUE(ddp.overlap);
+  const Strategy hap = *StrategyByName("hap");
+  EXPECT_FALSE(hap.overlap || hap.allow_grouped || hap.allow_hierarchical || hap.allow_reduce_rules || hap.memory_rows);
+  EXPECT_TRUE(hap.flat_world_link_pricing);
+  EXPECT_TRUE(hap.bucket_bytes.empty());
+  const absl::StatusOr<Strategy> megatron = StrategyByName("megatron");
+  EXPECT_EQ(megatron.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(megatron.status().message().find("mesh-level"), std::string::npos);
+}
+
+TEST(Synthesize, TheSameInputsGiveTheSameBytesOnAMultiNodeCluster) {
+  const ir::Graph g = Model("gpt");
+  absl::StatusOr<Cluster> c = costmodel::ReadClusterFile(std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/two-node-mixed.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<std::string> plans;
+  for (int run = 0; run < 2; ++run) {
+    std::vector<Strategy> all = {Strategy{}};
+    for (auto& [name, r] : SynthesizeAll(g, *c, all, SynthOptions{})) {
+      ASSERT_TRUE(r.ok()) << name << ": " << r.status();
+      instr::Plan plan;
+      plan.program = r->program;
+      plans.push_back(instr::PlanToJson(g, plan));
+    }
+  }
+  EXPECT_EQ(plans[0], plans[1]);
+}
+
+TEST(Search, TheStateBudgetEndsASearchDeterministically) {
+  const ir::Graph g = Model("gpt");
+  const Cluster c = MakeCluster({2e12, 1e12}, {1e12, 1e12});
+  SynthOptions o;
+  o.max_states = 10;
+  int64_t expanded = 0;
+  absl::StatusOr<instr::Program> p = SearchProgram(g, c, {0.5, 0.5}, Strategy{}, o, &expanded);
+  ASSERT_EQ(p.status().code(), absl::StatusCode::kOutOfRange) << p.status();
+  EXPECT_EQ(p.status().message(),
+            "the search expanded its budget of 10 states (SynthOptions::max_states) without reaching the goal");
+  EXPECT_EQ(expanded, 10);
+  EXPECT_EQ(Synthesize(g, c, Strategy{}, o).status().code(), absl::StatusCode::kOutOfRange);
+}
+
 struct BadOption {
   std::function<void(SynthOptions&)> set;
   std::string message;
@@ -219,6 +472,8 @@ std::vector<BadOption> BadOptions() {
       {[=](SynthOptions& o) { o.time_limit_s = nan; }, "synth options: time_limit_s is nan" + seconds},
       {[](SynthOptions& o) { o.max_rounds = 0; },
        "synth options: max_rounds is 0; expected at least 1 (search ⇄ ratio rounds)"},
+      {[](SynthOptions& o) { o.max_states = 0; },
+       "synth options: max_states is 0; expected at least 1 (states one search may expand)"},
       {[](SynthOptions& o) { o.cost.parameter_state_factor = -1; },
        "synth options: cost.parameter_state_factor is -1; expected a finite number > 0 (bytes kept per parameter "
        "byte; Adam: 4, SGD: 2)"},

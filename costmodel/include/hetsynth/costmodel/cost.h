@@ -1,29 +1,38 @@
 // What a program costs on a cluster: time per training step and memory per device.
 //
 // A program is priced as a list of terms, each linear in the devices' shares of a split (the
-// fraction of a split dim a device holds) or in the maximum share, so the synthesizer can both
+// fraction of a split dim a device holds) or in a maximum over them, so the synthesizer can both
 // evaluate a program for given shares and hand the same terms to its ratio LP:
 //   compute  flops·share_i / F_i  (GEMM-class)  or  bytes·share_i / BW_i  (memory-bound),
-//            share_i = 1 for replicated work; a step time adds the slowest device per term;
-//   collectives (α–β over the slowest link of the group, forward + backward dual; one table,
-//   CollectiveCost, that TermTime, the ratio LP and the link calibration all read):
+//            share_i = 1 for replicated work; a term takes its slowest device;
+//   collectives, priced by ClusterModel (cluster_model.h) by the links they cross and the NICs
+//            they share (docs/topology.md); on one node the α–β table CollectiveCost:
 //            padded all-gather / reduce-scatter  (n−1)·(α + β·B·max_i share_i)
 //            grouped (true sizes)                n·α + β·B·max_i max(1 − share_i, (n−1)·share_i)
 //            all-to-all                          (n−1)·α + β·B·max_i share_i
 //            all-reduce (ring)                   2(n−1)·α + 2(n−1)/n·β·B
-//   a replicated parameter's gradient all-reduce once per step (its placement's dual);
+//            and hierarchical all-gather / reduce-scatter / all-reduce on two-level meshes;
+//   a replicated parameter's gradient all-reduce once per step (its placement's dual), or one
+//            per bucket of parameters;
 //   the optimizer update, bytes moved / memory bandwidth, per device holding the parameter;
 //   memory  Σ bytes·share_i (or full bytes) of parameters × optimizer factor and activations.
-// Compute and communication add (no overlap), as in the reference system (DESIGN §4).
+// A step is the critical path of two streams (Evaluate): compute (forward, then backward in
+// reverse, activation collectives and their duals blocking it) and, when the program overlaps,
+// communication (ZeRO parameter gathers prefetched in forward; bucket all-reduces and ZeRO
+// gradient reduce-scatters in backward, each starting when its gradients are ready and the
+// previous one is done); the optimizer runs after both. Without overlap every term adds, as in
+// the reference system (DESIGN §4).
 //
-//   ProgramCost pc = DescribeCost(graph, program, cluster, CostOptions{});
-//   Estimate e = Evaluate(pc, ProgramShares(program), cluster);
+//   const ClusterModel m(cluster);
+//   ProgramCost pc = DescribeCost(graph, program, m, CostOptions{});
+//   Estimate e = Evaluate(pc, ProgramShares(program), m, program.instructions.size());
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/costmodel/cluster_model.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/graph.h"
 
@@ -37,24 +46,27 @@ struct CostOptions {
   double optimizer_bytes_factor = 7.0;
 };
 
-enum class TermKind : uint8_t {
-  kComputeSplit,      // coefficient · share_i / speed_i
-  kComputeFull,       // coefficient / speed_i
-  kGatherPadded,      // all-gather / reduce-scatter, padded
-  kGatherGrouped,     // all-gather / reduce-scatter, grouped point-to-point
-  kAllToAll,
-  kAllReduce,
-  kFree,
+// Where a term runs in the step (Evaluate's two streams).
+enum class TermRole : uint8_t {
+  kStep,             // compute, or an activation collective and its backward dual: blocks compute
+  kParameterGather,  // ZeRO: a parameter's all-gather for use and its gradient's reduce-scatter
+  kGradientSync,     // the all-reduce of replicated gradients (one parameter or one bucket), backward
+  kOptimizer,        // a parameter's update, after every gradient is synchronized
 };
 
 struct Term {
   TermKind kind = TermKind::kFree;
+  TermRole role = TermRole::kStep;
   int instruction = -1;     // index in the program (or -1 during search)
   int group = -1;           // split group whose shares it uses (-1: none)
+  int group2 = -1;          // all-to-all: the split of its result (-1: the same as group)
   double coefficient = 0;   // compute: FLOPs or bytes of the whole op, forward + backward
+  double forward_fraction = 1;  // compute: the forward pass's part of coefficient, in [0, 1]
   bool memory_bound = false;  // compute: priced by memory bandwidth instead of FLOP/s
+  instr::InstrKind op = instr::InstrKind::kCompute;  // collectives: the forward collective
   double bytes = 0;         // collectives: bytes of the whole tensor
-  double times = 1;         // collectives: how often per step (2 = forward + backward dual)
+  double times = 1;         // collectives: 1 = op once (in backward for gradient syncs);
+                            // 2 = op forward and its dual in backward
 };
 
 struct MemoryTerm {
@@ -63,8 +75,9 @@ struct MemoryTerm {
 };
 
 struct ProgramCost {
-  std::vector<Term> terms;
+  std::vector<Term> terms;  // by instruction, in program order
   std::vector<MemoryTerm> memory;
+  bool overlap = false;     // the program's communication stream (instr::Program::overlap)
 };
 
 // Shares by split group: shares[g][i] = counts_i / atoms.
@@ -83,6 +96,7 @@ double NodeComputeBytes(const ir::Graph& g, ir::NodeId node);
 // Whether an op is better priced by bytes / memory bandwidth than by FLOPs / FLOP/s on the
 // cluster's average device.
 bool MemoryBound(double flops, double bytes, const Cluster& c);
+bool MemoryBound(double flops, double bytes, const ClusterModel& m);
 
 // What a collective's volume depends on in the shares s_i (i < n) of the split it uses.
 enum class ShareMeasure : uint8_t {
@@ -110,29 +124,52 @@ CollectiveCoefficients CollectiveCost(TermKind kind, int n);
 double CollectiveSeconds(const CollectiveCoefficients& k, double measure, double alpha, double beta, double bytes);
 
 // The compute term of running `node` under rule `rule` (forward + backward).
+Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& rule, const ClusterModel& m);
 Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& rule, const Cluster& c);
-// The term of a collective instruction (its implementation decides padded or grouped).
+// The term of a collective instruction: its kind and implementation decide the TermKind; a
+// parameter's all-gather (ZeRO) has the role kParameterGather.
 Term CollectiveTerm(const ir::Graph& g, const instr::Instruction& in);
-// A replicated parameter's gradient all-reduce.
-Term GradientAllReduceTerm(const ir::Graph& g, ir::ValueId param);
+// The TermKind of collective `kind` implemented as `impl` (kFree for non-collectives).
+TermKind CollectiveKind(instr::InstrKind kind, instr::CollImpl impl);
+// A replicated parameter's gradient all-reduce (ring unless `impl` says hierarchical).
+Term GradientAllReduceTerm(const ir::Graph& g, ir::ValueId param, instr::CollImpl impl = instr::CollImpl::kRing);
+// One bucket's all-reduce of its parameters' concatenated gradients.
+Term BucketTerm(const ir::Graph& g, const instr::Bucket& b);
 // The optimizer update of a parameter (memory-bound): on every device when replicated, by share
 // when sharded (the caller sets the group).
 Term OptimizerTerm(const ir::Graph& g, ir::ValueId param, bool sharded, const CostOptions& o);
 
-// Time of one term on the cluster when the split it uses has these per-device shares.
+// A term's time on the cluster (forward + backward) when the split it uses has these per-device
+// shares (`post`: the all-to-all result's; pass `shares` when it has none).
+double TermTime(const Term& t, const std::vector<double>& shares, const std::vector<double>& post,
+                const ClusterModel& m);
+double TermTime(const Term& t, const std::vector<double>& shares, const ClusterModel& m);
+// Convenience for one-off prices (builds a ClusterModel each call).
 double TermTime(const Term& t, const std::vector<double>& shares, const Cluster& c);
 
+// A term's time split into its forward part and its backward part (the optimizer's is backward).
+struct TermParts {
+  double forward = 0;   // seconds
+  double backward = 0;  // seconds
+};
+TermParts TermSplit(const Term& t, const std::vector<double>& shares, const std::vector<double>& post,
+                    const ClusterModel& m);
+
+ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const ClusterModel& m, const CostOptions& o);
 ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Cluster& c, const CostOptions& o);
 
 struct Estimate {
-  double step_s = 0;
-  double compute_s = 0;
-  double communication_s = 0;
+  double step_s = 0;                 // the critical path (without overlap: compute + communication)
+  double compute_s = 0;              // Σ compute terms (slowest device per term)
+  double communication_s = 0;        // Σ collective terms
+  double exposed_communication_s = 0;  // step_s − compute_s: communication compute does not hide
   std::vector<double> instruction_compute_s;        // per instruction
-  std::vector<double> instruction_communication_s;  // per instruction
+  std::vector<double> instruction_communication_s;  // per instruction (a bucket: at the placement
+                                                    // of the parameter that completes it)
   std::vector<double> memory_bytes;                 // per device
 };
 
+Estimate Evaluate(const ProgramCost& pc, const Shares& shares, const ClusterModel& m, size_t num_instructions);
 Estimate Evaluate(const ProgramCost& pc, const Shares& shares, const Cluster& c, size_t num_instructions);
 
 }  // namespace hetsynth::costmodel

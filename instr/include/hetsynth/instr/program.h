@@ -6,8 +6,12 @@
 // reaches the goal Reduce(loss). Only the forward program is stored: backward runs every
 // compute instruction's local backward kernel and every collective's dual, in reverse.
 // Split groups give the integer shard length of every sharded tensor on every device.
+// Gradients of replicated parameters are all-reduced in buckets (one collective per bucket, in
+// the order the gradients become ready in backward); with `overlap` they run on a
+// communication stream beside backward compute (docs/topology.md).
 //
 //   absl::Status ok = CheckProgram(graph, program);   // re-derives every triple
+//   absl::Status run = RuntimeSupports(program);      // can this build's runtime execute it?
 //   std::string json = PlanToJson(graph, plan);
 //   absl::StatusOr<Plan> back = PlanFromJson(graph_for(plan), text, "plan.json");
 #pragma once
@@ -36,15 +40,26 @@ enum class InstrKind : uint8_t {
   kSlice,           // {Identity(t)} → {Gather(t, d)}, local;  dual: zero-padded gradient
 };
 
-// How an uneven all-gather / reduce-scatter / all-to-all moves data (DESIGN §4).
+// How a collective moves data (DESIGN §4, docs/topology.md). An all-gather / reduce-scatter is
+// padded, grouped or hierarchical; an all-reduce ring or hierarchical; an all-to-all has one
+// implementation (kNone). Hierarchical needs a two-level mesh (Program::nodes).
 enum class CollImpl : uint8_t {
-  kNone,     // not a collective, or one with a single implementation (all-reduce: ring)
-  kPadded,   // every shard padded to the largest one; a standard ring collective
-  kGrouped,  // grouped point-to-point sends of the true shard sizes
+  kNone,          // not a collective, or an all-to-all (one implementation)
+  kPadded,        // every shard padded to the largest one; a standard ring collective
+  kGrouped,       // grouped point-to-point sends of the true shard sizes
+  kRing,          // all-reduce: ring over all devices
+  kHierarchical,  // inside every node, then across nodes, then inside every node again
 };
 
 std::string_view InstrKindName(InstrKind k);   // "place_input", "all_gather", ...
-std::string_view CollImplName(CollImpl c);     // "none", "padded", "grouped"
+// "none", "padded", "grouped", "ring", "hierarchical"
+std::string_view CollImplName(CollImpl c);
+// Inverse of CollImplName; false for any other text.
+bool ParseCollImpl(std::string_view name, CollImpl* out);
+// Whether `impl` is one of the implementations of collective `kind` (kNone for non-collectives
+// and all-to-all; padded, grouped or hierarchical for all-gather and reduce-scatter; ring or
+// hierarchical for all-reduce).
+bool ImplAllowed(InstrKind kind, CollImpl impl);
 
 struct Instruction {
   InstrKind kind = InstrKind::kCompute;
@@ -68,11 +83,33 @@ struct SplitGroup {
   std::vector<int64_t> counts;     // per device
 };
 
+// One all-reduce of the concatenated gradients of some replicated parameters, in backward.
+// Its collective starts once the last of them is ready (and, with overlap, once the previous
+// bucket's is done).
+struct Bucket {
+  std::vector<ir::ValueId> params;  // replicated parameters in the order their gradients become ready
+  CollImpl impl = CollImpl::kRing;  // kRing or kHierarchical
+};
+
 struct Program {
   int num_devices = 0;
   std::vector<Instruction> instructions;
   std::vector<std::vector<double>> ratios;  // [segment][device], each row sums to 1
   std::vector<SplitGroup> groups;
+  // The devices of each node (ranks, ascending), node by node; empty: unknown (one group, no
+  // hierarchical collectives). Hierarchical implementations need two or more nodes with ranks
+  // node-major (each node's ranks contiguous, nodes in order).
+  std::vector<std::vector<int>> nodes;
+  // Gradient synchronization of replicated parameters (DESIGN §2's all-reduce dual of an
+  // Identity placement). Empty: one all-reduce per parameter, run when backward reaches its
+  // placement. Otherwise every replicated parameter is in exactly one bucket, and the buckets'
+  // parameters, concatenated, are the replicated parameters in reverse placement order (the
+  // order their gradients become ready in backward).
+  std::vector<Bucket> buckets;
+  // Gradient all-reduces (buckets) and reduce-scatters of ZeRO gradients run on a communication
+  // stream overlapping the rest of backward (the optimizer waits for them), and ZeRO
+  // parameters are all-gathered ahead of use on that stream. false: every collective blocks.
+  bool overlap = false;
 
   // The group holding a Gather property; -1 if none.
   int GroupOf(const Property& p) const;
@@ -101,8 +138,24 @@ std::vector<int64_t> RoundShares(const std::vector<double>& ratios, int64_t tota
 // Re-verifies a program from the triples: every instruction's triple matches its definition,
 // every precondition holds where used, each node is computed at most once, each parameter is
 // placed exactly once, the goal Reduce(loss) (or Identity(loss)) is reached, split groups are
-// consistent and their counts sum to their atoms. The error names the instruction.
+// consistent and their counts sum to their atoms, every collective's implementation is one of
+// its kind's (hierarchical only on a two-level `nodes`), and the buckets cover the replicated
+// parameters in ready order. The error names the instruction or bucket.
 absl::Status CheckProgram(const ir::Graph& g, const Program& p);
+
+// The replicated parameters (placed as Identity) in the order their gradients become ready in
+// backward: reverse placement order. What CheckProgram requires buckets to list.
+std::vector<ir::ValueId> ReplicatedParametersInReadyOrder(const Program& p);
+
+// Whether `nodes` describes a two-level mesh of `num_devices` ranks: two or more nodes, each
+// non-empty, ranks 0..n−1 node-major. What hierarchical collectives need.
+bool TwoLevelNodes(const std::vector<std::vector<int>>& nodes, int num_devices);
+
+// OK when this build's runtime can execute the program exactly as planned; otherwise
+// FailedPrecondition naming the first feature it cannot run yet (an instruction's
+// implementation, buckets, overlap) and how to get a plan it can. The runtime updates this
+// function as it learns the features; `hetsynth train --plan` and `bench` ask it before running.
+absl::Status RuntimeSupports(const Program& p);
 
 // A plan: the program plus what it was made for and what it is predicted to cost.
 struct Plan {
@@ -114,11 +167,12 @@ struct Plan {
   std::vector<std::string> devices;      // device names in rank order
   std::vector<double> device_flops;      // their FLOP/s (empty in plans that predate it); the
                                          // runtime emulates relative speeds from it
-  std::string strategy;                  // "synthesized", "dp-ev", "dp-cp", "tp-even", "zero-even"
+  std::string strategy;                  // "synthesized" or a baseline's name (synth::BaselineNames)
   Program program;
   double predicted_step_time_s = 0;
   double predicted_compute_s = 0;
   double predicted_communication_s = 0;
+  double predicted_exposed_communication_s = 0;  // step time not covered by compute (s)
   std::vector<double> instruction_compute_s;        // per instruction, slowest device
   std::vector<double> instruction_communication_s;  // per instruction (forward + backward)
   std::vector<double> predicted_memory_bytes;  // per device

@@ -1,26 +1,41 @@
-// Plan synthesis: from a model graph and a cluster, the SPMD program and sharding ratios that
-// train fastest under the cost model, within every device's memory.
+// Plan synthesis: from a model graph and a cluster, the SPMD program, sharding ratios, collective
+// implementations and gradient buckets that train fastest under the cost model, within every
+// device's memory.
 //
 // It alternates two exact steps (DESIGN §3):
 //   1. Search: best-first A* over property sets, one operator per step (placements and
-//      collectives fused into the step that needs them), each tensor computed once and
-//      communicated at most once, dead properties dropped, a best-cost table per state, and the
-//      admissible heuristic "remaining compute at these ratios, with no communication". States
-//      whose memory exceeds a device's capacity at the current ratios are pruned.
-//   2. Ratios: for the program found, Z3 minimizes the step time over the ratios of the device
-//      classes (identical devices share a ratio) subject to every class's memory capacity.
-// starting from ratios ∝ FLOP/s and stopping when the step time stops improving. Baselines are
-// the same search restricted to their strategy, at fixed ratios.
+//      collectives fused into the step that needs them, each collective with its cheapest
+//      implementation at the current ratios), each tensor computed once and communicated at most
+//      once, dead properties dropped, a best-cost table per state, and the admissible heuristic
+//      "remaining compute at these ratios, with no communication". g adds every term's time —
+//      an additive guide, not the step: gradient synchronization, which the step overlaps with
+//      backward, is charged `gradient_sync_weight` × its time (bucket latency amortized), and the
+//      alternation runs with weights 1 and 0.1 (full price, mostly hidden). States whose memory
+//      exceeds a device's capacity at the current ratios are pruned when no ratios can fit them.
+//   2. Buckets and ratios: for the program found, the bucket size (one per parameter, 1, 4, 25
+//      or 100 MiB) and each bucket's implementation that give the shortest critical path
+//      (costmodel::Evaluate), then Z3 minimizes that critical path over the ratios of the device
+//      classes subject to every class's memory capacity.
+// starting from ratios ∝ FLOP/s and even ratios and stopping when the step time stops improving;
+// every baseline's program is re-optimized too, and the best plan's largest parameters are tried
+// replicated ↔ ZeRO under the critical path. Baselines are the same search restricted to their
+// strategy (synth::BaselineNames, docs/baselines.md), at fixed ratios. Every result is priced by
+// the topology cost model (docs/topology.md), whatever a baseline searched with.
 //
-//   absl::StatusOr<SynthResult> r = Synthesize(graph, cluster, SynthOptions{});
-//   absl::StatusOr<SynthResult> dp = Baseline(graph, cluster, "dp-ev", SynthOptions{});
+// Determinism: nothing depends on the clock. The search stops after `max_states` expansions
+// (deterministically); `time_limit_s` is only a safety stop that fails the whole synthesis.
+//
+//   absl::StatusOr<SynthResult> r = Synthesize(graph, cluster, Strategy{}, SynthOptions{});
+//   auto all = SynthesizeAll(graph, cluster, {Strategy{}, *StrategyByName("hap")}, SynthOptions{});
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/costmodel/cluster_model.h"
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/graph.h"
@@ -29,9 +44,14 @@ namespace hetsynth::synth {
 
 struct SynthOptions {
   costmodel::CostOptions cost;  // both factors finite and > 0
-  double time_limit_s = 60;     // wall-clock budget for the whole synthesis, seconds; finite, > 0
-  int max_rounds = 8;           // search ⇄ ratio rounds; >= 1
-  bool memory_limits = true;    // enforce each device's memory capacity
+  // Safety stop, seconds of wall clock for one Synthesize call; finite, > 0. Exceeding it fails
+  // with DeadlineExceeded (never a different plan): results do not depend on the clock.
+  double time_limit_s = 600;
+  int max_rounds = 8;             // search ⇄ ratio rounds; >= 1
+  // States one search may expand before it gives up (OutOfRange; the alternation keeps the
+  // best program of earlier rounds); >= 1. Deterministic, unlike a time budget.
+  int64_t max_states = 4000000;
+  bool memory_limits = true;      // enforce each device's memory capacity
 };
 
 // InvalidArgument naming the first bad field, its value and the range expected; OK otherwise.
@@ -48,10 +68,23 @@ struct Strategy {
   bool allow_replicated_params = true;
   bool allow_sharded_params = true;  // owned slices (tensor parallel)
   bool allow_zero_params = true;     // stored sharded, all-gathered for use (ZeRO-3)
+  bool allow_reduce_rules = true;    // rules with a Reduce (partial-sum) result other than the loss
+  bool allow_grouped = true;         // grouped all-gather / reduce-scatter (else padded)
+  bool allow_hierarchical = true;    // hierarchical collectives on a two-level mesh
+  bool overlap = true;               // a communication stream beside compute (Program::overlap)
+  // Gradient bucket sizes to choose from, bytes; 0 = one bucket per parameter. Empty: no
+  // buckets (one blocking all-reduce per parameter).
+  std::vector<double> bucket_bytes = {0, 1 << 20, 4 << 20, 25 << 20, 100 << 20};
+  // Search and ratio LP price collectives as the reference system did (ClusterModel's
+  // kFlatWorldLink); the result is still priced by topology. `hap` only.
+  bool flat_world_link_pricing = false;
+  bool memory_rows = true;           // the LP and the search respect memory (else ignore it)
 };
 
-// "synthesized", "dp-ev", "dp-cp", "tp-even", "zero-even"; error lists the names.
+// "synthesized" or a baseline (BaselineNames); "megatron" says what it still needs. The error
+// lists the names.
 absl::StatusOr<Strategy> StrategyByName(const std::string& name);
+// ddp-ev, ddp-cp, fsdp-even, hap, dp-ev, dp-cp, tp-even, zero-even (docs/baselines.md).
 std::vector<std::string> BaselineNames();
 
 struct SynthResult {
@@ -67,10 +100,34 @@ struct SynthResult {
 absl::StatusOr<SynthResult> Synthesize(const ir::Graph& g, const costmodel::Cluster& c,
                                        const Strategy& strategy, const SynthOptions& o);
 
-// The search alone at fixed per-device ratios (exposed for tests and benchmarks).
+// Every baseline synthesized once, then each strategy of `strategies` (a baseline's name gets
+// that baseline's result; any other, e.g. "synthesized", is synthesized with the baselines'
+// programs as extra starting points instead of searching them again). Results in the order of
+// `strategies`. What `hetsynth synth` and `bench` call.
+std::vector<std::pair<std::string, absl::StatusOr<SynthResult>>> SynthesizeAll(
+    const ir::Graph& g, const costmodel::Cluster& c, const std::vector<Strategy>& strategies, const SynthOptions& o);
+
+// The search alone at fixed per-device ratios (exposed for tests and benchmarks): the program
+// with its collectives' implementations and the strategy's overlap, without buckets.
+// `gradient_sync_weight` scales the gradient synchronization the search charges (see above).
 absl::StatusOr<instr::Program> SearchProgram(const ir::Graph& g, const costmodel::Cluster& c,
                                              const std::vector<double>& ratios, const Strategy& s,
-                                             const SynthOptions& o, int64_t* states_expanded = nullptr);
+                                             const SynthOptions& o, int64_t* states_expanded = nullptr,
+                                             double gradient_sync_weight = 1.0);
+absl::StatusOr<instr::Program> SearchProgram(const ir::Graph& g, const costmodel::ClusterModel& m,
+                                             const std::vector<double>& ratios, const Strategy& s,
+                                             const SynthOptions& o, int64_t* states_expanded = nullptr,
+                                             double gradient_sync_weight = 1.0);
+
+// The buckets for a program's replicated parameters that give the shortest step at its ratios
+// among the strategy's bucket sizes (each bucket ring or hierarchical, whichever is cheaper);
+// ties go to the earlier size. Sets p.buckets (empty without replicated parameters or sizes).
+void ChooseBuckets(const ir::Graph& g, const costmodel::ClusterModel& m, const Strategy& s,
+                   const SynthOptions& o, instr::Program& p);
+// Buckets of at most `bytes` (0: one per parameter), closed when the next gradient would pass
+// the size, in ready order; each with the cheaper implementation by `m`.
+std::vector<instr::Bucket> MakeBuckets(const ir::Graph& g, const costmodel::ClusterModel& m, const Strategy& s,
+                                       const instr::Program& p, double bytes);
 
 // The cost of the best program found by trying every choice with no pruning (exponential:
 // tests compare it with SearchProgram on small graphs). Infinity when there is none.
@@ -81,9 +138,14 @@ double ExhaustiveSearchCost(const ir::Graph& g, const costmodel::Cluster& c, con
 // when o.memory_limits); an error when no ratios fit the memory.
 absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const costmodel::Cluster& c,
                                                    const instr::Program& p, const SynthOptions& o);
+absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const costmodel::ClusterModel& m,
+                                                   const instr::Program& p, const SynthOptions& o);
 
 // Sets the program's ratios (one segment), rebuilds its split groups and prices it.
 absl::StatusOr<costmodel::Estimate> ApplyRatios(const ir::Graph& g, const costmodel::Cluster& c,
+                                                instr::Program& p, const std::vector<double>& ratios,
+                                                const SynthOptions& o);
+absl::StatusOr<costmodel::Estimate> ApplyRatios(const ir::Graph& g, const costmodel::ClusterModel& m,
                                                 instr::Program& p, const std::vector<double>& ratios,
                                                 const SynthOptions& o);
 
