@@ -79,6 +79,15 @@ struct ExpertRoutes {
   int expert_operand = kNoOperand;        // the operand whose dim 0 counts experts
 };
 
+// An input that holds integers (class labels, token ids) that index a dim of another input:
+// values in [0, n) with n = dim `bound_dim` of input `bound_input`. Data files and batches fed
+// to such an input are checked against n (runtime/data.h); it carries no gradient.
+struct IntegerInput {
+  int input = kNoOperand;        // the integer input; kNoOperand: none
+  int bound_input = kNoOperand;  // the input whose dim bounds the integers
+  int bound_dim = 0;             // that dim; negative counts from the end
+};
+
 // Output shape for input shapes already checked for arity and positive dims; the error says
 // which input and what was expected (the caller adds the node).
 using ShapeFn = absl::StatusOr<Shape> (*)(const std::vector<Shape>& inputs, const Attrs& attrs);
@@ -101,6 +110,7 @@ struct OpDef {
   int max_inputs = 1;  // kVariadic: no upper bound
   // Bit i set: input i gets no gradient (integer ids and labels; routes that only select).
   uint32_t no_grad_inputs = 0;
+  IntegerInput integer_input;  // ids or labels, if the op takes them
   ComputeClass compute = ComputeClass::kMemoryBound;
   ShapeFn shape = nullptr;
   FlopsFn flops = nullptr;
