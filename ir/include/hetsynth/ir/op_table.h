@@ -1,13 +1,15 @@
 // The operator table: everything the modules above ir need to know about an operator kind, in
-// one entry per kind (ir/src/op_table.cc), in the order of HETSYNTH_IR_OPS (op.h) — checked at
-// compile time. An entry holds the op's name and attributes, its arity, which inputs carry a
-// gradient, its compute class (for the cost model), its shape inference and FLOP count, how
-// instr builds its sharding rules, and what a device must change to run it on pieces.
+// one entry per kind (ir/src/op_table.cc), in the order of HETSYNTH_IR_OPS (op_kind.h) —
+// checked at compile time. An entry holds the op's name and attributes, its arity, which inputs
+// carry a gradient, its compute class (for the cost model), its shape inference and FLOP
+// count, how instr builds its sharding rules, and what a device must change to run it on
+// pieces.
 //
-// Adding an elementwise unary op (say sigmoid) takes one X line in op.h and one entry here,
+// Adding an elementwise unary op (say sigmoid) takes one X line in op_kind.h and one entry here,
 // e.g. {.kind = OpKind::kSigmoid, .shape = SameShape, .flops = PerOutput<4, 4>,
 // .sharding = {.family = Sharding::Family::kKeepDims}} — its sharding rules, local pieces and
-// cost then follow from the entry; only its kernels remain to be written (runtime/).
+// cost then follow from the entry; only its math remains to be written (its forward and
+// derivative in runtime/ops/unary_math.h, from which both backends' kernels are generated).
 //
 //   const ir::OpDef& def = ir::DefOf(node.kind);
 //   if (def.max_inputs != ir::kVariadic && node.inputs.size() > def.max_inputs) ...
