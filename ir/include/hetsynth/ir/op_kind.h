@@ -23,6 +23,8 @@ namespace hetsynth::ir {
 //   mul                  (a, b) -> shape(a); elementwise, same broadcast rule as add
 //   relu                 (x) -> shape(x)
 //   gelu                 (x) -> shape(x); exact: x·Φ(x) = 0.5·x·(1 + erf(x/√2))
+//   sigmoid              (x) -> shape(x); 1/(1 + e^−x)
+//   tanh                 (x) -> shape(x)
 //   dropout              (x) -> shape(x); attrs p, seed; identity when p == 0
 //   layer_norm           (x[..., C], gamma[C], beta[C]) -> [..., C]; attr eps; biased variance
 //   softmax              (x) -> shape(x); over the last dim
@@ -53,6 +55,8 @@ namespace hetsynth::ir {
   X(Mul, "mul")                                     \
   X(Relu, "relu")                                   \
   X(Gelu, "gelu")                                   \
+  X(Sigmoid, "sigmoid")                             \
+  X(Tanh, "tanh")                                   \
   X(Dropout, "dropout")                             \
   X(LayerNorm, "layer_norm")                        \
   X(Softmax, "softmax")                             \

@@ -34,7 +34,9 @@
 // The unary ops whose math is below, X(CamelName) as in HETSYNTH_IR_OPS: each gets generated
 // CPU kernels and GPU operators and launches.
 #define HETSYNTH_UNARY_MATH_OPS(X) \
-  X(Relu)
+  X(Relu)                          \
+  X(Sigmoid)                       \
+  X(Tanh)
 
 namespace hetsynth::runtime::ops {
 
@@ -66,6 +68,41 @@ template <>
 struct UnaryMath<ir::OpKind::kRelu> {
   static HS_HD float Forward(float x) { return x > 0.0f ? x : 0.0f; }
   static HS_HD float Backward(float x, float, float g, float acc) { return acc + (x > 0.0f ? g : 0.0f); }
+};
+
+// sigmoid(x) = 1/(1 + e^−x), computed from e = e^−|x| ∈ [0, 1] as 1/(1 + e) for x >= 0 and
+// e/(1 + e) below: e never overflows, and the small values of the negative tail keep their
+// relative accuracy down to x = −87, below which the result is 0 (ExpF's cut-off; the exact
+// value is under 1.7e-38 there). σ' = y·(1 − y).
+template <>
+struct UnaryMath<ir::OpKind::kSigmoid> {
+  static HS_HD float Forward(float x) {
+    const float e = ExpF(-fabsf(x));
+    return (x >= 0.0f ? 1.0f : e) / (1.0f + e);
+  }
+  static HS_HD float Backward(float, float y, float g, float acc) { return fmaf(g, y * (1.0f - y), acc); }
+};
+
+// tanh as Cephes' tanhf, on z = |x| with the sign of x put back (tanh is odd; −0 stays −0):
+// for z < 0.625 the polynomial z + z·s·P(s), s = z², else 1 − 2/(e^{2z} + 1). z is capped at
+// 9.1 there: beyond it tanh rounds to 1 in float, and e^{2z} would overflow (NaN is kept: the
+// cap compares with >). tanh' = 1 − y².
+template <>
+struct UnaryMath<ir::OpKind::kTanh> {
+  static HS_HD float Forward(float x) {
+    const float z = fabsf(x);
+    const float s = z * z;
+    float p = -5.70498872745e-3f;
+    p = fmaf(p, s, 2.06390887954e-2f);
+    p = fmaf(p, s, -5.37397155531e-2f);
+    p = fmaf(p, s, 1.33314422036e-1f);
+    p = fmaf(p, s, -3.33332819422e-1f);
+    const float small = fmaf(p * s, z, z);
+    const float e = ExpF(2.0f * (z > 9.1f ? 9.1f : z));
+    const float large = 1.0f - 2.0f / (e + 1.0f);
+    return copysignf(z < 0.625f ? small : large, x);
+  }
+  static HS_HD float Backward(float, float y, float g, float acc) { return fmaf(g, fmaf(-y, y, 1.0f), acc); }
 };
 
 // y[i] = f(x[i]).
