@@ -32,9 +32,6 @@ using Runner = std::function<absl::Status()>;
 absl::StatusOr<std::string> ReadText(const std::string& path, const char* what);
 // A plan file and the model it was made for, rebuilt from its header.
 absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& path);
-// For --backend cuda: OK when this build has CUDA and a GPU is visible; else the exit-2 error
-// "--backend cuda: no GPU: <reason>".
-absl::Status RequireGpu();
 // The synthesized strategy, restricted by --flat (no hierarchical collectives) and --no-overlap
 // (no communication stream, no buckets): what `synth` and `bench` plan with.
 synth::Strategy SynthesizedStrategy(bool flat, bool no_overlap);

@@ -242,13 +242,6 @@ absl::StatusOr<std::string> ReadText(const std::string& path, const char* what) 
   return ss.str();
 }
 
-
-absl::Status RequireGpu() {
-  const runtime::CudaInfo info = runtime::ProbeCuda();
-  if (info.devices > 0) return absl::OkStatus();
-  return absl::InvalidArgumentError(StrCat("--backend cuda: no GPU: ", info.reason));
-}
-
 absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& path) {
   HS_ASSIGN_OR_RETURN(std::string text, ReadText(path, "plan"));
   HS_ASSIGN_OR_RETURN(instr::Plan header, instr::PlanHeaderFromJson(text, path));

@@ -32,7 +32,6 @@ class RuleSet {
            int64_t max_atoms = 0, bool bias_once = false) {
     ComputeRule r;
     r.id = id;
-    r.name = RuleName(id);
     r.pre = std::move(pre);
     r.post = post;
     r.work = work;

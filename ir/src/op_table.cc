@@ -398,6 +398,10 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
      .sharding = {.family = F::kKeepDims}},
     {.kind = OpKind::kGelu, .shape = SameShape, .flops = PerOutput<8, 12>,
      .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kSigmoid, .shape = SameShape, .flops = PerOutput<4, 3>,
+     .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kTanh, .shape = SameShape, .flops = PerOutput<4, 3>,
+     .sharding = {.family = F::kKeepDims}},
     {.kind = OpKind::kDropout, .attrs = {"p", "seed"}, .shape = DropoutShape, .flops = DropoutFlops,
      .sharding = {.family = F::kKeepDims}, .locate = {.operand = kOutputOperand}},
     {.kind = OpKind::kLayerNorm, .attrs = {"eps"}, .min_inputs = 3, .max_inputs = 3,
@@ -414,7 +418,7 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
      .sharding = {.family = F::kKeepDims, .whole_trailing_dims = 2}},
     // ids are integers: no gradient; a vocab split needs the first table row.
     {.kind = OpKind::kEmbedding, .min_inputs = 2, .max_inputs = 2, .no_grad_inputs = Input(0),
-     .shape = EmbeddingShape, .flops = PerOutput<0, 1>, .locate = {.operand = 1, .dim = 0}},
+     .integer_input = {.input = 0, .bound_input = 1, .bound_dim = 0}, .shape = EmbeddingShape, .flops = PerOutput<0, 1>, .locate = {.operand = 1, .dim = 0}},
     {.kind = OpKind::kConv2d, .attrs = {"kernel", "stride", "padding"}, .min_inputs = 2,
      .max_inputs = 3, .compute = ComputeClass::kGemm, .shape = Conv2dShape, .flops = Conv2dFlops},
     {.kind = OpKind::kMaxPool2d, .attrs = {"kernel", "stride"}, .shape = MaxPool2dShape,
@@ -433,7 +437,7 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
      .local_attrs = ShapeIsPiece},
     // labels are integers: no gradient; a row split divides by the global number of positions.
     {.kind = OpKind::kCrossEntropy, .min_inputs = 2, .max_inputs = 2, .no_grad_inputs = Input(1),
-     .shape = CrossEntropyShape, .flops = PerInput<4, 3>, .locate = {.operand = 0}},
+     .integer_input = {.input = 1, .bound_input = 0, .bound_dim = -1}, .shape = CrossEntropyShape, .flops = PerInput<4, 3>, .locate = {.operand = 0}},
     // Slot assignment depends on every token in order, so the gate only runs replicated.
     {.kind = OpKind::kTopKGate, .attrs = {"k", "capacity"}, .shape = TopKGateShape,
      .flops = PerInput<6, 6>, .sharding = {.family = F::kReplicatedOnly}},
@@ -486,10 +490,18 @@ constexpr bool Complete() {
     if (d.shape == nullptr || d.flops == nullptr || d.min_inputs < 1) return false;
     if (d.max_inputs != kVariadic && d.max_inputs < d.min_inputs) return false;
     if (d.sharding.family != F::kKeepDims && d.sharding.whole_trailing_dims != 0) return false;
+    // Integers carry no gradient, and both inputs named exist in every node of the op.
+    const IntegerInput& ii = d.integer_input;
+    if (ii.input != kNoOperand) {
+      if (ii.input < 0 || ii.input >= d.min_inputs || (d.no_grad_inputs >> ii.input & 1u) == 0) return false;
+      if (ii.bound_input < 0 || ii.bound_input >= d.min_inputs) return false;
+    }
   }
   return true;
 }
-static_assert(Complete(), "ir/src/op_table.cc: an entry lacks its shape or FLOPs function or has a bad arity");
+static_assert(Complete(),
+              "ir/src/op_table.cc: an entry lacks its shape or FLOPs function, has a bad arity, or an "
+              "integer input that is not a no-grad input");
 
 }  // namespace
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "hetsynth/ir/graph.h"
 #include "hetsynth/ir/graph_json.h"
@@ -184,6 +185,16 @@ TEST(OpTable, IntegerInputsGetNoGradientAndGemmsAreTheMatrixOps) {
   EXPECT_FALSE(IsDifferentiableInput(OpKind::kMoEDispatch, 1));  // the route only selects
   EXPECT_TRUE(IsDifferentiableInput(OpKind::kMoECombine, 1));    // the route carries gate weights
   EXPECT_TRUE(IsDifferentiableInput(OpKind::kConcat, 40));
+  // Labels index the logits' last dim, ids the table's rows; no other op takes integers.
+  std::vector<OpKind> integers;
+  for (const OpDef& def : OpTable()) {
+    if (def.integer_input.input != kNoOperand) integers.push_back(def.kind);
+  }
+  EXPECT_EQ(integers, (std::vector<OpKind>{OpKind::kEmbedding, OpKind::kCrossEntropy}));
+  const IntegerInput labels = DefOf(OpKind::kCrossEntropy).integer_input;
+  EXPECT_EQ(std::tuple(labels.input, labels.bound_input, labels.bound_dim), std::tuple(1, 0, -1));
+  const IntegerInput ids = DefOf(OpKind::kEmbedding).integer_input;
+  EXPECT_EQ(std::tuple(ids.input, ids.bound_input, ids.bound_dim), std::tuple(0, 1, 0));
   std::vector<OpKind> gemm;
   for (const OpDef& def : OpTable()) {
     if (IsGemmLike(def.kind)) gemm.push_back(def.kind);

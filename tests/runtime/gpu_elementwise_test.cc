@@ -38,8 +38,43 @@ std::vector<std::pair<ir::Shape, ir::Shape>> BroadcastPairs() {
 TYPED_TEST(GpuElementwiseTest, Relu) {
   using X = TypeParam;
   for (const ir::Shape& s : {ir::Shape{5}, ir::Shape{3, 4, 7}, ir::Shape{1}}) {
-    ExpectMatchesCpu(this->x(), RandomCase(ir::OpKind::kRelu, {s}), &gpu::ReluForward<X>, &gpu::ReluBackward<X>);
+    OpCase c = RandomCase(ir::OpKind::kRelu, {s});
+    c.tol = 0.0;  // shared math (runtime/ops/unary_math.h): the same bits
+    ExpectMatchesCpu(this->x(), c, &gpu::ReluForward<X>, &gpu::ReluBackward<X>);
   }
+}
+
+// The ops whose math is shared (runtime/ops/unary_math.h) compute the CPU's bits exactly: on
+// the host, and on a GPU, where nvcc compiles the same functions (nothing in them can be fused
+// differently). Random values, a range reaching both tails, and the special points: signed
+// zeros, the switches of tanh (|x| = 0.625) and of its cap (9.1), ExpF's cut-off (−87), tiny
+// and huge values, infinities.
+template <class X, class Fwd, class Bwd>
+void ExpectSameBits(X& x, ir::OpKind kind, Fwd fwd, Bwd bwd) {
+  for (const ir::Shape& s : {ir::Shape{5}, ir::Shape{3, 4, 7}, ir::Shape{1}, ir::Shape{2, 1, 9}}) {
+    OpCase c = RandomCase(kind, {s});
+    c.tol = 0.0;
+    ExpectMatchesCpu(x, c, fwd, bwd);
+  }
+  OpCase wide = RandomCase(kind, {{4, 257}});
+  wide.inputs[0] = RandomTensor({4, 257}, 11, -30.0f, 30.0f);
+  wide.tol = 0.0;
+  ExpectMatchesCpu(x, wide, fwd, bwd);
+  OpCase special = RandomCase(kind, {{16}});
+  special.inputs[0].data = {0.0f,    -0.0f,  0.625f, -0.625f, 0.62499994f, 9.1f,   -9.1f,   9.100001f,
+                            -87.0f,  -87.1f, 88.0f,  1e-30f,  -1e-38f,     1e-45f, INFINITY, -INFINITY};
+  special.tol = 0.0;
+  ExpectMatchesCpu(x, special, fwd, bwd);
+}
+
+TYPED_TEST(GpuElementwiseTest, SigmoidSameBitsAsCpu) {
+  using X = TypeParam;
+  ExpectSameBits(this->x(), ir::OpKind::kSigmoid, &gpu::SigmoidForward<X>, &gpu::SigmoidBackward<X>);
+}
+
+TYPED_TEST(GpuElementwiseTest, TanhSameBitsAsCpu) {
+  using X = TypeParam;
+  ExpectSameBits(this->x(), ir::OpKind::kTanh, &gpu::TanhForward<X>, &gpu::TanhBackward<X>);
 }
 
 TYPED_TEST(GpuElementwiseTest, Add) {

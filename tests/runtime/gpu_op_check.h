@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -78,7 +79,8 @@ struct OpCase {
   bool has_shard = false;
   ShardInfo shard;
   int64_t step = 0;
-  double tol = 1e-5;  // max |gpu − cpu| <= tol · max(max |cpu|, 1e-6), per output
+  double tol = 1e-5;  // max |gpu − cpu| <= tol · max(max |cpu|, 1e-6), per output; 0: the same
+                      // bits (signed zeros and NaNs included)
   uint32_t seed = 7;  // for the output gradient
 };
 
@@ -115,6 +117,17 @@ inline double RelativeError(const Tensor& got, const Tensor& ref) {
     scale = std::max(scale, std::fabs(r));
   }
   return diff / scale;
+}
+
+// The first element whose bits differ, as a message; empty when the tensors are identical.
+inline std::string BitDifference(const Tensor& got, const Tensor& ref) {
+  if (got.shape != ref.shape) return StrCat("shape ", ir::ShapeString(got.shape), " vs ", ir::ShapeString(ref.shape));
+  for (size_t i = 0; i < ref.data.size(); ++i) {
+    if (std::memcmp(&got.data[i], &ref.data[i], sizeof(float)) != 0) {
+      return StrCat("element ", i, " is ", got.data[i], "; expected the bits of ", ref.data[i]);
+    }
+  }
+  return "";
 }
 
 inline ir::Node CaseNode(const OpCase& c) {
@@ -170,10 +183,16 @@ void ExpectMatchesCpu(X& x, const OpCase& c, Fwd gpu_forward, Bwd gpu_backward) 
   const std::string what = StrCat(ir::OpName(c.kind), " on ", c.inputs.empty() ? "" : ir::ShapeString(c.inputs[0].shape));
   const double fwd = RelativeError(x.Download(out), cpu_out);
   EXPECT_LE(fwd, c.tol) << what << ": forward output";
+  if (c.tol == 0) {
+    EXPECT_EQ(BitDifference(x.Download(out), cpu_out), "") << what << ": forward output";
+  }
   for (size_t i = 0; i < c.inputs.size(); ++i) {
     if (!cpu_din[i]) continue;
     const double err = RelativeError(x.Download(store[i]), cpu_store[i]);
     EXPECT_LE(err, c.tol) << what << ": gradient of input " << i;
+    if (c.tol == 0) {
+      EXPECT_EQ(BitDifference(x.Download(store[i]), cpu_store[i]), "") << what << ": gradient of input " << i;
+    }
   }
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_join.h"
+#include "hetsynth/ir/op_table.h"
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/random.h"
 #include "hetsynth/runtime/safetensors.h"
@@ -57,18 +58,13 @@ void SequenceBatch(uint64_t seed, int64_t step, int64_t vocab, Tensor& tokens, T
 std::map<std::string, int64_t> IntegerInputBounds(const ir::Graph& graph) {
   std::map<std::string, int64_t> bounds;
   for (const ir::Node& n : graph.nodes()) {
-    ir::ValueId v = ir::kNoValue;
-    int64_t bound = 0;
-    if (n.kind == ir::OpKind::kCrossEntropy) {
-      v = n.inputs[1];
-      bound = graph.value(n.inputs[0]).shape.back();
-    } else if (n.kind == ir::OpKind::kEmbedding) {
-      v = n.inputs[0];
-      bound = graph.value(n.inputs[1]).shape[0];
-    }
-    if (v != ir::kNoValue && graph.value(v).kind == ir::ValueKind::kInput) {
-      bounds[graph.value(v).name] = bound;
-    }
+    // Labels and ids: which input and which dim bounds them come from the op table.
+    const ir::IntegerInput& ii = ir::DefOf(n.kind).integer_input;
+    if (ii.input == ir::kNoOperand) continue;
+    const ir::ValueId v = n.inputs[static_cast<size_t>(ii.input)];
+    const ir::Shape& of = graph.value(n.inputs[static_cast<size_t>(ii.bound_input)]).shape;
+    const size_t dim = ii.bound_dim < 0 ? of.size() - static_cast<size_t>(-ii.bound_dim) : static_cast<size_t>(ii.bound_dim);
+    if (graph.value(v).kind == ir::ValueKind::kInput) bounds[graph.value(v).name] = of.at(dim);
   }
   return bounds;
 }

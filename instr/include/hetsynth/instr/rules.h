@@ -23,7 +23,6 @@
 
 #include <array>
 #include <compare>
-#include <concepts>
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -145,15 +144,6 @@ consteval RuleId::RuleId(const char (&name)[N]) {
   if (!ParseRuleName(std::string_view(name, N - 1), this)) throw "not a rule name (instr/rules.h)";
 }
 
-// Transitional, for runtime/ code that still matches rules by name (issue 11: it moves to
-// LocalComputeOf, then this goes): a rule against a std::string name. A string literal
-// converts to a RuleId at compile time instead.
-template <class S>
-  requires std::same_as<S, std::string>
-bool operator==(const RuleId& id, const S& name) {
-  return RuleName(id) == name;
-}
-
 // How much of the operator's work one device does under a rule.
 enum class Work : uint8_t {
   kFull,          // every device computes the whole op (all-Identity)
@@ -170,9 +160,6 @@ struct SplitUse {
 
 struct ComputeRule {
   RuleId id;                   // which rule of the node (ShardingRules gives each a distinct id)
-  // RuleName(id). Transitional: only runtime/ reads it, until it takes its decisions from
-  // LocalComputeOf (issue 11); read `id` instead.
-  std::string name;
   std::vector<Property> pre;   // one per node input, in input order
   Property post;               // the output's property
   Work work = Work::kFull;

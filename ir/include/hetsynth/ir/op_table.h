@@ -1,13 +1,15 @@
 // The operator table: everything the modules above ir need to know about an operator kind, in
-// one entry per kind (ir/src/op_table.cc), in the order of HETSYNTH_IR_OPS (op.h) — checked at
-// compile time. An entry holds the op's name and attributes, its arity, which inputs carry a
-// gradient, its compute class (for the cost model), its shape inference and FLOP count, how
-// instr builds its sharding rules, and what a device must change to run it on pieces.
+// one entry per kind (ir/src/op_table.cc), in the order of HETSYNTH_IR_OPS (op_kind.h) —
+// checked at compile time. An entry holds the op's name and attributes, its arity, which inputs
+// carry a gradient, its compute class (for the cost model), its shape inference and FLOP
+// count, how instr builds its sharding rules, and what a device must change to run it on
+// pieces.
 //
-// Adding an elementwise unary op (say sigmoid) takes one X line in op.h and one entry here,
+// Adding an elementwise unary op (say sigmoid) takes one X line in op_kind.h and one entry here,
 // e.g. {.kind = OpKind::kSigmoid, .shape = SameShape, .flops = PerOutput<4, 4>,
 // .sharding = {.family = Sharding::Family::kKeepDims}} — its sharding rules, local pieces and
-// cost then follow from the entry; only its kernels remain to be written (runtime/).
+// cost then follow from the entry; only its math remains to be written (its forward and
+// derivative in runtime/ops/unary_math.h, from which both backends' kernels are generated).
 //
 //   const ir::OpDef& def = ir::DefOf(node.kind);
 //   if (def.max_inputs != ir::kVariadic && node.inputs.size() > def.max_inputs) ...
@@ -79,6 +81,15 @@ struct ExpertRoutes {
   int expert_operand = kNoOperand;        // the operand whose dim 0 counts experts
 };
 
+// An input that holds integers (class labels, token ids) that index a dim of another input:
+// values in [0, n) with n = dim `bound_dim` of input `bound_input`. Data files and batches fed
+// to such an input are checked against n (runtime/data.h); it carries no gradient.
+struct IntegerInput {
+  int input = kNoOperand;        // the integer input; kNoOperand: none
+  int bound_input = kNoOperand;  // the input whose dim bounds the integers
+  int bound_dim = 0;             // that dim; negative counts from the end
+};
+
 // Output shape for input shapes already checked for arity and positive dims; the error says
 // which input and what was expected (the caller adds the node).
 using ShapeFn = absl::StatusOr<Shape> (*)(const std::vector<Shape>& inputs, const Attrs& attrs);
@@ -101,6 +112,7 @@ struct OpDef {
   int max_inputs = 1;  // kVariadic: no upper bound
   // Bit i set: input i gets no gradient (integer ids and labels; routes that only select).
   uint32_t no_grad_inputs = 0;
+  IntegerInput integer_input;  // ids or labels, if the op takes them
   ComputeClass compute = ComputeClass::kMemoryBound;
   ShapeFn shape = nullptr;
   FlopsFn flops = nullptr;

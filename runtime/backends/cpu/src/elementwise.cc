@@ -1,4 +1,5 @@
-// Elementwise CPU kernels: add, mul, relu, gelu, dropout and expand.
+// Elementwise CPU kernels: add, mul, gelu, dropout, expand, and the unary ops whose math is
+// shared with the GPU (runtime/ops/unary_math.h: relu, ...), generated from their functors.
 //
 // Add, mul and expand share one broadcast walker: the small operand's dims align with the
 // trailing dims of the large one, each equal or 1. The walker drops size-1 dims and merges
@@ -212,21 +213,37 @@ void MulBackward(const ir::Node& node, const KernelContext& ctx, In in, const Te
   }
 }
 
-void ReluForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
-                 SavedState& saved) {
-  const float* x = in[0]->ptr();
-  float* y = out.ptr();
-  for (int64_t i = 0; i < out.numel(); ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+namespace {
+
+// The unary ops with shared math: the very functors the GPU operators launch, in a loop.
+template <ir::OpKind K>
+void UnaryForward(In in, Tensor& out) {
+  const ops::UnaryFwd<K> f{in[0]->ptr(), out.ptr()};
+  const int64_t n = out.numel();
+  for (int64_t i = 0; i < n; ++i) f(i);
 }
 
-void ReluBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,
-                  const Tensor& dout, const SavedState& saved, DIn din) {
+template <ir::OpKind K>
+void UnaryBackward(In in, const Tensor& out, const Tensor& dout, DIn din) {
   if (!din[0]) return;
-  const float* x = in[0]->ptr();
-  const float* g = dout.ptr();
-  float* dx = din[0]->ptr();
-  for (int64_t i = 0; i < dout.numel(); ++i) dx[i] += x[i] > 0.0f ? g[i] : 0.0f;
+  const ops::UnaryBwd<K> f{in[0]->ptr(), out.ptr(), dout.ptr(), din[0]->ptr()};
+  const int64_t n = dout.numel();
+  for (int64_t i = 0; i < n; ++i) f(i);
 }
+
+}  // namespace
+
+#define HS_DEFINE_UNARY_KERNEL_PAIR(Op)                                                        \
+  void Op##Forward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,          \
+                   SavedState& saved) {                                                          \
+    UnaryForward<ir::OpKind::k##Op>(in, out);                                                    \
+  }                                                                                              \
+  void Op##Backward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out,    \
+                    const Tensor& dout, const SavedState& saved, DIn din) {                      \
+    UnaryBackward<ir::OpKind::k##Op>(in, out, dout, din);                                        \
+  }
+HETSYNTH_UNARY_MATH_OPS(HS_DEFINE_UNARY_KERNEL_PAIR)
+#undef HS_DEFINE_UNARY_KERNEL_PAIR
 
 namespace {
 

@@ -1,11 +1,14 @@
-// Private: the per-operator CPU kernels behind Forward/Backward (kernels.cc dispatches).
-// Each op has a <Op>Forward / <Op>Backward pair with the contracts of kernels.h.
+// Private: the per-operator CPU kernels behind Forward/Backward (kernels.cc dispatches, with a
+// case per op generated from HETSYNTH_IR_OPS: an op without its pair here does not compile).
+// Each op has a <Op>Forward / <Op>Backward pair with the contracts of kernels.h; the unary ops
+// with shared math (runtime/ops/unary_math.h) get theirs generated.
 #pragma once
 
 #include <span>
 #include <string>
 
 #include "hetsynth/runtime/kernels.h"
+#include "hetsynth/runtime/ops/unary_math.h"
 
 namespace hetsynth::runtime::cpu {
 
@@ -24,7 +27,6 @@ HS_DECLARE_KERNEL_PAIR(MatMul)
 // elementwise.cc
 HS_DECLARE_KERNEL_PAIR(Add)
 HS_DECLARE_KERNEL_PAIR(Mul)
-HS_DECLARE_KERNEL_PAIR(Relu)
 HS_DECLARE_KERNEL_PAIR(Gelu)
 HS_DECLARE_KERNEL_PAIR(Dropout)
 HS_DECLARE_KERNEL_PAIR(Expand)
@@ -51,6 +53,9 @@ HS_DECLARE_KERNEL_PAIR(AdaptiveAvgPool2d)
 HS_DECLARE_KERNEL_PAIR(TopKGate)
 HS_DECLARE_KERNEL_PAIR(MoEDispatch)
 HS_DECLARE_KERNEL_PAIR(MoECombine)
+
+// elementwise.cc, generated: one generic kernel pair over UnaryMath<K>
+HETSYNTH_UNARY_MATH_OPS(HS_DECLARE_KERNEL_PAIR)
 
 #undef HS_DECLARE_KERNEL_PAIR
 

@@ -17,6 +17,7 @@
 
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/ops/checks.h"
+#include "hetsynth/runtime/ops/unary_math.h"
 #include "ops/elementwise_kernels.h"
 #include "ops/ops.h"
 
@@ -105,18 +106,33 @@ void MulBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in
   }
 }
 
-template <class X>
-void ReluForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
-                 Saved<X>& saved) {
-  x.For(out.numel(), ReluFwd{in[0]->ptr(), out.ptr()});
+// The unary ops with shared math (runtime/ops/unary_math.h): the functors the CPU kernels run
+// too, launched over every element (elementwise.cu instantiates the launches from the list).
+template <ir::OpKind K, class X>
+void UnaryForward(X& x, TIn<X> in, typename X::Tensor& out) {
+  x.For(out.numel(), ops::UnaryFwd<K>{in[0]->ptr(), out.ptr()});
 }
 
-template <class X>
-void ReluBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, const typename X::Tensor& out,
-                  const typename X::Tensor& dout, const Saved<X>& saved, TDIn<X> din) {
+template <ir::OpKind K, class X>
+void UnaryBackward(X& x, TIn<X> in, const typename X::Tensor& out, const typename X::Tensor& dout, TDIn<X> din) {
   if (!din[0]) return;
-  x.For(dout.numel(), ReluBwd{in[0]->ptr(), dout.ptr(), din[0]->ptr()});
+  x.For(dout.numel(), ops::UnaryBwd<K>{in[0]->ptr(), out.ptr(), dout.ptr(), din[0]->ptr()});
 }
+
+#define HS_GPU_DEFINE_UNARY_OP(Op)                                                                            \
+  template <class X>                                                                                          \
+  void Op##Forward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,    \
+                   Saved<X>& saved) {                                                                         \
+    UnaryForward<ir::OpKind::k##Op>(x, in, out);                                                              \
+  }                                                                                                           \
+  template <class X>                                                                                          \
+  void Op##Backward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,                          \
+                    const typename X::Tensor& out, const typename X::Tensor& dout, const Saved<X>& saved,     \
+                    TDIn<X> din) {                                                                            \
+    UnaryBackward<ir::OpKind::k##Op>(x, in, out, dout, din);                                                  \
+  }
+HETSYNTH_UNARY_MATH_OPS(HS_GPU_DEFINE_UNARY_OP)
+#undef HS_GPU_DEFINE_UNARY_OP
 
 // gelu(x) = x·Φ(x), Φ through erfc exactly as the CPU computes it.
 template <class X>

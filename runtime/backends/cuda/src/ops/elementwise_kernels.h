@@ -1,26 +1,13 @@
-// Device functors of the elementwise operators (elementwise.h). C++17; see hd.h.
+// Device functors of the elementwise operators (elementwise.h). C++17; see hd.h. The unary ops
+// with shared math (relu, ...) have theirs in runtime/ops/unary_math.h.
 #pragma once
 
 #include <math.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "hetsynth/runtime/ops/hd.h"
 
 namespace hetsynth::runtime::gpu {
-
-struct ReluFwd {
-  const float* x;
-  float* y;
-  HS_HD void operator()(int64_t i) const { y[i] = x[i] > 0.0f ? x[i] : 0.0f; }
-};
-
-struct ReluBwd {
-  const float* x;
-  const float* g;
-  float* dx;
-  HS_HD void operator()(int64_t i) const { dx[i] += x[i] > 0.0f ? g[i] : 0.0f; }
-};
 
 // ---- Broadcasting (add, mul, expand) -------------------------------------------------------
 // The large operand a is walked row-major; `wb` maps a's element i to the offset of the small
@@ -99,16 +86,6 @@ struct ReduceBroadcast {
 
 // ---- Gelu ----------------------------------------------------------------------------------
 // Bit-for-bit the CPU's formula (cpu/src/elementwise.cc Phi and ops/fast_math.h ExpF).
-
-HS_HD inline float BitsToFloat(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-#endif
-}
 
 // e^x for x <= 88 within 2 ulp (Cephes' expf polynomial); below -87 it returns 0 (-inf gives
 // exactly 0); NaN stays NaN. Same as cpu::ExpF.

@@ -7,7 +7,8 @@
 //
 // Each family of operators lives in <family>.h (the templates; host C++20) and
 // <family>_kernels.h (their device functors; C++17, compiled by nvcc too), and <family>.cu
-// instantiates the functors' launches (HS_GPU_FOR). dispatch.h maps an OpKind to its pair.
+// instantiates the functors' launches (HS_GPU_FOR). dispatch.h maps an OpKind to its pair. The
+// unary ops with shared math (runtime/ops/unary_math.h) have their pair and launches generated.
 #pragma once
 
 #include <span>
@@ -15,6 +16,7 @@
 
 #include "hetsynth/ir/graph.h"
 #include "hetsynth/runtime/kernel_contract.h"
+#include "hetsynth/runtime/ops/unary_math.h"
 
 namespace hetsynth::runtime::gpu {
 
@@ -41,7 +43,6 @@ struct Saved {
 // elementwise.h
 HS_GPU_DECLARE_OP(Add)
 HS_GPU_DECLARE_OP(Mul)
-HS_GPU_DECLARE_OP(Relu)
 HS_GPU_DECLARE_OP(Gelu)
 HS_GPU_DECLARE_OP(Dropout)
 HS_GPU_DECLARE_OP(Expand)
@@ -70,6 +71,9 @@ HS_GPU_DECLARE_OP(AdaptiveAvgPool2d)
 HS_GPU_DECLARE_OP(TopKGate)
 HS_GPU_DECLARE_OP(MoEDispatch)
 HS_GPU_DECLARE_OP(MoECombine)
+
+// elementwise.h, generated: one generic operator pair over UnaryMath<K>
+HETSYNTH_UNARY_MATH_OPS(HS_GPU_DECLARE_OP)
 
 #undef HS_GPU_DECLARE_OP
 

@@ -20,7 +20,8 @@ namespace hetsynth::runtime {
 using Batch = std::map<std::string, Tensor>;  // graph input name -> tensor of its shape
 
 // Integer-valued inputs and their exclusive upper bound (labels < classes, ids < vocab),
-// found from how the graph uses them (cross-entropy labels, embedding ids).
+// found from how the graph uses them (the op table's integer inputs: cross-entropy labels,
+// embedding ids).
 std::map<std::string, int64_t> IntegerInputBounds(const ir::Graph& graph);
 
 // Checks that a batch has exactly the graph's inputs with the right shapes and integer inputs

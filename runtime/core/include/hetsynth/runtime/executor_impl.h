@@ -2,7 +2,9 @@
 // tensors and their arithmetic: the CPU backend (backends/cpu/src/executor.cc: host tensors, CPU
 // kernels, collectives.h) and the GPU backend (backends/cuda/src/executor/backend.h: an
 // executor's device tensors, the GPU operators, device-pointer collectives). For backends only;
-// everyone else uses Executor. B provides:
+// everyone else uses Executor. What a rank runs for a compute instruction (local attributes,
+// output piece, bias owner, a piece's place, experts) comes from instr::LocalComputeOf: the
+// executor takes no decision by rule name or op kind. B provides:
 //   using Tensor; using Saved; using Optimizer;      static constexpr bool kHostTensors;
 //   Tensor Make(shape) (zeros), FromHost(runtime::Tensor), Clone(const Tensor&);
 //   runtime::Tensor ToHost(const Tensor&);  float ReadScalar(const Tensor&);
@@ -23,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "hetsynth/instr/local_compute.h"
 #include "hetsynth/instr/rules.h"
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/cpu_time.h"
@@ -55,16 +58,11 @@ inline CommImpl ToComm(instr::CollImpl c) { return c == instr::CollImpl::kPadded
 struct Op {
   const instr::Instruction* instr = nullptr;
   std::string label;  // for traces: node name or "all_gather(x)"
-  // compute
-  instr::ComputeRule rule;
-  ir::Node node;                 // the node with attributes for the local pieces
-  ir::Shape out_shape;           // this rank's piece of the output
-  size_t num_inputs = 0;         // inputs passed to the kernel (the bias dropped when not ours)
-  bool skip = false;             // an empty piece: nothing to compute (the output is zeros)
+  // compute: what this rank runs (instr::LocalComputeOf: the node with local attributes, the
+  // output piece, the kernel's inputs, an empty piece to skip, the piece's place, experts)
+  instr::LocalCompute local;
   bool has_shard = false;
-  ShardInfo shard;
-  int route_input = -1;          // moe experts rule: this input's expert numbers are shifted
-  int64_t expert_offset = 0, local_experts = 0;
+  ShardInfo shard;  // local.shard, as kernels take it
   // collectives: shard lengths along dim (and dim2 for all-to-all)
   std::vector<int64_t> lengths, lengths2;
   ir::Shape full;
@@ -118,11 +116,6 @@ struct ExecutorImpl final : Executor::Impl {
 
   std::vector<int64_t> Lengths(const Property& p) const { return plan.program.ShardLengths(g, p); }
 
-  ir::Shape LocalShape(const Property& p) const {
-    const ir::Shape& full = g.value(p.tensor).shape;
-    if (p.kind != PropKind::kGather) return full;
-    return WithDim(full, p.dim, Lengths(p)[static_cast<size_t>(rank)]);
-  }
 
   // This rank's piece of a whole tensor placed as `p`, and the whole tensor from the pieces
   // (collective when p is a Gather).
@@ -139,7 +132,6 @@ struct ExecutorImpl final : Executor::Impl {
   }
 
   absl::Status Prepare();
-  absl::Status PrepareCompute(Op& op);
 
   // Events since the last synchronization wait there until the time of the collective before
   // them is known (Sync), then move to `events`.
@@ -243,7 +235,7 @@ struct ExecutorImpl final : Executor::Impl {
   // The gradient of a piece, zeros when nothing reached it on this rank.
   T TakeGrad(const Property& p) {
     auto it = grads.find(p);
-    if (it == grads.end()) return b.Make(LocalShape(p));
+    if (it == grads.end()) return b.Make(instr::PieceShape(g, plan.program, p, rank));
     T t = std::move(it->second);
     grads.erase(it);
     return t;
@@ -251,8 +243,9 @@ struct ExecutorImpl final : Executor::Impl {
 
   std::vector<const T*> Inputs(size_t i, const Op& op) const {
     std::vector<const T*> in;
-    for (size_t k = 0; k < op.num_inputs; ++k) {
-      in.push_back(static_cast<int>(k) == op.route_input ? &routes[i] : &vals.at(op.rule.pre[k]).get());
+    const int route_input = op.local.experts ? op.local.experts->route_input : -1;
+    for (size_t k = 0; k < op.local.num_inputs; ++k) {
+      in.push_back(static_cast<int>(k) == route_input ? &routes[i] : &vals.at(op.local.rule.pre[k]).get());
     }
     return in;
   }
@@ -267,77 +260,6 @@ struct ExecutorImpl final : Executor::Impl {
   absl::Status Save(const std::string& path, const std::string& model) override;
   absl::Status Load(const std::string& path) override;
 };
-
-template <class B>
-absl::Status ExecutorImpl<B>::PrepareCompute(Op& op) {
-  const instr::Instruction& in = *op.instr;
-  const ir::Node& node = g.node(in.node);
-  bool found = false;
-  for (instr::ComputeRule& r : instr::ShardingRules(g, in.node)) {
-    if (r.name == in.rule) op.rule = std::move(r), found = true;
-  }
-  if (!found) return absl::InvalidArgumentError(StrCat("node '", node.name, "' has no rule '", in.rule, "'"));
-  op.node = node;
-  op.label = node.name;
-  op.out_shape = LocalShape(op.rule.post);
-  op.num_inputs = node.inputs.size();
-  for (const Property& p : op.rule.pre) {
-    if (p.kind == PropKind::kGather && ir::NumElements(LocalShape(p)) == 0) op.skip = true;
-  }
-  if (ir::NumElements(op.out_shape) == 0) op.skip = true;
-  if (op.rule.bias_once) {
-    // The device with the largest piece adds the bias (never an empty one).
-    const Property& split = op.rule.split.at(0).prop;
-    const std::vector<int64_t> len = Lengths(split);
-    const int owner = static_cast<int>(std::max_element(len.begin(), len.end()) - len.begin());
-    if (owner != rank) op.num_inputs = 2;
-  }
-  const Property& post = op.rule.post;
-  switch (node.kind) {
-    case ir::OpKind::kAttention:
-      if (post.kind == PropKind::kGather && post.dim == 2) {
-        const int64_t width = g.value(node.output).shape[2] / node.attrs.heads;
-        op.node.attrs.heads = op.out_shape[2] / width;
-      }
-      break;
-    case ir::OpKind::kReshape:
-    case ir::OpKind::kExpand:
-      op.node.attrs.shape = op.out_shape;
-      break;
-    case ir::OpKind::kDropout:
-      if (post.kind == PropKind::kGather) {
-        op.has_shard = true;
-        op.shard = {g.value(node.output).shape, post.dim, Offset(Lengths(post), rank)};
-      }
-      break;
-    case ir::OpKind::kEmbedding:
-      if (op.rule.pre[1].kind == PropKind::kGather && op.rule.pre[1].dim == 0) {
-        op.has_shard = true;
-        op.shard = {g.value(node.inputs[1]).shape, 0, Offset(Lengths(op.rule.pre[1]), rank)};
-      }
-      break;
-    case ir::OpKind::kCrossEntropy:
-      if (op.rule.pre[0].kind == PropKind::kGather) {
-        op.has_shard = true;
-        op.shard = {g.value(node.inputs[0]).shape, op.rule.pre[0].dim, Offset(Lengths(op.rule.pre[0]), rank)};
-      }
-      break;
-    case ir::OpKind::kMoEDispatch:
-    case ir::OpKind::kMoECombine:
-      if (op.rule.name == "experts") {
-        const Property& split = node.kind == ir::OpKind::kMoEDispatch ? post : op.rule.pre[0];
-        const std::vector<int64_t> len = Lengths(split);
-        op.route_input = 1;
-        op.expert_offset = Offset(len, rank);
-        op.local_experts = len[static_cast<size_t>(rank)];
-        if (node.kind == ir::OpKind::kMoEDispatch) op.node.attrs.experts = op.local_experts;
-      }
-      break;
-    default:
-      break;
-  }
-  return absl::OkStatus();
-}
 
 template <class B>
 absl::Status ExecutorImpl<B>::Prepare() {
@@ -363,11 +285,17 @@ absl::Status ExecutorImpl<B>::Prepare() {
       }
     }
   }
-  for (const instr::Instruction& in : prog.instructions) {
+  for (size_t i = 0; i < prog.instructions.size(); ++i) {
+    const instr::Instruction& in = prog.instructions[i];
     Op op;
     op.instr = &in;
     if (in.kind == InstrKind::kCompute) {
-      HS_RETURN_IF_ERROR(PrepareCompute(op));
+      HS_ASSIGN_OR_RETURN(op.local, instr::LocalComputeOf(g, prog, i, rank));
+      op.label = op.local.node.name;
+      if (op.local.shard) {
+        op.has_shard = true;
+        op.shard = {op.local.shard->full, op.local.shard->dim, op.local.shard->start};
+      }
     } else {
       op.full = g.value(in.tensor).shape;
       op.label = StrCat(instr::InstrKindName(in.kind), "(", g.value(in.tensor).name, ")");
@@ -413,21 +341,22 @@ absl::Status ExecutorImpl<B>::Forward() {
         break;
       }
       case InstrKind::kCompute: {
-        if (op.route_input >= 0 && !op.skip) {
+        const instr::LocalCompute& lc = op.local;
+        if (lc.experts && !lc.skip) {
           // Routes name global experts: keep ours, renumbered from 0; drop the others.
-          routes[i] = b.Clone(vals.at(op.rule.pre[static_cast<size_t>(op.route_input)]).get());
-          b.RenumberRoutes(routes[i], op.expert_offset, op.local_experts);
+          routes[i] = b.Clone(vals.at(lc.rule.pre[static_cast<size_t>(lc.experts->route_input)]).get());
+          b.RenumberRoutes(routes[i], lc.experts->offset, lc.experts->count);
         }
-        T out = b.Make(op.out_shape);
-        if (!op.skip) {
+        T out = b.Make(lc.out_shape);
+        if (!lc.skip) {
           const std::vector<const T*> inputs = Inputs(i, op);
           KernelContext kc = ctx;
           if (op.has_shard) kc.shard = &op.shard;
-          Compute(op.label, [&] { b.Forward(op.node, kc, inputs, out, saved[i]); });
+          Compute(op.label, [&] { b.Forward(lc.node, kc, inputs, out, saved[i]); });
         }
         Slot s;
         s.value = std::move(out);
-        vals[op.rule.post] = std::move(s);
+        vals[lc.rule.post] = std::move(s);
         break;
       }
       case InstrKind::kAllGather: {
@@ -507,29 +436,30 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
         break;
       }
       case InstrKind::kCompute: {
-        auto it = grads.find(op.rule.post);
-        if (it == grads.end() || op.skip) {
+        const instr::LocalCompute& lc = op.local;
+        auto it = grads.find(lc.rule.post);
+        if (it == grads.end() || lc.skip) {
           if (it != grads.end()) grads.erase(it);
           break;
         }
         const T dout = std::move(it->second);
         grads.erase(it);
         const std::vector<const T*> inputs = Inputs(i, op);
-        std::vector<T> store(op.num_inputs);
-        std::vector<T*> din(op.num_inputs, nullptr);
-        for (size_t k = 0; k < op.num_inputs; ++k) {
-          if (needs_grad[static_cast<size_t>(op.node.inputs[k])] && Differentiable(op.node.kind, k)) {
+        std::vector<T> store(lc.num_inputs);
+        std::vector<T*> din(lc.num_inputs, nullptr);
+        for (size_t k = 0; k < lc.num_inputs; ++k) {
+          if (needs_grad[static_cast<size_t>(lc.node.inputs[k])] && Differentiable(lc.node.kind, k)) {
             store[k] = b.Make(inputs[k]->shape);
             din[k] = &store[k];
           }
         }
         KernelContext kc = ctx;
         if (op.has_shard) kc.shard = &op.shard;
-        const T& out = vals.at(op.rule.post).get();
-        Compute(op.label, [&] { b.Backward(op.node, kc, inputs, out, dout, saved[i], din); });
+        const T& out = vals.at(lc.rule.post).get();
+        Compute(op.label, [&] { b.Backward(lc.node, kc, inputs, out, dout, saved[i], din); });
         saved[i] = typename B::Saved();
-        for (size_t k = 0; k < op.num_inputs; ++k) {
-          if (din[k]) AddGrad(op.rule.pre[k], std::move(store[k]));
+        for (size_t k = 0; k < lc.num_inputs; ++k) {
+          if (din[k]) AddGrad(lc.rule.pre[k], std::move(store[k]));
         }
         break;
       }

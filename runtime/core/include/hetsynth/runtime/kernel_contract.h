@@ -56,7 +56,8 @@ struct SavedState {
   std::vector<Tensor> tensors;
 };
 
-// Whether input i of an op of this kind can carry a gradient (false for labels, ids, routes).
+// Whether input i of an op of this kind can carry a gradient (false for labels, ids, routes):
+// ir::IsDifferentiableInput, the op table's no-grad inputs, under the runtime's name.
 bool Differentiable(ir::OpKind kind, size_t input);
 
 }  // namespace hetsynth::runtime

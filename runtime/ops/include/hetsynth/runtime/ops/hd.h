@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define HS_HD __host__ __device__
@@ -30,6 +31,17 @@ HS_HD inline void AtomicAdd(float* p, float v) {
   atomicAdd(p, v);
 #else
   *p += v;
+#endif
+}
+
+// The float whose bits are u (std::bit_cast, which C++17 lacks).
+HS_HD inline float BitsToFloat(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
 #endif
 }
 
