@@ -67,6 +67,7 @@ struct TraceEvent {
   int rank = 0;
   double start_s = 0;    // from the start of the run
   double duration_s = 0;
+  int track = 0;         // 0: the rank's compute stream; 1: its communication stream (overlap)
 };
 
 class Executor {
