@@ -341,29 +341,33 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     }
   }
 
-  Mean step_time, compute, comm_time, idle;
+  Mean step_time, compute, comm_time, idle, hidden;
   float first_loss = NAN, last_loss = NAN;
   const bool tty = isatty(STDERR_FILENO) != 0;
   const int64_t every = std::max<int64_t>(1, o.steps / 10);
   p.on_step = [&](int64_t i, const runtime::StepMetrics& m) {
-    Mean c, x, w;
-    for (const runtime::RankTimes& t : m.ranks) c.Add(t.compute_s), x.Add(t.communication_s), w.Add(t.idle_s);
+    Mean c, x, w, h;
+    for (const runtime::RankTimes& t : m.ranks) {
+      c.Add(t.compute_s), x.Add(t.communication_s), w.Add(t.idle_s), h.Add(t.overlapped_s);
+    }
     if (i == 0) first_loss = m.loss;
     last_loss = m.loss;
     if (i > 0 || o.steps == 1) {  // the first step warms caches and allocators
-      step_time.Add(m.step_time_s), compute.Add(c.get()), comm_time.Add(x.get()), idle.Add(w.get());
+      step_time.Add(m.step_time_s), compute.Add(c.get()), comm_time.Add(x.get()), idle.Add(w.get()), hidden.Add(h.get());
     }
     if (metrics.is_open()) {
       std::string per_rank;
       for (size_t r = 0; r < m.ranks.size(); ++r) {
-        per_rank += fmt::format("{}{{\"device\": \"{}\", \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, \"idle_s\": {:.6f}}}",
-                                r ? ", " : "", plan.devices[r], m.ranks[r].compute_s, m.ranks[r].communication_s,
-                                m.ranks[r].idle_s);
+        per_rank += fmt::format(
+            "{}{{\"device\": \"{}\", \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, \"idle_s\": {:.6f}, "
+            "\"overlapped_s\": {:.6f}}}",
+            r ? ", " : "", plan.devices[r], m.ranks[r].compute_s, m.ranks[r].communication_s, m.ranks[r].idle_s,
+            m.ranks[r].overlapped_s);
       }
       metrics << fmt::format(
           "{{\"step\": {}, \"loss\": {:.7g}, \"step_time_s\": {:.6f}, \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, "
-          "\"idle_s\": {:.6f}, \"emulated\": {}, \"ranks\": [{}]}}\n",
-          m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), wall_clock ? "false" : "true", per_rank);
+          "\"idle_s\": {:.6f}, \"overlapped_s\": {:.6f}, \"emulated\": {}, \"ranks\": [{}]}}\n",
+          m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), h.get(), wall_clock ? "false" : "true", per_rank);
       metrics.flush();
     }
     if (o.quiet) return;
@@ -387,9 +391,11 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   fmt::print("trained {} with plan '{}' ({}) on {} ranks for {} steps: loss {:.4f} -> {:.4f}\n", p.spec.name, o.plan,
              plan.strategy, ranks, o.steps, first_loss, last_loss);
   if (o.steps > 0) {
-    fmt::print("step time {} {} (compute {}, communication {}, idle {}; mean over ranks{}); predicted {}\n",
+    const std::string hidden_text =
+        plan.program.overlap ? fmt::format("; {} more communication overlapped with compute", Ms(hidden.get())) : "";
+    fmt::print("step time {} {} (compute {}, communication {}, idle {}{}; mean over ranks{}); predicted {}\n",
                Ms(step_time.get()), wall_clock ? "wall clock" : "emulated", Ms(compute.get()), Ms(comm_time.get()),
-               Ms(idle.get()), o.steps > 1 ? ", steps after the first" : "", Ms(plan.predicted_step_time_s));
+               Ms(idle.get()), hidden_text, o.steps > 1 ? ", steps after the first" : "", Ms(plan.predicted_step_time_s));
   }
   return absl::OkStatus();
 }

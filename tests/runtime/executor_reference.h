@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_join.h"
@@ -23,6 +24,9 @@
 namespace hetsynth::runtime::testing {
 
 struct PlanCase {
+  PlanCase() = default;
+  PlanCase(std::string m, std::string s, std::vector<std::string> a = {}, int k = 0, std::string v = "")
+      : model(std::move(m)), strategy(std::move(s)), args(std::move(a)), per_node(k), variant(std::move(v)) {}
   std::string model, strategy;
   std::vector<std::string> args;  // model overrides on the small preset
   // 0: the mixed-4 example cluster. k >= 1: TwoNodeCluster(k), 2k devices on two nodes.

@@ -47,10 +47,13 @@ struct ExecutorOptions {
 };
 
 // One rank's view of a step; times in seconds (emulated when ExecutorOptions::emulate).
+// compute + communication + idle is the rank's compute stream, at most the step; with overlap
+// the communication stream also moved data for `overlapped_s` while compute went on.
 struct RankTimes {
   double compute_s = 0;
-  double communication_s = 0;
-  double idle_s = 0;  // waiting for slower ranks at collectives
+  double communication_s = 0;  // in blocking collectives, or waiting for the communication stream
+  double idle_s = 0;           // waiting for slower ranks at collectives
+  double overlapped_s = 0;     // the communication stream's work hidden behind compute (overlap)
 };
 
 struct StepMetrics {

@@ -113,6 +113,7 @@ struct ExecutorImpl final : Executor::Impl {
   std::vector<StreamOp> stream;
   size_t stream_settled = 0;
   double stream_free = 0;  // emulated: when the stream finished its last settled operation
+  double stream_busy = 0, stream_waited = 0;  // this step: the stream's work; compute waiting for it
   std::map<size_t, std::pair<size_t, std::shared_ptr<T>>> prefetched;  // instruction → (op, gathered)
   struct BucketOp {
     size_t bucket, op;
@@ -370,7 +371,7 @@ struct ExecutorImpl final : Executor::Impl {
     stream_free = ScheduleStream(stream, from, upto, cols, ranks, cpu, stream_free);
     for (size_t k = from; k < upto; ++k) {
       const double dur = stream[k].end - stream[k].start;
-      times.communication_s += dur;
+      stream_busy += dur;
       if (opt.trace && dur > 0) {
         TraceEvent e{stream[k].name, "communication", rank, run_offset + stream[k].start, dur};
         e.track = 1;
@@ -385,8 +386,16 @@ struct ExecutorImpl final : Executor::Impl {
     HS_RETURN_IF_ERROR(SettleStream(upto));
     const double end = upto == 0 ? 0.0 : stream[upto - 1].end;
     if (end > clock) {
-      if (opt.trace) events.push_back({"wait for communication", "idle", rank, run_offset + clock, end - clock});
-      times.idle_s += end - clock;
+      // Exposed communication while the stream works; idle while it waits for slower ranks
+      // to enqueue (as at a blocking collective).
+      double busy = 0;
+      for (size_t k = 0; k < upto; ++k) {
+        busy += std::max(0.0, std::min(end, stream[k].end) - std::max(clock, stream[k].start));
+      }
+      if (opt.trace) events.push_back({"wait for communication stream", "communication", rank, run_offset + clock, end - clock});
+      times.communication_s += busy;
+      times.idle_s += end - clock - busy;
+      stream_waited += busy;
       clock = end;
     }
     return absl::OkStatus();
@@ -767,6 +776,7 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   stream.clear();
   stream_settled = 0;
   stream_free = 0;
+  stream_busy = stream_waited = 0;
   prefetched.clear();
   bucket_ops.clear();
   zero_grads.clear();
@@ -819,17 +829,19 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   // Reporting (not timed): the global loss and every rank's breakdown.
   if (loss_partial) HS_RETURN_IF_ERROR(comm.AllReduce(&loss, 1));
   const int n = comm.size();
-  const float mine[4] = {static_cast<float>(times.compute_s), static_cast<float>(times.communication_s),
-                         static_cast<float>(times.idle_s), static_cast<float>(clock)};
-  std::vector<float> all(static_cast<size_t>(4 * n));
-  HS_RETURN_IF_ERROR(comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(n), 4), CommImpl::kGrouped));
+  times.overlapped_s = std::max(0.0, stream_busy - stream_waited);
+  const float mine[5] = {static_cast<float>(times.compute_s), static_cast<float>(times.communication_s),
+                         static_cast<float>(times.idle_s), static_cast<float>(times.overlapped_s),
+                         static_cast<float>(clock)};
+  std::vector<float> all(static_cast<size_t>(5 * n));
+  HS_RETURN_IF_ERROR(comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(n), 5), CommImpl::kGrouped));
   StepMetrics m;
   m.step = optimizer.steps();
   m.loss = loss;
   for (int r = 0; r < n; ++r) {
-    const float* x = &all[static_cast<size_t>(4 * r)];
-    m.ranks.push_back({x[0], x[1], x[2]});
-    m.step_time_s = std::max<double>(m.step_time_s, x[3]);
+    const float* x = &all[static_cast<size_t>(5 * r)];
+    m.ranks.push_back({x[0], x[1], x[2], x[3]});
+    m.step_time_s = std::max<double>(m.step_time_s, x[4]);
   }
   run_offset += m.step_time_s;
   return m;
