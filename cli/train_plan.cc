@@ -79,11 +79,11 @@ void MaybeDie(int rank, int64_t step, bool mpi) {
   throw std::runtime_error("killed by HETSYNTH_TEST_KILL_RANK");
 }
 
-// One line per event: rank, category, name, start, duration, tab-separated.
+// One line per event: rank, category, name, start, duration, track, tab-separated.
 std::string EventsText(const std::vector<runtime::TraceEvent>& events) {
   std::string out;
   for (const runtime::TraceEvent& e : events) {
-    out += fmt::format("{}\t{}\t{}\t{:.9f}\t{:.9f}\n", e.rank, e.category, e.name, e.start_s, e.duration_s);
+    out += fmt::format("{}\t{}\t{}\t{:.9f}\t{:.9f}\t{}\n", e.rank, e.category, e.name, e.start_s, e.duration_s, e.track);
   }
   return out;
 }
@@ -97,7 +97,10 @@ std::vector<runtime::TraceEvent> ParseEvents(const std::string& text) {
     size_t a = pos;
     for (size_t b; (b = text.find('\t', a)) < end;) f.push_back(text.substr(a, b - a)), a = b + 1;
     f.push_back(text.substr(a, end - a));
-    if (f.size() == 5) out.push_back({f[2], f[1], std::atoi(f[0].c_str()), std::atof(f[3].c_str()), std::atof(f[4].c_str())});
+    if (f.size() == 6) {
+      out.push_back({f[2], f[1], std::atoi(f[0].c_str()), std::atof(f[3].c_str()), std::atof(f[4].c_str()),
+                     std::atoi(f[5].c_str())});
+    }
     pos = end + 1;
   }
   return out;
