@@ -770,7 +770,8 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   saved.resize(ops.size());
   routes.clear();
   routes.resize(ops.size());
-  staged.assign(gbuckets.buckets.size(), {});
+  staged.clear();
+  staged.resize(gbuckets.buckets.size());
   for (size_t k = 0; k < staged.size(); ++k) staged[k].resize(gbuckets.buckets[k].params.size());
   staged_count.assign(gbuckets.buckets.size(), 0);
   stream.clear();
