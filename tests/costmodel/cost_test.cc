@@ -82,7 +82,7 @@ instr::Instruction Place(const ir::Graph& g, const std::string& t, int dim = -1)
   return in;
 }
 
-instr::Instruction Compute(const ir::Graph& g, const std::string& node, instr::RuleId rule) {
+instr::Instruction Compute(const ir::Graph& g, const std::string& node, const std::string& rule) {
   instr::Instruction in;
   in.kind = instr::InstrKind::kCompute;
   in.node = NodeOf(g, node);
