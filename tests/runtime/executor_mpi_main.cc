@@ -38,6 +38,8 @@ int main() {
   for (const char* v : {"overlap", "all"}) cases.push_back({"gpt", "zero-even", {}, k, v});
   for (const char* v : {"hier", "all"}) cases.push_back({"gpt", "tp-even", {}, k, v});
   for (const char* v : {"", "all"}) cases.push_back({"gpt", "synthesized", {}, k, v});
+  cases.push_back({"gpt", "fsdp-even", {}, k, ""});  // ZeRO-3 with prefetch, as synthesized
+  cases.push_back({"mlp", "ddp-cp", {}, k, ""});     // DDP: buckets, overlap, as synthesized
   cases.push_back({"vit", "dp-cp", {}, k, "all"});
 
   int failures = 0;
