@@ -58,8 +58,6 @@ inline double WallSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-inline CommImpl ToComm(instr::CollImpl c) { return c == instr::CollImpl::kPadded ? CommImpl::kPadded : CommImpl::kGrouped; }
-
 // What one instruction needs at run time on this rank, worked out once.
 struct Op {
   const instr::Instruction* instr = nullptr;
@@ -251,47 +249,21 @@ struct ExecutorImpl final : Executor::Impl {
     return st;
   }
 
-  // Collectives by implementation, over a world communicator and its node split (the rank's
-  // own, or the communication stream's): hierarchical ones on the plan's mesh (host tensors;
-  // otherwise flat, the same sums — grad_sync.h).
-  bool Hierarchical(instr::CollImpl impl) const { return impl == instr::CollImpl::kHierarchical && mesh.active(); }
+  // Collectives by implementation (grad_sync.h), over a world communicator and its node split:
+  // the rank's own, or the communication stream's.
   absl::StatusOr<T> AllGatherOn(Communicator& w, Communicator* node, const T& piece, const ir::Shape& full, int dim,
                                 const std::vector<int64_t>& lengths, instr::CollImpl impl) {
-    if constexpr (B::kHostTensors) {
-      if (Hierarchical(impl)) {
-        const MeshComms mc{w, *node, *mesh.mesh};
-        return b.GatherVia(piece, full, dim, lengths, [&](const float* s, float* r, const std::vector<int64_t>& c) {
-          return HierarchicalAllGatherV(mc, s, r, c);
-        });
-      }
-    }
-    return b.AllGatherAlong(w, piece, full, dim, lengths, ToComm(impl));
+    return AllGatherBy(b, mesh, w, node, piece, full, dim, lengths, impl);
   }
   absl::StatusOr<T> ReduceScatterOn(Communicator& w, Communicator* node, const T& whole, int dim,
                                     const std::vector<int64_t>& lengths, instr::CollImpl impl) {
-    if constexpr (B::kHostTensors) {
-      if (Hierarchical(impl)) {
-        const MeshComms mc{w, *node, *mesh.mesh};
-        return b.ScatterVia(whole, dim, lengths, w.rank(), [&](const float* s, float* r, const std::vector<int64_t>& c) {
-          return HierarchicalReduceScatterV(mc, s, r, c);
-        });
-      }
-    }
-    return b.ReduceScatterAlong(w, whole, dim, lengths, ToComm(impl));
+    return ReduceScatterBy(b, mesh, w, node, whole, dim, lengths, impl);
   }
   absl::Status AllReduceOn(Communicator& w, Communicator* node, T& t, instr::CollImpl impl) {
-    if (Hierarchical(impl)) return HierarchicalAllReduce(MeshComms{w, *node, *mesh.mesh}, t.ptr(), t.numel());
-    return w.AllReduce(t.ptr(), t.numel());
+    return AllReduceBy(mesh, w, node, t, impl);
   }
-  // A bucket's gradients, in place: one all-reduce of their concatenation.
   absl::Status ReduceBucket(Communicator& w, Communicator* node, std::vector<T>& gs, instr::CollImpl impl) {
-    if (gs.size() == 1) return AllReduceOn(w, node, gs[0], impl);
-    std::vector<T*> parts;
-    for (T& t : gs) parts.push_back(&t);
-    T flat = PackFlat(b, parts);
-    HS_RETURN_IF_ERROR(AllReduceOn(w, node, flat, impl));
-    UnpackFlat(b, flat, parts);
-    return absl::OkStatus();
+    return AllReduceBucket(b, mesh, w, node, gs, impl);
   }
 
   // The communication stream (overlap, grad_sync.h). Enqueue runs fn on the stream's

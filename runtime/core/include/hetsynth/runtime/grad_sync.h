@@ -11,9 +11,10 @@
 // max(ready on every rank, when the stream finished its previous operation) and lasts the time
 // the ranks measured for it (ScheduleStream); whoever needs its result waits until it ends.
 //
-//   HS_ASSIGN_OR_RETURN(PlanMesh mesh, MakePlanMesh(program, comm, /*host_buffers=*/true));
-//   const GradBuckets buckets = GradBuckets::Of(graph, program);
-//   T flat = PackFlat(b, {&g0, &g1});  ...  UnpackFlat(b, flat, {&g0, &g1});
+//   HS_ASSIGN_OR_RETURN(PlanMesh mesh, MakePlanMesh(program, comm, /*host_buffers=*/B::kHostTensors));
+//   const GradBuckets buckets = GradBuckets::Of(program);
+//   HS_ASSIGN_OR_RETURN(T whole, AllGatherBy(b, mesh, comm, mesh.node.get(), piece, shape, d, lengths, impl));
+//   HS_RETURN_IF_ERROR(AllReduceBucket(b, mesh, comm, mesh.node.get(), grads, bucket.impl));
 #pragma once
 
 #include <algorithm>
@@ -68,6 +69,51 @@ inline absl::StatusOr<PlanMesh> MakePlanMesh(const instr::Program& p, Communicat
   return m;
 }
 
+// How a flat communicator moves an all-gather / reduce-scatter of implementation c (hierarchical
+// ones where the mesh is not active: grouped).
+inline CommImpl FlatImpl(instr::CollImpl c) { return c == instr::CollImpl::kPadded ? CommImpl::kPadded : CommImpl::kGrouped; }
+
+// Collectives by the plan's implementation for a backend B (executor_impl.h), over a world
+// communicator and its node split: hierarchical ones on the mesh when it is active (B's host
+// tensors, through B's GatherVia / ScatterVia packing), the flat ones otherwise.
+template <class B>
+absl::StatusOr<typename B::Tensor> AllGatherBy(B& b, const PlanMesh& mesh, Communicator& w, Communicator* node,
+                                               const typename B::Tensor& piece, const ir::Shape& full, int dim,
+                                               const std::vector<int64_t>& lengths, instr::CollImpl impl) {
+  if constexpr (B::kHostTensors) {
+    if (impl == instr::CollImpl::kHierarchical && mesh.active()) {
+      const MeshComms mc{w, *node, *mesh.mesh};
+      return b.GatherVia(piece, full, dim, lengths, [&](const float* s, float* r, const std::vector<int64_t>& c) {
+        return HierarchicalAllGatherV(mc, s, r, c);
+      });
+    }
+  }
+  return b.AllGatherAlong(w, piece, full, dim, lengths, FlatImpl(impl));
+}
+
+template <class B>
+absl::StatusOr<typename B::Tensor> ReduceScatterBy(B& b, const PlanMesh& mesh, Communicator& w, Communicator* node,
+                                                   const typename B::Tensor& whole, int dim,
+                                                   const std::vector<int64_t>& lengths, instr::CollImpl impl) {
+  if constexpr (B::kHostTensors) {
+    if (impl == instr::CollImpl::kHierarchical && mesh.active()) {
+      const MeshComms mc{w, *node, *mesh.mesh};
+      return b.ScatterVia(whole, dim, lengths, w.rank(), [&](const float* s, float* r, const std::vector<int64_t>& c) {
+        return HierarchicalReduceScatterV(mc, s, r, c);
+      });
+    }
+  }
+  return b.ReduceScatterAlong(w, whole, dim, lengths, FlatImpl(impl));
+}
+
+template <class T>
+absl::Status AllReduceBy(const PlanMesh& mesh, Communicator& w, Communicator* node, T& t, instr::CollImpl impl) {
+  if (impl == instr::CollImpl::kHierarchical && mesh.active()) {
+    return HierarchicalAllReduce(MeshComms{w, *node, *mesh.mesh}, t.ptr(), t.numel());
+  }
+  return w.AllReduce(t.ptr(), t.numel());
+}
+
 // The all-reduces of replicated gradients: the program's buckets, or (without buckets) one per
 // replicated parameter, in the order backward makes the gradients ready.
 struct GradBuckets {
@@ -120,6 +166,19 @@ void UnpackFlat(B& b, const T& flat, const std::vector<T*>& parts) {
     t->shape = shape;
     at += n;
   }
+}
+
+// A bucket's gradients, in place: one all-reduce of their concatenation.
+template <class B, class T>
+absl::Status AllReduceBucket(B& b, const PlanMesh& mesh, Communicator& w, Communicator* node, std::vector<T>& gs,
+                             instr::CollImpl impl) {
+  if (gs.size() == 1) return AllReduceBy(mesh, w, node, gs[0], impl);
+  std::vector<T*> parts;
+  for (T& t : gs) parts.push_back(&t);
+  T flat = PackFlat(b, parts);
+  HS_RETURN_IF_ERROR(AllReduceBy(mesh, w, node, flat, impl));
+  UnpackFlat(b, flat, parts);
+  return absl::OkStatus();
 }
 
 // One operation on the communication stream during a step.
