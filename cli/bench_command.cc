@@ -45,7 +45,7 @@ struct Entry {
   std::string not_run;  // feasible but not run: why (instr::RuntimeSupports)
   instr::Plan plan;
   double predicted = 0, measured = NAN, exposed = 0;
-  double compute = NAN, communication = NAN, idle = NAN;  // measured means over ranks
+  double compute = NAN, communication = NAN, idle = NAN, overlapped = NAN;  // measured means over ranks
 };
 
 std::string Ms(double s) { return std::isfinite(s) ? fmt::format("{:.2f}", s * 1e3) : "—"; }
@@ -239,13 +239,15 @@ absl::Status RunBench(const BenchFlags& f) {
       };
       HS_ASSIGN_OR_RETURN(std::vector<runtime::StepMetrics> steps, RunPlan(p));
       if (!lead) continue;
-      double t = 0, c = 0, x = 0, w = 0;
+      double t = 0, c = 0, x = 0, w = 0, h = 0;
       for (size_t i = static_cast<size_t>(f.warmup); i < steps.size(); ++i) {
         t += steps[i].step_time_s;
-        for (const runtime::RankTimes& r : steps[i].ranks) c += r.compute_s, x += r.communication_s, w += r.idle_s;
+        for (const runtime::RankTimes& r : steps[i].ranks) {
+          c += r.compute_s, x += r.communication_s, w += r.idle_s, h += r.overlapped_s;
+        }
       }
       const double n = static_cast<double>(f.steps), per = n * static_cast<double>(cluster.size());
-      e.measured = t / n, e.compute = c / per, e.communication = x / per, e.idle = w / per;
+      e.measured = t / n, e.compute = c / per, e.communication = x / per, e.idle = w / per, e.overlapped = h / per;
     }
   }
   if (!lead) return absl::OkStatus();
@@ -282,7 +284,10 @@ absl::Status RunBench(const BenchFlags& f) {
     j["predicted_exposed_communication_s"] = e.exposed;
     j["measured_step_time_s"] = Num(e.measured);
     if (!e.not_run.empty()) j["not_run"] = e.not_run;
-    j["measured_breakdown_s"] = {{"compute", Num(e.compute)}, {"communication", Num(e.communication)}, {"idle", Num(e.idle)}};
+    j["measured_breakdown_s"] = {{"compute", Num(e.compute)},
+                                 {"communication", Num(e.communication)},
+                                 {"idle", Num(e.idle)},
+                                 {"overlapped_communication", Num(e.overlapped)}};
     j["predicted_speedup_vs_ddp_ev"] = Num(ddp_pred / e.predicted);
     j["measured_speedup_vs_ddp_ev"] = Num(ddp_meas / e.measured);
     j["predicted_speedup_vs_hap"] = Num(hap_pred / e.predicted);

@@ -79,11 +79,11 @@ void MaybeDie(int rank, int64_t step, bool mpi) {
   throw std::runtime_error("killed by HETSYNTH_TEST_KILL_RANK");
 }
 
-// One line per event: rank, category, name, start, duration, tab-separated.
+// One line per event: rank, category, name, start, duration, track, tab-separated.
 std::string EventsText(const std::vector<runtime::TraceEvent>& events) {
   std::string out;
   for (const runtime::TraceEvent& e : events) {
-    out += fmt::format("{}\t{}\t{}\t{:.9f}\t{:.9f}\n", e.rank, e.category, e.name, e.start_s, e.duration_s);
+    out += fmt::format("{}\t{}\t{}\t{:.9f}\t{:.9f}\t{}\n", e.rank, e.category, e.name, e.start_s, e.duration_s, e.track);
   }
   return out;
 }
@@ -97,7 +97,10 @@ std::vector<runtime::TraceEvent> ParseEvents(const std::string& text) {
     size_t a = pos;
     for (size_t b; (b = text.find('\t', a)) < end;) f.push_back(text.substr(a, b - a)), a = b + 1;
     f.push_back(text.substr(a, end - a));
-    if (f.size() == 5) out.push_back({f[2], f[1], std::atoi(f[0].c_str()), std::atof(f[3].c_str()), std::atof(f[4].c_str())});
+    if (f.size() == 6) {
+      out.push_back({f[2], f[1], std::atoi(f[0].c_str()), std::atof(f[3].c_str()), std::atof(f[4].c_str()),
+                     std::atoi(f[5].c_str())});
+    }
     pos = end + 1;
   }
   return out;
@@ -341,29 +344,33 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     }
   }
 
-  Mean step_time, compute, comm_time, idle;
+  Mean step_time, compute, comm_time, idle, hidden;
   float first_loss = NAN, last_loss = NAN;
   const bool tty = isatty(STDERR_FILENO) != 0;
   const int64_t every = std::max<int64_t>(1, o.steps / 10);
   p.on_step = [&](int64_t i, const runtime::StepMetrics& m) {
-    Mean c, x, w;
-    for (const runtime::RankTimes& t : m.ranks) c.Add(t.compute_s), x.Add(t.communication_s), w.Add(t.idle_s);
+    Mean c, x, w, h;
+    for (const runtime::RankTimes& t : m.ranks) {
+      c.Add(t.compute_s), x.Add(t.communication_s), w.Add(t.idle_s), h.Add(t.overlapped_s);
+    }
     if (i == 0) first_loss = m.loss;
     last_loss = m.loss;
     if (i > 0 || o.steps == 1) {  // the first step warms caches and allocators
-      step_time.Add(m.step_time_s), compute.Add(c.get()), comm_time.Add(x.get()), idle.Add(w.get());
+      step_time.Add(m.step_time_s), compute.Add(c.get()), comm_time.Add(x.get()), idle.Add(w.get()), hidden.Add(h.get());
     }
     if (metrics.is_open()) {
       std::string per_rank;
       for (size_t r = 0; r < m.ranks.size(); ++r) {
-        per_rank += fmt::format("{}{{\"device\": \"{}\", \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, \"idle_s\": {:.6f}}}",
-                                r ? ", " : "", plan.devices[r], m.ranks[r].compute_s, m.ranks[r].communication_s,
-                                m.ranks[r].idle_s);
+        per_rank += fmt::format(
+            "{}{{\"device\": \"{}\", \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, \"idle_s\": {:.6f}, "
+            "\"overlapped_s\": {:.6f}}}",
+            r ? ", " : "", plan.devices[r], m.ranks[r].compute_s, m.ranks[r].communication_s, m.ranks[r].idle_s,
+            m.ranks[r].overlapped_s);
       }
       metrics << fmt::format(
           "{{\"step\": {}, \"loss\": {:.7g}, \"step_time_s\": {:.6f}, \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, "
-          "\"idle_s\": {:.6f}, \"emulated\": {}, \"ranks\": [{}]}}\n",
-          m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), wall_clock ? "false" : "true", per_rank);
+          "\"idle_s\": {:.6f}, \"overlapped_s\": {:.6f}, \"emulated\": {}, \"ranks\": [{}]}}\n",
+          m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), h.get(), wall_clock ? "false" : "true", per_rank);
       metrics.flush();
     }
     if (o.quiet) return;
@@ -387,9 +394,11 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   fmt::print("trained {} with plan '{}' ({}) on {} ranks for {} steps: loss {:.4f} -> {:.4f}\n", p.spec.name, o.plan,
              plan.strategy, ranks, o.steps, first_loss, last_loss);
   if (o.steps > 0) {
-    fmt::print("step time {} {} (compute {}, communication {}, idle {}; mean over ranks{}); predicted {}\n",
+    const std::string hidden_text =
+        plan.program.overlap ? fmt::format("; {} more communication overlapped with compute", Ms(hidden.get())) : "";
+    fmt::print("step time {} {} (compute {}, communication {}, idle {}{}; mean over ranks{}); predicted {}\n",
                Ms(step_time.get()), wall_clock ? "wall clock" : "emulated", Ms(compute.get()), Ms(comm_time.get()),
-               Ms(idle.get()), o.steps > 1 ? ", steps after the first" : "", Ms(plan.predicted_step_time_s));
+               Ms(idle.get()), hidden_text, o.steps > 1 ? ", steps after the first" : "", Ms(plan.predicted_step_time_s));
   }
   return absl::OkStatus();
 }

@@ -32,7 +32,7 @@ TEST(CliBench, MeasuresPlanAndBaselineOnEmulatedRanks) {
   const std::string out = Dir("measured");
   std::filesystem::remove_all(out);
   const Result r = Hetsynth("bench --model mlp --small --cluster " + kClusters + "mixed-4.json --baselines dp-ev,tp-even " +
-                            "--flat --no-overlap --steps 2 --warmup 1 --out " + out);
+                            "--steps 2 --warmup 1 --out " + out);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("emulated"), std::string::npos) << r.output;
   const nlohmann::json j = Load(out + "/results.json");

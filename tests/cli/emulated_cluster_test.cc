@@ -293,7 +293,7 @@ TEST_F(CliEmulatedCluster, RanksRunInTheirNodesNamespaceAndTheExitStatusPassesTh
 TEST_F(CliEmulatedCluster, TwoStepsOfAPlanAcrossTwoNamespacesMatchOneDevice) {
   NeedMpirun();
   const std::string plan = dir_ + "/plan.json", one = dir_ + "/one.jsonl", two = dir_ + "/two.jsonl";
-  const Out synth = Hs("synth --model mlp --small --cluster " + cluster_ + " --flat --no-overlap -o " + plan);
+  const Out synth = Hs("synth --model mlp --small --cluster " + cluster_ + " -o " + plan);
   ASSERT_EQ(synth.code, 0) << synth.text;
   const Out single = Hs("train --model mlp --small --steps 2 --quiet --metrics " + one);
   ASSERT_EQ(single.code, 0) << single.text;

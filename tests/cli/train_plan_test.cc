@@ -1,6 +1,7 @@
 // `hetsynth train --plan PLAN` end to end: a synthesized plan for mixed-4 run on 4 thread ranks (and,
 // where this build has MPI, on 4 mpirun processes) — metrics, trace, losses equal to single-device
-// training, checkpoints that move between 4 ranks and one device, one-line errors, and dying ranks.
+// training, checkpoints that move between 4 ranks and one device, one-line errors, and dying ranks;
+// and a two-node plan (hierarchical gradient all-reduce overlapped with backward) on 6 ranks.
 #include <stdlib.h>
 #include <sys/wait.h>
 
@@ -46,9 +47,8 @@ class TrainPlan : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << tmpl;
     dir_ = tmpl;
     plan_ = Path("mlp-plan.json");
-    // --flat --no-overlap: a plan this runtime runs (instr::RuntimeSupports) until it executes
-    // buckets on a communication stream.
-    const Result r = Hetsynth("synth --model mlp --small --cluster " + kMixed4 + " --flat --no-overlap -o " + plan_);
+    // The full synthesized plan: gradient buckets overlapped with backward.
+    const Result r = Hetsynth("synth --model mlp --small --cluster " + kMixed4 + " -o " + plan_);
     ASSERT_EQ(r.code, 0) << r.out << r.err;
   }
   static void TearDownTestSuite() {
@@ -157,7 +157,7 @@ TEST_F(TrainPlan, RunsFourRanksWithMetricsTraceAndCheckpoint) {
     EXPECT_EQ(j.at("step").get<int>(), static_cast<int>(i) + 1);
     EXPECT_TRUE(std::isfinite(j.at("loss").get<double>()));
     EXPECT_GT(j.at("loss").get<double>(), 0);
-    for (const char* k : {"step_time_s", "compute_s", "communication_s", "idle_s"}) {
+    for (const char* k : {"step_time_s", "compute_s", "communication_s", "idle_s", "overlapped_s"}) {
       ASSERT_TRUE(j.at(k).is_number()) << k;
       EXPECT_GE(j.at(k).get<double>(), 0) << k;
     }
@@ -269,16 +269,38 @@ TEST_F(TrainPlan, CheckpointFromOneDeviceResumesOnFourRanks) {
   ExpectLossesNear(Losses(x), {all[3], all[4]}, "1 device -> 4 ranks");
 }
 
-TEST_F(TrainPlan, APlanWithBucketsTheRuntimeCannotRunYetIsRefused) {
-  // The default synthesized plan overlaps bucketed gradient all-reduces with backward; until the
-  // runtime executes that (instr::RuntimeSupports), train --plan refuses it instead of running
-  // it differently from how it was planned.
-  const std::string overlapped = Path("mlp-overlap.json");
-  const Result s = Hetsynth("synth --model mlp --small --cluster " + kMixed4 + " -o " + overlapped);
+TEST_F(TrainPlan, TwoNodePlanWithHierarchicalOverlappedBucketsEqualsOneDevice) {
+  // The full synthesized plan for two nodes (2 fast devices; 2 half and 2 quarter speed) behind a
+  // slow NIC: a hierarchical gradient all-reduce on the communication stream. It runs as planned
+  // and trains like one device.
+  const std::string cluster = kSource + "/examples/clusters/two-node-mixed.json";
+  const std::string plan = Path("gpt-two-node.json");
+  const Result s = Hetsynth("synth --model gpt --small --cluster " + cluster + " -o " + plan);
   ASSERT_EQ(s.code, 0) << s.out << s.err;
-  ExpectError(Hetsynth("train --plan " + overlapped + " --steps 1"), "overlapped plan",
-              {overlapped, "cannot run it yet", "--flat --no-overlap"});
-}
+  const json pj = json::parse(Slurp(plan));
+  EXPECT_EQ(pj.at("overlap"), json(true));
+  EXPECT_EQ(pj.at("mesh").at("nodes").size(), 2u);
+  bool hierarchical = false;
+  for (const json& b : pj.at("buckets")) hierarchical |= b.value("impl", "") == "hierarchical";
+  for (const json& in : pj.at("program")) hierarchical |= in.value("impl", "") == "hierarchical";
+  EXPECT_TRUE(hierarchical) << pj.at("buckets").dump();
+
+  const std::string one = Path("gpt-one.jsonl"), m = Path("gpt-two-node.jsonl"), t = Path("gpt-two-node-trace.json");
+  ASSERT_EQ(Hetsynth("train --model gpt --small --steps 4 --optimizer sgd --lr 0.01 --metrics " + one).code, 0);
+  const Result r = Hetsynth("train --plan " + plan + " --steps 4 --optimizer sgd --lr 0.01 --metrics " + m + " --trace " + t);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  ExpectLossesNear(Losses(m), Losses(one), "two-node plan on 6 thread ranks");
+  EXPECT_NE(r.out.find("overlapped with compute"), std::string::npos) << r.out;
+  // The communication stream is a track of its own in the trace.
+  std::set<int> stream_pids;
+  const json trace = json::parse(Slurp(t));
+  for (const json& e : trace.at("traceEvents")) {
+    if (e.value("ph", "") == "X" && e.value("tid", 0) == 1) {
+      EXPECT_EQ(e.value("cat", ""), "communication") << e.dump();
+      stream_pids.insert(e.at("pid").get<int>());
+    }
+  }
+  EXPECT_EQ(stream_pids, (std::set<int>{0, 1, 2, 3, 4, 5}));}
 
 TEST_F(TrainPlan, BadCombinationsExitTwoWithOneLine) {
   const std::string run = "train --plan " + plan_ + " --steps 1 ";
@@ -377,10 +399,10 @@ class TrainPlanMpi : public TrainPlan {
 #endif
   }
   Result Mpirun(const std::string& args, const std::string& extra_env = "", const std::string& pass = "",
-                int timeout_s = 120) {
+                int timeout_s = 120, int np = 4) {
     return Shell("env OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 " + extra_env +
-                     " " + mpirun_ + " --oversubscribe --allow-run-as-root -np 4 " + pass + " " + HETSYNTH_BIN + " " +
-                     args,
+                     " " + mpirun_ + " --oversubscribe --allow-run-as-root -np " + std::to_string(np) + " " + pass +
+                     " " + HETSYNTH_BIN + " " + args,
                  timeout_s);
   }
   std::string mpirun_;
@@ -408,6 +430,20 @@ TEST_F(TrainPlanMpi, MpiRanksTrainLikeThreadRanks) {
     if (e.value("ph", "") == "X" && e.value("cat", "") == "compute") pids.insert(e.at("pid").get<int>());
   }
   EXPECT_EQ(pids, (std::set<int>{0, 1, 2, 3}));
+}
+
+TEST_F(TrainPlanMpi, TwoNodePlanOnSixMpiProcessesEqualsOneDevice) {
+  // The two-node plan (hierarchical bucket overlapped with backward on an MPI communication
+  // thread) under mpirun, one process per device.
+  const std::string cluster = kSource + "/examples/clusters/two-node-mixed.json";
+  const std::string plan = Path("gpt-two-node-mpi.json");
+  ASSERT_EQ(Hetsynth("synth --model gpt --small --cluster " + cluster + " -o " + plan).code, 0);
+  const std::string one = Path("gpt-one-mpi.jsonl"), m = Path("gpt-two-node-mpi.jsonl");
+  ASSERT_EQ(Hetsynth("train --model gpt --small --steps 4 --optimizer sgd --lr 0.01 --metrics " + one).code, 0);
+  const Result r = Mpirun("train --plan " + plan + " --steps 4 --optimizer sgd --lr 0.01 --quiet --metrics " + m, "", "",
+                          180, 6);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  ExpectLossesNear(Losses(m), Losses(one), "two-node plan on 6 MPI processes");
 }
 
 TEST_F(TrainPlanMpi, MpiRankThatDiesFailsTheRun) {

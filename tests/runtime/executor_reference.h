@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_join.h"
@@ -23,11 +24,21 @@
 namespace hetsynth::runtime::testing {
 
 struct PlanCase {
+  PlanCase() = default;
+  PlanCase(std::string m, std::string s, std::vector<std::string> a = {}, int k = 0, std::string v = "")
+      : model(std::move(m)), strategy(std::move(s)), args(std::move(a)), per_node(k), variant(std::move(v)) {}
   std::string model, strategy;
   std::vector<std::string> args;  // model overrides on the small preset
+  // 0: the mixed-4 example cluster. k >= 1: TwoNodeCluster(k), 2k devices on two nodes.
+  int per_node = 0;
+  // What the test makes of the synthesized program (ApplyVariant): "" as synthesized,
+  // "hier", "buckets", "overlap", "all" (hierarchical + buckets + overlap).
+  std::string variant;
   std::string Name() const {
     std::string n = model + "_" + strategy;
     for (const std::string& a : args) n += "_" + a;
+    if (per_node > 0) n += StrCat("_2x", per_node);
+    if (!variant.empty()) n += "_" + variant;
     for (char& ch : n) {
       if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
     }
@@ -44,16 +55,86 @@ struct Setup {
   std::vector<double> slowdown;  // per rank: max flops / flops
 };
 
+// Two nodes of k devices each behind a slow NIC (1 Gbit/s): node a's devices fast, node b's
+// half of them at half speed and the rest at quarter speed.
+inline std::string TwoNodeCluster(int k) {
+  std::string devices;
+  for (int i = 0; i < 2 * k; ++i) {
+    const std::string type = i < k ? "fast" : (i < k + k / 2 ? "half" : "quarter");
+    devices += StrCat(i ? "," : "", "{\"name\": \"", i < k ? "a/" : "b/", type, i, "\", \"type\": \"", type,
+                      "\", \"node\": \"", i < k ? "a" : "b", "\"}");
+  }
+  return StrCat(R"({"format": "hetsynth-cluster", "version": 1, "name": "two-node-2x)", k, R"(",
+    "device_types": {
+      "fast": {"flops": 4e10, "memory_bytes": 17179869184, "memory_bandwidth": 2e10},
+      "half": {"flops": 2e10, "memory_bytes": 8589934592, "memory_bandwidth": 2e10},
+      "quarter": {"flops": 1e10, "memory_bytes": 4294967296, "memory_bandwidth": 2e10}},
+    "nodes": [{"name": "a"}, {"name": "b"}],
+    "devices": [)", devices, R"(],
+    "links": {"intra_node": {"bandwidth": 1e10, "latency": 2e-6},
+              "inter_node": {"bandwidth": 1.25e8, "latency": 5e-5}}})");
+}
+
+// Makes the synthesized program the plan kind under test, through the instr API, and checks
+// that it is one (an error otherwise — the test would not test it):
+//   hier:    every all-gather, reduce-scatter, all-reduce and bucket hierarchical (needs the
+//            program's two-level mesh; without buckets, one bucket per replicated gradient),
+//            no overlap;
+//   buckets: the replicated gradients in two buckets (first half, second half of the ready
+//            order), no overlap;
+//   overlap: the plan's buckets, overlapped;
+//   all:     hierarchical, two buckets (when there are 3 or more replicated gradients),
+//            overlapped.
+inline absl::Status ApplyVariant(const ir::Graph& g, instr::Program& p, const std::string& variant) {
+  if (variant.empty()) return absl::OkStatus();
+  const bool hier = variant == "hier" || variant == "all";
+  const bool buckets = variant == "buckets" || variant == "all";
+  p.overlap = variant == "overlap" || variant == "all";
+  const std::vector<ir::ValueId> ready = instr::ReplicatedParametersInReadyOrder(p);
+  if (buckets && (variant == "buckets" || ready.size() >= 3)) {
+    if (ready.size() < 3) return absl::FailedPreconditionError(StrCat(ready.size(), " replicated parameters: no buckets to make"));
+    const size_t half = ready.size() / 2;
+    p.buckets = {{{ready.begin(), ready.begin() + static_cast<std::ptrdiff_t>(half)}, instr::CollImpl::kRing},
+                 {{ready.begin() + static_cast<std::ptrdiff_t>(half), ready.end()}, instr::CollImpl::kRing}};
+  }
+  if (hier && p.buckets.empty()) {
+    for (ir::ValueId v : ready) p.buckets.push_back({{v}, instr::CollImpl::kRing});
+  }
+  if (hier) {
+    if (!instr::TwoLevelNodes(p.nodes, p.num_devices)) return absl::FailedPreconditionError("the program has no two-level mesh");
+    int n = 0;
+    for (instr::Instruction& in : p.instructions) {
+      if (in.kind == instr::InstrKind::kAllGather || in.kind == instr::InstrKind::kReduceScatter ||
+          in.kind == instr::InstrKind::kAllReduce) {
+        in.impl = instr::CollImpl::kHierarchical;
+        ++n;
+      }
+    }
+    for (instr::Bucket& b : p.buckets) {
+      b.impl = instr::CollImpl::kHierarchical;
+      ++n;
+    }
+    if (n == 0) return absl::FailedPreconditionError("nothing to make hierarchical");
+  }
+  return instr::CheckProgram(g, p);
+}
+
 inline absl::StatusOr<Setup> MakeSetup(const PlanCase& c) {
   Setup s;
   HS_ASSIGN_OR_RETURN(s.spec, ir::MakeModelSpec(c.model, c.args, 0, ir::Preset::kSmall));
   HS_ASSIGN_OR_RETURN(s.graph, ir::BuildModel(s.spec));
-  HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster,
-                      costmodel::ReadClusterFile(std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/mixed-4.json"));
+  costmodel::Cluster cluster;
+  if (c.per_node > 0) {
+    HS_ASSIGN_OR_RETURN(cluster, costmodel::ParseCluster(TwoNodeCluster(c.per_node), "two-node test cluster"));
+  } else {
+    HS_ASSIGN_OR_RETURN(cluster,
+                        costmodel::ReadClusterFile(std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/mixed-4.json"));
+  }
   HS_ASSIGN_OR_RETURN(synth::Strategy strategy, synth::StrategyByName(c.strategy));
   synth::SynthOptions o;
   o.time_limit_s = 60;
   HS_ASSIGN_OR_RETURN(synth::SynthResult r, synth::Synthesize(s.graph, cluster, strategy, o));
+  HS_RETURN_IF_ERROR(ApplyVariant(s.graph, r.program, c.variant));
   s.plan.model = s.spec.name;
   s.plan.model_args = s.spec.args;
   s.plan.batch = s.spec.batch;

@@ -68,6 +68,38 @@ std::vector<PlanCase> Cases() {
 INSTANTIATE_TEST_SUITE_P(AllModels, GpuBackendExecutor, ::testing::ValuesIn(Cases()),
                          [](const ::testing::TestParamInfo<PlanCase>& info) { return info.param.Name(); });
 
+// The two-node plan kinds on the GPU backend (HostExec): hierarchical collectives run flat there
+// and overlapped collectives block in the same order (docs/runtime.md) — the same training.
+class GpuBackendTwoNodes : public ::testing::TestWithParam<PlanCase> {};
+
+TEST_P(GpuBackendTwoNodes, MatchesSingleDeviceTraining) {
+  auto setup = testing::MakeSetup(GetParam());
+  ASSERT_TRUE(setup.ok()) << setup.status();
+  auto reference = testing::TrainSingle(*setup, 5);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  testing::RunResult run;
+  const absl::Status st = RunThreadRanks(setup->plan.program.num_devices, [&](Communicator& comm) -> absl::Status {
+    HS_ASSIGN_OR_RETURN(testing::RunResult r, TrainPlanOnHostExec(*setup, comm, 5));
+    if (comm.rank() == 0) run = std::move(r);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(testing::Compare(*reference, run, 1e-5), "");
+}
+
+std::vector<PlanCase> TwoNodeCases() {
+  std::vector<PlanCase> out;
+  for (int k : {2, 4}) {
+    out.push_back({"mlp", "dp-ev", {}, k, "all"});
+    out.push_back({"gpt", "zero-even", {}, k, "all"});
+    out.push_back({"gpt", "tp-even", {}, k, "hier"});
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(TwoNodes, GpuBackendTwoNodes, ::testing::ValuesIn(TwoNodeCases()),
+                         [](const ::testing::TestParamInfo<PlanCase>& info) { return info.param.Name(); });
+
 // A plan on 4 emulated GPUs against one GPU (both through the public CUDA backend API).
 TEST(GpuVirtualExecutor, FourVirtualGpusMatchOneGpu) {
   const CudaInfo info = ProbeCuda();

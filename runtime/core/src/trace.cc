@@ -19,8 +19,19 @@ absl::Status WriteChromeTrace(const std::string& path, const std::vector<TraceEv
     list.push_back({{"ph", "M"}, {"name", "process_sort_index"}, {"pid", r}, {"tid", 0},
                     {"args", {{"sort_index", r}}}});
   }
+  // One track per stream: the compute stream, and the communication stream where a rank has one.
+  std::vector<bool> has_stream(rank_names.size(), false);
   for (const TraceEvent& e : events) {
-    list.push_back({{"ph", "X"}, {"name", e.name}, {"cat", e.category}, {"pid", e.rank}, {"tid", 0},
+    if (e.track == 1 && e.rank >= 0 && static_cast<size_t>(e.rank) < has_stream.size()) has_stream[e.rank] = true;
+  }
+  for (size_t r = 0; r < rank_names.size(); ++r) {
+    if (!has_stream[r]) continue;
+    list.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 0}, {"args", {{"name", "compute"}}}});
+    list.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 1},
+                    {"args", {{"name", "communication stream"}}}});
+  }
+  for (const TraceEvent& e : events) {
+    list.push_back({{"ph", "X"}, {"name", e.name}, {"cat", e.category}, {"pid", e.rank}, {"tid", e.track},
                     {"ts", e.start_s * 1e6}, {"dur", e.duration_s * 1e6}});
   }
   json root = {{"traceEvents", std::move(list)}, {"displayTimeUnit", "ms"},

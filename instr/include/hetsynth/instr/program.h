@@ -151,10 +151,11 @@ std::vector<ir::ValueId> ReplicatedParametersInReadyOrder(const Program& p);
 // non-empty, ranks 0..n−1 node-major. What hierarchical collectives need.
 bool TwoLevelNodes(const std::vector<std::vector<int>>& nodes, int num_devices);
 
-// OK when this build's runtime can execute the program exactly as planned; otherwise
-// FailedPrecondition naming the first feature it cannot run yet (an instruction's
-// implementation, buckets, overlap) and how to get a plan it can. The runtime updates this
-// function as it learns the features; `hetsynth train --plan` and `bench` ask it before running.
+// OK when this build's runtime can execute the program as planned; otherwise
+// FailedPrecondition naming the first feature it cannot run yet and how to get a plan it can.
+// Today the runtime runs every program CheckProgram accepts (hierarchical collectives, buckets,
+// overlap included; docs/runtime.md). The runtime updates this function as it learns new
+// features; `hetsynth train --plan` and `bench` ask it before running.
 absl::Status RuntimeSupports(const Program& p);
 
 // A plan: the program plus what it was made for and what it is predicted to cost.

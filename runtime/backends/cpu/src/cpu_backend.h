@@ -44,6 +44,15 @@ struct CpuBackend {
                                             const std::vector<int64_t>& lengths, CommImpl impl) {
     return runtime::ReduceScatterAlong(comm, whole, d, lengths, impl);
   }
+  // The same packing around any flat collective (the hierarchical ones of mesh_collectives.h).
+  absl::StatusOr<Tensor> GatherVia(const Tensor& piece, const ir::Shape& full, int d, const std::vector<int64_t>& lengths,
+                                   const FlatGather& gather) {
+    return runtime::GatherAlong(piece, full, d, lengths, gather);
+  }
+  absl::StatusOr<Tensor> ScatterVia(const Tensor& whole, int d, const std::vector<int64_t>& lengths, int rank,
+                                    const FlatScatter& scatter) {
+    return runtime::ScatterAlong(whole, d, lengths, rank, scatter);
+  }
   absl::StatusOr<Tensor> AllToAllAlong(Communicator& comm, const Tensor& piece, const ir::Shape& full, int d,
                                        const std::vector<int64_t>& ld, int d2, const std::vector<int64_t>& ld2) {
     return runtime::AllToAllAlong(comm, piece, full, d, ld, d2, ld2);

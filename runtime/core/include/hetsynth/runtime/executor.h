@@ -47,10 +47,13 @@ struct ExecutorOptions {
 };
 
 // One rank's view of a step; times in seconds (emulated when ExecutorOptions::emulate).
+// compute + communication + idle is the rank's compute stream, at most the step; with overlap
+// the communication stream also moved data for `overlapped_s` while compute went on.
 struct RankTimes {
   double compute_s = 0;
-  double communication_s = 0;
-  double idle_s = 0;  // waiting for slower ranks at collectives
+  double communication_s = 0;  // in blocking collectives, or waiting for the communication stream
+  double idle_s = 0;           // waiting for slower ranks at collectives
+  double overlapped_s = 0;     // the communication stream's work hidden behind compute (overlap)
 };
 
 struct StepMetrics {
@@ -67,6 +70,7 @@ struct TraceEvent {
   int rank = 0;
   double start_s = 0;    // from the start of the run
   double duration_s = 0;
+  int track = 0;         // 0: the rank's compute stream; 1: its communication stream (overlap)
 };
 
 class Executor {

@@ -12,15 +12,20 @@
 //   AllGatherAlong / ReduceScatterAlong / AllToAllAlong (collectives.h's contracts);
 //   Forward / Backward (kernel_contract.h's contracts);  RenumberRoutes(routes, offset, local);
 //   MakeOptimizer(cfg), OptimizerStep(opt, params, grads), StateTensors(opt) (host),
-//   RestoreState(opt, host tensors, steps);  Wait() (finish queued work);  status().
+//   RestoreState(opt, host tensors, steps);  Wait() (finish queued work);  status();
+//   with kHostTensors: GatherVia / ScatterVia (collectives_along.h's GatherAlong / ScatterAlong
+//   through a flat collective: the hierarchical ones of mesh_collectives.h).
+// Gradient buckets, hierarchical collectives and the communication stream: grad_sync.h.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,6 +35,7 @@
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/executor.h"
+#include "hetsynth/runtime/grad_sync.h"
 #include "hetsynth/runtime/kernel_contract.h"
 #include "hetsynth/runtime/shard.h"
 #include "hetsynth/runtime/training.h"
@@ -51,8 +57,6 @@ inline std::mutex& ComputeTurn() {
 inline double WallSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
-
-inline CommImpl ToComm(instr::CollImpl c) { return c == instr::CollImpl::kPadded ? CommImpl::kPadded : CommImpl::kGrouped; }
 
 // What one instruction needs at run time on this rank, worked out once.
 struct Op {
@@ -82,6 +86,10 @@ struct ExecutorImpl final : Executor::Impl {
   std::vector<bool> needs_grad;                 // per value
   std::map<std::string, T> params;               // this rank's pieces
   std::map<std::string, Property> param_prop;    // how each parameter is placed
+  std::set<ir::ValueId> is_param;
+  PlanMesh mesh;               // hierarchical collectives (grad_sync.h)
+  GradBuckets gbuckets;        // replicated gradients' all-reduces
+  std::unique_ptr<AsyncCollectives> async;  // the communication stream (overlap), when it overlaps
 
   // During a step.
   struct Slot {
@@ -95,6 +103,22 @@ struct ExecutorImpl final : Executor::Impl {
   std::vector<T> routes;                 // per op: shifted routes (moe experts rule)
   const Batch* batch = nullptr;
   KernelContext ctx;
+  // Gradient buckets in backward: each bucket's gradients as they become ready.
+  std::vector<std::vector<T>> staged;
+  std::vector<size_t> staged_count;
+  // The communication stream (overlap): its operations this step, what they produce, and
+  // what consumes it.
+  std::vector<StreamOp> stream;
+  size_t stream_settled = 0;
+  double stream_free = 0;  // emulated: when the stream finished its last settled operation
+  double stream_busy = 0, stream_waited = 0;  // this step: the stream's work; compute waiting for it
+  std::map<size_t, std::pair<size_t, std::shared_ptr<T>>> prefetched;  // instruction → (op, gathered)
+  struct BucketOp {
+    size_t bucket, op;
+    std::shared_ptr<std::vector<T>> grads;
+  };
+  std::vector<BucketOp> bucket_ops;
+  std::vector<std::pair<std::string, std::pair<size_t, std::shared_ptr<T>>>> zero_grads;  // param → (op, piece)
 
   // Timing.
   // Held from a rank's first kernel after a collective to its next collective: a rank runs its
@@ -190,6 +214,7 @@ struct ExecutorImpl final : Executor::Impl {
     for (TraceEvent& e : pending_events) e.start_s += c;
     events.insert(events.end(), pending_events.begin(), pending_events.end());
     pending_events.clear();
+    ShiftStreamReady(c);
     clock += c;
     latest += c;
     has_pending_comm = false;
@@ -222,6 +247,130 @@ struct ExecutorImpl final : Executor::Impl {
       times.communication_s += dt;
     }
     return st;
+  }
+
+  // Collectives by implementation (grad_sync.h), over a world communicator and its node split:
+  // the rank's own, or the communication stream's.
+  absl::StatusOr<T> AllGatherOn(Communicator& w, Communicator* node, const T& piece, const ir::Shape& full, int dim,
+                                const std::vector<int64_t>& lengths, instr::CollImpl impl) {
+    return AllGatherBy(b, mesh, w, node, piece, full, dim, lengths, impl);
+  }
+  absl::StatusOr<T> ReduceScatterOn(Communicator& w, Communicator* node, const T& whole, int dim,
+                                    const std::vector<int64_t>& lengths, instr::CollImpl impl) {
+    return ReduceScatterBy(b, mesh, w, node, whole, dim, lengths, impl);
+  }
+  absl::Status AllReduceOn(Communicator& w, Communicator* node, T& t, instr::CollImpl impl) {
+    return AllReduceBy(mesh, w, node, t, impl);
+  }
+  absl::Status ReduceBucket(Communicator& w, Communicator* node, std::vector<T>& gs, instr::CollImpl impl) {
+    return AllReduceBucket(b, mesh, w, node, gs, impl);
+  }
+
+  // The communication stream (overlap, grad_sync.h). Enqueue runs fn on the stream's
+  // communicators after what was enqueued before; its time, measured there, is settled later.
+  using StreamFn = std::function<absl::Status(Communicator& w, Communicator* node)>;
+  size_t Enqueue(const std::string& name, StreamFn fn) {
+    StreamOp op;
+    op.name = name;
+    op.ready = clock;
+    op.after_pending = has_pending_comm;
+    op.measured = std::make_shared<double>(0);
+    const bool cpu = opt.emulate && comm.name() == "threads";
+    op.handle = async->Enqueue([fn = std::move(fn), m = op.measured, cpu](Communicator& w, Communicator* node) {
+      const double t0 = cpu ? ThreadCpuSeconds() : WallSeconds();
+      absl::Status st = fn(w, node);
+      *m = (cpu ? ThreadCpuSeconds() : WallSeconds()) - t0;
+      return st;
+    });
+    stream.push_back(std::move(op));
+    return stream.size() - 1;
+  }
+  // A blocking collective's time c became known: stream operations enqueued after it were
+  // ready c later than the clock said then.
+  void ShiftStreamReady(double c) {
+    for (size_t k = stream_settled; k < stream.size(); ++k) {
+      if (stream[k].after_pending) {
+        stream[k].ready += c;
+        stream[k].after_pending = false;
+      }
+    }
+  }
+  // Waits for stream operations [stream_settled, upto) and settles their emulated times (and the
+  // pending blocking collective's, like Sync but without making the ranks meet).
+  absl::Status SettleStream(size_t upto) {
+    if (turn.owns_lock()) turn.unlock();  // the other ranks may need the turn to reach the stream
+    if (upto <= stream_settled) return absl::OkStatus();
+    for (size_t k = stream_settled; k < upto; ++k) HS_RETURN_IF_ERROR(stream[k].handle.Wait());
+    const bool cpu = opt.emulate && comm.name() == "threads";
+    std::vector<float> mine = {static_cast<float>(clock), static_cast<float>(pending_comm)};
+    for (size_t k = stream_settled; k < upto; ++k) {
+      mine.push_back(static_cast<float>(stream[k].ready));
+      mine.push_back(static_cast<float>(*stream[k].measured));
+    }
+    const size_t width = mine.size();
+    int ranks = 1;
+    std::vector<float> all = mine;
+    if (opt.emulate && comm.size() > 1) {
+      ranks = comm.size();
+      all.assign(width * static_cast<size_t>(ranks), 0.0f);
+      HS_RETURN_IF_ERROR(comm.AllGatherV(mine.data(), all.data(),
+                                         std::vector<int64_t>(static_cast<size_t>(ranks), static_cast<int64_t>(width)),
+                                         CommImpl::kGrouped));
+      if (has_pending_comm) {
+        std::vector<double> m;
+        for (int r = 0; r < ranks; ++r) m.push_back(all[static_cast<size_t>(r) * width + 1]);
+        std::sort(m.begin(), m.end());
+        const size_t n = m.size();
+        const double c = n % 2 ? m[n / 2] : 0.5 * (m[n / 2 - 1] + m[n / 2]);
+        if (opt.trace && c > 0) events.push_back({pending_name, "communication", rank, run_offset + pending_start, c});
+        times.communication_s += c;
+        for (TraceEvent& e : pending_events) e.start_s += c;
+        ShiftStreamReady(c);
+        clock += c;
+        has_pending_comm = false;
+        pending_comm = 0;
+      }
+    }
+    events.insert(events.end(), pending_events.begin(), pending_events.end());
+    pending_events.clear();
+    // Only the stream's columns.
+    std::vector<float> cols;
+    for (int r = 0; r < ranks; ++r) {
+      const float* row = &all[static_cast<size_t>(r) * width];
+      cols.insert(cols.end(), row + 2, row + width);
+    }
+    const size_t from = stream_settled;
+    stream_free = ScheduleStream(stream, from, upto, cols, ranks, cpu, stream_free);
+    for (size_t k = from; k < upto; ++k) {
+      const double dur = stream[k].end - stream[k].start;
+      stream_busy += dur;
+      if (opt.trace && dur > 0) {
+        TraceEvent e{stream[k].name, "communication", rank, run_offset + stream[k].start, dur};
+        e.track = 1;
+        events.push_back(e);
+      }
+    }
+    stream_settled = upto;
+    return absl::OkStatus();
+  }
+  // The compute stream waits for stream operation k (and everything before it).
+  absl::Status WaitStream(size_t upto) {
+    HS_RETURN_IF_ERROR(SettleStream(upto));
+    const double end = upto == 0 ? 0.0 : stream[upto - 1].end;
+    if (end > clock) {
+      // Exposed communication while the stream works; idle while it waits for slower ranks
+      // to enqueue (as at a blocking collective).
+      double busy = 0;
+      for (size_t k = 0; k < upto; ++k) {
+        busy += std::max(0.0, std::min(end, stream[k].end) - std::max(clock, stream[k].start));
+      }
+      if (opt.trace) events.push_back({"wait for communication stream", "communication", rank, run_offset + clock, end - clock});
+      times.communication_s += busy;
+      times.idle_s += end - clock - busy;
+      stream_waited += busy;
+      clock = end;
+    }
+    return absl::OkStatus();
   }
 
   void AddGrad(const Property& p, T&& t) {
@@ -309,6 +458,15 @@ absl::Status ExecutorImpl<B>::Prepare() {
     }
     ops.push_back(std::move(op));
   }
+  for (ir::ValueId p : g.parameters()) is_param.insert(p);
+  gbuckets = GradBuckets::Of(prog);
+  HS_ASSIGN_OR_RETURN(mesh, MakePlanMesh(prog, comm, B::kHostTensors));
+  if (prog.overlap && B::kHostTensors && comm.size() > 1) {
+    // A communication thread when the communicator allows one; otherwise the stream's
+    // collectives block where they are enqueued (the same results; docs/runtime.md).
+    HS_ASSIGN_OR_RETURN(async, AsyncCollectives::Create(comm, mesh.node.get(), mesh.active() ? &*mesh.mesh : nullptr));
+    if (!async->overlapped()) async.reset();
+  }
   return absl::OkStatus();
 }
 
@@ -360,10 +518,16 @@ absl::Status ExecutorImpl<B>::Forward() {
         break;
       }
       case InstrKind::kAllGather: {
-        const T& piece = vals.at(in.pre.at(0)).get();
         Slot s;
+        if (auto pf = prefetched.find(i); pf != prefetched.end()) {  // gathered ahead on the stream
+          HS_RETURN_IF_ERROR(WaitStream(pf->second.first + 1));
+          s.value = std::move(*pf->second.second);
+          vals[in.post.at(0)] = std::move(s);
+          break;
+        }
+        const T& piece = vals.at(in.pre.at(0)).get();
         HS_RETURN_IF_ERROR(Communicate(op.label, [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(s.value, b.AllGatherAlong(comm, piece, op.full, in.dim, op.lengths, ToComm(in.impl)));
+          HS_ASSIGN_OR_RETURN(s.value, AllGatherOn(comm, mesh.node.get(), piece, op.full, in.dim, op.lengths, in.impl));
           return absl::OkStatus();
         }));
         vals[in.post.at(0)] = std::move(s);
@@ -373,7 +537,7 @@ absl::Status ExecutorImpl<B>::Forward() {
         const T& whole = vals.at(in.pre.at(0)).get();
         Slot s;
         HS_RETURN_IF_ERROR(Communicate(op.label, [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(s.value, b.ReduceScatterAlong(comm, whole, in.dim, op.lengths, ToComm(in.impl)));
+          HS_ASSIGN_OR_RETURN(s.value, ReduceScatterOn(comm, mesh.node.get(), whole, in.dim, op.lengths, in.impl));
           return absl::OkStatus();
         }));
         vals[in.post.at(0)] = std::move(s);
@@ -382,7 +546,7 @@ absl::Status ExecutorImpl<B>::Forward() {
       case InstrKind::kAllReduce: {
         Slot s;
         s.value = b.Clone(vals.at(in.pre.at(0)).get());
-        HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return comm.AllReduce(s.value.ptr(), s.value.numel()); }));
+        HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return AllReduceOn(comm, mesh.node.get(), s.value, in.impl); }));
         vals[in.post.at(0)] = std::move(s);
         break;
       }
@@ -427,12 +591,31 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
       case InstrKind::kPlaceParameter: {
         const std::string& name = g.value(t).name;
         T grad = TakeGrad(in.post.at(0));
-        if (in.dim < 0) {
-          // Replicated: every rank's contribution is part of the gradient.
-          HS_RETURN_IF_ERROR(Communicate(StrCat("all_reduce(grad ", name, ")"),
-                                         [&] { return comm.AllReduce(grad.ptr(), grad.numel()); }));
+        if (in.dim >= 0) {
+          (*param_grads)[name] = std::move(grad);
+          break;
         }
-        (*param_grads)[name] = std::move(grad);
+        // Replicated: every rank's contribution is part of the gradient, all-reduced with the
+        // rest of its bucket once the bucket's last gradient is ready.
+        const auto [k, pos] = gbuckets.where.at(t);
+        staged[k][pos] = std::move(grad);
+        if (++staged_count[k] < staged[k].size()) break;
+        const GradBuckets::One& bucket = gbuckets.buckets[k];
+        const std::string label = bucket.params.size() == 1
+                                      ? StrCat("all_reduce(grad ", name, ")")
+                                      : StrCat("all_reduce(bucket ", k, ": ", bucket.params.size(), " gradients)");
+        if (async) {
+          auto gs = std::make_shared<std::vector<T>>(std::move(staged[k]));
+          const size_t sop = Enqueue(label, [this, gs, impl = bucket.impl](Communicator& w, Communicator* node) {
+            return ReduceBucket(w, node, *gs, impl);
+          });
+          bucket_ops.push_back({k, sop, gs});
+          break;
+        }
+        HS_RETURN_IF_ERROR(Communicate(label, [&] { return ReduceBucket(comm, mesh.node.get(), staged[k], bucket.impl); }));
+        for (size_t j = 0; j < bucket.params.size(); ++j) {
+          (*param_grads)[g.value(bucket.params[j]).name] = std::move(staged[k][j]);
+        }
         break;
       }
       case InstrKind::kCompute: {
@@ -465,10 +648,23 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
       }
       case InstrKind::kAllGather: {
         if (!needs_grad[static_cast<size_t>(t)]) break;
+        const std::string label = StrCat("reduce_scatter(grad ", g.value(t).name, ")");
+        if (async && is_param.count(t)) {
+          // A ZeRO parameter's gradient: reduce-scattered on the stream; the optimizer waits.
+          auto grad = std::make_shared<T>(TakeGrad(in.post.at(0)));
+          auto piece = std::make_shared<T>();
+          const size_t sop = Enqueue(label, [this, grad, piece, &op, &in](Communicator& w, Communicator* node) -> absl::Status {
+            HS_ASSIGN_OR_RETURN(*piece, ReduceScatterOn(w, node, *grad, in.dim, op.lengths, in.impl));
+            *grad = T();
+            return absl::OkStatus();
+          });
+          zero_grads.push_back({g.value(t).name, {sop, piece}});
+          break;
+        }
         const T grad = TakeGrad(in.post.at(0));
         T piece;
-        HS_RETURN_IF_ERROR(Communicate(StrCat("reduce_scatter(grad ", g.value(t).name, ")"), [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(piece, b.ReduceScatterAlong(comm, grad, in.dim, op.lengths, ToComm(in.impl)));
+        HS_RETURN_IF_ERROR(Communicate(label, [&]() -> absl::Status {
+          HS_ASSIGN_OR_RETURN(piece, ReduceScatterOn(comm, mesh.node.get(), grad, in.dim, op.lengths, in.impl));
           return absl::OkStatus();
         }));
         AddGrad(in.pre.at(0), std::move(piece));
@@ -479,7 +675,7 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
         const T grad = TakeGrad(in.post.at(0));
         T whole;
         HS_RETURN_IF_ERROR(Communicate(StrCat("all_gather(grad ", g.value(t).name, ")"), [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(whole, b.AllGatherAlong(comm, grad, op.full, in.dim, op.lengths, ToComm(in.impl)));
+          HS_ASSIGN_OR_RETURN(whole, AllGatherOn(comm, mesh.node.get(), grad, op.full, in.dim, op.lengths, in.impl));
           return absl::OkStatus();
         }));
         AddGrad(in.pre.at(0), std::move(whole));
@@ -489,7 +685,7 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
         if (!needs_grad[static_cast<size_t>(t)]) break;
         T grad = TakeGrad(in.post.at(0));
         HS_RETURN_IF_ERROR(Communicate(StrCat("all_reduce(grad ", g.value(t).name, ")"),
-                                       [&] { return comm.AllReduce(grad.ptr(), grad.numel()); }));
+                                       [&] { return AllReduceOn(comm, mesh.node.get(), grad, in.impl); }));
         AddGrad(in.pre.at(0), std::move(grad));
         break;
       }
@@ -516,6 +712,17 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
     }
   }
   grads.clear();
+  if (async) {
+    // The optimizer waits for the communication stream.
+    HS_RETURN_IF_ERROR(WaitStream(stream.size()));
+    for (BucketOp& bo : bucket_ops) {
+      const GradBuckets::One& bucket = gbuckets.buckets[bo.bucket];
+      for (size_t j = 0; j < bucket.params.size(); ++j) {
+        (*param_grads)[g.value(bucket.params[j]).name] = std::move((*bo.grads)[j]);
+      }
+    }
+    for (auto& [name, zg] : zero_grads) b.AddInto(param_grads->at(name), *zg.second);
+  }
   return absl::OkStatus();
 }
 
@@ -535,6 +742,34 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   saved.resize(ops.size());
   routes.clear();
   routes.resize(ops.size());
+  staged.clear();
+  staged.resize(gbuckets.buckets.size());
+  for (size_t k = 0; k < staged.size(); ++k) staged[k].resize(gbuckets.buckets[k].params.size());
+  staged_count.assign(gbuckets.buckets.size(), 0);
+  stream.clear();
+  stream_settled = 0;
+  stream_free = 0;
+  stream_busy = stream_waited = 0;
+  prefetched.clear();
+  bucket_ops.clear();
+  zero_grads.clear();
+  if (async) {
+    // ZeRO parameters are all-gathered ahead of use on the stream, in program order.
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const instr::Instruction& in = *ops[i].instr;
+      if (in.kind != InstrKind::kAllGather || !is_param.count(in.tensor)) continue;
+      const std::string& name = g.value(in.tensor).name;
+      if (!(param_prop.at(name) == in.pre.at(0))) continue;
+      auto out = std::make_shared<T>();
+      const T* piece = &params.at(name);
+      const Op* o = &ops[i];
+      const size_t sop = Enqueue(o->label, [this, out, piece, o](Communicator& w, Communicator* node) -> absl::Status {
+        HS_ASSIGN_OR_RETURN(*out, AllGatherOn(w, node, *piece, o->full, o->instr->dim, o->lengths, o->instr->impl));
+        return absl::OkStatus();
+      });
+      prefetched[i] = {sop, out};
+    }
+  }
 
   absl::Status st = Forward();
   const ir::ValueId loss_id = g.loss();
@@ -554,6 +789,7 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   if (st.ok()) st = Backward(&param_grads);
   if (!st.ok()) {
     if (turn.owns_lock()) turn.unlock();
+    if (async) (void)async->WaitAll();  // the stream's buffers must outlive its operations
     vals.clear();
     return st;
   }
@@ -566,17 +802,19 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   // Reporting (not timed): the global loss and every rank's breakdown.
   if (loss_partial) HS_RETURN_IF_ERROR(comm.AllReduce(&loss, 1));
   const int n = comm.size();
-  const float mine[4] = {static_cast<float>(times.compute_s), static_cast<float>(times.communication_s),
-                         static_cast<float>(times.idle_s), static_cast<float>(clock)};
-  std::vector<float> all(static_cast<size_t>(4 * n));
-  HS_RETURN_IF_ERROR(comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(n), 4), CommImpl::kGrouped));
+  times.overlapped_s = std::max(0.0, stream_busy - stream_waited);
+  const float mine[5] = {static_cast<float>(times.compute_s), static_cast<float>(times.communication_s),
+                         static_cast<float>(times.idle_s), static_cast<float>(times.overlapped_s),
+                         static_cast<float>(clock)};
+  std::vector<float> all(static_cast<size_t>(5 * n));
+  HS_RETURN_IF_ERROR(comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(n), 5), CommImpl::kGrouped));
   StepMetrics m;
   m.step = optimizer.steps();
   m.loss = loss;
   for (int r = 0; r < n; ++r) {
-    const float* x = &all[static_cast<size_t>(4 * r)];
-    m.ranks.push_back({x[0], x[1], x[2]});
-    m.step_time_s = std::max<double>(m.step_time_s, x[3]);
+    const float* x = &all[static_cast<size_t>(5 * r)];
+    m.ranks.push_back({x[0], x[1], x[2], x[3]});
+    m.step_time_s = std::max<double>(m.step_time_s, x[4]);
   }
   run_offset += m.step_time_s;
   return m;
