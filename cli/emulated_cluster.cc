@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/pacer.h"
 
 namespace hetsynth::cli {
 namespace {
@@ -452,6 +453,23 @@ int FailStep() {
 std::string EmulatedClusterState::StatePath() const { return StatePathOf(name); }
 std::string EmulatedClusterState::HostfilePath() const { return StrCat(kEmulatedClusterStateDir, "/", name, ".hosts"); }
 std::string EmulatedClusterState::AgentPath() const { return StrCat(kEmulatedClusterStateDir, "/", name, ".agent"); }
+
+double DefaultDilation(const costmodel::Cluster& c, int cores, std::string* why) {
+  double fastest = 0, sum = 0;
+  for (const costmodel::Device& d : c.devices) fastest = std::max(fastest, d.flops);
+  for (const costmodel::Device& d : c.devices) sum += d.flops / fastest;
+  const double k_cpu = runtime::DilationForCores(sum, cores);
+  const double k_net = std::max(1.0, std::ceil(c.inter_node.bandwidth / kMaxFaithfulShapedBytesPerSecond - 1e-9));
+  const double k = std::max(k_cpu, k_net);
+  if (why != nullptr) {
+    *why = fmt::format(
+        "default dilation K = {:g}: max of {:g} (ranks' CPU use: sum of relative speeds {:.3g} x 1.5 headroom / {} "
+        "core{}) and {:g} (inter-node {:.3g} MB/s / K <= {:g} MB/s, what this host shapes faithfully)",
+        k, k_cpu, sum, cores, cores == 1 ? "" : "s", k_net, c.inter_node.bandwidth / 1e6,
+        kMaxFaithfulShapedBytesPerSecond / 1e6);
+  }
+  return k;
+}
 
 absl::Status CheckEmulatedClusterName(const std::string& name) {
   if (!std::regex_match(name, std::regex("[a-z0-9]{1,12}"))) {

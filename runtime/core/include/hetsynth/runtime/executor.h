@@ -43,6 +43,10 @@ struct ExecutorOptions {
   // clocks synchronized at collectives. Off: wall-clock time, no synchronization.
   bool emulate = true;
   double slowdown = 1.0;
+  // Time dilation K > 0 (pacer.h; the emulated cluster, docs/emulated-cluster.md): real time, no
+  // virtual clocks; each stretch of local work is paced to K × its CPU time × slowdown, and every
+  // time reported is wall clock ÷ K. Takes precedence over `emulate`. 0: off.
+  double dilation = 0;
   bool trace = false;  // record trace events (TraceEvents())
 };
 
@@ -51,6 +55,7 @@ struct RankTimes {
   double compute_s = 0;
   double communication_s = 0;
   double idle_s = 0;  // waiting for slower ranks at collectives
+  double late_s = 0;  // dilation: how much longer local work took than K × modelled (÷ K); 0 else
 };
 
 struct StepMetrics {

@@ -31,6 +31,7 @@
 #include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/executor.h"
 #include "hetsynth/runtime/kernel_contract.h"
+#include "hetsynth/runtime/pacer.h"
 #include "hetsynth/runtime/shard.h"
 #include "hetsynth/runtime/training.h"
 
@@ -109,10 +110,13 @@ struct ExecutorImpl final : Executor::Impl {
   bool has_pending_comm = false;           // a collective whose time the next Sync settles
   double pending_comm = 0, pending_start = 0;
   std::string pending_name;
+  Pacer pacer;  // time dilation (opt.dilation > 0): real time, paced; then opt.emulate is off
 
   ExecutorImpl(B backend, const ir::Graph& graph, instr::Plan p, Communicator& c, ExecutorOptions o)
       : b(std::move(backend)), g(graph), plan(std::move(p)), comm(c), opt(o), optimizer(b.MakeOptimizer(o.optimizer)),
-        rank(c.rank()) {}
+        rank(c.rank()), pacer(o.dilation > 0 ? Pacer(o.dilation, o.slowdown) : Pacer()) {
+    if (pacer.on()) opt.emulate = false;
+  }
 
   std::vector<int64_t> Lengths(const Property& p) const { return plan.program.ShardLengths(g, p); }
 
@@ -143,7 +147,9 @@ struct ExecutorImpl final : Executor::Impl {
   template <class F>
   void Compute(const std::string& name, F&& f, const char* category = "compute") {
     double dt;
-    if (opt.emulate) {
+    if (pacer.on()) {
+      dt = pacer.Work(f);
+    } else if (opt.emulate) {
       if (comm.name() == "threads" && !turn.owns_lock()) turn = std::unique_lock<std::mutex>(ComputeTurn());
       const double c0 = ThreadCpuSeconds();
       f();
@@ -165,6 +171,10 @@ struct ExecutorImpl final : Executor::Impl {
   // an in-process collective has a heavy tail from wake-ups on a busy host).
   absl::Status Sync() {
     if (turn.owns_lock()) turn.unlock();  // never hold the turn into a collective
+    if (pacer.on()) {
+      times.late_s += pacer.Settle();
+      clock = pacer.Elapsed();
+    }
     if (!opt.emulate || comm.size() == 1) {
       events.insert(events.end(), pending_events.begin(), pending_events.end());
       pending_events.clear();
@@ -210,7 +220,7 @@ struct ExecutorImpl final : Executor::Impl {
     const double t0 = cpu ? ThreadCpuSeconds() : WallSeconds();
     absl::Status st = f();
     if (!cpu) b.Wait();
-    const double dt = (cpu ? ThreadCpuSeconds() : WallSeconds()) - t0;
+    const double dt = pacer.Modelled((cpu ? ThreadCpuSeconds() : WallSeconds()) - t0);
     if (opt.emulate && comm.size() > 1) {
       has_pending_comm = true;
       pending_comm = dt;
@@ -526,6 +536,7 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   ctx.step = optimizer.steps();
   clock = 0;
   times = RankTimes();
+  pacer.StartStep();
   has_pending_comm = false;
   pending_comm = 0;
   pending_events.clear();
@@ -566,16 +577,16 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   // Reporting (not timed): the global loss and every rank's breakdown.
   if (loss_partial) HS_RETURN_IF_ERROR(comm.AllReduce(&loss, 1));
   const int n = comm.size();
-  const float mine[4] = {static_cast<float>(times.compute_s), static_cast<float>(times.communication_s),
-                         static_cast<float>(times.idle_s), static_cast<float>(clock)};
-  std::vector<float> all(static_cast<size_t>(4 * n));
-  HS_RETURN_IF_ERROR(comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(n), 4), CommImpl::kGrouped));
+  const float mine[5] = {static_cast<float>(times.compute_s), static_cast<float>(times.communication_s),
+                         static_cast<float>(times.idle_s), static_cast<float>(clock), static_cast<float>(times.late_s)};
+  std::vector<float> all(static_cast<size_t>(5 * n));
+  HS_RETURN_IF_ERROR(comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(n), 5), CommImpl::kGrouped));
   StepMetrics m;
   m.step = optimizer.steps();
   m.loss = loss;
   for (int r = 0; r < n; ++r) {
-    const float* x = &all[static_cast<size_t>(4 * r)];
-    m.ranks.push_back({x[0], x[1], x[2]});
+    const float* x = &all[static_cast<size_t>(5 * r)];
+    m.ranks.push_back({x[0], x[1], x[2], x[4]});
     m.step_time_s = std::max<double>(m.step_time_s, x[3]);
   }
   run_offset += m.step_time_s;
