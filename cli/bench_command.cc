@@ -349,15 +349,12 @@ absl::Status RunBench(const BenchFlags& f) {
   // --emulate-network runs what the runtime can run: a plan it refuses (hierarchical collectives,
   // buckets, overlap) is synthesized again without them, and the table says so.
   if (f.emulate_network) {
-    std::vector<synth::Strategy> variants;
-    std::vector<size_t> which;
     for (size_t k = 0; k < entries.size(); ++k) {
-      if (entries[k].feasible && !entries[k].not_run.empty()) variants.push_back(RunnableVariant(strategies[k])), which.push_back(k);
-    }
-    if (!variants.empty()) {
-      size_t v = 0;
-      for (auto& [name, r] : synth::SynthesizeAll(g, cluster, variants, so)) {
-        Entry& e = entries[which[v++]];
+      Entry& e = entries[k];
+      if (!e.feasible || e.not_run.empty()) continue;
+      {
+        // (Synthesize, not SynthesizeAll: that gives a baseline's name the baseline's own result.)
+        absl::StatusOr<synth::SynthResult> r = synth::Synthesize(g, cluster, RunnableVariant(strategies[k]), so);
         if (!r.ok()) continue;  // stays "not run"
         e.note = StrCat("ran its flat, no-overlap variant: the runtime refuses the full plan (", e.not_run, ")");
         fmt::print(stderr, "note: {}: {}\n", e.name, e.note);
