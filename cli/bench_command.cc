@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -45,6 +47,7 @@ struct BenchFlags {
   double dilation = -1;      // -1: DefaultDilation
   std::string network_name;  // use (or bring up) the emulated cluster of this name; empty: a temporary one
   std::string mpirun = "mpirun";
+  int refit = 0;  // --refit N: at most N rounds of measure → refit the cost model → re-synthesize
 };
 
 struct Entry {
@@ -57,6 +60,7 @@ struct Entry {
   double predicted = 0, measured = NAN, exposed = 0;
   double compute = NAN, communication = NAN, idle = NAN;  // measured means over ranks
   double late = NAN;  // --emulate-network: mean over ranks of the time paced work ran late
+  costmodel::Estimate estimate;  // the cost model's, per instruction (--refit compares with the trace)
 };
 
 // The strategy with what this runtime cannot run yet switched off: flat collectives, no overlap,
@@ -246,7 +250,7 @@ absl::StatusOr<std::string> RunOnEmulatedNetwork(const BenchFlags& f, const cost
       k, st.nodes.size(), st.shaped_bytes_per_s / 1e6, st.bandwidth / 1e6);
 }
 
-absl::Status RunBench(const BenchFlags& f) {
+absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, ir::Graph* graph = nullptr) {
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
@@ -334,6 +338,7 @@ absl::Status RunBench(const BenchFlags& f) {
       e.plan = MakePlan(spec, cluster, *r);
       e.predicted = r->estimate.step_s;
       e.exposed = r->estimate.exposed_communication_s;
+      e.estimate = r->estimate;
       if (!f.simulate) {
         if (absl::Status st = instr::RuntimeSupports(e.plan.program); !st.ok()) e.not_run = std::string(st.message());
       }
@@ -362,6 +367,7 @@ absl::Status RunBench(const BenchFlags& f) {
         e.plan = MakePlan(spec, cluster, *r);
         e.predicted = r->estimate.step_s;
         e.exposed = r->estimate.exposed_communication_s;
+        e.estimate = r->estimate;
         if (absl::Status st = instr::RuntimeSupports(e.plan.program); !st.ok()) e.not_run = std::string(st.message());
         std::ofstream out(f.out + "/" + e.name + ".plan.json", std::ios::binary | std::ios::trunc);
         out << instr::PlanToJson(g, e.plan);
@@ -563,6 +569,204 @@ absl::Status RunBench(const BenchFlags& f) {
   fmt::print("wrote {0}/results.json, results.csv, results.md{1}, plans{2} to {0}/\n", f.out,
              plotted ? ", speedup.png, speedup.svg" : "", f.simulate ? "" : " and Chrome traces");
   if (!plotted) fmt::print("gnuplot not found: no plots (scripts/install-deps installs gnuplot-nox)\n");
+  if (keep != nullptr) *keep = std::move(entries);
+  if (graph != nullptr) *graph = std::move(g);
+  return absl::OkStatus();
+}
+
+// ---- --refit: the closed loop ------------------------------------------------------------------
+
+// The collective op whose inter_node table prices an instruction's communication: a placed
+// parameter's is its gradient all-reduce; an all-gather's forward and a reduce-scatter's dual
+// (and vice versa) are priced by the all_gather and reduce_scatter tables, scaled together.
+std::string TableOp(instr::InstrKind k) {
+  switch (k) {
+    case instr::InstrKind::kAllGather:
+    case instr::InstrKind::kReduceScatter: return "gather";
+    case instr::InstrKind::kAllToAll: return "all_to_all";
+    default: return "all_reduce";
+  }
+}
+
+// Measured against predicted, summed over the plans of one round: compute (the slowest rank's,
+// per step) and communication per table op (per instruction, the least over ranks of its
+// collectives' time in the trace: the rank that arrives last waits least).
+struct RefitSums {
+  double compute_pred = 0, compute_meas = 0;
+  std::map<std::string, std::pair<double, double>> comm;  // op → (predicted, measured)
+};
+
+absl::Status AddMeasured(const std::string& dir, const Entry& e, const ir::Graph& g, int64_t warmup, RefitSums& sums) {
+  // Step boundaries: the metrics file's step times (the trace's clock is their running sum).
+  std::ifstream mf(dir + "/" + e.name + ".metrics.jsonl");
+  std::vector<double> step_times;
+  std::vector<double> rank_compute;  // Σ over measured steps, per rank
+  for (std::string line; std::getline(mf, line);) {
+    if (line.empty()) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) return absl::InternalError(StrCat("bad metrics line in ", dir, "/", e.name, ".metrics.jsonl"));
+    step_times.push_back(j.at("step_time_s").get<double>());
+    if (static_cast<int64_t>(step_times.size()) <= warmup) continue;
+    const auto& ranks = j.at("ranks");
+    rank_compute.resize(ranks.size(), 0.0);
+    for (size_t r = 0; r < ranks.size(); ++r) rank_compute[r] += ranks[r].at("compute_s").get<double>();
+  }
+  const int64_t measured_steps = static_cast<int64_t>(step_times.size()) - warmup;
+  if (measured_steps < 1 || rank_compute.empty()) return absl::InternalError(StrCat(e.name, ": no measured step to refit from"));
+  double t0 = 0;
+  for (int64_t i = 0; i < warmup; ++i) t0 += step_times[static_cast<size_t>(i)];
+  std::ifstream tf(dir + "/" + e.name + ".trace.json");
+  const nlohmann::json trace = nlohmann::json::parse(tf, nullptr, false);
+  if (trace.is_discarded()) return absl::InternalError(StrCat("cannot read ", dir, "/", e.name, ".trace.json"));
+  // tensor name → per rank Σ seconds of its collectives ("op(x)" and "op(grad x)").
+  std::map<std::string, std::map<int, double>> by_tensor;
+  for (const auto& ev : trace.at("traceEvents")) {
+    if (ev.value("ph", "") != "X" || ev.value("cat", "") != "communication") continue;
+    if (ev.at("ts").get<double>() * 1e-6 < t0 - 1e-9) continue;  // warm-up
+    std::string name = ev.at("name").get<std::string>();
+    const size_t open = name.find('('), close = name.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close < open) continue;
+    std::string tensor = name.substr(open + 1, close - open - 1);
+    if (tensor.rfind("grad ", 0) == 0) tensor = tensor.substr(5);
+    by_tensor[tensor][ev.at("pid").get<int>()] += ev.at("dur").get<double>() * 1e-6;
+  }
+  // Per tensor: the predicted communication of its instructions, by table op.
+  const std::vector<instr::Instruction>& ins = e.plan.program.instructions;
+  std::map<std::string, std::map<std::string, double>> predicted;  // tensor → op → seconds
+  for (size_t i = 0; i < ins.size() && i < e.estimate.instruction_communication_s.size(); ++i) {
+    const double c = e.estimate.instruction_communication_s[i];
+    if (c <= 0 || ins[i].tensor < 0) continue;
+    predicted[g.value(ins[i].tensor).name][TableOp(ins[i].kind)] += c;
+  }
+  const double n = static_cast<double>(measured_steps);
+  for (const auto& [tensor, ops] : predicted) {
+    double pred = 0;
+    for (const auto& [op, t] : ops) pred += t;
+    double meas = 0;
+    if (auto it = by_tensor.find(tensor); it != by_tensor.end() && !it->second.empty()) {
+      meas = std::numeric_limits<double>::infinity();
+      for (const auto& [rank, t] : it->second) meas = std::min(meas, t / n);
+    }
+    for (const auto& [op, t] : ops) {  // a tensor's time split over its ops as predicted
+      sums.comm[op].first += t;
+      sums.comm[op].second += pred > 0 ? meas * t / pred : 0;
+    }
+  }
+  sums.compute_pred += e.estimate.compute_s;
+  sums.compute_meas += *std::max_element(rank_compute.begin(), rank_compute.end()) / n;
+  return absl::OkStatus();
+}
+
+// The cluster of the next round: device rates ÷ the compute ratio, the inter_node tables × their
+// op's communication ratio (measured / predicted). Ratios are clamped to [1/4, 4] per round.
+costmodel::Cluster Refit(costmodel::Cluster c, const RefitSums& s, std::string* said) {
+  auto clamp = [](double x) { return std::isfinite(x) && x > 0 ? std::clamp(x, 0.25, 4.0) : 1.0; };
+  const double rc = clamp(s.compute_meas / s.compute_pred);
+  for (costmodel::Device& d : c.devices) d.flops /= rc, d.memory_bandwidth /= rc;
+  *said = fmt::format("compute x{:.3f}", rc);
+  for (const auto& [op, pm] : s.comm) {
+    const double r = clamp(pm.second / pm.first);
+    *said += fmt::format(", {} x{:.3f}", op, r);
+    for (costmodel::CollectiveTable& t : c.collectives) {
+      const bool hit = t.link == "inter_node" && (t.op == op || (op == "gather" && (t.op == "all_gather" || t.op == "reduce_scatter")));
+      if (!hit) continue;
+      for (costmodel::CollectiveSample& x : t.samples) x.seconds *= r;
+    }
+    const bool has_table = std::any_of(c.collectives.begin(), c.collectives.end(), [&](const costmodel::CollectiveTable& t) {
+      return t.link == "inter_node" && (t.op == op || (op == "gather" && (t.op == "all_gather" || t.op == "reduce_scatter")));
+    });
+    if (!has_table) *said += " (no inter_node table: not applied)";
+  }
+  return c;
+}
+
+// --refit N: round r runs the bench in OUT/round<r> on the round's cluster file, then refits the
+// cost model's constants from the traces and writes the next round's file; stops when the mean
+// prediction error stops improving (or after N rounds) and writes the best file to OUT/tuned.json.
+absl::Status RunRefit(const BenchFlags& f) {
+  if (!f.emulate_network) return absl::InvalidArgumentError("--refit needs --emulate-network (it refits from real runs)");
+  if (f.refit < 1) return absl::InvalidArgumentError(StrCat("--refit ", f.refit, ": expected rounds >= 1"));
+  std::error_code ec;
+  std::filesystem::create_directories(f.out, ec);
+  HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
+  // One emulated cluster for every round (the rounds change no link rate, only the cost model).
+  ScopedInterruptHandler interrupts;
+  std::optional<EmulatedCluster> emu;
+  std::string name = f.network_name;
+  if (name.empty() || absl::IsNotFound(EmulatedCluster::Attach(name).status())) {
+    if (name.empty()) name = StrCat("t", getpid());
+    double k = f.dilation;
+    if (k == -1) {
+      std::string why;
+      k = DefaultDilation(cluster, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), &why);
+      fmt::print(stderr, "{}\n", why);
+    }
+    HS_ASSIGN_OR_RETURN(EmulatedCluster up, EmulatedCluster::Up(cluster, f.cluster, {.name = name, .dilation = k}));
+    emu.emplace(std::move(up));
+    fmt::print(stderr, "{}", emu->Describe());
+  }
+  std::string path = f.cluster;
+  double best = std::numeric_limits<double>::infinity();
+  std::string best_path;
+  nlohmann::json rounds = nlohmann::json::array();
+  std::vector<std::string> lines;
+  for (int r = 0; r < f.refit; ++r) {
+    BenchFlags fr = f;
+    fr.cluster = path;
+    fr.out = StrCat(f.out, "/round", r);
+    fr.network_name = name;
+    fr.dilation = -1;
+    fmt::print(stderr, "=== refit round {}: cluster '{}' ===\n", r, path);
+    std::vector<Entry> entries;
+    ir::Graph g;
+    HS_RETURN_IF_ERROR(RunBench(fr, &entries, &g));
+    if (ScopedInterruptHandler::Received() != 0) return absl::CancelledError("interrupted");
+    double sum = 0, worst = 0;
+    int n = 0;
+    nlohmann::json plans = nlohmann::json::object();
+    std::string line = fmt::format("round {}:", r);
+    RefitSums sums;
+    for (const Entry& e : entries) {
+      if (!e.feasible || !std::isfinite(e.measured)) continue;
+      const double err = std::abs(e.predicted - e.measured) / e.measured;
+      sum += err, worst = std::max(worst, err), ++n;
+      plans[e.name] = {{"predicted_s", e.predicted}, {"measured_s", e.measured}, {"error", (e.predicted - e.measured) / e.measured}};
+      line += fmt::format(" {} {:+.0f}%", e.name, 100 * (e.predicted - e.measured) / e.measured);
+      HS_RETURN_IF_ERROR(AddMeasured(fr.out, e, g, f.warmup, sums));
+    }
+    if (n == 0) return absl::InternalError("refit: no plan ran");
+    const double mean = sum / n;
+    line += fmt::format("; mean |error| {:.1f}%, worst {:.1f}%", 100 * mean, 100 * worst);
+    std::string said;
+    const costmodel::Cluster next = Refit(*costmodel::ReadClusterFile(path), sums, &said);
+    line += fmt::format("; refit: {}", said);
+    lines.push_back(line);
+    fmt::print("{}\n", line);
+    rounds.push_back({{"round", r}, {"cluster_file", path}, {"mean_abs_error", mean}, {"worst_abs_error", worst},
+                      {"plans", plans}, {"refit", said}});
+    const bool improved = mean < best * 0.98;
+    if (improved) best = mean, best_path = path;
+    if (!improved && r > 0) {
+      fmt::print("the prediction error stopped improving (round {}: {:.1f}%, best {:.1f}%): stop\n", r, 100 * mean, 100 * best);
+      break;
+    }
+    if (r + 1 < f.refit) {
+      path = StrCat(f.out, "/round", r + 1, ".cluster.json");
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out << costmodel::ClusterToJson(next);
+      if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write ", path));
+    }
+  }
+  std::filesystem::copy_file(best_path, f.out + "/tuned.json", std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write tuned.json (", ec.message(), ")"));
+  {
+    std::ofstream out(f.out + "/refit.json", std::ios::binary | std::ios::trunc);
+    out << nlohmann::json({{"rounds", rounds}, {"best_cluster_file", best_path}, {"best_mean_abs_error", best}}).dump(1) << "\n";
+  }
+  fmt::print("refit rounds:\n");
+  for (const std::string& l : lines) fmt::print("  {}\n", l);
+  fmt::print("best: {} (mean |error| {:.1f}%), copied to {}/tuned.json; per round: {}/round<r>/, {}/refit.json\n", best_path,
+             100 * best, f.out, f.out, f.out);
   return absl::OkStatus();
 }
 
@@ -606,7 +810,11 @@ Runner RegisterBench(CLI::App& app) {
   cmd->add_option("--mpirun", f->mpirun, "with --emulate-network: Open MPI's mpirun")->capture_default_str();
   cmd->add_option("--seed", f->seed, "initialization and synthetic data seed")->capture_default_str();
   cmd->add_option("--out", f->out, "directory for results.json, results.md, plans and traces")->required()->type_name("DIR");
-  return [f]() { return RunBench(*f); };
+  cmd->add_option("--refit", f->refit,
+                  "with --emulate-network: closed loop of at most N rounds — run, refit the cost model's compute and "
+                  "collective constants from the traces, re-synthesize — until the prediction error stops improving")
+      ->type_name("N");
+  return [f]() { return f->refit > 0 ? RunRefit(*f) : RunBench(*f); };
 }
 
 }  // namespace hetsynth::cli
