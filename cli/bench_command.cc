@@ -172,7 +172,9 @@ absl::StatusOr<bool> Plot(const std::string& dir, const std::vector<Entry>& entr
 // clock ÷ K). Returns the timing line for the report.
 absl::StatusOr<std::string> RunOnEmulatedNetwork(const BenchFlags& f, const costmodel::Cluster& cluster,
                                                  std::vector<Entry>& entries) {
-  ScopedInterruptHandler interrupts;  // Ctrl-C: the temporary cluster is torn down (destructor)
+  // Ctrl-C: the temporary cluster is torn down (destructor); --refit installed one already.
+  std::optional<ScopedInterruptHandler> interrupts;
+  if (!ScopedInterruptHandler::Installed()) interrupts.emplace();
   std::optional<EmulatedCluster> emu;
   double k = f.dilation;
   if (!f.network_name.empty()) {

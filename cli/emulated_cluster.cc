@@ -499,6 +499,8 @@ ScopedInterruptHandler::~ScopedInterruptHandler() {
 
 int ScopedInterruptHandler::Received() { return g_signal; }
 
+bool ScopedInterruptHandler::Installed() { return g_handler_installed; }
+
 absl::StatusOr<EmulatedCluster> EmulatedCluster::Up(const costmodel::Cluster& c, const std::string& cluster_file,
                                                     const EmulatedClusterOptions& o) {
   HS_RETURN_IF_ERROR(CheckEmulatedClusterName(o.name));

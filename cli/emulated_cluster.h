@@ -99,6 +99,8 @@ class ScopedInterruptHandler {
   ScopedInterruptHandler& operator=(const ScopedInterruptHandler&) = delete;
   // The first signal received, 0 if none.
   static int Received();
+  // Whether one is alive (a caller that may run inside another's scope installs none then).
+  static bool Installed();
 };
 
 struct EmulatedRunOptions {
