@@ -606,6 +606,12 @@ absl::StatusOr<EmulatedCluster> EmulatedCluster::Up(const costmodel::Cluster& c,
     for (const EmulatedNode& n : s.nodes) {
       HS_RETURN_IF_ERROR(run({ip, "netns", "add", n.netns}, "network namespaces are unavailable"));
       HS_RETURN_IF_ERROR(run({ip, "-n", n.netns, "link", "set", "lo", "up"}, "loopback in a namespace"));
+      // Dilation stretches the idle gaps between a rank's transfers K×, past TCP's idle timeout
+      // (about one RTO), which would restart every transfer in slow start; the modelled cluster's
+      // gaps are K× shorter. Not counted as a step (HETSYNTH_TEST_CLUSTER_FAIL_STEP).
+      HS_RETURN_IF_ERROR(Step({ip, "netns", "exec", n.netns, "sh", "-c",
+                               "echo 0 > /proc/sys/net/ipv4/tcp_slow_start_after_idle"},
+                              "per-namespace TCP settings"));
       HS_RETURN_IF_ERROR(run({ip, "-n", n.netns, "link", "add", kNodeNic, "mtu", StrCat(kMtu), "type", "veth", "peer",
                               "name", n.hub_port, "mtu", StrCat(kMtu), "netns", hub},
                              "veth pairs are unavailable"));

@@ -41,10 +41,11 @@
 namespace hetsynth::cli {
 namespace {
 
-constexpr int kOps = 3;
-constexpr const char* kOpNames[kOps] = {"all_gather", "reduce_scatter", "all_reduce"};
-constexpr costmodel::TermKind kOpKinds[kOps] = {costmodel::TermKind::kGatherGrouped,
-                                                costmodel::TermKind::kGatherGrouped, costmodel::TermKind::kAllReduce};
+// all_to_all is timed for its table only (the α–β fit takes the other three).
+constexpr int kOps = 4, kFitOps = 3;
+constexpr const char* kOpNames[kOps] = {"all_gather", "reduce_scatter", "all_reduce", "all_to_all"};
+constexpr costmodel::TermKind kOpKinds[kFitOps] = {costmodel::TermKind::kGatherGrouped,
+                                                   costmodel::TermKind::kGatherGrouped, costmodel::TermKind::kAllReduce};
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -61,48 +62,70 @@ std::vector<int64_t> Shares(const costmodel::Cluster& c, const std::vector<int>&
 
 struct Timed {
   int op = 0;
-  std::vector<int64_t> lengths;
+  std::vector<int64_t> lengths;   // shards along dim 0 (all_to_all: of a side × side matrix, in elements)
+  std::vector<int64_t> lengths2;  // all_to_all: the shards along dim 1 it turns them into
+  int64_t side = 0;               // all_to_all: the matrix's side
   double seconds = 0;  // modelled: median over the repeats of the slowest rank's wall time ÷ K
 };
+
+// What TimeGroup times among `devices`, in order: per size, the four ops (sizes whose shares
+// leave a device without a piece are skipped; all_to_all only for sizes that are squares).
+std::vector<Timed> Plan(const costmodel::Cluster& c, const std::vector<int>& devices, const std::vector<int64_t>& sizes) {
+  std::vector<Timed> out;
+  for (int64_t total : sizes) {
+    const std::vector<int64_t> lengths = Shares(c, devices, total);
+    if (std::count(lengths.begin(), lengths.end(), 0) > 0) continue;
+    for (int op = 0; op < kFitOps; ++op) out.push_back({op, lengths, {}, 0, 0});
+    const int64_t side = std::llround(std::sqrt(static_cast<double>(total)));
+    const std::vector<int64_t> rows = Shares(c, devices, side);
+    if (side * side != total || std::count(rows.begin(), rows.end(), 0) > 0) continue;
+    std::vector<int64_t> elems;
+    for (int64_t r : rows) elems.push_back(r * side);
+    out.push_back({3, elems, rows, side, 0});
+  }
+  return out;
+}
 
 // Times the three collectives among the ranks of `sub` (this rank's index there: sub.rank())
 // for every size. Every rank of `sub` calls it; the result is the same on all of them.
 absl::StatusOr<std::vector<Timed>> TimeGroup(runtime::Communicator& sub, const costmodel::Cluster& c,
                                              const std::vector<int>& devices, const std::vector<int64_t>& sizes,
                                              int repeats, double k) {
-  std::vector<Timed> out;
-  for (int64_t total : sizes) {
-    const std::vector<int64_t> lengths = Shares(c, devices, total);
-    if (std::count(lengths.begin(), lengths.end(), 0) > 0) continue;  // a rank without a piece
-    const ir::Shape full = {total};
-    runtime::Tensor piece({lengths[static_cast<size_t>(sub.rank())]}, 1.0f), whole(full, 1.0f);
-    for (int op = 0; op < kOps; ++op) {
-      std::vector<double> worst;
-      for (int rep = 0; rep <= repeats; ++rep) {
-        HS_RETURN_IF_ERROR(sub.Barrier());
-        const double t0 = runtime::Pacer::Now();
-        if (op == 0) {
-          HS_RETURN_IF_ERROR(runtime::AllGatherAlong(sub, piece, full, 0, lengths, runtime::CommImpl::kGrouped).status());
-        } else if (op == 1) {
-          HS_RETURN_IF_ERROR(runtime::ReduceScatterAlong(sub, whole, 0, lengths, runtime::CommImpl::kGrouped).status());
-        } else {
-          runtime::Tensor data = whole;
-          HS_RETURN_IF_ERROR(sub.AllReduce(data.ptr(), data.numel()));
-        }
-        const float mine = static_cast<float>((runtime::Pacer::Now() - t0) / k);
-        std::vector<float> all(static_cast<size_t>(sub.size()));
-        HS_RETURN_IF_ERROR(sub.AllGatherV(&mine, all.data(), std::vector<int64_t>(all.size(), 1), runtime::CommImpl::kGrouped));
-        if (rep > 0) worst.push_back(*std::max_element(all.begin(), all.end()));  // rep 0 warms up
+  std::vector<Timed> out = Plan(c, devices, sizes);
+  const size_t me = static_cast<size_t>(sub.rank());
+  for (Timed& x : out) {
+    const int64_t total = std::accumulate(x.lengths.begin(), x.lengths.end(), int64_t{0});
+    const ir::Shape full = x.op == 3 ? ir::Shape{x.side, x.side} : ir::Shape{total};
+    runtime::Tensor piece(x.op == 3 ? ir::Shape{x.lengths2[me], x.side} : ir::Shape{x.lengths[me]}, 1.0f), whole(full, 1.0f);
+    std::vector<double> worst;
+    for (int rep = 0; rep <= repeats; ++rep) {
+      HS_RETURN_IF_ERROR(sub.Barrier());
+      const double t0 = runtime::Pacer::Now();
+      if (x.op == 0) {
+        HS_RETURN_IF_ERROR(runtime::AllGatherAlong(sub, piece, full, 0, x.lengths, runtime::CommImpl::kGrouped).status());
+      } else if (x.op == 1) {
+        HS_RETURN_IF_ERROR(runtime::ReduceScatterAlong(sub, whole, 0, x.lengths, runtime::CommImpl::kGrouped).status());
+      } else if (x.op == 2) {
+        runtime::Tensor data = whole;
+        HS_RETURN_IF_ERROR(sub.AllReduce(data.ptr(), data.numel()));
+      } else {
+        HS_RETURN_IF_ERROR(runtime::AllToAllAlong(sub, piece, full, 0, x.lengths2, 1, x.lengths2).status());
       }
-      out.push_back({op, lengths, std::max(1e-9, Median(worst))});
+      const float mine = static_cast<float>((runtime::Pacer::Now() - t0) / k);
+      std::vector<float> all(static_cast<size_t>(sub.size()));
+      HS_RETURN_IF_ERROR(sub.AllGatherV(&mine, all.data(), std::vector<int64_t>(all.size(), 1), runtime::CommImpl::kGrouped));
+      if (rep > 0) worst.push_back(*std::max_element(all.begin(), all.end()));  // rep 0 warms up
     }
+    x.seconds = std::max(1e-9, Median(worst));
   }
   return out;
 }
 
 costmodel::LinkFit Fit(const std::vector<Timed>& t) {
   std::vector<costmodel::LinkSample> samples;
-  for (const Timed& x : t) samples.push_back(costmodel::MakeLinkSample(kOpKinds[x.op], x.lengths, x.seconds));
+  for (const Timed& x : t) {
+    if (x.op < kFitOps) samples.push_back(costmodel::MakeLinkSample(kOpKinds[x.op], x.lengths, x.seconds));
+  }
   return costmodel::FitLink(samples);
 }
 
@@ -166,18 +189,13 @@ absl::Status MeasureUnderMpi(const NetworkProfileFlags& f) {
     }
     // Rank 0 learns node j's result from node j's first rank (times as floats).
     const int first = node_devices[j][0];
-    std::vector<float> buf(sizes.size() * kOps, 0.0f);
+    std::vector<Timed> got = Plan(c, node_devices[j], sizes);
+    std::vector<float> buf(got.size(), 0.0f);
     if (rank == first) {
       for (size_t i = 0; i < t.size() && i < buf.size(); ++i) buf[i] = static_cast<float>(t[i].seconds);
     }
     HS_RETURN_IF_ERROR(world->Broadcast(buf.data(), static_cast<int64_t>(buf.size()), first));
     if (!lead) continue;
-    std::vector<Timed> got;
-    for (size_t s = 0; s < sizes.size(); ++s) {
-      const std::vector<int64_t> lengths = Shares(c, node_devices[j], sizes[s]);
-      if (std::count(lengths.begin(), lengths.end(), 0) > 0) continue;
-      for (int op = 0; op < kOps; ++op) got.push_back({op, lengths, 0.0});
-    }
     for (size_t i = 0; i < got.size(); ++i) got[i].seconds = std::max(1e-9, static_cast<double>(buf[i]));
     PrintTimes(fmt::format("intra-node '{}' ({} ranks)", c.nodes[j].name, node_devices[j].size()), got);
     const costmodel::LinkFit fit = Fit(got);
