@@ -1,7 +1,7 @@
 // `hetsynth profile --network`: measure each link class of a cluster — on the emulated cluster
 // of this host (docs/emulated-cluster.md), or on a real one when started under mpirun — through
 // the executor's own collectives over MPI, and write the α–β fits and collective tables into the
-// cluster file (docs/cluster-format.md, "Profiling the network").
+// cluster file (docs/cluster-format.md, "Profiling the network"; docs/emulated-cluster.md).
 //
 // Run outside mpirun, it brings up the emulated cluster of --cluster (or uses the one named
 // --network-name that is up) and runs itself on one rank per device there. Under mpirun (every
