@@ -7,7 +7,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <map>
+#include <optional>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -16,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "backend_flags.h"
 #include "commands.h"
+#include "emulated_cluster.h"
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/rules.h"
@@ -36,6 +41,13 @@ struct BenchFlags {
   bool simulate = false;
   double time_limit = 600;
   uint64_t seed = 0;
+  // --emulate-network: run every plan as real mpirun ranks across an emulated cluster (network
+  // namespaces, shaped NICs; docs/emulated-cluster.md) with time dilation K.
+  bool emulate_network = false;
+  double dilation = -1;      // -1: DefaultDilation
+  std::string network_name;  // use (or bring up) the emulated cluster of this name; empty: a temporary one
+  std::string mpirun = "mpirun";
+  int refit = 0;  // --refit N: at most N rounds of measure → refit the cost model → re-synthesize
 };
 
 struct Entry {
@@ -43,10 +55,43 @@ struct Entry {
   bool feasible = false;
   std::string why;  // infeasible: the synthesizer's reason
   std::string not_run;  // feasible but not run: why (instr::RuntimeSupports)
+  std::string note;     // ran a variant: why (--emulate-network falls back to a plan the runtime runs)
   instr::Plan plan;
   double predicted = 0, measured = NAN, exposed = 0;
   double compute = NAN, communication = NAN, idle = NAN, overlapped = NAN;  // measured means over ranks
+  double late = NAN;  // --emulate-network: mean over ranks of the time paced work ran late
+  costmodel::Estimate estimate;  // the cost model's, per instruction (--refit compares with the trace)
 };
+
+// The strategy with what this runtime cannot run yet switched off: flat collectives, no overlap,
+// one blocking all-reduce per gradient (instr::RuntimeSupports).
+synth::Strategy RunnableVariant(synth::Strategy s) {
+  s.allow_hierarchical = false;
+  s.overlap = false;
+  s.bucket_bytes.clear();
+  return s;
+}
+
+// Mean of the measured steps (after `warmup`) of a `hetsynth train --metrics` file.
+absl::Status ReadMeasured(const std::string& path, int64_t warmup, Entry& e) {
+  std::ifstream in(path);
+  if (!in) return absl::InternalError(StrCat("the ranks wrote no metrics file '", path, "'"));
+  std::string line;
+  int64_t i = 0;
+  double n = 0, t = 0, c = 0, x = 0, w = 0, l = 0, h = 0;
+  while (std::getline(in, line)) {
+    if (line.empty() || i++ < warmup) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("step_time_s")) return absl::InternalError(StrCat("'", path, "': bad line: ", line));
+    t += j["step_time_s"].get<double>(), c += j["compute_s"].get<double>();
+    x += j["communication_s"].get<double>(), w += j["idle_s"].get<double>(), l += j.value("late_s", 0.0);
+    h += j.value("overlapped_s", 0.0);
+    ++n;
+  }
+  if (n == 0) return absl::InternalError(StrCat("'", path, "' has no measured step (", i, " lines, ", warmup, " warm-up)"));
+  e.measured = t / n, e.compute = c / n, e.communication = x / n, e.idle = w / n, e.late = l / n, e.overlapped = h / n;
+  return absl::OkStatus();
+}
 
 std::string Ms(double s) { return std::isfinite(s) ? fmt::format("{:.2f}", s * 1e3) : "—"; }
 
@@ -122,7 +167,93 @@ absl::StatusOr<bool> Plot(const std::string& dir, const std::vector<Entry>& entr
   return true;
 }
 
-absl::Status RunBench(const BenchFlags& f) {
+// --emulate-network: runs every runnable entry as `hetsynth train --plan` on one mpirun rank per
+// device across the emulated cluster (brought up here, or the one named --network-name when it is
+// up), paced by time dilation K; fills each entry's measured times from its metrics file (wall
+// clock ÷ K). Returns the timing line for the report.
+absl::StatusOr<std::string> RunOnEmulatedNetwork(const BenchFlags& f, const costmodel::Cluster& cluster,
+                                                 std::vector<Entry>& entries) {
+  // Ctrl-C: the temporary cluster is torn down (destructor); --refit installed one already.
+  std::optional<ScopedInterruptHandler> interrupts;
+  if (!ScopedInterruptHandler::Installed()) interrupts.emplace();
+  std::optional<EmulatedCluster> emu;
+  double k = f.dilation;
+  if (!f.network_name.empty()) {
+    absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Attach(f.network_name);
+    if (up.ok()) {
+      const EmulatedClusterState& st = up->state();
+      if (st.rank_node.size() != static_cast<size_t>(cluster.size()) || st.bandwidth != cluster.inter_node.bandwidth) {
+        return absl::InvalidArgumentError(StrCat("--network-name ", f.network_name, ": the emulated cluster that is up ('",
+                                                 st.cluster_file, "', ", st.rank_node.size(), " ranks) is not --cluster '",
+                                                 f.cluster, "' (", cluster.size(), " devices); take it down or pick another name"));
+      }
+      if (k != -1 && k != st.dilation) {
+        return absl::InvalidArgumentError(StrCat("--dilation ", k, " but emulated cluster '", f.network_name,
+                                                 "' is up with dilation ", st.dilation, "; drop --dilation"));
+      }
+      k = st.dilation;
+      fmt::print(stderr, "using emulated cluster '{}' (up, dilation K = {:g})\n", f.network_name, k);
+      emu.emplace(std::move(*up));
+    } else if (!absl::IsNotFound(up.status())) {
+      return up.status();
+    }
+  }
+  if (!emu.has_value()) {
+    if (k == -1) {
+      std::string why;
+      k = DefaultDilation(cluster, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), &why);
+      fmt::print(stderr, "{}\n", why);
+    }
+    const std::string name = f.network_name.empty() ? StrCat("b", getpid()) : f.network_name;
+    absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Up(cluster, f.cluster, {.name = name, .dilation = k});
+    if (!up.ok()) {
+      if (ScopedInterruptHandler::Received() != 0) return absl::CancelledError("interrupted while bringing up the emulated cluster");
+      return up.status();
+    }
+    emu.emplace(std::move(*up));
+    fmt::print(stderr, "{}", emu->Describe());
+  }
+  char self[4096];
+  const ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (len <= 0) return absl::InternalError("cannot find this program (/proc/self/exe)");
+  const std::string exe(self, static_cast<size_t>(len));
+  EmulatedRunOptions ro;
+  ro.mpirun = f.mpirun;
+  for (Entry& e : entries) {
+    if (!e.feasible || !e.not_run.empty()) continue;
+    const std::string base = f.out + "/" + e.name;
+    std::error_code ec;
+    std::filesystem::remove(base + ".metrics.jsonl", ec);
+    // Each rank's output goes to its own log: the report stays readable.
+    const std::vector<std::string> cmd = {
+        "sh", "-c", "p=$1; shift; exec \"$@\" >\"$p.rank$OMPI_COMM_WORLD_RANK.log\" 2>&1", "sh", base, exe, "train",
+        "--plan", base + ".plan.json", "--steps", std::to_string(f.warmup + f.steps), "--seed", std::to_string(f.seed),
+        "--metrics", base + ".metrics.jsonl", "--trace", base + ".trace.json"};
+    fmt::print(stderr, "running {} on {} mpirun ranks across emulated cluster '{}' (K = {:g}): {} steps ...\n", e.name,
+               cluster.size(), emu->state().name, k, f.warmup + f.steps);
+    HS_ASSIGN_OR_RETURN(const int status, emu->Run(cmd, ro));
+    if (ScopedInterruptHandler::Received() != 0) return absl::CancelledError("interrupted; the emulated cluster is torn down");
+    if (status != 0) {
+      e.not_run = StrCat("the ranks failed (mpirun exit status ", status, "; logs ", base, ".rank*.log)");
+      fmt::print(stderr, "{}: {}\n", e.name, e.not_run);
+      continue;
+    }
+    HS_RETURN_IF_ERROR(ReadMeasured(base + ".metrics.jsonl", f.warmup, e));
+    fmt::print(stderr, "  {}: {} ms/step (wall clock / K), predicted {} ms{}\n", e.name, Ms(e.measured), Ms(e.predicted),
+               e.late > 0.02 * e.measured ? fmt::format("; paced work ran late by {} ms/step: the host did not keep up, "
+                                                        "raise --dilation", Ms(e.late))
+                                          : "");
+  }
+  const EmulatedClusterState& st = emu->state();
+  return fmt::format(
+      "wall clock / K (K = {:g}) of real mpirun ranks across an EMULATED {}-node network on this host: network "
+      "namespaces, each node's NIC shaped (tc tbf) to {:.3g} MB/s = inter-node {:.3g} MB/s / K; EMULATED device speeds: "
+      "each rank paced K x slower than its device (its CPU time x max flops / its flops); links inside a node are "
+      "shared memory, not scaled (docs/emulated-cluster.md)",
+      k, st.nodes.size(), st.shaped_bytes_per_s / 1e6, st.bandwidth / 1e6);
+}
+
+absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, ir::Graph* graph = nullptr) {
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
@@ -143,15 +274,33 @@ absl::Status RunBench(const BenchFlags& f) {
   }
   if (!f.simulate) HS_RETURN_IF_ERROR(RequireAvailable(*backend));
   // How the runs are timed, for the output.
-  const std::string timing = cuda ? (f.emulate_gpus ? "wall clock on virtual GPUs (green contexts with SM shares by speed; "
+  std::string timing = cuda ? (f.emulate_gpus ? "wall clock on virtual GPUs (green contexts with SM shares by speed; "
                                                       "EMULATED mixed cluster, links are the GPU's memory)"
                                                     : "wall clock on GPUs (NCCL)")
                                   : "emulated on CPU ranks (docs/runtime.md)";
+  if (f.emulate_network) {
+    if (f.simulate) return absl::InvalidArgumentError("--emulate-network runs the plans; drop --simulate");
+    if (cuda || f.emulate_gpus) {
+      return absl::InvalidArgumentError(StrCat("--emulate-network runs CPU ranks paced by time dilation; drop --backend ",
+                                               backend->name(), f.emulate_gpus ? " and --emulate-gpus" : ""));
+    }
+    if (UnderMpiLauncher()) {
+      return absl::InvalidArgumentError("--emulate-network starts its own mpirun across the emulated cluster; run bench "
+                                        "once, not under mpirun/srun");
+    }
+    if (f.ranks > 0) return absl::InvalidArgumentError("--ranks: with --emulate-network there is one rank per device");
+    if (f.dilation != -1 && !(f.dilation >= 1)) {
+      return absl::InvalidArgumentError(StrCat("--dilation ", f.dilation, ": expected a number >= 1"));
+    }
+  } else if (f.dilation != -1 || !f.network_name.empty()) {
+    return absl::InvalidArgumentError(StrCat(f.dilation != -1 ? "--dilation" : "--network-name",
+                                             " is for --emulate-network"));
+  }
   if (f.steps < 1 || f.warmup < 0) {
     return absl::InvalidArgumentError(StrCat("--steps ", f.steps, " --warmup ", f.warmup, "; expected steps >= 1, warmup >= 0"));
   }
   if (f.time_limit <= 0) return absl::InvalidArgumentError(StrCat("--time-limit ", f.time_limit, "; expected seconds > 0"));
-  if (!f.simulate && !UnderMpiLauncher() && cluster.size() > 32) {
+  if (!f.simulate && !UnderMpiLauncher() && !f.emulate_network && cluster.size() > 32) {
     return absl::InvalidArgumentError(StrCat("--cluster '", f.cluster, "' has ", cluster.size(),
                                              " devices: running it takes as many ranks, more than thread ranks on one host "
                                              "should emulate; add --simulate for the cost model's answer, or run under "
@@ -192,6 +341,7 @@ absl::Status RunBench(const BenchFlags& f) {
       e.plan = MakePlan(spec, cluster, *r);
       e.predicted = r->estimate.step_s;
       e.exposed = r->estimate.exposed_communication_s;
+      e.estimate = r->estimate;
       if (!f.simulate) {
         if (absl::Status st = instr::RuntimeSupports(e.plan.program); !st.ok()) e.not_run = std::string(st.message());
       }
@@ -204,11 +354,38 @@ absl::Status RunBench(const BenchFlags& f) {
     entries.push_back(std::move(e));
   }
 
+  // --emulate-network runs what the runtime can run: a plan it refuses (hierarchical collectives,
+  // buckets, overlap) is synthesized again without them, and the table says so.
+  if (f.emulate_network) {
+    for (size_t k = 0; k < entries.size(); ++k) {
+      Entry& e = entries[k];
+      if (!e.feasible || e.not_run.empty()) continue;
+      {
+        // (Synthesize, not SynthesizeAll: that gives a baseline's name the baseline's own result.)
+        absl::StatusOr<synth::SynthResult> r = synth::Synthesize(g, cluster, RunnableVariant(strategies[k]), so);
+        if (!r.ok()) continue;  // stays "not run"
+        e.note = StrCat("ran its flat, no-overlap variant: the runtime refuses the full plan (", e.not_run, ")");
+        fmt::print(stderr, "note: {}: {}\n", e.name, e.note);
+        e.not_run.clear();
+        e.plan = MakePlan(spec, cluster, *r);
+        e.predicted = r->estimate.step_s;
+        e.exposed = r->estimate.exposed_communication_s;
+        e.estimate = r->estimate;
+        if (absl::Status st = instr::RuntimeSupports(e.plan.program); !st.ok()) e.not_run = std::string(st.message());
+        std::ofstream out(f.out + "/" + e.name + ".plan.json", std::ios::binary | std::ios::trunc);
+        out << instr::PlanToJson(g, e.plan);
+        if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write ", e.name, ".plan.json"));
+      }
+    }
+  }
+
   // Runs.
   HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, f.seed));
   std::vector<double> flops;
   for (const costmodel::Device& d : cluster.devices) flops.push_back(d.flops);
-  if (!f.simulate) {
+  if (f.emulate_network) {
+    HS_ASSIGN_OR_RETURN(timing, RunOnEmulatedNetwork(f, cluster, entries));
+  } else if (!f.simulate) {
     for (Entry& e : entries) {
       if (!e.feasible || !e.not_run.empty()) continue;
       PlanRun p;
@@ -284,6 +461,8 @@ absl::Status RunBench(const BenchFlags& f) {
     j["predicted_exposed_communication_s"] = e.exposed;
     j["measured_step_time_s"] = Num(e.measured);
     if (!e.not_run.empty()) j["not_run"] = e.not_run;
+    if (!e.note.empty()) j["note"] = e.note;
+    if (f.emulate_network) j["measured_late_s"] = Num(e.late);
     j["measured_breakdown_s"] = {{"compute", Num(e.compute)},
                                  {"communication", Num(e.communication)},
                                  {"idle", Num(e.idle)},
@@ -308,6 +487,7 @@ absl::Status RunBench(const BenchFlags& f) {
                          {"devices", cluster.size()},
                          {"mesh", costmodel::MeshOf(cluster).Describe()},
                          {"simulated", f.simulate},
+                         {"emulated_network", f.emulate_network},
                          {"timing", f.simulate ? "predicted by the cost model" : timing},
                          {"steps", f.steps},
                          {"warmup", f.warmup},
@@ -356,6 +536,27 @@ absl::Status RunBench(const BenchFlags& f) {
   for (const Entry& e : entries) {
     if (!e.feasible) md << fmt::format("\n{} is infeasible: {}\n", e.name, e.why);
     if (!e.not_run.empty()) md << fmt::format("\n{} was not run: {}\n", e.name, e.not_run);
+    if (!e.note.empty()) md << fmt::format("\n{}: {}\n", e.name, e.note);
+  }
+  if (f.emulate_network) {
+    md << "\nDevice speeds and link rates are EMULATED (time dilation; docs/emulated-cluster.md): processes, TCP, "
+          "shared memory and NIC sharing are real.\n";
+  }
+  {
+    std::ofstream csv(f.out + "/results.csv", std::ios::binary | std::ios::trunc);
+    csv << "plan,feasible,run,predicted_s,measured_s,ideal_s,prediction_error,measured_speedup_vs_ddp_ev,"
+           "measured_speedup_vs_hap,predicted_speedup_vs_ddp_ev,predicted_speedup_vs_hap,compute_s,communication_s,"
+           "idle_s,late_s\n";
+    auto v = [](double x) { return std::isfinite(x) ? fmt::format("{:.6g}", x) : std::string(); };
+    for (const Entry& e : entries) {
+      const bool ran = e.feasible && e.not_run.empty() && std::isfinite(e.measured);
+      csv << fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", e.name, e.feasible ? 1 : 0, ran ? 1 : 0,
+                         e.feasible ? v(e.predicted) : "", v(e.measured), v(ideal),
+                         v((e.predicted - e.measured) / e.measured), v(ddp_meas / e.measured), v(hap_meas / e.measured),
+                         e.feasible ? v(ddp_pred / e.predicted) : "", e.feasible ? v(hap_pred / e.predicted) : "",
+                         v(e.compute), v(e.communication), v(e.idle), v(e.late));
+    }
+    if (!csv) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write results.csv"));
   }
   {
     std::ofstream out(f.out + "/results.md", std::ios::binary | std::ios::trunc);
@@ -370,10 +571,210 @@ absl::Status RunBench(const BenchFlags& f) {
                            over_ddp ? ddp_pred : over_dp ? dp_pred : best_pred,
                            over_ddp ? ddp_meas : over_dp ? dp_meas : best_meas,
                            over_ddp ? "ddp-ev" : over_dp ? "dp-ev" : "the best baseline (dp-ev does not fit)",
-                           cuda ? (f.emulate_gpus ? "virtual GPUs (green contexts)" : "GPUs") : "emulated CPU ranks"));
-  fmt::print("wrote {0}/results.json, {0}/results.md{1}, plans{2} to {0}/\n", f.out,
+                           cuda ? (f.emulate_gpus ? "virtual GPUs (green contexts)" : "GPUs")
+                           : f.emulate_network ? "an emulated network (time dilation)"
+                                               : "emulated CPU ranks"));
+  fmt::print("wrote {0}/results.json, results.csv, results.md{1}, plans{2} to {0}/\n", f.out,
              plotted ? ", speedup.png, speedup.svg" : "", f.simulate ? "" : " and Chrome traces");
   if (!plotted) fmt::print("gnuplot not found: no plots (scripts/install-deps installs gnuplot-nox)\n");
+  if (keep != nullptr) *keep = std::move(entries);
+  if (graph != nullptr) *graph = std::move(g);
+  return absl::OkStatus();
+}
+
+// ---- --refit: the closed loop ------------------------------------------------------------------
+
+// The collective op whose inter_node table prices an instruction's communication: a placed
+// parameter's is its gradient all-reduce; an all-gather's forward and a reduce-scatter's dual
+// (and vice versa) are priced by the all_gather and reduce_scatter tables, scaled together.
+std::string TableOp(instr::InstrKind k) {
+  switch (k) {
+    case instr::InstrKind::kAllGather:
+    case instr::InstrKind::kReduceScatter: return "gather";
+    case instr::InstrKind::kAllToAll: return "all_to_all";
+    default: return "all_reduce";
+  }
+}
+
+// Measured against predicted, summed over the plans of one round: compute (the slowest rank's,
+// per step) and communication per table op (per instruction, the least over ranks of its
+// collectives' time in the trace: the rank that arrives last waits least).
+struct RefitSums {
+  double compute_pred = 0, compute_meas = 0;
+  std::map<std::string, std::pair<double, double>> comm;  // op → (predicted, measured)
+};
+
+absl::Status AddMeasured(const std::string& dir, const Entry& e, const ir::Graph& g, int64_t warmup, RefitSums& sums) {
+  // Step boundaries: the metrics file's step times (the trace's clock is their running sum).
+  std::ifstream mf(dir + "/" + e.name + ".metrics.jsonl");
+  std::vector<double> step_times;
+  std::vector<double> rank_compute;  // Σ over measured steps, per rank
+  for (std::string line; std::getline(mf, line);) {
+    if (line.empty()) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) return absl::InternalError(StrCat("bad metrics line in ", dir, "/", e.name, ".metrics.jsonl"));
+    step_times.push_back(j.at("step_time_s").get<double>());
+    if (static_cast<int64_t>(step_times.size()) <= warmup) continue;
+    const auto& ranks = j.at("ranks");
+    rank_compute.resize(ranks.size(), 0.0);
+    for (size_t r = 0; r < ranks.size(); ++r) rank_compute[r] += ranks[r].at("compute_s").get<double>();
+  }
+  const int64_t measured_steps = static_cast<int64_t>(step_times.size()) - warmup;
+  if (measured_steps < 1 || rank_compute.empty()) return absl::InternalError(StrCat(e.name, ": no measured step to refit from"));
+  double t0 = 0;
+  for (int64_t i = 0; i < warmup; ++i) t0 += step_times[static_cast<size_t>(i)];
+  std::ifstream tf(dir + "/" + e.name + ".trace.json");
+  const nlohmann::json trace = nlohmann::json::parse(tf, nullptr, false);
+  if (trace.is_discarded()) return absl::InternalError(StrCat("cannot read ", dir, "/", e.name, ".trace.json"));
+  // tensor name → per rank Σ seconds of its collectives ("op(x)" and "op(grad x)").
+  std::map<std::string, std::map<int, double>> by_tensor;
+  for (const auto& ev : trace.at("traceEvents")) {
+    if (ev.value("ph", "") != "X" || ev.value("cat", "") != "communication") continue;
+    if (ev.at("ts").get<double>() * 1e-6 < t0 - 1e-9) continue;  // warm-up
+    std::string name = ev.at("name").get<std::string>();
+    const size_t open = name.find('('), close = name.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close < open) continue;
+    std::string tensor = name.substr(open + 1, close - open - 1);
+    if (tensor.rfind("grad ", 0) == 0) tensor = tensor.substr(5);
+    by_tensor[tensor][ev.at("pid").get<int>()] += ev.at("dur").get<double>() * 1e-6;
+  }
+  // Per tensor: the predicted communication of its instructions, by table op.
+  const std::vector<instr::Instruction>& ins = e.plan.program.instructions;
+  std::map<std::string, std::map<std::string, double>> predicted;  // tensor → op → seconds
+  for (size_t i = 0; i < ins.size() && i < e.estimate.instruction_communication_s.size(); ++i) {
+    const double c = e.estimate.instruction_communication_s[i];
+    if (c <= 0 || ins[i].tensor < 0) continue;
+    predicted[g.value(ins[i].tensor).name][TableOp(ins[i].kind)] += c;
+  }
+  const double n = static_cast<double>(measured_steps);
+  for (const auto& [tensor, ops] : predicted) {
+    double pred = 0;
+    for (const auto& [op, t] : ops) pred += t;
+    double meas = 0;
+    if (auto it = by_tensor.find(tensor); it != by_tensor.end() && !it->second.empty()) {
+      meas = std::numeric_limits<double>::infinity();
+      for (const auto& [rank, t] : it->second) meas = std::min(meas, t / n);
+    }
+    for (const auto& [op, t] : ops) {  // a tensor's time split over its ops as predicted
+      sums.comm[op].first += t;
+      sums.comm[op].second += pred > 0 ? meas * t / pred : 0;
+    }
+  }
+  sums.compute_pred += e.estimate.compute_s;
+  sums.compute_meas += *std::max_element(rank_compute.begin(), rank_compute.end()) / n;
+  return absl::OkStatus();
+}
+
+// The cluster of the next round: device rates ÷ the compute ratio, the inter_node tables × their
+// op's communication ratio (measured / predicted). Ratios are clamped to [1/4, 4] per round.
+costmodel::Cluster Refit(costmodel::Cluster c, const RefitSums& s, std::string* said) {
+  auto clamp = [](double x) { return std::isfinite(x) && x > 0 ? std::clamp(x, 0.25, 4.0) : 1.0; };
+  const double rc = clamp(s.compute_meas / s.compute_pred);
+  for (costmodel::Device& d : c.devices) d.flops /= rc, d.memory_bandwidth /= rc;
+  *said = fmt::format("compute x{:.3f}", rc);
+  for (const auto& [op, pm] : s.comm) {
+    const double r = clamp(pm.second / pm.first);
+    *said += fmt::format(", {} x{:.3f}", op, r);
+    for (costmodel::CollectiveTable& t : c.collectives) {
+      const bool hit = t.link == "inter_node" && (t.op == op || (op == "gather" && (t.op == "all_gather" || t.op == "reduce_scatter")));
+      if (!hit) continue;
+      for (costmodel::CollectiveSample& x : t.samples) x.seconds *= r;
+    }
+    const bool has_table = std::any_of(c.collectives.begin(), c.collectives.end(), [&](const costmodel::CollectiveTable& t) {
+      return t.link == "inter_node" && (t.op == op || (op == "gather" && (t.op == "all_gather" || t.op == "reduce_scatter")));
+    });
+    if (!has_table) *said += " (no inter_node table: not applied)";
+  }
+  return c;
+}
+
+// --refit N: round r runs the bench in OUT/round<r> on the round's cluster file, then refits the
+// cost model's constants from the traces and writes the next round's file; stops when the mean
+// prediction error stops improving (or after N rounds) and writes the best file to OUT/tuned.json.
+absl::Status RunRefit(const BenchFlags& f) {
+  if (!f.emulate_network) return absl::InvalidArgumentError("--refit needs --emulate-network (it refits from real runs)");
+  if (f.refit < 1) return absl::InvalidArgumentError(StrCat("--refit ", f.refit, ": expected rounds >= 1"));
+  std::error_code ec;
+  std::filesystem::create_directories(f.out, ec);
+  HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
+  // One emulated cluster for every round (the rounds change no link rate, only the cost model).
+  ScopedInterruptHandler interrupts;
+  std::optional<EmulatedCluster> emu;
+  std::string name = f.network_name;
+  if (name.empty() || absl::IsNotFound(EmulatedCluster::Attach(name).status())) {
+    if (name.empty()) name = StrCat("t", getpid());
+    double k = f.dilation;
+    if (k == -1) {
+      std::string why;
+      k = DefaultDilation(cluster, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), &why);
+      fmt::print(stderr, "{}\n", why);
+    }
+    HS_ASSIGN_OR_RETURN(EmulatedCluster up, EmulatedCluster::Up(cluster, f.cluster, {.name = name, .dilation = k}));
+    emu.emplace(std::move(up));
+    fmt::print(stderr, "{}", emu->Describe());
+  }
+  std::string path = f.cluster;
+  double best = std::numeric_limits<double>::infinity();
+  std::string best_path;
+  nlohmann::json rounds = nlohmann::json::array();
+  std::vector<std::string> lines;
+  for (int r = 0; r < f.refit; ++r) {
+    BenchFlags fr = f;
+    fr.cluster = path;
+    fr.out = StrCat(f.out, "/round", r);
+    fr.network_name = name;
+    fr.dilation = -1;
+    fmt::print(stderr, "=== refit round {}: cluster '{}' ===\n", r, path);
+    std::vector<Entry> entries;
+    ir::Graph g;
+    HS_RETURN_IF_ERROR(RunBench(fr, &entries, &g));
+    if (ScopedInterruptHandler::Received() != 0) return absl::CancelledError("interrupted");
+    double sum = 0, worst = 0;
+    int n = 0;
+    nlohmann::json plans = nlohmann::json::object();
+    std::string line = fmt::format("round {}:", r);
+    RefitSums sums;
+    for (const Entry& e : entries) {
+      if (!e.feasible || !std::isfinite(e.measured)) continue;
+      const double err = std::abs(e.predicted - e.measured) / e.measured;
+      sum += err, worst = std::max(worst, err), ++n;
+      plans[e.name] = {{"predicted_s", e.predicted}, {"measured_s", e.measured}, {"error", (e.predicted - e.measured) / e.measured}};
+      line += fmt::format(" {} {:+.0f}%", e.name, 100 * (e.predicted - e.measured) / e.measured);
+      HS_RETURN_IF_ERROR(AddMeasured(fr.out, e, g, f.warmup, sums));
+    }
+    if (n == 0) return absl::InternalError("refit: no plan ran");
+    const double mean = sum / n;
+    line += fmt::format("; mean |error| {:.1f}%, worst {:.1f}%", 100 * mean, 100 * worst);
+    std::string said;
+    const costmodel::Cluster next = Refit(*costmodel::ReadClusterFile(path), sums, &said);
+    line += fmt::format("; refit: {}", said);
+    lines.push_back(line);
+    fmt::print("{}\n", line);
+    rounds.push_back({{"round", r}, {"cluster_file", path}, {"mean_abs_error", mean}, {"worst_abs_error", worst},
+                      {"plans", plans}, {"refit", said}});
+    const bool improved = mean < best * 0.98;
+    if (improved) best = mean, best_path = path;
+    if (!improved && r > 0) {
+      fmt::print("the prediction error stopped improving (round {}: {:.1f}%, best {:.1f}%): stop\n", r, 100 * mean, 100 * best);
+      break;
+    }
+    if (r + 1 < f.refit) {
+      path = StrCat(f.out, "/round", r + 1, ".cluster.json");
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out << costmodel::ClusterToJson(next);
+      if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write ", path));
+    }
+  }
+  std::filesystem::copy_file(best_path, f.out + "/tuned.json", std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write tuned.json (", ec.message(), ")"));
+  {
+    std::ofstream out(f.out + "/refit.json", std::ios::binary | std::ios::trunc);
+    out << nlohmann::json({{"rounds", rounds}, {"best_cluster_file", best_path}, {"best_mean_abs_error", best}}).dump(1) << "\n";
+  }
+  fmt::print("refit rounds:\n");
+  for (const std::string& l : lines) fmt::print("  {}\n", l);
+  fmt::print("best: {} (mean |error| {:.1f}%), copied to {}/tuned.json; per round: {}/round<r>/, {}/refit.json\n", best_path,
+             100 * best, f.out, f.out, f.out);
   return absl::OkStatus();
 }
 
@@ -405,9 +806,23 @@ Runner RegisterBench(CLI::App& app) {
   cmd->add_flag("--flat", f->flat, "synthesized plan: no hierarchical collectives");
   cmd->add_flag("--no-overlap", f->no_overlap,
                 "synthesized plan: every collective blocks compute, one all-reduce per gradient (no buckets)");
+  cmd->add_flag("--emulate-network", f->emulate_network,
+                "run every plan as real mpirun ranks across an emulated multi-node cluster on this host (network "
+                "namespaces, shaped NICs, time dilation; root; docs/emulated-cluster.md)");
+  cmd->add_option("--dilation", f->dilation,
+                  "with --emulate-network: time dilation K (default: from the cluster and this host's cores, printed)")
+      ->type_name("K");
+  cmd->add_option("--network-name", f->network_name,
+                  "with --emulate-network: use the emulated cluster of this name if it is up (hetsynth cluster up), "
+                  "else bring it up under this name (default: a temporary one)");
+  cmd->add_option("--mpirun", f->mpirun, "with --emulate-network: Open MPI's mpirun")->capture_default_str();
   cmd->add_option("--seed", f->seed, "initialization and synthetic data seed")->capture_default_str();
   cmd->add_option("--out", f->out, "directory for results.json, results.md, plans and traces")->required()->type_name("DIR");
-  return [f]() { return RunBench(*f); };
+  cmd->add_option("--refit", f->refit,
+                  "with --emulate-network: closed loop of at most N rounds — run, refit the cost model's compute and "
+                  "collective constants from the traces, re-synthesize — until the prediction error stops improving")
+      ->type_name("N");
+  return [f]() { return f->refit > 0 ? RunRefit(*f) : RunBench(*f); };
 }
 
 }  // namespace hetsynth::cli

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -27,7 +28,7 @@ namespace {
 
 struct ClusterFlags {
   std::string cluster, name, mpirun = "mpirun";
-  double dilation = 1;
+  double dilation = -1;  // not given: DefaultDilation
   std::vector<std::string> command;
   bool verbose = false;
   ProbeOptions probe;
@@ -53,13 +54,22 @@ std::string Quote(const std::string& s) {
   std::_Exit(128 + sig);
 }
 
+// --dilation K, or the default for the cluster on this host's cores (printed).
+double DilationFor(const ClusterFlags& f, const costmodel::Cluster& c) {
+  if (f.dilation != -1) return f.dilation;
+  std::string why;
+  const double k = DefaultDilation(c, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), &why);
+  fmt::print(stderr, "{}\n", why);
+  return k;
+}
+
 absl::Status Up(const ClusterFlags& f) {
   HS_ASSIGN_OR_RETURN(costmodel::Cluster c, costmodel::ReadClusterFile(f.cluster));
   std::optional<EmulatedCluster> emu;
   int sig = 0;
   {
     ScopedInterruptHandler interrupts;
-    absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Up(c, f.cluster, {.name = f.name, .dilation = f.dilation});
+    absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Up(c, f.cluster, {.name = f.name, .dilation = DilationFor(f, c)});
     sig = ScopedInterruptHandler::Received();
     if (!up.ok() && sig == 0) return up.status();
     if (up.ok() && sig == 0) {
@@ -101,7 +111,7 @@ absl::Status Run(const ClusterFlags& f) {
     if (!f.cluster.empty()) {
       if (name.empty()) name = StrCat("r", getpid());
       HS_ASSIGN_OR_RETURN(costmodel::Cluster c, costmodel::ReadClusterFile(f.cluster));
-      absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Up(c, f.cluster, {.name = name, .dilation = f.dilation});
+      absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Up(c, f.cluster, {.name = name, .dilation = DilationFor(f, c)});
       if (!up.ok() && ScopedInterruptHandler::Received() == 0) return up.status();
       if (up.ok()) emu.emplace(std::move(*up));  // else interrupted: Up removed what it made
       fmt::print(stderr, "{}", emu->Describe());
@@ -184,7 +194,11 @@ Runner RegisterCluster(CLI::App& app) {
   auto f = std::make_shared<ClusterFlags>();
   auto add_name = [&](CLI::App* sub, const char* help) { sub->add_option("--name", f->name, help)->type_name("ID"); };
   auto add_dilation = [&](CLI::App* sub) {
-    return sub->add_option("--dilation", f->dilation, "divide every link rate by K (default 1)")->type_name("K");
+    return sub
+        ->add_option("--dilation", f->dilation,
+                     "time dilation K: every link rate / K, every rank paced K x slower than its device "
+                     "(default: from the cluster and this host's cores, printed)")
+        ->type_name("K");
   };
 
   CLI::App* up = cmd->add_subcommand("up", "bring up the emulated cluster of a cluster file and leave it up");

@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hetsynth/ir/status.h"
+#include "hetsynth/runtime/pacer.h"
 
 namespace hetsynth::cli {
 namespace {
@@ -453,6 +454,23 @@ std::string EmulatedClusterState::StatePath() const { return StatePathOf(name); 
 std::string EmulatedClusterState::HostfilePath() const { return StrCat(kEmulatedClusterStateDir, "/", name, ".hosts"); }
 std::string EmulatedClusterState::AgentPath() const { return StrCat(kEmulatedClusterStateDir, "/", name, ".agent"); }
 
+double DefaultDilation(const costmodel::Cluster& c, int cores, std::string* why) {
+  double fastest = 0, sum = 0;
+  for (const costmodel::Device& d : c.devices) fastest = std::max(fastest, d.flops);
+  for (const costmodel::Device& d : c.devices) sum += d.flops / fastest;
+  const double k_cpu = runtime::DilationForCores(sum, cores);
+  const double k_net = std::max(1.0, std::ceil(c.inter_node.bandwidth / kMaxFaithfulShapedBytesPerSecond - 1e-9));
+  const double k = std::max(k_cpu, k_net);
+  if (why != nullptr) {
+    *why = fmt::format(
+        "default dilation K = {:g}: max of {:g} (ranks' CPU use: sum of relative speeds {:.3g} x 1.5 headroom / {} "
+        "core{}) and {:g} (inter-node {:.3g} MB/s / K <= {:g} MB/s, what this host shapes faithfully)",
+        k, k_cpu, sum, cores, cores == 1 ? "" : "s", k_net, c.inter_node.bandwidth / 1e6,
+        kMaxFaithfulShapedBytesPerSecond / 1e6);
+  }
+  return k;
+}
+
 absl::Status CheckEmulatedClusterName(const std::string& name) {
   if (!std::regex_match(name, std::regex("[a-z0-9]{1,12}"))) {
     return absl::InvalidArgumentError(StrCat("--name '", name, "': expected 1 to 12 lower-case letters or digits"));
@@ -480,6 +498,8 @@ ScopedInterruptHandler::~ScopedInterruptHandler() {
 }
 
 int ScopedInterruptHandler::Received() { return g_signal; }
+
+bool ScopedInterruptHandler::Installed() { return g_handler_installed; }
 
 absl::StatusOr<EmulatedCluster> EmulatedCluster::Up(const costmodel::Cluster& c, const std::string& cluster_file,
                                                     const EmulatedClusterOptions& o) {
@@ -586,6 +606,12 @@ absl::StatusOr<EmulatedCluster> EmulatedCluster::Up(const costmodel::Cluster& c,
     for (const EmulatedNode& n : s.nodes) {
       HS_RETURN_IF_ERROR(run({ip, "netns", "add", n.netns}, "network namespaces are unavailable"));
       HS_RETURN_IF_ERROR(run({ip, "-n", n.netns, "link", "set", "lo", "up"}, "loopback in a namespace"));
+      // Dilation stretches the idle gaps between a rank's transfers K×, past TCP's idle timeout
+      // (about one RTO), which would restart every transfer in slow start; the modelled cluster's
+      // gaps are K× shorter. Not counted as a step (HETSYNTH_TEST_CLUSTER_FAIL_STEP).
+      HS_RETURN_IF_ERROR(Step({ip, "netns", "exec", n.netns, "sh", "-c",
+                               "echo 0 > /proc/sys/net/ipv4/tcp_slow_start_after_idle"},
+                              "per-namespace TCP settings"));
       HS_RETURN_IF_ERROR(run({ip, "-n", n.netns, "link", "add", kNodeNic, "mtu", StrCat(kMtu), "type", "veth", "peer",
                               "name", n.hub_port, "mtu", StrCat(kMtu), "netns", hub},
                              "veth pairs are unavailable"));

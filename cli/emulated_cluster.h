@@ -74,6 +74,16 @@ struct EmulatedClusterState {
   std::string AgentPath() const;
 };
 
+// Beyond this shaped rate per NIC this host stops shaping faithfully (docs/emulated-cluster.md,
+// "Measured"): the default dilation keeps the links at or below it.
+inline constexpr double kMaxFaithfulShapedBytesPerSecond = 125e6;
+
+// The default dilation factor K for cluster `c` on `cores` cores, and a line saying why: the
+// larger of (a) the K at which the ranks' paced CPU use, Σ flops_i / max flops (the fastest
+// device runs at this host's speed), fits the cores with 1.5× headroom (runtime::DilationForCores)
+// and (b) the K that brings the inter-node rate down to kMaxFaithfulShapedBytesPerSecond.
+double DefaultDilation(const costmodel::Cluster& c, int cores, std::string* why = nullptr);
+
 // OK when `name` is a valid cluster name; else InvalidArgument naming it and what is expected.
 absl::Status CheckEmulatedClusterName(const std::string& name);
 // The state file of cluster `name` (any user may read it); NotFound when it is not up.
@@ -89,6 +99,8 @@ class ScopedInterruptHandler {
   ScopedInterruptHandler& operator=(const ScopedInterruptHandler&) = delete;
   // The first signal received, 0 if none.
   static int Received();
+  // Whether one is alive (a caller that may run inside another's scope installs none then).
+  static bool Installed();
 };
 
 struct EmulatedRunOptions {

@@ -19,6 +19,7 @@
 
 #include "backend_flags.h"
 #include "commands.h"
+#include "network_profile.h"
 #include "hetsynth/costmodel/calibrate.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/costmodel/cost.h"
@@ -42,6 +43,9 @@ struct ProfileFlags {
   int ranks = 0;  // 0: the --like cluster's device count (at most kMaxDefaultRanks), else 4
   int repeats = 5;
   int64_t max_bytes = kDefaultMaxBytes;
+  bool keep_links = false;  // with --like: write like's links, not the thread ranks' fit
+  bool network = false;     // --network: network_profile.cc
+  NetworkProfileFlags net;
 };
 
 double PhysicalRamBytes() {
@@ -238,7 +242,12 @@ absl::Status RunProfile(const ProfileFlags& f) {
   const costmodel::LinkFit fit = costmodel::FitLink(samples);
 
   // 3. The cluster file.
-  const costmodel::Cluster out = costmodel::EmulatedCluster(m.target, host.flops_per_s, host.bytes_per_s, fit.link());
+  costmodel::Cluster out = costmodel::EmulatedCluster(m.target, host.flops_per_s, host.bytes_per_s, fit.link());
+  if (f.keep_links) {
+    if (!like) return absl::InvalidArgumentError("--keep-links needs --like (whose links to keep)");
+    out.inter_node = like->inter_node;
+    for (size_t j = 0; j < out.nodes.size(); ++j) out.nodes[j].intra = like->nodes[j].intra;
+  }
   const std::string text = costmodel::ClusterToJson(out);
   HS_RETURN_IF_ERROR(costmodel::ParseCluster(text, f.out).status());  // what we write must load
   std::ofstream file(f.out, std::ios::binary | std::ios::trunc);
@@ -275,7 +284,7 @@ Runner RegisterProfile(CLI::App& app) {
       "Measure this host (kernels, thread collectives) or a GPU (--backend cuda) and write a cluster file with it as "
       "the fastest device");
   auto f = std::make_shared<ProfileFlags>();
-  cmd->add_option("--model", f->model.name, "model whose kernels are timed (" + ir::ModelNames() + ")")->required();
+  cmd->add_option("--model", f->model.name, "model whose kernels are timed (" + ir::ModelNames() + ")");
   f->model.AddFlags(*cmd);
   cmd->add_option("--like", f->like,
                   "emulate this cluster: its devices and nodes, FLOP/s and bandwidth = this host × (flops / fastest "
@@ -294,7 +303,32 @@ Runner RegisterProfile(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--precision", f->precision, "with --backend cuda: GEMM arithmetic fp32 (default), tf32 or bf16");
   cmd->add_option("-o,--out", f->out, "cluster file to write")->required()->type_name("OUT.json");
-  return [f]() { return RunProfile(*f); };
+  cmd->add_flag("--keep-links", f->keep_links,
+                "with --like: write --like's links instead of the thread ranks' fit (then measure them with "
+                "profile --network)");
+  cmd->add_flag("--network", f->network,
+                "measure the links instead: intra-node, inter-node and shared-NIC collectives over MPI on the emulated "
+                "cluster of --cluster (or under mpirun), written into a copy of it with α–β fits and tables");
+  cmd->add_option("--cluster", f->net.cluster, "with --network: the cluster to measure")->type_name("FILE");
+  cmd->add_option("--network-name", f->net.network_name,
+                  "with --network: use the emulated cluster of this name if it is up, else bring it up under this name");
+  cmd->add_option("--dilation", f->net.dilation, "with --network: time dilation K (default: printed)")->type_name("K");
+  cmd->add_option("--mpirun", f->net.mpirun, "with --network: Open MPI's mpirun")->capture_default_str();
+  return [f]() -> absl::Status {
+    if (f->network) {
+      if (!f->model.name.empty() || !f->like.empty() || f->keep_links) {
+        return absl::InvalidArgumentError("profile --network measures links only; drop --model, --like and --keep-links");
+      }
+      NetworkProfileFlags n = f->net;
+      n.out = f->out;
+      n.repeats = f->repeats;
+      n.max_bytes = f->max_bytes == kDefaultMaxBytes ? n.max_bytes : f->max_bytes;
+      return ProfileNetwork(n);
+    }
+    if (f->model.name.empty()) return absl::InvalidArgumentError("profile: --model is required (or --network)");
+    if (!f->net.cluster.empty()) return absl::InvalidArgumentError("--cluster is for profile --network");
+    return RunProfile(*f);
+  };
 }
 
 }  // namespace hetsynth::cli

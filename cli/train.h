@@ -31,6 +31,9 @@ struct TrainOptions {
   int ranks = 0;
   bool ranks_given = false;
   bool no_emulate = false;
+  // --dilation K (or HETSYNTH_DILATION, which `hetsynth cluster run` exports): real-time pacing
+  // on CPU ranks, every device K× slower than modelled (runtime/pacer.h); 0: off.
+  double dilation = 0;
   // --backend: a registered backend's name (runtime::FindBackend); --precision: GEMM arithmetic,
   // one the backend offers; --emulate-gpus: a plan's devices as virtual GPUs of one GPU.
   std::string backend = "cpu", precision = "fp32";
@@ -54,6 +57,7 @@ struct PlanRun {
   uint64_t seed = 0;
   int64_t steps = 0;
   bool emulate = true;
+  double dilation = 0;             // > 0: time dilation K (ExecutorOptions::dilation)
   int ranks = 0;                   // 0: one per plan device
   std::string load, save, trace;
   // What the ranks run on (e.g. GPUs: NCCL under mpirun, or virtual GPUs with emulate_gpus).

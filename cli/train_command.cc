@@ -149,6 +149,10 @@ Runner RegisterTrain(CLI::App& app) {
   cmd->add_flag("--emulate-gpus", o->emulate_gpus,
                 "with --plan --backend cuda: run the plan's devices as green contexts of one GPU, each "
                 "with a share of the SMs proportional to its speed");
+  cmd->add_option("--dilation", o->dilation,
+                  "with --plan on CPU ranks: time dilation K — pace each rank in real time K x slower than its "
+                  "device, report wall clock / K (default: $HETSYNTH_DILATION, set by `hetsynth cluster run`)")
+      ->type_name("K");
   cmd->add_flag("--no-emulate", o->no_emulate,
                 "with --plan: time with the wall clock instead of emulating each device's speed");
   return [o, lr, ranks]() {

@@ -19,6 +19,7 @@
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/executor.h"
+#include "hetsynth/runtime/pacer.h"
 #include "train.h"
 
 namespace hetsynth::cli {
@@ -158,6 +159,7 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     eo.optimizer = p.optimizer;
     eo.seed = p.seed;
     eo.emulate = p.emulate;
+    eo.dilation = p.dilation;
     eo.slowdown = fastest / flops[static_cast<size_t>(rank)];
     eo.trace = !p.trace.empty();
     HS_ASSIGN_OR_RETURN(auto ex, make(eo));
@@ -275,6 +277,20 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   p.seed = o.seed;
   p.steps = o.steps;
   p.emulate = !o.no_emulate;
+  p.dilation = o.dilation;
+  if (p.dilation == 0) {
+    p.dilation = runtime::DilationFromEnv();
+    if (p.dilation < 0) {
+      return absl::InvalidArgumentError(StrCat(runtime::kDilationEnv, "='", std::getenv(runtime::kDilationEnv),
+                                               "': expected a number >= 1 (the time dilation factor K)"));
+    }
+  } else if (p.dilation < 1) {
+    return absl::InvalidArgumentError(StrCat("--dilation ", o.dilation, ": expected a number >= 1"));
+  }
+  if (p.dilation > 0 && o.no_emulate) {
+    return absl::InvalidArgumentError(StrCat("--no-emulate with --dilation/", runtime::kDilationEnv,
+                                             ": dilation paces CPU ranks in real time; drop one of them"));
+  }
   p.ranks = o.ranks_given ? o.ranks : 0;
   p.backend = &backend;
   p.precision = o.precision;
@@ -292,6 +308,10 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     return absl::InvalidArgumentError("--emulate-gpus runs every plan device in one process; do not start it with mpirun/srun");
   }
   // Thread ranks can be counted and emulated; device ranks are one per device and wall-clock timed.
+  if (!caps.emulated_timing && p.dilation > 0) {
+    return absl::InvalidArgumentError(StrCat("--dilation/", runtime::kDilationEnv, " is for CPU ranks; ", caps.device,
+                                             " ranks are wall-clock timed"));
+  }
   if ((!caps.thread_ranks && o.ranks_given) || (!caps.emulated_timing && o.no_emulate)) {
     return absl::InvalidArgumentError(StrCat(o.ranks_given ? "--ranks" : "--no-emulate", " is for CPU ranks; ",
                                              caps.device,
@@ -301,6 +321,7 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   std::string gpu_description;
   p.gpu_description = &gpu_description;
   const bool wall_clock = o.no_emulate || !caps.emulated_timing;
+  const bool dilated = p.dilation > 0;
   p.load = o.load;
   p.save = o.save;
   p.trace = o.trace;
@@ -336,6 +357,12 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
                  devs);
     } else if (o.no_emulate) {
       fmt::print(stderr, "timing: wall clock (--no-emulate); devices: {}\n", devs);
+    } else if (dilated) {
+      fmt::print(stderr,
+                 "timing: TIME DILATION K = {:g} — wall clock ÷ K; each rank's local work is paced to K × its CPU "
+                 "time × its device's slowdown (EMULATED device speeds: {}); collectives take real time "
+                 "(docs/emulated-cluster.md)\n",
+                 p.dilation, devs);
     } else {
       fmt::print(stderr,
                  "timing: EMULATED on this CPU — each rank's kernel CPU time is stretched by its device's "
@@ -344,19 +371,20 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     }
   }
 
-  Mean step_time, compute, comm_time, idle, hidden;
+  Mean step_time, compute, comm_time, idle, hidden, late;
   float first_loss = NAN, last_loss = NAN;
   const bool tty = isatty(STDERR_FILENO) != 0;
   const int64_t every = std::max<int64_t>(1, o.steps / 10);
   p.on_step = [&](int64_t i, const runtime::StepMetrics& m) {
-    Mean c, x, w, h;
+    Mean c, x, w, h, l;
     for (const runtime::RankTimes& t : m.ranks) {
-      c.Add(t.compute_s), x.Add(t.communication_s), w.Add(t.idle_s), h.Add(t.overlapped_s);
+      c.Add(t.compute_s), x.Add(t.communication_s), w.Add(t.idle_s), h.Add(t.overlapped_s), l.Add(t.late_s);
     }
     if (i == 0) first_loss = m.loss;
     last_loss = m.loss;
     if (i > 0 || o.steps == 1) {  // the first step warms caches and allocators
       step_time.Add(m.step_time_s), compute.Add(c.get()), comm_time.Add(x.get()), idle.Add(w.get()), hidden.Add(h.get());
+      late.Add(l.get());
     }
     if (metrics.is_open()) {
       std::string per_rank;
@@ -369,8 +397,10 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
       }
       metrics << fmt::format(
           "{{\"step\": {}, \"loss\": {:.7g}, \"step_time_s\": {:.6f}, \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, "
-          "\"idle_s\": {:.6f}, \"overlapped_s\": {:.6f}, \"emulated\": {}, \"ranks\": [{}]}}\n",
-          m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), h.get(), wall_clock ? "false" : "true", per_rank);
+          "\"idle_s\": {:.6f}, \"overlapped_s\": {:.6f}, \"late_s\": {:.6f}, \"emulated\": {}, \"dilation\": {:g}, "
+          "\"ranks\": [{}]}}\n",
+          m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), h.get(), l.get(), wall_clock ? "false" : "true",
+          p.dilation, per_rank);
       metrics.flush();
     }
     if (o.quiet) return;
@@ -397,8 +427,10 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     const std::string hidden_text =
         plan.program.overlap ? fmt::format("; {} more communication overlapped with compute", Ms(hidden.get())) : "";
     fmt::print("step time {} {} (compute {}, communication {}, idle {}{}; mean over ranks{}); predicted {}\n",
-               Ms(step_time.get()), wall_clock ? "wall clock" : "emulated", Ms(compute.get()), Ms(comm_time.get()),
-               Ms(idle.get()), hidden_text, o.steps > 1 ? ", steps after the first" : "", Ms(plan.predicted_step_time_s));
+               Ms(step_time.get()),
+               wall_clock ? "wall clock" : dilated ? fmt::format("wall clock / K={:g}", p.dilation) : "emulated",
+               Ms(compute.get()), Ms(comm_time.get()), Ms(idle.get()), hidden_text,
+               o.steps > 1 ? ", steps after the first" : "", Ms(plan.predicted_step_time_s));
   }
   return absl::OkStatus();
 }

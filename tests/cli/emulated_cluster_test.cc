@@ -17,6 +17,7 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -307,6 +308,54 @@ TEST_F(CliEmulatedCluster, TwoStepsOfAPlanAcrossTwoNamespacesMatchOneDevice) {
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_LE(std::abs(got[i] - want[i]), 1e-5 * std::abs(want[i])) << "step " << i + 1 << ": " << got[i] << " vs " << want[i];
   }
+}
+
+TEST_F(CliEmulatedCluster, BenchEmulateNetworkRunsEveryPlanAsMpiRanksWithDilation) {
+  NeedMpirun();
+  const std::string out = dir_ + "/bench-" + name_;
+  const Out r = Hs("bench --model mlp --small --cluster " + cluster_ + " --emulate-network --dilation 20 --network-name " +
+                       name_ + " --baselines ddp-ev --steps 1 --warmup 0 --out " + out,
+                   120);
+  ASSERT_EQ(r.code, 0) << r.text;
+  EXPECT_TRUE(Contains(r.text, "EMULATED")) << r.text;
+  EXPECT_TRUE(Contains(r.text, "dilation K = 20")) << r.text;
+  const nlohmann::json j = nlohmann::json::parse(Slurp(out + "/results.json"));
+  EXPECT_TRUE(j.at("emulated_network").get<bool>());
+  int ran = 0;
+  for (const auto& p : j.at("plans")) {
+    if (!p.at("measured_step_time_s").is_number()) continue;
+    EXPECT_GT(p.at("measured_step_time_s").get<double>(), 0) << p.dump();
+    EXPECT_EQ(access((out + "/" + p.at("plan").get<std::string>() + ".trace.json").c_str(), F_OK), 0);
+    ++ran;
+  }
+  EXPECT_EQ(ran, 2) << j.dump(1);
+  // The ranks ran in the two namespaces: each rank's log is there.
+  EXPECT_EQ(access((out + "/synthesized.rank1.log").c_str(), F_OK), 0);
+  EXPECT_NE(Slurp(out + "/results.csv").find("synthesized,1,1,"), std::string::npos);
+  // The temporary-named cluster (--network-name) was brought up by bench and is gone again.
+  EXPECT_TRUE(OurNamespaces().empty());
+}
+
+TEST_F(CliEmulatedCluster, ProfileNetworkWritesInterNodeTablesAndKeepsTheShapedBandwidth) {
+  NeedMpirun();
+  const std::string out = dir_ + "/net-" + name_ + ".json";
+  const Out r = Hs("profile --network --cluster " + cluster_ + " --network-name " + name_ +
+                       " --dilation 20 --repeats 1 --max-bytes 4096 -o " + out,
+                   120);
+  ASSERT_EQ(r.code, 0) << r.text;
+  const nlohmann::json c = nlohmann::json::parse(Slurp(out));
+  EXPECT_EQ(c.at("links").at("inter_node").at("bandwidth").get<double>(), 1.25e9);
+  std::set<std::string> ops;
+  for (const auto& t : c.at("collectives")) {
+    EXPECT_EQ(t.at("link").get<std::string>(), "inter_node");  // one device per node: no intra-node table
+    ops.insert(t.at("op").get<std::string>());
+    EXPECT_GE(t.at("samples").size(), 2u);
+  }
+  EXPECT_EQ(ops, (std::set<std::string>{"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}));
+  EXPECT_TRUE(Contains(r.text, "inter-node, one flow per NIC")) << r.text;
+  // What it wrote is a cluster file the synthesizer takes.
+  const Out synth = Hs("synth --model mlp --small --cluster " + out + " --flat --no-overlap -o " + dir_ + "/p-" + name_ + ".json");
+  EXPECT_EQ(synth.code, 0) << synth.text;
 }
 
 TEST_F(CliEmulatedCluster, ProbeMeasuresTheShapedRateBothWays) {

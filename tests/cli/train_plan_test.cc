@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -221,6 +222,34 @@ TEST_F(TrainPlan, LossesEqualSingleDeviceTraining) {
   const Result r = Hetsynth("train --plan " + plan_ + " --steps 5 --optimizer sgd --lr 0.01 --quiet --metrics " + m);
   ASSERT_EQ(r.code, 0) << r.err;
   ExpectLossesNear(Losses(m), want, "synthesized plan");
+}
+
+// Time dilation (runtime/pacer.h) paces the ranks in real time: the same numbers, wall clock ÷ K
+// reported, and a step lasts at least K × the slowest rank's paced compute.
+TEST_F(TrainPlan, DilationPacesInRealTimeAndChangesNoNumber) {
+  const std::string plain = Path("plain.jsonl"), dilated = Path("dilated.jsonl");
+  ASSERT_EQ(Hetsynth("train --plan " + plan_ + " --steps 3 --quiet --metrics " + plain).code, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  const Result r = Hetsynth("train --plan " + plan_ + " --steps 3 --metrics " + dilated, "HETSYNTH_DILATION=5");
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("TIME DILATION K = 5"), std::string::npos) << r.err;
+  EXPECT_EQ(Losses(dilated), Losses(plain));
+  double slowest = 0, steps = 0;
+  for (const json& j : Metrics(dilated)) {
+    EXPECT_EQ(j.at("dilation").get<double>(), 5);
+    EXPECT_GE(j.at("late_s").get<double>(), 0);
+    EXPECT_EQ(j.at("idle_s").get<double>(), 0);  // waiting is inside the collectives' real time
+    double compute = 0;
+    for (const json& rank : j.at("ranks")) compute = std::max(compute, rank.at("compute_s").get<double>());
+    EXPECT_GE(j.at("step_time_s").get<double>(), compute * (1 - 1e-6)) << j.dump();
+    slowest += compute, ++steps;
+  }
+  EXPECT_EQ(steps, 3);
+  EXPECT_GE(wall, 5 * slowest) << "paced: the steps' real time is at least K x their compute";
+  const Result bad = Hetsynth("train --plan " + plan_ + " --steps 1 --dilation 0.5");
+  EXPECT_EQ(bad.code, 2) << bad.err;
+  EXPECT_NE(bad.err.find("--dilation 0.5: expected a number >= 1"), std::string::npos) << bad.err;
 }
 
 TEST_F(TrainPlan, BaselinePlansEqualSingleDeviceTraining) {

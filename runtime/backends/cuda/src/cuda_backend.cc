@@ -72,6 +72,7 @@ absl::Status RunCudaRanks(const ir::Graph& graph, const instr::Plan& plan, const
   auto make_for = [&](gpu::GpuExec& x, Communicator& comm) -> MakeExecutorFn {
     return [&graph, &plan, &x, &comm](ExecutorOptions eo) -> absl::StatusOr<std::unique_ptr<Executor>> {
       eo.emulate = false;
+      eo.dilation = 0;  // GPU ranks are wall-clock timed: no time dilation (runtime/pacer.h)
       return gpu::CreateDeviceExecutor(x, graph, plan, comm, eo);
     };
   };

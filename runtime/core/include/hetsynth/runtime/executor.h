@@ -43,6 +43,10 @@ struct ExecutorOptions {
   // clocks synchronized at collectives. Off: wall-clock time, no synchronization.
   bool emulate = true;
   double slowdown = 1.0;
+  // Time dilation K > 0 (pacer.h; the emulated cluster, docs/emulated-cluster.md): real time, no
+  // virtual clocks; each stretch of local work is paced to K × its CPU time × slowdown, and every
+  // time reported is wall clock ÷ K. Takes precedence over `emulate`. 0: off.
+  double dilation = 0;
   bool trace = false;  // record trace events (TraceEvents())
 };
 
@@ -54,6 +58,7 @@ struct RankTimes {
   double communication_s = 0;  // in blocking collectives, or waiting for the communication stream
   double idle_s = 0;           // waiting for slower ranks at collectives
   double overlapped_s = 0;     // the communication stream's work hidden behind compute (overlap)
+  double late_s = 0;           // dilation: how much longer local work took than K × modelled (÷ K); 0 else
 };
 
 struct StepMetrics {

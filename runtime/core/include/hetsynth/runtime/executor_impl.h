@@ -37,6 +37,7 @@
 #include "hetsynth/runtime/executor.h"
 #include "hetsynth/runtime/grad_sync.h"
 #include "hetsynth/runtime/kernel_contract.h"
+#include "hetsynth/runtime/pacer.h"
 #include "hetsynth/runtime/shard.h"
 #include "hetsynth/runtime/training.h"
 
@@ -133,10 +134,13 @@ struct ExecutorImpl final : Executor::Impl {
   bool has_pending_comm = false;           // a collective whose time the next Sync settles
   double pending_comm = 0, pending_start = 0;
   std::string pending_name;
+  Pacer pacer;  // time dilation (opt.dilation > 0): real time, paced; then opt.emulate is off
 
   ExecutorImpl(B backend, const ir::Graph& graph, instr::Plan p, Communicator& c, ExecutorOptions o)
       : b(std::move(backend)), g(graph), plan(std::move(p)), comm(c), opt(o), optimizer(b.MakeOptimizer(o.optimizer)),
-        rank(c.rank()) {}
+        rank(c.rank()), pacer(o.dilation > 0 ? Pacer(o.dilation, o.slowdown) : Pacer()) {
+    if (pacer.on()) opt.emulate = false;
+  }
 
   std::vector<int64_t> Lengths(const Property& p) const { return plan.program.ShardLengths(g, p); }
 
@@ -167,7 +171,9 @@ struct ExecutorImpl final : Executor::Impl {
   template <class F>
   void Compute(const std::string& name, F&& f, const char* category = "compute") {
     double dt;
-    if (opt.emulate) {
+    if (pacer.on()) {
+      dt = pacer.Work(f);
+    } else if (opt.emulate) {
       if (comm.name() == "threads" && !turn.owns_lock()) turn = std::unique_lock<std::mutex>(ComputeTurn());
       const double c0 = ThreadCpuSeconds();
       f();
@@ -189,6 +195,10 @@ struct ExecutorImpl final : Executor::Impl {
   // an in-process collective has a heavy tail from wake-ups on a busy host).
   absl::Status Sync() {
     if (turn.owns_lock()) turn.unlock();  // never hold the turn into a collective
+    if (pacer.on()) {
+      times.late_s += pacer.Settle();
+      clock = pacer.Elapsed();
+    }
     if (!opt.emulate || comm.size() == 1) {
       events.insert(events.end(), pending_events.begin(), pending_events.end());
       pending_events.clear();
@@ -235,7 +245,7 @@ struct ExecutorImpl final : Executor::Impl {
     const double t0 = cpu ? ThreadCpuSeconds() : WallSeconds();
     absl::Status st = f();
     if (!cpu) b.Wait();
-    const double dt = (cpu ? ThreadCpuSeconds() : WallSeconds()) - t0;
+    const double dt = pacer.Modelled((cpu ? ThreadCpuSeconds() : WallSeconds()) - t0);
     if (opt.emulate && comm.size() > 1) {
       has_pending_comm = true;
       pending_comm = dt;
@@ -276,10 +286,11 @@ struct ExecutorImpl final : Executor::Impl {
     op.after_pending = has_pending_comm;
     op.measured = std::make_shared<double>(0);
     const bool cpu = opt.emulate && comm.name() == "threads";
-    op.handle = async->Enqueue([fn = std::move(fn), m = op.measured, cpu](Communicator& w, Communicator* node) {
+    const double per_s = pacer.Modelled(1.0);  // dilation: real seconds → modelled
+    op.handle = async->Enqueue([fn = std::move(fn), m = op.measured, cpu, per_s](Communicator& w, Communicator* node) {
       const double t0 = cpu ? ThreadCpuSeconds() : WallSeconds();
       absl::Status st = fn(w, node);
-      *m = (cpu ? ThreadCpuSeconds() : WallSeconds()) - t0;
+      *m = ((cpu ? ThreadCpuSeconds() : WallSeconds()) - t0) * per_s;
       return st;
     });
     stream.push_back(std::move(op));
@@ -299,6 +310,11 @@ struct ExecutorImpl final : Executor::Impl {
   // pending blocking collective's, like Sync but without making the ranks meet).
   absl::Status SettleStream(size_t upto) {
     if (turn.owns_lock()) turn.unlock();  // the other ranks may need the turn to reach the stream
+    if (pacer.on()) {
+      // Dilation: the compute stream first finishes its paced stretch, then waits in real time.
+      times.late_s += pacer.Settle();
+      clock = pacer.Elapsed();
+    }
     if (upto <= stream_settled) return absl::OkStatus();
     for (size_t k = stream_settled; k < upto; ++k) HS_RETURN_IF_ERROR(stream[k].handle.Wait());
     const bool cpu = opt.emulate && comm.name() == "threads";
@@ -356,6 +372,17 @@ struct ExecutorImpl final : Executor::Impl {
   // The compute stream waits for stream operation k (and everything before it).
   absl::Status WaitStream(size_t upto) {
     HS_RETURN_IF_ERROR(SettleStream(upto));
+    if (pacer.on()) {
+      // Dilation: the wait was real; what it cost is the time that passed (÷ K).
+      const double now = pacer.Elapsed();
+      if (now > clock) {
+        if (opt.trace) events.push_back({"wait for communication stream", "communication", rank, run_offset + clock, now - clock});
+        times.communication_s += now - clock;
+        stream_waited += now - clock;
+        clock = now;
+      }
+      return absl::OkStatus();
+    }
     const double end = upto == 0 ? 0.0 : stream[upto - 1].end;
     if (end > clock) {
       // Exposed communication while the stream works; idle while it waits for slower ranks
@@ -733,6 +760,7 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   ctx.step = optimizer.steps();
   clock = 0;
   times = RankTimes();
+  pacer.StartStep();
   has_pending_comm = false;
   pending_comm = 0;
   pending_events.clear();
@@ -803,17 +831,19 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   if (loss_partial) HS_RETURN_IF_ERROR(comm.AllReduce(&loss, 1));
   const int n = comm.size();
   times.overlapped_s = std::max(0.0, stream_busy - stream_waited);
-  const float mine[5] = {static_cast<float>(times.compute_s), static_cast<float>(times.communication_s),
-                         static_cast<float>(times.idle_s), static_cast<float>(times.overlapped_s),
-                         static_cast<float>(clock)};
-  std::vector<float> all(static_cast<size_t>(5 * n));
-  HS_RETURN_IF_ERROR(comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(n), 5), CommImpl::kGrouped));
+  constexpr int kFields = 6;
+  const float mine[kFields] = {static_cast<float>(times.compute_s), static_cast<float>(times.communication_s),
+                               static_cast<float>(times.idle_s), static_cast<float>(times.overlapped_s),
+                               static_cast<float>(clock), static_cast<float>(times.late_s)};
+  std::vector<float> all(static_cast<size_t>(kFields * n));
+  HS_RETURN_IF_ERROR(
+      comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(n), kFields), CommImpl::kGrouped));
   StepMetrics m;
   m.step = optimizer.steps();
   m.loss = loss;
   for (int r = 0; r < n; ++r) {
-    const float* x = &all[static_cast<size_t>(5 * r)];
-    m.ranks.push_back({x[0], x[1], x[2], x[3]});
+    const float* x = &all[static_cast<size_t>(kFields * r)];
+    m.ranks.push_back({x[0], x[1], x[2], x[3], x[5]});
     m.step_time_s = std::max<double>(m.step_time_s, x[4]);
   }
   run_offset += m.step_time_s;
