@@ -116,9 +116,12 @@ absl::Status RunExplain(const std::string& path) {
   } else {
     std::vector<std::string> sizes;
     for (const auto& node : p.nodes) sizes.push_back(std::to_string(node.size()));
-    fmt::print("mesh: {} with {} nodes of {} devices; every collective at level world\n\n",
+    fmt::print("mesh: {} with {} nodes of {} devices; {}\n\n",
                instr::TwoLevelNodes(p.nodes, p.num_devices) ? "two-level" : "flat (ranks not node-major)", p.nodes.size(),
-               absl::StrJoin(sizes, "/"));
+               absl::StrJoin(sizes, "/"),
+               p.UsesMesh() ? "properties over mesh levels (nodes=outer, devices=inner; node shares = sums of the "
+                              "devices' ratios, within-node shares = ratio / node share)"
+                            : "world forms only, every collective at level world");
   }
   // Devices with identical ratios print as one column.
   std::vector<size_t> shown;
@@ -137,22 +140,36 @@ absl::Status RunExplain(const std::string& path) {
   for (size_t k = 0; k < p.instructions.size(); ++k) {
     const instr::Instruction& in = p.instructions[k];
     std::string head = in.kind == instr::InstrKind::kCompute
-                           ? fmt::format("{} '{}' [{}]", instr::InstrKindName(in.kind), g.node(in.node).name, instr::RuleName(in.rule))
+                           ? fmt::format("{} '{}' [{}]", instr::InstrKindName(in.kind), g.node(in.node).name,
+                                         in.outer_rule ? fmt::format("nodes {} × devices {}", instr::RuleName(*in.outer_rule),
+                                                                     instr::RuleName(in.rule))
+                                                       : instr::RuleName(in.rule))
                            : fmt::format("{} '{}'", instr::InstrKindName(in.kind), g.value(in.tensor).name);
     const bool collective = in.kind == instr::InstrKind::kAllGather || in.kind == instr::InstrKind::kReduceScatter ||
                             in.kind == instr::InstrKind::kAllReduce || in.kind == instr::InstrKind::kAllToAll;
     if (collective) {
-      head += in.impl != instr::CollImpl::kNone ? fmt::format(" ({}, world)", instr::CollImplName(in.impl)) : " (world)";
+      const std::string level(instr::LevelName(in.level));
+      head += in.impl != instr::CollImpl::kNone ? fmt::format(" ({}, {})", instr::CollImplName(in.impl), level)
+                                                : fmt::format(" ({})", level);
     }
     std::vector<std::string> pre, post;
     for (const auto& q : in.pre) pre.push_back(instr::PropertyString(g, q));
     for (const auto& q : in.post) post.push_back(instr::PropertyString(g, q));
     std::string shards;
     for (const auto& q : in.post) {
-      if (q.kind != instr::PropKind::kGather) continue;
-      const std::vector<int64_t> len = p.ShardLengths(g, q);
+      if (q.Outer().kind != instr::PropKind::kGather && q.kind != instr::PropKind::kGather) continue;
+      // World Gather: the split dim's length per shown device; a mixed form: the local shape.
       std::vector<std::string> parts;
-      for (size_t i : shown) parts.push_back(std::to_string(len[i]));
+      for (size_t i : shown) {
+        if (!q.mixed) {
+          parts.push_back(std::to_string(p.ShardLengths(g, q)[i]));
+        } else {
+          const ir::Shape s = p.LocalShape(g, q, static_cast<int>(i));
+          std::vector<std::string> dims;
+          for (int64_t d : s) dims.push_back(std::to_string(d));
+          parts.push_back("[" + absl::StrJoin(dims, ",") + "]");
+        }
+      }
       shards = absl::StrJoin(parts, "/");
     }
     const double comp = k < plan.instruction_compute_s.size() ? plan.instruction_compute_s[k] : 0;

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/status.h"
+#include "mesh_lift.h"
 #include "z3_session.h"
 
 namespace hetsynth::synth {
@@ -36,7 +37,7 @@ absl::Status ValidateSynthOptions(const SynthOptions& o) {
 }
 
 std::vector<std::string> BaselineNames() {
-  return {"ddp-ev", "ddp-cp", "fsdp-even", "hap", "dp-ev", "dp-cp", "tp-even", "zero-even"};
+  return {"ddp-ev", "ddp-cp", "fsdp-even", "megatron", "hap", "dp-ev", "dp-cp", "tp-even", "zero-even"};
 }
 
 absl::StatusOr<Strategy> StrategyByName(const std::string& name) {
@@ -93,11 +94,18 @@ absl::StatusOr<Strategy> StrategyByName(const std::string& name) {
     return s;
   }
   if (name == "megatron") {
-    // The hook for the mesh-level work: Megatron needs tensor parallel inside each node × data
-    // parallel across nodes, i.e. properties over mesh levels (spec §2, the dp-nodes mode).
-    return absl::UnimplementedError(
-        "strategy 'megatron' (tensor parallel inside each node x data parallel across nodes) needs mesh-level "
-        "properties, which this build does not have yet");
+    // Megatron-LM's usual layout: tensor parallel inside each node (column / row / heads /
+    // vocab rules, whole node batch on every device of the node, even shares) × data parallel
+    // across nodes (even node shares); replicated gradients in 25 MiB buckets, sharded ones
+    // all-reduced across nodes, on a communication stream (the dp-nodes mode, spec §3/§7a).
+    s.dp_nodes = true;
+    s.even_ratios = true;
+    s.inputs_replicated = true;
+    s.allow_zero_params = false;
+    s.overlap = true;
+    s.allow_hierarchical = true;
+    s.bucket_bytes = {25 << 20};
+    return s;
   }
   return absl::InvalidArgumentError(StrCat("unknown strategy '", name, "'; expected synthesized or one of ",
                                            absl::StrJoin(BaselineNames(), ", ")));
@@ -239,6 +247,7 @@ void Reimplement(const Engine& en, const Strategy& s, instr::Program& p) {
   const costmodel::ClusterModel& m = en.SearchModel(s);
   const costmodel::Shares shares = costmodel::ProgramShares(p);
   for (instr::Instruction& in : p.instructions) {
+    if (in.level != instr::Level::kWorld) continue;  // chosen on the node by the inner search
     std::vector<instr::CollImpl> impls;
     if (in.kind == instr::InstrKind::kAllGather || in.kind == instr::InstrKind::kReduceScatter) {
       impls = {instr::CollImpl::kPadded};
@@ -418,6 +427,9 @@ absl::StatusOr<bool> RefinePlacements(const Engine& en, const Strategy& s, instr
   return changed;
 }
 
+absl::StatusOr<SynthResult> DpNodes(const Engine& en, const Strategy& s, const Strategy& inner,
+                                    const std::vector<double>& ratios, double sync_weight);
+
 // The synthesized plan: the alternation from several starts, and every baseline's program
 // re-implemented, re-bucketed and re-optimized (each is in the search space), keeping the best —
 // so the result is never worse than a baseline under the cost model.
@@ -445,6 +457,17 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
     }
   }
   if (fatal.ok() && en.o.memory_limits && !best) consider(Alternate(en, s, MemoryRatios(en.c), 1.0));
+  // The dp-nodes mode beside the world mode (spec §3), from ratios ∝ FLOP/s and even.
+  if (s.mesh_modes && en.topology.mesh().two_level && !s.flat_world_link_pricing) {
+    for (double w : weights) {
+      for (bool even : {false, true}) {
+        if (!fatal.ok()) continue;
+        absl::StatusOr<SynthResult> r = DpNodes(en, s, s, InitialRatios(en.c, even), w);
+        // A graph without batch rules over the nodes simply has no dp-nodes plan.
+        if (r.ok() || IsFatal(r.status())) consider(std::move(r));
+      }
+    }
+  }
   for (const auto& [name, seed] : seeds) {
     if (!fatal.ok() || seed == nullptr) continue;
     // As it is (its ratios), and with the LP's ratios, with this strategy's implementations,
@@ -503,11 +526,76 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
   return std::move(*best);
 }
 
+// The dp-nodes mode (spec §3): for each kind of node (device count, types, link), the inner
+// level searched on that node alone with strategy `inner` (speeds scaled by the node count: the
+// node's share of the batch), lifted to the mesh (LiftDpNodes) and priced at `ratios` with
+// `s`'s implementations, overlap and buckets; the best that fits.
+absl::StatusOr<SynthResult> DpNodes(const Engine& en, const Strategy& s, const Strategy& inner,
+                                    const std::vector<double>& ratios, double sync_weight) {
+  const costmodel::Mesh& mesh = en.topology.mesh();
+  if (!mesh.two_level) {
+    return absl::FailedPreconditionError(StrCat("strategy '", s.name, "' needs a two-level mesh (", mesh.Describe(), ")"));
+  }
+  std::vector<std::vector<int>> nodes(mesh.nodes.begin(), mesh.nodes.end());
+  std::vector<std::string> seen;
+  std::optional<SynthResult> best;
+  absl::Status error = absl::OkStatus();
+  for (int j = 0; j < mesh.num_nodes(); ++j) {
+    // A node kind: its devices' classes and its intra link.
+    const costmodel::Cluster sub = NodeCluster(en.c, j, mesh.num_nodes());
+    std::string key = StrCat(sub.nodes[0].intra.bandwidth, "/", sub.nodes[0].intra.latency);
+    for (const costmodel::DeviceClass& k : sub.Classes()) key += StrCat("|", k.key, "x", k.devices.size());
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
+    seen.push_back(key);
+    HS_RETURN_IF_ERROR(en.CheckClock());
+    const costmodel::ClusterModel sm(sub);
+    std::vector<double> sub_ratios = InitialRatios(sub, inner.even_ratios);
+    SynthOptions step = en.StepOptions(s);
+    step.memory_limits = false;  // memory is checked on the lifted program
+    int64_t expanded = 0;
+    absl::StatusOr<instr::Program> prog = SearchProgramIn(&en.z3, en.g, sm, sub_ratios, inner, step, &expanded, sync_weight);
+    if (!prog.ok()) {
+      if (IsFatal(prog.status())) return prog.status();
+      if (error.ok()) error = prog.status();
+      continue;
+    }
+    absl::StatusOr<instr::Program> lifted = LiftDpNodes(en.g, *prog, nodes, en.c.size());
+    if (!lifted.ok()) {
+      if (error.ok()) error = lifted.status();
+      continue;
+    }
+    lifted->overlap = s.overlap && en.c.size() > 1;
+    absl::StatusOr<costmodel::Estimate> e = Price(en, s, *lifted, ratios);
+    if (!e.ok()) {
+      if (error.ok()) error = e.status();
+      continue;
+    }
+    if (en.o.memory_limits && s.memory_rows && !Fits(*e, en.c)) {
+      if (error.ok()) error = absl::ResourceExhaustedError(StrCat("the model fits nowhere: ", TightestDevice(*e, en.c)));
+      continue;
+    }
+    SynthResult r;
+    r.strategy = s.name;
+    r.program = std::move(*lifted);
+    r.estimate = *e;
+    r.rounds = 1;
+    r.states_expanded = expanded;
+    r.log = {StrCat("dp-nodes (inner level searched on node ", en.c.nodes[static_cast<size_t>(j)].name, ", sync weight ",
+                    sync_weight, "): ", r.program.instructions.size(), " instructions, predicted ", e->step_s * 1e3,
+                    " ms/step")};
+    if (!best || r.estimate.step_s < best->estimate.step_s * (1 - 1e-9)) best = std::move(r);
+  }
+  if (!best) return error.ok() ? absl::FailedPreconditionError("dp-nodes: no node searched") : error;
+  return std::move(*best);
+}
+
 absl::StatusOr<SynthResult> RunStrategy(const Engine& en, const Strategy& s,
                                         const std::vector<std::pair<std::string, const SynthResult*>>& seeds) {
   const double started = en.Elapsed();
   absl::StatusOr<SynthResult> r;
-  if (!s.optimize_ratios) {
+  if (s.dp_nodes) {
+    r = DpNodes(en, s, s, InitialRatios(en.c, s.even_ratios), 1.0);
+  } else if (!s.optimize_ratios) {
     r = Alternate(en, s, InitialRatios(en.c, s.even_ratios), 1.0);
   } else if (s.name == "hap") {
     // The reference system alternates from ratios ∝ FLOP/s with its own cost model.

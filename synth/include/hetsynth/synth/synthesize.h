@@ -79,12 +79,17 @@ struct Strategy {
   // kFlatWorldLink); the result is still priced by topology. `hap` only.
   bool flat_world_link_pricing = false;
   bool memory_rows = true;           // the LP and the search respect memory (else ignore it)
+  // Search modes on a two-level mesh (topology spec §3). `dp_nodes`: only the dp-nodes mode —
+  // the outer level is the batch rule over the nodes, the inner level searched on one node
+  // with this strategy's restrictions (megatron: tensor parallel inside the node). `mesh_modes`:
+  // a synthesized plan also runs the dp-nodes mode beside the world mode and keeps the better.
+  bool dp_nodes = false;
+  bool mesh_modes = true;
 };
 
-// "synthesized" or a baseline (BaselineNames); "megatron" says what it still needs. The error
-// lists the names.
+// "synthesized" or a baseline (BaselineNames). The error lists the names.
 absl::StatusOr<Strategy> StrategyByName(const std::string& name);
-// ddp-ev, ddp-cp, fsdp-even, hap, dp-ev, dp-cp, tp-even, zero-even (docs/baselines.md).
+// ddp-ev, ddp-cp, fsdp-even, megatron, hap, dp-ev, dp-cp, tp-even, zero-even (docs/baselines.md).
 std::vector<std::string> BaselineNames();
 
 struct SynthResult {
