@@ -27,7 +27,7 @@ namespace {
 
 struct BenchFlags {
   ModelOptions model;
-  std::string cluster, out, baselines = "ddp-ev,ddp-cp,fsdp-even,hap,dp-ev,dp-cp,tp-even,zero-even", backend = "cpu",
+  std::string cluster, out, baselines = "ddp-ev,ddp-cp,fsdp-even,megatron,hap,dp-ev,dp-cp,tp-even,zero-even", backend = "cpu",
                                   precision = "fp32";
   bool emulate_gpus = false;
   bool flat = false, no_overlap = false;

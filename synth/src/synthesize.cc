@@ -101,6 +101,7 @@ absl::StatusOr<Strategy> StrategyByName(const std::string& name) {
     s.dp_nodes = true;
     s.even_ratios = true;
     s.inputs_replicated = true;
+    s.split_weights_with_activations = true;
     s.allow_zero_params = false;
     s.overlap = true;
     s.allow_hierarchical = true;

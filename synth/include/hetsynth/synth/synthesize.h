@@ -65,6 +65,10 @@ struct Strategy {
   bool even_ratios = false;        // initial ratios even instead of ∝ FLOP/s
   bool only_dim0_splits = false;   // data parallel: Gather only on dim 0
   bool inputs_replicated = false;  // tensor parallel: every device reads whole inputs
+  // Tensor parallel only (megatron): weight matrices (rank ≥ 2 parameters) are owned as slices,
+  // never whole on every device, and no rule splits an activation beside a whole matrix — linear
+  // layers run column / row; vectors (layer norms, biases) may stay whole.
+  bool split_weights_with_activations = false;
   bool allow_replicated_params = true;
   bool allow_sharded_params = true;  // owned slices (tensor parallel)
   bool allow_zero_params = true;     // stored sharded, all-gathered for use (ZeRO-3)
