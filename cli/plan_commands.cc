@@ -212,7 +212,7 @@ absl::Status RunCheck(const std::string& path, const std::string& cluster_path) 
                                                cluster_path, "' (fingerprint ", c.Fingerprint(), ", ", c.size(), " devices)"));
     }
   }
-  fmt::print("plan '{}' is valid: {} instructions reach Reduce(loss); every parameter placed once; {} split groups with "
+  fmt::print("plan '{}' is valid: {} instructions reach the goal (the loss summed once); every parameter placed once; {} split groups with "
              "exact shard lengths\n",
              path, plan.program.instructions.size(), plan.program.groups.size());
   return absl::OkStatus();

@@ -239,8 +239,11 @@ absl::Status RuntimeSupports(const Program& p) {
     const Instruction& in = p.instructions[i];
     if (UsesMeshIn(in)) {
       return absl::FailedPreconditionError(
-          StrCat("instruction ", i, " (", InstrKindName(in.kind), ") uses mesh levels (mixed properties, a mesh rule "
-                 "or a ", LevelName(in.level), "-level collective)", hint));
+          StrCat("instruction ", i, " (", InstrKindName(in.kind), ") uses mesh levels (",
+                 in.level != Level::kWorld ? StrCat("a ", LevelName(in.level), "-level collective")
+                 : in.outer_rule          ? std::string("a mesh rule")
+                                          : std::string("a mixed property"),
+                 ")", hint));
     }
     if (in.impl == CollImpl::kHierarchical) {
       return absl::FailedPreconditionError(StrCat("instruction ", i, " (", InstrKindName(in.kind),

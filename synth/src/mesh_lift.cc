@@ -29,11 +29,25 @@ costmodel::Cluster NodeCluster(const costmodel::Cluster& c, int node, double sca
 
 std::vector<bool> BatchedValues(const ir::Graph& g) {
   std::vector<bool> batched(g.values().size(), false);
-  for (ir::ValueId v : g.inputs()) batched[static_cast<size_t>(v)] = true;
+  int64_t batch = -1;
+  for (ir::ValueId v : g.inputs()) {
+    batched[static_cast<size_t>(v)] = true;
+    if (batch < 0 && !g.value(v).shape.empty()) batch = g.value(v).shape[0];
+  }
   for (size_t k = 0; k < g.nodes().size(); ++k) {  // nodes are in topological order
-    const ir::Node& n = g.node(static_cast<ir::NodeId>(k));
+    const ir::NodeId id = static_cast<ir::NodeId>(k);
+    const ir::Node& n = g.node(id);
     for (ir::ValueId x : n.inputs) {
       if (batched[static_cast<size_t>(x)]) batched[static_cast<size_t>(n.output)] = true;
+    }
+    // A parameter broadcast over the batch (vit's class token expanded to [B, 1, C]): batched
+    // when a rule splits its output's dim 0 from whole inputs.
+    const ir::Shape& shape = g.value(n.output).shape;
+    if (batched[static_cast<size_t>(n.output)] || shape.empty() || shape[0] != batch) continue;
+    for (const instr::ComputeRule& r : instr::ShardingRules(g, id)) {
+      bool whole = r.post == Property::Gather(n.output, 0);
+      for (const Property& q : r.pre) whole = whole && q.kind == PropKind::kIdentity;
+      if (whole) batched[static_cast<size_t>(n.output)] = true;
     }
   }
   return batched;

@@ -429,7 +429,7 @@ absl::StatusOr<bool> RefinePlacements(const Engine& en, const Strategy& s, instr
 }
 
 absl::StatusOr<SynthResult> DpNodes(const Engine& en, const Strategy& s, const Strategy& inner,
-                                    const std::vector<double>& ratios, double sync_weight);
+                                    const std::vector<std::vector<double>>& starts, double sync_weight);
 
 // The synthesized plan: the alternation from several starts, and every baseline's program
 // re-implemented, re-bucketed and re-optimized (each is in the search space), keeping the best —
@@ -461,12 +461,10 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
   // The dp-nodes mode beside the world mode (spec §3), from ratios ∝ FLOP/s and even.
   if (s.mesh_modes && en.topology.mesh().two_level && !s.flat_world_link_pricing) {
     for (double w : weights) {
-      for (bool even : {false, true}) {
-        if (!fatal.ok()) continue;
-        absl::StatusOr<SynthResult> r = DpNodes(en, s, s, InitialRatios(en.c, even), w);
-        // A graph without batch rules over the nodes simply has no dp-nodes plan.
-        if (r.ok() || IsFatal(r.status())) consider(std::move(r));
-      }
+      if (!fatal.ok()) continue;
+      absl::StatusOr<SynthResult> r = DpNodes(en, s, s, {InitialRatios(en.c, false), InitialRatios(en.c, true)}, w);
+      // A graph without batch rules over the nodes simply has no dp-nodes plan.
+      if (r.ok() || IsFatal(r.status())) consider(std::move(r));
     }
   }
   for (const auto& [name, seed] : seeds) {
@@ -529,10 +527,10 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
 
 // The dp-nodes mode (spec §3): for each kind of node (device count, types, link), the inner
 // level searched on that node alone with strategy `inner` (speeds scaled by the node count: the
-// node's share of the batch), lifted to the mesh (LiftDpNodes) and priced at `ratios` with
-// `s`'s implementations, overlap and buckets; the best that fits.
+// node's share of the batch), lifted to the mesh (LiftDpNodes) and priced at each of `starts`
+// (world ratios) with `s`'s implementations, overlap and buckets; the best that fits.
 absl::StatusOr<SynthResult> DpNodes(const Engine& en, const Strategy& s, const Strategy& inner,
-                                    const std::vector<double>& ratios, double sync_weight) {
+                                    const std::vector<std::vector<double>>& starts, double sync_weight) {
   const costmodel::Mesh& mesh = en.topology.mesh();
   if (!mesh.two_level) {
     return absl::FailedPreconditionError(StrCat("strategy '", s.name, "' needs a two-level mesh (", mesh.Describe(), ")"));
@@ -566,25 +564,28 @@ absl::StatusOr<SynthResult> DpNodes(const Engine& en, const Strategy& s, const S
       continue;
     }
     lifted->overlap = s.overlap && en.c.size() > 1;
-    absl::StatusOr<costmodel::Estimate> e = Price(en, s, *lifted, ratios);
-    if (!e.ok()) {
-      if (error.ok()) error = e.status();
-      continue;
+    for (const std::vector<double>& ratios : starts) {
+      instr::Program q = *lifted;
+      absl::StatusOr<costmodel::Estimate> e = Price(en, s, q, ratios);
+      if (!e.ok()) {
+        if (error.ok()) error = e.status();
+        continue;
+      }
+      if (en.o.memory_limits && s.memory_rows && !Fits(*e, en.c)) {
+        if (error.ok()) error = absl::ResourceExhaustedError(StrCat("the model fits nowhere: ", TightestDevice(*e, en.c)));
+        continue;
+      }
+      SynthResult r;
+      r.strategy = s.name;
+      r.program = std::move(q);
+      r.estimate = *e;
+      r.rounds = 1;
+      r.states_expanded = expanded;
+      r.log = {StrCat("dp-nodes (inner level searched on node ", en.c.nodes[static_cast<size_t>(j)].name,
+                      ", sync weight ", sync_weight, "): ", r.program.instructions.size(), " instructions, predicted ",
+                      e->step_s * 1e3, " ms/step")};
+      if (!best || r.estimate.step_s < best->estimate.step_s * (1 - 1e-9)) best = std::move(r);
     }
-    if (en.o.memory_limits && s.memory_rows && !Fits(*e, en.c)) {
-      if (error.ok()) error = absl::ResourceExhaustedError(StrCat("the model fits nowhere: ", TightestDevice(*e, en.c)));
-      continue;
-    }
-    SynthResult r;
-    r.strategy = s.name;
-    r.program = std::move(*lifted);
-    r.estimate = *e;
-    r.rounds = 1;
-    r.states_expanded = expanded;
-    r.log = {StrCat("dp-nodes (inner level searched on node ", en.c.nodes[static_cast<size_t>(j)].name, ", sync weight ",
-                    sync_weight, "): ", r.program.instructions.size(), " instructions, predicted ", e->step_s * 1e3,
-                    " ms/step")};
-    if (!best || r.estimate.step_s < best->estimate.step_s * (1 - 1e-9)) best = std::move(r);
   }
   if (!best) return error.ok() ? absl::FailedPreconditionError("dp-nodes: no node searched") : error;
   return std::move(*best);
@@ -595,7 +596,7 @@ absl::StatusOr<SynthResult> RunStrategy(const Engine& en, const Strategy& s,
   const double started = en.Elapsed();
   absl::StatusOr<SynthResult> r;
   if (s.dp_nodes) {
-    r = DpNodes(en, s, s, InitialRatios(en.c, s.even_ratios), 1.0);
+    r = DpNodes(en, s, s, {InitialRatios(en.c, s.even_ratios)}, 1.0);
   } else if (!s.optimize_ratios) {
     r = Alternate(en, s, InitialRatios(en.c, s.even_ratios), 1.0);
   } else if (s.name == "hap") {

@@ -455,7 +455,11 @@ TEST(Megatron, TensorParallelInsideNodesDataParallelAcrossChecksAndTheSynthesize
   EXPECT_GT(column, 0);  // tensor parallel inside the node
   // Even node shares (3 of 6 devices' ratios each) and even shares within each node.
   EXPECT_EQ(p.ratios[0], std::vector<double>(6, 1.0 / 6));
-  // The synthesized plan is seeded with megatron's program: never slower.
+  // The synthesized plan ran the dp-nodes mode beside the world mode (spec §3)...
+  bool dp_nodes = false;
+  for (const std::string& line : all[0].second->log) dp_nodes = dp_nodes || line.rfind("dp-nodes", 0) == 0;
+  EXPECT_TRUE(dp_nodes);
+  // ... and is seeded with megatron's program: never slower.
   EXPECT_LE(all[0].second->estimate.step_s, all[1].second->estimate.step_s * (1 + 1e-9));
   // One node: no megatron.
   const Cluster one = TwoNodes({1e11, 1e-6}, {5e10, 2e-6});
