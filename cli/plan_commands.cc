@@ -185,7 +185,10 @@ absl::Status RunExplain(const std::string& path) {
       for (ir::ValueId v : p.buckets[b].params) bytes += 4.0 * static_cast<double>(ir::NumElements(g.value(v).shape));
       const std::string first = g.value(p.buckets[b].params.front()).name;
       const std::string last = g.value(p.buckets[b].params.back()).name;
-      fmt::print("  {:>3}  {:<12} {:>9.2f} MiB  {} parameters: {}{}\n", b, instr::CollImplName(p.buckets[b].impl),
+      const std::string how = p.buckets[b].kind == instr::Level::kNodes
+                                  ? "nodes ring"
+                                  : std::string(instr::CollImplName(p.buckets[b].impl));
+      fmt::print("  {:>3}  {:<12} {:>9.2f} MiB  {} parameters: {}{}\n", b, how,
                  bytes / 1048576.0, p.buckets[b].params.size(), first,
                  p.buckets[b].params.size() > 1 ? " ... " + last : "");
     }

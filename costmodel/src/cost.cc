@@ -284,6 +284,8 @@ ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Clus
   // A bucket is charged to the placement of the parameter that completes it: the one placed
   // first, whose gradient is ready last.
   std::map<int, int> bucket_at;  // placement instruction → bucket
+  bool world_buckets = false, nodes_buckets = false;
+  for (const instr::Bucket& b : p.buckets) (b.kind == instr::Level::kNodes ? nodes_buckets : world_buckets) = true;
   if (p.num_devices > 1) {
     std::map<ir::ValueId, int> placement;
     for (size_t i = 0; i < p.instructions.size(); ++i) {
@@ -325,16 +327,23 @@ ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Clus
       }
       update.instruction = static_cast<int>(i);
       pc.terms.push_back(update);
+      const auto bucket = bucket_at.find(static_cast<int>(i));
       if (q == instr::Property::Identity(in.tensor) && p.num_devices > 1) {
-        if (p.buckets.empty()) {
+        if (!world_buckets) {
           t = GradientAllReduceTerm(g, in.tensor);
-        } else if (const auto b = bucket_at.find(static_cast<int>(i)); b != bucket_at.end()) {
-          t = BucketTerm(g, p.buckets[static_cast<size_t>(b->second)]);
+        } else if (bucket != bucket_at.end()) {
+          t = BucketTerm(g, p.buckets[static_cast<size_t>(bucket->second)]);
         }
       } else if (q.mixed && q.outer_kind == instr::PropKind::kIdentity) {
-        // (I, G e) / (I, R): each device's piece all-reduced across nodes (spec §4.5).
-        t = GradientAllReduceTerm(g, in.tensor);
-        t.kind = TermKind::kNodesGradientSync;
+        // (I, G e) / (I, R): each device's piece all-reduced across nodes (spec §4.5), alone or
+        // in a nodes bucket charged where its last gradient is ready.
+        if (!nodes_buckets) {
+          t = GradientAllReduceTerm(g, in.tensor);
+          t.kind = TermKind::kNodesGradientSync;
+        } else if (bucket != bucket_at.end()) {
+          t = BucketTerm(g, p.buckets[static_cast<size_t>(bucket->second)]);
+          t.kind = TermKind::kNodesGradientSync;
+        }
       } else if (q.mixed && q.kind == instr::PropKind::kIdentity) {
         // (G d, I): the node piece's gradient all-reduced inside every node.
         t = GradientAllReduceTerm(g, in.tensor);

@@ -271,8 +271,10 @@ class Reader {
           return Err(where, "expected an object with 'params': an array of parameter names");
         }
         const std::string kind = b.value("kind", "world");
-        if (kind != "world") return Err(where, StrCat("'kind' is \"", kind, "\"; expected world"));
         Bucket bucket;
+        if (!ParseLevel(kind, &bucket.kind) || bucket.kind == Level::kDevices || (version < 3 && kind != "world")) {
+          return Err(where, StrCat("'kind' is \"", kind, "\"; expected world", version < 3 ? "" : " or nodes"));
+        }
         const std::string impl = b.value("impl", "ring");
         if (!ParseCollImpl(impl, &bucket.impl) ||
             (bucket.impl != CollImpl::kRing && bucket.impl != CollImpl::kHierarchical)) {
@@ -353,7 +355,7 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
   for (const Bucket& b : plan.program.buckets) {
     json names = json::array();
     for (ir::ValueId v : b.params) names.push_back(g.value(v).name);
-    buckets.push_back({{"kind", "world"}, {"impl", std::string(CollImplName(b.impl))}, {"params", std::move(names)},
+    buckets.push_back({{"kind", std::string(LevelName(b.kind))}, {"impl", std::string(CollImplName(b.impl))}, {"params", std::move(names)},
                        {"bytes", BucketBytes(g, b)}});
   }
   root["buckets"] = std::move(buckets);

@@ -190,6 +190,16 @@ std::vector<ir::ValueId> ReplicatedParametersInReadyOrder(const Program& p) {
   return out;
 }
 
+std::vector<ir::ValueId> NodeSyncParametersInReadyOrder(const Program& p) {
+  std::vector<ir::ValueId> out;
+  for (auto it = p.instructions.rbegin(); it != p.instructions.rend(); ++it) {
+    if (it->kind == InstrKind::kPlaceParameter && it->outer && it->outer->kind == PropKind::kIdentity) {
+      out.push_back(it->tensor);
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<ComputeRule> InstructionRule(const ir::Graph& g, const Instruction& in) {
   if (in.node < 0 || static_cast<size_t>(in.node) >= g.nodes().size()) {
     return Bad(StrCat("compute instruction names node ", in.node, " which does not exist"));
@@ -628,34 +638,50 @@ absl::Status CheckProgram(const ir::Graph& g, const Program& p) {
       !held.count(Property::Mesh(loss, R, I)) && !held.count(Property::Mesh(loss, I, R))) {
     return Bad(StrCat("the program never reaches the goal Reduce(", g.value(loss).name, ")"));
   }
-  if (!p.buckets.empty()) {
-    const std::vector<ir::ValueId> ready = ReplicatedParametersInReadyOrder(p);
+  // Buckets of each kind: world (replicated parameters) and nodes (parameters whole over the
+  // nodes and split or partial within them, all-reduced across nodes, spec §4.5). A kind with
+  // buckets lists all of its parameters once, in ready order.
+  const bool any_nodes_bucket = std::any_of(p.buckets.begin(), p.buckets.end(),
+                                            [](const Bucket& b) { return b.kind == Level::kNodes; });
+  for (Level kind : {Level::kWorld, Level::kNodes}) {
+    const bool checked = kind == Level::kNodes ? any_nodes_bucket
+                                               : !p.buckets.empty() && (!any_nodes_bucket ||
+                                                                        std::any_of(p.buckets.begin(), p.buckets.end(),
+                                                                                    [](const Bucket& b) { return b.kind == Level::kWorld; }));
+    if (!checked) continue;
+    const std::vector<ir::ValueId> ready =
+        kind == Level::kWorld ? ReplicatedParametersInReadyOrder(p) : NodeSyncParametersInReadyOrder(p);
+    const std::string what = kind == Level::kWorld ? "replicated parameter" : "across-nodes parameter";
     size_t at = 0;
     for (size_t b = 0; b < p.buckets.size(); ++b) {
       const Bucket& bucket = p.buckets[b];
-      if (bucket.params.empty()) return Bad(StrCat("bucket ", b, " is empty; expected at least one parameter"));
-      if (bucket.impl != CollImpl::kRing && bucket.impl != CollImpl::kHierarchical) {
-        return Bad(StrCat("bucket ", b, " has implementation '", CollImplName(bucket.impl),
-                          "'; expected ring or hierarchical"));
+      if (bucket.kind != Level::kWorld && bucket.kind != Level::kNodes) {
+        return Bad(StrCat("bucket ", b, " has kind '", LevelName(bucket.kind), "'; expected world or nodes"));
       }
-      if (bucket.impl == CollImpl::kHierarchical && !two_level) {
-        return Bad(StrCat("bucket ", b, " is hierarchical, which needs a two-level mesh; the program's nodes are ",
-                          NodesString(p.nodes)));
+      if (bucket.kind != kind) continue;
+      if (bucket.params.empty()) return Bad(StrCat("bucket ", b, " is empty; expected at least one parameter"));
+      if (bucket.impl != CollImpl::kRing && (bucket.impl != CollImpl::kHierarchical || kind == Level::kNodes)) {
+        return Bad(StrCat("bucket ", b, " has implementation '", CollImplName(bucket.impl), "'; expected ",
+                          kind == Level::kNodes ? "ring (a nodes bucket)" : "ring or hierarchical"));
+      }
+      if ((bucket.impl == CollImpl::kHierarchical || kind == Level::kNodes) && !two_level) {
+        return Bad(StrCat("bucket ", b, " is ", kind == Level::kNodes ? "of kind nodes" : "hierarchical",
+                          ", which needs a two-level mesh; the program's nodes are ", NodesString(p.nodes)));
       }
       for (ir::ValueId v : bucket.params) {
         const std::string name = v >= 0 && static_cast<size_t>(v) < g.values().size() ? g.value(v).name : StrCat("#", v);
         if (at >= ready.size() || ready[at] != v) {
           return Bad(StrCat("bucket ", b, " lists '", name, "' where ",
                             at < ready.size() ? StrCat("'", g.value(ready[at]).name, "'") : std::string("no parameter"),
-                            " is expected: buckets must list every replicated parameter once, in the order their "
+                            " is expected: buckets must list every ", what, " once, in the order their "
                             "gradients become ready (reverse placement order)"));
         }
         ++at;
       }
     }
     if (at != ready.size()) {
-      return Bad(StrCat("the buckets cover ", at, " of ", ready.size(), " replicated parameters; '",
-                        g.value(ready[at]).name, "' is in none"));
+      return Bad(StrCat("the buckets cover ", at, " of ", ready.size(), " ", what, "s; '", g.value(ready[at]).name,
+                        "' is in none"));
     }
   }
   Program fresh = p;

@@ -141,10 +141,23 @@ std::vector<instr::Bucket> MakeBuckets(const ir::Graph& g, const costmodel::Clus
     out.back().params.push_back(v);
     in_bucket += b;
   }
+  // Parameters whole over the nodes and split within them: buckets of kind nodes, same size rule.
+  const size_t world_count = out.size();
+  in_bucket = 0;
+  for (ir::ValueId v : instr::NodeSyncParametersInReadyOrder(p)) {
+    const double b = costmodel::ValueBytes(g, v);
+    if (out.size() == world_count || bytes <= 0 || in_bucket + b > bytes) {
+      out.push_back({});
+      out.back().kind = instr::Level::kNodes;
+      in_bucket = 0;
+    }
+    out.back().params.push_back(v);
+    in_bucket += b;
+  }
   const bool hierarchical = s.allow_hierarchical && m.hierarchical();
   for (instr::Bucket& b : out) {
     b.impl = instr::CollImpl::kRing;
-    if (!hierarchical) continue;
+    if (!hierarchical || b.kind != instr::Level::kWorld) continue;
     const costmodel::Term ring = costmodel::BucketTerm(g, b);
     instr::Bucket h = b;
     h.impl = instr::CollImpl::kHierarchical;
@@ -158,7 +171,10 @@ std::vector<instr::Bucket> MakeBuckets(const ir::Graph& g, const costmodel::Clus
 void ChooseBuckets(const ir::Graph& g, const costmodel::ClusterModel& m, const Strategy& s, const SynthOptions& o,
                    instr::Program& p) {
   p.buckets.clear();
-  if (p.num_devices < 2 || s.bucket_bytes.empty() || instr::ReplicatedParametersInReadyOrder(p).empty()) return;
+  if (p.num_devices < 2 || s.bucket_bytes.empty() ||
+      (instr::ReplicatedParametersInReadyOrder(p).empty() && instr::NodeSyncParametersInReadyOrder(p).empty())) {
+    return;
+  }
   const costmodel::Shares shares = costmodel::ProgramShares(p);
   double best = std::numeric_limits<double>::infinity();
   std::vector<instr::Bucket> chosen;

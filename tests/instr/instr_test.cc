@@ -426,6 +426,27 @@ TEST(Mesh, MegatronInsideDataParallelAcrossChecksWithSharesPerLevel) {
   EXPECT_EQ(PropertyString(g, p.instructions.back().post[0]), "Mesh(loss; nodes=Reduce, devices=Identity)");
   EXPECT_TRUE(p.UsesMesh());
   EXPECT_TRUE(ReplicatedParametersInReadyOrder(p) == std::vector<ValueId>{g.Find("head.bias")});
+  // The sliced parameters' gradients are all-reduced across nodes, in buckets of kind nodes.
+  const std::vector<ValueId> across = {g.Find("head.weight"), g.Find("fc1.bias"), g.Find("fc1.weight")};
+  EXPECT_EQ(NodeSyncParametersInReadyOrder(p), across);
+  Program bucketed = p;
+  bucketed.buckets = {{{g.Find("head.bias")}, CollImpl::kRing, Level::kWorld},
+                      {{across[0], across[1]}, CollImpl::kRing, Level::kNodes},
+                      {{across[2]}, CollImpl::kRing, Level::kNodes}};
+  EXPECT_TRUE(CheckProgram(g, bucketed).ok()) << CheckProgram(g, bucketed);
+  Program swapped = bucketed;
+  std::swap(swapped.buckets[1].params[0], swapped.buckets[1].params[1]);
+  EXPECT_NE(CheckProgram(g, swapped).message().find("bucket 1 lists 'fc1.bias' where 'head.weight' is expected"),
+            std::string::npos)
+      << CheckProgram(g, swapped);
+  Program hier = bucketed;
+  hier.buckets[2].impl = CollImpl::kHierarchical;
+  EXPECT_NE(CheckProgram(g, hier).message().find("expected ring (a nodes bucket)"), std::string::npos);
+  Program partial = bucketed;
+  partial.buckets.pop_back();
+  EXPECT_NE(CheckProgram(g, partial).message().find("cover 2 of 3 across-nodes parameters"),
+            std::string::npos)
+      << CheckProgram(g, partial);
 }
 
 TEST(Mesh, NodesLevelAllGatherEndsDataParallelAcrossNodes) {

@@ -103,6 +103,9 @@ struct SplitGroup {
 struct Bucket {
   std::vector<ir::ValueId> params;  // replicated parameters in the order their gradients become ready
   CollImpl impl = CollImpl::kRing;  // kRing or kHierarchical
+  // kWorld: replicated parameters (Identity), one world all-reduce; kNodes: parameters placed
+  // (I, G e) over a two-level mesh, each device's pieces all-reduced across nodes (ring).
+  Level kind = Level::kWorld;
 };
 
 struct Program {
@@ -175,6 +178,10 @@ absl::Status CheckProgram(const ir::Graph& g, const Program& p);
 // The replicated parameters (placed as Identity) in the order their gradients become ready in
 // backward: reverse placement order. What CheckProgram requires buckets to list.
 std::vector<ir::ValueId> ReplicatedParametersInReadyOrder(const Program& p);
+
+// The parameters placed whole over the nodes and split within them ((I, G e): their gradients
+// are all-reduced across nodes), in ready order. What nodes buckets list.
+std::vector<ir::ValueId> NodeSyncParametersInReadyOrder(const Program& p);
 
 // Whether `nodes` describes a two-level mesh of `num_devices` ranks: two or more nodes, each
 // non-empty, ranks 0..n−1 node-major. What hierarchical collectives need.
