@@ -400,7 +400,8 @@ absl::StatusOr<bool> RefinePlacements(const Engine& en, const Strategy& s, instr
   constexpr size_t kCandidates = 6;
   std::vector<std::pair<double, ir::ValueId>> params;
   for (const instr::Instruction& in : p.instructions) {
-    if (in.kind == instr::InstrKind::kPlaceParameter && (in.dim < 0 || in.dim == 0)) {
+    // World placements only: a mixed form's slices belong to its node program.
+    if (in.kind == instr::InstrKind::kPlaceParameter && !in.outer && (in.dim < 0 || in.dim == 0)) {
       params.push_back({-costmodel::ValueBytes(en.g, in.tensor), in.tensor});
     }
   }
@@ -413,7 +414,8 @@ absl::StatusOr<bool> RefinePlacements(const Engine& en, const Strategy& s, instr
     size_t at = 0;
     while (!(q.instructions[at].kind == instr::InstrKind::kPlaceParameter && q.instructions[at].tensor == v)) ++at;
     const bool zero = at + 1 < q.instructions.size() && q.instructions[at + 1].kind == instr::InstrKind::kAllGather &&
-                      q.instructions[at + 1].tensor == v && q.instructions[at].dim == 0;
+                      q.instructions[at + 1].tensor == v && q.instructions[at + 1].level == instr::Level::kWorld &&
+                      q.instructions[at].dim == 0;
     if (!zero && q.instructions[at].dim >= 0) continue;  // an owned shard (tensor parallel): not ours to change
     if (zero) {
       q.instructions.erase(q.instructions.begin() + static_cast<std::ptrdiff_t>(at) + 1);
@@ -452,7 +454,9 @@ absl::StatusOr<SynthResult> DpNodes(const Engine& en, const Strategy& s, const S
 // so the result is never worse than a baseline under the cost model.
 absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
                                            const std::vector<std::pair<std::string, const SynthResult*>>& seeds) {
-  std::optional<SynthResult> best;
+  // The best world-mode plan (refined below) and the best plan over mesh levels, kept apart so
+  // the world plan is exactly what it would be without the mesh modes.
+  std::optional<SynthResult> best, best_mesh;
   absl::Status first_error = absl::OkStatus();
   absl::Status fatal = absl::OkStatus();
   int64_t states = 0;
@@ -465,7 +469,8 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
     }
     states += r->states_expanded;
     log.insert(log.end(), r->log.begin(), r->log.end());
-    if (!best || r->estimate.step_s < best->estimate.step_s * (1 - 1e-9)) best = std::move(*r);
+    std::optional<SynthResult>& slot = r->program.UsesMesh() ? best_mesh : best;
+    if (!slot || r->estimate.step_s < slot->estimate.step_s * (1 - 1e-9)) slot = std::move(*r);
   };
   const std::vector<double> weights = s.overlap ? std::vector<double>{1.0, kHiddenSyncWeight} : std::vector<double>{1.0};
   for (double w : weights) {
@@ -516,6 +521,7 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
     }
   }
   if (!fatal.ok()) return fatal;
+  if (!best && best_mesh) best = std::move(best_mesh), best_mesh.reset();
   if (!best) return first_error;
   // Refine the best plan's placements, then its ratios once more.
   instr::Program p = best->program;
@@ -535,6 +541,10 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
     log.push_back(StrCat("placements refined: predicted ", e.step_s * 1e3, " ms/step"));
     best->program = std::move(p);
     best->estimate = e;
+  }
+  if (best_mesh && best_mesh->estimate.step_s < best->estimate.step_s * (1 - 1e-9)) {
+    log.push_back(StrCat("a plan over mesh levels wins: predicted ", best_mesh->estimate.step_s * 1e3, " ms/step"));
+    best = std::move(best_mesh);
   }
   best->states_expanded = states;
   best->log = std::move(log);
