@@ -18,7 +18,10 @@
 //      classes subject to every class's memory capacity.
 // starting from ratios ∝ FLOP/s and even ratios and stopping when the step time stops improving;
 // every baseline's program is re-optimized too, and the best plan's largest parameters are tried
-// replicated ↔ ZeRO under the critical path. Baselines are the same search restricted to their
+// replicated ↔ ZeRO under the critical path. On a two-level mesh the dp-nodes mode runs beside
+// this world mode (topology spec §3, mesh_lift.h: the batch over the nodes, the inner level
+// searched on one node of each kind and lifted); a plan over mesh levels is kept only when it
+// beats the refined world plan. Baselines are the same search restricted to their
 // strategy (synth::BaselineNames, docs/baselines.md), at fixed ratios. Every result is priced by
 // the topology cost model (docs/topology.md), whatever a baseline searched with.
 //
