@@ -32,10 +32,10 @@ namespace {
 
 struct BenchFlags {
   ModelOptions model;
-  std::string cluster, out, baselines = "ddp-ev,ddp-cp,fsdp-even,hap,dp-ev,dp-cp,tp-even,zero-even", backend = "cpu",
+  std::string cluster, out, baselines = "ddp-ev,ddp-cp,fsdp-even,megatron,hap,dp-ev,dp-cp,tp-even,zero-even", backend = "cpu",
                                   precision = "fp32";
   bool emulate_gpus = false;
-  bool flat = false, no_overlap = false;
+  bool flat = false, no_overlap = false, mesh_levels = false;
   int64_t steps = 10, warmup = 2;
   int ranks = 0;
   bool simulate = false;
@@ -325,7 +325,7 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
   // Plans.
   synth::SynthOptions so;
   so.time_limit_s = f.time_limit;
-  std::vector<synth::Strategy> strategies = {SynthesizedStrategy(f.flat, f.no_overlap)};
+  std::vector<synth::Strategy> strategies = {SynthesizedStrategy(f.flat, f.no_overlap, f.mesh_levels)};
   for (size_t k = 1; k < names.size(); ++k) strategies.push_back(*synth::StrategyByName(names[k]));
   if (lead) fmt::print(stderr, "synthesizing the plan and {} baselines for {} on '{}' ...\n", names.size() - 1,
                        spec.ToString(), cluster.name);
@@ -806,6 +806,8 @@ Runner RegisterBench(CLI::App& app) {
   cmd->add_flag("--flat", f->flat, "synthesized plan: no hierarchical collectives");
   cmd->add_flag("--no-overlap", f->no_overlap,
                 "synthesized plan: every collective blocks compute, one all-reduce per gradient (no buckets)");
+  cmd->add_flag("--mesh-levels", f->mesh_levels,
+                "synthesized plan: also search programs over mesh levels (priced; this runtime cannot run them yet)");
   cmd->add_flag("--emulate-network", f->emulate_network,
                 "run every plan as real mpirun ranks across an emulated multi-node cluster on this host (network "
                 "namespaces, shaped NICs, time dilation; root; docs/emulated-cluster.md)");

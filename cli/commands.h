@@ -33,8 +33,9 @@ absl::StatusOr<std::string> ReadText(const std::string& path, const char* what);
 // A plan file and the model it was made for, rebuilt from its header.
 absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& path);
 // The synthesized strategy, restricted by --flat (no hierarchical collectives) and --no-overlap
-// (no communication stream, no buckets): what `synth` and `bench` plan with.
-synth::Strategy SynthesizedStrategy(bool flat, bool no_overlap);
+// (no communication stream, no buckets), searching mesh levels (the dp-nodes mode) only with
+// --mesh-levels, since the runtime cannot run such plans yet: what `synth` and `bench` plan with.
+synth::Strategy SynthesizedStrategy(bool flat, bool no_overlap, bool mesh_levels);
 // What a plan file records of a synthesis result.
 instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, const synth::SynthResult& r);
 

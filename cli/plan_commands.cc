@@ -26,7 +26,7 @@ struct SynthFlags {
   std::string cluster, out, baseline;
   double time_limit = 600;
   bool no_memory_limits = false;
-  bool flat = false, no_overlap = false, verbose = false;
+  bool flat = false, no_overlap = false, mesh_levels = false, verbose = false;
 };
 
 absl::Status RunSynth(const SynthFlags& f) {
@@ -41,7 +41,7 @@ absl::Status RunSynth(const SynthFlags& f) {
   HS_RETURN_IF_ERROR(synth::StrategyByName(chosen).status());
   fmt::print(stderr, "synthesizing {} for cluster '{}' ({} devices, {} classes; mesh {})\n", spec.ToString(), cluster.name,
              cluster.size(), cluster.Classes().size(), costmodel::MeshOf(cluster).Describe());
-  std::vector<synth::Strategy> strategies = {SynthesizedStrategy(f.flat, f.no_overlap)};
+  std::vector<synth::Strategy> strategies = {SynthesizedStrategy(f.flat, f.no_overlap, f.mesh_levels)};
   for (const std::string& b : synth::BaselineNames()) strategies.push_back(*synth::StrategyByName(b));
   std::vector<std::string> names;
   std::map<std::string, synth::SynthResult> results;
@@ -116,9 +116,12 @@ absl::Status RunExplain(const std::string& path) {
   } else {
     std::vector<std::string> sizes;
     for (const auto& node : p.nodes) sizes.push_back(std::to_string(node.size()));
-    fmt::print("mesh: {} with {} nodes of {} devices; every collective at level world\n\n",
+    fmt::print("mesh: {} with {} nodes of {} devices; {}\n\n",
                instr::TwoLevelNodes(p.nodes, p.num_devices) ? "two-level" : "flat (ranks not node-major)", p.nodes.size(),
-               absl::StrJoin(sizes, "/"));
+               absl::StrJoin(sizes, "/"),
+               p.UsesMesh() ? "properties over mesh levels (nodes=outer, devices=inner; node shares = sums of the "
+                              "devices' ratios, within-node shares = ratio / node share)"
+                            : "world forms only, every collective at level world");
   }
   // Devices with identical ratios print as one column.
   std::vector<size_t> shown;
@@ -137,22 +140,36 @@ absl::Status RunExplain(const std::string& path) {
   for (size_t k = 0; k < p.instructions.size(); ++k) {
     const instr::Instruction& in = p.instructions[k];
     std::string head = in.kind == instr::InstrKind::kCompute
-                           ? fmt::format("{} '{}' [{}]", instr::InstrKindName(in.kind), g.node(in.node).name, instr::RuleName(in.rule))
+                           ? fmt::format("{} '{}' [{}]", instr::InstrKindName(in.kind), g.node(in.node).name,
+                                         in.outer_rule ? fmt::format("nodes {} × devices {}", instr::RuleName(*in.outer_rule),
+                                                                     instr::RuleName(in.rule))
+                                                       : instr::RuleName(in.rule))
                            : fmt::format("{} '{}'", instr::InstrKindName(in.kind), g.value(in.tensor).name);
     const bool collective = in.kind == instr::InstrKind::kAllGather || in.kind == instr::InstrKind::kReduceScatter ||
                             in.kind == instr::InstrKind::kAllReduce || in.kind == instr::InstrKind::kAllToAll;
     if (collective) {
-      head += in.impl != instr::CollImpl::kNone ? fmt::format(" ({}, world)", instr::CollImplName(in.impl)) : " (world)";
+      const std::string level(instr::LevelName(in.level));
+      head += in.impl != instr::CollImpl::kNone ? fmt::format(" ({}, {})", instr::CollImplName(in.impl), level)
+                                                : fmt::format(" ({})", level);
     }
     std::vector<std::string> pre, post;
     for (const auto& q : in.pre) pre.push_back(instr::PropertyString(g, q));
     for (const auto& q : in.post) post.push_back(instr::PropertyString(g, q));
     std::string shards;
     for (const auto& q : in.post) {
-      if (q.kind != instr::PropKind::kGather) continue;
-      const std::vector<int64_t> len = p.ShardLengths(g, q);
+      if (q.Outer().kind != instr::PropKind::kGather && q.kind != instr::PropKind::kGather) continue;
+      // World Gather: the split dim's length per shown device; a mixed form: the local shape.
       std::vector<std::string> parts;
-      for (size_t i : shown) parts.push_back(std::to_string(len[i]));
+      for (size_t i : shown) {
+        if (!q.mixed) {
+          parts.push_back(std::to_string(p.ShardLengths(g, q)[i]));
+        } else {
+          const ir::Shape s = p.LocalShape(g, q, static_cast<int>(i));
+          std::vector<std::string> dims;
+          for (int64_t d : s) dims.push_back(std::to_string(d));
+          parts.push_back("[" + absl::StrJoin(dims, ",") + "]");
+        }
+      }
       shards = absl::StrJoin(parts, "/");
     }
     const double comp = k < plan.instruction_compute_s.size() ? plan.instruction_compute_s[k] : 0;
@@ -168,7 +185,10 @@ absl::Status RunExplain(const std::string& path) {
       for (ir::ValueId v : p.buckets[b].params) bytes += 4.0 * static_cast<double>(ir::NumElements(g.value(v).shape));
       const std::string first = g.value(p.buckets[b].params.front()).name;
       const std::string last = g.value(p.buckets[b].params.back()).name;
-      fmt::print("  {:>3}  {:<12} {:>9.2f} MiB  {} parameters: {}{}\n", b, instr::CollImplName(p.buckets[b].impl),
+      const std::string how = p.buckets[b].kind == instr::Level::kNodes
+                                  ? "nodes ring"
+                                  : std::string(instr::CollImplName(p.buckets[b].impl));
+      fmt::print("  {:>3}  {:<12} {:>9.2f} MiB  {} parameters: {}{}\n", b, how,
                  bytes / 1048576.0, p.buckets[b].params.size(), first,
                  p.buckets[b].params.size() > 1 ? " ... " + last : "");
     }
@@ -195,7 +215,7 @@ absl::Status RunCheck(const std::string& path, const std::string& cluster_path) 
                                                cluster_path, "' (fingerprint ", c.Fingerprint(), ", ", c.size(), " devices)"));
     }
   }
-  fmt::print("plan '{}' is valid: {} instructions reach Reduce(loss); every parameter placed once; {} split groups with "
+  fmt::print("plan '{}' is valid: {} instructions reach the goal (the loss summed once); every parameter placed once; {} split groups with "
              "exact shard lengths\n",
              path, plan.program.instructions.size(), plan.program.groups.size());
   return absl::OkStatus();
@@ -203,10 +223,11 @@ absl::Status RunCheck(const std::string& path, const std::string& cluster_path) 
 
 }  // namespace
 
-synth::Strategy SynthesizedStrategy(bool flat, bool no_overlap) {
+synth::Strategy SynthesizedStrategy(bool flat, bool no_overlap, bool mesh_levels) {
   synth::Strategy s;
   if (flat) s.allow_hierarchical = false;
   if (no_overlap) s.overlap = false, s.bucket_bytes.clear();
+  s.mesh_modes = mesh_levels;
   return s;
 }
 
@@ -272,6 +293,9 @@ Runner RegisterSynth(CLI::App& app) {
   cmd->add_flag("--flat", f->flat, "synthesized plan: no hierarchical collectives");
   cmd->add_flag("--no-overlap", f->no_overlap,
                 "synthesized plan: every collective blocks compute, one all-reduce per gradient (no buckets)");
+  cmd->add_flag("--mesh-levels", f->mesh_levels,
+                "synthesized plan: also search programs over mesh levels (data parallel across nodes x any "
+                "program inside them); priced only: this runtime cannot train such plans yet");
   cmd->add_flag("--verbose", f->verbose, "print each plan's search rounds and states expanded to stderr");
   return [f]() { return RunSynth(*f); };
 }

@@ -40,7 +40,86 @@ double PieceSeconds(const PricePiece& p, double bytes, const std::vector<double>
 }  // namespace
 
 bool IsCollective(TermKind k) {
-  return k != TermKind::kComputeSplit && k != TermKind::kComputeFull && k != TermKind::kFree;
+  return k != TermKind::kComputeSplit && k != TermKind::kComputeFull && k != TermKind::kComputeMesh &&
+         k != TermKind::kFree;
+}
+
+double ClusterModel::MeshSeconds(TermKind kind, double bytes, const std::vector<double>& node_share,
+                                 const std::vector<double>& within, const std::vector<double>& node_share2) const {
+  if (!mesh_.two_level) return 0;
+  const Cluster& c = *c_;
+  const int num_nodes = mesh_.num_nodes();
+  const double nn = num_nodes, alpha_n = c.inter_node.latency, beta_n = 1.0 / c.inter_node.bandwidth;
+  // §4.1: today's formulas over node j's intra link with B_j = bytes · node_share[j], every node at
+  // once: the slowest node.
+  auto per_node = [&](auto formula) {
+    double worst = 0;
+    for (int j = 0; j < num_nodes; ++j) {
+      const std::vector<DeviceId>& devs = mesh_.nodes[static_cast<size_t>(j)];
+      const double k = static_cast<double>(devs.size());
+      if (k < 2) continue;
+      const Link& l = c.nodes[static_cast<size_t>(j)].intra;
+      double max_q = 0, grouped = 0;
+      for (DeviceId i : devs) {
+        const double q = within.empty() ? 1.0 / k : within[static_cast<size_t>(i)];
+        max_q = std::max(max_q, q);
+        grouped = std::max(grouped, std::max(1 - q, (k - 1) * q));
+      }
+      worst = std::max(worst, formula(k, l.latency, 1.0 / l.bandwidth, bytes * node_share[static_cast<size_t>(j)],
+                                      max_q, grouped, j));
+    }
+    return worst;
+  };
+  switch (kind) {
+    case TermKind::kDevicesGatherPadded:
+      return per_node([](double k, double a, double b, double bj, double mq, double, int) { return (k - 1) * (a + b * bj * mq); });
+    case TermKind::kDevicesGatherGrouped:
+      return per_node([](double k, double a, double b, double bj, double, double gm, int) { return k * a + b * bj * gm; });
+    case TermKind::kDevicesAllReduce:
+      return per_node([](double k, double a, double b, double bj, double, double, int) {
+        return 2 * (k - 1) * a + 2 * (k - 1) / k * b * bj;
+      });
+    case TermKind::kDevicesAllToAll:
+      return per_node([](double k, double a, double b, double bj, double mq, double, int) { return (k - 1) * a + b * bj * mq; });
+    case TermKind::kNodesGather: {
+      // §4.4: every node's piece to every other node (each device of a node carrying 1/k_j of it),
+      // then an intra all-gather of what arrived.
+      double net = 0;
+      for (int j = 0; j < num_nodes; ++j) {
+        const double sj = node_share[static_cast<size_t>(j)];
+        net = std::max(net, std::max(sj * (nn - 1), 1 - sj));
+      }
+      const double intra = per_node([&](double k, double a, double b, double, double, double, int j) {
+        return (k - 1) * a + (k - 1) / k * b * (1 - node_share[static_cast<size_t>(j)]) * bytes;
+      });
+      return (nn - 1) * alpha_n + beta_n * bytes * net + intra;
+    }
+    case TermKind::kNodesAllReduce: {
+      // Device m of every node all-reduces the m-th 1/k_j of the node piece across nodes (ring),
+      // then each node all-gathers its chunks: 2(N−1)/N·B through every NIC.
+      const double intra = per_node([&](double k, double a, double b, double, double, double, int) {
+        return (k - 1) * a + (k - 1) / k * b * bytes;
+      });
+      return 2 * (nn - 1) * alpha_n + 2 * (nn - 1) / nn * beta_n * bytes + intra;
+    }
+    case TermKind::kNodesGradientSync:
+      // Every device's piece with the same-position devices of the other nodes: a node's pieces
+      // sum to the tensor, so each NIC carries 2(N−1)/N·B.
+      return 2 * (nn - 1) * alpha_n + 2 * (nn - 1) / nn * beta_n * bytes;
+    case TermKind::kNodesAllToAll: {
+      double net = 0;
+      for (int j = 0; j < num_nodes; ++j) {
+        const double s = node_share[static_cast<size_t>(j)], s2 = node_share2[static_cast<size_t>(j)];
+        net = std::max(net, std::max(s * (1 - s2), s2 * (1 - s)));
+      }
+      const double intra = per_node([&](double k, double a, double b, double, double, double, int j) {
+        return (k - 1) * a + (k - 1) / k * b * node_share2[static_cast<size_t>(j)] * bytes;
+      });
+      return (nn - 1) * alpha_n + beta_n * bytes * net + intra;
+    }
+    default:
+      return 0;
+  }
 }
 
 double EvaluatePrice(const CollectivePrice& p, double bytes, const std::vector<double>& shares,

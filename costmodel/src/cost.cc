@@ -10,10 +10,15 @@ namespace hetsynth::costmodel {
 
 Shares ProgramShares(const instr::Program& p) {
   Shares s;
+  const std::vector<int> node_of = p.NodeOfDevice();
   for (const instr::SplitGroup& g : p.groups) {
     std::vector<double> row;
-    for (int64_t c : g.counts) {
-      row.push_back(g.atoms > 0 ? static_cast<double>(c) / static_cast<double>(g.atoms) : 0.0);
+    auto share = [&](int64_t c) { return g.atoms > 0 ? static_cast<double>(c) / static_cast<double>(g.atoms) : 0.0; };
+    if (g.level == instr::Level::kNodes) {
+      // Per device: its node's share.
+      for (int i = 0; i < p.num_devices; ++i) row.push_back(share(g.counts.at(static_cast<size_t>(node_of[static_cast<size_t>(i)]))));
+    } else {
+      for (int64_t c : g.counts) row.push_back(share(c));
     }
     s.push_back(std::move(row));
   }
@@ -95,8 +100,31 @@ Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& 
   return MakeComputeTerm(g, node, rule, [&](double f, double b) { return MemoryBound(f, b, c); });
 }
 
-TermKind CollectiveKind(instr::InstrKind kind, instr::CollImpl impl) {
+bool IsMeshKind(TermKind k) {
+  return k >= TermKind::kDevicesGatherPadded && k <= TermKind::kComputeMesh;
+}
+
+TermKind CollectiveKind(instr::InstrKind kind, instr::CollImpl impl, instr::Level level) {
   using instr::CollImpl;
+  if (level == instr::Level::kDevices) {
+    switch (kind) {
+      case instr::InstrKind::kAllGather:
+      case instr::InstrKind::kReduceScatter:
+        return impl == CollImpl::kGrouped ? TermKind::kDevicesGatherGrouped : TermKind::kDevicesGatherPadded;
+      case instr::InstrKind::kAllToAll: return TermKind::kDevicesAllToAll;
+      case instr::InstrKind::kAllReduce: return TermKind::kDevicesAllReduce;
+      default: return TermKind::kFree;
+    }
+  }
+  if (level == instr::Level::kNodes) {
+    switch (kind) {
+      case instr::InstrKind::kAllGather:
+      case instr::InstrKind::kReduceScatter: return TermKind::kNodesGather;
+      case instr::InstrKind::kAllToAll: return TermKind::kNodesAllToAll;
+      case instr::InstrKind::kAllReduce: return TermKind::kNodesAllReduce;
+      default: return TermKind::kFree;
+    }
+  }
   switch (kind) {
     case instr::InstrKind::kAllGather:
     case instr::InstrKind::kReduceScatter:
@@ -114,7 +142,7 @@ Term CollectiveTerm(const ir::Graph& g, const instr::Instruction& in) {
   t.bytes = ValueBytes(g, in.tensor);
   t.times = 2;  // the forward collective and its backward dual
   t.op = in.kind;
-  t.kind = CollectiveKind(in.kind, in.impl);
+  t.kind = CollectiveKind(in.kind, in.impl, in.level);
   if (in.kind == instr::InstrKind::kAllGather && g.value(in.tensor).kind == ir::ValueKind::kParameter) {
     t.role = TermRole::kParameterGather;
   }
@@ -156,16 +184,43 @@ instr::InstrKind Dual(instr::InstrKind k) {
   return k;
 }
 
-double ComputeTime(const Term& t, const std::vector<double>& shares, const ClusterModel& m) {
+// `node_share` per node: only kComputeMesh reads it.
+double ComputeTime(const Term& t, const std::vector<double>& shares, const ClusterModel& m,
+                   const std::vector<double>* node_share = nullptr) {
   const Cluster& c = m.cluster();
   const int n = c.size();
   double worst = 0;
   for (int i = 0; i < n; ++i) {
     const Device& d = c.devices[static_cast<size_t>(i)];
-    const double work = t.kind == TermKind::kComputeFull ? t.coefficient : t.coefficient * shares[static_cast<size_t>(i)];
+    double work = t.kind == TermKind::kComputeFull ? t.coefficient : t.coefficient * shares[static_cast<size_t>(i)];
+    if (t.kind == TermKind::kComputeMesh) {
+      work = t.coefficient * (t.group >= 0 ? shares[static_cast<size_t>(i)] : 1.0);
+      if (t.node_group >= 0 && node_share != nullptr) {
+        work *= (*node_share)[static_cast<size_t>(m.mesh().node_of[static_cast<size_t>(i)])];
+      }
+    }
     worst = std::max(worst, work / (t.memory_bound ? d.memory_bandwidth : d.flops));
   }
   return worst;
+}
+
+// A mesh-level term's parts given its node shares and within-node shares (Evaluate derives
+// them from the groups).
+TermParts MeshTermSplit(const Term& t, const std::vector<double>& shares, const std::vector<double>& node_share,
+                        const std::vector<double>& within, const std::vector<double>& node_share2,
+                        const ClusterModel& m) {
+  if (t.kind == TermKind::kComputeMesh) {
+    const double time = ComputeTime(t, shares, m, &node_share);
+    const double fwd = t.role == TermRole::kOptimizer ? 0.0 : time * t.forward_fraction;
+    return {fwd, time - fwd};
+  }
+  if (m.size() < 2) return {};
+  const double op = m.MeshSeconds(t.kind, t.bytes, node_share, within, node_share2);
+  if (t.times == 1) return t.role == TermRole::kGradientSync ? TermParts{0, op} : TermParts{op, 0};
+  // The dual: the same bytes over the same links (an all-to-all's node shares swapped).
+  const double dual = t.kind == TermKind::kNodesAllToAll ? m.MeshSeconds(t.kind, t.bytes, node_share2, within, node_share)
+                                                         : op;
+  return {op, (t.times - 1) * dual};
 }
 
 }  // namespace
@@ -211,11 +266,26 @@ ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Clus
   ProgramCost pc;
   pc.overlap = p.overlap;
   auto group_of = [&](const instr::Property& q) {
-    return q.kind == instr::PropKind::kGather ? p.GroupOf(q) : -1;
+    return q.kind == instr::PropKind::kGather ? p.GroupOf(q, instr::Level::kDevices) : -1;
+  };
+  // A form's split over the nodes: its outer Gather's group (a world Gather's own group).
+  auto node_group_of = [&](const instr::Property& q, int* group, bool* world) {
+    *group = -1;
+    *world = false;
+    if (!q.mixed || q.outer_kind != instr::PropKind::kGather) return;
+    *group = p.GroupOf(q, instr::Level::kNodes);
+    *world = *group >= 0 && p.groups[static_cast<size_t>(*group)].level == instr::Level::kWorld;
+  };
+  auto memory = [&](double bytes, const instr::Property& q) {
+    MemoryTerm mt{bytes, group_of(q)};
+    node_group_of(q, &mt.node_group, &mt.node_group_world);
+    return mt;
   };
   // A bucket is charged to the placement of the parameter that completes it: the one placed
   // first, whose gradient is ready last.
   std::map<int, int> bucket_at;  // placement instruction → bucket
+  bool world_buckets = false, nodes_buckets = false;
+  for (const instr::Bucket& b : p.buckets) (b.kind == instr::Level::kNodes ? nodes_buckets : world_buckets) = true;
   if (p.num_devices > 1) {
     std::map<ir::ValueId, int> placement;
     for (size_t i = 0; i < p.instructions.size(); ++i) {
@@ -227,42 +297,91 @@ ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Clus
     const instr::Instruction& in = p.instructions[i];
     Term t;
     if (in.kind == instr::InstrKind::kCompute) {
-      const std::vector<instr::ComputeRule> rules = instr::ShardingRules(g, in.node);
-      const auto it = std::find_if(rules.begin(), rules.end(),
-                                   [&](const instr::ComputeRule& r) { return r.id == in.rule; });
-      HS_CHECK(it != rules.end(), "a checked program names an unknown rule");
-      t = ComputeTerm(g, in.node, *it, m);
-      if (!it->split.empty()) t.group = p.GroupOf(it->split.front().prop);
+      const absl::StatusOr<instr::ComputeRule> rule = instr::InstructionRule(g, in);
+      HS_CHECK(rule.ok(), "a checked program names an unknown rule");
+      t = ComputeTerm(g, in.node, *rule, m);
+      if (rule->mesh) {
+        // Work = inner share (within the node) × outer share (the node's), each when proportional.
+        t.kind = TermKind::kComputeMesh;
+        for (const instr::SplitUse& u : rule->split) {
+          if (u.cut == instr::Level::kDevices && rule->work == instr::Work::kProportional && t.group < 0) {
+            t.group = p.GroupOf(u.prop, instr::Level::kDevices);
+          }
+          if (u.cut == instr::Level::kNodes && rule->outer_work == instr::Work::kProportional && t.node_group < 0) {
+            node_group_of(u.prop, &t.node_group, &t.node_group_world);
+          }
+        }
+      } else if (!rule->split.empty()) {
+        t.group = p.GroupOf(rule->split.front().prop);
+      }
       // The op's output stays on the device until backward.
-      pc.memory.push_back({ValueBytes(g, g.node(in.node).output), group_of(in.post[0])});
+      pc.memory.push_back(memory(ValueBytes(g, g.node(in.node).output), in.post[0]));
     } else if (in.kind == instr::InstrKind::kPlaceParameter) {
-      pc.memory.push_back({o.parameter_state_factor * ValueBytes(g, in.tensor), group_of(in.post[0])});
-      Term update = OptimizerTerm(g, in.tensor, in.post[0].kind == instr::PropKind::kGather, o);
-      update.group = group_of(in.post[0]);
+      const instr::Property& q = in.post[0];
+      pc.memory.push_back(memory(o.parameter_state_factor * ValueBytes(g, in.tensor), q));
+      Term update = OptimizerTerm(g, in.tensor, q.kind == instr::PropKind::kGather, o);
+      update.group = group_of(q);
+      if (q.mixed) {
+        update.kind = TermKind::kComputeMesh;
+        node_group_of(q, &update.node_group, &update.node_group_world);
+      }
       update.instruction = static_cast<int>(i);
       pc.terms.push_back(update);
-      if (in.post[0].kind == instr::PropKind::kIdentity && p.num_devices > 1) {
-        if (p.buckets.empty()) {
+      const auto bucket = bucket_at.find(static_cast<int>(i));
+      if (q == instr::Property::Identity(in.tensor) && p.num_devices > 1) {
+        if (!world_buckets) {
           t = GradientAllReduceTerm(g, in.tensor);
-        } else if (const auto b = bucket_at.find(static_cast<int>(i)); b != bucket_at.end()) {
-          t = BucketTerm(g, p.buckets[static_cast<size_t>(b->second)]);
+        } else if (bucket != bucket_at.end()) {
+          t = BucketTerm(g, p.buckets[static_cast<size_t>(bucket->second)]);
         }
+      } else if (q.mixed && q.outer_kind == instr::PropKind::kIdentity) {
+        // (I, G e) / (I, R): each device's piece all-reduced across nodes (spec §4.5), alone or
+        // in a nodes bucket charged where its last gradient is ready.
+        if (!nodes_buckets) {
+          t = GradientAllReduceTerm(g, in.tensor);
+          t.kind = TermKind::kNodesGradientSync;
+        } else if (bucket != bucket_at.end()) {
+          t = BucketTerm(g, p.buckets[static_cast<size_t>(bucket->second)]);
+          t.kind = TermKind::kNodesGradientSync;
+        }
+      } else if (q.mixed && q.kind == instr::PropKind::kIdentity) {
+        // (G d, I): the node piece's gradient all-reduced inside every node.
+        t = GradientAllReduceTerm(g, in.tensor);
+        t.kind = TermKind::kDevicesAllReduce;
+        node_group_of(q, &t.node_group, &t.node_group_world);
       }
     } else if (in.kind == instr::InstrKind::kPlaceInput) {
-      pc.memory.push_back({ValueBytes(g, in.tensor), group_of(in.post[0])});
+      pc.memory.push_back(memory(ValueBytes(g, in.tensor), in.post[0]));
     } else {
       t = CollectiveTerm(g, in);
       // The split whose shares decide the volume: the Gather side of the collective (the
       // all-to-all's source; its result's split is group2).
-      const instr::Property& split = in.pre[0].kind == instr::PropKind::kGather ? in.pre[0] : in.post[0];
-      t.group = group_of(split);
-      if (in.kind == instr::InstrKind::kAllToAll) t.group2 = group_of(in.post[0]);
+      const bool pre_gather = in.pre[0].kind == instr::PropKind::kGather || in.pre[0].Outer().kind == instr::PropKind::kGather;
+      const instr::Property& split = in.level == instr::Level::kDevices
+                                         ? (in.pre[0].kind == instr::PropKind::kGather ? in.pre[0] : in.post[0])
+                                         : (pre_gather ? in.pre[0] : in.post[0]);
+      if (in.level == instr::Level::kWorld) {
+        t.group = group_of(split);
+        if (in.kind == instr::InstrKind::kAllToAll) t.group2 = group_of(in.post[0]);
+      } else if (in.level == instr::Level::kDevices) {
+        if (split.kind == instr::PropKind::kGather && !split.mixed) {
+          // A world Gather: its node pieces and, within them, the devices' shares s_i / S_j.
+          t.group = p.GroupOf(split);
+          t.within_from_world = true;
+          t.node_group = t.group;
+          t.node_group_world = true;
+        } else {
+          t.group = group_of(split);
+          node_group_of(split, &t.node_group, &t.node_group_world);
+        }
+      } else {
+        node_group_of(split, &t.node_group, &t.node_group_world);
+        if (in.kind == instr::InstrKind::kAllToAll) node_group_of(in.post[0], &t.node_group2, &t.node_group2_world);
+      }
       // The new copy of an activation stays until backward; a gathered parameter (ZeRO) is
       // transient, freed after use and gathered again for backward.
       const bool param = g.value(in.tensor).kind == ir::ValueKind::kParameter;
-      if (in.kind != instr::InstrKind::kSlice && !param) {
-        pc.memory.push_back({ValueBytes(g, in.tensor), group_of(in.post[0])});
-      }
+      if (in.kind != instr::InstrKind::kSlice && !param) pc.memory.push_back(memory(ValueBytes(g, in.tensor), in.post[0]));
     }
     t.instruction = static_cast<int>(i);
     pc.terms.push_back(t);
@@ -283,10 +402,39 @@ Estimate Evaluate(const ProgramCost& pc, const Shares& shares, const ClusterMode
   std::vector<TermParts> parts;
   parts.reserve(pc.terms.size());
   double optimizer = 0;
+  const Mesh& mesh = m.mesh();
+  // Per node: the share S_j a group gives node j (a world group: summed over its devices).
+  auto node_shares = [&](int group, bool world) {
+    std::vector<double> out(static_cast<size_t>(std::max(1, mesh.num_nodes())), 1.0);
+    if (group < 0) return out;
+    const std::vector<double>& s = shares[static_cast<size_t>(group)];
+    for (size_t j = 0; j < mesh.nodes.size(); ++j) {
+      double sum = 0;
+      for (DeviceId i : mesh.nodes[j]) sum += s[static_cast<size_t>(i)];
+      out[j] = world ? sum : s[static_cast<size_t>(mesh.nodes[j].front())];
+    }
+    return out;
+  };
   for (const Term& t : pc.terms) {
     const std::vector<double>& s = t.group >= 0 ? shares[static_cast<size_t>(t.group)] : even;
     const std::vector<double>& s2 = t.group2 >= 0 ? shares[static_cast<size_t>(t.group2)] : s;
-    parts.push_back(TermSplit(t, s, s2, m));
+    if (IsMeshKind(t.kind)) {
+      const std::vector<double> ns = node_shares(t.node_group, t.node_group_world);
+      std::vector<double> within;
+      if (t.group >= 0) {
+        within = s;
+        if (t.within_from_world) {
+          for (size_t i = 0; i < within.size(); ++i) {
+            const double sj = ns[static_cast<size_t>(mesh.node_of[i])];
+            within[i] = sj > 0 ? s[i] / sj : 0.0;
+          }
+        }
+      }
+      const std::vector<double> ns2 = node_shares(t.node_group2, t.node_group2_world);
+      parts.push_back(MeshTermSplit(t, s, ns, within, ns2, m));
+    } else {
+      parts.push_back(TermSplit(t, s, s2, m));
+    }
     const double time = parts.back().forward + parts.back().backward;
     const bool compute = !IsCollective(t.kind);
     (compute ? e.compute_s : e.communication_s) += time;
@@ -330,8 +478,11 @@ Estimate Evaluate(const ProgramCost& pc, const Shares& shares, const ClusterMode
   e.exposed_communication_s = std::max(0.0, e.step_s - e.compute_s);
   e.memory_bytes.assign(static_cast<size_t>(n), 0);
   for (const MemoryTerm& mt : pc.memory) {
+    const std::vector<double> ns = mt.node_group >= 0 ? node_shares(mt.node_group, mt.node_group_world)
+                                                      : std::vector<double>{};
     for (int i = 0; i < n; ++i) {
-      const double share = mt.group >= 0 ? shares[static_cast<size_t>(mt.group)][static_cast<size_t>(i)] : 1.0;
+      double share = mt.group >= 0 ? shares[static_cast<size_t>(mt.group)][static_cast<size_t>(i)] : 1.0;
+      if (!ns.empty()) share *= ns[static_cast<size_t>(mesh.node_of[static_cast<size_t>(i)])];
       e.memory_bytes[static_cast<size_t>(i)] += mt.bytes * share;
     }
   }

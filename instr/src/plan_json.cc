@@ -11,9 +11,11 @@ namespace {
 
 using nlohmann::json;
 // Version 2 (issue 12): collective implementations ring and hierarchical, gradient buckets,
-// overlap, the mesh's nodes, predicted exposed communication. Version 1 plans still load: their
+// overlap, the mesh's nodes, predicted exposed communication. Version 3: properties over mesh
+// levels (mixed forms, mesh rules `outer_rule`, collectives with a `level` and an `outer`
+// placement, split groups with a `level`). Versions 1 and 2 still load: a version-1 plan's
 // all-reduces are ring, an all-gather or reduce-scatter without impl is grouped.
-constexpr int kVersion = 2;
+constexpr int kVersion = 3;
 
 double BucketBytes(const ir::Graph& g, const Bucket& b) {
   double bytes = 0;
@@ -39,9 +41,9 @@ class Reader {
     json root = json::parse(text, nullptr, false);
     if (root.is_discarded() || !root.is_object()) return Err("document", "not a JSON object");
     if (root.value("format", "") != "hetsynth-plan") return Err("field 'format'", "expected \"hetsynth-plan\"");
-    if (!root.contains("version") || (root["version"] != 1 && root["version"] != 2)) {
+    if (!root.contains("version") || (root["version"] != 1 && root["version"] != 2 && root["version"] != 3)) {
       return Err("field 'version'", StrCat(root.contains("version") ? root["version"].dump() : "missing",
-                                           "; expected 1 or 2"));
+                                           "; expected 1, 2 or 3 (a newer plan needs a newer hetsynth)"));
     }
     return root;
   }
@@ -184,6 +186,16 @@ class Reader {
         in.node = g.value(v).producer;
         rule = j.value("rule", "");
         rule_known = ParseRuleName(rule, &in.rule);
+        if (j.contains("outer_rule")) {
+          const std::string outer = j["outer_rule"].is_string() ? j["outer_rule"].get<std::string>() : j["outer_rule"].dump();
+          RuleId id;
+          if (version < 3) return Err(where, "'outer_rule' needs plan version 3");
+          if (!ParseRuleName(outer, &id)) {
+            absl::Status st = NoRule(g, in.node, outer, ShardingRules(g, in.node));
+            return Err(where, StrCat("'outer_rule': ", st.message()));
+          }
+          in.outer_rule = id;
+        }
       } else {
         const std::string t = j.value("tensor", "");
         in.tensor = g.Find(t);
@@ -203,8 +215,18 @@ class Reader {
         in.impl = CollImpl::kGrouped;  // what the version-1 runtime ran
       }
       const std::string level = j.value("level", "world");
-      if (level != "world") {
-        return Err(where, StrCat("'level' is \"", level, "\"; expected world (this build has no mesh-level collectives)"));
+      if (!ParseLevel(level, &in.level)) {
+        return Err(where, StrCat("'level' is \"", level, "\"; expected world, devices or nodes"));
+      }
+      if (version < 3 && in.level != Level::kWorld) return Err(where, "'level' other than world needs plan version 3");
+      if (j.contains("outer")) {
+        const std::string outer = j["outer"].is_string() ? j["outer"].get<std::string>() : j["outer"].dump();
+        Placement o;
+        if (version < 3) return Err(where, "'outer' needs plan version 3");
+        if (!ParsePlacement(outer, &o)) {
+          return Err(where, StrCat("'outer' is ", j["outer"].dump(), "; expected Identity, Gather(<dim>) or Reduce"));
+        }
+        in.outer = o;
       }
       in.segment = j.value("segment", 0);
       // A name that is no rule's is reported like a rule the node lacks: with its rules.
@@ -227,10 +249,11 @@ class Reader {
     for (size_t k = 0; k < prog.groups.size(); ++k) {
       const json& s = root["splits"][k];
       const std::string where = StrCat("splits[", k, "]");
+      const std::string level(LevelName(prog.groups[k].level));
       if (!s.is_object() || s.value("members", json::array()) != Props(g, prog.groups[k].members) ||
-          s.value("atoms", int64_t{-1}) != prog.groups[k].atoms) {
+          s.value("atoms", int64_t{-1}) != prog.groups[k].atoms || s.value("level", "world") != level) {
         return Err(where, StrCat("expected members ", Props(g, prog.groups[k].members).dump(), " with ",
-                                 prog.groups[k].atoms, " atoms"));
+                                 prog.groups[k].atoms, " atoms at level ", level));
       }
       if (!s.contains("counts") || !s["counts"].is_array()) return Err(where, "missing array 'counts'");
       prog.groups[k].counts.clear();
@@ -248,8 +271,10 @@ class Reader {
           return Err(where, "expected an object with 'params': an array of parameter names");
         }
         const std::string kind = b.value("kind", "world");
-        if (kind != "world") return Err(where, StrCat("'kind' is \"", kind, "\"; expected world"));
         Bucket bucket;
+        if (!ParseLevel(kind, &bucket.kind) || bucket.kind == Level::kDevices || (version < 3 && kind != "world")) {
+          return Err(where, StrCat("'kind' is \"", kind, "\"; expected world", version < 3 ? "" : " or nodes"));
+        }
         const std::string impl = b.value("impl", "ring");
         if (!ParseCollImpl(impl, &bucket.impl) ||
             (bucket.impl != CollImpl::kRing && bucket.impl != CollImpl::kHierarchical)) {
@@ -304,6 +329,7 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
     if (in.kind == InstrKind::kCompute) {
       j["node"] = g.node(in.node).name;
       j["rule"] = RuleName(in.rule);
+      if (in.outer_rule) j["outer_rule"] = RuleName(*in.outer_rule);
     } else {
       j["tensor"] = g.value(in.tensor).name;
     }
@@ -311,6 +337,8 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
     if (in.dim2 >= 0) j["dim2"] = in.dim2;
     if (in.impl != CollImpl::kNone) j["impl"] = std::string(CollImplName(in.impl));
     if (in.segment != 0) j["segment"] = in.segment;
+    if (in.level != Level::kWorld) j["level"] = std::string(LevelName(in.level));
+    if (in.outer) j["outer"] = PlacementString(*in.outer);
     j["pre"] = Props(g, in.pre);
     j["post"] = Props(g, in.post);
     prog.push_back(std::move(j));
@@ -318,14 +346,16 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
   root["program"] = std::move(prog);
   json splits = json::array();
   for (const SplitGroup& s : plan.program.groups) {
-    splits.push_back({{"members", Props(g, s.members)}, {"atoms", s.atoms}, {"segment", s.segment}, {"counts", s.counts}});
+    json split = {{"members", Props(g, s.members)}, {"atoms", s.atoms}, {"segment", s.segment}, {"counts", s.counts}};
+    if (s.level != Level::kWorld) split["level"] = std::string(LevelName(s.level));
+    splits.push_back(std::move(split));
   }
   root["splits"] = std::move(splits);
   json buckets = json::array();
   for (const Bucket& b : plan.program.buckets) {
     json names = json::array();
     for (ir::ValueId v : b.params) names.push_back(g.value(v).name);
-    buckets.push_back({{"kind", "world"}, {"impl", std::string(CollImplName(b.impl))}, {"params", std::move(names)},
+    buckets.push_back({{"kind", std::string(LevelName(b.kind))}, {"impl", std::string(CollImplName(b.impl))}, {"params", std::move(names)},
                        {"bytes", BucketBytes(g, b)}});
   }
   root["buckets"] = std::move(buckets);

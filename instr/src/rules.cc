@@ -285,14 +285,106 @@ void RuleSet::Own() {
 
 }  // namespace
 
+std::string_view LevelName(Level l) {
+  switch (l) {
+    case Level::kWorld: return "world";
+    case Level::kNodes: return "nodes";
+    case Level::kDevices: return "devices";
+  }
+  return "?";
+}
+
+bool ParseLevel(std::string_view name, Level* out) {
+  for (Level l : {Level::kWorld, Level::kNodes, Level::kDevices}) {
+    if (LevelName(l) == name) {
+      *out = l;
+      return true;
+    }
+  }
+  return false;
+}
+
+Property Property::Mesh(ir::ValueId t, Placement outer, Placement inner) {
+  if (outer.kind != PropKind::kGather) outer.dim = -1;
+  if (inner.kind != PropKind::kGather) inner.dim = -1;
+  Property p{inner.kind, t, inner.dim};
+  if (outer == inner) return p;  // a world form
+  p.mixed = true;
+  p.outer_kind = outer.kind;
+  p.outer_dim = outer.dim;
+  return p;
+}
+
+std::string PlacementString(const Placement& p) {
+  if (p.kind == PropKind::kGather) return StrCat("Gather(", p.dim, ")");
+  return KindName(p.kind);
+}
+
+bool ParsePlacement(std::string_view text, Placement* out) {
+  if (text == "Identity") return *out = {PropKind::kIdentity, -1}, true;
+  if (text == "Reduce") return *out = {PropKind::kReduce, -1}, true;
+  if (text.size() < 9 || text.substr(0, 7) != "Gather(" || text.back() != ')') return false;
+  const std::string_view digits = text.substr(7, text.size() - 8);
+  if (digits.empty() || digits.size() > 6 || (digits.size() > 1 && digits[0] == '0')) return false;
+  int d = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+    d = 10 * d + (c - '0');
+  }
+  *out = {PropKind::kGather, d};
+  return true;
+}
+
 std::string PropertyString(const ir::Graph& g, const Property& p) {
   const std::string name = p.tensor == ir::kNoValue ? "?" : g.value(p.tensor).name;
+  if (p.mixed) {
+    return StrCat("Mesh(", name, "; nodes=", PlacementString(p.Outer()), ", devices=", PlacementString(p.Inner()), ")");
+  }
   if (p.kind == PropKind::kGather) return StrCat("Gather(", name, ", ", p.dim, ")");
   return StrCat(KindName(p.kind), "(", name, ")");
 }
 
 std::vector<ComputeRule> ShardingRules(const ir::Graph& g, ir::NodeId node) {
   return RuleSet(g, g.node(node)).Build();
+}
+
+absl::StatusOr<ComputeRule> CombineRules(const ir::Graph& g, ir::NodeId node, const ComputeRule& outer,
+                                         const ComputeRule& inner) {
+  if (outer.id == inner.id) return inner;
+  ComputeRule r;
+  r.id = inner.id;
+  r.mesh = true;
+  r.outer_id = outer.id;
+  r.work = inner.work;
+  r.outer_work = outer.work;
+  r.bias_once = inner.bias_once;
+  r.outer_bias_once = outer.bias_once;
+  auto combine = [](const Property& o, const Property& i) {
+    return Property::Mesh(i.tensor, o.Inner(), i.Inner());
+  };
+  for (size_t k = 0; k < inner.pre.size(); ++k) r.pre.push_back(combine(outer.pre[k], inner.pre[k]));
+  r.post = combine(outer.post, inner.post);
+  // The combined property of the operand a split use names (operands matched by position).
+  auto operand = [&](const ComputeRule& rule, const Property& p) -> absl::StatusOr<Property> {
+    for (size_t k = 0; k < rule.pre.size(); ++k) {
+      if (rule.pre[k] == p) return r.pre[k];
+    }
+    if (rule.post == p) return r.post;
+    return absl::InternalError("a split use names no operand of its rule");
+  };
+  for (const auto& [rule, cut] : {std::pair{&outer, Level::kNodes}, std::pair{&inner, Level::kDevices}}) {
+    for (const SplitUse& u : rule->split) {
+      HS_ASSIGN_OR_RETURN(const Property p, operand(*rule, u.prop));
+      if (!p.mixed) {
+        return absl::InvalidArgumentError(
+            StrCat("node '", g.node(node).name, "': rules (", RuleName(outer.id), ", ", RuleName(inner.id), ") split ",
+                   g.value(p.tensor).name, " on dim ", p.dim, " at both levels, which is the world rule's split; "
+                   "expected a pair whose levels cut different dims"));
+      }
+      r.split.push_back({p, u.max_atoms, cut});
+    }
+  }
+  return r;
 }
 
 const ComputeRule* FindRule(const std::vector<ComputeRule>& rules, const RuleId& id) {

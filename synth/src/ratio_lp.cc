@@ -233,6 +233,11 @@ absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const i
   const costmodel::Cluster& c = model.cluster();
   const int n = c.size();
   if (n == 1) return std::vector<double>{1.0};
+  if (p.UsesMesh()) {
+    // The LP models world forms only (node-tied ratios, spec §2, are not built yet): a program
+    // over mesh levels keeps its ratios.
+    return absl::FailedPreconditionError("the ratio LP does not model properties over mesh levels; ratios kept");
+  }
   const costmodel::ProgramCost pc = costmodel::DescribeCost(g, p, model, o.cost);
   const std::vector<costmodel::DeviceClass> classes = c.Classes();
   std::vector<double> current = p.ratios.empty() ? std::vector<double>(static_cast<size_t>(n), 1.0 / n) : p.ratios[0];

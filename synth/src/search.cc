@@ -172,6 +172,17 @@ bool Search::RuleAllowed(ir::NodeId k, const ComputeRule& r) const {
   if (!s_.allow_reduce_rules && r.post.kind == PropKind::kReduce && !is_loss) return false;
   std::vector<Property> props = r.pre;
   props.push_back(r.post);
+  if (s_.split_weights_with_activations) {
+    // Tensor parallel only: an op that splits an activation must not hold a weight matrix
+    // (rank ≥ 2) whole — that would be data parallelism over another dim.
+    bool split_activation = false, whole_matrix = false;
+    for (const Property& p : props) {
+      const ir::Value& v = g_.value(p.tensor);
+      if (p.kind == PropKind::kGather && v.kind != ir::ValueKind::kParameter) split_activation = true;
+      if (p.kind == PropKind::kIdentity && v.kind == ir::ValueKind::kParameter && v.shape.size() >= 2) whole_matrix = true;
+    }
+    if (split_activation && whole_matrix) return false;
+  }
   for (const Property& p : props) {
     const bool param = g_.value(p.tensor).kind == ir::ValueKind::kParameter;
     if (s_.only_dim0_splits) {
@@ -294,7 +305,9 @@ void Search::Satisfy(const Property& q, const SearchNode& cur, const Partial& p,
       next.cost += Time(costmodel::OptimizerTerm(g_, v, true, o_.cost));
       push(std::move(next), 0);
     }
-    if (q.kind == PropKind::kIdentity && s_.allow_replicated_params) {
+    // Tensor parallel only: a weight matrix is never whole on every device.
+    const bool matrix_split = s_.split_weights_with_activations && n_ > 1 && g_.value(v).shape.size() >= 2;
+    if (q.kind == PropKind::kIdentity && s_.allow_replicated_params && !matrix_split) {
       Partial next = p;
       place(next, -1);
       AddMemory(next, state, false);

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/status.h"
+#include "mesh_lift.h"
 #include "z3_session.h"
 
 namespace hetsynth::synth {
@@ -36,7 +37,7 @@ absl::Status ValidateSynthOptions(const SynthOptions& o) {
 }
 
 std::vector<std::string> BaselineNames() {
-  return {"ddp-ev", "ddp-cp", "fsdp-even", "hap", "dp-ev", "dp-cp", "tp-even", "zero-even"};
+  return {"ddp-ev", "ddp-cp", "fsdp-even", "megatron", "hap", "dp-ev", "dp-cp", "tp-even", "zero-even"};
 }
 
 absl::StatusOr<Strategy> StrategyByName(const std::string& name) {
@@ -93,11 +94,19 @@ absl::StatusOr<Strategy> StrategyByName(const std::string& name) {
     return s;
   }
   if (name == "megatron") {
-    // The hook for the mesh-level work: Megatron needs tensor parallel inside each node × data
-    // parallel across nodes, i.e. properties over mesh levels (spec §2, the dp-nodes mode).
-    return absl::UnimplementedError(
-        "strategy 'megatron' (tensor parallel inside each node x data parallel across nodes) needs mesh-level "
-        "properties, which this build does not have yet");
+    // Megatron-LM's usual layout: tensor parallel inside each node (column / row / heads /
+    // vocab rules, whole node batch on every device of the node, even shares) × data parallel
+    // across nodes (even node shares); replicated gradients in 25 MiB buckets, sharded ones
+    // all-reduced across nodes, on a communication stream (the dp-nodes mode, spec §3/§7a).
+    s.dp_nodes = true;
+    s.even_ratios = true;
+    s.inputs_replicated = true;
+    s.split_weights_with_activations = true;
+    s.allow_zero_params = false;
+    s.overlap = true;
+    s.allow_hierarchical = true;
+    s.bucket_bytes = {25 << 20};
+    return s;
   }
   return absl::InvalidArgumentError(StrCat("unknown strategy '", name, "'; expected synthesized or one of ",
                                            absl::StrJoin(BaselineNames(), ", ")));
@@ -132,10 +141,23 @@ std::vector<instr::Bucket> MakeBuckets(const ir::Graph& g, const costmodel::Clus
     out.back().params.push_back(v);
     in_bucket += b;
   }
+  // Parameters whole over the nodes and split within them: buckets of kind nodes, same size rule.
+  const size_t world_count = out.size();
+  in_bucket = 0;
+  for (ir::ValueId v : instr::NodeSyncParametersInReadyOrder(p)) {
+    const double b = costmodel::ValueBytes(g, v);
+    if (out.size() == world_count || bytes <= 0 || in_bucket + b > bytes) {
+      out.push_back({});
+      out.back().kind = instr::Level::kNodes;
+      in_bucket = 0;
+    }
+    out.back().params.push_back(v);
+    in_bucket += b;
+  }
   const bool hierarchical = s.allow_hierarchical && m.hierarchical();
   for (instr::Bucket& b : out) {
     b.impl = instr::CollImpl::kRing;
-    if (!hierarchical) continue;
+    if (!hierarchical || b.kind != instr::Level::kWorld) continue;
     const costmodel::Term ring = costmodel::BucketTerm(g, b);
     instr::Bucket h = b;
     h.impl = instr::CollImpl::kHierarchical;
@@ -149,7 +171,10 @@ std::vector<instr::Bucket> MakeBuckets(const ir::Graph& g, const costmodel::Clus
 void ChooseBuckets(const ir::Graph& g, const costmodel::ClusterModel& m, const Strategy& s, const SynthOptions& o,
                    instr::Program& p) {
   p.buckets.clear();
-  if (p.num_devices < 2 || s.bucket_bytes.empty() || instr::ReplicatedParametersInReadyOrder(p).empty()) return;
+  if (p.num_devices < 2 || s.bucket_bytes.empty() ||
+      (instr::ReplicatedParametersInReadyOrder(p).empty() && instr::NodeSyncParametersInReadyOrder(p).empty())) {
+    return;
+  }
   const costmodel::Shares shares = costmodel::ProgramShares(p);
   double best = std::numeric_limits<double>::infinity();
   std::vector<instr::Bucket> chosen;
@@ -239,6 +264,7 @@ void Reimplement(const Engine& en, const Strategy& s, instr::Program& p) {
   const costmodel::ClusterModel& m = en.SearchModel(s);
   const costmodel::Shares shares = costmodel::ProgramShares(p);
   for (instr::Instruction& in : p.instructions) {
+    if (in.level != instr::Level::kWorld) continue;  // chosen on the node by the inner search
     std::vector<instr::CollImpl> impls;
     if (in.kind == instr::InstrKind::kAllGather || in.kind == instr::InstrKind::kReduceScatter) {
       impls = {instr::CollImpl::kPadded};
@@ -374,7 +400,8 @@ absl::StatusOr<bool> RefinePlacements(const Engine& en, const Strategy& s, instr
   constexpr size_t kCandidates = 6;
   std::vector<std::pair<double, ir::ValueId>> params;
   for (const instr::Instruction& in : p.instructions) {
-    if (in.kind == instr::InstrKind::kPlaceParameter && (in.dim < 0 || in.dim == 0)) {
+    // World placements only: a mixed form's slices belong to its node program.
+    if (in.kind == instr::InstrKind::kPlaceParameter && !in.outer && (in.dim < 0 || in.dim == 0)) {
       params.push_back({-costmodel::ValueBytes(en.g, in.tensor), in.tensor});
     }
   }
@@ -387,7 +414,8 @@ absl::StatusOr<bool> RefinePlacements(const Engine& en, const Strategy& s, instr
     size_t at = 0;
     while (!(q.instructions[at].kind == instr::InstrKind::kPlaceParameter && q.instructions[at].tensor == v)) ++at;
     const bool zero = at + 1 < q.instructions.size() && q.instructions[at + 1].kind == instr::InstrKind::kAllGather &&
-                      q.instructions[at + 1].tensor == v && q.instructions[at].dim == 0;
+                      q.instructions[at + 1].tensor == v && q.instructions[at + 1].level == instr::Level::kWorld &&
+                      q.instructions[at].dim == 0;
     if (!zero && q.instructions[at].dim >= 0) continue;  // an owned shard (tensor parallel): not ours to change
     if (zero) {
       q.instructions.erase(q.instructions.begin() + static_cast<std::ptrdiff_t>(at) + 1);
@@ -418,12 +446,17 @@ absl::StatusOr<bool> RefinePlacements(const Engine& en, const Strategy& s, instr
   return changed;
 }
 
+absl::StatusOr<SynthResult> DpNodes(const Engine& en, const Strategy& s, const Strategy& inner,
+                                    const std::vector<std::vector<double>>& starts, double sync_weight);
+
 // The synthesized plan: the alternation from several starts, and every baseline's program
 // re-implemented, re-bucketed and re-optimized (each is in the search space), keeping the best —
 // so the result is never worse than a baseline under the cost model.
 absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
                                            const std::vector<std::pair<std::string, const SynthResult*>>& seeds) {
-  std::optional<SynthResult> best;
+  // The best world-mode plan (refined below) and the best plan over mesh levels, kept apart so
+  // the world plan is exactly what it would be without the mesh modes.
+  std::optional<SynthResult> best, best_mesh;
   absl::Status first_error = absl::OkStatus();
   absl::Status fatal = absl::OkStatus();
   int64_t states = 0;
@@ -436,7 +469,8 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
     }
     states += r->states_expanded;
     log.insert(log.end(), r->log.begin(), r->log.end());
-    if (!best || r->estimate.step_s < best->estimate.step_s * (1 - 1e-9)) best = std::move(*r);
+    std::optional<SynthResult>& slot = r->program.UsesMesh() ? best_mesh : best;
+    if (!slot || r->estimate.step_s < slot->estimate.step_s * (1 - 1e-9)) slot = std::move(*r);
   };
   const std::vector<double> weights = s.overlap ? std::vector<double>{1.0, kHiddenSyncWeight} : std::vector<double>{1.0};
   for (double w : weights) {
@@ -445,6 +479,15 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
     }
   }
   if (fatal.ok() && en.o.memory_limits && !best) consider(Alternate(en, s, MemoryRatios(en.c), 1.0));
+  // The dp-nodes mode beside the world mode (spec §3), from ratios ∝ FLOP/s and even.
+  if (s.mesh_modes && en.topology.mesh().two_level && !s.flat_world_link_pricing) {
+    for (double w : weights) {
+      if (!fatal.ok()) continue;
+      absl::StatusOr<SynthResult> r = DpNodes(en, s, s, {InitialRatios(en.c, false), InitialRatios(en.c, true)}, w);
+      // A graph without batch rules over the nodes simply has no dp-nodes plan.
+      if (r.ok() || IsFatal(r.status())) consider(std::move(r));
+    }
+  }
   for (const auto& [name, seed] : seeds) {
     if (!fatal.ok() || seed == nullptr) continue;
     // As it is (its ratios), and with the LP's ratios, with this strategy's implementations,
@@ -478,6 +521,7 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
     }
   }
   if (!fatal.ok()) return fatal;
+  if (!best && best_mesh) best = std::move(best_mesh), best_mesh.reset();
   if (!best) return first_error;
   // Refine the best plan's placements, then its ratios once more.
   instr::Program p = best->program;
@@ -498,8 +542,78 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
     best->program = std::move(p);
     best->estimate = e;
   }
+  if (best_mesh && best_mesh->estimate.step_s < best->estimate.step_s * (1 - 1e-9)) {
+    log.push_back(StrCat("a plan over mesh levels wins: predicted ", best_mesh->estimate.step_s * 1e3, " ms/step"));
+    best = std::move(best_mesh);
+  }
   best->states_expanded = states;
   best->log = std::move(log);
+  return std::move(*best);
+}
+
+// The dp-nodes mode (spec §3): for each kind of node (device count, types, link), the inner
+// level searched on that node alone with strategy `inner` (speeds scaled by the node count: the
+// node's share of the batch), lifted to the mesh (LiftDpNodes) and priced at each of `starts`
+// (world ratios) with `s`'s implementations, overlap and buckets; the best that fits.
+absl::StatusOr<SynthResult> DpNodes(const Engine& en, const Strategy& s, const Strategy& inner,
+                                    const std::vector<std::vector<double>>& starts, double sync_weight) {
+  const costmodel::Mesh& mesh = en.topology.mesh();
+  if (!mesh.two_level) {
+    return absl::FailedPreconditionError(StrCat("strategy '", s.name, "' needs a two-level mesh (", mesh.Describe(), ")"));
+  }
+  std::vector<std::vector<int>> nodes(mesh.nodes.begin(), mesh.nodes.end());
+  std::vector<std::string> seen;
+  std::optional<SynthResult> best;
+  absl::Status error = absl::OkStatus();
+  for (int j = 0; j < mesh.num_nodes(); ++j) {
+    // A node kind: its devices' classes and its intra link.
+    const costmodel::Cluster sub = NodeCluster(en.c, j, mesh.num_nodes());
+    std::string key = StrCat(sub.nodes[0].intra.bandwidth, "/", sub.nodes[0].intra.latency);
+    for (const costmodel::DeviceClass& k : sub.Classes()) key += StrCat("|", k.key, "x", k.devices.size());
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
+    seen.push_back(key);
+    HS_RETURN_IF_ERROR(en.CheckClock());
+    const costmodel::ClusterModel sm(sub);
+    std::vector<double> sub_ratios = InitialRatios(sub, inner.even_ratios);
+    SynthOptions step = en.StepOptions(s);
+    step.memory_limits = false;  // memory is checked on the lifted program
+    int64_t expanded = 0;
+    absl::StatusOr<instr::Program> prog = SearchProgramIn(&en.z3, en.g, sm, sub_ratios, inner, step, &expanded, sync_weight);
+    if (!prog.ok()) {
+      if (IsFatal(prog.status())) return prog.status();
+      if (error.ok()) error = prog.status();
+      continue;
+    }
+    absl::StatusOr<instr::Program> lifted = LiftDpNodes(en.g, *prog, nodes, en.c.size());
+    if (!lifted.ok()) {
+      if (error.ok()) error = lifted.status();
+      continue;
+    }
+    lifted->overlap = s.overlap && en.c.size() > 1;
+    for (const std::vector<double>& ratios : starts) {
+      instr::Program q = *lifted;
+      absl::StatusOr<costmodel::Estimate> e = Price(en, s, q, ratios);
+      if (!e.ok()) {
+        if (error.ok()) error = e.status();
+        continue;
+      }
+      if (en.o.memory_limits && s.memory_rows && !Fits(*e, en.c)) {
+        if (error.ok()) error = absl::ResourceExhaustedError(StrCat("the model fits nowhere: ", TightestDevice(*e, en.c)));
+        continue;
+      }
+      SynthResult r;
+      r.strategy = s.name;
+      r.program = std::move(q);
+      r.estimate = *e;
+      r.rounds = 1;
+      r.states_expanded = expanded;
+      r.log = {StrCat("dp-nodes (inner level searched on node ", en.c.nodes[static_cast<size_t>(j)].name,
+                      ", sync weight ", sync_weight, "): ", r.program.instructions.size(), " instructions, predicted ",
+                      e->step_s * 1e3, " ms/step")};
+      if (!best || r.estimate.step_s < best->estimate.step_s * (1 - 1e-9)) best = std::move(r);
+    }
+  }
+  if (!best) return error.ok() ? absl::FailedPreconditionError("dp-nodes: no node searched") : error;
   return std::move(*best);
 }
 
@@ -507,7 +621,9 @@ absl::StatusOr<SynthResult> RunStrategy(const Engine& en, const Strategy& s,
                                         const std::vector<std::pair<std::string, const SynthResult*>>& seeds) {
   const double started = en.Elapsed();
   absl::StatusOr<SynthResult> r;
-  if (!s.optimize_ratios) {
+  if (s.dp_nodes) {
+    r = DpNodes(en, s, s, {InitialRatios(en.c, s.even_ratios)}, 1.0);
+  } else if (!s.optimize_ratios) {
     r = Alternate(en, s, InitialRatios(en.c, s.even_ratios), 1.0);
   } else if (s.name == "hap") {
     // The reference system alternates from ratios ∝ FLOP/s with its own cost model.

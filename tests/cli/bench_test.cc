@@ -71,7 +71,7 @@ TEST(CliBench, SimulatesTheReferenceCluster) {
   const nlohmann::json j = Load(out + "/results.json");
   EXPECT_EQ(j["simulated"], true);
   EXPECT_EQ(j["devices"], 64);
-  ASSERT_EQ(j["plans"].size(), 9u);  // synthesized and every baseline
+  ASSERT_EQ(j["plans"].size(), 10u);  // synthesized and every baseline (megatron included)
   EXPECT_EQ(j["mesh"], "two-level: 8 nodes x 8 devices");
   for (const auto& p : j["plans"]) {
     if (!p["feasible"].get<bool>()) continue;

@@ -128,9 +128,9 @@ TEST(CliPlans, ExplainShowsImplementationsLevelsBucketsAndTheMesh) {
   // A plan of an unknown format version is refused with one line.
   std::ifstream in(flat);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  text.replace(text.find("\"version\": 2"), 12, "\"version\": 9");
+  text.replace(text.find("\"version\": 3"), 12, "\"version\": 9");
   std::ofstream(Tmp("v9.json")) << text;
-  ExpectError("explain " + Tmp("v9.json"), "field 'version': 9; expected 1 or 2");
+  ExpectError("explain " + Tmp("v9.json"), "field 'version': 9; expected 1, 2 or 3 (a newer plan needs a newer hetsynth)");
 }
 
 TEST(CliPlans, CheckRejectsAHandCorruptedPlan) {

@@ -868,5 +868,36 @@ TEST(EmulatedCluster, LikeKeepsDevicesAndScalesThemToTheFastest) {
   EXPECT_TRUE(c.collectives.empty());  // like's tables describe the real cluster
 }
 
+// Mesh levels (topology spec §4.1, §4.4, §4.5) on TwoNodes: node shares S = (0.5, 0.5), within
+// node a 0.5 / 0.5, within node b 0.25 each, B = 1e6 bytes.
+TEST(MeshLevels, DevicesLevelRunsOnEveryNodesLinkAtOnceAndNodesLevelThroughTheNics) {
+  const Cluster c = TwoNodes();
+  const ClusterModel m(c);
+  const std::vector<double> nodes = {0.5, 0.5};
+  const std::vector<double> within = {0.5, 0.5, 0.25, 0.25, 0.25, 0.25};
+  // Ring all-reduce of the node piece (5e5 bytes): a 2·1e-6 + 2·(1/2)·1e-10·5e5 = 5.2e-5,
+  // b 2·3·2e-6 + 2·(3/4)·2e-10·5e5 = 1.62e-4; the slower node.
+  EXPECT_CLOSE(m.MeshSeconds(TermKind::kDevicesAllReduce, kB, nodes, {}, nodes), 1.62e-4);
+  // Padded all-gather: a 1·(1e-6 + 1e-10·5e5·0.5) = 2.6e-5, b 3·(2e-6 + 2e-10·5e5·0.25) = 8.1e-5.
+  EXPECT_CLOSE(m.MeshSeconds(TermKind::kDevicesGatherPadded, kB, nodes, within, nodes), 8.1e-5);
+  // Grouped: a 2·1e-6 + 1e-10·5e5·0.5 = 2.7e-5, b 4·2e-6 + 2e-10·5e5·max(0.75, 0.75) = 8.3e-5.
+  EXPECT_CLOSE(m.MeshSeconds(TermKind::kDevicesGatherGrouped, kB, nodes, within, nodes), 8.3e-5);
+  // No NIC traffic inside the nodes: a slower network changes nothing.
+  Cluster slow = c;
+  slow.inter_node.bandwidth = 1e6;
+  EXPECT_CLOSE(ClusterModel(slow).MeshSeconds(TermKind::kDevicesAllReduce, kB, nodes, {}, nodes), 1.62e-4);
+  // Across nodes, the (I, G e) gradient: 2·1·1e-5 + 2·(1/2)·1e-9·1e6 = 1.02e-3.
+  EXPECT_CLOSE(m.MeshSeconds(TermKind::kNodesGradientSync, kB, nodes, {}, nodes), 1.02e-3);
+  // Nodes-level all-gather: 1e-5 + 1e-9·1e6·max(0.5, 0.5) + max(a 1e-6 + (1/2)·1e-10·5e5 = 2.6e-5,
+  // b 3·2e-6 + (3/4)·2e-10·5e5 = 8.1e-5) = 5.91e-4.
+  EXPECT_CLOSE(m.MeshSeconds(TermKind::kNodesGather, kB, nodes, {}, nodes), 5.91e-4);
+  // One node: no mesh levels.
+  const Cluster one = OneNode({{2e9, 1e9}, {1e9, 0.5e9}}, Link{1e9, 1e-6});
+  EXPECT_EQ(ClusterModel(one).MeshSeconds(TermKind::kDevicesAllReduce, kB, {1.0}, {}, {1.0}), 0.0);
+  EXPECT_TRUE(IsMeshKind(TermKind::kComputeMesh));
+  EXPECT_FALSE(IsCollective(TermKind::kComputeMesh));
+  EXPECT_FALSE(IsMeshKind(TermKind::kAllReduceHierarchical));
+}
+
 }  // namespace
 }  // namespace hetsynth::costmodel

@@ -280,7 +280,13 @@ TEST(PlanJson, VersionTwoRoundTripsBucketsOverlapAndMeshAndVersionOneStillLoads)
   plan.program.nodes = {{0}, {1}};
   plan.predicted_exposed_communication_s = 0.25;
   const std::string text = PlanToJson(g, plan);
-  EXPECT_NE(text.find("\"version\": 2"), std::string::npos);
+  EXPECT_NE(text.find("\"version\": 3"), std::string::npos);
+  // A world-only program says nothing of levels: its file is version 2's apart from the number.
+  EXPECT_EQ(text.find("level"), std::string::npos);
+  EXPECT_EQ(text.find("outer"), std::string::npos);
+  std::string v2 = text;
+  v2.replace(v2.find("\"version\": 3"), 12, "\"version\": 2");
+  ASSERT_TRUE(PlanFromJson(g, v2, "v2.json").ok()) << PlanFromJson(g, v2, "v2.json").status();
   // head.bias 3 + head.weight 18 + fc1.bias 6 floats: 108 bytes.
   EXPECT_NE(text.find("\"bytes\": 108.0"), std::string::npos) << text;
   absl::StatusOr<Plan> back = PlanFromJson(g, text, "p.json");
@@ -305,7 +311,7 @@ TEST(PlanJson, VersionTwoRoundTripsBucketsOverlapAndMeshAndVersionOneStillLoads)
                              Collective(g, InstrKind::kAllReduce, "head"), Compute(g, "loss", "replicated")};
   ASSERT_TRUE(BuildSplitGroups(g, v1.program).ok());
   std::string old = PlanToJson(g, v1);
-  old.replace(old.find("\"version\": 2"), 12, "\"version\": 1");
+  old.replace(old.find("\"version\": 3"), 12, "\"version\": 1");
   const size_t impl = old.find("\"impl\": \"ring\",");
   ASSERT_NE(impl, std::string::npos) << old;
   old.erase(impl, std::string("\"impl\": \"ring\",").size());
@@ -315,10 +321,201 @@ TEST(PlanJson, VersionTwoRoundTripsBucketsOverlapAndMeshAndVersionOneStillLoads)
   EXPECT_TRUE(loaded->program.buckets.empty());
 
   std::string future = text;
-  future.replace(future.find("\"version\": 2"), 12, "\"version\": 3");
-  EXPECT_EQ(PlanFromJson(g, future, "new.json").status().message(), "plan 'new.json': field 'version': 3; expected 1 or 2");
-  EXPECT_EQ(PlanHeaderFromJson(future, "new.json").status().message(),
-            "plan 'new.json': field 'version': 3; expected 1 or 2");
+  future.replace(future.find("\"version\": 3"), 12, "\"version\": 4");
+  const std::string refused = "plan 'new.json': field 'version': 4; expected 1, 2 or 3 (a newer plan needs a newer hetsynth)";
+  EXPECT_EQ(PlanFromJson(g, future, "new.json").status().message(), refused);
+  EXPECT_EQ(PlanHeaderFromJson(future, "new.json").status().message(), refused);
+}
+
+// Mixed forms on 2 nodes × 2 devices (topology spec §2–§4): tensor parallel inside each node
+// (fc1 column, head row, an all-reduce at level devices) × data parallel across nodes (every
+// activation split on dim 0 over the nodes, parameters whole on every node).
+Instruction PlaceMesh(const ir::Graph& g, const std::string& t, Placement outer, int dim = -1) {
+  Instruction in;
+  in.kind = g.value(g.Find(t)).kind == ir::ValueKind::kInput ? InstrKind::kPlaceInput : InstrKind::kPlaceParameter;
+  in.tensor = g.Find(t);
+  in.dim = dim;
+  in.outer = outer;
+  const absl::Status st = DeriveTriple(g, in);
+  EXPECT_TRUE(st.ok()) << st;
+  return in;
+}
+
+Instruction ComputeMesh(const ir::Graph& g, const std::string& node, RuleId outer, RuleId inner) {
+  Instruction in;
+  in.kind = InstrKind::kCompute;
+  in.node = g.value(g.Find(node)).producer;
+  in.rule = inner;
+  in.outer_rule = outer;
+  const absl::Status st = DeriveTriple(g, in);
+  EXPECT_TRUE(st.ok()) << st;
+  return in;
+}
+
+Instruction AtLevel(const ir::Graph& g, InstrKind kind, const std::string& t, Level level,
+                    std::optional<Placement> outer, int dim = -1) {
+  Instruction in;
+  in.kind = kind;
+  in.tensor = g.Find(t);
+  in.dim = dim;
+  in.level = level;
+  in.outer = outer;
+  in.impl = kind == InstrKind::kAllReduce ? CollImpl::kRing : CollImpl::kPadded;
+  const absl::Status st = DeriveTriple(g, in);
+  EXPECT_TRUE(st.ok()) << st;
+  return in;
+}
+
+constexpr Placement kG0{PropKind::kGather, 0};
+constexpr Placement kI{PropKind::kIdentity, -1};
+
+Program MegatronInsideDpAcross(const ir::Graph& g, std::vector<double> ratios) {
+  Program p;
+  p.num_devices = 4;
+  p.nodes = {{0, 1}, {2, 3}};
+  p.ratios = {std::move(ratios)};
+  p.instructions = {PlaceMesh(g, "x", kG0), PlaceMesh(g, "labels", kG0), PlaceMesh(g, "fc1.weight", kI, 0),
+                    PlaceMesh(g, "fc1.bias", kI, 0), PlaceMesh(g, "head.weight", kI, 1), Place(g, "head.bias"),
+                    ComputeMesh(g, "fc1", "batch0", "column"), ComputeMesh(g, "relu", "split0", "split1"),
+                    ComputeMesh(g, "head", "batch0", "row"),
+                    AtLevel(g, InstrKind::kAllReduce, "head", Level::kDevices, kG0),
+                    ComputeMesh(g, "loss", "batch0", "replicated")};
+  EXPECT_TRUE(BuildSplitGroups(g, p).ok()) << BuildSplitGroups(g, p);
+  return p;
+}
+
+TEST(Mesh, MixedFormsSpellTheirLevelsAndWorldPairsAreWorldForms) {
+  const ir::Graph g = Tiny();
+  const ValueId x = g.Find("x");
+  EXPECT_EQ(Property::Mesh(x, kG0, kG0), Property::Gather(x, 0));
+  EXPECT_EQ(Property::Mesh(x, kI, kI), Property::Identity(x));
+  EXPECT_EQ(PropertyString(g, Property::Mesh(x, kG0, kI)), "Mesh(x; nodes=Gather(0), devices=Identity)");
+  EXPECT_EQ(PropertyString(g, Property::Mesh(x, {PropKind::kReduce, -1}, {PropKind::kGather, 1})),
+            "Mesh(x; nodes=Reduce, devices=Gather(1))");
+  Placement back;
+  EXPECT_TRUE(ParsePlacement("Gather(12)", &back) && back == (Placement{PropKind::kGather, 12}));
+  EXPECT_FALSE(ParsePlacement("Gather(01)", &back));
+  EXPECT_FALSE(ParsePlacement("gather(1)", &back));
+  // The same rule at both levels is the world rule.
+  const Instruction world = ComputeMesh(g, "fc1", "batch0", "batch0");
+  EXPECT_EQ(world.post[0], Property::Gather(g.Find("fc1"), 0));
+}
+
+TEST(Mesh, MegatronInsideDataParallelAcrossChecksWithSharesPerLevel) {
+  const ir::Graph g = Tiny();
+  // Node shares 0.5 / 0.5; within node 0: 0.6 / 0.4, within node 1: even.
+  const Program p = MegatronInsideDpAcross(g, {0.3, 0.2, 0.25, 0.25});
+  const absl::Status st = CheckProgram(g, p);
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_EQ(p.groups.size(), 2u);
+  // The batch over the nodes: x, labels, fc1, relu, head (8 rows), one count per node.
+  const int batch = p.GroupOf(Property::Mesh(g.Find("relu"), kG0, {PropKind::kGather, 1}), Level::kNodes);
+  ASSERT_GE(batch, 0);
+  EXPECT_EQ(p.groups[static_cast<size_t>(batch)].level, Level::kNodes);
+  EXPECT_EQ(p.groups[static_cast<size_t>(batch)].counts, (std::vector<int64_t>{4, 4}));
+  // fc1's 6 output features within each node.
+  const int features = p.GroupOf(Property::Mesh(g.Find("fc1.weight"), kI, kG0), Level::kDevices);
+  ASSERT_GE(features, 0);
+  EXPECT_EQ(p.groups[static_cast<size_t>(features)].level, Level::kDevices);
+  EXPECT_EQ(p.groups[static_cast<size_t>(features)].counts, (std::vector<int64_t>{4, 2, 3, 3}));
+  const Property relu = Property::Mesh(g.Find("relu"), kG0, {PropKind::kGather, 1});
+  EXPECT_EQ(p.LocalShape(g, relu, 0), (ir::Shape{4, 4}));
+  EXPECT_EQ(p.LocalShape(g, relu, 3), (ir::Shape{4, 3}));
+  EXPECT_EQ(p.NodeLengths(g, relu), (std::vector<int64_t>{4, 4}));
+  // The goal: the loss as node partial sums, whole on every device of a node.
+  EXPECT_EQ(PropertyString(g, p.instructions.back().post[0]), "Mesh(loss; nodes=Reduce, devices=Identity)");
+  EXPECT_TRUE(p.UsesMesh());
+  EXPECT_TRUE(ReplicatedParametersInReadyOrder(p) == std::vector<ValueId>{g.Find("head.bias")});
+  // The sliced parameters' gradients are all-reduced across nodes, in buckets of kind nodes.
+  const std::vector<ValueId> across = {g.Find("head.weight"), g.Find("fc1.bias"), g.Find("fc1.weight")};
+  EXPECT_EQ(NodeSyncParametersInReadyOrder(p), across);
+  Program bucketed = p;
+  bucketed.buckets = {{{g.Find("head.bias")}, CollImpl::kRing, Level::kWorld},
+                      {{across[0], across[1]}, CollImpl::kRing, Level::kNodes},
+                      {{across[2]}, CollImpl::kRing, Level::kNodes}};
+  EXPECT_TRUE(CheckProgram(g, bucketed).ok()) << CheckProgram(g, bucketed);
+  Program swapped = bucketed;
+  std::swap(swapped.buckets[1].params[0], swapped.buckets[1].params[1]);
+  EXPECT_NE(CheckProgram(g, swapped).message().find("bucket 1 lists 'fc1.bias' where 'head.weight' is expected"),
+            std::string::npos)
+      << CheckProgram(g, swapped);
+  Program hier = bucketed;
+  hier.buckets[2].impl = CollImpl::kHierarchical;
+  EXPECT_NE(CheckProgram(g, hier).message().find("expected ring (a nodes bucket)"), std::string::npos);
+  Program partial = bucketed;
+  partial.buckets.pop_back();
+  EXPECT_NE(CheckProgram(g, partial).message().find("cover 2 of 3 across-nodes parameters"),
+            std::string::npos)
+      << CheckProgram(g, partial);
+}
+
+TEST(Mesh, NodesLevelAllGatherEndsDataParallelAcrossNodes) {
+  const ir::Graph g = Tiny();
+  Program p;
+  p.num_devices = 4;
+  p.nodes = {{0, 1}, {2, 3}};
+  p.ratios = {{0.25, 0.25, 0.25, 0.25}};
+  p.instructions = {PlaceMesh(g, "x", kG0), Place(g, "labels"), Place(g, "fc1.weight"), Place(g, "fc1.bias"),
+                    Place(g, "head.weight"), Place(g, "head.bias"),
+                    ComputeMesh(g, "fc1", "batch0", "replicated"), ComputeMesh(g, "relu", "split0", "replicated"),
+                    ComputeMesh(g, "head", "batch0", "replicated"),
+                    AtLevel(g, InstrKind::kAllGather, "head", Level::kNodes, std::nullopt, 0),
+                    Compute(g, "loss", "replicated")};
+  ASSERT_TRUE(BuildSplitGroups(g, p).ok());
+  const absl::Status st = CheckProgram(g, p);
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(PropertyString(g, p.instructions[9].pre[0]), "Mesh(head; nodes=Gather(0), devices=Identity)");
+  EXPECT_EQ(PropertyString(g, p.instructions[9].post[0]), "Identity(head)");
+}
+
+TEST(Mesh, CheckerRefusesMixedFormsWithoutATwoLevelMeshAndBadCountsPerNode) {
+  const ir::Graph g = Tiny();
+  Program flat = MegatronInsideDpAcross(g, {0.25, 0.25, 0.25, 0.25});
+  flat.nodes = {};
+  EXPECT_NE(CheckProgram(g, flat).message().find("instruction 0 (place_input 'x'): mesh levels"), std::string::npos)
+      << CheckProgram(g, flat);
+  EXPECT_FALSE(BuildSplitGroups(g, flat).ok());
+  Program counts = MegatronInsideDpAcross(g, {0.25, 0.25, 0.25, 0.25});
+  for (SplitGroup& s : counts.groups) {
+    if (s.level == Level::kDevices) s.counts = {3, 3, 4, 3};
+  }
+  EXPECT_NE(CheckProgram(g, counts).message().find("node 1's counts sum to 7; expected 6"), std::string::npos)
+      << CheckProgram(g, counts);
+  Program hier = MegatronInsideDpAcross(g, {0.25, 0.25, 0.25, 0.25});
+  hier.instructions[9].impl = CollImpl::kHierarchical;
+  EXPECT_NE(CheckProgram(g, hier).message().find("devices-level collective runs over one level"), std::string::npos);
+  // A mixed-form placement needs a different inner placement.
+  Instruction same;
+  same.kind = InstrKind::kPlaceInput;
+  same.tensor = g.Find("x");
+  same.dim = 0;
+  same.outer = kG0;
+  EXPECT_NE(DeriveTriple(g, same).message().find("is a world form; omit 'outer'"), std::string::npos);
+}
+
+TEST(Mesh, PlanVersionThreeRoundTripsMixedFormsAndTheRuntimeRefusesThem) {
+  const ir::Graph g = Tiny();
+  Plan plan;
+  plan.model = "tiny";
+  plan.batch = 8;
+  plan.cluster = "two-by-two";
+  plan.devices = {"a", "b", "c", "d"};
+  plan.strategy = "megatron";
+  plan.program = MegatronInsideDpAcross(g, {0.3, 0.2, 0.25, 0.25});
+  const std::string text = PlanToJson(g, plan);
+  EXPECT_NE(text.find("\"outer_rule\": \"batch0\""), std::string::npos);
+  EXPECT_NE(text.find("\"level\": \"devices\""), std::string::npos);
+  EXPECT_NE(text.find("\"outer\": \"Gather(0)\""), std::string::npos);
+  absl::StatusOr<Plan> back = PlanFromJson(g, text, "m.json");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(PlanToJson(g, *back), text);
+  std::string old = text;
+  old.replace(old.find("\"version\": 3"), 12, "\"version\": 2");
+  EXPECT_NE(PlanFromJson(g, old, "m.json").status().message().find("needs plan version 3"), std::string::npos)
+      << PlanFromJson(g, old, "m.json").status();
+  const absl::Status run = RuntimeSupports(plan.program);
+  EXPECT_EQ(run.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(run.message().find("instruction 0 (place_input) uses mesh levels"), std::string::npos) << run;
 }
 
 TEST(RuntimeSupports, AcceptsEveryPlanKindTheRuntimeRuns) {

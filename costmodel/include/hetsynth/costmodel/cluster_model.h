@@ -42,6 +42,17 @@ enum class TermKind : uint8_t {
   kAllToAll,
   kAllReduce,              // ring over all devices
   kAllReduceHierarchical,  // intra reduce-scatter → all-reduce across nodes → intra all-gather
+  // Mesh levels (topology spec §4.1, §4.4; priced by MeshSeconds, not by a CollectivePrice):
+  kDevicesGatherPadded,    // inside every node at once: padded all-gather / reduce-scatter
+  kDevicesGatherGrouped,   // ... grouped
+  kDevicesAllReduce,       // ... ring all-reduce
+  kDevicesAllToAll,        // ... all-to-all
+  kNodesGather,            // across nodes: all-gather (G d, I) → (I, I) / its reduce-scatter
+  kNodesAllReduce,         // across nodes: all-reduce (R, I) → (I, I)
+  kNodesAllToAll,          // across nodes: node pieces exchanged
+  kNodesGradientSync,      // the gradient of a (I, G e) parameter: every device's piece
+                           // all-reduced with the same-position devices of the other nodes
+  kComputeMesh,            // a mesh rule: coefficient · inner share_i · node share_j / speed_i
   kFree,
 };
 inline constexpr int kNumTermKinds = static_cast<int>(TermKind::kFree) + 1;
@@ -106,6 +117,12 @@ class ClusterModel {
   // `kind`: the table's when there is one, else EvaluatePrice of Price(kind). 0 on one device.
   double Seconds(TermKind kind, instr::InstrKind op, double bytes, const std::vector<double>& shares,
                  const std::vector<double>& post) const;
+  // Seconds of a mesh-level collective (the kDevices*/kNodes* kinds) on a two-level mesh:
+  // `node_share` per node (the node piece's fraction of the tensor: S_j, or 1), `within` per
+  // device (its share of its node's piece along the split, Σ over a node = 1; empty when the
+  // op has no inner split), `node_share2` the all-to-all result's node shares.
+  double MeshSeconds(TermKind kind, double bytes, const std::vector<double>& node_share,
+                     const std::vector<double>& within, const std::vector<double>& node_share2) const;
 
  private:
   const Cluster* c_;

@@ -67,11 +67,21 @@ struct Term {
   double bytes = 0;         // collectives: bytes of the whole tensor
   double times = 1;         // collectives: 1 = op once (in backward for gradient syncs);
                             // 2 = op forward and its dual in backward
+  // Mesh levels (kComputeMesh and the kDevices*/kNodes* kinds): the group whose shares give each
+  // node's share S_j (a nodes group, or a world group summed over the node's devices); -1: none.
+  int node_group = -1;
+  bool node_group_world = false;
+  int node_group2 = -1;       // all-to-all across nodes: the result's
+  bool node_group2_world = false;
+  // devices level: `group` is a world group whose within-node shares are s_i / S_j.
+  bool within_from_world = false;
 };
 
 struct MemoryTerm {
   double bytes = 0;  // of the whole tensor (parameters: × the state factor)
   int group = -1;    // -1: every device holds all of it
+  int node_group = -1;  // a mixed form split over the nodes: × the node's share
+  bool node_group_world = false;
 };
 
 struct ProgramCost {
@@ -129,8 +139,11 @@ Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& 
 // The term of a collective instruction: its kind and implementation decide the TermKind; a
 // parameter's all-gather (ZeRO) has the role kParameterGather.
 Term CollectiveTerm(const ir::Graph& g, const instr::Instruction& in);
-// The TermKind of collective `kind` implemented as `impl` (kFree for non-collectives).
-TermKind CollectiveKind(instr::InstrKind kind, instr::CollImpl impl);
+// The TermKind of collective `kind` implemented as `impl` at `level` (kFree for non-collectives).
+TermKind CollectiveKind(instr::InstrKind kind, instr::CollImpl impl, instr::Level level = instr::Level::kWorld);
+// Whether a term kind is priced per mesh level (ClusterModel::MeshSeconds, kComputeMesh): what
+// the ratio LP does not model (programs with such terms keep their ratios).
+bool IsMeshKind(TermKind k);
 // A replicated parameter's gradient all-reduce (ring unless `impl` says hierarchical).
 Term GradientAllReduceTerm(const ir::Graph& g, ir::ValueId param, instr::CollImpl impl = instr::CollImpl::kRing);
 // One bucket's all-reduce of its parameters' concatenated gradients.

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,17 +71,30 @@ struct Instruction {
   int dim2 = -1;                   // all-to-all: the Gather dim of the post
   CollImpl impl = CollImpl::kNone;
   int segment = 0;                 // whose ratios cut the tensors this instruction splits
+  // Two-level mesh (topology spec §2–§4). Collectives: world (today's), devices (inside every
+  // node at once; the outer placement `outer` kept) or nodes (across nodes; inner Identity
+  // before and after). Placements: `outer` set places the mixed form (outer, dim's inner).
+  // Compute: `outer_rule` set makes a mesh rule (outer_rule over nodes, rule within a node).
+  Level level = Level::kWorld;
+  std::optional<Placement> outer;
+  std::optional<RuleId> outer_rule;
   std::vector<Property> pre;       // the triple, derived from the fields above
   std::vector<Property> post;
 };
 
 // Sharded (tensor, dim) pairs that are cut identically: `atoms` equal units, of which device i
 // holds counts[i] contiguous ones in rank order (Σ counts = atoms; zero is allowed).
+// On a two-level mesh a group has a level (spec §2): world (per device, Σ = atoms; a mixed
+// member's node piece is the sum of its node's devices' counts), nodes (per node, Σ = atoms)
+// or devices (per device, each node's counts Σ = atoms). A world form is a member of a world
+// group; a mixed form of a world or nodes group by its outer Gather and of a devices group by
+// its inner Gather.
 struct SplitGroup {
   std::vector<Property> members;   // Gather properties, sorted
   int64_t atoms = 0;
   int segment = 0;
-  std::vector<int64_t> counts;     // per device
+  std::vector<int64_t> counts;     // per device (nodes level: per node)
+  Level level = Level::kWorld;
 };
 
 // One all-reduce of the concatenated gradients of some replicated parameters, in backward.
@@ -89,6 +103,9 @@ struct SplitGroup {
 struct Bucket {
   std::vector<ir::ValueId> params;  // replicated parameters in the order their gradients become ready
   CollImpl impl = CollImpl::kRing;  // kRing or kHierarchical
+  // kWorld: replicated parameters (Identity), one world all-reduce; kNodes: parameters placed
+  // (I, G e) over a two-level mesh, each device's pieces all-reduced across nodes (ring).
+  Level kind = Level::kWorld;
 };
 
 struct Program {
@@ -111,10 +128,21 @@ struct Program {
   // parameters are all-gathered ahead of use on that stream. false: every collective blocks.
   bool overlap = false;
 
-  // The group holding a Gather property; -1 if none.
-  int GroupOf(const Property& p) const;
-  // Per-device lengths of a Gather property's dim (sum = the dim's size).
+  // The group holding a Gather property; -1 if none. `cut` kDevices: the devices group of a
+  // mixed form's inner Gather; otherwise the world or nodes group of its outer Gather (of a
+  // world form: its group).
+  int GroupOf(const Property& p, Level cut = Level::kWorld) const;
+  // Per-device lengths of a Gather property's dim (sum = the dim's size). A mixed form: the
+  // lengths of its inner Gather dim (each node's sum to the node piece's length).
   std::vector<int64_t> ShardLengths(const ir::Graph& g, const Property& p) const;
+  // Per-node lengths of a form's outer Gather dim (world Gather: its node pieces).
+  std::vector<int64_t> NodeLengths(const ir::Graph& g, const Property& p) const;
+  // The shape of device `rank`'s piece of a property (Gather dims cut, the rest whole).
+  ir::Shape LocalShape(const ir::Graph& g, const Property& p, int rank) const;
+  // Whether any instruction uses a mixed form, a mesh rule or a non-world collective.
+  bool UsesMesh() const;
+  // The node of each device (from `nodes`; every device in node 0 when `nodes` is empty).
+  std::vector<int> NodeOfDevice() const;
 };
 
 // Derives the triple of an instruction from its kind and fields (compute: from the node's rule
@@ -125,6 +153,10 @@ absl::Status DeriveTriple(const ir::Graph& g, Instruction& instr);
 // compute instruction whose rule (as named in a plan, or by RuleName) its node lacks.
 absl::Status NoRule(const ir::Graph& g, ir::NodeId node, std::string_view rule,
                     const std::vector<ComputeRule>& rules);
+
+// The compute rule an instruction names: its node's rule `rule`, or the mesh rule
+// (outer_rule, rule) (CombineRules). An error names the node and its rules.
+absl::StatusOr<ComputeRule> InstructionRule(const ir::Graph& g, const Instruction& in);
 
 // Builds the split groups of a program from its instructions (union of the split uses of
 // every compute rule, plus each collective's Gather operand) with atoms = gcd of the members'
@@ -146,6 +178,10 @@ absl::Status CheckProgram(const ir::Graph& g, const Program& p);
 // The replicated parameters (placed as Identity) in the order their gradients become ready in
 // backward: reverse placement order. What CheckProgram requires buckets to list.
 std::vector<ir::ValueId> ReplicatedParametersInReadyOrder(const Program& p);
+
+// The parameters placed whole over the nodes and split within them ((I, G e): their gradients
+// are all-reduced across nodes), in ready order. What nodes buckets list.
+std::vector<ir::ValueId> NodeSyncParametersInReadyOrder(const Program& p);
 
 // Whether `nodes` describes a two-level mesh of `num_devices` ranks: two or more nodes, each
 // non-empty, ranks 0..n−1 node-major. What hierarchical collectives need.

@@ -29,25 +29,58 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "hetsynth/ir/graph.h"
 
 namespace hetsynth::instr {
 
 enum class PropKind : uint8_t { kIdentity, kGather, kReduce };
 
+// The levels of a two-level mesh (topology spec §2, docs/topology.md): the whole cluster, the
+// nodes (a node's piece over the nodes), the devices of each node (a device's piece of its
+// node's piece). Split groups and collectives carry one.
+enum class Level : uint8_t { kWorld, kNodes, kDevices };
+std::string_view LevelName(Level l);                 // "world", "nodes", "devices"
+bool ParseLevel(std::string_view name, Level* out);  // inverse of LevelName
+
+// One level's relation: I (the piece is the whole), G(dim) (a contiguous slice of dim, slices
+// concatenated in order), R (the pieces sum to the whole).
+struct Placement {
+  PropKind kind = PropKind::kIdentity;
+  int dim = -1;  // Gather only
+  auto operator<=>(const Placement&) const = default;
+};
+
 struct Property {
   PropKind kind = PropKind::kIdentity;
   ir::ValueId tensor = ir::kNoValue;
   int dim = -1;  // Gather only: the split dim (non-negative)
+  // A mixed form (two-level mesh only): `outer_kind`/`outer_dim` relate node pieces to the
+  // tensor over the nodes, `kind`/`dim` a device's piece to its node's piece. World forms
+  // (the three above) leave these at their defaults, so they compare and sort as before.
+  bool mixed = false;
+  PropKind outer_kind = PropKind::kIdentity;
+  int outer_dim = -1;
 
   static Property Identity(ir::ValueId t) { return {PropKind::kIdentity, t, -1}; }
   static Property Gather(ir::ValueId t, int d) { return {PropKind::kGather, t, d}; }
   static Property Reduce(ir::ValueId t) { return {PropKind::kReduce, t, -1}; }
+  // (outer, inner) over the two levels; (I, I), (G d, G d) and (R, R) are the world forms
+  // Identity, Gather(d) and Reduce, any other pair a mixed form.
+  static Property Mesh(ir::ValueId t, Placement outer, Placement inner);
+  // The placement over the nodes and over a node's devices (world forms: the same at both).
+  Placement Outer() const { return mixed ? Placement{outer_kind, outer_dim} : Placement{kind, dim}; }
+  Placement Inner() const { return Placement{kind, dim}; }
   auto operator<=>(const Property&) const = default;
 };
 
-// "Gather(layers.0.attn.q, 2)", with the graph's value names.
+// "Gather(layers.0.attn.q, 2)", with the graph's value names; a mixed form
+// "Mesh(x; nodes=Gather(0), devices=Identity)".
 std::string PropertyString(const ir::Graph& g, const Property& p);
+// "Identity", "Gather(0)", "Reduce": a placement as plan files spell it.
+std::string PlacementString(const Placement& p);
+// Inverse of PlacementString; false for any other text.
+bool ParsePlacement(std::string_view text, Placement* out);
 
 // The families of compute rules, X(CamelName, "name"); docs/instructions.md lists which op has
 // which. A family's name is the stem of its rules' names.
@@ -156,6 +189,9 @@ enum class Work : uint8_t {
 struct SplitUse {
   Property prop;       // a Gather property of an input or of the output
   int64_t max_atoms;   // the dim can be cut into this many atoms at most (divides its size)
+  // Which cut of `prop`: kWorld for a world form; for a mixed form kNodes (its outer Gather)
+  // or kDevices (its inner Gather).
+  Level cut = Level::kWorld;
 };
 
 struct ComputeRule {
@@ -167,12 +203,27 @@ struct ComputeRule {
   std::vector<SplitUse> split;
   // A Reduce output whose op adds a constant term (a bias) that only one device may add.
   bool bias_once = false;
+  // A mesh rule (CombineRules): `outer_id` applied to node pieces over the nodes, `id` within
+  // each node; work per device = (outer share if outer_work is proportional) × (inner share if
+  // work is). World rules leave mesh false.
+  bool mesh = false;
+  RuleId outer_id;
+  Work outer_work = Work::kFull;
+  bool outer_bias_once = false;
 };
 
 // Every rule for one node, all-Identity first, then in a fixed order (deterministic). Ops of a
 // family shared by several ops (ir::Sharding) get the family's rules from their op table
 // entry; the others have their own rules in rules.cc.
 std::vector<ComputeRule> ShardingRules(const ir::Graph& g, ir::NodeId node);
+
+// The mesh rule (outer over nodes, inner within each node) of topology spec §3: every operand's
+// property is Property::Mesh(outer's, inner's); outer's split uses cut the nodes, inner's the
+// devices. Identical rules give the world rule itself. An error when a different pair would
+// put some operand at Gather of one dim at both levels (that is a world split: use the world
+// rule) — the pairs the planner and the checker speak keep the two cuts apart.
+absl::StatusOr<ComputeRule> CombineRules(const ir::Graph& g, ir::NodeId node, const ComputeRule& outer,
+                                         const ComputeRule& inner);
 
 // The rule `id` among a node's rules; nullptr when the node has no such rule.
 const ComputeRule* FindRule(const std::vector<ComputeRule>& rules, const RuleId& id);

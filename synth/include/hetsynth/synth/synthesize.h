@@ -18,7 +18,10 @@
 //      classes subject to every class's memory capacity.
 // starting from ratios ∝ FLOP/s and even ratios and stopping when the step time stops improving;
 // every baseline's program is re-optimized too, and the best plan's largest parameters are tried
-// replicated ↔ ZeRO under the critical path. Baselines are the same search restricted to their
+// replicated ↔ ZeRO under the critical path. On a two-level mesh the dp-nodes mode runs beside
+// this world mode (topology spec §3, mesh_lift.h: the batch over the nodes, the inner level
+// searched on one node of each kind and lifted); a plan over mesh levels is kept only when it
+// beats the refined world plan. Baselines are the same search restricted to their
 // strategy (synth::BaselineNames, docs/baselines.md), at fixed ratios. Every result is priced by
 // the topology cost model (docs/topology.md), whatever a baseline searched with.
 //
@@ -65,6 +68,10 @@ struct Strategy {
   bool even_ratios = false;        // initial ratios even instead of ∝ FLOP/s
   bool only_dim0_splits = false;   // data parallel: Gather only on dim 0
   bool inputs_replicated = false;  // tensor parallel: every device reads whole inputs
+  // Tensor parallel only (megatron): weight matrices (rank ≥ 2 parameters) are owned as slices,
+  // never whole on every device, and no rule splits an activation beside a whole matrix — linear
+  // layers run column / row; vectors (layer norms, biases) may stay whole.
+  bool split_weights_with_activations = false;
   bool allow_replicated_params = true;
   bool allow_sharded_params = true;  // owned slices (tensor parallel)
   bool allow_zero_params = true;     // stored sharded, all-gathered for use (ZeRO-3)
@@ -79,12 +86,17 @@ struct Strategy {
   // kFlatWorldLink); the result is still priced by topology. `hap` only.
   bool flat_world_link_pricing = false;
   bool memory_rows = true;           // the LP and the search respect memory (else ignore it)
+  // Search modes on a two-level mesh (topology spec §3). `dp_nodes`: only the dp-nodes mode —
+  // the outer level is the batch rule over the nodes, the inner level searched on one node
+  // with this strategy's restrictions (megatron: tensor parallel inside the node). `mesh_modes`:
+  // a synthesized plan also runs the dp-nodes mode beside the world mode and keeps the better.
+  bool dp_nodes = false;
+  bool mesh_modes = true;
 };
 
-// "synthesized" or a baseline (BaselineNames); "megatron" says what it still needs. The error
-// lists the names.
+// "synthesized" or a baseline (BaselineNames). The error lists the names.
 absl::StatusOr<Strategy> StrategyByName(const std::string& name);
-// ddp-ev, ddp-cp, fsdp-even, hap, dp-ev, dp-cp, tp-even, zero-even (docs/baselines.md).
+// ddp-ev, ddp-cp, fsdp-even, megatron, hap, dp-ev, dp-cp, tp-even, zero-even (docs/baselines.md).
 std::vector<std::string> BaselineNames();
 
 struct SynthResult {
