@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hetsynth/ir/input_limits.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::costmodel {
@@ -108,6 +109,9 @@ class Reader {
 
   absl::StatusOr<Cluster> Read(const std::string& text) {
     json root;
+    if (const int depth = ir::JsonNestingDepth(text); depth > ir::kMaxJsonDepth) {
+      return Err("", StrCat("document nests arrays/objects ", depth, " deep; expected at most ", ir::kMaxJsonDepth));
+    }
     try {
       root = json::parse(text);
     } catch (const json::exception& e) {

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hetsynth/instr/program.h"
+#include "hetsynth/ir/input_limits.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::instr {
@@ -36,6 +37,9 @@ class Reader {
   }
 
   absl::StatusOr<json> Parse(const std::string& text) const {
+    if (const int depth = ir::JsonNestingDepth(text); depth > ir::kMaxJsonDepth) {
+      return Err("document", StrCat("nests arrays/objects ", depth, " deep; expected at most ", ir::kMaxJsonDepth));
+    }
     json root = json::parse(text, nullptr, false);
     if (root.is_discarded() || !root.is_object()) return Err("document", "not a JSON object");
     if (root.value("format", "") != "hetsynth-plan") return Err("field 'format'", "expected \"hetsynth-plan\"");

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hetsynth/ir/input_limits.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::ir {
@@ -121,6 +122,9 @@ class Reader {
   }
 
   absl::StatusOr<Graph> Read(const std::string& text) const {
+    if (const int depth = JsonNestingDepth(text); depth > kMaxJsonDepth) {
+      return Err("document", StrCat("nests arrays/objects ", depth, " deep; expected at most ", kMaxJsonDepth));
+    }
     json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (root.is_discarded()) return Err("document", "not valid JSON");
     if (!root.is_object()) return Err("document", "expected a JSON object");
