@@ -65,8 +65,7 @@ int main(int argc, char** argv) {
       known = known || sub->check_name(argv[1]);
     }
     if (!known) {
-      std::fprintf(stderr, "hetsynth: error: unknown subcommand '%s'; expected one of %s\n", argv[1], names.c_str());
-      return 2;
+      return Fail("unknown subcommand '" + std::string(argv[1]).substr(0, 60) + "'; expected one of " + names, true);
     }
   }
   try {

@@ -25,6 +25,7 @@ struct TrainOptions {
   double weight_decay = 0;
   uint64_t seed = 0;
   std::string data, load, save, metrics;
+  int64_t save_every = 0;  // one device: also save every N steps (0: only at the end)
   bool quiet = false;
   // Across ranks.
   std::string plan, cluster, trace;
@@ -37,7 +38,12 @@ struct TrainOptions {
   bool emulate_gpus = false;
 
   absl::StatusOr<runtime::OptimizerConfig> Optimizer() const;
+  // The numeric flags in their sane ranges and the output paths writable: checked before any work.
+  absl::Status Validate() const;
 };
+
+// The hint for a loss that became NaN or infinite: the flags that can cause it, with their values.
+std::string DivergenceHint(const runtime::OptimizerConfig& cfg);
 
 // Runs o.plan on `backend`'s ranks: threads, or MPI ranks when started by mpirun/srun (cpu); GPUs.
 absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend);

@@ -165,8 +165,8 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
       HS_ASSIGN_OR_RETURN(runtime::StepMetrics m, ex->Step(batch));
       if (rank != 0) continue;
       if (!std::isfinite(m.loss)) {
-        return absl::InvalidArgumentError(StrCat("loss became ", m.loss, " at step ", m.step, "; lower --lr (now ",
-                                                 p.optimizer.lr, ")"));
+        return absl::InvalidArgumentError(StrCat("loss became ", m.loss, " at step ", m.step, "; ",
+                                                 DivergenceHint(p.optimizer)));
       }
       if (p.on_step) p.on_step(i, m);
       out.push_back(std::move(m));
@@ -361,7 +361,7 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
                                 m.ranks[r].idle_s);
       }
       metrics << fmt::format(
-          "{{\"step\": {}, \"loss\": {:.7g}, \"step_time_s\": {:.6f}, \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, "
+          "{{\"step\": {}, \"loss\": {}, \"step_time_s\": {:.6f}, \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, "
           "\"idle_s\": {:.6f}, \"emulated\": {}, \"ranks\": [{}]}}\n",
           m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), wall_clock ? "false" : "true", per_rank);
       metrics.flush();

@@ -17,6 +17,8 @@ import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 cases = []
+for kind in ("cluster", "plan", "safetensors", "graph"):
+    shutil.rmtree(os.path.join(HERE, kind), ignore_errors=True)
 
 
 def path(kind, name, ext):
@@ -65,7 +67,7 @@ def cluster_case(name, text, error, cmd="synth"):
     elif cmd == "like":
         args = ["profile", "--model", "mlp", "--small", "--like", "{in}/" + rel, "-o", "{tmp}/c.json"]
     else:
-        args = ["bench", "--model", "mlp", "--small", "--cluster", "{in}/" + rel, "--steps", "1"]
+        args = ["bench", "--model", "mlp", "--small", "--cluster", "{in}/" + rel, "--steps", "1", "--out", "{tmp}/b"]
     case("cluster/" + name, args, error)
 
 
@@ -203,7 +205,7 @@ plan_mut("counts_negative", lambda p: p["splits"][0].update(counts=[9, 3, -5, 1]
 plan_mut("counts_sum", lambda p: p["splits"][0].update(counts=[3, 3, 1, 2]), "count")
 plan_mut("counts_short", lambda p: p["splits"][0].update(counts=[4, 4]), "count")
 plan_mut("atoms_zero", lambda p: p["splits"][0].update(atoms=0), "atoms")
-plan_mut("segment_2p32", lambda p: p["splits"][0].update(segment=2**32), "segment")
+plan_mut("segment_2p32", lambda p: p["program"][3].update(segment=2**32), "segment")
 plan_mut("dim_2p32", lambda p: p["program"][0].update(dim=2**32), "dim")
 plan_mut("dim_negative", lambda p: p["program"][0].update(dim=-1), "dim")
 plan_mut("op_unknown", lambda p: p["program"][0].update(op="place_everything"), "place_everything")
@@ -393,7 +395,7 @@ graph_mut("loss_unknown", lambda g: g.update(loss="nope"), "nope")
 graph_mut("init_unknown", lambda g: g["values"][2].update(init={"kind": "xavier"}), "init")
 graph_mut("init_scale_nan", lambda g: g["values"][2].update(init={"kind": "normal", "scale": "NaN"}), "init")
 graph_mut("kind_unknown", lambda g: g["values"][0].update(kind="output"), "kind")
-graph_mut("wrong_arity", lambda g: g["nodes"][0].update(inputs=["x", "w"]), "fc")
+graph_mut("wrong_arity", lambda g: g["nodes"][0].update(inputs=["x"]), "fc")
 graph_mut("shape_mismatch", lambda g: g["values"][2].update(shape=[4, 15]), "fc")
 
 # ---------------------------------------------------------------------------------------------
@@ -409,7 +411,7 @@ flag("batch_huge", ["train", "--model", "mlp", "--small", "--batch", "1000000000
      "GiB")
 flag("layers_billion", ["models", "mlp", "--model-arg", "layers=1000000000"], "layers")
 flag("hidden_overflow", ["models", "gpt", "--model-arg", "hidden=1000000000", "--model-arg", "seq=1000000000",
-                         "--batch", "1000000000"], "overflow")
+                         "--batch", "1000000000"], "2^50")
 flag("model_arg_unknown", ["models", "mlp", "--model-arg", "width=3"], "width")
 flag("model_arg_zero", ["models", "mlp", "--model-arg", "hidden=0"], "hidden")
 flag("model_arg_negative", ["models", "mlp", "--model-arg", "hidden=-4"], "hidden")
@@ -456,7 +458,7 @@ flag("profile_max_bytes_negative", ["profile", "--model", "mlp", "--small", "-o"
      "--max-bytes")
 flag("graph_out_bad_dir", ["models", "mlp", "--small", "--graph-out", "{tmp}/no/such/dir/g.json"], "no/such/dir")
 flag("unknown_subcommand", ["trian"], "trian")
-flag("unknown_flag", ["train", "--model", "mlp", "--stepz", "1"], "--stepz")
+flag("unknown_flag", ["train", "--model", "mlp", "--steps", "1", "--stepz", "1"], "--stepz")
 flag("long_unknown_value", ["models", "x" * 100000], "unknown")
 
 with open(os.path.join(HERE, "cases.json"), "w") as f:

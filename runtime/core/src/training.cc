@@ -1,6 +1,8 @@
 // Parameter initialization and checkpoints of full tensors (training.h).
 #include "hetsynth/runtime/training.h"
 
+#include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 
@@ -87,12 +89,21 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path,
           StrCat(where, ": tensor '", name, "' is not a parameter of the model; was it saved from a different model?"));
     }
   }
+  for (const auto& [name, t] : file.tensors) {
+    for (size_t i = 0; i < t.data.size(); ++i) {
+      if (!std::isfinite(t.data[i])) {
+        return absl::InvalidArgumentError(StrCat(where, ": tensor '", name, "' element ", i, " is ", t.data[i],
+                                                 "; expected finite parameters"));
+      }
+    }
+  }
   Checkpoint ck;
   ck.params = std::move(file.tensors);
   if (auto it = file.metadata.find("step"); it != file.metadata.end()) {
     char* end = nullptr;
+    errno = 0;
     ck.step = std::strtoll(it->second.c_str(), &end, 10);
-    if (it->second.empty() || *end != '\0' || ck.step < 0) {
+    if (it->second.empty() || *end != '\0' || ck.step < 0 || errno == ERANGE) {
       return absl::InvalidArgumentError(StrCat(where, ": metadata step='", it->second,
                                                "'; expected a non-negative integer"));
     }
