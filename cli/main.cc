@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/strings/cord.h"
 #include "commands.h"
 
 namespace {
@@ -92,6 +93,8 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
       return Fail(sub->get_name() + ": unexpected failure: " + e.what(), false);
     }
+    // A failure printed where it happened (a collective's deadline under MPI): one line per job.
+    if (!st.ok() && st.GetPayload("hetsynth/reported").has_value()) return 2;
     if (!st.ok()) return Fail(std::string(st.message()), st.code() == absl::StatusCode::kInvalidArgument);
   }
   return 0;

@@ -32,6 +32,7 @@ struct TrainOptions {
   int ranks = 0;
   bool ranks_given = false;
   bool no_emulate = false;
+  double deadline = 300;  // --deadline: seconds a collective may wait for the other ranks
   // --backend: a registered backend's name (runtime::FindBackend); --precision: GEMM arithmetic,
   // one the backend offers; --emulate-gpus: a plan's devices as virtual GPUs of one GPU.
   std::string backend = "cpu", precision = "fp32";
@@ -62,6 +63,7 @@ struct PlanRun {
   bool emulate = true;
   int ranks = 0;                   // 0: one per plan device
   std::string load, save, trace;
+  double deadline = 300;           // seconds a collective may make no progress (threads and MPI)
   // What the ranks run on (e.g. GPUs: NCCL under mpirun, or virtual GPUs with emulate_gpus).
   const runtime::Backend* backend = nullptr;
   std::string precision = "fp32";

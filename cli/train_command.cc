@@ -38,6 +38,9 @@ absl::Status TrainOptions::Validate() const {
   if (!(weight_decay >= 0 && weight_decay <= 3.0e38)) {
     return absl::InvalidArgumentError(StrCat("--weight-decay ", weight_decay, "; expected a finite number >= 0"));
   }
+  if (!(deadline > 0 && deadline <= 86400)) {
+    return absl::InvalidArgumentError(StrCat("--deadline ", deadline, "; expected seconds in (0, 86400]"));
+  }
   if (save_every < 0) return absl::InvalidArgumentError(StrCat("--save-every ", save_every, "; expected steps >= 0"));
   if (save_every > 0 && save.empty()) return absl::InvalidArgumentError("--save-every needs --save FILE");
   HS_RETURN_IF_ERROR(CheckOutputPath("--save", save));
@@ -212,6 +215,10 @@ Runner RegisterTrain(CLI::App& app) {
   cmd->add_flag("--emulate-gpus", o->emulate_gpus,
                 "with --plan --backend cuda: run the plan's devices as green contexts of one GPU, each "
                 "with a share of the SMs proportional to its speed");
+  cmd->add_option("--deadline", o->deadline,
+                  "with --plan: seconds a collective may wait for the other ranks before the job ends with one "
+                  "line naming the collective and the missing rank (a stopped, dead or stuck process)")
+      ->capture_default_str();
   cmd->add_flag("--no-emulate", o->no_emulate,
                 "with --plan: time with the wall clock instead of emulating each device's speed");
   return [o, lr, ranks]() {

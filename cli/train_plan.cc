@@ -191,7 +191,8 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
   ro.emulate_gpus = p.emulate_gpus;
   ro.speeds = flops;
   ro.description = p.gpu_description;
-  ro.timeout_s = 600;
+  ro.timeout_s = p.deadline;
+  runtime::SetCollectiveDeadline(p.deadline);
   absl::Status st = p.backend->RunRanks(*p.graph, plan, ro, [&](runtime::Communicator& comm,
                                                                  const runtime::MakeExecutorFn& make) -> absl::Status {
     if (mpi) {
@@ -203,7 +204,7 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
       if (static_cast<size_t>(comm.size()) != n_dev) return RankCountError(p.plan_path, plan, comm.size(), mpi);
       absl::Status s = run(comm, make);
       // Each process prints its own failure: say which rank it is.
-      if (!s.ok() && comm.rank() != 0) s = absl::Status(s.code(), StrCat("rank ", comm.rank(), ": ", s.message()));
+      if (!s.ok() && comm.rank() != 0 && !s.GetPayload(runtime::kReportedPayload).has_value()) s = absl::Status(s.code(), StrCat("rank ", comm.rank(), ": ", s.message()));
       return s;
     }
     try {
@@ -300,6 +301,7 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   const bool wall_clock = o.no_emulate || !caps.emulated_timing;
   p.load = o.load;
   p.save = o.save;
+  p.deadline = o.deadline;
   p.trace = o.trace;
   const int ranks = LaunchedByMpi() ? SizeFromLauncher() : o.ranks_given ? o.ranks : static_cast<int>(n_dev);
   if (ranks > 0 && static_cast<size_t>(ranks) != n_dev) {  // RunPlan checks again with the communicator
