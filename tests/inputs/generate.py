@@ -283,6 +283,7 @@ load_case("header_size_past_end", struct.pack("<Q", 1000) + b"{}", "truncated")
 for cut in (8, 20, 100, len(good) - 1000, len(good) - 1):
     load_case(f"truncated_at_{cut}", good[:cut], "safetensors '")
 load_case("header_not_json", struct.pack("<Q", 5) + b"hello", "not valid JSON")
+load_case("header_number_overflow", safetensors({}, raw_header='{"x": 1E444440}'), "not valid JSON")  # found by fuzz_safetensors
 load_case("header_array", safetensors({}, raw_header="[1,2]"), "expected a JSON object")
 deep = "[" * 1000000 + "]" * 1000000
 load_case("header_deep_2mb", safetensors({}, raw_header='{"x": ' + deep + "}"), "deep; expected at most 64")

@@ -467,7 +467,7 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
       }
       return true;
     });
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number past double's range
     std::string what = e.what();
     if (size_t p = what.find("] "); what.starts_with("[json.exception") && p != std::string::npos) {
       what = what.substr(p + 2);
