@@ -28,6 +28,14 @@ struct ModelOptions {
 
 using Runner = std::function<absl::Status()>;
 
+// An output file's directory exists and is writable: checked before the work that produces it,
+// so a typo in a directory name does not cost a long run. `flag` names the flag in the message.
+absl::Status CheckOutputPath(const std::string& flag, const std::string& path);
+
+// Flag validators with short messages ("expected an integer >= 0"), for integer flags.
+CLI::Validator NonNegativeInt();
+CLI::Validator PositiveInt();
+
 // The whole of a text file; NotFound names `what` and the path.
 absl::StatusOr<std::string> ReadText(const std::string& path, const char* what);
 // A plan file and the model it was made for, rebuilt from its header.

@@ -1,11 +1,46 @@
 // hetsynth: synthesize and run SPMD training programs for mixed GPU clusters.
 #include <cstdio>
+#include <cstdlib>
+#include <exception>
 #include <map>
+#include <new>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
+#include "absl/strings/cord.h"
 #include "commands.h"
+
+namespace {
+
+// An error as one line of bounded length: newlines become spaces, and a message longer than
+// 1000 bytes (a quoted value that slipped through a parser's own shortening) is cut.
+std::string OneLine(std::string m) {
+  for (char& c : m) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  if (m.size() > 1000) m = m.substr(0, 997) + "...";
+  return m;
+}
+
+// The rank of this process under mpirun/srun, or 0 outside a launcher.
+int LauncherRank() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"}) {
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  }
+  return 0;
+}
+
+int Fail(const std::string& message, bool same_on_every_rank) {
+  // Bad input fails the same way on every rank: rank 0 says so, the others exit quietly with the
+  // same status, so a job prints one line, not one per rank.
+  if (!same_on_every_rank || LauncherRank() == 0) {
+    std::fprintf(stderr, "hetsynth: error: %s\n", OneLine(message).c_str());
+  }
+  return 2;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -31,8 +66,7 @@ int main(int argc, char** argv) {
       known = known || sub->check_name(argv[1]);
     }
     if (!known) {
-      std::fprintf(stderr, "hetsynth: error: unknown subcommand '%s'; expected one of %s\n", argv[1], names.c_str());
-      return 2;
+      return Fail("unknown subcommand '" + std::string(argv[1]).substr(0, 60) + "'; expected one of " + names, true);
     }
   }
   try {
@@ -46,15 +80,22 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::string cmd = "hetsynth";
     for (CLI::App* sub : app.get_subcommands()) cmd += " " + sub->get_name();
-    std::fprintf(stderr, "hetsynth: error: %s; see '%s --help'\n", e.what(), cmd.c_str());
-    return 2;
+    return Fail(std::string(e.what()) + "; see '" + cmd + " --help'", true);
   }
   for (CLI::App* sub : app.get_subcommands()) {
-    const absl::Status st = runners.at(sub)();
-    if (!st.ok()) {
-      std::fprintf(stderr, "hetsynth: error: %s\n", std::string(st.message()).c_str());
-      return 2;
+    absl::Status st;
+    try {
+      st = runners.at(sub)();
+    } catch (const std::bad_alloc&) {
+      return Fail(sub->get_name() + ": out of memory; use a smaller model, batch or --model-arg", false);
+    } catch (const std::length_error& e) {
+      return Fail(sub->get_name() + ": a size is too large (" + e.what() + "); use a smaller model or batch", false);
+    } catch (const std::exception& e) {
+      return Fail(sub->get_name() + ": unexpected failure: " + e.what(), false);
     }
+    // A failure printed where it happened (a collective's deadline under MPI): one line per job.
+    if (!st.ok() && st.GetPayload("hetsynth/reported").has_value()) return 2;
+    if (!st.ok()) return Fail(std::string(st.message()), st.code() == absl::StatusCode::kInvalidArgument);
   }
   return 0;
 }

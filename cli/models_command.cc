@@ -15,7 +15,7 @@ void ModelOptions::AddFlags(CLI::App& cmd) {
                  "hyperparameter override KEY=VALUE (repeatable); see 'hetsynth models NAME'")
       ->type_name("KEY=VALUE");
   cmd.add_option("--batch", batch, "global batch size (default: the model's; see 'hetsynth models')")
-      ->check(CLI::PositiveNumber);
+      ->check(PositiveInt());
   cmd.add_flag("--small", small, "start from the model's small preset (for tests and demos)");
 }
 
@@ -49,6 +49,7 @@ void ListModels() {
 }
 
 absl::Status ShowModel(const ModelOptions& opts, const std::string& graph_out) {
+  HS_RETURN_IF_ERROR(CheckOutputPath("--graph-out", graph_out));
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, opts.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
   fmt::print("{}\n\ninputs:\n", spec.ToString());

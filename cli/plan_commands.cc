@@ -1,5 +1,10 @@
 // `hetsynth synth`, `hetsynth explain`, `hetsynth check`: make a plan for a cluster, show it,
 // and re-verify it.
+#include <unistd.h>
+
+#include <charconv>
+#include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -11,6 +16,7 @@
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/program.h"
+#include "hetsynth/ir/input_limits.h"
 #include "hetsynth/ir/status.h"
 #include "hetsynth/synth/synthesize.h"
 
@@ -33,7 +39,10 @@ absl::Status RunSynth(const SynthFlags& f) {
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
-  if (f.time_limit <= 0) return absl::InvalidArgumentError(StrCat("--time-limit ", f.time_limit, "; expected seconds > 0"));
+  if (!(f.time_limit > 0) || !std::isfinite(f.time_limit)) {
+    return absl::InvalidArgumentError(StrCat("--time-limit ", f.time_limit, "; expected finite seconds > 0"));
+  }
+  HS_RETURN_IF_ERROR(CheckOutputPath("-o", f.out));
   synth::SynthOptions o;
   o.time_limit_s = f.time_limit;
   o.memory_limits = !f.no_memory_limits;
@@ -253,6 +262,44 @@ instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, con
   plan.instruction_communication_s = r.estimate.instruction_communication_s;
   plan.predicted_memory_bytes = r.estimate.memory_bytes;
   return plan;
+}
+
+namespace {
+CLI::Validator IntAtLeast(int64_t min) {
+  return CLI::Validator(
+      [min](std::string& s) -> std::string {
+        int64_t v = 0;
+        const char* end = s.data() + s.size();
+        const auto [p, ec] = std::from_chars(s.data(), end, v);
+        if (ec != std::errc() || p != end || v < min) {
+          return StrCat("'", ir::Shorten(s), "'; expected an integer >= ", min);
+        }
+        return std::string();
+      },
+      min > 0 ? "POSITIVE" : "NONNEGATIVE");
+}
+}  // namespace
+
+CLI::Validator NonNegativeInt() { return IntAtLeast(0); }
+CLI::Validator PositiveInt() { return IntAtLeast(1); }
+
+absl::Status CheckOutputPath(const std::string& flag, const std::string& path) {
+  if (path.empty()) return absl::OkStatus();
+  std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "' is a directory; expected a file name"));
+  }
+  if (!std::filesystem::is_directory(dir, ec)) {
+    return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "': directory '", ir::Shorten(dir.string(), 200),
+                                             "' does not exist; create it first"));
+  }
+  if (::access(dir.c_str(), W_OK) != 0) {
+    return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "': directory '", ir::Shorten(dir.string(), 200),
+                                             "' is not writable"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ReadText(const std::string& path, const char* what) {

@@ -25,6 +25,7 @@ struct TrainOptions {
   double weight_decay = 0;
   uint64_t seed = 0;
   std::string data, load, save, metrics;
+  int64_t save_every = 0;  // one device: also save every N steps (0: only at the end)
   bool quiet = false;
   // Across ranks.
   std::string plan, cluster, trace;
@@ -34,13 +35,19 @@ struct TrainOptions {
   // --dilation K (or HETSYNTH_DILATION, which `hetsynth cluster run` exports): real-time pacing
   // on CPU ranks, every device K× slower than modelled (runtime/pacer.h); 0: off.
   double dilation = 0;
+  double deadline = 300;  // --deadline: seconds a collective may wait for the other ranks
   // --backend: a registered backend's name (runtime::FindBackend); --precision: GEMM arithmetic,
   // one the backend offers; --emulate-gpus: a plan's devices as virtual GPUs of one GPU.
   std::string backend = "cpu", precision = "fp32";
   bool emulate_gpus = false;
 
   absl::StatusOr<runtime::OptimizerConfig> Optimizer() const;
+  // The numeric flags in their sane ranges and the output paths writable: checked before any work.
+  absl::Status Validate() const;
 };
+
+// The hint for a loss that became NaN or infinite: the flags that can cause it, with their values.
+std::string DivergenceHint(const runtime::OptimizerConfig& cfg);
 
 // Runs o.plan on `backend`'s ranks: threads, or MPI ranks when started by mpirun/srun (cpu); GPUs.
 absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend);
@@ -60,6 +67,7 @@ struct PlanRun {
   double dilation = 0;             // > 0: time dilation K (ExecutorOptions::dilation)
   int ranks = 0;                   // 0: one per plan device
   std::string load, save, trace;
+  double deadline = 300;           // seconds a collective may make no progress (threads and MPI)
   // What the ranks run on (e.g. GPUs: NCCL under mpirun, or virtual GPUs with emulate_gpus).
   const runtime::Backend* backend = nullptr;
   std::string precision = "fp32";

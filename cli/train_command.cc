@@ -27,9 +27,59 @@ absl::StatusOr<runtime::OptimizerConfig> TrainOptions::Optimizer() const {
   return cfg;
 }
 
+absl::Status TrainOptions::Validate() const {
+  // A learning rate past fp32's range becomes inf in the kernels; momentum >= 1 never decays.
+  if (lr_given && !(lr > 0 && lr <= 3.0e38)) {
+    return absl::InvalidArgumentError(StrCat("--lr ", lr, "; expected a positive number that fits in fp32 (at most 3e38)"));
+  }
+  if (!(momentum >= 0 && momentum < 1)) {
+    return absl::InvalidArgumentError(StrCat("--momentum ", momentum, "; expected 0 <= momentum < 1"));
+  }
+  if (!(weight_decay >= 0 && weight_decay <= 3.0e38)) {
+    return absl::InvalidArgumentError(StrCat("--weight-decay ", weight_decay, "; expected a finite number >= 0"));
+  }
+  if (!(deadline > 0 && deadline <= 86400)) {
+    return absl::InvalidArgumentError(StrCat("--deadline ", deadline, "; expected seconds in (0, 86400]"));
+  }
+  if (save_every < 0) return absl::InvalidArgumentError(StrCat("--save-every ", save_every, "; expected steps >= 0"));
+  if (save_every > 0 && save.empty()) return absl::InvalidArgumentError("--save-every needs --save FILE");
+  HS_RETURN_IF_ERROR(CheckOutputPath("--save", save));
+  HS_RETURN_IF_ERROR(CheckOutputPath("--metrics", metrics));
+  HS_RETURN_IF_ERROR(CheckOutputPath("--trace", trace));
+  return absl::OkStatus();
+}
+
+std::string DivergenceHint(const runtime::OptimizerConfig& cfg) {
+  std::string hint = StrCat("lower --lr (now ", cfg.lr, ")");
+  if (cfg.weight_decay > 0) hint += StrCat(" or --weight-decay (now ", cfg.weight_decay, ")");
+  if (cfg.kind == runtime::OptimizerKind::kSgd && cfg.momentum > 0) hint += StrCat(" or --momentum (now ", cfg.momentum, ")");
+  return hint;
+}
+
 namespace {
 
+// Bytes a single-device run holds at least: every value of the graph (activations and inputs)
+// and its gradient, plus parameters, their gradients and up to two optimizer moments. Counted
+// in double (no overflow) and compared with physical memory before anything is allocated.
+absl::Status CheckFitsInMemory(const ir::Graph& g, const std::string& what) {
+  double bytes = 0;
+  for (const ir::Value& v : g.values()) {
+    double n = 1;
+    for (int64_t d : v.shape) n *= static_cast<double>(d);
+    bytes += 4.0 * n * (v.kind == ir::ValueKind::kParameter ? 4 : 2);
+  }
+  const double have = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  if (have > 0 && bytes > have) {
+    constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+    return absl::InvalidArgumentError(fmt::format("{} needs at least {:.0f} GiB; this machine has {:.0f} GiB; use a "
+                                                  "smaller --batch or model, or --plan across ranks",
+                                                  what, bytes / kGiB, have / kGiB));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Train(const TrainOptions& o) {
+  HS_RETURN_IF_ERROR(o.Validate());
   HS_ASSIGN_OR_RETURN(runtime::Backend* backend, BackendFlag(o.backend));
   HS_RETURN_IF_ERROR(CheckPrecisionFlag(*backend, o.precision, /*given=*/false));
   if (!o.plan.empty()) return TrainPlan(o, *backend);
@@ -42,6 +92,7 @@ absl::Status Train(const TrainOptions& o) {
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, o.model.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph graph, ir::BuildModel(spec));
   HS_ASSIGN_OR_RETURN(runtime::OptimizerConfig cfg, o.Optimizer());
+  HS_RETURN_IF_ERROR(CheckFitsInMemory(graph, spec.ToString()));
 
   runtime::DataSource data;
   if (o.data.empty()) {
@@ -81,8 +132,15 @@ absl::Status Train(const TrainOptions& o) {
     last_loss = loss;
     if (metrics.is_open()) {
       metrics << fmt::format("{{\"step\": {}, \"loss\": {}, \"step_time_s\": {:.6f}}}\n", step + 1,
-                             std::isfinite(loss) ? fmt::format("{:.7g}", loss) : "null", dt);
+                             std::isfinite(loss) ? fmt::format("{}", loss) : "null", dt);
       metrics.flush();
+    }
+    // Checked with or without --quiet: a NaN must never reach a checkpoint.
+    if (!std::isfinite(loss) && o.quiet) {
+      return absl::InvalidArgumentError(StrCat("loss became ", loss, " at step ", step + 1, "; ", DivergenceHint(cfg)));
+    }
+    if (o.save_every > 0 && (i + 1) % o.save_every == 0 && i + 1 < o.steps) {
+      HS_RETURN_IF_ERROR(trainer->Save(o.save, spec.ToString()));
     }
     if (o.quiet) continue;
     const std::string line = fmt::format("step {:>5}/{}  loss {:.4f}  {:.3f} s/step", i + 1,
@@ -94,8 +152,7 @@ absl::Status Train(const TrainOptions& o) {
       fmt::print(stderr, "{}\n", line);
     }
     if (!std::isfinite(loss)) {
-      return absl::InvalidArgumentError(StrCat("loss became ", loss, " at step ", step + 1,
-                                               "; lower --lr (now ", cfg.lr, ")"));
+      return absl::InvalidArgumentError(StrCat("loss became ", loss, " at step ", step + 1, "; ", DivergenceHint(cfg)));
     }
   }
   if (!o.save.empty()) {
@@ -116,18 +173,27 @@ Runner RegisterTrain(CLI::App& app) {
   auto o = std::make_shared<TrainOptions>();
   cmd->add_option("--model", o->model.name, "model to train (" + ir::ModelNames() + "); with --plan, must match the plan's");
   o->model.AddFlags(*cmd);
-  cmd->add_option("--steps", o->steps, "optimizer steps to run")->required()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--steps", o->steps, "optimizer steps to run")->required()->check(NonNegativeInt());
   cmd->add_option("--optimizer", o->optimizer, "sgd or adam (PyTorch semantics)")->capture_default_str();
   CLI::Option* lr = cmd->add_option("--lr", o->lr, "learning rate (default: 1e-3 for adam, 1e-2 for sgd)");
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
   cmd->add_option("--weight-decay", o->weight_decay, "L2 weight decay")->capture_default_str();
-  cmd->add_option("--seed", o->seed, "seed of initialization, synthetic data and dropout")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "seed of initialization, synthetic data and dropout")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& s) { return s.starts_with("-") ? "expected a non-negative integer" : std::string(); },
+          "", "non-negative"));
   cmd->add_option("--data", o->data,
                   "safetensors file with one tensor per model input, first dim a multiple of the "
                   "batch (default: the model's synthetic task)")
       ->type_name("FILE");
   cmd->add_option("--load", o->load, "start from this safetensors checkpoint")->type_name("FILE");
-  cmd->add_option("--save", o->save, "write a safetensors checkpoint at the end")->type_name("FILE");
+  cmd->add_option("--save", o->save,
+                  "write a safetensors checkpoint at the end (with its optimizer state, committed as a set: "
+                  "docs/runtime.md)")
+      ->type_name("FILE");
+  cmd->add_option("--save-every", o->save_every, "one device: also write the --save checkpoint every N steps")
+      ->type_name("N");
   cmd->add_option("--metrics", o->metrics, "write one JSON line per step to FILE")->type_name("FILE");
   cmd->add_flag("--quiet", o->quiet, "no progress lines");
   cmd->add_option("--plan", o->plan,
@@ -135,7 +201,7 @@ Runner RegisterTrain(CLI::App& app) {
                   "under mpirun/srun")
       ->type_name("PLAN");
   CLI::Option* ranks = cmd->add_option("--ranks", o->ranks, "thread ranks (default: one per plan device)")
-                           ->check(CLI::PositiveNumber);
+                           ->check(PositiveInt());
   cmd->add_option("--cluster", o->cluster,
                   "check the plan against this cluster file (fingerprint) and take device speeds from it")
       ->type_name("FILE");
@@ -153,6 +219,10 @@ Runner RegisterTrain(CLI::App& app) {
                   "with --plan on CPU ranks: time dilation K — pace each rank in real time K x slower than its "
                   "device, report wall clock / K (default: $HETSYNTH_DILATION, set by `hetsynth cluster run`)")
       ->type_name("K");
+  cmd->add_option("--deadline", o->deadline,
+                  "with --plan: seconds a collective may wait for the other ranks before the job ends with one "
+                  "line naming the collective and the missing rank (a stopped, dead or stuck process)")
+      ->capture_default_str();
   cmd->add_flag("--no-emulate", o->no_emulate,
                 "with --plan: time with the wall clock instead of emulating each device's speed");
   return [o, lr, ranks]() {

@@ -170,8 +170,8 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
       HS_ASSIGN_OR_RETURN(runtime::StepMetrics m, ex->Step(batch));
       if (rank != 0) continue;
       if (!std::isfinite(m.loss)) {
-        return absl::InvalidArgumentError(StrCat("loss became ", m.loss, " at step ", m.step, "; lower --lr (now ",
-                                                 p.optimizer.lr, ")"));
+        return absl::InvalidArgumentError(StrCat("loss became ", m.loss, " at step ", m.step, "; ",
+                                                 DivergenceHint(p.optimizer)));
       }
       if (p.on_step) p.on_step(i, m);
       out.push_back(std::move(m));
@@ -196,7 +196,8 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
   ro.emulate_gpus = p.emulate_gpus;
   ro.speeds = flops;
   ro.description = p.gpu_description;
-  ro.timeout_s = 600;
+  ro.timeout_s = p.deadline;
+  runtime::SetCollectiveDeadline(p.deadline);
   absl::Status st = p.backend->RunRanks(*p.graph, plan, ro, [&](runtime::Communicator& comm,
                                                                  const runtime::MakeExecutorFn& make) -> absl::Status {
     if (mpi) {
@@ -208,7 +209,7 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
       if (static_cast<size_t>(comm.size()) != n_dev) return RankCountError(p.plan_path, plan, comm.size(), mpi);
       absl::Status s = run(comm, make);
       // Each process prints its own failure: say which rank it is.
-      if (!s.ok() && comm.rank() != 0) s = absl::Status(s.code(), StrCat("rank ", comm.rank(), ": ", s.message()));
+      if (!s.ok() && comm.rank() != 0 && !s.GetPayload(runtime::kReportedPayload).has_value()) s = absl::Status(s.code(), StrCat("rank ", comm.rank(), ": ", s.message()));
       return s;
     }
     try {
@@ -324,6 +325,7 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   const bool dilated = p.dilation > 0;
   p.load = o.load;
   p.save = o.save;
+  p.deadline = o.deadline;
   p.trace = o.trace;
   const int ranks = LaunchedByMpi() ? SizeFromLauncher() : o.ranks_given ? o.ranks : static_cast<int>(n_dev);
   if (ranks > 0 && static_cast<size_t>(ranks) != n_dev) {  // RunPlan checks again with the communicator
@@ -396,7 +398,7 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
             m.ranks[r].overlapped_s);
       }
       metrics << fmt::format(
-          "{{\"step\": {}, \"loss\": {:.7g}, \"step_time_s\": {:.6f}, \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, "
+          "{{\"step\": {}, \"loss\": {}, \"step_time_s\": {:.6f}, \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, "
           "\"idle_s\": {:.6f}, \"overlapped_s\": {:.6f}, \"late_s\": {:.6f}, \"emulated\": {}, \"dilation\": {:g}, "
           "\"ranks\": [{}]}}\n",
           m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), h.get(), l.get(), wall_clock ? "false" : "true",

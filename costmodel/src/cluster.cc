@@ -9,11 +9,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
 
+#include "hetsynth/ir/input_limits.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::costmodel {
@@ -54,7 +57,13 @@ std::string Quote(const std::string& s) {
 }
 
 // A JSON value as a message shows it: numbers in Num's form, anything else as JSON.
-std::string Shown(const json& j) { return j.is_number() ? Num(j.get<double>()) : j.dump(); }
+std::string Shown(const json& j) { return j.is_number() ? Num(j.get<double>()) : ir::Shorten(j.dump()); }
+
+// Sane ranges: every positive quantity of a cluster file is FLOP/s, bytes or bytes/s, all in
+// [1, 1e21] (a zettaFLOP/s device, a zettabyte of memory); latencies are at most an hour. Values
+// outside make predictions overflow to inf or underflow to 0, so they are refused here.
+constexpr double kMinPositive = 1, kMaxPositive = 1e21, kMinSeconds = 1e-12, kMaxSeconds = 3600;
+constexpr size_t kMaxNameBytes = 256;
 
 // "a, b, c", cut after a dozen names so a 128-node cluster does not flood the message.
 std::string KnownList(const std::vector<std::string>& names) {
@@ -108,8 +117,22 @@ class Reader {
 
   absl::StatusOr<Cluster> Read(const std::string& text) {
     json root;
+    if (const int depth = ir::JsonNestingDepth(text); depth > ir::kMaxJsonDepth) {
+      return Err("", StrCat("document nests arrays/objects ", depth, " deep; expected at most ", ir::kMaxJsonDepth));
+    }
+    // nlohmann keeps the last of duplicate keys; a key given twice in one object is an error.
+    std::vector<std::set<std::string>> open_objects;
+    std::optional<std::string> duplicate;
     try {
-      root = json::parse(text);
+      root = json::parse(text, [&](int, json::parse_event_t event, json& parsed) {
+        if (event == json::parse_event_t::object_start) open_objects.emplace_back();
+        if (event == json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
+        if (event == json::parse_event_t::key && !open_objects.empty() && !duplicate &&
+            !open_objects.back().insert(parsed.get<std::string>()).second) {
+          duplicate = parsed.get<std::string>();
+        }
+        return true;
+      });
     } catch (const json::exception& e) {
       // Drop nlohmann's "[json.exception.parse_error.101] " tag; keep the line and column.
       std::string what = e.what();
@@ -119,6 +142,9 @@ class Reader {
       return Err("", StrCat("not valid JSON: ", what));
     }
     if (!root.is_object()) return Err("", StrCat("document is ", TypeName(root), "; expected a JSON object"));
+    if (duplicate) {
+      return Err("", StrCat("field '", ir::Shorten(*duplicate), "' appears twice in one object; expected each once"));
+    }
     if (!root.contains("format") || !root["format"].is_string() ||
         root["format"].get<std::string>() != kFormat) {
       return Err("", StrCat("format=", root.contains("format") ? Shown(root["format"]) : "missing",
@@ -180,7 +206,7 @@ class Reader {
                            const std::vector<std::string>& allowed) const {
     for (auto it = obj.begin(); it != obj.end(); ++it) {
       if (std::find(allowed.begin(), allowed.end(), it.key()) == allowed.end()) {
-        return Err(where, StrCat("unknown field '", it.key(), "'", Suggest(it.key(), allowed),
+        return Err(where, StrCat("unknown field '", ir::Shorten(it.key()), "'", Suggest(it.key(), allowed),
                                  " (expected one of: ", KnownList(allowed), ")"));
       }
     }
@@ -198,6 +224,10 @@ class Reader {
     if (!j.is_string() || j.get<std::string>().empty()) {
       return Err(where, StrCat(field, "=", Shown(j), "; expected a non-empty string"));
     }
+    if (j.get<std::string>().size() > kMaxNameBytes) {
+      return Err(where, StrCat(field, "=", Shown(j), " is ", j.get<std::string>().size(),
+                               " bytes; expected at most ", kMaxNameBytes));
+    }
     return j.get<std::string>();
   }
 
@@ -206,13 +236,21 @@ class Reader {
     if (!j.is_number() || !std::isfinite(j.get<double>()) || j.get<double>() <= 0) {
       return Err(where, StrCat(field, "=", Shown(j), "; expected a positive number (", unit, ")"));
     }
+    // Seconds (profiled collective times) may be tiny; every other positive quantity is >= 1.
+    const bool seconds = std::string_view(unit) == "seconds";
+    const double lo = seconds ? kMinSeconds : kMinPositive, hi = seconds ? kMaxSeconds : kMaxPositive;
+    if (j.get<double>() < lo || j.get<double>() > hi) {
+      return Err(where, StrCat(field, "=", Shown(j), "; expected ", unit, " between ", Num(lo), " and ", Num(hi)));
+    }
     return j.get<double>();
   }
 
   absl::StatusOr<double> NonNegative(const json& j, const std::string& where, const std::string& field,
                                      const char* unit) const {
-    if (!j.is_number() || !std::isfinite(j.get<double>()) || j.get<double>() < 0) {
-      return Err(where, StrCat(field, "=", Shown(j), "; expected a non-negative number (", unit, ")"));
+    if (!j.is_number() || !std::isfinite(j.get<double>()) || j.get<double>() < 0 ||
+        j.get<double>() > kMaxSeconds) {
+      return Err(where, StrCat(field, "=", Shown(j), "; expected a non-negative number (", unit, ") of at most ",
+                               Num(kMaxSeconds)));
     }
     return j.get<double>();
   }

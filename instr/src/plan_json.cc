@@ -1,9 +1,12 @@
 // Plan files (docs/plan-format.md): the program in terms of node and tensor names, each
 // instruction with its triple spelled out for people; reading re-derives every triple and
 // refuses a file whose stated triples or split groups do not match.
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "hetsynth/instr/program.h"
+#include "hetsynth/ir/input_limits.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::instr {
@@ -38,6 +41,9 @@ class Reader {
   }
 
   absl::StatusOr<json> Parse(const std::string& text) const {
+    if (const int depth = ir::JsonNestingDepth(text); depth > ir::kMaxJsonDepth) {
+      return Err("document", StrCat("nests arrays/objects ", depth, " deep; expected at most ", ir::kMaxJsonDepth));
+    }
     json root = json::parse(text, nullptr, false);
     if (root.is_discarded() || !root.is_object()) return Err("document", "not a JSON object");
     if (root.value("format", "") != "hetsynth-plan") return Err("field 'format'", "expected \"hetsynth-plan\"");
@@ -61,7 +67,7 @@ class Reader {
     if (m.contains("args")) {
       if (!m["args"].is_object()) return Err("model.args", "expected an object of numbers");
       for (auto it = m["args"].begin(); it != m["args"].end(); ++it) {
-        if (!it.value().is_number()) return Err(StrCat("model.args.", it.key()), StrCat(it.value().dump(), "; expected a number"));
+        if (!it.value().is_number()) return Err(StrCat("model.args.", ir::Shorten(it.key())), StrCat(ir::Shorten(it.value().dump()), "; expected a number"));
         plan.model_args[it.key()] = it.value().get<double>();
       }
     }
@@ -76,7 +82,10 @@ class Reader {
       return Err("cluster.devices", "expected a non-empty array of device names");
     }
     for (const json& d : c["devices"]) {
-      if (!d.is_string()) return Err("cluster.devices", StrCat(d.dump(), "; expected a device name"));
+      if (!d.is_string()) return Err("cluster.devices", StrCat(ir::Shorten(d.dump()), "; expected a device name"));
+      if (std::find(plan.devices.begin(), plan.devices.end(), d.get<std::string>()) != plan.devices.end()) {
+        return Err("cluster.devices", StrCat("'", ir::Shorten(d.get<std::string>()), "' appears twice; expected unique device names"));
+      }
       plan.devices.push_back(d.get<std::string>());
     }
     if (c.contains("device_flops")) {
@@ -95,7 +104,10 @@ class Reader {
     plan.strategy = root.value("strategy", "");
     if (root.contains("predicted_step_time_s")) {
       if (!root["predicted_step_time_s"].is_number()) {
-        return Err("field 'predicted_step_time_s'", StrCat(root["predicted_step_time_s"].dump(), "; expected seconds"));
+        return Err("field 'predicted_step_time_s'", StrCat(ir::Shorten(root["predicted_step_time_s"].dump()), "; expected seconds"));
+      }
+      if (!(root["predicted_step_time_s"].get<double>() >= 0)) {
+        return Err("field 'predicted_step_time_s'", StrCat(root["predicted_step_time_s"].get<double>(), "; expected seconds >= 0"));
       }
       plan.predicted_step_time_s = root["predicted_step_time_s"].get<double>();
     }
@@ -201,8 +213,13 @@ class Reader {
         in.tensor = g.Find(t);
         if (in.tensor == ir::kNoValue) return Err(where, StrCat("'tensor' is \"", t, "\"; expected a tensor of the model"));
       }
-      if (j.contains("dim") && !j["dim"].is_number_integer()) return Err(where, "'dim' must be an integer");
-      if (j.contains("dim2") && !j["dim2"].is_number_integer()) return Err(where, "'dim2' must be an integer");
+      for (const char* field : {"dim", "dim2", "segment"}) {
+        // Range-checked before narrowing to int: 2^32 must not become 0.
+        if (j.contains(field) && (!j[field].is_number_integer() || j[field].get<int64_t>() < -1 ||
+                                  j[field].get<int64_t>() > 1'000'000)) {
+          return Err(where, StrCat("'", field, "' is ", ir::Shorten(j[field].dump()), "; expected a small integer"));
+        }
+      }
       in.dim = j.value("dim", -1);
       in.dim2 = j.value("dim2", -1);
       const std::string impl = j.value("impl", "none");
@@ -258,7 +275,10 @@ class Reader {
       if (!s.contains("counts") || !s["counts"].is_array()) return Err(where, "missing array 'counts'");
       prog.groups[k].counts.clear();
       for (const json& c : s["counts"]) {
-        if (!c.is_number_integer()) return Err(where, StrCat("count ", c.dump(), "; expected an integer"));
+        if (!c.is_number_integer() || c.get<int64_t>() < 0 || c.get<int64_t>() > prog.groups[k].atoms) {
+          return Err(where, StrCat("count ", ir::Shorten(c.dump()), "; expected an integer in [0, ",
+                                   prog.groups[k].atoms, "] (the group's atoms)"));
+        }
         prog.groups[k].counts.push_back(c.get<int64_t>());
       }
     }
@@ -284,6 +304,9 @@ class Reader {
           const ir::ValueId v = name.is_string() ? g.Find(name.get<std::string>()) : ir::kNoValue;
           if (v == ir::kNoValue || g.value(v).kind != ir::ValueKind::kParameter) {
             return Err(where, StrCat(name.dump(), "; expected a parameter of the model"));
+          }
+          if (std::find(bucket.params.begin(), bucket.params.end(), v) != bucket.params.end()) {
+            return Err(where, StrCat(ir::Shorten(name.dump()), " appears twice; expected each parameter once"));
           }
           bucket.params.push_back(v);
         }

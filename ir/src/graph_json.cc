@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hetsynth/ir/input_limits.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::ir {
@@ -108,7 +109,7 @@ class Reader {
     Shape s;
     for (const json& d : j) {
       if (!d.is_number_integer() || d.get<int64_t>() <= 0) {
-        return Err(where, StrCat("'shape' has ", d.dump(), "; expected positive integers"));
+        return Err(where, StrCat("'shape' has ", Shorten(d.dump()), "; expected positive integers"));
       }
       s.push_back(d.get<int64_t>());
     }
@@ -121,6 +122,9 @@ class Reader {
   }
 
   absl::StatusOr<Graph> Read(const std::string& text) const {
+    if (const int depth = JsonNestingDepth(text); depth > kMaxJsonDepth) {
+      return Err("document", StrCat("nests arrays/objects ", depth, " deep; expected at most ", kMaxJsonDepth));
+    }
     json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (root.is_discarded()) return Err("document", "not valid JSON");
     if (!root.is_object()) return Err("document", "expected a JSON object");
@@ -128,7 +132,7 @@ class Reader {
       return Err("field 'format'", "expected \"hetsynth-graph\"");
     }
     if (!root.contains("version") || root["version"] != kVersion) {
-      return Err("field 'version'", StrCat(root.contains("version") ? root["version"].dump() : "missing",
+      return Err("field 'version'", StrCat(root.contains("version") ? Shorten(root["version"].dump()) : "missing",
                                            "; expected ", kVersion));
     }
     Graph g(root.value("name", "graph"));
@@ -156,7 +160,7 @@ class Reader {
             const double sc = in["scale"].get<double>();
             init = ik == "normal" ? Init::Normal(sc) : Init::Uniform(sc);
           } else {
-            return Err(where, StrCat("'init' is ", in.dump(),
+            return Err(where, StrCat("'init' is ", Shorten(in.dump()),
                                      "; expected {\"kind\": zeros|ones} or {\"kind\": normal|uniform, "
                                      "\"scale\": non-negative number}"));
           }
@@ -175,7 +179,7 @@ class Reader {
       HS_ASSIGN_OR_RETURN(std::string name, ReadName(n, where));
       OpKind kind;
       if (!n.contains("op") || !n["op"].is_string() || !ParseOpName(n["op"].get<std::string>(), &kind)) {
-        return Err(where, StrCat("'op' is ", n.contains("op") ? n["op"].dump() : "missing",
+        return Err(where, StrCat("'op' is ", n.contains("op") ? Shorten(n["op"].dump()) : "missing",
                                  "; expected a known op name (see docs/graph-format.md)"));
       }
       std::vector<ValueId> inputs;
@@ -183,7 +187,7 @@ class Reader {
       for (const json& in : n["inputs"]) {
         const ValueId v = in.is_string() ? g.Find(in.get<std::string>()) : kNoValue;
         if (v == kNoValue) {
-          return Err(where, StrCat("input ", in.dump(), " is not a value defined before this node"));
+          return Err(where, StrCat("input ", Shorten(in.dump()), " is not a value defined before this node"));
         }
         inputs.push_back(v);
       }
@@ -195,7 +199,7 @@ class Reader {
         for (auto it = aj.begin(); it != aj.end(); ++it) {
           const bool known = std::find(allowed.begin(), allowed.end(), it.key()) != allowed.end();
           if (!known || !AttrFromJson(it.value(), it.key(), &attrs)) {
-            return Err(where, StrCat("attribute '", it.key(), "'=", it.value().dump(),
+            return Err(where, StrCat("attribute '", Shorten(it.key()), "'=", Shorten(it.value().dump()),
                                      known ? " has the wrong type" : " is not an attribute of this op"));
           }
         }

@@ -405,7 +405,25 @@ absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
   return spec;
 }
 
+// Limits that keep a model buildable and its sizes within int64: a graph of at most this many
+// layers (each layer is a handful of nodes), and tensors of at most 2^50 elements (4 PiB of
+// fp32 — far past any machine, and far from int64 overflow in FLOP and byte counts).
+constexpr int64_t kMaxLayers = 10000;
+constexpr int64_t kMaxElements = int64_t{1} << 50;
+
 absl::StatusOr<Graph> BuildModel(const ModelSpec& spec) {
+  if (spec.args.count("layers") && spec.args.at("layers") > kMaxLayers) {
+    return Bad(StrCat("model '", spec.name, "': layers=", spec.args.at("layers"), "; expected at most ",
+                      kMaxLayers));
+  }
+  // Every dimension of every tensor is a product of at most a few arguments and the batch: bound
+  // the batch and each argument's product with it before building, so no shape wraps around.
+  for (const auto& [key, v] : spec.args) {
+    if (static_cast<double>(spec.batch) * v > static_cast<double>(kMaxElements)) {
+      return Bad(StrCat("model '", spec.name, "': batch ", spec.batch, " x ", key, "=", v,
+                        " exceeds 2^50 elements; use a smaller batch or ", key));
+    }
+  }
   absl::StatusOr<Graph> g = Bad(StrCat("unknown model '", spec.name, "'; known models: ", ModelNames()));
   if (spec.name == "mlp") g = BuildMlp(spec);
   if (spec.name == "gpt") g = BuildLm(spec, /*moe=*/false);
@@ -413,6 +431,15 @@ absl::StatusOr<Graph> BuildModel(const ModelSpec& spec) {
   if (spec.name == "vit") g = BuildVit(spec);
   if (spec.name == "vgg19") g = BuildVgg19(spec);
   if (!g.ok()) return Bad(StrCat(spec.ToString(), ": ", g.status().message()));
+  for (const Value& v : g->values()) {
+    int64_t n = 1;
+    for (int64_t d : v.shape) {
+      if (d <= 0 || __builtin_mul_overflow(n, d, &n) || n > kMaxElements) {
+        return Bad(StrCat(spec.ToString(), ": tensor '", v.name, "' of shape ", ShapeString(v.shape),
+                          " has more than 2^50 elements; use a smaller batch or model"));
+      }
+    }
+  }
   return g;
 }
 

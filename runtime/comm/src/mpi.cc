@@ -18,17 +18,29 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <thread>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 
+#include "absl/strings/cord.h"
 #include "hetsynth/ir/status.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/comm_common.h"
 
 namespace hetsynth::runtime {
 namespace {
+
+std::atomic<double> g_deadline_s{kDefaultCollectiveDeadline};
+constexpr int kPingTag = 7001, kPongTag = 7002;
+constexpr double kPingSeconds = 2;
+constexpr double kGraceSeconds = 5;
+double CollectiveDeadline() { return g_deadline_s.load(); }
 
 using comm_internal::CheckAllGatherV;
 using comm_internal::CheckAllReduce;
@@ -175,15 +187,15 @@ class MpiComm final : public Communicator {
     if (impl == CommImpl::kGrouped) {
       const std::vector<int> icounts = ToInt(counts), displs = Displacements(counts);
       const void* in = send == recv + at ? MPI_IN_PLACE : NonNull(send);
-      HS_MPI(MPI_Allgatherv, in, icounts[rank_], MPI_FLOAT, NonNull(recv), icounts.data(),
-             displs.data(), MPI_FLOAT, comm_);
+      HS_RETURN_IF_ERROR(Timed(Op::kAllGatherV, [&](MPI_Request* r) { return MPI_Iallgatherv(in, icounts[rank_], MPI_FLOAT, NonNull(recv), icounts.data(),
+             displs.data(), MPI_FLOAT, comm_, r); }));
       return absl::OkStatus();
     }
     if (m == 0) return absl::OkStatus();
     std::vector<float> padded(m, 0.0f), gathered(static_cast<size_t>(n) * m);
     if (mine > 0) std::memcpy(padded.data(), send, mine * sizeof(float));
-    HS_MPI(MPI_Allgather, padded.data(), static_cast<int>(m), MPI_FLOAT, gathered.data(),
-           static_cast<int>(m), MPI_FLOAT, comm_);
+    HS_RETURN_IF_ERROR(Timed(Op::kAllGatherV, [&](MPI_Request* r) { return MPI_Iallgather(padded.data(), static_cast<int>(m), MPI_FLOAT, gathered.data(),
+           static_cast<int>(m), MPI_FLOAT, comm_, r); }));
     float* out = recv;
     for (int k = 0; k < n; ++k) {
       if (counts[k] > 0) std::memcpy(out, gathered.data() + k * m, counts[k] * sizeof(float));
@@ -214,8 +226,8 @@ class MpiComm final : public Communicator {
       const std::vector<int> rcounts(n, static_cast<int>(mine));
       std::vector<int> rdispls(n);
       for (int k = 0; k < n; ++k) rdispls[k] = static_cast<int>(k * mine);
-      HS_MPI(MPI_Alltoallv, NonNull(send), scounts.data(), sdispls.data(), MPI_FLOAT,
-             NonNull(contributions.data()), rcounts.data(), rdispls.data(), MPI_FLOAT, comm_);
+      HS_RETURN_IF_ERROR(Timed(Op::kReduceScatterV, [&](MPI_Request* r) { return MPI_Ialltoallv(NonNull(send), scounts.data(), sdispls.data(), MPI_FLOAT,
+             NonNull(contributions.data()), rcounts.data(), rdispls.data(), MPI_FLOAT, comm_, r); }));
     } else {  // one equal-size all-to-all of the padded segments
       if (m == 0) return absl::OkStatus();
       stride = m;
@@ -226,8 +238,8 @@ class MpiComm final : public Communicator {
         in += counts[k];
       }
       contributions.resize(static_cast<size_t>(n) * m);
-      HS_MPI(MPI_Alltoall, padded.data(), static_cast<int>(m), MPI_FLOAT, contributions.data(),
-             static_cast<int>(m), MPI_FLOAT, comm_);
+      HS_RETURN_IF_ERROR(Timed(Op::kReduceScatterV, [&](MPI_Request* r) { return MPI_Ialltoall(padded.data(), static_cast<int>(m), MPI_FLOAT, contributions.data(),
+             static_cast<int>(m), MPI_FLOAT, comm_, r); }));
     }
     SumInRankOrder(contributions.data(), stride, mine, recv);
     return absl::OkStatus();
@@ -245,11 +257,11 @@ class MpiComm final : public Communicator {
     std::vector<float> padded(static_cast<size_t>(n) * chunk, 0.0f);
     std::memcpy(padded.data(), data, count * sizeof(float));
     std::vector<float> contributions(padded.size()), reduced(chunk);
-    HS_MPI(MPI_Alltoall, padded.data(), static_cast<int>(chunk), MPI_FLOAT, contributions.data(),
-           static_cast<int>(chunk), MPI_FLOAT, comm_);
+    HS_RETURN_IF_ERROR(Timed(Op::kAllReduce, [&](MPI_Request* r) { return MPI_Ialltoall(padded.data(), static_cast<int>(chunk), MPI_FLOAT, contributions.data(),
+           static_cast<int>(chunk), MPI_FLOAT, comm_, r); }));
     SumInRankOrder(contributions.data(), chunk, chunk, reduced.data());
-    HS_MPI(MPI_Allgather, reduced.data(), static_cast<int>(chunk), MPI_FLOAT, padded.data(),
-           static_cast<int>(chunk), MPI_FLOAT, comm_);
+    HS_RETURN_IF_ERROR(Timed(Op::kAllReduce, [&](MPI_Request* r) { return MPI_Iallgather(reduced.data(), static_cast<int>(chunk), MPI_FLOAT, padded.data(),
+           static_cast<int>(chunk), MPI_FLOAT, comm_, r); }));
     std::memcpy(data, padded.data(), count * sizeof(float));
     return absl::OkStatus();
   }
@@ -263,7 +275,7 @@ class MpiComm final : public Communicator {
     HS_RETURN_IF_ERROR(Agree(Op::kAllToAllV, CommImpl::kGrouped, {}, 0, 0, error));
     // What every rank means to send here must be what this rank expects to receive.
     std::vector<int64_t> incoming(n);
-    HS_MPI(MPI_Alltoall, send_counts.data(), 1, MPI_INT64_T, incoming.data(), 1, MPI_INT64_T, comm_);
+    HS_RETURN_IF_ERROR(Timed(Op::kAllToAllV, [&](MPI_Request* r) { return MPI_Ialltoall(send_counts.data(), 1, MPI_INT64_T, incoming.data(), 1, MPI_INT64_T, comm_, r); }));
     std::string mismatch;
     for (int k = 0; k < n && mismatch.empty(); ++k) {
       if (incoming[k] != recv_counts[k]) {
@@ -273,7 +285,7 @@ class MpiComm final : public Communicator {
     }
     std::vector<int> bad(n);
     const int mine_bad = mismatch.empty() ? 0 : 1;
-    HS_MPI(MPI_Allgather, &mine_bad, 1, MPI_INT, bad.data(), 1, MPI_INT, comm_);
+    HS_RETURN_IF_ERROR(Timed(Op::kAllToAllV, [&](MPI_Request* r) { return MPI_Iallgather(&mine_bad, 1, MPI_INT, bad.data(), 1, MPI_INT, comm_, r); }));
     for (int k = 0; k < n; ++k) {
       if (!bad[k]) continue;
       return absl::InvalidArgumentError(StrCat(
@@ -283,8 +295,8 @@ class MpiComm final : public Communicator {
     }
     const std::vector<int> scounts = ToInt(send_counts), sdispls = Displacements(send_counts);
     const std::vector<int> rcounts = ToInt(recv_counts), rdispls = Displacements(recv_counts);
-    HS_MPI(MPI_Alltoallv, NonNull(send), scounts.data(), sdispls.data(), MPI_FLOAT, NonNull(recv),
-           rcounts.data(), rdispls.data(), MPI_FLOAT, comm_);
+    HS_RETURN_IF_ERROR(Timed(Op::kAllToAllV, [&](MPI_Request* r) { return MPI_Ialltoallv(NonNull(send), scounts.data(), sdispls.data(), MPI_FLOAT, NonNull(recv),
+           rcounts.data(), rdispls.data(), MPI_FLOAT, comm_, r); }));
     return absl::OkStatus();
   }
 
@@ -293,7 +305,7 @@ class MpiComm final : public Communicator {
     HS_RETURN_IF_ERROR(Agree(Op::kBroadcast, CommImpl::kGrouped, {}, count, root, error));
     for (int64_t at = 0; at < count; at += INT_MAX) {  // MPI counts are ints
       const int len = static_cast<int>(std::min<int64_t>(INT_MAX, count - at));
-      HS_MPI(MPI_Bcast, data + at, len, MPI_FLOAT, root, comm_);
+      HS_RETURN_IF_ERROR(Timed(Op::kBroadcast, [&](MPI_Request* r) { return MPI_Ibcast(data + at, len, MPI_FLOAT, root, comm_, r); }));
     }
     return absl::OkStatus();
   }
@@ -333,6 +345,94 @@ class MpiComm final : public Communicator {
     }
   }
 
+  // Answers a peer's "are you alive?" (sent by a rank whose collective timed out): every rank
+  // waiting in a collective answers; a stopped or dead one cannot.
+  void AnswerPings() {
+    int flag = 0;
+    MPI_Status st;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, kPingTag, comm_, &flag, &st) != MPI_SUCCESS || !flag) return;
+    int64_t v = 0;
+    MPI_Recv(&v, 1, MPI_INT64_T, st.MPI_SOURCE, kPingTag, comm_, MPI_STATUS_IGNORE);
+    MPI_Send(&v, 1, MPI_INT64_T, st.MPI_SOURCE, kPongTag, comm_);
+  }
+
+  // The ranks among `ranks` that do not answer a ping within kPingSeconds.
+  std::vector<int> Unresponsive(const std::vector<int>& ranks) {
+    std::vector<MPI_Request> reqs(2 * ranks.size());
+    std::vector<int64_t> out(ranks.size(), seq_), in(ranks.size());
+    for (size_t i = 0; i < ranks.size(); ++i) {
+      MPI_Isend(&out[i], 1, MPI_INT64_T, ranks[i], kPingTag, comm_, &reqs[2 * i]);
+      MPI_Irecv(&in[i], 1, MPI_INT64_T, ranks[i], kPongTag, comm_, &reqs[2 * i + 1]);
+    }
+    std::vector<int> answered(ranks.size(), 0);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < kPingSeconds) {
+      AnswerPings();
+      for (size_t i = 0; i < ranks.size(); ++i) {
+        if (!answered[i]) MPI_Test(&reqs[2 * i + 1], &answered[i], MPI_STATUS_IGNORE);
+      }
+      if (std::all_of(answered.begin(), answered.end(), [](int a) { return a != 0; })) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    std::vector<int> silent;
+    for (size_t i = 0; i < ranks.size(); ++i) {
+      if (!answered[i]) silent.push_back(ranks[i]);
+    }
+    return silent;
+  }
+
+  // Starts a nonblocking collective with `start` and waits for it, answering pings, until the
+  // deadline. Then rank 0 (or rank 1, when rank 0 does not answer) pings every rank, prints one
+  // line naming the collective and the ranks that did not answer, and fails; its exit aborts the
+  // job. The other ranks wait a grace period for that and fail quietly.
+  absl::Status Timed(Op op, const std::function<int(MPI_Request*)>& start) {
+    MPI_Request req = MPI_REQUEST_NULL;
+    const int rc = start(&req);
+    if (rc != MPI_SUCCESS) return MpiError(OpName(op), rc, __FILE__, __LINE__);
+    const double deadline = CollectiveDeadline();
+    const auto t0 = std::chrono::steady_clock::now();
+    bool checked = false;
+    for (int64_t polls = 0;; ++polls) {
+      int done = 0;
+      const int trc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+      if (trc != MPI_SUCCESS) return MpiError(OpName(op), trc, __FILE__, __LINE__);
+      if (done) return absl::OkStatus();
+      AnswerPings();
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (waited > deadline && !checked && rank_ <= 1) {
+        checked = true;
+        bool report = rank_ == 0;
+        if (rank_ == 1) report = !Unresponsive({0}).empty();
+        if (report) {
+          std::vector<int> others;
+          for (int k = 0; k < size_; ++k) {
+            if (k != rank_) others.push_back(k);
+          }
+          const std::vector<int> silent = Unresponsive(others);
+          std::string list;
+          for (int k : silent) list += StrCat(list.empty() ? "" : ", ", k);
+          const std::string who = silent.empty()
+                                      ? std::string("every rank answers, so one is stuck outside a collective")
+                                      : StrCat(silent.size() == 1 ? "rank " : "ranks ", list,
+                                               silent.size() == 1 ? " does" : " do", " not respond (stopped or dead)");
+          std::fprintf(stderr, "hetsynth: error: mpi %s (collective #%lld): no progress in %g s (--deadline); %s\n",
+                       OpName(op), static_cast<long long>(seq_), deadline, who.c_str());
+          std::fflush(stderr);
+          return Reported();
+        }
+      }
+      if (waited > deadline + kGraceSeconds) return Reported();
+      if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(polls > 100000 ? 1000 : 50));
+    }
+  }
+
+  // A failure already printed (one line per job): main adds nothing; the exit aborts the job.
+  static absl::Status Reported() {
+    absl::Status s = absl::DeadlineExceededError("collective deadline (reported)");
+    s.SetPayload(kReportedPayload, absl::Cord("1"));
+    return s;
+  }
+
   std::string Where(Op op) const {
     return StrCat("mpi ", OpName(op), " (collective #", seq_, ", rank ", rank_, "): ");
   }
@@ -348,7 +448,9 @@ class MpiComm final : public Communicator {
                                    static_cast<int64_t>(counts_hash), count, root,
                                    error.empty() ? 0 : 1};
     std::vector<int64_t> all(static_cast<size_t>(size_) * kFields);
-    HS_MPI(MPI_Allgather, mine, kFields, MPI_INT64_T, all.data(), kFields, MPI_INT64_T, comm_);
+    HS_RETURN_IF_ERROR(Timed(op, [&](MPI_Request* r) {
+      return MPI_Iallgather(mine, kFields, MPI_INT64_T, all.data(), kFields, MPI_INT64_T, comm_, r);
+    }));
     auto field = [&](int r, int f) { return all[r * kFields + f]; };
     const std::string why = FingerprintsDisagree(size_, rank_, field, error, counts, "; every rank must use the same");
     if (why.empty()) return absl::OkStatus();
@@ -364,6 +466,8 @@ class MpiComm final : public Communicator {
 }  // namespace
 
 bool MpiAvailable() { return true; }
+
+void SetCollectiveDeadline(double seconds) { g_deadline_s.store(seconds); }
 
 absl::StatusOr<std::unique_ptr<Communicator>> MpiWorld() {
   HS_RETURN_IF_ERROR(EnsureMpi());

@@ -136,10 +136,20 @@ absl::StatusOr<DataSource> DataSource::FromFile(const std::string& path, const i
     }
     rows = got[0];
   }
+  if (rows == 0) {
+    return Bad(StrCat(where, ": the inputs have 0 rows; expected at least one batch of ", batch));
+  }
   for (const auto& [name, t] : file.tensors) {
     if (!d.inputs_.count(name)) {
       return Bad(StrCat(where, ": unexpected tensor '", name, "'; the model's inputs are ",
                         absl::StrJoin(names, ", ")));
+    }
+  }
+  for (const auto& [name, t] : file.tensors) {
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      if (!std::isfinite(t.data[i])) {
+        return Bad(StrCat(where, ": tensor '", name, "' element ", i, " is ", t.data[i], "; expected finite numbers"));
+      }
     }
   }
   for (const auto& [name, bound] : IntegerInputBounds(graph)) {

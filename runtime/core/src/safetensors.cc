@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hetsynth/ir/input_limits.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::runtime {
@@ -451,6 +452,9 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   std::string header_text(header_bytes, '\0');
   HS_RETURN_IF_ERROR(ReadAt(fd.get(), path, 8, header_text.data(), header_text.size(), "the header"));
 
+  if (const int depth = ir::JsonNestingDepth(header_text); depth > ir::kMaxJsonDepth) {
+    return Invalid(path, "header nests arrays/objects ", depth, " deep; expected at most ", ir::kMaxJsonDepth);
+  }
   // nlohmann keeps the last of duplicate keys; a duplicated tensor name is an error instead.
   std::set<std::string> seen;
   std::optional<std::string> duplicate;
@@ -463,7 +467,7 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
       }
       return true;
     });
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number past double's range
     std::string what = e.what();
     if (size_t p = what.find("] "); what.starts_with("[json.exception") && p != std::string::npos) {
       what = what.substr(p + 2);

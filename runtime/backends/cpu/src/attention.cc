@@ -42,9 +42,17 @@ void SoftmaxRows(float* s, int64_t t, bool causal) {
     const int64_t n = causal ? i + 1 : t;
     // Eigen's exp is vectorized; std::exp in a loop is not, and at GPT sizes the B·H·T·T
     // exponentials would cost as much as the two products.
-    Eigen::Map<Eigen::ArrayXf> r(row, n);
+    // Eigen peels unaligned heads with scalar code, so on a Map of `row` the bits would depend on
+    // the row's address (and so on the allocator): work on a copy at a 64-byte-aligned address.
+    thread_local std::vector<float, Eigen::aligned_allocator<float>> scratch;
+    if (scratch.size() < static_cast<size_t>(n) + 16) scratch.resize(static_cast<size_t>(n) + 16);
+    float* a = scratch.data();
+    a += (16 - (reinterpret_cast<uintptr_t>(a) / sizeof(float)) % 16) % 16;
+    std::copy(row, row + n, a);
+    Eigen::Map<Eigen::ArrayXf, Eigen::Aligned64> r(a, n);
     r = (r - r.maxCoeff()).exp();
     r *= 1.0f / r.sum();
+    std::copy(a, a + n, row);
     std::fill(row + n, row + t, 0.0f);
   }
 }

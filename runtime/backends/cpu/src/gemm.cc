@@ -1,4 +1,8 @@
 // GEMM through Eigen's blocked kernels (single-threaded; ranks are the unit of parallelism).
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
 #include <Eigen/Core>
 
 #include "hetsynth/ir/status.h"
@@ -9,7 +13,6 @@ namespace hetsynth::runtime {
 void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, const float* b, float beta, float* c) {
   using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using ConstMap = Eigen::Map<const RowMat>;
   HS_CHECK(beta == 0.0f || beta == 1.0f, "Gemm supports beta 0 or 1");
   if (m == 0 || n == 0) return;
   Eigen::Map<RowMat> cm(c, m, n);
@@ -17,15 +20,34 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     if (beta == 0.0f) cm.setZero();
     return;
   }
+  // Eigen's matrix-vector and small-product paths peel unaligned heads, so their summation
+  // order (and the bits) would depend on the operands' addresses — on the allocator, the
+  // process, MPI vs threads. Every operand is therefore copied to a 64-byte-aligned buffer
+  // first: the result depends only on the values and the sizes (copies are O(mk + kn + mn)).
+  thread_local std::vector<float, Eigen::aligned_allocator<float>> abuf, bbuf, cbuf;
+  auto aligned_copy = [](auto& buf, const float* src, int64_t count) {
+    if (buf.size() < static_cast<size_t>(count) + 16) buf.resize(static_cast<size_t>(count) + 16);
+    float* p = buf.data();
+    p += (16 - (reinterpret_cast<uintptr_t>(p) / sizeof(float)) % 16) % 16;
+    std::copy(src, src + count, p);
+    return p;
+  };
+  const float* aa = aligned_copy(abuf, a, m * k);
+  const float* ba = aligned_copy(bbuf, b, k * n);
+  float* ca = aligned_copy(cbuf, c, m * n);
+  using AlignedMap = Eigen::Map<RowMat, Eigen::Aligned64>;
+  using ConstAlignedMap = Eigen::Map<const RowMat, Eigen::Aligned64>;
+  AlignedMap cam(ca, m, n);
   auto run = [&](const auto& lhs, const auto& rhs) {
     if (beta == 0.0f) {
-      cm.noalias() = alpha * (lhs * rhs);
+      cam.noalias() = alpha * (lhs * rhs);
     } else {
-      cm.noalias() += alpha * (lhs * rhs);
+      cam.noalias() += alpha * (lhs * rhs);
     }
+    cm = cam;
   };
-  const ConstMap am(a, trans_a ? k : m, trans_a ? m : k);
-  const ConstMap bm(b, trans_b ? n : k, trans_b ? k : n);
+  const ConstAlignedMap am(aa, trans_a ? k : m, trans_a ? m : k);
+  const ConstAlignedMap bm(ba, trans_b ? n : k, trans_b ? k : n);
   if (!trans_a && !trans_b) run(am, bm);
   if (!trans_a && trans_b) run(am, bm.transpose());
   if (trans_a && !trans_b) run(am.transpose(), bm);

@@ -113,6 +113,14 @@ class Communicator {
 absl::Status RunThreadRanks(int n, const std::function<absl::Status(Communicator&)>& fn,
                             double timeout_s = 120);
 
+// The deadline of every MPI collective, in seconds (train --deadline): a collective that makes
+// no progress for this long ends the job with one line naming it and, when known, the ranks
+// that never reached it (a stopped, dead or stuck process). Set before MpiWorld.
+inline constexpr double kDefaultCollectiveDeadline = 300;
+// The payload of a failure that was already printed (main prints nothing more).
+inline constexpr char kReportedPayload[] = "hetsynth/reported";
+void SetCollectiveDeadline(double seconds);
+
 // Whether this build includes the MPI communicator (MPI found at configure time).
 bool MpiAvailable();
 

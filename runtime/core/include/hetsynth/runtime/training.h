@@ -23,12 +23,19 @@ namespace hetsynth::runtime {
 // elements in row-major order (docs/models.md).
 Tensor InitParameter(const ir::Value& param, uint64_t seed);
 
-// "ckpt.safetensors" -> "ckpt.optim.safetensors"; other names get ".optim.safetensors".
+// "ckpt.safetensors" -> "ckpt.optim.safetensors"; other names get ".optim.safetensors". Checkpoints
+// written before sets existed keep their state there; newer ones name theirs in the manifest.
 std::string OptimizerStatePath(const std::string& checkpoint);
 
 // Checkpoints of full tensors, shared by single-device and multi-rank training (so one moves
-// freely between them): parameters in `path`, optimizer state (when any) in
-// OptimizerStatePath(path), metadata format/model/step/optimizer in both.
+// freely between them), committed atomically as a set (docs/runtime.md, "Checkpoints"):
+// the optimizer state (when any) goes to a file of its own generation,
+// "<stem>.optim.<set>.safetensors", then the parameters to `path`, whose __metadata__ is the
+// set's manifest (format/model/step/optimizer, the set id, the state file's name and a content
+// hash of both files' tensors). Every file is written to a temporary name, fsynced and renamed;
+// `path` is renamed last, so a crash at any moment leaves the old set or the new one. Files of
+// older sets and temporaries of dead writers are removed after the commit. Reading cross-checks
+// the manifest: hashes, step and set id of the state file; an inconsistent set is refused.
 struct Checkpoint {
   std::map<std::string, Tensor> params;
   std::map<std::string, Tensor> state;  // empty when absent or written by another optimizer
