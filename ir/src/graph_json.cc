@@ -22,6 +22,7 @@ const char* InitName(Init::Kind k) {
     case Init::Kind::kOnes: return "ones";
     case Init::Kind::kNormal: return "normal";
     case Init::Kind::kUniform: return "uniform";
+    case Init::Kind::kData: return "data";
   }
   return "zeros";
 }
