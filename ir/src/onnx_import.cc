@@ -659,18 +659,27 @@ class Importer {
     if (auto it = inits_.find(name); it != inits_.end()) {
       const Const* c = Constant(name);
       if (!c) return first_error_;
-      std::vector<float> data(c->v.begin(), c->v.end());
-      Shape shape = c->dims;
-      if (shape.empty()) shape = {1};
-      HS_ASSIGN_OR_RETURN(ValueId id, g_.AddParameter(name, shape, Init::Data(std::move(data))));
-      ids_[name] = id;
-      return id;
+      return AddParameterFrom(name, *c);
     }
     auto pit = producer_.find(name);
     if (pit == producer_.end()) {
       return Bad(StrCat(path_, ": value '", name, "' is not a graph input, an initializer or a node output"));
     }
     const onnx::NodeProto& n = *pit->second;
+    if (Constant(name) != nullptr && n.op_type() == "Identity" && IdentityOfInitializer(name)) {
+      // torch.onnx.export stores equal initializers once and names the others with Identity
+      // nodes (all LayerNorm weights start as ones): each is its own parameter in PyTorch, so
+      // here too, under its own name.
+      return AddParameterFrom(name, *Constant(name));
+    }
+    static const std::set<std::string> movement = {"Gather", "Slice", "Expand", "Transpose", "Reshape", "Unsqueeze",
+                                                   "Squeeze", "Concat", "Flatten", "Split"};
+    if (Constant(name) != nullptr && movement.count(n.op_type())) {
+      // Data movement on initializers (position rows Gathered by a constant Range, a class
+      // token Expanded): IR ops on the parameters, so that they train as in PyTorch.
+      HS_RETURN_IF_ERROR(Emit(n));
+      if (auto it = ids_.find(name); it != ids_.end()) return it->second;
+    }
     if (Constant(name) != nullptr) {
       // A computed constant used as data: the IR has no constant tensors.
       return Bad(StrCat(user ? Where(*user) : path_, " ", field, ": '", name,
@@ -681,6 +690,21 @@ class Importer {
     HS_RETURN_IF_ERROR(Emit(n));
     if (auto it = ids_.find(name); it != ids_.end()) return it->second;
     return Bad(StrCat(Where(n), ": output '", name, "' was not produced"));
+  }
+
+  absl::StatusOr<ValueId> AddParameterFrom(const std::string& name, const Const& c) {
+    std::vector<float> data(c.v.begin(), c.v.end());
+    Shape shape = c.dims;
+    if (shape.empty()) shape = {1};
+    HS_ASSIGN_OR_RETURN(ValueId id, g_.AddParameter(name, shape, Init::Data(std::move(data))));
+    ids_[name] = id;
+    return id;
+  }
+
+  bool IdentityOfInitializer(const std::string& name) const {
+    std::string cur = name;
+    for (const onnx::NodeProto* p = Prod(cur, "Identity"); p; p = Prod(cur, "Identity")) cur = p->input(0);
+    return inits_.count(cur) > 0;
   }
 
   absl::StatusOr<ValueId> AddInput(const onnx::ValueInfoProto& v) {
@@ -771,7 +795,9 @@ class Importer {
 
   bool IsScalar(const std::string& name, double value, double tol) {
     const Const* c = Constant(name);
-    return c && c->v.size() == 1 && std::abs(c->v[0] - value) <= tol * std::max(1.0, std::abs(value));
+    if (!c || c->v.size() != 1) return false;
+    if (std::isinf(value)) return c->v[0] == value;
+    return std::abs(c->v[0] - value) <= tol * std::max(1.0, std::abs(value));
   }
 
   const onnx::NodeProto* Prod(const std::string& name, const std::string& op) const {
