@@ -90,6 +90,7 @@ onnx::ModelProto TinyModel(const std::string& op = "Relu") {
   onnx::ValueInfoProto* y = g->add_output();
   y->set_name("y");
   y->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  for (int64_t d : {2, 3}) y->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(d);
   return m;
 }
 
@@ -149,7 +150,7 @@ TEST(OnnxImport, BadFilesExitTwoWithOneLine) {
   // A plan refuses a model file that changed since.
   const std::string good = Write(TinyModel(), "plan-model.onnx");
   const std::string plan = TempDir() + "/tiny-plan.json";
-  ASSERT_EQ(Hetsynth("synth --model " + good + " --cluster " + cluster + " -o " + plan).code, 0);
+  ASSERT_EQ(Hetsynth("synth --model " + good + " --cluster " + cluster + " --flat --no-overlap -o " + plan).code, 0);
   Write(TinyModel("Sigmoid"), "plan-model.onnx");
   ExpectError("train --plan " + plan + " --steps 1", "has changed");
 }
@@ -263,7 +264,8 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
   const auto big = Hetsynth("synth" + model + " --cluster " + clusters + "reference-64.json -o " + dir + "/ref64.json");
   EXPECT_EQ(big.code, 0) << big.output;
   const std::string plan = dir + "/mixed4.json";
-  const auto s = Hetsynth("synth" + model + " --cluster " + clusters + "mixed-4.json -o " + plan);
+  // --flat --no-overlap: the runtime does not run bucketed plans yet (as in train_plan_test).
+  const auto s = Hetsynth("synth" + model + " --cluster " + clusters + "mixed-4.json --flat --no-overlap -o " + plan);
   ASSERT_EQ(s.code, 0) << s.output;
   const std::string train = " --data " + data_ + " --steps 3 --optimizer sgd --lr 0.1 --quiet --metrics ";
   const auto one = Hetsynth("train" + model + train + dir + "/one.jsonl");
