@@ -282,6 +282,19 @@ class Importer {
     }
     if (gp.output_size() < 1) return Bad(StrCat(path_, ": the graph has no output"));
     const std::string out_name = gp.output(0).name();
+    if (opts_.loss == "none" && !producer_.count(out_name) && !inits_.count(out_name) && !inputs_.count(out_name)) {
+      return Bad(StrCat(path_, ": graph output '", out_name, "' is not produced by any node"));
+    }
+    if (opts_.loss == "none") {
+      if (const Const* c = Constant(out_name)) {
+        OnnxImport r;
+        r.output = out_name;
+        r.constant = true;
+        r.constant_shape = c->dims;
+        r.constant_values = c->v;
+        return r;
+      }
+    }
     HS_ASSIGN_OR_RETURN(ValueId out, AsValue(out_name, nullptr, "graph output"));
     HS_ASSIGN_OR_RETURN(OnnxImport r, Finish(out));
     return r;
@@ -418,7 +431,8 @@ class Importer {
       }
       return Elementwise(in, f, integer.value_or(all_int));
     };
-    if (op == "Identity" || (op == "Dropout" && out_index == 0)) return *in.at(0);
+    if (op == "Dropout" && (out_index != 0 || (arg(2) && !arg(2)->v.empty() && arg(2)->v[0] != 0))) return std::nullopt;
+    if (op == "Identity" || op == "Dropout") return *in.at(0);
     if (op == "Add") return ew([](const auto& a) { return a[0] + a[1]; });
     if (op == "Sub") return ew([](const auto& a) { return a[0] - a[1]; });
     if (op == "Mul") return ew([](const auto& a) { return a[0] * a[1]; });
@@ -778,12 +792,12 @@ class Importer {
     while (!tail.empty() && tail.front() == 1 && tail.size() > 0) tail.erase(tail.begin());
     if (tail.empty()) tail = {1};
     const bool suffix = tail.size() <= sa.size() && std::equal(tail.begin(), tail.end(), sa.end() - static_cast<long>(tail.size()));
-    if (!suffix) {
+    if (!suffix && Numel(tail) != 1) {
       return Bad(StrCat(Where(n), ": broadcasting ", DimsString(sb), " over ", DimsString(sa),
                         " needs a dim of size 1 inside the shape; the IR broadcasts only leading dims"));
     }
     HS_ASSIGN_OR_RETURN(b, ReshapeTo(n, b, tail, StrCat(n.output(0), "/operand")));
-    if (kind == OpKind::kAdd && Numel(tail) == 1 && Numel(sa) != 1) {
+    if (Numel(tail) == 1 && Numel(sa) != 1) {  // a scalar operand: broadcast explicitly
       HS_ASSIGN_OR_RETURN(b, Op(n, StrCat(n.output(0), "/expand"), OpKind::kExpand, {b}, [&] {
                             Attrs e;
                             e.shape = sa;
@@ -947,6 +961,10 @@ class Importer {
     if (!n.domain().empty() && n.domain() != "ai.onnx") {
       return Bad(StrCat(Where(n), ": operator domain '", n.domain(), "'; expected the default ONNX domain"));
     }
+    if ((op == "MaxPool" || op == "AveragePool" || op == "Conv") && Attr(n, "auto_pad") &&
+        Attr(n, "auto_pad")->s() != "NOTSET") {
+      return Bad(StrCat(Where(n), " attribute auto_pad: ", Attr(n, "auto_pad")->s(), "; only explicit pads are supported"));
+    }
     if (std::optional<std::string> x = MatchGelu(n)) {
       HS_ASSIGN_OR_RETURN(ValueId xv, AsValue(*x, &n, "GELU input"));
       HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kGelu, {xv}));
@@ -988,10 +1006,19 @@ class Importer {
     if (op == "Softmax" || op == "LogSoftmax") {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       const size_t rank = g_.value(x).shape.size();
-      if (NormAxis(AttrInt(n, "axis", -1), rank) != static_cast<int64_t>(rank) - 1) {
-        return Bad(StrCat(Where(n), " attribute axis: ", AttrInt(n, "axis", -1), "; only the last axis is supported"));
+      const int64_t axis = NormAxis(AttrInt(n, "axis", -1), rank), last = static_cast<int64_t>(rank) - 1;
+      const OpKind kind = op == "Softmax" ? OpKind::kSoftmax : OpKind::kLogSoftmax;
+      if (axis == last) {
+        HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, kind, {x}));
+        return Set(n, 0, y);
       }
-      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, op == "Softmax" ? OpKind::kSoftmax : OpKind::kLogSoftmax, {x}));
+      // Over another axis (opset 13+: that one axis): swapped to the end and back.
+      Attrs swap;
+      swap.axis = axis;
+      swap.axis2 = last;
+      HS_ASSIGN_OR_RETURN(ValueId t, Op(n, StrCat(out, "/to_last"), OpKind::kTranspose, {x}, swap));
+      HS_ASSIGN_OR_RETURN(ValueId sm, Op(n, StrCat(out, "/last"), kind, {t}));
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kTranspose, {sm}, swap));
       return Set(n, 0, y);
     }
     if (op == "Add" || op == "Mul") {
@@ -1221,6 +1248,9 @@ class Importer {
         return Bad(StrCat(Where(n), " attribute kernel_shape/strides: expected a square window and equal strides"));
       }
       if (AttrInt(n, "ceil_mode", 0) != 0) return Bad(StrCat(Where(n), " attribute ceil_mode: only 0 is supported"));
+      for (int64_t d : AttrInts(n, "dilations")) {
+        if (d != 1) return Bad(StrCat(Where(n), " attribute dilations: ", d, "; only 1 is supported"));
+      }
       const int64_t stride = s.empty() ? 1 : s[0];
       if (op == "MaxPool") {
         if (n.output_size() > 1 && !n.output(1).empty()) return Bad(StrCat(Where(n), ": the Indices output is not supported"));

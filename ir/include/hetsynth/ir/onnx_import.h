@@ -27,6 +27,11 @@ struct OnnxImport {
   Graph graph;             // with loss "none": no loss set (only for evaluating the forward)
   std::string output;      // the IR value of the ONNX graph's (first) output
   uint64_t file_hash = 0;  // FNV-1a of the file's bytes, 48 bits (exact in a double)
+  // With loss "none" only: set when the output folds to a constant (every input an
+  // initializer); then `graph` is empty. Row-major values and their shape.
+  bool constant = false;
+  Shape constant_shape;
+  std::vector<double> constant_values;
 };
 
 // Whether this build can read ONNX files (libonnx-dev was found).
