@@ -156,6 +156,9 @@ class Reader {
                    in["scale"].get<double>() >= 0) {
             const double sc = in["scale"].get<double>();
             init = ik == "normal" ? Init::Normal(sc) : Init::Uniform(sc);
+          } else if (ik == "data") {
+            return Err(where, "'init' is {\"kind\": \"data\"}: an imported model's weights are not stored in graph "
+                              "files; use the .onnx file itself (docs/onnx.md)");
           } else {
             return Err(where, StrCat("'init' is ", in.dump(),
                                      "; expected {\"kind\": zeros|ones} or {\"kind\": normal|uniform, "
