@@ -845,6 +845,59 @@ class Importer {
     return std::nullopt;
   }
 
+  // ReduceMean over the last axis only, keeping it.
+  // `rank`: of x (the pattern's input; its inner values are never resolved, which would emit
+  // them as IR ops).
+  bool IsMeanLast(const onnx::NodeProto* rm, const std::string& x, size_t rank) {
+    if (!rm || rm->input(0) != x || AttrInt(*rm, "keepdims", 1) != 1) return false;
+    std::vector<int64_t> axes = AttrInts(*rm, "axes");
+    if (rm->input_size() > 1 && !rm->input(1).empty()) {
+      const Const* c = Constant(rm->input(1));
+      if (!c) return false;
+      axes.clear();
+      for (double a : c->v) axes.push_back(static_cast<int64_t>(a));
+    }
+    return axes.size() == 1 && NormAxis(axes[0], rank) == static_cast<int64_t>(rank) - 1;
+  }
+
+  struct LayerNormMatch {
+    std::string x, gamma, beta;
+    double eps = 0;
+  };
+  // LayerNorm as opsets < 17 export it: Add(Mul(Div(d, Sqrt(Add(ReduceMean(Pow(d, 2)), eps))),
+  // gamma), beta) with d = Sub(x, ReduceMean(x)), the reductions over the last axis.
+  std::optional<LayerNormMatch> MatchLayerNorm(const onnx::NodeProto& n) {
+    if (n.op_type() != "Add") return std::nullopt;
+    for (int bi = 0; bi < 2; ++bi) {
+      const onnx::NodeProto* mul = Prod(n.input(1 - bi), "Mul");
+      if (!mul) continue;
+      for (int gi = 0; gi < 2; ++gi) {
+        const onnx::NodeProto* div = Prod(mul->input(1 - gi), "Div");
+        if (!div) continue;
+        const onnx::NodeProto* sub = Prod(div->input(0), "Sub");
+        const onnx::NodeProto* sqrt = Prod(div->input(1), "Sqrt");
+        if (!sub || !sqrt) continue;
+        const onnx::NodeProto* mean = Prod(sub->input(1), "ReduceMean");
+        if (!mean || mean->input(0) != sub->input(0)) continue;
+        absl::StatusOr<Shape> xs = ShapeOf(sub->input(0));
+        if (!xs.ok() || !IsMeanLast(mean, sub->input(0), xs->size())) continue;
+        const onnx::NodeProto* add = Prod(sqrt->input(0), "Add");
+        if (!add) continue;
+        for (int ei = 0; ei < 2; ++ei) {
+          const Const* eps = Constant(add->input(ei));
+          const onnx::NodeProto* var = Prod(add->input(1 - ei), "ReduceMean");
+          if (!eps || eps->v.size() != 1 || !var) continue;
+          const onnx::NodeProto* pow = Prod(var->input(0), "Pow");
+          if (!pow || !IsScalar(pow->input(1), 2.0, 0) || !IsMeanLast(var, pow->output(0), xs->size())) continue;
+          const onnx::NodeProto* sub2 = Prod(pow->input(0), "Sub");
+          if (!sub2 || sub2->input(0) != sub->input(0) || sub2->input(1) != sub->input(1)) continue;
+          return LayerNormMatch{sub->input(0), mul->input(gi), n.input(bi), eps->v[0]};
+        }
+      }
+    }
+    return std::nullopt;
+  }
+
   // Reshape(x[B,T,C] -> [B,T,H,D]) then Transpose(perm); returns x and H.
   std::optional<std::pair<std::string, int64_t>> SplitHeads(const std::string& name, const std::vector<int64_t>& perm) {
     const onnx::NodeProto* tr = Prod(name, "Transpose");
@@ -970,6 +1023,18 @@ class Importer {
       HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kGelu, {xv}));
       return Set(n, 0, y);
     }
+    if (std::optional<LayerNormMatch> ln = MatchLayerNorm(n)) {
+      HS_ASSIGN_OR_RETURN(ValueId x, AsValue(ln->x, &n, "layer norm input"));
+      HS_ASSIGN_OR_RETURN(ValueId gamma, AsValue(ln->gamma, &n, "layer norm scale"));
+      HS_ASSIGN_OR_RETURN(ValueId beta, AsValue(ln->beta, &n, "layer norm bias"));
+      const int64_t c = g_.value(x).shape.back();
+      HS_ASSIGN_OR_RETURN(gamma, ReshapeTo(n, gamma, {c}, StrCat(out, "/scale")));
+      HS_ASSIGN_OR_RETURN(beta, ReshapeTo(n, beta, {c}, StrCat(out, "/bias")));
+      Attrs a;
+      a.eps = ln->eps;
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kLayerNorm, {x, gamma, beta}, a));
+      return Set(n, 0, y);
+    }
     if (std::optional<AttentionMatch> m = MatchAttention(n)) {
       HS_ASSIGN_OR_RETURN(ValueId q, AsValue(m->q, &n, "attention q"));
       HS_ASSIGN_OR_RETURN(ValueId k, AsValue(m->k, &n, "attention k"));
@@ -1034,10 +1099,17 @@ class Importer {
       return Set(n, 0, y);
     }
     if (op == "Gemm") {
-      if (AttrInt(n, "transA", 0) != 0 || AttrFloat(n, "alpha", 1) != 1 || AttrFloat(n, "beta", 1) != 1) {
-        return Bad(StrCat(Where(n), ": transA, alpha and beta must be 0, 1 and 1"));
+      if (AttrFloat(n, "alpha", 1) != 1 || AttrFloat(n, "beta", 1) != 1) {
+        return Bad(StrCat(Where(n), " attributes alpha, beta: ", AttrFloat(n, "alpha", 1), ", ", AttrFloat(n, "beta", 1),
+                          "; only 1 and 1 are supported"));
       }
       HS_ASSIGN_OR_RETURN(ValueId a, In(n, 0));
+      if (AttrInt(n, "transA", 0) != 0) {
+        Attrs t;
+        t.axis = 0;
+        t.axis2 = 1;
+        HS_ASSIGN_OR_RETURN(a, Op(n, StrCat(out, "/a_t"), OpKind::kTranspose, {a}, t));
+      }
       HS_ASSIGN_OR_RETURN(ValueId b, In(n, 1));
       ValueId c = kNoValue;
       if (n.input_size() > 2 && !n.input(2).empty()) {
@@ -1060,16 +1132,22 @@ class Importer {
     }
     if (op == "LayerNormalization") {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
-      const size_t rank = g_.value(x).shape.size();
-      if (NormAxis(AttrInt(n, "axis", -1), rank) != static_cast<int64_t>(rank) - 1) {
-        return Bad(StrCat(Where(n), " attribute axis: ", AttrInt(n, "axis", -1), "; only the last axis is supported"));
-      }
+      const Shape xs = g_.value(x).shape;
+      const int64_t axis = NormAxis(AttrInt(n, "axis", -1), xs.size());
       if (n.input_size() < 3 || n.input(2).empty()) return Bad(StrCat(Where(n), " input 2 (B): a bias is required"));
       HS_ASSIGN_OR_RETURN(ValueId s, In(n, 1));
       HS_ASSIGN_OR_RETURN(ValueId b, In(n, 2));
+      // Normalized over dims [axis, end): those flattened into one last dim, and back.
+      int64_t outer = 1, inner = 1;
+      for (size_t i = 0; i < xs.size(); ++i) (static_cast<int64_t>(i) < axis ? outer : inner) *= xs[i];
+      HS_ASSIGN_OR_RETURN(ValueId x2, ReshapeTo(n, x, axis == static_cast<int64_t>(xs.size()) - 1 ? xs : Shape{outer, inner},
+                                                 StrCat(out, "/flat")));
+      HS_ASSIGN_OR_RETURN(s, ReshapeTo(n, s, {inner}, StrCat(out, "/scale")));
+      HS_ASSIGN_OR_RETURN(b, ReshapeTo(n, b, {inner}, StrCat(out, "/bias")));
       Attrs a;
       a.eps = AttrFloat(n, "epsilon", 1e-5);
-      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kLayerNorm, {x, s, b}, a));
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, x2 == x ? out : StrCat(out, "/norm"), OpKind::kLayerNorm, {x2, s, b}, a));
+      HS_ASSIGN_OR_RETURN(y, ReshapeTo(n, y, xs, out));
       return Set(n, 0, y);
     }
     if (op == "Gather") {

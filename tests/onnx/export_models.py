@@ -2,7 +2,7 @@
 """Exports small models with torch.onnx.export and records what PyTorch computes for them.
 
 For each model NAME this writes, into OUT_DIR:
-  NAME.onnx               the model (opset 17, batch dimension symbolic)
+  NAME.onnx               the model (opset 17, gpt_opset14 at 14; batch dimension symbolic)
   NAME.data.safetensors   3 batches of inputs ("x") and labels ("labels"), fp32 (hetsynth's
                           data-file format: integers stored as exact floats)
   NAME.expect.json        PyTorch's forward output on batch 0 and the losses of 3 SGD steps
@@ -159,7 +159,11 @@ MODELS = {
     "gpt": (Gpt, lambda g: torch.randint(0, 64, (STEPS * BATCH, 16), generator=g), 64),
     "vgg": (Vgg, lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10),
     "vit": (Vit, lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10),
+    # The same decoder at PyTorch 1.13's default opset 14: LayerNorm decomposed into
+    # ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add.
+    "gpt_opset14": (Gpt, lambda g: torch.randint(0, 64, (STEPS * BATCH, 16), generator=g), 64),
 }
+OPSET = {"gpt_opset14": 14}
 
 
 def write_safetensors(path, tensors):
@@ -190,7 +194,7 @@ def export(name, out_dir):
     labels_shape = (STEPS * BATCH,) + tuple(sample.shape[1:-1])
     labels = torch.randint(0, classes, labels_shape, generator=g)
     path = os.path.join(out_dir, name + ".onnx")
-    torch.onnx.export(model, (first,), path, opset_version=17, input_names=["x"], output_names=["logits"],
+    torch.onnx.export(model, (first,), path, opset_version=OPSET.get(name, 17), input_names=["x"], output_names=["logits"],
                       dynamic_axes={"x": {0: "batch"}}, do_constant_folding=True)
     with torch.no_grad():
         forward = model(first)

@@ -281,7 +281,7 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, FromPyTorch, ::testing::Values("mlp", "gpt", "vgg", "vit"),
+INSTANTIATE_TEST_SUITE_P(Models, FromPyTorch, ::testing::Values("mlp", "gpt", "gpt_opset14", "vgg", "vit"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
@@ -475,9 +475,9 @@ TEST(OnnxNodeTests, SupportedOperatorsPass) {
               run ? 100.0 * passed / run : 0.0);
   for (const std::string& f : failures) std::printf("  FAIL %s\n", f.c_str());
   EXPECT_GT(run, 200);
-  // The floor measured when this test was written (176 of 251; the failures are listed above
+  // The floor measured when this test was written (189 of 251; the failures are listed above
   // and in docs/onnx.md): a regression in a supported operator lowers it.
-  EXPECT_GE(passed, 176);
+  EXPECT_GE(passed, 189);
 }
 
 }  // namespace
