@@ -396,6 +396,7 @@ absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
                                         const std::vector<std::string>& overrides,
                                         int64_t batch, Preset preset) {
   if (IsModelFile(name)) {
+    if (preset == Preset::kSmall) return Bad(StrCat("--small: model file '", name, "' has no presets"));
     ModelSpec spec;
     spec.name = name;
     for (const std::string& kv : overrides) {
