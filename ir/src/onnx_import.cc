@@ -1004,6 +1004,66 @@ class Importer {
     return m;
   }
 
+  // torch.nn.MultiheadAttention as F.multi_head_attention_forward exports it (torchvision's
+  // VisionTransformer), sequence-first: q, k, v [T, B, C] reshaped to [T, B·H, D] and
+  // transposed to [B·H, T, D], q divided by √D, softmax(q·kᵀ)·v, transposed back and reshaped
+  // to [T·B, C] — matched at that last Reshape.
+  struct MhaMatch {
+    std::string q, k, v;
+    int64_t heads = 0;
+  };
+  std::optional<std::pair<std::string, int64_t>> MhaHeads(const std::string& name, const std::vector<int64_t>& perm) {
+    const onnx::NodeProto* tr = Prod(name, "Transpose");
+    if (!tr || AttrInts(*tr, "perm") != perm) return std::nullopt;
+    const onnx::NodeProto* rs = Prod(tr->input(0), "Reshape");
+    if (!rs) return std::nullopt;
+    const Const* shape = Constant(rs->input(1));
+    absl::StatusOr<Shape> in = ShapeOf(rs->input(0));
+    if (!shape || !in.ok() || in->size() != 3) return std::nullopt;
+    absl::StatusOr<Shape> out = ReshapeTarget(*rs, *in, shape);
+    if (!out.ok() || out->size() != 3 || (*out)[0] != (*in)[0] || (*out)[1] % (*in)[1] != 0) return std::nullopt;
+    const int64_t heads = (*out)[1] / (*in)[1];
+    if ((*out)[2] * heads != (*in)[2]) return std::nullopt;
+    return std::make_pair(rs->input(0), heads);
+  }
+  std::optional<MhaMatch> MatchMha(const onnx::NodeProto& n) {
+    if (n.op_type() != "Reshape") return std::nullopt;
+    const onnx::NodeProto* back = Prod(n.input(0), "Transpose");
+    if (!back || AttrInts(*back, "perm") != std::vector<int64_t>{1, 0, 2}) return std::nullopt;
+    const onnx::NodeProto* pv = Prod(back->input(0), "MatMul");
+    if (!pv) return std::nullopt;
+    std::string p = pv->input(0);
+    if (const onnx::NodeProto* d = Prod(p, "Dropout")) p = d->input(0);
+    const onnx::NodeProto* sm = Prod(p, "Softmax");
+    if (!sm || (AttrInt(*sm, "axis", -1) != -1 && AttrInt(*sm, "axis", -1) != 2)) return std::nullopt;
+    const onnx::NodeProto* qk = Prod(sm->input(0), "MatMul");
+    if (!qk) return std::nullopt;
+    std::string qs = qk->input(0);
+    double scale = 1;
+    if (const onnx::NodeProto* div = Prod(qs, "Div")) {
+      const Const* c = Constant(div->input(1));
+      if (!c || c->v.size() != 1) return std::nullopt;
+      scale = 1 / c->v[0], qs = div->input(0);
+    } else if (const onnx::NodeProto* mul = Prod(qs, "Mul")) {
+      const Const* c = Constant(mul->input(1));
+      if (!c || c->v.size() != 1) return std::nullopt;
+      scale = c->v[0], qs = mul->input(0);
+    }
+    auto q = MhaHeads(qs, {1, 0, 2});
+    auto k = MhaHeads(qk->input(1), {1, 2, 0});
+    auto v = MhaHeads(pv->input(1), {1, 0, 2});
+    if (!q || !k || !v || q->second != k->second || q->second != v->second) return std::nullopt;
+    absl::StatusOr<Shape> s = ShapeOf(q->first);
+    if (!s.ok()) return std::nullopt;
+    const int64_t t = (*s)[0], b = (*s)[1], c = (*s)[2], d = c / q->second;
+    if (std::abs(scale * std::sqrt(static_cast<double>(d)) - 1.0) > 1e-6) return std::nullopt;
+    const Const* target = Constant(n.input(1));
+    if (!target) return std::nullopt;
+    absl::StatusOr<Shape> out = ReshapeTarget(n, {t, b * q->second, d}, target);
+    if (!out.ok() || *out != Shape{t * b, c}) return std::nullopt;
+    return MhaMatch{q->first, k->first, v->first, q->second};
+  }
+
   // ---- one node ----
   absl::Status Emit(const onnx::NodeProto& n) {
     const std::string& op = n.op_type();
@@ -1033,6 +1093,25 @@ class Importer {
       Attrs a;
       a.eps = ln->eps;
       HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kLayerNorm, {x, gamma, beta}, a));
+      return Set(n, 0, y);
+    }
+    if (std::optional<MhaMatch> m = MatchMha(n)) {
+      // attention on [B, T, C]: the sequence-first operands transposed, the result back.
+      Attrs bt;
+      bt.axis = 0;
+      bt.axis2 = 1;
+      std::vector<ValueId> qkv;
+      for (const std::string* x : {&m->q, &m->k, &m->v}) {
+        HS_ASSIGN_OR_RETURN(ValueId xv, AsValue(*x, &n, "attention operand"));
+        HS_ASSIGN_OR_RETURN(ValueId xt, Op(n, StrCat(*x, "/batch_first"), OpKind::kTranspose, {xv}, bt));
+        qkv.push_back(xt);
+      }
+      Attrs a;
+      a.heads = m->heads;
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, StrCat(out, "/attention"), OpKind::kAttention, qkv, a));
+      HS_ASSIGN_OR_RETURN(y, Op(n, StrCat(out, "/seq_first"), OpKind::kTranspose, {y}, bt));
+      const Shape ys = g_.value(y).shape;
+      HS_ASSIGN_OR_RETURN(y, ReshapeTo(n, y, {ys[0] * ys[1], ys[2]}, out));
       return Set(n, 0, y);
     }
     if (std::optional<AttentionMatch> m = MatchAttention(n)) {

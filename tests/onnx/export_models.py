@@ -8,8 +8,8 @@ For each model NAME this writes, into OUT_DIR:
   NAME.expect.json        PyTorch's forward output on batch 0 and the losses of 3 SGD steps
                           (lr 0.1, one batch per step, cross-entropy with mean reduction)
 
-Needs PyTorch (Debian 12: python3-torch 1.13) and nothing else; torchvision is not used, the
-models are written out below in plain torch.nn. Exits 77 (the "skip" status ctest is told
+Needs PyTorch (Debian 12: python3-torch 1.13); the models are written out below in plain
+torch.nn, plus torchvision's VisionTransformer when python3-torchvision is installed. Exits 77 (the "skip" status ctest is told
 about) when torch or onnx cannot be imported.
 
   /usr/bin/python3 tests/onnx/export_models.py OUT_DIR [NAME ...]
@@ -164,6 +164,22 @@ MODELS = {
     "gpt_opset14": (Gpt, lambda g: torch.randint(0, 64, (STEPS * BATCH, 16), generator=g), 64),
 }
 OPSET = {"gpt_opset14": 14}
+
+# torchvision's VisionTransformer at a small size (its attention is nn.MultiheadAttention,
+# exported sequence-first), when Debian's python3-torchvision is installed.
+try:
+    from torchvision.models.vision_transformer import VisionTransformer
+    def torchvision_vit():
+        m = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
+                              num_classes=10)
+        nn.init.normal_(m.heads.head.weight, std=0.1)  # torchvision starts it at zero: nothing to compare
+        return m
+
+    MODELS["torchvision_vit"] = (
+        torchvision_vit,
+        lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10)
+except ImportError:
+    print("torchvision_vit: skipped (python3-torchvision is not installed)", file=sys.stderr)
 
 
 def write_safetensors(path, tensors):

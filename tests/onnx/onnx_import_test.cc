@@ -173,8 +173,8 @@ class FromPyTorch : public ::testing::TestWithParam<std::string> {
     data_ = ModelDir() + "/" + GetParam() + ".data.safetensors";
     const std::string expect = ModelDir() + "/" + GetParam() + ".expect.json";
     if (!fs::exists(onnx_) || !fs::exists(expect)) {
-      GTEST_SKIP() << "no " << onnx_ << ": tests/onnx/export_models.py did not run (it needs python3-torch; "
-                   << "the ctest fixture onnx_models runs it)";
+      GTEST_SKIP() << "no " << onnx_ << ": tests/onnx/export_models.py did not run (it needs python3-torch, and "
+                   << "python3-torchvision for torchvision_vit; the ctest fixture onnx_models runs it)";
     }
     const json j = json::parse(std::ifstream(expect));
     e_.losses = j.at("losses").get<std::vector<double>>();
@@ -281,7 +281,7 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, FromPyTorch, ::testing::Values("mlp", "gpt", "gpt_opset14", "vgg", "vit"),
+INSTANTIATE_TEST_SUITE_P(Models, FromPyTorch, ::testing::Values("mlp", "gpt", "gpt_opset14", "vgg", "vit", "torchvision_vit"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
