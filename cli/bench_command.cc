@@ -785,7 +785,7 @@ Runner RegisterBench(CLI::App& app) {
       "bench", "Synthesize a plan and the baselines for a cluster, run each on emulated ranks, compare measured, "
                "predicted and ideal step times");
   auto f = std::make_shared<BenchFlags>();
-  cmd->add_option("--model", f->model.name, "built-in model (" + ir::ModelNames() + ")")->required();
+  cmd->add_option("--model", f->model.name, "model: built-in (" + ir::ModelNames() + ") or a file (.onnx, graph .json)")->required();
   f->model.AddFlags(*cmd);
   cmd->add_option("--cluster", f->cluster, "cluster file (docs/cluster-format.md)")->required()->type_name("FILE");
   cmd->add_option("--baselines", f->baselines, "comma-separated baselines to compare with")->capture_default_str();

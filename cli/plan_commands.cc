@@ -327,7 +327,7 @@ absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& pa
 Runner RegisterSynth(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("synth", "Synthesize a training plan for a model on a cluster, next to the baselines");
   auto f = std::make_shared<SynthFlags>();
-  cmd->add_option("--model", f->model.name, "model (" + ir::ModelNames() + ")")->required();
+  cmd->add_option("--model", f->model.name, "model: built-in (" + ir::ModelNames() + ") or a file (.onnx, graph .json)")->required();
   f->model.AddFlags(*cmd);
   cmd->add_option("--cluster", f->cluster, "cluster file (docs/cluster-format.md)")->required()->type_name("FILE");
   cmd->add_option("-o,--out", f->out, "where to write the plan (JSON)")->required()->type_name("PLAN");

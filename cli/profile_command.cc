@@ -284,7 +284,8 @@ Runner RegisterProfile(CLI::App& app) {
       "Measure this host (kernels, thread collectives) or a GPU (--backend cuda) and write a cluster file with it as "
       "the fastest device");
   auto f = std::make_shared<ProfileFlags>();
-  cmd->add_option("--model", f->model.name, "model whose kernels are timed (" + ir::ModelNames() + ")");
+  cmd->add_option("--model", f->model.name,
+                  "model whose kernels are timed: built-in (" + ir::ModelNames() + ") or a file (.onnx, graph .json)");
   f->model.AddFlags(*cmd);
   cmd->add_option("--like", f->like,
                   "emulate this cluster: its devices and nodes, FLOP/s and bandwidth = this host × (flops / fastest "

@@ -171,7 +171,7 @@ Runner RegisterTrain(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "train", "Train a built-in model on one device (--model), or run a plan across ranks (--plan)");
   auto o = std::make_shared<TrainOptions>();
-  cmd->add_option("--model", o->model.name, "model to train (" + ir::ModelNames() + "); with --plan, must match the plan's");
+  cmd->add_option("--model", o->model.name, "model to train: built-in (" + ir::ModelNames() + ") or a file (.onnx, graph .json); with --plan, must match the plan's");
   o->model.AddFlags(*cmd);
   cmd->add_option("--steps", o->steps, "optimizer steps to run")->required()->check(NonNegativeInt());
   cmd->add_option("--optimizer", o->optimizer, "sgd or adam (PyTorch semantics)")->capture_default_str();

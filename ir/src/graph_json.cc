@@ -23,6 +23,7 @@ const char* InitName(Init::Kind k) {
     case Init::Kind::kOnes: return "ones";
     case Init::Kind::kNormal: return "normal";
     case Init::Kind::kUniform: return "uniform";
+    case Init::Kind::kData: return "data";
   }
   return "zeros";
 }
@@ -159,6 +160,9 @@ class Reader {
                    in["scale"].get<double>() >= 0) {
             const double sc = in["scale"].get<double>();
             init = ik == "normal" ? Init::Normal(sc) : Init::Uniform(sc);
+          } else if (ik == "data") {
+            return Err(where, "'init' is {\"kind\": \"data\"}: an imported model's weights are not stored in graph "
+                              "files; use the .onnx file itself (docs/onnx.md)");
           } else {
             return Err(where, StrCat("'init' is ", Shorten(in.dump()),
                                      "; expected {\"kind\": zeros|ones} or {\"kind\": normal|uniform, "

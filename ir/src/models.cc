@@ -4,6 +4,8 @@
 #include <cstdlib>
 
 #include "absl/strings/str_join.h"
+#include "hetsynth/ir/graph_json.h"
+#include "hetsynth/ir/onnx_import.h"
 #include "hetsynth/ir/status.h"
 
 namespace hetsynth::ir {
@@ -343,7 +345,45 @@ std::string ModelNames() {
   return absl::StrJoin(names, ", ");
 }
 
+bool IsModelFile(const std::string& name) {
+  auto ends = [&](const std::string& ext) {
+    return name.size() > ext.size() && name.compare(name.size() - ext.size(), ext.size(), ext) == 0;
+  };
+  return ends(".onnx") || ends(".json");
+}
+
+namespace {
+
+// A model file's graph (ONNX or graph JSON) at `batch` (0: the file's own), checked against the
+// hash a plan recorded (args "file_hash", when present).
+absl::StatusOr<Graph> BuildFromFile(const std::string& path, const std::map<std::string, double>& args, int64_t batch) {
+  HS_ASSIGN_OR_RETURN(uint64_t hash, ModelFileHash(path));
+  if (auto it = args.find("file_hash"); it != args.end() && static_cast<uint64_t>(it->second) != hash) {
+    return Bad(StrCat("model file '", path, "' has changed: it hashes to ", hash, " but the plan was made for ",
+                      static_cast<uint64_t>(it->second), "; synthesize a new plan"));
+  }
+  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".onnx") == 0) {
+    OnnxImportOptions o;
+    o.batch = batch;
+    HS_ASSIGN_OR_RETURN(OnnxImport m, ImportOnnx(path, o));
+    return std::move(m.graph);
+  }
+  HS_ASSIGN_OR_RETURN(Graph g, ReadGraphFile(path));
+  const std::vector<ValueId> in = g.inputs();
+  if (batch > 0 && !in.empty() && !g.value(in[0]).shape.empty() && g.value(in[0]).shape[0] != batch) {
+    return Bad(StrCat("model file '", path, "': --batch ", batch, " but graph files have fixed shapes (batch ",
+                      g.value(in[0]).shape[0], ")"));
+  }
+  return g;
+}
+
+}  // namespace
+
 std::string ModelSpec::ToString() const {
+  if (IsModelFile(name)) {
+    auto it = args.find("file_hash");
+    return StrCat(name, "(file hash ", it == args.end() ? 0 : static_cast<uint64_t>(it->second), "; batch ", batch, ")");
+  }
   std::vector<std::string> kv;
   const ModelInfo* info = FindModel(name);
   if (info) {
@@ -355,8 +395,31 @@ std::string ModelSpec::ToString() const {
 absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
                                         const std::vector<std::string>& overrides,
                                         int64_t batch, Preset preset) {
+  if (IsModelFile(name)) {
+    if (preset == Preset::kSmall) return Bad(StrCat("--small: model file '", name, "' has no presets"));
+    ModelSpec spec;
+    spec.name = name;
+    for (const std::string& kv : overrides) {
+      const size_t eq = kv.find('=');
+      char* end = nullptr;
+      const std::string text = eq == std::string::npos ? "" : kv.substr(eq + 1);
+      const double v = std::strtod(text.c_str(), &end);
+      if (kv.substr(0, eq) != "file_hash" || text.empty() || *end != '\0') {
+        return Bad(StrCat("--model-arg '", kv, "': a model file (", name, ") takes no hyperparameters"));
+      }
+      spec.args["file_hash"] = v;
+    }
+    HS_ASSIGN_OR_RETURN(Graph g, BuildFromFile(name, spec.args, batch));
+    if (!spec.args.count("file_hash")) spec.args["file_hash"] = static_cast<double>(*ModelFileHash(name));
+    const std::vector<ValueId> in = g.inputs();
+    spec.batch = batch > 0 ? batch : (in.empty() || g.value(in[0]).shape.empty() ? 1 : g.value(in[0]).shape[0]);
+    return spec;
+  }
   const ModelInfo* info = FindModel(name);
-  if (!info) return Bad(StrCat("unknown model '", name, "'; known models: ", ModelNames()));
+  if (!info) {
+    return Bad(StrCat("unknown model '", name, "'; known models: ", ModelNames(),
+                      ", or a model file (.onnx, or a graph .json)"));
+  }
   ModelSpec spec;
   spec.name = name;
   for (const HyperParam& p : info->params) {
@@ -412,6 +475,7 @@ constexpr int64_t kMaxLayers = 10000;
 constexpr int64_t kMaxElements = int64_t{1} << 50;
 
 absl::StatusOr<Graph> BuildModel(const ModelSpec& spec) {
+  if (IsModelFile(spec.name)) return BuildFromFile(spec.name, spec.args, spec.batch);
   if (spec.args.count("layers") && spec.args.at("layers") > kMaxLayers) {
     return Bad(StrCat("model '", spec.name, "': layers=", spec.args.at("layers"), "; expected at most ",
                       kMaxLayers));

@@ -36,6 +36,24 @@ TEST(Cli, UnknownModelListsTheKnownOnes) {
   ExpectError("models nosuch", "known models: mlp, gpt, vit, vgg19, moe");
 }
 
+TEST(Cli, GraphFilesWorkWhereverAModelIsNamed) {
+  const std::string g = Tmp("cli_graph.json");
+  ASSERT_EQ(Hetsynth("models --model mlp --small --graph-out " + g).code, 0);
+  const auto r = Hetsynth("train --model " + g + " --steps 2 --quiet");
+  EXPECT_EQ(r.code, 0) << r.output;
+  const std::string plan = Tmp("cli_graph_plan.json");
+  const std::string cluster = std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/mixed-4.json";
+  ASSERT_EQ(Hetsynth("synth --model " + g + " --cluster " + cluster + " --flat --no-overlap -o " + plan).code, 0);
+  EXPECT_EQ(Hetsynth("train --plan " + plan + " --steps 1 --quiet").code, 0);
+  EXPECT_EQ(Hetsynth("explain " + plan).code, 0);
+  ExpectError("train --model " + g + " --steps 1 --batch 3", "graph files have fixed shapes");
+  ExpectError("train --model " + g + " --steps 1 --model-arg hidden=4", "takes no hyperparameters");
+  ExpectError("train --model /nonexistent/m.onnx --steps 1", "/nonexistent/m.onnx");
+  // A plan refuses a graph file that changed since.
+  ASSERT_EQ(Hetsynth("models --model mlp --small --batch 4 --graph-out " + g).code, 0);
+  ExpectError("train --plan " + plan + " --steps 1", "has changed");
+}
+
 TEST(Cli, BadFlagsAndHyperparameters) {
   ExpectError("train --model gpt --small --steps 1 --model-arg depth=3", "no hyperparameter 'depth'");
   ExpectError("train --model gpt --small --steps 1 --model-arg heads=5", "heads=5 does not divide hidden=32");

@@ -100,6 +100,13 @@ absl::StatusOr<DataSource> DataSource::Synthetic(const ir::ModelSpec& spec, cons
   d.inputs_ = InputShapes(graph);
   d.seed_ = seed;
   d.description_ = StrCat("synthetic ", spec.name, " data (seed ", seed, ")");
+  if (ir::IsModelFile(spec.name)) {
+    // A model file's inputs have no task: unit normal values, integer inputs uniform in range.
+    d.bounds_ = IntegerInputBounds(graph);
+    d.description_ = StrCat("synthetic random inputs for ", spec.name, " (seed ", seed,
+                            "; normal values, uniform labels and ids: nothing to learn; use --data FILE)");
+    return d;
+  }
   if (!ir::FindModel(spec.name)) {
     return Bad(StrCat("no synthetic data for model '", spec.name, "'; use --data FILE"));
   }
@@ -182,6 +189,16 @@ absl::StatusOr<Batch> DataSource::Get(int64_t step) const {
     return batch;
   }
   const std::string& m = spec_.name;
+  if (ir::IsModelFile(m)) {
+    for (auto& [name, t] : batch) {
+      Rng rng(seed_, Mix(static_cast<uint64_t>(step)) ^ Fnv1a(name));
+      auto bound = bounds_.find(name);
+      for (float& v : t.data) {
+        v = bound == bounds_.end() ? rng.Normal() : static_cast<float>(rng.Below(bound->second));
+      }
+    }
+    return batch;
+  }
   if (m == "gpt" || m == "moe") {
     SequenceBatch(seed_, step, spec_.Int("vocab"), batch.at("tokens"), batch.at("targets"));
   } else if (m == "mlp") {

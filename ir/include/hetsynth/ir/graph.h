@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,14 +37,20 @@ std::string ShapeString(const Shape& shape);  // "[2,3,4]"
 enum class ValueKind : uint8_t { kInput, kParameter, kActivation };
 
 // How a parameter is initialized (see docs/models.md for the random streams).
+// kData: given values (an imported model's weights, row-major, NumElements(shape) of them);
+// graph files do not store them (docs/graph-format.md).
 struct Init {
-  enum class Kind : uint8_t { kZeros, kOnes, kNormal, kUniform } kind = Kind::kZeros;
+  enum class Kind : uint8_t { kZeros, kOnes, kNormal, kUniform, kData } kind = Kind::kZeros;
   double scale = 0.0;  // normal: standard deviation; uniform: bound a of U(-a, a)
+  std::shared_ptr<const std::vector<float>> data;  // kData only
 
-  static Init Zeros() { return {Kind::kZeros, 0.0}; }
-  static Init Ones() { return {Kind::kOnes, 0.0}; }
-  static Init Normal(double std) { return {Kind::kNormal, std}; }
-  static Init Uniform(double bound) { return {Kind::kUniform, bound}; }
+  static Init Zeros() { return {Kind::kZeros, 0.0, nullptr}; }
+  static Init Ones() { return {Kind::kOnes, 0.0, nullptr}; }
+  static Init Normal(double std) { return {Kind::kNormal, std, nullptr}; }
+  static Init Uniform(double bound) { return {Kind::kUniform, bound, nullptr}; }
+  static Init Data(std::vector<float> values) {
+    return {Kind::kData, 0.0, std::make_shared<const std::vector<float>>(std::move(values))};
+  }
   bool operator==(const Init&) const = default;
 };
 

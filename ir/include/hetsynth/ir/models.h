@@ -38,6 +38,11 @@ const std::vector<ModelInfo>& Models();
 const ModelInfo* FindModel(const std::string& name);
 // "mlp, gpt, vit, vgg19, moe"
 std::string ModelNames();
+// Whether `name` names a model file rather than a built-in model: a path ending in .onnx (ONNX,
+// onnx_import.h) or .json (a graph file, graph_json.h). Everywhere a model is named, a file
+// works too: its spec's args hold only "file_hash" (the file's 48-bit FNV-1a, which a plan
+// records so that rebuilding from a changed file is refused), and batch 0 means the file's own.
+bool IsModelFile(const std::string& name);
 
 enum class Preset : uint8_t { kDefault, kSmall };
 

@@ -30,7 +30,8 @@ absl::Status ValidateBatch(const ir::Graph& graph, const Batch& batch, const std
 
 class DataSource {
  public:
-  // The built-in model's synthetic task (docs/models.md), a function of (seed, step).
+  // The built-in model's synthetic task (docs/models.md), a function of (seed, step); for a
+  // model file (ir::IsModelFile), random inputs with nothing to learn.
   static absl::StatusOr<DataSource> Synthetic(const ir::ModelSpec& spec, const ir::Graph& graph,
                                               uint64_t seed);
   // Rows of a safetensors file: step i uses rows [i·B, (i+1)·B) modulo the row count.
@@ -43,6 +44,7 @@ class DataSource {
   std::string description_;
   ir::ModelSpec spec_;
   std::map<std::string, ir::Shape> inputs_;  // the graph's inputs
+  std::map<std::string, int64_t> bounds_;    // model files: integer inputs and their bounds
   uint64_t seed_ = 0;
   std::shared_ptr<const Batch> file_rows_;  // whole data file (file sources)
   int64_t rows_ = 0;

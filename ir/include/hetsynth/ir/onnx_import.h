@@ -1,0 +1,46 @@
+// ONNX import: a model exported by torch.onnx.export (opsets 13-17) as an ir::Graph whose
+// parameters start from the file's initializers (Init::Data), with a loss appended. Parsed with
+// ONNX's own C++ library (Debian's libonnx-dev: protobuf schema and model checker); a build
+// without it refuses every file with one line. docs/onnx.md lists the operators and patterns.
+//
+//   OnnxImportOptions o;
+//   o.batch = 8;                                   // binds a symbolic batch dimension
+//   absl::StatusOr<OnnxImport> m = ImportOnnx("model.onnx", o);
+//   m->graph;                                      // loss = cross_entropy(output, "labels")
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "hetsynth/ir/graph.h"
+
+namespace hetsynth::ir {
+
+struct OnnxImportOptions {
+  int64_t batch = 0;                     // binds symbolic batch dims (dim 0 of every input); 0: none
+  std::string loss = "cross_entropy";    // "cross_entropy" (labels input "labels") or "none"
+};
+
+struct OnnxImport {
+  Graph graph;             // with loss "none": no loss set (only for evaluating the forward)
+  std::string output;      // the IR value of the ONNX graph's (first) output
+  uint64_t file_hash = 0;  // FNV-1a of the file's bytes, 48 bits (exact in a double)
+  // With loss "none" only: set when the output folds to a constant (every input an
+  // initializer); then `graph` is empty. Row-major values and their shape.
+  bool constant = false;
+  Shape constant_shape;
+  std::vector<double> constant_values;
+};
+
+// Whether this build can read ONNX files (libonnx-dev was found).
+bool OnnxAvailable();
+// The ONNX operator types the importer maps, sorted, comma-separated.
+std::string OnnxSupportedOps();
+// Errors are one line naming the file and, where one is at fault, the node and its field.
+absl::StatusOr<OnnxImport> ImportOnnx(const std::string& path, const OnnxImportOptions& options);
+// The file's 48-bit FNV-1a hash, as ImportOnnx records it; NotFound when unreadable.
+absl::StatusOr<uint64_t> ModelFileHash(const std::string& path);
+
+}  // namespace hetsynth::ir

@@ -1,0 +1,1528 @@
+// ONNX import (onnx_import.h). The ONNX graph is read lazily from its outputs: a value is
+// computed when something needs it, so constant subgraphs (shape arithmetic, masks) fold to
+// tensors, decomposed patterns (GELU, attention) are matched where they end, and only the nodes
+// that feed the output become IR nodes. docs/onnx.md describes the mapping.
+#include "hetsynth/ir/onnx_import.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_join.h"
+#include "hetsynth/ir/status.h"
+
+#ifdef HETSYNTH_HAVE_ONNX
+#include <onnx/checker.h>
+#include <onnx/onnx_pb.h>
+#endif
+
+namespace hetsynth::ir {
+namespace {
+
+absl::Status Bad(const std::string& msg) { return absl::InvalidArgumentError(msg); }
+
+// Operators mapped to IR ops (or folded when their inputs are constants).
+const std::vector<std::string>& SupportedOps() {
+  static const std::vector<std::string> ops = {
+      "Add", "AveragePool", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "Div",
+      "Dropout", "Equal", "Erf", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool",
+      "Identity", "LayerNormalization", "Less", "LogSoftmax", "MatMul", "MaxPool", "Mul", "Neg",
+      "Not", "Pow", "Range", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split",
+      "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where"};
+  return ops;
+}
+
+}  // namespace
+
+std::string OnnxSupportedOps() { return absl::StrJoin(SupportedOps(), ", "); }
+
+absl::StatusOr<uint64_t> ModelFileHash(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(StrCat("model file '", path, "': cannot open it"));
+  uint64_t h = 1469598103934665603ull;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    for (std::streamsize i = 0; i < in.gcount(); ++i) {
+      h ^= static_cast<unsigned char>(buf[i]);
+      h *= 1099511628211ull;
+    }
+  }
+  return h & ((uint64_t{1} << 48) - 1);
+}
+
+#ifndef HETSYNTH_HAVE_ONNX
+
+bool OnnxAvailable() { return false; }
+
+absl::StatusOr<OnnxImport> ImportOnnx(const std::string& path, const OnnxImportOptions&) {
+  return Bad(StrCat("model file '", path,
+                    "': this hetsynth was built without ONNX support (install libonnx-dev and rebuild)"));
+}
+
+#else
+
+bool OnnxAvailable() { return true; }
+
+namespace {
+
+// A constant: values as doubles (exact for float32 and for the integers of shape arithmetic).
+struct Const {
+  Shape dims;
+  std::vector<double> v;
+  bool integer = false;
+};
+
+int64_t Numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string DimsString(const Shape& s) { return ShapeString(s); }
+
+// A value of the ONNX graph once resolved: a constant, or an IR value.
+struct Val {
+  std::optional<Const> c;
+  ValueId id = kNoValue;
+};
+
+absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::string& where) {
+  Const c;
+  for (int64_t d : t.dims()) c.dims.push_back(d);
+  const int64_t n = Numel(c.dims);
+  const std::string& raw = t.raw_data();
+  auto need = [&](size_t elem) -> absl::Status {
+    if (raw.size() != static_cast<size_t>(n) * elem) {
+      return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(c.dims), " has ",
+                        raw.size(), " bytes of data; expected ", n * static_cast<int64_t>(elem)));
+    }
+    return absl::OkStatus();
+  };
+  c.v.resize(static_cast<size_t>(n));
+  switch (t.data_type()) {
+    case onnx::TensorProto::FLOAT:
+      if (!raw.empty()) {
+        HS_RETURN_IF_ERROR(need(4));
+        for (int64_t i = 0; i < n; ++i) {
+          float f;
+          std::memcpy(&f, raw.data() + 4 * i, 4);
+          c.v[i] = f;
+        }
+      } else if (t.float_data_size() == n) {
+        for (int64_t i = 0; i < n; ++i) c.v[i] = t.float_data(static_cast<int>(i));
+      } else {
+        return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(c.dims), " has ",
+                          t.float_data_size(), " values; expected ", n,
+                          (t.data_location() == onnx::TensorProto::EXTERNAL ? " (external data is not supported)" : "")));
+      }
+      return c;
+    case onnx::TensorProto::DOUBLE:
+      if (!raw.empty()) {
+        HS_RETURN_IF_ERROR(need(8));
+        for (int64_t i = 0; i < n; ++i) std::memcpy(&c.v[i], raw.data() + 8 * i, 8);
+      } else if (t.double_data_size() == n) {
+        for (int64_t i = 0; i < n; ++i) c.v[i] = t.double_data(static_cast<int>(i));
+      } else {
+        return Bad(StrCat(where, ": tensor '", t.name(), "' has the wrong number of values"));
+      }
+      return c;
+    case onnx::TensorProto::INT64:
+      c.integer = true;
+      if (!raw.empty()) {
+        HS_RETURN_IF_ERROR(need(8));
+        for (int64_t i = 0; i < n; ++i) {
+          int64_t x;
+          std::memcpy(&x, raw.data() + 8 * i, 8);
+          c.v[i] = static_cast<double>(x);
+        }
+      } else if (t.int64_data_size() == n) {
+        for (int64_t i = 0; i < n; ++i) c.v[i] = static_cast<double>(t.int64_data(static_cast<int>(i)));
+      } else {
+        return Bad(StrCat(where, ": tensor '", t.name(), "' has the wrong number of values"));
+      }
+      return c;
+    case onnx::TensorProto::INT32:
+    case onnx::TensorProto::BOOL:
+    case onnx::TensorProto::INT8:
+    case onnx::TensorProto::UINT8: {
+      c.integer = true;
+      const size_t elem = t.data_type() == onnx::TensorProto::INT32 ? 4 : 1;
+      if (!raw.empty()) {
+        HS_RETURN_IF_ERROR(need(elem));
+        for (int64_t i = 0; i < n; ++i) {
+          if (elem == 4) {
+            int32_t x;
+            std::memcpy(&x, raw.data() + 4 * i, 4);
+            c.v[i] = x;
+          } else if (t.data_type() == onnx::TensorProto::INT8) {
+            c.v[i] = static_cast<int8_t>(raw[i]);
+          } else {
+            c.v[i] = static_cast<uint8_t>(raw[i]);
+          }
+        }
+      } else if (t.int32_data_size() == n) {
+        for (int64_t i = 0; i < n; ++i) c.v[i] = t.int32_data(static_cast<int>(i));
+      } else {
+        return Bad(StrCat(where, ": tensor '", t.name(), "' has the wrong number of values"));
+      }
+      return c;
+    }
+    default:
+      return Bad(StrCat(where, ": tensor '", t.name(), "' has ONNX data type ", t.data_type(),
+                        "; expected float, double, int64, int32, int8, uint8 or bool"));
+  }
+}
+
+// numpy broadcasting of several shapes; nullopt when incompatible.
+std::optional<Shape> Broadcast(const std::vector<Shape>& shapes) {
+  size_t rank = 0;
+  for (const Shape& s : shapes) rank = std::max(rank, s.size());
+  Shape out(rank, 1);
+  for (const Shape& s : shapes) {
+    for (size_t i = 0; i < s.size(); ++i) {
+      int64_t& o = out[rank - s.size() + i];
+      if (s[i] == o || s[i] == 1) continue;
+      if (o != 1) return std::nullopt;
+      o = s[i];
+    }
+  }
+  return out;
+}
+
+// Index into a tensor of shape `s` for the multi-index `idx` of the broadcast output shape.
+int64_t BroadcastIndex(const Shape& s, const Shape& out, const std::vector<int64_t>& idx) {
+  int64_t off = 0;
+  const size_t lead = out.size() - s.size();
+  for (size_t i = 0; i < s.size(); ++i) off = off * s[i] + (s[i] == 1 ? 0 : idx[lead + i]);
+  return off;
+}
+
+std::optional<Const> Elementwise(const std::vector<const Const*>& in,
+                                 const std::function<double(const std::vector<double>&)>& f, bool integer) {
+  std::vector<Shape> shapes;
+  for (const Const* c : in) shapes.push_back(c->dims);
+  std::optional<Shape> out = Broadcast(shapes);
+  if (!out) return std::nullopt;
+  Const r;
+  r.dims = *out;
+  r.integer = integer;
+  const int64_t n = Numel(*out);
+  r.v.resize(static_cast<size_t>(n));
+  std::vector<int64_t> idx(out->size(), 0);
+  std::vector<double> args(in.size());
+  for (int64_t i = 0; i < n; ++i) {
+    for (size_t k = 0; k < in.size(); ++k) args[k] = in[k]->v[static_cast<size_t>(BroadcastIndex(in[k]->dims, *out, idx))];
+    r.v[static_cast<size_t>(i)] = f(args);
+    for (int64_t d = static_cast<int64_t>(out->size()) - 1; d >= 0; --d) {
+      if (++idx[static_cast<size_t>(d)] < (*out)[static_cast<size_t>(d)]) break;
+      idx[static_cast<size_t>(d)] = 0;
+    }
+  }
+  return r;
+}
+
+int64_t NormAxis(int64_t axis, size_t rank) { return axis < 0 ? axis + static_cast<int64_t>(rank) : axis; }
+
+// Strided copy helper: the tensor as [outer, dim, inner] around `axis`.
+struct Split3 {
+  int64_t outer = 1, dim = 1, inner = 1;
+};
+Split3 Around(const Shape& s, int64_t axis) {
+  Split3 r;
+  for (int64_t i = 0; i < axis; ++i) r.outer *= s[static_cast<size_t>(i)];
+  r.dim = s[static_cast<size_t>(axis)];
+  for (size_t i = static_cast<size_t>(axis) + 1; i < s.size(); ++i) r.inner *= s[i];
+  return r;
+}
+
+class Importer {
+ public:
+  Importer(const onnx::ModelProto& m, std::string path, OnnxImportOptions opts)
+      : model_(m), path_(std::move(path)), opts_(std::move(opts)), g_(GraphName()) {}
+
+  absl::StatusOr<OnnxImport> Run() {
+    const onnx::GraphProto& gp = model_.graph();
+    for (const onnx::TensorProto& t : gp.initializer()) inits_[t.name()] = &t;
+    for (const onnx::ValueInfoProto& v : gp.input()) {
+      if (!inits_.count(v.name())) inputs_[v.name()] = &v;
+    }
+    for (const onnx::NodeProto& n : gp.node()) {
+      for (const std::string& o : n.output()) {
+        if (!o.empty()) producer_[o] = &n;
+      }
+    }
+    // Every node's inputs must exist: a graph input, an initializer or another node's output.
+    for (const onnx::NodeProto& n : gp.node()) {
+      for (int i = 0; i < n.input_size(); ++i) {
+        const std::string& in = n.input(i);
+        if (in.empty() || inits_.count(in) || inputs_.count(in) || producer_.count(in)) continue;
+        return Bad(StrCat(Where(n), " input ", i, ": '", in,
+                          "' is not a graph input, an initializer or any node's output (dangling input)"));
+      }
+    }
+    // Weights must be in the file: a graph input in a weight slot has no initializer.
+    static const std::map<std::string, std::vector<int>> weight_slots = {
+        {"Gemm", {1, 2}}, {"Conv", {1, 2}}, {"LayerNormalization", {1, 2}}, {"Gather", {0}}};
+    for (const onnx::NodeProto& n : gp.node()) {
+      auto it = weight_slots.find(n.op_type());
+      if (it == weight_slots.end()) continue;
+      for (int i : it->second) {
+        if (i < n.input_size() && inputs_.count(n.input(i))) {
+          return Bad(StrCat(Where(n), " input ", i, ": '", n.input(i),
+                            "' is a graph input with no initializer (missing initializer; export with export_params=True)"));
+        }
+      }
+    }
+    if (gp.output_size() < 1) return Bad(StrCat(path_, ": the graph has no output"));
+    const std::string out_name = gp.output(0).name();
+    if (opts_.loss == "none" && !producer_.count(out_name) && !inits_.count(out_name) && !inputs_.count(out_name)) {
+      return Bad(StrCat(path_, ": graph output '", out_name, "' is not produced by any node"));
+    }
+    if (opts_.loss == "none") {
+      if (const Const* c = Constant(out_name)) {
+        OnnxImport r;
+        r.output = out_name;
+        r.constant = true;
+        r.constant_shape = c->dims;
+        r.constant_values = c->v;
+        return r;
+      }
+    }
+    HS_ASSIGN_OR_RETURN(ValueId out, AsValue(out_name, nullptr, "graph output"));
+    HS_ASSIGN_OR_RETURN(OnnxImport r, Finish(out));
+    return r;
+  }
+
+ private:
+  std::string GraphName() const {
+    std::string n = path_;
+    const size_t slash = n.find_last_of('/');
+    if (slash != std::string::npos) n = n.substr(slash + 1);
+    return n;
+  }
+
+  std::string Where(const onnx::NodeProto& n) const {
+    return StrCat(path_, ": node '", n.name().empty() ? (n.output_size() ? n.output(0) : "?") : n.name(), "' (",
+                  n.op_type(), ")");
+  }
+
+  // ---- attributes ----
+  const onnx::AttributeProto* Attr(const onnx::NodeProto& n, const std::string& name) const {
+    for (const onnx::AttributeProto& a : n.attribute()) {
+      if (a.name() == name) return &a;
+    }
+    return nullptr;
+  }
+  int64_t AttrInt(const onnx::NodeProto& n, const std::string& name, int64_t def) const {
+    const onnx::AttributeProto* a = Attr(n, name);
+    return a ? a->i() : def;
+  }
+  double AttrFloat(const onnx::NodeProto& n, const std::string& name, double def) const {
+    const onnx::AttributeProto* a = Attr(n, name);
+    return a ? a->f() : def;
+  }
+  std::vector<int64_t> AttrInts(const onnx::NodeProto& n, const std::string& name) const {
+    std::vector<int64_t> r;
+    if (const onnx::AttributeProto* a = Attr(n, name)) r.assign(a->ints().begin(), a->ints().end());
+    return r;
+  }
+
+  // ---- constants ----
+  // The value of `name` when it is a constant (initializer, Constant, or a foldable node whose
+  // inputs are constants); nullptr otherwise. Memoized.
+  const Const* Constant(const std::string& name) {
+    auto it = consts_.find(name);
+    if (it != consts_.end()) return it->second ? &*it->second : nullptr;
+    std::optional<Const> c = ComputeConstant(name);
+    auto [pos, _] = consts_.emplace(name, std::move(c));
+    return pos->second ? &*pos->second : nullptr;
+  }
+
+  std::optional<Const> ComputeConstant(const std::string& name) {
+    if (auto it = inits_.find(name); it != inits_.end()) {
+      absl::StatusOr<Const> c = FromTensorProto(*it->second, path_);
+      if (!c.ok()) {
+        if (first_error_.ok()) first_error_ = c.status();
+        return std::nullopt;
+      }
+      return *c;
+    }
+    auto pit = producer_.find(name);
+    if (pit == producer_.end()) return std::nullopt;
+    const onnx::NodeProto& n = *pit->second;
+    int out_index = 0;
+    for (int i = 0; i < n.output_size(); ++i) {
+      if (n.output(i) == name) out_index = i;
+    }
+    return Fold(n, out_index);
+  }
+
+  std::optional<Const> Fold(const onnx::NodeProto& n, int out_index) {
+    const std::string& op = n.op_type();
+    if (op == "Constant") {
+      if (const onnx::AttributeProto* a = Attr(n, "value")) {
+        absl::StatusOr<Const> c = FromTensorProto(a->t(), path_);
+        if (!c.ok()) {
+          if (first_error_.ok()) first_error_ = c.status();
+          return std::nullopt;
+        }
+        return *c;
+      }
+      if (const onnx::AttributeProto* a = Attr(n, "value_float")) return Const{{}, {a->f()}, false};
+      if (const onnx::AttributeProto* a = Attr(n, "value_int")) return Const{{}, {double(a->i())}, true};
+      if (const onnx::AttributeProto* a = Attr(n, "value_ints")) {
+        Const c{{a->ints_size()}, {}, true};
+        for (int64_t x : a->ints()) c.v.push_back(double(x));
+        return c;
+      }
+      if (const onnx::AttributeProto* a = Attr(n, "value_floats")) {
+        Const c{{a->floats_size()}, {}, false};
+        for (float x : a->floats()) c.v.push_back(x);
+        return c;
+      }
+      return std::nullopt;
+    }
+    if (op == "Shape") {
+      // Needs only the input's shape, which the IR knows once the input is resolved.
+      absl::StatusOr<Shape> s = ShapeOf(n.input(0));
+      if (!s.ok()) {
+        if (first_error_.ok()) first_error_ = s.status();
+        return std::nullopt;
+      }
+      Shape dims = *s;
+      int64_t start = NormAxis(AttrInt(n, "start", 0), dims.size());
+      int64_t end = Attr(n, "end") ? NormAxis(AttrInt(n, "end", 0), dims.size()) : static_cast<int64_t>(dims.size());
+      start = std::clamp<int64_t>(start, 0, static_cast<int64_t>(dims.size()));
+      end = std::clamp<int64_t>(end, start, static_cast<int64_t>(dims.size()));
+      Const c{{end - start}, {}, true};
+      for (int64_t i = start; i < end; ++i) c.v.push_back(double(dims[static_cast<size_t>(i)]));
+      return c;
+    }
+    // Everything else folds only when every input is constant.
+    std::vector<const Const*> in;
+    for (const std::string& i : n.input()) {
+      if (i.empty()) {
+        in.push_back(nullptr);
+        continue;
+      }
+      const Const* c = Constant(i);
+      if (!c) return std::nullopt;
+      in.push_back(c);
+    }
+    auto arg = [&](size_t i) -> const Const* { return i < in.size() ? in[i] : nullptr; };
+    auto ints = [&](const Const* c) {
+      std::vector<int64_t> r;
+      for (double x : c->v) r.push_back(static_cast<int64_t>(x));
+      return r;
+    };
+    using F = std::function<double(const std::vector<double>&)>;
+    auto ew = [&](F f, std::optional<bool> integer = std::nullopt) -> std::optional<Const> {
+      bool all_int = true;
+      for (const Const* c : in) all_int = all_int && c && c->integer;
+      for (const Const* c : in) {
+        if (!c) return std::nullopt;
+      }
+      return Elementwise(in, f, integer.value_or(all_int));
+    };
+    if (op == "Dropout" && (out_index != 0 || (arg(2) && !arg(2)->v.empty() && arg(2)->v[0] != 0))) return std::nullopt;
+    if (op == "Identity" || op == "Dropout") return *in.at(0);
+    if (op == "Add") return ew([](const auto& a) { return a[0] + a[1]; });
+    if (op == "Sub") return ew([](const auto& a) { return a[0] - a[1]; });
+    if (op == "Mul") return ew([](const auto& a) { return a[0] * a[1]; });
+    if (op == "Div") {
+      const bool integer = in[0]->integer && in[1]->integer;
+      return ew([integer](const auto& a) { return integer ? std::trunc(a[0] / a[1]) : a[0] / a[1]; });
+    }
+    if (op == "Pow") return ew([](const auto& a) { return std::pow(a[0], a[1]); }, in[0]->integer);
+    if (op == "Sqrt") return ew([](const auto& a) { return std::sqrt(a[0]); });
+    if (op == "Neg") return ew([](const auto& a) { return -a[0]; });
+    if (op == "Equal") return ew([](const auto& a) { return a[0] == a[1] ? 1.0 : 0.0; }, true);
+    if (op == "Less") return ew([](const auto& a) { return a[0] < a[1] ? 1.0 : 0.0; }, true);
+    if (op == "Not") return ew([](const auto& a) { return a[0] != 0 ? 0.0 : 1.0; }, true);
+    if (op == "Where") return ew([](const auto& a) { return a[0] != 0 ? a[1] : a[2]; }, in[1]->integer && in[2]->integer);
+    if (op == "Cast") {
+      const int64_t to = AttrInt(n, "to", onnx::TensorProto::FLOAT);
+      const bool integer = to != onnx::TensorProto::FLOAT && to != onnx::TensorProto::DOUBLE &&
+                           to != onnx::TensorProto::FLOAT16;
+      Const c = *in[0];
+      c.integer = integer;
+      for (double& x : c.v) {
+        if (to == onnx::TensorProto::BOOL) x = x != 0 ? 1 : 0;
+        else if (integer) x = std::trunc(x);
+        else if (to == onnx::TensorProto::FLOAT) x = static_cast<float>(x);
+      }
+      return c;
+    }
+    if (op == "Range") {
+      const double start = in[0]->v.at(0), limit = in[1]->v.at(0), delta = in[2]->v.at(0);
+      if (delta == 0) return std::nullopt;
+      Const c{{0}, {}, in[0]->integer};
+      for (double x = start; delta > 0 ? x < limit : x > limit; x += delta) c.v.push_back(x);
+      c.dims[0] = static_cast<int64_t>(c.v.size());
+      return c;
+    }
+    if (op == "ConstantOfShape") {
+      Const c{ints(in[0]), {}, false};
+      double value = 0;
+      if (const onnx::AttributeProto* a = Attr(n, "value")) {
+        absl::StatusOr<Const> v = FromTensorProto(a->t(), path_);
+        if (!v.ok() || v->v.empty()) return std::nullopt;
+        value = v->v[0];
+        c.integer = v->integer;
+      }
+      c.v.assign(static_cast<size_t>(Numel(c.dims)), value);
+      return c;
+    }
+    if (op == "Unsqueeze" || op == "Squeeze" || op == "Reshape" || op == "Flatten") {
+      absl::StatusOr<Shape> s = ReshapeTarget(n, in[0]->dims, arg(1));
+      if (!s.ok()) return std::nullopt;
+      Const c = *in[0];
+      c.dims = *s;
+      return c;
+    }
+    if (op == "Expand") {
+      Const ones{ints(in[1]), {}, in[0]->integer};
+      ones.v.assign(static_cast<size_t>(Numel(ones.dims)), 0);
+      std::optional<Const> r = Elementwise({in[0], &ones}, [](const auto& a) { return a[0]; }, in[0]->integer);
+      return r;
+    }
+    if (op == "Concat") {
+      const int64_t axis = NormAxis(AttrInt(n, "axis", 0), in[0]->dims.size());
+      Const c = *in[0];
+      c.v.clear();
+      c.dims[static_cast<size_t>(axis)] = 0;
+      for (const Const* p : in) c.dims[static_cast<size_t>(axis)] += p->dims.at(static_cast<size_t>(axis));
+      const Split3 o = Around(c.dims, axis);
+      for (int64_t i = 0; i < o.outer; ++i) {
+        for (const Const* p : in) {
+          const Split3 s = Around(p->dims, axis);
+          c.v.insert(c.v.end(), p->v.begin() + i * s.dim * s.inner, p->v.begin() + (i + 1) * s.dim * s.inner);
+        }
+      }
+      return c;
+    }
+    if (op == "Gather") {
+      const Const& data = *in[0];
+      const Const& idx = *in[1];
+      const int64_t axis = NormAxis(AttrInt(n, "axis", 0), data.dims.size());
+      const Split3 s = Around(data.dims, axis);
+      Const c{{}, {}, data.integer};
+      for (int64_t i = 0; i < axis; ++i) c.dims.push_back(data.dims[static_cast<size_t>(i)]);
+      for (int64_t d : idx.dims) c.dims.push_back(d);
+      for (size_t i = static_cast<size_t>(axis) + 1; i < data.dims.size(); ++i) c.dims.push_back(data.dims[i]);
+      for (int64_t o = 0; o < s.outer; ++o) {
+        for (double xi : idx.v) {
+          int64_t k = static_cast<int64_t>(xi);
+          if (k < 0) k += s.dim;
+          if (k < 0 || k >= s.dim) return std::nullopt;
+          c.v.insert(c.v.end(), data.v.begin() + (o * s.dim + k) * s.inner,
+                     data.v.begin() + (o * s.dim + k + 1) * s.inner);
+        }
+      }
+      return c;
+    }
+    if (op == "Slice") {
+      absl::StatusOr<std::vector<SliceAxis>> sl = SliceAxes(n, in[0]->dims, in);
+      if (!sl.ok()) return std::nullopt;
+      Const c = *in[0];
+      for (const SliceAxis& a : *sl) {
+        if (a.step != 1) return std::nullopt;
+        const Split3 s = Around(c.dims, a.axis);
+        Const r{c.dims, {}, c.integer};
+        r.dims[static_cast<size_t>(a.axis)] = a.length;
+        for (int64_t o = 0; o < s.outer; ++o) {
+          r.v.insert(r.v.end(), c.v.begin() + (o * s.dim + a.start) * s.inner,
+                     c.v.begin() + (o * s.dim + a.start + a.length) * s.inner);
+        }
+        c = std::move(r);
+      }
+      return c;
+    }
+    if (op == "Transpose") {
+      const Const& x = *in[0];
+      std::vector<int64_t> perm = AttrInts(n, "perm");
+      if (perm.empty()) {
+        for (int64_t i = static_cast<int64_t>(x.dims.size()) - 1; i >= 0; --i) perm.push_back(i);
+      }
+      Const c{{}, {}, x.integer};
+      for (int64_t p : perm) c.dims.push_back(x.dims.at(static_cast<size_t>(p)));
+      c.v.resize(x.v.size());
+      std::vector<int64_t> stride(x.dims.size(), 1);
+      for (int64_t i = static_cast<int64_t>(x.dims.size()) - 2; i >= 0; --i) {
+        stride[static_cast<size_t>(i)] = stride[static_cast<size_t>(i) + 1] * x.dims[static_cast<size_t>(i) + 1];
+      }
+      std::vector<int64_t> idx(c.dims.size(), 0);
+      for (size_t i = 0; i < c.v.size(); ++i) {
+        int64_t src = 0;
+        for (size_t d = 0; d < idx.size(); ++d) src += idx[d] * stride[static_cast<size_t>(perm[d])];
+        c.v[i] = x.v[static_cast<size_t>(src)];
+        for (int64_t d = static_cast<int64_t>(idx.size()) - 1; d >= 0; --d) {
+          if (++idx[static_cast<size_t>(d)] < c.dims[static_cast<size_t>(d)]) break;
+          idx[static_cast<size_t>(d)] = 0;
+        }
+      }
+      return c;
+    }
+    return std::nullopt;
+  }
+
+  struct SliceAxis {
+    int64_t axis, start, length, step;
+  };
+  // Slice's (starts, ends, axes, steps) inputs resolved against `dims`.
+  absl::StatusOr<std::vector<SliceAxis>> SliceAxes(const onnx::NodeProto& n, const Shape& dims,
+                                                   const std::vector<const Const*>& in) {
+    auto get = [&](size_t i) -> const Const* { return i < in.size() ? in[i] : nullptr; };
+    if (!get(1) || !get(2)) return Bad(StrCat(Where(n), ": starts and ends must be constants"));
+    const size_t k = get(1)->v.size();
+    std::vector<SliceAxis> out;
+    for (size_t i = 0; i < k; ++i) {
+      int64_t axis = get(3) ? static_cast<int64_t>(get(3)->v.at(i)) : static_cast<int64_t>(i);
+      axis = NormAxis(axis, dims.size());
+      const int64_t d = dims.at(static_cast<size_t>(axis));
+      const int64_t step = get(4) ? static_cast<int64_t>(get(4)->v.at(i)) : 1;
+      if (step != 1) return Bad(StrCat(Where(n), ": steps: ", step, "; only step 1 is supported"));
+      auto clampi = [d](double x) {
+        int64_t v = x >= 9.2e18 ? d : x <= -9.2e18 ? 0 : static_cast<int64_t>(x);
+        if (v < 0) v += d;
+        return std::clamp<int64_t>(v, 0, d);
+      };
+      const int64_t s = clampi(get(1)->v.at(i)), e = clampi(get(2)->v.at(i));
+      out.push_back({axis, s, std::max<int64_t>(0, e - s), step});
+    }
+    return out;
+  }
+
+  // The output shape of Reshape/Flatten/Squeeze/Unsqueeze applied to `dims`.
+  absl::StatusOr<Shape> ReshapeTarget(const onnx::NodeProto& n, const Shape& dims, const Const* second) {
+    const std::string& op = n.op_type();
+    if (op == "Flatten") {
+      const int64_t axis = NormAxis(AttrInt(n, "axis", 1), dims.size());
+      int64_t a = 1, b = 1;
+      for (size_t i = 0; i < dims.size(); ++i) (static_cast<int64_t>(i) < axis ? a : b) *= dims[i];
+      return Shape{a, b};
+    }
+    std::vector<int64_t> axes = AttrInts(n, "axes");  // opsets < 13
+    if (second) {
+      axes.clear();
+      for (double x : second->v) axes.push_back(static_cast<int64_t>(x));
+    }
+    if (op == "Unsqueeze") {
+      Shape out = dims;
+      const size_t rank = dims.size() + axes.size();
+      std::vector<int64_t> norm;
+      for (int64_t a : axes) norm.push_back(NormAxis(a, rank));
+      std::sort(norm.begin(), norm.end());
+      for (int64_t a : norm) out.insert(out.begin() + a, 1);
+      return out;
+    }
+    if (op == "Squeeze") {
+      Shape out;
+      for (size_t i = 0; i < dims.size(); ++i) {
+        bool drop = axes.empty() ? dims[i] == 1 : false;
+        for (int64_t a : axes) drop = drop || NormAxis(a, dims.size()) == static_cast<int64_t>(i);
+        if (!drop) out.push_back(dims[i]);
+      }
+      return out;
+    }
+    // Reshape: 0 copies the input's dim, -1 is inferred.
+    if (!second) return Bad(StrCat(Where(n), " input 1 (shape): '", n.input(1), "' is not a constant; cannot resolve the shape"));
+    Shape out;
+    int64_t infer = -1, known = 1;
+    for (size_t i = 0; i < second->v.size(); ++i) {
+      int64_t d = static_cast<int64_t>(second->v[i]);
+      if (d == 0 && AttrInt(n, "allowzero", 0) == 0) d = dims.at(i);
+      if (d == -1) {
+        infer = static_cast<int64_t>(i);
+        out.push_back(1);
+        continue;
+      }
+      out.push_back(d);
+      known *= d;
+    }
+    if (infer >= 0) {
+      if (known == 0 || Numel(dims) % known != 0) {
+        return Bad(StrCat(Where(n), " input 1 (shape): cannot reshape ", DimsString(dims), " to ", DimsString(out)));
+      }
+      out[static_cast<size_t>(infer)] = Numel(dims) / known;
+    }
+    if (Numel(out) != Numel(dims)) {
+      return Bad(StrCat(Where(n), " input 1 (shape): cannot reshape ", DimsString(dims), " to ", DimsString(out)));
+    }
+    return out;
+  }
+
+  // ---- IR values ----
+  absl::StatusOr<Shape> ShapeOf(const std::string& name) {
+    if (const Const* c = Constant(name)) return c->dims;
+    HS_ASSIGN_OR_RETURN(ValueId v, AsValue(name, nullptr, ""));
+    return g_.value(v).shape;
+  }
+
+  // `name` as an IR value: a graph input, a parameter (an initializer), or a node's output.
+  absl::StatusOr<ValueId> AsValue(const std::string& name, const onnx::NodeProto* user, const std::string& field) {
+    if (auto it = ids_.find(name); it != ids_.end()) return it->second;
+    if (auto it = inputs_.find(name); it != inputs_.end()) return AddInput(*it->second);
+    if (auto it = inits_.find(name); it != inits_.end()) {
+      const Const* c = Constant(name);
+      if (!c) return first_error_;
+      return AddParameterFrom(name, *c);
+    }
+    auto pit = producer_.find(name);
+    if (pit == producer_.end()) {
+      return Bad(StrCat(path_, ": value '", name, "' is not a graph input, an initializer or a node output"));
+    }
+    const onnx::NodeProto& n = *pit->second;
+    if (Constant(name) != nullptr && n.op_type() == "Identity" && IdentityOfInitializer(name)) {
+      // torch.onnx.export stores equal initializers once and names the others with Identity
+      // nodes (all LayerNorm weights start as ones): each is its own parameter in PyTorch, so
+      // here too, under its own name.
+      return AddParameterFrom(name, *Constant(name));
+    }
+    static const std::set<std::string> movement = {"Gather", "Slice", "Expand", "Transpose", "Reshape", "Unsqueeze",
+                                                   "Squeeze", "Concat", "Flatten", "Split"};
+    if (Constant(name) != nullptr && movement.count(n.op_type())) {
+      // Data movement on initializers (position rows Gathered by a constant Range, a class
+      // token Expanded): IR ops on the parameters, so that they train as in PyTorch.
+      HS_RETURN_IF_ERROR(Emit(n));
+      if (auto it = ids_.find(name); it != ids_.end()) return it->second;
+    }
+    if (Constant(name) != nullptr) {
+      // A computed constant used as data: the IR has no constant tensors.
+      return Bad(StrCat(user ? Where(*user) : path_, " ", field, ": '", name,
+                        "' is a constant computed by ", n.op_type(),
+                        " node; the IR holds no constant tensors (only initializers, as parameters)"));
+    }
+    if (!first_error_.ok()) return first_error_;
+    HS_RETURN_IF_ERROR(Emit(n));
+    if (auto it = ids_.find(name); it != ids_.end()) return it->second;
+    return Bad(StrCat(Where(n), ": output '", name, "' was not produced"));
+  }
+
+  absl::StatusOr<ValueId> AddParameterFrom(const std::string& name, const Const& c) {
+    std::vector<float> data(c.v.begin(), c.v.end());
+    Shape shape = c.dims;
+    if (shape.empty()) shape = {1};
+    HS_ASSIGN_OR_RETURN(ValueId id, g_.AddParameter(name, shape, Init::Data(std::move(data))));
+    ids_[name] = id;
+    return id;
+  }
+
+  bool IdentityOfInitializer(const std::string& name) const {
+    std::string cur = name;
+    for (const onnx::NodeProto* p = Prod(cur, "Identity"); p; p = Prod(cur, "Identity")) cur = p->input(0);
+    return inits_.count(cur) > 0;
+  }
+
+  absl::StatusOr<ValueId> AddInput(const onnx::ValueInfoProto& v) {
+    const std::string where = StrCat(path_, ": graph input '", v.name(), "'");
+    if (!v.type().has_tensor_type()) return Bad(StrCat(where, ": not a tensor"));
+    const auto& tt = v.type().tensor_type();
+    Shape shape;
+    for (int i = 0; i < tt.shape().dim_size(); ++i) {
+      const auto& d = tt.shape().dim(i);
+      if (d.has_dim_value() && d.dim_value() > 0) {
+        shape.push_back(i == 0 && opts_.batch > 0 ? opts_.batch : d.dim_value());
+      } else if (i == 0 && opts_.batch > 0) {
+        shape.push_back(opts_.batch);
+      } else {
+        return Bad(StrCat(where, " dim ", i, " ('", d.dim_param(), "') is symbolic",
+                          i == 0 ? "; bind it with --batch" : "; only dim 0 (the batch) can be bound, with --batch"));
+      }
+    }
+    const int et = tt.elem_type();
+    if (et != onnx::TensorProto::FLOAT && et != onnx::TensorProto::INT64 && et != onnx::TensorProto::INT32) {
+      return Bad(StrCat(where, ": element type ", et, "; expected float, int64 or int32"));
+    }
+    HS_ASSIGN_OR_RETURN(ValueId id, g_.AddInput(v.name(), shape));
+    ids_[v.name()] = id;
+    return id;
+  }
+
+  absl::StatusOr<ValueId> Op(const onnx::NodeProto& n, const std::string& name, OpKind kind,
+                             const std::vector<ValueId>& in, const Attrs& a = {}) {
+    std::string unique = name;
+    for (int k = 1; g_.Find(unique) != kNoValue; ++k) unique = StrCat(name, "#", k);
+    absl::StatusOr<ValueId> id = g_.AddOp(unique, kind, in, a);
+    if (!id.ok()) return Bad(StrCat(Where(n), ": ", id.status().message()));
+    return id;
+  }
+
+  // A value as an operand of node n.
+  absl::StatusOr<ValueId> In(const onnx::NodeProto& n, int i) {
+    if (i >= n.input_size() || n.input(i).empty()) return Bad(StrCat(Where(n), ": input ", i, " is missing"));
+    return AsValue(n.input(i), &n, StrCat("input ", i));
+  }
+
+  absl::Status Set(const onnx::NodeProto& n, int out, ValueId v) {
+    ids_[n.output(out)] = v;
+    return absl::OkStatus();
+  }
+
+  // x reshaped to `shape` unless it has it.
+  absl::StatusOr<ValueId> ReshapeTo(const onnx::NodeProto& n, ValueId x, const Shape& shape, const std::string& name) {
+    if (g_.value(x).shape == shape) return x;
+    Attrs a;
+    a.shape = shape;
+    return Op(n, name, OpKind::kReshape, {x}, a);
+  }
+
+  // add/mul with numpy broadcasting, as the IR's suffix rule allows: the operand with more
+  // elements first; leading 1s of the other dropped.
+  absl::StatusOr<ValueId> Binary(const onnx::NodeProto& n, OpKind kind, ValueId a, ValueId b) {
+    Shape sa = g_.value(a).shape, sb = g_.value(b).shape;
+    std::optional<Shape> out = Broadcast({sa, sb});
+    if (!out) return Bad(StrCat(Where(n), ": shapes ", DimsString(sa), " and ", DimsString(sb), " do not broadcast"));
+    if (sa != *out) {
+      std::swap(a, b);
+      std::swap(sa, sb);
+    }
+    if (sa != *out) {
+      return Bad(StrCat(Where(n), ": shapes ", DimsString(sa), " and ", DimsString(sb),
+                        " broadcast both ways; the IR broadcasts only the second operand"));
+    }
+    Shape tail = sb;
+    while (!tail.empty() && tail.front() == 1 && tail.size() > 0) tail.erase(tail.begin());
+    if (tail.empty()) tail = {1};
+    const bool suffix = tail.size() <= sa.size() && std::equal(tail.begin(), tail.end(), sa.end() - static_cast<long>(tail.size()));
+    if (!suffix && Numel(tail) != 1) {
+      return Bad(StrCat(Where(n), ": broadcasting ", DimsString(sb), " over ", DimsString(sa),
+                        " needs a dim of size 1 inside the shape; the IR broadcasts only leading dims"));
+    }
+    HS_ASSIGN_OR_RETURN(b, ReshapeTo(n, b, tail, StrCat(n.output(0), "/operand")));
+    if (Numel(tail) == 1 && Numel(sa) != 1) {  // a scalar operand: broadcast explicitly
+      HS_ASSIGN_OR_RETURN(b, Op(n, StrCat(n.output(0), "/expand"), OpKind::kExpand, {b}, [&] {
+                            Attrs e;
+                            e.shape = sa;
+                            return e;
+                          }()));
+    }
+    return Op(n, n.output(0), kind, {a, b});
+  }
+
+  bool IsScalar(const std::string& name, double value, double tol) {
+    const Const* c = Constant(name);
+    if (!c || c->v.size() != 1) return false;
+    if (std::isinf(value)) return c->v[0] == value;
+    return std::abs(c->v[0] - value) <= tol * std::max(1.0, std::abs(value));
+  }
+
+  const onnx::NodeProto* Prod(const std::string& name, const std::string& op) const {
+    auto it = producer_.find(name);
+    return it != producer_.end() && it->second->op_type() == op ? it->second : nullptr;
+  }
+
+  // ---- patterns ----
+  // GELU as torch.onnx exports the exact form: Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5).
+  std::optional<std::string> MatchGelu(const onnx::NodeProto& n) {
+    if (n.op_type() != "Mul" || n.input_size() != 2) return std::nullopt;
+    for (int half = 0; half < 2; ++half) {
+      if (!IsScalar(n.input(half), 0.5, 1e-7)) continue;
+      const onnx::NodeProto* m = Prod(n.input(1 - half), "Mul");
+      if (!m) continue;
+      for (int xi = 0; xi < 2; ++xi) {
+        const std::string& x = m->input(xi);
+        const onnx::NodeProto* add = Prod(m->input(1 - xi), "Add");
+        if (!add) continue;
+        for (int oi = 0; oi < 2; ++oi) {
+          if (!IsScalar(add->input(oi), 1.0, 1e-7)) continue;
+          const onnx::NodeProto* erf = Prod(add->input(1 - oi), "Erf");
+          if (!erf) continue;
+          const onnx::NodeProto* div = Prod(erf->input(0), "Div");
+          if (div && div->input(0) == x && IsScalar(div->input(1), std::sqrt(2.0), 1e-6)) return x;
+          const onnx::NodeProto* mul = Prod(erf->input(0), "Mul");
+          if (mul && mul->input(0) == x && IsScalar(mul->input(1), 1 / std::sqrt(2.0), 1e-6)) return x;
+        }
+      }
+    }
+    return std::nullopt;
+  }
+
+  // ReduceMean over the last axis only, keeping it.
+  // `rank`: of x (the pattern's input; its inner values are never resolved, which would emit
+  // them as IR ops).
+  bool IsMeanLast(const onnx::NodeProto* rm, const std::string& x, size_t rank) {
+    if (!rm || rm->input(0) != x || AttrInt(*rm, "keepdims", 1) != 1) return false;
+    std::vector<int64_t> axes = AttrInts(*rm, "axes");
+    if (rm->input_size() > 1 && !rm->input(1).empty()) {
+      const Const* c = Constant(rm->input(1));
+      if (!c) return false;
+      axes.clear();
+      for (double a : c->v) axes.push_back(static_cast<int64_t>(a));
+    }
+    return axes.size() == 1 && NormAxis(axes[0], rank) == static_cast<int64_t>(rank) - 1;
+  }
+
+  struct LayerNormMatch {
+    std::string x, gamma, beta;
+    double eps = 0;
+  };
+  // LayerNorm as opsets < 17 export it: Add(Mul(Div(d, Sqrt(Add(ReduceMean(Pow(d, 2)), eps))),
+  // gamma), beta) with d = Sub(x, ReduceMean(x)), the reductions over the last axis.
+  std::optional<LayerNormMatch> MatchLayerNorm(const onnx::NodeProto& n) {
+    if (n.op_type() != "Add") return std::nullopt;
+    for (int bi = 0; bi < 2; ++bi) {
+      const onnx::NodeProto* mul = Prod(n.input(1 - bi), "Mul");
+      if (!mul) continue;
+      for (int gi = 0; gi < 2; ++gi) {
+        const onnx::NodeProto* div = Prod(mul->input(1 - gi), "Div");
+        if (!div) continue;
+        const onnx::NodeProto* sub = Prod(div->input(0), "Sub");
+        const onnx::NodeProto* sqrt = Prod(div->input(1), "Sqrt");
+        if (!sub || !sqrt) continue;
+        const onnx::NodeProto* mean = Prod(sub->input(1), "ReduceMean");
+        if (!mean || mean->input(0) != sub->input(0)) continue;
+        absl::StatusOr<Shape> xs = ShapeOf(sub->input(0));
+        if (!xs.ok() || !IsMeanLast(mean, sub->input(0), xs->size())) continue;
+        const onnx::NodeProto* add = Prod(sqrt->input(0), "Add");
+        if (!add) continue;
+        for (int ei = 0; ei < 2; ++ei) {
+          const Const* eps = Constant(add->input(ei));
+          const onnx::NodeProto* var = Prod(add->input(1 - ei), "ReduceMean");
+          if (!eps || eps->v.size() != 1 || !var) continue;
+          const onnx::NodeProto* pow = Prod(var->input(0), "Pow");
+          if (!pow || !IsScalar(pow->input(1), 2.0, 0) || !IsMeanLast(var, pow->output(0), xs->size())) continue;
+          const onnx::NodeProto* sub2 = Prod(pow->input(0), "Sub");
+          if (!sub2 || sub2->input(0) != sub->input(0) || sub2->input(1) != sub->input(1)) continue;
+          return LayerNormMatch{sub->input(0), mul->input(gi), n.input(bi), eps->v[0]};
+        }
+      }
+    }
+    return std::nullopt;
+  }
+
+  // Reshape(x[B,T,C] -> [B,T,H,D]) then Transpose(perm); returns x and H.
+  std::optional<std::pair<std::string, int64_t>> SplitHeads(const std::string& name, const std::vector<int64_t>& perm) {
+    const onnx::NodeProto* tr = Prod(name, "Transpose");
+    if (!tr || AttrInts(*tr, "perm") != perm) return std::nullopt;
+    const onnx::NodeProto* rs = Prod(tr->input(0), "Reshape");
+    if (!rs) return std::nullopt;
+    const Const* shape = Constant(rs->input(1));
+    if (!shape || shape->v.size() != 4) return std::nullopt;
+    absl::StatusOr<Shape> in = ShapeOf(rs->input(0));
+    if (!in.ok() || in->size() != 3) return std::nullopt;
+    absl::StatusOr<Shape> out = ReshapeTarget(*rs, *in, shape);
+    if (!out.ok() || (*out)[0] != (*in)[0] || (*out)[1] != (*in)[1]) return std::nullopt;
+    return std::make_pair(rs->input(0), (*out)[2]);
+  }
+
+  struct AttentionMatch {
+    std::string q, k, v;
+    int64_t heads = 0;
+    bool causal = false;
+  };
+
+  // Whether the constant `c` (broadcast over [..., T, T]) marks exactly the entries above the
+  // diagonal, where `masked(value)` says an entry is masked.
+  bool IsCausal(const Const& c, int64_t t, const std::function<bool(double)>& masked) {
+    if (c.dims.size() < 2 || c.dims[c.dims.size() - 1] != t || c.dims[c.dims.size() - 2] != t) return false;
+    for (size_t i = 0; i < c.v.size(); ++i) {
+      const int64_t r = static_cast<int64_t>(i / t) % t, col = static_cast<int64_t>(i % t);
+      if (masked(c.v[i]) != (col > r)) return false;
+    }
+    return true;
+  }
+
+  // softmax(q·kᵀ·s + mask)·v with heads split and merged around it, ending at a Reshape.
+  std::optional<AttentionMatch> MatchAttention(const onnx::NodeProto& n) {
+    if (n.op_type() != "Reshape") return std::nullopt;
+    const onnx::NodeProto* merge = Prod(n.input(0), "Transpose");
+    if (!merge || AttrInts(*merge, "perm") != std::vector<int64_t>{0, 2, 1, 3}) return std::nullopt;
+    const onnx::NodeProto* pv = Prod(merge->input(0), "MatMul");
+    if (!pv) return std::nullopt;
+    std::string p = pv->input(0);
+    if (const onnx::NodeProto* d = Prod(p, "Dropout")) p = d->input(0);
+    const onnx::NodeProto* sm = Prod(p, "Softmax");
+    if (!sm || (AttrInt(*sm, "axis", -1) != -1 && AttrInt(*sm, "axis", -1) != 3)) return std::nullopt;
+    std::string s = sm->input(0);
+    AttentionMatch m;
+    const onnx::NodeProto* where = Prod(s, "Where");
+    const onnx::NodeProto* addmask = Prod(s, "Add");
+    std::function<bool(int64_t)> check_mask = [](int64_t) { return true; };
+    if (where) {
+      const Const* cond = Constant(where->input(0));
+      const int masked_branch = IsScalar(where->input(1), -INFINITY, 0) ? 1 : IsScalar(where->input(2), -INFINITY, 0) ? 2 : 0;
+      if (!cond || masked_branch == 0) return std::nullopt;
+      s = where->input(masked_branch == 1 ? 2 : 1);
+      check_mask = [this, cond, masked_branch](int64_t t) {
+        return IsCausal(*cond, t, [masked_branch](double x) { return (x != 0) == (masked_branch == 1); });
+      };
+      m.causal = true;
+    } else if (addmask) {
+      for (int i = 0; i < 2; ++i) {
+        const Const* c = Constant(addmask->input(i));
+        if (!c) continue;
+        s = addmask->input(1 - i);
+        check_mask = [this, c](int64_t t) { return IsCausal(*c, t, [](double x) { return x <= -1e9; }); };
+        m.causal = true;
+      }
+      if (!m.causal) return std::nullopt;
+    }
+    // Scale: Mul by 1/√D or Div by √D.
+    double scale = 1.0;
+    std::string qk = s;
+    if (const onnx::NodeProto* mul = Prod(s, "Mul")) {
+      for (int i = 0; i < 2; ++i) {
+        const Const* c = Constant(mul->input(i));
+        if (c && c->v.size() == 1) scale = c->v[0], qk = mul->input(1 - i);
+      }
+    } else if (const onnx::NodeProto* div = Prod(s, "Div")) {
+      const Const* c = Constant(div->input(1));
+      if (c && c->v.size() == 1) scale = 1.0 / c->v[0], qk = div->input(0);
+    }
+    const onnx::NodeProto* mm = Prod(qk, "MatMul");
+    if (!mm) return std::nullopt;
+    auto q = SplitHeads(mm->input(0), {0, 2, 1, 3});
+    auto v = SplitHeads(pv->input(1), {0, 2, 1, 3});
+    auto k = SplitHeads(mm->input(1), {0, 2, 3, 1});
+    if (!k) {
+      const onnx::NodeProto* kt = Prod(mm->input(1), "Transpose");
+      if (kt && AttrInts(*kt, "perm") == std::vector<int64_t>{0, 1, 3, 2}) k = SplitHeads(kt->input(0), {0, 2, 1, 3});
+    }
+    if (!q || !k || !v || q->second != k->second || q->second != v->second) return std::nullopt;
+    absl::StatusOr<Shape> qs = ShapeOf(q->first);
+    if (!qs.ok()) return std::nullopt;
+    const int64_t t = (*qs)[1], d = (*qs)[2] / q->second;
+    if (std::abs(scale * std::sqrt(static_cast<double>(d)) - 1.0) > 1e-6) return std::nullopt;
+    if (!check_mask(t)) return std::nullopt;
+    // The merge must give back [B, T, C].
+    const Const* merged = Constant(n.input(1));
+    if (!merged) return std::nullopt;
+    absl::StatusOr<Shape> target = ReshapeTarget(n, {(*qs)[0], t, q->second, d}, merged);
+    if (!target.ok() || *target != *qs) return std::nullopt;
+    m.q = q->first;
+    m.k = k->first;
+    m.v = v->first;
+    m.heads = q->second;
+    return m;
+  }
+
+  // torch.nn.MultiheadAttention as F.multi_head_attention_forward exports it (torchvision's
+  // VisionTransformer), sequence-first: q, k, v [T, B, C] reshaped to [T, B·H, D] and
+  // transposed to [B·H, T, D], q divided by √D, softmax(q·kᵀ)·v, transposed back and reshaped
+  // to [T·B, C] — matched at that last Reshape.
+  struct MhaMatch {
+    std::string q, k, v;
+    int64_t heads = 0;
+  };
+  std::optional<std::pair<std::string, int64_t>> MhaHeads(const std::string& name, const std::vector<int64_t>& perm) {
+    const onnx::NodeProto* tr = Prod(name, "Transpose");
+    if (!tr || AttrInts(*tr, "perm") != perm) return std::nullopt;
+    const onnx::NodeProto* rs = Prod(tr->input(0), "Reshape");
+    if (!rs) return std::nullopt;
+    const Const* shape = Constant(rs->input(1));
+    absl::StatusOr<Shape> in = ShapeOf(rs->input(0));
+    if (!shape || !in.ok() || in->size() != 3) return std::nullopt;
+    absl::StatusOr<Shape> out = ReshapeTarget(*rs, *in, shape);
+    if (!out.ok() || out->size() != 3 || (*out)[0] != (*in)[0] || (*out)[1] % (*in)[1] != 0) return std::nullopt;
+    const int64_t heads = (*out)[1] / (*in)[1];
+    if ((*out)[2] * heads != (*in)[2]) return std::nullopt;
+    return std::make_pair(rs->input(0), heads);
+  }
+  std::optional<MhaMatch> MatchMha(const onnx::NodeProto& n) {
+    if (n.op_type() != "Reshape") return std::nullopt;
+    const onnx::NodeProto* back = Prod(n.input(0), "Transpose");
+    if (!back || AttrInts(*back, "perm") != std::vector<int64_t>{1, 0, 2}) return std::nullopt;
+    const onnx::NodeProto* pv = Prod(back->input(0), "MatMul");
+    if (!pv) return std::nullopt;
+    std::string p = pv->input(0);
+    if (const onnx::NodeProto* d = Prod(p, "Dropout")) p = d->input(0);
+    const onnx::NodeProto* sm = Prod(p, "Softmax");
+    if (!sm || (AttrInt(*sm, "axis", -1) != -1 && AttrInt(*sm, "axis", -1) != 2)) return std::nullopt;
+    const onnx::NodeProto* qk = Prod(sm->input(0), "MatMul");
+    if (!qk) return std::nullopt;
+    std::string qs = qk->input(0);
+    double scale = 1;
+    if (const onnx::NodeProto* div = Prod(qs, "Div")) {
+      const Const* c = Constant(div->input(1));
+      if (!c || c->v.size() != 1) return std::nullopt;
+      scale = 1 / c->v[0], qs = div->input(0);
+    } else if (const onnx::NodeProto* mul = Prod(qs, "Mul")) {
+      const Const* c = Constant(mul->input(1));
+      if (!c || c->v.size() != 1) return std::nullopt;
+      scale = c->v[0], qs = mul->input(0);
+    }
+    auto q = MhaHeads(qs, {1, 0, 2});
+    auto k = MhaHeads(qk->input(1), {1, 2, 0});
+    auto v = MhaHeads(pv->input(1), {1, 0, 2});
+    if (!q || !k || !v || q->second != k->second || q->second != v->second) return std::nullopt;
+    absl::StatusOr<Shape> s = ShapeOf(q->first);
+    if (!s.ok()) return std::nullopt;
+    const int64_t t = (*s)[0], b = (*s)[1], c = (*s)[2], d = c / q->second;
+    if (std::abs(scale * std::sqrt(static_cast<double>(d)) - 1.0) > 1e-6) return std::nullopt;
+    const Const* target = Constant(n.input(1));
+    if (!target) return std::nullopt;
+    absl::StatusOr<Shape> out = ReshapeTarget(n, {t, b * q->second, d}, target);
+    if (!out.ok() || *out != Shape{t * b, c}) return std::nullopt;
+    return MhaMatch{q->first, k->first, v->first, q->second};
+  }
+
+  // ---- one node ----
+  absl::Status Emit(const onnx::NodeProto& n) {
+    const std::string& op = n.op_type();
+    const std::string& out = n.output(0);
+    if (std::find(SupportedOps().begin(), SupportedOps().end(), op) == SupportedOps().end()) {
+      return Bad(StrCat(Where(n), ": unsupported operator '", op, "'; supported: ", OnnxSupportedOps()));
+    }
+    if (!n.domain().empty() && n.domain() != "ai.onnx") {
+      return Bad(StrCat(Where(n), ": operator domain '", n.domain(), "'; expected the default ONNX domain"));
+    }
+    if ((op == "MaxPool" || op == "AveragePool" || op == "Conv") && Attr(n, "auto_pad") &&
+        Attr(n, "auto_pad")->s() != "NOTSET") {
+      return Bad(StrCat(Where(n), " attribute auto_pad: ", Attr(n, "auto_pad")->s(), "; only explicit pads are supported"));
+    }
+    if (std::optional<std::string> x = MatchGelu(n)) {
+      HS_ASSIGN_OR_RETURN(ValueId xv, AsValue(*x, &n, "GELU input"));
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kGelu, {xv}));
+      return Set(n, 0, y);
+    }
+    if (std::optional<LayerNormMatch> ln = MatchLayerNorm(n)) {
+      HS_ASSIGN_OR_RETURN(ValueId x, AsValue(ln->x, &n, "layer norm input"));
+      HS_ASSIGN_OR_RETURN(ValueId gamma, AsValue(ln->gamma, &n, "layer norm scale"));
+      HS_ASSIGN_OR_RETURN(ValueId beta, AsValue(ln->beta, &n, "layer norm bias"));
+      const int64_t c = g_.value(x).shape.back();
+      HS_ASSIGN_OR_RETURN(gamma, ReshapeTo(n, gamma, {c}, StrCat(out, "/scale")));
+      HS_ASSIGN_OR_RETURN(beta, ReshapeTo(n, beta, {c}, StrCat(out, "/bias")));
+      Attrs a;
+      a.eps = ln->eps;
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kLayerNorm, {x, gamma, beta}, a));
+      return Set(n, 0, y);
+    }
+    if (std::optional<MhaMatch> m = MatchMha(n)) {
+      // attention on [B, T, C]: the sequence-first operands transposed, the result back.
+      Attrs bt;
+      bt.axis = 0;
+      bt.axis2 = 1;
+      std::vector<ValueId> qkv;
+      for (const std::string* x : {&m->q, &m->k, &m->v}) {
+        HS_ASSIGN_OR_RETURN(ValueId xv, AsValue(*x, &n, "attention operand"));
+        HS_ASSIGN_OR_RETURN(ValueId xt, Op(n, StrCat(*x, "/batch_first"), OpKind::kTranspose, {xv}, bt));
+        qkv.push_back(xt);
+      }
+      Attrs a;
+      a.heads = m->heads;
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, StrCat(out, "/attention"), OpKind::kAttention, qkv, a));
+      HS_ASSIGN_OR_RETURN(y, Op(n, StrCat(out, "/seq_first"), OpKind::kTranspose, {y}, bt));
+      const Shape ys = g_.value(y).shape;
+      HS_ASSIGN_OR_RETURN(y, ReshapeTo(n, y, {ys[0] * ys[1], ys[2]}, out));
+      return Set(n, 0, y);
+    }
+    if (std::optional<AttentionMatch> m = MatchAttention(n)) {
+      HS_ASSIGN_OR_RETURN(ValueId q, AsValue(m->q, &n, "attention q"));
+      HS_ASSIGN_OR_RETURN(ValueId k, AsValue(m->k, &n, "attention k"));
+      HS_ASSIGN_OR_RETURN(ValueId v, AsValue(m->v, &n, "attention v"));
+      Attrs a;
+      a.heads = m->heads;
+      a.causal = m->causal;
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kAttention, {q, k, v}, a));
+      return Set(n, 0, y);
+    }
+    // Data-movement ops on constants fold (Constant() already tried); the rest map to IR ops.
+    if (op == "Identity" || op == "Dropout" || op == "Cast") {
+      if (op == "Dropout" && n.input_size() > 2 && !n.input(2).empty()) {
+        const Const* training = Constant(n.input(2));
+        if (!training || (training->v.size() == 1 && training->v[0] != 0)) {
+          return Bad(StrCat(Where(n), " input 2 (training_mode): dropout in training mode is not supported; export in eval mode"));
+        }
+      }
+      if (op == "Cast") {
+        const int64_t to = AttrInt(n, "to", onnx::TensorProto::FLOAT);
+        if (to != onnx::TensorProto::FLOAT && to != onnx::TensorProto::INT64 && to != onnx::TensorProto::INT32) {
+          return Bad(StrCat(Where(n), " attribute to: ", to, "; only casts to float, int64 and int32 of data are supported"));
+        }
+      }
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      return Set(n, 0, x);
+    }
+    if (op == "Relu" || op == "Sigmoid" || op == "Tanh") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      const OpKind k = op == "Relu" ? OpKind::kRelu : op == "Sigmoid" ? OpKind::kSigmoid : OpKind::kTanh;
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, k, {x}));
+      return Set(n, 0, y);
+    }
+    if (op == "Softmax" || op == "LogSoftmax") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      const size_t rank = g_.value(x).shape.size();
+      const int64_t axis = NormAxis(AttrInt(n, "axis", -1), rank), last = static_cast<int64_t>(rank) - 1;
+      const OpKind kind = op == "Softmax" ? OpKind::kSoftmax : OpKind::kLogSoftmax;
+      if (axis == last) {
+        HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, kind, {x}));
+        return Set(n, 0, y);
+      }
+      // Over another axis (opset 13+: that one axis): swapped to the end and back.
+      Attrs swap;
+      swap.axis = axis;
+      swap.axis2 = last;
+      HS_ASSIGN_OR_RETURN(ValueId t, Op(n, StrCat(out, "/to_last"), OpKind::kTranspose, {x}, swap));
+      HS_ASSIGN_OR_RETURN(ValueId sm, Op(n, StrCat(out, "/last"), kind, {t}));
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kTranspose, {sm}, swap));
+      return Set(n, 0, y);
+    }
+    if (op == "Add" || op == "Mul") {
+      HS_ASSIGN_OR_RETURN(ValueId a, In(n, 0));
+      HS_ASSIGN_OR_RETURN(ValueId b, In(n, 1));
+      HS_ASSIGN_OR_RETURN(ValueId y, Binary(n, op == "Add" ? OpKind::kAdd : OpKind::kMul, a, b));
+      return Set(n, 0, y);
+    }
+    if (op == "MatMul") {
+      HS_ASSIGN_OR_RETURN(ValueId a, In(n, 0));
+      HS_ASSIGN_OR_RETURN(ValueId b, In(n, 1));
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kMatMul, {a, b}));
+      return Set(n, 0, y);
+    }
+    if (op == "Gemm") {
+      if (AttrFloat(n, "alpha", 1) != 1 || AttrFloat(n, "beta", 1) != 1) {
+        return Bad(StrCat(Where(n), " attributes alpha, beta: ", AttrFloat(n, "alpha", 1), ", ", AttrFloat(n, "beta", 1),
+                          "; only 1 and 1 are supported"));
+      }
+      HS_ASSIGN_OR_RETURN(ValueId a, In(n, 0));
+      if (AttrInt(n, "transA", 0) != 0) {
+        Attrs t;
+        t.axis = 0;
+        t.axis2 = 1;
+        HS_ASSIGN_OR_RETURN(a, Op(n, StrCat(out, "/a_t"), OpKind::kTranspose, {a}, t));
+      }
+      HS_ASSIGN_OR_RETURN(ValueId b, In(n, 1));
+      ValueId c = kNoValue;
+      if (n.input_size() > 2 && !n.input(2).empty()) {
+        HS_ASSIGN_OR_RETURN(c, In(n, 2));
+      }
+      if (AttrInt(n, "transB", 0) == 1) {
+        std::vector<ValueId> in = {a, b};
+        if (c != kNoValue) {
+          HS_ASSIGN_OR_RETURN(c, ReshapeTo(n, c, {g_.value(b).shape.at(0)}, StrCat(out, "/bias")));
+          in.push_back(c);
+        }
+        HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kLinear, in));
+        return Set(n, 0, y);
+      }
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, c == kNoValue ? out : StrCat(out, "/matmul"), OpKind::kMatMul, {a, b}));
+      if (c != kNoValue) {
+        HS_ASSIGN_OR_RETURN(y, Binary(n, OpKind::kAdd, y, c));
+      }
+      return Set(n, 0, y);
+    }
+    if (op == "LayerNormalization") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      const Shape xs = g_.value(x).shape;
+      const int64_t axis = NormAxis(AttrInt(n, "axis", -1), xs.size());
+      if (n.input_size() < 3 || n.input(2).empty()) return Bad(StrCat(Where(n), " input 2 (B): a bias is required"));
+      HS_ASSIGN_OR_RETURN(ValueId s, In(n, 1));
+      HS_ASSIGN_OR_RETURN(ValueId b, In(n, 2));
+      // Normalized over dims [axis, end): those flattened into one last dim, and back.
+      int64_t outer = 1, inner = 1;
+      for (size_t i = 0; i < xs.size(); ++i) (static_cast<int64_t>(i) < axis ? outer : inner) *= xs[i];
+      HS_ASSIGN_OR_RETURN(ValueId x2, ReshapeTo(n, x, axis == static_cast<int64_t>(xs.size()) - 1 ? xs : Shape{outer, inner},
+                                                 StrCat(out, "/flat")));
+      HS_ASSIGN_OR_RETURN(s, ReshapeTo(n, s, {inner}, StrCat(out, "/scale")));
+      HS_ASSIGN_OR_RETURN(b, ReshapeTo(n, b, {inner}, StrCat(out, "/bias")));
+      Attrs a;
+      a.eps = AttrFloat(n, "epsilon", 1e-5);
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, x2 == x ? out : StrCat(out, "/norm"), OpKind::kLayerNorm, {x2, s, b}, a));
+      HS_ASSIGN_OR_RETURN(y, ReshapeTo(n, y, xs, out));
+      return Set(n, 0, y);
+    }
+    if (op == "Gather") {
+      const Const* idx = Constant(n.input(1));
+      HS_ASSIGN_OR_RETURN(ValueId data, In(n, 0));
+      const Shape ds = g_.value(data).shape;
+      const int64_t axis = NormAxis(AttrInt(n, "axis", 0), ds.size());
+      if (idx) {
+        // Constant indices: a contiguous run is a slice (e.g. positions 0..T-1 of a table).
+        int64_t start = static_cast<int64_t>(idx->v.empty() ? 0 : idx->v[0]);
+        if (start < 0) start += ds[static_cast<size_t>(axis)];
+        for (size_t i = 0; i < idx->v.size(); ++i) {
+          int64_t k = static_cast<int64_t>(idx->v[i]);
+          if (k < 0) k += ds[static_cast<size_t>(axis)];
+          if (k != start + static_cast<int64_t>(i)) {
+            return Bad(StrCat(Where(n), " input 1 (indices): constant indices that are not a contiguous run"));
+          }
+        }
+        Attrs a;
+        a.axis = axis;
+        a.start = start;
+        a.length = std::max<int64_t>(1, static_cast<int64_t>(idx->v.size()));
+        HS_ASSIGN_OR_RETURN(ValueId y, Op(n, StrCat(out, "/slice"), OpKind::kSlice, {data}, a));
+        Shape target;
+        for (int64_t i = 0; i < axis; ++i) target.push_back(ds[static_cast<size_t>(i)]);
+        for (int64_t d : idx->dims) target.push_back(d);
+        for (size_t i = static_cast<size_t>(axis) + 1; i < ds.size(); ++i) target.push_back(ds[i]);
+        HS_ASSIGN_OR_RETURN(y, ReshapeTo(n, y, target, out));
+        return Set(n, 0, y);
+      }
+      if (axis != 0 || ds.size() != 2) {
+        return Bad(StrCat(Where(n), ": Gather with computed indices must be an embedding lookup (axis 0 of a 2-D table)"));
+      }
+      HS_ASSIGN_OR_RETURN(ValueId ids, In(n, 1));
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kEmbedding, {ids, data}));
+      return Set(n, 0, y);
+    }
+    if (op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      const Const* second = n.input_size() > 1 && !n.input(1).empty() ? Constant(n.input(1)) : nullptr;
+      if (n.input_size() > 1 && !n.input(1).empty() && !second) {
+        return Bad(StrCat(Where(n), " input 1: '", n.input(1), "' is not a constant; cannot resolve the shape"));
+      }
+      HS_ASSIGN_OR_RETURN(Shape target, ReshapeTarget(n, g_.value(x).shape, second));
+      HS_ASSIGN_OR_RETURN(ValueId y, ReshapeTo(n, x, target, out));
+      return Set(n, 0, y);
+    }
+    if (op == "Transpose") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      const size_t rank = g_.value(x).shape.size();
+      std::vector<int64_t> perm = AttrInts(n, "perm");
+      if (perm.empty()) {
+        for (int64_t i = static_cast<int64_t>(rank) - 1; i >= 0; --i) perm.push_back(i);
+      }
+      // As swaps: position i gets the dim perm[i].
+      std::vector<int64_t> cur(rank);
+      for (size_t i = 0; i < rank; ++i) cur[i] = static_cast<int64_t>(i);
+      ValueId y = x;
+      int swaps = 0;
+      for (size_t i = 0; i < rank; ++i) {
+        if (cur[i] == perm[i]) continue;
+        const size_t j = static_cast<size_t>(std::find(cur.begin(), cur.end(), perm[i]) - cur.begin());
+        std::swap(cur[i], cur[j]);
+        Attrs a;
+        a.axis = static_cast<int64_t>(i);
+        a.axis2 = static_cast<int64_t>(j);
+        HS_ASSIGN_OR_RETURN(y, Op(n, swaps++ == 0 ? out : StrCat(out, "/swap", swaps), OpKind::kTranspose, {y}, a));
+      }
+      return Set(n, 0, y);
+    }
+    if (op == "Concat") {
+      std::vector<ValueId> in;
+      for (int i = 0; i < n.input_size(); ++i) {
+        HS_ASSIGN_OR_RETURN(ValueId x, In(n, i));
+        in.push_back(x);
+      }
+      Attrs a;
+      a.axis = NormAxis(AttrInt(n, "axis", 0), g_.value(in[0]).shape.size());
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kConcat, in, a));
+      return Set(n, 0, y);
+    }
+    if (op == "Slice") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      std::vector<const Const*> in = {nullptr};
+      for (int i = 1; i < n.input_size(); ++i) {
+        const Const* c = n.input(i).empty() ? nullptr : Constant(n.input(i));
+        if (!n.input(i).empty() && !c) return Bad(StrCat(Where(n), " input ", i, ": '", n.input(i), "' is not a constant"));
+        in.push_back(c);
+      }
+      HS_ASSIGN_OR_RETURN(std::vector<SliceAxis> axes, SliceAxes(n, g_.value(x).shape, in));
+      ValueId y = x;
+      for (size_t i = 0; i < axes.size(); ++i) {
+        if (axes[i].start == 0 && axes[i].length == g_.value(y).shape[static_cast<size_t>(axes[i].axis)]) continue;
+        Attrs a;
+        a.axis = axes[i].axis;
+        a.start = axes[i].start;
+        a.length = axes[i].length;
+        HS_ASSIGN_OR_RETURN(y, Op(n, i + 1 == axes.size() ? out : StrCat(out, "/", i), OpKind::kSlice, {y}, a));
+      }
+      return Set(n, 0, y);
+    }
+    if (op == "Split") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      const Shape xs = g_.value(x).shape;
+      const int64_t axis = NormAxis(AttrInt(n, "axis", 0), xs.size());
+      std::vector<int64_t> sizes = AttrInts(n, "split");
+      if (n.input_size() > 1 && !n.input(1).empty()) {
+        const Const* c = Constant(n.input(1));
+        if (!c) return Bad(StrCat(Where(n), " input 1 (split): not a constant"));
+        sizes.clear();
+        for (double v : c->v) sizes.push_back(static_cast<int64_t>(v));
+      }
+      if (sizes.empty()) sizes.assign(static_cast<size_t>(n.output_size()), xs[static_cast<size_t>(axis)] / n.output_size());
+      int64_t start = 0;
+      for (int i = 0; i < n.output_size(); ++i) {
+        Attrs a;
+        a.axis = axis;
+        a.start = start;
+        a.length = sizes.at(static_cast<size_t>(i));
+        start += a.length;
+        HS_ASSIGN_OR_RETURN(ValueId y, Op(n, n.output(i), OpKind::kSlice, {x}, a));
+        HS_RETURN_IF_ERROR(Set(n, i, y));
+      }
+      return absl::OkStatus();
+    }
+    if (op == "Expand") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      const Const* shape = Constant(n.input(1));
+      if (!shape) return Bad(StrCat(Where(n), " input 1 (shape): not a constant; cannot resolve the shape"));
+      Shape want;
+      for (double d : shape->v) want.push_back(static_cast<int64_t>(d));
+      std::optional<Shape> target = Broadcast({g_.value(x).shape, want});
+      if (!target) return Bad(StrCat(Where(n), ": cannot expand ", DimsString(g_.value(x).shape), " to ", DimsString(want)));
+      if (*target == g_.value(x).shape) return Set(n, 0, x);
+      Attrs a;
+      a.shape = *target;
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kExpand, {x}, a));
+      return Set(n, 0, y);
+    }
+    if (op == "Conv") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      HS_ASSIGN_OR_RETURN(ValueId w, In(n, 1));
+      const Shape ws = g_.value(w).shape;
+      const std::vector<int64_t> strides = AttrInts(n, "strides"), pads = AttrInts(n, "pads"),
+                                 dil = AttrInts(n, "dilations");
+      auto all_eq = [](const std::vector<int64_t>& v, int64_t def) {
+        for (int64_t x : v) {
+          if (x != v[0]) return int64_t{-1};
+        }
+        return v.empty() ? def : v[0];
+      };
+      if (AttrInt(n, "group", 1) != 1) return Bad(StrCat(Where(n), " attribute group: ", AttrInt(n, "group", 1), "; only group 1 is supported"));
+      if (ws.size() != 4 || ws[2] != ws[3]) return Bad(StrCat(Where(n), " input 1 (W): shape ", DimsString(ws), "; expected a square 2-D kernel"));
+      if (all_eq(dil, 1) != 1) return Bad(StrCat(Where(n), " attribute dilations: only 1 is supported"));
+      if (all_eq(strides, 1) < 1) return Bad(StrCat(Where(n), " attribute strides: must be equal"));
+      if (all_eq(pads, 0) < 0) return Bad(StrCat(Where(n), " attribute pads: must be equal on every side"));
+      Attrs a;
+      a.kernel = ws[2];
+      a.stride = all_eq(strides, 1);
+      a.padding = all_eq(pads, 0);
+      std::vector<ValueId> in = {x, w};
+      if (n.input_size() > 2 && !n.input(2).empty()) {
+        HS_ASSIGN_OR_RETURN(ValueId b, In(n, 2));
+        in.push_back(b);
+      }
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kConv2d, in, a));
+      return Set(n, 0, y);
+    }
+    if (op == "MaxPool" || op == "AveragePool") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      const std::vector<int64_t> k = AttrInts(n, "kernel_shape"), s = AttrInts(n, "strides"), p = AttrInts(n, "pads");
+      for (int64_t v : p) {
+        if (v != 0) return Bad(StrCat(Where(n), " attribute pads: ", v, "; only unpadded pooling is supported"));
+      }
+      if (k.size() != 2 || k[0] != k[1] || (!s.empty() && (s.size() != 2 || s[0] != s[1]))) {
+        return Bad(StrCat(Where(n), " attribute kernel_shape/strides: expected a square window and equal strides"));
+      }
+      if (AttrInt(n, "ceil_mode", 0) != 0) return Bad(StrCat(Where(n), " attribute ceil_mode: only 0 is supported"));
+      for (int64_t d : AttrInts(n, "dilations")) {
+        if (d != 1) return Bad(StrCat(Where(n), " attribute dilations: ", d, "; only 1 is supported"));
+      }
+      const int64_t stride = s.empty() ? 1 : s[0];
+      if (op == "MaxPool") {
+        if (n.output_size() > 1 && !n.output(1).empty()) return Bad(StrCat(Where(n), ": the Indices output is not supported"));
+        Attrs a;
+        a.kernel = k[0];
+        a.stride = stride;
+        HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kMaxPool2d, {x}, a));
+        return Set(n, 0, y);
+      }
+      const Shape xs = g_.value(x).shape;
+      if (stride != k[0] || xs.size() != 4 || xs[2] % k[0] != 0 || xs[3] % k[0] != 0) {
+        return Bad(StrCat(Where(n), ": only AveragePool with stride == kernel dividing the input is supported"));
+      }
+      Attrs a;
+      a.out_h = xs[2] / k[0];
+      a.out_w = xs[3] / k[0];
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kAdaptiveAvgPool2d, {x}, a));
+      return Set(n, 0, y);
+    }
+    if (op == "GlobalAveragePool") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kAdaptiveAvgPool2d, {x}));
+      return Set(n, 0, y);
+    }
+    // The rest (Shape, Constant, Range, Equal, Where, Sub, Div, Pow, ...) only fold.
+    std::vector<std::string> non_const;
+    for (const std::string& i : n.input()) {
+      if (!i.empty() && !Constant(i)) non_const.push_back(StrCat("'", i, "'"));
+    }
+    if (!first_error_.ok()) return first_error_;
+    return Bad(StrCat(Where(n), ": ", op, " is supported only on constants (shape arithmetic) or inside a recognized ",
+                      "pattern (GELU, attention); its input ", absl::StrJoin(non_const, ", "), " is computed data"));
+  }
+
+  // Appends the loss and keeps only what the output (and the loss) needs.
+  absl::StatusOr<OnnxImport> Finish(ValueId out) {
+    OnnxImport r;
+    r.output = g_.value(out).name;
+    std::vector<bool> live(g_.values().size(), false);
+    live[static_cast<size_t>(out)] = true;
+    for (int64_t i = static_cast<int64_t>(g_.nodes().size()) - 1; i >= 0; --i) {
+      const Node& node = g_.node(static_cast<NodeId>(i));
+      if (!live[static_cast<size_t>(node.output)]) continue;
+      for (ValueId in : node.inputs) live[static_cast<size_t>(in)] = true;
+    }
+    Graph g(g_.name());
+    std::vector<ValueId> map(g_.values().size(), kNoValue);
+    // Inputs and parameters in creation order, then the live nodes.
+    for (size_t i = 0; i < g_.values().size(); ++i) {
+      const Value& v = g_.values()[i];
+      if (!live[i] || v.kind == ValueKind::kActivation) continue;
+      absl::StatusOr<ValueId> id = v.kind == ValueKind::kInput ? g.AddInput(v.name, v.shape)
+                                                               : g.AddParameter(v.name, v.shape, v.init);
+      if (!id.ok()) return id.status();
+      map[i] = *id;
+    }
+    for (const Node& node : g_.nodes()) {
+      if (!live[static_cast<size_t>(node.output)]) continue;
+      std::vector<ValueId> in;
+      for (ValueId x : node.inputs) in.push_back(map[static_cast<size_t>(x)]);
+      HS_ASSIGN_OR_RETURN(map[static_cast<size_t>(node.output)], g.AddOp(node.name, node.kind, in, node.attrs));
+    }
+    if (g.inputs().empty()) return Bad(StrCat(path_, ": the output does not depend on any graph input"));
+    const ValueId y = map[static_cast<size_t>(out)];
+    if (opts_.loss == "cross_entropy") {
+      Shape labels = g.value(y).shape;
+      if (labels.empty()) return Bad(StrCat(path_, ": --loss cross_entropy needs logits [..., K]; the output is a scalar"));
+      labels.pop_back();
+      if (g.Find("labels") != kNoValue) return Bad(StrCat(path_, ": the model already has a value named 'labels'"));
+      HS_ASSIGN_OR_RETURN(ValueId l, g.AddInput("labels", labels));
+      HS_ASSIGN_OR_RETURN(ValueId loss, g.AddOp("loss", OpKind::kCrossEntropy, {y, l}));
+      HS_RETURN_IF_ERROR(g.SetLoss(loss));
+    } else if (opts_.loss != "none") {
+      return Bad(StrCat("--loss '", opts_.loss, "': expected cross_entropy"));
+    }
+    r.graph = std::move(g);
+    return r;
+  }
+
+  const onnx::ModelProto& model_;
+  std::string path_;
+  OnnxImportOptions opts_;
+  Graph g_;
+  std::map<std::string, const onnx::TensorProto*> inits_;
+  std::map<std::string, const onnx::ValueInfoProto*> inputs_;
+  std::map<std::string, const onnx::NodeProto*> producer_;
+  std::map<std::string, std::optional<Const>> consts_;
+  std::map<std::string, ValueId> ids_;
+  absl::Status first_error_;
+};
+
+}  // namespace
+
+absl::StatusOr<OnnxImport> ImportOnnx(const std::string& path, const OnnxImportOptions& options) {
+  HS_ASSIGN_OR_RETURN(uint64_t hash, ModelFileHash(path));
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  onnx::ModelProto model;
+  if (bytes.empty() || !model.ParseFromString(bytes)) {
+    return Bad(StrCat(path, ": not a valid ONNX protobuf (", bytes.size(), " bytes; truncated or not an ONNX model)"));
+  }
+  if (!model.has_graph()) return Bad(StrCat(path, ": not a valid ONNX model (no graph; truncated?)"));
+  try {
+    onnx::checker::check_model(model);
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    return Bad(StrCat(path, ": the ONNX checker rejects it: ", msg));
+  }
+  Importer imp(model, path, options);
+  HS_ASSIGN_OR_RETURN(OnnxImport r, imp.Run());
+  r.file_hash = hash;
+  return r;
+}
+
+#endif  // HETSYNTH_HAVE_ONNX
+
+}  // namespace hetsynth::ir

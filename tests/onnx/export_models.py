@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Exports small models with torch.onnx.export and records what PyTorch computes for them.
+
+For each model NAME this writes, into OUT_DIR:
+  NAME.onnx               the model (opset 17, gpt_opset14 at 14; batch dimension symbolic)
+  NAME.data.safetensors   3 batches of inputs ("x") and labels ("labels"), fp32 (hetsynth's
+                          data-file format: integers stored as exact floats)
+  NAME.expect.json        PyTorch's forward output on batch 0 and the losses of 3 SGD steps
+                          (lr 0.1, one batch per step, cross-entropy with mean reduction)
+
+Needs PyTorch (Debian 12: python3-torch 1.13); the models are written out below in plain
+torch.nn, plus torchvision's VisionTransformer when python3-torchvision is installed. Exits 77 (the "skip" status ctest is told
+about) when torch or onnx cannot be imported.
+
+  /usr/bin/python3 tests/onnx/export_models.py OUT_DIR [NAME ...]
+"""
+import json
+import math
+import os
+import struct
+import sys
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:  # pragma: no cover
+    print(f"skip: PyTorch is not installed ({e}); install python3-torch", file=sys.stderr)
+    sys.exit(77)
+
+BATCH = 4
+STEPS = 3
+LR = 0.1
+
+
+class Mlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(3 * 32 * 32, 64)
+        self.fc2 = nn.Linear(64, 32)
+        self.fc3 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = torch.sigmoid(self.fc2(x))
+        return self.fc3(x)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention written out (PyTorch 1.13 has no scaled_dot_product_attention)."""
+
+    def __init__(self, c, heads, seq, causal):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(c, 3 * c)
+        self.proj = nn.Linear(c, c)
+        self.scale = 1.0 / math.sqrt(c // heads)
+        self.causal = causal
+        if causal:
+            self.register_buffer("mask", torch.tril(torch.ones(seq, seq)).view(1, 1, seq, seq))
+
+    def forward(self, x):
+        b, t, c = x.size()
+        q, k, v = self.qkv(x).split(c, dim=2)
+        q = q.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+        k = k.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+        v = v.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * self.scale
+        if self.causal:
+            att = att.masked_fill(self.mask[:, :, :t, :t] == 0, float("-inf"))
+        att = F.softmax(att, dim=-1)
+        y = att @ v
+        y = y.transpose(1, 2).contiguous().view(b, t, c)
+        return self.proj(y)
+
+
+class Block(nn.Module):
+    """GPT-2 block: pre-LN attention and MLP (GELU, 4x wide), residual adds."""
+
+    def __init__(self, c, heads, seq, causal):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(c)
+        self.attn = SelfAttention(c, heads, seq, causal)
+        self.ln2 = nn.LayerNorm(c)
+        self.fc = nn.Linear(c, 4 * c)
+        self.out = nn.Linear(4 * c, c)
+        self.gelu = nn.GELU()
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.out(self.gelu(self.fc(self.ln2(x))))
+
+
+class Gpt(nn.Module):
+    """A 2-layer GPT-2-style decoder: token and learned position embeddings, untied head."""
+
+    def __init__(self, vocab=64, seq=16, c=32, heads=4, layers=2):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, c)
+        self.wpe = nn.Embedding(seq, c)
+        self.blocks = nn.ModuleList([Block(c, heads, seq, True) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(c)
+        self.head = nn.Linear(c, vocab, bias=False)
+
+    def forward(self, idx):
+        t = idx.size(1)
+        pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.ln_f(x))
+
+
+class Vgg(nn.Module):
+    """VGG-style: 3x3 convolutions (padding 1) + ReLU, 2x2 max pools, global pool, 2 FC."""
+
+    def __init__(self, widths=(8, 16, 32, 32, 32), classes=10):
+        super().__init__()
+        layers, cin = [], 3
+        for w in widths:
+            layers += [nn.Conv2d(cin, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
+                       nn.MaxPool2d(2)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = nn.Sequential(nn.Linear(cin, 64), nn.ReLU(), nn.Linear(64, classes))
+
+    def forward(self, x):
+        x = self.pool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class Vit(nn.Module):
+    """A small vision transformer (torchvision's layout): conv patch embedding, class token,
+    learned positions, pre-LN blocks, head on the class token."""
+
+    def __init__(self, image=32, patch=8, c=32, heads=4, layers=2, classes=10):
+        super().__init__()
+        n = (image // patch) ** 2
+        self.embed = nn.Conv2d(3, c, patch, stride=patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, c) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, n + 1, c) * 0.02)
+        self.blocks = nn.ModuleList([Block(c, heads, n + 1, False) for _ in range(layers)])
+        self.ln = nn.LayerNorm(c)
+        self.head = nn.Linear(c, classes)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.size(0), -1, -1), x], dim=1) + self.pos
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.ln(x)[:, 0])
+
+
+# name -> (constructor, input maker, classes or vocab, labels per sample)
+MODELS = {
+    "mlp": (Mlp, lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10),
+    "gpt": (Gpt, lambda g: torch.randint(0, 64, (STEPS * BATCH, 16), generator=g), 64),
+    "vgg": (Vgg, lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10),
+    "vit": (Vit, lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10),
+    # The same decoder at PyTorch 1.13's default opset 14: LayerNorm decomposed into
+    # ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add.
+    "gpt_opset14": (Gpt, lambda g: torch.randint(0, 64, (STEPS * BATCH, 16), generator=g), 64),
+}
+OPSET = {"gpt_opset14": 14}
+
+# torchvision's VisionTransformer at a small size (its attention is nn.MultiheadAttention,
+# exported sequence-first), when Debian's python3-torchvision is installed.
+try:
+    from torchvision.models.vision_transformer import VisionTransformer
+    def torchvision_vit():
+        m = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
+                              num_classes=10)
+        nn.init.normal_(m.heads.head.weight, std=0.1)  # torchvision starts it at zero: nothing to compare
+        return m
+
+    MODELS["torchvision_vit"] = (
+        torchvision_vit,
+        lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10)
+except ImportError:
+    print("torchvision_vit: skipped (python3-torchvision is not installed)", file=sys.stderr)
+
+
+def write_safetensors(path, tensors):
+    header, blobs, offset = {}, [], 0
+    for name, t in tensors.items():
+        data = t.detach().to(torch.float32).contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def export(name, out_dir):
+    make, inputs, classes = MODELS[name]
+    torch.manual_seed(0)
+    model = make()
+    g = torch.Generator().manual_seed(1)
+    x = inputs(g)
+    first = x[:BATCH]
+    with torch.no_grad():
+        sample = model(first)
+    labels_shape = (STEPS * BATCH,) + tuple(sample.shape[1:-1])
+    labels = torch.randint(0, classes, labels_shape, generator=g)
+    path = os.path.join(out_dir, name + ".onnx")
+    torch.onnx.export(model, (first,), path, opset_version=OPSET.get(name, 17), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}}, do_constant_folding=True)
+    with torch.no_grad():
+        forward = model(first)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    losses = []
+    for step in range(STEPS):
+        xb, yb = x[step * BATCH:(step + 1) * BATCH], labels[step * BATCH:(step + 1) * BATCH]
+        logits = model(xb)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    write_safetensors(os.path.join(out_dir, name + ".data.safetensors"), {"x": x, "labels": labels})
+    with open(os.path.join(out_dir, name + ".expect.json"), "w") as f:
+        json.dump({"batch": BATCH, "lr": LR, "steps": STEPS, "losses": losses, "forward_shape": list(forward.shape),
+                   "forward": [float(v) for v in forward.reshape(-1)], "torch": torch.__version__}, f)
+    print(f"{name}: {path}, losses {', '.join(f'{l:.6f}' for l in losses)}")
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    out_dir = sys.argv[1]
+    os.makedirs(out_dir, exist_ok=True)
+    for name in sys.argv[2:] or list(MODELS):
+        export(name, out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

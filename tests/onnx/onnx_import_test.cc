@@ -1,0 +1,484 @@
+// ONNX import: refusals of bad files (built here with ONNX's protobuf classes), and models
+// exported from PyTorch by tests/onnx/export_models.py (the ctest fixture onnx_models runs it
+// when python3-torch is installed) checked against what PyTorch computed: the forward output,
+// the losses of 3 SGD steps, plans for mixed-4 and reference-64, and train --plan on 4 ranks
+// against one device.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <onnx/onnx_pb.h>
+
+#include "cli/run_hetsynth.h"
+#include "hetsynth/ir/onnx_import.h"
+#include "hetsynth/runtime/data.h"
+#include "hetsynth/runtime/kernels.h"
+#include "hetsynth/runtime/safetensors.h"
+#include "hetsynth/runtime/trainer.h"
+
+namespace hetsynth {
+namespace {
+
+using cli_testing::ExpectError;
+using cli_testing::Hetsynth;
+using json = nlohmann::json;
+
+namespace fs = std::filesystem;
+
+std::string TempDir() {
+  static const std::string dir = [] {
+    const fs::path p = fs::temp_directory_path() / ("hetsynth_onnx_test_" + std::to_string(getpid()));
+    fs::create_directories(p);
+    return p.string();
+  }();
+  return dir;
+}
+
+// ---- hand-built models for the refusals ----
+
+void AddTensorInput(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims,
+                    const std::string& symbolic_dim0 = "") {
+  onnx::ValueInfoProto* v = g->add_input();
+  v->set_name(name);
+  auto* tt = v->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(onnx::TensorProto::FLOAT);
+  for (size_t i = 0; i < dims.size(); ++i) {
+    auto* d = tt->mutable_shape()->add_dim();
+    if (i == 0 && !symbolic_dim0.empty()) d->set_dim_param(symbolic_dim0);
+    else if (dims[i] < 0) d->set_dim_param("seq");
+    else d->set_dim_value(dims[i]);
+  }
+}
+
+void AddInitializer(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims) {
+  onnx::TensorProto* t = g->add_initializer();
+  t->set_name(name);
+  t->set_data_type(onnx::TensorProto::FLOAT);
+  int64_t n = 1;
+  for (int64_t d : dims) t->add_dims(d), n *= d;
+  for (int64_t i = 0; i < n; ++i) t->add_float_data(0.01f * static_cast<float>(i % 7) - 0.02f);
+}
+
+// x[2,4] -> Gemm(W[3,4], b[3], transB=1) -> `op` -> y[2,3].
+onnx::ModelProto TinyModel(const std::string& op = "Relu") {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  onnx::GraphProto* g = m.mutable_graph();
+  g->set_name("tiny");
+  AddTensorInput(g, "x", {2, 4});
+  AddInitializer(g, "fc.weight", {3, 4});
+  AddInitializer(g, "fc.bias", {3});
+  onnx::NodeProto* gemm = g->add_node();
+  gemm->set_name("fc");
+  gemm->set_op_type("Gemm");
+  gemm->add_input("x");
+  gemm->add_input("fc.weight");
+  gemm->add_input("fc.bias");
+  gemm->add_output("h");
+  auto* a = gemm->add_attribute();
+  a->set_name("transB");
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(1);
+  onnx::NodeProto* act = g->add_node();
+  act->set_name("act");
+  act->set_op_type(op);
+  act->add_input("h");
+  act->add_output("y");
+  onnx::ValueInfoProto* y = g->add_output();
+  y->set_name("y");
+  y->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  for (int64_t d : {2, 3}) y->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(d);
+  return m;
+}
+
+std::string Write(const onnx::ModelProto& m, const std::string& name, size_t keep = std::string::npos) {
+  const std::string path = TempDir() + "/" + name;
+  std::string bytes;
+  m.SerializeToString(&bytes);
+  std::ofstream(path, std::ios::binary) << bytes.substr(0, keep);
+  return path;
+}
+
+TEST(OnnxImport, ATinyModelImportsWithItsWeightsAndTrains) {
+  const std::string path = Write(TinyModel(), "tiny.onnx");
+  absl::StatusOr<ir::OnnxImport> m = ir::ImportOnnx(path, {});
+  ASSERT_TRUE(m.ok()) << m.status();
+  const ir::Graph& g = m->graph;
+  ASSERT_NE(g.Find("fc.weight"), ir::kNoValue);
+  const ir::Value& w = g.value(g.Find("fc.weight"));
+  EXPECT_EQ(w.init.kind, ir::Init::Kind::kData);
+  ASSERT_EQ(w.init.data->size(), 12u);
+  EXPECT_FLOAT_EQ((*w.init.data)[1], 0.01f - 0.02f);
+  EXPECT_EQ(g.value(g.Find("labels")).shape, ir::Shape{2});
+  const auto r = Hetsynth("train --model " + path + " --steps 2 --optimizer sgd --quiet");
+  EXPECT_EQ(r.code, 0) << r.output;
+}
+
+TEST(OnnxImport, BadFilesExitTwoWithOneLine) {
+  const std::string cluster = std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/mixed-4.json";
+  const std::string synth = " --cluster " + cluster + " -o " + TempDir() + "/p.json";
+  // Truncated protobuf.
+  const std::string truncated = Write(TinyModel(), "truncated.onnx", 40);
+  ExpectError("synth --model " + truncated + synth, "truncated.onnx");
+  // Missing initializer: the weight is declared as a graph input with no value.
+  onnx::ModelProto missing = TinyModel();
+  missing.mutable_graph()->mutable_initializer()->DeleteSubrange(0, 1);
+  AddTensorInput(missing.mutable_graph(), "fc.weight", {3, 4});
+  ExpectError("synth --model " + Write(missing, "missing.onnx") + synth, "missing initializer");
+  // Dangling input.
+  onnx::ModelProto dangling = TinyModel();
+  dangling.mutable_graph()->mutable_node(1)->set_input(0, "nowhere");
+  const auto d = Hetsynth("synth --model " + Write(dangling, "dangling.onnx") + synth);
+  EXPECT_EQ(d.code, 2) << d.output;
+  EXPECT_NE(d.output.find("nowhere"), std::string::npos) << d.output;
+  // Unsupported operator: named, and the supported ones listed.
+  ExpectError("synth --model " + Write(TinyModel("Elu"), "elu.onnx") + synth, "unsupported operator 'Elu'");
+  ExpectError("synth --model " + Write(TinyModel("Elu"), "elu.onnx") + synth, "supported: Add,");
+  // Unresolvable shapes: a symbolic batch without --batch, a symbolic dim other than the batch.
+  onnx::ModelProto batch = TinyModel();
+  batch.mutable_graph()->mutable_input()->Clear();
+  AddTensorInput(batch.mutable_graph(), "x", {2, 4}, "N");
+  ExpectError("synth --model " + Write(batch, "batch.onnx") + synth, "bind it with --batch");
+  EXPECT_EQ(Hetsynth("synth --model " + Write(batch, "batch.onnx") + synth + " --batch 8").code, 0);
+  onnx::ModelProto seq = TinyModel();
+  seq.mutable_graph()->mutable_input()->Clear();
+  AddTensorInput(seq.mutable_graph(), "x", {2, -1});
+  ExpectError("synth --model " + Write(seq, "seq.onnx") + synth, "dim 1 ('seq') is symbolic");
+  // A plan refuses a model file that changed since.
+  const std::string good = Write(TinyModel(), "plan-model.onnx");
+  const std::string plan = TempDir() + "/tiny-plan.json";
+  ASSERT_EQ(Hetsynth("synth --model " + good + " --cluster " + cluster + " --flat --no-overlap -o " + plan).code, 0);
+  Write(TinyModel("Sigmoid"), "plan-model.onnx");
+  ExpectError("train --plan " + plan + " --steps 1", "has changed");
+}
+
+// ---- models exported from PyTorch ----
+
+std::string ModelDir() { return HETSYNTH_ONNX_MODELS; }
+
+struct Expect {
+  std::vector<double> losses, forward;
+  std::vector<int64_t> forward_shape;
+  int64_t batch = 0;
+  double lr = 0;
+};
+
+class FromPyTorch : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    onnx_ = ModelDir() + "/" + GetParam() + ".onnx";
+    data_ = ModelDir() + "/" + GetParam() + ".data.safetensors";
+    const std::string expect = ModelDir() + "/" + GetParam() + ".expect.json";
+    if (!fs::exists(onnx_) || !fs::exists(expect)) {
+      GTEST_SKIP() << "no " << onnx_ << ": tests/onnx/export_models.py did not run (it needs python3-torch, and "
+                   << "python3-torchvision for torchvision_vit; the ctest fixture onnx_models runs it)";
+    }
+    const json j = json::parse(std::ifstream(expect));
+    e_.losses = j.at("losses").get<std::vector<double>>();
+    e_.forward = j.at("forward").get<std::vector<double>>();
+    e_.forward_shape = j.at("forward_shape").get<std::vector<int64_t>>();
+    e_.batch = j.at("batch").get<int64_t>();
+    e_.lr = j.at("lr").get<double>();
+  }
+  std::string onnx_, data_;
+  Expect e_;
+};
+
+TEST_P(FromPyTorch, ForwardMatchesPyTorch) {
+  ir::OnnxImportOptions o;
+  o.batch = e_.batch;
+  o.loss = "none";
+  absl::StatusOr<ir::OnnxImport> m = ir::ImportOnnx(onnx_, o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const ir::Graph& g = m->graph;
+  absl::StatusOr<runtime::SafetensorsFile> data = runtime::ReadSafetensors(data_);
+  ASSERT_TRUE(data.ok()) << data.status();
+  // Every node forward on the CPU kernels, batch 0 of the data file as the input.
+  std::vector<runtime::Tensor> values(g.values().size());
+  for (ir::ValueId v = 0; v < static_cast<ir::ValueId>(g.values().size()); ++v) {
+    const ir::Value& val = g.value(v);
+    if (val.kind == ir::ValueKind::kParameter) {
+      values[v] = runtime::Tensor(val.shape);
+      std::copy(val.init.data->begin(), val.init.data->end(), values[v].data.begin());
+    } else if (val.kind == ir::ValueKind::kInput) {
+      const runtime::Tensor& all = data->tensors.at(val.name);
+      values[v] = runtime::Tensor(val.shape);
+      std::copy(all.data.begin(), all.data.begin() + values[v].numel(), values[v].data.begin());
+    }
+  }
+  for (const ir::Node& n : g.nodes()) {
+    std::vector<const runtime::Tensor*> in;
+    for (ir::ValueId x : n.inputs) in.push_back(&values[x]);
+    values[n.output] = runtime::Tensor(g.value(n.output).shape);
+    runtime::SavedState saved;
+    runtime::Forward(n, runtime::KernelContext{}, in, values[n.output], saved);
+  }
+  const runtime::Tensor& y = values[g.Find(m->output)];
+  ASSERT_EQ(y.shape, e_.forward_shape);
+  double worst = 0;
+  for (size_t i = 0; i < e_.forward.size(); ++i) {
+    // Relative to the value, or absolute below 1 (values near 0 have no relative accuracy).
+    worst = std::max(worst, std::abs(y.data[i] - e_.forward[i]) / std::max(1.0, std::abs(e_.forward[i])));
+  }
+  EXPECT_LE(worst, 1e-4) << GetParam();
+  std::printf("%s: forward max relative difference %.3g over %zu outputs\n", GetParam().c_str(), worst, e_.forward.size());
+}
+
+TEST_P(FromPyTorch, ThreeSgdStepsMatchPyTorch) {
+  ir::OnnxImportOptions o;
+  o.batch = e_.batch;
+  absl::StatusOr<ir::OnnxImport> m = ir::ImportOnnx(onnx_, o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  absl::StatusOr<runtime::DataSource> data = runtime::DataSource::FromFile(data_, m->graph);
+  ASSERT_TRUE(data.ok()) << data.status();
+  runtime::OptimizerConfig cfg;
+  cfg.kind = runtime::OptimizerKind::kSgd;
+  cfg.lr = e_.lr;
+  auto trainer = runtime::Trainer::Create(m->graph, cfg, 0);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  for (size_t s = 0; s < e_.losses.size(); ++s) {
+    absl::StatusOr<float> loss = (*trainer)->Step(*data->Get(static_cast<int64_t>(s)));
+    ASSERT_TRUE(loss.ok()) << loss.status();
+    EXPECT_NEAR(*loss, e_.losses[s], 1e-4) << GetParam() << " step " << s;
+    std::printf("%s: step %zu loss %.6f (PyTorch %.6f)\n", GetParam().c_str(), s, *loss, e_.losses[s]);
+  }
+}
+
+std::vector<double> Losses(const std::string& metrics) {
+  std::vector<double> out;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) out.push_back(json::parse(line).at("loss").get<double>());
+  }
+  return out;
+}
+
+TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
+  const std::string dir = TempDir() + "/" + GetParam();
+  fs::create_directories(dir);
+  const std::string clusters = std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/";
+  const std::string model = " --model " + onnx_ + " --batch " + std::to_string(e_.batch);
+  const auto big = Hetsynth("synth" + model + " --cluster " + clusters + "reference-64.json -o " + dir + "/ref64.json");
+  EXPECT_EQ(big.code, 0) << big.output;
+  const std::string plan = dir + "/mixed4.json";
+  // --flat --no-overlap: the runtime does not run bucketed plans yet (as in train_plan_test).
+  const auto s = Hetsynth("synth" + model + " --cluster " + clusters + "mixed-4.json --flat --no-overlap -o " + plan);
+  ASSERT_EQ(s.code, 0) << s.output;
+  const std::string train = " --data " + data_ + " --steps 3 --optimizer sgd --lr 0.1 --quiet --metrics ";
+  const auto one = Hetsynth("train" + model + train + dir + "/one.jsonl");
+  ASSERT_EQ(one.code, 0) << one.output;
+  const auto four = Hetsynth("train --plan " + plan + train + dir + "/four.jsonl");
+  ASSERT_EQ(four.code, 0) << four.output;
+  const std::vector<double> a = Losses(dir + "/one.jsonl"), b = Losses(dir + "/four.jsonl");
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 3u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * std::abs(a[i])) << GetParam() << " step " << i << ": " << b[i] << " vs " << a[i];
+    EXPECT_NEAR(a[i], e_.losses[i], 1e-4) << GetParam() << " step " << i << " (hetsynth train vs PyTorch)";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, FromPyTorch, ::testing::Values("mlp", "gpt", "gpt_opset14", "vgg", "vit", "torchvision_vit"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace hetsynth
+
+// ---- ONNX's node tests (Debian: libonnx-testdata) ----
+
+namespace hetsynth {
+namespace {
+
+const char* kNodeTests = "/usr/share/libonnx-testdata/data/node";
+
+std::vector<double> Values(const onnx::TensorProto& t, std::vector<int64_t>* dims) {
+  dims->assign(t.dims().begin(), t.dims().end());
+  int64_t n = 1;
+  for (int64_t d : *dims) n = d < 0 || n > (int64_t{1} << 28) ? -1 : n * d;
+  if (n < 0 || n > (int64_t{1} << 28)) return {};
+  std::vector<double> v(static_cast<size_t>(n));
+  const std::string& raw = t.raw_data();
+  const int type = t.data_type();
+  const size_t elem = type == onnx::TensorProto::DOUBLE || type == onnx::TensorProto::INT64 ? 8
+                      : type == onnx::TensorProto::FLOAT || type == onnx::TensorProto::INT32 ? 4 : 1;
+  const int typed = type == onnx::TensorProto::FLOAT ? t.float_data_size()
+                    : type == onnx::TensorProto::DOUBLE ? t.double_data_size()
+                    : type == onnx::TensorProto::INT64 ? t.int64_data_size() : t.int32_data_size();
+  if (raw.empty() ? typed != n : raw.size() != static_cast<size_t>(n) * elem) return {};
+  for (int64_t i = 0; i < n; ++i) {
+    switch (t.data_type()) {
+      case onnx::TensorProto::FLOAT: {
+        float f;
+        if (raw.empty()) f = t.float_data(static_cast<int>(i));
+        else std::memcpy(&f, raw.data() + 4 * i, 4);
+        v[i] = f;
+        break;
+      }
+      case onnx::TensorProto::DOUBLE: {
+        double f;
+        if (raw.empty()) f = t.double_data(static_cast<int>(i));
+        else std::memcpy(&f, raw.data() + 8 * i, 8);
+        v[i] = f;
+        break;
+      }
+      case onnx::TensorProto::INT64: {
+        int64_t x;
+        if (raw.empty()) x = t.int64_data(static_cast<int>(i));
+        else std::memcpy(&x, raw.data() + 8 * i, 8);
+        v[i] = static_cast<double>(x);
+        break;
+      }
+      case onnx::TensorProto::INT32: {
+        int32_t x;
+        if (raw.empty()) x = t.int32_data(static_cast<int>(i));
+        else std::memcpy(&x, raw.data() + 4 * i, 4);
+        v[i] = x;
+        break;
+      }
+      case onnx::TensorProto::BOOL:
+      case onnx::TensorProto::UINT8:
+        v[i] = raw.empty() ? t.int32_data(static_cast<int>(i)) : static_cast<uint8_t>(raw[i]);
+        break;
+      default:
+        return {};
+    }
+  }
+  return v;
+}
+
+onnx::TensorProto ReadTensor(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  onnx::TensorProto t;
+  t.ParseFromString(bytes);
+  return t;
+}
+
+// Runs one node test; "" when it passes, else why not.
+std::string RunNodeTest(const fs::path& dir) {
+  onnx::ModelProto model;
+  {
+    std::ifstream in(dir / "model.onnx", std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    model.ParseFromString(bytes);
+  }
+  const fs::path data = dir / "test_data_set_0";
+  std::vector<onnx::TensorProto> inputs, outputs;
+  for (int i = 0; fs::exists(data / ("input_" + std::to_string(i) + ".pb")); ++i) {
+    inputs.push_back(ReadTensor(data / ("input_" + std::to_string(i) + ".pb")));
+  }
+  for (int i = 0; fs::exists(data / ("output_" + std::to_string(i) + ".pb")); ++i) {
+    outputs.push_back(ReadTensor(data / ("output_" + std::to_string(i) + ".pb")));
+  }
+  if (outputs.empty()) return "no output_0.pb";
+  std::vector<int64_t> want_dims;
+  const std::vector<double> want = Values(outputs[0], &want_dims);
+  if (want.empty() && !want_dims.empty()) {
+    for (int64_t d : want_dims) {
+      if (d == 0) return "zero-size output (the IR has no empty tensors)";
+    }
+    return "output data type " + std::to_string(outputs[0].data_type()) + " (the IR is fp32)";
+  }
+  auto compare = [&](const ir::Shape& shape, const std::vector<double>& got) -> std::string {
+    if (shape != want_dims) return "output shape " + ir::ShapeString(shape) + ", expected " + ir::ShapeString(want_dims);
+    for (size_t i = 0; i < want.size(); ++i) {
+      if (!(std::abs(got[i] - want[i]) <= 1e-3 * std::abs(want[i]) + 1e-5) && !(got[i] == want[i])) {
+        return "output element " + std::to_string(i) + ": " + std::to_string(got[i]) + ", expected " + std::to_string(want[i]);
+      }
+    }
+    return "";
+  };
+  // A: inputs as data, the node as IR ops run on the CPU kernels. The node tests feed weights,
+  // shapes and split sizes as inputs too; where A fails, A2 makes every input but the first an
+  // initializer (weights, as an exported model holds them), then B makes them all initializers
+  // (so that shape arithmetic folds to a constant).
+  auto with_initializers = [&](size_t from) {
+    onnx::ModelProto b = model;
+    for (int i = static_cast<int>(from); i < b.graph().input_size() && i < static_cast<int>(inputs.size()); ++i) {
+      onnx::TensorProto t = inputs[i];
+      t.set_name(b.graph().input(i).name());
+      *b.mutable_graph()->add_initializer() = t;
+    }
+    return b;
+  };
+  ir::OnnxImportOptions o;
+  o.loss = "none";
+  absl::StatusOr<ir::OnnxImport> m = ir::ImportOnnx(Write(model, "node.onnx"), o);
+  if (!m.ok() && inputs.size() > 1) {
+    absl::StatusOr<ir::OnnxImport> m2 = ir::ImportOnnx(Write(with_initializers(1), "node_weights.onnx"), o);
+    m = std::move(m2);
+  }
+  std::string why_a;
+  if (m.ok() && !m->constant) {
+    const ir::Graph& g = m->graph;
+    std::vector<runtime::Tensor> values(g.values().size());
+    for (ir::ValueId v = 0; v < static_cast<ir::ValueId>(g.values().size()); ++v) {
+      const ir::Value& val = g.value(v);
+      values[v] = runtime::Tensor(val.shape);
+      if (val.kind == ir::ValueKind::kParameter) std::copy(val.init.data->begin(), val.init.data->end(), values[v].data.begin());
+      if (val.kind != ir::ValueKind::kInput) continue;
+      for (int i = 0; i < model.graph().input_size() && i < static_cast<int>(inputs.size()); ++i) {
+        if (model.graph().input(i).name() != val.name) continue;
+        std::vector<int64_t> dims;
+        const std::vector<double> x = Values(inputs[i], &dims);
+        if (static_cast<int64_t>(x.size()) != values[v].numel()) return "input '" + val.name + "' has the wrong size";
+        for (size_t k = 0; k < x.size(); ++k) values[v].data[k] = static_cast<float>(x[k]);
+      }
+    }
+    for (const ir::Node& n : g.nodes()) {
+      std::vector<const runtime::Tensor*> in;
+      for (ir::ValueId x : n.inputs) in.push_back(&values[x]);
+      runtime::SavedState saved;
+      runtime::Forward(n, runtime::KernelContext{}, in, values[n.output], saved);
+    }
+    const runtime::Tensor& y = values[g.Find(m->output)];
+    return compare(y.shape, std::vector<double>(y.data.begin(), y.data.end()));
+  }
+  if (!m.ok()) why_a = std::string(m.status().message());
+  absl::StatusOr<ir::OnnxImport> c = ir::ImportOnnx(Write(with_initializers(0), "node_const.onnx"), o);
+  if (c.ok() && c->constant) return compare(c->constant_shape, c->constant_values);
+  return why_a.empty() ? (c.ok() ? "not constant" : std::string(c.status().message())) : why_a;
+}
+
+TEST(OnnxNodeTests, SupportedOperatorsPass) {
+  if (!fs::exists(kNodeTests)) GTEST_SKIP() << "no " << kNodeTests << " (install libonnx-testdata)";
+  std::vector<std::string> supported;
+  {
+    std::stringstream ss(ir::OnnxSupportedOps());
+    for (std::string op; std::getline(ss, op, ',');) supported.push_back(op.substr(op.find_first_not_of(' ')));
+  }
+  std::vector<fs::path> dirs;
+  for (const auto& e : fs::directory_iterator(kNodeTests)) dirs.push_back(e.path());
+  std::sort(dirs.begin(), dirs.end());
+  int run = 0, passed = 0;
+  std::vector<std::string> failures;
+  for (const fs::path& dir : dirs) {
+    onnx::ModelProto model;
+    std::ifstream in(dir / "model.onnx", std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!model.ParseFromString(bytes)) continue;
+    bool ours = model.graph().node_size() > 0;
+    for (const onnx::NodeProto& n : model.graph().node()) {
+      ours = ours && n.domain().empty() && std::find(supported.begin(), supported.end(), n.op_type()) != supported.end();
+    }
+    if (!ours) continue;
+    ++run;
+    if (std::getenv("HETSYNTH_NODE_TEST_VERBOSE")) std::fprintf(stderr, "%s\n", dir.c_str());
+    const std::string why = RunNodeTest(dir);
+    if (why.empty()) ++passed;
+    else failures.push_back(dir.filename().string() + ": " + why);
+  }
+  std::printf("ONNX node tests for the supported operators: %d of %d pass (%.1f%%)\n", passed, run,
+              run ? 100.0 * passed / run : 0.0);
+  for (const std::string& f : failures) std::printf("  FAIL %s\n", f.c_str());
+  EXPECT_GT(run, 200);
+  // The floor measured when this test was written (189 of 251; the failures are listed above
+  // and in docs/onnx.md): a regression in a supported operator lowers it.
+  EXPECT_GE(passed, 189);
+}
+
+}  // namespace
+}  // namespace hetsynth
