@@ -5,7 +5,7 @@
 
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/ir/models.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/synth/synthesize.h"
 
 namespace hetsynth::bench {

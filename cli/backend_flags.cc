@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::cli {
 namespace {

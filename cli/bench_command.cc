@@ -24,7 +24,7 @@
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/rules.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "train.h"
 
 namespace hetsynth::cli {
@@ -62,15 +62,6 @@ struct Entry {
   double late = NAN;  // --emulate-network: mean over ranks of the time paced work ran late
   costmodel::Estimate estimate;  // the cost model's, per instruction (--refit compares with the trace)
 };
-
-// The strategy with what this runtime cannot run yet switched off: flat collectives, no overlap,
-// one blocking all-reduce per gradient (instr::RuntimeSupports).
-synth::Strategy RunnableVariant(synth::Strategy s) {
-  s.allow_hierarchical = false;
-  s.overlap = false;
-  s.bucket_bytes.clear();
-  return s;
-}
 
 // Mean of the measured steps (after `warmup`) of a `hetsynth train --metrics` file.
 absl::Status ReadMeasured(const std::string& path, int64_t warmup, Entry& e) {
@@ -177,41 +168,10 @@ absl::StatusOr<std::string> RunOnEmulatedNetwork(const BenchFlags& f, const cost
   std::optional<ScopedInterruptHandler> interrupts;
   if (!ScopedInterruptHandler::Installed()) interrupts.emplace();
   std::optional<EmulatedCluster> emu;
-  double k = f.dilation;
-  if (!f.network_name.empty()) {
-    absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Attach(f.network_name);
-    if (up.ok()) {
-      const EmulatedClusterState& st = up->state();
-      if (st.rank_node.size() != static_cast<size_t>(cluster.size()) || st.bandwidth != cluster.inter_node.bandwidth) {
-        return absl::InvalidArgumentError(StrCat("--network-name ", f.network_name, ": the emulated cluster that is up ('",
-                                                 st.cluster_file, "', ", st.rank_node.size(), " ranks) is not --cluster '",
-                                                 f.cluster, "' (", cluster.size(), " devices); take it down or pick another name"));
-      }
-      if (k != -1 && k != st.dilation) {
-        return absl::InvalidArgumentError(StrCat("--dilation ", k, " but emulated cluster '", f.network_name,
-                                                 "' is up with dilation ", st.dilation, "; drop --dilation"));
-      }
-      k = st.dilation;
-      fmt::print(stderr, "using emulated cluster '{}' (up, dilation K = {:g})\n", f.network_name, k);
-      emu.emplace(std::move(*up));
-    } else if (!absl::IsNotFound(up.status())) {
-      return up.status();
-    }
-  }
-  if (!emu.has_value()) {
-    if (k == -1) {
-      std::string why;
-      k = DefaultDilation(cluster, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), &why);
-      fmt::print(stderr, "{}\n", why);
-    }
-    const std::string name = f.network_name.empty() ? StrCat("b", getpid()) : f.network_name;
-    absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Up(cluster, f.cluster, {.name = name, .dilation = k});
-    if (!up.ok()) {
-      if (ScopedInterruptHandler::Received() != 0) return absl::CancelledError("interrupted while bringing up the emulated cluster");
-      return up.status();
-    }
-    emu.emplace(std::move(*up));
-    fmt::print(stderr, "{}", emu->Describe());
+  double k = -1;
+  {
+    HS_ASSIGN_OR_RETURN(EmulatedCluster up, AttachOrBringUp(cluster, f.cluster, f.network_name, f.dilation, "b", &k));
+    emu.emplace(std::move(up));
   }
   char self[4096];
   const ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -354,30 +314,6 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
     entries.push_back(std::move(e));
   }
 
-  // --emulate-network runs what the runtime can run: a plan it refuses (hierarchical collectives,
-  // buckets, overlap) is synthesized again without them, and the table says so.
-  if (f.emulate_network) {
-    for (size_t k = 0; k < entries.size(); ++k) {
-      Entry& e = entries[k];
-      if (!e.feasible || e.not_run.empty()) continue;
-      {
-        // (Synthesize, not SynthesizeAll: that gives a baseline's name the baseline's own result.)
-        absl::StatusOr<synth::SynthResult> r = synth::Synthesize(g, cluster, RunnableVariant(strategies[k]), so);
-        if (!r.ok()) continue;  // stays "not run"
-        e.note = StrCat("ran its flat, no-overlap variant: the runtime refuses the full plan (", e.not_run, ")");
-        fmt::print(stderr, "note: {}: {}\n", e.name, e.note);
-        e.not_run.clear();
-        e.plan = MakePlan(spec, cluster, *r);
-        e.predicted = r->estimate.step_s;
-        e.exposed = r->estimate.exposed_communication_s;
-        e.estimate = r->estimate;
-        if (absl::Status st = instr::RuntimeSupports(e.plan.program); !st.ok()) e.not_run = std::string(st.message());
-        std::ofstream out(f.out + "/" + e.name + ".plan.json", std::ios::binary | std::ios::trunc);
-        out << instr::PlanToJson(g, e.plan);
-        if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write ", e.name, ".plan.json"));
-      }
-    }
-  }
 
   // Runs.
   HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, f.seed));
@@ -700,19 +636,12 @@ absl::Status RunRefit(const BenchFlags& f) {
   // One emulated cluster for every round (the rounds change no link rate, only the cost model).
   ScopedInterruptHandler interrupts;
   std::optional<EmulatedCluster> emu;
-  std::string name = f.network_name;
-  if (name.empty() || absl::IsNotFound(EmulatedCluster::Attach(name).status())) {
-    if (name.empty()) name = StrCat("t", getpid());
-    double k = f.dilation;
-    if (k == -1) {
-      std::string why;
-      k = DefaultDilation(cluster, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), &why);
-      fmt::print(stderr, "{}\n", why);
-    }
-    HS_ASSIGN_OR_RETURN(EmulatedCluster up, EmulatedCluster::Up(cluster, f.cluster, {.name = name, .dilation = k}));
+  {
+    double k = -1;  // the rounds attach by name and take its dilation
+    HS_ASSIGN_OR_RETURN(EmulatedCluster up, AttachOrBringUp(cluster, f.cluster, f.network_name, f.dilation, "t", &k));
     emu.emplace(std::move(up));
-    fmt::print(stderr, "{}", emu->Describe());
   }
+  const std::string name = emu->state().name;
   std::string path = f.cluster;
   double best = std::numeric_limits<double>::infinity();
   std::string best_path;

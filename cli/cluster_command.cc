@@ -21,7 +21,7 @@
 #include "commands.h"
 #include "emulated_cluster.h"
 #include "hetsynth/costmodel/cluster.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::cli {
 namespace {

@@ -20,7 +20,7 @@
 #include <fmt/format.h>
 
 #include "emulated_cluster.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::cli {
 namespace {

@@ -24,7 +24,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/pacer.h"
 
 namespace hetsynth::cli {
@@ -828,6 +828,46 @@ std::string EmulatedCluster::Describe() const {
                      Seconds(s.latency), Seconds(s.latency * s.dilation));
   out += "  not scaled: transfers between ranks of one node (shared memory at memcpy speed)\n";
   return out;
+}
+
+absl::StatusOr<EmulatedCluster> AttachOrBringUp(const costmodel::Cluster& c, const std::string& cluster_file,
+                                                const std::string& network_name, double dilation,
+                                                const std::string& prefix, double* k) {
+  if (!network_name.empty()) {
+    absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Attach(network_name);
+    if (up.ok()) {
+      const EmulatedClusterState& st = up->state();
+      if (st.rank_node.size() != static_cast<size_t>(c.size()) || st.bandwidth != c.inter_node.bandwidth) {
+        return absl::InvalidArgumentError(StrCat("--network-name ", network_name, ": the emulated cluster that is up ('",
+                                                 st.cluster_file, "', ", st.rank_node.size(), " ranks) is not --cluster '",
+                                                 cluster_file, "' (", c.size(), " devices); take it down or pick another name"));
+      }
+      if (dilation != -1 && dilation != st.dilation) {
+        return absl::InvalidArgumentError(StrCat("--dilation ", dilation, " but emulated cluster '", network_name,
+                                                 "' is up with dilation ", st.dilation, "; drop --dilation"));
+      }
+      *k = st.dilation;
+      fmt::print(stderr, "using emulated cluster '{}' (up, dilation K = {:g})\n", network_name, *k);
+      return up;
+    }
+    if (!absl::IsNotFound(up.status())) return up.status();
+  }
+  *k = dilation;
+  if (*k == -1) {
+    std::string why;
+    *k = DefaultDilation(c, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), &why);
+    fmt::print(stderr, "{}\n", why);
+  }
+  const std::string name = network_name.empty() ? StrCat(prefix, getpid()) : network_name;
+  absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Up(c, cluster_file, {.name = name, .dilation = *k});
+  if (!up.ok()) {
+    if (ScopedInterruptHandler::Received() != 0) {
+      return absl::CancelledError("interrupted while bringing up the emulated cluster");
+    }
+    return up.status();
+  }
+  fmt::print(stderr, "{}", up->Describe());
+  return up;
 }
 
 }  // namespace hetsynth::cli

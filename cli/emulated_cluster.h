@@ -103,6 +103,16 @@ class ScopedInterruptHandler {
   static bool Installed();
 };
 
+class EmulatedCluster;
+// The emulated cluster a command runs on: the one named `network_name` when it is up (it must
+// have been brought up for `c`: same ranks and NIC rate; `dilation` -1 takes its K, any other
+// value must equal it), otherwise a new one named `network_name` (or `<prefix><pid>`) with
+// `dilation` (-1: DefaultDilation for this host's cores, printed with its reason), described on
+// stderr. `*k` gets the dilation in force.
+absl::StatusOr<EmulatedCluster> AttachOrBringUp(const costmodel::Cluster& c, const std::string& cluster_file,
+                                                const std::string& network_name, double dilation,
+                                                const std::string& prefix, double* k);
+
 struct EmulatedRunOptions {
   std::string mpirun = "mpirun";            // Open MPI's; a name on PATH or a path
   std::vector<std::string> mpirun_args;     // extra arguments before the command

@@ -6,7 +6,7 @@
 #include "commands.h"
 #include "hetsynth/ir/graph_json.h"
 #include "hetsynth/ir/models.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::cli {
 

@@ -31,7 +31,7 @@
 #include "hetsynth/costmodel/calibrate.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/instr/program.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/pacer.h"
@@ -275,35 +275,11 @@ absl::Status ProfileNetwork(const NetworkProfileFlags& f) {
   }
   ScopedInterruptHandler interrupts;
   std::optional<EmulatedCluster> emu;
-  if (!f.network_name.empty()) {
-    absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Attach(f.network_name);
-    if (up.ok()) {
-      if (up->state().rank_node.size() != static_cast<size_t>(c.size())) {
-        return absl::InvalidArgumentError(StrCat("--network-name ", f.network_name, ": the emulated cluster that is up has ",
-                                                 up->state().rank_node.size(), " ranks, --cluster '", f.cluster, "' ",
-                                                 c.size(), " devices"));
-      }
-      emu.emplace(std::move(*up));
-    } else if (!absl::IsNotFound(up.status())) {
-      return up.status();
-    }
+  {
+    double k = -1;
+    HS_ASSIGN_OR_RETURN(EmulatedCluster up, AttachOrBringUp(c, f.cluster, f.network_name, f.dilation, "p", &k));
+    emu.emplace(std::move(up));
   }
-  if (!emu.has_value()) {
-    double k = f.dilation;
-    if (k == -1) {
-      std::string why;
-      k = DefaultDilation(c, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), &why);
-      fmt::print(stderr, "{}\n", why);
-    }
-    const std::string name = f.network_name.empty() ? StrCat("p", getpid()) : f.network_name;
-    absl::StatusOr<EmulatedCluster> up = EmulatedCluster::Up(c, f.cluster, {.name = name, .dilation = k});
-    if (!up.ok()) {
-      if (ScopedInterruptHandler::Received() != 0) return absl::CancelledError("interrupted");
-      return up.status();
-    }
-    emu.emplace(std::move(*up));
-  }
-  fmt::print(stderr, "{}", emu->Describe());
   char self[4096];
   const ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
   if (len <= 0) return absl::InternalError("cannot find this program (/proc/self/exe)");

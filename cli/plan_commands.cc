@@ -17,7 +17,7 @@
 #include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/input_limits.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/synth/synthesize.h"
 
 namespace hetsynth::cli {

@@ -24,7 +24,7 @@
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/instr/program.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/data.h"
 

@@ -11,7 +11,7 @@
 #include "backend_flags.h"
 #include "commands.h"
 #include "train.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/data.h"
 

@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "hetsynth/costmodel/cluster.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "backend_flags.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/comm.h"

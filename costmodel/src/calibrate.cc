@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "hetsynth/instr/rules.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::costmodel {
 namespace {

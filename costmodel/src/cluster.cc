@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hetsynth/ir/input_limits.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::costmodel {
 namespace {

@@ -4,7 +4,7 @@
 #include <map>
 
 #include "hetsynth/ir/op_table.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::costmodel {
 

@@ -1,6 +1,6 @@
 #include "hetsynth/costmodel/mesh.h"
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::costmodel {
 

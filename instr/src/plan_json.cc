@@ -7,7 +7,7 @@
 
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/input_limits.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::instr {
 namespace {

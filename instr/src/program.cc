@@ -5,7 +5,7 @@
 #include <numeric>
 #include <set>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::instr {
 namespace {

@@ -1,19 +1,8 @@
 #include "hetsynth/ir/graph.h"
 
-#include <cstdio>
-#include <cstdlib>
-
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/op_table.h"
-#include "hetsynth/ir/status.h"
-
-namespace hetsynth::internal {
-void CheckFailed(const char* file, int line, const char* cond, const std::string& msg) {
-  std::fprintf(stderr, "internal error at %s:%d: check '%s' failed: %s\n", file, line, cond,
-               msg.c_str());
-  std::abort();
-}
-}  // namespace hetsynth::internal
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::ir {
 

@@ -6,7 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/graph_json.h"
 #include "hetsynth/ir/onnx_import.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::ir {
 namespace {

@@ -16,7 +16,7 @@
 #include <sstream>
 
 #include "absl/strings/str_join.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 #ifdef HETSYNTH_HAVE_ONNX
 #include <onnx/checker.h>

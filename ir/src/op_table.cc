@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::ir {
 namespace {

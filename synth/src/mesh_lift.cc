@@ -1,6 +1,6 @@
 #include "mesh_lift.h"
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::synth {
 

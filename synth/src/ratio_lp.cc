@@ -22,7 +22,7 @@
 #include <set>
 #include <string>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/synth/synthesize.h"
 #include "memory_oracle.h"
 

@@ -21,7 +21,7 @@
 #include <queue>
 #include <unordered_map>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/synth/synthesize.h"
 #include "memory_oracle.h"
 

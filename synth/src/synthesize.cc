@@ -8,7 +8,7 @@
 #include <optional>
 
 #include "absl/strings/str_join.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "mesh_lift.h"
 #include "z3_session.h"
 
@@ -490,6 +490,8 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
   }
   for (const auto& [name, seed] : seeds) {
     if (!fatal.ok() || seed == nullptr) continue;
+    // A baseline over mesh levels (megatron) seeds only a search that may keep mesh plans.
+    if (!s.mesh_modes && seed->program.UsesMesh()) continue;
     // As it is (its ratios), and with the LP's ratios, with this strategy's implementations,
     // overlap and buckets.
     for (bool optimize : {false, true}) {

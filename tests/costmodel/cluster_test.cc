@@ -1,5 +1,5 @@
 #include "hetsynth/costmodel/cluster.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 #include <gtest/gtest.h>
 

@@ -20,7 +20,7 @@
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/graph.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::costmodel {
 namespace {

@@ -10,7 +10,7 @@
 #include "absl/status/statusor.h"
 #include "hetsynth/ir/graph.h"
 #include "hetsynth/ir/op_table.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::ir::testing {
 

@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm.h"
 #include "runtime/comm_reference.h"
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/async_collectives.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/mesh_collectives.h"

@@ -12,7 +12,7 @@
 
 #include <gtest/gtest.h>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm.h"
 #include "runtime/comm_reference.h"
 

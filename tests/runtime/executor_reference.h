@@ -14,7 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/ir/models.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/executor.h"

@@ -24,7 +24,7 @@
 
 #include "exec/exec_host.h"
 #include "hetsynth/ir/graph.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/cuda.h"
 #include "hetsynth/runtime/kernels.h"
 #include "ops/ops.h"

@@ -15,7 +15,7 @@
 #include <random>
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm.h"
 #include "runtime/comm_reference.h"
 

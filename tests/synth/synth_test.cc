@@ -7,7 +7,7 @@
 
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/instr/program.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/ir/models.h"
 #include "hetsynth/synth/synthesize.h"
 

@@ -3,7 +3,7 @@
 
 #include <exception>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::runtime {
 

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <numeric>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm_common.h"
 
 namespace hetsynth::runtime {

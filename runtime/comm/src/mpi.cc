@@ -29,7 +29,7 @@
 #include <mutex>
 
 #include "absl/strings/cord.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/comm_common.h"
 

@@ -5,7 +5,7 @@
 #include <exception>
 #include <thread>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/comm_common.h"
 #include "hetsynth/runtime/comm_inprocess.h"

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <map>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::runtime {
 namespace {

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/op_table.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/random.h"
 #include "hetsynth/runtime/safetensors.h"
 

@@ -2,7 +2,7 @@
 // the "cpu" backend object for its executor.
 #include "hetsynth/runtime/executor.h"
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 
 namespace hetsynth::runtime {

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::runtime {
 

@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/executor.h"
 
 namespace hetsynth::runtime {

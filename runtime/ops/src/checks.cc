@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "hetsynth/ir/op.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::runtime::cpu {
 

@@ -13,7 +13,7 @@
 
 #include <Eigen/Core>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops.h"
 

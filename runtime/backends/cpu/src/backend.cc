@@ -1,7 +1,7 @@
 // The "cpu" backend object (backend.h) and its registration: this host's CPU — the Trainer, plans
 // on thread ranks or on MPI processes, profiling of this host.
 #include "cpu_backend.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/trainer.h"

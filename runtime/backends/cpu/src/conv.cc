@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops.h"
 

@@ -6,7 +6,7 @@
 // zero-filled din" contract asks for and saves a temporary per input.
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops.h"
 

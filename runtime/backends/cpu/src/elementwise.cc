@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "hetsynth/runtime/ops/fast_math.h"
 #include "hetsynth/runtime/random.h"

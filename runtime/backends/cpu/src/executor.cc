@@ -1,7 +1,7 @@
 // The plan executor on CPU ranks: core's algorithm (executor_impl.h) over host tensors, the CPU
 // kernels and collectives.h (cpu_backend.h).
 #include "cpu_backend.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/executor_impl.h"
 
 namespace hetsynth::runtime::cpu {

@@ -5,7 +5,7 @@
 
 #include <Eigen/Core>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/kernels.h"
 
 namespace hetsynth::runtime {

@@ -1,6 +1,6 @@
 #include "hetsynth/runtime/kernels.h"
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "ops.h"
 
 namespace hetsynth::runtime {

@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops.h"
 

@@ -11,7 +11,7 @@
 #include <numeric>
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops.h"
 

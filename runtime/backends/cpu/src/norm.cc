@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "hetsynth/runtime/ops/fast_math.h"
 #include "ops.h"

@@ -16,7 +16,7 @@
 
 #include "cpu_backend.h"
 #include "hetsynth/instr/program.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/comm.h"

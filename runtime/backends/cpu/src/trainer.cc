@@ -2,7 +2,7 @@
 #include "hetsynth/runtime/trainer.h"
 
 #include "cpu_backend.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/trainer_impl.h"
 
 namespace hetsynth::runtime {

@@ -5,7 +5,7 @@
 
 #include <fmt/format.h>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/cuda.h"
 #include "hetsynth/runtime/cuda_backend.h"

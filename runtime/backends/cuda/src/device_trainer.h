@@ -13,7 +13,7 @@
 #include <string>
 
 #include "executor/backend.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/trainer_impl.h"
 
 namespace hetsynth::runtime::gpu {

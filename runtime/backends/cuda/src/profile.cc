@@ -18,7 +18,7 @@
 #include "device_trainer.h"
 #include "exec/check.h"
 #include "exec/exec_gpu.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/cuda.h"
 #include "hetsynth/runtime/cuda_backend.h"
 #include "ops/optim.h"

@@ -22,7 +22,7 @@
 #include <cstring>
 
 #include "exec/check.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm_common.h"
 
 #if defined(HETSYNTH_HAVE_NCCL)

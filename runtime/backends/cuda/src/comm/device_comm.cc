@@ -24,7 +24,7 @@
 #include "exec/check.h"
 #include "exec/launch.h"
 #include "green.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm_common.h"
 #include "hetsynth/runtime/comm_inprocess.h"
 

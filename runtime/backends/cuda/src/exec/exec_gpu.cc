@@ -4,7 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "exec/check.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 
 namespace hetsynth::runtime::gpu {
 

@@ -11,7 +11,7 @@
 #include <algorithm>
 
 #include "exec/gemm_args.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops/conv_kernels.h"
 #include "ops/ops.h"

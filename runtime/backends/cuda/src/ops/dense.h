@@ -12,7 +12,7 @@
 #include <cmath>
 
 #include "exec/gemm_args.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops/dense_kernels.h"
 #include "ops/ops.h"

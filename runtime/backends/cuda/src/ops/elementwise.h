@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "hetsynth/runtime/ops/unary_math.h"
 #include "ops/elementwise_kernels.h"

@@ -15,7 +15,7 @@
 #include <string>
 #include <utility>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops/layout_kernels.h"
 #include "ops/ops.h"

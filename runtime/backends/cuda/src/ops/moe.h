@@ -10,7 +10,7 @@
 #pragma once
 
 #include "hetsynth/ir/op.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops/moe_kernels.h"
 #include "ops/ops.h"

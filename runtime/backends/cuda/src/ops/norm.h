@@ -13,7 +13,7 @@
 
 #include <string>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
 #include "ops/norm_kernels.h"
 #include "ops/ops.h"

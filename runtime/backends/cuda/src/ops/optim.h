@@ -6,7 +6,7 @@
 #include <map>
 #include <string>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/optimizer.h"
 #include "ops/optim_kernels.h"
 

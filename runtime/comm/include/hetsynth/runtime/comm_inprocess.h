@@ -59,7 +59,7 @@
 #include <utility>
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/comm_common.h"
 

@@ -32,7 +32,7 @@
 
 #include "hetsynth/instr/local_compute.h"
 #include "hetsynth/instr/rules.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/executor.h"
 #include "hetsynth/runtime/grad_sync.h"

@@ -29,7 +29,7 @@
 #include "absl/status/statusor.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/graph.h"
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/async_collectives.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/mesh_collectives.h"

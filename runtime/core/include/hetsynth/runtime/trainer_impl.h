@@ -37,7 +37,7 @@
 #include <utility>
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/kernel_contract.h"

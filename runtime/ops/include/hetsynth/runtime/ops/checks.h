@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "hetsynth/ir/status.h"
+#include "hetsynth/base/status.h"
 #include "hetsynth/runtime/kernel_contract.h"
 
 namespace hetsynth::runtime::cpu {
