@@ -182,7 +182,7 @@ plan_case("deep_args", plan_text.replace('"classes": 4.0', '"classes": ' + "[" *
 plan_case("deep_op", plan_text.replace('"op": "place_input"', '"op": ' + "[" * 100000 + "]" * 100000, 1),
           "deep; expected at most 64", cmd="train")
 plan_mut("wrong_format", lambda p: p.update(format="hetsynth-cluster"), "format")
-plan_mut("version_3", lambda p: p.update(version=3), "version")
+plan_mut("version_4", lambda p: p.update(version=4), "version")
 plan_mut("missing_model", lambda p: p.pop("model"), "model")
 plan_mut("model_unknown", lambda p: p["model"].update(name="resnet"), "resnet")
 plan_mut("batch_zero", lambda p: p["model"].update(batch=0), "batch")
