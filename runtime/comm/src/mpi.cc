@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <functional>
 #include <thread>
@@ -41,6 +42,10 @@ constexpr int kPingTag = 7001, kPongTag = 7002;
 constexpr double kPingSeconds = 2;
 constexpr double kGraceSeconds = 5;
 double CollectiveDeadline() { return g_deadline_s.load(); }
+// Start-up (MPI_Init, which waits for the launcher to start every rank) may take seconds on a
+// loaded machine, so it gets the deadline but at least 30 s.
+constexpr double kMinStartupSeconds = 30;
+double StartupDeadline() { return std::max(CollectiveDeadline(), kMinStartupSeconds); }
 
 using comm_internal::CheckAllGatherV;
 using comm_internal::CheckAllReduce;
@@ -139,7 +144,38 @@ absl::Status EnsureMpi() {
   int initialized = 0;
   HS_MPI(MPI_Initialized, &initialized);
   if (!initialized) {
-    HS_MPI(MPI_Init_thread, nullptr, nullptr, MPI_THREAD_MULTIPLE, &session.provided);
+    // MPI_Init waits for every rank of the job; a rank stopped or dead before it would hang the
+    // others there, where no collective deadline reaches. A watchdog ends this process at the
+    // start-up deadline instead (rank 0 first and with one line, then rank 1, then the others
+    // quietly);
+    // its exit ends the job.
+    std::mutex wd_mu;
+    std::condition_variable wd_cv;
+    bool init_done = false;
+    std::thread watchdog([&] {
+      const char* env_rank = std::getenv("OMPI_COMM_WORLD_RANK");
+      if (env_rank == nullptr) env_rank = std::getenv("PMIX_RANK");
+      const int rank = env_rank != nullptr ? std::atoi(env_rank) : 0;
+      const double wait = StartupDeadline() + std::min(rank, 2) * kGraceSeconds;
+      std::unique_lock<std::mutex> lock(wd_mu);
+      if (wd_cv.wait_for(lock, std::chrono::duration<double>(wait), [&] { return init_done; })) return;
+      if (rank <= 1) {
+        std::fprintf(stderr,
+                     "hetsynth: error: mpi start-up (MPI_Init on rank %d): no progress in %g s (--deadline); some "
+                     "rank is stopped, dead or did not start\n",
+                     rank, wait);
+        std::fflush(stderr);
+      }
+      std::_Exit(2);
+    });
+    const int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &session.provided);
+    {
+      std::lock_guard<std::mutex> wd_lock(wd_mu);
+      init_done = true;
+    }
+    wd_cv.notify_one();
+    watchdog.join();
+    if (rc != MPI_SUCCESS) return MpiError("MPI_Init_thread", rc, __FILE__, __LINE__);
     session.initialized_here = true;
 #if defined(__GLIBC__)
     on_exit(AbortOnFailedExit, nullptr);  // glibc passes the exit status; elsewhere failures may hang
@@ -471,12 +507,38 @@ void SetCollectiveDeadline(double seconds) { g_deadline_s.store(seconds); }
 
 absl::StatusOr<std::unique_ptr<Communicator>> MpiWorld() {
   HS_RETURN_IF_ERROR(EnsureMpi());
-  MPI_Comm comm;
-  HS_MPI(MPI_Comm_dup, MPI_COMM_WORLD, &comm);
-  HS_MPI(MPI_Comm_set_errhandler, comm, MPI_ERRORS_RETURN);
   int rank = 0, size = 0;
-  HS_MPI(MPI_Comm_rank, comm, &rank);
-  HS_MPI(MPI_Comm_size, comm, &size);
+  HS_MPI(MPI_Comm_rank, MPI_COMM_WORLD, &rank);
+  HS_MPI(MPI_Comm_size, MPI_COMM_WORLD, &size);
+  // The world's own communicator, duplicated without blocking so that a rank stopped or dead
+  // before its first collective ends the job at the deadline rather than hanging it: rank 0
+  // prints one line, the others fail quietly after the grace period (no pings yet: the ranks
+  // that answer them are the ones waiting here).
+  MPI_Comm comm = MPI_COMM_NULL;
+  MPI_Request req = MPI_REQUEST_NULL;
+  HS_MPI(MPI_Comm_idup, MPI_COMM_WORLD, &comm, &req);
+  const double deadline = CollectiveDeadline();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t polls = 0;; ++polls) {
+    int done = 0;
+    HS_MPI(MPI_Test, &req, &done, MPI_STATUS_IGNORE);
+    if (done) break;
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (waited > deadline + (rank == 0 ? 0 : kGraceSeconds)) {
+      if (rank == 0) {
+        std::fprintf(stderr,
+                     "hetsynth: error: mpi start-up (duplicating the world communicator of %d ranks): no progress in "
+                     "%g s (--deadline); some rank is stopped, dead or did not start\n",
+                     size, deadline);
+        std::fflush(stderr);
+      }
+      absl::Status s = absl::DeadlineExceededError("mpi start-up deadline (reported)");
+      s.SetPayload(kReportedPayload, absl::Cord("1"));
+      return s;
+    }
+    if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(polls > 100000 ? 1000 : 50));
+  }
+  HS_MPI(MPI_Comm_set_errhandler, comm, MPI_ERRORS_RETURN);
   return std::unique_ptr<Communicator>(new MpiComm(comm, rank, size));
 }
 
