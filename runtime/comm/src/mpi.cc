@@ -95,12 +95,18 @@ std::vector<int> Displacements(const std::vector<int64_t>& counts) {
 
 std::vector<int> ToInt(const std::vector<int64_t>& v) { return std::vector<int>(v.begin(), v.end()); }
 
-// A non-null address for zero-length buffers.
+// A non-null address for zero-length buffers: one for receive buffers, another for send buffers.
+// They must differ: Open MPI's nonblocking collectives (libnbc) take sendbuf == recvbuf as "in
+// place", and in 4.1 an in-place MPI_Ialltoallv on a rank with nothing to move returns without
+// taking a collective tag, so the next collective on the communicator hangs on every rank.
 float* NonNull(float* p) {
-  static float dummy;
-  return p ? p : &dummy;
+  static float recv_dummy;
+  return p ? p : &recv_dummy;
 }
-const float* NonNull(const float* p) { return p ? p : NonNull(static_cast<float*>(nullptr)); }
+const float* NonNull(const float* p) {
+  static const float send_dummy = 0;
+  return p ? p : &send_dummy;
+}
 
 // Initializes MPI on first use and finalizes it at exit when we initialized it.
 struct MpiSession {
