@@ -12,7 +12,6 @@
 
 #include "absl/strings/str_join.h"
 #include "commands.h"
-#include "hetsynth/runtime/cuda.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/program.h"

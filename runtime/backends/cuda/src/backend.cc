@@ -1,6 +1,7 @@
 // The "cuda" backend object (backend.h) and its registration, in every build: built with CUDA it
 // reaches the entry points of cuda_backend.h; without CUDA those fail with the reason (src/none/),
-// and Available() says so first.
+// and Available() says so first. Compiled with HETSYNTH_CUDA_MODULE it is instead the entry of
+// the module the hetsynth program loads when a run first needs the backend (lazy/).
 #include <numeric>
 
 #include <fmt/format.h>
@@ -9,6 +10,7 @@
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/cuda.h"
 #include "hetsynth/runtime/cuda_backend.h"
+#include "backend_info.h"
 
 namespace hetsynth::runtime {
 namespace {
@@ -22,22 +24,10 @@ std::string Bytes(double b) {
 
 class Cuda final : public Backend {
  public:
-  Cuda() {
-    caps_.device = "GPU";
-    caps_.precisions = {"fp32", "tf32", "bf16"};  // gpu::ParsePrecision's names
-    caps_.emulate_gpus = true;
-    caps_.virtual_devices = "green contexts with SM shares by speed";
-    caps_.thread_ranks = false;
-    caps_.emulated_timing = false;
-    caps_.host_memory = false;
-    caps_.profile_ranks = "virtual GPUs";
-    caps_.max_profile_ranks = 64;  // gpu::kMaxCommRanks, the in-process device communicator's limit
-  }
+  Cuda() : caps_(cuda_backend_info::Capabilities()) {}
 
-  std::string_view name() const override { return "cuda"; }
-  std::string_view description() const override {
-    return "NVIDIA GPUs: cuBLAS GEMMs and hetsynth's kernels; NCCL between processes, green contexts for virtual GPUs";
-  }
+  std::string_view name() const override { return cuda_backend_info::kName; }
+  std::string_view description() const override { return cuda_backend_info::kDescription; }
   absl::Status Available() const override {
     const CudaInfo info = ProbeCuda();
     if (info.devices > 0) return absl::OkStatus();
@@ -56,9 +46,7 @@ class Cuda final : public Backend {
     return RunCudaRanks(graph, plan, options, fn);
   }
 
-  std::string RankKind(const RankOptions& options) const override {
-    return options.emulate_gpus ? "virtual GPU" : "GPU (NCCL)";
-  }
+  std::string RankKind(const RankOptions& options) const override { return cuda_backend_info::RankKind(options); }
 
   absl::StatusOr<std::unique_ptr<Executor>> MakeExecutor(const ir::Graph&, const instr::Plan&, Communicator& comm,
                                                          ExecutorOptions) const override {
@@ -105,8 +93,18 @@ Cuda cuda_backend;
 }  // namespace
 }  // namespace hetsynth::runtime
 
+#if defined(HETSYNTH_CUDA_MODULE)
+// The module the hetsynth program loads on first use of the backend (lazy/backend_lazy.cc): it
+// registers nothing; the program's stand-in asks for the object.
+extern "C" __attribute__((visibility("default"))) hetsynth::runtime::Backend* hetsynth_cuda_module_backend(
+    const char* abi) {
+  if (std::string_view(abi) != hetsynth::runtime::cuda_backend_info::kModuleAbi) return nullptr;
+  return &hetsynth::runtime::cuda_backend;
+}
+#else
 // Static libraries only contribute the object files a program references, and nothing references
 // a registration: the target's link option `-u hetsynth_backend_cuda_registered` (CMakeLists.txt)
 // keeps this object in every program that links the CUDA backend.
 extern "C" const bool hetsynth_backend_cuda_registered =
     hetsynth::runtime::RegisterBackend(&hetsynth::runtime::cuda_backend);
+#endif
