@@ -54,6 +54,7 @@ Runner RegisterSynth(CLI::App& app);
 Runner RegisterExplain(CLI::App& app);
 Runner RegisterCheck(CLI::App& app);
 Runner RegisterProfile(CLI::App& app);
-Runner RegisterCluster(CLI::App& app);  // cluster_command.cc: emulated multi-node cluster
+Runner RegisterCluster(CLI::App& app);
+Runner RegisterPlace(CLI::App& app);    // place_command.cc: inference placement  // cluster_command.cc: emulated multi-node cluster
 
 }  // namespace hetsynth::cli

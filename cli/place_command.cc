@@ -1,0 +1,215 @@
+// `hetsynth place`: inference placement of a model's forward graph on a cluster (docs/inference.md):
+// coarsen, run the baselines, solve the MILP seeded with the best of them, print the table and
+// write the chosen placement. `hetsynth place --check FILE` re-reads a placement file.
+#include <cmath>
+#include <fstream>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "absl/strings/str_join.h"
+#include "commands.h"
+#include "hetsynth/base/status.h"
+#include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/instr/inference_placement.h"
+#include "hetsynth/synth/placement.h"
+
+namespace hetsynth::cli {
+namespace {
+
+struct PlaceFlags {
+  ModelOptions model;
+  std::string cluster, out, method = "milp", check;
+  double time_limit = 60;
+  int max_nodes = 100;
+  bool markdown = false;
+};
+
+std::string Ms(double s) { return fmt::format("{:.3f} ms", s * 1e3); }
+
+const std::vector<std::string>& MethodNames() {
+  static const std::vector<std::string> names = {"single", "even", "speed", "heft", "milp"};
+  return names;
+}
+
+absl::Status RunCheck(const PlaceFlags& f) {
+  HS_ASSIGN_OR_RETURN(std::string text, ReadText(f.check, "placement"));
+  HS_ASSIGN_OR_RETURN(instr::InferencePlacement header, instr::InferencePlacementHeaderFromJson(text, f.check));
+  std::vector<std::string> args;
+  for (const auto& [k, v] : header.model_args) args.push_back(fmt::format("{}={}", k, v));
+  absl::StatusOr<ir::ModelSpec> spec = ir::MakeModelSpec(header.model, args, header.batch);
+  if (!spec.ok()) return absl::InvalidArgumentError(StrCat("placement '", f.check, "': model: ", spec.status().message()));
+  absl::StatusOr<ir::Graph> g = ir::BuildModel(*spec);
+  if (!g.ok()) return absl::InvalidArgumentError(StrCat("placement '", f.check, "': model: ", g.status().message()));
+  HS_ASSIGN_OR_RETURN(instr::InferencePlacement pl, instr::InferencePlacementFromJson(*g, text, f.check));
+  std::string extra;
+  if (!f.cluster.empty()) {
+    HS_ASSIGN_OR_RETURN(costmodel::Cluster c, costmodel::ReadClusterFile(f.cluster));
+    if (c.Fingerprint() != pl.cluster_fingerprint || static_cast<size_t>(c.size()) != pl.devices.size()) {
+      return absl::InvalidArgumentError(StrCat("placement '", f.check, "' was made for cluster '", pl.cluster, "' (fingerprint ",
+                                               pl.cluster_fingerprint, "), not for '", f.cluster, "' (fingerprint ",
+                                               c.Fingerprint(), ")"));
+    }
+    // Re-price the file's groups on this cluster: the schedule of its placement.
+    HS_ASSIGN_OR_RETURN(synth::PlacementProblem p, synth::BuildPlacementProblem(*g, c, {.max_coarse_nodes = 1 << 30}));
+    std::vector<int> device_of_op(g->nodes().size(), 0);
+    for (const instr::InferencePlacementGroup& gr : pl.groups) {
+      for (ir::NodeId n : gr.ops) device_of_op[n] = gr.device;
+    }
+    // The fine problem's groups may split a file group; each takes its ops' device (one device per group).
+    std::vector<int> device;
+    for (const synth::CoarseNode& cn : p.nodes) device.push_back(device_of_op[cn.ops.front()]);
+    const synth::Schedule s = synth::Evaluate(p, device);
+    HS_RETURN_IF_ERROR(synth::CheckMemory(p, device));
+    extra = fmt::format("; on '{}' it takes {} (predicted, the file says {}) and fits every device's memory", f.cluster,
+                        Ms(s.latency), Ms(pl.predicted_latency_s));
+  }
+  fmt::print("placement '{}' is valid: {} for {} (batch {}), {} groups over {} devices of cluster '{}'{}\n", f.check, pl.method,
+             pl.model, pl.batch, pl.groups.size(), pl.devices.size(), pl.cluster, extra);
+  return absl::OkStatus();
+}
+
+absl::Status RunPlace(const PlaceFlags& f) {
+  if (!f.check.empty()) {
+    if (!f.model.name.empty()) return absl::InvalidArgumentError("place: give --model or --check, not both");
+    return RunCheck(f);
+  }
+  if (f.model.name.empty()) return absl::InvalidArgumentError("place: --model is required (or --check FILE)");
+  if (f.cluster.empty()) return absl::InvalidArgumentError("place: --cluster is required");
+  if (f.out.empty()) return absl::InvalidArgumentError("place: -o is required");
+  if (!(f.time_limit > 0) || !std::isfinite(f.time_limit)) {
+    return absl::InvalidArgumentError(StrCat("--time-limit ", f.time_limit, "; expected finite seconds > 0"));
+  }
+  if (std::find(MethodNames().begin(), MethodNames().end(), f.method) == MethodNames().end()) {
+    return absl::InvalidArgumentError(StrCat("--method '", f.method, "'; expected one of ", absl::StrJoin(MethodNames(), ", ")));
+  }
+  HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, f.model.Resolve());
+  HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
+  HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
+  HS_RETURN_IF_ERROR(CheckOutputPath("-o", f.out));
+  HS_ASSIGN_OR_RETURN(synth::PlacementProblem p, synth::BuildPlacementProblem(g, cluster, {.max_coarse_nodes = f.max_nodes}));
+  fmt::print(stderr, "placing {} on cluster '{}' ({} devices): {} coarse nodes from {} forward ops, {} edges; times predicted "
+             "from the cluster file's FLOP/s, memory bandwidth and links\n",
+             spec.ToString(), cluster.name, cluster.size(), p.nodes.size(), synth::ForwardNodes(g).size(), p.edges.size());
+
+  std::vector<synth::PlacementMethodResult> results = synth::PlacementBaselines(p);
+  const synth::Schedule* seed = nullptr;
+  for (const auto& r : results) {
+    if (r.status.ok() && (seed == nullptr || r.schedule.latency < seed->latency)) seed = &r.schedule;
+  }
+  const double best_heuristic = seed ? seed->latency : 0;
+  synth::MilpOptions mo;
+  mo.time_limit_s = f.time_limit;
+  absl::StatusOr<synth::MilpResult> milp = synth::SolvePlacementMilp(p, seed, mo);
+  if (!milp.ok()) {
+    if (absl::IsResourceExhausted(milp.status())) {
+      return absl::InvalidArgumentError(StrCat("place: ", spec.ToString(), " fits no placement on cluster '", f.cluster,
+                                               "': ", milp.status().message()));
+    }
+    return milp.status();
+  }
+  HS_CHECK(seed == nullptr || milp->schedule.latency <= seed->latency, "the MILP returned a placement worse than its seed");
+  synth::PlacementMethodResult mr;
+  mr.method = "milp";
+  mr.schedule = milp->schedule;
+  mr.solve_seconds = milp->solve_seconds;
+  results.push_back(mr);
+
+  auto used = [&](const synth::Schedule& s) {
+    std::vector<int> d = s.device;
+    std::sort(d.begin(), d.end());
+    return std::unique(d.begin(), d.end()) - d.begin();
+  };
+  const std::string gap = fmt::format("gap {:.2f}%{}{}", 100 * milp->gap, milp->optimal ? " (optimal)" : "",
+                                      milp->timed_out ? " (time limit)" : "");
+  if (f.markdown) {
+    fmt::print("| method | latency | vs best heuristic | devices used | solve time | note |\n|---|---|---|---|---|---|\n");
+  } else {
+    fmt::print("{:<7} {:>12} {:>18} {:>6} {:>11}  {}\n", "method", "latency", "vs best heuristic", "used", "solve time", "note");
+  }
+  for (const auto& r : results) {
+    std::string note = r.status.ok() ? "" : std::string(r.status.message());
+    if (r.method == "milp") note = StrCat(gap, ", lower bound ", Ms(milp->lower_bound), ", ", milp->solver_calls, " Z3 calls, ",
+                                          milp->devices_modelled, " devices modelled");
+    const std::string lat = r.status.ok() ? Ms(r.schedule.latency) : "infeasible";
+    const std::string vs = r.status.ok() && best_heuristic > 0 ? fmt::format("{:.3f}x", best_heuristic / r.schedule.latency) : "-";
+    const std::string u = r.status.ok() ? std::to_string(used(r.schedule)) : "-";
+    const std::string t = fmt::format("{:.3f} s", r.solve_seconds);
+    if (f.markdown) {
+      fmt::print("| {} | {} | {} | {} | {} | {} |\n", r.method, lat, vs, u, t, note);
+    } else {
+      fmt::print("{:<7} {:>12} {:>18} {:>6} {:>11}  {}\n", r.method, lat, vs, u, t, note);
+    }
+  }
+
+  const synth::PlacementMethodResult* chosen = nullptr;
+  for (const auto& r : results) {
+    if (r.method == f.method) chosen = &r;
+  }
+  if (!chosen->status.ok()) {
+    return absl::InvalidArgumentError(StrCat("--method ", f.method, " found no placement: ", chosen->status.message()));
+  }
+  instr::InferencePlacement out;
+  out.model = spec.name;
+  out.model_args = spec.args;
+  out.batch = spec.batch;
+  out.cluster = cluster.name;
+  out.cluster_fingerprint = cluster.Fingerprint();
+  for (const auto& d : cluster.devices) out.devices.push_back(d.name);
+  out.method = f.method;
+  out.predicted_latency_s = chosen->schedule.latency;
+  for (size_t i = 0; i < p.nodes.size(); ++i) {
+    instr::InferencePlacementGroup gr;
+    gr.name = p.nodes[i].name;
+    gr.ops = p.nodes[i].ops;
+    gr.device = chosen->schedule.device[i];
+    gr.start_s = chosen->schedule.start[i];
+    gr.finish_s = chosen->schedule.finish[i];
+    out.groups.push_back(std::move(gr));
+  }
+  for (const synth::CoarseEdge& e : p.edges) out.edges.push_back({e.from, e.to, e.bytes});
+  for (const auto& r : results) {
+    instr::InferencePlacementMethod m;
+    m.method = r.method;
+    m.feasible = r.status.ok();
+    m.latency_s = r.status.ok() ? r.schedule.latency : 0;
+    m.solve_s = r.solve_seconds;
+    m.note = r.status.ok() ? "" : std::string(r.status.message());
+    out.methods.push_back(std::move(m));
+  }
+  out.lower_bound_s = milp->lower_bound;
+  out.gap = milp->gap;
+  out.optimal = milp->optimal;
+  out.solve_s = milp->solve_seconds;
+  std::ofstream file(f.out, std::ios::binary | std::ios::trunc);
+  file << instr::InferencePlacementToJson(g, out);
+  file.close();
+  if (!file) return absl::InvalidArgumentError(StrCat("-o '", f.out, "': cannot write the placement"));
+  fmt::print("wrote {} ({}: {} on {} of {} devices, predicted {}; milp {:.2f}x the best heuristic)\n", f.out, f.method,
+             p.nodes.size(), used(chosen->schedule), cluster.size(), Ms(chosen->schedule.latency),
+             best_heuristic > 0 ? best_heuristic / milp->schedule.latency : 0.0);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Runner RegisterPlace(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("place", "Place a model's forward graph on a cluster for minimum inference latency (MILP + baselines)");
+  auto f = std::make_shared<PlaceFlags>();
+  cmd->add_option("--model", f->model.name, "model: built-in (" + ir::ModelNames() + ") or a file (.onnx, graph .json)");
+  f->model.AddFlags(*cmd);
+  cmd->add_option("--cluster", f->cluster, "cluster file (docs/cluster-format.md)")->type_name("FILE");
+  cmd->add_option("-o,--out", f->out, "where to write the placement (JSON, docs/inference.md)")->type_name("PLACEMENT");
+  cmd->add_option("--method", f->method, "which method's placement to write: " + absl::StrJoin(MethodNames(), ", "))
+      ->capture_default_str();
+  cmd->add_option("--time-limit", f->time_limit, "seconds for the MILP; when reached, the best placement and its gap are reported")
+      ->capture_default_str();
+  cmd->add_option("--max-nodes", f->max_nodes, "coarse nodes at most (pure chains are merged beyond the fusion rule)")
+      ->check(PositiveInt())
+      ->capture_default_str();
+  cmd->add_flag("--markdown", f->markdown, "print the table as Markdown");
+  cmd->add_option("--check", f->check, "re-read a placement file and check it against its model (and --cluster)")->type_name("FILE");
+  return [f] { return RunPlace(*f); };
+}
+
+}  // namespace hetsynth::cli

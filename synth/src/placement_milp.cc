@@ -1,0 +1,321 @@
+// The exact placement MILP (docs/inference.md, "The MILP"), solved with Z3 by bisecting the
+// makespan bound between a proven lower bound and the best schedule found.
+//
+// Variables: x[i][m] (coarse node i on modelled device m), start s[i], a transfer delay per
+// edge with "same device" / "same cluster node" literals, an order literal per pair of coarse
+// nodes that precedence leaves unordered, and the makespan T. Rows: each node on exactly one
+// device; s[to] >= s[from] + dur[from] + delay for every edge, delay >= the link's α + bytes/β
+// when the ends differ; unordered pairs on one device do not overlap; memory per device (integer
+// units, demand rounded up and capacity down, so an accepted placement always fits); T >= every
+// finish. Interchangeable devices (same cluster node, capacity and time on every coarse node)
+// beyond the node count are dropped, and the rest are used in order (symmetry breaking): device
+// k of a group only hosts node i if device k-1 hosts a node before i. Neither changes the optimum.
+#include <z3++.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <numeric>
+
+#include "hetsynth/base/status.h"
+#include "hetsynth/synth/placement.h"
+
+namespace hetsynth::synth {
+namespace {
+
+// A Z3 rational close to x (7 significant digits, fixed notation).
+z3::expr Q(z3::context& ctx, double x) {
+  if (x == 0 || !std::isfinite(x)) return ctx.real_val(0);
+  const int digits = std::max(0, 7 - static_cast<int>(std::floor(std::log10(std::abs(x)))) - 1);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", std::min(digits, 18), x);
+  return ctx.real_val(buf);
+}
+
+double Value(const z3::model& m, const z3::expr& e) {
+  return std::stod(m.eval(e, true).get_decimal_string(17));
+}
+
+constexpr double kScale = 1e6;  // the model's time unit: microseconds
+
+}  // namespace
+
+absl::StatusOr<MilpResult> SolvePlacementMilp(const PlacementProblem& p, const Schedule* seed, const MilpOptions& o) {
+  if (!(o.time_limit_s > 0) || !std::isfinite(o.time_limit_s)) {
+    return absl::InvalidArgumentError(StrCat("MILP time limit ", o.time_limit_s, " s; expected finite seconds > 0"));
+  }
+  if (!(o.gap_tolerance >= 0 && o.gap_tolerance < 1)) {
+    return absl::InvalidArgumentError(StrCat("MILP gap tolerance ", o.gap_tolerance, "; expected a number in [0, 1)"));
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  const int n = static_cast<int>(p.nodes.size()), nd = p.num_devices();
+  HS_CHECK(n > 0 && nd > 0, "SolvePlacementMilp: empty problem");
+
+  // Obvious infeasibility, said in one line.
+  const double largest = *std::max_element(p.capacity_bytes.begin(), p.capacity_bytes.end());
+  double total_need = 0;
+  for (const CoarseNode& c : p.nodes) {
+    total_need += c.memory_bytes();
+    if (c.memory_bytes() > largest) {
+      return absl::ResourceExhaustedError(StrCat("coarse node '", c.name, "' needs ", c.memory_bytes() / 1e9,
+                                                 " GB; the largest device holds ", largest / 1e9, " GB"));
+    }
+  }
+  const double total_cap = std::accumulate(p.capacity_bytes.begin(), p.capacity_bytes.end(), 0.0);
+  if (total_need > total_cap) {
+    return absl::ResourceExhaustedError(StrCat("the model needs ", total_need / 1e9, " GB; all devices together hold ",
+                                               total_cap / 1e9, " GB"));
+  }
+
+  // Interchangeable devices: equal cluster node, capacity and seconds of every coarse node.
+  std::map<std::vector<double>, std::vector<int>> by_key;
+  std::vector<std::vector<double>> keys(nd);
+  for (int d = 0; d < nd; ++d) {
+    std::vector<double> key = {static_cast<double>(p.device_node[d]), p.capacity_bytes[d]};
+    for (const CoarseNode& c : p.nodes) key.push_back(c.seconds[d]);
+    by_key[key].push_back(d);
+  }
+  std::vector<int> modelled;                   // device ids, ascending
+  std::vector<std::vector<int>> sym_groups;    // indices into `modelled`, in order of use
+  {
+    std::vector<std::vector<int>> groups;
+    for (auto& [key, devs] : by_key) {
+      if (static_cast<int>(devs.size()) > n) devs.resize(n);
+      groups.push_back(devs);
+      for (int d : devs) modelled.push_back(d);
+    }
+    std::sort(modelled.begin(), modelled.end());
+    for (const auto& devs : groups) {
+      std::vector<int> idx;
+      for (int d : devs) idx.push_back(static_cast<int>(std::lower_bound(modelled.begin(), modelled.end(), d) - modelled.begin()));
+      if (idx.size() > 1) sym_groups.push_back(idx);
+    }
+  }
+  const int nm = static_cast<int>(modelled.size());
+
+  // Memory unit: at least KiB, large enough that every capacity fits an int.
+  double unit = 1024;
+  while (largest / unit > 1e9) unit *= 2;
+
+  // Precedence closure: reach[i][j] when j depends on i.
+  std::vector<std::vector<char>> reach(n, std::vector<char>(n, 0));
+  std::vector<std::vector<int>> preds(n);
+  for (const CoarseEdge& e : p.edges) preds[e.to].push_back(e.from);
+  for (int j = 0; j < n; ++j) {
+    for (int i : preds[j]) {
+      reach[i][j] = 1;
+      for (int k = 0; k < i; ++k) {
+        if (reach[k][i]) reach[k][j] = 1;
+      }
+    }
+  }
+  // Critical path with each node at its fastest device and free transfers: a lower bound.
+  std::vector<double> fastest(n), ef(n, 0);
+  double lb0 = 0;
+  for (int i = 0; i < n; ++i) {
+    fastest[i] = *std::min_element(p.nodes[i].seconds.begin(), p.nodes[i].seconds.end());
+    double s = 0;
+    for (int k : preds[i]) s = std::max(s, ef[k]);
+    ef[i] = s + fastest[i];
+    lb0 = std::max(lb0, ef[i]);
+  }
+
+  MilpResult res;
+  res.devices_modelled = nm;
+  double hi = std::numeric_limits<double>::infinity(), lo = lb0;
+  bool have = false;
+  if (seed != nullptr && static_cast<int>(seed->device.size()) == n && CheckMemory(p, seed->device).ok()) {
+    res.schedule = *seed;
+    hi = seed->latency;
+    have = true;
+  }
+
+  try {
+    z3::context ctx;
+    z3::solver s(ctx);
+    std::vector<std::vector<z3::expr>> x(n);
+    std::vector<z3::expr> st, dur, fin;
+    const z3::expr T = ctx.real_const("T");
+    int bools = 0;
+    for (int i = 0; i < n; ++i) {
+      z3::expr_vector row(ctx);
+      for (int m = 0; m < nm; ++m) {
+        const int d = modelled[m];
+        if (p.nodes[i].memory_bytes() > p.capacity_bytes[d]) {
+          x[i].push_back(ctx.bool_val(false));
+        } else {
+          x[i].push_back(ctx.bool_const(StrCat("x_", i, "_", m).c_str()));
+          row.push_back(x[i].back());
+          ++bools;
+        }
+      }
+      s.add(z3::mk_or(row));
+      s.add(z3::atmost(row, 1));
+      st.push_back(ctx.real_const(StrCat("s_", i).c_str()));
+      dur.push_back(ctx.real_const(StrCat("d_", i).c_str()));
+      s.add(st[i] >= 0);
+      for (int m = 0; m < nm; ++m) {
+        if (!x[i][m].is_const() || x[i][m].is_false()) continue;
+        s.add(z3::implies(x[i][m], dur[i] == Q(ctx, p.nodes[i].seconds[modelled[m]] * kScale)));
+      }
+      s.add(dur[i] >= Q(ctx, fastest[i] * kScale * (1 - 1e-6)));
+      fin.push_back(st[i] + dur[i]);
+      s.add(T >= fin[i]);
+    }
+    s.add(T >= Q(ctx, lb0 * kScale * (1 - 1e-6)));
+
+    // Cluster nodes present among the modelled devices; z[i][k]: node i on cluster node k.
+    std::vector<int> cnodes;
+    for (int d : modelled) cnodes.push_back(p.device_node[d]);
+    std::sort(cnodes.begin(), cnodes.end());
+    cnodes.erase(std::unique(cnodes.begin(), cnodes.end()), cnodes.end());
+    const bool multi_node = cnodes.size() > 1;
+    std::vector<std::vector<z3::expr>> z(n);
+    if (multi_node) {
+      for (int i = 0; i < n; ++i) {
+        for (size_t k = 0; k < cnodes.size(); ++k) {
+          z3::expr_vector on(ctx);
+          for (int m = 0; m < nm; ++m) {
+            if (p.device_node[modelled[m]] == cnodes[k]) on.push_back(x[i][m]);
+          }
+          z[i].push_back(ctx.bool_const(StrCat("z_", i, "_", k).c_str()));
+          s.add(z[i][k] == z3::mk_or(on));
+        }
+      }
+    }
+    for (size_t ei = 0; ei < p.edges.size(); ++ei) {
+      const CoarseEdge& e = p.edges[ei];
+      const z3::expr delay = ctx.real_const(StrCat("c_", ei).c_str());
+      const z3::expr same = ctx.bool_const(StrCat("same_", ei).c_str());
+      ++bools;
+      s.add(delay >= 0);
+      s.add(st[e.to] >= fin[e.from] + delay);
+      for (int m = 0; m < nm; ++m) s.add(z3::implies(same && x[e.from][m], x[e.to][m]));
+      z3::expr same_node = ctx.bool_val(true);
+      if (multi_node) {
+        same_node = ctx.bool_const(StrCat("sn_", ei).c_str());
+        ++bools;
+        s.add(z3::implies(same, same_node));
+        for (size_t k = 0; k < cnodes.size(); ++k) s.add(z3::implies(same_node && z[e.from][k], z[e.to][k]));
+        const double inter = p.inter_node.latency + e.bytes / p.inter_node.bandwidth;
+        s.add(z3::implies(!same_node, delay >= Q(ctx, inter * kScale)));
+      }
+      for (size_t k = 0; k < cnodes.size(); ++k) {
+        const costmodel::Link& l = p.node_link[cnodes[k]];
+        const double intra = l.latency + e.bytes / l.bandwidth;
+        const z3::expr on_k = multi_node ? z[e.from][k] : ctx.bool_val(true);
+        s.add(z3::implies(!same && same_node && on_k, delay >= Q(ctx, intra * kScale)));
+      }
+    }
+    // Unordered pairs sharing a device do not overlap.
+    for (int i = 0; i < n; ++i) {
+      for (int j = i + 1; j < n; ++j) {
+        if (reach[i][j] || reach[j][i]) continue;
+        const z3::expr before = ctx.bool_const(StrCat("o_", i, "_", j).c_str());
+        ++bools;
+        for (int m = 0; m < nm; ++m) {
+          if (x[i][m].is_false() || x[j][m].is_false()) continue;
+          s.add(z3::implies(x[i][m] && x[j][m] && before, st[j] >= fin[i]));
+          s.add(z3::implies(x[i][m] && x[j][m] && !before, st[i] >= fin[j]));
+        }
+      }
+    }
+    // Memory, in integer units (demand up, capacity down).
+    for (int m = 0; m < nm; ++m) {
+      z3::expr_vector lits(ctx);
+      std::vector<int> coeffs;
+      for (int i = 0; i < n; ++i) {
+        if (x[i][m].is_false()) continue;
+        lits.push_back(x[i][m]);
+        coeffs.push_back(static_cast<int>(std::ceil(p.nodes[i].memory_bytes() / unit)));
+      }
+      if (lits.empty()) continue;
+      s.add(z3::pble(lits, coeffs.data(), static_cast<int>(std::floor(p.capacity_bytes[modelled[m]] / unit))));
+    }
+    // Symmetry breaking over interchangeable devices: used in order of first coarse node.
+    for (const std::vector<int>& grp : sym_groups) {
+      std::vector<std::vector<z3::expr>> used(grp.size());  // used[k][i]: device grp[k] hosts a node <= i
+      for (size_t k = 0; k < grp.size(); ++k) {
+        for (int i = 0; i < n; ++i) {
+          used[k].push_back(ctx.bool_const(StrCat("u_", grp[k], "_", i).c_str()));
+          s.add(used[k][i] == (i == 0 ? x[0][grp[k]] : (used[k][i - 1] || x[i][grp[k]])));
+          if (k > 0) s.add(z3::implies(x[i][grp[k]], i == 0 ? ctx.bool_val(false) : used[k - 1][i - 1]));
+        }
+      }
+    }
+    res.variables = bools;
+
+    auto extract = [&](const z3::model& mdl) {
+      std::vector<int> device(n, 0);
+      std::vector<std::pair<double, int>> by_start;
+      for (int i = 0; i < n; ++i) {
+        for (int m = 0; m < nm; ++m) {
+          if (mdl.eval(x[i][m], true).is_true()) device[i] = modelled[m];
+        }
+        by_start.push_back({Value(mdl, st[i]), i});
+      }
+      std::sort(by_start.begin(), by_start.end());
+      std::vector<CoarseId> order;
+      for (const auto& [t, i] : by_start) order.push_back(i);
+      return Evaluate(p, device, order);
+    };
+
+    for (int iter = 0;; ++iter) {
+      if (have && (hi - lo) <= o.gap_tolerance * hi) break;
+      const double remaining = o.time_limit_s - elapsed();
+      if (remaining <= 0) {
+        res.timed_out = true;
+        break;
+      }
+      z3::params prm(ctx);
+      prm.set("timeout", static_cast<unsigned>(std::max(1.0, remaining * 1000)));
+      s.set(prm);
+      z3::expr_vector assume(ctx);
+      double target = std::numeric_limits<double>::infinity();
+      if (have) {
+        target = std::max(lo, (lo + hi) / 2);
+        const z3::expr b = ctx.bool_const(StrCat("bound_", iter).c_str());
+        s.add(z3::implies(b, T <= Q(ctx, target * kScale)));
+        assume.push_back(b);
+      }
+      ++res.solver_calls;
+      const z3::check_result r = s.check(assume);
+      if (r == z3::sat) {
+        Schedule cand = extract(s.get_model());
+        if (!CheckMemory(p, cand.device).ok()) {
+          return absl::InternalError("placement MILP: the solver's placement exceeds a device's memory");
+        }
+        if (!have || cand.latency < hi) {
+          res.schedule = std::move(cand);
+          hi = res.schedule.latency;
+          have = true;
+        } else {
+          break;  // only 7-digit rounding of the times separates the bound from the best schedule
+        }
+      } else if (r == z3::unsat) {
+        if (!have) return absl::ResourceExhaustedError("no placement of the coarse nodes fits the devices' memory");
+        lo = target;
+      } else {
+        res.timed_out = true;
+        break;
+      }
+    }
+  } catch (const z3::exception& e) {
+    return absl::InternalError(StrCat("z3: placement MILP failed (", __FILE__, ":", __LINE__, "): ", e.msg()));
+  }
+  if (!have) {
+    return absl::DeadlineExceededError(StrCat("the placement MILP found no placement within its time limit of ",
+                                              o.time_limit_s, " s; raise --time-limit"));
+  }
+  res.lower_bound = std::min(lo, res.schedule.latency);
+  res.gap = res.schedule.latency > 0 ? (res.schedule.latency - res.lower_bound) / res.schedule.latency : 0;
+  res.optimal = res.gap <= o.gap_tolerance;
+  res.solve_seconds = elapsed();
+  return res;
+}
+
+}  // namespace hetsynth::synth
