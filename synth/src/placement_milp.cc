@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -40,6 +41,61 @@ double Value(const z3::model& m, const z3::expr& e) {
 }
 
 constexpr double kScale = 1e6;  // the model's time unit: microseconds
+
+// Siblings: coarse nodes with the same predecessors and the same successors (q/k/v projections
+// of a block, parallel branches). None of them starts before every predecessor finishes, and
+// no successor starts before all of them finish, so the shortest time to run them all on the
+// devices — transfers and memory ignored, a relaxation — separates the two. Exact by branch and
+// bound over assignments (devices with equal times for every sibling tried once while empty);
+// past `budget` search nodes, the weaker max over siblings of its fastest time.
+double SiblingBound(const PlacementProblem& p, std::vector<int> jobs, const std::vector<int>& devices) {
+  auto fastest = [&](int i) {
+    double t = std::numeric_limits<double>::infinity();
+    for (int d : devices) t = std::min(t, p.nodes[i].seconds[d]);
+    return t;
+  };
+  double simple = 0;
+  for (int i : jobs) simple = std::max(simple, fastest(i));
+  std::sort(jobs.begin(), jobs.end(), [&](int a, int b) { return fastest(a) > fastest(b); });
+  const int nd = static_cast<int>(devices.size());
+  std::vector<int> twin(nd, -1);  // an earlier device with equal times for every sibling
+  for (int a = 0; a < nd; ++a) {
+    for (int b = 0; b < a && twin[a] < 0; ++b) {
+      bool same = true;
+      for (int i : jobs) same = same && p.nodes[i].seconds[devices[a]] == p.nodes[i].seconds[devices[b]];
+      if (same) twin[a] = b;
+    }
+  }
+  std::vector<double> load(nd, 0);
+  double best = std::numeric_limits<double>::infinity();
+  int64_t budget = 200000;
+  bool exhausted = false;
+  std::function<void(size_t, double)> go = [&](size_t k, double cur) {
+    if (cur >= best) return;
+    if (k == jobs.size()) {
+      best = cur;
+      return;
+    }
+    if (--budget < 0) {
+      exhausted = true;
+      return;
+    }
+    for (int a = 0; a < nd; ++a) {
+      if (twin[a] >= 0 && load[a] == 0 && load[twin[a]] == 0) continue;
+      const double t = p.nodes[jobs[k]].seconds[devices[a]];
+      load[a] += t;
+      go(k + 1, std::max(cur, load[a]));
+      load[a] -= t;
+    }
+  };
+  go(0, 0);
+  return exhausted ? simple : std::max(simple, best);
+}
+
+struct SiblingSet {
+  std::vector<int> preds, succs, members;
+  double bound = 0;  // seconds
+};
 
 }  // namespace
 
@@ -113,15 +169,55 @@ absl::StatusOr<MilpResult> SolvePlacementMilp(const PlacementProblem& p, const S
       }
     }
   }
-  // Critical path with each node at its fastest device and free transfers: a lower bound.
-  std::vector<double> fastest(n), ef(n, 0);
-  double lb0 = 0;
+  // Sibling sets (same predecessors, same successors; at least two members).
+  std::vector<std::vector<int>> succs(n);
+  for (const CoarseEdge& e : p.edges) succs[e.from].push_back(e.to);
+  std::vector<SiblingSet> siblings;
+  {
+    std::map<std::pair<std::vector<int>, std::vector<int>>, std::vector<int>> by_ends;
+    for (int i = 0; i < n; ++i) {
+      std::vector<int> a = preds[i], b = succs[i];
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      by_ends[{a, b}].push_back(i);
+    }
+    for (auto& [ends, members] : by_ends) {
+      if (members.size() < 2) continue;
+      SiblingSet ss{ends.first, ends.second, members, 0};
+      ss.bound = SiblingBound(p, members, modelled);
+      siblings.push_back(std::move(ss));
+    }
+  }
+  // Earliest start and latest "tail" of each node in the relaxation (each node on its fastest
+  // device, transfers free, sibling sets taking at least their bound): valid lower bounds.
+  std::vector<double> fastest(n), head(n, 0), tail(n, 0);
+  for (int i = 0; i < n; ++i) fastest[i] = *std::min_element(p.nodes[i].seconds.begin(), p.nodes[i].seconds.end());
+  std::vector<std::vector<const SiblingSet*>> sib_into(n), sib_out(n);
+  for (const SiblingSet& ss : siblings) {
+    for (int b : ss.succs) sib_into[b].push_back(&ss);
+    for (int a : ss.preds) sib_out[a].push_back(&ss);
+  }
   for (int i = 0; i < n; ++i) {
-    fastest[i] = *std::min_element(p.nodes[i].seconds.begin(), p.nodes[i].seconds.end());
-    double s = 0;
-    for (int k : preds[i]) s = std::max(s, ef[k]);
-    ef[i] = s + fastest[i];
-    lb0 = std::max(lb0, ef[i]);
+    for (int k : preds[i]) head[i] = std::max(head[i], head[k] + fastest[k]);
+    for (const SiblingSet* ss : sib_into[i]) {
+      double ready = 0;
+      for (int a : ss->preds) ready = std::max(ready, head[a] + fastest[a]);
+      head[i] = std::max(head[i], ready + ss->bound);
+    }
+  }
+  for (int i = n - 1; i >= 0; --i) {
+    for (int k : succs[i]) tail[i] = std::max(tail[i], fastest[k] + tail[k]);
+    for (const SiblingSet* ss : sib_out[i]) {
+      double after = 0;
+      for (int b : ss->succs) after = std::max(after, fastest[b] + tail[b]);
+      tail[i] = std::max(tail[i], ss->bound + after);
+    }
+  }
+  double lb0 = 0;
+  for (int i = 0; i < n; ++i) lb0 = std::max(lb0, head[i] + fastest[i] + tail[i]);
+  for (const SiblingSet& ss : siblings) {
+    if (!ss.preds.empty() || !ss.succs.empty()) continue;
+    lb0 = std::max(lb0, ss.bound);
   }
 
   MilpResult res;
@@ -165,6 +261,8 @@ absl::StatusOr<MilpResult> SolvePlacementMilp(const PlacementProblem& p, const S
       s.add(dur[i] >= Q(ctx, fastest[i] * kScale * (1 - 1e-6)));
       fin.push_back(st[i] + dur[i]);
       s.add(T >= fin[i]);
+      s.add(st[i] >= Q(ctx, head[i] * kScale * (1 - 1e-6)));
+      s.add(T >= fin[i] + Q(ctx, tail[i] * kScale * (1 - 1e-6)));
     }
     s.add(T >= Q(ctx, lb0 * kScale * (1 - 1e-6)));
 
@@ -209,6 +307,17 @@ absl::StatusOr<MilpResult> SolvePlacementMilp(const PlacementProblem& p, const S
         const double intra = l.latency + e.bytes / l.bandwidth;
         const z3::expr on_k = multi_node ? z[e.from][k] : ctx.bool_val(true);
         s.add(z3::implies(!same && same_node && on_k, delay >= Q(ctx, intra * kScale)));
+      }
+    }
+    // Sibling cuts: every successor waits for every predecessor plus the siblings' bound.
+    for (const SiblingSet& ss : siblings) {
+      const z3::expr gap = Q(ctx, ss.bound * kScale * (1 - 1e-6));
+      for (int b : ss.succs) {
+        if (ss.preds.empty()) s.add(st[b] >= gap);
+        for (int a : ss.preds) s.add(st[b] >= fin[a] + gap);
+      }
+      if (ss.succs.empty()) {
+        for (int a : ss.preds) s.add(T >= fin[a] + gap);
       }
     }
     // Unordered pairs sharing a device do not overlap.
