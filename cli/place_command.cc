@@ -25,7 +25,8 @@ struct PlaceFlags {
   bool markdown = false;
 };
 
-std::string Ms(double s) { return fmt::format("{:.3f} ms", s * 1e3); }
+// Seconds in ms, or µs below a millisecond (the small presets run in microseconds).
+std::string Ms(double s) { return s < 1e-3 ? fmt::format("{:.3f} us", s * 1e6) : fmt::format("{:.3f} ms", s * 1e3); }
 
 const std::vector<std::string>& MethodNames() {
   static const std::vector<std::string> names = {"single", "even", "speed", "heft", "milp"};
