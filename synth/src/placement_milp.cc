@@ -45,10 +45,16 @@ constexpr double kScale = 1e6;  // the model's time unit: microseconds
 // Siblings: coarse nodes with the same predecessors and the same successors (q/k/v projections
 // of a block, parallel branches). None of them starts before every predecessor finishes, and
 // no successor starts before all of them finish, so the shortest time to run them all on the
-// devices — transfers and memory ignored, a relaxation — separates the two. Exact by branch and
-// bound over assignments (devices with equal times for every sibling tried once while empty);
-// past `budget` search nodes, the weaker max over siblings of its fastest time.
-double SiblingBound(const PlacementProblem& p, std::vector<int> jobs, const std::vector<int>& devices) {
+// devices separates the two. With at most one predecessor a and one successor b, transfers
+// count too: for every device pair (da, db) of a and b, a device d running some siblings takes
+// at least [its cheapest transfer in from da] + its load + [its cheapest transfer out to db]
+// (the brackets only when d differs); the bound is the minimum over (da, db) and over
+// assignments of the maximum over devices — memory ignored, a relaxation. Exact branch and
+// bound (devices equivalent for this (da, db) tried once while empty); past the search budget,
+// the weaker max over siblings of its fastest time.
+double SiblingBound(const PlacementProblem& p, std::vector<int> jobs, const std::vector<int>& devices,
+                    const std::vector<int>& preds, const std::vector<int>& succs,
+                    const std::map<std::pair<int, int>, double>& edge_bytes) {
   auto fastest = [&](int i) {
     double t = std::numeric_limits<double>::infinity();
     for (int d : devices) t = std::min(t, p.nodes[i].seconds[d]);
@@ -57,39 +63,71 @@ double SiblingBound(const PlacementProblem& p, std::vector<int> jobs, const std:
   double simple = 0;
   for (int i : jobs) simple = std::max(simple, fastest(i));
   std::sort(jobs.begin(), jobs.end(), [&](int a, int b) { return fastest(a) > fastest(b); });
-  const int nd = static_cast<int>(devices.size());
-  std::vector<int> twin(nd, -1);  // an earlier device with equal times for every sibling
-  for (int a = 0; a < nd; ++a) {
-    for (int b = 0; b < a && twin[a] < 0; ++b) {
-      bool same = true;
-      for (int i : jobs) same = same && p.nodes[i].seconds[devices[a]] == p.nodes[i].seconds[devices[b]];
-      if (same) twin[a] = b;
+  const int nd = static_cast<int>(devices.size()), nj = static_cast<int>(jobs.size());
+  const bool with_comm = preds.size() <= 1 && succs.size() <= 1;
+  auto bytes = [&](int from, int to) {
+    const auto it = edge_bytes.find({from, to});
+    return it == edge_bytes.end() ? 0.0 : it->second;
+  };
+  int64_t budget = 2000000;
+  bool exhausted = false;
+  double overall = std::numeric_limits<double>::infinity();
+  // For each (da, db): -1 = no predecessor / successor (or transfers ignored).
+  std::vector<int> das = {-1}, dbs = {-1};
+  if (with_comm && !preds.empty()) das = std::vector<int>(devices.begin(), devices.end());
+  if (with_comm && !succs.empty()) dbs = std::vector<int>(devices.begin(), devices.end());
+  std::vector<double> load(nd), in(nd), out(nd);
+  std::vector<std::vector<double>> tin(nj, std::vector<double>(nd, 0)), tout(nj, std::vector<double>(nd, 0));
+  for (int da : das) {
+    for (int db : dbs) {
+      for (int k = 0; k < nj; ++k) {
+        for (int a = 0; a < nd; ++a) {
+          tin[k][a] = da < 0 ? 0 : p.Transfer(da, devices[a], bytes(preds[0], jobs[k]));
+          tout[k][a] = db < 0 ? 0 : p.Transfer(devices[a], db, bytes(jobs[k], succs[0]));
+        }
+      }
+      std::vector<int> twin(nd, -1);
+      for (int a = 0; a < nd; ++a) {
+        for (int b = 0; b < a && twin[a] < 0; ++b) {
+          bool same = p.device_node[devices[a]] == p.device_node[devices[b]] && devices[a] != da && devices[b] != da &&
+                      devices[a] != db && devices[b] != db;
+          for (int k = 0; k < nj && same; ++k) {
+            same = p.nodes[jobs[k]].seconds[devices[a]] == p.nodes[jobs[k]].seconds[devices[b]] && tin[k][a] == tin[k][b] &&
+                   tout[k][a] == tout[k][b];
+          }
+          if (same) twin[a] = b;
+        }
+      }
+      std::fill(load.begin(), load.end(), 0);
+      std::fill(in.begin(), in.end(), std::numeric_limits<double>::infinity());
+      std::fill(out.begin(), out.end(), std::numeric_limits<double>::infinity());
+      double best = overall;  // only improvements on the best over earlier (da, db) matter
+      std::function<void(int, double)> go = [&](int k, double cur) {
+        if (cur >= best) return;
+        if (k == nj) {
+          best = cur;
+          return;
+        }
+        if (--budget < 0) {
+          exhausted = true;
+          return;
+        }
+        for (int a = 0; a < nd; ++a) {
+          if (twin[a] >= 0 && load[a] == 0 && load[twin[a]] == 0) continue;
+          const double l0 = load[a], i0 = in[a], o0 = out[a];
+          load[a] += p.nodes[jobs[k]].seconds[devices[a]];
+          in[a] = std::min(in[a], tin[k][a]);
+          out[a] = std::min(out[a], tout[k][a]);
+          go(k + 1, std::max(cur, in[a] + load[a] + out[a]));
+          load[a] = l0, in[a] = i0, out[a] = o0;
+        }
+      };
+      go(0, 0);
+      if (exhausted) return simple;
+      overall = std::min(overall, best);
     }
   }
-  std::vector<double> load(nd, 0);
-  double best = std::numeric_limits<double>::infinity();
-  int64_t budget = 200000;
-  bool exhausted = false;
-  std::function<void(size_t, double)> go = [&](size_t k, double cur) {
-    if (cur >= best) return;
-    if (k == jobs.size()) {
-      best = cur;
-      return;
-    }
-    if (--budget < 0) {
-      exhausted = true;
-      return;
-    }
-    for (int a = 0; a < nd; ++a) {
-      if (twin[a] >= 0 && load[a] == 0 && load[twin[a]] == 0) continue;
-      const double t = p.nodes[jobs[k]].seconds[devices[a]];
-      load[a] += t;
-      go(k + 1, std::max(cur, load[a]));
-      load[a] -= t;
-    }
-  };
-  go(0, 0);
-  return exhausted ? simple : std::max(simple, best);
+  return std::max(simple, overall);
 }
 
 struct SiblingSet {
@@ -153,9 +191,8 @@ absl::StatusOr<MilpResult> SolvePlacementMilp(const PlacementProblem& p, const S
   }
   const int nm = static_cast<int>(modelled.size());
 
-  // Memory unit: at least KiB, large enough that every capacity fits an int.
-  double unit = 1024;
-  while (largest / unit > 1e9) unit *= 2;
+  // Memory unit: a billionth of the largest capacity, so that every capacity fits an int.
+  const double unit = largest / 1e9;
 
   // Precedence closure: reach[i][j] when j depends on i.
   std::vector<std::vector<char>> reach(n, std::vector<char>(n, 0));
@@ -172,6 +209,8 @@ absl::StatusOr<MilpResult> SolvePlacementMilp(const PlacementProblem& p, const S
   // Sibling sets (same predecessors, same successors; at least two members).
   std::vector<std::vector<int>> succs(n);
   for (const CoarseEdge& e : p.edges) succs[e.from].push_back(e.to);
+  std::map<std::pair<int, int>, double> edge_bytes;
+  for (const CoarseEdge& e : p.edges) edge_bytes[{e.from, e.to}] += e.bytes;
   std::vector<SiblingSet> siblings;
   {
     std::map<std::pair<std::vector<int>, std::vector<int>>, std::vector<int>> by_ends;
@@ -184,7 +223,7 @@ absl::StatusOr<MilpResult> SolvePlacementMilp(const PlacementProblem& p, const S
     for (auto& [ends, members] : by_ends) {
       if (members.size() < 2) continue;
       SiblingSet ss{ends.first, ends.second, members, 0};
-      ss.bound = SiblingBound(p, members, modelled);
+      ss.bound = SiblingBound(p, members, modelled, ss.preds, ss.succs, edge_bytes);
       siblings.push_back(std::move(ss));
     }
   }

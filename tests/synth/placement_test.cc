@@ -78,12 +78,26 @@ double BruteForce(const PlacementProblem& p) {
   return best;
 }
 
+// Fork-join: 0 → {1 … k} → k+1, the sibling sets the bound reasons about (q/k/v in a block).
+PlacementProblem ForkJoin(std::mt19937& rng, int k, int nd, int cnodes) {
+  PlacementProblem p = RandomProblem(rng, k + 2, nd, cnodes, 0.0);
+  std::uniform_real_distribution<double> u(0, 1);
+  p.edges.clear();
+  for (int i = 1; i <= k; ++i) {
+    p.edges.push_back({0, i, std::floor(u(rng) * 3)});
+    p.edges.push_back({i, k + 1, std::floor(u(rng) * 3)});
+  }
+  std::sort(p.edges.begin(), p.edges.end(), [](const CoarseEdge& a, const CoarseEdge& b) { return a.to < b.to; });
+  return p;
+}
+
 TEST(Placement, MilpMatchesBruteForceOnTinyDags) {
   std::mt19937 rng(12345);
   int solved = 0, with_z3 = 0, infeasible = 0;
   for (int trial = 0; trial < 40; ++trial) {
     const int n = 3 + trial % 3, nd = 2 + trial % 2, cnodes = 1 + (trial / 3) % 2;
-    const PlacementProblem p = RandomProblem(rng, n, nd, cnodes, trial % 2 ? 0.3 : 0.6);
+    const PlacementProblem p =
+        trial % 4 == 3 ? ForkJoin(rng, 2 + trial % 2, nd, cnodes) : RandomProblem(rng, n, nd, cnodes, trial % 2 ? 0.3 : 0.6);
     const double brute = BruteForce(p);
     MilpOptions o;
     o.gap_tolerance = 1e-6;
@@ -99,7 +113,7 @@ TEST(Placement, MilpMatchesBruteForceOnTinyDags) {
     EXPECT_TRUE(CheckMemory(p, m->schedule.device).ok());
     EXPECT_LE(m->lower_bound, brute * (1 + 1e-6));
     // Seeded with a worse placement (everything on device 0 when it fits), the same optimum.
-    const Schedule seed = Evaluate(p, std::vector<int>(n, 0));
+    const Schedule seed = Evaluate(p, std::vector<int>(p.nodes.size(), 0));
     absl::StatusOr<MilpResult> ms = SolvePlacementMilp(p, &seed, o);
     ASSERT_TRUE(ms.ok());
     EXPECT_NEAR(ms->schedule.latency, brute, 1e-5 * brute) << "trial " << trial;
