@@ -182,6 +182,7 @@ absl::Status RunPlace(const PlaceFlags& f) {
   out.gap = milp->gap;
   out.optimal = milp->optimal;
   out.solve_s = milp->solve_seconds;
+  out.solver_calls = milp->solver_calls;
   std::ofstream file(f.out, std::ios::binary | std::ios::trunc);
   file << instr::InferencePlacementToJson(g, out);
   file.close();

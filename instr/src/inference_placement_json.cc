@@ -177,6 +177,12 @@ class Reader {
         }
         p.gap = s["gap"].get<double>();
       }
+      if (s.contains("solver_calls")) {
+        if (!s["solver_calls"].is_number_integer() || s["solver_calls"].get<int64_t>() < 0) {
+          return Err("solver.solver_calls", StrCat(ir::Shorten(s["solver_calls"].dump()), "; expected an integer >= 0"));
+        }
+        p.solver_calls = static_cast<int>(s["solver_calls"].get<int64_t>());
+      }
       if (s.contains("optimal")) {
         if (!s["optimal"].is_boolean()) return Err("solver.optimal", StrCat(ir::Shorten(s["optimal"].dump()), "; expected true or false"));
         p.optimal = s["optimal"].get<bool>();
@@ -218,7 +224,8 @@ std::string InferencePlacementToJson(const ir::Graph& g, const InferencePlacemen
   root["cluster"] = {{"name", p.cluster}, {"fingerprint", p.cluster_fingerprint}, {"devices", p.devices}};
   root["method"] = p.method;
   root["predicted_latency_s"] = p.predicted_latency_s;
-  root["solver"] = {{"lower_bound_s", p.lower_bound_s}, {"gap", p.gap}, {"optimal", p.optimal}, {"solve_s", p.solve_s}};
+  root["solver"] = {{"lower_bound_s", p.lower_bound_s}, {"gap", p.gap}, {"optimal", p.optimal}, {"solve_s", p.solve_s},
+                    {"solver_calls", p.solver_calls}};
   json methods = json::array();
   for (const InferencePlacementMethod& m : p.methods) {
     json j = {{"method", m.method}, {"feasible", m.feasible}, {"solve_s", m.solve_s}};

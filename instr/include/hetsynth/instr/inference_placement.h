@@ -53,6 +53,7 @@ struct InferencePlacement {
   // The MILP's proof: lower bound, gap = (latency - lower) / latency, solve time.
   double lower_bound_s = 0, gap = 0, solve_s = 0;
   bool optimal = false;
+  int solver_calls = 0;  // Z3 checks it took (0: the lower bound alone met the best heuristic)
 };
 
 std::string InferencePlacementToJson(const ir::Graph& g, const InferencePlacement& p);
