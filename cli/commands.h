@@ -55,6 +55,7 @@ Runner RegisterExplain(CLI::App& app);
 Runner RegisterCheck(CLI::App& app);
 Runner RegisterProfile(CLI::App& app);
 Runner RegisterCluster(CLI::App& app);
-Runner RegisterPlace(CLI::App& app);    // place_command.cc: inference placement  // cluster_command.cc: emulated multi-node cluster
+Runner RegisterPlace(CLI::App& app);    // place_command.cc: inference placement
+Runner RegisterInfer(CLI::App& app);    // place_command.cc: run a placement on thread ranks  // cluster_command.cc: emulated multi-node cluster
 
 }  // namespace hetsynth::cli

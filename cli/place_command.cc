@@ -1,6 +1,7 @@
 // `hetsynth place`: inference placement of a model's forward graph on a cluster (docs/inference.md):
 // coarsen, run the baselines, solve the MILP seeded with the best of them, print the table and
 // write the chosen placement. `hetsynth place --check FILE` re-reads a placement file.
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <memory>
@@ -11,6 +12,9 @@
 #include "commands.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/costmodel/cluster.h"
+#include "hetsynth/runtime/data.h"
+#include "hetsynth/runtime/infer.h"
+#include "hetsynth/runtime/training.h"
 #include "hetsynth/instr/inference_placement.h"
 #include "hetsynth/synth/placement.h"
 
@@ -33,16 +37,30 @@ const std::vector<std::string>& MethodNames() {
   return names;
 }
 
-absl::Status RunCheck(const PlaceFlags& f) {
-  HS_ASSIGN_OR_RETURN(std::string text, ReadText(f.check, "placement"));
-  HS_ASSIGN_OR_RETURN(instr::InferencePlacement header, instr::InferencePlacementHeaderFromJson(text, f.check));
+struct LoadedPlacement {
+  instr::InferencePlacement placement;
+  ir::ModelSpec spec;
+  ir::Graph graph;
+};
+
+// A placement file and the model it was made for, rebuilt from its header.
+absl::StatusOr<LoadedPlacement> LoadPlacement(const std::string& path) {
+  HS_ASSIGN_OR_RETURN(std::string text, ReadText(path, "placement"));
+  HS_ASSIGN_OR_RETURN(instr::InferencePlacement header, instr::InferencePlacementHeaderFromJson(text, path));
   std::vector<std::string> args;
   for (const auto& [k, v] : header.model_args) args.push_back(fmt::format("{}={}", k, v));
   absl::StatusOr<ir::ModelSpec> spec = ir::MakeModelSpec(header.model, args, header.batch);
-  if (!spec.ok()) return absl::InvalidArgumentError(StrCat("placement '", f.check, "': model: ", spec.status().message()));
+  if (!spec.ok()) return absl::InvalidArgumentError(StrCat("placement '", path, "': model: ", spec.status().message()));
   absl::StatusOr<ir::Graph> g = ir::BuildModel(*spec);
-  if (!g.ok()) return absl::InvalidArgumentError(StrCat("placement '", f.check, "': model: ", g.status().message()));
-  HS_ASSIGN_OR_RETURN(instr::InferencePlacement pl, instr::InferencePlacementFromJson(*g, text, f.check));
+  if (!g.ok()) return absl::InvalidArgumentError(StrCat("placement '", path, "': model: ", g.status().message()));
+  HS_ASSIGN_OR_RETURN(instr::InferencePlacement pl, instr::InferencePlacementFromJson(*g, text, path));
+  return LoadedPlacement{std::move(pl), std::move(*spec), std::move(*g)};
+}
+
+absl::Status RunCheck(const PlaceFlags& f) {
+  HS_ASSIGN_OR_RETURN(LoadedPlacement loaded, LoadPlacement(f.check));
+  const instr::InferencePlacement& pl = loaded.placement;
+  const ir::Graph* g = &loaded.graph;
   std::string extra;
   if (!f.cluster.empty()) {
     HS_ASSIGN_OR_RETURN(costmodel::Cluster c, costmodel::ReadClusterFile(f.cluster));
@@ -193,7 +211,71 @@ absl::Status RunPlace(const PlaceFlags& f) {
   return absl::OkStatus();
 }
 
+struct InferFlags {
+  std::string placement;
+  int requests = 1;
+  int64_t seed = 0;
+};
+
+absl::Status RunInfer(const InferFlags& f) {
+  HS_ASSIGN_OR_RETURN(LoadedPlacement loaded, LoadPlacement(f.placement));
+  const ir::Graph& g = loaded.graph;
+  const uint64_t seed = static_cast<uint64_t>(f.seed);
+  std::map<std::string, runtime::Tensor> params;
+  for (ir::ValueId v : g.parameters()) params[g.value(v).name] = runtime::InitParameter(g.value(v), seed);
+  HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(loaded.spec, g, seed));
+  std::vector<runtime::Batch> requests;
+  for (int q = 0; q < f.requests; ++q) {
+    HS_ASSIGN_OR_RETURN(runtime::Batch b, data.Get(q));
+    requests.push_back(std::move(b));
+  }
+  // The one-device forward of every request (this thread), timed.
+  std::vector<runtime::Outputs> reference;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const runtime::Batch& b : requests) {
+    HS_ASSIGN_OR_RETURN(runtime::Outputs o, runtime::ForwardOneDevice(g, params, b));
+    reference.push_back(std::move(o));
+  }
+  const double one_device_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / f.requests;
+  HS_ASSIGN_OR_RETURN(runtime::InferRun run, runtime::RunPlacement(g, loaded.placement, params, requests));
+  double max_diff = 0, scale = 1;
+  for (int q = 0; q < f.requests; ++q) {
+    for (const auto& [name, ref] : reference[q]) {
+      const auto it = run.outputs[q].find(name);
+      if (it == run.outputs[q].end() || it->second.shape != ref.shape) {
+        return absl::InternalError(StrCat("infer: request ", q, ": output '", name, "' missing or misshaped on the ranks"));
+      }
+      for (int64_t i = 0; i < ref.numel(); ++i) {
+        max_diff = std::max(max_diff, static_cast<double>(std::abs(it->second.data[i] - ref.data[i])));
+        scale = std::max(scale, static_cast<double>(std::abs(ref.data[i])));
+      }
+    }
+  }
+  if (!(max_diff <= 1e-5 * scale)) {
+    return absl::InternalError(StrCat("infer: the ranks' outputs differ from the one-device forward by ", max_diff,
+                                      " (more than 1e-5 x ", scale, ")"));
+  }
+  fmt::print("infer: {} placement '{}' ({}) on {} thread ranks, {} requests: outputs equal the one-device forward "
+             "(max |diff| {:.3g}); {} point-to-point transfers, {:.3f} MB\n",
+             loaded.spec.ToString(), f.placement, loaded.placement.method, run.ranks, f.requests, max_diff, run.messages,
+             run.bytes / 1e6);
+  fmt::print("measured on this host (ranks are threads at host speed, not paced to the cluster's devices): first request "
+             "{}, one-device forward {}, {:.2f} requests/s pipelined; predicted for cluster '{}': {} (not comparable)\n",
+             Ms(run.finish_s[0]), Ms(one_device_s), f.requests / run.total_s, loaded.placement.cluster,
+             Ms(loaded.placement.predicted_latency_s));
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+Runner RegisterInfer(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("infer", "Run a placement's forward pass on CPU thread ranks and check it against one device");
+  auto f = std::make_shared<InferFlags>();
+  cmd->add_option("--placement", f->placement, "placement file from 'hetsynth place'")->required()->type_name("FILE");
+  cmd->add_option("--requests", f->requests, "batches, pipelined through the ranks")->check(PositiveInt())->capture_default_str();
+  cmd->add_option("--seed", f->seed, "parameters and synthetic inputs")->check(NonNegativeInt())->capture_default_str();
+  return [f] { return RunInfer(*f); };
+}
 
 Runner RegisterPlace(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("place", "Place a model's forward graph on a cluster for minimum inference latency (MILP + baselines)");
