@@ -112,4 +112,26 @@ TEST(Place, MalformedPlacementFilesExit2NamingFileFieldValue) {
   ExpectError("place --check " + garbage, "not a JSON object");
 }
 
+TEST(Infer, PlacementsOnThreadRanksEqualTheOneDeviceForward) {
+  for (const char* model : {"gpt", "moe", "vgg19"}) {
+    const std::string out = Tmp(std::string("infer_") + model + ".json");
+    // Pipeline by count spreads the groups over all four devices: every edge between stages is a transfer.
+    const Result placed = Hetsynth(std::string("place --model ") + model + " --small --cluster " + Cluster("mixed-4") +
+                                   " --method even -o " + out);
+    ASSERT_EQ(placed.code, 0) << placed.output;
+    const Result r = Hetsynth("infer --placement " + out + " --requests 3");
+    EXPECT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("on 4 thread ranks, 3 requests: outputs equal the one-device forward"), std::string::npos)
+        << r.output;
+    EXPECT_EQ(r.output.find(" 0 point-to-point transfers"), std::string::npos) << r.output;
+  }
+  ExpectError("infer --placement /nonexistent/p.json", "/nonexistent/p.json");
+  ExpectError("infer --placement " + Tmp("infer_gpt.json") + " --requests 0", "--requests");
+  const std::string bad = Tmp("infer_bad.json");
+  nlohmann::json j = Read(Tmp("infer_gpt.json"));
+  j["groups"][0]["device"] = "nowhere";
+  Write(bad, j);
+  ExpectError("infer --placement " + bad, "groups[0].device: 'nowhere' is not in cluster.devices");
+}
+
 }  // namespace
