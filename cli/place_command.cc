@@ -1,10 +1,13 @@
 // `hetsynth place`: inference placement of a model's forward graph on a cluster (docs/inference.md):
 // coarsen, run the baselines, solve the MILP seeded with the best of them, print the table and
 // write the chosen placement. `hetsynth place --check FILE` re-reads a placement file.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <memory>
+#include <set>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -14,6 +17,7 @@
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/infer.h"
+#include "hetsynth/runtime/pacer.h"
 #include "hetsynth/runtime/training.h"
 #include "hetsynth/instr/inference_placement.h"
 #include "hetsynth/synth/placement.h"
@@ -186,7 +190,11 @@ absl::Status RunPlace(const PlaceFlags& f) {
     gr.finish_s = chosen->schedule.finish[i];
     out.groups.push_back(std::move(gr));
   }
-  for (const synth::CoarseEdge& e : p.edges) out.edges.push_back({e.from, e.to, e.bytes});
+  for (const auto& d : cluster.devices) out.device_flops.push_back(d.flops);
+  for (const synth::CoarseEdge& e : p.edges) {
+    out.edges.push_back({e.from, e.to, e.bytes,
+                         p.Transfer(chosen->schedule.device[e.from], chosen->schedule.device[e.to], e.bytes)});
+  }
   for (const auto& r : results) {
     instr::InferencePlacementMethod m;
     m.method = r.method;
@@ -215,6 +223,8 @@ struct InferFlags {
   std::string placement;
   int requests = 1;
   int64_t seed = 0;
+  bool emulate = false;
+  double dilation = 0;
 };
 
 absl::Status RunInfer(const InferFlags& f) {
@@ -237,7 +247,34 @@ absl::Status RunInfer(const InferFlags& f) {
     reference.push_back(std::move(o));
   }
   const double one_device_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / f.requests;
-  HS_ASSIGN_OR_RETURN(runtime::InferRun run, runtime::RunPlacement(g, loaded.placement, params, requests));
+  runtime::InferOptions io;
+  if (f.emulate) {
+    const auto& fl = loaded.placement.device_flops;
+    if (fl.size() != loaded.placement.devices.size()) {
+      return absl::InvalidArgumentError(StrCat("placement '", f.placement, "': no cluster.device_flops; --emulate needs them (write it again with 'hetsynth place')"));
+    }
+    if (f.dilation != 0 && !(f.dilation >= 1 && std::isfinite(f.dilation))) {
+      return absl::InvalidArgumentError(StrCat("--dilation ", f.dilation, "; expected a number >= 1"));
+    }
+    std::set<int> used;
+    for (const auto& gr : loaded.placement.groups) used.insert(gr.device);
+    const double fmax = *std::max_element(fl.begin(), fl.end());
+    double sum = 0;
+    for (int d : used) sum += fl[d] / fmax;
+    // Twice the dilation that fits the ranks' compute on this host's cores: the host is shared.
+    io.dilation = f.dilation > 0 ? f.dilation : 2 * runtime::DilationForCores(sum, std::thread::hardware_concurrency());
+  }
+  // Latency: a warm-up request, then each request alone (the median); throughput: all of them
+  // pipelined through the ranks.
+  std::vector<runtime::Batch> with_warmup = {requests[0]};
+  with_warmup.insert(with_warmup.end(), requests.begin(), requests.end());
+  runtime::InferOptions seq = io;
+  seq.sequential = true;
+  HS_ASSIGN_OR_RETURN(runtime::InferRun one_by_one, runtime::RunPlacement(g, loaded.placement, params, with_warmup, seq));
+  std::vector<double> alone(one_by_one.finish_s.begin() + 1, one_by_one.finish_s.end());
+  std::sort(alone.begin(), alone.end());
+  const double latency_wall = alone[alone.size() / 2];
+  HS_ASSIGN_OR_RETURN(runtime::InferRun run, runtime::RunPlacement(g, loaded.placement, params, requests, io));
   double max_diff = 0, scale = 1;
   for (int q = 0; q < f.requests; ++q) {
     for (const auto& [name, ref] : reference[q]) {
@@ -259,10 +296,20 @@ absl::Status RunInfer(const InferFlags& f) {
              "(max |diff| {:.3g}); {} point-to-point transfers, {:.3f} MB\n",
              loaded.spec.ToString(), f.placement, loaded.placement.method, run.ranks, f.requests, max_diff, run.messages,
              run.bytes / 1e6);
-  fmt::print("measured on this host (ranks are threads at host speed, not paced to the cluster's devices): first request "
-             "{}, one-device forward {}, {:.2f} requests/s pipelined; predicted for cluster '{}': {} (not comparable)\n",
-             Ms(run.finish_s[0]), Ms(one_device_s), f.requests / run.total_s, loaded.placement.cluster,
-             Ms(loaded.placement.predicted_latency_s));
+  if (f.emulate) {
+    const double k = run.dilation, measured = latency_wall / k, predicted = loaded.placement.predicted_latency_s;
+    fmt::print("emulated cluster '{}' (dilation K={}: ranks paced to the file's device FLOP/s relative to the fastest = this "
+               "host, messages delayed by K x their predicted transfer time; times below are wall clock / K): latency "
+               "{} measured (median of {} requests after a warm-up), {} predicted ({:+.1f}%), {:.2f} requests/s pipelined; ran late {}\n",
+               loaded.placement.cluster, k, Ms(measured), f.requests, Ms(predicted), 100 * (predicted - measured) / measured,
+               f.requests / (run.total_s / k), Ms(run.late_s));
+  } else {
+    fmt::print("measured on this host (ranks are threads at host speed, not paced to the cluster's devices): latency "
+               "{} (median of {} requests after a warm-up), one-device forward {}, {:.2f} requests/s pipelined; predicted for cluster '{}': {} (not comparable; "
+               "--emulate paces them)\n",
+               Ms(latency_wall), f.requests, Ms(one_device_s), f.requests / run.total_s, loaded.placement.cluster,
+               Ms(loaded.placement.predicted_latency_s));
+  }
   return absl::OkStatus();
 }
 
@@ -274,6 +321,10 @@ Runner RegisterInfer(CLI::App& app) {
   cmd->add_option("--placement", f->placement, "placement file from 'hetsynth place'")->required()->type_name("FILE");
   cmd->add_option("--requests", f->requests, "batches, pipelined through the ranks")->check(PositiveInt())->capture_default_str();
   cmd->add_option("--seed", f->seed, "parameters and synthetic inputs")->check(NonNegativeInt())->capture_default_str();
+  cmd->add_flag("--emulate", f->emulate,
+                "emulate the placement's cluster: pace ranks to its device speeds (fastest = this host), delay messages by "
+                "their predicted transfer time, under time dilation");
+  cmd->add_option("--dilation", f->dilation, "with --emulate: time dilation K (default: twice what fits this host's cores)");
   return [f] { return RunInfer(*f); };
 }
 

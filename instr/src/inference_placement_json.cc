@@ -88,6 +88,18 @@ class Reader {
       }
       p.devices.push_back(d.get<std::string>());
     }
+    if (c.contains("device_flops")) {
+      const json& f = c["device_flops"];
+      if (!f.is_array() || f.size() != p.devices.size()) {
+        return Err("cluster.device_flops", StrCat("expected an array of ", p.devices.size(), " FLOP/s, one per device"));
+      }
+      for (const json& x : f) {
+        if (!x.is_number() || !(x.get<double>() > 0) || !std::isfinite(x.get<double>())) {
+          return Err("cluster.device_flops", StrCat(ir::Shorten(x.dump()), "; expected a positive FLOP/s"));
+        }
+        p.device_flops.push_back(x.get<double>());
+      }
+    }
     if (!root.value("method", json()).is_string()) return Err("field 'method'", "expected a string");
     p.method = root["method"].get<std::string>();
     HS_RETURN_IF_ERROR(Seconds(root, "document", "predicted_latency_s", &p.predicted_latency_s));
@@ -157,13 +169,15 @@ class Reader {
       for (size_t k = 0; k < root["edges"].size(); ++k) {
         const json& e = root["edges"][k];
         const int ng = static_cast<int>(p.groups.size());
-        if (!e.is_array() || e.size() != 3 || !e[0].is_number_integer() || !e[1].is_number_integer() || !e[2].is_number() ||
-            e[0].get<int64_t>() < 0 || e[0].get<int64_t>() >= e[1].get<int64_t>() || e[1].get<int64_t>() >= ng ||
-            !(e[2].get<double>() >= 0)) {
-          return Err(StrCat("edges[", k, "]"), StrCat(ir::Shorten(e.dump()), "; expected [from, to, bytes] with 0 <= from < to < ", ng,
-                                                      " and bytes >= 0"));
+        if (!e.is_array() || (e.size() != 3 && e.size() != 4) || !e[0].is_number_integer() || !e[1].is_number_integer() ||
+            !e[2].is_number() || e[0].get<int64_t>() < 0 || e[0].get<int64_t>() >= e[1].get<int64_t>() ||
+            e[1].get<int64_t>() >= ng || !(e[2].get<double>() >= 0) ||
+            (e.size() == 4 && (!e[3].is_number() || !(e[3].get<double>() >= 0) || !std::isfinite(e[3].get<double>())))) {
+          return Err(StrCat("edges[", k, "]"), StrCat(ir::Shorten(e.dump()), "; expected [from, to, bytes, transfer_s] with 0 <= from < to < ", ng,
+                                                      ", bytes >= 0 and seconds >= 0"));
         }
-        p.edges.push_back({static_cast<int>(e[0].get<int64_t>()), static_cast<int>(e[1].get<int64_t>()), e[2].get<double>()});
+        p.edges.push_back({static_cast<int>(e[0].get<int64_t>()), static_cast<int>(e[1].get<int64_t>()), e[2].get<double>(),
+                           e.size() == 4 ? e[3].get<double>() : 0.0});
       }
     }
     if (root.contains("solver")) {
@@ -222,6 +236,7 @@ std::string InferencePlacementToJson(const ir::Graph& g, const InferencePlacemen
   for (const auto& [k, v] : p.model_args) args[k] = v;
   root["model"] = {{"name", p.model}, {"batch", p.batch}, {"args", args}};
   root["cluster"] = {{"name", p.cluster}, {"fingerprint", p.cluster_fingerprint}, {"devices", p.devices}};
+  if (!p.device_flops.empty()) root["cluster"]["device_flops"] = p.device_flops;
   root["method"] = p.method;
   root["predicted_latency_s"] = p.predicted_latency_s;
   root["solver"] = {{"lower_bound_s", p.lower_bound_s}, {"gap", p.gap}, {"optimal", p.optimal}, {"solve_s", p.solve_s},
@@ -243,7 +258,7 @@ std::string InferencePlacementToJson(const ir::Graph& g, const InferencePlacemen
   }
   root["groups"] = groups;
   json edges = json::array();
-  for (const InferencePlacement::Edge& e : p.edges) edges.push_back(json::array({e.from, e.to, e.bytes}));
+  for (const InferencePlacement::Edge& e : p.edges) edges.push_back(json::array({e.from, e.to, e.bytes, e.transfer_s}));
   root["edges"] = edges;
   return root.dump(1) + "\n";
 }

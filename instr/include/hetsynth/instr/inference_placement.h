@@ -41,12 +41,14 @@ struct InferencePlacement {
   int64_t batch = 0;
   std::string cluster, cluster_fingerprint;
   std::vector<std::string> devices;  // rank order
+  std::vector<double> device_flops;  // FLOP/s per device (empty when the file has none): emulated speeds
   std::string method;                // the method whose groups these are
   double predicted_latency_s = 0;
   std::vector<InferencePlacementGroup> groups;  // a topological order
   struct Edge {
     int from = 0, to = 0;  // group indices
     double bytes = 0;
+    double transfer_s = 0;  // predicted seconds of the message between the two groups' devices (0 on one device)
   };
   std::vector<Edge> edges;
   std::vector<InferencePlacementMethod> methods;
