@@ -134,6 +134,16 @@ TEST(Infer, PlacementsOnThreadRanksEqualTheOneDeviceForward) {
   j["groups"][0]["device"] = "nowhere";
   Write(bad, j);
   ExpectError("infer --placement " + bad, "groups[0].device: 'nowhere' is not in cluster.devices");
+  // Emulated: paced ranks and delayed messages still give the one-device outputs.
+  const Result e = Hetsynth("infer --placement " + Tmp("infer_gpt.json") + " --requests 2 --emulate --dilation 2");
+  EXPECT_EQ(e.code, 0) << e.output;
+  EXPECT_NE(e.output.find("outputs equal the one-device forward"), std::string::npos) << e.output;
+  EXPECT_NE(e.output.find("emulated cluster 'mixed-4' (dilation K=2"), std::string::npos) << e.output;
+  ExpectError("infer --placement " + Tmp("infer_gpt.json") + " --emulate --dilation 0.5", "--dilation 0.5; expected a number >= 1");
+  nlohmann::json nf = Read(Tmp("infer_gpt.json"));
+  nf["cluster"].erase("device_flops");
+  Write(bad, nf);
+  ExpectError("infer --placement " + bad + " --emulate", "no cluster.device_flops; --emulate needs them");
 }
 
 }  // namespace
