@@ -7,8 +7,9 @@
 // device; s[to] >= s[from] + dur[from] + delay for every edge, delay >= the link's α + bytes/β
 // when the ends differ; unordered pairs on one device do not overlap; memory per device (integer
 // units, demand rounded up and capacity down, so an accepted placement always fits); T >= every
-// finish. Interchangeable devices (same cluster node, capacity and time on every coarse node)
-// beyond the node count are dropped, and the rest are used in order (symmetry breaking): device
+// finish. Interchangeable cluster nodes (same intra link and devices) and interchangeable
+// devices (same cluster node, capacity and time on every coarse node) beyond the node count are
+// dropped, and the rest are used in order (symmetry breaking): device
 // k of a group only hosts node i if device k-1 hosts a node before i. Neither changes the optimum.
 #include <z3++.h>
 
@@ -46,14 +47,14 @@ constexpr double kScale = 1e6;  // the model's time unit: microseconds
 // of a block, parallel branches). None of them starts before every predecessor finishes, and
 // no successor starts before all of them finish, so the shortest time to run them all on the
 // devices separates the two. With at most one predecessor a and one successor b, transfers
-// count too: for every device pair (da, db) of a and b, a device d running some siblings takes
+// count too: for every device pair (da, db) of a and b (up to symmetry: `representatives`), a device d running some siblings takes
 // at least [its cheapest transfer in from da] + its load + [its cheapest transfer out to db]
 // (the brackets only when d differs); the bound is the minimum over (da, db) and over
 // assignments of the maximum over devices — memory ignored, a relaxation. Exact branch and
 // bound (devices equivalent for this (da, db) tried once while empty); past the search budget,
 // the weaker max over siblings of its fastest time.
 double SiblingBound(const PlacementProblem& p, std::vector<int> jobs, const std::vector<int>& devices,
-                    const std::vector<int>& preds, const std::vector<int>& succs,
+                    const std::vector<int>& representatives, const std::vector<int>& preds, const std::vector<int>& succs,
                     const std::map<std::pair<int, int>, double>& edge_bytes) {
   auto fastest = [&](int i) {
     double t = std::numeric_limits<double>::infinity();
@@ -74,8 +75,8 @@ double SiblingBound(const PlacementProblem& p, std::vector<int> jobs, const std:
   double overall = std::numeric_limits<double>::infinity();
   // For each (da, db): -1 = no predecessor / successor (or transfers ignored).
   std::vector<int> das = {-1}, dbs = {-1};
-  if (with_comm && !preds.empty()) das = std::vector<int>(devices.begin(), devices.end());
-  if (with_comm && !succs.empty()) dbs = std::vector<int>(devices.begin(), devices.end());
+  if (with_comm && !preds.empty()) das = representatives;
+  if (with_comm && !succs.empty()) dbs = representatives;
   std::vector<double> load(nd), in(nd), out(nd);
   std::vector<std::vector<double>> tin(nj, std::vector<double>(nd, 0)), tout(nj, std::vector<double>(nd, 0));
   for (int da : das) {
@@ -89,8 +90,7 @@ double SiblingBound(const PlacementProblem& p, std::vector<int> jobs, const std:
       std::vector<int> twin(nd, -1);
       for (int a = 0; a < nd; ++a) {
         for (int b = 0; b < a && twin[a] < 0; ++b) {
-          bool same = p.device_node[devices[a]] == p.device_node[devices[b]] && devices[a] != da && devices[b] != da &&
-                      devices[a] != db && devices[b] != db;
+          bool same = true;  // equal times, transfers in and transfers out: interchangeable here
           for (int k = 0; k < nj && same; ++k) {
             same = p.nodes[jobs[k]].seconds[devices[a]] == p.nodes[jobs[k]].seconds[devices[b]] && tin[k][a] == tin[k][b] &&
                    tout[k][a] == tout[k][b];
@@ -165,12 +165,36 @@ absl::StatusOr<MilpResult> SolvePlacementMilp(const PlacementProblem& p, const S
                                                total_cap / 1e9, " GB"));
   }
 
-  // Interchangeable devices: equal cluster node, capacity and seconds of every coarse node.
-  std::map<std::vector<double>, std::vector<int>> by_key;
-  std::vector<std::vector<double>> keys(nd);
-  for (int d = 0; d < nd; ++d) {
-    std::vector<double> key = {static_cast<double>(p.device_node[d]), p.capacity_bytes[d]};
+  // Interchangeable cluster nodes: the same intra link and the same devices (capacity and
+  // seconds of every coarse node); the network between nodes is one link, so a placement uses
+  // at most n nodes of each kind and the first n serve. Then interchangeable devices: equal
+  // cluster node, capacity and seconds of every coarse node.
+  auto device_key = [&](int d) {
+    std::vector<double> key = {p.capacity_bytes[d]};
     for (const CoarseNode& c : p.nodes) key.push_back(c.seconds[d]);
+    return key;
+  };
+  std::vector<char> kept_node(p.node_link.size(), 0);
+  std::vector<int> node_kind(p.node_link.size(), -1);  // index of its signature
+  {
+    std::vector<std::vector<std::vector<double>>> members(p.node_link.size());
+    for (int d = 0; d < nd; ++d) members[p.device_node[d]].push_back(device_key(d));
+    std::map<std::vector<std::vector<double>>, int> seen;  // signature → nodes kept so far
+    std::map<std::vector<std::vector<double>>, int> kind;
+    for (size_t k = 0; k < p.node_link.size(); ++k) {
+      if (members[k].empty()) continue;
+      std::sort(members[k].begin(), members[k].end());
+      members[k].push_back({p.node_link[k].latency, p.node_link[k].bandwidth});
+      if (!kind.count(members[k])) kind[members[k]] = static_cast<int>(kind.size());
+      node_kind[k] = kind[members[k]];
+      if (seen[members[k]]++ < n) kept_node[k] = 1;
+    }
+  }
+  std::map<std::vector<double>, std::vector<int>> by_key;
+  for (int d = 0; d < nd; ++d) {
+    if (!kept_node[p.device_node[d]]) continue;
+    std::vector<double> key = device_key(d);
+    key.insert(key.begin(), static_cast<double>(p.device_node[d]));
     by_key[key].push_back(d);
   }
   std::vector<int> modelled;                   // device ids, ascending
@@ -209,6 +233,22 @@ absl::StatusOr<MilpResult> SolvePlacementMilp(const PlacementProblem& p, const S
   // Sibling sets (same predecessors, same successors; at least two members).
   std::vector<std::vector<int>> succs(n);
   for (const CoarseEdge& e : p.edges) succs[e.from].push_back(e.to);
+  // Where the fork and join of a sibling set may sit, up to symmetry: the first two kept nodes of
+  // each kind, in each the first two devices of each kind.
+  std::vector<int> representatives;
+  {
+    std::map<int, int> nodes_of_kind;
+    std::map<std::pair<int, std::vector<double>>, int> per_node_key;
+    std::vector<int> node_rank(p.node_link.size(), -1);
+    for (size_t k = 0; k < p.node_link.size(); ++k) {
+      if (node_kind[k] >= 0 && kept_node[k]) node_rank[k] = nodes_of_kind[node_kind[k]]++;
+    }
+    for (int d : modelled) {
+      const int k = p.device_node[d];
+      if (node_rank[k] >= 2) continue;
+      if (per_node_key[{k, device_key(d)}]++ < 2) representatives.push_back(d);
+    }
+  }
   std::map<std::pair<int, int>, double> edge_bytes;
   for (const CoarseEdge& e : p.edges) edge_bytes[{e.from, e.to}] += e.bytes;
   std::vector<SiblingSet> siblings;
@@ -223,7 +263,7 @@ absl::StatusOr<MilpResult> SolvePlacementMilp(const PlacementProblem& p, const S
     for (auto& [ends, members] : by_ends) {
       if (members.size() < 2) continue;
       SiblingSet ss{ends.first, ends.second, members, 0};
-      ss.bound = SiblingBound(p, members, modelled, ss.preds, ss.succs, edge_bytes);
+      ss.bound = SiblingBound(p, members, modelled, representatives, ss.preds, ss.succs, edge_bytes);
       siblings.push_back(std::move(ss));
     }
   }

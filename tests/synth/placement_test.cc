@@ -125,6 +125,28 @@ TEST(Placement, MilpMatchesBruteForceOnTinyDags) {
   EXPECT_EQ(solved + infeasible, 40);
 }
 
+TEST(Placement, InterchangeableNodesBeyondTheNodeCountAreDropped) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 6; ++trial) {
+    // 3 coarse nodes; 8 cluster nodes of one device each, two kinds (4 fast + 4 slow), one link:
+    // 3 nodes of each kind are modelled.
+    PlacementProblem p = RandomProblem(rng, 3, 8, 8, trial % 2 ? 0.4 : 0.8);
+    for (int d = 0; d < 8; ++d) {
+      p.device_flops[d] = d % 2 ? 1 : 2;
+      p.capacity_bytes[d] = d % 2 ? 10 : 1.5;
+      for (CoarseNode& c : p.nodes) c.seconds[d] = c.seconds[0] * (d % 2 ? 1.7 : 1);
+    }
+    for (auto& l : p.node_link) l = p.node_link[0];
+    const double brute = BruteForce(p);
+    MilpOptions o;
+    o.gap_tolerance = 1e-6;
+    absl::StatusOr<MilpResult> m = SolvePlacementMilp(p, nullptr, o);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_NEAR(m->schedule.latency, brute, 1e-5 * brute) << "trial " << trial;
+    EXPECT_EQ(m->devices_modelled, 6);
+  }
+}
+
 // Two devices: a fast one that holds only two of the three nodes, a slow one that holds all.
 PlacementProblem CappedChain() {
   PlacementProblem p;
