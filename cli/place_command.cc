@@ -73,13 +73,14 @@ absl::Status RunCheck(const PlaceFlags& f) {
                                                pl.cluster_fingerprint, "), not for '", f.cluster, "' (fingerprint ",
                                                c.Fingerprint(), ")"));
     }
-    // Re-price the file's groups on this cluster: the schedule of its placement.
-    HS_ASSIGN_OR_RETURN(synth::PlacementProblem p, synth::BuildPlacementProblem(*g, c, {.max_coarse_nodes = 1 << 30}));
+    // Re-price the file's groups on this cluster: the schedule of its placement, groups in file order.
+    synth::PlacementOptions po;
+    for (const instr::InferencePlacementGroup& gr : pl.groups) po.groups.push_back(gr.ops);
+    HS_ASSIGN_OR_RETURN(synth::PlacementProblem p, synth::BuildPlacementProblem(*g, c, po));
     std::vector<int> device_of_op(g->nodes().size(), 0);
     for (const instr::InferencePlacementGroup& gr : pl.groups) {
       for (ir::NodeId n : gr.ops) device_of_op[n] = gr.device;
     }
-    // The fine problem's groups may split a file group; each takes its ops' device (one device per group).
     std::vector<int> device;
     for (const synth::CoarseNode& cn : p.nodes) device.push_back(device_of_op[cn.ops.front()]);
     const synth::Schedule s = synth::Evaluate(p, device);
@@ -110,7 +111,11 @@ absl::Status RunPlace(const PlaceFlags& f) {
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
   HS_RETURN_IF_ERROR(CheckOutputPath("-o", f.out));
-  HS_ASSIGN_OR_RETURN(synth::PlacementProblem p, synth::BuildPlacementProblem(g, cluster, {.max_coarse_nodes = f.max_nodes}));
+  HS_ASSIGN_OR_RETURN(synth::PlacementProblem p, synth::BuildPlacementProblem(g, cluster, [&] {
+    synth::PlacementOptions po;
+    po.max_coarse_nodes = f.max_nodes;
+    return po;
+  }()));
   fmt::print(stderr, "placing {} on cluster '{}' ({} devices): {} coarse nodes from {} forward ops, {} edges; times predicted "
              "from the cluster file's FLOP/s, memory bandwidth and links\n",
              spec.ToString(), cluster.name, cluster.size(), p.nodes.size(), synth::ForwardNodes(g).size(), p.edges.size());

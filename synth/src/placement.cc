@@ -69,7 +69,21 @@ absl::StatusOr<PlacementProblem> BuildPlacementProblem(const ir::Graph& g, const
   // inputs when that producer is the group's last op and the op is its only consumer.
   std::vector<std::vector<ir::NodeId>> groups;
   std::vector<int> group_of(g.nodes().size(), -1);
-  for (ir::NodeId n : fwd) {
+  if (!o.groups.empty()) {
+    groups = o.groups;
+    for (size_t k = 0; k < groups.size(); ++k) {
+      for (ir::NodeId n : groups[k]) {
+        if (n < 0 || n >= static_cast<ir::NodeId>(g.nodes().size()) || !is_fwd[n] || group_of[n] >= 0) {
+          return absl::InvalidArgumentError(StrCat("placement groups: op ", n, " is not a forward op or is in two groups"));
+        }
+        group_of[n] = static_cast<int>(k);
+      }
+    }
+    for (ir::NodeId n : fwd) {
+      if (group_of[n] < 0) return absl::InvalidArgumentError(StrCat("placement groups: op '", g.node(n).name, "' is in no group"));
+    }
+  }
+  for (ir::NodeId n : o.groups.empty() ? fwd : std::vector<ir::NodeId>{}) {
     int join = -1;
     if (!ir::IsGemmLike(g.node(n).kind)) {
       for (ir::ValueId v : g.node(n).inputs) {
@@ -90,7 +104,7 @@ absl::StatusOr<PlacementProblem> BuildPlacementProblem(const ir::Graph& g, const
     group_of[n] = join;
   }
 
-  auto edges_of = [&](const std::vector<int>& gof, int count) {
+  auto edges_of = [&](const std::vector<int>& gof) {
     std::map<std::pair<int, int>, std::set<ir::ValueId>> e;
     for (ir::NodeId n : fwd) {
       for (ir::ValueId v : g.node(n).inputs) {
@@ -99,7 +113,6 @@ absl::StatusOr<PlacementProblem> BuildPlacementProblem(const ir::Graph& g, const
         e[{gof[p], gof[n]}].insert(v);
       }
     }
-    (void)count;
     return e;
   };
 
@@ -110,8 +123,8 @@ absl::StatusOr<PlacementProblem> BuildPlacementProblem(const ir::Graph& g, const
     for (ir::NodeId n : ops) f += g.NodeFlops(n).forward;
     return f;
   };
-  while (static_cast<int>(groups.size()) > o.max_coarse_nodes) {
-    const auto e = edges_of(group_of, static_cast<int>(groups.size()));
+  while (o.groups.empty() && static_cast<int>(groups.size()) > o.max_coarse_nodes) {
+    const auto e = edges_of(group_of);
     std::vector<std::set<int>> succ(groups.size()), pred(groups.size());
     for (const auto& [ab, vs] : e) succ[ab.first].insert(ab.second), pred[ab.second].insert(ab.first);
     int best_a = -1, best_b = -1;
@@ -133,7 +146,7 @@ absl::StatusOr<PlacementProblem> BuildPlacementProblem(const ir::Graph& g, const
 
   // 3. Topological order of the groups (Kahn, smallest first op first).
   const int ng = static_cast<int>(groups.size());
-  const auto e = edges_of(group_of, ng);
+  const auto e = edges_of(group_of);
   std::vector<int> indeg(ng, 0);
   std::vector<std::vector<int>> succ(ng);
   for (const auto& [ab, vs] : e) succ[ab.first].push_back(ab.second), ++indeg[ab.second];

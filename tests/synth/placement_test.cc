@@ -217,7 +217,9 @@ TEST(Placement, CoarseningCoversTheForwardGraphOnce) {
     EXPECT_LT(p.nodes.size(), fwd.size()) << model;  // something was fused
     // A limit merges pure chains.
     const int limit = std::min<int>(8, static_cast<int>(p.nodes.size()) - 1);
-    const PlacementProblem q = *BuildPlacementProblem(g, c, {.max_coarse_nodes = limit});
+    PlacementOptions po;
+    po.max_coarse_nodes = limit;
+    const PlacementProblem q = *BuildPlacementProblem(g, c, po);
     EXPECT_LT(q.nodes.size(), p.nodes.size()) << model;
   }
   // The rule: fc1 and its gelu fuse; fc2 and the residual add fuse; q, k, v stay apart.
@@ -259,7 +261,9 @@ void MilpNeverWorseThanABaseline(const char* cluster) {
       ASSERT_TRUE(m.ok()) << m.status();
       EXPECT_TRUE(CheckMemory(p, m->schedule.device).ok());
       for (const auto& r : base) {
-        if (r.status.ok()) EXPECT_LE(m->schedule.latency, r.schedule.latency) << model << " on " << cluster << " vs " << r.method;
+        if (r.status.ok()) {
+          EXPECT_LE(m->schedule.latency, r.schedule.latency) << model << " on " << cluster << " vs " << r.method;
+        }
       }
       EXPECT_LE(m->lower_bound, m->schedule.latency);
       // The schedule's latency is what Evaluate says of its placement and order.

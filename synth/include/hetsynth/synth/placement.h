@@ -64,6 +64,10 @@ struct PlacementOptions {
   // Coarse nodes at most: when the fusion rule leaves more, adjacent groups on pure chains are
   // merged (smallest combined forward time first) until this many remain; >= 1.
   int max_coarse_nodes = 100;
+  // When not empty: these groups of forward ops are the coarse nodes (a placement file's, to
+  // re-price it), instead of the fusion rule; every forward op in exactly one, in an order where
+  // no group reads a later one.
+  std::vector<std::vector<ir::NodeId>> groups;
 };
 
 // The forward graph: every node but the loss node (the one producing Graph::loss()).
