@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <set>
 #include <thread>
@@ -81,9 +82,24 @@ absl::Status RunCheck(const PlaceFlags& f) {
     for (const instr::InferencePlacementGroup& gr : pl.groups) {
       for (ir::NodeId n : gr.ops) device_of_op[n] = gr.device;
     }
+    std::map<ir::NodeId, double> start_of_op;  // each group's first op → the file's start time
+    for (const instr::InferencePlacementGroup& gr : pl.groups) start_of_op[gr.ops.front()] = gr.start_s;
     std::vector<int> device;
-    for (const synth::CoarseNode& cn : p.nodes) device.push_back(device_of_op[cn.ops.front()]);
-    const synth::Schedule s = synth::Evaluate(p, device);
+    std::vector<std::pair<double, int>> by_start;  // the file's order on each device: by start time
+    for (size_t i = 0; i < p.nodes.size(); ++i) {
+      device.push_back(device_of_op[p.nodes[i].ops.front()]);
+      by_start.push_back({start_of_op[p.nodes[i].ops.front()], static_cast<int>(i)});
+    }
+    std::sort(by_start.begin(), by_start.end());
+    std::vector<synth::CoarseId> order;
+    for (const auto& [t, i] : by_start) order.push_back(i);
+    // Start times that contradict the dependencies (a hand-edited file): topological order instead.
+    std::vector<int> pos(p.nodes.size());
+    for (size_t k = 0; k < order.size(); ++k) pos[order[k]] = static_cast<int>(k);
+    for (const synth::CoarseEdge& e : p.edges) {
+      if (pos[e.from] > pos[e.to]) order.clear();
+    }
+    const synth::Schedule s = synth::Evaluate(p, device, order);
     HS_RETURN_IF_ERROR(synth::CheckMemory(p, device));
     extra = fmt::format("; on '{}' it takes {} (predicted, the file says {}) and fits every device's memory", f.cluster,
                         Ms(s.latency), Ms(pl.predicted_latency_s));

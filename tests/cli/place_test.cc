@@ -52,6 +52,11 @@ TEST(Place, WritesAPlacementThatChecks) {
   const Result r = Hetsynth("place --check " + out + " --cluster " + Cluster("mixed-4"));
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("is valid"), std::string::npos) << r.output;
+  // Re-priced on the same cluster, the file's groups, devices and order give its prediction.
+  const size_t at = r.output.find("it takes ");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const std::string took = r.output.substr(at + 9, r.output.find(" (predicted", at) - at - 9);
+  EXPECT_NE(r.output.find("the file says " + took + ")"), std::string::npos) << r.output;
   ExpectError("place --check " + out + " --cluster " + Cluster("reference-64"), "was made for cluster 'mixed-4'");
   // Another method's placement.
   const std::string heft = Tmp("place_heft.json");
