@@ -54,6 +54,8 @@ Runner RegisterSynth(CLI::App& app);
 Runner RegisterExplain(CLI::App& app);
 Runner RegisterCheck(CLI::App& app);
 Runner RegisterProfile(CLI::App& app);
-Runner RegisterCluster(CLI::App& app);  // cluster_command.cc: emulated multi-node cluster
+Runner RegisterCluster(CLI::App& app);
+Runner RegisterPlace(CLI::App& app);    // place_command.cc: inference placement
+Runner RegisterInfer(CLI::App& app);    // place_command.cc: run a placement on thread ranks  // cluster_command.cc: emulated multi-node cluster
 
 }  // namespace hetsynth::cli

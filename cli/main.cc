@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
   std::map<CLI::App*, hetsynth::cli::Runner> runners;
   for (auto reg : {&hetsynth::cli::RegisterModels, &hetsynth::cli::RegisterTrain, &hetsynth::cli::RegisterSynth,
                    &hetsynth::cli::RegisterExplain, &hetsynth::cli::RegisterCheck, &hetsynth::cli::RegisterProfile,
-                   &hetsynth::cli::RegisterBench, &hetsynth::cli::RegisterCluster}) {
+                   &hetsynth::cli::RegisterBench, &hetsynth::cli::RegisterCluster,
+                   &hetsynth::cli::RegisterPlace, &hetsynth::cli::RegisterInfer}) {
     const size_t before = app.get_subcommands({}).size();
     hetsynth::cli::Runner run = reg(app);
     runners[app.get_subcommands({})[before]] = std::move(run);

@@ -1,0 +1,154 @@
+// `hetsynth place` end to end: a placement is written and checked; infeasible problems and
+// malformed placement files exit 2 with one line naming the file, the field and the value.
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/run_hetsynth.h"
+
+namespace {
+
+using hetsynth::cli_testing::ExpectError;
+using hetsynth::cli_testing::Hetsynth;
+using hetsynth::cli_testing::Result;
+
+std::string Tmp(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+std::string Cluster(const std::string& name) { return std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/" + name + ".json"; }
+
+std::string Placed() {
+  const std::string out = Tmp("place_vit.json");
+  const Result r = Hetsynth("place --model vit --small --cluster " + Cluster("mixed-4") + " -o " + out + " --time-limit 20");
+  EXPECT_EQ(r.code, 0) << r.output;
+  for (const char* m : {"single", "even", "speed", "heft", "milp"}) EXPECT_NE(r.output.find(std::string("\n") + m + " "), std::string::npos) << m;
+  EXPECT_NE(r.output.find("gap"), std::string::npos);
+  return out;
+}
+
+nlohmann::json Read(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+void Write(const std::string& path, const nlohmann::json& j) { std::ofstream(path) << j.dump(1); }
+
+TEST(Place, WritesAPlacementThatChecks) {
+  const std::string out = Placed();
+  const nlohmann::json j = Read(out);
+  EXPECT_EQ(j["format"], "hetsynth-placement");
+  EXPECT_EQ(j["method"], "milp");
+  // The MILP is never worse than a feasible baseline.
+  double milp = -1;
+  for (const auto& m : j["methods"]) {
+    if (m["method"] == "milp") milp = m["latency_s"].get<double>();
+  }
+  ASSERT_GT(milp, 0);
+  for (const auto& m : j["methods"]) {
+    if (m["feasible"].get<bool>()) EXPECT_LE(milp, m["latency_s"].get<double>()) << m["method"];
+  }
+  const Result r = Hetsynth("place --check " + out + " --cluster " + Cluster("mixed-4"));
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("is valid"), std::string::npos) << r.output;
+  // Re-priced on the same cluster, the file's groups, devices and order give its prediction.
+  const size_t at = r.output.find("it takes ");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const std::string took = r.output.substr(at + 9, r.output.find(" (predicted", at) - at - 9);
+  EXPECT_NE(r.output.find("the file says " + took + ")"), std::string::npos) << r.output;
+  ExpectError("place --check " + out + " --cluster " + Cluster("reference-64"), "was made for cluster 'mixed-4'");
+  // Another method's placement.
+  const std::string heft = Tmp("place_heft.json");
+  ASSERT_EQ(Hetsynth("place --model vgg19 --small --cluster " + Cluster("mixed-4") + " --method heft -o " + heft).code, 0);
+  EXPECT_EQ(Read(heft)["method"], "heft");
+}
+
+TEST(Place, InfeasibleModelExits2WithOneLine) {
+  // Every device holds 1 MB; vgg19's small preset needs more for its largest layer.
+  nlohmann::json c = Read(Cluster("mixed-4"));
+  for (auto& [name, t] : c["device_types"].items()) t["memory_bytes"] = 1e6;
+  const std::string tiny = Tmp("tiny-cluster.json");
+  Write(tiny, c);
+  ExpectError("place --model vgg19 --small --cluster " + tiny + " -o " + Tmp("never.json"), "fits no placement on cluster");
+}
+
+TEST(Place, BadFlagsExit2WithOneLine) {
+  const std::string c = Cluster("mixed-4");
+  ExpectError("place --model gpt --small --cluster " + c + " -o " + Tmp("x.json") + " --method greedy", "--method 'greedy'");
+  ExpectError("place --model gpt --small --cluster " + c + " -o " + Tmp("x.json") + " --time-limit -1", "--time-limit -1");
+  ExpectError("place --model gpt --small --cluster " + c, "-o is required");
+  ExpectError("place --model gpt --small --cluster " + c + " -o /nonexistent/dir/p.json", "/nonexistent/dir");
+  ExpectError("place --check /nonexistent/p.json", "/nonexistent/p.json");
+}
+
+TEST(Place, MalformedPlacementFilesExit2NamingFileFieldValue) {
+  const std::string out = Placed();
+  const nlohmann::json good = Read(out);
+  struct Case {
+    std::function<void(nlohmann::json&)> edit;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {
+      {[](nlohmann::json& j) { j["version"] = 7; }, "field 'version': 7; expected 1"},
+      {[](nlohmann::json& j) { j["format"] = "hetsynth-plan"; }, "field 'format': \"hetsynth-plan\""},
+      {[](nlohmann::json& j) { j["groups"][0]["device"] = "gpu9"; }, "groups[0].device: 'gpu9' is not in cluster.devices"},
+      {[](nlohmann::json& j) { j["groups"][1]["ops"].push_back("nosuch"); }, "groups[1].ops: 'nosuch' is not an op"},
+      {[](nlohmann::json& j) { j["groups"][2]["ops"].push_back(j["groups"][0]["ops"][0]); }, "is placed twice"},
+      {[](nlohmann::json& j) { j["groups"].erase(j["groups"].size() - 1); }, "is in no group"},
+      {[](nlohmann::json& j) { j["groups"][0]["ops"].push_back("loss"); }, "'loss' is the loss"},
+      {[](nlohmann::json& j) { std::swap(j["groups"][0], j["groups"][1]); }, "expected groups in dependency order"},
+      {[](nlohmann::json& j) { j["model"]["batch"] = -3; }, "model.batch: -3; expected a positive integer"},
+      {[](nlohmann::json& j) { j["model"]["args"]["hidden"] = "wide"; }, "model.args.hidden: \"wide\"; expected a number"},
+      {[](nlohmann::json& j) { j["solver"]["gap"] = 2; }, "solver.gap: 2; expected a number in [0, 1]"},
+      {[](nlohmann::json& j) { j["edges"][0] = {3, 1, 5}; }, "edges[0]: [3,1,5]"},
+      {[](nlohmann::json& j) { j["edges"][0][3] = -2; }, "expected [from, to, bytes, transfer_s]"},
+      {[](nlohmann::json& j) { j["cluster"]["device_flops"] = {1, 2}; }, "cluster.device_flops: expected an array of 4"},
+      {[](nlohmann::json& j) { j["groups"][0]["start_s"] = -1; }, "groups[0].start_s: -1"},
+  };
+  for (size_t k = 0; k < cases.size(); ++k) {
+    nlohmann::json j = good;
+    cases[k].edit(j);
+    const std::string bad = Tmp("bad_placement_" + std::to_string(k) + ".json");
+    Write(bad, j);
+    ExpectError("place --check " + bad, "placement '" + bad + "': ");
+    ExpectError("place --check " + bad, cases[k].needle);
+  }
+  const std::string garbage = Tmp("garbage_placement.json");
+  std::ofstream(garbage) << "{ not json";
+  ExpectError("place --check " + garbage, "not a JSON object");
+}
+
+TEST(Infer, PlacementsOnThreadRanksEqualTheOneDeviceForward) {
+  for (const char* model : {"gpt", "moe", "vgg19"}) {
+    const std::string out = Tmp(std::string("infer_") + model + ".json");
+    // Pipeline by count spreads the groups over all four devices: every edge between stages is a transfer.
+    const Result placed = Hetsynth(std::string("place --model ") + model + " --small --cluster " + Cluster("mixed-4") +
+                                   " --method even -o " + out);
+    ASSERT_EQ(placed.code, 0) << placed.output;
+    const Result r = Hetsynth("infer --placement " + out + " --requests 3");
+    EXPECT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("on 4 thread ranks, 3 requests: outputs equal the one-device forward"), std::string::npos)
+        << r.output;
+    EXPECT_EQ(r.output.find(" 0 point-to-point transfers"), std::string::npos) << r.output;
+  }
+  ExpectError("infer --placement /nonexistent/p.json", "/nonexistent/p.json");
+  ExpectError("infer --placement " + Tmp("infer_gpt.json") + " --requests 0", "--requests");
+  const std::string bad = Tmp("infer_bad.json");
+  nlohmann::json j = Read(Tmp("infer_gpt.json"));
+  j["groups"][0]["device"] = "nowhere";
+  Write(bad, j);
+  ExpectError("infer --placement " + bad, "groups[0].device: 'nowhere' is not in cluster.devices");
+  // Emulated: paced ranks and delayed messages still give the one-device outputs.
+  const Result e = Hetsynth("infer --placement " + Tmp("infer_gpt.json") + " --requests 2 --emulate --dilation 2");
+  EXPECT_EQ(e.code, 0) << e.output;
+  EXPECT_NE(e.output.find("outputs equal the one-device forward"), std::string::npos) << e.output;
+  EXPECT_NE(e.output.find("emulated cluster 'mixed-4' (dilation K=2"), std::string::npos) << e.output;
+  ExpectError("infer --placement " + Tmp("infer_gpt.json") + " --emulate --dilation 0.5", "--dilation 0.5; expected a number >= 1");
+  nlohmann::json nf = Read(Tmp("infer_gpt.json"));
+  nf["cluster"].erase("device_flops");
+  Write(bad, nf);
+  ExpectError("infer --placement " + bad + " --emulate", "no cluster.device_flops; --emulate needs them");
+}
+
+}  // namespace
