@@ -47,7 +47,9 @@ TEST(Place, WritesAPlacementThatChecks) {
   }
   ASSERT_GT(milp, 0);
   for (const auto& m : j["methods"]) {
-    if (m["feasible"].get<bool>()) EXPECT_LE(milp, m["latency_s"].get<double>()) << m["method"];
+    if (m["feasible"].get<bool>()) {
+      EXPECT_LE(milp, m["latency_s"].get<double>()) << m["method"];
+    }
   }
   const Result r = Hetsynth("place --check " + out + " --cluster " + Cluster("mixed-4"));
   EXPECT_EQ(r.code, 0) << r.output;
