@@ -4,17 +4,19 @@
 //   t.at({1, 2}) = 5.0f;
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <vector>
 
 #include "hetsynth/ir/graph.h"
+#include "hetsynth/runtime/host_allocator.h"
 
 namespace hetsynth::runtime {
 
 struct Tensor {
   ir::Shape shape;
-  std::vector<float> data;  // row-major, NumElements(shape) entries
+  HostVector data;  // row-major, NumElements(shape) entries, from the caching host allocator
 
   Tensor() = default;
   explicit Tensor(ir::Shape s, float fill = 0.0f)
