@@ -29,7 +29,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 Tensor Make(Shape shape, std::vector<float> values) {
   Tensor t(std::move(shape));
   EXPECT_EQ(t.numel(), static_cast<int64_t>(values.size()));
-  t.data = std::move(values);
+  t.data.assign(values.begin(), values.end());
   return t;
 }
 

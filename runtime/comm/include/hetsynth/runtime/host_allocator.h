@@ -7,7 +7,8 @@
 // blocks in free lists keyed by size and hands them out again, so after the first steps a step
 // takes no fresh pages at all.
 //
-//   HostVector v(n);                 // std::vector<float> whose storage comes from the cache
+//   HostVector v(n, 0.0f);           // std::vector<float> whose storage comes from the cache
+//                                    // (HostVector(n) leaves the floats uninitialized)
 //   void* p = HostAlloc(bytes);      // 64-byte aligned; HostFree(p) gives it back
 //
 // Blocks are 64-byte aligned (the alignment Eigen's aligned GEMM maps want). A request is served
@@ -19,9 +20,12 @@
 // allocator without a cache. One mutex guards it: thread ranks share it safely.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace hetsynth::runtime {
@@ -60,6 +64,17 @@ struct HostAllocator {
     return static_cast<T*>(HostAlloc(n * sizeof(T)));
   }
   void deallocate(T* p, size_t) noexcept { HostFree(p); }
+  // Elements made without a value are default-initialized: HostVector(n) and resize(n) leave
+  // floats uninitialized (buffers about to be overwritten whole skip a memset); pass a value,
+  // as in HostVector(n, 0.0f), to fill.
+  template <class U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
   template <class U>
   bool operator==(const HostAllocator<U>&) const noexcept {
     return true;
@@ -67,5 +82,11 @@ struct HostAllocator {
 };
 
 using HostVector = std::vector<float, HostAllocator<float>>;
+
+// Element-wise comparison with a plain vector (found by argument-dependent lookup), for tests
+// and checks that hold expected values in std::vector<float>.
+inline bool operator==(const HostVector& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+}
 
 }  // namespace hetsynth::runtime
