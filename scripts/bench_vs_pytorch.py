@@ -275,7 +275,7 @@ def main():
                     x = run_json([py, os.path.abspath(__file__), "--torch-child", m, str(a.warmup), str(steps)])
                 rows[side].append(x)
                 print(f"  {m} round {r + 1} {side}: {x['step_ms']:.1f} ms/step, CPU {x['cpu_ms']:.1f} ms, "
-                      f"{x["faults"] + 0.0:.0f} faults/step, peak {x['rss_mb']:.0f} MB", flush=True)
+                      f"{x['faults']:.0f} faults/step, peak {x['rss_mb']:.0f} MB", flush=True)
         med = {side: median_of(v) for side, v in rows.items() if v}
         for side, x in med.items():
             lines.append(f"| {m} | {side} | {x['step_ms']:.1f} | {x['cpu_ms']:.1f} | {x['faults']:.0f} | {x['rss_mb']:.0f} |")
