@@ -40,9 +40,21 @@ class HostCache {
         return p;
       }
       // A fresh block: first release cached blocks, largest first, until the cache, the blocks in
-      // use and the new one fit under the high-water mark of bytes in use.
+      // use and the new one fit under the high-water mark of bytes in use (plus 1/16). When that
+      // would release anything, a cached block up to twice the request serves it instead: its
+      // pages are resident already, and releasing one block to map another would fault them in.
       const int64_t in_use = stats_.live_bytes + static_cast<int64_t>(need);
-      const int64_t bound = std::max(stats_.peak_live + stats_.peak_live / 8, in_use);
+      const int64_t bound = std::max(stats_.peak_live + stats_.peak_live / 16, in_use);
+      if (in_use + stats_.cached_bytes > bound && it != free_.end() && it->first <= 2 * need) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        if (it->second.empty()) free_.erase(it);
+        stats_.cached_bytes -= static_cast<int64_t>(Capacity(p));
+        stats_.live_bytes += static_cast<int64_t>(Capacity(p));
+        stats_.hits++;
+        if (stats_.live_bytes > stats_.peak_live) stats_.peak_live = stats_.live_bytes;
+        return p;
+      }
       while (stats_.cached_bytes > 0 && in_use + stats_.cached_bytes > bound) ReleaseLargestLocked();
       stats_.live_bytes = in_use;
       stats_.peak_live = std::max(stats_.peak_live, in_use);

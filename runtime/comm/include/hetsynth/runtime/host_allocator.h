@@ -13,11 +13,12 @@
 //
 // Blocks are 64-byte aligned (the alignment Eigen's aligned GEMM maps want). A request is served
 // by the smallest cached block of at least its size and at most 1/8 larger; otherwise by a fresh
-// block from the C library. The cache never holds more than the program's high-water mark of
-// bytes in use at once (HostCacheStats::peak_live): before taking a fresh block, cached blocks
-// are released, largest first, until cached + in use + the new block fits under that mark (the
-// mark itself rises only with bytes actually in use), so the process's peak memory is that of an
-// allocator without a cache. One mutex guards it: thread ranks share it safely.
+// block. The cache never holds more than 1/16 above the program's high-water mark of bytes in use
+// at once (HostCacheStats::peak_live): before taking a fresh block, cached blocks are released,
+// largest first, until cached + in use + the new block fit under that bound — unless a cached
+// block up to twice the request can serve it instead (its pages are resident already). Blocks
+// of 128 KiB and more are mapped from the OS, so released memory leaves the process. One mutex
+// guards the cache: thread ranks share it safely.
 #pragma once
 
 #include <algorithm>
