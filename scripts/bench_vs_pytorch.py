@@ -86,6 +86,11 @@ def per_step(short, long_, steps):
     }
 
 
+def faults_str(v):
+    """Faults per step as a whole number ("0", not "-0", for the differencing's noise around 0)."""
+    return str(int(round(v)) + 0) if round(v) != 0 else "0"
+
+
 def median_of(rows):
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
@@ -275,10 +280,10 @@ def main():
                     x = run_json([py, os.path.abspath(__file__), "--torch-child", m, str(a.warmup), str(steps)])
                 rows[side].append(x)
                 print(f"  {m} round {r + 1} {side}: {x['step_ms']:.1f} ms/step, CPU {x['cpu_ms']:.1f} ms, "
-                      f"{x['faults']:.0f} faults/step, peak {x['rss_mb']:.0f} MB", flush=True)
+                      f"{faults_str(x['faults'])} faults/step, peak {x['rss_mb']:.0f} MB", flush=True)
         med = {side: median_of(v) for side, v in rows.items() if v}
         for side, x in med.items():
-            lines.append(f"| {m} | {side} | {x['step_ms']:.1f} | {x['cpu_ms']:.1f} | {x['faults']:.0f} | {x['rss_mb']:.0f} |")
+            lines.append(f"| {m} | {side} | {x['step_ms']:.1f} | {x['cpu_ms']:.1f} | {faults_str(x['faults'])} | {x['rss_mb']:.0f} |")
         if "PyTorch" in med:
             h, t = med["hetsynth"], med["PyTorch"]
             ratios.append(f"{m}: hetsynth / PyTorch step time {h['step_ms'] / t['step_ms']:.2f}x, "
