@@ -30,14 +30,7 @@ class HostCache {
       // The smallest cached block that fits and wastes at most 1/8 of the request.
       auto it = free_.lower_bound(need);
       if (it != free_.end() && it->first <= need + need / 8) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        if (it->second.empty()) free_.erase(it);
-        stats_.cached_bytes -= static_cast<int64_t>(Capacity(p));
-        stats_.live_bytes += static_cast<int64_t>(Capacity(p));
-        stats_.hits++;
-        if (stats_.live_bytes > stats_.peak_live) stats_.peak_live = stats_.live_bytes;
-        return p;
+        return TakeLocked(it);
       }
       // A fresh block: first release cached blocks, largest first, until the cache, the blocks in
       // use and the new one fit under the high-water mark of bytes in use (plus 1/16). When that
@@ -46,14 +39,7 @@ class HostCache {
       const int64_t in_use = stats_.live_bytes + static_cast<int64_t>(need);
       const int64_t bound = std::max(stats_.peak_live + stats_.peak_live / 16, in_use);
       if (in_use + stats_.cached_bytes > bound && it != free_.end() && it->first <= 2 * need) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        if (it->second.empty()) free_.erase(it);
-        stats_.cached_bytes -= static_cast<int64_t>(Capacity(p));
-        stats_.live_bytes += static_cast<int64_t>(Capacity(p));
-        stats_.hits++;
-        if (stats_.live_bytes > stats_.peak_live) stats_.peak_live = stats_.live_bytes;
-        return p;
+        return TakeLocked(it);
       }
       while (stats_.cached_bytes > 0 && in_use + stats_.cached_bytes > bound) ReleaseLargestLocked();
       stats_.live_bytes = in_use;
@@ -101,6 +87,20 @@ class HostCache {
     return (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
   }
 
+  using FreeLists = std::map<size_t, std::vector<void*>>;
+
+  // Hands out a cached block of free list `it`.
+  void* TakeLocked(FreeLists::iterator it) {
+    void* p = it->second.back();
+    it->second.pop_back();
+    if (it->second.empty()) free_.erase(it);
+    stats_.cached_bytes -= static_cast<int64_t>(Capacity(p));
+    stats_.live_bytes += static_cast<int64_t>(Capacity(p));
+    stats_.hits++;
+    if (stats_.live_bytes > stats_.peak_live) stats_.peak_live = stats_.live_bytes;
+    return p;
+  }
+
   void ReleaseLargestLocked() {
     // (Capacity is read before the block is unmapped.)
     auto it = std::prev(free_.end());
@@ -129,7 +129,7 @@ class HostCache {
   }
 
   std::mutex mu_;
-  std::map<size_t, std::vector<void*>> free_;  // capacity -> cached blocks of that capacity
+  FreeLists free_;  // capacity -> cached blocks of that capacity
   HostCacheStats stats_;
 };
 
