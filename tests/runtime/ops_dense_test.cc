@@ -2,9 +2,11 @@
 // gradient checks for every op and broadcast variant, exact forward values for hand-computed
 // cases, the dropout stream, the add-into-din contract, and the programming-error checks.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <set>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -29,7 +31,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 Tensor Make(Shape shape, std::vector<float> values) {
   Tensor t(std::move(shape));
   EXPECT_EQ(t.numel(), static_cast<int64_t>(values.size()));
-  t.data = std::move(values);
+  t.data.assign(values.begin(), values.end());
   return t;
 }
 
@@ -277,6 +279,43 @@ TEST(KernelContractTest, BackwardAddsIntoPrefilledGradients) {
       }
     }
   }
+}
+
+// The kernels that may get an uninitialized output (ForwardWritesWholeOutput) give the same bits
+// on an output full of NaNs as on a zero-filled one; every such kind has a case here.
+TEST(KernelContractTest, WholeOutputKernelsIgnoreWhatOutHeld) {
+  const std::vector<AccumCase> cases = {
+      {OpKind::kLinear, {{2, 3, 4}, {5, 4}, {5}}, {}},
+      {OpKind::kLinear, {{3, 4}, {2, 4}}, {}},
+      {OpKind::kMatMul, {{2, 3, 4}, {2, 4, 2}}, {}},
+      {OpKind::kMatMul, {{2, 3, 4}, {4, 5}}, {}},
+      {OpKind::kAdd, {{2, 3, 4}, {2, 3, 4}}, {}},
+      {OpKind::kAdd, {{2, 3, 4}, {4}}, {}},
+      {OpKind::kAdd, {{2, 3, 4}, {3, 1}}, {}},
+      {OpKind::kGelu, {{37}}, {}},
+      {OpKind::kLayerNorm, {{3, 8}, {8}, {8}}, {}},
+  };
+  std::set<OpKind> covered;
+  for (const AccumCase& c : cases) {
+    SCOPED_TRACE(ir::OpName(c.kind));
+    ASSERT_TRUE(ForwardWritesWholeOutput(c.kind));
+    covered.insert(c.kind);
+    std::vector<Tensor> inputs;
+    for (const Shape& s : c.shapes) inputs.push_back(Iota(s, 0.37f, -1.1f));
+    const Tensor zero_out = RunForward(c.kind, inputs, c.attrs);
+    std::vector<const Tensor*> in;
+    for (const Tensor& t : inputs) in.push_back(&t);
+    Tensor nan_out(zero_out.shape, std::numeric_limits<float>::quiet_NaN());
+    SavedState saved;
+    Forward(MakeNode(c.kind, c.attrs), KernelContext{}, in, nan_out, saved);
+    for (int64_t e = 0; e < zero_out.numel(); ++e) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(nan_out.data[e]), std::bit_cast<uint32_t>(zero_out.data[e])) << "element " << e;
+    }
+  }
+#define HS_CHECK_COVERED(Camel, snake) \
+  if (ForwardWritesWholeOutput(OpKind::k##Camel)) EXPECT_TRUE(covered.count(OpKind::k##Camel)) << snake;
+  HETSYNTH_IR_OPS(HS_CHECK_COVERED)
+#undef HS_CHECK_COVERED
 }
 
 // ---------------------------------------------------------------------------------------------

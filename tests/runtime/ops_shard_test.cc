@@ -36,7 +36,7 @@ Tensor Random(Shape shape, uint32_t seed) {
 Tensor Make(Shape shape, std::vector<float> values) {
   Tensor t(std::move(shape));
   EXPECT_EQ(t.numel(), static_cast<int64_t>(values.size()));
-  t.data = std::move(values);
+  t.data.assign(values.begin(), values.end());
   return t;
 }
 

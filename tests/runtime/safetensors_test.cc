@@ -107,9 +107,9 @@ TEST(SafetensorsTest, RoundTripKeepsTensorsScalarEmptyAndMetadata) {
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->metadata, metadata);
   ASSERT_EQ(f->tensors.size(), 4u);
-  ExpectTensor(*f, "fc.weight", {2, 3}, w.data);
+  ExpectTensor(*f, "fc.weight", {2, 3}, std::vector<float>(w.data.begin(), w.data.end()));
   ExpectTensor(*f, "step_scale", {}, {3.5f});
-  ExpectTensor(*f, "fc.bias", {4}, bias.data);
+  ExpectTensor(*f, "fc.bias", {4}, std::vector<float>(bias.data.begin(), bias.data.end()));
   EXPECT_TRUE(std::signbit(f->tensors.at("fc.bias").data[0]));
   ExpectTensor(*f, "empty", {0, 3}, {});
 }
@@ -323,7 +323,7 @@ TEST(SafetensorsTest, ReadsEveryDtypeConvertingToFp32) {
   EXPECT_EQ(f->metadata, (std::map<std::string, std::string>{{"format", "pt"}}));
   EXPECT_EQ(f->tensors.size(), 12u);
   ExpectTensor(*f, "f64", {3}, {0.1f, -2.5f, 1e-3f});
-  const std::vector<float>& h = f->tensors.at("f16").data;
+  const HostVector& h = f->tensors.at("f16").data;
   ASSERT_EQ(h.size(), 7u);
   EXPECT_EQ(h[0], 1.0f);
   EXPECT_EQ(h[1], -2.0f);
@@ -351,7 +351,7 @@ TEST(SafetensorsTest, ReadsF16Subnormals) {
   WriteBytes(path, FileBytes(R"({"h":{"dtype":"F16","shape":[3],"data_offsets":[0,6]}})", data));
   absl::StatusOr<SafetensorsFile> f = ReadSafetensors(path);
   ASSERT_TRUE(f.ok()) << f.status();
-  const std::vector<float>& h = f->tensors.at("h").data;
+  const HostVector& h = f->tensors.at("h").data;
   EXPECT_EQ(h[0], std::ldexp(1.0f, -15));
   EXPECT_EQ(h[1], -1023.0f * std::ldexp(1.0f, -24));
   EXPECT_EQ(h[2], 0.0f);

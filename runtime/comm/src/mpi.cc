@@ -33,6 +33,7 @@
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/comm_common.h"
+#include "hetsynth/runtime/host_allocator.h"
 
 namespace hetsynth::runtime {
 namespace {
@@ -234,7 +235,7 @@ class MpiComm final : public Communicator {
       return absl::OkStatus();
     }
     if (m == 0) return absl::OkStatus();
-    std::vector<float> padded(m, 0.0f), gathered(static_cast<size_t>(n) * m);
+    HostVector padded(m, 0.0f), gathered(static_cast<size_t>(n) * m);
     if (mine > 0) std::memcpy(padded.data(), send, mine * sizeof(float));
     HS_RETURN_IF_ERROR(Timed(Op::kAllGatherV, [&](MPI_Request* r) { return MPI_Iallgather(padded.data(), static_cast<int>(m), MPI_FLOAT, gathered.data(),
            static_cast<int>(m), MPI_FLOAT, comm_, r); }));
@@ -259,7 +260,7 @@ class MpiComm final : public Communicator {
     }
     HS_RETURN_IF_ERROR(Agree(Op::kReduceScatterV, impl, counts, 0, 0, error));
     // contributions[k·stride, k·stride + mine) = rank k's segment for this rank.
-    std::vector<float> contributions;
+    HostVector contributions;
     int64_t stride = 0;
     if (impl == CommImpl::kGrouped) {
       stride = mine;
@@ -273,7 +274,7 @@ class MpiComm final : public Communicator {
     } else {  // one equal-size all-to-all of the padded segments
       if (m == 0) return absl::OkStatus();
       stride = m;
-      std::vector<float> padded(static_cast<size_t>(n) * m, 0.0f);
+      HostVector padded(static_cast<size_t>(n) * m, 0.0f);
       const float* in = send;
       for (int k = 0; k < n; ++k) {
         if (counts[k] > 0) std::memcpy(padded.data() + k * m, in, counts[k] * sizeof(float));
@@ -296,9 +297,9 @@ class MpiComm final : public Communicator {
     if (error.empty()) error = CheckIntRange(chunk, "count / ranks");
     HS_RETURN_IF_ERROR(Agree(Op::kAllReduce, CommImpl::kGrouped, {}, count, 0, error));
     if (count == 0) return absl::OkStatus();
-    std::vector<float> padded(static_cast<size_t>(n) * chunk, 0.0f);
+    HostVector padded(static_cast<size_t>(n) * chunk, 0.0f);
     std::memcpy(padded.data(), data, count * sizeof(float));
-    std::vector<float> contributions(padded.size()), reduced(chunk);
+    HostVector contributions(padded.size()), reduced(chunk);
     HS_RETURN_IF_ERROR(Timed(Op::kAllReduce, [&](MPI_Request* r) { return MPI_Ialltoall(padded.data(), static_cast<int>(chunk), MPI_FLOAT, contributions.data(),
            static_cast<int>(chunk), MPI_FLOAT, comm_, r); }));
     SumInRankOrder(contributions.data(), chunk, chunk, reduced.data());

@@ -60,7 +60,7 @@ Tensor Slice(const Tensor& x, int dim, int64_t start, int64_t length) {
            StrCat("slice [", start, ", ", start + length, ") of dim ", dim, " of ", ir::ShapeString(x.shape)));
   ir::Shape shape = x.shape;
   shape[static_cast<size_t>(dim)] = length;
-  Tensor out(shape);
+  Tensor out = Tensor::Uninitialized(shape);  // every element is copied below
   const Around a = AroundDim(x.shape, dim);
   for (int64_t o = 0; o < a.outer; ++o) {
     const float* src = x.ptr() + (o * a.len + start) * a.inner;

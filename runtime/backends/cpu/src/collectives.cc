@@ -12,7 +12,7 @@ namespace {
 // Slices of host tensors, copied by rows of the dims after `dim`.
 struct HostMover {
   using Tensor = runtime::Tensor;
-  Tensor Make(ir::Shape shape) { return Tensor(std::move(shape)); }
+  Tensor Make(ir::Shape shape) { return Tensor::Uninitialized(std::move(shape)); }  // overwritten whole
   void SliceInto(const Tensor& src, int dim, int64_t start, int64_t len, float* dst) {
     const Around a = AroundDim(src.shape, dim);
     for (int64_t o = 0; o < a.outer; ++o) {

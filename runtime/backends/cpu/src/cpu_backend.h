@@ -27,6 +27,11 @@ struct CpuBackend {
   static constexpr bool kHostTensors = true;
 
   Tensor Make(ir::Shape shape) { return Tensor(std::move(shape)); }
+  // A forward output for `node`: zero-filled, or uninitialized for the kernels that write all of
+  // it (ForwardWritesWholeOutput). Optional for backends: callers fall back to Make.
+  Tensor MakeOutput(const ir::Node& node, ir::Shape shape) {
+    return ForwardWritesWholeOutput(node.kind) ? Tensor::Uninitialized(std::move(shape)) : Tensor(std::move(shape));
+  }
   Tensor FromHost(Tensor t) { return t; }
   Tensor Clone(const Tensor& t) { return t; }
   Tensor ToHost(Tensor t) { return t; }  // by value: a tensor handed over moves, without a copy

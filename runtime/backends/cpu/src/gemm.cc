@@ -22,9 +22,12 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   }
   // Eigen's matrix-vector and small-product paths peel unaligned heads, so their summation
   // order (and the bits) would depend on the operands' addresses — on the allocator, the
-  // process, MPI vs threads. Every operand is therefore copied to a 64-byte-aligned buffer
-  // first: the result depends only on the values and the sizes (copies are O(mk + kn + mn)).
+  // process, MPI vs threads. Every operand is therefore used from a 64-byte-aligned address: as
+  // it is when it already sits at one (every host tensor starts at one: host_allocator.h),
+  // otherwise copied to an aligned buffer first. Either way the result depends only on the
+  // values and the sizes.
   thread_local std::vector<float, Eigen::aligned_allocator<float>> abuf, bbuf, cbuf;
+  auto aligned = [](const float* p) { return reinterpret_cast<uintptr_t>(p) % 64 == 0; };
   auto aligned_copy = [](auto& buf, const float* src, int64_t count) {
     if (buf.size() < static_cast<size_t>(count) + 16) buf.resize(static_cast<size_t>(count) + 16);
     float* p = buf.data();
@@ -32,9 +35,10 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     std::copy(src, src + count, p);
     return p;
   };
-  const float* aa = aligned_copy(abuf, a, m * k);
-  const float* ba = aligned_copy(bbuf, b, k * n);
-  float* ca = aligned_copy(cbuf, c, m * n);
+  const float* aa = aligned(a) ? a : aligned_copy(abuf, a, m * k);
+  const float* ba = aligned(b) ? b : aligned_copy(bbuf, b, k * n);
+  const bool c_aligned = aligned(c);
+  float* ca = c_aligned ? c : aligned_copy(cbuf, c, m * n);
   using AlignedMap = Eigen::Map<RowMat, Eigen::Aligned64>;
   using ConstAlignedMap = Eigen::Map<const RowMat, Eigen::Aligned64>;
   AlignedMap cam(ca, m, n);
@@ -44,7 +48,7 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     } else {
       cam.noalias() += alpha * (lhs * rhs);
     }
-    cm = cam;
+    if (!c_aligned) cm = cam;
   };
   const ConstAlignedMap am(aa, trans_a ? k : m, trans_a ? m : k);
   const ConstAlignedMap bm(ba, trans_b ? n : k, trans_b ? k : n);

@@ -28,6 +28,19 @@ Pair Lookup(ir::OpKind kind) {
 }
 }  // namespace
 
+bool ForwardWritesWholeOutput(ir::OpKind kind) {
+  switch (kind) {
+    case ir::OpKind::kLinear:     // Gemm with beta 0, then the bias added to what it wrote
+    case ir::OpKind::kMatMul:     // Gemm with beta 0 over every batch
+    case ir::OpKind::kAdd:        // out[i] = a[i] + b[broadcast(i)] for every i
+    case ir::OpKind::kGelu:       // out[i] = gelu(x[i])
+    case ir::OpKind::kLayerNorm:  // every row normalized into out
+      return true;
+    default:
+      return false;
+  }
+}
+
 void Forward(const ir::Node& node, const KernelContext& ctx, std::span<const Tensor* const> in,
              Tensor& out, SavedState& saved) {
   Lookup(node.kind).forward(node, ctx, in, out, saved);

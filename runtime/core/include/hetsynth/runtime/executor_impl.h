@@ -532,7 +532,7 @@ absl::Status ExecutorImpl<B>::Forward() {
           routes[i] = b.Clone(vals.at(lc.rule.pre[static_cast<size_t>(lc.experts->route_input)]).get());
           b.RenumberRoutes(routes[i], lc.experts->offset, lc.experts->count);
         }
-        T out = b.Make(lc.out_shape);
+        T out = lc.skip ? b.Make(lc.out_shape) : MakeForwardOutput(b, lc.node, lc.out_shape);
         if (!lc.skip) {
           const std::vector<const T*> inputs = Inputs(i, op);
           KernelContext kc = ctx;

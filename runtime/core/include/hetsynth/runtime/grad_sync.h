@@ -138,11 +138,18 @@ struct GradBuckets {
   }
 };
 
-// The tensors concatenated, flat (backend B: Make, Place).
+// The tensors concatenated, flat (backend B: Make, Place; host tensors are copied directly into
+// an uninitialized buffer).
 template <class B, class T>
 T PackFlat(B& b, const std::vector<T*>& parts) {
   int64_t total = 0;
   for (const T* t : parts) total += t->numel();
+  if constexpr (B::kHostTensors) {
+    T flat = T::Uninitialized({total});
+    float* at = flat.ptr();
+    for (const T* t : parts) at = std::copy(t->data.begin(), t->data.end(), at);
+    return flat;
+  }
   T flat = b.Make({total});
   int64_t at = 0;
   for (T* t : parts) {
@@ -155,10 +162,18 @@ T PackFlat(B& b, const std::vector<T*>& parts) {
   return flat;
 }
 
-// The inverse: flat's consecutive pieces back into the tensors (shapes kept).
+// The inverse: flat's consecutive pieces back into the tensors (shapes kept; host tensors are
+// overwritten in place, without new buffers).
 template <class B, class T>
 void UnpackFlat(B& b, const T& flat, const std::vector<T*>& parts) {
   int64_t at = 0;
+  if constexpr (B::kHostTensors) {
+    for (T* t : parts) {
+      std::copy(flat.ptr() + at, flat.ptr() + at + t->numel(), t->ptr());
+      at += t->numel();
+    }
+    return;
+  }
   for (T* t : parts) {
     const ir::Shape shape = t->shape;
     const int64_t n = t->numel();

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "hetsynth/ir/graph.h"
@@ -50,6 +51,18 @@ struct KernelContext {
   //    sum to the single-device loss.
   const ShardInfo* shard = nullptr;
 };
+
+// A forward output for `node` from backend b: b.MakeOutput(node, shape) where the backend has it
+// (the CPU's: uninitialized for kernels that overwrite the whole output), else b.Make(shape)
+// (zero-filled).
+template <class B>
+auto MakeForwardOutput(B& b, const ir::Node& node, ir::Shape shape) {
+  if constexpr (requires { b.MakeOutput(node, shape); }) {
+    return b.MakeOutput(node, std::move(shape));
+  } else {
+    return b.Make(std::move(shape));
+  }
+}
 
 // Tensors a forward kernel keeps for its backward.
 struct SavedState {

@@ -180,7 +180,7 @@ class TrainerImpl : public Interface {
       const ir::Node& node = nodes[n];
       in.clear();
       for (ir::ValueId v : node.inputs) in.push_back(&value(v));
-      T out = b_.Make(vals[static_cast<size_t>(node.output)].shape);
+      T out = MakeForwardOutput(b_, node, vals[static_cast<size_t>(node.output)].shape);
       Timed(n, false, [&] { b_.Forward(node, ctx, in, out, saved[n]); });
       values[static_cast<size_t>(node.output)] = std::move(out);
     }

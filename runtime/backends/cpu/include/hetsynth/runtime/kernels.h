@@ -21,9 +21,15 @@
 
 namespace hetsynth::runtime {
 
-// `out` is already shaped (ir::InferShape on the inputs' shapes) and zero-filled.
+// `out` is already shaped (ir::InferShape on the inputs' shapes) and zero-filled — except for
+// the kinds of ForwardWritesWholeOutput, whose kernels write every element of `out` without
+// reading it, so that callers may hand them an uninitialized one (Tensor::Uninitialized).
 void Forward(const ir::Node& node, const KernelContext& ctx, std::span<const Tensor* const> in,
              Tensor& out, SavedState& saved);
+
+// linear, matmul, add, gelu, layer_norm: the big outputs of a transformer step, which then skip
+// a zero-fill (ops_dense_test checks each against an output full of NaNs).
+bool ForwardWritesWholeOutput(ir::OpKind kind);
 
 // din[i] is nullptr when input i needs no gradient (labels, ids, routes, inputs), else a
 // zero-filled tensor shaped like in[i]; the kernel adds dLoss/d in[i] into it.

@@ -1,0 +1,149 @@
+// The caching host allocator (host_allocator.h): free lists keyed by block size under one mutex.
+#include "hetsynth/runtime/host_allocator.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include <sys/mman.h>
+
+namespace hetsynth::runtime {
+namespace {
+
+// Every block carries its capacity in a header of kHostAlignment bytes in front of the memory it
+// hands out, which keeps the handed-out pointer 64-byte aligned.
+constexpr size_t kHeader = kHostAlignment;
+constexpr size_t kMapThreshold = size_t{128} << 10;  // blocks of at least this many bytes are mmap'ed
+
+size_t& Capacity(void* p) { return *reinterpret_cast<size_t*>(static_cast<char*>(p) - kHeader); }
+
+class HostCache {
+ public:
+  void* Alloc(size_t bytes) {
+    const size_t need = RoundUp(bytes == 0 ? 1 : bytes);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      // The smallest cached block that fits and wastes at most 1/8 of the request.
+      auto it = free_.lower_bound(need);
+      if (it != free_.end() && it->first <= need + need / 8) {
+        return TakeLocked(it);
+      }
+      // A fresh block: first release cached blocks, largest first, until the cache, the blocks in
+      // use and the new one fit under the high-water mark of bytes in use (plus 1/16). When that
+      // would release anything, a cached block up to twice the request serves it instead: its
+      // pages are resident already, and releasing one block to map another would fault them in.
+      const int64_t in_use = stats_.live_bytes + static_cast<int64_t>(need);
+      const int64_t bound = std::max(stats_.peak_live + stats_.peak_live / 16, in_use);
+      if (in_use + stats_.cached_bytes > bound && it != free_.end() && it->first <= 2 * need) {
+        return TakeLocked(it);
+      }
+      while (stats_.cached_bytes > 0 && in_use + stats_.cached_bytes > bound) ReleaseLargestLocked();
+      stats_.live_bytes = in_use;
+      stats_.peak_live = std::max(stats_.peak_live, in_use);
+      stats_.misses++;
+    }
+    void* base = SystemAlloc(need);
+    if (base == nullptr) {
+      // Give the cache back and try once more before failing.
+      TrimAll();
+      base = SystemAlloc(need);
+      if (base == nullptr) {
+        std::lock_guard<std::mutex> lock(mu_);
+        stats_.live_bytes -= static_cast<int64_t>(need);
+        throw std::bad_alloc();
+      }
+    }
+    void* p = static_cast<char*>(base) + kHeader;
+    Capacity(p) = need;
+    return p;
+  }
+
+  void Free(void* p) {
+    if (p == nullptr) return;
+    const size_t cap = Capacity(p);
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.live_bytes -= static_cast<int64_t>(cap);
+    stats_.cached_bytes += static_cast<int64_t>(cap);
+    free_[cap].push_back(p);
+  }
+
+  HostCacheStats Stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+
+  void TrimAll() {
+    std::lock_guard<std::mutex> lock(mu_);
+    while (stats_.cached_bytes > 0) ReleaseLargestLocked();
+  }
+
+ private:
+  static size_t RoundUp(size_t bytes) {
+    if (bytes > SIZE_MAX - 2 * kHostAlignment) throw std::bad_alloc();
+    return (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
+  }
+
+  using FreeLists = std::map<size_t, std::vector<void*>>;
+
+  // Hands out a cached block of free list `it`.
+  void* TakeLocked(FreeLists::iterator it) {
+    void* p = it->second.back();
+    it->second.pop_back();
+    if (it->second.empty()) free_.erase(it);
+    stats_.cached_bytes -= static_cast<int64_t>(Capacity(p));
+    stats_.live_bytes += static_cast<int64_t>(Capacity(p));
+    stats_.hits++;
+    if (stats_.live_bytes > stats_.peak_live) stats_.peak_live = stats_.live_bytes;
+    return p;
+  }
+
+  void ReleaseLargestLocked() {
+    // (Capacity is read before the block is unmapped.)
+    auto it = std::prev(free_.end());
+    void* p = it->second.back();
+    it->second.pop_back();
+    if (it->second.empty()) free_.erase(it);
+    stats_.cached_bytes -= static_cast<int64_t>(Capacity(p));
+    stats_.released++;
+    SystemFree(static_cast<char*>(p) - kHeader, Capacity(p));
+  }
+
+  // Large blocks are mapped from the OS and unmapped on release, so that memory the cache gives
+  // back leaves the process (the C library would keep it in its heap and fragment it); small
+  // ones come from the C library.
+  static void* SystemAlloc(size_t capacity) {
+    if (capacity < kMapThreshold) return std::aligned_alloc(kHostAlignment, capacity + kHeader);
+    void* base = mmap(nullptr, capacity + kHeader, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return base == MAP_FAILED ? nullptr : base;
+  }
+  static void SystemFree(void* base, size_t capacity) {
+    if (capacity < kMapThreshold) {
+      std::free(base);
+    } else {
+      munmap(base, capacity + kHeader);
+    }
+  }
+
+  std::mutex mu_;
+  FreeLists free_;  // capacity -> cached blocks of that capacity
+  HostCacheStats stats_;
+};
+
+// Never destroyed: tensors in static storage may be freed after every other static object.
+HostCache& Cache() {
+  static HostCache* cache = new HostCache();
+  return *cache;
+}
+
+}  // namespace
+
+void* HostAlloc(size_t bytes) { return Cache().Alloc(bytes); }
+void HostFree(void* p) { Cache().Free(p); }
+HostCacheStats GetHostCacheStats() { return Cache().Stats(); }
+void TrimHostCache() { Cache().TrimAll(); }
+
+}  // namespace hetsynth::runtime

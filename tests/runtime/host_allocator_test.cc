@@ -1,0 +1,83 @@
+// The caching host allocator (host_allocator.h): alignment, reuse of freed blocks, the bound on
+// what it keeps, thread safety and trimming. The cache is process-wide, so each test works in
+// differences of its statistics.
+#include "hetsynth/runtime/host_allocator.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace hetsynth::runtime {
+namespace {
+
+TEST(HostAllocatorTest, BlocksAre64ByteAligned) {
+  for (size_t bytes : {size_t{0}, size_t{1}, size_t{4}, size_t{63}, size_t{65}, size_t{4096}, size_t{1} << 20}) {
+    void* p = HostAlloc(bytes);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u) << bytes << " bytes";
+    HostFree(p);
+  }
+  HostVector v(1000, 1.0f);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data()) % 64, 0u);
+}
+
+TEST(HostAllocatorTest, AFreedBlockServesTheNextRequestOfItsSize) {
+  TrimHostCache();
+  for (size_t bytes : {size_t{256}, size_t{3} << 20}) {  // from the C library, and mapped
+    void* p = HostAlloc(bytes);
+    HostFree(p);
+    const HostCacheStats before = GetHostCacheStats();
+    void* q = HostAlloc(bytes);
+    EXPECT_EQ(q, p) << bytes << " bytes";
+    EXPECT_EQ(GetHostCacheStats().hits, before.hits + 1);
+    EXPECT_EQ(GetHostCacheStats().misses, before.misses);
+    HostFree(q);
+  }
+  // At most 1/8 larger: a block of 8 MiB does not serve 1 MiB.
+  TrimHostCache();
+  HostFree(HostAlloc(size_t{8} << 20));
+  const HostCacheStats before = GetHostCacheStats();
+  HostFree(HostAlloc(size_t{1} << 20));
+  EXPECT_EQ(GetHostCacheStats().misses, before.misses + 1);
+}
+
+TEST(HostAllocatorTest, ElementsMadeWithAValueAreFilled) {
+  HostVector v(5000, 0.0f);
+  for (float& x : v) x = 7.0f;
+  v = HostVector();
+  HostVector w(5000, 0.0f);  // likely the same block: must be zeroed again
+  for (float x : w) ASSERT_EQ(x, 0.0f);
+}
+
+TEST(HostAllocatorTest, TheCacheStaysUnderSeventeenSixteenthsOfThePeakInUse) {
+  TrimHostCache();
+  const int64_t base_live = GetHostCacheStats().live_bytes;
+  // Blocks of many different sizes, each freed before the next: without the bound the cache
+  // would keep every one of them.
+  for (int i = 1; i <= 64; ++i) HostFree(HostAlloc(static_cast<size_t>(i) * (size_t{1} << 20)));
+  const HostCacheStats s = GetHostCacheStats();
+  EXPECT_GT(s.released, 0);
+  EXPECT_LE(s.live_bytes + s.cached_bytes, s.peak_live + s.peak_live / 16);
+  EXPECT_EQ(s.live_bytes, base_live);
+  TrimHostCache();
+  EXPECT_EQ(GetHostCacheStats().cached_bytes, 0);
+}
+
+TEST(HostAllocatorTest, ThreadsShareTheCache) {
+  const int64_t base_live = GetHostCacheStats().live_bytes;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t] {
+      for (int i = 0; i < 2000; ++i) {
+        HostVector v(static_cast<size_t>(64 + (i * 37 + t) % 50000), static_cast<float>(t));
+        for (float x : v) ASSERT_EQ(x, static_cast<float>(t));
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(GetHostCacheStats().live_bytes, base_live);
+}
+
+}  // namespace
+}  // namespace hetsynth::runtime
