@@ -9,6 +9,7 @@
 #include "hetsynth/base/status.h"
 #include "hetsynth/instr/inference_placement.h"
 #include "hetsynth/ir/input_limits.h"
+#include "run_header_json.h"
 
 namespace hetsynth::instr {
 namespace {
@@ -53,53 +54,16 @@ class Reader {
 
   absl::StatusOr<InferencePlacement> Header(const json& root) const {
     InferencePlacement p;
-    if (!root.contains("model") || !root["model"].is_object()) return Err("field 'model'", "missing object");
-    const json& m = root["model"];
-    if (!m.contains("name") || !m["name"].is_string()) return Err("model.name", "missing string");
-    p.model = m["name"].get<std::string>();
-    if (!m.contains("batch") || !m["batch"].is_number_integer() || m["batch"].get<int64_t>() <= 0) {
-      return Err("model.batch", StrCat(m.contains("batch") ? ir::Shorten(m["batch"].dump()) : "missing",
-                                       "; expected a positive integer"));
-    }
-    p.batch = m["batch"].get<int64_t>();
-    if (m.contains("args")) {
-      if (!m["args"].is_object()) return Err("model.args", "expected an object of numbers");
-      for (auto it = m["args"].begin(); it != m["args"].end(); ++it) {
-        if (!it.value().is_number()) {
-          return Err(StrCat("model.args.", ir::Shorten(it.key())), StrCat(ir::Shorten(it.value().dump()), "; expected a number"));
-        }
-        p.model_args[it.key()] = it.value().get<double>();
-      }
-    }
-    if (!root.contains("cluster") || !root["cluster"].is_object()) return Err("field 'cluster'", "missing object");
-    const json& c = root["cluster"];
-    if (!c.value("name", json()).is_string() || !c.value("fingerprint", json()).is_string()) {
-      return Err("cluster", "expected string fields 'name' and 'fingerprint'");
-    }
-    p.cluster = c["name"].get<std::string>();
-    p.cluster_fingerprint = c["fingerprint"].get<std::string>();
-    if (!c.contains("devices") || !c["devices"].is_array() || c["devices"].empty()) {
-      return Err("cluster.devices", "expected a non-empty array of device names");
-    }
-    for (const json& d : c["devices"]) {
-      if (!d.is_string()) return Err("cluster.devices", StrCat(ir::Shorten(d.dump()), "; expected a device name"));
-      if (std::find(p.devices.begin(), p.devices.end(), d.get<std::string>()) != p.devices.end()) {
-        return Err("cluster.devices", StrCat("'", ir::Shorten(d.get<std::string>()), "' appears twice; expected unique names"));
-      }
-      p.devices.push_back(d.get<std::string>());
-    }
-    if (c.contains("device_flops")) {
-      const json& f = c["device_flops"];
-      if (!f.is_array() || f.size() != p.devices.size()) {
-        return Err("cluster.device_flops", StrCat("expected an array of ", p.devices.size(), " FLOP/s, one per device"));
-      }
-      for (const json& x : f) {
-        if (!x.is_number() || !(x.get<double>() > 0) || !std::isfinite(x.get<double>())) {
-          return Err("cluster.device_flops", StrCat(ir::Shorten(x.dump()), "; expected a positive FLOP/s"));
-        }
-        p.device_flops.push_back(x.get<double>());
-      }
-    }
+    json_internal::RunHeader h;
+    HS_RETURN_IF_ERROR(json_internal::ReadRunHeader(
+        root, [this](const std::string& where, const std::string& what) { return Err(where, what); }, &h));
+    p.model = std::move(h.model);
+    p.batch = h.batch;
+    p.model_args = std::move(h.model_args);
+    p.cluster = std::move(h.cluster);
+    p.cluster_fingerprint = std::move(h.cluster_fingerprint);
+    p.devices = std::move(h.devices);
+    p.device_flops = std::move(h.device_flops);
     if (!root.value("method", json()).is_string()) return Err("field 'method'", "expected a string");
     p.method = root["method"].get<std::string>();
     HS_RETURN_IF_ERROR(Seconds(root, "document", "predicted_latency_s", &p.predicted_latency_s));

@@ -7,6 +7,7 @@
 
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/input_limits.h"
+#include "run_header_json.h"
 #include "hetsynth/base/status.h"
 
 namespace hetsynth::instr {
@@ -56,50 +57,16 @@ class Reader {
 
   absl::StatusOr<Plan> Header(const json& root) const {
     Plan plan;
-    if (!root.contains("model") || !root["model"].is_object()) return Err("field 'model'", "missing object");
-    const json& m = root["model"];
-    if (!m.contains("name") || !m["name"].is_string()) return Err("model.name", "missing string");
-    plan.model = m["name"].get<std::string>();
-    if (!m.contains("batch") || !m["batch"].is_number_integer() || m["batch"].get<int64_t>() <= 0) {
-      return Err("model.batch", "expected a positive integer");
-    }
-    plan.batch = m["batch"].get<int64_t>();
-    if (m.contains("args")) {
-      if (!m["args"].is_object()) return Err("model.args", "expected an object of numbers");
-      for (auto it = m["args"].begin(); it != m["args"].end(); ++it) {
-        if (!it.value().is_number()) return Err(StrCat("model.args.", ir::Shorten(it.key())), StrCat(ir::Shorten(it.value().dump()), "; expected a number"));
-        plan.model_args[it.key()] = it.value().get<double>();
-      }
-    }
-    if (!root.contains("cluster") || !root["cluster"].is_object()) return Err("field 'cluster'", "missing object");
-    const json& c = root["cluster"];
-    if (!c.value("name", json()).is_string() || !c.value("fingerprint", json()).is_string()) {
-      return Err("cluster", "expected string fields 'name' and 'fingerprint'");
-    }
-    plan.cluster = c["name"].get<std::string>();
-    plan.cluster_fingerprint = c["fingerprint"].get<std::string>();
-    if (!c.contains("devices") || !c["devices"].is_array() || c["devices"].empty()) {
-      return Err("cluster.devices", "expected a non-empty array of device names");
-    }
-    for (const json& d : c["devices"]) {
-      if (!d.is_string()) return Err("cluster.devices", StrCat(ir::Shorten(d.dump()), "; expected a device name"));
-      if (std::find(plan.devices.begin(), plan.devices.end(), d.get<std::string>()) != plan.devices.end()) {
-        return Err("cluster.devices", StrCat("'", ir::Shorten(d.get<std::string>()), "' appears twice; expected unique device names"));
-      }
-      plan.devices.push_back(d.get<std::string>());
-    }
-    if (c.contains("device_flops")) {
-      const json& f = c["device_flops"];
-      if (!f.is_array() || f.size() != plan.devices.size()) {
-        return Err("cluster.device_flops", StrCat("expected an array of ", plan.devices.size(), " FLOP/s, one per device"));
-      }
-      for (const json& x : f) {
-        if (!x.is_number() || !(x.get<double>() > 0)) {
-          return Err("cluster.device_flops", StrCat(x.dump(), "; expected a positive FLOP/s"));
-        }
-        plan.device_flops.push_back(x.get<double>());
-      }
-    }
+    json_internal::RunHeader h;
+    HS_RETURN_IF_ERROR(json_internal::ReadRunHeader(
+        root, [this](const std::string& where, const std::string& what) { return Err(where, what); }, &h));
+    plan.model = std::move(h.model);
+    plan.batch = h.batch;
+    plan.model_args = std::move(h.model_args);
+    plan.cluster = std::move(h.cluster);
+    plan.cluster_fingerprint = std::move(h.cluster_fingerprint);
+    plan.devices = std::move(h.devices);
+    plan.device_flops = std::move(h.device_flops);
     if (!root.value("strategy", json("")).is_string()) return Err("field 'strategy'", "expected a string");
     plan.strategy = root.value("strategy", "");
     if (root.contains("predicted_step_time_s")) {

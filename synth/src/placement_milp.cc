@@ -24,18 +24,10 @@
 
 #include "hetsynth/base/status.h"
 #include "hetsynth/synth/placement.h"
+#include "z3_rational.h"
 
 namespace hetsynth::synth {
 namespace {
-
-// A Z3 rational close to x (7 significant digits, fixed notation).
-z3::expr Q(z3::context& ctx, double x) {
-  if (x == 0 || !std::isfinite(x)) return ctx.real_val(0);
-  const int digits = std::max(0, 7 - static_cast<int>(std::floor(std::log10(std::abs(x)))) - 1);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", std::min(digits, 18), x);
-  return ctx.real_val(buf);
-}
 
 double Value(const z3::model& m, const z3::expr& e) {
   return std::stod(m.eval(e, true).get_decimal_string(17));

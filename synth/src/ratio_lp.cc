@@ -25,18 +25,10 @@
 #include "hetsynth/base/status.h"
 #include "hetsynth/synth/synthesize.h"
 #include "memory_oracle.h"
+#include "z3_rational.h"
 
 namespace hetsynth::synth {
 namespace {
-
-// A Z3 rational close to x (7 significant digits, fixed notation).
-z3::expr Q(z3::context& ctx, double x) {
-  if (x == 0 || !std::isfinite(x)) return ctx.real_val(0);
-  const int digits = std::max(0, 7 - static_cast<int>(std::floor(std::log10(std::abs(x)))) - 1);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", std::min(digits, 18), x);
-  return ctx.real_val(buf);
-}
 
 // A Z3 exception as a status: `what` names the problem being solved.
 absl::Status Z3Error(const std::string& what, const z3::exception& e, const char* file, int line) {
