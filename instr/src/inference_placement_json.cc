@@ -228,23 +228,13 @@ std::string InferencePlacementToJson(const ir::Graph& g, const InferencePlacemen
 }
 
 absl::StatusOr<InferencePlacement> InferencePlacementHeaderFromJson(const std::string& text, const std::string& source) {
-  Reader r(source);
-  try {
-    HS_ASSIGN_OR_RETURN(json root, r.Parse(text));
-    return r.Header(root);
-  } catch (const json::exception& e) {
-    return r.Err("document", StrCat("a field has the wrong type (", e.what(), ")"));
-  }
+  const Reader r(source);
+  return json_internal::ReadDocument(r, text, [&](const json& root) { return r.Header(root); });
 }
 
 absl::StatusOr<InferencePlacement> InferencePlacementFromJson(const ir::Graph& g, const std::string& text, const std::string& source) {
-  Reader r(source);
-  try {
-    HS_ASSIGN_OR_RETURN(json root, r.Parse(text));
-    return r.Full(g, root);
-  } catch (const json::exception& e) {
-    return r.Err("document", StrCat("a field has the wrong type (", e.what(), ")"));
-  }
+  const Reader r(source);
+  return json_internal::ReadDocument(r, text, [&](const json& root) { return r.Full(g, root); });
 }
 
 }  // namespace hetsynth::instr

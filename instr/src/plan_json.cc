@@ -352,25 +352,14 @@ std::string PlanToJson(const ir::Graph& g, const Plan& plan) {
   return root.dump(1) + "\n";
 }
 
-// A field of the wrong JSON type makes nlohmann::json throw; that is bad input, not a crash.
 absl::StatusOr<Plan> PlanHeaderFromJson(const std::string& text, const std::string& source) {
-  Reader r(source);
-  try {
-    HS_ASSIGN_OR_RETURN(json root, r.Parse(text));
-    return r.Header(root);
-  } catch (const json::exception& e) {
-    return r.Err("document", StrCat("a field has the wrong type (", e.what(), ")"));
-  }
+  const Reader r(source);
+  return json_internal::ReadDocument(r, text, [&](const json& root) { return r.Header(root); });
 }
 
 absl::StatusOr<Plan> PlanFromJson(const ir::Graph& g, const std::string& text, const std::string& source) {
-  Reader r(source);
-  try {
-    HS_ASSIGN_OR_RETURN(json root, r.Parse(text));
-    return r.Full(g, root);
-  } catch (const json::exception& e) {
-    return r.Err("document", StrCat("a field has the wrong type (", e.what(), ")"));
-  }
+  const Reader r(source);
+  return json_internal::ReadDocument(r, text, [&](const json& root) { return r.Full(g, root); });
 }
 
 }  // namespace hetsynth::instr

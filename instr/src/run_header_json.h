@@ -84,4 +84,16 @@ inline absl::Status ReadRunHeader(const nlohmann::json& root, const ErrFn& err, 
   return absl::OkStatus();
 }
 
+// Parses `text` with reader.Parse and passes the document to read(root); a field of the wrong
+// JSON type makes nlohmann::json throw, which is bad input, not a crash: the reader's error.
+template <class Reader, class Read>
+auto ReadDocument(const Reader& reader, const std::string& text, const Read& read) -> decltype(read(nlohmann::json())) {
+  try {
+    HS_ASSIGN_OR_RETURN(nlohmann::json root, reader.Parse(text));
+    return read(root);
+  } catch (const nlohmann::json::exception& e) {
+    return reader.Err("document", StrCat("a field has the wrong type (", e.what(), ")"));
+  }
+}
+
 }  // namespace hetsynth::instr::json_internal
