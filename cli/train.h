@@ -52,6 +52,10 @@ std::string DivergenceHint(const runtime::OptimizerConfig& cfg);
 // Runs o.plan on `backend`'s ranks: threads, or MPI ranks when started by mpirun/srun (cpu); GPUs.
 absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend);
 
+// InvalidArgument "WHAT needs at least N GiB; this machine has M GiB; HINT" when `bytes` exceed
+// this machine's physical memory (checked before anything is allocated); OK otherwise.
+absl::Status CheckHostMemory(double bytes, const std::string& what, const std::string& hint);
+
 // One run of a plan: every rank executes it; rank 0 gets the metrics (on_step, and the result).
 struct PlanRun {
   const instr::Plan* plan = nullptr;

@@ -56,6 +56,16 @@ std::string DivergenceHint(const runtime::OptimizerConfig& cfg) {
   return hint;
 }
 
+absl::Status CheckHostMemory(double bytes, const std::string& what, const std::string& hint) {
+  const double have = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  if (have > 0 && bytes > have) {
+    constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+    return absl::InvalidArgumentError(fmt::format("{} needs at least {:.0f} GiB; this machine has {:.0f} GiB; {}", what,
+                                                  bytes / kGiB, have / kGiB, hint));
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 // Bytes a single-device run holds at least: every value of the graph (activations and inputs)
@@ -68,14 +78,7 @@ absl::Status CheckFitsInMemory(const ir::Graph& g, const std::string& what) {
     for (int64_t d : v.shape) n *= static_cast<double>(d);
     bytes += 4.0 * n * (v.kind == ir::ValueKind::kParameter ? 4 : 2);
   }
-  const double have = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
-  if (have > 0 && bytes > have) {
-    constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
-    return absl::InvalidArgumentError(fmt::format("{} needs at least {:.0f} GiB; this machine has {:.0f} GiB; use a "
-                                                  "smaller --batch or model, or --plan across ranks",
-                                                  what, bytes / kGiB, have / kGiB));
-  }
-  return absl::OkStatus();
+  return CheckHostMemory(bytes, what, "use a smaller --batch or model, or --plan across ranks");
 }
 
 absl::Status Train(const TrainOptions& o) {

@@ -319,6 +319,22 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
                                              " ranks are one per plan device and always wall-clock timed"));
   }
   HS_RETURN_IF_ERROR(RequireAvailable(backend));
+  // Host memory, before anything is allocated: the plan's predicted memory of the ranks this
+  // process holds — every rank for thread ranks, its own under a launcher (a lower bound of what
+  // its host holds; the launcher may place more ranks there).
+  if (caps.host_memory && plan.predicted_memory_bytes.size() == n_dev) {
+    double need = 0;
+    if (LaunchedByMpi()) {
+      const int r = RankFromLauncher();
+      if (r >= 0 && static_cast<size_t>(r) < n_dev) need = plan.predicted_memory_bytes[static_cast<size_t>(r)];
+    } else {
+      for (double b : plan.predicted_memory_bytes) need += b;
+    }
+    const std::string what = LaunchedByMpi() ? StrCat(where, " on rank ", RankFromLauncher())
+                                             : StrCat(where, " on ", n_dev, " thread ranks in this process");
+    HS_RETURN_IF_ERROR(CheckHostMemory(
+        need, what, "run it under mpirun across machines, or synthesize a plan for a smaller --batch or model"));
+  }
   std::string gpu_description;
   p.gpu_description = &gpu_description;
   const bool wall_clock = o.no_emulate || !caps.emulated_timing;

@@ -484,4 +484,24 @@ TEST_F(TrainPlanMpi, MpiRankThatDiesFailsTheRun) {
   EXPECT_NE(r.err.find("rank 2"), std::string::npos) << r.err;
 }
 
+// A plan whose thread ranks together need more than this machine's memory is refused before
+// anything is allocated: one line with the plan's predicted need and the machine's memory.
+TEST_F(TrainPlan, PlanLargerThanThisMachineIsRefusedBeforeAllocating) {
+  const std::string big = Path("gpt-ref64-b2048.json");
+  const Result s = Hetsynth("synth --model gpt --batch 2048 --cluster " + kSource +
+                            "/examples/clusters/reference-64.json -o " + big);
+  ASSERT_EQ(s.code, 0) << s.err;
+  const nlohmann::json plan = nlohmann::json::parse(Slurp(big));
+  double need = 0;
+  for (double b : plan["predicted"]["memory_bytes"]) need += b;
+  const double have = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  if (!(need > have)) GTEST_SKIP() << "the plan's " << need / 1073741824.0 << " GiB fit in this machine's " << have / 1073741824.0 << " GiB";
+  const Result r = Hetsynth("train --plan " + big + " --steps 1");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("on 64 thread ranks in this process needs at least"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("GiB; this machine has"), std::string::npos) << r.err;
+  EXPECT_LT(r.seconds, 20) << "refused only after allocating? " << r.err;
+}
+
 }  // namespace
