@@ -25,6 +25,7 @@
 #include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/rules.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/base/this_program.h"
 #include "train.h"
 
 namespace hetsynth::cli {
@@ -173,10 +174,7 @@ absl::StatusOr<std::string> RunOnEmulatedNetwork(const BenchFlags& f, const cost
     HS_ASSIGN_OR_RETURN(EmulatedCluster up, AttachOrBringUp(cluster, f.cluster, f.network_name, f.dilation, "b", &k));
     emu.emplace(std::move(up));
   }
-  char self[4096];
-  const ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (len <= 0) return absl::InternalError("cannot find this program (/proc/self/exe)");
-  const std::string exe(self, static_cast<size_t>(len));
+  HS_ASSIGN_OR_RETURN(const std::string exe, ThisProgramPath());
   EmulatedRunOptions ro;
   ro.mpirun = f.mpirun;
   for (Entry& e : entries) {

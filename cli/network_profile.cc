@@ -32,6 +32,7 @@
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/base/this_program.h"
 #include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/pacer.h"
@@ -280,13 +281,11 @@ absl::Status ProfileNetwork(const NetworkProfileFlags& f) {
     HS_ASSIGN_OR_RETURN(EmulatedCluster up, AttachOrBringUp(c, f.cluster, f.network_name, f.dilation, "p", &k));
     emu.emplace(std::move(up));
   }
-  char self[4096];
-  const ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (len <= 0) return absl::InternalError("cannot find this program (/proc/self/exe)");
+  HS_ASSIGN_OR_RETURN(const std::string exe, ThisProgramPath());
   EmulatedRunOptions ro;
   ro.mpirun = f.mpirun;
   HS_ASSIGN_OR_RETURN(const int status,
-                      emu->Run({std::string(self, static_cast<size_t>(len)), "profile", "--network", "--cluster", f.cluster,
+                      emu->Run({exe, "profile", "--network", "--cluster", f.cluster,
                                 "-o", f.out, "--repeats", std::to_string(f.repeats), "--max-bytes",
                                 std::to_string(f.max_bytes)},
                                ro));

@@ -8,15 +8,14 @@
 // program, which exports them (CMake ENABLE_EXPORTS), so there is one copy of each and of every
 // registry. HETSYNTH_CUDA_MODULE overrides the module's path.
 #include <dlfcn.h>
-#include <unistd.h>
 
-#include <climits>
 #include <cstdlib>
 #include <mutex>
 #include <string>
 
 #include "../backend_info.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/base/this_program.h"
 #include "hetsynth/runtime/backend.h"
 
 namespace hetsynth::runtime {
@@ -25,14 +24,8 @@ namespace {
 // Where the module is: $HETSYNTH_CUDA_MODULE, else libhetsynth-cuda.so in the program's folder.
 std::string ModulePath() {
   if (const char* env = std::getenv("HETSYNTH_CUDA_MODULE"); env != nullptr && *env != '\0') return env;
-  char exe[PATH_MAX];
-  const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  std::string dir = ".";
-  if (n > 0) {
-    exe[n] = '\0';
-    dir = exe;
-    dir = dir.substr(0, dir.rfind('/'));
-  }
+  absl::StatusOr<std::string> exe = ThisProgramPath();
+  const std::string dir = exe.ok() ? exe->substr(0, exe->rfind('/')) : std::string(".");
   return dir + "/libhetsynth-cuda.so";
 }
 
