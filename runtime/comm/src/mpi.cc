@@ -48,6 +48,19 @@ double CollectiveDeadline() { return g_deadline_s.load(); }
 constexpr double kMinStartupSeconds = 30;
 double StartupDeadline() { return std::max(CollectiveDeadline(), kMinStartupSeconds); }
 
+// A missed deadline already printed (one line per job): main adds nothing; the exit aborts the
+// job.
+absl::Status Reported(const char* what) {
+  absl::Status s = absl::DeadlineExceededError(StrCat(what, " deadline (reported)"));
+  s.SetPayload(kReportedPayload, absl::Cord("1"));
+  return s;
+}
+
+// Between polls of a pending request: spin first, then sleep 50 µs, then 1 ms.
+void PollBackoff(int64_t polls) {
+  if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(polls > 100000 ? 1000 : 50));
+}
+
 using comm_internal::CheckAllGatherV;
 using comm_internal::CheckAllReduce;
 using comm_internal::CheckAllToAllV;
@@ -154,8 +167,7 @@ absl::Status EnsureMpi() {
     // MPI_Init waits for every rank of the job; a rank stopped or dead before it would hang the
     // others there, where no collective deadline reaches. A watchdog ends this process at the
     // start-up deadline instead (rank 0 first and with one line, then rank 1, then the others
-    // quietly);
-    // its exit ends the job.
+    // quietly); its exit ends the job.
     std::mutex wd_mu;
     std::condition_variable wd_cv;
     bool init_done = false;
@@ -461,20 +473,14 @@ class MpiComm final : public Communicator {
           std::fprintf(stderr, "hetsynth: error: mpi %s (collective #%lld): no progress in %g s (--deadline); %s\n",
                        OpName(op), static_cast<long long>(seq_), deadline, who.c_str());
           std::fflush(stderr);
-          return Reported();
+          return Reported("collective");
         }
       }
-      if (waited > deadline + kGraceSeconds) return Reported();
-      if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(polls > 100000 ? 1000 : 50));
+      if (waited > deadline + kGraceSeconds) return Reported("collective");
+      PollBackoff(polls);
     }
   }
 
-  // A failure already printed (one line per job): main adds nothing; the exit aborts the job.
-  static absl::Status Reported() {
-    absl::Status s = absl::DeadlineExceededError("collective deadline (reported)");
-    s.SetPayload(kReportedPayload, absl::Cord("1"));
-    return s;
-  }
 
   std::string Where(Op op) const {
     return StrCat("mpi ", OpName(op), " (collective #", seq_, ", rank ", rank_, "): ");
@@ -539,11 +545,9 @@ absl::StatusOr<std::unique_ptr<Communicator>> MpiWorld() {
                      size, deadline);
         std::fflush(stderr);
       }
-      absl::Status s = absl::DeadlineExceededError("mpi start-up deadline (reported)");
-      s.SetPayload(kReportedPayload, absl::Cord("1"));
-      return s;
+      return Reported("mpi start-up");
     }
-    if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(polls > 100000 ? 1000 : 50));
+    PollBackoff(polls);
   }
   HS_MPI(MPI_Comm_set_errhandler, comm, MPI_ERRORS_RETURN);
   return std::unique_ptr<Communicator>(new MpiComm(comm, rank, size));
