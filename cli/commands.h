@@ -56,6 +56,7 @@ Runner RegisterCheck(CLI::App& app);
 Runner RegisterProfile(CLI::App& app);
 Runner RegisterCluster(CLI::App& app);
 Runner RegisterPlace(CLI::App& app);    // place_command.cc: inference placement
-Runner RegisterInfer(CLI::App& app);    // place_command.cc: run a placement on thread ranks  // cluster_command.cc: emulated multi-node cluster
+Runner RegisterInfer(CLI::App& app);
+Runner RegisterElastic(CLI::App& app);  // elastic.cc: join/leave requests to an elastic run    // place_command.cc: run a placement on thread ranks  // cluster_command.cc: emulated multi-node cluster
 
 }  // namespace hetsynth::cli

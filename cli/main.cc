@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   for (auto reg : {&hetsynth::cli::RegisterModels, &hetsynth::cli::RegisterTrain, &hetsynth::cli::RegisterSynth,
                    &hetsynth::cli::RegisterExplain, &hetsynth::cli::RegisterCheck, &hetsynth::cli::RegisterProfile,
                    &hetsynth::cli::RegisterBench, &hetsynth::cli::RegisterCluster,
-                   &hetsynth::cli::RegisterPlace, &hetsynth::cli::RegisterInfer}) {
+                   &hetsynth::cli::RegisterPlace, &hetsynth::cli::RegisterInfer, &hetsynth::cli::RegisterElastic}) {
     const size_t before = app.get_subcommands({}).size();
     hetsynth::cli::Runner run = reg(app);
     runners[app.get_subcommands({})[before]] = std::move(run);

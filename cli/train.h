@@ -2,6 +2,7 @@
 // plan across ranks (train_plan.cc).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -12,8 +13,23 @@
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/executor.h"
 #include "hetsynth/runtime/optimizer.h"
+#include "hetsynth/runtime/snapshot.h"
 
 namespace hetsynth::cli {
+
+// Elastic training (elastic.cc, docs/elastic.md): what the agent hands one membership epoch's
+// run of a plan, and what the run tells it back.
+struct ElasticHooks {
+  int64_t snapshot_every = 10;                            // > 0: snapshot every that many optimizer steps
+  std::function<void(runtime::RankSnapshot)> keep;        // every rank, after each snapshot (thread-safe)
+  std::function<bool(int64_t step)> change_requested;     // rank 0, at each step boundary
+  const runtime::Checkpoint* start = nullptr;             // restore every rank from it first (threads)
+  // Filled by the run.
+  std::vector<int> lost;                                  // thread ranks that died
+  std::string cause;                                      // how the first of them died
+  std::chrono::system_clock::time_point detected;         // when
+  int64_t stopped_at = -1;                                // >= 0: stopped at this step for a membership change
+};
 
 struct TrainOptions {
   ModelOptions model;
@@ -40,6 +56,14 @@ struct TrainOptions {
   // one the backend offers; --emulate-gpus: a plan's devices as virtual GPUs of one GPU.
   std::string backend = "cpu", precision = "fp32";
   bool emulate_gpus = false;
+  // Elastic training (elastic.cc): --elastic runs the agent; it runs each membership epoch's plan
+  // with `hooks` (thread ranks) or as mpirun workers given --elastic-worker DIR and --elastic-epoch.
+  bool elastic = false;
+  int64_t snapshot_every = 10;
+  std::string elastic_dir, members, workers = "threads", mpirun, mpirun_args;
+  std::string elastic_worker;  // DIR: this process is one MPI worker of an elastic run
+  int elastic_epoch = -1;      // >= 0: metrics lines carry the epoch and the wall-clock time
+  ElasticHooks* hooks = nullptr;
 
   absl::StatusOr<runtime::OptimizerConfig> Optimizer() const;
   // The numeric flags in their sane ranges and the output paths writable: checked before any work.
@@ -78,10 +102,19 @@ struct PlanRun {
   bool emulate_gpus = false;
   std::string* gpu_description = nullptr;  // filled with what the GPU ranks run on
   std::function<void(int64_t index, const runtime::StepMetrics&)> on_step;  // rank 0
+  ElasticHooks* elastic = nullptr;  // elastic runs: snapshots, membership changes, deaths
 };
 // Thread ranks, or MPI ranks under a launcher. Rank 0 returns every step's metrics; the others
 // return an empty list.
 absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& run);
+// `hetsynth train --elastic` (elastic.cc): the agent.
+absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend);
+// An MPI worker of an elastic run (--elastic-worker DIR): its pid file and SIGTERM record, the
+// hooks writing its snapshots to DIR and reading membership requests from it, and at the end the
+// exit record the agent reads.
+absl::Status ElasticWorkerStart(const TrainOptions& o, int rank, ElasticHooks* hooks);
+void ElasticWorkerEnd(const TrainOptions& o, int rank, const ElasticHooks& hooks, const absl::Status& st);
+
 // Whether this process was started by mpirun / srun, and the rank it gave (0 when not).
 bool UnderMpiLauncher();
 int LauncherRank();

@@ -85,6 +85,7 @@ absl::Status Train(const TrainOptions& o) {
   HS_RETURN_IF_ERROR(o.Validate());
   HS_ASSIGN_OR_RETURN(runtime::Backend* backend, BackendFlag(o.backend));
   HS_RETURN_IF_ERROR(CheckPrecisionFlag(*backend, o.precision, /*given=*/false));
+  if (o.elastic) return RunElastic(o, *backend);
   if (!o.plan.empty()) return TrainPlan(o, *backend);
   if (o.model.name.empty()) return absl::InvalidArgumentError("train: give --model NAME (one device) or --plan PLAN (one rank per plan device)");
   for (const auto& [flag, given] : {std::pair{"--ranks", o.ranks_given}, {"--cluster", !o.cluster.empty()},
@@ -228,6 +229,26 @@ Runner RegisterTrain(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--no-emulate", o->no_emulate,
                 "with --plan: time with the wall clock instead of emulating each device's speed");
+  cmd->add_flag("--elastic", o->elastic,
+                "elastic training (docs/elastic.md): synthesize a plan for --cluster's devices, snapshot every "
+                "--snapshot-every steps, and on a lost device or a join/leave request re-plan and go on");
+  cmd->add_option("--snapshot-every", o->snapshot_every, "with --elastic: steps between snapshots")
+      ->capture_default_str()
+      ->check(PositiveInt());
+  cmd->add_option("--elastic-dir", o->elastic_dir,
+                  "with --elastic: where plans, snapshots (MPI), requests and the membership log go "
+                  "(default: /dev/shm/hetsynth-elastic-PID)")
+      ->type_name("DIR");
+  cmd->add_option("--members", o->members, "with --elastic: the devices to start with, comma-separated (default: all)")
+      ->type_name("D1,D2,...");
+  cmd->add_option("--workers", o->workers, "with --elastic: threads (in this process) or mpi (mpirun, one process per device)")
+      ->capture_default_str();
+  cmd->add_option("--mpirun", o->mpirun, "with --elastic --workers mpi: the launcher (default: mpirun on PATH)")
+      ->type_name("PATH");
+  cmd->add_option("--mpirun-args", o->mpirun_args, "with --elastic --workers mpi: more launcher arguments (e.g. a hostfile)")
+      ->type_name("ARGS");
+  cmd->add_option("--elastic-worker", o->elastic_worker)->group("");  // set by the agent for its MPI workers
+  cmd->add_option("--elastic-epoch", o->elastic_epoch)->group("");
   return [o, lr, ranks]() {
     o->ranks_given = ranks->count() > 0;
     o->lr_given = lr->count() > 0;

@@ -3,7 +3,10 @@
 // single-device training.
 #include <unistd.h>
 
+#include <csignal>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -67,15 +70,18 @@ struct Mean {
   double get() const { return n > 0 ? sum / n : 0; }
 };
 
-// Test hook: HETSYNTH_TEST_KILL_RANK=R[:STEP] makes rank R die as step STEP (default 2) starts,
-// while the other ranks are already inside it — a rank that crashes or is killed mid-step.
+// Test hook: HETSYNTH_TEST_KILL_RANK=R[:STEP[:kill]] makes rank R die as optimizer step STEP
+// (default 2) starts, while the other ranks are already inside it — a rank that crashes (exit 3
+// under a launcher; an exception on threads) or, with ":kill", is killed with SIGKILL (launcher).
 void MaybeDie(int rank, int64_t step, bool mpi) {
   const char* spec = std::getenv("HETSYNTH_TEST_KILL_RANK");
   if (spec == nullptr) return;
   int r = -1;
   long s = 2;
-  if (std::sscanf(spec, "%d:%ld", &r, &s) < 1 || r != rank || s != step) return;
+  char how[8] = "";
+  if (std::sscanf(spec, "%d:%ld:%7s", &r, &s, how) < 1 || r != rank || s != step) return;
   fmt::print(stderr, "rank {}: HETSYNTH_TEST_KILL_RANK: dying in step {}\n", rank, step);
+  if (mpi && std::string(how) == "kill") ::raise(SIGKILL);
   if (mpi) std::_Exit(3);
   throw std::runtime_error("killed by HETSYNTH_TEST_KILL_RANK");
 }
@@ -164,18 +170,42 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     eo.trace = !p.trace.empty();
     HS_ASSIGN_OR_RETURN(auto ex, make(eo));
     if (!p.load.empty()) HS_RETURN_IF_ERROR(ex->Load(p.load));
+    ElasticHooks* el = p.elastic;
+    if (el != nullptr && el->start != nullptr) HS_RETURN_IF_ERROR(ex->Restore(*el->start));
+    auto snapshot = [&]() -> absl::Status {
+      HS_ASSIGN_OR_RETURN(runtime::RankSnapshot s, ex->Snapshot());
+      el->keep(std::move(s));
+      return absl::OkStatus();
+    };
+    if (el != nullptr) HS_RETURN_IF_ERROR(snapshot());  // the state this epoch starts from, in its layout
+    bool stopped = false;
     for (int64_t i = 0; i < p.steps; ++i) {
       HS_ASSIGN_OR_RETURN(runtime::Batch batch, p.data->Get(ex->step()));
-      MaybeDie(rank, i + 1, mpi);
+      MaybeDie(rank, ex->step() + 1, mpi);
       HS_ASSIGN_OR_RETURN(runtime::StepMetrics m, ex->Step(batch));
-      if (rank != 0) continue;
-      if (!std::isfinite(m.loss)) {
-        return absl::InvalidArgumentError(StrCat("loss became ", m.loss, " at step ", m.step, "; ",
-                                                 DivergenceHint(p.optimizer)));
+      if (rank == 0) {
+        if (!std::isfinite(m.loss)) {
+          return absl::InvalidArgumentError(StrCat("loss became ", m.loss, " at step ", m.step, "; ",
+                                                   DivergenceHint(p.optimizer)));
+        }
+        if (p.on_step) p.on_step(i, m);
+        out.push_back(std::move(m));
       }
-      if (p.on_step) p.on_step(i, m);
-      out.push_back(std::move(m));
+      if (el == nullptr || i + 1 == p.steps) continue;
+      // A step boundary of an elastic run: a snapshot every snapshot_every steps, and a
+      // membership change when rank 0 has one to make (all ranks learn it together).
+      const bool snapped = el->snapshot_every > 0 && ex->step() % el->snapshot_every == 0;
+      if (snapped) HS_RETURN_IF_ERROR(snapshot());
+      float change = rank == 0 && el->change_requested && el->change_requested(ex->step()) ? 1.0f : 0.0f;
+      HS_RETURN_IF_ERROR(comm.Broadcast(&change, 1, 0));
+      if (change != 0) {
+        if (!snapped) HS_RETURN_IF_ERROR(snapshot());
+        if (rank == 0) el->stopped_at = ex->step();
+        stopped = true;
+        break;
+      }
     }
+    if (stopped) return absl::OkStatus();
     if (!p.save.empty()) HS_RETURN_IF_ERROR(ex->Save(p.save, p.spec.ToString()));
     if (!p.trace.empty()) {
       if (mpi) {  // (under CUDA, the NCCL communicator moves these host buffers over MPI)
@@ -215,7 +245,13 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     try {
       return run(comm, make);
     } catch (const std::exception& e) {
-      return absl::AbortedError(StrCat("rank ", comm.rank(), " died: ", e.what()));
+      const std::string cause = StrCat("rank ", comm.rank(), " died: ", e.what());
+      if (p.elastic != nullptr) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (p.elastic->lost.empty()) p.elastic->cause = cause, p.elastic->detected = std::chrono::system_clock::now();
+        p.elastic->lost.push_back(comm.rank());
+      }
+      return absl::AbortedError(cause);
     }
   });
   HS_RETURN_IF_ERROR(st);
@@ -343,6 +379,13 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   p.save = o.save;
   p.deadline = o.deadline;
   p.trace = o.trace;
+  ElasticHooks worker_hooks;
+  if (o.hooks != nullptr) {
+    p.elastic = o.hooks;
+  } else if (!o.elastic_worker.empty()) {
+    HS_RETURN_IF_ERROR(ElasticWorkerStart(o, RankFromLauncher(), &worker_hooks));
+    p.elastic = &worker_hooks;
+  }
   const int ranks = LaunchedByMpi() ? SizeFromLauncher() : o.ranks_given ? o.ranks : static_cast<int>(n_dev);
   if (ranks > 0 && static_cast<size_t>(ranks) != n_dev) {  // RunPlan checks again with the communicator
     return RankCountError(o.plan, plan, ranks, LaunchedByMpi());
@@ -393,6 +436,12 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   float first_loss = NAN, last_loss = NAN;
   const bool tty = isatty(STDERR_FILENO) != 0;
   const int64_t every = std::max<int64_t>(1, o.steps / 10);
+  // Elastic runs: the membership epoch and the wall-clock time the step ended (recovery times).
+  auto elastic_fields = [&]() -> std::string {
+    if (o.elastic_epoch < 0) return "";
+    const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return fmt::format("\"epoch\": {}, \"unix_time\": {:.6f}, ", o.elastic_epoch, now);
+  };
   p.on_step = [&](int64_t i, const runtime::StepMetrics& m) {
     Mean c, x, w, h, l;
     for (const runtime::RankTimes& t : m.ranks) {
@@ -416,9 +465,9 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
       metrics << fmt::format(
           "{{\"step\": {}, \"loss\": {}, \"step_time_s\": {:.6f}, \"compute_s\": {:.6f}, \"communication_s\": {:.6f}, "
           "\"idle_s\": {:.6f}, \"overlapped_s\": {:.6f}, \"late_s\": {:.6f}, \"emulated\": {}, \"dilation\": {:g}, "
-          "\"ranks\": [{}]}}\n",
+          "{}\"ranks\": [{}]}}\n",
           m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), h.get(), l.get(), wall_clock ? "false" : "true",
-          p.dilation, per_rank);
+          p.dilation, elastic_fields(), per_rank);
       metrics.flush();
     }
     if (o.quiet) return;
@@ -432,8 +481,10 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
       fmt::print(stderr, "{}\n", line);
     }
   };
-  HS_RETURN_IF_ERROR(RunPlan(p).status());
-  if (!lead) return absl::OkStatus();
+  const absl::Status run_status = RunPlan(p).status();
+  if (!o.elastic_worker.empty()) ElasticWorkerEnd(o, RankFromLauncher(), worker_hooks, run_status);
+  HS_RETURN_IF_ERROR(run_status);
+  if (!lead || o.elastic_epoch >= 0) return absl::OkStatus();  // the elastic agent sums up its epochs
   if (!gpu_description.empty() && !o.quiet) fmt::print(stderr, "ran on {}\n", gpu_description);
   if (!o.save.empty() && !o.quiet) fmt::print(stderr, "checkpoint (full tensors) written to {}\n", o.save);
   if (!o.trace.empty() && !o.quiet) {

@@ -547,6 +547,37 @@ std::string Cluster::Fingerprint() const {
   return buf;
 }
 
+absl::StatusOr<Cluster> SubCluster(const Cluster& c, const std::vector<std::string>& members, const std::string& name) {
+  if (members.empty()) return absl::InvalidArgumentError(StrCat("cluster '", c.name, "': no device left"));
+  std::vector<bool> keep(c.devices.size(), false);
+  for (const std::string& m : members) {
+    size_t i = 0;
+    while (i < c.devices.size() && c.devices[i].name != m) ++i;
+    if (i == c.devices.size()) {
+      return absl::InvalidArgumentError(StrCat("device '", m, "' is not in cluster '", c.name, "'"));
+    }
+    if (keep[i]) return absl::InvalidArgumentError(StrCat("device '", m, "' is named twice"));
+    keep[i] = true;
+  }
+  Cluster out;
+  out.name = name;
+  out.inter_node = c.inter_node;
+  out.collectives = c.collectives;
+  std::vector<NodeId> node_of(c.nodes.size(), -1);
+  for (size_t i = 0; i < c.devices.size(); ++i) {
+    if (!keep[i]) continue;
+    Device d = c.devices[i];
+    const size_t old = static_cast<size_t>(d.node);
+    if (node_of[old] < 0) {
+      node_of[old] = static_cast<NodeId>(out.nodes.size());
+      out.nodes.push_back(c.nodes[old]);
+    }
+    d.node = node_of[old];
+    out.devices.push_back(std::move(d));
+  }
+  return out;
+}
+
 std::string ClusterToJson(const Cluster& c) {
   // Each type's values come from its first device; devices that differ carry inline overrides.
   std::map<std::string, const Device*> type_proto;

@@ -101,4 +101,9 @@ absl::StatusOr<Cluster> ReadClusterFile(const std::string& path);
 // Numbers are written in the shortest form that reads back to the same double.
 std::string ClusterToJson(const Cluster& c);
 
+// The cluster of `members` only (device names of c, in c's order whatever their order here),
+// named `name`: nodes left without a device are dropped, links and collective tables kept.
+// InvalidArgument naming the device when one is not in c, repeated, or members is empty.
+absl::StatusOr<Cluster> SubCluster(const Cluster& c, const std::vector<std::string>& members, const std::string& name);
+
 }  // namespace hetsynth::costmodel

@@ -32,6 +32,7 @@
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/optimizer.h"
+#include "hetsynth/runtime/snapshot.h"
 #include "hetsynth/runtime/tensor.h"
 
 namespace hetsynth::runtime {
@@ -97,6 +98,11 @@ class Executor {
   absl::Status Save(const std::string& path, const std::string& model);
   // Loads a checkpoint of full tensors on every rank and keeps this rank's pieces; collective.
   absl::Status Load(const std::string& path);
+  // The same from a checkpoint in memory (elastic training's reshard); not collective.
+  absl::Status Restore(const Checkpoint& ck);
+  // This rank's snapshot of the training state at the current step (snapshot.h): its own pieces
+  // plus a copy of the pieces of the rank before it, exchanged in one all-to-all; collective.
+  absl::StatusOr<RankSnapshot> Snapshot();
 
   int64_t step() const;
   int rank() const;
@@ -110,6 +116,8 @@ class Executor {
     virtual absl::StatusOr<std::map<std::string, Tensor>> FullParameters() = 0;
     virtual absl::Status Save(const std::string& path, const std::string& model) = 0;
     virtual absl::Status Load(const std::string& path) = 0;
+    virtual absl::Status Restore(const Checkpoint& ck) = 0;
+    virtual absl::StatusOr<RankSnapshot> Snapshot() = 0;
     virtual int64_t steps() const = 0;
     virtual int rank_index() const = 0;
     virtual const std::vector<TraceEvent>& trace_events() const = 0;

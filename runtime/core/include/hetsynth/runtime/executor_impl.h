@@ -435,6 +435,8 @@ struct ExecutorImpl final : Executor::Impl {
   absl::StatusOr<std::map<std::string, Tensor>> FullParameters() override;
   absl::Status Save(const std::string& path, const std::string& model) override;
   absl::Status Load(const std::string& path) override;
+  absl::Status Restore(const Checkpoint& ck) override;
+  absl::StatusOr<RankSnapshot> Snapshot() override;
 };
 
 template <class B>
@@ -892,12 +894,23 @@ absl::Status ExecutorImpl<B>::Load(const std::string& path) {
   std::map<std::string, ir::Shape> shapes;
   for (const auto& [name, p] : param_prop) shapes[name] = g.value(p.tensor).shape;
   HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, shapes, optimizer.config().kind));
-  for (auto& [name, t] : params) t = PieceOf(param_prop.at(name), std::move(ck.params.at(name)));
+  return Restore(ck);
+}
+
+template <class B>
+absl::Status ExecutorImpl<B>::Restore(const Checkpoint& ck) {
+  for (auto& [name, t] : params) {
+    auto it = ck.params.find(name);
+    if (it == ck.params.end()) return absl::InvalidArgumentError(StrCat("checkpoint: parameter '", name, "' is missing"));
+    t = PieceOf(param_prop.at(name), it->second);
+  }
   std::map<std::string, Tensor> state;
-  for (auto& [key, whole] : ck.state) {
-    const Property& p = param_prop.at(ParamOfState(key));
+  for (const auto& [key, whole] : ck.state) {
+    auto it = param_prop.find(ParamOfState(key));
+    if (it == param_prop.end()) return absl::InvalidArgumentError(StrCat("checkpoint: state '", key, "' belongs to no parameter"));
+    const Property& p = it->second;
     if (p.kind != PropKind::kGather) {
-      state[key] = std::move(whole);
+      state[key] = whole;
     } else {
       const std::vector<int64_t> len = Lengths(p);
       state[key] = Slice(whole, p.dim, Offset(len, rank), len[static_cast<size_t>(rank)]);
@@ -905,6 +918,72 @@ absl::Status ExecutorImpl<B>::Load(const std::string& path) {
   }
   b.RestoreState(optimizer, std::move(state), ck.step);
   return b.status();
+}
+
+// Own pieces: this rank's slice of every sharded tensor, and the whole replicated tensors it owns
+// (SnapshotOwner); then the pieces go to the next rank and the previous rank's come here.
+template <class B>
+absl::StatusOr<RankSnapshot> ExecutorImpl<B>::Snapshot() {
+  const int n = comm.size();
+  std::map<std::string, Tensor> state = b.StateTensors(optimizer);
+  HS_RETURN_IF_ERROR(b.status());
+  RankSnapshot s;
+  s.step = optimizer.steps();
+  s.rank = rank;
+  for (const auto& [name, piece] : params) s.keys.push_back(name);
+  for (const auto& [key, t] : state) s.keys.push_back(key);
+  std::sort(s.keys.begin(), s.keys.end());
+  auto prop_of = [&](const std::string& key) -> const Property& {
+    auto it = param_prop.find(key);
+    return it != param_prop.end() ? it->second : param_prop.at(ParamOfState(key));
+  };
+  struct Slot {
+    size_t key;
+    int dim;
+    int64_t offset;
+    ir::Shape shape;
+  };
+  auto layout = [&](int q) {
+    std::vector<Slot> out;
+    for (size_t i = 0; i < s.keys.size(); ++i) {
+      const Property& p = prop_of(s.keys[i]);
+      const ir::Shape& whole = g.value(p.tensor).shape;
+      if (p.kind == PropKind::kGather) {
+        const std::vector<int64_t> len = Lengths(p);
+        out.push_back({i, p.dim, Offset(len, q), WithDim(whole, p.dim, len[static_cast<size_t>(q)])});
+      } else if (SnapshotOwner(i, n) == q) {
+        out.push_back({i, -1, 0, whole});
+      }
+    }
+    return out;
+  };
+  for (const Slot& slot : layout(rank)) {
+    const std::string& key = s.keys[slot.key];
+    auto st = state.find(key);
+    Tensor t = st != state.end() ? std::move(st->second) : b.ToHost(params.at(key));
+    s.pieces.push_back({key, slot.dim, slot.offset, std::move(t)});
+  }
+  HS_RETURN_IF_ERROR(b.status());
+  if (n == 1) return s;
+  const int next = (rank + 1) % n, prev = (rank + n - 1) % n;
+  std::vector<float> send;
+  for (const SnapshotPiece& p : s.pieces) send.insert(send.end(), p.data.ptr(), p.data.ptr() + p.data.numel());
+  const std::vector<Slot> theirs = layout(prev);
+  int64_t total = 0;
+  for (const Slot& slot : theirs) total += ir::NumElements(slot.shape);
+  std::vector<int64_t> send_counts(static_cast<size_t>(n), 0), recv_counts(static_cast<size_t>(n), 0);
+  send_counts[static_cast<size_t>(next)] = static_cast<int64_t>(send.size());
+  recv_counts[static_cast<size_t>(prev)] = total;
+  std::vector<float> recv(static_cast<size_t>(total));
+  HS_RETURN_IF_ERROR(comm.AllToAllV(send.data(), send_counts, recv.data(), recv_counts));
+  int64_t at = 0;
+  for (const Slot& slot : theirs) {
+    Tensor t = Tensor::Uninitialized(slot.shape);
+    std::copy(recv.begin() + at, recv.begin() + at + t.numel(), t.data.begin());
+    at += t.numel();
+    s.pieces.push_back({s.keys[slot.key], slot.dim, slot.offset, std::move(t)});
+  }
+  return s;
 }
 
 // Checks the plan and makes this rank's executor on backend `b`.
