@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
@@ -117,6 +118,17 @@ std::map<int64_t, std::string> SnapshotFiles(const std::string& epoch_dir, int r
   return out;
 }
 
+// --snapshot-every: N >= 1, or "auto" (0).
+absl::StatusOr<int64_t> SnapshotEvery(const std::string& text) {
+  if (text == "auto") return 0;
+  char* end = nullptr;
+  const long long n = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || n < 1) {
+    return absl::InvalidArgumentError(StrCat("--snapshot-every '", text, "'; expected an integer >= 1 or auto"));
+  }
+  return n;
+}
+
 }  // namespace
 
 absl::Status ElasticWorkerStart(const TrainOptions& o, int rank, ElasticHooks* hooks) {
@@ -131,7 +143,7 @@ absl::Status ElasticWorkerStart(const TrainOptions& o, int rank, ElasticHooks* h
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGTERM, &sa, nullptr);
   HS_RETURN_IF_ERROR(WriteFileAtomically(fmt::format("{}/pid-{}", dir, rank), std::to_string(::getpid()) + "\n"));
-  hooks->snapshot_every = o.snapshot_every;
+  HS_ASSIGN_OR_RETURN(hooks->snapshot_every, SnapshotEvery(o.snapshot_every));
   hooks->keep = [dir, rank](runtime::RankSnapshot s) {
     const std::string path = fmt::format("{}/snap-{}-{}.safetensors", dir, rank, s.step);
     if (absl::Status st = runtime::WriteRankSnapshot(path, s); !st.ok()) {
@@ -153,8 +165,9 @@ absl::Status ElasticWorkerStart(const TrainOptions& o, int rank, ElasticHooks* h
 
 void ElasticWorkerEnd(const TrainOptions& o, int rank, const ElasticHooks& hooks, const absl::Status& st) {
   const std::string text = !st.ok() ? StrCat("error ", st.message(), "\n")
-                           : hooks.stopped_at >= 0 ? StrCat("stopped ", hooks.stopped_at, "\n")
-                                                   : std::string("done\n");
+                           : (hooks.stopped_at >= 0 ? StrCat("stopped ", hooks.stopped_at) : std::string("done")) +
+                                 fmt::format(" snapshots {} {:.6f} steps {:.6f}\n", hooks.snapshots, hooks.snapshot_s,
+                                             hooks.step_wall_s);
   // Rank 0 knows where the run stopped; the others only that they stopped.
   (void)WriteFileAtomically(fmt::format("{}/exit-{}", EpochDir(o.elastic_worker, o.elastic_epoch), rank), text);
 }
@@ -177,6 +190,8 @@ struct EpochEnd {
   double detected_unix = 0;
   int64_t stopped_at = -1;        // a membership change at this step
   std::vector<runtime::RankSnapshot> snapshots;  // the survivors' newest common snapshot (by rank)
+  int snapshots_taken = 0;        // rank 0's wall clock in snapshots and in steps
+  double snapshot_s = 0, step_wall_s = 0;
 };
 
 std::string Join(const std::vector<std::string>& v, const char* sep = ", ") {
@@ -233,7 +248,7 @@ EpochEnd RunThreadEpoch(const TrainOptions& e, const runtime::Backend& backend, 
   std::mutex mu;
   std::map<int, std::vector<runtime::RankSnapshot>> held;
   ElasticHooks hooks;
-  hooks.snapshot_every = e.snapshot_every;
+  hooks.snapshot_every = SnapshotEvery(e.snapshot_every).value_or(0);  // checked by RunElastic
   hooks.start = start;
   hooks.keep = [&](runtime::RankSnapshot s) {
     std::lock_guard<std::mutex> lock(mu);
@@ -250,6 +265,9 @@ EpochEnd RunThreadEpoch(const TrainOptions& e, const runtime::Backend& backend, 
   end.cause = hooks.cause;
   end.detected_unix = hooks.lost.empty() ? 0 : UnixOf(hooks.detected);
   end.stopped_at = hooks.stopped_at;
+  end.snapshots_taken = hooks.snapshots;
+  end.snapshot_s = hooks.snapshot_s;
+  end.step_wall_s = hooks.step_wall_s;
   if (end.status.ok() && end.stopped_at < 0) return end;
   std::vector<int> survivors;
   for (const auto& [r, snaps] : held) {
@@ -378,6 +396,9 @@ EpochEnd RunMpiEpoch(const TrainOptions& e, int ranks, const std::string& dir, c
     }
   }
   const std::string& first = records[0];
+  if (const size_t at = first.find(" snapshots "); at != std::string::npos) {
+    std::sscanf(first.c_str() + at, " snapshots %d %lf steps %lf", &end.snapshots_taken, &end.snapshot_s, &end.step_wall_s);
+  }
   if (end.lost.empty()) {
     if (first.starts_with("stopped ")) {
       end.stopped_at = std::atoll(first.c_str() + 8);
@@ -444,7 +465,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
   if (o.workers != "threads" && o.workers != "mpi") {
     return absl::InvalidArgumentError(StrCat("--workers ", o.workers, "; expected threads or mpi"));
   }
-  if (o.snapshot_every < 1) return absl::InvalidArgumentError(StrCat("--snapshot-every ", o.snapshot_every, "; expected an integer >= 1"));
+  HS_RETURN_IF_ERROR(SnapshotEvery(o.snapshot_every).status());
   if (backend.name() != "cpu") {
     return absl::InvalidArgumentError(StrCat("--elastic runs CPU ranks (threads or MPI processes); --backend ", backend.name(),
                                              " is not supported yet"));
@@ -501,7 +522,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
   std::ofstream log(dir + "/membership.jsonl", std::ios::binary | std::ios::trunc);
   if (!o.quiet) {
     fmt::print(stderr,
-               "elastic: training {} on cluster '{}' ({} of {} devices: {}), {} ranks; snapshot every {} steps, "
+               "elastic: training {} on cluster '{}' ({} of {} devices: {}), {} ranks; snapshots every {} steps, "
                "state in {} (membership log: membership.jsonl)\n",
                spec.ToString(), cluster.name, members.size(), cluster.size(), Join(members), o.workers,
                o.snapshot_every, dir);
@@ -512,9 +533,18 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
   std::vector<std::string> summary;
   double recovery_pending = 0;     // detection time of the loss the next epoch recovers from
   double recovery_max = 0;
+  int snapshots = 0;               // rank 0's wall clock in snapshots and in steps, over the epochs
+  double snapshot_s = 0, step_wall_s = 0;
+  // The state the next epoch starts from: --load's checkpoint or the seed's initialization at
+  // first, then each resharded snapshot.
   runtime::Checkpoint resume;
   bool have_resume = false;
-  int64_t step = 0;
+  if (!o.load.empty()) {
+    HS_ASSIGN_OR_RETURN(resume, runtime::ReadCheckpoint(o.load, shapes, opt.kind));
+    have_resume = true;
+  }
+  const int64_t first_step = resume.step;
+  int64_t step = first_step;
   Epoch ep;
   ep.members = members;
   HS_ASSIGN_OR_RETURN(const std::string exe, ThisProgramPath());
@@ -550,10 +580,10 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     e.plan = plan_path;
     e.cluster = cluster_path;
     e.model = ModelOptions{};
-    e.steps = o.steps - step;
+    e.steps = o.steps - (step - first_step);
     e.metrics = metrics_path;
     e.elastic_epoch = ep.index;
-    e.load = have_resume ? (o.workers == "mpi" ? resume_path : "") : o.load;
+    e.load = have_resume && o.workers == "mpi" ? resume_path : "";
     e.elastic_worker.clear();
     EpochEnd end;
     if (o.workers == "threads") {
@@ -562,7 +592,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
       std::vector<std::string> w = {exe, "train", "--plan", plan_path, "--cluster", cluster_path, "--steps",
                                     std::to_string(e.steps), "--metrics", metrics_path, "--elastic-worker", dir,
                                     "--elastic-epoch", std::to_string(ep.index), "--snapshot-every",
-                                    std::to_string(o.snapshot_every), "--optimizer", o.optimizer,
+                                    o.snapshot_every, "--optimizer", o.optimizer,
                                     "--momentum", fmt::format("{}", o.momentum), "--weight-decay",
                                     fmt::format("{}", o.weight_decay), "--seed", std::to_string(o.seed),
                                     "--deadline", fmt::format("{}", o.deadline)};
@@ -596,20 +626,30 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
       }
     };
     summary.push_back(fmt::format("epoch {}: {} ({} ranks) from step {}", ep.index, Join(ep.members), ep.members.size(), ep.start_step));
+    snapshots += end.snapshots_taken;
+    snapshot_s += end.snapshot_s;
+    step_wall_s += end.step_wall_s;
     if (end.status.ok() && end.stopped_at < 0 && end.lost.empty()) {
-      keep_until(o.steps);
+      keep_until(std::numeric_limits<int64_t>::max());
       break;
     }
     if (end.lost.empty() && end.stopped_at < 0) return end.status;  // a failure no re-plan mends
-    if (end.snapshots.empty()) {
-      return absl::AbortedError(StrCat("elastic: ", end.status.ok() ? "stopped" : end.status.message(),
-                                       "; and no consistent snapshot survives (two neighbouring ranks lost?)"));
+    // The survivors' newest snapshot; failing that (none taken yet, or two neighbours lost), the
+    // state this epoch started from, which the agent holds.
+    absl::StatusOr<runtime::Checkpoint> ck =
+        end.snapshots.empty() ? absl::FailedPreconditionError("the survivors hold no snapshot of one step")
+                              : runtime::AssembleSnapshot(end.snapshots, shapes, opt.kind);
+    if (ck.ok()) {
+      resume = std::move(*ck);
+      have_resume = true;
+      step = resume.step;
+    } else {
+      step = ep.start_step;
+      if (!o.quiet) {
+        fmt::print(stderr, "elastic: {}; resuming from the state epoch {} started from (step {})\n", std::string(ck.status().message()),
+                   ep.index, step);
+      }
     }
-    absl::StatusOr<runtime::Checkpoint> ck = runtime::AssembleSnapshot(end.snapshots, shapes, opt.kind);
-    if (!ck.ok()) return absl::AbortedError(StrCat("elastic: ", end.cause, "; ", ck.status().message()));
-    resume = std::move(*ck);
-    have_resume = true;
-    step = resume.step;
     keep_until(step);
     std::vector<std::string> next = ep.members, lost, joined, left;
     std::string cause;
@@ -676,6 +716,11 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
              spec.ToString(), cluster.name, o.steps, ep.index + 1, ep.index ? "s" : "", first, last, redone.size(),
              recovery_max > 0 ? fmt::format("; slowest recovery {:.2f} s", recovery_max) : "");
   for (const std::string& s : summary) fmt::print("  {}\n", s);
+  if (snapshots > 0 && step_wall_s > 0) {
+    fmt::print("elastic overhead: {} snapshots (every {} steps) took {:.1f} ms, {:.2f}% of the steps' {:.1f} ms "
+               "(rank 0's wall clock)\n",
+               snapshots, o.snapshot_every, 1e3 * snapshot_s, 100 * snapshot_s / step_wall_s, 1e3 * step_wall_s);
+  }
   return absl::OkStatus();
 }
 

@@ -20,7 +20,7 @@ namespace hetsynth::cli {
 // Elastic training (elastic.cc, docs/elastic.md): what the agent hands one membership epoch's
 // run of a plan, and what the run tells it back.
 struct ElasticHooks {
-  int64_t snapshot_every = 10;                            // > 0: snapshot every that many optimizer steps
+  int64_t snapshot_every = 0;                             // > 0: snapshot every that many optimizer steps; 0: auto
   std::function<void(runtime::RankSnapshot)> keep;        // every rank, after each snapshot (thread-safe)
   std::function<bool(int64_t step)> change_requested;     // rank 0, at each step boundary
   const runtime::Checkpoint* start = nullptr;             // restore every rank from it first (threads)
@@ -29,6 +29,9 @@ struct ElasticHooks {
   std::string cause;                                      // how the first of them died
   std::chrono::system_clock::time_point detected;         // when
   int64_t stopped_at = -1;                                // >= 0: stopped at this step for a membership change
+  // Rank 0's wall clock, for the overhead: snapshots taken, seconds in them, seconds in steps.
+  int snapshots = 0;
+  double snapshot_s = 0, step_wall_s = 0;
 };
 
 struct TrainOptions {
@@ -59,7 +62,7 @@ struct TrainOptions {
   // Elastic training (elastic.cc): --elastic runs the agent; it runs each membership epoch's plan
   // with `hooks` (thread ranks) or as mpirun workers given --elastic-worker DIR and --elastic-epoch.
   bool elastic = false;
-  int64_t snapshot_every = 10;
+  std::string snapshot_every = "auto";  // N, or auto: within 1% of the step time
   std::string elastic_dir, members, workers = "threads", mpirun, mpirun_args;
   std::string elastic_worker;  // DIR: this process is one MPI worker of an elastic run
   int elastic_epoch = -1;      // >= 0: metrics lines carry the epoch and the wall-clock time

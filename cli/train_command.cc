@@ -232,9 +232,10 @@ Runner RegisterTrain(CLI::App& app) {
   cmd->add_flag("--elastic", o->elastic,
                 "elastic training (docs/elastic.md): synthesize a plan for --cluster's devices, snapshot every "
                 "--snapshot-every steps, and on a lost device or a join/leave request re-plan and go on");
-  cmd->add_option("--snapshot-every", o->snapshot_every, "with --elastic: steps between snapshots")
+  cmd->add_option("--snapshot-every", o->snapshot_every,
+                  "with --elastic: steps between snapshots, or auto: as often as keeps them within 1% of the step time")
       ->capture_default_str()
-      ->check(PositiveInt());
+      ->type_name("N|auto");
   cmd->add_option("--elastic-dir", o->elastic_dir,
                   "with --elastic: where plans, snapshots (MPI), requests and the membership log go "
                   "(default: /dev/shm/hetsynth-elastic-PID)")

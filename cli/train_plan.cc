@@ -168,21 +168,59 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     eo.dilation = p.dilation;
     eo.slowdown = fastest / flops[static_cast<size_t>(rank)];
     eo.trace = !p.trace.empty();
+    ElasticHooks* el = p.elastic;
+    auto wall = [] { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+    // Elastic runs: rank 0 decides at the end of each step what the boundary after it does —
+    // bit 0: stop for a membership change, bit 1: snapshot — and every rank learns it from the
+    // step's own report (StepMetrics::flags). Snapshots come every snapshot_every steps, or with
+    // 0 ("auto") as often as keeps them within kSnapshotBudget of rank 0's step time: every
+    // ceil(snapshot seconds / (budget × mean step seconds)) steps.
+    constexpr double kSnapshotBudget = 0.01;
+    int64_t last_snapshot = 0, steps_timed = 0;
+    // Until one is timed, a snapshot is taken to cost what copying the parameters and two state
+    // tensors each twice (own and buddy) at 1 GB/s would.
+    double last_snapshot_s = 0;
+    for (ir::ValueId v : p.graph->parameters()) last_snapshot_s += 24e-9 * static_cast<double>(ir::NumElements(p.graph->value(v).shape));
+    if (el != nullptr && rank == 0) {
+      eo.step_flags = [&, el](int64_t step) -> float {
+        int flags = el->change_requested && el->change_requested(step) ? 1 : 0;
+        bool due;
+        if (el->snapshot_every > 0) {
+          due = step % el->snapshot_every == 0;
+        } else {
+          const double mean = steps_timed > 0 ? el->step_wall_s / static_cast<double>(steps_timed) : 0;
+          due = mean > 0 && static_cast<double>(step - last_snapshot) * kSnapshotBudget * mean >= last_snapshot_s;
+        }
+        return static_cast<float>(flags | (due ? 2 : 0));
+      };
+    }
     HS_ASSIGN_OR_RETURN(auto ex, make(eo));
     if (!p.load.empty()) HS_RETURN_IF_ERROR(ex->Load(p.load));
-    ElasticHooks* el = p.elastic;
     if (el != nullptr && el->start != nullptr) HS_RETURN_IF_ERROR(ex->Restore(*el->start));
+    last_snapshot = ex->step();
+    // Every rank snapshots together; rank 0 accounts the wall clock (ElasticHooks::snapshot_s).
     auto snapshot = [&]() -> absl::Status {
+      const double t0 = wall();
       HS_ASSIGN_OR_RETURN(runtime::RankSnapshot s, ex->Snapshot());
       el->keep(std::move(s));
+      if (rank == 0) {
+        last_snapshot_s = wall() - t0;
+        last_snapshot = ex->step();
+        el->snapshots += 1;
+        el->snapshot_s += last_snapshot_s;
+      }
       return absl::OkStatus();
     };
-    if (el != nullptr) HS_RETURN_IF_ERROR(snapshot());  // the state this epoch starts from, in its layout
+    // (No snapshot of the state the epoch starts from: the agent holds it — the checkpoint it
+    // resharded, or the seed's initialization.)
     bool stopped = false;
     for (int64_t i = 0; i < p.steps; ++i) {
       HS_ASSIGN_OR_RETURN(runtime::Batch batch, p.data->Get(ex->step()));
       MaybeDie(rank, ex->step() + 1, mpi);
+      const double step_start = el != nullptr && rank == 0 ? wall() : 0;
       HS_ASSIGN_OR_RETURN(runtime::StepMetrics m, ex->Step(batch));
+      if (el != nullptr && rank == 0) el->step_wall_s += wall() - step_start, ++steps_timed;
+      const int flags = static_cast<int>(m.flags);
       if (rank == 0) {
         if (!std::isfinite(m.loss)) {
           return absl::InvalidArgumentError(StrCat("loss became ", m.loss, " at step ", m.step, "; ",
@@ -192,14 +230,8 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
         out.push_back(std::move(m));
       }
       if (el == nullptr || i + 1 == p.steps) continue;
-      // A step boundary of an elastic run: a snapshot every snapshot_every steps, and a
-      // membership change when rank 0 has one to make (all ranks learn it together).
-      const bool snapped = el->snapshot_every > 0 && ex->step() % el->snapshot_every == 0;
-      if (snapped) HS_RETURN_IF_ERROR(snapshot());
-      float change = rank == 0 && el->change_requested && el->change_requested(ex->step()) ? 1.0f : 0.0f;
-      HS_RETURN_IF_ERROR(comm.Broadcast(&change, 1, 0));
-      if (change != 0) {
-        if (!snapped) HS_RETURN_IF_ERROR(snapshot());
+      if ((flags & 3) != 0) HS_RETURN_IF_ERROR(snapshot());
+      if ((flags & 1) != 0) {
         if (rank == 0) el->stopped_at = ex->step();
         stopped = true;
         break;

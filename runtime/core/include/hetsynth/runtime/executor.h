@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -49,6 +50,11 @@ struct ExecutorOptions {
   // time reported is wall clock ÷ K. Takes precedence over `emulate`. 0: off.
   double dilation = 0;
   bool trace = false;  // record trace events (TraceEvents())
+  // Called on every rank at the end of each step with the optimizer steps done; rank 0's value
+  // reaches every rank in StepMetrics::flags through the step's own report, so the ranks agree
+  // on what the next step boundary does (elastic training: snapshot, membership change) without
+  // a collective of their own. May be empty.
+  std::function<float(int64_t steps)> step_flags;
 };
 
 // One rank's view of a step; times in seconds (emulated when ExecutorOptions::emulate).
@@ -67,6 +73,7 @@ struct StepMetrics {
   float loss = 0;          // the global loss (before the update)
   double step_time_s = 0;  // the slowest rank's time for the whole step
   std::vector<RankTimes> ranks;  // every rank's breakdown, in rank order
+  float flags = 0;         // rank 0's ExecutorOptions::step_flags (0 when it has none)
 };
 
 // A span of a rank's timeline, for Chrome traces.

@@ -833,16 +833,18 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   if (loss_partial) HS_RETURN_IF_ERROR(comm.AllReduce(&loss, 1));
   const int n = comm.size();
   times.overlapped_s = std::max(0.0, stream_busy - stream_waited);
-  constexpr int kFields = 6;
+  constexpr int kFields = 7;
   const float mine[kFields] = {static_cast<float>(times.compute_s), static_cast<float>(times.communication_s),
                                static_cast<float>(times.idle_s), static_cast<float>(times.overlapped_s),
-                               static_cast<float>(clock), static_cast<float>(times.late_s)};
+                               static_cast<float>(clock), static_cast<float>(times.late_s),
+                               opt.step_flags ? opt.step_flags(optimizer.steps()) : 0.0f};
   std::vector<float> all(static_cast<size_t>(kFields * n));
   HS_RETURN_IF_ERROR(
       comm.AllGatherV(mine, all.data(), std::vector<int64_t>(static_cast<size_t>(n), kFields), CommImpl::kGrouped));
   StepMetrics m;
   m.step = optimizer.steps();
   m.loss = loss;
+  m.flags = all[6];
   for (int r = 0; r < n; ++r) {
     const float* x = &all[static_cast<size_t>(kFields * r)];
     m.ranks.push_back({x[0], x[1], x[2], x[3], x[5]});
@@ -966,15 +968,18 @@ absl::StatusOr<RankSnapshot> ExecutorImpl<B>::Snapshot() {
   HS_RETURN_IF_ERROR(b.status());
   if (n == 1) return s;
   const int next = (rank + 1) % n, prev = (rank + n - 1) % n;
-  std::vector<float> send;
-  for (const SnapshotPiece& p : s.pieces) send.insert(send.end(), p.data.ptr(), p.data.ptr() + p.data.numel());
+  // Staging from the caching host allocator, unfilled: no page faults after the first snapshot.
+  int64_t mine = 0, total = 0;
+  for (const SnapshotPiece& p : s.pieces) mine += p.data.numel();
+  HostVector send(static_cast<size_t>(mine));
+  int64_t put = 0;
+  for (const SnapshotPiece& p : s.pieces) std::copy(p.data.data.begin(), p.data.data.end(), send.begin() + put), put += p.data.numel();
   const std::vector<Slot> theirs = layout(prev);
-  int64_t total = 0;
   for (const Slot& slot : theirs) total += ir::NumElements(slot.shape);
   std::vector<int64_t> send_counts(static_cast<size_t>(n), 0), recv_counts(static_cast<size_t>(n), 0);
-  send_counts[static_cast<size_t>(next)] = static_cast<int64_t>(send.size());
+  send_counts[static_cast<size_t>(next)] = mine;
   recv_counts[static_cast<size_t>(prev)] = total;
-  std::vector<float> recv(static_cast<size_t>(total));
+  HostVector recv(static_cast<size_t>(total));
   HS_RETURN_IF_ERROR(comm.AllToAllV(send.data(), send_counts, recv.data(), recv_counts));
   int64_t at = 0;
   for (const Slot& slot : theirs) {
