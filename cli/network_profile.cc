@@ -31,6 +31,7 @@
 #include "hetsynth/costmodel/calibrate.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/instr/program.h"
+#include "hetsynth/base/median.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/base/this_program.h"
 #include "hetsynth/runtime/collectives.h"
@@ -47,12 +48,6 @@ constexpr int kOps = 4, kFitOps = 3;
 constexpr const char* kOpNames[kOps] = {"all_gather", "reduce_scatter", "all_reduce", "all_to_all"};
 constexpr costmodel::TermKind kOpKinds[kFitOps] = {costmodel::TermKind::kGatherGrouped,
                                                    costmodel::TermKind::kGatherGrouped, costmodel::TermKind::kAllReduce};
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // Shard lengths of `total` floats among `devices`, in proportion to their FLOP/s.
 std::vector<int64_t> Shares(const costmodel::Cluster& c, const std::vector<int>& devices, int64_t total) {
