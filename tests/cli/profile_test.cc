@@ -2,7 +2,8 @@
 // devices and relative speeds, and bad input exits 2 with one line naming the flag or file.
 // --backend cuda: without a GPU (or CUDA) one clear error line; with one (skipped otherwise)
 // the file loads and `hetsynth synth` plans on it. And the reduction both backends' profiles
-// share for their collectives (runtime/profile_collectives.h).
+// share for their collectives (runtime/profile_collectives.h), and the byte counts their
+// messages print (base/memory.h).
 #include <sys/wait.h>
 
 #include <cmath>
@@ -12,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "hetsynth/base/memory.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/runtime/cuda.h"
 #include "hetsynth/runtime/profile_collectives.h"
@@ -195,6 +197,18 @@ TEST(ProfileCollectives, SlowestRankPerRepeatThenMedianWithoutWarmUp) {
       EXPECT_DOUBLE_EQ(t.seconds, 6.0 * static_cast<double>(10 * c + static_cast<size_t>(op) + 1));
     }
   }
+}
+
+// The sizes in profile's messages: a binary unit, 4 significant digits.
+TEST(ProfileMessages, BytesWithABinaryUnit) {
+  EXPECT_EQ(hetsynth::FormatBytes(0), "0 B");
+  EXPECT_EQ(hetsynth::FormatBytes(512), "512 B");
+  EXPECT_EQ(hetsynth::FormatBytes(1536), "1.5 KiB");
+  EXPECT_EQ(hetsynth::FormatBytes(16.0 * (1 << 20)), "16 MiB");
+  EXPECT_EQ(hetsynth::FormatBytes(1.25 * (1 << 30)), "1.25 GiB");
+  EXPECT_EQ(hetsynth::FormatBytes(123456789), "117.7 MiB");
+  EXPECT_EQ(hetsynth::FormatBytes(2048.0 * 1099511627776.0), "2048 TiB");
+  EXPECT_GT(hetsynth::PhysicalRamBytes(), 0);
 }
 
 }  // namespace

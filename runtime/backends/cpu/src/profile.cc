@@ -6,8 +6,6 @@
 // Clock: the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID), the clock the plan executor
 // charges kernels and thread-rank collectives with when it emulates devices (executor_impl.h,
 // Compute and Communicate).
-#include <unistd.h>
-
 #include <algorithm>
 #include <numeric>
 #include <vector>
@@ -17,6 +15,7 @@
 #include "cpu_backend.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/base/median.h"
+#include "hetsynth/base/memory.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/collectives.h"
@@ -28,18 +27,6 @@
 
 namespace hetsynth::runtime::cpu {
 namespace {
-
-double PhysicalRamBytes() {
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
-}
-
-std::string Bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) b /= 1024, ++u;
-  return fmt::format("{:.4g} {}", b, units[u]);
-}
 
 // Runs 1 warm-up + `repeats` timed training steps of the CPU Trainer on this thread, timing each
 // node's forward + backward kernel calls (its kernel timer) and the update of every parameter,
@@ -214,7 +201,7 @@ absl::StatusOr<DeviceProfile> ProfileCpu(const ir::Graph& graph, const DataSourc
     if (o.progress) {
       o.progress(fmt::format("profile: timing grouped and padded all-gather, grouped reduce-scatter (shards by device "
                              "speed) and all-reduce on {} thread ranks, 16 B to {}, 1 warm-up + {} repeat{} per size",
-                             n, Bytes(4.0 * static_cast<double>(std::accumulate(largest.begin(), largest.end(), int64_t{0}))),
+                             n, FormatBytes(4.0 * static_cast<double>(std::accumulate(largest.begin(), largest.end(), int64_t{0}))),
                              o.repeats, o.repeats == 1 ? "" : "s"));
     }
     HS_RETURN_IF_ERROR(TimeCollectives(o, out));
