@@ -9,7 +9,6 @@
 #include <fstream>
 #include <limits>
 #include <map>
-#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -25,7 +24,6 @@
 #include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/rules.h"
 #include "hetsynth/base/status.h"
-#include "hetsynth/base/this_program.h"
 #include "train.h"
 
 namespace hetsynth::cli {
@@ -165,18 +163,10 @@ absl::StatusOr<bool> Plot(const std::string& dir, const std::vector<Entry>& entr
 // clock ÷ K). Returns the timing line for the report.
 absl::StatusOr<std::string> RunOnEmulatedNetwork(const BenchFlags& f, const costmodel::Cluster& cluster,
                                                  std::vector<Entry>& entries) {
-  // Ctrl-C: the temporary cluster is torn down (destructor); --refit installed one already.
-  std::optional<ScopedInterruptHandler> interrupts;
-  if (!ScopedInterruptHandler::Installed()) interrupts.emplace();
-  std::optional<EmulatedCluster> emu;
-  double k = -1;
-  {
-    HS_ASSIGN_OR_RETURN(EmulatedCluster up, AttachOrBringUp(cluster, f.cluster, f.network_name, f.dilation, "b", &k));
-    emu.emplace(std::move(up));
-  }
-  HS_ASSIGN_OR_RETURN(const std::string exe, ThisProgramPath());
-  EmulatedRunOptions ro;
-  ro.mpirun = f.mpirun;
+  // Ctrl-C: the temporary cluster is torn down; --refit installed the handler already.
+  HS_ASSIGN_OR_RETURN(const EmulatedLaunch emu,
+                      EmulatedLaunch::Open(cluster, f.cluster, f.network_name, f.dilation, "b", f.mpirun));
+  const double k = emu.dilation();
   for (Entry& e : entries) {
     if (!e.feasible || !e.not_run.empty()) continue;
     const std::string base = f.out + "/" + e.name;
@@ -184,13 +174,12 @@ absl::StatusOr<std::string> RunOnEmulatedNetwork(const BenchFlags& f, const cost
     std::filesystem::remove(base + ".metrics.jsonl", ec);
     // Each rank's output goes to its own log: the report stays readable.
     const std::vector<std::string> cmd = {
-        "sh", "-c", "p=$1; shift; exec \"$@\" >\"$p.rank$OMPI_COMM_WORLD_RANK.log\" 2>&1", "sh", base, exe, "train",
+        "sh", "-c", "p=$1; shift; exec \"$@\" >\"$p.rank$OMPI_COMM_WORLD_RANK.log\" 2>&1", "sh", base, emu.program(), "train",
         "--plan", base + ".plan.json", "--steps", std::to_string(f.warmup + f.steps), "--seed", std::to_string(f.seed),
         "--metrics", base + ".metrics.jsonl", "--trace", base + ".trace.json"};
     fmt::print(stderr, "running {} on {} mpirun ranks across emulated cluster '{}' (K = {:g}): {} steps ...\n", e.name,
-               cluster.size(), emu->state().name, k, f.warmup + f.steps);
-    HS_ASSIGN_OR_RETURN(const int status, emu->Run(cmd, ro));
-    if (ScopedInterruptHandler::Received() != 0) return absl::CancelledError("interrupted; the emulated cluster is torn down");
+               cluster.size(), emu.state().name, k, f.warmup + f.steps);
+    HS_ASSIGN_OR_RETURN(const int status, emu.Run(cmd));
     if (status != 0) {
       e.not_run = StrCat("the ranks failed (mpirun exit status ", status, "; logs ", base, ".rank*.log)");
       fmt::print(stderr, "{}: {}\n", e.name, e.not_run);
@@ -202,7 +191,7 @@ absl::StatusOr<std::string> RunOnEmulatedNetwork(const BenchFlags& f, const cost
                                                         "raise --dilation", Ms(e.late))
                                           : "");
   }
-  const EmulatedClusterState& st = emu->state();
+  const EmulatedClusterState& st = emu.state();
   return fmt::format(
       "wall clock / K (K = {:g}) of real mpirun ranks across an EMULATED {}-node network on this host: network "
       "namespaces, each node's NIC shaped (tc tbf) to {:.3g} MB/s = inter-node {:.3g} MB/s / K; EMULATED device speeds: "
@@ -631,15 +620,11 @@ absl::Status RunRefit(const BenchFlags& f) {
   std::error_code ec;
   std::filesystem::create_directories(f.out, ec);
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
-  // One emulated cluster for every round (the rounds change no link rate, only the cost model).
-  ScopedInterruptHandler interrupts;
-  std::optional<EmulatedCluster> emu;
-  {
-    double k = -1;  // the rounds attach by name and take its dilation
-    HS_ASSIGN_OR_RETURN(EmulatedCluster up, AttachOrBringUp(cluster, f.cluster, f.network_name, f.dilation, "t", &k));
-    emu.emplace(std::move(up));
-  }
-  const std::string name = emu->state().name;
+  // One emulated cluster for every round (the rounds change no link rate, only the cost model);
+  // the rounds attach to it by name and take its dilation.
+  HS_ASSIGN_OR_RETURN(const EmulatedLaunch emu,
+                      EmulatedLaunch::Open(cluster, f.cluster, f.network_name, f.dilation, "t", f.mpirun));
+  const std::string name = emu.state().name;
   std::string path = f.cluster;
   double best = std::numeric_limits<double>::infinity();
   std::string best_path;

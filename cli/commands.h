@@ -4,6 +4,8 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -38,8 +40,26 @@ CLI::Validator PositiveInt();
 
 // The whole of a text file; NotFound names `what` and the path.
 absl::StatusOr<std::string> ReadText(const std::string& path, const char* what);
+// The model a plan or placement file was made for, rebuilt from its header's model, model_args
+// and batch; InvalidArgument "WHAT 'PATH': model: ..." when that fails.
+struct FileModel {
+  ir::ModelSpec spec;
+  ir::Graph graph;
+};
+absl::StatusOr<FileModel> RebuildFileModel(const char* what, const std::string& path, const std::string& model,
+                                           const std::map<std::string, double>& model_args, int64_t batch);
 // A plan file and the model it was made for, rebuilt from its header.
-absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& path);
+struct LoadedPlan {
+  instr::Plan plan;
+  ir::ModelSpec spec;
+  ir::Graph graph;
+};
+absl::StatusOr<LoadedPlan> LoadPlan(const std::string& path);
+// OK when cluster `c`, read from `cluster_label` ("'c.json'", "--cluster 'c.json'"), is the one
+// that `plan` was made for (its fingerprint and device count); otherwise InvalidArgument "WHERE
+// was made for cluster ..." naming both.
+absl::Status CheckPlanCluster(const instr::Plan& plan, const std::string& where, const costmodel::Cluster& c,
+                              const std::string& cluster_label);
 // The synthesized strategy, restricted by --flat (no hierarchical collectives) and --no-overlap
 // (no communication stream, no buckets), searching mesh levels (the dp-nodes mode) only with
 // --mesh-levels, since the runtime cannot run such plans yet: what `synth` and `bench` plan with.

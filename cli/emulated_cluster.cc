@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hetsynth/base/status.h"
+#include "hetsynth/base/this_program.h"
 #include "hetsynth/runtime/pacer.h"
 
 namespace hetsynth::cli {
@@ -868,6 +869,26 @@ absl::StatusOr<EmulatedCluster> AttachOrBringUp(const costmodel::Cluster& c, con
   }
   fmt::print(stderr, "{}", up->Describe());
   return up;
+}
+
+absl::StatusOr<EmulatedLaunch> EmulatedLaunch::Open(const costmodel::Cluster& c, const std::string& cluster_file,
+                                                    const std::string& network_name, double dilation,
+                                                    const std::string& prefix, const std::string& mpirun) {
+  // Ctrl-C: a cluster brought up here is torn down (EmulatedCluster's destructor).
+  std::unique_ptr<ScopedInterruptHandler> interrupts;
+  if (!ScopedInterruptHandler::Installed()) interrupts = std::make_unique<ScopedInterruptHandler>();
+  double k = -1;
+  HS_ASSIGN_OR_RETURN(EmulatedCluster cluster, AttachOrBringUp(c, cluster_file, network_name, dilation, prefix, &k));
+  HS_ASSIGN_OR_RETURN(std::string program, ThisProgramPath());
+  EmulatedRunOptions run_options;
+  run_options.mpirun = mpirun;
+  return EmulatedLaunch(std::move(interrupts), std::move(cluster), k, std::move(program), std::move(run_options));
+}
+
+absl::StatusOr<int> EmulatedLaunch::Run(const std::vector<std::string>& command) const {
+  HS_ASSIGN_OR_RETURN(const int status, cluster_.Run(command, run_options_));
+  if (ScopedInterruptHandler::Received() != 0) return absl::CancelledError("interrupted; the emulated cluster is torn down");
+  return status;
 }
 
 }  // namespace hetsynth::cli

@@ -22,6 +22,7 @@
 
 #include <csignal>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -164,6 +165,41 @@ class EmulatedCluster {
   explicit EmulatedCluster(EmulatedClusterState s, bool owned) : state_(std::move(s)), owned_(owned) {}
   EmulatedClusterState state_;
   bool owned_ = false;  // the destructor tears down
+};
+
+// This program run again on one mpirun rank per device across an emulated cluster: what `bench
+// --emulate-network` and `profile --network` share. Open installs a ScopedInterruptHandler
+// (unless one is), attaches to or brings up the cluster (AttachOrBringUp, with the same
+// arguments) and finds this program; `mpirun` is EmulatedRunOptions::mpirun. Destroyed, it tears
+// the cluster down when it brought it up, then removes the handler it installed.
+class EmulatedLaunch {
+ public:
+  static absl::StatusOr<EmulatedLaunch> Open(const costmodel::Cluster& c, const std::string& cluster_file,
+                                             const std::string& network_name, double dilation,
+                                             const std::string& prefix, const std::string& mpirun);
+
+  // EmulatedCluster::Run: mpirun's exit status; Cancelled "interrupted; the emulated cluster is
+  // torn down" when a signal came meanwhile.
+  absl::StatusOr<int> Run(const std::vector<std::string>& command) const;
+
+  const std::string& program() const { return program_; }  // this program's path, for the command
+  double dilation() const { return dilation_; }            // K in force
+  const EmulatedClusterState& state() const { return cluster_.state(); }
+
+ private:
+  EmulatedLaunch(std::unique_ptr<ScopedInterruptHandler> interrupts, EmulatedCluster cluster, double dilation,
+                 std::string program, EmulatedRunOptions run_options)
+      : interrupts_(std::move(interrupts)),
+        cluster_(std::move(cluster)),
+        dilation_(dilation),
+        program_(std::move(program)),
+        run_options_(std::move(run_options)) {}
+
+  std::unique_ptr<ScopedInterruptHandler> interrupts_;  // declared first: outlives cluster_; null when one was installed
+  EmulatedCluster cluster_;
+  double dilation_;
+  std::string program_;
+  EmulatedRunOptions run_options_;
 };
 
 // The probe behind `hetsynth cluster run -- hetsynth cluster probe`: run as every rank of an

@@ -21,7 +21,6 @@
 #include <cmath>
 #include <fstream>
 #include <numeric>
-#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -31,8 +30,8 @@
 #include "hetsynth/costmodel/calibrate.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/instr/program.h"
+#include "hetsynth/base/median.h"
 #include "hetsynth/base/status.h"
-#include "hetsynth/base/this_program.h"
 #include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/pacer.h"
@@ -47,12 +46,6 @@ constexpr int kOps = 4, kFitOps = 3;
 constexpr const char* kOpNames[kOps] = {"all_gather", "reduce_scatter", "all_reduce", "all_to_all"};
 constexpr costmodel::TermKind kOpKinds[kFitOps] = {costmodel::TermKind::kGatherGrouped,
                                                    costmodel::TermKind::kGatherGrouped, costmodel::TermKind::kAllReduce};
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // Shard lengths of `total` floats among `devices`, in proportion to their FLOP/s.
 std::vector<int64_t> Shares(const costmodel::Cluster& c, const std::vector<int>& devices, int64_t total) {
@@ -274,22 +267,11 @@ absl::Status ProfileNetwork(const NetworkProfileFlags& f) {
     std::ofstream probe(f.out, std::ios::binary | std::ios::app);
     if (!probe) return absl::InvalidArgumentError(StrCat("-o '", f.out, "': cannot open for writing"));
   }
-  ScopedInterruptHandler interrupts;
-  std::optional<EmulatedCluster> emu;
-  {
-    double k = -1;
-    HS_ASSIGN_OR_RETURN(EmulatedCluster up, AttachOrBringUp(c, f.cluster, f.network_name, f.dilation, "p", &k));
-    emu.emplace(std::move(up));
-  }
-  HS_ASSIGN_OR_RETURN(const std::string exe, ThisProgramPath());
-  EmulatedRunOptions ro;
-  ro.mpirun = f.mpirun;
+  HS_ASSIGN_OR_RETURN(const EmulatedLaunch emu,
+                      EmulatedLaunch::Open(c, f.cluster, f.network_name, f.dilation, "p", f.mpirun));
   HS_ASSIGN_OR_RETURN(const int status,
-                      emu->Run({exe, "profile", "--network", "--cluster", f.cluster,
-                                "-o", f.out, "--repeats", std::to_string(f.repeats), "--max-bytes",
-                                std::to_string(f.max_bytes)},
-                               ro));
-  if (ScopedInterruptHandler::Received() != 0) return absl::CancelledError("interrupted; the emulated cluster is torn down");
+                      emu.Run({emu.program(), "profile", "--network", "--cluster", f.cluster, "-o", f.out, "--repeats",
+                               std::to_string(f.repeats), "--max-bytes", std::to_string(f.max_bytes)}));
   if (status != 0) return absl::InternalError(StrCat("the profiling ranks failed (mpirun exit status ", status, ")"));
   return absl::OkStatus();
 }

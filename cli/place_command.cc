@@ -52,14 +52,9 @@ struct LoadedPlacement {
 absl::StatusOr<LoadedPlacement> LoadPlacement(const std::string& path) {
   HS_ASSIGN_OR_RETURN(std::string text, ReadText(path, "placement"));
   HS_ASSIGN_OR_RETURN(instr::InferencePlacement header, instr::InferencePlacementHeaderFromJson(text, path));
-  std::vector<std::string> args;
-  for (const auto& [k, v] : header.model_args) args.push_back(fmt::format("{}={}", k, v));
-  absl::StatusOr<ir::ModelSpec> spec = ir::MakeModelSpec(header.model, args, header.batch);
-  if (!spec.ok()) return absl::InvalidArgumentError(StrCat("placement '", path, "': model: ", spec.status().message()));
-  absl::StatusOr<ir::Graph> g = ir::BuildModel(*spec);
-  if (!g.ok()) return absl::InvalidArgumentError(StrCat("placement '", path, "': model: ", g.status().message()));
-  HS_ASSIGN_OR_RETURN(instr::InferencePlacement pl, instr::InferencePlacementFromJson(*g, text, path));
-  return LoadedPlacement{std::move(pl), std::move(*spec), std::move(*g)};
+  HS_ASSIGN_OR_RETURN(FileModel m, RebuildFileModel("placement", path, header.model, header.model_args, header.batch));
+  HS_ASSIGN_OR_RETURN(instr::InferencePlacement pl, instr::InferencePlacementFromJson(m.graph, text, path));
+  return LoadedPlacement{std::move(pl), std::move(m.spec), std::move(m.graph)};
 }
 
 absl::Status RunCheck(const PlaceFlags& f) {

@@ -105,8 +105,9 @@ absl::Status RunSynth(const SynthFlags& f) {
 }
 
 absl::Status RunExplain(const std::string& path) {
-  HS_ASSIGN_OR_RETURN(auto loaded, LoadPlan(path));
-  const auto& [plan, g] = loaded;
+  HS_ASSIGN_OR_RETURN(const LoadedPlan loaded, LoadPlan(path));
+  const instr::Plan& plan = loaded.plan;
+  const ir::Graph& g = loaded.graph;
   const instr::Program& p = plan.program;
   fmt::print("plan '{}': {} for {} (batch {}) on cluster '{}' ({} devices, fingerprint {})\n", path, plan.strategy,
              plan.model, plan.batch, plan.cluster, plan.devices.size(), plan.cluster_fingerprint);
@@ -213,15 +214,11 @@ absl::Status RunExplain(const std::string& path) {
 }
 
 absl::Status RunCheck(const std::string& path, const std::string& cluster_path) {
-  HS_ASSIGN_OR_RETURN(auto loaded, LoadPlan(path));  // re-derives and checks every triple
-  const instr::Plan& plan = loaded.first;
+  HS_ASSIGN_OR_RETURN(const LoadedPlan loaded, LoadPlan(path));  // re-derives and checks every triple
+  const instr::Plan& plan = loaded.plan;
   if (!cluster_path.empty()) {
     HS_ASSIGN_OR_RETURN(costmodel::Cluster c, costmodel::ReadClusterFile(cluster_path));
-    if (c.Fingerprint() != plan.cluster_fingerprint || static_cast<size_t>(c.size()) != plan.devices.size()) {
-      return absl::InvalidArgumentError(StrCat("plan '", path, "' was made for cluster '", plan.cluster, "' (fingerprint ",
-                                               plan.cluster_fingerprint, ", ", plan.devices.size(), " devices), not for '",
-                                               cluster_path, "' (fingerprint ", c.Fingerprint(), ", ", c.size(), " devices)"));
-    }
+    HS_RETURN_IF_ERROR(CheckPlanCluster(plan, StrCat("plan '", path, "'"), c, StrCat("'", cluster_path, "'")));
   }
   fmt::print("plan '{}' is valid: {} instructions reach the goal (the loss summed once); every parameter placed once; {} split groups with "
              "exact shard lengths\n",
@@ -309,17 +306,34 @@ absl::StatusOr<std::string> ReadText(const std::string& path, const char* what) 
   return ss.str();
 }
 
-absl::StatusOr<std::pair<instr::Plan, ir::Graph>> LoadPlan(const std::string& path) {
+absl::StatusOr<FileModel> RebuildFileModel(const char* what, const std::string& path, const std::string& model,
+                                           const std::map<std::string, double>& model_args, int64_t batch) {
+  std::vector<std::string> args;
+  for (const auto& [k, v] : model_args) args.push_back(fmt::format("{}={}", k, v));
+  absl::StatusOr<ir::ModelSpec> spec = ir::MakeModelSpec(model, args, batch);
+  if (!spec.ok()) return absl::InvalidArgumentError(StrCat(what, " '", path, "': model: ", spec.status().message()));
+  absl::StatusOr<ir::Graph> g = ir::BuildModel(*spec);
+  if (!g.ok()) return absl::InvalidArgumentError(StrCat(what, " '", path, "': model: ", g.status().message()));
+  return FileModel{std::move(*spec), std::move(*g)};
+}
+
+absl::StatusOr<LoadedPlan> LoadPlan(const std::string& path) {
   HS_ASSIGN_OR_RETURN(std::string text, ReadText(path, "plan"));
   HS_ASSIGN_OR_RETURN(instr::Plan header, instr::PlanHeaderFromJson(text, path));
-  std::vector<std::string> args;
-  for (const auto& [k, v] : header.model_args) args.push_back(fmt::format("{}={}", k, v));
-  absl::StatusOr<ir::ModelSpec> spec = ir::MakeModelSpec(header.model, args, header.batch);
-  if (!spec.ok()) return absl::InvalidArgumentError(StrCat("plan '", path, "': model: ", spec.status().message()));
-  absl::StatusOr<ir::Graph> g = ir::BuildModel(*spec);
-  if (!g.ok()) return absl::InvalidArgumentError(StrCat("plan '", path, "': model: ", g.status().message()));
-  HS_ASSIGN_OR_RETURN(instr::Plan plan, instr::PlanFromJson(*g, text, path));
-  return std::make_pair(std::move(plan), std::move(*g));
+  HS_ASSIGN_OR_RETURN(FileModel m, RebuildFileModel("plan", path, header.model, header.model_args, header.batch));
+  HS_ASSIGN_OR_RETURN(instr::Plan plan, instr::PlanFromJson(m.graph, text, path));
+  return LoadedPlan{std::move(plan), std::move(m.spec), std::move(m.graph)};
+}
+
+absl::Status CheckPlanCluster(const instr::Plan& plan, const std::string& where, const costmodel::Cluster& c,
+                              const std::string& cluster_label) {
+  if (c.Fingerprint() != plan.cluster_fingerprint || static_cast<size_t>(c.size()) != plan.devices.size()) {
+    return absl::InvalidArgumentError(StrCat(where, " was made for cluster '", plan.cluster, "' (fingerprint ",
+                                             plan.cluster_fingerprint, ", ", plan.devices.size(), " devices), not for ",
+                                             cluster_label, " (fingerprint ", c.Fingerprint(), ", ", c.size(),
+                                             " devices)"));
+  }
+  return absl::OkStatus();
 }
 
 

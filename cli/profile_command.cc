@@ -8,8 +8,6 @@
 // nodes, the α–β fit, the emulated cluster) is costmodel/calibrate.h.
 //
 //   hetsynth profile --model gpt --small --like examples/clusters/mixed-4.json -o emulated.json
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -24,6 +22,7 @@
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/instr/program.h"
+#include "hetsynth/base/memory.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/data.h"
@@ -47,18 +46,6 @@ struct ProfileFlags {
   bool network = false;     // --network: network_profile.cc
   NetworkProfileFlags net;
 };
-
-double PhysicalRamBytes() {
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
-}
-
-std::string Bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) b /= 1024, ++u;
-  return fmt::format("{:.4g} {}", b, units[u]);
-}
 
 // ---- What the cost model makes of the timings ------------------------------------------------
 
@@ -159,8 +146,8 @@ absl::StatusOr<Measured> Measure(const runtime::Backend& backend, const ProfileF
     const double comm_bytes = 4.0 * static_cast<double>(f.max_bytes) * ranks;
     if (ram > 0 && comm_bytes > ram / 2) {
       return absl::InvalidArgumentError(StrCat("--ranks ", ranks, " × --max-bytes ", f.max_bytes, " needs about ",
-                                               Bytes(comm_bytes), " for the collective buffers, more than half of this host's ",
-                                               Bytes(ram), "; lower --max-bytes or --ranks"));
+                                               FormatBytes(comm_bytes), " for the collective buffers, more than half of this host's ",
+                                               FormatBytes(ram), "; lower --max-bytes or --ranks"));
     }
   }
   HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, /*seed=*/0));
@@ -236,7 +223,7 @@ absl::Status RunProfile(const ProfileFlags& f) {
   const costmodel::KernelRates& host = m.compute;
   std::vector<costmodel::LinkSample> samples;
   for (const CommSample& c : m.samples) {
-    fmt::print(stderr, "profile:   {:<10} {:>12}  {:>10.1f} us\n", c.op, Bytes(c.sample.bytes), c.sample.seconds * 1e6);
+    fmt::print(stderr, "profile:   {:<10} {:>12}  {:>10.1f} us\n", c.op, FormatBytes(c.sample.bytes), c.sample.seconds * 1e6);
     samples.push_back(c.sample);
   }
   const costmodel::LinkFit fit = costmodel::FitLink(samples);

@@ -11,6 +11,7 @@
 #include "backend_flags.h"
 #include "commands.h"
 #include "train.h"
+#include "hetsynth/base/memory.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/data.h"
@@ -57,7 +58,7 @@ std::string DivergenceHint(const runtime::OptimizerConfig& cfg) {
 }
 
 absl::Status CheckHostMemory(double bytes, const std::string& what, const std::string& hint) {
-  const double have = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  const double have = PhysicalRamBytes();
   if (have > 0 && bytes > have) {
     constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
     return absl::InvalidArgumentError(fmt::format("{} needs at least {:.0f} GiB; this machine has {:.0f} GiB; {}", what,

@@ -295,12 +295,12 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
 }
 
 absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
-  HS_ASSIGN_OR_RETURN(auto loaded, LoadPlan(o.plan));
-  if (absl::Status st = instr::RuntimeSupports(loaded.first.program); !st.ok()) {
+  HS_ASSIGN_OR_RETURN(LoadedPlan loaded, LoadPlan(o.plan));
+  if (absl::Status st = instr::RuntimeSupports(loaded.plan.program); !st.ok()) {
     return absl::FailedPreconditionError(StrCat("plan '", o.plan, "': ", st.message()));
   }
-  const instr::Plan plan = std::move(loaded.first);
-  const ir::Graph graph = std::move(loaded.second);
+  const instr::Plan plan = std::move(loaded.plan);
+  const ir::Graph graph = std::move(loaded.graph);
   const std::string where = StrCat("plan '", o.plan, "'");
   if (!o.model.name.empty() && o.model.name != plan.model) {
     return absl::InvalidArgumentError(StrCat("--model ", o.model.name, " but ", where, " is for model '", plan.model,
@@ -310,23 +310,16 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     return absl::InvalidArgumentError(StrCat(where, " fixes the model's hyperparameters and batch (", plan.batch,
                                              "); drop --model-arg/--batch/--small, or synthesize a plan for them"));
   }
-  std::vector<std::string> args;
-  for (const auto& [k, v] : plan.model_args) args.push_back(fmt::format("{}={}", k, v));
   PlanRun p;
   p.plan = &plan;
   p.plan_path = o.plan;
   p.graph = &graph;
-  HS_ASSIGN_OR_RETURN(p.spec, ir::MakeModelSpec(plan.model, args, plan.batch));
+  p.spec = std::move(loaded.spec);
 
   p.flops = plan.device_flops;
   if (!o.cluster.empty()) {
     HS_ASSIGN_OR_RETURN(costmodel::Cluster c, costmodel::ReadClusterFile(o.cluster));
-    if (c.Fingerprint() != plan.cluster_fingerprint || static_cast<size_t>(c.size()) != plan.devices.size()) {
-      return absl::InvalidArgumentError(StrCat(where, " was made for cluster '", plan.cluster, "' (fingerprint ",
-                                               plan.cluster_fingerprint, ", ", plan.devices.size(),
-                                               " devices), not for --cluster '", o.cluster, "' (fingerprint ",
-                                               c.Fingerprint(), ", ", c.size(), " devices)"));
-    }
+    HS_RETURN_IF_ERROR(CheckPlanCluster(plan, where, c, StrCat("--cluster '", o.cluster, "'")));
     p.flops.clear();
     for (const costmodel::Device& d : c.devices) p.flops.push_back(d.flops);
   }

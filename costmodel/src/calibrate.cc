@@ -4,20 +4,10 @@
 #include <cmath>
 
 #include "hetsynth/instr/rules.h"
+#include "hetsynth/base/median.h"
 #include "hetsynth/base/status.h"
 
 namespace hetsynth::costmodel {
-namespace {
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
-}
-
-}  // namespace
-
 KernelRates RatesOnCluster(const ir::Graph& g, const KernelTimes& t, const Cluster& c, const CostOptions& o) {
   const size_t num_nodes = g.nodes().size();
   HS_CHECK(t.seconds.size() == num_nodes && t.backward.size() == num_nodes, "kernel times need one entry per node");

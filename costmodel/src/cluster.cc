@@ -178,9 +178,7 @@ class Reader {
 
  private:
   absl::Status Err(const std::string& where, const std::string& what) const {
-    return absl::InvalidArgumentError(
-        where.empty() ? StrCat("cluster '", source_, "': ", what)
-                      : StrCat("cluster '", source_, "': ", where, ": ", what));
+    return FileError("cluster", source_, where, what);
   }
 
   static const char* TypeName(const json& j) {

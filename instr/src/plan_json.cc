@@ -38,7 +38,7 @@ class Reader {
   explicit Reader(std::string source) : source_(std::move(source)) {}
 
   absl::Status Err(const std::string& where, const std::string& what) const {
-    return absl::InvalidArgumentError(StrCat("plan '", source_, "': ", where, ": ", what));
+    return FileError("plan", source_, where, what);
   }
 
   absl::StatusOr<json> Parse(const std::string& text) const {

@@ -102,7 +102,7 @@ class Reader {
   explicit Reader(std::string source) : source_(std::move(source)) {}
 
   absl::Status Err(const std::string& where, const std::string& what) const {
-    return absl::InvalidArgumentError(StrCat("graph '", source_, "': ", where, ": ", what));
+    return FileError("graph", source_, where, what);
   }
 
   absl::StatusOr<Shape> ReadShape(const json& j, const std::string& where) const {

@@ -1,17 +1,22 @@
 // `hetsynth profile` end to end: the cluster file it writes loads, keeps the --like cluster's
 // devices and relative speeds, and bad input exits 2 with one line naming the flag or file.
 // --backend cuda: without a GPU (or CUDA) one clear error line; with one (skipped otherwise)
-// the file loads and `hetsynth synth` plans on it.
+// the file loads and `hetsynth synth` plans on it. And the reduction both backends' profiles
+// share for their collectives (runtime/profile_collectives.h), and the byte counts their
+// messages print (base/memory.h).
 #include <sys/wait.h>
 
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "hetsynth/base/memory.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/runtime/cuda.h"
+#include "hetsynth/runtime/profile_collectives.h"
 
 #include "cli/run_hetsynth.h"
 
@@ -160,6 +165,50 @@ TEST(CliProfile, CudaProfileLoadsAndSynthPlansOnIt) {
     const Result s = Hetsynth("synth --model mlp --small --cluster " + cluster + " -o " + Tmp("gpu-plan.json"));
     EXPECT_EQ(s.code, 0) << cluster << "\n" << s.output;
   }
+}
+
+// Every backend's collective times: per tensor and collective, the slowest rank of each repeat,
+// then the median over the repeats; repeat 0 (the warm-up) never counts.
+TEST(ProfileCollectives, SlowestRankPerRepeatThenMedianWithoutWarmUp) {
+  using hetsynth::runtime::CollectiveTimings;
+  using hetsynth::runtime::kProfileCommOpNames;
+  using hetsynth::runtime::kProfileCommOps;
+  const std::vector<std::vector<int64_t>> collectives = {{3, 1}, {8, 8}};
+  CollectiveTimings s(collectives.size(), /*repeats=*/4, /*ranks=*/2);
+  for (size_t c = 0; c < collectives.size(); ++c) {
+    for (int op = 0; op < kProfileCommOps; ++op) {
+      // Rank 0: 1, 5, 2, 9; rank 1: 3, 4, 7, 0 → slowest 3, 5, 7, 9 → median 6; scaled per entry.
+      const double scale = static_cast<double>(10 * c + static_cast<size_t>(op) + 1);
+      const double r0[] = {1000, 1, 5, 2, 9}, r1[] = {1000, 3, 4, 7, 0};
+      for (int rep = 0; rep <= 4; ++rep) {
+        s.at(c, op, rep, 0) = scale * r0[rep];
+        s.at(c, op, rep, 1) = scale * r1[rep];
+      }
+    }
+  }
+  std::vector<hetsynth::runtime::CollectiveTime> out;
+  s.AppendTo(collectives, out);
+  ASSERT_EQ(out.size(), collectives.size() * kProfileCommOps);
+  for (size_t c = 0; c < collectives.size(); ++c) {
+    for (int op = 0; op < kProfileCommOps; ++op) {
+      const hetsynth::runtime::CollectiveTime& t = out[c * kProfileCommOps + static_cast<size_t>(op)];
+      EXPECT_EQ(t.op, kProfileCommOpNames[op]);
+      EXPECT_EQ(t.lengths, collectives[c]);
+      EXPECT_DOUBLE_EQ(t.seconds, 6.0 * static_cast<double>(10 * c + static_cast<size_t>(op) + 1));
+    }
+  }
+}
+
+// The sizes in profile's messages: a binary unit, 4 significant digits.
+TEST(ProfileMessages, BytesWithABinaryUnit) {
+  EXPECT_EQ(hetsynth::FormatBytes(0), "0 B");
+  EXPECT_EQ(hetsynth::FormatBytes(512), "512 B");
+  EXPECT_EQ(hetsynth::FormatBytes(1536), "1.5 KiB");
+  EXPECT_EQ(hetsynth::FormatBytes(16.0 * (1 << 20)), "16 MiB");
+  EXPECT_EQ(hetsynth::FormatBytes(1.25 * (1 << 30)), "1.25 GiB");
+  EXPECT_EQ(hetsynth::FormatBytes(123456789), "117.7 MiB");
+  EXPECT_EQ(hetsynth::FormatBytes(2048.0 * 1099511627776.0), "2048 TiB");
+  EXPECT_GT(hetsynth::PhysicalRamBytes(), 0);
 }
 
 }  // namespace

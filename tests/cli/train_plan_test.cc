@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "hetsynth/base/memory.h"
 #include "hetsynth/runtime/cuda.h"
 
 namespace {
@@ -494,7 +495,7 @@ TEST_F(TrainPlan, PlanLargerThanThisMachineIsRefusedBeforeAllocating) {
   const nlohmann::json plan = nlohmann::json::parse(Slurp(big));
   double need = 0;
   for (double b : plan["predicted"]["memory_bytes"]) need += b;
-  const double have = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  const double have = hetsynth::PhysicalRamBytes();
   if (!(need > have)) GTEST_SKIP() << "the plan's " << need / 1073741824.0 << " GiB fit in this machine's " << have / 1073741824.0 << " GiB";
   const Result r = Hetsynth("train --plan " + big + " --steps 1");
   EXPECT_EQ(r.code, 2) << r.err;

@@ -6,8 +6,6 @@
 // Clock: the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID), the clock the plan executor
 // charges kernels and thread-rank collectives with when it emulates devices (executor_impl.h,
 // Compute and Communicate).
-#include <unistd.h>
-
 #include <algorithm>
 #include <numeric>
 #include <vector>
@@ -16,35 +14,19 @@
 
 #include "cpu_backend.h"
 #include "hetsynth/instr/program.h"
+#include "hetsynth/base/median.h"
+#include "hetsynth/base/memory.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/collectives.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/executor.h"
+#include "hetsynth/runtime/profile_collectives.h"
 #include "hetsynth/runtime/trainer.h"
 
 namespace hetsynth::runtime::cpu {
 namespace {
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
-}
-
-double PhysicalRamBytes() {
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
-}
-
-std::string Bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) b /= 1024, ++u;
-  return fmt::format("{:.4g} {}", b, units[u]);
-}
 
 // Runs 1 warm-up + `repeats` timed training steps of the CPU Trainer on this thread, timing each
 // node's forward + backward kernel calls (its kernel timer) and the update of every parameter,
@@ -137,9 +119,6 @@ absl::StatusOr<double> ExecutorScale(const ir::Graph& g, const DataSource& data,
   return scale;
 }
 
-constexpr int kCommOps = 4;
-constexpr const char* kCommOpNames[kCommOps] = {"all_gather", "reduce_scatter", "all_reduce", "all_gather_padded"};
-
 // For each tensor of o.collectives (shard lengths per rank): Barrier, then time through the
 // executor's own code path (collectives.h, packing included) a grouped all-gather, after another
 // Barrier a grouped reduce-scatter, after a third an all-reduce of the whole tensor and after a
@@ -148,12 +127,8 @@ constexpr const char* kCommOpNames[kCommOps] = {"all_gather", "reduce_scatter", 
 // sleeps on a condition variable and is not counted, the copying and summing a rank does is.
 absl::Status TimeCollectives(const ProfileOptions& o, DeviceProfile& out) {
   const int n = static_cast<int>(o.speeds.size());
-  const size_t num = o.collectives.size(), per = static_cast<size_t>(o.repeats + 1);
-  // seconds[((tensor · kCommOps + op) · per + rep) · n + rank], each rank writing its own slots.
-  std::vector<double> seconds(num * kCommOps * per * static_cast<size_t>(n), 0.0);
-  auto slot = [&](size_t c, int op, int rep, int rank) -> double& {
-    return seconds[((c * kCommOps + static_cast<size_t>(op)) * per + static_cast<size_t>(rep)) * n + rank];
-  };
+  const size_t num = o.collectives.size();
+  CollectiveTimings seconds(num, o.repeats, n);  // each rank writes its own slots
   HS_RETURN_IF_ERROR(RunThreadRanks(n, [&](Communicator& comm) -> absl::Status {
     for (size_t c = 0; c < num; ++c) {
       const std::vector<int64_t>& lengths = o.collectives[c];
@@ -164,35 +139,25 @@ absl::Status TimeCollectives(const ProfileOptions& o, DeviceProfile& out) {
         HS_RETURN_IF_ERROR(comm.Barrier());
         double t0 = ThreadCpuSeconds();
         HS_RETURN_IF_ERROR(AllGatherAlong(comm, piece, full, 0, lengths, CommImpl::kGrouped).status());
-        slot(c, 0, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+        seconds.at(c, 0, rep, comm.rank()) = ThreadCpuSeconds() - t0;
         HS_RETURN_IF_ERROR(comm.Barrier());
         t0 = ThreadCpuSeconds();
         HS_RETURN_IF_ERROR(ReduceScatterAlong(comm, whole, 0, lengths, CommImpl::kGrouped).status());
-        slot(c, 1, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+        seconds.at(c, 1, rep, comm.rank()) = ThreadCpuSeconds() - t0;
         HS_RETURN_IF_ERROR(comm.Barrier());
         Tensor data = whole;
         t0 = ThreadCpuSeconds();
         HS_RETURN_IF_ERROR(comm.AllReduce(data.ptr(), data.numel()));
-        slot(c, 2, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+        seconds.at(c, 2, rep, comm.rank()) = ThreadCpuSeconds() - t0;
         HS_RETURN_IF_ERROR(comm.Barrier());
         t0 = ThreadCpuSeconds();
         HS_RETURN_IF_ERROR(AllGatherAlong(comm, piece, full, 0, lengths, CommImpl::kPadded).status());
-        slot(c, 3, rep, comm.rank()) = ThreadCpuSeconds() - t0;
+        seconds.at(c, 3, rep, comm.rank()) = ThreadCpuSeconds() - t0;
       }
     }
     return absl::OkStatus();
   }));
-  for (size_t c = 0; c < num; ++c) {
-    for (int op = 0; op < kCommOps; ++op) {
-      std::vector<double> worst;
-      for (int rep = 1; rep <= o.repeats; ++rep) {  // rep 0 warms up
-        double w = 0;
-        for (int r = 0; r < n; ++r) w = std::max(w, slot(c, op, rep, r));
-        worst.push_back(w);
-      }
-      out.collectives.push_back({kCommOpNames[op], o.collectives[c], Median(worst)});
-    }
-  }
+  seconds.AppendTo(o.collectives, out.collectives);
   return absl::OkStatus();
 }
 
@@ -236,7 +201,7 @@ absl::StatusOr<DeviceProfile> ProfileCpu(const ir::Graph& graph, const DataSourc
     if (o.progress) {
       o.progress(fmt::format("profile: timing grouped and padded all-gather, grouped reduce-scatter (shards by device "
                              "speed) and all-reduce on {} thread ranks, 16 B to {}, 1 warm-up + {} repeat{} per size",
-                             n, Bytes(4.0 * static_cast<double>(std::accumulate(largest.begin(), largest.end(), int64_t{0}))),
+                             n, FormatBytes(4.0 * static_cast<double>(std::accumulate(largest.begin(), largest.end(), int64_t{0}))),
                              o.repeats, o.repeats == 1 ? "" : "s"));
     }
     HS_RETURN_IF_ERROR(TimeCollectives(o, out));

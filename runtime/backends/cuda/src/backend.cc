@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "hetsynth/base/memory.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/cuda.h"
@@ -14,13 +15,6 @@
 
 namespace hetsynth::runtime {
 namespace {
-
-std::string Bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) b /= 1024, ++u;
-  return fmt::format("{:.4g} {}", b, units[u]);
-}
 
 class Cuda final : public Backend {
  public:
@@ -64,10 +58,10 @@ class Cuda final : public Backend {
                                    "step{}; the optimizer update; a device-to-device copy of up to {}",
                                    options.device, ProbeCuda().first_name, options.precision, options.model,
                                    options.repeats, options.repeats == 1 ? "" : "s",
-                                   Bytes(static_cast<double>(options.copy_bytes))));
+                                   FormatBytes(static_cast<double>(options.copy_bytes))));
       if (options.speeds.size() >= 2 && !options.collectives.empty()) {
         auto bytes = [](const std::vector<int64_t>& lengths) {
-          return Bytes(4.0 * static_cast<double>(std::accumulate(lengths.begin(), lengths.end(), int64_t{0})));
+          return FormatBytes(4.0 * static_cast<double>(std::accumulate(lengths.begin(), lengths.end(), int64_t{0})));
         };
         options.progress(fmt::format("profile: then grouped and padded all-gather, grouped reduce-scatter and "
                                      "all-reduce on {} virtual GPUs (SMs and shards by device speed), {} to {}, 1 "

@@ -18,9 +18,11 @@
 #include "device_trainer.h"
 #include "exec/check.h"
 #include "exec/exec_gpu.h"
+#include "hetsynth/base/median.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/cuda.h"
 #include "hetsynth/runtime/cuda_backend.h"
+#include "hetsynth/runtime/profile_collectives.h"
 #include "ops/optim.h"
 
 namespace hetsynth::runtime {
@@ -29,13 +31,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
-}
 
 // Per node: the median over `repeats` timed training steps (after one warm-up) of its forward
 // + backward seconds on the GPU (DeviceTrainer's kernel timer waits for the device around
@@ -117,20 +112,14 @@ absl::StatusOr<double> TimeCopy(gpu::GpuExec& x, int64_t bytes, int repeats) {
   return s > 0 ? 2.0 * static_cast<double>(size) / s : 0.0;
 }
 
-constexpr int kCommOps = 4;
-const char* const kCommOpNames[kCommOps] = {"all_gather", "reduce_scatter", "all_reduce", "all_gather_padded"};
-
 // On each virtual GPU, per tensor of options.collectives and per repeat: a grouped all-gather,
 // a grouped reduce-scatter, an all-reduce of the whole tensor and a padded all-gather, each
 // after the rank's stream is idle and a barrier, timed until the rank's stream is done with it.
 // Per tensor and op: the median over the repeats (after one warm-up) of the slowest rank.
 absl::Status TimeCollectives(const CudaProfileOptions& options, gpu::Precision precision, CudaProfile& out) {
   const int n = static_cast<int>(options.speeds.size());
-  const size_t num = options.collectives.size(), per = static_cast<size_t>(options.repeats + 1);
-  std::vector<double> seconds(num * kCommOps * per * static_cast<size_t>(n), 0.0);
-  auto slot = [&](size_t c, int op, int rep, int rank) -> double& {
-    return seconds[((c * kCommOps + static_cast<size_t>(op)) * per + static_cast<size_t>(rep)) * n + rank];
-  };
+  const size_t num = options.collectives.size();
+  CollectiveTimings seconds(num, options.repeats, n);  // each rank writes its own slots
   auto run = [&](Communicator& comm, gpu::GpuExec& x) -> absl::Status {
     const int rank = comm.rank();
     for (size_t c = 0; c < num; ++c) {
@@ -139,7 +128,7 @@ absl::Status TimeCollectives(const CudaProfileOptions& options, gpu::Precision p
       gpu::DeviceTensor piece = x.Make({std::max<int64_t>(1, lengths[static_cast<size_t>(rank)])});
       gpu::DeviceTensor whole = x.Make({total}), data = x.Make({total});
       for (int rep = 0; rep <= options.repeats; ++rep) {
-        for (int op = 0; op < kCommOps; ++op) {
+        for (int op = 0; op < kProfileCommOps; ++op) {
           HS_RETURN_IF_ERROR(x.Synchronize());
           HS_RETURN_IF_ERROR(comm.Barrier());
           HS_RETURN_IF_ERROR(x.Synchronize());
@@ -151,7 +140,7 @@ absl::Status TimeCollectives(const CudaProfileOptions& options, gpu::Precision p
             default: HS_RETURN_IF_ERROR(comm.AllGatherV(piece.ptr(), whole.ptr(), lengths, CommImpl::kPadded)); break;
           }
           HS_RETURN_IF_ERROR(x.Synchronize());
-          slot(c, op, rep, rank) = Since(t0);
+          seconds.at(c, op, rep, rank) = Since(t0);
         }
       }
     }
@@ -178,17 +167,7 @@ absl::Status TimeCollectives(const CudaProfileOptions& options, gpu::Precision p
   for (int s : layout.sm_counts) sms += (sms.empty() ? "" : ", ") + std::to_string(s);
   out.comm_description = StrCat(n, " virtual GPUs of ", layout.device_sms, " SMs with ", sms, " SMs (",
                                 layout.green ? "green contexts" : "plain streams sharing every SM", ")", fallback);
-  for (size_t c = 0; c < num; ++c) {
-    for (int op = 0; op < kCommOps; ++op) {
-      std::vector<double> worst;
-      for (int rep = 1; rep <= options.repeats; ++rep) {
-        double w = 0;
-        for (int r = 0; r < n; ++r) w = std::max(w, slot(c, op, rep, r));
-        worst.push_back(w);
-      }
-      out.collectives.push_back({kCommOpNames[op], options.collectives[c], Median(worst)});
-    }
-  }
+  seconds.AppendTo(options.collectives, out.collectives);
   return absl::OkStatus();
 }
 

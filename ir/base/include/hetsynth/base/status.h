@@ -44,6 +44,11 @@ std::string StrCat(const Args&... args) {
   (os << ... << args);
   return os.str();
 }
+
+// A bad input file, in the one form every file reader (graph, plan, placement, cluster) uses:
+// InvalidArgument "KIND 'SOURCE': WHERE: WHAT", or "KIND 'SOURCE': WHAT" when `where` is empty —
+// e.g. "plan 'p.json': field 'version': 4; expected 1, 2 or 3".
+absl::Status FileError(const char* kind, const std::string& source, const std::string& where, const std::string& what);
 }  // namespace hetsynth
 
 namespace hetsynth::internal {
