@@ -90,9 +90,17 @@ std::vector<Request> Requests(const std::string& dir, int64_t step) {
 // ---- MPI workers ---------------------------------------------------------------------------
 
 char g_terminated_path[4096];
+// While a snapshot file is being written, SIGTERM waits for it: a survivor stopped mid-write
+// would leave the survivors without a common snapshot.
+volatile sig_atomic_t g_writing = 0, g_terminate_pending = 0;
 
 void OnTerminate(int) {
-  // Async-signal-safe: the launcher stops this survivor of a lost rank; say so, then go.
+  // Async-signal-safe: the launcher (or the agent) stops this survivor of a lost rank; say so,
+  // then go.
+  if (g_writing != 0) {
+    g_terminate_pending = 1;
+    return;
+  }
   const int fd = ::open(g_terminated_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd >= 0) {
     const char msg[] = "terminated\n";
@@ -146,7 +154,11 @@ absl::Status ElasticWorkerStart(const TrainOptions& o, int rank, ElasticHooks* h
   HS_ASSIGN_OR_RETURN(hooks->snapshot_every, SnapshotEvery(o.snapshot_every));
   hooks->keep = [dir, rank](runtime::RankSnapshot s) {
     const std::string path = fmt::format("{}/snap-{}-{}.safetensors", dir, rank, s.step);
-    if (absl::Status st = runtime::WriteRankSnapshot(path, s); !st.ok()) {
+    g_writing = 1;
+    const absl::Status st = runtime::WriteRankSnapshot(path, s);
+    g_writing = 0;
+    if (g_terminate_pending != 0) OnTerminate(SIGTERM);
+    if (!st.ok()) {
       fmt::print(stderr, "rank {}: elastic snapshot: {}\n", rank, std::string(st.message()));
       return;
     }
@@ -473,8 +485,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
   if (UnderMpiLauncher()) {
     return absl::InvalidArgumentError("--elastic is the agent: run it once, not under mpirun; with --workers mpi it starts mpirun itself");
   }
-  for (const auto& [flag, given] : {std::pair{"--ranks", o.ranks_given}, {"--trace", !o.trace.empty()},
-                                    {"--emulate-gpus", o.emulate_gpus}}) {
+  for (const auto& [flag, given] : {std::pair{"--ranks", o.ranks_given}, {"--emulate-gpus", o.emulate_gpus}}) {
     if (given) return absl::InvalidArgumentError(StrCat(flag, " does not apply to --elastic"));
   }
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(o.cluster));
@@ -514,6 +525,14 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
   dir = fs::absolute(dir).string();
   if (!o.metrics.empty()) HS_RETURN_IF_ERROR(CheckOutputPath("--metrics", o.metrics));
   if (!o.save.empty()) HS_RETURN_IF_ERROR(CheckOutputPath("--save", o.save));
+  if (!o.trace.empty()) HS_RETURN_IF_ERROR(CheckOutputPath("--trace", o.trace));
+  // --trace: the agent's timeline (epochs, detection, re-planning, resharding) and rank 0's steps,
+  // in wall-clock time from the start.
+  const double t_start = UnixNow();
+  std::vector<runtime::TraceEvent> trace;
+  auto span = [&](int track, const std::string& name, const char* category, double begin_unix, double end_unix) {
+    trace.push_back({name, category, track, begin_unix - t_start, std::max(end_unix - begin_unix, 1e-4), 0});
+  };
   const std::string cluster_abs = fs::absolute(o.cluster).string();
   auto write_agent = [&](const std::vector<std::string>& m) {
     return WriteFileAtomically(dir + "/agent", StrCat(cluster_abs, "\n", Join(m, ","), "\n"));
@@ -553,6 +572,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     if (ep.index > 64) return absl::AbortedError("elastic: 64 membership epochs; giving up");
     // Re-plan for the members.
     const auto t0 = std::chrono::steady_clock::now();
+    const double epoch_unix = UnixNow();
     HS_ASSIGN_OR_RETURN(costmodel::Cluster sub,
                         costmodel::SubCluster(cluster, ep.members, fmt::format("{}.epoch{}", cluster.name, ep.index)));
     const std::string cluster_path = fmt::format("{}/cluster-epoch-{}.json", dir, ep.index);
@@ -564,6 +584,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     const instr::Plan plan = MakePlan(spec, sub, *r);
     HS_RETURN_IF_ERROR(WriteFileAtomically(plan_path, instr::PlanToJson(graph, plan)));
     const double replan_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    span(0, fmt::format("re-plan for {} devices", ep.members.size()), "re-plan", epoch_unix, epoch_unix + replan_s);
     std::string resume_path;
     if (have_resume) {
       // The reshard's input, kept on disk too: a fresh run can start from it (docs/elastic.md).
@@ -607,6 +628,14 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     }
     // This epoch's steps: they stand up to where the next epoch starts.
     const std::vector<std::string> lines = Lines(metrics_path);
+    span(0, fmt::format("epoch {}: {}", ep.index, Join(ep.members)), "epoch", epoch_unix, UnixNow());
+    if (end.detected_unix > 0) span(0, StrCat("detected: ", end.cause), "detection", end.detected_unix, end.detected_unix);
+    double prev = epoch_unix + replan_s;
+    for (const std::string& line : lines) {
+      const double at = FieldOf(line, "unix_time");
+      span(1, fmt::format("step {}", StepOf(line)), "step", prev, at);
+      prev = at;
+    }
     if (recovery_pending > 0 && !lines.empty()) {
       const double rec = FieldOf(lines.front(), "unix_time") - recovery_pending;
       recovery_max = std::max(recovery_max, rec);
@@ -636,6 +665,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     if (end.lost.empty() && end.stopped_at < 0) return end.status;  // a failure no re-plan mends
     // The survivors' newest snapshot; failing that (none taken yet, or two neighbours lost), the
     // state this epoch started from, which the agent holds.
+    const double reshard_unix = UnixNow();
     absl::StatusOr<runtime::Checkpoint> ck =
         end.snapshots.empty() ? absl::FailedPreconditionError("the survivors hold no snapshot of one step")
                               : runtime::AssembleSnapshot(end.snapshots, shapes, opt.kind);
@@ -651,6 +681,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
       }
     }
     keep_until(step);
+    span(0, StrCat("reshard: snapshot of step ", step), "reshard", reshard_unix, UnixNow());
     std::vector<std::string> next = ep.members, lost, joined, left;
     std::string cause;
     if (!end.lost.empty()) {
@@ -705,6 +736,10 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     HS_RETURN_IF_ERROR(write_agent(ep.members));
   }
   (void)log;
+  if (!o.trace.empty()) {
+    HS_RETURN_IF_ERROR(runtime::WriteChromeTrace(o.trace, trace, {"elastic agent", "steps of rank 0 (wall clock)"},
+                                                 StrCat("elastic run of ", spec.ToString(), " on ", cluster.name)));
+  }
   if (!o.metrics.empty()) {
     std::string text;
     for (const std::string& line : kept) text += line + "\n";

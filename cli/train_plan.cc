@@ -497,8 +497,10 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     }
     if (o.quiet) return;
     const std::string line =
-        fmt::format("step {:>5}/{}  loss {:.4f}  {} /step (compute {}, comm {}, idle {}; mean over ranks)", i + 1,
-                    o.steps, m.loss, Ms(m.step_time_s), Ms(c.get()), Ms(x.get()), Ms(w.get()));
+        // An elastic epoch counts the run's optimizer steps (it starts from a snapshot's).
+        fmt::format("step {:>5}/{}  loss {:.4f}  {} /step (compute {}, comm {}, idle {}; mean over ranks)",
+                    o.elastic_epoch >= 0 ? m.step : i + 1, o.elastic_epoch >= 0 ? m.step - (i + 1) + o.steps : o.steps,
+                    m.loss, Ms(m.step_time_s), Ms(c.get()), Ms(x.get()), Ms(w.get()));
     if (tty) {
       fmt::print(stderr, "\r{}", line);
       if (i + 1 == o.steps) fmt::print(stderr, "\n");

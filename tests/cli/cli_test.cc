@@ -64,6 +64,24 @@ TEST(Cli, BadFlagsAndHyperparameters) {
   ExpectError("frob", "frob");
 }
 
+TEST(Cli, ElasticRefusesBadFlagsAndRequests) {
+  const std::string c = std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/mixed-4.json";
+  const std::string base = "train --elastic --model gpt --small --steps 2 --quiet --cluster " + c;
+  ExpectError("train --elastic --model gpt --small --steps 2", "--elastic needs --cluster FILE");
+  ExpectError(base + " --workers slurm", "--workers slurm; expected threads or mpi");
+  ExpectError(base + " --snapshot-every 0", "--snapshot-every '0'; expected an integer >= 1 or auto");
+  ExpectError(base + " --members fast0,gpu9", "--members: device 'gpu9' is not in cluster");
+  ExpectError(base + " --ranks 2", "--ranks does not apply to --elastic");
+  const std::string dir = Tmp("cli_elastic_run");
+  ExpectError("elastic join --dir " + dir + "-none half0", "no elastic run there");
+  // A finished run leaves its agent file: requests are checked against its cluster and members.
+  ASSERT_EQ(Hetsynth(base + " --members fast0,fast1 --elastic-dir " + dir).code, 0);
+  ExpectError("elastic join --dir " + dir + " gpu9", "device 'gpu9' is not in cluster file");
+  ExpectError("elastic join --dir " + dir + " fast1", "device 'fast1' is already a member (fast0, fast1)");
+  ExpectError("elastic leave --dir " + dir + " half0", "device 'half0' is not a member");
+  ExpectError("elastic join --dir " + dir + " half0 --at-step -1", "--at-step");
+}
+
 TEST(Cli, BadFilesAreNamed) {
   ExpectError("train --model mlp --small --steps 1 --data /nonexistent/d.safetensors", "/nonexistent/d.safetensors");
   ExpectError("train --model mlp --small --steps 1 --load /nonexistent/c.safetensors", "/nonexistent/c.safetensors");
