@@ -668,7 +668,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     const double reshard_unix = UnixNow();
     absl::StatusOr<runtime::Checkpoint> ck =
         end.snapshots.empty() ? absl::FailedPreconditionError("the survivors hold no snapshot of one step")
-                              : runtime::AssembleSnapshot(end.snapshots, shapes, opt.kind);
+                              : runtime::AssembleSnapshot(end.snapshots, shapes);
     if (ck.ok()) {
       resume = std::move(*ck);
       have_resume = true;
@@ -735,7 +735,6 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     ep.members = next;
     HS_RETURN_IF_ERROR(write_agent(ep.members));
   }
-  (void)log;
   if (!o.trace.empty()) {
     HS_RETURN_IF_ERROR(runtime::WriteChromeTrace(o.trace, trace, {"elastic agent", "steps of rank 0 (wall clock)"},
                                                  StrCat("elastic run of ", spec.ToString(), " on ", cluster.name)));

@@ -250,7 +250,7 @@ TEST(Executor, SnapshotSurvivesAnyOneLostRank) {
       for (int r = 0; r < 4; ++r) {
         if (r != lost) survivors.push_back(snaps[static_cast<size_t>(r)]);
       }
-      auto ck = AssembleSnapshot(survivors, shapes, setup->optimizer.kind);
+      auto ck = AssembleSnapshot(survivors, shapes);
       ASSERT_TRUE(ck.ok()) << "rank " << lost << " lost: " << ck.status();
       EXPECT_EQ(ck->step, 3);
       EXPECT_EQ(ck->params.size(), full.size());
@@ -277,7 +277,7 @@ TEST(Executor, SnapshotSurvivesAnyOneLostRank) {
       EXPECT_EQ(loss, next_losses.at(0));
     }
     // Ranks 1 and 2 both lost: rank 1's pieces were kept by 1 and 2 only.
-    auto two = AssembleSnapshot({snaps[0], snaps[3]}, shapes, setup->optimizer.kind);
+    auto two = AssembleSnapshot({snaps[0], snaps[3]}, shapes);
     if (std::string(strategy) == "zero-even") {
       EXPECT_FALSE(two.ok());
       EXPECT_NE(two.status().message().find("no survivor holds all of"), std::string::npos) << two.status();

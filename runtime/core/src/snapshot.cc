@@ -29,7 +29,7 @@ bool ParseInt(const std::string& s, int64_t* v) {
 int SnapshotOwner(size_t key_index, int ranks) { return ranks > 0 ? static_cast<int>(key_index % static_cast<size_t>(ranks)) : 0; }
 
 absl::StatusOr<Checkpoint> AssembleSnapshot(const std::vector<RankSnapshot>& survivors,
-                                            const std::map<std::string, ir::Shape>& shapes, OptimizerKind optimizer) {
+                                            const std::map<std::string, ir::Shape>& shapes) {
   if (survivors.empty()) return absl::FailedPreconditionError("snapshot: no surviving rank holds one");
   // The newest step every survivor holds a snapshot of: they are taken together, so a rank lost
   // while taking one leaves the others a step ahead only if it had finished — then all agree.
@@ -105,7 +105,6 @@ absl::StatusOr<Checkpoint> AssembleSnapshot(const std::vector<RankSnapshot>& sur
   for (const auto& [name, shape] : shapes) {
     if (!ck.params.count(name)) return absl::FailedPreconditionError(StrCat("snapshot: parameter '", name, "' is missing"));
   }
-  (void)optimizer;
   return ck;
 }
 

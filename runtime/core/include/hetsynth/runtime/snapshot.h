@@ -7,7 +7,7 @@
 //
 //   HS_ASSIGN_OR_RETURN(RankSnapshot mine, executor->Snapshot());   // collective
 //   ... rank 2 is lost ...
-//   HS_ASSIGN_OR_RETURN(Checkpoint ck, AssembleSnapshot({s0, s1, s3}, shapes, OptimizerKind::kAdam));
+//   HS_ASSIGN_OR_RETURN(Checkpoint ck, AssembleSnapshot({s0, s1, s3}, shapes));
 //   HS_RETURN_IF_ERROR(new_executor->Restore(ck));
 #pragma once
 
@@ -50,8 +50,7 @@ int SnapshotOwner(size_t key_index, int ranks);
 // every survivor has. FailedPrecondition naming the first tensor that is not (two neighbouring
 // ranks lost, say).
 absl::StatusOr<Checkpoint> AssembleSnapshot(const std::vector<RankSnapshot>& survivors,
-                                            const std::map<std::string, ir::Shape>& shapes,
-                                            OptimizerKind optimizer);
+                                            const std::map<std::string, ir::Shape>& shapes);
 
 // A rank's snapshot as one file (safetensors; each piece "<i>" with its key, dim and offset in
 // the metadata), written atomically, and back.
