@@ -744,6 +744,9 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     for (const std::string& line : kept) text += line + "\n";
     HS_RETURN_IF_ERROR(WriteFileAtomically(o.metrics, text));
   }
+  // The default directory is in memory (/dev/shm) and only this run's: gone with its success. A
+  // directory the user named keeps its plans, log and snapshots.
+  if (o.elastic_dir.empty()) fs::remove_all(dir, ec);
   float first = NAN, last = NAN;
   if (!kept.empty()) first = static_cast<float>(FieldOf(kept.front(), "loss")), last = static_cast<float>(FieldOf(kept.back(), "loss"));
   fmt::print("trained {} elastically on cluster '{}' for {} steps in {} membership epoch{}: loss {:.4f} -> {:.4f}; {} steps redone{}\n",
