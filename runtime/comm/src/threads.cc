@@ -200,7 +200,9 @@ class HostMover {
     return v.data();
   }
   absl::Status Copy(bool, float* dst, const float* src, int64_t n) {
-    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+    // A rank's empty shard may be an empty vector's null data(): memcpy from null is undefined
+    // even for 0 bytes.
+    if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
     return absl::OkStatus();
   }
   absl::Status Sum(bool, const float* const* in, int k, float* out, int64_t n) {
