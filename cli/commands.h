@@ -3,6 +3,8 @@
 // main prints as one line before exiting with status 2.
 #pragma once
 
+#include <sys/types.h>
+
 #include <functional>
 #include <map>
 #include <string>
@@ -38,6 +40,9 @@ absl::Status CheckOutputPath(const std::string& flag, const std::string& path);
 CLI::Validator NonNegativeInt();
 CLI::Validator PositiveInt();
 
+// Writes `text` to PATH.tmp with `mode`, then renames it over `path`: readers see the old file or
+// the new one, never a part.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text, mode_t mode = 0644);
 // The whole of a text file; NotFound names `what` and the path.
 absl::StatusOr<std::string> ReadText(const std::string& path, const char* what);
 // The model a plan or placement file was made for, rebuilt from its header's model, model_args

@@ -24,6 +24,7 @@
 
 #include <fmt/format.h>
 
+#include "absl/strings/str_join.h"
 #include "commands.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/base/this_program.h"
@@ -50,20 +51,6 @@ double UnixOf(Clock::time_point t) { return std::chrono::duration<double>(t.time
 //   epoch-E/        MPI workers: pid-R, exit-R, snap-R-STEP.safetensors
 
 std::string EpochDir(const std::string& dir, int epoch) { return fmt::format("{}/epoch-{}", dir, epoch); }
-
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) return absl::InvalidArgumentError(StrCat("'", path, "': cannot write"));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return absl::InvalidArgumentError(StrCat("'", path, "': cannot write (", ec.message(), ")"));
-  return absl::OkStatus();
-}
 
 struct Request {
   std::string file, kind, device;
@@ -206,12 +193,6 @@ struct EpochEnd {
   double snapshot_s = 0, step_wall_s = 0;
 };
 
-std::string Join(const std::vector<std::string>& v, const char* sep = ", ") {
-  std::string out;
-  for (const std::string& s : v) out += (out.empty() ? "" : sep) + s;
-  return out;
-}
-
 std::string JsonEscape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -300,12 +281,8 @@ char ProcessState(pid_t pid) {
   return paren == std::string::npos || paren + 2 >= line.size() ? 0 : line[paren + 2];
 }
 
-std::string ReadSmall(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// The text of a small file, "" when it does not exist (yet).
+std::string ReadSmall(const std::string& path) { return ReadText(path, "file").value_or(""); }
 
 // One epoch as mpirun workers: starts them, watches their processes (a worker gone without its
 // exit record is lost; one stopped while others have ended, or past the deadline, too), and on a
@@ -400,11 +377,7 @@ EpochEnd RunMpiEpoch(const TrainOptions& e, int ranks, const std::string& dir, c
     if (!end.lost.empty()) {
       end.detected_unix = UnixNow();
       end.cause = fmt::format("rank{} {} ended without a word", end.lost.size() > 1 ? "s" : "",
-                              Join([&] {
-                                std::vector<std::string> v;
-                                for (int r : end.lost) v.push_back(std::to_string(r));
-                                return v;
-                              }()));
+                              absl::StrJoin(end.lost, ", "));
     }
   }
   const std::string& first = records[0];
@@ -535,7 +508,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
   };
   const std::string cluster_abs = fs::absolute(o.cluster).string();
   auto write_agent = [&](const std::vector<std::string>& m) {
-    return WriteFileAtomically(dir + "/agent", StrCat(cluster_abs, "\n", Join(m, ","), "\n"));
+    return WriteFileAtomically(dir + "/agent", StrCat(cluster_abs, "\n", absl::StrJoin(m, ","), "\n"));
   };
   HS_RETURN_IF_ERROR(write_agent(members));
   std::ofstream log(dir + "/membership.jsonl", std::ios::binary | std::ios::trunc);
@@ -543,7 +516,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     fmt::print(stderr,
                "elastic: training {} on cluster '{}' ({} of {} devices: {}), {} ranks; snapshots every {} steps, "
                "state in {} (membership log: membership.jsonl)\n",
-               spec.ToString(), cluster.name, members.size(), cluster.size(), Join(members), o.workers,
+               spec.ToString(), cluster.name, members.size(), cluster.size(), absl::StrJoin(members, ", "), o.workers,
                o.snapshot_every, dir);
   }
 
@@ -580,7 +553,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     HS_RETURN_IF_ERROR(WriteFileAtomically(cluster_path, costmodel::ClusterToJson(sub)));
     synth::SynthOptions so;
     absl::StatusOr<synth::SynthResult> r = synth::Synthesize(graph, sub, SynthesizedStrategy(false, false, false), so);
-    if (!r.ok()) return absl::Status(r.status().code(), StrCat("elastic: re-planning for ", Join(ep.members), ": ", r.status().message()));
+    if (!r.ok()) return absl::Status(r.status().code(), StrCat("elastic: re-planning for ", absl::StrJoin(ep.members, ", "), ": ", r.status().message()));
     const instr::Plan plan = MakePlan(spec, sub, *r);
     HS_RETURN_IF_ERROR(WriteFileAtomically(plan_path, instr::PlanToJson(graph, plan)));
     const double replan_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -593,7 +566,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     }
     if (!o.quiet) {
       fmt::print(stderr, "elastic: epoch {} from step {}: {} ranks ({}); plan {} predicts {:.2f} ms/step (re-planned in {:.2f} s)\n",
-                 ep.index, step, ep.members.size(), Join(ep.members), plan_path, plan.predicted_step_time_s * 1e3, replan_s);
+                 ep.index, step, ep.members.size(), absl::StrJoin(ep.members, ", "), plan_path, plan.predicted_step_time_s * 1e3, replan_s);
     }
     const std::string metrics_path = fmt::format("{}/metrics-epoch-{}.jsonl", dir, ep.index);
     TrainOptions e = o;
@@ -628,7 +601,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     }
     // This epoch's steps: they stand up to where the next epoch starts.
     const std::vector<std::string> lines = Lines(metrics_path);
-    span(0, fmt::format("epoch {}: {}", ep.index, Join(ep.members)), "epoch", epoch_unix, UnixNow());
+    span(0, fmt::format("epoch {}: {}", ep.index, absl::StrJoin(ep.members, ", ")), "epoch", epoch_unix, UnixNow());
     if (end.detected_unix > 0) span(0, StrCat("detected: ", end.cause), "detection", end.detected_unix, end.detected_unix);
     double prev = epoch_unix + replan_s;
     for (const std::string& line : lines) {
@@ -654,7 +627,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
         }
       }
     };
-    summary.push_back(fmt::format("epoch {}: {} ({} ranks) from step {}", ep.index, Join(ep.members), ep.members.size(), ep.start_step));
+    summary.push_back(fmt::format("epoch {}: {} ({} ranks) from step {}", ep.index, absl::StrJoin(ep.members, ", "), ep.members.size(), ep.start_step));
     snapshots += end.snapshots_taken;
     snapshot_s += end.snapshot_s;
     step_wall_s += end.step_wall_s;
@@ -695,7 +668,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
       ::unsetenv("HETSYNTH_TEST_KILL_RANK");  // the test hook kills once
       if (!o.quiet) {
         fmt::print(stderr, "elastic: lost {} at step {} ({}); the {} survivors resume from the snapshot of step {}\n",
-                   Join(lost), step + 1, end.cause, next.size(), step);
+                   absl::StrJoin(lost, ", "), step + 1, end.cause, next.size(), step);
       }
     } else {
       for (const Request& q : Requests(dir, end.stopped_at)) {
@@ -722,8 +695,8 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
       next = ordered;
       cause = StrCat("requests at step ", end.stopped_at);
       if (!o.quiet) {
-        fmt::print(stderr, "elastic: at step {}: {}{}{}\n", end.stopped_at, joined.empty() ? "" : "join " + Join(joined),
-                   !joined.empty() && !left.empty() ? ", " : "", left.empty() ? "" : "leave " + Join(left));
+        fmt::print(stderr, "elastic: at step {}: {}{}{}\n", end.stopped_at, joined.empty() ? "" : "join " + absl::StrJoin(joined, ", "),
+                   !joined.empty() && !left.empty() ? ", " : "", left.empty() ? "" : "leave " + absl::StrJoin(left, ", "));
       }
     }
     log << fmt::format(
@@ -785,17 +758,17 @@ absl::Status MakeRequest(const std::string& kind, const RequestFlags& f) {
     std::vector<std::string> names;
     for (const costmodel::Device& d : cluster.devices) names.push_back(d.name);
     return absl::InvalidArgumentError(StrCat("device '", f.device, "' is not in cluster file '", cluster_path,
-                                             "'; expected one of ", Join(names)));
+                                             "'; expected one of ", absl::StrJoin(names, ", ")));
   }
   std::vector<std::string> members;
   std::istringstream ms(members_line);
   for (std::string m; std::getline(ms, m, ',');) members.push_back(m);
   const bool member = std::find(members.begin(), members.end(), f.device) != members.end();
   if (kind == "join" && member) {
-    return absl::InvalidArgumentError(StrCat("device '", f.device, "' is already a member (", Join(members), ")"));
+    return absl::InvalidArgumentError(StrCat("device '", f.device, "' is already a member (", absl::StrJoin(members, ", "), ")"));
   }
   if (kind == "leave" && !member) {
-    return absl::InvalidArgumentError(StrCat("device '", f.device, "' is not a member (", Join(members), ")"));
+    return absl::InvalidArgumentError(StrCat("device '", f.device, "' is not a member (", absl::StrJoin(members, ", "), ")"));
   }
   if (kind == "leave" && members.size() == 1) {
     return absl::InvalidArgumentError(StrCat("device '", f.device, "' is the last member; stop the run instead"));

@@ -24,6 +24,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "commands.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/base/this_program.h"
 #include "hetsynth/runtime/pacer.h"
@@ -347,20 +348,6 @@ absl::StatusOr<EmulatedClusterState> ReadState(const std::string& name) {
                                              "; remove it with 'hetsynth cluster down --name ", name, "'"));
   }
   return FromJson(j, path);
-}
-
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text, mode_t mode = 0644) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out) return absl::InternalError(StrCat("cannot write '", tmp, "'"));
-  }
-  chmod(tmp.c_str(), mode);
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(StrCat("cannot rename '", tmp, "' to '", path, "': ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
 }
 
 absl::Status WriteState(const EmulatedClusterState& s) {

@@ -1,9 +1,11 @@
 // `hetsynth synth`, `hetsynth explain`, `hetsynth check`: make a plan for a cluster, show it,
 // and re-verify it.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -294,6 +296,20 @@ absl::Status CheckOutputPath(const std::string& flag, const std::string& path) {
   if (::access(dir.c_str(), W_OK) != 0) {
     return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "': directory '", ir::Shorten(dir.string(), 200),
                                              "' is not writable"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text, mode_t mode) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out) return absl::InternalError(StrCat("cannot write '", tmp, "'"));
+  }
+  chmod(tmp.c_str(), mode);
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(StrCat("cannot rename '", tmp, "' to '", path, "': ", std::strerror(errno)));
   }
   return absl::OkStatus();
 }
