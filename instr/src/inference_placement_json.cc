@@ -57,13 +57,7 @@ class Reader {
     json_internal::RunHeader h;
     HS_RETURN_IF_ERROR(json_internal::ReadRunHeader(
         root, [this](const std::string& where, const std::string& what) { return Err(where, what); }, &h));
-    p.model = std::move(h.model);
-    p.batch = h.batch;
-    p.model_args = std::move(h.model_args);
-    p.cluster = std::move(h.cluster);
-    p.cluster_fingerprint = std::move(h.cluster_fingerprint);
-    p.devices = std::move(h.devices);
-    p.device_flops = std::move(h.device_flops);
+    json_internal::MoveRunHeader(std::move(h), &p);
     if (!root.value("method", json()).is_string()) return Err("field 'method'", "expected a string");
     p.method = root["method"].get<std::string>();
     HS_RETURN_IF_ERROR(Seconds(root, "document", "predicted_latency_s", &p.predicted_latency_s));

@@ -60,13 +60,7 @@ class Reader {
     json_internal::RunHeader h;
     HS_RETURN_IF_ERROR(json_internal::ReadRunHeader(
         root, [this](const std::string& where, const std::string& what) { return Err(where, what); }, &h));
-    plan.model = std::move(h.model);
-    plan.batch = h.batch;
-    plan.model_args = std::move(h.model_args);
-    plan.cluster = std::move(h.cluster);
-    plan.cluster_fingerprint = std::move(h.cluster_fingerprint);
-    plan.devices = std::move(h.devices);
-    plan.device_flops = std::move(h.device_flops);
+    json_internal::MoveRunHeader(std::move(h), &plan);
     if (!root.value("strategy", json("")).is_string()) return Err("field 'strategy'", "expected a string");
     plan.strategy = root.value("strategy", "");
     if (root.contains("predicted_step_time_s")) {

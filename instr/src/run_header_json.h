@@ -31,6 +31,19 @@ struct RunHeader {
 
 using ErrFn = std::function<absl::Status(const std::string& where, const std::string& what)>;
 
+// Moves the header's fields into a file's struct with the same field names (Plan,
+// InferencePlacement).
+template <class File>
+void MoveRunHeader(RunHeader&& h, File* f) {
+  f->model = std::move(h.model);
+  f->batch = h.batch;
+  f->model_args = std::move(h.model_args);
+  f->cluster = std::move(h.cluster);
+  f->cluster_fingerprint = std::move(h.cluster_fingerprint);
+  f->devices = std::move(h.devices);
+  f->device_flops = std::move(h.device_flops);
+}
+
 inline absl::Status ReadRunHeader(const nlohmann::json& root, const ErrFn& err, RunHeader* h) {
   using nlohmann::json;
   if (!root.contains("model") || !root["model"].is_object()) return err("field 'model'", "missing object");
