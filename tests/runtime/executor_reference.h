@@ -21,6 +21,10 @@
 #include "hetsynth/runtime/trainer.h"
 #include "hetsynth/synth/synthesize.h"
 
+#ifndef HETSYNTH_TEST_TIMEOUT_SCALE
+#define HETSYNTH_TEST_TIMEOUT_SCALE 1
+#endif
+
 namespace hetsynth::runtime::testing {
 
 struct PlanCase {
@@ -132,7 +136,9 @@ inline absl::StatusOr<Setup> MakeSetup(const PlanCase& c) {
   }
   HS_ASSIGN_OR_RETURN(synth::Strategy strategy, synth::StrategyByName(c.strategy));
   synth::SynthOptions o;
-  o.time_limit_s = 60;
+  // Every rank synthesizes its own copy; sanitized builds (several times slower) get the same
+  // factor on this limit as on the tests' time limits.
+  o.time_limit_s = 60 * HETSYNTH_TEST_TIMEOUT_SCALE;
   HS_ASSIGN_OR_RETURN(synth::SynthResult r, synth::Synthesize(s.graph, cluster, strategy, o));
   HS_RETURN_IF_ERROR(ApplyVariant(s.graph, r.program, c.variant));
   s.plan.model = s.spec.name;
