@@ -84,6 +84,7 @@ CommSample MakeSample(int op, const std::vector<int64_t>& lengths, double second
 // What a backend measured, in the form the shared code below writes the cluster file from.
 struct Measured {
   costmodel::KernelRates compute;  // the device's rates (classified; CPU: calibrated against the executor)
+  std::vector<double> forward_seconds;  // per node: its forward alone (the forward rates' fit)
   std::vector<CommSample> samples;
   costmodel::EmulationTarget target;  // --like or --ranks devices; base "host" or "gpu"
   std::string label;             // the summary's name for the device: "host" or "GPU"
@@ -173,6 +174,7 @@ absl::StatusOr<Measured> Measure(const runtime::Backend& backend, const ProfileF
                                              "; use a larger model or --batch"));
   }
   HS_ASSIGN_OR_RETURN(m.compute, Classify(g, times, m.target));
+  m.forward_seconds = p.node_forward_seconds;
   // Where the plan executor computes slower than the kernels alone, so do the emulated devices.
   m.compute.flops_per_s /= p.compute_scale;
   m.compute.bytes_per_s /= p.compute_scale;
@@ -235,6 +237,13 @@ absl::Status RunProfile(const ProfileFlags& f) {
     out.inter_node = like->inter_node;
     for (size_t j = 0; j < out.nodes.size(); ++j) out.nodes[j].intra = like->nodes[j].intra;
   }
+  // Forward-only rates for inference placement (place, infer), from forward-only passes (not
+  // scaled by the training executor's overhead: infer runs the kernels directly).
+  costmodel::ForwardRates fwd;
+  if (!m.forward_seconds.empty()) {
+    HS_ASSIGN_OR_RETURN(fwd, costmodel::ForwardRatesOnCluster(g, m.forward_seconds, out));
+    costmodel::SetForwardRates(out, fwd, host.flops_per_s, host.bytes_per_s);
+  }
   const std::string text = costmodel::ClusterToJson(out);
   HS_RETURN_IF_ERROR(costmodel::ParseCluster(text, f.out).status());  // what we write must load
   std::ofstream file(f.out, std::ios::binary | std::ios::trunc);
@@ -249,6 +258,11 @@ absl::Status RunProfile(const ProfileFlags& f) {
   fmt::print("{:<13} {:.4g} GB/s ({} memory-bound nodes, {:.3f} ms/step){}\n", m.label + " memory:", host.bytes_per_s / 1e9,
              host.memory_nodes, host.memory_s * 1e3,
              host.bandwidth_fallback ? "; no memory-bound node: all nodes' bytes over their time" : "");
+  if (fwd.flops_per_s > 0 || fwd.bytes_per_s > 0) {
+    fmt::print("{:<13} {:.4g} GFLOP/s, {:.4g} GB/s ({} compute-bound, {} memory-bound nodes, forward alone; "
+               "inference placement prices with these)\n",
+               m.label + " forward:", fwd.flops_per_s / 1e9, fwd.bytes_per_s / 1e9, fwd.compute_nodes, fwd.memory_nodes);
+  }
   if (!m.extra.empty()) fmt::print("{}\n", m.extra);
   fmt::print("link ({}, {} samples): latency {:.3g} us, bandwidth {:.4g} GB/s (rms relative error {:.0f}%)\n",
              m.ranks_label, m.samples.size(), fit.alpha * 1e6, 1.0 / fit.beta / 1e9, fit.rms_relative * 100);

@@ -69,6 +69,39 @@ Cluster EmulatedCluster(const EmulationTarget& t, double flops, double memory_ba
   return c;
 }
 
+absl::StatusOr<ForwardRates> ForwardRatesOnCluster(const ir::Graph& g, const std::vector<double>& forward_seconds,
+                                                   const Cluster& c) {
+  const size_t num_nodes = g.nodes().size();
+  if (forward_seconds.size() != num_nodes) {
+    return absl::InvalidArgumentError(StrCat("forward times of graph '", g.name(), "': ", forward_seconds.size(),
+                                             " for ", num_nodes, " nodes; expected one per node"));
+  }
+  const ir::NodeId loss = g.loss() == ir::kNoValue ? -1 : g.value(g.loss()).producer;
+  double flops = 0, flops_s = 0, bytes = 0, bytes_s = 0;
+  ForwardRates r;
+  for (size_t n = 0; n < num_nodes; ++n) {
+    const ir::NodeId id = static_cast<ir::NodeId>(n);
+    const double s = forward_seconds[n];
+    if (id == loss || !(s > 0) || !std::isfinite(s)) continue;
+    if (ForwardMemoryBound(g, id, c)) {
+      bytes += ForwardBytes(g, id), bytes_s += s, ++r.memory_nodes;
+    } else {
+      flops += g.NodeFlops(id).forward, flops_s += s, ++r.compute_nodes;
+    }
+  }
+  r.flops_per_s = flops > 0 && flops_s > 0 ? flops / flops_s : 0;
+  r.bytes_per_s = bytes > 0 && bytes_s > 0 ? bytes / bytes_s : 0;
+  return r;
+}
+
+void SetForwardRates(Cluster& c, const ForwardRates& r, double host_flops, double host_bytes_per_s) {
+  for (Device& d : c.devices) {
+    d.forward_flops = r.flops_per_s > 0 && host_flops > 0 ? r.flops_per_s * d.flops / host_flops : 0;
+    d.forward_memory_bandwidth =
+        r.bytes_per_s > 0 && host_bytes_per_s > 0 ? r.bytes_per_s * d.memory_bandwidth / host_bytes_per_s : 0;
+  }
+}
+
 absl::StatusOr<KernelRates> CalibrateRates(const ir::Graph& g, const KernelTimes& t, const EmulationTarget& target,
                                            const CostOptions& o) {
   const size_t num_nodes = g.nodes().size();

@@ -31,10 +31,12 @@ constexpr int64_t kMaxCount = 1 << 20;
 
 const std::vector<std::string> kTopFields = {"format", "version", "name", "device_types", "nodes",
                                              "devices", "links", "collectives"};
-const std::vector<std::string> kTypeFields = {"flops", "memory_bytes", "memory_bandwidth"};
+const std::vector<std::string> kTypeFields = {"flops", "memory_bytes", "memory_bandwidth", "forward_flops",
+                                              "forward_memory_bandwidth"};
 const std::vector<std::string> kNodeFields = {"name", "intra_node"};
 const std::vector<std::string> kDeviceFields = {"name", "name_prefix", "count", "type", "node",
-                                                "flops", "memory_bytes", "memory_bandwidth"};
+                                                "flops", "memory_bytes", "memory_bandwidth",
+                                                "forward_flops", "forward_memory_bandwidth"};
 const std::vector<std::string> kLinksFields = {"intra_node", "inter_node"};
 const std::vector<std::string> kLinkFields = {"bandwidth", "latency"};
 const std::vector<std::string> kCollectiveFields = {"op", "link", "samples"};
@@ -110,6 +112,8 @@ struct DeviceType {
   double flops = 0;
   double memory_bytes = 0;
   double memory_bandwidth = 0;
+  double forward_flops = 0;             // 0: absent
+  double forward_memory_bandwidth = 0;  // 0: absent
 };
 
 class Reader {
@@ -283,6 +287,13 @@ class Reader {
       HS_ASSIGN_OR_RETURN(t.flops, Positive(*flops, where, "flops", "FLOP/s"));
       HS_ASSIGN_OR_RETURN(t.memory_bytes, Positive(*mem, where, "memory_bytes", "bytes"));
       HS_ASSIGN_OR_RETURN(t.memory_bandwidth, Positive(*membw, where, "memory_bandwidth", "bytes/s"));
+      if (it.value().contains("forward_flops")) {
+        HS_ASSIGN_OR_RETURN(t.forward_flops, Positive(it.value()["forward_flops"], where, "forward_flops", "FLOP/s"));
+      }
+      if (it.value().contains("forward_memory_bandwidth")) {
+        HS_ASSIGN_OR_RETURN(t.forward_memory_bandwidth, Positive(it.value()["forward_memory_bandwidth"], where,
+                                                                 "forward_memory_bandwidth", "bytes/s"));
+      }
       types_[it.key()] = t;
       type_names_.push_back(it.key());
     }
@@ -374,6 +385,8 @@ class Reader {
         proto.flops = type_it->second.flops;
         proto.memory_bytes = type_it->second.memory_bytes;
         proto.memory_bandwidth = type_it->second.memory_bandwidth;
+        proto.forward_flops = type_it->second.forward_flops;
+        proto.forward_memory_bandwidth = type_it->second.forward_memory_bandwidth;
       }
       // Inline fields override the type's: one odd card need not get a type of its own.
       if (d.contains("flops")) {
@@ -385,6 +398,13 @@ class Reader {
       if (d.contains("memory_bandwidth")) {
         HS_ASSIGN_OR_RETURN(proto.memory_bandwidth,
                             Positive(d["memory_bandwidth"], where, "memory_bandwidth", "bytes/s"));
+      }
+      if (d.contains("forward_flops")) {
+        HS_ASSIGN_OR_RETURN(proto.forward_flops, Positive(d["forward_flops"], where, "forward_flops", "FLOP/s"));
+      }
+      if (d.contains("forward_memory_bandwidth")) {
+        HS_ASSIGN_OR_RETURN(proto.forward_memory_bandwidth,
+                            Positive(d["forward_memory_bandwidth"], where, "forward_memory_bandwidth", "bytes/s"));
       }
 
       for (int64_t k = 0; k < count; ++k) {
@@ -521,6 +541,9 @@ std::vector<DeviceClass> Cluster::Classes() const {
     std::string key = StrCat(d.type, " flops=", Num(d.flops), " memory_bytes=", Num(d.memory_bytes),
                              " memory_bandwidth=", Num(d.memory_bandwidth), " intra=", Num(intra.bandwidth),
                              "B/s+", Num(intra.latency), "s");
+    if (d.forward_flops > 0 || d.forward_memory_bandwidth > 0) {
+      key += StrCat(" forward_flops=", Num(d.forward_flops), " forward_memory_bandwidth=", Num(d.forward_memory_bandwidth));
+    }
     const auto [it, fresh] = index.emplace(key, classes.size());
     if (fresh) classes.push_back({std::move(key), {}});
     classes[it->second].devices.push_back(static_cast<DeviceId>(i));
@@ -576,6 +599,19 @@ absl::StatusOr<Cluster> SubCluster(const Cluster& c, const std::vector<std::stri
   return out;
 }
 
+namespace {
+
+// The optional forward rates of a device type or device, written only where given (> 0), so
+// that a cluster without them writes — and fingerprints — as before they existed.
+std::string ForwardJson(double forward_flops, double forward_memory_bandwidth) {
+  std::string s;
+  if (forward_flops > 0) s += StrCat(", \"forward_flops\": ", Num(forward_flops));
+  if (forward_memory_bandwidth > 0) s += StrCat(", \"forward_memory_bandwidth\": ", Num(forward_memory_bandwidth));
+  return s;
+}
+
+}  // namespace
+
 std::string ClusterToJson(const Cluster& c) {
   // Each type's values come from its first device; devices that differ carry inline overrides.
   std::map<std::string, const Device*> type_proto;
@@ -583,7 +619,8 @@ std::string ClusterToJson(const Cluster& c) {
   std::vector<std::string> types;
   for (const auto& [name, d] : type_proto) {
     types.push_back(StrCat(Quote(name), ": {\"flops\": ", Num(d->flops), ", \"memory_bytes\": ",
-                           Num(d->memory_bytes), ", \"memory_bandwidth\": ", Num(d->memory_bandwidth), "}"));
+                           Num(d->memory_bytes), ", \"memory_bandwidth\": ", Num(d->memory_bandwidth),
+                           ForwardJson(d->forward_flops, d->forward_memory_bandwidth), "}"));
   }
   // The first node's intra link is the default; other nodes carry an override only when they differ.
   const Link default_intra = c.nodes.empty() ? Link{} : c.nodes.front().intra;
@@ -604,6 +641,8 @@ std::string ClusterToJson(const Cluster& c) {
     if (d.memory_bandwidth != t.memory_bandwidth) {
       item += StrCat(", \"memory_bandwidth\": ", Num(d.memory_bandwidth));
     }
+    item += ForwardJson(d.forward_flops != t.forward_flops ? d.forward_flops : 0,
+                        d.forward_memory_bandwidth != t.forward_memory_bandwidth ? d.forward_memory_bandwidth : 0);
     devices.push_back(item + "}");
   }
   std::vector<std::string> tables;

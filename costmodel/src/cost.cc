@@ -43,6 +43,18 @@ bool MemoryBound(double flops, double bytes, const Cluster& c) {
   return bytes / bw > flops / f;
 }
 
+bool ForwardMemoryBound(const ir::Graph& g, ir::NodeId node, const Cluster& c) {
+  const ir::Flops f = g.NodeFlops(node);
+  return !ir::IsGemmLike(g.node(node).kind) && MemoryBound(f.forward + f.backward, NodeComputeBytes(g, node), c);
+}
+
+double ForwardBytes(const ir::Graph& g, ir::NodeId node) { return NodeComputeBytes(g, node) / 3.0; }
+
+double ForwardSeconds(const ir::Graph& g, ir::NodeId node, const Cluster& c, const Device& d) {
+  return ForwardMemoryBound(g, node, c) ? ForwardBytes(g, node) / d.ForwardMemoryBandwidth()
+                                        : g.NodeFlops(node).forward / d.ForwardFlops();
+}
+
 double MeasureShares(ShareMeasure m, int n, const std::vector<double>& shares) {
   const double nm1 = n - 1.0;
   double measure = m == ShareMeasure::kNone ? 1.0 : 0.0;

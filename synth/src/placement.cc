@@ -23,15 +23,6 @@ std::string Gb(double bytes) {
   return buf;
 }
 
-// Forward seconds of one op on device d: FLOPs over FLOP/s, or for a memory-bound op the bytes
-// its forward reads and writes over memory bandwidth — the training cost model's decision
-// (costmodel::ComputeTerm: not GEMM-like and MemoryBound on this cluster), forward part only.
-double OpSeconds(const ir::Graph& g, ir::NodeId id, const costmodel::Cluster& c, const costmodel::Device& d) {
-  const ir::Flops f = g.NodeFlops(id);
-  const double bytes = costmodel::NodeComputeBytes(g, id);  // forward + backward: 3 × in/out bytes
-  const bool memory_bound = !ir::IsGemmLike(g.node(id).kind) && costmodel::MemoryBound(f.forward + f.backward, bytes, c);
-  return memory_bound ? (bytes / 3.0) / d.memory_bandwidth : f.forward / d.flops;
-}
 
 }  // namespace
 
@@ -184,7 +175,7 @@ absl::StatusOr<PlacementProblem> BuildPlacementProblem(const ir::Graph& g, const
     std::set<ir::ValueId> weights, acts;
     for (ir::NodeId n : cn.ops) {
       cn.flops += g.NodeFlops(n).forward;
-      for (size_t d = 0; d < c.devices.size(); ++d) cn.seconds[d] += OpSeconds(g, n, c, c.devices[d]);
+      for (size_t d = 0; d < c.devices.size(); ++d) cn.seconds[d] += costmodel::ForwardSeconds(g, n, c, c.devices[d]);
       acts.insert(g.node(n).output);
       for (ir::ValueId v : g.node(n).inputs) {
         (g.value(v).kind == ir::ValueKind::kParameter ? weights : acts).insert(v);

@@ -60,7 +60,13 @@ TEST(CliProfile, LikeMixed4KeepsDevicesAndRelativeSpeeds) {
     EXPECT_TRUE(PositiveFinite(d.memory_bandwidth)) << d.memory_bandwidth;
     EXPECT_NEAR(d.flops / c->devices[0].flops, ratios[i], 1e-9) << d.name;
     EXPECT_NEAR(d.memory_bandwidth / c->devices[0].memory_bandwidth, ratios[i], 1e-9) << d.name;
+    // Forward-only rates for inference placement, measured on forward passes, in the same ratios.
+    EXPECT_TRUE(PositiveFinite(d.forward_flops)) << d.forward_flops;
+    EXPECT_TRUE(PositiveFinite(d.forward_memory_bandwidth)) << d.forward_memory_bandwidth;
+    EXPECT_NEAR(d.forward_flops / c->devices[0].forward_flops, ratios[i], 1e-9) << d.name;
+    EXPECT_NEAR(d.forward_memory_bandwidth / c->devices[0].forward_memory_bandwidth, ratios[i], 1e-9) << d.name;
   }
+  EXPECT_NE(r.output.find("host forward:"), std::string::npos) << r.output;
   EXPECT_EQ(c->Classes().size(), like->Classes().size());
   const hetsynth::costmodel::Link w = c->WorldLink();
   EXPECT_TRUE(PositiveFinite(w.bandwidth)) << w.bandwidth;

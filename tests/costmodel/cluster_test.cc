@@ -180,6 +180,34 @@ TEST(ClusterJson, RoundTripKeepsEverythingAndTheFingerprint) {
   EXPECT_DOUBLE_EQ(b->collectives[0].samples[1].seconds, 0.027);
 }
 
+TEST(ClusterJson, ForwardRatesAreOptionalAndRoundTrip) {
+  json j = Base();
+  j["device_types"]["V100"]["forward_flops"] = 3e12;
+  j["devices"][1]["forward_memory_bandwidth"] = 2e11;
+  absl::StatusOr<Cluster> a = ParseCluster(j.dump(), "lab.json");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_DOUBLE_EQ(a->devices[0].forward_flops, 3e12);
+  EXPECT_EQ(a->devices[0].forward_memory_bandwidth, 0);
+  EXPECT_DOUBLE_EQ(a->devices[0].ForwardMemoryBandwidth(), 9e11);  // absent: the training rate
+  EXPECT_DOUBLE_EQ(a->devices[1].forward_memory_bandwidth, 2e11);
+  EXPECT_DOUBLE_EQ(a->devices[2].ForwardFlops(), 2.15e12);
+  const std::string text = ClusterToJson(*a);
+  absl::StatusOr<Cluster> b = ParseCluster(text, "canonical.json");
+  ASSERT_TRUE(b.ok()) << b.status() << "\n" << text;
+  EXPECT_EQ(ClusterToJson(*b), text);
+  EXPECT_EQ(b->Fingerprint(), a->Fingerprint());
+  // A file without them writes (and fingerprints) as before they existed.
+  const absl::StatusOr<Cluster> base = ParseCluster(Base().dump(), "lab.json");
+  ASSERT_TRUE(base.ok());
+  EXPECT_EQ(ClusterToJson(*base).find("forward"), std::string::npos);
+  EXPECT_NE(base->Fingerprint(), a->Fingerprint());
+  j["device_types"]["V100"]["forward_flops"] = -1;
+  EXPECT_HAS(Error(j), "device_types.V100: forward_flops=-1; expected a positive number (FLOP/s)");
+  j = Base();
+  j["devices"][1]["forward_memory_bandwidth"] = 0;
+  EXPECT_HAS(Error(j), "devices[1] ('gpu1'): forward_memory_bandwidth=0; expected a positive number (bytes/s)");
+}
+
 TEST(ClusterJson, ExamplesRoundTripToTheSameFingerprint) {
   for (const char* file : {"reference-64.json", "homogeneous-8.json", "mixed-4.json", "large-1024.json"}) {
     const Cluster a = Load(file);

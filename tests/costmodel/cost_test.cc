@@ -782,6 +782,45 @@ TEST(RatesOnCluster, WithoutAComputeBoundNodeFlopsFallBackToAllTimedNodes) {
   EXPECT_DOUBLE_EQ(r.bytes_per_s, (768.0 + 492.0) / 2e-6);
 }
 
+TEST(ForwardRates, EachClassOverItsForwardTimesWithoutTheLoss) {
+  const ir::Graph g = Tiny();  // nodes fc, relu, loss
+  const Cluster c = Pair(1e9, 1e9);
+  const ir::NodeId fc = NodeOf(g, "fc"), relu = NodeOf(g, "relu");
+  EXPECT_FALSE(ForwardMemoryBound(g, fc, c));
+  EXPECT_TRUE(ForwardMemoryBound(g, relu, c));
+  EXPECT_DOUBLE_EQ(ForwardBytes(g, relu), NodeComputeBytes(g, relu) / 3);
+  const absl::StatusOr<ForwardRates> r = ForwardRatesOnCluster(g, {2e-6, 1e-6, 5e-6}, c);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->compute_nodes, 1);
+  EXPECT_EQ(r->memory_nodes, 1);  // the loss is not part of inference
+  EXPECT_DOUBLE_EQ(r->flops_per_s, g.NodeFlops(fc).forward / 2e-6);
+  EXPECT_DOUBLE_EQ(r->bytes_per_s, ForwardBytes(g, relu) / 1e-6);
+  // A node without a forward time is left out; a class left empty has rate 0.
+  const absl::StatusOr<ForwardRates> no_relu = ForwardRatesOnCluster(g, {2e-6, 0, 5e-6}, c);
+  ASSERT_TRUE(no_relu.ok());
+  EXPECT_EQ(no_relu->bytes_per_s, 0);
+  EXPECT_EQ(no_relu->memory_nodes, 0);
+  EXPECT_FALSE(ForwardRatesOnCluster(g, {1e-6}, c).ok());
+}
+
+TEST(ForwardRates, DevicesGetThemInProportionAndForwardPricingUsesThem) {
+  const ir::Graph g = Tiny();
+  const ir::NodeId fc = NodeOf(g, "fc"), relu = NodeOf(g, "relu");
+  Cluster c = OneNode({{4e9, 2e9}, {1e9, 5e8}}, kLink);
+  // Without forward rates a device's training rates price its forward.
+  EXPECT_DOUBLE_EQ(ForwardSeconds(g, fc, c, c.devices[1]), g.NodeFlops(fc).forward / 1e9);
+  EXPECT_DOUBLE_EQ(ForwardSeconds(g, relu, c, c.devices[1]), ForwardBytes(g, relu) / 5e8);
+  ForwardRates r;
+  r.flops_per_s = 2e9;  // the measured device (4e9 FLOP/s training) computes its forward at half that
+  SetForwardRates(c, r, 4e9, 2e9);
+  EXPECT_DOUBLE_EQ(c.devices[0].forward_flops, 2e9);
+  EXPECT_DOUBLE_EQ(c.devices[1].forward_flops, 5e8);
+  EXPECT_EQ(c.devices[1].forward_memory_bandwidth, 0);  // not measured: absent
+  EXPECT_DOUBLE_EQ(c.devices[1].ForwardMemoryBandwidth(), 5e8);
+  EXPECT_DOUBLE_EQ(ForwardSeconds(g, fc, c, c.devices[1]), g.NodeFlops(fc).forward / 5e8);
+  EXPECT_DOUBLE_EQ(ForwardSeconds(g, relu, c, c.devices[1]), ForwardBytes(g, relu) / 5e8);
+}
+
 TEST(CalibrateRates, ClassificationSettlesOnTheClusterItsRatesBuild) {
   const ir::Graph g = Tiny();
   KernelTimes t;

@@ -91,6 +91,26 @@ inline constexpr int kMaxCalibrationRounds = 20;
 absl::StatusOr<KernelRates> CalibrateRates(const ir::Graph& g, const KernelTimes& t, const EmulationTarget& target,
                                            const CostOptions& o);
 
+// Forward-only rates (Device::forward_flops, forward_memory_bandwidth: what placement prices
+// inference with, ForwardSeconds in cost.h) from per-node forward times on one device: each
+// forward node but the loss classified as ForwardMemoryBound says on `c`, forward FLOPs (or
+// ForwardBytes) over forward seconds per class. Nodes without a forward time are left out; a
+// class with no timed node has rate 0 (the device's training rate then stands).
+// InvalidArgument when `forward_seconds` does not have one entry per node.
+struct ForwardRates {
+  double flops_per_s = 0;  // 0: no compute-bound node timed
+  double bytes_per_s = 0;  // 0: no memory-bound node timed
+  int compute_nodes = 0;
+  int memory_nodes = 0;
+};
+absl::StatusOr<ForwardRates> ForwardRatesOnCluster(const ir::Graph& g, const std::vector<double>& forward_seconds,
+                                                   const Cluster& c);
+// Gives every device of `c` forward rates in proportion to its training ones, as EmulatedCluster
+// gives the measured device's rates: forward_flops = r.flops_per_s × flops / host_flops (and the
+// same for bandwidth), where host_flops and host_bytes_per_s are the measured device's training
+// rates. A zero rate in `r` leaves that field absent.
+void SetForwardRates(Cluster& c, const ForwardRates& r, double host_flops, double host_bytes_per_s);
+
 // ---- collectives -----------------------------------------------------------------------------
 
 // One timed collective with the cost model's coefficients: seconds ≈ latencies·α + volume·β.

@@ -37,6 +37,14 @@ struct Device {
   double flops = 0;               // effective FLOP/s for GEMM-class work (profiled or model-calibrated)
   double memory_bytes = 0;        // capacity, bytes
   double memory_bandwidth = 0;    // bytes/s; prices memory-bound ops
+  // Forward-only (inference) rates, where they differ from the training ones (a profile measures
+  // them: forward kernels alone run at other rates than forward + backward); 0: the same.
+  double forward_flops = 0;            // FLOP/s of GEMM-class forward work
+  double forward_memory_bandwidth = 0;  // bytes/s of memory-bound forward work
+  double ForwardFlops() const { return forward_flops > 0 ? forward_flops : flops; }
+  double ForwardMemoryBandwidth() const {
+    return forward_memory_bandwidth > 0 ? forward_memory_bandwidth : memory_bandwidth;
+  }
 };
 
 struct Node {

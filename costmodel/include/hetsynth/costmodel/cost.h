@@ -108,6 +108,15 @@ double NodeComputeBytes(const ir::Graph& g, ir::NodeId node);
 bool MemoryBound(double flops, double bytes, const Cluster& c);
 bool MemoryBound(double flops, double bytes, const ClusterModel& m);
 
+// Forward-only (inference) pricing, what placement (synth/placement.h) and the profile's
+// forward calibration (calibrate.h) share. A node is memory-bound when the training model says
+// so on `c` (ComputeTerm: not GEMM-like and MemoryBound); then its forward moves ForwardBytes
+// (the inputs read and the output written: a third of NodeComputeBytes) at the device's
+// forward bandwidth, else its forward FLOPs run at the device's forward FLOP/s.
+bool ForwardMemoryBound(const ir::Graph& g, ir::NodeId node, const Cluster& c);
+double ForwardBytes(const ir::Graph& g, ir::NodeId node);
+double ForwardSeconds(const ir::Graph& g, ir::NodeId node, const Cluster& c, const Device& d);
+
 // What a collective's volume depends on in the shares s_i (i < n) of the split it uses.
 enum class ShareMeasure : uint8_t {
   kNone,        // 1: a ring all-reduce of a whole tensor moves the same bytes whatever the split

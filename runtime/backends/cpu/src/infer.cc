@@ -39,7 +39,9 @@ Tensor RunNode(const ir::Graph& g, ir::NodeId n, Get&& get) {
   const ir::Node& node = g.node(n);
   std::vector<const Tensor*> in;
   for (ir::ValueId v : node.inputs) in.push_back(&get(v));
-  Tensor out(g.value(node.output).shape);
+  // As the trainer makes them (MakeForwardOutput): no zero fill where the kernel writes it all.
+  Tensor out = ForwardWritesWholeOutput(node.kind) ? Tensor::Uninitialized(g.value(node.output).shape)
+                                                   : Tensor(g.value(node.output).shape);
   SavedState saved;
   KernelContext ctx;
   Forward(node, ctx, in, out, saved);

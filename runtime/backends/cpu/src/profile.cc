@@ -60,6 +60,19 @@ absl::Status TimeKernels(const ir::Graph& g, const DataSource& data, const Profi
   out.node_seconds.clear();
   for (size_t n = 0; n < num_nodes; ++n) out.node_seconds.push_back(Median(samples[n]));
   out.optimizer_s = Median(optimizer_samples);
+  // The forward alone, as inference runs it (the forward rates placement prices with): one
+  // warm-up and `repeats` forward passes.
+  std::vector<std::vector<double>> forward_samples(num_nodes);
+  HS_ASSIGN_OR_RETURN(Batch batch, data.Get(0));
+  for (int pass = 0; pass <= o.repeats; ++pass) {
+    std::fill(t.begin(), t.end(), 0.0);
+    HS_RETURN_IF_ERROR(trainer->Loss(batch).status());
+    if (pass > 0) {
+      for (size_t n = 0; n < num_nodes; ++n) forward_samples[n].push_back(t[n]);
+    }
+  }
+  out.node_forward_seconds.clear();
+  for (size_t n = 0; n < num_nodes; ++n) out.node_forward_seconds.push_back(Median(forward_samples[n]));
   return absl::OkStatus();
 }
 

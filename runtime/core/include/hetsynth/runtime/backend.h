@@ -122,6 +122,7 @@ struct DeviceProfile {
   std::string clock;         // what the kernel times measure, in messages: "CPU time", "time on the GPU"
   double memory_bytes = 0;   // the device's total memory (the host's RAM; 0 when unknown)
   std::vector<double> node_seconds;  // per graph node: median of forward + backward seconds
+  std::vector<double> node_forward_seconds;  // per graph node: median of its forward alone, seconds
   std::vector<bool> node_backward;   // per graph node: whether its backward ran
   double optimizer_s = 0;            // median update of every parameter (ProfileOptions::optimizer)
   // The plan executor's compute time for a whole step over the sum of the kernels' medians and

@@ -77,8 +77,8 @@ absl::Status RunCudaRanks(const ir::Graph& graph, const instr::Plan& plan, const
 // file exactly as it does the CPU's. Times are wall clock after waiting for the GPU, the clock
 // the GPU plan executor charges with. The options and results are the backend interface's
 // (backend.h): speeds are the virtual GPUs' SM shares; ProfileCuda fills device_name,
-// memory_bytes, node_seconds, node_backward, optimizer_s, copy_bytes_per_s, collectives and
-// comm_description (the "cuda" backend object adds label, cluster_type and clock).
+// memory_bytes, node_seconds, node_forward_seconds, node_backward, optimizer_s, copy_bytes_per_s,
+// collectives and comm_description (the "cuda" backend object adds label, cluster_type and clock).
 using CudaProfileOptions = ProfileOptions;
 using CudaCollectiveTime = CollectiveTime;
 using CudaProfile = DeviceProfile;
