@@ -23,6 +23,7 @@
 #include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/executor.h"
 #include "hetsynth/runtime/profile_collectives.h"
+#include "hetsynth/runtime/profile_kernels.h"
 #include "hetsynth/runtime/trainer.h"
 
 namespace hetsynth::runtime::cpu {
@@ -30,7 +31,7 @@ namespace {
 
 // Runs 1 warm-up + `repeats` timed training steps of the CPU Trainer on this thread, timing each
 // node's forward + backward kernel calls (its kernel timer) and the update of every parameter,
-// and takes medians over the timed steps.
+// and takes medians over the timed steps; then the same over 1 + `repeats` forward-only passes.
 absl::Status TimeKernels(const ir::Graph& g, const DataSource& data, const ProfileOptions& o, DeviceProfile& out) {
   HS_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(g, o.optimizer, /*seed=*/0));
   Optimizer optimizer(o.optimizer);
@@ -60,19 +61,10 @@ absl::Status TimeKernels(const ir::Graph& g, const DataSource& data, const Profi
   out.node_seconds.clear();
   for (size_t n = 0; n < num_nodes; ++n) out.node_seconds.push_back(Median(samples[n]));
   out.optimizer_s = Median(optimizer_samples);
-  // The forward alone, as inference runs it (the forward rates placement prices with): one
-  // warm-up and `repeats` forward passes.
-  std::vector<std::vector<double>> forward_samples(num_nodes);
+  // The forward alone, as inference runs it (the forward rates placement prices with).
   HS_ASSIGN_OR_RETURN(Batch batch, data.Get(0));
-  for (int pass = 0; pass <= o.repeats; ++pass) {
-    std::fill(t.begin(), t.end(), 0.0);
-    HS_RETURN_IF_ERROR(trainer->Loss(batch).status());
-    if (pass > 0) {
-      for (size_t n = 0; n < num_nodes; ++n) forward_samples[n].push_back(t[n]);
-    }
-  }
-  out.node_forward_seconds.clear();
-  for (size_t n = 0; n < num_nodes; ++n) out.node_forward_seconds.push_back(Median(forward_samples[n]));
+  HS_ASSIGN_OR_RETURN(out.node_forward_seconds,
+                      NodeMedians(o.repeats, t, [&] { return trainer->Loss(batch).status(); }));
   return absl::OkStatus();
 }
 

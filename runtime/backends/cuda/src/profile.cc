@@ -23,6 +23,7 @@
 #include "hetsynth/runtime/cuda.h"
 #include "hetsynth/runtime/cuda_backend.h"
 #include "hetsynth/runtime/profile_collectives.h"
+#include "hetsynth/runtime/profile_kernels.h"
 #include "ops/optim.h"
 
 namespace hetsynth::runtime {
@@ -34,7 +35,7 @@ double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 
 // Per node: the median over `repeats` timed training steps (after one warm-up) of its forward
 // + backward seconds on the GPU (DeviceTrainer's kernel timer waits for the device around
-// every operator).
+// every operator), then the same over forward-only passes.
 absl::Status TimeKernels(gpu::GpuExec& x, const ir::Graph& graph, const Batch& batch, const OptimizerConfig& cfg,
                          int repeats, CudaProfile& out) {
   HS_ASSIGN_OR_RETURN(auto trainer, gpu::DeviceTrainer<gpu::GpuExec>::Create(x, graph, cfg, /*seed=*/0));
@@ -45,31 +46,12 @@ absl::Status TimeKernels(gpu::GpuExec& x, const ir::Graph& graph, const Batch& b
     t[static_cast<size_t>(node)] += seconds;
     if (backward) out.node_backward[static_cast<size_t>(node)] = true;
   });
-  std::vector<std::vector<double>> samples(num_nodes);
-  for (int step = 0; step <= repeats; ++step) {  // step 0 warms up (kernel loading, allocator)
-    std::fill(t.begin(), t.end(), 0.0);
-    HS_RETURN_IF_ERROR(trainer->Step(batch).status());
-    if (step > 0) {
-      for (size_t n = 0; n < num_nodes; ++n) samples[n].push_back(t[n]);
-    }
-  }
+  // The warm-up step also loads the kernels and fills the allocator.
+  HS_ASSIGN_OR_RETURN(out.node_seconds, NodeMedians(repeats, t, [&] { return trainer->Step(batch).status(); }));
   HS_RETURN_IF_ERROR(x.Synchronize());
-  out.node_seconds.clear();
-  for (size_t n = 0; n < num_nodes; ++n) out.node_seconds.push_back(Median(samples[n]));
-  // The forward alone, as inference runs it (the forward rates placement prices with): one
-  // warm-up and `repeats` forward passes.
-  std::vector<std::vector<double>> forward_samples(num_nodes);
-  for (int pass = 0; pass <= repeats; ++pass) {
-    std::fill(t.begin(), t.end(), 0.0);
-    HS_RETURN_IF_ERROR(trainer->Loss(batch).status());
-    if (pass > 0) {
-      for (size_t n = 0; n < num_nodes; ++n) forward_samples[n].push_back(t[n]);
-    }
-  }
-  HS_RETURN_IF_ERROR(x.Synchronize());
-  out.node_forward_seconds.clear();
-  for (size_t n = 0; n < num_nodes; ++n) out.node_forward_seconds.push_back(Median(forward_samples[n]));
-  return absl::OkStatus();
+  // The forward alone, as inference runs it (the forward rates placement prices with).
+  HS_ASSIGN_OR_RETURN(out.node_forward_seconds, NodeMedians(repeats, t, [&] { return trainer->Loss(batch).status(); }));
+  return x.Synchronize();
 }
 
 // The optimizer update of tensors shaped like every parameter (zero parameters and gradients:
