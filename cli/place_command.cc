@@ -286,6 +286,7 @@ absl::Status RunInfer(const InferFlags& f) {
   with_warmup.insert(with_warmup.end(), requests.begin(), requests.end());
   runtime::InferOptions seq = io;
   seq.sequential = true;
+  seq.keep_outputs = false;  // the check below uses the pipelined run's
   HS_ASSIGN_OR_RETURN(runtime::InferRun one_by_one, runtime::RunPlacement(g, loaded.placement, params, with_warmup, seq));
   std::vector<double> alone(one_by_one.finish_s.begin() + 1, one_by_one.finish_s.end());
   std::sort(alone.begin(), alone.end());

@@ -27,7 +27,7 @@ using Outputs = std::map<std::string, Tensor>;
 absl::StatusOr<Outputs> ForwardOneDevice(const ir::Graph& g, const std::map<std::string, Tensor>& params, const Batch& batch);
 
 struct InferRun {
-  std::vector<Outputs> outputs;       // per request
+  std::vector<Outputs> outputs;       // per request (empty without InferOptions::keep_outputs)
   std::vector<double> finish_s;       // per request: seconds from its start (sequential) or the run's start until its outputs are complete
   double total_s = 0;                 // all requests
   int ranks = 0;                      // threads used (devices hosting a group)
@@ -48,6 +48,11 @@ struct InferOptions {
   // One request at a time: every rank waits for the others between requests (latency), instead
   // of taking the next request as soon as its part of the last is done (throughput).
   bool sequential = false;
+  // Keep every request's outputs (InferRun::outputs), to check them. Off for timing: outputs kept
+  // past their request take memory from the host cache, so every request would map (and fault in)
+  // fresh pages for the buffers they took — here 1 MB of logits, faulted in by the next
+  // request's first attention, which tripled its time.
+  bool keep_outputs = true;
 };
 
 absl::StatusOr<InferRun> RunPlacement(const ir::Graph& g, const instr::InferencePlacement& p,
