@@ -1,0 +1,189 @@
+// Inference placement shared by place, infer and bench --inference (inference.h).
+#include "inference.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "hetsynth/base/status.h"
+#include "hetsynth/runtime/data.h"
+#include "hetsynth/runtime/infer.h"
+#include "hetsynth/runtime/pacer.h"
+#include "hetsynth/runtime/training.h"
+
+namespace hetsynth::cli {
+
+const std::vector<std::string>& PlacementMethodNames() {
+  static const std::vector<std::string> names = {"single", "even", "speed", "heft", "milp"};
+  return names;
+}
+
+std::string LatencyText(double s) {
+  return s < 1e-3 ? fmt::format("{:.3f} us", s * 1e6) : fmt::format("{:.3f} ms", s * 1e3);
+}
+
+absl::StatusOr<PlacementSolve> SolvePlacements(const ir::ModelSpec& spec, const ir::Graph& graph,
+                                               const costmodel::Cluster& cluster, const std::string& cluster_path,
+                                               int max_coarse_nodes, double time_limit_s) {
+  PlacementSolve s;
+  synth::PlacementOptions po;
+  po.max_coarse_nodes = max_coarse_nodes;
+  HS_ASSIGN_OR_RETURN(s.problem, synth::BuildPlacementProblem(graph, cluster, po));
+  s.results = synth::PlacementBaselines(s.problem);
+  const synth::Schedule* seed = nullptr;
+  for (const auto& r : s.results) {
+    if (r.status.ok() && (seed == nullptr || r.schedule.latency < seed->latency)) seed = &r.schedule;
+  }
+  s.best_heuristic_s = seed ? seed->latency : 0;
+  synth::MilpOptions mo;
+  mo.time_limit_s = time_limit_s;
+  absl::StatusOr<synth::MilpResult> milp = synth::SolvePlacementMilp(s.problem, seed, mo);
+  if (!milp.ok()) {
+    if (absl::IsResourceExhausted(milp.status())) {
+      return absl::InvalidArgumentError(StrCat("place: ", spec.ToString(), " fits no placement on cluster '", cluster_path,
+                                               "': ", milp.status().message()));
+    }
+    return milp.status();
+  }
+  HS_CHECK(seed == nullptr || milp->schedule.latency <= seed->latency, "the MILP returned a placement worse than its seed");
+  s.milp = *std::move(milp);
+  synth::PlacementMethodResult mr;
+  mr.method = "milp";
+  mr.schedule = s.milp.schedule;
+  mr.solve_seconds = s.milp.solve_seconds;
+  s.results.push_back(std::move(mr));
+  return s;
+}
+
+instr::InferencePlacement PlacementOf(const ir::ModelSpec& spec, const costmodel::Cluster& cluster,
+                                      const PlacementSolve& s, const std::string& method) {
+  const synth::PlacementProblem& p = s.problem;
+  const synth::PlacementMethodResult* chosen = nullptr;
+  for (const auto& r : s.results) {
+    if (r.method == method) chosen = &r;
+  }
+  HS_CHECK(chosen != nullptr && chosen->status.ok(), "PlacementOf: the method has no placement");
+  instr::InferencePlacement out;
+  out.model = spec.name;
+  out.model_args = spec.args;
+  out.batch = spec.batch;
+  out.cluster = cluster.name;
+  out.cluster_fingerprint = cluster.Fingerprint();
+  for (const auto& d : cluster.devices) out.devices.push_back(d.name);
+  out.method = method;
+  out.predicted_latency_s = chosen->schedule.latency;
+  for (size_t i = 0; i < p.nodes.size(); ++i) {
+    instr::InferencePlacementGroup gr;
+    gr.name = p.nodes[i].name;
+    gr.ops = p.nodes[i].ops;
+    gr.device = chosen->schedule.device[i];
+    gr.start_s = chosen->schedule.start[i];
+    gr.finish_s = chosen->schedule.finish[i];
+    out.groups.push_back(std::move(gr));
+  }
+  for (const auto& d : cluster.devices) out.device_flops.push_back(d.flops);
+  for (const synth::CoarseEdge& e : p.edges) {
+    out.edges.push_back({e.from, e.to, e.bytes,
+                         p.Transfer(chosen->schedule.device[e.from], chosen->schedule.device[e.to], e.bytes)});
+  }
+  for (const auto& r : s.results) {
+    instr::InferencePlacementMethod m;
+    m.method = r.method;
+    m.feasible = r.status.ok();
+    m.latency_s = r.status.ok() ? r.schedule.latency : 0;
+    m.solve_s = r.solve_seconds;
+    m.note = r.status.ok() ? "" : std::string(r.status.message());
+    out.methods.push_back(std::move(m));
+  }
+  out.lower_bound_s = s.milp.lower_bound;
+  out.gap = s.milp.gap;
+  out.optimal = s.milp.optimal;
+  out.solve_s = s.milp.solve_seconds;
+  out.solver_calls = s.milp.solver_calls;
+  return out;
+}
+
+absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::ModelSpec& spec,
+                                                  const instr::InferencePlacement& placement,
+                                                  const InferRequestOptions& o) {
+  std::map<std::string, runtime::Tensor> params;
+  for (ir::ValueId v : g.parameters()) params[g.value(v).name] = runtime::InitParameter(g.value(v), o.seed);
+  HS_ASSIGN_OR_RETURN(runtime::DataSource data, runtime::DataSource::Synthetic(spec, g, o.seed));
+  std::vector<runtime::Batch> requests;
+  for (int q = 0; q < o.requests; ++q) {
+    HS_ASSIGN_OR_RETURN(runtime::Batch b, data.Get(q));
+    requests.push_back(std::move(b));
+  }
+  InferMeasurement m;
+  // The one-device forward of every request (this thread), timed.
+  std::vector<runtime::Outputs> reference;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const runtime::Batch& b : requests) {
+    HS_ASSIGN_OR_RETURN(runtime::Outputs out, runtime::ForwardOneDevice(g, params, b));
+    reference.push_back(std::move(out));
+  }
+  m.one_device_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / o.requests;
+  runtime::InferOptions io;
+  if (o.emulate) {
+    const auto& fl = placement.device_flops;
+    if (fl.size() != placement.devices.size()) {
+      return absl::InvalidArgumentError(StrCat("placement '", o.source,
+                                               "': no cluster.device_flops; --emulate needs them (write it again with 'hetsynth place')"));
+    }
+    if (o.dilation != 0 && !(o.dilation >= 1 && std::isfinite(o.dilation))) {
+      return absl::InvalidArgumentError(StrCat("--dilation ", o.dilation, "; expected a number >= 1"));
+    }
+    std::set<int> used;
+    for (const auto& gr : placement.groups) used.insert(gr.device);
+    const double fmax = *std::max_element(fl.begin(), fl.end());
+    double sum = 0;
+    for (int d : used) sum += fl[d] / fmax;
+    // Twice the dilation that fits the ranks' compute on this host's cores: the host is shared.
+    io.dilation = o.dilation > 0 ? o.dilation : 2 * runtime::DilationForCores(sum, std::thread::hardware_concurrency());
+  }
+  // Latency: a warm-up request, then each request alone (the median); throughput: all of them
+  // pipelined through the ranks.
+  std::vector<runtime::Batch> with_warmup = {requests[0]};
+  with_warmup.insert(with_warmup.end(), requests.begin(), requests.end());
+  runtime::InferOptions seq = io;
+  seq.sequential = true;
+  seq.keep_outputs = false;  // the check below uses the pipelined run's
+  HS_ASSIGN_OR_RETURN(runtime::InferRun one_by_one, runtime::RunPlacement(g, placement, params, with_warmup, seq));
+  std::vector<double> alone(one_by_one.finish_s.begin() + 1, one_by_one.finish_s.end());
+  std::sort(alone.begin(), alone.end());
+  m.latency_wall_s = alone[alone.size() / 2];
+  HS_ASSIGN_OR_RETURN(runtime::InferRun run, runtime::RunPlacement(g, placement, params, requests, io));
+  double scale = 1;
+  for (int q = 0; q < o.requests; ++q) {
+    for (const auto& [name, ref] : reference[q]) {
+      const auto it = run.outputs[q].find(name);
+      if (it == run.outputs[q].end() || it->second.shape != ref.shape) {
+        return absl::InternalError(StrCat("infer: request ", q, ": output '", name, "' missing or misshaped on the ranks"));
+      }
+      for (int64_t i = 0; i < ref.numel(); ++i) {
+        m.max_diff = std::max(m.max_diff, static_cast<double>(std::abs(it->second.data[i] - ref.data[i])));
+        scale = std::max(scale, static_cast<double>(std::abs(ref.data[i])));
+      }
+    }
+  }
+  if (!(m.max_diff <= 1e-5 * scale)) {
+    return absl::InternalError(StrCat("infer: the ranks' outputs differ from the one-device forward by ", m.max_diff,
+                                      " (more than 1e-5 x ", scale, ")"));
+  }
+  m.dilation = run.dilation;
+  const double k = run.dilation > 0 ? run.dilation : 1;
+  m.latency_s = m.latency_wall_s / k;
+  m.requests_per_s = o.requests / (run.total_s / k);
+  m.late_s = run.late_s;
+  m.ranks = run.ranks;
+  m.messages = run.messages;
+  m.bytes = run.bytes;
+  return m;
+}
+
+}  // namespace hetsynth::cli
