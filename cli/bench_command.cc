@@ -20,6 +20,7 @@
 #include "backend_flags.h"
 #include "commands.h"
 #include "emulated_cluster.h"
+#include "inference.h"
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/rules.h"
@@ -47,6 +48,8 @@ struct BenchFlags {
   std::string network_name;  // use (or bring up) the emulated cluster of this name; empty: a temporary one
   std::string mpirun = "mpirun";
   int refit = 0;  // --refit N: at most N rounds of measure → refit the cost model → re-synthesize
+  bool inference = false;  // --inference: placement methods' inference latency instead of training plans
+  int requests = 5;        // --inference: requests per method
 };
 
 struct Entry {
@@ -108,7 +111,7 @@ nlohmann::json Num(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlo
 absl::StatusOr<bool> Plot(const std::string& dir, const std::vector<Entry>& entries, const std::string& title,
                           bool simulated, double dp_pred, double dp_meas, const std::string& reference,
                           const std::string& measured_on) {
-  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return false;
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return false;  // before writing the data
   {
     std::ofstream dat(dir + "/speedup.dat", std::ios::binary | std::ios::trunc);
     dat << "# plan predicted_ms measured_ms predicted_speedup measured_speedup (over the reference)\n";
@@ -140,21 +143,7 @@ absl::StatusOr<bool> Plot(const std::string& dir, const std::vector<Entry>& entr
     plot += ", " + data + " using 3 title 'measured' lc rgb '#2b6ca3', " + data +
             " using ($0+0.17):3:(sprintf('%.2fx', $5)) with labels offset 0,0.8 notitle";
   }
-  gp << "set terminal pngcairo size 1000,560 font 'DejaVu Sans,11'\nset output '" << dir << "/speedup.png'\n"
-     << plot << "\n"
-     << "set terminal svg size 1000,560 font 'DejaVu Sans,11' dynamic\nset output '" << dir << "/speedup.svg'\n"
-     << plot << "\n";
-  const std::string script = dir + "/speedup.gp";
-  {
-    std::ofstream out(script, std::ios::binary | std::ios::trunc);
-    out << gp.str();
-    if (!out) return absl::InvalidArgumentError(StrCat("--out '", dir, "': cannot write speedup.gp"));
-  }
-  const std::string cmd = StrCat("gnuplot '", script, "' 2>'", dir, "/gnuplot.log'");
-  if (std::system(cmd.c_str()) != 0) {
-    return absl::InternalError(StrCat("gnuplot failed on ", script, "; see ", dir, "/gnuplot.log"));
-  }
-  return true;
+  return RunGnuplot(dir, "speedup", gp.str(), plot);
 }
 
 // --emulate-network: runs every runnable entry as `hetsynth train --plan` on one mpirun rank per
@@ -692,6 +681,26 @@ absl::Status RunRefit(const BenchFlags& f) {
 
 }  // namespace
 
+absl::StatusOr<bool> RunGnuplot(const std::string& dir, const std::string& stem, const std::string& setup,
+                                const std::string& plot) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return false;
+  const std::string script = dir + "/" + stem + ".gp";
+  {
+    std::ofstream out(script, std::ios::binary | std::ios::trunc);
+    out << setup << "set terminal pngcairo size 1000,560 font 'DejaVu Sans,11'\nset output '" << dir << "/" << stem
+        << ".png'\n"
+        << plot << "\n"
+        << "set terminal svg size 1000,560 font 'DejaVu Sans,11' dynamic\nset output '" << dir << "/" << stem << ".svg'\n"
+        << plot << "\n";
+    if (!out) return absl::InvalidArgumentError(StrCat("--out '", dir, "': cannot write ", stem, ".gp"));
+  }
+  const std::string cmd = StrCat("gnuplot '", script, "' 2>'", dir, "/gnuplot.log'");
+  if (std::system(cmd.c_str()) != 0) {
+    return absl::InternalError(StrCat("gnuplot failed on ", script, "; see ", dir, "/gnuplot.log"));
+  }
+  return true;
+}
+
 Runner RegisterBench(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "bench", "Synthesize a plan and the baselines for a cluster, run each on emulated ranks, compare measured, "
@@ -724,7 +733,8 @@ Runner RegisterBench(CLI::App& app) {
                 "run every plan as real mpirun ranks across an emulated multi-node cluster on this host (network "
                 "namespaces, shaped NICs, time dilation; root; docs/emulated-cluster.md)");
   cmd->add_option("--dilation", f->dilation,
-                  "with --emulate-network: time dilation K (default: from the cluster and this host's cores, printed)")
+                  "with --emulate-network or --inference: time dilation K (default: from the cluster and this host's "
+                  "cores, printed)")
       ->type_name("K");
   cmd->add_option("--network-name", f->network_name,
                   "with --emulate-network: use the emulated cluster of this name if it is up (hetsynth cluster up), "
@@ -736,7 +746,37 @@ Runner RegisterBench(CLI::App& app) {
                   "with --emulate-network: closed loop of at most N rounds — run, refit the cost model's compute and "
                   "collective constants from the traces, re-synthesize — until the prediction error stops improving")
       ->type_name("N");
-  return [f]() { return f->refit > 0 ? RunRefit(*f) : RunBench(*f); };
+  cmd->add_flag("--inference", f->inference,
+                "compare inference placements instead of training plans: every method of 'hetsynth place' (single, even, "
+                "speed, heft, milp), predicted and measured on emulated CPU thread ranks (docs/inference.md)");
+  cmd->add_option("--requests", f->requests, "with --inference: requests per method (latency: their median)")
+      ->check(PositiveInt())
+      ->capture_default_str();
+  return [f, cmd]() -> absl::Status {
+    if (!f->inference) {
+      if (cmd->count("--requests") > 0) return absl::InvalidArgumentError("--requests is for --inference");
+      return f->refit > 0 ? RunRefit(*f) : RunBench(*f);
+    }
+    for (const char* flag : {"--baselines", "--steps", "--warmup", "--backend", "--precision", "--emulate-gpus", "--ranks",
+                             "--flat", "--no-overlap", "--mesh-levels", "--emulate-network", "--network-name", "--mpirun",
+                             "--refit"}) {
+      if (cmd->count(flag) > 0) {
+        return absl::InvalidArgumentError(StrCat(flag, " is for training plans; --inference runs placements on CPU thread "
+                                                 "ranks (flags: --model, --batch, --cluster, --requests, --dilation, "
+                                                 "--time-limit, --seed, --simulate, --out)"));
+      }
+    }
+    BenchInferenceOptions o;
+    HS_ASSIGN_OR_RETURN(o.spec, f->model.Resolve());
+    o.cluster_path = f->cluster;
+    o.out = f->out;
+    o.requests = f->requests;
+    o.seed = f->seed;
+    o.dilation = f->dilation == -1 ? 0 : f->dilation;
+    o.time_limit_s = cmd->count("--time-limit") > 0 ? f->time_limit : 60;
+    o.simulate = f->simulate;
+    return RunBenchInference(o);
+  };
 }
 
 }  // namespace hetsynth::cli

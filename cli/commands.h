@@ -43,6 +43,11 @@ CLI::Validator PositiveInt();
 // Writes `text` to PATH.tmp with `mode`, then renames it over `path`: readers see the old file or
 // the new one, never a part.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& text, mode_t mode = 0644);
+// Draws DIR/STEM.{png,svg} with gnuplot: writes DIR/STEM.gp (the two terminals, each followed by
+// `plot`, after `setup`) and runs it, its errors in DIR/gnuplot.log. False when gnuplot is not
+// installed.
+absl::StatusOr<bool> RunGnuplot(const std::string& dir, const std::string& stem, const std::string& setup,
+                                const std::string& plot);
 // The whole of a text file; NotFound names `what` and the path.
 absl::StatusOr<std::string> ReadText(const std::string& path, const char* what);
 // The model a plan or placement file was made for, rebuilt from its header's model, model_args

@@ -65,6 +65,22 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& graph, const 
                                                   const instr::InferencePlacement& placement,
                                                   const InferRequestOptions& o);
 
+// `hetsynth bench --inference`: every placement method of `spec` on the cluster file
+// `cluster_path`, predicted and (unless `simulate`) measured on emulated CPU thread ranks; writes
+// DIR/results.{json,csv,md}, DIR/latency.{png,svg} (with gnuplot) and each method's placement
+// file DIR/<method>.placement.json, and prints the table.
+struct BenchInferenceOptions {
+  ir::ModelSpec spec;
+  std::string cluster_path, out;
+  int requests = 5;
+  uint64_t seed = 0;
+  double dilation = 0;  // 0: twice what fits this host's cores, per placement
+  double time_limit_s = 60;
+  int max_coarse_nodes = 100;
+  bool simulate = false;
+};
+absl::Status RunBenchInference(const BenchInferenceOptions& o);
+
 // A latency in ms, or µs below a millisecond (the small presets run in microseconds).
 std::string LatencyText(double s);
 

@@ -153,4 +153,45 @@ TEST(Infer, PlacementsOnThreadRanksEqualTheOneDeviceForward) {
   ExpectError("infer --placement " + bad + " --emulate", "no cluster.device_flops; --emulate needs them");
 }
 
+TEST(BenchInference, EveryMethodPredictedMeasuredAndCheckedInOneRun) {
+  const std::string dir = Tmp("bench_inference");
+  const Result r = Hetsynth("bench --inference --model gpt --small --cluster " + Cluster("mixed-4") +
+                            " --requests 2 --dilation 2 --time-limit 20 --out " + dir);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("| method | devices used | predicted | measured | error |"), std::string::npos) << r.output;
+  const nlohmann::json j = Read(dir + "/results.json");
+  EXPECT_EQ(j["format"], "hetsynth-bench-inference");
+  EXPECT_FALSE(j["simulated"].get<bool>());
+  ASSERT_EQ(j["methods"].size(), 5u);
+  const char* methods[] = {"single", "even", "speed", "heft", "milp"};
+  for (size_t k = 0; k < 5; ++k) {
+    const nlohmann::json& m = j["methods"][k];
+    EXPECT_EQ(m["method"], methods[k]);
+    ASSERT_TRUE(m["feasible"].get<bool>()) << m.dump();
+    EXPECT_GT(m["predicted_s"].get<double>(), 0) << m.dump();
+    EXPECT_GT(m["measured_s"].get<double>(), 0) << m.dump();
+    EXPECT_EQ(m["dilation"].get<double>(), 2) << m.dump();
+    EXPECT_LE(m["max_abs_diff_vs_one_device"].get<double>(), 1e-5) << m.dump();
+    // Each method's placement file is written and checks against its cluster.
+    const std::string file = dir + "/" + m["placement_file"].get<std::string>();
+    const Result c = Hetsynth("place --check " + file + " --cluster " + Cluster("mixed-4"));
+    EXPECT_EQ(c.code, 0) << c.output;
+  }
+  // --simulate: predictions only.
+  const std::string sim = Tmp("bench_inference_sim");
+  const Result s = Hetsynth("bench --inference --model vit --small --cluster " + Cluster("reference-64") +
+                            " --simulate --time-limit 20 --out " + sim);
+  ASSERT_EQ(s.code, 0) << s.output;
+  const nlohmann::json js = Read(sim + "/results.json");
+  EXPECT_TRUE(js["simulated"].get<bool>());
+  for (const nlohmann::json& m : js["methods"]) EXPECT_FALSE(m.contains("measured_s")) << m.dump();
+  // Training-plan flags are refused with --inference, and --requests without it.
+  ExpectError("bench --inference --model gpt --small --cluster " + Cluster("mixed-4") + " --steps 3 --out " + dir,
+              "--steps is for training plans");
+  ExpectError("bench --model gpt --small --cluster " + Cluster("mixed-4") + " --requests 3 --out " + dir,
+              "--requests is for --inference");
+  ExpectError("bench --inference --model gpt --small --cluster " + Cluster("mixed-4") + " --dilation 0.5 --out " + dir,
+              "--dilation 0.5; expected a number >= 1");
+}
+
 }  // namespace
