@@ -14,6 +14,7 @@
 #include "hetsynth/base/status.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "inference.h"
+#include "train.h"
 
 namespace hetsynth::cli {
 namespace {
@@ -72,6 +73,10 @@ absl::Status RunBenchInference(const BenchInferenceOptions& o) {
   if (o.requests < 1) return absl::InvalidArgumentError(StrCat("--requests ", o.requests, "; expected at least 1"));
   if (o.dilation != 0 && !(o.dilation >= 1 && std::isfinite(o.dilation))) {
     return absl::InvalidArgumentError(StrCat("--dilation ", o.dilation, "; expected a number >= 1"));
+  }
+  if (UnderMpiLauncher()) {
+    return absl::InvalidArgumentError("bench --inference runs each method on thread ranks in this process; under mpirun "
+                                      "run 'hetsynth infer --placement FILE' (one process per device) instead");
   }
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(o.spec));
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(o.cluster_path));

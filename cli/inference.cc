@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "hetsynth/base/status.h"
+#include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/infer.h"
 #include "hetsynth/runtime/pacer.h"
@@ -153,13 +154,22 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
   runtime::InferOptions seq = io;
   seq.sequential = true;
   seq.keep_outputs = false;  // the check below uses the pipelined run's
-  HS_ASSIGN_OR_RETURN(runtime::InferRun one_by_one, runtime::RunPlacement(g, placement, params, with_warmup, seq));
+  std::unique_ptr<runtime::Communicator> world;
+  if (o.mpi) {
+    HS_ASSIGN_OR_RETURN(world, runtime::MpiWorld());
+  }
+  auto run_placement = [&](const std::vector<runtime::Batch>& batches, const runtime::InferOptions& opt) {
+    return world ? runtime::RunPlacementOnRanks(*world, g, placement, params, batches, opt)
+                 : runtime::RunPlacement(g, placement, params, batches, opt);
+  };
+  HS_ASSIGN_OR_RETURN(runtime::InferRun one_by_one, run_placement(with_warmup, seq));
   std::vector<double> alone(one_by_one.finish_s.begin() + 1, one_by_one.finish_s.end());
   std::sort(alone.begin(), alone.end());
   m.latency_wall_s = alone[alone.size() / 2];
-  HS_ASSIGN_OR_RETURN(runtime::InferRun run, runtime::RunPlacement(g, placement, params, requests, io));
+  HS_ASSIGN_OR_RETURN(runtime::InferRun run, run_placement(requests, io));
+  m.reporter = !world || world->rank() == 0;
   double scale = 1;
-  for (int q = 0; q < o.requests; ++q) {
+  for (int q = 0; q < o.requests && m.reporter; ++q) {
     for (const auto& [name, ref] : reference[q]) {
       const auto it = run.outputs[q].find(name);
       if (it == run.outputs[q].end() || it->second.shape != ref.shape) {

@@ -44,6 +44,7 @@ struct InferRequestOptions {
   bool emulate = false;   // pace the ranks to the placement's devices (time dilation)
   double dilation = 0;    // with emulate: K (0: twice what fits this host's cores)
   std::string source;     // the placement's file, for messages
+  bool mpi = false;       // one process per rank under mpirun (MpiWorld) instead of thread ranks
 };
 
 // One placement run on CPU thread ranks: latency (a warm-up request, then each request alone,
@@ -60,6 +61,7 @@ struct InferMeasurement {
   int ranks = 0;
   int64_t messages = 0;
   double bytes = 0;
+  bool reporter = true;  // this process has the results (false on MPI ranks other than 0)
 };
 absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& graph, const ir::ModelSpec& spec,
                                                   const instr::InferencePlacement& placement,

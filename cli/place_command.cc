@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "commands.h"
 #include "inference.h"
+#include "train.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/instr/inference_placement.h"
@@ -182,20 +183,24 @@ absl::Status RunInfer(const InferFlags& f) {
   o.emulate = f.emulate;
   o.dilation = f.dilation;
   o.source = f.placement;
+  o.mpi = UnderMpiLauncher();
   HS_ASSIGN_OR_RETURN(const InferMeasurement m, MeasureInference(g, loaded.spec, loaded.placement, o));
-  fmt::print("infer: {} placement '{}' ({}) on {} thread ranks, {} requests: outputs equal the one-device forward "
+  if (!m.reporter) return absl::OkStatus();  // MPI: rank 0 reports
+  const std::string ranks = o.mpi ? fmt::format("{} MPI processes", m.ranks) : fmt::format("{} thread ranks", m.ranks);
+  fmt::print("infer: {} placement '{}' ({}) on {}, {} requests: outputs equal the one-device forward "
              "(max |diff| {:.3g}); {} point-to-point transfers, {:.3f} MB\n",
-             loaded.spec.ToString(), f.placement, loaded.placement.method, m.ranks, f.requests, m.max_diff, m.messages,
+             loaded.spec.ToString(), f.placement, loaded.placement.method, ranks, f.requests, m.max_diff, m.messages,
              m.bytes / 1e6);
   if (f.emulate) {
     const double k = m.dilation, measured = m.latency_s, predicted = loaded.placement.predicted_latency_s;
     fmt::print("emulated cluster '{}' (dilation K={}: ranks paced to the file's device FLOP/s relative to the fastest = this "
-               "host, messages delayed by K x their predicted transfer time; times below are wall clock / K): latency "
+               "host, {}; times below are wall clock / K): latency "
                "{} measured (median of {} requests after a warm-up), {} predicted ({:+.1f}%), {:.2f} requests/s pipelined; ran late {}\n",
-               loaded.placement.cluster, k, Ms(measured), f.requests, Ms(predicted), 100 * (predicted - measured) / measured,
-               m.requests_per_s, Ms(m.late_s));
+               loaded.placement.cluster, k,
+               o.mpi ? "messages over the processes' own links, not delayed" : "messages delayed by K x their predicted transfer time",
+               Ms(measured), f.requests, Ms(predicted), 100 * (predicted - measured) / measured, m.requests_per_s, Ms(m.late_s));
   } else {
-    fmt::print("measured on this host (ranks are threads at host speed, not paced to the cluster's devices): latency "
+    fmt::print("measured on this host (ranks at host speed, not paced to the cluster's devices): latency "
                "{} (median of {} requests after a warm-up), one-device forward {}, {:.2f} requests/s pipelined; predicted for cluster '{}': {} (not comparable; "
                "--emulate paces them)\n",
                Ms(m.latency_s), f.requests, Ms(m.one_device_s), m.requests_per_s, loaded.placement.cluster,

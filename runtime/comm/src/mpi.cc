@@ -27,6 +27,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <mutex>
 
 #include "absl/strings/cord.h"
@@ -40,6 +41,9 @@ namespace {
 
 std::atomic<double> g_deadline_s{kDefaultCollectiveDeadline};
 constexpr int kPingTag = 7001, kPongTag = 7002;
+// Point-to-point tags t are sent as kPointToPointTag + t (t < Communicator::kMaxTag), clear of the
+// pings' (MPI guarantees tags up to 32767).
+constexpr int kPointToPointTag = 10000;
 constexpr double kPingSeconds = 2;
 constexpr double kGraceSeconds = 5;
 double CollectiveDeadline() { return g_deadline_s.load(); }
@@ -370,6 +374,36 @@ class MpiComm final : public Communicator {
     return absl::OkStatus();  // the fingerprint all-gather is itself a barrier
   }
 
+  absl::Status SendAsync(std::vector<float> data, int dest, int tag) override {
+    HS_RETURN_IF_ERROR(CheckPeer("SendAsync", dest, tag, static_cast<int64_t>(data.size())));
+    ReapSends();
+    sends_.push_back({MPI_REQUEST_NULL, std::move(data)});
+    Pending& p = sends_.back();
+    const int rc = MPI_Isend(p.data.data(), static_cast<int>(p.data.size()), MPI_FLOAT, dest, kPointToPointTag + tag,
+                             comm_, &p.req);
+    if (rc != MPI_SUCCESS) return MpiError("SendAsync", rc, __FILE__, __LINE__);
+    return absl::OkStatus();
+  }
+
+  absl::Status Recv(float* data, int64_t count, int source, int tag) override {
+    HS_RETURN_IF_ERROR(CheckPeer("Recv", source, tag, count));
+    return Timed(Op::kRecv, [&](MPI_Request* r) {
+      return MPI_Irecv(data, static_cast<int>(count), MPI_FLOAT, source, kPointToPointTag + tag, comm_, r);
+    });
+  }
+
+  absl::Status FlushSends() override {
+    for (Pending& p : sends_) {
+      HS_RETURN_IF_ERROR(Timed(Op::kSend, [&](MPI_Request* r) {
+        *r = p.req;
+        p.req = MPI_REQUEST_NULL;
+        return MPI_SUCCESS;
+      }));
+    }
+    sends_.clear();
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
     HS_RETURN_IF_ERROR(Agree(Op::kSplit, CommImpl::kGrouped, {}, 0, 0, comm_internal::CheckSplit(color)));
     MPI_Comm sub = MPI_COMM_NULL;
@@ -390,6 +424,33 @@ class MpiComm final : public Communicator {
   }
 
  private:
+  struct Pending {
+    MPI_Request req;
+    std::vector<float> data;  // the message, kept until it is sent
+  };
+
+  absl::Status CheckPeer(const char* op, int peer, int tag, int64_t count) const {
+    if (peer < 0 || peer >= size_ || peer == rank_) {
+      return absl::InvalidArgumentError(StrCat("mpi ", op, ": rank ", peer, "; expected another rank in [0, ", size_, ")"));
+    }
+    if (tag < 0 || tag >= kMaxTag) {
+      return absl::InvalidArgumentError(StrCat("mpi ", op, ": tag ", tag, "; expected 0 to ", kMaxTag - 1));
+    }
+    if (count < 0 || count > INT_MAX) {
+      return absl::InvalidArgumentError(StrCat("mpi ", op, ": ", count, " elements; expected 0 to ", INT_MAX));
+    }
+    return absl::OkStatus();
+  }
+
+  // Drops the sends that have completed.
+  void ReapSends() {
+    while (!sends_.empty()) {
+      int done = 0;
+      if (MPI_Test(&sends_.front().req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done) return;
+      sends_.pop_front();
+    }
+  }
+
   // out[i] = ((c₀[i] + c₁[i]) + c₂[i]) + …, where c_k = contributions + k·stride.
   void SumInRankOrder(const float* contributions, int64_t stride, int64_t len, float* out) const {
     if (len == 0) return;
@@ -506,6 +567,7 @@ class MpiComm final : public Communicator {
     return absl::InvalidArgumentError(StrCat(Where(op), why));
   }
 
+  std::deque<Pending> sends_;  // SendAsync's messages under way, oldest first
   MPI_Comm comm_;
   const int rank_;
   const int size_;

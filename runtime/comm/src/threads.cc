@@ -20,6 +20,16 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Split(int, int) {
   return absl::UnimplementedError(StrCat(name(), ": this communicator cannot split into sub-communicators"));
 }
 
+absl::Status Communicator::SendAsync(std::vector<float>, int, int) {
+  return absl::UnimplementedError(StrCat(name(), ": this communicator has no point-to-point messages"));
+}
+
+absl::Status Communicator::Recv(float*, int64_t, int, int) {
+  return absl::UnimplementedError(StrCat(name(), ": this communicator has no point-to-point messages"));
+}
+
+absl::Status Communicator::FlushSends() { return absl::OkStatus(); }
+
 absl::Status Communicator::CheckConcurrentUse() const {
   return absl::FailedPreconditionError(
       StrCat(name(), ": this communicator does not say that its splits may run on other threads"));

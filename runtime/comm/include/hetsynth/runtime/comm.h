@@ -85,6 +85,18 @@ class Communicator {
 
   virtual absl::Status Barrier() = 0;
 
+  // Point-to-point, for an inference placement's activations (not collective: only the two ranks
+  // take part). SendAsync takes the data and returns at once; the transfer completes in the
+  // background, and FlushSends waits for every one still under way. Recv blocks until the message
+  // with `tag` (0 <= tag < kMaxTag) from `source` has arrived; it must hold `count` elements.
+  // Messages from one source with one tag arrive in the order they were sent. The base class
+  // answers Unimplemented: in-process ranks exchange activations by pointer instead
+  // (runtime/infer.h).
+  static constexpr int kMaxTag = 20000;
+  virtual absl::Status SendAsync(std::vector<float> data, int dest, int tag);
+  virtual absl::Status Recv(float* data, int64_t count, int source, int tag);
+  virtual absl::Status FlushSends();
+
   // Split's color for a rank that joins no sub-communicator.
   static constexpr int kNoColor = -1;
 

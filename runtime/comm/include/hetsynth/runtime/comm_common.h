@@ -17,7 +17,7 @@
 namespace hetsynth::runtime::comm_internal {
 
 // The collectives; values are part of the MPI communicator's call fingerprint.
-enum class Op : int64_t { kAllGatherV = 1, kReduceScatterV, kAllReduce, kAllToAllV, kBroadcast, kBarrier, kSplit };
+enum class Op : int64_t { kAllGatherV = 1, kReduceScatterV, kAllReduce, kAllToAllV, kBroadcast, kBarrier, kSplit, kSend, kRecv };
 
 inline const char* OpName(Op op) {
   switch (op) {
@@ -28,6 +28,8 @@ inline const char* OpName(Op op) {
     case Op::kBroadcast: return "Broadcast";
     case Op::kBarrier: return "Barrier";
     case Op::kSplit: return "Split";
+    case Op::kSend: return "Send";
+    case Op::kRecv: return "Recv";
   }
   return "?";
 }

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "hetsynth/instr/inference_placement.h"
 #include "hetsynth/ir/graph.h"
+#include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/tensor.h"
 
@@ -58,5 +59,18 @@ struct InferOptions {
 absl::StatusOr<InferRun> RunPlacement(const ir::Graph& g, const instr::InferencePlacement& p,
                                       const std::map<std::string, Tensor>& params, const std::vector<Batch>& requests,
                                       const InferOptions& o = {});
+
+// The same run with one process per rank (under mpirun): this process is rank comm.rank() of the
+// placement's ranks (the devices hosting a group, in order; comm.size() must be their number).
+// Activations travel as point-to-point messages (Communicator::SendAsync/Recv) over whatever
+// links connect the processes, not delayed by the emulation: with `dilation` only the compute is
+// paced, so run it over links that are themselves emulated (hetsynth cluster run) or fast. Rank 0
+// receives the outputs: its InferRun holds them (with keep_outputs) and the times (finish_s:
+// from the barrier before each request to its last output on rank 0, when sequential; total_s:
+// from a barrier to one after the last request); messages and bytes are summed over the ranks
+// (rank 0's outputs included), late_s is the latest rank's.
+absl::StatusOr<InferRun> RunPlacementOnRanks(Communicator& comm, const ir::Graph& g, const instr::InferencePlacement& p,
+                                             const std::map<std::string, Tensor>& params,
+                                             const std::vector<Batch>& requests, const InferOptions& o = {});
 
 }  // namespace hetsynth::runtime
