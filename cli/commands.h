@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/status/statusor.h"
+#include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/models.h"
 #include "hetsynth/synth/synthesize.h"
@@ -48,6 +49,20 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& tex
 // installed.
 absl::StatusOr<bool> RunGnuplot(const std::string& dir, const std::string& stem, const std::string& setup,
                                 const std::string& plot);
+// The header a plan (instr::Plan) and a placement (instr::InferencePlacement) share: the model
+// they were made for, and the cluster's name, fingerprint, devices and FLOP/s.
+template <class File>
+void FillRunHeader(const ir::ModelSpec& spec, const costmodel::Cluster& c, File* f) {
+  f->model = spec.name;
+  f->model_args = spec.args;
+  f->batch = spec.batch;
+  f->cluster = c.name;
+  f->cluster_fingerprint = c.Fingerprint();
+  for (const costmodel::Device& d : c.devices) {
+    f->devices.push_back(d.name);
+    f->device_flops.push_back(d.flops);
+  }
+}
 // The whole of a text file; NotFound names `what` and the path.
 absl::StatusOr<std::string> ReadText(const std::string& path, const char* what);
 // The model a plan or placement file was made for, rebuilt from its header's model, model_args

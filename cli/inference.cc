@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "commands.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
@@ -70,12 +71,7 @@ instr::InferencePlacement PlacementOf(const ir::ModelSpec& spec, const costmodel
   }
   HS_CHECK(chosen != nullptr && chosen->status.ok(), "PlacementOf: the method has no placement");
   instr::InferencePlacement out;
-  out.model = spec.name;
-  out.model_args = spec.args;
-  out.batch = spec.batch;
-  out.cluster = cluster.name;
-  out.cluster_fingerprint = cluster.Fingerprint();
-  for (const auto& d : cluster.devices) out.devices.push_back(d.name);
+  FillRunHeader(spec, cluster, &out);
   out.method = method;
   out.predicted_latency_s = chosen->schedule.latency;
   for (size_t i = 0; i < p.nodes.size(); ++i) {
@@ -87,7 +83,6 @@ instr::InferencePlacement PlacementOf(const ir::ModelSpec& spec, const costmodel
     gr.finish_s = chosen->schedule.finish[i];
     out.groups.push_back(std::move(gr));
   }
-  for (const auto& d : cluster.devices) out.device_flops.push_back(d.flops);
   for (const synth::CoarseEdge& e : p.edges) {
     out.edges.push_back({e.from, e.to, e.bytes,
                          p.Transfer(chosen->schedule.device[e.from], chosen->schedule.device[e.to], e.bytes)});

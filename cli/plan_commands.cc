@@ -240,16 +240,8 @@ synth::Strategy SynthesizedStrategy(bool flat, bool no_overlap, bool mesh_levels
 
 instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, const synth::SynthResult& r) {
   instr::Plan plan;
-  plan.model = spec.name;
-  plan.model_args = spec.args;
-  plan.batch = spec.batch;
-  plan.cluster = c.name;
-  plan.cluster_fingerprint = c.Fingerprint();
-  for (const costmodel::Device& d : c.devices) {
-    plan.devices.push_back(d.name);
-    plan.device_flops.push_back(d.flops);
-    plan.memory_capacity_bytes.push_back(d.memory_bytes);
-  }
+  FillRunHeader(spec, c, &plan);
+  for (const costmodel::Device& d : c.devices) plan.memory_capacity_bytes.push_back(d.memory_bytes);
   plan.strategy = r.strategy;
   plan.program = r.program;
   plan.predicted_step_time_s = r.estimate.step_s;
