@@ -335,8 +335,11 @@ EpochEnd RunMpiEpoch(const TrainOptions& e, int ranks, const std::string& dir, c
         if (!text.empty()) pid = static_cast<pid_t>(std::atol(text.c_str()));
         continue;
       }
+      // A worker that wrote its exit record has finished, whatever its state while it exits
+      // (LeakSanitizer's exit check, for one, holds it in a tracing stop, 't').
+      if (has_record(r)) continue;
       const char state = ProcessState(pid);
-      if ((state == 0 || state == 'Z' || state == 'X') && !has_record(r)) {
+      if (state == 0 || state == 'Z' || state == 'X') {
         lost.push_back(r);
       } else if (state == 'T' || state == 't') {
         double& since = stopped_since[static_cast<size_t>(r)];
