@@ -121,16 +121,6 @@ struct Layout {
   }
 };
 
-// Emulated ranks take turns computing, as the plan executor's thread ranks do (docs/runtime.md):
-// a group's kernels then run alone on a core, as on a device of their own, instead of sharing
-// caches and memory bandwidth with the other ranks' kernels, which made the measured latencies
-// of one placement vary by 20–30% from run to run. A group holds the turn only while it
-// computes: its inputs from other ranks are received before.
-std::mutex& ComputeTurn() {
-  static std::mutex turn;
-  return turn;
-}
-
 }  // namespace
 
 absl::StatusOr<Outputs> ForwardOneDevice(const ir::Graph& g, const std::map<std::string, Tensor>& params, const Batch& batch) {
@@ -203,6 +193,8 @@ absl::StatusOr<InferRun> RunPlacement(const ir::Graph& g, const instr::Inference
             if (!local.count(v)) local.emplace(v, inbox[r].Take(q, v));
           }
           pacer.Work([&] {
+            // Emulated: the executor's turn (cpu_time.h). Held only while computing: the group's
+            // inputs from other ranks were received before.
             std::unique_lock<std::mutex> turn;
             if (pacer.on()) turn = std::unique_lock<std::mutex>(ComputeTurn());
             for (ir::NodeId n : p.groups[k].ops) local[g.node(n).output] = RunNode(g, n, get);

@@ -48,13 +48,6 @@ using instr::InstrKind;
 using instr::Property;
 using instr::PropKind;
 
-// Thread ranks take turns computing (emulated timing): kernels then run alone on a core, as on
-// their own device, instead of sharing caches and memory bandwidth with the other ranks.
-inline std::mutex& ComputeTurn() {
-  static std::mutex turn;
-  return turn;
-}
-
 inline double WallSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
