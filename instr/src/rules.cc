@@ -190,10 +190,37 @@ void RuleSet::Own() {
         inc.push_back(Property::Identity(x(2)));
       }
       Add(F::kBatch, batch, Property::Gather(y(), 0), Work::kProportional);
+      if (n_.attrs.groups > 1) {
+        // Whole channel groups: a device convolves its groups' input channels with their filters.
+        std::vector<Property> grp = {Property::Gather(x(0), 1), Property::Gather(x(1), 0)};
+        if (bias) grp.push_back(Property::Gather(x(2), 0));
+        Add(F::kOutChannels, grp, Property::Gather(y(), 1), Work::kProportional, n_.attrs.groups);
+        break;
+      }
       Add(F::kOutChannels, outc, Property::Gather(y(), 1), Work::kProportional);
       Add(F::kInChannels, inc, Property::Reduce(y()), Work::kProportional, 0, bias);
       break;
     }
+    case OpKind::kBatchMoments:
+      // Per channel: a channel split keeps its channels; any other split sums partial means.
+      for (int d = 0; d < rank(0); ++d) {
+        if (d == 1) {
+          Add(RuleId(F::kSplit, 1), {Property::Gather(x(0), 1)}, Property::Gather(y(), 1), Work::kProportional);
+        } else {
+          Add(RuleId(F::kBatch, d), {Property::Gather(x(0), d)}, Property::Reduce(y()), Work::kProportional);
+        }
+      }
+      break;
+    case OpKind::kBatchNorm:
+      for (int d = 0; d < rank(0); ++d) {
+        const bool c = d == 1;
+        Add(RuleId(F::kSplit, d),
+            {Property::Gather(x(0), d), c ? Property::Gather(x(1), 1) : Property::Identity(x(1)),
+             c ? Property::Gather(x(2), 0) : Property::Identity(x(2)),
+             c ? Property::Gather(x(3), 0) : Property::Identity(x(3))},
+            Property::Gather(y(), d), Work::kProportional);
+      }
+      break;
     case OpKind::kFlatten: {
       const int axis = static_cast<int>(n_.attrs.axis < 0 ? n_.attrs.axis + rank(0) : n_.attrs.axis);
       KeepDims(axis);

@@ -42,6 +42,9 @@ json AttrToJson(const Attrs& a, std::string_view name) {
   if (name == "kernel") return a.kernel;
   if (name == "stride") return a.stride;
   if (name == "padding") return a.padding;
+  if (name == "groups") return a.groups;
+  if (name == "min") return a.min;
+  if (name == "max") return a.max;
   if (name == "out_h") return a.out_h;
   if (name == "out_w") return a.out_w;
   if (name == "k") return a.k;
@@ -65,6 +68,7 @@ bool AttrFromJson(const json& j, std::string_view name, Attrs* a) {
   if (name == "kernel") return int_field(&a->kernel);
   if (name == "stride") return int_field(&a->stride);
   if (name == "padding") return int_field(&a->padding);
+  if (name == "groups") return int_field(&a->groups);
   if (name == "out_h") return int_field(&a->out_h);
   if (name == "out_w") return int_field(&a->out_w);
   if (name == "k") return int_field(&a->k);
@@ -80,9 +84,9 @@ bool AttrFromJson(const json& j, std::string_view name, Attrs* a) {
     a->causal = j.get<bool>();
     return true;
   }
-  if (name == "eps" || name == "p") {
+  if (name == "eps" || name == "p" || name == "min" || name == "max") {
     if (!j.is_number()) return false;
-    (name == "eps" ? a->eps : a->p) = j.get<double>();
+    (name == "eps" ? a->eps : name == "p" ? a->p : name == "min" ? a->min : a->max) = j.get<double>();
     return true;
   }
   if (name == "shape") {

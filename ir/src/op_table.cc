@@ -149,9 +149,14 @@ absl::StatusOr<Shape> Conv2dShape(const std::vector<Shape>& in, const Attrs& a) 
   HS_RETURN_IF_ERROR(WantRank(in[0], "x", 4));
   HS_RETURN_IF_ERROR(WantRank(in[1], "weight", 4));
   const Shape &x = in[0], &w = in[1];
-  if (w[1] != x[1] || w[2] != a.kernel || w[3] != a.kernel) {
-    return Bad(StrCat("weight has shape ", ShapeString(w), " for x ", ShapeString(x), " and kernel=",
-                      a.kernel, "; expected [out, ", x[1], ", ", a.kernel, ", ", a.kernel, "]"));
+  if (a.groups <= 0 || x[1] % a.groups != 0 || w[0] % a.groups != 0) {
+    return Bad(StrCat("groups=", a.groups, " for x ", ShapeString(x), " and weight ", ShapeString(w),
+                      "; expected a positive divisor of the input and output channels"));
+  }
+  if (w[1] != x[1] / a.groups || w[2] != a.kernel || w[3] != a.kernel) {
+    return Bad(StrCat("weight has shape ", ShapeString(w), " for x ", ShapeString(x), ", kernel=",
+                      a.kernel, " and groups=", a.groups, "; expected [out, ", x[1] / a.groups, ", ",
+                      a.kernel, ", ", a.kernel, "]"));
   }
   if (in.size() == 3 && in[2] != Shape{w[0]}) {
     return Bad(StrCat("bias has shape ", ShapeString(in[2]), "; expected [", w[0], "]"));
@@ -168,14 +173,19 @@ absl::StatusOr<Shape> Conv2dShape(const std::vector<Shape>& in, const Attrs& a) 
   return Shape{x[0], w[0], h, wd};
 }
 
+// Padding is at most half the window (PyTorch's limit), so every window holds an input element.
 absl::StatusOr<Shape> MaxPool2dShape(const std::vector<Shape>& in, const Attrs& a) {
   HS_RETURN_IF_ERROR(WantRank(in[0], "x", 4));
   const Shape& x = in[0];
-  if (a.kernel <= 0 || a.stride <= 0 || a.kernel > x[2] || a.kernel > x[3]) {
-    return Bad(StrCat("kernel=", a.kernel, " stride=", a.stride, " for x ", ShapeString(x),
-                      "; expected 0 < kernel <= H, W and stride > 0"));
+  if (a.kernel <= 0 || a.stride <= 0 || a.padding < 0 || 2 * a.padding > a.kernel ||
+      a.kernel > x[2] + 2 * a.padding || a.kernel > x[3] + 2 * a.padding) {
+    return Bad(StrCat("kernel=", a.kernel, " stride=", a.stride, " padding=", a.padding, " for x ",
+                      ShapeString(x),
+                      "; expected 0 < kernel <= H + 2·padding, W + 2·padding, stride > 0 and "
+                      "0 <= padding <= kernel/2"));
   }
-  return Shape{x[0], x[1], (x[2] - a.kernel) / a.stride + 1, (x[3] - a.kernel) / a.stride + 1};
+  return Shape{x[0], x[1], (x[2] + 2 * a.padding - a.kernel) / a.stride + 1,
+               (x[3] + 2 * a.padding - a.kernel) / a.stride + 1};
 }
 
 absl::StatusOr<Shape> AdaptiveAvgPool2dShape(const std::vector<Shape>& in, const Attrs& a) {
@@ -297,6 +307,30 @@ absl::StatusOr<Shape> MoECombineShape(const std::vector<Shape>& in, const Attrs&
   return Shape{in[1][0], in[0][2]};
 }
 
+absl::StatusOr<Shape> ClipShape(const std::vector<Shape>& in, const Attrs& a) {
+  if (!(a.min <= a.max)) return Bad(StrCat("min=", a.min, " max=", a.max, "; expected min <= max"));
+  return in[0];
+}
+
+absl::StatusOr<Shape> BatchMomentsShape(const std::vector<Shape>& in, const Attrs&) {
+  if (in[0].size() < 2) return Bad(StrCat("x has shape ", ShapeString(in[0]), "; expected [B, C, ...]"));
+  return Shape{2, in[0][1]};
+}
+
+absl::StatusOr<Shape> BatchNormShape(const std::vector<Shape>& in, const Attrs& a) {
+  if (in[0].size() < 2) return Bad(StrCat("x has shape ", ShapeString(in[0]), "; expected [B, C, ...]"));
+  const int64_t c = in[0][1];
+  if (in[1] != Shape{2, c}) {
+    return Bad(StrCat("moments have shape ", ShapeString(in[1]), "; expected [2, ", c, "]"));
+  }
+  if (in[2] != Shape{c} || in[3] != Shape{c}) {
+    return Bad(StrCat("gamma/beta have shapes ", ShapeString(in[2]), "/", ShapeString(in[3]),
+                      "; expected [", c, "]"));
+  }
+  if (!(a.eps > 0)) return Bad(StrCat("eps=", a.eps, "; expected a positive number"));
+  return in[0];
+}
+
 // ---------------------------------------------------------------------------------------------
 // FLOPs (multiply-add = 2), per op or per family.
 
@@ -372,6 +406,11 @@ void AttentionLocalAttrs(const Shape& whole, const Shape& piece, Attrs& a) {
 // reshape / expand: the target is the piece.
 void ShapeIsPiece(const Shape&, const Shape& piece, Attrs& a) { a.shape = piece; }
 
+// conv2d: a channel-group split keeps the group width, so the piece has piece[1] / width groups.
+void GroupsOfPiece(const Shape& whole, const Shape& piece, Attrs& a) {
+  if (a.groups > 1) a.groups = piece[1] / (whole[1] / a.groups);
+}
+
 // moe_dispatch: the device's buffer holds its own experts (dim 0 of the output).
 void ExpertsOfPiece(const Shape&, const Shape& piece, Attrs& a) { a.experts = piece[0]; }
 
@@ -419,9 +458,10 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
     // ids are integers: no gradient; a vocab split needs the first table row.
     {.kind = OpKind::kEmbedding, .min_inputs = 2, .max_inputs = 2, .no_grad_inputs = Input(0),
      .integer_input = {.input = 0, .bound_input = 1, .bound_dim = 0}, .shape = EmbeddingShape, .flops = PerOutput<0, 1>, .locate = {.operand = 1, .dim = 0}},
-    {.kind = OpKind::kConv2d, .attrs = {"kernel", "stride", "padding"}, .min_inputs = 2,
-     .max_inputs = 3, .compute = ComputeClass::kGemm, .shape = Conv2dShape, .flops = Conv2dFlops},
-    {.kind = OpKind::kMaxPool2d, .attrs = {"kernel", "stride"}, .shape = MaxPool2dShape,
+    {.kind = OpKind::kConv2d, .attrs = {"kernel", "stride", "padding", "groups"}, .min_inputs = 2,
+     .max_inputs = 3, .compute = ComputeClass::kGemm, .shape = Conv2dShape, .flops = Conv2dFlops,
+     .local_attrs = GroupsOfPiece},
+    {.kind = OpKind::kMaxPool2d, .attrs = {"kernel", "stride", "padding"}, .shape = MaxPool2dShape,
      .flops = PerInput<1, 1>, .sharding = {.family = F::kKeepDims, .whole_trailing_dims = 2}},
     {.kind = OpKind::kAdaptiveAvgPool2d, .attrs = {"out_h", "out_w"}, .shape = AdaptiveAvgPool2dShape,
      .flops = PerInput<1, 1>, .sharding = {.family = F::kKeepDims, .whole_trailing_dims = 2}},
@@ -449,6 +489,14 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
      .routes = {.input = 1, .expert_operand = kOutputOperand}},
     {.kind = OpKind::kMoECombine, .min_inputs = 2, .max_inputs = 2, .shape = MoECombineShape,
      .flops = MoECombineFlops, .routes = {.input = 1, .expert_operand = 0}},
+    {.kind = OpKind::kClip, .attrs = {"min", "max"}, .shape = ClipShape, .flops = PerOutput<2, 2>,
+     .sharding = {.family = F::kKeepDims}},
+    // Means over the whole batch: a piece of x divides by the full count (its location), so
+    // the pieces' moments sum to the whole's — a batch or spatial split gives Reduce moments.
+    {.kind = OpKind::kBatchMoments, .shape = BatchMomentsShape, .flops = PerInput<3, 4>,
+     .locate = {.operand = 0}},
+    {.kind = OpKind::kBatchNorm, .attrs = {"eps"}, .min_inputs = 4, .max_inputs = 4,
+     .shape = BatchNormShape, .flops = PerOutput<4, 8>},
 }};
 #pragma GCC diagnostic pop
 

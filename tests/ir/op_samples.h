@@ -48,6 +48,9 @@ inline absl::StatusOr<OpSample> SampleOf(OpKind kind) {
     case OpKind::kTopKGate: s.inputs = {{12, 4}}, a.k = 2, a.capacity = 6; break;
     case OpKind::kMoEDispatch: s.inputs = {{12, 8}, {12, 2, 3}}, a.experts = 4, a.capacity = 6; break;
     case OpKind::kMoECombine: s.inputs = {{4, 6, 8}, {12, 2, 3}}; break;
+    case OpKind::kClip: s.inputs = {{4, 6, 8}}, a.min = -0.5, a.max = 0.7; break;
+    case OpKind::kBatchMoments: s.inputs = {{4, 6, 4, 4}}; break;
+    case OpKind::kBatchNorm: s.inputs = {{4, 6, 4, 4}, {2, 6}, {6}, {6}}; break;
     default: {
       const OpDef& def = DefOf(kind);
       if (def.attrs[0].empty() && def.min_inputs <= 2) {

@@ -112,7 +112,8 @@ absl::StatusOr<Sample> SampleFor(OpKind kind) {
   out.kind = kind;
   out.attrs = s.attrs;
   out.infinite_outputs = kind == OpKind::kCausalMask;
-  const bool kinks = kind == OpKind::kRelu || kind == OpKind::kMaxPool2d || kind == OpKind::kTopKGate;
+  const bool kinks =
+      kind == OpKind::kRelu || kind == OpKind::kClip || kind == OpKind::kMaxPool2d || kind == OpKind::kTopKGate;
   for (size_t i = 0; i < s.inputs.size(); ++i) {
     const uint32_t seed = 17 + 31 * static_cast<uint32_t>(i);
     out.inputs.push_back(kinks ? SeparatedValues(s.inputs[i], seed) : NormalValues(s.inputs[i], seed));
@@ -124,6 +125,8 @@ absl::StatusOr<Sample> SampleFor(OpKind kind) {
     Tensor& t = out.inputs[static_cast<size_t>(ii.input)];
     for (int64_t e = 0; e < t.numel(); ++e) t.data[static_cast<size_t>(e)] = static_cast<float>((7 * e + 3) % bound);
   }
+  // batch_norm's moments: those of its input, so that the variance is well above 0.
+  if (kind == OpKind::kBatchNorm) out.inputs[1] = RunForward(OpKind::kBatchMoments, {}, {&out.inputs[0]});
   // Routes: a gate's, for the experts and capacity of the expert operand (dim 0 and 1).
   if (def.routes.input != ir::kNoOperand) {
     const int r = def.routes.input;

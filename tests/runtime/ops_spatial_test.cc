@@ -325,6 +325,192 @@ TEST(MaxPool2dTest, GradientsOverlapping) {
   CheckGradients(c);
 }
 
+// A grouped convolution is its groups' ungrouped convolutions side by side.
+TEST(Conv2dTest, GroupedMatchesEachGroupsConvolution) {
+  for (const int64_t groups : {2, 6}) {  // 6: depthwise
+    SCOPED_TRACE(::testing::Message() << "groups=" << groups);
+    Attrs a = ConvAttrs(3, 2, 1);
+    a.groups = groups;
+    const int64_t ci = 6, co = 12, cig = ci / groups, cog = co / groups;
+    const Tensor x = RandomTensor({3, ci, 7, 6}, 23);
+    const Tensor w = RandomTensor({co, cig, 3, 3}, 24);
+    const Tensor b = RandomTensor({co}, 25);
+    const Tensor out = RunForward(OpKind::kConv2d, a, {&x, &w, &b});
+    Attrs one = a;
+    one.groups = 1;
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      Tensor xg({3, cig, 7, 6}), wg({cog, cig, 3, 3}), bg({cog});
+      for (int64_t n = 0; n < 3; ++n) {
+        for (int64_t c = 0; c < cig; ++c) {
+          for (int64_t i = 0; i < 42; ++i) xg.data[(n * cig + c) * 42 + i] = x.data[(n * ci + gi * cig + c) * 42 + i];
+        }
+      }
+      std::copy_n(w.data.begin() + gi * cog * cig * 9, cog * cig * 9, wg.data.begin());
+      std::copy_n(b.data.begin() + gi * cog, cog, bg.data.begin());
+      const Tensor want = NaiveConv(xg, wg, &bg, one);
+      for (int64_t n = 0; n < 3; ++n) {
+        for (int64_t o = 0; o < cog; ++o) {
+          for (int64_t p = 0; p < want.dim(2) * want.dim(3); ++p) {
+            ASSERT_NEAR(out.data[((n * co + gi * cog + o) * want.dim(2) * want.dim(3)) + p],
+                        want.data[(n * cog + o) * want.dim(2) * want.dim(3) + p], 1e-4);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Conv2dTest, GroupedGradients) {
+  for (const int64_t groups : {2, 4}) {  // 4: depthwise
+    SCOPED_TRACE(::testing::Message() << "groups=" << groups);
+    Attrs a = ConvAttrs(3, 1, 1);
+    a.groups = groups;
+    CheckGradients(Case(OpKind::kConv2d, {{2, 4, 5, 5}, {8, 4 / groups, 3, 3}, {8}}, a));
+  }
+}
+
+TEST(MaxPool2dTest, PaddingIsNeverTheMaximum) {
+  // ResNet's stem pool (3×3, stride 2, padding 1) on all-negative values: −inf padding, so
+  // every output is an input element.
+  Tensor x({1, 1, 4, 4});
+  for (int64_t i = 0; i < 16; ++i) x.data[i] = -1.0f - static_cast<float>(i);
+  const Tensor out = RunForward(OpKind::kMaxPool2d, ConvAttrs(3, 2, 1), {&x});
+  ASSERT_EQ(out.shape, (Shape{1, 1, 2, 2}));
+  EXPECT_EQ(out.data, (std::vector<float>{-1, -2, -5, -6}));
+}
+
+TEST(MaxPool2dTest, GradientsPadded) {
+  GradCase c = Case(OpKind::kMaxPool2d, {{2, 2, 7, 7}}, ConvAttrs(3, 2, 1));
+  c.fixed[0] = SeparatedTensor({2, 2, 7, 7}, 32);
+  c.max_elems = 200;
+  CheckGradients(c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch normalization (batch_moments, batch_norm) and clip
+
+TEST(BatchNormTest, MomentsThenNormMatchTwoPassStatistics) {
+  const Tensor x = RandomTensor({3, 4, 5, 2}, 40);
+  const Tensor gamma = RandomTensor({4}, 41), beta = RandomTensor({4}, 42);
+  const Tensor m = RunForward(OpKind::kBatchMoments, {}, {&x});
+  ASSERT_EQ(m.shape, (Shape{2, 4}));
+  Attrs a;
+  a.eps = 1e-3;
+  const Tensor y = RunForward(OpKind::kBatchNorm, a, {&x, &m, &gamma, &beta});
+  for (int64_t c = 0; c < 4; ++c) {
+    double mean = 0, var = 0;
+    for (int64_t n = 0; n < 3; ++n) {
+      for (int64_t i = 0; i < 10; ++i) mean += x.data[(n * 4 + c) * 10 + i] / 30.0;
+    }
+    for (int64_t n = 0; n < 3; ++n) {
+      for (int64_t i = 0; i < 10; ++i) var += std::pow(x.data[(n * 4 + c) * 10 + i] - mean, 2) / 30.0;
+    }
+    EXPECT_NEAR(m.data[c], mean, 1e-6);
+    EXPECT_NEAR(m.data[4 + c], var + mean * mean, 1e-5);
+    for (int64_t n = 0; n < 3; ++n) {
+      for (int64_t i = 0; i < 10; ++i) {
+        const int64_t e = (n * 4 + c) * 10 + i;
+        EXPECT_NEAR(y.data[e], (x.data[e] - mean) / std::sqrt(var + 1e-3) * gamma.data[c] + beta.data[c], 1e-5);
+      }
+    }
+  }
+}
+
+// Backward through both ops is the usual batch-norm gradient
+// dx = γ·r/N·(N·dy − Σdy − x̂·Σ dy·x̂), with r = 1/√(var + eps).
+TEST(BatchNormTest, BackwardThroughBothOpsIsTheBatchNormGradient) {
+  const Tensor x = RandomTensor({4, 3, 3, 3}, 43), dy = RandomTensor({4, 3, 3, 3}, 44);
+  const Tensor gamma = RandomTensor({3}, 45), beta = RandomTensor({3}, 46);
+  Attrs a;
+  a.eps = 1e-5;
+  SavedState ms, ns;
+  const Tensor m = RunForward(OpKind::kBatchMoments, {}, {&x}, &ms);
+  const Tensor y = RunForward(OpKind::kBatchNorm, a, {&x, &m, &gamma, &beta}, &ns);
+  Tensor dx(x.shape), dm(m.shape), dg(gamma.shape), db(beta.shape);
+  {
+    const Tensor* in[] = {&x, &m, &gamma, &beta};
+    Tensor* din[] = {&dx, &dm, &dg, &db};
+    Backward(MakeNode(OpKind::kBatchNorm, a), KernelContext{}, in, y, dy, ns, din);
+  }
+  {
+    const Tensor* in[] = {&x};
+    Tensor* din[] = {&dx};
+    Backward(MakeNode(OpKind::kBatchMoments, {}), KernelContext{}, in, m, dm, ms, din);
+  }
+  const double n = 36;
+  for (int64_t c = 0; c < 3; ++c) {
+    const double mean = m.data[c], r = 1 / std::sqrt(m.data[3 + c] - mean * mean + 1e-5);
+    double sdy = 0, sdyxh = 0;
+    for (int64_t b = 0; b < 4; ++b) {
+      for (int64_t i = 0; i < 9; ++i) {
+        const int64_t e = (b * 3 + c) * 9 + i;
+        sdy += dy.data[e];
+        sdyxh += dy.data[e] * (x.data[e] - mean) * r;
+      }
+    }
+    EXPECT_NEAR(db.data[c], sdy, 1e-4);
+    EXPECT_NEAR(dg.data[c], sdyxh, 1e-4);
+    for (int64_t b = 0; b < 4; ++b) {
+      for (int64_t i = 0; i < 9; ++i) {
+        const int64_t e = (b * 3 + c) * 9 + i;
+        const double want = gamma.data[c] * r / n * (n * dy.data[e] - sdy - (x.data[e] - mean) * r * sdyxh);
+        EXPECT_NEAR(dx.data[e], want, 1e-4 * std::max(1.0, std::abs(want))) << c << " " << e;
+      }
+    }
+  }
+}
+
+TEST(BatchNormTest, GradientsOfEachOp) {
+  CheckGradients(Case(OpKind::kBatchMoments, {{3, 4, 2, 3}}, {}));
+  // Moments of a real batch (variance well above 0 at every perturbation).
+  const Tensor x = RandomTensor({3, 4, 2, 3}, 47);
+  GradCase c = Case(OpKind::kBatchNorm, {{3, 4, 2, 3}, {2, 4}, {4}, {4}}, {});
+  c.fixed[0] = x;
+  c.fixed[1] = RunForward(OpKind::kBatchMoments, {}, {&x});
+  CheckGradients(c);
+}
+
+// Split over the batch, each piece divides by the whole batch's count (its shard): the pieces'
+// moments sum to the whole's, as a batch-split plan all-reduces them.
+TEST(BatchNormTest, PiecesMomentsSumToTheWhole) {
+  const Tensor x = RandomTensor({4, 3, 2, 2}, 48);
+  const Tensor whole = RunForward(OpKind::kBatchMoments, {}, {&x});
+  Tensor sum(whole.shape);
+  for (int64_t start : {0, 1}) {
+    const int64_t len = start == 0 ? 1 : 3;
+    Tensor piece({len, 3, 2, 2});
+    std::copy_n(x.data.begin() + start * 12, len * 12, piece.data.begin());
+    ShardInfo shard;
+    shard.full = x.shape;
+    shard.dim = 0;
+    shard.start = start;
+    KernelContext ctx;
+    ctx.shard = &shard;
+    Tensor out(whole.shape);
+    SavedState saved;
+    const Tensor* in[] = {&piece};
+    Forward(MakeNode(OpKind::kBatchMoments, {}), ctx, in, out, saved);
+    for (int64_t i = 0; i < out.numel(); ++i) sum.data[i] += out.data[i];
+  }
+  for (int64_t i = 0; i < whole.numel(); ++i) EXPECT_NEAR(sum.data[i], whole.data[i], 1e-6);
+}
+
+TEST(ClipTest, ClampsAndPassesGradientStrictlyInside) {
+  Attrs a;
+  a.min = 0;
+  a.max = 6;
+  Tensor x({5});
+  x.data = {-1.0f, 0.0f, 3.0f, 6.0f, 7.5f};
+  SavedState saved;
+  const Tensor y = RunForward(OpKind::kClip, a, {&x}, &saved);
+  EXPECT_EQ(y.data, (std::vector<float>{0, 0, 3, 6, 6}));
+  Tensor dy(x.shape, 2.0f), dx(x.shape);
+  const Tensor* in[] = {&x};
+  Tensor* din[] = {&dx};
+  Backward(MakeNode(OpKind::kClip, a), KernelContext{}, in, y, dy, saved, din);
+  EXPECT_EQ(dx.data, (std::vector<float>{0, 0, 2, 0, 0}));
+}
+
 Attrs PoolAttrs(int64_t out_h, int64_t out_w) {
   Attrs a;
   a.out_h = out_h;

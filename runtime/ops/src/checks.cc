@@ -161,10 +161,13 @@ void CheckCausalMaskInput(const ir::Node& node, const ir::Shape& s) {
 
 ConvShape ReadConvShape(const ir::Node& node, const ir::Shape& x, const ir::Shape& wt,
                         const ir::Shape& y, const ir::Shape* bias) {
-  HS_CHECK(x.size() == 4 && wt.size() == 4 && wt[1] == x[1] && wt[2] == wt[3],
+  const int64_t groups = node.attrs.groups;
+  HS_CHECK(x.size() == 4 && wt.size() == 4 && groups > 0 && x[1] % groups == 0 && wt[0] % groups == 0 &&
+               wt[1] * groups == x[1] && wt[2] == wt[3],
            StrCat("conv2d '", node.name, "': x ", ir::ShapeString(x), " and weight ",
-                  ir::ShapeString(wt), "; expected [B,Ci,H,W] and [Co,Ci,k,k]"));
-  ConvShape g{x[0], x[1], x[2], x[3], wt[0], wt[2], node.attrs.stride, node.attrs.padding, 0, 0};
+                  ir::ShapeString(wt), " with groups=", groups,
+                  "; expected [B,Ci,H,W] and [Co,Ci/groups,k,k]"));
+  ConvShape g{x[0], x[1], x[2], x[3], wt[0], wt[2], node.attrs.stride, node.attrs.padding, 0, 0, groups};
   g.ho = (g.h + 2 * g.pad - g.k) / g.stride + 1;
   g.wo = (g.w + 2 * g.pad - g.k) / g.stride + 1;
   HS_CHECK(y == (ir::Shape{g.batch, g.co, g.ho, g.wo}),
@@ -179,11 +182,34 @@ ConvShape ReadConvShape(const ir::Node& node, const ir::Shape& x, const ir::Shap
 }
 
 void CheckMaxPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out) {
-  const int64_t k = node.attrs.kernel, s = node.attrs.stride;
-  HS_CHECK(x.size() == 4 && out.size() == 4 && out[2] == (x[2] - k) / s + 1 &&
-               out[3] == (x[3] - k) / s + 1,
+  const int64_t k = node.attrs.kernel, s = node.attrs.stride, p = node.attrs.padding;
+  HS_CHECK(x.size() == 4 && out.size() == 4 && p >= 0 && 2 * p <= k && out[2] == (x[2] + 2 * p - k) / s + 1 &&
+               out[3] == (x[3] + 2 * p - k) / s + 1,
            StrCat("max_pool2d '", node.name, "': x ", ir::ShapeString(x), " and output ",
-                  ir::ShapeString(out), " do not match kernel=", k, " stride=", s));
+                  ir::ShapeString(out), " do not match kernel=", k, " stride=", s, " padding=", p));
+}
+
+ChannelBlocks ChannelBlocksOf(const ir::Node& node, const ir::Shape& x) {
+  HS_CHECK(x.size() >= 2, StrCat(ir::OpName(node.kind), " '", node.name, "': x ", ir::ShapeString(x),
+                                 "; expected [B, C, ...]"));
+  return {x[0], x[1], Product(x, 2, static_cast<int64_t>(x.size()))};
+}
+
+double BatchMomentsCount(const ir::Node& node, const KernelContext& ctx, const ir::Shape& x) {
+  const ChannelBlocks c = ChannelBlocksOf(node, x);
+  if (!ctx.shard) return static_cast<double>(c.batch * c.inner);
+  CheckShard(StrCat("batch_moments '", node.name, "' x"), *ctx.shard, x);
+  const ir::Shape& f = ctx.shard->full;
+  return static_cast<double>(f[0] * Product(f, 2, static_cast<int64_t>(f.size())));
+}
+
+void CheckBatchNorm(const ir::Node& node, const ir::Shape& x, const ir::Shape& m, const ir::Shape& gamma,
+                    const ir::Shape& beta) {
+  const ChannelBlocks c = ChannelBlocksOf(node, x);
+  HS_CHECK(m == (ir::Shape{2, c.channels}) && gamma == ir::Shape{c.channels} && beta == ir::Shape{c.channels},
+           StrCat("batch_norm '", node.name, "': moments ", ir::ShapeString(m), ", gamma ", ir::ShapeString(gamma),
+                  ", beta ", ir::ShapeString(beta), " for x ", ir::ShapeString(x), "; expected [2, ", c.channels,
+                  "] and [", c.channels, "]"));
 }
 
 void CheckAdaptiveAvgPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out) {

@@ -39,12 +39,15 @@ struct Attrs {
   std::vector<int64_t> shape;   // reshape/expand: target shape
   int64_t heads = 0;            // attention: number of heads (divides C)
   bool causal = false;          // attention: mask future positions
-  double eps = 1e-5;            // layer_norm: added to the variance
+  double eps = 1e-5;            // layer_norm / batch_norm: added to the variance
   double p = 0.0;               // dropout: drop probability in [0, 1)
   uint64_t seed = 0;            // dropout: mask stream
   int64_t kernel = 0;           // conv2d / max_pool2d: square window size
   int64_t stride = 1;           // conv2d / max_pool2d: step
-  int64_t padding = 0;          // conv2d: zero padding on each side
+  int64_t padding = 0;          // conv2d: zero padding on each side; max_pool2d: −inf padding
+  int64_t groups = 1;           // conv2d: channel groups (divides Ci and Co)
+  double min = 0.0;             // clip: lower bound
+  double max = 0.0;             // clip: upper bound
   int64_t out_h = 1;            // adaptive_avg_pool2d: output height
   int64_t out_w = 1;            // adaptive_avg_pool2d: output width
   int64_t k = 2;                // top_k_gate: experts per token

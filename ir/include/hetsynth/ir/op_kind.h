@@ -33,9 +33,12 @@ namespace hetsynth::ir {
 //                        per head softmax(q·kᵀ/√(C/H) + mask)·v
 //   causal_mask          (s[..., T, T]) -> same; entries above the diagonal set to -inf
 //   embedding            (ids[...], table[V, C]) -> [..., C]; ids must be integers in [0, V)
-//   conv2d               (x[B,Ci,H,W], W[Co,Ci,k,k], b[Co]?) -> [B,Co,H',W']; attrs kernel,
-//                        stride, padding; H' = (H + 2·padding − kernel)/stride + 1
-//   max_pool2d           (x[B,C,H,W]) -> [B,C,H',W']; attrs kernel, stride; no padding
+//   conv2d               (x[B,Ci,H,W], W[Co,Ci/groups,k,k], b[Co]?) -> [B,Co,H',W']; attrs
+//                        kernel, stride, padding, groups (output channel o reads input
+//                        channels of group o/(Co/groups) only; groups == Ci: depthwise);
+//                        H' = (H + 2·padding − kernel)/stride + 1
+//   max_pool2d           (x[B,C,H,W]) -> [B,C,H',W']; attrs kernel, stride, padding (−inf
+//                        padding); H' = (H + 2·padding − kernel)/stride + 1
 //   adaptive_avg_pool2d  (x[B,C,H,W]) -> [B,C,out_h,out_w]; PyTorch's bin boundaries
 //   flatten              (x) -> dims [axis, end) merged into one; attr axis
 //   reshape              (x) -> attr shape (same element count)
@@ -48,6 +51,11 @@ namespace hetsynth::ir {
 //   top_k_gate           (logits[S, E]) -> route[S, k, 3]; attrs k, capacity; docs/models.md
 //   moe_dispatch         (x[S, C], route[S, k, 3]) -> [E, P, C]; attrs experts, capacity
 //   moe_combine          (y[E, P, C], route[S, k, 3]) -> [S, C]
+//   clip                 (x) -> shape(x); attrs min, max: min(max(x, min), max) (ReLU6: 0, 6)
+//   batch_moments        (x[B,C,...]) -> [2, C]: per channel the mean of x and of x² over
+//                        every dim but 1 (batch normalization's batch statistics)
+//   batch_norm           (x[B,C,...], m[2,C], gamma[C], beta[C]) -> shape(x); attr eps:
+//                        (x − μ)/√(E[x²] − μ² + eps)·γ + β with μ = m[0], E[x²] = m[1]
 #define HETSYNTH_IR_OPS(X)                          \
   X(Linear, "linear")                               \
   X(MatMul, "matmul")                               \
@@ -76,7 +84,10 @@ namespace hetsynth::ir {
   X(CrossEntropy, "cross_entropy")                  \
   X(TopKGate, "top_k_gate")                         \
   X(MoEDispatch, "moe_dispatch")                    \
-  X(MoECombine, "moe_combine")
+  X(MoECombine, "moe_combine")                      \
+  X(Clip, "clip")                                   \
+  X(BatchMoments, "batch_moments")                  \
+  X(BatchNorm, "batch_norm")
 
 enum class OpKind : uint8_t {
 #define HETSYNTH_IR_OP_ENUM_(camel, snake) k##camel,

@@ -100,7 +100,7 @@ using FlopsFn = Flops (*)(const std::vector<Shape>& inputs, const Shape& output,
 using LocalAttrsFn = void (*)(const Shape& whole, const Shape& piece, Attrs& attrs);
 
 inline constexpr int kVariadic = -1;  // max_inputs of an op that takes any number of inputs
-inline constexpr size_t kMaxAttrs = 3;
+inline constexpr size_t kMaxAttrs = 4;
 
 struct OpDef {
   OpKind kind = OpKind::kAdd;

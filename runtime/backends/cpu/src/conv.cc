@@ -115,12 +115,9 @@ void MatrixToImages(const ConvDims& g, int64_t m, const float* mat, float* nchw)
   }
 }
 
-}  // namespace
-
-void Conv2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
-                   SavedState& saved) {
-  const ConvDims g = ReadConvDims(node, in, out);
-  const Tensor &x = *in[0], &wt = *in[1];
+// One ungrouped convolution over raw NCHW arrays (g.groups is ignored): y = conv(x, wt), and
+// in backward dw += and dx += (either may be null).
+void DenseForward(const ConvDims& g, const float* x, const float* wt, float* out) {
   const int64_t np = g.pixels(), x_size = g.ci * g.h * g.w, y_size = g.co * np;
   const int64_t chunk = ImagesPerChunk(g);
   const bool direct = g.identity_columns() && chunk == 1;
@@ -128,19 +125,105 @@ void Conv2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor
   std::vector<float> y(chunk > 1 ? g.co * chunk * np : 0);
   for (int64_t b0 = 0; b0 < g.batch; b0 += chunk) {
     const int64_t m = std::min(chunk, g.batch - b0), ld = m * np;
-    const float* cols = x.ptr() + b0 * x_size;
+    const float* cols = x + b0 * x_size;
     if (!direct) {
-      for (int64_t i = 0; i < m; ++i) {
-        Im2Col(g, x.ptr() + (b0 + i) * x_size, col.data() + i * np, ld);
-      }
+      for (int64_t i = 0; i < m; ++i) Im2Col(g, x + (b0 + i) * x_size, col.data() + i * np, ld);
       cols = col.data();
     }
-    float* yb = out.ptr() + b0 * y_size;
+    float* yb = out + b0 * y_size;
     if (m == 1) {
-      Gemm(false, false, g.co, np, g.rows(), 1.0f, wt.ptr(), cols, 0.0f, yb);
+      Gemm(false, false, g.co, np, g.rows(), 1.0f, wt, cols, 0.0f, yb);
     } else {
-      Gemm(false, false, g.co, ld, g.rows(), 1.0f, wt.ptr(), cols, 0.0f, y.data());
+      Gemm(false, false, g.co, ld, g.rows(), 1.0f, wt, cols, 0.0f, y.data());
       MatrixToImages(g, m, y.data(), yb);
+    }
+  }
+}
+
+void DenseBackward(const ConvDims& g, const float* x, const float* wt, const float* dout, float* dx, float* dw) {
+  if (!dw && !dx) return;
+  const int64_t np = g.pixels(), x_size = g.ci * g.h * g.w, y_size = g.co * np;
+  const int64_t chunk = ImagesPerChunk(g);
+  const bool direct = g.identity_columns() && chunk == 1;
+  std::vector<float> col((dw && !direct) ? g.rows() * chunk * np : 0);
+  std::vector<float> dcol((dx && !direct) ? g.rows() * chunk * np : 0);
+  std::vector<float> gmat(chunk > 1 ? g.co * chunk * np : 0);
+  for (int64_t b0 = 0; b0 < g.batch; b0 += chunk) {
+    const int64_t m = std::min(chunk, g.batch - b0), ld = m * np;
+    // dout of these images as one [co, m·pixels] matrix.
+    const float* gb = dout + b0 * y_size;
+    if (m > 1) {
+      ImagesToMatrix(g, m, gb, gmat.data());
+      gb = gmat.data();
+    }
+    if (dw) {
+      const float* cols = x + b0 * x_size;
+      if (!direct) {
+        for (int64_t i = 0; i < m; ++i) Im2Col(g, x + (b0 + i) * x_size, col.data() + i * np, ld);
+        cols = col.data();
+      }
+      Gemm(false, true, g.co, g.rows(), ld, 1.0f, gb, cols, 1.0f, dw);
+    }
+    if (dx) {
+      float* dxb = dx + b0 * x_size;
+      if (direct) {
+        Gemm(true, false, g.rows(), np, g.co, 1.0f, wt, gb, 1.0f, dxb);
+      } else {
+        Gemm(true, false, g.rows(), ld, g.co, 1.0f, wt, gb, 0.0f, dcol.data());
+        for (int64_t i = 0; i < m; ++i) Col2ImAdd(g, dcol.data() + i * np, ld, dxb + i * x_size);
+      }
+    }
+  }
+}
+
+// Channels [first, first + n) of every image of src [batch, channels, plane] into dst
+// [batch, n, plane], or (Add) dst's back onto them.
+void TakeChannels(const float* src, int64_t batch, int64_t channels, int64_t plane, int64_t first, int64_t n,
+                  float* dst) {
+  for (int64_t b = 0; b < batch; ++b) {
+    std::copy_n(src + (b * channels + first) * plane, n * plane, dst + b * n * plane);
+  }
+}
+void PutChannels(const float* src, int64_t batch, int64_t channels, int64_t plane, int64_t first, int64_t n,
+                 float* dst, bool add) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* s = src + b * n * plane;
+    float* d = dst + (b * channels + first) * plane;
+    if (add) {
+      for (int64_t i = 0; i < n * plane; ++i) d[i] += s[i];
+    } else {
+      std::copy_n(s, n * plane, d);
+    }
+  }
+}
+
+// The convolution of one channel group: its own input channels and filters.
+ConvDims GroupDims(const ConvDims& g) {
+  ConvDims d = g;
+  d.ci = g.ci / g.groups;
+  d.co = g.co / g.groups;
+  d.groups = 1;
+  return d;
+}
+
+}  // namespace
+
+// A grouped convolution runs each group as an ungrouped one on its channels, copied out.
+void Conv2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
+                   SavedState& saved) {
+  const ConvDims g = ReadConvDims(node, in, out);
+  const Tensor &x = *in[0], &wt = *in[1];
+  const int64_t np = g.pixels(), y_size = g.co * np;
+  if (g.groups == 1) {
+    DenseForward(g, x.ptr(), wt.ptr(), out.ptr());
+  } else {
+    const ConvDims s = GroupDims(g);
+    const int64_t plane = g.h * g.w;
+    std::vector<float> xs(g.batch * s.ci * plane), ys(g.batch * s.co * np);
+    for (int64_t gi = 0; gi < g.groups; ++gi) {
+      TakeChannels(x.ptr(), g.batch, g.ci, plane, gi * s.ci, s.ci, xs.data());
+      DenseForward(s, xs.data(), wt.ptr() + gi * s.co * s.rows(), ys.data());
+      PutChannels(ys.data(), g.batch, g.co, np, gi * s.co, s.co, out.ptr(), false);
     }
   }
   if (in.size() > 2) {
@@ -161,7 +244,7 @@ void Conv2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const
   Tensor* dx = din[0];
   Tensor* dw = din[1];
   Tensor* db = din.size() > 2 ? din[2] : nullptr;
-  const int64_t np = g.pixels(), x_size = g.ci * g.h * g.w, y_size = g.co * np;
+  const int64_t np = g.pixels(), y_size = g.co * np;
   if (db) {
     for (int64_t o = 0; o < g.co; ++o) {
       double sum = 0;
@@ -173,38 +256,20 @@ void Conv2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const
     }
   }
   if (!dw && !dx) return;
-  const int64_t chunk = ImagesPerChunk(g);
-  const bool direct = g.identity_columns() && chunk == 1;
-  std::vector<float> col((dw && !direct) ? g.rows() * chunk * np : 0);
-  std::vector<float> dcol((dx && !direct) ? g.rows() * chunk * np : 0);
-  std::vector<float> gmat(chunk > 1 ? g.co * chunk * np : 0);
-  for (int64_t b0 = 0; b0 < g.batch; b0 += chunk) {
-    const int64_t m = std::min(chunk, g.batch - b0), ld = m * np;
-    // dout of these images as one [co, m·pixels] matrix.
-    const float* gb = dout.ptr() + b0 * y_size;
-    if (m > 1) {
-      ImagesToMatrix(g, m, gb, gmat.data());
-      gb = gmat.data();
-    }
-    if (dw) {
-      const float* cols = x.ptr() + b0 * x_size;
-      if (!direct) {
-        for (int64_t i = 0; i < m; ++i) {
-          Im2Col(g, x.ptr() + (b0 + i) * x_size, col.data() + i * np, ld);
-        }
-        cols = col.data();
-      }
-      Gemm(false, true, g.co, g.rows(), ld, 1.0f, gb, cols, 1.0f, dw->ptr());
-    }
-    if (dx) {
-      float* dxb = dx->ptr() + b0 * x_size;
-      if (direct) {
-        Gemm(true, false, g.rows(), np, g.co, 1.0f, wt.ptr(), gb, 1.0f, dxb);
-      } else {
-        Gemm(true, false, g.rows(), ld, g.co, 1.0f, wt.ptr(), gb, 0.0f, dcol.data());
-        for (int64_t i = 0; i < m; ++i) Col2ImAdd(g, dcol.data() + i * np, ld, dxb + i * x_size);
-      }
-    }
+  if (g.groups == 1) {
+    DenseBackward(g, x.ptr(), wt.ptr(), dout.ptr(), dx ? dx->ptr() : nullptr, dw ? dw->ptr() : nullptr);
+    return;
+  }
+  const ConvDims s = GroupDims(g);
+  const int64_t plane = g.h * g.w;
+  std::vector<float> xs(g.batch * s.ci * plane), gs(g.batch * s.co * np), dxs(dx ? xs.size() : 0);
+  for (int64_t gi = 0; gi < g.groups; ++gi) {
+    TakeChannels(x.ptr(), g.batch, g.ci, plane, gi * s.ci, s.ci, xs.data());
+    TakeChannels(dout.ptr(), g.batch, g.co, np, gi * s.co, s.co, gs.data());
+    if (dx) std::fill(dxs.begin(), dxs.end(), 0.0f);
+    DenseBackward(s, xs.data(), wt.ptr() + gi * s.co * s.rows(), gs.data(), dx ? dxs.data() : nullptr,
+                  dw ? dw->ptr() + gi * s.co * s.rows() : nullptr);
+    if (dx) PutChannels(dxs.data(), g.batch, g.ci, plane, gi * s.ci, s.ci, dx->ptr(), true);
   }
 }
 
@@ -213,7 +278,7 @@ void Conv2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const
 void MaxPool2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out,
                       SavedState& saved) {
   const Tensor& x = *in[0];
-  const int64_t k = node.attrs.kernel, s = node.attrs.stride;
+  const int64_t k = node.attrs.kernel, s = node.attrs.stride, p = node.attrs.padding;
   CheckMaxPool2d(node, x.shape, out.shape);
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const int64_t ho = out.dim(2), wo = out.dim(3);
@@ -222,10 +287,14 @@ void MaxPool2dForward(const ir::Node& node, const KernelContext& ctx, In in, Ten
   for (int64_t n = 0; n < planes; ++n) {
     const float* xp = x.ptr() + n * h * w;
     for (int64_t oh = 0; oh < ho; ++oh) {
+      // The window clipped to the input: padding is −inf and never the maximum (padding <=
+      // kernel/2 leaves every window an input element).
+      const int64_t i0 = std::max<int64_t>(oh * s - p, 0), i1 = std::min(oh * s - p + k, h);
       for (int64_t ow = 0; ow < wo; ++ow) {
-        int64_t best = oh * s * w + ow * s;
-        for (int64_t i = oh * s; i < oh * s + k; ++i) {
-          for (int64_t j = ow * s; j < ow * s + k; ++j) {
+        const int64_t j0 = std::max<int64_t>(ow * s - p, 0), j1 = std::min(ow * s - p + k, w);
+        int64_t best = i0 * w + j0;
+        for (int64_t i = i0; i < i1; ++i) {
+          for (int64_t j = j0; j < j1; ++j) {
             // Strict > keeps the first maximum in row-major window order.
             if (xp[i * w + j] > xp[best]) best = i * w + j;
           }

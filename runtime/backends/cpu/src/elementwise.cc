@@ -371,3 +371,28 @@ void ExpandBackward(const ir::Node& node, const KernelContext& ctx, In in, const
 }
 
 }  // namespace hetsynth::runtime::cpu
+
+namespace hetsynth::runtime::cpu {
+
+// clip(x) = min(max(x, min), max); NaN stays NaN. The gradient passes strictly inside
+// (min, max), as PyTorch's hardtanh (ReLU6) has it.
+void ClipForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out, SavedState& saved) {
+  const float lo = static_cast<float>(node.attrs.min), hi = static_cast<float>(node.attrs.max);
+  const float* x = in[0]->ptr();
+  float* y = out.ptr();
+  const int64_t n = out.numel();
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] < lo ? lo : x[i] > hi ? hi : x[i];
+}
+
+void ClipBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out, const Tensor& dout,
+                  const SavedState& saved, DIn din) {
+  if (!din[0]) return;
+  const float lo = static_cast<float>(node.attrs.min), hi = static_cast<float>(node.attrs.max);
+  const float* x = in[0]->ptr();
+  const float* g = dout.ptr();
+  float* dx = din[0]->ptr();
+  const int64_t n = dout.numel();
+  for (int64_t i = 0; i < n; ++i) dx[i] += (x[i] > lo && x[i] < hi) ? g[i] : 0.0f;
+}
+
+}  // namespace hetsynth::runtime::cpu

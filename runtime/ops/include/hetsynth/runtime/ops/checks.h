@@ -110,9 +110,10 @@ void CheckCausalMaskInput(const ir::Node& node, const ir::Shape& s);
 // Sizes of one convolution; all from the shapes except stride and padding.
 struct ConvShape {
   int64_t batch, ci, h, w;  // input [batch, ci, h, w]
-  int64_t co, k;            // weight [co, ci, k, k]
+  int64_t co, k;            // weight [co, ci / groups, k, k]
   int64_t stride, pad;
   int64_t ho, wo;           // output [batch, co, ho, wo]
+  int64_t groups = 1;       // channel groups: output channel o reads group o / (co / groups)
 };
 // Checks x, the weight, the output y and the bias (when given) against each other.
 ConvShape ReadConvShape(const ir::Node& node, const ir::Shape& x, const ir::Shape& wt,
@@ -127,6 +128,22 @@ void CheckMaxPool2dSaved(const ir::Node& node, const std::vector<T>& saved, cons
 }
 
 void CheckAdaptiveAvgPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out);
+
+// ---- batch norm ----------------------------------------------------------------------------
+
+// x [B, C, ...] as C channels of `batch` blocks of `inner` elements: element (b, c, i) at
+// (b·C + c)·inner + i.
+struct ChannelBlocks {
+  int64_t batch, channels, inner;
+};
+ChannelBlocks ChannelBlocksOf(const ir::Node& node, const ir::Shape& x);
+// The number of elements per channel in the whole x: the piece's own, or the full tensor's
+// when ctx.shard describes x as a piece (checked), so that the pieces' moments sum to the
+// whole's.
+double BatchMomentsCount(const ir::Node& node, const KernelContext& ctx, const ir::Shape& x);
+// batch_norm's moments [2, C], gamma and beta [C] against x's channels.
+void CheckBatchNorm(const ir::Node& node, const ir::Shape& x, const ir::Shape& m, const ir::Shape& gamma,
+                    const ir::Shape& beta);
 
 // ---- layout --------------------------------------------------------------------------------
 
