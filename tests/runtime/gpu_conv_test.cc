@@ -26,6 +26,16 @@ OpCase ConvCase(ir::Shape x, int64_t co, int64_t k, int64_t stride, int64_t padd
   return RandomCase(ir::OpKind::kConv2d, shapes, ConvAttrs(k, stride, padding));
 }
 
+// x [b, ci, h, w], weight [co, ci/groups, k, k] and, when `bias`, bias [co].
+OpCase GroupedConvCase(ir::Shape x, int64_t co, int64_t k, int64_t stride, int64_t padding, int64_t groups,
+                       bool bias) {
+  std::vector<ir::Shape> shapes = {x, {co, x[1] / groups, k, k}};
+  if (bias) shapes.push_back({co});
+  ir::Attrs a = ConvAttrs(k, stride, padding);
+  a.groups = groups;
+  return RandomCase(ir::OpKind::kConv2d, shapes, a);
+}
+
 template <class X>
 void CheckConv(X& x, const OpCase& c) {
   ExpectMatchesCpu(x, c, &gpu::Conv2dForward<X>, &gpu::Conv2dBackward<X>);
@@ -71,10 +81,40 @@ TYPED_TEST(GpuConvTest, Conv2dManyChunks) {
   CheckConv(this->x(), c);
 }
 
-ir::Attrs PoolAttrs(int64_t kernel, int64_t stride) {
+TYPED_TEST(GpuConvTest, Conv2dGroups) {
+  for (int64_t stride : {1, 2}) {
+    for (int64_t padding : {0, 1}) {
+      for (bool bias : {true, false}) {
+        SCOPED_TRACE(StrCat("stride=", stride, " padding=", padding, " bias=", bias));
+        // Two groups of 2 input and 3 output channels.
+        CheckConv(this->x(), GroupedConvCase({2, 4, 7, 7}, 6, 3, stride, padding, 2, bias));
+        // Depthwise (groups = Ci = Co), and depthwise with two filters per channel.
+        CheckConv(this->x(), GroupedConvCase({2, 3, 7, 6}, 3, 3, stride, padding, 3, bias));
+        CheckConv(this->x(), GroupedConvCase({3, 3, 5, 7}, 6, 3, stride, padding, 3, bias));
+      }
+    }
+  }
+  // One image (the Gemm writes the output image itself), groups = Ci with one output each of a
+  // 5×5 kernel, and 1×1 grouped convolutions (through the columns, not the batched-image path).
+  CheckConv(this->x(), GroupedConvCase({1, 4, 6, 6}, 8, 3, 1, 1, 4, true));
+  CheckConv(this->x(), GroupedConvCase({2, 4, 9, 9}, 4, 5, 2, 2, 4, true));
+  CheckConv(this->x(), GroupedConvCase({2, 6, 5, 4}, 4, 1, 1, 0, 2, true));
+  CheckConv(this->x(), GroupedConvCase({3, 6, 5, 4}, 6, 1, 1, 0, 6, false));
+  CheckConv(this->x(), GroupedConvCase({2, 6, 5, 4}, 9, 1, 2, 1, 3, true));
+}
+
+TYPED_TEST(GpuConvTest, Conv2dGroupsManyChunks) {
+  // As Conv2dManyChunks (a chunk of 28 images and one of 1), in 4 groups.
+  OpCase c = GroupedConvCase({29, 16, 64, 64}, 4, 3, 1, 1, 4, true);
+  c.tol = 2e-5;
+  CheckConv(this->x(), c);
+}
+
+ir::Attrs PoolAttrs(int64_t kernel, int64_t stride, int64_t padding = 0) {
   ir::Attrs a;
   a.kernel = kernel;
   a.stride = stride;
+  a.padding = padding;
   return a;
 }
 
@@ -105,6 +145,28 @@ TYPED_TEST(GpuConvTest, MaxPool2dTies) {
     for (float& v : c.inputs[0].data) v = std::round(v);
     CheckMaxPool(this->x(), c);
     for (float& v : c.inputs[0].data) v = 0.5f;  // all equal
+    CheckMaxPool(this->x(), c);
+  }
+}
+
+// −inf padding of at most half the window: windows clipped to the image, which (all-negative
+// inputs) a zero padding would get wrong, and ties.
+TYPED_TEST(GpuConvTest, MaxPool2dPadding) {
+  struct Variant {
+    ir::Shape x;
+    int64_t kernel, stride, padding;
+  };
+  for (const Variant& v :
+       {Variant{{2, 3, 7, 7}, 3, 2, 1}, Variant{{2, 3, 8, 8}, 3, 2, 1}, Variant{{2, 3, 7, 7}, 3, 1, 1},
+        Variant{{2, 3, 7, 6}, 2, 2, 1}, Variant{{1, 2, 9, 5}, 5, 2, 2}, Variant{{1, 2, 6, 9}, 4, 3, 2},
+        Variant{{1, 1, 1, 1}, 3, 1, 1}, Variant{{1, 1, 1, 1}, 2, 1, 1}, Variant{{2, 1, 2, 3}, 5, 1, 2}}) {
+    SCOPED_TRACE(
+        StrCat("x=", ir::ShapeString(v.x), " kernel=", v.kernel, " stride=", v.stride, " padding=", v.padding));
+    OpCase c = RandomCase(ir::OpKind::kMaxPool2d, {v.x}, PoolAttrs(v.kernel, v.stride, v.padding));
+    CheckMaxPool(this->x(), c);
+    for (float& v : c.inputs[0].data) v -= 2.0f;  // all negative
+    CheckMaxPool(this->x(), c);
+    for (float& v : c.inputs[0].data) v = std::round(v);  // ties
     CheckMaxPool(this->x(), c);
   }
 }

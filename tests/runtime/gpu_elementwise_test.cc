@@ -181,5 +181,26 @@ TYPED_TEST(GpuElementwiseTest, CausalMask) {
   }
 }
 
+// clip: random values, values exactly at the bounds (gradient 0 there: it passes strictly
+// inside), NaN and infinities; a ReLU6 range, a negative one and min == max.
+TYPED_TEST(GpuElementwiseTest, Clip) {
+  using X = TypeParam;
+  for (const auto& [lo, hi] :
+       {std::pair{0.0, 6.0}, std::pair{-0.5, 0.25}, std::pair{-2.0, -1.0}, std::pair{0.1, 0.1}}) {
+    ir::Attrs a;
+    a.min = lo;
+    a.max = hi;
+    for (const ir::Shape& s : {ir::Shape{5}, ir::Shape{3, 4, 7}, ir::Shape{1}}) {
+      OpCase c = RandomCase(ir::OpKind::kClip, {s}, a);
+      for (float& v : c.inputs[0].data) v *= 3.0f;
+      ExpectMatchesCpu(this->x(), c, &gpu::ClipForward<X>, &gpu::ClipBackward<X>);
+    }
+    OpCase special = RandomCase(ir::OpKind::kClip, {{9}}, a);
+    special.inputs[0].data = {static_cast<float>(lo), static_cast<float>(hi), 0.0f, -0.0f, NAN, INFINITY,
+                              -INFINITY, 6.0000005f, -1e-30f};
+    ExpectMatchesCpu(this->x(), special, &gpu::ClipForward<X>, &gpu::ClipBackward<X>);
+  }
+}
+
 }  // namespace
 }  // namespace hetsynth::runtime::testing

@@ -225,5 +225,120 @@ TYPED_TEST(GpuNormTest, CrossEntropyRejectsBadLabels) {
   }
 }
 
+// ---- batch norm ----------------------------------------------------------------------------
+
+// Shapes [B, C, ...]: one element, a 2-D [B, C], images, several per-channel chunks of the
+// two-pass sums (kBatchNormChunk = 512) with chunks crossing image boundaries, and many rows of
+// one element per channel.
+const std::vector<ir::Shape>& BatchNormShapes() {
+  static const std::vector<ir::Shape> shapes = {{1, 1},       {6, 3},          {2, 3, 7},   {4, 3, 5, 5},
+                                                {3, 2, 700},  {5, 4, 13, 11},  {1000, 2},   {2, 1, 1, 1, 3}};
+  return shapes;
+}
+
+TYPED_TEST(GpuNormTest, BatchMoments) {
+  using X = TypeParam;
+  for (const ir::Shape& s : BatchNormShapes()) {
+    SCOPED_TRACE(ir::ShapeString(s));
+    OpCase c = RandomCase(ir::OpKind::kBatchMoments, {s});
+    for (float& v : c.inputs[0].data) v = 3.0f * v + 0.5f;  // a mean far from 0
+    ExpectMatchesCpu(this->x(), c, &gpu::BatchMomentsForward<X>, &gpu::BatchMomentsBackward<X>);
+  }
+}
+
+// A piece of x (ctx.shard) divides by the whole tensor's count per channel, as the CPU does, so
+// that the pieces' moments add up to the whole's.
+TYPED_TEST(GpuNormTest, BatchMomentsShard) {
+  using X = TypeParam;
+  struct Split {
+    ir::Shape full;
+    int dim;
+    std::vector<int64_t> lengths;
+  };
+  for (const Split& sp : {Split{{6, 3, 4}, 0, {2, 3, 1}}, Split{{2, 3, 9, 4}, 2, {4, 5}},
+                          Split{{700, 2}, 0, {600, 100}}}) {
+    SCOPED_TRACE(ir::ShapeString(sp.full));
+    const OpCase whole = RandomCase(ir::OpKind::kBatchMoments, {sp.full}, {}, 5);
+    X& x = this->x();
+    const ir::Node node = CaseNode(whole);
+    auto xin = x.Upload(whole.inputs[0]);
+    auto out = x.Make({2, sp.full[1]});
+    gpu::Saved<X> saved;
+    gpu::BatchMomentsForward<X>(x, node, KernelContext{}, std::vector<const typename X::Tensor*>{&xin}, out, saved);
+    const Tensor full_moments = x.Download(out);
+    std::vector<double> sum(full_moments.data.size(), 0.0);
+    int64_t start = 0;
+    for (int64_t len : sp.lengths) {
+      OpCase c = whole;
+      c.inputs = {SliceOf(whole.inputs[0], sp.dim, start, len)};
+      c.has_shard = true;
+      c.shard = ShardInfo{sp.full, sp.dim, start};
+      ExpectMatchesCpu(x, c, &gpu::BatchMomentsForward<X>, &gpu::BatchMomentsBackward<X>);
+      KernelContext ctx;
+      ctx.shard = &c.shard;
+      auto piece = x.Upload(c.inputs[0]);
+      auto piece_out = x.Make({2, sp.full[1]});
+      gpu::Saved<X> piece_saved;
+      gpu::BatchMomentsForward<X>(x, node, ctx, std::vector<const typename X::Tensor*>{&piece}, piece_out,
+                                  piece_saved);
+      const Tensor m = x.Download(piece_out);
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += m.data[i];
+      start += len;
+    }
+    for (size_t i = 0; i < sum.size(); ++i) EXPECT_NEAR(sum[i], full_moments.data[i], 1e-5) << "moment " << i;
+  }
+}
+
+// x with moments m [2, C] that are x's own (as batch_moments gives them) or arbitrary, γ and β.
+OpCase BatchNormCase(const ir::Shape& s, double eps, bool own_moments, uint32_t seed = 1) {
+  const int64_t ch = s[1];
+  ir::Attrs a;
+  a.eps = eps;
+  OpCase c = RandomCase(ir::OpKind::kBatchNorm, {s, {2, ch}, {ch}, {ch}}, a, seed);
+  for (float& v : c.inputs[0].data) v = 2.0f * v + 0.25f;
+  Tensor& m = c.inputs[1];
+  for (int64_t k = 0; k < ch; ++k) {
+    double s1 = 0, s2 = 0, n = 0;
+    const int64_t inner = c.inputs[0].numel() / (s[0] * ch);
+    for (int64_t b = 0; b < s[0]; ++b) {
+      for (int64_t i = 0; i < inner; ++i) {
+        const double v = c.inputs[0].data[static_cast<size_t>((b * ch + k) * inner + i)];
+        s1 += v, s2 += v * v, n += 1;
+      }
+    }
+    if (own_moments) {
+      m.data[static_cast<size_t>(k)] = static_cast<float>(s1 / n);
+      m.data[static_cast<size_t>(ch + k)] = static_cast<float>(s2 / n);
+    } else {
+      // A mean in [-1, 1) and a variance in [0.05, 1.05).
+      const float mu = m.data[static_cast<size_t>(k)];
+      m.data[static_cast<size_t>(ch + k)] = mu * mu + 0.55f + 0.5f * m.data[static_cast<size_t>(ch + k)];
+    }
+  }
+  return c;
+}
+
+TYPED_TEST(GpuNormTest, BatchNorm) {
+  using X = TypeParam;
+  for (const ir::Shape& s : BatchNormShapes()) {
+    for (double eps : {1e-5, 1e-1}) {
+      for (bool own : {true, false}) {
+        SCOPED_TRACE(StrCat(ir::ShapeString(s), " eps=", eps, " own moments=", own));
+        OpCase c = BatchNormCase(s, eps, own);
+        c.tol = 2e-5;  // the moments' gradient sums B·inner products per channel in another order
+        ExpectMatchesCpu(this->x(), c, &gpu::BatchNormForward<X>, &gpu::BatchNormBackward<X>);
+      }
+    }
+  }
+}
+
+// A variance that rounds below 0 (E[x²] < μ²) counts as 0, on both sides.
+TYPED_TEST(GpuNormTest, BatchNormNegativeVariance) {
+  using X = TypeParam;
+  OpCase c = BatchNormCase({3, 2, 4}, 1e-3, false);
+  c.inputs[1].data = {0.5f, -0.25f, 0.2499f, 0.0f};  // channel 0: E[x²] − μ² < 0; channel 1: v = 0
+  ExpectMatchesCpu(this->x(), c, &gpu::BatchNormForward<X>, &gpu::BatchNormBackward<X>);
+}
+
 }  // namespace
 }  // namespace hetsynth::runtime::testing

@@ -5,7 +5,16 @@
 // column gradient are each one Gemm per chunk; the column gradient goes back onto the input with
 // a gather (ConvCol2Im). As on the CPU the columns are rebuilt in backward rather than saved. A
 // 1×1, stride-1, unpadded convolution uses the images themselves as columns for forward and dx
-// (one strided-batched Gemm). Max pooling saves its argmax (as float) like the CPU kernel.
+// (one strided-batched Gemm).
+//
+// A grouped convolution (groups > 1) keeps the same column matrix: group j's input channels are
+// the contiguous row block j of the columns, its filters the contiguous block j of the weight
+// [co, ci/groups·k·k] and its outputs the row block j of the [co, m·pixels] product, so every
+// Gemm above becomes one strided-batched Gemm over the groups (ConvIm2Col, ConvCol2Im and the
+// image/matrix gathers are unchanged). Grouped 1×1 convolutions go through the columns too.
+//
+// Max pooling (−inf padding, at most half the window) saves its argmax (as float) like the CPU
+// kernel.
 #pragma once
 
 #include <algorithm>
@@ -25,10 +34,14 @@ constexpr int64_t kMaxColumnEntries = int64_t{1} << 24;
 
 struct ConvDims {
   int64_t batch = 0;
+  int64_t groups = 1;
   ConvGeom g;
   int64_t rows() const { return g.ci * g.k * g.k; }
+  // One group's: column rows (its input channels' taps) and output channels.
+  int64_t group_rows() const { return rows() / groups; }
+  int64_t group_co() const { return g.co / groups; }
   int64_t pixels() const { return g.ho * g.wo; }
-  bool identity_columns() const { return g.k == 1 && g.stride == 1 && g.pad == 0; }
+  bool identity_columns() const { return g.k == 1 && g.stride == 1 && g.pad == 0 && groups == 1; }
   int64_t images_per_chunk() const {
     const int64_t per_image = std::max<int64_t>(rows() * pixels(), 1);
     return std::clamp<int64_t>(kMaxColumnEntries / per_image, 1, std::max<int64_t>(batch, 1));
@@ -42,6 +55,7 @@ ConvDims ReadConvDims(const ir::Node& node, std::span<const T* const> in, const 
                                               in.size() > 2 ? &in[2]->shape : nullptr);
   ConvDims d;
   d.batch = c.batch;
+  d.groups = c.groups;
   d.g.ci = c.ci;
   d.g.h = c.h;
   d.g.w = c.w;
@@ -82,7 +96,11 @@ void Conv2dForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> 
     float* yb = out.ptr() + b0 * y_size;
     // With one image the [co, pixels] product is the output image itself.
     float* mat = m == 1 ? yb : ymat.ptr();
-    x.Gemm(GemmArgs{.m = g.co, .n = ld, .k = d.rows()}, wt, col.ptr(), mat);
+    // Per group j: mat[j] = W[j] · col[j] (one call with groups == 1).
+    const int64_t gr = d.group_rows(), gco = d.group_co();
+    x.Gemm(GemmArgs{.m = gco, .n = ld, .k = gr, .batch = d.groups, .stride_a = gco * gr, .stride_b = gr * ld,
+                    .stride_c = gco * ld},
+           wt, col.ptr(), mat);
     if (m > 1) {
       x.For(m * y_size, ConvMatToImages{g, m, mat, bias, yb});
     } else if (bias) {
@@ -112,6 +130,7 @@ void Conv2dBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X>
     if (!dw) return;
   }
   const int64_t chunk = d.images_per_chunk();
+  const int64_t gr = d.group_rows(), gco = d.group_co();
   const bool need_dcol = dx && !direct;
   typename X::Tensor col = x.Make({dw ? d.rows() * chunk * np : 0});
   typename X::Tensor dcol = x.Make({need_dcol ? d.rows() * chunk * np : 0});
@@ -126,12 +145,17 @@ void Conv2dBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X>
     }
     if (dw) {
       x.For(d.rows() * ld, ConvIm2Col{g, m, in[0]->ptr() + b0 * x_size, col.ptr()});
-      // dW += dy · colᵀ
-      x.Gemm(GemmArgs{.trans_b = true, .m = g.co, .n = d.rows(), .k = ld, .beta = 1.0f}, gb, col.ptr(), dw->ptr());
+      // dW[j] += dy[j] · col[j]ᵀ per group j
+      x.Gemm(GemmArgs{.trans_b = true, .m = gco, .n = gr, .k = ld, .beta = 1.0f, .batch = d.groups,
+                      .stride_a = gco * ld, .stride_b = gr * ld, .stride_c = gco * gr},
+             gb, col.ptr(), dw->ptr());
     }
     if (need_dcol) {
-      // dcol = Wᵀ · dy, then each input element gathers the column entries read from it.
-      x.Gemm(GemmArgs{.trans_a = true, .m = d.rows(), .n = ld, .k = g.co}, wt, gb, dcol.ptr());
+      // dcol[j] = W[j]ᵀ · dy[j] per group j, then each input element gathers the column entries
+      // read from it.
+      x.Gemm(GemmArgs{.trans_a = true, .m = gr, .n = ld, .k = gco, .batch = d.groups, .stride_a = gco * gr,
+                      .stride_b = gco * ld, .stride_c = gr * ld},
+             wt, gb, dcol.ptr());
       x.For(m * x_size, ConvCol2Im{g, m, dcol.ptr(), dx->ptr() + b0 * x_size});
     }
   }
@@ -142,11 +166,11 @@ template <class X>
 void MaxPool2dForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
                       Saved<X>& saved) {
   const auto& xin = *in[0];
-  const int64_t k = node.attrs.kernel, s = node.attrs.stride;
+  const int64_t k = node.attrs.kernel, s = node.attrs.stride, p = node.attrs.padding;
   cpu::CheckMaxPool2d(node, xin.shape, out.shape);
   saved.tensors.clear();
   saved.tensors.push_back(x.Make(out.shape));
-  x.For(out.numel(), MaxPoolFwd{xin.dim(2), xin.dim(3), out.dim(2), out.dim(3), k, s, xin.ptr(), out.ptr(),
+  x.For(out.numel(), MaxPoolFwd{xin.dim(2), xin.dim(3), out.dim(2), out.dim(3), k, s, p, xin.ptr(), out.ptr(),
                                 saved.tensors[0].ptr()});
 }
 
@@ -157,7 +181,8 @@ void MaxPool2dBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn
   cpu::CheckMaxPool2dSaved(node, saved.tensors, dout.shape);
   const auto& xin = *in[0];
   x.For(xin.numel(), MaxPoolBwd{xin.dim(2), xin.dim(3), dout.dim(2), dout.dim(3), node.attrs.kernel,
-                                node.attrs.stride, dout.ptr(), saved.tensors[0].ptr(), din[0]->ptr()});
+                                node.attrs.stride, node.attrs.padding, dout.ptr(), saved.tensors[0].ptr(),
+                                din[0]->ptr()});
 }
 
 template <class X>

@@ -13,7 +13,7 @@ namespace hetsynth::runtime::gpu {
 // Sizes of one convolution (cpu/src/conv.cc's ConvDims).
 struct ConvGeom {
   int64_t ci = 0, h = 0, w = 0;  // input image [ci, h, w]
-  int64_t co = 0, k = 0;         // weight [co, ci, k, k]
+  int64_t co = 0, k = 0;         // weight [co, ci/groups, k, k] (conv.h: groups in Gemm batches)
   int64_t stride = 1, pad = 0;
   int64_t ho = 0, wo = 0;        // output image [co, ho, wo]
 };
@@ -118,20 +118,23 @@ struct ConvBiasGrad {
   }
 };
 
-// Max pooling over k×k windows with step s (no padding) of planes [h, w]; one call per output
-// element. Keeps the first maximum in row-major window order (strict >) and saves its index in
-// the plane as float, exactly as cpu/src/conv.cc.
+// Max pooling over k×k windows with step s and −inf padding p of planes [h, w]; one call per
+// output element. The window is clipped to the input (p <= k/2 leaves it an input element, and
+// padding is never the maximum). Keeps the first maximum in row-major window order (strict >)
+// and saves its index in the plane as float, exactly as cpu/src/conv.cc.
 struct MaxPoolFwd {
-  int64_t h, w, ho, wo, k, s;
+  int64_t h, w, ho, wo, k, s, p;
   const float* x;
   float* y;
   float* arg;
   HS_HD void operator()(int64_t o) const {
     const int64_t ow = o % wo, oh = (o / wo) % ho, n = o / (wo * ho);
     const float* xp = x + n * h * w;
-    int64_t best = oh * s * w + ow * s;
-    for (int64_t i = oh * s; i < oh * s + k; ++i) {
-      for (int64_t j = ow * s; j < ow * s + k; ++j) {
+    const int64_t i0 = oh * s - p > 0 ? oh * s - p : 0, i1 = oh * s - p + k < h ? oh * s - p + k : h;
+    const int64_t j0 = ow * s - p > 0 ? ow * s - p : 0, j1 = ow * s - p + k < w ? ow * s - p + k : w;
+    int64_t best = i0 * w + j0;
+    for (int64_t i = i0; i < i1; ++i) {
+      for (int64_t j = j0; j < j1; ++j) {
         if (xp[i * w + j] > xp[best]) best = i * w + j;
       }
     }
@@ -144,16 +147,17 @@ struct MaxPoolFwd {
 // windows (in output order) whose saved argmax is this element — overlapping windows (s < k)
 // may pick the same one.
 struct MaxPoolBwd {
-  int64_t h, w, ho, wo, k, s;
+  int64_t h, w, ho, wo, k, s, p;
   const float* dy;
   const float* arg;
   float* dx;
   HS_HD void operator()(int64_t e) const {
     const int64_t j = e % w, i = (e / w) % h, n = e / (w * h);
     const int64_t local = i * w + j;
-    // Windows oh with oh·s <= i < oh·s + k, likewise ow.
-    const int64_t oh0 = i < k ? 0 : (i - k) / s + 1, oh1 = i / s < ho - 1 ? i / s : ho - 1;
-    const int64_t ow0 = j < k ? 0 : (j - k) / s + 1, ow1 = j / s < wo - 1 ? j / s : wo - 1;
+    // Windows oh with oh·s <= i + p < oh·s + k, likewise ow.
+    const int64_t ip = i + p, jp = j + p;
+    const int64_t oh0 = ip < k ? 0 : (ip - k) / s + 1, oh1 = ip / s < ho - 1 ? ip / s : ho - 1;
+    const int64_t ow0 = jp < k ? 0 : (jp - k) / s + 1, ow1 = jp / s < wo - 1 ? jp / s : wo - 1;
     float acc = 0.0f;
     for (int64_t oh = oh0; oh <= oh1; ++oh) {
       for (int64_t ow = ow0; ow <= ow1; ++ow) {

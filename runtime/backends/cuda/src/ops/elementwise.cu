@@ -20,4 +20,6 @@ HS_GPU_FOR(GeluBwd)
 HS_GPU_FOR(DropoutFn)
 HS_GPU_FOR(CausalMaskFwd)
 HS_GPU_FOR(CausalMaskBwd)
+HS_GPU_FOR(ClipFwd)
+HS_GPU_FOR(ClipBwd)
 }  // namespace hetsynth::runtime::gpu

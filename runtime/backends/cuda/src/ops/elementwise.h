@@ -218,4 +218,20 @@ void CausalMaskBackward(X& x, const ir::Node& node, const KernelContext& ctx, TI
   x.For(dout.numel(), CausalMaskBwd{dout.ptr(), din[0]->ptr(), dout.dim(-1)});
 }
 
+// clip(x) = min(max(x, min), max) with the bounds as floats, as the CPU kernel.
+template <class X>
+void ClipForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
+                 Saved<X>& saved) {
+  x.For(out.numel(), ClipFwd{in[0]->ptr(), out.ptr(), static_cast<float>(node.attrs.min),
+                             static_cast<float>(node.attrs.max)});
+}
+
+template <class X>
+void ClipBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, const typename X::Tensor& out,
+                  const typename X::Tensor& dout, const Saved<X>& saved, TDIn<X> din) {
+  if (!din[0]) return;
+  x.For(dout.numel(), ClipBwd{in[0]->ptr(), dout.ptr(), din[0]->ptr(), static_cast<float>(node.attrs.min),
+                              static_cast<float>(node.attrs.max)});
+}
+
 }  // namespace hetsynth::runtime::gpu

@@ -202,4 +202,29 @@ struct CausalMaskBwd {
   }
 };
 
+// ---- Clip ----------------------------------------------------------------------------------
+// y = min(max(x, lo), hi) as cpu/src/elementwise.cc writes it (NaN stays NaN); the gradient
+// passes strictly inside (lo, hi), as PyTorch's hardtanh (ReLU6).
+
+struct ClipFwd {
+  const float* x;
+  float* y;
+  float lo, hi;
+  HS_HD void operator()(int64_t i) const {
+    const float v = x[i];
+    y[i] = v < lo ? lo : v > hi ? hi : v;
+  }
+};
+
+struct ClipBwd {
+  const float* x;
+  const float* g;
+  float* dx;
+  float lo, hi;
+  HS_HD void operator()(int64_t i) const {
+    const float v = x[i];
+    dx[i] += (v > lo && v < hi) ? g[i] : 0.0f;
+  }
+};
+
 }  // namespace hetsynth::runtime::gpu

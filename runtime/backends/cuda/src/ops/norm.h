@@ -1,5 +1,6 @@
-// GPU normalization operators over the last dim: layer norm, softmax, log-softmax, cross entropy
-// (contracts in ops.h; semantics exactly those of cpu/src/norm.cc, functors in norm_kernels.h).
+// GPU normalization operators: over the last dim layer norm, softmax, log-softmax, cross entropy
+// (contracts in ops.h; semantics exactly those of cpu/src/norm.cc, functors in norm_kernels.h);
+// per channel (dim 1) batch_moments and batch_norm (cpu/src/batch_norm.cc).
 //
 // What forward saves matches the CPU: layer norm {mean[R], rstd[R]}; softmax and log-softmax
 // nothing (backward uses the output); cross entropy {lse[R]} only — backward recomputes the
@@ -163,6 +164,91 @@ void CrossEntropyBackward(X& x, const ir::Node& node, const KernelContext& ctx, 
   const double divisor = cpu::CrossEntropyDivisor(node, ctx, logits.shape, r.count);
   x.For(r.count * r.len, CrossEntropyBwd{logits.ptr(), in[1]->ptr(), saved.tensors[0].ptr(),
                                          dout.ptr(), divisor, r.len, din[0]->ptr()});
+}
+
+// ---- batch norm ----------------------------------------------------------------------------
+// cpu/src/batch_norm.cc's math (its header comment has the gradients); functors and the two-pass
+// per-channel sums in norm_kernels.h. Nothing is saved: backward recomputes from the moments.
+
+namespace norm_internal {
+
+// The per-channel chunk count and the [C · chunks, 4] partial sums of x (moments: dy null) or of
+// dy and dy·(x − μ) (batch_norm backward, μ from the moments m).
+template <class X>
+typename X::Tensor BatchChannelPartialSums(X& x, const cpu::ChannelBlocks& c, const float* xin, const float* dy,
+                                           const float* m, int64_t* chunks) {
+  *chunks = (c.batch * c.inner + kBatchNormChunk - 1) / kBatchNormChunk;
+  typename X::Tensor part = x.Make({c.channels * *chunks, 4});
+  x.For(c.channels * *chunks, BatchChannelPartials{xin, dy, m, c.batch, c.channels, c.inner, *chunks, part.ptr()});
+  return part;
+}
+
+}  // namespace norm_internal
+
+// out [2, C] = per channel Σ x / n and Σ x² / n, n = BatchMomentsCount (the whole tensor's
+// count when ctx.shard says x is a piece).
+template <class X>
+void BatchMomentsForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
+                         Saved<X>& saved) {
+  const auto& xin = *in[0];
+  const cpu::ChannelBlocks c = cpu::ChannelBlocksOf(node, xin.shape);
+  const double n = cpu::BatchMomentsCount(node, ctx, xin.shape);
+  int64_t chunks = 0;
+  const typename X::Tensor part = norm_internal::BatchChannelPartialSums(x, c, xin.ptr(), nullptr, nullptr, &chunks);
+  x.For(c.channels, BatchMomentsOut{part.ptr(), chunks, c.channels, n, out.ptr()});
+}
+
+// dx += dout[0, c]/n + 2·dout[1, c]/n · x.
+template <class X>
+void BatchMomentsBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
+                          const typename X::Tensor& out, const typename X::Tensor& dout, const Saved<X>& saved,
+                          TDIn<X> din) {
+  if (!din[0]) return;
+  const auto& xin = *in[0];
+  const cpu::ChannelBlocks c = cpu::ChannelBlocksOf(node, xin.shape);
+  const double n = cpu::BatchMomentsCount(node, ctx, xin.shape);
+  typename X::Tensor d = x.Make({2, c.channels});
+  x.For(c.channels, BatchMomentsBwdScale{dout.ptr(), c.channels, n, d.ptr()});
+  x.For(xin.numel(), BatchMomentsBwdX{xin.ptr(), d.ptr(), c.channels, c.inner, din[0]->ptr()});
+}
+
+// y = (x − μ)·(r·γ) + β per channel, r = 1/√(E[x²] − μ² + eps) (as the CPU kernel: centred
+// first).
+template <class X>
+void BatchNormForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
+                      Saved<X>& saved) {
+  const auto& xin = *in[0];
+  cpu::CheckBatchNorm(node, xin.shape, in[1]->shape, in[2]->shape, in[3]->shape);
+  const cpu::ChannelBlocks c = cpu::ChannelBlocksOf(node, xin.shape);
+  typename X::Tensor ss = x.Make({3, c.channels});
+  x.For(c.channels, BatchNormScaleShift{in[1]->ptr(), in[2]->ptr(), in[3]->ptr(), node.attrs.eps, c.channels,
+                                       ss.ptr()});
+  x.For(xin.numel(), BatchNormOut{xin.ptr(), ss.ptr(), c.channels, c.inner, out.ptr()});
+}
+
+// dx += dy·γ·r; the moments', γ's and β's gradients from per-channel Σ dy and Σ dy·(x − μ).
+template <class X>
+void BatchNormBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in,
+                       const typename X::Tensor& out, const typename X::Tensor& dout, const Saved<X>& saved,
+                       TDIn<X> din) {
+  const auto& xin = *in[0];
+  cpu::CheckBatchNorm(node, xin.shape, in[1]->shape, in[2]->shape, in[3]->shape);
+  const cpu::ChannelBlocks c = cpu::ChannelBlocksOf(node, xin.shape);
+  const float* m = in[1]->ptr();
+  const float* gamma = in[2]->ptr();
+  if (din[1] || din[2] || din[3]) {
+    int64_t chunks = 0;
+    const typename X::Tensor part =
+        norm_internal::BatchChannelPartialSums(x, c, xin.ptr(), dout.ptr(), m, &chunks);
+    x.For(c.channels, BatchNormBwdChannel{part.ptr(), m, gamma, node.attrs.eps, chunks, c.channels,
+                                          din[1] ? din[1]->ptr() : nullptr, din[2] ? din[2]->ptr() : nullptr,
+                                          din[3] ? din[3]->ptr() : nullptr});
+  }
+  if (din[0]) {
+    typename X::Tensor gr = x.Make({c.channels});
+    x.For(c.channels, BatchNormGradScale{m, gamma, node.attrs.eps, c.channels, gr.ptr()});
+    x.For(xin.numel(), BatchNormBwdX{dout.ptr(), gr.ptr(), c.channels, c.inner, din[0]->ptr()});
+  }
 }
 
 }  // namespace hetsynth::runtime::gpu

@@ -1,5 +1,6 @@
 // Device functors of the normalization operators (norm.h): layer norm, softmax, log-softmax and
-// cross entropy over the last dim. C++17; see hd.h.
+// cross entropy over the last dim, and batch_moments / batch_norm per channel (at the end).
+// C++17; see hd.h.
 //
 // Every op views its input as [R, C] rows. A "row" functor (one call per row) does the row's
 // reductions — in double, like cpu/src/norm.cc — and writes a few floats of per-row statistics; an
@@ -336,6 +337,198 @@ struct CrossEntropyBwd {
     if (CrossEntropyLabelOk(v, len) && static_cast<int64_t>(v) == j) d -= scale;
     dx[k] = d;
   }
+};
+
+// ---- batch norm ----------------------------------------------------------------------------
+// batch_moments and batch_norm (cpu/src/batch_norm.cc) see x [B, C, ...] as C channels of B
+// blocks of `inner` elements: element (b, c, i) at (b·C + c)·inner + i. A channel's sums run
+// over its B·inner elements in the order t = b·inner + i, in two passes: BatchChannelPartials
+// sums chunks of kBatchNormChunk consecutive t (one call per chunk, in double), each kept as
+// hi + lo floats (~48 bits); a per-channel functor then adds its chunks in order, in double —
+// the CPU's one double sum up to double rounding, far below float's.
+
+constexpr int64_t kBatchNormChunk = 512;
+
+// A double as hi + lo floats, and back.
+HS_HD inline void BatchNormSplit(double v, float* p) {
+  const float hi = static_cast<float>(v);
+  p[0] = hi;
+  p[1] = static_cast<float>(v - double(hi));
+}
+HS_HD inline double BatchNormJoin(const float* p) { return double(p[0]) + double(p[1]); }
+
+// μ and r = 1/√(v + eps) of channel ch from moments m [2, C], v = E[x²] − μ² (a negative v from
+// rounding counts as 0), as the CPU's ChannelStats.
+HS_HD inline void BatchNormChannelStats(const float* m, int64_t channels, int64_t ch, double eps, double* mu,
+                                        double* r) {
+  *mu = m[ch];
+  const double v0 = double(m[channels + ch]) - *mu * *mu;
+  const double v = v0 > 0.0 ? v0 : 0.0;
+  *r = 1.0 / sqrt(v + eps);
+}
+
+// Chunk p of channel ch (call e = ch·chunks + p): part[4e..4e+3] = S1 (hi, lo), S2 (hi, lo)
+// over t in [p·kBatchNormChunk, min((p+1)·kBatchNormChunk, B·inner)) with
+//   moments (dy null):  S1 = Σ x,  S2 = Σ x²;
+//   batch_norm backward: S1 = Σ dy, S2 = Σ dy·(x − μ), μ = m[ch] (m the moments [2, C]).
+struct BatchChannelPartials {
+  const float* x;
+  const float* dy;
+  const float* m;
+  int64_t batch, channels, inner, chunks;
+  float* part;
+  HS_HD void operator()(int64_t e) const {
+    const int64_t ch = e / chunks, p = e - ch * chunks;
+    const int64_t count = batch * inner;
+    const int64_t t0 = p * kBatchNormChunk;
+    const int64_t t1 = t0 + kBatchNormChunk < count ? t0 + kBatchNormChunk : count;
+    const double mu = dy ? double(m[ch]) : 0.0;
+    double s1 = 0, s2 = 0;
+    int64_t b = t0 / inner, i = t0 - b * inner;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t k = (b * channels + ch) * inner + i;
+      if (dy) {
+        s1 += dy[k];
+        s2 += double(dy[k]) * (double(x[k]) - mu);
+      } else {
+        const double v = x[k];
+        s1 += v;
+        s2 += v * v;
+      }
+      if (++i == inner) i = 0, ++b;
+    }
+    BatchNormSplit(s1, part + 4 * e);
+    BatchNormSplit(s2, part + 4 * e + 2);
+  }
+};
+
+// Channel ch's totals S1, S2 from its `chunks` partials, in chunk order.
+HS_HD inline void BatchChannelTotals(const float* part, int64_t chunks, int64_t ch, double* s1, double* s2) {
+  *s1 = 0;
+  *s2 = 0;
+  for (int64_t p = 0; p < chunks; ++p) {
+    const float* q = part + 4 * (ch * chunks + p);
+    *s1 += BatchNormJoin(q);
+    *s2 += BatchNormJoin(q + 2);
+  }
+}
+
+// Channel ch: out[ch] = Σ x / n, out[C + ch] = Σ x² / n (n: the whole tensor's count per channel).
+struct BatchMomentsOut {
+  const float* part;
+  int64_t chunks, channels;
+  double n;
+  float* out;
+  HS_HD void operator()(int64_t ch) const {
+    double s1, s2;
+    BatchChannelTotals(part, chunks, ch, &s1, &s2);
+    out[ch] = static_cast<float>(s1 / n);
+    out[channels + ch] = static_cast<float>(s2 / n);
+  }
+};
+
+// Channel ch of batch_moments' backward: d[ch] = dμ/n, d[C + ch] = 2·dE[x²]/n (as floats).
+struct BatchMomentsBwdScale {
+  const float* dout;
+  int64_t channels;
+  double n;
+  float* d;
+  HS_HD void operator()(int64_t ch) const {
+    d[ch] = static_cast<float>(dout[ch] / n);
+    d[channels + ch] = static_cast<float>(2.0 * dout[channels + ch] / n);
+  }
+};
+
+// Element k: dx += d[c] + d[C + c]·x with c its channel.
+struct BatchMomentsBwdX {
+  const float* x;
+  const float* d;
+  int64_t channels, inner;
+  float* dx;
+  HS_HD void operator()(int64_t k) const {
+    const int64_t c = (k / inner) % channels;
+    dx[k] += d[c] + d[channels + c] * x[k];
+  }
+};
+
+// Channel ch of batch_norm: ss[ch] = r·γ, ss[C + ch] = β, ss[2C + ch] = μ (floats; r·γ from
+// doubles).
+struct BatchNormScaleShift {
+  const float* m;
+  const float* gamma;
+  const float* beta;
+  double eps;
+  int64_t channels;
+  float* ss;
+  HS_HD void operator()(int64_t ch) const {
+    double mu, r;
+    BatchNormChannelStats(m, channels, ch, eps, &mu, &r);
+    ss[ch] = static_cast<float>(r * gamma[ch]);
+    ss[channels + ch] = beta[ch];
+    ss[2 * channels + ch] = static_cast<float>(mu);
+  }
+};
+
+// Element k: y = (x − μ)·scale + β of its channel.
+struct BatchNormOut {
+  const float* x;
+  const float* ss;
+  int64_t channels, inner;
+  float* y;
+  HS_HD void operator()(int64_t k) const {
+    const int64_t c = (k / inner) % channels;
+    y[k] = (x[k] - ss[2 * channels + c]) * ss[c] + ss[channels + c];
+  }
+};
+
+// Channel ch of batch_norm's backward from the partials of S1 = Σ dy, S2 = Σ dy·(x − μ):
+// dγ += S2·r, dβ += S1, dμ += −r·γ·S1 + μ·r³·γ·S2, dE[x²] += −½·r³·γ·S2 (each output may be
+// null; dm is [2, C]).
+struct BatchNormBwdChannel {
+  const float* part;
+  const float* m;
+  const float* gamma;
+  double eps;
+  int64_t chunks, channels;
+  float* dm;
+  float* dgamma;
+  float* dbeta;
+  HS_HD void operator()(int64_t ch) const {
+    double mu, r, sdy, sdyx;
+    BatchNormChannelStats(m, channels, ch, eps, &mu, &r);
+    BatchChannelTotals(part, chunks, ch, &sdy, &sdyx);
+    if (dgamma) dgamma[ch] += static_cast<float>(sdyx * r);
+    if (dbeta) dbeta[ch] += static_cast<float>(sdy);
+    if (dm) {
+      const double gam = gamma[ch];
+      const double s1 = gam * sdy, s2 = gam * sdyx, r3 = r * r * r;
+      dm[ch] += static_cast<float>(-r * s1 + mu * r3 * s2);
+      dm[channels + ch] += static_cast<float>(-0.5 * r3 * s2);
+    }
+  }
+};
+
+// Channel ch: gr[ch] = γ·r (the factor of dy in dx).
+struct BatchNormGradScale {
+  const float* m;
+  const float* gamma;
+  double eps;
+  int64_t channels;
+  float* gr;
+  HS_HD void operator()(int64_t ch) const {
+    double mu, r;
+    BatchNormChannelStats(m, channels, ch, eps, &mu, &r);
+    gr[ch] = static_cast<float>(double(gamma[ch]) * r);
+  }
+};
+
+// Element k: dx += dy·gr of its channel.
+struct BatchNormBwdX {
+  const float* dy;
+  const float* gr;
+  int64_t channels, inner;
+  float* dx;
+  HS_HD void operator()(int64_t k) const { dx[k] += dy[k] * gr[(k / inner) % channels]; }
 };
 
 }  // namespace hetsynth::runtime::gpu
