@@ -31,8 +31,8 @@ absl::Status Bad(const std::string& msg) { return absl::InvalidArgumentError(msg
 // Operators mapped to IR ops (or folded when their inputs are constants).
 const std::vector<std::string>& SupportedOps() {
   static const std::vector<std::string> ops = {
-      "Add", "AveragePool", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "Div",
-      "Dropout", "Equal", "Erf", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool",
+      "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape",
+      "Conv", "Div", "Dropout", "Equal", "Erf", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool",
       "Identity", "LayerNormalization", "Less", "LogSoftmax", "MatMul", "MaxPool", "Mul", "Neg",
       "Not", "Pow", "Range", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split",
       "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where"};
@@ -1127,9 +1127,13 @@ class Importer {
     // Data-movement ops on constants fold (Constant() already tried); the rest map to IR ops.
     if (op == "Identity" || op == "Dropout" || op == "Cast") {
       if (op == "Dropout" && n.input_size() > 2 && !n.input(2).empty()) {
+        // In training mode only ratio 0 (the identity) is supported.
         const Const* training = Constant(n.input(2));
-        if (!training || (training->v.size() == 1 && training->v[0] != 0)) {
-          return Bad(StrCat(Where(n), " input 2 (training_mode): dropout in training mode is not supported; export in eval mode"));
+        const Const* ratio = n.input_size() > 1 && !n.input(1).empty() ? Constant(n.input(1)) : nullptr;
+        const bool zero = ratio && ratio->v.size() == 1 && ratio->v[0] == 0;
+        if (!zero && (!training || (training->v.size() == 1 && training->v[0] != 0))) {
+          return Bad(StrCat(Where(n), " input 2 (training_mode): dropout in training mode is not supported "
+                            "(its mask cannot be reproduced); export in eval mode or with p = 0"));
         }
       }
       if (op == "Cast") {
@@ -1378,7 +1382,6 @@ class Importer {
         }
         return v.empty() ? def : v[0];
       };
-      if (AttrInt(n, "group", 1) != 1) return Bad(StrCat(Where(n), " attribute group: ", AttrInt(n, "group", 1), "; only group 1 is supported"));
       if (ws.size() != 4 || ws[2] != ws[3]) return Bad(StrCat(Where(n), " input 1 (W): shape ", DimsString(ws), "; expected a square 2-D kernel"));
       if (all_eq(dil, 1) != 1) return Bad(StrCat(Where(n), " attribute dilations: only 1 is supported"));
       if (all_eq(strides, 1) < 1) return Bad(StrCat(Where(n), " attribute strides: must be equal"));
@@ -1387,6 +1390,7 @@ class Importer {
       a.kernel = ws[2];
       a.stride = all_eq(strides, 1);
       a.padding = all_eq(pads, 0);
+      a.groups = AttrInt(n, "group", 1);
       std::vector<ValueId> in = {x, w};
       if (n.input_size() > 2 && !n.input(2).empty()) {
         HS_ASSIGN_OR_RETURN(ValueId b, In(n, 2));
@@ -1399,7 +1403,10 @@ class Importer {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       const std::vector<int64_t> k = AttrInts(n, "kernel_shape"), s = AttrInts(n, "strides"), p = AttrInts(n, "pads");
       for (int64_t v : p) {
-        if (v != 0) return Bad(StrCat(Where(n), " attribute pads: ", v, "; only unpadded pooling is supported"));
+        if (v != p[0] || (op == "AveragePool" && v != 0)) {
+          return Bad(StrCat(Where(n), " attribute pads: ", DimsString(p), "; ",
+                            op == "MaxPool" ? "expected equal pads on every side" : "only unpadded average pooling is supported"));
+        }
       }
       if (k.size() != 2 || k[0] != k[1] || (!s.empty() && (s.size() != 2 || s[0] != s[1]))) {
         return Bad(StrCat(Where(n), " attribute kernel_shape/strides: expected a square window and equal strides"));
@@ -1414,6 +1421,7 @@ class Importer {
         Attrs a;
         a.kernel = k[0];
         a.stride = stride;
+        a.padding = p.empty() ? 0 : p[0];
         HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kMaxPool2d, {x}, a));
         return Set(n, 0, y);
       }
@@ -1425,6 +1433,40 @@ class Importer {
       a.out_h = xs[2] / k[0];
       a.out_w = xs[3] / k[0];
       HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kAdaptiveAvgPool2d, {x}, a));
+      return Set(n, 0, y);
+    }
+    if (op == "Clip") {
+      // Bounds: inputs 1 and 2 (opset 11+) or attributes min/max; a missing one is ±FLT_MAX.
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      Attrs a;
+      a.min = AttrFloat(n, "min", -std::numeric_limits<float>::max());
+      a.max = AttrFloat(n, "max", std::numeric_limits<float>::max());
+      for (int i : {1, 2}) {
+        if (n.input_size() <= i || n.input(i).empty()) continue;
+        const Const* c = Constant(n.input(i));
+        if (!c || c->v.size() != 1) {
+          return Bad(StrCat(Where(n), " input ", i, " (", i == 1 ? "min" : "max", "): '", n.input(i),
+                            "' is not a constant scalar; expected constant bounds"));
+        }
+        (i == 1 ? a.min : a.max) = c->v[0];
+      }
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kClip, {x}, a));
+      return Set(n, 0, y);
+    }
+    if (op == "BatchNormalization") {
+      // Training mode: the batch's statistics (batch_moments, then batch_norm). The running
+      // statistics outputs are not computed: a node reading them fails with "not produced".
+      if (AttrInt(n, "training_mode", 0) == 0) {
+        return Bad(StrCat(Where(n), " attribute training_mode: 0; only training mode is supported (export with "
+                          "training=torch.onnx.TrainingMode.TRAINING; an eval export folds batch norm into the convolutions)"));
+      }
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      HS_ASSIGN_OR_RETURN(ValueId scale, In(n, 1));
+      HS_ASSIGN_OR_RETURN(ValueId bias, In(n, 2));
+      HS_ASSIGN_OR_RETURN(ValueId m, Op(n, StrCat(out, "/moments"), OpKind::kBatchMoments, {x}));
+      Attrs a;
+      a.eps = AttrFloat(n, "epsilon", 1e-5);
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kBatchNorm, {x, m, scale, bias}, a));
       return Set(n, 0, y);
     }
     if (op == "GlobalAveragePool") {

@@ -169,6 +169,9 @@ class Search {
 
 bool Search::RuleAllowed(ir::NodeId k, const ComputeRule& r) const {
   const bool is_loss = g_.node(k).output == g_.loss();
+  // Data parallel keeps batch statistics whole by all-reducing their partial sums (PyTorch's
+  // SyncBatchNorm): the only data-parallel batch norm that trains as one device does.
+  const bool batch_stats = g_.node(k).kind == ir::OpKind::kBatchMoments;
   if (!s_.allow_reduce_rules && r.post.kind == PropKind::kReduce && !is_loss) return false;
   std::vector<Property> props = r.pre;
   props.push_back(r.post);
@@ -187,7 +190,7 @@ bool Search::RuleAllowed(ir::NodeId k, const ComputeRule& r) const {
     const bool param = g_.value(p.tensor).kind == ir::ValueKind::kParameter;
     if (s_.only_dim0_splits) {
       if (p.kind == PropKind::kGather && p.dim != 0) return false;
-      if (p.kind == PropKind::kReduce && !is_loss) return false;
+      if (p.kind == PropKind::kReduce && !is_loss && !batch_stats) return false;
       if (p.kind == PropKind::kGather && param) return false;
     }
     if (s_.inputs_replicated && p.kind == PropKind::kGather && p.dim == 0 && !param) return false;

@@ -6,7 +6,9 @@ For each model NAME this writes, into OUT_DIR:
   NAME.data.safetensors   3 batches of inputs ("x") and labels ("labels"), fp32 (hetsynth's
                           data-file format: integers stored as exact floats)
   NAME.expect.json        PyTorch's forward output on batch 0 and the losses of 3 SGD steps
-                          (lr 0.1, one batch per step, cross-entropy with mean reduction)
+                          (lr 0.1, one batch per step, cross-entropy with mean reduction; batch
+                          and lr per model in SETTINGS); for the batch-norm CNNs also the same
+                          steps' losses in float64 ("losses_fp64")
 
 Needs PyTorch (Debian 12: python3-torch 1.13); the models are written out below in plain
 torch.nn, plus torchvision's VisionTransformer when python3-torchvision is installed. Exits 77 (the "skip" status ctest is told
@@ -178,8 +180,27 @@ try:
     MODELS["torchvision_vit"] = (
         torchvision_vit,
         lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10)
+    # CNNs with batch normalization, exported in training mode (BatchNormalization with batch
+    # statistics, as the 3 SGD steps below use them). MobileNetV2's classifier dropout is set to
+    # p = 0: a training-mode dropout mask of PyTorch's cannot be reproduced.
+    from torchvision.models import mobilenet_v2, resnet18
+
+    def torchvision_mobilenet_v2():
+        m = mobilenet_v2(num_classes=10)
+        m.classifier[0].p = 0.0
+        return m
+
+    MODELS["resnet18"] = (lambda: resnet18(num_classes=10),
+                          lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10)
+    MODELS["mobilenet_v2"] = (torchvision_mobilenet_v2,
+                              lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10)
 except ImportError:
-    print("torchvision_vit: skipped (python3-torchvision is not installed)", file=sys.stderr)
+    print("torchvision_vit, resnet18, mobilenet_v2: skipped (python3-torchvision is not installed)", file=sys.stderr)
+TRAINING_MODE = {"resnet18", "mobilenet_v2"}
+# (batch, lr) where not (BATCH, LR). Batch normalization over 4 images is ill-conditioned at the
+# 1×1 maps these CNNs end in at 32×32 (MobileNetV2's fp32 forward is 4e-4 from its fp64 one at
+# batch 4, 2e-5 at batch 8), and at lr 0.1 their losses jump to 5-14 within 3 steps.
+SETTINGS = {"resnet18": (8, 0.01), "mobilenet_v2": (8, 0.01)}
 
 
 def write_safetensors(path, tensors):
@@ -198,36 +219,60 @@ def write_safetensors(path, tensors):
             f.write(b)
 
 
-def export(name, out_dir):
-    make, inputs, classes = MODELS[name]
-    torch.manual_seed(0)
-    model = make()
-    g = torch.Generator().manual_seed(1)
-    x = inputs(g)
-    first = x[:BATCH]
-    with torch.no_grad():
-        sample = model(first)
-    labels_shape = (STEPS * BATCH,) + tuple(sample.shape[1:-1])
-    labels = torch.randint(0, classes, labels_shape, generator=g)
-    path = os.path.join(out_dir, name + ".onnx")
-    torch.onnx.export(model, (first,), path, opset_version=OPSET.get(name, 17), input_names=["x"], output_names=["logits"],
-                      dynamic_axes={"x": {0: "batch"}}, do_constant_folding=True)
-    with torch.no_grad():
-        forward = model(first)
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
+def sgd_losses(model, x, labels, batch, lr):
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
     losses = []
     for step in range(STEPS):
-        xb, yb = x[step * BATCH:(step + 1) * BATCH], labels[step * BATCH:(step + 1) * BATCH]
+        xb, yb = x[step * batch:(step + 1) * batch], labels[step * batch:(step + 1) * batch]
         logits = model(xb)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1))
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    return losses
+
+
+def export(name, out_dir):
+    make, inputs, classes = MODELS[name]
+    batch, lr = SETTINGS.get(name, (BATCH, LR))
+    torch.manual_seed(0)
+    model = make()
+    g = torch.Generator().manual_seed(1)
+    x = inputs(g)
+    if x.shape[0] != STEPS * batch:
+        x = torch.cat([x] + [inputs(g) for _ in range((STEPS * batch - 1) // x.shape[0])])[:STEPS * batch]
+    first = x[:batch]
+    with torch.no_grad():
+        sample = model(first)
+    labels_shape = (STEPS * batch,) + tuple(sample.shape[1:-1])
+    labels = torch.randint(0, classes, labels_shape, generator=g)
+    path = os.path.join(out_dir, name + ".onnx")
+    if name in TRAINING_MODE:
+        # Exporting runs the model once in training mode, which moves the running statistics;
+        # put them back so that the file holds the model's starting state.
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        torch.onnx.export(model, (first,), path, opset_version=OPSET.get(name, 17), input_names=["x"],
+                          output_names=["logits"], dynamic_axes={"x": {0: "batch"}},
+                          training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)
+        model.load_state_dict(state)
+    else:
+        torch.onnx.export(model, (first,), path, opset_version=OPSET.get(name, 17), input_names=["x"],
+                          output_names=["logits"], dynamic_axes={"x": {0: "batch"}}, do_constant_folding=True)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        forward = model(first)
+    losses = sgd_losses(model, x, labels, batch, lr)
+    expect = {"batch": batch, "lr": lr, "steps": STEPS, "losses": losses, "forward_shape": list(forward.shape),
+              "forward": [float(v) for v in forward.reshape(-1)], "torch": torch.__version__}
+    if name in TRAINING_MODE:
+        # The same steps in float64: how far PyTorch's own fp32 losses are from exact ones.
+        model64 = make().double()
+        model64.load_state_dict(start)
+        expect["losses_fp64"] = sgd_losses(model64, x.double(), labels, batch, lr)
     write_safetensors(os.path.join(out_dir, name + ".data.safetensors"), {"x": x, "labels": labels})
     with open(os.path.join(out_dir, name + ".expect.json"), "w") as f:
-        json.dump({"batch": BATCH, "lr": LR, "steps": STEPS, "losses": losses, "forward_shape": list(forward.shape),
-                   "forward": [float(v) for v in forward.reshape(-1)], "torch": torch.__version__}, f)
+        json.dump(expect, f)
     print(f"{name}: {path}, losses {', '.join(f'{l:.6f}' for l in losses)}")
 
 

@@ -161,6 +161,8 @@ std::string ModelDir() { return HETSYNTH_ONNX_MODELS; }
 
 struct Expect {
   std::vector<double> losses, forward;
+  // The same steps in float64 where recorded (batch-norm CNNs), else empty.
+  std::vector<double> losses_fp64;
   std::vector<int64_t> forward_shape;
   int64_t batch = 0;
   double lr = 0;
@@ -174,7 +176,7 @@ class FromPyTorch : public ::testing::TestWithParam<std::string> {
     const std::string expect = ModelDir() + "/" + GetParam() + ".expect.json";
     if (!fs::exists(onnx_) || !fs::exists(expect)) {
       GTEST_SKIP() << "no " << onnx_ << ": tests/onnx/export_models.py did not run (it needs python3-torch, and "
-                   << "python3-torchvision for torchvision_vit; the ctest fixture onnx_models runs it)";
+                   << "python3-torchvision for torchvision_vit, resnet18 and mobilenet_v2; the ctest fixture onnx_models runs it)";
     }
     const json j = json::parse(std::ifstream(expect));
     e_.losses = j.at("losses").get<std::vector<double>>();
@@ -182,6 +184,16 @@ class FromPyTorch : public ::testing::TestWithParam<std::string> {
     e_.forward_shape = j.at("forward_shape").get<std::vector<int64_t>>();
     e_.batch = j.at("batch").get<int64_t>();
     e_.lr = j.at("lr").get<double>();
+    if (j.contains("losses_fp64")) e_.losses_fp64 = j.at("losses_fp64").get<std::vector<double>>();
+  }
+  // How close step s's loss must be to PyTorch's: 1e-4, or — where PyTorch's own fp32 loss is
+  // further than that from its float64 one — three times that spread. Two fp32 runs that sum in
+  // different orders cannot agree better than the problem's conditioning allows: MobileNetV2's
+  // batch norms over 8 images of 1×1 maps put PyTorch's fp32 losses 5e-4 and 6e-2 from its
+  // float64 ones after one and two steps (ResNet-18's: 1e-5).
+  double LossTolerance(size_t s) const {
+    if (e_.losses_fp64.empty()) return 1e-4;
+    return std::max(1e-4, 3 * std::abs(e_.losses[s] - e_.losses_fp64[s]));
   }
   std::string onnx_, data_;
   Expect e_;
@@ -242,8 +254,13 @@ TEST_P(FromPyTorch, ThreeSgdStepsMatchPyTorch) {
   for (size_t s = 0; s < e_.losses.size(); ++s) {
     absl::StatusOr<float> loss = (*trainer)->Step(*data->Get(static_cast<int64_t>(s)));
     ASSERT_TRUE(loss.ok()) << loss.status();
-    EXPECT_NEAR(*loss, e_.losses[s], 1e-4) << GetParam() << " step " << s;
-    std::printf("%s: step %zu loss %.6f (PyTorch %.6f)\n", GetParam().c_str(), s, *loss, e_.losses[s]);
+    EXPECT_NEAR(*loss, e_.losses[s], LossTolerance(s)) << GetParam() << " step " << s;
+    if (e_.losses_fp64.empty()) {
+      std::printf("%s: step %zu loss %.6f (PyTorch %.6f)\n", GetParam().c_str(), s, *loss, e_.losses[s]);
+    } else {
+      std::printf("%s: step %zu loss %.6f (PyTorch %.6f, PyTorch float64 %.6f)\n", GetParam().c_str(), s, *loss,
+                  e_.losses[s], e_.losses_fp64[s]);
+    }
   }
 }
 
@@ -267,21 +284,41 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
   // --flat --no-overlap: the runtime does not run bucketed plans yet (as in train_plan_test).
   const auto s = Hetsynth("synth" + model + " --cluster " + clusters + "mixed-4.json --flat --no-overlap -o " + plan);
   ASSERT_EQ(s.code, 0) << s.output;
-  const std::string train = " --data " + data_ + " --steps 3 --optimizer sgd --lr 0.1 --quiet --metrics ";
+  const std::string train =
+      " --data " + data_ + " --steps 3 --optimizer sgd --lr " + std::to_string(e_.lr) + " --quiet --metrics ";
   const auto one = Hetsynth("train" + model + train + dir + "/one.jsonl");
   ASSERT_EQ(one.code, 0) << one.output;
-  const auto four = Hetsynth("train --plan " + plan + train + dir + "/four.jsonl");
-  ASSERT_EQ(four.code, 0) << four.output;
-  const std::vector<double> a = Losses(dir + "/one.jsonl"), b = Losses(dir + "/four.jsonl");
+  std::vector<std::pair<std::string, std::string>> plans = {{"synthesized", plan}};
+  if (!e_.losses_fp64.empty()) {
+    // Batch norm: the data-parallel plan too, whose batch statistics are partial sums
+    // all-reduced across the ranks (the synthesized one splits channels instead).
+    const std::string ddp = dir + "/ddp.json";
+    const auto d = Hetsynth("synth" + model + " --cluster " + clusters + "mixed-4.json --baseline ddp-cp -o " + ddp);
+    ASSERT_EQ(d.code, 0) << d.output;
+    plans.push_back({"ddp-cp", ddp});
+  }
+  const std::vector<double> a = Losses(dir + "/one.jsonl");
   ASSERT_EQ(a.size(), 3u);
-  ASSERT_EQ(b.size(), 3u);
   for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * std::abs(a[i])) << GetParam() << " step " << i << ": " << b[i] << " vs " << a[i];
-    EXPECT_NEAR(a[i], e_.losses[i], 1e-4) << GetParam() << " step " << i << " (hetsynth train vs PyTorch)";
+    EXPECT_NEAR(a[i], e_.losses[i], LossTolerance(i)) << GetParam() << " step " << i << " (hetsynth train vs PyTorch)";
+  }
+  for (const auto& [kind, file] : plans) {
+    const auto four = Hetsynth("train --plan " + file + train + dir + "/four.jsonl");
+    ASSERT_EQ(four.code, 0) << four.output;
+    const std::vector<double> b = Losses(dir + "/four.jsonl");
+    ASSERT_EQ(b.size(), 3u);
+    for (size_t i = 0; i < a.size(); ++i) {
+      // 1e-5 relative, or the conditioning bound of LossTolerance (ranks sum in another order).
+      const double tol = std::max(1e-5 * std::abs(a[i]), e_.losses_fp64.empty() ? 0.0 : LossTolerance(i));
+      EXPECT_LE(std::abs(a[i] - b[i]), tol) << GetParam() << " " << kind << " step " << i << ": " << b[i] << " vs " << a[i];
+      std::printf("%s: %s plan, step %zu loss on 4 ranks %.7f, on one device %.7f\n", GetParam().c_str(), kind.c_str(), i,
+                  b[i], a[i]);
+    }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, FromPyTorch, ::testing::Values("mlp", "gpt", "gpt_opset14", "vgg", "vit", "torchvision_vit"),
+INSTANTIATE_TEST_SUITE_P(Models, FromPyTorch, ::testing::Values("mlp", "gpt", "gpt_opset14", "vgg", "vit", "torchvision_vit",
+                                                                  "resnet18", "mobilenet_v2"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
