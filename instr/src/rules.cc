@@ -201,6 +201,14 @@ void RuleSet::Own() {
       Add(F::kInChannels, inc, Property::Reduce(y()), Work::kProportional, 0, bias);
       break;
     }
+    case OpKind::kMseLoss:
+      // The mean over all elements is a sum of per-device partial sums (each divided by the
+      // global count), as for cross_entropy.
+      for (int d = 0; d < rank(0); ++d) {
+        Add(RuleId(F::kBatch, d), {Property::Gather(x(0), d), Property::Gather(x(1), d)}, Property::Reduce(y()),
+            Work::kProportional);
+      }
+      break;
     case OpKind::kBatchMoments:
       // Per channel: a channel split keeps its channels; any other split sums partial means.
       for (int d = 0; d < rank(0); ++d) {

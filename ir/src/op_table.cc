@@ -173,19 +173,19 @@ absl::StatusOr<Shape> Conv2dShape(const std::vector<Shape>& in, const Attrs& a) 
   return Shape{x[0], w[0], h, wd};
 }
 
-// Padding is at most half the window (PyTorch's limit), so every window holds an input element.
-absl::StatusOr<Shape> MaxPool2dShape(const std::vector<Shape>& in, const Attrs& a) {
+// Padding is below the window, so every window holds an input element.
+absl::StatusOr<Shape> Pool2dShape(const std::vector<Shape>& in, const Attrs& a) {
   HS_RETURN_IF_ERROR(WantRank(in[0], "x", 4));
   const Shape& x = in[0];
-  if (a.kernel <= 0 || a.stride <= 0 || a.padding < 0 || 2 * a.padding > a.kernel ||
+  if (a.kernel <= 0 || a.stride <= 0 || a.padding < 0 || a.padding >= a.kernel ||
       a.kernel > x[2] + 2 * a.padding || a.kernel > x[3] + 2 * a.padding) {
     return Bad(StrCat("kernel=", a.kernel, " stride=", a.stride, " padding=", a.padding, " for x ",
                       ShapeString(x),
                       "; expected 0 < kernel <= H + 2·padding, W + 2·padding, stride > 0 and "
-                      "0 <= padding <= kernel/2"));
+                      "0 <= padding < kernel"));
   }
-  return Shape{x[0], x[1], (x[2] + 2 * a.padding - a.kernel) / a.stride + 1,
-               (x[3] + 2 * a.padding - a.kernel) / a.stride + 1};
+  return Shape{x[0], x[1], PoolOutputSize(x[2], a.kernel, a.stride, a.padding, a.ceil_mode),
+               PoolOutputSize(x[3], a.kernel, a.stride, a.padding, a.ceil_mode)};
 }
 
 absl::StatusOr<Shape> AdaptiveAvgPool2dShape(const std::vector<Shape>& in, const Attrs& a) {
@@ -310,6 +310,13 @@ absl::StatusOr<Shape> MoECombineShape(const std::vector<Shape>& in, const Attrs&
 absl::StatusOr<Shape> ClipShape(const std::vector<Shape>& in, const Attrs& a) {
   if (!(a.min <= a.max)) return Bad(StrCat("min=", a.min, " max=", a.max, "; expected min <= max"));
   return in[0];
+}
+
+absl::StatusOr<Shape> MseLossShape(const std::vector<Shape>& in, const Attrs&) {
+  if (in[1] != in[0]) {
+    return Bad(StrCat("target has shape ", ShapeString(in[1]), "; expected the prediction's ", ShapeString(in[0])));
+  }
+  return Shape{};
 }
 
 absl::StatusOr<Shape> BatchMomentsShape(const std::vector<Shape>& in, const Attrs&) {
@@ -461,7 +468,7 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
     {.kind = OpKind::kConv2d, .attrs = {"kernel", "stride", "padding", "groups"}, .min_inputs = 2,
      .max_inputs = 3, .compute = ComputeClass::kGemm, .shape = Conv2dShape, .flops = Conv2dFlops,
      .local_attrs = GroupsOfPiece},
-    {.kind = OpKind::kMaxPool2d, .attrs = {"kernel", "stride", "padding"}, .shape = MaxPool2dShape,
+    {.kind = OpKind::kMaxPool2d, .attrs = {"kernel", "stride", "padding", "ceil_mode"}, .shape = Pool2dShape,
      .flops = PerInput<1, 1>, .sharding = {.family = F::kKeepDims, .whole_trailing_dims = 2}},
     {.kind = OpKind::kAdaptiveAvgPool2d, .attrs = {"out_h", "out_w"}, .shape = AdaptiveAvgPool2dShape,
      .flops = PerInput<1, 1>, .sharding = {.family = F::kKeepDims, .whole_trailing_dims = 2}},
@@ -497,6 +504,11 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
      .locate = {.operand = 0}},
     {.kind = OpKind::kBatchNorm, .attrs = {"eps"}, .min_inputs = 4, .max_inputs = 4,
      .shape = BatchNormShape, .flops = PerOutput<4, 8>},
+    // A split of both operands divides by the global element count: partial losses (Reduce).
+    {.kind = OpKind::kMseLoss, .min_inputs = 2, .max_inputs = 2, .shape = MseLossShape, .flops = PerInput<3, 3>,
+     .locate = {.operand = 0}},
+    {.kind = OpKind::kAvgPool2d, .attrs = {"kernel", "stride", "padding", "ceil_mode", "count_include_pad"},
+     .shape = Pool2dShape, .flops = PerInput<1, 1>, .sharding = {.family = F::kKeepDims, .whole_trailing_dims = 2}},
 }};
 #pragma GCC diagnostic pop
 

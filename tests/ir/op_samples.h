@@ -50,6 +50,10 @@ inline absl::StatusOr<OpSample> SampleOf(OpKind kind) {
     case OpKind::kMoECombine: s.inputs = {{4, 6, 8}, {12, 2, 3}}; break;
     case OpKind::kClip: s.inputs = {{4, 6, 8}}, a.min = -0.5, a.max = 0.7; break;
     case OpKind::kBatchMoments: s.inputs = {{4, 6, 4, 4}}; break;
+    case OpKind::kAvgPool2d:
+      s.inputs = {{4, 6, 7, 7}}, a.kernel = 3, a.stride = 2, a.padding = 1, a.ceil_mode = true;
+      break;
+    case OpKind::kMseLoss: s.inputs = {{4, 6, 8}, {4, 6, 8}}; break;
     case OpKind::kBatchNorm: s.inputs = {{4, 6, 4, 4}, {2, 6}, {6}, {6}}; break;
     default: {
       const OpDef& def = DefOf(kind);

@@ -171,6 +171,61 @@ TYPED_TEST(GpuConvTest, MaxPool2dPadding) {
   }
 }
 
+// ceil_mode adds a last window that runs past the input (clipped), and padding may exceed half
+// the window (p < k): windows of only a few input elements.
+TYPED_TEST(GpuConvTest, MaxPool2dCeilModeAndWidePadding) {
+  struct Variant {
+    ir::Shape x;
+    int64_t kernel, stride, padding;
+    bool ceil_mode;
+  };
+  for (const Variant& v :
+       {Variant{{2, 3, 7, 7}, 2, 2, 0, true}, Variant{{2, 3, 8, 6}, 3, 2, 1, true},
+        Variant{{1, 2, 9, 5}, 3, 3, 0, true}, Variant{{2, 2, 6, 7}, 3, 2, 2, false},
+        Variant{{2, 2, 6, 7}, 3, 2, 2, true}, Variant{{1, 1, 5, 5}, 4, 3, 3, true},
+        Variant{{1, 1, 2, 3}, 3, 2, 2, true}, Variant{{1, 2, 5, 6}, 2, 2, 1, true}}) {
+    SCOPED_TRACE(StrCat("x=", ir::ShapeString(v.x), " kernel=", v.kernel, " stride=", v.stride,
+                        " padding=", v.padding, " ceil_mode=", v.ceil_mode));
+    ir::Attrs a = PoolAttrs(v.kernel, v.stride, v.padding);
+    a.ceil_mode = v.ceil_mode;
+    OpCase c = RandomCase(ir::OpKind::kMaxPool2d, {v.x}, a);
+    CheckMaxPool(this->x(), c);
+    for (float& v : c.inputs[0].data) v -= 2.0f;  // all negative
+    CheckMaxPool(this->x(), c);
+    for (float& v : c.inputs[0].data) v = std::round(v);  // ties
+    CheckMaxPool(this->x(), c);
+  }
+}
+
+// Average pooling with zero padding, stride != kernel, ceil_mode (a clipped last window) and
+// both divisors (count_include_pad on: the window within the padded input; off: within the input).
+TYPED_TEST(GpuConvTest, AvgPool2d) {
+  struct Variant {
+    ir::Shape x;
+    int64_t kernel, stride, padding;
+    bool ceil_mode;
+  };
+  for (const Variant& v :
+       {Variant{{2, 3, 7, 7}, 2, 2, 0, false}, Variant{{2, 3, 7, 7}, 3, 1, 1, false},
+        Variant{{2, 3, 7, 7}, 3, 2, 1, false}, Variant{{2, 3, 7, 7}, 3, 2, 1, true},
+        Variant{{2, 3, 8, 6}, 2, 2, 0, true}, Variant{{2, 3, 7, 7}, 2, 3, 0, false},
+        Variant{{1, 2, 9, 5}, 3, 3, 0, true}, Variant{{1, 2, 9, 5}, 5, 2, 2, true},
+        Variant{{2, 2, 6, 7}, 3, 2, 2, true}, Variant{{1, 1, 5, 5}, 4, 3, 3, true},
+        Variant{{1, 1, 1, 1}, 3, 1, 1, false}, Variant{{1, 1, 1, 1}, 1, 1, 0, false},
+        Variant{{2, 1, 7, 7}, 7, 1, 0, false}, Variant{{1, 2, 5, 6}, 2, 2, 1, true},
+        Variant{{2, 3, 5, 5}, 3, 3, 0, true}}) {
+    for (bool include_pad : {false, true}) {
+      SCOPED_TRACE(StrCat("x=", ir::ShapeString(v.x), " kernel=", v.kernel, " stride=", v.stride,
+                          " padding=", v.padding, " ceil_mode=", v.ceil_mode, " count_include_pad=", include_pad));
+      ir::Attrs a = PoolAttrs(v.kernel, v.stride, v.padding);
+      a.ceil_mode = v.ceil_mode;
+      a.count_include_pad = include_pad;
+      ExpectMatchesCpu(this->x(), RandomCase(ir::OpKind::kAvgPool2d, {v.x}, a), &gpu::AvgPool2dForward<TypeParam>,
+                       &gpu::AvgPool2dBackward<TypeParam>);
+    }
+  }
+}
+
 template <class X>
 void CheckAdaptive(X& x, const ir::Shape& in, int64_t out_h, int64_t out_w) {
   SCOPED_TRACE(StrCat("x=", ir::ShapeString(in), " to ", out_h, "x", out_w));

@@ -1,6 +1,6 @@
-// GPU normalization operators (layer norm, softmax, log-softmax, cross entropy) against the CPU
-// kernels (gpu_op_check.h), including cross entropy on logits pieces (ctx.shard) and its label
-// check.
+// GPU normalization operators (layer norm, softmax, log-softmax, cross entropy, batch_moments,
+// batch_norm, mse_loss) against the CPU kernels (gpu_op_check.h), including cross entropy,
+// batch_moments and mse_loss on pieces (ctx.shard) and cross entropy's label check.
 #include <limits>
 
 #include "gpu_op_check.h"
@@ -338,6 +338,126 @@ TYPED_TEST(GpuNormTest, BatchNormNegativeVariance) {
   OpCase c = BatchNormCase({3, 2, 4}, 1e-3, false);
   c.inputs[1].data = {0.5f, -0.25f, 0.2499f, 0.0f};  // channel 0: E[x²] − μ² < 0; channel 1: v = 0
   ExpectMatchesCpu(this->x(), c, &gpu::BatchNormForward<X>, &gpu::BatchNormBackward<X>);
+}
+
+// ---- mse loss ------------------------------------------------------------------------------
+
+OpCase MseLossCase(const ir::Shape& s, float offset = 0.0f, uint32_t seed = 1) {
+  OpCase c = RandomCase(ir::OpKind::kMseLoss, {s, s}, {}, seed);
+  for (float& v : c.inputs[0].data) v = 2.0f * v + offset;
+  return c;
+}
+
+// Shapes: one element, small, one chunk of the sums (kMseLossChunk = 256) and a little more,
+// two passes ({600, 7}: 17 partials) and three ({300, 300}: 352 partials, then 2).
+TYPED_TEST(GpuNormTest, MseLoss) {
+  using X = TypeParam;
+  for (const ir::Shape& s : {ir::Shape{1}, ir::Shape{5}, ir::Shape{3, 4, 7}, ir::Shape{256}, ir::Shape{257},
+                             ir::Shape{600, 7}, ir::Shape{300, 300}, ir::Shape{2, 1, 3, 9}}) {
+    for (float offset : {0.0f, 50.0f}) {
+      SCOPED_TRACE(StrCat(ir::ShapeString(s), " offset=", offset));
+      ExpectMatchesCpu(this->x(), MseLossCase(s, offset), &gpu::MseLossForward<X>, &gpu::MseLossBackward<X>);
+    }
+  }
+}
+
+// Prediction equal to the target: loss and gradients exactly 0; a NaN prediction or an infinite
+// target gives a NaN / +inf loss as on the CPU; a squared difference above float's range (1e40)
+// whose mean is within it gives that finite mean, as the CPU's double sum does.
+TYPED_TEST(GpuNormTest, MseLossSpecialValues) {
+  using X = TypeParam;
+  OpCase same = MseLossCase({4, 5});
+  same.inputs[1] = same.inputs[0];
+  same.tol = 0;
+  ExpectMatchesCpu(this->x(), same, &gpu::MseLossForward<X>, &gpu::MseLossBackward<X>);
+  OpCase nan = MseLossCase({3, 6});
+  nan.inputs[0].data[7] = std::numeric_limits<float>::quiet_NaN();
+  ExpectMatchesCpu(this->x(), nan, &gpu::MseLossForward<X>, &gpu::MseLossBackward<X>);
+  OpCase inf = MseLossCase({3, 6});
+  inf.inputs[1].data[4] = kInf;
+  ExpectMatchesCpu(this->x(), inf, &gpu::MseLossForward<X>, &gpu::MseLossBackward<X>);
+  OpCase big = MseLossCase({1000});
+  big.inputs[0].data[3] = 1e20f;  // loss ≈ 1e40 / 1000
+  ExpectMatchesCpu(this->x(), big, &gpu::MseLossForward<X>, &gpu::MseLossBackward<X>);
+}
+
+// Either input gradient may be missing (din null): the other is as with both.
+TYPED_TEST(GpuNormTest, MseLossOneGradient) {
+  using X = TypeParam;
+  X& x = this->x();
+  const OpCase c = MseLossCase({5, 9});
+  const ir::Node node = CaseNode(c);
+  auto p = x.Upload(c.inputs[0]);
+  auto t = x.Upload(c.inputs[1]);
+  const std::vector<const typename X::Tensor*> in = {&p, &t};
+  auto out = x.Make({});
+  gpu::Saved<X> saved;
+  gpu::MseLossForward<X>(x, node, KernelContext{}, in, out, saved);
+  const Tensor dloss = RandomTensor({}, 3);
+  auto dout = x.Upload(dloss);
+  std::vector<Tensor> cpu_din = {Tensor(c.inputs[0].shape), Tensor(c.inputs[1].shape)};
+  {
+    const std::vector<const Tensor*> cpu_in = {&c.inputs[0], &c.inputs[1]};
+    Tensor cpu_out(ir::Shape{});
+    SavedState cpu_saved;
+    Forward(node, KernelContext{}, cpu_in, cpu_out, cpu_saved);
+    Backward(node, KernelContext{}, cpu_in, cpu_out, dloss, cpu_saved, std::vector<Tensor*>{&cpu_din[0], &cpu_din[1]});
+  }
+  for (size_t only : {size_t{0}, size_t{1}}) {
+    SCOPED_TRACE(StrCat("only the gradient of input ", only));
+    auto d = x.Make(c.inputs[only].shape);
+    std::vector<typename X::Tensor*> din = {nullptr, nullptr};
+    din[only] = &d;
+    gpu::MseLossBackward<X>(x, node, KernelContext{}, in, out, dout, saved, din);
+    EXPECT_LE(RelativeError(x.Download(d), cpu_din[only]), 1e-6);
+  }
+  std::vector<typename X::Tensor*> none = {nullptr, nullptr};
+  gpu::MseLossBackward<X>(x, node, KernelContext{}, in, out, dout, saved, none);  // nothing to do
+}
+
+// A piece of the prediction and target (ctx.shard, split on any dim) divides by the whole
+// tensor's element count, like the CPU, so that the pieces' losses add up to the whole's.
+TYPED_TEST(GpuNormTest, MseLossShard) {
+  using X = TypeParam;
+  struct Split {
+    ir::Shape full;
+    int dim;
+    std::vector<int64_t> lengths;
+  };
+  for (const Split& sp : {Split{{6, 5}, 0, {2, 3, 1}}, Split{{2, 6, 5}, 1, {1, 2, 3}}, Split{{4, 3, 7}, 2, {5, 2}},
+                          Split{{300, 9}, 0, {257, 43}}, Split{{10}, 0, {7, 3}}}) {
+    SCOPED_TRACE(StrCat(ir::ShapeString(sp.full), " split on dim ", sp.dim));
+    const OpCase whole = MseLossCase(sp.full, 0.5f, 11);
+    ExpectMatchesCpu(this->x(), whole, &gpu::MseLossForward<X>, &gpu::MseLossBackward<X>);
+    X& x = this->x();
+    const ir::Node node = CaseNode(whole);
+    auto p = x.Upload(whole.inputs[0]);
+    auto t = x.Upload(whole.inputs[1]);
+    auto loss = x.Make({});
+    gpu::Saved<X> saved;
+    gpu::MseLossForward<X>(x, node, KernelContext{}, std::vector<const typename X::Tensor*>{&p, &t}, loss, saved);
+    const double full_loss = x.Download(loss).data[0];
+    double sum = 0;
+    int64_t start = 0;
+    for (int64_t len : sp.lengths) {
+      OpCase c = whole;
+      c.inputs = {SliceOf(whole.inputs[0], sp.dim, start, len), SliceOf(whole.inputs[1], sp.dim, start, len)};
+      c.has_shard = true;
+      c.shard = ShardInfo{sp.full, sp.dim, start};
+      ExpectMatchesCpu(x, c, &gpu::MseLossForward<X>, &gpu::MseLossBackward<X>);
+      KernelContext ctx;
+      ctx.shard = &c.shard;
+      auto pp = x.Upload(c.inputs[0]);
+      auto tp = x.Upload(c.inputs[1]);
+      auto piece_loss = x.Make({});
+      gpu::Saved<X> piece_saved;
+      gpu::MseLossForward<X>(x, node, ctx, std::vector<const typename X::Tensor*>{&pp, &tp}, piece_loss,
+                             piece_saved);
+      sum += x.Download(piece_loss).data[0];
+      start += len;
+    }
+    EXPECT_NEAR(sum, full_loss, 1e-5 * std::max(1.0, std::fabs(full_loss)));
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "hetsynth/ir/op.h"
+#include "hetsynth/ir/op_table.h"
 #include "hetsynth/base/status.h"
 
 namespace hetsynth::runtime::cpu {
@@ -181,12 +182,20 @@ ConvShape ReadConvShape(const ir::Node& node, const ir::Shape& x, const ir::Shap
   return g;
 }
 
-void CheckMaxPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out) {
+void CheckPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out) {
   const int64_t k = node.attrs.kernel, s = node.attrs.stride, p = node.attrs.padding;
-  HS_CHECK(x.size() == 4 && out.size() == 4 && p >= 0 && 2 * p <= k && out[2] == (x[2] + 2 * p - k) / s + 1 &&
-               out[3] == (x[3] + 2 * p - k) / s + 1,
-           StrCat("max_pool2d '", node.name, "': x ", ir::ShapeString(x), " and output ",
-                  ir::ShapeString(out), " do not match kernel=", k, " stride=", s, " padding=", p));
+  const bool c = node.attrs.ceil_mode;
+  HS_CHECK(x.size() == 4 && out.size() == 4 && p >= 0 && p < k && out[0] == x[0] && out[1] == x[1] &&
+               out[2] == ir::PoolOutputSize(x[2], k, s, p, c) && out[3] == ir::PoolOutputSize(x[3], k, s, p, c),
+           StrCat(ir::OpName(node.kind), " '", node.name, "': x ", ir::ShapeString(x), " and output ",
+                  ir::ShapeString(out), " do not match kernel=", k, " stride=", s, " padding=", p,
+                  c ? " ceil_mode" : ""));
+}
+
+double MseLossDivisor(const ir::Node& node, const KernelContext& ctx, const ir::Shape& pred) {
+  if (!ctx.shard) return static_cast<double>(ir::NumElements(pred));
+  CheckShard(StrCat("mse_loss '", node.name, "' prediction"), *ctx.shard, pred);
+  return static_cast<double>(ir::NumElements(ctx.shard->full));
 }
 
 ChannelBlocks ChannelBlocksOf(const ir::Node& node, const ir::Shape& x) {
@@ -210,6 +219,15 @@ void CheckBatchNorm(const ir::Node& node, const ir::Shape& x, const ir::Shape& m
            StrCat("batch_norm '", node.name, "': moments ", ir::ShapeString(m), ", gamma ", ir::ShapeString(gamma),
                   ", beta ", ir::ShapeString(beta), " for x ", ir::ShapeString(x), "; expected [2, ", c.channels,
                   "] and [", c.channels, "]"));
+}
+
+PoolWindow AvgPoolWindow(const ir::Attrs& a, int64_t h, int64_t w, int64_t oh, int64_t ow) {
+  const int64_t k = a.kernel, s = a.stride, p = a.padding;
+  const int64_t hs = oh * s - p, ws = ow * s - p;
+  const int64_t he = std::min(hs + k, h + p), we = std::min(ws + k, w + p);  // within the padded input
+  PoolWindow r{std::max<int64_t>(hs, 0), std::min(he, h), std::max<int64_t>(ws, 0), std::min(we, w), 0};
+  r.divisor = a.count_include_pad ? double((he - hs) * (we - ws)) : double((r.h1 - r.h0) * (r.w1 - r.w0));
+  return r;
 }
 
 void CheckAdaptiveAvgPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out) {

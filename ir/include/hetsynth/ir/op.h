@@ -46,6 +46,8 @@ struct Attrs {
   int64_t stride = 1;           // conv2d / max_pool2d: step
   int64_t padding = 0;          // conv2d: zero padding on each side; max_pool2d: −inf padding
   int64_t groups = 1;           // conv2d: channel groups (divides Ci and Co)
+  bool ceil_mode = false;       // max_pool2d / avg_pool2d: round the output size up
+  bool count_include_pad = false;  // avg_pool2d: divide by the window including its padding
   double min = 0.0;             // clip: lower bound
   double max = 0.0;             // clip: upper bound
   int64_t out_h = 1;            // adaptive_avg_pool2d: output height

@@ -38,7 +38,8 @@ namespace hetsynth::ir {
 //                        channels of group o/(Co/groups) only; groups == Ci: depthwise);
 //                        H' = (H + 2·padding − kernel)/stride + 1
 //   max_pool2d           (x[B,C,H,W]) -> [B,C,H',W']; attrs kernel, stride, padding (−inf
-//                        padding); H' = (H + 2·padding − kernel)/stride + 1
+//                        padding, below kernel), ceil_mode; H' = ⌊(H + 2·padding − kernel)/stride⌋
+//                        + 1 (ceil_mode: PoolOutputSize in op_table.h)
 //   adaptive_avg_pool2d  (x[B,C,H,W]) -> [B,C,out_h,out_w]; PyTorch's bin boundaries
 //   flatten              (x) -> dims [axis, end) merged into one; attr axis
 //   reshape              (x) -> attr shape (same element count)
@@ -56,6 +57,10 @@ namespace hetsynth::ir {
 //                        every dim but 1 (batch normalization's batch statistics)
 //   batch_norm           (x[B,C,...], m[2,C], gamma[C], beta[C]) -> shape(x); attr eps:
 //                        (x − μ)/√(E[x²] − μ² + eps)·γ + β with μ = m[0], E[x²] = m[1]
+//   mse_loss             (pred, target of the same shape) -> [] scalar; mean of (pred − target)²
+//   avg_pool2d           (x[B,C,H,W]) -> [B,C,H',W']; attrs kernel, stride, padding, ceil_mode,
+//                        count_include_pad: the mean over each window's input elements (or
+//                        over the window within the padded input); H' as max_pool2d's
 #define HETSYNTH_IR_OPS(X)                          \
   X(Linear, "linear")                               \
   X(MatMul, "matmul")                               \
@@ -87,7 +92,9 @@ namespace hetsynth::ir {
   X(MoECombine, "moe_combine")                      \
   X(Clip, "clip")                                   \
   X(BatchMoments, "batch_moments")                  \
-  X(BatchNorm, "batch_norm")
+  X(BatchNorm, "batch_norm")                        \
+  X(MseLoss, "mse_loss")                            \
+  X(AvgPool2d, "avg_pool2d")
 
 enum class OpKind : uint8_t {
 #define HETSYNTH_IR_OP_ENUM_(camel, snake) k##camel,

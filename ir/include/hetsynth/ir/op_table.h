@@ -99,8 +99,18 @@ using FlopsFn = Flops (*)(const std::vector<Shape>& inputs, const Shape& output,
 // gives its output piece `piece` of the whole output `whole` (attention: the local head count).
 using LocalAttrsFn = void (*)(const Shape& whole, const Shape& piece, Attrs& attrs);
 
+// Output size of a pooling window k with step s and padding p over n elements (ONNX and PyTorch):
+// ⌊(n + 2p − k)/s⌋ + 1, or with ceil_mode ⌈(n + 2p − k)/s⌉ + 1 less a last window that would
+// start inside the right padding.
+inline int64_t PoolOutputSize(int64_t n, int64_t k, int64_t s, int64_t p, bool ceil_mode) {
+  const int64_t span = n + 2 * p - k;
+  int64_t out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+  if (ceil_mode && (out - 1) * s >= n + p) --out;
+  return out;
+}
+
 inline constexpr int kVariadic = -1;  // max_inputs of an op that takes any number of inputs
-inline constexpr size_t kMaxAttrs = 4;
+inline constexpr size_t kMaxAttrs = 5;
 
 struct OpDef {
   OpKind kind = OpKind::kAdd;

@@ -279,7 +279,7 @@ void MaxPool2dForward(const ir::Node& node, const KernelContext& ctx, In in, Ten
                       SavedState& saved) {
   const Tensor& x = *in[0];
   const int64_t k = node.attrs.kernel, s = node.attrs.stride, p = node.attrs.padding;
-  CheckMaxPool2d(node, x.shape, out.shape);
+  CheckPool2d(node, x.shape, out.shape);
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const int64_t ho = out.dim(2), wo = out.dim(3);
   saved.tensors.assign(1, Tensor(out.shape));
@@ -365,6 +365,45 @@ void AdaptiveAvgPool2dBackward(const ir::Node& node, const KernelContext& ctx, I
         const float g = dout.data[(n * ho + oh) * wo + ow] / float((h1 - h0) * (w1 - w0));
         for (int64_t i = h0; i < h1; ++i) {
           for (int64_t j = w0; j < w1; ++j) dxp[i * w + j] += g;
+        }
+      }
+    }
+  }
+}
+
+// Average pooling over windows of the (zero-padded) input, divided per AvgPoolWindow.
+void AvgPool2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out, SavedState& saved) {
+  const Tensor& x = *in[0];
+  CheckPool2d(node, x.shape, out.shape);
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3), ho = out.dim(2), wo = out.dim(3);
+  for (int64_t n = 0; n < planes; ++n) {
+    const float* xp = x.ptr() + n * h * w;
+    for (int64_t oh = 0; oh < ho; ++oh) {
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        const PoolWindow win = AvgPoolWindow(node.attrs, h, w, oh, ow);
+        double sum = 0;
+        for (int64_t i = win.h0; i < win.h1; ++i) {
+          for (int64_t j = win.w0; j < win.w1; ++j) sum += xp[i * w + j];
+        }
+        out.data[(n * ho + oh) * wo + ow] = static_cast<float>(sum / win.divisor);
+      }
+    }
+  }
+}
+
+void AvgPool2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out, const Tensor& dout,
+                       const SavedState& saved, DIn din) {
+  if (!din[0]) return;
+  const Tensor& x = *in[0];
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3), ho = dout.dim(2), wo = dout.dim(3);
+  for (int64_t n = 0; n < planes; ++n) {
+    float* dxp = din[0]->ptr() + n * h * w;
+    for (int64_t oh = 0; oh < ho; ++oh) {
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        const PoolWindow win = AvgPoolWindow(node.attrs, h, w, oh, ow);
+        const float g = static_cast<float>(dout.data[(n * ho + oh) * wo + ow] / win.divisor);
+        for (int64_t i = win.h0; i < win.h1; ++i) {
+          for (int64_t j = win.w0; j < win.w1; ++j) dxp[i * w + j] += g;
         }
       }
     }

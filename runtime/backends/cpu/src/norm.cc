@@ -269,4 +269,28 @@ void CrossEntropyBackward(const ir::Node& node, const KernelContext& ctx, In in,
   }
 }
 
+// mse_loss = Σ (p − t)² / N, summed in double; N the whole prediction's element count.
+void MseLossForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out, SavedState& saved) {
+  const Tensor &p = *in[0], &t = *in[1];
+  const double n = MseLossDivisor(node, ctx, p.shape);
+  double sum = 0;
+  for (int64_t i = 0; i < p.numel(); ++i) {
+    const double d = double(p.data[i]) - double(t.data[i]);
+    sum += d * d;
+  }
+  out.data[0] = static_cast<float>(sum / n);
+}
+
+// dp = 2·(p − t)·dout/N, dt = −dp.
+void MseLossBackward(const ir::Node& node, const KernelContext& ctx, In in, const Tensor& out, const Tensor& dout,
+                     const SavedState& saved, DIn din) {
+  const Tensor &p = *in[0], &t = *in[1];
+  const float scale = static_cast<float>(2.0 * double(dout.data[0]) / MseLossDivisor(node, ctx, p.shape));
+  for (int64_t i = 0; i < p.numel(); ++i) {
+    const float g = (p.data[i] - t.data[i]) * scale;
+    if (din[0]) din[0]->data[i] += g;
+    if (din[1]) din[1]->data[i] -= g;
+  }
+}
+
 }  // namespace hetsynth::runtime::cpu

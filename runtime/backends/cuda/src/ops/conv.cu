@@ -13,4 +13,6 @@ HS_GPU_FOR(MaxPoolFwd)
 HS_GPU_FOR(MaxPoolBwd)
 HS_GPU_FOR(AdaptiveAvgPoolFwd)
 HS_GPU_FOR(AdaptiveAvgPoolBwd)
+HS_GPU_FOR(AvgPoolFwd)
+HS_GPU_FOR(AvgPoolBwd)
 }  // namespace hetsynth::runtime::gpu

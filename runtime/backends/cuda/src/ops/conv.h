@@ -13,8 +13,9 @@
 // Gemm above becomes one strided-batched Gemm over the groups (ConvIm2Col, ConvCol2Im and the
 // image/matrix gathers are unchanged). Grouped 1×1 convolutions go through the columns too.
 //
-// Max pooling (−inf padding, at most half the window) saves its argmax (as float) like the CPU
-// kernel.
+// Max pooling (−inf padding, less than the window) saves its argmax (as float) like the CPU
+// kernel; average pooling (zero padding) needs nothing saved. Both take their output size from
+// the output's shape (ceil_mode only adds windows, checked by CheckPool2d).
 #pragma once
 
 #include <algorithm>
@@ -167,7 +168,7 @@ void MaxPool2dForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<
                       Saved<X>& saved) {
   const auto& xin = *in[0];
   const int64_t k = node.attrs.kernel, s = node.attrs.stride, p = node.attrs.padding;
-  cpu::CheckMaxPool2d(node, xin.shape, out.shape);
+  cpu::CheckPool2d(node, xin.shape, out.shape);
   saved.tensors.clear();
   saved.tensors.push_back(x.Make(out.shape));
   x.For(out.numel(), MaxPoolFwd{xin.dim(2), xin.dim(3), out.dim(2), out.dim(3), k, s, p, xin.ptr(), out.ptr(),
@@ -201,6 +202,31 @@ void AdaptiveAvgPool2dBackward(X& x, const ir::Node& node, const KernelContext& 
   const auto& xin = *in[0];
   x.For(xin.numel(),
         AdaptiveAvgPoolBwd{xin.dim(2), xin.dim(3), dout.dim(2), dout.dim(3), dout.ptr(), din[0]->ptr()});
+}
+
+namespace conv_internal {
+inline AvgPoolGeom ReadAvgPoolGeom(const ir::Node& node, const ir::Shape& x, const ir::Shape& y) {
+  return AvgPoolGeom{x[2], x[3], y[2], y[3], node.attrs.kernel, node.attrs.stride, node.attrs.padding,
+                     node.attrs.count_include_pad};
+}
+}  // namespace conv_internal
+
+template <class X>
+void AvgPool2dForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
+                      Saved<X>& saved) {
+  const auto& xin = *in[0];
+  cpu::CheckPool2d(node, xin.shape, out.shape);
+  x.For(out.numel(), AvgPoolFwd{conv_internal::ReadAvgPoolGeom(node, xin.shape, out.shape), xin.ptr(), out.ptr()});
+}
+
+template <class X>
+void AvgPool2dBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, const typename X::Tensor& out,
+                       const typename X::Tensor& dout, const Saved<X>& saved, TDIn<X> din) {
+  if (!din[0]) return;
+  const auto& xin = *in[0];
+  cpu::CheckPool2d(node, xin.shape, dout.shape);
+  x.For(xin.numel(),
+        AvgPoolBwd{conv_internal::ReadAvgPoolGeom(node, xin.shape, dout.shape), dout.ptr(), din[0]->ptr()});
 }
 
 }  // namespace hetsynth::runtime::gpu

@@ -118,10 +118,12 @@ struct ConvBiasGrad {
   }
 };
 
-// Max pooling over k×k windows with step s and −inf padding p of planes [h, w]; one call per
-// output element. The window is clipped to the input (p <= k/2 leaves it an input element, and
-// padding is never the maximum). Keeps the first maximum in row-major window order (strict >)
-// and saves its index in the plane as float, exactly as cpu/src/conv.cc.
+// Max pooling over k×k windows with step s and −inf padding p of planes [h, w] to [ho, wo] (the
+// output's shape: ceil_mode only adds windows); one call per output element. The window is
+// clipped to the input: p < k, and with ceil_mode a window starts inside the input or its left
+// padding (ir::PoolOutputSize), so it keeps an input element, and padding is never the maximum.
+// Keeps the first maximum in row-major window order (strict >) and saves its index in the plane
+// as float, exactly as cpu/src/conv.cc.
 struct MaxPoolFwd {
   int64_t h, w, ho, wo, k, s, p;
   const float* x;
@@ -145,7 +147,8 @@ struct MaxPoolFwd {
 
 // Max pooling backward as a gather: one call per input element, adding the gradients of the
 // windows (in output order) whose saved argmax is this element — overlapping windows (s < k)
-// may pick the same one.
+// may pick the same one. Clipping does not matter here: an input element is in a window's
+// clipped part iff it is in the whole window.
 struct MaxPoolBwd {
   int64_t h, w, ho, wo, k, s, p;
   const float* dy;
@@ -163,6 +166,72 @@ struct MaxPoolBwd {
       for (int64_t ow = ow0; ow <= ow1; ++ow) {
         const int64_t o = (n * ho + oh) * wo + ow;
         if (static_cast<int64_t>(arg[o]) == local) acc += dy[o];
+      }
+    }
+    dx[e] += acc;
+  }
+};
+
+// Average pooling geometry of planes [h, w] to [ho, wo] (the output's shape), k×k windows with
+// step s and zero padding p: runtime/ops' AvgPoolWindow, on the device too.
+struct AvgPoolGeom {
+  int64_t h, w, ho, wo, k, s, p;
+  bool count_include_pad;
+
+  // Window of output (oh, ow) clipped to the input, [h0, h1) × [w0, w1), and its divisor: the
+  // elements of the window within the padded input with count_include_pad, else within the input.
+  HS_HD void Window(int64_t oh, int64_t ow, int64_t& h0, int64_t& h1, int64_t& w0, int64_t& w1,
+                    double& divisor) const {
+    const int64_t hs = oh * s - p, ws = ow * s - p;
+    const int64_t he = hs + k < h + p ? hs + k : h + p, we = ws + k < w + p ? ws + k : w + p;
+    h0 = hs > 0 ? hs : 0;
+    h1 = he < h ? he : h;
+    w0 = ws > 0 ? ws : 0;
+    w1 = we < w ? we : w;
+    divisor = count_include_pad ? static_cast<double>((he - hs) * (we - ws))
+                                : static_cast<double>((h1 - h0) * (w1 - w0));
+  }
+};
+
+// Average pooling; one call per output element, summing its window in double in row-major order
+// like cpu/src/conv.cc.
+struct AvgPoolFwd {
+  AvgPoolGeom g;
+  const float* x;
+  float* y;
+  HS_HD void operator()(int64_t o) const {
+    const int64_t ow = o % g.wo, oh = (o / g.wo) % g.ho, n = o / (g.wo * g.ho);
+    const float* xp = x + n * g.h * g.w;
+    int64_t h0, h1, w0, w1;
+    double divisor;
+    g.Window(oh, ow, h0, h1, w0, w1, divisor);
+    double sum = 0;
+    for (int64_t i = h0; i < h1; ++i) {
+      for (int64_t j = w0; j < w1; ++j) sum += xp[i * g.w + j];
+    }
+    y[o] = static_cast<float>(sum / divisor);
+  }
+};
+
+// Average pooling backward as a gather: one call per input element, adding dy / divisor (as
+// float, like the CPU kernel) of every window that covers it, in output order.
+struct AvgPoolBwd {
+  AvgPoolGeom g;
+  const float* dy;
+  float* dx;
+  HS_HD void operator()(int64_t e) const {
+    const int64_t j = e % g.w, i = (e / g.w) % g.h, n = e / (g.w * g.h);
+    // Windows oh with oh·s <= i + p < oh·s + k, likewise ow (as MaxPoolBwd).
+    const int64_t ip = i + g.p, jp = j + g.p;
+    const int64_t oh0 = ip < g.k ? 0 : (ip - g.k) / g.s + 1, oh1 = ip / g.s < g.ho - 1 ? ip / g.s : g.ho - 1;
+    const int64_t ow0 = jp < g.k ? 0 : (jp - g.k) / g.s + 1, ow1 = jp / g.s < g.wo - 1 ? jp / g.s : g.wo - 1;
+    float acc = 0.0f;
+    for (int64_t oh = oh0; oh <= oh1; ++oh) {
+      for (int64_t ow = ow0; ow <= ow1; ++ow) {
+        int64_t h0, h1, w0, w1;
+        double divisor;
+        g.Window(oh, ow, h0, h1, w0, w1, divisor);
+        acc += static_cast<float>(dy[(n * g.ho + oh) * g.wo + ow] / divisor);
       }
     }
     dx[e] += acc;

@@ -30,4 +30,8 @@ HS_GPU_FOR(BatchNormOut)
 HS_GPU_FOR(BatchNormBwdChannel)
 HS_GPU_FOR(BatchNormGradScale)
 HS_GPU_FOR(BatchNormBwdX)
+HS_GPU_FOR(MseLossPartials)
+HS_GPU_FOR(MseLossChunkSum)
+HS_GPU_FOR(MseLossOut)
+HS_GPU_FOR(MseLossBwd)
 }  // namespace hetsynth::runtime::gpu

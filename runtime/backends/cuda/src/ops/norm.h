@@ -1,11 +1,13 @@
 // GPU normalization operators: over the last dim layer norm, softmax, log-softmax, cross entropy
 // (contracts in ops.h; semantics exactly those of cpu/src/norm.cc, functors in norm_kernels.h);
-// per channel (dim 1) batch_moments and batch_norm (cpu/src/batch_norm.cc).
+// per channel (dim 1) batch_moments and batch_norm (cpu/src/batch_norm.cc); mse_loss over all
+// elements (cpu/src/norm.cc).
 //
 // What forward saves matches the CPU: layer norm {mean[R], rstd[R]}; softmax and log-softmax
 // nothing (backward uses the output); cross entropy {lse[R]} only — backward recomputes the
 // softmax from the logits. With a logits piece (ctx.shard, split on a leading dim) the loss
-// divides by the full tensor's row count.
+// divides by the full tensor's row count; with a prediction piece mse_loss divides by the full
+// tensor's element count.
 //
 // Labels are validated as on the CPU (a class id in [0, K), HS_CHECK aborts with the first bad
 // position): the rows flag bad labels on the device and the forward reads one float back, which
@@ -13,6 +15,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
@@ -249,6 +252,42 @@ void BatchNormBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn
     x.For(c.channels, BatchNormGradScale{m, gamma, node.attrs.eps, c.channels, gr.ptr()});
     x.For(xin.numel(), BatchNormBwdX{dout.ptr(), gr.ptr(), c.channels, c.inner, din[0]->ptr()});
   }
+}
+
+// ---- mse loss ------------------------------------------------------------------------------
+
+// loss = Σ (p − t)² / N, N = MseLossDivisor (the whole prediction's element count when ctx.shard
+// says it is a piece); the chunked double sums of norm_kernels.h. Nothing is saved.
+template <class X>
+void MseLossForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
+                    Saved<X>& saved) {
+  const auto& p = *in[0];
+  const auto& t = *in[1];
+  HS_CHECK(t.shape == p.shape, StrCat("mse_loss '", node.name, "': target has shape ", ir::ShapeString(t.shape),
+                                      "; expected the prediction's ", ir::ShapeString(p.shape)));
+  const double divisor = cpu::MseLossDivisor(node, ctx, p.shape);
+  int64_t count = (p.numel() + kMseLossChunk - 1) / kMseLossChunk;
+  typename X::Tensor part = x.Make({count > 0 ? count : 1, 2});  // zeros when there are no elements
+  x.For(count, MseLossPartials{p.ptr(), t.ptr(), p.numel(), part.ptr()});
+  while (count > 1) {
+    const int64_t next = (count + kMseLossChunk - 1) / kMseLossChunk;
+    typename X::Tensor mid = x.Make({next, 2});
+    x.For(next, MseLossChunkSum{part.ptr(), count, mid.ptr()});
+    part = std::move(mid);
+    count = next;
+  }
+  x.For(1, MseLossOut{part.ptr(), divisor, out.ptr()});
+}
+
+// dp += 2·(p − t)·dout/N, dt −= the same.
+template <class X>
+void MseLossBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, const typename X::Tensor& out,
+                     const typename X::Tensor& dout, const Saved<X>& saved, TDIn<X> din) {
+  if (!din[0] && !din[1]) return;
+  const auto& p = *in[0];
+  const double divisor = cpu::MseLossDivisor(node, ctx, p.shape);
+  x.For(p.numel(), MseLossBwd{p.ptr(), in[1]->ptr(), dout.ptr(), divisor, din[0] ? din[0]->ptr() : nullptr,
+                              din[1] ? din[1]->ptr() : nullptr});
 }
 
 }  // namespace hetsynth::runtime::gpu

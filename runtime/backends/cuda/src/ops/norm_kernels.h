@@ -1,5 +1,6 @@
 // Device functors of the normalization operators (norm.h): layer norm, softmax, log-softmax and
-// cross entropy over the last dim, and batch_moments / batch_norm per channel (at the end).
+// cross entropy over the last dim, batch_moments / batch_norm per channel, and mse_loss over all
+// elements (at the end).
 // C++17; see hd.h.
 //
 // Every op views its input as [R, C] rows. A "row" functor (one call per row) does the row's
@@ -529,6 +530,81 @@ struct BatchNormBwdX {
   int64_t channels, inner;
   float* dx;
   HS_HD void operator()(int64_t k) const { dx[k] += dy[k] * gr[(k / inner) % channels]; }
+};
+
+// ---- mse loss ------------------------------------------------------------------------------
+// mse_loss = Σ (p − t)² / N over all elements, summed in double like cpu/src/norm.cc, in passes
+// of kMseLossChunk: MseLossPartials sums chunks of consecutive elements, MseLossChunkSum chunks
+// of those partials, repeated until one is left. Each partial is a double stored whole in two
+// floats' bytes (not hi + lo floats: a partial above float's range, or an infinite one, must
+// stay what it is), so the total differs from the CPU's one double sum by summation order only.
+
+constexpr int64_t kMseLossChunk = 256;
+
+// A double in the 8 bytes at p (two floats of a tensor), and back.
+HS_HD inline void MseLossStore(double v, float* p) { memcpy(p, &v, sizeof v); }
+HS_HD inline double MseLossLoad(const float* p) {
+  double v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// Chunk c: part[2c..2c+1] = Σ (p − t)² over elements [c·kMseLossChunk, …) below n.
+struct MseLossPartials {
+  const float* p;
+  const float* t;
+  int64_t n;
+  float* part;
+  HS_HD void operator()(int64_t c) const {
+    const int64_t begin = c * kMseLossChunk;
+    const int64_t end = begin + kMseLossChunk < n ? begin + kMseLossChunk : n;
+    double s = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      const double d = double(p[i]) - double(t[i]);
+      s += d * d;
+    }
+    MseLossStore(s, part + 2 * c);
+  }
+};
+
+// Chunk c of kMseLossChunk partials of `in` ([count, 2]: a double each) summed into out[c] (same
+// layout).
+struct MseLossChunkSum {
+  const float* in;
+  int64_t count;
+  float* out;
+  HS_HD void operator()(int64_t c) const {
+    const int64_t begin = c * kMseLossChunk;
+    const int64_t end = begin + kMseLossChunk < count ? begin + kMseLossChunk : count;
+    double s = 0;
+    for (int64_t i = begin; i < end; ++i) s += MseLossLoad(in + 2 * i);
+    MseLossStore(s, out + 2 * c);
+  }
+};
+
+// One call: loss[0] = sum / divisor from the one partial left (all-zero bytes are 0.0).
+struct MseLossOut {
+  const float* sum;
+  double divisor;
+  float* loss;
+  HS_HD void operator()(int64_t) const { loss[0] = static_cast<float>(MseLossLoad(sum) / divisor); }
+};
+
+// Element k: g = (p − t)·scale with scale = 2·dloss/divisor rounded to float (dloss read here: it
+// is device memory), as the CPU; dp += g, dt −= g (either may be null).
+struct MseLossBwd {
+  const float* p;
+  const float* t;
+  const float* dloss;
+  double divisor;
+  float* dp;
+  float* dt;
+  HS_HD void operator()(int64_t k) const {
+    const float scale = static_cast<float>(2.0 * double(dloss[0]) / divisor);
+    const float g = (p[k] - t[k]) * scale;
+    if (dp) dp[k] += g;
+    if (dt) dt[k] -= g;
+  }
 };
 
 }  // namespace hetsynth::runtime::gpu

@@ -67,6 +67,10 @@ void CheckLayerNormSaved(const ir::Node& node, const std::vector<T>& saved, int6
 double CrossEntropyDivisor(const ir::Node& node, const KernelContext& ctx, const ir::Shape& logits,
                            int64_t rows);
 
+// mse_loss's divisor: the element count of the whole prediction (ctx.shard's, checked, when the
+// kernel runs on a piece), so that the pieces' losses sum to the whole's.
+double MseLossDivisor(const ir::Node& node, const KernelContext& ctx, const ir::Shape& pred);
+
 void CheckCrossEntropyLabels(const ir::Node& node, int64_t labels, int64_t rows);
 
 template <class T>
@@ -119,13 +123,23 @@ struct ConvShape {
 ConvShape ReadConvShape(const ir::Node& node, const ir::Shape& x, const ir::Shape& wt,
                         const ir::Shape& y, const ir::Shape* bias);
 
-void CheckMaxPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out);
+// max_pool2d / avg_pool2d: the output size the window, stride, padding and ceil_mode give.
+void CheckPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out);
 
 template <class T>
 void CheckMaxPool2dSaved(const ir::Node& node, const std::vector<T>& saved, const ir::Shape& dout) {
   HS_CHECK(saved.size() == 1 && saved[0].shape == dout,
            StrCat("max_pool2d '", node.name, "': backward without the argmax saved by forward"));
 }
+
+// avg_pool2d's window [h0, h1) × [w0, w1) over the input for output (oh, ow) of an input
+// [h, w], and its divisor (the elements of the window within the padded input with
+// count_include_pad, else within the input).
+struct PoolWindow {
+  int64_t h0, h1, w0, w1;
+  double divisor;
+};
+PoolWindow AvgPoolWindow(const ir::Attrs& a, int64_t h, int64_t w, int64_t oh, int64_t ow);
 
 void CheckAdaptiveAvgPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out);
 
