@@ -25,8 +25,9 @@ struct ModelOptions {
   std::vector<std::string> args;         // --model-arg KEY=VALUE, repeatable
   int64_t batch = 0;                     // --batch; 0 means the model's default
   bool small = false;                    // --small: start from the small preset
+  std::string loss;                      // --loss (model files): cross_entropy or mse
 
-  // Adds --model-arg, --batch and --small (the caller adds the model name).
+  // Adds --model-arg, --batch, --small and --loss (the caller adds the model name).
   void AddFlags(CLI::App& cmd);
   absl::StatusOr<ir::ModelSpec> Resolve() const;
 };
@@ -93,6 +94,7 @@ synth::Strategy SynthesizedStrategy(bool flat, bool no_overlap, bool mesh_levels
 instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, const synth::SynthResult& r);
 
 Runner RegisterModels(CLI::App& app);
+Runner RegisterImport(CLI::App& app);   // models_command.cc: ONNX -> graph file + weights
 Runner RegisterBench(CLI::App& app);
 Runner RegisterTrain(CLI::App& app);
 Runner RegisterSynth(CLI::App& app);

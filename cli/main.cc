@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "hetsynth 0.1.0");
   std::map<CLI::App*, hetsynth::cli::Runner> runners;
-  for (auto reg : {&hetsynth::cli::RegisterModels, &hetsynth::cli::RegisterTrain, &hetsynth::cli::RegisterSynth,
+  for (auto reg : {&hetsynth::cli::RegisterModels, &hetsynth::cli::RegisterImport, &hetsynth::cli::RegisterTrain, &hetsynth::cli::RegisterSynth,
                    &hetsynth::cli::RegisterExplain, &hetsynth::cli::RegisterCheck, &hetsynth::cli::RegisterProfile,
                    &hetsynth::cli::RegisterBench, &hetsynth::cli::RegisterCluster,
                    &hetsynth::cli::RegisterPlace, &hetsynth::cli::RegisterInfer, &hetsynth::cli::RegisterElastic}) {

@@ -96,6 +96,8 @@ absl::Status Train(const TrainOptions& o) {
   }
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, o.model.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph graph, ir::BuildModel(spec));
+  // A graph file from `hetsynth import` starts from its weights file unless --load says otherwise.
+  const std::string load = o.load.empty() ? graph.weights_file() : o.load;
   HS_ASSIGN_OR_RETURN(runtime::OptimizerConfig cfg, o.Optimizer());
   HS_RETURN_IF_ERROR(CheckFitsInMemory(graph, spec.ToString()));
 
@@ -117,7 +119,7 @@ absl::Status Train(const TrainOptions& o) {
   HS_ASSIGN_OR_RETURN(std::unique_ptr<runtime::SingleDeviceTrainer> trainer,
                       backend->MakeTrainer(std::move(graph), cfg, o.seed, to));
   const std::string device = trainer->device();
-  if (!o.load.empty()) HS_RETURN_IF_ERROR(trainer->Load(o.load));
+  if (!load.empty()) HS_RETURN_IF_ERROR(trainer->Load(load));
 
   const int64_t first = trainer->step();
   if (!o.quiet) fmt::print(stderr, "training {} on {}: {} steps from step {}, {} lr {:g}, {}\n",

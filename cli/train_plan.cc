@@ -400,7 +400,7 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   p.gpu_description = &gpu_description;
   const bool wall_clock = o.no_emulate || !caps.emulated_timing;
   const bool dilated = p.dilation > 0;
-  p.load = o.load;
+  p.load = o.load.empty() ? graph.weights_file() : o.load;  // an imported graph's weights
   p.save = o.save;
   p.deadline = o.deadline;
   p.trace = o.trace;

@@ -92,8 +92,7 @@ absl::StatusOr<ValueId> Graph::AddParameter(const std::string& name, const Shape
   for (int64_t d : shape) {
     if (d <= 0) return Bad(StrCat("parameter '", name, "' has shape ", ShapeString(shape), "; expected positive dims"));
   }
-  if (init.kind == Init::Kind::kData &&
-      (!init.data || static_cast<int64_t>(init.data->size()) != NumElements(shape))) {
+  if (init.kind == Init::Kind::kData && init.data && static_cast<int64_t>(init.data->size()) != NumElements(shape)) {
     return Bad(StrCat("parameter '", name, "' of shape ", ShapeString(shape), " has ",
                       init.data ? init.data->size() : 0, " initial values; expected ", NumElements(shape)));
   }

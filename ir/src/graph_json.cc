@@ -43,6 +43,8 @@ json AttrToJson(const Attrs& a, std::string_view name) {
   if (name == "stride") return a.stride;
   if (name == "padding") return a.padding;
   if (name == "groups") return a.groups;
+  if (name == "ceil_mode") return a.ceil_mode;
+  if (name == "count_include_pad") return a.count_include_pad;
   if (name == "min") return a.min;
   if (name == "max") return a.max;
   if (name == "out_h") return a.out_h;
@@ -79,9 +81,9 @@ bool AttrFromJson(const json& j, std::string_view name, Attrs* a) {
     a->seed = j.get<uint64_t>();
     return true;
   }
-  if (name == "causal") {
+  if (name == "causal" || name == "ceil_mode" || name == "count_include_pad") {
     if (!j.is_boolean()) return false;
-    a->causal = j.get<bool>();
+    (name == "causal" ? a->causal : name == "ceil_mode" ? a->ceil_mode : a->count_include_pad) = j.get<bool>();
     return true;
   }
   if (name == "eps" || name == "p" || name == "min" || name == "max") {
@@ -141,6 +143,16 @@ class Reader {
                                            "; expected ", kVersion));
     }
     Graph g(root.value("name", "graph"));
+    if (root.contains("weights")) {
+      if (!root["weights"].is_string() || root["weights"].get<std::string>().empty()) {
+        return Err("field 'weights'", "expected the path of a safetensors file (relative to the graph file)");
+      }
+      // Relative to the graph file's directory.
+      std::string w = root["weights"].get<std::string>();
+      const size_t slash = source_.find_last_of('/');
+      if (w[0] != '/' && slash != std::string::npos) w = source_.substr(0, slash + 1) + w;
+      g.set_weights_file(w);
+    }
     if (!root.contains("values") || !root["values"].is_array()) return Err("field 'values'", "missing array");
     for (size_t i = 0; i < root["values"].size(); ++i) {
       const json& v = root["values"][i];
@@ -165,8 +177,11 @@ class Reader {
             const double sc = in["scale"].get<double>();
             init = ik == "normal" ? Init::Normal(sc) : Init::Uniform(sc);
           } else if (ik == "data") {
-            return Err(where, "'init' is {\"kind\": \"data\"}: an imported model's weights are not stored in graph "
-                              "files; use the .onnx file itself (docs/onnx.md)");
+            if (!root.contains("weights") || !root["weights"].is_string()) {
+              return Err(where, "'init' is {\"kind\": \"data\"} but the graph names no 'weights' file to take the "
+                                "values from (hetsynth import writes both; docs/graph-format.md)");
+            }
+            init = Init::Stored();
           } else {
             return Err(where, StrCat("'init' is ", Shorten(in.dump()),
                                      "; expected {\"kind\": zeros|ones} or {\"kind\": normal|uniform, "
@@ -263,6 +278,7 @@ std::string GraphToJson(const Graph& graph) {
   }
   root["nodes"] = std::move(nodes);
   root["loss"] = graph.loss() == kNoValue ? json(nullptr) : json(graph.value(graph.loss()).name);
+  if (!graph.weights_file().empty()) root["weights"] = graph.weights_file();
   return root.dump(1) + "\n";
 }
 

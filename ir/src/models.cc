@@ -362,11 +362,16 @@ absl::StatusOr<Graph> BuildFromFile(const std::string& path, const std::map<std:
     return Bad(StrCat("model file '", path, "' has changed: it hashes to ", hash, " but the plan was made for ",
                       static_cast<uint64_t>(it->second), "; synthesize a new plan"));
   }
+  const auto loss = args.find("loss");
   if (path.size() > 5 && path.compare(path.size() - 5, 5, ".onnx") == 0) {
     OnnxImportOptions o;
     o.batch = batch;
+    if (loss != args.end()) o.loss = loss->second == 1 ? "mse" : "cross_entropy";
     HS_ASSIGN_OR_RETURN(OnnxImport m, ImportOnnx(path, o));
     return std::move(m.graph);
+  }
+  if (loss != args.end()) {
+    return Bad(StrCat("model file '", path, "': --loss applies to ONNX models; a graph file names its own loss"));
   }
   HS_ASSIGN_OR_RETURN(Graph g, ReadGraphFile(path));
   const std::vector<ValueId> in = g.inputs();
@@ -382,7 +387,9 @@ absl::StatusOr<Graph> BuildFromFile(const std::string& path, const std::map<std:
 std::string ModelSpec::ToString() const {
   if (IsModelFile(name)) {
     auto it = args.find("file_hash");
-    return StrCat(name, "(file hash ", it == args.end() ? 0 : static_cast<uint64_t>(it->second), "; batch ", batch, ")");
+    const auto loss = args.find("loss");
+    return StrCat(name, "(file hash ", it == args.end() ? 0 : static_cast<uint64_t>(it->second),
+                  loss != args.end() && loss->second == 1 ? "; loss mse" : "", "; batch ", batch, ")");
   }
   std::vector<std::string> kv;
   const ModelInfo* info = FindModel(name);
@@ -402,9 +409,17 @@ absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
     for (const std::string& kv : overrides) {
       const size_t eq = kv.find('=');
       char* end = nullptr;
-      const std::string text = eq == std::string::npos ? "" : kv.substr(eq + 1);
+      const std::string key = kv.substr(0, eq), text = eq == std::string::npos ? "" : kv.substr(eq + 1);
+      if (key == "loss") {
+        // Recorded as a number (plans keep model args as numbers): 0 cross_entropy, 1 mse.
+        if (text != "cross_entropy" && text != "mse" && text != "0" && text != "1") {
+          return Bad(StrCat("--loss '", text, "': expected cross_entropy or mse"));
+        }
+        spec.args["loss"] = text == "mse" || text == "1" ? 1 : 0;
+        continue;
+      }
       const double v = std::strtod(text.c_str(), &end);
-      if (kv.substr(0, eq) != "file_hash" || text.empty() || *end != '\0') {
+      if (key != "file_hash" || text.empty() || *end != '\0') {
         return Bad(StrCat("--model-arg '", kv, "': a model file (", name, ") takes no hyperparameters"));
       }
       spec.args["file_hash"] = v;

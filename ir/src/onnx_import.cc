@@ -1064,6 +1064,34 @@ class Importer {
     return MhaMatch{q->first, k->first, v->first, q->second};
   }
 
+  // The padding of a 2-D window on x [B, C, H, W], equal on every side: explicit `pads`, or
+  // auto_pad SAME_UPPER/SAME_LOWER where the total padding splits evenly, or VALID.
+  absl::StatusOr<int64_t> EqualPads(const onnx::NodeProto& n, const Shape& x, int64_t k, int64_t s) {
+    const onnx::AttributeProto* ap = Attr(n, "auto_pad");
+    const std::string mode = ap ? ap->s() : "NOTSET";
+    if (mode == "VALID") return 0;
+    if (mode == "SAME_UPPER" || mode == "SAME_LOWER") {
+      int64_t p = -1;
+      for (size_t d = 2; d < x.size() && d < 4; ++d) {
+        const int64_t total = std::max<int64_t>(((x[d] + s - 1) / s - 1) * s + k - x[d], 0);
+        if (total % 2 != 0 || (p >= 0 && total / 2 != p)) {
+          return Bad(StrCat(Where(n), " attribute auto_pad: ", mode, " pads this input unevenly; only equal pads on "
+                            "every side are supported"));
+        }
+        p = total / 2;
+      }
+      return std::max<int64_t>(p, 0);
+    }
+    if (mode != "NOTSET") return Bad(StrCat(Where(n), " attribute auto_pad: '", mode, "'; expected NOTSET, SAME_UPPER, SAME_LOWER or VALID"));
+    const std::vector<int64_t> pads = AttrInts(n, "pads");
+    for (int64_t v : pads) {
+      if (v != pads[0]) {
+        return Bad(StrCat(Where(n), " attribute pads: ", DimsString(pads), "; expected equal pads on every side"));
+      }
+    }
+    return pads.empty() ? 0 : pads[0];
+  }
+
   // ---- one node ----
   absl::Status Emit(const onnx::NodeProto& n) {
     const std::string& op = n.op_type();
@@ -1073,10 +1101,6 @@ class Importer {
     }
     if (!n.domain().empty() && n.domain() != "ai.onnx") {
       return Bad(StrCat(Where(n), ": operator domain '", n.domain(), "'; expected the default ONNX domain"));
-    }
-    if ((op == "MaxPool" || op == "AveragePool" || op == "Conv") && Attr(n, "auto_pad") &&
-        Attr(n, "auto_pad")->s() != "NOTSET") {
-      return Bad(StrCat(Where(n), " attribute auto_pad: ", Attr(n, "auto_pad")->s(), "; only explicit pads are supported"));
     }
     if (std::optional<std::string> x = MatchGelu(n)) {
       HS_ASSIGN_OR_RETURN(ValueId xv, AsValue(*x, &n, "GELU input"));
@@ -1374,7 +1398,7 @@ class Importer {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       HS_ASSIGN_OR_RETURN(ValueId w, In(n, 1));
       const Shape ws = g_.value(w).shape;
-      const std::vector<int64_t> strides = AttrInts(n, "strides"), pads = AttrInts(n, "pads"),
+      const std::vector<int64_t> strides = AttrInts(n, "strides"),
                                  dil = AttrInts(n, "dilations");
       auto all_eq = [](const std::vector<int64_t>& v, int64_t def) {
         for (int64_t x : v) {
@@ -1385,11 +1409,10 @@ class Importer {
       if (ws.size() != 4 || ws[2] != ws[3]) return Bad(StrCat(Where(n), " input 1 (W): shape ", DimsString(ws), "; expected a square 2-D kernel"));
       if (all_eq(dil, 1) != 1) return Bad(StrCat(Where(n), " attribute dilations: only 1 is supported"));
       if (all_eq(strides, 1) < 1) return Bad(StrCat(Where(n), " attribute strides: must be equal"));
-      if (all_eq(pads, 0) < 0) return Bad(StrCat(Where(n), " attribute pads: must be equal on every side"));
       Attrs a;
       a.kernel = ws[2];
       a.stride = all_eq(strides, 1);
-      a.padding = all_eq(pads, 0);
+      HS_ASSIGN_OR_RETURN(a.padding, EqualPads(n, g_.value(x).shape, a.kernel, a.stride));
       a.groups = AttrInt(n, "group", 1);
       std::vector<ValueId> in = {x, w};
       if (n.input_size() > 2 && !n.input(2).empty()) {
@@ -1401,38 +1424,23 @@ class Importer {
     }
     if (op == "MaxPool" || op == "AveragePool") {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
-      const std::vector<int64_t> k = AttrInts(n, "kernel_shape"), s = AttrInts(n, "strides"), p = AttrInts(n, "pads");
-      for (int64_t v : p) {
-        if (v != p[0] || (op == "AveragePool" && v != 0)) {
-          return Bad(StrCat(Where(n), " attribute pads: ", DimsString(p), "; ",
-                            op == "MaxPool" ? "expected equal pads on every side" : "only unpadded average pooling is supported"));
-        }
-      }
+      const std::vector<int64_t> k = AttrInts(n, "kernel_shape"), s = AttrInts(n, "strides");
       if (k.size() != 2 || k[0] != k[1] || (!s.empty() && (s.size() != 2 || s[0] != s[1]))) {
-        return Bad(StrCat(Where(n), " attribute kernel_shape/strides: expected a square window and equal strides"));
+        return Bad(StrCat(Where(n), " attribute kernel_shape/strides: expected a square 2-D window and equal strides"));
       }
-      if (AttrInt(n, "ceil_mode", 0) != 0) return Bad(StrCat(Where(n), " attribute ceil_mode: only 0 is supported"));
       for (int64_t d : AttrInts(n, "dilations")) {
         if (d != 1) return Bad(StrCat(Where(n), " attribute dilations: ", d, "; only 1 is supported"));
       }
-      const int64_t stride = s.empty() ? 1 : s[0];
-      if (op == "MaxPool") {
-        if (n.output_size() > 1 && !n.output(1).empty()) return Bad(StrCat(Where(n), ": the Indices output is not supported"));
-        Attrs a;
-        a.kernel = k[0];
-        a.stride = stride;
-        a.padding = p.empty() ? 0 : p[0];
-        HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kMaxPool2d, {x}, a));
-        return Set(n, 0, y);
-      }
-      const Shape xs = g_.value(x).shape;
-      if (stride != k[0] || xs.size() != 4 || xs[2] % k[0] != 0 || xs[3] % k[0] != 0) {
-        return Bad(StrCat(Where(n), ": only AveragePool with stride == kernel dividing the input is supported"));
+      if (op == "MaxPool" && n.output_size() > 1 && !n.output(1).empty()) {
+        return Bad(StrCat(Where(n), ": the Indices output is not supported"));
       }
       Attrs a;
-      a.out_h = xs[2] / k[0];
-      a.out_w = xs[3] / k[0];
-      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kAdaptiveAvgPool2d, {x}, a));
+      a.kernel = k[0];
+      a.stride = s.empty() ? 1 : s[0];
+      HS_ASSIGN_OR_RETURN(a.padding, EqualPads(n, g_.value(x).shape, a.kernel, a.stride));
+      a.ceil_mode = AttrInt(n, "ceil_mode", 0) != 0;
+      a.count_include_pad = AttrInt(n, "count_include_pad", 0) != 0;
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, op == "MaxPool" ? OpKind::kMaxPool2d : OpKind::kAvgPool2d, {x}, a));
       return Set(n, 0, y);
     }
     if (op == "Clip") {
@@ -1522,8 +1530,14 @@ class Importer {
       HS_ASSIGN_OR_RETURN(ValueId l, g.AddInput("labels", labels));
       HS_ASSIGN_OR_RETURN(ValueId loss, g.AddOp("loss", OpKind::kCrossEntropy, {y, l}));
       HS_RETURN_IF_ERROR(g.SetLoss(loss));
+    } else if (opts_.loss == "mse") {
+      // Regression: targets of the output's shape, fed as the input "labels".
+      if (g.Find("labels") != kNoValue) return Bad(StrCat(path_, ": the model already has a value named 'labels'"));
+      HS_ASSIGN_OR_RETURN(ValueId l, g.AddInput("labels", g.value(y).shape));
+      HS_ASSIGN_OR_RETURN(ValueId loss, g.AddOp("loss", OpKind::kMseLoss, {y, l}));
+      HS_RETURN_IF_ERROR(g.SetLoss(loss));
     } else if (opts_.loss != "none") {
-      return Bad(StrCat("--loss '", opts_.loss, "': expected cross_entropy"));
+      return Bad(StrCat("--loss '", opts_.loss, "': expected cross_entropy or mse"));
     }
     r.graph = std::move(g);
     return r;

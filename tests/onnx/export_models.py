@@ -8,7 +8,8 @@ For each model NAME this writes, into OUT_DIR:
   NAME.expect.json        PyTorch's forward output on batch 0 and the losses of 3 SGD steps
                           (lr 0.1, one batch per step, cross-entropy with mean reduction; batch
                           and lr per model in SETTINGS); for the batch-norm CNNs also the same
-                          steps' losses in float64 ("losses_fp64")
+                          steps' losses in float64 ("losses_fp64"); mlp_mse's loss is the
+                          mean squared error against float targets ("loss": "mse")
 
 Needs PyTorch (Debian 12: python3-torch 1.13); the models are written out below in plain
 torch.nn, plus torchvision's VisionTransformer when python3-torchvision is installed. Exits 77 (the "skip" status ctest is told
@@ -166,6 +167,10 @@ MODELS = {
     "gpt_opset14": (Gpt, lambda g: torch.randint(0, 64, (STEPS * BATCH, 16), generator=g), 64),
 }
 OPSET = {"gpt_opset14": 14}
+# The MLP as a regression model: mean squared error against float targets of the output's shape
+# (hetsynth --loss mse).
+MODELS["mlp_mse"] = MODELS["mlp"]
+LOSS = {"mlp_mse": "mse"}
 
 # torchvision's VisionTransformer at a small size (its attention is nn.MultiheadAttention,
 # exported sequence-first), when Debian's python3-torchvision is installed.
@@ -219,13 +224,18 @@ def write_safetensors(path, tensors):
             f.write(b)
 
 
-def sgd_losses(model, x, labels, batch, lr):
+def loss_of(name, logits, labels):
+    if LOSS.get(name) == "mse":
+        return F.mse_loss(logits, labels)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+def sgd_losses(name, model, x, labels, batch, lr):
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     losses = []
     for step in range(STEPS):
         xb, yb = x[step * batch:(step + 1) * batch], labels[step * batch:(step + 1) * batch]
-        logits = model(xb)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1))
+        loss = loss_of(name, model(xb), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -247,6 +257,8 @@ def export(name, out_dir):
         sample = model(first)
     labels_shape = (STEPS * batch,) + tuple(sample.shape[1:-1])
     labels = torch.randint(0, classes, labels_shape, generator=g)
+    if LOSS.get(name) == "mse":
+        labels = torch.randn((STEPS * batch,) + tuple(sample.shape[1:]), generator=g)
     path = os.path.join(out_dir, name + ".onnx")
     if name in TRAINING_MODE:
         # Exporting runs the model once in training mode, which moves the running statistics;
@@ -262,14 +274,15 @@ def export(name, out_dir):
     start = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         forward = model(first)
-    losses = sgd_losses(model, x, labels, batch, lr)
+    losses = sgd_losses(name, model, x, labels, batch, lr)
     expect = {"batch": batch, "lr": lr, "steps": STEPS, "losses": losses, "forward_shape": list(forward.shape),
-              "forward": [float(v) for v in forward.reshape(-1)], "torch": torch.__version__}
+              "forward": [float(v) for v in forward.reshape(-1)], "torch": torch.__version__,
+              "loss": LOSS.get(name, "cross_entropy")}
     if name in TRAINING_MODE:
         # The same steps in float64: how far PyTorch's own fp32 losses are from exact ones.
         model64 = make().double()
         model64.load_state_dict(start)
-        expect["losses_fp64"] = sgd_losses(model64, x.double(), labels, batch, lr)
+        expect["losses_fp64"] = sgd_losses(name, model64, x.double(), labels, batch, lr)
     write_safetensors(os.path.join(out_dir, name + ".data.safetensors"), {"x": x, "labels": labels})
     with open(os.path.join(out_dir, name + ".expect.json"), "w") as f:
         json.dump(expect, f)

@@ -36,7 +36,8 @@ Tensor InitParameter(const ir::Value& param, uint64_t seed) {
       for (float& v : t.data) v = scale * (2.0f * rng.Uniform() - 1.0f);
       break;
     case ir::Init::Kind::kData:
-      HS_CHECK(param.init.data && param.init.data->size() == t.data.size(), "Init::Data of the wrong size");
+      if (!param.init.data) break;  // Init::Stored: in the graph's weights file, loaded over these zeros
+      HS_CHECK(param.init.data->size() == t.data.size(), "Init::Data of the wrong size");
       std::copy(param.init.data->begin(), param.init.data->end(), t.data.begin());
       break;
   }

@@ -48,6 +48,9 @@ struct Init {
   static Init Ones() { return {Kind::kOnes, 0.0, nullptr}; }
   static Init Normal(double std) { return {Kind::kNormal, std, nullptr}; }
   static Init Uniform(double bound) { return {Kind::kUniform, bound, nullptr}; }
+  // Given values kept outside the graph, in its weights file (Graph::weights_file): kData
+  // without data; a trainer that is not given the file starts them at zero.
+  static Init Stored() { return {Kind::kData, 0.0, nullptr}; }
   static Init Data(std::vector<float> values) {
     return {Kind::kData, 0.0, std::make_shared<const std::vector<float>>(std::move(values))};
   }
@@ -81,6 +84,10 @@ class Graph {
   explicit Graph(std::string name = "graph") : name_(std::move(name)) {}
 
   const std::string& name() const { return name_; }
+  // The safetensors file that holds the values of the parameters with Init::Stored (a graph
+  // file written by `hetsynth import`); empty when none. Trainers start from it (cli).
+  const std::string& weights_file() const { return weights_file_; }
+  void set_weights_file(std::string path) { weights_file_ = std::move(path); }
   const std::vector<Value>& values() const { return values_; }
   const std::vector<Node>& nodes() const { return nodes_; }
   const Value& value(ValueId id) const { return values_.at(static_cast<size_t>(id)); }
@@ -111,6 +118,7 @@ class Graph {
   absl::Status CheckNewName(const std::string& name) const;
 
   std::string name_;
+  std::string weights_file_;
   std::vector<Value> values_;
   std::vector<Node> nodes_;
   std::map<std::string, ValueId> by_name_;

@@ -20,7 +20,9 @@ namespace hetsynth::ir {
 
 struct OnnxImportOptions {
   int64_t batch = 0;                     // binds symbolic batch dims (dim 0 of every input); 0: none
-  std::string loss = "cross_entropy";    // "cross_entropy" (labels input "labels") or "none"
+  // "cross_entropy" (input "labels": class ids, the output's shape without its last dim),
+  // "mse" (input "labels": targets of the output's shape) or "none"
+  std::string loss = "cross_entropy";
 };
 
 struct OnnxImport {
