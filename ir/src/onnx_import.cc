@@ -148,6 +148,25 @@ absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::str
         return Bad(StrCat(where, ": tensor '", t.name(), "' has the wrong number of values"));
       }
       return c;
+    case onnx::TensorProto::UINT32:
+    case onnx::TensorProto::UINT64: {
+      // Unsigned (as Pow's exponents): uint32_data / uint64_data, or raw little-endian.
+      c.integer = true;
+      const size_t elem = t.data_type() == onnx::TensorProto::UINT32 ? 4 : 8;
+      if (!raw.empty()) {
+        HS_RETURN_IF_ERROR(need(elem));
+        for (int64_t i = 0; i < n; ++i) {
+          uint64_t x = 0;
+          std::memcpy(&x, raw.data() + elem * static_cast<size_t>(i), elem);
+          c.v[i] = static_cast<double>(x);
+        }
+      } else if (t.uint64_data_size() == n) {
+        for (int64_t i = 0; i < n; ++i) c.v[i] = static_cast<double>(t.uint64_data(static_cast<int>(i)));
+      } else {
+        return Bad(StrCat(where, ": tensor '", t.name(), "' has the wrong number of values"));
+      }
+      return c;
+    }
     case onnx::TensorProto::INT32:
     case onnx::TensorProto::BOOL:
     case onnx::TensorProto::INT8:
@@ -176,7 +195,7 @@ absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::str
     }
     default:
       return Bad(StrCat(where, ": tensor '", t.name(), "' has ONNX data type ", t.data_type(),
-                        "; expected float, double, int64, int32, int8, uint8 or bool"));
+                        "; expected float, double, int64, int32, uint64, uint32, int8, uint8 or bool"));
   }
 }
 
