@@ -148,48 +148,51 @@ Tensor SliceOf(const Tensor& t, int dim, int64_t start, int64_t length) {
   return piece;
 }
 
+// A loss split into pieces along `dim` (`lengths` each): every piece (ctx.shard) matches the CPU,
+// and the pieces' losses add up to the whole tensor's. Fwd/Bwd: the loss's GPU operator pair.
+struct LossSplit {
+  ir::Shape full;
+  int dim;
+  std::vector<int64_t> lengths;
+};
+
+template <class X, class Fwd, class Bwd>
+void ExpectPiecesSumToWhole(X& x, const OpCase& whole, const LossSplit& sp, Fwd fwd, Bwd bwd) {
+  ExpectMatchesCpu(x, whole, fwd, bwd);
+  const ir::Node node = CaseNode(whole);
+  auto loss_of = [&](const std::vector<Tensor>& inputs, const KernelContext& ctx) {
+    auto a = x.Upload(inputs[0]);
+    auto b = x.Upload(inputs[1]);
+    auto loss = x.Make({});
+    gpu::Saved<X> saved;
+    fwd(x, node, ctx, std::vector<const typename X::Tensor*>{&a, &b}, loss, saved);
+    return static_cast<double>(x.Download(loss).data[0]);
+  };
+  const double full_loss = loss_of(whole.inputs, KernelContext{});
+  double sum = 0;
+  int64_t start = 0;
+  for (int64_t len : sp.lengths) {
+    OpCase c = whole;
+    c.inputs = {SliceOf(whole.inputs[0], sp.dim, start, len), SliceOf(whole.inputs[1], sp.dim, start, len)};
+    c.has_shard = true;
+    c.shard = ShardInfo{sp.full, sp.dim, start};
+    ExpectMatchesCpu(x, c, fwd, bwd);
+    KernelContext ctx;
+    ctx.shard = &c.shard;
+    sum += loss_of(c.inputs, ctx);
+    start += len;
+  }
+  EXPECT_NEAR(sum, full_loss, 1e-5 * std::max(1.0, std::fabs(full_loss))) << ir::ShapeString(sp.full);
+}
+
 // A piece of the logits (split on a leading dim) divides by the full row count, like the CPU;
 // and the pieces' losses add up to the whole tensor's.
 TYPED_TEST(GpuNormTest, CrossEntropyShard) {
   using X = TypeParam;
-  struct Split {
-    ir::Shape full;
-    int dim;
-    std::vector<int64_t> lengths;
-  };
-  for (const Split& sp : {Split{{6, 5}, 0, {2, 3, 1}}, Split{{7, 3, 4}, 0, {4, 1, 2}},
-                          Split{{2, 6, 5}, 1, {1, 2, 3}}, Split{{300, 9}, 0, {257, 43}}}) {
-    const OpCase whole = CrossEntropyCase(sp.full, 2.0f, 11);
-    ExpectMatchesCpu(this->x(), whole, &gpu::CrossEntropyForward<X>, &gpu::CrossEntropyBackward<X>);
-    X& x = this->x();
-    const ir::Node node = CaseNode(whole);
-    auto logits = x.Upload(whole.inputs[0]);
-    auto labels = x.Upload(whole.inputs[1]);
-    auto loss = x.Make({});
-    gpu::Saved<X> saved;
-    gpu::CrossEntropyForward<X>(x, node, KernelContext{}, std::vector<const typename X::Tensor*>{&logits, &labels},
-                                loss, saved);
-    const double full_loss = x.Download(loss).data[0];
-    double sum = 0;
-    int64_t start = 0;
-    for (int64_t len : sp.lengths) {
-      OpCase c = whole;
-      c.inputs = {SliceOf(whole.inputs[0], sp.dim, start, len), SliceOf(whole.inputs[1], sp.dim, start, len)};
-      c.has_shard = true;
-      c.shard = ShardInfo{sp.full, sp.dim, start};
-      ExpectMatchesCpu(x, c, &gpu::CrossEntropyForward<X>, &gpu::CrossEntropyBackward<X>);
-      KernelContext ctx;
-      ctx.shard = &c.shard;
-      auto lp = x.Upload(c.inputs[0]);
-      auto yp = x.Upload(c.inputs[1]);
-      auto piece_loss = x.Make({});
-      gpu::Saved<X> piece_saved;
-      gpu::CrossEntropyForward<X>(x, node, ctx, std::vector<const typename X::Tensor*>{&lp, &yp},
-                                  piece_loss, piece_saved);
-      sum += x.Download(piece_loss).data[0];
-      start += len;
-    }
-    EXPECT_NEAR(sum, full_loss, 1e-5 * std::max(1.0, std::fabs(full_loss))) << ir::ShapeString(sp.full);
+  for (const LossSplit& sp : {LossSplit{{6, 5}, 0, {2, 3, 1}}, LossSplit{{7, 3, 4}, 0, {4, 1, 2}},
+                              LossSplit{{2, 6, 5}, 1, {1, 2, 3}}, LossSplit{{300, 9}, 0, {257, 43}}}) {
+    ExpectPiecesSumToWhole(this->x(), CrossEntropyCase(sp.full, 2.0f, 11), sp, &gpu::CrossEntropyForward<X>,
+                           &gpu::CrossEntropyBackward<X>);
   }
 }
 
@@ -419,44 +422,12 @@ TYPED_TEST(GpuNormTest, MseLossOneGradient) {
 // tensor's element count, like the CPU, so that the pieces' losses add up to the whole's.
 TYPED_TEST(GpuNormTest, MseLossShard) {
   using X = TypeParam;
-  struct Split {
-    ir::Shape full;
-    int dim;
-    std::vector<int64_t> lengths;
-  };
-  for (const Split& sp : {Split{{6, 5}, 0, {2, 3, 1}}, Split{{2, 6, 5}, 1, {1, 2, 3}}, Split{{4, 3, 7}, 2, {5, 2}},
-                          Split{{300, 9}, 0, {257, 43}}, Split{{10}, 0, {7, 3}}}) {
+  for (const LossSplit& sp : {LossSplit{{6, 5}, 0, {2, 3, 1}}, LossSplit{{2, 6, 5}, 1, {1, 2, 3}},
+                              LossSplit{{4, 3, 7}, 2, {5, 2}}, LossSplit{{300, 9}, 0, {257, 43}},
+                              LossSplit{{10}, 0, {7, 3}}}) {
     SCOPED_TRACE(StrCat(ir::ShapeString(sp.full), " split on dim ", sp.dim));
-    const OpCase whole = MseLossCase(sp.full, 0.5f, 11);
-    ExpectMatchesCpu(this->x(), whole, &gpu::MseLossForward<X>, &gpu::MseLossBackward<X>);
-    X& x = this->x();
-    const ir::Node node = CaseNode(whole);
-    auto p = x.Upload(whole.inputs[0]);
-    auto t = x.Upload(whole.inputs[1]);
-    auto loss = x.Make({});
-    gpu::Saved<X> saved;
-    gpu::MseLossForward<X>(x, node, KernelContext{}, std::vector<const typename X::Tensor*>{&p, &t}, loss, saved);
-    const double full_loss = x.Download(loss).data[0];
-    double sum = 0;
-    int64_t start = 0;
-    for (int64_t len : sp.lengths) {
-      OpCase c = whole;
-      c.inputs = {SliceOf(whole.inputs[0], sp.dim, start, len), SliceOf(whole.inputs[1], sp.dim, start, len)};
-      c.has_shard = true;
-      c.shard = ShardInfo{sp.full, sp.dim, start};
-      ExpectMatchesCpu(x, c, &gpu::MseLossForward<X>, &gpu::MseLossBackward<X>);
-      KernelContext ctx;
-      ctx.shard = &c.shard;
-      auto pp = x.Upload(c.inputs[0]);
-      auto tp = x.Upload(c.inputs[1]);
-      auto piece_loss = x.Make({});
-      gpu::Saved<X> piece_saved;
-      gpu::MseLossForward<X>(x, node, ctx, std::vector<const typename X::Tensor*>{&pp, &tp}, piece_loss,
-                             piece_saved);
-      sum += x.Download(piece_loss).data[0];
-      start += len;
-    }
-    EXPECT_NEAR(sum, full_loss, 1e-5 * std::max(1.0, std::fabs(full_loss)));
+    ExpectPiecesSumToWhole(this->x(), MseLossCase(sp.full, 0.5f, 11), sp, &gpu::MseLossForward<X>,
+                           &gpu::MseLossBackward<X>);
   }
 }
 

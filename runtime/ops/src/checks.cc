@@ -221,15 +221,6 @@ void CheckBatchNorm(const ir::Node& node, const ir::Shape& x, const ir::Shape& m
                   "] and [", c.channels, "]"));
 }
 
-PoolWindow AvgPoolWindow(const ir::Attrs& a, int64_t h, int64_t w, int64_t oh, int64_t ow) {
-  const int64_t k = a.kernel, s = a.stride, p = a.padding;
-  const int64_t hs = oh * s - p, ws = ow * s - p;
-  const int64_t he = std::min(hs + k, h + p), we = std::min(ws + k, w + p);  // within the padded input
-  PoolWindow r{std::max<int64_t>(hs, 0), std::min(he, h), std::max<int64_t>(ws, 0), std::min(we, w), 0};
-  r.divisor = a.count_include_pad ? double((he - hs) * (we - ws)) : double((r.h1 - r.h0) * (r.w1 - r.w0));
-  return r;
-}
-
 void CheckAdaptiveAvgPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out) {
   HS_CHECK(x.size() == 4 && out.size() == 4 && out[0] == x[0] && out[1] == x[1],
            StrCat("adaptive_avg_pool2d '", node.name, "': x ", ir::ShapeString(x),

@@ -11,6 +11,7 @@
 
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/ops/checks.h"
+#include "hetsynth/runtime/ops/pool_window.h"
 #include "ops.h"
 
 namespace hetsynth::runtime::cpu {
@@ -371,7 +372,13 @@ void AdaptiveAvgPool2dBackward(const ir::Node& node, const KernelContext& ctx, I
   }
 }
 
-// Average pooling over windows of the (zero-padded) input, divided per AvgPoolWindow.
+namespace {
+ops::PoolWindow AvgPoolWindow(const ir::Attrs& a, int64_t h, int64_t w, int64_t oh, int64_t ow) {
+  return ops::AvgPoolWindow(a.kernel, a.stride, a.padding, a.count_include_pad, h, w, oh, ow);
+}
+}  // namespace
+
+// Average pooling over windows of the (zero-padded) input, divided per ops::AvgPoolWindow.
 void AvgPool2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor& out, SavedState& saved) {
   const Tensor& x = *in[0];
   CheckPool2d(node, x.shape, out.shape);
@@ -380,7 +387,7 @@ void AvgPool2dForward(const ir::Node& node, const KernelContext& ctx, In in, Ten
     const float* xp = x.ptr() + n * h * w;
     for (int64_t oh = 0; oh < ho; ++oh) {
       for (int64_t ow = 0; ow < wo; ++ow) {
-        const PoolWindow win = AvgPoolWindow(node.attrs, h, w, oh, ow);
+        const ops::PoolWindow win = AvgPoolWindow(node.attrs, h, w, oh, ow);
         double sum = 0;
         for (int64_t i = win.h0; i < win.h1; ++i) {
           for (int64_t j = win.w0; j < win.w1; ++j) sum += xp[i * w + j];
@@ -400,7 +407,7 @@ void AvgPool2dBackward(const ir::Node& node, const KernelContext& ctx, In in, co
     float* dxp = din[0]->ptr() + n * h * w;
     for (int64_t oh = 0; oh < ho; ++oh) {
       for (int64_t ow = 0; ow < wo; ++ow) {
-        const PoolWindow win = AvgPoolWindow(node.attrs, h, w, oh, ow);
+        const ops::PoolWindow win = AvgPoolWindow(node.attrs, h, w, oh, ow);
         const float g = static_cast<float>(dout.data[(n * ho + oh) * wo + ow] / win.divisor);
         for (int64_t i = win.h0; i < win.h1; ++i) {
           for (int64_t j = win.w0; j < win.w1; ++j) dxp[i * w + j] += g;

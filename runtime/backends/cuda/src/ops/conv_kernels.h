@@ -7,6 +7,7 @@
 #pragma once
 
 #include "hetsynth/runtime/ops/hd.h"
+#include "hetsynth/runtime/ops/pool_window.h"
 
 namespace hetsynth::runtime::gpu {
 
@@ -157,10 +158,9 @@ struct MaxPoolBwd {
   HS_HD void operator()(int64_t e) const {
     const int64_t j = e % w, i = (e / w) % h, n = e / (w * h);
     const int64_t local = i * w + j;
-    // Windows oh with oh·s <= i + p < oh·s + k, likewise ow.
-    const int64_t ip = i + p, jp = j + p;
-    const int64_t oh0 = ip < k ? 0 : (ip - k) / s + 1, oh1 = ip / s < ho - 1 ? ip / s : ho - 1;
-    const int64_t ow0 = jp < k ? 0 : (jp - k) / s + 1, ow1 = jp / s < wo - 1 ? jp / s : wo - 1;
+    int64_t oh0, oh1, ow0, ow1;
+    ops::CoveringWindows(i, k, s, p, ho, &oh0, &oh1);
+    ops::CoveringWindows(j, k, s, p, wo, &ow0, &ow1);
     float acc = 0.0f;
     for (int64_t oh = oh0; oh <= oh1; ++oh) {
       for (int64_t ow = ow0; ow <= ow1; ++ow) {
@@ -178,18 +178,8 @@ struct AvgPoolGeom {
   int64_t h, w, ho, wo, k, s, p;
   bool count_include_pad;
 
-  // Window of output (oh, ow) clipped to the input, [h0, h1) × [w0, w1), and its divisor: the
-  // elements of the window within the padded input with count_include_pad, else within the input.
-  HS_HD void Window(int64_t oh, int64_t ow, int64_t& h0, int64_t& h1, int64_t& w0, int64_t& w1,
-                    double& divisor) const {
-    const int64_t hs = oh * s - p, ws = ow * s - p;
-    const int64_t he = hs + k < h + p ? hs + k : h + p, we = ws + k < w + p ? ws + k : w + p;
-    h0 = hs > 0 ? hs : 0;
-    h1 = he < h ? he : h;
-    w0 = ws > 0 ? ws : 0;
-    w1 = we < w ? we : w;
-    divisor = count_include_pad ? static_cast<double>((he - hs) * (we - ws))
-                                : static_cast<double>((h1 - h0) * (w1 - w0));
+  HS_HD ops::PoolWindow Window(int64_t oh, int64_t ow) const {
+    return ops::AvgPoolWindow(k, s, p, count_include_pad, h, w, oh, ow);
   }
 };
 
@@ -202,14 +192,12 @@ struct AvgPoolFwd {
   HS_HD void operator()(int64_t o) const {
     const int64_t ow = o % g.wo, oh = (o / g.wo) % g.ho, n = o / (g.wo * g.ho);
     const float* xp = x + n * g.h * g.w;
-    int64_t h0, h1, w0, w1;
-    double divisor;
-    g.Window(oh, ow, h0, h1, w0, w1, divisor);
+    const ops::PoolWindow win = g.Window(oh, ow);
     double sum = 0;
-    for (int64_t i = h0; i < h1; ++i) {
-      for (int64_t j = w0; j < w1; ++j) sum += xp[i * g.w + j];
+    for (int64_t i = win.h0; i < win.h1; ++i) {
+      for (int64_t j = win.w0; j < win.w1; ++j) sum += xp[i * g.w + j];
     }
-    y[o] = static_cast<float>(sum / divisor);
+    y[o] = static_cast<float>(sum / win.divisor);
   }
 };
 
@@ -221,17 +209,13 @@ struct AvgPoolBwd {
   float* dx;
   HS_HD void operator()(int64_t e) const {
     const int64_t j = e % g.w, i = (e / g.w) % g.h, n = e / (g.w * g.h);
-    // Windows oh with oh·s <= i + p < oh·s + k, likewise ow (as MaxPoolBwd).
-    const int64_t ip = i + g.p, jp = j + g.p;
-    const int64_t oh0 = ip < g.k ? 0 : (ip - g.k) / g.s + 1, oh1 = ip / g.s < g.ho - 1 ? ip / g.s : g.ho - 1;
-    const int64_t ow0 = jp < g.k ? 0 : (jp - g.k) / g.s + 1, ow1 = jp / g.s < g.wo - 1 ? jp / g.s : g.wo - 1;
+    int64_t oh0, oh1, ow0, ow1;
+    ops::CoveringWindows(i, g.k, g.s, g.p, g.ho, &oh0, &oh1);
+    ops::CoveringWindows(j, g.k, g.s, g.p, g.wo, &ow0, &ow1);
     float acc = 0.0f;
     for (int64_t oh = oh0; oh <= oh1; ++oh) {
       for (int64_t ow = ow0; ow <= ow1; ++ow) {
-        int64_t h0, h1, w0, w1;
-        double divisor;
-        g.Window(oh, ow, h0, h1, w0, w1, divisor);
-        acc += static_cast<float>(dy[(n * g.ho + oh) * g.wo + ow] / divisor);
+        acc += static_cast<float>(dy[(n * g.ho + oh) * g.wo + ow] / g.Window(oh, ow).divisor);
       }
     }
     dx[e] += acc;

@@ -248,9 +248,10 @@ void BatchNormBackward(X& x, const ir::Node& node, const KernelContext& ctx, TIn
                                           din[3] ? din[3]->ptr() : nullptr});
   }
   if (din[0]) {
-    typename X::Tensor gr = x.Make({c.channels});
-    x.For(c.channels, BatchNormGradScale{m, gamma, node.attrs.eps, c.channels, gr.ptr()});
-    x.For(xin.numel(), BatchNormBwdX{dout.ptr(), gr.ptr(), c.channels, c.inner, din[0]->ptr()});
+    // The forward's per-channel factors: ss[ch] = γ·r is dy's factor in dx.
+    typename X::Tensor ss = x.Make({3, c.channels});
+    x.For(c.channels, BatchNormScaleShift{m, gamma, in[3]->ptr(), node.attrs.eps, c.channels, ss.ptr()});
+    x.For(xin.numel(), BatchNormBwdX{dout.ptr(), ss.ptr(), c.channels, c.inner, din[0]->ptr()});
   }
 }
 

@@ -509,20 +509,6 @@ struct BatchNormBwdChannel {
   }
 };
 
-// Channel ch: gr[ch] = γ·r (the factor of dy in dx).
-struct BatchNormGradScale {
-  const float* m;
-  const float* gamma;
-  double eps;
-  int64_t channels;
-  float* gr;
-  HS_HD void operator()(int64_t ch) const {
-    double mu, r;
-    BatchNormChannelStats(m, channels, ch, eps, &mu, &r);
-    gr[ch] = static_cast<float>(double(gamma[ch]) * r);
-  }
-};
-
 // Element k: dx += dy·gr of its channel.
 struct BatchNormBwdX {
   const float* dy;

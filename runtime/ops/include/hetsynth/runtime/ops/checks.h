@@ -132,15 +132,6 @@ void CheckMaxPool2dSaved(const ir::Node& node, const std::vector<T>& saved, cons
            StrCat("max_pool2d '", node.name, "': backward without the argmax saved by forward"));
 }
 
-// avg_pool2d's window [h0, h1) × [w0, w1) over the input for output (oh, ow) of an input
-// [h, w], and its divisor (the elements of the window within the padded input with
-// count_include_pad, else within the input).
-struct PoolWindow {
-  int64_t h0, h1, w0, w1;
-  double divisor;
-};
-PoolWindow AvgPoolWindow(const ir::Attrs& a, int64_t h, int64_t w, int64_t oh, int64_t ow);
-
 void CheckAdaptiveAvgPool2d(const ir::Node& node, const ir::Shape& x, const ir::Shape& out);
 
 // ---- batch norm ----------------------------------------------------------------------------
