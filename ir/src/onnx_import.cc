@@ -1188,9 +1188,12 @@ class Importer {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       return Set(n, 0, x);
     }
-    if (op == "Relu" || op == "Sigmoid" || op == "Tanh") {
+    if (op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "Erf") {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
-      const OpKind k = op == "Relu" ? OpKind::kRelu : op == "Sigmoid" ? OpKind::kSigmoid : OpKind::kTanh;
+      const OpKind k = op == "Relu"      ? OpKind::kRelu
+                       : op == "Sigmoid" ? OpKind::kSigmoid
+                       : op == "Tanh"    ? OpKind::kTanh
+                                         : OpKind::kErf;
       HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, k, {x}));
       return Set(n, 0, y);
     }

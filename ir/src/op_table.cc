@@ -509,6 +509,7 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
      .locate = {.operand = 0}},
     {.kind = OpKind::kAvgPool2d, .attrs = {"kernel", "stride", "padding", "ceil_mode", "count_include_pad"},
      .shape = Pool2dShape, .flops = PerInput<1, 1>, .sharding = {.family = F::kKeepDims, .whole_trailing_dims = 2}},
+    {.kind = OpKind::kErf, .shape = SameShape, .flops = PerOutput<16, 8>, .sharding = {.family = F::kKeepDims}},
 }};
 #pragma GCC diagnostic pop
 

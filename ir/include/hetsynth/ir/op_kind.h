@@ -58,6 +58,7 @@ namespace hetsynth::ir {
 //   batch_norm           (x[B,C,...], m[2,C], gamma[C], beta[C]) -> shape(x); attr eps:
 //                        (x − μ)/√(E[x²] − μ² + eps)·γ + β with μ = m[0], E[x²] = m[1]
 //   mse_loss             (pred, target of the same shape) -> [] scalar; mean of (pred − target)²
+//   erf                  (x) -> shape(x); the error function
 //   avg_pool2d           (x[B,C,H,W]) -> [B,C,H',W']; attrs kernel, stride, padding, ceil_mode,
 //                        count_include_pad: the mean over each window's input elements (or
 //                        over the window within the padded input); H' as max_pool2d's
@@ -94,7 +95,8 @@ namespace hetsynth::ir {
   X(BatchMoments, "batch_moments")                  \
   X(BatchNorm, "batch_norm")                        \
   X(MseLoss, "mse_loss")                            \
-  X(AvgPool2d, "avg_pool2d")
+  X(AvgPool2d, "avg_pool2d")                        \
+  X(Erf, "erf")
 
 enum class OpKind : uint8_t {
 #define HETSYNTH_IR_OP_ENUM_(camel, snake) k##camel,

@@ -36,7 +36,8 @@
 #define HETSYNTH_UNARY_MATH_OPS(X) \
   X(Relu)                          \
   X(Sigmoid)                       \
-  X(Tanh)
+  X(Tanh)                          \
+  X(Erf)
 
 namespace hetsynth::runtime::ops {
 
@@ -103,6 +104,36 @@ struct UnaryMath<ir::OpKind::kTanh> {
     return copysignf(z < 0.625f ? small : large, x);
   }
   static HS_HD float Backward(float, float y, float g, float acc) { return fmaf(g, fmaf(-y, y, 1.0f), acc); }
+};
+
+// erf(x), odd, on z = |x| with the sign put back (−0 stays −0): for z < 0.5 its Taylor series
+// x·Σ_k (−1)^k z^{2k}/(k!(2k+1))·2/√π to z^{10} (truncation below 3e-8 relative); above,
+// 1 − P(t)·e^{−z²} with t = 1/(1 + p·z), Abramowitz & Stegun 7.1.26 (absolute error below
+// 1.5e-7). erf' = 2/√π·e^{−x²}.
+template <>
+struct UnaryMath<ir::OpKind::kErf> {
+  static HS_HD float Forward(float x) {
+    const float z = fabsf(x);
+    const float s = z * z;
+    float q = -8.5483270e-4f;  // 2/√π·(−1/1320)
+    q = fmaf(q, s, 5.2239776e-3f);
+    q = fmaf(q, s, -2.6866171e-2f);
+    q = fmaf(q, s, 1.1283792e-1f);
+    q = fmaf(q, s, -3.7612639e-1f);
+    q = fmaf(q, s, 1.1283792f);
+    const float small = z * q;
+    const float t = 1.0f / fmaf(0.3275911f, z, 1.0f);
+    float p = 1.061405429f;
+    p = fmaf(p, t, -1.453152027f);
+    p = fmaf(p, t, 1.421413741f);
+    p = fmaf(p, t, -0.284496736f);
+    p = fmaf(p, t, 0.254829592f);
+    const float large = fmaf(-(p * t), ExpF(-s), 1.0f);
+    return copysignf(z < 0.5f ? small : large, x);
+  }
+  static HS_HD float Backward(float x, float, float g, float acc) {
+    return fmaf(g, 1.1283791671f * ExpF(-(x * x)), acc);
+  }
 };
 
 // y[i] = f(x[i]).
