@@ -29,6 +29,7 @@ struct ModelOptions {
 
   // Adds --model-arg, --batch, --small and --loss (the caller adds the model name).
   void AddFlags(CLI::App& cmd);
+  void AddLossFlag(CLI::App& cmd);  // --loss alone (part of AddFlags)
   absl::StatusOr<ir::ModelSpec> Resolve() const;
 };
 

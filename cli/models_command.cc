@@ -19,6 +19,10 @@ void ModelOptions::AddFlags(CLI::App& cmd) {
   cmd.add_option("--batch", batch, "global batch size (default: the model's; see 'hetsynth models')")
       ->check(PositiveInt());
   cmd.add_flag("--small", small, "start from the model's small preset (for tests and demos)");
+  AddLossFlag(cmd);
+}
+
+void ModelOptions::AddLossFlag(CLI::App& cmd) {
   cmd.add_option("--loss", loss,
                  "loss appended to an ONNX model's output: cross_entropy (labels [B] or [B, T]: class ids; the default) "
                  "or mse (labels: targets of the output's shape)")
@@ -117,7 +121,7 @@ namespace {
 // `hetsynth import`: the graph as a graph file whose imported parameters take their values from
 // a safetensors file written beside it (names kept), for users who want to read or edit it.
 absl::Status Import(const ModelOptions& opts, std::string out, std::string weights) {
-  if (opts.name.size() < 6 || opts.name.compare(opts.name.size() - 5, 5, ".onnx") != 0) {
+  if (!ir::IsOnnxFile(opts.name)) {
     return absl::InvalidArgumentError(StrCat("import: '", opts.name, "' is not an .onnx file"));
   }
   if (weights.empty()) {
@@ -128,39 +132,18 @@ absl::Status Import(const ModelOptions& opts, std::string out, std::string weigh
   HS_RETURN_IF_ERROR(CheckOutputPath("--weights", weights));
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, opts.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
-  std::map<std::string, runtime::Tensor> tensors;
-  ir::Graph stored(g.name());
-  // The same graph with its file-given parameters as Init::Stored (values in `weights`).
-  std::vector<ir::ValueId> map(g.values().size(), ir::kNoValue);
-  for (size_t i = 0; i < g.values().size(); ++i) {
-    const ir::Value& v = g.values()[i];
-    if (v.kind == ir::ValueKind::kActivation) continue;
-    absl::StatusOr<ir::ValueId> id;
-    if (v.kind == ir::ValueKind::kInput) {
-      id = stored.AddInput(v.name, v.shape);
-    } else if (v.init.kind == ir::Init::Kind::kData && v.init.data) {
-      runtime::Tensor t(v.shape);
-      std::copy(v.init.data->begin(), v.init.data->end(), t.data.begin());
-      tensors.emplace(v.name, std::move(t));
-      id = stored.AddParameter(v.name, v.shape, ir::Init::Stored());
-    } else {
-      id = stored.AddParameter(v.name, v.shape, v.init);
-    }
-    HS_RETURN_IF_ERROR(id.status());
-    map[i] = *id;
-  }
-  for (const ir::Node& n : g.nodes()) {
-    std::vector<ir::ValueId> in;
-    for (ir::ValueId x : n.inputs) in.push_back(map[static_cast<size_t>(x)]);
-    HS_ASSIGN_OR_RETURN(map[static_cast<size_t>(n.output)], stored.AddOp(n.name, n.kind, in, n.attrs));
-  }
-  if (g.loss() != ir::kNoValue) HS_RETURN_IF_ERROR(stored.SetLoss(map[static_cast<size_t>(g.loss())]));
-  // Relative to the graph file when both are in one directory.
+  // The weights file, relative to the graph file when both are in one directory.
   const std::filesystem::path wp(weights), op(out);
-  stored.set_weights_file(wp.parent_path() == op.parent_path() ? wp.filename().string() : std::filesystem::absolute(wp).string());
+  std::map<std::string, runtime::Tensor> tensors;
+  for (auto& [name, values] : g.StoreWeightsIn(wp.parent_path() == op.parent_path() ? wp.filename().string()
+                                                                                  : std::filesystem::absolute(wp).string())) {
+    runtime::Tensor t(g.value(g.Find(name)).shape);
+    std::copy(values->begin(), values->end(), t.data.begin());
+    tensors.emplace(name, std::move(t));
+  }
   HS_RETURN_IF_ERROR(runtime::WriteSafetensors(weights, tensors));
   std::ofstream f(out, std::ios::binary | std::ios::trunc);
-  f << ir::GraphToJson(stored);
+  f << ir::GraphToJson(g);
   if (!f) return absl::InvalidArgumentError(StrCat("-o '", out, "': cannot write"));
   fmt::print("wrote {} ({} ops, {} parameters) and {} ({} tensors); train it with --model {}\n", out, g.nodes().size(),
              g.parameters().size(), weights, tensors.size(), out);
@@ -177,8 +160,7 @@ Runner RegisterImport(CLI::App& app) {
   auto weights = std::make_shared<std::string>();
   cmd->add_option("model,--model", opts->name, "the .onnx file")->required();
   cmd->add_option("--batch", opts->batch, "binds a symbolic batch dimension (default: the file's)")->check(PositiveInt());
-  cmd->add_option("--loss", opts->loss, "loss appended to the output: cross_entropy (default) or mse")
-      ->check(CLI::IsMember({"cross_entropy", "mse"}));
+  opts->AddLossFlag(*cmd);
   cmd->add_option("-o,--output", *out, "graph file to write")->required()->type_name("FILE");
   cmd->add_option("--weights", *weights, "safetensors file for the weights (default: the graph file's name with .safetensors)")
       ->type_name("FILE");

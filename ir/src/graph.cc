@@ -87,6 +87,17 @@ absl::StatusOr<ValueId> Graph::AddInput(const std::string& name, const Shape& sh
   return id;
 }
 
+std::map<std::string, std::shared_ptr<const std::vector<float>>> Graph::StoreWeightsIn(std::string path) {
+  std::map<std::string, std::shared_ptr<const std::vector<float>>> out;
+  for (Value& v : values_) {
+    if (v.kind != ValueKind::kParameter || v.init.kind != Init::Kind::kData || !v.init.data) continue;
+    out.emplace(v.name, std::move(v.init.data));
+    v.init = Init::Stored();
+  }
+  weights_file_ = std::move(path);
+  return out;
+}
+
 absl::StatusOr<ValueId> Graph::AddParameter(const std::string& name, const Shape& shape, Init init) {
   HS_RETURN_IF_ERROR(CheckNewName(name));
   for (int64_t d : shape) {
@@ -94,7 +105,7 @@ absl::StatusOr<ValueId> Graph::AddParameter(const std::string& name, const Shape
   }
   if (init.kind == Init::Kind::kData && init.data && static_cast<int64_t>(init.data->size()) != NumElements(shape)) {
     return Bad(StrCat("parameter '", name, "' of shape ", ShapeString(shape), " has ",
-                      init.data ? init.data->size() : 0, " initial values; expected ", NumElements(shape)));
+                      init.data->size(), " initial values; expected ", NumElements(shape)));
   }
   const auto id = static_cast<ValueId>(values_.size());
   values_.push_back(Value{name, ValueKind::kParameter, shape, -1, init});

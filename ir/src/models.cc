@@ -345,12 +345,14 @@ std::string ModelNames() {
   return absl::StrJoin(names, ", ");
 }
 
-bool IsModelFile(const std::string& name) {
-  auto ends = [&](const std::string& ext) {
-    return name.size() > ext.size() && name.compare(name.size() - ext.size(), ext.size(), ext) == 0;
-  };
-  return ends(".onnx") || ends(".json");
+namespace {
+bool EndsWith(const std::string& name, const std::string& ext) {
+  return name.size() > ext.size() && name.compare(name.size() - ext.size(), ext.size(), ext) == 0;
 }
+}  // namespace
+
+bool IsModelFile(const std::string& name) { return IsOnnxFile(name) || EndsWith(name, ".json"); }
+bool IsOnnxFile(const std::string& name) { return EndsWith(name, ".onnx"); }
 
 namespace {
 
@@ -363,7 +365,7 @@ absl::StatusOr<Graph> BuildFromFile(const std::string& path, const std::map<std:
                       static_cast<uint64_t>(it->second), "; synthesize a new plan"));
   }
   const auto loss = args.find("loss");
-  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".onnx") == 0) {
+  if (IsOnnxFile(path)) {
     OnnxImportOptions o;
     o.batch = batch;
     if (loss != args.end()) o.loss = loss->second == 1 ? "mse" : "cross_entropy";

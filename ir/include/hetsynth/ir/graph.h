@@ -88,6 +88,9 @@ class Graph {
   // file written by `hetsynth import`); empty when none. Trainers start from it (cli).
   const std::string& weights_file() const { return weights_file_; }
   void set_weights_file(std::string path) { weights_file_ = std::move(path); }
+  // Moves the given values of every Init::Data parameter out of the graph (they become
+  // Init::Stored, to live in `path`, the new weights file) and returns them by name.
+  std::map<std::string, std::shared_ptr<const std::vector<float>>> StoreWeightsIn(std::string path);
   const std::vector<Value>& values() const { return values_; }
   const std::vector<Node>& nodes() const { return nodes_; }
   const Value& value(ValueId id) const { return values_.at(static_cast<size_t>(id)); }

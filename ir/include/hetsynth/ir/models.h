@@ -43,6 +43,8 @@ std::string ModelNames();
 // works too: its spec's args hold only "file_hash" (the file's 48-bit FNV-1a, which a plan
 // records so that rebuilding from a changed file is refused), and batch 0 means the file's own.
 bool IsModelFile(const std::string& name);
+// Whether `name` is an ONNX model file (.onnx).
+bool IsOnnxFile(const std::string& name);
 
 enum class Preset : uint8_t { kDefault, kSmall };
 
