@@ -240,30 +240,20 @@ bool TwoLevelNodes(const std::vector<std::vector<int>>& nodes, int num_devices) 
 }
 
 absl::Status RuntimeSupports(const Program& p) {
-  // The runtime executes every world-form plan CheckProgram accepts: padded, grouped, ring and
-  // hierarchical collectives (hierarchical over the two-level mesh `nodes`; on device backends
-  // they run flat, the same sums in another order), gradient buckets, and overlap (a
-  // communication thread on CPU ranks where the communicator allows one; otherwise the stream's
-  // collectives block in the same order) — docs/runtime.md. Properties over mesh levels
-  // (mixed forms, mesh rules, devices/nodes-level collectives, nodes buckets) it does not run
-  // yet: refused here, naming the first one.
-  const std::string hint =
-      "; this runtime cannot run properties over mesh levels yet (synthesize without --mesh-levels, "
-      "or another baseline than megatron)";
+  // The CPU runtime executes every plan CheckProgram accepts: padded, grouped, ring and
+  // hierarchical collectives, gradient buckets, overlap (a communication thread on CPU ranks
+  // where the communicator allows one; otherwise the stream's collectives block in the same
+  // order), and properties over mesh levels — mixed forms, mesh rules, devices- and nodes-level
+  // collectives, nodes buckets — on the node communicators of the plan's mesh (docs/runtime.md).
+  // Not run: an input or parameter placed partial (Reduce) over the nodes — no plan the
+  // synthesizer writes has one. The GPU backend refuses mesh levels itself (its executor says so).
   for (size_t i = 0; i < p.instructions.size(); ++i) {
     const Instruction& in = p.instructions[i];
-    if (UsesMeshIn(in)) {
+    const bool place = in.kind == InstrKind::kPlaceParameter || in.kind == InstrKind::kPlaceInput;
+    if (place && in.outer && in.outer->kind == PropKind::kReduce) {
       return absl::FailedPreconditionError(
-          StrCat("instruction ", i, " (", InstrKindName(in.kind), ") uses mesh levels (",
-                 in.level != Level::kWorld ? StrCat("a ", LevelName(in.level), "-level collective")
-                 : in.outer_rule          ? std::string("a mesh rule")
-                                          : std::string("a mixed property"),
-                 ")", hint));
-    }
-  }
-  for (const Bucket& b : p.buckets) {
-    if (b.kind != Level::kWorld) {
-      return absl::FailedPreconditionError(StrCat("a gradient bucket is all-reduced across nodes", hint));
+          StrCat("instruction ", i, " (", InstrKindName(in.kind), ") places a tensor partial (Reduce) over the nodes; "
+                 "this runtime places inputs and parameters whole or split at each level"));
     }
   }
   return absl::OkStatus();

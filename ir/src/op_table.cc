@@ -449,7 +449,7 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
     {.kind = OpKind::kTanh, .shape = SameShape, .flops = PerOutput<4, 3>,
      .sharding = {.family = F::kKeepDims}},
     {.kind = OpKind::kDropout, .attrs = {"p", "seed"}, .shape = DropoutShape, .flops = DropoutFlops,
-     .sharding = {.family = F::kKeepDims}, .locate = {.operand = kOutputOperand}},
+     .sharding = {.family = F::kKeepDims}, .locate = {.operand = kOutputOperand, .two_cuts = true}},
     {.kind = OpKind::kLayerNorm, .attrs = {"eps"}, .min_inputs = 3, .max_inputs = 3,
      .shape = LayerNormShape, .flops = PerOutput<8, 12>,
      .sharding = {.family = F::kKeepDims, .whole_trailing_dims = 1}},
@@ -484,7 +484,7 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
      .local_attrs = ShapeIsPiece},
     // labels are integers: no gradient; a row split divides by the global number of positions.
     {.kind = OpKind::kCrossEntropy, .min_inputs = 2, .max_inputs = 2, .no_grad_inputs = Input(1),
-     .integer_input = {.input = 1, .bound_input = 0, .bound_dim = -1}, .shape = CrossEntropyShape, .flops = PerInput<4, 3>, .locate = {.operand = 0}},
+     .integer_input = {.input = 1, .bound_input = 0, .bound_dim = -1}, .shape = CrossEntropyShape, .flops = PerInput<4, 3>, .locate = {.operand = 0, .two_cuts = true}},
     // Slot assignment depends on every token in order, so the gate only runs replicated.
     {.kind = OpKind::kTopKGate, .attrs = {"k", "capacity"}, .shape = TopKGateShape,
      .flops = PerInput<6, 6>, .sharding = {.family = F::kReplicatedOnly}},
@@ -501,12 +501,12 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
     // Means over the whole batch: a piece of x divides by the full count (its location), so
     // the pieces' moments sum to the whole's — a batch or spatial split gives Reduce moments.
     {.kind = OpKind::kBatchMoments, .shape = BatchMomentsShape, .flops = PerInput<3, 4>,
-     .locate = {.operand = 0}},
+     .locate = {.operand = 0, .two_cuts = true}},
     {.kind = OpKind::kBatchNorm, .attrs = {"eps"}, .min_inputs = 4, .max_inputs = 4,
      .shape = BatchNormShape, .flops = PerOutput<4, 8>},
     // A split of both operands divides by the global element count: partial losses (Reduce).
     {.kind = OpKind::kMseLoss, .min_inputs = 2, .max_inputs = 2, .shape = MseLossShape, .flops = PerInput<3, 3>,
-     .locate = {.operand = 0}},
+     .locate = {.operand = 0, .two_cuts = true}},
     {.kind = OpKind::kAvgPool2d, .attrs = {"kernel", "stride", "padding", "ceil_mode", "count_include_pad"},
      .shape = Pool2dShape, .flops = PerInput<1, 1>, .sharding = {.family = F::kKeepDims, .whole_trailing_dims = 2}},
     {.kind = OpKind::kErf, .shape = SameShape, .flops = PerOutput<16, 8>, .sharding = {.family = F::kKeepDims}},

@@ -87,6 +87,21 @@ TEST(CliBench, SimulatesTheReferenceCluster) {
   EXPECT_FALSE(std::filesystem::exists(out + "/synthesized.trace.json"));
 }
 
+TEST(CliBench, RunsPlansOverMeshLevelsOnTwoNodes) {
+  // megatron (tensor parallel inside each node, data parallel across them) is measured like any
+  // plan, and its plan file trains.
+  const std::string out = Dir("mesh");
+  std::filesystem::remove_all(out);
+  const Result r = Hetsynth("bench --model gpt --small --cluster " + kClusters + "two-node-mixed.json --baselines megatron --steps 1 --warmup 0 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const nlohmann::json j = Load(out + "/results.json");
+  ASSERT_EQ(j["plans"].size(), 2u);
+  EXPECT_EQ(j["plans"][1]["plan"], "megatron");
+  EXPECT_GT(j["plans"][1]["measured_step_time_s"].get<double>(), 0) << j["plans"][1].dump();
+  const Result t = Hetsynth("train --plan " + out + "/megatron.plan.json --steps 1 --quiet");
+  EXPECT_EQ(t.code, 0) << t.output;
+}
+
 TEST(CliBench, BadInputExitsTwoWithOneLine) {
   const std::string mixed = " --cluster " + kClusters + "mixed-4.json --out " + Dir("bad");
   for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{

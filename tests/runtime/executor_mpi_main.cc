@@ -5,8 +5,9 @@
 // prints one line per case. With 4 processes: every model × plan kind on the mixed-4 cluster;
 // with 4 or 8: the plan kinds of a two-node mesh (executor_test's PlanKindsMatch cases of that
 // size: hierarchical collectives, buckets, overlap on a communication thread, their
-// combination, ZeRO with overlap). Exit status non-zero when any rank saw a difference beyond
-// 1e-5 relative or an error.
+// combination, ZeRO with overlap) and of mesh levels (megatron; with 4, the hand-made nodes-level
+// programs). Exit status non-zero when any rank saw a difference beyond 1e-5 relative or an
+// error.
 #include <cstdio>
 #include <vector>
 
@@ -41,6 +42,14 @@ int main() {
   cases.push_back({"gpt", "fsdp-even", {}, k, ""});  // ZeRO-3 with prefetch, as synthesized
   cases.push_back({"mlp", "ddp-cp", {}, k, ""});     // DDP: buckets, overlap, as synthesized
   cases.push_back({"vit", "dp-cp", {}, k, "all"});
+  // Mesh levels: megatron (tensor parallel inside each node, data parallel across them) as
+  // synthesized and blocking; the hand-made nodes-level programs on 2 × 2.
+  for (const char* model : {"mlp", "gpt", "vit"}) {
+    for (const char* v : {"", "blocking"}) cases.push_back({model, "megatron", {}, k, v});
+  }
+  if (k == 2) {
+    for (const char* kind : {"hand-gather", "hand-scatter", "hand-reduce"}) cases.push_back({"mlp", kind, {}, 2, ""});
+  }
 
   int failures = 0;
   for (const testing::PlanCase& c : cases) {

@@ -7,7 +7,9 @@
 #include <cctype>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -36,7 +38,7 @@ struct PlanCase {
   // 0: the mixed-4 example cluster. k >= 1: TwoNodeCluster(k), 2k devices on two nodes.
   int per_node = 0;
   // What the test makes of the synthesized program (ApplyVariant): "" as synthesized,
-  // "hier", "buckets", "overlap", "all" (hierarchical + buckets + overlap).
+  // "hier", "buckets", "overlap", "all" (hierarchical + buckets + overlap), "blocking".
   std::string variant;
   std::string Name() const {
     std::string n = model + "_" + strategy;
@@ -88,9 +90,15 @@ inline std::string TwoNodeCluster(int k) {
 //            order), no overlap;
 //   overlap: the plan's buckets, overlapped;
 //   all:     hierarchical, two buckets (when there are 3 or more replicated gradients),
-//            overlapped.
+//            overlapped;
+//   blocking: no buckets (one all-reduce per gradient, world or across nodes), no overlap.
 inline absl::Status ApplyVariant(const ir::Graph& g, instr::Program& p, const std::string& variant) {
   if (variant.empty()) return absl::OkStatus();
+  if (variant == "blocking") {
+    p.buckets.clear();
+    p.overlap = false;
+    return instr::CheckProgram(g, p);
+  }
   const bool hier = variant == "hier" || variant == "all";
   const bool buckets = variant == "buckets" || variant == "all";
   p.overlap = variant == "overlap" || variant == "all";
@@ -123,6 +131,103 @@ inline absl::Status ApplyVariant(const ir::Graph& g, instr::Program& p, const st
   return instr::CheckProgram(g, p);
 }
 
+// Mesh-level instructions the synthesizer does not write today, in hand-made programs for the
+// small mlp over 2 nodes × 2 (node shares 0.6 / 0.4, uneven inside node 0): nodes-level
+// all-gather, slice, all-to-all, reduce-scatter and all-reduce; parameters split over the nodes
+// and whole inside them ((G d, I)); a row rule over the nodes whose bias one node adds; the loss
+// as node partial sums (R, I).
+namespace hand {
+
+using instr::Instruction;
+using instr::InstrKind;
+using instr::Level;
+using instr::Placement;
+constexpr Placement kI{instr::PropKind::kIdentity, -1};
+constexpr Placement kG0{instr::PropKind::kGather, 0};
+
+inline absl::StatusOr<Instruction> Derived(const ir::Graph& g, Instruction in) {
+  HS_RETURN_IF_ERROR(instr::DeriveTriple(g, in));
+  return in;
+}
+inline absl::StatusOr<Instruction> Place(const ir::Graph& g, const std::string& t, std::optional<Placement> outer = std::nullopt) {
+  Instruction in;
+  in.kind = g.value(g.Find(t)).kind == ir::ValueKind::kInput ? InstrKind::kPlaceInput : InstrKind::kPlaceParameter;
+  in.tensor = g.Find(t);
+  in.outer = outer;
+  return Derived(g, in);
+}
+// Rule `inner` within the nodes, and `outer` over them (empty: a world rule).
+inline absl::StatusOr<Instruction> Compute(const ir::Graph& g, const std::string& node, std::string_view inner,
+                                    std::string_view outer = "") {
+  Instruction in;
+  in.kind = InstrKind::kCompute;
+  in.node = g.value(g.Find(node)).producer;
+  instr::RuleId id;
+  if (!instr::ParseRuleName(inner, &id)) return absl::InvalidArgumentError(StrCat("no rule ", inner));
+  in.rule = id;
+  if (!outer.empty()) {
+    if (!instr::ParseRuleName(outer, &id)) return absl::InvalidArgumentError(StrCat("no rule ", outer));
+    in.outer_rule = id;
+  }
+  return Derived(g, in);
+}
+inline absl::StatusOr<Instruction> Nodes(const ir::Graph& g, InstrKind kind, const std::string& t, int dim = -1, int dim2 = -1) {
+  Instruction in;
+  in.kind = kind;
+  in.tensor = g.Find(t);
+  in.dim = dim;
+  in.dim2 = dim2;
+  in.level = Level::kNodes;
+  in.impl = kind == InstrKind::kAllReduce                                           ? instr::CollImpl::kRing
+            : kind == InstrKind::kAllGather || kind == InstrKind::kReduceScatter ? instr::CollImpl::kGrouped
+                                                                                  : instr::CollImpl::kNone;
+  return Derived(g, in);
+}
+
+// "gather": batch over the nodes, gathered across them, replicated, sliced again, the logits
+// all-to-all'd to a class split and gathered. "scatter" / "reduce": layer 1 column-split over
+// the nodes ((G0, I) parameters), the head a row rule over them, its node partials
+// reduce-scattered to a batch split (loss (R, I)) or all-reduced (loss whole).
+inline absl::StatusOr<instr::Program> Program(const ir::Graph& g, const std::string& kind) {
+  instr::Program p;
+  p.num_devices = 4;
+  p.nodes = {{0, 1}, {2, 3}};
+  p.ratios = {{0.4, 0.2, 0.2, 0.2}};
+  std::vector<absl::StatusOr<Instruction>> ins;
+  if (kind == "gather") {
+    ins = {Place(g, "x", kG0), Place(g, "labels"), Place(g, "layers.0.weight"), Place(g, "layers.0.bias"),
+           Compute(g, "layers.0.linear", "replicated", "batch0"), Compute(g, "layers.0.relu", "replicated", "split0"),
+           Nodes(g, InstrKind::kAllGather, "layers.0.relu", 0), Place(g, "layers.1.weight"), Place(g, "layers.1.bias"),
+           Compute(g, "layers.1.linear", "replicated"), Compute(g, "layers.1.relu", "replicated"),
+           Nodes(g, InstrKind::kSlice, "layers.1.relu", 0), Place(g, "head.weight"), Place(g, "head.bias"),
+           Compute(g, "head", "replicated", "batch0"), Nodes(g, InstrKind::kAllToAll, "head", 0, 1),
+           Nodes(g, InstrKind::kAllGather, "head", 1), Compute(g, "loss", "replicated")};
+  } else {
+    ins = {Place(g, "x"), kind == "scatter" ? Place(g, "labels", kG0) : Place(g, "labels"), Place(g, "layers.0.weight"), Place(g, "layers.0.bias"),
+           Compute(g, "layers.0.linear", "replicated"), Compute(g, "layers.0.relu", "replicated"),
+           Place(g, "layers.1.weight", kG0), Place(g, "layers.1.bias", kG0),
+           Compute(g, "layers.1.linear", "replicated", "column"), Compute(g, "layers.1.relu", "replicated", "split1"),
+           Place(g, "head.weight", Placement{instr::PropKind::kGather, 1}), Place(g, "head.bias"),
+           Compute(g, "head", "replicated", "row")};
+    if (kind == "scatter") {
+      ins.push_back(Nodes(g, InstrKind::kReduceScatter, "head", 0));
+      ins.push_back(Compute(g, "loss", "replicated", "batch0"));
+    } else {
+      ins.push_back(Nodes(g, InstrKind::kAllReduce, "head"));
+      ins.push_back(Compute(g, "loss", "replicated"));
+    }
+  }
+  for (absl::StatusOr<Instruction>& in : ins) {
+    HS_RETURN_IF_ERROR(in.status());
+    p.instructions.push_back(*std::move(in));
+  }
+  HS_RETURN_IF_ERROR(instr::BuildSplitGroups(g, p));
+  HS_RETURN_IF_ERROR(instr::CheckProgram(g, p));
+  return p;
+}
+
+}  // namespace hand
+
 inline absl::StatusOr<Setup> MakeSetup(const PlanCase& c) {
   Setup s;
   HS_ASSIGN_OR_RETURN(s.spec, ir::MakeModelSpec(c.model, c.args, 0, ir::Preset::kSmall));
@@ -134,12 +239,19 @@ inline absl::StatusOr<Setup> MakeSetup(const PlanCase& c) {
     HS_ASSIGN_OR_RETURN(cluster,
                         costmodel::ReadClusterFile(std::string(HETSYNTH_SOURCE_DIR) + "/examples/clusters/mixed-4.json"));
   }
-  HS_ASSIGN_OR_RETURN(synth::Strategy strategy, synth::StrategyByName(c.strategy));
-  synth::SynthOptions o;
-  // Every rank synthesizes its own copy; sanitized builds (several times slower) get the same
-  // factor on this limit as on the tests' time limits.
-  o.time_limit_s = 60 * HETSYNTH_TEST_TIMEOUT_SCALE;
-  HS_ASSIGN_OR_RETURN(synth::SynthResult r, synth::Synthesize(s.graph, cluster, strategy, o));
+  synth::SynthResult r;
+  if (c.strategy.starts_with("hand-")) {
+    // A hand-made program (hand::Program) for the small mlp on 2 nodes × 2.
+    if (c.model != "mlp" || c.per_node != 2) return absl::InvalidArgumentError("hand-made programs are for mlp on 2x2");
+    HS_ASSIGN_OR_RETURN(r.program, hand::Program(s.graph, c.strategy.substr(5)));
+  } else {
+    HS_ASSIGN_OR_RETURN(synth::Strategy strategy, synth::StrategyByName(c.strategy));
+    synth::SynthOptions o;
+    // Every rank synthesizes its own copy; sanitized builds (several times slower) get the same
+    // factor on this limit as on the tests' time limits.
+    o.time_limit_s = 60 * HETSYNTH_TEST_TIMEOUT_SCALE;
+    HS_ASSIGN_OR_RETURN(r, synth::Synthesize(s.graph, cluster, strategy, o));
+  }
   HS_RETURN_IF_ERROR(ApplyVariant(s.graph, r.program, c.variant));
   s.plan.model = s.spec.name;
   s.plan.model_args = s.spec.args;

@@ -438,7 +438,7 @@ TEST(Megatron, TensorParallelInsideNodesDataParallelAcrossChecksAndTheSynthesize
   const instr::Program& p = all[1].second->program;
   EXPECT_TRUE(instr::CheckProgram(g, p).ok()) << instr::CheckProgram(g, p);
   EXPECT_TRUE(p.UsesMesh());
-  EXPECT_EQ(instr::RuntimeSupports(p).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(instr::RuntimeSupports(p).ok()) << instr::RuntimeSupports(p);  // executor_test runs it
   // Every op computed from the inputs runs the batch rule over the nodes (an outer rule, or the
   // world rule when the node splits the batch too); no collective crosses the nodes.
   int mesh_rules = 0, column = 0;

@@ -94,4 +94,45 @@ Tensor Concat(const std::vector<Tensor>& parts, int dim) {
   return full;
 }
 
+Tensor SliceBox(const Tensor& x, const std::vector<instr::Cut>& cuts) {
+  if (cuts.empty()) return x;
+  Tensor out = Slice(x, cuts[0].dim, cuts[0].start, cuts[0].len);
+  for (size_t i = 1; i < cuts.size(); ++i) out = Slice(out, cuts[i].dim, cuts[i].start, cuts[i].len);
+  return out;
+}
+
+void PlaceBox(const Tensor& part, const std::vector<instr::Cut>& cuts, Tensor& full) {
+  if (cuts.empty()) {
+    full = part;
+    return;
+  }
+  if (cuts.size() == 1) return Place(part, cuts[0].dim, cuts[0].start, full);
+  // The slab of the first cut, with the rest of the box placed into it, back into full.
+  Tensor slab = Slice(full, cuts[0].dim, cuts[0].start, cuts[0].len);
+  PlaceBox(part, std::vector<instr::Cut>(cuts.begin() + 1, cuts.end()), slab);
+  Place(slab, cuts[0].dim, cuts[0].start, full);
+}
+
+std::vector<float> DimMajor(const Tensor& x, int dim) {
+  const Around a = AroundDim(x.shape, dim);
+  std::vector<float> out(static_cast<size_t>(x.numel()));
+  for (int64_t o = 0; o < a.outer; ++o) {
+    for (int64_t l = 0; l < a.len; ++l) {
+      const float* src = x.ptr() + (o * a.len + l) * a.inner;
+      std::copy(src, src + a.inner, out.data() + (l * a.outer + o) * a.inner);
+    }
+  }
+  return out;
+}
+
+void FromDimMajor(const float* src, int dim, Tensor& x) {
+  const Around a = AroundDim(x.shape, dim);
+  for (int64_t o = 0; o < a.outer; ++o) {
+    for (int64_t l = 0; l < a.len; ++l) {
+      const float* from = src + (l * a.outer + o) * a.inner;
+      std::copy(from, from + a.inner, x.ptr() + (o * a.len + l) * a.inner);
+    }
+  }
+}
+
 }  // namespace hetsynth::runtime

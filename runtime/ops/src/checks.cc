@@ -27,8 +27,16 @@ void CheckShard(const std::string& what, const ShardInfo& shard, const ir::Shape
   HS_CHECK(shard.start >= 0 && shard.start + piece[d] <= shard.full[d],
            StrCat(where(), ": rows [", shard.start, ", ", shard.start + piece[d],
                   ") do not fit in the full dim of size ", shard.full[d]));
+  const bool two = shard.dim2 >= 0;
+  const size_t d2 = two ? static_cast<size_t>(shard.dim2) : d;
+  if (two) {
+    HS_CHECK(shard.dim2 < rank && d2 != d, StrCat(where(), ": second cut dim ", shard.dim2, " is out of range or the first"));
+    HS_CHECK(shard.start2 >= 0 && shard.start2 + piece[d2] <= shard.full[d2],
+             StrCat(where(), ": rows [", shard.start2, ", ", shard.start2 + piece[d2], ") of dim ", d2,
+                    " do not fit in the full dim of size ", shard.full[d2]));
+  }
   for (size_t i = 0; i < piece.size(); ++i) {
-    HS_CHECK(i == d || piece[i] == shard.full[i],
+    HS_CHECK(i == d || i == d2 || piece[i] == shard.full[i],
              StrCat(where(), ": dim ", i, " is ", piece[i], " in the piece but ", shard.full[i],
                     " in the full tensor"));
   }
@@ -67,13 +75,22 @@ DropoutPiece GetDropoutPiece(const ir::Node& node, const KernelContext& ctx, con
   piece.inner = ir::NumElements(shape);
   if (ctx.shard) {
     CheckShard(StrCat("dropout '", node.name, "'"), *ctx.shard, shape);
-    const size_t d = static_cast<size_t>(ctx.shard->dim);
+    const bool two = ctx.shard->dim2 >= 0;
+    const bool swap = two && ctx.shard->dim2 < ctx.shard->dim;  // first cut = the lower dim
+    const size_t d = static_cast<size_t>(swap ? ctx.shard->dim2 : ctx.shard->dim);
+    const size_t d2 = two ? static_cast<size_t>(swap ? ctx.shard->dim : ctx.shard->dim2) : shape.size();
     piece.inner = 1;
     for (size_t i = 0; i < d; ++i) piece.outer *= shape[i];
-    for (size_t i = d + 1; i < shape.size(); ++i) piece.inner *= shape[i];
+    for (size_t i = d + 1; i < d2; ++i) (two ? piece.mid : piece.inner) *= shape[i];
+    for (size_t i = d2 + 1; i < shape.size(); ++i) piece.inner *= shape[i];
     piece.len = shape[d];
     piece.full_len = ctx.shard->full[d];
-    piece.start = ctx.shard->start;
+    piece.start = swap ? ctx.shard->start2 : ctx.shard->start;
+    if (two) {
+      piece.len2 = shape[d2];
+      piece.full_len2 = ctx.shard->full[d2];
+      piece.start2 = swap ? ctx.shard->start : ctx.shard->start2;
+    }
   }
   return piece;
 }
@@ -102,7 +119,8 @@ double CrossEntropyDivisor(const ir::Node& node, const KernelContext& ctx, const
   if (!ctx.shard) return static_cast<double>(rows);
   const std::string what = StrCat("cross_entropy '", node.name, "' logits");
   CheckShard(what, *ctx.shard, logits);
-  HS_CHECK(ctx.shard->dim != static_cast<int64_t>(logits.size()) - 1,
+  HS_CHECK(ctx.shard->dim != static_cast<int64_t>(logits.size()) - 1 &&
+               ctx.shard->dim2 != static_cast<int64_t>(logits.size()) - 1,
            StrCat(what, ": shard dim ", ctx.shard->dim,
                   " is the class dim; a logits piece must be split on a leading dim"));
   double n = 1;
@@ -246,7 +264,7 @@ TableRows GetTableRows(const ir::Node& node, const KernelContext& ctx, const ir:
   if (!ctx.shard) return {0, table[0], table[0]};
   const std::string what = StrCat("embedding '", node.name, "' table");
   CheckShard(what, *ctx.shard, table);
-  HS_CHECK(ctx.shard->dim == 0, StrCat(what, ": shard dim ", ctx.shard->dim,
+  HS_CHECK(ctx.shard->dim == 0 && ctx.shard->dim2 < 0, StrCat(what, ": shard dim ", ctx.shard->dim,
                                        "; a table piece must be split on dim 0 (rows)"));
   return {ctx.shard->start, table[0], ctx.shard->full[0]};
 }

@@ -6,7 +6,8 @@
 //   count on a head split, reshape/expand's target = the output piece, moe_dispatch's experts);
 // - the output piece's shape, and whether the rank has nothing to compute (an empty piece);
 // - how many inputs the kernel gets (a bias_once rule's bias only on the rank with the largest
-//   piece);
+//   piece; for a mesh rule, per level: the node with the largest node piece, the device with
+//   the largest piece within its node);
 // - where the rank's piece sits in the whole tensor for kernels that need it (ir::Locate:
 //   dropout's output, embedding's table rows, cross_entropy's logits);
 // - on an expert split of an MoE op, which input holds routes and the rank's experts.
@@ -31,6 +32,15 @@ struct Shard {
   ir::Shape full;      // the whole tensor's shape
   int dim = -1;        // the split dim
   int64_t start = 0;   // the piece's first index along dim
+  int dim2 = -1;       // a mixed form cut at both levels: the devices' cut dim (else -1)
+  int64_t start2 = 0;  // and the piece's first index along it
+};
+
+// One cut of a piece: rows [start, start + len) of the whole tensor's `dim`.
+struct Cut {
+  int dim = -1;
+  int64_t start = 0;
+  int64_t len = 0;
 };
 
 // A rank's experts on an expert split of an MoE op: routes name global experts, so the kernel
@@ -52,13 +62,22 @@ struct LocalCompute {
   std::optional<LocalExperts> experts;  // expert splits of MoE ops (ir::ExpertRoutes)
 };
 
-// The shape of rank `rank`'s piece of a tensor held as `p` (a Gather dim has the rank's shard
-// length; Identity and Reduce pieces are whole).
+// Where rank `rank`'s piece of a tensor held as `prop` sits in the whole tensor: one cut per
+// Gather level — a world Gather(d) one (the rank's shard of d); a mixed form one for its outer
+// Gather (the node's piece, NodeLengths) and one for its inner Gather (the device's piece of
+// the node's, ShardLengths), outer first; none for a whole piece (Identity, Reduce). The two
+// cuts of a mixed form are on different dims, so the piece is the box they make.
+std::vector<Cut> PieceCuts(const ir::Graph& g, const Program& p, const Property& prop, int rank);
+
+// The shape of rank `rank`'s piece of a tensor held as `prop`: the whole shape with its cuts
+// applied (Identity and Reduce pieces are whole).
 ir::Shape PieceShape(const ir::Graph& g, const Program& p, const Property& prop, int rank);
 
 // What rank `rank` runs for compute instruction `instruction` of a program that passed
-// CheckProgram. An error when the index is not a compute instruction of the program, the
-// rank is out of range or the node has no such rule.
+// CheckProgram (world or mesh rules). An error when the index is not a compute instruction of
+// the program, the rank is out of range, the node has no such rule, or a kernel that needs
+// its piece's place gets a piece cut at both mesh levels it cannot take (ir::Locate::two_cuts:
+// embedding's table) or an expert split over a mesh level.
 absl::StatusOr<LocalCompute> LocalComputeOf(const ir::Graph& g, const Program& p, size_t instruction, int rank);
 
 }  // namespace hetsynth::instr

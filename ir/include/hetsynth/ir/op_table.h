@@ -72,6 +72,10 @@ inline constexpr int kNoOperand = -2;
 struct Locate {
   int operand = kNoOperand;  // kOutputOperand, an input index, or kNoOperand
   int dim = -1;              // only when that operand is split on this dim; -1: on any dim
+  // The kernel also takes a piece cut on two dims (a mixed form over a two-level mesh,
+  // ShardInfo::dim2): dropout's global index, and the divisors of cross_entropy, mse_loss and
+  // batch_moments (they read only the whole shape). Embedding's table needs one cut.
+  bool two_cuts = false;
 };
 
 // MoE ops whose route input names global experts: a device holding experts [o, o + n) of the

@@ -311,14 +311,17 @@ bool Kept(uint64_t seed, uint64_t step, uint64_t j, uint64_t threshold) {
 
 // y (+)= mask ⊙ x / (1 − p), for a tensor of shape `shape`. With ctx.shard the tensor is a
 // piece of a larger one and the mask index of each element is its index in the full tensor:
-// local (o, k, q) in [outer, len, inner] is global (o · full[dim] + start + k) · inner + q.
+// local (o, k, q) in [outer, len, inner] is global (o · full[dim] + start + k) · inner + q; a
+// piece cut on two dims is [outer, len, mid, len2, inner] and local (o, k, m, k2, q) global
+// (((o · full_len + start + k) · mid + m) · full_len2 + start2 + k2) · inner + q.
 void ApplyDropout(const ir::Node& node, const KernelContext& ctx, const ir::Shape& shape,
                   const float* x, float* y, bool accumulate) {
   const double p = node.attrs.p;
   const int64_t n = ir::NumElements(shape);
   // The piece as [outer, len, inner] rows of `inner` contiguous elements; a whole tensor is
   // one row of n at global offset 0.
-  const auto [outer, len, inner, full_len, start] = GetDropoutPiece(node, ctx, shape);
+  const DropoutPiece piece = GetDropoutPiece(node, ctx, shape);
+  const int64_t outer = piece.outer * piece.len * piece.mid, len = piece.len2, inner = piece.inner;
   if (p == 0.0) {
     for (int64_t i = 0; i < n; ++i) y[i] = accumulate ? y[i] + x[i] : x[i];
     return;
@@ -326,10 +329,14 @@ void ApplyDropout(const ir::Node& node, const KernelContext& ctx, const ir::Shap
   const float scale = static_cast<float>(1.0 / (1.0 - p));
   const uint64_t threshold = DropThreshold(p);
   const uint64_t seed = node.attrs.seed, step = static_cast<uint64_t>(ctx.step);
+  // Rows of `inner` contiguous elements: local row (o, k) with o over [outer, len, mid] of the
+  // piece and k over len2.
   for (int64_t o = 0; o < outer; ++o) {
+    const int64_t m = o % piece.mid, k1 = o / piece.mid % piece.len, o1 = o / piece.mid / piece.len;
+    const int64_t row = (o1 * piece.full_len + piece.start + k1) * piece.mid + m;
     for (int64_t k = 0; k < len; ++k) {
       const int64_t local = (o * len + k) * inner;
-      const int64_t global = (o * full_len + start + k) * inner;
+      const int64_t global = (row * piece.full_len2 + piece.start2 + k) * inner;
       for (int64_t q = 0; q < inner; ++q) {
         if (!Kept(seed, step, static_cast<uint64_t>(global + q), threshold)) continue;
         const float v = x[local + q] * scale;

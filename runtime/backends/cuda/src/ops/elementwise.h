@@ -156,6 +156,8 @@ void ApplyDropout(X& x, const ir::Node& node, const KernelContext& ctx, const ir
                   float* y, bool accumulate) {
   const double p = node.attrs.p;
   const cpu::DropoutPiece piece = cpu::GetDropoutPiece(node, ctx, shape);
+  HS_CHECK(piece.len2 == 1 && piece.full_len2 == 1, StrCat("dropout '", node.name,
+                                                           "': a piece cut on two dims (mesh levels) is CPU-only"));
   const int64_t n = ir::NumElements(shape);
   DropoutFn f{};
   f.x = src;

@@ -61,9 +61,14 @@ struct Op {
   instr::LocalCompute local;
   bool has_shard = false;
   ShardInfo shard;  // local.shard, as kernels take it
-  // collectives: shard lengths along dim (and dim2 for all-to-all)
+  // collectives: shard lengths along dim (and dim2 for all-to-all) at the instruction's level
+  // (world: per rank; devices: per device of this rank's node; nodes: per node), and the whole
+  // the pieces make at that level (devices: this node's piece)
   std::vector<int64_t> lengths, lengths2;
   ir::Shape full;
+  // placements: where this rank's piece of the placed tensor sits (instr::PieceCuts); slices:
+  // the one cut the slice makes (start within the piece it slices)
+  std::vector<instr::Cut> cuts;
 };
 
 template <class B>
@@ -81,8 +86,16 @@ struct ExecutorImpl final : Executor::Impl {
   std::map<std::string, T> params;               // this rank's pieces
   std::map<std::string, Property> param_prop;    // how each parameter is placed
   std::set<ir::ValueId> is_param;
-  PlanMesh mesh;               // hierarchical collectives (grad_sync.h)
-  GradBuckets gbuckets;        // replicated gradients' all-reduces
+  PlanMesh mesh;               // hierarchical collectives and mesh levels (grad_sync.h)
+  GradBuckets gbuckets;        // replicated and across-nodes gradients' all-reduces
+  // Parameters whole over the nodes and split within them ((I, G e)): e and every rank's piece
+  // in elements, for the across-nodes all-reduce of their gradients (AcrossNodesAllReduce).
+  struct NodeSync {
+    int dim = -1;
+    std::vector<int64_t> counts;
+  };
+  std::map<ir::ValueId, NodeSync> node_sync;
+  int my_node = 0, my_local = 0;  // this rank's node and its index there (the plan's mesh)
   std::unique_ptr<AsyncCollectives> async;  // the communication stream (overlap), when it overlaps
 
   // During a step.
@@ -142,14 +155,33 @@ struct ExecutorImpl final : Executor::Impl {
   // (collective when p is a Gather).
   // (Host tensors in and out: initialization, checkpoints.)
   T PieceOf(const Property& p, Tensor whole) {
-    if (p.kind != PropKind::kGather) return b.FromHost(std::move(whole));
-    const std::vector<int64_t> len = Lengths(p);
-    return b.FromHost(Slice(whole, p.dim, Offset(len, rank), len[static_cast<size_t>(rank)]));
+    return b.FromHost(SliceBox(whole, instr::PieceCuts(g, plan.program, p, rank)));
   }
   absl::StatusOr<Tensor> WholeOf(const Property& p, const T& piece) {
-    if (p.kind != PropKind::kGather) return b.ToHost(piece);
-    HS_ASSIGN_OR_RETURN(T whole, b.AllGatherAlong(comm, piece, g.value(p.tensor).shape, p.dim, Lengths(p), CommImpl::kGrouped));
-    return b.ToHost(whole);
+    if (!p.mixed) {
+      if (p.kind != PropKind::kGather) return b.ToHost(piece);
+      HS_ASSIGN_OR_RETURN(T whole, b.AllGatherAlong(comm, piece, g.value(p.tensor).shape, p.dim, Lengths(p), CommImpl::kGrouped));
+      return b.ToHost(whole);
+    }
+    // A mixed form: every rank's box, gathered flat over the world and placed (pieces with the
+    // same box are copies).
+    const int n = comm.size();
+    std::vector<std::vector<instr::Cut>> boxes;
+    std::vector<int64_t> counts;
+    for (int r = 0; r < n; ++r) {
+      boxes.push_back(instr::PieceCuts(g, plan.program, p, r));
+      counts.push_back(ir::NumElements(instr::PieceShape(g, plan.program, p, r)));
+    }
+    const Tensor mine = b.ToHost(piece);
+    std::vector<float> all(static_cast<size_t>(Offset(counts, n)));
+    HS_RETURN_IF_ERROR(comm.AllGatherV(mine.ptr(), all.data(), counts, CommImpl::kGrouped));
+    Tensor whole(g.value(p.tensor).shape);
+    for (int r = 0; r < n; ++r) {
+      Tensor part = Tensor::Uninitialized(instr::PieceShape(g, plan.program, p, r));
+      std::copy(all.begin() + Offset(counts, r), all.begin() + Offset(counts, r + 1), part.data.begin());
+      PlaceBox(part, boxes[static_cast<size_t>(r)], whole);
+    }
+    return whole;
   }
 
   absl::Status Prepare();
@@ -265,8 +297,120 @@ struct ExecutorImpl final : Executor::Impl {
   absl::Status AllReduceOn(Communicator& w, Communicator* node, T& t, instr::CollImpl impl) {
     return AllReduceBy(mesh, w, node, t, impl);
   }
-  absl::Status ReduceBucket(Communicator& w, Communicator* node, std::vector<T>& gs, instr::CollImpl impl) {
-    return AllReduceBucket(b, mesh, w, node, gs, impl);
+  absl::Status ReduceBucket(Communicator& w, Communicator* node, std::vector<T>& gs, const GradBuckets::One& bucket) {
+    if (bucket.kind == instr::Level::kWorld) return AllReduceBucket(b, mesh, w, node, gs, bucket.impl);
+    // Across nodes, parameter by parameter: each device's piece of dim e, laid out so the
+    // node's pieces tile the tensor, summed with the pieces of the other nodes that overlap it.
+    if constexpr (B::kHostTensors) {
+      HS_RETURN_IF_ERROR(NeedMesh("an across-nodes gradient all-reduce"));
+      const MeshComms mc{w, *node, *mesh.mesh};
+      for (size_t j = 0; j < gs.size(); ++j) {
+        const NodeSync& ns = node_sync.at(bucket.params[j]);
+        T& t = gs[j];
+        if (AroundDim(t.shape, ns.dim).outer == 1) {
+          HS_RETURN_IF_ERROR(AcrossNodesAllReduce(mc, t.ptr(), ns.counts));
+        } else {
+          std::vector<float> major = DimMajor(t, ns.dim);
+          HS_RETURN_IF_ERROR(AcrossNodesAllReduce(mc, major.data(), ns.counts));
+          FromDimMajor(major.data(), ns.dim, t);
+        }
+      }
+      return absl::OkStatus();
+    }
+    return NeedMesh("an across-nodes gradient all-reduce");
+  }
+
+  // OK when the node communicators of the plan's mesh are here (host tensors, a two-level mesh).
+  absl::Status NeedMesh(std::string_view what) const {
+    if (mesh.active()) return absl::OkStatus();
+    return absl::FailedPreconditionError(StrCat(what, " needs the plan's two-level mesh on host tensors; this ",
+                                                B::kHostTensors ? "run has none" : "backend does not run mesh levels"));
+  }
+
+  // Collectives at an instruction's level (Op::lengths and Op::full are at that level): world —
+  // by implementation (above); devices — inside this rank's node on its communicator, the outer
+  // placement kept; nodes — across the nodes, every device of a node holding the node's piece
+  // (mesh_collectives.h). Over a world communicator and its node split: the rank's own, or the
+  // communication stream's. `backward` runs the dual's direction where it differs.
+  // (An all-gather runs forward for an all_gather instruction and backward for a reduce_scatter;
+  // a reduce-scatter the other way round.)
+  absl::StatusOr<T> AllGatherAt(Communicator& w, Communicator* node, const Op& op, const T& piece, bool backward) {
+    const instr::Instruction& in = *op.instr;
+    if (in.level == instr::Level::kWorld) return AllGatherOn(w, node, piece, op.full, in.dim, op.lengths, in.impl);
+    HS_RETURN_IF_ERROR(NeedMesh(op.label));
+    if (in.level == instr::Level::kDevices) return b.AllGatherAlong(*node, piece, op.full, in.dim, op.lengths, FlatImpl(in.impl));
+    if (!backward) return NodesGather(w, node, piece, op.full, in.dim, op.lengths);  // (G d, I) → (I, I)
+    // (G d, R) → (I, R): the node's partials summed, gathered across the nodes, kept on the
+    // node's first device.
+    T mine = b.Clone(piece);
+    HS_RETURN_IF_ERROR(node->AllReduce(mine.ptr(), mine.numel()));
+    HS_ASSIGN_OR_RETURN(T whole, NodesGather(w, node, mine, op.full, in.dim, op.lengths));
+    if (my_local != 0) whole = b.Make(op.full);
+    return whole;
+  }
+  absl::StatusOr<T> ReduceScatterAt(Communicator& w, Communicator* node, const Op& op, const T& whole, bool backward) {
+    const instr::Instruction& in = *op.instr;
+    if (in.level == instr::Level::kWorld) return ReduceScatterOn(w, node, whole, in.dim, op.lengths, in.impl);
+    HS_RETURN_IF_ERROR(NeedMesh(op.label));
+    if (in.level == instr::Level::kDevices) return b.ReduceScatterAlong(*node, whole, in.dim, op.lengths, FlatImpl(in.impl));
+    if (backward) return NodesScatter(w, node, whole, in.dim, op.lengths);  // (R, R) → (G d, R)
+    // (R, I) → (G d, I): one copy of each node's partial (its first device's) reduce-scattered,
+    // the node's partials of its piece summed inside the node.
+    T mine = my_local == 0 ? b.Clone(whole) : b.Make(whole.shape);
+    HS_ASSIGN_OR_RETURN(T piece, NodesScatter(w, node, mine, in.dim, op.lengths));
+    HS_RETURN_IF_ERROR(node->AllReduce(piece.ptr(), piece.numel()));
+    return piece;
+  }
+  absl::Status AllReduceAt(Communicator& w, Communicator* node, const Op& op, T& t, bool backward) {
+    const instr::Instruction& in = *op.instr;
+    if (in.level == instr::Level::kWorld) return AllReduceOn(w, node, t, in.impl);
+    HS_RETURN_IF_ERROR(NeedMesh(op.label));
+    if (in.level == instr::Level::kDevices) return node->AllReduce(t.ptr(), t.numel());
+    // Nodes: (R, I) → (I, I) counts one copy per node (its first device's); the dual (R, R) →
+    // (I, R) leaves the sum on the node's first device.
+    if (!backward && my_local != 0) t = b.Make(t.shape);
+    HS_RETURN_IF_ERROR(w.AllReduce(t.ptr(), t.numel()));
+    if (backward && my_local != 0) t = b.Make(t.shape);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<T> AllToAllAt(Communicator& w, Communicator* node, const Op& op, const T& piece, bool backward) {
+    const instr::Instruction& in = *op.instr;
+    const int d = backward ? in.dim2 : in.dim, d2 = backward ? in.dim : in.dim2;
+    const std::vector<int64_t>& l = backward ? op.lengths2 : op.lengths;
+    const std::vector<int64_t>& l2 = backward ? op.lengths : op.lengths2;
+    if (in.level == instr::Level::kWorld) return b.AllToAllAlong(w, piece, op.full, d, l, d2, l2);
+    HS_RETURN_IF_ERROR(NeedMesh(op.label));
+    if (in.level == instr::Level::kDevices) return b.AllToAllAlong(*node, piece, op.full, d, l, d2, l2);
+    const size_t j = static_cast<size_t>(my_node);
+    if (!backward) {
+      // (G d, I) → (G d2, I): the node pieces gathered, then this node's slice of d2.
+      HS_ASSIGN_OR_RETURN(T whole, NodesGather(w, node, piece, op.full, d, l));
+      return b.Slice(whole, d2, Offset(l2, my_node), l2[j]);
+    }
+    // (G d, R) → (G d2, R): the partial placed in a whole of zeros, reduce-scattered over d2.
+    T whole = b.Make(op.full);
+    b.Place(piece, d, Offset(l, my_node), whole);
+    return NodesScatter(w, node, whole, d2, l2);
+  }
+  absl::StatusOr<T> NodesGather(Communicator& w, Communicator* node, const T& piece, const ir::Shape& full, int dim,
+                                const std::vector<int64_t>& node_lengths) {
+    if constexpr (B::kHostTensors) {
+      const MeshComms mc{w, *node, *mesh.mesh};
+      return b.GatherVia(piece, full, dim, node_lengths, [&](const float* s, float* r, const std::vector<int64_t>& c) {
+        return NodesAllGatherV(mc, s, r, c);
+      });
+    }
+    return NeedMesh("a nodes-level all-gather");
+  }
+  absl::StatusOr<T> NodesScatter(Communicator& w, Communicator* node, const T& whole, int dim,
+                                 const std::vector<int64_t>& node_lengths) {
+    if constexpr (B::kHostTensors) {
+      const MeshComms mc{w, *node, *mesh.mesh};
+      return b.ScatterVia(whole, dim, node_lengths, my_node, [&](const float* s, float* r, const std::vector<int64_t>& c) {
+        return NodesReduceScatterV(mc, s, r, c);
+      });
+    }
+    return NeedMesh("a nodes-level reduce-scatter");
   }
 
   // The communication stream (overlap, grad_sync.h). Enqueue runs fn on the stream's
@@ -410,6 +554,22 @@ struct ExecutorImpl final : Executor::Impl {
     return t;
   }
 
+  // The form the program leaves the loss in, and whether this rank's piece counts in the loss:
+  // summed pieces count at a Reduce level, one copy (node 0's, the node's first device's) at an
+  // Identity level — so the loss is the sum of the counted pieces, and backward seeds those.
+  std::pair<Property, bool> LossPiece() const {
+    const ir::ValueId loss = g.loss();
+    const instr::Placement I{PropKind::kIdentity, -1}, R{PropKind::kReduce, -1};
+    for (const Property& p : {Property::Identity(loss), Property::Reduce(loss), Property::Mesh(loss, R, I),
+                              Property::Mesh(loss, I, R)}) {
+      if (!vals.count(p)) continue;
+      const bool outer = p.Outer().kind == PropKind::kReduce || my_node == 0;
+      const bool inner = p.Inner().kind == PropKind::kReduce || my_local == 0;
+      return {p, outer && inner};
+    }
+    return {Property::Reduce(loss), true};
+  }
+
   std::vector<const T*> Inputs(size_t i, const Op& op) const {
     std::vector<const T*> in;
     const int route_input = op.local.experts ? op.local.experts->route_input : -1;
@@ -456,6 +616,35 @@ absl::Status ExecutorImpl<B>::Prepare() {
       }
     }
   }
+  const bool mesh_levels = UsesMeshLevels(prog);
+  if (mesh_levels && !B::kHostTensors) {
+    return absl::FailedPreconditionError(
+        "this plan has properties over mesh levels, which the GPU backend does not run yet; run it on CPU ranks, "
+        "or synthesize without --mesh-levels (or another baseline than megatron)");
+  }
+  if (!prog.nodes.empty()) {
+    const std::vector<int> node_of = prog.NodeOfDevice();
+    my_node = node_of.at(static_cast<size_t>(rank));
+    const std::vector<int>& mine = prog.nodes.at(static_cast<size_t>(my_node));
+    my_local = static_cast<int>(std::find(mine.begin(), mine.end(), rank) - mine.begin());
+  } else {
+    my_local = rank;
+  }
+  // Lengths of a Gather at a level: per rank (world), per device of this node (devices), per
+  // node (nodes).
+  auto level_lengths = [&](const instr::Instruction& in, int dim) -> std::vector<int64_t> {
+    const instr::Placement I{PropKind::kIdentity, -1}, G{PropKind::kGather, dim};
+    switch (in.level) {
+      case instr::Level::kWorld: return Lengths(Property::Gather(in.tensor, dim));
+      case instr::Level::kNodes: return prog.NodeLengths(g, Property::Mesh(in.tensor, G, I));
+      case instr::Level::kDevices: {
+        const std::vector<int64_t> all = Lengths(Property::Mesh(in.tensor, *in.outer, G));
+        const std::vector<int>& mine = prog.nodes.at(static_cast<size_t>(my_node));
+        return std::vector<int64_t>(all.begin() + mine.front(), all.begin() + mine.back() + 1);
+      }
+    }
+    return {};
+  };
   for (size_t i = 0; i < prog.instructions.size(); ++i) {
     const instr::Instruction& in = prog.instructions[i];
     Op op;
@@ -465,17 +654,54 @@ absl::Status ExecutorImpl<B>::Prepare() {
       op.label = op.local.node.name;
       if (op.local.shard) {
         op.has_shard = true;
-        op.shard = {op.local.shard->full, op.local.shard->dim, op.local.shard->start};
+        const instr::Shard& sh = *op.local.shard;
+        op.shard = {sh.full, sh.dim, sh.start, sh.dim2, sh.start2};
       }
-    } else {
+    } else if (in.kind == InstrKind::kPlaceInput || in.kind == InstrKind::kPlaceParameter) {
       op.full = g.value(in.tensor).shape;
       op.label = StrCat(instr::InstrKindName(in.kind), "(", g.value(in.tensor).name, ")");
-      if (in.dim >= 0) op.lengths = Lengths(Property::Gather(in.tensor, in.dim));
-      if (in.dim2 >= 0) op.lengths2 = Lengths(Property::Gather(in.tensor, in.dim2));
+      const Property& post = in.post.at(0);
+      op.cuts = instr::PieceCuts(g, prog, post, rank);
       if (in.kind == InstrKind::kPlaceParameter) {
         const ir::Value& v = g.value(in.tensor);
-        param_prop[v.name] = in.post.at(0);
-        params[v.name] = PieceOf(param_prop[v.name], InitParameter(v, opt.seed));
+        if (post.mixed && (post.kind == PropKind::kReduce || post.outer_kind == PropKind::kReduce)) {
+          return absl::FailedPreconditionError(StrCat("parameter '", v.name, "' is placed as ", instr::PropertyString(g, post),
+                                                      "; this runtime places parameters whole or split at each level"));
+        }
+        param_prop[v.name] = post;
+        params[v.name] = PieceOf(post, InitParameter(v, opt.seed));
+        if (post.mixed && post.outer_kind == PropKind::kIdentity) {
+          // (I, G e): its gradient is summed across nodes (NodeSyncParametersInReadyOrder).
+          NodeSync ns;
+          ns.dim = post.dim;
+          const std::vector<int64_t> len = Lengths(post);
+          const int64_t per = ir::NumElements(v.shape) / std::max<int64_t>(1, v.shape[static_cast<size_t>(post.dim)]);
+          for (int64_t l : len) ns.counts.push_back(l * per);
+          node_sync[in.tensor] = std::move(ns);
+        }
+      }
+    } else {
+      op.label = StrCat(instr::InstrKindName(in.kind), "(", g.value(in.tensor).name, ")");
+      op.full = g.value(in.tensor).shape;
+      if (in.level == instr::Level::kDevices && in.outer->kind == PropKind::kGather) {
+        // The whole at this level: this node's piece (the outer placement kept, cut alike
+        // before and after).
+        const Property& q = in.pre.at(0).Outer().kind == PropKind::kGather ? in.pre.at(0) : in.post.at(0);
+        op.full[static_cast<size_t>(in.outer->dim)] = prog.NodeLengths(g, q).at(static_cast<size_t>(my_node));
+      }
+      if (in.kind == InstrKind::kSlice) {
+        // Local: the post's cut of dim, from the start of the piece the pre holds.
+        for (const instr::Cut& c : instr::PieceCuts(g, prog, in.post.at(0), rank)) {
+          if (c.dim == in.dim) op.cuts = {c};
+        }
+        for (const instr::Cut& c : instr::PieceCuts(g, prog, in.pre.at(0), rank)) {
+          if (c.dim == in.dim && !op.cuts.empty()) op.cuts[0].start -= c.start;
+        }
+        if (op.cuts.empty()) return absl::InternalError(StrCat(op.label, " cuts nothing on dim ", in.dim));
+        op.full = instr::PieceShape(g, prog, in.pre.at(0), rank);
+      } else {
+        if (in.dim >= 0) op.lengths = level_lengths(in, in.dim);
+        if (in.dim2 >= 0) op.lengths2 = level_lengths(in, in.dim2);
       }
     }
     ops.push_back(std::move(op));
@@ -497,19 +723,18 @@ absl::Status ExecutorImpl<B>::Forward() {
   for (size_t i = 0; i < ops.size(); ++i) {
     const Op& op = ops[i];
     const instr::Instruction& in = *op.instr;
-    const int me = rank;
     switch (in.kind) {
       case InstrKind::kPlaceInput: {
         const Tensor& x = batch->at(g.value(in.tensor).name);
         Slot s;
-        if (in.dim < 0) {
+        if (op.cuts.empty()) {
           if constexpr (B::kHostTensors) {
             s.alias = &x;
           } else {
             Compute(op.label, [&] { s.value = b.FromHost(x); });
           }
         } else {
-          Compute(op.label, [&] { s.value = b.FromHost(Slice(x, in.dim, Offset(op.lengths, me), op.lengths[static_cast<size_t>(me)])); });
+          Compute(op.label, [&] { s.value = b.FromHost(SliceBox(x, op.cuts)); });
         }
         vals[in.post.at(0)] = std::move(s);
         break;
@@ -549,7 +774,7 @@ absl::Status ExecutorImpl<B>::Forward() {
         }
         const T& piece = vals.at(in.pre.at(0)).get();
         HS_RETURN_IF_ERROR(Communicate(op.label, [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(s.value, AllGatherOn(comm, mesh.node.get(), piece, op.full, in.dim, op.lengths, in.impl));
+          HS_ASSIGN_OR_RETURN(s.value, AllGatherAt(comm, mesh.node.get(), op, piece, false));
           return absl::OkStatus();
         }));
         vals[in.post.at(0)] = std::move(s);
@@ -559,7 +784,7 @@ absl::Status ExecutorImpl<B>::Forward() {
         const T& whole = vals.at(in.pre.at(0)).get();
         Slot s;
         HS_RETURN_IF_ERROR(Communicate(op.label, [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(s.value, ReduceScatterOn(comm, mesh.node.get(), whole, in.dim, op.lengths, in.impl));
+          HS_ASSIGN_OR_RETURN(s.value, ReduceScatterAt(comm, mesh.node.get(), op, whole, false));
           return absl::OkStatus();
         }));
         vals[in.post.at(0)] = std::move(s);
@@ -568,7 +793,7 @@ absl::Status ExecutorImpl<B>::Forward() {
       case InstrKind::kAllReduce: {
         Slot s;
         s.value = b.Clone(vals.at(in.pre.at(0)).get());
-        HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return AllReduceOn(comm, mesh.node.get(), s.value, in.impl); }));
+        HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return AllReduceAt(comm, mesh.node.get(), op, s.value, false); }));
         vals[in.post.at(0)] = std::move(s);
         break;
       }
@@ -576,7 +801,7 @@ absl::Status ExecutorImpl<B>::Forward() {
         const T& piece = vals.at(in.pre.at(0)).get();
         Slot s;
         HS_RETURN_IF_ERROR(Communicate(op.label, [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(s.value, b.AllToAllAlong(comm, piece, op.full, in.dim, op.lengths, in.dim2, op.lengths2));
+          HS_ASSIGN_OR_RETURN(s.value, AllToAllAt(comm, mesh.node.get(), op, piece, false));
           return absl::OkStatus();
         }));
         vals[in.post.at(0)] = std::move(s);
@@ -585,7 +810,7 @@ absl::Status ExecutorImpl<B>::Forward() {
       case InstrKind::kSlice: {
         const T& whole = vals.at(in.pre.at(0)).get();
         Slot s;
-        Compute(op.label, [&] { s.value = b.Slice(whole, in.dim, Offset(op.lengths, me), op.lengths[static_cast<size_t>(me)]); });
+        Compute(op.label, [&] { s.value = b.Slice(whole, in.dim, op.cuts[0].start, op.cuts[0].len); });
         vals[in.post.at(0)] = std::move(s);
         break;
       }
@@ -596,13 +821,9 @@ absl::Status ExecutorImpl<B>::Forward() {
 
 template <class B>
 absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
-  const ir::ValueId loss = g.loss();
-  if (vals.count(Property::Identity(loss))) {
-    // Every rank holds the whole loss; rank 0's copy stands for it.
-    if (rank == 0) grads.emplace(Property::Identity(loss), b.FromHost(Tensor({}, 1.0f)));
-  } else {
-    grads.emplace(Property::Reduce(loss), b.FromHost(Tensor({}, 1.0f)));  // loss = Σ ranks' pieces
-  }
+  // The loss is the sum of the pieces of the ranks that count it (LossCounted).
+  const auto [loss_prop, counted] = LossPiece();
+  if (counted) grads.emplace(loss_prop, b.FromHost(Tensor({}, 1.0f)));
   for (size_t i = ops.size(); i-- > 0;) {
     const Op& op = ops[i];
     const instr::Instruction& in = *op.instr;
@@ -612,29 +833,42 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
         break;
       case InstrKind::kPlaceParameter: {
         const std::string& name = g.value(t).name;
-        T grad = TakeGrad(in.post.at(0));
-        if (in.dim >= 0) {
+        const Property& pp = in.post.at(0);
+        T grad = TakeGrad(pp);
+        if (pp.mixed && pp.outer_kind == PropKind::kGather && pp.kind == PropKind::kIdentity) {
+          // (G d, I): the node's devices hold partials of the node piece's gradient.
+          HS_RETURN_IF_ERROR(Communicate(StrCat("all_reduce(grad ", name, ", devices)"), [&]() -> absl::Status {
+            HS_RETURN_IF_ERROR(NeedMesh("a parameter split over the nodes"));
+            return mesh.node->AllReduce(grad.ptr(), grad.numel());
+          }));
           (*param_grads)[name] = std::move(grad);
           break;
         }
-        // Replicated: every rank's contribution is part of the gradient, all-reduced with the
-        // rest of its bucket once the bucket's last gradient is ready.
+        if (!gbuckets.where.count(t)) {
+          // Split at every level that holds it: the gradient piece is whole.
+          (*param_grads)[name] = std::move(grad);
+          break;
+        }
+        // Replicated (or whole over the nodes): every rank's contribution is part of the
+        // gradient, all-reduced (across the nodes) with the rest of its bucket once the bucket's
+        // last gradient is ready.
         const auto [k, pos] = gbuckets.where.at(t);
         staged[k][pos] = std::move(grad);
         if (++staged_count[k] < staged[k].size()) break;
         const GradBuckets::One& bucket = gbuckets.buckets[k];
+        const std::string across = bucket.kind == instr::Level::kNodes ? ", nodes" : "";
         const std::string label = bucket.params.size() == 1
-                                      ? StrCat("all_reduce(grad ", name, ")")
-                                      : StrCat("all_reduce(bucket ", k, ": ", bucket.params.size(), " gradients)");
+                                      ? StrCat("all_reduce(grad ", name, across, ")")
+                                      : StrCat("all_reduce(bucket ", k, ": ", bucket.params.size(), " gradients", across, ")");
         if (async) {
           auto gs = std::make_shared<std::vector<T>>(std::move(staged[k]));
-          const size_t sop = Enqueue(label, [this, gs, impl = bucket.impl](Communicator& w, Communicator* node) {
-            return ReduceBucket(w, node, *gs, impl);
+          const size_t sop = Enqueue(label, [this, gs, &bucket](Communicator& w, Communicator* node) {
+            return ReduceBucket(w, node, *gs, bucket);
           });
           bucket_ops.push_back({k, sop, gs});
           break;
         }
-        HS_RETURN_IF_ERROR(Communicate(label, [&] { return ReduceBucket(comm, mesh.node.get(), staged[k], bucket.impl); }));
+        HS_RETURN_IF_ERROR(Communicate(label, [&] { return ReduceBucket(comm, mesh.node.get(), staged[k], bucket); }));
         for (size_t j = 0; j < bucket.params.size(); ++j) {
           (*param_grads)[g.value(bucket.params[j]).name] = std::move(staged[k][j]);
         }
@@ -671,12 +905,13 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
       case InstrKind::kAllGather: {
         if (!needs_grad[static_cast<size_t>(t)]) break;
         const std::string label = StrCat("reduce_scatter(grad ", g.value(t).name, ")");
-        if (async && is_param.count(t)) {
+        if (async && is_param.count(t) && in.level == instr::Level::kWorld) {
           // A ZeRO parameter's gradient: reduce-scattered on the stream; the optimizer waits.
+          // (Inside a node, its piece still goes across the nodes after: not on the stream.)
           auto grad = std::make_shared<T>(TakeGrad(in.post.at(0)));
           auto piece = std::make_shared<T>();
-          const size_t sop = Enqueue(label, [this, grad, piece, &op, &in](Communicator& w, Communicator* node) -> absl::Status {
-            HS_ASSIGN_OR_RETURN(*piece, ReduceScatterOn(w, node, *grad, in.dim, op.lengths, in.impl));
+          const size_t sop = Enqueue(label, [this, grad, piece, &op](Communicator& w, Communicator* node) -> absl::Status {
+            HS_ASSIGN_OR_RETURN(*piece, ReduceScatterAt(w, node, op, *grad, true));
             *grad = T();
             return absl::OkStatus();
           });
@@ -686,7 +921,7 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
         const T grad = TakeGrad(in.post.at(0));
         T piece;
         HS_RETURN_IF_ERROR(Communicate(label, [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(piece, ReduceScatterOn(comm, mesh.node.get(), grad, in.dim, op.lengths, in.impl));
+          HS_ASSIGN_OR_RETURN(piece, ReduceScatterAt(comm, mesh.node.get(), op, grad, true));
           return absl::OkStatus();
         }));
         AddGrad(in.pre.at(0), std::move(piece));
@@ -697,7 +932,7 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
         const T grad = TakeGrad(in.post.at(0));
         T whole;
         HS_RETURN_IF_ERROR(Communicate(StrCat("all_gather(grad ", g.value(t).name, ")"), [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(whole, AllGatherOn(comm, mesh.node.get(), grad, op.full, in.dim, op.lengths, in.impl));
+          HS_ASSIGN_OR_RETURN(whole, AllGatherAt(comm, mesh.node.get(), op, grad, true));
           return absl::OkStatus();
         }));
         AddGrad(in.pre.at(0), std::move(whole));
@@ -707,7 +942,7 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
         if (!needs_grad[static_cast<size_t>(t)]) break;
         T grad = TakeGrad(in.post.at(0));
         HS_RETURN_IF_ERROR(Communicate(StrCat("all_reduce(grad ", g.value(t).name, ")"),
-                                       [&] { return AllReduceOn(comm, mesh.node.get(), grad, in.impl); }));
+                                       [&] { return AllReduceAt(comm, mesh.node.get(), op, grad, true); }));
         AddGrad(in.pre.at(0), std::move(grad));
         break;
       }
@@ -716,7 +951,7 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
         const T grad = TakeGrad(in.post.at(0));
         T piece;
         HS_RETURN_IF_ERROR(Communicate(StrCat("all_to_all(grad ", g.value(t).name, ")"), [&]() -> absl::Status {
-          HS_ASSIGN_OR_RETURN(piece, b.AllToAllAlong(comm, grad, op.full, in.dim2, op.lengths2, in.dim, op.lengths));
+          HS_ASSIGN_OR_RETURN(piece, AllToAllAt(comm, mesh.node.get(), op, grad, true));
           return absl::OkStatus();
         }));
         AddGrad(in.pre.at(0), std::move(piece));
@@ -726,7 +961,7 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
         auto it = grads.find(in.post.at(0));
         if (it == grads.end()) break;
         T whole = b.Make(op.full);
-        Compute(op.label, [&] { b.Place(it->second, in.dim, Offset(op.lengths, rank), whole); });
+        Compute(op.label, [&] { b.Place(it->second, in.dim, op.cuts[0].start, whole); });
         grads.erase(it);
         AddGrad(in.pre.at(0), std::move(whole));
         break;
@@ -787,7 +1022,7 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
       const T* piece = &params.at(name);
       const Op* o = &ops[i];
       const size_t sop = Enqueue(o->label, [this, out, piece, o](Communicator& w, Communicator* node) -> absl::Status {
-        HS_ASSIGN_OR_RETURN(*out, AllGatherOn(w, node, *piece, o->full, o->instr->dim, o->lengths, o->instr->impl));
+        HS_ASSIGN_OR_RETURN(*out, AllGatherAt(w, node, *o, *piece, false));
         return absl::OkStatus();
       });
       prefetched[i] = {sop, out};
@@ -799,13 +1034,14 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   float loss = 0;
   bool loss_partial = false;
   if (st.ok()) {
-    if (auto it = vals.find(Property::Identity(loss_id)); it != vals.end()) {
-      loss = b.ReadScalar(it->second.get());
-    } else if (auto r = vals.find(Property::Reduce(loss_id)); r != vals.end()) {
-      loss = b.ReadScalar(r->second.get());
-      loss_partial = true;
+    const auto [loss_prop, counted] = LossPiece();
+    if (auto it = vals.find(loss_prop); it == vals.end()) {
+      st = absl::InternalError(StrCat("the plan does not reach the loss ", g.value(loss_id).name));
+    } else if (loss_prop == Property::Identity(loss_id)) {
+      loss = b.ReadScalar(it->second.get());  // every rank holds it whole
     } else {
-      st = absl::InternalError("the plan does not reach the loss");
+      loss = counted ? b.ReadScalar(it->second.get()) : 0.0f;
+      loss_partial = true;
     }
   }
   std::map<std::string, T> param_grads;

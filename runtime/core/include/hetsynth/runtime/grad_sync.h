@@ -37,15 +37,22 @@
 namespace hetsynth::runtime {
 
 // The plan's mesh as communicators: active when the program names a two-level node-major mesh
-// and some collective or bucket is hierarchical, and the backend's tensors are host memory (the
-// hierarchical collectives move data with host copies; device backends run them flat — the
-// same sums in another order).
+// and some collective or bucket is hierarchical or the program uses mesh levels (mixed forms,
+// devices- or nodes-level collectives, nodes buckets), and the backend's tensors are host memory
+// (the hierarchical collectives move data with host copies; device backends run them flat — the
+// same sums in another order — and do not run mesh levels).
 struct PlanMesh {
   std::optional<Mesh> mesh;
   std::unique_ptr<Communicator> node;  // this rank's node communicator
   bool active() const { return mesh.has_value() && node != nullptr; }
   MeshComms Comms(Communicator& world) const { return MeshComms{world, *node, *mesh}; }
 };
+
+// Whether the program needs the node communicators for its mesh levels.
+inline bool UsesMeshLevels(const instr::Program& p) {
+  return p.UsesMesh() || std::any_of(p.buckets.begin(), p.buckets.end(),
+                                     [](const instr::Bucket& b) { return b.kind != instr::Level::kWorld; });
+}
 
 inline bool UsesHierarchical(const instr::Program& p) {
   for (const instr::Instruction& in : p.instructions) {
@@ -60,7 +67,8 @@ inline bool UsesHierarchical(const instr::Program& p) {
 // Collective over `world` (every rank decides alike from the program).
 inline absl::StatusOr<PlanMesh> MakePlanMesh(const instr::Program& p, Communicator& world, bool host_buffers) {
   PlanMesh m;
-  if (!host_buffers || world.size() < 2 || !UsesHierarchical(p) || !instr::TwoLevelNodes(p.nodes, p.num_devices)) {
+  if (!host_buffers || world.size() < 2 || !(UsesHierarchical(p) || UsesMeshLevels(p)) ||
+      !instr::TwoLevelNodes(p.nodes, p.num_devices)) {
     return m;
   }
   HS_ASSIGN_OR_RETURN(Mesh mesh, Mesh::FromNodes(p.nodes));
@@ -114,23 +122,29 @@ absl::Status AllReduceBy(const PlanMesh& mesh, Communicator& w, Communicator* no
   return w.AllReduce(t.ptr(), t.numel());
 }
 
-// The all-reduces of replicated gradients: the program's buckets, or (without buckets) one per
-// replicated parameter, in the order backward makes the gradients ready.
+// The all-reduces of gradients: of replicated parameters over the world, and of parameters
+// whole over the nodes and split within them ((I, G e), NodeSyncParametersInReadyOrder) across
+// the nodes. Each kind: the program's buckets of that kind, or (with none) one per parameter,
+// in the order backward makes the gradients ready.
 struct GradBuckets {
   struct One {
     std::vector<ir::ValueId> params;
     instr::CollImpl impl = instr::CollImpl::kRing;
+    instr::Level kind = instr::Level::kWorld;  // kWorld or kNodes (instr::Bucket::kind)
   };
   std::vector<One> buckets;
   std::map<ir::ValueId, std::pair<size_t, size_t>> where;  // parameter → (bucket, position)
 
   static GradBuckets Of(const instr::Program& p) {
     GradBuckets out;
-    if (p.buckets.empty()) {
-      for (ir::ValueId v : instr::ReplicatedParametersInReadyOrder(p)) out.buckets.push_back({{v}, instr::CollImpl::kRing});
-    } else {
-      for (const instr::Bucket& b : p.buckets) out.buckets.push_back({b.params, b.impl});
+    for (instr::Level kind : {instr::Level::kWorld, instr::Level::kNodes}) {
+      const bool bucketed = std::any_of(p.buckets.begin(), p.buckets.end(), [&](const instr::Bucket& b) { return b.kind == kind; });
+      if (bucketed) continue;
+      const std::vector<ir::ValueId> ready = kind == instr::Level::kWorld ? instr::ReplicatedParametersInReadyOrder(p)
+                                                                          : instr::NodeSyncParametersInReadyOrder(p);
+      for (ir::ValueId v : ready) out.buckets.push_back({{v}, instr::CollImpl::kRing, kind});
     }
+    for (const instr::Bucket& b : p.buckets) out.buckets.push_back({b.params, b.impl, b.kind});
     for (size_t k = 0; k < out.buckets.size(); ++k) {
       for (size_t i = 0; i < out.buckets[k].params.size(); ++i) out.where[out.buckets[k].params[i]] = {k, i};
     }

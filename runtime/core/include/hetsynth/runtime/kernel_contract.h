@@ -25,11 +25,14 @@
 namespace hetsynth::runtime {
 
 // Where the piece a kernel runs on sits in the full tensor of the single-device graph: the
-// piece is full[..., start : start + piece.dim(dim), ...] along `dim`.
+// piece is full[..., start : start + piece.dim(dim), ...] along `dim` (and, for a piece of a
+// mixed form cut at both levels of a two-level mesh, along `dim2` from `start2` too).
 struct ShardInfo {
   ir::Shape full;   // shape of the full tensor
   int dim = -1;
   int64_t start = 0;
+  int dim2 = -1;    // a second cut dim, or -1; only kernels that read just `full` accept one
+  int64_t start2 = 0;
 };
 
 struct KernelContext {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "hetsynth/instr/local_compute.h"
 #include "hetsynth/runtime/tensor.h"
 
 namespace hetsynth::runtime {
@@ -38,5 +39,16 @@ void Place(const Tensor& part, int dim, int64_t start, Tensor& full);
 
 // The slices of every rank concatenated in rank order along dim (inverse of slicing by lengths).
 Tensor Concat(const std::vector<Tensor>& parts, int dim);
+
+// A piece cut on several dims (instr::PieceCuts: a mixed form over a two-level mesh is cut at
+// both levels, on different dims): x's box, and `part` written back into full's box.
+Tensor SliceBox(const Tensor& x, const std::vector<instr::Cut>& cuts);
+void PlaceBox(const Tensor& part, const std::vector<instr::Cut>& cuts, Tensor& full);
+
+// x seen as [outer, len, inner] around dim, laid out as [len, outer, inner]: each row of dim one
+// contiguous block, so the pieces of a split along dim tile the flat buffer in order (the
+// layout AcrossNodesAllReduce takes); FromDimMajor writes such a buffer back into x.
+std::vector<float> DimMajor(const Tensor& x, int dim);
+void FromDimMajor(const float* src, int dim, Tensor& x);
 
 }  // namespace hetsynth::runtime

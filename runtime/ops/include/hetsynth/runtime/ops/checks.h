@@ -42,6 +42,10 @@ MergedBroadcast MergeBroadcast(const ir::Shape& a, const ir::Shape& b, const std
 // attrs.p (0 <= p < 1) first.
 struct DropoutPiece {
   int64_t outer = 1, len = 1, inner = 1, full_len = 1, start = 0;
+  // A piece cut on two dims (ctx.shard's dim2, a mixed form over a two-level mesh): the shape
+  // is [outer, len, mid, len2, inner] of the full [outer, full_len, mid, full_len2, inner],
+  // the first cut the lower dim; one cut leaves mid = len2 = full_len2 = 1, start2 = 0.
+  int64_t mid = 1, len2 = 1, full_len2 = 1, start2 = 0;
 };
 DropoutPiece GetDropoutPiece(const ir::Node& node, const KernelContext& ctx, const ir::Shape& shape);
 
