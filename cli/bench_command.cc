@@ -35,7 +35,7 @@ struct BenchFlags {
   std::string cluster, out, baselines = "ddp-ev,ddp-cp,fsdp-even,megatron,hap,dp-ev,dp-cp,tp-even,zero-even", backend = "cpu",
                                   precision = "fp32";
   bool emulate_gpus = false;
-  bool flat = false, no_overlap = false, mesh_levels = false;
+  bool flat = false, no_overlap = false, mesh_levels = true;
   int64_t steps = 10, warmup = 2;
   int ranks = 0;
   bool simulate = false;
@@ -727,8 +727,9 @@ Runner RegisterBench(CLI::App& app) {
   cmd->add_flag("--flat", f->flat, "synthesized plan: no hierarchical collectives");
   cmd->add_flag("--no-overlap", f->no_overlap,
                 "synthesized plan: every collective blocks compute, one all-reduce per gradient (no buckets)");
-  cmd->add_flag("--mesh-levels", f->mesh_levels,
-                "synthesized plan: also search programs over mesh levels (priced; this runtime cannot run them yet)");
+  cmd->add_flag("--mesh-levels,!--no-mesh-levels", f->mesh_levels,
+                "synthesized plan: also search programs over mesh levels (data parallel across nodes x any program "
+                "inside them; on by default, --no-mesh-levels: world forms only)");
   cmd->add_flag("--emulate-network", f->emulate_network,
                 "run every plan as real mpirun ranks across an emulated multi-node cluster on this host (network "
                 "namespaces, shaped NICs, time dilation; root; docs/emulated-cluster.md)");

@@ -33,7 +33,7 @@ struct SynthFlags {
   std::string cluster, out, baseline;
   double time_limit = 600;
   bool no_memory_limits = false;
-  bool flat = false, no_overlap = false, mesh_levels = false, verbose = false;
+  bool flat = false, no_overlap = false, mesh_levels = true, verbose = false;
 };
 
 absl::Status RunSynth(const SynthFlags& f) {
@@ -361,9 +361,9 @@ Runner RegisterSynth(CLI::App& app) {
   cmd->add_flag("--flat", f->flat, "synthesized plan: no hierarchical collectives");
   cmd->add_flag("--no-overlap", f->no_overlap,
                 "synthesized plan: every collective blocks compute, one all-reduce per gradient (no buckets)");
-  cmd->add_flag("--mesh-levels", f->mesh_levels,
+  cmd->add_flag("--mesh-levels,!--no-mesh-levels", f->mesh_levels,
                 "synthesized plan: also search programs over mesh levels (data parallel across nodes x any "
-                "program inside them); priced only: this runtime cannot train such plans yet");
+                "program inside them; on by default, --no-mesh-levels: world forms only)");
   cmd->add_flag("--verbose", f->verbose, "print each plan's search rounds and states expanded to stderr");
   return [f]() { return RunSynth(*f); };
 }
