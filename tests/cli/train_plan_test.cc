@@ -476,6 +476,28 @@ TEST_F(TrainPlanMpi, TwoNodePlanOnSixMpiProcessesEqualsOneDevice) {
   ExpectLossesNear(Losses(m), Losses(one), "two-node plan on 6 MPI processes");
 }
 
+TEST_F(TrainPlanMpi, MegatronPlanOverMeshLevelsTrainsEndToEnd) {
+  // Tensor parallel inside each node × data parallel across the two nodes (mixed forms, mesh
+  // rules, devices-level collectives, an across-nodes bucket on the communication thread) on 6
+  // MPI processes; its checkpoint (whole tensors assembled from the pieces) resumes one device.
+  const std::string cluster = kSource + "/examples/clusters/two-node-mixed.json";
+  const std::string plan = Path("gpt-megatron-mpi.json");
+  ASSERT_EQ(Hetsynth("synth --model gpt --small --cluster " + cluster + " --baseline megatron -o " + plan).code, 0);
+  const std::string one = Path("gpt-one-meg.jsonl"), m = Path("gpt-megatron-mpi.jsonl"), ck = Path("meg.safetensors");
+  ASSERT_EQ(Hetsynth("train --model gpt --small --steps 6 --optimizer sgd --lr 0.01 --metrics " + one).code, 0);
+  const Result r = Mpirun("train --plan " + plan + " --steps 3 --optimizer sgd --lr 0.01 --quiet --metrics " + m +
+                              " --save " + ck,
+                          "", "", 180, 6);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const std::string rest = Path("gpt-rest-meg.jsonl");
+  const Result t = Hetsynth("train --model gpt --small --steps 3 --optimizer sgd --lr 0.01 --quiet --load " + ck +
+                            " --metrics " + rest);
+  ASSERT_EQ(t.code, 0) << t.err;
+  std::vector<double> both = Losses(m);
+  for (double l : Losses(rest)) both.push_back(l);
+  ExpectLossesNear(both, Losses(one), "megatron on 6 MPI processes, then one device from its checkpoint");
+}
+
 TEST_F(TrainPlanMpi, MpiRankThatDiesFailsTheRun) {
   const Result r = Mpirun("train --plan " + plan_ + " --steps 5", "HETSYNTH_TEST_KILL_RANK=2:2",
                           "-x HETSYNTH_TEST_KILL_RANK", 90);
