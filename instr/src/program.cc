@@ -240,13 +240,13 @@ bool TwoLevelNodes(const std::vector<std::vector<int>>& nodes, int num_devices) 
 }
 
 absl::Status RuntimeSupports(const Program& p) {
-  // The CPU runtime executes every plan CheckProgram accepts: padded, grouped, ring and
+  // The runtime executes every plan CheckProgram accepts: padded, grouped, ring and
   // hierarchical collectives, gradient buckets, overlap (a communication thread on CPU ranks
   // where the communicator allows one; otherwise the stream's collectives block in the same
   // order), and properties over mesh levels — mixed forms, mesh rules, devices- and nodes-level
   // collectives, nodes buckets — on the node communicators of the plan's mesh (docs/runtime.md).
   // Not run: an input or parameter placed partial (Reduce) over the nodes — no plan the
-  // synthesizer writes has one. The GPU backend refuses mesh levels itself (its executor says so).
+  // synthesizer writes has one.
   for (size_t i = 0; i < p.instructions.size(); ++i) {
     const Instruction& in = p.instructions[i];
     const bool place = in.kind == InstrKind::kPlaceParameter || in.kind == InstrKind::kPlaceInput;

@@ -69,7 +69,8 @@ INSTANTIATE_TEST_SUITE_P(AllModels, GpuBackendExecutor, ::testing::ValuesIn(Case
                          [](const ::testing::TestParamInfo<PlanCase>& info) { return info.param.Name(); });
 
 // The two-node plan kinds on the GPU backend (HostExec): hierarchical collectives run flat there
-// and overlapped collectives block in the same order (docs/runtime.md) — the same training.
+// and overlapped collectives block in the same order (docs/runtime.md) — the same training; and
+// plans over mesh levels (megatron, the hand-made nodes-level programs).
 class GpuBackendTwoNodes : public ::testing::TestWithParam<PlanCase> {};
 
 TEST_P(GpuBackendTwoNodes, MatchesSingleDeviceTraining) {
@@ -93,7 +94,13 @@ std::vector<PlanCase> TwoNodeCases() {
     out.push_back({"mlp", "dp-ev", {}, k, "all"});
     out.push_back({"gpt", "zero-even", {}, k, "all"});
     out.push_back({"gpt", "tp-even", {}, k, "hier"});
+    // Mesh levels: node communicators on the device communicator, nodes-level collectives and
+    // across-nodes gradients staged through host memory.
+    out.push_back({"gpt", "megatron", {}, k, ""});
+    out.push_back({"vit", "megatron", {}, k, "blocking"});
   }
+  for (const char* kind : {"hand-gather", "hand-scatter", "hand-reduce"}) out.push_back({"mlp", kind, {}, 2, ""});
+  out.push_back({"gpt", "megatron", {"dropout=0.2"}, 4, ""});  // masks of pieces cut on two dims
   return out;
 }
 

@@ -189,11 +189,10 @@ bool TwoLevelNodes(const std::vector<std::vector<int>>& nodes, int num_devices);
 
 // OK when this build's runtime can execute the program as planned; otherwise
 // FailedPrecondition naming the first feature it cannot run yet and how to get a plan it can.
-// Today the CPU runtime runs every program CheckProgram accepts (hierarchical collectives,
-// buckets, overlap and properties over mesh levels included; docs/runtime.md) but one that
-// places an input or parameter partial over the nodes; the GPU backend's executor refuses mesh
-// levels itself. The runtime updates this function as it learns new features; `hetsynth train
-// --plan` and `bench` ask it before running.
+// Today the runtime runs every program CheckProgram accepts (hierarchical collectives, buckets,
+// overlap and properties over mesh levels included; docs/runtime.md) but one that places an
+// input or parameter partial over the nodes. The runtime updates this function as it learns new
+// features; `hetsynth train --plan` and `bench` ask it before running.
 absl::Status RuntimeSupports(const Program& p);
 
 // A plan: the program plus what it was made for and what it is predicted to cost.

@@ -156,8 +156,6 @@ void ApplyDropout(X& x, const ir::Node& node, const KernelContext& ctx, const ir
                   float* y, bool accumulate) {
   const double p = node.attrs.p;
   const cpu::DropoutPiece piece = cpu::GetDropoutPiece(node, ctx, shape);
-  HS_CHECK(piece.len2 == 1 && piece.full_len2 == 1, StrCat("dropout '", node.name,
-                                                           "': a piece cut on two dims (mesh levels) is CPU-only"));
   const int64_t n = ir::NumElements(shape);
   DropoutFn f{};
   f.x = src;
@@ -167,6 +165,10 @@ void ApplyDropout(X& x, const ir::Node& node, const KernelContext& ctx, const ir
   f.inner = piece.inner;
   f.full_len = piece.full_len;
   f.start = piece.start;
+  f.mid = piece.mid;
+  f.len2 = piece.len2;
+  f.full_len2 = piece.full_len2;
+  f.start2 = piece.start2;
   f.keep_all = p == 0.0;
   f.scale = static_cast<float>(1.0 / (1.0 - p));
   f.threshold = static_cast<uint64_t>(std::ceil(p * 16777216.0));

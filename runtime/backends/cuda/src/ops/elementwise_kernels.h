@@ -162,15 +162,20 @@ struct DropoutFn {
   uint64_t seed, step, threshold;
   float scale;
   int64_t len, inner, full_len, start;
+  // A piece cut on two dims (cpu::DropoutPiece): [outer, len, mid, len2, inner] of
+  // [outer, full_len, mid, full_len2, inner]; one cut: mid = len2 = full_len2 = 1, start2 = 0.
+  int64_t mid, len2, full_len2, start2;
   bool accumulate, keep_all;
   HS_HD void operator()(int64_t i) const {
     if (keep_all) {
       y[i] = accumulate ? y[i] + x[i] : x[i];
       return;
     }
-    const int64_t q = i % inner, row = i / inner;
+    const int64_t q = i % inner, row2 = i / inner;
+    const int64_t k2 = row2 % len2, r1 = row2 / len2;
+    const int64_t m = r1 % mid, row = r1 / mid;
     const int64_t k = row % len, o = row / len;
-    const int64_t global = (o * full_len + start + k) * inner + q;
+    const int64_t global = (((o * full_len + start + k) * mid + m) * full_len2 + start2 + k2) * inner + q;
     const uint64_t h = DropoutSplitMix64(seed ^ DropoutSplitMix64(step ^ DropoutSplitMix64(static_cast<uint64_t>(global))));
     if ((h >> 40) < threshold) return;
     const float v = x[i] * scale;

@@ -33,6 +33,7 @@
 #include "hetsynth/instr/local_compute.h"
 #include "hetsynth/instr/rules.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/runtime/collectives_along.h"
 #include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/executor.h"
 #include "hetsynth/runtime/grad_sync.h"
@@ -51,6 +52,22 @@ using instr::PropKind;
 inline double WallSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+// Host tensors as a mover for collectives_along.h (device backends stage the mesh collectives,
+// which work on host buffers, through host memory).
+struct HostMover {
+  using Tensor = runtime::Tensor;
+  Tensor Make(ir::Shape shape) { return Tensor::Uninitialized(std::move(shape)); }
+  void SliceInto(const Tensor& src, int dim, int64_t start, int64_t len, float* dst) {
+    const Tensor part = Slice(src, dim, start, len);
+    std::copy(part.data.begin(), part.data.end(), dst);
+  }
+  void PlaceFrom(const float* src, int dim, int64_t start, int64_t len, Tensor& full) {
+    Tensor part = Tensor::Uninitialized(WithDim(full.shape, dim, len));
+    std::copy(src, src + part.numel(), part.ptr());
+    Place(part, dim, start, full);
+  }
+};
 
 // What one instruction needs at run time on this rank, worked out once.
 struct Op {
@@ -300,31 +317,34 @@ struct ExecutorImpl final : Executor::Impl {
   absl::Status ReduceBucket(Communicator& w, Communicator* node, std::vector<T>& gs, const GradBuckets::One& bucket) {
     if (bucket.kind == instr::Level::kWorld) return AllReduceBucket(b, mesh, w, node, gs, bucket.impl);
     // Across nodes, parameter by parameter: each device's piece of dim e, laid out so the
-    // node's pieces tile the tensor, summed with the pieces of the other nodes that overlap it.
-    if constexpr (B::kHostTensors) {
-      HS_RETURN_IF_ERROR(NeedMesh("an across-nodes gradient all-reduce"));
-      const MeshComms mc{w, *node, *mesh.mesh};
-      for (size_t j = 0; j < gs.size(); ++j) {
-        const NodeSync& ns = node_sync.at(bucket.params[j]);
-        T& t = gs[j];
-        if (AroundDim(t.shape, ns.dim).outer == 1) {
-          HS_RETURN_IF_ERROR(AcrossNodesAllReduce(mc, t.ptr(), ns.counts));
-        } else {
-          std::vector<float> major = DimMajor(t, ns.dim);
-          HS_RETURN_IF_ERROR(AcrossNodesAllReduce(mc, major.data(), ns.counts));
-          FromDimMajor(major.data(), ns.dim, t);
-        }
+    // node's pieces tile the tensor, summed with the pieces of the other nodes that overlap it
+    // (on host memory: device tensors are staged through it).
+    HS_RETURN_IF_ERROR(NeedMesh("an across-nodes gradient all-reduce"));
+    const MeshComms mc{w, *node, *mesh.mesh};
+    for (size_t j = 0; j < gs.size(); ++j) {
+      const NodeSync& ns = node_sync.at(bucket.params[j]);
+      auto across = [&](Tensor& t) -> absl::Status {
+        if (AroundDim(t.shape, ns.dim).outer == 1) return AcrossNodesAllReduce(mc, t.ptr(), ns.counts);
+        std::vector<float> major = DimMajor(t, ns.dim);
+        HS_RETURN_IF_ERROR(AcrossNodesAllReduce(mc, major.data(), ns.counts));
+        FromDimMajor(major.data(), ns.dim, t);
+        return absl::OkStatus();
+      };
+      if constexpr (B::kHostTensors) {
+        HS_RETURN_IF_ERROR(across(gs[j]));
+      } else {
+        Tensor h = b.ToHost(gs[j]);
+        HS_RETURN_IF_ERROR(across(h));
+        gs[j] = b.FromHost(std::move(h));
       }
-      return absl::OkStatus();
     }
-    return NeedMesh("an across-nodes gradient all-reduce");
+    return absl::OkStatus();
   }
 
-  // OK when the node communicators of the plan's mesh are here (host tensors, a two-level mesh).
+  // OK when the node communicators of the plan's mesh are here (a two-level mesh).
   absl::Status NeedMesh(std::string_view what) const {
     if (mesh.active()) return absl::OkStatus();
-    return absl::FailedPreconditionError(StrCat(what, " needs the plan's two-level mesh on host tensors; this ",
-                                                B::kHostTensors ? "run has none" : "backend does not run mesh levels"));
+    return absl::FailedPreconditionError(StrCat(what, " needs the plan's two-level mesh; this run has none"));
   }
 
   // Collectives at an instruction's level (Op::lengths and Op::full are at that level): world —
@@ -392,25 +412,33 @@ struct ExecutorImpl final : Executor::Impl {
     b.Place(piece, d, Offset(l, my_node), whole);
     return NodesScatter(w, node, whole, d2, l2);
   }
+  // Nodes-level all-gather / reduce-scatter (mesh_collectives.h work on host buffers: device
+  // tensors are staged through host memory).
   absl::StatusOr<T> NodesGather(Communicator& w, Communicator* node, const T& piece, const ir::Shape& full, int dim,
                                 const std::vector<int64_t>& node_lengths) {
+    HS_RETURN_IF_ERROR(NeedMesh("a nodes-level all-gather"));
+    const MeshComms mc{w, *node, *mesh.mesh};
+    auto gather = [&](const float* s, float* r, const std::vector<int64_t>& c) { return NodesAllGatherV(mc, s, r, c); };
     if constexpr (B::kHostTensors) {
-      const MeshComms mc{w, *node, *mesh.mesh};
-      return b.GatherVia(piece, full, dim, node_lengths, [&](const float* s, float* r, const std::vector<int64_t>& c) {
-        return NodesAllGatherV(mc, s, r, c);
-      });
+      return b.GatherVia(piece, full, dim, node_lengths, gather);
+    } else {
+      HostMover host;
+      HS_ASSIGN_OR_RETURN(Tensor whole, along::GatherAlong(host, b.ToHost(piece), full, dim, node_lengths, gather));
+      return b.FromHost(std::move(whole));
     }
-    return NeedMesh("a nodes-level all-gather");
   }
   absl::StatusOr<T> NodesScatter(Communicator& w, Communicator* node, const T& whole, int dim,
                                  const std::vector<int64_t>& node_lengths) {
+    HS_RETURN_IF_ERROR(NeedMesh("a nodes-level reduce-scatter"));
+    const MeshComms mc{w, *node, *mesh.mesh};
+    auto scatter = [&](const float* s, float* r, const std::vector<int64_t>& c) { return NodesReduceScatterV(mc, s, r, c); };
     if constexpr (B::kHostTensors) {
-      const MeshComms mc{w, *node, *mesh.mesh};
-      return b.ScatterVia(whole, dim, node_lengths, my_node, [&](const float* s, float* r, const std::vector<int64_t>& c) {
-        return NodesReduceScatterV(mc, s, r, c);
-      });
+      return b.ScatterVia(whole, dim, node_lengths, my_node, scatter);
+    } else {
+      HostMover host;
+      HS_ASSIGN_OR_RETURN(Tensor piece, along::ScatterAlong(host, b.ToHost(whole), dim, node_lengths, my_node, scatter));
+      return b.FromHost(std::move(piece));
     }
-    return NeedMesh("a nodes-level reduce-scatter");
   }
 
   // The communication stream (overlap, grad_sync.h). Enqueue runs fn on the stream's
@@ -615,12 +643,6 @@ absl::Status ExecutorImpl<B>::Prepare() {
         needs_grad[static_cast<size_t>(n.output)] = true;
       }
     }
-  }
-  const bool mesh_levels = UsesMeshLevels(prog);
-  if (mesh_levels && !B::kHostTensors) {
-    return absl::FailedPreconditionError(
-        "this plan has properties over mesh levels, which the GPU backend does not run yet; run it on CPU ranks, "
-        "or synthesize without --mesh-levels (or another baseline than megatron)");
   }
   if (!prog.nodes.empty()) {
     const std::vector<int> node_of = prog.NodeOfDevice();

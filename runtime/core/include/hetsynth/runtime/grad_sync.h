@@ -37,14 +37,16 @@
 namespace hetsynth::runtime {
 
 // The plan's mesh as communicators: active when the program names a two-level node-major mesh
-// and some collective or bucket is hierarchical or the program uses mesh levels (mixed forms,
-// devices- or nodes-level collectives, nodes buckets), and the backend's tensors are host memory
-// (the hierarchical collectives move data with host copies; device backends run them flat — the
-// same sums in another order — and do not run mesh levels).
+// and uses mesh levels (mixed forms, devices- or nodes-level collectives, nodes buckets), or has
+// a hierarchical collective or bucket and the backend's tensors are host memory (`host`: the
+// hierarchical collectives move data with host copies; device backends run them flat — the same
+// sums in another order).
 struct PlanMesh {
   std::optional<Mesh> mesh;
   std::unique_ptr<Communicator> node;  // this rank's node communicator
+  bool host = false;                   // hierarchical collectives run on it (host buffers)
   bool active() const { return mesh.has_value() && node != nullptr; }
+  bool hierarchical() const { return active() && host; }
   MeshComms Comms(Communicator& world) const { return MeshComms{world, *node, *mesh}; }
 };
 
@@ -67,7 +69,8 @@ inline bool UsesHierarchical(const instr::Program& p) {
 // Collective over `world` (every rank decides alike from the program).
 inline absl::StatusOr<PlanMesh> MakePlanMesh(const instr::Program& p, Communicator& world, bool host_buffers) {
   PlanMesh m;
-  if (!host_buffers || world.size() < 2 || !(UsesHierarchical(p) || UsesMeshLevels(p)) ||
+  m.host = host_buffers;
+  if (world.size() < 2 || !((host_buffers && UsesHierarchical(p)) || UsesMeshLevels(p)) ||
       !instr::TwoLevelNodes(p.nodes, p.num_devices)) {
     return m;
   }
@@ -89,7 +92,7 @@ absl::StatusOr<typename B::Tensor> AllGatherBy(B& b, const PlanMesh& mesh, Commu
                                                const typename B::Tensor& piece, const ir::Shape& full, int dim,
                                                const std::vector<int64_t>& lengths, instr::CollImpl impl) {
   if constexpr (B::kHostTensors) {
-    if (impl == instr::CollImpl::kHierarchical && mesh.active()) {
+    if (impl == instr::CollImpl::kHierarchical && mesh.hierarchical()) {
       const MeshComms mc{w, *node, *mesh.mesh};
       return b.GatherVia(piece, full, dim, lengths, [&](const float* s, float* r, const std::vector<int64_t>& c) {
         return HierarchicalAllGatherV(mc, s, r, c);
@@ -104,7 +107,7 @@ absl::StatusOr<typename B::Tensor> ReduceScatterBy(B& b, const PlanMesh& mesh, C
                                                    const typename B::Tensor& whole, int dim,
                                                    const std::vector<int64_t>& lengths, instr::CollImpl impl) {
   if constexpr (B::kHostTensors) {
-    if (impl == instr::CollImpl::kHierarchical && mesh.active()) {
+    if (impl == instr::CollImpl::kHierarchical && mesh.hierarchical()) {
       const MeshComms mc{w, *node, *mesh.mesh};
       return b.ScatterVia(whole, dim, lengths, w.rank(), [&](const float* s, float* r, const std::vector<int64_t>& c) {
         return HierarchicalReduceScatterV(mc, s, r, c);
@@ -116,7 +119,7 @@ absl::StatusOr<typename B::Tensor> ReduceScatterBy(B& b, const PlanMesh& mesh, C
 
 template <class T>
 absl::Status AllReduceBy(const PlanMesh& mesh, Communicator& w, Communicator* node, T& t, instr::CollImpl impl) {
-  if (impl == instr::CollImpl::kHierarchical && mesh.active()) {
+  if (impl == instr::CollImpl::kHierarchical && mesh.hierarchical()) {
     return HierarchicalAllReduce(MeshComms{w, *node, *mesh.mesh}, t.ptr(), t.numel());
   }
   return w.AllReduce(t.ptr(), t.numel());
