@@ -14,7 +14,8 @@
 // Blocks are 64-byte aligned (the alignment Eigen's aligned GEMM maps want). A request is served
 // by the smallest cached block of at least its size and at most 1/8 larger; otherwise by a fresh
 // block. The cache never holds more than 1/16 above the program's high-water mark of bytes in use
-// at once (HostCacheStats::peak_live): before taking a fresh block, cached blocks are released,
+// at once (HostCacheStats::peak_live; 1/4 once several threads allocate — thread ranks interleave
+// their allocations differently every step): before taking a fresh block, cached blocks are released,
 // largest first, until cached + in use + the new block fit under that bound — unless a cached
 // block up to twice the request can serve it instead (its pages are resident already). Blocks
 // of 128 KiB and more are mapped from the OS, so released memory leaves the process. One mutex
