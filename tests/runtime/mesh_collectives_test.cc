@@ -308,6 +308,30 @@ TEST_P(MeshCollectives, AcrossNodesAllReduceSumsOverlappingPiecesInNodeOrder) {
   }
 }
 
+TEST_P(MeshCollectives, AcrossNodesAllReduceOfABucketEqualsOneCallPerTensor) {
+  // Several tensors, each with its own cuts inside the nodes (and an empty one), in one call.
+  std::mt19937 rng(11);
+  const std::vector<int64_t> totals = {97, 0, 1000, 5};
+  std::vector<std::vector<int64_t>> counts;
+  std::vector<Buffers> pieces, want;
+  for (int64_t total : totals) {
+    counts.push_back(MeshCounts(rng, sizes(), [&](int) { return total; }));
+    Buffers p(n());
+    for (int r = 0; r < n(); ++r) p[r] = Random(rng, counts.back()[r]);
+    want.push_back(comm_testing::AcrossNodesReference(p, sizes(), counts.back()));
+    pieces.push_back(std::move(p));
+  }
+  Run([&](const MeshComms& c) {
+    const int r = c.world.rank();
+    std::vector<float*> ptrs;
+    for (Buffers& p : pieces) ptrs.push_back(p[r].data());
+    return AcrossNodesAllReduce(c, ptrs, counts);
+  });
+  for (size_t k = 0; k < totals.size(); ++k) {
+    for (int r = 0; r < n(); ++r) EXPECT_TRUE(SameBits(pieces[k][r], want[k][r])) << "tensor " << k << ", rank " << r;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Meshes, MeshCollectives,
                          ::testing::Values(std::vector<int>{2, 2}, std::vector<int>{4, 4}, std::vector<int>{2, 2, 2, 2},
                                            std::vector<int>{2, 4}, std::vector<int>{1, 3}, std::vector<int>{3, 1, 2},

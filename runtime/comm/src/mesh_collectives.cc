@@ -315,59 +315,84 @@ Intervals IntervalsOf(const std::vector<std::vector<int64_t>>& start, const std:
 }
 
 // The cross-node all-reduce of pieces that tile [0, T) on every node (AcrossNodesAllReduce and
-// HierarchicalAllReduce's middle phase). in_node[r], counts[r]: rank r's piece. Arguments
-// already agreed.
-absl::Status ReduceAcrossNodes(const MeshComms& c, float* piece, const std::vector<int64_t>& counts,
-                               const std::vector<int64_t>& in_node, int64_t total) {
+// HierarchicalAllReduce's middle phase), for several tensors at once (a gradient bucket): one
+// exchange for the reduce-scatter of all of them and one for the all-gather, so a bucket pays
+// the latency once. Per tensor: piece, counts[r] and in_node[r] (rank r's piece), total T.
+// Arguments already agreed.
+struct AcrossPiece {
+  float* piece;
+  const std::vector<int64_t>* counts;
+  std::vector<int64_t> in_node;
+  int64_t total;
+};
+
+absl::Status ReduceAcrossNodes(const MeshComms& c, const std::vector<AcrossPiece>& pieces) {
   const Mesh& mesh = c.mesh;
   const int N = mesh.nodes(), me = c.world.rank(), J = mesh.node_of(me), l = mesh.local(me);
   if (N == 1) return absl::OkStatus();
-  std::vector<std::vector<int64_t>> start(N), len(N);
-  for (int j = 0; j < N; ++j) {
-    for (int r = mesh.first(j); r < mesh.first(j) + mesh.size(j); ++r) {
-      start[j].push_back(in_node[r]);
-      len[j].push_back(counts[r]);
+  // Per tensor: its elementary intervals, those this rank holds, and where its parts go.
+  struct Plan {
+    Intervals iv;
+    std::vector<size_t> held;
+    int64_t mine = 0, own_parts = 0, at = 0;  // at: its parts' offset in partials / reduced
+  };
+  std::vector<Plan> plans;
+  int64_t own_total = 0;
+  for (const AcrossPiece& ap : pieces) {
+    std::vector<std::vector<int64_t>> start(N), len(N);
+    for (int j = 0; j < N; ++j) {
+      for (int r = mesh.first(j); r < mesh.first(j) + mesh.size(j); ++r) {
+        start[j].push_back(ap.in_node[r]);
+        len[j].push_back((*ap.counts)[r]);
+      }
     }
+    Plan pl{IntervalsOf(start, len, ap.total), {}, ap.in_node[me], 0, own_total};
+    for (size_t e = 0; e + 1 < pl.iv.bounds.size(); ++e) {
+      if (pl.iv.holder[e][J] == l) pl.held.push_back(e);
+    }
+    plans.push_back(std::move(pl));
+    Plan& q = plans.back();
+    // Part p of interval e: [lo + L·p/N, lo + L·(p+1)/N), summed on node p's holder.
+    for (size_t e : q.held) {
+      const int64_t L = q.iv.bounds[e + 1] - q.iv.bounds[e];
+      q.own_parts += Even(L, N, J + 1) - Even(L, N, J);
+    }
+    own_total += q.own_parts;
   }
-  const Intervals iv = IntervalsOf(start, len, total);
-  const int64_t mine = in_node[me];
-  // Part p of interval e: [lo + L·p/N, lo + L·(p+1)/N), summed on node p's holder.
-  auto part = [&](size_t e, int p) {
-    const int64_t lo = iv.bounds[e], L = iv.bounds[e + 1] - lo;
+  auto part = [&](const Plan& q, size_t e, int p) {
+    const int64_t lo = q.iv.bounds[e], L = q.iv.bounds[e + 1] - lo;
     return Range{lo + Even(L, N, p), Even(L, N, p + 1) - Even(L, N, p)};
   };
-  std::vector<size_t> held;  // the intervals this rank holds
-  for (size_t e = 0; e + 1 < iv.bounds.size(); ++e) {
-    if (iv.holder[e][J] == l) held.push_back(e);
-  }
   // Reduce-scatter: every holder sends part p to node p's holder — our own part to ourselves,
-  // which keeps the sends and receives back to back (no packing) when we hold one interval —
-  // and the nodes' partials of our part land in `partials` ([j] per node, per interval).
-  int64_t own_parts = 0;
-  for (size_t e : held) own_parts += part(e, J).len;
-  float* partials = Scratch(kPartials, own_parts * N);
-  float* reduced = Scratch(kReduced, own_parts);
+  // which keeps the sends and receives back to back (no packing) when we hold one interval of
+  // one tensor — and the nodes' partials of our part land in `partials` ([j] per node, per
+  // interval).
+  float* partials = Scratch(kPartials, own_total * N);
+  float* reduced = Scratch(kReduced, own_total);
   {
     Exchange x(c.world);
-    int64_t at = 0;
-    for (size_t e : held) {
-      for (int p = 0; p < N; ++p) {
-        const Range r = part(e, p);
-        x.Send(mesh.first(p) + iv.holder[e][p], piece + (r.start - mine), r.len);
+    for (size_t k = 0; k < pieces.size(); ++k) {
+      const Plan& q = plans[k];
+      int64_t at = q.at;
+      for (size_t e : q.held) {
+        for (int p = 0; p < N; ++p) {
+          const Range r = part(q, e, p);
+          x.Send(mesh.first(p) + q.iv.holder[e][p], pieces[k].piece + (r.start - q.mine), r.len);
+        }
+        const Range own = part(q, e, J);
+        for (int j = 0; j < N; ++j) {
+          x.Recv(mesh.first(j) + q.iv.holder[e][j], partials + (at * N + j * own.len), own.len);
+        }
+        at += own.len;
       }
-      const Range own = part(e, J);
-      for (int j = 0; j < N; ++j) {
-        x.Recv(mesh.first(j) + iv.holder[e][j], partials + (at * N + j * own.len), own.len);
-      }
-      at += own.len;
     }
     HS_RETURN_IF_ERROR(x.Run());
   }
   // Node-order sums of our parts.
-  {
-    int64_t at = 0;
-    for (size_t e : held) {
-      const Range own = part(e, J);
+  for (const Plan& q : plans) {
+    int64_t at = q.at;
+    for (size_t e : q.held) {
+      const Range own = part(q, e, J);
       const float* slots = partials + at * N;
       std::vector<const float*> in(static_cast<size_t>(N));
       for (int j = 0; j < N; ++j) in[j] = slots + j * own.len;
@@ -377,18 +402,26 @@ absl::Status ReduceAcrossNodes(const MeshComms& c, float* piece, const std::vect
   }
   // All-gather: every holder sends its summed part to every node's holder (ourselves included).
   Exchange x(c.world);
-  int64_t at = 0;
-  for (size_t e : held) {
-    const Range own = part(e, J);
-    for (int p = 0; p < N; ++p) {
-      const int peer = mesh.first(p) + iv.holder[e][p];
-      x.Send(peer, reduced + at, own.len);
-      const Range r = part(e, p);
-      x.Recv(peer, piece + (r.start - mine), r.len);
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    const Plan& q = plans[k];
+    int64_t at = q.at;
+    for (size_t e : q.held) {
+      const Range own = part(q, e, J);
+      for (int p = 0; p < N; ++p) {
+        const int peer = mesh.first(p) + q.iv.holder[e][p];
+        x.Send(peer, reduced + at, own.len);
+        const Range r = part(q, e, p);
+        x.Recv(peer, pieces[k].piece + (r.start - q.mine), r.len);
+      }
+      at += own.len;
     }
-    at += own.len;
   }
   return x.Run();
+}
+
+absl::Status ReduceAcrossNodes(const MeshComms& c, float* piece, const std::vector<int64_t>& counts,
+                               const std::vector<int64_t>& in_node, int64_t total) {
+  return ReduceAcrossNodes(c, {AcrossPiece{piece, &counts, in_node, total}});
 }
 
 // "" when node_counts has one non-negative entry per node.
@@ -437,24 +470,44 @@ absl::Status HierarchicalAllReduce(const MeshComms& c, float* data, int64_t coun
 }
 
 absl::Status AcrossNodesAllReduce(const MeshComms& c, float* piece, const std::vector<int64_t>& counts) {
+  return AcrossNodesAllReduce(c, std::vector<float*>{piece}, std::vector<std::vector<int64_t>>{counts});
+}
+
+absl::Status AcrossNodesAllReduce(const MeshComms& c, const std::vector<float*>& pieces,
+                                  const std::vector<std::vector<int64_t>>& counts) {
   std::string error = CheckComms(c);
-  if (error.empty()) error = CheckCounts(counts, c.world.size(), "counts");
-  int64_t total = 0;
-  if (error.empty()) {
+  if (error.empty() && pieces.size() != counts.size()) {
+    error = StrCat(pieces.size(), " pieces but ", counts.size(), " count lists; expected one per piece");
+  }
+  std::vector<int64_t> totals(counts.size(), 0);
+  std::vector<int64_t> agree;
+  for (size_t k = 0; k < counts.size() && error.empty(); ++k) {
+    const std::string which = counts.size() == 1 ? "" : StrCat(" (tensor ", k, ")");
+    error = CheckCounts(counts[k], c.world.size(), "counts");
+    if (!error.empty()) {
+      error += which;
+      break;
+    }
     const Mesh& m = c.mesh;
     for (int j = 0; j < m.nodes() && error.empty(); ++j) {
-      const int64_t t = std::accumulate(counts.begin() + m.first(j), counts.begin() + m.first(j) + m.size(j), int64_t{0});
-      if (j == 0) total = t;
-      if (t != total) {
-        error = StrCat("node ", j, "'s counts sum to ", t, " but node 0's to ", total,
-                       "; every node's pieces must tile the same tensor");
+      const int64_t t =
+          std::accumulate(counts[k].begin() + m.first(j), counts[k].begin() + m.first(j) + m.size(j), int64_t{0});
+      if (j == 0) totals[k] = t;
+      if (t != totals[k]) {
+        error = StrCat("node ", j, "'s counts sum to ", t, " but node 0's to ", totals[k],
+                       "; every node's pieces must tile the same tensor", which);
       }
     }
-    if (error.empty() && counts[c.world.rank()] > 0 && piece == nullptr) error = "piece is null but its count is > 0";
+    if (error.empty() && counts[k][c.world.rank()] > 0 && pieces[k] == nullptr) {
+      error = StrCat("piece is null but its count is > 0", which);
+    }
+    agree.push_back(static_cast<int64_t>(HashCounts(counts[k])));
   }
-  HS_RETURN_IF_ERROR(Agree(c, "AcrossNodesAllReduce", {static_cast<int64_t>(HashCounts(counts))}, error));
-  const Pieces p = PiecesOf(c.mesh, counts);
-  return ReduceAcrossNodes(c, piece, counts, p.in_node, total);
+  if (agree.empty()) agree.push_back(static_cast<int64_t>(counts.size()));
+  HS_RETURN_IF_ERROR(Agree(c, "AcrossNodesAllReduce", {static_cast<int64_t>(HashCounts(agree))}, error));
+  std::vector<AcrossPiece> ps;
+  for (size_t k = 0; k < counts.size(); ++k) ps.push_back({pieces[k], &counts[k], PiecesOf(c.mesh, counts[k]).in_node, totals[k]});
+  return ReduceAcrossNodes(c, ps);
 }
 
 absl::Status HierarchicalAllGatherV(const MeshComms& c, const float* send, float* recv,

@@ -116,5 +116,10 @@ absl::Status NodesReduceScatterV(const MeshComms& c, const float* send, float* r
 // intervals of all nodes' boundaries; with equal nodes, device m of every node — each interval
 // is reduce-scattered in N parts, part p summed on node p's holder, and all-gathered back.
 absl::Status AcrossNodesAllReduce(const MeshComms& c, float* piece, const std::vector<int64_t>& counts);
+// The same for several tensors at once (a gradient bucket): pieces[k] with counts[k]; one
+// exchange for the reduce-scatter of all of them and one for the all-gather, so the bucket pays
+// the cross-node latency once. The same sums, bit for bit, as one call per tensor.
+absl::Status AcrossNodesAllReduce(const MeshComms& c, const std::vector<float*>& pieces,
+                                  const std::vector<std::vector<int64_t>>& counts);
 
 }  // namespace hetsynth::runtime

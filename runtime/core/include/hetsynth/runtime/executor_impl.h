@@ -316,27 +316,45 @@ struct ExecutorImpl final : Executor::Impl {
   }
   absl::Status ReduceBucket(Communicator& w, Communicator* node, std::vector<T>& gs, const GradBuckets::One& bucket) {
     if (bucket.kind == instr::Level::kWorld) return AllReduceBucket(b, mesh, w, node, gs, bucket.impl);
-    // Across nodes, parameter by parameter: each device's piece of dim e, laid out so the
+    // Across nodes, one collective for the bucket: each device's piece of dim e, laid out so the
     // node's pieces tile the tensor, summed with the pieces of the other nodes that overlap it
     // (on host memory: device tensors are staged through it).
     HS_RETURN_IF_ERROR(NeedMesh("an across-nodes gradient all-reduce"));
-    const MeshComms mc{w, *node, *mesh.mesh};
+    std::vector<Tensor> staged_host;          // device tensors' host copies
+    std::vector<std::vector<float>> major;    // dim-major copies of pieces not split on a leading dim
+    std::vector<float*> ptrs;
+    std::vector<std::vector<int64_t>> counts;
+    staged_host.reserve(gs.size());
+    major.reserve(gs.size());
     for (size_t j = 0; j < gs.size(); ++j) {
       const NodeSync& ns = node_sync.at(bucket.params[j]);
-      auto across = [&](Tensor& t) -> absl::Status {
-        if (AroundDim(t.shape, ns.dim).outer == 1) return AcrossNodesAllReduce(mc, t.ptr(), ns.counts);
-        std::vector<float> major = DimMajor(t, ns.dim);
-        HS_RETURN_IF_ERROR(AcrossNodesAllReduce(mc, major.data(), ns.counts));
-        FromDimMajor(major.data(), ns.dim, t);
-        return absl::OkStatus();
-      };
+      Tensor* h = nullptr;
       if constexpr (B::kHostTensors) {
-        HS_RETURN_IF_ERROR(across(gs[j]));
+        h = &gs[j];
       } else {
-        Tensor h = b.ToHost(gs[j]);
-        HS_RETURN_IF_ERROR(across(h));
-        gs[j] = b.FromHost(std::move(h));
+        staged_host.push_back(b.ToHost(gs[j]));
+        h = &staged_host.back();
       }
+      if (AroundDim(h->shape, ns.dim).outer == 1) {
+        ptrs.push_back(h->ptr());
+      } else {
+        major.push_back(DimMajor(*h, ns.dim));
+        ptrs.push_back(major.back().data());
+      }
+      counts.push_back(ns.counts);
+    }
+    HS_RETURN_IF_ERROR(AcrossNodesAllReduce(MeshComms{w, *node, *mesh.mesh}, ptrs, counts));
+    size_t next_major = 0, next_host = 0;
+    for (size_t j = 0; j < gs.size(); ++j) {
+      const NodeSync& ns = node_sync.at(bucket.params[j]);
+      Tensor* h = nullptr;
+      if constexpr (B::kHostTensors) {
+        h = &gs[j];
+      } else {
+        h = &staged_host[next_host++];
+      }
+      if (AroundDim(h->shape, ns.dim).outer != 1) FromDimMajor(major[next_major++].data(), ns.dim, *h);
+      if constexpr (!B::kHostTensors) gs[j] = b.FromHost(std::move(*h));
     }
     return absl::OkStatus();
   }
