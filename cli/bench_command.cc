@@ -20,11 +20,13 @@
 #include "backend_flags.h"
 #include "commands.h"
 #include "emulated_cluster.h"
+#include "refit_names.h"
 #include "inference.h"
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/rules.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/runtime/grad_sync.h"
 #include "train.h"
 
 namespace hetsynth::cli {
@@ -538,16 +540,21 @@ absl::Status AddMeasured(const std::string& dir, const Entry& e, const ir::Graph
   std::ifstream tf(dir + "/" + e.name + ".trace.json");
   const nlohmann::json trace = nlohmann::json::parse(tf, nullptr, false);
   if (trace.is_discarded()) return absl::InternalError(StrCat("cannot read ", dir, "/", e.name, ".trace.json"));
-  // tensor name → per rank Σ seconds of its collectives ("op(x)" and "op(grad x)").
+  // tensor name → per rank Σ seconds of its collectives ("op(x)", "op(grad x)", "op(grad x,
+  // nodes)"); a gradient bucket's ("all_reduce(bucket k: n gradients…)") goes to the parameter
+  // that completes it, where the cost model puts the bucket's price.
   std::map<std::string, std::map<int, double>> by_tensor;
+  const runtime::GradBuckets buckets = runtime::GradBuckets::Of(e.plan.program);
   for (const auto& ev : trace.at("traceEvents")) {
     if (ev.value("ph", "") != "X" || ev.value("cat", "") != "communication") continue;
     if (ev.at("ts").get<double>() * 1e-6 < t0 - 1e-9) continue;  // warm-up
     std::string name = ev.at("name").get<std::string>();
     const size_t open = name.find('('), close = name.rfind(')');
     if (open == std::string::npos || close == std::string::npos || close < open) continue;
-    std::string tensor = name.substr(open + 1, close - open - 1);
-    if (tensor.rfind("grad ", 0) == 0) tensor = tensor.substr(5);
+    const std::string tensor = RefitTensorOf(name.substr(open + 1, close - open - 1), [&](size_t k) -> std::string {
+      if (k >= buckets.buckets.size() || buckets.buckets[k].params.empty()) return "";
+      return g.value(buckets.buckets[k].params.back()).name;
+    });
     by_tensor[tensor][ev.at("pid").get<int>()] += ev.at("dur").get<double>() * 1e-6;
   }
   // Per tensor: the predicted communication of its instructions, by table op.
