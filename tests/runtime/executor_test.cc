@@ -24,23 +24,29 @@ void ExpectParamsClose(const std::map<std::string, Tensor>& ref, const std::map<
   EXPECT_EQ(testing::CompareParams(ref, got, tol), "");
 }
 
+// 5 SGD steps of the plan on one thread rank per device against single-device training: losses
+// and final parameters within 1e-5 relative.
+void ExpectTrainsLikeOneDevice(const testing::Setup& setup) {
+  auto reference = testing::TrainSingle(setup, 5);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  testing::RunResult run;
+  const absl::Status st = RunThreadRanks(setup.plan.program.num_devices, [&](Communicator& comm) -> absl::Status {
+    HS_ASSIGN_OR_RETURN(testing::RunResult r, testing::TrainPlan(setup, comm, 5));
+    if (comm.rank() == 0) run = std::move(r);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(st.ok()) << st;
+  ExpectClose(*reference, run, 1e-5);
+}
+
 class ExecutorMatches : public ::testing::TestWithParam<PlanCase> {};
 
 TEST_P(ExecutorMatches, SingleDeviceTraining) {
   const PlanCase& c = GetParam();
   auto setup = testing::MakeSetup(c);
   ASSERT_TRUE(setup.ok()) << setup.status();
-  auto reference = testing::TrainSingle(*setup, 5);
-  ASSERT_TRUE(reference.ok()) << reference.status();
-
-  testing::RunResult run;
-  const absl::Status st = RunThreadRanks(4, [&](Communicator& comm) -> absl::Status {
-    HS_ASSIGN_OR_RETURN(testing::RunResult r, testing::TrainPlan(*setup, comm, 5));
-    if (comm.rank() == 0) run = std::move(r);
-    return absl::OkStatus();
-  });
-  ASSERT_TRUE(st.ok()) << st;
-  ExpectClose(*reference, run, 1e-5);
+  ASSERT_EQ(setup->plan.program.num_devices, 4);
+  ExpectTrainsLikeOneDevice(*setup);
 }
 
 std::vector<PlanCase> Cases() {
@@ -84,16 +90,7 @@ TEST_P(PlanKindsMatch, SingleDeviceTraining) {
     }
     ASSERT_TRUE(zero) << "the ZeRO plan gathers no parameter";
   }
-  auto reference = testing::TrainSingle(*setup, 5);
-  ASSERT_TRUE(reference.ok()) << reference.status();
-  testing::RunResult run;
-  const absl::Status st = RunThreadRanks(p.num_devices, [&](Communicator& comm) -> absl::Status {
-    HS_ASSIGN_OR_RETURN(testing::RunResult r, testing::TrainPlan(*setup, comm, 5));
-    if (comm.rank() == 0) run = std::move(r);
-    return absl::OkStatus();
-  });
-  ASSERT_TRUE(st.ok()) << st;
-  ExpectClose(*reference, run, 1e-5);
+  ExpectTrainsLikeOneDevice(*setup);
 }
 
 std::vector<PlanCase> MeshCases() {
@@ -133,16 +130,7 @@ TEST_P(MeshLevelsMatch, SingleDeviceTraining) {
     EXPECT_TRUE(std::any_of(p.buckets.begin(), p.buckets.end(), [](const instr::Bucket& b) { return b.kind == instr::Level::kNodes; }));
   }
   EXPECT_TRUE(instr::RuntimeSupports(p).ok()) << instr::RuntimeSupports(p);
-  auto reference = testing::TrainSingle(*setup, 5);
-  ASSERT_TRUE(reference.ok()) << reference.status();
-  testing::RunResult run;
-  const absl::Status st = RunThreadRanks(p.num_devices, [&](Communicator& comm) -> absl::Status {
-    HS_ASSIGN_OR_RETURN(testing::RunResult r, testing::TrainPlan(*setup, comm, 5));
-    if (comm.rank() == 0) run = std::move(r);
-    return absl::OkStatus();
-  });
-  ASSERT_TRUE(st.ok()) << st;
-  ExpectClose(*reference, run, 1e-5);
+  ExpectTrainsLikeOneDevice(*setup);
 }
 
 std::vector<PlanCase> MeshLevelCases() {
@@ -172,16 +160,7 @@ TEST_P(NodesLevelMatch, SingleDeviceTraining) {
   ASSERT_TRUE(setup.ok()) << setup.status();
   const instr::Program& program = setup->plan.program;
   ASSERT_TRUE(instr::RuntimeSupports(program).ok()) << instr::RuntimeSupports(program);
-  auto reference = testing::TrainSingle(*setup, 5);
-  ASSERT_TRUE(reference.ok()) << reference.status();
-  testing::RunResult run;
-  const absl::Status st = RunThreadRanks(4, [&](Communicator& comm) -> absl::Status {
-    HS_ASSIGN_OR_RETURN(testing::RunResult r, testing::TrainPlan(*setup, comm, 5));
-    if (comm.rank() == 0) run = std::move(r);
-    return absl::OkStatus();
-  });
-  ASSERT_TRUE(st.ok()) << st;
-  ExpectClose(*reference, run, 1e-5);
+  ExpectTrainsLikeOneDevice(*setup);
 }
 
 INSTANTIATE_TEST_SUITE_P(HandMade, NodesLevelMatch, ::testing::Values("gather", "scatter", "reduce"),
