@@ -146,6 +146,11 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
   if (absl::Status st = instr::RuntimeSupports(plan.program); !st.ok()) {
     return absl::FailedPreconditionError(StrCat("plan '", p.plan_path, "': ", st.message()));
   }
+  if (p.elastic != nullptr && plan.program.UsesMesh()) {
+    return absl::FailedPreconditionError(StrCat("plan '", p.plan_path, "': elastic training snapshots plans over world "
+                                                "forms only; this plan has properties over mesh levels (synthesize it "
+                                                "with --no-mesh-levels)"));
+  }
   const size_t n_dev = plan.devices.size();
   std::vector<double> flops = p.flops;
   if (flops.empty()) flops.assign(n_dev, 1.0);

@@ -1179,13 +1179,7 @@ absl::Status ExecutorImpl<B>::Restore(const Checkpoint& ck) {
   for (const auto& [key, whole] : ck.state) {
     auto it = param_prop.find(ParamOfState(key));
     if (it == param_prop.end()) return absl::InvalidArgumentError(StrCat("checkpoint: state '", key, "' belongs to no parameter"));
-    const Property& p = it->second;
-    if (p.kind != PropKind::kGather) {
-      state[key] = whole;
-    } else {
-      const std::vector<int64_t> len = Lengths(p);
-      state[key] = Slice(whole, p.dim, Offset(len, rank), len[static_cast<size_t>(rank)]);
-    }
+    state[key] = SliceBox(whole, instr::PieceCuts(g, plan.program, it->second, rank));
   }
   b.RestoreState(optimizer, std::move(state), ck.step);
   return b.status();
@@ -1196,6 +1190,11 @@ absl::Status ExecutorImpl<B>::Restore(const Checkpoint& ck) {
 template <class B>
 absl::StatusOr<RankSnapshot> ExecutorImpl<B>::Snapshot() {
   const int n = comm.size();
+  if (plan.program.UsesMesh()) {
+    // A snapshot's layout is per-rank slices of one dim; a mixed form's piece is a box.
+    return absl::UnimplementedError(
+        "snapshots (elastic training) of plans over mesh levels are not supported; synthesize with --no-mesh-levels");
+  }
   std::map<std::string, Tensor> state = b.StateTensors(optimizer);
   HS_RETURN_IF_ERROR(b.status());
   RankSnapshot s;
