@@ -18,6 +18,16 @@
 
 namespace hetsynth::runtime::gpu {
 
+// A double in the 8 bytes at p (two floats of a tensor of partial sums), and back: stored whole,
+// so a partial beyond float's range, or an infinite one, stays what it is (batch norm's and
+// mse_loss's chunk partials).
+HS_HD inline void StoreDouble(double v, float* p) { memcpy(p, &v, sizeof v); }
+HS_HD inline double LoadDouble(const float* p) {
+  double v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
 // max_j x[j] (NaN skipped, -inf for an empty row).
 HS_HD inline float NormRowMax(const float* x, int64_t n) {
   float m = -INFINITY;
@@ -344,19 +354,12 @@ struct CrossEntropyBwd {
 // batch_moments and batch_norm (cpu/src/batch_norm.cc) see x [B, C, ...] as C channels of B
 // blocks of `inner` elements: element (b, c, i) at (b·C + c)·inner + i. A channel's sums run
 // over its B·inner elements in the order t = b·inner + i, in two passes: BatchChannelPartials
-// sums chunks of kBatchNormChunk consecutive t (one call per chunk, in double), each kept as
-// hi + lo floats (~48 bits); a per-channel functor then adds its chunks in order, in double —
-// the CPU's one double sum up to double rounding, far below float's.
+// sums chunks of kBatchNormChunk consecutive t (one call per chunk, in double), each kept as a
+// whole double in two floats (StoreDouble); a per-channel functor then adds its chunks in order,
+// in double — the CPU's one double sum up to the order of the additions.
 
 constexpr int64_t kBatchNormChunk = 512;
 
-// A double as hi + lo floats, and back.
-HS_HD inline void BatchNormSplit(double v, float* p) {
-  const float hi = static_cast<float>(v);
-  p[0] = hi;
-  p[1] = static_cast<float>(v - double(hi));
-}
-HS_HD inline double BatchNormJoin(const float* p) { return double(p[0]) + double(p[1]); }
 
 // μ and r = 1/√(v + eps) of channel ch from moments m [2, C], v = E[x²] − μ² (a negative v from
 // rounding counts as 0), as the CPU's ChannelStats.
@@ -368,7 +371,7 @@ HS_HD inline void BatchNormChannelStats(const float* m, int64_t channels, int64_
   *r = 1.0 / sqrt(v + eps);
 }
 
-// Chunk p of channel ch (call e = ch·chunks + p): part[4e..4e+3] = S1 (hi, lo), S2 (hi, lo)
+// Chunk p of channel ch (call e = ch·chunks + p): part[4e..4e+3] = S1, S2 (a double each)
 // over t in [p·kBatchNormChunk, min((p+1)·kBatchNormChunk, B·inner)) with
 //   moments (dy null):  S1 = Σ x,  S2 = Σ x²;
 //   batch_norm backward: S1 = Σ dy, S2 = Σ dy·(x − μ), μ = m[ch] (m the moments [2, C]).
@@ -398,8 +401,8 @@ struct BatchChannelPartials {
       }
       if (++i == inner) i = 0, ++b;
     }
-    BatchNormSplit(s1, part + 4 * e);
-    BatchNormSplit(s2, part + 4 * e + 2);
+    StoreDouble(s1, part + 4 * e);
+    StoreDouble(s2, part + 4 * e + 2);
   }
 };
 
@@ -409,8 +412,8 @@ HS_HD inline void BatchChannelTotals(const float* part, int64_t chunks, int64_t 
   *s2 = 0;
   for (int64_t p = 0; p < chunks; ++p) {
     const float* q = part + 4 * (ch * chunks + p);
-    *s1 += BatchNormJoin(q);
-    *s2 += BatchNormJoin(q + 2);
+    *s1 += LoadDouble(q);
+    *s2 += LoadDouble(q + 2);
   }
 }
 
@@ -522,18 +525,11 @@ struct BatchNormBwdX {
 // mse_loss = Σ (p − t)² / N over all elements, summed in double like cpu/src/norm.cc, in passes
 // of kMseLossChunk: MseLossPartials sums chunks of consecutive elements, MseLossChunkSum chunks
 // of those partials, repeated until one is left. Each partial is a double stored whole in two
-// floats' bytes (not hi + lo floats: a partial above float's range, or an infinite one, must
-// stay what it is), so the total differs from the CPU's one double sum by summation order only.
+// floats (StoreDouble), so the total differs from the CPU's one double sum by summation order
+// only.
 
 constexpr int64_t kMseLossChunk = 256;
 
-// A double in the 8 bytes at p (two floats of a tensor), and back.
-HS_HD inline void MseLossStore(double v, float* p) { memcpy(p, &v, sizeof v); }
-HS_HD inline double MseLossLoad(const float* p) {
-  double v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
 
 // Chunk c: part[2c..2c+1] = Σ (p − t)² over elements [c·kMseLossChunk, …) below n.
 struct MseLossPartials {
@@ -549,7 +545,7 @@ struct MseLossPartials {
       const double d = double(p[i]) - double(t[i]);
       s += d * d;
     }
-    MseLossStore(s, part + 2 * c);
+    StoreDouble(s, part + 2 * c);
   }
 };
 
@@ -563,8 +559,8 @@ struct MseLossChunkSum {
     const int64_t begin = c * kMseLossChunk;
     const int64_t end = begin + kMseLossChunk < count ? begin + kMseLossChunk : count;
     double s = 0;
-    for (int64_t i = begin; i < end; ++i) s += MseLossLoad(in + 2 * i);
-    MseLossStore(s, out + 2 * c);
+    for (int64_t i = begin; i < end; ++i) s += LoadDouble(in + 2 * i);
+    StoreDouble(s, out + 2 * c);
   }
 };
 
@@ -573,7 +569,7 @@ struct MseLossOut {
   const float* sum;
   double divisor;
   float* loss;
-  HS_HD void operator()(int64_t) const { loss[0] = static_cast<float>(MseLossLoad(sum) / divisor); }
+  HS_HD void operator()(int64_t) const { loss[0] = static_cast<float>(LoadDouble(sum) / divisor); }
 };
 
 // Element k: g = (p − t)·scale with scale = 2·dloss/divisor rounded to float (dloss read here: it
