@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/ir/float_formats.h"
 
 #ifdef HETSYNTH_HAVE_ONNX
 #include <onnx/checker.h>
@@ -105,6 +106,18 @@ absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::str
     }
     return absl::OkStatus();
   };
+  // Every element is stored (raw bytes, or one typed entry each): more elements than stored
+  // values is a bad file, refused before anything is allocated for it.
+  const int64_t stored = static_cast<int64_t>(raw.size()) + t.float_data_size() + t.double_data_size() +
+                         t.int32_data_size() + t.int64_data_size() + t.uint64_data_size();
+  int64_t bound = 1;
+  for (int64_t d : c.dims) {
+    if (d < 0 || (d > 0 && bound > stored / d)) {
+      return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(c.dims), " holds ", stored,
+                        " stored values; expected one per element"));
+    }
+    bound *= d;
+  }
   c.v.resize(static_cast<size_t>(n));
   switch (t.data_type()) {
     case onnx::TensorProto::FLOAT:
@@ -193,9 +206,37 @@ absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::str
       }
       return c;
     }
+    case onnx::TensorProto::FLOAT16:
+    case onnx::TensorProto::BFLOAT16:
+    case onnx::TensorProto::INT16:
+    case onnx::TensorProto::UINT16: {
+      // Two bytes each: raw little-endian, or one per int32_data entry (float16 and bfloat16
+      // as their bits); every value is exact in fp32.
+      const int type = t.data_type();
+      c.integer = type == onnx::TensorProto::INT16 || type == onnx::TensorProto::UINT16;
+      auto value = [type](uint16_t bits) -> double {
+        if (type == onnx::TensorProto::FLOAT16) return Float16BitsToFloat(bits);
+        if (type == onnx::TensorProto::BFLOAT16) return Bfloat16BitsToFloat(bits);
+        return type == onnx::TensorProto::INT16 ? static_cast<int16_t>(bits) : bits;
+      };
+      if (!raw.empty()) {
+        HS_RETURN_IF_ERROR(need(2));
+        for (int64_t i = 0; i < n; ++i) {
+          uint16_t bits;
+          std::memcpy(&bits, raw.data() + 2 * i, 2);
+          c.v[i] = value(bits);
+        }
+      } else if (t.int32_data_size() == n) {
+        for (int64_t i = 0; i < n; ++i) c.v[i] = value(static_cast<uint16_t>(t.int32_data(static_cast<int>(i))));
+      } else {
+        return Bad(StrCat(where, ": tensor '", t.name(), "' has the wrong number of values"));
+      }
+      return c;
+    }
     default:
       return Bad(StrCat(where, ": tensor '", t.name(), "' has ONNX data type ", t.data_type(),
-                        "; expected float, double, int64, int32, uint64, uint32, int8, uint8 or bool"));
+                        "; expected float, float16, bfloat16, double, int64, int32, int16, int8, uint64, uint32, "
+                        "uint16, uint8 or bool"));
   }
 }
 
@@ -469,13 +510,15 @@ class Importer {
     if (op == "Cast") {
       const int64_t to = AttrInt(n, "to", onnx::TensorProto::FLOAT);
       const bool integer = to != onnx::TensorProto::FLOAT && to != onnx::TensorProto::DOUBLE &&
-                           to != onnx::TensorProto::FLOAT16;
+                           to != onnx::TensorProto::FLOAT16 && to != onnx::TensorProto::BFLOAT16;
       Const c = *in[0];
       c.integer = integer;
       for (double& x : c.v) {
         if (to == onnx::TensorProto::BOOL) x = x != 0 ? 1 : 0;
         else if (integer) x = std::trunc(x);
         else if (to == onnx::TensorProto::FLOAT) x = static_cast<float>(x);
+        else if (to == onnx::TensorProto::FLOAT16) x = RoundToFloat16(static_cast<float>(x));
+        else if (to == onnx::TensorProto::BFLOAT16) x = RoundToBfloat16(static_cast<float>(x));
       }
       return c;
     }
@@ -756,9 +799,17 @@ class Importer {
                           i == 0 ? "; bind it with --batch" : "; only dim 0 (the batch) can be bound, with --batch"));
       }
     }
+    // Data is held in fp32: exactly for these types (the integers as long as they stay below
+    // 2^24 in magnitude), rounded to fp32 for double.
+    static const std::set<int> held = {onnx::TensorProto::FLOAT,  onnx::TensorProto::FLOAT16, onnx::TensorProto::BFLOAT16,
+                                       onnx::TensorProto::DOUBLE, onnx::TensorProto::INT64,   onnx::TensorProto::INT32,
+                                       onnx::TensorProto::INT16,  onnx::TensorProto::INT8,    onnx::TensorProto::UINT16,
+                                       onnx::TensorProto::UINT8,  onnx::TensorProto::BOOL};
     const int et = tt.elem_type();
-    if (et != onnx::TensorProto::FLOAT && et != onnx::TensorProto::INT64 && et != onnx::TensorProto::INT32) {
-      return Bad(StrCat(where, ": element type ", et, "; expected float, int64 or int32"));
+    if (!held.count(et)) {
+      return Bad(StrCat(where, ": element type ", onnx::TensorProto::DataType_Name(et),
+                        "; expected a number type (float, float16, bfloat16, double, int64, int32, int16, int8, "
+                        "uint16, uint8 or bool)"));
     }
     HS_ASSIGN_OR_RETURN(ValueId id, g_.AddInput(v.name(), shape));
     ids_[v.name()] = id;
@@ -1179,13 +1230,21 @@ class Importer {
                             "(its mask cannot be reproduced); export in eval mode or with p = 0"));
         }
       }
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       if (op == "Cast") {
+        // Data is fp32 (AddInput): a cast to float or double keeps every value (float to double
+        // is exact), one to float16 or bfloat16 rounds to that format's grid.
         const int64_t to = AttrInt(n, "to", onnx::TensorProto::FLOAT);
-        if (to != onnx::TensorProto::FLOAT && to != onnx::TensorProto::INT64 && to != onnx::TensorProto::INT32) {
-          return Bad(StrCat(Where(n), " attribute to: ", to, "; only casts to float, int64 and int32 of data are supported"));
+        if (to == onnx::TensorProto::FLOAT16 || to == onnx::TensorProto::BFLOAT16) {
+          HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, to == onnx::TensorProto::FLOAT16 ? OpKind::kToFloat16 : OpKind::kToBfloat16, {x}));
+          return Set(n, 0, y);
+        }
+        if (to != onnx::TensorProto::FLOAT && to != onnx::TensorProto::DOUBLE && to != onnx::TensorProto::INT64 &&
+            to != onnx::TensorProto::INT32) {
+          return Bad(StrCat(Where(n), " attribute to: ", onnx::TensorProto::DataType_Name(static_cast<int>(to)),
+                            "; casts of data are supported to float, double, float16, bfloat16, int64 and int32"));
         }
       }
-      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       return Set(n, 0, x);
     }
     if (op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "Erf") {
@@ -1599,6 +1658,12 @@ absl::StatusOr<OnnxImport> ImportOnnx(const std::string& path, const OnnxImportO
   HS_ASSIGN_OR_RETURN(OnnxImport r, imp.Run());
   r.file_hash = hash;
   return r;
+}
+
+absl::StatusOr<std::vector<double>> OnnxTensorValues(const onnx::TensorProto& t, Shape* dims) {
+  HS_ASSIGN_OR_RETURN(Const c, FromTensorProto(t, "tensor"));
+  *dims = c.dims;
+  return std::move(c.v);
 }
 
 #endif  // HETSYNTH_HAVE_ONNX

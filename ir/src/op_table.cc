@@ -510,6 +510,8 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
     {.kind = OpKind::kAvgPool2d, .attrs = {"kernel", "stride", "padding", "ceil_mode", "count_include_pad"},
      .shape = Pool2dShape, .flops = PerInput<1, 1>, .sharding = {.family = F::kKeepDims, .whole_trailing_dims = 2}},
     {.kind = OpKind::kErf, .shape = SameShape, .flops = PerOutput<16, 8>, .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kToFloat16, .shape = SameShape, .flops = PerOutput<4, 4>, .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kToBfloat16, .shape = SameShape, .flops = PerOutput<3, 3>, .sharding = {.family = F::kKeepDims}},
 }};
 #pragma GCC diagnostic pop
 

@@ -103,6 +103,11 @@ struct Sample {
   // channels are indices, only its weight channel is differentiable.
   std::function<bool(size_t input, int64_t elem)> skip;
   bool infinite_outputs = false;  // masked outputs (causal_mask's −inf) are constants
+  // Finite differences: a rounding op (to_float16, to_bfloat16) is flat between the points of
+  // its grid, so a step spanning many of them measures the straight-through slope its backward
+  // gives (PyTorch's), within one grid spacing / (2·step).
+  double fd_step = 1e-2;
+  double fd_tol = 1e-2;
 };
 
 absl::StatusOr<Sample> SampleFor(OpKind kind) {
@@ -112,6 +117,8 @@ absl::StatusOr<Sample> SampleFor(OpKind kind) {
   out.kind = kind;
   out.attrs = s.attrs;
   out.infinite_outputs = kind == OpKind::kCausalMask;
+  if (kind == OpKind::kToFloat16) out.fd_step = 0.5;                        // grid <= 2^-8 below 4
+  if (kind == OpKind::kToBfloat16) out.fd_step = 2.0, out.fd_tol = 2e-2;  // grid <= 2^-4 below 8
   const bool kinks =
       kind == OpKind::kRelu || kind == OpKind::kClip || kind == OpKind::kMaxPool2d || kind == OpKind::kTopKGate;
   for (size_t i = 0; i < s.inputs.size(); ++i) {
@@ -159,6 +166,8 @@ TEST_P(OpCoverage, BackwardMatchesFiniteDifferences) {
   }
   c.skip = s->skip;
   c.constant_infinite_outputs = s->infinite_outputs;
+  c.step = s->fd_step;
+  c.tol = s->fd_tol;
   CheckGradients(c);
 }
 

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "hetsynth/ir/float_formats.h"
 #include "hetsynth/ir/graph.h"
 #include "hetsynth/runtime/kernels.h"
 #include "runtime/gradcheck.h"
@@ -409,6 +410,64 @@ TEST(ElementwiseForwardTest, ErfIsAccurate) {
   EXPECT_TRUE(std::signbit(e.data[1])) << "erf(-0) is -0";
   EXPECT_TRUE(std::isnan(e.data[4]));
   EXPECT_NEAR(e.data[5], 1.1283791670955126e-30, 1e-36);
+}
+
+// to_float16 rounds as the compiler's own float16 conversion does (GCC's _Float16: IEEE
+// round-to-nearest-even, subnormals, overflow to inf), over a spread of every float's bit
+// patterns and the boundaries; every float16 decodes to a value it keeps.
+TEST(ElementwiseForwardTest, ToFloat16RoundsAsTheCompilersFloat16) {
+  std::vector<float> xs = {0.0f, -0.0f, 65504.0f, 65519.996f, 65520.0f, -65520.0f, 6.1035156e-05f, 6.1e-05f,
+                           5.9604645e-08f, 2.9802322e-08f, 2.9802326e-08f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048};
+  for (uint64_t u = 0; u < (uint64_t{1} << 32); u += 4099) {
+    const float f = std::bit_cast<float>(static_cast<uint32_t>(u));
+    if (!std::isnan(f)) xs.push_back(f);
+  }
+  Tensor x({static_cast<int64_t>(xs.size())});
+  std::copy(xs.begin(), xs.end(), x.data.begin());
+  const Tensor y = RunForward(OpKind::kToFloat16, {x});
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const float want = static_cast<float>(static_cast<_Float16>(xs[i]));
+    ASSERT_EQ(std::bit_cast<uint32_t>(y.data[i]), std::bit_cast<uint32_t>(want)) << "to_float16(" << xs[i] << ")";
+  }
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float v = ir::Float16BitsToFloat(static_cast<uint16_t>(h));
+    const float want = static_cast<float>(std::bit_cast<_Float16>(static_cast<uint16_t>(h)));
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(v) && std::isnan(ir::RoundToFloat16(v))) << h;
+      continue;
+    }
+    ASSERT_EQ(std::bit_cast<uint32_t>(v), std::bit_cast<uint32_t>(want)) << "float16 bits " << h;
+    ASSERT_EQ(std::bit_cast<uint32_t>(ir::RoundToFloat16(v)), std::bit_cast<uint32_t>(v)) << "float16 bits " << h;
+  }
+}
+
+// to_bfloat16 picks the nearer of the two bfloat16 values around x (by exact distance in double),
+// the one with an even last bit on a tie; overflow goes to inf, NaN stays NaN.
+TEST(ElementwiseForwardTest, ToBfloat16RoundsToNearestEven) {
+  std::vector<float> xs = {0.0f, -0.0f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 3.3961514e38f, -kInf};
+  for (uint64_t u = 0; u < (uint64_t{1} << 32); u += 4099) {
+    const float f = std::bit_cast<float>(static_cast<uint32_t>(u));
+    if (!std::isnan(f)) xs.push_back(f);
+  }
+  Tensor x({static_cast<int64_t>(xs.size())});
+  std::copy(xs.begin(), xs.end(), x.data.begin());
+  const Tensor y = RunForward(OpKind::kToBfloat16, {x});
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const uint32_t bits = std::bit_cast<uint32_t>(xs[i]);
+    const uint32_t lo = bits & 0xffff0000u;
+    float want = std::bit_cast<float>(lo);
+    if ((bits & 0xffffu) != 0 && !std::isinf(xs[i])) {
+      const uint32_t hi_bits = lo + 0x10000u;  // the next bfloat16 away from 0 (may be inf)
+      const double up = (hi_bits & 0x7fffffffu) >= 0x7f800000u
+                            ? std::ldexp(1.0, 128) * (std::signbit(xs[i]) ? -1 : 1)  // past the largest
+                            : static_cast<double>(std::bit_cast<float>(hi_bits));
+      const double d_lo = std::abs(static_cast<double>(xs[i]) - want), d_hi = std::abs(up - xs[i]);
+      if (d_hi < d_lo || (d_hi == d_lo && (lo & 0x10000u) != 0)) want = std::bit_cast<float>(hi_bits);
+    }
+    ASSERT_EQ(std::bit_cast<uint32_t>(y.data[i]), std::bit_cast<uint32_t>(want)) << "to_bfloat16(" << xs[i] << ")";
+  }
+  const Tensor n = RunForward(OpKind::kToBfloat16, {Make({1}, {std::numeric_limits<float>::quiet_NaN()})});
+  EXPECT_TRUE(std::isnan(n.data[0]));
 }
 
 // Within 3 ulp of the double-precision function (the measured maxima over every float are 2.4

@@ -16,6 +16,10 @@
 #include "absl/status/statusor.h"
 #include "hetsynth/ir/graph.h"
 
+namespace onnx {
+class TensorProto;
+}  // namespace onnx
+
 namespace hetsynth::ir {
 
 struct OnnxImportOptions {
@@ -42,6 +46,10 @@ bool OnnxAvailable();
 std::string OnnxSupportedOps();
 // Errors are one line naming the file and, where one is at fault, the node and its field.
 absl::StatusOr<OnnxImport> ImportOnnx(const std::string& path, const OnnxImportOptions& options);
+// A tensor's values as the importer reads initializers (every element type it takes, as
+// doubles: exact for fp32 and the narrower types) and its dims; only in builds with ONNX.
+absl::StatusOr<std::vector<double>> OnnxTensorValues(const onnx::TensorProto& t, Shape* dims);
+
 // The file's 48-bit FNV-1a hash, as ImportOnnx records it; NotFound when unreadable.
 absl::StatusOr<uint64_t> ModelFileHash(const std::string& path);
 

@@ -62,6 +62,10 @@ namespace hetsynth::ir {
 //   avg_pool2d           (x[B,C,H,W]) -> [B,C,H',W']; attrs kernel, stride, padding, ceil_mode,
 //                        count_include_pad: the mean over each window's input elements (or
 //                        over the window within the padded input); H' as max_pool2d's
+//   to_float16           (x) -> shape(x); x rounded to the nearest float16, ties to even (±inf
+//                        from 65520 on), held in fp32 (ir/float_formats.h); the gradient is
+//                        the output's gradient rounded alike, as PyTorch's x.half() passes it
+//   to_bfloat16          (x) -> shape(x); the same for bfloat16
 #define HETSYNTH_IR_OPS(X)                          \
   X(Linear, "linear")                               \
   X(MatMul, "matmul")                               \
@@ -96,7 +100,9 @@ namespace hetsynth::ir {
   X(BatchNorm, "batch_norm")                        \
   X(MseLoss, "mse_loss")                            \
   X(AvgPool2d, "avg_pool2d")                        \
-  X(Erf, "erf")
+  X(Erf, "erf")                                     \
+  X(ToFloat16, "to_float16")                        \
+  X(ToBfloat16, "to_bfloat16")
 
 enum class OpKind : uint8_t {
 #define HETSYNTH_IR_OP_ENUM_(camel, snake) k##camel,

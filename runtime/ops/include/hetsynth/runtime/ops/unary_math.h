@@ -28,6 +28,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "hetsynth/ir/float_formats.h"
 #include "hetsynth/ir/op_kind.h"
 #include "hetsynth/runtime/ops/hd.h"
 
@@ -37,7 +38,9 @@
   X(Relu)                          \
   X(Sigmoid)                       \
   X(Tanh)                          \
-  X(Erf)
+  X(Erf)                           \
+  X(ToFloat16)                     \
+  X(ToBfloat16)
 
 namespace hetsynth::runtime::ops {
 
@@ -134,6 +137,20 @@ struct UnaryMath<ir::OpKind::kErf> {
   static HS_HD float Backward(float x, float, float g, float acc) {
     return fmaf(g, 1.1283791671f * ExpF(-(x * x)), acc);
   }
+};
+
+// Rounding to a narrow format (an imported model's Cast): the rounding is flat almost everywhere,
+// so the gradient is PyTorch's for x.half() / x.bfloat16(): the output's gradient, itself held
+// in the narrow format, i.e. rounded alike.
+template <>
+struct UnaryMath<ir::OpKind::kToFloat16> {
+  static HS_HD float Forward(float x) { return ir::RoundToFloat16(x); }
+  static HS_HD float Backward(float, float, float g, float acc) { return acc + ir::RoundToFloat16(g); }
+};
+template <>
+struct UnaryMath<ir::OpKind::kToBfloat16> {
+  static HS_HD float Forward(float x) { return ir::RoundToBfloat16(x); }
+  static HS_HD float Backward(float, float, float g, float acc) { return acc + ir::RoundToBfloat16(g); }
 };
 
 // y[i] = f(x[i]).
