@@ -595,15 +595,32 @@ class Importer {
       if (!sl.ok()) return std::nullopt;
       Const c = *in[0];
       for (const SliceAxis& a : *sl) {
-        if (a.step != 1) return std::nullopt;
         const Split3 s = Around(c.dims, a.axis);
         Const r{c.dims, {}, c.integer};
         r.dims[static_cast<size_t>(a.axis)] = a.length;
         for (int64_t o = 0; o < s.outer; ++o) {
-          r.v.insert(r.v.end(), c.v.begin() + (o * s.dim + a.start) * s.inner,
-                     c.v.begin() + (o * s.dim + a.start + a.length) * s.inner);
+          for (int64_t j = 0; j < a.length; ++j) {
+            const int64_t k = a.start + j * a.step;
+            r.v.insert(r.v.end(), c.v.begin() + (o * s.dim + k) * s.inner, c.v.begin() + (o * s.dim + k + 1) * s.inner);
+          }
         }
         c = std::move(r);
+      }
+      return c;
+    }
+    if (op == "Split") {
+      const Const& x = *in[0];
+      const int64_t axis = NormAxis(AttrInt(n, "axis", 0), x.dims.size());
+      const absl::StatusOr<std::vector<int64_t>> sizes = SplitSizes(n, x.dims, in.size() > 1 ? in[1] : nullptr);
+      if (!sizes.ok()) return std::nullopt;
+      int64_t start = 0;
+      for (int i = 0; i < out_index; ++i) start += (*sizes)[static_cast<size_t>(i)];
+      const Split3 s = Around(x.dims, axis);
+      const int64_t len = (*sizes)[static_cast<size_t>(out_index)];
+      Const c{x.dims, {}, x.integer};
+      c.dims[static_cast<size_t>(axis)] = len;
+      for (int64_t o = 0; o < s.outer; ++o) {
+        c.v.insert(c.v.end(), x.v.begin() + (o * s.dim + start) * s.inner, x.v.begin() + (o * s.dim + start + len) * s.inner);
       }
       return c;
     }
@@ -650,16 +667,39 @@ class Importer {
       axis = NormAxis(axis, dims.size());
       const int64_t d = dims.at(static_cast<size_t>(axis));
       const int64_t step = get(4) ? static_cast<int64_t>(get(4)->v.at(i)) : 1;
-      if (step != 1) return Bad(StrCat(Where(n), ": steps: ", step, "; only step 1 is supported"));
-      auto clampi = [d](double x) {
-        int64_t v = x >= 9.2e18 ? d : x <= -9.2e18 ? 0 : static_cast<int64_t>(x);
-        if (v < 0) v += d;
-        return std::clamp<int64_t>(v, 0, d);
+      if (step == 0) return Bad(StrCat(Where(n), ": steps: 0; expected a step other than 0"));
+      // ONNX's clamping: [0, d] going forward, [-1, d - 1] going backward (-1: past the front).
+      const int64_t lo = step > 0 ? 0 : -1, hi = step > 0 ? d : d - 1;
+      auto clampi = [d, lo, hi](double x) {
+        int64_t v = x >= 9.2e18 ? hi : x <= -9.2e18 ? lo : static_cast<int64_t>(x);
+        if (v < 0 && x > -9.2e18) v += d;
+        return std::clamp<int64_t>(v, lo, hi);
       };
-      const int64_t s = clampi(get(1)->v.at(i)), e = clampi(get(2)->v.at(i));
-      out.push_back({axis, s, std::max<int64_t>(0, e - s), step});
+      const int64_t s = std::max<int64_t>(clampi(get(1)->v.at(i)), 0), e = clampi(get(2)->v.at(i));
+      const int64_t span = step > 0 ? e - s : s - e, astep = step > 0 ? step : -step;
+      out.push_back({axis, s, span > 0 ? (span + astep - 1) / astep : 0, step});
     }
     return out;
+  }
+
+  // Split's part sizes along its axis (input 1 or attribute `split`, else equal parts), checked
+  // to cover the axis.
+  absl::StatusOr<std::vector<int64_t>> SplitSizes(const onnx::NodeProto& n, const Shape& dims, const Const* split) {
+    const int64_t axis = NormAxis(AttrInt(n, "axis", 0), dims.size());
+    const int64_t d = dims.at(static_cast<size_t>(axis));
+    std::vector<int64_t> sizes = AttrInts(n, "split");
+    if (split) {
+      sizes.clear();
+      for (double v : split->v) sizes.push_back(static_cast<int64_t>(v));
+    }
+    if (sizes.empty()) sizes.assign(static_cast<size_t>(n.output_size()), d / std::max(1, n.output_size()));
+    int64_t total = 0;
+    for (int64_t v : sizes) total += v < 0 ? d + 1 : v;
+    if (sizes.size() != static_cast<size_t>(n.output_size()) || total != d) {
+      return Bad(StrCat(Where(n), " split: [", absl::StrJoin(sizes, ","), "] for dim ", axis, " of size ", d,
+                        "; expected ", n.output_size(), " sizes >= 0 that add up to ", d));
+    }
+    return sizes;
   }
 
   // The output shape of Reshape/Flatten/Squeeze/Unsqueeze applied to `dims`.
@@ -1426,6 +1466,11 @@ class Importer {
         in.push_back(c);
       }
       HS_ASSIGN_OR_RETURN(std::vector<SliceAxis> axes, SliceAxes(n, g_.value(x).shape, in));
+      for (const SliceAxis& a : axes) {
+        if (a.step != 1) {
+          return Bad(StrCat(Where(n), ": steps: ", a.step, "; only step 1 is supported on data (other steps on constants)"));
+        }
+      }
       ValueId y = x;
       for (size_t i = 0; i < axes.size(); ++i) {
         if (axes[i].start == 0 && axes[i].length == g_.value(y).shape[static_cast<size_t>(axes[i].axis)]) continue;
@@ -1441,14 +1486,12 @@ class Importer {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       const Shape xs = g_.value(x).shape;
       const int64_t axis = NormAxis(AttrInt(n, "axis", 0), xs.size());
-      std::vector<int64_t> sizes = AttrInts(n, "split");
+      const Const* split = nullptr;
       if (n.input_size() > 1 && !n.input(1).empty()) {
-        const Const* c = Constant(n.input(1));
-        if (!c) return Bad(StrCat(Where(n), " input 1 (split): not a constant"));
-        sizes.clear();
-        for (double v : c->v) sizes.push_back(static_cast<int64_t>(v));
+        split = Constant(n.input(1));
+        if (!split) return Bad(StrCat(Where(n), " input 1 (split): not a constant"));
       }
-      if (sizes.empty()) sizes.assign(static_cast<size_t>(n.output_size()), xs[static_cast<size_t>(axis)] / n.output_size());
+      HS_ASSIGN_OR_RETURN(const std::vector<int64_t> sizes, SplitSizes(n, xs, split));
       int64_t start = 0;
       for (int i = 0; i < n.output_size(); ++i) {
         Attrs a;
