@@ -113,6 +113,18 @@ absl::StatusOr<ValueId> Graph::AddParameter(const std::string& name, const Shape
   return id;
 }
 
+void Graph::SetFrozen(ValueId id, bool frozen) {
+  Value& v = values_.at(static_cast<size_t>(id));
+  HS_CHECK(v.kind == ValueKind::kParameter, StrCat("SetFrozen on '", v.name, "', which is not a parameter"));
+  v.frozen = frozen;
+}
+
+absl::StatusOr<ValueId> Graph::AddConstant(const std::string& name, const Shape& shape, std::vector<float> values) {
+  HS_ASSIGN_OR_RETURN(ValueId id, AddParameter(name, shape, Init::Data(std::move(values))));
+  SetFrozen(id, true);
+  return id;
+}
+
 absl::StatusOr<ValueId> Graph::AddOp(const std::string& name, OpKind kind,
                                      const std::vector<ValueId>& inputs, const Attrs& attrs) {
   HS_RETURN_IF_ERROR(CheckNewName(name));

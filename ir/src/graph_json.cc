@@ -189,6 +189,10 @@ class Reader {
           }
         }
         id = g.AddParameter(name, shape, init);
+        if (v.contains("frozen")) {
+          if (!v["frozen"].is_boolean()) return Err(where, StrCat("'frozen' is ", Shorten(v["frozen"].dump()), "; expected true or false"));
+          if (id.ok()) g.SetFrozen(*id, v["frozen"].get<bool>());
+        }
       } else {
         return Err(where, StrCat("'kind' is '", kind, "'; expected \"input\" or \"parameter\""));
       }
@@ -258,6 +262,7 @@ std::string GraphToJson(const Graph& graph) {
       if (v.init.kind == Init::Kind::kNormal || v.init.kind == Init::Kind::kUniform) {
         jv["init"]["scale"] = v.init.scale;
       }
+      if (v.frozen) jv["frozen"] = true;
     }
     values.push_back(std::move(jv));
   }

@@ -35,7 +35,7 @@ const std::vector<std::string>& SupportedOps() {
       "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape",
       "Conv", "Div", "Dropout", "Equal", "Erf", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool",
       "Identity", "LayerNormalization", "Less", "LogSoftmax", "MatMul", "MaxPool", "Mul", "Neg",
-      "Not", "Pow", "Range", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split",
+      "Not", "Pad", "Pow", "Range", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split",
       "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where"};
   return ops;
 }
@@ -796,12 +796,7 @@ class Importer {
       HS_RETURN_IF_ERROR(Emit(n));
       if (auto it = ids_.find(name); it != ids_.end()) return it->second;
     }
-    if (Constant(name) != nullptr) {
-      // A computed constant used as data: the IR has no constant tensors.
-      return Bad(StrCat(user ? Where(*user) : path_, " ", field, ": '", name,
-                        "' is a constant computed by ", n.op_type(),
-                        " node; the IR holds no constant tensors (only initializers, as parameters)"));
-    }
+    if (const Const* c = Constant(name)) return AddConstantFrom(name, *c);  // a computed constant used as data
     if (!first_error_.ok()) return first_error_;
     HS_RETURN_IF_ERROR(Emit(n));
     if (auto it = ids_.find(name); it != ids_.end()) return it->second;
@@ -813,6 +808,16 @@ class Importer {
     Shape shape = c.dims;
     if (shape.empty()) shape = {1};
     HS_ASSIGN_OR_RETURN(ValueId id, g_.AddParameter(name, shape, Init::Data(std::move(data))));
+    ids_[name] = id;
+    return id;
+  }
+
+  // A constant computed at import (not an initializer) used as data: a frozen parameter.
+  absl::StatusOr<ValueId> AddConstantFrom(const std::string& name, const Const& c) {
+    Shape shape = c.dims;
+    if (shape.empty()) shape = {1};
+    if (Numel(shape) == 0) return Bad(StrCat(path_, ": '", name, "' is an empty constant used as data (the IR has no empty tensors)"));
+    HS_ASSIGN_OR_RETURN(ValueId id, g_.AddConstant(name, shape, std::vector<float>(c.v.begin(), c.v.end())));
     ids_[name] = id;
     return id;
   }
@@ -856,11 +861,69 @@ class Importer {
     return id;
   }
 
-  absl::StatusOr<ValueId> Op(const onnx::NodeProto& n, const std::string& name, OpKind kind,
-                             const std::vector<ValueId>& in, const Attrs& a = {}) {
+  // BatchNormalization in eval mode (training_mode 0): (x − mean)/√(var + eps)·scale + B with
+  // the given statistics, which must be constants (an eval export's running statistics): they
+  // become frozen parameters, scale and B stay trainable. Elementwise IR ops, each per-channel
+  // vector broadcast over the dims after the channel.
+  absl::Status EvalBatchNorm(const onnx::NodeProto& n) {
+    const std::string& out = n.output(0);
+    for (int i = 1; i < n.output_size(); ++i) {
+      if (!n.output(i).empty()) return Bad(StrCat(Where(n), " output ", i, ": the running statistics are outputs only in training mode"));
+    }
+    const Const* mean = n.input_size() > 3 ? Constant(n.input(3)) : nullptr;
+    const Const* var = n.input_size() > 4 ? Constant(n.input(4)) : nullptr;
+    if (!mean || !var) {
+      return Bad(StrCat(Where(n), " inputs 3, 4 (input_mean, input_var): not constants; in eval mode "
+                        "(training_mode 0) the statistics must be initializers"));
+    }
+    HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+    const Shape xs = g_.value(x).shape;
+    if (xs.size() < 2 || static_cast<int64_t>(mean->v.size()) != xs[1] || mean->v.size() != var->v.size()) {
+      return Bad(StrCat(Where(n), ": input_mean/input_var of ", mean->v.size(), "/", var->v.size(),
+                        " values for x of shape ", DimsString(xs), "; expected one per channel (dim 1)"));
+    }
+    const int64_t c = xs[1];
+    Shape column = {c};  // [C, 1, ...] for the dims after the channel
+    for (size_t i = 2; i < xs.size(); ++i) column.push_back(1);
+    const Shape per_sample(xs.begin() + 1, xs.end());
+    auto spread = [&](ValueId v, const std::string& what) -> absl::StatusOr<ValueId> {
+      HS_ASSIGN_OR_RETURN(v, ReshapeTo(n, v, column, StrCat(out, "/", what, "_column")));
+      if (g_.value(v).shape == per_sample) return v;
+      Attrs e;
+      e.shape = per_sample;
+      return Op(n, StrCat(out, "/", what, "_expand"), OpKind::kExpand, {v}, e);
+    };
+    const double eps = AttrFloat(n, "epsilon", 1e-5);
+    std::vector<float> neg_mean(static_cast<size_t>(c)), rstd(static_cast<size_t>(c));
+    for (int64_t i = 0; i < c; ++i) {
+      neg_mean[i] = static_cast<float>(-mean->v[i]);
+      rstd[i] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(static_cast<float>(var->v[i])) + static_cast<float>(eps)));
+    }
+    HS_ASSIGN_OR_RETURN(ValueId m, g_.AddConstant(UniqueName(StrCat(n.input(3), "/negated")), column, std::move(neg_mean)));
+    HS_ASSIGN_OR_RETURN(ValueId r, g_.AddConstant(UniqueName(StrCat(n.input(4), "/rstd")), column, std::move(rstd)));
+    HS_ASSIGN_OR_RETURN(ValueId scale, In(n, 1));
+    HS_ASSIGN_OR_RETURN(ValueId bias, In(n, 2));
+    HS_ASSIGN_OR_RETURN(m, spread(m, "mean"));
+    HS_ASSIGN_OR_RETURN(r, spread(r, "rstd"));
+    HS_ASSIGN_OR_RETURN(scale, spread(scale, "scale"));
+    HS_ASSIGN_OR_RETURN(bias, spread(bias, "bias"));
+    HS_ASSIGN_OR_RETURN(ValueId y, Op(n, StrCat(out, "/centered"), OpKind::kAdd, {x, m}));
+    HS_ASSIGN_OR_RETURN(y, Op(n, StrCat(out, "/normalized"), OpKind::kMul, {y, r}));
+    HS_ASSIGN_OR_RETURN(y, Op(n, StrCat(out, "/scaled"), OpKind::kMul, {y, scale}));
+    HS_ASSIGN_OR_RETURN(y, Op(n, out, OpKind::kAdd, {y, bias}));
+    return Set(n, 0, y);
+  }
+
+  // `name`, or `name#k` with the first k that no value has.
+  std::string UniqueName(const std::string& name) const {
     std::string unique = name;
     for (int k = 1; g_.Find(unique) != kNoValue; ++k) unique = StrCat(name, "#", k);
-    absl::StatusOr<ValueId> id = g_.AddOp(unique, kind, in, a);
+    return unique;
+  }
+
+  absl::StatusOr<ValueId> Op(const onnx::NodeProto& n, const std::string& name, OpKind kind,
+                             const std::vector<ValueId>& in, const Attrs& a = {}) {
+    absl::StatusOr<ValueId> id = g_.AddOp(UniqueName(name), kind, in, a);
     if (!id.ok()) return Bad(StrCat(Where(n), ": ", id.status().message()));
     return id;
   }
@@ -1176,30 +1239,236 @@ class Importer {
 
   // The padding of a 2-D window on x [B, C, H, W], equal on every side: explicit `pads`, or
   // auto_pad SAME_UPPER/SAME_LOWER where the total padding splits evenly, or VALID.
-  absl::StatusOr<int64_t> EqualPads(const onnx::NodeProto& n, const Shape& x, int64_t k, int64_t s) {
+  // A Conv's or pool's window per spatial dim (the dims after N and C): size, stride,
+  // dilation, and the padding before and after (explicit `pads`, or from `auto_pad`).
+  struct Window {
+    std::vector<int64_t> k, s, d, begin, end;
+    bool SquareSymmetric() const {
+      for (size_t i = 0; i < k.size(); ++i) {
+        if (k[i] != k[0] || s[i] != s[0] || d[i] != 1 || begin[i] != begin[0] || end[i] != begin[0]) return false;
+      }
+      return true;
+    }
+  };
+  absl::StatusOr<Window> WindowOf(const onnx::NodeProto& n, const Shape& x, std::vector<int64_t> k) {
+    const size_t r = x.size() < 3 ? 0 : x.size() - 2;
+    if (r == 0 || k.size() != r) {
+      return Bad(StrCat(Where(n), ": a window of ", k.size(), " dims for x of shape ", DimsString(x),
+                        "; expected one per spatial dim (x is [N, C, ...])"));
+    }
+    Window w;
+    w.k = std::move(k);
+    w.s = AttrInts(n, "strides");
+    w.d = AttrInts(n, "dilations");
+    if (w.s.empty()) w.s.assign(r, 1);
+    if (w.d.empty()) w.d.assign(r, 1);
+    if (w.s.size() != r || w.d.size() != r) return Bad(StrCat(Where(n), " attributes strides/dilations: expected ", r, " values each"));
+    for (size_t i = 0; i < r; ++i) {
+      if (w.k[i] < 1 || w.s[i] < 1 || w.d[i] < 1) {
+        return Bad(StrCat(Where(n), " attributes kernel_shape/strides/dilations: ", DimsString(w.k), "/", DimsString(w.s), "/",
+                          DimsString(w.d), "; expected positive values"));
+      }
+    }
     const onnx::AttributeProto* ap = Attr(n, "auto_pad");
     const std::string mode = ap ? ap->s() : "NOTSET";
-    if (mode == "VALID") return 0;
+    w.begin.assign(r, 0);
+    w.end.assign(r, 0);
     if (mode == "SAME_UPPER" || mode == "SAME_LOWER") {
-      int64_t p = -1;
-      for (size_t d = 2; d < x.size() && d < 4; ++d) {
-        const int64_t total = std::max<int64_t>(((x[d] + s - 1) / s - 1) * s + k - x[d], 0);
-        if (total % 2 != 0 || (p >= 0 && total / 2 != p)) {
-          return Bad(StrCat(Where(n), " attribute auto_pad: ", mode, " pads this input unevenly; only equal pads on "
-                            "every side are supported"));
+      // Output ⌈x/s⌉; the extra pad goes after (UPPER) or before (LOWER).
+      for (size_t i = 0; i < r; ++i) {
+        const int64_t xi = x[i + 2], span = (w.k[i] - 1) * w.d[i] + 1;
+        const int64_t total = std::max<int64_t>(((xi + w.s[i] - 1) / w.s[i] - 1) * w.s[i] + span - xi, 0);
+        w.begin[i] = mode == "SAME_UPPER" ? total / 2 : total - total / 2;
+        w.end[i] = total - w.begin[i];
+      }
+    } else if (mode == "NOTSET") {
+      const std::vector<int64_t> pads = AttrInts(n, "pads");
+      if (!pads.empty() && pads.size() != 2 * r) {
+        return Bad(StrCat(Where(n), " attribute pads: ", DimsString(pads), "; expected ", 2 * r, " values (begins, then ends)"));
+      }
+      for (size_t i = 0; i < pads.size() / 2; ++i) w.begin[i] = pads[i], w.end[i] = pads[i + r];
+    } else if (mode != "VALID") {
+      return Bad(StrCat(Where(n), " attribute auto_pad: '", mode, "'; expected NOTSET, SAME_UPPER, SAME_LOWER or VALID"));
+    }
+    for (size_t i = 0; i < r; ++i) {
+      if (w.begin[i] < 0 || w.end[i] < 0) return Bad(StrCat(Where(n), " attribute pads: negative padding"));
+    }
+    return w;
+  }
+
+  // Pooling along the last axis of v ([..., L]): window k, stride s, dilation d, padding b
+  // before and e after (−inf for max, left out of or counted in the mean per
+  // count_include_pad). Exact on the IR's square 2-D pools: the row [M, 1, 1, L] repeated into k
+  // identical rows and pooled with a k×k window gives every 1-D window in any row of the
+  // output (a window's rows hold the same values), and the row whose window covers exactly
+  // the k real rows where the padding is counted in the mean. A dilated window (stride 1)
+  // stacks its k taps, each a shifted slice, along a new last axis and pools that.
+  absl::StatusOr<ValueId> PoolLastAxis(const onnx::NodeProto& n, ValueId v, int64_t k, int64_t s, int64_t d, int64_t b,
+                                       int64_t e, bool max, bool count_include_pad, const std::string& name) {
+    const Shape shape = g_.value(v).shape;
+    const int64_t len = shape.back();
+    const int64_t rows = Numel(shape) / len;
+    const int64_t out_len = (len + b + e - ((k - 1) * d + 1)) / s + 1;
+    if (out_len < 1) return Bad(StrCat(Where(n), ": the window is larger than the padded input"));
+    Shape out_shape = shape;
+    out_shape.back() = out_len;
+    if (d > 1) {
+      if (s != 1 || b != 0 || e != 0) {
+        return Bad(StrCat(Where(n), " attribute dilations: ", d, " with stride ", s, " and pads ", b, ",", e,
+                          "; a dilated window is supported with stride 1 and no padding"));
+      }
+      std::vector<ValueId> taps;
+      Shape tap_shape = out_shape;
+      tap_shape.push_back(1);
+      for (int64_t j = 0; j < k; ++j) {
+        Attrs a;
+        a.axis = static_cast<int64_t>(shape.size()) - 1;
+        a.start = j * d;
+        a.length = out_len;
+        HS_ASSIGN_OR_RETURN(ValueId t, Op(n, StrCat(name, "/tap", j), OpKind::kSlice, {v}, a));
+        HS_ASSIGN_OR_RETURN(t, ReshapeTo(n, t, tap_shape, StrCat(name, "/tap", j, "_column")));
+        taps.push_back(t);
+      }
+      Attrs c;
+      c.axis = static_cast<int64_t>(tap_shape.size()) - 1;
+      HS_ASSIGN_OR_RETURN(ValueId stacked, Op(n, StrCat(name, "/taps"), OpKind::kConcat, taps, c));
+      HS_ASSIGN_OR_RETURN(ValueId y, PoolLastAxis(n, stacked, k, k, 1, 0, 0, max, count_include_pad, name));
+      return ReshapeTo(n, y, out_shape, StrCat(name, "/undilated"));
+    }
+    const int64_t p = std::max(b, e);
+    if (p >= k || (p - b) % s != 0 || (count_include_pad && p > 0 && p % s != 0)) {
+      return Bad(StrCat(Where(n), " attribute pads: ", b, " before and ", e, " after with window ", k, " and stride ", s,
+                        "; expected padding below the window whose difference between the sides is a multiple of the stride"));
+    }
+    HS_ASSIGN_OR_RETURN(ValueId y, ReshapeTo(n, v, {rows, 1, 1, len}, StrCat(name, "/row")));
+    Attrs ex;
+    ex.shape = {rows, 1, k, len};
+    HS_ASSIGN_OR_RETURN(y, Op(n, StrCat(name, "/rows"), OpKind::kExpand, {y}, ex));
+    Attrs a;
+    a.kernel = k;
+    a.stride = s;
+    a.padding = p;
+    a.count_include_pad = count_include_pad;
+    HS_ASSIGN_OR_RETURN(y, Op(n, StrCat(name, "/pool"), max ? OpKind::kMaxPool2d : OpKind::kAvgPool2d, {y}, a));
+    const Shape pooled = g_.value(y).shape;
+    const int64_t row = count_include_pad ? p / s : 0;
+    if (pooled[2] != 1) {
+      Attrs sl;
+      sl.axis = 2;
+      sl.start = row;
+      sl.length = 1;
+      HS_ASSIGN_OR_RETURN(y, Op(n, StrCat(name, "/row_of_window"), OpKind::kSlice, {y}, sl));
+    }
+    if (pooled[3] != out_len) {
+      Attrs sl;
+      sl.axis = 3;
+      sl.start = (p - b) / s;
+      sl.length = out_len;
+      HS_ASSIGN_OR_RETURN(y, Op(n, StrCat(name, "/windows"), OpKind::kSlice, {y}, sl));
+    }
+    return ReshapeTo(n, y, out_shape, StrCat(name, "/out"));
+  }
+
+  // A pool over any number of spatial dims, any window: the IR's square 2-D pool where it
+  // fits, else one 1-D pool per spatial dim (PoolLastAxis; max and mean are separable over the
+  // window's box, the mean's count too), each dim moved last by a transpose and back.
+  absl::StatusOr<ValueId> Pool(const onnx::NodeProto& n, ValueId x, const Window& w, bool max, bool ceil_mode,
+                               bool count_include_pad) {
+    const std::string& out = n.output(0);
+    const Shape xs = g_.value(x).shape;
+    if (xs.size() == 4 && w.SquareSymmetric() && w.begin[0] < w.k[0]) {
+      Attrs a;
+      a.kernel = w.k[0];
+      a.stride = w.s[0];
+      a.padding = w.begin[0];
+      a.ceil_mode = ceil_mode;
+      a.count_include_pad = count_include_pad;
+      return Op(n, out, max ? OpKind::kMaxPool2d : OpKind::kAvgPool2d, {x}, a);
+    }
+    if (ceil_mode) {
+      return Bad(StrCat(Where(n), " attribute ceil_mode: 1 with a window of ", DimsString(w.k), " over x of shape ", DimsString(xs),
+                        "; ceil_mode is supported for square 2-D windows with equal pads"));
+    }
+    ValueId y = x;
+    const int64_t last = static_cast<int64_t>(xs.size()) - 1;
+    for (int64_t i = last; i >= 2; --i) {
+      const size_t si = static_cast<size_t>(i - 2);
+      const std::string name = StrCat(out, "/dim", i);
+      Attrs t;
+      t.axis = i;
+      t.axis2 = last;
+      if (i != last) {
+        HS_ASSIGN_OR_RETURN(y, Op(n, StrCat(name, "_last"), OpKind::kTranspose, {y}, t));
+      }
+      HS_ASSIGN_OR_RETURN(y, PoolLastAxis(n, y, w.k[si], w.s[si], w.d[si], w.begin[si], w.end[si], max, count_include_pad, name));
+      if (i != last) {
+        HS_ASSIGN_OR_RETURN(y, Op(n, StrCat(name, "_back"), OpKind::kTranspose, {y}, t));
+      }
+    }
+    return y;
+  }
+
+  // x padded along `axis` by `before` and `after` elements (a negative count crops): "constant"
+  // concatenates frozen constants of `value` (those of a batch-free shape, expanded over dim 0),
+  // "edge" repeats the first and last slice, "reflect" mirrors the slices next to them.
+  absl::StatusOr<ValueId> PadAxis(const onnx::NodeProto& n, ValueId x, int64_t axis, int64_t before, int64_t after,
+                                  const std::string& mode = "constant", float value = 0.0f) {
+    const std::string& out = n.output(0);
+    auto slice = [&](ValueId v, int64_t start, int64_t length) {
+      Attrs a;
+      a.axis = axis;
+      a.start = start;
+      a.length = length;
+      return Op(n, StrCat(out, "/pad", axis, "_slice"), OpKind::kSlice, {v}, a);
+    };
+    if (before < 0 || after < 0) {
+      const int64_t d = g_.value(x).shape[static_cast<size_t>(axis)];
+      const int64_t from = std::max<int64_t>(-before, 0), keep = d - from - std::max<int64_t>(-after, 0);
+      if (keep < 1) return Bad(StrCat(Where(n), " pads: cropping dim ", axis, " of size ", d, " to nothing (the IR has no empty tensors)"));
+      HS_ASSIGN_OR_RETURN(x, slice(x, from, keep));
+      before = std::max<int64_t>(before, 0);
+      after = std::max<int64_t>(after, 0);
+    }
+    if (before == 0 && after == 0) return x;
+    const Shape xs = g_.value(x).shape;
+    const int64_t d = xs[static_cast<size_t>(axis)];
+    if (mode == "reflect" && (before >= d || after >= d)) {
+      return Bad(StrCat(Where(n), " pads: reflecting ", before, " and ", after, " elements of dim ", axis, " of size ", d,
+                        "; expected fewer than the dim on each side"));
+    }
+    std::vector<ValueId> parts;
+    for (int side = 0; side < 2; ++side) {
+      const int64_t width = side == 0 ? before : after;
+      if (side == 1) parts.push_back(x);
+      if (width == 0) continue;
+      if (mode == "reflect") {
+        for (int64_t j = 0; j < width; ++j) {
+          HS_ASSIGN_OR_RETURN(ValueId piece, slice(x, side == 0 ? width - j : d - 2 - j, 1));
+          parts.push_back(piece);
         }
-        p = total / 2;
+        continue;
       }
-      return std::max<int64_t>(p, 0);
-    }
-    if (mode != "NOTSET") return Bad(StrCat(Where(n), " attribute auto_pad: '", mode, "'; expected NOTSET, SAME_UPPER, SAME_LOWER or VALID"));
-    const std::vector<int64_t> pads = AttrInts(n, "pads");
-    for (int64_t v : pads) {
-      if (v != pads[0]) {
-        return Bad(StrCat(Where(n), " attribute pads: ", DimsString(pads), "; expected equal pads on every side"));
+      Shape ps = xs;
+      ps[static_cast<size_t>(axis)] = width;
+      ValueId piece;
+      if (mode == "edge") {
+        HS_ASSIGN_OR_RETURN(piece, slice(x, side == 0 ? 0 : d - 1, 1));
+      } else {
+        Shape cs = ps;
+        if (axis != 0) cs[0] = 1;
+        HS_ASSIGN_OR_RETURN(piece, g_.AddConstant(UniqueName(StrCat(out, "/pad_value")), cs,
+                                                  std::vector<float>(static_cast<size_t>(Numel(cs)), value)));
       }
+      if (g_.value(piece).shape != ps) {
+        Attrs e;
+        e.shape = ps;
+        HS_ASSIGN_OR_RETURN(piece, Op(n, StrCat(out, "/pad", axis, "_expand"), OpKind::kExpand, {piece}, e));
+      }
+      parts.push_back(piece);
     }
-    return pads.empty() ? 0 : pads[0];
+    Attrs c;
+    c.axis = axis;
+    return Op(n, StrCat(out, "/padded", axis), OpKind::kConcat, parts, c);
   }
 
   // ---- one node ----
@@ -1327,10 +1596,13 @@ class Importer {
       return Set(n, 0, y);
     }
     if (op == "Gemm") {
-      if (AttrFloat(n, "alpha", 1) != 1 || AttrFloat(n, "beta", 1) != 1) {
-        return Bad(StrCat(Where(n), " attributes alpha, beta: ", AttrFloat(n, "alpha", 1), ", ", AttrFloat(n, "beta", 1),
-                          "; only 1 and 1 are supported"));
-      }
+      // alpha·A'·B' + beta·C; factors other than 1 multiply by constants.
+      const double alpha = AttrFloat(n, "alpha", 1), beta = AttrFloat(n, "beta", 1);
+      auto scaled = [&](ValueId v, double f, const std::string& what) -> absl::StatusOr<ValueId> {
+        if (f == 1) return v;
+        HS_ASSIGN_OR_RETURN(ValueId k, g_.AddConstant(UniqueName(StrCat(out, "/", what)), {1}, {static_cast<float>(f)}));
+        return Binary(n, OpKind::kMul, v, k);
+      };
       HS_ASSIGN_OR_RETURN(ValueId a, In(n, 0));
       if (AttrInt(n, "transA", 0) != 0) {
         Attrs t;
@@ -1343,7 +1615,7 @@ class Importer {
       if (n.input_size() > 2 && !n.input(2).empty()) {
         HS_ASSIGN_OR_RETURN(c, In(n, 2));
       }
-      if (AttrInt(n, "transB", 0) == 1) {
+      if (AttrInt(n, "transB", 0) == 1 && alpha == 1 && beta == 1) {
         std::vector<ValueId> in = {a, b};
         if (c != kNoValue) {
           HS_ASSIGN_OR_RETURN(c, ReshapeTo(n, c, {g_.value(b).shape.at(0)}, StrCat(out, "/bias")));
@@ -1352,8 +1624,16 @@ class Importer {
         HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kLinear, in));
         return Set(n, 0, y);
       }
-      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, c == kNoValue ? out : StrCat(out, "/matmul"), OpKind::kMatMul, {a, b}));
+      if (AttrInt(n, "transB", 0) == 1) {
+        Attrs t;
+        t.axis = 0;
+        t.axis2 = 1;
+        HS_ASSIGN_OR_RETURN(b, Op(n, StrCat(out, "/b_t"), OpKind::kTranspose, {b}, t));
+      }
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, c == kNoValue && alpha == 1 ? out : StrCat(out, "/matmul"), OpKind::kMatMul, {a, b}));
+      HS_ASSIGN_OR_RETURN(y, scaled(y, alpha, "alpha"));
       if (c != kNoValue) {
+        HS_ASSIGN_OR_RETURN(c, scaled(c, beta, "beta"));
         HS_ASSIGN_OR_RETURN(y, Binary(n, OpKind::kAdd, y, c));
       }
       return Set(n, 0, y);
@@ -1536,7 +1816,14 @@ class Importer {
       Attrs a;
       a.kernel = ws[2];
       a.stride = all_eq(strides, 1);
-      HS_ASSIGN_OR_RETURN(a.padding, EqualPads(n, g_.value(x).shape, a.kernel, a.stride));
+      HS_ASSIGN_OR_RETURN(const Window win, WindowOf(n, g_.value(x).shape, {ws[2], ws[3]}));
+      // Padding: what all four sides share is the op's; the rest, zeros concatenated on.
+      const int64_t shared = std::min({win.begin[0], win.begin[1], win.end[0], win.end[1]});
+      for (int64_t i = 0; i < 2; ++i) {
+        const size_t si = static_cast<size_t>(i);
+        HS_ASSIGN_OR_RETURN(x, PadAxis(n, x, i + 2, win.begin[si] - shared, win.end[si] - shared));
+      }
+      a.padding = shared;
       a.groups = AttrInt(n, "group", 1);
       std::vector<ValueId> in = {x, w};
       if (n.input_size() > 2 && !n.input(2).empty()) {
@@ -1546,25 +1833,45 @@ class Importer {
       HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kConv2d, in, a));
       return Set(n, 0, y);
     }
+    if (op == "Pad") {
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      const size_t rank = g_.value(x).shape.size();
+      std::vector<int64_t> pads = AttrInts(n, "pads");  // opsets < 11
+      if (n.input_size() > 1 && !n.input(1).empty()) {
+        const Const* c = Constant(n.input(1));
+        if (!c) return Bad(StrCat(Where(n), " input 1 (pads): '", n.input(1), "' is not a constant"));
+        pads.clear();
+        for (double v : c->v) pads.push_back(static_cast<int64_t>(v));
+      }
+      if (n.input_size() > 3 && !n.input(3).empty()) return Bad(StrCat(Where(n), " input 3 (axes): not supported; pad every axis"));
+      if (pads.size() != 2 * rank) {
+        return Bad(StrCat(Where(n), " pads: ", DimsString(pads), "; expected ", 2 * rank, " values for a rank-", rank, " input"));
+      }
+      const onnx::AttributeProto* m = Attr(n, "mode");
+      const std::string mode = m ? m->s() : "constant";
+      if (mode != "constant" && mode != "edge" && mode != "reflect") {
+        return Bad(StrCat(Where(n), " attribute mode: '", mode, "'; expected constant, edge or reflect"));
+      }
+      float value = static_cast<float>(AttrFloat(n, "value", 0));  // opsets < 11
+      if (n.input_size() > 2 && !n.input(2).empty()) {
+        const Const* c = Constant(n.input(2));
+        if (!c || c->v.size() != 1) return Bad(StrCat(Where(n), " input 2 (constant_value): expected a constant scalar"));
+        value = static_cast<float>(c->v[0]);
+      }
+      ValueId y = x;
+      for (size_t i = 0; i < rank; ++i) {
+        HS_ASSIGN_OR_RETURN(y, PadAxis(n, y, static_cast<int64_t>(i), pads[i], pads[i + rank], mode, value));
+      }
+      return Set(n, 0, y);
+    }
     if (op == "MaxPool" || op == "AveragePool") {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
-      const std::vector<int64_t> k = AttrInts(n, "kernel_shape"), s = AttrInts(n, "strides");
-      if (k.size() != 2 || k[0] != k[1] || (!s.empty() && (s.size() != 2 || s[0] != s[1]))) {
-        return Bad(StrCat(Where(n), " attribute kernel_shape/strides: expected a square 2-D window and equal strides"));
-      }
-      for (int64_t d : AttrInts(n, "dilations")) {
-        if (d != 1) return Bad(StrCat(Where(n), " attribute dilations: ", d, "; only 1 is supported"));
-      }
       if (op == "MaxPool" && n.output_size() > 1 && !n.output(1).empty()) {
         return Bad(StrCat(Where(n), ": the Indices output is not supported"));
       }
-      Attrs a;
-      a.kernel = k[0];
-      a.stride = s.empty() ? 1 : s[0];
-      HS_ASSIGN_OR_RETURN(a.padding, EqualPads(n, g_.value(x).shape, a.kernel, a.stride));
-      a.ceil_mode = AttrInt(n, "ceil_mode", 0) != 0;
-      a.count_include_pad = AttrInt(n, "count_include_pad", 0) != 0;
-      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, op == "MaxPool" ? OpKind::kMaxPool2d : OpKind::kAvgPool2d, {x}, a));
+      HS_ASSIGN_OR_RETURN(const Window w, WindowOf(n, g_.value(x).shape, AttrInts(n, "kernel_shape")));
+      HS_ASSIGN_OR_RETURN(ValueId y, Pool(n, x, w, op == "MaxPool", AttrInt(n, "ceil_mode", 0) != 0,
+                                          AttrInt(n, "count_include_pad", 0) != 0));
       return Set(n, 0, y);
     }
     if (op == "Clip") {
@@ -1588,10 +1895,7 @@ class Importer {
     if (op == "BatchNormalization") {
       // Training mode: the batch's statistics (batch_moments, then batch_norm). The running
       // statistics outputs are not computed: a node reading them fails with "not produced".
-      if (AttrInt(n, "training_mode", 0) == 0) {
-        return Bad(StrCat(Where(n), " attribute training_mode: 0; only training mode is supported (export with "
-                          "training=torch.onnx.TrainingMode.TRAINING; an eval export folds batch norm into the convolutions)"));
-      }
+      if (AttrInt(n, "training_mode", 0) == 0) return EvalBatchNorm(n);
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       HS_ASSIGN_OR_RETURN(ValueId scale, In(n, 1));
       HS_ASSIGN_OR_RETURN(ValueId bias, In(n, 2));
@@ -1636,6 +1940,7 @@ class Importer {
       absl::StatusOr<ValueId> id = v.kind == ValueKind::kInput ? g.AddInput(v.name, v.shape)
                                                                : g.AddParameter(v.name, v.shape, v.init);
       if (!id.ok()) return id.status();
+      if (v.frozen) g.SetFrozen(*id, true);
       map[i] = *id;
     }
     for (const Node& node : g_.nodes()) {

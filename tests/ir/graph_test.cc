@@ -84,6 +84,28 @@ TEST(GraphJson, EveryModelRoundTripsByteForByte) {
   }
 }
 
+// A frozen parameter (an imported model's constant) stays frozen through a graph file.
+TEST(GraphJson, FrozenParametersRoundTrip) {
+  Graph g("frozen");
+  const ValueId x = *g.AddInput("x", {2, 3});
+  const ValueId k = *g.AddConstant("k", {3}, {1, 2, 3});
+  const ValueId w = *g.AddParameter("w", {3}, Init::Ones());
+  const ValueId y = *g.AddOp("y", OpKind::kMul, {x, k});
+  ASSERT_TRUE(g.SetLoss(*g.AddOp("z", OpKind::kMseLoss, {*g.AddOp("yw", OpKind::kMul, {y, w}), x})).ok());
+  g.StoreWeightsIn("frozen.safetensors");  // the constant's values live in the weights file
+  const std::string text = GraphToJson(g);
+  EXPECT_NE(text.find(R"("frozen": true)"), std::string::npos) << text;
+  absl::StatusOr<Graph> back = GraphFromJson(text, "mem");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->value(back->Find("k")).frozen);
+  EXPECT_FALSE(back->value(back->Find("w")).frozen);
+  std::string bad = text;
+  bad.replace(bad.find(R"("frozen": true)"), 14, R"("frozen": "no")");
+  absl::StatusOr<Graph> b = GraphFromJson(bad, "bad.json");
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("'frozen' is \"no\"; expected true or false"), std::string::npos) << b.status();
+}
+
 TEST(GraphJson, MalformedFilesNameTheFieldAndValue) {
   auto err = [](const std::string& text) {
     absl::StatusOr<Graph> g = GraphFromJson(text, "bad.json");

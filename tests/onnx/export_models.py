@@ -156,6 +156,46 @@ class Vit(nn.Module):
         return self.head(self.ln(x)[:, 0])
 
 
+class EvalCnn(nn.Module):
+    """Fine-tuning with frozen statistics: batch norm in eval mode (its running statistics fixed,
+    its scale and shift trained), a float16 round trip, and constants computed in forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+        with torch.no_grad():  # statistics as a pretrained model has them
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        h = self.bn(F.relu(self.conv(x)))  # after the ReLU: an eval export keeps it a BatchNormalization
+        h = F.max_pool2d(h, 4).half().float()
+        h = torch.flatten(h, 1) * 0.5 + torch.arange(512, dtype=torch.float32) * 1e-3
+        return self.fc(h)
+
+
+class Pools(nn.Module):
+    """Windows the IR's square 2-D pools do not have: rectangular, dilated, 1-D and 3-D."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 9 + 4 * 2 * 3 * 2, 10)
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))                                      # [B, 4, 16, 16]
+        a = F.max_pool2d(h, 3, stride=1, dilation=2)                  # [B, 4, 12, 12]
+        a = F.avg_pool2d(a, (3, 2), stride=(3, 2))                    # [B, 4, 4, 6]
+        a = F.max_pool1d(a.flatten(2), 3, stride=3, padding=1)        # [B, 4, 8]
+        a = F.avg_pool1d(a, 2, stride=1, padding=1, count_include_pad=False)  # [B, 4, 9]
+        b = F.max_pool3d(h.view(-1, 4, 4, 4, 16), (2, 2, 3), stride=(2, 1, 3))  # [B, 4, 2, 3, 5]
+        b = F.avg_pool3d(b, (1, 1, 2), stride=(1, 1, 2))             # [B, 4, 2, 3, 2]
+        return self.fc(torch.cat([a.flatten(1), b.flatten(1)], 1))
+
+
 # name -> (constructor, input maker, classes or vocab, labels per sample)
 MODELS = {
     "mlp": (Mlp, lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10),
@@ -170,6 +210,11 @@ OPSET = {"gpt_opset14": 14}
 # The MLP as a regression model: mean squared error against float targets of the output's shape
 # (hetsynth --loss mse).
 MODELS["mlp_mse"] = MODELS["mlp"]
+# Trained in eval mode, exported without constant folding (which would turn the computed
+# constants into initializers, that is, parameters).
+MODELS["eval_cnn"] = (EvalCnn, lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10)
+EVAL_MODE = {"eval_cnn"}
+MODELS["pools"] = (Pools, lambda g: torch.randn(STEPS * BATCH, 3, 16, 16, generator=g), 10)
 LOSS = {"mlp_mse": "mse"}
 
 # torchvision's VisionTransformer at a small size (its attention is nn.MultiheadAttention,
@@ -205,7 +250,7 @@ TRAINING_MODE = {"resnet18", "mobilenet_v2"}
 # (batch, lr) where not (BATCH, LR). Batch normalization over 4 images is ill-conditioned at the
 # 1×1 maps these CNNs end in at 32×32 (MobileNetV2's fp32 forward is 4e-4 from its fp64 one at
 # batch 4, 2e-5 at batch 8), and at lr 0.1 their losses jump to 5-14 within 3 steps.
-SETTINGS = {"resnet18": (8, 0.01), "mobilenet_v2": (8, 0.01)}
+SETTINGS = {"resnet18": (8, 0.01), "mobilenet_v2": (8, 0.01), "eval_cnn": (4, 0.01)}
 
 
 def write_safetensors(path, tensors):
@@ -248,6 +293,8 @@ def export(name, out_dir):
     batch, lr = SETTINGS.get(name, (BATCH, LR))
     torch.manual_seed(0)
     model = make()
+    if name in EVAL_MODE:
+        model.eval()
     g = torch.Generator().manual_seed(1)
     x = inputs(g)
     if x.shape[0] != STEPS * batch:
@@ -268,6 +315,10 @@ def export(name, out_dir):
                           output_names=["logits"], dynamic_axes={"x": {0: "batch"}},
                           training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)
         model.load_state_dict(state)
+    elif name in EVAL_MODE:
+        torch.onnx.export(model, (first,), path, opset_version=OPSET.get(name, 17), input_names=["x"],
+                          output_names=["logits"], dynamic_axes={"x": {0: "batch"}},
+                          training=torch.onnx.TrainingMode.EVAL, do_constant_folding=False)
     else:
         torch.onnx.export(model, (first,), path, opset_version=OPSET.get(name, 17), input_names=["x"],
                           output_names=["logits"], dynamic_axes={"x": {0: "batch"}}, do_constant_folding=True)

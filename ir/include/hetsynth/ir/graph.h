@@ -63,6 +63,10 @@ struct Value {
   Shape shape;
   NodeId producer = -1;        // the node that computes it; -1 for inputs and parameters
   Init init;                   // parameters only
+  // Parameters only: a constant the optimizer never updates (an imported model's computed
+  // constants and eval-mode batch-norm statistics). Its gradient is computed like any other
+  // parameter's and dropped before the update; checkpoints hold it like a parameter.
+  bool frozen = false;
 };
 
 struct Node {
@@ -105,6 +109,10 @@ class Graph {
 
   absl::StatusOr<ValueId> AddInput(const std::string& name, const Shape& shape);
   absl::StatusOr<ValueId> AddParameter(const std::string& name, const Shape& shape, Init init);
+  // Marks a parameter frozen or not (Value::frozen); graph files say so per parameter.
+  void SetFrozen(ValueId id, bool frozen);
+  // A frozen parameter (Value::frozen): a constant with these values.
+  absl::StatusOr<ValueId> AddConstant(const std::string& name, const Shape& shape, std::vector<float> values);
   // Infers the output shape; the error names the node and the offending inputs.
   absl::StatusOr<ValueId> AddOp(const std::string& name, OpKind kind,
                                 const std::vector<ValueId>& inputs, const Attrs& attrs = {});

@@ -1092,6 +1092,7 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
     vals.clear();
     return st;
   }
+  DropFrozenGradients(g, param_grads);
   Compute("optimizer", [&] { b.OptimizerStep(optimizer, params, param_grads); }, "optimizer");
   HS_RETURN_IF_ERROR(b.status());
   vals.clear();

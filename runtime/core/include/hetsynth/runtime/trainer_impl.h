@@ -59,6 +59,7 @@ class TrainerImpl : public Interface {
   absl::StatusOr<float> Step(const Batch& batch) override {
     std::map<std::string, T> grads;
     HS_ASSIGN_OR_RETURN(float loss, Run(batch, &grads));
+    DropFrozenGradients(graph_, grads);
     b_.OptimizerStep(optimizer_, params_, grads);
     HS_RETURN_IF_ERROR(b_.status());
     return loss;

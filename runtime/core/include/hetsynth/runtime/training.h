@@ -19,6 +19,17 @@
 
 namespace hetsynth::runtime {
 
+// Removes the gradients of frozen parameters (ir::Value::frozen: an imported model's
+// constants), which the optimizer must not apply; `grads` is keyed by parameter name.
+template <class Map>
+void DropFrozenGradients(const ir::Graph& graph, Map& grads) {
+  for (auto it = grads.begin(); it != grads.end();) {
+    const ir::ValueId v = graph.Find(it->first);
+    if (v != ir::kNoValue && graph.value(v).frozen) it = grads.erase(it);
+    else ++it;
+  }
+}
+
 // The initial value of a parameter: its Init applied to the stream Rng(seed, Fnv1a(name)),
 // elements in row-major order (docs/models.md).
 Tensor InitParameter(const ir::Value& param, uint64_t seed);
