@@ -21,6 +21,7 @@
 
 #ifdef HETSYNTH_HAVE_ONNX
 #include <onnx/checker.h>
+#include <onnx/shape_inference/implementation.h>
 #include <onnx/onnx_pb.h>
 #endif
 
@@ -32,11 +33,11 @@ absl::Status Bad(const std::string& msg) { return absl::InvalidArgumentError(msg
 // Operators mapped to IR ops (or folded when their inputs are constants).
 const std::vector<std::string>& SupportedOps() {
   static const std::vector<std::string> ops = {
-      "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape",
-      "Conv", "Div", "Dropout", "Equal", "Erf", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool",
-      "Identity", "LayerNormalization", "Less", "LogSoftmax", "MatMul", "MaxPool", "Mul", "Neg",
-      "Not", "Pad", "Pow", "Range", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split",
-      "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where"};
+      "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape",
+      "Conv", "Div", "Dropout", "Equal", "Erf", "Exp", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool",
+      "HardSwish", "Identity", "LayerNormalization", "Less", "Log", "LogSoftmax", "MatMul", "MaxPool", "Mul", "Neg",
+      "Not", "Pad", "Pow", "Range", "Reciprocal", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax",
+      "Softplus", "Softsign", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where"};
   return ops;
 }
 
@@ -304,8 +305,9 @@ Split3 Around(const Shape& s, int64_t axis) {
 
 class Importer {
  public:
-  Importer(const onnx::ModelProto& m, std::string path, OnnxImportOptions opts)
-      : model_(m), path_(std::move(path)), opts_(std::move(opts)), g_(GraphName()) {}
+  // `types`: the element type of each value ONNX's shape inference could type.
+  Importer(const onnx::ModelProto& m, std::string path, OnnxImportOptions opts, std::map<std::string, int> types)
+      : model_(m), path_(std::move(path)), opts_(std::move(opts)), g_(GraphName()), types_(std::move(types)) {}
 
   absl::StatusOr<OnnxImport> Run() {
     const onnx::GraphProto& gp = model_.graph();
@@ -503,6 +505,13 @@ class Importer {
     if (op == "Pow") return ew([](const auto& a) { return std::pow(a[0], a[1]); }, in[0]->integer);
     if (op == "Sqrt") return ew([](const auto& a) { return std::sqrt(a[0]); });
     if (op == "Neg") return ew([](const auto& a) { return -a[0]; });
+    if (op == "Abs") return ew([](const auto& a) { return std::abs(a[0]); });
+    if (op == "Exp") return ew([](const auto& a) { return std::exp(a[0]); }, false);
+    if (op == "Log") return ew([](const auto& a) { return std::log(a[0]); }, false);
+    if (op == "Reciprocal") return ew([](const auto& a) { return 1.0 / a[0]; }, false);
+    if (op == "Softplus") return ew([](const auto& a) { return std::log1p(std::exp(a[0])); }, false);
+    if (op == "Softsign") return ew([](const auto& a) { return a[0] / (1.0 + std::abs(a[0])); }, false);
+    if (op == "HardSwish") return ew([](const auto& a) { return a[0] * std::clamp(a[0] + 3.0, 0.0, 6.0) / 6.0; }, false);
     if (op == "Equal") return ew([](const auto& a) { return a[0] == a[1] ? 1.0 : 0.0; }, true);
     if (op == "Less") return ew([](const auto& a) { return a[0] < a[1] ? 1.0 : 0.0; }, true);
     if (op == "Not") return ew([](const auto& a) { return a[0] != 0 ? 0.0 : 1.0; }, true);
@@ -1556,13 +1565,45 @@ class Importer {
       }
       return Set(n, 0, x);
     }
-    if (op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "Erf") {
+    static const std::map<std::string, OpKind> unary = {
+        {"Relu", OpKind::kRelu},       {"Sigmoid", OpKind::kSigmoid},   {"Tanh", OpKind::kTanh},
+        {"Erf", OpKind::kErf},         {"Exp", OpKind::kExp},           {"Log", OpKind::kLog},
+        {"Abs", OpKind::kAbs},         {"Neg", OpKind::kNeg},           {"Reciprocal", OpKind::kReciprocal},
+        {"Sqrt", OpKind::kSqrt},       {"Softplus", OpKind::kSoftplus}, {"Softsign", OpKind::kSoftsign},
+        {"HardSwish", OpKind::kHardswish}};
+    if (auto u = unary.find(op); u != unary.end()) {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
-      const OpKind k = op == "Relu"      ? OpKind::kRelu
-                       : op == "Sigmoid" ? OpKind::kSigmoid
-                       : op == "Tanh"    ? OpKind::kTanh
-                                         : OpKind::kErf;
-      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, k, {x}));
+      HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, u->second, {x}));
+      return Set(n, 0, y);
+    }
+    if (op == "Div" && types_.count(out) && types_.at(out) != onnx::TensorProto::FLOAT &&
+        types_.at(out) != onnx::TensorProto::DOUBLE && types_.at(out) != onnx::TensorProto::FLOAT16 &&
+        types_.at(out) != onnx::TensorProto::BFLOAT16) {
+      return Bad(StrCat(Where(n), ": integer division (", onnx::TensorProto::DataType_Name(types_.at(out)),
+                        ") of data is not supported; the IR's data is fp32"));
+    }
+    if (op == "Sub" || op == "Div") {
+      // a − b = a + (−b); a / b = a·(1/b) (within an ulp of the division).
+      HS_ASSIGN_OR_RETURN(ValueId a, In(n, 0));
+      HS_ASSIGN_OR_RETURN(ValueId b, In(n, 1));
+      HS_ASSIGN_OR_RETURN(b, Op(n, StrCat(out, op == "Sub" ? "/negated" : "/reciprocal"),
+                                op == "Sub" ? OpKind::kNeg : OpKind::kReciprocal, {b}));
+      HS_ASSIGN_OR_RETURN(ValueId y, Binary(n, op == "Sub" ? OpKind::kAdd : OpKind::kMul, a, b));
+      return Set(n, 0, y);
+    }
+    if (op == "Pow" && n.input_size() > 1 && Constant(n.input(1)) && Constant(n.input(1))->v.size() == 1) {
+      const double p = Constant(n.input(1))->v[0];
+      HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
+      ValueId y;
+      if (p == 1) {
+        y = x;
+      } else if (p == 2) {
+        HS_ASSIGN_OR_RETURN(y, Op(n, out, OpKind::kMul, {x, x}));
+      } else if (p == 0.5 || p == -1) {
+        HS_ASSIGN_OR_RETURN(y, Op(n, out, p == 0.5 ? OpKind::kSqrt : OpKind::kReciprocal, {x}));
+      } else {
+        return Bad(StrCat(Where(n), " input 1 (exponent): ", p, "; powers of data are supported for exponents 1, 2, 0.5 and -1"));
+      }
       return Set(n, 0, y);
     }
     if (op == "Softmax" || op == "LogSoftmax") {
@@ -1910,7 +1951,7 @@ class Importer {
       HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kAdaptiveAvgPool2d, {x}));
       return Set(n, 0, y);
     }
-    // The rest (Shape, Constant, Range, Equal, Where, Sub, Div, Pow, ...) only fold.
+    // The rest (Shape, Constant, Range, Equal, Where, Pow with other exponents, ...) only fold.
     std::vector<std::string> non_const;
     for (const std::string& i : n.input()) {
       if (!i.empty() && !Constant(i)) non_const.push_back(StrCat("'", i, "'"));
@@ -1982,6 +2023,7 @@ class Importer {
   std::map<std::string, std::optional<Const>> consts_;
   std::map<std::string, ValueId> ids_;
   absl::Status first_error_;
+  std::map<std::string, int> types_;
 };
 
 }  // namespace
@@ -2002,7 +2044,20 @@ absl::StatusOr<OnnxImport> ImportOnnx(const std::string& path, const OnnxImportO
     std::replace(msg.begin(), msg.end(), '\n', ' ');
     return Bad(StrCat(path, ": the ONNX checker rejects it: ", msg));
   }
-  Importer imp(model, path, options);
+  // Element types of the values, where ONNX's shape inference can tell (integer division
+  // must not run as float division); a model it cannot type is still imported.
+  std::map<std::string, int> types;
+  try {
+    onnx::ModelProto typed = model;
+    onnx::shape_inference::InferShapes(typed);
+    for (const auto* list : {&typed.graph().input(), &typed.graph().value_info(), &typed.graph().output()}) {
+      for (const onnx::ValueInfoProto& v : *list) {
+        if (v.type().has_tensor_type()) types[v.name()] = v.type().tensor_type().elem_type();
+      }
+    }
+  } catch (const std::exception&) {
+  }
+  Importer imp(model, path, options, std::move(types));
   HS_ASSIGN_OR_RETURN(OnnxImport r, imp.Run());
   r.file_hash = hash;
   return r;

@@ -512,6 +512,15 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
     {.kind = OpKind::kErf, .shape = SameShape, .flops = PerOutput<16, 8>, .sharding = {.family = F::kKeepDims}},
     {.kind = OpKind::kToFloat16, .shape = SameShape, .flops = PerOutput<4, 4>, .sharding = {.family = F::kKeepDims}},
     {.kind = OpKind::kToBfloat16, .shape = SameShape, .flops = PerOutput<3, 3>, .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kExp, .shape = SameShape, .flops = PerOutput<12, 2>, .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kLog, .shape = SameShape, .flops = PerOutput<16, 2>, .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kAbs, .shape = SameShape, .flops = PerOutput<1, 1>, .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kNeg, .shape = SameShape, .flops = PerOutput<1, 1>, .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kReciprocal, .shape = SameShape, .flops = PerOutput<1, 3>, .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kSqrt, .shape = SameShape, .flops = PerOutput<1, 2>, .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kSoftplus, .shape = SameShape, .flops = PerOutput<30, 14>, .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kSoftsign, .shape = SameShape, .flops = PerOutput<3, 4>, .sharding = {.family = F::kKeepDims}},
+    {.kind = OpKind::kHardswish, .shape = SameShape, .flops = PerOutput<5, 4>, .sharding = {.family = F::kKeepDims}},
 }};
 #pragma GCC diagnostic pop
 

@@ -119,11 +119,16 @@ absl::StatusOr<Sample> SampleFor(OpKind kind) {
   out.infinite_outputs = kind == OpKind::kCausalMask;
   if (kind == OpKind::kToFloat16) out.fd_step = 0.5;                        // grid <= 2^-8 below 4
   if (kind == OpKind::kToBfloat16) out.fd_step = 2.0, out.fd_tol = 2e-2;  // grid <= 2^-4 below 8
-  const bool kinks =
-      kind == OpKind::kRelu || kind == OpKind::kClip || kind == OpKind::kMaxPool2d || kind == OpKind::kTopKGate;
+  const bool kinks = kind == OpKind::kRelu || kind == OpKind::kClip || kind == OpKind::kMaxPool2d ||
+                     kind == OpKind::kTopKGate || kind == OpKind::kAbs || kind == OpKind::kHardswish;
+  // Defined (log, sqrt) or smooth (reciprocal) only away from 0 and below: |normal| + 0.5.
+  const bool positive = kind == OpKind::kLog || kind == OpKind::kSqrt || kind == OpKind::kReciprocal;
   for (size_t i = 0; i < s.inputs.size(); ++i) {
     const uint32_t seed = 17 + 31 * static_cast<uint32_t>(i);
     out.inputs.push_back(kinks ? SeparatedValues(s.inputs[i], seed) : NormalValues(s.inputs[i], seed));
+    if (positive) {
+      for (float& v : out.inputs.back().data) v = std::abs(v) + 0.5f;
+    }
   }
   // Labels and ids: integers below the dim the op table names.
   if (const ir::IntegerInput& ii = def.integer_input; ii.input != ir::kNoOperand) {

@@ -412,6 +412,60 @@ TEST(ElementwiseForwardTest, ErfIsAccurate) {
   EXPECT_NEAR(e.data[5], 1.1283791670955126e-30, 1e-36);
 }
 
+// exp, log and softplus within a few ulp of the double-precision functions over their ranges,
+// with the IEEE special values; sqrt, reciprocal, abs, neg, softsign and hardswish as float
+// arithmetic gives them.
+TEST(ElementwiseForwardTest, ExpLogSoftplusAreAccurateToAFewUlp) {
+  auto ulps = [](double want, float got) {
+    if (want == 0) return static_cast<double>(std::abs(got));
+    return std::abs(got - want) / std::ldexp(1.0, std::ilogb(static_cast<float>(want)) - 23);
+  };
+  std::vector<float> xs;
+  for (int64_t i = 0; i <= 40000; ++i) xs.push_back(-100.0f + 0.0047f * static_cast<float>(i));  // [-100, 88]
+  Tensor x({static_cast<int64_t>(xs.size())});
+  std::copy(xs.begin(), xs.end(), x.data.begin());
+  const Tensor e = RunForward(OpKind::kExp, {x}), sp = RunForward(OpKind::kSoftplus, {x});
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double v = xs[i];
+    if (std::exp(v) > 1e-37) ASSERT_LE(ulps(std::exp(v), e.data[i]), 5) << "exp(" << v << ")";
+    const double want = v > 20 ? v : std::log1p(std::exp(v));
+    if (want > 1e-37) ASSERT_LE(ulps(want, sp.data[i]), 4) << "softplus(" << v << ")";
+  }
+  // log over every 4099th positive float (subnormals to the largest).
+  std::vector<float> ps;
+  for (uint64_t u = 1; u < 0x7f800000u; u += 4099) ps.push_back(std::bit_cast<float>(static_cast<uint32_t>(u)));
+  Tensor p({static_cast<int64_t>(ps.size())});
+  std::copy(ps.begin(), ps.end(), p.data.begin());
+  const Tensor l = RunForward(OpKind::kLog, {p});
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const double want = std::log(static_cast<double>(ps[i]));
+    ASSERT_LE(std::abs(want) < 1e-3 ? std::abs(l.data[i] - want) / 1e-10 : ulps(want, l.data[i]), 3) << "log(" << ps[i] << ")";
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const Tensor special = Make({6}, {0.0f, -1.0f, kInf, -kInf, nan, 89.0f});
+  const Tensor ls = RunForward(OpKind::kLog, {special}), es = RunForward(OpKind::kExp, {special});
+  EXPECT_EQ(ls.data[0], -kInf);
+  EXPECT_TRUE(std::isnan(ls.data[1]));
+  EXPECT_EQ(ls.data[2], kInf);
+  EXPECT_TRUE(std::isnan(ls.data[4]));
+  EXPECT_EQ(es.data[2], kInf);
+  EXPECT_EQ(es.data[3], 0.0f);
+  EXPECT_TRUE(std::isnan(es.data[4]));
+  EXPECT_EQ(es.data[5], kInf);
+  const Tensor v = Make({5}, {-4.0f, -1.5f, 0.0f, 2.0f, 9.0f});
+  const Tensor sq = RunForward(OpKind::kSqrt, {v}), rc = RunForward(OpKind::kReciprocal, {v}), ab = RunForward(OpKind::kAbs, {v}),
+               ng = RunForward(OpKind::kNeg, {v}), ss = RunForward(OpKind::kSoftsign, {v}), hs = RunForward(OpKind::kHardswish, {v});
+  for (int i = 0; i < 5; ++i) {
+    const float a = v.data[i];
+    if (a >= 0) EXPECT_EQ(sq.data[i], std::sqrt(a));
+    EXPECT_EQ(rc.data[i], 1.0f / a);
+    EXPECT_EQ(ab.data[i], std::abs(a));
+    EXPECT_EQ(ng.data[i], -a);
+    EXPECT_EQ(ss.data[i], a / (1.0f + std::abs(a)));
+    EXPECT_EQ(hs.data[i], a * std::min(std::max(a + 3.0f, 0.0f), 6.0f) / 6.0f);
+  }
+}
+
 // to_float16 rounds as the compiler's own float16 conversion does (GCC's _Float16: IEEE
 // round-to-nearest-even, subnormals, overflow to inf), over a spread of every float's bit
 // patterns and the boundaries; every float16 decodes to a value it keeps.

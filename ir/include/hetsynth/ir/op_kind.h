@@ -66,6 +66,10 @@ namespace hetsynth::ir {
 //                        from 65520 on), held in fp32 (ir/float_formats.h); the gradient is
 //                        the output's gradient rounded alike, as PyTorch's x.half() passes it
 //   to_bfloat16          (x) -> shape(x); the same for bfloat16
+//   exp, log, abs, neg,  (x) -> shape(x); e^x, ln x, |x|, −x, 1/x, √x, ln(1 + e^x),
+//   reciprocal, sqrt,    x/(1 + |x|), x·min(max(x + 3, 0), 6)/6 (torch.exp ... F.hardswish)
+//   softplus, softsign,
+//   hardswish
 #define HETSYNTH_IR_OPS(X)                          \
   X(Linear, "linear")                               \
   X(MatMul, "matmul")                               \
@@ -102,7 +106,16 @@ namespace hetsynth::ir {
   X(AvgPool2d, "avg_pool2d")                        \
   X(Erf, "erf")                                     \
   X(ToFloat16, "to_float16")                        \
-  X(ToBfloat16, "to_bfloat16")
+  X(ToBfloat16, "to_bfloat16")                      \
+  X(Exp, "exp")                                     \
+  X(Log, "log")                                     \
+  X(Abs, "abs")                                     \
+  X(Neg, "neg")                                     \
+  X(Reciprocal, "reciprocal")                       \
+  X(Sqrt, "sqrt")                                   \
+  X(Softplus, "softplus")                           \
+  X(Softsign, "softsign")                           \
+  X(Hardswish, "hardswish")
 
 enum class OpKind : uint8_t {
 #define HETSYNTH_IR_OP_ENUM_(camel, snake) k##camel,

@@ -40,7 +40,16 @@
   X(Tanh)                          \
   X(Erf)                           \
   X(ToFloat16)                     \
-  X(ToBfloat16)
+  X(ToBfloat16)                    \
+  X(Exp)                           \
+  X(Log)                           \
+  X(Abs)                           \
+  X(Neg)                           \
+  X(Reciprocal)                    \
+  X(Sqrt)                          \
+  X(Softplus)                      \
+  X(Softsign)                      \
+  X(Hardswish)
 
 namespace hetsynth::runtime::ops {
 
@@ -49,7 +58,8 @@ template <ir::OpKind K>
 struct UnaryMath;
 
 // e^x for x <= 88 within 2 ulp (Cephes' expf polynomial, the arithmetic of cpu::ExpF); below
-// -87 it returns 0, so -inf gives exactly 0; NaN stays NaN. The last product, the scaling by
+// -87 it returns 0, so -inf gives exactly 0; NaN gives the quiet NaN (one sign bit, which
+// the compilers' handling of a negated NaN argument would otherwise decide). The last product, the scaling by
 // 2^n, is exact (the result is never subnormal), so an add after it rounds alike fused or not.
 HS_HD inline float ExpF(float x) {
   const bool in_range = x >= -87.0f;
@@ -64,7 +74,7 @@ HS_HD inline float ExpF(float x) {
   p = fmaf(p, r, 5.0000001201e-1f);
   const float y = fmaf(p, r * r, r) + 1.0f;
   const float e = y * gpu::BitsToFloat(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);  // · 2^n
-  return in_range ? e : (x == x ? 0.0f : x);
+  return in_range ? e : (x == x ? 0.0f : NAN);  // one NaN whatever the input's sign bit
 }
 
 // relu(x) = max(x, 0); the gradient passes where x > 0 (0 at the kink and for NaN).
@@ -151,6 +161,131 @@ template <>
 struct UnaryMath<ir::OpKind::kToBfloat16> {
   static HS_HD float Forward(float x) { return ir::RoundToBfloat16(x); }
   static HS_HD float Backward(float, float, float g, float acc) { return acc + ir::RoundToBfloat16(g); }
+};
+
+// e^x (ExpF), its range extended to overflow: above 88, (e^{x/2})² (x/2 is exact; within 5 ulp),
+// +inf past ln(FLT_MAX). exp' = y.
+template <>
+struct UnaryMath<ir::OpKind::kExp> {
+  static HS_HD float Forward(float x) {
+    if (x > 88.0f) {
+      const float h = ExpF(0.5f * fminf(x, 100.0f));  // e^100 overflows: inf from here on
+      return h * h;
+    }
+    return ExpF(x);
+  }
+  static HS_HD float Backward(float, float y, float g, float acc) { return fmaf(g, y, acc); }
+};
+
+// ln x as Cephes' logf (within 2 ulp): x = m·2^e with m in [√½, √2), ln m by a polynomial in
+// m − 1, plus e·ln 2 in two parts. Subnormals are scaled by 2^23 first; ln 0 = −inf, ln of a
+// negative number NaN, ln inf = inf. log' = 1/x.
+HS_HD inline float LogF(float x) {
+  if (!(x > 0.0f)) return x == 0.0f ? -INFINITY : NAN;  // also NaN in, NaN out
+  if (x == INFINITY) return x;
+  uint32_t u = ir::FloatBits(x);
+  float e = 0.0f;
+  if (u < 0x00800000u) {  // subnormal
+    u = ir::FloatBits(x * 8388608.0f);
+    e = -23.0f;
+  }
+  e += static_cast<float>(static_cast<int32_t>(u >> 23) - 126);
+  float m = ir::FloatFromBits((u & 0x007fffffu) | 0x3f000000u);  // [0.5, 1)
+  if (m < 0.707106781186547524f) {
+    e -= 1.0f;
+    m = m + m - 1.0f;
+  } else {
+    m = m - 1.0f;
+  }
+  const float z = m * m;
+  float p = 7.0376836292e-2f;
+  p = fmaf(p, m, -1.1514610310e-1f);
+  p = fmaf(p, m, 1.1676998740e-1f);
+  p = fmaf(p, m, -1.2420140846e-1f);
+  p = fmaf(p, m, 1.4249322787e-1f);
+  p = fmaf(p, m, -1.6668057665e-1f);
+  p = fmaf(p, m, 2.0000714765e-1f);
+  p = fmaf(p, m, -2.4999993993e-1f);
+  p = fmaf(p, m, 3.3333331174e-1f);
+  float y = (p * m) * z;
+  y = fmaf(e, -2.12194440e-4f, y);
+  y = fmaf(z, -0.5f, y);
+  return fmaf(e, 0.693359375f, m + y);
+}
+template <>
+struct UnaryMath<ir::OpKind::kLog> {
+  static HS_HD float Forward(float x) { return LogF(x); }
+  static HS_HD float Backward(float x, float, float g, float acc) { return acc + g / x; }
+};
+
+// |x|; the gradient is sign(x)·g (0 at 0).
+template <>
+struct UnaryMath<ir::OpKind::kAbs> {
+  static HS_HD float Forward(float x) { return fabsf(x); }
+  static HS_HD float Backward(float x, float, float g, float acc) { return acc + (x > 0.0f ? g : x < 0.0f ? -g : 0.0f); }
+};
+
+template <>
+struct UnaryMath<ir::OpKind::kNeg> {
+  static HS_HD float Forward(float x) { return -x; }
+  static HS_HD float Backward(float, float, float g, float acc) { return acc - g; }
+};
+
+// 1/x; reciprocal' = −y².
+template <>
+struct UnaryMath<ir::OpKind::kReciprocal> {
+  static HS_HD float Forward(float x) { return 1.0f / x; }
+  static HS_HD float Backward(float, float y, float g, float acc) { return fmaf(-(g * y), y, acc); }
+};
+
+// √x, correctly rounded on both sides (IEEE sqrt; nvcc's sqrtf without fast math);
+// sqrt' = 1/(2y).
+template <>
+struct UnaryMath<ir::OpKind::kSqrt> {
+  static HS_HD float Forward(float x) { return sqrtf(x); }
+  static HS_HD float Backward(float, float y, float g, float acc) { return acc + g / (y + y); }
+};
+
+// ln(1 + e^x), as torch's softplus: x itself above 20 (e^-20 is below x's rounding); below,
+// log1p(e^x) as ln(w)·u/(w − 1) with u = e^x, w = 1 + u (exact for tiny u, where w = 1:
+// then u). softplus' = σ(x).
+template <>
+struct UnaryMath<ir::OpKind::kSoftplus> {
+  static HS_HD float Forward(float x) {
+    if (x > 20.0f) return x;
+    const float u = ExpF(x);
+    const float w = 1.0f + u;
+    return w == 1.0f ? u : LogF(w) * (u / (w - 1.0f));
+  }
+  static HS_HD float Backward(float x, float, float g, float acc) {
+    return fmaf(g, UnaryMath<ir::OpKind::kSigmoid>::Forward(x), acc);
+  }
+};
+
+// x/(1 + |x|); softsign' = 1/(1 + |x|)².
+template <>
+struct UnaryMath<ir::OpKind::kSoftsign> {
+  static HS_HD float Forward(float x) { return x / (1.0f + fabsf(x)); }
+  static HS_HD float Backward(float x, float, float g, float acc) {
+    const float d = 1.0f + fabsf(x);
+    return acc + g / (d * d);
+  }
+};
+
+// x·min(max(x + 3, 0), 6)/6 in torch's order; hardswish' = 0 below −3, x/3 + 0.5 up to 3, 1
+// above (torch's hardswish_backward).
+template <>
+struct UnaryMath<ir::OpKind::kHardswish> {
+  static HS_HD float Forward(float x) {
+    const float t = x + 3.0f;
+    const float c = t < 0.0f ? 0.0f : (t > 6.0f ? 6.0f : t);
+    return x * c / 6.0f;
+  }
+  static HS_HD float Backward(float x, float, float g, float acc) {
+    if (x < -3.0f) return acc;
+    if (x > 3.0f) return acc + g;
+    return fmaf(g, x / 3.0f + 0.5f, acc);
+  }
 };
 
 // y[i] = f(x[i]).
