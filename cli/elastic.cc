@@ -467,6 +467,11 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(o.cluster));
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, o.model.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph graph, ir::BuildModel(spec));
+  if (!graph.running_stats().empty()) {
+    return absl::FailedPreconditionError(StrCat("--model ", spec.ToString(), ": elastic training does not keep batch-norm "
+                                                "running statistics (", graph.running_stats().front().name,
+                                                ", ...); train it with train --plan"));
+  }
   std::map<std::string, ir::Shape> shapes;
   for (ir::ValueId v : graph.parameters()) shapes[graph.value(v).name] = graph.value(v).shape;
   HS_ASSIGN_OR_RETURN(runtime::OptimizerConfig opt, o.Optimizer());

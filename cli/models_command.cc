@@ -137,7 +137,9 @@ absl::Status Import(const ModelOptions& opts, std::string out, std::string weigh
   std::map<std::string, runtime::Tensor> tensors;
   for (auto& [name, values] : g.StoreWeightsIn(wp.parent_path() == op.parent_path() ? wp.filename().string()
                                                                                   : std::filesystem::absolute(wp).string())) {
-    runtime::Tensor t(g.value(g.Find(name)).shape);
+    // A parameter, or a running statistic ([C], not a value of the graph).
+    const ir::ValueId v = g.Find(name);
+    runtime::Tensor t(v != ir::kNoValue ? g.value(v).shape : ir::Shape{static_cast<int64_t>(values->size())});
     std::copy(values->begin(), values->end(), t.data.begin());
     tensors.emplace(name, std::move(t));
   }

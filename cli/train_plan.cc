@@ -146,6 +146,11 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
   if (absl::Status st = instr::RuntimeSupports(plan.program); !st.ok()) {
     return absl::FailedPreconditionError(StrCat("plan '", p.plan_path, "': ", st.message()));
   }
+  if (p.elastic != nullptr && p.graph != nullptr && !p.graph->running_stats().empty()) {
+    return absl::FailedPreconditionError(StrCat("plan '", p.plan_path, "': elastic training does not keep batch-norm "
+                                                "running statistics (", p.graph->running_stats().front().name,
+                                                ", ...); train without --elastic"));
+  }
   if (p.elastic != nullptr && plan.program.UsesMesh()) {
     return absl::FailedPreconditionError(StrCat("plan '", p.plan_path, "': elastic training snapshots plans over world "
                                                 "forms only; this plan has properties over mesh levels (synthesize it "

@@ -73,6 +73,9 @@ ValueId Graph::Find(const std::string& name) const {
 absl::Status Graph::CheckNewName(const std::string& name) const {
   if (name.empty()) return Bad("empty value name; expected a unique non-empty name");
   if (by_name_.count(name)) return Bad(StrCat("duplicate value name '", name, "'"));
+  for (const RunningStat& r : running_stats_) {
+    if (r.name == name) return Bad(StrCat("value name '", name, "' is a running statistic's"));
+  }
   return absl::OkStatus();
 }
 
@@ -94,6 +97,11 @@ std::map<std::string, std::shared_ptr<const std::vector<float>>> Graph::StoreWei
     out.emplace(v.name, std::move(v.init.data));
     v.init = Init::Stored();
   }
+  for (RunningStat& r : running_stats_) {
+    if (r.init.kind != Init::Kind::kData || !r.init.data) continue;
+    out.emplace(r.name, std::move(r.init.data));
+    r.init = Init::Stored();
+  }
   weights_file_ = std::move(path);
   return out;
 }
@@ -111,6 +119,28 @@ absl::StatusOr<ValueId> Graph::AddParameter(const std::string& name, const Shape
   values_.push_back(Value{name, ValueKind::kParameter, shape, -1, init});
   by_name_[name] = id;
   return id;
+}
+
+absl::Status Graph::AddRunningStat(RunningStat stat) {
+  const std::string what = StrCat("running statistic '", stat.name, "'");
+  if (by_name_.count(stat.name)) return Bad(StrCat(what, ": a value has that name"));
+  for (const RunningStat& r : running_stats_) {
+    if (r.name == stat.name) return Bad(StrCat(what, ": defined twice"));
+  }
+  if (stat.moments < 0 || static_cast<size_t>(stat.moments) >= values_.size() || values_[stat.moments].producer < 0 ||
+      nodes_[static_cast<size_t>(values_[stat.moments].producer)].kind != OpKind::kBatchMoments) {
+    return Bad(StrCat(what, ": its moments are not a batch_moments output"));
+  }
+  const Shape& m = values_[stat.moments].shape;
+  if (stat.shape != Shape{m.at(1)}) {
+    return Bad(StrCat(what, " has shape ", ShapeString(stat.shape), "; expected [", m.at(1), "] (one per channel)"));
+  }
+  if (!(stat.momentum >= 0 && stat.momentum <= 1)) return Bad(StrCat(what, ": momentum ", stat.momentum, "; expected [0, 1]"));
+  if (stat.init.kind == Init::Kind::kData && stat.init.data && static_cast<int64_t>(stat.init.data->size()) != m.at(1)) {
+    return Bad(StrCat(what, " has ", stat.init.data->size(), " initial values; expected ", m.at(1)));
+  }
+  running_stats_.push_back(std::move(stat));
+  return absl::OkStatus();
 }
 
 void Graph::SetFrozen(ValueId id, bool frozen) {

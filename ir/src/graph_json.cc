@@ -239,6 +239,31 @@ class Reader {
     if (loss == kNoValue) return Err("field 'loss'", StrCat("'", root["loss"].get<std::string>(), "' is not a value"));
     absl::Status st = g.SetLoss(loss);
     if (!st.ok()) return Err("field 'loss'", std::string(st.message()));
+    if (root.contains("running_stats")) {
+      const json& rs = root["running_stats"];
+      if (!rs.is_array()) return Err("field 'running_stats'", "expected an array");
+      for (size_t i = 0; i < rs.size(); ++i) {
+        const json& r = rs[i];
+        const std::string where = StrCat("running_stats[", i, "]");
+        if (!r.is_object()) return Err(where, "expected an object");
+        RunningStat stat;
+        HS_ASSIGN_OR_RETURN(stat.name, ReadName(r, where));
+        if (!r.contains("shape")) return Err(where, "missing field 'shape'");
+        HS_ASSIGN_OR_RETURN(stat.shape, ReadShape(r["shape"], where));
+        const std::string moments = r.value("moments", "");
+        stat.moments = g.Find(moments);
+        if (stat.moments == kNoValue) return Err(where, StrCat("'moments' is '", Shorten(moments), "'; expected a batch_moments value"));
+        const std::string which = r.value("statistic", "");
+        if (which != "mean" && which != "variance") return Err(where, StrCat("'statistic' is '", Shorten(which), "'; expected \"mean\" or \"variance\""));
+        stat.variance = which == "variance";
+        if (!r.contains("momentum") || !r["momentum"].is_number()) return Err(where, "missing number 'momentum'");
+        stat.momentum = r["momentum"].get<double>();
+        // Values: the weights file's, else PyTorch's starting ones (mean 0, variance 1).
+        stat.init = root.contains("weights") ? Init::Stored() : stat.variance ? Init::Ones() : Init::Zeros();
+        absl::Status added = g.AddRunningStat(std::move(stat));
+        if (!added.ok()) return Err(where, std::string(added.message()));
+      }
+    }
     return g;
   }
 
@@ -283,6 +308,17 @@ std::string GraphToJson(const Graph& graph) {
   }
   root["nodes"] = std::move(nodes);
   root["loss"] = graph.loss() == kNoValue ? json(nullptr) : json(graph.value(graph.loss()).name);
+  if (!graph.running_stats().empty()) {
+    json rs = json::array();
+    for (const RunningStat& r : graph.running_stats()) {
+      rs.push_back({{"name", r.name},
+                    {"shape", r.shape},
+                    {"moments", graph.value(r.moments).name},
+                    {"statistic", r.variance ? "variance" : "mean"},
+                    {"momentum", r.momentum}});
+    }
+    root["running_stats"] = std::move(rs);
+  }
   if (!graph.weights_file().empty()) root["weights"] = graph.weights_file();
   return root.dump(1) + "\n";
 }

@@ -1941,6 +1941,19 @@ class Importer {
       HS_ASSIGN_OR_RETURN(ValueId scale, In(n, 1));
       HS_ASSIGN_OR_RETURN(ValueId bias, In(n, 2));
       HS_ASSIGN_OR_RETURN(ValueId m, Op(n, StrCat(out, "/moments"), OpKind::kBatchMoments, {x}));
+      // The running mean and variance (initializers): running statistics of the moments.
+      for (int i : {3, 4}) {
+        const Const* c = n.input_size() > i && !n.input(i).empty() ? Constant(n.input(i)) : nullptr;
+        if (!c) continue;
+        RunningStat r;
+        r.name = n.input(i);
+        r.shape = {static_cast<int64_t>(c->v.size())};
+        r.moments = m;
+        r.variance = i == 4;
+        r.momentum = 1.0 - static_cast<double>(static_cast<float>(AttrFloat(n, "momentum", 0.9)));
+        r.init = Init::Data(std::vector<float>(c->v.begin(), c->v.end()));
+        running_.push_back(std::move(r));
+      }
       Attrs a;
       a.eps = AttrFloat(n, "epsilon", 1e-5);
       HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kBatchNorm, {x, m, scale, bias}, a));
@@ -1991,6 +2004,11 @@ class Importer {
       HS_ASSIGN_OR_RETURN(map[static_cast<size_t>(node.output)], g.AddOp(node.name, node.kind, in, node.attrs));
     }
     if (g.inputs().empty()) return Bad(StrCat(path_, ": the output does not depend on any graph input"));
+    for (RunningStat r : running_) {
+      if (!live[static_cast<size_t>(r.moments)]) continue;
+      r.moments = map[static_cast<size_t>(r.moments)];
+      if (absl::Status st = g.AddRunningStat(std::move(r)); !st.ok()) return Bad(StrCat(path_, ": ", st.message()));
+    }
     const ValueId y = map[static_cast<size_t>(out)];
     if (opts_.loss == "cross_entropy") {
       Shape labels = g.value(y).shape;
@@ -2024,6 +2042,7 @@ class Importer {
   std::map<std::string, ValueId> ids_;
   absl::Status first_error_;
   std::map<std::string, int> types_;
+  std::vector<RunningStat> running_;  // of the batch norms emitted, on g_'s values
 };
 
 }  // namespace

@@ -8,7 +8,8 @@ For each model NAME this writes, into OUT_DIR:
   NAME.expect.json        PyTorch's forward output on batch 0 and the losses of 3 SGD steps
                           (lr 0.1, one batch per step, cross-entropy with mean reduction; batch
                           and lr per model in SETTINGS); for the batch-norm CNNs also the same
-                          steps' losses in float64 ("losses_fp64"); mlp_mse's loss is the
+                          steps' losses in float64 ("losses_fp64") and the running statistics
+                          after them ("running"); mlp_mse's loss is the
                           mean squared error against float targets ("loss": "mse")
 
 Needs PyTorch (Debian 12: python3-torch 1.13); the models are written out below in plain
@@ -330,6 +331,9 @@ def export(name, out_dir):
               "forward": [float(v) for v in forward.reshape(-1)], "torch": torch.__version__,
               "loss": LOSS.get(name, "cross_entropy")}
     if name in TRAINING_MODE:
+        # Batch norm's running statistics after the 3 steps (each training forward moves them).
+        expect["running"] = {k: [float(x) for x in v.reshape(-1)] for k, v in model.state_dict().items()
+                             if k.endswith("running_mean") or k.endswith("running_var")}
         # The same steps in float64: how far PyTorch's own fp32 losses are from exact ones.
         model64 = make().double()
         model64.load_state_dict(start)

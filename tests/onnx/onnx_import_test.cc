@@ -164,6 +164,8 @@ struct Expect {
   // The same steps in float64 where recorded (batch-norm CNNs), else empty.
   std::vector<double> losses_fp64;
   std::vector<int64_t> forward_shape;
+  // Batch norm's running statistics after the steps, by name (batch-norm CNNs).
+  std::map<std::string, std::vector<double>> running;
   int64_t batch = 0;
   double lr = 0;
   std::string loss = "cross_entropy";
@@ -187,6 +189,7 @@ class FromPyTorch : public ::testing::TestWithParam<std::string> {
     e_.lr = j.at("lr").get<double>();
     e_.loss = j.value("loss", "cross_entropy");
     if (j.contains("losses_fp64")) e_.losses_fp64 = j.at("losses_fp64").get<std::vector<double>>();
+    if (j.contains("running")) e_.running = j.at("running").get<std::map<std::string, std::vector<double>>>();
   }
   // How close step s's loss must be to PyTorch's: 1e-4, or — where PyTorch's own fp32 loss is
   // further than that from its float64 one — three times that spread. Two fp32 runs that sum in
@@ -265,6 +268,34 @@ TEST_P(FromPyTorch, ThreeSgdStepsMatchPyTorch) {
                   e_.losses[s], e_.losses_fp64[s]);
     }
   }
+  if (e_.running.empty()) return;
+  // The running statistics moved as PyTorch's did: saved with the parameters, under their names.
+  ASSERT_EQ(m->graph.running_stats().size(), e_.running.size());
+  auto worst_of = [&](runtime::SingleDeviceTrainer& t, const std::map<std::string, std::vector<double>>& expect,
+                      const std::string& tag) {
+    const std::string ckpt = TempDir() + "/" + GetParam() + "-" + tag + ".safetensors";
+    EXPECT_TRUE(t.Save(ckpt, GetParam()).ok());
+    absl::StatusOr<runtime::SafetensorsFile> file = runtime::ReadSafetensors(ckpt);
+    EXPECT_TRUE(file.ok()) << file.status();
+    double worst = 0;
+    for (const auto& [name, want] : expect) {
+      if (!file.ok() || !file->tensors.count(name) || file->tensors.at(name).data.size() != want.size()) {
+        ADD_FAILURE() << name << " missing or of the wrong size";
+        return 1e9;
+      }
+      const runtime::Tensor& got = file->tensors.at(name);
+      for (size_t i = 0; i < want.size(); ++i) {
+        worst = std::max(worst, std::abs(got.data[i] - want[i]) / std::max(1.0, std::abs(want[i])));
+      }
+    }
+    return worst;
+  };
+  const double after_all = worst_of(**trainer, e_.running, "running");
+  std::printf("%s: running statistics (%zu tensors) after %zu steps: max relative difference from PyTorch's %.3g\n",
+              GetParam().c_str(), e_.running.size(), e_.losses.size(), after_all);
+  // They follow the weights after each step: as close as the losses allow (ResNet-18: 1e-3;
+  // measured 1.4e-5).
+  EXPECT_LE(after_all, 10 * LossTolerance(e_.losses.size() - 1)) << GetParam();
 }
 
 std::vector<double> Losses(const std::string& metrics) {
@@ -290,7 +321,7 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
   ASSERT_EQ(s.code, 0) << s.output;
   const std::string train =
       " --data " + data_ + " --steps 3 --optimizer sgd --lr " + std::to_string(e_.lr) + " --quiet --metrics ";
-  const auto one = Hetsynth("train" + model + train + dir + "/one.jsonl");
+  const auto one = Hetsynth("train" + model + " --save " + dir + "/one.safetensors" + train + dir + "/one.jsonl");
   ASSERT_EQ(one.code, 0) << one.output;
   std::vector<std::pair<std::string, std::string>> plans = {{"synthesized", plan}};
   if (!e_.losses_fp64.empty()) {
@@ -307,8 +338,23 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
     EXPECT_NEAR(a[i], e_.losses[i], LossTolerance(i)) << GetParam() << " step " << i << " (hetsynth train vs PyTorch)";
   }
   for (const auto& [kind, file] : plans) {
-    const auto four = Hetsynth("train --plan " + file + train + dir + "/four.jsonl");
+    const auto four = Hetsynth("train --plan " + file + " --save " + dir + "/four.safetensors" + train + dir + "/four.jsonl");
     ASSERT_EQ(four.code, 0) << four.output;
+    if (!e_.running.empty()) {
+      // The running statistics, from the moments gathered whole on the ranks, as on one device.
+      absl::StatusOr<runtime::SafetensorsFile> a1 = runtime::ReadSafetensors(dir + "/one.safetensors");
+      absl::StatusOr<runtime::SafetensorsFile> a4 = runtime::ReadSafetensors(dir + "/four.safetensors");
+      ASSERT_TRUE(a1.ok() && a4.ok());
+      double worst = 0;
+      for (const auto& [name, want] : e_.running) {
+        ASSERT_TRUE(a1->tensors.count(name) && a4->tensors.count(name)) << name;
+        const runtime::Tensor &x = a1->tensors.at(name), &y = a4->tensors.at(name);
+        for (size_t i = 0; i < x.data.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(x.data[i] - y.data[i]) / std::max(1.0f, std::abs(x.data[i]))));
+      }
+      std::printf("%s: %s plan, running statistics on 4 ranks vs one device: max relative difference %.3g\n", GetParam().c_str(),
+                  kind.c_str(), worst);
+      EXPECT_LE(worst, 10 * LossTolerance(2)) << GetParam() << " " << kind;
+    }
     const std::vector<double> b = Losses(dir + "/four.jsonl");
     ASSERT_EQ(b.size(), 3u);
     for (size_t i = 0; i < a.size(); ++i) {
@@ -341,6 +387,29 @@ TEST(ImportCommand, GraphAndWeightsTrainAsTheOnnxFile) {
   const auto c = Hetsynth("train --model " + dir + "/mlp.graph.json" + train + dir + "/none.jsonl");
   EXPECT_EQ(c.code, 2) << c.output;
   EXPECT_NE(c.output.find("mlp.graph.safetensors"), std::string::npos) << c.output;
+}
+
+// A batch-norm model's graph file keeps its running statistics (graph `running_stats`, values in
+// the weights file) and trains to the same checkpoint, statistics included, as the .onnx file.
+TEST(ImportCommand, RunningStatisticsSurviveTheGraphFile) {
+  const std::string onnx = ModelDir() + "/resnet18.onnx", data = ModelDir() + "/resnet18.data.safetensors";
+  if (!fs::exists(onnx)) GTEST_SKIP() << "no " << onnx << ": tests/onnx/export_models.py did not run (needs torchvision)";
+  const std::string dir = TempDir() + "/import-bn";
+  fs::create_directories(dir);
+  const auto imp = Hetsynth("import " + onnx + " --batch 8 -o " + dir + "/r.graph.json");
+  ASSERT_EQ(imp.code, 0) << imp.output;
+  const std::string train = " --data " + data + " --steps 2 --optimizer sgd --lr 0.01 --quiet --save ";
+  ASSERT_EQ(Hetsynth("train --model " + onnx + " --batch 8" + train + dir + "/onnx.safetensors").code, 0);
+  ASSERT_EQ(Hetsynth("train --model " + dir + "/r.graph.json" + train + dir + "/graph.safetensors").code, 0);
+  absl::StatusOr<runtime::SafetensorsFile> a = runtime::ReadSafetensors(dir + "/onnx.safetensors");
+  absl::StatusOr<runtime::SafetensorsFile> b = runtime::ReadSafetensors(dir + "/graph.safetensors");
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(a->tensors.count("bn1.running_var"));
+  ASSERT_EQ(a->tensors.size(), b->tensors.size());
+  for (const auto& [name, t] : a->tensors) {
+    ASSERT_TRUE(b->tensors.count(name)) << name;
+    EXPECT_EQ(t.data, b->tensors.at(name).data) << name;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, FromPyTorch, ::testing::Values("mlp", "mlp_mse", "gpt", "gpt_opset14", "vgg", "vit", "torchvision_vit",

@@ -466,19 +466,23 @@ TEST(ElementwiseForwardTest, ExpLogSoftplusAreAccurateToAFewUlp) {
   }
 }
 
+// `edges`, then every 4099th float bit pattern but NaNs: all signs, exponents and many mantissas.
+std::vector<float> SweptFloats(std::vector<float> edges) {
+  for (uint64_t u = 0; u < (uint64_t{1} << 32); u += 4099) {
+    const float f = std::bit_cast<float>(static_cast<uint32_t>(u));
+    if (!std::isnan(f)) edges.push_back(f);
+  }
+  return edges;
+}
+
 // to_float16 rounds as the compiler's own float16 conversion does (GCC's _Float16: IEEE
 // round-to-nearest-even, subnormals, overflow to inf), over a spread of every float's bit
 // patterns and the boundaries; every float16 decodes to a value it keeps.
 TEST(ElementwiseForwardTest, ToFloat16RoundsAsTheCompilersFloat16) {
-  std::vector<float> xs = {0.0f, -0.0f, 65504.0f, 65519.996f, 65520.0f, -65520.0f, 6.1035156e-05f, 6.1e-05f,
-                           5.9604645e-08f, 2.9802322e-08f, 2.9802326e-08f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048};
-  for (uint64_t u = 0; u < (uint64_t{1} << 32); u += 4099) {
-    const float f = std::bit_cast<float>(static_cast<uint32_t>(u));
-    if (!std::isnan(f)) xs.push_back(f);
-  }
-  Tensor x({static_cast<int64_t>(xs.size())});
-  std::copy(xs.begin(), xs.end(), x.data.begin());
-  const Tensor y = RunForward(OpKind::kToFloat16, {x});
+  const std::vector<float> xs = SweptFloats({0.0f, -0.0f, 65504.0f, 65519.996f, 65520.0f, -65520.0f, 6.1035156e-05f,
+                                              6.1e-05f, 5.9604645e-08f, 2.9802322e-08f, 2.9802326e-08f,
+                                              1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048});
+  const Tensor y = RunForward(OpKind::kToFloat16, {Make({static_cast<int64_t>(xs.size())}, xs)});
   for (size_t i = 0; i < xs.size(); ++i) {
     const float want = static_cast<float>(static_cast<_Float16>(xs[i]));
     ASSERT_EQ(std::bit_cast<uint32_t>(y.data[i]), std::bit_cast<uint32_t>(want)) << "to_float16(" << xs[i] << ")";
@@ -498,14 +502,8 @@ TEST(ElementwiseForwardTest, ToFloat16RoundsAsTheCompilersFloat16) {
 // to_bfloat16 picks the nearer of the two bfloat16 values around x (by exact distance in double),
 // the one with an even last bit on a tie; overflow goes to inf, NaN stays NaN.
 TEST(ElementwiseForwardTest, ToBfloat16RoundsToNearestEven) {
-  std::vector<float> xs = {0.0f, -0.0f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 3.3961514e38f, -kInf};
-  for (uint64_t u = 0; u < (uint64_t{1} << 32); u += 4099) {
-    const float f = std::bit_cast<float>(static_cast<uint32_t>(u));
-    if (!std::isnan(f)) xs.push_back(f);
-  }
-  Tensor x({static_cast<int64_t>(xs.size())});
-  std::copy(xs.begin(), xs.end(), x.data.begin());
-  const Tensor y = RunForward(OpKind::kToBfloat16, {x});
+  const std::vector<float> xs = SweptFloats({0.0f, -0.0f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 3.3961514e38f, -kInf});
+  const Tensor y = RunForward(OpKind::kToBfloat16, {Make({static_cast<int64_t>(xs.size())}, xs)});
   for (size_t i = 0; i < xs.size(); ++i) {
     const uint32_t bits = std::bit_cast<uint32_t>(xs[i]);
     const uint32_t lo = bits & 0xffff0000u;

@@ -45,6 +45,42 @@ Tensor InitParameter(const ir::Value& param, uint64_t seed) {
 }
 
 
+std::map<std::string, Tensor> InitRunningStats(const ir::Graph& graph) {
+  std::map<std::string, Tensor> out;
+  for (const ir::RunningStat& r : graph.running_stats()) {
+    Tensor t(r.shape);
+    if (r.init.kind == ir::Init::Kind::kOnes) t.Fill(1.0f);
+    if (r.init.kind == ir::Init::Kind::kData && r.init.data) std::copy(r.init.data->begin(), r.init.data->end(), t.data.begin());
+    out.emplace(r.name, std::move(t));
+  }
+  return out;
+}
+
+void UpdateRunningStats(const ir::Graph& graph, ir::ValueId moments_value, const Tensor& moments,
+                        std::map<std::string, Tensor>& stats) {
+  const ir::Value& mv = graph.value(moments_value);
+  const int64_t c = mv.shape.at(1);
+  HS_CHECK(moments.numel() == 2 * c, "running statistics: moments of the wrong size");
+  // Elements per channel: those of the batch_moments input, divided by the channels.
+  const int64_t n = ir::NumElements(graph.value(graph.node(mv.producer).inputs.at(0)).shape) / c;
+  for (const ir::RunningStat& r : graph.running_stats()) {
+    if (r.moments != moments_value) continue;
+    float* s = stats.at(r.name).ptr();
+    for (int64_t i = 0; i < c; ++i) {
+      const double mean = moments.data[static_cast<size_t>(i)], sq = moments.data[static_cast<size_t>(c + i)];
+      const double batch = r.variance ? std::max(sq - mean * mean, 0.0) * (n > 1 ? static_cast<double>(n) / (n - 1) : 1.0) : mean;
+      s[i] = static_cast<float>((1.0 - r.momentum) * s[i] + r.momentum * batch);
+    }
+  }
+}
+
+std::map<std::string, ir::Shape> CheckpointShapes(const ir::Graph& graph) {
+  std::map<std::string, ir::Shape> shapes;
+  for (ir::ValueId p : graph.parameters()) shapes[graph.value(p).name] = graph.value(p).shape;
+  for (const ir::RunningStat& r : graph.running_stats()) shapes[r.name] = r.shape;
+  return shapes;
+}
+
 std::string OptimizerStatePath(const std::string& checkpoint) {
   const std::string ext = ".safetensors";
   if (checkpoint.size() > ext.size() &&

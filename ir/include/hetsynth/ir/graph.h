@@ -83,6 +83,23 @@ struct Flops {
   double backward = 0;
 };
 
+// A batch-norm running statistic (an imported training-mode BatchNormalization's running mean
+// or variance): state beside the computation, not a parameter (no gradient, never read by a
+// node). After each training step's forward it moves toward the batch's statistic from the
+// moments value, as PyTorch updates it:
+//   new = (1 − momentum)·old + momentum·batch,
+// the batch variance unbiased (E[x²] − E[x]² times n/(n − 1), n the elements per channel).
+// Saved, checkpointed and loaded with the parameters, under its name.
+struct RunningStat {
+  std::string name;
+  Shape shape;                 // [C]
+  ValueId moments = kNoValue;  // a batch_moments output [2, C]
+  bool variance = false;       // false: the mean
+  double momentum = 0.1;       // PyTorch's momentum (ONNX's is 1 − it)
+  Init init;                   // kData, Stored (the weights file), or kZeros / kOnes
+  bool operator==(const RunningStat&) const = default;
+};
+
 class Graph {
  public:
   explicit Graph(std::string name = "graph") : name_(std::move(name)) {}
@@ -92,8 +109,9 @@ class Graph {
   // file written by `hetsynth import`); empty when none. Trainers start from it (cli).
   const std::string& weights_file() const { return weights_file_; }
   void set_weights_file(std::string path) { weights_file_ = std::move(path); }
-  // Moves the given values of every Init::Data parameter out of the graph (they become
-  // Init::Stored, to live in `path`, the new weights file) and returns them by name.
+  // Moves the given values of every Init::Data parameter and running statistic out of the
+  // graph (they become Init::Stored, to live in `path`, the new weights file) and returns them
+  // by name.
   std::map<std::string, std::shared_ptr<const std::vector<float>>> StoreWeightsIn(std::string path);
   const std::vector<Value>& values() const { return values_; }
   const std::vector<Node>& nodes() const { return nodes_; }
@@ -113,6 +131,10 @@ class Graph {
   void SetFrozen(ValueId id, bool frozen);
   // A frozen parameter (Value::frozen): a constant with these values.
   absl::StatusOr<ValueId> AddConstant(const std::string& name, const Shape& shape, std::vector<float> values);
+  // A running statistic of batch_moments output `stat.moments`; its name is unique among the
+  // values and the other statistics, its shape the moments' channel count.
+  absl::Status AddRunningStat(RunningStat stat);
+  const std::vector<RunningStat>& running_stats() const { return running_stats_; }
   // Infers the output shape; the error names the node and the offending inputs.
   absl::StatusOr<ValueId> AddOp(const std::string& name, OpKind kind,
                                 const std::vector<ValueId>& inputs, const Attrs& attrs = {});
@@ -132,6 +154,7 @@ class Graph {
   std::string weights_file_;
   std::vector<Value> values_;
   std::vector<Node> nodes_;
+  std::vector<RunningStat> running_stats_;
   std::map<std::string, ValueId> by_name_;
   ValueId loss_ = kNoValue;
 };

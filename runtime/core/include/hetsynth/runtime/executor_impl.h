@@ -158,11 +158,44 @@ struct ExecutorImpl final : Executor::Impl {
   double pending_comm = 0, pending_start = 0;
   std::string pending_name;
   Pacer pacer;  // time dilation (opt.dilation > 0): real time, paced; then opt.emulate is off
+  std::map<std::string, Tensor> running;  // batch-norm running statistics (UpdateRunning)
 
   ExecutorImpl(B backend, const ir::Graph& graph, instr::Plan p, Communicator& c, ExecutorOptions o)
       : b(std::move(backend)), g(graph), plan(std::move(p)), comm(c), opt(o), optimizer(b.MakeOptimizer(o.optimizer)),
-        rank(c.rank()), pacer(o.dilation > 0 ? Pacer(o.dilation, o.slowdown) : Pacer()) {
+        rank(c.rank()), pacer(o.dilation > 0 ? Pacer(o.dilation, o.slowdown) : Pacer()), running(InitRunningStats(graph)) {
     if (pacer.on()) opt.emulate = false;
+  }
+
+  // Batch-norm running statistics, whole on every rank (host): after the forward, each moves
+  // toward its batch statistic, from the moments gathered whole in the form the plan's
+  // batch_norm read them (the program's, so every rank gathers the same forms in the same
+  // order; a collective where they are split).
+  absl::Status UpdateRunning() {
+    std::set<ir::ValueId> moments;
+    for (const ir::RunningStat& r : g.running_stats()) moments.insert(r.moments);
+    for (ir::ValueId m : moments) {
+      const Property* form = nullptr;
+      for (const instr::Instruction& in : plan.program.instructions) {
+        if (in.kind != InstrKind::kCompute || g.node(in.node).kind != ir::OpKind::kBatchNorm ||
+            g.node(in.node).inputs.at(1) != m || in.pre.size() < 2) {
+          continue;
+        }
+        form = &in.pre[1];
+        break;
+      }
+      auto held = form ? vals.find(*form) : vals.end();
+      if (held == vals.end() || form->kind == PropKind::kReduce || (form->mixed && form->outer_kind == PropKind::kReduce)) {
+        return absl::InternalError(StrCat("running statistics: no batch_norm of this rank read the moments '",
+                                          g.value(m).name, "' whole or split"));
+      }
+      Tensor whole;
+      HS_RETURN_IF_ERROR(Communicate(StrCat("gather(", g.value(m).name, ")"), [&]() -> absl::Status {
+        HS_ASSIGN_OR_RETURN(whole, WholeOf(*form, held->second.get()));
+        return absl::OkStatus();
+      }));
+      UpdateRunningStats(g, m, whole, running);
+    }
+    return absl::OkStatus();
   }
 
   std::vector<int64_t> Lengths(const Property& p) const { return plan.program.ShardLengths(g, p); }
@@ -1070,6 +1103,7 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   }
 
   absl::Status st = Forward();
+  if (st.ok() && !g.running_stats().empty()) st = UpdateRunning();
   const ir::ValueId loss_id = g.loss();
   float loss = 0;
   bool loss_partial = false;
@@ -1144,6 +1178,7 @@ absl::StatusOr<std::map<std::string, Tensor>> ExecutorImpl<B>::FullParameters() 
 template <class B>
 absl::Status ExecutorImpl<B>::Save(const std::string& path, const std::string& model) {
   HS_ASSIGN_OR_RETURN(auto full, FullParameters());
+  full.insert(running.begin(), running.end());  // batch-norm running statistics
   std::map<std::string, Tensor> state;
   for (auto& [key, piece] : b.StateTensors(optimizer)) {
     HS_ASSIGN_OR_RETURN(state[key], WholeOf(param_prop.at(ParamOfState(key)), b.FromHost(std::move(piece))));
@@ -1163,14 +1198,17 @@ absl::Status ExecutorImpl<B>::Save(const std::string& path, const std::string& m
 
 template <class B>
 absl::Status ExecutorImpl<B>::Load(const std::string& path) {
-  std::map<std::string, ir::Shape> shapes;
-  for (const auto& [name, p] : param_prop) shapes[name] = g.value(p.tensor).shape;
-  HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, shapes, optimizer.config().kind));
+  HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, CheckpointShapes(g), optimizer.config().kind));
   return Restore(ck);
 }
 
 template <class B>
 absl::Status ExecutorImpl<B>::Restore(const Checkpoint& ck) {
+  for (auto& [name, t] : running) {
+    auto it = ck.params.find(name);
+    if (it == ck.params.end()) return absl::InvalidArgumentError(StrCat("checkpoint: running statistic '", name, "' is missing"));
+    t = it->second;
+  }
   for (auto& [name, t] : params) {
     auto it = ck.params.find(name);
     if (it == ck.params.end()) return absl::InvalidArgumentError(StrCat("checkpoint: parameter '", name, "' is missing"));

@@ -32,6 +32,7 @@
 
 #include <chrono>
 #include <map>
+#include <set>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -86,19 +87,18 @@ class TrainerImpl : public Interface {
     std::map<std::string, Tensor> state = b_.StateTensors(optimizer_);
     if constexpr (std::is_same_v<T, Tensor>) {
       // Host tensors are written as they are, without a copy of every parameter.
-      return WriteCheckpoint(path, model, params_, state, optimizer_.config().kind, step());
-    } else {
-      std::map<std::string, Tensor> params = Parameters();
-      HS_RETURN_IF_ERROR(b_.status());
-      return WriteCheckpoint(path, model, params, state, optimizer_.config().kind, step());
+      if (running_.empty()) return WriteCheckpoint(path, model, params_, state, optimizer_.config().kind, step());
     }
+    std::map<std::string, Tensor> params = Parameters();
+    HS_RETURN_IF_ERROR(b_.status());
+    params.insert(running_.begin(), running_.end());  // batch-norm running statistics
+    return WriteCheckpoint(path, model, params, state, optimizer_.config().kind, step());
   }
 
   absl::Status Load(const std::string& path) override {
-    std::map<std::string, ir::Shape> shapes;
-    for (const auto& [name, t] : params_) shapes[name] = t.shape;
-    HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, shapes, optimizer_.config().kind));
-    // ReadCheckpoint returned exactly the parameters of `shapes`.
+    HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, CheckpointShapes(graph_), optimizer_.config().kind));
+    // ReadCheckpoint returned exactly the parameters and running statistics of the graph.
+    for (auto& [name, t] : running_) t = std::move(ck.params.at(name));
     for (auto& [name, t] : params_) t = b_.FromHost(std::move(ck.params.at(name)));
     b_.RestoreState(optimizer_, std::move(ck.state), ck.step);
     return b_.status();
@@ -120,6 +120,7 @@ class TrainerImpl : public Interface {
     HS_RETURN_IF_ERROR(ValidateOptimizerConfig(optimizer_.config()));
     const ir::Graph& g = graph_;
     for (ir::ValueId p : g.parameters()) params_.emplace(g.value(p).name, b_.FromHost(InitParameter(g.value(p), seed)));
+    running_ = InitRunningStats(g);
     needs_grad_.assign(g.values().size(), false);
     for (ir::ValueId p : g.parameters()) needs_grad_[static_cast<size_t>(p)] = true;
     for (const ir::Node& n : g.nodes()) {
@@ -138,6 +139,7 @@ class TrainerImpl : public Interface {
   ir::Graph graph_;
   typename B::Optimizer optimizer_;
   std::map<std::string, T> params_;
+  std::map<std::string, Tensor> running_;  // batch-norm running statistics (host, by name)
 
  private:
   // Runs kernel call f, reporting its time to the timer when there is one. Host tensors: the
@@ -186,6 +188,11 @@ class TrainerImpl : public Interface {
       values[static_cast<size_t>(node.output)] = std::move(out);
     }
     const float loss = b_.ReadScalar(values[static_cast<size_t>(graph_.loss())]);
+    if (grads != nullptr) {  // a training step: the running statistics move (PyTorch's train mode)
+      std::set<ir::ValueId> moments;
+      for (const ir::RunningStat& r : graph_.running_stats()) moments.insert(r.moments);
+      for (ir::ValueId m : moments) UpdateRunningStats(graph_, m, b_.ToHost(values[static_cast<size_t>(m)]), running_);
+    }
     if (grads == nullptr) {
       HS_RETURN_IF_ERROR(b_.status());
       return loss;

@@ -34,6 +34,16 @@ void DropFrozenGradients(const ir::Graph& graph, Map& grads) {
 // elements in row-major order (docs/models.md).
 Tensor InitParameter(const ir::Value& param, uint64_t seed);
 
+// The batch-norm running statistics (ir::RunningStat) at their starting values, by name
+// (Init::Stored ones at zero until a weights file is loaded over them).
+std::map<std::string, Tensor> InitRunningStats(const ir::Graph& graph);
+// After a training step's forward: moves every running statistic of `moments_value` toward the
+// batch's, given the whole moments [2, C] (mean, mean of squares).
+void UpdateRunningStats(const ir::Graph& graph, ir::ValueId moments_value, const Tensor& moments,
+                        std::map<std::string, Tensor>& stats);
+// What a checkpoint of this graph holds: every parameter and running statistic, by name.
+std::map<std::string, ir::Shape> CheckpointShapes(const ir::Graph& graph);
+
 // "ckpt.safetensors" -> "ckpt.optim.safetensors"; other names get ".optim.safetensors". Checkpoints
 // written before sets existed keep their state there; newer ones name theirs in the manifest.
 std::string OptimizerStatePath(const std::string& checkpoint);
