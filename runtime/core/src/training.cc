@@ -56,6 +56,12 @@ std::map<std::string, Tensor> InitRunningStats(const ir::Graph& graph) {
   return out;
 }
 
+std::set<ir::ValueId> RunningStatMoments(const ir::Graph& graph) {
+  std::set<ir::ValueId> moments;
+  for (const ir::RunningStat& r : graph.running_stats()) moments.insert(r.moments);
+  return moments;
+}
+
 void UpdateRunningStats(const ir::Graph& graph, ir::ValueId moments_value, const Tensor& moments,
                         std::map<std::string, Tensor>& stats) {
   const ir::Value& mv = graph.value(moments_value);

@@ -171,9 +171,7 @@ struct ExecutorImpl final : Executor::Impl {
   // batch_norm read them (the program's, so every rank gathers the same forms in the same
   // order; a collective where they are split).
   absl::Status UpdateRunning() {
-    std::set<ir::ValueId> moments;
-    for (const ir::RunningStat& r : g.running_stats()) moments.insert(r.moments);
-    for (ir::ValueId m : moments) {
+    for (ir::ValueId m : RunningStatMoments(g)) {
       const Property* form = nullptr;
       for (const instr::Instruction& in : plan.program.instructions) {
         if (in.kind != InstrKind::kCompute || g.node(in.node).kind != ir::OpKind::kBatchNorm ||

@@ -32,7 +32,6 @@
 
 #include <chrono>
 #include <map>
-#include <set>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -189,9 +188,7 @@ class TrainerImpl : public Interface {
     }
     const float loss = b_.ReadScalar(values[static_cast<size_t>(graph_.loss())]);
     if (grads != nullptr) {  // a training step: the running statistics move (PyTorch's train mode)
-      std::set<ir::ValueId> moments;
-      for (const ir::RunningStat& r : graph_.running_stats()) moments.insert(r.moments);
-      for (ir::ValueId m : moments) UpdateRunningStats(graph_, m, b_.ToHost(values[static_cast<size_t>(m)]), running_);
+      for (ir::ValueId m : RunningStatMoments(graph_)) UpdateRunningStats(graph_, m, b_.ToHost(values[static_cast<size_t>(m)]), running_);
     }
     if (grads == nullptr) {
       HS_RETURN_IF_ERROR(b_.status());

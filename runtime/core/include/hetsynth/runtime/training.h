@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -37,6 +38,8 @@ Tensor InitParameter(const ir::Value& param, uint64_t seed);
 // The batch-norm running statistics (ir::RunningStat) at their starting values, by name
 // (Init::Stored ones at zero until a weights file is loaded over them).
 std::map<std::string, Tensor> InitRunningStats(const ir::Graph& graph);
+// The batch_moments values that running statistics follow, each once, in value order.
+std::set<ir::ValueId> RunningStatMoments(const ir::Graph& graph);
 // After a training step's forward: moves every running statistic of `moments_value` toward the
 // batch's, given the whole moments [2, C] (mean, mean of squares).
 void UpdateRunningStats(const ir::Graph& graph, ir::ValueId moments_value, const Tensor& moments,
