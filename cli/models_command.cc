@@ -74,7 +74,15 @@ absl::Status ShowModel(const ModelOptions& opts, const std::string& graph_out) {
   }
   fmt::print("\nparameters:\n");
   for (ir::ValueId v : g.parameters()) {
-    fmt::print("  {:<28} {}\n", g.value(v).name, ir::ShapeString(g.value(v).shape));
+    fmt::print("  {:<28} {}{}\n", g.value(v).name, ir::ShapeString(g.value(v).shape),
+               g.value(v).frozen ? "  (frozen: a constant, never updated)" : "");
+  }
+  if (!g.running_stats().empty()) {
+    fmt::print("\nrunning statistics (batch norm; moved each training step, saved with the parameters):\n");
+    for (const ir::RunningStat& r : g.running_stats()) {
+      fmt::print("  {:<28} {}  {} of {}, momentum {:g}\n", r.name, ir::ShapeString(r.shape), r.variance ? "variance" : "mean",
+                 g.value(r.moments).name, r.momentum);
+    }
   }
   const ir::Flops f = g.TotalFlops();
   fmt::print("\n{} parameter tensors, {} parameters ({}B fp32); {} ops; {}FLOP forward, {}FLOP "

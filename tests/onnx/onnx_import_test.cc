@@ -398,6 +398,9 @@ TEST(ImportCommand, RunningStatisticsSurviveTheGraphFile) {
   fs::create_directories(dir);
   const auto imp = Hetsynth("import " + onnx + " --batch 8 -o " + dir + "/r.graph.json");
   ASSERT_EQ(imp.code, 0) << imp.output;
+  const auto shown = Hetsynth("models --model " + dir + "/r.graph.json");  // listed, with their momentum
+  EXPECT_NE(shown.output.find("running statistics"), std::string::npos) << shown.output;
+  EXPECT_NE(shown.output.find("bn1.running_var"), std::string::npos) << shown.output;
   const std::string train = " --data " + data + " --steps 2 --optimizer sgd --lr 0.01 --quiet --save ";
   ASSERT_EQ(Hetsynth("train --model " + onnx + " --batch 8" + train + dir + "/onnx.safetensors").code, 0);
   ASSERT_EQ(Hetsynth("train --model " + dir + "/r.graph.json" + train + dir + "/graph.safetensors").code, 0);
