@@ -241,6 +241,12 @@ absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::str
   }
 }
 
+// float, double, float16 or bfloat16 (ONNX element types); the rest are integers or bool.
+bool IsFloatType(int t) {
+  return t == onnx::TensorProto::FLOAT || t == onnx::TensorProto::DOUBLE || t == onnx::TensorProto::FLOAT16 ||
+         t == onnx::TensorProto::BFLOAT16;
+}
+
 // numpy broadcasting of several shapes; nullopt when incompatible.
 std::optional<Shape> Broadcast(const std::vector<Shape>& shapes) {
   size_t rank = 0;
@@ -518,8 +524,7 @@ class Importer {
     if (op == "Where") return ew([](const auto& a) { return a[0] != 0 ? a[1] : a[2]; }, in[1]->integer && in[2]->integer);
     if (op == "Cast") {
       const int64_t to = AttrInt(n, "to", onnx::TensorProto::FLOAT);
-      const bool integer = to != onnx::TensorProto::FLOAT && to != onnx::TensorProto::DOUBLE &&
-                           to != onnx::TensorProto::FLOAT16 && to != onnx::TensorProto::BFLOAT16;
+      const bool integer = !IsFloatType(static_cast<int>(to));
       Const c = *in[0];
       c.integer = integer;
       for (double& x : c.v) {
@@ -603,18 +608,7 @@ class Importer {
       absl::StatusOr<std::vector<SliceAxis>> sl = SliceAxes(n, in[0]->dims, in);
       if (!sl.ok()) return std::nullopt;
       Const c = *in[0];
-      for (const SliceAxis& a : *sl) {
-        const Split3 s = Around(c.dims, a.axis);
-        Const r{c.dims, {}, c.integer};
-        r.dims[static_cast<size_t>(a.axis)] = a.length;
-        for (int64_t o = 0; o < s.outer; ++o) {
-          for (int64_t j = 0; j < a.length; ++j) {
-            const int64_t k = a.start + j * a.step;
-            r.v.insert(r.v.end(), c.v.begin() + (o * s.dim + k) * s.inner, c.v.begin() + (o * s.dim + k + 1) * s.inner);
-          }
-        }
-        c = std::move(r);
-      }
+      for (const SliceAxis& a : *sl) c = SliceOf(c, a);
       return c;
     }
     if (op == "Split") {
@@ -624,14 +618,7 @@ class Importer {
       if (!sizes.ok()) return std::nullopt;
       int64_t start = 0;
       for (int i = 0; i < out_index; ++i) start += (*sizes)[static_cast<size_t>(i)];
-      const Split3 s = Around(x.dims, axis);
-      const int64_t len = (*sizes)[static_cast<size_t>(out_index)];
-      Const c{x.dims, {}, x.integer};
-      c.dims[static_cast<size_t>(axis)] = len;
-      for (int64_t o = 0; o < s.outer; ++o) {
-        c.v.insert(c.v.end(), x.v.begin() + (o * s.dim + start) * s.inner, x.v.begin() + (o * s.dim + start + len) * s.inner);
-      }
-      return c;
+      return SliceOf(x, {axis, start, (*sizes)[static_cast<size_t>(out_index)], 1});
     }
     if (op == "Transpose") {
       const Const& x = *in[0];
@@ -664,6 +651,19 @@ class Importer {
   struct SliceAxis {
     int64_t axis, start, length, step;
   };
+  // The elements start, start + step, ... (length of them) of c along a.axis.
+  static Const SliceOf(const Const& c, const SliceAxis& a) {
+    const Split3 s = Around(c.dims, a.axis);
+    Const r{c.dims, {}, c.integer};
+    r.dims[static_cast<size_t>(a.axis)] = a.length;
+    for (int64_t o = 0; o < s.outer; ++o) {
+      for (int64_t j = 0; j < a.length; ++j) {
+        const int64_t k = o * s.dim + a.start + j * a.step;
+        r.v.insert(r.v.end(), c.v.begin() + k * s.inner, c.v.begin() + (k + 1) * s.inner);
+      }
+    }
+    return r;
+  }
   // Slice's (starts, ends, axes, steps) inputs resolved against `dims`.
   absl::StatusOr<std::vector<SliceAxis>> SliceAxes(const onnx::NodeProto& n, const Shape& dims,
                                                    const std::vector<const Const*>& in) {
@@ -805,28 +805,21 @@ class Importer {
       HS_RETURN_IF_ERROR(Emit(n));
       if (auto it = ids_.find(name); it != ids_.end()) return it->second;
     }
-    if (const Const* c = Constant(name)) return AddConstantFrom(name, *c);  // a computed constant used as data
+    if (const Const* c = Constant(name)) return AddParameterFrom(name, *c, /*frozen=*/true);  // a computed constant used as data
     if (!first_error_.ok()) return first_error_;
     HS_RETURN_IF_ERROR(Emit(n));
     if (auto it = ids_.find(name); it != ids_.end()) return it->second;
     return Bad(StrCat(Where(n), ": output '", name, "' was not produced"));
   }
 
-  absl::StatusOr<ValueId> AddParameterFrom(const std::string& name, const Const& c) {
-    std::vector<float> data(c.v.begin(), c.v.end());
+  // An initializer as a parameter, or (`frozen`) a constant computed at import and used as
+  // data as a frozen parameter (Value::frozen).
+  absl::StatusOr<ValueId> AddParameterFrom(const std::string& name, const Const& c, bool frozen = false) {
     Shape shape = c.dims;
     if (shape.empty()) shape = {1};
-    HS_ASSIGN_OR_RETURN(ValueId id, g_.AddParameter(name, shape, Init::Data(std::move(data))));
-    ids_[name] = id;
-    return id;
-  }
-
-  // A constant computed at import (not an initializer) used as data: a frozen parameter.
-  absl::StatusOr<ValueId> AddConstantFrom(const std::string& name, const Const& c) {
-    Shape shape = c.dims;
-    if (shape.empty()) shape = {1};
-    if (Numel(shape) == 0) return Bad(StrCat(path_, ": '", name, "' is an empty constant used as data (the IR has no empty tensors)"));
-    HS_ASSIGN_OR_RETURN(ValueId id, g_.AddConstant(name, shape, std::vector<float>(c.v.begin(), c.v.end())));
+    if (Numel(shape) == 0) return Bad(StrCat(path_, ": '", name, "' is an empty tensor used as data (the IR has no empty tensors)"));
+    HS_ASSIGN_OR_RETURN(ValueId id, g_.AddParameter(name, shape, Init::Data(std::vector<float>(c.v.begin(), c.v.end()))));
+    g_.SetFrozen(id, frozen);
     ids_[name] = id;
     return id;
   }
@@ -1576,9 +1569,7 @@ class Importer {
       HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, u->second, {x}));
       return Set(n, 0, y);
     }
-    if (op == "Div" && types_.count(out) && types_.at(out) != onnx::TensorProto::FLOAT &&
-        types_.at(out) != onnx::TensorProto::DOUBLE && types_.at(out) != onnx::TensorProto::FLOAT16 &&
-        types_.at(out) != onnx::TensorProto::BFLOAT16) {
+    if (op == "Div" && types_.count(out) && !IsFloatType(types_.at(out))) {
       return Bad(StrCat(Where(n), ": integer division (", onnx::TensorProto::DataType_Name(types_.at(out)),
                         ") of data is not supported; the IR's data is fp32"));
     }
