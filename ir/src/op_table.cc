@@ -467,7 +467,7 @@ constexpr std::array<OpDef, kNumOpKinds> kEntries = {{
      .integer_input = {.input = 0, .bound_input = 1, .bound_dim = 0}, .shape = EmbeddingShape, .flops = PerOutput<0, 1>, .locate = {.operand = 1, .dim = 0}},
     {.kind = OpKind::kConv2d, .attrs = {"kernel", "stride", "padding", "groups"}, .min_inputs = 2,
      .max_inputs = 3, .compute = ComputeClass::kGemm, .shape = Conv2dShape, .flops = Conv2dFlops,
-     .local_attrs = GroupsOfPiece},
+     .local_attrs = GroupsOfPiece, .locate = {.operand = 0, .two_cuts = true}},
     {.kind = OpKind::kMaxPool2d, .attrs = {"kernel", "stride", "padding", "ceil_mode"}, .shape = Pool2dShape,
      .flops = PerInput<1, 1>, .sharding = {.family = F::kKeepDims, .whole_trailing_dims = 2}},
     {.kind = OpKind::kAdaptiveAvgPool2d, .attrs = {"out_h", "out_w"}, .shape = AdaptiveAvgPool2dShape,

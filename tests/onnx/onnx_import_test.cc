@@ -357,6 +357,13 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
     }
     const std::vector<double> b = Losses(dir + "/four.jsonl");
     ASSERT_EQ(b.size(), 3u);
+    if (kind == "ddp-cp") {
+      // Data parallel, the first forward is one device's to the bit up to the classifier: each
+      // image's convolutions are chunked as in the whole batch and the batch statistics are
+      // all-reduced with their remainders (the loss differs only by its own partial sums). Float
+      // sums of the ranks' rounded moments put it 2e-6 off, and the kinks of ReLU6 amplify that.
+      EXPECT_LE(std::abs(a[0] - b[0]), 2e-7 * std::abs(a[0])) << GetParam() << " step 0: " << b[0] << " vs " << a[0];
+    }
     for (size_t i = 0; i < a.size(); ++i) {
       // 1e-5 relative, or the conditioning bound of LossTolerance (ranks sum in another order).
       const double tol = std::max(1e-5 * std::abs(a[i]), e_.losses_fp64.empty() ? 0.0 : LossTolerance(i));

@@ -360,6 +360,56 @@ TEST(Conv2dTest, GroupedMatchesEachGroupsConvolution) {
   }
 }
 
+// A batch piece (ctx.shard: images [start, start + n) of the whole batch) gives each of its
+// images the bits the whole batch gives it, forward and dx: the kernel lowers images in chunks
+// cut in the whole batch, and Eigen's bits for a column depend on the width of the matrix and
+// the column's place in it (a piece chunked on its own differs: checked below). 8×8 maps chunk
+// 4 images at a time; the split is mixed-4's of 32 images, and a depthwise conv as MobileNet's.
+TEST(Conv2dTest, BatchPiecesGiveTheWholeBatchsBits) {
+  const std::vector<int64_t> counts = {12, 11, 6, 3};
+  for (const int64_t groups : {1, 8}) {
+    SCOPED_TRACE(::testing::Message() << "groups=" << groups);
+    Attrs a = ConvAttrs(groups == 1 ? 1 : 3, 1, groups == 1 ? 0 : 1);
+    a.groups = groups;
+    const int64_t ci = 8, co = 24, k = a.kernel, image = ci * 64, out_image = co * 64;
+    const Tensor x = RandomTensor({32, ci, 8, 8}, 60);
+    const Tensor w = RandomTensor({co, ci / groups, k, k}, 61);
+    const Tensor dy = RandomTensor({32, co, 8, 8}, 62);
+    const ir::Node node = MakeNode(OpKind::kConv2d, a);
+    auto run = [&](int64_t start, int64_t n, const ShardInfo* shard, Tensor* y, Tensor* dx) {
+      Tensor piece({n, ci, 8, 8}), dpiece({n, co, 8, 8}), dw(w.shape);
+      std::copy_n(x.data.begin() + start * image, n * image, piece.data.begin());
+      std::copy_n(dy.data.begin() + start * out_image, n * out_image, dpiece.data.begin());
+      KernelContext ctx;
+      ctx.shard = shard;
+      *y = Tensor({n, co, 8, 8});
+      *dx = Tensor(piece.shape);
+      SavedState saved;
+      const Tensor* in[] = {&piece, &w};
+      Tensor* din[] = {dx, &dw};
+      Forward(node, ctx, in, *y, saved);
+      Backward(node, ctx, in, *y, dpiece, saved, din);
+    };
+    Tensor whole_y, whole_dx;
+    run(0, 32, nullptr, &whole_y, &whole_dx);
+    int64_t start = 0, unplaced_differ = 0;
+    for (const int64_t n : counts) {
+      ShardInfo shard;
+      shard.full = x.shape;
+      shard.dim = 0;
+      shard.start = start;
+      Tensor y, dx, y_alone, dx_alone;
+      run(start, n, &shard, &y, &dx);
+      for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.data[i], whole_y.data[start * out_image + i]) << start << " " << i;
+      for (int64_t i = 0; i < dx.numel(); ++i) ASSERT_EQ(dx.data[i], whole_dx.data[start * image + i]) << start << " " << i;
+      run(start, n, nullptr, &y_alone, &dx_alone);
+      for (int64_t i = 0; i < y.numel(); ++i) unplaced_differ += y_alone.data[i] != y.data[i];
+      start += n;
+    }
+    if (groups == 1) EXPECT_GT(unplaced_differ, 0) << "Eigen gave the same bits at every width: the test shows nothing";
+  }
+}
+
 TEST(Conv2dTest, GroupedGradients) {
   for (const int64_t groups : {2, 4}) {  // 4: depthwise
     SCOPED_TRACE(::testing::Message() << "groups=" << groups);
@@ -491,8 +541,48 @@ TEST(BatchNormTest, PiecesMomentsSumToTheWhole) {
     const Tensor* in[] = {&piece};
     Forward(MakeNode(OpKind::kBatchMoments, {}), ctx, in, out, saved);
     for (int64_t i = 0; i < out.numel(); ++i) sum.data[i] += out.data[i];
+    // The remainder: what rounding to float dropped, well under half an ulp of the moment.
+    ASSERT_EQ(saved.remainder.shape, out.shape);
+    for (int64_t i = 0; i < out.numel(); ++i) {
+      EXPECT_LE(std::abs(saved.remainder.data[i]), std::abs(out.data[i]) * 0x1p-24f) << i;
+    }
   }
   for (int64_t i = 0; i < whole.numel(); ++i) EXPECT_NEAR(sum.data[i], whole.data[i], 1e-6);
+}
+
+// A channel whose input is one constant: the pieces' moments with their remainders, summed in
+// double, round to exactly the whole batch's (the constant, and its square as one device
+// rounds it), where the float sum of the rounded pieces does not — and a mean off by an ulp
+// makes x − μ nonzero, which a ReLU after batch norm turns into a different gradient.
+TEST(BatchNormTest, PiecesWithRemaindersSumToTheWholesBits) {
+  Tensor x({32, 1, 3, 3});
+  std::fill(x.data.begin(), x.data.end(), 0.7123456f);
+  const Tensor whole = RunForward(OpKind::kBatchMoments, {}, {&x});
+  std::vector<double> total(2, 0.0);
+  std::vector<float> rounded(2, 0.0f);
+  int64_t start = 0;
+  for (const int64_t len : {12, 11, 6, 3}) {
+    Tensor piece({len, 1, 3, 3});
+    std::copy_n(x.data.begin() + start * 9, len * 9, piece.data.begin());
+    ShardInfo shard;
+    shard.full = x.shape;
+    shard.dim = 0;
+    shard.start = start;
+    KernelContext ctx;
+    ctx.shard = &shard;
+    Tensor out({2, 1});
+    SavedState saved;
+    const Tensor* in[] = {&piece};
+    Forward(MakeNode(OpKind::kBatchMoments, {}), ctx, in, out, saved);
+    for (size_t i = 0; i < 2; ++i) {
+      total[i] += double(out.data[i]) + double(saved.remainder.data[i]);
+      rounded[i] += out.data[i];
+    }
+    start += len;
+  }
+  EXPECT_EQ(whole.data[0], 0.7123456f);
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(static_cast<float>(total[i]), whole.data[i]) << i;
+  EXPECT_TRUE(rounded[0] != whole.data[0] || rounded[1] != whole.data[1]) << "the float sum was exact: the test shows nothing";
 }
 
 TEST(ClipTest, ClampsAndPassesGradientStrictlyInside) {

@@ -68,13 +68,15 @@ inline constexpr int kNoOperand = -2;
 // The operand whose place in the whole tensor a kernel needs when it runs on a piece (the
 // runtime passes it as the kernel's shard: full shape, split dim, start): dropout indexes its
 // mask stream by global position, embedding offsets ids by its first table row, cross_entropy
-// divides by the global number of positions.
+// divides by the global number of positions, conv2d groups a batch piece's images as one device
+// groups the whole batch's (so that each image's bits do not depend on the split).
 struct Locate {
   int operand = kNoOperand;  // kOutputOperand, an input index, or kNoOperand
   int dim = -1;              // only when that operand is split on this dim; -1: on any dim
   // The kernel also takes a piece cut on two dims (a mixed form over a two-level mesh,
-  // ShardInfo::dim2): dropout's global index, and the divisors of cross_entropy, mse_loss and
-  // batch_moments (they read only the whole shape). Embedding's table needs one cut.
+  // ShardInfo::dim2): dropout's global index, the divisors of cross_entropy, mse_loss and
+  // batch_moments (they read only the whole shape), conv2d's batch cut (whichever cut is on dim
+  // 0). Embedding's table needs one cut.
   bool two_cuts = false;
 };
 

@@ -3,7 +3,8 @@
 // them. Split so that a batch-split plan sums the ranks' partial moments with one small
 // all-reduce (the synthesizer inserts it, as for any Reduce value) and every rank normalizes
 // with the whole batch's statistics, as one device does (PyTorch's SyncBatchNorm, not DDP's
-// per-rank statistics). Sums accumulate in double.
+// per-rank statistics). Sums accumulate in double; batch_moments keeps what rounding its
+// moments to float dropped (SavedState::remainder), for the executor's all-reduce.
 //
 // With v = E[x²] − μ², r = 1/√(v + eps), x̂ = (x − μ)·r, y = γ·x̂ + β, and g = dy·γ summed
 // per channel as S1 = Σ g, S2 = Σ g·(x − μ):
@@ -23,6 +24,7 @@ void BatchMomentsForward(const ir::Node& node, const KernelContext& ctx, In in, 
   const Tensor& x = *in[0];
   const ChannelBlocks c = ChannelBlocksOf(node, x.shape);
   const double n = BatchMomentsCount(node, ctx, x.shape);
+  saved.remainder = Tensor::Uninitialized(out.shape);
   for (int64_t ch = 0; ch < c.channels; ++ch) {
     double s1 = 0, s2 = 0;
     for (int64_t b = 0; b < c.batch; ++b) {
@@ -33,8 +35,11 @@ void BatchMomentsForward(const ir::Node& node, const KernelContext& ctx, In in, 
         s2 += v * v;
       }
     }
-    out.data[ch] = static_cast<float>(s1 / n);
-    out.data[c.channels + ch] = static_cast<float>(s2 / n);
+    const double m1 = s1 / n, m2 = s2 / n;
+    out.data[ch] = static_cast<float>(m1);
+    out.data[c.channels + ch] = static_cast<float>(m2);
+    saved.remainder.data[ch] = static_cast<float>(m1 - out.data[ch]);
+    saved.remainder.data[c.channels + ch] = static_cast<float>(m2 - out.data[c.channels + ch]);
   }
 }
 

@@ -90,91 +90,136 @@ void Col2ImAdd(const ConvDims& g, const float* col, int64_t ld, float* dx) {
 // and 2×2 outputs, and a Gemm only 4 or 16 columns wide runs at a fraction of its speed, so
 // small images are batched until the matrix is about kMinColumns wide; large ones go alone
 // to keep the column buffer near the size of one image's.
+//
+// Chunks are cut in the whole batch, not in the piece a rank holds: Eigen's bits for a column
+// depend on the matrix's width and the column's place in it, so an image lowered beside other
+// neighbours than on one device would come out a rounding different — and batch norm's kinks
+// downstream turn roundings into different gradients. A piece holding images [first, first +
+// batch) of `total` runs the whole batch's chunks that meet it, each as wide as on one device,
+// its own images in their one-device columns and zero columns for the images it lacks.
 constexpr int64_t kMinColumns = 256;
-int64_t ImagesPerChunk(const ConvDims& g) {
-  return std::clamp<int64_t>((kMinColumns + g.pixels() - 1) / g.pixels(), 1, g.batch);
+struct Chunks {
+  int64_t per = 1;    // images per chunk (the last chunk of the whole batch may hold fewer)
+  int64_t first = 0;  // the piece's first image in the whole batch
+  int64_t total = 0;  // images in the whole batch
+};
+Chunks ChunksOf(const ConvDims& g, int64_t first, int64_t total) {
+  return {std::clamp<int64_t>((kMinColumns + g.pixels() - 1) / g.pixels(), 1, total), first, total};
+}
+// One chunk of the whole batch as a piece sees it: `width` images in the matrix, of which the
+// piece holds `count`, its images [local, local + count) at slots [slot, slot + count).
+struct Chunk {
+  int64_t width, slot, local, count;
+  bool partial() const { return count < width; }
+};
+template <class F>
+void ForEachChunk(const Chunks& c, int64_t batch, F&& f) {
+  for (int64_t c0 = c.first - c.first % c.per; c0 < c.first + batch; c0 += c.per) {
+    const int64_t width = std::min(c.per, c.total - c0);
+    const int64_t lo = std::max(c0, c.first), hi = std::min(c0 + width, c.first + batch);
+    f(Chunk{width, lo - c0, lo - c.first, hi - lo});
+  }
 }
 
-// Gathers the [co, pixels] outputs of `m` consecutive NCHW images into one [co, m·pixels]
-// matrix, image i in columns [i·pixels, (i+1)·pixels).
-void ImagesToMatrix(const ConvDims& g, int64_t m, const float* nchw, float* mat) {
-  const int64_t np = g.pixels();
-  for (int64_t i = 0; i < m; ++i) {
+// Gathers the [co, pixels] outputs of `count` consecutive NCHW images into slots [slot, slot +
+// count) of a [co, width·pixels] matrix, slot i in columns [i·pixels, (i+1)·pixels).
+void ImagesToMatrix(const ConvDims& g, const Chunk& k, const float* nchw, float* mat) {
+  const int64_t np = g.pixels(), ld = k.width * np;
+  for (int64_t i = 0; i < k.count; ++i) {
     for (int64_t o = 0; o < g.co; ++o) {
-      std::copy_n(nchw + (i * g.co + o) * np, np, mat + o * m * np + i * np);
+      std::copy_n(nchw + (i * g.co + o) * np, np, mat + o * ld + (k.slot + i) * np);
     }
   }
 }
 
 // The inverse of ImagesToMatrix.
-void MatrixToImages(const ConvDims& g, int64_t m, const float* mat, float* nchw) {
-  const int64_t np = g.pixels();
-  for (int64_t i = 0; i < m; ++i) {
+void MatrixToImages(const ConvDims& g, const Chunk& k, const float* mat, float* nchw) {
+  const int64_t np = g.pixels(), ld = k.width * np;
+  for (int64_t i = 0; i < k.count; ++i) {
     for (int64_t o = 0; o < g.co; ++o) {
-      std::copy_n(mat + o * m * np + i * np, np, nchw + (i * g.co + o) * np);
+      std::copy_n(mat + o * ld + (k.slot + i) * np, np, nchw + (i * g.co + o) * np);
     }
   }
 }
 
 // One ungrouped convolution over raw NCHW arrays (g.groups is ignored): y = conv(x, wt), and
 // in backward dw += and dx += (either may be null).
-void DenseForward(const ConvDims& g, const float* x, const float* wt, float* out) {
+// The column matrix of chunk k: its images' columns lowered into their slots, zeros for the
+// slots the piece lacks.
+void LowerChunk(const ConvDims& g, const Chunk& k, const float* x, float* col) {
+  const int64_t np = g.pixels(), x_size = g.ci * g.h * g.w, ld = k.width * np;
+  if (k.partial()) std::fill(col, col + g.rows() * ld, 0.0f);
+  for (int64_t i = 0; i < k.count; ++i) Im2Col(g, x + i * x_size, col + (k.slot + i) * np, ld);
+}
+
+void DenseForward(const ConvDims& g, const Chunks& c, const float* x, const float* wt, float* out) {
   const int64_t np = g.pixels(), x_size = g.ci * g.h * g.w, y_size = g.co * np;
-  const int64_t chunk = ImagesPerChunk(g);
-  const bool direct = g.identity_columns() && chunk == 1;
-  std::vector<float> col(direct ? 0 : g.rows() * chunk * np);
-  std::vector<float> y(chunk > 1 ? g.co * chunk * np : 0);
-  for (int64_t b0 = 0; b0 < g.batch; b0 += chunk) {
-    const int64_t m = std::min(chunk, g.batch - b0), ld = m * np;
-    const float* cols = x + b0 * x_size;
+  const bool direct = g.identity_columns() && c.per == 1;
+  std::vector<float> col(direct ? 0 : g.rows() * c.per * np);
+  std::vector<float> y(c.per > 1 ? g.co * c.per * np : 0);
+  ForEachChunk(c, g.batch, [&](const Chunk& k) {
+    const int64_t ld = k.width * np;
+    const float* cols = x + k.local * x_size;
     if (!direct) {
-      for (int64_t i = 0; i < m; ++i) Im2Col(g, x + (b0 + i) * x_size, col.data() + i * np, ld);
+      LowerChunk(g, k, cols, col.data());
       cols = col.data();
     }
-    float* yb = out + b0 * y_size;
-    if (m == 1) {
+    float* yb = out + k.local * y_size;
+    if (k.width == 1) {
       Gemm(false, false, g.co, np, g.rows(), 1.0f, wt, cols, 0.0f, yb);
     } else {
       Gemm(false, false, g.co, ld, g.rows(), 1.0f, wt, cols, 0.0f, y.data());
-      MatrixToImages(g, m, y.data(), yb);
+      MatrixToImages(g, k, y.data(), yb);
     }
-  }
+  });
 }
 
-void DenseBackward(const ConvDims& g, const float* x, const float* wt, const float* dout, float* dx, float* dw) {
+void DenseBackward(const ConvDims& g, const Chunks& c, const float* x, const float* wt, const float* dout, float* dx,
+                   float* dw) {
   if (!dw && !dx) return;
   const int64_t np = g.pixels(), x_size = g.ci * g.h * g.w, y_size = g.co * np;
-  const int64_t chunk = ImagesPerChunk(g);
-  const bool direct = g.identity_columns() && chunk == 1;
-  std::vector<float> col((dw && !direct) ? g.rows() * chunk * np : 0);
-  std::vector<float> dcol((dx && !direct) ? g.rows() * chunk * np : 0);
-  std::vector<float> gmat(chunk > 1 ? g.co * chunk * np : 0);
-  for (int64_t b0 = 0; b0 < g.batch; b0 += chunk) {
-    const int64_t m = std::min(chunk, g.batch - b0), ld = m * np;
-    // dout of these images as one [co, m·pixels] matrix.
-    const float* gb = dout + b0 * y_size;
-    if (m > 1) {
-      ImagesToMatrix(g, m, gb, gmat.data());
+  const bool direct = g.identity_columns() && c.per == 1;
+  std::vector<float> col((dw && !direct) ? g.rows() * c.per * np : 0);
+  std::vector<float> dcol((dx && !direct) ? g.rows() * c.per * np : 0);
+  std::vector<float> gmat(c.per > 1 ? g.co * c.per * np : 0);
+  ForEachChunk(c, g.batch, [&](const Chunk& k) {
+    const int64_t ld = k.width * np;
+    // dout of these images as one [co, width·pixels] matrix (zeros in the slots not held).
+    const float* gb = dout + k.local * y_size;
+    if (k.width > 1) {
+      if (k.partial()) std::fill(gmat.begin(), gmat.begin() + g.co * ld, 0.0f);
+      ImagesToMatrix(g, k, gb, gmat.data());
       gb = gmat.data();
     }
     if (dw) {
-      const float* cols = x + b0 * x_size;
+      const float* cols = x + k.local * x_size;
       if (!direct) {
-        for (int64_t i = 0; i < m; ++i) Im2Col(g, x + (b0 + i) * x_size, col.data() + i * np, ld);
+        LowerChunk(g, k, cols, col.data());
         cols = col.data();
       }
       Gemm(false, true, g.co, g.rows(), ld, 1.0f, gb, cols, 1.0f, dw);
     }
     if (dx) {
-      float* dxb = dx + b0 * x_size;
+      float* dxb = dx + k.local * x_size;
       if (direct) {
         Gemm(true, false, g.rows(), np, g.co, 1.0f, wt, gb, 1.0f, dxb);
       } else {
         Gemm(true, false, g.rows(), ld, g.co, 1.0f, wt, gb, 0.0f, dcol.data());
-        for (int64_t i = 0; i < m; ++i) Col2ImAdd(g, dcol.data() + i * np, ld, dxb + i * x_size);
+        for (int64_t i = 0; i < k.count; ++i) Col2ImAdd(g, dcol.data() + (k.slot + i) * np, ld, dxb + i * x_size);
       }
     }
+  });
+}
+
+// Where x's images sit in the whole batch: ctx.shard's cut on dim 0 (at either mesh level), or
+// the whole batch.
+Chunks ChunksFor(const ir::Node& node, const KernelContext& ctx, const Tensor& x, const ConvDims& g) {
+  if (ctx.shard) {
+    CheckShard(StrCat("conv2d '", node.name, "' x"), *ctx.shard, x.shape);
+    if (ctx.shard->dim == 0) return ChunksOf(g, ctx.shard->start, ctx.shard->full[0]);
+    if (ctx.shard->dim2 == 0) return ChunksOf(g, ctx.shard->start2, ctx.shard->full[0]);
   }
+  return ChunksOf(g, 0, g.batch);
 }
 
 // Channels [first, first + n) of every image of src [batch, channels, plane] into dst
@@ -215,15 +260,16 @@ void Conv2dForward(const ir::Node& node, const KernelContext& ctx, In in, Tensor
   const ConvDims g = ReadConvDims(node, in, out);
   const Tensor &x = *in[0], &wt = *in[1];
   const int64_t np = g.pixels(), y_size = g.co * np;
+  const Chunks chunks = ChunksFor(node, ctx, x, g);
   if (g.groups == 1) {
-    DenseForward(g, x.ptr(), wt.ptr(), out.ptr());
+    DenseForward(g, chunks, x.ptr(), wt.ptr(), out.ptr());
   } else {
     const ConvDims s = GroupDims(g);
     const int64_t plane = g.h * g.w;
     std::vector<float> xs(g.batch * s.ci * plane), ys(g.batch * s.co * np);
     for (int64_t gi = 0; gi < g.groups; ++gi) {
       TakeChannels(x.ptr(), g.batch, g.ci, plane, gi * s.ci, s.ci, xs.data());
-      DenseForward(s, xs.data(), wt.ptr() + gi * s.co * s.rows(), ys.data());
+      DenseForward(s, chunks, xs.data(), wt.ptr() + gi * s.co * s.rows(), ys.data());
       PutChannels(ys.data(), g.batch, g.co, np, gi * s.co, s.co, out.ptr(), false);
     }
   }
@@ -257,8 +303,9 @@ void Conv2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const
     }
   }
   if (!dw && !dx) return;
+  const Chunks chunks = ChunksFor(node, ctx, x, g);
   if (g.groups == 1) {
-    DenseBackward(g, x.ptr(), wt.ptr(), dout.ptr(), dx ? dx->ptr() : nullptr, dw ? dw->ptr() : nullptr);
+    DenseBackward(g, chunks, x.ptr(), wt.ptr(), dout.ptr(), dx ? dx->ptr() : nullptr, dw ? dw->ptr() : nullptr);
     return;
   }
   const ConvDims s = GroupDims(g);
@@ -268,7 +315,7 @@ void Conv2dBackward(const ir::Node& node, const KernelContext& ctx, In in, const
     TakeChannels(x.ptr(), g.batch, g.ci, plane, gi * s.ci, s.ci, xs.data());
     TakeChannels(dout.ptr(), g.batch, g.co, np, gi * s.co, s.co, gs.data());
     if (dx) std::fill(dxs.begin(), dxs.end(), 0.0f);
-    DenseBackward(s, xs.data(), wt.ptr() + gi * s.co * s.rows(), gs.data(), dx ? dxs.data() : nullptr,
+    DenseBackward(s, chunks, xs.data(), wt.ptr() + gi * s.co * s.rows(), gs.data(), dx ? dxs.data() : nullptr,
                   dw ? dw->ptr() + gi * s.co * s.rows() : nullptr);
     if (dx) PutChannels(dxs.data(), g.batch, g.ci, plane, gi * s.ci, s.ci, dx->ptr(), true);
   }

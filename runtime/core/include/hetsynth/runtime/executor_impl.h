@@ -122,6 +122,9 @@ struct ExecutorImpl final : Executor::Impl {
     const T& get() const { return alias ? *alias : value; }
   };
   std::map<Property, Slot> vals;
+  // Partial sums whose kernels kept the remainder of their rounding (ForwardKeepsRemainder),
+  // and those remainders after each all-reduce stage; by the form they are held in.
+  std::map<Property, T> remainders;
   std::map<Property, T> grads;
   std::vector<typename B::Saved> saved;  // per op
   std::vector<T> routes;                 // per op: shifted routes (moe experts rule)
@@ -440,6 +443,44 @@ struct ExecutorImpl final : Executor::Impl {
     if (!backward && my_local != 0) t = b.Make(t.shape);
     HS_RETURN_IF_ERROR(w.AllReduce(t.ptr(), t.numel()));
     if (backward && my_local != 0) t = b.Make(t.shape);
+    return absl::OkStatus();
+  }
+  // A forward all-reduce of partial sums kept with their remainders (hi + lo ≈ each rank's sum to
+  // about 48 bits): every rank's pair gathered at the instruction's level and summed in double in
+  // rank order, then split into hi and lo again for a later stage. The float sum of rounded
+  // partials would differ from one device's sum by a rounding of each; this differs by about
+  // 2^-48 of it, so rounding it to float almost always gives one device's bits.
+  absl::Status CompensatedAllReduceAt(const Op& op, T& hi, T& lo) {
+    const instr::Instruction& in = *op.instr;
+    Communicator* c = &comm;
+    if (in.level != instr::Level::kWorld) {
+      HS_RETURN_IF_ERROR(NeedMesh(op.label));
+      if (in.level == instr::Level::kDevices) c = mesh.node.get();
+    }
+    // Nodes: one copy per node (its first device's), as AllReduceAt.
+    const bool counted = in.level != instr::Level::kNodes || my_local == 0;
+    const int64_t n = hi.numel();
+    const Tensor h = b.ToHost(hi), l = b.ToHost(lo);
+    Tensor pair({2, n});
+    if (counted) {
+      std::copy(h.data.begin(), h.data.end(), pair.data.begin());
+      std::copy(l.data.begin(), l.data.end(), pair.data.begin() + n);
+    }
+    const int ranks = c->size();
+    HS_ASSIGN_OR_RETURN(T all_dev, b.AllGatherAlong(*c, b.FromHost(std::move(pair)), ir::Shape{2 * ranks, n}, 0,
+                                                    std::vector<int64_t>(static_cast<size_t>(ranks), 2), CommImpl::kGrouped));
+    const Tensor all = b.ToHost(all_dev);
+    Tensor sum_hi = Tensor::Uninitialized(h.shape), sum_lo = Tensor::Uninitialized(h.shape);
+    for (int64_t i = 0; i < n; ++i) {
+      double total = 0;
+      for (int r = 0; r < ranks; ++r) {
+        total += double(all.data[static_cast<size_t>(2 * r * n + i)]) + double(all.data[static_cast<size_t>((2 * r + 1) * n + i)]);
+      }
+      sum_hi.data[static_cast<size_t>(i)] = static_cast<float>(total);
+      sum_lo.data[static_cast<size_t>(i)] = static_cast<float>(total - sum_hi.data[static_cast<size_t>(i)]);
+    }
+    hi = b.FromHost(std::move(sum_hi));
+    lo = b.FromHost(std::move(sum_lo));
     return absl::OkStatus();
   }
   absl::StatusOr<T> AllToAllAt(Communicator& w, Communicator* node, const Op& op, const T& piece, bool backward) {
@@ -830,6 +871,7 @@ absl::Status ExecutorImpl<B>::Forward() {
           if (op.has_shard) kc.shard = &op.shard;
           Compute(op.label, [&] { b.Forward(lc.node, kc, inputs, out, saved[i]); });
         }
+        if (!lc.skip && ForwardKeepsRemainder(lc.node.kind)) remainders[lc.rule.post] = std::move(saved[i].remainder);
         Slot s;
         s.value = std::move(out);
         vals[lc.rule.post] = std::move(s);
@@ -864,7 +906,17 @@ absl::Status ExecutorImpl<B>::Forward() {
       case InstrKind::kAllReduce: {
         Slot s;
         s.value = b.Clone(vals.at(in.pre.at(0)).get());
-        HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return AllReduceAt(comm, mesh.node.get(), op, s.value, false); }));
+        const ir::NodeId producer = g.value(in.tensor).producer;
+        if (producer >= 0 && ForwardKeepsRemainder(g.node(producer).kind)) {
+          // Every rank takes this branch (it depends on the graph alone); a rank that computed an
+          // empty piece has no remainder and adds zeros.
+          auto r = remainders.find(in.pre.at(0));
+          T rem = r != remainders.end() ? std::move(r->second) : b.Make(s.value.shape);
+          HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return CompensatedAllReduceAt(op, s.value, rem); }));
+          remainders[in.post.at(0)] = std::move(rem);
+        } else {
+          HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return AllReduceAt(comm, mesh.node.get(), op, s.value, false); }));
+        }
         vals[in.post.at(0)] = std::move(s);
         break;
       }
@@ -1066,6 +1118,7 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   pending_comm = 0;
   pending_events.clear();
   vals.clear();
+  remainders.clear();
   grads.clear();
   saved.clear();
   saved.resize(ops.size());

@@ -1,6 +1,7 @@
 // What every backend's kernels agree on: where a piece of a split tensor sits (ShardInfo), what
 // a kernel is told besides its tensors (KernelContext), what forward keeps for backward
-// (SavedState), and which inputs carry a gradient (Differentiable).
+// (SavedState, and the remainder of a sum it rounded), and which inputs carry a gradient
+// (Differentiable).
 //
 // The forward/backward contract, shared by the CPU kernels (hetsynth/runtime/kernels.h) and the
 // CUDA backend's operators: kernels take their shapes from the tensors they are given, not from
@@ -38,9 +39,9 @@ struct ShardInfo {
 struct KernelContext {
   int64_t step = 0;  // training step (0-based); dropout masks depend on it
   // Set when the kernel runs on a piece of a tensor split across ranks; nullptr for a whole
-  // tensor. Only three kernels read it (the others ignore it), and each checks that it matches
-  // the piece it is given (same rank, dim in range, start + length <= full[dim], other dims
-  // equal):
+  // tensor. Only the kernels of ops with an ir::Locate read it (the others ignore it), and each
+  // checks that it matches the piece it is given (same rank, dim in range, start + length <=
+  // full[dim], other dims equal):
   //  - dropout: describes the output (= input) piece. Each element's keep/drop decision uses
   //    its row-major index in the full tensor, so the pieces drop exactly the elements the
   //    single-device run drops (forward and backward).
@@ -51,7 +52,11 @@ struct KernelContext {
   //  - cross_entropy: describes the logits piece, split on a dim other than the last. The loss
   //    is the sum over the piece's rows divided by the full logits' row count (product of the
   //    full dims except the last), and backward uses the same divisor, so the pieces' losses
-  //    sum to the single-device loss.
+  //    sum to the single-device loss. mse_loss likewise; batch_moments divides its sums by
+  //    the full count.
+  //  - conv2d: describes x's piece; a cut on dim 0 holds images [start, start + x.dim(0)) of
+  //    the batch. The CPU kernel lowers images in chunks aligned in the full batch, as one
+  //    device does, so each image's output bits do not depend on how the batch was split.
   const ShardInfo* shard = nullptr;
 };
 
@@ -67,10 +72,20 @@ auto MakeForwardOutput(B& b, const ir::Node& node, ir::Shape shape) {
   }
 }
 
-// Tensors a forward kernel keeps for its backward.
+// Tensors a forward kernel keeps for its backward; and, for a kernel whose output is a sum
+// (ForwardKeepsRemainder), `remainder`: shaped like the output, out + remainder = the sum as the
+// kernel accumulated it (in double) to about 48 bits. The executor's all-reduce of such an
+// output across ranks sums out + remainder in double, so that the ranks' partial sums add up to
+// what one device computes — not to the float sum of rounded partials — before rounding once.
 struct SavedState {
   std::vector<Tensor> tensors;
+  Tensor remainder;
 };
+
+// Whether forward kernels of this kind set SavedState::remainder: batch_moments, whose partial
+// moments a batch-split plan all-reduces — batch norm's statistics steer every activation after
+// it, and a rounding of them seen by one layout and not the other moves a ReLU's kink.
+inline bool ForwardKeepsRemainder(ir::OpKind kind) { return kind == ir::OpKind::kBatchMoments; }
 
 // Whether input i of an op of this kind can carry a gradient (false for labels, ids, routes):
 // ir::IsDifferentiableInput, the op table's no-grad inputs, under the runtime's name.
