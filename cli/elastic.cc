@@ -603,6 +603,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
       if (!o.save.empty()) w.insert(w.end(), {"--save", fs::absolute(o.save).string()});
       if (!o.data.empty()) w.insert(w.end(), {"--data", fs::absolute(o.data).string()});
       if (o.no_emulate) w.push_back("--no-emulate");
+      if (o.bitwise) w.push_back("--bitwise");
       if (o.dilation > 0) w.insert(w.end(), {"--dilation", fmt::format("{}", o.dilation)});
       if (o.quiet) w.push_back("--quiet");
       end = RunMpiEpoch(e, static_cast<int>(ep.members.size()), dir, w);

@@ -51,6 +51,7 @@ struct TrainOptions {
   int ranks = 0;
   bool ranks_given = false;
   bool no_emulate = false;
+  bool bitwise = false;  // --bitwise: one device's bits on every batch piece (ExecutorOptions::bitwise)
   // --dilation K (or HETSYNTH_DILATION, which `hetsynth cluster run` exports): real-time pacing
   // on CPU ranks, every device K× slower than modelled (runtime/pacer.h); 0: off.
   double dilation = 0;
@@ -95,6 +96,7 @@ struct PlanRun {
   uint64_t seed = 0;
   int64_t steps = 0;
   bool emulate = true;
+  bool bitwise = false;            // ExecutorOptions::bitwise
   double dilation = 0;             // > 0: time dilation K (ExecutorOptions::dilation)
   int ranks = 0;                   // 0: one per plan device
   std::string load, save, trace;

@@ -91,6 +91,7 @@ absl::Status Train(const TrainOptions& o) {
   if (o.model.name.empty()) return absl::InvalidArgumentError("train: give --model NAME (one device) or --plan PLAN (one rank per plan device)");
   for (const auto& [flag, given] : {std::pair{"--ranks", o.ranks_given}, {"--cluster", !o.cluster.empty()},
                                     {"--trace", !o.trace.empty()}, {"--no-emulate", o.no_emulate},
+                                    {"--bitwise", o.bitwise},
                                     {"--emulate-gpus", o.emulate_gpus}}) {
     if (given) return absl::InvalidArgumentError(StrCat(flag, " needs --plan (it is about running across ranks)"));
   }
@@ -232,6 +233,9 @@ Runner RegisterTrain(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--no-emulate", o->no_emulate,
                 "with --plan: time with the wall clock instead of emulating each device's speed");
+  cmd->add_flag("--bitwise", o->bitwise,
+                "with --plan on CPU ranks: compute every image of a batch split with one device's bits, to compare "
+                "against a one-device run (slower on ranks holding few images of small feature maps)");
   cmd->add_flag("--elastic", o->elastic,
                 "elastic training (docs/elastic.md): synthesize a plan for --cluster's devices, snapshot every "
                 "--snapshot-every steps, and on a lost device or a join/leave request re-plan and go on");

@@ -175,6 +175,7 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     eo.optimizer = p.optimizer;
     eo.seed = p.seed;
     eo.emulate = p.emulate;
+    eo.bitwise = p.bitwise;
     eo.dilation = p.dilation;
     eo.slowdown = fastest / flops[static_cast<size_t>(rank)];
     eo.trace = !p.trace.empty();
@@ -349,6 +350,7 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   p.seed = o.seed;
   p.steps = o.steps;
   p.emulate = !o.no_emulate;
+  p.bitwise = o.bitwise;
   p.dilation = o.dilation;
   if (p.dilation == 0) {
     p.dilation = runtime::DilationFromEnv();
@@ -388,6 +390,11 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     return absl::InvalidArgumentError(StrCat(o.ranks_given ? "--ranks" : "--no-emulate", " is for CPU ranks; ",
                                              caps.device,
                                              " ranks are one per plan device and always wall-clock timed"));
+  }
+  if (o.bitwise && !caps.host_memory) {
+    return absl::InvalidArgumentError(StrCat("--bitwise is for CPU ranks; ", caps.device,
+                                             " ranks' GEMM libraries choose their kernels by shape, so a batch "
+                                             "piece's bits are not one device's"));
   }
   HS_RETURN_IF_ERROR(RequireAvailable(backend));
   // Host memory, before anything is allocated: the plan's predicted memory of the ranks this

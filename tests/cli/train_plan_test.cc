@@ -343,6 +343,7 @@ TEST_F(TrainPlan, BadCombinationsExitTwoWithOneLine) {
   ExpectError(Hetsynth("train --model mlp --small --steps 1 --trace " + Path("t.json")), "--trace without --plan",
               {"--trace", "--plan"});
   ExpectError(Hetsynth("train --model mlp --small --steps 1 --ranks 4"), "--ranks without --plan", {"--ranks", "--plan"});
+  ExpectError(Hetsynth("train --model mlp --small --steps 1 --bitwise"), "--bitwise without --plan", {"--bitwise", "--plan"});
   ExpectError(Hetsynth("train --steps 1"), "neither --model nor --plan", {"--model", "--plan"});
   // The CUDA backend's flags.
   ExpectError(Hetsynth(run + "--backend tpu"), "unknown backend", {"--backend tpu", "cpu or cuda"});
@@ -351,6 +352,7 @@ TEST_F(TrainPlan, BadCombinationsExitTwoWithOneLine) {
   ExpectError(Hetsynth(run + "--backend cuda --precision fp8"), "bad precision", {"fp8", "fp32, tf32 or bf16"});
   ExpectError(Hetsynth(run + "--backend cuda"), "4 GPUs without mpirun", {"mpirun -np 4", "--emulate-gpus"});
   ExpectError(Hetsynth(run + "--backend cuda --emulate-gpus --ranks 4"), "--ranks on GPUs", {"--ranks", "GPU ranks"});
+  ExpectError(Hetsynth(run + "--backend cuda --emulate-gpus --bitwise"), "--bitwise on GPUs", {"--bitwise", "CPU ranks"});
   ExpectError(Hetsynth("train --model mlp --small --steps 1 --emulate-gpus"), "--emulate-gpus without a plan",
               {"--emulate-gpus", "--plan"});
 }

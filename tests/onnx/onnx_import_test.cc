@@ -338,7 +338,9 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
     EXPECT_NEAR(a[i], e_.losses[i], LossTolerance(i)) << GetParam() << " step " << i << " (hetsynth train vs PyTorch)";
   }
   for (const auto& [kind, file] : plans) {
-    const auto four = Hetsynth("train --plan " + file + " --save " + dir + "/four.safetensors" + train + dir + "/four.jsonl");
+    // The data-parallel plan with --bitwise: every image's convolutions as one device's.
+    const std::string bitwise = kind == "ddp-cp" ? " --bitwise" : "";
+    const auto four = Hetsynth("train --plan " + file + bitwise + " --save " + dir + "/four.safetensors" + train + dir + "/four.jsonl");
     ASSERT_EQ(four.code, 0) << four.output;
     if (!e_.running.empty()) {
       // The running statistics, from the moments gathered whole on the ranks, as on one device.
@@ -358,10 +360,11 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
     const std::vector<double> b = Losses(dir + "/four.jsonl");
     ASSERT_EQ(b.size(), 3u);
     if (kind == "ddp-cp") {
-      // Data parallel, the first forward is one device's to the bit up to the classifier: each
-      // image's convolutions are chunked as in the whole batch and the batch statistics are
-      // all-reduced with their remainders (the loss differs only by its own partial sums). Float
-      // sums of the ranks' rounded moments put it 2e-6 off, and the kinks of ReLU6 amplify that.
+      // Data parallel with --bitwise, the first forward is one device's to the bit up to the
+      // classifier: each image's convolutions are chunked as in the whole batch and the batch
+      // statistics are all-reduced with their remainders (the loss differs only by its own
+      // partial sums). Float sums of the ranks' rounded moments put it 2e-6 off, and the kinks
+      // of ReLU6 amplify that.
       EXPECT_LE(std::abs(a[0] - b[0]), 2e-7 * std::abs(a[0])) << GetParam() << " step 0: " << b[0] << " vs " << a[0];
     }
     for (size_t i = 0; i < a.size(); ++i) {

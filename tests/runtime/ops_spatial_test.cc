@@ -360,11 +360,12 @@ TEST(Conv2dTest, GroupedMatchesEachGroupsConvolution) {
   }
 }
 
-// A batch piece (ctx.shard: images [start, start + n) of the whole batch) gives each of its
-// images the bits the whole batch gives it, forward and dx: the kernel lowers images in chunks
-// cut in the whole batch, and Eigen's bits for a column depend on the width of the matrix and
-// the column's place in it (a piece chunked on its own differs: checked below). 8×8 maps chunk
-// 4 images at a time; the split is mixed-4's of 32 images, and a depthwise conv as MobileNet's.
+// With ctx.one_device_bits, a batch piece (ctx.shard: images [start, start + n) of the whole
+// batch) gives each of its images the bits the whole batch gives it, forward and dx: the kernel
+// lowers images in chunks cut in the whole batch, and Eigen's bits for a column depend on the
+// width of the matrix and the column's place in it (without the flag a piece chunks its own
+// images and differs: checked below). 8×8 maps chunk 4 images at a time; the split is mixed-4's
+// of 32 images, and a depthwise conv as MobileNet's.
 TEST(Conv2dTest, BatchPiecesGiveTheWholeBatchsBits) {
   const std::vector<int64_t> counts = {12, 11, 6, 3};
   for (const int64_t groups : {1, 8}) {
@@ -376,12 +377,13 @@ TEST(Conv2dTest, BatchPiecesGiveTheWholeBatchsBits) {
     const Tensor w = RandomTensor({co, ci / groups, k, k}, 61);
     const Tensor dy = RandomTensor({32, co, 8, 8}, 62);
     const ir::Node node = MakeNode(OpKind::kConv2d, a);
-    auto run = [&](int64_t start, int64_t n, const ShardInfo* shard, Tensor* y, Tensor* dx) {
+    auto run = [&](int64_t start, int64_t n, const ShardInfo* shard, bool bits, Tensor* y, Tensor* dx) {
       Tensor piece({n, ci, 8, 8}), dpiece({n, co, 8, 8}), dw(w.shape);
       std::copy_n(x.data.begin() + start * image, n * image, piece.data.begin());
       std::copy_n(dy.data.begin() + start * out_image, n * out_image, dpiece.data.begin());
       KernelContext ctx;
       ctx.shard = shard;
+      ctx.one_device_bits = bits;
       *y = Tensor({n, co, 8, 8});
       *dx = Tensor(piece.shape);
       SavedState saved;
@@ -391,7 +393,7 @@ TEST(Conv2dTest, BatchPiecesGiveTheWholeBatchsBits) {
       Backward(node, ctx, in, *y, dpiece, saved, din);
     };
     Tensor whole_y, whole_dx;
-    run(0, 32, nullptr, &whole_y, &whole_dx);
+    run(0, 32, nullptr, false, &whole_y, &whole_dx);
     int64_t start = 0, unplaced_differ = 0;
     for (const int64_t n : counts) {
       ShardInfo shard;
@@ -399,10 +401,10 @@ TEST(Conv2dTest, BatchPiecesGiveTheWholeBatchsBits) {
       shard.dim = 0;
       shard.start = start;
       Tensor y, dx, y_alone, dx_alone;
-      run(start, n, &shard, &y, &dx);
+      run(start, n, &shard, true, &y, &dx);
       for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.data[i], whole_y.data[start * out_image + i]) << start << " " << i;
       for (int64_t i = 0; i < dx.numel(); ++i) ASSERT_EQ(dx.data[i], whole_dx.data[start * image + i]) << start << " " << i;
-      run(start, n, nullptr, &y_alone, &dx_alone);
+      run(start, n, &shard, false, &y_alone, &dx_alone);
       for (int64_t i = 0; i < y.numel(); ++i) unplaced_differ += y_alone.data[i] != y.data[i];
       start += n;
     }

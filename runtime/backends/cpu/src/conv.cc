@@ -91,12 +91,14 @@ void Col2ImAdd(const ConvDims& g, const float* col, int64_t ld, float* dx) {
 // small images are batched until the matrix is about kMinColumns wide; large ones go alone
 // to keep the column buffer near the size of one image's.
 //
-// Chunks are cut in the whole batch, not in the piece a rank holds: Eigen's bits for a column
-// depend on the matrix's width and the column's place in it, so an image lowered beside other
-// neighbours than on one device would come out a rounding different — and batch norm's kinks
-// downstream turn roundings into different gradients. A piece holding images [first, first +
-// batch) of `total` runs the whole batch's chunks that meet it, each as wide as on one device,
-// its own images in their one-device columns and zero columns for the images it lacks.
+// Eigen's bits for a column depend on the matrix's width and the column's place in it, so an
+// image lowered beside other neighbours than on one device comes out a rounding different — and
+// batch norm's kinks downstream can turn roundings into different gradients. With
+// KernelContext::one_device_bits, chunks are cut in the whole batch, not in the piece a rank
+// holds: a piece holding images [first, first + batch) of `total` runs the whole batch's chunks
+// that meet it, each as wide as on one device, its own images in their one-device columns and
+// zero columns for the images it lacks (up to two partial chunks per piece; on a 1×1 map a chunk
+// is the whole batch). Otherwise a piece chunks its own images.
 constexpr int64_t kMinColumns = 256;
 struct Chunks {
   int64_t per = 1;    // images per chunk (the last chunk of the whole batch may hold fewer)
@@ -211,10 +213,10 @@ void DenseBackward(const ConvDims& g, const Chunks& c, const float* x, const flo
   });
 }
 
-// Where x's images sit in the whole batch: ctx.shard's cut on dim 0 (at either mesh level), or
-// the whole batch.
+// Where x's images sit in the whole batch, with ctx.one_device_bits: ctx.shard's cut on dim 0
+// (at either mesh level); else (or unsplit) the piece is taken as the whole batch.
 Chunks ChunksFor(const ir::Node& node, const KernelContext& ctx, const Tensor& x, const ConvDims& g) {
-  if (ctx.shard) {
+  if (ctx.shard && ctx.one_device_bits) {
     CheckShard(StrCat("conv2d '", node.name, "' x"), *ctx.shard, x.shape);
     if (ctx.shard->dim == 0) return ChunksOf(g, ctx.shard->start, ctx.shard->full[0]);
     if (ctx.shard->dim2 == 0) return ChunksOf(g, ctx.shard->start2, ctx.shard->full[0]);

@@ -50,6 +50,10 @@ struct ExecutorOptions {
   // time reported is wall clock ÷ K. Takes precedence over `emulate`. 0: off.
   double dilation = 0;
   bool trace = false;  // record trace events (TraceEvents())
+  // Every image of a batch-split op computed with one device's bits (KernelContext::
+  // one_device_bits; `train --plan --bitwise`): for comparing against a one-device run, at the
+  // cost of whole chunks of small-map convolutions on ranks holding few images.
+  bool bitwise = false;
   // Called on every rank at the end of each step with the optimizer steps done; rank 0's value
   // reaches every rank in StepMetrics::flags through the step's own report, so the ranks agree
   // on what the next step boundary does (elastic training: snapshot, membership change) without

@@ -1111,6 +1111,7 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   HS_RETURN_IF_ERROR(ValidateBatch(g, input, "batch"));
   batch = &input;
   ctx.step = optimizer.steps();
+  ctx.one_device_bits = opt.bitwise;
   clock = 0;
   times = RankTimes();
   pacer.StartStep();

@@ -55,9 +55,13 @@ struct KernelContext {
   //    sum to the single-device loss. mse_loss likewise; batch_moments divides its sums by
   //    the full count.
   //  - conv2d: describes x's piece; a cut on dim 0 holds images [start, start + x.dim(0)) of
-  //    the batch. The CPU kernel lowers images in chunks aligned in the full batch, as one
-  //    device does, so each image's output bits do not depend on how the batch was split.
+  //    the batch. With one_device_bits the CPU kernel lowers images in chunks cut in the full
+  //    batch, as one device does, so each image's output bits do not depend on the split.
   const ShardInfo* shard = nullptr;
+  // Kernels that can give a piece one device's bits at a cost do so (ExecutorOptions::bitwise):
+  // the CPU conv2d computes the whole batch's chunks that meet its piece, so a rank holding 3
+  // images of a 1×1 map computes a chunk of up to 256 (2–6× its own GEMM on small maps).
+  bool one_device_bits = false;
 };
 
 // A forward output for `node` from backend b: b.MakeOutput(node, shape) where the backend has it
