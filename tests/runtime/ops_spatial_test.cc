@@ -12,6 +12,7 @@
 
 #include "hetsynth/ir/graph.h"
 #include "hetsynth/runtime/kernels.h"
+#include "hetsynth/runtime/shard.h"
 #include "runtime/gradcheck.h"
 
 namespace hetsynth::runtime {
@@ -522,6 +523,24 @@ TEST(BatchNormTest, GradientsOfEachOp) {
   CheckGradients(c);
 }
 
+// batch_moments of images [start, start + len) of x, as the piece a batch-split plan gives a
+// rank (ctx.shard); `saved` gets the kernel's remainder.
+Tensor PieceMoments(const Tensor& x, int64_t start, int64_t len, SavedState& saved) {
+  const int64_t image = x.numel() / x.dim(0);
+  Tensor piece(WithDim(x.shape, 0, len));
+  std::copy_n(x.data.begin() + start * image, len * image, piece.data.begin());
+  ShardInfo shard;
+  shard.full = x.shape;
+  shard.dim = 0;
+  shard.start = start;
+  KernelContext ctx;
+  ctx.shard = &shard;
+  Tensor out({2, x.dim(1)});
+  const Tensor* in[] = {&piece};
+  Forward(MakeNode(OpKind::kBatchMoments, {}), ctx, in, out, saved);
+  return out;
+}
+
 // Split over the batch, each piece divides by the whole batch's count (its shard): the pieces'
 // moments sum to the whole's, as a batch-split plan all-reduces them.
 TEST(BatchNormTest, PiecesMomentsSumToTheWhole) {
@@ -529,19 +548,8 @@ TEST(BatchNormTest, PiecesMomentsSumToTheWhole) {
   const Tensor whole = RunForward(OpKind::kBatchMoments, {}, {&x});
   Tensor sum(whole.shape);
   for (int64_t start : {0, 1}) {
-    const int64_t len = start == 0 ? 1 : 3;
-    Tensor piece({len, 3, 2, 2});
-    std::copy_n(x.data.begin() + start * 12, len * 12, piece.data.begin());
-    ShardInfo shard;
-    shard.full = x.shape;
-    shard.dim = 0;
-    shard.start = start;
-    KernelContext ctx;
-    ctx.shard = &shard;
-    Tensor out(whole.shape);
     SavedState saved;
-    const Tensor* in[] = {&piece};
-    Forward(MakeNode(OpKind::kBatchMoments, {}), ctx, in, out, saved);
+    const Tensor out = PieceMoments(x, start, start == 0 ? 1 : 3, saved);
     for (int64_t i = 0; i < out.numel(); ++i) sum.data[i] += out.data[i];
     // The remainder: what rounding to float dropped, well under half an ulp of the moment.
     ASSERT_EQ(saved.remainder.shape, out.shape);
@@ -564,18 +572,8 @@ TEST(BatchNormTest, PiecesWithRemaindersSumToTheWholesBits) {
   std::vector<float> rounded(2, 0.0f);
   int64_t start = 0;
   for (const int64_t len : {12, 11, 6, 3}) {
-    Tensor piece({len, 1, 3, 3});
-    std::copy_n(x.data.begin() + start * 9, len * 9, piece.data.begin());
-    ShardInfo shard;
-    shard.full = x.shape;
-    shard.dim = 0;
-    shard.start = start;
-    KernelContext ctx;
-    ctx.shard = &shard;
-    Tensor out({2, 1});
     SavedState saved;
-    const Tensor* in[] = {&piece};
-    Forward(MakeNode(OpKind::kBatchMoments, {}), ctx, in, out, saved);
+    const Tensor out = PieceMoments(x, start, len, saved);
     for (size_t i = 0; i < 2; ++i) {
       total[i] += double(out.data[i]) + double(saved.remainder.data[i]);
       rounded[i] += out.data[i];
