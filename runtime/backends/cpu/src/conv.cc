@@ -144,8 +144,6 @@ void MatrixToImages(const ConvDims& g, const Chunk& k, const float* mat, float* 
   }
 }
 
-// One ungrouped convolution over raw NCHW arrays (g.groups is ignored): y = conv(x, wt), and
-// in backward dw += and dx += (either may be null).
 // The column matrix of chunk k: its images' columns lowered into their slots, zeros for the
 // slots the piece lacks.
 void LowerChunk(const ConvDims& g, const Chunk& k, const float* x, float* col) {
@@ -154,6 +152,8 @@ void LowerChunk(const ConvDims& g, const Chunk& k, const float* x, float* col) {
   for (int64_t i = 0; i < k.count; ++i) Im2Col(g, x + i * x_size, col + (k.slot + i) * np, ld);
 }
 
+// One ungrouped convolution over raw NCHW arrays (g.groups is ignored), its images chunked as
+// `c` says: y = conv(x, wt), and in backward dw += and dx += (either may be null).
 void DenseForward(const ConvDims& g, const Chunks& c, const float* x, const float* wt, float* out) {
   const int64_t np = g.pixels(), x_size = g.ci * g.h * g.w, y_size = g.co * np;
   const bool direct = g.identity_columns() && c.per == 1;
