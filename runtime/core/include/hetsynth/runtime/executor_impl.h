@@ -871,7 +871,9 @@ absl::Status ExecutorImpl<B>::Forward() {
           if (op.has_shard) kc.shard = &op.shard;
           Compute(op.label, [&] { b.Forward(lc.node, kc, inputs, out, saved[i]); });
         }
-        if (!lc.skip && ForwardKeepsRemainder(lc.node.kind)) remainders[lc.rule.post] = std::move(saved[i].remainder);
+        if (B::kHostTensors && !lc.skip && ForwardKeepsRemainder(lc.node.kind)) {
+          remainders[lc.rule.post] = std::move(saved[i].remainder);
+        }
         Slot s;
         s.value = std::move(out);
         vals[lc.rule.post] = std::move(s);
@@ -907,9 +909,11 @@ absl::Status ExecutorImpl<B>::Forward() {
         Slot s;
         s.value = b.Clone(vals.at(in.pre.at(0)).get());
         const ir::NodeId producer = g.value(in.tensor).producer;
-        if (producer >= 0 && ForwardKeepsRemainder(g.node(producer).kind)) {
-          // Every rank takes this branch (it depends on the graph alone); a rank that computed an
-          // empty piece has no remainder and adds zeros.
+        if (B::kHostTensors && producer >= 0 && ForwardKeepsRemainder(g.node(producer).kind)) {
+          // Every rank takes this branch (it depends on the graph and the backend alone); a rank
+          // that computed an empty piece has no remainder and adds zeros. Device backends
+          // all-reduce on the device: the sums in double are on the host, and a round trip per
+          // batch norm would stall the device's queue for bits its GEMM libraries do not keep.
           auto r = remainders.find(in.pre.at(0));
           T rem = r != remainders.end() ? std::move(r->second) : b.Make(s.value.shape);
           HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return CompensatedAllReduceAt(op, s.value, rem); }));

@@ -79,8 +79,8 @@ auto MakeForwardOutput(B& b, const ir::Node& node, ir::Shape shape) {
 // Tensors a forward kernel keeps for its backward; and, for a kernel whose output is a sum
 // (ForwardKeepsRemainder), `remainder`: shaped like the output, out + remainder = the sum as the
 // kernel accumulated it (in double) to about 48 bits. The executor's all-reduce of such an
-// output across ranks sums out + remainder in double, so that the ranks' partial sums add up to
-// what one device computes — not to the float sum of rounded partials — before rounding once.
+// output across CPU ranks sums out + remainder in double, so that the ranks' partial sums add up
+// to what one device computes — not to the float sum of rounded partials — before rounding once.
 struct SavedState {
   std::vector<Tensor> tensors;
   Tensor remainder;
