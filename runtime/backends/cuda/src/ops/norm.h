@@ -171,8 +171,7 @@ void CrossEntropyBackward(X& x, const ir::Node& node, const KernelContext& ctx, 
 
 // ---- batch norm ----------------------------------------------------------------------------
 // cpu/src/batch_norm.cc's math (its header comment has the gradients); functors and the two-pass
-// per-channel sums in norm_kernels.h. Forward keeps only batch_moments' remainder; backward
-// recomputes from the moments.
+// per-channel sums in norm_kernels.h. Nothing is saved: backward recomputes from the moments.
 
 namespace norm_internal {
 
@@ -190,7 +189,7 @@ typename X::Tensor BatchChannelPartialSums(X& x, const cpu::ChannelBlocks& c, co
 }  // namespace norm_internal
 
 // out [2, C] = per channel Σ x / n and Σ x² / n, n = BatchMomentsCount (the whole tensor's
-// count when ctx.shard says x is a piece); saved.remainder what rounding them dropped.
+// count when ctx.shard says x is a piece).
 template <class X>
 void BatchMomentsForward(X& x, const ir::Node& node, const KernelContext& ctx, TIn<X> in, typename X::Tensor& out,
                          Saved<X>& saved) {
@@ -199,8 +198,7 @@ void BatchMomentsForward(X& x, const ir::Node& node, const KernelContext& ctx, T
   const double n = cpu::BatchMomentsCount(node, ctx, xin.shape);
   int64_t chunks = 0;
   const typename X::Tensor part = norm_internal::BatchChannelPartialSums(x, c, xin.ptr(), nullptr, nullptr, &chunks);
-  saved.remainder = x.Make(out.shape);
-  x.For(c.channels, BatchMomentsOut{part.ptr(), chunks, c.channels, n, out.ptr(), saved.remainder.ptr()});
+  x.For(c.channels, BatchMomentsOut{part.ptr(), chunks, c.channels, n, out.ptr()});
 }
 
 // dx += dout[0, c]/n + 2·dout[1, c]/n · x.

@@ -417,22 +417,17 @@ HS_HD inline void BatchChannelTotals(const float* part, int64_t chunks, int64_t 
   }
 }
 
-// Channel ch: out[ch] = Σ x / n, out[C + ch] = Σ x² / n (n: the whole tensor's count per
-// channel), and rem what rounding them to float dropped (SavedState::remainder).
+// Channel ch: out[ch] = Σ x / n, out[C + ch] = Σ x² / n (n: the whole tensor's count per channel).
 struct BatchMomentsOut {
   const float* part;
   int64_t chunks, channels;
   double n;
   float* out;
-  float* rem;
   HS_HD void operator()(int64_t ch) const {
     double s1, s2;
     BatchChannelTotals(part, chunks, ch, &s1, &s2);
-    const double m1 = s1 / n, m2 = s2 / n;
-    out[ch] = static_cast<float>(m1);
-    out[channels + ch] = static_cast<float>(m2);
-    rem[ch] = static_cast<float>(m1 - out[ch]);
-    rem[channels + ch] = static_cast<float>(m2 - out[channels + ch]);
+    out[ch] = static_cast<float>(s1 / n);
+    out[channels + ch] = static_cast<float>(s2 / n);
   }
 };
 

@@ -28,7 +28,6 @@ using TDIn = std::span<typename X::Tensor* const>;
 template <class X>
 struct Saved {
   std::vector<typename X::Tensor> tensors;
-  typename X::Tensor remainder;  // kernel_contract.h's SavedState::remainder
 };
 
 // Declares <Op>Forward / <Op>Backward for every executor; each family header defines them.

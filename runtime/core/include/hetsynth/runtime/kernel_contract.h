@@ -76,17 +76,18 @@ auto MakeForwardOutput(B& b, const ir::Node& node, ir::Shape shape) {
   }
 }
 
-// Tensors a forward kernel keeps for its backward; and, for a kernel whose output is a sum
+// Tensors a forward kernel keeps for its backward; and, for a CPU kernel whose output is a sum
 // (ForwardKeepsRemainder), `remainder`: shaped like the output, out + remainder = the sum as the
 // kernel accumulated it (in double) to about 48 bits. The executor's all-reduce of such an
 // output across CPU ranks sums out + remainder in double, so that the ranks' partial sums add up
 // to what one device computes — not to the float sum of rounded partials — before rounding once.
+// (Device backends all-reduce on the device and their kernels leave it empty.)
 struct SavedState {
   std::vector<Tensor> tensors;
   Tensor remainder;
 };
 
-// Whether forward kernels of this kind set SavedState::remainder: batch_moments, whose partial
+// Whether CPU forward kernels of this kind set SavedState::remainder: batch_moments, whose partial
 // moments a batch-split plan all-reduces — batch norm's statistics steer every activation after
 // it, and a rounding of them seen by one layout and not the other moves a ReLU's kink.
 inline bool ForwardKeepsRemainder(ir::OpKind kind) { return kind == ir::OpKind::kBatchMoments; }
