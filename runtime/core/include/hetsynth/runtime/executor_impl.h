@@ -446,11 +446,12 @@ struct ExecutorImpl final : Executor::Impl {
     return absl::OkStatus();
   }
   // A forward all-reduce of partial sums kept with their remainders (hi + lo ≈ each rank's sum to
-  // about 48 bits): every rank's pair gathered at the instruction's level and summed in double in
-  // rank order, then split into hi and lo again for a later stage. The float sum of rounded
-  // partials would differ from one device's sum by a rounding of each; this differs by about
-  // 2^-48 of it, so rounding it to float almost always gives one device's bits.
-  absl::Status CompensatedAllReduceAt(const Op& op, T& hi, T& lo) {
+  // about 48 bits), on host tensors (CPU ranks): every rank's pair gathered at the instruction's
+  // level and summed in double in rank order, then split into hi and lo again for a later stage.
+  // The float sum of rounded partials would differ from one device's sum by a rounding of each;
+  // this differs by about 2^-48 of it, so rounding it to float almost always gives one device's
+  // bits.
+  absl::Status CompensatedAllReduceAt(const Op& op, Tensor& hi, Tensor& lo) {
     const instr::Instruction& in = *op.instr;
     Communicator* c = &comm;
     if (in.level != instr::Level::kWorld) {
@@ -459,28 +460,22 @@ struct ExecutorImpl final : Executor::Impl {
     }
     // Nodes: one copy per node (its first device's), as AllReduceAt.
     const bool counted = in.level != instr::Level::kNodes || my_local == 0;
-    const int64_t n = hi.numel();
-    const Tensor h = b.ToHost(hi), l = b.ToHost(lo);
-    Tensor pair({2, n});
+    const size_t n = hi.data.size();
+    std::vector<float> pair(2 * n, 0.0f);
     if (counted) {
-      std::copy(h.data.begin(), h.data.end(), pair.data.begin());
-      std::copy(l.data.begin(), l.data.end(), pair.data.begin() + n);
+      std::copy(hi.data.begin(), hi.data.end(), pair.begin());
+      std::copy(lo.data.begin(), lo.data.end(), pair.begin() + static_cast<std::ptrdiff_t>(n));
     }
-    const int ranks = c->size();
-    HS_ASSIGN_OR_RETURN(T all_dev, b.AllGatherAlong(*c, b.FromHost(std::move(pair)), ir::Shape{2 * ranks, n}, 0,
-                                                    std::vector<int64_t>(static_cast<size_t>(ranks), 2), CommImpl::kGrouped));
-    const Tensor all = b.ToHost(all_dev);
-    Tensor sum_hi = Tensor::Uninitialized(h.shape), sum_lo = Tensor::Uninitialized(h.shape);
-    for (int64_t i = 0; i < n; ++i) {
+    const size_t ranks = static_cast<size_t>(c->size());
+    std::vector<float> all(2 * n * ranks);
+    HS_RETURN_IF_ERROR(c->AllGatherV(pair.data(), all.data(), std::vector<int64_t>(ranks, static_cast<int64_t>(2 * n)),
+                                     CommImpl::kGrouped));
+    for (size_t i = 0; i < n; ++i) {
       double total = 0;
-      for (int r = 0; r < ranks; ++r) {
-        total += double(all.data[static_cast<size_t>(2 * r * n + i)]) + double(all.data[static_cast<size_t>((2 * r + 1) * n + i)]);
-      }
-      sum_hi.data[static_cast<size_t>(i)] = static_cast<float>(total);
-      sum_lo.data[static_cast<size_t>(i)] = static_cast<float>(total - sum_hi.data[static_cast<size_t>(i)]);
+      for (size_t r = 0; r < ranks; ++r) total += double(all[2 * r * n + i]) + double(all[(2 * r + 1) * n + i]);
+      hi.data[i] = static_cast<float>(total);
+      lo.data[i] = static_cast<float>(total - hi.data[i]);
     }
-    hi = b.FromHost(std::move(sum_hi));
-    lo = b.FromHost(std::move(sum_lo));
     return absl::OkStatus();
   }
   absl::StatusOr<T> AllToAllAt(Communicator& w, Communicator* node, const Op& op, const T& piece, bool backward) {
@@ -871,8 +866,8 @@ absl::Status ExecutorImpl<B>::Forward() {
           if (op.has_shard) kc.shard = &op.shard;
           Compute(op.label, [&] { b.Forward(lc.node, kc, inputs, out, saved[i]); });
         }
-        if (B::kHostTensors && !lc.skip && ForwardKeepsRemainder(lc.node.kind)) {
-          remainders[lc.rule.post] = std::move(saved[i].remainder);
+        if constexpr (B::kHostTensors) {
+          if (!lc.skip && ForwardKeepsRemainder(lc.node.kind)) remainders[lc.rule.post] = std::move(saved[i].remainder);
         }
         Slot s;
         s.value = std::move(out);
@@ -908,17 +903,22 @@ absl::Status ExecutorImpl<B>::Forward() {
       case InstrKind::kAllReduce: {
         Slot s;
         s.value = b.Clone(vals.at(in.pre.at(0)).get());
-        const ir::NodeId producer = g.value(in.tensor).producer;
-        if (B::kHostTensors && producer >= 0 && ForwardKeepsRemainder(g.node(producer).kind)) {
-          // Every rank takes this branch (it depends on the graph and the backend alone); a rank
-          // that computed an empty piece has no remainder and adds zeros. Device backends
-          // all-reduce on the device: the sums in double are on the host, and a round trip per
-          // batch norm would stall the device's queue for bits its GEMM libraries do not keep.
-          auto r = remainders.find(in.pre.at(0));
-          T rem = r != remainders.end() ? std::move(r->second) : b.Make(s.value.shape);
-          HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return CompensatedAllReduceAt(op, s.value, rem); }));
-          remainders[in.post.at(0)] = std::move(rem);
-        } else {
+        bool compensated = false;
+        if constexpr (B::kHostTensors) {
+          // Every rank takes this branch or none (it depends on the graph alone); a rank that
+          // computed an empty piece has no remainder and adds zeros. Device backends all-reduce
+          // on the device: the sums in double are on the host, and a round trip per batch norm
+          // would stall the device's queue for bits its GEMM libraries do not keep.
+          const ir::NodeId producer = g.value(in.tensor).producer;
+          if (producer >= 0 && ForwardKeepsRemainder(g.node(producer).kind)) {
+            auto r = remainders.find(in.pre.at(0));
+            Tensor rem = r != remainders.end() ? std::move(r->second) : Tensor(s.value.shape);
+            HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return CompensatedAllReduceAt(op, s.value, rem); }));
+            remainders[in.post.at(0)] = std::move(rem);
+            compensated = true;
+          }
+        }
+        if (!compensated) {
           HS_RETURN_IF_ERROR(Communicate(op.label, [&] { return AllReduceAt(comm, mesh.node.get(), op, s.value, false); }));
         }
         vals[in.post.at(0)] = std::move(s);
