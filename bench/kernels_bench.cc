@@ -38,35 +38,8 @@ void BM_Gemm(benchmark::State& state) {
 }
 BENCHMARK(BM_Gemm)->Arg(256)->Arg(512)->Arg(1024)->Unit(benchmark::kMillisecond);
 
-// The GEMM shapes of one GPT-default linear layer (batch·seq = 4096 rows, 768 -> 3072).
-void BM_LinearForwardBackward(benchmark::State& state) {
-  const int64_t rows = state.range(0), in = 768, out = 3072;
-  ir::Graph g("bench");
-  const ir::ValueId x = *g.AddInput("x", {rows, in});
-  const ir::ValueId w = *g.AddParameter("w", {out, in}, ir::Init::Normal(0.02));
-  const ir::ValueId y = *g.AddOp("y", ir::OpKind::kLinear, {x, w});
-  const ir::Node& node = g.node(g.value(y).producer);
-  const Tensor tx = Random({rows, in}, 3), tw = Random({out, in}, 4), dy = Random({rows, out}, 5);
-  const ir::Flops f = g.NodeFlops(g.value(y).producer);
-  RunAndReport(state, f.forward + f.backward, [&] {
-    Tensor ty({rows, out}), dx({rows, in}), dw({out, in});
-    runtime::SavedState saved;
-    const Tensor* ins[] = {&tx, &tw};
-    runtime::Forward(node, {}, ins, ty, saved);
-    Tensor* dins[] = {&dx, &dw};
-    runtime::Backward(node, {}, ins, ty, dy, saved, dins);
-    benchmark::DoNotOptimize(dw.data.data());
-  });
-}
-BENCHMARK(BM_LinearForwardBackward)->Arg(512)->Arg(4096)->Unit(benchmark::kMillisecond);
-
-// One layer of the default mlp (1024 -> 1024, batch 512) as the devices of the emulated mixed-4
-// cluster compute it: a batch slice (rows 47, 93, 186 of 512: shares 1/11, 2/11, 4/11) or a
-// column slice of the weight (outputs 93, 186 of 1024, all 512 rows). GFLOPs against the whole
-// layer's (512 x 1024) shows what a small shard loses: each call packs the whole unsplit operand
-// (the 4 MiB weight for a batch slice, the 2 MiB input for a column slice) for fewer FLOPs.
-void BM_MlpLayerShard(benchmark::State& state) {
-  const int64_t rows = state.range(0), out = state.range(1), in = 1024;
+// One linear layer's forward + backward (x: rows × in, weight: out × in) on the CPU kernels.
+void LinearLayer(benchmark::State& state, int64_t rows, int64_t in, int64_t out) {
   ir::Graph g("bench");
   const ir::ValueId x = *g.AddInput("x", {rows, in});
   const ir::ValueId w = *g.AddParameter("w", {out, in}, ir::Init::Normal(0.02));
@@ -84,6 +57,17 @@ void BM_MlpLayerShard(benchmark::State& state) {
     benchmark::DoNotOptimize(dw.data.data());
   });
 }
+
+// The GEMM shapes of one GPT-default linear layer (batch·seq = 4096 rows, 768 -> 3072).
+void BM_LinearForwardBackward(benchmark::State& state) { LinearLayer(state, state.range(0), 768, 3072); }
+BENCHMARK(BM_LinearForwardBackward)->Arg(512)->Arg(4096)->Unit(benchmark::kMillisecond);
+
+// One layer of the default mlp (1024 -> 1024, batch 512) as the devices of the emulated mixed-4
+// cluster compute it: a batch slice (rows 47, 93, 186 of 512: shares 1/11, 2/11, 4/11) or a
+// column slice of the weight (outputs 93, 186 of 1024, all 512 rows). GFLOPs against the whole
+// layer's (512 x 1024) shows what a small shard loses: each call packs the whole unsplit operand
+// (the 4 MiB weight for a batch slice, the 2 MiB input for a column slice) for fewer FLOPs.
+void BM_MlpLayerShard(benchmark::State& state) { LinearLayer(state, state.range(0), 1024, state.range(1)); }
 BENCHMARK(BM_MlpLayerShard)
     ->ArgNames({"rows", "out"})
     ->Args({512, 1024})
