@@ -20,6 +20,7 @@
 #include "backend_flags.h"
 #include "commands.h"
 #include "emulated_cluster.h"
+#include "refit.h"
 #include "refit_names.h"
 #include "inference.h"
 #include "hetsynth/costmodel/cost.h"
@@ -510,15 +511,8 @@ std::string TableOp(instr::InstrKind k) {
   }
 }
 
-// Measured against predicted, summed over the plans of one round: compute (the slowest rank's,
-// per step) and communication per table op (per instruction, the least over ranks of its
-// collectives' time in the trace: the rank that arrives last waits least).
-struct RefitSums {
-  double compute_pred = 0, compute_meas = 0;
-  std::map<std::string, std::pair<double, double>> comm;  // op → (predicted, measured)
-};
-
-absl::Status AddMeasured(const std::string& dir, const Entry& e, const ir::Graph& g, int64_t warmup, RefitSums& sums) {
+absl::Status AddMeasured(const std::string& dir, const Entry& e, const ir::Graph& g, const costmodel::Cluster& cluster,
+                         int64_t warmup, RefitSums& sums) {
   // Step boundaries: the metrics file's step times (the trace's clock is their running sum).
   std::ifstream mf(dir + "/" + e.name + ".metrics.jsonl");
   std::vector<double> step_times;
@@ -579,32 +573,21 @@ absl::Status AddMeasured(const std::string& dir, const Entry& e, const ir::Graph
       sums.comm[op].second += pred > 0 ? meas * t / pred : 0;
     }
   }
-  sums.compute_pred += e.estimate.compute_s;
-  sums.compute_meas += *std::max_element(rank_compute.begin(), rank_compute.end()) / n;
-  return absl::OkStatus();
-}
-
-// The cluster of the next round: device rates ÷ the compute ratio, the inter_node tables × their
-// op's communication ratio (measured / predicted). Ratios are clamped to [1/4, 4] per round.
-costmodel::Cluster Refit(costmodel::Cluster c, const RefitSums& s, std::string* said) {
-  auto clamp = [](double x) { return std::isfinite(x) && x > 0 ? std::clamp(x, 0.25, 4.0) : 1.0; };
-  const double rc = clamp(s.compute_meas / s.compute_pred);
-  for (costmodel::Device& d : c.devices) d.flops /= rc, d.memory_bandwidth /= rc;
-  *said = fmt::format("compute x{:.3f}", rc);
-  for (const auto& [op, pm] : s.comm) {
-    const double r = clamp(pm.second / pm.first);
-    *said += fmt::format(", {} x{:.3f}", op, r);
-    for (costmodel::CollectiveTable& t : c.collectives) {
-      const bool hit = t.link == "inter_node" && (t.op == op || (op == "gather" && (t.op == "all_gather" || t.op == "reduce_scatter")));
-      if (!hit) continue;
-      for (costmodel::CollectiveSample& x : t.samples) x.seconds *= r;
-    }
-    const bool has_table = std::any_of(c.collectives.begin(), c.collectives.end(), [&](const costmodel::CollectiveTable& t) {
-      return t.link == "inter_node" && (t.op == op || (op == "gather" && (t.op == "all_gather" || t.op == "reduce_scatter")));
-    });
-    if (!has_table) *said += " (no inter_node table: not applied)";
+  // Ranks are the cluster's devices in order (plans keep the cluster file's order).
+  if (rank_compute.size() != static_cast<size_t>(cluster.size())) {
+    return absl::InternalError(StrCat(e.name, ": ", rank_compute.size(), " ranks measured for ", cluster.size(), " devices"));
   }
-  return c;
+  const costmodel::ClusterModel model(cluster);
+  const std::vector<double> pred = costmodel::DeviceComputeSeconds(
+      costmodel::DescribeCost(g, e.plan.program, model, synth::SynthOptions{}.cost), costmodel::ProgramShares(e.plan.program),
+      model);
+  sums.device_pred.resize(pred.size(), 0.0);
+  sums.device_meas.resize(pred.size(), 0.0);
+  for (size_t i = 0; i < pred.size(); ++i) {
+    sums.device_pred[i] += pred[i];
+    sums.device_meas[i] += rank_compute[i] / n;
+  }
+  return absl::OkStatus();
 }
 
 // --refit N: round r runs the bench in OUT/round<r> on the round's cluster file, then refits the
@@ -636,6 +619,7 @@ absl::Status RunRefit(const BenchFlags& f) {
     std::vector<Entry> entries;
     ir::Graph g;
     HS_RETURN_IF_ERROR(RunBench(fr, &entries, &g));
+    HS_ASSIGN_OR_RETURN(const costmodel::Cluster round_cluster, costmodel::ReadClusterFile(path));
     if (ScopedInterruptHandler::Received() != 0) return absl::CancelledError("interrupted");
     double sum = 0, worst = 0;
     int n = 0;
@@ -648,13 +632,13 @@ absl::Status RunRefit(const BenchFlags& f) {
       sum += err, worst = std::max(worst, err), ++n;
       plans[e.name] = {{"predicted_s", e.predicted}, {"measured_s", e.measured}, {"error", (e.predicted - e.measured) / e.measured}};
       line += fmt::format(" {} {:+.0f}%", e.name, 100 * (e.predicted - e.measured) / e.measured);
-      HS_RETURN_IF_ERROR(AddMeasured(fr.out, e, g, f.warmup, sums));
+      HS_RETURN_IF_ERROR(AddMeasured(fr.out, e, g, round_cluster, f.warmup, sums));
     }
     if (n == 0) return absl::InternalError("refit: no plan ran");
     const double mean = sum / n;
     line += fmt::format("; mean |error| {:.1f}%, worst {:.1f}%", 100 * mean, 100 * worst);
     std::string said;
-    const costmodel::Cluster next = Refit(*costmodel::ReadClusterFile(path), sums, &said);
+    const costmodel::Cluster next = Refit(round_cluster, sums, &said);
     line += fmt::format("; refit: {}", said);
     lines.push_back(line);
     fmt::print("{}\n", line);
@@ -751,8 +735,9 @@ Runner RegisterBench(CLI::App& app) {
   cmd->add_option("--seed", f->seed, "initialization and synthetic data seed")->capture_default_str();
   cmd->add_option("--out", f->out, "directory for results.json, results.md, plans and traces")->required()->type_name("DIR");
   cmd->add_option("--refit", f->refit,
-                  "with --emulate-network: closed loop of at most N rounds — run, refit the cost model's compute and "
-                  "collective constants from the traces, re-synthesize — until the prediction error stops improving")
+                  "with --emulate-network: closed loop of at most N rounds — run, refit each device class's compute rates "
+                  "and the inter-node collective tables from the metrics and traces, re-synthesize — until the "
+                  "prediction error stops improving")
       ->type_name("N");
   cmd->add_flag("--inference", f->inference,
                 "compare inference placements instead of training plans: every method of 'hetsynth place' (single, even, "

@@ -197,23 +197,40 @@ instr::InstrKind Dual(instr::InstrKind k) {
 }
 
 // `node_share` per node: only kComputeMesh reads it.
+// A compute term's seconds on device i.
+double DeviceTime(const Term& t, const std::vector<double>& shares, const ClusterModel& m,
+                  const std::vector<double>* node_share, int i) {
+  const Device& d = m.cluster().devices[static_cast<size_t>(i)];
+  double work = t.kind == TermKind::kComputeFull ? t.coefficient : t.coefficient * shares[static_cast<size_t>(i)];
+  if (t.kind == TermKind::kComputeMesh) {
+    work = t.coefficient * (t.group >= 0 ? shares[static_cast<size_t>(i)] : 1.0);
+    if (t.node_group >= 0 && node_share != nullptr) {
+      work *= (*node_share)[static_cast<size_t>(m.mesh().node_of[static_cast<size_t>(i)])];
+    }
+  }
+  return work / (t.memory_bound ? d.memory_bandwidth : d.flops);
+}
+
+// A compute term's time: its slowest device's.
 double ComputeTime(const Term& t, const std::vector<double>& shares, const ClusterModel& m,
                    const std::vector<double>* node_share = nullptr) {
-  const Cluster& c = m.cluster();
-  const int n = c.size();
   double worst = 0;
-  for (int i = 0; i < n; ++i) {
-    const Device& d = c.devices[static_cast<size_t>(i)];
-    double work = t.kind == TermKind::kComputeFull ? t.coefficient : t.coefficient * shares[static_cast<size_t>(i)];
-    if (t.kind == TermKind::kComputeMesh) {
-      work = t.coefficient * (t.group >= 0 ? shares[static_cast<size_t>(i)] : 1.0);
-      if (t.node_group >= 0 && node_share != nullptr) {
-        work *= (*node_share)[static_cast<size_t>(m.mesh().node_of[static_cast<size_t>(i)])];
-      }
-    }
-    worst = std::max(worst, work / (t.memory_bound ? d.memory_bandwidth : d.flops));
-  }
+  for (int i = 0; i < m.size(); ++i) worst = std::max(worst, DeviceTime(t, shares, m, node_share, i));
   return worst;
+}
+
+// Per node: the share S_j a group gives node j (a world group: summed over its devices; a
+// nodes group: its first device's); all 1 for group -1.
+std::vector<double> NodeShares(const Mesh& mesh, const Shares& shares, int group, bool world) {
+  std::vector<double> out(static_cast<size_t>(std::max(1, mesh.num_nodes())), 1.0);
+  if (group < 0) return out;
+  const std::vector<double>& s = shares[static_cast<size_t>(group)];
+  for (size_t j = 0; j < mesh.nodes.size(); ++j) {
+    double sum = 0;
+    for (DeviceId i : mesh.nodes[j]) sum += s[static_cast<size_t>(i)];
+    out[j] = world ? sum : s[static_cast<size_t>(mesh.nodes[j].front())];
+  }
+  return out;
 }
 
 // A mesh-level term's parts given its node shares and within-node shares (Evaluate derives
@@ -415,18 +432,7 @@ Estimate Evaluate(const ProgramCost& pc, const Shares& shares, const ClusterMode
   parts.reserve(pc.terms.size());
   double optimizer = 0;
   const Mesh& mesh = m.mesh();
-  // Per node: the share S_j a group gives node j (a world group: summed over its devices).
-  auto node_shares = [&](int group, bool world) {
-    std::vector<double> out(static_cast<size_t>(std::max(1, mesh.num_nodes())), 1.0);
-    if (group < 0) return out;
-    const std::vector<double>& s = shares[static_cast<size_t>(group)];
-    for (size_t j = 0; j < mesh.nodes.size(); ++j) {
-      double sum = 0;
-      for (DeviceId i : mesh.nodes[j]) sum += s[static_cast<size_t>(i)];
-      out[j] = world ? sum : s[static_cast<size_t>(mesh.nodes[j].front())];
-    }
-    return out;
-  };
+  auto node_shares = [&](int group, bool world) { return NodeShares(mesh, shares, group, world); };
   for (const Term& t : pc.terms) {
     const std::vector<double>& s = t.group >= 0 ? shares[static_cast<size_t>(t.group)] : even;
     const std::vector<double>& s2 = t.group2 >= 0 ? shares[static_cast<size_t>(t.group2)] : s;
@@ -499,6 +505,18 @@ Estimate Evaluate(const ProgramCost& pc, const Shares& shares, const ClusterMode
     }
   }
   return e;
+}
+
+std::vector<double> DeviceComputeSeconds(const ProgramCost& pc, const Shares& shares, const ClusterModel& m) {
+  std::vector<double> out(static_cast<size_t>(m.size()), 0.0);
+  const std::vector<double> even(static_cast<size_t>(m.size()), 1.0 / m.size());
+  for (const Term& t : pc.terms) {
+    if (t.kind != TermKind::kComputeFull && t.kind != TermKind::kComputeSplit && t.kind != TermKind::kComputeMesh) continue;
+    const std::vector<double>& s = t.group >= 0 ? shares[static_cast<size_t>(t.group)] : even;
+    const std::vector<double> ns = NodeShares(m.mesh(), shares, t.node_group, t.node_group_world);
+    for (int i = 0; i < m.size(); ++i) out[static_cast<size_t>(i)] += DeviceTime(t, s, m, &ns, i);
+  }
+  return out;
 }
 
 }  // namespace hetsynth::costmodel

@@ -325,6 +325,13 @@ TEST(DescribeCost, DataParallelStepAndMemoryByHand) {
   EXPECT_CLOSE(e.instruction_communication_s[2], 2.256e-6);
   EXPECT_CLOSE(e.instruction_compute_s[4], 1.176e-6);
   EXPECT_EQ(e.instruction_communication_s[0], 0.0);
+  // Each device's own compute (what its rank measures; bench --refit compares them):
+  //   d0: 3136·0.75/2e9 + 768·0.75/1e9 + 492·0.75/1e9 + 1792/1e9 + 112/1e9
+  //   d1: 3136·0.25/1e9 + 768·0.25/0.5e9 + 492·0.25/0.5e9 + 1792/0.5e9 + 112/0.5e9
+  const std::vector<double> per_device = DeviceComputeSeconds(pc, ProgramShares(p), ClusterModel(c));
+  ASSERT_EQ(per_device.size(), 2u);
+  EXPECT_CLOSE(per_device[0], 1.176e-6 + 5.76e-7 + 3.69e-7 + 1.792e-6 + 1.12e-7);
+  EXPECT_CLOSE(per_device[1], 7.84e-7 + 3.84e-7 + 2.46e-7 + 3.584e-6 + 2.24e-7);
   // Memory: W and b replicated × 4 (value, gradient, Adam m and v): 4·256 + 4·16 = 1088; the
   // scalar loss on both (Reduce): 4; by share: x 512, labels 32, fc 128, relu 128 = 800.
   //   d0: 1092 + 0.75·800 = 1692;  d1: 1092 + 0.25·800 = 1292.

@@ -194,4 +194,8 @@ struct Estimate {
 Estimate Evaluate(const ProgramCost& pc, const Shares& shares, const ClusterModel& m, size_t num_instructions);
 Estimate Evaluate(const ProgramCost& pc, const Shares& shares, const Cluster& c, size_t num_instructions);
 
+// Per device: the seconds of compute (kernels and optimizer updates) the program gives it — what
+// each rank's compute_s measures (`bench --refit` compares them per device).
+std::vector<double> DeviceComputeSeconds(const ProgramCost& pc, const Shares& shares, const ClusterModel& m);
+
 }  // namespace hetsynth::costmodel
