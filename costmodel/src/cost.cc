@@ -196,8 +196,7 @@ instr::InstrKind Dual(instr::InstrKind k) {
   return k;
 }
 
-// `node_share` per node: only kComputeMesh reads it.
-// A compute term's seconds on device i.
+// A compute term's seconds on device i; `node_share` per node: only kComputeMesh reads it.
 double DeviceTime(const Term& t, const std::vector<double>& shares, const ClusterModel& m,
                   const std::vector<double>* node_share, int i) {
   const Device& d = m.cluster().devices[static_cast<size_t>(i)];
