@@ -66,6 +66,9 @@ struct Entry {
   double compute = NAN, communication = NAN, idle = NAN, overlapped = NAN;  // measured means over ranks
   double late = NAN;  // --emulate-network: mean over ranks of the time paced work ran late
   costmodel::Estimate estimate;  // the cost model's, per instruction (--refit compares with the trace)
+  // Per device (rank): the compute the cost model gives it (costmodel::DeviceComputeSeconds) and
+  // what its rank measured, mean per step (empty when not run).
+  std::vector<double> device_compute_pred, device_compute_meas;
 };
 
 // Mean of the measured steps (after `warmup`) of a `hetsynth train --metrics` file.
@@ -75,17 +78,24 @@ absl::Status ReadMeasured(const std::string& path, int64_t warmup, Entry& e) {
   std::string line;
   int64_t i = 0;
   double n = 0, t = 0, c = 0, x = 0, w = 0, l = 0, h = 0;
+  std::vector<double> ranks;
   while (std::getline(in, line)) {
     if (line.empty() || i++ < warmup) continue;
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.contains("step_time_s")) return absl::InternalError(StrCat("'", path, "': bad line: ", line));
+    if (j.is_discarded() || !j.contains("step_time_s") || !j.contains("ranks") || !j["ranks"].is_array()) {
+      return absl::InternalError(StrCat("'", path, "': bad line: ", line));
+    }
     t += j["step_time_s"].get<double>(), c += j["compute_s"].get<double>();
     x += j["communication_s"].get<double>(), w += j["idle_s"].get<double>(), l += j.value("late_s", 0.0);
     h += j.value("overlapped_s", 0.0);
+    ranks.resize(j["ranks"].size(), 0.0);
+    for (size_t r = 0; r < ranks.size(); ++r) ranks[r] += j["ranks"][r].value("compute_s", 0.0);
     ++n;
   }
   if (n == 0) return absl::InternalError(StrCat("'", path, "' has no measured step (", i, " lines, ", warmup, " warm-up)"));
   e.measured = t / n, e.compute = c / n, e.communication = x / n, e.idle = w / n, e.late = l / n, e.overlapped = h / n;
+  e.device_compute_meas.clear();
+  for (double r : ranks) e.device_compute_meas.push_back(r / n);
   return absl::OkStatus();
 }
 
@@ -281,6 +291,9 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
       e.predicted = r->estimate.step_s;
       e.exposed = r->estimate.exposed_communication_s;
       e.estimate = r->estimate;
+      const costmodel::ClusterModel model(cluster);
+      e.device_compute_pred = costmodel::DeviceComputeSeconds(costmodel::DescribeCost(g, r->program, model, so.cost),
+                                                              costmodel::ProgramShares(r->program), model);
       if (!f.simulate) {
         if (absl::Status st = instr::RuntimeSupports(e.plan.program); !st.ok()) e.not_run = std::string(st.message());
       }
@@ -332,13 +345,16 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
       HS_ASSIGN_OR_RETURN(std::vector<runtime::StepMetrics> steps, RunPlan(p));
       if (!lead) continue;
       double t = 0, c = 0, x = 0, w = 0, h = 0;
+      const double n = static_cast<double>(f.steps), per = n * static_cast<double>(cluster.size());
+      e.device_compute_meas.assign(static_cast<size_t>(cluster.size()), 0.0);
       for (size_t i = static_cast<size_t>(f.warmup); i < steps.size(); ++i) {
         t += steps[i].step_time_s;
-        for (const runtime::RankTimes& r : steps[i].ranks) {
+        for (size_t k = 0; k < steps[i].ranks.size(); ++k) {
+          const runtime::RankTimes& r = steps[i].ranks[k];
           c += r.compute_s, x += r.communication_s, w += r.idle_s, h += r.overlapped_s;
+          if (k < e.device_compute_meas.size()) e.device_compute_meas[k] += r.compute_s / n;
         }
       }
-      const double n = static_cast<double>(f.steps), per = n * static_cast<double>(cluster.size());
       e.measured = t / n, e.compute = c / per, e.communication = x / per, e.idle = w / per, e.overlapped = h / per;
     }
   }
@@ -393,6 +409,13 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
     j["efficiency_predicted"] = ideal / e.predicted;
     j["efficiency_measured"] = Num(ideal / e.measured);
     j["prediction_error"] = Num(e.predicted / e.measured - 1);
+    nlohmann::json devices = nlohmann::json::array();
+    for (size_t i = 0; i < e.device_compute_pred.size(); ++i) {
+      devices.push_back({{"device", cluster.devices[i].name},
+                         {"predicted_compute_s", e.device_compute_pred[i]},
+                         {"measured_compute_s", Num(i < e.device_compute_meas.size() ? e.device_compute_meas[i] : NAN)}});
+    }
+    j["compute_per_device"] = devices;
     j["plan_file"] = e.name + ".plan.json";
     if (!f.simulate && e.not_run.empty()) j["trace_file"] = e.name + ".trace.json";
     plans.push_back(j);
@@ -453,6 +476,23 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
     if (!e.not_run.empty()) md << fmt::format("\n{} was not run: {}\n", e.name, e.not_run);
     if (!e.note.empty()) md << fmt::format("\n{}: {}\n", e.name, e.note);
   }
+  // Compute per device, where a rank is a column a reader can scan (a few devices).
+  if (!f.simulate && cluster.size() <= 16) {
+    md << "\nCompute per device, ms per step, measured / predicted (each rank's compute_s; the cost model's share of "
+          "every compute term and optimizer update on that device):\n\n| plan |";
+    for (const costmodel::Device& d : cluster.devices) md << " " << d.name << " |";
+    md << "\n|---|";
+    for (int i = 0; i < cluster.size(); ++i) md << "---:|";
+    md << "\n";
+    for (const Entry& e : entries) {
+      if (!e.feasible || e.device_compute_meas.size() != e.device_compute_pred.size()) continue;
+      md << "| " << e.name << " |";
+      for (size_t i = 0; i < e.device_compute_pred.size(); ++i) {
+        md << " " << Ms(e.device_compute_meas[i]) << " / " << Ms(e.device_compute_pred[i]) << " |";
+      }
+      md << "\n";
+    }
+  }
   if (f.emulate_network) {
     md << "\nDevice speeds and link rates are EMULATED (time dilation; docs/emulated-cluster.md): processes, TCP, "
           "shared memory and NIC sharing are real.\n";
@@ -511,24 +551,21 @@ std::string TableOp(instr::InstrKind k) {
   }
 }
 
-absl::Status AddMeasured(const std::string& dir, const Entry& e, const ir::Graph& g, const costmodel::Cluster& cluster,
-                         int64_t warmup, RefitSums& sums) {
+absl::Status AddMeasured(const std::string& dir, const Entry& e, const ir::Graph& g, int64_t warmup, RefitSums& sums) {
   // Step boundaries: the metrics file's step times (the trace's clock is their running sum).
   std::ifstream mf(dir + "/" + e.name + ".metrics.jsonl");
   std::vector<double> step_times;
-  std::vector<double> rank_compute;  // Σ over measured steps, per rank
   for (std::string line; std::getline(mf, line);) {
     if (line.empty()) continue;
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded()) return absl::InternalError(StrCat("bad metrics line in ", dir, "/", e.name, ".metrics.jsonl"));
     step_times.push_back(j.at("step_time_s").get<double>());
-    if (static_cast<int64_t>(step_times.size()) <= warmup) continue;
-    const auto& ranks = j.at("ranks");
-    rank_compute.resize(ranks.size(), 0.0);
-    for (size_t r = 0; r < ranks.size(); ++r) rank_compute[r] += ranks[r].at("compute_s").get<double>();
   }
   const int64_t measured_steps = static_cast<int64_t>(step_times.size()) - warmup;
-  if (measured_steps < 1 || rank_compute.empty()) return absl::InternalError(StrCat(e.name, ": no measured step to refit from"));
+  // Ranks are the cluster's devices in order (plans keep the cluster file's order).
+  if (measured_steps < 1 || e.device_compute_meas.size() != e.device_compute_pred.size()) {
+    return absl::InternalError(StrCat(e.name, ": no measured step to refit from"));
+  }
   double t0 = 0;
   for (int64_t i = 0; i < warmup; ++i) t0 += step_times[static_cast<size_t>(i)];
   std::ifstream tf(dir + "/" + e.name + ".trace.json");
@@ -573,19 +610,11 @@ absl::Status AddMeasured(const std::string& dir, const Entry& e, const ir::Graph
       sums.comm[op].second += pred > 0 ? meas * t / pred : 0;
     }
   }
-  // Ranks are the cluster's devices in order (plans keep the cluster file's order).
-  if (rank_compute.size() != static_cast<size_t>(cluster.size())) {
-    return absl::InternalError(StrCat(e.name, ": ", rank_compute.size(), " ranks measured for ", cluster.size(), " devices"));
-  }
-  const costmodel::ClusterModel model(cluster);
-  const std::vector<double> pred = costmodel::DeviceComputeSeconds(
-      costmodel::DescribeCost(g, e.plan.program, model, synth::SynthOptions{}.cost), costmodel::ProgramShares(e.plan.program),
-      model);
-  sums.device_pred.resize(pred.size(), 0.0);
-  sums.device_meas.resize(pred.size(), 0.0);
-  for (size_t i = 0; i < pred.size(); ++i) {
-    sums.device_pred[i] += pred[i];
-    sums.device_meas[i] += rank_compute[i] / n;
+  sums.device_pred.resize(e.device_compute_pred.size(), 0.0);
+  sums.device_meas.resize(e.device_compute_pred.size(), 0.0);
+  for (size_t i = 0; i < e.device_compute_pred.size(); ++i) {
+    sums.device_pred[i] += e.device_compute_pred[i];
+    sums.device_meas[i] += e.device_compute_meas[i];
   }
   return absl::OkStatus();
 }
@@ -632,7 +661,7 @@ absl::Status RunRefit(const BenchFlags& f) {
       sum += err, worst = std::max(worst, err), ++n;
       plans[e.name] = {{"predicted_s", e.predicted}, {"measured_s", e.measured}, {"error", (e.predicted - e.measured) / e.measured}};
       line += fmt::format(" {} {:+.0f}%", e.name, 100 * (e.predicted - e.measured) / e.measured);
-      HS_RETURN_IF_ERROR(AddMeasured(fr.out, e, g, round_cluster, f.warmup, sums));
+      HS_RETURN_IF_ERROR(AddMeasured(fr.out, e, g, f.warmup, sums));
     }
     if (n == 0) return absl::InternalError("refit: no plan ran");
     const double mean = sum / n;

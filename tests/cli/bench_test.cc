@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -49,7 +50,19 @@ TEST(CliBench, MeasuresPlanAndBaselineOnEmulatedRanks) {
     EXPECT_GT(p["efficiency_measured"].get<double>(), 0) << name;
     EXPECT_TRUE(std::filesystem::exists(out + "/" + name + ".plan.json")) << name;
     EXPECT_TRUE(std::filesystem::exists(out + "/" + name + ".trace.json")) << name;
+    // Each device's compute, predicted and measured (its rank's), in the cluster's order.
+    const auto& devices = p["compute_per_device"];
+    ASSERT_EQ(devices.size(), 4u) << name;
+    const std::vector<std::string> names = {"fast0", "fast1", "half0", "quarter0"};
+    for (size_t i = 0; i < devices.size(); ++i) {
+      EXPECT_EQ(devices[i]["device"], names[i]) << name;
+      EXPECT_GT(devices[i]["predicted_compute_s"].get<double>(), 0) << name;
+      EXPECT_GT(devices[i]["measured_compute_s"].get<double>(), 0) << name;
+    }
   }
+  // dp-ev splits the batch evenly: the two fast devices get the same compute.
+  EXPECT_DOUBLE_EQ(j["plans"][1]["compute_per_device"][0]["predicted_compute_s"].get<double>(),
+                   j["plans"][1]["compute_per_device"][1]["predicted_compute_s"].get<double>());
   EXPECT_DOUBLE_EQ(j["plans"][1]["measured_speedup_vs_dp_ev"].get<double>(), 1.0);  // dp-ev itself
   EXPECT_TRUE(std::filesystem::exists(out + "/results.md"));
   if (HaveGnuplot()) {
