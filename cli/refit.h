@@ -36,7 +36,8 @@ struct RefitSums {
 inline costmodel::Cluster Refit(costmodel::Cluster c, const RefitSums& s, std::string* said) {
   auto clamp = [](double x) { return std::isfinite(x) && x > 0 ? std::clamp(x, 0.25, 4.0) : 1.0; };
   std::vector<std::string> parts;
-  for (const costmodel::DeviceClass& k : c.Classes()) {
+  const std::vector<costmodel::DeviceClass> classes = c.Classes();
+  for (const costmodel::DeviceClass& k : classes) {
     double pred = 0, meas = 0;
     for (costmodel::DeviceId i : k.devices) {
       if (static_cast<size_t>(i) >= s.device_pred.size()) continue;
@@ -48,7 +49,13 @@ inline costmodel::Cluster Refit(costmodel::Cluster c, const RefitSums& s, std::s
       costmodel::Device& d = c.devices[static_cast<size_t>(i)];
       d.flops /= rc, d.memory_bandwidth /= rc;
     }
-    parts.push_back(fmt::format("{} x{:.3f}", c.devices[static_cast<size_t>(k.devices.front())].type, rc));
+    // Named by type, and by its first device where classes of one type differ (speed, links).
+    const costmodel::Device& first = c.devices[static_cast<size_t>(k.devices.front())];
+    const bool shared = std::count_if(classes.begin(), classes.end(), [&](const costmodel::DeviceClass& o) {
+                          return c.devices[static_cast<size_t>(o.devices.front())].type == first.type;
+                        }) > 1;
+    const std::string label = shared ? first.type + "[" + first.name + "]" : first.type;
+    parts.push_back(fmt::format("{} x{:.3f}", label, rc));
   }
   *said = fmt::format("compute {}", absl::StrJoin(parts, ", "));
   for (const auto& [op, pm] : s.comm) {

@@ -39,6 +39,17 @@ TEST(Refit, EachDeviceClassGetsItsOwnComputeRatio) {
   EXPECT_EQ(said, "compute fast x1.200, half x1.000, quarter x2.000");
 }
 
+TEST(Refit, ClassesOfOneTypeAreNamedByTheirFirstDevice) {
+  costmodel::Cluster c = Mixed();
+  c.devices[3].type = "half";  // a half device on node b whose speed differs: a second class
+  RefitSums s;
+  s.device_pred = {1.0, 1.0, 1.0, 1.0};
+  s.device_meas = {1.0, 1.0, 1.5, 2.0};
+  std::string said;
+  Refit(c, s, &said);
+  EXPECT_EQ(said, "compute fast x1.000, half[h0] x1.500, half[q0] x2.000");
+}
+
 TEST(Refit, RatiosAreClampedAndUnmeasuredClassesKept) {
   RefitSums s;
   s.device_pred = {1.0, 1.0, 1.0, 0.0};  // nothing predicted on the quarter device: kept
