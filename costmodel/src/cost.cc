@@ -512,8 +512,10 @@ std::vector<double> DeviceComputeSeconds(const ProgramCost& pc, const Shares& sh
   for (const Term& t : pc.terms) {
     if (t.kind != TermKind::kComputeFull && t.kind != TermKind::kComputeSplit && t.kind != TermKind::kComputeMesh) continue;
     const std::vector<double>& s = t.group >= 0 ? shares[static_cast<size_t>(t.group)] : even;
-    const std::vector<double> ns = NodeShares(m.mesh(), shares, t.node_group, t.node_group_world);
-    for (int i = 0; i < m.size(); ++i) out[static_cast<size_t>(i)] += DeviceTime(t, s, m, &ns, i);
+    // Node shares only where DeviceTime reads them (mesh terms), as Evaluate.
+    std::vector<double> ns;
+    if (t.kind == TermKind::kComputeMesh) ns = NodeShares(m.mesh(), shares, t.node_group, t.node_group_world);
+    for (int i = 0; i < m.size(); ++i) out[static_cast<size_t>(i)] += DeviceTime(t, s, m, ns.empty() ? nullptr : &ns, i);
   }
   return out;
 }
