@@ -89,6 +89,36 @@ TEST(HostAllocatorTest, OnceSeveralThreadsAllocateTheCacheKeepsAQuarterAboveTheP
   TrimHostCache();
 }
 
+TEST(HostAllocatorTest, NeedingAReleasedSizeAgainRaisesTheSlackUntilTheCycleFits) {
+  // Two blocks of half the peak, freed, then one of three quarters: the bound releases both
+  // halves to map it. The next round needs halves again: each regret raises the slack by the
+  // block's size (at most half the peak), and from the fourth round on nothing is mapped.
+  TrimHostCache();
+  EXPECT_EQ(GetHostCacheStats().regret_bytes, 0);
+  const size_t peak = std::max<size_t>(size_t{16} << 20, static_cast<size_t>(GetHostCacheStats().peak_live));
+  const size_t half = peak / 2 / 64 * 64, three_quarters = peak * 3 / 4 / 64 * 64;
+  auto round = [&] {
+    const HostCacheStats before = GetHostCacheStats();
+    void* a = HostAlloc(half);
+    void* b = HostAlloc(half);
+    HostFree(a);
+    HostFree(b);
+    HostFree(HostAlloc(three_quarters));
+    return GetHostCacheStats().misses - before.misses;
+  };
+  EXPECT_GT(round(), 0);
+  EXPECT_GT(GetHostCacheStats().released, 0);
+  round();
+  const HostCacheStats s = GetHostCacheStats();
+  EXPECT_GE(s.regret_bytes, static_cast<int64_t>(half));
+  EXPECT_LE(s.regret_bytes, s.peak_live / 2);
+  round();
+  EXPECT_EQ(round(), 0);
+  EXPECT_EQ(round(), 0);
+  TrimHostCache();
+  EXPECT_EQ(GetHostCacheStats().regret_bytes, 0);
+}
+
 TEST(HostAllocatorTest, ThreadsShareTheCache) {
   const int64_t base_live = GetHostCacheStats().live_bytes;
   std::vector<std::thread> threads;

@@ -15,9 +15,12 @@
 // by the smallest cached block of at least its size and at most 1/8 larger; otherwise by a fresh
 // block. The cache never holds more than 1/16 above the program's high-water mark of bytes in use
 // at once (HostCacheStats::peak_live; 1/4 once several threads allocate — thread ranks interleave
-// their allocations differently every step): before taking a fresh block, cached blocks are released,
-// largest first, until cached + in use + the new block fit under that bound — unless a cached
-// block up to twice the request can serve it instead (its pages are resident already). Blocks
+// their allocations differently every step), or more once it has had to take a fresh block that
+// a block it released would have served (HostCacheStats::regret_bytes: the slack grows by each
+// such block, up to half the peak, so a step cycling through a few sizes settles): before taking
+// a fresh block, cached blocks are released, largest first, until cached + in use + the new
+// block fit under that bound — unless a cached block up to twice the request can serve it
+// instead (its pages are resident already). Blocks
 // of 128 KiB and more are mapped from the OS, so released memory leaves the process. One mutex
 // guards the cache: thread ranks share it safely.
 #pragma once
@@ -47,10 +50,13 @@ struct HostCacheStats {
   int64_t hits = 0;          // requests served from the cache
   int64_t misses = 0;        // requests that took a fresh block from the C library
   int64_t released = 0;      // cached blocks given back to the C library to stay under the bound
+  int64_t regret_bytes = 0;  // slack learned above the peak: fresh blocks a released one would
+                             // have served (at most peak_live / 2)
 };
 HostCacheStats GetHostCacheStats();
 
-// Gives every cached block back to the C library (the blocks in use stay).
+// Gives every cached block back to the C library (the blocks in use stay) and forgets the
+// learned slack (HostCacheStats::regret_bytes).
 void TrimHostCache();
 
 // std::allocator-compatible and stateless: every HostAllocator is interchangeable, so moving and
