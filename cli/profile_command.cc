@@ -87,6 +87,9 @@ struct Measured {
   std::vector<double> forward_seconds;  // per node: its forward alone (the forward rates' fit)
   std::vector<CommSample> samples;
   costmodel::EmulationTarget target;  // --like or --ranks devices; base "host" or "gpu"
+  costmodel::OperandFit operands;     // GEMM operand bandwidth (CPU hosts; bytes_per_s 0: not fitted)
+  double rows_ratio = 0;              // the operand fit's small rows / all rows
+  std::string operands_skipped;       // why there is no fit, when it was tried
   std::string label;             // the summary's name for the device: "host" or "GPU"
   std::string ranks_label;       // e.g. "4 thread ranks", "4 virtual GPUs"
   std::string extra;             // one more summary line, or empty
@@ -123,6 +126,28 @@ std::vector<double> Shares(const std::optional<costmodel::Cluster>& like, int ra
     for (int i = 0; i < ranks; ++i) shares[static_cast<size_t>(i)] = like->devices[static_cast<size_t>(i)].flops;
   }
   return shares;
+}
+
+// The GEMM operand bandwidth (costmodel::FitOperandBandwidth) from the backend's timings of
+// GEMM-class nodes at two row counts; where there are none, m.operands_skipped says why.
+void FitOperands(const ir::Graph& g, const runtime::DeviceProfile& p, Measured& m) {
+  if (p.node_rows_large_s.empty()) {
+    m.operands_skipped = "not measured on this backend";
+    return;
+  }
+  absl::StatusOr<costmodel::OperandFit> fit =
+      costmodel::FitOperandBandwidth(g, p.node_rows_large_s, p.node_rows_small_s, p.operand_rows_ratio);
+  if (!fit.ok()) {
+    m.operands_skipped = std::string(fit.status().message());
+    return;
+  }
+  m.operands = *fit;
+  m.rows_ratio = p.operand_rows_ratio;
+  if (fit->bytes_per_s <= 0) {
+    m.operands_skipped = fit->nodes == 0 ? "no GEMM-class node with parameters whose rows divide by 8"
+                                         : fmt::format("the time that does not shrink with the rows is under {:.0f}%",
+                                                       costmodel::kMinOperandShare * 100);
+  }
 }
 
 // Backend::Profile on device 0 — per node forward + backward times of its trainer, the
@@ -173,11 +198,14 @@ absl::StatusOr<Measured> Measure(const runtime::Backend& backend, const ProfileF
     return absl::InvalidArgumentError(StrCat("--model ", spec.name, ": its kernels took no measurable ", p.clock,
                                              "; use a larger model or --batch"));
   }
+  FitOperands(g, p, m);
+  times.operand_bytes_per_s = m.operands.bytes_per_s;
   HS_ASSIGN_OR_RETURN(m.compute, Classify(g, times, m.target));
   m.forward_seconds = p.node_forward_seconds;
   // Where the plan executor computes slower than the kernels alone, so do the emulated devices.
   m.compute.flops_per_s /= p.compute_scale;
   m.compute.bytes_per_s /= p.compute_scale;
+  m.compute.operand_bytes_per_s /= p.compute_scale;
   if (!p.comm_description.empty()) fmt::print(stderr, "profile: collectives on {}\n", p.comm_description);
   for (const runtime::CollectiveTime& c : p.collectives) {
     int op = 0;
@@ -231,7 +259,8 @@ absl::Status RunProfile(const ProfileFlags& f) {
   const costmodel::LinkFit fit = costmodel::FitLink(samples);
 
   // 3. The cluster file.
-  costmodel::Cluster out = costmodel::EmulatedCluster(m.target, host.flops_per_s, host.bytes_per_s, fit.link());
+  costmodel::Cluster out =
+      costmodel::EmulatedCluster(m.target, host.flops_per_s, host.bytes_per_s, fit.link(), host.operand_bytes_per_s);
   if (f.keep_links) {
     if (!like) return absl::InvalidArgumentError("--keep-links needs --like (whose links to keep)");
     out.inter_node = like->inter_node;
@@ -253,11 +282,19 @@ absl::Status RunProfile(const ProfileFlags& f) {
 
   // 4. Summary.
   fmt::print("{:<13} {:.4g} GFLOP/s GEMM-class ({} compute-bound nodes, {:.3f} ms/step){}\n", m.label + " compute:",
-             host.flops_per_s / 1e9, host.compute_nodes, host.compute_s * 1e3,
+             host.flops_per_s / 1e9, host.compute_nodes, (host.compute_s + host.operand_s) * 1e3,
              host.flops_fallback ? "; no compute-bound node: all nodes' FLOPs over their time" : "");
   fmt::print("{:<13} {:.4g} GB/s ({} memory-bound nodes, {:.3f} ms/step){}\n", m.label + " memory:", host.bytes_per_s / 1e9,
              host.memory_nodes, host.memory_s * 1e3,
              host.bandwidth_fallback ? "; no memory-bound node: all nodes' bytes over their time" : "");
+  if (host.operand_bytes_per_s > 0) {
+    fmt::print("{:<13} {:.4g} GB/s GEMM parameter operands ({} GEMM-class nodes timed alone at all rows and 1/{:.0f}: "
+               "{:.3f} of their {:.3f} ms does not shrink with the rows; a batch shard pays it whole)\n",
+               m.label + " operands:", host.operand_bytes_per_s / 1e9, m.operands.nodes, 1 / m.rows_ratio,
+               m.operands.fixed_s * 1e3, m.operands.node_s * 1e3);
+  } else if (!m.operands_skipped.empty()) {
+    fmt::print("{:<13} not priced apart ({})\n", m.label + " operands:", m.operands_skipped);
+  }
   if (fwd.flops_per_s > 0 || fwd.bytes_per_s > 0) {
     fmt::print("{:<13} {:.4g} GFLOP/s, {:.4g} GB/s ({} compute-bound, {} memory-bound nodes, forward alone; "
                "inference placement prices with these)\n",

@@ -47,7 +47,7 @@ inline costmodel::Cluster Refit(costmodel::Cluster c, const RefitSums& s, std::s
     const double rc = clamp(meas / pred);
     for (costmodel::DeviceId i : k.devices) {
       costmodel::Device& d = c.devices[static_cast<size_t>(i)];
-      d.flops /= rc, d.memory_bandwidth /= rc;
+      d.flops /= rc, d.memory_bandwidth /= rc, d.gemm_operand_bandwidth /= rc;
     }
     // Named by type, and by its first device where classes of one type differ (speed, links).
     const costmodel::Device& first = c.devices[static_cast<size_t>(k.devices.front())];

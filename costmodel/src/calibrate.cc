@@ -29,7 +29,15 @@ KernelRates RatesOnCluster(const ir::Graph& g, const KernelTimes& t, const Clust
     if (term.memory_bound) {
       h.bytes += term.coefficient, h.memory_s += t.seconds[n], ++h.memory_nodes;
     } else {
-      h.flops += term.coefficient, h.compute_s += t.seconds[n], ++h.compute_nodes;
+      // With an operand rate, the parameters' streaming is priced apart (ComputeSeconds); what
+      // is left is the FLOPs' time (at least a quarter of the node's: a rate off for one node
+      // must not make its FLOPs free).
+      double operand_s = 0;
+      if (t.operand_bytes_per_s > 0) {
+        operand_s = std::min(0.75 * t.seconds[n], (term.operand_bytes_whole + term.operand_bytes_split) / t.operand_bytes_per_s);
+      }
+      h.flops += term.coefficient, h.compute_s += t.seconds[n] - operand_s, ++h.compute_nodes;
+      h.operand_s += operand_s;
     }
   }
   // The optimizer update is memory-bound work: OptimizerTerm charges optimizer_bytes_factor ×
@@ -37,6 +45,7 @@ KernelRates RatesOnCluster(const ir::Graph& g, const KernelTimes& t, const Clust
   double param_bytes = 0;
   for (ir::ValueId p : g.parameters()) param_bytes += ValueBytes(g, p);
   if (t.optimizer_s > 0) h.bytes += o.optimizer_bytes_factor * param_bytes, h.memory_s += t.optimizer_s;
+  h.operand_bytes_per_s = t.operand_bytes_per_s;
   h.flops_per_s = h.compute_s > 0 && h.flops > 0 ? h.flops / h.compute_s : 0;
   h.bytes_per_s = h.memory_s > 0 && h.bytes > 0 ? h.bytes / h.memory_s : 0;
   if (h.flops_per_s <= 0 && all_s > 0) h.flops_per_s = all_flops / all_s, h.flops_fallback = true;
@@ -44,13 +53,44 @@ KernelRates RatesOnCluster(const ir::Graph& g, const KernelTimes& t, const Clust
   return h;
 }
 
-Cluster EmulatedCluster(const EmulationTarget& t, double flops, double memory_bandwidth, const Link& link) {
+absl::StatusOr<OperandFit> FitOperandBandwidth(const ir::Graph& g, const std::vector<double>& large_s,
+                                               const std::vector<double>& small_s, double rows_ratio) {
+  const size_t num_nodes = g.nodes().size();
+  if (large_s.size() != num_nodes || small_s.size() != num_nodes) {
+    return absl::InvalidArgumentError(StrCat("operand fit: ", large_s.size(), " and ", small_s.size(), " times for graph '",
+                                             g.name(), "' of ", num_nodes, " nodes; expected one per node"));
+  }
+  if (!(rows_ratio > 0 && rows_ratio < 1)) {
+    return absl::InvalidArgumentError(StrCat("operand fit: rows ratio ", rows_ratio, "; expected a number in (0, 1)"));
+  }
+  OperandFit fit;
+  for (size_t n = 0; n < num_nodes; ++n) {
+    if (!(large_s[n] > 0 && small_s[n] > 0)) continue;
+    const ir::Node& node = g.nodes()[n];
+    double bytes = 0;
+    for (ir::ValueId v : node.inputs) {
+      if (g.value(v).kind == ir::ValueKind::kParameter) bytes += OperandBytes(g, v);
+    }
+    if (bytes <= 0) continue;
+    const double x = (large_s[n] - small_s[n]) / (1 - rows_ratio);
+    fit.fixed_s += large_s[n] - x;
+    fit.node_s += large_s[n];
+    fit.bytes += bytes;
+    ++fit.nodes;
+  }
+  if (fit.nodes > 0 && fit.fixed_s > kMinOperandShare * fit.node_s) fit.bytes_per_s = fit.bytes / fit.fixed_s;
+  return fit;
+}
+
+Cluster EmulatedCluster(const EmulationTarget& t, double flops, double memory_bandwidth, const Link& link,
+                        double operand_bandwidth) {
   Cluster c;
   if (!t.like) {
     c.name = t.base;
     c.nodes.push_back({"n0", link});
     for (int i = 0; i < t.ranks; ++i) {
       c.devices.push_back({StrCat(t.base, i), t.base, 0, flops, t.memory_per_device, memory_bandwidth});
+      c.devices.back().gemm_operand_bandwidth = operand_bandwidth;
     }
   } else {
     c = *t.like;
@@ -62,6 +102,7 @@ Cluster EmulatedCluster(const EmulationTarget& t, double flops, double memory_ba
       const double r = d.flops / max_flops;
       d.flops = flops * r;
       d.memory_bandwidth = memory_bandwidth * r;
+      d.gemm_operand_bandwidth = operand_bandwidth * r;
     }
     for (Node& n : c.nodes) n.intra = link;
   }

@@ -32,11 +32,12 @@ constexpr int64_t kMaxCount = 1 << 20;
 const std::vector<std::string> kTopFields = {"format", "version", "name", "device_types", "nodes",
                                              "devices", "links", "collectives"};
 const std::vector<std::string> kTypeFields = {"flops", "memory_bytes", "memory_bandwidth", "forward_flops",
-                                              "forward_memory_bandwidth"};
+                                              "forward_memory_bandwidth", "gemm_operand_bandwidth"};
 const std::vector<std::string> kNodeFields = {"name", "intra_node"};
 const std::vector<std::string> kDeviceFields = {"name", "name_prefix", "count", "type", "node",
                                                 "flops", "memory_bytes", "memory_bandwidth",
-                                                "forward_flops", "forward_memory_bandwidth"};
+                                                "forward_flops", "forward_memory_bandwidth",
+                                                "gemm_operand_bandwidth"};
 const std::vector<std::string> kLinksFields = {"intra_node", "inter_node"};
 const std::vector<std::string> kLinkFields = {"bandwidth", "latency"};
 const std::vector<std::string> kCollectiveFields = {"op", "link", "samples"};
@@ -114,6 +115,7 @@ struct DeviceType {
   double memory_bandwidth = 0;
   double forward_flops = 0;             // 0: absent
   double forward_memory_bandwidth = 0;  // 0: absent
+  double gemm_operand_bandwidth = 0;    // 0: absent
 };
 
 class Reader {
@@ -294,6 +296,10 @@ class Reader {
         HS_ASSIGN_OR_RETURN(t.forward_memory_bandwidth, Positive(it.value()["forward_memory_bandwidth"], where,
                                                                  "forward_memory_bandwidth", "bytes/s"));
       }
+      if (it.value().contains("gemm_operand_bandwidth")) {
+        HS_ASSIGN_OR_RETURN(t.gemm_operand_bandwidth, Positive(it.value()["gemm_operand_bandwidth"], where,
+                                                               "gemm_operand_bandwidth", "bytes/s"));
+      }
       types_[it.key()] = t;
       type_names_.push_back(it.key());
     }
@@ -387,6 +393,7 @@ class Reader {
         proto.memory_bandwidth = type_it->second.memory_bandwidth;
         proto.forward_flops = type_it->second.forward_flops;
         proto.forward_memory_bandwidth = type_it->second.forward_memory_bandwidth;
+        proto.gemm_operand_bandwidth = type_it->second.gemm_operand_bandwidth;
       }
       // Inline fields override the type's: one odd card need not get a type of its own.
       if (d.contains("flops")) {
@@ -405,6 +412,10 @@ class Reader {
       if (d.contains("forward_memory_bandwidth")) {
         HS_ASSIGN_OR_RETURN(proto.forward_memory_bandwidth,
                             Positive(d["forward_memory_bandwidth"], where, "forward_memory_bandwidth", "bytes/s"));
+      }
+      if (d.contains("gemm_operand_bandwidth")) {
+        HS_ASSIGN_OR_RETURN(proto.gemm_operand_bandwidth,
+                            Positive(d["gemm_operand_bandwidth"], where, "gemm_operand_bandwidth", "bytes/s"));
       }
 
       for (int64_t k = 0; k < count; ++k) {
@@ -544,6 +555,7 @@ std::vector<DeviceClass> Cluster::Classes() const {
     if (d.forward_flops > 0 || d.forward_memory_bandwidth > 0) {
       key += StrCat(" forward_flops=", Num(d.forward_flops), " forward_memory_bandwidth=", Num(d.forward_memory_bandwidth));
     }
+    if (d.gemm_operand_bandwidth > 0) key += StrCat(" gemm_operand_bandwidth=", Num(d.gemm_operand_bandwidth));
     const auto [it, fresh] = index.emplace(key, classes.size());
     if (fresh) classes.push_back({std::move(key), {}});
     classes[it->second].devices.push_back(static_cast<DeviceId>(i));
@@ -601,12 +613,14 @@ absl::StatusOr<Cluster> SubCluster(const Cluster& c, const std::vector<std::stri
 
 namespace {
 
-// The optional forward rates of a device type or device, written only where given (> 0), so
-// that a cluster without them writes — and fingerprints — as before they existed.
-std::string ForwardJson(double forward_flops, double forward_memory_bandwidth) {
+// The optional rates of a device type or device (forward rates, GEMM operand bandwidth),
+// written only where given (> 0), so that a cluster without them writes — and fingerprints — as
+// before they existed.
+std::string OptionalJson(double forward_flops, double forward_memory_bandwidth, double gemm_operand_bandwidth) {
   std::string s;
   if (forward_flops > 0) s += StrCat(", \"forward_flops\": ", Num(forward_flops));
   if (forward_memory_bandwidth > 0) s += StrCat(", \"forward_memory_bandwidth\": ", Num(forward_memory_bandwidth));
+  if (gemm_operand_bandwidth > 0) s += StrCat(", \"gemm_operand_bandwidth\": ", Num(gemm_operand_bandwidth));
   return s;
 }
 
@@ -620,7 +634,8 @@ std::string ClusterToJson(const Cluster& c) {
   for (const auto& [name, d] : type_proto) {
     types.push_back(StrCat(Quote(name), ": {\"flops\": ", Num(d->flops), ", \"memory_bytes\": ",
                            Num(d->memory_bytes), ", \"memory_bandwidth\": ", Num(d->memory_bandwidth),
-                           ForwardJson(d->forward_flops, d->forward_memory_bandwidth), "}"));
+                           OptionalJson(d->forward_flops, d->forward_memory_bandwidth, d->gemm_operand_bandwidth),
+                           "}"));
   }
   // The first node's intra link is the default; other nodes carry an override only when they differ.
   const Link default_intra = c.nodes.empty() ? Link{} : c.nodes.front().intra;
@@ -641,8 +656,9 @@ std::string ClusterToJson(const Cluster& c) {
     if (d.memory_bandwidth != t.memory_bandwidth) {
       item += StrCat(", \"memory_bandwidth\": ", Num(d.memory_bandwidth));
     }
-    item += ForwardJson(d.forward_flops != t.forward_flops ? d.forward_flops : 0,
-                        d.forward_memory_bandwidth != t.forward_memory_bandwidth ? d.forward_memory_bandwidth : 0);
+    item += OptionalJson(d.forward_flops != t.forward_flops ? d.forward_flops : 0,
+                         d.forward_memory_bandwidth != t.forward_memory_bandwidth ? d.forward_memory_bandwidth : 0,
+                         d.gemm_operand_bandwidth != t.gemm_operand_bandwidth ? d.gemm_operand_bandwidth : 0);
     devices.push_back(item + "}");
   }
   std::vector<std::string> tables;

@@ -97,6 +97,17 @@ Term MakeComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRu
   const double flops = f.forward + f.backward;
   t.memory_bound = !ir::IsGemmLike(n.kind) && memory_bound(flops, bytes);
   t.coefficient = t.memory_bound ? bytes : flops;
+  if (ir::IsGemmLike(n.kind)) {
+    // Every operand (inputs and output) the rule splits shrinks with the share; the others
+    // (replicated, or partial sums of the whole shape) are streamed whole on every device.
+    auto add = [&](ir::ValueId v, const instr::Property& q) {
+      const bool split = t.kind == TermKind::kComputeSplit &&
+                         (q.kind == instr::PropKind::kGather || (q.mixed && q.outer_kind == instr::PropKind::kGather));
+      (split ? t.operand_bytes_split : t.operand_bytes_whole) += OperandBytes(g, v);
+    };
+    for (size_t k = 0; k < n.inputs.size() && k < rule.pre.size(); ++k) add(n.inputs[k], rule.pre[k]);
+    add(n.output, rule.post);
+  }
   // Forward reads the inputs and writes the output: a third of NodeComputeBytes.
   t.forward_fraction = t.memory_bound ? 1.0 / 3.0 : (flops > 0 ? f.forward / flops : 0.5);
   return t;
@@ -110,6 +121,14 @@ Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& 
 
 Term ComputeTerm(const ir::Graph& g, ir::NodeId node, const instr::ComputeRule& rule, const Cluster& c) {
   return MakeComputeTerm(g, node, rule, [&](double f, double b) { return MemoryBound(f, b, c); });
+}
+
+double OperandBytes(const ir::Graph& g, ir::ValueId v) { return 3.0 * ValueBytes(g, v); }
+
+double ComputeSeconds(const Term& t, double share, const Device& d) {
+  double s = t.coefficient * share / (t.memory_bound ? d.memory_bandwidth : d.flops);
+  if (d.gemm_operand_bandwidth > 0) s += (t.operand_bytes_whole + t.operand_bytes_split * share) / d.gemm_operand_bandwidth;
+  return s;
 }
 
 bool IsMeshKind(TermKind k) {
@@ -200,14 +219,14 @@ instr::InstrKind Dual(instr::InstrKind k) {
 double DeviceTime(const Term& t, const std::vector<double>& shares, const ClusterModel& m,
                   const std::vector<double>* node_share, int i) {
   const Device& d = m.cluster().devices[static_cast<size_t>(i)];
-  double work = t.kind == TermKind::kComputeFull ? t.coefficient : t.coefficient * shares[static_cast<size_t>(i)];
+  double share = t.kind == TermKind::kComputeFull ? 1.0 : shares[static_cast<size_t>(i)];
   if (t.kind == TermKind::kComputeMesh) {
-    work = t.coefficient * (t.group >= 0 ? shares[static_cast<size_t>(i)] : 1.0);
+    share = t.group >= 0 ? shares[static_cast<size_t>(i)] : 1.0;
     if (t.node_group >= 0 && node_share != nullptr) {
-      work *= (*node_share)[static_cast<size_t>(m.mesh().node_of[static_cast<size_t>(i)])];
+      share *= (*node_share)[static_cast<size_t>(m.mesh().node_of[static_cast<size_t>(i)])];
     }
   }
-  return work / (t.memory_bound ? d.memory_bandwidth : d.flops);
+  return ComputeSeconds(t, share, d);
 }
 
 // A compute term's time: its slowest device's.

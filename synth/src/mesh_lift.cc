@@ -22,6 +22,7 @@ costmodel::Cluster NodeCluster(const costmodel::Cluster& c, int node, double sca
     x.node = 0;
     x.flops *= scale;
     x.memory_bandwidth *= scale;
+    x.gemm_operand_bandwidth *= scale;
     out.devices.push_back(x);
   }
   return out;

@@ -3,6 +3,9 @@
 // small by collapsing per-instruction maxima into one variable per kind of maximum:
 //   zF ≥ r_c·Fmax/F_c    (split GEMM-class compute:  Σ FLOPs · zF / Fmax)
 //   zB ≥ r_c·BWmax/BW_c  (split memory-bound compute)
+//   zG ≥ A·r_c/F_c + (S·r_c + W)/G_c   (instead of zF when devices have a GEMM operand
+//        bandwidth G_c: A the split GEMM-class FLOPs, S and W their split and whole parameter
+//        operand bytes; each term takes its FLOPs' fraction of zG)
 //   y  ≥ r_c             (padded collectives and all-to-all: max share)
 //   w  ≥ 1 − r_c, w ≥ (n−1)·r_c   (grouped collectives)
 // so it has O(classes) rows whatever the program's length. Z3 solves it exactly; coefficients
@@ -75,10 +78,14 @@ struct Lin {
 class LpBuilder {
  public:
   LpBuilder(const costmodel::ClusterModel& m, const std::vector<costmodel::DeviceClass>& classes,
-            const std::vector<double>& current)
+            const std::vector<double>& current, const costmodel::ProgramCost& pc)
       : m_(m), classes_(classes), current_(current) {
     const costmodel::Cluster& c = m.cluster();
-    for (const costmodel::Device& d : c.devices) fmax_ = std::max(fmax_, d.flops), bwmax_ = std::max(bwmax_, d.memory_bandwidth);
+    bool operands = false;
+    for (const costmodel::Device& d : c.devices) {
+      fmax_ = std::max(fmax_, d.flops), bwmax_ = std::max(bwmax_, d.memory_bandwidth);
+      operands = operands || d.gemm_operand_bandwidth > 0;
+    }
     class_of_.assign(static_cast<size_t>(c.size()), 0);
     for (size_t k = 0; k < classes.size(); ++k) {
       for (costmodel::DeviceId d : classes[k].devices) class_of_[static_cast<size_t>(d)] = static_cast<int>(k);
@@ -92,6 +99,23 @@ class LpBuilder {
       b.terms[static_cast<int>(k)] = bwmax_ / d.memory_bandwidth;
       rows_.push_back({zf_, a});
       rows_.push_back({zb_, b});
+    }
+    if (!operands) return;
+    // Split GEMM-class work with its parameter operands, summed per device (ms).
+    double split_bytes = 0, whole_bytes = 0;
+    for (const costmodel::Term& t : pc.terms) {
+      if (t.kind != costmodel::TermKind::kComputeSplit || t.memory_bound) continue;
+      gemm_flops_ += t.coefficient, split_bytes += t.operand_bytes_split, whole_bytes += t.operand_bytes_whole;
+    }
+    if (!(gemm_flops_ > 0) || split_bytes + whole_bytes <= 0) return;
+    zg_ = NewVar("zG");
+    for (size_t k = 0; k < classes.size(); ++k) {
+      const costmodel::Device& d = c.devices[static_cast<size_t>(classes[k].devices.front())];
+      const double g = d.gemm_operand_bandwidth;
+      Lin row;
+      row.terms[static_cast<int>(k)] = 1e3 * (gemm_flops_ / d.flops + (g > 0 ? split_bytes / g : 0.0));
+      row.constant = g > 0 ? 1e3 * whole_bytes / g : 0.0;
+      rows_.push_back({zg_, row});
     }
   }
 
@@ -110,13 +134,15 @@ class LpBuilder {
     double forward_fraction = 1;
     if (t.kind == TermKind::kComputeSplit) {
       const bool mb = t.memory_bound;
-      total.terms[mb ? zb_ : zf_] = 1e3 * t.coefficient / (mb ? bwmax_ : fmax_);
+      if (!mb && zg_ >= 0) {
+        total.terms[zg_] = t.coefficient / gemm_flops_;
+      } else {
+        total.terms[mb ? zb_ : zf_] = 1e3 * t.coefficient / (mb ? bwmax_ : fmax_);
+      }
       forward_fraction = t.forward_fraction;
     } else if (t.kind == TermKind::kComputeFull) {
       double slowest = 0;
-      for (const costmodel::Device& d : m_.cluster().devices) {
-        slowest = std::max(slowest, t.coefficient / (t.memory_bound ? d.memory_bandwidth : d.flops));
-      }
+      for (const costmodel::Device& d : m_.cluster().devices) slowest = std::max(slowest, costmodel::ComputeSeconds(t, 1.0, d));
       total.constant = 1e3 * slowest;
       forward_fraction = t.forward_fraction;
     } else if (costmodel::IsCollective(t.kind) && m_.size() > 1) {
@@ -186,6 +212,8 @@ class LpBuilder {
   std::vector<int> class_of_;
   double fmax_ = 0, bwmax_ = 0;
   int zf_ = -1, zb_ = -1;
+  int zg_ = -1;             // -1: no GEMM operand bandwidth, split GEMM work priced with zF
+  double gemm_flops_ = 0;   // FLOPs of the split GEMM-class terms zG sums
   std::vector<std::string> names_;
   std::map<std::pair<int, size_t>, int> phase_vars_;
   std::vector<std::pair<int, Lin>> rows_;
@@ -233,7 +261,7 @@ absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const i
   const costmodel::ProgramCost pc = costmodel::DescribeCost(g, p, model, o.cost);
   const std::vector<costmodel::DeviceClass> classes = c.Classes();
   std::vector<double> current = p.ratios.empty() ? std::vector<double>(static_cast<size_t>(n), 1.0 / n) : p.ratios[0];
-  LpBuilder lp(model, classes, current);
+  LpBuilder lp(model, classes, current, pc);
 
   // The objective. Without overlap, every term adds. With it, the critical path of the two
   // streams (costmodel::Evaluate), unrolled into rows that are linear in the variables:

@@ -72,6 +72,12 @@ TEST(CliProfile, LikeMixed4KeepsDevicesAndRelativeSpeeds) {
     }
   }
   EXPECT_NE(r.output.find("host forward:"), std::string::npos) << r.output;
+  // The GEMM operand bandwidth: fitted and in the same ratios, or absent with the reason said.
+  EXPECT_NE(r.output.find("host operands:"), std::string::npos) << r.output;
+  EXPECT_EQ(c->devices[0].gemm_operand_bandwidth > 0, r.output.find("not priced apart") == std::string::npos) << r.output;
+  for (int i = 0; i < 4 && c->devices[0].gemm_operand_bandwidth > 0; ++i) {
+    EXPECT_NEAR(c->devices[static_cast<size_t>(i)].gemm_operand_bandwidth / c->devices[0].gemm_operand_bandwidth, ratios[i], 1e-9);
+  }
   EXPECT_EQ(c->Classes().size(), like->Classes().size());
   const hetsynth::costmodel::Link w = c->WorldLink();
   EXPECT_TRUE(PositiveFinite(w.bandwidth)) << w.bandwidth;

@@ -208,6 +208,34 @@ TEST(ClusterJson, ForwardRatesAreOptionalAndRoundTrip) {
   EXPECT_HAS(Error(j), "devices[1] ('gpu1'): forward_memory_bandwidth=0; expected a positive number (bytes/s)");
 }
 
+TEST(ClusterJson, GemmOperandBandwidthIsOptionalRoundTripsAndSeparatesClasses) {
+  json j = Base();
+  j["device_types"]["V100"]["gemm_operand_bandwidth"] = 4e11;
+  absl::StatusOr<Cluster> a = ParseCluster(j.dump(), "lab.json");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_DOUBLE_EQ(a->devices[0].gemm_operand_bandwidth, 4e11);
+  EXPECT_EQ(a->devices[2].gemm_operand_bandwidth, 0);  // a P100: absent, not priced apart
+  const std::string text = ClusterToJson(*a);
+  absl::StatusOr<Cluster> b = ParseCluster(text, "canonical.json");
+  ASSERT_TRUE(b.ok()) << b.status() << "\n" << text;
+  EXPECT_EQ(ClusterToJson(*b), text);
+  const absl::StatusOr<Cluster> base = ParseCluster(Base().dump(), "lab.json");
+  ASSERT_TRUE(base.ok());
+  EXPECT_EQ(ClusterToJson(*base).find("gemm_operand"), std::string::npos);
+  EXPECT_NE(base->Fingerprint(), a->Fingerprint());
+  // The rate is part of a class's identity; a device may override its type's.
+  EXPECT_NE(a->Classes()[0].key.find("gemm_operand_bandwidth=4e+11"), std::string::npos) << a->Classes()[0].key;
+  j["devices"][1]["gemm_operand_bandwidth"] = 2e11;
+  absl::StatusOr<Cluster> c = ParseCluster(j.dump(), "lab.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_DOUBLE_EQ(c->devices[1].gemm_operand_bandwidth, 2e11);
+  j["devices"][1]["gemm_operand_bandwidth"] = "fast";
+  EXPECT_HAS(Error(j), "devices[1] ('gpu1'): gemm_operand_bandwidth=\"fast\"; expected a positive number (bytes/s)");
+  j = Base();
+  j["device_types"]["V100"]["gemm_operand_bandwidth"] = 0;
+  EXPECT_HAS(Error(j), "device_types.V100: gemm_operand_bandwidth=0; expected a positive number (bytes/s)");
+}
+
 TEST(ClusterJson, ExamplesRoundTripToTheSameFingerprint) {
   for (const char* file : {"reference-64.json", "homogeneous-8.json", "mixed-4.json", "large-1024.json"}) {
     const Cluster a = Load(file);

@@ -221,6 +221,33 @@ TEST(TermTime, ComputeSplitIsTheSlowestDevicesShareAndFullTheSlowestDevice) {
   EXPECT_DOUBLE_EQ(TermTime(t, kUneven, c), 2.0);
 }
 
+TEST(TermTime, GemmOperandBandwidthChargesWholeOperandsToEveryDeviceAndSplitOnesByShare) {
+  // FLOP/s 4e12, 2e12, 1e12, 1e12; GEMM operand bandwidth a hundredth of that on the first
+  // three, none on the last (its operands are not priced apart).
+  Cluster c = OneNode({{4e12, 4e11}, {2e12, 2e11}, {1e12, 1e11}, {1e12, 1e11}}, kLink);
+  for (int i = 0; i < 3; ++i) c.devices[static_cast<size_t>(i)].gemm_operand_bandwidth = c.devices[static_cast<size_t>(i)].flops / 100;
+  Term t;
+  t.kind = TermKind::kComputeSplit;
+  t.coefficient = 1e12;        // FLOPs
+  t.operand_bytes_whole = 1e9;  // every device streams it whole
+  t.operand_bytes_split = 2e9;  // by share
+  // d0: 0.1 + (1e9 + 0.4·2e9)/4e10 = 0.145;  d1: 0.15 + (1e9 + 0.3·2e9)/2e10 = 0.23;
+  // d2: 0.2 + (1e9 + 0.2·2e9)/1e10 = 0.34;   d3: 0.1 (no operand bandwidth).
+  EXPECT_DOUBLE_EQ(ComputeSeconds(t, 0.4, c.devices[0]), 0.145);
+  EXPECT_DOUBLE_EQ(ComputeSeconds(t, 0.3, c.devices[1]), 0.23);
+  EXPECT_DOUBLE_EQ(TermTime(t, kUneven, c), 0.34);
+  t.group = 0;  // each device's own (what its rank measures)
+  const std::vector<double> per_device =
+      DeviceComputeSeconds(ProgramCost{{t}, {}, false}, Shares{kUneven}, ClusterModel(c));
+  ASSERT_EQ(per_device.size(), 4u);
+  EXPECT_DOUBLE_EQ(per_device[0], 0.145);
+  EXPECT_DOUBLE_EQ(per_device[2], 0.34);
+  EXPECT_DOUBLE_EQ(per_device[3], 0.1);
+  // Full work: share 1 on every device, all of it: d2 1 + 3e9/1e10.
+  t.kind = TermKind::kComputeFull;
+  EXPECT_DOUBLE_EQ(TermTime(t, kUneven, c), 1.3);
+}
+
 // ---- terms of a graph ------------------------------------------------------------------------
 
 TEST(CostTerms, NodeComputeBytesIsThreeTimesInputsAndOutput) {
@@ -260,6 +287,35 @@ TEST(CostTerms, ComputeTermPricesGemmByFlopsAndOthersByWhatBindsThem) {
   const Term relu_fast = ComputeTerm(g, NodeOf(g, "relu"), rules("relu")[0], fast_memory);
   EXPECT_FALSE(relu_fast.memory_bound);
   EXPECT_EQ(relu_fast.coefficient, 64.0);
+}
+
+TEST(CostTerms, GemmOperandsAreWholeWhereTheRuleLeavesThemWholeAndSplitWhereItSplits) {
+  // fc's operands, 3 × bytes: x 3·512, W 3·256, b 3·16, output 3·128.
+  const ir::Graph g = Tiny();
+  const Cluster c = OneNode({{2e9, 1e9}, {1e9, 0.5e9}}, Link{1e9, 1e-6});
+  const auto rules = instr::ShardingRules(g, NodeOf(g, "fc"));
+  const Term replicated = ComputeTerm(g, NodeOf(g, "fc"), rules[0], c);
+  EXPECT_EQ(replicated.operand_bytes_whole, 3.0 * (512 + 256 + 16 + 128));
+  EXPECT_EQ(replicated.operand_bytes_split, 0.0);
+  EXPECT_EQ(OperandBytes(g, g.Find("fc.weight")), 768.0);
+  const Term batch = ComputeTerm(g, NodeOf(g, "fc"), rules[1], c);  // "batch0": W and b whole
+  EXPECT_EQ(batch.operand_bytes_whole, 3.0 * (256 + 16));
+  EXPECT_EQ(batch.operand_bytes_split, 3.0 * (512 + 128));
+  // A column split (W's rows, b and the output's columns) leaves x whole.
+  for (const instr::ComputeRule& r : rules) {
+    if (r.post.kind != instr::PropKind::kGather || r.post.dim != 1) continue;
+    const Term column = ComputeTerm(g, NodeOf(g, "fc"), r, c);
+    EXPECT_EQ(column.operand_bytes_whole, 3.0 * 512);
+    EXPECT_EQ(column.operand_bytes_split, 3.0 * (256 + 16 + 128));
+  }
+  // Not GEMM-class: no operands priced apart.
+  const Term relu = ComputeTerm(g, NodeOf(g, "relu"), instr::ShardingRules(g, NodeOf(g, "relu"))[0], c);
+  EXPECT_EQ(relu.operand_bytes_whole + relu.operand_bytes_split, 0.0);
+  // Priced: fc batch0 at 0.25 on d1 (1e9 FLOP/s) with an operand bandwidth of 1e9 B/s:
+  //   3136·0.25/1e9 + (816 + 0.25·1920)/1e9 = 7.84e-7 + 1.296e-6.
+  Device d1 = c.devices[1];
+  d1.gemm_operand_bandwidth = 1e9;
+  EXPECT_CLOSE(ComputeSeconds(batch, 0.25, d1), 7.84e-7 + 1.296e-6);
 }
 
 TEST(CostTerms, CollectiveGradientAndOptimizerTerms) {
@@ -789,6 +845,53 @@ TEST(RatesOnCluster, WithoutAComputeBoundNodeFlopsFallBackToAllTimedNodes) {
   EXPECT_DOUBLE_EQ(r.bytes_per_s, (768.0 + 492.0) / 2e-6);
 }
 
+TEST(RatesOnCluster, AnOperandRateTakesTheGemmOperandsOutOfTheFlopsTime) {
+  const ir::Graph g = Tiny();
+  KernelTimes t;
+  t.seconds = {2e-6, 1e-6, 1e-6};
+  t.backward = {true, true, true};
+  // fc's operands, 2736 B (replicated: all whole), at 2736 B per µs: 1 µs of its 2.
+  t.operand_bytes_per_s = 2736 / 1e-6;
+  KernelRates r = RatesOnCluster(g, t, Pair(1e9, 1e9), CostOptions{});
+  EXPECT_DOUBLE_EQ(r.operand_bytes_per_s, t.operand_bytes_per_s);
+  EXPECT_CLOSE(r.operand_s, 1e-6);
+  EXPECT_CLOSE(r.flops_per_s, 3136 / 1e-6);
+  // So fc's price at all its rows is what was measured.
+  Cluster c = Pair(r.flops_per_s, 1e9);
+  c.devices[0].gemm_operand_bandwidth = r.operand_bytes_per_s;
+  EXPECT_CLOSE(ComputeSeconds(ComputeTerm(g, NodeOf(g, "fc"), instr::ShardingRules(g, NodeOf(g, "fc"))[0], c), 1.0,
+                              c.devices[0]),
+               2e-6);
+  // A rate so low that the operands would take all the time: at most 3/4 of it comes off.
+  t.operand_bytes_per_s = 1;
+  r = RatesOnCluster(g, t, Pair(1e9, 1e9), CostOptions{});
+  EXPECT_CLOSE(r.flops_per_s, 3136 / 0.5e-6);
+}
+
+TEST(FitOperandBandwidth, TheTimeThatDoesNotShrinkWithTheRowsIsTheParametersStreaming) {
+  const ir::Graph g = Tiny();  // fc: W and b, OperandBytes 3·(256 + 16) = 816
+  // fc: 1.6 µs that scale with the rows and 0.4 µs that do not: 2 µs at all rows, 0.6 at 1/8.
+  absl::StatusOr<OperandFit> fit = FitOperandBandwidth(g, {2e-6, 0, 0}, {0.6e-6, 0, 0}, 0.125);
+  ASSERT_TRUE(fit.ok()) << fit.status();
+  EXPECT_EQ(fit->nodes, 1);
+  EXPECT_CLOSE(fit->fixed_s, 0.4e-6);
+  EXPECT_CLOSE(fit->node_s, 2e-6);
+  EXPECT_DOUBLE_EQ(fit->bytes, 816.0);
+  EXPECT_CLOSE(fit->bytes_per_s, 816 / 0.4e-6);
+  // Under 1% of the time does not shrink: noise, not priced.
+  fit = FitOperandBandwidth(g, {2e-6, 0, 0}, {0.2e-6 + 0.01e-6, 0, 0}, 0.125);
+  ASSERT_TRUE(fit.ok());
+  EXPECT_EQ(fit->bytes_per_s, 0.0);
+  EXPECT_EQ(fit->nodes, 1);
+  // Nothing timed: nothing fitted.
+  fit = FitOperandBandwidth(g, {0, 0, 0}, {0, 0, 0}, 0.125);
+  ASSERT_TRUE(fit.ok());
+  EXPECT_EQ(fit->nodes, 0);
+  EXPECT_EQ(fit->bytes_per_s, 0.0);
+  EXPECT_FALSE(FitOperandBandwidth(g, {2e-6}, {0.6e-6}, 0.125).ok());
+  EXPECT_FALSE(FitOperandBandwidth(g, {2e-6, 0, 0}, {0.6e-6, 0, 0}, 1.0).ok());
+}
+
 TEST(ForwardRates, EachClassOverItsForwardTimesWithoutTheLoss) {
   const ir::Graph g = Tiny();  // nodes fc, relu, loss
   const Cluster c = Pair(1e9, 1e9);
@@ -907,6 +1010,8 @@ TEST(EmulatedCluster, LikeKeepsDevicesAndScalesThemToTheFastest) {
   EXPECT_EQ(c.devices[0].flops, 1e9);
   EXPECT_EQ(c.devices[1].flops, 0.5e9);
   EXPECT_EQ(c.devices[2].memory_bandwidth, 0.25e8);
+  EXPECT_EQ(c.devices[2].gemm_operand_bandwidth, 0.0);  // not given: not priced apart
+  EXPECT_EQ(EmulatedCluster(EmulationTarget{&like, 99, 1.0, "host"}, 1e9, 1e8, link, 4e8).devices[2].gemm_operand_bandwidth, 1e8);
   EXPECT_EQ(c.devices[1].memory_bytes, like.devices[1].memory_bytes);
   EXPECT_EQ(c.devices[1].name, "d1");
   EXPECT_EQ(c.nodes[0].intra, link);

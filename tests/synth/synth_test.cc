@@ -150,6 +150,42 @@ TEST(RatioLp, TwoDevicesWithoutCommunicationSplitInProportionToSpeed) {
   EXPECT_NEAR((*r)[1], 0.25, 1e-6);
 }
 
+TEST(RatioLp, WholeGemmOperandsMoveWorkToTheDeviceThatStreamsThemFaster) {
+  // Data parallel mlp on devices of 3 and 1 TFLOP/s whose GEMMs stream operands at 3 and 1
+  // TB/s (memory-bound work free, links fast): each batch-split linear costs a device
+  // A·r/F + (S·r + W)/G, with W its weights' streaming, whole on every device. The slow device's
+  // W/G is 3× the fast one's, so the optimum gives it less than its FLOP share of 1/4:
+  //   (A/F0 + S/G0)·r0 + W/G0 = (A/F1 + S/G1)·(1 − r0) + W/G1.
+  const ir::Graph g = Model("mlp");
+  std::string devices;
+  const double flops[] = {3e12, 1e12};
+  for (int i = 0; i < 2; ++i) {
+    devices += StrCat(i ? "," : "", "{\"name\": \"d", i, "\", \"type\": \"t", i, "\", \"node\": \"n0\", \"flops\": ", flops[i],
+                      ", \"memory_bytes\": 1e12, \"memory_bandwidth\": 1e30, \"gemm_operand_bandwidth\": ", flops[i], "}");
+  }
+  const std::string link = "{\"bandwidth\": 1e30, \"latency\": 0}";
+  absl::StatusOr<Cluster> c = costmodel::ParseCluster(
+      StrCat("{\"format\": \"hetsynth-cluster\", \"version\": 1, \"name\": \"ops\", \"nodes\": [{\"name\": \"n0\"}], \"devices\": [",
+             devices, "], \"links\": {\"intra_node\": ", link, ", \"inter_node\": ", link, "}}"),
+      "ops");
+  ASSERT_TRUE(c.ok()) << c.status();
+  absl::StatusOr<SynthResult> dp = Synthesize(g, *c, *StrategyByName("dp-cp"), SynthOptions{});
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  double a = 0, split = 0, whole = 0;
+  for (const costmodel::Term& t : costmodel::DescribeCost(g, dp->program, *c, SynthOptions{}.cost).terms) {
+    if (t.kind != costmodel::TermKind::kComputeSplit || t.memory_bound) continue;
+    a += t.coefficient, split += t.operand_bytes_split, whole += t.operand_bytes_whole;
+  }
+  ASSERT_GT(whole, 0);
+  const double k0 = a / 3e12 + split / 3e12, k1 = a / 1e12 + split / 1e12;
+  const double expected = (k1 + whole / 1e12 - whole / 3e12) / (k0 + k1);
+  absl::StatusOr<std::vector<double>> r = OptimizeRatios(g, *c, dp->program, SynthOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT((*r)[0], 0.75);
+  EXPECT_NEAR((*r)[0], expected, 1e-3);
+  EXPECT_NEAR((*r)[1], 1 - expected, 1e-3);
+}
+
 TEST(RatioLp, MemoryCapacityCapsTheShareOfASmallDevice) {
   // Equal speeds would split evenly; device 1's memory allows at most the share where
   // fixed + split·r = 0.99·capacity.

@@ -38,12 +38,17 @@ struct KernelTimes {
   std::vector<double> seconds;  // per node: forward + backward, seconds
   std::vector<bool> backward;   // per node: whether its backward ran (a gradient reached its output)
   double optimizer_s = 0;       // the optimizer update of every parameter, seconds; 0: not timed
+  // GEMM operand bandwidth (FitOperandBandwidth); > 0: a GEMM-class node's FLOPs are charged its
+  // time less its operands' streaming (ComputeSeconds prices it apart). 0: not fitted.
+  double operand_bytes_per_s = 0;
 };
 
 // A device's rates as the cost model prices with them, and the sums they come from.
 struct KernelRates {
   double flops_per_s = 0;  // Device::flops: FLOP/s of GEMM-class and compute-bound work
   double bytes_per_s = 0;  // Device::memory_bandwidth: bytes/s of memory-bound work
+  double operand_bytes_per_s = 0;  // Device::gemm_operand_bandwidth: KernelTimes' (0: not priced)
+  double operand_s = 0;            // the GEMM nodes' operand time, taken out of compute_s
   double flops = 0;        // FLOPs of the compute-bound nodes
   double compute_s = 0;    // their seconds
   double bytes = 0;        // bytes of the memory-bound nodes and the optimizer update
@@ -57,6 +62,29 @@ struct KernelRates {
   int rounds = 0;                   // CalibrateRates: classification rounds run (1 for RatesOnCluster)
   bool stable = false;              // CalibrateRates: the last round classified as the one before
 };
+
+// ---- GEMM operands ---------------------------------------------------------------------------
+
+// Device::gemm_operand_bandwidth from GEMM-class nodes with parameters, each timed (forward +
+// backward) at all its rows (`large_s`, per node; 0: not timed) and at `rows_ratio` of them
+// (`small_s`). Such a node takes time(rows) ≈ rows·x + y: y, what does not shrink with the rows,
+// is its parameters' streaming (OperandBytes of each parameter input); x = (t_large − t_small) /
+// (1 − ratio), y = t_large − x. The rate is Σ OperandBytes / Σ y over the timed nodes. With it,
+// RatesOnCluster takes every operand's streaming (ComputeSeconds) out of the FLOPs' time, so a
+// node's price at all its rows stays what was measured. Not measurable
+// (bytes_per_s 0) when none was timed or Σ y is under kMinOperandShare of their time at all
+// rows: noise, not a cost. InvalidArgument when the times do not have one entry per node or
+// the ratio is not in (0, 1).
+inline constexpr double kMinOperandShare = 0.01;
+struct OperandFit {
+  double bytes_per_s = 0;  // 0: not measurable
+  double fixed_s = 0;      // Σ y, seconds: the timed nodes' time that does not shrink with the rows
+  double node_s = 0;       // Σ t_large, seconds
+  double bytes = 0;        // Σ OperandBytes of their parameters
+  int nodes = 0;
+};
+absl::StatusOr<OperandFit> FitOperandBandwidth(const ir::Graph& g, const std::vector<double>& large_s,
+                                               const std::vector<double>& small_s, double rows_ratio);
 
 // One classification pass: every node classified as ComputeTerm does with its replicated rule
 // on `c`, the timed nodes' FLOPs (bytes) and seconds summed per class, the optimizer update
@@ -78,8 +106,10 @@ struct EmulationTarget {
 // cluster "<like>-emulated", each device's flops and memory bandwidth = the measured ones ×
 // (its flops / like's largest flops) (the emulation stretches every kernel by that ratio),
 // memory kept, like's collective tables dropped (they describe the real cluster). Every link
-// is `link`. flops, memory_bandwidth: FLOP/s and bytes/s of the measured device.
-Cluster EmulatedCluster(const EmulationTarget& t, double flops, double memory_bandwidth, const Link& link);
+// is `link`. flops, memory_bandwidth: FLOP/s and bytes/s of the measured device;
+// operand_bandwidth its GEMM operand bandwidth (0: not priced), scaled per device like flops.
+Cluster EmulatedCluster(const EmulationTarget& t, double flops, double memory_bandwidth, const Link& link,
+                        double operand_bandwidth = 0);
 
 // The rates that classify every node of `g` on the cluster built from them: start from the
 // whole model's FLOPs and bytes over its total time, then RatesOnCluster on

@@ -41,6 +41,11 @@ struct Device {
   // them: forward kernels alone run at other rates than forward + backward); 0: the same.
   double forward_flops = 0;            // FLOP/s of GEMM-class forward work
   double forward_memory_bandwidth = 0;  // bytes/s of memory-bound forward work
+  // Bytes/s at which a GEMM-class kernel streams its parameter operands (the weight read forward
+  // and backward, its gradient written): a cost per call that a batch shard does not shrink.
+  // `hetsynth profile` fits it on CPU hosts from two batch sizes; 0: not priced apart (the
+  // operands' time is inside `flops`, as in a file without the field).
+  double gemm_operand_bandwidth = 0;
   double ForwardFlops() const { return forward_flops > 0 ? forward_flops : flops; }
   double ForwardMemoryBandwidth() const {
     return forward_memory_bandwidth > 0 ? forward_memory_bandwidth : memory_bandwidth;

@@ -4,7 +4,9 @@
 // fraction of a split dim a device holds) or in a maximum over them, so the synthesizer can both
 // evaluate a program for given shares and hand the same terms to its ratio LP:
 //   compute  flops·share_i / F_i  (GEMM-class)  or  bytes·share_i / BW_i  (memory-bound),
-//            share_i = 1 for replicated work; a term takes its slowest device;
+//            share_i = 1 for replicated work; a term takes its slowest device; GEMM-class terms
+//            on devices with a GEMM operand bandwidth G_i add (whole + split·share_i) / G_i,
+//            the operands the rule leaves whole and those it splits (ComputeSeconds);
 //   collectives, priced by ClusterModel (cluster_model.h) by the links they cross and the NICs
 //            they share (docs/topology.md); on one node the α–β table CollectiveCost:
 //            padded all-gather / reduce-scatter  (n−1)·(α + β·B·max_i share_i)
@@ -63,6 +65,12 @@ struct Term {
   double coefficient = 0;   // compute: FLOPs or bytes of the whole op, forward + backward
   double forward_fraction = 1;  // compute: the forward pass's part of coefficient, in [0, 1]
   bool memory_bound = false;  // compute: priced by memory bandwidth instead of FLOP/s
+  // Compute, GEMM-class: bytes the kernel streams of its operands, inputs and output
+  // (OperandBytes), priced at the device's gemm_operand_bandwidth where it has one: `whole` on
+  // every device whatever its share (operands the rule leaves whole: a batch shard's weight, a
+  // column shard's input, a partial sum), `split` × the device's share (operands it splits).
+  double operand_bytes_whole = 0;
+  double operand_bytes_split = 0;
   instr::InstrKind op = instr::InstrKind::kCompute;  // collectives: the forward collective
   double bytes = 0;         // collectives: bytes of the whole tensor
   double times = 1;         // collectives: 1 = op once (in backward for gradient syncs);
@@ -160,6 +168,19 @@ Term BucketTerm(const ir::Graph& g, const instr::Bucket& b);
 // The optimizer update of a parameter (memory-bound): on every device when replicated, by share
 // when sharded (the caller sets the group).
 Term OptimizerTerm(const ir::Graph& g, ir::ValueId param, bool sharded, const CostOptions& o);
+
+// Bytes a GEMM-class node streams of one operand in forward + backward: 3 × its bytes (an input
+// read forward, read again in backward, its gradient written; the output written, its gradient
+// read twice). A shard streams the operands its rule leaves whole however little of the work it
+// holds (a batch shard: the whole weight); the profile fits the rate (calibrate.h,
+// FitOperandBandwidth) and the cluster file carries it (Device::gemm_operand_bandwidth).
+double OperandBytes(const ir::Graph& g, ir::ValueId v);
+
+// Seconds of a compute term on device d holding `share` of its split (1 for full work): its work
+// over the device's rate, plus its operands (whole, and split × share) over the device's
+// gemm_operand_bandwidth when it has one. What TermTime takes the slowest device's of, and the
+// ratio LP prices full work with.
+double ComputeSeconds(const Term& t, double share, const Device& d);
 
 // A term's time on the cluster (forward + backward) when the split it uses has these per-device
 // shares (`post`: the all-to-all result's; pass `shares` when it has none).

@@ -22,6 +22,9 @@
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/cpu_time.h"
 #include "hetsynth/runtime/executor.h"
+#include "hetsynth/runtime/host_allocator.h"
+#include "hetsynth/ir/op_table.h"
+#include "hetsynth/runtime/kernels.h"
 #include "hetsynth/runtime/profile_collectives.h"
 #include "hetsynth/runtime/profile_kernels.h"
 #include "hetsynth/runtime/trainer.h"
@@ -65,6 +68,107 @@ absl::Status TimeKernels(const ir::Graph& g, const DataSource& data, const Profi
   HS_ASSIGN_OR_RETURN(Batch batch, data.Get(0));
   HS_ASSIGN_OR_RETURN(out.node_forward_seconds,
                       NodeMedians(o.repeats, t, [&] { return trainer->Loss(batch).status(); }));
+  return absl::OkStatus();
+}
+
+// GEMM-class nodes with parameters, each timed alone (forward + backward, thread CPU time) at
+// all its rows and at an eighth of them, alternating, the least of each (at least 3 and at most
+// 15 runs, about a quarter second per node); between runs a 32 MiB buffer is written, so the
+// weight comes from memory as in a step where other kernels ran in between. Nodes equal in op,
+// attributes and shapes are timed once. The batch is the first dim of every input that is not
+// a parameter (a node whose rows cannot be cut by 8 is left out).
+constexpr int64_t kOperandRowsDivisor = 8;
+absl::Status TimeOperands(const ir::Graph& g, DeviceProfile& out) {
+  const size_t num_nodes = g.nodes().size();
+  out.node_rows_large_s.assign(num_nodes, 0.0);
+  out.node_rows_small_s.assign(num_nodes, 0.0);
+  out.operand_rows_ratio = 1.0 / static_cast<double>(kOperandRowsDivisor);
+  HostVector flush(size_t{8} << 20);
+  uint32_t seed = 12345;
+  auto random = [&](const ir::Shape& shape) {
+    Tensor t = Tensor::Uninitialized(shape);
+    for (float& x : t.data) x = static_cast<float>((seed = seed * 1664525u + 1013904223u) >> 8) / 8388608.0f - 1.0f;
+    return t;
+  };
+  std::vector<size_t> timed;  // nodes measured so far (representatives)
+  for (size_t n = 0; n < num_nodes; ++n) {
+    const ir::Node& node = g.nodes()[n];
+    if (!ir::IsGemmLike(node.kind)) continue;
+    bool has_param = false, cut = true;
+    for (ir::ValueId v : node.inputs) {
+      const ir::Value& val = g.value(v);
+      if (val.kind == ir::ValueKind::kParameter) {
+        has_param = true;
+      } else if (val.shape.empty() || val.shape[0] % kOperandRowsDivisor != 0) {
+        cut = false;
+      }
+    }
+    const ir::Shape& out_shape = g.value(node.output).shape;
+    if (!has_param || !cut || out_shape.empty() || out_shape[0] % kOperandRowsDivisor != 0) continue;
+    // The same op on the same shapes: reuse its times.
+    auto same = [&](size_t m) {
+      const ir::Node& o = g.nodes()[m];
+      if (o.kind != node.kind || !(o.attrs == node.attrs) || o.inputs.size() != node.inputs.size() ||
+          g.value(o.output).shape != out_shape) {
+        return false;
+      }
+      for (size_t i = 0; i < o.inputs.size(); ++i) {
+        if (g.value(o.inputs[i]).shape != g.value(node.inputs[i]).shape ||
+            g.value(o.inputs[i]).kind != g.value(node.inputs[i]).kind) {
+          return false;
+        }
+      }
+      return true;
+    };
+    if (auto it = std::find_if(timed.begin(), timed.end(), same); it != timed.end()) {
+      out.node_rows_large_s[n] = out.node_rows_large_s[*it];
+      out.node_rows_small_s[n] = out.node_rows_small_s[*it];
+      continue;
+    }
+    // Inputs, their gradients (none for the model's inputs, as in training) and the output's, at
+    // both row counts.
+    struct Case {
+      std::vector<Tensor> in, din;
+      Tensor y, dy;
+      std::vector<double> seconds;
+    };
+    Case cases[2];
+    for (int c = 0; c < 2; ++c) {
+      const int64_t div = c == 0 ? 1 : kOperandRowsDivisor;
+      for (ir::ValueId v : node.inputs) {
+        ir::Shape shape = g.value(v).shape;
+        if (g.value(v).kind != ir::ValueKind::kParameter) shape[0] /= div;
+        cases[c].in.push_back(random(shape));
+        cases[c].din.push_back(Tensor(shape));
+      }
+      ir::Shape ys = out_shape;
+      ys[0] /= div;
+      cases[c].y = Tensor(ys);
+      cases[c].dy = random(ys);
+    }
+    double spent = 0;
+    for (int rep = 0; rep < 15 && (rep < 3 || spent < 0.25); ++rep) {
+      for (Case& k : cases) {
+        std::vector<const Tensor*> ins;
+        std::vector<Tensor*> dins;
+        for (size_t i = 0; i < k.in.size(); ++i) {
+          ins.push_back(&k.in[i]);
+          dins.push_back(g.value(node.inputs[i]).kind == ir::ValueKind::kInput ? nullptr : &k.din[i]);
+        }
+        std::fill(flush.begin(), flush.end(), static_cast<float>(rep));
+        const double t0 = ThreadCpuSeconds();
+        SavedState saved;
+        Forward(node, KernelContext{}, ins, k.y, saved);
+        Backward(node, KernelContext{}, ins, k.y, k.dy, saved, dins);
+        const double dt = ThreadCpuSeconds() - t0;
+        k.seconds.push_back(dt);
+        spent += dt;
+      }
+    }
+    out.node_rows_large_s[n] = *std::min_element(cases[0].seconds.begin(), cases[0].seconds.end());
+    out.node_rows_small_s[n] = *std::min_element(cases[1].seconds.begin(), cases[1].seconds.end());
+    timed.push_back(n);
+  }
   return absl::OkStatus();
 }
 
@@ -194,6 +298,11 @@ absl::StatusOr<DeviceProfile> ProfileCpu(const ir::Graph& graph, const DataSourc
   HS_RETURN_IF_ERROR(TimeKernels(graph, data, o, out));
   const double kernels = std::accumulate(out.node_seconds.begin(), out.node_seconds.end(), 0.0);
   if (!(kernels > 0)) return out;  // nothing measurable: the caller says so
+  if (o.progress) {
+    o.progress(fmt::format("profile: timing each GEMM-class node with parameters alone at all its rows and at 1/{}",
+                           kOperandRowsDivisor));
+  }
+  HS_RETURN_IF_ERROR(TimeOperands(graph, out));
 
   // 2. The executor's compute time against the kernels', on as many ranks as the collectives.
   if (n >= 2) {

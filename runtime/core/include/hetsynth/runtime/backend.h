@@ -130,6 +130,12 @@ struct DeviceProfile {
   // fitted to the kernel times are divided by it.
   double compute_scale = 1;
   double copy_bytes_per_s = 0;       // device-to-device copy: 2 × bytes / median time; 0: not measured
+  // GEMM-class nodes with parameters timed alone, forward + backward, at all their rows and at
+  // operand_rows_ratio of them (what does not shrink is the parameters' streaming: the cost
+  // model's GEMM operand bandwidth, costmodel::FitOperandBandwidth); per node, 0 where not
+  // timed; empty where the backend does not measure it.
+  std::vector<double> node_rows_large_s, node_rows_small_s;
+  double operand_rows_ratio = 0;
   std::vector<CollectiveTime> collectives;  // 4 per entry of ProfileOptions::collectives, in that order
   std::string comm_description;      // what the collectives ran on, when there is more to say than the ranks
 };
