@@ -3,6 +3,7 @@
 // baseline, and the efficiency against the ideal bound.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -26,6 +27,7 @@
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/rules.h"
+#include "hetsynth/base/median.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/grad_sync.h"
 #include "train.h"
@@ -40,6 +42,8 @@ struct BenchFlags {
   bool emulate_gpus = false;
   bool flat = false, no_overlap = false, mesh_levels = true;
   int64_t steps = 10, warmup = 2;
+  // In-process runs: the plans run in turn `rounds` times, steps/rounds measured steps each.
+  int64_t rounds = 4;
   int ranks = 0;
   bool simulate = false;
   double time_limit = 600;
@@ -314,48 +318,65 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
   if (f.emulate_network) {
     HS_ASSIGN_OR_RETURN(timing, RunOnEmulatedNetwork(f, cluster, entries));
   } else if (!f.simulate) {
-    for (Entry& e : entries) {
-      if (!e.feasible || !e.not_run.empty()) continue;
-      PlanRun p;
-      p.plan = &e.plan;
-      p.plan_path = f.out + "/" + e.name + ".plan.json";
-      p.graph = &g;
-      p.spec = spec;
-      p.flops = flops;
-      p.data = &data;
-      p.seed = f.seed;
-      p.steps = f.warmup + f.steps;
-      p.ranks = f.ranks;
-      p.trace = f.out + "/" + e.name + ".trace.json";
-      p.backend = backend;
-      p.precision = f.precision;
-      p.emulate_gpus = f.emulate_gpus;
-      const bool tty = isatty(STDERR_FILENO) != 0;
-      p.on_step = [&](int64_t i, const runtime::StepMetrics& m) {
-        const std::string line = fmt::format("running {:<12} step {:>3}/{}{}  {} ms/step ({})", e.name, i + 1,
-                                             p.steps, i < f.warmup ? " (warm-up)" : "", Ms(m.step_time_s),
-                                             cuda ? "GPU wall clock" : "emulated");
-        if (tty) {
-          fmt::print(stderr, "\r{}", line);
-          if (i + 1 == p.steps) fmt::print(stderr, "\n");
-        } else if (i + 1 == p.steps) {
-          fmt::print(stderr, "{}\n", line);
-        }
-      };
-      HS_ASSIGN_OR_RETURN(std::vector<runtime::StepMetrics> steps, RunPlan(p));
-      if (!lead) continue;
-      double t = 0, c = 0, x = 0, w = 0, h = 0;
-      const double n = static_cast<double>(f.steps), per = n * static_cast<double>(cluster.size());
+    // The plans run in turn, `rounds` times, each time after its warm-up steps, so that a slow
+    // stretch of this host (other tenants, clock changes) falls on every plan alike; a plan's
+    // measured step is the median of all its measured steps, the breakdowns their means.
+    const int64_t rounds = std::clamp<int64_t>(f.rounds, 1, std::max<int64_t>(1, f.steps));
+    std::vector<std::vector<runtime::StepMetrics>> kept(entries.size());
+    for (int64_t round = 0; round < rounds; ++round) {
+      const int64_t round_steps = f.steps / rounds + (round < f.steps % rounds ? 1 : 0);
+      for (size_t k = 0; k < entries.size(); ++k) {
+        Entry& e = entries[k];
+        if (!e.feasible || !e.not_run.empty()) continue;
+        PlanRun p;
+        p.plan = &e.plan;
+        p.plan_path = f.out + "/" + e.name + ".plan.json";
+        p.graph = &g;
+        p.spec = spec;
+        p.flops = flops;
+        p.data = &data;
+        p.seed = f.seed;
+        p.steps = f.warmup + round_steps;
+        p.ranks = f.ranks;
+        p.trace = f.out + "/" + e.name + ".trace.json";
+        p.backend = backend;
+        p.precision = f.precision;
+        p.emulate_gpus = f.emulate_gpus;
+        const bool tty = isatty(STDERR_FILENO) != 0;
+        p.on_step = [&](int64_t i, const runtime::StepMetrics& m) {
+          const std::string line =
+              fmt::format("running {:<12} {}step {:>3}/{}{}  {} ms/step ({})", e.name,
+                          rounds > 1 ? fmt::format("round {}/{} ", round + 1, rounds) : "", i + 1, p.steps,
+                          i < f.warmup ? " (warm-up)" : "", Ms(m.step_time_s), cuda ? "GPU wall clock" : "emulated");
+          if (tty) {
+            fmt::print(stderr, "\r{}", line);
+            if (i + 1 == p.steps) fmt::print(stderr, "\n");
+          } else if (i + 1 == p.steps) {
+            fmt::print(stderr, "{}\n", line);
+          }
+        };
+        HS_ASSIGN_OR_RETURN(std::vector<runtime::StepMetrics> steps, RunPlan(p));
+        if (!lead) continue;
+        for (size_t i = static_cast<size_t>(f.warmup); i < steps.size(); ++i) kept[k].push_back(steps[i]);
+      }
+    }
+    for (size_t k = 0; k < entries.size() && lead; ++k) {
+      Entry& e = entries[k];
+      if (kept[k].empty()) continue;
+      std::vector<double> step_times;
+      double c = 0, x = 0, w = 0, h = 0;
+      const double n = static_cast<double>(kept[k].size()), per = n * static_cast<double>(cluster.size());
       e.device_compute_meas.assign(static_cast<size_t>(cluster.size()), 0.0);
-      for (size_t i = static_cast<size_t>(f.warmup); i < steps.size(); ++i) {
-        t += steps[i].step_time_s;
-        for (size_t k = 0; k < steps[i].ranks.size(); ++k) {
-          const runtime::RankTimes& r = steps[i].ranks[k];
-          c += r.compute_s, x += r.communication_s, w += r.idle_s, h += r.overlapped_s;
-          if (k < e.device_compute_meas.size()) e.device_compute_meas[k] += r.compute_s / n;
+      for (const runtime::StepMetrics& m : kept[k]) {
+        step_times.push_back(m.step_time_s);
+        for (size_t r = 0; r < m.ranks.size(); ++r) {
+          const runtime::RankTimes& rt = m.ranks[r];
+          c += rt.compute_s, x += rt.communication_s, w += rt.idle_s, h += rt.overlapped_s;
+          if (r < e.device_compute_meas.size()) e.device_compute_meas[r] += rt.compute_s / n;
         }
       }
-      e.measured = t / n, e.compute = c / per, e.communication = x / per, e.idle = w / per, e.overlapped = h / per;
+      e.measured = Median(step_times);
+      e.compute = c / per, e.communication = x / per, e.idle = w / per, e.overlapped = h / per;
     }
   }
   if (!lead) return absl::OkStatus();
@@ -442,7 +463,12 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
                     "communication) {} ms\n\n",
                     spec.ToString(), cluster.name, cluster.size(), costmodel::MeshOf(cluster).Describe(),
                     f.simulate ? "**predicted** by the cost model (not run)"
-                               : fmt::format("measured over {} steps after {} warm-up, timing: {}", f.steps, f.warmup, timing),
+                    : f.emulate_network
+                        ? fmt::format("measured over {} steps after {} warm-up (mean), timing: {}", f.steps, f.warmup, timing)
+                        : fmt::format("measured over {} steps in {} rounds of the plans in turn, each after {} warm-up "
+                                      "(median step), timing: {}",
+                                      f.steps, std::clamp<int64_t>(f.rounds, 1, std::max<int64_t>(1, f.steps)), f.warmup,
+                                      timing),
                     Ms(ideal));
   if (f.simulate) {
     md << "| plan | predicted ms | exposed comm. ms | vs ddp-ev | vs hap | vs best baseline | efficiency |\n"
@@ -731,7 +757,12 @@ Runner RegisterBench(CLI::App& app) {
   cmd->add_option("--cluster", f->cluster, "cluster file (docs/cluster-format.md)")->required()->type_name("FILE");
   cmd->add_option("--baselines", f->baselines, "comma-separated baselines to compare with")->capture_default_str();
   cmd->add_option("--steps", f->steps, "measured steps per plan")->capture_default_str();
-  cmd->add_option("--warmup", f->warmup, "unmeasured steps before them")->capture_default_str();
+  cmd->add_option("--warmup", f->warmup, "unmeasured steps before them (in every round)")->capture_default_str();
+  cmd->add_option("--rounds", f->rounds,
+                  "in-process runs: run the plans in turn this many times, --steps / N measured steps each, and take "
+                  "each plan's median step (a slow stretch of the host falls on every plan alike)")
+      ->check(PositiveInt())
+      ->capture_default_str();
   cmd->add_option("--backend", f->backend, "cpu, or cuda (GPUs: one per process under mpirun, or --emulate-gpus)")
       ->capture_default_str();
   cmd->add_option("--precision", f->precision, "with --backend cuda: GEMM arithmetic fp32, tf32 or bf16")
