@@ -288,8 +288,9 @@ absl::Status RunProfile(const ProfileFlags& f) {
              host.memory_nodes, host.memory_s * 1e3,
              host.bandwidth_fallback ? "; no memory-bound node: all nodes' bytes over their time" : "");
   if (host.operand_bytes_per_s > 0) {
-    fmt::print("{:<13} {:.4g} GB/s GEMM parameter operands ({} GEMM-class nodes timed alone at all rows and 1/{:.0f}: "
-               "{:.3f} of their {:.3f} ms does not shrink with the rows; a batch shard pays it whole)\n",
+    fmt::print("{:<13} {:.4g} GB/s GEMM operand streaming ({} GEMM-class nodes timed alone at all rows and 1/{:.0f}: "
+               "{:.3f} of their {:.3f} ms does not shrink with the rows: their weights, which a batch shard streams "
+               "whole)\n",
                m.label + " operands:", host.operand_bytes_per_s / 1e9, m.operands.nodes, 1 / m.rows_ratio,
                m.operands.fixed_s * 1e3, m.operands.node_s * 1e3);
   } else if (!m.operands_skipped.empty()) {

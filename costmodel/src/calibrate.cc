@@ -29,7 +29,7 @@ KernelRates RatesOnCluster(const ir::Graph& g, const KernelTimes& t, const Clust
     if (term.memory_bound) {
       h.bytes += term.coefficient, h.memory_s += t.seconds[n], ++h.memory_nodes;
     } else {
-      // With an operand rate, the parameters' streaming is priced apart (ComputeSeconds); what
+      // With an operand rate, the operands' streaming is priced apart (ComputeSeconds); what
       // is left is the FLOPs' time (at least a quarter of the node's: a rate off for one node
       // must not make its FLOPs free).
       double operand_s = 0;

@@ -4,8 +4,8 @@
 //   zF ≥ r_c·Fmax/F_c    (split GEMM-class compute:  Σ FLOPs · zF / Fmax)
 //   zB ≥ r_c·BWmax/BW_c  (split memory-bound compute)
 //   zG ≥ A·r_c/F_c + (S·r_c + W)/G_c   (instead of zF when devices have a GEMM operand
-//        bandwidth G_c: A the split GEMM-class FLOPs, S and W their split and whole parameter
-//        operand bytes; each term takes its FLOPs' fraction of zG)
+//        bandwidth G_c: A the split GEMM-class FLOPs, S and W their split and whole operand
+//        bytes; each term takes its FLOPs' fraction of zG)
 //   y  ≥ r_c             (padded collectives and all-to-all: max share)
 //   w  ≥ 1 − r_c, w ≥ (n−1)·r_c   (grouped collectives)
 // so it has O(classes) rows whatever the program's length. Z3 solves it exactly; coefficients
@@ -101,7 +101,7 @@ class LpBuilder {
       rows_.push_back({zb_, b});
     }
     if (!operands) return;
-    // Split GEMM-class work with its parameter operands, summed per device (ms).
+    // Split GEMM-class work with its operands, summed per device (ms).
     double split_bytes = 0, whole_bytes = 0;
     for (const costmodel::Term& t : pc.terms) {
       if (t.kind != costmodel::TermKind::kComputeSplit || t.memory_bound) continue;
