@@ -143,10 +143,17 @@ void FitOperands(const ir::Graph& g, const runtime::DeviceProfile& p, Measured& 
   }
   m.operands = *fit;
   m.rows_ratio = p.operand_rows_ratio;
-  if (fit->bytes_per_s <= 0) {
-    m.operands_skipped = fit->nodes == 0 ? "no GEMM-class node with parameters whose rows divide by 8"
-                                         : fmt::format("the time that does not shrink with the rows is under {:.0f}%",
-                                                       costmodel::kMinOperandShare * 100);
+  if (fit->bytes_per_s > 0) return;
+  if (fit->nodes == 0) {
+    m.operands_skipped = "no GEMM-class node with parameters whose rows divide by 8";
+  } else if (fit->node_s < costmodel::kMinOperandNodeSeconds) {
+    m.operands_skipped = fmt::format("its GEMM-class nodes with parameters take {:.3f} ms, under the {:.0f} ms that "
+                                     "tells weight streaming from the cost of a call",
+                                     fit->node_s * 1e3, costmodel::kMinOperandNodeSeconds * 1e3);
+  } else {
+    m.operands_skipped = fmt::format("{:.1f}% of their time does not shrink with the rows, outside {:.0f}–{:.0f}%",
+                                     100 * fit->fixed_s / fit->node_s, costmodel::kMinOperandShare * 100,
+                                     costmodel::kMaxOperandShare * 100);
   }
 }
 

@@ -78,7 +78,10 @@ absl::StatusOr<OperandFit> FitOperandBandwidth(const ir::Graph& g, const std::ve
     fit.bytes += bytes;
     ++fit.nodes;
   }
-  if (fit.nodes > 0 && fit.fixed_s > kMinOperandShare * fit.node_s) fit.bytes_per_s = fit.bytes / fit.fixed_s;
+  if (fit.nodes > 0 && fit.node_s >= kMinOperandNodeSeconds && fit.fixed_s > kMinOperandShare * fit.node_s &&
+      fit.fixed_s <= kMaxOperandShare * fit.node_s) {
+    fit.bytes_per_s = fit.bytes / fit.fixed_s;
+  }
   return fit;
 }
 

@@ -870,19 +870,26 @@ TEST(RatesOnCluster, AnOperandRateTakesTheGemmOperandsOutOfTheFlopsTime) {
 
 TEST(FitOperandBandwidth, TheTimeThatDoesNotShrinkWithTheRowsIsTheParametersStreaming) {
   const ir::Graph g = Tiny();  // fc: W and b, OperandBytes 3·(256 + 16) = 816
-  // fc: 1.6 µs that scale with the rows and 0.4 µs that do not: 2 µs at all rows, 0.6 at 1/8.
-  absl::StatusOr<OperandFit> fit = FitOperandBandwidth(g, {2e-6, 0, 0}, {0.6e-6, 0, 0}, 0.125);
+  // fc: 1.6 ms that scale with the rows and 0.4 ms that do not: 2 ms at all rows, 0.6 at 1/8.
+  absl::StatusOr<OperandFit> fit = FitOperandBandwidth(g, {2e-3, 0, 0}, {0.6e-3, 0, 0}, 0.125);
   ASSERT_TRUE(fit.ok()) << fit.status();
   EXPECT_EQ(fit->nodes, 1);
-  EXPECT_CLOSE(fit->fixed_s, 0.4e-6);
-  EXPECT_CLOSE(fit->node_s, 2e-6);
+  EXPECT_CLOSE(fit->fixed_s, 0.4e-3);
+  EXPECT_CLOSE(fit->node_s, 2e-3);
   EXPECT_DOUBLE_EQ(fit->bytes, 816.0);
-  EXPECT_CLOSE(fit->bytes_per_s, 816 / 0.4e-6);
+  EXPECT_CLOSE(fit->bytes_per_s, 816 / 0.4e-3);
   // Under 1% of the time does not shrink: noise, not priced.
-  fit = FitOperandBandwidth(g, {2e-6, 0, 0}, {0.2e-6 + 0.01e-6, 0, 0}, 0.125);
+  fit = FitOperandBandwidth(g, {2e-3, 0, 0}, {0.2e-3 + 0.01e-3, 0, 0}, 0.125);
   ASSERT_TRUE(fit.ok());
   EXPECT_EQ(fit->bytes_per_s, 0.0);
   EXPECT_EQ(fit->nodes, 1);
+  // Over half of it: the cost of a call, not of streaming weights.
+  EXPECT_EQ(FitOperandBandwidth(g, {2e-3, 0, 0}, {1.2e-3, 0, 0}, 0.125)->bytes_per_s, 0.0);
+  // Microsecond kernels: the same shape of times, too short to tell.
+  fit = FitOperandBandwidth(g, {2e-6, 0, 0}, {0.6e-6, 0, 0}, 0.125);
+  ASSERT_TRUE(fit.ok());
+  EXPECT_EQ(fit->bytes_per_s, 0.0);
+  EXPECT_CLOSE(fit->fixed_s, 0.4e-6);
   // Nothing timed: nothing fitted.
   fit = FitOperandBandwidth(g, {0, 0, 0}, {0, 0, 0}, 0.125);
   ASSERT_TRUE(fit.ok());

@@ -71,11 +71,15 @@ struct KernelRates {
 // is its parameters' streaming (OperandBytes of each parameter input); x = (t_large − t_small) /
 // (1 − ratio), y = t_large − x. The rate is Σ OperandBytes / Σ y over the timed nodes. With it,
 // RatesOnCluster takes every operand's streaming (ComputeSeconds) out of the FLOPs' time, so a
-// node's price at all its rows stays what was measured. Not measurable
-// (bytes_per_s 0) when none was timed or Σ y is under kMinOperandShare of their time at all
-// rows: noise, not a cost. InvalidArgument when the times do not have one entry per node or
-// the ratio is not in (0, 1).
+// node's price at all its rows stays what was measured. Not measurable (bytes_per_s 0) when
+// none was timed; when their time at all rows is under kMinOperandNodeSeconds (microsecond
+// kernels: what does not shrink is the call, not the weights); or when Σ y is under
+// kMinOperandShare of that time (noise, not a cost) or over kMaxOperandShare (a per-call cost
+// again). InvalidArgument when the times do not have one entry per node or the ratio is not in
+// (0, 1).
+inline constexpr double kMinOperandNodeSeconds = 1e-3;
 inline constexpr double kMinOperandShare = 0.01;
+inline constexpr double kMaxOperandShare = 0.5;
 struct OperandFit {
   double bytes_per_s = 0;  // 0: not measurable
   double fixed_s = 0;      // Σ y, seconds: the timed nodes' time that does not shrink with the rows
