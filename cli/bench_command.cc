@@ -59,6 +59,9 @@ struct BenchFlags {
   int requests = 5;        // --inference: requests per method
 };
 
+// The rounds in-process runs take: --rounds, at most one per measured step.
+int64_t Rounds(const BenchFlags& f) { return std::clamp<int64_t>(f.rounds, 1, std::max<int64_t>(1, f.steps)); }
+
 struct Entry {
   std::string name;
   bool feasible = false;
@@ -321,7 +324,7 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
     // The plans run in turn, `rounds` times, each time after its warm-up steps, so that a slow
     // stretch of this host (other tenants, clock changes) falls on every plan alike; a plan's
     // measured step is the median of all its measured steps, the breakdowns their means.
-    const int64_t rounds = std::clamp<int64_t>(f.rounds, 1, std::max<int64_t>(1, f.steps));
+    const int64_t rounds = Rounds(f);
     std::vector<std::vector<runtime::StepMetrics>> kept(entries.size());
     for (int64_t round = 0; round < rounds; ++round) {
       const int64_t round_steps = f.steps / rounds + (round < f.steps % rounds ? 1 : 0);
@@ -467,8 +470,7 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
                         ? fmt::format("measured over {} steps after {} warm-up (mean), timing: {}", f.steps, f.warmup, timing)
                         : fmt::format("measured over {} steps in {} rounds of the plans in turn, each after {} warm-up "
                                       "(median step), timing: {}",
-                                      f.steps, std::clamp<int64_t>(f.rounds, 1, std::max<int64_t>(1, f.steps)), f.warmup,
-                                      timing),
+                                      f.steps, Rounds(f), f.warmup, timing),
                     Ms(ideal));
   if (f.simulate) {
     md << "| plan | predicted ms | exposed comm. ms | vs ddp-ev | vs hap | vs best baseline | efficiency |\n"
