@@ -77,14 +77,17 @@ std::vector<Request> Requests(const std::string& dir, int64_t step) {
 // ---- MPI workers ---------------------------------------------------------------------------
 
 char g_terminated_path[4096];
-// While a snapshot file is being written, SIGTERM waits for it: a survivor stopped mid-write
-// would leave the survivors without a common snapshot.
-volatile sig_atomic_t g_writing = 0, g_terminate_pending = 0;
+// From the end of a step that a snapshot follows until the snapshot is written, SIGTERM waits
+// (ElasticHooks::hold_termination): a neighbour can finish its exchange and its write and die
+// while this rank is still exchanging, and a survivor stopped then would leave the survivors
+// without a common snapshot. If the wait never ends (a neighbour died before the exchange), the
+// agent's SIGKILL 3 s later ends it.
+volatile sig_atomic_t g_holding = 0, g_terminate_pending = 0;
 
 void OnTerminate(int) {
   // Async-signal-safe: the launcher (or the agent) stops this survivor of a lost rank; say so,
   // then go.
-  if (g_writing != 0) {
+  if (g_holding != 0) {
     g_terminate_pending = 1;
     return;
   }
@@ -139,12 +142,13 @@ absl::Status ElasticWorkerStart(const TrainOptions& o, int rank, ElasticHooks* h
   ::sigaction(SIGTERM, &sa, nullptr);
   HS_RETURN_IF_ERROR(WriteFileAtomically(fmt::format("{}/pid-{}", dir, rank), std::to_string(::getpid()) + "\n"));
   HS_ASSIGN_OR_RETURN(hooks->snapshot_every, SnapshotEvery(o.snapshot_every));
+  hooks->hold_termination = [](bool hold) {
+    g_holding = hold ? 1 : 0;
+    if (!hold && g_terminate_pending != 0) OnTerminate(SIGTERM);
+  };
   hooks->keep = [dir, rank](runtime::RankSnapshot s) {
     const std::string path = fmt::format("{}/snap-{}-{}.safetensors", dir, rank, s.step);
-    g_writing = 1;
     const absl::Status st = runtime::WriteRankSnapshot(path, s);
-    g_writing = 0;
-    if (g_terminate_pending != 0) OnTerminate(SIGTERM);
     if (!st.ok()) {
       fmt::print(stderr, "rank {}: elastic snapshot: {}\n", rank, std::string(st.message()));
       return;

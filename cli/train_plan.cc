@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "absl/cleanup/cleanup.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/base/status.h"
 #include "backend_flags.h"
@@ -232,6 +233,13 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
       HS_ASSIGN_OR_RETURN(runtime::StepMetrics m, ex->Step(batch));
       if (el != nullptr && rank == 0) el->step_wall_s += wall() - step_start, ++steps_timed;
       const int flags = static_cast<int>(m.flags);
+      // From the step's report to the snapshot's write, a survivor is not stopped: a neighbour
+      // that has already written its own and died must not leave this rank without one.
+      const bool snapshot_follows = el != nullptr && i + 1 != p.steps && (flags & 3) != 0;
+      if (snapshot_follows && el->hold_termination) el->hold_termination(true);
+      absl::Cleanup release = [&] {
+        if (snapshot_follows && el->hold_termination) el->hold_termination(false);
+      };
       if (rank == 0) {
         if (!std::isfinite(m.loss)) {
           return absl::InvalidArgumentError(StrCat("loss became ", m.loss, " at step ", m.step, "; ",
@@ -240,8 +248,8 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
         if (p.on_step) p.on_step(i, m);
         out.push_back(std::move(m));
       }
-      if (el == nullptr || i + 1 == p.steps) continue;
-      if ((flags & 3) != 0) HS_RETURN_IF_ERROR(snapshot());
+      if (!snapshot_follows) continue;
+      HS_RETURN_IF_ERROR(snapshot());
       if ((flags & 1) != 0) {
         if (rank == 0) el->stopped_at = ex->step();
         stopped = true;
