@@ -77,11 +77,10 @@ std::vector<Request> Requests(const std::string& dir, int64_t step) {
 // ---- MPI workers ---------------------------------------------------------------------------
 
 char g_terminated_path[4096];
-// From the end of a step that a snapshot follows until the snapshot is written, SIGTERM waits
-// (ElasticHooks::hold_termination): a neighbour can finish its exchange and its write and die
-// while this rank is still exchanging, and a survivor stopped then would leave the survivors
-// without a common snapshot. If the wait never ends (a neighbour died before the exchange), the
-// agent's SIGKILL 3 s later ends it.
+// From the end of a step that a snapshot follows until every rank has written it, SIGTERM waits
+// (ElasticHooks::hold_termination): a rank that dies after the buddy exchange then still leaves
+// the survivors a common snapshot. If the wait never ends (a partner died before the exchange),
+// the launcher's or the agent's SIGKILL ends it.
 volatile sig_atomic_t g_holding = 0, g_terminate_pending = 0;
 
 void OnTerminate(int) {
@@ -302,7 +301,9 @@ EpochEnd RunMpiEpoch(const TrainOptions& e, int ranks, const std::string& dir, c
   args.insert(args.end(), {"-np", std::to_string(ranks)});
   std::istringstream extra(e.mpirun_args);
   for (std::string a; extra >> a;) args.push_back(a);
-  if (std::getenv("HETSYNTH_TEST_KILL_RANK") != nullptr) args.insert(args.end(), {"-x", "HETSYNTH_TEST_KILL_RANK"});
+  for (const char* hook : {"HETSYNTH_TEST_KILL_RANK", "HETSYNTH_TEST_SNAPSHOT_DELAY_MS"}) {
+    if (std::getenv(hook) != nullptr) args.insert(args.end(), {"-x", hook});
+  }
   args.insert(args.end(), worker_args.begin(), worker_args.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());

@@ -23,8 +23,8 @@ struct ElasticHooks {
   int64_t snapshot_every = 0;                             // > 0: snapshot every that many optimizer steps; 0: auto
   std::function<void(runtime::RankSnapshot)> keep;        // every rank, after each snapshot (thread-safe)
   std::function<bool(int64_t step)> change_requested;     // rank 0, at each step boundary
-  // Every rank: true when a step ends that a snapshot follows, false once it is kept. An MPI
-  // worker defers a SIGTERM that comes in between (docs/elastic.md).
+  // Every rank: true when a step ends that a snapshot follows, false once every rank has kept
+  // it. An MPI worker defers a SIGTERM that comes in between (docs/elastic.md).
   std::function<void(bool)> hold_termination;
   const runtime::Checkpoint* start = nullptr;             // restore every rank from it first (threads)
   // Filled by the run.

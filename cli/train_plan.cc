@@ -12,6 +12,7 @@
 #include <fstream>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -85,6 +86,18 @@ void MaybeDie(int rank, int64_t step, bool mpi) {
   if (mpi && std::string(how) == "kill") ::raise(SIGKILL);
   if (mpi) std::_Exit(3);
   throw std::runtime_error("killed by HETSYNTH_TEST_KILL_RANK");
+}
+
+// Test hook: HETSYNTH_TEST_SNAPSHOT_DELAY_MS=M makes every rank but the one HETSYNTH_TEST_KILL_RANK
+// names wait M ms between a snapshot's exchange and its write, so that the dying rank has
+// written its own and died while the others are still in that window (elastic.sh, MPI kill).
+void MaybeDelaySnapshot(int rank) {
+  const char* ms = std::getenv("HETSYNTH_TEST_SNAPSHOT_DELAY_MS");
+  if (ms == nullptr) return;
+  const char* spec = std::getenv("HETSYNTH_TEST_KILL_RANK");
+  int dying = -1;
+  if (spec != nullptr && std::sscanf(spec, "%d", &dying) == 1 && dying == rank) return;
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::atol(ms)));
 }
 
 // One line per event: rank, category, name, start, duration, track, tab-separated.
@@ -214,7 +227,11 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
     auto snapshot = [&]() -> absl::Status {
       const double t0 = wall();
       HS_ASSIGN_OR_RETURN(runtime::RankSnapshot s, ex->Snapshot());
+      MaybeDelaySnapshot(rank);
       el->keep(std::move(s));
+      // No rank goes on until every rank has kept its snapshot: a failure after this boundary
+      // then always finds the survivors holding it.
+      HS_RETURN_IF_ERROR(comm.Barrier());
       if (rank == 0) {
         last_snapshot_s = wall() - t0;
         last_snapshot = ex->step();

@@ -24,7 +24,10 @@ common="--model gpt --small --cluster $C --steps 30 --snapshot-every 10 --elasti
 fail() { echo "FAIL: $*"; echo "--- agent output"; cat "$dir/out" 2>/dev/null; exit 1; }
 
 if [ "$MODE" = kill ]; then
-  HETSYNTH_TEST_KILL_RANK=2:11:kill timeout 120 "$H" train --elastic $common >"$dir/out" 2>&1 || fail "elastic run failed"
+  # The survivors wait 1 s between each snapshot's exchange and its write, so that rank 2 has
+  # written its step-10 snapshot and died while they are still in that window: they must still
+  # write theirs (the SIGTERM that stops them waits for it).
+  HETSYNTH_TEST_KILL_RANK=2:11:kill HETSYNTH_TEST_SNAPSHOT_DELAY_MS=1000 timeout 120 "$H" train --elastic $common >"$dir/out" 2>&1 || fail "elastic run failed"
   change='"lost": \["half0"\]'
 else
   # Paced (time dilation 100) so the request is in before step 10.
