@@ -252,6 +252,10 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
     return absl::InvalidArgumentError(StrCat(f.dilation != -1 ? "--dilation" : "--network-name",
                                              " is for --emulate-network"));
   }
+  if (f.ranks > 0 && f.ranks != cluster.size()) {
+    return absl::InvalidArgumentError(StrCat("--ranks ", f.ranks, ": every plan runs one rank per device of cluster '",
+                                             cluster.name, "' (", cluster.size(), "); drop --ranks"));
+  }
   if (f.steps < 1 || f.warmup < 0) {
     return absl::InvalidArgumentError(StrCat("--steps ", f.steps, " --warmup ", f.warmup, "; expected steps >= 1, warmup >= 0"));
   }
@@ -453,6 +457,7 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
                          {"timing", f.simulate ? "predicted by the cost model" : timing},
                          {"steps", f.steps},
                          {"warmup", f.warmup},
+                         {"seed", f.seed},
                          {"ideal_step_time_s", ideal},
                          {"plans", plans}};
   {
@@ -772,7 +777,8 @@ Runner RegisterBench(CLI::App& app) {
   cmd->add_flag("--emulate-gpus", f->emulate_gpus,
                 "with --backend cuda: run the cluster's devices as green contexts of one GPU with SM shares "
                 "proportional to their speeds");
-  cmd->add_option("--ranks", f->ranks, "thread ranks (default: one per device)")->check(CLI::PositiveNumber);
+  cmd->add_option("--ranks", f->ranks, "thread ranks: one per device (the default; any other count is refused)")
+      ->check(PositiveInt());
   cmd->add_flag("--simulate", f->simulate, "predict with the cost model only (clusters you do not have)");
   cmd->add_option("--time-limit", f->time_limit,
                   "safety stop for synthesis, seconds: exceeding it fails (plans never depend on the clock)")
@@ -789,12 +795,13 @@ Runner RegisterBench(CLI::App& app) {
   cmd->add_option("--dilation", f->dilation,
                   "with --emulate-network or --inference: time dilation K (default: from the cluster and this host's "
                   "cores, printed)")
-      ->type_name("K");
+      ->type_name("K")
+      ->check(DilationFactor());
   cmd->add_option("--network-name", f->network_name,
                   "with --emulate-network: use the emulated cluster of this name if it is up (hetsynth cluster up), "
                   "else bring it up under this name (default: a temporary one)");
   cmd->add_option("--mpirun", f->mpirun, "with --emulate-network: Open MPI's mpirun")->capture_default_str();
-  cmd->add_option("--seed", f->seed, "initialization and synthetic data seed")->capture_default_str();
+  cmd->add_option("--seed", f->seed, "initialization and synthetic data seed")->capture_default_str()->check(SeedValue());
   cmd->add_option("--out", f->out, "directory for results.json, results.md, plans and traces")->required()->type_name("DIR");
   cmd->add_option("--refit", f->refit,
                   "with --emulate-network: closed loop of at most N rounds — run, refit each device class's compute rates "
@@ -812,13 +819,15 @@ Runner RegisterBench(CLI::App& app) {
       if (cmd->count("--requests") > 0) return absl::InvalidArgumentError("--requests is for --inference");
       return f->refit > 0 ? RunRefit(*f) : RunBench(*f);
     }
-    for (const char* flag : {"--baselines", "--steps", "--warmup", "--backend", "--precision", "--emulate-gpus", "--ranks",
-                             "--flat", "--no-overlap", "--mesh-levels", "--emulate-network", "--network-name", "--mpirun",
-                             "--refit"}) {
+    for (const char* flag : {"--baselines", "--steps", "--warmup", "--rounds", "--backend", "--precision", "--emulate-gpus",
+                             "--ranks", "--flat", "--no-overlap", "--mesh-levels", "--emulate-network", "--network-name",
+                             "--mpirun", "--refit"}) {
       if (cmd->count(flag) > 0) {
-        return absl::InvalidArgumentError(StrCat(flag, " is for training plans; --inference runs placements on CPU thread "
-                                                 "ranks (flags: --model, --batch, --cluster, --requests, --dilation, "
-                                                 "--time-limit, --seed, --simulate, --out)"));
+        // (--mesh-levels counts its negation too)
+        return absl::InvalidArgumentError(StrCat(std::string_view(flag) == "--mesh-levels" ? "--mesh-levels/--no-mesh-levels" : flag,
+                                                 " is for training plans; --inference runs placements on CPU thread "
+                                                 "ranks (flags: --model, --small, --model-arg, --batch, --loss, --cluster, "
+                                                 "--requests, --dilation, --time-limit, --seed, --simulate, --out)"));
       }
     }
     BenchInferenceOptions o;

@@ -205,6 +205,7 @@ absl::Status RunBenchInference(const BenchInferenceOptions& o) {
                                   {"cluster", cluster.name},
                                   {"cluster_file", o.cluster_path},
                                   {"requests", o.requests},
+                                  {"seed", o.seed},
                                   {"simulated", o.simulate},
                                   {"timing", timing},
                                   {"coarse_nodes", solved.problem.nodes.size()},

@@ -198,7 +198,8 @@ Runner RegisterCluster(CLI::App& app) {
         ->add_option("--dilation", f->dilation,
                      "time dilation K: every link rate / K, every rank paced K x slower than its device "
                      "(default: from the cluster and this host's cores, printed)")
-        ->type_name("K");
+        ->type_name("K")
+        ->check(DilationFactor());
   };
 
   CLI::App* up = cmd->add_subcommand("up", "bring up the emulated cluster of a cluster file and leave it up");

@@ -42,6 +42,10 @@ absl::Status CheckOutputPath(const std::string& flag, const std::string& path);
 // Flag validators with short messages ("expected an integer >= 0"), for integer flags.
 CLI::Validator NonNegativeInt();
 CLI::Validator PositiveInt();
+// A seed: a decimal integer in [0, 2^64) (a larger one is refused, not clamped).
+CLI::Validator SeedValue();
+// A time dilation factor K: a finite number in [1, 1e6].
+CLI::Validator DilationFactor();
 
 // Writes `text` to PATH.tmp with `mode`, then renames it over `path`: readers see the old file or
 // the new one, never a part.

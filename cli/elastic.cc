@@ -708,6 +708,10 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
       }
       next = ordered;
       cause = StrCat("requests at step ", end.stopped_at);
+      // Rank 0 saw them as that step ended: its metrics line's time.
+      for (const std::string& line : lines) {
+        if (StepOf(line) == end.stopped_at) end.detected_unix = FieldOf(line, "unix_time");
+      }
       if (!o.quiet) {
         fmt::print(stderr, "elastic: at step {}: {}{}{}\n", end.stopped_at, joined.empty() ? "" : "join " + absl::StrJoin(joined, ", "),
                    !joined.empty() && !left.empty() ? ", " : "", left.empty() ? "" : "leave " + absl::StrJoin(left, ", "));

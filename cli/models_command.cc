@@ -169,7 +169,7 @@ Runner RegisterImport(CLI::App& app) {
   auto out = std::make_shared<std::string>();
   auto weights = std::make_shared<std::string>();
   cmd->add_option("model,--model", opts->name, "the .onnx file")->required();
-  cmd->add_option("--batch", opts->batch, "binds a symbolic batch dimension (default: the file's)")->check(PositiveInt());
+  cmd->add_option("--batch", opts->batch, "binds a symbolic batch dimension (required when the file's batch is symbolic, as torch.onnx.export with dynamic_axes writes it)")->check(PositiveInt());
   opts->AddLossFlag(*cmd);
   cmd->add_option("-o,--output", *out, "graph file to write")->required()->type_name("FILE");
   cmd->add_option("--weights", *weights, "safetensors file for the weights (default: the graph file's name with .safetensors)")

@@ -169,7 +169,7 @@ absl::Status RunPlace(const PlaceFlags& f) {
 struct InferFlags {
   std::string placement;
   int requests = 1;
-  int64_t seed = 0;
+  uint64_t seed = 0;
   bool emulate = false;
   double dilation = 0;
 };
@@ -179,7 +179,7 @@ absl::Status RunInfer(const InferFlags& f) {
   const ir::Graph& g = loaded.graph;
   InferRequestOptions o;
   o.requests = f.requests;
-  o.seed = static_cast<uint64_t>(f.seed);
+  o.seed = f.seed;
   o.emulate = f.emulate;
   o.dilation = f.dilation;
   o.source = f.placement;
@@ -216,12 +216,17 @@ Runner RegisterInfer(CLI::App& app) {
   auto f = std::make_shared<InferFlags>();
   cmd->add_option("--placement", f->placement, "placement file from 'hetsynth place'")->required()->type_name("FILE");
   cmd->add_option("--requests", f->requests, "batches, pipelined through the ranks")->check(PositiveInt())->capture_default_str();
-  cmd->add_option("--seed", f->seed, "parameters and synthetic inputs")->check(NonNegativeInt())->capture_default_str();
+  cmd->add_option("--seed", f->seed, "parameters and synthetic inputs")->check(SeedValue())->capture_default_str();
   cmd->add_flag("--emulate", f->emulate,
                 "emulate the placement's cluster: pace ranks to its device speeds (fastest = this host), delay messages by "
                 "their predicted transfer time, under time dilation");
-  cmd->add_option("--dilation", f->dilation, "with --emulate: time dilation K (default: twice what fits this host's cores)");
-  return [f] { return RunInfer(*f); };
+  cmd->add_option("--dilation", f->dilation, "with --emulate: time dilation K (default: twice what fits this host's cores)")
+      ->type_name("K")
+      ->check(DilationFactor());
+  return [f, cmd]() -> absl::Status {
+    if (cmd->count("--dilation") > 0 && !f->emulate) return absl::InvalidArgumentError("--dilation is for --emulate");
+    return RunInfer(*f);
+  };
 }
 
 Runner RegisterPlace(CLI::App& app) {

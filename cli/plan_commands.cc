@@ -273,6 +273,32 @@ CLI::Validator IntAtLeast(int64_t min) {
 CLI::Validator NonNegativeInt() { return IntAtLeast(0); }
 CLI::Validator PositiveInt() { return IntAtLeast(1); }
 
+CLI::Validator SeedValue() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        uint64_t v = 0;
+        const char* end = s.data() + s.size();
+        const auto [p, ec] = std::from_chars(s.data(), end, v);
+        if (ec != std::errc() || p != end) return StrCat("'", ir::Shorten(s), "'; expected an integer from 0 to 2^64 - 1");
+        return std::string();
+      },
+      "SEED");
+}
+
+CLI::Validator DilationFactor() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        double v = 0;
+        const char* end = s.data() + s.size();
+        const auto [p, ec] = std::from_chars(s.data(), end, v);
+        if (ec != std::errc() || p != end || !(v >= 1 && v <= 1e6)) {
+          return StrCat("'", ir::Shorten(s), "'; expected a number from 1 to 1e6 (the time dilation factor K)");
+        }
+        return std::string();
+      },
+      "K");
+}
+
 absl::Status CheckOutputPath(const std::string& flag, const std::string& path) {
   if (path.empty()) return absl::OkStatus();
   std::filesystem::path dir = std::filesystem::path(path).parent_path();

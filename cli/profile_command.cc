@@ -39,7 +39,7 @@ struct ProfileFlags {
   std::string like, out;
   std::string backend = "cpu";  // a registered backend (runtime::FindBackend)
   std::string precision;        // empty: the backend's default (only backends with a choice take the flag)
-  int ranks = 0;  // 0: the --like cluster's device count (at most kMaxDefaultRanks), else 4
+  int ranks = -1;  // -1: the --like cluster's device count (at most kMaxDefaultRanks), else 4
   int repeats = 5;
   int64_t max_bytes = kDefaultMaxBytes;
   bool keep_links = false;  // with --like: write like's links, not the thread ranks' fit
@@ -249,7 +249,7 @@ absl::Status RunProfile(const ProfileFlags& f) {
     like = std::move(*c);
   }
   int ranks = f.ranks;
-  if (ranks == 0) ranks = like ? std::clamp(like->size(), 2, kMaxDefaultRanks) : kDefaultRanks;
+  if (ranks == -1) ranks = like ? std::clamp(like->size(), 2, kMaxDefaultRanks) : kDefaultRanks;
   const int max_ranks = backend->capabilities().max_profile_ranks;
   if (ranks < 2 || ranks > max_ranks) {
     return absl::InvalidArgumentError(StrCat("--ranks ", ranks, "; expected 2 to ", max_ranks, " (the collectives are timed over that many ",
@@ -311,6 +311,11 @@ absl::Status RunProfile(const ProfileFlags& f) {
   if (!m.extra.empty()) fmt::print("{}\n", m.extra);
   fmt::print("link ({}, {} samples): latency {:.3g} us, bandwidth {:.4g} GB/s (rms relative error {:.0f}%)\n",
              m.ranks_label, m.samples.size(), fit.alpha * 1e6, 1.0 / fit.beta / 1e9, fit.rms_relative * 100);
+  if (static_cast<double>(f.max_bytes) < costmodel::kBetaMinBytes) {
+    fmt::print("  warning: no collective of at least 256 KiB was timed (--max-bytes {}): this bandwidth is fitted on "
+               "latency-bound sizes and is not a measurement of it{}; use --max-bytes 262144 or more\n",
+               f.max_bytes, f.keep_links ? " (not written: --keep-links)" : "");
+  }
   if (like) {
     for (const costmodel::DeviceClass& k : out.Classes()) {
       const costmodel::Device& d = out.devices[static_cast<size_t>(k.devices.front())];
@@ -342,7 +347,9 @@ Runner RegisterProfile(CLI::App& app) {
                   "most 64; else 4)");
   cmd->add_option("--repeats", f->repeats, "timed training steps and timed repeats per collective size, after one warm-up")
       ->capture_default_str();
-  cmd->add_option("--max-bytes", f->max_bytes, "largest collective timed, in bytes (sizes 4 B, 16 B, ... up to this)")
+  cmd->add_option("--max-bytes", f->max_bytes,
+                  "largest collective timed, in bytes (sizes 16 B, 64 B, ... up to this; the link bandwidth is fitted on "
+                  "the sizes of at least 256 KiB)")
       ->capture_default_str();
   cmd->add_option("--backend", f->backend,
                   "cpu: this host's kernels and thread collectives; cuda: GPU 0's kernels and collectives among "
@@ -359,7 +366,9 @@ Runner RegisterProfile(CLI::App& app) {
   cmd->add_option("--cluster", f->net.cluster, "with --network: the cluster to measure")->type_name("FILE");
   cmd->add_option("--network-name", f->net.network_name,
                   "with --network: use the emulated cluster of this name if it is up, else bring it up under this name");
-  cmd->add_option("--dilation", f->net.dilation, "with --network: time dilation K (default: printed)")->type_name("K");
+  cmd->add_option("--dilation", f->net.dilation, "with --network: time dilation K (default: printed)")
+      ->type_name("K")
+      ->check(DilationFactor());
   cmd->add_option("--mpirun", f->net.mpirun, "with --network: Open MPI's mpirun")->capture_default_str();
   return [f]() -> absl::Status {
     if (f->network) {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,7 @@ struct TrainOptions {
   std::string elastic_worker;  // DIR: this process is one MPI worker of an elastic run
   int elastic_epoch = -1;      // >= 0: metrics lines carry the epoch and the wall-clock time
   ElasticHooks* hooks = nullptr;
+  std::set<std::string> given;  // the flags on the command line (long names), for context checks
 
   absl::StatusOr<runtime::OptimizerConfig> Optimizer() const;
   // The numeric flags in their sane ranges and the output paths writable: checked before any work.

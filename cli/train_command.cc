@@ -44,6 +44,21 @@ absl::Status TrainOptions::Validate() const {
   }
   if (save_every < 0) return absl::InvalidArgumentError(StrCat("--save-every ", save_every, "; expected steps >= 0"));
   if (save_every > 0 && save.empty()) return absl::InvalidArgumentError("--save-every needs --save FILE");
+  // Flags that mean something only in another mode are refused rather than ignored.
+  if (!elastic && elastic_worker.empty()) {
+    for (const char* flag : {"--snapshot-every", "--elastic-dir", "--members", "--workers", "--mpirun", "--mpirun-args"}) {
+      if (given.count(flag)) return absl::InvalidArgumentError(StrCat(flag, " needs --elastic (it configures elastic training)"));
+    }
+  }
+  if (plan.empty() && !elastic) {
+    for (const char* flag : {"--dilation", "--deadline"}) {
+      if (given.count(flag)) return absl::InvalidArgumentError(StrCat(flag, " needs --plan (it is about running across ranks)"));
+    }
+  }
+  if (save_every > 0 && (!plan.empty() || elastic)) {
+    return absl::InvalidArgumentError(StrCat("--save-every is for one-device training; with ", elastic ? "--elastic" : "--plan",
+                                             " the --save checkpoint is written at the end"));
+  }
   HS_RETURN_IF_ERROR(CheckOutputPath("--save", save));
   HS_RETURN_IF_ERROR(CheckOutputPath("--metrics", metrics));
   HS_RETURN_IF_ERROR(CheckOutputPath("--trace", trace));
@@ -151,8 +166,9 @@ absl::Status Train(const TrainOptions& o) {
       HS_RETURN_IF_ERROR(trainer->Save(o.save, spec.ToString()));
     }
     if (o.quiet) continue;
-    const std::string line = fmt::format("step {:>5}/{}  loss {:.4f}  {:.3f} s/step", i + 1,
-                                         o.steps, loss, total_s / static_cast<double>(i + 1));
+    // Steps counted as in checkpoints and --metrics: a run from --load continues their count.
+    const std::string line = fmt::format("step {:>5}/{}  loss {:.4f}  {:.3f} s/step", step + 1,
+                                         first + o.steps, loss, total_s / static_cast<double>(i + 1));
     if (tty) {
       fmt::print(stderr, "\r{}", line);
       if (i + 1 == o.steps) fmt::print(stderr, "\n");
@@ -188,9 +204,7 @@ Runner RegisterTrain(CLI::App& app) {
   cmd->add_option("--weight-decay", o->weight_decay, "L2 weight decay")->capture_default_str();
   cmd->add_option("--seed", o->seed, "seed of initialization, synthetic data and dropout")
       ->capture_default_str()
-      ->check(CLI::Validator(
-          [](std::string& s) { return s.starts_with("-") ? "expected a non-negative integer" : std::string(); },
-          "", "non-negative"));
+      ->check(SeedValue());
   cmd->add_option("--data", o->data,
                   "safetensors file with one tensor per model input, first dim a multiple of the "
                   "batch (default: the model's synthetic task)")
@@ -226,7 +240,8 @@ Runner RegisterTrain(CLI::App& app) {
   cmd->add_option("--dilation", o->dilation,
                   "with --plan on CPU ranks: time dilation K — pace each rank in real time K x slower than its "
                   "device, report wall clock / K (default: $HETSYNTH_DILATION, set by `hetsynth cluster run`)")
-      ->type_name("K");
+      ->type_name("K")
+      ->check(DilationFactor());
   cmd->add_option("--deadline", o->deadline,
                   "with --plan: seconds a collective may wait for the other ranks before the job ends with one "
                   "line naming the collective and the missing rank (a stopped, dead or stuck process)")
@@ -257,9 +272,12 @@ Runner RegisterTrain(CLI::App& app) {
       ->type_name("ARGS");
   cmd->add_option("--elastic-worker", o->elastic_worker)->group("");  // set by the agent for its MPI workers
   cmd->add_option("--elastic-epoch", o->elastic_epoch)->group("");
-  return [o, lr, ranks]() {
+  return [o, lr, ranks, cmd]() {
     o->ranks_given = ranks->count() > 0;
     o->lr_given = lr->count() > 0;
+    for (const CLI::Option* opt : cmd->get_options()) {
+      if (opt->count() > 0 && !opt->get_lnames().empty()) o->given.insert("--" + opt->get_lnames().front());
+    }
     return Train(*o);
   };
 }

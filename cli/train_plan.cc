@@ -539,9 +539,10 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     }
     if (o.quiet) return;
     const std::string line =
-        // An elastic epoch counts the run's optimizer steps (it starts from a snapshot's).
+        // Optimizer steps as checkpoints and --metrics count them: a run from --load or an elastic
+        // epoch's snapshot continues their count.
         fmt::format("step {:>5}/{}  loss {:.4f}  {} /step (compute {}, comm {}, idle {}; mean over ranks)",
-                    o.elastic_epoch >= 0 ? m.step : i + 1, o.elastic_epoch >= 0 ? m.step - (i + 1) + o.steps : o.steps,
+                    m.step, m.step - (i + 1) + o.steps,
                     m.loss, Ms(m.step_time_s), Ms(c.get()), Ms(x.get()), Ms(w.get()));
     if (tty) {
       fmt::print(stderr, "\r{}", line);

@@ -444,7 +444,7 @@ TEST(CliEmulatedClusterInput, BadInputIsOneLineExitTwo) {
   ExpectError("cluster up --cluster /nonexistent/c.json", "/nonexistent/c.json");
   ExpectError("cluster up --cluster " + bad, "emulated-bad.json");
   ExpectError("cluster up --cluster " + slow + " --dilation 10", "links.inter_node.bandwidth 5000 B/s ÷ --dilation 10 = 500 B/s");
-  ExpectError("cluster up --cluster " + slow + " --dilation 0", "--dilation 0: expected a number >= 1");
+  ExpectError("cluster up --cluster " + slow + " --dilation 0", "--dilation: '0'; expected a number from 1 to 1e6");
   ExpectError("cluster up --cluster " + slow + " --name Bad-Name", "--name 'Bad-Name': expected 1 to 12 lower-case letters or digits");
   ExpectError("cluster up", "--cluster is required");
   ExpectError("cluster run --name nosuch -- true", "emulated cluster 'nosuch' is not up");

@@ -146,7 +146,7 @@ TEST(Infer, PlacementsOnThreadRanksEqualTheOneDeviceForward) {
   EXPECT_EQ(e.code, 0) << e.output;
   EXPECT_NE(e.output.find("outputs equal the one-device forward"), std::string::npos) << e.output;
   EXPECT_NE(e.output.find("emulated cluster 'mixed-4' (dilation K=2"), std::string::npos) << e.output;
-  ExpectError("infer --placement " + Tmp("infer_gpt.json") + " --emulate --dilation 0.5", "--dilation 0.5; expected a number >= 1");
+  ExpectError("infer --placement " + Tmp("infer_gpt.json") + " --emulate --dilation 0.5", "--dilation: '0.5'; expected a number from 1 to 1e6");
   nlohmann::json nf = Read(Tmp("infer_gpt.json"));
   nf["cluster"].erase("device_flops");
   Write(bad, nf);
@@ -191,7 +191,7 @@ TEST(BenchInference, EveryMethodPredictedMeasuredAndCheckedInOneRun) {
   ExpectError("bench --model gpt --small --cluster " + Cluster("mixed-4") + " --requests 3 --out " + dir,
               "--requests is for --inference");
   ExpectError("bench --inference --model gpt --small --cluster " + Cluster("mixed-4") + " --dilation 0.5 --out " + dir,
-              "--dilation 0.5; expected a number >= 1");
+              "--dilation: '0.5'; expected a number from 1 to 1e6");
 }
 
 }  // namespace

@@ -431,6 +431,18 @@ flag("weight_decay_negative", TRAIN + ["--weight-decay", "-1"], "--weight-decay"
 flag("weight_decay_nan", TRAIN + ["--weight-decay", "nan"], "--weight-decay")
 flag("seed_negative", TRAIN + ["--seed", "-1"], "--seed")
 flag("seed_text", TRAIN + ["--seed", "abc"], "--seed")
+flag("seed_overflow", TRAIN + ["--seed", "18446744073709551616"], "--seed")
+flag("dilation_zero", ["train", "--plan", "{in}/base-plan.json", "--steps", "1", "--dilation", "0"], "--dilation")
+flag("dilation_nan", ["train", "--plan", "{in}/base-plan.json", "--steps", "1", "--dilation", "nan"], "--dilation")
+flag("dilation_huge", ["train", "--plan", "{in}/base-plan.json", "--steps", "1", "--dilation", "1e300"], "--dilation")
+flag("dilation_without_plan", TRAIN + ["--dilation", "2"], "--dilation needs --plan")
+flag("deadline_without_plan", TRAIN + ["--deadline", "5"], "--deadline needs --plan")
+flag("members_without_elastic", TRAIN + ["--members", "fast0"], "--members needs --elastic")
+flag("workers_without_elastic", ["train", "--plan", "{in}/base-plan.json", "--steps", "1", "--workers", "mpi"],
+     "--workers needs --elastic")
+flag("snapshot_every_without_elastic", TRAIN + ["--snapshot-every", "5"], "--snapshot-every needs --elastic")
+flag("save_every_with_plan", ["train", "--plan", "{in}/base-plan.json", "--steps", "1", "--save", "{tmp}/c.safetensors",
+                              "--save-every", "1"], "--save-every is for one-device training")
 flag("steps_negative", ["train", "--model", "mlp", "--small", "--steps", "-1"], "--steps")
 flag("steps_text", ["train", "--model", "mlp", "--small", "--steps", "ten"], "--steps")
 flag("optimizer_unknown", TRAIN + ["--optimizer", "lamb"], "lamb")
@@ -457,6 +469,13 @@ flag("profile_repeats_zero", ["profile", "--model", "mlp", "--small", "-o", "{tm
      "--repeats")
 flag("profile_max_bytes_negative", ["profile", "--model", "mlp", "--small", "-o", "{tmp}/c.json", "--max-bytes", "-1"],
      "--max-bytes")
+BENCH = ["bench", "--model", "mlp", "--small", "--cluster", "{in}/../../examples/clusters/mixed-4.json", "--out", "{tmp}/b"]
+flag("bench_ranks_not_devices", BENCH + ["--ranks", "2"], "--ranks 2")
+flag("bench_seed_negative", BENCH + ["--seed", "-1"], "--seed")
+flag("bench_inference_rounds", BENCH + ["--inference", "--rounds", "2"], "--rounds is for training plans")
+flag("bench_inference_no_mesh_levels", BENCH + ["--inference", "--no-mesh-levels"], "--no-mesh-levels is for training")
+flag("bench_dilation_zero", BENCH + ["--emulate-network", "--dilation", "0"], "--dilation")
+flag("profile_ranks_zero", ["profile", "--model", "mlp", "--small", "-o", "{tmp}/c.json", "--ranks", "0"], "--ranks 0")
 flag("graph_out_bad_dir", ["models", "mlp", "--small", "--graph-out", "{tmp}/no/such/dir/g.json"], "no/such/dir")
 flag("unknown_subcommand", ["trian"], "trian")
 flag("unknown_flag", ["train", "--model", "mlp", "--steps", "1", "--stepz", "1"], "--stepz")

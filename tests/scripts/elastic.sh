@@ -46,6 +46,8 @@ cat "$dir/run/membership.jsonl"
 grep -q "$change" "$dir/run/membership.jsonl" || fail "no membership change $change in the log"
 step=$(grep '"event": "membership"' "$dir/run/membership.jsonl" | head -1 | sed 's/.*"step": \([0-9]*\).*/\1/')
 [ "$step" = 10 ] || fail "the change resumed from step '$step', expected the snapshot of step 10"
+grep '"event": "membership"' "$dir/run/membership.jsonl" | head -1 | grep -q '"detected_unix": 0\.0*,' &&
+  fail "the membership change has no detection time"
 
 # Every step once, in order.
 steps=$(sed 's/^{"step": \([0-9]*\),.*/\1/' "$dir/metrics.jsonl" | tr '\n' ' ')
