@@ -233,6 +233,13 @@ class Reader {
       return Err(where, StrCat(field, "=", Shown(j), " is ", j.get<std::string>().size(),
                                " bytes; expected at most ", kMaxNameBytes));
     }
+    // Names appear in one-line messages, tables and plan files: no control characters.
+    for (const char ch : j.get<std::string>()) {
+      if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
+        return Err(where, StrCat(field, "=", Shown(j), " contains a control character (code ",
+                                 static_cast<int>(static_cast<unsigned char>(ch)), "); expected printable text"));
+      }
+    }
     return j.get<std::string>();
   }
 
@@ -688,9 +695,15 @@ absl::StatusOr<Cluster> ParseCluster(const std::string& text, const std::string&
 
 absl::StatusOr<Cluster> ReadClusterFile(const std::string& path) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(StrCat("cluster '", path, "': is a directory; expected a hetsynth-cluster JSON file"));
+  }
+  if (!std::filesystem::exists(path, ec)) {
     return absl::NotFoundError(StrCat("cluster '", path, "': no such file (expected a hetsynth-cluster JSON "
                                       "file; see docs/cluster-format.md and examples/clusters/)"));
+  }
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return absl::InvalidArgumentError(StrCat("cluster '", path, "': not a regular file; expected a hetsynth-cluster JSON file"));
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(StrCat("cluster '", path, "': cannot open file"));

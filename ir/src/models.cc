@@ -1,7 +1,9 @@
 #include "hetsynth/ir/models.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <map>
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/graph_json.h"
@@ -442,6 +444,7 @@ absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
   for (const HyperParam& p : info->params) {
     spec.args[p.name] = preset == Preset::kSmall ? p.small_value : p.default_value;
   }
+  std::map<std::string, std::string> given;  // key → its KEY=VALUE, to refuse a key given twice
   for (const std::string& kv : overrides) {
     const size_t eq = kv.find('=');
     const std::string key = kv.substr(0, eq);
@@ -459,10 +462,14 @@ absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
       return Bad(StrCat("model '", name, "' has no hyperparameter '", key, "'; known: ",
                         absl::StrJoin(known, ", ")));
     }
+    if (auto [it, fresh] = given.emplace(key, kv); !fresh) {
+      return Bad(StrCat("--model-arg '", kv, "': ", key, " is already given ('", it->second, "'); give each KEY once"));
+    }
     const std::string text = kv.substr(eq + 1);
-    char* end = nullptr;
-    const double v = std::strtod(text.c_str(), &end);
-    const bool parsed = !text.empty() && end && *end == '\0' && std::isfinite(v);
+    // Decimal only (from_chars: no hex, no leading blanks, no "inf").
+    double v = 0;
+    const auto [stop, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    const bool parsed = !text.empty() && ec == std::errc() && stop == text.data() + text.size() && std::isfinite(v);
     if (!parsed || (hp->integer && (v != std::floor(v) || v < 1 || v > 1e9)) ||
         (!hp->integer && v < 0)) {
       return Bad(StrCat("model '", name, "': ", key, "='", text, "'; expected ",
