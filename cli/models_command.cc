@@ -107,15 +107,16 @@ Runner RegisterModels(CLI::App& app) {
       "models", "List the built-in models, or show one model's inputs, parameters and FLOPs");
   auto opts = std::make_shared<ModelOptions>();
   auto graph_out = std::make_shared<std::string>();
-  cmd->add_option("name,--model", opts->name, "model to show (" + ir::ModelNames() + ")");
+  cmd->add_option("name,--model", opts->name,
+                  "model to show (" + ir::ModelNames() + "), as NAME or --model NAME (one of them)");
   opts->AddFlags(*cmd);
   cmd->add_option("--graph-out", *graph_out, "also write the model's graph JSON to FILE")
       ->type_name("FILE");
   return [opts, graph_out]() -> absl::Status {
     if (opts->name.empty()) {
-      if (!opts->args.empty() || !graph_out->empty()) {
-        return absl::InvalidArgumentError("--model-arg/--graph-out need a model NAME; known models: " +
-                                          ir::ModelNames());
+      if (!opts->args.empty() || !graph_out->empty() || opts->small || opts->batch > 0 || !opts->loss.empty()) {
+        return absl::InvalidArgumentError("--model-arg, --small, --batch, --loss and --graph-out need a model NAME; "
+                                          "known models: " + ir::ModelNames());
       }
       ListModels();
       return absl::OkStatus();

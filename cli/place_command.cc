@@ -184,6 +184,11 @@ absl::Status RunInfer(const InferFlags& f) {
   o.dilation = f.dilation;
   o.source = f.placement;
   o.mpi = UnderMpiLauncher();
+  if (!o.mpi || LauncherRank() == 0) {
+    fmt::print(stderr, "running the one-device forward of {}, then {} request{} on the ranks of placement '{}' ({} groups{}) ...\n",
+               loaded.spec.ToString(), f.requests, f.requests == 1 ? "" : "s", f.placement, loaded.placement.groups.size(),
+               f.emulate ? ", emulated speeds" : "");
+  }
   HS_ASSIGN_OR_RETURN(const InferMeasurement m, MeasureInference(g, loaded.spec, loaded.placement, o));
   if (!m.reporter) return absl::OkStatus();  // MPI: rank 0 reports
   const std::string ranks = o.mpi ? fmt::format("{} MPI processes", m.ranks) : fmt::format("{} thread ranks", m.ranks);
