@@ -333,6 +333,10 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& tex
 }
 
 absl::StatusOr<std::string> ReadText(const std::string& path, const char* what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(StrCat(what, " '", path, "': is a directory; expected a ", what, " file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(StrCat(what, " '", path, "': cannot open file"));
   std::ostringstream ss;
@@ -366,6 +370,22 @@ absl::Status CheckPlanCluster(const instr::Plan& plan, const std::string& where,
                                              plan.cluster_fingerprint, ", ", plan.devices.size(), " devices), not for ",
                                              cluster_label, " (fingerprint ", c.Fingerprint(), ", ", c.size(),
                                              " devices)"));
+  }
+  // The same cluster has the same mesh: nodes as the cluster groups its devices (none for one node).
+  const costmodel::Mesh mesh = costmodel::MeshOf(c);
+  std::vector<std::vector<int>> nodes;
+  if (mesh.num_nodes() >= 2) {
+    for (const auto& devs : mesh.nodes) nodes.push_back(std::vector<int>(devs.begin(), devs.end()));
+  }
+  if (plan.program.nodes != nodes) {
+    auto show = [](const std::vector<std::vector<int>>& n) {
+      if (n.empty()) return std::string("none (one node)");
+      std::vector<std::string> parts;
+      for (const std::vector<int>& node : n) parts.push_back(StrCat("[", absl::StrJoin(node, ","), "]"));
+      return StrCat("[", absl::StrJoin(parts, ","), "]");
+    };
+    return absl::InvalidArgumentError(StrCat(where, ": mesh.nodes: ", show(plan.program.nodes), "; expected ",
+                                             show(nodes), ", the nodes of ", cluster_label));
   }
   return absl::OkStatus();
 }

@@ -492,11 +492,11 @@ absl::Status BuildSplitGroups(const ir::Graph& g, Program& p) {
   p.groups = groups.Collect();
   const bool two_level = TwoLevelNodes(p.nodes, p.num_devices);
   for (SplitGroup& group : p.groups) {
-    const size_t seg = static_cast<size_t>(group.segment);
-    if (seg >= p.ratios.size()) {
-      return Bad(StrCat("split group of ", PropertyString(g, group.members.front()), " uses segment ", seg,
-                        " but the program has ", p.ratios.size(), " segments of ratios"));
+    if (group.segment < 0 || static_cast<size_t>(group.segment) >= p.ratios.size()) {
+      return Bad(StrCat("split group of ", PropertyString(g, group.members.front()), " uses segment ", group.segment,
+                        "; expected a segment in [0, ", p.ratios.size(), ") (a row of ratios)"));
     }
+    const size_t seg = static_cast<size_t>(group.segment);
     const std::vector<double>& r = p.ratios[seg];
     if (group.level == Level::kWorld) {
       group.counts = RoundShares(r, group.atoms);
@@ -567,6 +567,10 @@ absl::Status CheckProgram(const ir::Graph& g, const Program& p) {
     absl::Status st = DeriveTriple(g, derived);
     if (!st.ok()) return Bad(StrCat(where, ": ", st.message()));
     const Instruction& in = p.instructions[i];
+    if (in.segment < 0 || static_cast<size_t>(in.segment) >= p.ratios.size()) {
+      return Bad(StrCat(where, ": segment ", in.segment, "; expected a segment in [0, ", p.ratios.size(),
+                        ") (a row of ratios)"));
+    }
     if (derived.pre != in.pre || derived.post != in.post) {
       return Bad(StrCat(where, ": its stated triple does not match its definition"));
     }

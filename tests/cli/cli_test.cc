@@ -189,6 +189,19 @@ TEST(CliPlans, CheckRejectsAHandCorruptedPlan) {
               "was made for cluster 'mixed-4'");
   std::ofstream(Tmp("garbage-plan.json")) << "{\"format\": \"hetsynth-plan\", \"version\": 1, \"model\": 3}";
   ExpectError("check " + Tmp("garbage-plan.json"), "model");
+  // With --cluster, the plan's mesh must be the cluster's nodes: mixed-4 is one node.
+  nlohmann::json meshed = nlohmann::json::parse(text);
+  meshed["mesh"] = {{"nodes", {{0, 1}, {2, 3}}}};
+  std::ofstream(Tmp("meshed-plan.json")) << meshed.dump(1);
+  ExpectError("check " + Tmp("meshed-plan.json") + " --cluster " + kMixed4,
+              "plan '" + Tmp("meshed-plan.json") + "': mesh.nodes: [[0,1],[2,3]]; expected none (one node), the nodes of '" +
+                  kMixed4 + "'");
+  // Empty, truncated and directory plans each say which.
+  std::ofstream(Tmp("empty-plan.json")).flush();
+  ExpectError("check " + Tmp("empty-plan.json"), "plan '" + Tmp("empty-plan.json") + "': is empty; expected a JSON object");
+  std::ofstream(Tmp("truncated-plan.json")) << text.substr(0, text.size() / 3);
+  ExpectError("check " + Tmp("truncated-plan.json"), "plan '" + Tmp("truncated-plan.json") + "': is not valid JSON (line ");
+  ExpectError("check " + ::testing::TempDir(), "': is a directory; expected a plan file");
 }
 
 TEST(CliPlans, BadClusterAndInfeasibleProblemsExitTwo) {

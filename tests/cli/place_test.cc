@@ -105,7 +105,7 @@ TEST(Place, MalformedPlacementFilesExit2NamingFileFieldValue) {
       {[](nlohmann::json& j) { j["solver"]["gap"] = 2; }, "solver.gap: 2; expected a number in [0, 1]"},
       {[](nlohmann::json& j) { j["edges"][0] = {3, 1, 5}; }, "edges[0]: [3,1,5]"},
       {[](nlohmann::json& j) { j["edges"][0][3] = -2; }, "expected [from, to, bytes, transfer_s]"},
-      {[](nlohmann::json& j) { j["cluster"]["device_flops"] = {1, 2}; }, "cluster.device_flops: expected an array of 4"},
+      {[](nlohmann::json& j) { j["cluster"]["device_flops"] = {1, 2}; }, "cluster.device_flops: 2 numbers; expected 4 FLOP/s, one per device"},
       {[](nlohmann::json& j) { j["groups"][0]["start_s"] = -1; }, "groups[0].start_s: -1"},
   };
   for (size_t k = 0; k < cases.size(); ++k) {

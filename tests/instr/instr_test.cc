@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "hetsynth/instr/local_compute.h"
 #include "hetsynth/instr/program.h"
@@ -183,15 +186,24 @@ TEST(PlanJson, RoundTripsAndRefusesACorruptedTriple) {
   plan.model = "tiny";
   plan.batch = 8;
   plan.cluster = "two";
+  plan.cluster_fingerprint = "0123456789abcdef";
   plan.devices = {"a", "b"};
   plan.strategy = "dp-cp";
   plan.program = DataParallel(g, {0.75, 0.25});
-  plan.program.groups[0].counts = {5, 3};  // chosen counts survive the round trip
   const std::string text = PlanToJson(g, plan);
   absl::StatusOr<Plan> back = PlanFromJson(g, text, "p.json");
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(PlanToJson(g, *back), text);
-  EXPECT_EQ(back->program.groups[0].counts, (std::vector<int64_t>{5, 3}));
+  EXPECT_EQ(back->program.groups[0].counts, (std::vector<int64_t>{6, 2}));
+  // Counts are what the ratios give (largest-remainder rounding), not a free choice: other
+  // counts would make explain's shares contradict them.
+  plan.program.groups[0].counts = {5, 3};
+  EXPECT_NE(PlanFromJson(g, PlanToJson(g, plan), "p.json")
+                .status()
+                .message()
+                .find("plan 'p.json': splits[0].counts: [5, 3]; expected [6, 2], what ratios[0] gives 8 atoms"),
+            std::string::npos)
+      << PlanFromJson(g, PlanToJson(g, plan), "p.json").status();
 
   std::string corrupt = text;
   const std::string from = "\"Gather(fc1, 0)\"";
@@ -199,6 +211,113 @@ TEST(PlanJson, RoundTripsAndRefusesACorruptedTriple) {
   absl::StatusOr<Plan> bad = PlanFromJson(g, corrupt, "p.json");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("plan 'p.json': program[6]: stated triple"), std::string::npos) << bad.status();
+}
+
+// A valid two-device data-parallel plan of Tiny as JSON, with predictions, for editing.
+nlohmann::json TinyPlanJson(const ir::Graph& g) {
+  Plan plan;
+  plan.model = "tiny";
+  plan.batch = 8;
+  plan.cluster = "two";
+  plan.cluster_fingerprint = "0123456789abcdef";
+  plan.devices = {"a", "b"};
+  plan.strategy = "dp-cp";
+  plan.program = DataParallel(g, {0.75, 0.25});
+  plan.predicted_step_time_s = 2;
+  plan.predicted_compute_s = 1;
+  plan.predicted_communication_s = 1;
+  plan.predicted_exposed_communication_s = 1;
+  plan.instruction_compute_s.assign(plan.program.instructions.size(), 0.1);
+  plan.instruction_communication_s.assign(plan.program.instructions.size(), 0);
+  plan.predicted_memory_bytes = {1000, 500};
+  plan.memory_capacity_bytes = {1e9, 1e9};
+  return nlohmann::json::parse(PlanToJson(g, plan));
+}
+
+// Every bad field is one line naming the file, the field's position, its value and what was
+// expected: wrong JSON types, unknown fields, out-of-range segments and predictions, counts the
+// ratios do not give, unused ratio rows, a malformed fingerprint or device name, and documents
+// that are empty, truncated or not objects.
+TEST(PlanJson, BadFieldsNamePositionValueAndExpectation) {
+  const ir::Graph g = Tiny();
+  const nlohmann::json good = TinyPlanJson(g);
+  ASSERT_TRUE(PlanFromJson(g, good.dump(1), "p.json").ok()) << PlanFromJson(g, good.dump(1), "p.json").status();
+  ASSERT_EQ(good["program"][6]["op"], "compute");
+  struct Case {
+    std::function<void(nlohmann::json&)> edit;
+    std::string message;  // the whole line after "plan 'p.json': " (a prefix of it where it lists names)
+  };
+  const std::vector<Case> cases = {
+      {[](auto& j) { j["program"][6]["op"] = 5; }, "program[6].op: 5; expected a string"},
+      {[](auto& j) { j["program"][0]["tensor"] = 5; }, "program[0].tensor: 5; expected a string"},
+      {[](auto& j) { j["program"][6]["node"] = nlohmann::json::array(); }, "program[6].node: []; expected a string"},
+      {[](auto& j) { j["program"][6]["rule"] = 1; }, "program[6].rule: 1; expected a string"},
+      {[](auto& j) { j["program"][0]["impl"] = true; }, "program[0].impl: true; expected a string"},
+      {[](auto& j) { j["program"][0]["pre"] = "x"; }, "program[0].pre: \"x\"; expected an array of properties"},
+      {[](auto& j) { j["format"] = 5; }, "format: 5; expected \"hetsynth-plan\""},
+      {[](auto& j) { j["strategy"] = 5; }, "strategy: 5; expected a string"},
+      {[](auto& j) { j["overlap"] = "yes"; }, "overlap: \"yes\"; expected true or false"},
+      {[](auto& j) { j["model"]["name"] = 5; }, "model.name: 5; expected a string"},
+      {[](auto& j) { j["splits"][0]["counts"] = "6,2"; }, "splits[0].counts: \"6,2\"; expected an array of atom counts"},
+      {[](auto& j) { j["buckets"] = {{{"params", "x"}}}; }, "buckets[0].params: \"x\"; expected an array of parameter names"},
+      // Unknown fields, at every level.
+      {[](auto& j) { j["program"][6]["segmnet"] = 0; },
+       "program[6]: unknown field 'segmnet'; did you mean 'segment'? (expected one of: "},
+      {[](auto& j) { j["strategyy"] = "x"; }, "unknown field 'strategyy'; did you mean 'strategy'? (expected one of: "},
+      {[](auto& j) { j["splits"][0]["atom"] = 8; }, "splits[0]: unknown field 'atom'; did you mean 'atoms'?"},
+      {[](auto& j) { j["buckets"] = {{{"params", {"head.bias"}}, {"byte", 12}}}; },
+       "buckets[0]: unknown field 'byte'; did you mean 'bytes'?"},
+      {[](auto& j) { j["model"]["batchh"] = 8; }, "model: unknown field 'batchh'; did you mean 'batch'?"},
+      {[](auto& j) { j["cluster"]["device"] = 8; }, "cluster: unknown field 'device'; did you mean 'devices'?"},
+      {[](auto& j) { j["predicted"]["compute"] = 1; }, "predicted: unknown field 'compute'"},
+      {[](auto& j) { j["mesh"] = {{"nodes", {{0}, {1}}}, {"node", 1}}; }, "mesh: unknown field 'node'; did you mean 'nodes'?"},
+      {[](auto& j) { j["program"][0]["rule"] = "batch0"; }, "program[0]: unknown field 'rule' (expected one of: "},
+      // Segments: a row of ratios, on instructions and on splits.
+      {[](auto& j) { j["program"][6]["segment"] = -1; },
+       "program[6].segment: -1; expected an integer in [0, 0] (a row of ratios; the plan has 1)"},
+      {[](auto& j) { j["splits"][0]["segment"] = 5; },
+       "splits[0].segment: 5; expected an integer in [0, 0] (a row of ratios; the plan has 1)"},
+      {[](auto& j) { j["splits"][0]["segment"] = 1000000; }, "splits[0].segment: 1000000; expected an integer in [0, 0]"},
+      // Predictions: finite, non-negative, sane, one per device or instruction.
+      {[](auto& j) { j["predicted"]["memory_bytes"][0] = -1; }, "predicted.memory_bytes[0]: -1; expected finite bytes in [0, 1e+30]"},
+      {[](auto& j) { j["predicted"]["memory_bytes"] = {1000}; },
+       "predicted.memory_bytes: 1 numbers; expected 2 (one per device) or none"},
+      {[](auto& j) { j["predicted"]["communication_s"] = -1; },
+       "predicted.communication_s: -1; expected finite seconds in [0, 1e+09]"},
+      {[](auto& j) { j["predicted"]["compute_s"] = -0.5; }, "predicted.compute_s: -0.5; expected finite seconds"},
+      {[](auto& j) { j["predicted_step_time_s"] = 1e308; }, "predicted_step_time_s: 1e+308; expected finite seconds in [0, 1e+09]"},
+      {[](auto& j) { j["predicted"]["memory_capacity_bytes"][1] = 0; },
+       "predicted.memory_capacity_bytes[1]: 0; expected finite bytes in [1, 1e+30]"},
+      {[](auto& j) { j["predicted"]["instruction_compute_s"] = {0.5}; },
+       "predicted.instruction_compute_s: 1 numbers; expected 10 (one per instruction) or none"},
+      // Counts are the ratios' rounding; every ratio row is used.
+      {[](auto& j) { j["ratios"] = {{1, 0}}; }, "splits[0].counts: [6, 2]; expected [8, 0], what ratios[0] gives 8 atoms"},
+      {[](auto& j) { j["ratios"].push_back({0.5, 0.5}); }, "ratios[1]: no instruction uses segment 1"},
+      {[](auto& j) { j["ratios"][0][0] = 2; }, "ratios[0][0]: 2; expected finite ratio in [0, 1]"},
+      // The cluster header.
+      {[](auto& j) { j["cluster"]["fingerprint"] = "zz"; }, "cluster.fingerprint: \"zz\"; expected 16 hex digits"},
+      {[](auto& j) { j["cluster"]["devices"][0] = ""; }, "cluster.devices[0]: \"\"; expected a device name"},
+      {[](auto& j) { j["mesh"] = {{"nodes", {{0}, {2}}}}; }, "mesh.nodes[1][0]: 2; expected an integer in [0, 1] (a rank)"},
+  };
+  for (size_t k = 0; k < cases.size(); ++k) {
+    nlohmann::json j = good;
+    cases[k].edit(j);
+    const absl::StatusOr<Plan> p = PlanFromJson(g, j.dump(1), "p.json");
+    ASSERT_FALSE(p.ok()) << k << ": " << cases[k].message;
+    EXPECT_EQ(std::string(p.status().message()).rfind("plan 'p.json': " + cases[k].message, 0), 0u) << k << ": " << p.status();
+  }
+  // Documents: empty, truncated (with nlohmann's position), not an object.
+  const std::string text = good.dump(1);
+  auto error = [&](const std::string& t) { return std::string(PlanFromJson(g, t, "p.json").status().message()); };
+  EXPECT_EQ(error(""), "plan 'p.json': is empty; expected a JSON object");
+  EXPECT_EQ(error(" \n"), "plan 'p.json': is empty; expected a JSON object");
+  EXPECT_EQ(error(text.substr(0, text.size() / 2)).rfind("plan 'p.json': is not valid JSON (line ", 0), 0u)
+      << error(text.substr(0, text.size() / 2));
+  EXPECT_EQ(error("[1, 2]"), "plan 'p.json': is an array; expected a JSON object");
+  // The header alone (explain's first read) checks the same fields.
+  nlohmann::json j = good;
+  j["cluster"]["fingerprint"] = "zz";
+  EXPECT_EQ(std::string(PlanHeaderFromJson(j.dump(), "p.json").status().message()).rfind("plan 'p.json': cluster.fingerprint", 0), 0u);
 }
 
 // The replicated parameters of DataParallel in ready order: placed fc1.weight, fc1.bias,
@@ -271,6 +390,7 @@ TEST(PlanJson, VersionTwoRoundTripsBucketsOverlapAndMeshAndVersionOneStillLoads)
   plan.model = "tiny";
   plan.batch = 8;
   plan.cluster = "two";
+  plan.cluster_fingerprint = "0123456789abcdef";
   plan.devices = {"a", "b"};
   plan.strategy = "ddp-ev";
   plan.program = DataParallel(g, {0.5, 0.5});
@@ -302,6 +422,7 @@ TEST(PlanJson, VersionTwoRoundTripsBucketsOverlapAndMeshAndVersionOneStillLoads)
   v1.model = "tiny";
   v1.batch = 8;
   v1.cluster = "two";
+  v1.cluster_fingerprint = "0123456789abcdef";
   v1.devices = {"a", "b"};
   v1.program.num_devices = 2;
   v1.program.ratios = {{0.5, 0.5}};
@@ -499,6 +620,7 @@ TEST(Mesh, PlanVersionThreeRoundTripsMixedFormsAndTheRuntimeRunsThem) {
   plan.model = "tiny";
   plan.batch = 8;
   plan.cluster = "two-by-two";
+  plan.cluster_fingerprint = "0123456789abcdef";
   plan.devices = {"a", "b", "c", "d"};
   plan.strategy = "megatron";
   plan.program = MegatronInsideDpAcross(g, {0.3, 0.2, 0.25, 0.25});
@@ -566,6 +688,7 @@ TEST(PlanJson, ARuleTheNodeLacksIsRefusedWithItsRules) {
   plan.model = "tiny";
   plan.batch = 8;
   plan.cluster = "two";
+  plan.cluster_fingerprint = "0123456789abcdef";
   plan.devices = {"a", "b"};
   plan.program = DataParallel(g, {0.5, 0.5});
   const std::string text = PlanToJson(g, plan);
