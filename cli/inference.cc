@@ -20,10 +20,7 @@
 
 namespace hetsynth::cli {
 
-const std::vector<std::string>& PlacementMethodNames() {
-  static const std::vector<std::string> names = {"single", "even", "speed", "heft", "milp"};
-  return names;
-}
+const std::vector<std::string>& PlacementMethodNames() { return instr::PlacementMethodNames(); }
 
 std::string LatencyText(double s) {
   return s < 1e-3 ? fmt::format("{:.3f} us", s * 1e6) : fmt::format("{:.3f} ms", s * 1e3);

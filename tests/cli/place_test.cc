@@ -95,18 +95,31 @@ TEST(Place, MalformedPlacementFilesExit2NamingFileFieldValue) {
       {[](nlohmann::json& j) { j["version"] = 7; }, "field 'version': 7; expected 1"},
       {[](nlohmann::json& j) { j["format"] = "hetsynth-plan"; }, "field 'format': \"hetsynth-plan\""},
       {[](nlohmann::json& j) { j["groups"][0]["device"] = "gpu9"; }, "groups[0].device: 'gpu9' is not in cluster.devices"},
-      {[](nlohmann::json& j) { j["groups"][1]["ops"].push_back("nosuch"); }, "groups[1].ops: 'nosuch' is not an op"},
+      {[](nlohmann::json& j) { j["groups"][1]["ops"].push_back("nosuch"); }, "'nosuch' is not an op"},
       {[](nlohmann::json& j) { j["groups"][2]["ops"].push_back(j["groups"][0]["ops"][0]); }, "is placed twice"},
       {[](nlohmann::json& j) { j["groups"].erase(j["groups"].size() - 1); }, "is in no group"},
       {[](nlohmann::json& j) { j["groups"][0]["ops"].push_back("loss"); }, "'loss' is the loss"},
       {[](nlohmann::json& j) { std::swap(j["groups"][0], j["groups"][1]); }, "expected groups in dependency order"},
       {[](nlohmann::json& j) { j["model"]["batch"] = -3; }, "model.batch: -3; expected a positive integer"},
       {[](nlohmann::json& j) { j["model"]["args"]["hidden"] = "wide"; }, "model.args.hidden: \"wide\"; expected a number"},
-      {[](nlohmann::json& j) { j["solver"]["gap"] = 2; }, "solver.gap: 2; expected a number in [0, 1]"},
+      {[](nlohmann::json& j) { j["solver"]["gap"] = 2; }, "solver.gap: 2; expected finite fraction in [0, 1]"},
       {[](nlohmann::json& j) { j["edges"][0] = {3, 1, 5}; }, "edges[0]: [3,1,5]"},
       {[](nlohmann::json& j) { j["edges"][0][3] = -2; }, "expected [from, to, bytes, transfer_s]"},
       {[](nlohmann::json& j) { j["cluster"]["device_flops"] = {1, 2}; }, "cluster.device_flops: 2 numbers; expected 4 FLOP/s, one per device"},
       {[](nlohmann::json& j) { j["groups"][0]["start_s"] = -1; }, "groups[0].start_s: -1"},
+      // Only the methods `place` computes; no unknown fields; the edges the groups imply.
+      {[](nlohmann::json& j) { j["method"] = "magic"; }, "method: \"magic\"; expected one of single, even, speed, heft, milp"},
+      {[](nlohmann::json& j) { j["methods"][0]["method"] = "milpp"; }, "methods[0].method: \"milpp\"; did you mean 'milp'?"},
+      {[](nlohmann::json& j) { j["predicted_latency"] = 1; }, "unknown field 'predicted_latency'; did you mean 'predicted_latency_s'?"},
+      {[](nlohmann::json& j) { j["groups"][0]["devise"] = "fast0"; }, "groups[0]: unknown field 'devise'; did you mean 'device'?"},
+      {[](nlohmann::json& j) { j["solver"]["gapp"] = 0; }, "solver: unknown field 'gapp'; did you mean 'gap'?"},
+      {[](nlohmann::json& j) { j.erase("edges"); }, "edges: missing; expected an array of [from, to, bytes, transfer_s]"},
+      {[](nlohmann::json& j) { j["edges"] = nlohmann::json::array(); }, "field 'edges': no edge ["},
+      {[](nlohmann::json& j) { j["edges"][0][2] = j["edges"][0][2].get<double>() + 4; }, "bytes; expected "},
+      {[](nlohmann::json& j) { j["edges"].push_back(j["edges"][0]); }, "lists the pair a second time"},
+      {[](nlohmann::json& j) { j["model"]["batch"] = 1099511627776; }, "at batch 1099511627776)"},
+      {[](nlohmann::json& j) { j["groups"][0]["ops"] = 5; }, "groups[0].ops: 5; expected a non-empty array of op names"},
+      {[](nlohmann::json& j) { j["cluster"]["fingerprint"] = "zz"; }, "cluster.fingerprint: \"zz\"; expected 16 hex digits"},
   };
   for (size_t k = 0; k < cases.size(); ++k) {
     nlohmann::json j = good;
@@ -118,7 +131,11 @@ TEST(Place, MalformedPlacementFilesExit2NamingFileFieldValue) {
   }
   const std::string garbage = Tmp("garbage_placement.json");
   std::ofstream(garbage) << "{ not json";
-  ExpectError("place --check " + garbage, "not a JSON object");
+  ExpectError("place --check " + garbage, "placement '" + garbage + "': is not valid JSON (line 1, column ");
+  const std::string empty = Tmp("empty_placement.json");
+  std::ofstream(empty).flush();
+  ExpectError("place --check " + empty, "placement '" + empty + "': is empty; expected a JSON object");
+  ExpectError("place --check " + ::testing::TempDir(), "': is a directory; expected a placement file");
 }
 
 TEST(Infer, PlacementsOnThreadRanksEqualTheOneDeviceForward) {

@@ -58,6 +58,10 @@ struct InferencePlacement {
   int solver_calls = 0;  // Z3 checks it took (0: the lower bound alone met the best heuristic)
 };
 
+// The methods `hetsynth place` computes, in the order it runs them (milp last): what a file's
+// `method` and `methods[k].method` may name.
+const std::vector<std::string>& PlacementMethodNames();
+
 std::string InferencePlacementToJson(const ir::Graph& g, const InferencePlacement& p);
 // Model and cluster fields only (to build the graph before reading the groups).
 absl::StatusOr<InferencePlacement> InferencePlacementHeaderFromJson(const std::string& text, const std::string& source);
