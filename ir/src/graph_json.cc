@@ -1,5 +1,12 @@
 #include "hetsynth/ir/graph_json.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -7,6 +14,7 @@
 
 #include "hetsynth/ir/input_limits.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/base/suggest.h"
 
 namespace hetsynth::ir {
 namespace {
@@ -111,6 +119,17 @@ class Reader {
     return FileError("graph", source_, where, what);
   }
 
+  // Unknown fields are errors: a misspelt "frozn" would otherwise be dropped without a word.
+  absl::Status Known(const json& obj, const std::string& where, const std::vector<std::string>& allowed) const {
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+      if (std::find(allowed.begin(), allowed.end(), it.key()) == allowed.end()) {
+        return Err(where, StrCat("unknown field '", Shorten(it.key()), "'", Suggest(it.key(), allowed),
+                                 " (expected one of: ", KnownList(allowed), ")"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<Shape> ReadShape(const json& j, const std::string& where) const {
     if (!j.is_array()) return Err(where, "'shape' must be an array of positive integers");
     Shape s;
@@ -142,6 +161,10 @@ class Reader {
       return Err("field 'version'", StrCat(root.contains("version") ? Shorten(root["version"].dump()) : "missing",
                                            "; expected ", kVersion));
     }
+    HS_RETURN_IF_ERROR(Known(root, "", {"format", "version", "name", "weights", "values", "nodes", "loss", "running_stats"}));
+    if (root.contains("name") && !root["name"].is_string()) {
+      return Err("name", StrCat(Shorten(root["name"].dump()), "; expected a string"));
+    }
     Graph g(root.value("name", "graph"));
     if (root.contains("weights")) {
       if (!root["weights"].is_string() || root["weights"].get<std::string>().empty()) {
@@ -158,6 +181,7 @@ class Reader {
       const json& v = root["values"][i];
       const std::string where = StrCat("values[", i, "]");
       if (!v.is_object()) return Err(where, "expected an object");
+      HS_RETURN_IF_ERROR(Known(v, where, {"name", "kind", "shape", "init", "frozen"}));
       HS_ASSIGN_OR_RETURN(std::string name, ReadName(v, where));
       if (!v.contains("shape")) return Err(where, "missing field 'shape'");
       HS_ASSIGN_OR_RETURN(Shape shape, ReadShape(v["shape"], where));
@@ -169,6 +193,7 @@ class Reader {
         Init init;
         if (v.contains("init")) {
           const json& in = v["init"];
+          if (in.is_object()) HS_RETURN_IF_ERROR(Known(in, StrCat(where, ".init"), {"kind", "scale"}));
           const std::string ik = in.is_object() ? in.value("kind", "") : "";
           if (ik == "zeros") init = Init::Zeros();
           else if (ik == "ones") init = Init::Ones();
@@ -203,6 +228,7 @@ class Reader {
       const json& n = root["nodes"][i];
       const std::string where = StrCat("nodes[", i, "]");
       if (!n.is_object()) return Err(where, "expected an object");
+      HS_RETURN_IF_ERROR(Known(n, where, {"name", "op", "inputs", "attrs"}));
       HS_ASSIGN_OR_RETURN(std::string name, ReadName(n, where));
       OpKind kind;
       if (!n.contains("op") || !n["op"].is_string() || !ParseOpName(n["op"].get<std::string>(), &kind)) {
@@ -246,6 +272,7 @@ class Reader {
         const json& r = rs[i];
         const std::string where = StrCat("running_stats[", i, "]");
         if (!r.is_object()) return Err(where, "expected an object");
+        HS_RETURN_IF_ERROR(Known(r, where, {"name", "shape", "moments", "statistic", "momentum"}));
         RunningStat stat;
         HS_ASSIGN_OR_RETURN(stat.name, ReadName(r, where));
         if (!r.contains("shape")) return Err(where, "missing field 'shape'");
@@ -337,7 +364,22 @@ absl::StatusOr<Graph> ReadGraphFile(const std::string& path) {
   if (!in) return absl::NotFoundError(StrCat("graph '", path, "': cannot open file"));
   std::ostringstream ss;
   ss << in.rdbuf();
-  return GraphFromJson(ss.str(), path);
+  HS_ASSIGN_OR_RETURN(Graph g, GraphFromJson(ss.str(), path));
+  // The weights file is read only when training starts; a graph naming one that is not there
+  // is refused now, naming the graph and its field, not later as a bare safetensors error.
+  if (const std::string& w = g.weights_file(); !w.empty()) {
+    const int fd = ::open(w.c_str(), O_RDONLY | O_CLOEXEC);
+    const int err = errno;
+    struct stat st;
+    const bool regular = fd >= 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    if (fd >= 0) ::close(fd);
+    if (fd < 0 || !regular) {
+      return absl::InvalidArgumentError(StrCat("graph '", path, "': weights: '", Shorten(w, 200), "' cannot be opened (",
+                                               fd < 0 ? std::strerror(err) : "not a regular file",
+                                               "); expected the safetensors file `hetsynth import` wrote next to the graph"));
+    }
+  }
+  return g;
 }
 
 }  // namespace hetsynth::ir

@@ -204,6 +204,17 @@ TEST(CliPlans, CheckRejectsAHandCorruptedPlan) {
   ExpectError("check " + ::testing::TempDir(), "': is a directory; expected a plan file");
 }
 
+TEST(Cli, AGraphWhoseWeightsFileIsMissingNamesTheGraphAndItsField) {
+  const std::string g = Tmp("cli_graph_weights.json");
+  ASSERT_EQ(Hetsynth("models --model mlp --small --graph-out " + g).code, 0);
+  std::ifstream in(g);
+  nlohmann::json j = nlohmann::json::parse(in);
+  j["weights"] = "nope.safetensors";
+  std::ofstream(g) << j.dump(1);
+  ExpectError("train --model " + g + " --steps 1", "graph '" + g + "': weights: '" + ::testing::TempDir());
+  ExpectError("train --model " + g + " --steps 1", "nope.safetensors' cannot be opened (No such file or directory)");
+}
+
 TEST(CliPlans, BadClusterAndInfeasibleProblemsExitTwo) {
   std::ofstream(Tmp("bad-cluster.json")) << "{\"format\": \"hetsynth-cluster\", \"version\": 1}";
   ExpectError("synth --model mlp --small --cluster " + Tmp("bad-cluster.json") + " -o " + Tmp("x.json"), "bad-cluster.json");

@@ -130,6 +130,17 @@ TEST(GraphJson, MalformedFilesNameTheFieldAndValue) {
   EXPECT_NE(err(head + R"("values":[{"name":"x","kind":"input","shape":[2]}],"nodes":[{"name":"y","op":"relu","inputs":["x"]}],"loss":"y"})")
                 .find("expected a scalar"),
             std::string::npos);
+  // Unknown fields are refused at every level, with the field's position and a hint.
+  const std::string ok_values = R"("values":[{"name":"x","kind":"input","shape":[2]}],)";
+  EXPECT_NE(err(head + ok_values + R"("nodes":[{"name":"y","op":"relu","inputs":["x"],"atrs":{}}],"loss":"y"})")
+                .find("graph 'bad.json': nodes[0]: unknown field 'atrs'; did you mean 'attrs'?"),
+            std::string::npos)
+      << err(head + ok_values + R"("nodes":[{"name":"y","op":"relu","inputs":["x"],"atrs":{}}],"loss":"y"})");
+  EXPECT_NE(err(head + ok_values + R"("nodes":[],"loss":"x","los":"x"})").find("graph 'bad.json': unknown field 'los'; did you mean 'loss'?"),
+            std::string::npos);
+  EXPECT_NE(err(head + R"("values":[{"name":"x","kind":"input","shape":[2],"frozn":true}],"nodes":[],"loss":"x"})")
+                .find("values[0]: unknown field 'frozn'; did you mean 'frozen'?"),
+            std::string::npos);
 }
 
 // The op table, walked: every kind has a complete entry, and an op that fails these checks
