@@ -85,7 +85,8 @@ absl::Status CheckHostMemory(double bytes, const std::string& what, const std::s
 namespace {
 
 // Bytes a single-device run holds at least: every value of the graph (activations and inputs)
-// and its gradient, plus parameters, their gradients and up to two optimizer moments. Counted
+// and its gradient, plus parameters, their gradients and up to two optimizer moments, plus what
+// kernels save for backward (attention's probabilities). Counted
 // in double (no overflow) and compared with physical memory before anything is allocated.
 absl::Status CheckFitsInMemory(const ir::Graph& g, const std::string& what) {
   double bytes = 0;
@@ -94,6 +95,7 @@ absl::Status CheckFitsInMemory(const ir::Graph& g, const std::string& what) {
     for (int64_t d : v.shape) n *= static_cast<double>(d);
     bytes += 4.0 * n * (v.kind == ir::ValueKind::kParameter ? 4 : 2);
   }
+  for (size_t n = 0; n < g.nodes().size(); ++n) bytes += 4.0 * g.NodeSavedElements(static_cast<ir::NodeId>(n));
   return CheckHostMemory(bytes, what, "use a smaller --batch or model, or --plan across ranks");
 }
 

@@ -361,8 +361,9 @@ ProgramCost DescribeCost(const ir::Graph& g, const instr::Program& p, const Clus
       } else if (!rule->split.empty()) {
         t.group = p.GroupOf(rule->split.front().prop);
       }
-      // The op's output stays on the device until backward.
-      pc.memory.push_back(memory(ValueBytes(g, g.node(in.node).output), in.post[0]));
+      // The op's output, and what its kernels save for backward (attention's probabilities),
+      // stay on the device until backward; the saved state splits as the output does.
+      pc.memory.push_back(memory(ValueBytes(g, g.node(in.node).output) + 4.0 * g.NodeSavedElements(in.node), in.post[0]));
     } else if (in.kind == instr::InstrKind::kPlaceParameter) {
       const instr::Property& q = in.post[0];
       pc.memory.push_back(memory(o.parameter_state_factor * ValueBytes(g, in.tensor), q));

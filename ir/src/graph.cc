@@ -225,6 +225,21 @@ Flops Graph::NodeFlops(NodeId id) const {
   return DefOf(n.kind).flops(in, value(n.output).shape, n.attrs);
 }
 
+double Graph::NodeSavedElements(NodeId id) const {
+  const Node& n = node(id);
+  const Shape& out = value(n.output).shape;
+  switch (n.kind) {
+    case OpKind::kAttention:  // out [B, T, C]
+      return out.size() == 3 ? static_cast<double>(out[0]) * static_cast<double>(n.attrs.heads) *
+                                   static_cast<double>(out[1]) * static_cast<double>(out[1])
+                             : 0.0;
+    case OpKind::kMaxPool2d:
+      return static_cast<double>(NumElements(out));
+    default:
+      return 0.0;
+  }
+}
+
 Flops Graph::TotalFlops() const {
   Flops total;
   for (size_t i = 0; i < nodes_.size(); ++i) {

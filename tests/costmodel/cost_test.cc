@@ -354,6 +354,35 @@ TEST(CostTerms, CollectiveGradientAndOptimizerTerms) {
 // FLOPs) are memory-bound (768/1.5e9 > 64/3e9, 492/1.5e9 > 224/3e9), fc is GEMM-class.
 Cluster TwoDevices() { return OneNode({{2e9, 1e9}, {1e9, 0.5e9}}, Link{1e9, 1e-6}); }
 
+// What kernels save for backward stays on the device like an output: attention's
+// probabilities, B·heads·T·T floats, split as the output is.
+TEST(DescribeCost, AttentionProbabilitiesCountAsMemory) {
+  ir::Builder b("att");
+  const ir::ValueId x = b.Input("x", {4, 8, 16});
+  ir::Attrs a;
+  a.heads = 2;
+  const ir::ValueId y = b.Op("att", ir::OpKind::kAttention, {x, x, x}, a);
+  b.SetLoss(b.Op("loss", ir::OpKind::kMseLoss, {y, b.Input("target", {4, 8, 16})}));
+  absl::StatusOr<ir::Graph> made = std::move(b).Finish();
+  ASSERT_TRUE(made.ok()) << made.status();
+  const ir::Graph g = *std::move(made);
+  EXPECT_EQ(g.NodeSavedElements(NodeOf(g, "att")), 4.0 * 2 * 8 * 8);
+  EXPECT_EQ(g.NodeSavedElements(NodeOf(g, "loss")), 0.0);
+  instr::Program p;
+  p.num_devices = 2;
+  p.ratios = {{0.75, 0.25}};
+  p.instructions = {Place(g, "x", 0), Place(g, "target", 0), Compute(g, "att", "batch"), Compute(g, "loss", "batch0")};
+  p = Checked(g, p);
+  const Estimate e = Evaluate(DescribeCost(g, p, TwoDevices(), CostOptions{}), ProgramShares(p), TwoDevices(),
+                              p.instructions.size());
+  // By share: x 2048 B, target 2048, att's output 2048 and its probabilities 4·2·8·8·4 = 2048;
+  // the scalar loss (Reduce) 4 on both.  d0: 0.75·8192 + 4;  d1: 0.25·8192 + 4.
+  ASSERT_EQ(e.memory_bytes.size(), 2u);
+  EXPECT_DOUBLE_EQ(e.memory_bytes[0], 0.75 * 8192 + 4);
+  EXPECT_DOUBLE_EQ(e.memory_bytes[1], 0.25 * 8192 + 4);
+}
+
+
 TEST(DescribeCost, DataParallelStepAndMemoryByHand) {
   const ir::Graph g = Tiny();
   const Cluster c = TwoDevices();

@@ -17,7 +17,8 @@
 //   a replicated parameter's gradient all-reduce once per step (its placement's dual), or one
 //            per bucket of parameters;
 //   the optimizer update, bytes moved / memory bandwidth, per device holding the parameter;
-//   memory  Σ bytes·share_i (or full bytes) of parameters × optimizer factor and activations.
+//   memory  Σ bytes·share_i (or full bytes) of parameters × optimizer factor, activations and
+//           what kernels save for backward (ir::Graph::NodeSavedElements, split as the output).
 // A step is the critical path of two streams (Evaluate): compute (forward, then backward in
 // reverse, activation collectives and their duals blocking it) and, when the program overlaps,
 // communication (ZeRO parameter gathers prefetched in forward; bucket all-reduces and ZeRO

@@ -145,6 +145,10 @@ class Graph {
 
   Flops NodeFlops(NodeId id) const;
   Flops TotalFlops() const;
+  // Elements a node's kernels keep from forward to backward besides its inputs and output:
+  // attention's probabilities (B·heads·T·T), max pooling's argmax (one per output element).
+  // Per-row statistics (norms, losses, batch moments, the MoE gate) are small and not counted.
+  double NodeSavedElements(NodeId id) const;
   int64_t NumParameterElements() const;
 
  private:
