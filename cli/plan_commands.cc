@@ -255,18 +255,24 @@ instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, con
 }
 
 namespace {
-CLI::Validator IntAtLeast(int64_t min) {
+// A validator that reads the whole text as a T with from_chars (decimal, no blanks) and accepts
+// it when `ok` says so; else "'TEXT'; expected WHAT".
+template <class T, class Ok>
+CLI::Validator Parsed(Ok ok, std::string what, std::string type) {
   return CLI::Validator(
-      [min](std::string& s) -> std::string {
-        int64_t v = 0;
+      [ok, what](std::string& s) -> std::string {
+        T v{};
         const char* end = s.data() + s.size();
         const auto [p, ec] = std::from_chars(s.data(), end, v);
-        if (ec != std::errc() || p != end || v < min) {
-          return StrCat("'", ir::Shorten(s), "'; expected an integer >= ", min);
-        }
+        if (ec != std::errc() || p != end || !ok(v)) return StrCat("'", ir::Shorten(s), "'; expected ", what);
         return std::string();
       },
-      min > 0 ? "POSITIVE" : "NONNEGATIVE");
+      std::move(type));
+}
+
+CLI::Validator IntAtLeast(int64_t min) {
+  return Parsed<int64_t>([min](int64_t v) { return v >= min; }, StrCat("an integer >= ", min),
+                         min > 0 ? "POSITIVE" : "NONNEGATIVE");
 }
 }  // namespace
 
@@ -274,29 +280,12 @@ CLI::Validator NonNegativeInt() { return IntAtLeast(0); }
 CLI::Validator PositiveInt() { return IntAtLeast(1); }
 
 CLI::Validator SeedValue() {
-  return CLI::Validator(
-      [](std::string& s) -> std::string {
-        uint64_t v = 0;
-        const char* end = s.data() + s.size();
-        const auto [p, ec] = std::from_chars(s.data(), end, v);
-        if (ec != std::errc() || p != end) return StrCat("'", ir::Shorten(s), "'; expected an integer from 0 to 2^64 - 1");
-        return std::string();
-      },
-      "SEED");
+  return Parsed<uint64_t>([](uint64_t) { return true; }, "an integer from 0 to 2^64 - 1", "SEED");
 }
 
 CLI::Validator DilationFactor() {
-  return CLI::Validator(
-      [](std::string& s) -> std::string {
-        double v = 0;
-        const char* end = s.data() + s.size();
-        const auto [p, ec] = std::from_chars(s.data(), end, v);
-        if (ec != std::errc() || p != end || !(v >= 1 && v <= 1e6)) {
-          return StrCat("'", ir::Shorten(s), "'; expected a number from 1 to 1e6 (the time dilation factor K)");
-        }
-        return std::string();
-      },
-      "K");
+  return Parsed<double>([](double v) { return v >= 1 && v <= 1e6; },
+                        "a number from 1 to 1e6 (the time dilation factor K)", "K");
 }
 
 absl::Status CheckOutputPath(const std::string& flag, const std::string& path) {

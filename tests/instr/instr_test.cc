@@ -180,8 +180,8 @@ TEST(Program, CheckerRejectsBrokenPrograms) {
   EXPECT_NE(error(no_goal).find("never reaches the goal Reduce(loss)"), std::string::npos);
 }
 
-TEST(PlanJson, RoundTripsAndRefusesACorruptedTriple) {
-  const ir::Graph g = Tiny();
+// A valid two-device data-parallel plan of Tiny, without predictions.
+Plan TinyPlan(const ir::Graph& g) {
   Plan plan;
   plan.model = "tiny";
   plan.batch = 8;
@@ -190,6 +190,12 @@ TEST(PlanJson, RoundTripsAndRefusesACorruptedTriple) {
   plan.devices = {"a", "b"};
   plan.strategy = "dp-cp";
   plan.program = DataParallel(g, {0.75, 0.25});
+  return plan;
+}
+
+TEST(PlanJson, RoundTripsAndRefusesACorruptedTriple) {
+  const ir::Graph g = Tiny();
+  Plan plan = TinyPlan(g);
   const std::string text = PlanToJson(g, plan);
   absl::StatusOr<Plan> back = PlanFromJson(g, text, "p.json");
   ASSERT_TRUE(back.ok()) << back.status();
@@ -215,14 +221,7 @@ TEST(PlanJson, RoundTripsAndRefusesACorruptedTriple) {
 
 // A valid two-device data-parallel plan of Tiny as JSON, with predictions, for editing.
 nlohmann::json TinyPlanJson(const ir::Graph& g) {
-  Plan plan;
-  plan.model = "tiny";
-  plan.batch = 8;
-  plan.cluster = "two";
-  plan.cluster_fingerprint = "0123456789abcdef";
-  plan.devices = {"a", "b"};
-  plan.strategy = "dp-cp";
-  plan.program = DataParallel(g, {0.75, 0.25});
+  Plan plan = TinyPlan(g);
   plan.predicted_step_time_s = 2;
   plan.predicted_compute_s = 1;
   plan.predicted_communication_s = 1;
