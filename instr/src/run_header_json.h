@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <limits>
 #include <string_view>
@@ -247,8 +249,19 @@ inline absl::StatusOr<nlohmann::json> ParseObject(const std::string& text, const
     return err("", "is empty; expected a JSON object");
   }
   nlohmann::json root;
+  // nlohmann keeps the last of duplicate keys; a key given twice in one object is an error.
+  std::vector<std::set<std::string>> open_objects;
+  std::optional<std::string> duplicate;
   try {
-    root = nlohmann::json::parse(text);
+    root = nlohmann::json::parse(text, [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+      if (event == nlohmann::json::parse_event_t::object_start) open_objects.emplace_back();
+      if (event == nlohmann::json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
+      if (event == nlohmann::json::parse_event_t::key && !open_objects.empty() && !duplicate &&
+          !open_objects.back().insert(parsed.get<std::string>()).second) {
+        duplicate = parsed.get<std::string>();
+      }
+      return true;
+    });
   } catch (const nlohmann::json::parse_error& e) {
     // "[json.exception.parse_error.101] parse error at line 3, column 5: syntax error ..." →
     // "line 3, column 5: syntax error ...".
@@ -257,6 +270,7 @@ inline absl::StatusOr<nlohmann::json> ParseObject(const std::string& text, const
     return err("", StrCat("is not valid JSON (", ir::Shorten(what, 160), ")"));
   }
   if (!root.is_object()) return err("", StrCat("is ", TypeName(root), "; expected a JSON object"));
+  if (duplicate) return err("", StrCat("field '", ir::Shorten(*duplicate), "' appears twice in one object; expected each once"));
   return root;
 }
 

@@ -313,6 +313,9 @@ TEST(PlanJson, BadFieldsNamePositionValueAndExpectation) {
   EXPECT_EQ(error(text.substr(0, text.size() / 2)).rfind("plan 'p.json': is not valid JSON (line ", 0), 0u)
       << error(text.substr(0, text.size() / 2));
   EXPECT_EQ(error("[1, 2]"), "plan 'p.json': is an array; expected a JSON object");
+  // A key twice in one object (nlohmann would keep the last): "strategy" again, first thing.
+  EXPECT_EQ(error("{\"strategy\": \"x\", " + text.substr(1)),
+            "plan 'p.json': field 'strategy' appears twice in one object; expected each once");
   // The header alone (explain's first read) checks the same fields.
   nlohmann::json j = good;
   j["cluster"]["fingerprint"] = "zz";
