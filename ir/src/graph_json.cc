@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -151,8 +152,22 @@ class Reader {
     if (const int depth = JsonNestingDepth(text); depth > kMaxJsonDepth) {
       return Err("document", StrCat("nests arrays/objects ", depth, " deep; expected at most ", kMaxJsonDepth));
     }
-    json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (root.is_discarded()) return Err("document", "not valid JSON");
+    if (std::all_of(text.begin(), text.end(), [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; })) {
+      return Err("document", "is empty; expected a hetsynth-graph JSON object");
+    }
+    json root;
+    try {
+      root = json::parse(text);
+    } catch (const json::exception& e) {
+      // "[json.exception.parse_error.101] parse error at line 3, column 5: ..." → "line 3, column 5: ...".
+      std::string what = e.what();
+      if (const size_t at = what.find(" at line "); at != std::string::npos) {
+        what = what.substr(at + 4);
+      } else if (const size_t tag = what.find("] "); what.rfind("[json.", 0) == 0 && tag != std::string::npos) {
+        what = what.substr(tag + 2);
+      }
+      return Err("document", StrCat("not valid JSON (", Shorten(what, 160), ")"));
+    }
     if (!root.is_object()) return Err("document", "expected a JSON object");
     if (root.value("format", "") != "hetsynth-graph") {
       return Err("field 'format'", "expected \"hetsynth-graph\"");
@@ -360,6 +375,10 @@ absl::StatusOr<Graph> GraphFromJson(const std::string& text, const std::string& 
 }
 
 absl::StatusOr<Graph> ReadGraphFile(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(StrCat("graph '", path, "': is a directory; expected a graph file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(StrCat("graph '", path, "': cannot open file"));
   std::ostringstream ss;

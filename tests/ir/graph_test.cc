@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <tuple>
 
 #include "hetsynth/ir/graph.h"
@@ -112,7 +113,14 @@ TEST(GraphJson, MalformedFilesNameTheFieldAndValue) {
     EXPECT_FALSE(g.ok());
     return std::string(g.status().message());
   };
-  EXPECT_NE(err("{").find("graph 'bad.json': document: not valid JSON"), std::string::npos);
+  EXPECT_NE(err("{").find("graph 'bad.json': document: not valid JSON (line "), std::string::npos) << err("{");
+  EXPECT_EQ(err(""), "graph 'bad.json': document: is empty; expected a hetsynth-graph JSON object");
+  {  // a directory where the graph file should be
+    const std::string dir = ::testing::TempDir() + "/graph-dir.json";
+    std::filesystem::create_directories(dir);
+    EXPECT_EQ(std::string(ReadGraphFile(dir).status().message()),
+              "graph '" + dir + "': is a directory; expected a graph file");
+  }
   EXPECT_NE(err(R"({"format":"x"})").find("field 'format'"), std::string::npos);
   const std::string head = R"({"format":"hetsynth-graph","version":1,)";
   EXPECT_NE(err(head + R"("values":[{"name":"x","kind":"input","shape":[2,-1]}],"nodes":[],"loss":"x"})")
