@@ -9,14 +9,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <optional>
-#include <set>
 #include <sstream>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
 
 #include "hetsynth/ir/input_limits.h"
+#include "hetsynth/ir/json_document.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/base/suggest.h"
 
@@ -84,34 +83,16 @@ class Reader {
   explicit Reader(std::string source) : source_(std::move(source)) {}
 
   absl::StatusOr<Cluster> Read(const std::string& text) {
-    json root;
     if (const int depth = ir::JsonNestingDepth(text); depth > ir::kMaxJsonDepth) {
       return Err("", StrCat("document nests arrays/objects ", depth, " deep; expected at most ", ir::kMaxJsonDepth));
     }
-    // nlohmann keeps the last of duplicate keys; a key given twice in one object is an error.
-    std::vector<std::set<std::string>> open_objects;
-    std::optional<std::string> duplicate;
-    try {
-      root = json::parse(text, [&](int, json::parse_event_t event, json& parsed) {
-        if (event == json::parse_event_t::object_start) open_objects.emplace_back();
-        if (event == json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
-        if (event == json::parse_event_t::key && !open_objects.empty() && !duplicate &&
-            !open_objects.back().insert(parsed.get<std::string>()).second) {
-          duplicate = parsed.get<std::string>();
-        }
-        return true;
-      });
-    } catch (const json::exception& e) {
-      // Drop nlohmann's "[json.exception.parse_error.101] " tag; keep the line and column.
-      std::string what = e.what();
-      if (const size_t tag = what.find("] "); what.rfind("[json.", 0) == 0 && tag != std::string::npos) {
-        what = what.substr(tag + 2);
-      }
-      return Err("", StrCat("not valid JSON: ", what));
-    }
+    ir::JsonDocument doc = ir::ParseJsonDocument(text);
+    if (!doc.error.empty()) return Err("", StrCat("not valid JSON: ", ir::WithoutJsonTag(doc.error)));
+    json root = std::move(doc.root);
     if (!root.is_object()) return Err("", StrCat("document is ", TypeName(root), "; expected a JSON object"));
-    if (duplicate) {
-      return Err("", StrCat("field '", ir::Shorten(*duplicate), "' appears twice in one object; expected each once"));
+    // nlohmann keeps the last of duplicate keys; a key given twice in one object is an error.
+    if (doc.duplicate_key) {
+      return Err("", StrCat("field '", ir::Shorten(*doc.duplicate_key), "' appears twice in one object; expected each once"));
     }
     if (!root.contains("format") || !root["format"].is_string() ||
         root["format"].get<std::string>() != kFormat) {

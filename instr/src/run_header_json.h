@@ -9,8 +9,6 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <optional>
-#include <set>
 #include <string>
 #include <limits>
 #include <string_view>
@@ -23,6 +21,7 @@
 #include "hetsynth/base/status.h"
 #include "hetsynth/base/suggest.h"
 #include "hetsynth/ir/input_limits.h"
+#include "hetsynth/ir/json_document.h"
 
 namespace hetsynth::instr::json_internal {
 
@@ -245,33 +244,19 @@ inline absl::StatusOr<nlohmann::json> ParseObject(const std::string& text, const
   if (const int depth = ir::JsonNestingDepth(text); depth > ir::kMaxJsonDepth) {
     return err("document", StrCat("nests arrays/objects ", depth, " deep; expected at most ", ir::kMaxJsonDepth));
   }
-  if (std::all_of(text.begin(), text.end(), [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; })) {
-    return err("", "is empty; expected a JSON object");
+  if (ir::IsBlank(text)) return err("", "is empty; expected a JSON object");
+  ir::JsonDocument doc = ir::ParseJsonDocument(text);
+  if (!doc.error.empty() && !doc.syntax) {  // a value nlohmann cannot hold (a number overflow)
+    return err("document", StrCat("a field has the wrong type (", doc.error, ")"));
   }
-  nlohmann::json root;
-  // nlohmann keeps the last of duplicate keys; a key given twice in one object is an error.
-  std::vector<std::set<std::string>> open_objects;
-  std::optional<std::string> duplicate;
-  try {
-    root = nlohmann::json::parse(text, [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-      if (event == nlohmann::json::parse_event_t::object_start) open_objects.emplace_back();
-      if (event == nlohmann::json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
-      if (event == nlohmann::json::parse_event_t::key && !open_objects.empty() && !duplicate &&
-          !open_objects.back().insert(parsed.get<std::string>()).second) {
-        duplicate = parsed.get<std::string>();
-      }
-      return true;
-    });
-  } catch (const nlohmann::json::parse_error& e) {
-    // "[json.exception.parse_error.101] parse error at line 3, column 5: syntax error ..." →
-    // "line 3, column 5: syntax error ...".
-    std::string what = e.what();
-    if (const size_t at = what.find(" at line "); at != std::string::npos) what = what.substr(at + 4);
-    return err("", StrCat("is not valid JSON (", ir::Shorten(what, 160), ")"));
-  }
+  if (!doc.error.empty()) return err("", StrCat("is not valid JSON (", ir::Shorten(ir::JsonErrorText(doc.error), 160), ")"));
+  nlohmann::json& root = doc.root;
   if (!root.is_object()) return err("", StrCat("is ", TypeName(root), "; expected a JSON object"));
-  if (duplicate) return err("", StrCat("field '", ir::Shorten(*duplicate), "' appears twice in one object; expected each once"));
-  return root;
+  // nlohmann keeps the last of duplicate keys; a key given twice in one object is an error.
+  if (doc.duplicate_key) {
+    return err("", StrCat("field '", ir::Shorten(*doc.duplicate_key), "' appears twice in one object; expected each once"));
+  }
+  return std::move(root);
 }
 
 // Parses `text` with reader.Parse and passes the document to read(root); a field of the wrong

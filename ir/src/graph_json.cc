@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hetsynth/ir/input_limits.h"
+#include "hetsynth/ir/json_document.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/base/suggest.h"
 
@@ -152,22 +153,10 @@ class Reader {
     if (const int depth = JsonNestingDepth(text); depth > kMaxJsonDepth) {
       return Err("document", StrCat("nests arrays/objects ", depth, " deep; expected at most ", kMaxJsonDepth));
     }
-    if (std::all_of(text.begin(), text.end(), [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; })) {
-      return Err("document", "is empty; expected a hetsynth-graph JSON object");
-    }
-    json root;
-    try {
-      root = json::parse(text);
-    } catch (const json::exception& e) {
-      // "[json.exception.parse_error.101] parse error at line 3, column 5: ..." → "line 3, column 5: ...".
-      std::string what = e.what();
-      if (const size_t at = what.find(" at line "); at != std::string::npos) {
-        what = what.substr(at + 4);
-      } else if (const size_t tag = what.find("] "); what.rfind("[json.", 0) == 0 && tag != std::string::npos) {
-        what = what.substr(tag + 2);
-      }
-      return Err("document", StrCat("not valid JSON (", Shorten(what, 160), ")"));
-    }
+    if (IsBlank(text)) return Err("document", "is empty; expected a hetsynth-graph JSON object");
+    JsonDocument doc = ParseJsonDocument(text);
+    if (!doc.error.empty()) return Err("document", StrCat("not valid JSON (", Shorten(JsonErrorText(doc.error), 160), ")"));
+    json root = std::move(doc.root);
     if (!root.is_object()) return Err("document", "expected a JSON object");
     if (root.value("format", "") != "hetsynth-graph") {
       return Err("field 'format'", "expected \"hetsynth-graph\"");

@@ -1,0 +1,70 @@
+// Parsing a JSON file format's text the way every hetsynth reader does (cluster, plan, placement
+// and graph files): nlohmann's exceptions caught and turned into text for a one-line error, and
+// the first key given twice in one object recorded (nlohmann keeps the last of them silently).
+//
+//   const ir::JsonDocument doc = ir::ParseJsonDocument(text);
+//   if (!doc.error.empty()) return Err(StrCat("is not valid JSON (", ir::JsonErrorText(doc.error), ")"));
+//   if (doc.duplicate_key) return Err(StrCat("field '", *doc.duplicate_key, "' appears twice ..."));
+#pragma once
+
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace hetsynth::ir {
+
+struct JsonDocument {
+  nlohmann::json root;
+  std::string error;        // nlohmann's what() when parsing threw; empty when the text parsed
+  bool syntax = false;      // the throw was a parse error (not JSON), not a value out of range
+  std::optional<std::string> duplicate_key;  // the first key given twice in one object
+};
+
+inline JsonDocument ParseJsonDocument(const std::string& text) {
+  JsonDocument doc;
+  std::vector<std::set<std::string>> open_objects;
+  try {
+    doc.root = nlohmann::json::parse(text, [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+      if (event == nlohmann::json::parse_event_t::object_start) open_objects.emplace_back();
+      if (event == nlohmann::json::parse_event_t::object_end && !open_objects.empty()) open_objects.pop_back();
+      if (event == nlohmann::json::parse_event_t::key && !open_objects.empty() && !doc.duplicate_key &&
+          !open_objects.back().insert(parsed.get<std::string>()).second) {
+        doc.duplicate_key = parsed.get<std::string>();
+      }
+      return true;
+    });
+  } catch (const nlohmann::json::parse_error& e) {
+    doc.error = e.what();
+    doc.syntax = true;
+  } catch (const nlohmann::json::exception& e) {
+    doc.error = e.what();
+  }
+  return doc;
+}
+
+// Text with nothing but blanks: an empty file.
+inline bool IsBlank(std::string_view text) {
+  for (char c : text) {
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r') return false;
+  }
+  return true;
+}
+
+// nlohmann's what() without its "[json.exception.parse_error.101] " tag.
+inline std::string WithoutJsonTag(const std::string& what) {
+  const size_t tag = what.find("] ");
+  return what.rfind("[json.", 0) == 0 && tag != std::string::npos ? what.substr(tag + 2) : what;
+}
+
+// nlohmann's what() from its position on ("line 3, column 5: syntax error ..."), or without its
+// tag when it has no position.
+inline std::string JsonErrorText(const std::string& what) {
+  const size_t at = what.find(" at line ");
+  return at != std::string::npos ? what.substr(at + 4) : WithoutJsonTag(what);
+}
+
+}  // namespace hetsynth::ir
