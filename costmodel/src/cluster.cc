@@ -87,6 +87,7 @@ class Reader {
       return Err("", StrCat("document nests arrays/objects ", depth, " deep; expected at most ", ir::kMaxJsonDepth));
     }
     ir::JsonDocument doc = ir::ParseJsonDocument(text);
+    if (!doc.error.empty() && !doc.syntax) return Err("", doc.error);  // a number out of range
     if (!doc.error.empty()) return Err("", StrCat("not valid JSON: ", ir::WithoutJsonTag(doc.error)));
     json root = std::move(doc.root);
     if (!root.is_object()) return Err("", StrCat("document is ", TypeName(root), "; expected a JSON object"));

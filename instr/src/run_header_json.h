@@ -247,7 +247,7 @@ inline absl::StatusOr<nlohmann::json> ParseObject(const std::string& text, const
   if (ir::IsBlank(text)) return err("", "is empty; expected a JSON object");
   ir::JsonDocument doc = ir::ParseJsonDocument(text);
   if (!doc.error.empty() && !doc.syntax) {  // a value nlohmann cannot hold (a number overflow)
-    return err("document", StrCat("a field has the wrong type (", doc.error, ")"));
+    return err("", doc.error);
   }
   if (!doc.error.empty()) return err("", StrCat("is not valid JSON (", ir::Shorten(ir::JsonErrorText(doc.error), 160), ")"));
   nlohmann::json& root = doc.root;

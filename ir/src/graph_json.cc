@@ -155,6 +155,7 @@ class Reader {
     }
     if (IsBlank(text)) return Err("document", "is empty; expected a hetsynth-graph JSON object");
     JsonDocument doc = ParseJsonDocument(text);
+    if (!doc.error.empty() && !doc.syntax) return Err("document", doc.error);  // a number out of range
     if (!doc.error.empty()) return Err("document", StrCat("not valid JSON (", Shorten(JsonErrorText(doc.error), 160), ")"));
     json root = std::move(doc.root);
     if (!root.is_object()) return Err("document", "expected a JSON object");

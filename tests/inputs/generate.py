@@ -109,7 +109,8 @@ cluster_mut("flops_zero", lambda c: c["device_types"]["fast"].update(flops=0), "
 cluster_mut("flops_string_nan", lambda c: c["device_types"]["fast"].update(flops="NaN"), "flops")
 cluster_mut("flops_denormal", lambda c: c["device_types"]["fast"].update(flops=5e-324), "flops=")
 cluster_mut("flops_huge", lambda c: c["device_types"]["fast"].update(flops=1e308), "flops=")
-cluster_case("flops_overflow_inf", base_text.replace('"flops": 40000000000.0', '"flops": 1e999', 1), "flops")
+cluster_case("flops_overflow_inf", base_text.replace('"flops": 40000000000.0', '"flops": 1e999', 1),
+             "line 7, column 13: field 'flops': number 1e999 is out of range; expected a finite number")
 cluster_mut("memory_negative", lambda c: c["device_types"]["fast"].update(memory_bytes=-1), "memory_bytes=")
 cluster_mut("bandwidth_zero", lambda c: c["links"]["intra_node"].update(bandwidth=0), "bandwidth=")
 cluster_mut("latency_negative", lambda c: c["links"]["inter_node"].update(latency=-1), "latency=")
@@ -180,6 +181,8 @@ for frac in (0, 3, 10, 30, 60, 95):
     plan_case(f"truncated_{frac:02d}pct", plan_text[:len(plan_text) * frac // 100], "plan '")
 plan_case("truncated_train", plan_text[:len(plan_text) // 2], "plan '", cmd="train")
 plan_case("not_json", "hetsynth-plan v2", "plan '")
+plan_case("number_overflow", plan_text.replace('"classes": 4.0', '"classes": -1e999', 1),
+          "field 'classes': number -1e999 is out of range; expected a finite number")
 plan_case("deep_args", plan_text.replace('"classes": 4.0', '"classes": ' + "[" * 100000 + "]" * 100000, 1),
           "deep; expected at most 64")
 plan_case("deep_op", plan_text.replace('"op": "place_input"', '"op": ' + "[" * 100000 + "]" * 100000, 1),
@@ -390,6 +393,8 @@ graph_mut("wrong_format", lambda g: g.update(format="hetsynth-plan"), "format")
 graph_mut("version_9", lambda g: g.update(version=9), "version")
 graph_mut("shape_zero", lambda g: g["values"][0].update(shape=[8, 0]), "shape")
 graph_mut("shape_overflow", lambda g: g["values"][0].update(shape=[2**40, 2**40]), "shape")
+graph_case("number_overflow", gtext.replace('"scale": 0.1', '"scale": 1e400', 1),
+           "field 'scale': number 1e400 is out of range; expected a finite number")
 graph_mut("shape_string", lambda g: g["values"][0].update(shape="8x16"), "shape")
 graph_mut("duplicate_value", lambda g: g["values"].append({"kind": "input", "name": "x", "shape": [8, 16]}), "x")
 graph_mut("op_unknown", lambda g: g["nodes"][0].update(op="linearr"), "linearr")

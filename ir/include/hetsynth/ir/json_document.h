@@ -7,6 +7,7 @@
 //   if (doc.duplicate_key) return Err(StrCat("field '", *doc.duplicate_key, "' appears twice ..."));
 #pragma once
 
+#include <cctype>
 #include <optional>
 #include <set>
 #include <string>
@@ -19,10 +20,49 @@ namespace hetsynth::ir {
 
 struct JsonDocument {
   nlohmann::json root;
-  std::string error;        // nlohmann's what() when parsing threw; empty when the text parsed
+  std::string error;        // nlohmann's what() when parsing threw (a number out of range: its
+                            // position and value); empty when the text parsed
   bool syntax = false;      // the throw was a parse error (not JSON), not a value out of range
   std::optional<std::string> duplicate_key;  // the first key given twice in one object
 };
+
+// nlohmann's "number overflow parsing '1e999'" (it names no position) as "line L, column C:
+// field 'flops': number 1e999 is out of range; expected a finite number", the position that of
+// the number's first appearance in the text, the field named when the number is a key's value.
+inline std::string NumberOutOfRangeText(const std::string& text, const std::string& what) {
+  const size_t open = what.find("parsing '");
+  const size_t close = open == std::string::npos ? open : what.find('\'', open + 9);
+  if (close == std::string::npos) return what;
+  const std::string number = what.substr(open + 9, close - open - 9);
+  size_t at = text.find(number);
+  while (at != std::string::npos && at > 0 && (std::isalnum(static_cast<unsigned char>(text[at - 1])) ||
+                                               text[at - 1] == '.' || text[at - 1] == '"')) {
+    at = text.find(number, at + 1);
+  }
+  std::string where;
+  if (at != std::string::npos) {
+    size_t line = 1, column = 1;
+    for (size_t i = 0; i < at; ++i) {
+      column = text[i] == '\n' ? 1 : column + 1;
+      line += text[i] == '\n';
+    }
+    where = "line " + std::to_string(line) + ", column " + std::to_string(column) + ": ";
+    // The key it is the value of, when it is one: `"flops": 1e999`.
+    size_t i = at;
+    while (i > 0 && std::isspace(static_cast<unsigned char>(text[i - 1]))) --i;
+    if (i > 0 && text[i - 1] == ':') {
+      --i;
+      while (i > 0 && std::isspace(static_cast<unsigned char>(text[i - 1]))) --i;
+      const size_t key_end = i > 0 && text[i - 1] == '"' ? i - 1 : std::string::npos;
+      const size_t key_start = key_end == std::string::npos ? key_end : text.rfind('"', key_end - 1);
+      if (key_start != std::string::npos && key_end - key_start - 1 <= 64) {
+        where += "field '" + text.substr(key_start + 1, key_end - key_start - 1) + "': ";
+      }
+    }
+  }
+  return where + "number " + (number.size() > 40 ? number.substr(0, 40) + "..." : number) +
+         " is out of range; expected a finite number";
+}
 
 inline JsonDocument ParseJsonDocument(const std::string& text) {
   JsonDocument doc;
@@ -40,6 +80,8 @@ inline JsonDocument ParseJsonDocument(const std::string& text) {
   } catch (const nlohmann::json::parse_error& e) {
     doc.error = e.what();
     doc.syntax = true;
+  } catch (const nlohmann::json::out_of_range& e) {
+    doc.error = NumberOutOfRangeText(text, e.what());
   } catch (const nlohmann::json::exception& e) {
     doc.error = e.what();
   }
