@@ -466,7 +466,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
   if (UnderMpiLauncher()) {
     return absl::InvalidArgumentError("--elastic is the agent: run it once, not under mpirun; with --workers mpi it starts mpirun itself");
   }
-  for (const auto& [flag, given] : {std::pair{"--ranks", o.ranks_given}, {"--emulate-gpus", o.emulate_gpus}}) {
+  for (const auto& [flag, given] : {std::pair{"--ranks", o.Given("--ranks")}, {"--emulate-gpus", o.emulate_gpus}}) {
     if (given) return absl::InvalidArgumentError(StrCat(flag, " does not apply to --elastic"));
   }
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(o.cluster));
@@ -603,7 +603,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
                                     "--momentum", fmt::format("{}", o.momentum), "--weight-decay",
                                     fmt::format("{}", o.weight_decay), "--seed", std::to_string(o.seed),
                                     "--deadline", fmt::format("{}", o.deadline)};
-      if (o.lr_given) w.insert(w.end(), {"--lr", fmt::format("{}", o.lr)});
+      if (o.Given("--lr")) w.insert(w.end(), {"--lr", fmt::format("{}", o.lr)});
       if (!e.load.empty()) w.insert(w.end(), {"--load", e.load});
       if (!o.save.empty()) w.insert(w.end(), {"--save", fs::absolute(o.save).string()});
       if (!o.data.empty()) w.insert(w.end(), {"--data", fs::absolute(o.data).string()});

@@ -42,8 +42,7 @@ struct TrainOptions {
   ModelOptions model;
   int64_t steps = 0;
   std::string optimizer = "adam";
-  double lr = 0;          // used when lr_given; else the optimizer's default
-  bool lr_given = false;
+  double lr = 0;          // used when --lr is given; else the optimizer's default
   double momentum = 0;
   double weight_decay = 0;
   uint64_t seed = 0;
@@ -52,8 +51,7 @@ struct TrainOptions {
   bool quiet = false;
   // Across ranks.
   std::string plan, cluster, trace;
-  int ranks = 0;
-  bool ranks_given = false;
+  int ranks = 0;           // used when --ranks is given
   bool no_emulate = false;
   bool bitwise = false;  // --bitwise: one device's bits on every batch piece (ExecutorOptions::bitwise)
   // --dilation K (or HETSYNTH_DILATION, which `hetsynth cluster run` exports): real-time pacing
@@ -73,6 +71,7 @@ struct TrainOptions {
   int elastic_epoch = -1;      // >= 0: metrics lines carry the epoch and the wall-clock time
   ElasticHooks* hooks = nullptr;
   std::set<std::string> given;  // the flags on the command line (long names), for context checks
+  bool Given(const std::string& flag) const { return given.count(flag) > 0; }
 
   absl::StatusOr<runtime::OptimizerConfig> Optimizer() const;
   // The numeric flags in their sane ranges and the output paths writable: checked before any work.

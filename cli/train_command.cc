@@ -22,7 +22,7 @@ absl::StatusOr<runtime::OptimizerConfig> TrainOptions::Optimizer() const {
   HS_ASSIGN_OR_RETURN(runtime::OptimizerKind kind, runtime::ParseOptimizerKind(optimizer));
   runtime::OptimizerConfig cfg;
   cfg.kind = kind;
-  cfg.lr = lr_given ? lr : (kind == runtime::OptimizerKind::kAdam ? 1e-3 : 1e-2);
+  cfg.lr = Given("--lr") ? lr : (kind == runtime::OptimizerKind::kAdam ? 1e-3 : 1e-2);
   cfg.momentum = momentum;
   cfg.weight_decay = weight_decay;
   return cfg;
@@ -30,7 +30,7 @@ absl::StatusOr<runtime::OptimizerConfig> TrainOptions::Optimizer() const {
 
 absl::Status TrainOptions::Validate() const {
   // A learning rate past fp32's range becomes inf in the kernels; momentum >= 1 never decays.
-  if (lr_given && !(lr > 0 && lr <= 3.0e38)) {
+  if (Given("--lr") && !(lr > 0 && lr <= 3.0e38)) {
     return absl::InvalidArgumentError(StrCat("--lr ", lr, "; expected a positive number that fits in fp32 (at most 3e38)"));
   }
   if (!(momentum >= 0 && momentum < 1)) {
@@ -106,7 +106,7 @@ absl::Status Train(const TrainOptions& o) {
   if (o.elastic) return RunElastic(o, *backend);
   if (!o.plan.empty()) return TrainPlan(o, *backend);
   if (o.model.name.empty()) return absl::InvalidArgumentError("train: give --model NAME (one device) or --plan PLAN (one rank per plan device)");
-  for (const auto& [flag, given] : {std::pair{"--ranks", o.ranks_given}, {"--cluster", !o.cluster.empty()},
+  for (const auto& [flag, given] : {std::pair{"--ranks", o.Given("--ranks")}, {"--cluster", !o.cluster.empty()},
                                     {"--trace", !o.trace.empty()}, {"--no-emulate", o.no_emulate},
                                     {"--bitwise", o.bitwise},
                                     {"--emulate-gpus", o.emulate_gpus}}) {
@@ -201,7 +201,7 @@ Runner RegisterTrain(CLI::App& app) {
   o->model.AddFlags(*cmd);
   cmd->add_option("--steps", o->steps, "optimizer steps to run")->required()->check(NonNegativeInt());
   cmd->add_option("--optimizer", o->optimizer, "sgd or adam (PyTorch semantics)")->capture_default_str();
-  CLI::Option* lr = cmd->add_option("--lr", o->lr, "learning rate (default: 1e-3 for adam, 1e-2 for sgd)");
+  cmd->add_option("--lr", o->lr, "learning rate (default: 1e-3 for adam, 1e-2 for sgd)");
   cmd->add_option("--momentum", o->momentum, "SGD momentum")->capture_default_str();
   cmd->add_option("--weight-decay", o->weight_decay, "L2 weight decay")->capture_default_str();
   cmd->add_option("--seed", o->seed, "seed of initialization, synthetic data and dropout")
@@ -224,7 +224,7 @@ Runner RegisterTrain(CLI::App& app) {
                   "run this plan (hetsynth synth -o) across ranks: threads here, or one process per rank "
                   "under mpirun/srun")
       ->type_name("PLAN");
-  CLI::Option* ranks = cmd->add_option("--ranks", o->ranks, "thread ranks (default: one per plan device)")
+  cmd->add_option("--ranks", o->ranks, "thread ranks (default: one per plan device)")
                            ->check(PositiveInt());
   cmd->add_option("--cluster", o->cluster,
                   "check the plan against this cluster file (fingerprint) and take device speeds from it")
@@ -274,9 +274,7 @@ Runner RegisterTrain(CLI::App& app) {
       ->type_name("ARGS");
   cmd->add_option("--elastic-worker", o->elastic_worker)->group("");  // set by the agent for its MPI workers
   cmd->add_option("--elastic-epoch", o->elastic_epoch)->group("");
-  return [o, lr, ranks, cmd]() {
-    o->ranks_given = ranks->count() > 0;
-    o->lr_given = lr->count() > 0;
+  return [o, cmd]() {
     for (const CLI::Option* opt : cmd->get_options()) {
       if (opt->count() > 0 && !opt->get_lnames().empty()) o->given.insert("--" + opt->get_lnames().front());
     }

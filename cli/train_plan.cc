@@ -390,7 +390,7 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     return absl::InvalidArgumentError(StrCat("--no-emulate with --dilation/", runtime::kDilationEnv,
                                              ": dilation paces CPU ranks in real time; drop one of them"));
   }
-  p.ranks = o.ranks_given ? o.ranks : 0;
+  p.ranks = o.Given("--ranks") ? o.ranks : 0;
   p.backend = &backend;
   p.precision = o.precision;
   p.emulate_gpus = o.emulate_gpus;
@@ -411,8 +411,8 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     return absl::InvalidArgumentError(StrCat("--dilation/", runtime::kDilationEnv, " is for CPU ranks; ", caps.device,
                                              " ranks are wall-clock timed"));
   }
-  if ((!caps.thread_ranks && o.ranks_given) || (!caps.emulated_timing && o.no_emulate)) {
-    return absl::InvalidArgumentError(StrCat(o.ranks_given ? "--ranks" : "--no-emulate", " is for CPU ranks; ",
+  if ((!caps.thread_ranks && o.Given("--ranks")) || (!caps.emulated_timing && o.no_emulate)) {
+    return absl::InvalidArgumentError(StrCat(o.Given("--ranks") ? "--ranks" : "--no-emulate", " is for CPU ranks; ",
                                              caps.device,
                                              " ranks are one per plan device and always wall-clock timed"));
   }
@@ -453,7 +453,7 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     HS_RETURN_IF_ERROR(ElasticWorkerStart(o, RankFromLauncher(), &worker_hooks));
     p.elastic = &worker_hooks;
   }
-  const int ranks = LaunchedByMpi() ? SizeFromLauncher() : o.ranks_given ? o.ranks : static_cast<int>(n_dev);
+  const int ranks = LaunchedByMpi() ? SizeFromLauncher() : o.Given("--ranks") ? o.ranks : static_cast<int>(n_dev);
   if (ranks > 0 && static_cast<size_t>(ranks) != n_dev) {  // RunPlan checks again with the communicator
     return RankCountError(o.plan, plan, ranks, LaunchedByMpi());
   }
