@@ -349,18 +349,12 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
         p.backend = backend;
         p.precision = f.precision;
         p.emulate_gpus = f.emulate_gpus;
-        const bool tty = isatty(STDERR_FILENO) != 0;
         p.on_step = [&](int64_t i, const runtime::StepMetrics& m) {
           const std::string line =
               fmt::format("running {:<12} {}step {:>3}/{}{}  {} ms/step ({})", e.name,
                           rounds > 1 ? fmt::format("round {}/{} ", round + 1, rounds) : "", i + 1, p.steps,
                           i < f.warmup ? " (warm-up)" : "", Ms(m.step_time_s), cuda ? "GPU wall clock" : "emulated");
-          if (tty) {
-            fmt::print(stderr, "\r{}", line);
-            if (i + 1 == p.steps) fmt::print(stderr, "\n");
-          } else if (i + 1 == p.steps) {
-            fmt::print(stderr, "{}\n", line);
-          }
+          PrintProgress(line, i + 1 == p.steps, false);
         };
         HS_ASSIGN_OR_RETURN(std::vector<runtime::StepMetrics> steps, RunPlan(p));
         if (!lead) continue;

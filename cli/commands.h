@@ -37,7 +37,25 @@ using Runner = std::function<absl::Status()>;
 
 // An output file's directory exists and is writable: checked before the work that produces it,
 // so a typo in a directory name does not cost a long run. `flag` names the flag in the message.
-absl::Status CheckOutputPath(const std::string& flag, const std::string& path);
+// A file written by replacing its path (atomically: a new file renamed over it) must not be a
+// symbolic link, a device or a FIFO that exists there (as root, `--save /dev/null` would replace
+// the system's node); a stream (kStream: --metrics, --trace, written in place) may be one.
+enum class OutputWrite { kReplace, kStream };
+absl::Status CheckOutputPath(const std::string& flag, const std::string& path, OutputWrite how = OutputWrite::kReplace);
+// No output names the file of an input or of another output (a run that would overwrite its
+// own --load or --data, or write two outputs into one file): each a (flag, path) pair, empty
+// paths skipped.
+using FlagPaths = std::vector<std::pair<std::string, std::string>>;
+absl::Status RefuseSameFiles(const FlagPaths& outputs, const FlagPaths& inputs);
+// (--model, NAME) when NAME is a model file (ONNX or graph), for RefuseSameFiles; else nothing.
+FlagPaths ModelFileInput(const std::string& name);
+
+// A progress line on stderr. On a terminal every line overwrites the last ("\r"), and the line
+// is ended by the `last` one or by EndProgressLine (main calls it before an error, so the error
+// starts a line of its own); elsewhere a line is printed only when `plain` (a log gets a few
+// lines, not one per step).
+void PrintProgress(const std::string& line, bool last, bool plain);
+void EndProgressLine();
 
 // Flag validators with short messages ("expected an integer >= 0"), for integer flags.
 CLI::Validator NonNegativeInt();

@@ -35,6 +35,7 @@ int Fail(const std::string& message, bool same_on_every_rank) {
   // Bad input fails the same way on every rank: rank 0 says so, the others exit quietly with the
   // same status, so a job prints one line, not one per rank.
   if (!same_on_every_rank || LauncherRank() == 0) {
+    hetsynth::cli::EndProgressLine();  // an error starts a line of its own
     std::fprintf(stderr, "hetsynth: error: %s\n", OneLine(message).c_str());
   }
   return 2;

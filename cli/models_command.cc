@@ -66,6 +66,7 @@ void ListModels() {
 
 absl::Status ShowModel(const ModelOptions& opts, const std::string& graph_out) {
   HS_RETURN_IF_ERROR(CheckOutputPath("--graph-out", graph_out));
+  HS_RETURN_IF_ERROR(RefuseSameFiles({{"--graph-out", graph_out}}, ModelFileInput(opts.name)));
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, opts.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
   fmt::print("{}\n\ninputs:\n", spec.ToString());
@@ -91,10 +92,7 @@ absl::Status ShowModel(const ModelOptions& opts, const std::string& graph_out) {
              Human(4.0 * static_cast<double>(g.NumParameterElements())), g.nodes().size(),
              Human(f.forward), Human(f.backward));
   if (!graph_out.empty()) {
-    std::ofstream out(graph_out, std::ios::binary);
-    out << ir::GraphToJson(g);
-    out.close();
-    if (!out) return absl::InvalidArgumentError(StrCat("--graph-out '", graph_out, "': cannot write the file"));
+    HS_RETURN_IF_ERROR(WriteFileAtomically(graph_out, ir::GraphToJson(g)));
     fmt::print("graph written to {}\n", graph_out);
   }
   return absl::OkStatus();
@@ -139,6 +137,7 @@ absl::Status Import(const ModelOptions& opts, std::string out, std::string weigh
   }
   HS_RETURN_IF_ERROR(CheckOutputPath("-o", out));
   HS_RETURN_IF_ERROR(CheckOutputPath("--weights", weights));
+  HS_RETURN_IF_ERROR(RefuseSameFiles({{"-o", out}, {"--weights", weights}}, {{"--model", opts.name}}));
   HS_ASSIGN_OR_RETURN(ir::ModelSpec spec, opts.Resolve());
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
   // The weights file, relative to the graph file when both are in one directory.
@@ -153,9 +152,7 @@ absl::Status Import(const ModelOptions& opts, std::string out, std::string weigh
     tensors.emplace(name, std::move(t));
   }
   HS_RETURN_IF_ERROR(runtime::WriteSafetensors(weights, tensors));
-  std::ofstream f(out, std::ios::binary | std::ios::trunc);
-  f << ir::GraphToJson(g);
-  if (!f) return absl::InvalidArgumentError(StrCat("-o '", out, "': cannot write"));
+  HS_RETURN_IF_ERROR(WriteFileAtomically(out, ir::GraphToJson(g)));
   fmt::print("wrote {} ({} ops, {} parameters) and {} ({} tensors); train it with --model {}\n", out, g.nodes().size(),
              g.parameters().size(), weights, tensors.size(), out);
   return absl::OkStatus();

@@ -245,9 +245,7 @@ absl::Status MeasureUnderMpi(const NetworkProfileFlags& f) {
   out.collectives = std::move(tables);
   const std::string text = costmodel::ClusterToJson(out);
   HS_RETURN_IF_ERROR(costmodel::ParseCluster(text, f.out).status());
-  std::ofstream file(f.out, std::ios::binary | std::ios::trunc);
-  file << text;
-  if (!file) return absl::InvalidArgumentError(StrCat("-o '", f.out, "': cannot write"));
+  HS_RETURN_IF_ERROR(WriteFileAtomically(f.out, text));
   fmt::print("wrote {} (cluster '{}', {} devices, {} collective tables; links.inter_node.bandwidth kept at the "
              "configured {:.4g} MB/s, the rate `cluster up` shapes to)\n",
              f.out, out.name, out.size(), out.collectives.size(), out.inter_node.bandwidth / 1e6);
@@ -263,10 +261,8 @@ absl::Status ProfileNetwork(const NetworkProfileFlags& f) {
   if (UnderMpiLauncher()) return MeasureUnderMpi(f);
   if (!runtime::MpiAvailable()) return absl::FailedPreconditionError("profile --network needs a build with MPI");
   HS_ASSIGN_OR_RETURN(costmodel::Cluster c, costmodel::ReadClusterFile(f.cluster));
-  {
-    std::ofstream probe(f.out, std::ios::binary | std::ios::app);
-    if (!probe) return absl::InvalidArgumentError(StrCat("-o '", f.out, "': cannot open for writing"));
-  }
+  if (f.out.empty()) return absl::InvalidArgumentError("-o is required: the cluster file to write");
+  HS_RETURN_IF_ERROR(CheckOutputPath("-o", f.out));
   HS_ASSIGN_OR_RETURN(const EmulatedLaunch emu,
                       EmulatedLaunch::Open(c, f.cluster, f.network_name, f.dilation, "p", f.mpirun));
   HS_ASSIGN_OR_RETURN(const int status,

@@ -112,6 +112,9 @@ absl::Status RunPlace(const PlaceFlags& f) {
   HS_ASSIGN_OR_RETURN(ir::Graph g, ir::BuildModel(spec));
   HS_ASSIGN_OR_RETURN(costmodel::Cluster cluster, costmodel::ReadClusterFile(f.cluster));
   HS_RETURN_IF_ERROR(CheckOutputPath("-o", f.out));
+  FlagPaths place_inputs = {{"--cluster", f.cluster}};
+  for (auto& in : ModelFileInput(f.model.name)) place_inputs.push_back(in);
+  HS_RETURN_IF_ERROR(RefuseSameFiles({{"-o", f.out}}, place_inputs));
   HS_ASSIGN_OR_RETURN(const PlacementSolve solved, SolvePlacements(spec, g, cluster, f.cluster, f.max_nodes, f.time_limit));
   const synth::PlacementProblem& p = solved.problem;
   const std::vector<synth::PlacementMethodResult>& results = solved.results;
@@ -156,10 +159,7 @@ absl::Status RunPlace(const PlaceFlags& f) {
     return absl::InvalidArgumentError(StrCat("--method ", f.method, " found no placement: ", chosen->status.message()));
   }
   const instr::InferencePlacement out = PlacementOf(spec, cluster, solved, f.method);
-  std::ofstream file(f.out, std::ios::binary | std::ios::trunc);
-  file << instr::InferencePlacementToJson(g, out);
-  file.close();
-  if (!file) return absl::InvalidArgumentError(StrCat("-o '", f.out, "': cannot write the placement"));
+  HS_RETURN_IF_ERROR(WriteFileAtomically(f.out, instr::InferencePlacementToJson(g, out)));
   fmt::print("wrote {} ({}: {} on {} of {} devices, predicted {}; milp {:.2f}x the best heuristic)\n", f.out, f.method,
              p.nodes.size(), used(chosen->schedule), cluster.size(), Ms(chosen->schedule.latency),
              best_heuristic > 0 ? best_heuristic / milp->schedule.latency : 0.0);

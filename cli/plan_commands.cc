@@ -1,5 +1,6 @@
 // `hetsynth synth`, `hetsynth explain`, `hetsynth check`: make a plan for a cluster, show it,
 // and re-verify it.
+#include <atomic>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,6 +45,9 @@ absl::Status RunSynth(const SynthFlags& f) {
     return absl::InvalidArgumentError(StrCat("--time-limit ", f.time_limit, "; expected finite seconds > 0"));
   }
   HS_RETURN_IF_ERROR(CheckOutputPath("-o", f.out));
+  FlagPaths synth_inputs = {{"--cluster", f.cluster}};
+  for (auto& in : ModelFileInput(f.model.name)) synth_inputs.push_back(in);
+  HS_RETURN_IF_ERROR(RefuseSameFiles({{"-o", f.out}}, synth_inputs));
   synth::SynthOptions o;
   o.time_limit_s = f.time_limit;
   o.memory_limits = !f.no_memory_limits;
@@ -72,10 +76,7 @@ absl::Status RunSynth(const SynthFlags& f) {
   }
   const synth::SynthResult& mine = results.at(chosen);
   const std::string text = instr::PlanToJson(g, MakePlan(spec, cluster, mine));
-  std::ofstream out(f.out, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) return absl::InvalidArgumentError(StrCat("-o '", f.out, "': cannot write the plan"));
+  HS_RETURN_IF_ERROR(WriteFileAtomically(f.out, text));
 
   double best_baseline = 0;
   for (const std::string& b : synth::BaselineNames()) {
@@ -288,13 +289,48 @@ CLI::Validator DilationFactor() {
                         "a number from 1 to 1e6 (the time dilation factor K)", "K");
 }
 
-absl::Status CheckOutputPath(const std::string& flag, const std::string& path) {
+namespace {
+std::atomic<bool> g_progress_open{false};  // a terminal progress line without its newline
+}  // namespace
+
+void PrintProgress(const std::string& line, bool last, bool plain) {
+  static const bool tty = isatty(STDERR_FILENO) != 0;
+  if (tty) {
+    fmt::print(stderr, "\r{}{}", line, last ? "\n" : "");
+    g_progress_open = !last;
+  } else if (plain || last) {
+    fmt::print(stderr, "{}\n", line);
+  }
+}
+
+void EndProgressLine() {
+  if (g_progress_open.exchange(false)) fmt::print(stderr, "\n");
+}
+
+absl::Status CheckOutputPath(const std::string& flag, const std::string& path, OutputWrite how) {
   if (path.empty()) return absl::OkStatus();
   std::filesystem::path dir = std::filesystem::path(path).parent_path();
   if (dir.empty()) dir = ".";
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "' is a directory; expected a file name"));
+  }
+  if (how == OutputWrite::kReplace) {
+    const std::filesystem::file_status st = std::filesystem::symlink_status(path, ec);
+    if (std::filesystem::is_symlink(st)) {
+      return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "' is a symbolic link (to '",
+                                               ir::Shorten(std::filesystem::read_symlink(path, ec).string(), 200),
+                                               "'); give the file itself: the file is written by replacing the path"));
+    }
+    if (std::filesystem::exists(st) && !std::filesystem::is_regular_file(st)) {
+      const char* kind = std::filesystem::is_character_file(st) ? "a character device"
+                         : std::filesystem::is_block_file(st)   ? "a block device"
+                         : std::filesystem::is_fifo(st)         ? "a FIFO"
+                         : std::filesystem::is_socket(st)       ? "a socket"
+                                                                : "not a regular file";
+      return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "' is ", kind,
+                                               "; expected a regular file's name (the file is written by replacing the path)"));
+    }
   }
   if (!std::filesystem::is_directory(dir, ec)) {
     return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "': directory '", ir::Shorten(dir.string(), 200),
@@ -307,12 +343,52 @@ absl::Status CheckOutputPath(const std::string& flag, const std::string& path) {
   return absl::OkStatus();
 }
 
+namespace {
+// Whether two paths name one file: the same inode when both exist, else the same absolute path.
+bool SameFile(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (std::filesystem::exists(a, ec) && std::filesystem::exists(b, ec)) return std::filesystem::equivalent(a, b, ec);
+  const std::filesystem::path x = std::filesystem::weakly_canonical(a, ec), y = std::filesystem::weakly_canonical(b, ec);
+  return !ec && x == y;
+}
+}  // namespace
+
+absl::Status RefuseSameFiles(const FlagPaths& outputs, const FlagPaths& inputs) {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const auto& [flag, path] = outputs[i];
+    if (path.empty()) continue;
+    for (const auto& [in_flag, in_path] : inputs) {
+      if (!in_path.empty() && SameFile(path, in_path)) {
+        return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "' is the file of ", in_flag, " '",
+                                                 ir::Shorten(in_path, 200), "'; writing it would destroy the input; give another name"));
+      }
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (!outputs[j].second.empty() && SameFile(path, outputs[j].second)) {
+        return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "' is also the file of ", outputs[j].first,
+                                                 "; give each output its own file"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+FlagPaths ModelFileInput(const std::string& name) {
+  if (ir::IsModelFile(name)) return {{"--model", name}};
+  return {};
+}
+
 absl::Status WriteFileAtomically(const std::string& path, const std::string& text, mode_t mode) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << text;
-    if (!out) return absl::InternalError(StrCat("cannot write '", tmp, "'"));
+    out.close();  // a full disk shows at the flush
+    if (!out) {
+      const int err = errno;
+      std::remove(tmp.c_str());
+      return absl::InvalidArgumentError(StrCat("cannot write '", path, "' (", std::strerror(err), ")"));
+    }
   }
   chmod(tmp.c_str(), mode);
   if (rename(tmp.c_str(), path.c_str()) != 0) {
@@ -325,6 +401,10 @@ absl::StatusOr<std::string> ReadText(const std::string& path, const char* what) 
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     return absl::InvalidArgumentError(StrCat(what, " '", path, "': is a directory; expected a ", what, " file"));
+  }
+  // A FIFO or a device would block or never end; only regular files are read.
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
+    return absl::InvalidArgumentError(StrCat(what, " '", path, "': is not a regular file; expected a ", what, " file"));
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(StrCat(what, " '", path, "': cannot open file"));

@@ -227,14 +227,7 @@ absl::Status RunProfile(const ProfileFlags& f) {
   if (f.out.empty()) return absl::InvalidArgumentError("-o is required: the cluster file to write");
   HS_ASSIGN_OR_RETURN(const runtime::Backend* backend, BackendFlag(f.backend));
   if (!f.precision.empty()) HS_RETURN_IF_ERROR(CheckPrecisionFlag(*backend, f.precision, /*given=*/true));
-  {
-    // Fail before minutes of measuring, not after.
-    const std::filesystem::path dir = std::filesystem::path(f.out).parent_path();
-    std::error_code ec;
-    if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) {
-      return absl::InvalidArgumentError(StrCat("-o '", f.out, "': directory '", dir.string(), "' does not exist"));
-    }
-  }
+  HS_RETURN_IF_ERROR(CheckOutputPath("-o", f.out));  // fail before minutes of measuring, not after
   if (f.repeats < 1) return absl::InvalidArgumentError(StrCat("--repeats ", f.repeats, "; expected at least 1"));
   if (f.max_bytes < 4) {
     return absl::InvalidArgumentError(StrCat("--max-bytes ", f.max_bytes, "; expected at least 4 (one float)"));
@@ -282,10 +275,7 @@ absl::Status RunProfile(const ProfileFlags& f) {
   }
   const std::string text = costmodel::ClusterToJson(out);
   HS_RETURN_IF_ERROR(costmodel::ParseCluster(text, f.out).status());  // what we write must load
-  std::ofstream file(f.out, std::ios::binary | std::ios::trunc);
-  file << text;
-  file.close();
-  if (!file) return absl::InvalidArgumentError(StrCat("-o '", f.out, "': cannot write the cluster file"));
+  HS_RETURN_IF_ERROR(WriteFileAtomically(f.out, text));
 
   // 4. Summary.
   fmt::print("{:<13} {:.4g} GFLOP/s GEMM-class ({} compute-bound nodes, {:.3f} ms/step){}\n", m.label + " compute:",

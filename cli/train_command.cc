@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <fstream>
 
@@ -60,9 +61,15 @@ absl::Status TrainOptions::Validate() const {
                                              " the --save checkpoint is written at the end"));
   }
   HS_RETURN_IF_ERROR(CheckOutputPath("--save", save));
-  HS_RETURN_IF_ERROR(CheckOutputPath("--metrics", metrics));
-  HS_RETURN_IF_ERROR(CheckOutputPath("--trace", trace));
-  return absl::OkStatus();
+  // Elastic runs write their metrics whole at the end (replacing the file); the others stream them.
+  HS_RETURN_IF_ERROR(CheckOutputPath("--metrics", metrics, elastic ? OutputWrite::kReplace : OutputWrite::kStream));
+  HS_RETURN_IF_ERROR(CheckOutputPath("--trace", trace, OutputWrite::kStream));
+  // --save may replace its --load (resuming and saving back is the usual loop: the checkpoint is
+  // read whole first and replaced atomically at the end); no other output may name an input.
+  FlagPaths inputs = {{"--data", data}, {"--plan", plan}, {"--cluster", cluster}};
+  for (auto& in : ModelFileInput(model.name)) inputs.push_back(in);
+  HS_RETURN_IF_ERROR(RefuseSameFiles({{"--save", save}, {"--metrics", metrics}, {"--trace", trace}}, inputs));
+  return RefuseSameFiles({{"--metrics", metrics}, {"--trace", trace}}, {{"--load", load}});
 }
 
 std::string DivergenceHint(const runtime::OptimizerConfig& cfg) {
@@ -142,7 +149,6 @@ absl::Status Train(const TrainOptions& o) {
   const int64_t first = trainer->step();
   if (!o.quiet) fmt::print(stderr, "training {} on {}: {} steps from step {}, {} lr {:g}, {}\n",
              spec.ToString(), device, o.steps, first, o.optimizer, cfg.lr, data.description());
-  const bool tty = isatty(STDERR_FILENO) != 0;
   const int64_t every = std::max<int64_t>(1, o.steps / 10);
   float first_loss = NAN, last_loss = NAN;
   double total_s = 0;
@@ -159,6 +165,10 @@ absl::Status Train(const TrainOptions& o) {
       metrics << fmt::format("{{\"step\": {}, \"loss\": {}, \"step_time_s\": {:.6f}}}\n", step + 1,
                              std::isfinite(loss) ? fmt::format("{}", loss) : "null", dt);
       metrics.flush();
+      if (!metrics) {
+        return absl::InvalidArgumentError(
+            StrCat("--metrics '", o.metrics, "': write failed at step ", step + 1, " (", std::strerror(errno), ")"));
+      }
     }
     // Checked with or without --quiet: a NaN must never reach a checkpoint.
     if (!std::isfinite(loss) && o.quiet) {
@@ -171,12 +181,7 @@ absl::Status Train(const TrainOptions& o) {
     // Steps counted as in checkpoints and --metrics: a run from --load continues their count.
     const std::string line = fmt::format("step {:>5}/{}  loss {:.4f}  {:.3f} s/step", step + 1,
                                          first + o.steps, loss, total_s / static_cast<double>(i + 1));
-    if (tty) {
-      fmt::print(stderr, "\r{}", line);
-      if (i + 1 == o.steps) fmt::print(stderr, "\n");
-    } else if ((i + 1) % every == 0 || i + 1 == o.steps || i == 0) {
-      fmt::print(stderr, "{}\n", line);
-    }
+    PrintProgress(line, i + 1 == o.steps, (i + 1) % every == 0 || i == 0);
     if (!std::isfinite(loss)) {
       return absl::InvalidArgumentError(StrCat("loss became ", loss, " at step ", step + 1, "; ", DivergenceHint(cfg)));
     }

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <stdexcept>
@@ -458,6 +459,7 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
     return RankCountError(o.plan, plan, ranks, LaunchedByMpi());
   }
   std::ofstream metrics;
+  std::string metrics_error;  // the first failed write
   if (!o.metrics.empty() && lead) {
     metrics.open(o.metrics, std::ios::binary | std::ios::trunc);
     if (!metrics) return absl::InvalidArgumentError(StrCat("--metrics '", o.metrics, "': cannot open for writing"));
@@ -501,7 +503,6 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
 
   Mean step_time, compute, comm_time, idle, hidden, late;
   float first_loss = NAN, last_loss = NAN;
-  const bool tty = isatty(STDERR_FILENO) != 0;
   const int64_t every = std::max<int64_t>(1, o.steps / 10);
   // Elastic runs: the membership epoch and the wall-clock time the step ended (recovery times).
   auto elastic_fields = [&]() -> std::string {
@@ -536,6 +537,11 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
           m.step, m.loss, m.step_time_s, c.get(), x.get(), w.get(), h.get(), l.get(), wall_clock ? "false" : "true",
           p.dilation, elastic_fields(), per_rank);
       metrics.flush();
+      if (!metrics) {  // a full disk, /dev/full: said when the run ends (this callback cannot stop it)
+        metrics_error = StrCat("--metrics '", o.metrics, "': write failed at step ", m.step, " (", std::strerror(errno),
+                               "); the run finished, its metrics file is incomplete");
+        metrics.close();
+      }
     }
     if (o.quiet) return;
     const std::string line =
@@ -544,16 +550,12 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
         fmt::format("step {:>5}/{}  loss {:.4f}  {} /step (compute {}, comm {}, idle {}; mean over ranks)",
                     m.step, m.step - (i + 1) + o.steps,
                     m.loss, Ms(m.step_time_s), Ms(c.get()), Ms(x.get()), Ms(w.get()));
-    if (tty) {
-      fmt::print(stderr, "\r{}", line);
-      if (i + 1 == o.steps) fmt::print(stderr, "\n");
-    } else if ((i + 1) % every == 0 || i + 1 == o.steps || i == 0) {
-      fmt::print(stderr, "{}\n", line);
-    }
+    PrintProgress(line, i + 1 == o.steps, (i + 1) % every == 0 || i == 0);
   };
   const absl::Status run_status = RunPlan(p).status();
   if (!o.elastic_worker.empty()) ElasticWorkerEnd(o, RankFromLauncher(), worker_hooks, run_status);
   HS_RETURN_IF_ERROR(run_status);
+  if (!metrics_error.empty()) return absl::InvalidArgumentError(metrics_error);
   if (!lead || o.elastic_epoch >= 0) return absl::OkStatus();  // the elastic agent sums up its epochs
   if (!gpu_description.empty() && !o.quiet) fmt::print(stderr, "ran on {}\n", gpu_description);
   if (!o.save.empty() && !o.quiet) fmt::print(stderr, "checkpoint (full tensors) written to {}\n", o.save);

@@ -1,8 +1,11 @@
 // The hetsynth binary end to end: exit codes and one-line messages for bad input.
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 
@@ -92,6 +95,44 @@ TEST(Cli, BadFilesAreNamed) {
   ASSERT_EQ(Hetsynth("train --model mlp --small --steps 1 --quiet --save " + mlp).code, 0);
   ExpectError("train --model gpt --small --steps 1 --load " + mlp, "missing parameters");
   ExpectError("train --model mlp --small --steps 1 --data " + mlp, "no tensor 'labels'");
+}
+
+// Outputs never replace an input, a symbolic link or a device node, and a failed write is an error.
+TEST(Cli, OutputsNeverDestroyInputsOrSpecialFiles) {
+  const std::string ck = Tmp("own_input.safetensors");
+  ASSERT_EQ(Hetsynth("train --model mlp --small --steps 1 --quiet --save " + ck).code, 0);
+  std::ifstream before(ck, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(before)), std::istreambuf_iterator<char>());
+  ExpectError("train --model mlp --small --steps 1 --load " + ck + " --metrics " + ck, "is the file of --load");
+  ExpectError("train --plan x.json --steps 1 --load " + ck + " --trace " + ck, "is the file of --load");
+  ExpectError("train --model mlp --small --steps 1 --data " + ck + " --save " + ck, "is the file of --data");
+  ExpectError("train --model mlp --small --steps 1 --save " + Tmp("o.safetensors") + " --metrics " + Tmp("./o.safetensors"),
+              "is also the file of --save");
+  std::ifstream after(ck, std::ios::binary);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(after)), std::istreambuf_iterator<char>()), bytes);
+  // Resuming and saving back to the same checkpoint is the usual loop.
+  EXPECT_EQ(Hetsynth("train --model mlp --small --steps 1 --quiet --load " + ck + " --save " + ck).code, 0);
+
+  const std::string cluster = Tmp("own_cluster.json");
+  std::ofstream(cluster) << std::ifstream(HETSYNTH_SOURCE_DIR "/examples/clusters/mixed-4.json").rdbuf();
+  ExpectError("synth --model mlp --small --cluster " + cluster + " -o " + cluster, "is the file of --cluster");
+  EXPECT_EQ(Hetsynth("check " + cluster).code, 2);  // still the cluster, not a plan
+  ExpectError("train --model mlp --small --steps 1 --save /dev/null", "'/dev/null' is a character device");
+  const std::string link = Tmp("link.safetensors");
+  std::remove(link.c_str());
+  ASSERT_EQ(symlink(ck.c_str(), link.c_str()), 0);
+  ExpectError("train --model mlp --small --steps 1 --save " + link, "is a symbolic link");
+  ExpectError("synth --model mlp --small --cluster " + cluster + " -o /dev/stdout", "is a symbolic link");
+  // A FIFO would block the reader forever.
+  const std::string fifo = Tmp("plan.fifo");
+  std::remove(fifo.c_str());
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  ExpectError("check " + fifo, "is not a regular file");
+  ExpectError("infer --placement " + fifo, "is not a regular file");
+  ExpectError("train --model mlp --small --steps 1 --save " + fifo, "is a FIFO");
+  // A stream may be a device; a failed write stops the run with the step it failed at.
+  EXPECT_EQ(Hetsynth("train --model mlp --small --steps 1 --quiet --metrics /dev/null").code, 0);
+  ExpectError("train --model mlp --small --steps 2 --quiet --metrics /dev/full", "write failed at step 1");
 }
 
 TEST(Cli, TrainWritesMetricsAndResumes) {
