@@ -78,8 +78,11 @@ struct TrainOptions {
   absl::Status Validate() const;
 };
 
-// The hint for a loss that became NaN or infinite: the flags that can cause it, with their values.
-std::string DivergenceHint(const runtime::OptimizerConfig& cfg);
+// The error for a loss that is NaN or infinite at optimizer step `step` (counted as checkpoints
+// count). After an update: the flags that can cause it, with their values. At a run's first step
+// (`first`), before this run has updated anything, the learning rate plays no part: the starting
+// weights or the data are not finite or overflow.
+absl::Status NonFiniteLoss(float loss, int64_t step, bool first, const runtime::OptimizerConfig& cfg);
 
 // Runs o.plan on `backend`'s ranks: threads, or MPI ranks when started by mpirun/srun (cpu); GPUs.
 absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend);

@@ -72,11 +72,16 @@ absl::Status TrainOptions::Validate() const {
   return RefuseSameFiles({{"--metrics", metrics}, {"--trace", trace}}, {{"--load", load}});
 }
 
-std::string DivergenceHint(const runtime::OptimizerConfig& cfg) {
+absl::Status NonFiniteLoss(float loss, int64_t step, bool first, const runtime::OptimizerConfig& cfg) {
+  if (first) {
+    return absl::InvalidArgumentError(StrCat("loss is ", loss, " at step ", step, ", this run's first, before any update: "
+                                             "the starting weights (the model file's or --load's) or the data hold "
+                                             "values that are not finite or overflow fp32 in the forward"));
+  }
   std::string hint = StrCat("lower --lr (now ", cfg.lr, ")");
   if (cfg.weight_decay > 0) hint += StrCat(" or --weight-decay (now ", cfg.weight_decay, ")");
   if (cfg.kind == runtime::OptimizerKind::kSgd && cfg.momentum > 0) hint += StrCat(" or --momentum (now ", cfg.momentum, ")");
-  return hint;
+  return absl::InvalidArgumentError(StrCat("loss became ", loss, " at step ", step, "; ", hint));
 }
 
 absl::Status CheckHostMemory(double bytes, const std::string& what, const std::string& hint) {
@@ -172,7 +177,7 @@ absl::Status Train(const TrainOptions& o) {
     }
     // Checked with or without --quiet: a NaN must never reach a checkpoint.
     if (!std::isfinite(loss) && o.quiet) {
-      return absl::InvalidArgumentError(StrCat("loss became ", loss, " at step ", step + 1, "; ", DivergenceHint(cfg)));
+      return NonFiniteLoss(loss, step + 1, i == 0, cfg);
     }
     if (o.save_every > 0 && (i + 1) % o.save_every == 0 && i + 1 < o.steps) {
       HS_RETURN_IF_ERROR(trainer->Save(o.save, spec.ToString()));
@@ -183,7 +188,7 @@ absl::Status Train(const TrainOptions& o) {
                                          first + o.steps, loss, total_s / static_cast<double>(i + 1));
     PrintProgress(line, i + 1 == o.steps, (i + 1) % every == 0 || i == 0);
     if (!std::isfinite(loss)) {
-      return absl::InvalidArgumentError(StrCat("loss became ", loss, " at step ", step + 1, "; ", DivergenceHint(cfg)));
+      return NonFiniteLoss(loss, step + 1, i == 0, cfg);
     }
   }
   if (!o.save.empty()) {

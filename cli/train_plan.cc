@@ -260,8 +260,7 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
       };
       if (rank == 0) {
         if (!std::isfinite(m.loss)) {
-          return absl::InvalidArgumentError(StrCat("loss became ", m.loss, " at step ", m.step, "; ",
-                                                   DivergenceHint(p.optimizer)));
+          return NonFiniteLoss(m.loss, m.step, i == 0, p.optimizer);
         }
         if (p.on_step) p.on_step(i, m);
         out.push_back(std::move(m));

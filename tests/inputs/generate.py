@@ -467,6 +467,11 @@ flag("metrics_is_load", TRAIN + ["--load", "{tmp}/c.safetensors", "--metrics", "
      "is the file of --load")
 flag("save_is_data", TRAIN + ["--data", "{tmp}/d.safetensors", "--save", "{tmp}/d.safetensors"], "is the file of --data")
 flag("data_missing", TRAIN + ["--data", "{tmp}/missing.safetensors"], "missing.safetensors")
+# Finite weights whose forward overflows: the loss is not finite before any update, so not --lr's doing.
+load_case("overflows_forward", safetensors(dict(good_params(), **{
+    "layers.1.bias": ("F32", [32], f32([32], 1e3)),
+    "head.weight": ("F32", [4, 32], f32([32], 3e38) + f32([32], -3e38) + f32([64], 0.0))}), META),
+    "at step 3, this run's first, before any update")
 flag("nan_loss_quiet", ["train", "--model", "mlp", "--small", "--steps", "5", "--quiet", "--lr", "1e30"], "loss became")
 flag("synth_out_bad_dir", ["synth", "--model", "mlp", "--small", "--cluster", "{in}/../../examples/clusters/mixed-4.json",
                            "-o", "{tmp}/no/such/dir/p.json"], "no/such/dir")
