@@ -156,10 +156,10 @@ class Reader {
       const json& e = (*edges)[k];
       const std::string where = StrCat("edges[", k, "]");
       const int ng = static_cast<int>(p.groups.size());
-      if (!e.is_array() || (e.size() != 3 && e.size() != 4) || !e[0].is_number_integer() || !e[1].is_number_integer() ||
+      if (!e.is_array() || e.size() != 4 || !e[0].is_number_integer() || !e[1].is_number_integer() ||
           !e[2].is_number() || e[0].get<int64_t>() < 0 || e[0].get<int64_t>() >= e[1].get<int64_t>() ||
-          e[1].get<int64_t>() >= ng || !(e[2].get<double>() >= 0) ||
-          (e.size() == 4 && (!e[3].is_number() || !(e[3].get<double>() >= 0) || !(e[3].get<double>() <= kMaxSeconds)))) {
+          e[1].get<int64_t>() >= ng || !(e[2].get<double>() >= 0) || !e[3].is_number() ||
+          !(e[3].get<double>() >= 0) || !(e[3].get<double>() <= kMaxSeconds)) {
         return Err(where, StrCat(ir::Shorten(e.dump()), "; expected [from, to, bytes, transfer_s] with 0 <= from < to < ", ng,
                                  ", bytes >= 0 and seconds in [0, ", kMaxSeconds, "]"));
       }
@@ -174,7 +174,7 @@ class Reader {
                                                 pair.second, "] reads of groups[", pair.first, "] at batch ", p.batch, ")"));
       }
       if (!listed.insert(pair).second) return Err(where, StrCat(ir::Shorten(e.dump()), " lists the pair a second time"));
-      p.edges.push_back({pair.first, pair.second, e[2].get<double>(), e.size() == 4 ? e[3].get<double>() : 0.0});
+      p.edges.push_back({pair.first, pair.second, e[2].get<double>(), e[3].get<double>()});
     }
     for (const auto& [pair, bytes] : want) {
       if (!listed.count(pair)) {

@@ -191,7 +191,7 @@ inline absl::Status ReadRunHeader(const nlohmann::json& root, const ErrFn& err, 
   HS_RETURN_IF_ERROR(f.Known(*m, "model", {"name", "batch", "args"}));
   HS_RETURN_IF_ERROR(f.String(*m, "model", "name", true, &h->model));
   HS_ASSIGN_OR_RETURN(const json* batch, f.Get(*m, "model", "batch", true, "a positive integer"));
-  if (!batch->is_number_integer() || (!batch->is_number_unsigned() && batch->get<int64_t>() <= 0) ||
+  if (!batch->is_number_integer() || batch->get<int64_t>() == 0 || (!batch->is_number_unsigned() && batch->get<int64_t>() < 0) ||
       (batch->is_number_unsigned() && batch->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
     return f.Expected("model.batch", *batch, "a positive integer");
   }

@@ -105,6 +105,8 @@ TEST(Place, MalformedPlacementFilesExit2NamingFileFieldValue) {
       {[](nlohmann::json& j) { j["solver"]["gap"] = 2; }, "solver.gap: 2; expected finite fraction in [0, 1]"},
       {[](nlohmann::json& j) { j["edges"][0] = {3, 1, 5}; }, "edges[0]: [3,1,5]"},
       {[](nlohmann::json& j) { j["edges"][0][3] = -2; }, "expected [from, to, bytes, transfer_s]"},
+      {[](nlohmann::json& j) { j["edges"][0].erase(3); }, "expected [from, to, bytes, transfer_s]"},  // no transfer_s
+      {[](nlohmann::json& j) { j["model"]["batch"] = 0; }, "model.batch: 0; expected a positive integer"},
       {[](nlohmann::json& j) { j["cluster"]["device_flops"] = {1, 2}; }, "cluster.device_flops: 2 numbers; expected 4 FLOP/s, one per device"},
       {[](nlohmann::json& j) { j["groups"][0]["start_s"] = -1; }, "groups[0].start_s: -1"},
       // Only the methods `place` computes; no unknown fields; the edges the groups imply.
