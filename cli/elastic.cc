@@ -671,6 +671,8 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     span(0, StrCat("reshard: snapshot of step ", step), "reshard", reshard_unix, UnixNow());
     std::vector<std::string> next = ep.members, lost, joined, left;
     std::string cause;
+    // A rank lost: in the step after the last one rank 0 finished (no step ends without every rank).
+    const int64_t lost_in = end.lost.empty() ? 0 : (lines.empty() ? ep.start_step : StepOf(lines.back())) + 1;
     if (!end.lost.empty()) {
       for (int rank : end.lost) lost.push_back(ep.members[static_cast<size_t>(rank)]);
       next.clear();
@@ -681,8 +683,8 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
       recovery_pending = end.detected_unix;
       ::unsetenv("HETSYNTH_TEST_KILL_RANK");  // the test hook kills once
       if (!o.quiet) {
-        fmt::print(stderr, "elastic: lost {} at step {} ({}); the {} survivors resume from the snapshot of step {}\n",
-                   absl::StrJoin(lost, ", "), step + 1, end.cause, next.size(), step);
+        fmt::print(stderr, "elastic: lost {} in step {} ({}); the {} survivors resume from the snapshot of step {}\n",
+                   absl::StrJoin(lost, ", "), lost_in, end.cause, next.size(), step);
       }
     } else {
       for (const Request& q : Requests(dir, end.stopped_at)) {
@@ -719,8 +721,8 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     }
     log << fmt::format(
         "{{\"epoch\": {}, \"event\": \"membership\", \"step\": {}, \"members\": {}, \"lost\": {}, \"joined\": {}, "
-        "\"left\": {}, \"cause\": \"{}\", \"detected_unix\": {:.6f}, \"plan\": \"plan-epoch-{}.json\"}}\n",
-        ep.index + 1, step, JsonList(next), JsonList(lost), JsonList(joined), JsonList(left), JsonEscape(cause),
+        "\"left\": {}, \"lost_in_step\": {}, \"cause\": \"{}\", \"detected_unix\": {:.6f}, \"plan\": \"plan-epoch-{}.json\"}}\n",
+        ep.index + 1, step, JsonList(next), JsonList(lost), JsonList(joined), JsonList(left), lost_in, JsonEscape(cause),
         end.detected_unix, ep.index + 1);
     log.flush();
     ep.members = next;

@@ -29,6 +29,8 @@ if [ "$MODE" = kill ]; then
   # write theirs (the SIGTERM that stops them waits for it).
   HETSYNTH_TEST_KILL_RANK=2:11:kill HETSYNTH_TEST_SNAPSHOT_DELAY_MS=1000 timeout 120 "$H" train --elastic $common >"$dir/out" 2>&1 || fail "elastic run failed"
   change='"lost": \["half0"\]'
+  # The agent names the step the rank died in (the one after rank 0's last), not the snapshot's + 1.
+  grep -q '"lost_in_step": 11,' "$dir/run/membership.jsonl" || fail "the loss is not logged in step 11"
 else
   # Paced (time dilation 100) so the request is in before step 10.
   timeout 120 "$H" train --elastic $common --members fast0,fast1,quarter0 --dilation 100 >"$dir/out" 2>&1 &
