@@ -60,6 +60,10 @@ absl::Status TrainOptions::Validate() const {
     return absl::InvalidArgumentError(StrCat("--save-every is for one-device training; with ", elastic ? "--elastic" : "--plan",
                                              " the --save checkpoint is written at the end"));
   }
+  for (const auto& [flag, path] : FlagPaths{{"--save", save}, {"--metrics", metrics}, {"--trace", trace}, {"--load", load},
+                                            {"--data", data}, {"--plan", plan}, {"--cluster", cluster}}) {
+    if (Given(flag) && path.empty()) return absl::InvalidArgumentError(StrCat(flag, " ''; expected a file name"));
+  }
   HS_RETURN_IF_ERROR(CheckOutputPath("--save", save));
   // Elastic runs write their metrics whole at the end (replacing the file); the others stream them.
   HS_RETURN_IF_ERROR(CheckOutputPath("--metrics", metrics, elastic ? OutputWrite::kReplace : OutputWrite::kStream));
@@ -193,7 +197,7 @@ absl::Status Train(const TrainOptions& o) {
   }
   if (!o.save.empty()) {
     HS_RETURN_IF_ERROR(trainer->Save(o.save, spec.ToString()));
-    fmt::print(stderr, "checkpoint written to {}\n", o.save);
+    if (!o.quiet) fmt::print(stderr, "checkpoint written to {}\n", o.save);
   }
   fmt::print("trained {} for {} steps: loss {:.4f} -> {:.4f}, {:.2f} ms/step\n", spec.name,
              o.steps, first_loss, last_loss,

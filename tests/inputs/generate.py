@@ -461,6 +461,7 @@ flag("ranks_zero", ["train", "--plan", "{in}/base-plan.json", "--steps", "1", "-
 flag("save_bad_dir", TRAIN + ["--save", "{tmp}/no/such/dir/ck.safetensors"], "--save")
 flag("metrics_bad_dir", TRAIN + ["--metrics", "{tmp}/no/such/dir/m.jsonl"], "--metrics")
 flag("load_missing", TRAIN + ["--load", "{tmp}/missing.safetensors"], "missing.safetensors")
+flag("save_empty", TRAIN + ["--save", ""], "--save ''; expected a file name")
 flag("save_device", TRAIN + ["--save", "/dev/null"], "--save '/dev/null' is a character device")
 flag("metrics_write_fails", TRAIN + ["--metrics", "/dev/full"], "--metrics '/dev/full': write failed at step 1")
 flag("metrics_is_load", TRAIN + ["--load", "{tmp}/c.safetensors", "--metrics", "{tmp}/c.safetensors"],
