@@ -69,7 +69,7 @@ absl::Status RunSynth(const SynthFlags& f) {
     if (r.ok()) {
       results.emplace(name, std::move(*r));
     } else if (name == chosen || absl::IsDeadlineExceeded(r.status()) || absl::IsInternal(r.status())) {
-      return r.status();
+      return absl::Status(r.status().code(), StrCat(spec.ToString(), " on cluster '", cluster.name, "': ", r.status().message()));
     } else {
       failures[name] = std::string(r.status().message());
     }
