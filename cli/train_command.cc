@@ -115,6 +115,16 @@ absl::Status CheckFitsInMemory(const ir::Graph& g, const std::string& what) {
   return CheckHostMemory(bytes, what, "use a smaller --batch or model, or --plan across ranks");
 }
 
+// A model with no trainable parameter (a graph whose output is an input, or only frozen
+// constants) has nothing to train: its loss only moves with the batches drawn.
+absl::Status CheckTrainable(const ir::Graph& g, const std::string& what) {
+  for (const ir::Value& v : g.values()) {
+    if (v.kind == ir::ValueKind::kParameter && !v.frozen) return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(StrCat("train: model ", what, " has no trainable parameters (its output depends on none); "
+                                           "nothing to train"));
+}
+
 absl::Status Train(const TrainOptions& o) {
   HS_RETURN_IF_ERROR(o.Validate());
   HS_ASSIGN_OR_RETURN(runtime::Backend* backend, BackendFlag(o.backend));
@@ -133,6 +143,7 @@ absl::Status Train(const TrainOptions& o) {
   // A graph file from `hetsynth import` starts from its weights file unless --load says otherwise.
   const std::string load = o.load.empty() ? graph.weights_file() : o.load;
   HS_ASSIGN_OR_RETURN(runtime::OptimizerConfig cfg, o.Optimizer());
+  HS_RETURN_IF_ERROR(CheckTrainable(graph, spec.ToString()));
   HS_RETURN_IF_ERROR(CheckFitsInMemory(graph, spec.ToString()));
 
   runtime::DataSource data;
