@@ -15,6 +15,7 @@
 
 #include "hetsynth/ir/input_limits.h"
 #include "hetsynth/ir/json_document.h"
+#include "hetsynth/ir/regular_file.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/base/suggest.h"
 
@@ -369,11 +370,9 @@ absl::StatusOr<Graph> ReadGraphFile(const std::string& path) {
   if (std::filesystem::is_directory(path, ec)) {
     return absl::InvalidArgumentError(StrCat("graph '", path, "': is a directory; expected a graph file"));
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(StrCat("graph '", path, "': cannot open file"));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  HS_ASSIGN_OR_RETURN(Graph g, GraphFromJson(ss.str(), path));
+  // Not a regular file (/dev/zero, a FIFO): refused before reading, which would never end.
+  HS_ASSIGN_OR_RETURN(std::string text, ReadRegularFile(path, StrCat("graph '", path, "'")));
+  HS_ASSIGN_OR_RETURN(Graph g, GraphFromJson(text, path));
   // The weights file is read only when training starts; a graph naming one that is not there
   // is refused now, naming the graph and its field, not later as a bare safetensors error.
   if (const std::string& w = g.weights_file(); !w.empty()) {
