@@ -15,13 +15,17 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/ir/float_formats.h"
+#include "hetsynth/ir/input_limits.h"
+#include "hetsynth/ir/regular_file.h"
 
 #ifdef HETSYNTH_HAVE_ONNX
 #include <onnx/checker.h>
-#include <onnx/shape_inference/implementation.h>
+#include <onnx/defs/schema.h>
+#include <pthread.h>
 #include <onnx/onnx_pb.h>
 #endif
 
@@ -45,18 +49,24 @@ const std::vector<std::string>& SupportedOps() {
 
 std::string OnnxSupportedOps() { return absl::StrJoin(SupportedOps(), ", "); }
 
-absl::StatusOr<uint64_t> ModelFileHash(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(StrCat("model file '", path, "': cannot open it"));
+namespace {
+
+// 48-bit FNV-1a of a model file's bytes (a plan records it).
+uint64_t HashBytes(const std::string& bytes) {
   uint64_t h = 1469598103934665603ull;
-  char buf[1 << 16];
-  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
-    for (std::streamsize i = 0; i < in.gcount(); ++i) {
-      h ^= static_cast<unsigned char>(buf[i]);
-      h *= 1099511628211ull;
-    }
+  for (char c : bytes) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
   }
   return h & ((uint64_t{1} << 48) - 1);
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> ModelFileHash(const std::string& path) {
+  // A directory, a device or a FIFO is refused before reading (/dev/zero would never end).
+  HS_ASSIGN_OR_RETURN(std::string bytes, ReadRegularFile(path, StrCat("model file '", path, "'")));
+  return HashBytes(bytes);
 }
 
 #ifndef HETSYNTH_HAVE_ONNX
@@ -89,6 +99,21 @@ int64_t Numel(const Shape& s) {
 
 std::string DimsString(const Shape& s) { return ShapeString(s); }
 
+// A folded value as an integer (an axis, a dim, an index): saturated at the int64 range, NaN as
+// INT64_MIN (a static_cast of those is undefined), so that range checks refuse it.
+int64_t SatInt(double x) {
+  if (std::isnan(x) || x <= -9.2e18) return std::numeric_limits<int64_t>::min();
+  if (x >= 9.2e18) return std::numeric_limits<int64_t>::max();
+  return static_cast<int64_t>(x);
+}
+
+// The element count of `s` as a double (never overflows; exact below 2^53), for size limits.
+double NumelBound(const Shape& s) {
+  double n = 1;
+  for (int64_t d : s) n *= static_cast<double>(d);
+  return n;
+}
+
 // A value of the ONNX graph once resolved: a constant, or an IR value.
 struct Val {
   std::optional<Const> c;
@@ -111,6 +136,16 @@ absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::str
   // values is a bad file, refused before anything is allocated for it.
   const int64_t stored = static_cast<int64_t>(raw.size()) + t.float_data_size() + t.double_data_size() +
                          t.int32_data_size() + t.int64_data_size() + t.uint64_data_size();
+  if (t.data_location() == onnx::TensorProto::EXTERNAL) {
+    return Bad(StrCat(where, ": tensor '", t.name(), "' keeps its data in an external file; external data is not "
+                      "supported (re-export with the weights inside the .onnx file)"));
+  }
+  for (size_t i = 0; i < c.dims.size(); ++i) {
+    if (c.dims[i] < 0) {
+      return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(c.dims), ": dim ", i, " is ", c.dims[i],
+                        "; expected sizes >= 0"));
+    }
+  }
   int64_t bound = 1;
   for (int64_t d : c.dims) {
     if (d < 0 || (d > 0 && bound > stored / d)) {
@@ -309,14 +344,105 @@ Split3 Around(const Shape& s, int64_t axis) {
   return r;
 }
 
+// The newest opset of the default domain whose operators the importer implements (ONNX 1.12's
+// newest; torch.onnx.export's opsets 13-17 are tested). Older opsets are read with their own
+// semantics where an operator changed (Softmax's axis before 13, axes as attributes), and an
+// operator older than kOldestVersion is refused.
+constexpr int64_t kMaxOpset = 17;
+
+// Operators whose early versions mean something else than the importer implements: the oldest
+// version it takes (Add & co. before 7 broadcast with `broadcast`/`axis` attributes, Cast before 6
+// names its type as a string, Reshape before 5 and Slice before 10 take attributes, Pad 1 names
+// `paddings`, BatchNormalization before 9 has `spatial`, Dropout before 7 `is_test`).
+const std::map<std::string, int>& kOldestVersion() {
+  static const std::map<std::string, int> v = {
+      {"Add", 7},     {"Sub", 7},  {"Mul", 7},  {"Div", 7},   {"Pow", 7},   {"Equal", 7}, {"Less", 7},
+      {"Gemm", 7},    {"Cast", 6}, {"Reshape", 5}, {"Slice", 10}, {"Pad", 2}, {"BatchNormalization", 9},
+      {"Dropout", 7}};
+  return v;
+}
+
+// The element type of each value, propagated through the nodes in order (the checker requires
+// them sorted) from the graph inputs and initializers — what integer division needs to know.
+// (ONNX 1.12's own shape inference crashes on some invalid attributes: zero strides, a Conv
+// input of the wrong rank.)
+std::map<std::string, int> ElementTypes(const onnx::GraphProto& g) {
+  std::map<std::string, int> t;
+  for (const onnx::ValueInfoProto& v : g.input()) {
+    if (v.type().has_tensor_type()) t[v.name()] = v.type().tensor_type().elem_type();
+  }
+  for (const onnx::TensorProto& i : g.initializer()) t[i.name()] = i.data_type();
+  static const std::set<std::string> to_bool = {"Equal", "Less", "Greater", "Not", "And", "Or", "Xor", "LessOrEqual",
+                                                "GreaterOrEqual", "IsNaN", "IsInf"};
+  static const std::set<std::string> to_int64 = {"Shape", "Size", "ArgMax", "ArgMin", "NonZero"};
+  for (const onnx::NodeProto& n : g.node()) {
+    const std::string& op = n.op_type();
+    int type = 0;
+    auto of = [&](int i) {
+      auto it = i < n.input_size() ? t.find(n.input(i)) : t.end();
+      return it == t.end() ? 0 : it->second;
+    };
+    auto attr = [&](const std::string& name) -> const onnx::AttributeProto* {
+      for (const onnx::AttributeProto& a : n.attribute()) {
+        if (a.name() == name) return &a;
+      }
+      return nullptr;
+    };
+    if (to_bool.count(op)) {
+      type = onnx::TensorProto::BOOL;
+    } else if (to_int64.count(op)) {
+      type = onnx::TensorProto::INT64;
+    } else if (op == "Cast") {
+      type = attr("to") ? static_cast<int>(attr("to")->i()) : 0;
+    } else if (op == "Constant") {
+      if (attr("value")) type = attr("value")->t().data_type();
+      else if (attr("value_int") || attr("value_ints")) type = onnx::TensorProto::INT64;
+      else type = onnx::TensorProto::FLOAT;
+    } else if (op == "ConstantOfShape") {
+      type = attr("value") ? attr("value")->t().data_type() : onnx::TensorProto::FLOAT;
+    } else if (op == "Where") {
+      type = of(1);
+    } else {
+      type = of(0);
+    }
+    if (type == 0) continue;
+    for (int i = 0; i < (op == "Split" ? n.output_size() : std::min(1, n.output_size())); ++i) {
+      if (!n.output(i).empty()) t[n.output(i)] = type;
+    }
+  }
+  return t;
+}
+
+// The importer's stack: its walk recurses once per node of the longest chain (a few KiB
+// each); reserved, not committed, beyond what a walk touches.
+constexpr size_t kImportStackBytes = size_t{1} << 30;
+
+// Runs `f` on a thread with a stack of `bytes` (on the calling thread where one cannot be made).
+void RunWithStack(const std::function<void()>& f, size_t bytes) {
+  pthread_attr_t attr;
+  pthread_t thread;
+  bool started = false;
+  if (pthread_attr_init(&attr) == 0) {
+    started = pthread_attr_setstacksize(&attr, bytes) == 0 &&
+              pthread_create(&thread, &attr, [](void* p) -> void* {
+                (*static_cast<const std::function<void()>*>(p))();
+                return nullptr;
+              }, const_cast<std::function<void()>*>(&f)) == 0;
+    pthread_attr_destroy(&attr);
+  }
+  if (started) pthread_join(thread, nullptr);
+  else f();
+}
+
 class Importer {
  public:
   // `types`: the element type of each value ONNX's shape inference could type.
-  Importer(const onnx::ModelProto& m, std::string path, OnnxImportOptions opts, std::map<std::string, int> types)
-      : model_(m), path_(std::move(path)), opts_(std::move(opts)), g_(GraphName()), types_(std::move(types)) {}
+  Importer(const onnx::ModelProto& m, std::string path, OnnxImportOptions opts, int64_t opset)
+      : model_(m), path_(std::move(path)), opts_(std::move(opts)), g_(GraphName()), opset_(opset) {}
 
   absl::StatusOr<OnnxImport> Run() {
     const onnx::GraphProto& gp = model_.graph();
+    types_ = ElementTypes(gp);
     for (const onnx::TensorProto& t : gp.initializer()) inits_[t.name()] = &t;
     for (const onnx::ValueInfoProto& v : gp.input()) {
       if (!inits_.count(v.name())) inputs_[v.name()] = &v;
@@ -341,6 +467,8 @@ class Importer {
     for (const onnx::NodeProto& n : gp.node()) {
       auto it = weight_slots.find(n.op_type());
       if (it == weight_slots.end()) continue;
+      // Gather with constant indices on data is a slice, not a lookup in a table.
+      if (n.op_type() == "Gather" && n.input_size() > 1 && Constant(n.input(1))) continue;
       for (int i : it->second) {
         if (i < n.input_size() && inputs_.count(n.input(i))) {
           return Bad(StrCat(Where(n), " input ", i, ": '", n.input(i),
@@ -402,15 +530,100 @@ class Importer {
     return r;
   }
 
+  absl::Status FiniteAttr(const onnx::NodeProto& n, const std::string& name, double v) const {
+    if (std::isfinite(v)) return absl::OkStatus();
+    return Bad(StrCat(Where(n), " attribute ", name, ": ", v, "; expected a finite number"));
+  }
+  absl::Status EpsilonAttr(const onnx::NodeProto& n) const {
+    const double eps = AttrFloat(n, "epsilon", 1e-5);
+    if (std::isfinite(eps) && eps >= 0) return absl::OkStatus();
+    return Bad(StrCat(Where(n), " attribute epsilon: ", eps, "; expected a finite number >= 0"));
+  }
+  // A batch norm's running mean (input 3) or variance (input 4): finite, the variance >= 0.
+  absl::Status CheckStatistics(const onnx::NodeProto& n, int input, const Const& c) const {
+    for (size_t i = 0; i < c.v.size(); ++i) {
+      if (!std::isfinite(c.v[i]) || (input == 4 && c.v[i] < 0)) {
+        return Bad(StrCat(Where(n), " input ", input, " (", input == 3 ? "input_mean" : "input_var", "): '", n.input(input),
+                          "' element ", i, " is ", c.v[i], "; expected a finite ", input == 4 ? "variance >= 0" : "mean"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // ---- constants ----
   // The value of `name` when it is a constant (initializer, Constant, or a foldable node whose
   // inputs are constants); nullptr otherwise. Memoized.
+  //
+  // Iterative (a recursive walk overflows the stack on a graph thousands of nodes deep): the
+  // producers are visited in post-order, each node's inputs in order up to the first that is
+  // not a constant, as Fold reads them; Fold then finds its inputs memoized.
   const Const* Constant(const std::string& name) {
-    auto it = consts_.find(name);
-    if (it != consts_.end()) return it->second ? &*it->second : nullptr;
-    std::optional<Const> c = ComputeConstant(name);
-    auto [pos, _] = consts_.emplace(name, std::move(c));
-    return pos->second ? &*pos->second : nullptr;
+    if (auto it = consts_.find(name); it != consts_.end()) return it->second ? &*it->second : nullptr;
+    struct Frame {
+      std::string name;
+      int next = 0;
+    };
+    std::vector<Frame> stack{{name}};
+    std::set<std::string> open{name};  // on the stack: a cycle (which the checker refuses) stops here
+    while (!stack.empty()) {
+      Frame& f = stack.back();
+      const onnx::NodeProto* n = nullptr;
+      if (!inits_.count(f.name)) {
+        auto pit = producer_.find(f.name);
+        if (pit != producer_.end() && pit->second->op_type() != "Shape" && pit->second->op_type() != "Constant") n = pit->second;
+      }
+      bool pushed = false;
+      for (; n && f.next < n->input_size(); ++f.next) {
+        const std::string& in = n->input(f.next);
+        if (in.empty()) continue;
+        auto it = consts_.find(in);
+        if (it != consts_.end()) {
+          if (!it->second) break;  // not a constant: Fold stops here too
+          continue;
+        }
+        if (open.count(in)) break;
+        open.insert(in);
+        stack.push_back({in});  // invalidates f
+        pushed = true;
+        break;
+      }
+      if (pushed) continue;
+      const std::string cur = std::move(stack.back().name);
+      stack.pop_back();
+      open.erase(cur);
+      std::optional<Const> c = ComputeConstant(cur);
+      consts_.emplace(cur, std::move(c));
+    }
+    const std::optional<Const>& c = consts_.at(name);
+    return c ? &*c : nullptr;
+  }
+
+  // Records the first error found while folding (reported where the value is needed).
+  void Note(const absl::Status& st) {
+    if (first_error_.ok() && !st.ok()) first_error_ = st;
+  }
+
+  // A constant of shape `dims` that node n would compute: refused (a negative dim, or more than
+  // kMaxFoldedElements) before anything is allocated for it.
+  absl::Status CheckFoldSize(const onnx::NodeProto& n, const Shape& dims, const std::string& what = "") {
+    for (size_t i = 0; i < dims.size(); ++i) {
+      if (dims[i] < 0) {
+        return Bad(StrCat(Where(n), what.empty() ? "" : " ", what, ": a constant of shape ", DimsString(dims), ": dim ", i,
+                          " is ", dims[i], "; expected sizes >= 0"));
+      }
+    }
+    const double count = NumelBound(dims);
+    if (count > static_cast<double>(kMaxFoldedElements)) {
+      return Bad(StrCat(Where(n), what.empty() ? "" : " ", what, ": a constant of shape ", DimsString(dims), " (",
+                        absl::StrFormat("%.4g", count), " elements) is larger than the ", kMaxFoldedElements,
+                        " elements (2^28) the importer computes at load time"));
+    }
+    return absl::OkStatus();
+  }
+  bool FoldSizeOk(const onnx::NodeProto& n, const Shape& dims, const std::string& what = "") {
+    absl::Status st = CheckFoldSize(n, dims, what);
+    Note(st);
+    return st.ok();
   }
 
   std::optional<Const> ComputeConstant(const std::string& name) {
@@ -455,6 +668,8 @@ class Importer {
         for (float x : a->floats()) c.v.push_back(x);
         return c;
       }
+      Note(Bad(StrCat(Where(n), ": no value attribute; expected one of value, value_float, value_int, value_ints, "
+                      "value_floats (strings and sparse tensors are not supported)")));
       return std::nullopt;
     }
     if (op == "Shape") {
@@ -487,16 +702,26 @@ class Importer {
     auto arg = [&](size_t i) -> const Const* { return i < in.size() ? in[i] : nullptr; };
     auto ints = [&](const Const* c) {
       std::vector<int64_t> r;
-      for (double x : c->v) r.push_back(static_cast<int64_t>(x));
+      for (double x : c->v) r.push_back(SatInt(x));
       return r;
     };
     using F = std::function<double(const std::vector<double>&)>;
     auto ew = [&](F f, std::optional<bool> integer = std::nullopt) -> std::optional<Const> {
       bool all_int = true;
       for (const Const* c : in) all_int = all_int && c && c->integer;
+      std::vector<Shape> shapes;
       for (const Const* c : in) {
         if (!c) return std::nullopt;
+        shapes.push_back(c->dims);
       }
+      std::optional<Shape> out = Broadcast(shapes);
+      if (!out) {
+        std::vector<std::string> each;
+        for (const Shape& sh : shapes) each.push_back(DimsString(sh));
+        Note(Bad(StrCat(Where(n), ": shapes ", absl::StrJoin(each, " and "), " do not broadcast")));
+        return std::nullopt;
+      }
+      if (!FoldSizeOk(n, *out)) return std::nullopt;
       return Elementwise(in, f, integer.value_or(all_int));
     };
     if (op == "Dropout" && (out_index != 0 || (arg(2) && !arg(2)->v.empty() && arg(2)->v[0] != 0))) return std::nullopt;
@@ -506,6 +731,10 @@ class Importer {
     if (op == "Mul") return ew([](const auto& a) { return a[0] * a[1]; });
     if (op == "Div") {
       const bool integer = in[0]->integer && in[1]->integer;
+      if (integer && in[0] && in[1] && std::find(in[1]->v.begin(), in[1]->v.end(), 0.0) != in[1]->v.end()) {
+        Note(Bad(StrCat(Where(n), " input 1: integer division by zero")));
+        return std::nullopt;
+      }
       return ew([integer](const auto& a) { return integer ? std::trunc(a[0] / a[1]) : a[0] / a[1]; });
     }
     if (op == "Pow") return ew([](const auto& a) { return std::pow(a[0], a[1]); }, in[0]->integer);
@@ -537,15 +766,31 @@ class Importer {
       return c;
     }
     if (op == "Range") {
-      const double start = in[0]->v.at(0), limit = in[1]->v.at(0), delta = in[2]->v.at(0);
-      if (delta == 0) return std::nullopt;
-      Const c{{0}, {}, in[0]->integer};
-      for (double x = start; delta > 0 ? x < limit : x > limit; x += delta) c.v.push_back(x);
-      c.dims[0] = static_cast<int64_t>(c.v.size());
+      static const char* kNames[] = {"start", "limit", "delta"};
+      for (size_t i = 0; i < 3; ++i) {
+        if (!arg(i) || arg(i)->v.size() != 1) {
+          Note(Bad(StrCat(Where(n), " input ", i, " (", kNames[i], "): ",
+                          arg(i) ? StrCat("shape ", DimsString(arg(i)->dims)) : std::string("missing"), "; expected a scalar")));
+          return std::nullopt;
+        }
+      }
+      const double start = in[0]->v[0], limit = in[1]->v[0], delta = in[2]->v[0];
+      // ONNX: max(⌈(limit − start) / delta⌉, 0) elements, start + i·delta.
+      const double count = std::max(std::ceil((limit - start) / delta), 0.0);
+      if (delta == 0 || !std::isfinite(count) || count > static_cast<double>(kMaxFoldedElements)) {
+        Note(Bad(StrCat(Where(n), ": Range(start ", start, ", limit ", limit, ", delta ", delta, ") has ",
+                        delta == 0 ? "delta 0" : std::isfinite(count) ? absl::StrFormat("%.4g elements", count) : "no end",
+                        "; expected a nonzero delta and at most ", kMaxFoldedElements, " elements")));
+        return std::nullopt;
+      }
+      Const c{{static_cast<int64_t>(count)}, {}, in[0]->integer};
+      c.v.resize(static_cast<size_t>(count));
+      for (size_t i = 0; i < c.v.size(); ++i) c.v[i] = start + static_cast<double>(i) * delta;
       return c;
     }
     if (op == "ConstantOfShape") {
       Const c{ints(in[0]), {}, false};
+      if (!FoldSizeOk(n, c.dims, "input 0 (shape)")) return std::nullopt;
       double value = 0;
       if (const onnx::AttributeProto* a = Attr(n, "value")) {
         absl::StatusOr<Const> v = FromTensorProto(a->t(), path_);
@@ -558,19 +803,39 @@ class Importer {
     }
     if (op == "Unsqueeze" || op == "Squeeze" || op == "Reshape" || op == "Flatten") {
       absl::StatusOr<Shape> s = ReshapeTarget(n, in[0]->dims, arg(1));
-      if (!s.ok()) return std::nullopt;
+      if (!s.ok()) {
+        Note(s.status());
+        return std::nullopt;
+      }
       Const c = *in[0];
       c.dims = *s;
       return c;
     }
     if (op == "Expand") {
       Const ones{ints(in[1]), {}, in[0]->integer};
+      if (!FoldSizeOk(n, ones.dims, "input 1 (shape)")) return std::nullopt;
+      std::optional<Shape> out = Broadcast({in[0]->dims, ones.dims});
+      if (!out) {
+        Note(Bad(StrCat(Where(n), ": cannot expand ", DimsString(in[0]->dims), " to ", DimsString(ones.dims))));
+        return std::nullopt;
+      }
+      if (!FoldSizeOk(n, *out)) return std::nullopt;
       ones.v.assign(static_cast<size_t>(Numel(ones.dims)), 0);
       std::optional<Const> r = Elementwise({in[0], &ones}, [](const auto& a) { return a[0]; }, in[0]->integer);
       return r;
     }
     if (op == "Concat") {
-      const int64_t axis = NormAxis(AttrInt(n, "axis", 0), in[0]->dims.size());
+      std::vector<Shape> shapes;
+      for (const Const* p : in) {
+        if (!p) return std::nullopt;
+        shapes.push_back(p->dims);
+      }
+      absl::StatusOr<int64_t> axis_or = ConcatAxis(n, shapes);
+      if (!axis_or.ok()) {
+        Note(axis_or.status());
+        return std::nullopt;
+      }
+      const int64_t axis = *axis_or;
       Const c = *in[0];
       c.v.clear();
       c.dims[static_cast<size_t>(axis)] = 0;
@@ -587,17 +852,27 @@ class Importer {
     if (op == "Gather") {
       const Const& data = *in[0];
       const Const& idx = *in[1];
-      const int64_t axis = NormAxis(AttrInt(n, "axis", 0), data.dims.size());
+      absl::StatusOr<int64_t> axis_or = AxisAttr(n, "axis", 0, data.dims.size());
+      if (!axis_or.ok()) {
+        Note(axis_or.status());
+        return std::nullopt;
+      }
+      const int64_t axis = *axis_or;
       const Split3 s = Around(data.dims, axis);
       Const c{{}, {}, data.integer};
       for (int64_t i = 0; i < axis; ++i) c.dims.push_back(data.dims[static_cast<size_t>(i)]);
       for (int64_t d : idx.dims) c.dims.push_back(d);
       for (size_t i = static_cast<size_t>(axis) + 1; i < data.dims.size(); ++i) c.dims.push_back(data.dims[i]);
+      if (!FoldSizeOk(n, c.dims)) return std::nullopt;
       for (int64_t o = 0; o < s.outer; ++o) {
         for (double xi : idx.v) {
-          int64_t k = static_cast<int64_t>(xi);
+          int64_t k = SatInt(xi);
+          if (k < -s.dim || k >= s.dim) {
+            Note(Bad(StrCat(Where(n), " input 1 (indices): ", k, " out of range for dim ", axis, " of size ", s.dim,
+                            "; expected ", -s.dim, "..", s.dim - 1)));
+            return std::nullopt;
+          }
           if (k < 0) k += s.dim;
-          if (k < 0 || k >= s.dim) return std::nullopt;
           c.v.insert(c.v.end(), data.v.begin() + (o * s.dim + k) * s.inner,
                      data.v.begin() + (o * s.dim + k + 1) * s.inner);
         }
@@ -606,7 +881,10 @@ class Importer {
     }
     if (op == "Slice") {
       absl::StatusOr<std::vector<SliceAxis>> sl = SliceAxes(n, in[0]->dims, in);
-      if (!sl.ok()) return std::nullopt;
+      if (!sl.ok()) {
+        Note(sl.status());
+        return std::nullopt;
+      }
       Const c = *in[0];
       for (const SliceAxis& a : *sl) c = SliceOf(c, a);
       return c;
@@ -615,17 +893,22 @@ class Importer {
       const Const& x = *in[0];
       const int64_t axis = NormAxis(AttrInt(n, "axis", 0), x.dims.size());
       const absl::StatusOr<std::vector<int64_t>> sizes = SplitSizes(n, x.dims, in.size() > 1 ? in[1] : nullptr);
-      if (!sizes.ok()) return std::nullopt;
+      if (!sizes.ok()) {
+        Note(sizes.status());
+        return std::nullopt;
+      }
       int64_t start = 0;
       for (int i = 0; i < out_index; ++i) start += (*sizes)[static_cast<size_t>(i)];
       return SliceOf(x, {axis, start, (*sizes)[static_cast<size_t>(out_index)], 1});
     }
     if (op == "Transpose") {
       const Const& x = *in[0];
-      std::vector<int64_t> perm = AttrInts(n, "perm");
-      if (perm.empty()) {
-        for (int64_t i = static_cast<int64_t>(x.dims.size()) - 1; i >= 0; --i) perm.push_back(i);
+      absl::StatusOr<std::vector<int64_t>> perm_or = Perm(n, x.dims.size());
+      if (!perm_or.ok()) {
+        Note(perm_or.status());
+        return std::nullopt;
       }
+      const std::vector<int64_t> perm = *perm_or;
       Const c{{}, {}, x.integer};
       for (int64_t p : perm) c.dims.push_back(x.dims.at(static_cast<size_t>(p)));
       c.v.resize(x.v.size());
@@ -668,25 +951,41 @@ class Importer {
   absl::StatusOr<std::vector<SliceAxis>> SliceAxes(const onnx::NodeProto& n, const Shape& dims,
                                                    const std::vector<const Const*>& in) {
     auto get = [&](size_t i) -> const Const* { return i < in.size() ? in[i] : nullptr; };
-    if (!get(1) || !get(2)) return Bad(StrCat(Where(n), ": starts and ends must be constants"));
+    if (!get(1) || !get(2)) return Bad(StrCat(Where(n), ": starts and ends must be constants (inputs 1 and 2; opsets < 10 are not supported)"));
     const size_t k = get(1)->v.size();
+    static const char* kNames[] = {"", "", "ends", "axes", "steps"};
+    for (size_t i = 2; i <= 4; ++i) {
+      if (get(i) && get(i)->v.size() != k) {
+        return Bad(StrCat(Where(n), " input ", i, " (", kNames[i], "): ", get(i)->v.size(), " values for ", k,
+                          " starts; expected one per start"));
+      }
+    }
+    const int64_t rank = static_cast<int64_t>(dims.size());
+    std::vector<bool> seen(dims.size(), false);
     std::vector<SliceAxis> out;
     for (size_t i = 0; i < k; ++i) {
-      int64_t axis = get(3) ? static_cast<int64_t>(get(3)->v.at(i)) : static_cast<int64_t>(i);
+      int64_t axis = get(3) ? SatInt(get(3)->v[i]) : static_cast<int64_t>(i);
+      if (axis < -rank || axis >= rank) {
+        return Bad(StrCat(Where(n), " input 3 (axes): ", axis, " out of range for rank ", rank, " (shape ", DimsString(dims),
+                          "); expected ", -rank, "..", rank - 1));
+      }
       axis = NormAxis(axis, dims.size());
-      const int64_t d = dims.at(static_cast<size_t>(axis));
-      const int64_t step = get(4) ? static_cast<int64_t>(get(4)->v.at(i)) : 1;
-      if (step == 0) return Bad(StrCat(Where(n), ": steps: 0; expected a step other than 0"));
+      if (seen[static_cast<size_t>(axis)]) return Bad(StrCat(Where(n), " input 3 (axes): axis ", axis, " given twice"));
+      seen[static_cast<size_t>(axis)] = true;
+      const int64_t d = dims[static_cast<size_t>(axis)];
+      const int64_t step = get(4) ? SatInt(get(4)->v[i]) : 1;
+      if (step == 0) return Bad(StrCat(Where(n), " input 4 (steps): 0; expected a step other than 0"));
       // ONNX's clamping: [0, d] going forward, [-1, d - 1] going backward (-1: past the front).
       const int64_t lo = step > 0 ? 0 : -1, hi = step > 0 ? d : d - 1;
       auto clampi = [d, lo, hi](double x) {
-        int64_t v = x >= 9.2e18 ? hi : x <= -9.2e18 ? lo : static_cast<int64_t>(x);
+        int64_t v = x >= 9.2e18 ? hi : x <= -9.2e18 ? lo : SatInt(x);
         if (v < 0 && x > -9.2e18) v += d;
         return std::clamp<int64_t>(v, lo, hi);
       };
-      const int64_t s = std::max<int64_t>(clampi(get(1)->v.at(i)), 0), e = clampi(get(2)->v.at(i));
-      const int64_t span = step > 0 ? e - s : s - e, astep = step > 0 ? step : -step;
-      out.push_back({axis, s, span > 0 ? (span + astep - 1) / astep : 0, step});
+      const int64_t s = std::max<int64_t>(clampi(get(1)->v[i]), 0), e = clampi(get(2)->v[i]);
+      const int64_t span = step > 0 ? e - s : s - e;
+      const int64_t astep = step == std::numeric_limits<int64_t>::min() ? std::numeric_limits<int64_t>::max() : std::abs(step);
+      out.push_back({axis, s, span > 0 ? 1 + (span - 1) / astep : 0, step});
     }
     return out;
   }
@@ -694,16 +993,17 @@ class Importer {
   // Split's part sizes along its axis (input 1 or attribute `split`, else equal parts), checked
   // to cover the axis.
   absl::StatusOr<std::vector<int64_t>> SplitSizes(const onnx::NodeProto& n, const Shape& dims, const Const* split) {
-    const int64_t axis = NormAxis(AttrInt(n, "axis", 0), dims.size());
-    const int64_t d = dims.at(static_cast<size_t>(axis));
+    HS_ASSIGN_OR_RETURN(const int64_t axis, AxisAttr(n, "axis", 0, dims.size()));
+    const int64_t d = dims[static_cast<size_t>(axis)];
     std::vector<int64_t> sizes = AttrInts(n, "split");
     if (split) {
       sizes.clear();
-      for (double v : split->v) sizes.push_back(static_cast<int64_t>(v));
+      for (double v : split->v) sizes.push_back(SatInt(v));
     }
+    if (n.output_size() < 1) return Bad(StrCat(Where(n), ": no outputs"));
     if (sizes.empty()) sizes.assign(static_cast<size_t>(n.output_size()), d / std::max(1, n.output_size()));
     int64_t total = 0;
-    for (int64_t v : sizes) total += v < 0 ? d + 1 : v;
+    for (int64_t v : sizes) total += v < 0 || v > d ? d + 1 : v;
     if (sizes.size() != static_cast<size_t>(n.output_size()) || total != d) {
       return Bad(StrCat(Where(n), " split: [", absl::StrJoin(sizes, ","), "] for dim ", axis, " of size ", d,
                         "; expected ", n.output_size(), " sizes >= 0 that add up to ", d));
@@ -711,61 +1011,149 @@ class Importer {
     return sizes;
   }
 
-  // The output shape of Reshape/Flatten/Squeeze/Unsqueeze applied to `dims`.
+  // Attribute `name` (default `def`) as an axis of a rank-`rank` input: in [-rank, rank - 1],
+  // normalized.
+  absl::StatusOr<int64_t> AxisAttr(const onnx::NodeProto& n, const std::string& name, int64_t def, size_t rank) {
+    const int64_t axis = AttrInt(n, name, def), r = static_cast<int64_t>(rank);
+    if (axis < -r || axis >= r) {
+      return Bad(StrCat(Where(n), " attribute ", name, ": ", axis, " out of range for an input of rank ", r, "; expected ",
+                        -r, "..", r - 1));
+    }
+    return NormAxis(axis, rank);
+  }
+
+  // Concat's axis, checked against its inputs' shapes (same rank, equal dims off the axis).
+  absl::StatusOr<int64_t> ConcatAxis(const onnx::NodeProto& n, const std::vector<Shape>& shapes) {
+    if (shapes.empty()) return Bad(StrCat(Where(n), ": no inputs"));
+    HS_ASSIGN_OR_RETURN(const int64_t axis, AxisAttr(n, "axis", opset_ < 4 ? 1 : 0, shapes[0].size()));
+    double total = 0;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      bool ok = shapes[i].size() == shapes[0].size();
+      for (size_t d = 0; ok && d < shapes[i].size(); ++d) ok = static_cast<int64_t>(d) == axis || shapes[i][d] == shapes[0][d];
+      if (!ok) {
+        return Bad(StrCat(Where(n), " input ", i, ": shape ", DimsString(shapes[i]), " does not match input 0's ",
+                          DimsString(shapes[0]), " off axis ", axis));
+      }
+      total += static_cast<double>(shapes[i][static_cast<size_t>(axis)]);
+    }
+    if (total * NumelBound(shapes[0]) / std::max<double>(1, static_cast<double>(shapes[0][static_cast<size_t>(axis)])) >
+        static_cast<double>(kMaxFoldedElements)) {
+      Shape out = shapes[0];
+      out[static_cast<size_t>(axis)] = static_cast<int64_t>(total);
+      HS_RETURN_IF_ERROR(CheckFoldSize(n, out));
+    }
+    return axis;
+  }
+
+  // Transpose's perm (default: the dims reversed), checked to be a permutation of 0..rank-1.
+  absl::StatusOr<std::vector<int64_t>> Perm(const onnx::NodeProto& n, size_t rank) {
+    std::vector<int64_t> perm = AttrInts(n, "perm");
+    if (!Attr(n, "perm")) {
+      for (int64_t i = static_cast<int64_t>(rank) - 1; i >= 0; --i) perm.push_back(i);
+    }
+    std::vector<bool> seen(rank, false);
+    bool ok = perm.size() == rank;
+    for (int64_t p : perm) {
+      ok = ok && p >= 0 && p < static_cast<int64_t>(rank) && !seen[static_cast<size_t>(p)];
+      if (ok) seen[static_cast<size_t>(p)] = true;
+    }
+    if (!ok) {
+      return Bad(StrCat(Where(n), " attribute perm: ", DimsString(perm), " for an input of rank ", rank,
+                        "; expected a permutation of 0..", static_cast<int64_t>(rank) - 1, " (each dim once)"));
+    }
+    return perm;
+  }
+
+  // The output shape of Reshape/Flatten/Squeeze/Unsqueeze applied to `dims`, the node's
+  // attributes and axes/shape input checked as ONNX defines them.
   absl::StatusOr<Shape> ReshapeTarget(const onnx::NodeProto& n, const Shape& dims, const Const* second) {
     const std::string& op = n.op_type();
+    const int64_t rank = static_cast<int64_t>(dims.size());
     if (op == "Flatten") {
-      const int64_t axis = NormAxis(AttrInt(n, "axis", 1), dims.size());
+      const int64_t given = AttrInt(n, "axis", 1);
+      if (given < -rank || given > rank) {
+        return Bad(StrCat(Where(n), " attribute axis: ", given, " out of range for an input of rank ", rank, "; expected ",
+                          -rank, "..", rank));
+      }
+      const int64_t axis = NormAxis(given, dims.size());
       int64_t a = 1, b = 1;
       for (size_t i = 0; i < dims.size(); ++i) (static_cast<int64_t>(i) < axis ? a : b) *= dims[i];
       return Shape{a, b};
     }
     std::vector<int64_t> axes = AttrInts(n, "axes");  // opsets < 13
+    std::string field = "attribute axes";
     if (second) {
       axes.clear();
-      for (double x : second->v) axes.push_back(static_cast<int64_t>(x));
+      for (double x : second->v) axes.push_back(SatInt(x));
+      field = "input 1 (axes)";
     }
-    if (op == "Unsqueeze") {
-      Shape out = dims;
-      const size_t rank = dims.size() + axes.size();
+    if (op == "Unsqueeze" || op == "Squeeze") {
+      const int64_t r = op == "Unsqueeze" ? rank + static_cast<int64_t>(axes.size()) : rank;
       std::vector<int64_t> norm;
-      for (int64_t a : axes) norm.push_back(NormAxis(a, rank));
+      for (int64_t a : axes) {
+        if (a < -r || a >= r) {
+          return Bad(StrCat(Where(n), " ", field, ": ", a, " out of range for ", op == "Unsqueeze" ? "output" : "input",
+                            " rank ", r, " (input shape ", DimsString(dims), "); expected ", -r, "..", r - 1));
+        }
+        norm.push_back(NormAxis(a, static_cast<size_t>(r)));
+      }
       std::sort(norm.begin(), norm.end());
-      for (int64_t a : norm) out.insert(out.begin() + a, 1);
-      return out;
-    }
-    if (op == "Squeeze") {
+      if (std::adjacent_find(norm.begin(), norm.end()) != norm.end()) {
+        return Bad(StrCat(Where(n), " ", field, ": ", DimsString(axes), " names axis ", *std::adjacent_find(norm.begin(), norm.end()),
+                          " twice; expected distinct axes"));
+      }
+      if (op == "Unsqueeze") {
+        Shape out = dims;
+        for (int64_t a : norm) out.insert(out.begin() + a, 1);
+        return out;
+      }
       Shape out;
       for (size_t i = 0; i < dims.size(); ++i) {
-        bool drop = axes.empty() ? dims[i] == 1 : false;
-        for (int64_t a : axes) drop = drop || NormAxis(a, dims.size()) == static_cast<int64_t>(i);
-        if (!drop) out.push_back(dims[i]);
+        const bool listed = std::binary_search(norm.begin(), norm.end(), static_cast<int64_t>(i));
+        if (listed && dims[i] != 1) {
+          return Bad(StrCat(Where(n), " ", field, ": axis ", i, " has size ", dims[i], " (input shape ", DimsString(dims),
+                            "); only dims of size 1 can be squeezed"));
+        }
+        if (!(axes.empty() ? dims[i] == 1 : listed)) out.push_back(dims[i]);
       }
       return out;
     }
-    // Reshape: 0 copies the input's dim, -1 is inferred.
-    if (!second) return Bad(StrCat(Where(n), " input 1 (shape): '", n.input(1), "' is not a constant; cannot resolve the shape"));
+    // Reshape: 0 copies the input's dim (unless allowzero), -1 is inferred.
+    if (!second) {
+      return Bad(StrCat(Where(n), " input 1 (shape): ", n.input_size() > 1 ? StrCat("'", n.input(1), "' is not a constant") : "missing",
+                        "; cannot resolve the shape", n.input_size() > 1 ? "" : " (opsets < 5 are not supported)"));
+    }
+    const bool allowzero = AttrInt(n, "allowzero", 0) != 0;
     Shape out;
-    int64_t infer = -1, known = 1;
-    for (size_t i = 0; i < second->v.size(); ++i) {
-      int64_t d = static_cast<int64_t>(second->v[i]);
-      if (d == 0 && AttrInt(n, "allowzero", 0) == 0) d = dims.at(i);
+    int64_t infer = -1;
+    double known = 1;
+    std::vector<int64_t> given;
+    for (double x : second->v) given.push_back(SatInt(x));
+    auto refuse = [&](const std::string& why) {
+      return Bad(StrCat(Where(n), " input 1 (shape): cannot reshape ", DimsString(dims), " to ", DimsString(given), ": ", why));
+    };
+    for (size_t i = 0; i < given.size(); ++i) {
+      int64_t d = given[i];
+      if (d == 0 && !allowzero) {
+        if (static_cast<int64_t>(i) >= rank) return refuse(StrCat("0 at position ", i, " copies dim ", i, ", but the input has rank ", rank));
+        d = dims[i];
+      }
       if (d == -1) {
+        if (infer >= 0) return refuse("-1 appears more than once; expected at most one dim to infer");
         infer = static_cast<int64_t>(i);
         out.push_back(1);
         continue;
       }
+      if (d < 0) return refuse(StrCat("dim ", i, " is ", d, "; expected sizes >= 0, 0 (copy) or -1 (infer)"));
       out.push_back(d);
-      known *= d;
+      known *= static_cast<double>(d);
     }
+    const double total = NumelBound(dims);
     if (infer >= 0) {
-      if (known == 0 || Numel(dims) % known != 0) {
-        return Bad(StrCat(Where(n), " input 1 (shape): cannot reshape ", DimsString(dims), " to ", DimsString(out)));
-      }
-      out[static_cast<size_t>(infer)] = Numel(dims) / known;
-    }
-    if (Numel(out) != Numel(dims)) {
-      return Bad(StrCat(Where(n), " input 1 (shape): cannot reshape ", DimsString(dims), " to ", DimsString(out)));
+      if (known == 0 || std::fmod(total, known) != 0) return refuse("the element counts do not divide");
+      out[static_cast<size_t>(infer)] = static_cast<int64_t>(total / known);
+    } else if (known != total) {
+      return refuse(StrCat("element counts differ (", absl::StrFormat("%.0f", known), " and ", absl::StrFormat("%.0f", total), ")"));
     }
     return out;
   }
@@ -780,6 +1168,17 @@ class Importer {
   // `name` as an IR value: a graph input, a parameter (an initializer), or a node's output.
   absl::StatusOr<ValueId> AsValue(const std::string& name, const onnx::NodeProto* user, const std::string& field) {
     if (auto it = ids_.find(name); it != ids_.end()) return it->second;
+    // Each node resolves its inputs first, recursively: one level per node of the longest
+    // chain (on the importer's own large stack; ImportOnnx), bounded.
+    struct Depth {
+      int& d;
+      explicit Depth(int& x) : d(++x) {}
+      ~Depth() { --d; }
+    } depth(depth_);
+    if (depth_ > kMaxGraphDepth) {
+      return Bad(StrCat(path_, ": value '", name, "': the graph is more than ", kMaxGraphDepth,
+                        " nodes deep (a chain of nodes each consuming the one before); the importer follows at most that"));
+    }
     if (auto it = inputs_.find(name); it != inputs_.end()) return AddInput(*it->second);
     if (auto it = inits_.find(name); it != inits_.end()) {
       const Const* c = Constant(name);
@@ -818,6 +1217,15 @@ class Importer {
     Shape shape = c.dims;
     if (shape.empty()) shape = {1};
     if (Numel(shape) == 0) return Bad(StrCat(path_, ": '", name, "' is an empty tensor used as data (the IR has no empty tensors)"));
+    if (!frozen) {
+      // A weight that is NaN or infinite can only make the loss NaN: a broken export.
+      for (size_t i = 0; i < c.v.size(); ++i) {
+        if (!std::isfinite(c.v[i])) {
+          return Bad(StrCat(path_, ": initializer '", name, "' of shape ", DimsString(c.dims), " element ", i, " is ", c.v[i],
+                            "; expected finite weights"));
+        }
+      }
+    }
     HS_ASSIGN_OR_RETURN(ValueId id, g_.AddParameter(name, shape, Init::Data(std::vector<float>(c.v.begin(), c.v.end()))));
     g_.SetFrozen(id, frozen);
     ids_[name] = id;
@@ -841,6 +1249,9 @@ class Importer {
         shape.push_back(i == 0 && opts_.batch > 0 ? opts_.batch : d.dim_value());
       } else if (i == 0 && opts_.batch > 0) {
         shape.push_back(opts_.batch);
+      } else if (d.has_dim_value()) {
+        return Bad(StrCat(where, " dim ", i, " is ", d.dim_value(), "; expected a positive size or a name",
+                          i == 0 ? " (a symbolic batch, bound with --batch)" : ""));
       } else {
         return Bad(StrCat(where, " dim ", i, " ('", d.dim_param(), "') is symbolic",
                           i == 0 ? "; bind it with --batch" : "; only dim 0 (the batch) can be bound, with --batch"));
@@ -878,6 +1289,8 @@ class Importer {
       return Bad(StrCat(Where(n), " inputs 3, 4 (input_mean, input_var): not constants; in eval mode "
                         "(training_mode 0) the statistics must be initializers"));
     }
+    HS_RETURN_IF_ERROR(CheckStatistics(n, 3, *mean));
+    HS_RETURN_IF_ERROR(CheckStatistics(n, 4, *var));
     HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
     const Shape xs = g_.value(x).shape;
     if (xs.size() < 2 || static_cast<int64_t>(mean->v.size()) != xs[1] || mean->v.size() != var->v.size()) {
@@ -896,6 +1309,12 @@ class Importer {
       return Op(n, StrCat(out, "/", what, "_expand"), OpKind::kExpand, {v}, e);
     };
     const double eps = AttrFloat(n, "epsilon", 1e-5);
+    for (int64_t i = 0; i < c; ++i) {
+      if (!(static_cast<double>(static_cast<float>(var->v[i])) + static_cast<float>(eps) > 0)) {
+        return Bad(StrCat(Where(n), " input 4 (input_var): '", n.input(4), "' element ", i, " is ", var->v[i], " with epsilon ", eps,
+                          "; expected variance + epsilon > 0"));
+      }
+    }
     std::vector<float> neg_mean(static_cast<size_t>(c)), rstd(static_cast<size_t>(c));
     for (int64_t i = 0; i < c; ++i) {
       neg_mean[i] = static_cast<float>(-mean->v[i]);
@@ -995,6 +1414,13 @@ class Importer {
   }
 
   // ---- patterns ----
+  // Whether a Softmax on an input of rank `rank` normalizes over the last axis (the default
+  // axis is 1 before opset 13, -1 since; over the last axis both definitions agree).
+  bool SoftmaxOverLast(const onnx::NodeProto& sm, int64_t rank) const {
+    const int64_t axis = AttrInt(sm, "axis", opset_ < 13 ? 1 : -1);
+    return axis == -1 || axis == rank - 1;
+  }
+
   // GELU as torch.onnx exports the exact form: Mul(Mul(x, Add(Erf(Div(x, √2)), 1)), 0.5).
   std::optional<std::string> MatchGelu(const onnx::NodeProto& n) {
     if (n.op_type() != "Mul" || n.input_size() != 2) return std::nullopt;
@@ -1115,7 +1541,7 @@ class Importer {
     std::string p = pv->input(0);
     if (const onnx::NodeProto* d = Prod(p, "Dropout")) p = d->input(0);
     const onnx::NodeProto* sm = Prod(p, "Softmax");
-    if (!sm || (AttrInt(*sm, "axis", -1) != -1 && AttrInt(*sm, "axis", -1) != 3)) return std::nullopt;
+    if (!sm || !SoftmaxOverLast(*sm, 4)) return std::nullopt;
     std::string s = sm->input(0);
     AttentionMatch m;
     const onnx::NodeProto* where = Prod(s, "Where");
@@ -1210,7 +1636,7 @@ class Importer {
     std::string p = pv->input(0);
     if (const onnx::NodeProto* d = Prod(p, "Dropout")) p = d->input(0);
     const onnx::NodeProto* sm = Prod(p, "Softmax");
-    if (!sm || (AttrInt(*sm, "axis", -1) != -1 && AttrInt(*sm, "axis", -1) != 2)) return std::nullopt;
+    if (!sm || !SoftmaxOverLast(*sm, 3)) return std::nullopt;
     const onnx::NodeProto* qk = Prod(sm->input(0), "MatMul");
     if (!qk) return std::nullopt;
     std::string qs = qk->input(0);
@@ -1278,6 +1704,10 @@ class Importer {
     if (mode == "SAME_UPPER" || mode == "SAME_LOWER") {
       // Output ⌈x/s⌉; the extra pad goes after (UPPER) or before (LOWER).
       for (size_t i = 0; i < r; ++i) {
+        if (static_cast<__int128>(w.k[i] - 1) * w.d[i] + 1 > static_cast<__int128>(x[i + 2]) + kMaxFoldedElements) {
+          return Bad(StrCat(Where(n), " attribute kernel_shape: ", DimsString(w.k), " (dilations ", DimsString(w.d),
+                            ") with auto_pad ", mode, " over x of shape ", DimsString(x), ": the window is larger than the input"));
+        }
         const int64_t xi = x[i + 2], span = (w.k[i] - 1) * w.d[i] + 1;
         const int64_t total = std::max<int64_t>(((xi + w.s[i] - 1) / w.s[i] - 1) * w.s[i] + span - xi, 0);
         w.begin[i] = mode == "SAME_UPPER" ? total / 2 : total - total / 2;
@@ -1294,6 +1724,16 @@ class Importer {
     }
     for (size_t i = 0; i < r; ++i) {
       if (w.begin[i] < 0 || w.end[i] < 0) return Bad(StrCat(Where(n), " attribute pads: negative padding"));
+      // The window's span must fit the padded input (an output of at least one), and a pool's
+      // with SAME padding, derived from the window, the input itself.
+      const bool same_pool = n.op_type() != "Conv" && (mode == "SAME_UPPER" || mode == "SAME_LOWER");
+      const __int128 span = static_cast<__int128>(w.k[i] - 1) * w.d[i] + 1;
+      const __int128 room = static_cast<__int128>(x[i + 2]) + (same_pool ? 0 : static_cast<__int128>(w.begin[i]) + w.end[i]);
+      if (span > room) {
+        return Bad(StrCat(Where(n), " attribute kernel_shape: ", DimsString(w.k), " (dilations ", DimsString(w.d),
+                          ") over x of shape ", DimsString(x), " with pads ", DimsString(w.begin), "/", DimsString(w.end),
+                          ": the window on spatial dim ", i, " is larger than the ", same_pool ? "" : "padded ", "input"));
+      }
     }
     return w;
   }
@@ -1458,6 +1898,7 @@ class Importer {
       } else {
         Shape cs = ps;
         if (axis != 0) cs[0] = 1;
+        HS_RETURN_IF_ERROR(CheckFoldSize(n, cs, "pads"));
         HS_ASSIGN_OR_RETURN(piece, g_.AddConstant(UniqueName(StrCat(out, "/pad_value")), cs,
                                                   std::vector<float>(static_cast<size_t>(Numel(cs)), value)));
       }
@@ -1552,7 +1993,10 @@ class Importer {
         }
         if (to != onnx::TensorProto::FLOAT && to != onnx::TensorProto::DOUBLE && to != onnx::TensorProto::INT64 &&
             to != onnx::TensorProto::INT32) {
-          return Bad(StrCat(Where(n), " attribute to: ", onnx::TensorProto::DataType_Name(static_cast<int>(to)),
+          const std::string type_name = onnx::TensorProto::DataType_IsValid(static_cast<int>(to))
+                                            ? onnx::TensorProto::DataType_Name(static_cast<int>(to))
+                                            : StrCat(to, " (not an ONNX data type)");
+          return Bad(StrCat(Where(n), " attribute to: ", type_name,
                             "; casts of data are supported to float, double, float16, bfloat16, int64 and int32"));
         }
       }
@@ -1599,9 +2043,20 @@ class Importer {
     }
     if (op == "Softmax" || op == "LogSoftmax") {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
-      const size_t rank = g_.value(x).shape.size();
-      const int64_t axis = NormAxis(AttrInt(n, "axis", -1), rank), last = static_cast<int64_t>(rank) - 1;
+      const Shape xs = g_.value(x).shape;
+      const size_t rank = xs.size();
+      HS_ASSIGN_OR_RETURN(const int64_t axis, AxisAttr(n, "axis", opset_ < 13 ? 1 : -1, std::max<size_t>(rank, 1)));
+      const int64_t last = static_cast<int64_t>(rank) - 1;
       const OpKind kind = op == "Softmax" ? OpKind::kSoftmax : OpKind::kLogSoftmax;
+      if (opset_ < 13 && axis != last) {
+        // Opsets < 13: over the input flattened to 2-D at `axis`, [d0·…·d(axis−1), d(axis)·…].
+        int64_t outer = 1, inner = 1;
+        for (size_t i = 0; i < rank; ++i) (static_cast<int64_t>(i) < axis ? outer : inner) *= xs[i];
+        HS_ASSIGN_OR_RETURN(ValueId flat, ReshapeTo(n, x, {outer, inner}, StrCat(out, "/2d")));
+        HS_ASSIGN_OR_RETURN(ValueId sm, Op(n, StrCat(out, "/rows"), kind, {flat}));
+        HS_ASSIGN_OR_RETURN(ValueId y, ReshapeTo(n, sm, xs, out));
+        return Set(n, 0, y);
+      }
       if (axis == last) {
         HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, kind, {x}));
         return Set(n, 0, y);
@@ -1630,6 +2085,8 @@ class Importer {
     if (op == "Gemm") {
       // alpha·A'·B' + beta·C; factors other than 1 multiply by constants.
       const double alpha = AttrFloat(n, "alpha", 1), beta = AttrFloat(n, "beta", 1);
+      HS_RETURN_IF_ERROR(FiniteAttr(n, "alpha", alpha));
+      HS_RETURN_IF_ERROR(FiniteAttr(n, "beta", beta));
       auto scaled = [&](ValueId v, double f, const std::string& what) -> absl::StatusOr<ValueId> {
         if (f == 1) return v;
         HS_ASSIGN_OR_RETURN(ValueId k, g_.AddConstant(UniqueName(StrCat(out, "/", what)), {1}, {static_cast<float>(f)}));
@@ -1673,7 +2130,8 @@ class Importer {
     if (op == "LayerNormalization") {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       const Shape xs = g_.value(x).shape;
-      const int64_t axis = NormAxis(AttrInt(n, "axis", -1), xs.size());
+      HS_ASSIGN_OR_RETURN(const int64_t axis, AxisAttr(n, "axis", -1, xs.size()));
+      HS_RETURN_IF_ERROR(EpsilonAttr(n));
       if (n.input_size() < 3 || n.input(2).empty()) return Bad(StrCat(Where(n), " input 2 (B): a bias is required"));
       HS_ASSIGN_OR_RETURN(ValueId s, In(n, 1));
       HS_ASSIGN_OR_RETURN(ValueId b, In(n, 2));
@@ -1694,14 +2152,22 @@ class Importer {
       const Const* idx = Constant(n.input(1));
       HS_ASSIGN_OR_RETURN(ValueId data, In(n, 0));
       const Shape ds = g_.value(data).shape;
-      const int64_t axis = NormAxis(AttrInt(n, "axis", 0), ds.size());
+      HS_ASSIGN_OR_RETURN(const int64_t axis, AxisAttr(n, "axis", 0, ds.size()));
       if (idx) {
         // Constant indices: a contiguous run is a slice (e.g. positions 0..T-1 of a table).
-        int64_t start = static_cast<int64_t>(idx->v.empty() ? 0 : idx->v[0]);
-        if (start < 0) start += ds[static_cast<size_t>(axis)];
+        const int64_t dim = ds[static_cast<size_t>(axis)];
+        for (double v : idx->v) {
+          const int64_t k = SatInt(v);
+          if (k < -dim || k >= dim) {
+            return Bad(StrCat(Where(n), " input 1 (indices): ", k, " out of range for dim ", axis, " of size ", dim, " (shape ",
+                              DimsString(ds), "); expected ", -dim, "..", dim - 1));
+          }
+        }
+        int64_t start = idx->v.empty() ? 0 : SatInt(idx->v[0]);
+        if (start < 0) start += dim;
         for (size_t i = 0; i < idx->v.size(); ++i) {
-          int64_t k = static_cast<int64_t>(idx->v[i]);
-          if (k < 0) k += ds[static_cast<size_t>(axis)];
+          int64_t k = SatInt(idx->v[i]);
+          if (k < 0) k += dim;
           if (k != start + static_cast<int64_t>(i)) {
             return Bad(StrCat(Where(n), " input 1 (indices): constant indices that are not a contiguous run"));
           }
@@ -1738,10 +2204,7 @@ class Importer {
     if (op == "Transpose") {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       const size_t rank = g_.value(x).shape.size();
-      std::vector<int64_t> perm = AttrInts(n, "perm");
-      if (perm.empty()) {
-        for (int64_t i = static_cast<int64_t>(rank) - 1; i >= 0; --i) perm.push_back(i);
-      }
+      HS_ASSIGN_OR_RETURN(const std::vector<int64_t> perm, Perm(n, rank));
       // As swaps: position i gets the dim perm[i].
       std::vector<int64_t> cur(rank);
       for (size_t i = 0; i < rank; ++i) cur[i] = static_cast<int64_t>(i);
@@ -1764,8 +2227,10 @@ class Importer {
         HS_ASSIGN_OR_RETURN(ValueId x, In(n, i));
         in.push_back(x);
       }
+      std::vector<Shape> shapes;
+      for (ValueId v : in) shapes.push_back(g_.value(v).shape);
       Attrs a;
-      a.axis = NormAxis(AttrInt(n, "axis", 0), g_.value(in[0]).shape.size());
+      HS_ASSIGN_OR_RETURN(a.axis, ConcatAxis(n, shapes));
       HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kConcat, in, a));
       return Set(n, 0, y);
     }
@@ -1821,7 +2286,10 @@ class Importer {
       const Const* shape = Constant(n.input(1));
       if (!shape) return Bad(StrCat(Where(n), " input 1 (shape): not a constant; cannot resolve the shape"));
       Shape want;
-      for (double d : shape->v) want.push_back(static_cast<int64_t>(d));
+      for (double d : shape->v) want.push_back(SatInt(d));
+      for (int64_t d : want) {
+        if (d < 0) return Bad(StrCat(Where(n), " input 1 (shape): ", DimsString(want), "; expected sizes >= 0"));
+      }
       std::optional<Shape> target = Broadcast({g_.value(x).shape, want});
       if (!target) return Bad(StrCat(Where(n), ": cannot expand ", DimsString(g_.value(x).shape), " to ", DimsString(want)));
       if (*target == g_.value(x).shape) return Set(n, 0, x);
@@ -1843,8 +2311,25 @@ class Importer {
         return v.empty() ? def : v[0];
       };
       if (ws.size() != 4 || ws[2] != ws[3]) return Bad(StrCat(Where(n), " input 1 (W): shape ", DimsString(ws), "; expected a square 2-D kernel"));
-      if (all_eq(dil, 1) != 1) return Bad(StrCat(Where(n), " attribute dilations: only 1 is supported"));
-      if (all_eq(strides, 1) < 1) return Bad(StrCat(Where(n), " attribute strides: must be equal"));
+      const Shape xs = g_.value(x).shape;
+      if (xs.size() != ws.size()) {
+        return Bad(StrCat(Where(n), " input 0 (X): shape ", DimsString(xs), "; W of shape ", DimsString(ws), " needs X of rank ",
+                          ws.size(), " ([N, C, H, W])"));
+      }
+      if (const onnx::AttributeProto* ks = Attr(n, "kernel_shape"); ks && AttrInts(n, "kernel_shape") != std::vector<int64_t>{ws[2], ws[3]}) {
+        return Bad(StrCat(Where(n), " attribute kernel_shape: ", DimsString(AttrInts(n, "kernel_shape")), " but W has shape ",
+                          DimsString(ws), "; expected ", DimsString({ws[2], ws[3]})));
+      }
+      for (const auto* list : {&strides, &dil}) {
+        for (int64_t v : *list) {
+          if (v < 1) {
+            return Bad(StrCat(Where(n), " attribute ", list == &strides ? "strides" : "dilations", ": ", DimsString(*list),
+                              "; expected positive values"));
+          }
+        }
+      }
+      if (all_eq(dil, 1) != 1) return Bad(StrCat(Where(n), " attribute dilations: ", DimsString(dil), "; only 1 is supported"));
+      if (all_eq(strides, 1) < 1) return Bad(StrCat(Where(n), " attribute strides: ", DimsString(strides), "; unequal strides are not supported"));
       Attrs a;
       a.kernel = ws[2];
       a.stride = all_eq(strides, 1);
@@ -1873,9 +2358,15 @@ class Importer {
         const Const* c = Constant(n.input(1));
         if (!c) return Bad(StrCat(Where(n), " input 1 (pads): '", n.input(1), "' is not a constant"));
         pads.clear();
-        for (double v : c->v) pads.push_back(static_cast<int64_t>(v));
+        for (double v : c->v) pads.push_back(SatInt(v));
       }
       if (n.input_size() > 3 && !n.input(3).empty()) return Bad(StrCat(Where(n), " input 3 (axes): not supported; pad every axis"));
+      for (int64_t p : pads) {
+        if (p > kMaxFoldedElements || p < -kMaxFoldedElements) {
+          return Bad(StrCat(Where(n), " pads: ", DimsString(pads), ": ", p, " is out of range; expected at most ",
+                            kMaxFoldedElements, " elements on a side"));
+        }
+      }
       if (pads.size() != 2 * rank) {
         return Bad(StrCat(Where(n), " pads: ", DimsString(pads), "; expected ", 2 * rank, " values for a rank-", rank, " input"));
       }
@@ -1921,12 +2412,17 @@ class Importer {
         }
         (i == 1 ? a.min : a.max) = c->v[0];
       }
+      if (std::isnan(a.min) || std::isnan(a.max)) {
+        return Bad(StrCat(Where(n), ": bounds min ", a.min, ", max ", a.max, "; expected numbers (not NaN)"));
+      }
       HS_ASSIGN_OR_RETURN(ValueId y, Op(n, out, OpKind::kClip, {x}, a));
       return Set(n, 0, y);
     }
     if (op == "BatchNormalization") {
       // Training mode: the batch's statistics (batch_moments, then batch_norm). The running
       // statistics outputs are not computed: a node reading them fails with "not produced".
+      HS_RETURN_IF_ERROR(EpsilonAttr(n));
+      HS_RETURN_IF_ERROR(FiniteAttr(n, "momentum", AttrFloat(n, "momentum", 0.9)));
       if (AttrInt(n, "training_mode", 0) == 0) return EvalBatchNorm(n);
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       HS_ASSIGN_OR_RETURN(ValueId scale, In(n, 1));
@@ -1936,6 +2432,7 @@ class Importer {
       for (int i : {3, 4}) {
         const Const* c = n.input_size() > i && !n.input(i).empty() ? Constant(n.input(i)) : nullptr;
         if (!c) continue;
+        HS_RETURN_IF_ERROR(CheckStatistics(n, i, *c));
         RunningStat r;
         r.name = n.input(i);
         r.shape = {static_cast<int64_t>(c->v.size())};
@@ -2034,19 +2531,28 @@ class Importer {
   absl::Status first_error_;
   std::map<std::string, int> types_;
   std::vector<RunningStat> running_;  // of the batch norms emitted, on g_'s values
+  int64_t opset_ = kMaxOpset;  // the model's opset of the default domain
+  int depth_ = 0;              // of AsValue's recursion
 };
 
 }  // namespace
 
 absl::StatusOr<OnnxImport> ImportOnnx(const std::string& path, const OnnxImportOptions& options) {
-  HS_ASSIGN_OR_RETURN(uint64_t hash, ModelFileHash(path));
-  std::ifstream in(path, std::ios::binary);
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  HS_ASSIGN_OR_RETURN(const std::string bytes, ReadRegularFile(path, StrCat("model file '", path, "'")));
+  const uint64_t hash = HashBytes(bytes);
   onnx::ModelProto model;
   if (bytes.empty() || !model.ParseFromString(bytes)) {
     return Bad(StrCat(path, ": not a valid ONNX protobuf (", bytes.size(), " bytes; truncated or not an ONNX model)"));
   }
   if (!model.has_graph()) return Bad(StrCat(path, ": not a valid ONNX model (no graph; truncated?)"));
+  // External data first: the checker would look for the file relative to the working
+  // directory and report it missing even where it exists next to the model.
+  for (const onnx::TensorProto& t : model.graph().initializer()) {
+    if (t.data_location() == onnx::TensorProto::EXTERNAL) {
+      return Bad(StrCat(path, ": initializer '", t.name(), "' keeps its data in an external file; external data is not "
+                        "supported (re-export with the weights inside the .onnx file)"));
+    }
+  }
   try {
     onnx::checker::check_model(model);
   } catch (const std::exception& e) {
@@ -2054,21 +2560,40 @@ absl::StatusOr<OnnxImport> ImportOnnx(const std::string& path, const OnnxImportO
     std::replace(msg.begin(), msg.end(), '\n', ' ');
     return Bad(StrCat(path, ": the ONNX checker rejects it: ", msg));
   }
-  // Element types of the values, where ONNX's shape inference can tell (integer division
-  // must not run as float division); a model it cannot type is still imported.
-  std::map<std::string, int> types;
-  try {
-    onnx::ModelProto typed = model;
-    onnx::shape_inference::InferShapes(typed);
-    for (const auto* list : {&typed.graph().input(), &typed.graph().value_info(), &typed.graph().output()}) {
-      for (const onnx::ValueInfoProto& v : *list) {
-        if (v.type().has_tensor_type()) types[v.name()] = v.type().tensor_type().elem_type();
-      }
-    }
-  } catch (const std::exception&) {
+  // The opset of the default domain: operators are read as that opset defines them.
+  int64_t opset = -1;
+  for (const onnx::OperatorSetIdProto& o : model.opset_import()) {
+    if (o.domain().empty() || o.domain() == "ai.onnx") opset = o.version();
   }
-  Importer imp(model, path, options, std::move(types));
-  HS_ASSIGN_OR_RETURN(OnnxImport r, imp.Run());
+  if (opset < 1 || opset > kMaxOpset) {
+    return Bad(StrCat(path, ": ", opset < 0 ? std::string("no opset for the default ONNX domain") : StrCat("opset ", opset),
+                      "; supported: opsets 1 to ", kMaxOpset, " (torch.onnx.export's 13 to 17 are tested)"));
+  }
+  for (const onnx::NodeProto& n : model.graph().node()) {
+    if (!n.domain().empty() && n.domain() != "ai.onnx") continue;
+    auto it = kOldestVersion().find(n.op_type());
+    const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(n.op_type(), static_cast<int>(opset), "");
+    if (it == kOldestVersion().end() || !schema || schema->since_version() >= it->second) continue;
+    return Bad(StrCat(path, ": node '", n.name().empty() ? (n.output_size() ? n.output(0) : "?") : n.name(), "' (",
+                      n.op_type(), "): opset ", opset, " defines ", n.op_type(), " version ", schema->since_version(),
+                      ", which is not supported; expected version ", it->second, " or later (export with opset >= ",
+                      it->second, "; 13 to 17 are tested)"));
+  }
+  // The import recurses once per node of the longest chain: on a thread with a stack of its own,
+  // large enough for kMaxGraphDepth nodes.
+  absl::StatusOr<OnnxImport> result = absl::InternalError("the import did not run");
+  std::exception_ptr thrown;
+  auto work = [&] {
+    try {
+      Importer imp(model, path, options, opset);
+      result = imp.Run();
+    } catch (...) {
+      thrown = std::current_exception();
+    }
+  };
+  RunWithStack(work, kImportStackBytes);
+  if (thrown) std::rethrow_exception(thrown);
+  HS_ASSIGN_OR_RETURN(OnnxImport r, std::move(result));
   r.file_hash = hash;
   return r;
 }

@@ -7,11 +7,14 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <onnx/onnx_pb.h>
 
 #include "cli/run_hetsynth.h"
+#include "hetsynth/ir/graph_json.h"
 #include "hetsynth/ir/onnx_import.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/kernels.h"
@@ -153,6 +156,322 @@ TEST(OnnxImport, BadFilesExitTwoWithOneLine) {
   ASSERT_EQ(Hetsynth("synth --model " + good + " --cluster " + cluster + " --flat --no-overlap -o " + plan).code, 0);
   Write(TinyModel("Sigmoid"), "plan-model.onnx");
   ExpectError("train --plan " + plan + " --steps 1", "has changed");
+}
+
+// ---- invalid attributes and inputs (docs/onnx.md, "Errors") ----
+
+// A model: input x of `dims` (dim 0 symbolic, "batch"), output h, nodes and initializers added
+// by the caller; written as `name` at `opset`.
+struct Built {
+  onnx::ModelProto m;
+  onnx::GraphProto* g;
+  explicit Built(const std::vector<int64_t>& dims, int64_t opset = 17) : g(m.mutable_graph()) {
+    m.set_ir_version(8);
+    m.add_opset_import()->set_version(opset);
+    g->set_name("built");
+    AddTensorInput(g, "x", dims, "batch");
+    g->add_output()->set_name("h");
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->mutable_shape();
+  }
+  onnx::NodeProto* Node(const std::string& op, const std::string& name, const std::vector<std::string>& in,
+                        const std::vector<std::string>& out = {"h"}) {
+    onnx::NodeProto* n = g->add_node();
+    n->set_op_type(op);
+    n->set_name(name);
+    for (const std::string& i : in) n->add_input(i);
+    for (const std::string& o : out) n->add_output(o);
+    return n;
+  }
+  void Ints(const std::string& name, const std::vector<int64_t>& dims, const std::vector<int64_t>& v) {
+    onnx::TensorProto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::INT64);
+    for (int64_t d : dims) t->add_dims(d);
+    for (int64_t x : v) t->add_int64_data(x);
+  }
+  void Floats(const std::string& name, const std::vector<int64_t>& dims, const std::vector<float>& v) {
+    onnx::TensorProto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    for (int64_t d : dims) t->add_dims(d);
+    for (float x : v) t->add_float_data(x);
+  }
+  std::string Write(const std::string& name) const { return ::hetsynth::Write(m, name); }
+};
+
+void SetInts(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (int64_t x : v) a->add_ints(x);
+}
+void SetInt(onnx::NodeProto* n, const std::string& name, int64_t v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(v);
+}
+void SetFloat(onnx::NodeProto* n, const std::string& name, float v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::FLOAT);
+  a->set_f(v);
+}
+void SetString(onnx::NodeProto* n, const std::string& name, const std::string& v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::STRING);
+  a->set_s(v);
+}
+std::vector<float> Ones(size_t n) { return std::vector<float>(n, 1.0f); }
+
+// Each was a crash (heap corruption, SIGSEGV, SIGFPE), a hang, gigabytes of folding or an
+// internal exception's text; now one line naming the node, its field and value, exit status 2.
+TEST(OnnxImport, InvalidAttributesAndInputsAreRefusedWithOneLine) {
+  std::vector<std::pair<std::string, std::string>> cases;  // (model file, expected text)
+  auto add = [&](const Built& b, const std::string& name, const std::string& needle) { cases.push_back({b.Write(name), needle}); };
+  {
+    Built b({2, 8});  // F1: an Unsqueeze axis out of range wrote out of bounds
+    b.Node("Unsqueeze", "us", {"x", "ax"});
+    b.Ints("ax", {1}, {7});
+    add(b, "unsqueeze7.onnx", "node 'us' (Unsqueeze) input 1 (axes): 7 out of range for output rank 3");
+  }
+  {
+    Built b({2, 8});
+    b.Node("Unsqueeze", "us", {"x", "ax"});
+    b.Ints("ax", {2}, {1, 1});
+    add(b, "unsqueeze_dup.onnx", "node 'us' (Unsqueeze) input 1 (axes): [1,1] names axis 1 twice");
+  }
+  {
+    Built b({2, 3, 4});  // F2
+    SetInts(b.Node("Transpose", "tr", {"x"}), "perm", {0, 99, 1});
+    add(b, "transpose99.onnx", "node 'tr' (Transpose) attribute perm: [0,99,1] for an input of rank 3");
+  }
+  {
+    Built b({2, 8});
+    SetInts(b.Node("Transpose", "tr", {"x"}), "perm", {0, 0});
+    add(b, "transpose00.onnx", "attribute perm: [0,0] for an input of rank 2; expected a permutation");
+  }
+  {
+    Built b({2, 2, 8});  // F3: crashed in ONNX's shape inference
+    b.Node("Conv", "cv", {"x", "W"});
+    b.Floats("W", {2, 2, 3, 3}, Ones(36));
+    add(b, "conv_rank3.onnx", "node 'cv' (Conv) input 0 (X): shape [2,2,8]; W of shape [2,2,3,3] needs X of rank 4");
+  }
+  {
+    Built b({2, 4, 8, 8});  // F4: SIGFPE
+    SetInts(b.Node("Conv", "cv", {"x", "W"}), "strides", {0, 0});
+    b.Floats("W", {6, 4, 3, 3}, Ones(216));
+    add(b, "conv_stride0.onnx", "node 'cv' (Conv) attribute strides: [0,0]; expected positive values");
+  }
+  {
+    Built b({2, 4, 8, 8});
+    auto* n = b.Node("MaxPool", "mp", {"x"});
+    SetInts(n, "kernel_shape", {2, 2});
+    SetInts(n, "strides", {0, 0});
+    add(b, "maxpool_stride0.onnx", "node 'mp' (MaxPool) attributes kernel_shape/strides/dilations: [2,2]/[0,0]/[1,1]");
+  }
+  {
+    Built b({2, 4, 8, 8});  // F8: the attribute contradicted the weight
+    SetInts(b.Node("Conv", "cv", {"x", "W"}), "kernel_shape", {5, 5});
+    b.Floats("W", {6, 4, 3, 3}, Ones(216));
+    add(b, "conv_kernel_shape.onnx", "node 'cv' (Conv) attribute kernel_shape: [5,5] but W has shape [6,4,3,3]");
+  }
+  {
+    Built b({2, 1, 4, 4});
+    auto* n = b.Node("AveragePool", "ap", {"x"});
+    SetInts(n, "kernel_shape", {int64_t{1} << 40, 2});
+    SetString(n, "auto_pad", "SAME_LOWER");
+    add(b, "pool_huge_kernel.onnx", "node 'ap' (AveragePool) attribute kernel_shape: [1099511627776,2]");
+  }
+  {
+    Built b({2, 8});  // F7: vector::_M_range_check
+    b.Node("Slice", "sl", {"x", "st", "en", "ax"});
+    b.Ints("st", {1}, {0});
+    b.Ints("en", {1}, {4});
+    b.Ints("ax", {1}, {5});
+    add(b, "slice_axis.onnx", "node 'sl' (Slice) input 3 (axes): 5 out of range for rank 2");
+  }
+  {
+    Built b({2, 8});
+    SetInt(b.Node("Split", "sp", {"x"}, {"h", "h2"}), "axis", 4);
+    add(b, "split_axis.onnx", "node 'sp' (Split) attribute axis: 4 out of range for an input of rank 2");
+  }
+  {
+    Built b({2, 8});
+    b.Node("Reshape", "rs", {"x", "s"});
+    b.Ints("s", {4}, {0, 0, 0, 0});
+    add(b, "reshape_zero.onnx", "node 'rs' (Reshape) input 1 (shape): cannot reshape [2,8] to [0,0,0,0]: 0 at position 2");
+  }
+  {
+    Built b({2, 8});
+    b.Node("Reshape", "rs", {"x", "s"});
+    b.Ints("s", {2}, {-1, -1});
+    add(b, "reshape_two_infer.onnx", "-1 appears more than once");
+  }
+  {
+    Built b({2, 8});
+    SetInt(b.Node("Flatten", "fl", {"x"}), "axis", 99);
+    add(b, "flatten99.onnx", "node 'fl' (Flatten) attribute axis: 99 out of range for an input of rank 2; expected -2..2");
+  }
+  {
+    Built b({2, 8});
+    b.Node("Squeeze", "sq", {"x", "ax"});
+    b.Ints("ax", {1}, {9});
+    add(b, "squeeze9.onnx", "node 'sq' (Squeeze) input 1 (axes): 9 out of range for input rank 2");
+  }
+  {
+    Built b({2, 8});
+    b.Node("Squeeze", "sq", {"x", "ax"});
+    b.Ints("ax", {1}, {1});
+    add(b, "squeeze_not1.onnx", "input 1 (axes): axis 1 has size 8");
+  }
+  {
+    Built b({2, 8});  // F6: a billion elements folded
+    onnx::NodeProto* c = b.Node("ConstantOfShape", "cos", {"s"}, {"c"});
+    (void)c;
+    b.Node("Add", "ad", {"x", "c"});
+    b.Ints("s", {1}, {1000000000});
+    add(b, "constantofshape_1e9.onnx", "node 'cos' (ConstantOfShape) input 0 (shape): a constant of shape [1000000000]");
+  }
+  {
+    Built b({2, 8});
+    b.Node("ConstantOfShape", "cos", {"s"}, {"c"});
+    b.Node("Add", "ad", {"x", "c"});
+    b.Ints("s", {2}, {-5, 8});
+    add(b, "constantofshape_neg.onnx", "node 'cos' (ConstantOfShape) input 0 (shape): a constant of shape [-5,8]: dim 0 is -5");
+  }
+  {
+    Built b({2, 8});
+    b.Node("Range", "rg", {"a", "l", "d"}, {"r"});
+    b.Node("Add", "ad", {"x", "r"});
+    b.Floats("a", {}, {0});
+    b.Floats("l", {}, {INFINITY});
+    b.Floats("d", {}, {1});
+    add(b, "range_inf.onnx", "node 'rg' (Range): Range(start 0, limit inf, delta 1) has no end");
+  }
+  {
+    Built b({2, 8});
+    b.Node("Range", "rg", {"a", "l", "d"}, {"r"});
+    b.Node("Add", "ad", {"x", "r"});
+    b.Floats("a", {2}, {0, 1});
+    b.Floats("l", {}, {8});
+    b.Floats("d", {}, {1});
+    add(b, "range_start.onnx", "node 'rg' (Range) input 0 (start): shape [2]; expected a scalar");
+  }
+  {
+    Built b({2, 8});
+    b.Node("Pad", "pd", {"x", "p"});
+    b.Ints("p", {4}, {0, 1000000000, 0, 0});
+    add(b, "pad_1e9.onnx", "node 'pd' (Pad) pads: [0,1000000000,0,0]");
+  }
+  {
+    Built b({2, 3, 4}, 99);  // F9: an opset newer than the importer knows
+    b.Node("Relu", "r", {"x"});
+    add(b, "opset99.onnx", "opset 99; supported: opsets 1 to 17");
+  }
+  {
+    Built b({2, 8}, 6);  // Add before opset 7 broadcasts by attributes
+    b.Node("Add", "ad", {"x", "x"});
+    add(b, "add_opset6.onnx", "node 'ad' (Add): opset 6 defines Add version 6, which is not supported; expected version 7");
+  }
+  {
+    Built b({2, 4});  // F14
+    SetInt(b.Node("Gemm", "fc", {"x", "W"}), "transB", 1);
+    b.Floats("W", {3, 4}, {NAN, 1, 1, 1, 1, INFINITY, 1, 1, 1, 1, 1, 1});
+    add(b, "weight_nan.onnx", "initializer 'W' of shape [3,4] element 0 is nan; expected finite weights");
+  }
+  {
+    Built b({2, 4});
+    auto* n = b.Node("Gemm", "fc", {"x", "W"});
+    SetInt(n, "transB", 1);
+    SetFloat(n, "alpha", NAN);
+    b.Floats("W", {3, 4}, Ones(12));
+    add(b, "gemm_alpha_nan.onnx", "node 'fc' (Gemm) attribute alpha: nan; expected a finite number");
+  }
+  {
+    Built b({2, 2, 4, 4});
+    b.Node("BatchNormalization", "bn", {"x", "sc", "bi", "mu", "va"});
+    b.Floats("sc", {2}, Ones(2));
+    b.Floats("bi", {2}, {0, 0});
+    b.Floats("mu", {2}, {0, 0});
+    b.Floats("va", {2}, {1, -1});
+    add(b, "bn_var_neg.onnx", "node 'bn' (BatchNormalization) input 4 (input_var): 'va' element 1 is -1");
+  }
+  {
+    Built b({2, 8});  // U1
+    b.g->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_value(-1);
+    b.Node("Relu", "r", {"x"});
+    add(b, "dim_neg.onnx", "graph input 'x' dim 1 is -1; expected a positive size or a name");
+  }
+  for (const auto& [path, needle] : cases) ExpectError("models --model " + path + " --batch 2", needle);
+}
+
+// F5: a chain of 20000 nodes (each consuming the one before) imports: the importer's walk is
+// iterative for constants and runs on a stack of its own for the rest (it overflowed the
+// default 8 MiB stack at 5000).
+TEST(OnnxImport, ADeepChainImports) {
+  Built b({2, 8});
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) b.Node("Relu", "relu" + std::to_string(i), {i == 0 ? "x" : "r" + std::to_string(i)},
+                                     {i + 1 < n ? "r" + std::to_string(i + 1) : "h"});
+  ir::OnnxImportOptions o;
+  o.batch = 2;
+  o.loss = "none";
+  absl::StatusOr<ir::OnnxImport> m = ir::ImportOnnx(b.Write("chain.onnx"), o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->graph.nodes().size(), static_cast<size_t>(n));
+}
+
+// F9: before opset 13 Softmax(axis=1) normalizes each row of the input flattened to 2-D at the
+// axis, not along dim 1 alone.
+TEST(OnnxImport, OpsetElevenSoftmaxFlattensAtItsAxis) {
+  Built b({2, 3, 4}, 11);
+  SetInt(b.Node("Softmax", "sm", {"x"}), "axis", 1);
+  ir::OnnxImportOptions o;
+  o.batch = 2;
+  o.loss = "none";
+  absl::StatusOr<ir::OnnxImport> m = ir::ImportOnnx(b.Write("softmax11.onnx"), o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const ir::Graph& g = m->graph;
+  bool found = false;
+  for (const ir::Node& n : g.nodes()) {
+    if (n.kind != ir::OpKind::kSoftmax) continue;
+    found = true;
+    EXPECT_EQ(g.value(n.inputs[0]).shape, (ir::Shape{2, 12}));
+  }
+  EXPECT_TRUE(found);
+  EXPECT_EQ(g.value(g.Find(m->output)).shape, (ir::Shape{2, 3, 4}));
+}
+
+// F10: a path that is not a regular file is refused before reading (/dev/zero never ends, a
+// FIFO blocks), for model files and graph files alike; a directory says so (F7).
+TEST(OnnxImport, NonRegularFilesAreRefusedBeforeReading) {
+  const std::string fifo = TempDir() + "/fifo.onnx", fifo_json = TempDir() + "/fifo.json", dir = TempDir() + "/dir.onnx";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo(fifo_json.c_str(), 0600), 0);
+  fs::create_directories(dir);
+  ExpectError("models --model " + fifo + " --batch 2", "model file '" + fifo + "': is not a regular file");
+  ExpectError("models --model " + fifo_json, "is not a regular file");
+  const std::string zero = TempDir() + "/zero.onnx";
+  fs::remove(zero);
+  fs::create_symlink("/dev/zero", zero);
+  ExpectError("models --model " + zero + " --batch 2", "model file '" + zero + "': is not a regular file");
+  ExpectError("models --model " + dir + " --batch 2", "model file '" + dir + "': is a directory");
+  absl::StatusOr<ir::Graph> g = ir::ReadGraphFile(fifo_json);
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("not a regular file"), std::string::npos) << g.status();
+  fs::remove(fifo);
+  fs::remove(fifo_json);
+  fs::remove(zero);
+}
+
+// F11: a model whose output is its input has nothing to train.
+TEST(OnnxImport, AModelWithoutParametersIsNotTrained) {
+  Built b({2, 8});
+  b.g->mutable_output(0)->set_name("x");
+  ExpectError("train --model " + b.Write("no_params.onnx") + " --batch 2 --steps 2 --quiet", "has no trainable parameters");
 }
 
 // ---- models exported from PyTorch ----

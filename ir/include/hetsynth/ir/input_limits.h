@@ -19,6 +19,16 @@ namespace hetsynth::ir {
 // safetensors metadata while keeping every recursive walk of a document shallow.
 inline constexpr int kMaxJsonDepth = 64;
 
+// The most elements of one tensor a model file may make the importer compute at load time
+// (ONNX constant folding: ConstantOfShape, Range, Expand, Pad, ...; 2^28 = 268M, 2 GiB as the
+// doubles folding holds): a bigger one is refused, naming the node, before it is allocated.
+inline constexpr int64_t kMaxFoldedElements = int64_t{1} << 28;
+
+// The longest chain of ONNX nodes, each consuming the one before, that the importer follows
+// (its walk recurses once per node on a stack of its own, kImportStackBytes): far beyond any
+// real export (a 96-layer transformer is ~6000 nodes deep).
+inline constexpr int kMaxGraphDepth = 100000;
+
 // The deepest nesting of arrays and objects in JSON text (brackets inside strings do not count),
 // in one pass without recursion. Invalid JSON gives some number; the parser then refuses it.
 inline int JsonNestingDepth(std::string_view text) {
