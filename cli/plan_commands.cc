@@ -18,6 +18,7 @@
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/costmodel/mesh.h"
 #include "hetsynth/instr/program.h"
+#include "hetsynth/ir/regular_file.h"
 #include "hetsynth/ir/input_limits.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/synth/synthesize.h"
@@ -402,15 +403,10 @@ absl::StatusOr<std::string> ReadText(const std::string& path, const char* what) 
   if (std::filesystem::is_directory(path, ec)) {
     return absl::InvalidArgumentError(StrCat(what, " '", path, "': is a directory; expected a ", what, " file"));
   }
-  // A FIFO or a device would block or never end; only regular files are read.
-  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
-    return absl::InvalidArgumentError(StrCat(what, " '", path, "': is not a regular file; expected a ", what, " file"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(StrCat(what, " '", path, "': cannot open file"));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  // A FIFO or a device would block or never end: only a regular file is read.
+  absl::StatusOr<std::string> text = ir::ReadRegularFile(path, StrCat(what, " '", path, "'"));
+  if (absl::IsNotFound(text.status())) return absl::NotFoundError(StrCat(what, " '", path, "': cannot open file"));
+  return text;
 }
 
 absl::StatusOr<FileModel> RebuildFileModel(const char* what, const std::string& path, const std::string& model,

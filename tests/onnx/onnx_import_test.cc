@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <onnx/onnx_pb.h>
 
+#include "absl/strings/str_cat.h"
 #include "cli/run_hetsynth.h"
 #include "hetsynth/ir/graph_json.h"
 #include "hetsynth/ir/onnx_import.h"
@@ -414,8 +415,10 @@ TEST(OnnxImport, InvalidAttributesAndInputsAreRefusedWithOneLine) {
 TEST(OnnxImport, ADeepChainImports) {
   Built b({2, 8});
   const int n = 20000;
-  for (int i = 0; i < n; ++i) b.Node("Relu", "relu" + std::to_string(i), {i == 0 ? "x" : "r" + std::to_string(i)},
-                                     {i + 1 < n ? "r" + std::to_string(i + 1) : "h"});
+  for (int i = 0; i < n; ++i) {
+    b.Node("Relu", absl::StrCat("relu", i), {i == 0 ? std::string("x") : absl::StrCat("r", i)},
+           {i + 1 < n ? absl::StrCat("r", i + 1) : std::string("h")});
+  }
   ir::OnnxImportOptions o;
   o.batch = 2;
   o.loss = "none";
