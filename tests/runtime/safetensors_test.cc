@@ -2,7 +2,14 @@
 // byte by byte from the format spec in every supported dtype, and one test per malformed input.
 #include "hetsynth/runtime/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
 
 #include <bit>
 #include <cmath>
@@ -358,9 +365,9 @@ TEST(SafetensorsTest, ReadsF16Subnormals) {
   EXPECT_TRUE(std::signbit(h[2]));
 }
 
-TEST(SafetensorsTest, ReadsGapsTrailingBytesAndSharedEmptyRanges) {
+TEST(SafetensorsTest, ReadsGapsAndSharedEmptyRanges) {
   // Offsets need not be contiguous; empty tensors may sit anywhere, even inside another's range.
-  std::string data = Floats({9.0f}) + "GAP!" + Floats({1.0f, 2.0f}) + "tail";
+  std::string data = Floats({9.0f}) + "GAP!" + Floats({1.0f, 2.0f});
   const std::string header = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},
     "b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},
     "e1":{"dtype":"F32","shape":[0],"data_offsets":[10,10]},
@@ -388,6 +395,37 @@ TEST(SafetensorsTest, DirectoryIsInvalidArgument) {
   absl::StatusOr<SafetensorsFile> f = ReadSafetensors(path);
   EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(Contains(std::string(f.status().message()), "is not a regular file"));
+}
+
+TEST(SafetensorsTest, FifoIsRefusedWithoutWaitingForAWriter) {
+  const std::string path = TestDir() + "/fifo.safetensors";
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  // Were the reader to block in open(), this writer would release it after 3 s (and the test fail).
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);
+    if (fd >= 0) ::close(fd);
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<SafetensorsFile> f = ReadSafetensors(path);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  writer.join();
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(std::string(f.status().message()), "is not a regular file"));
+  EXPECT_LT(s, 2.0);
+}
+
+TEST(SafetensorsTest, HeaderCheckSeesNamesShapesAndMetadataBeforeAnyData) {
+  const std::string path = TestDir() + "/ck.safetensors";
+  ASSERT_TRUE(WriteSafetensors(path, {{"w", Tensor({2, 3})}}, {{"step", "4"}}).ok());
+  SafetensorsHeader seen;
+  absl::StatusOr<SafetensorsFile> f = ReadSafetensors(path, [&](const SafetensorsHeader& h) {
+    seen = h;
+    return absl::InvalidArgumentError("refused");
+  });
+  EXPECT_EQ(f.status().message(), "refused");
+  EXPECT_EQ(seen.shapes, (std::map<std::string, ir::Shape>{{"w", {2, 3}}}));
+  EXPECT_EQ(seen.metadata.at("step"), "4");
 }
 
 TEST(SafetensorsTest, SizeMismatchMessageNamesFileTensorOffsetsDtypeAndShape) {
@@ -461,6 +499,14 @@ std::vector<MalformedCase> MalformedCases() {
        FileBytes(Header({F32Entry("w", "[1]", "[0,4]"), F32Entry("w", "[1]", "[4,8]")}),
                  std::string(8, '\0')),
        {"header names 'w' twice"}},
+      {"DuplicateKeyInATensorEntry",
+       FileBytes(R"({"w":{"dtype":"X9","dtype":"F32","shape":[1],"data_offsets":[0,4]}})", std::string(4, '\0')),
+       {"tensor 'w' has key 'dtype' twice; expected each key once"}},
+      {"DuplicateMetadataKey", FileBytes(R"({"__metadata__":{"step":"2","step":"999"}})", ""),
+       {"__metadata__ has key 'step' twice; expected each key once"}},
+      {"TrailingBytesAfterTheLastTensor", FileBytes(Header({F32Entry("w", "[1]", "[0,4]")}), std::string(68, '\0')),
+       {"64 bytes after the last tensor's data (byte 4 of the 68-byte data buffer) belong to no tensor"}},
+      {"BytesButNoTensors", FileBytes("{}", std::string(8, '\0')), {"8 bytes after the last tensor's data"}},
       {"EntryNotObject", FileBytes(R"({"w":[1,2]})", ""), {"tensor 'w' is [1,2] (array)", "expected an object"}},
       {"MissingDtype", FileBytes(R"({"w":{"shape":[1],"data_offsets":[0,4]}})", f12),
        {"tensor 'w' has no \"dtype\""}},

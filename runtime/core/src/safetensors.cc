@@ -423,8 +423,10 @@ std::string TempName(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path, const SafetensorsHeaderCheck& check) {
+  // O_NONBLOCK: opening a FIFO without a writer would block forever; it is refused below as not a
+  // regular file. Regular files ignore the flag, but it is cleared before any read anyway.
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (fd.get() < 0) {
     const int err = errno;
     return IoError(err, path, "cannot open");  // ENOENT gives NotFound
@@ -432,6 +434,9 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return IoError(errno, path, "cannot stat");
   if (!S_ISREG(st.st_mode)) return Invalid(path, "is not a regular file; expected a safetensors file");
+  if (const int flags = ::fcntl(fd.get(), F_GETFL); flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return IoError(errno, path, "cannot clear O_NONBLOCK");
+  }
   const uint64_t file_bytes = static_cast<uint64_t>(st.st_size);
   if (file_bytes < 8) {
     return Invalid(path, "file is ", file_bytes,
@@ -455,15 +460,27 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   if (const int depth = ir::JsonNestingDepth(header_text); depth > ir::kMaxJsonDepth) {
     return Invalid(path, "header nests arrays/objects ", depth, " deep; expected at most ", ir::kMaxJsonDepth);
   }
-  // nlohmann keeps the last of duplicate keys; a duplicated tensor name is an error instead.
-  std::set<std::string> seen;
+  // nlohmann keeps the last of duplicate keys; a key twice in one object (a tensor name, a field
+  // of a tensor entry, a metadata key) is an error instead. One set of keys per open object.
+  std::vector<std::set<std::string>> seen;
   std::optional<std::string> duplicate;
+  std::string duplicate_in;  // "" at the top level, else the key of the enclosing object
+  std::vector<std::string> path_keys;  // the key of each open object ("" for the top level)
+  std::string last_key;
   json header;
   try {
-    header = json::parse(header_text, [&](int depth, json::parse_event_t event, json& parsed) {
-      if (event == json::parse_event_t::key && depth == 1 && !duplicate) {
-        std::string key = parsed.get<std::string>();
-        if (!seen.insert(key).second) duplicate = std::move(key);
+    header = json::parse(header_text, [&](int /*depth*/, json::parse_event_t event, json& parsed) {
+      if (event == json::parse_event_t::object_start) {
+        seen.emplace_back();
+        path_keys.push_back(seen.size() == 1 ? std::string() : last_key);
+      } else if (event == json::parse_event_t::object_end) {
+        if (!seen.empty()) seen.pop_back(), path_keys.pop_back();
+      } else if (event == json::parse_event_t::key && !seen.empty()) {
+        last_key = parsed.get<std::string>();
+        if (!duplicate && !seen.back().insert(last_key).second) {
+          duplicate = last_key;
+          duplicate_in = path_keys.back();
+        }
       }
       return true;
     });
@@ -478,7 +495,9 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
     return Invalid(path, "header is ", Describe(header), "; expected a JSON object");
   }
   if (duplicate) {
-    return Invalid(path, "header names '", *duplicate, "' twice; expected each name once");
+    if (duplicate_in.empty()) return Invalid(path, "header names '", *duplicate, "' twice; expected each name once");
+    return Invalid(path, duplicate_in == kMetadataKey ? "__metadata__" : StrCat("tensor '", duplicate_in, "'"),
+                   " has key '", *duplicate, "' twice; expected each key once");
   }
 
   const uint64_t buffer_start = 8 + header_bytes;
@@ -496,6 +515,20 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   std::vector<const Entry*> ptrs;
   for (const Entry& e : entries) ptrs.push_back(&e);
   HS_RETURN_IF_ERROR(CheckDisjoint(path, std::move(ptrs)));
+  // As the reference implementation: the tensors index the whole buffer, nothing after the last.
+  uint64_t indexed = 0;
+  for (const Entry& e : entries) indexed = std::max(indexed, e.end);
+  if (indexed != buffer_bytes) {
+    return Invalid(path, buffer_bytes - indexed, " bytes after the last tensor's data (byte ", indexed,
+                   " of the ", buffer_bytes, "-byte data buffer) belong to no tensor; expected the tensors to "
+                   "cover the buffer to its end");
+  }
+  if (check) {
+    SafetensorsHeader h;
+    h.metadata = out.metadata;
+    for (const Entry& e : entries) h.shapes.emplace(e.name, e.shape);
+    HS_RETURN_IF_ERROR(check(h));
+  }
 
   std::vector<unsigned char> raw;
   for (const Entry& e : entries) {

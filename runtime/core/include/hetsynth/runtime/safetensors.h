@@ -21,6 +21,7 @@
 //   f.metadata.at("step");                          // "100"
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -35,8 +36,19 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;  // the "__metadata__" object; empty when absent
 };
 
-// Reads and validates a whole safetensors file, converting every tensor to fp32.
-absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path);
+// What a file's header says, before any tensor data is read.
+struct SafetensorsHeader {
+  std::map<std::string, ir::Shape> shapes;      // every tensor's shape, by name
+  std::map<std::string, std::string> metadata;  // the "__metadata__" object; empty when absent
+};
+// Called with the validated header before any tensor data is read; an error stops the read (so a
+// caller refuses an unexpected, possibly huge, tensor without reading it).
+using SafetensorsHeaderCheck = std::function<absl::Status(const SafetensorsHeader&)>;
+
+// Reads and validates a whole safetensors file, converting every tensor to fp32. The header must
+// not give a key twice in any object, and the tensors must index the data buffer to its end.
+// A path that is not a regular file (a FIFO, a directory) is refused without blocking.
+absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path, const SafetensorsHeaderCheck& check = nullptr);
 
 // Writes `tensors` as F32 (and `metadata` under "__metadata__" when non-empty) to `path`,
 // atomically replacing any existing file. Fails without touching `path` when a tensor's data
