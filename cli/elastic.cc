@@ -545,7 +545,8 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
   runtime::Checkpoint resume;
   bool have_resume = false;
   if (!o.load.empty()) {
-    HS_ASSIGN_OR_RETURN(resume, runtime::ReadCheckpoint(o.load, shapes, opt.kind));
+    HS_ASSIGN_OR_RETURN(resume, runtime::ReadCheckpoint(o.load, shapes, opt, spec.ToString()));
+    runtime::PrintCheckpointNote(resume);
     have_resume = true;
   }
   const int64_t first_step = resume.step;

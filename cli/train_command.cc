@@ -164,7 +164,7 @@ absl::Status Train(const TrainOptions& o) {
   HS_ASSIGN_OR_RETURN(std::unique_ptr<runtime::SingleDeviceTrainer> trainer,
                       backend->MakeTrainer(std::move(graph), cfg, o.seed, to));
   const std::string device = trainer->device();
-  if (!load.empty()) HS_RETURN_IF_ERROR(trainer->Load(load));
+  if (!load.empty()) HS_RETURN_IF_ERROR(trainer->Load(load, spec.ToString()));
 
   const int64_t first = trainer->step();
   if (!o.quiet) fmt::print(stderr, "training {} on {}: {} steps from step {}, {} lr {:g}, {}\n",

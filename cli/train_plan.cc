@@ -221,7 +221,7 @@ absl::StatusOr<std::vector<runtime::StepMetrics>> RunPlan(const PlanRun& p) {
       };
     }
     HS_ASSIGN_OR_RETURN(auto ex, make(eo));
-    if (!p.load.empty()) HS_RETURN_IF_ERROR(ex->Load(p.load));
+    if (!p.load.empty()) HS_RETURN_IF_ERROR(ex->Load(p.load, p.spec.ToString()));
     if (el != nullptr && el->start != nullptr) HS_RETURN_IF_ERROR(ex->Restore(*el->start));
     last_snapshot = ex->step();
     // Every rank snapshots together; rank 0 accounts the wall clock (ElasticHooks::snapshot_s).

@@ -93,7 +93,7 @@ TEST(Cli, BadFilesAreNamed) {
   ExpectError("train --model mlp --small --steps 1 --load " + garbage, "garbage.safetensors");
   const std::string mlp = Tmp("cli_mlp.safetensors");
   ASSERT_EQ(Hetsynth("train --model mlp --small --steps 1 --quiet --save " + mlp).code, 0);
-  ExpectError("train --model gpt --small --steps 1 --load " + mlp, "missing parameters");
+  ExpectError("train --model gpt --small --steps 1 --load " + mlp, "names model mlp but the model is 'gpt(");
   ExpectError("train --model mlp --small --steps 1 --data " + mlp, "no tensor 'labels'");
 }
 

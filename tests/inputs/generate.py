@@ -328,6 +328,42 @@ load_case("nan_values", safetensors(dict(good_params(), **{"head.bias": ("F32", 
 load_case("inf_values", safetensors(dict(good_params(), **{"head.weight": ("F32", [4, 32], f32([4, 32], float("inf")))}),
                                     META), "head.weight")
 load_case("other_model", safetensors({"w": ("F32", [3], f32([3]))}, dict(META, model="gpt")), "checkpoint")
+good_header = json.dumps(json.loads(good[8:8 + struct.unpack("<Q", good[:8])[0]]))
+load_case("duplicate_key_in_entry", safetensors(good_params(), raw_header=good_header.replace(
+    '"head.bias": {"dtype": "F32"', '"head.bias": {"dtype": "X9", "dtype": "F32"')), "has key 'dtype' twice")
+load_case("duplicate_metadata_key", safetensors(good_params(), raw_header=good_header.replace(
+    '"step": "2"', '"step": "2", "step": "999"')), "__metadata__ has key 'step' twice")
+load_case("trailing_bytes", good + b"\0" * 64, "64 bytes after the last tensor's data")
+load_case("format_unknown", safetensors(good_params(), dict(META, format="pytorch")), "metadata format='pytorch'")
+load_case("optimizer_unknown", safetensors(good_params(), dict(META, optimizer="lion")), "metadata optimizer='lion'")
+load_case("model_other_architecture", safetensors(good_params(), dict(
+    META, model="mlp(layers=2, hidden=64, inputs=16, classes=4; batch 8)")), "has hidden=64 but the model is 'mlp(")
+load_case("step_past_2_53", safetensors(good_params(), dict(META, step="9007199254740993")), "at most 2^53")
+
+
+def state_case(name, state, error, state_meta=None):
+    """A checkpoint from before sets: the manifest and its state file NAME.optim.safetensors."""
+    load_case(name, safetensors(good_params(), dict(META, optimizer="adam")), error)
+    write(path("safetensors", name + ".optim", ".safetensors"),
+          safetensors(state, state_meta if state_meta is not None else {"optimizer": "adam", "step": "2"}))
+
+
+def adam_state(value=0.0, value_sq=0.0):
+    out = {}
+    for n, s in PARAMS.items():
+        out[n + ".exp_avg"] = ("F32", s, f32(s, value))
+        out[n + ".exp_avg_sq"] = ("F32", s, f32(s, value_sq))
+    return out
+
+
+state_case("state_nan_exp_avg", adam_state(value=float("nan")), "tensor 'head.bias.exp_avg' element 0 is nan")
+state_case("state_negative_exp_avg_sq", adam_state(value_sq=-1.0), "element 0 is -1; expected finite, non-negative")
+state_case("state_missing_exp_avg_sq", {k: v for k, v in adam_state().items() if k != "head.bias.exp_avg_sq"},
+           "parameter 'head.bias' has exp_avg but no exp_avg_sq")
+state_case("state_unknown_suffix", dict(adam_state(), **{"head.bias.bogus": ("F32", [4], f32([4]))}),
+           "tensor 'head.bias.bogus' is not optimizer state")
+state_case("state_other_optimizer_than_manifest", {}, "metadata optimizer='sgd' but its manifest says 'adam'",
+           state_meta={"optimizer": "sgd"})
 load_case("not_a_file", b"", "safetensors '")  # replaced below by a directory
 os.remove(os.path.join(HERE, "safetensors", "not_a_file.safetensors"))
 os.makedirs(os.path.join(HERE, "safetensors", "not_a_file.safetensors"), exist_ok=True)
@@ -473,6 +509,12 @@ load_case("overflows_forward", safetensors(dict(good_params(), **{
     "layers.1.bias": ("F32", [32], f32([32], 1e3)),
     "head.weight": ("F32", [4, 32], f32([32], 3e38) + f32([32], -3e38) + f32([64], 0.0))}), META),
     "at step 3, this run's first, before any update")
+DIVERGE = ["--optimizer", "sgd", "--lr", "1e38", "--weight-decay", "1000", "--save", "{tmp}/d.safetensors"]
+flag("diverged_save", TRAIN + DIVERGE, "not written: tensor 'head.weight' element 0 is -inf; the training diverged")
+flag("diverged_save_every", ["train", "--model", "mlp", "--small", "--steps", "3", "--quiet", "--save-every", "1"] + DIVERGE,
+     "the training diverged")
+flag("diverged_save_plan", ["train", "--plan", "{in}/base-plan.json", "--steps", "1", "--quiet"] + DIVERGE,
+     "the training diverged")
 flag("nan_loss_quiet", ["train", "--model", "mlp", "--small", "--steps", "5", "--quiet", "--lr", "1e30"], "loss became")
 flag("synth_out_bad_dir", ["synth", "--model", "mlp", "--small", "--cluster", "{in}/../../examples/clusters/mixed-4.json",
                            "-o", "{tmp}/no/such/dir/p.json"], "no/such/dir")

@@ -22,7 +22,7 @@ int Executor::rank() const { return impl_->rank_index(); }
 const std::vector<TraceEvent>& Executor::TraceEvents() const { return impl_->trace_events(); }
 absl::StatusOr<std::map<std::string, Tensor>> Executor::FullParameters() { return impl_->FullParameters(); }
 absl::Status Executor::Save(const std::string& path, const std::string& model) { return impl_->Save(path, model); }
-absl::Status Executor::Load(const std::string& path) { return impl_->Load(path); }
+absl::Status Executor::Load(const std::string& path, const std::string& model) { return impl_->Load(path, model); }
 absl::Status Executor::Restore(const Checkpoint& ck) { return impl_->Restore(ck); }
 absl::StatusOr<RankSnapshot> Executor::Snapshot() { return impl_->Snapshot(); }
 

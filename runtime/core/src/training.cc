@@ -10,12 +10,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstdio>
 #include <filesystem>
+#include <optional>
+#include <set>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/input_limits.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/ir/models.h"
 #include "hetsynth/runtime/random.h"
 #include "hetsynth/runtime/safetensors.h"
 
@@ -140,35 +146,248 @@ void SyncDirectory(const std::string& path) {
   ::close(fd);
 }
 
+// Whether `name` is the name of a state file WriteCheckpoint makes beside `stem`:
+// "<stem>.optim.<16 lowercase hex (NewSetId)>.safetensors".
+bool IsSetStateName(const std::string& name, const std::string& stem) {
+  const std::string prefix = stem + ".optim.", ext = ".safetensors";
+  if (name.size() != prefix.size() + 16 + ext.size() || !name.starts_with(prefix) || !name.ends_with(ext)) return false;
+  for (size_t i = prefix.size(); i < prefix.size() + 16; ++i) {
+    if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f'))) return false;
+  }
+  return true;
+}
+
 // After a commit: state files of other sets, the pre-set state file, and temporaries
-// ("NAME.tmp.PID.N") left by writers that are no longer running.
+// ("NAME.tmp.PID.N") of those and of the checkpoint left by writers that are no longer running.
+// Nothing else is touched, whatever its name starts with.
 void RemoveStale(const std::string& path, const std::string& keep_state) {
   namespace fs = std::filesystem;
   const fs::path p(path);
   const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
   const std::string base = p.filename().string();
-  const std::string state_prefix = fs::path(Stem(path)).filename().string() + ".optim.";
+  const std::string stem = fs::path(Stem(path)).filename().string();
+  const std::string legacy = fs::path(OptimizerStatePath(path)).filename().string();
   std::error_code ec;
   for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    const bool ours = name.starts_with(state_prefix) || name.starts_with(base + ".tmp.");
-    if (!ours || name == keep_state) continue;
-    if (const size_t t = name.find(".tmp."); t != std::string::npos) {
-      const long pid = std::strtol(name.c_str() + t + 5, nullptr, 10);
-      if (pid > 0 && pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)) {
-        continue;  // another live writer's file
+    if (name == keep_state) continue;
+    // "NAME.tmp.PID.N": the temporary WriteSafetensors writes NAME through.
+    std::string core = name;
+    long pid = 0;
+    if (const size_t t = name.rfind(".tmp."); t != std::string::npos) {
+      const std::string rest = name.substr(t + 5);
+      const size_t dot = rest.find('.');
+      const bool digits = dot != std::string::npos && dot > 0 && dot + 1 < rest.size() &&
+                          rest.find_first_not_of("0123456789") == dot &&
+                          rest.find_first_not_of("0123456789", dot + 1) == std::string::npos;
+      if (digits) {
+        core = name.substr(0, t);
+        pid = std::strtol(rest.c_str(), nullptr, 10);
       }
+    }
+    const bool ours = core == legacy || IsSetStateName(core, stem) || (core == base && core != name);
+    if (!ours) continue;
+    if (core != name && pid > 0 && pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)) {
+      continue;  // another live writer's file
     }
     fs::remove(e.path(), ec);
   }
 }
 
+// Steps past 2^53 are refused at load: counters and --metrics keep them exact as doubles, and
+// adding a run's steps cannot overflow int64.
+constexpr int64_t kMaxStep = int64_t{1} << 53;
+
+// The state tensors of each optimizer, by suffix ("<param>.<suffix>"), as Optimizer::StateTensors
+// names them.
+const std::vector<std::string>& StateSuffixes(OptimizerKind kind) {
+  static const std::vector<std::string> adam = {"exp_avg", "exp_avg_sq"}, sgd = {"momentum_buffer"};
+  return kind == OptimizerKind::kAdam ? adam : sgd;
+}
+
+// The first non-finite element of `t` (or a negative one, when `non_negative`), if any.
+std::optional<std::pair<size_t, float>> FirstBad(const Tensor& t, bool non_negative) {
+  for (size_t i = 0; i < t.data.size(); ++i) {
+    const float v = t.data[i];
+    if (!std::isfinite(v) || (non_negative && v < 0)) return std::pair(i, v);
+  }
+  return std::nullopt;
+}
+
+// "gpt(layers=2, hidden=32, heads=4; batch 4)" -> name "gpt" and {layers: "2", ...}: the form
+// ir::ModelSpec::ToString gives and WriteCheckpoint records as `model`.
+struct ModelString {
+  std::string name;
+  std::map<std::string, std::string> args;
+};
+ModelString ParseModelString(const std::string& s) {
+  ModelString m;
+  const size_t open = s.find('(');
+  m.name = s.substr(0, open);
+  if (open == std::string::npos) return m;
+  const size_t close = s.rfind(')');
+  std::string inner = s.substr(open + 1, close == std::string::npos || close < open ? std::string::npos : close - open - 1);
+  inner = inner.substr(0, inner.find(';'));  // the batch follows the ';'
+  for (size_t at = 0; at < inner.size();) {
+    size_t comma = inner.find(',', at);
+    if (comma == std::string::npos) comma = inner.size();
+    std::string kv = inner.substr(at, comma - at);
+    kv.erase(0, kv.find_first_not_of(' '));
+    if (const size_t eq = kv.find('='); eq != std::string::npos) m.args[kv.substr(0, eq)] = kv.substr(eq + 1);
+    at = comma + 1;
+  }
+  return m;
+}
+
+// Hyperparameters that leave every parameter's meaning as it is: a checkpoint moves freely
+// between their values (and between batch sizes).
+bool ArchitectureNeutral(const std::string& key) { return key == "dropout" || key == "capacity_factor"; }
+
+// The checkpoint's `model` against the model being built (both as ModelSpec::ToString gives
+// them): the same built-in model with the same hyperparameters, except batch, dropout and
+// capacity_factor. Model files (.onnx, graph .json) are checked by their tensors alone.
+absl::Status CheckModel(const std::string& where, const std::string& written, const std::string& expected) {
+  if (expected.empty()) return absl::OkStatus();
+  const ModelString e = ParseModelString(expected), w = ParseModelString(written);
+  if (ir::IsModelFile(e.name)) return absl::OkStatus();
+  auto refuse = [&](const std::string& what) {
+    return absl::InvalidArgumentError(StrCat(where, ": metadata model='", ir::Shorten(written, 200), "' ", what,
+                                             " but the model is '", ir::Shorten(expected, 200),
+                                             "'; expected the same architecture (batch, dropout and capacity_factor may differ)"));
+  };
+  if (w.name != e.name) return refuse(StrCat("names model ", ir::Shorten(w.name)));
+  for (const auto& [key, value] : w.args) {
+    if (ArchitectureNeutral(key)) continue;
+    const auto it = e.args.find(key);
+    if (it == e.args.end() || it->second == value) continue;
+    char *end1 = nullptr, *end2 = nullptr;
+    const double a = std::strtod(value.c_str(), &end1), b = std::strtod(it->second.c_str(), &end2);
+    if (!value.empty() && *end1 == '\0' && !it->second.empty() && *end2 == '\0' && a == b) continue;
+    return refuse(StrCat("has ", key, "=", ir::Shorten(value)));
+  }
+  return absl::OkStatus();
+}
+
+// What a checkpoint's metadata may say, checked from its header before any tensor is read.
+absl::Status CheckManifest(const std::string& where, const std::map<std::string, std::string>& meta,
+                           const std::string& model, int64_t* step) {
+  if (auto it = meta.find("format"); it != meta.end() && it->second != "hetsynth-checkpoint") {
+    return absl::InvalidArgumentError(StrCat(where, ": metadata format='", ir::Shorten(it->second),
+                                             "'; expected 'hetsynth-checkpoint' (or no metadata, a plain safetensors file)"));
+  }
+  if (auto it = meta.find("optimizer"); it != meta.end() && !ParseOptimizerKind(it->second).ok()) {
+    return absl::InvalidArgumentError(StrCat(where, ": metadata optimizer='", ir::Shorten(it->second),
+                                             "'; expected sgd or adam"));
+  }
+  if (auto it = meta.find("model"); it != meta.end()) HS_RETURN_IF_ERROR(CheckModel(where, it->second, model));
+  if (auto it = meta.find("step"); it != meta.end()) {
+    char* end = nullptr;
+    errno = 0;
+    *step = std::strtoll(it->second.c_str(), &end, 10);
+    if (it->second.empty() || *end != '\0' || *step < 0 || errno == ERANGE || *step > kMaxStep) {
+      return absl::InvalidArgumentError(StrCat(where, ": metadata step='", ir::Shorten(it->second),
+                                               "'; expected a non-negative integer at most 2^53 = ", kMaxStep));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Every state tensor "<param>.<suffix>" belongs to a parameter of the model, with its shape, and
+// its suffix is one an optimizer writes; checked from the header.
+absl::Status CheckStateNames(const std::string& state_path, const SafetensorsHeader& h,
+                             const std::map<std::string, ir::Shape>& shapes) {
+  const std::string where = StrCat("optimizer state '", state_path, "'");
+  if (auto it = h.metadata.find("optimizer"); it != h.metadata.end() && !ParseOptimizerKind(it->second).ok()) {
+    return absl::InvalidArgumentError(StrCat(where, ": metadata optimizer='", ir::Shorten(it->second),
+                                             "'; expected sgd or adam"));
+  }
+  for (const auto& [key, shape] : h.shapes) {
+    const size_t dot = key.rfind('.');
+    const std::string suffix = dot == std::string::npos ? "" : key.substr(dot + 1);
+    if (suffix != "exp_avg" && suffix != "exp_avg_sq" && suffix != "momentum_buffer") {
+      return absl::InvalidArgumentError(StrCat(where, ": tensor '", ir::Shorten(key), "' is not optimizer state; expected "
+                                               "'<parameter>.exp_avg', '.exp_avg_sq' (adam) or '.momentum_buffer' (sgd)"));
+    }
+    const auto p = shapes.find(key.substr(0, dot));
+    if (p == shapes.end() || p->second != shape) {
+      return absl::InvalidArgumentError(StrCat(where, ": tensor '", ir::Shorten(key),
+                                               "' does not match a parameter of the model"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The optimizer a state file is for: its `optimizer` metadata, else the manifest's, else what
+// its tensors' suffixes say. Then every tensor must be of that optimizer, each parameter with one
+// state tensor must have all of them, and the values must be finite (exp_avg_sq >= 0).
+absl::StatusOr<OptimizerKind> CheckState(const std::string& state_path, const SafetensorsFile& sf,
+                                         const std::string& manifest_optimizer) {
+  const std::string where = StrCat("optimizer state '", state_path, "'");
+  std::string name = sf.metadata.count("optimizer") ? sf.metadata.at("optimizer") : manifest_optimizer;
+  if (!manifest_optimizer.empty() && name != manifest_optimizer) {
+    return absl::InvalidArgumentError(StrCat(where, ": metadata optimizer='", ir::Shorten(name), "' but its manifest says '",
+                                             ir::Shorten(manifest_optimizer), "'; the checkpoint set is inconsistent"));
+  }
+  if (name.empty() && !sf.tensors.empty()) name = sf.tensors.begin()->first.ends_with(".momentum_buffer") ? "sgd" : "adam";
+  if (name.empty()) name = "adam";
+  HS_ASSIGN_OR_RETURN(const OptimizerKind kind, ParseOptimizerKind(name));
+  const std::vector<std::string>& suffixes = StateSuffixes(kind);
+  std::map<std::string, std::set<std::string>> have;  // parameter -> its state suffixes
+  for (const auto& [key, t] : sf.tensors) {
+    const size_t dot = key.rfind('.');
+    const std::string suffix = key.substr(dot + 1);
+    if (std::find(suffixes.begin(), suffixes.end(), suffix) == suffixes.end()) {
+      return absl::InvalidArgumentError(StrCat(where, ": tensor '", ir::Shorten(key), "' is not ", name, " state; expected ",
+                                               absl::StrJoin(suffixes, " and "), " tensors"));
+    }
+    have[key.substr(0, dot)].insert(suffix);
+    const bool non_negative = suffix == "exp_avg_sq";
+    if (auto bad = FirstBad(t, non_negative)) {
+      return absl::InvalidArgumentError(StrCat(where, ": tensor '", ir::Shorten(key), "' element ", bad->first, " is ",
+                                               bad->second, non_negative ? "; expected finite, non-negative values"
+                                                                         : "; expected finite values"));
+    }
+  }
+  for (const auto& [param, got] : have) {
+    for (const std::string& suffix : suffixes) {
+      if (!got.count(suffix)) {
+        return absl::InvalidArgumentError(StrCat(where, ": parameter '", ir::Shorten(param), "' has ", *got.begin(),
+                                                 " but no ", suffix, "; expected all of its ", name, " state (",
+                                                 absl::StrJoin(suffixes, ", "), ")"));
+      }
+    }
+  }
+  return kind;
+}
+
 }  // namespace
+
+void PrintCheckpointNote(const Checkpoint& ck) {
+  if (!ck.note.empty()) std::fprintf(stderr, "hetsynth: note: %s\n", ck.note.c_str());
+}
+
+absl::Status CheckCheckpointFinite(const std::string& path, const std::map<std::string, Tensor>& params,
+                                  const std::map<std::string, Tensor>& state) {
+  for (const auto* tensors : {&params, &state}) {
+    for (const auto& [name, t] : *tensors) {
+      if (auto bad = FirstBad(t, tensors == &state && name.ends_with(".exp_avg_sq"))) {
+        return absl::InvalidArgumentError(StrCat("checkpoint '", path, "' not written: ",
+                                                 tensors == &state ? "optimizer state" : "tensor", " '", name,
+                                                 "' element ", bad->first, " is ", bad->second,
+                                                 "; the training diverged (lower --lr)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::Status WriteCheckpoint(const std::string& path, const std::string& model,
                              const std::map<std::string, Tensor>& params,
                              const std::map<std::string, Tensor>& state, OptimizerKind optimizer,
                              int64_t step) {
+  // Nothing is written when a value is not finite: the old set stays, and a checkpoint never
+  // holds what --load would refuse.
+  HS_RETURN_IF_ERROR(CheckCheckpointFinite(path, params, state));
   const std::string set = NewSetId();
   std::map<std::string, std::string> meta = {
       {"format", "hetsynth-checkpoint"},
@@ -177,9 +396,9 @@ absl::Status WriteCheckpoint(const std::string& path, const std::string& model,
       {"optimizer", OptimizerName(optimizer)},
       {"set", set},
   };
-  std::string state_name;
+  std::string state_name, state_path;
   if (!state.empty()) {
-    const std::string state_path = StrCat(Stem(path), ".optim.", set, ".safetensors");
+    state_path = StrCat(Stem(path), ".optim.", set, ".safetensors");
     state_name = std::filesystem::path(state_path).filename().string();
     HS_RETURN_IF_ERROR(WriteSafetensors(state_path, state, meta));
     meta["optimizer_state"] = state_name;
@@ -187,7 +406,10 @@ absl::Status WriteCheckpoint(const std::string& path, const std::string& model,
   }
   meta["params_hash"] = TensorsHash(params);
   // The commit: `path` (the manifest) replaces the old set's in one rename.
-  HS_RETURN_IF_ERROR(WriteSafetensors(path, params, meta));
+  if (absl::Status st = WriteSafetensors(path, params, meta); !st.ok()) {
+    if (!state_path.empty()) ::unlink(state_path.c_str());  // the new set's state, which nothing names
+    return st;
+  }
   SyncDirectory(path);
   RemoveStale(path, state_name);
   return absl::OkStatus();
@@ -195,64 +417,83 @@ absl::Status WriteCheckpoint(const std::string& path, const std::string& model,
 
 absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path,
                                           const std::map<std::string, ir::Shape>& shapes,
-                                          OptimizerKind optimizer) {
-  HS_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path));
+                                          const OptimizerConfig& optimizer, const std::string& model) {
   const std::string where = StrCat("checkpoint '", path, "'");
-  std::vector<std::string> missing;
-  for (const auto& [name, shape] : shapes) {
-    if (!file.tensors.count(name)) missing.push_back(name);
-  }
-  if (!missing.empty()) {
-    if (missing.size() > 5) missing.resize(5), missing.push_back("...");
-    return absl::InvalidArgumentError(StrCat(where, ": missing parameters ", absl::StrJoin(missing, ", "),
-                                             "; was it saved from a different model?"));
-  }
-  for (const auto& [name, shape] : shapes) {
-    auto it = file.tensors.find(name);
-    if (it->second.shape != shape) {
-      return absl::InvalidArgumentError(StrCat(where, ": tensor '", name, "' has shape ",
-                                               ir::ShapeString(it->second.shape), "; the model expects ",
-                                               ir::ShapeString(shape)));
+  Checkpoint ck;
+  // Names, shapes and metadata from the header, before any tensor is read: an extra tensor of
+  // any size is refused without reading it.
+  auto check = [&](const SafetensorsHeader& h) -> absl::Status {
+    HS_RETURN_IF_ERROR(CheckManifest(where, h.metadata, model, &ck.step));
+    std::vector<std::string> missing;
+    for (const auto& [name, shape] : shapes) {
+      if (!h.shapes.count(name)) missing.push_back(name);
     }
-  }
-  for (const auto& [name, t] : file.tensors) {
-    if (!shapes.count(name)) {
-      return absl::InvalidArgumentError(
-          StrCat(where, ": tensor '", name, "' is not a parameter of the model; was it saved from a different model?"));
+    if (!missing.empty()) {
+      if (missing.size() > 5) missing.resize(5), missing.push_back("...");
+      return absl::InvalidArgumentError(StrCat(where, ": missing parameters ", absl::StrJoin(missing, ", "),
+                                               "; was it saved from a different model?"));
     }
-  }
-  for (const auto& [name, t] : file.tensors) {
-    for (size_t i = 0; i < t.data.size(); ++i) {
-      if (!std::isfinite(t.data[i])) {
-        return absl::InvalidArgumentError(StrCat(where, ": tensor '", name, "' element ", i, " is ", t.data[i],
-                                                 "; expected finite parameters"));
+    for (const auto& [name, shape] : shapes) {
+      const ir::Shape& got = h.shapes.at(name);
+      if (got != shape) {
+        return absl::InvalidArgumentError(StrCat(where, ": tensor '", name, "' has shape ", ir::ShapeString(got),
+                                                 "; the model expects ", ir::ShapeString(shape)));
       }
     }
-  }
-  Checkpoint ck;
-  ck.params = std::move(file.tensors);
-  if (auto it = file.metadata.find("step"); it != file.metadata.end()) {
-    char* end = nullptr;
-    errno = 0;
-    ck.step = std::strtoll(it->second.c_str(), &end, 10);
-    if (it->second.empty() || *end != '\0' || ck.step < 0 || errno == ERANGE) {
-      return absl::InvalidArgumentError(StrCat(where, ": metadata step='", it->second,
-                                               "'; expected a non-negative integer"));
+    for (const auto& [name, shape] : h.shapes) {
+      if (!shapes.count(name)) {
+        return absl::InvalidArgumentError(StrCat(where, ": tensor '", ir::Shorten(name),
+                                                 "' is not a parameter of the model; was it saved from a different model?"));
+      }
+    }
+    return absl::OkStatus();
+  };
+  HS_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(path, check));
+  for (const auto& [name, t] : file.tensors) {
+    if (auto bad = FirstBad(t, false)) {
+      return absl::InvalidArgumentError(StrCat(where, ": tensor '", name, "' element ", bad->first, " is ",
+                                               bad->second, "; expected finite parameters"));
     }
   }
+  ck.params = std::move(file.tensors);
+  auto meta = [&](const char* key) {
+    auto it = file.metadata.find(key);
+    return it == file.metadata.end() ? std::string() : it->second;
+  };
+  const std::string wanted = OptimizerName(optimizer.kind);
+  // Uses the state read from `state_path` when it is of the optimizer asked for; else says why not.
+  auto use_state = [&](const std::string& state_path, SafetensorsFile sf) -> absl::Status {
+    HS_ASSIGN_OR_RETURN(const OptimizerKind kind, CheckState(state_path, sf, meta("optimizer")));
+    if (sf.tensors.empty()) return absl::OkStatus();
+    if (kind != optimizer.kind) {
+      ck.note = StrCat(where, ": its ", OptimizerName(kind), " state is not used with --optimizer ", wanted,
+                       "; the optimizer state starts from zero");
+    } else if (kind == OptimizerKind::kSgd && optimizer.momentum == 0) {
+      ck.note = StrCat(where, ": its sgd momentum buffers are not used with --momentum 0; they are dropped");
+    } else {
+      ck.state = std::move(sf.tensors);
+    }
+    return absl::OkStatus();
+  };
+  auto state_check = [&](const std::string& state_path) {
+    return [&shapes, state_path](const SafetensorsHeader& h) { return CheckStateNames(state_path, h, shapes); };
+  };
   const auto set = file.metadata.find("set");
   std::string state_path = OptimizerStatePath(path);  // a checkpoint from before sets
   if (set != file.metadata.end()) {
-    auto meta = [&](const char* key) {
-      auto it = file.metadata.find(key);
-      return it == file.metadata.end() ? std::string() : it->second;
-    };
     if (meta("params_hash") != TensorsHash(ck.params)) {
       return absl::InvalidArgumentError(StrCat(where, ": parameters do not match params_hash in its manifest (",
                                                ir::Shorten(meta("params_hash"), 20), "); the file is corrupt"));
     }
     const std::string name = meta("optimizer_state");
-    if (name.empty()) return ck;
+    if (name.empty()) {
+      if (!meta("optimizer_state_hash").empty()) {
+        ck.note = StrCat(where, ": its manifest has optimizer_state_hash but no optimizer_state file, so its ",
+                         ir::Shorten(meta("optimizer").empty() ? "optimizer" : meta("optimizer")),
+                         " state is not loaded; the optimizer state starts from zero");
+      }
+      return ck;
+    }
     if (name.find('/') != std::string::npos || name.starts_with(".")) {
       return absl::InvalidArgumentError(StrCat(where, ": optimizer_state='", ir::Shorten(name),
                                                "'; expected a file name beside the checkpoint"));
@@ -263,7 +504,7 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path,
       return absl::InvalidArgumentError(StrCat(where, ": its optimizer state '", state_path,
                                                "' is missing; the checkpoint set is incomplete"));
     }
-    HS_ASSIGN_OR_RETURN(SafetensorsFile sf, ReadSafetensors(state_path));
+    HS_ASSIGN_OR_RETURN(SafetensorsFile sf, ReadSafetensors(state_path, state_check(state_path)));
     const auto sset = sf.metadata.find("set"), sstep = sf.metadata.find("step");
     if (sset == sf.metadata.end() || sset->second != set->second || sstep == sf.metadata.end() ||
         sstep->second != meta("step") || TensorsHash(sf.tensors) != meta("optimizer_state_hash")) {
@@ -271,33 +512,12 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path,
                                                "' is not the one its manifest names (set, step or hash differ); "
                                                "the checkpoint set is inconsistent"));
     }
-    if (sf.metadata.count("optimizer") && sf.metadata.at("optimizer") == OptimizerName(optimizer)) {
-      for (auto& [key, t] : sf.tensors) {
-        const size_t dot = key.rfind('.');
-        const auto p = shapes.find(key.substr(0, dot == std::string::npos ? 0 : dot));
-        if (p == shapes.end() || p->second != t.shape) {
-          return absl::InvalidArgumentError(StrCat("optimizer state '", state_path, "': tensor '", key,
-                                                   "' does not match a parameter of the model"));
-        }
-      }
-      ck.state = std::move(sf.tensors);
-    }
+    HS_RETURN_IF_ERROR(use_state(state_path, std::move(sf)));
     return ck;
   }
   if (std::filesystem::exists(state_path)) {
-    HS_ASSIGN_OR_RETURN(SafetensorsFile sf, ReadSafetensors(state_path));
-    auto opt = sf.metadata.find("optimizer");
-    if (opt != sf.metadata.end() && opt->second == OptimizerName(optimizer)) {
-      for (auto& [key, t] : sf.tensors) {
-        const size_t dot = key.rfind('.');
-        const auto p = shapes.find(key.substr(0, dot == std::string::npos ? 0 : dot));
-        if (p == shapes.end() || p->second != t.shape) {
-          return absl::InvalidArgumentError(StrCat("optimizer state '", state_path, "': tensor '", key,
-                                                   "' does not match a parameter of the model"));
-        }
-      }
-      ck.state = std::move(sf.tensors);
-    }
+    HS_ASSIGN_OR_RETURN(SafetensorsFile sf, ReadSafetensors(state_path, state_check(state_path)));
+    HS_RETURN_IF_ERROR(use_state(state_path, std::move(sf)));
   }
   return ck;
 }

@@ -48,7 +48,7 @@ int64_t CudaTrainer::step() const { return impl_->t->step(); }
 const ir::Graph& CudaTrainer::graph() const { return impl_->t->graph(); }
 std::map<std::string, Tensor> CudaTrainer::Parameters() { return impl_->t->Parameters(); }
 absl::Status CudaTrainer::Save(const std::string& path, const std::string& model) { return impl_->t->Save(path, model); }
-absl::Status CudaTrainer::Load(const std::string& path) { return impl_->t->Load(path); }
+absl::Status CudaTrainer::Load(const std::string& path, const std::string& model) { return impl_->t->Load(path, model); }
 std::string CudaTrainer::device() const { return impl_->t->device(); }
 std::string CudaTrainer::device_name() const { return impl_->name; }
 size_t CudaTrainer::peak_memory_bytes() const { return impl_->x->allocator().peak_bytes_in_use(); }

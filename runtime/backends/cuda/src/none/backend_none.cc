@@ -28,7 +28,7 @@ std::map<std::string, Tensor> CudaTrainer::Parameters() { return {}; }
 absl::Status CudaTrainer::Save(const std::string&, const std::string&) {
   return absl::FailedPreconditionError(ProbeCuda().reason);
 }
-absl::Status CudaTrainer::Load(const std::string&) { return absl::FailedPreconditionError(ProbeCuda().reason); }
+absl::Status CudaTrainer::Load(const std::string&, const std::string&) { return absl::FailedPreconditionError(ProbeCuda().reason); }
 std::string CudaTrainer::device() const { return ""; }
 std::string CudaTrainer::device_name() const { return ""; }
 size_t CudaTrainer::peak_memory_bytes() const { return 0; }

@@ -108,7 +108,9 @@ class Executor {
   // Writes a checkpoint of full tensors (WriteCheckpoint) from rank 0; collective.
   absl::Status Save(const std::string& path, const std::string& model);
   // Loads a checkpoint of full tensors on every rank and keeps this rank's pieces; collective.
-  absl::Status Load(const std::string& path);
+  // `model`, when not empty, must be the checkpoint's architecture (ReadCheckpoint); rank 0
+  // prints the checkpoint's note, if any.
+  absl::Status Load(const std::string& path, const std::string& model = "");
   // The same from a checkpoint in memory (elastic training's reshard); not collective.
   absl::Status Restore(const Checkpoint& ck);
   // This rank's snapshot of the training state at the current step (snapshot.h): its own pieces
@@ -126,7 +128,7 @@ class Executor {
     virtual absl::StatusOr<StepMetrics> Step(const Batch& batch) = 0;
     virtual absl::StatusOr<std::map<std::string, Tensor>> FullParameters() = 0;
     virtual absl::Status Save(const std::string& path, const std::string& model) = 0;
-    virtual absl::Status Load(const std::string& path) = 0;
+    virtual absl::Status Load(const std::string& path, const std::string& model) = 0;
     virtual absl::Status Restore(const Checkpoint& ck) = 0;
     virtual absl::StatusOr<RankSnapshot> Snapshot() = 0;
     virtual int64_t steps() const = 0;

@@ -700,7 +700,7 @@ struct ExecutorImpl final : Executor::Impl {
   const std::vector<TraceEvent>& trace_events() const override { return events; }
   absl::StatusOr<std::map<std::string, Tensor>> FullParameters() override;
   absl::Status Save(const std::string& path, const std::string& model) override;
-  absl::Status Load(const std::string& path) override;
+  absl::Status Load(const std::string& path, const std::string& model) override;
   absl::Status Restore(const Checkpoint& ck) override;
   absl::StatusOr<RankSnapshot> Snapshot() override;
 };
@@ -1239,6 +1239,8 @@ absl::Status ExecutorImpl<B>::Save(const std::string& path, const std::string& m
   for (auto& [key, piece] : b.StateTensors(optimizer)) {
     HS_ASSIGN_OR_RETURN(state[key], WholeOf(param_prop.at(ParamOfState(key)), b.FromHost(std::move(piece))));
   }
+  // A diverged run fails alike on every rank (each holds the full tensors), with one message.
+  HS_RETURN_IF_ERROR(CheckCheckpointFinite(path, full, state));
   // Rank 0 writes; every rank learns whether it worked.
   absl::Status st;
   float ok = 1;
@@ -1253,8 +1255,9 @@ absl::Status ExecutorImpl<B>::Save(const std::string& path, const std::string& m
 }
 
 template <class B>
-absl::Status ExecutorImpl<B>::Load(const std::string& path) {
-  HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, CheckpointShapes(g), optimizer.config().kind));
+absl::Status ExecutorImpl<B>::Load(const std::string& path, const std::string& model) {
+  HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, CheckpointShapes(g), optimizer.config(), model));
+  if (rank == 0) PrintCheckpointNote(ck);
   return Restore(ck);
 }
 

@@ -52,7 +52,9 @@ class SingleDeviceTrainer {
   virtual absl::Status Save(const std::string& path, const std::string& model) = 0;
   // Replaces the parameters (every one must be present with its shape) and, when the state
   // file exists and was written by the same optimizer, the optimizer state and step count.
-  virtual absl::Status Load(const std::string& path) = 0;
+  // `model` (as given to Save), when not empty, must be the checkpoint's architecture
+  // (ReadCheckpoint). State that is not used is said in one "hetsynth: note:" line on stderr.
+  virtual absl::Status Load(const std::string& path, const std::string& model = "") = 0;
 
   // Optimizer steps taken so far, including those restored from a checkpoint; the next batch is
   // data step `step()`.

@@ -94,8 +94,9 @@ class TrainerImpl : public Interface {
     return WriteCheckpoint(path, model, params, state, optimizer_.config().kind, step());
   }
 
-  absl::Status Load(const std::string& path) override {
-    HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, CheckpointShapes(graph_), optimizer_.config().kind));
+  absl::Status Load(const std::string& path, const std::string& model = "") override {
+    HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint(path, CheckpointShapes(graph_), optimizer_.config(), model));
+    PrintCheckpointNote(ck);
     // ReadCheckpoint returned exactly the parameters and running statistics of the graph.
     for (auto& [name, t] : running_) t = std::move(ck.params.at(name));
     for (auto& [name, t] : params_) t = b_.FromHost(std::move(ck.params.at(name)));

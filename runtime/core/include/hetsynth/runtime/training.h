@@ -4,7 +4,7 @@
 //
 //   Tensor w = InitParameter(graph.value(p), /*seed=*/0);
 //   HS_RETURN_IF_ERROR(WriteCheckpoint("ckpt.safetensors", "mlp", params, state, OptimizerKind::kAdam, step));
-//   HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint("ckpt.safetensors", shapes, OptimizerKind::kAdam));
+//   HS_ASSIGN_OR_RETURN(Checkpoint ck, ReadCheckpoint("ckpt.safetensors", shapes, OptimizerConfig{}));
 #pragma once
 
 #include <cstdint>
@@ -58,21 +58,40 @@ std::string OptimizerStatePath(const std::string& checkpoint);
 // set's manifest (format/model/step/optimizer, the set id, the state file's name and a content
 // hash of both files' tensors). Every file is written to a temporary name, fsynced and renamed;
 // `path` is renamed last, so a crash at any moment leaves the old set or the new one. Files of
-// older sets and temporaries of dead writers are removed after the commit. Reading cross-checks
-// the manifest: hashes, step and set id of the state file; an inconsistent set is refused.
+// older sets ("<stem>.optim.<16 hex>.safetensors" and the pre-set "<stem>.optim.safetensors")
+// and temporaries of dead writers are removed after the commit; nothing else is. Reading
+// cross-checks the manifest: hashes, step and set id of the state file; an inconsistent set is
+// refused.
 struct Checkpoint {
   std::map<std::string, Tensor> params;
-  std::map<std::string, Tensor> state;  // empty when absent or written by another optimizer
+  std::map<std::string, Tensor> state;  // empty when absent or not used (see note)
   int64_t step = 0;
+  // One line when state the checkpoint has is not used (another optimizer's, momentum buffers
+  // with --momentum 0, a manifest that names state it does not hold); empty otherwise.
+  std::string note;
 };
+// Refuses, before writing anything (the old set stays), a tensor with a non-finite value
+// (CheckCheckpointFinite): the training diverged.
 absl::Status WriteCheckpoint(const std::string& path, const std::string& model,
                              const std::map<std::string, Tensor>& params,
                              const std::map<std::string, Tensor>& state, OptimizerKind optimizer,
                              int64_t step);
-// Every parameter of `shapes` must be present with its shape and nothing else; state tensors
-// must belong to a parameter of its shape.
+// The error WriteCheckpoint gives for `params` and `state` when a value is not finite (or an
+// exp_avg_sq negative), naming the tensor and the element; OK otherwise. Ranks that all hold the
+// full tensors call it to fail alike before rank 0 writes.
+absl::Status CheckCheckpointFinite(const std::string& path, const std::map<std::string, Tensor>& params,
+                                  const std::map<std::string, Tensor>& state);
+// Every parameter of `shapes` must be present with its shape and nothing else (checked from the
+// header, before any tensor data is read), with finite values. Metadata, when present: format
+// 'hetsynth-checkpoint', optimizer sgd or adam, step in [0, 2^53], and model the same
+// architecture as `model` (ModelSpec::ToString; empty: not compared), batch, dropout and
+// capacity_factor aside. State tensors must belong to a parameter of its shape, be finite
+// (exp_avg_sq >= 0) and be complete for their optimizer; state of another optimizer than
+// `optimizer`, or momentum buffers with momentum 0, are dropped with a note.
 absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path,
                                           const std::map<std::string, ir::Shape>& shapes,
-                                          OptimizerKind optimizer);
+                                          const OptimizerConfig& optimizer, const std::string& model = "");
+// Prints a checkpoint's note, if any, as one line "hetsynth: note: ..." on stderr.
+void PrintCheckpointNote(const Checkpoint& ck);
 
 }  // namespace hetsynth::runtime

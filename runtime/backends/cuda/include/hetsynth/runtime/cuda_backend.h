@@ -44,7 +44,7 @@ class CudaTrainer final : public SingleDeviceTrainer {
   absl::StatusOr<float> Loss(const Batch& batch) override;
   std::map<std::string, Tensor> Parameters() override;
   absl::Status Save(const std::string& path, const std::string& model) override;
-  absl::Status Load(const std::string& path) override;
+  absl::Status Load(const std::string& path, const std::string& model = "") override;
   int64_t step() const override;
   const ir::Graph& graph() const override;
   std::string device() const override;  // "GPU 0 (NVIDIA H100 80GB HBM3, tf32)"
