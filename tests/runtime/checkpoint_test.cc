@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_format.h"
 #include "hetsynth/runtime/safetensors.h"
+#include "hetsynth/runtime/snapshot.h"
 #include "hetsynth/runtime/training.h"
 
 namespace hetsynth::runtime {
@@ -322,6 +323,22 @@ TEST(Checkpoint, AnExtraHugeTensorIsRefusedFromTheHeaderWithoutReadingIt) {
   EXPECT_EQ(ck.status().message(),
             "checkpoint '" + path + "': tensor 'zzz' is not a parameter of the model; was it saved from a different model?");
   EXPECT_LT(s, 2.0);
+}
+
+TEST(Checkpoint, ARankSnapshotWithANonFinitePieceIsRefusedNamingTheFile) {
+  const std::string path = TestDir() + "/snap-1-4.safetensors";
+  RankSnapshot s;
+  s.step = 4;
+  s.rank = 1;
+  s.keys = {"b", "w"};
+  s.pieces = {{"b", 0, 0, Tensor({3}, 0.5f)}, {"w", 0, 1, Tensor({1, 3}, 0.5f)}};
+  ASSERT_TRUE(WriteRankSnapshot(path, s).ok());
+  ASSERT_TRUE(ReadRankSnapshot(path).ok());
+  s.pieces[1].data.data[2] = std::numeric_limits<float>::quiet_NaN();
+  ASSERT_TRUE(WriteRankSnapshot(path, s).ok());
+  absl::StatusOr<RankSnapshot> back = ReadRankSnapshot(path);
+  ASSERT_FALSE(back.ok());
+  EXPECT_EQ(back.status().message(), "snapshot '" + path + "': piece 1 ('w') element 2 is nan; expected finite values");
 }
 
 }  // namespace

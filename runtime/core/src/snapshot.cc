@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 
 #include "hetsynth/base/status.h"
+#include "hetsynth/ir/input_limits.h"
 #include "hetsynth/runtime/safetensors.h"
 #include "hetsynth/runtime/shard.h"
 
@@ -161,6 +163,15 @@ absl::StatusOr<RankSnapshot> ReadRankSnapshot(const std::string& path) {
     int64_t dim = 0, offset = 0;
     if (s2 == std::string::npos || !ParseInt(m->substr(0, s1), &dim) || !ParseInt(m->substr(s1 + 1, s2 - s1 - 1), &offset)) {
       return bad(StrCat("piece ", i, ": metadata '", *m, "' is not 'DIM OFFSET KEY'"));
+    }
+    // A piece past fp32's range (a file damaged after it was written) would be resharded into
+    // the next epoch's state: refused like a torn file, so the resume falls back past it.
+    const auto& v = t->second.data;
+    for (size_t j = 0; j < v.size(); ++j) {
+      if (!std::isfinite(v[j])) {
+        return absl::InvalidArgumentError(StrCat("snapshot '", path, "': piece ", i, " ('", ir::Shorten(m->substr(s2 + 1)),
+                                                 "') element ", j, " is ", v[j], "; expected finite values"));
+      }
     }
     s.pieces.push_back({m->substr(s2 + 1), static_cast<int>(dim), offset, std::move(t->second)});
   }

@@ -53,7 +53,8 @@ absl::StatusOr<Checkpoint> AssembleSnapshot(const std::vector<RankSnapshot>& sur
                                             const std::map<std::string, ir::Shape>& shapes);
 
 // A rank's snapshot as one file (safetensors; each piece "<i>" with its key, dim and offset in
-// the metadata), written atomically, and back.
+// the metadata), written atomically, and back. Reading refuses a piece with a non-finite value,
+// naming the file (elastic resumes then fall back past it, as past a torn file).
 absl::Status WriteRankSnapshot(const std::string& path, const RankSnapshot& s);
 absl::StatusOr<RankSnapshot> ReadRankSnapshot(const std::string& path);
 
