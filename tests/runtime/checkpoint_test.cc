@@ -15,20 +15,17 @@
 #include <set>
 #include <string>
 
-#include "absl/strings/str_format.h"
 #include "hetsynth/runtime/safetensors.h"
 #include "hetsynth/runtime/snapshot.h"
 #include "hetsynth/runtime/training.h"
+#include "runtime/text_assertions.h"
 
 namespace hetsynth::runtime {
 namespace {
 
 namespace fs = std::filesystem;
 
-::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "\"" << text << "\"\n  does not contain \"" << part << "\"";
-}
+using testing_util::Contains;
 
 std::string TestDir() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
@@ -36,21 +33,6 @@ std::string TestDir() {
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();
-}
-
-// The content hash WriteCheckpoint records (FNV-1a 64 over names, shapes and fp32 bytes).
-std::string Hash(const std::map<std::string, Tensor>& tensors) {
-  uint64_t h = 14695981039346656037ull;
-  auto mix = [&h](const void* p, size_t n) {
-    const auto* b = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  };
-  for (const auto& [name, t] : tensors) {
-    mix(name.data(), name.size() + 1);
-    for (int64_t d : t.shape) mix(&d, sizeof d);
-    mix(t.data.data(), t.data.size() * sizeof(float));
-  }
-  return absl::StrFormat("%016x", h);
 }
 
 const std::map<std::string, ir::Shape> kShapes = {{"w", {2, 3}}, {"b", {3}}};
@@ -73,7 +55,7 @@ void TamperState(const std::string& path, const std::map<std::string, Tensor>& s
   const std::string state_path = (fs::path(path).parent_path() / manifest.metadata.at("optimizer_state")).string();
   SafetensorsFile sf = *ReadSafetensors(state_path);
   ASSERT_TRUE(WriteSafetensors(state_path, state, sf.metadata).ok());
-  manifest.metadata["optimizer_state_hash"] = Hash(state);
+  manifest.metadata["optimizer_state_hash"] = CheckpointTensorsHash(state);
   ASSERT_TRUE(WriteSafetensors(path, manifest.tensors, manifest.metadata).ok());
 }
 

@@ -23,16 +23,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/text_assertions.h"
+
 namespace hetsynth::runtime {
 namespace {
 
 namespace fs = std::filesystem;
 
-// gmock is not linked into the tests, so these stand in for HasSubstr / StartsWith.
-::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "\"" << text << "\"\n  does not contain \"" << part << "\"";
-}
+// gmock is not linked into the tests, so this stands in for StartsWith (Contains: text_assertions.h).
+using testing_util::Contains;
 ::testing::AssertionResult BeginsWith(const std::string& text, const std::string& prefix) {
   if (text.starts_with(prefix)) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "\"" << text << "\"\n  does not start with \"" << prefix << "\"";

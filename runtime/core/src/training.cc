@@ -102,11 +102,9 @@ std::string OptimizerStatePath(const std::string& checkpoint) {
   return checkpoint + ".optim.safetensors";
 }
 
-namespace {
-
 // FNV-1a 64 over names, shapes and fp32 bytes (in name order): the content hash of a file's
 // tensors, as written (F32) and as read back.
-std::string TensorsHash(const std::map<std::string, Tensor>& tensors) {
+std::string CheckpointTensorsHash(const std::map<std::string, Tensor>& tensors) {
   uint64_t h = 14695981039346656037ull;
   auto mix = [&h](const void* p, size_t n) {
     const auto* b = static_cast<const unsigned char*>(p);
@@ -119,6 +117,9 @@ std::string TensorsHash(const std::map<std::string, Tensor>& tensors) {
   }
   return absl::StrFormat("%016x", h);
 }
+
+namespace {
+
 
 std::string Stem(const std::string& path) {
   const std::string ext = ".safetensors";
@@ -402,9 +403,9 @@ absl::Status WriteCheckpoint(const std::string& path, const std::string& model,
     state_name = std::filesystem::path(state_path).filename().string();
     HS_RETURN_IF_ERROR(WriteSafetensors(state_path, state, meta));
     meta["optimizer_state"] = state_name;
-    meta["optimizer_state_hash"] = TensorsHash(state);
+    meta["optimizer_state_hash"] = CheckpointTensorsHash(state);
   }
-  meta["params_hash"] = TensorsHash(params);
+  meta["params_hash"] = CheckpointTensorsHash(params);
   // The commit: `path` (the manifest) replaces the old set's in one rename.
   if (absl::Status st = WriteSafetensors(path, params, meta); !st.ok()) {
     if (!state_path.empty()) ::unlink(state_path.c_str());  // the new set's state, which nothing names
@@ -481,7 +482,7 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path,
   const auto set = file.metadata.find("set");
   std::string state_path = OptimizerStatePath(path);  // a checkpoint from before sets
   if (set != file.metadata.end()) {
-    if (meta("params_hash") != TensorsHash(ck.params)) {
+    if (meta("params_hash") != CheckpointTensorsHash(ck.params)) {
       return absl::InvalidArgumentError(StrCat(where, ": parameters do not match params_hash in its manifest (",
                                                ir::Shorten(meta("params_hash"), 20), "); the file is corrupt"));
     }
@@ -507,7 +508,7 @@ absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& path,
     HS_ASSIGN_OR_RETURN(SafetensorsFile sf, ReadSafetensors(state_path, state_check(state_path)));
     const auto sset = sf.metadata.find("set"), sstep = sf.metadata.find("step");
     if (sset == sf.metadata.end() || sset->second != set->second || sstep == sf.metadata.end() ||
-        sstep->second != meta("step") || TensorsHash(sf.tensors) != meta("optimizer_state_hash")) {
+        sstep->second != meta("step") || CheckpointTensorsHash(sf.tensors) != meta("optimizer_state_hash")) {
       return absl::InvalidArgumentError(StrCat(where, ": optimizer state '", state_path,
                                                "' is not the one its manifest names (set, step or hash differ); "
                                                "the checkpoint set is inconsistent"));

@@ -47,6 +47,10 @@ void UpdateRunningStats(const ir::Graph& graph, ir::ValueId moments_value, const
 // What a checkpoint of this graph holds: every parameter and running statistic, by name.
 std::map<std::string, ir::Shape> CheckpointShapes(const ir::Graph& graph);
 
+// The content hash a checkpoint's manifest records of a file's tensors (params_hash,
+// optimizer_state_hash): FNV-1a 64 over names, shapes and fp32 bytes, in name order, as 16 hex digits.
+std::string CheckpointTensorsHash(const std::map<std::string, Tensor>& tensors);
+
 // "ckpt.safetensors" -> "ckpt.optim.safetensors"; other names get ".optim.safetensors". Checkpoints
 // written before sets existed keep their state there; newer ones name theirs in the manifest.
 std::string OptimizerStatePath(const std::string& checkpoint);
