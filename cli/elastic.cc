@@ -192,6 +192,7 @@ struct EpochEnd {
   double detected_unix = 0;
   int64_t stopped_at = -1;        // a membership change at this step
   std::vector<runtime::RankSnapshot> snapshots;  // the survivors' newest common snapshot (by rank)
+  std::vector<std::string> unreadable;  // snapshot files skipped, with why (torn, non-finite)
   int snapshots_taken = 0;        // rank 0's wall clock in snapshots and in steps
   double snapshot_s = 0, step_wall_s = 0;
 };
@@ -421,7 +422,11 @@ EpochEnd RunMpiEpoch(const TrainOptions& e, int ranks, const std::string& dir, c
     survivors.push_back(r);
     for (const auto& [step, path] : SnapshotFiles(edir, r)) {
       absl::StatusOr<runtime::RankSnapshot> s = runtime::ReadRankSnapshot(path);
-      if (s.ok()) held[r].push_back(std::move(*s));  // a torn file (rank stopped while writing) is skipped
+      if (s.ok()) {
+        held[r].push_back(std::move(*s));
+      } else {  // a torn file (rank stopped while writing) or a corrupt one is skipped, and said so
+        end.unreadable.push_back(std::string(s.status().message()));
+      }
     }
   }
   auto common = NewestCommon(std::move(held), survivors);
@@ -613,6 +618,9 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
       if (o.dilation > 0) w.insert(w.end(), {"--dilation", fmt::format("{}", o.dilation)});
       if (o.quiet) w.push_back("--quiet");
       end = RunMpiEpoch(e, static_cast<int>(ep.members.size()), dir, w);
+      if (!o.quiet) {
+        for (const std::string& why : end.unreadable) fmt::print(stderr, "elastic: a snapshot file is not used: {}\n", why);
+      }
     }
     // This epoch's steps: they stand up to where the next epoch starts.
     const std::vector<std::string> lines = Lines(metrics_path);
