@@ -602,6 +602,9 @@ class Importer {
   void Note(const absl::Status& st) {
     if (first_error_.ok() && !st.ok()) first_error_ = st;
   }
+  // For an input that should have folded to a constant and did not: why folding failed when a
+  // node on the way said so (a Cast of NaN to int64, a Div by zero), else `st`.
+  absl::Status NotConstant(absl::Status st) const { return first_error_.ok() ? st : first_error_; }
 
   // A constant of shape `dims` that node n would compute: refused (a negative dim, or more than
   // kMaxFoldedElements) before anything is allocated for it.
@@ -722,7 +725,17 @@ class Importer {
         return std::nullopt;
       }
       if (!FoldSizeOk(n, *out)) return std::nullopt;
-      return Elementwise(in, f, integer.value_or(all_int));
+      std::optional<Const> r = Elementwise(in, f, integer.value_or(all_int));
+      // Integer arithmetic past int64 (a Mul or Pow that overflows): said here, not as a nonsense
+      // shape at the node that uses it. ±2^63 pass: INT64_MAX (Slice's "to the end") is 2^63 as
+      // a double.
+      for (size_t i = 0; r && r->integer && i < r->v.size(); ++i) {
+        if (!(std::abs(r->v[i]) <= 9.2233720368547758e18)) {
+          Note(Bad(StrCat(Where(n), ": integer result ", r->v[i], " (element ", i, ") is past the int64 range")));
+          return std::nullopt;
+        }
+      }
+      return r;
     };
     if (op == "Dropout" && (out_index != 0 || (arg(2) && !arg(2)->v.empty() && arg(2)->v[0] != 0))) return std::nullopt;
     if (op == "Identity" || op == "Dropout") return *in.at(0);
@@ -756,7 +769,15 @@ class Importer {
       const bool integer = !IsFloatType(static_cast<int>(to));
       Const c = *in[0];
       c.integer = integer;
-      for (double& x : c.v) {
+      for (size_t i = 0; i < c.v.size(); ++i) {
+        double& x = c.v[i];
+        // A NaN, an infinity or a value past int64 has no integer value (it surfaced as a
+        // nonsense shape at the node that used it); ±2^63 pass, INT64_MAX rounded to a double.
+        if (integer && to != onnx::TensorProto::BOOL && !(std::abs(x) <= 9.2233720368547758e18)) {
+          Note(Bad(StrCat(Where(n), " attribute to: ", onnx::TensorProto::DataType_Name(static_cast<int>(to)), ": element ", i,
+                          " is ", x, "; expected a finite value within the integer type's range")));
+          return std::nullopt;
+        }
         if (to == onnx::TensorProto::BOOL) x = x != 0 ? 1 : 0;
         else if (integer) x = std::trunc(x);
         else if (to == onnx::TensorProto::FLOAT) x = static_cast<float>(x);
@@ -1120,8 +1141,8 @@ class Importer {
     }
     // Reshape: 0 copies the input's dim (unless allowzero), -1 is inferred.
     if (!second) {
-      return Bad(StrCat(Where(n), " input 1 (shape): ", n.input_size() > 1 ? StrCat("'", n.input(1), "' is not a constant") : "missing",
-                        "; cannot resolve the shape", n.input_size() > 1 ? "" : " (opsets < 5 are not supported)"));
+      return NotConstant(Bad(StrCat(Where(n), " input 1 (shape): ", n.input_size() > 1 ? StrCat("'", n.input(1), "' is not a constant") : "missing",
+                        "; cannot resolve the shape", n.input_size() > 1 ? "" : " (opsets < 5 are not supported)")));
     }
     const bool allowzero = AttrInt(n, "allowzero", 0) != 0;
     Shape out;
@@ -2195,7 +2216,7 @@ class Importer {
       HS_ASSIGN_OR_RETURN(ValueId x, In(n, 0));
       const Const* second = n.input_size() > 1 && !n.input(1).empty() ? Constant(n.input(1)) : nullptr;
       if (n.input_size() > 1 && !n.input(1).empty() && !second) {
-        return Bad(StrCat(Where(n), " input 1: '", n.input(1), "' is not a constant; cannot resolve the shape"));
+        return NotConstant(Bad(StrCat(Where(n), " input 1: '", n.input(1), "' is not a constant; cannot resolve the shape")));
       }
       HS_ASSIGN_OR_RETURN(Shape target, ReshapeTarget(n, g_.value(x).shape, second));
       HS_ASSIGN_OR_RETURN(ValueId y, ReshapeTo(n, x, target, out));
@@ -2239,7 +2260,7 @@ class Importer {
       std::vector<const Const*> in = {nullptr};
       for (int i = 1; i < n.input_size(); ++i) {
         const Const* c = n.input(i).empty() ? nullptr : Constant(n.input(i));
-        if (!n.input(i).empty() && !c) return Bad(StrCat(Where(n), " input ", i, ": '", n.input(i), "' is not a constant"));
+        if (!n.input(i).empty() && !c) return NotConstant(Bad(StrCat(Where(n), " input ", i, ": '", n.input(i), "' is not a constant")));
         in.push_back(c);
       }
       HS_ASSIGN_OR_RETURN(std::vector<SliceAxis> axes, SliceAxes(n, g_.value(x).shape, in));
@@ -2356,7 +2377,7 @@ class Importer {
       std::vector<int64_t> pads = AttrInts(n, "pads");  // opsets < 11
       if (n.input_size() > 1 && !n.input(1).empty()) {
         const Const* c = Constant(n.input(1));
-        if (!c) return Bad(StrCat(Where(n), " input 1 (pads): '", n.input(1), "' is not a constant"));
+        if (!c) return NotConstant(Bad(StrCat(Where(n), " input 1 (pads): '", n.input(1), "' is not a constant")));
         pads.clear();
         for (double v : c->v) pads.push_back(SatInt(v));
       }

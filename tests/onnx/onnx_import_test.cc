@@ -287,6 +287,20 @@ TEST(OnnxImport, InvalidAttributesAndInputsAreRefusedWithOneLine) {
     add(b, "pool_huge_kernel.onnx", "node 'ap' (AveragePool) attribute kernel_shape: [1099511627776,2]");
   }
   {
+    Built b({2, 8});  // U6: a shape computed from a NaN was reported at the Reshape using it
+    SetInt(b.Node("Cast", "ct", {"f"}, {"s"}), "to", onnx::TensorProto::INT64);
+    b.Floats("f", {2}, {std::nanf(""), 8.0f});
+    b.Node("Reshape", "rs", {"x", "s"});
+    add(b, "cast_nan.onnx", "node 'ct' (Cast) attribute to: INT64: element 0 is nan; expected a finite value");
+  }
+  {
+    Built b({2, 8});  // U6: integer overflow in shape arithmetic
+    b.Node("Mul", "mu", {"a", "a"}, {"s"});
+    b.Ints("a", {2}, {int64_t{1} << 40, 4});
+    b.Node("Reshape", "rs", {"x", "s"});
+    add(b, "mul_overflow.onnx", "node 'mu' (Mul): integer result 1.20893e+24 (element 0) is past the int64 range");
+  }
+  {
     Built b({2, 8});  // F7: vector::_M_range_check
     b.Node("Slice", "sl", {"x", "st", "en", "ax"});
     b.Ints("st", {1}, {0});
