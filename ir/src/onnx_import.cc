@@ -1196,7 +1196,9 @@ class Importer {
       explicit Depth(int& x) : d(++x) {}
       ~Depth() { --d; }
     } depth(depth_);
-    if (depth_ > kMaxGraphDepth) {
+    // A chain of n nodes nests n + 1 levels (its last output down to the graph input it starts
+    // from): n nodes pass up to kMaxGraphDepth.
+    if (depth_ > kMaxGraphDepth + 1) {
       return Bad(StrCat(path_, ": value '", name, "': the graph is more than ", kMaxGraphDepth,
                         " nodes deep (a chain of nodes each consuming the one before); the importer follows at most that"));
     }
