@@ -376,6 +376,12 @@ TEST(ElementwiseForwardTest, ReluZeroesNegatives) {
             (std::vector<float>{0, 0, 0.5f, 3}));
 }
 
+TEST(ElementwiseForwardTest, ReluKeepsNaNAsPyTorchDoes) {
+  const Tensor y = RunForward(OpKind::kRelu, {Make({2}, {std::nanf(""), -1})});
+  EXPECT_TRUE(std::isnan(y.data[0]));  // max(x, 0) would hide a NaN from upstream
+  EXPECT_EQ(y.data[1], 0.0f);
+}
+
 TEST(ElementwiseForwardTest, GeluIsExactErfForm) {
   const Tensor y = RunForward(OpKind::kGelu, {Make({3}, {0, 1, -1})});
   EXPECT_EQ(y.data[0], 0.0f);

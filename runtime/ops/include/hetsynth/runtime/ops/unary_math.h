@@ -77,10 +77,11 @@ HS_HD inline float ExpF(float x) {
   return in_range ? e : (x == x ? 0.0f : NAN);  // one NaN whatever the input's sign bit
 }
 
-// relu(x) = max(x, 0); the gradient passes where x > 0 (0 at the kink and for NaN).
+// relu(x) = max(x, 0), NaN kept as PyTorch keeps it (an overflow upstream must show in the loss,
+// not be zeroed here); the gradient passes where x > 0 (0 at the kink and for NaN).
 template <>
 struct UnaryMath<ir::OpKind::kRelu> {
-  static HS_HD float Forward(float x) { return x > 0.0f ? x : 0.0f; }
+  static HS_HD float Forward(float x) { return x > 0.0f || x != x ? x : 0.0f; }
   static HS_HD float Backward(float x, float, float g, float acc) { return acc + (x > 0.0f ? g : 0.0f); }
 };
 
