@@ -514,9 +514,6 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     return absl::InvalidArgumentError(StrCat("--elastic-dir '", dir, "': cannot create or write it"));
   }
   dir = fs::absolute(dir).string();
-  if (!o.metrics.empty()) HS_RETURN_IF_ERROR(CheckOutputPath("--metrics", o.metrics));  // written whole at the end
-  if (!o.save.empty()) HS_RETURN_IF_ERROR(CheckOutputPath("--save", o.save));
-  if (!o.trace.empty()) HS_RETURN_IF_ERROR(CheckOutputPath("--trace", o.trace, OutputWrite::kStream));
   // --trace: the agent's timeline (epochs, detection, re-planning, resharding) and rank 0's steps,
   // in wall-clock time from the start.
   const double t_start = UnixNow();

@@ -3,8 +3,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -48,12 +48,12 @@ absl::Status TrainOptions::Validate() const {
   // Flags that mean something only in another mode are refused rather than ignored.
   if (!elastic && elastic_worker.empty()) {
     for (const char* flag : {"--snapshot-every", "--elastic-dir", "--members", "--workers", "--mpirun", "--mpirun-args"}) {
-      if (given.count(flag)) return absl::InvalidArgumentError(StrCat(flag, " needs --elastic (it configures elastic training)"));
+      if (Given(flag)) return absl::InvalidArgumentError(StrCat(flag, " needs --elastic (it configures elastic training)"));
     }
   }
   if (plan.empty() && !elastic) {
     for (const char* flag : {"--dilation", "--deadline"}) {
-      if (given.count(flag)) return absl::InvalidArgumentError(StrCat(flag, " needs --plan (it is about running across ranks)"));
+      if (Given(flag)) return absl::InvalidArgumentError(StrCat(flag, " needs --plan (it is about running across ranks)"));
     }
   }
   if (save_every > 0 && (!plan.empty() || elastic)) {
