@@ -376,7 +376,7 @@ absl::StatusOr<Graph> ReadGraphFile(const std::string& path) {
   // The weights file is read only when training starts; a graph naming one that is not there
   // is refused now, naming the graph and its field, not later as a bare safetensors error.
   if (const std::string& w = g.weights_file(); !w.empty()) {
-    const int fd = ::open(w.c_str(), O_RDONLY | O_CLOEXEC);
+    const int fd = ::open(w.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block the check
     const int err = errno;
     struct stat st;
     const bool regular = fd >= 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
