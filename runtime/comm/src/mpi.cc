@@ -146,14 +146,25 @@ MpiSession& Session() {
 // of any split) would hang in MPI_Finalize, which waits for them; MPI_Abort ends the whole job
 // instead, as a rank that dies does. Registered after MpiSession, so it runs before the
 // session's MPI_Finalize.
+//
+// Most failures (bad input, a refused checkpoint) happen on every rank at once, and rank 0 is
+// the one that prints the error line. When several ranks call MPI_Abort together, Open MPI 4.1's
+// launcher prints "ORTE_ERROR_LOG: Data unpack would read past end of buffer" once per extra
+// abort and names whichever rank came first; so the other ranks give rank 0 a moment to abort
+// first (the job then ends with one banner naming rank 0), and abort themselves after it in case
+// rank 0 is not failing.
+constexpr double kAbortStaggerSeconds = 1;
 void AbortOnFailedExit(int status, void*) {
   if (status == 0) return;
-  int initialized = 0, finalized = 0, size = 1;
+  int initialized = 0, finalized = 0, size = 1, rank = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
   if (!initialized || finalized) return;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  if (size > 1) MPI_Abort(MPI_COMM_WORLD, status);
+  if (size <= 1) return;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank != 0) std::this_thread::sleep_for(std::chrono::duration<double>(kAbortStaggerSeconds));
+  MPI_Abort(MPI_COMM_WORLD, status);
 }
 
 // MPI_THREAD_MULTIPLE lets split communicators run on their own threads (AsyncCollectives);
