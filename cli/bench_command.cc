@@ -133,7 +133,7 @@ absl::StatusOr<bool> Plot(const std::string& dir, const std::vector<Entry>& entr
                           const std::string& measured_on) {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return false;  // before writing the data
   {
-    std::ofstream dat(dir + "/speedup.dat", std::ios::binary | std::ios::trunc);
+    std::ostringstream dat;
     dat << "# plan predicted_ms measured_ms predicted_speedup measured_speedup (over the reference)\n";
     for (const Entry& e : entries) {
       if (!e.feasible) continue;
@@ -141,7 +141,7 @@ absl::StatusOr<bool> Plot(const std::string& dir, const std::vector<Entry>& entr
       dat << fmt::format("\"{}\" {} {} {} {}\n", e.name, num(e.predicted * 1e3), num(e.measured * 1e3),
                          num(dp_pred / e.predicted), num(dp_meas / e.measured));
     }
-    if (!dat) return absl::InvalidArgumentError(StrCat("--out '", dir, "': cannot write speedup.dat"));
+    HS_RETURN_IF_ERROR(WriteFileAtomically(dir + "/speedup.dat", dat.str()));
   }
   std::string quoted_title = title;
   for (char& c : quoted_title) {
@@ -309,9 +309,7 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
         if (absl::Status st = instr::RuntimeSupports(e.plan.program); !st.ok()) e.not_run = std::string(st.message());
       }
       if (lead) {
-        std::ofstream out(f.out + "/" + name + ".plan.json", std::ios::binary | std::ios::trunc);
-        out << instr::PlanToJson(g, e.plan);
-        if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write ", name, ".plan.json"));
+        HS_RETURN_IF_ERROR(WriteFileAtomically(f.out + "/" + name + ".plan.json", instr::PlanToJson(g, e.plan)));
       }
     }
     entries.push_back(std::move(e));
@@ -454,11 +452,7 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
                          {"seed", f.seed},
                          {"ideal_step_time_s", ideal},
                          {"plans", plans}};
-  {
-    std::ofstream out(f.out + "/results.json", std::ios::binary | std::ios::trunc);
-    out << root.dump(1) << "\n";
-    if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write results.json"));
-  }
+  HS_RETURN_IF_ERROR(WriteFileAtomically(f.out + "/results.json", root.dump(1) + "\n"));
 
   std::ostringstream md;
   md << fmt::format("{} on cluster `{}` ({} devices, {}); {}; ideal step (total work / Σ device throughput, no "
@@ -525,7 +519,7 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
           "shared memory and NIC sharing are real.\n";
   }
   {
-    std::ofstream csv(f.out + "/results.csv", std::ios::binary | std::ios::trunc);
+    std::ostringstream csv;
     csv << "plan,feasible,run,predicted_s,measured_s,ideal_s,prediction_error,measured_speedup_vs_ddp_ev,"
            "measured_speedup_vs_hap,predicted_speedup_vs_ddp_ev,predicted_speedup_vs_hap,compute_s,communication_s,"
            "idle_s,late_s\n";
@@ -538,13 +532,9 @@ absl::Status RunBench(const BenchFlags& f, std::vector<Entry>* keep = nullptr, i
                          e.feasible ? v(ddp_pred / e.predicted) : "", e.feasible ? v(hap_pred / e.predicted) : "",
                          v(e.compute), v(e.communication), v(e.idle), v(e.late));
     }
-    if (!csv) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write results.csv"));
+    HS_RETURN_IF_ERROR(WriteFileAtomically(f.out + "/results.csv", csv.str()));
   }
-  {
-    std::ofstream out(f.out + "/results.md", std::ios::binary | std::ios::trunc);
-    out << md.str();
-    if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write results.md"));
-  }
+  HS_RETURN_IF_ERROR(WriteFileAtomically(f.out + "/results.md", md.str()));
   fmt::print("{}\n", md.str());
   // Bars are labelled with the speedup over ddp-ev (else dp-ev, else the best baseline).
   const bool over_ddp = std::isfinite(ddp_pred), over_dp = std::isfinite(dp_pred);
@@ -708,17 +698,14 @@ absl::Status RunRefit(const BenchFlags& f) {
     }
     if (r + 1 < f.refit) {
       path = StrCat(f.out, "/round", r + 1, ".cluster.json");
-      std::ofstream out(path, std::ios::binary | std::ios::trunc);
-      out << costmodel::ClusterToJson(next);
-      if (!out) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write ", path));
+      HS_RETURN_IF_ERROR(WriteFileAtomically(path, costmodel::ClusterToJson(next)));
     }
   }
   std::filesystem::copy_file(best_path, f.out + "/tuned.json", std::filesystem::copy_options::overwrite_existing, ec);
   if (ec) return absl::InvalidArgumentError(StrCat("--out '", f.out, "': cannot write tuned.json (", ec.message(), ")"));
-  {
-    std::ofstream out(f.out + "/refit.json", std::ios::binary | std::ios::trunc);
-    out << nlohmann::json({{"rounds", rounds}, {"best_cluster_file", best_path}, {"best_mean_abs_error", best}}).dump(1) << "\n";
-  }
+  HS_RETURN_IF_ERROR(WriteFileAtomically(
+      f.out + "/refit.json",
+      nlohmann::json({{"rounds", rounds}, {"best_cluster_file", best_path}, {"best_mean_abs_error", best}}).dump(1) + "\n"));
   fmt::print("refit rounds:\n");
   for (const std::string& l : lines) fmt::print("  {}\n", l);
   fmt::print("best: {} (mean |error| {:.1f}%), copied to {}/tuned.json; per round: {}/round<r>/, {}/refit.json\n", best_path,
@@ -733,13 +720,13 @@ absl::StatusOr<bool> RunGnuplot(const std::string& dir, const std::string& stem,
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return false;
   const std::string script = dir + "/" + stem + ".gp";
   {
-    std::ofstream out(script, std::ios::binary | std::ios::trunc);
+    std::ostringstream out;
     out << setup << "set terminal pngcairo size 1000,560 font 'DejaVu Sans,11'\nset output '" << dir << "/" << stem
         << ".png'\n"
         << plot << "\n"
         << "set terminal svg size 1000,560 font 'DejaVu Sans,11' dynamic\nset output '" << dir << "/" << stem << ".svg'\n"
         << plot << "\n";
-    if (!out) return absl::InvalidArgumentError(StrCat("--out '", dir, "': cannot write ", stem, ".gp"));
+    HS_RETURN_IF_ERROR(WriteFileAtomically(script, out.str()));
   }
   const std::string cmd = StrCat("gnuplot '", script, "' 2>'", dir, "/gnuplot.log'");
   if (std::system(cmd.c_str()) != 0) {

@@ -36,7 +36,7 @@ std::string Cell(double s) { return std::isfinite(s) ? LatencyText(s) : "—"; }
 absl::StatusOr<bool> PlotLatency(const std::string& dir, const std::vector<Row>& rows, const std::string& title,
                                  bool simulated) {
   {
-    std::ofstream dat(dir + "/latency.dat", std::ios::binary | std::ios::trunc);
+    std::ostringstream dat;
     dat << "# method predicted_ms measured_ms error_percent\n";
     for (const Row& r : rows) {
       if (!r.feasible) continue;
@@ -44,7 +44,7 @@ absl::StatusOr<bool> PlotLatency(const std::string& dir, const std::vector<Row>&
       dat << fmt::format("\"{}\" {:.6g} {} {}\n", r.method, r.predicted * 1e3, r.ran ? fmt::format("{:.6g}", m * 1e3) : "?",
                          r.ran ? fmt::format("{:.1f}", 100 * (r.predicted - m) / m) : "?");
     }
-    if (!dat) return absl::InvalidArgumentError(StrCat("--out '", dir, "': cannot write latency.dat"));
+    HS_RETURN_IF_ERROR(WriteFileAtomically(dir + "/latency.dat", dat.str()));
   }
   std::string quoted = title;
   for (char& c : quoted) {

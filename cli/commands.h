@@ -65,8 +65,9 @@ CLI::Validator SeedValue();
 // A time dilation factor K: a finite number in [1, 1e6].
 CLI::Validator DilationFactor();
 
-// Writes `text` to PATH.tmp with `mode`, then renames it over `path`: readers see the old file or
-// the new one, never a part.
+// Writes `text` to a temporary PATH.XXXXXX.tmp of its own with `mode`, checks the close, then
+// renames it over `path`: readers see the old file or the new one, never a part; on failure the
+// temporary is removed.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& text, mode_t mode = 0644);
 // Draws DIR/STEM.{png,svg} with gnuplot: writes DIR/STEM.gp (the two terminals, each followed by
 // `plot`, after `setup`) and runs it, its errors in DIR/gnuplot.log. False when gnuplot is not

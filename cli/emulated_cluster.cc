@@ -416,9 +416,18 @@ absl::Status DownLocked(const std::string& name, const Tools& t, std::vector<std
   }
   const std::string state = StatePathOf(name);
   for (const std::string& path : {state, StrCat(kEmulatedClusterStateDir, "/", name, ".hosts"),
-                                  StrCat(kEmulatedClusterStateDir, "/", name, ".agent"), state + ".tmp"}) {
+                                  StrCat(kEmulatedClusterStateDir, "/", name, ".agent")}) {
     std::error_code ec;
     if (fs::remove(path, ec) && removed != nullptr) removed->push_back(StrCat("file ", path));
+  }
+  // A temporary left by an interrupted write (WriteFileAtomically: STATE.XXXXXX.tmp).
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(kEmulatedClusterStateDir, ec)) {
+    const std::string f = e.path().string();
+    if (f.size() == state.size() + 11 && f.starts_with(state + ".") && f.ends_with(".tmp") && fs::remove(f, ec) &&
+        removed != nullptr) {
+      removed->push_back(StrCat("file ", f));
+    }
   }
   for (const std::string& ns : NetnsOf(t, name)) failed.push_back(StrCat(ns, " (still listed)"));
   if (!failed.empty()) {

@@ -380,20 +380,31 @@ FlagPaths ModelFileInput(const std::string& name) {
 }
 
 absl::Status WriteFileAtomically(const std::string& path, const std::string& text, mode_t mode) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();  // a full disk shows at the flush
-    if (!out) {
-      const int err = errno;
-      std::remove(tmp.c_str());
-      return absl::InvalidArgumentError(StrCat("cannot write '", path, "' (", std::strerror(err), ")"));
+  // A temporary name of its own (mkstemps: PATH.XXXXXX.tmp), so two processes writing the same
+  // file never write into one temporary; each renames a whole file over PATH.
+  std::string tmp = path + ".XXXXXX.tmp";
+  const int fd = mkstemps(tmp.data(), 4);
+  auto fail = [&](int err) {
+    if (fd >= 0) std::remove(tmp.c_str());
+    return absl::InvalidArgumentError(StrCat("cannot write '", path, "' (", std::strerror(err), ")"));
+  };
+  if (fd < 0) return fail(errno);
+  for (size_t done = 0; done < text.size();) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      return fail(err);
     }
+    done += static_cast<size_t>(n);
   }
-  chmod(tmp.c_str(), mode);
+  fchmod(fd, mode);
+  if (::close(fd) != 0) return fail(errno);  // a full disk or a network file system may show only here
   if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(StrCat("cannot rename '", tmp, "' to '", path, "': ", std::strerror(errno)));
+    const int err = errno;
+    std::remove(tmp.c_str());
+    return absl::InternalError(StrCat("cannot rename '", tmp, "' to '", path, "': ", std::strerror(err)));
   }
   return absl::OkStatus();
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -133,6 +134,38 @@ TEST(Cli, OutputsNeverDestroyInputsOrSpecialFiles) {
   // A stream may be a device; a failed write stops the run with the step it failed at.
   EXPECT_EQ(Hetsynth("train --model mlp --small --steps 1 --quiet --metrics /dev/null").code, 0);
   ExpectError("train --model mlp --small --steps 2 --quiet --metrics /dev/full", "write failed at step 1");
+}
+
+// A write that fails part-way (here a file-size limit; a full disk alike) is an error naming the
+// file, and leaves neither a partial output nor a temporary beside it.
+TEST(Cli, FailedWritesLeaveNoPartialFiles) {
+  const std::string dir = Tmp("limited");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  auto limited = [&](const std::string& args) {
+    // SIGXFSZ ignored, so the write past the limit fails with EFBIG instead of killing the process.
+    const std::string cmd = "trap '' XFSZ; ulimit -f 2; exec " HETSYNTH_BIN " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+    const int status = pclose(p);
+    return Result{WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  };
+  const std::string cluster = HETSYNTH_SOURCE_DIR "/examples/clusters/mixed-4.json";
+  Result r = limited("synth --model gpt --small --cluster " + cluster + " -o " + dir + "/plan.json");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("hetsynth: error: cannot write '" + dir + "/plan.json' (File too large)"), std::string::npos)
+      << r.output;
+  r = limited("bench --model gpt --small --cluster " + cluster + " --simulate --out " + dir + "/bench");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("hetsynth: error: cannot write '" + dir + "/bench/"), std::string::npos) << r.output;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    EXPECT_FALSE(e.path().string().ends_with(".tmp")) << e.path();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + "/plan.json"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/bench/results.json"));
 }
 
 TEST(Cli, TrainWritesMetricsAndResumes) {

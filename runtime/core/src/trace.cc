@@ -39,6 +39,7 @@ absl::Status WriteChromeTrace(const std::string& path, const std::vector<TraceEv
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) return absl::InvalidArgumentError(StrCat("--trace '", path, "': cannot open for writing"));
   out << root.dump() << "\n";
+  out.close();  // a full disk shows at the flush
   if (!out) return absl::InvalidArgumentError(StrCat("--trace '", path, "': write failed"));
   return absl::OkStatus();
 }
