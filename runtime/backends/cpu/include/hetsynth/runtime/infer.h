@@ -17,45 +17,15 @@
 #include "hetsynth/ir/graph.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
+#include "hetsynth/runtime/infer_impl.h"
 #include "hetsynth/runtime/tensor.h"
 
 namespace hetsynth::runtime {
 
-// The forward graph's outputs (values of forward nodes no forward node reads), by name.
-using Outputs = std::map<std::string, Tensor>;
-
 // Every forward node (all but the loss node) in graph order on this thread.
 absl::StatusOr<Outputs> ForwardOneDevice(const ir::Graph& g, const std::map<std::string, Tensor>& params, const Batch& batch);
 
-struct InferRun {
-  std::vector<Outputs> outputs;       // per request (empty without InferOptions::keep_outputs)
-  std::vector<double> finish_s;       // per request: seconds from its start (sequential) or the run's start until its outputs are complete
-  double total_s = 0;                 // all requests
-  int ranks = 0;                      // threads used (devices hosting a group)
-  int64_t messages = 0;               // point-to-point transfers
-  double bytes = 0;                   // their payload
-  double late_s = 0;                  // modelled seconds the paced groups ran late (host too slow for K)
-  double dilation = 0;                // K used (0: not paced)
-};
-
-// Emulation of the placement's cluster on this host (docs/inference.md, "Running a placement"),
-// with time dilation K as in docs/emulated-cluster.md: a rank of a device with FLOP/s f, in a
-// file whose fastest device has f_max (this host, when the cluster came from `profile --like`),
-// charges its kernels their thread CPU time × f_max / f and sleeps after each group until the
-// group took K × that; a message is delivered K × the edge's predicted transfer seconds after it
-// was sent. dilation 0: no pacing, no delays (host speed).
-struct InferOptions {
-  double dilation = 0;
-  // One request at a time: every rank waits for the others between requests (latency), instead
-  // of taking the next request as soon as its part of the last is done (throughput).
-  bool sequential = false;
-  // Keep every request's outputs (InferRun::outputs), to check them. Off for timing: outputs kept
-  // past their request take memory from the host cache, so every request would map (and fault in)
-  // fresh pages for the buffers they took — here 1 MB of logits, faulted in by the next
-  // request's first attention, which tripled its time.
-  bool keep_outputs = true;
-};
-
+// InferRun and InferOptions: infer_impl.h.
 absl::StatusOr<InferRun> RunPlacement(const ir::Graph& g, const instr::InferencePlacement& p,
                                       const std::map<std::string, Tensor>& params, const std::vector<Batch>& requests,
                                       const InferOptions& o = {});
