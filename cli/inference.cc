@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/infer.h"
@@ -113,16 +114,12 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
     requests.push_back(std::move(b));
   }
   InferMeasurement m;
-  // The one-device forward of every request (this thread), timed.
-  std::vector<runtime::Outputs> reference;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (const runtime::Batch& b : requests) {
-    HS_ASSIGN_OR_RETURN(runtime::Outputs out, runtime::ForwardOneDevice(g, params, b));
-    reference.push_back(std::move(out));
-  }
-  m.one_device_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / o.requests;
+  HS_ASSIGN_OR_RETURN(runtime::Backend* backend, runtime::FindBackend(o.backend));
+  HS_RETURN_IF_ERROR(backend->Available());
+  const bool gpu = !backend->capabilities().host_memory;
   runtime::InferOptions io;
   if (o.emulate) {
+    if (gpu) return absl::InvalidArgumentError("--emulate paces CPU ranks; GPU ranks run at their own speed (--backend cuda)");
     const auto& fl = placement.device_flops;
     if (fl.size() != placement.devices.size()) {
       return absl::InvalidArgumentError(StrCat("placement '", o.source,
@@ -139,6 +136,24 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
     // Twice the dilation that fits the ranks' compute on this host's cores: the host is shared.
     io.dilation = o.dilation > 0 ? o.dilation : 2 * runtime::DilationForCores(sum, std::thread::hardware_concurrency());
   }
+  std::unique_ptr<runtime::Communicator> world;
+  if (o.mpi) {
+    HS_ASSIGN_OR_RETURN(world, runtime::MpiWorld());
+  }
+  m.reporter = !world || world->rank() == 0;
+  // The one-device forward of every request, on the reporting process only, warmed up as the
+  // latency run is. On GPUs it runs on the same kind of device as the ranks (the check), and the
+  // CPU's forward is compared too (reported, not checked: cuBLAS sums in another order).
+  std::vector<runtime::Outputs> reference, cpu_reference;
+  if (m.reporter) {
+    HS_ASSIGN_OR_RETURN(reference, backend->ForwardOneDevice(g, params, requests, o.mpi ? -1 : 0, &m.one_device_s));
+    if (gpu) {
+      for (const runtime::Batch& b : requests) {
+        HS_ASSIGN_OR_RETURN(runtime::Outputs out, runtime::ForwardOneDevice(g, params, b));
+        cpu_reference.push_back(std::move(out));
+      }
+    }
+  }
   // Latency: a warm-up request, then each request alone (the median); throughput: all of them
   // pipelined through the ranks.
   std::vector<runtime::Batch> with_warmup = {requests[0]};
@@ -146,31 +161,50 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
   runtime::InferOptions seq = io;
   seq.sequential = true;
   seq.keep_outputs = false;  // the check below uses the pipelined run's
-  std::unique_ptr<runtime::Communicator> world;
-  if (o.mpi) {
-    HS_ASSIGN_OR_RETURN(world, runtime::MpiWorld());
-  }
-  auto run_placement = [&](const std::vector<runtime::Batch>& batches, const runtime::InferOptions& opt) {
-    return world ? runtime::RunPlacementOnRanks(*world, g, placement, params, batches, opt)
-                 : runtime::RunPlacement(g, placement, params, batches, opt);
+  const int ranks = static_cast<int>(runtime::infer_detail::Layout::Of(g, placement).devices.size());
+  auto run_placement = [&](const std::vector<runtime::Batch>& batches,
+                           const runtime::InferOptions& opt) -> absl::StatusOr<runtime::InferRun> {
+    if (world) return backend->RunPlacementRank(*world, g, placement, params, batches, opt, -1);
+    if (!gpu) return runtime::RunPlacement(g, placement, params, batches, opt);
+    // GPU ranks in this process: one thread and one GPU each (GPU r for rank r).
+    runtime::InferRun first;
+    HS_RETURN_IF_ERROR(runtime::RunThreadRanks(ranks, [&](runtime::Communicator& comm) -> absl::Status {
+      HS_ASSIGN_OR_RETURN(runtime::InferRun r, backend->RunPlacementRank(comm, g, placement, params, batches, opt, comm.rank()));
+      if (comm.rank() == 0) first = std::move(r);
+      return absl::OkStatus();
+    }, 600));
+    return first;
   };
   HS_ASSIGN_OR_RETURN(runtime::InferRun one_by_one, run_placement(with_warmup, seq));
   std::vector<double> alone(one_by_one.finish_s.begin() + 1, one_by_one.finish_s.end());
   std::sort(alone.begin(), alone.end());
   m.latency_wall_s = alone[alone.size() / 2];
   HS_ASSIGN_OR_RETURN(runtime::InferRun run, run_placement(requests, io));
-  m.reporter = !world || world->rank() == 0;
+  // Every element compared (a NaN on either side is a difference, not skipped).
+  auto compare = [&](const std::vector<runtime::Outputs>& refs, double* max_diff, double* scale) -> absl::Status {
+    for (int q = 0; q < o.requests; ++q) {
+      for (const auto& [name, ref] : refs[q]) {
+        const auto it = run.outputs[q].find(name);
+        if (it == run.outputs[q].end() || it->second.shape != ref.shape) {
+          return absl::InternalError(StrCat("infer: request ", q, ": output '", name, "' missing or misshaped on the ranks"));
+        }
+        for (int64_t i = 0; i < ref.numel(); ++i) {
+          const float a = it->second.data[i], r = ref.data[i];
+          if (std::isfinite(r)) *scale = std::max(*scale, static_cast<double>(std::abs(r)));
+          if (a == r || (std::isnan(a) && std::isnan(r))) continue;  // equal infinities, NaN for NaN
+          const double d = std::abs(static_cast<double>(a) - static_cast<double>(r));
+          *max_diff = std::isfinite(d) ? std::max(*max_diff, d) : INFINITY;
+        }
+      }
+    }
+    return absl::OkStatus();
+  };
   double scale = 1;
-  for (int q = 0; q < o.requests && m.reporter; ++q) {
-    for (const auto& [name, ref] : reference[q]) {
-      const auto it = run.outputs[q].find(name);
-      if (it == run.outputs[q].end() || it->second.shape != ref.shape) {
-        return absl::InternalError(StrCat("infer: request ", q, ": output '", name, "' missing or misshaped on the ranks"));
-      }
-      for (int64_t i = 0; i < ref.numel(); ++i) {
-        m.max_diff = std::max(m.max_diff, static_cast<double>(std::abs(it->second.data[i] - ref.data[i])));
-        scale = std::max(scale, static_cast<double>(std::abs(ref.data[i])));
-      }
+  if (m.reporter) {
+    HS_RETURN_IF_ERROR(compare(reference, &m.max_diff, &scale));
+    if (gpu) {
+      double cpu_scale = 1;
+      HS_RETURN_IF_ERROR(compare(cpu_reference, &m.cpu_max_diff, &cpu_scale));
     }
   }
   if (!(m.max_diff <= 1e-5 * scale)) {

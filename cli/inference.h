@@ -45,18 +45,22 @@ struct InferRequestOptions {
   double dilation = 0;    // with emulate: K (0: twice what fits this host's cores)
   std::string source;     // the placement's file, for messages
   bool mpi = false;       // one process per rank under mpirun (MpiWorld) instead of thread ranks
+  std::string backend = "cpu";  // the ranks' devices: cpu, or cuda (one GPU per rank; no emulate)
 };
 
-// One placement run on CPU thread ranks: latency (a warm-up request, then each request alone,
-// the median), throughput (all requests pipelined) and the check against the one-device forward
-// (InternalError when the outputs differ by more than 1e-5 × max |output|).
+// One placement run on CPU thread ranks (MPI processes under mpirun; GPUs with backend cuda):
+// latency (a warm-up request, then each request alone, the median), throughput (all requests
+// pipelined) and the check against the one-device forward on the same backend, computed once
+// by the reporting process after a warm-up pass (InternalError when the outputs differ by more
+// than 1e-5 × max |finite output|, or a NaN stands against a number).
 struct InferMeasurement {
   double latency_wall_s = 0;  // wall clock, median
   double latency_s = 0;       // modelled: wall ÷ K when emulated, else the wall clock
   double one_device_s = 0;    // the one-device forward per request, wall clock
   double requests_per_s = 0;  // pipelined, modelled time
   double late_s = 0;          // modelled seconds the paced groups ran late
-  double max_diff = 0;        // largest |ranks − one device| over every output
+  double max_diff = 0;        // largest |ranks − one device| over every output (inf: a NaN on one side only)
+  double cpu_max_diff = 0;    // GPU ranks: the same against the CPU's forward (reported, not checked)
   double dilation = 0;        // K used (0: not emulated)
   int ranks = 0;
   int64_t messages = 0;

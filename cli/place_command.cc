@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_join.h"
 #include "commands.h"
+#include "backend_flags.h"
 #include "inference.h"
 #include "train.h"
 #include "hetsynth/base/status.h"
@@ -172,9 +173,16 @@ struct InferFlags {
   uint64_t seed = 0;
   bool emulate = false;
   double dilation = 0;
+  std::string backend = "cpu";
 };
 
 absl::Status RunInfer(const InferFlags& f) {
+  HS_ASSIGN_OR_RETURN(runtime::Backend* backend, BackendFlag(f.backend));
+  if (f.emulate && !backend->capabilities().emulated_timing) {
+    return absl::InvalidArgumentError(StrCat("--emulate paces CPU ranks; ", backend->capabilities().device,
+                                             " ranks (--backend ", f.backend, ") run at their own speed"));
+  }
+  HS_RETURN_IF_ERROR(RequireAvailable(*backend));
   HS_ASSIGN_OR_RETURN(LoadedPlacement loaded, LoadPlacement(f.placement));
   const ir::Graph& g = loaded.graph;
   InferRequestOptions o;
@@ -183,6 +191,7 @@ absl::Status RunInfer(const InferFlags& f) {
   o.emulate = f.emulate;
   o.dilation = f.dilation;
   o.source = f.placement;
+  o.backend = f.backend;
   o.mpi = UnderMpiLauncher();
   if (!o.mpi || LauncherRank() == 0) {
     fmt::print(stderr, "running the one-device forward of {}, then {} request{} on the ranks of placement '{}' ({} groups{}) ...\n",
@@ -191,11 +200,15 @@ absl::Status RunInfer(const InferFlags& f) {
   }
   HS_ASSIGN_OR_RETURN(const InferMeasurement m, MeasureInference(g, loaded.spec, loaded.placement, o));
   if (!m.reporter) return absl::OkStatus();  // MPI: rank 0 reports
-  const std::string ranks = o.mpi ? fmt::format("{} MPI processes", m.ranks) : fmt::format("{} thread ranks", m.ranks);
-  fmt::print("infer: {} placement '{}' ({}) on {}, {} requests: outputs equal the one-device forward "
-             "(max |diff| {:.3g}); {} point-to-point transfers, {:.3f} MB\n",
-             loaded.spec.ToString(), f.placement, loaded.placement.method, ranks, f.requests, m.max_diff, m.messages,
-             m.bytes / 1e6);
+  const bool gpu = !backend->capabilities().host_memory;
+  auto count = [](int64_t n, const char* one, const char* many) { return fmt::format("{} {}", n, n == 1 ? one : many); };
+  const std::string ranks = o.mpi ? count(m.ranks, gpu ? "MPI process with a GPU" : "MPI process", gpu ? "MPI processes with a GPU each" : "MPI processes")
+                            : count(m.ranks, gpu ? "GPU rank" : "thread rank", gpu ? "GPU ranks" : "thread ranks");
+  fmt::print("infer: {} placement '{}' ({}) on {}, {}: outputs equal the one-device forward{} "
+             "(max |diff| {:.3g}{}); {}, {:.3f} MB\n",
+             loaded.spec.ToString(), f.placement, loaded.placement.method, ranks, count(f.requests, "request", "requests"),
+             gpu ? " on a GPU" : "", m.max_diff, gpu ? fmt::format("; vs the CPU's forward {:.3g}", m.cpu_max_diff) : "",
+             count(m.messages, "point-to-point transfer", "point-to-point transfers"), m.bytes / 1e6);
   if (f.emulate) {
     const double k = m.dilation, measured = m.latency_s, predicted = loaded.placement.predicted_latency_s;
     fmt::print("emulated cluster '{}' (dilation K={}: ranks paced to the file's device FLOP/s relative to the fastest = this "
@@ -205,10 +218,11 @@ absl::Status RunInfer(const InferFlags& f) {
                o.mpi ? "messages over the processes' own links, not delayed" : "messages delayed by K x their predicted transfer time",
                Ms(measured), f.requests, Ms(predicted), 100 * (predicted - measured) / measured, m.requests_per_s, Ms(m.late_s));
   } else {
-    fmt::print("measured on this host (ranks at host speed, not paced to the cluster's devices): latency "
+    fmt::print("measured on {} (ranks at {} speed, not paced to the cluster's devices): latency "
                "{} (median of {} requests after a warm-up), one-device forward {}, {:.2f} requests/s pipelined; predicted for cluster '{}': {} (not comparable; "
                "--emulate paces them)\n",
-               Ms(m.latency_s), f.requests, Ms(m.one_device_s), m.requests_per_s, loaded.placement.cluster,
+               gpu ? "this host's GPUs" : "this host", gpu ? "GPU" : "host", Ms(m.latency_s), f.requests, Ms(m.one_device_s),
+               m.requests_per_s, loaded.placement.cluster,
                Ms(loaded.placement.predicted_latency_s));
   }
   return absl::OkStatus();
@@ -217,7 +231,8 @@ absl::Status RunInfer(const InferFlags& f) {
 }  // namespace
 
 Runner RegisterInfer(CLI::App& app) {
-  CLI::App* cmd = app.add_subcommand("infer", "Run a placement's forward pass on CPU thread ranks and check it against one device");
+  CLI::App* cmd = app.add_subcommand(
+      "infer", "Run a placement's forward pass on CPU thread ranks (MPI processes under mpirun; GPUs with --backend cuda) and check it against one device");
   auto f = std::make_shared<InferFlags>();
   cmd->add_option("--placement", f->placement, "placement file from 'hetsynth place'")->required()->type_name("FILE");
   cmd->add_option("--requests", f->requests, "batches, pipelined through the ranks")->check(PositiveInt())->capture_default_str();
@@ -228,8 +243,13 @@ Runner RegisterInfer(CLI::App& app) {
   cmd->add_option("--dilation", f->dilation, "with --emulate: time dilation K (default: twice what fits this host's cores)")
       ->type_name("K")
       ->check(DilationFactor());
+  cmd->add_option("--backend", f->backend,
+                  "cpu, or cuda: each rank on a GPU (rank r on GPU r mod the visible GPUs; under mpirun the local rank's), "
+                  "compared with one GPU's forward")
+      ->capture_default_str();
   return [f, cmd]() -> absl::Status {
     if (cmd->count("--dilation") > 0 && !f->emulate) return absl::InvalidArgumentError("--dilation is for --emulate");
+
     return RunInfer(*f);
   };
 }

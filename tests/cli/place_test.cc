@@ -170,6 +170,16 @@ TEST(Infer, PlacementsOnThreadRanksEqualTheOneDeviceForward) {
   nf["cluster"].erase("device_flops");
   Write(bad, nf);
   ExpectError("infer --placement " + bad + " --emulate", "no cluster.device_flops; --emulate needs them");
+  // GPU ranks: paced emulation is for CPU ranks; without a GPU, one line saying why.
+  ExpectError("infer --placement " + Tmp("infer_gpt.json") + " --backend cuda --emulate", "--emulate paces CPU ranks");
+  ExpectError("infer --placement " + Tmp("infer_gpt.json") + " --backend tpu", "--backend tpu; expected cpu or cuda");
+  const Result gpu = Hetsynth("infer --placement " + Tmp("infer_gpt.json") + " --backend cuda");
+  if (gpu.output.find("no GPU") != std::string::npos) {
+    ExpectError("infer --placement " + Tmp("infer_gpt.json") + " --backend cuda", "--backend cuda: no GPU: ");
+  } else {
+    EXPECT_EQ(gpu.code, 0) << gpu.output;
+    EXPECT_NE(gpu.output.find("outputs equal the one-device forward on a GPU"), std::string::npos) << gpu.output;
+  }
 }
 
 TEST(BenchInference, EveryMethodPredictedMeasuredAndCheckedInOneRun) {

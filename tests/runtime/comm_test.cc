@@ -264,6 +264,56 @@ TEST(ThreadRanks, ARankReturningEarlyFailsTheOthersInsteadOfHanging) {
   EXPECT_NE(s.message().find("rank 0 returned"), std::string::npos) << s;
 }
 
+// Point-to-point messages between thread ranks: delivered by (source, tag) in send order, sizes
+// checked, and a receiver never hangs on a sender that failed or returned.
+TEST(ThreadRanks, PointToPointMessagesArriveBySourceAndTagInOrder) {
+  std::vector<std::vector<float>> got(4);
+  absl::Status s = RunThreadRanks(3, [&](Communicator& c) -> absl::Status {
+    if (c.rank() == 1) {
+      HS_RETURN_IF_ERROR(c.SendAsync({1, 2, 3}, 0, 7));
+      HS_RETURN_IF_ERROR(c.SendAsync({4}, 0, 7));
+      HS_RETURN_IF_ERROR(c.SendAsync({5, 6}, 0, 9));
+    } else if (c.rank() == 2) {
+      HS_RETURN_IF_ERROR(c.SendAsync({8}, 0, 7));
+    } else {
+      got[0].resize(2), got[1].resize(1), got[2].resize(3), got[3].resize(1);
+      HS_RETURN_IF_ERROR(c.Recv(got[0].data(), 2, 1, 9));  // tags need not be taken in send order
+      HS_RETURN_IF_ERROR(c.Recv(got[1].data(), 1, 2, 7));
+      HS_RETURN_IF_ERROR(c.Recv(got[2].data(), 3, 1, 7));
+      HS_RETURN_IF_ERROR(c.Recv(got[3].data(), 1, 1, 7));
+      std::vector<float> wrong(2);
+      EXPECT_EQ(c.Recv(wrong.data(), 2, 0, 7).code(), absl::StatusCode::kInvalidArgument);  // from itself
+      EXPECT_EQ(c.SendAsync({1}, 1, Communicator::kMaxTag).code(), absl::StatusCode::kInvalidArgument);
+    }
+    HS_RETURN_IF_ERROR(c.FlushSends());
+    return c.Barrier();
+  });
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(got[0], std::vector<float>({5, 6}));
+  EXPECT_EQ(got[1], std::vector<float>({8}));
+  EXPECT_EQ(got[2], std::vector<float>({1, 2, 3}));
+  EXPECT_EQ(got[3], std::vector<float>({4}));
+
+  std::vector<absl::Status> recv(2);
+  s = RunThreadRanks(2, [&](Communicator& c) -> absl::Status {
+    if (c.rank() == 1) return c.SendAsync({1, 2}, 0, 3);
+    std::vector<float> x(3);
+    return recv[0] = c.Recv(x.data(), 3, 1, 3);  // the message has 2 elements
+  });
+  EXPECT_EQ(recv[0].code(), absl::StatusCode::kInvalidArgument) << recv[0];
+  EXPECT_NE(recv[0].message().find("has 2 elements; expected 3"), std::string::npos) << recv[0];
+
+  const auto start = std::chrono::steady_clock::now();
+  s = RunThreadRanks(2, [&](Communicator& c) -> absl::Status {
+    if (c.rank() == 1) return absl::OkStatus();  // returns without sending
+    std::vector<float> x(1);
+    return recv[1] = c.Recv(x.data(), 1, 1, 3);
+  }, /*timeout_s=*/5);
+  EXPECT_EQ(recv[1].code(), absl::StatusCode::kAborted) << recv[1];
+  EXPECT_NE(recv[1].message().find("rank 1 returned without sending"), std::string::npos) << recv[1];
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 4);
+}
+
 TEST(ThreadRanks, AStuckRankMakesTheOthersTimeOut) {
   const auto start = std::chrono::steady_clock::now();
   absl::Status s = RunThreadRanks(

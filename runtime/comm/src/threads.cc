@@ -144,6 +144,42 @@ absl::Status Rendezvous::first_error() {
   return first_error_;
 }
 
+void Rendezvous::Post(int to, int from, int tag, std::vector<float> data) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    messages_[{to, from, tag}].push_back(std::move(data));
+  }
+  cv_.notify_all();
+}
+
+absl::StatusOr<std::vector<float>> Rendezvous::Take(int to, int from, int tag, const Where& where) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto key = std::make_tuple(to, from, tag);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout_);
+  for (;;) {
+    auto it = messages_.find(key);
+    if (it != messages_.end() && !it->second.empty()) {
+      std::vector<float> data = std::move(it->second.front());
+      it->second.pop_front();
+      if (it->second.empty()) messages_.erase(it);
+      return data;
+    }
+    if (aborted_) {
+      return absl::AbortedError(StrCat(WhereText(where), "gave up because another rank failed: ", abort_reason_.ToString()));
+    }
+    if (std::find(departed_.begin(), departed_.end(), from) != departed_.end()) {
+      return absl::AbortedError(StrCat(WhereText(where), "rank ", from, " returned without sending the message with tag ", tag));
+    }
+    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      const absl::Status st = absl::DeadlineExceededError(
+          StrCat(WhereText(where), "waited more than ", timeout_.count(), " s for the message from rank ", from, " with tag ", tag));
+      AbortLocked(st);
+      return st;
+    }
+  }
+}
+
 void Rendezvous::StopReadingLocked(int rank) {
   if (!reading_[rank]) return;
   reading_[rank] = false;

@@ -4,6 +4,7 @@
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/backend.h"
 #include "hetsynth/runtime/comm.h"
+#include "hetsynth/runtime/infer.h"
 #include "hetsynth/runtime/trainer.h"
 
 namespace hetsynth::runtime::cpu {
@@ -59,6 +60,19 @@ class Cpu final : public Backend {
   absl::StatusOr<std::unique_ptr<Executor>> MakeExecutor(const ir::Graph& graph, const instr::Plan& plan,
                                                          Communicator& comm, ExecutorOptions options) const override {
     return MakeCpuExecutor(graph, plan, comm, std::move(options));
+  }
+
+  absl::StatusOr<InferRun> RunPlacementRank(Communicator& comm, const ir::Graph& graph,
+                                            const instr::InferencePlacement& p,
+                                            const std::map<std::string, Tensor>& params,
+                                            const std::vector<Batch>& requests, const InferOptions& options,
+                                            int) const override {
+    return RunPlacementOnRanks(comm, graph, p, params, requests, options);
+  }
+  absl::StatusOr<std::vector<Outputs>> ForwardOneDevice(const ir::Graph& graph, const std::map<std::string, Tensor>& params,
+                                                        const std::vector<Batch>& batches, int,
+                                                        double* seconds) const override {
+    return infer_detail::ForwardOneDevice(CpuBackend{}, graph, params, batches, /*warm_up=*/true, seconds);
   }
 
   absl::StatusOr<DeviceProfile> Profile(const ir::Graph& graph, const DataSource& data,

@@ -57,7 +57,8 @@ struct Mailbox {
 }  // namespace
 
 absl::StatusOr<Outputs> ForwardOneDevice(const ir::Graph& g, const std::map<std::string, Tensor>& params, const Batch& batch) {
-  return infer_detail::ForwardOneDevice(cpu::CpuBackend{}, g, params, batch);
+  HS_ASSIGN_OR_RETURN(std::vector<Outputs> out, infer_detail::ForwardOneDevice(cpu::CpuBackend{}, g, params, {batch}, false));
+  return std::move(out.front());
 }
 
 absl::StatusOr<InferRun> RunPlacement(const ir::Graph& g, const instr::InferencePlacement& p,

@@ -49,6 +49,21 @@ class Cuda final : public Backend {
                                                 comm.name(), "'"));
   }
 
+  absl::StatusOr<InferRun> RunPlacementRank(Communicator& comm, const ir::Graph& graph,
+                                            const instr::InferencePlacement& p,
+                                            const std::map<std::string, Tensor>& params,
+                                            const std::vector<Batch>& requests, const InferOptions& options,
+                                            int device) const override {
+    HS_RETURN_IF_ERROR(Available());
+    return RunCudaPlacementRank(comm, graph, p, params, requests, options, device);
+  }
+  absl::StatusOr<std::vector<Outputs>> ForwardOneDevice(const ir::Graph& graph, const std::map<std::string, Tensor>& params,
+                                                        const std::vector<Batch>& batches, int device,
+                                                        double* seconds) const override {
+    HS_RETURN_IF_ERROR(Available());
+    return CudaForwardOneDevice(graph, params, batches, device, seconds);
+  }
+
   absl::StatusOr<DeviceProfile> Profile(const ir::Graph& graph, const DataSource& data,
                                         const ProfileOptions& options) const override {
     HS_RETURN_IF_ERROR(Available());

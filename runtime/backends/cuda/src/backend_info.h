@@ -36,6 +36,6 @@ inline std::string RankKind(const RankOptions& options) { return options.emulate
 // (a module of another version of this interface; raise the number when Backend or the types its
 // methods take change).
 inline constexpr char kModuleEntry[] = "hetsynth_cuda_module_backend";
-inline constexpr char kModuleAbi[] = "hetsynth-cuda-module/1";
+inline constexpr char kModuleAbi[] = "hetsynth-cuda-module/2";
 
 }  // namespace hetsynth::runtime::cuda_backend_info

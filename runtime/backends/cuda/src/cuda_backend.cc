@@ -107,4 +107,33 @@ absl::Status RunCudaRanks(const ir::Graph& graph, const instr::Plan& plan, const
   return fn(*comm, make_for(*x, *comm));
 }
 
+namespace {
+// The GPU an inference rank runs on: `device` (or, when negative, the launcher's local rank) mod
+// the visible GPUs — ranks beyond the GPUs share them, each with its own stream.
+absl::StatusOr<std::unique_ptr<gpu::GpuExec>> InferenceExec(int device) {
+  const CudaInfo info = ProbeCuda();
+  if (info.devices == 0) return absl::FailedPreconditionError(StrCat("no GPU: ", info.reason));
+  return gpu::GpuExec::Create({(device < 0 ? LocalRank() : device) % info.devices, gpu::Precision::kFp32, nullptr});
+}
+}  // namespace
+
+absl::StatusOr<InferRun> RunCudaPlacementRank(Communicator& comm, const ir::Graph& graph,
+                                              const instr::InferencePlacement& p,
+                                              const std::map<std::string, Tensor>& params,
+                                              const std::vector<Batch>& requests, const InferOptions& options,
+                                              int device) {
+  if (options.dilation > 0) {
+    return absl::InvalidArgumentError("infer: GPU ranks are timed by the wall clock; --emulate paces CPU ranks only");
+  }
+  HS_ASSIGN_OR_RETURN(std::unique_ptr<gpu::GpuExec> x, InferenceExec(device));
+  return infer_detail::RunOnRanks(gpu::GpuBackend<gpu::GpuExec>{x.get()}, comm, graph, p, params, requests, options);
+}
+
+absl::StatusOr<std::vector<Outputs>> CudaForwardOneDevice(const ir::Graph& graph, const std::map<std::string, Tensor>& params,
+                                                          const std::vector<Batch>& batches, int device, double* seconds) {
+  HS_ASSIGN_OR_RETURN(std::unique_ptr<gpu::GpuExec> x, InferenceExec(device));
+  return infer_detail::ForwardOneDevice(gpu::GpuBackend<gpu::GpuExec>{x.get()}, graph, params, batches, /*warm_up=*/true,
+                                        seconds);
+}
+
 }  // namespace hetsynth::runtime

@@ -57,6 +57,20 @@ class LazyCuda final : public Backend {
     HS_ASSIGN_OR_RETURN(const Backend* real, Load());
     return real->MakeExecutor(graph, plan, comm, std::move(options));
   }
+  absl::StatusOr<InferRun> RunPlacementRank(Communicator& comm, const ir::Graph& graph,
+                                            const instr::InferencePlacement& p,
+                                            const std::map<std::string, Tensor>& params,
+                                            const std::vector<Batch>& requests, const InferOptions& options,
+                                            int device) const override {
+    HS_ASSIGN_OR_RETURN(const Backend* real, Load());
+    return real->RunPlacementRank(comm, graph, p, params, requests, options, device);
+  }
+  absl::StatusOr<std::vector<Outputs>> ForwardOneDevice(const ir::Graph& graph, const std::map<std::string, Tensor>& params,
+                                                        const std::vector<Batch>& batches, int device,
+                                                        double* seconds) const override {
+    HS_ASSIGN_OR_RETURN(const Backend* real, Load());
+    return real->ForwardOneDevice(graph, params, batches, device, seconds);
+  }
   absl::StatusOr<DeviceProfile> Profile(const ir::Graph& graph, const DataSource& data,
                                         const ProfileOptions& options) const override {
     HS_ASSIGN_OR_RETURN(const Backend* real, Load());

@@ -38,6 +38,16 @@ absl::Status RunCudaRanks(const ir::Graph&, const instr::Plan&, const CudaPlanOp
   return absl::FailedPreconditionError(ProbeCuda().reason);
 }
 
+absl::StatusOr<InferRun> RunCudaPlacementRank(Communicator&, const ir::Graph&, const instr::InferencePlacement&,
+                                              const std::map<std::string, Tensor>&, const std::vector<Batch>&,
+                                              const InferOptions&, int) {
+  return absl::FailedPreconditionError(ProbeCuda().reason);
+}
+absl::StatusOr<std::vector<Outputs>> CudaForwardOneDevice(const ir::Graph&, const std::map<std::string, Tensor>&,
+                                                          const std::vector<Batch>&, int, double*) {
+  return absl::FailedPreconditionError(ProbeCuda().reason);
+}
+
 // Profiling (the end of cuda_backend.h).
 absl::StatusOr<CudaProfile> ProfileCuda(const ir::Graph&, const Batch&, const CudaProfileOptions&) {
   return absl::FailedPreconditionError(ProbeCuda().reason);

@@ -51,11 +51,15 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
+#include <deque>
 #include <functional>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -127,6 +131,13 @@ class Rendezvous {
   // The first failure in time (the cause); OK when there was none.
   absl::Status first_error();
 
+  // Point-to-point messages (Communicator::SendAsync / Recv) of host data: Post queues `data`
+  // for rank `to` from rank `from` under `tag` (never waits); Take waits for the oldest such
+  // message to rank `to`, with the barrier's timeout, and fails like a barrier when the group
+  // is aborted or the sender returned without sending it.
+  void Post(int to, int from, int tag, std::vector<float> data);
+  absl::StatusOr<std::vector<float>> Take(int to, int from, int tag, const Where& where);
+
  private:
   void StopReadingLocked(int rank);
   void AbortLocked(const absl::Status& reason);
@@ -149,6 +160,7 @@ class Rendezvous {
   absl::Status abort_reason_;
   absl::Status first_error_;
   std::vector<std::weak_ptr<Rendezvous>> children_;
+  std::map<std::tuple<int, int, int>, std::deque<std::vector<float>>> messages_;  // (to, from, tag)
 };
 
 // Runs body(rank) on root.n() threads and joins them; each rank's return is passed to
@@ -303,6 +315,24 @@ class InProcessComm final : public Communicator {
     return Leave();
   }
 
+  // Point-to-point messages of host data (a device mover's ranks have none: their data lives
+  // in device memory).
+  absl::Status SendAsync(std::vector<float> data, int dest, int tag) override {
+    HS_RETURN_IF_ERROR(CheckPointToPoint(dest, tag, "SendAsync"));
+    rv_->Post(dest, rank_, tag, std::move(data));
+    return absl::OkStatus();
+  }
+  absl::Status Recv(float* data, int64_t count, int source, int tag) override {
+    HS_RETURN_IF_ERROR(CheckPointToPoint(source, tag, "Recv"));
+    HS_ASSIGN_OR_RETURN(std::vector<float> got, rv_->Take(rank_, source, tag, {Mover::kName, Op::kRecv, seq_, rank_}));
+    if (static_cast<int64_t>(got.size()) != count) {
+      return absl::InvalidArgumentError(StrCat(Mover::kName, " Recv (rank ", rank_, "): the message from rank ", source,
+                                               " with tag ", tag, " has ", got.size(), " elements; expected ", count));
+    }
+    if (count > 0) std::memcpy(data, got.data(), static_cast<size_t>(count) * sizeof(float));
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
     Call c = Begin(Op::kSplit);
     c.color = color;
@@ -367,6 +397,19 @@ class InProcessComm final : public Communicator {
 
   bool OnDevice() const { return path_ == Mem::kDevice; }
   std::string Here() const { return WhereText(Where{Mover::kName, op_, seq_, rank_}); }
+
+  absl::Status CheckPointToPoint(int peer, int tag, const char* op) const {
+    if (mover_.devices()) {
+      return absl::UnimplementedError(StrCat(Mover::kName, ": point-to-point messages carry host data; this communicator moves device memory"));
+    }
+    if (peer < 0 || peer >= n_ || peer == rank_) {
+      return absl::InvalidArgumentError(StrCat(Mover::kName, " ", op, ": rank ", peer, "; expected another rank in [0, ", n_, ")"));
+    }
+    if (tag < 0 || tag >= kMaxTag) {
+      return absl::InvalidArgumentError(StrCat(Mover::kName, " ", op, ": tag ", tag, "; expected 0 to ", kMaxTag - 1));
+    }
+    return absl::OkStatus();
+  }
 
   void Note(absl::Status s) {
     if (st_.ok() && !s.ok()) st_ = std::move(s);

@@ -32,6 +32,7 @@
 #include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/executor.h"
+#include "hetsynth/runtime/infer_impl.h"
 #include "hetsynth/runtime/optimizer.h"
 #include "hetsynth/runtime/single_device_trainer.h"
 
@@ -173,6 +174,23 @@ class Backend {
   virtual absl::StatusOr<std::unique_ptr<Executor>> MakeExecutor(const ir::Graph& graph, const instr::Plan& plan,
                                                                  Communicator& comm,
                                                                  ExecutorOptions options) const = 0;
+
+  // Inference (infer_impl.h, docs/inference.md): this process's rank of placement `p` on `comm`
+  // (host memory: MPI processes, or thread ranks of backends with thread_ranks), running its
+  // groups on this backend's device — for the cuda backend GPU `device` (negative: the launcher's
+  // local rank) mod the visible GPUs. Collective: every rank calls it.
+  virtual absl::StatusOr<InferRun> RunPlacementRank(Communicator& comm, const ir::Graph& graph,
+                                                    const instr::InferencePlacement& p,
+                                                    const std::map<std::string, Tensor>& params,
+                                                    const std::vector<Batch>& requests, const InferOptions& options,
+                                                    int device) const = 0;
+  // Every forward node of `graph` on one device of this backend (`device` as above) for each of
+  // `batches`, after one untimed pass on the first: the outputs (infer_impl.h) back on the host —
+  // what a placement's outputs are compared with — and in *seconds the wall time per batch.
+  virtual absl::StatusOr<std::vector<Outputs>> ForwardOneDevice(const ir::Graph& graph,
+                                                                const std::map<std::string, Tensor>& params,
+                                                                const std::vector<Batch>& batches, int device,
+                                                                double* seconds) const = 0;
 
   // Raw measurements of device options.device for `hetsynth profile`: every node's forward +
   // backward time over 1 warm-up + repeats training steps on data.Get(step), the optimizer update,

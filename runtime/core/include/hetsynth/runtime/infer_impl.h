@@ -108,29 +108,49 @@ typename B::Tensor RunNode(B& b, const ir::Graph& g, ir::NodeId n, Get&& get) {
   return out;
 }
 
-// Every forward node in graph order on backend b's device; the outputs come back to the host.
+// Every forward node in graph order on backend b's device, for each batch; the outputs come
+// back to the host. Parameters are uploaded once, before the clock starts; with `warm_up` one
+// untimed pass on the first batch comes first. *seconds (when given): wall seconds per batch,
+// the device waited for (the outputs' download does).
 template <class B>
-absl::StatusOr<Outputs> ForwardOneDevice(B b, const ir::Graph& g, const std::map<std::string, Tensor>& params,
-                                         const Batch& batch) {
+absl::StatusOr<std::vector<Outputs>> ForwardOneDevice(B b, const ir::Graph& g, const std::map<std::string, Tensor>& params,
+                                                      const std::vector<Batch>& batches, bool warm_up,
+                                                      double* seconds = nullptr) {
   using T = typename B::Tensor;
-  std::map<ir::ValueId, T> held;  // parameters and inputs on the device, then activations
-  auto get = [&](ir::ValueId v) -> const T& {
-    const ir::Value& val = g.value(v);
-    if constexpr (B::kHostTensors) {
-      if (val.kind == ir::ValueKind::kParameter) return params.at(val.name);
-      if (val.kind == ir::ValueKind::kInput) return batch.at(val.name);
-    }
-    auto it = held.find(v);
-    if (it != held.end()) return it->second;
-    return held.emplace(v, b.FromHost(val.kind == ir::ValueKind::kParameter ? params.at(val.name) : batch.at(val.name)))
-        .first->second;
-  };
-  const ir::NodeId loss = LossNode(g);
-  for (ir::NodeId n = 0; n < static_cast<ir::NodeId>(g.nodes().size()); ++n) {
-    if (n != loss) held[g.node(n).output] = RunNode(b, g, n, get);
+  std::map<ir::ValueId, T> weights;
+  if constexpr (!B::kHostTensors) {
+    for (ir::ValueId v : g.parameters()) weights.emplace(v, b.FromHost(params.at(g.value(v).name)));
   }
-  Outputs out;
-  for (ir::ValueId v : OutputValues(g)) out[g.value(v).name] = b.ToHost(held.at(v));
+  const ir::NodeId loss = LossNode(g);
+  const std::vector<ir::ValueId> outputs = OutputValues(g);
+  auto forward = [&](const Batch& batch) {
+    std::map<ir::ValueId, T> held;  // this batch's inputs (device backends) and activations
+    auto get = [&](ir::ValueId v) -> const T& {
+      const ir::Value& val = g.value(v);
+      if constexpr (B::kHostTensors) {
+        if (val.kind == ir::ValueKind::kParameter) return params.at(val.name);
+        if (val.kind == ir::ValueKind::kInput) return batch.at(val.name);
+      } else {
+        if (val.kind == ir::ValueKind::kParameter) return weights.at(v);
+        if (val.kind == ir::ValueKind::kInput && !held.count(v)) return held.emplace(v, b.FromHost(batch.at(val.name))).first->second;
+      }
+      return held.at(v);
+    };
+    for (ir::NodeId n = 0; n < static_cast<ir::NodeId>(g.nodes().size()); ++n) {
+      if (n != loss) held[g.node(n).output] = RunNode(b, g, n, get);
+    }
+    Outputs out;
+    for (ir::ValueId v : outputs) out[g.value(v).name] = b.ToHost(held.at(v));
+    return out;
+  };
+  if (warm_up && !batches.empty()) (void)forward(batches.front());
+  HS_RETURN_IF_ERROR(b.status());
+  std::vector<Outputs> out;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const Batch& batch : batches) out.push_back(forward(batch));
+  if (seconds != nullptr && !batches.empty()) {
+    *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / static_cast<double>(batches.size());
+  }
   HS_RETURN_IF_ERROR(b.status());
   return out;
 }

@@ -70,6 +70,21 @@ using CudaPlanOptions = RankOptions;
 absl::Status RunCudaRanks(const ir::Graph& graph, const instr::Plan& plan, const CudaPlanOptions& options,
                           const RankFn& fn);
 
+// ---- Inference placements on GPUs (`hetsynth infer --backend cuda`; docs/inference.md) ----------
+//
+// This process's rank of placement `p` (infer_impl.h's RunOnRanks over the GPU backend) on GPU
+// `device` (negative: the launcher's local rank) mod the visible GPUs, in fp32: parameters
+// uploaded before the first barrier, each request's inputs when first read, activations that
+// cross ranks downloaded, sent through `comm` (host memory: MPI) and uploaded. dilation must be 0.
+absl::StatusOr<InferRun> RunCudaPlacementRank(Communicator& comm, const ir::Graph& graph,
+                                              const instr::InferencePlacement& p,
+                                              const std::map<std::string, Tensor>& params,
+                                              const std::vector<Batch>& requests, const InferOptions& options,
+                                              int device);
+// Every forward node on GPU `device` (as above), in fp32, for each batch after an untimed pass on
+// the first (Backend::ForwardOneDevice); the outputs downloaded.
+absl::StatusOr<std::vector<Outputs>> CudaForwardOneDevice(const ir::Graph& graph, const std::map<std::string, Tensor>& params,
+                                                          const std::vector<Batch>& batches, int device, double* seconds);
 
 // ---- Profiling one GPU (`hetsynth profile --backend cuda`; runtime/backends/cuda/src/profile.cc) ---
 //
