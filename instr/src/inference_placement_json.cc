@@ -20,11 +20,19 @@ using nlohmann::json;
 constexpr int kVersion = 1;
 
 // Every field each object of a placement may have (docs/inference.md); any other is an error.
-const std::vector<std::string> kTopFields = {"format", "version", "model", "cluster", "method", "predicted_latency_s",
-                                             "solver", "methods", "groups", "edges"};
+const std::vector<std::string> kTopFields = {"format", "version", "model", "model_elements", "cluster", "method",
+                                             "predicted_latency_s", "solver", "methods", "groups", "edges"};
 const std::vector<std::string> kGroupFields = {"name", "device", "start_s", "finish_s", "ops"};
 const std::vector<std::string> kSolverFields = {"lower_bound_s", "gap", "optimal", "solve_s", "solver_calls"};
 const std::vector<std::string> kMethodFields = {"method", "feasible", "latency_s", "solve_s", "note"};
+
+// The fp32 elements of every value of the graph (parameters, inputs, activations): what a batch
+// or an argument edited after `place` changes, where no edge's bytes would show it (one group).
+int64_t GraphElements(const ir::Graph& g) {
+  int64_t n = 0;
+  for (const ir::Value& v : g.values()) n += ir::NumElements(v.shape);
+  return n;
+}
 
 // Predicted seconds beyond this are no prediction of a real run.
 constexpr double kMaxSeconds = 1e9;
@@ -182,6 +190,14 @@ class Reader {
                                            json(bytes).dump(), " bytes of groups[", pair.first, "]"));
       }
     }
+    // Checked after the edges, whose bytes name the pair of groups an edit shows in.
+    int64_t elements = -1;  // optional: files written before it was recorded have none
+    HS_RETURN_IF_ERROR(f_.Int(root, "", "model_elements", false, 0, std::numeric_limits<int64_t>::max(), &elements));
+    if (elements >= 0 && elements != GraphElements(g)) {
+      return Err("model_elements", StrCat(elements, "; the model rebuilt from field 'model' (", p.model, ", batch ", p.batch,
+                                          ", its args) has ", GraphElements(g),
+                                          ": the file was placed for another model, batch or args"));
+    }
     HS_ASSIGN_OR_RETURN(const json* s, f_.Object(root, "", "solver", false));
     if (s != nullptr) {
       HS_RETURN_IF_ERROR(f_.Known(*s, "solver", kSolverFields));
@@ -229,6 +245,7 @@ std::string InferencePlacementToJson(const ir::Graph& g, const InferencePlacemen
   json args = json::object();
   for (const auto& [k, v] : p.model_args) args[k] = v;
   root["model"] = {{"name", p.model}, {"batch", p.batch}, {"args", args}};
+  root["model_elements"] = GraphElements(g);
   root["cluster"] = {{"name", p.cluster}, {"fingerprint", p.cluster_fingerprint}, {"devices", p.devices}};
   if (!p.device_flops.empty()) root["cluster"]["device_flops"] = p.device_flops;
   root["method"] = p.method;

@@ -84,6 +84,30 @@ TEST(Place, BadFlagsExit2WithOneLine) {
   ExpectError("place --check /nonexistent/p.json", "/nonexistent/p.json");
 }
 
+// A placement of one group has no edges whose bytes would show a batch or an argument edited
+// after `place`: the graph's element count does.
+TEST(Place, EditedModelOfAOneGroupPlacementIsRefused) {
+  const std::string out = Tmp("one_group.json");
+  const Result placed = Hetsynth("place --model mlp --small --cluster " + Cluster("mixed-4") + " --max-nodes 1 -o " + out);
+  ASSERT_EQ(placed.code, 0) << placed.output;
+  nlohmann::json j = Read(out);
+  ASSERT_EQ(j["groups"].size(), 1u);
+  ASSERT_EQ(j.count("edges") == 0 || j["edges"].empty(), true);
+  const std::string bad = Tmp("one_group_edited.json");
+  j["model"]["batch"] = 64;
+  Write(bad, j);
+  ExpectError("infer --placement " + bad, "model_elements: ");
+  ExpectError("place --check " + bad, "(mlp, batch 64, its args) has ");
+  j = Read(out);
+  j["model"]["args"]["hidden"] = 64;
+  Write(bad, j);
+  ExpectError("infer --placement " + bad, "the file was placed for another model, batch or args");
+  j = Read(out);
+  j.erase("model_elements");  // a file from before the field: still read
+  Write(bad, j);
+  EXPECT_EQ(Hetsynth("place --check " + bad).code, 0);
+}
+
 TEST(Place, MalformedPlacementFilesExit2NamingFileFieldValue) {
   const std::string out = Placed();
   const nlohmann::json good = Read(out);
@@ -93,6 +117,8 @@ TEST(Place, MalformedPlacementFilesExit2NamingFileFieldValue) {
   };
   const std::vector<Case> cases = {
       {[](nlohmann::json& j) { j["version"] = 7; }, "field 'version': 7; expected 1"},
+      {[](nlohmann::json& j) { j["model_elements"] = j["model_elements"].get<int64_t>() + 1; },
+       "the file was placed for another model, batch or args"},
       {[](nlohmann::json& j) { j["format"] = "hetsynth-plan"; }, "field 'format': \"hetsynth-plan\""},
       {[](nlohmann::json& j) { j["groups"][0]["device"] = "gpu9"; }, "groups[0].device: 'gpu9' is not in cluster.devices"},
       {[](nlohmann::json& j) { j["groups"][1]["ops"].push_back("nosuch"); }, "'nosuch' is not an op"},
