@@ -86,6 +86,25 @@ absl::Status RunCheck(const PlaceFlags& f) {
     }
     const synth::Schedule s = synth::Evaluate(p, device, order);
     HS_RETURN_IF_ERROR(synth::CheckMemory(p, device));
+    // On the cluster it was made for, the file's own figures must be what its groups cost: an
+    // edit after `place` (a group moved, a time or transfer changed) would otherwise mislead
+    // `infer`, which emulates with them.
+    auto differs = [](double a, double b) { return std::abs(a - b) > 1e-6 * std::max({std::abs(a), std::abs(b), 1e-12}); };
+    if (differs(s.latency, pl.predicted_latency_s)) {
+      return absl::InvalidArgumentError(StrCat("placement '", f.check, "': predicted_latency_s: ", Ms(pl.predicted_latency_s),
+                                               ", but its groups take ", Ms(s.latency), " on '", f.cluster,
+                                               "'; expected the file as 'hetsynth place' wrote it (a group moved or a time edited?)"));
+    }
+    for (size_t k = 0; k < pl.edges.size(); ++k) {
+      const auto& e = pl.edges[k];
+      const double want = p.Transfer(pl.groups[e.from].device, pl.groups[e.to].device, e.bytes);
+      if (differs(e.transfer_s, want)) {
+        return absl::InvalidArgumentError(StrCat("placement '", f.check, "': edges[", k, "][3]: transfer_s ", e.transfer_s,
+                                                 "; the link from ", pl.devices[pl.groups[e.from].device], " to ",
+                                                 pl.devices[pl.groups[e.to].device], " on '", f.cluster, "' takes ", want,
+                                                 " s for its ", e.bytes, " bytes (a group moved after 'hetsynth place'?)"));
+      }
+    }
     extra = fmt::format("; on '{}' it takes {} (predicted, the file says {}) and fits every device's memory", f.cluster,
                         Ms(s.latency), Ms(pl.predicted_latency_s));
   }

@@ -72,7 +72,8 @@ class Reader {
         root, [this](const std::string& where, const std::string& what) { return Err(where, what); }, &h));
     json_internal::MoveRunHeader(std::move(h), &p);
     HS_RETURN_IF_ERROR(Method(root, "", &p.method));
-    HS_RETURN_IF_ERROR(Seconds(root, "", "predicted_latency_s", &p.predicted_latency_s));
+    // Required: infer reports its measurement against it.
+    HS_RETURN_IF_ERROR(f_.Number(root, "", "predicted_latency_s", true, 0, kMaxSeconds, "seconds", &p.predicted_latency_s));
     return p;
   }
 
@@ -128,6 +129,9 @@ class Reader {
       out.name = g.node(out.ops.front()).name;
       HS_RETURN_IF_ERROR(Seconds(gr, where, "start_s", &out.start_s));
       HS_RETURN_IF_ERROR(Seconds(gr, where, "finish_s", &out.finish_s));
+      if (out.finish_s < out.start_s) {
+        return Err(StrCat(where, ".finish_s"), StrCat(out.finish_s, "; expected no earlier than its start_s ", out.start_s));
+      }
       p.groups.push_back(std::move(out));
     }
     for (ir::NodeId n = 0; n < static_cast<ir::NodeId>(g.nodes().size()); ++n) {

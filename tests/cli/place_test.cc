@@ -108,6 +108,33 @@ TEST(Place, EditedModelOfAOneGroupPlacementIsRefused) {
   EXPECT_EQ(Hetsynth("place --check " + bad).code, 0);
 }
 
+// place --check with the file's cluster re-prices the groups: a group moved, a predicted time or
+// a transfer edited after `place` is refused, with the figure that disagrees.
+TEST(Place, CheckRefusesFiguresTheGroupsDoNotCost) {
+  const std::string out = Tmp("check_even.json");
+  ASSERT_EQ(Hetsynth("place --model gpt --small --cluster " + Cluster("mixed-4") + " --method even -o " + out).code, 0);
+  EXPECT_EQ(Hetsynth("place --check " + out + " --cluster " + Cluster("mixed-4")).code, 0);
+  const std::string bad = Tmp("check_even_edited.json");
+  nlohmann::json j = Read(out);
+  j["predicted_latency_s"] = j["predicted_latency_s"].get<double>() * 1.5;
+  Write(bad, j);
+  ExpectError("place --check " + bad + " --cluster " + Cluster("mixed-4"), "but its groups take");
+  j = Read(out);
+  ASSERT_FALSE(j["edges"].empty());
+  for (auto& e : j["edges"]) e[3] = e[3].get<double>() * 2 + 1e-3;
+  Write(bad, j);
+  ExpectError("place --check " + bad + " --cluster " + Cluster("mixed-4"), "edges[0][3]: transfer_s");
+  j = Read(out);
+  j["groups"][1]["finish_s"] = 0.0;
+  j["groups"][1]["start_s"] = 1e-3;
+  Write(bad, j);
+  ExpectError("place --check " + bad, "groups[1].finish_s: 0; expected no earlier than its start_s 0.001");
+  j = Read(out);
+  j.erase("predicted_latency_s");
+  Write(bad, j);
+  ExpectError("infer --placement " + bad, "predicted_latency_s");
+}
+
 TEST(Place, MalformedPlacementFilesExit2NamingFileFieldValue) {
   const std::string out = Placed();
   const nlohmann::json good = Read(out);
