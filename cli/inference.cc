@@ -20,11 +20,16 @@
 #include "hetsynth/runtime/training.h"
 
 namespace hetsynth::cli {
+namespace {
+constexpr double kMaxEmulatedSlowdown = 1e6;
+constexpr double kMaxEmulatedWallSeconds = 86400;
+}  // namespace
 
 const std::vector<std::string>& PlacementMethodNames() { return instr::PlacementMethodNames(); }
 
 std::string LatencyText(double s) {
-  return s < 1e-3 ? fmt::format("{:.3f} us", s * 1e6) : fmt::format("{:.3f} ms", s * 1e3);
+  if (s < 1e-3) return fmt::format("{:.3f} us", s * 1e6);
+  return s < 10 ? fmt::format("{:.3f} ms", s * 1e3) : fmt::format("{:.4g} s", s);
 }
 
 absl::StatusOr<PlacementSolve> SolvePlacements(const ir::ModelSpec& spec, const ir::Graph& graph,
@@ -132,7 +137,16 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
     for (const auto& gr : placement.groups) used.insert(gr.device);
     const double fmax = *std::max_element(fl.begin(), fl.end());
     double sum = 0;
-    for (int d : used) sum += fl[d] / fmax;
+    for (int d : used) {
+      // Paced to at most a million times slower than this host (as the largest dilation): beyond
+      // that a file's FLOP/s are a typo, and the pace would overflow the clock.
+      if (!(fmax / fl[d] <= kMaxEmulatedSlowdown)) {
+        return absl::InvalidArgumentError(StrCat("placement '", o.source, "': cluster.device_flops: device '",
+                                                 placement.devices[d], "' (", fl[d], " FLOP/s) is ", fmax / fl[d],
+                                                 " times slower than the fastest; --emulate paces to at most a million times slower"));
+      }
+      sum += fl[d] / fmax;
+    }
     // Twice the dilation that fits the ranks' compute on this host's cores: the host is shared.
     io.dilation = o.dilation > 0 ? o.dilation : 2 * runtime::DilationForCores(sum, std::thread::hardware_concurrency());
   }
@@ -153,6 +167,24 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
         cpu_reference.push_back(std::move(out));
       }
     }
+  }
+  if (o.emulate && m.reporter) {
+    // The wall time the runs will take: 2 × requests + 1 batches, each K × its modelled time — at
+    // least the predicted latency, the transfers it waits for, or this host's one-device forward
+    // paced to the slowest device used. Said when long, refused past a day.
+    double transfers = 0, slowest = 1;
+    for (const auto& e : placement.edges) transfers += e.transfer_s;
+    const double fmax = *std::max_element(placement.device_flops.begin(), placement.device_flops.end());
+    for (const auto& gr : placement.groups) slowest = std::max(slowest, fmax / placement.device_flops[gr.device]);
+    const double batch_s = std::max({placement.predicted_latency_s, transfers, m.one_device_s * slowest});
+    const double wall = io.dilation * (2.0 * o.requests + 1) * batch_s;
+    if (wall > kMaxEmulatedWallSeconds) {
+      return absl::InvalidArgumentError(StrCat("placement '", o.source, "': --emulate would take about ", fmt::format("{:.3g}", wall),
+                                               " s (K=", io.dilation, " x ", 2 * o.requests + 1, " batches x ", LatencyText(batch_s),
+                                               "); expected at most a day: check cluster.device_flops, predicted_latency_s "
+                                               "and the edges' transfer_s (place --check --cluster re-prices them)"));
+    }
+    if (wall > 10 && o.progress) fmt::print(stderr, "emulating at K={}: about {:.0f} s of wall time\n", io.dilation, wall);
   }
   // Latency: a warm-up request, then each request alone (the median); throughput: all of them
   // pipelined through the ranks.

@@ -46,6 +46,7 @@ struct InferRequestOptions {
   std::string source;     // the placement's file, for messages
   bool mpi = false;       // one process per rank under mpirun (MpiWorld) instead of thread ranks
   std::string backend = "cpu";  // the ranks' devices: cpu, or cuda (one GPU per rank; no emulate)
+  bool progress = false;  // say on stderr how long a long emulated run will take
 };
 
 // One placement run on CPU thread ranks (MPI processes under mpirun; GPUs with backend cuda):

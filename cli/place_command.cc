@@ -212,6 +212,7 @@ absl::Status RunInfer(const InferFlags& f) {
   o.source = f.placement;
   o.backend = f.backend;
   o.mpi = UnderMpiLauncher();
+  o.progress = !o.mpi || LauncherRank() == 0;
   if (!o.mpi || LauncherRank() == 0) {
     fmt::print(stderr, "running the one-device forward of {}, then {} request{} on the ranks of placement '{}' ({} groups{}) ...\n",
                loaded.spec.ToString(), f.requests, f.requests == 1 ? "" : "s", f.placement, loaded.placement.groups.size(),

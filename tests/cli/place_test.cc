@@ -223,6 +223,15 @@ TEST(Infer, PlacementsOnThreadRanksEqualTheOneDeviceForward) {
   nf["cluster"].erase("device_flops");
   Write(bad, nf);
   ExpectError("infer --placement " + bad + " --emulate", "no cluster.device_flops; --emulate needs them");
+  // Figures that would pace or delay for years are refused before anything runs.
+  nlohmann::json slow = Read(Tmp("infer_gpt.json"));
+  for (auto& e : slow["edges"]) e[3] = 1e9;
+  Write(bad, slow);
+  ExpectError("infer --placement " + bad + " --emulate", "--emulate would take about");
+  slow = Read(Tmp("infer_gpt.json"));
+  slow["cluster"]["device_flops"][1] = 1e-300;
+  Write(bad, slow);
+  ExpectError("infer --placement " + bad + " --emulate", "times slower than the fastest; --emulate paces to at most a million");
   // GPU ranks: paced emulation is for CPU ranks; without a GPU, one line saying why.
   ExpectError("infer --placement " + Tmp("infer_gpt.json") + " --backend cuda --emulate", "--emulate paces CPU ranks");
   ExpectError("infer --placement " + Tmp("infer_gpt.json") + " --backend tpu", "--backend tpu; expected cpu or cuda");

@@ -99,7 +99,8 @@ class Pacer {
     const double target = stretch_start_ + k_ * stretch_modelled_;
     double now = Now();
     if (now < target) {
-      std::this_thread::sleep_for(std::chrono::duration<double>(target - now));
+      // Capped (31 years): a duration past the clock's range would overflow, and no sleep at all.
+      std::this_thread::sleep_for(std::chrono::duration<double>(std::min(target - now, 1e9)));
       return 0;
     }
     const double late = (now - target) / k_;
