@@ -9,6 +9,7 @@
 #include <numeric>
 #include <set>
 
+#include "hetsynth/base/memory.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/costmodel/cost.h"
 #include "hetsynth/ir/op_table.h"
@@ -17,11 +18,9 @@
 namespace hetsynth::synth {
 namespace {
 
-std::string Gb(double bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3f GB", bytes / 1e9);
-  return buf;
-}
+// Memory sizes in messages: adaptive units, so that the two sides of a comparison never both
+// print as 0.000 GB.
+std::string Gb(double bytes) { return FormatBytes(bytes); }
 
 
 }  // namespace
@@ -283,16 +282,22 @@ PlacementMethodResult Heft(const PlacementProblem& p) {
   const int n = static_cast<int>(p.nodes.size()), nd = p.num_devices();
   PlacementMethodResult r;
   r.method = "heft";
-  // Mean transfer over ordered device pairs (a == b included, as 0): mean α + bytes × mean 1/β.
+  // Mean transfer over ordered device pairs (a == b included, as 0): mean α + bytes × mean 1/β —
+  // counted per node (c (c − 1) pairs inside a node of c devices, the rest across nodes), not
+  // per pair: a cluster of 2^16 devices would take a minute.
   double mean_alpha = 0, mean_inv_beta = 0;
-  for (int a = 0; a < nd; ++a) {
-    for (int b = 0; b < nd; ++b) {
-      if (a == b) continue;
-      const costmodel::Link& l = p.device_node[a] == p.device_node[b] ? p.node_link[p.device_node[a]] : p.inter_node;
-      mean_alpha += l.latency;
-      mean_inv_beta += 1.0 / l.bandwidth;
-    }
+  std::map<int, double> devices_of_node;
+  for (int a = 0; a < nd; ++a) devices_of_node[p.device_node[a]] += 1;
+  double inside = 0;
+  for (const auto& [node, c] : devices_of_node) {
+    const costmodel::Link& l = p.node_link[node];
+    mean_alpha += c * (c - 1) * l.latency;
+    mean_inv_beta += c * (c - 1) / l.bandwidth;
+    inside += c * c;
   }
+  const double across = static_cast<double>(nd) * nd - inside;
+  mean_alpha += across * p.inter_node.latency;
+  mean_inv_beta += across / p.inter_node.bandwidth;
   mean_alpha /= static_cast<double>(nd) * nd;
   mean_inv_beta /= static_cast<double>(nd) * nd;
   std::vector<std::vector<const CoarseEdge*>> out(n), in(n);
