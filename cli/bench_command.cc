@@ -762,7 +762,8 @@ Runner RegisterBench(CLI::App& app) {
       ->check(PositiveInt());
   cmd->add_flag("--simulate", f->simulate, "predict with the cost model only (clusters you do not have)");
   cmd->add_option("--time-limit", f->time_limit,
-                  "safety stop for synthesis, seconds: exceeding it fails (plans never depend on the clock)")
+                  "safety stop for synthesis, seconds: exceeding it fails (plans never depend on the clock); with "
+                  "--inference the MILP's limit (default 60): reaching it reports the best placement and its gap")
       ->capture_default_str();
   cmd->add_flag("--flat", f->flat, "synthesized plan: no hierarchical collectives");
   cmd->add_flag("--no-overlap", f->no_overlap,

@@ -34,7 +34,7 @@ std::string LatencyText(double s) {
 
 absl::StatusOr<PlacementSolve> SolvePlacements(const ir::ModelSpec& spec, const ir::Graph& graph,
                                                const costmodel::Cluster& cluster, const std::string& cluster_path,
-                                               int max_coarse_nodes, double time_limit_s) {
+                                               int max_coarse_nodes, double time_limit_s, const std::string& method) {
   PlacementSolve s;
   synth::PlacementOptions po;
   po.max_coarse_nodes = max_coarse_nodes;
@@ -45,6 +45,11 @@ absl::StatusOr<PlacementSolve> SolvePlacements(const ir::ModelSpec& spec, const 
     if (r.status.ok() && (seed == nullptr || r.schedule.latency < seed->latency)) seed = &r.schedule;
   }
   s.best_heuristic_s = seed ? seed->latency : 0;
+  for (const auto& r : s.results) {
+    if (r.method == method && !r.status.ok()) {
+      return absl::InvalidArgumentError(StrCat("--method ", method, " found no placement: ", r.status.message()));
+    }
+  }
   synth::MilpOptions mo;
   mo.time_limit_s = time_limit_s;
   absl::StatusOr<synth::MilpResult> milp = synth::SolvePlacementMilp(s.problem, seed, mo);

@@ -23,7 +23,8 @@ namespace hetsynth::cli {
 const std::vector<std::string>& PlacementMethodNames();
 
 // Every method's placement of `graph` on `cluster`: the baselines, then the MILP seeded with the
-// best of them (InvalidArgument, naming `cluster_path`, when nothing fits).
+// best of them (InvalidArgument, naming `cluster_path`, when nothing fits; also when `method`,
+// the one the caller wants, is a baseline that found no placement — before the MILP's solve).
 struct PlacementSolve {
   synth::PlacementProblem problem;
   std::vector<synth::PlacementMethodResult> results;  // PlacementMethodNames() order, milp last
@@ -32,7 +33,7 @@ struct PlacementSolve {
 };
 absl::StatusOr<PlacementSolve> SolvePlacements(const ir::ModelSpec& spec, const ir::Graph& graph,
                                                const costmodel::Cluster& cluster, const std::string& cluster_path,
-                                               int max_coarse_nodes, double time_limit_s);
+                                               int max_coarse_nodes, double time_limit_s, const std::string& method = "");
 
 // The placement file of `method` (which must be feasible in `s`), with every method's summary.
 instr::InferencePlacement PlacementOf(const ir::ModelSpec& spec, const costmodel::Cluster& cluster,

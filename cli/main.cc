@@ -15,9 +15,24 @@ namespace {
 
 // An error as one line of bounded length: newlines become spaces, and a message longer than
 // 1000 bytes (a quoted value that slipped through a parser's own shortening) is cut.
-std::string OneLine(std::string m) {
-  for (char& c : m) {
-    if (c == '\n' || c == '\r') c = ' ';
+std::string OneLine(const std::string& in) {
+  // Line breaks become spaces; other control characters (a NUL would end the line early, an
+  // escape sequence would drive the terminal) are shown as \xNN.
+  std::string m;
+  for (const char c : in) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\n' || c == '\r') {
+      m += ' ';
+    } else if (u < 0x20 && c != '\t') {
+      static const char* hex = "0123456789abcdef";
+      m += "\\x";
+      m += hex[u >> 4];
+      m += hex[u & 15];
+    } else if (u == 0x7f) {
+      m += "\\x7f";
+    } else {
+      m += c;
+    }
   }
   if (m.size() > 1000) m = m.substr(0, 997) + "...";
   return m;

@@ -135,7 +135,8 @@ absl::Status RunPlace(const PlaceFlags& f) {
   FlagPaths place_inputs = {{"--cluster", f.cluster}};
   for (auto& in : ModelFileInput(f.model.name)) place_inputs.push_back(in);
   HS_RETURN_IF_ERROR(RefuseSameFiles({{"-o", f.out}}, place_inputs));
-  HS_ASSIGN_OR_RETURN(const PlacementSolve solved, SolvePlacements(spec, g, cluster, f.cluster, f.max_nodes, f.time_limit));
+  HS_ASSIGN_OR_RETURN(const PlacementSolve solved,
+                      SolvePlacements(spec, g, cluster, f.cluster, f.max_nodes, f.time_limit, f.method));
   const synth::PlacementProblem& p = solved.problem;
   const std::vector<synth::PlacementMethodResult>& results = solved.results;
   const synth::MilpResult* milp = &solved.milp;
@@ -233,15 +234,16 @@ absl::Status RunInfer(const InferFlags& f) {
     const double k = m.dilation, measured = m.latency_s, predicted = loaded.placement.predicted_latency_s;
     fmt::print("emulated cluster '{}' (dilation K={}: ranks paced to the file's device FLOP/s relative to the fastest = this "
                "host, {}; times below are wall clock / K): latency "
-               "{} measured (median of {} requests after a warm-up), {} predicted ({:+.1f}%), {:.2f} requests/s pipelined; ran late {}\n",
+               "{} measured ({} after a warm-up), {} predicted ({:+.1f}%), {:.2f} requests/s pipelined; ran late {}\n",
                loaded.placement.cluster, k,
                o.mpi ? "messages over the processes' own links, not delayed" : "messages delayed by K x their predicted transfer time",
-               Ms(measured), f.requests, Ms(predicted), 100 * (predicted - measured) / measured, m.requests_per_s, Ms(m.late_s));
+               Ms(measured), f.requests == 1 ? std::string("one request") : fmt::format("median of {} requests", f.requests), Ms(predicted), 100 * (predicted - measured) / measured, m.requests_per_s, Ms(m.late_s));
   } else {
     fmt::print("measured on {} (ranks at {} speed, not paced to the cluster's devices): latency "
-               "{} (median of {} requests after a warm-up), one-device forward {}, {:.2f} requests/s pipelined; predicted for cluster '{}': {} (not comparable; "
+               "{} ({} after a warm-up), one-device forward {}, {:.2f} requests/s pipelined; predicted for cluster '{}': {} (not comparable; "
                "--emulate paces them)\n",
-               gpu ? "this host's GPUs" : "this host", gpu ? "GPU" : "host", Ms(m.latency_s), f.requests, Ms(m.one_device_s),
+               gpu ? "this host's GPUs" : "this host", gpu ? "GPU" : "host", Ms(m.latency_s),
+               f.requests == 1 ? std::string("one request") : fmt::format("median of {} requests", f.requests), Ms(m.one_device_s),
                m.requests_per_s, loaded.placement.cluster,
                Ms(loaded.placement.predicted_latency_s));
   }
@@ -290,7 +292,17 @@ Runner RegisterPlace(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--markdown", f->markdown, "print the table as Markdown");
   cmd->add_option("--check", f->check, "re-read a placement file and check it against its model (and --cluster)")->type_name("FILE");
-  return [f] { return RunPlace(*f); };
+  return [f, cmd]() -> absl::Status {
+    if (!f->check.empty()) {
+      for (const char* flag : {"--out", "--method", "--time-limit", "--max-nodes", "--markdown"}) {
+        if (cmd->count(flag) > 0) {
+          return absl::InvalidArgumentError(StrCat("place --check reads a placement; ", flag == std::string("--out") ? "-o" : flag,
+                                                   " is for placing a --model"));
+        }
+      }
+    }
+    return RunPlace(*f);
+  };
 }
 
 }  // namespace hetsynth::cli

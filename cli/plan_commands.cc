@@ -20,6 +20,7 @@
 #include "hetsynth/instr/program.h"
 #include "hetsynth/ir/regular_file.h"
 #include "hetsynth/ir/input_limits.h"
+#include "hetsynth/base/memory.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/synth/synthesize.h"
 
@@ -27,7 +28,8 @@ namespace hetsynth::cli {
 namespace {
 
 std::string Ms(double s) { return fmt::format("{:.2f} ms", s * 1e3); }
-std::string Gb(double b) { return fmt::format("{:.2f} GB", b / 1e9); }
+// GB to two decimals; below 10 MB (which would print as 0.00 or 0.01 GB) in adaptive units.
+std::string Gb(double b) { return b >= 1e7 ? fmt::format("{:.2f} GB", b / 1e9) : FormatBytes(b); }
 
 
 struct SynthFlags {
@@ -211,8 +213,9 @@ absl::Status RunExplain(const std::string& path) {
   fmt::print("\nmemory per device (predicted / capacity):\n");
   for (size_t i = 0; i < plan.devices.size() && i < plan.predicted_memory_bytes.size(); ++i) {
     const double cap = i < plan.memory_capacity_bytes.size() ? plan.memory_capacity_bytes[i] : 0;
-    fmt::print("  {:<16} {:>10} / {:>10}  ({:.0f}%)\n", plan.devices[i], Gb(plan.predicted_memory_bytes[i]), Gb(cap),
-               cap > 0 ? 100.0 * plan.predicted_memory_bytes[i] / cap : 0.0);
+    fmt::print("  {:<16} {:>10} / {:>10}  ({:.0f}%){}\n", plan.devices[i], Gb(plan.predicted_memory_bytes[i]), Gb(cap),
+               cap > 0 ? 100.0 * plan.predicted_memory_bytes[i] / cap : 0.0,
+               cap > 0 && plan.predicted_memory_bytes[i] > cap ? "  over capacity (synthesized with --no-memory-limits?)" : "");
   }
   return absl::OkStatus();
 }
@@ -223,6 +226,16 @@ absl::Status RunCheck(const std::string& path, const std::string& cluster_path) 
   if (!cluster_path.empty()) {
     HS_ASSIGN_OR_RETURN(costmodel::Cluster c, costmodel::ReadClusterFile(cluster_path));
     HS_RETURN_IF_ERROR(CheckPlanCluster(plan, StrCat("plan '", path, "'"), c, StrCat("'", cluster_path, "'")));
+    // It fits the cluster: every device's predicted memory within its capacity.
+    for (size_t i = 0; i < plan.predicted_memory_bytes.size() && i < static_cast<size_t>(c.size()); ++i) {
+      const double need = plan.predicted_memory_bytes[i], cap = c.devices[i].memory_bytes;
+      if (cap > 0 && need > cap) {
+        return absl::InvalidArgumentError(StrCat("plan '", path, "': device '", plan.devices[i], "' is predicted to hold ",
+                                                 FormatBytes(need), ", over its capacity ", FormatBytes(cap), " in '",
+                                                 cluster_path, "' (", fmt::format("{:.0f}", 100 * need / cap),
+                                                 "%; synthesized with --no-memory-limits?)"));
+      }
+    }
   }
   fmt::print("plan '{}' is valid: {} instructions reach the goal (the loss summed once); every parameter placed once; {} split groups with "
              "exact shard lengths\n",

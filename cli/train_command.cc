@@ -210,9 +210,12 @@ absl::Status Train(const TrainOptions& o) {
     HS_RETURN_IF_ERROR(trainer->Save(o.save, spec.ToString()));
     if (!o.quiet) fmt::print(stderr, "checkpoint written to {}\n", o.save);
   }
-  fmt::print("trained {} for {} steps: loss {:.4f} -> {:.4f}, {:.2f} ms/step\n", spec.name,
-             o.steps, first_loss, last_loss,
-             o.steps > 0 ? 1e3 * total_s / static_cast<double>(o.steps) : 0.0);
+  if (o.steps == 0) {
+    fmt::print("{}: no steps run (--steps 0){}\n", spec.name, o.save.empty() ? "" : "; the checkpoint holds the starting state");
+  } else {
+    fmt::print("trained {} for {} step{}: loss {:.4f} -> {:.4f}, {:.2f} ms/step\n", spec.name, o.steps, o.steps == 1 ? "" : "s",
+               first_loss, last_loss, 1e3 * total_s / static_cast<double>(o.steps));
+  }
   return absl::OkStatus();
 }
 

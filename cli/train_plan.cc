@@ -561,8 +561,13 @@ absl::Status TrainPlan(const TrainOptions& o, const runtime::Backend& backend) {
   if (!o.trace.empty() && !o.quiet) {
     fmt::print(stderr, "trace of {} ranks written to {} (open in https://ui.perfetto.dev)\n", ranks, o.trace);
   }
-  fmt::print("trained {} with plan '{}' ({}) on {} ranks for {} steps: loss {:.4f} -> {:.4f}\n", p.spec.name, o.plan,
-             plan.strategy, ranks, o.steps, first_loss, last_loss);
+  if (o.steps == 0) {
+    fmt::print("{} with plan '{}' ({}) on {} rank{}: no steps run (--steps 0)\n", p.spec.name, o.plan, plan.strategy, ranks,
+               ranks == 1 ? "" : "s");
+  } else {
+    fmt::print("trained {} with plan '{}' ({}) on {} rank{} for {} step{}: loss {:.4f} -> {:.4f}\n", p.spec.name, o.plan,
+               plan.strategy, ranks, ranks == 1 ? "" : "s", o.steps, o.steps == 1 ? "" : "s", first_loss, last_loss);
+  }
   if (o.steps > 0) {
     const std::string hidden_text =
         plan.program.overlap ? fmt::format("; {} more communication overlapped with compute", Ms(hidden.get())) : "";

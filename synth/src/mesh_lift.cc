@@ -97,9 +97,16 @@ absl::StatusOr<instr::Program> LiftDpNodes(const ir::Graph& g, const instr::Prog
         if (batched[static_cast<size_t>(n.output)]) {
           const std::optional<instr::RuleId> outer = BatchRule(g, src.node, batched);
           if (!outer) {
+            // At batch 1 the sharding rules take a dim of size 1 for a broadcast one, so no rule
+            // splits it: say so rather than blame the node.
+            const bool batch1 = !g.inputs().empty() && !g.value(g.inputs().front()).shape.empty() &&
+                                g.value(g.inputs().front()).shape[0] == 1;
             return absl::FailedPreconditionError(
                 StrCat("node '", n.name, "' has no batch rule over the nodes (batched inputs split on dim 0, the "
-                       "output too); dp-nodes needs one for every node computed from the inputs"));
+                       "output too); dp-nodes needs one for every node computed from the inputs",
+                       batch1 ? " (at batch 1 the rules take a batch dim of size 1 for a broadcast one: use a batch of at "
+                                "least 2)"
+                              : ""));
           }
           if (*outer != src.rule) in.outer_rule = *outer;
         } else if (src.rule != instr::RuleId(instr::RuleFamily::kReplicated)) {

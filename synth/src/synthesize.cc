@@ -622,6 +622,11 @@ absl::StatusOr<SynthResult> DpNodes(const Engine& en, const Strategy& s, const S
 absl::StatusOr<SynthResult> RunStrategy(const Engine& en, const Strategy& s,
                                         const std::vector<std::pair<std::string, const SynthResult*>>& seeds) {
   const double started = en.Elapsed();
+  if (s.allow_zero_params && !s.allow_replicated_params && !s.allow_sharded_params && en.c.size() < 2) {
+    // Otherwise no parameter would have a placement, and the search would blame memory.
+    return absl::FailedPreconditionError(StrCat("strategy '", s.name, "' shards every parameter across the devices (ZeRO) "
+                                                "and needs at least 2; cluster '", en.c.name, "' has 1"));
+  }
   absl::StatusOr<SynthResult> r;
   if (s.dp_nodes) {
     r = DpNodes(en, s, s, {InitialRatios(en.c, s.even_ratios)}, 1.0);

@@ -168,6 +168,37 @@ TEST(Cli, FailedWritesLeaveNoPartialFiles) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/bench/results.json"));
 }
 
+// Messages that name the real cause (found by the plan parity review).
+TEST(Cli, MessagesNameTheRealCause) {
+  const std::string one = Tmp("one_device.json");
+  std::ofstream(one) << R"({"format": "hetsynth-cluster", "version": 1, "name": "one", "nodes": [{"name": "n0"}],
+ "devices": [{"name": "g0", "type": "custom", "node": "n0", "flops": 4e10, "memory_bytes": 17179869184, "memory_bandwidth": 2e10}],
+ "links": {"intra_node": {"bandwidth": 1e10, "latency": 2e-6}, "inter_node": {"bandwidth": 1e10, "latency": 2e-6}}})";
+  for (const char* b : {"fsdp-even", "zero-even"}) {
+    ExpectError(std::string("synth --model mlp --small --cluster ") + one + " --baseline " + b + " -o " + Tmp("never.json"),
+                "shards every parameter across the devices (ZeRO) and needs at least 2; cluster 'one' has 1");
+  }
+  ExpectError("synth --model gpt --small --batch 1 --cluster " HETSYNTH_SOURCE_DIR "/examples/clusters/two-node-mixed.json "
+              "--baseline megatron -o " + Tmp("never.json"),
+              "use a batch of at least 2");
+  // check --cluster: a plan made without memory limits that does not fit is not "valid".
+  const std::string tight = Tmp("tight.json");
+  std::ofstream(tight) << R"({"format": "hetsynth-cluster", "version": 1, "name": "tight", "nodes": [{"name": "n0"}], "devices": [
+ {"name": "d0", "type": "custom", "node": "n0", "flops": 4e10, "memory_bytes": 200000, "memory_bandwidth": 2e10},
+ {"name": "d1", "type": "custom", "node": "n0", "flops": 2e10, "memory_bytes": 170000, "memory_bandwidth": 2e10}],
+ "links": {"intra_node": {"bandwidth": 1e10, "latency": 2e-6}, "inter_node": {"bandwidth": 1e10, "latency": 2e-6}}})";
+  const std::string plan = Tmp("over_capacity.json");
+  ASSERT_EQ(Hetsynth("synth --model moe --small --cluster " + tight + " --no-memory-limits -o " + plan).code, 0);
+  ExpectError("check " + plan + " --cluster " + tight, "over its capacity");
+  const Result explained = Hetsynth("explain " + plan);
+  EXPECT_NE(explained.output.find("over capacity"), std::string::npos) << explained.output;
+  EXPECT_NE(explained.output.find(" KiB"), std::string::npos) << explained.output;  // not 0.00 GB
+  const Result zero = Hetsynth("train --model mlp --small --steps 0 --quiet");
+  EXPECT_EQ(zero.code, 0) << zero.output;
+  EXPECT_NE(zero.output.find("no steps run"), std::string::npos) << zero.output;
+  EXPECT_EQ(zero.output.find("nan"), std::string::npos) << zero.output;
+}
+
 TEST(Cli, TrainWritesMetricsAndResumes) {
   const std::string metrics = Tmp("m.jsonl"), ckpt = Tmp("cli_gpt.safetensors");
   const Result r = Hetsynth("train --model gpt --small --steps 3 --metrics " + metrics + " --save " + ckpt);

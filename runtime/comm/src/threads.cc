@@ -87,7 +87,7 @@ absl::Status Rendezvous::Arrive(int rank, bool opens_reads, const Where& where) 
         }
         AbortLocked(absl::DeadlineExceededError(
             StrCat(WhereText(where), "waited more than ", timeout_.count(), " s for ranks ", Join(missing),
-                   "; a rank is stuck or skipped a collective (raise the run's timeout_s if it is just slow)")));
+                   "; a rank is stuck or skipped a collective (raise the run's deadline, train --deadline, if it is just slow)")));
       }
     }
     if (generation_ != gen) return absl::OkStatus();
@@ -173,7 +173,8 @@ absl::StatusOr<std::vector<float>> Rendezvous::Take(int to, int from, int tag, c
     }
     if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
       const absl::Status st = absl::DeadlineExceededError(
-          StrCat(WhereText(where), "waited more than ", timeout_.count(), " s for the message from rank ", from, " with tag ", tag));
+          StrCat(WhereText(where), "waited more than ", timeout_.count(), " s for the message from rank ", from, " with tag ", tag,
+                 " (raise the run's deadline if it is just slow)"));
       AbortLocked(st);
       return st;
     }
