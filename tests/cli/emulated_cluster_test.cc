@@ -115,8 +115,11 @@ class CliEmulatedCluster : public ::testing::Test {
     // Namespaces may be forbidden (unprivileged containers): try one that is not ours to keep.
     const std::string probe = "hsprobe" + std::to_string(getpid());
     const Out add = Sh("ip netns add " + probe);
+    // Entering one (ip -n) also needs a remountable / (a plain chroot has none).
+    const Out enter = add.code == 0 ? Sh("ip -n " + probe + " link set lo up") : add;
     Sh("ip netns delete " + probe);
     if (add.code != 0) skip_ = "network namespaces are not permitted here: 'ip netns add' says: " + add.text;
+    else if (enter.code != 0) skip_ = "network namespaces cannot be entered here: 'ip -n NS link set lo up' says: " + enter.text;
     const Out tc = Sh("tc -V");
     if (tc.code != 0) skip_ = "tc is not available: " + tc.text;
     mpirun_ok_ = Sh("mpirun --version").text.find("Open MPI") != std::string::npos;

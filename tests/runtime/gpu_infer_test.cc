@@ -46,7 +46,7 @@ instr::InferencePlacement RoundRobin(const ir::Graph& g, int groups, int ranks) 
     if (n != loss) ops.push_back(n);
   }
   instr::InferencePlacement p;
-  for (int r = 0; r < ranks; ++r) p.devices.push_back("d" + std::to_string(r));
+  for (int r = 0; r < ranks; ++r) p.devices.push_back(std::string("d").append(std::to_string(r)));
   const size_t per = (ops.size() + groups - 1) / groups;
   for (size_t at = 0, k = 0; at < ops.size(); at += per, ++k) {
     instr::InferencePlacementGroup gr;

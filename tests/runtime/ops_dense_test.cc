@@ -314,7 +314,9 @@ TEST(KernelContractTest, WholeOutputKernelsIgnoreWhatOutHeld) {
     }
   }
 #define HS_CHECK_COVERED(Camel, snake) \
-  if (ForwardWritesWholeOutput(OpKind::k##Camel)) EXPECT_TRUE(covered.count(OpKind::k##Camel)) << snake;
+  if (ForwardWritesWholeOutput(OpKind::k##Camel)) {                         \
+    EXPECT_TRUE(covered.count(OpKind::k##Camel)) << snake;                   \
+  }
   HETSYNTH_IR_OPS(HS_CHECK_COVERED)
 #undef HS_CHECK_COVERED
 }
@@ -433,9 +435,13 @@ TEST(ElementwiseForwardTest, ExpLogSoftplusAreAccurateToAFewUlp) {
   const Tensor e = RunForward(OpKind::kExp, {x}), sp = RunForward(OpKind::kSoftplus, {x});
   for (size_t i = 0; i < xs.size(); ++i) {
     const double v = xs[i];
-    if (std::exp(v) > 1e-37) ASSERT_LE(ulps(std::exp(v), e.data[i]), 5) << "exp(" << v << ")";
+    if (std::exp(v) > 1e-37) {
+      ASSERT_LE(ulps(std::exp(v), e.data[i]), 5) << "exp(" << v << ")";
+    }
     const double want = v > 20 ? v : std::log1p(std::exp(v));
-    if (want > 1e-37) ASSERT_LE(ulps(want, sp.data[i]), 4) << "softplus(" << v << ")";
+    if (want > 1e-37) {
+      ASSERT_LE(ulps(want, sp.data[i]), 4) << "softplus(" << v << ")";
+    }
   }
   // log over every 4099th positive float (subnormals to the largest).
   std::vector<float> ps;
@@ -463,7 +469,9 @@ TEST(ElementwiseForwardTest, ExpLogSoftplusAreAccurateToAFewUlp) {
                ng = RunForward(OpKind::kNeg, {v}), ss = RunForward(OpKind::kSoftsign, {v}), hs = RunForward(OpKind::kHardswish, {v});
   for (int i = 0; i < 5; ++i) {
     const float a = v.data[i];
-    if (a >= 0) EXPECT_EQ(sq.data[i], std::sqrt(a));
+    if (a >= 0) {
+      EXPECT_EQ(sq.data[i], std::sqrt(a));
+    }
     EXPECT_EQ(rc.data[i], 1.0f / a);
     EXPECT_EQ(ab.data[i], std::abs(a));
     EXPECT_EQ(ng.data[i], -a);

@@ -409,7 +409,9 @@ TEST(Conv2dTest, BatchPiecesGiveTheWholeBatchsBits) {
       for (int64_t i = 0; i < y.numel(); ++i) unplaced_differ += y_alone.data[i] != y.data[i];
       start += n;
     }
-    if (groups == 1) EXPECT_GT(unplaced_differ, 0) << "Eigen gave the same bits at every width: the test shows nothing";
+    if (groups == 1) {
+      EXPECT_GT(unplaced_differ, 0) << "Eigen gave the same bits at every width: the test shows nothing";
+    }
   }
 }
 

@@ -23,7 +23,7 @@ PlacementProblem RandomProblem(std::mt19937& rng, int n, int nd, int cnodes, dou
   std::uniform_real_distribution<double> u(0, 1);
   PlacementProblem p;
   for (int d = 0; d < nd; ++d) {
-    p.device_names.push_back("d" + std::to_string(d));
+    p.device_names.push_back(std::string("d").append(std::to_string(d)));
     p.device_flops.push_back(1 + std::floor(u(rng) * 4));
     p.device_node.push_back(d % cnodes);
     p.capacity_bytes.push_back(u(rng) < 0.5 ? 1e9 : 1.5 + std::floor(u(rng) * 3));
@@ -32,7 +32,7 @@ PlacementProblem RandomProblem(std::mt19937& rng, int n, int nd, int cnodes, dou
   p.inter_node = {0.5 + u(rng), 0.1 * u(rng)};
   for (int i = 0; i < n; ++i) {
     CoarseNode c;
-    c.name = "n" + std::to_string(i);
+    c.name = std::string("n").append(std::to_string(i));
     const double work = 0.2 + u(rng);
     for (int d = 0; d < nd; ++d) c.seconds.push_back(work / p.device_flops[d] * (0.8 + 0.4 * u(rng)));
     c.weight_bytes = 1;
@@ -158,7 +158,7 @@ PlacementProblem CappedChain() {
   p.inter_node = {1.0, 0.0};
   for (int i = 0; i < 3; ++i) {
     CoarseNode c;
-    c.name = "n" + std::to_string(i);
+    c.name = std::string("n").append(std::to_string(i));
     c.seconds = {1, 4};
     c.weight_bytes = 1;
     p.nodes.push_back(c);
