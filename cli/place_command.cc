@@ -230,21 +230,25 @@ absl::Status RunInfer(const InferFlags& f) {
              loaded.spec.ToString(), f.placement, loaded.placement.method, ranks, count(f.requests, "request", "requests"),
              gpu ? " on a GPU" : "", m.max_diff, gpu ? fmt::format("; vs the CPU's forward {:.3g}", m.cpu_max_diff) : "",
              count(m.messages, "point-to-point transfer", "point-to-point transfers"), m.bytes / 1e6);
+  // Pipelining needs several requests: one request's rate is only its cold run.
+  const std::string throughput = f.requests > 1 ? fmt::format("{:.2f} requests/s pipelined", m.requests_per_s)
+                                                : std::string("throughput: pipelining needs --requests 2 or more");
   if (f.emulate) {
     const double k = m.dilation, measured = m.latency_s, predicted = loaded.placement.predicted_latency_s;
     fmt::print("emulated cluster '{}' (dilation K={}: ranks paced to the file's device FLOP/s relative to the fastest = this "
                "host, {}; times below are wall clock / K): latency "
-               "{} measured ({} after a warm-up), {} predicted ({:+.1f}%), {:.2f} requests/s pipelined; ran late {}\n",
+               "{} measured ({} after a warm-up), {} predicted ({:+.1f}%), {}; ran late {}\n",
                loaded.placement.cluster, k,
                o.mpi ? "messages over the processes' own links, not delayed" : "messages delayed by K x their predicted transfer time",
-               Ms(measured), f.requests == 1 ? std::string("one request") : fmt::format("median of {} requests", f.requests), Ms(predicted), 100 * (predicted - measured) / measured, m.requests_per_s, Ms(m.late_s));
+               Ms(measured), f.requests == 1 ? std::string("one request") : fmt::format("median of {} requests", f.requests), Ms(predicted),
+               100 * (predicted - measured) / measured, throughput, Ms(m.late_s));
   } else {
     fmt::print("measured on {} (ranks at {} speed, not paced to the cluster's devices): latency "
-               "{} ({} after a warm-up), one-device forward {}, {:.2f} requests/s pipelined; predicted for cluster '{}': {} (not comparable; "
+               "{} ({} after a warm-up), one-device forward {}, {}; predicted for cluster '{}': {} (not comparable; "
                "--emulate paces them)\n",
                gpu ? "this host's GPUs" : "this host", gpu ? "GPU" : "host", Ms(m.latency_s),
                f.requests == 1 ? std::string("one request") : fmt::format("median of {} requests", f.requests), Ms(m.one_device_s),
-               m.requests_per_s, loaded.placement.cluster,
+               throughput, loaded.placement.cluster,
                Ms(loaded.placement.predicted_latency_s));
   }
   return absl::OkStatus();
