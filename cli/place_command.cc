@@ -108,8 +108,8 @@ absl::Status RunCheck(const PlaceFlags& f) {
     extra = fmt::format("; on '{}' it takes {} (predicted, the file says {}) and fits every device's memory", f.cluster,
                         Ms(s.latency), Ms(pl.predicted_latency_s));
   }
-  fmt::print("placement '{}' is valid: {} for {} (batch {}), {} groups over {} devices of cluster '{}'{}\n", f.check, pl.method,
-             pl.model, pl.batch, pl.groups.size(), pl.devices.size(), pl.cluster, extra);
+  fmt::print("placement '{}' is valid: {} for {} (batch {}), {} group{} over {} devices of cluster '{}'{}\n", f.check, pl.method,
+             pl.model, pl.batch, pl.groups.size(), pl.groups.size() == 1 ? "" : "s", pl.devices.size(), pl.cluster, extra);
   return absl::OkStatus();
 }
 

@@ -196,7 +196,7 @@ TEST(Place, MalformedPlacementFilesExit2NamingFileFieldValue) {
 TEST(Infer, PlacementsOnThreadRanksEqualTheOneDeviceForward) {
   for (const char* model : {"gpt", "moe", "vgg19"}) {
     const std::string out = Tmp(std::string("infer_") + model + ".json");
-    // Pipeline by count spreads the groups over all four devices: every edge between stages is a transfer.
+    // An even pipeline spreads the groups over all four devices: every edge between stages is a transfer.
     const Result placed = Hetsynth(std::string("place --model ") + model + " --small --cluster " + Cluster("mixed-4") +
                                    " --method even -o " + out);
     ASSERT_EQ(placed.code, 0) << placed.output;
