@@ -157,31 +157,22 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
   }
   std::unique_ptr<runtime::Communicator> world;
   if (o.mpi) {
+    runtime::SetCollectiveDeadline(o.deadline_s);
     HS_ASSIGN_OR_RETURN(world, runtime::MpiWorld());
   }
   m.reporter = !world || world->rank() == 0;
-  // The one-device forward of every request, on the reporting process only, warmed up as the
-  // latency run is. On GPUs it runs on the same kind of device as the ranks (the check), and the
-  // CPU's forward is compared too (reported, not checked: cuBLAS sums in another order).
-  std::vector<runtime::Outputs> reference, cpu_reference;
-  if (m.reporter) {
-    HS_ASSIGN_OR_RETURN(reference, backend->ForwardOneDevice(g, params, requests, o.mpi ? -1 : 0, &m.one_device_s));
-    if (gpu) {
-      for (const runtime::Batch& b : requests) {
-        HS_ASSIGN_OR_RETURN(runtime::Outputs out, runtime::ForwardOneDevice(g, params, b));
-        cpu_reference.push_back(std::move(out));
-      }
-    }
-  }
-  if (o.emulate && m.reporter) {
+  if (o.emulate) {
     // The wall time the runs will take: 2 × requests + 1 batches, each K × its modelled time — at
-    // least the predicted latency, the transfers it waits for, or this host's one-device forward
-    // paced to the slowest device used. Said when long, refused past a day.
+    // least the predicted latency, the transfers it waits for, or this host's forward of one
+    // request paced to the slowest device used. Said when long, refused past a day. Every rank
+    // estimates alike (and so fails alike), timing one forward.
+    double one_s = 0;
+    HS_RETURN_IF_ERROR(backend->ForwardOneDevice(g, params, {requests.front()}, 0, &one_s).status());
     double transfers = 0, slowest = 1;
     for (const auto& e : placement.edges) transfers += e.transfer_s;
     const double fmax = *std::max_element(placement.device_flops.begin(), placement.device_flops.end());
     for (const auto& gr : placement.groups) slowest = std::max(slowest, fmax / placement.device_flops[gr.device]);
-    const double batch_s = std::max({placement.predicted_latency_s, transfers, m.one_device_s * slowest});
+    const double batch_s = std::max({placement.predicted_latency_s, transfers, one_s * slowest});
     const double wall = io.dilation * (2.0 * o.requests + 1) * batch_s;
     if (wall > kMaxEmulatedWallSeconds) {
       return absl::InvalidArgumentError(StrCat("placement '", o.source, "': --emulate would take about ", fmt::format("{:.3g}", wall),
@@ -209,7 +200,7 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
       HS_ASSIGN_OR_RETURN(runtime::InferRun r, backend->RunPlacementRank(comm, g, placement, params, batches, opt, comm.rank()));
       if (comm.rank() == 0) first = std::move(r);
       return absl::OkStatus();
-    }, 600));
+    }, o.deadline_s));
     return first;
   };
   HS_ASSIGN_OR_RETURN(runtime::InferRun one_by_one, run_placement(with_warmup, seq));
@@ -217,6 +208,19 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
   std::sort(alone.begin(), alone.end());
   m.latency_wall_s = alone[alone.size() / 2];
   HS_ASSIGN_OR_RETURN(runtime::InferRun run, run_placement(requests, io));
+  if (!m.reporter) return m;  // MPI: rank 0 checks and reports
+  // The one-device forward of every request, after the placement's runs (under mpirun on rank 0
+  // alone, while the other ranks are done: none waits on it) and warmed up as the latency run is.
+  // On GPUs it runs on the same kind of device as the ranks (the check), and the CPU's forward is
+  // compared too (reported, not checked: cuBLAS sums in another order).
+  std::vector<runtime::Outputs> reference, cpu_reference;
+  HS_ASSIGN_OR_RETURN(reference, backend->ForwardOneDevice(g, params, requests, o.mpi ? -1 : 0, &m.one_device_s));
+  if (gpu) {
+    for (const runtime::Batch& b : requests) {
+      HS_ASSIGN_OR_RETURN(runtime::Outputs out, runtime::ForwardOneDevice(g, params, b));
+      cpu_reference.push_back(std::move(out));
+    }
+  }
   // Every element compared (a NaN on either side is a difference, not skipped).
   auto compare = [&](const std::vector<runtime::Outputs>& refs, double* max_diff, double* scale) -> absl::Status {
     for (int q = 0; q < o.requests; ++q) {
@@ -237,12 +241,10 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
     return absl::OkStatus();
   };
   double scale = 1;
-  if (m.reporter) {
-    HS_RETURN_IF_ERROR(compare(reference, &m.max_diff, &scale));
-    if (gpu) {
-      double cpu_scale = 1;
-      HS_RETURN_IF_ERROR(compare(cpu_reference, &m.cpu_max_diff, &cpu_scale));
-    }
+  HS_RETURN_IF_ERROR(compare(reference, &m.max_diff, &scale));
+  if (gpu) {
+    double cpu_scale = 1;
+    HS_RETURN_IF_ERROR(compare(cpu_reference, &m.cpu_max_diff, &cpu_scale));
   }
   if (!(m.max_diff <= 1e-5 * scale)) {
     return absl::InternalError(StrCat("infer: the ranks' outputs differ from the one-device forward by ", m.max_diff,

@@ -48,6 +48,7 @@ struct InferRequestOptions {
   bool mpi = false;       // one process per rank under mpirun (MpiWorld) instead of thread ranks
   std::string backend = "cpu";  // the ranks' devices: cpu, or cuda (one GPU per rank; no emulate)
   bool progress = false;  // say on stderr how long a long emulated run will take
+  double deadline_s = 300;  // MPI and GPU thread ranks: how long a rank waits for another
 };
 
 // One placement run on CPU thread ranks (MPI processes under mpirun; GPUs with backend cuda):

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <tuple>
 #include <memory>
 
 #include <fmt/format.h>
@@ -67,17 +68,21 @@ absl::Status RunCheck(const PlaceFlags& f) {
     for (const instr::InferencePlacementGroup& gr : pl.groups) {
       for (ir::NodeId n : gr.ops) device_of_op[n] = gr.device;
     }
-    std::map<ir::NodeId, double> start_of_op;  // each group's first op → the file's start time
-    for (const instr::InferencePlacementGroup& gr : pl.groups) start_of_op[gr.ops.front()] = gr.start_s;
+    // Each group's first op → the file's start and finish times.
+    std::map<ir::NodeId, std::pair<double, double>> times_of_op;
+    for (const instr::InferencePlacementGroup& gr : pl.groups) times_of_op[gr.ops.front()] = {gr.start_s, gr.finish_s};
     std::vector<int> device;
-    std::vector<std::pair<double, int>> by_start;  // the file's order on each device: by start time
+    // The file's order on each device: by start time, then finish time (a group of no work that
+    // starts with another runs before it).
+    std::vector<std::tuple<double, double, int>> by_start;
     for (size_t i = 0; i < p.nodes.size(); ++i) {
       device.push_back(device_of_op[p.nodes[i].ops.front()]);
-      by_start.push_back({start_of_op[p.nodes[i].ops.front()], static_cast<int>(i)});
+      const auto [start, finish] = times_of_op[p.nodes[i].ops.front()];
+      by_start.push_back({start, finish, static_cast<int>(i)});
     }
     std::sort(by_start.begin(), by_start.end());
     std::vector<synth::CoarseId> order;
-    for (const auto& [t, i] : by_start) order.push_back(i);
+    for (const auto& [t, f, i] : by_start) order.push_back(i);
     // Start times that contradict the dependencies (a hand-edited file): topological order instead.
     std::vector<int> pos(p.nodes.size());
     for (size_t k = 0; k < order.size(); ++k) pos[order[k]] = static_cast<int>(k);
@@ -194,6 +199,7 @@ struct InferFlags {
   bool emulate = false;
   double dilation = 0;
   std::string backend = "cpu";
+  double deadline = 300;
 };
 
 absl::Status RunInfer(const InferFlags& f) {
@@ -212,12 +218,13 @@ absl::Status RunInfer(const InferFlags& f) {
   o.dilation = f.dilation;
   o.source = f.placement;
   o.backend = f.backend;
+  o.deadline_s = f.deadline;
   o.mpi = UnderMpiLauncher();
   o.progress = !o.mpi || LauncherRank() == 0;
   if (!o.mpi || LauncherRank() == 0) {
-    fmt::print(stderr, "running the one-device forward of {}, then {} request{} on the ranks of placement '{}' ({} groups{}) ...\n",
-               loaded.spec.ToString(), f.requests, f.requests == 1 ? "" : "s", f.placement, loaded.placement.groups.size(),
-               f.emulate ? ", emulated speeds" : "");
+    fmt::print(stderr, "running {} request{} of {} on the ranks of placement '{}' ({} group{}{}), then the one-device forward ...\n",
+               f.requests, f.requests == 1 ? "" : "s", loaded.spec.ToString(), f.placement, loaded.placement.groups.size(),
+               loaded.placement.groups.size() == 1 ? "" : "s", f.emulate ? ", emulated speeds" : "");
   }
   HS_ASSIGN_OR_RETURN(const InferMeasurement m, MeasureInference(g, loaded.spec, loaded.placement, o));
   if (!m.reporter) return absl::OkStatus();  // MPI: rank 0 reports
@@ -273,8 +280,15 @@ Runner RegisterInfer(CLI::App& app) {
                   "cpu, or cuda: each rank on a GPU (rank r on GPU r mod the visible GPUs; under mpirun the local rank's), "
                   "compared with one GPU's forward")
       ->capture_default_str();
+  cmd->add_option("--deadline", f->deadline,
+                  "seconds a rank may wait for another's message or collective before the run ends with one line "
+                  "naming it (MPI processes, GPU ranks)")
+      ->capture_default_str();
   return [f, cmd]() -> absl::Status {
     if (cmd->count("--dilation") > 0 && !f->emulate) return absl::InvalidArgumentError("--dilation is for --emulate");
+    if (!(f->deadline > 0 && f->deadline <= 86400)) {
+      return absl::InvalidArgumentError(StrCat("--deadline ", f->deadline, "; expected seconds in (0, 86400]"));
+    }
 
     return RunInfer(*f);
   };

@@ -197,6 +197,11 @@ class Reader {
     // Checked after the edges, whose bytes name the pair of groups an edit shows in.
     int64_t elements = -1;  // optional: files written before it was recorded have none
     HS_RETURN_IF_ERROR(f_.Int(root, "", "model_elements", false, 0, std::numeric_limits<int64_t>::max(), &elements));
+    if (elements < 0 && p.edges.empty()) {
+      // A file from before the field with one group: nothing would show an edited model.
+      return Err("model_elements", "missing, and no edges whose bytes tie the groups to the model; write the placement "
+                                   "again with 'hetsynth place'");
+    }
     if (elements >= 0 && elements != GraphElements(g)) {
       return Err("model_elements", StrCat(elements, "; the model rebuilt from field 'model' (", p.model, ", batch ", p.batch,
                                           ", its args) has ", GraphElements(g),

@@ -103,7 +103,14 @@ TEST(Place, EditedModelOfAOneGroupPlacementIsRefused) {
   Write(bad, j);
   ExpectError("infer --placement " + bad, "the file was placed for another model, batch or args");
   j = Read(out);
-  j.erase("model_elements");  // a file from before the field: still read
+  j.erase("model_elements");  // a file from before the field, but nothing else ties it to the model
+  Write(bad, j);
+  ExpectError("place --check " + bad, "model_elements: missing, and no edges");
+  const std::string multi = Tmp("multi_group.json");
+  ASSERT_EQ(Hetsynth("place --model mlp --small --cluster " + Cluster("mixed-4") + " --method even -o " + multi).code, 0);
+  j = Read(multi);
+  ASSERT_FALSE(j["edges"].empty());
+  j.erase("model_elements");  // with edges, a file from before the field is still read
   Write(bad, j);
   EXPECT_EQ(Hetsynth("place --check " + bad).code, 0);
 }

@@ -218,7 +218,7 @@ absl::StatusOr<InferRun> RunOnRanks(B b, Communicator& comm, const ir::Graph& g,
       if (it == local.end() && val.kind == ir::ValueKind::kInput) {
         it = local.emplace(v, b.FromHost(requests[q].at(val.name))).first;
       }
-      return it->second;
+      return it != local.end() ? it->second : local.at(v);  // at(): throws for a value never received
     };
     auto receive = [&](ir::ValueId v, int from) -> absl::StatusOr<Tensor> {
       Tensor t = Tensor::Uninitialized(g.value(v).shape);
@@ -248,15 +248,15 @@ absl::StatusOr<InferRun> RunOnRanks(B b, Communicator& comm, const ir::Graph& g,
       if (owner == r && r != 0) {
         HS_RETURN_IF_ERROR(send(local.at(v), 0, v));
       } else if (r == 0) {
-        Tensor host;
         if (owner != 0) {
-          HS_ASSIGN_OR_RETURN(host, receive(v, owner));
-        } else {
-          host = b.ToHost(local.at(v));
+          HS_ASSIGN_OR_RETURN(Tensor host, receive(v, owner));
+          if (o.keep_outputs) run.outputs[q][g.value(v).name] = std::move(host);
+        } else if (o.keep_outputs) {
+          run.outputs[q][g.value(v).name] = b.ToHost(local.at(v));
         }
-        if (o.keep_outputs) run.outputs[q][g.value(v).name] = std::move(host);
       }
     }
+    b.Wait();  // the request is done when its outputs are (a device backend's queue included)
     HS_RETURN_IF_ERROR(b.status());
     if (r == 0) run.finish_s[q] = std::chrono::duration<double>(Clock::now() - start).count();
   }
