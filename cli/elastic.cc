@@ -735,7 +735,7 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     HS_RETURN_IF_ERROR(write_agent(ep.members));
   }
   log.close();  // the membership log is flushed after each line; a full disk shows here at the latest
-  if (!log) return absl::InvalidArgumentError(StrCat("cannot write '", dir, "/membership.jsonl' (", std::strerror(errno), ")"));
+  if (!log) return absl::InvalidArgumentError(StrCat("cannot write '", dir, "/membership.jsonl' (a write or its close failed)"));
   if (!o.trace.empty()) {
     HS_RETURN_IF_ERROR(runtime::WriteChromeTrace(o.trace, trace, {"elastic agent", "steps of rank 0 (wall clock)"},
                                                  StrCat("elastic run of ", spec.ToString(), " on ", cluster.name)));

@@ -124,12 +124,10 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
     requests.push_back(std::move(b));
   }
   InferMeasurement m;
-  HS_ASSIGN_OR_RETURN(runtime::Backend* backend, runtime::FindBackend(o.backend));
-  HS_RETURN_IF_ERROR(backend->Available());
+  HS_ASSIGN_OR_RETURN(runtime::Backend* backend, runtime::FindBackend(o.backend));  // checked by the caller's flags
   const bool gpu = !backend->capabilities().host_memory;
   runtime::InferOptions io;
   if (o.emulate) {
-    if (gpu) return absl::InvalidArgumentError("--emulate paces CPU ranks; GPU ranks run at their own speed (--backend cuda)");
     const auto& fl = placement.device_flops;
     if (fl.size() != placement.devices.size()) {
       return absl::InvalidArgumentError(StrCat("placement '", o.source,

@@ -289,7 +289,6 @@ Runner RegisterInfer(CLI::App& app) {
     if (!(f->deadline > 0 && f->deadline <= 86400)) {
       return absl::InvalidArgumentError(StrCat("--deadline ", f->deadline, "; expected seconds in (0, 86400]"));
     }
-
     return RunInfer(*f);
   };
 }
@@ -312,7 +311,8 @@ Runner RegisterPlace(CLI::App& app) {
   cmd->add_option("--check", f->check, "re-read a placement file and check it against its model (and --cluster)")->type_name("FILE");
   return [f, cmd]() -> absl::Status {
     if (!f->check.empty()) {
-      for (const char* flag : {"--out", "--method", "--time-limit", "--max-nodes", "--markdown"}) {
+      for (const char* flag : {"--out", "--method", "--time-limit", "--max-nodes", "--markdown", "--batch", "--small",
+                               "--model-arg", "--loss"}) {
         if (cmd->count(flag) > 0) {
           return absl::InvalidArgumentError(StrCat("place --check reads a placement; ", flag == std::string("--out") ? "-o" : flag,
                                                    " is for placing a --model"));

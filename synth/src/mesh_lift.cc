@@ -99,8 +99,8 @@ absl::StatusOr<instr::Program> LiftDpNodes(const ir::Graph& g, const instr::Prog
           if (!outer) {
             // At batch 1 the sharding rules take a dim of size 1 for a broadcast one, so no rule
             // splits it: say so rather than blame the node.
-            const bool batch1 = !g.inputs().empty() && !g.value(g.inputs().front()).shape.empty() &&
-                                g.value(g.inputs().front()).shape[0] == 1;
+            bool batch1 = !g.inputs().empty();  // every input's dim 0 is 1
+            for (ir::ValueId x : g.inputs()) batch1 = batch1 && !g.value(x).shape.empty() && g.value(x).shape[0] == 1;
             return absl::FailedPreconditionError(
                 StrCat("node '", n.name, "' has no batch rule over the nodes (batched inputs split on dim 0, the "
                        "output too); dp-nodes needs one for every node computed from the inputs",
