@@ -363,7 +363,8 @@ namespace {
 absl::StatusOr<Graph> BuildFromFile(const std::string& path, const std::map<std::string, double>& args, int64_t batch) {
   HS_ASSIGN_OR_RETURN(uint64_t hash, ModelFileHash(path));
   if (auto it = args.find("file_hash"); it != args.end() && static_cast<uint64_t>(it->second) != hash) {
-    return Bad(StrCat("model file '", path, "' has changed: it hashes to ", hash, " but the plan was made for ",
+    return Bad(StrCat("model file '", path, "'", IsOnnxFile(path) ? "" : " (with its weights file)",
+                      " has changed: it hashes to ", hash, " but the plan was made for ",
                       static_cast<uint64_t>(it->second), "; synthesize a new plan"));
   }
   const auto loss = args.find("loss");

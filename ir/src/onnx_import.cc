@@ -15,11 +15,14 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/ir/float_formats.h"
 #include "hetsynth/ir/input_limits.h"
+#include "hetsynth/ir/models.h"
 #include "hetsynth/ir/regular_file.h"
 
 #ifdef HETSYNTH_HAVE_ONNX
@@ -51,22 +54,39 @@ std::string OnnxSupportedOps() { return absl::StrJoin(SupportedOps(), ", "); }
 
 namespace {
 
-// 48-bit FNV-1a of a model file's bytes (a plan records it).
-uint64_t HashBytes(const std::string& bytes) {
-  uint64_t h = 1469598103934665603ull;
+constexpr uint64_t kFnvBasis = 1469598103934665603ull;
+uint64_t Fnv(uint64_t h, const std::string& bytes) {
   for (char c : bytes) {
     h ^= static_cast<unsigned char>(c);
     h *= 1099511628211ull;
   }
-  return h & ((uint64_t{1} << 48) - 1);
+  return h;
 }
+constexpr uint64_t kHashMask = (uint64_t{1} << 48) - 1;  // a plan keeps it in a double, exactly
+
+// 48-bit FNV-1a of a model file's bytes (a plan records it).
+uint64_t HashBytes(const std::string& bytes) { return Fnv(kFnvBasis, bytes) & kHashMask; }
 
 }  // namespace
 
 absl::StatusOr<uint64_t> ModelFileHash(const std::string& path) {
   // A directory, a device or a FIFO is refused before reading (/dev/zero would never end).
   HS_ASSIGN_OR_RETURN(std::string bytes, ReadRegularFile(path, StrCat("model file '", path, "'")));
-  return HashBytes(bytes);
+  if (IsOnnxFile(path)) return HashBytes(bytes);
+  // A graph file's weights file (its "weights" field, relative to the graph file) is part of the
+  // model: its bytes are hashed after the graph's. One that cannot be read is left to the graph
+  // reader, which says so.
+  const nlohmann::json root = nlohmann::json::parse(bytes, nullptr, /*allow_exceptions=*/false);
+  uint64_t h = Fnv(kFnvBasis, bytes);
+  if (root.is_object() && root.contains("weights") && root["weights"].is_string() &&
+      !root["weights"].get<std::string>().empty()) {
+    std::string w = root["weights"].get<std::string>();
+    const size_t slash = path.find_last_of('/');
+    if (w[0] != '/' && slash != std::string::npos) w = path.substr(0, slash + 1) + w;
+    absl::StatusOr<std::string> weights = ReadRegularFile(w, StrCat("weights '", w, "'"));
+    if (weights.ok()) h = Fnv(h, *weights);
+  }
+  return h & kHashMask;
 }
 
 #ifndef HETSYNTH_HAVE_ONNX

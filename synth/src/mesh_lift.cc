@@ -103,7 +103,7 @@ absl::StatusOr<instr::Program> LiftDpNodes(const ir::Graph& g, const instr::Prog
             for (ir::ValueId x : g.inputs()) batch1 = batch1 && !g.value(x).shape.empty() && g.value(x).shape[0] == 1;
             return absl::FailedPreconditionError(
                 StrCat("node '", n.name, "' has no batch rule over the nodes (batched inputs split on dim 0, the "
-                       "output too); dp-nodes needs one for every node computed from the inputs",
+                       "output too); data parallelism across nodes (megatron, mesh-level plans) needs one for every node computed from the inputs",
                        batch1 ? " (at batch 1 the rules take a batch dim of size 1 for a broadcast one: use a batch of at "
                                 "least 2)"
                               : ""));

@@ -165,6 +165,7 @@ class Search {
   double memory_weight_ = 0;                         // seconds per unit of peak memory fraction
   MemoryOracle oracle_;                              // Z3: can any ratios fit this memory?
   absl::Status oracle_error_;                        // its first failure, which ends the search
+  int64_t memory_pruned_ = 0;                        // successors over a device's memory (Run's message)
 };
 
 bool Search::RuleAllowed(ir::NodeId k, const ComputeRule& r) const {
@@ -429,6 +430,7 @@ void Search::Successors(const SearchNode& cur, int id, std::vector<SearchNode>& 
       // Over capacity at these ratios: with a ratio LP to come, prune only when Z3 finds that
       // no ratios fit; with fixed ratios (baselines), prune now.
       if (!Fits(p.fixed, p.split)) {
+        ++memory_pruned_;
         if (!s_.optimize_ratios) continue;
         const absl::StatusOr<bool> any = oracle_.AnyRatioFits(p.fixed, p.split);
         if (!any.ok() && oracle_error_.ok()) oracle_error_ = any.status();  // Run and Exhaustive return it
@@ -593,6 +595,12 @@ absl::StatusOr<instr::Program> Search::Run(int64_t* expanded) {
     HS_RETURN_IF_ERROR(oracle_error_);
   }
   if (expanded) *expanded = count;
+  // No step was refused for memory: the strategy's rules cover no whole program of this model.
+  if (memory_pruned_ == 0) {
+    return absl::ResourceExhaustedError(StrCat("no program of strategy '", s_.name,
+                                               "' computes the whole model: its sharding rules leave some node "
+                                               "without a rule (memory is not the cause)"));
+  }
   return absl::ResourceExhaustedError("no program fits every device's memory at these ratios");
 }
 

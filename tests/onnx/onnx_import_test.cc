@@ -157,6 +157,22 @@ TEST(OnnxImport, BadFilesExitTwoWithOneLine) {
   ASSERT_EQ(Hetsynth("synth --model " + good + " --cluster " + cluster + " --flat --no-overlap -o " + plan).code, 0);
   Write(TinyModel("Sigmoid"), "plan-model.onnx");
   ExpectError("train --plan " + plan + " --steps 1", "has changed");
+  // So does a graph file whose weights file changed (the graph's own bytes did not).
+  Write(TinyModel(), "plan-model.onnx");
+  const std::string graph = TempDir() + "/tiny-graph.json", weights = TempDir() + "/tiny-graph.safetensors";
+  ASSERT_EQ(Hetsynth("import " + good + " -o " + graph + " --weights " + weights).code, 0);
+  const std::string graph_plan = TempDir() + "/tiny-graph-plan.json";
+  ASSERT_EQ(Hetsynth("synth --model " + graph + " --cluster " + cluster + " --flat --no-overlap -o " + graph_plan).code, 0);
+  ASSERT_EQ(Hetsynth("train --plan " + graph_plan + " --steps 1 --quiet").code, 0);
+  std::string bytes;
+  {
+    std::ifstream in(weights, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  ASSERT_FALSE(bytes.empty());
+  bytes.back() = static_cast<char>(bytes.back() ^ 1);  // one bit of the last weight
+  std::ofstream(weights, std::ios::binary) << bytes;
+  ExpectError("train --plan " + graph_plan + " --steps 1", "(with its weights file) has changed");
 }
 
 // ---- invalid attributes and inputs (docs/onnx.md, "Errors") ----
@@ -718,6 +734,16 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
                   b[i], a[i]);
     }
   }
+}
+
+// A strategy whose sharding rules cannot cover a model says so, not "memory" (megatron on a CNN
+// whose layers have no tensor-parallel rules over two nodes).
+TEST(ImportCommand, AStrategyWithoutRulesForTheModelSaysSo) {
+  const std::string onnx = ModelDir() + "/eval_cnn.onnx";
+  if (!fs::exists(onnx)) GTEST_SKIP() << "no " << onnx << ": tests/onnx/export_models.py did not run";
+  ExpectError("synth --model " + onnx + " --batch 4 --cluster " HETSYNTH_SOURCE_DIR
+              "/examples/clusters/two-node-mixed.json --baseline megatron -o " + TempDir() + "/never.json",
+              "memory is not the cause");
 }
 
 // `hetsynth import` writes a graph file and a weights file that train exactly as the .onnx file
