@@ -65,7 +65,7 @@ CLI::Validator SeedValue();
 // A time dilation factor K: a finite number in [1, 1e6].
 CLI::Validator DilationFactor();
 
-// Writes `text` to a temporary PATH.XXXXXX.tmp of its own with `mode`, checks the close, then
+// Writes `text` to a temporary PATH.XXXXXX.tmp of its own with `mode` (less the umask), checks the close, then
 // renames it over `path`: readers see the old file or the new one, never a part; on failure the
 // temporary is removed.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& text, mode_t mode = 0644);

@@ -192,7 +192,7 @@ absl::StatusOr<InferMeasurement> MeasureInference(const ir::Graph& g, const ir::
                            const runtime::InferOptions& opt) -> absl::StatusOr<runtime::InferRun> {
     if (world) return backend->RunPlacementRank(*world, g, placement, params, batches, opt, -1);
     if (!gpu) return runtime::RunPlacement(g, placement, params, batches, opt);
-    // GPU ranks in this process: one thread and one GPU each (GPU r for rank r).
+    // GPU ranks in this process: one thread each, rank r on GPU r mod the visible GPUs.
     runtime::InferRun first;
     HS_RETURN_IF_ERROR(runtime::RunThreadRanks(ranks, [&](runtime::Communicator& comm) -> absl::Status {
       HS_ASSIGN_OR_RETURN(runtime::InferRun r, backend->RunPlacementRank(comm, g, placement, params, batches, opt, comm.rank()));

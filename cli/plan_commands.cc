@@ -392,6 +392,18 @@ FlagPaths ModelFileInput(const std::string& name) {
   return {};
 }
 
+namespace {
+// The process's file-creation mask (read once: umask can only be read by setting it).
+mode_t ProcessUmask() {
+  static const mode_t mask = [] {
+    const mode_t m = ::umask(0);
+    ::umask(m);
+    return m;
+  }();
+  return mask;
+}
+}  // namespace
+
 absl::Status WriteFileAtomically(const std::string& path, const std::string& text, mode_t mode) {
   // A temporary name of its own (mkstemps: PATH.XXXXXX.tmp), so two processes writing the same
   // file never write into one temporary; each renames a whole file over PATH.
@@ -412,7 +424,7 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& tex
     }
     done += static_cast<size_t>(n);
   }
-  fchmod(fd, mode);
+  fchmod(fd, mode & ~ProcessUmask());  // as a file created with `mode` would get (mkstemps makes 0600)
   if (::close(fd) != 0) return fail(errno);  // a full disk or a network file system may show only here
   if (rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
