@@ -176,11 +176,7 @@ class Reader {
       if (!root["weights"].is_string() || root["weights"].get<std::string>().empty()) {
         return Err("field 'weights'", "expected the path of a safetensors file (relative to the graph file)");
       }
-      // Relative to the graph file's directory.
-      std::string w = root["weights"].get<std::string>();
-      const size_t slash = source_.find_last_of('/');
-      if (w[0] != '/' && slash != std::string::npos) w = source_.substr(0, slash + 1) + w;
-      g.set_weights_file(w);
+      g.set_weights_file(GraphWeightsPath(source_, root["weights"].get<std::string>()));
     }
     if (!root.contains("values") || !root["values"].is_array()) return Err("field 'values'", "missing array");
     for (size_t i = 0; i < root["values"].size(); ++i) {
@@ -363,6 +359,12 @@ absl::StatusOr<Graph> GraphFromJson(const std::string& text, const std::string& 
   } catch (const json::exception& e) {  // a field of the wrong JSON type: bad input, not a crash
     return r.Err("document", StrCat("a field has the wrong type (", e.what(), ")"));
   }
+}
+
+std::string GraphWeightsPath(const std::string& graph_path, const std::string& weights) {
+  const size_t slash = graph_path.find_last_of('/');
+  if (weights.empty() || weights[0] == '/' || slash == std::string::npos) return weights;
+  return graph_path.substr(0, slash + 1) + weights;
 }
 
 absl::StatusOr<Graph> ReadGraphFile(const std::string& path) {

@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/ir/float_formats.h"
+#include "hetsynth/ir/graph_json.h"
 #include "hetsynth/ir/input_limits.h"
 #include "hetsynth/ir/models.h"
 #include "hetsynth/ir/regular_file.h"
@@ -80,9 +81,7 @@ absl::StatusOr<uint64_t> ModelFileHash(const std::string& path) {
   uint64_t h = Fnv(kFnvBasis, bytes);
   if (root.is_object() && root.contains("weights") && root["weights"].is_string() &&
       !root["weights"].get<std::string>().empty()) {
-    std::string w = root["weights"].get<std::string>();
-    const size_t slash = path.find_last_of('/');
-    if (w[0] != '/' && slash != std::string::npos) w = path.substr(0, slash + 1) + w;
+    const std::string w = GraphWeightsPath(path, root["weights"].get<std::string>());
     absl::StatusOr<std::string> weights = ReadRegularFile(w, StrCat("weights '", w, "'"));
     if (weights.ok()) h = Fnv(h, *weights);
   }

@@ -18,9 +18,6 @@
 namespace hetsynth::synth {
 namespace {
 
-// Memory sizes in messages: adaptive units, so that the two sides of a comparison never both
-// print as 0.000 GB.
-std::string Gb(double bytes) { return FormatBytes(bytes); }
 
 
 }  // namespace
@@ -237,8 +234,8 @@ absl::Status CheckMemory(const PlacementProblem& p, const std::vector<int>& devi
   const std::vector<double> m = DeviceMemory(p, device);
   for (int d = 0; d < p.num_devices(); ++d) {
     if (m[d] > p.capacity_bytes[d]) {
-      return absl::ResourceExhaustedError(StrCat("device '", p.device_names[d], "' would hold ", Gb(m[d]),
-                                                 "; its capacity is ", Gb(p.capacity_bytes[d])));
+      return absl::ResourceExhaustedError(StrCat("device '", p.device_names[d], "' would hold ", FormatBytes(m[d]),
+                                                 "; its capacity is ", FormatBytes(p.capacity_bytes[d])));
     }
   }
   return absl::OkStatus();
@@ -331,7 +328,7 @@ PlacementMethodResult Heft(const PlacementProblem& p) {
     }
     if (best < 0) {
       r.status = absl::ResourceExhaustedError(StrCat("heft: no device has room left for coarse node '",
-                                                     p.nodes[i].name, "' (", Gb(p.nodes[i].memory_bytes()), ")"));
+                                                     p.nodes[i].name, "' (", FormatBytes(p.nodes[i].memory_bytes()), ")"));
       r.schedule = Schedule{};
       return r;
     }
@@ -361,8 +358,8 @@ std::vector<PlacementMethodResult> PlacementBaselines(const PlacementProblem& p)
     double need = 0;
     for (const CoarseNode& c : p.nodes) need += c.memory_bytes();
     const double largest = *std::max_element(p.capacity_bytes.begin(), p.capacity_bytes.end());
-    best.status = absl::ResourceExhaustedError(StrCat("single: no device holds the whole model (", Gb(need),
-                                                      "; the largest device has ", Gb(largest), ")"));
+    best.status = absl::ResourceExhaustedError(StrCat("single: no device holds the whole model (", FormatBytes(need),
+                                                      "; the largest device has ", FormatBytes(largest), ")"));
     for (int d = 0; d < nd; ++d) {
       PlacementMethodResult r = Result(p, "single", std::vector<int>(n, d));
       if (r.status.ok() && (!best.status.ok() || r.schedule.latency < best.schedule.latency)) best = std::move(r);

@@ -55,12 +55,17 @@ Layout Layout::Of(const ir::Graph& g, const instr::InferencePlacement& p) {
   return l;
 }
 
-absl::Status CheckRun(const Communicator& comm, const ir::Graph& g, const instr::InferencePlacement& p,
-                      const Layout& layout, int requests, const InferOptions& o) {
+absl::Status CheckRequests(const instr::InferencePlacement& p, int requests, const InferOptions& o) {
   if (requests < 1) return absl::InvalidArgumentError("infer: at least one request");
   if (o.dilation > 0 && p.device_flops.size() != p.devices.size()) {
     return absl::InvalidArgumentError("infer: emulation needs the placement's cluster.device_flops; write it again with 'hetsynth place'");
   }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRun(const Communicator& comm, const ir::Graph& g, const instr::InferencePlacement& p,
+                      const Layout& layout, int requests, const InferOptions& o) {
+  HS_RETURN_IF_ERROR(CheckRequests(p, requests, o));
   const int nr = static_cast<int>(layout.devices.size());
   if (comm.size() != nr) {
     return absl::InvalidArgumentError(StrCat("infer: the placement uses ", nr, " devices, so it runs on ", nr,

@@ -16,5 +16,7 @@ std::string GraphToJson(const Graph& graph);
 // `source` names the file in error messages.
 absl::StatusOr<Graph> GraphFromJson(const std::string& text, const std::string& source);
 absl::StatusOr<Graph> ReadGraphFile(const std::string& path);
+// A graph file's `weights` field as a path: relative to the graph file's directory unless absolute.
+std::string GraphWeightsPath(const std::string& graph_path, const std::string& weights);
 
 }  // namespace hetsynth::ir

@@ -65,10 +65,7 @@ absl::StatusOr<InferRun> RunPlacement(const ir::Graph& g, const instr::Inference
                                       const std::map<std::string, Tensor>& params, const std::vector<Batch>& requests,
                                       const InferOptions& o) {
   const int nreq = static_cast<int>(requests.size());
-  if (nreq < 1) return absl::InvalidArgumentError("infer: at least one request");
-  if (o.dilation > 0 && p.device_flops.size() != p.devices.size()) {
-    return absl::InvalidArgumentError("infer: emulation needs the placement's cluster.device_flops; write it again with 'hetsynth place'");
-  }
+  HS_RETURN_IF_ERROR(infer_detail::CheckRequests(p, nreq, o));
   const double fastest = p.device_flops.empty() ? 1 : *std::max_element(p.device_flops.begin(), p.device_flops.end());
   const Layout layout = Layout::Of(g, p);
   const std::vector<int>& devices = layout.devices;

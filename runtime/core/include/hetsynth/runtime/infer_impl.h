@@ -89,8 +89,12 @@ struct Layout {
   static Layout Of(const ir::Graph& g, const instr::InferencePlacement& p);
 };
 
-// What RunOnRanks checks before any message: at least one request, the device speeds when
-// paced, the communicator's size and the tags' range. The same on every rank.
+// At least one request, and the device speeds when paced: what every run of a placement needs
+// (RunPlacement's thread ranks and CheckRun).
+absl::Status CheckRequests(const instr::InferencePlacement& p, int requests, const InferOptions& o);
+
+// What RunOnRanks checks before any message: CheckRequests, the communicator's size and the tags'
+// range. The same on every rank.
 absl::Status CheckRun(const Communicator& comm, const ir::Graph& g, const instr::InferencePlacement& p,
                       const Layout& layout, int requests, const InferOptions& o);
 
