@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +23,7 @@
 #include "hetsynth/ir/input_limits.h"
 #include "hetsynth/base/memory.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/base/temp_files.h"
 #include "hetsynth/synth/synthesize.h"
 
 namespace hetsynth::cli {
@@ -354,6 +356,19 @@ absl::Status CheckOutputPath(const std::string& flag, const std::string& path, O
     return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "': directory '", ir::Shorten(dir.string(), 200),
                                              "' is not writable"));
   }
+  // access() says yes to root everywhere, and to anyone in /proc or /sys, where no file can be
+  // made: create (and remove) a file where the write will go, before minutes of work.
+  const bool exists = std::filesystem::exists(std::filesystem::symlink_status(path, ec));
+  if (how == OutputWrite::kReplace || !exists) {
+    std::string probe = (dir / ".hetsynth-write-check.XXXXXX").string();
+    const int fd = ::mkstemp(probe.data());
+    if (fd < 0) {
+      return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "': cannot create a file in directory '",
+                                               ir::Shorten(dir.string(), 200), "' (", std::strerror(errno), ")"));
+    }
+    ::close(fd);
+    ::unlink(probe.c_str());
+  }
   return absl::OkStatus();
 }
 
@@ -414,6 +429,7 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& tex
     return absl::InvalidArgumentError(StrCat("cannot write '", path, "' (", std::strerror(err), ")"));
   };
   if (fd < 0) return fail(errno);
+  const TempFileGuard guard(tmp);  // removed if SIGINT/SIGTERM/SIGHUP arrives before the rename
   for (size_t done = 0; done < text.size();) {
     const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;

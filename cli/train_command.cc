@@ -167,8 +167,8 @@ absl::Status Train(const TrainOptions& o) {
   if (!load.empty()) HS_RETURN_IF_ERROR(trainer->Load(load, spec.ToString()));
 
   const int64_t first = trainer->step();
-  if (!o.quiet) fmt::print(stderr, "training {} on {}: {} steps from step {}, {} lr {:g}, {}\n",
-             spec.ToString(), device, o.steps, first, o.optimizer, cfg.lr, data.description());
+  if (!o.quiet) fmt::print(stderr, "training {} on {}: {} step{} from step {}, {} lr {:g}, {}\n",
+             spec.ToString(), device, o.steps, o.steps == 1 ? "" : "s", first, o.optimizer, cfg.lr, data.description());
   const int64_t every = std::max<int64_t>(1, o.steps / 10);
   float first_loss = NAN, last_loss = NAN;
   double total_s = 0;

@@ -131,6 +131,11 @@ TEST(Cli, OutputsNeverDestroyInputsOrSpecialFiles) {
   ExpectError("check " + fifo, "is not a regular file");
   ExpectError("infer --placement " + fifo, "is not a regular file");
   ExpectError("train --model mlp --small --steps 1 --save " + fifo, "is a FIFO");
+  // Where no file can be made (/proc, whatever access() says), before the solve, not after.
+  ExpectError("synth --model mlp --small --cluster " + cluster + " -o /proc/hetsynth-never.json",
+              "cannot create a file in directory '/proc'");
+  ExpectError("place --model mlp --small --cluster " + cluster + " -o /proc/hetsynth-never.json",
+              "cannot create a file in directory '/proc'");
   // A stream may be a device; a failed write stops the run with the step it failed at.
   EXPECT_EQ(Hetsynth("train --model mlp --small --steps 1 --quiet --metrics /dev/null").code, 0);
   ExpectError("train --model mlp --small --steps 2 --quiet --metrics /dev/full", "write failed at step 1");

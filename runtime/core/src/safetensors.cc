@@ -25,6 +25,7 @@
 
 #include "hetsynth/ir/input_limits.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/base/temp_files.h"
 
 namespace hetsynth::runtime {
 namespace {
@@ -563,6 +564,7 @@ absl::Status WriteSafetensors(const std::string& path, const std::map<std::strin
   }
   if (raw_fd < 0) return IoError(errno, path, StrCat("cannot create temporary file '", tmp, "'"));
   Fd fd(raw_fd);
+  const TempFileGuard guard(tmp);  // removed if SIGINT/SIGTERM/SIGHUP arrives before the rename
 
   auto write_all = [&]() -> absl::Status {
     unsigned char size_field[8];

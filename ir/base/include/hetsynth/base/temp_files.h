@@ -1,0 +1,37 @@
+// Temporary files that an interrupted process removes: a file written under a temporary name and
+// renamed over its path (plans, placements, checkpoints) is registered while it is written, and
+// SIGINT, SIGTERM or SIGHUP arriving then removes it before the signal takes its course (the
+// handler that was installed before runs, or the default action kills the process as it would
+// have). SIGKILL cannot be caught: a killed writer still leaves its temporary.
+//
+//   std::string tmp = path + ".XXXXXX.tmp";
+//   int fd = mkstemps(tmp.data(), 4);
+//   TempFileGuard guard(tmp);   // from here until guard's scope ends
+//   ... write, close, rename(tmp, path) ...
+#pragma once
+
+#include <string>
+
+namespace hetsynth {
+
+class TempFileGuard {
+ public:
+  // Registers `path` (up to kMaxTempFiles at once across threads, paths under kMaxPathBytes;
+  // beyond that the file is simply not registered). The first guard installs the handlers.
+  explicit TempFileGuard(const std::string& path);
+  // Unregisters it; does not remove it (the writer renamed or removed it).
+  ~TempFileGuard();
+  TempFileGuard(const TempFileGuard&) = delete;
+  TempFileGuard& operator=(const TempFileGuard&) = delete;
+
+  static constexpr int kMaxTempFiles = 64;
+  static constexpr int kMaxPathBytes = 4096;
+
+  // Whether this guard holds a slot (false: too many at once, or the path is too long).
+  bool registered() const { return slot_ >= 0; }
+
+ private:
+  int slot_ = -1;
+};
+
+}  // namespace hetsynth
