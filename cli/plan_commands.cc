@@ -239,9 +239,10 @@ absl::Status RunCheck(const std::string& path, const std::string& cluster_path) 
       }
     }
   }
-  fmt::print("plan '{}' is valid: {} instructions reach the goal (the loss summed once); every parameter placed once; {} split groups with "
-             "exact shard lengths\n",
-             path, plan.program.instructions.size(), plan.program.groups.size());
+  const size_t n = plan.program.instructions.size(), groups = plan.program.groups.size();
+  fmt::print("plan '{}' is valid: {} instruction{} reach{} the goal (the loss summed once); every parameter placed once; {} split "
+             "group{} with exact shard lengths\n",
+             path, n, n == 1 ? "" : "s", n == 1 ? "es" : "", groups, groups == 1 ? "" : "s");
   return absl::OkStatus();
 }
 

@@ -112,6 +112,9 @@ TYPED_TEST(GpuNormTest, CrossEntropy) {
                        &gpu::CrossEntropyBackward<X>);
     }
   }
+  // More rows than two passes of 256-row chunks reduce (65,536): a third pass (the loss once
+  // counted only the first 65,536 rows).
+  ExpectMatchesCpu(this->x(), CrossEntropyCase({70001, 2}), &gpu::CrossEntropyForward<X>, &gpu::CrossEntropyBackward<X>);
 }
 
 // -inf logits away from the label: their probability is exactly 0.

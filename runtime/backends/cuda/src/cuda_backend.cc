@@ -2,6 +2,7 @@
 // GpuExec, and plan executors on NCCL ranks or virtual GPUs.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdlib>
 
 #include "comm/gpu_comm.h"
@@ -87,18 +88,32 @@ absl::Status RunCudaRanks(const ir::Graph& graph, const instr::Plan& plan, const
     vo.green = options.green;
     vo.precision = precision;
     vo.layout = &layout;
-    vo.timeout_s = 600;
+    vo.timeout_s = options.timeout_s;  // --deadline
     bool described = false;
-    return gpu::RunVirtualGpus(options.speeds, [&](Communicator& comm, gpu::GpuExec& x) -> absl::Status {
+    std::atomic<bool> ran{false};
+    std::string fallback;
+    auto run = [&](Communicator& comm, gpu::GpuExec& x) -> absl::Status {
+      ran = true;
       if (comm.rank() == 0 && options.description && !described) {
         std::string sms;
         for (int n : layout.sm_counts) sms += (sms.empty() ? "" : ", ") + std::to_string(n);
         *options.description = StrCat(info.first_name, ": ", layout.device_sms, " SMs; virtual GPUs with ", sms, " SMs (",
-                                      layout.green ? "green contexts" : "plain streams sharing every SM", ")");
+                                      layout.green ? "green contexts" : "plain streams sharing every SM", ")", fallback);
         described = true;
       }
       return fn(comm, make_for(x, comm));
-    }, vo);
+    };
+    absl::Status st = gpu::RunVirtualGpus(options.speeds, run, vo);
+    if (!ran && vo.green && st.code() == absl::StatusCode::kFailedPrecondition) {
+      // No green contexts here (an old driver, too few SM groups, or one of the operations the
+      // ranks need refused on their streams): plain streams sharing every SM, said in the
+      // description — the virtual devices then differ in their shares of work, not in speed.
+      fallback = StrCat("; green contexts failed: ", st.message());
+      vo.green = false;
+      layout = gpu::VirtualGpuLayout();
+      st = gpu::RunVirtualGpus(options.speeds, run, vo);
+    }
+    return st;
   }
   const int device = LocalRank() % info.devices;
   HS_ASSIGN_OR_RETURN(auto x, gpu::GpuExec::Create({device, precision, nullptr}));

@@ -173,6 +173,45 @@ struct VirtualGpus {
   }
 };
 
+// Every kind of work the ranks issue on their streams, tried once on each green context's stream
+// before any rank runs: an event made with the primary context current recorded there and waited
+// on by the next stream, a copy, a kernel and a GEMM. A driver that refuses one (the rules for
+// events and streams of different contexts are the least documented part of green contexts)
+// fails here as FailedPrecondition — which callers answer with plain streams — instead of in
+// a rank's first collective.
+absl::Status TryGreenStreams(const std::vector<std::unique_ptr<GpuExec>>& execs) {
+  const int n = static_cast<int>(execs.size());
+  for (int r = 0; r < n; ++r) {
+    GpuExec& x = *execs[static_cast<size_t>(r)];
+    auto failed = [&](const std::string& what, const std::string& why) {
+      cudaGetLastError();  // clears a non-sticky error, so plain streams can still be tried
+      return absl::FailedPreconditionError(
+          StrCat("green contexts: ", what, " on virtual device ", r, "'s stream failed (", why, ")"));
+    };
+    cudaStream_t s = static_cast<cudaStream_t>(x.stream());
+    cudaStream_t next = static_cast<cudaStream_t>(execs[static_cast<size_t>((r + 1) % n)]->stream());
+    cudaEvent_t e = nullptr;
+    HS_CUDA_RETURN(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    cudaError_t err = cudaEventRecord(e, s);
+    if (err == cudaSuccess) err = cudaStreamWaitEvent(next, e, 0);
+    cudaEventDestroy(e);
+    if (err != cudaSuccess) return failed("an event recorded and waited for", cudaGetErrorString(err));
+    DeviceTensor a = x.Make({16}), b = x.Make({16}), c = x.Make({16});
+    x.Copy(b.ptr(), a.ptr(), 16);
+    RankSum f{};
+    f.n = 2;
+    f.in[0] = a.ptr();
+    f.in[1] = b.ptr();
+    f.out = c.ptr();
+    LaunchFor(x.stream(), 16, f);
+    if ((err = cudaGetLastError()) != cudaSuccess) return failed("a kernel launch", cudaGetErrorString(err));
+    x.Gemm(GemmArgs{.m = 4, .n = 4, .k = 4}, a.ptr(), b.ptr(), c.ptr());
+    absl::Status st = x.Synchronize();
+    if (!st.ok()) return failed("a copy, a kernel or a GEMM", std::string(st.message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckRankCount(int n, double timeout_s, const char* who) {
   if (n < 1 || n > kMaxCommRanks) {
     return absl::InvalidArgumentError(StrCat(who, ": ", n, " ranks; expected 1 to ", kMaxCommRanks));
@@ -248,6 +287,7 @@ absl::Status RunVirtualGpus(const std::vector<double>& speeds,
     v.execs.push_back(std::move(x));
   }
   HS_ASSIGN_OR_RETURN(v.group, DeviceGroup::Make(opt.device, n));
+  if (opt.green) HS_RETURN_IF_ERROR(TryGreenStreams(v.execs));
   if (opt.layout) *opt.layout = layout;
 
   auto root = std::make_shared<Rendezvous>(Rendezvous::Identity(n), opt.timeout_s);

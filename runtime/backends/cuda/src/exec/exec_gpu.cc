@@ -2,6 +2,9 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <cxxabi.h>
+
+#include <cstdlib>
 
 #include "exec/check.h"
 #include "hetsynth/base/status.h"
@@ -176,7 +179,15 @@ GpuExec::~GpuExec() {
   if (own_stream_) cudaStreamDestroy(S(stream_));
 }
 
-void GpuExec::CheckLaunch(const char* what) { Fail(CallStatus(cudaGetLastError(), what, __FILE__, __LINE__)); }
+void GpuExec::CheckLaunch(const std::type_info& f) {
+  const cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess) return;
+  int demangled = -1;
+  char* name = abi::__cxa_demangle(f.name(), nullptr, nullptr, &demangled);
+  const std::string what = StrCat("LaunchFor<", demangled == 0 && name ? name : f.name(), ">");
+  std::free(name);
+  Fail(CallStatus(err, what.c_str(), __FILE__, __LINE__));
+}
 
 GpuExec::Tensor GpuExec::Make(ir::Shape shape) {
   const int64_t n = ir::NumElements(shape);

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -112,7 +113,7 @@ class GpuExec {
   void For(int64_t n, const F& f) {
     if (!status_.ok() || n <= 0) return;
     LaunchFor<F>(stream_, n, f);
-    CheckLaunch("LaunchFor");
+    CheckLaunch(typeid(F));
   }
   void Gemm(const GemmArgs& g, const float* a, const float* b, float* c);
   void Zero(float* p, int64_t n);
@@ -136,7 +137,8 @@ class GpuExec {
 
  private:
   GpuExec() = default;
-  void CheckLaunch(const char* what);
+  // Records a launch error of functor f's kernel (named in the message).
+  void CheckLaunch(const std::type_info& f);
 
   int device_ = 0;
   Precision precision_ = Precision::kFp32;

@@ -132,16 +132,20 @@ void CrossEntropyForward(X& x, const ir::Node& node, const KernelContext& ctx, T
   cpu::CheckCrossEntropyLabels(node, in[1]->numel(), r.count);
   const float* labels = in[1]->ptr();
   typename X::Tensor lse = x.Make({r.count});
-  // Per-row terms, then two chunked passes down to one (hi, lo, bad) triple.
-  typename X::Tensor part = x.Make({r.count, 3});
-  x.For(r.count, CrossEntropyRows{logits.ptr(), labels, r.len, lse.ptr(), part.ptr()});
-  const int64_t chunks = (r.count + kCrossEntropyChunk - 1) / kCrossEntropyChunk;
-  typename X::Tensor mid = x.Make({chunks, 3});
-  x.For(chunks, CrossEntropyChunkSum{part.ptr(), r.count, mid.ptr()});
-  typename X::Tensor total = x.Make({1, 3});  // zeros when there are no rows
-  x.For(1, CrossEntropyChunkSum{mid.ptr(), chunks, total.ptr()});
+  // Per-row terms, then chunked passes down to one (hi, lo, bad) triple (each pass divides the
+  // count by kCrossEntropyChunk: two up to 65,536 rows, more beyond).
+  int64_t count = r.count;
+  typename X::Tensor part = x.Make({count > 0 ? count : 1, 3});  // zeros when there are no rows
+  x.For(count, CrossEntropyRows{logits.ptr(), labels, r.len, lse.ptr(), part.ptr()});
+  do {
+    const int64_t next = count > 1 ? (count + kCrossEntropyChunk - 1) / kCrossEntropyChunk : 1;
+    typename X::Tensor mid = x.Make({next, 3});
+    x.For(next, CrossEntropyChunkSum{part.ptr(), count, mid.ptr()});
+    part = std::move(mid);
+    count = next;
+  } while (count > 1);
   typename X::Tensor bad = x.Make({1});
-  x.For(1, CrossEntropyLoss{total.ptr(), divisor, out.ptr(), bad.ptr()});
+  x.For(1, CrossEntropyLoss{part.ptr(), divisor, out.ptr(), bad.ptr()});
   if (x.Read(bad.ptr()) > 0.0f) {
     typename X::Tensor where = x.Make({3});
     x.For(1, CrossEntropyFirstBad{labels, r.count, r.len, where.ptr()});

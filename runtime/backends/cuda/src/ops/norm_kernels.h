@@ -278,8 +278,9 @@ struct CrossEntropyRows {
 };
 
 // Chunk c of kCrossEntropyChunk rows of `in` ([rows, 3]: hi, lo, bad count) summed into out[c]
-// (same layout; double sums). Applied twice — rows into chunks, chunks into one — it replaces a
-// single-thread pass over every row (a tree reduction over blocks would be faster still).
+// (same layout; double sums). Applied until one is left — rows into chunks, chunks into one —
+// it replaces a single-thread pass over every row (a tree reduction over blocks would be faster
+// still).
 constexpr int64_t kCrossEntropyChunk = 256;
 struct CrossEntropyChunkSum {
   const float* in;
