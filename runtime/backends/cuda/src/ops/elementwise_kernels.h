@@ -85,7 +85,10 @@ struct ReduceBroadcast {
 };
 
 // ---- Gelu ----------------------------------------------------------------------------------
-// Bit-for-bit the CPU's formula (cpu/src/elementwise.cc Phi and ops/fast_math.h ExpF).
+// The CPU's formula (cpu/src/elementwise.cc Phi and ops/fast_math.h ExpF), written with plain
+// a*b + c: nvcc contracts those to fused multiply-adds and g++ may contract other ones, so the
+// two can differ in the last bits (tested within 1e-5, not bitwise; unary_math.h is the code
+// written to give both compilers the same bits).
 
 // e^x for x <= 88 within 2 ulp (Cephes' expf polynomial); below -87 it returns 0 (-inf gives
 // exactly 0); NaN stays NaN. Same as cpu::ExpF.

@@ -21,8 +21,8 @@
 //     // acc + g·f'(x) (y = f(x)): the input gradient with this element's term added.
 //     static HS_HD float Backward(float x, float y, float g, float acc) { ... }
 //   };
-// (gelu keeps its own kernels, which already agree bit for bit: cpu/src/elementwise.cc and
-// cuda/src/ops/elementwise_kernels.h.)
+// (gelu keeps its own kernels, cpu/src/elementwise.cc and cuda/src/ops/elementwise_kernels.h,
+// which the compilers may contract differently: equal within 1e-5, not always bit for bit.)
 #pragma once
 
 #include <math.h>
