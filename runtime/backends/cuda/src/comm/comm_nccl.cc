@@ -42,6 +42,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> NcclWorld(GpuExec&) {
 
 absl::StatusOr<std::unique_ptr<Communicator>> NcclSingle(GpuExec& x) { return NcclWorld(x); }
 
+absl::StatusOr<std::unique_ptr<Communicator>> NcclSplitOnto(Communicator&, GpuExec& x) { return NcclWorld(x); }
+
 #else
 
 namespace {
@@ -289,6 +291,13 @@ class NcclComm final : public Communicator {
   }
 
   // Collective over every rank (ncclCommSplit includes the ranks passing NCCL_SPLIT_NOCOLOR).
+  // Split(0, rank) whose device work runs on x's stream (SplitOnto in gpu_comm.h).
+  absl::StatusOr<std::unique_ptr<Communicator>> SplitOnto(GpuExec& x) {
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> sub, Split(0, rank_));
+    static_cast<NcclComm&>(*sub).x_ = &x;
+    return sub;
+  }
+
   absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
     bool device = false;
     HS_RETURN_IF_ERROR(
@@ -426,6 +435,14 @@ absl::StatusOr<std::unique_ptr<Communicator>> NcclSingle(GpuExec& x) {
                                       ncclGetErrorString(rc), "; ", ncclGetLastError(nullptr)));
   }
   return std::unique_ptr<Communicator>(new NcclComm(std::make_unique<SelfComm>(), &x, comm));
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> NcclSplitOnto(Communicator& comm, GpuExec& x) {
+  auto* nccl = dynamic_cast<NcclComm*>(&comm);
+  if (nccl == nullptr) {
+    return absl::InvalidArgumentError(StrCat("NcclSplitOnto: a '", comm.name(), "' communicator; expected an NCCL one"));
+  }
+  return nccl->SplitOnto(x);
 }
 
 #endif  // HETSYNTH_HAVE_NCCL

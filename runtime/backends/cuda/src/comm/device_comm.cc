@@ -75,6 +75,13 @@ class DeviceMover {
   DeviceMover(std::shared_ptr<DeviceGroup> group, int rank, GpuExec* x) : g_(std::move(group)), rank_(rank), x_(x) {}
 
   bool devices() const { return g_->devices && x_ != nullptr; }
+  // Moves this rank's bytes on x's stream and stages them in x's allocator from now on (a split
+  // made for a communication stream; before its first collective, so no scratch is held).
+  void Rebind(GpuExec* x) {
+    dev_[0] = DeviceTensor();
+    dev_[1] = DeviceTensor();
+    x_ = x;
+  }
   Mem Classify(std::initializer_list<Buffer> buffers) const {
     return comm_internal::ClassifyMemory(buffers, IsDeviceMemory);
   }
@@ -231,6 +238,17 @@ bool IsDeviceMemory(const void* p) {
     return false;
   }
   return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> SplitOnto(Communicator& comm, GpuExec& x) {
+  if (auto* device = dynamic_cast<DeviceComm*>(&comm)) {
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> sub, device->Split(0, device->rank()));
+    static_cast<DeviceComm&>(*sub).mover().Rebind(&x);
+    return sub;
+  }
+  if (comm.name() == "nccl") return NcclSplitOnto(comm, x);
+  return absl::FailedPreconditionError(
+      StrCat("SplitOnto: a '", comm.name(), "' communicator; a communication stream needs an NCCL or a device one"));
 }
 
 absl::Status RunDeviceCommOnHost(int n, const std::function<absl::Status(Communicator&)>& fn, double timeout_s) {

@@ -59,6 +59,20 @@ absl::StatusOr<std::unique_ptr<Communicator>> NcclWorld(GpuExec& x);
 // A one-rank NCCL communicator on x's device (no MPI), for tests.
 absl::StatusOr<std::unique_ptr<Communicator>> NcclSingle(GpuExec& x);
 
+// SplitOnto for an NCCL communicator (ncclCommSplit with one color).
+absl::StatusOr<std::unique_ptr<Communicator>> NcclSplitOnto(Communicator& comm, GpuExec& x);
+
+// --- A communication stream -------------------------------------------------------------------
+
+// A communicator over comm's ranks, in comm's order, whose device work (copies, sums, NCCL
+// kernels, staging buffers) runs on x's stream and allocator instead of comm's: the
+// communication stream of overlapped plans (executor_impl.h). comm: an NCCL or an in-process
+// device communicator (FailedPrecondition for others); x on comm's device, outliving the
+// result. Collective over comm's ranks. Its collectives, like comm's, must be issued in the same
+// order on every rank — and the two communicators' collectives in the same relative order too
+// (NCCL kernels of two communicators can otherwise wait for each other).
+absl::StatusOr<std::unique_ptr<Communicator>> SplitOnto(Communicator& comm, GpuExec& x);
+
 // --- Virtual GPUs: one GPU split into green contexts ----------------------------------------
 
 // What RunVirtualGpus gave each virtual device.

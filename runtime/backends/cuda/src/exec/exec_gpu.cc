@@ -172,6 +172,26 @@ absl::StatusOr<std::unique_ptr<GpuExec>> GpuExec::Create(GpuExecOptions options)
   return x;
 }
 
+absl::StatusOr<std::unique_ptr<GpuExec>> GpuExec::Fork() const {
+  return Create({.device = device_, .precision = precision_, .stream = nullptr, .sm_count = 0});
+}
+
+std::shared_ptr<void> GpuExec::Mark() {
+  if (!status_.ok()) return nullptr;
+  cudaEvent_t e = nullptr;
+  Fail(HS_CUDA_STATUS(cudaEventCreateWithFlags(&e, cudaEventDisableTiming)));
+  if (!status_.ok()) return nullptr;
+  Fail(HS_CUDA_STATUS(cudaEventRecord(e, S(stream_))));
+  // Destroying a recorded event whose work is still running is allowed: its resources go when
+  // the work completes.
+  return std::shared_ptr<void>(e, [](void* p) { cudaEventDestroy(static_cast<cudaEvent_t>(p)); });
+}
+
+void GpuExec::WaitMark(const std::shared_ptr<void>& mark) {
+  if (!status_.ok() || !mark) return;
+  Fail(HS_CUDA_STATUS(cudaStreamWaitEvent(S(stream_), static_cast<cudaEvent_t>(mark.get()), 0)));
+}
+
 GpuExec::~GpuExec() {
   if (stream_) cudaStreamSynchronize(S(stream_));
   alloc_.reset();

@@ -126,6 +126,15 @@ class GpuExec {
   absl::Status status() const { return status_; }
   // Waits for the stream; returns the first error.
   absl::Status Synchronize();
+
+  // A second executor on this one's device with a stream of its own (a plain stream with every
+  // SM, even when this one is a green context's) — the communication stream of overlapped plans.
+  absl::StatusOr<std::unique_ptr<GpuExec>> Fork() const;
+  // An event recorded on this stream after the work queued so far (null after an error).
+  std::shared_ptr<void> Mark();
+  // Work queued on this stream from now on waits for `mark` (another stream's Mark) on the
+  // device; the host does not wait. A null mark is ignored.
+  void WaitMark(const std::shared_ptr<void>& mark);
   void* stream() const { return stream_; }
   int device() const { return device_; }
   Precision precision() const { return precision_; }

@@ -11,6 +11,8 @@
 //   Tensor Upload(const runtime::Tensor& t);  runtime::Tensor Download(const Tensor& t);
 //   Tensor Clone(const Tensor& t);
 //   absl::Status status(); absl::Status Synchronize();   // first error; wait for queued work
+//   std::unique_ptr<X> Fork();                // (StatusOr) another stream on the device
+//   std::shared_ptr<void> Mark();  void WaitMark(mark);   // order two streams on the device
 // GpuExec (exec_gpu.h) implements it with CUDA streams, cuBLAS and the caching allocator;
 // HostExec implements it with host memory, plain loops and the CPU GEMM. HostExec is not a
 // backend users choose: it exists so that the GPU operators' arithmetic and indexing run and
@@ -19,8 +21,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "exec/gemm_args.h"
 #include "hetsynth/runtime/kernels.h"
 #include "hetsynth/runtime/tensor.h"
@@ -53,6 +57,10 @@ class HostExec {
   Tensor Clone(const Tensor& t) { return t; }
   absl::Status status() const { return absl::OkStatus(); }
   absl::Status Synchronize() { return absl::OkStatus(); }
+  // Streams (GpuExec::Fork/Mark/WaitMark): the host runs everything in order as it is issued.
+  absl::StatusOr<std::unique_ptr<HostExec>> Fork() const { return std::make_unique<HostExec>(); }
+  std::shared_ptr<void> Mark() { return nullptr; }
+  void WaitMark(const std::shared_ptr<void>&) {}
 };
 
 }  // namespace hetsynth::runtime::gpu

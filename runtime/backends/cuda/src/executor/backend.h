@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/gpu_comm.h"
 #include "executor/executor_kernels.h"
 #include "hetsynth/runtime/collectives_along.h"
 #include "hetsynth/runtime/executor_impl.h"
@@ -92,6 +93,25 @@ struct GpuBackend {
   }
   void Wait() { (void)x->Synchronize(); }
   absl::Status status() const { return x->status(); }
+
+  // The communication stream of overlapped plans (executor_impl.h, DeviceStreamBackend): a second
+  // executor on the device, communicators whose work runs on it, the two streams' ordering (a
+  // mark on one that the other waits for, on the device), and which executor this backend's
+  // calls use (the executor points it at the second one while it issues a stream operation).
+  static constexpr bool kDeviceStreams = true;
+  using Stream = X;
+  absl::StatusOr<std::unique_ptr<X>> ForkStream() { return x->Fork(); }
+  absl::StatusOr<std::unique_ptr<Communicator>> SplitOnto(Communicator& c, X& s) {
+    if constexpr (X::kOnGpu) {
+      return gpu::SplitOnto(c, s);
+    } else {
+      return c.Split(0, c.rank());  // HostExec: host buffers, any communicator's own split
+    }
+  }
+  std::shared_ptr<void> Mark() { return x->Mark(); }
+  void WaitMark(const std::shared_ptr<void>& mark) { x->WaitMark(mark); }
+  X* exec() const { return x; }
+  void set_exec(X* e) { x = e; }
 };
 
 // One rank's plan executor on executor x (which must outlive it), exchanging through `comm`

@@ -381,6 +381,10 @@ class InProcessComm final : public Communicator {
 
   absl::Status CheckConcurrentUse() const override { return mover_.ConcurrentUse(); }
 
+  // How this rank moves bytes (e.g. to point a split's device mover at another stream before
+  // its first collective).
+  Mover& mover() { return mover_; }
+
  private:
   // What the first rank of a new group publishes.
   struct Made {

@@ -88,10 +88,31 @@ struct Op {
   std::vector<instr::Cut> cuts;
 };
 
+// Backends whose tensors live on a device with streams (the GPU backend): their overlapped
+// collectives run on a second stream of the device, issued by the rank's own thread, instead of
+// on a communication thread (AsyncCollectives, for host tensors).
+template <class B>
+concept DeviceStreamBackend = requires { B::kDeviceStreams; };
+
+// The communication stream of a device backend: its executor and the communicators over it
+// (SplitOnto: the world's and, with a mesh, the node's).
+template <class B, bool = DeviceStreamBackend<B>>
+struct DeviceCommStream {
+  bool on = false;
+};
+template <class B>
+struct DeviceCommStream<B, true> {
+  bool on = false;
+  std::unique_ptr<typename B::Stream> x;
+  std::unique_ptr<Communicator> world, node;  // destroyed before x
+};
+
 template <class B>
 struct ExecutorImpl final : Executor::Impl {
   using T = typename B::Tensor;
   B b;
+  // Declared before every tensor, so destroyed after them: some come from its allocator.
+  DeviceCommStream<B> dstream;
   const ir::Graph& g;
   instr::Plan plan;
   Communicator& comm;
@@ -528,13 +549,36 @@ struct ExecutorImpl final : Executor::Impl {
 
   // The communication stream (overlap, grad_sync.h). Enqueue runs fn on the stream's
   // communicators after what was enqueued before; its time, measured there, is settled later.
+  // `keep`: what the operation reads that must outlive it (device streams: until the compute
+  // stream has waited for it).
   using StreamFn = std::function<absl::Status(Communicator& w, Communicator* node)>;
-  size_t Enqueue(const std::string& name, StreamFn fn) {
+  size_t Enqueue(const std::string& name, StreamFn fn, std::shared_ptr<void> keep = nullptr) {
     StreamOp op;
     op.name = name;
     op.ready = clock;
     op.after_pending = has_pending_comm;
     op.measured = std::make_shared<double>(0);
+    if constexpr (DeviceStreamBackend<B>) {
+      if (dstream.on) {
+        // The communication stream starts after the compute stream's work so far (the
+        // gradients and parameters it reads). fn runs now, on this thread, with the backend
+        // pointed at the stream's executor (its copies, sums, staging and outputs go there) and
+        // over the stream's communicators: NCCL and the device communicator enqueue their work
+        // and return without waiting for the device. Its time here is the issuing.
+        dstream.x->WaitMark(b.Mark());
+        auto* own = b.exec();
+        b.set_exec(dstream.x.get());
+        const double t0 = WallSeconds();
+        op.status = fn(*dstream.world, dstream.node.get());
+        *op.measured = WallSeconds() - t0;
+        b.set_exec(own);
+        op.mark = dstream.x->Mark();
+        op.keep = std::move(keep);
+        op.device = true;
+        stream.push_back(std::move(op));
+        return stream.size() - 1;
+      }
+    }
     const bool cpu = opt.emulate && comm.name() == "threads";
     const double per_s = pacer.Modelled(1.0);  // dilation: real seconds → modelled
     op.handle = async->Enqueue([fn = std::move(fn), m = op.measured, cpu, per_s](Communicator& w, Communicator* node) {
@@ -566,7 +610,7 @@ struct ExecutorImpl final : Executor::Impl {
       clock = pacer.Elapsed();
     }
     if (upto <= stream_settled) return absl::OkStatus();
-    for (size_t k = stream_settled; k < upto; ++k) HS_RETURN_IF_ERROR(stream[k].handle.Wait());
+    for (size_t k = stream_settled; k < upto; ++k) HS_RETURN_IF_ERROR(WaitOp(stream[k]));
     const bool cpu = opt.emulate && comm.name() == "threads";
     std::vector<float> mine = {static_cast<float>(clock), static_cast<float>(pending_comm)};
     for (size_t k = stream_settled; k < upto; ++k) {
@@ -619,6 +663,19 @@ struct ExecutorImpl final : Executor::Impl {
     stream_settled = upto;
     return absl::OkStatus();
   }
+  // Waits for one stream operation: its thread's handle, or, on a device stream, the compute
+  // stream waits (on the device) for its mark, after which what it read may go.
+  absl::Status WaitOp(StreamOp& op) {
+    if (!op.device) return op.handle.Wait();
+    if constexpr (DeviceStreamBackend<B>) {
+      b.WaitMark(op.mark);
+      HS_RETURN_IF_ERROR(dstream.x->status());  // a launch or copy that failed on the stream
+    }
+    op.keep.reset();
+    return op.status;
+  }
+  // Whether collectives go to a communication stream (a thread, or a device stream).
+  bool Streamed() const { return async != nullptr || dstream.on; }
   // The compute stream waits for stream operation k (and everything before it).
   absl::Status WaitStream(size_t upto) {
     HS_RETURN_IF_ERROR(SettleStream(upto));
@@ -822,6 +879,17 @@ absl::Status ExecutorImpl<B>::Prepare() {
     HS_ASSIGN_OR_RETURN(async, AsyncCollectives::Create(comm, mesh.node.get(), mesh.active() ? &*mesh.mesh : nullptr));
     if (!async->overlapped()) async.reset();
   }
+  if constexpr (DeviceStreamBackend<B>) {
+    if (prog.overlap && comm.size() > 1) {
+      // A second stream of the device and communicators over it (collective over the ranks).
+      HS_ASSIGN_OR_RETURN(dstream.x, b.ForkStream());
+      HS_ASSIGN_OR_RETURN(dstream.world, b.SplitOnto(comm, *dstream.x));
+      if (mesh.node) {
+        HS_ASSIGN_OR_RETURN(dstream.node, b.SplitOnto(*mesh.node, *dstream.x));
+      }
+      dstream.on = true;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -987,7 +1055,7 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
         const std::string label = bucket.params.size() == 1
                                       ? StrCat("all_reduce(grad ", name, across, ")")
                                       : StrCat("all_reduce(bucket ", k, ": ", bucket.params.size(), " gradients", across, ")");
-        if (async) {
+        if (Streamed()) {
           auto gs = std::make_shared<std::vector<T>>(std::move(staged[k]));
           const size_t sop = Enqueue(label, [this, gs, &bucket](Communicator& w, Communicator* node) {
             return ReduceBucket(w, node, *gs, bucket);
@@ -1032,16 +1100,17 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
       case InstrKind::kAllGather: {
         if (!needs_grad[static_cast<size_t>(t)]) break;
         const std::string label = StrCat("reduce_scatter(grad ", g.value(t).name, ")");
-        if (async && is_param.count(t) && in.level == instr::Level::kWorld) {
+        if (Streamed() && is_param.count(t) && in.level == instr::Level::kWorld) {
           // A ZeRO parameter's gradient: reduce-scattered on the stream; the optimizer waits.
           // (Inside a node, its piece still goes across the nodes after: not on the stream.)
           auto grad = std::make_shared<T>(TakeGrad(in.post.at(0)));
           auto piece = std::make_shared<T>();
           const size_t sop = Enqueue(label, [this, grad, piece, &op](Communicator& w, Communicator* node) -> absl::Status {
             HS_ASSIGN_OR_RETURN(*piece, ReduceScatterAt(w, node, op, *grad, true));
-            *grad = T();
+            // A thread is done with it; a device stream may not have read it yet (kept below).
+            if constexpr (!DeviceStreamBackend<B>) *grad = T();
             return absl::OkStatus();
-          });
+          }, grad);
           zero_grads.push_back({g.value(t).name, {sop, piece}});
           break;
         }
@@ -1096,7 +1165,7 @@ absl::Status ExecutorImpl<B>::Backward(std::map<std::string, T>* param_grads) {
     }
   }
   grads.clear();
-  if (async) {
+  if (Streamed()) {
     // The optimizer waits for the communication stream.
     HS_RETURN_IF_ERROR(WaitStream(stream.size()));
     for (BucketOp& bo : bucket_ops) {
@@ -1140,7 +1209,7 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   prefetched.clear();
   bucket_ops.clear();
   zero_grads.clear();
-  if (async) {
+  if (Streamed()) {
     // ZeRO parameters are all-gathered ahead of use on the stream, in program order.
     for (size_t i = 0; i < ops.size(); ++i) {
       const instr::Instruction& in = *ops[i].instr;
@@ -1179,6 +1248,9 @@ absl::StatusOr<StepMetrics> ExecutorImpl<B>::Step(const Batch& input) {
   if (!st.ok()) {
     if (turn.owns_lock()) turn.unlock();
     if (async) (void)async->WaitAll();  // the stream's buffers must outlive its operations
+    if constexpr (DeviceStreamBackend<B>) {
+      if (dstream.on) (void)dstream.x->Synchronize();  // likewise on the device
+    }
     vals.clear();
     return st;
   }

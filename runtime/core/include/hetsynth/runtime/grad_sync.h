@@ -219,7 +219,13 @@ struct StreamOp {
   double ready = 0;                      // this rank's compute clock when it was enqueued
   bool after_pending = false;            // enqueued after a blocking collective whose time is not settled yet
   std::shared_ptr<double> measured;      // its time as measured on the stream (set when it ran)
-  AsyncCollectives::Handle handle;
+  AsyncCollectives::Handle handle;      // on a communication thread (host tensors)
+  // On a device backend's communication stream (executor_impl.h): issued at once; `mark` is the
+  // device event after it, `status` what issuing it returned, `keep` what it reads that nothing
+  // else keeps alive until the compute stream has waited for `mark`.
+  bool device = false;
+  std::shared_ptr<void> mark, keep;
+  absl::Status status;
   double start = 0, end = 0;             // settled: emulated start and end on the stream
   bool settled = false;
 };
