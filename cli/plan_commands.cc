@@ -353,14 +353,15 @@ absl::Status CheckOutputPath(const std::string& flag, const std::string& path, O
     return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "': directory '", ir::Shorten(dir.string(), 200),
                                              "' does not exist; create it first"));
   }
-  if (::access(dir.c_str(), W_OK) != 0) {
-    return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "': directory '", ir::Shorten(dir.string(), 200),
-                                             "' is not writable"));
-  }
-  // access() says yes to root everywhere, and to anyone in /proc or /sys, where no file can be
-  // made: create (and remove) a file where the write will go, before minutes of work.
+  // A file made (and removed) where the write will go, before minutes of work: access() says
+  // yes to root everywhere, and in /proc or /sys no file can be made at all. A stream into an
+  // existing file (a device: --metrics /dev/null) needs only that file to be writable.
   const bool exists = std::filesystem::exists(std::filesystem::symlink_status(path, ec));
-  if (how == OutputWrite::kReplace || !exists) {
+  if (how == OutputWrite::kStream && exists) {
+    if (::access(path.c_str(), W_OK) != 0) {
+      return absl::InvalidArgumentError(StrCat(flag, " '", ir::Shorten(path, 200), "' is not writable (", std::strerror(errno), ")"));
+    }
+  } else {
     std::string probe = (dir / ".hetsynth-write-check.XXXXXX").string();
     const int fd = ::mkstemp(probe.data());
     if (fd < 0) {

@@ -1,8 +1,10 @@
 // Temporary files that an interrupted process removes: a file written under a temporary name and
 // renamed over its path (plans, placements, checkpoints) is registered while it is written, and
-// SIGINT, SIGTERM or SIGHUP arriving then removes it before the signal takes its course (the
-// handler that was installed before runs, or the default action kills the process as it would
-// have). SIGKILL cannot be caught: a killed writer still leaves its temporary.
+// SIGINT, SIGTERM or SIGHUP whose action is the default (ending the process) removes it before
+// the process ends as it would have. A signal that is ignored or has a handler installed before
+// the first guard is left to that handler, and the temporary to the writer (which may go on and
+// finish it). A handler installed after the first guard replaces this one for its time.
+// SIGKILL cannot be caught: a killed writer still leaves its temporary.
 //
 //   std::string tmp = path + ".XXXXXX.tmp";
 //   int fd = mkstemps(tmp.data(), 4);

@@ -182,7 +182,8 @@ struct VirtualGpus {
 
 // Every kind of work the ranks issue on their streams, tried once on each green context's stream
 // before any rank runs: an event made with the primary context current recorded there and waited
-// on by the next stream, a copy, a kernel and a GEMM. A driver that refuses one (the rules for
+// on by the next stream, a copy, a kernel, a GEMM, and events to and from a plain second stream
+// (the communication stream of overlapped plans). A driver that refuses one (the rules for
 // events and streams of different contexts are the least documented part of green contexts)
 // fails here as FailedPrecondition — which callers answer with plain streams — instead of in
 // a rank's first collective.
@@ -213,8 +214,16 @@ absl::Status TryGreenStreams(const std::vector<std::unique_ptr<GpuExec>>& execs)
     LaunchFor(x.stream(), 16, f);
     if ((err = cudaGetLastError()) != cudaSuccess) return failed("a kernel launch", cudaGetErrorString(err));
     x.Gemm(GemmArgs{.m = 4, .n = 4, .k = 4}, a.ptr(), b.ptr(), c.ptr());
-    absl::Status st = x.Synchronize();
-    if (!st.ok()) return failed("a copy, a kernel or a GEMM", std::string(st.message()));
+    // The communication stream of overlapped plans (GpuExec::Fork: a plain stream) and this
+    // one wait for each other's events.
+    absl::StatusOr<std::unique_ptr<GpuExec>> fork = x.Fork();
+    if (!fork.ok()) return failed("making a second stream", std::string(fork.status().message()));
+    (*fork)->WaitMark(x.Mark());
+    (*fork)->Copy(c.ptr(), b.ptr(), 16);
+    x.WaitMark((*fork)->Mark());
+    absl::Status st = (*fork)->Synchronize();
+    if (st.ok()) st = x.Synchronize();
+    if (!st.ok()) return failed("a copy, a kernel, a GEMM or an event between it and a plain stream", std::string(st.message()));
   }
   return absl::OkStatus();
 }

@@ -79,6 +79,7 @@ void* CachingAllocator::Allocate(size_t bytes, absl::Status* status) {
   if (cudaMalloc(&p, bytes) != cudaSuccess) {
     cudaGetLastError();  // clear the sticky-free error state of the runtime
     ReleaseCache();
+    for (CachingAllocator* peer : peers_) peer->ReleaseCache();
     absl::Status st = HS_CUDA_STATUS(cudaMalloc(&p, bytes));
     if (!st.ok()) {
       *status = absl::ResourceExhaustedError(StrCat("device ", device_, ": cannot allocate ", bytes, " bytes with ",
@@ -172,8 +173,12 @@ absl::StatusOr<std::unique_ptr<GpuExec>> GpuExec::Create(GpuExecOptions options)
   return x;
 }
 
-absl::StatusOr<std::unique_ptr<GpuExec>> GpuExec::Fork() const {
-  return Create({.device = device_, .precision = precision_, .stream = nullptr, .sm_count = 0});
+absl::StatusOr<std::unique_ptr<GpuExec>> GpuExec::Fork() {
+  HS_ASSIGN_OR_RETURN(std::unique_ptr<GpuExec> x,
+                      Create({.device = device_, .precision = precision_, .stream = nullptr, .sm_count = 0}));
+  alloc_->Pair(x->alloc_.get());
+  x->parent_alloc_ = alloc_.get();
+  return x;
 }
 
 std::shared_ptr<void> GpuExec::Mark() {
@@ -194,6 +199,7 @@ void GpuExec::WaitMark(const std::shared_ptr<void>& mark) {
 
 GpuExec::~GpuExec() {
   if (stream_) cudaStreamSynchronize(S(stream_));
+  if (parent_alloc_ && alloc_) parent_alloc_->Unpair(alloc_.get());
   alloc_.reset();
   if (cublas_) cublasDestroy(H(cublas_));
   if (own_stream_) cudaStreamDestroy(S(stream_));
@@ -291,7 +297,8 @@ GpuExec::Tensor GpuExec::Clone(const Tensor& t) {
 }
 
 absl::Status GpuExec::Synchronize() {
-  if (status_.ok()) Fail(HS_CUDA_STATUS(cudaStreamSynchronize(S(stream_))));
+  // Even after an error: callers free buffers once this returns, so queued work must be done.
+  Fail(HS_CUDA_STATUS(cudaStreamSynchronize(S(stream_))));
   return status_;
 }
 

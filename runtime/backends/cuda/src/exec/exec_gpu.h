@@ -11,6 +11,7 @@
 //   HS_RETURN_IF_ERROR(x->Synchronize());
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <map>
 #include <memory>
@@ -51,6 +52,16 @@ class CachingAllocator {
   void* Allocate(size_t bytes, absl::Status* status);
   void Free(void* p, size_t bytes);
   void ReleaseCache();
+  // Another allocator of the same device (a forked executor's) whose cache is released too when
+  // this one runs out of memory — and the other way round.
+  void Pair(CachingAllocator* other) {
+    peers_.push_back(other);
+    other->peers_.push_back(this);
+  }
+  void Unpair(CachingAllocator* other) {
+    peers_.erase(std::remove(peers_.begin(), peers_.end(), other), peers_.end());
+    other->peers_.erase(std::remove(other->peers_.begin(), other->peers_.end(), this), other->peers_.end());
+  }
   size_t bytes_in_use() const { return in_use_; }
   size_t peak_bytes_in_use() const { return peak_; }
   size_t bytes_cached() const { return cached_; }
@@ -58,6 +69,7 @@ class CachingAllocator {
 
  private:
   int device_;
+  std::vector<CachingAllocator*> peers_;
   std::map<size_t, std::vector<void*>> free_;
   size_t in_use_ = 0, peak_ = 0, cached_ = 0;
 };
@@ -127,9 +139,11 @@ class GpuExec {
   // Waits for the stream; returns the first error.
   absl::Status Synchronize();
 
-  // A second executor on this one's device with a stream of its own (a plain stream with every
-  // SM, even when this one is a green context's) — the communication stream of overlapped plans.
-  absl::StatusOr<std::unique_ptr<GpuExec>> Fork() const;
+  // A second executor on this one's device with a stream and an allocator of its own (a plain
+  // stream with every SM, even when this one is a green context's) — the communication stream
+  // of overlapped plans. The two allocators release each other's caches when one runs out of
+  // memory. It must be destroyed before this one.
+  absl::StatusOr<std::unique_ptr<GpuExec>> Fork();
   // An event recorded on this stream after the work queued so far (null after an error).
   std::shared_ptr<void> Mark();
   // Work queued on this stream from now on waits for `mark` (another stream's Mark) on the
@@ -153,6 +167,7 @@ class GpuExec {
   Precision precision_ = Precision::kFp32;
   void* stream_ = nullptr;
   bool own_stream_ = false;
+  CachingAllocator* parent_alloc_ = nullptr;  // Fork: the forking executor's allocator (paired)
   void* cublas_ = nullptr;  // cublasHandle_t
   std::unique_ptr<CachingAllocator> alloc_;
   absl::Status status_;

@@ -58,7 +58,7 @@ class HostExec {
   absl::Status status() const { return absl::OkStatus(); }
   absl::Status Synchronize() { return absl::OkStatus(); }
   // Streams (GpuExec::Fork/Mark/WaitMark): the host runs everything in order as it is issued.
-  absl::StatusOr<std::unique_ptr<HostExec>> Fork() const { return std::make_unique<HostExec>(); }
+  absl::StatusOr<std::unique_ptr<HostExec>> Fork() { return std::make_unique<HostExec>(); }
   std::shared_ptr<void> Mark() { return nullptr; }
   void WaitMark(const std::shared_ptr<void>&) {}
 };

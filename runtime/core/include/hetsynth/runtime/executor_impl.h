@@ -565,13 +565,19 @@ struct ExecutorImpl final : Executor::Impl {
         // pointed at the stream's executor (its copies, sums, staging and outputs go there) and
         // over the stream's communicators: NCCL and the device communicator enqueue their work
         // and return without waiting for the device. Its time here is the issuing.
+        if (turn.owns_lock()) turn.unlock();  // the peers may need the turn to reach the collective
         dstream.x->WaitMark(b.Mark());
-        auto* own = b.exec();
-        b.set_exec(dstream.x.get());
-        const double t0 = WallSeconds();
-        op.status = fn(*dstream.world, dstream.node.get());
-        *op.measured = WallSeconds() - t0;
-        b.set_exec(own);
+        {
+          struct OnStream {
+            B& b;
+            decltype(b.exec()) own;
+            ~OnStream() { b.set_exec(own); }
+          } on{b, b.exec()};
+          b.set_exec(dstream.x.get());
+          const double t0 = WallSeconds();
+          op.status = fn(*dstream.world, dstream.node.get());
+          *op.measured = WallSeconds() - t0;
+        }
         op.mark = dstream.x->Mark();
         op.keep = std::move(keep);
         op.device = true;
@@ -887,6 +893,13 @@ absl::Status ExecutorImpl<B>::Prepare() {
       if (mesh.node) {
         HS_ASSIGN_OR_RETURN(dstream.node, b.SplitOnto(*mesh.node, *dstream.x));
       }
+      // One collective on each now, so their set-up (NCCL connects lazily, allocating device
+      // memory) happens here rather than while the other stream's collectives are in flight.
+      T one = dstream.x->Make({1});
+      for (Communicator* c : {dstream.world.get(), dstream.node.get()}) {
+        if (c != nullptr) HS_RETURN_IF_ERROR(c->AllReduce(one.ptr(), 1));
+      }
+      HS_RETURN_IF_ERROR(dstream.x->Synchronize());
       dstream.on = true;
     }
   }

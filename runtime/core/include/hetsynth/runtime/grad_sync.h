@@ -179,8 +179,7 @@ T PackFlat(B& b, const std::vector<T*>& parts) {
   return flat;
 }
 
-// The inverse: flat's consecutive pieces back into the tensors (shapes kept; host tensors are
-// overwritten in place, without new buffers).
+// The inverse: flat's consecutive pieces back into the tensors, in place (shapes kept).
 template <class B, class T>
 void UnpackFlat(B& b, const T& flat, const std::vector<T*>& parts) {
   int64_t at = 0;
@@ -189,14 +188,14 @@ void UnpackFlat(B& b, const T& flat, const std::vector<T*>& parts) {
       std::copy(flat.ptr() + at, flat.ptr() + at + t->numel(), t->ptr());
       at += t->numel();
     }
-    return;
-  }
-  for (T* t : parts) {
-    const ir::Shape shape = t->shape;
-    const int64_t n = t->numel();
-    *t = b.Slice(flat, 0, at, n);
-    t->shape = shape;
-    at += n;
+  } else {
+    // Into the parts' own memory: replacing them would hand their blocks back to their
+    // allocator while a communication stream may still be about to read them (PackFlat's copies).
+    for (T* t : parts) {
+      const int64_t n = t->numel();
+      b.SliceInto(flat, 0, at, n, t->ptr());
+      at += n;
+    }
   }
 }
 
