@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "exec/gemm_args.h"
+#include "hetsynth/runtime/comm.h"
 #include "hetsynth/runtime/kernels.h"
 #include "hetsynth/runtime/tensor.h"
 
@@ -61,6 +62,10 @@ class HostExec {
   absl::StatusOr<std::unique_ptr<HostExec>> Fork() { return std::make_unique<HostExec>(); }
   std::shared_ptr<void> Mark() { return nullptr; }
   void WaitMark(const std::shared_ptr<void>&) {}
+  // gpu::SplitOnto's counterpart: the communicator's own split (host buffers move at once).
+  static absl::StatusOr<std::unique_ptr<Communicator>> SplitOnto(Communicator& c, HostExec&) {
+    return c.Split(0, c.rank());
+  }
 };
 
 }  // namespace hetsynth::runtime::gpu
