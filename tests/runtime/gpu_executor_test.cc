@@ -185,5 +185,50 @@ TEST(GpuVirtualExecutor, FourVirtualGpusMatchOneGpu) {
   }
 }
 
+// Overlapped two-node plans on virtual GPUs against one GPU: the communication stream (a second
+// CUDA stream; the device communicator split onto it, world and node) on a real device.
+TEST(GpuVirtualExecutor, OverlappedTwoNodePlansMatchOneGpu) {
+  const CudaInfo info = ProbeCuda();
+  if (info.devices == 0) GTEST_SKIP() << "no GPU: " << info.reason;
+  for (const PlanCase& c : LateStreamCases()) {
+    auto setup = testing::MakeSetup(c);
+    ASSERT_TRUE(setup.ok()) << setup.status();
+    testing::RunResult one;
+    {
+      auto t = CudaTrainer::Create(setup->graph, setup->optimizer, 3, {});
+      ASSERT_TRUE(t.ok()) << t.status();
+      for (int i = 0; i < 3; ++i) {
+        auto batch = setup->data.Get((*t)->step());
+        auto loss = (*t)->Step(*batch);
+        ASSERT_TRUE(loss.ok()) << loss.status();
+        one.losses.push_back(*loss);
+      }
+      one.params = (*t)->Parameters();
+    }
+    testing::RunResult many;
+    CudaPlanOptions co;
+    co.emulate_gpus = true;
+    co.speeds.assign(static_cast<size_t>(setup->plan.program.num_devices), 1.0);
+    const absl::Status st = RunCudaRanks(setup->graph, setup->plan, co,
+                                         [&](Communicator& comm, const MakeExecutorFn& make) -> absl::Status {
+      ExecutorOptions o;
+      o.optimizer = setup->optimizer;
+      o.seed = 3;
+      HS_ASSIGN_OR_RETURN(auto ex, make(o));
+      testing::RunResult r;
+      for (int i = 0; i < 3; ++i) {
+        HS_ASSIGN_OR_RETURN(Batch batch, setup->data.Get(ex->step()));
+        HS_ASSIGN_OR_RETURN(StepMetrics m, ex->Step(batch));
+        r.losses.push_back(m.loss);
+      }
+      HS_ASSIGN_OR_RETURN(r.params, ex->FullParameters());
+      if (comm.rank() == 0) many = std::move(r);
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(st.ok()) << c.Name() << ": " << st;
+    EXPECT_EQ(testing::Compare(one, many, 1e-5), "") << c.Name();
+  }
+}
+
 }  // namespace
 }  // namespace hetsynth::runtime
