@@ -139,6 +139,44 @@ std::vector<PlanCase> LateStreamCases() {
 INSTANTIATE_TEST_SUITE_P(Overlap, GpuBackendLateStream, ::testing::ValuesIn(LateStreamCases()),
                          [](const ::testing::TestParamInfo<PlanCase>& info) { return info.param.Name(); });
 
+// `steps` steps of the setup's model on one GPU (the CUDA trainer).
+absl::StatusOr<testing::RunResult> TrainOneGpu(const testing::Setup& s, int steps) {
+  HS_ASSIGN_OR_RETURN(auto t, CudaTrainer::Create(s.graph, s.optimizer, 3, {}));
+  testing::RunResult one;
+  for (int i = 0; i < steps; ++i) {
+    HS_ASSIGN_OR_RETURN(Batch batch, s.data.Get(t->step()));
+    HS_ASSIGN_OR_RETURN(float loss, t->Step(batch));
+    one.losses.push_back(loss);
+  }
+  one.params = t->Parameters();
+  return one;
+}
+
+// `steps` steps of the setup's plan on virtual GPUs of the given speeds (RunCudaRanks); rank 0's
+// losses and the full parameters.
+absl::StatusOr<testing::RunResult> TrainVirtualGpus(const testing::Setup& s, std::vector<double> speeds, int steps) {
+  testing::RunResult out;
+  CudaPlanOptions co;
+  co.emulate_gpus = true;
+  co.speeds = std::move(speeds);
+  HS_RETURN_IF_ERROR(RunCudaRanks(s.graph, s.plan, co, [&](Communicator& comm, const MakeExecutorFn& make) -> absl::Status {
+    ExecutorOptions o;
+    o.optimizer = s.optimizer;
+    o.seed = 3;
+    HS_ASSIGN_OR_RETURN(auto ex, make(o));
+    testing::RunResult r;
+    for (int i = 0; i < steps; ++i) {
+      HS_ASSIGN_OR_RETURN(Batch batch, s.data.Get(ex->step()));
+      HS_ASSIGN_OR_RETURN(StepMetrics m, ex->Step(batch));
+      r.losses.push_back(m.loss);
+    }
+    HS_ASSIGN_OR_RETURN(r.params, ex->FullParameters());
+    if (comm.rank() == 0) out = std::move(r);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
 // A plan on 4 emulated GPUs against one GPU (both through the public CUDA backend API).
 TEST(GpuVirtualExecutor, FourVirtualGpusMatchOneGpu) {
   const CudaInfo info = ProbeCuda();
@@ -147,40 +185,11 @@ TEST(GpuVirtualExecutor, FourVirtualGpusMatchOneGpu) {
     for (const char* strategy : {"synthesized", "tp-even"}) {
       auto setup = testing::MakeSetup({model, strategy, {}});
       ASSERT_TRUE(setup.ok()) << setup.status();
-      testing::RunResult one;
-      {
-        auto t = CudaTrainer::Create(setup->graph, setup->optimizer, 3, {});
-        ASSERT_TRUE(t.ok()) << t.status();
-        for (int i = 0; i < 5; ++i) {
-          auto batch = setup->data.Get((*t)->step());
-          auto loss = (*t)->Step(*batch);
-          ASSERT_TRUE(loss.ok()) << loss.status();
-          one.losses.push_back(*loss);
-        }
-        one.params = (*t)->Parameters();
-      }
-      testing::RunResult four;
-      CudaPlanOptions co;
-      co.emulate_gpus = true;
-      co.speeds = {4, 4, 2, 1};
-      const absl::Status st = RunCudaRanks(setup->graph, setup->plan, co,
-                                           [&](Communicator& comm, const MakeExecutorFn& make) -> absl::Status {
-        ExecutorOptions o;
-        o.optimizer = setup->optimizer;
-        o.seed = 3;
-        HS_ASSIGN_OR_RETURN(auto ex, make(o));
-        testing::RunResult r;
-        for (int i = 0; i < 5; ++i) {
-          HS_ASSIGN_OR_RETURN(Batch batch, setup->data.Get(ex->step()));
-          HS_ASSIGN_OR_RETURN(StepMetrics m, ex->Step(batch));
-          r.losses.push_back(m.loss);
-        }
-        HS_ASSIGN_OR_RETURN(r.params, ex->FullParameters());
-        if (comm.rank() == 0) four = std::move(r);
-        return absl::OkStatus();
-      });
-      ASSERT_TRUE(st.ok()) << st;
-      EXPECT_EQ(testing::Compare(one, four, 1e-5), "") << model << " " << strategy;
+      absl::StatusOr<testing::RunResult> one = TrainOneGpu(*setup, 5);
+      ASSERT_TRUE(one.ok()) << one.status();
+      absl::StatusOr<testing::RunResult> four = TrainVirtualGpus(*setup, {4, 4, 2, 1}, 5);
+      ASSERT_TRUE(four.ok()) << four.status();
+      EXPECT_EQ(testing::Compare(*one, *four, 1e-5), "") << model << " " << strategy;
     }
   }
 }
@@ -193,40 +202,12 @@ TEST(GpuVirtualExecutor, OverlappedTwoNodePlansMatchOneGpu) {
   for (const PlanCase& c : LateStreamCases()) {
     auto setup = testing::MakeSetup(c);
     ASSERT_TRUE(setup.ok()) << setup.status();
-    testing::RunResult one;
-    {
-      auto t = CudaTrainer::Create(setup->graph, setup->optimizer, 3, {});
-      ASSERT_TRUE(t.ok()) << t.status();
-      for (int i = 0; i < 3; ++i) {
-        auto batch = setup->data.Get((*t)->step());
-        auto loss = (*t)->Step(*batch);
-        ASSERT_TRUE(loss.ok()) << loss.status();
-        one.losses.push_back(*loss);
-      }
-      one.params = (*t)->Parameters();
-    }
-    testing::RunResult many;
-    CudaPlanOptions co;
-    co.emulate_gpus = true;
-    co.speeds.assign(static_cast<size_t>(setup->plan.program.num_devices), 1.0);
-    const absl::Status st = RunCudaRanks(setup->graph, setup->plan, co,
-                                         [&](Communicator& comm, const MakeExecutorFn& make) -> absl::Status {
-      ExecutorOptions o;
-      o.optimizer = setup->optimizer;
-      o.seed = 3;
-      HS_ASSIGN_OR_RETURN(auto ex, make(o));
-      testing::RunResult r;
-      for (int i = 0; i < 3; ++i) {
-        HS_ASSIGN_OR_RETURN(Batch batch, setup->data.Get(ex->step()));
-        HS_ASSIGN_OR_RETURN(StepMetrics m, ex->Step(batch));
-        r.losses.push_back(m.loss);
-      }
-      HS_ASSIGN_OR_RETURN(r.params, ex->FullParameters());
-      if (comm.rank() == 0) many = std::move(r);
-      return absl::OkStatus();
-    });
-    ASSERT_TRUE(st.ok()) << c.Name() << ": " << st;
-    EXPECT_EQ(testing::Compare(one, many, 1e-5), "") << c.Name();
+    absl::StatusOr<testing::RunResult> one = TrainOneGpu(*setup, 3);
+    ASSERT_TRUE(one.ok()) << one.status();
+    absl::StatusOr<testing::RunResult> many =
+        TrainVirtualGpus(*setup, std::vector<double>(static_cast<size_t>(setup->plan.program.num_devices), 1.0), 3);
+    ASSERT_TRUE(many.ok()) << c.Name() << ": " << many.status();
+    EXPECT_EQ(testing::Compare(*one, *many, 1e-5), "") << c.Name();
   }
 }
 
