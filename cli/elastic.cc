@@ -27,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "commands.h"
 #include "hetsynth/base/status.h"
+#include "hetsynth/base/temp_files.h"
 #include "hetsynth/base/this_program.h"
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/runtime/training.h"
@@ -96,6 +97,7 @@ void OnTerminate(int) {
     (void)!::write(fd, msg, sizeof msg - 1);
     ::close(fd);
   }
+  RemoveTempFilesNow();  // a file being written (not a held snapshot: that waits above)
   ::_exit(143);
 }
 

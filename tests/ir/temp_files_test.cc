@@ -86,6 +86,20 @@ TEST(TempFileGuardTest, AFinishedWriteLeavesItsFileAlone) {
   EXPECT_TRUE(fs::exists(file));
 }
 
+// A handler that ends the process itself (an elastic worker's SIGTERM) removes them first.
+TEST(TempFileGuardTest, RemoveTempFilesNowRemovesTheRegisteredOnes) {
+  const std::string tmp = TestDir() + "/metrics.jsonl.Zz9.tmp", other = TestDir() + "/not-registered";
+  std::ofstream(tmp) << "partial";
+  std::ofstream(other) << "keep";
+  const int status = RunChild([&] {
+    TempFileGuard guard(tmp);
+    RemoveTempFilesNow();
+  });
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_FALSE(fs::exists(tmp));
+  EXPECT_TRUE(fs::exists(other));
+}
+
 TEST(TempFileGuardTest, TooLongAPathIsNotRegistered) {
   TempFileGuard guard(std::string(TempFileGuard::kMaxPathBytes, 'x'));
   EXPECT_FALSE(guard.registered());

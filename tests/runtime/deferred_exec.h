@@ -29,11 +29,10 @@
 
 namespace hetsynth::runtime::gpu::testing {
 
-// Freed storage, poisoned; kept until Release() (between test cases).
+// Freed storage (poisoned by ParkedTensor); kept until Release() (between test cases).
 class Graveyard {
  public:
   static void Park(std::vector<float>&& v) {
-    std::fill(v.begin(), v.end(), std::nanf(""));
     std::lock_guard<std::mutex> l(mu());
     blocks().push_back(std::move(v));
   }
@@ -85,13 +84,19 @@ class DeviceRanges {
   }
 };
 
-// A move-only tensor like DeviceTensor whose storage goes to the graveyard when freed.
+// Runs work in an executor's order (its queue); held weakly by the tensors it made.
+using InOrder = std::function<void(std::function<void()>)>;
+
+// A move-only tensor like DeviceTensor whose storage goes to the graveyard when freed — poisoned
+// in the order of the executor that made it, as a freed block is reused only by that executor's
+// later work (CachingAllocator's rule).
 class ParkedTensor {
  public:
   ir::Shape shape;
 
   ParkedTensor() = default;
-  explicit ParkedTensor(ir::Shape s) : shape(std::move(s)), data_(static_cast<size_t>(ir::NumElements(shape)), 0.0f) {
+  ParkedTensor(ir::Shape s, std::weak_ptr<InOrder> owner)
+      : shape(std::move(s)), data_(static_cast<size_t>(ir::NumElements(shape)), 0.0f), owner_(std::move(owner)) {
     if (!data_.empty()) DeviceRanges::Add(data_.data(), data_.size());
   }
   ParkedTensor(ParkedTensor&& o) noexcept { *this = std::move(o); }
@@ -100,6 +105,7 @@ class ParkedTensor {
       Free();
       shape = std::move(o.shape);
       data_ = std::move(o.data_);
+      owner_ = std::move(o.owner_);
       o.data_.clear();
     }
     return *this;
@@ -118,24 +124,38 @@ class ParkedTensor {
   void Free() {
     if (!data_.empty()) {
       DeviceRanges::Remove(data_.data());
-      Graveyard::Park(std::move(data_));
+      float* p = data_.data();
+      const size_t n = data_.size();
+      Graveyard::Park(std::move(data_));  // the storage stays; poisoned now or in order
+      auto poison = [p, n] { std::fill(p, p + n, std::nanf("")); };
+      if (std::shared_ptr<InOrder> owner = owner_.lock()) {
+        (*owner)(poison);
+      } else {
+        poison();
+      }
     }
     data_.clear();
   }
   std::vector<float> data_;
+  std::weak_ptr<InOrder> owner_;
 };
 
-class DeferredExec {
+// kComputeLate: the executor made directly (the compute stream) runs late too — its work waits
+// for a read, a synchronize or another executor waiting for its mark — so a communication
+// stream that starts without waiting for the compute stream reads what is not computed yet.
+template <bool kComputeLate>
+class DeferredExecT {
  public:
   using Tensor = ParkedTensor;
   static constexpr bool kOnGpu = false;
 
-  DeferredExec() = default;
-  DeferredExec(const DeferredExec&) = delete;
-  DeferredExec& operator=(const DeferredExec&) = delete;
-  ~DeferredExec() { Flush(); }
+  DeferredExecT() : late_(kComputeLate) {}
+  // (its tensors freed after it is gone are poisoned at once)
+  DeferredExecT(const DeferredExecT&) = delete;
+  DeferredExecT& operator=(const DeferredExecT&) = delete;
+  ~DeferredExecT() { Flush(); }
 
-  Tensor Make(ir::Shape shape) { return Tensor(std::move(shape)); }  // fresh memory, zeroed
+  Tensor Make(ir::Shape shape) { return Tensor(std::move(shape), in_order_); }  // fresh memory, zeroed
   template <class F>
   void For(int64_t n, const F& f) {
     Run([f, n] {
@@ -164,7 +184,7 @@ class DeferredExec {
   }
   Tensor Upload(const runtime::Tensor& t) {
     Flush();
-    Tensor out(t.shape);
+    Tensor out = Make(t.shape);
     if (t.numel() > 0) std::memcpy(out.ptr(), t.ptr(), static_cast<size_t>(t.numel()) * sizeof(float));
     return out;
   }
@@ -175,7 +195,7 @@ class DeferredExec {
     return out;
   }
   Tensor Clone(const Tensor& t) {
-    Tensor out(t.shape);
+    Tensor out = Make(t.shape);
     Copy(out.ptr(), t.ptr(), t.numel());
     return out;
   }
@@ -190,27 +210,29 @@ class DeferredExec {
 
   // A communicator over c's ranks whose collectives on device memory are stream-ordered on
   // `onto`: queued there, run when its queue is (the GPU communicators enqueue on a stream).
-  static absl::StatusOr<std::unique_ptr<Communicator>> SplitOnto(Communicator& c, DeferredExec& onto);
+  static absl::StatusOr<std::unique_ptr<Communicator>> SplitOnto(Communicator& c, DeferredExecT& onto);
   // Queues work on this executor (at once on one that is not late).
   void Enqueue(std::function<void()> work) { Run(std::move(work)); }
 
   // The forked executor runs late (see the top of this file).
-  absl::StatusOr<std::unique_ptr<DeferredExec>> Fork() {
-    auto x = std::make_unique<DeferredExec>();
+  absl::StatusOr<std::unique_ptr<DeferredExecT>> Fork() {
+    auto x = std::make_unique<DeferredExecT>();
     x->late_ = true;
     return x;
   }
   // A mark: this executor and how much work had been issued to it. Waiting for it runs the
   // queued work up to there — not what was issued after (a device would not have either).
   struct Point {
-    DeferredExec* x;
+    DeferredExecT* x;
     size_t issued;
   };
   std::shared_ptr<void> Mark() { return std::make_shared<Point>(Point{this, issued_}); }
+  // A late executor waits in its queue (when its work before the wait has run); one that runs at
+  // once waits now.
   void WaitMark(const std::shared_ptr<void>& mark) {
     if (!mark) return;
-    const Point& p = *static_cast<const Point*>(mark.get());
-    if (p.x != this) p.x->RunUpTo(p.issued);
+    const Point p = *static_cast<const Point*>(mark.get());
+    if (p.x != this) Run([p] { p.x->RunUpTo(p.issued); });
   }
 
  private:
@@ -235,6 +257,7 @@ class DeferredExec {
   void Flush() { RunUpTo(issued_); }
 
   bool late_ = false;
+  std::shared_ptr<InOrder> in_order_ = std::make_shared<InOrder>([this](std::function<void()> w) { Run(std::move(w)); });
   absl::Status status_;
   size_t issued_ = 0, ran_ = 0;
   std::deque<std::function<void()>> queue_;
@@ -242,38 +265,45 @@ class DeferredExec {
 
 // DeferredExec::SplitOnto's communicator: a collective whose buffers are all device memory (or
 // null) goes to the executor's queue, the rest (host floats) runs at once after the queue.
+template <class X>
 class StreamOrderedComm final : public Communicator {
  public:
-  StreamOrderedComm(std::unique_ptr<Communicator> c, DeferredExec* x) : c_(std::move(c)), x_(x) {}
-  int rank() const override { return c_->rank(); }
-  int size() const override { return c_->size(); }
-  std::string name() const override { return c_->name(); }
+  StreamOrderedComm(std::unique_ptr<Communicator> c, X* x) : c_(std::move(c)), x_(x), use_(c_.get()) {}
+  // Over a communicator it does not own (which must outlive it).
+  StreamOrderedComm(Communicator* c, X* x) : x_(x), use_(c) {}
+  // Its queued collectives run while it still exists (the executor outlives it).
+  ~StreamOrderedComm() override { x_->Synchronize().IgnoreError(); }
+  Communicator* underlying() const { return use_; }
+  absl::Status Drain() { return x_->Synchronize(); }
+  int rank() const override { return use_->rank(); }
+  int size() const override { return use_->size(); }
+  std::string name() const override { return use_->name(); }
   absl::Status AllGatherV(const float* send, float* recv, const std::vector<int64_t>& counts, CommImpl impl) override {
-    return Do([=, this] { return c_->AllGatherV(send, recv, counts, impl); }, {send, recv});
+    return Do([=, this] { return use_->AllGatherV(send, recv, counts, impl); }, {send, recv});
   }
   absl::Status ReduceScatterV(const float* send, float* recv, const std::vector<int64_t>& counts,
                               CommImpl impl) override {
-    return Do([=, this] { return c_->ReduceScatterV(send, recv, counts, impl); }, {send, recv});
+    return Do([=, this] { return use_->ReduceScatterV(send, recv, counts, impl); }, {send, recv});
   }
   absl::Status AllReduce(float* data, int64_t count) override {
-    return Do([=, this] { return c_->AllReduce(data, count); }, {data});
+    return Do([=, this] { return use_->AllReduce(data, count); }, {data});
   }
   absl::Status AllToAllV(const float* send, const std::vector<int64_t>& sc, float* recv,
                          const std::vector<int64_t>& rc) override {
-    return Do([=, this] { return c_->AllToAllV(send, sc, recv, rc); }, {send, recv});
+    return Do([=, this] { return use_->AllToAllV(send, sc, recv, rc); }, {send, recv});
   }
   absl::Status Broadcast(float* data, int64_t count, int root) override {
-    return Do([=, this] { return c_->Broadcast(data, count, root); }, {data});
+    return Do([=, this] { return use_->Broadcast(data, count, root); }, {data});
   }
   absl::Status Barrier() override {
     x_->Synchronize().IgnoreError();
-    return c_->Barrier();
+    return use_->Barrier();
   }
   absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
     x_->Synchronize().IgnoreError();
-    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> sub, c_->Split(color, key));
+    HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> sub, use_->Split(color, key));
     if (!sub) return sub;
-    return std::unique_ptr<Communicator>(new StreamOrderedComm(std::move(sub), x_));
+    return std::unique_ptr<Communicator>(new StreamOrderedComm<X>(std::move(sub), x_));
   }
 
  private:
@@ -288,12 +318,25 @@ class StreamOrderedComm final : public Communicator {
     return absl::OkStatus();
   }
   std::unique_ptr<Communicator> c_;
-  DeferredExec* x_;
+  X* x_;
+  Communicator* use_;
 };
 
-inline absl::StatusOr<std::unique_ptr<Communicator>> DeferredExec::SplitOnto(Communicator& c, DeferredExec& onto) {
-  HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> sub, c.Split(0, c.rank()));
-  return std::unique_ptr<Communicator>(new StreamOrderedComm(std::move(sub), &onto));
+template <bool kComputeLate>
+absl::StatusOr<std::unique_ptr<Communicator>> DeferredExecT<kComputeLate>::SplitOnto(Communicator& c,
+                                                                                    DeferredExecT& onto) {
+  // A communicator already ordered on the compute executor: split what it orders (a split of it
+  // would queue on the compute executor again).
+  Communicator* base = &c;
+  if (auto* ordered = dynamic_cast<StreamOrderedComm<DeferredExecT>*>(&c)) {
+    HS_RETURN_IF_ERROR(ordered->Drain());
+    base = ordered->underlying();
+  }
+  HS_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> sub, base->Split(0, base->rank()));
+  return std::unique_ptr<Communicator>(new StreamOrderedComm<DeferredExecT>(std::move(sub), &onto));
 }
+
+using DeferredExec = DeferredExecT<false>;      // the communication stream runs late
+using LateComputeExec = DeferredExecT<true>;    // both streams run late
 
 }  // namespace hetsynth::runtime::gpu::testing

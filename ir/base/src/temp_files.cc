@@ -26,6 +26,24 @@ Slot g_slots[TempFileGuard::kMaxTempFiles];
 constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP};
 struct sigaction g_previous[3];
 
+}  // namespace
+
+void RemoveTempFilesNow() {
+  char path[TempFileGuard::kMaxPathBytes];
+  for (Slot& s : g_slots) {
+    const unsigned generation = s.generation.load(std::memory_order_acquire);
+    if (s.state.load(std::memory_order_acquire) != 2) continue;
+    std::memcpy(path, s.path, sizeof path);
+    path[sizeof path - 1] = '\0';
+    // Still the same registration: the copy is whole (not half of a path written over it).
+    if (s.state.load(std::memory_order_acquire) == 2 && s.generation.load(std::memory_order_acquire) == generation) {
+      ::unlink(path);
+    }
+  }
+}
+
+namespace {
+
 void OnSignal(int sig, siginfo_t* info, void* context) {
   for (size_t i = 0; i < 3; ++i) {
     if (kSignals[i] != sig) continue;
@@ -36,24 +54,13 @@ void OnSignal(int sig, siginfo_t* info, void* context) {
       if (prev.sa_sigaction != nullptr) prev.sa_sigaction(sig, info, context);
       return;
     }
-    if (prev.sa_handler == SIG_IGN) return;  // nothing happens: the write goes on
     if (prev.sa_handler != SIG_DFL) {
       prev.sa_handler(sig);
       return;
     }
     // The default action ends the process: remove the temporaries, restore the default and
     // deliver the signal again (it is blocked inside its handler, so it arrives on return).
-    char path[TempFileGuard::kMaxPathBytes];
-    for (Slot& s : g_slots) {
-      const unsigned generation = s.generation.load(std::memory_order_acquire);
-      if (s.state.load(std::memory_order_acquire) != 2) continue;
-      std::memcpy(path, s.path, sizeof path);
-      path[sizeof path - 1] = '\0';
-      // Still the same registration: the copy is whole (not half of a path written over it).
-      if (s.state.load(std::memory_order_acquire) == 2 && s.generation.load(std::memory_order_acquire) == generation) {
-        ::unlink(path);
-      }
-    }
+    RemoveTempFilesNow();
     ::sigaction(sig, &prev, nullptr);
     ::raise(sig);
     return;
@@ -65,6 +72,9 @@ void InstallOnce() {
   std::call_once(once, [] {
     for (size_t i = 0; i < 3; ++i) {
       if (::sigaction(kSignals[i], nullptr, &g_previous[i]) != 0) continue;
+      // An ignored signal ends nothing, so there is nothing to clean up; leaving it ignored also
+      // keeps it from interrupting anything (a handler would make blocked calls fail with EINTR).
+      if (!(g_previous[i].sa_flags & SA_SIGINFO) && g_previous[i].sa_handler == SIG_IGN) continue;
       struct sigaction sa {};
       sa.sa_sigaction = OnSignal;
       // The previous handler's restart behaviour: a handler that relies on interrupted waits

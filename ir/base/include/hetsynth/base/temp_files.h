@@ -1,9 +1,11 @@
 // Temporary files that an interrupted process removes: a file written under a temporary name and
 // renamed over its path (plans, placements, checkpoints) is registered while it is written, and
 // SIGINT, SIGTERM or SIGHUP whose action is the default (ending the process) removes it before
-// the process ends as it would have. A signal that is ignored or has a handler installed before
-// the first guard is left to that handler, and the temporary to the writer (which may go on and
-// finish it). A handler installed after the first guard replaces this one for its time.
+// the process ends as it would have. A signal that is ignored stays ignored (no handler is
+// installed for it), and one with a handler installed before the first guard is left to that
+// handler, and the temporary to the writer (which may go on and finish it; a handler that ends
+// the process itself calls RemoveTempFilesNow first). A handler installed after the first guard replaces this one (for good if it
+// restores what it found before the first guard, as `cluster` commands do on leaving).
 // SIGKILL cannot be caught: a killed writer still leaves its temporary.
 //
 //   std::string tmp = path + ".XXXXXX.tmp";
@@ -35,5 +37,9 @@ class TempFileGuard {
  private:
   int slot_ = -1;
 };
+
+// Removes every registered temporary now. Async-signal-safe: for a handler that ends the process
+// itself (_exit) while a write may be under way.
+void RemoveTempFilesNow();
 
 }  // namespace hetsynth
