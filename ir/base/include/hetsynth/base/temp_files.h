@@ -4,8 +4,9 @@
 // the process ends as it would have. A signal that is ignored stays ignored (no handler is
 // installed for it), and one with a handler installed before the first guard is left to that
 // handler, and the temporary to the writer (which may go on and finish it; a handler that ends
-// the process itself calls RemoveTempFilesNow first). A handler installed after the first guard replaces this one (for good if it
-// restores what it found before the first guard, as `cluster` commands do on leaving).
+// the process itself calls RemoveTempFilesNow first). A handler installed after the first
+// guard replaces this one (for good if it restores what it found before the first guard, as
+// `cluster` commands do on leaving).
 // SIGKILL cannot be caught: a killed writer still leaves its temporary.
 //
 //   std::string tmp = path + ".XXXXXX.tmp";
