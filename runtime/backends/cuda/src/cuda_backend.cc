@@ -2,7 +2,6 @@
 // GpuExec, and plan executors on NCCL ranks or virtual GPUs.
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdlib>
 
 #include "comm/gpu_comm.h"
@@ -89,31 +88,19 @@ absl::Status RunCudaRanks(const ir::Graph& graph, const instr::Plan& plan, const
     vo.precision = precision;
     vo.layout = &layout;
     vo.timeout_s = options.timeout_s;  // --deadline
+    vo.plain_if_green_fails = true;  // said in the description: the devices then differ in work, not speed
     bool described = false;
-    std::atomic<bool> ran{false};
-    std::string fallback;
-    auto run = [&](Communicator& comm, gpu::GpuExec& x) -> absl::Status {
-      ran = true;
+    return gpu::RunVirtualGpus(options.speeds, [&](Communicator& comm, gpu::GpuExec& x) -> absl::Status {
       if (comm.rank() == 0 && options.description && !described) {
         std::string sms;
         for (int n : layout.sm_counts) sms += (sms.empty() ? "" : ", ") + std::to_string(n);
         *options.description = StrCat(info.first_name, ": ", layout.device_sms, " SMs; virtual GPUs with ", sms, " SMs (",
-                                      layout.green ? "green contexts" : "plain streams sharing every SM", ")", fallback);
+                                      layout.green ? "green contexts" : "plain streams sharing every SM", ")",
+                                      layout.green_failed.empty() ? "" : "; green contexts failed: ", layout.green_failed);
         described = true;
       }
       return fn(comm, make_for(x, comm));
-    };
-    absl::Status st = gpu::RunVirtualGpus(options.speeds, run, vo);
-    if (!ran && vo.green && st.code() == absl::StatusCode::kFailedPrecondition) {
-      // No green contexts here (an old driver, too few SM groups, or one of the operations the
-      // ranks need refused on their streams): plain streams sharing every SM, said in the
-      // description — the virtual devices then differ in their shares of work, not in speed.
-      fallback = StrCat("; green contexts failed: ", st.message());
-      vo.green = false;
-      layout = gpu::VirtualGpuLayout();
-      st = gpu::RunVirtualGpus(options.speeds, run, vo);
-    }
-    return st;
+    }, vo);
   }
   const int device = LocalRank() % info.devices;
   HS_ASSIGN_OR_RETURN(auto x, gpu::GpuExec::Create({device, precision, nullptr}));

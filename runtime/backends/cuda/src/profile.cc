@@ -147,17 +147,12 @@ absl::Status TimeCollectives(const CudaProfileOptions& options, gpu::Precision p
   vo.green = options.green;
   vo.precision = precision;
   vo.layout = &layout;
-  absl::Status st = gpu::RunVirtualGpus(options.speeds, run, vo);
-  std::string fallback;
-  if (st.code() == absl::StatusCode::kFailedPrecondition && options.green) {
-    // E.g. more virtual GPUs than the driver has SM groups: plain streams still time the copies
-    // and sums (which use few SMs), sharing every SM.
-    fallback = StrCat(" (green contexts failed: ", st.message(), ")");
-    vo.green = false;
-    layout = gpu::VirtualGpuLayout();
-    st = gpu::RunVirtualGpus(options.speeds, run, vo);
-  }
-  HS_RETURN_IF_ERROR(st);
+  // E.g. more virtual GPUs than the driver has SM groups: plain streams still time the copies
+  // and sums (which use few SMs), sharing every SM.
+  vo.plain_if_green_fails = true;
+  HS_RETURN_IF_ERROR(gpu::RunVirtualGpus(options.speeds, run, vo));
+  const std::string fallback =
+      layout.green_failed.empty() ? "" : StrCat(" (green contexts failed: ", layout.green_failed, ")");
   std::string sms;
   for (int s : layout.sm_counts) sms += (sms.empty() ? "" : ", ") + std::to_string(s);
   out.comm_description = StrCat(n, " virtual GPUs of ", layout.device_sms, " SMs with ", sms, " SMs (",

@@ -191,19 +191,16 @@ absl::Status TryGreenStreams(const std::vector<std::unique_ptr<GpuExec>>& execs)
   const int n = static_cast<int>(execs.size());
   for (int r = 0; r < n; ++r) {
     GpuExec& x = *execs[static_cast<size_t>(r)];
-    auto failed = [&](const std::string& what, const std::string& why) {
+    auto failed = [&](const std::string& what, const absl::Status& why) {
       cudaGetLastError();  // clears a non-sticky error, so plain streams can still be tried
       return absl::FailedPreconditionError(
-          StrCat("green contexts: ", what, " on virtual device ", r, "'s stream failed (", why, ")"));
+          StrCat("green contexts: ", what, " on virtual device ", r, "'s stream failed (", why.message(), ")"));
     };
-    cudaStream_t s = static_cast<cudaStream_t>(x.stream());
-    cudaStream_t next = static_cast<cudaStream_t>(execs[static_cast<size_t>((r + 1) % n)]->stream());
-    cudaEvent_t e = nullptr;
-    HS_CUDA_RETURN(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    cudaError_t err = cudaEventRecord(e, s);
-    if (err == cudaSuccess) err = cudaStreamWaitEvent(next, e, 0);
-    cudaEventDestroy(e);
-    if (err != cudaSuccess) return failed("an event recorded and waited for", cudaGetErrorString(err));
+    GpuExec& next = *execs[static_cast<size_t>((r + 1) % n)];
+    next.WaitMark(x.Mark());
+    if (absl::Status st = x.status().ok() ? next.status() : x.status(); !st.ok()) {
+      return failed("an event recorded and waited for", st);
+    }
     DeviceTensor a = x.Make({16}), b = x.Make({16}), c = x.Make({16});
     x.Copy(b.ptr(), a.ptr(), 16);
     RankSum f{};
@@ -211,19 +208,18 @@ absl::Status TryGreenStreams(const std::vector<std::unique_ptr<GpuExec>>& execs)
     f.in[0] = a.ptr();
     f.in[1] = b.ptr();
     f.out = c.ptr();
-    LaunchFor(x.stream(), 16, f);
-    if ((err = cudaGetLastError()) != cudaSuccess) return failed("a kernel launch", cudaGetErrorString(err));
+    x.For(16, f);
     x.Gemm(GemmArgs{.m = 4, .n = 4, .k = 4}, a.ptr(), b.ptr(), c.ptr());
     // The communication stream of overlapped plans (GpuExec::Fork: a plain stream) and this
     // one wait for each other's events.
     absl::StatusOr<std::unique_ptr<GpuExec>> fork = x.Fork();
-    if (!fork.ok()) return failed("making a second stream", std::string(fork.status().message()));
+    if (!fork.ok()) return failed("making a second stream", fork.status());
     (*fork)->WaitMark(x.Mark());
     (*fork)->Copy(c.ptr(), b.ptr(), 16);
     x.WaitMark((*fork)->Mark());
     absl::Status st = (*fork)->Synchronize();
     if (st.ok()) st = x.Synchronize();
-    if (!st.ok()) return failed("a copy, a kernel, a GEMM or an event between it and a plain stream", std::string(st.message()));
+    if (!st.ok()) return failed("a copy, a kernel, a GEMM or an event between it and a plain stream", st);
   }
   return absl::OkStatus();
 }
@@ -270,29 +266,19 @@ absl::Status RunDeviceCommOnHost(int n, const std::function<absl::Status(Communi
   });
 }
 
-absl::Status RunVirtualGpus(const std::vector<double>& speeds,
-                            const std::function<absl::Status(Communicator&, GpuExec&)>& fn, VirtualGpuOptions opt) {
-  const std::string bad = CheckSpeeds(speeds, kMaxCommRanks);
-  if (!bad.empty()) return absl::InvalidArgumentError(StrCat("RunVirtualGpus: ", bad));
-  const int n = static_cast<int>(speeds.size());
-  HS_RETURN_IF_ERROR(CheckRankCount(n, opt.timeout_s, "RunVirtualGpus"));
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess || opt.device < 0 || opt.device >= count) {
-    cudaGetLastError();
-    return absl::FailedPreconditionError(
-        StrCat("RunVirtualGpus: CUDA device ", opt.device, " is not available (", count, " visible",
-               err != cudaSuccess ? StrCat("; cudaGetDeviceCount: ", cudaGetErrorString(err)) : std::string(), ")"));
-  }
+namespace {
 
-  VirtualGpus v;
+// RunVirtualGpus' device side: streams (green contexts' when `green`), one GpuExec each, the
+// device communicator's events; layout says what each virtual device got.
+absl::Status SetUpVirtualGpus(VirtualGpus& v, const std::vector<double>& speeds, const VirtualGpuOptions& opt, bool green,
+                              VirtualGpuLayout& layout) {
+  const int n = static_cast<int>(speeds.size());
   v.device = opt.device;
   HS_CUDA_RETURN(cudaSetDevice(opt.device));
-  VirtualGpuLayout layout;
-  layout.green = opt.green;
+  layout.green = green;
   HS_CUDA_RETURN(cudaDeviceGetAttribute(&layout.device_sms, cudaDevAttrMultiProcessorCount, opt.device));
   std::vector<void*> streams(n);
-  if (opt.green) {
+  if (green) {
     HS_ASSIGN_OR_RETURN(v.green, GreenContexts::Create(opt.device, speeds, opt.fine_grained));
     layout.group_sms = v.green->group_sms();
     layout.groups = v.green->groups();
@@ -310,11 +296,43 @@ absl::Status RunVirtualGpus(const std::vector<double>& speeds,
   for (int r = 0; r < n; ++r) {
     HS_ASSIGN_OR_RETURN(std::unique_ptr<GpuExec> x,
                         GpuExec::Create({.device = opt.device, .precision = opt.precision, .stream = streams[r],
-                                         .sm_count = layout.green ? layout.sm_counts[static_cast<size_t>(r)] : 0}));
+                                         .sm_count = green ? layout.sm_counts[static_cast<size_t>(r)] : 0}));
     v.execs.push_back(std::move(x));
   }
   HS_ASSIGN_OR_RETURN(v.group, DeviceGroup::Make(opt.device, n));
-  if (opt.green) HS_RETURN_IF_ERROR(TryGreenStreams(v.execs));
+  if (green) HS_RETURN_IF_ERROR(TryGreenStreams(v.execs));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunVirtualGpus(const std::vector<double>& speeds,
+                            const std::function<absl::Status(Communicator&, GpuExec&)>& fn, VirtualGpuOptions opt) {
+  const std::string bad = CheckSpeeds(speeds, kMaxCommRanks);
+  if (!bad.empty()) return absl::InvalidArgumentError(StrCat("RunVirtualGpus: ", bad));
+  const int n = static_cast<int>(speeds.size());
+  HS_RETURN_IF_ERROR(CheckRankCount(n, opt.timeout_s, "RunVirtualGpus"));
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || opt.device < 0 || opt.device >= count) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError(
+        StrCat("RunVirtualGpus: CUDA device ", opt.device, " is not available (", count, " visible",
+               err != cudaSuccess ? StrCat("; cudaGetDeviceCount: ", cudaGetErrorString(err)) : std::string(), ")"));
+  }
+
+  auto v = std::make_unique<VirtualGpus>();
+  VirtualGpuLayout layout;
+  absl::Status set_up = SetUpVirtualGpus(*v, speeds, opt, opt.green, layout);
+  if (!set_up.ok() && opt.green && opt.plain_if_green_fails && set_up.code() == absl::StatusCode::kFailedPrecondition) {
+    const std::string why(set_up.message());
+    v.reset();  // synchronizes and frees what the green attempt made
+    v = std::make_unique<VirtualGpus>();
+    layout = VirtualGpuLayout();
+    set_up = SetUpVirtualGpus(*v, speeds, opt, /*green=*/false, layout);
+    layout.green_failed = why;
+  }
+  HS_RETURN_IF_ERROR(set_up);
   if (opt.layout) *opt.layout = layout;
 
   auto root = std::make_shared<Rendezvous>(Rendezvous::Identity(n), opt.timeout_s);
@@ -322,16 +340,16 @@ absl::Status RunVirtualGpus(const std::vector<double>& speeds,
     HS_CUDA_RETURN(cudaSetDevice(opt.device));  // the runtime's current device is per thread
     absl::Status s;
     {
-      DeviceComm comm(root, DeviceMover(v.group, r, v.execs[r].get()), r);
-      s = fn(comm, *v.execs[r]);
+      DeviceComm comm(root, DeviceMover(v->group, r, v->execs[r].get()), r);
+      s = fn(comm, *v->execs[r]);
     }
     // The rank's queued work (its collectives' reads of the peers' buffers included) ends
     // before any peer can free what it reads: every rank synchronizes before it returns.
-    absl::Status synced = v.execs[r]->Synchronize();
+    absl::Status synced = v->execs[r]->Synchronize();
     return s.ok() ? synced : s;
   });
   for (int r = 0; r < n; ++r) {
-    absl::Status s = v.execs[r]->Synchronize();
+    absl::Status s = v->execs[r]->Synchronize();
     if (status.ok() && !s.ok()) status = s;
   }
   return status;

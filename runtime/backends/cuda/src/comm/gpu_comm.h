@@ -83,11 +83,18 @@ struct VirtualGpuLayout {
                                // (green only; 0 otherwise)
   int groups = 0;              // such groups available (green only)
   std::vector<int> sm_counts;  // per virtual device: SMs it may use (device_sms each when !green)
+  // VirtualGpuOptions::plain_if_green_fails: why green contexts could not be set up ("" when
+  // they were, or were not asked for).
+  std::string green_failed;
 };
 
 struct VirtualGpuOptions {
   int device = 0;                         // the physical CUDA device
   bool green = true;                      // false: plain streams, all SMs each
+  // green, when the driver has no green contexts, too few SM groups or refuses work the ranks
+  // need on their streams (FailedPrecondition while setting up, before fn runs): plain streams
+  // instead, with the reason in layout.green_failed; false: that FailedPrecondition is returned.
+  bool plain_if_green_fails = false;
   // Green only: ask the driver for its finest split (CU_DEV_SM_RESOURCE_SPLIT_IGNORE_SM_-
   // COSCHEDULING): smaller SM groups, at the cost of large thread-block clusters.
   bool fine_grained = false;
@@ -105,7 +112,8 @@ struct VirtualGpuOptions {
 // collectives fail (Aborted) instead of hanging, and a collective waiting more than
 // opt.timeout_s fails with DeadlineExceeded. Every rank's stream is synchronized before this
 // returns. speeds: 1 to kMaxCommRanks (64) positive numbers. FailedPrecondition when the device
-// does not exist or (green) the driver has no green contexts or too few SM groups.
+// does not exist or (green, without opt.plain_if_green_fails) the driver has no green contexts,
+// too few SM groups, or refuses work the ranks need on their streams (TryGreenStreams).
 absl::Status RunVirtualGpus(const std::vector<double>& speeds,
                             const std::function<absl::Status(Communicator&, GpuExec&)>& fn,
                             VirtualGpuOptions opt = {});
