@@ -21,10 +21,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "exec/exec_host.h"
 #include "exec/gemm_args.h"
 #include "hetsynth/base/status.h"
 #include "hetsynth/runtime/comm.h"
-#include "hetsynth/runtime/kernels.h"
 #include "hetsynth/runtime/tensor.h"
 
 namespace hetsynth::runtime::gpu::testing {
@@ -162,21 +162,15 @@ class DeferredExecT {
       for (int64_t i = 0; i < n; ++i) f(i);
     });
   }
+  // HostExec's arithmetic, when the work runs.
   void Gemm(const GemmArgs& g, const float* a, const float* b, float* c) {
-    Run([g, a, b, c] {
-      for (int64_t i = 0; i < g.batch; ++i) {
-        runtime::Gemm(g.trans_a, g.trans_b, g.m, g.n, g.k, g.alpha, a + i * g.stride_a, b + i * g.stride_b, g.beta,
-                      c + i * g.stride_c);
-      }
-    });
+    Run([g, a, b, c] { HostExec().Gemm(g, a, b, c); });
   }
   void Zero(float* p, int64_t n) {
-    Run([p, n] { std::fill(p, p + n, 0.0f); });
+    Run([p, n] { HostExec().Zero(p, n); });
   }
   void Copy(float* dst, const float* src, int64_t n) {
-    Run([dst, src, n] {
-      if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
-    });
+    Run([dst, src, n] { HostExec().Copy(dst, src, n); });
   }
   float Read(const float* p) {
     Flush();
