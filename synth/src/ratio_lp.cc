@@ -24,6 +24,8 @@
 #include <map>
 #include <set>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "hetsynth/base/status.h"
 #include "hetsynth/synth/synthesize.h"
@@ -74,12 +76,16 @@ struct Lin {
   }
 };
 
-// Builds the LP's variables and rows from a program's terms (see the header comment).
+// Builds the LP's variables and rows from a program's terms (see the header comment). With
+// segments (each split group's row of ratios, `segment_of_group`), every maximum above is per
+// segment, and variable s·K + k is segment s's ratio of class k.
 class LpBuilder {
  public:
   LpBuilder(const costmodel::ClusterModel& m, const std::vector<costmodel::DeviceClass>& classes,
-            const std::vector<double>& current, const costmodel::ProgramCost& pc)
-      : m_(m), classes_(classes), current_(current) {
+            const std::vector<std::vector<double>>& current, const costmodel::ProgramCost& pc,
+            const std::vector<int>& segment_of_group)
+      : m_(m), classes_(classes), current_(current), segment_of_group_(segment_of_group),
+        segments_(static_cast<int>(current.size())) {
     const costmodel::Cluster& c = m.cluster();
     bool operands = false;
     for (const costmodel::Device& d : c.devices) {
@@ -90,39 +96,61 @@ class LpBuilder {
     for (size_t k = 0; k < classes.size(); ++k) {
       for (costmodel::DeviceId d : classes[k].devices) class_of_[static_cast<size_t>(d)] = static_cast<int>(k);
     }
-    zf_ = NewVar("zF");
-    zb_ = NewVar("zB");
-    for (size_t k = 0; k < classes.size(); ++k) {
-      const costmodel::Device& d = c.devices[static_cast<size_t>(classes[k].devices.front())];
-      Lin a, b;
-      a.terms[static_cast<int>(k)] = fmax_ / d.flops;
-      b.terms[static_cast<int>(k)] = bwmax_ / d.memory_bandwidth;
-      rows_.push_back({zf_, a});
-      rows_.push_back({zb_, b});
+    zf_.assign(static_cast<size_t>(segments_), -1);
+    zb_.assign(static_cast<size_t>(segments_), -1);
+    zg_.assign(static_cast<size_t>(segments_), -1);
+    gemm_flops_.assign(static_cast<size_t>(segments_), 0.0);
+    for (int s = 0; s < segments_; ++s) {
+      zf_[static_cast<size_t>(s)] = NewVar(StrCat("zF", Suffix(s)));
+      zb_[static_cast<size_t>(s)] = NewVar(StrCat("zB", Suffix(s)));
+      for (size_t k = 0; k < classes.size(); ++k) {
+        const costmodel::Device& d = c.devices[static_cast<size_t>(classes[k].devices.front())];
+        Lin a, b;
+        a.terms[Ratio(s, k)] = fmax_ / d.flops;
+        b.terms[Ratio(s, k)] = bwmax_ / d.memory_bandwidth;
+        rows_.push_back({zf_[static_cast<size_t>(s)], a});
+        rows_.push_back({zb_[static_cast<size_t>(s)], b});
+      }
     }
     if (!operands) return;
-    // Split GEMM-class work with its operands, summed per device (ms).
-    double split_bytes = 0, whole_bytes = 0;
+    // Split GEMM-class work with its operands, summed per device (ms), per segment.
+    std::vector<double> split_bytes(static_cast<size_t>(segments_), 0.0), whole_bytes = split_bytes;
     for (const costmodel::Term& t : pc.terms) {
       if (t.kind != costmodel::TermKind::kComputeSplit || t.memory_bound) continue;
-      gemm_flops_ += t.coefficient, split_bytes += t.operand_bytes_split, whole_bytes += t.operand_bytes_whole;
+      const size_t s = static_cast<size_t>(SegmentOf(t));
+      gemm_flops_[s] += t.coefficient, split_bytes[s] += t.operand_bytes_split, whole_bytes[s] += t.operand_bytes_whole;
     }
-    if (!(gemm_flops_ > 0) || split_bytes + whole_bytes <= 0) return;
-    zg_ = NewVar("zG");
-    for (size_t k = 0; k < classes.size(); ++k) {
-      const costmodel::Device& d = c.devices[static_cast<size_t>(classes[k].devices.front())];
-      const double g = d.gemm_operand_bandwidth;
-      Lin row;
-      row.terms[static_cast<int>(k)] = 1e3 * (gemm_flops_ / d.flops + (g > 0 ? split_bytes / g : 0.0));
-      row.constant = g > 0 ? 1e3 * whole_bytes / g : 0.0;
-      rows_.push_back({zg_, row});
+    for (int s = 0; s < segments_; ++s) {
+      const size_t si = static_cast<size_t>(s);
+      if (!(gemm_flops_[si] > 0) || split_bytes[si] + whole_bytes[si] <= 0) continue;
+      zg_[si] = NewVar(StrCat("zG", Suffix(s)));
+      for (size_t k = 0; k < classes.size(); ++k) {
+        const costmodel::Device& d = c.devices[static_cast<size_t>(classes[k].devices.front())];
+        const double g = d.gemm_operand_bandwidth;
+        Lin row;
+        row.terms[Ratio(s, k)] = 1e3 * (gemm_flops_[si] / d.flops + (g > 0 ? split_bytes[si] / g : 0.0));
+        row.constant = g > 0 ? 1e3 * whole_bytes[si] / g : 0.0;
+        rows_.push_back({zg_[si], row});
+      }
     }
   }
 
-  // Variables 0..K−1 are the class ratios.
+  // The variable of segment s's ratio of class k.
+  int Ratio(int s, size_t k) const { return s * static_cast<int>(classes_.size()) + static_cast<int>(k); }
+  int segments() const { return segments_; }
+  // The segment whose ratios a term's shares follow (its split group's; 0 without one).
+  int SegmentOf(const costmodel::Term& t) const {
+    return t.group >= 0 && static_cast<size_t>(t.group) < segment_of_group_.size()
+               ? segment_of_group_[static_cast<size_t>(t.group)]
+               : 0;
+  }
+  // Names of one segment's variables: unchanged with one segment.
+  std::string Suffix(int s) const { return segments_ == 1 ? std::string() : StrCat("_", s); }
+
+  // Variables 0..S·K−1 are the segments' class ratios.
   int NewVar(const std::string& name) {
     names_.push_back(name);
-    return static_cast<int>(classes_.size() + names_.size()) - 1;
+    return static_cast<int>(static_cast<size_t>(segments_) * classes_.size() + names_.size()) - 1;
   }
 
   // The time of a term's forward and backward parts, in ms, as linear expressions: exact where
@@ -132,12 +160,13 @@ class LpBuilder {
     using costmodel::TermKind;
     Lin total;
     double forward_fraction = 1;
+    const size_t seg = static_cast<size_t>(SegmentOf(t));
     if (t.kind == TermKind::kComputeSplit) {
       const bool mb = t.memory_bound;
-      if (!mb && zg_ >= 0) {
-        total.terms[zg_] = t.coefficient / gemm_flops_;
+      if (!mb && zg_[seg] >= 0) {
+        total.terms[zg_[seg]] = t.coefficient / gemm_flops_[seg];
       } else {
-        total.terms[mb ? zb_ : zf_] = 1e3 * t.coefficient / (mb ? bwmax_ : fmax_);
+        total.terms[mb ? zb_[seg] : zf_[seg]] = 1e3 * t.coefficient / (mb ? bwmax_ : fmax_);
       }
       forward_fraction = t.forward_fraction;
     } else if (t.kind == TermKind::kComputeFull) {
@@ -155,7 +184,7 @@ class LpBuilder {
           double latency = 0;
           for (const costmodel::PricePiece& piece : price.phases[ph]) latency = std::max(latency, piece.latency);
           once.constant += 1e3 * latency;
-          once.terms[PhaseVar(t.kind, ph)] += 1e3 * t.bytes;
+          once.terms[PhaseVar(t.kind, ph, static_cast<int>(seg))] += 1e3 * t.bytes;
         }
       }
       if (t.role == costmodel::TermRole::kGradientSync || t.times == 1) return {Lin{}, once};
@@ -174,11 +203,13 @@ class LpBuilder {
   const std::vector<std::string>& names() const { return names_; }
 
  private:
-  // The variable bounding phase `ph` of kind's price per byte: ≥ every piece's per-byte part.
-  int PhaseVar(costmodel::TermKind kind, size_t ph) {
-    const auto key = std::make_pair(static_cast<int>(kind), ph);
+  // The variable bounding phase `ph` of kind's price per byte in segment `s`: ≥ every piece's
+  // per-byte part.
+  int PhaseVar(costmodel::TermKind kind, size_t ph, int s) {
+    const auto key = std::make_tuple(static_cast<int>(kind), ph, s);
     if (auto it = phase_vars_.find(key); it != phase_vars_.end()) return it->second;
-    const int v = NewVar(StrCat("x", static_cast<int>(kind), "_", ph));
+    const int v = NewVar(StrCat("x", static_cast<int>(kind), "_", ph, Suffix(s)));
+    const std::vector<double>& current = current_[static_cast<size_t>(s)];
     phase_vars_[key] = v;
     std::set<std::vector<double>> seen;  // pieces equal after aggregating classes give one row
     for (const costmodel::PricePiece& piece : m_.Price(kind).phases[ph]) {
@@ -188,16 +219,18 @@ class LpBuilder {
         // (the LP gives the result's split the same ratios as the source's).
         const std::vector<costmodel::DeviceId>& devs = m_.mesh().nodes[static_cast<size_t>(piece.exchange_node)];
         double s0 = 0;
-        for (costmodel::DeviceId i : devs) s0 += current_[static_cast<size_t>(i)];
-        for (costmodel::DeviceId i : devs) row.terms[class_of_[static_cast<size_t>(i)]] += piece.exchange * (1 - 2 * s0);
+        for (costmodel::DeviceId i : devs) s0 += current[static_cast<size_t>(i)];
+        for (costmodel::DeviceId i : devs) {
+          row.terms[Ratio(s, static_cast<size_t>(class_of_[static_cast<size_t>(i)]))] += piece.exchange * (1 - 2 * s0);
+        }
         row.constant = piece.exchange * s0 * s0;
       } else {
         row.constant = piece.per_byte;
-        for (const auto& [i, k] : piece.shares) row.terms[class_of_[static_cast<size_t>(i)]] += k;
+        for (const auto& [i, k] : piece.shares) row.terms[Ratio(s, static_cast<size_t>(class_of_[static_cast<size_t>(i)]))] += k;
       }
       std::vector<double> key_row = {row.constant};
       for (size_t k = 0; k < classes_.size(); ++k) {
-        const auto it = row.terms.find(static_cast<int>(k));
+        const auto it = row.terms.find(Ratio(s, k));
         key_row.push_back(it == row.terms.end() ? 0.0 : it->second);
       }
       if (!seen.insert(key_row).second) continue;
@@ -208,14 +241,16 @@ class LpBuilder {
 
   const costmodel::ClusterModel& m_;
   const std::vector<costmodel::DeviceClass>& classes_;
-  const std::vector<double>& current_;
+  const std::vector<std::vector<double>>& current_;  // per segment, per device
+  const std::vector<int>& segment_of_group_;
+  int segments_ = 1;
   std::vector<int> class_of_;
   double fmax_ = 0, bwmax_ = 0;
-  int zf_ = -1, zb_ = -1;
-  int zg_ = -1;             // -1: no GEMM operand bandwidth, split GEMM work priced with zF
-  double gemm_flops_ = 0;   // FLOPs of the split GEMM-class terms zG sums
+  std::vector<int> zf_, zb_;  // per segment
+  std::vector<int> zg_;       // per segment; -1: no GEMM operand bandwidth, split GEMM work priced with zF
+  std::vector<double> gemm_flops_;  // per segment: FLOPs of the split GEMM-class terms zG sums
   std::vector<std::string> names_;
-  std::map<std::pair<int, size_t>, int> phase_vars_;
+  std::map<std::tuple<int, size_t, int>, int> phase_vars_;
   std::vector<std::pair<int, Lin>> rows_;
 };
 
@@ -248,11 +283,28 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
 absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const ir::Graph& g,
                                                      const costmodel::ClusterModel& model, const instr::Program& p,
                                                      const SynthOptions& o) {
+  HS_ASSIGN_OR_RETURN(std::vector<std::vector<double>> rows,
+                      OptimizeSegmentRatiosIn(session, g, model, p, o, std::vector<int>(p.groups.size(), 0), 1));
+  return std::move(rows.front());
+}
+
+absl::StatusOr<std::vector<std::vector<double>>> OptimizeSegmentRatiosIn(Z3Session& session, const ir::Graph& g,
+                                                                         const costmodel::ClusterModel& model,
+                                                                         const instr::Program& p, const SynthOptions& o,
+                                                                         const std::vector<int>& segment_of_group,
+                                                                         int segments) {
   HS_RETURN_IF_ERROR(ValidateSynthOptions(o));
   using costmodel::TermRole;
   const costmodel::Cluster& c = model.cluster();
   const int n = c.size();
-  if (n == 1) return std::vector<double>{1.0};
+  if (segments < 1 || segment_of_group.size() != p.groups.size()) {
+    return absl::InternalError(StrCat("ratio lp: ", segments, " segments for ", segment_of_group.size(),
+                                      " groups; the program has ", p.groups.size()));
+  }
+  for (int s : segment_of_group) {
+    if (s < 0 || s >= segments) return absl::InternalError(StrCat("ratio lp: segment ", s, " of ", segments));
+  }
+  if (n == 1) return std::vector<std::vector<double>>(static_cast<size_t>(segments), std::vector<double>{1.0});
   if (p.UsesMesh()) {
     // The LP models world forms only (node-tied ratios, spec §2, are not built yet): a program
     // over mesh levels keeps its ratios.
@@ -260,8 +312,14 @@ absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const i
   }
   const costmodel::ProgramCost pc = costmodel::DescribeCost(g, p, model, o.cost);
   const std::vector<costmodel::DeviceClass> classes = c.Classes();
-  std::vector<double> current = p.ratios.empty() ? std::vector<double>(static_cast<size_t>(n), 1.0 / n) : p.ratios[0];
-  LpBuilder lp(model, classes, current, pc);
+  const size_t num_classes = classes.size();
+  // Each segment starts from its row of the program's ratios (row 0 where it has fewer).
+  std::vector<std::vector<double>> current;
+  for (int s = 0; s < segments; ++s) {
+    current.push_back(p.ratios.empty() ? std::vector<double>(static_cast<size_t>(n), 1.0 / n)
+                                       : p.ratios[std::min(static_cast<size_t>(s), p.ratios.size() - 1)]);
+  }
+  LpBuilder lp(model, classes, current, pc, segment_of_group);
 
   // The objective. Without overlap, every term adds. With it, the critical path of the two
   // streams (costmodel::Evaluate), unrolled into rows that are linear in the variables:
@@ -338,17 +396,27 @@ absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const i
     t_rows.push_back(chain.Add(suffix));
     objective.terms[t_var] += 1;
   }
-  // Memory per device, in GB: fixed + split · r.
-  double mem_fixed = 0, mem_split = 0;
-  for (const costmodel::MemoryTerm& m : pc.memory) (m.group >= 0 ? mem_split : mem_fixed) += m.bytes * 1e-9;
+  // Memory per device, in GB: fixed + Σ_s split_s · r_s.
+  double mem_fixed = 0;
+  std::vector<double> mem_split(static_cast<size_t>(segments), 0.0);
+  for (const costmodel::MemoryTerm& m : pc.memory) {
+    if (m.group < 0) {
+      mem_fixed += m.bytes * 1e-9;
+    } else {
+      mem_split[static_cast<size_t>(segment_of_group[static_cast<size_t>(m.group)])] += m.bytes * 1e-9;
+    }
+  }
 
-  std::vector<double> class_ratios(classes.size(), 0.0);
-  const std::string what = StrCat("ratio lp over ", classes.size(), " device classes");
+  std::vector<std::vector<double>> class_ratios(static_cast<size_t>(segments), std::vector<double>(num_classes, 0.0));
+  const std::string what = StrCat("ratio lp over ", num_classes, " device classes",
+                                  segments > 1 ? StrCat(" and ", segments, " segments") : std::string());
   try {
     z3::context& ctx = session.impl().ctx;
     z3::optimize opt(ctx);
     std::vector<z3::expr> vars;
-    for (size_t k = 0; k < classes.size(); ++k) vars.push_back(ctx.real_const(StrCat("r", k).c_str()));
+    for (int s = 0; s < segments; ++s) {
+      for (size_t k = 0; k < num_classes; ++k) vars.push_back(ctx.real_const(StrCat("r", k, lp.Suffix(s)).c_str()));
+    }
     for (const std::string& name : lp.names()) vars.push_back(ctx.real_const(name.c_str()));
     auto expr = [&](const Lin& l) {
       z3::expr e = Q(ctx, l.constant);
@@ -357,18 +425,22 @@ absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const i
       }
       return e;
     };
-    z3::expr total = ctx.real_val(0);
-    for (size_t k = 0; k < classes.size(); ++k) {
+    // Per class: its ratios ≥ 0 and its memory row; then each segment's ratios sum to 1 (with
+    // one segment, the rows in the order the LP has always had them).
+    std::vector<z3::expr> totals(static_cast<size_t>(segments), ctx.real_val(0));
+    for (size_t k = 0; k < num_classes; ++k) {
       const costmodel::Device& d = c.devices[static_cast<size_t>(classes[k].devices.front())];
-      const z3::expr& rk = vars[k];
-      opt.add(rk >= 0);
-      if (o.memory_limits) {
-        // 1% headroom for rounding shares to whole atoms.
-        opt.add(Q(ctx, mem_fixed) + Q(ctx, mem_split) * rk <= Q(ctx, 0.99e-9 * d.memory_bytes));
+      z3::expr need = Q(ctx, mem_fixed);
+      for (int s = 0; s < segments; ++s) {
+        const z3::expr& rk = vars[static_cast<size_t>(lp.Ratio(s, k))];
+        opt.add(rk >= 0);
+        need = need + Q(ctx, mem_split[static_cast<size_t>(s)]) * rk;
+        totals[static_cast<size_t>(s)] = totals[static_cast<size_t>(s)] + rk * ctx.real_val(static_cast<int>(classes[k].devices.size()));
       }
-      total = total + rk * ctx.real_val(static_cast<int>(classes[k].devices.size()));
+      // 1% headroom for rounding shares to whole atoms.
+      if (o.memory_limits) opt.add(need <= Q(ctx, 0.99e-9 * d.memory_bytes));
     }
-    opt.add(total == 1);
+    for (const z3::expr& total : totals) opt.add(total == 1);
     for (const auto& [v, row] : lp.rows()) opt.add(vars[static_cast<size_t>(v)] >= expr(row));
     opt.minimize(expr(objective));
     // The critical-path rows (one per gather and per gradient sync, hundreds for ZeRO or small
@@ -381,10 +453,12 @@ absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const i
       return v;
     };
     std::vector<double> val(num_vars, 0.0);
-    for (size_t k = 0; k < classes.size(); ++k) {
-      double sum = 0;
-      for (costmodel::DeviceId d : classes[k].devices) sum += current[static_cast<size_t>(d)];
-      val[k] = sum / static_cast<double>(classes[k].devices.size());
+    for (int s = 0; s < segments; ++s) {
+      for (size_t k = 0; k < num_classes; ++k) {
+        double sum = 0;
+        for (costmodel::DeviceId d : classes[k].devices) sum += current[static_cast<size_t>(s)][static_cast<size_t>(d)];
+        val[static_cast<size_t>(lp.Ratio(s, k))] = sum / static_cast<double>(classes[k].devices.size());
+      }
     }
     for (const auto& [v, row] : lp.rows()) val[static_cast<size_t>(v)] = std::max(val[static_cast<size_t>(v)], eval(row, val));
     std::vector<std::vector<bool>> added = {std::vector<bool>(f_rows.size(), false), std::vector<bool>(t_rows.size(), false)};
@@ -444,19 +518,25 @@ absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const i
                                                  static_cast<int64_t>(worst_cap)));
     }
     const z3::model mdl = opt.get_model();
-    for (size_t k = 0; k < classes.size(); ++k) {
-      HS_ASSIGN_OR_RETURN(const double v, Value(mdl, vars[k]));
-      class_ratios[k] = std::max(0.0, v);
+    for (int s = 0; s < segments; ++s) {
+      for (size_t k = 0; k < num_classes; ++k) {
+        HS_ASSIGN_OR_RETURN(const double v, Value(mdl, vars[static_cast<size_t>(lp.Ratio(s, k))]));
+        class_ratios[static_cast<size_t>(s)][k] = std::max(0.0, v);
+      }
     }
   } catch (const z3::exception& e) {
     return Z3Error(what, e, __FILE__, __LINE__);
   }
-  std::vector<double> out(static_cast<size_t>(n), 0.0);
-  double sum = 0;
-  for (size_t k = 0; k < classes.size(); ++k) {
-    for (costmodel::DeviceId d : classes[k].devices) out[static_cast<size_t>(d)] = class_ratios[k], sum += class_ratios[k];
+  std::vector<std::vector<double>> out;
+  for (const std::vector<double>& row : class_ratios) {
+    std::vector<double> ratios(static_cast<size_t>(n), 0.0);
+    double sum = 0;
+    for (size_t k = 0; k < num_classes; ++k) {
+      for (costmodel::DeviceId d : classes[k].devices) ratios[static_cast<size_t>(d)] = row[k], sum += row[k];
+    }
+    for (double& v : ratios) v /= sum;  // exact rationals printed to 17 digits: renormalize the last bits
+    out.push_back(std::move(ratios));
   }
-  for (double& v : out) v /= sum;  // exact rationals printed to 17 digits: renormalize the last bits
   return out;
 }
 

@@ -5,7 +5,11 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <optional>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/base/status.h"
@@ -45,6 +49,7 @@ absl::StatusOr<Strategy> StrategyByName(const std::string& name) {
   s.name = name;
   if (name == "synthesized") return s;
   s.optimize_ratios = false;
+  s.segments = false;
   // docs/baselines.md says what each imitates and where its constants come from.
   if (name == "ddp-ev" || name == "ddp-cp" || name == "fsdp-even") {
     // PyTorch DDP over NCCL: replicated parameters, 25 MiB gradient buckets all-reduced on a
@@ -122,6 +127,11 @@ absl::StatusOr<costmodel::Estimate> ApplyRatios(const ir::Graph& g, const costmo
                                                 instr::Program& p, const std::vector<double>& ratios,
                                                 const SynthOptions& o) {
   p.ratios = {ratios};
+  return EstimateProgram(g, m, p, o);
+}
+
+absl::StatusOr<costmodel::Estimate> EstimateProgram(const ir::Graph& g, const costmodel::ClusterModel& m,
+                                                    instr::Program& p, const SynthOptions& o) {
   HS_RETURN_IF_ERROR(instr::BuildSplitGroups(g, p));
   HS_RETURN_IF_ERROR(instr::CheckProgram(g, p));
   const costmodel::ProgramCost pc = costmodel::DescribeCost(g, p, m, o.cost);
@@ -293,28 +303,44 @@ void Reimplement(const Engine& en, const Strategy& s, instr::Program& p) {
 
 // Prices a program at `ratios` for the strategy: ratios applied, buckets chosen by the
 // strategy's model, estimated by that model (what the strategy's own decisions rest on).
-absl::StatusOr<costmodel::Estimate> Price(const Engine& en, const Strategy& s, instr::Program& p,
-                                          const std::vector<double>& ratios) {
+absl::StatusOr<costmodel::Estimate> PriceRows(const Engine& en, const Strategy& s, instr::Program& p,
+                                              const std::vector<std::vector<double>>& rows) {
   const costmodel::ClusterModel& m = en.SearchModel(s);
-  p.ratios = {ratios};
+  p.ratios = rows;
   HS_RETURN_IF_ERROR(instr::BuildSplitGroups(en.g, p));
   ChooseBuckets(en.g, m, s, en.o, p);
-  return ApplyRatios(en.g, m, p, ratios, en.o);
+  return EstimateProgram(en.g, m, p, en.o);
+}
+
+absl::StatusOr<costmodel::Estimate> Price(const Engine& en, const Strategy& s, instr::Program& p,
+                                          const std::vector<double>& ratios) {
+  return PriceRows(en, s, p, {ratios});
 }
 
 // The memory repair: the LP's continuous ratios fit; rounding shares to whole atoms can push a
-// small device over. Shrink the ratios of devices over capacity until the rounded shares fit.
+// small device over. Shrink the ratios of devices over capacity (in every segment's row) until
+// the rounded shares fit.
+absl::StatusOr<costmodel::Estimate> RepairRows(const Engine& en, const Strategy& s, instr::Program& p,
+                                               std::vector<std::vector<double>>& rows, costmodel::Estimate e) {
+  for (int repair = 0; en.o.memory_limits && s.memory_rows && !Fits(e, en.c) && repair < 16; ++repair) {
+    for (std::vector<double>& ratios : rows) {
+      for (size_t i = 0; i < ratios.size(); ++i) {
+        if (e.memory_bytes[i] > en.c.devices[i].memory_bytes) ratios[i] *= 0.9;
+      }
+      double sum = 0;
+      for (double r : ratios) sum += r;
+      for (double& r : ratios) r /= sum;
+    }
+    HS_ASSIGN_OR_RETURN(e, PriceRows(en, s, p, rows));
+  }
+  return e;
+}
+
 absl::StatusOr<costmodel::Estimate> Repair(const Engine& en, const Strategy& s, instr::Program& p,
                                            std::vector<double>& ratios, costmodel::Estimate e) {
-  for (int repair = 0; en.o.memory_limits && s.memory_rows && !Fits(e, en.c) && repair < 16; ++repair) {
-    for (size_t i = 0; i < ratios.size(); ++i) {
-      if (e.memory_bytes[i] > en.c.devices[i].memory_bytes) ratios[i] *= 0.9;
-    }
-    double sum = 0;
-    for (double r : ratios) sum += r;
-    for (double& r : ratios) r /= sum;
-    HS_ASSIGN_OR_RETURN(e, Price(en, s, p, ratios));
-  }
+  std::vector<std::vector<double>> rows = {ratios};
+  HS_ASSIGN_OR_RETURN(e, RepairRows(en, s, p, rows, e));
+  ratios = rows.front();
   return e;
 }
 
@@ -381,7 +407,7 @@ absl::StatusOr<SynthResult> Alternate(const Engine& en, const Strategy& s, std::
 
 // Re-prices a result with the topology model (what every plan is reported in).
 absl::Status Reprice(const Engine& en, SynthResult& r) {
-  HS_ASSIGN_OR_RETURN(r.estimate, ApplyRatios(en.g, en.topology, r.program, r.program.ratios.at(0), en.o));
+  HS_ASSIGN_OR_RETURN(r.estimate, EstimateProgram(en.g, en.topology, r.program, en.o));
   return absl::OkStatus();
 }
 
@@ -438,6 +464,128 @@ absl::StatusOr<bool> RefinePlacements(const Engine& en, const Strategy& s, instr
     absl::StatusOr<costmodel::Estimate> qe = Price(en, s, q, ratios);
     if (!qe.ok()) continue;
     if (qe->step_s < e.step_s * (1 - 1e-9) && (!en.o.memory_limits || !s.memory_rows || Fits(*qe, en.c))) {
+      p = std::move(q);
+      e = *qe;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+// Per-segment ratios (topology spec, per-segment ratios): split groups that no instruction ties
+// together may be cut by different rows of ratios. A group's shares price its split compute —
+// GEMM-class at FLOP/s, memory-bound at bytes/s — or, for a group without compute (a ZeRO
+// shard), its memory and its collectives; the best single row is a compromise between them.
+// Three segmentations are tried, in this order: {compute, storage}; {GEMM-class,
+// memory-bound, storage}; and, where the program has at most kMaxSegments components (groups
+// tied by some instruction), one row per component. The LP gives each segment its own ratios
+// (OptimizeSegmentRatiosIn); a segmentation is kept when its step is at least kSegmentsPay
+// shorter than the plan's so far and it fits, so a plan has more than one row only where that
+// pays. Deterministic: segments are numbered by their first group.
+constexpr double kSegmentsPay = 5e-3;
+constexpr size_t kMaxSegments = 32;
+
+absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::Program& p, costmodel::Estimate& e,
+                                    std::vector<std::string>& log) {
+  if (p.UsesMesh() || p.num_devices < 2 || p.groups.size() < 2 || p.ratios.size() != 1) return false;
+  const size_t num_groups = p.groups.size();
+  // Groups one instruction uses together must share a row: union them.
+  std::vector<int> parent(num_groups);
+  for (size_t i = 0; i < num_groups; ++i) parent[i] = static_cast<int>(i);
+  auto find = [&](int x) {
+    while (parent[static_cast<size_t>(x)] != x) x = parent[static_cast<size_t>(x)] = parent[static_cast<size_t>(parent[static_cast<size_t>(x)])];
+    return x;
+  };
+  std::vector<std::vector<int>> used(p.instructions.size());
+  for (size_t i = 0; i < p.instructions.size(); ++i) {
+    const instr::Instruction& in = p.instructions[i];
+    std::vector<instr::Property> props;
+    if (in.kind == instr::InstrKind::kCompute) {
+      HS_ASSIGN_OR_RETURN(const instr::ComputeRule rule, instr::InstructionRule(en.g, in));
+      for (const instr::SplitUse& u : rule.split) props.push_back(u.prop);
+    } else {
+      props = in.pre;
+      props.insert(props.end(), in.post.begin(), in.post.end());
+    }
+    for (const instr::Property& q : props) {
+      if (q.kind != instr::PropKind::kGather) continue;
+      const int gi = p.GroupOf(q);
+      if (gi < 0) return absl::InternalError(StrCat("segments: instruction ", i, " uses a Gather outside every split group"));
+      if (std::find(used[i].begin(), used[i].end(), gi) == used[i].end()) used[i].push_back(gi);
+    }
+    for (size_t k = 1; k < used[i].size(); ++k) {
+      const int a = find(used[i][0]), b = find(used[i][k]);
+      if (a != b) parent[static_cast<size_t>(std::max(a, b))] = std::min(a, b);
+    }
+  }
+  // What each component's split compute costs at even shares on the fastest device: GEMM-class
+  // seconds and memory-bound seconds.
+  const costmodel::ClusterModel& m = en.SearchModel(s);
+  double fmax = 0, bwmax = 0;
+  for (const costmodel::Device& d : en.c.devices) fmax = std::max(fmax, d.flops), bwmax = std::max(bwmax, d.memory_bandwidth);
+  const costmodel::ProgramCost pc = costmodel::DescribeCost(en.g, p, m, en.o.cost);
+  std::vector<double> gemm(num_groups, 0.0), bound(num_groups, 0.0);
+  for (const costmodel::Term& t : pc.terms) {
+    if (t.kind != costmodel::TermKind::kComputeSplit || t.group < 0) continue;
+    const size_t root = static_cast<size_t>(find(t.group));
+    (t.memory_bound ? bound[root] += t.coefficient / bwmax : gemm[root] += t.coefficient / fmax);
+  }
+  // Each group's key in each segmentation: 0 compute / 1 storage; 0 GEMM-class / 1 memory-bound
+  // / 2 storage; its component.
+  std::vector<std::vector<int>> candidates(3, std::vector<int>(num_groups, 0));
+  std::set<int> components;
+  for (size_t gi = 0; gi < num_groups; ++gi) {
+    const size_t root = static_cast<size_t>(find(static_cast<int>(gi)));
+    const bool compute = gemm[root] + bound[root] > 0;
+    candidates[0][gi] = compute ? 0 : 1;
+    candidates[1][gi] = !compute ? 2 : gemm[root] >= bound[root] ? 0 : 1;
+    candidates[2][gi] = static_cast<int>(root);
+    components.insert(static_cast<int>(root));
+  }
+  if (components.size() > kMaxSegments) candidates.pop_back();
+  const SynthOptions step = en.StepOptions(s);
+  bool changed = false;
+  for (const std::vector<int>& keys : candidates) {
+    // Segments numbered by their first group.
+    std::map<int, int> number;
+    std::vector<int> segment_of_group(num_groups);
+    for (size_t gi = 0; gi < num_groups; ++gi) {
+      const auto it = number.try_emplace(keys[gi], static_cast<int>(number.size())).first;
+      segment_of_group[gi] = it->second;
+    }
+    const int segments = static_cast<int>(number.size());
+    if (segments < 2 || (changed && segments <= static_cast<int>(p.ratios.size()))) continue;
+    instr::Program q = p;
+    q.ratios.assign(static_cast<size_t>(segments), p.ratios.front());
+    for (size_t i = 0; i < q.instructions.size(); ++i) {
+      q.instructions[i].segment = used[i].empty() ? 0 : segment_of_group[static_cast<size_t>(used[i].front())];
+    }
+    HS_RETURN_IF_ERROR(instr::BuildSplitGroups(en.g, q));
+    bool same = q.groups.size() == num_groups;
+    for (size_t gi = 0; same && gi < num_groups; ++gi) {
+      same = q.groups[gi].members == p.groups[gi].members && q.groups[gi].segment == segment_of_group[gi];
+    }
+    if (!same) return absl::InternalError("segments: the split groups changed with their rows");
+    absl::StatusOr<std::vector<std::vector<double>>> rows =
+        OptimizeSegmentRatiosIn(en.z3, en.g, m, q, step, segment_of_group, segments);
+    if (!rows.ok()) {
+      if (IsFatal(rows.status())) return rows.status();
+      log.push_back(StrCat(segments, " ratio segments: ", rows.status().message()));
+      continue;  // no ratios fit: keep one row
+    }
+    absl::StatusOr<costmodel::Estimate> qe = PriceRows(en, s, q, *rows);
+    if (qe.ok()) qe = RepairRows(en, s, q, *rows, *qe);
+    if (!qe.ok() || (en.o.memory_limits && s.memory_rows && !Fits(*qe, en.c))) continue;
+    const bool pays = qe->step_s < e.step_s * (1 - kSegmentsPay);
+    std::string shown;
+    for (const std::vector<double>& row : *rows) {
+      shown += shown.empty() ? "[" : " [";
+      for (size_t i = 0; i < row.size(); ++i) shown += StrCat(i ? " " : "", std::round(row[i] * 1e3) / 1e3);
+      shown += "]";
+    }
+    log.push_back(StrCat(segments, " ratio segments ", shown, ": predicted ", qe->step_s * 1e3, " ms/step against ",
+                         e.step_s * 1e3, pays ? ": kept" : ": not kept (pays under 0.5%)"));
+    if (pays) {
       p = std::move(q);
       e = *qe;
       changed = true;
@@ -543,6 +691,9 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
     log.push_back(StrCat("placements refined: predicted ", e.step_s * 1e3, " ms/step"));
     best->program = std::move(p);
     best->estimate = e;
+  }
+  if (s.segments) {
+    HS_RETURN_IF_ERROR(RefineSegments(en, s, best->program, best->estimate, log).status());
   }
   if (best_mesh && best_mesh->estimate.step_s < best->estimate.step_s * (1 - 1e-9)) {
     log.push_back(StrCat("a plan over mesh levels wins: predicted ", best_mesh->estimate.step_s * 1e3, " ms/step"));

@@ -29,6 +29,14 @@ class Z3Session {
 absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const ir::Graph& g,
                                                      const costmodel::ClusterModel& m, const instr::Program& p,
                                                      const SynthOptions& o);
+// The same LP with a row of ratios per segment: split group i follows row segment_of_group[i]
+// (in [0, segments)); every segment's ratios sum to 1, every device's memory is the sum over
+// them. One segment is OptimizeRatiosIn's LP exactly.
+absl::StatusOr<std::vector<std::vector<double>>> OptimizeSegmentRatiosIn(Z3Session& session, const ir::Graph& g,
+                                                                         const costmodel::ClusterModel& m,
+                                                                         const instr::Program& p, const SynthOptions& o,
+                                                                         const std::vector<int>& segment_of_group,
+                                                                         int segments);
 absl::StatusOr<instr::Program> SearchProgramIn(Z3Session* session, const ir::Graph& g, const costmodel::ClusterModel& m,
                                                const std::vector<double>& ratios, const Strategy& s,
                                                const SynthOptions& o, int64_t* states_expanded,

@@ -332,6 +332,27 @@ TEST_F(TrainPlan, TwoNodePlanWithHierarchicalOverlappedBucketsEqualsOneDevice) {
   }
   EXPECT_EQ(stream_pids, (std::set<int>{0, 1, 2, 3, 4, 5}));}
 
+TEST_F(TrainPlan, PlanWithSeveralRatioSegmentsEqualsOneDevice) {
+  // vgg19 on four nodes: the synthesized plan cuts the convolutions' batch by one row of ratios
+  // and the ZeRO-sharded weights by another (segments); 8 thread ranks train like one device.
+  const std::string cluster = kSource + "/examples/clusters/four-node-mixed.json";
+  const std::string plan = Path("vgg19-segments.json");
+  ASSERT_EQ(Hetsynth("synth --model vgg19 --small --cluster " + cluster + " -o " + plan).code, 0);
+  const json pj = json::parse(Slurp(plan));
+  ASSERT_GE(pj.at("ratios").size(), 2u) << pj.at("ratios").dump();
+  const std::string one = Path("vgg19-one.jsonl"), m = Path("vgg19-segments.jsonl");
+  ASSERT_EQ(Hetsynth("train --model vgg19 --small --steps 3 --optimizer sgd --lr 0.01 --quiet --metrics " + one).code, 0);
+  const Result r = Hetsynth("train --plan " + plan + " --steps 3 --optimizer sgd --lr 0.01 --quiet --metrics " + m);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  ExpectLossesNear(Losses(m), Losses(one), "plan with ratio segments on 8 thread ranks");
+  // --no-segments: one row; explain shows every row.
+  const std::string flat = Path("vgg19-one-row.json");
+  ASSERT_EQ(Hetsynth("synth --model vgg19 --small --no-segments --cluster " + cluster + " -o " + flat).code, 0);
+  EXPECT_EQ(json::parse(Slurp(flat)).at("ratios").size(), 1u);
+  const Result e = Hetsynth("explain " + plan);
+  EXPECT_NE(e.out.find("segment 1:"), std::string::npos) << e.out;
+}
+
 TEST_F(TrainPlan, BadCombinationsExitTwoWithOneLine) {
   const std::string run = "train --plan " + plan_ + " --steps 1 ";
   ExpectError(Hetsynth(run + "--ranks 2"), "--ranks 2", {"is for 4 devices", "2", plan_});
@@ -476,6 +497,19 @@ TEST_F(TrainPlanMpi, TwoNodePlanOnSixMpiProcessesEqualsOneDevice) {
                           180, 6);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   ExpectLossesNear(Losses(m), Losses(one), "two-node plan on 6 MPI processes");
+}
+
+TEST_F(TrainPlanMpi, PlanWithSeveralRatioSegmentsOnEightMpiProcessesEqualsOneDevice) {
+  const std::string cluster = kSource + "/examples/clusters/four-node-mixed.json";
+  const std::string plan = Path("vgg19-segments-mpi.json");
+  ASSERT_EQ(Hetsynth("synth --model vgg19 --small --cluster " + cluster + " -o " + plan).code, 0);
+  ASSERT_GE(json::parse(Slurp(plan)).at("ratios").size(), 2u);
+  const std::string one = Path("vgg19-one-mpi.jsonl"), m = Path("vgg19-segments-mpi.jsonl");
+  ASSERT_EQ(Hetsynth("train --model vgg19 --small --steps 3 --optimizer sgd --lr 0.01 --quiet --metrics " + one).code, 0);
+  const Result r = Mpirun("train --plan " + plan + " --steps 3 --optimizer sgd --lr 0.01 --quiet --metrics " + m, "", "",
+                          180, 8);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  ExpectLossesNear(Losses(m), Losses(one), "plan with ratio segments on 8 MPI processes");
 }
 
 TEST_F(TrainPlanMpi, MegatronPlanOverMeshLevelsTrainsEndToEnd) {

@@ -92,6 +92,9 @@ struct Strategy {
   // a synthesized plan also runs the dp-nodes mode beside the world mode and keeps the better.
   bool dp_nodes = false;
   bool mesh_modes = true;
+  // Per-segment ratios: split groups no instruction ties together may take their own row of
+  // ratios where that shortens the step (RefineSegments in synthesize.cc). Synthesized only.
+  bool segments = true;
 };
 
 // "synthesized" or a baseline (BaselineNames). The error lists the names.
@@ -160,5 +163,8 @@ absl::StatusOr<costmodel::Estimate> ApplyRatios(const ir::Graph& g, const costmo
 absl::StatusOr<costmodel::Estimate> ApplyRatios(const ir::Graph& g, const costmodel::ClusterModel& m,
                                                 instr::Program& p, const std::vector<double>& ratios,
                                                 const SynthOptions& o);
+// Rebuilds the program's split groups from its own ratios (every segment's row) and prices it.
+absl::StatusOr<costmodel::Estimate> EstimateProgram(const ir::Graph& g, const costmodel::ClusterModel& m,
+                                                    instr::Program& p, const SynthOptions& o);
 
 }  // namespace hetsynth::synth
