@@ -555,17 +555,25 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
     }
     const int segments = static_cast<int>(number.size());
     if (segments < 2 || (changed && segments <= static_cast<int>(p.ratios.size()))) continue;
-    instr::Program q = p;
-    q.ratios.assign(static_cast<size_t>(segments), p.ratios.front());
-    for (size_t i = 0; i < q.instructions.size(); ++i) {
-      q.instructions[i].segment = used[i].empty() ? 0 : segment_of_group[static_cast<size_t>(used[i].front())];
-    }
-    HS_RETURN_IF_ERROR(instr::BuildSplitGroups(en.g, q));
-    bool same = q.groups.size() == num_groups;
-    for (size_t gi = 0; same && gi < num_groups; ++gi) {
-      same = q.groups[gi].members == p.groups[gi].members && q.groups[gi].segment == segment_of_group[gi];
-    }
-    if (!same) return absl::InternalError("segments: the split groups changed with their rows");
+    // The program with group gi cut by rows[segment_of_group[gi]].
+    auto segmented = [&](const std::vector<int>& segment_of, std::vector<std::vector<double>> rows)
+        -> absl::StatusOr<instr::Program> {
+      instr::Program q = p;
+      q.ratios = std::move(rows);
+      for (size_t i = 0; i < q.instructions.size(); ++i) {
+        q.instructions[i].segment = used[i].empty() ? 0 : segment_of[static_cast<size_t>(used[i].front())];
+      }
+      HS_RETURN_IF_ERROR(instr::BuildSplitGroups(en.g, q));
+      bool same = q.groups.size() == num_groups;
+      for (size_t gi = 0; same && gi < num_groups; ++gi) {
+        same = q.groups[gi].members == p.groups[gi].members && q.groups[gi].segment == segment_of[gi];
+      }
+      if (!same) return absl::InternalError("segments: the split groups changed with their rows");
+      return q;
+    };
+    HS_ASSIGN_OR_RETURN(instr::Program q,
+                        segmented(segment_of_group, std::vector<std::vector<double>>(static_cast<size_t>(segments),
+                                                                                     p.ratios.front())));
     absl::StatusOr<std::vector<std::vector<double>>> rows =
         OptimizeSegmentRatiosIn(en.z3, en.g, m, q, step, segment_of_group, segments);
     if (!rows.ok()) {
@@ -573,6 +581,18 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
       log.push_back(StrCat(segments, " ratio segments: ", rows.status().message()));
       continue;  // no ratios fit: keep one row
     }
+    // Segments the LP gave equal rows are one segment.
+    std::vector<std::vector<double>> distinct;
+    std::vector<int> renumber;
+    for (const std::vector<double>& row : *rows) {
+      const auto it = std::find(distinct.begin(), distinct.end(), row);
+      renumber.push_back(static_cast<int>(it - distinct.begin()));
+      if (it == distinct.end()) distinct.push_back(row);
+    }
+    if (distinct.size() < 2) continue;
+    for (int& seg : segment_of_group) seg = renumber[static_cast<size_t>(seg)];
+    *rows = distinct;
+    HS_ASSIGN_OR_RETURN(q, segmented(segment_of_group, *rows));
     absl::StatusOr<costmodel::Estimate> qe = PriceRows(en, s, q, *rows);
     if (qe.ok()) qe = RepairRows(en, s, q, *rows, *qe);
     if (!qe.ok() || (en.o.memory_limits && s.memory_rows && !Fits(*qe, en.c))) continue;
@@ -583,7 +603,7 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
       for (size_t i = 0; i < row.size(); ++i) shown += StrCat(i ? " " : "", std::round(row[i] * 1e3) / 1e3);
       shown += "]";
     }
-    log.push_back(StrCat(segments, " ratio segments ", shown, ": predicted ", qe->step_s * 1e3, " ms/step against ",
+    log.push_back(StrCat(rows->size(), " ratio segments ", shown, ": predicted ", qe->step_s * 1e3, " ms/step against ",
                          e.step_s * 1e3, pays ? ": kept" : ": not kept (pays under 0.5%)"));
     if (pays) {
       p = std::move(q);
