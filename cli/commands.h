@@ -113,7 +113,7 @@ absl::Status CheckPlanCluster(const instr::Plan& plan, const std::string& where,
 // The synthesized strategy, restricted by --flat (no hierarchical collectives) and --no-overlap
 // (no communication stream, no buckets), searching mesh levels (the dp-nodes mode) only with
 // --mesh-levels, since the runtime cannot run such plans yet: what `synth` and `bench` plan with.
-synth::Strategy SynthesizedStrategy(bool flat, bool no_overlap, bool mesh_levels, bool segments = true);
+synth::Strategy SynthesizedStrategy(bool flat, bool no_overlap, bool mesh_levels, bool segments);
 // What a plan file records of a synthesis result.
 instr::Plan MakePlan(const ir::ModelSpec& spec, const costmodel::Cluster& c, const synth::SynthResult& r);
 

@@ -570,7 +570,9 @@ absl::Status RunElastic(const TrainOptions& o, const runtime::Backend& backend) 
     const std::string plan_path = fmt::format("{}/plan-epoch-{}.json", dir, ep.index);
     HS_RETURN_IF_ERROR(WriteFileAtomically(cluster_path, costmodel::ClusterToJson(sub)));
     synth::SynthOptions so;
-    absl::StatusOr<synth::SynthResult> r = synth::Synthesize(graph, sub, SynthesizedStrategy(false, false, false), so);
+    const synth::Strategy strategy =
+        SynthesizedStrategy(/*flat=*/false, /*no_overlap=*/false, /*mesh_levels=*/false, /*segments=*/true);
+    absl::StatusOr<synth::SynthResult> r = synth::Synthesize(graph, sub, strategy, so);
     if (!r.ok()) return absl::Status(r.status().code(), StrCat("elastic: re-planning for ", absl::StrJoin(ep.members, ", "), ": ", r.status().message()));
     const instr::Plan plan = MakePlan(spec, sub, *r);
     HS_RETURN_IF_ERROR(WriteFileAtomically(plan_path, instr::PlanToJson(graph, plan)));

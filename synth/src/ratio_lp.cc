@@ -1,5 +1,8 @@
 // The ratio LP (DESIGN §3): for a fixed program, the device-class ratios that minimize the
-// predicted step time, subject to Σ ratios = 1 and every class's memory capacity. It is kept
+// predicted step time, subject to Σ ratios = 1 and every class's memory capacity. With several
+// segments (OptimizeSegmentRatiosIn) each segment has its own ratios, summing to 1, its own
+// maxima below, and memory sums over the segments; ties among optima go to the rows closest to
+// each segment's start. It is kept
 // small by collapsing per-instruction maxima into one variable per kind of maximum:
 //   zF ≥ r_c·Fmax/F_c    (split GEMM-class compute:  Σ FLOPs · zF / Fmax)
 //   zB ≥ r_c·BWmax/BW_c  (split memory-bound compute)
@@ -280,9 +283,22 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
   return OptimizeRatiosIn(session, g, model, p, o);
 }
 
+absl::StatusOr<std::vector<std::vector<double>>> OptimizeSegmentRatios(const ir::Graph& g,
+                                                                       const costmodel::ClusterModel& model,
+                                                                       const instr::Program& p, const SynthOptions& o,
+                                                                       const std::vector<int>& segment_of_group,
+                                                                       int segments) {
+  Z3Session session;
+  return OptimizeSegmentRatiosIn(session, g, model, p, o, segment_of_group, segments);
+}
+
 absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const ir::Graph& g,
                                                      const costmodel::ClusterModel& model, const instr::Program& p,
                                                      const SynthOptions& o) {
+  if (p.ratios.size() > 1) {
+    return absl::FailedPreconditionError(StrCat("the program has ", p.ratios.size(),
+                                                " rows of ratios; one row is asked for (OptimizeSegmentRatios gives one per segment)"));
+  }
   HS_ASSIGN_OR_RETURN(std::vector<std::vector<double>> rows,
                       OptimizeSegmentRatiosIn(session, g, model, p, o, std::vector<int>(p.groups.size(), 0), 1));
   return std::move(rows.front());
@@ -443,6 +459,25 @@ absl::StatusOr<std::vector<std::vector<double>>> OptimizeSegmentRatiosIn(Z3Sessi
     for (const z3::expr& total : totals) opt.add(total == 1);
     for (const auto& [v, row] : lp.rows()) opt.add(vars[static_cast<size_t>(v)] >= expr(row));
     opt.minimize(expr(objective));
+    if (segments > 1) {
+      // Second, among the optima: the rows closest (L1, per device) to where each segment
+      // started. A segment whose terms never bind (a ZeRO shard whose gathers the stream hides)
+      // otherwise gets whatever vertex the solver meets first.
+      z3::expr distance = ctx.real_val(0);
+      for (int s = 0; s < segments; ++s) {
+        for (size_t k = 0; k < num_classes; ++k) {
+          double start = 0;
+          for (costmodel::DeviceId d : classes[k].devices) start += current[static_cast<size_t>(s)][static_cast<size_t>(d)];
+          start /= static_cast<double>(classes[k].devices.size());
+          const z3::expr dist = ctx.real_const(StrCat("d", k, lp.Suffix(s)).c_str());
+          const z3::expr& rk = vars[static_cast<size_t>(lp.Ratio(s, k))];
+          opt.add(dist >= rk - Q(ctx, start));
+          opt.add(dist >= Q(ctx, start) - rk);
+          distance = distance + dist * ctx.real_val(static_cast<int>(classes[k].devices.size()));
+        }
+      }
+      opt.minimize(distance);
+    }
     // The critical-path rows (one per gather and per gradient sync, hundreds for ZeRO or small
     // buckets) are added lazily: first those that bind at the current ratios, then, after each
     // solve, those the solution violates, until none does. The optimum is that of all rows.

@@ -49,7 +49,6 @@ absl::StatusOr<Strategy> StrategyByName(const std::string& name) {
   s.name = name;
   if (name == "synthesized") return s;
   s.optimize_ratios = false;
-  s.segments = false;
   // docs/baselines.md says what each imitates and where its constants come from.
   if (name == "ddp-ev" || name == "ddp-cp" || name == "fsdp-even") {
     // PyTorch DDP over NCCL: replicated parameters, 25 MiB gradient buckets all-reduced on a
@@ -127,6 +126,7 @@ absl::StatusOr<costmodel::Estimate> ApplyRatios(const ir::Graph& g, const costmo
                                                 instr::Program& p, const std::vector<double>& ratios,
                                                 const SynthOptions& o) {
   p.ratios = {ratios};
+  for (instr::Instruction& in : p.instructions) in.segment = 0;
   return EstimateProgram(g, m, p, o);
 }
 
@@ -314,6 +314,7 @@ absl::StatusOr<costmodel::Estimate> PriceRows(const Engine& en, const Strategy& 
 
 absl::StatusOr<costmodel::Estimate> Price(const Engine& en, const Strategy& s, instr::Program& p,
                                           const std::vector<double>& ratios) {
+  for (instr::Instruction& in : p.instructions) in.segment = 0;
   return PriceRows(en, s, p, {ratios});
 }
 
@@ -526,9 +527,15 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
   const costmodel::ProgramCost pc = costmodel::DescribeCost(en.g, p, m, en.o.cost);
   std::vector<double> gemm(num_groups, 0.0), bound(num_groups, 0.0);
   for (const costmodel::Term& t : pc.terms) {
-    if (t.kind != costmodel::TermKind::kComputeSplit || t.group < 0) continue;
+    // A sharded parameter's update is split work of its shard's group; it follows the shard's
+    // row wherever the shard goes, so it does not make the shard a compute group.
+    if (t.kind != costmodel::TermKind::kComputeSplit || t.group < 0 || t.role == costmodel::TermRole::kOptimizer) continue;
     const size_t root = static_cast<size_t>(find(t.group));
-    (t.memory_bound ? bound[root] += t.coefficient / bwmax : gemm[root] += t.coefficient / fmax);
+    if (t.memory_bound) {
+      bound[root] += t.coefficient / bwmax;
+    } else {
+      gemm[root] += t.coefficient / fmax;
+    }
   }
   // Each group's key in each segmentation: 0 compute / 1 storage; 0 GEMM-class / 1 memory-bound
   // / 2 storage; its component.
@@ -545,6 +552,9 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
   if (components.size() > kMaxSegments) candidates.pop_back();
   const SynthOptions step = en.StepOptions(s);
   bool changed = false;
+  std::vector<std::vector<int>> tried;  // segmentations solved (two candidates may coincide)
+  // Every candidate starts from the one-row plan.
+  const instr::Program one_row = p;
   for (const std::vector<int>& keys : candidates) {
     // Segments numbered by their first group.
     std::map<int, int> number;
@@ -554,11 +564,13 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
       segment_of_group[gi] = it->second;
     }
     const int segments = static_cast<int>(number.size());
-    if (segments < 2 || (changed && segments <= static_cast<int>(p.ratios.size()))) continue;
+    if (segments < 2 || std::find(tried.begin(), tried.end(), segment_of_group) != tried.end()) continue;
+    tried.push_back(segment_of_group);
+    HS_RETURN_IF_ERROR(en.CheckClock());
     // The program with group gi cut by rows[segment_of_group[gi]].
     auto segmented = [&](const std::vector<int>& segment_of, std::vector<std::vector<double>> rows)
         -> absl::StatusOr<instr::Program> {
-      instr::Program q = p;
+      instr::Program q = one_row;
       q.ratios = std::move(rows);
       for (size_t i = 0; i < q.instructions.size(); ++i) {
         q.instructions[i].segment = used[i].empty() ? 0 : segment_of[static_cast<size_t>(used[i].front())];
@@ -566,14 +578,14 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
       HS_RETURN_IF_ERROR(instr::BuildSplitGroups(en.g, q));
       bool same = q.groups.size() == num_groups;
       for (size_t gi = 0; same && gi < num_groups; ++gi) {
-        same = q.groups[gi].members == p.groups[gi].members && q.groups[gi].segment == segment_of[gi];
+        same = q.groups[gi].members == one_row.groups[gi].members && q.groups[gi].segment == segment_of[gi];
       }
       if (!same) return absl::InternalError("segments: the split groups changed with their rows");
       return q;
     };
     HS_ASSIGN_OR_RETURN(instr::Program q,
                         segmented(segment_of_group, std::vector<std::vector<double>>(static_cast<size_t>(segments),
-                                                                                     p.ratios.front())));
+                                                                                     one_row.ratios.front())));
     absl::StatusOr<std::vector<std::vector<double>>> rows =
         OptimizeSegmentRatiosIn(en.z3, en.g, m, q, step, segment_of_group, segments);
     if (!rows.ok()) {
@@ -593,9 +605,18 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
     for (int& seg : segment_of_group) seg = renumber[static_cast<size_t>(seg)];
     *rows = distinct;
     HS_ASSIGN_OR_RETURN(q, segmented(segment_of_group, *rows));
+    Reimplement(en, s, q);  // each collective's cheapest implementation at its group's row
     absl::StatusOr<costmodel::Estimate> qe = PriceRows(en, s, q, *rows);
     if (qe.ok()) qe = RepairRows(en, s, q, *rows, *qe);
-    if (!qe.ok() || (en.o.memory_limits && s.memory_rows && !Fits(*qe, en.c))) continue;
+    if (!qe.ok()) {
+      if (IsFatal(qe.status())) return qe.status();
+      log.push_back(StrCat(rows->size(), " ratio segments: not priced: ", qe.status().message()));
+      continue;
+    }
+    if (en.o.memory_limits && s.memory_rows && !Fits(*qe, en.c)) {
+      log.push_back(StrCat(rows->size(), " ratio segments: not kept (", TightestDevice(*qe, en.c), ")"));
+      continue;
+    }
     const bool pays = qe->step_s < e.step_s * (1 - kSegmentsPay);
     std::string shown;
     for (const std::vector<double>& row : *rows) {

@@ -29,9 +29,7 @@ class Z3Session {
 absl::StatusOr<std::vector<double>> OptimizeRatiosIn(Z3Session& session, const ir::Graph& g,
                                                      const costmodel::ClusterModel& m, const instr::Program& p,
                                                      const SynthOptions& o);
-// The same LP with a row of ratios per segment: split group i follows row segment_of_group[i]
-// (in [0, segments)); every segment's ratios sum to 1, every device's memory is the sum over
-// them. One segment is OptimizeRatiosIn's LP exactly.
+// OptimizeSegmentRatios (synthesize.h) in a session.
 absl::StatusOr<std::vector<std::vector<double>>> OptimizeSegmentRatiosIn(Z3Session& session, const ir::Graph& g,
                                                                          const costmodel::ClusterModel& m,
                                                                          const instr::Program& p, const SynthOptions& o,

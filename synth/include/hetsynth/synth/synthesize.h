@@ -93,7 +93,8 @@ struct Strategy {
   bool dp_nodes = false;
   bool mesh_modes = true;
   // Per-segment ratios: split groups no instruction ties together may take their own row of
-  // ratios where that shortens the step (RefineSegments in synthesize.cc). Synthesized only.
+  // ratios where that shortens the step (RefineSegments in synthesize.cc). Read by the
+  // synthesized strategy only: baselines keep one row (the reference system's space has one).
   bool segments = true;
 };
 
@@ -149,14 +150,26 @@ std::vector<instr::Bucket> MakeBuckets(const ir::Graph& g, const costmodel::Clus
 double ExhaustiveSearchCost(const ir::Graph& g, const costmodel::Cluster& c, const std::vector<double>& ratios,
                             const Strategy& s, const SynthOptions& o);
 
-// Ratios minimizing the step time of a fixed program (Z3 LP over device classes, memory rows
-// when o.memory_limits); an error when no ratios fit the memory.
+// Ratios minimizing the step time of a fixed one-row program (Z3 LP over device classes, memory
+// rows when o.memory_limits); an error when no ratios fit the memory, FailedPrecondition for a
+// program with several rows of ratios.
 absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const costmodel::Cluster& c,
                                                    const instr::Program& p, const SynthOptions& o);
 absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const costmodel::ClusterModel& m,
                                                    const instr::Program& p, const SynthOptions& o);
 
-// Sets the program's ratios (one segment), rebuilds its split groups and prices it.
+// The same LP with one row of ratios per segment: split group i is cut by row
+// segment_of_group[i] (in [0, segments)); each row sums to 1, each device's memory is summed
+// over the rows, and ties among optima go to the rows closest to where each segment started
+// (the program's row, or its first). One segment is OptimizeRatios' LP exactly.
+absl::StatusOr<std::vector<std::vector<double>>> OptimizeSegmentRatios(const ir::Graph& g,
+                                                                       const costmodel::ClusterModel& m,
+                                                                       const instr::Program& p, const SynthOptions& o,
+                                                                       const std::vector<int>& segment_of_group,
+                                                                       int segments);
+
+// Sets the program's ratios (one row; every instruction's segment 0), rebuilds its split groups
+// and prices it.
 absl::StatusOr<costmodel::Estimate> ApplyRatios(const ir::Graph& g, const costmodel::Cluster& c,
                                                 instr::Program& p, const std::vector<double>& ratios,
                                                 const SynthOptions& o);
