@@ -301,8 +301,9 @@ void Reimplement(const Engine& en, const Strategy& s, instr::Program& p) {
   }
 }
 
-// Prices a program at `ratios` for the strategy: ratios applied, buckets chosen by the
-// strategy's model, estimated by that model (what the strategy's own decisions rest on).
+// Prices a program at its rows of ratios for the strategy: rows applied (each group cut by its
+// segment's), buckets chosen by the strategy's model, estimated by that model (what the
+// strategy's own decisions rest on). Price: one row, every instruction in segment 0.
 absl::StatusOr<costmodel::Estimate> PriceRows(const Engine& en, const Strategy& s, instr::Program& p,
                                               const std::vector<std::vector<double>>& rows) {
   const costmodel::ClusterModel& m = en.SearchModel(s);
@@ -473,7 +474,7 @@ absl::StatusOr<bool> RefinePlacements(const Engine& en, const Strategy& s, instr
   return changed;
 }
 
-// Per-segment ratios (topology spec, per-segment ratios): split groups that no instruction ties
+// Per-segment ratios (docs/topology.md, "Per-segment ratios"): split groups that no instruction ties
 // together may be cut by different rows of ratios. A group's shares price its split compute —
 // GEMM-class at FLOP/s, memory-bound at bytes/s — or, for a group without compute (a ZeRO
 // shard), its memory and its collectives; the best single row is a compromise between them.
@@ -494,7 +495,11 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
   std::vector<int> parent(num_groups);
   for (size_t i = 0; i < num_groups; ++i) parent[i] = static_cast<int>(i);
   auto find = [&](int x) {
-    while (parent[static_cast<size_t>(x)] != x) x = parent[static_cast<size_t>(x)] = parent[static_cast<size_t>(parent[static_cast<size_t>(x)])];
+    while (parent[static_cast<size_t>(x)] != x) {
+      int& up = parent[static_cast<size_t>(x)];
+      up = parent[static_cast<size_t>(up)];  // path halving
+      x = up;
+    }
     return x;
   };
   std::vector<std::vector<int>> used(p.instructions.size());
