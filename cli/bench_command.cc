@@ -773,7 +773,7 @@ Runner RegisterBench(CLI::App& app) {
                 "inside them; on by default, --no-mesh-levels: world forms only)");
   cmd->add_flag("--segments,!--no-segments", f->segments,
                 "synthesized plan: split groups that no instruction ties together may take their own row of ratios "
-                "where that shortens the predicted step by 0.5% (on by default; --no-segments: one row)");
+                "where that shortens the predicted step by at least 0.5% (on by default; --no-segments: one row)");
   cmd->add_flag("--emulate-network", f->emulate_network,
                 "run every plan as real mpirun ranks across an emulated multi-node cluster on this host (network "
                 "namespaces, shaped NICs, time dilation; root; docs/emulated-cluster.md)");

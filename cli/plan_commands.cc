@@ -549,7 +549,7 @@ Runner RegisterSynth(CLI::App& app) {
                 "program inside them; on by default, --no-mesh-levels: world forms only)");
   cmd->add_flag("--segments,!--no-segments", f->segments,
                 "synthesized plan: split groups that no instruction ties together may take their own row of ratios "
-                "where that shortens the predicted step by 0.5% (on by default; --no-segments: one row)");
+                "where that shortens the predicted step by at least 0.5% (on by default; --no-segments: one row)");
   cmd->add_flag("--verbose", f->verbose, "print each plan's search rounds and states expanded to stderr");
   return [f]() { return RunSynth(*f); };
 }

@@ -11,7 +11,7 @@
 //        bytes; each term takes its FLOPs' fraction of zG)
 //   y  ≥ r_c             (padded collectives and all-to-all: max share)
 //   w  ≥ 1 − r_c, w ≥ (n−1)·r_c   (grouped collectives)
-// so it has O(classes) rows whatever the program's length. Z3 solves it exactly; coefficients
+// so it has O(segments × classes) rows whatever the program's length. Z3 solves it exactly; coefficients
 // are rounded to a few significant digits in milliseconds and gigabytes first.
 //
 // Z3 enters our code here and nowhere else (with MemoryOracle below): every call is inside a
@@ -329,7 +329,7 @@ absl::StatusOr<std::vector<std::vector<double>>> OptimizeSegmentRatiosIn(Z3Sessi
   const costmodel::ProgramCost pc = costmodel::DescribeCost(g, p, model, o.cost);
   const std::vector<costmodel::DeviceClass> classes = c.Classes();
   const size_t num_classes = classes.size();
-  // Each segment starts from its row of the program's ratios (row 0 where it has fewer).
+  // Segment s starts from row s of the program's ratios (its last row where it has fewer).
   std::vector<std::vector<double>> current;
   for (int s = 0; s < segments; ++s) {
     current.push_back(p.ratios.empty() ? std::vector<double>(static_cast<size_t>(n), 1.0 / n)

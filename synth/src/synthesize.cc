@@ -560,7 +560,10 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
   std::vector<std::vector<int>> tried;  // segmentations solved (two candidates may coincide)
   // Every candidate starts from the one-row plan.
   const instr::Program one_row = p;
-  for (const std::vector<int>& keys : candidates) {
+  const char* const kNames[] = {"{compute, storage}", "{GEMM-class, memory-bound, storage}", "one per component"};
+  for (size_t cand = 0; cand < candidates.size(); ++cand) {
+    const std::vector<int>& keys = candidates[cand];
+    const std::string name = StrCat("segments ", kNames[cand], ": ");
     // Segments numbered by their first group.
     std::map<int, int> number;
     std::vector<int> segment_of_group(num_groups);
@@ -595,18 +598,30 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
         OptimizeSegmentRatiosIn(en.z3, en.g, m, q, step, segment_of_group, segments);
     if (!rows.ok()) {
       if (IsFatal(rows.status())) return rows.status();
-      log.push_back(StrCat(segments, " ratio segments: ", rows.status().message()));
+      log.push_back(StrCat(name, segments, " rows: ", rows.status().message()));
       continue;  // no ratios fit: keep one row
     }
-    // Segments the LP gave equal rows are one segment.
+    // Segments the LP gave equal rows are one segment. The LP's coefficients are rounded to 7
+    // digits, so "equal" is within 1e-6 per device, and a row that close to the one-row plan's
+    // (a segment whose terms never bind) is that row exactly.
+    auto near = [](const std::vector<double>& a, const std::vector<double>& b) {
+      for (size_t i = 0; i < a.size(); ++i) {
+        if (std::abs(a[i] - b[i]) > 1e-6) return false;
+      }
+      return true;
+    };
     std::vector<std::vector<double>> distinct;
     std::vector<int> renumber;
-    for (const std::vector<double>& row : *rows) {
-      const auto it = std::find(distinct.begin(), distinct.end(), row);
+    for (std::vector<double> row : *rows) {
+      if (near(row, one_row.ratios.front())) row = one_row.ratios.front();
+      const auto it = std::find_if(distinct.begin(), distinct.end(), [&](const auto& d) { return near(row, d); });
       renumber.push_back(static_cast<int>(it - distinct.begin()));
       if (it == distinct.end()) distinct.push_back(row);
     }
-    if (distinct.size() < 2) continue;
+    if (distinct.size() < 2) {
+      log.push_back(StrCat(name, "the LP gives every segment one row"));
+      continue;
+    }
     for (int& seg : segment_of_group) seg = renumber[static_cast<size_t>(seg)];
     *rows = distinct;
     HS_ASSIGN_OR_RETURN(q, segmented(segment_of_group, *rows));
@@ -615,11 +630,11 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
     if (qe.ok()) qe = RepairRows(en, s, q, *rows, *qe);
     if (!qe.ok()) {
       if (IsFatal(qe.status())) return qe.status();
-      log.push_back(StrCat(rows->size(), " ratio segments: not priced: ", qe.status().message()));
+      log.push_back(StrCat(name, rows->size(), " rows: not priced: ", qe.status().message()));
       continue;
     }
     if (en.o.memory_limits && s.memory_rows && !Fits(*qe, en.c)) {
-      log.push_back(StrCat(rows->size(), " ratio segments: not kept (", TightestDevice(*qe, en.c), ")"));
+      log.push_back(StrCat(name, rows->size(), " rows: not kept (", TightestDevice(*qe, en.c), ")"));
       continue;
     }
     const bool pays = qe->step_s < e.step_s * (1 - kSegmentsPay);
@@ -629,7 +644,7 @@ absl::StatusOr<bool> RefineSegments(const Engine& en, const Strategy& s, instr::
       for (size_t i = 0; i < row.size(); ++i) shown += StrCat(i ? " " : "", std::round(row[i] * 1e3) / 1e3);
       shown += "]";
     }
-    log.push_back(StrCat(rows->size(), " ratio segments ", shown, ": predicted ", qe->step_s * 1e3, " ms/step against ",
+    log.push_back(StrCat(name, rows->size(), " rows ", shown, ": predicted ", qe->step_s * 1e3, " ms/step against ",
                          e.step_s * 1e3, pays ? ": kept" : ": not kept (pays under 0.5%)"));
     if (pays) {
       p = std::move(q);
@@ -737,6 +752,18 @@ absl::StatusOr<SynthResult> SynthesizeFull(const Engine& en, const Strategy& s,
     log.push_back(StrCat("placements refined: predicted ", e.step_s * 1e3, " ms/step"));
     best->program = std::move(p);
     best->estimate = e;
+  }
+  if (!best->program.UsesMesh()) {
+    // The collectives' implementations were chosen at the search's ratios, before the LP moved
+    // them: choose again at the final ratios, keeping the plan if that is no shorter.
+    instr::Program q = best->program;
+    Reimplement(en, s, q);
+    absl::StatusOr<costmodel::Estimate> qe = PriceRows(en, s, q, q.ratios);
+    if (qe.ok() && qe->step_s < best->estimate.step_s * (1 - 1e-9) && (!en.o.memory_limits || Fits(*qe, en.c))) {
+      log.push_back(StrCat("collectives re-implemented at the final ratios: predicted ", qe->step_s * 1e3, " ms/step"));
+      best->program = std::move(q);
+      best->estimate = *qe;
+    }
   }
   if (s.segments) {
     HS_RETURN_IF_ERROR(RefineSegments(en, s, best->program, best->estimate, log).status());

@@ -464,10 +464,14 @@ class TrainPlanMpi : public TrainPlan {
                                            const std::string& what) {
     const std::string plan = Path(model + "-" + cluster + "-mpi.json");
     const std::string train = " --steps " + std::to_string(steps) + " --optimizer sgd --lr 0.01 --quiet --metrics ";
-    EXPECT_EQ(Hetsynth("synth --model " + model + " --small --cluster " + kSource + "/examples/clusters/" + cluster +
-                       ".json -o " + plan).code, 0);
+    const Result s = Hetsynth("synth --model " + model + " --small --cluster " + kSource + "/examples/clusters/" + cluster +
+                              ".json -o " + plan);
+    if (s.code != 0) {
+      ADD_FAILURE() << what << ": synth failed\n" << s.out << s.err;
+      return json::object({{"ratios", json::array()}});
+    }
     const std::string one = Path(model + "-one-mpi.jsonl"), m = Path(model + "-" + cluster + "-mpi.jsonl");
-    EXPECT_EQ(Hetsynth("train --model " + model + " --small" + train + one).code, 0);
+    EXPECT_EQ(Hetsynth("train --model " + model + " --small" + train + one).code, 0) << what;
     const Result r = Mpirun("train --plan " + plan + train + m, "", "", 180, np);
     EXPECT_EQ(r.code, 0) << r.out << r.err;
     ExpectLossesNear(Losses(m), Losses(one), what);

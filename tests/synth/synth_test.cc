@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_join.h"
+
 #include "hetsynth/costmodel/cluster.h"
 #include "hetsynth/instr/program.h"
 #include "hetsynth/base/status.h"
@@ -596,6 +598,20 @@ TEST(Segments, ZeroShardsTakeTheirOwnRowWhereItPays) {
     }
   }
   ASSERT_GE(shard, 0) << "no ZeRO parameter in the plan";
+  // Every ZeRO shard in that row; the {compute, storage} segmentation, tried first, is kept.
+  for (size_t i = 0; i + 1 < p.instructions.size(); ++i) {
+    const instr::Instruction& in = p.instructions[i];
+    if (in.kind == instr::InstrKind::kPlaceParameter && in.dim >= 0 && p.instructions[i + 1].kind == instr::InstrKind::kAllGather) {
+      EXPECT_EQ(p.groups[static_cast<size_t>(p.GroupOf(in.post[0]))].segment, shard) << g.value(in.tensor).name;
+    }
+  }
+  std::vector<std::string> tries;
+  for (const std::string& line : r->log) {
+    if (line.rfind("segments ", 0) == 0) tries.push_back(line);
+  }
+  ASSERT_FALSE(tries.empty());
+  EXPECT_EQ(tries.front().rfind("segments {compute, storage}: 2 rows", 0), 0u) << tries.front();
+  EXPECT_NE(tries.front().find(": kept"), std::string::npos) << tries.front();
   ASSERT_NE(batch, shard);
   const std::vector<double>& rb = p.ratios[static_cast<size_t>(batch)];
   const std::vector<double>& rs = p.ratios[static_cast<size_t>(shard)];
@@ -624,6 +640,9 @@ TEST(Segments, WhereNothingPaysThePlanIsTheOneRowPlan) {
   absl::StatusOr<SynthResult> b = Synthesize(g, *c, one_row, SynthOptions{});
   ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
   EXPECT_EQ(a->program.ratios.size(), 1u);
+  bool tried = false;  // segmentations were tried and did not pay
+  for (const std::string& line : a->log) tried = tried || line.find("not kept (pays under 0.5%)") != std::string::npos;
+  EXPECT_TRUE(tried) << absl::StrJoin(a->log, "\n");
   instr::Plan pa, pb;
   pa.program = a->program;
   pb.program = b->program;

@@ -161,7 +161,7 @@ absl::StatusOr<std::vector<double>> OptimizeRatios(const ir::Graph& g, const cos
 // The same LP with one row of ratios per segment: split group i is cut by row
 // segment_of_group[i] (in [0, segments)); each row sums to 1, each device's memory is summed
 // over the rows, and ties among optima go to the rows closest to where each segment started
-// (the program's row, or its first). One segment is OptimizeRatios' LP exactly.
+// (row s of the program's ratios, or its last). One segment is OptimizeRatios' LP exactly.
 absl::StatusOr<std::vector<std::vector<double>>> OptimizeSegmentRatios(const ir::Graph& g,
                                                                        const costmodel::ClusterModel& m,
                                                                        const instr::Program& p, const SynthOptions& o,
