@@ -140,7 +140,6 @@ class LpBuilder {
 
   // The variable of segment s's ratio of class k.
   int Ratio(int s, size_t k) const { return s * static_cast<int>(classes_.size()) + static_cast<int>(k); }
-  int segments() const { return segments_; }
   // The segment whose ratios a term's shares follow (its split group's; 0 without one).
   int SegmentOf(const costmodel::Term& t) const {
     return t.group >= 0 && static_cast<size_t>(t.group) < segment_of_group_.size()
