@@ -296,6 +296,18 @@ inline absl::StatusOr<RunResult> TrainSingle(const Setup& s, int steps, const st
   return out;
 }
 
+// `steps` training steps of a plan executor (any backend's) on the setup's data, appending each
+// step's loss to out.losses.
+template <class Ex>
+absl::Status RunSteps(const Setup& s, Ex& ex, int steps, RunResult& out) {
+  for (int i = 0; i < steps; ++i) {
+    HS_ASSIGN_OR_RETURN(Batch batch, s.data.Get(ex.step()));
+    HS_ASSIGN_OR_RETURN(StepMetrics m, ex.Step(batch));
+    out.losses.push_back(m.loss);
+  }
+  return absl::OkStatus();
+}
+
 inline absl::StatusOr<RunResult> TrainPlan(const Setup& s, Communicator& comm, int steps, const std::string& load = "",
                                            const std::string& save = "") {
   ExecutorOptions o;
@@ -305,11 +317,7 @@ inline absl::StatusOr<RunResult> TrainPlan(const Setup& s, Communicator& comm, i
   HS_ASSIGN_OR_RETURN(auto ex, Executor::Create(s.graph, s.plan, comm, o));
   if (!load.empty()) HS_RETURN_IF_ERROR(ex->Load(load));
   RunResult out;
-  for (int i = 0; i < steps; ++i) {
-    HS_ASSIGN_OR_RETURN(Batch batch, s.data.Get(ex->step()));
-    HS_ASSIGN_OR_RETURN(StepMetrics m, ex->Step(batch));
-    out.losses.push_back(m.loss);
-  }
+  HS_RETURN_IF_ERROR(RunSteps(s, *ex, steps, out));
   if (!save.empty()) HS_RETURN_IF_ERROR(ex->Save(save, s.spec.ToString()));
   HS_ASSIGN_OR_RETURN(out.params, ex->FullParameters());
   return out;

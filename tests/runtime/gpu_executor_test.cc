@@ -33,11 +33,7 @@ absl::StatusOr<testing::RunResult> TrainPlanOnHostExec(const testing::Setup& s, 
   o.emulate = false;
   HS_ASSIGN_OR_RETURN(auto ex, gpu::CreateDeviceExecutor(x, s.graph, s.plan, comm, o));
   testing::RunResult out;
-  for (int i = 0; i < steps; ++i) {
-    HS_ASSIGN_OR_RETURN(Batch batch, s.data.Get(ex->step()));
-    HS_ASSIGN_OR_RETURN(StepMetrics m, ex->Step(batch));
-    out.losses.push_back(m.loss);
-  }
+  HS_RETURN_IF_ERROR(testing::RunSteps(s, *ex, steps, out));
   HS_ASSIGN_OR_RETURN(out.params, ex->FullParameters());
   return out;
 }
@@ -183,11 +179,7 @@ absl::StatusOr<testing::RunResult> TrainVirtualGpus(const testing::Setup& s, std
     o.seed = 3;
     HS_ASSIGN_OR_RETURN(auto ex, make(o));
     testing::RunResult r;
-    for (int i = 0; i < steps; ++i) {
-      HS_ASSIGN_OR_RETURN(Batch batch, s.data.Get(ex->step()));
-      HS_ASSIGN_OR_RETURN(StepMetrics m, ex->Step(batch));
-      r.losses.push_back(m.loss);
-    }
+    HS_RETURN_IF_ERROR(testing::RunSteps(s, *ex, steps, r));
     HS_ASSIGN_OR_RETURN(r.params, ex->FullParameters());
     if (comm.rank() == 0) out = std::move(r);
     return absl::OkStatus();
