@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include <sys/stat.h>
 
@@ -696,6 +697,40 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_NEAR(a[i], e_.losses[i], LossTolerance(i)) << GetParam() << " step " << i << " (hetsynth train vs PyTorch)";
   }
+  // Batch norm: the model's own conditioning, measured. One device again, started from its
+  // weights each moved one ulp up or down at random (three draws): how far one fp32 rounding
+  // moves each step's loss. A ReLU or ReLU6 input that the rounding moves across the kink
+  // changes a gradient outright, so the spread comes in jumps: MobileNetV2 at batch 8 about 2%
+  // after one step in every draw, ResNet-18 about 1e-6 in most draws and 1% in some.
+  std::vector<double> spread(a.size(), 0.0);
+  if (!e_.losses_fp64.empty()) {
+    const auto init = Hetsynth("train" + model + " --steps 0 --quiet --save " + dir + "/init.safetensors");
+    ASSERT_EQ(init.code, 0) << init.output;
+    absl::StatusOr<runtime::SafetensorsFile> start = runtime::ReadSafetensors(dir + "/init.safetensors");
+    ASSERT_TRUE(start.ok()) << start.status();
+    for (uint32_t seed = 1; seed <= 3; ++seed) {
+      std::mt19937 rng(seed);
+      std::map<std::string, runtime::Tensor> moved = start->tensors;
+      size_t count = 0;
+      for (auto& [name, t] : moved) {
+        if (e_.running.count(name)) continue;  // statistics: not used by a training-mode forward
+        for (float& v : t.data) v = std::nextafter(v, rng() % 2 ? INFINITY : -INFINITY);
+        count += t.data.size();
+      }
+      ASSERT_GT(count, 0u);
+      // Without a manifest the file is starting weights, as the model's own (no optimizer state).
+      ASSERT_TRUE(runtime::WriteSafetensors(dir + "/moved.safetensors", moved).ok());
+      const auto r = Hetsynth("train" + model + " --load " + dir + "/moved.safetensors" + train + dir + "/moved.jsonl");
+      ASSERT_EQ(r.code, 0) << r.output;
+      const std::vector<double> m = Losses(dir + "/moved.jsonl");
+      ASSERT_EQ(m.size(), a.size());
+      for (size_t i = 0; i < a.size(); ++i) spread[i] = std::max(spread[i], std::abs(m[i] - a[i]));
+    }
+    for (size_t i = 0; i < a.size(); ++i) {
+      std::printf("%s: step %zu loss on one device %.7f; from weights one ulp away (3 draws) up to %.3g relative apart\n",
+                  GetParam().c_str(), i, a[i], spread[i] / std::abs(a[i]));
+    }
+  }
   for (const auto& [kind, file] : plans) {
     // The data-parallel plan with --bitwise: every image's convolutions as one device's.
     const std::string bitwise = kind == "ddp-cp" ? " --bitwise" : "";
@@ -727,8 +762,10 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
       EXPECT_LE(std::abs(a[0] - b[0]), 2e-7 * std::abs(a[0])) << GetParam() << " step 0: " << b[0] << " vs " << a[0];
     }
     for (size_t i = 0; i < a.size(); ++i) {
-      // 1e-5 relative, or the conditioning bound of LossTolerance (ranks sum in another order).
-      const double tol = std::max(1e-5 * std::abs(a[i]), e_.losses_fp64.empty() ? 0.0 : LossTolerance(i));
+      // 1e-5 relative; where one rounding moves the loss by more, the smaller of two measures of
+      // that: three times the one-ulp spread above, and LossTolerance (three times PyTorch's own
+      // fp32-to-float64 gap). Without batch norm the spread is not measured (zero): 1e-5.
+      const double tol = std::max(1e-5 * std::abs(a[i]), std::min(3 * spread[i], LossTolerance(i)));
       EXPECT_LE(std::abs(a[i] - b[i]), tol) << GetParam() << " " << kind << " step " << i << ": " << b[i] << " vs " << a[i];
       std::printf("%s: %s plan, step %zu loss on 4 ranks %.7f, on one device %.7f\n", GetParam().c_str(), kind.c_str(), i,
                   b[i], a[i]);
