@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
+#include <mutex>
+#include <optional>
 
 #include "absl/strings/str_join.h"
 #include "hetsynth/ir/graph_json.h"
@@ -358,17 +360,50 @@ bool IsOnnxFile(const std::string& name) { return EndsWith(name, ".onnx"); }
 
 namespace {
 
+// The graph MakeModelSpec imported from an ONNX file, handed to the BuildModel that follows it
+// (every command resolves a spec, then builds it): importing a 515 MB file twice took seconds.
+// Taken by the first build of the same file (unchanged stamp), batch and loss; one slot.
+struct Handoff {
+  std::string path;
+  int64_t batch = 0;
+  double loss = -1;
+  FileStamp stamp;
+  Graph graph;
+};
+std::mutex handoff_mu;
+std::optional<Handoff> handoff;
+
+double LossArg(const std::map<std::string, double>& args) {
+  auto it = args.find("loss");
+  return it == args.end() ? -1 : it->second;
+}
+
 // A model file's graph (ONNX or graph JSON) at `batch` (0: the file's own), checked against the
 // hash a plan recorded (args "file_hash", when present).
 absl::StatusOr<Graph> BuildFromFile(const std::string& path, const std::map<std::string, double>& args, int64_t batch) {
-  HS_ASSIGN_OR_RETURN(uint64_t hash, ModelFileHash(path));
-  if (auto it = args.find("file_hash"); it != args.end() && static_cast<uint64_t>(it->second) != hash) {
-    return Bad(StrCat("model file '", path, "'", IsOnnxFile(path) ? "" : " (with its weights file)",
-                      " has changed: it hashes to ", hash, " but the plan was made for ",
-                      static_cast<uint64_t>(it->second), "; synthesize a new plan"));
+  if (auto it = args.find("file_hash"); it != args.end()) {
+    // Before anything else, so that a changed file says so. (Without a recorded hash an ONNX
+    // file is not read twice: its import hashes the bytes it reads, for ModelFileHash.)
+    HS_ASSIGN_OR_RETURN(uint64_t hash, ModelFileHash(path));
+    if (static_cast<uint64_t>(it->second) != hash) {
+      return Bad(StrCat("model file '", path, "'", IsOnnxFile(path) ? "" : " (with its weights file)",
+                        " has changed: it hashes to ", hash, " but the plan was made for ",
+                        static_cast<uint64_t>(it->second), "; synthesize a new plan"));
+    }
+  } else if (!IsOnnxFile(path)) {
+    HS_RETURN_IF_ERROR(ModelFileHash(path).status());  // as before for graph files: what is not a regular file is refused here
   }
   const auto loss = args.find("loss");
   if (IsOnnxFile(path)) {
+    {
+      std::lock_guard<std::mutex> lock(handoff_mu);
+      if (handoff && handoff->path == path && handoff->batch == batch && handoff->loss == LossArg(args) &&
+          StampOf(path) == handoff->stamp) {
+        Graph g = std::move(handoff->graph);
+        handoff.reset();
+        return g;
+      }
+    }
     OnnxImportOptions o;
     o.batch = batch;
     if (loss != args.end()) o.loss = loss->second == 1 ? "mse" : "cross_entropy";
@@ -429,10 +464,16 @@ absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
       }
       spec.args["file_hash"] = v;
     }
+    const std::optional<FileStamp> stamp = StampOf(name);  // before the import reads it
     HS_ASSIGN_OR_RETURN(Graph g, BuildFromFile(name, spec.args, batch));
     if (!spec.args.count("file_hash")) spec.args["file_hash"] = static_cast<double>(*ModelFileHash(name));
     const std::vector<ValueId> in = g.inputs();
     spec.batch = batch > 0 ? batch : (in.empty() || g.value(in[0]).shape.empty() ? 1 : g.value(in[0]).shape[0]);
+    if (IsOnnxFile(name) && stamp) {
+      // The graph at spec.batch: at `batch`, or the file's own when batch is 0 (the same graph).
+      std::lock_guard<std::mutex> lock(handoff_mu);
+      handoff = Handoff{name, spec.batch, LossArg(spec.args), *stamp, std::move(g)};
+    }
     return spec;
   }
   const ModelInfo* info = FindModel(name);

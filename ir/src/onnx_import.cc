@@ -11,9 +11,13 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
+
+#include <sys/stat.h>
+#include <time.h>
 
 #include <nlohmann/json.hpp>
 
@@ -70,10 +74,48 @@ uint64_t HashBytes(const std::string& bytes) { return Fnv(kFnvBasis, bytes) & kH
 
 }  // namespace
 
+std::optional<FileStamp> StampOf(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  const int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  // A file modified within the last 2 s may be modified again within the same clock tick (the
+  // kernel stamps files with a coarse clock) at the same size: its stamp would not tell the
+  // two apart, so it gets none (as git treats "racily clean" files).
+  timespec now {};
+  clock_gettime(CLOCK_REALTIME, &now);
+  if (mtime > static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec - 2000000000) return std::nullopt;
+  return FileStamp{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<int64_t>(st.st_size),
+                   mtime};
+}
+
+namespace {
+// A command asks for an ONNX file's hash several times (its spec, its graph, a plan's check):
+// reading and hashing a 515 MB file took a second each. Kept per path while the file's stamp
+// is unchanged.
+std::mutex hash_mu;
+std::map<std::string, std::pair<FileStamp, uint64_t>> onnx_hashes;
+
+void RememberHash(const std::string& path, const std::optional<FileStamp>& stamp, uint64_t hash) {
+  if (!stamp) return;
+  std::lock_guard<std::mutex> lock(hash_mu);
+  onnx_hashes[path] = {*stamp, hash};
+}
+}  // namespace
+
 absl::StatusOr<uint64_t> ModelFileHash(const std::string& path) {
+  const std::optional<FileStamp> stamp = IsOnnxFile(path) ? StampOf(path) : std::nullopt;
+  if (stamp) {
+    std::lock_guard<std::mutex> lock(hash_mu);
+    auto it = onnx_hashes.find(path);
+    if (it != onnx_hashes.end() && it->second.first == *stamp) return it->second.second;
+  }
   // A directory, a device or a FIFO is refused before reading (/dev/zero would never end).
   HS_ASSIGN_OR_RETURN(std::string bytes, ReadRegularFile(path, StrCat("model file '", path, "'")));
-  if (IsOnnxFile(path)) return HashBytes(bytes);
+  if (IsOnnxFile(path)) {
+    const uint64_t h = HashBytes(bytes);
+    RememberHash(path, stamp, h);
+    return h;
+  }
   // A graph file's weights file (its "weights" field, relative to the graph file) is part of the
   // model: its bytes are hashed after the graph's. One that cannot be read is left to the graph
   // reader, which says so.
@@ -1223,6 +1265,13 @@ class Importer {
     }
     if (auto it = inputs_.find(name); it != inputs_.end()) return AddInput(*it->second);
     if (auto it = inits_.find(name); it != inits_.end()) {
+      if (!consts_.count(name)) {
+        // A float weight goes to its parameter straight from the file's bytes: as a constant it
+        // would first be held in double (twice its size; a VGG's 25088-wide classifier is 411 MB
+        // of fp32).
+        std::optional<std::vector<float>> values = PlainFloats(*it->second);
+        if (values) return AddParameterValues(name, std::move(*values), false);
+      }
       const Const* c = Constant(name);
       if (!c) return first_error_;
       return AddParameterFrom(name, *c);
@@ -1256,22 +1305,51 @@ class Importer {
   // An initializer as a parameter, or (`frozen`) a constant computed at import and used as
   // data as a frozen parameter (Value::frozen).
   absl::StatusOr<ValueId> AddParameterFrom(const std::string& name, const Const& c, bool frozen = false) {
-    Shape shape = c.dims;
+    return AddParameterValues(name, std::vector<float>(c.v.begin(), c.v.end()), frozen, c.dims);
+  }
+  absl::StatusOr<ValueId> AddParameterValues(const std::string& name, std::vector<float> v, bool frozen,
+                                             std::optional<Shape> dims = std::nullopt) {
+    if (!dims) {
+      const onnx::TensorProto& t = *inits_.at(name);
+      dims.emplace(t.dims().begin(), t.dims().end());
+    }
+    Shape shape = *dims;
     if (shape.empty()) shape = {1};
     if (Numel(shape) == 0) return Bad(StrCat(path_, ": '", name, "' is an empty tensor used as data (the IR has no empty tensors)"));
     if (!frozen) {
       // A weight that is NaN or infinite can only make the loss NaN: a broken export.
-      for (size_t i = 0; i < c.v.size(); ++i) {
-        if (!std::isfinite(c.v[i])) {
-          return Bad(StrCat(path_, ": initializer '", name, "' of shape ", DimsString(c.dims), " element ", i, " is ", c.v[i],
-                            "; expected finite weights"));
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (!std::isfinite(v[i])) {
+          return Bad(StrCat(path_, ": initializer '", name, "' of shape ", DimsString(*dims), " element ", i, " is ",
+                            static_cast<double>(v[i]), "; expected finite weights"));
         }
       }
     }
-    HS_ASSIGN_OR_RETURN(ValueId id, g_.AddParameter(name, shape, Init::Data(std::vector<float>(c.v.begin(), c.v.end()))));
+    HS_ASSIGN_OR_RETURN(ValueId id, g_.AddParameter(name, shape, Init::Data(std::move(v))));
     g_.SetFrozen(id, frozen);
     ids_[name] = id;
     return id;
+  }
+  // A FLOAT initializer's values as stored, when it stores exactly one per element (raw bytes or
+  // float_data) and has at least one; otherwise nothing, and FromTensorProto says what is wrong.
+  static std::optional<std::vector<float>> PlainFloats(const onnx::TensorProto& t) {
+    if (t.data_type() != onnx::TensorProto::FLOAT || t.data_location() == onnx::TensorProto::EXTERNAL) return std::nullopt;
+    const std::string& raw = t.raw_data();
+    const int64_t stored = raw.empty() ? t.float_data_size() : static_cast<int64_t>(raw.size() / 4);
+    if (!raw.empty() && (raw.size() % 4 != 0 || t.float_data_size() != 0)) return std::nullopt;
+    int64_t n = 1;
+    for (int64_t d : t.dims()) {
+      if (d <= 0 || n > stored / d) return std::nullopt;
+      n *= d;
+    }
+    if (n != stored || n == 0) return std::nullopt;
+    std::vector<float> v(static_cast<size_t>(n));
+    if (!raw.empty()) {
+      std::memcpy(v.data(), raw.data(), raw.size());  // little-endian, as the hosts this builds for
+    } else {
+      std::copy(t.float_data().begin(), t.float_data().end(), v.begin());
+    }
+    return v;
   }
 
   bool IdentityOfInitializer(const std::string& name) const {
@@ -2580,12 +2658,15 @@ class Importer {
 }  // namespace
 
 absl::StatusOr<OnnxImport> ImportOnnx(const std::string& path, const OnnxImportOptions& options) {
-  HS_ASSIGN_OR_RETURN(const std::string bytes, ReadRegularFile(path, StrCat("model file '", path, "'")));
+  const std::optional<FileStamp> stamp = StampOf(path);  // before reading: a later change shows as another stamp
+  HS_ASSIGN_OR_RETURN(std::string bytes, ReadRegularFile(path, StrCat("model file '", path, "'")));
   const uint64_t hash = HashBytes(bytes);
+  RememberHash(path, stamp, hash);
   onnx::ModelProto model;
   if (bytes.empty() || !model.ParseFromString(bytes)) {
     return Bad(StrCat(path, ": not a valid ONNX protobuf (", bytes.size(), " bytes; truncated or not an ONNX model)"));
   }
+  std::string().swap(bytes);  // the model holds its own copy of the weights
   if (!model.has_graph()) return Bad(StrCat(path, ": not a valid ONNX model (no graph; truncated?)"));
   // External data first: the checker would look for the file relative to the working
   // directory and report it missing even where it exists next to the model.

@@ -3,6 +3,7 @@
 // when python3-torch is installed) checked against what PyTorch computed: the forward output,
 // the losses of 3 SGD steps, plans for mixed-4 and reference-64, and train --plan on 4 ranks
 // against one device.
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/run_hetsynth.h"
 #include "hetsynth/ir/graph_json.h"
+#include "hetsynth/ir/models.h"
 #include "hetsynth/ir/onnx_import.h"
 #include "hetsynth/runtime/data.h"
 #include "hetsynth/runtime/kernels.h"
@@ -174,6 +176,40 @@ TEST(OnnxImport, BadFilesExitTwoWithOneLine) {
   bytes.back() = static_cast<char>(bytes.back() ^ 1);  // one bit of the last weight
   std::ofstream(weights, std::ios::binary) << bytes;
   ExpectError("train --plan " + graph_plan + " --steps 1", "(with its weights file) has changed");
+}
+
+// An ONNX file is read once per command: its hash and the graph MakeModelSpec imported are kept
+// while its stamp (device, inode, size, modification time) holds, and never for a file modified
+// in the last 2 s. A file that changes in between is read again, and a plan's hash refuses it.
+TEST(OnnxImport, AFileThatChangesBetweenSpecAndBuildIsReadAgain) {
+  namespace fs = std::filesystem;
+  const std::string path = Write(TinyModel("Relu"), "stamp.onnx");
+  const auto an_hour_ago = fs::file_time_type::clock::now() - std::chrono::hours(1);
+  fs::last_write_time(path, an_hour_ago);
+  absl::StatusOr<ir::ModelSpec> spec = ir::MakeModelSpec(path, {}, 0, ir::Preset::kDefault);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  const uint64_t relu = *ir::ModelFileHash(path);
+  // Same size, other bytes (Relu → Tanh), and another modification time.
+  const std::string tanh = Write(TinyModel("Tanh"), "stamp.onnx");
+  fs::last_write_time(tanh, an_hour_ago + std::chrono::seconds(1));
+  EXPECT_NE(*ir::ModelFileHash(path), relu);
+  absl::StatusOr<ir::Graph> g = ir::BuildModel(*spec);
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(std::string(g.status().message()).find("has changed"), std::string::npos) << g.status();
+  // Without a recorded hash the build imports the new file: the spec's graph is not handed over.
+  ir::ModelSpec fresh = *spec;
+  fresh.args.erase("file_hash");
+  absl::StatusOr<ir::Graph> h = ir::BuildModel(fresh);
+  ASSERT_TRUE(h.ok()) << h.status();
+  bool has_tanh = false;
+  for (const ir::Node& n : h->nodes()) has_tanh |= n.kind == ir::OpKind::kTanh;
+  EXPECT_TRUE(has_tanh);
+  // Just written, twice, at the same size: no stamp, so each hash is of what the file holds.
+  Write(TinyModel("Relu"), "racy.onnx");
+  const uint64_t first = *ir::ModelFileHash(TempDir() + "/racy.onnx");
+  Write(TinyModel("Tanh"), "racy.onnx");
+  EXPECT_NE(*ir::ModelFileHash(TempDir() + "/racy.onnx"), first);
+  EXPECT_FALSE(ir::StampOf(TempDir() + "/racy.onnx").has_value());
 }
 
 // ---- invalid attributes and inputs (docs/onnx.md, "Errors") ----
@@ -413,6 +449,21 @@ TEST(OnnxImport, InvalidAttributesAndInputsAreRefusedWithOneLine) {
     SetInt(b.Node("Gemm", "fc", {"x", "W"}), "transB", 1);
     b.Floats("W", {3, 4}, {NAN, 1, 1, 1, 1, INFINITY, 1, 1, 1, 1, 1, 1});
     add(b, "weight_nan.onnx", "initializer 'W' of shape [3,4] element 0 is nan; expected finite weights");
+  }
+  {
+    Built b({2, 4});  // a weight's raw bytes one float short (the direct float path leaves it to the full check)
+    SetInt(b.Node("Gemm", "fc", {"x", "W"}), "transB", 1);
+    b.Floats("W", {3, 4}, Ones(12));
+    onnx::TensorProto* w = b.g->mutable_initializer(b.g->initializer_size() - 1);
+    w->clear_float_data();
+    w->set_raw_data(std::string(44, '\0'));
+    add(b, "weight_raw_short.onnx", "tensor 'W' of shape [3,4] has 44 bytes of data; expected 48");
+  }
+  {
+    Built b({2, 4});  // and one float_data value short
+    SetInt(b.Node("Gemm", "fc", {"x", "W"}), "transB", 1);
+    b.Floats("W", {3, 4}, Ones(11));
+    add(b, "weight_values_short.onnx", "tensor 'W' of shape [3,4] holds 11 stored values; expected one per element");
   }
   {
     Built b({2, 4});

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,5 +53,16 @@ absl::StatusOr<std::vector<double>> OnnxTensorValues(const onnx::TensorProto& t,
 
 // The file's 48-bit FNV-1a hash, as ImportOnnx records it; NotFound when unreadable.
 absl::StatusOr<uint64_t> ModelFileHash(const std::string& path);
+
+// What identifies a file's contents cheaply within one process: device, inode, size and
+// modification time (ns). Nothing for a path that is not a regular file, or one modified in the
+// last 2 s (whose next change could carry the same stamp). ModelFileHash and the import of
+// an ONNX file that MakeModelSpec hands to BuildModel are reused while the stamp holds.
+struct FileStamp {
+  uint64_t dev = 0, ino = 0;
+  int64_t size = 0, mtime_ns = 0;
+  bool operator==(const FileStamp&) const = default;
+};
+std::optional<FileStamp> StampOf(const std::string& path);
 
 }  // namespace hetsynth::ir
