@@ -231,6 +231,28 @@ try:
     MODELS["torchvision_vit"] = (
         torchvision_vit,
         lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10)
+    # torchvision's VGG11 with its 25088-wide classifier (25088 -> 4096 -> 4096 -> 10; 129M
+    # parameters, a 515 MB file) at 32x32 images: the last feature map is 1x1, and the 7x7
+    # adaptive average pool of a 1x1 map (which PyTorch 1.13 cannot export) is the map repeated,
+    # so the pool is replaced by that expand. Classifier dropout p = 0 (a PyTorch mask cannot be
+    # reproduced).
+    from torchvision.models import vgg11
+
+    class Repeat7(nn.Module):
+        """AdaptiveAvgPool2d(7) on a 1x1 map: every output cell averages the one input cell."""
+
+        def forward(self, x):
+            return x.expand(-1, -1, 7, 7)
+
+    def torchvision_vgg11():
+        m = vgg11(num_classes=10)
+        m.avgpool = Repeat7()
+        m.classifier[2].p = 0.0
+        m.classifier[5].p = 0.0
+        return m
+
+    MODELS["torchvision_vgg11"] = (torchvision_vgg11,
+                                   lambda g: torch.randn(STEPS * BATCH, 3, 32, 32, generator=g), 10)
     # CNNs with batch normalization, exported in training mode (BatchNormalization with batch
     # statistics, as the 3 SGD steps below use them). MobileNetV2's classifier dropout is set to
     # p = 0: a training-mode dropout mask of PyTorch's cannot be reproduced.
@@ -248,7 +270,8 @@ try:
     # The same model where fp32 permits a 1e-5 comparison (SETTINGS below).
     MODELS["mobilenet_v2_b32"] = MODELS["mobilenet_v2"]
 except ImportError:
-    print("torchvision_vit, resnet18, mobilenet_v2: skipped (python3-torchvision is not installed)", file=sys.stderr)
+    print("torchvision_vit, torchvision_vgg11, resnet18, mobilenet_v2: skipped (python3-torchvision is not installed)",
+          file=sys.stderr)
 TRAINING_MODE = {"resnet18", "mobilenet_v2", "mobilenet_v2_b32"}
 # (batch, lr) where not (BATCH, LR). Batch normalization over 4 images is ill-conditioned at the
 # 1×1 maps these CNNs end in at 32×32 (MobileNetV2's fp32 forward is 4e-4 from its fp64 one at
@@ -256,7 +279,8 @@ TRAINING_MODE = {"resnet18", "mobilenet_v2", "mobilenet_v2_b32"}
 # and lr 0.01 one ulp moved in MobileNetV2's weights moves its second loss by about 2%;
 # mobilenet_v2_b32 takes steps small enough (batch 32, lr 1e-6) that it moves them by under
 # 2e-6 while the steps still move the losses by about 1e-4 (docs/onnx.md).
-SETTINGS = {"resnet18": (8, 0.01), "mobilenet_v2": (8, 0.01), "mobilenet_v2_b32": (32, 1e-6), "eval_cnn": (4, 0.01)}
+SETTINGS = {"torchvision_vgg11": (4, 0.01), "resnet18": (8, 0.01), "mobilenet_v2": (8, 0.01),
+            "mobilenet_v2_b32": (32, 1e-6), "eval_cnn": (4, 0.01)}
 
 
 def write_safetensors(path, tensors):

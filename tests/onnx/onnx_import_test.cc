@@ -590,7 +590,7 @@ class FromPyTorch : public ::testing::TestWithParam<std::string> {
     const std::string expect = ModelDir() + "/" + GetParam() + ".expect.json";
     if (!fs::exists(onnx_) || !fs::exists(expect)) {
       GTEST_SKIP() << "no " << onnx_ << ": tests/onnx/export_models.py did not run (it needs python3-torch, and "
-                   << "python3-torchvision for torchvision_vit, resnet18 and mobilenet_v2; the ctest fixture onnx_models runs it)";
+                   << "python3-torchvision for torchvision_vit, torchvision_vgg11, resnet18 and mobilenet_v2; the ctest fixture onnx_models runs it)";
     }
     const json j = json::parse(std::ifstream(expect));
     e_.losses = j.at("losses").get<std::vector<double>>();
@@ -896,8 +896,10 @@ TEST(ImportCommand, RunningStatisticsSurviveTheGraphFile) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, FromPyTorch, ::testing::Values("mlp", "mlp_mse", "gpt", "gpt_opset14", "vgg", "vit", "torchvision_vit",
-                                                                  "resnet18", "mobilenet_v2", "mobilenet_v2_b32", "eval_cnn", "pools"),
+INSTANTIATE_TEST_SUITE_P(Models, FromPyTorch,
+                         ::testing::Values("mlp", "mlp_mse", "gpt", "gpt_opset14", "vgg", "vit", "torchvision_vit",
+                                           "torchvision_vgg11", "resnet18", "mobilenet_v2", "mobilenet_v2_b32", "eval_cnn",
+                                           "pools"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
