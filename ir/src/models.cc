@@ -362,12 +362,14 @@ namespace {
 
 // The graph MakeModelSpec imported from an ONNX file, handed to the BuildModel that follows it
 // (every command resolves a spec, then builds it): importing a 515 MB file twice took seconds.
-// Taken by the first build of the same file (unchanged stamp), batch and loss; one slot.
+// One slot, emptied by the next build of any ONNX file: it hands the graph over when that build
+// is of the same file (same stamp), batch and loss.
 struct Handoff {
   std::string path;
   int64_t batch = 0;
-  double loss = -1;
+  double loss = 0;
   FileStamp stamp;
+  uint64_t hash = 0;
   Graph graph;
 };
 std::mutex handoff_mu;
@@ -375,41 +377,45 @@ std::optional<Handoff> handoff;
 
 double LossArg(const std::map<std::string, double>& args) {
   auto it = args.find("loss");
-  return it == args.end() ? -1 : it->second;
+  return it == args.end() ? 0 : it->second;  // absent: cross_entropy (0)
 }
 
 // A model file's graph (ONNX or graph JSON) at `batch` (0: the file's own), checked against the
-// hash a plan recorded (args "file_hash", when present).
-absl::StatusOr<Graph> BuildFromFile(const std::string& path, const std::map<std::string, double>& args, int64_t batch) {
-  if (auto it = args.find("file_hash"); it != args.end()) {
-    // Before anything else, so that a changed file says so. (Without a recorded hash an ONNX
-    // file is not read twice: its import hashes the bytes it reads, for ModelFileHash.)
-    HS_ASSIGN_OR_RETURN(uint64_t hash, ModelFileHash(path));
-    if (static_cast<uint64_t>(it->second) != hash) {
-      return Bad(StrCat("model file '", path, "'", IsOnnxFile(path) ? "" : " (with its weights file)",
-                        " has changed: it hashes to ", hash, " but the plan was made for ",
-                        static_cast<uint64_t>(it->second), "; synthesize a new plan"));
-    }
-  } else if (!IsOnnxFile(path)) {
-    HS_RETURN_IF_ERROR(ModelFileHash(path).status());  // as before for graph files: what is not a regular file is refused here
-  }
+// hash a plan recorded (args "file_hash", when present) before anything else; `hash`, when
+// given, receives the file's hash.
+absl::StatusOr<Graph> BuildFromFile(const std::string& path, const std::map<std::string, double>& args, int64_t batch,
+                                    uint64_t* hash = nullptr) {
+  const auto recorded = args.find("file_hash");
   const auto loss = args.find("loss");
   if (IsOnnxFile(path)) {
+    std::optional<Handoff> slot;
     {
       std::lock_guard<std::mutex> lock(handoff_mu);
-      if (handoff && handoff->path == path && handoff->batch == batch && handoff->loss == LossArg(args) &&
-          StampOf(path) == handoff->stamp) {
-        Graph g = std::move(handoff->graph);
-        handoff.reset();
-        return g;
-      }
+      slot.swap(handoff);
     }
+    if (slot && slot->path == path && slot->batch == batch && slot->loss == LossArg(args) && StampOf(path) == slot->stamp) {
+      if (recorded != args.end() && static_cast<uint64_t>(recorded->second) != slot->hash) {
+        return Bad(ChangedModelFile(path, slot->hash, static_cast<uint64_t>(recorded->second)));
+      }
+      if (hash) *hash = slot->hash;
+      return std::move(slot->graph);
+    }
+    slot.reset();
+    // One read: the import hashes the bytes it parses, and refuses them unparsed when they are
+    // not what the plan recorded.
     OnnxImportOptions o;
     o.batch = batch;
     if (loss != args.end()) o.loss = loss->second == 1 ? "mse" : "cross_entropy";
+    if (recorded != args.end()) o.expected_hash = static_cast<uint64_t>(recorded->second);
     HS_ASSIGN_OR_RETURN(OnnxImport m, ImportOnnx(path, o));
+    if (hash) *hash = m.file_hash;
     return std::move(m.graph);
   }
+  HS_ASSIGN_OR_RETURN(const uint64_t h, ModelFileHash(path));
+  if (recorded != args.end() && static_cast<uint64_t>(recorded->second) != h) {
+    return Bad(ChangedModelFile(path, h, static_cast<uint64_t>(recorded->second)));
+  }
+  if (hash) *hash = h;
   if (loss != args.end()) {
     return Bad(StrCat("model file '", path, "': --loss applies to ONNX models; a graph file names its own loss"));
   }
@@ -465,14 +471,22 @@ absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
       spec.args["file_hash"] = v;
     }
     const std::optional<FileStamp> stamp = StampOf(name);  // before the import reads it
-    HS_ASSIGN_OR_RETURN(Graph g, BuildFromFile(name, spec.args, batch));
-    if (!spec.args.count("file_hash")) spec.args["file_hash"] = static_cast<double>(*ModelFileHash(name));
+    uint64_t hash = 0;
+    HS_ASSIGN_OR_RETURN(Graph g, BuildFromFile(name, spec.args, batch, &hash));
+    if (!spec.args.count("file_hash")) spec.args["file_hash"] = static_cast<double>(hash);
     const std::vector<ValueId> in = g.inputs();
     spec.batch = batch > 0 ? batch : (in.empty() || g.value(in[0]).shape.empty() ? 1 : g.value(in[0]).shape[0]);
-    if (IsOnnxFile(name) && stamp) {
-      // The graph at spec.batch: at `batch`, or the file's own when batch is 0 (the same graph).
+    // Handed over as the graph at spec.batch: imported at it, or at the file's own batch when
+    // every input with dims has spec.batch as its first (the import at spec.batch binds dim 0
+    // of every input, so only then is it the same graph).
+    bool same = batch > 0;
+    if (!same) {
+      same = true;
+      for (ValueId v : in) same = same && (g.value(v).shape.empty() || g.value(v).shape[0] == spec.batch);
+    }
+    if (IsOnnxFile(name) && stamp && same) {
       std::lock_guard<std::mutex> lock(handoff_mu);
-      handoff = Handoff{name, spec.batch, LossArg(spec.args), *stamp, std::move(g)};
+      handoff = Handoff{name, spec.batch, LossArg(spec.args), *stamp, hash, std::move(g)};
     }
     return spec;
   }

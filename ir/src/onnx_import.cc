@@ -5,13 +5,13 @@
 #include "hetsynth/ir/onnx_import.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <functional>
 #include <iterator>
 #include <limits>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -77,45 +77,33 @@ uint64_t HashBytes(const std::string& bytes) { return Fnv(kFnvBasis, bytes) & kH
 std::optional<FileStamp> StampOf(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
-  const int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-  // A file modified within the last 2 s may be modified again within the same clock tick (the
-  // kernel stamps files with a coarse clock) at the same size: its stamp would not tell the
-  // two apart, so it gets none (as git treats "racily clean" files).
   timespec now {};
   clock_gettime(CLOCK_REALTIME, &now);
-  if (mtime > static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec - 2000000000) return std::nullopt;
+  // Modified or changed within the last 2 s (or in the future): no stamp.
+  const timespec latest = std::max(st.st_mtim, st.st_ctim, [](const timespec& a, const timespec& b) {
+    return a.tv_sec != b.tv_sec ? a.tv_sec < b.tv_sec : a.tv_nsec < b.tv_nsec;
+  });
+  if (latest.tv_sec >= now.tv_sec - 2) return std::nullopt;
   return FileStamp{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<int64_t>(st.st_size),
-                   mtime};
+                   static_cast<int64_t>(st.st_mtim.tv_sec), static_cast<int64_t>(st.st_mtim.tv_nsec),
+                   static_cast<int64_t>(st.st_ctim.tv_sec), static_cast<int64_t>(st.st_ctim.tv_nsec)};
+}
+
+std::string ChangedModelFile(const std::string& path, uint64_t hash, uint64_t recorded) {
+  return StrCat("model file '", path, "'", IsOnnxFile(path) ? "" : " (with its weights file)", " has changed: it hashes to ",
+                hash, " but the plan was made for ", recorded, "; synthesize a new plan");
 }
 
 namespace {
-// A command asks for an ONNX file's hash several times (its spec, its graph, a plan's check):
-// reading and hashing a 515 MB file took a second each. Kept per path while the file's stamp
-// is unchanged.
-std::mutex hash_mu;
-std::map<std::string, std::pair<FileStamp, uint64_t>> onnx_hashes;
-
-void RememberHash(const std::string& path, const std::optional<FileStamp>& stamp, uint64_t hash) {
-  if (!stamp) return;
-  std::lock_guard<std::mutex> lock(hash_mu);
-  onnx_hashes[path] = {*stamp, hash};
-}
+std::atomic<uint64_t> onnx_parsed{0};
 }  // namespace
 
+uint64_t OnnxFilesParsed() { return onnx_parsed.load(); }
+
 absl::StatusOr<uint64_t> ModelFileHash(const std::string& path) {
-  const std::optional<FileStamp> stamp = IsOnnxFile(path) ? StampOf(path) : std::nullopt;
-  if (stamp) {
-    std::lock_guard<std::mutex> lock(hash_mu);
-    auto it = onnx_hashes.find(path);
-    if (it != onnx_hashes.end() && it->second.first == *stamp) return it->second.second;
-  }
   // A directory, a device or a FIFO is refused before reading (/dev/zero would never end).
   HS_ASSIGN_OR_RETURN(std::string bytes, ReadRegularFile(path, StrCat("model file '", path, "'")));
-  if (IsOnnxFile(path)) {
-    const uint64_t h = HashBytes(bytes);
-    RememberHash(path, stamp, h);
-    return h;
-  }
+  if (IsOnnxFile(path)) return HashBytes(bytes);
   // A graph file's weights file (its "weights" field, relative to the graph file) is part of the
   // model: its bytes are hashed after the graph's. One that cannot be read is left to the graph
   // reader, which says so.
@@ -184,15 +172,7 @@ struct Val {
 absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::string& where) {
   Const c;
   for (int64_t d : t.dims()) c.dims.push_back(d);
-  const int64_t n = Numel(c.dims);
   const std::string& raw = t.raw_data();
-  auto need = [&](size_t elem) -> absl::Status {
-    if (raw.size() != static_cast<size_t>(n) * elem) {
-      return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(c.dims), " has ",
-                        raw.size(), " bytes of data; expected ", n * static_cast<int64_t>(elem)));
-    }
-    return absl::OkStatus();
-  };
   // Every element is stored (raw bytes, or one typed entry each): more elements than stored
   // values is a bad file, refused before anything is allocated for it.
   const int64_t stored = static_cast<int64_t>(raw.size()) + t.float_data_size() + t.double_data_size() +
@@ -215,6 +195,14 @@ absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::str
     }
     bound *= d;
   }
+  const int64_t n = bound;  // the element count, known by now not to overflow
+  auto need = [&](size_t elem) -> absl::Status {
+    if (raw.size() != static_cast<size_t>(n) * elem) {
+      return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(c.dims), " has ",
+                        raw.size(), " bytes of data; expected ", n * static_cast<int64_t>(elem)));
+    }
+    return absl::OkStatus();
+  };
   c.v.resize(static_cast<size_t>(n));
   switch (t.data_type()) {
     case onnx::TensorProto::FLOAT:
@@ -2658,10 +2646,10 @@ class Importer {
 }  // namespace
 
 absl::StatusOr<OnnxImport> ImportOnnx(const std::string& path, const OnnxImportOptions& options) {
-  const std::optional<FileStamp> stamp = StampOf(path);  // before reading: a later change shows as another stamp
   HS_ASSIGN_OR_RETURN(std::string bytes, ReadRegularFile(path, StrCat("model file '", path, "'")));
   const uint64_t hash = HashBytes(bytes);
-  RememberHash(path, stamp, hash);
+  if (options.expected_hash && *options.expected_hash != hash) return Bad(ChangedModelFile(path, hash, *options.expected_hash));
+  ++onnx_parsed;
   onnx::ModelProto model;
   if (bytes.empty() || !model.ParseFromString(bytes)) {
     return Bad(StrCat(path, ": not a valid ONNX protobuf (", bytes.size(), " bytes; truncated or not an ONNX model)"));

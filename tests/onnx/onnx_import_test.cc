@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include <sys/stat.h>
 
@@ -178,25 +179,34 @@ TEST(OnnxImport, BadFilesExitTwoWithOneLine) {
   ExpectError("train --plan " + graph_plan + " --steps 1", "(with its weights file) has changed");
 }
 
-// An ONNX file is read once per command: its hash and the graph MakeModelSpec imported are kept
-// while its stamp (device, inode, size, modification time) holds, and never for a file modified
-// in the last 2 s. A file that changes in between is read again, and a plan's hash refuses it.
-TEST(OnnxImport, AFileThatChangesBetweenSpecAndBuildIsReadAgain) {
+// An ONNX file is read once per command: the graph MakeModelSpec imported goes to the BuildModel
+// after it while the file's stamp (device, inode, size, mtime, ctime) holds; a file modified in
+// the last 2 s has none. A file that changes in between is read again, and a plan's recorded
+// hash refuses it — also when the rewrite put the old mtime back (ctime still moved).
+TEST(OnnxImport, AFileIsParsedOnceAndReadAgainWhenItChanges) {
   namespace fs = std::filesystem;
+  const auto settle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(3100)); };  // past the 2 s
   const std::string path = Write(TinyModel("Relu"), "stamp.onnx");
-  const auto an_hour_ago = fs::file_time_type::clock::now() - std::chrono::hours(1);
-  fs::last_write_time(path, an_hour_ago);
+  settle();
+  uint64_t before = ir::OnnxFilesParsed();
   absl::StatusOr<ir::ModelSpec> spec = ir::MakeModelSpec(path, {}, 0, ir::Preset::kDefault);
   ASSERT_TRUE(spec.ok()) << spec.status();
-  const uint64_t relu = *ir::ModelFileHash(path);
-  // Same size, other bytes (Relu → Tanh), and another modification time.
-  const std::string tanh = Write(TinyModel("Tanh"), "stamp.onnx");
-  fs::last_write_time(tanh, an_hour_ago + std::chrono::seconds(1));
-  EXPECT_NE(*ir::ModelFileHash(path), relu);
+  ASSERT_TRUE(ir::BuildModel(*spec).ok());
+  EXPECT_EQ(ir::OnnxFilesParsed() - before, 1u) << "the spec's graph was not handed to the build";
+  // The same size, other bytes (Relu → Tanh), the old mtime put back, and settled: only ctime tells.
+  spec = ir::MakeModelSpec(path, {}, 0, ir::Preset::kDefault);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  const fs::file_time_type mtime = fs::last_write_time(path);
+  Write(TinyModel("Tanh"), "stamp.onnx");
+  fs::last_write_time(path, mtime);
+  settle();
+  ASSERT_TRUE(ir::StampOf(path).has_value());
+  before = ir::OnnxFilesParsed();
   absl::StatusOr<ir::Graph> g = ir::BuildModel(*spec);
   ASSERT_FALSE(g.ok());
   EXPECT_NE(std::string(g.status().message()).find("has changed"), std::string::npos) << g.status();
-  // Without a recorded hash the build imports the new file: the spec's graph is not handed over.
+  EXPECT_EQ(ir::OnnxFilesParsed() - before, 0u) << "refused before parsing";
+  // Without a recorded hash the build imports what the file now holds.
   ir::ModelSpec fresh = *spec;
   fresh.args.erase("file_hash");
   absl::StatusOr<ir::Graph> h = ir::BuildModel(fresh);
@@ -204,12 +214,36 @@ TEST(OnnxImport, AFileThatChangesBetweenSpecAndBuildIsReadAgain) {
   bool has_tanh = false;
   for (const ir::Node& n : h->nodes()) has_tanh |= n.kind == ir::OpKind::kTanh;
   EXPECT_TRUE(has_tanh);
-  // Just written, twice, at the same size: no stamp, so each hash is of what the file holds.
-  Write(TinyModel("Relu"), "racy.onnx");
-  const uint64_t first = *ir::ModelFileHash(TempDir() + "/racy.onnx");
-  Write(TinyModel("Tanh"), "racy.onnx");
-  EXPECT_NE(*ir::ModelFileHash(TempDir() + "/racy.onnx"), first);
-  EXPECT_FALSE(ir::StampOf(TempDir() + "/racy.onnx").has_value());
+  // Just written: no stamp, so no handover (two parses).
+  Write(TinyModel("Relu"), "stamp.onnx");
+  EXPECT_FALSE(ir::StampOf(path).has_value());
+  before = ir::OnnxFilesParsed();
+  spec = ir::MakeModelSpec(path, {}, 0, ir::Preset::kDefault);
+  ASSERT_TRUE(spec.ok() && ir::BuildModel(*spec).ok());
+  EXPECT_EQ(ir::OnnxFilesParsed() - before, 2u);
+  // Without --batch, a second input whose dim 0 is not the batch: the build binds it to the
+  // batch (dim 0 of every input), so the spec's graph (imported at the file's own shapes) is not
+  // the one to hand over.
+  onnx::ModelProto two = TinyModel("Relu");
+  AddTensorInput(two.mutable_graph(), "m", {1, 4});
+  two.mutable_graph()->mutable_node(0)->set_input(0, "xm");
+  onnx::NodeProto* add = two.mutable_graph()->add_node();
+  add->set_name("add");
+  add->set_op_type("Add");
+  add->add_input("x");
+  add->add_input("m");
+  add->add_output("xm");
+  two.mutable_graph()->mutable_node()->SwapElements(0, 2);  // add, act, fc
+  two.mutable_graph()->mutable_node()->SwapElements(1, 2);  // add, fc, act: in order
+  const std::string two_path = Write(two, "two-inputs.onnx");
+  settle();
+  before = ir::OnnxFilesParsed();
+  spec = ir::MakeModelSpec(two_path, {}, 0, ir::Preset::kDefault);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  absl::StatusOr<ir::Graph> built = ir::BuildModel(*spec);
+  ASSERT_TRUE(built.ok()) << built.status();
+  EXPECT_EQ(ir::OnnxFilesParsed() - before, 2u);
+  EXPECT_EQ(built->value(built->Find("m")).shape, (ir::Shape{2, 4}));
 }
 
 // ---- invalid attributes and inputs (docs/onnx.md, "Errors") ----
@@ -760,12 +794,29 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
     ASSERT_EQ(init.code, 0) << init.output;
     absl::StatusOr<runtime::SafetensorsFile> start = runtime::ReadSafetensors(dir + "/init.safetensors");
     ASSERT_TRUE(start.ok()) << start.status();
+    // Trainable weights only: running statistics are not used by a training-mode forward, and a
+    // frozen parameter (a constant computed at import) is part of the model, not a rounding.
+    ir::OnnxImportOptions io;
+    io.batch = e_.batch;
+    io.loss = e_.loss;
+    absl::StatusOr<ir::OnnxImport> imported = ir::ImportOnnx(onnx_, io);
+    ASSERT_TRUE(imported.ok()) << imported.status();
+    auto trainable = [&](const std::string& name) {
+      const ir::ValueId id = imported->graph.Find(name);
+      return id != ir::kNoValue && imported->graph.value(id).kind == ir::ValueKind::kParameter &&
+             !imported->graph.value(id).frozen;
+    };
+    // The control: the same file, unmoved, trains exactly as the model's own start.
+    ASSERT_TRUE(runtime::WriteSafetensors(dir + "/same.safetensors", start->tensors).ok());
+    const auto c = Hetsynth("train" + model + " --load " + dir + "/same.safetensors" + train + dir + "/same.jsonl");
+    ASSERT_EQ(c.code, 0) << c.output;
+    EXPECT_EQ(Losses(dir + "/same.jsonl"), a) << GetParam() << ": --load of the starting weights";
     for (uint32_t seed = 1; seed <= 3; ++seed) {
       std::mt19937 rng(seed);
       std::map<std::string, runtime::Tensor> moved = start->tensors;
       size_t count = 0;
       for (auto& [name, t] : moved) {
-        if (e_.running.count(name)) continue;  // statistics: not used by a training-mode forward
+        if (!trainable(name)) continue;
         for (float& v : t.data) v = std::nextafter(v, rng() % 2 ? INFINITY : -INFINITY);
         count += t.data.size();
       }
@@ -779,9 +830,10 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
       for (size_t i = 0; i < a.size(); ++i) spread[i] = std::max(spread[i], std::abs(m[i] - a[i]));
     }
     // What the steps themselves move: the same run at a thousandth of the learning rate. Where
-    // the ranks are held to 1e-5 (the spread allows it), the steps must move the losses by five
-    // times that (a gradient 20% off would show), or the comparison could not see a wrong one
-    // (mobilenet_v2_b32, lr 1e-6: 1.6e-4 and 1e-4).
+    // the ranks are held to 1e-5 (the spread allows it), the steps must move the losses by at
+    // least five times that, or the comparison could hardly see a wrong gradient
+    // (mobilenet_v2_b32, lr 1e-6: 1.6e-4 and 1e-4). mobilenet_v2_b32 is chosen to be in that
+    // regime at every step; that it is, is checked too (else the check would turn itself off).
     const auto still = Hetsynth("train" + model + " --data " + data_ + " --steps 3 --optimizer sgd --lr " +
                                 absl::StrCat(e_.lr / 1000) + " --quiet --metrics " + dir + "/still.jsonl");
     ASSERT_EQ(still.code, 0) << still.output;
@@ -791,6 +843,9 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
       std::printf("%s: step %zu loss on one device %.7f; from weights one ulp away (3 draws) up to %.3g relative apart; "
                   "the steps so far moved it %.3g\n",
                   GetParam().c_str(), i, a[i], spread[i] / std::abs(a[i]), std::abs(a[i] - z[i]) / std::abs(a[i]));
+      if (GetParam() == "mobilenet_v2_b32") {
+        EXPECT_LE(3 * spread[i], 1e-5 * std::abs(a[i])) << GetParam() << " step " << i << ": no longer well-conditioned";
+      }
       if (i > 0 && 3 * spread[i] <= 1e-5 * std::abs(a[i])) {
         EXPECT_GE(std::abs(a[i] - z[i]), 5e-5 * std::abs(a[i])) << GetParam() << " step " << i;
       }
@@ -836,6 +891,8 @@ TEST_P(FromPyTorch, PlansForMixed4AndReference64AndFourRanksMatchOneDevice) {
                   b[i], a[i]);
     }
   }
+  // The checkpoints of the larger models are large (VGG11: 515 MB each); kept on failure.
+  if (!HasFailure()) fs::remove_all(dir);
 }
 
 // A strategy whose sharding rules cannot cover a model says so, not "memory" (megatron on a CNN

@@ -28,6 +28,9 @@ struct OnnxImportOptions {
   // "cross_entropy" (input "labels": class ids, the output's shape without its last dim),
   // "mse" (input "labels": targets of the output's shape) or "none"
   std::string loss = "cross_entropy";
+  // The hash a plan recorded for the file: bytes that hash otherwise are refused before they
+  // are parsed, with ChangedModelFile's line.
+  std::optional<uint64_t> expected_hash;
 };
 
 struct OnnxImport {
@@ -54,15 +57,25 @@ absl::StatusOr<std::vector<double>> OnnxTensorValues(const onnx::TensorProto& t,
 // The file's 48-bit FNV-1a hash, as ImportOnnx records it; NotFound when unreadable.
 absl::StatusOr<uint64_t> ModelFileHash(const std::string& path);
 
-// What identifies a file's contents cheaply within one process: device, inode, size and
-// modification time (ns). Nothing for a path that is not a regular file, or one modified in the
-// last 2 s (whose next change could carry the same stamp). ModelFileHash and the import of
-// an ONNX file that MakeModelSpec hands to BuildModel are reused while the stamp holds.
+// "model file 'PATH' has changed: it hashes to H but the plan was made for R; synthesize a new
+// plan" (a graph file's line says "(with its weights file)").
+std::string ChangedModelFile(const std::string& path, uint64_t hash, uint64_t recorded);
+
+// What identifies a file's contents cheaply within one process: device, inode, size, and the
+// modification and status-change times (a rewrite that puts the old mtime back still moves
+// ctime, which no user can set). Nothing for a path that is not a regular file, or one
+// modified or changed in the last 2 s (the kernel stamps with a coarse clock, so its next
+// change could carry the same times). The graph MakeModelSpec imports from an ONNX file is
+// handed to the BuildModel after it while the stamp holds (models.cc).
 struct FileStamp {
   uint64_t dev = 0, ino = 0;
-  int64_t size = 0, mtime_ns = 0;
+  int64_t size = 0;
+  int64_t mtime_s = 0, mtime_ns = 0, ctime_s = 0, ctime_ns = 0;
   bool operator==(const FileStamp&) const = default;
 };
 std::optional<FileStamp> StampOf(const std::string& path);
+// How many ONNX files this process has parsed (ImportOnnx calls that got as far as parsing):
+// for tests that a command reads its model once.
+uint64_t OnnxFilesParsed();
 
 }  // namespace hetsynth::ir
