@@ -7,7 +7,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include <sys/stat.h>
@@ -35,14 +37,32 @@ using json = nlohmann::json;
 
 namespace fs = std::filesystem;
 
+std::string temp_dir;  // set by the first TempDir()
+
+// This process's scratch directory, removed when every test passed (kept, and named, when one
+// failed: ctest runs each test in its own process, so one per test).
 std::string TempDir() {
-  static const std::string dir = [] {
+  if (temp_dir.empty()) {
     const fs::path p = fs::temp_directory_path() / ("hetsynth_onnx_test_" + std::to_string(getpid()));
     fs::create_directories(p);
-    return p.string();
-  }();
-  return dir;
+    temp_dir = p.string();
+  }
+  return temp_dir;
 }
+
+class RemoveTempDir : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (temp_dir.empty()) return;
+    if (::testing::UnitTest::GetInstance()->Failed()) {
+      std::cerr << "kept " << temp_dir << " for the failure above\n";
+      return;
+    }
+    std::error_code ec;
+    fs::remove_all(temp_dir, ec);
+  }
+};
+[[maybe_unused]] ::testing::Environment* const remove_temp_dir = ::testing::AddGlobalTestEnvironment(new RemoveTempDir);
 
 // ---- hand-built models for the refusals ----
 
