@@ -381,10 +381,10 @@ double LossArg(const std::map<std::string, double>& args) {
 }
 
 // A model file's graph (ONNX or graph JSON) at `batch` (0: the file's own), checked against the
-// hash a plan recorded (args "file_hash", when present) before anything else; `hash`, when
-// given, receives the file's hash.
+// hash recorded in args "file_hash" (when present; by a plan when from_plan) before anything
+// else; `hash`, when given, receives the file's hash.
 absl::StatusOr<Graph> BuildFromFile(const std::string& path, const std::map<std::string, double>& args, int64_t batch,
-                                    uint64_t* hash = nullptr) {
+                                    bool from_plan, uint64_t* hash = nullptr) {
   const auto recorded = args.find("file_hash");
   const auto loss = args.find("loss");
   if (IsOnnxFile(path)) {
@@ -395,7 +395,7 @@ absl::StatusOr<Graph> BuildFromFile(const std::string& path, const std::map<std:
     }
     if (slot && slot->path == path && slot->batch == batch && slot->loss == LossArg(args) && StampOf(path) == slot->stamp) {
       if (recorded != args.end() && static_cast<uint64_t>(recorded->second) != slot->hash) {
-        return Bad(ChangedModelFile(path, slot->hash, static_cast<uint64_t>(recorded->second)));
+        return Bad(ChangedModelFile(path, slot->hash, static_cast<uint64_t>(recorded->second), from_plan));
       }
       if (hash) *hash = slot->hash;
       return std::move(slot->graph);
@@ -407,13 +407,14 @@ absl::StatusOr<Graph> BuildFromFile(const std::string& path, const std::map<std:
     o.batch = batch;
     if (loss != args.end()) o.loss = loss->second == 1 ? "mse" : "cross_entropy";
     if (recorded != args.end()) o.expected_hash = static_cast<uint64_t>(recorded->second);
+    o.expected_hash_from_plan = from_plan;
     HS_ASSIGN_OR_RETURN(OnnxImport m, ImportOnnx(path, o));
     if (hash) *hash = m.file_hash;
     return std::move(m.graph);
   }
   HS_ASSIGN_OR_RETURN(const uint64_t h, ModelFileHash(path));
   if (recorded != args.end() && static_cast<uint64_t>(recorded->second) != h) {
-    return Bad(ChangedModelFile(path, h, static_cast<uint64_t>(recorded->second)));
+    return Bad(ChangedModelFile(path, h, static_cast<uint64_t>(recorded->second), from_plan));
   }
   if (hash) *hash = h;
   if (loss != args.end()) {
@@ -448,6 +449,11 @@ std::string ModelSpec::ToString() const {
 absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
                                         const std::vector<std::string>& overrides,
                                         int64_t batch, Preset preset) {
+  {
+    // A graph waiting in the slot is only for the build right after its spec.
+    std::lock_guard<std::mutex> lock(handoff_mu);
+    handoff.reset();
+  }
   if (IsModelFile(name)) {
     if (preset == Preset::kSmall) return Bad(StrCat("--small: model file '", name, "' has no presets"));
     ModelSpec spec;
@@ -468,11 +474,16 @@ absl::StatusOr<ModelSpec> MakeModelSpec(const std::string& name,
       if (key != "file_hash" || text.empty() || *end != '\0') {
         return Bad(StrCat("--model-arg '", kv, "': a model file (", name, ") takes no hyperparameters"));
       }
+      if (!(v >= 0 && v < 281474976710656.0 && v == std::floor(v))) {  // also refuses NaN
+        return Bad(StrCat("--model-arg '", kv, "': expected the model file's 48-bit hash, an integer from 0 to ",
+                          "281474976710655"));
+      }
       spec.args["file_hash"] = v;
+      spec.file_hash_given = true;
     }
     const std::optional<FileStamp> stamp = StampOf(name);  // before the import reads it
     uint64_t hash = 0;
-    HS_ASSIGN_OR_RETURN(Graph g, BuildFromFile(name, spec.args, batch, &hash));
+    HS_ASSIGN_OR_RETURN(Graph g, BuildFromFile(name, spec.args, batch, spec.file_hash_given, &hash));
     if (!spec.args.count("file_hash")) spec.args["file_hash"] = static_cast<double>(hash);
     const std::vector<ValueId> in = g.inputs();
     spec.batch = batch > 0 ? batch : (in.empty() || g.value(in[0]).shape.empty() ? 1 : g.value(in[0]).shape[0]);
@@ -555,7 +566,7 @@ constexpr int64_t kMaxLayers = 10000;
 constexpr int64_t kMaxElements = int64_t{1} << 50;
 
 absl::StatusOr<Graph> BuildModel(const ModelSpec& spec) {
-  if (IsModelFile(spec.name)) return BuildFromFile(spec.name, spec.args, spec.batch);
+  if (IsModelFile(spec.name)) return BuildFromFile(spec.name, spec.args, spec.batch, spec.file_hash_given);
   if (spec.args.count("layers") && spec.args.at("layers") > kMaxLayers) {
     return Bad(StrCat("model '", spec.name, "': layers=", spec.args.at("layers"), "; expected at most ",
                       kMaxLayers));

@@ -13,6 +13,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <utility>
 #include <set>
 #include <sstream>
 
@@ -80,18 +81,23 @@ std::optional<FileStamp> StampOf(const std::string& path) {
   timespec now {};
   clock_gettime(CLOCK_REALTIME, &now);
   // Modified or changed within the last 2 s (or in the future): no stamp.
-  const timespec latest = std::max(st.st_mtim, st.st_ctim, [](const timespec& a, const timespec& b) {
-    return a.tv_sec != b.tv_sec ? a.tv_sec < b.tv_sec : a.tv_nsec < b.tv_nsec;
-  });
-  if (latest.tv_sec >= now.tv_sec - 2) return std::nullopt;
+  const auto at = [](const timespec& t) { return std::pair<int64_t, int64_t>(t.tv_sec, t.tv_nsec); };
+  if (std::max(at(st.st_mtim), at(st.st_ctim)) > std::pair<int64_t, int64_t>(int64_t{now.tv_sec} - 2, now.tv_nsec)) {
+    return std::nullopt;
+  }
   return FileStamp{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino), static_cast<int64_t>(st.st_size),
                    static_cast<int64_t>(st.st_mtim.tv_sec), static_cast<int64_t>(st.st_mtim.tv_nsec),
                    static_cast<int64_t>(st.st_ctim.tv_sec), static_cast<int64_t>(st.st_ctim.tv_nsec)};
 }
 
-std::string ChangedModelFile(const std::string& path, uint64_t hash, uint64_t recorded) {
-  return StrCat("model file '", path, "'", IsOnnxFile(path) ? "" : " (with its weights file)", " has changed: it hashes to ",
-                hash, " but the plan was made for ", recorded, "; synthesize a new plan");
+std::string ChangedModelFile(const std::string& path, uint64_t hash, uint64_t recorded, bool from_plan) {
+  const std::string file = StrCat("model file '", path, "'", IsOnnxFile(path) ? "" : " (with its weights file)");
+  if (!from_plan) {
+    return StrCat(file, " has changed since this command first read it (it hashed to ", recorded, ", now ", hash,
+                  "); run the command again");
+  }
+  return StrCat(file, " has changed: it hashes to ", hash, " but the plan was made for ", recorded,
+                "; synthesize a new plan");
 }
 
 namespace {
@@ -2648,7 +2654,9 @@ class Importer {
 absl::StatusOr<OnnxImport> ImportOnnx(const std::string& path, const OnnxImportOptions& options) {
   HS_ASSIGN_OR_RETURN(std::string bytes, ReadRegularFile(path, StrCat("model file '", path, "'")));
   const uint64_t hash = HashBytes(bytes);
-  if (options.expected_hash && *options.expected_hash != hash) return Bad(ChangedModelFile(path, hash, *options.expected_hash));
+  if (options.expected_hash && *options.expected_hash != hash) {
+    return Bad(ChangedModelFile(path, hash, *options.expected_hash, options.expected_hash_from_plan));
+  }
   ++onnx_parsed;
   onnx::ModelProto model;
   if (bytes.empty() || !model.ParseFromString(bytes)) {

@@ -213,6 +213,29 @@ TEST(OnnxImport, AFileIsParsedOnceAndReadAgainWhenItChanges) {
   ASSERT_TRUE(spec.ok()) << spec.status();
   ASSERT_TRUE(ir::BuildModel(*spec).ok());
   EXPECT_EQ(ir::OnnxFilesParsed() - before, 1u) << "the spec's graph was not handed to the build";
+  // A handed-over graph is checked against the recorded hash too: the slot's hash, not the spec's.
+  spec = ir::MakeModelSpec(path, {}, 0, ir::Preset::kDefault);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  for (const bool from_plan : {false, true}) {
+    ir::ModelSpec other = *spec;
+    other.args["file_hash"] = spec->args.at("file_hash") == 0 ? 1 : 0;
+    other.file_hash_given = from_plan;
+    before = ir::OnnxFilesParsed();
+    absl::StatusOr<ir::Graph> refused = ir::BuildModel(other);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(std::string(refused.status().message())
+                  .find(from_plan ? "has changed: it hashes to" : "has changed since this command first read it"),
+              std::string::npos)
+        << refused.status();
+    EXPECT_EQ(ir::OnnxFilesParsed() - before, 0u) << "refused before parsing";
+  }
+  // A recorded hash is the file's 48-bit hash or nothing.
+  for (const char* bad : {"file_hash=-1", "file_hash=nan", "file_hash=1e30", "file_hash=1.5", "file_hash=281474976710656"}) {
+    absl::StatusOr<ir::ModelSpec> s = ir::MakeModelSpec(path, {bad}, 0, ir::Preset::kDefault);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_NE(std::string(s.status().message()).find("expected the model file's 48-bit hash"), std::string::npos)
+        << s.status();
+  }
   // The same size, other bytes (Relu → Tanh), the old mtime put back, and settled: only ctime tells.
   spec = ir::MakeModelSpec(path, {}, 0, ir::Preset::kDefault);
   ASSERT_TRUE(spec.ok()) << spec.status();
@@ -234,8 +257,15 @@ TEST(OnnxImport, AFileIsParsedOnceAndReadAgainWhenItChanges) {
   bool has_tanh = false;
   for (const ir::Node& n : h->nodes()) has_tanh |= n.kind == ir::OpKind::kTanh;
   EXPECT_TRUE(has_tanh);
-  // Just written: no stamp, so no handover (two parses).
+  // Just written: no stamp (checked when this machine got there within a second), and a file
+  // modified in the future none either, so no handover (two parses).
+  const auto written = std::chrono::steady_clock::now();
   Write(TinyModel("Relu"), "stamp.onnx");
+  const bool stamped = ir::StampOf(path).has_value();
+  if (std::chrono::steady_clock::now() - written < std::chrono::seconds(1)) {
+    EXPECT_FALSE(stamped);
+  }
+  fs::last_write_time(path, fs::file_time_type::clock::now() + std::chrono::hours(1));
   EXPECT_FALSE(ir::StampOf(path).has_value());
   before = ir::OnnxFilesParsed();
   spec = ir::MakeModelSpec(path, {}, 0, ir::Preset::kDefault);

@@ -53,6 +53,9 @@ struct ModelSpec {
   std::string name;
   std::map<std::string, double> args;  // every hyperparameter of the model
   int64_t batch = 0;
+  // A model file's: whether args' "file_hash" was given (by a plan) rather than recorded from
+  // this spec's own read of the file; only the wording of a changed file's refusal depends on it.
+  bool file_hash_given = false;
 
   int64_t Int(const std::string& key) const { return static_cast<int64_t>(args.at(key)); }
   double Real(const std::string& key) const { return args.at(key); }

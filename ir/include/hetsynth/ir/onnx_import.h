@@ -28,9 +28,10 @@ struct OnnxImportOptions {
   // "cross_entropy" (input "labels": class ids, the output's shape without its last dim),
   // "mse" (input "labels": targets of the output's shape) or "none"
   std::string loss = "cross_entropy";
-  // The hash a plan recorded for the file: bytes that hash otherwise are refused before they
-  // are parsed, with ChangedModelFile's line.
+  // The hash recorded for the file (by a plan, or by this command's first read of it): bytes
+  // that hash otherwise are refused before they are parsed, with ChangedModelFile's line.
   std::optional<uint64_t> expected_hash;
+  bool expected_hash_from_plan = true;
 };
 
 struct OnnxImport {
@@ -58,14 +59,16 @@ absl::StatusOr<std::vector<double>> OnnxTensorValues(const onnx::TensorProto& t,
 absl::StatusOr<uint64_t> ModelFileHash(const std::string& path);
 
 // "model file 'PATH' has changed: it hashes to H but the plan was made for R; synthesize a new
-// plan" (a graph file's line says "(with its weights file)").
-std::string ChangedModelFile(const std::string& path, uint64_t hash, uint64_t recorded);
+// plan" (a graph file's line says "(with its weights file)"); when the hash was recorded by this
+// command's own first read (from_plan false), "... has changed since this command first read it
+// (it hashed to R, now H); run the command again".
+std::string ChangedModelFile(const std::string& path, uint64_t hash, uint64_t recorded, bool from_plan = true);
 
 // What identifies a file's contents cheaply within one process: device, inode, size, and the
 // modification and status-change times (a rewrite that puts the old mtime back still moves
 // ctime, which no user can set). Nothing for a path that is not a regular file, or one
-// modified or changed in the last 2 s (the kernel stamps with a coarse clock, so its next
-// change could carry the same times). The graph MakeModelSpec imports from an ONNX file is
+// modified or changed in the last 2 s or in the future (the kernel stamps with a coarse clock,
+// so its next change could carry the same times). The graph MakeModelSpec imports from an ONNX file is
 // handed to the BuildModel after it while the stamp holds (models.cc).
 struct FileStamp {
   uint64_t dev = 0, ino = 0;
