@@ -13,9 +13,10 @@
 #include <limits>
 #include <map>
 #include <optional>
-#include <utility>
 #include <set>
 #include <sstream>
+#include <type_traits>
+#include <utility>
 
 #include <sys/stat.h>
 #include <time.h>
@@ -175,9 +176,11 @@ struct Val {
   ValueId id = kNoValue;
 };
 
-absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::string& where) {
-  Const c;
-  for (int64_t d : t.dims()) c.dims.push_back(d);
+// A tensor's element count: its data inside the file, dims >= 0, and every element stored (raw
+// bytes, or one typed entry each); more elements than stored values is a bad file, refused
+// before anything is allocated for it.
+absl::StatusOr<int64_t> StoredElementCount(const onnx::TensorProto& t, const std::string& where) {
+  const Shape dims(t.dims().begin(), t.dims().end());
   const std::string& raw = t.raw_data();
   // Every element is stored (raw bytes, or one typed entry each): more elements than stored
   // values is a bad file, refused before anything is allocated for it.
@@ -187,21 +190,57 @@ absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::str
     return Bad(StrCat(where, ": tensor '", t.name(), "' keeps its data in an external file; external data is not "
                       "supported (re-export with the weights inside the .onnx file)"));
   }
-  for (size_t i = 0; i < c.dims.size(); ++i) {
-    if (c.dims[i] < 0) {
-      return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(c.dims), ": dim ", i, " is ", c.dims[i],
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i] < 0) {
+      return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(dims), ": dim ", i, " is ", dims[i],
                         "; expected sizes >= 0"));
     }
   }
-  int64_t bound = 1;
-  for (int64_t d : c.dims) {
-    if (d < 0 || (d > 0 && bound > stored / d)) {
-      return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(c.dims), " holds ", stored,
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    if (d > 0 && n > stored / d) {
+      return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(dims), " holds ", stored,
                         " stored values; expected one per element"));
     }
-    bound *= d;
+    n *= d;
   }
-  const int64_t n = bound;  // the element count, known by now not to overflow
+  return n;
+}
+
+// A FLOAT tensor's n values (StoredElementCount's), from its raw little-endian bytes or its
+// float_data, into out[0, n).
+template <class T>
+absl::Status ReadFloatValues(const onnx::TensorProto& t, int64_t n, const std::string& where, T* out) {
+  const std::string& raw = t.raw_data();
+  if (!raw.empty()) {
+    if (raw.size() != static_cast<size_t>(n) * 4) {
+      return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(Shape(t.dims().begin(), t.dims().end())),
+                        " has ", raw.size(), " bytes of data; expected ", n * 4));
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      std::memcpy(out, raw.data(), raw.size());  // little-endian, as the hosts this builds for
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        float f;
+        std::memcpy(&f, raw.data() + 4 * i, 4);
+        out[i] = f;
+      }
+    }
+  } else if (t.float_data_size() == n) {
+    std::copy(t.float_data().begin(), t.float_data().end(), out);
+  } else {
+    return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(Shape(t.dims().begin(), t.dims().end())),
+                      " has ", t.float_data_size(), " values; expected ", n,
+                      (t.data_location() == onnx::TensorProto::EXTERNAL ? " (external data is not supported)" : "")));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::string& where) {
+  Const c;
+  for (int64_t d : t.dims()) c.dims.push_back(d);
+  const std::string& raw = t.raw_data();
+  HS_ASSIGN_OR_RETURN(const int64_t n, StoredElementCount(t, where));
   auto need = [&](size_t elem) -> absl::Status {
     if (raw.size() != static_cast<size_t>(n) * elem) {
       return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(c.dims), " has ",
@@ -212,20 +251,7 @@ absl::StatusOr<Const> FromTensorProto(const onnx::TensorProto& t, const std::str
   c.v.resize(static_cast<size_t>(n));
   switch (t.data_type()) {
     case onnx::TensorProto::FLOAT:
-      if (!raw.empty()) {
-        HS_RETURN_IF_ERROR(need(4));
-        for (int64_t i = 0; i < n; ++i) {
-          float f;
-          std::memcpy(&f, raw.data() + 4 * i, 4);
-          c.v[i] = f;
-        }
-      } else if (t.float_data_size() == n) {
-        for (int64_t i = 0; i < n; ++i) c.v[i] = t.float_data(static_cast<int>(i));
-      } else {
-        return Bad(StrCat(where, ": tensor '", t.name(), "' of shape ", DimsString(c.dims), " has ",
-                          t.float_data_size(), " values; expected ", n,
-                          (t.data_location() == onnx::TensorProto::EXTERNAL ? " (external data is not supported)" : "")));
-      }
+      HS_RETURN_IF_ERROR(ReadFloatValues(t, n, where, c.v.data()));
       return c;
     case onnx::TensorProto::DOUBLE:
       if (!raw.empty()) {
@@ -1324,25 +1350,15 @@ class Importer {
     ids_[name] = id;
     return id;
   }
-  // A FLOAT initializer's values as stored, when it stores exactly one per element (raw bytes or
-  // float_data) and has at least one; otherwise nothing, and FromTensorProto says what is wrong.
+  // A FLOAT initializer's values, read as FromTensorProto reads them but in float, when it has
+  // at least one; otherwise (or when they are not well stored) nothing, and FromTensorProto
+  // says what is wrong.
   static std::optional<std::vector<float>> PlainFloats(const onnx::TensorProto& t) {
-    if (t.data_type() != onnx::TensorProto::FLOAT || t.data_location() == onnx::TensorProto::EXTERNAL) return std::nullopt;
-    const std::string& raw = t.raw_data();
-    const int64_t stored = raw.empty() ? t.float_data_size() : static_cast<int64_t>(raw.size() / 4);
-    if (!raw.empty() && (raw.size() % 4 != 0 || t.float_data_size() != 0)) return std::nullopt;
-    int64_t n = 1;
-    for (int64_t d : t.dims()) {
-      if (d <= 0 || n > stored / d) return std::nullopt;
-      n *= d;
-    }
-    if (n != stored || n == 0) return std::nullopt;
-    std::vector<float> v(static_cast<size_t>(n));
-    if (!raw.empty()) {
-      std::memcpy(v.data(), raw.data(), raw.size());  // little-endian, as the hosts this builds for
-    } else {
-      std::copy(t.float_data().begin(), t.float_data().end(), v.begin());
-    }
+    if (t.data_type() != onnx::TensorProto::FLOAT) return std::nullopt;
+    const absl::StatusOr<int64_t> n = StoredElementCount(t, "");
+    if (!n.ok() || *n == 0) return std::nullopt;
+    std::vector<float> v(static_cast<size_t>(*n));
+    if (!ReadFloatValues(t, *n, "", v.data()).ok()) return std::nullopt;
     return v;
   }
 
